@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Each creates .venv from requirements.lock
+# when needed (Python 3.11; nothing is installed by hand).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seqwatch-installed
+
+.PHONY: demo test test-fast bench-accuracy bench-speed clean
+
+$(STAMP): requirements.lock setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/seqwatch demo --output demo-output
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+bench-accuracy: $(STAMP)
+	$(BIN)/python benchmarks/accuracy.py
+
+bench-speed: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) demo-output build *.egg-info

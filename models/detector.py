@@ -1,0 +1,273 @@
+"""The detector's life cycle: fit on normal history, calibrate, score windows, forecast, save and load.
+
+``Seq2SeqDetector`` ties the pieces together and knows nothing about Beam: the Keras network
+(``builders``), training (``training``), scaling, the Mahalanobis window scorer (``scoring``), the
+threshold and tail calibration (``thresholds``) and conformal forecast intervals (``intervals``).
+
+Data handed to ``fit`` is long format: a DataFrame with ``entity_id``, ``channel``, ``timestamp`` (int µs or
+datetime) and ``value``. Each entity's timeline is split chronologically: the first part trains the network,
+the next part (validation) drives early stopping and fits the score's error distribution, the last part
+(calibration) sets the threshold, the severity scale and the forecast intervals.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from seqwatch.models import windowing
+from seqwatch.models.config import DetectorConfig
+from seqwatch.models.intervals import ConformalIntervals
+from seqwatch.models.scaling import ChannelScaler
+from seqwatch.models.scoring import MahalanobisScorer, reconstruction_errors, window_error_features
+from seqwatch.models.thresholds import PeaksOverThreshold, QuantileThreshold, TailCalibration, severity_of
+
+PREDICT_BATCH = 256  # fixed batch shape: JAX compiles once per input shape
+
+
+class ModelMismatchError(ValueError):
+    """The data asked of a model do not fit it (channels, sampling interval, window shape)."""
+
+
+class InsufficientDataError(ValueError):
+    """Too little normal data to train and calibrate a detector."""
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Scores of N windows; ``forecast``/``lower``/``upper`` are ``[N, H, C]`` or None without a forecast head."""
+
+    score: np.ndarray
+    contributions: np.ndarray
+    is_anomaly: np.ndarray
+    tail_probability: np.ndarray
+    severity: np.ndarray
+    forecast: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+
+def infer_step_us(frame: pd.DataFrame) -> int:
+    """The median interval between consecutive readings of the same entity and channel, in µs."""
+    ordered = frame.sort_values(["entity_id", "channel", "timestamp"])
+    same = (ordered["entity_id"].to_numpy()[1:] == ordered["entity_id"].to_numpy()[:-1]) & (
+        ordered["channel"].to_numpy()[1:] == ordered["channel"].to_numpy()[:-1])
+    diffs = np.diff(ordered["timestamp"].to_numpy(dtype=np.int64))[same]
+    diffs = diffs[diffs > 0]
+    if diffs.size == 0:
+        raise InsufficientDataError("cannot infer the sampling interval: no entity has two readings of a channel")
+    return int(np.median(diffs))
+
+
+def _as_micros(timestamps: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(timestamps):
+        ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
+        return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+    return timestamps.to_numpy(dtype=np.int64)
+
+
+def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int) -> dict[str, windowing.Grid]:
+    """Resample a long-format frame into one grid per entity, channels in ``channels`` order."""
+    known = frame[frame["channel"].isin(channels)]
+    position = {name: i for i, name in enumerate(channels)}
+    grids = {}
+    for entity, part in known.groupby("entity_id", sort=True):
+        steps = _as_micros(part["timestamp"]) // step_us
+        grids[str(entity)] = windowing.build_grid(steps, part["channel"].map(position).to_numpy(),
+                                                  part["value"].to_numpy(dtype=np.float64), len(channels), max_gap)
+    return grids
+
+
+def _segment_windows(grid: windowing.Grid, lo: int, hi: int, length: int, stride: int) -> np.ndarray:
+    """All windows of ``length`` steps every ``stride`` steps inside grid rows ``[lo, hi)`` that contain only
+    present steps."""
+    out = []
+    for start, end in windowing.stretches(grid.present[lo:hi]):
+        if end - start + 1 >= length:
+            out.append(windowing.sliding_windows(grid.values[lo + start:lo + end + 1], length, stride))
+    if not out:
+        return np.zeros((0, length, grid.values.shape[1]), dtype=np.float64)
+    return np.concatenate(out)
+
+
+class Seq2SeqDetector:
+    """A seq2seq autoencoder with its scaler, scorer, threshold and intervals.
+
+    Build one with ``Seq2SeqDetector(config)`` then ``fit(frame)``, or load one with
+    ``seqwatch.models.artifact.load_artifact``.
+    """
+
+    def __init__(self, config: DetectorConfig | None = None, model_id: str = "seqwatch"):
+        self.config = config or DetectorConfig()
+        self.model_id = model_id
+        self.model = None
+        self.channels: tuple = ()
+        self.step_us: int = 0
+        self.scaler: ChannelScaler | None = None
+        self.scorer: MahalanobisScorer | None = None
+        self.tail: TailCalibration | None = None
+        self.threshold: float = float("nan")
+        self.intervals: ConformalIntervals | None = None
+        self.fingerprint: str = ""
+        self.metrics: dict = {}
+        self.history: dict = {}
+        self.model_version: str = ""
+
+    # ----------------------------------------------------------------------------------------- properties
+    @property
+    def window_length(self) -> int:
+        return self.config.window.length
+
+    @property
+    def horizon(self) -> int:
+        return self.config.architecture.forecast_horizon
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None and self.scorer is not None
+
+    # ---------------------------------------------------------------------------------------------- fit
+    def fit(self, frame: pd.DataFrame, channels: tuple | None = None, step_us: int | None = None,
+            progress: bool = True) -> "Seq2SeqDetector":
+        """Train and calibrate on normal readings (long format). Raises ``InsufficientDataError`` when the data
+        cannot fill enough windows in each chronological part."""
+        import keras  # keep `import seqwatch.models` free of Keras start-up cost
+
+        from seqwatch.models.builders import FORECAST, RECONSTRUCTION, build_seq2seq
+        from seqwatch.models.training import train_autoencoder
+
+        missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"training data lacks columns {sorted(missing)}")
+        self.channels = tuple(channels) if channels else tuple(sorted(map(str, frame["channel"].unique())))
+        self.step_us = int(step_us) if step_us else infer_step_us(frame)
+        if self.step_us <= 0:
+            raise ValueError(f"step_us must be > 0, got {self.step_us}")
+        cfg = self.config
+        length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
+        grids = entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap)
+
+        parts = {"train": [], "validation": [], "calibration": []}
+        train_values = []
+        for grid in grids.values():
+            n = len(grid)
+            cut_val = int(n * (1 - cfg.training.validation_fraction - cfg.training.calibration_fraction))
+            cut_cal = int(n * (1 - cfg.training.calibration_fraction))
+            bounds = {"train": (0, cut_val), "validation": (cut_val, cut_cal), "calibration": (cut_cal, n)}
+            for name, (lo, hi) in bounds.items():
+                parts[name].append(_segment_windows(grid, lo, hi, length + horizon, cfg.training.training_stride))
+            train_values.append(grid.values[:cut_val][grid.present[:cut_val]])
+        windows = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        for name, w in windows.items():
+            if len(w) < 20:
+                raise InsufficientDataError(
+                    f"the {name} part of the training data fills only {len(w)} windows of {length + horizon} steps "
+                    f"(need >= 20): supply more normal history or a shorter window")
+
+        self.scaler = ChannelScaler.fit(np.concatenate(train_values))
+        scaled = {name: self.scaler.transform(w) for name, w in windows.items()}
+
+        def split_xy(w):
+            targets = {RECONSTRUCTION: w[:, :length]}
+            if horizon:
+                targets[FORECAST] = w[:, length:]
+            return w[:, :length], targets
+
+        keras.utils.set_random_seed(cfg.training.seed)
+        self.model = build_seq2seq(cfg.architecture, length, len(self.channels))
+        x_train, y_train = split_xy(scaled["train"])
+        x_val, y_val = split_xy(scaled["validation"])
+        if progress:
+            sys.stderr.write(f"training {self.model.name} on {len(x_train)} windows "
+                             f"({len(x_val)} for validation, {len(scaled['calibration'])} for calibration)\n")
+        self.history = train_autoencoder(self.model, x_train, y_train, x_val, y_val, cfg.training, progress)
+
+        # Score distribution of normal windows: fitted on validation, threshold on calibration.
+        val_recon, _ = self._predict_scaled(x_val)
+        self.scorer = MahalanobisScorer.fit(window_error_features(reconstruction_errors(x_val, val_recon)))
+        x_cal, y_cal = split_xy(scaled["calibration"])
+        cal_recon, cal_forecast = self._predict_scaled(x_cal)
+        cal_scores, _ = self.scorer.score(window_error_features(reconstruction_errors(x_cal, cal_recon)))
+        sc = cfg.scoring
+        self.tail = TailCalibration.fit(cal_scores, sc.pot_initial_quantile)
+        if sc.threshold_method == "pot":
+            self.threshold = PeaksOverThreshold(sc.pot_initial_quantile, sc.pot_risk).fit(cal_scores)
+        else:
+            self.threshold = QuantileThreshold(sc.threshold_quantile).fit(cal_scores)
+        if horizon:
+            truth = windows["calibration"][:, length:]
+            self.intervals = ConformalIntervals.fit(self.scaler.inverse_transform(cal_forecast) - truth,
+                                                    sc.interval_coverage)
+
+        self.fingerprint = self._fingerprint(frame)
+        self.metrics = {
+            "windows": {name: int(len(w)) for name, w in windows.items()},
+            "epochs_run": len(self.history.get("loss", [])),
+            "best_val_loss": float(min(self.history.get("val_loss", [float("nan")]))),
+            "threshold": self.threshold,
+            "calibration_score_quantiles": {q: float(np.quantile(cal_scores, float(q)))
+                                            for q in ("0.5", "0.9", "0.99")},
+            "calibration_false_alarm_rate": float(np.mean(cal_scores > self.threshold)),
+        }
+        return self
+
+    @staticmethod
+    def _fingerprint(frame: pd.DataFrame) -> str:
+        ordered = frame[["entity_id", "channel", "timestamp", "value"]].sort_values(
+            ["entity_id", "channel", "timestamp"])
+        digest = hashlib.sha256(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------------------------------- score
+    def check_compatible(self, channels, step_us: int | None = None) -> None:
+        """Raise ``ModelMismatchError`` with one sentence when data with ``channels`` cannot be scored."""
+        missing = [c for c in self.channels if c not in set(channels)]
+        if missing:
+            raise ModelMismatchError(
+                f"model {self.model_id} {self.model_version} expects channels {list(self.channels)}, but the data "
+                f"lack {missing}")
+        if step_us is not None and step_us != self.step_us:
+            raise ModelMismatchError(f"model {self.model_id} {self.model_version} was trained at a sampling "
+                                     f"interval of {self.step_us / 1e6:g}s, the data are at {step_us / 1e6:g}s")
+
+    def _predict_scaled(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the network on scaled windows in fixed-size batches (the last one padded)."""
+        from seqwatch.models.builders import FORECAST, RECONSTRUCTION
+
+        n = len(x)
+        recon = np.empty(x.shape, dtype=np.float32)
+        forecast = np.empty((n, self.horizon, x.shape[2]), dtype=np.float32) if self.horizon else None
+        for start in range(0, n, PREDICT_BATCH):
+            batch = x[start:start + PREDICT_BATCH]
+            size = len(batch)
+            if size < PREDICT_BATCH:
+                batch = np.concatenate([batch, np.zeros((PREDICT_BATCH - size,) + batch.shape[1:], batch.dtype)])
+            out = self.model.predict_on_batch(batch)
+            recon[start:start + size] = np.asarray(out[RECONSTRUCTION])[:size]
+            if forecast is not None:
+                forecast[start:start + size] = np.asarray(out[FORECAST])[:size]
+        return recon, forecast
+
+    def score_windows(self, windows: np.ndarray) -> WindowScores:
+        """Score windows ``[N, L, C]`` in original units and the model's channel order."""
+        if not self.is_fitted:
+            raise RuntimeError("the detector is not fitted: call fit() or load an artifact")
+        windows = np.asarray(windows)
+        expected = (self.window_length, len(self.channels))
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise ModelMismatchError(f"model {self.model_id} {self.model_version} scores windows of shape "
+                                     f"[N, {expected[0]}, {expected[1]}], got {list(windows.shape)}")
+        x = self.scaler.transform(windows)
+        recon, forecast = self._predict_scaled(x)
+        score, contributions = self.scorer.score(window_error_features(reconstruction_errors(x, recon)))
+        is_anomaly = score > self.threshold
+        tail = self.tail.tail_probability(score)
+        result = WindowScores(score, contributions, is_anomaly, tail, severity_of(tail, is_anomaly))
+        if forecast is not None:
+            yhat = self.scaler.inverse_transform(forecast)
+            lower, upper = self.intervals.bounds(yhat)
+            result = WindowScores(score, contributions, is_anomaly, tail, result.severity, yhat, lower, upper)
+        return result

@@ -1,0 +1,91 @@
+"""From reconstruction errors to anomaly scores.
+
+Each window is summarised by one error feature per channel (log of the root-mean-square reconstruction
+error over its steps). Normal windows' features are modelled as a Gaussian fitted on held-out validation
+windows; a window's score is the Mahalanobis distance of its feature vector from that Gaussian (the
+approach of EncDec-AD, Malhotra et al. 2016, applied per window), so that channels whose errors move together
+are not counted twice. The squared distance splits exactly into per-channel contributions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_EPS = 1e-6
+
+
+def reconstruction_errors(windows: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
+    """Per step and channel error ``reconstruction - window``, ``[N, L, C]``."""
+    if windows.shape != reconstructions.shape:
+        raise ValueError(f"windows and reconstructions must have the same shape, got {windows.shape} and "
+                         f"{reconstructions.shape}")
+    return np.asarray(reconstructions, dtype=np.float64) - np.asarray(windows, dtype=np.float64)
+
+
+def window_error_features(errors: np.ndarray) -> np.ndarray:
+    """``log(rms + 1e-6)`` of the errors of each channel over the window's steps: ``[N, L, C] -> [N, C]``."""
+    rms = np.sqrt(np.mean(np.square(errors), axis=1))
+    return np.log(rms + _EPS)
+
+
+@dataclass(frozen=True)
+class MahalanobisScorer:
+    """Mahalanobis distance of window error features from their distribution on normal windows."""
+
+    mean: tuple
+    precision: tuple  # inverse covariance, row-major C x C
+
+    @classmethod
+    def fit(cls, features: np.ndarray, shrinkage: float = 0.1) -> "MahalanobisScorer":
+        """Fit on normal features ``[N, C]`` (N >= 2). The covariance is shrunk towards its diagonal by
+        ``shrinkage`` so that it stays invertible with few windows or constant channels."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[0] < 2:
+            raise ValueError(f"features must be [N >= 2, C], got shape {features.shape}")
+        if not 0.0 <= shrinkage <= 1.0:
+            raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
+        mean = features.mean(axis=0)
+        cov = np.atleast_2d(np.cov(features, rowvar=False))
+        cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov))
+        cov += np.eye(cov.shape[0]) * max(1e-9, 1e-6 * float(np.trace(cov)) / cov.shape[0])
+        precision = np.linalg.inv(cov)
+        return cls(tuple(mean.tolist()), tuple(precision.ravel().tolist()))
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.mean)
+
+    def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores [N], contributions [N, C])``: the Mahalanobis distance, and each channel's share
+        ``d_c * (P d)_c`` of the squared distance (they sum to ``score**2``; a share can be negative when a
+        channel's error is lower than usual given the others)."""
+        diff = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
+        precision = np.asarray(self.precision).reshape(self.n_channels, self.n_channels)
+        contributions = diff * (diff @ precision.T)
+        squared = contributions.sum(axis=1)
+        return np.sqrt(np.maximum(squared, 0.0)), contributions
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "precision": list(self.precision)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MahalanobisScorer":
+        return cls(tuple(data["mean"]), tuple(data["precision"]))
+
+
+def causal_point_scores(steps: np.ndarray, window_ends: np.ndarray, window_scores: np.ndarray,
+                        window_length: int) -> np.ndarray:
+    """Score of each step from the latest window that ends at or before it and still overlaps it
+    (``end > step - window_length``); NaN where there is none. Uses no window that ends after the step, so a
+    streaming run, which has not seen the future, gives the same point scores as a batch run."""
+    order = np.argsort(window_ends, kind="stable")
+    ends = np.asarray(window_ends)[order]
+    scores = np.asarray(window_scores, dtype=np.float64)[order]
+    steps = np.asarray(steps)
+    position = np.searchsorted(ends, steps, side="right") - 1
+    result = np.full(len(steps), np.nan)
+    valid = position >= 0
+    valid[valid] = ends[position[valid]] > steps[valid] - window_length
+    result[valid] = scores[position[valid]]
+    return result

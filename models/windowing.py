@@ -1,0 +1,154 @@
+"""Windowing maths, pure numpy: time grid, gap filling, stretches, window placement and cutting.
+
+Time is measured in steps of the model's sampling interval counted from the epoch (``step = t // step_us``),
+so every pane, batch or streaming, places windows on the same global grid. A window is named by its end
+step ``e`` and covers steps ``e - L + 1 .. e``.
+
+Placement inside one stretch of consecutive present steps ``[a, b]`` (``b - a + 1 >= L``):
+- *grid* windows end at every step with ``e % stride == stride - 1`` in ``[a + L - 1, b]``;
+- a *head* window ends at ``a + L - 1`` and a *tail* window at ``b`` (when those are not grid ends),
+so every step of a stretch of at least L steps lies in some window, and steps of shorter stretches in none.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_step_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray, n_channels: int,
+                 first_step: int, n_steps: int) -> np.ndarray:
+    """Average readings onto the grid ``[first_step, first_step + n_steps)``: returns ``[n_steps, C]`` with NaN
+    where a channel has no reading in a step. Readings outside the grid are ignored."""
+    grid_sum = np.zeros((n_steps, n_channels), dtype=np.float64)
+    grid_count = np.zeros((n_steps, n_channels), dtype=np.int64)
+    row = np.asarray(steps, dtype=np.int64) - first_step
+    inside = (row >= 0) & (row < n_steps)
+    np.add.at(grid_sum, (row[inside], channel_index[inside]), values[inside])
+    np.add.at(grid_count, (row[inside], channel_index[inside]), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = grid_sum / grid_count
+    grid[grid_count == 0] = np.nan
+    return grid
+
+
+def fill_short_gaps(grid: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linearly fill runs of at most ``max_gap`` missing steps that have an observed value on both sides.
+
+    Returns ``(filled, observed)``: ``observed`` is True where the value was measured. Longer runs, and runs at
+    either end of the grid, stay NaN.
+    """
+    filled = grid.copy()
+    observed = ~np.isnan(grid)
+    if max_gap == 0:
+        return filled, observed
+    n = grid.shape[0]
+    index = np.arange(n)
+    for c in range(grid.shape[1]):
+        have = observed[:, c]
+        if have.all() or not have.any():
+            continue
+        known = index[have]
+        # For each missing step: distance to the previous and next observation.
+        prev_pos = np.searchsorted(known, index, side="right") - 1
+        next_pos = prev_pos + 1
+        missing = ~have & (prev_pos >= 0) & (next_pos < len(known))
+        if not missing.any():
+            continue
+        lo = known[prev_pos[missing]]
+        hi = known[next_pos[missing]]
+        short = (hi - lo - 1) <= max_gap
+        targets = index[missing][short]
+        lo, hi = lo[short], hi[short]
+        frac = (targets - lo) / (hi - lo)
+        filled[targets, c] = grid[lo, c] + frac * (grid[hi, c] - grid[lo, c])
+    return filled, observed
+
+
+def stretches(present: np.ndarray) -> np.ndarray:
+    """Runs of True in a 1-d mask as an int array ``[K, 2]`` of inclusive ``(start, end)`` positions."""
+    present = np.asarray(present, dtype=bool)
+    if present.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    padded = np.concatenate([[False], present, [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return edges.reshape(-1, 2) - np.array([0, 1])
+
+
+def window_end_steps(start: int, end: int, length: int, stride: int, lo: int | None = None,
+                     hi: int | None = None) -> np.ndarray:
+    """End steps of the windows placed in the stretch ``[start, end]`` (absolute steps, inclusive), restricted to
+    ends in ``[lo, hi)`` when given. Empty when the stretch is shorter than ``length``."""
+    first = start + length - 1
+    if end < first:
+        return np.zeros(0, dtype=np.int64)
+    grid_first = first + (stride - 1 - first) % stride
+    ends = np.arange(grid_first, end + 1, stride, dtype=np.int64)
+    ends = np.union1d(ends, np.array([first, end], dtype=np.int64))
+    if lo is not None:
+        ends = ends[ends >= lo]
+    if hi is not None:
+        ends = ends[ends < hi]
+    return ends
+
+
+def covered_by_long_stretch(present: np.ndarray, length: int) -> np.ndarray:
+    """True for every position that lies in a run of at least ``length`` present positions."""
+    covered = np.zeros(len(present), dtype=bool)
+    for start, end in stretches(present):
+        if end - start + 1 >= length:
+            covered[start:end + 1] = True
+    return covered
+
+
+def cut_windows(series: np.ndarray, end_positions: np.ndarray, length: int) -> np.ndarray:
+    """Windows ``series[e - length + 1 : e + 1]`` for each end position, as ``[N, length, ...]``.
+
+    Uses a strided view, so only the selected windows are copied."""
+    end_positions = np.asarray(end_positions, dtype=np.int64)
+    if end_positions.size and (end_positions.min() < length - 1 or end_positions.max() >= len(series)):
+        raise ValueError(f"window end positions must lie in [{length - 1}, {len(series) - 1}], got "
+                         f"[{end_positions.min()}, {end_positions.max()}]")
+    view = np.lib.stride_tricks.sliding_window_view(series, length, axis=0)  # [n - L + 1, ..., L]
+    windows = view[end_positions - length + 1]
+    return np.moveaxis(windows, -1, 1).copy()
+
+
+def sliding_windows(series: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """All windows of ``length`` steps every ``stride`` steps from the start of ``series`` ``[n, C]``."""
+    if len(series) < length:
+        return np.zeros((0, length) + series.shape[1:], dtype=series.dtype)
+    ends = np.arange(length - 1, len(series), stride)
+    return cut_windows(series, ends, length)
+
+
+class Grid:
+    """One entity's readings on the step grid ``[first_step, first_step + n)``.
+
+    ``values`` ``[n, C]`` has short gaps filled, ``observed`` ``[n, C]`` marks measured values and ``present``
+    ``[n]`` marks steps where every channel has a value (measured or filled)."""
+
+    __slots__ = ("first_step", "values", "observed", "present")
+
+    def __init__(self, first_step: int, values: np.ndarray, observed: np.ndarray, present: np.ndarray):
+        self.first_step = int(first_step)
+        self.values = values
+        self.observed = observed
+        self.present = present
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+
+def build_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray, n_channels: int, max_gap: int,
+               first_step: int | None = None, last_step: int | None = None) -> Grid:
+    """Resample readings (absolute ``steps``, channel positions, values) onto a grid from ``first_step`` to
+    ``last_step`` inclusive (default: the readings' range), fill short gaps and mark present steps."""
+    steps = np.asarray(steps, dtype=np.int64)
+    if first_step is None:
+        first_step = int(steps.min()) if steps.size else 0
+    if last_step is None:
+        last_step = int(steps.max()) if steps.size else first_step - 1
+    n = max(0, last_step - first_step + 1)
+    raw = to_step_grid(steps, np.asarray(channel_index, dtype=np.int64), np.asarray(values, dtype=np.float64),
+                       n_channels, first_step, n)
+    filled, observed = fill_short_gaps(raw, max_gap)
+    return Grid(first_step, filled, observed, ~np.isnan(filled).any(axis=1))

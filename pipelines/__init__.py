@@ -1,0 +1,1 @@
+"""seqwatch.pipelines"""

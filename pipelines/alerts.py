@@ -1,0 +1,103 @@
+"""From scored windows to score rows, alerts and forecasts.
+
+Scoring, thresholding and alerting stay apart: the model handler gives scores and labels; here, consecutive
+anomalous windows of one entity become one ``Alert`` (windows that overlap or touch merge), with an id derived
+from the entity, the incident's start and the model, so a rerun or a replay gives the same id.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import apache_beam as beam
+import numpy as np
+
+from seqwatch.schemas.elements import Alert, Forecast, Score, ScoredWindows
+
+_SEVERITY_RANK = {"normal": 0, "info": 1, "warning": 2, "critical": 3}
+
+
+def score_rows(scored: ScoredWindows, run_id: str) -> list[Score]:
+    wb = scored.windows
+    span = (scored.window_length - 1) * wb.step_us
+    top = np.argmax(scored.contributions, axis=1)
+    return [Score(wb.entity_id, int(end - span), int(end), float(s), scored.threshold, bool(a), str(sev), float(p),
+                  wb.channels[int(t)], tuple(float(c) for c in contrib), scored.model_id, scored.model_version,
+                  run_id)
+            for end, s, a, sev, p, t, contrib in zip(wb.ends, scored.score, scored.is_anomaly, scored.severity,
+                                                     scored.tail_probability, top, scored.contributions)]
+
+
+def alert_id(entity_id: str, start: int, model_id: str) -> str:
+    return hashlib.sha256(f"{entity_id}|{start}|{model_id}".encode()).hexdigest()[:20]
+
+
+def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us: int, run_id: str) -> list[Alert]:
+    """Merge anomalous windows of one entity into alerts. A window that starts at most one step after the
+    incident so far ends continues it. ``top_channels`` ranks the model's ``channels`` by their summed positive
+    contributions over the incident's windows (at most three)."""
+    alerts = []
+    group: list[Score] = []
+
+    def close():
+        blame = np.sum([np.maximum(w.channel_contributions, 0.0) for w in group], axis=0)
+        ranked = tuple(channels[i] for i in np.argsort(-blame, kind="stable")[:3] if blame[i] > 0)
+        start, end = group[0].window_start, max(w.window_end for w in group)
+        peak = max(group, key=lambda w: w.score)
+        severity = max((w.severity for w in group), key=_SEVERITY_RANK.get)
+        alerts.append(Alert(alert_id(entity_id, start, peak.model_id), entity_id, start, end, peak.score,
+                            peak.threshold, severity, len(group), ranked or (peak.top_channel,), peak.model_id,
+                            peak.model_version, run_id))
+
+    for w in sorted(windows, key=lambda w: (w.window_start, w.window_end)):
+        if group and w.window_start > max(g.window_end for g in group) + step_us:
+            close()
+            group = []
+        group.append(w)
+    if group:
+        close()
+    return alerts
+
+
+def forecast_rows(scored: ScoredWindows, run_id: str) -> list[Forecast]:
+    """Forecasts issued at the end of the pane's last window (one set per pane), H steps x C channels."""
+    if scored.forecast is None or len(scored.windows.ends) == 0:
+        return []
+    wb = scored.windows
+    last = int(np.argmax(wb.ends))
+    issued = int(wb.ends[last])
+    rows = []
+    horizon = scored.forecast.shape[1]
+    for h in range(horizon):
+        for c, channel in enumerate(wb.channels):
+            rows.append(Forecast(wb.entity_id, issued, issued + (h + 1) * wb.step_us, h + 1, channel,
+                                 float(scored.forecast[last, h, c]), float(scored.lower[last, h, c]),
+                                 float(scored.upper[last, h, c]), scored.coverage, scored.model_version, run_id))
+    return rows
+
+
+class BuildAlerts(beam.PTransform):
+    """``ScoredWindows -> Alert``: anomalous windows grouped per entity and merged into incidents."""
+
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+    def expand(self, scored):
+        run_id = self.run_id
+
+        def anomalous(sw: ScoredWindows):
+            rows = score_rows(sw, run_id)
+            for row, flag in zip(rows, sw.is_anomaly):
+                if flag:
+                    yield sw.windows.entity_id, (row, sw.windows.step_us, sw.windows.channels)
+
+        def merge(keyed):
+            entity, items = keyed
+            items = list(items)
+            _, step_us, channels = items[0]
+            return merge_alerts(entity, [row for row, _, _ in items], channels, step_us, run_id)
+
+        return (scored
+                | "AnomalousWindows" >> beam.FlatMap(anomalous)
+                | "GroupByEntity" >> beam.GroupByKey()
+                | "MergeIncidents" >> beam.FlatMap(merge))

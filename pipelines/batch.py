@@ -1,0 +1,241 @@
+"""The batch pipeline: files in, Parquet out, with a manifest whose counts reconcile.
+
+``build_pipeline(p, plan)`` wires the transforms; ``run_batch(config, beam_args)`` checks everything a person
+can get wrong before starting (inputs, model, columns), runs the pipeline into a staging folder, checks that
+``records_in == records_scored + records_quarantined``, and only then moves the outputs into place and writes
+``manifest.json``. A failed run leaves the previous outputs untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from seqwatch.pipelines.alerts import BuildAlerts
+from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.inference import ScoreWindows
+from seqwatch.pipelines.parsing import FileLayout
+from seqwatch.pipelines.sinks import WriteOutputs
+from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
+from seqwatch.pipelines.validate import ValidateReadings
+from seqwatch.pipelines.windows import WindowReadings
+from seqwatch.schemas.validation import load_suite_dict
+
+SINKS = ("alerts", "forecasts", "scores", "quarantine")
+COUNTS_FILE = "counts.json"
+
+
+class RunError(Exception):
+    """A run cannot start or finish; the message is one sentence for a person."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything ``build_pipeline`` needs, resolved from a ``RunConfig`` and the model's metadata."""
+
+    config: RunConfig
+    paths: tuple
+    run_id: str
+    staging: str
+    channels: tuple
+    step_us: int
+    window_length: int
+    stride: int
+    max_gap: int
+    pane_steps: int
+    model_id: str
+    model_version: str
+    suite: dict
+    latest_us: int
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with FileSystems.open(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, step_us: int, model: str) -> None:
+    """Read each file's header, and a sample of the first file's rows, to refuse data the model cannot score."""
+    from seqwatch.models.detector import InsufficientDataError, infer_step_us
+
+    seen_data = False
+    for path in paths:
+        header, _ = read_header(path)
+        if header is None:
+            continue
+        layout = FileLayout.resolve(header, config.mapping, path)
+        if layout.channel_names:
+            missing = [c for c in channels if c not in layout.channel_names]
+            if missing:
+                raise RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
+                               f"{list(layout.channel_names)} (missing {missing})")
+        if seen_data:
+            continue
+        sample = next(iter(FileReader(config.mapping, "preflight", chunk_rows=5000).read(path)), None)
+        if sample is None or not len(sample[0]):
+            continue
+        seen_data = True
+        frame = sample[0].frame
+        found = set(frame["channel"].unique())
+        if not found & set(channels):
+            raise RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
+                           f"{sorted(found)[:10]}")
+        try:
+            data_step = infer_step_us(frame[frame["channel"].isin(channels)])
+        except InsufficientDataError:
+            continue
+        if not 0.5 <= data_step / step_us <= 2.0:
+            raise RunError(f"model {model} was trained on readings every {step_us / 1e6:g}s, but {Path(path).name} "
+                           f"has readings every {data_step / 1e6:g}s")
+
+
+def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
+    """Resolve and check a run before any pipeline starts; raises ``RunError`` with one clear sentence."""
+    from seqwatch.models.artifact import ArtifactError, read_metadata
+    from seqwatch.pipelines.parsing import SchemaDriftError
+    from seqwatch.schemas.mapping import MappingError
+    from seqwatch.schemas.validation import SuiteError
+
+    try:
+        metadata = read_metadata(config.model_dir)
+        paths = expand_inputs(list(config.inputs))
+        suite = load_suite_dict(config.suite)
+        window = metadata["config"]["window"]
+        channels, step_us = tuple(metadata["channels"]), int(metadata["step_us"])
+        _preflight_channels(paths, config, channels, step_us, f"{metadata['model_id']} {metadata['model_version']}")
+    except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError) as exc:
+        raise RunError(str(exc)) from None
+    stride, length, max_gap = int(window["stride"]), int(window["length"]), int(window["max_gap"])
+    minimum = 2 * (length + max_gap + 1)
+    pane_steps = max(config.pane_steps, minimum)
+    pane_steps += (-pane_steps) % stride
+    run_id = config.run_id
+    if not run_id:
+        digest = hashlib.sha256(json.dumps(config.settings(), sort_keys=True).encode())
+        digest.update(metadata["model_version"].encode())
+        for path in paths:
+            digest.update(path.encode() + _sha256_file(path).encode())
+        run_id = "run-" + digest.hexdigest()[:12]
+    now_us = now_us if now_us is not None else int(time.time() * 1e6)
+    staging = FileSystems.join(config.output, f"_staging-{run_id}")
+    return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
+                   metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us)
+
+
+def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
+    """Add the batch graph to ``p``; returns its main PCollections by name (for tests)."""
+    cfg = plan.config
+    read = p | "ReadInputs" >> ReadInputFiles(list(plan.paths), cfg.mapping, plan.run_id, cfg.chunk_rows)
+    valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
+                                                                   cfg.earliest_us, plan.latest_us)
+    windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
+                                                               plan.max_gap, plan.pane_steps, plan.channels,
+                                                               plan.run_id)
+    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
+    alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id)
+    quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
+    written = {"scored": scored, "alerts": alerts, "quarantine": quarantine} | "WriteOutputs" >> WriteOutputs(
+        plan.staging, plan.run_id)
+
+    def quarantine_counts(q):
+        yield "records_quarantined", q.records
+        yield f"quarantined.{q.stage}.{q.reason_code}", q.records
+
+    def scored_counts(sw):
+        yield "windows_scored", len(sw.score)
+        yield "windows_anomalous", int(sw.is_anomaly.sum())
+        if sw.forecast is not None and len(sw.score):
+            yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
+
+    counts = ((read.counts, windows.counts, written,
+               quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
+               scored | "CountScored" >> beam.FlatMap(scored_counts),
+               alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)))
+              | "AllCounts" >> beam.Flatten()
+              | "SumCounts" >> beam.CombinePerKey(sum)
+              | "CountsDict" >> beam.combiners.ToDict())
+    counts_path = FileSystems.join(plan.staging, COUNTS_FILE)
+    counts | "WriteCounts" >> beam.Map(_write_json, counts_path)
+    return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
+            "alerts": alerts, "quarantine": quarantine, "counts": counts}
+
+
+def _write_json(data: dict, path: str) -> None:
+    directory = path.rsplit("/", 1)[0]
+    if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(data, sort_keys=True, indent=1).encode())
+
+
+def _read_json(path: str) -> dict:
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode())
+
+
+def _delete(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def _files_under(path: str) -> list[str]:
+    root = Path(path)
+    return sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.parquet")) if root.exists() else []
+
+
+def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int | None = None) -> dict:
+    """Run the batch pipeline and return the manifest (also written to ``<output>/manifest.json``)."""
+    plan = plan_run(config, now_us)
+    started = time.time()
+    _delete(plan.staging)
+    options = PipelineOptions(beam_args or [])
+    if options.view_as(beam.options.pipeline_options.StandardOptions).runner is None:
+        options.view_as(beam.options.pipeline_options.StandardOptions).runner = "DirectRunner"
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, plan)
+        counts = _read_json(FileSystems.join(plan.staging, COUNTS_FILE))
+        records_in = counts.get("records_in", 0)
+        if records_in == 0:
+            raise RunError(f"the input holds no records ({len(plan.paths)} file(s) are empty or have only a header)")
+        accounted = counts.get("records_scored", 0) + counts.get("records_quarantined", 0)
+        if accounted != records_in:
+            raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
+                           f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
+        output = config.output
+        for sink in SINKS:
+            final, staged = FileSystems.join(output, sink), FileSystems.join(plan.staging, sink)
+            _delete(final)
+            if FileSystems.exists(staged):
+                FileSystems.rename([staged], [final])
+            else:
+                FileSystems.mkdirs(final)
+    finally:
+        _delete(plan.staging)
+    manifest = {
+        "run_id": plan.run_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 2),
+        "inputs": list(plan.paths),
+        "model": {"dir": config.model_dir, "model_id": plan.model_id, "model_version": plan.model_version,
+                  "channels": list(plan.channels), "step_seconds": plan.step_us / 1e6,
+                  "window_length": plan.window_length, "stride": plan.stride},
+        "settings": config.settings(),
+        "records_in": counts["records_in"],
+        "records_scored": counts.get("records_scored", 0),
+        "records_quarantined": counts.get("records_quarantined", 0),
+        "stages": {k: v for k, v in sorted(counts.items())},
+        "outputs": {sink: _files_under(str(Path(output) / sink)) for sink in SINKS},
+    }
+    _write_json(manifest, FileSystems.join(output, "manifest.json"))
+    return manifest

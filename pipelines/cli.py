@@ -1,0 +1,192 @@
+"""The ``seqwatch`` command line: ``train``, ``run`` and ``demo``.
+
+Arguments the CLI does not know are passed to Beam as pipeline options (``--runner``,
+``--direct_num_workers``, ...). Errors a person can cause (bad flags, missing files, a model that does not fit
+the data) end with one sentence on stderr and exit code 2; nothing prints a traceback for them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """One sentence for the person at the terminal."""
+
+
+def _mapping_from_args(args):
+    from seqwatch.schemas.mapping import InputMapping
+    if args.mapping:
+        return InputMapping.from_file(args.mapping)
+    if args.format == "wide":
+        entity = ({"column": args.entity_column} if args.entity_column else
+                  {"value": args.entity} if args.entity else {"from_filename": True})
+        return InputMapping(format="wide", timestamp=args.timestamp_column, entity=entity,
+                            ignore=tuple(args.ignore or ()), sep=args.sep, timezone=args.timezone)
+    return InputMapping(format="long", sep=args.sep, timezone=args.timezone, ignore=tuple(args.ignore or ()))
+
+
+def _add_input_args(parser):
+    parser.add_argument("--input", action="append", required=True, metavar="GLOB",
+                        help="CSV or Parquet files (glob; repeat for more)")
+    parser.add_argument("--format", choices=("long", "wide"), default="long",
+                        help="long: entity_id,channel,timestamp,value rows; wide: a timestamp and one column per "
+                             "channel")
+    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (overrides the format flags)")
+    parser.add_argument("--timestamp-column", default="timestamp", help="wide format: the timestamp column")
+    parser.add_argument("--entity-column", help="wide format: the column holding the entity id")
+    parser.add_argument("--entity", help="wide format: one entity id for every file (default: the file name)")
+    parser.add_argument("--ignore", action="append", metavar="COLUMN", help="a column to ignore (repeatable)")
+    parser.add_argument("--sep", help="field separator (default: sniffed)")
+    parser.add_argument("--timezone", default="UTC", help="zone of timestamps without an offset")
+
+
+def _read_training_frame(args):
+    import pandas as pd
+
+    from seqwatch.pipelines.sources import FileReader, expand_inputs
+    try:
+        paths = expand_inputs(args.input)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    reader = FileReader(_mapping_from_args(args), "train")
+    frames, rejected, records = [], 0, 0
+    for path in paths:
+        for batch, quarantine, n in reader.read(path):
+            frames.append(batch.frame)
+            rejected += sum(q.records for q in quarantine)
+            records += n
+    frame = pd.concat(frames, ignore_index=True) if frames else None
+    if frame is None or frame.empty:
+        raise CliError(f"the training input holds no valid records ({len(paths)} file(s), {records} records, "
+                       f"{rejected} rejected)")
+    return frame, paths, rejected
+
+
+def cmd_train(args) -> int:
+    from seqwatch.models.artifact import save_artifact
+    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, ScoringConfig, TrainingConfig, WindowConfig
+    from seqwatch.models.detector import InsufficientDataError, Seq2SeqDetector
+    from seqwatch.pipelines.report import write_training_report
+
+    frame, paths, rejected = _read_training_frame(args)
+    try:
+        config = DetectorConfig(
+            ArchitectureConfig(cell=args.cell, bidirectional=args.bidirectional, layers=args.layers, units=args.units,
+                               dropout=args.dropout, forecast_horizon=args.horizon),
+            WindowConfig(length=args.window, stride=args.stride, max_gap=args.max_gap),
+            TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
+            ScoringConfig(threshold_method=args.threshold, interval_coverage=args.coverage))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    channels = tuple(args.channel) if args.channel else None
+    print(f"training on {len(frame)} readings from {len(paths)} file(s) ({rejected} rejected rows skipped)",
+          file=sys.stderr)
+    try:
+        detector = Seq2SeqDetector(config, model_id=args.model_id).fit(frame, channels=channels)
+    except (InsufficientDataError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    out = save_artifact(detector, args.model_dir)
+    report = write_training_report(detector, out)
+    print(json.dumps({"model_dir": str(out), "model_version": detector.model_version,
+                      "channels": list(detector.channels), "step_seconds": detector.step_us / 1e6,
+                      "threshold": round(detector.threshold, 4), "report": str(report)}, indent=1))
+    return 0
+
+
+def _run_config(args):
+    from seqwatch.pipelines.config import RunConfig
+    return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir,
+                     mapping=_mapping_from_args(args), suite=args.suite, run_id=args.run_id or "",
+                     pane_steps=args.pane_steps)
+
+
+def cmd_run(args, beam_args) -> int:
+    from seqwatch.pipelines.batch import RunError, run_batch
+    try:
+        manifest = run_batch(_run_config(args), beam_args)
+    except RunError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
+                     | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
+    return 0
+
+
+def cmd_demo(args, beam_args) -> int:
+    from seqwatch.pipelines.demo import run_demo
+    return run_demo(Path(args.output), quick=args.quick, beam_args=beam_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqwatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fit a model artifact on normal data")
+    _add_input_args(train)
+    train.add_argument("--model-dir", required=True, help="where to write the model artifact")
+    train.add_argument("--model-id", default="seqwatch")
+    train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
+    train.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
+    train.add_argument("--bidirectional", action="store_true")
+    train.add_argument("--layers", type=int, default=1)
+    train.add_argument("--units", type=int, default=32)
+    train.add_argument("--dropout", type=float, default=0.0)
+    train.add_argument("--horizon", type=int, default=0, help="forecast steps (0: no forecasting head)")
+    train.add_argument("--window", type=int, default=64)
+    train.add_argument("--stride", type=int, default=16)
+    train.add_argument("--max-gap", type=int, default=3)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--seed", type=int, default=7)
+    train.add_argument("--threshold", choices=("pot", "quantile"), default="pot")
+    train.add_argument("--coverage", type=float, default=0.9, help="forecast interval coverage")
+
+    run = sub.add_parser("run", help="score files with a model: the batch pipeline")
+    _add_input_args(run)
+    run.add_argument("--output", required=True, help="output folder (alerts/, scores/, ... and manifest.json)")
+    run.add_argument("--model-dir", required=True)
+    run.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
+    run.add_argument("--run-id", help="default: derived from inputs, model and settings")
+    run.add_argument("--pane-steps", type=int, default=4096)
+
+    demo = sub.add_parser("demo", help="generate data, train, run, and report what was found")
+    demo.add_argument("--output", default="demo-output")
+    demo.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
+    return parser
+
+
+def _quiet_logs() -> None:
+    """Keep the terminal for seqwatch's own messages: libraries log at WARNING and above only."""
+    import logging
+    import os
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("great_expectations", "apache_beam", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_logs()
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    unknown = [a for a in beam_args if a.startswith("--")]
+    if args.command == "train" and unknown:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "run":
+            return cmd_run(args, beam_args)
+        return cmd_demo(args, beam_args)
+    except (CliError, FileNotFoundError) as exc:
+        print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # configuration errors raised at the boundary, e.g. a bad mapping
+        print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The validated configuration of a batch run (``RunConfig``), built by the CLI or by users' code."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from seqwatch.schemas.mapping import InputMapping
+
+DEFAULT_PANE_STEPS = 4096
+HORIZON_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+DAY_US = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``inputs``: file paths or globs; ``output``: the output folder; ``model_dir``: a model artifact;
+    ``suite``: a bundled suite family or a suite file; ``run_id``: derived from inputs, model and settings when
+    empty, so a rerun of the same input writes the same files; ``pane_steps``: pane length in model steps
+    (rounded up to a multiple of the stride); ``earliest_us``/``future_tolerance_us``: readings before the
+    horizon or this far after the run starts are quarantined."""
+
+    inputs: tuple
+    output: str
+    model_dir: str
+    mapping: InputMapping = field(default_factory=InputMapping)
+    suite: str = "sensor"
+    run_id: str = ""
+    pane_steps: int = DEFAULT_PANE_STEPS
+    earliest_us: int = HORIZON_US
+    future_tolerance_us: int = DAY_US
+    chunk_rows: int = 100_000
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ValueError("at least one input is needed")
+        if not self.output:
+            raise ValueError("an output folder is needed")
+        if self.pane_steps < 1:
+            raise ValueError(f"pane_steps must be >= 1, got {self.pane_steps}")
+        if self.chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+
+    def settings(self) -> dict:
+        """The settings that decide the output (for the run id and the manifest)."""
+        data = dataclasses.asdict(self)
+        data["mapping"] = self.mapping.to_dict()
+        data["inputs"] = list(self.inputs)
+        data.pop("run_id")
+        return data

@@ -1,0 +1,133 @@
+"""Parquet sinks: every file has one of the schemas of ``seqwatch.schemas.arrow`` and a deterministic name.
+
+Layout under a run's output (no ``key=value`` folder names, so readers do not invent partition columns)::
+
+    scores/<entity>/pane-<n>.parquet       one file per entity pane, rows by window end
+    forecasts/<entity>/pane-<n>.parquet    one file per entity pane
+    alerts/<entity>.parquet                one file per entity with alerts, rows by start
+    quarantine/<source file>-<hash>.parquet  one file per source, rows by line
+
+``pyarrow.dataset.dataset("out/alerts")``, DuckDB's ``read_parquet('out/alerts/**/*.parquet')`` and Spark's
+``recursiveFileLookup`` read them as they are. The sinks write into a staging folder; the batch runner moves
+it into place only after the whole pipeline succeeded (``seqwatch.pipelines.batch``).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import PurePath
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from seqwatch.pipelines.alerts import forecast_rows, score_rows
+from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA, to_table
+from seqwatch.schemas.elements import Quarantined
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of an id; a short hash is appended when characters had to be replaced."""
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:80] or "_"
+    if clean != text:
+        clean += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return clean
+
+
+def write_parquet(path: str, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` on any Beam filesystem (folders are created where needed)."""
+    directory = path.rsplit("/", 1)[0]
+    if not FileSystems.exists(directory):
+        try:
+            FileSystems.mkdirs(directory)
+        except IOError:  # another worker created it first
+            if not FileSystems.exists(directory):
+                raise
+    with FileSystems.create(path) as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+class _WriteTable(beam.DoFn):
+    def __init__(self, root: str):
+        self.root = root
+
+    def process(self, item):
+        relative, table = item
+        write_parquet(FileSystems.join(self.root, relative), table)
+        yield ("files_written", 1)
+
+
+def _pane_file(sink: str, entity: str, pane: int) -> str:
+    return f"{sink}/{safe_name(entity)}/pane-{pane:+09d}.parquet"
+
+
+def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]:
+    """Give records that lack their raw text (quarantined after parsing) the untouched line from ``source``."""
+    wanted = {q.line for q in records if not q.raw and q.line > 0}
+    if not wanted or not FileSystems.exists(source):
+        return records
+    from seqwatch.pipelines.parsing import raw_json
+    from seqwatch.pipelines.sources import is_parquet, open_text
+
+    found: dict[int, str] = {}
+    if is_parquet(source):
+        with FileSystems.open(source) as f:
+            table = pq.read_table(f)
+        for line in wanted:
+            if 1 <= line <= table.num_rows:
+                found[line] = raw_json(table.slice(line - 1, 1).to_pylist()[0])
+    else:
+        with open_text(source) as f:
+            last = max(wanted)
+            for number, text in enumerate(f, start=1):
+                if number in wanted:
+                    found[number] = text.rstrip("\r\n")
+                if number >= last:
+                    break
+    return [q._replace(raw=found.get(q.line, q.raw)) if not q.raw else q for q in records]
+
+
+class WriteOutputs(beam.PTransform):
+    """Write scores, forecasts, alerts and quarantined records under ``root``; emits ``(name, n)`` counts."""
+
+    def __init__(self, root: str, run_id: str):
+        super().__init__()
+        self.root = root
+        self.run_id = run_id
+
+    def expand(self, outputs):
+        scored, alerts, quarantine = outputs["scored"], outputs["alerts"], outputs["quarantine"]
+        run_id = self.run_id
+
+        def scores_table(sw):
+            rows = score_rows(sw, run_id)
+            if rows:
+                yield _pane_file("scores", sw.windows.entity_id, sw.windows.pane), to_table(rows, SCORE_SCHEMA)
+
+        def forecasts_table(sw):
+            rows = forecast_rows(sw, run_id)
+            if rows:
+                yield _pane_file("forecasts", sw.windows.entity_id, sw.windows.pane), to_table(rows, FORECAST_SCHEMA)
+
+        def alerts_table(keyed):
+            entity, rows = keyed
+            rows = sorted(rows, key=lambda a: (a.start, a.alert_id))
+            return f"alerts/{safe_name(entity)}.parquet", to_table(rows, ALERT_SCHEMA)
+
+        def quarantine_table(keyed):
+            source, rows = keyed
+            rows = sorted(fill_raw_lines(source, list(rows)),
+                          key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
+            name = safe_name(PurePath(source).name) + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
+            return f"quarantine/{name}.parquet", to_table(rows, QUARANTINE_SCHEMA)
+
+        tables = (
+            (scored | "ScoreTables" >> beam.FlatMap(scores_table),
+             scored | "ForecastTables" >> beam.FlatMap(forecasts_table),
+             alerts | "KeyAlerts" >> beam.Map(lambda a: (a.entity_id, a)) | "GroupAlerts" >> beam.GroupByKey()
+             | "AlertTables" >> beam.Map(alerts_table),
+             quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q)) | "GroupQuarantine" >> beam.GroupByKey()
+             | "QuarantineTables" >> beam.Map(quarantine_table))
+            | "AllTables" >> beam.Flatten())
+        return tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))

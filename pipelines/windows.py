@@ -1,0 +1,125 @@
+"""Cutting model windows per entity without copying each reading L/stride times.
+
+Each entity's time line is divided into fixed panes of ``pane_steps`` steps (a multiple of the stride, on
+the global step grid, so batch and streaming runs cut the same panes). A pane receives its own readings plus
+a margin of context from its neighbours (``L + max_gap + 1`` steps before, ``L + max_gap`` after), so a
+reading is copied at most three times, whatever L/stride is. Inside a pane (see ``seqwatch.models.windowing``):
+duplicates are quarantined, readings are put on the step grid with short gaps filled, the windows that *end*
+in the pane are cut, and each own reading is counted as scored (it lies in a window) or quarantined as
+``insufficient_data`` (its run of consecutive complete steps is shorter than L).
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+
+from seqwatch.models import windowing
+from seqwatch.pipelines.sources import COUNTS, QUARANTINE
+from seqwatch.pipelines.validate import quarantine_rows
+from seqwatch.schemas.elements import ReadingBatch, WindowBatch
+
+
+class PaneSpec:
+    """The pane arithmetic shared by keying and cutting."""
+
+    def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int):
+        if pane_steps % stride or pane_steps < 2 * (length + max_gap + 1):
+            raise ValueError(f"pane_steps must be a multiple of stride={stride} and >= "
+                             f"{2 * (length + max_gap + 1)}, got {pane_steps}")
+        self.step_us, self.length, self.stride, self.max_gap, self.pane_steps = (
+            step_us, length, stride, max_gap, pane_steps)
+        self.before = length + max_gap + 1
+        self.after = length + max_gap
+
+    def own_range(self, pane: int) -> tuple[int, int]:
+        return pane * self.pane_steps, (pane + 1) * self.pane_steps
+
+
+class _KeyByPane(beam.DoFn):
+    def __init__(self, spec: PaneSpec):
+        self.spec = spec
+
+    def process(self, batch: ReadingBatch):
+        spec = self.spec
+        frame = batch.frame
+        steps = frame["timestamp"].to_numpy() // spec.step_us
+        pane = steps // spec.pane_steps
+        offset = steps - pane * spec.pane_steps
+        pieces = [frame.assign(pane=pane, own=True)]
+        tail = offset >= spec.pane_steps - spec.before  # context for the next pane
+        if tail.any():
+            pieces.append(frame[tail].assign(pane=pane[tail] + 1, own=False))
+        head = offset < spec.after  # context for the previous pane
+        if head.any():
+            pieces.append(frame[head].assign(pane=pane[head] - 1, own=False))
+        keyed = pd.concat(pieces, ignore_index=True)
+        for (entity, p), part in keyed.groupby(["entity_id", "pane"], sort=False):
+            yield (str(entity), int(p)), part.drop(columns=["entity_id", "pane"])
+
+
+class _CutPane(beam.DoFn):
+    def __init__(self, spec: PaneSpec, channels: tuple, run_id: str):
+        self.spec = spec
+        self.channels = channels
+        self.run_id = run_id
+
+    def process(self, keyed):
+        (entity, pane), parts = keyed
+        spec = self.spec
+        frame = pd.concat(list(parts), ignore_index=True).sort_values(["own", "source", "line"],
+                                                                      ascending=[False, True, True])
+        # A reading repeated at the same entity, channel and timestamp: the first (by file, line) is kept.
+        dup = frame.duplicated(["channel", "timestamp"], keep="first").to_numpy()
+        own = frame["own"].to_numpy()
+        for q in quarantine_rows(frame, dup & own, "window", "duplicate",
+                                 "a reading with the same entity, channel and timestamp came earlier", self.run_id):
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        frame = frame[~dup]
+        own = frame["own"].to_numpy()
+
+        lo, hi = spec.own_range(pane)
+        first = lo - spec.before
+        position = {name: i for i, name in enumerate(self.channels)}
+        steps = frame["timestamp"].to_numpy() // spec.step_us
+        grid = windowing.build_grid(steps, frame["channel"].map(position).to_numpy(), frame["value"].to_numpy(),
+                                    len(self.channels), spec.max_gap, first_step=first,
+                                    last_step=hi - 1 + spec.after)
+        covered = windowing.covered_by_long_stretch(grid.present, spec.length)
+        reading_covered = covered[steps - first]
+        short = own & ~reading_covered
+        for q in quarantine_rows(frame, short, "window", "insufficient_data",
+                                 f"no model window covers this reading: fewer than {spec.length} consecutive steps "
+                                 f"with every channel present", self.run_id):
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        scored = int((own & reading_covered).sum())
+        yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", scored))
+
+        ends = [windowing.window_end_steps(first + a, first + b, spec.length, spec.stride, lo, hi)
+                for a, b in windowing.stretches(grid.present)]
+        ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+        if len(ends) == 0:
+            return
+        positions = ends - first
+        values = windowing.cut_windows(grid.values, positions, spec.length).astype(np.float32)
+        observed = windowing.cut_windows(grid.observed, positions, spec.length)
+        yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us, values, observed, scored)
+
+
+class WindowReadings(beam.PTransform):
+    """``ReadingBatch -> {main: WindowBatch, quarantine: Quarantined, counts: (name, n)}``: the windows that end
+    in each (entity, pane), in the model's channel order and original units."""
+
+    def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
+                 run_id: str):
+        super().__init__()
+        self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
+        self.channels = tuple(channels)
+        self.run_id = run_id
+
+    def expand(self, batches):
+        return (batches
+                | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec))
+                | "GroupPanes" >> beam.GroupByKey()
+                | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id))
+                .with_outputs(QUARANTINE, COUNTS, main="windows"))

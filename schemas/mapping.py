@@ -1,0 +1,91 @@
+"""Input column mappings: how the columns of a user's file become long-format readings.
+
+A mapping is a small JSON file (or the equivalent CLI flags)::
+
+    {"format": "wide", "timestamp": "datetime", "entity": {"from_filename": true},
+     "channels": {"Accelerometer1RMS": "accel1"}, "ignore": ["anomaly", "changepoint"], "sep": ";"}
+
+    {"format": "long", "columns": {"entity_id": "device", "channel": "sensor", "timestamp": "time",
+                                   "value": "reading"}}
+
+``format``: ``long`` (one reading per row) or ``wide`` (a timestamp column and one column per channel).
+``entity``: for wide files, ``{"column": NAME}``, ``{"value": ID}`` or ``{"from_filename": true}`` (the file's
+stem). ``channels``: for wide files, which columns are channels and their names (default: every column but
+the timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us`` for epoch numbers
+(default: guessed from the magnitude). ``timezone``: zone of timestamps that carry no offset (default UTC).
+``sep``: field delimiter (default: sniffed from the header). ``extra_columns``: ``"error"`` (default for
+long files) or ``"ignore"``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LONG_COLUMNS = ("entity_id", "channel", "timestamp", "value")
+
+
+class MappingError(ValueError):
+    """A mapping file or flags are invalid."""
+
+
+@dataclass(frozen=True)
+class InputMapping:
+    format: str = "long"
+    columns: dict = field(default_factory=dict)  # long: role -> column name in the file
+    timestamp: str = "timestamp"  # wide: the timestamp column
+    entity: dict = field(default_factory=lambda: {"from_filename": True})
+    channels: dict = field(default_factory=dict)  # wide: column -> channel name; empty = all remaining
+    ignore: tuple = ()
+    sep: str | None = None
+    timestamp_unit: str | None = None
+    timezone: str = "UTC"
+    extra_columns: str = "error"
+
+    def __post_init__(self):
+        if self.format not in ("long", "wide"):
+            raise MappingError(f"mapping format must be 'long' or 'wide', got {self.format!r}")
+        unknown_roles = set(self.columns) - set(LONG_COLUMNS)
+        if unknown_roles:
+            raise MappingError(f"mapping columns has unknown roles {sorted(unknown_roles)}; roles are "
+                               f"{list(LONG_COLUMNS)}")
+        if self.format == "wide":
+            keys = set(self.entity)
+            if not keys or not keys <= {"column", "value", "from_filename"} or len(keys) != 1:
+                raise MappingError(f"mapping entity must be one of {{'column': NAME}}, {{'value': ID}} or "
+                                   f"{{'from_filename': true}}, got {self.entity!r}")
+        if self.timestamp_unit not in (None, "s", "ms", "us"):
+            raise MappingError(f"timestamp_unit must be 's', 'ms' or 'us', got {self.timestamp_unit!r}")
+        if self.extra_columns not in ("error", "ignore"):
+            raise MappingError(f"extra_columns must be 'error' or 'ignore', got {self.extra_columns!r}")
+        if self.sep is not None and len(self.sep) != 1:
+            raise MappingError(f"sep must be one character, got {self.sep!r}")
+
+    def long_column(self, role: str) -> str:
+        return self.columns.get(role, role)
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "columns": dict(self.columns), "timestamp": self.timestamp,
+                "entity": dict(self.entity), "channels": dict(self.channels), "ignore": list(self.ignore),
+                "sep": self.sep, "timestamp_unit": self.timestamp_unit, "timezone": self.timezone,
+                "extra_columns": self.extra_columns}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InputMapping":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise MappingError(f"mapping has unknown keys {sorted(unknown)}; known keys are {sorted(known)}")
+        data = dict(data)
+        if "ignore" in data:
+            data["ignore"] = tuple(data["ignore"])
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str) -> "InputMapping":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise MappingError(f"mapping file {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise MappingError(f"mapping file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None

@@ -1,0 +1,41 @@
+"""seqwatch: anomaly detection and forecasting for sensor, energy and health signals on Apache Beam.
+
+The repository keeps the three packages in top-level folders (``models/``, ``schemas/``, ``pipelines/``);
+``package_dir`` maps them into the ``seqwatch`` namespace so that an install never adds a top-level
+``models`` or ``schemas`` package to site-packages. ``seqwatch`` itself is an implicit namespace package.
+"""
+from setuptools import setup
+
+PACKAGES = {
+    "seqwatch.schemas": "schemas",
+    "seqwatch.models": "models",
+    "seqwatch.pipelines": "pipelines",
+}
+
+# Ranges, not pins: the tested set of exact versions lives in requirements.lock. Beam is pinned exactly
+# because an open range makes pip backtrack to old Beam source releases that do not build (FACTS.md).
+INSTALL_REQUIRES = [
+    "apache-beam==2.77.0",
+    "keras>=3.10,<4",
+    "jax[cpu]>=0.6",
+    "great_expectations>=1.3,<2",
+    "pandas>=2.2",
+    "pyarrow>=15,<26",
+    "numpy>=1.26,<2.5",
+    "scipy>=1.11",
+    "matplotlib>=3.8",
+]
+
+setup(
+    name="seqwatch",
+    version="0.1.0",
+    description="Beam pipelines that score time series with seq2seq Keras autoencoders and write alerts to Parquet",
+    python_requires=">=3.10",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={"seqwatch.schemas": ["suites/*.json"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["seqwatch=seqwatch.pipelines.cli:main"]},
+)
