@@ -1,7 +1,7 @@
 """Split-conformal prediction intervals for forecasts (Vovk et al.; Lei et al. 2018).
 
 Absolute residuals of the forecasting head on held-out calibration windows give, per horizon step and
-channel, the half-width ``q`` at the ``ceil((n + 1) * coverage) / n`` empirical quantile; the interval is
+channel, the half-width ``q``: the ``k``-th smallest absolute residual with ``k = ceil((n + 1) * coverage)``; the interval is
 ``yhat ± q`` and covers a new point with probability >= ``coverage`` when data are exchangeable.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ class ConformalIntervals:
         if residuals.ndim != 3 or residuals.shape[0] < 1:
             raise ValueError(f"residuals must be [N >= 1, H, C], got shape {residuals.shape}")
         n = residuals.shape[0]
-        level = min(1.0, math.ceil((n + 1) * coverage) / n)
-        width = np.quantile(np.abs(residuals), level, axis=0, method="higher")
+        k = min(n, math.ceil((n + 1) * coverage))  # the k-th smallest absolute residual
+        width = np.sort(np.abs(residuals), axis=0)[k - 1]
         return cls(float(coverage), tuple(map(tuple, width.tolist())))
 
     def bounds(self, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,50 @@
+"""Shared fixtures: a small real model artifact trained once per session, and paths to the shared data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+STEP_SECONDS = 10
+SMALL_WINDOW = 16
+SMALL_STRIDE = 4
+
+
+def shared_data(name: str) -> Path:
+    """``../shared/data/<name>``, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"shared data set {name!r} is not present at {path}")
+    return path
+
+
+def wide_csv(readings: pd.DataFrame, path: Path) -> Path:
+    """Write long readings of one entity as a wide CSV (ISO timestamps, one column per channel)."""
+    wide = readings.pivot(index="timestamp", columns="channel", values="value").reset_index()
+    wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wide.to_csv(path, index=False, float_format="%.4f")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory) -> Path:
+    """A real, small LSTM artifact (window 16, stride 4, forecast horizon 4) on the synthetic pump channels."""
+    from seqwatch.models.artifact import save_artifact
+    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+    from seqwatch.models.detector import Seq2SeqDetector
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    train, _ = generate_sensor_data(n_entities=2, n_steps=1500, step_seconds=STEP_SECONDS, seed=101)
+    config = DetectorConfig(ArchitectureConfig(units=16, forecast_horizon=4),
+                            WindowConfig(length=SMALL_WINDOW, stride=SMALL_STRIDE, max_gap=2),
+                            TrainingConfig(epochs=6, batch_size=128, patience=3))
+    detector = Seq2SeqDetector(config, model_id="test-pumps").fit(train, progress=False)
+    return save_artifact(detector, tmp_path_factory.mktemp("model") / "small")

@@ -1,0 +1,117 @@
+"""One contract every architecture variant passes: it builds, trains a few steps, saves, loads, and gives
+identical outputs after loading."""
+import json
+
+import numpy as np
+import pytest
+
+from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
+from seqwatch.models.builders import FORECAST, RECONSTRUCTION, build_seq2seq
+from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+from seqwatch.models.detector import InsufficientDataError, ModelMismatchError, Seq2SeqDetector
+from seqwatch.models.synthetic import generate_sensor_data
+
+VARIANTS = {
+    "lstm": ArchitectureConfig(cell="lstm", units=8),
+    "gru": ArchitectureConfig(cell="gru", units=8),
+    "bidirectional-lstm": ArchitectureConfig(cell="lstm", bidirectional=True, units=8),
+    "gru-2-layers-dropout": ArchitectureConfig(cell="gru", layers=2, units=8, dropout=0.1),
+    "lstm-forecast": ArchitectureConfig(cell="lstm", units=8, forecast_horizon=3),
+    "bidirectional-gru-3-layers-forecast": ArchitectureConfig(cell="gru", bidirectional=True, layers=3, units=8,
+                                                              forecast_horizon=2),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=700, seed=5)
+    return readings[readings["channel"].isin(["flow", "temperature"])]
+
+
+def test_builder_shapes_univariate_and_multivariate():
+    for channels in (1, 5):
+        model = build_seq2seq(ArchitectureConfig(units=4, forecast_horizon=3), window_length=10, n_channels=channels)
+        out = model.predict_on_batch(np.zeros((2, 10, channels), dtype=np.float32))
+        assert out[RECONSTRUCTION].shape == (2, 10, channels)
+        assert out[FORECAST].shape == (2, 3, channels)
+    with pytest.raises(ValueError, match="window_length must be >= 2, got 1"):
+        build_seq2seq(ArchitectureConfig(), window_length=1, n_channels=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_trains_saves_loads_and_scores_identically(name, tiny_data, tmp_path):
+    config = DetectorConfig(VARIANTS[name], WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=2, batch_size=64, training_stride=2))
+    detector = Seq2SeqDetector(config).fit(tiny_data, progress=False)
+    assert len(detector.history["loss"]) == 2
+    assert np.isfinite(detector.threshold)
+    windows = np.stack([np.linspace(90, 110, 8), np.linspace(55, 65, 8)], axis=1)[None].repeat(3, axis=0)
+    before = detector.score_windows(windows)
+
+    path = save_artifact(detector, tmp_path / name)
+    loaded = load_artifact(path)
+    after = loaded.score_windows(windows)
+    assert loaded.model_version == detector.model_version and loaded.channels == ("flow", "temperature")
+    np.testing.assert_array_equal(before.score, after.score)
+    np.testing.assert_array_equal(before.contributions, after.contributions)
+    if VARIANTS[name].forecast_horizon:
+        assert after.forecast.shape == (3, VARIANTS[name].forecast_horizon, 2)
+        np.testing.assert_array_equal(before.forecast, after.forecast)
+        assert np.all(after.lower <= after.forecast) and np.all(after.forecast <= after.upper)
+    else:
+        assert after.forecast is None
+
+
+def test_training_is_repeatable_with_a_fixed_seed(tiny_data):
+    config = DetectorConfig(ArchitectureConfig(units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2))
+    first = Seq2SeqDetector(config).fit(tiny_data, progress=False)
+    second = Seq2SeqDetector(config).fit(tiny_data, progress=False)
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert first.threshold == second.threshold
+
+
+def test_too_little_data_is_refused_with_a_sentence(tiny_data):
+    short = tiny_data[tiny_data["timestamp"] < tiny_data["timestamp"].min() + np.timedelta64(600, "s")]
+    with pytest.raises(InsufficientDataError, match=r"fills only \d+ windows of 8 steps \(need >= 20\)"):
+        Seq2SeqDetector(DetectorConfig(window=WindowConfig(length=8, stride=2))).fit(short, progress=False)
+
+
+def test_artifact_integrity_and_compatibility(small_model_dir, tmp_path):
+    detector = load_artifact(small_model_dir)
+    with pytest.raises(ModelMismatchError, match=r"expects channels .* but the data lack \['vibration'\]"):
+        detector.check_compatible(["flow", "pressure", "temperature"])
+    with pytest.raises(ModelMismatchError, match=r"scores windows of shape \[N, 16, 4\], got \[2, 16, 3\]"):
+        detector.score_windows(np.zeros((2, 16, 3)))
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for f in small_model_dir.iterdir():
+        (corrupt / f.name).write_bytes(f.read_bytes())
+    data = bytearray((corrupt / "model.keras").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (corrupt / "model.keras").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="is corrupt: model.keras does not match the checksum"):
+        load_artifact(corrupt)
+
+    meta = json.loads((small_model_dir / "metadata.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.keras").write_bytes((small_model_dir / "model.keras").read_bytes())
+    (old / "metadata.json").write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(ArtifactError, match="has artifact format 0; this seqwatch reads format 1"):
+        load_artifact(old)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_artifact(tmp_path / "nowhere")
+
+
+def test_artifact_metadata_holds_what_a_deployment_needs(small_model_dir):
+    meta = json.loads((small_model_dir / "metadata.json").read_text())
+    for key in ("config", "channels", "step_us", "scaler", "scorer", "tail", "threshold", "intervals",
+                "fingerprint", "metrics", "library_versions", "model_sha256", "model_version"):
+        assert key in meta, key
+    assert meta["config"]["window"] == {"length": 16, "stride": 4, "max_gap": 2}
+    assert meta["step_us"] == 10_000_000
+    assert len(meta["fingerprint"]) == 64

@@ -1,0 +1,123 @@
+"""Scaling, reconstruction error, Mahalanobis score, thresholds, tail probabilities and conformal intervals,
+checked against numbers worked out by hand."""
+import math
+
+import numpy as np
+import pytest
+
+from seqwatch.models.config import ArchitectureConfig, DetectorConfig, WindowConfig
+from seqwatch.models.intervals import ConformalIntervals
+from seqwatch.models.scaling import ChannelScaler
+from seqwatch.models.scoring import (MahalanobisScorer, causal_point_scores, reconstruction_errors,
+                                     window_error_features)
+from seqwatch.models.thresholds import PeaksOverThreshold, QuantileThreshold, TailCalibration, severity_of
+
+
+def test_scaler_round_trip_and_constant_channel():
+    values = np.array([[1.0, 5.0], [3.0, 5.0]])
+    scaler = ChannelScaler.fit(values)
+    assert scaler.mean == (2.0, 5.0) and scaler.scale == (1.0, 1.0)  # std of [1, 3] is 1; constant -> 1
+    np.testing.assert_allclose(scaler.transform(values), [[-1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(scaler.inverse_transform(scaler.transform(values)), values)
+    assert ChannelScaler.from_dict(scaler.to_dict()) == scaler
+
+
+def test_scaler_refuses_a_channel_without_values():
+    with pytest.raises(ValueError, match=r"channels \[1\] have no finite value"):
+        ChannelScaler.fit(np.array([[1.0, np.nan], [2.0, np.nan]]))
+
+
+def test_error_features_are_log_rms_per_channel():
+    windows = np.zeros((1, 4, 2))
+    recon = np.array([[[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 2.0]]])
+    features = window_error_features(reconstruction_errors(windows, recon))
+    # channel 0: rms of (1, -1, 1, -1) = 1; channel 1: rms of (0, 0, 0, 2) = sqrt(4/4) = 1
+    np.testing.assert_allclose(features, [[math.log(1 + 1e-6), math.log(1 + 1e-6)]])
+
+
+def test_mahalanobis_with_identity_covariance_is_euclidean_and_contributions_sum():
+    scorer = MahalanobisScorer(mean=(0.0, 0.0), precision=(1.0, 0.0, 0.0, 1.0))
+    scores, contributions = scorer.score(np.array([[3.0, 4.0]]))
+    assert scores[0] == pytest.approx(5.0)
+    np.testing.assert_allclose(contributions, [[9.0, 16.0]])
+
+
+def test_mahalanobis_accounts_for_correlation():
+    # Precision of cov [[1, .9], [.9, 1]]: 1/(1-.81) * [[1, -.9], [-.9, 1]].
+    det = 1 - 0.81
+    scorer = MahalanobisScorer((0.0, 0.0), (1 / det, -0.9 / det, -0.9 / det, 1 / det))
+    together, _ = scorer.score(np.array([[1.0, 1.0]]))
+    apart, _ = scorer.score(np.array([[1.0, -1.0]]))
+    # d^2 = (1 + 1 - 2 * .9) / .19 = 0.2 / .19 ; apart: (1 + 1 + 1.8) / .19 = 3.8 / .19 = 20
+    assert together[0] == pytest.approx(math.sqrt(0.2 / 0.19))
+    assert apart[0] == pytest.approx(math.sqrt(20.0))
+
+
+def test_mahalanobis_fit_recovers_mean_and_needs_two_rows():
+    rng = np.random.default_rng(0)
+    features = rng.normal([1.0, -2.0], [1.0, 3.0], size=(5000, 2))
+    scorer = MahalanobisScorer.fit(features, shrinkage=0.0)
+    np.testing.assert_allclose(scorer.mean, [1.0, -2.0], atol=0.1)
+    np.testing.assert_allclose(np.asarray(scorer.precision).reshape(2, 2), [[1, 0], [0, 1 / 9]], atol=0.05)
+    with pytest.raises(ValueError, match="features must be"):
+        MahalanobisScorer.fit(np.zeros((1, 2)))
+
+
+def test_causal_point_scores_use_only_windows_that_ended():
+    # Windows of length 4 end at steps 3 and 7 with scores 1 and 2.
+    points = causal_point_scores(np.arange(10), np.array([7, 3]), np.array([2.0, 1.0]), window_length=4)
+    np.testing.assert_array_equal(points[:3], [np.nan] * 3)  # before the first window ended
+    np.testing.assert_array_equal(points[3:7], [1.0] * 4)
+    np.testing.assert_array_equal(points[7:10], [2.0] * 3)
+    # a step more than L-1 after the last window end gets no score
+    assert np.isnan(causal_point_scores(np.array([11]), np.array([7]), np.array([2.0]), 4)[0])
+
+
+def test_quantile_threshold():
+    assert QuantileThreshold(0.9).fit(np.arange(1, 11, dtype=float)) == 10.0  # method="higher"
+    assert QuantileThreshold(0.5).fit(np.arange(1, 11, dtype=float)) == 6.0
+    with pytest.raises(ValueError, match="quantile must be in"):
+        QuantileThreshold(1.5)
+
+
+def test_pot_threshold_on_exponential_scores_matches_the_exponential_quantile():
+    rng = np.random.default_rng(1)
+    scores = rng.exponential(1.0, 200_000)
+    threshold = PeaksOverThreshold(initial_quantile=0.95, risk=1e-4).fit(scores)
+    assert threshold == pytest.approx(-math.log(1e-4), rel=0.05)  # 9.21
+
+
+def test_tail_probability_is_monotone_and_calibrated():
+    rng = np.random.default_rng(2)
+    tail = TailCalibration.fit(rng.normal(size=50_000))
+    p = tail.tail_probability(np.array([-1.0, 0.0, 1.0, 2.0, 3.0]))
+    assert np.all(np.diff(p) <= 0)
+    assert p[1] == pytest.approx(0.5, abs=0.02) and p[3] == pytest.approx(0.0228, abs=0.004)
+    restored = TailCalibration.from_dict(tail.to_dict())
+    np.testing.assert_allclose(restored.tail_probability(np.array([3.0])), p[4:])
+
+
+def test_severity_levels():
+    sev = severity_of(np.array([0.5, 1e-3, 5e-5, 1e-6, 1e-6]), np.array([True, True, True, True, False]))
+    assert sev.tolist() == ["info", "info", "warning", "critical", "normal"]
+
+
+def test_conformal_half_width_uses_the_finite_sample_quantile():
+    residuals = np.arange(1, 10, dtype=float).reshape(9, 1, 1)  # |r| = 1..9, n = 9
+    # coverage 0.8: ceil(10 * 0.8) / 9 = 8/9 quantile (method higher) = 8
+    intervals = ConformalIntervals.fit(residuals, coverage=0.8)
+    assert intervals.half_width == ((8.0,),)
+    lower, upper = intervals.bounds(np.array([[[100.0]]]))
+    assert lower[0, 0, 0] == 92.0 and upper[0, 0, 0] == 108.0
+
+
+def test_config_round_trips_and_names_bad_values():
+    config = DetectorConfig(ArchitectureConfig(cell="gru", bidirectional=True, layers=2, forecast_horizon=5),
+                            WindowConfig(length=20, stride=5))
+    assert DetectorConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError, match="stride must be in \\[1, length=8\\], got 9"):
+        WindowConfig(length=8, stride=9)
+    with pytest.raises(ValueError, match="layers must be 1, 2 or 3, got 4"):
+        ArchitectureConfig(layers=4)
+    with pytest.raises(ValueError, match="unknown detector config sections"):
+        DetectorConfig.from_dict({"bogus": {}})

@@ -1,0 +1,99 @@
+"""Windowing maths on small inputs worked out by hand, with off-by-one checks at both ends."""
+import numpy as np
+import pytest
+
+from seqwatch.models import windowing
+
+
+def test_to_step_grid_averages_readings_in_a_step_and_marks_missing():
+    # steps 10..13, 2 channels; step 11 channel 0 has two readings (1 and 3 -> mean 2); step 12 is empty.
+    grid = windowing.to_step_grid(np.array([10, 11, 11, 13, 10]), np.array([0, 0, 0, 0, 1]),
+                                  np.array([5.0, 1.0, 3.0, 7.0, 9.0]), n_channels=2, first_step=10, n_steps=4)
+    expected = np.array([[5.0, 9.0], [2.0, np.nan], [np.nan, np.nan], [7.0, np.nan]])
+    np.testing.assert_array_equal(grid, expected)
+
+
+def test_to_step_grid_ignores_readings_outside_the_grid():
+    grid = windowing.to_step_grid(np.array([9, 10, 12]), np.array([0, 0, 0]), np.array([1.0, 2.0, 3.0]), 1, 10, 2)
+    np.testing.assert_array_equal(grid, [[2.0], [np.nan]])
+
+
+def test_fill_short_gaps_interpolates_up_to_max_gap_only():
+    series = np.array([[0.0], [np.nan], [np.nan], [6.0], [np.nan], [np.nan], [np.nan], [1.0]])
+    filled, observed = windowing.fill_short_gaps(series, max_gap=2)
+    np.testing.assert_allclose(filled[:4, 0], [0.0, 2.0, 4.0, 6.0])
+    assert np.isnan(filled[4:7, 0]).all()  # a gap of 3 > max_gap stays open
+    np.testing.assert_array_equal(observed[:, 0], [True, False, False, True, False, False, False, True])
+
+
+def test_fill_short_gaps_leaves_edges_open():
+    filled, _ = windowing.fill_short_gaps(np.array([[np.nan], [1.0], [np.nan]]), max_gap=5)
+    assert np.isnan(filled[0, 0]) and np.isnan(filled[2, 0])
+
+
+def test_stretches_finds_runs_at_both_ends():
+    mask = np.array([True, True, False, True, False, False, True])
+    np.testing.assert_array_equal(windowing.stretches(mask), [[0, 1], [3, 3], [6, 6]])
+    assert windowing.stretches(np.array([], dtype=bool)).shape == (0, 2)
+
+
+def test_window_end_steps_grid_head_and_tail():
+    # Stretch [3, 20], L=4, stride=4: head ends at 6, grid ends (e % 4 == 3) at 7, 11, 15, 19, tail at 20.
+    ends = windowing.window_end_steps(3, 20, length=4, stride=4)
+    np.testing.assert_array_equal(ends, [6, 7, 11, 15, 19, 20])
+
+
+def test_window_end_steps_exactly_one_window_and_too_short():
+    np.testing.assert_array_equal(windowing.window_end_steps(0, 3, 4, 2), [3])  # 4 steps: one window
+    assert windowing.window_end_steps(0, 2, 4, 2).size == 0  # 3 steps: none
+
+
+def test_window_end_steps_restricted_to_own_range():
+    ends = windowing.window_end_steps(0, 30, 4, 4, lo=8, hi=16)
+    np.testing.assert_array_equal(ends, [11, 15])
+
+
+def test_every_step_of_a_long_stretch_is_covered():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        length = int(rng.integers(2, 9))
+        stride = int(rng.integers(1, length + 1))
+        start = int(rng.integers(-20, 20))
+        end = start + int(rng.integers(length - 1, 60))
+        covered = np.zeros(end - start + 1, dtype=bool)
+        for e in windowing.window_end_steps(start, end, length, stride):
+            covered[e - length + 1 - start:e + 1 - start] = True
+        assert covered.all(), (start, end, length, stride)
+
+
+def test_covered_by_long_stretch():
+    present = np.array([1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 1], dtype=bool)
+    np.testing.assert_array_equal(windowing.covered_by_long_stretch(present, 3),
+                                  [1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def test_cut_windows_first_and_last_positions():
+    series = np.arange(10, dtype=float).reshape(5, 2)  # rows [0,1],[2,3],...,[8,9]
+    windows = windowing.cut_windows(series, np.array([2, 4]), length=3)
+    np.testing.assert_array_equal(windows[0], [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(windows[1], [[4, 5], [6, 7], [8, 9]])
+    with pytest.raises(ValueError, match="window end positions must lie in"):
+        windowing.cut_windows(series, np.array([1]), length=3)
+    with pytest.raises(ValueError):
+        windowing.cut_windows(series, np.array([5]), length=3)
+
+
+def test_sliding_windows_counts():
+    series = np.arange(10, dtype=float)[:, None]
+    assert windowing.sliding_windows(series, 4, 3).shape == (3, 4, 1)  # ends 3, 6, 9
+    assert windowing.sliding_windows(series[:3], 4, 1).shape == (0, 4, 1)
+
+
+def test_build_grid_marks_present_steps():
+    grid = windowing.build_grid(np.array([0, 0, 1, 3, 3]), np.array([0, 1, 0, 0, 1]),
+                                np.array([1.0, 2.0, 3.0, 4.0, 5.0]), n_channels=2, max_gap=1)
+    # step 1 channel 1 is filled (gap of 1 between 2.0 and 5.0); step 2 is missing on channel 0 and 1 -> gap
+    # of 1 on channel 0 (3.0 .. 4.0) filled, channel 1 gap of 2 (steps 1, 2) stays open.
+    assert grid.first_step == 0 and len(grid) == 4
+    np.testing.assert_array_equal(grid.present, [True, False, False, True])
+    np.testing.assert_allclose(grid.values[2, 0], 3.5)
