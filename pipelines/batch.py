@@ -227,6 +227,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 2),
         "inputs": list(plan.paths),
+        "output": config.output,
         "model": {"dir": config.model_dir, "model_id": plan.model_id, "model_version": plan.model_version,
                   "channels": list(plan.channels), "step_seconds": plan.step_us / 1e6,
                   "window_length": plan.window_length, "stride": plan.stride},

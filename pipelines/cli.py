@@ -46,12 +46,18 @@ def _add_input_args(parser):
 def _read_training_frame(args):
     import pandas as pd
 
-    from seqwatch.pipelines.sources import FileReader, expand_inputs
+    from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError
+    from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
+    mapping = _mapping_from_args(args)
     try:
         paths = expand_inputs(args.input)
-    except FileNotFoundError as exc:
+        for path in paths:
+            header, _ = read_header(path)
+            if header is not None:
+                FileLayout.resolve(header, mapping, path)
+    except (FileNotFoundError, SchemaDriftError) as exc:
         raise CliError(str(exc)) from None
-    reader = FileReader(_mapping_from_args(args), "train")
+    reader = FileReader(mapping, "train")
     frames, rejected, records = [], 0, 0
     for path in paths:
         for batch, quarantine, n in reader.read(path):
@@ -71,7 +77,6 @@ def cmd_train(args) -> int:
     from seqwatch.models.detector import InsufficientDataError, Seq2SeqDetector
     from seqwatch.pipelines.report import write_training_report
 
-    frame, paths, rejected = _read_training_frame(args)
     try:
         config = DetectorConfig(
             ArchitectureConfig(cell=args.cell, bidirectional=args.bidirectional, layers=args.layers, units=args.units,
@@ -81,6 +86,7 @@ def cmd_train(args) -> int:
             ScoringConfig(threshold_method=args.threshold, interval_coverage=args.coverage))
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    frame, paths, rejected = _read_training_frame(args)
     channels = tuple(args.channel) if args.channel else None
     print(f"training on {len(frame)} readings from {len(paths)} file(s) ({rejected} rejected rows skipped)",
           file=sys.stderr)
@@ -158,11 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_logs() -> None:
-    """Keep the terminal for seqwatch's own messages: libraries log at WARNING and above only."""
+    """Keep the terminal for seqwatch's own messages: libraries log errors only."""
     import logging
     import os
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.ERROR)
     for name in ("great_expectations", "apache_beam", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

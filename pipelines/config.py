@@ -41,9 +41,10 @@ class RunConfig:
             raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
     def settings(self) -> dict:
-        """The settings that decide the output (for the run id and the manifest)."""
+        """The settings that decide what is written (for the run id and the manifest); not where."""
         data = dataclasses.asdict(self)
         data["mapping"] = self.mapping.to_dict()
         data["inputs"] = list(self.inputs)
-        data.pop("run_id")
+        for where in ("run_id", "output"):
+            data.pop(where)
         return data

@@ -8,6 +8,9 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "1"
 _TS = pa.timestamp("us", tz="UTC")
+# Parquet's standard name for list items, so a schema survives a write/read round trip unchanged.
+_STRINGS = pa.list_(pa.field("element", pa.string()))
+_FLOATS = pa.list_(pa.field("element", pa.float64()))
 _META = {b"seqwatch.schema_version": SCHEMA_VERSION.encode()}
 
 
@@ -27,7 +30,7 @@ SCORE_SCHEMA = _schema(
         pa.field("severity", pa.string(), nullable=False),
         pa.field("tail_probability", pa.float64(), nullable=False),
         pa.field("top_channel", pa.string(), nullable=False),
-        pa.field("channel_contributions", pa.list_(pa.float64()), nullable=False),
+        pa.field("channel_contributions", _FLOATS, nullable=False),
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
@@ -45,7 +48,7 @@ ALERT_SCHEMA = _schema(
         pa.field("threshold", pa.float64(), nullable=False),
         pa.field("severity", pa.string(), nullable=False),
         pa.field("windows", pa.int64(), nullable=False),
-        pa.field("top_channels", pa.list_(pa.string()), nullable=False),
+        pa.field("top_channels", _STRINGS, nullable=False),
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),

@@ -17,7 +17,7 @@ SMALL_WINDOW = 16
 SMALL_STRIDE = 4
 
 
-def shared_data(name: str) -> Path:
+def _shared_data(name: str) -> Path:
     """``../shared/data/<name>``, or skip the test with the reason."""
     path = SHARED_DATA / name
     if not path.is_dir():
@@ -25,13 +25,26 @@ def shared_data(name: str) -> Path:
     return path
 
 
-def wide_csv(readings: pd.DataFrame, path: Path) -> Path:
+def _wide_csv(readings: pd.DataFrame, path: Path) -> Path:
     """Write long readings of one entity as a wide CSV (ISO timestamps, one column per channel)."""
     wide = readings.pivot(index="timestamp", columns="channel", values="value").reset_index()
     wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     path.parent.mkdir(parents=True, exist_ok=True)
     wide.to_csv(path, index=False, float_format="%.4f")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """``shared_data(name)`` -> ``../shared/data/<name>``, skipping the test with the reason when absent.
+    (Fixtures, not imports: pytest runs with --import-mode=importlib, so conftest is not importable.)"""
+    return _shared_data
+
+
+@pytest.fixture(scope="session")
+def wide_csv():
+    """``wide_csv(readings, path)`` writes long readings of one entity as a wide CSV."""
+    return _wide_csv
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,162 @@
+"""The batch pipeline end to end on the DirectRunner: small wide CSV files in, Parquet read back with pyarrow."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.batch import SINKS, RunError, run_batch
+from seqwatch.pipelines.config import RunConfig
+from seqwatch.schemas.arrow import SCHEMAS_BY_SINK
+from seqwatch.schemas.mapping import InputMapping
+
+
+WIDE = InputMapping(format="wide", timestamp="timestamp", entity={"from_filename": True})
+BAD_LINES = {  # line number in pump-01.csv -> (replacement text, reason, readings it stands for)
+    30: ("2026-01-05T99:00:00Z,1,2,3,4", "parse_timestamp", 4),
+    60: (None, "parse_value", 1),  # the flow cell replaced with "n/a"
+    90: ("1,2", "malformed_row", 4),
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, wide_csv):
+    folder = tmp_path_factory.mktemp("inputs")
+    readings, labels = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
+                                            kinds=("level_shift", "broken_channel"))
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, folder / f"{entity}.csv")
+    path = folder / "pump-01.csv"
+    lines = path.read_text().splitlines()
+    for number, (text, _, _) in BAD_LINES.items():
+        if text is None:
+            fields = lines[number - 1].split(",")
+            fields[1] = "n/a"
+            text = ",".join(fields)
+        lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+    return folder, labels
+
+
+@pytest.fixture(scope="module")
+def run(inputs, small_model_dir, tmp_path_factory):
+    folder, labels = inputs
+    out = tmp_path_factory.mktemp("out")
+    config = RunConfig(inputs=(str(folder / "*.csv"),), output=str(out), model_dir=str(small_model_dir),
+                       mapping=WIDE, pane_steps=256)
+    manifest = run_batch(config, ["--runner=DirectRunner"])
+    return config, manifest, out, labels
+
+
+def _read(out, sink):
+    return ds.dataset(out / sink, format="parquet").to_table()
+
+
+def test_counts_reconcile(run):
+    _, manifest, out, _ = run
+    assert manifest["records_in"] == 2 * 900 * 4
+    assert manifest["records_in"] == manifest["records_scored"] + manifest["records_quarantined"]
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["records_in"] == manifest["records_in"]
+    quarantine = _read(out, "quarantine").to_pandas()
+    assert quarantine["records"].sum() == manifest["records_quarantined"]
+    scores = _read(out, "scores").to_pandas()
+    assert manifest["stages"]["windows_scored"] == len(scores)
+
+
+def test_every_file_has_exactly_its_sink_schema(run):
+    _, _, out, _ = run
+    for sink in SINKS:
+        files = sorted((out / sink).rglob("*.parquet"))
+        assert files, sink
+        for f in files:
+            assert pq.read_schema(f).equals(SCHEMAS_BY_SINK[sink], check_metadata=True), f
+
+
+def test_bad_rows_are_quarantined_with_reason_and_raw_text(run, inputs):
+    folder, _ = inputs
+    _, _, out, _ = run
+    quarantine = _read(out, "quarantine").to_pandas().set_index("line")
+    lines = (folder / "pump-01.csv").read_text().splitlines()
+    for number, (_, reason, records) in BAD_LINES.items():
+        row = quarantine.loc[number]
+        assert (row["reason_code"], row["records"], row["stage"]) == (reason, records, "parse")
+        assert row["raw"] == lines[number - 1]
+        assert row["source"].endswith("pump-01.csv")
+    assert quarantine.loc[60, "column"] == "flow"
+
+
+def test_alerts_find_the_injected_anomalies(run):
+    _, manifest, out, labels = run
+    alerts = _read(out, "alerts").to_pandas()
+    assert len(alerts) >= 1 and manifest["stages"]["alerts"] == len(alerts)
+    found = 0
+    for label in labels.itertuples():
+        mine = alerts[alerts["entity_id"] == label.entity_id]
+        found += bool(((mine["start"] <= label.end) & (mine["end"] >= label.start)).any())
+    assert found >= 3, (found, len(labels))
+    assert set(alerts["model_version"]) == {manifest["model"]["model_version"]}
+    assert alerts["alert_id"].is_unique
+
+
+def test_forecasts_have_intervals(run):
+    _, _, out, _ = run
+    forecasts = _read(out, "forecasts").to_pandas()
+    assert set(forecasts["step"]) == {1, 2, 3, 4}
+    assert (forecasts["yhat_lower"] <= forecasts["yhat"]).all() and (forecasts["yhat"] <= forecasts["yhat_upper"]).all()
+    assert set(forecasts["coverage"]) == {0.9}
+
+
+def test_a_rerun_of_the_same_input_writes_the_same_files(run, tmp_path):
+    config, manifest, out, _ = run
+    again = tmp_path / "again"
+    second = run_batch(RunConfig(**{**config.__dict__, "output": str(again)}), ["--runner=DirectRunner"])
+    assert second["run_id"] == manifest["run_id"]
+    for sink in SINKS:
+        first_files = {p.relative_to(out): p.read_bytes() for p in (out / sink).rglob("*.parquet")}
+        second_files = {p.relative_to(again): p.read_bytes() for p in (again / sink).rglob("*.parquet")}
+        assert first_files == second_files, sink
+
+
+def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
+    config, _, out, _ = run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = tmp_path / "other.csv"
+    bad.write_text("timestamp,flow,pressure\n2026-01-05T00:00:00Z,1,2\n")
+    with pytest.raises(RunError, match=r"expects channels .* but other.csv has \['flow', 'pressure'\]"):
+        run_batch(RunConfig(**{**config.__dict__, "inputs": (str(bad),)}))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("timestamp,flow,pressure,temperature,vibration\n")
+    cases = [
+        (["run", "--input", str(tmp_path / "missing*.csv"), "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir)], "no input file matches"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir)], "the input holds no records"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(tmp_path / "nomodel")], "does not exist"),
+        (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m")],
+         "holds no valid records"),
+        (["train", "--input", str(header_only), "--model-dir", str(tmp_path / "m")],
+         "empty.csv lacks required columns ['entity_id', 'channel', 'value']"),
+        (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
+          "--window", "-3"], "window length must be >= 2, got -3"),
+    ]
+    for args, message in cases:
+        result = _cli(*args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert message in lines[-1], (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]

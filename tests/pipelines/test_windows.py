@@ -1,0 +1,63 @@
+"""WindowReadings on a hand-worked example: which windows end in which pane, and which readings are scored,
+quarantined as duplicates, or quarantined as insufficient data."""
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from seqwatch.pipelines.windows import PaneSpec, WindowReadings
+from seqwatch.schemas.elements import ReadingBatch
+
+SECOND = 1_000_000
+
+
+def _readings():
+    # One entity, channels a and b, one reading per second at steps 0..24; b is missing at step 15, so the
+    # complete steps form two stretches: [0, 14] and [16, 24]. Reading a@5 is repeated on a later line.
+    rows = []
+    line = 1
+    for step in range(25):
+        for channel in ("a", "b"):
+            if channel == "b" and step == 15:
+                continue
+            rows.append(("m1", channel, step * SECOND, float(step), "f.csv", line))
+            line += 1
+    rows.append(("m1", "a", 5 * SECOND, 99.0, "f.csv", line))  # duplicate of a@5, later line
+    entity, channel, ts, value, source, lines = zip(*rows)
+    half = len(rows) // 2  # two input batches, to exercise grouping across batches
+    return [ReadingBatch.from_columns(entity[:half], channel[:half], ts[:half], value[:half], source[:half],
+                                      lines[:half]),
+            ReadingBatch.from_columns(entity[half:], channel[half:], ts[half:], value[half:], source[half:],
+                                      lines[half:])]
+
+
+def test_pane_spec_refuses_panes_too_short_for_their_context():
+    try:
+        PaneSpec(SECOND, length=4, stride=2, max_gap=0, pane_steps=8)
+    except ValueError as exc:
+        assert "pane_steps must be a multiple of stride=2 and >= 10, got 8" in str(exc)
+    else:
+        raise AssertionError("expected ValueError")
+
+
+def test_windows_end_in_their_own_pane_and_every_reading_is_accounted_for():
+    # L=4, stride=2, panes of 10 steps. Stretch [0,14]: head 3, grid 3,5,7,9,11,13, tail 14.
+    # Stretch [16,24]: head 19, grid 19,21,23, tail 24. Pane 0 = [0,10), pane 1 = [10,20), pane 2 = [20,30).
+    with TestPipeline() as p:
+        out = (p | beam.Create(_readings())
+               | WindowReadings(SECOND, length=4, stride=2, max_gap=0, pane_steps=10, channels=("a", "b"),
+                                run_id="t"))
+        ends = out.windows | "Ends" >> beam.Map(lambda wb: (wb.pane, tuple(int(e) // SECOND for e in wb.ends)))
+        assert_that(ends, equal_to([(0, (3, 5, 7, 9)), (1, (11, 13, 14, 19)), (2, (21, 23, 24))]), label="ends")
+
+        first_window = (out.windows | beam.Filter(lambda wb: wb.pane == 0)
+                        | beam.Map(lambda wb: wb.values[0].tolist()))
+        assert_that(first_window, equal_to([[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]]), label="values")
+
+        reasons = out.quarantine | beam.Map(lambda q: (q.reason_code, q.line, q.records, q.stage))
+        # a@15 is line 31 (steps 0..14 use 30 lines); the duplicate a@5 is the last line, 50.
+        assert_that(reasons, equal_to([("insufficient_data", 31, 1, "window"), ("duplicate", 50, 1, "window")]),
+                    label="quarantine")
+
+        scored = (out.counts | beam.Filter(lambda kv: kv[0] == "records_scored") | beam.Values()
+                  | beam.CombineGlobally(sum))
+        assert_that(scored, equal_to([48]), label="scored")  # 49 distinct readings - a@15
