@@ -22,7 +22,8 @@ def _entity_signals(rng: np.random.Generator, n: int, period: float, phase: floa
     cycle_pos = np.cumsum(freq_factor) * 2 * np.pi / period + phase
     load = np.sin(cycle_pos) + 0.35 * np.sin(3 * cycle_pos + 0.7)
     drift = np.cumsum(rng.normal(0, 0.02, n))
-    drift -= np.convolve(drift, np.ones(200) / 200, mode="same")  # keep the random walk bounded
+    span = min(200, n)
+    drift -= np.convolve(drift, np.ones(span) / span, mode="same")  # keep the random walk bounded
     signals = {
         "temperature": 60 + 6 * load + 0.8 * drift + rng.normal(0, 0.3, n),
         "pressure": 3.0 + 0.5 * load + rng.normal(0, 0.04, n),

@@ -23,6 +23,7 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.parsing import FileLayout
 from seqwatch.pipelines.sinks import WriteOutputs
+from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
 from seqwatch.pipelines.validate import ValidateReadings
 from seqwatch.pipelines.windows import WindowReadings
@@ -202,8 +203,10 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
     if options.view_as(beam.options.pipeline_options.StandardOptions).runner is None:
         options.view_as(beam.options.pipeline_options.StandardOptions).runner = "DirectRunner"
     try:
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, plan)
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, plan)
+        result = p.run()
+        result.wait_until_finish()
         counts = _read_json(FileSystems.join(plan.staging, COUNTS_FILE))
         records_in = counts.get("records_in", 0)
         if records_in == 0:
@@ -236,6 +239,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),
         "stages": {k: v for k, v in sorted(counts.items())},
+        "stage_seconds": stage_seconds(result),
         "outputs": {sink: _files_under(str(Path(output) / sink)) for sink in SINKS},
     }
     _write_json(manifest, FileSystems.join(output, "manifest.json"))

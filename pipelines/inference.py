@@ -12,6 +12,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import ScoredWindows, WindowBatch
 
 
@@ -21,6 +22,7 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
     def __init__(self, model_dir: str, max_batch_panes: int = 16):
         self.model_dir = model_dir
         self.max_batch_panes = max_batch_panes
+        self._timer = None
 
     def load_model(self):
         from seqwatch.models.artifact import load_artifact
@@ -31,8 +33,11 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
             self.model_dir = model_path
 
     def run_inference(self, batch: Sequence[WindowBatch], model, inference_args=None) -> Iterable[ScoredWindows]:
+        if self._timer is None:
+            self._timer = StageTimer("score")
         sizes = [len(wb.ends) for wb in batch]
-        result = model.score_windows(np.concatenate([wb.values for wb in batch]))
+        with self._timer:
+            result = model.score_windows(np.concatenate([wb.values for wb in batch]))
         coverage = model.intervals.coverage if model.intervals else 0.0
         start = 0
         for wb, size in zip(batch, sizes):

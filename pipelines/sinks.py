@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import forecast_rows, score_rows
+from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA, to_table
 from seqwatch.schemas.elements import Quarantined
 
@@ -51,10 +52,12 @@ def write_parquet(path: str, table: pa.Table) -> None:
 class _WriteTable(beam.DoFn):
     def __init__(self, root: str):
         self.root = root
+        self.timer = StageTimer("write")
 
     def process(self, item):
         relative, table = item
-        write_parquet(FileSystems.join(self.root, relative), table)
+        with self.timer:
+            write_parquet(FileSystems.join(self.root, relative), table)
         yield ("files_written", 1)
 
 

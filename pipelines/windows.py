@@ -16,6 +16,7 @@ import pandas as pd
 
 from seqwatch.models import windowing
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
+from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.validate import quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
 
@@ -39,8 +40,13 @@ class PaneSpec:
 class _KeyByPane(beam.DoFn):
     def __init__(self, spec: PaneSpec):
         self.spec = spec
+        self.timer = StageTimer("window_key")
 
     def process(self, batch: ReadingBatch):
+        with self.timer:
+            return list(self._key(batch))
+
+    def _key(self, batch: ReadingBatch):
         spec = self.spec
         frame = batch.frame
         steps = frame["timestamp"].to_numpy() // spec.step_us
@@ -63,8 +69,13 @@ class _CutPane(beam.DoFn):
         self.spec = spec
         self.channels = channels
         self.run_id = run_id
+        self.timer = StageTimer("window_cut")
 
     def process(self, keyed):
+        with self.timer:
+            return list(self._cut(keyed))
+
+    def _cut(self, keyed):
         (entity, pane), parts = keyed
         spec = self.spec
         frame = pd.concat(list(parts), ignore_index=True).sort_values(["own", "source", "line"],
