@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast bench-accuracy bench-speed clean
+.PHONY: demo test test-fast bench-accuracy bench-speed bench-models clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-fast: $(STAMP)
 
 bench-accuracy: $(STAMP)
 	$(BIN)/python benchmarks/accuracy.py
+
+bench-models: $(STAMP)
+	$(BIN)/python benchmarks/models.py
 
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py

@@ -25,7 +25,7 @@ from seqwatch.models.scaling import ChannelScaler
 from seqwatch.models.scoring import MahalanobisScorer, reconstruction_errors, window_error_features
 from seqwatch.models.thresholds import PeaksOverThreshold, QuantileThreshold, TailCalibration, severity_of
 
-PREDICT_BATCH = 256  # fixed batch shape: JAX compiles once per input shape
+PREDICT_BATCH = 512  # fixed batch shape: JAX compiles once per input shape; 512 measured fastest on 2 cores
 
 
 class ModelMismatchError(ValueError):

@@ -62,7 +62,9 @@ class MahalanobisScorer:
         channel's error is lower than usual given the others)."""
         diff = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
         precision = np.asarray(self.precision).reshape(self.n_channels, self.n_channels)
-        contributions = diff * (diff @ precision.T)
+        # einsum without BLAS: a row's result must not depend on how many windows share the call (BLAS picks
+        # kernels by matrix size), or the same window would score differently in different batches.
+        contributions = diff * np.einsum("nc,dc->nd", diff, precision, optimize=False)
         squared = contributions.sum(axis=1)
         return np.sqrt(np.maximum(squared, 0.0)), contributions
 

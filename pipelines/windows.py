@@ -93,7 +93,8 @@ class _CutPane(beam.DoFn):
         first = lo - spec.before
         position = {name: i for i, name in enumerate(self.channels)}
         steps = frame["timestamp"].to_numpy() // spec.step_us
-        grid = windowing.build_grid(steps, frame["channel"].map(position).to_numpy(), frame["value"].to_numpy(),
+        channel_index = frame["channel"].astype(object).map(position).to_numpy(dtype=np.int64)
+        grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
                                     len(self.channels), spec.max_gap, first_step=first,
                                     last_step=hi - 1 + spec.after)
         covered = windowing.covered_by_long_stretch(grid.present, spec.length)

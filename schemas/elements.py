@@ -35,13 +35,15 @@ class ReadingBatch(NamedTuple):
 
     @staticmethod
     def from_columns(entity_id, channel, timestamp, value, source, line) -> "ReadingBatch":
+        # Ids repeat across a batch: categoricals keep one copy of each string, which makes pickling a
+        # batch between stages and grouping it by entity several times cheaper than object columns.
         frame = pd.DataFrame(
             {
-                "entity_id": pd.Series(entity_id, dtype=object),
-                "channel": pd.Series(channel, dtype=object),
+                "entity_id": pd.Categorical(np.asarray(entity_id, dtype=object)),
+                "channel": pd.Categorical(np.asarray(channel, dtype=object)),
                 "timestamp": np.asarray(timestamp, dtype=np.int64),
                 "value": np.asarray(value, dtype=np.float64),
-                "source": pd.Series(source, dtype=object),
+                "source": pd.Categorical(np.asarray(source, dtype=object)),
                 "line": np.asarray(line, dtype=np.int64),
             }
         )

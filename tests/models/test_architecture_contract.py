@@ -115,3 +115,16 @@ def test_artifact_metadata_holds_what_a_deployment_needs(small_model_dir):
     assert meta["config"]["window"] == {"length": 16, "stride": 4, "max_gap": 2}
     assert meta["step_us"] == 10_000_000
     assert len(meta["fingerprint"]) == 64
+
+
+def test_a_window_scores_the_same_whatever_batch_it_is_in(small_model_dir):
+    # RunInference groups a varying number of panes per call; a window's score must not depend on that.
+    detector = load_artifact(small_model_dir)
+    rng = np.random.default_rng(3)
+    base = np.array([100.0, 3.0, 60.0, 0.5])
+    windows = base + rng.normal(0, [5, 0.3, 2, 0.05], size=(700, 16, 4))
+    whole = detector.score_windows(windows)
+    parts = [detector.score_windows(windows[i:i + 37]) for i in range(0, 700, 37)]
+    np.testing.assert_array_equal(whole.score, np.concatenate([p.score for p in parts]))
+    np.testing.assert_array_equal(whole.contributions, np.concatenate([p.contributions for p in parts]))
+    np.testing.assert_array_equal(whole.forecast, np.concatenate([p.forecast for p in parts]))
