@@ -7,9 +7,14 @@ from the entity, the incident's start and the model, so a rerun or a replay give
 from __future__ import annotations
 
 import hashlib
+from typing import Any, Tuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam import coders
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
 from seqwatch.schemas.elements import Alert, Forecast, Score, ScoredWindows
 
@@ -75,12 +80,46 @@ def forecast_rows(scored: ScoredWindows, run_id: str) -> list[Forecast]:
     return rows
 
 
-class BuildAlerts(beam.PTransform):
-    """``ScoredWindows -> Alert``: anomalous windows grouped per entity and merged into incidents."""
+class _MergeIncidents(beam.DoFn):
+    """Per entity: buffer anomalous windows; when the watermark has passed the last one by ``settle_us`` (so
+    every window that could continue the incident has been scored), merge them into alerts and emit them.
 
-    def __init__(self, run_id: str):
+    In batch the watermark jumps to the end once all input is read, so the timer fires once with everything;
+    in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows."""
+
+    PENDING = BagStateSpec("pending", coders.PickleCoder())
+    CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
+
+    def __init__(self, run_id: str, settle_us: int):
+        self.run_id = run_id
+        self.settle_us = settle_us
+
+    def process(self, element, pending=beam.DoFn.StateParam(PENDING), close=beam.DoFn.TimerParam(CLOSE)):
+        _, item = element
+        pending.add(item)
+        close.set(Timestamp(micros=item[0].window_end + self.settle_us))
+
+    @on_timer(CLOSE)
+    def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING)):
+        items = list(pending.read())
+        pending.clear()
+        if not items:
+            return
+        _, step_us, channels = items[0]
+        for alert in merge_alerts(entity, [row for row, _, _ in items], channels, step_us, self.run_id):
+            yield beam.window.TimestampedValue(alert, Timestamp(micros=alert.end))
+
+
+class BuildAlerts(beam.PTransform):
+    """``ScoredWindows -> Alert``: anomalous windows of each entity merged into incidents, across panes.
+
+    ``settle_us``: how long after an anomalous window ends (in event time) every window that could continue
+    its incident has been scored; the pipelines pass ``L * step + pane length + context``."""
+
+    def __init__(self, run_id: str, settle_us: int):
         super().__init__()
         self.run_id = run_id
+        self.settle_us = settle_us
 
     def expand(self, scored):
         run_id = self.run_id
@@ -91,13 +130,8 @@ class BuildAlerts(beam.PTransform):
                 if flag:
                     yield sw.windows.entity_id, (row, sw.windows.step_us, sw.windows.channels)
 
-        def merge(keyed):
-            entity, items = keyed
-            items = list(items)
-            _, step_us, channels = items[0]
-            return merge_alerts(entity, [row for row, _, _ in items], channels, step_us, run_id)
-
         return (scored
                 | "AnomalousWindows" >> beam.FlatMap(anomalous)
-                | "GroupByEntity" >> beam.GroupByKey()
-                | "MergeIncidents" >> beam.FlatMap(merge))
+                | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
+                | "MergeIncidents" >> beam.ParDo(_MergeIncidents(run_id, self.settle_us))
+                .with_input_types(Tuple[str, Any]))

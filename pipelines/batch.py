@@ -133,6 +133,12 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us)
 
 
+def settle_us(plan: RunPlan) -> int:
+    """Event time after an anomalous window's end by which every window that could continue its incident
+    has been scored: the continuation's own span, plus a pane and its look-ahead context."""
+    return (plan.window_length + 1 + plan.pane_steps + plan.window_length + plan.max_gap) * plan.step_us
+
+
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
     """Add the batch graph to ``p``; returns its main PCollections by name (for tests)."""
     cfg = plan.config
@@ -143,7 +149,7 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id)
     scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
-    alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id)
+    alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan))
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
     written = {"scored": scored, "alerts": alerts, "quarantine": quarantine} | "WriteOutputs" >> WriteOutputs(
         plan.staging, plan.run_id)
@@ -158,10 +164,12 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
         if sw.forecast is not None and len(sw.score):
             yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
 
-    counts = ((read.counts, windows.counts, written,
-               quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
-               scored | "CountScored" >> beam.FlatMap(scored_counts),
-               alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)))
+    count_parts = {"Read": read.counts, "Window": windows.counts, "Written": written,
+                   "Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
+                   "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
+                   "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1))}
+    counts = ([pcoll | f"{name}CountsToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
+               for name, pcoll in count_parts.items()]
               | "AllCounts" >> beam.Flatten()
               | "SumCounts" >> beam.CombinePerKey(sum)
               | "CountsDict" >> beam.combiners.ToDict())

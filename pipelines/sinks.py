@@ -4,12 +4,15 @@ Layout under a run's output (no ``key=value`` folder names, so readers do not in
 
     scores/<entity>/pane-<n>.parquet       one file per entity pane, rows by window end
     forecasts/<entity>/pane-<n>.parquet    one file per entity pane
-    alerts/<entity>.parquet                one file per entity with alerts, rows by start
-    quarantine/<source file>-<hash>.parquet  one file per source, rows by line
+    alerts/<entity>/<alert_id>.parquet     one file per incident
+    quarantine/<source file>-<hash>.parquet  batch: one file per source, rows by line
+    quarantine/<source>-<hash>/<window start>.parquet  streaming: one file per source and flush window
 
 ``pyarrow.dataset.dataset("out/alerts")``, DuckDB's ``read_parquet('out/alerts/**/*.parquet')`` and Spark's
-``recursiveFileLookup`` read them as they are. The sinks write into a staging folder; the batch runner moves
-it into place only after the whole pipeline succeeded (``seqwatch.pipelines.batch``).
+``recursiveFileLookup`` read them as they are. Every file is written under a temporary name and renamed when
+complete, so a reader never sees half a file; file names are deterministic, so a rerun or a replay overwrites
+instead of duplicating. The batch runner also writes into a staging folder and moves it into place only after
+the whole pipeline succeeded (``seqwatch.pipelines.batch``).
 """
 from __future__ import annotations
 
@@ -45,8 +48,12 @@ def write_parquet(path: str, table: pa.Table) -> None:
         except IOError:  # another worker created it first
             if not FileSystems.exists(directory):
                 raise
-    with FileSystems.create(path) as f:
+    partial = f"{directory}/.{path.rsplit('/', 1)[1]}.partial"
+    with FileSystems.create(partial) as f:
         pq.write_table(table, f, compression="zstd")
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([partial], [path])
 
 
 class _WriteTable(beam.DoFn):
@@ -94,10 +101,13 @@ def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]
 class WriteOutputs(beam.PTransform):
     """Write scores, forecasts, alerts and quarantined records under ``root``; emits ``(name, n)`` counts."""
 
-    def __init__(self, root: str, run_id: str):
+    def __init__(self, root: str, run_id: str, flush_window_s: float | None = None):
+        """``flush_window_s``: streaming only; quarantined records are written per event-time window of this
+        length (batch: one file per source at the end)."""
         super().__init__()
         self.root = root
         self.run_id = run_id
+        self.flush_window_s = flush_window_s
 
     def expand(self, outputs):
         scored, alerts, quarantine = outputs["scored"], outputs["alerts"], outputs["quarantine"]
@@ -113,24 +123,32 @@ class WriteOutputs(beam.PTransform):
             if rows:
                 yield _pane_file("forecasts", sw.windows.entity_id, sw.windows.pane), to_table(rows, FORECAST_SCHEMA)
 
-        def alerts_table(keyed):
-            entity, rows = keyed
-            rows = sorted(rows, key=lambda a: (a.start, a.alert_id))
-            return f"alerts/{safe_name(entity)}.parquet", to_table(rows, ALERT_SCHEMA)
+        def alert_table(alert):
+            return f"alerts/{safe_name(alert.entity_id)}/{alert.alert_id}.parquet", to_table([alert], ALERT_SCHEMA)
 
-        def quarantine_table(keyed):
+        streaming = self.flush_window_s is not None
+
+        def quarantine_table(keyed, window=beam.DoFn.WindowParam):
             source, rows = keyed
             rows = sorted(fill_raw_lines(source, list(rows)),
                           key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
             name = safe_name(PurePath(source).name) + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
+            if streaming:
+                return f"quarantine/{name}/{window.start.micros}.parquet", to_table(rows, QUARANTINE_SCHEMA)
             return f"quarantine/{name}.parquet", to_table(rows, QUARANTINE_SCHEMA)
 
-        tables = (
-            (scored | "ScoreTables" >> beam.FlatMap(scores_table),
-             scored | "ForecastTables" >> beam.FlatMap(forecasts_table),
-             alerts | "KeyAlerts" >> beam.Map(lambda a: (a.entity_id, a)) | "GroupAlerts" >> beam.GroupByKey()
-             | "AlertTables" >> beam.Map(alerts_table),
-             quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q)) | "GroupQuarantine" >> beam.GroupByKey()
-             | "QuarantineTables" >> beam.Map(quarantine_table))
-            | "AllTables" >> beam.Flatten())
+        if streaming:
+            quarantine = quarantine | "QuarantineWindows" >> beam.WindowInto(
+                beam.window.FixedWindows(self.flush_window_s))
+
+        parts = {
+            "Score": scored | "ScoreTables" >> beam.FlatMap(scores_table),
+            "Forecast": scored | "ForecastTables" >> beam.FlatMap(forecasts_table),
+            "Alert": alerts | "AlertTables" >> beam.Map(alert_table),
+            "Quarantine": (quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
+                           | "GroupQuarantine" >> beam.GroupByKey() | "QuarantineTables" >> beam.Map(quarantine_table)),
+        }
+        tables = ([pcoll | f"{name}TablesToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
+                   for name, pcoll in parts.items()]
+                  | "AllTables" >> beam.Flatten())
         return tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))

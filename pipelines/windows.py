@@ -10,9 +10,13 @@ in the pane are cut, and each own reading is counted as scored (it lies in a win
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+from apache_beam.transforms import window as beam_window
+from apache_beam.utils.timestamp import Timestamp
 
 from seqwatch.models import windowing
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
@@ -35,6 +39,31 @@ class PaneSpec:
 
     def own_range(self, pane: int) -> tuple[int, int]:
         return pane * self.pane_steps, (pane + 1) * self.pane_steps
+
+
+class PaneWindows(beam_window.NonMergingWindowFn):
+    """Puts each ``((entity, pane), readings)`` element into its pane's event-time window, which spans the pane
+    and its context margins: ``[pane start - before, pane end + after)``.
+
+    In streaming, a pane's group fires once the watermark has passed the end of its look-ahead context, so the
+    windows it cuts are complete; in batch every group fires at the end, as a plain GroupByKey would."""
+
+    def __init__(self, spec: "PaneSpec"):
+        self.spec = spec
+
+    def _bounds(self, pane: int) -> tuple[int, int]:
+        spec = self.spec
+        lo, hi = spec.own_range(pane)
+        return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us
+
+    def assign(self, context):
+        (_, pane), _ = context.element
+        start, end = self._bounds(pane)
+        return [beam_window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))]
+
+    def get_window_coder(self):
+        from apache_beam.coders.coders import IntervalWindowCoder
+        return IntervalWindowCoder()
 
 
 class _KeyByPane(beam.DoFn):
@@ -60,8 +89,11 @@ class _KeyByPane(beam.DoFn):
         if head.any():
             pieces.append(frame[head].assign(pane=pane[head] - 1, own=False))
         keyed = pd.concat(pieces, ignore_index=True)
-        for (entity, p), part in keyed.groupby(["entity_id", "pane"], sort=False):
-            yield (str(entity), int(p)), part.drop(columns=["entity_id", "pane"])
+        for (entity, p), part in keyed.groupby(["entity_id", "pane"], sort=False, observed=True):
+            # Event time of the piece: its earliest reading, which lies inside the pane's window.
+            stamp = Timestamp(micros=int(part["timestamp"].min()))
+            yield beam_window.TimestampedValue(((str(entity), int(p)), part.drop(columns=["entity_id", "pane"])),
+                                               stamp)
 
 
 class _CutPane(beam.DoFn):
@@ -118,20 +150,36 @@ class _CutPane(beam.DoFn):
         yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us, values, observed, scored)
 
 
+class WindowedReadings(NamedTuple):
+    """The outputs of ``WindowReadings``: windows in their pane windows; quarantine and counts global."""
+
+    windows: beam.PCollection
+    quarantine: beam.PCollection
+    counts: beam.PCollection
+
+
 class WindowReadings(beam.PTransform):
-    """``ReadingBatch -> {main: WindowBatch, quarantine: Quarantined, counts: (name, n)}``: the windows that end
-    in each (entity, pane), in the model's channel order and original units."""
+    """``ReadingBatch -> WindowedReadings(windows: WindowBatch, quarantine: Quarantined, counts: (name, n))``: the
+    windows that end in each (entity, pane), in the model's channel order and original units."""
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
-                 run_id: str):
+                 run_id: str, allowed_lateness_s: float = 0.0):
         super().__init__()
         self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
         self.channels = tuple(channels)
         self.run_id = run_id
+        self.allowed_lateness_s = allowed_lateness_s
 
     def expand(self, batches):
-        return (batches
+        cut = (batches
                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec))
+                | "PaneWindows" >> beam.WindowInto(PaneWindows(self.spec),
+                                                   allowed_lateness=self.allowed_lateness_s)
                 | "GroupPanes" >> beam.GroupByKey()
                 | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id))
                 .with_outputs(QUARANTINE, COUNTS, main="windows"))
+        # Records and counts leave the pane windows, so they can be flattened with other stages' outputs.
+        return WindowedReadings(
+            cut.windows,
+            cut[QUARANTINE] | "QuarantineToGlobal" >> beam.WindowInto(beam_window.GlobalWindows()),
+            cut[COUNTS] | "CountsToGlobal" >> beam.WindowInto(beam_window.GlobalWindows()))

@@ -60,4 +60,9 @@ def test_windows_end_in_their_own_pane_and_every_reading_is_accounted_for():
 
         scored = (out.counts | beam.Filter(lambda kv: kv[0] == "records_scored") | beam.Values()
                   | beam.CombineGlobally(sum))
+        windows_in_panes = out.windows | beam.Map(lambda wb, w=beam.DoFn.WindowParam: (wb.pane, w.start.micros,
+                                                                                       w.end.micros))
+        # pane 1 = steps [10, 20); its window adds L + max_gap + 1 = 5 steps before and L + max_gap = 4 after
+        assert_that(windows_in_panes, equal_to([(0, -5 * SECOND, 14 * SECOND), (1, 5 * SECOND, 24 * SECOND),
+                                                (2, 15 * SECOND, 34 * SECOND)]), label="pane windows")
         assert_that(scored, equal_to([48]), label="scored")  # 49 distinct readings - a@15
