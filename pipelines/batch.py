@@ -9,52 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from seqwatch.pipelines.alerts import BuildAlerts
 from seqwatch.pipelines.config import RunConfig
-from seqwatch.pipelines.inference import ScoreWindows
+from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
+                                      write_json)
 from seqwatch.pipelines.parsing import FileLayout
-from seqwatch.pipelines.sinks import WriteOutputs
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
-from seqwatch.pipelines.validate import ValidateReadings
-from seqwatch.pipelines.windows import WindowReadings
 from seqwatch.schemas.validation import load_suite_dict
 
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
-COUNTS_FILE = "counts.json"
 
 
 class RunError(Exception):
     """A run cannot start or finish; the message is one sentence for a person."""
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """Everything ``build_pipeline`` needs, resolved from a ``RunConfig`` and the model's metadata."""
-
-    config: RunConfig
-    paths: tuple
-    run_id: str
-    staging: str
-    channels: tuple
-    step_us: int
-    window_length: int
-    stride: int
-    max_gap: int
-    pane_steps: int
-    model_id: str
-    model_version: str
-    suite: dict
-    latest_us: int
 
 
 def _sha256_file(path: str) -> str:
@@ -133,63 +107,11 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us)
 
 
-def settle_us(plan: RunPlan) -> int:
-    """Event time after an anomalous window's end by which every window that could continue its incident
-    has been scored: the continuation's own span, plus a pane and its look-ahead context."""
-    return (plan.window_length + 1 + plan.pane_steps + plan.window_length + plan.max_gap) * plan.step_us
-
-
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
-    """Add the batch graph to ``p``; returns its main PCollections by name (for tests)."""
+    """Add the batch graph to ``p``: files in, the shared scoring graph, outputs under ``plan.staging``."""
     cfg = plan.config
     read = p | "ReadInputs" >> ReadInputFiles(list(plan.paths), cfg.mapping, plan.run_id, cfg.chunk_rows)
-    valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
-                                                                   cfg.earliest_us, plan.latest_us)
-    windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
-                                                               plan.max_gap, plan.pane_steps, plan.channels,
-                                                               plan.run_id)
-    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
-    alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan))
-    quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
-    written = {"scored": scored, "alerts": alerts, "quarantine": quarantine} | "WriteOutputs" >> WriteOutputs(
-        plan.staging, plan.run_id)
-
-    def quarantine_counts(q):
-        yield "records_quarantined", q.records
-        yield f"quarantined.{q.stage}.{q.reason_code}", q.records
-
-    def scored_counts(sw):
-        yield "windows_scored", len(sw.score)
-        yield "windows_anomalous", int(sw.is_anomaly.sum())
-        if sw.forecast is not None and len(sw.score):
-            yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
-
-    count_parts = {"Read": read.counts, "Window": windows.counts, "Written": written,
-                   "Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
-                   "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
-                   "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1))}
-    counts = ([pcoll | f"{name}CountsToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
-               for name, pcoll in count_parts.items()]
-              | "AllCounts" >> beam.Flatten()
-              | "SumCounts" >> beam.CombinePerKey(sum)
-              | "CountsDict" >> beam.combiners.ToDict())
-    counts_path = FileSystems.join(plan.staging, COUNTS_FILE)
-    counts | "WriteCounts" >> beam.Map(_write_json, counts_path)
-    return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
-            "alerts": alerts, "quarantine": quarantine, "counts": counts}
-
-
-def _write_json(data: dict, path: str) -> None:
-    directory = path.rsplit("/", 1)[0]
-    if not FileSystems.exists(directory):
-        FileSystems.mkdirs(directory)
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(data, sort_keys=True, indent=1).encode())
-
-
-def _read_json(path: str) -> dict:
-    with FileSystems.open(path) as f:
-        return json.loads(f.read().decode())
+    return build_scoring_graph(SourceOutputs(read.readings, read.quarantine, read.counts), plan, plan.staging)
 
 
 def _delete(path: str) -> None:
@@ -215,7 +137,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         build_pipeline(p, plan)
         result = p.run()
         result.wait_until_finish()
-        counts = _read_json(FileSystems.join(plan.staging, COUNTS_FILE))
+        counts = read_json(FileSystems.join(plan.staging, COUNTS_FILE))
         records_in = counts.get("records_in", 0)
         if records_in == 0:
             raise RunError(f"the input holds no records ({len(plan.paths)} file(s) are empty or have only a header)")
@@ -250,5 +172,5 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "stage_seconds": stage_seconds(result),
         "outputs": {sink: _files_under(str(Path(output) / sink)) for sink in SINKS},
     }
-    _write_json(manifest, FileSystems.join(output, "manifest.json"))
+    write_json(manifest, FileSystems.join(output, "manifest.json"))
     return manifest

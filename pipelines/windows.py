@@ -17,12 +17,21 @@ import numpy as np
 import pandas as pd
 from apache_beam.transforms import window as beam_window
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from seqwatch.models import windowing
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.validate import quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
+
+
+def reading_json(q, frame) -> str:
+    """The raw text of a quarantined streaming reading (a broker message is not re-readable): its fields."""
+    import json
+    row = frame[(frame["source"].astype(object) == q.source) & (frame["line"] == q.line)].iloc[0]
+    return q.raw or json.dumps({"entity_id": str(row.get("entity_id", "")), "channel": str(row["channel"]),
+                                "timestamp": int(row["timestamp"]), "value": float(row["value"])})
 
 
 class PaneSpec:
@@ -48,13 +57,20 @@ class PaneWindows(beam_window.NonMergingWindowFn):
     In streaming, a pane's group fires once the watermark has passed the end of its look-ahead context, so the
     windows it cuts are complete; in batch every group fires at the end, as a plain GroupByKey would."""
 
-    def __init__(self, spec: "PaneSpec"):
+    def __init__(self, spec: "PaneSpec", wait_us: int = 0):
         self.spec = spec
+        self.wait_us = wait_us
 
     def _bounds(self, pane: int) -> tuple[int, int]:
         spec = self.spec
         lo, hi = spec.own_range(pane)
-        return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us
+        return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us + self.wait_us
+
+    def window_end_us(self, steps: np.ndarray) -> np.ndarray:
+        """End (µs) of the window of the pane that owns each step: the pane is scored once the watermark
+        passes it."""
+        panes = np.asarray(steps) // self.spec.pane_steps
+        return ((panes + 1) * self.spec.pane_steps + self.spec.after) * self.spec.step_us + self.wait_us
 
     def assign(self, context):
         (_, pane), _ = context.element
@@ -103,9 +119,20 @@ class _CutPane(beam.DoFn):
         self.run_id = run_id
         self.timer = StageTimer("window_cut")
 
-    def process(self, keyed):
+    def process(self, keyed, pane_info=beam.DoFn.PaneInfoParam):
         with self.timer:
+            if pane_info.timing == PaneInfoTiming.LATE:
+                # Streaming: readings that arrived after their pane was scored. They are not scored twice
+                # and not dropped: each one is quarantined (context copies are counted in their own pane).
+                return list(self._late(keyed))
             return list(self._cut(keyed))
+
+    def _late(self, keyed):
+        _, parts = keyed
+        frame = pd.concat(list(parts), ignore_index=True)
+        yield from (beam.pvalue.TaggedOutput(QUARANTINE, q._replace(raw=reading_json(q, frame)))
+                    for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
+                                             "the reading arrived after its pane had been scored", self.run_id))
 
     def _cut(self, keyed):
         (entity, pane), parts = keyed
@@ -164,17 +191,20 @@ class WindowReadings(beam.PTransform):
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
                  run_id: str, allowed_lateness_s: float = 0.0):
+        """``allowed_lateness_s`` (streaming): each pane waits this long in event time after its context before
+        it is scored, so readings up to that late are still scored; later ones are quarantined (see
+        ``seqwatch.pipelines.streaming``)."""
         super().__init__()
         self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
         self.channels = tuple(channels)
         self.run_id = run_id
         self.allowed_lateness_s = allowed_lateness_s
+        self.pane_windows = PaneWindows(self.spec, int(allowed_lateness_s * 1e6))
 
     def expand(self, batches):
         cut = (batches
                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec))
-                | "PaneWindows" >> beam.WindowInto(PaneWindows(self.spec),
-                                                   allowed_lateness=self.allowed_lateness_s)
+                | "PaneWindows" >> beam.WindowInto(self.pane_windows)
                 | "GroupPanes" >> beam.GroupByKey()
                 | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id))
                 .with_outputs(QUARANTINE, COUNTS, main="windows"))

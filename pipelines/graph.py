@@ -1,0 +1,120 @@
+"""The graph the batch and the streaming pipelines share: validate, window, score, alert, write, count.
+
+The pipelines differ only in their source (files, a broker, a replay), their triggering (pane windows fire
+at the end of a batch run, or as the watermark passes them in streaming) and their sink settings (one
+quarantine file per source and one counts file per run, or one per flush window).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from seqwatch.pipelines.alerts import BuildAlerts
+from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.inference import ScoreWindows
+from seqwatch.pipelines.sinks import WriteOutputs
+from seqwatch.pipelines.validate import ValidateReadings
+from seqwatch.pipelines.windows import WindowReadings
+
+COUNTS_FILE = "counts.json"
+
+
+class SourceOutputs(NamedTuple):
+    """What every source gives the graph: ``ReadingBatch`` elements, ``Quarantined`` records and
+    ``("records_in", n)`` counts."""
+
+    readings: beam.PCollection
+    quarantine: beam.PCollection
+    counts: beam.PCollection
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything the graph needs, resolved from a ``RunConfig`` and the model's metadata."""
+
+    config: RunConfig
+    paths: tuple
+    run_id: str
+    staging: str
+    channels: tuple
+    step_us: int
+    window_length: int
+    stride: int
+    max_gap: int
+    pane_steps: int
+    model_id: str
+    model_version: str
+    suite: dict
+    latest_us: int
+
+
+def settle_us(plan: RunPlan) -> int:
+    """Event time after an anomalous window's end by which every window that could continue its incident
+    has been scored: the continuation's own span, plus a pane and its look-ahead context."""
+    return (plan.window_length + 1 + plan.pane_steps + plan.window_length + plan.max_gap) * plan.step_us
+
+
+def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
+                        allowed_lateness_s: float = 0.0) -> dict:
+    """Everything after the source; outputs under ``root``. ``flush_window_s`` (streaming): quarantine files
+    and counts are written per event-time window of this length; ``None`` (batch): once, at the end.
+    Returns the main PCollections by name (for tests)."""
+    cfg = plan.config
+    valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
+                                                                   cfg.earliest_us, plan.latest_us)
+    windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
+                                                               plan.max_gap, plan.pane_steps, plan.channels,
+                                                               plan.run_id, allowed_lateness_s)
+    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
+    alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6))
+    quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
+    written = {"scored": scored, "alerts": alerts, "quarantine": quarantine} | "WriteOutputs" >> WriteOutputs(
+        root, plan.run_id, flush_window_s)
+
+    def quarantine_counts(q):
+        yield "records_quarantined", q.records
+        yield f"quarantined.{q.stage}.{q.reason_code}", q.records
+
+    def scored_counts(sw):
+        yield "windows_scored", len(sw.score)
+        yield "windows_anomalous", int(sw.is_anomaly.sum())
+        if sw.forecast is not None and len(sw.score):
+            yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
+
+    count_parts = {"Read": read.counts, "Window": windows.counts, "Written": written,
+                   "Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
+                   "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
+                   "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1))}
+    counts_window = (beam.window.FixedWindows(flush_window_s) if flush_window_s else beam.window.GlobalWindows())
+    counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(counts_window)
+               for name, pcoll in count_parts.items()]
+              | "AllCounts" >> beam.Flatten()
+              | "SumCounts" >> beam.CombinePerKey(sum)
+              | "CountsDict" >> beam.combiners.ToDict().without_defaults())
+    if flush_window_s:
+        counts | "WriteCounts" >> beam.Map(
+            lambda data, w=beam.DoFn.WindowParam: write_json(data, FileSystems.join(
+                root, "counts", f"{w.start.micros}.json")))
+    else:
+        counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))
+    return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
+            "alerts": alerts, "quarantine": quarantine, "counts": counts}
+
+
+def write_json(data: dict, path: str) -> None:
+    directory = path.rsplit("/", 1)[0]
+    if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(data, sort_keys=True, indent=1).encode())
+
+
+
+
+def read_json(path: str) -> dict:
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode())

@@ -1,0 +1,88 @@
+"""The streaming pipeline: a broker (or a replayed file) in, the shared scoring graph, windowed Parquet out.
+
+Late data: each pane waits ``allowed_lateness_s`` of event time after its look-ahead context before it is
+scored (the latency a user trades for completeness). A reading whose pane window ends at or before the latest
+event time already seen may find its pane scored and closed, so the late gate quarantines it as ``late``
+before windowing: it is counted, never silently dropped by Beam. Should a reading still reach a pane after
+it fired (the watermark ran ahead of the data), the windowing stage quarantines it as ``late`` too.
+"""
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.coders import VarIntCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
+from seqwatch.pipelines.sources import QUARANTINE
+from seqwatch.pipelines.stage_metrics import StageTimer
+from seqwatch.pipelines.windows import PaneSpec, PaneWindows
+from seqwatch.schemas.elements import Quarantined, ReadingBatch
+
+DEFAULT_FLUSH_WINDOW_S = 60.0
+DEFAULT_ALLOWED_LATENESS_S = 600.0
+
+
+class _LateGate(beam.DoFn):
+    """One key for the whole stream: the gate compares each reading with the latest event time seen anywhere,
+    which is never behind the watermark; batches make the single key cheap."""
+
+    LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())
+
+    def __init__(self, pane_windows, run_id: str):
+        self.pane_windows = pane_windows
+        self.run_id = run_id
+        self.timer = StageTimer("late_gate")
+
+    def process(self, element, latest=beam.DoFn.StateParam(LATEST)):
+        _, batch = element
+        with self.timer:
+            frame = batch.frame
+            seen = latest.read()
+            stamps = frame["timestamp"].to_numpy()
+            closes = self.pane_windows.window_end_us(stamps // self.pane_windows.spec.step_us)
+            late = np.zeros(len(frame), dtype=bool) if seen is None else closes <= seen
+            out = []
+            for row in frame[late].itertuples(index=False):
+                raw = json.dumps({"entity_id": str(row.entity_id), "channel": str(row.channel),
+                                  "timestamp": int(row.timestamp), "value": float(row.value)})
+                out.append(beam.pvalue.TaggedOutput(QUARANTINE, Quarantined(
+                    raw, str(row.source), int(row.line), "", 1, "gate", "late",
+                    f"the reading arrived after its pane closed: it is {(seen - row.timestamp) / 1e6:g}s behind the "
+                    f"latest event time, more than the pane and the allowed lateness wait",
+                    self.run_id)))
+            if len(stamps):
+                latest.write(int(max(stamps.max(), seen if seen is not None else stamps.max())))
+            if (~late).any():
+                out.append(ReadingBatch(frame[~late].reset_index(drop=True)))
+            return out
+
+
+class QuarantineLateReadings(beam.PTransform):
+    """``ReadingBatch -> {main: ReadingBatch on time, quarantine: Quarantined late}`` for the pane windows of
+    ``seqwatch.pipelines.windows.WindowReadings``."""
+
+    def __init__(self, pane_windows, run_id: str):
+        super().__init__()
+        self.pane_windows = pane_windows
+        self.run_id = run_id
+
+    def expand(self, batches):
+        return (batches
+                | "OneKey" >> beam.Map(lambda b: ("stream", b))
+                | "LateGate" >> beam.ParDo(_LateGate(self.pane_windows, self.run_id))
+                .with_input_types(tuple[str, ReadingBatch]).with_outputs(QUARANTINE, main="on_time"))
+
+
+def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
+                             flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
+                             allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S) -> dict:
+    """The streaming graph after ``source``; outputs under ``root`` (no staging: files appear as panes fire)."""
+    pane_windows = PaneWindows(PaneSpec(plan.step_us, plan.window_length, plan.stride, plan.max_gap,
+                                        plan.pane_steps), int(allowed_lateness_s * 1e6))
+    gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(pane_windows, plan.run_id)
+    quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
+    return build_scoring_graph(SourceOutputs(gate.on_time, quarantine, source.counts), plan, root,
+                               flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s)
