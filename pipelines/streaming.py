@@ -86,3 +86,51 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
     quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
     return build_scoring_graph(SourceOutputs(gate.on_time, quarantine, source.counts), plan, root,
                                flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s)
+
+
+def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
+                source_name: str = "stream") -> RunPlan:
+    """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front).
+
+    The run id is derived from the model version and the source unless given; the future-timestamp check is
+    relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100)."""
+    import hashlib
+
+    from seqwatch.models.artifact import ArtifactError, read_metadata
+    from seqwatch.pipelines.batch import RunError
+    from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
+    from seqwatch.schemas.validation import SuiteError, load_suite_dict
+
+    try:
+        metadata = read_metadata(model_dir)
+        suite_dict = load_suite_dict(suite)
+    except (ArtifactError, SuiteError) as exc:
+        raise RunError(str(exc)) from None
+    window = metadata["config"]["window"]
+    length, stride, max_gap = int(window["length"]), int(window["stride"]), int(window["max_gap"])
+    step_us = int(metadata["step_us"])
+    # Streaming panes are short by default (latency): 4 windows' worth, at least what the context needs.
+    pane = pane_steps or max(4 * length, 2 * (length + max_gap + 1))
+    pane = max(pane, 2 * (length + max_gap + 1))
+    pane += (-pane) % stride
+    config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
+                       pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS)
+    run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
+    return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
+                   metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000)
+
+
+def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
+               allowed_lateness_s: float = 0.0) -> None:
+    """Run the streaming pipeline until its source ends (a replay, or a broker read with a stop condition) or
+    the job is cancelled. ``make_source(run_id)`` returns the source PTransform."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    options.view_as(StandardOptions).streaming = True
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    with beam.Pipeline(options=options) as p:
+        read = p | "ReadStream" >> make_source(plan.run_id)
+        source = SourceOutputs(read.readings, read.quarantine, read.counts)
+        build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s)

@@ -1,0 +1,1058 @@
+"""Streaming sources: readings from Kafka, from Pub/Sub, or from a file replayed at N times real speed.
+
+Each source is a PTransform ``PBegin -> {main: ReadingBatch, quarantine: Quarantined, counts: (name, n)}``,
+tagged like the batch source ``seqwatch.pipelines.sources.ReadInputFiles`` (main output ``readings``), so the
+streaming pipeline plugs the same downstream transforms onto any of them.
+
+A message is one JSON object ``{"entity_id": ..., "channel": ..., "timestamp": ISO 8601 or epoch number,
+"value": ...}`` (other key names through a long-format ``InputMapping``). Messages are batched where they are
+read (one element per poll of the broker, not per message: Beam's per-element cost would otherwise dominate)
+and parsed column-wise with the batch parser (``seqwatch.pipelines.parsing.parse_rows``), so a timestamp or a
+value is accepted or refused exactly as in a file. A message that is not a JSON object with the four fields
+goes to quarantine as ``malformed_row``; bad fields get the batch parser's reason codes. ``source`` is
+``kafka:<topic>/<partition>``, ``pubsub:<subscription>`` or the file's path; ``line`` is the Kafka offset, the
+Pub/Sub message id, or the file's line.
+
+**Event time.** Every reading keeps its own event time in the ``timestamp`` column. A batch's element
+timestamp is the *smallest* event time in it, so a batch is never later than any of its readings. With
+``align_to_window_s`` a batch is also cut at fixed event-time window boundaries (aligned to the epoch), so
+that all readings of a batch fall in the window of its timestamp; without it a batch spanning a window
+boundary lands whole in the window of its first reading (so set it to the downstream window or pane size).
+Counts go with each batch; quarantine elements carry the timestamp of the earliest batch of their poll (or, for
+a poll without one good reading, the latest event time the reader has seen), never earlier than the reader's
+watermark. The watermark of a reader is the largest event time it has seen minus ``max_out_of_orderness_s``
+(for Kafka the smallest such value over the reader's partitions); readings older than that arrive as late
+data for the windows downstream. Pub/Sub does not keep order: give it a margin.
+
+**Readers.** ``KafkaReadings`` and ``PubSubReadings`` read with splittable DoFns over the Python clients
+(``confluent-kafka``, ``google-cloud-pubsub``), which run on every portable runner (Prism, Flink, Spark,
+Dataflow); ``ReplayFile`` plays a file on the wall clock. On Beam's Python DirectRunner an unbounded read runs
+as a batch (apache/beam#21987): use Prism (``--runner=PrismRunner --prism_location=.tools/bin/prism
+--streaming``) for real streaming. Two alternatives use Beam's own IOs and batch right after them:
+``KafkaReadings(expansion_service=...)`` uses ``ReadFromKafka`` (a Java cross-language transform: it needs the
+IO expansion service and a Java SDK harness, i.e. Dataflow, or Flink/Spark with Docker), and
+``PubSubReadings(native=True)`` uses ``ReadFromPubSub`` (only Dataflow and the legacy DirectRunner implement it;
+Prism refuses ``beam:transform:pubsub_read:v1``).
+
+Delivery: Kafka offsets are claimed in the restriction (a retried bundle rereads exactly the same offsets) and,
+with a ``group_id``, committed when the bundle is finalized; Pub/Sub messages are acknowledged when the bundle
+is finalized, so a failed bundle's messages are redelivered (at least once; duplicates go to the downstream
+duplicate check).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+from apache_beam.io.iobase import RestrictionTracker
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
+
+from seqwatch.pipelines.parsing import FileLayout, parse_rows
+from seqwatch.pipelines.sources import COUNTS, QUARANTINE, FileReader
+from seqwatch.schemas.elements import Quarantined, ReadingBatch
+from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
+
+__all__ = ["KafkaReadings", "PubSubReadings", "ReplayFile", "MessageParser", "KAFKA_START", "DEFAULT_MAX_BATCH"]
+
+DEFAULT_MAX_BATCH = 5_000
+KAFKA_START = ("committed", "earliest", "latest")
+_ENDLESS = sys.maxsize  # the stop of an unbounded offset range
+_STAGE = "parse"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing a batch of messages (plain Python, no Beam: unit-testable and shared by every reader).
+
+
+@dataclass
+class ParsedMessages:
+    """The outcome of parsing one batch of messages."""
+
+    batches: list  # [(ReadingBatch, min event time µs)], one per event-time window when aligned
+    quarantine: list  # [Quarantined]
+    records: int  # messages in (each message is one reading)
+
+    @property
+    def min_time_us(self) -> int | None:
+        return min((t for _, t in self.batches), default=None)
+
+
+class MessageParser:
+    """Parses JSON reading messages column-wise: ``parse(source, positions, payloads) -> ParsedMessages``.
+
+    ``positions`` (offsets, message ids) become the readings' ``line``; ``payloads`` are ``bytes`` or ``str``.
+    ``mapping`` (long format) renames the JSON keys and sets the timestamp unit, zone and format; by default the
+    keys are ``entity_id``, ``channel``, ``timestamp``, ``value``. ``align_to_window_us`` cuts the readings into
+    one batch per fixed event-time window. Never raises for a bad message: it is quarantined with a reason."""
+
+    def __init__(self, run_id: str, mapping: InputMapping | None = None, align_to_window_us: int | None = None):
+        mapping = mapping or InputMapping(format="long", extra_columns="ignore")
+        if mapping.format != "long":
+            raise ValueError(f"a message mapping must have format 'long', got {mapping.format!r}")
+        if align_to_window_us is not None and align_to_window_us <= 0:
+            raise ValueError(f"align_to_window_us must be > 0, got {align_to_window_us}")
+        self.run_id = run_id
+        self.mapping = mapping
+        self.align_to_window_us = align_to_window_us
+        self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
+        self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
+
+    def parse(self, source: str, positions: Sequence[int], payloads: Sequence) -> ParsedMessages:
+        texts, rows, lines, quarantine = [], [], [], []
+        for position, payload in zip(positions, payloads):
+            text, fields, why = self._decode(payload)
+            if why is not None:
+                quarantine.append(Quarantined(text, source, int(position), "", 1, _STAGE, "malformed_row", why,
+                                              self.run_id))
+                continue
+            texts.append(text)
+            rows.append(fields)
+            lines.append(int(position))
+        batches = []
+        if rows:
+            columns = {key: pd.Series([r[j] for r in rows], dtype=object) for j, key in enumerate(self._keys)}
+            batch, bad = parse_rows(columns, np.asarray(lines, dtype=np.int64), texts.__getitem__, source,
+                                    self._layout, self.mapping, self.run_id)
+            quarantine.extend(bad)
+            batches = self._split(batch)
+        return ParsedMessages(batches, quarantine, len(payloads))
+
+    def _decode(self, payload):
+        """``(text, [fields in role order], None)`` or ``(text, None, reason)``."""
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            try:
+                text = bytes(payload).decode("utf-8")
+            except UnicodeDecodeError:
+                return bytes(payload).decode("utf-8", errors="replace"), None, "the message is not UTF-8 text"
+        elif payload is None:
+            return "", None, "the message is empty (null payload)"
+        else:
+            text = str(payload)
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            return text, None, f"the message is not JSON: {getattr(exc, 'msg', exc)}"
+        if not isinstance(record, dict):
+            return text, None, f"the message is a JSON {type(record).__name__}, not an object"
+        missing = [key for key in self._keys if key not in record]
+        if missing:
+            return text, None, f"the message lacks fields {missing} (it has {sorted(record)[:10]})"
+        return text, [_field_text(record[key]) for key in self._keys], None
+
+    def _split(self, batch: ReadingBatch) -> list:
+        frame = batch.frame
+        if not len(frame):
+            return []
+        stamps = frame["timestamp"].to_numpy()
+        if self.align_to_window_us is None:
+            return [(batch, int(stamps.min()))]
+        window = stamps // self.align_to_window_us
+        if (window == window[0]).all():
+            return [(batch, int(stamps.min()))]
+        out = []
+        for w in np.unique(window):
+            part = frame[window == w].reset_index(drop=True)
+            out.append((ReadingBatch(part), int(part["timestamp"].min())))
+        return out
+
+
+def _field_text(value):
+    """A JSON field as the batch parser expects it: numbers keep full precision (epoch integers stay exact)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(value, ".6f") if math.isfinite(value) and abs(value) >= 1e15 else repr(value)
+    return json.dumps(value)  # a list or an object: refused by the parser with its text in the reason
+
+
+def _emit(parsed: ParsedMessages, fallback_us: int | None, watermark=None) -> Iterable:
+    """The outputs for one parsed batch: readings timestamped at their batch's min event time, each with its
+    count; quarantine and its count timestamped with the earliest batch (or ``fallback_us``, or now), but never
+    before the reader's ``watermark``: a record that has no valid event time must not be dropped as late."""
+    anchor = parsed.min_time_us
+    if anchor is None:
+        anchor = fallback_us if fallback_us is not None else int(time.time() * 1e6)
+    if watermark is not None and MAX_TIMESTAMP > watermark > Timestamp(micros=anchor):
+        anchor = int(watermark.micros)
+    side_time = Timestamp(micros=anchor)
+    for batch, t in parsed.batches:  # counted per batch, so that a window's count matches its readings
+        at = Timestamp(micros=t)
+        yield beam.window.TimestampedValue(batch, at)
+        yield beam.pvalue.TaggedOutput(COUNTS, beam.window.TimestampedValue(("records_in", len(batch)), at))
+    for q in parsed.quarantine:
+        yield beam.pvalue.TaggedOutput(QUARANTINE, beam.window.TimestampedValue(q, side_time))
+    if parsed.quarantine:
+        yield beam.pvalue.TaggedOutput(COUNTS, beam.window.TimestampedValue(
+            ("records_in", sum(q.records for q in parsed.quarantine)), side_time))
+
+
+def _max_time_us(parsed: ParsedMessages) -> int | None:
+    return max((int(b.frame["timestamp"].max()) for b, _ in parsed.batches), default=None)
+
+
+class _EventTimeClock:
+    """Per-restriction event-time bookkeeping for a reader: the largest event time seen, when the last message
+    came, and the watermark that follows from them (monotone, as Beam requires)."""
+
+    def __init__(self, max_out_of_orderness_us: int, idle_watermark_us: int | None):
+        self.max_out_of_orderness_us = max_out_of_orderness_us
+        self.idle_watermark_us = idle_watermark_us
+        self.max_seen_us: int | None = None
+        self.last_message_at = time.monotonic()
+
+    def saw(self, parsed: ParsedMessages) -> None:
+        self.last_message_at = time.monotonic()
+        latest = _max_time_us(parsed)
+        if latest is not None and (self.max_seen_us is None or latest > self.max_seen_us):
+            self.max_seen_us = latest
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_message_at
+
+    def advance(self, estimator: ManualWatermarkEstimator, caught_up: bool) -> None:
+        candidate = None
+        if self.max_seen_us is not None:
+            candidate = self.max_seen_us - self.max_out_of_orderness_us
+        if caught_up and self.idle_watermark_us is not None and self.idle_for() * 1e6 >= self.idle_watermark_us:
+            # A live feed that went quiet: let event time follow the wall clock so downstream windows close.
+            wall = int(time.time() * 1e6) - self.idle_watermark_us
+            candidate = wall if candidate is None else max(candidate, wall)
+        if candidate is not None:
+            _raise_watermark(estimator, candidate)
+
+
+def _micros(seconds: float | None, name: str, allow_none: bool = True) -> int | None:
+    if seconds is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name} must be a number of seconds, got None")
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds!r}")
+    return int(round(seconds * 1e6))
+
+
+def _positive(value, name: str):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+    """An offset tracker that only self-checkpoints: a dynamic split at a fraction of an endless range would cut
+    it at offset ~4.6e18, which no broker has."""
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder != 0:
+            return None
+        return super().try_split(0)
+
+    def is_bounded(self):
+        return self._range.stop != _ENDLESS
+
+
+class _DelegatedRestrictions(RestrictionProvider):
+    """Makes a splittable DoFn its own restriction provider (Beam's ``RestrictionParam()`` without an argument)
+    by delegating to ``self.restrictions``."""
+
+    def initial_restriction(self, element):
+        return self.restrictions.initial_restriction(element)
+
+    def create_tracker(self, restriction):
+        return self.restrictions.create_tracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return self.restrictions.restriction_size(element, restriction)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kafka
+
+
+class PartitionOffsets(NamedTuple):
+    """The restriction of one Kafka reader: for each of its partitions, the offsets ``[start, stop)`` to read
+    (``stop`` is endless unless the read ends at the partition's end offset as of its start)."""
+
+    partitions: tuple
+    starts: tuple
+    stops: tuple
+
+    def size(self) -> int:
+        if any(stop == _ENDLESS for stop in self.stops):
+            return 1  # unknown backlog; a size only weighs splits, which this source does not do
+        return sum(max(0, stop - start) for start, stop in zip(self.starts, self.stops))
+
+
+_END = "end"  # claimed to finish a reader whose offsets are endless
+
+
+class _PartitionOffsetsTracker(RestrictionTracker):
+    """Tracks a reader's claims over several partitions. A claim is ``{partition: next offset}`` after a poll
+    (so a gap of transaction markers can be claimed too), or ``_END`` to finish an endless read. Only
+    self-checkpoints split (at the claimed positions); a split at a fraction of an endless range would cut it at
+    offset ~4.6e18."""
+
+    def __init__(self, restriction: PartitionOffsets):
+        self._restriction = restriction
+        self._next = dict(zip(restriction.partitions, restriction.starts))
+        self._stops = dict(zip(restriction.partitions, restriction.stops))
+        self._checkpointed = False
+        self._ended = False
+
+    def current_restriction(self):
+        return self._restriction
+
+    def try_claim(self, position):
+        if self._checkpointed or self._ended:
+            return False
+        if position == _END:
+            self._ended = True
+            return False
+        for partition, offset in position.items():
+            if not self._next[partition] < offset <= self._stops[partition]:
+                raise ValueError(f"claims must advance within the restriction: partition {partition} at "
+                                 f"{self._next[partition]} (stop {self._stops[partition]}) cannot claim {offset}")
+        self._next.update(position)
+        return True
+
+    def try_split(self, fraction_of_remainder):
+        if fraction_of_remainder != 0 or self._checkpointed or self._ended:
+            return None
+        r = self._restriction
+        claimed = tuple(self._next[p] for p in r.partitions)
+        primary = PartitionOffsets(r.partitions, r.starts, claimed)
+        residual = PartitionOffsets(r.partitions, claimed, r.stops)
+        self._restriction = primary
+        self._stops = dict(zip(r.partitions, claimed))
+        self._checkpointed = True
+        return primary, residual
+
+    def check_done(self):
+        if self._ended or self._checkpointed:
+            return
+        left = {p: (self._next[p], self._stops[p]) for p in self._next if self._next[p] < self._stops[p]}
+        if left:
+            raise ValueError(f"the Kafka reader stopped with offsets left to read: {left}")
+
+    def current_progress(self):
+        from apache_beam.io.iobase import RestrictionProgress
+
+        r = self._restriction
+        done = sum(self._next[p] - s for p, s in zip(r.partitions, r.starts))
+        return RestrictionProgress(completed=float(done), remaining=float(r.size()))
+
+    def is_bounded(self):
+        return all(stop != _ENDLESS for stop in self._restriction.stops)
+
+
+def _kafka_config(bootstrap_servers: str, group_id: str | None, extra: dict) -> dict:
+    config = {"bootstrap.servers": bootstrap_servers, "enable.auto.commit": False,
+              "enable.partition.eof": False, "auto.offset.reset": "earliest",
+              "group.id": group_id or "seqwatch-reader"}
+    config.update(extra)
+    return config
+
+
+class _ListKafkaPartitions(beam.DoFn):
+    """``impulse -> (topic, (partitions of one reader))``: the topic's partitions dealt round-robin to
+    ``readers`` readers."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, partitions, readers: int, consumer_config: dict):
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.partitions = partitions
+        self.readers = readers
+        self.consumer_config = consumer_config
+
+    def process(self, _):
+        partitions = self.partitions if self.partitions is not None else self._list()
+        groups = min(self.readers, len(partitions))
+        for g in range(groups):
+            yield self.topic, tuple(partitions[g::groups])
+
+    def _list(self) -> list:
+        from confluent_kafka import Consumer  # imported here: Beam's pickler fails on confluent-kafka types
+
+        consumer = Consumer(_kafka_config(self.bootstrap_servers, None, self.consumer_config))
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=30)
+            info = metadata.topics.get(self.topic)
+            if info is None or info.error is not None or not info.partitions:
+                raise RuntimeError(f"Kafka topic {self.topic!r} does not exist on {self.bootstrap_servers} "
+                                   f"({info.error if info is not None else 'no metadata'})")
+            return sorted(info.partitions)
+        finally:
+            consumer.close()
+
+
+class _KafkaOffsets(RestrictionProvider):
+    def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: dict, start: str,
+                 stop_at_end: bool):
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.consumer_config = consumer_config
+        self.start = start
+        self.stop_at_end = stop_at_end
+
+    def initial_restriction(self, element):
+        from confluent_kafka import Consumer, TopicPartition
+
+        topic, partitions = element
+        consumer = Consumer(_kafka_config(self.bootstrap_servers, self.group_id, self.consumer_config))
+        try:
+            committed = {}
+            if self.start == "committed" and self.group_id:
+                committed = {tp.partition: tp.offset for tp in
+                             consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)}
+            starts, stops = [], []
+            for p in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+                start = high if self.start == "latest" else low
+                if committed.get(p, -1) >= 0:
+                    start = max(low, committed[p])
+                starts.append(start)
+                stops.append(max(start, high) if self.stop_at_end else _ENDLESS)
+        finally:
+            consumer.close()
+        return PartitionOffsets(tuple(partitions), tuple(starts), tuple(stops))
+
+    def create_tracker(self, restriction):
+        return _PartitionOffsetsTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return restriction.size()
+
+
+class _PartitionClocks:
+    """Event time of one reader's partitions. The reader's watermark is the smallest, over its unfinished
+    partitions, of the largest event time seen there, minus ``max_out_of_orderness``; a partition that has
+    delivered nothing yet holds the watermark until the reader has caught up (then it is taken to be empty)."""
+
+    def __init__(self, max_out_of_orderness_us: int, idle_watermark_us: int | None):
+        self.max_out_of_orderness_us = max_out_of_orderness_us
+        self.idle_watermark_us = idle_watermark_us
+        self.max_seen_us: dict = {}
+        self.last_message_at = time.monotonic()
+
+    def saw(self, partition: int, parsed: ParsedMessages) -> None:
+        self.last_message_at = time.monotonic()
+        latest = _max_time_us(parsed)
+        if latest is not None and latest > self.max_seen_us.get(partition, latest - 1):
+            self.max_seen_us[partition] = latest
+
+    def latest_us(self) -> int | None:
+        return max(self.max_seen_us.values(), default=None)
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_message_at
+
+    def advance(self, estimator: ManualWatermarkEstimator, unfinished: list, caught_up: bool) -> None:
+        seen = [self.max_seen_us[p] for p in unfinished if p in self.max_seen_us]
+        candidate = None
+        if seen and (caught_up or len(seen) == len(unfinished)):
+            candidate = min(seen) - self.max_out_of_orderness_us
+        if caught_up and self.idle_watermark_us is not None and self.idle_for() * 1e6 >= self.idle_watermark_us:
+            # A live feed that went quiet: let event time follow the wall clock so downstream windows close.
+            wall = int(time.time() * 1e6) - self.idle_watermark_us
+            candidate = wall if candidate is None else max(candidate, wall)
+        if candidate is not None:
+            _raise_watermark(estimator, candidate)
+
+
+def _raise_watermark(estimator: ManualWatermarkEstimator, micros: int) -> None:
+    new = Timestamp(micros=micros)
+    current = estimator.current_watermark()
+    if current is None or new > current:
+        estimator.set_watermark(new)
+
+
+class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
+    """``(topic, partitions) -> batches of parsed readings``: one consumer per reader per DoFn instance, one batch
+    per partition per poll."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: dict, offsets: _KafkaOffsets,
+                 parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
+                 max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None):
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.consumer_config = consumer_config
+        self.restrictions = offsets
+        self.parser = parser
+        self.max_batch = max_batch
+        self.max_bundle_s = max_bundle_s
+        self.poll_interval_s = poll_interval_s
+        self.max_out_of_orderness_us = max_out_of_orderness_us
+        self.idle_watermark_us = idle_watermark_us
+        self.stop_after_idle_s = stop_after_idle_s
+
+    def setup(self):
+        self._consumers = {}  # (topic, partitions) -> (consumer, {partition: next offset it will deliver})
+        self._clocks = {}
+
+    def teardown(self):
+        for consumer, _ in getattr(self, "_consumers", {}).values():
+            consumer.close()
+        self._consumers = {}
+
+    def _consumer(self, topic: str, restriction: PartitionOffsets, active: list):
+        from confluent_kafka import Consumer, TopicPartition
+
+        key = (topic, restriction.partitions)
+        wanted = {p: s for p, s, e in zip(restriction.partitions, restriction.starts, restriction.stops) if p in active}
+        if key not in self._consumers:
+            consumer = Consumer(_kafka_config(self.bootstrap_servers, self.group_id, self.consumer_config))
+            self._consumers[key] = (consumer, {})
+        consumer, positions = self._consumers[key]
+        if positions != wanted:  # first use, a retry, a resumed checkpoint or a finished partition: reposition
+            consumer.assign([TopicPartition(topic, p, s) for p, s in wanted.items()])
+            positions.clear()
+            positions.update(wanted)
+        return consumer, positions
+
+    def process(self, element, tracker=beam.DoFn.RestrictionParam(),
+                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        return self._read(element, tracker, estimator, None)
+
+    def _read(self, element, tracker, estimator, finalizer):
+        topic, _ = element
+        r = tracker.current_restriction()
+        stops = dict(zip(r.partitions, r.stops))
+        active = [p for p, s, e in zip(r.partitions, r.starts, r.stops) if s < e]
+        clocks = self._clocks.setdefault(element, _PartitionClocks(self.max_out_of_orderness_us,
+                                                                   self.idle_watermark_us))
+        if finalizer is not None:
+            finalizer.register(_nothing)  # see _nothing
+        if not active:
+            tracker.try_claim(_END)
+            return
+        consumer, positions = self._consumer(topic, r, active)
+        by_partition: dict = {p: [] for p in active}
+        received = 0
+        deadline = time.monotonic() + self.max_bundle_s
+        while received < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for m in consumer.consume(num_messages=self.max_batch - received, timeout=min(left, 0.2)):
+                if m.error() is None and m.offset() < stops[m.partition()]:
+                    by_partition[m.partition()].append(m)
+                    received += 1
+            if all(positions[p] + len(by_partition[p]) >= stops[p] for p in active):
+                break  # every partition reached its stop
+        claim = {p: ms[-1].offset() + 1 for p, ms in by_partition.items() if ms}
+        bounded = [p for p in active if stops[p] != _ENDLESS and p not in claim]
+        if bounded:  # a partition may end in offsets that carry no message (transaction markers)
+            for tp in consumer.position([_tp(topic, p) for p in bounded]):
+                if tp.offset >= 0 and tp.offset > positions[tp.partition]:
+                    claim[tp.partition] = min(tp.offset, stops[tp.partition])
+        if claim and not tracker.try_claim(claim):  # checkpointed meanwhile: the residual rereads these offsets
+            positions.clear()
+            return
+        positions.update(claim)
+        for p, ms in by_partition.items():
+            if not ms:
+                continue
+            parsed = self.parser.parse(f"kafka:{topic}/{p}", [m.offset() for m in ms], [m.value() for m in ms])
+            clocks.saw(p, parsed)
+            yield from _emit(parsed, clocks.latest_us(), estimator.current_watermark())
+        if finalizer is not None and claim:
+            finalizer.register(_KafkaCommit(consumer, topic, dict(claim)).run)
+        unfinished = [p for p in active if positions[p] < stops[p]]
+        clocks.advance(estimator, unfinished, caught_up=received < self.max_batch)
+        if not unfinished:
+            return  # every partition reached its stop: the read is done
+        if self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s:
+            tracker.try_claim(_END)
+            return
+        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+
+
+class _ReadKafkaPartitionsCommitting(_ReadKafkaPartitions):
+    """``_ReadKafkaPartitions`` that commits the group's offsets when a bundle is finalized. (A separate class:
+    a DoFn that declares a bundle finalizer costs a FinalizeBundle round trip per bundle.)"""
+
+    # The bundle finalizer comes first: Beam passes it positionally and the restriction/watermark by keyword.
+    def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
+                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        return self._read(element, tracker, estimator, finalizer)
+
+
+def _nothing():
+    """A finalization callback registered in every bundle: Prism 2.77 sends FinalizeBundle to every bundle of a
+    DoFn that declares a bundle finalizer, and the Python SDK answers "Bundle is not in a finalizable state" (an
+    ERROR in the log) for a bundle that registered no callback. (Prism also finalizes the bundle that pairs
+    elements with their restrictions, which runs no process(): one such ERROR per run remains.)"""
+
+
+def _tp(topic, partition):
+    from confluent_kafka import TopicPartition
+
+    return TopicPartition(topic, partition)
+
+
+class _KafkaCommit:
+    """Commits a reader's next offsets once the runner has durably taken the bundle's outputs."""
+
+    def __init__(self, consumer, topic: str, offsets: dict):
+        self.consumer, self.topic, self.offsets = consumer, topic, offsets
+
+    def run(self):
+        from confluent_kafka import TopicPartition
+
+        self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in self.offsets.items()],
+                             asynchronous=True)
+
+
+class _ParseMessageBatches(beam.DoFn):
+    """``[(source, position, payload)] -> parsed readings``: for Beam's own IOs, batched after the read. The
+    outputs are re-timestamped to the readings' event times (see the module docstring)."""
+
+    def __init__(self, parser: MessageParser):
+        self.parser = parser
+
+    def process(self, messages, timestamp=beam.DoFn.TimestampParam):
+        by_source: dict = {}
+        for source, position, payload in messages:
+            by_source.setdefault(source, ([], []))
+            by_source[source][0].append(position)
+            by_source[source][1].append(payload)
+        fallback = int(timestamp.micros) if MAX_TIMESTAMP > timestamp > Timestamp(0) else None
+        for source, (positions, payloads) in by_source.items():
+            yield from _emit(self.parser.parse(source, positions, payloads), fallback)
+
+
+class KafkaReadings(beam.PTransform):
+    """``PBegin -> {readings: ReadingBatch, quarantine: Quarantined, counts: ("records_in", n)}`` from one topic.
+
+    Reads every partition of ``topic`` (listed when the pipeline starts; partitions added later are not read)
+    from ``start``: ``"committed"`` (the offsets committed by ``group_id``, else the earliest), ``"earliest"``
+    or ``"latest"``. The partitions are dealt to ``readers`` readers (one consumer and one watermark each: the
+    smallest over its partitions); each poll (up to ``max_batch`` messages or ``max_bundle_s`` seconds) becomes
+    one batch per partition. Keep ``readers=1`` on Prism: Prism 2.77 takes a splittable DoFn's watermark from
+    the last bundle that reported one, not the minimum over its restrictions, so with several readers one that
+    runs ahead makes the others' readings late. With ``group_id`` the next offsets are committed after each
+    finalized bundle. The read is endless
+    unless ``stop_at_end`` (read up to each partition's end offset as of the read's start) or
+    ``stop_after_idle_s`` (end a partition after that many seconds without a message) is given. A partition that
+    receives nothing holds the watermark back; ``idle_watermark_s`` lets a caught-up, quiet partition's
+    watermark follow the wall clock minus that many seconds (for live feeds, not for replays of old data).
+
+    ``expansion_service`` (``host:port``) reads with Beam's Java ``ReadFromKafka`` instead; the start, stop and
+    idle options then do not apply (use ``consumer_config``)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, run_id: str, *, group_id: str | None = None,
+                 start: str = "committed", stop_at_end: bool = False, stop_after_idle_s: float | None = None,
+                 partitions: Sequence[int] | None = None, readers: int = 1, mapping: InputMapping | None = None,
+                 align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
+                 idle_watermark_s: float | None = None, max_batch: int = DEFAULT_MAX_BATCH,
+                 max_bundle_s: float = 0.5, poll_interval_s: float = 0.2, consumer_config: dict | None = None,
+                 expansion_service: str | None = None):
+        super().__init__()
+        if not bootstrap_servers:
+            raise ValueError(f"bootstrap_servers must name at least one host:port, got {bootstrap_servers!r}")
+        if not topic:
+            raise ValueError(f"topic must be a Kafka topic name, got {topic!r}")
+        if start not in KAFKA_START:
+            raise ValueError(f"start must be one of {KAFKA_START}, got {start!r}")
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.run_id = run_id
+        self.group_id = group_id
+        self.start = start
+        self.stop_at_end = stop_at_end
+        self.stop_after_idle_s = _positive(stop_after_idle_s, "stop_after_idle_s") if stop_after_idle_s else None
+        self.partitions = None if partitions is None else [int(p) for p in partitions]
+        self.readers = int(_positive(readers, "readers"))
+        self.mapping = mapping
+        self.align_to_window_s = align_to_window_s
+        self.max_out_of_orderness_s = max_out_of_orderness_s
+        self.idle_watermark_s = idle_watermark_s
+        self.max_batch = int(_positive(max_batch, "max_batch"))
+        self.max_bundle_s = _positive(max_bundle_s, "max_bundle_s")
+        self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.consumer_config = dict(consumer_config or {})
+        self.expansion_service = expansion_service
+        self._parser = MessageParser(run_id, mapping, _micros(align_to_window_s, "align_to_window_s"))
+        self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
+        self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
+
+    def expand(self, pbegin):
+        if self.expansion_service:
+            return self._expand_cross_language(pbegin)
+        offsets = _KafkaOffsets(self.bootstrap_servers, self.group_id, self.consumer_config, self.start,
+                                self.stop_at_end)
+        reader_class = _ReadKafkaPartitionsCommitting if self.group_id else _ReadKafkaPartitions
+        reader = reader_class(self.bootstrap_servers, self.group_id, self.consumer_config, offsets,
+                                     self._parser, self.max_batch, self.max_bundle_s, self.poll_interval_s,
+                                     self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
+        return (pbegin
+                | "Start" >> beam.Impulse()
+                | "ListPartitions" >> beam.ParDo(_ListKafkaPartitions(self.bootstrap_servers, self.topic,
+                                                                      self.partitions, self.readers,
+                                                                      self.consumer_config))
+                | "SpreadReaders" >> beam.Reshuffle()
+                | "ReadPartitions" >> beam.ParDo(reader)
+                .with_outputs(QUARANTINE, COUNTS, main="readings"))
+
+    def _expand_cross_language(self, pbegin):
+        from apache_beam.io.kafka import ReadFromKafka
+
+        config = _kafka_config(self.bootstrap_servers, self.group_id, self.consumer_config)
+        config = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in config.items()}
+        return (pbegin
+                | "ReadFromKafka" >> ReadFromKafka(consumer_config=config, topics=[self.topic], with_metadata=True,
+                                                   expansion_service=self.expansion_service)
+                | "AsMessages" >> beam.Map(lambda r: (f"kafka:{r.topic}/{r.partition}", r.offset, r.msg_value))
+                | "BatchMessages" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch)
+                | "ParseMessages" >> beam.ParDo(_ParseMessageBatches(self._parser))
+                .with_outputs(QUARANTINE, COUNTS, main="readings"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pub/Sub
+
+
+class _Pulls(RestrictionProvider):
+    """Pub/Sub has no offsets: a reader's restriction counts its pulls, so that it can checkpoint and end."""
+
+    def initial_restriction(self, element):
+        return OffsetRange(0, _ENDLESS)
+
+    def create_tracker(self, restriction):
+        return _CheckpointOnlyTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return 1
+
+
+class _PullPubSub(beam.DoFn, _DelegatedRestrictions):
+    """``(subscription, reader index) -> batches of parsed readings``; acks when the bundle is finalized."""
+
+    def __init__(self, parser: MessageParser, emulator_host: str | None, max_batch: int, max_bundle_s: float,
+                 poll_interval_s: float, max_out_of_orderness_us: int, idle_watermark_us: int | None,
+                 stop_after_idle_s: float | None):
+        self.restrictions = _Pulls()
+        self.parser = parser
+        self.emulator_host = emulator_host
+        self.max_batch = max_batch
+        self.max_bundle_s = max_bundle_s
+        self.poll_interval_s = poll_interval_s
+        self.max_out_of_orderness_us = max_out_of_orderness_us
+        self.idle_watermark_us = idle_watermark_us
+        self.stop_after_idle_s = stop_after_idle_s
+
+    def setup(self):
+        import os
+
+        if self.emulator_host:
+            os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator_host  # read by the client at construction
+        from google.cloud import pubsub_v1
+
+        self._client = pubsub_v1.SubscriberClient()
+        self._clocks = {}
+        self._sequence = 0
+
+    def teardown(self):
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+
+    def _pull(self, subscription: str, n: int, timeout: float):
+        from google.api_core import exceptions
+
+        try:
+            response = self._client.pull(request={"subscription": subscription, "max_messages": n},
+                                         timeout=timeout, retry=None)
+        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+            return []
+        return list(response.received_messages)
+
+    # The bundle finalizer comes first: Beam passes it positionally and the restriction/watermark by keyword.
+    def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
+                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        subscription, _ = element
+        restriction = tracker.current_restriction()
+        clock = self._clocks.setdefault(element, _EventTimeClock(self.max_out_of_orderness_us,
+                                                                 self.idle_watermark_us))
+        if not tracker.try_claim(restriction.start):
+            return
+        received = []
+        deadline = time.monotonic() + self.max_bundle_s
+        while len(received) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = self._pull(subscription, min(1000, self.max_batch - len(received)), max(left, 0.05))
+            received.extend(got)
+            if not got:
+                break
+        if received:
+            positions = []
+            for r in received:
+                mid = r.message.message_id
+                if mid.isdigit() and len(mid) < 19:
+                    positions.append(int(mid))
+                else:
+                    self._sequence += 1
+                    positions.append(self._sequence)
+            parsed = self.parser.parse(f"pubsub:{subscription}", positions, [r.message.data for r in received])
+            clock.saw(parsed)
+            yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
+            finalizer.register(_PubSubAck(self._client, subscription, [r.ack_id for r in received]).run)
+        finalizer.register(_nothing)  # see _nothing
+        clock.advance(estimator, caught_up=len(received) < self.max_batch)
+        if self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s:
+            tracker.try_claim(restriction.stop)
+            return
+        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+
+
+class _PubSubAck:
+    def __init__(self, client, subscription: str, ack_ids: list):
+        self.client, self.subscription, self.ack_ids = client, subscription, ack_ids
+
+    def run(self):
+        for i in range(0, len(self.ack_ids), 2500):  # the service caps one request's size
+            self.client.acknowledge(request={"subscription": self.subscription,
+                                             "ack_ids": self.ack_ids[i:i + 2500]})
+
+
+class PubSubReadings(beam.PTransform):
+    """``PBegin -> {readings: ReadingBatch, quarantine: Quarantined, counts: ("records_in", n)}`` from one
+    subscription (``projects/<project>/subscriptions/<name>``).
+
+    ``readers`` pull concurrently from the same subscription (Pub/Sub spreads the messages; keep 1 on Prism, see
+    ``KafkaReadings``); each pull of up to
+    ``max_batch`` messages (or ``max_bundle_s`` seconds) becomes one batch. Messages are acknowledged once the
+    runner has taken the bundle (bundle finalization); a message not acknowledged within the subscription's ack
+    deadline is redelivered. ``emulator_host`` (``host:port``) points the client at the Pub/Sub emulator (as
+    ``PUBSUB_EMULATOR_HOST`` does). The read is endless unless ``stop_after_idle_s`` is given; see
+    ``KafkaReadings`` for the watermark options. ``native=True`` reads with Beam's ``ReadFromPubSub`` (Dataflow
+    only: Prism and the portable Flink/Spark runners do not implement it)."""
+
+    def __init__(self, subscription: str, run_id: str, *, emulator_host: str | None = None, readers: int = 1,
+                 stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
+                 align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
+                 idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
+                 poll_interval_s: float = 0.2, native: bool = False):
+        super().__init__()
+        parts = subscription.split("/") if isinstance(subscription, str) else []
+        if len(parts) != 4 or parts[0] != "projects" or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
+            raise ValueError(f"subscription must be 'projects/<project>/subscriptions/<name>', got {subscription!r}")
+        self.subscription = subscription
+        self.run_id = run_id
+        self.emulator_host = emulator_host
+        self.readers = int(_positive(readers, "readers"))
+        self.stop_after_idle_s = _positive(stop_after_idle_s, "stop_after_idle_s") if stop_after_idle_s else None
+        self.mapping = mapping
+        self.align_to_window_s = align_to_window_s
+        self.max_out_of_orderness_s = max_out_of_orderness_s
+        self.idle_watermark_s = idle_watermark_s
+        self.max_batch = int(_positive(max_batch, "max_batch"))
+        self.max_bundle_s = _positive(max_bundle_s, "max_bundle_s")
+        self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.native = native
+        self._parser = MessageParser(run_id, mapping, _micros(align_to_window_s, "align_to_window_s"))
+        self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
+        self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
+
+    def expand(self, pbegin):
+        if self.native:
+            return self._expand_native(pbegin)
+        reader = _PullPubSub(self._parser, self.emulator_host, self.max_batch, self.max_bundle_s,
+                             self.poll_interval_s, self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
+        return (pbegin
+                | "Readers" >> beam.Create([(self.subscription, i) for i in range(self.readers)])
+                | "SpreadReaders" >> beam.Reshuffle()
+                | "PullMessages" >> beam.ParDo(reader)
+                .with_outputs(QUARANTINE, COUNTS, main="readings"))
+
+    def _expand_native(self, pbegin):
+        from apache_beam.io.gcp.pubsub import ReadFromPubSub
+
+        source = f"pubsub:{self.subscription}"
+        return (pbegin
+                | "ReadFromPubSub" >> ReadFromPubSub(subscription=self.subscription, with_attributes=True)
+                | "AsMessages" >> beam.Map(lambda m: (source, _message_number(m.message_id), m.data))
+                | "BatchMessages" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch)
+                | "ParseMessages" >> beam.ParDo(_ParseMessageBatches(self._parser))
+                .with_outputs(QUARANTINE, COUNTS, main="readings"))
+
+
+def _message_number(message_id) -> int:
+    text = str(message_id or "")
+    return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Replay
+
+
+class _ReplayRows(RestrictionProvider):
+    """Restriction of a replay: the rows ``[start, stop)`` of the files' readings in event-time order (one
+    restriction for all files: one timeline and one watermark)."""
+
+    def __init__(self, reader: FileReader):
+        self.reader = reader
+        self._rows = {}
+
+    def initial_restriction(self, element):
+        paths, _ = element
+        if paths not in self._rows:
+            self._rows[paths] = sum(len(b) for path in paths for b, _, _ in self.reader.read(path))
+        return OffsetRange(0, self._rows[paths])
+
+    def create_tracker(self, restriction):
+        return _CheckpointOnlyTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return restriction.size()
+
+
+class _StartClock(beam.DoFn):
+    """``paths -> (paths, wall-clock start in µs)``: every part of a replay plays against the same start."""
+
+    def __init__(self, delay_s: float):
+        self.delay_s = delay_s
+
+    def process(self, paths):
+        yield paths, int((time.time() + self.delay_s) * 1e6)
+
+
+class _PlayFile(beam.DoFn, _DelegatedRestrictions):
+    def __init__(self, reader: FileReader, speed: float, rebase_to_now: bool, max_batch: int,
+                 align_to_window_us: int | None):
+        self.restrictions = _ReplayRows(reader)
+        self.reader = reader
+        self.speed = speed
+        self.rebase_to_now = rebase_to_now
+        self.max_batch = max_batch
+        self.align_to_window_us = align_to_window_us
+
+    def setup(self):
+        self._files = {}
+
+    def _load(self, paths: tuple):
+        """The files' readings sorted by event time, their quarantine, and how many readings that stands for."""
+        if paths not in self._files:
+            frames, quarantine, records = [], [], 0
+            for batch, bad, n in (chunk for path in paths for chunk in self.reader.read(path)):
+                frames.append(batch.frame)
+                quarantine.extend(bad)
+                records += n
+            frame = (pd.concat(frames, ignore_index=True) if frames
+                     else ReadingBatch.from_columns([], [], [], [], [], []).frame)
+            frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
+            self._files[paths] = (frame, quarantine, records - len(frame))
+        return self._files[paths]
+
+    def process(self, element, tracker=beam.DoFn.RestrictionParam(),
+                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        paths, wall_start_us = element
+        frame, quarantine, quarantined_records = self._load(paths)
+        restriction = tracker.current_restriction()
+        stamps = frame["timestamp"].to_numpy()
+        first_us = int(stamps[0]) if len(stamps) else wall_start_us
+        shift = wall_start_us - first_us if self.rebase_to_now else 0
+        start, stop = restriction.start, restriction.stop
+        if start >= stop:
+            if stop == 0:  # files without one good reading: their quarantine is all there is
+                yield from self._quarantine(quarantine, quarantined_records, first_us + shift)
+            tracker.try_claim(stop)
+            return
+        # Row i is due at wall_start + (t_i - t_0) / speed.
+        now_us = time.time() * 1e6
+        due_until = (now_us - wall_start_us) * self.speed + first_us
+        end = min(int(np.searchsorted(stamps, due_until, side="right")), stop, start + self.max_batch)
+        if end > start:
+            if not tracker.try_claim(end - 1):
+                return
+            if start == 0:  # with the first rows, so that a checkpoint before them does not repeat it
+                yield from self._quarantine(quarantine, quarantined_records, first_us + shift)
+            part = frame.iloc[start:end].reset_index(drop=True)
+            if shift:
+                part = part.assign(timestamp=part["timestamp"].to_numpy() + shift)
+            for batch in self._split(part):
+                at = Timestamp(micros=int(batch["timestamp"].iat[0]))
+                yield beam.window.TimestampedValue(ReadingBatch(batch), at)
+                yield beam.pvalue.TaggedOutput(COUNTS, beam.window.TimestampedValue(("records_in", len(batch)), at))
+        if end >= stop:
+            tracker.try_claim(stop)  # done; the watermark goes to the end of time
+            return
+        next_us = int(stamps[end])
+        watermark = Timestamp(micros=next_us + shift)
+        current = estimator.current_watermark()
+        if current is None or watermark > current:
+            estimator.set_watermark(watermark)
+        wait_s = max(0.0, (next_us - first_us) / self.speed / 1e6 - (time.time() * 1e6 - wall_start_us) / 1e6)
+        tracker.defer_remainder(Duration(seconds=min(wait_s, 1.0)))
+
+    @staticmethod
+    def _quarantine(quarantine: list, records: int, at_us: int):
+        anchor = Timestamp(micros=at_us)
+        for q in quarantine:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, beam.window.TimestampedValue(q, anchor))
+        if records:
+            yield beam.pvalue.TaggedOutput(COUNTS, beam.window.TimestampedValue(("records_in", records), anchor))
+
+    def _split(self, part: pd.DataFrame) -> list:
+        if self.align_to_window_us is None:
+            return [part]
+        window = part["timestamp"].to_numpy() // self.align_to_window_us
+        cuts = np.flatnonzero(np.diff(window)) + 1  # the rows are sorted: windows are contiguous
+        bounds = [0, *cuts.tolist(), len(part)]
+        return [part.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class ReplayFile(beam.PTransform):
+    """``PBegin -> {readings: ReadingBatch, quarantine: Quarantined, counts: ("records_in", n)}``: plays input
+    files on the wall clock at ``speed`` times real speed (for demos and latency measurements).
+
+    Each file is read with the batch parser (``FileReader``: any format and mapping the batch source accepts),
+    the readings of all files are merged in event-time order (one timeline), and reading *i* is released at
+    ``start + (t_i - t_0) / speed``, in batches of at most ``max_batch``. Rows that do not parse go to quarantine
+    with the first readings. The watermark is
+    the event time of the next reading to be released, so a replay has no late data. ``rebase_to_now`` shifts
+    the event times so that the first reading happens at the replay's start (then, with speed > 1, event time
+    runs ahead of the wall clock). ``start_delay_s`` waits before the first reading (e.g. for a consumer to be
+    ready). The files are held in memory by the one worker that plays them."""
+
+    def __init__(self, paths: Sequence[str] | str, mapping: InputMapping, run_id: str, *, speed: float = 1.0,
+                 rebase_to_now: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
+                 align_to_window_s: float | None = None, start_delay_s: float = 0.0):
+        super().__init__()
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        if not self.paths:
+            raise ValueError("paths must name at least one file, got none")
+        if not isinstance(speed, (int, float)) or not math.isfinite(speed) or speed <= 0:
+            raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
+        self.mapping = mapping
+        self.run_id = run_id
+        self.speed = float(speed)
+        self.rebase_to_now = rebase_to_now
+        self.max_batch = int(_positive(max_batch, "max_batch"))
+        self.align_to_window_s = align_to_window_s
+        self.start_delay_s = _micros(start_delay_s, "start_delay_s", allow_none=False) / 1e6
+        self._align_us = _micros(align_to_window_s, "align_to_window_s")
+        if self._align_us == 0:
+            raise ValueError(f"align_to_window_s must be > 0, got {align_to_window_s!r}")
+
+    def expand(self, pbegin):
+        reader = FileReader(self.mapping, self.run_id)
+        return (pbegin
+                | "Files" >> beam.Create([tuple(self.paths)])
+                | "StartClock" >> beam.ParDo(_StartClock(self.start_delay_s))
+                | "PlayFiles" >> beam.ParDo(_PlayFile(reader, self.speed, self.rebase_to_now, self.max_batch,
+                                                      self._align_us))
+                .with_outputs(QUARANTINE, COUNTS, main="readings"))

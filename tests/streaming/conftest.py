@@ -1,0 +1,204 @@
+"""Session fixtures for the streaming tests: real brokers on 127.0.0.1 and Beam's Prism runner.
+
+``kafka_broker`` starts one Apache Kafka node (KRaft) and ``pubsub_emulator`` the Google Cloud Pub/Sub emulator,
+each on free ports, once per session, and stops them at the end. ``prism_options`` gives the pipeline flags for
+real streaming on Prism. Each fixture skips, naming the make target, when what it needs is not there:
+``make streaming-tools`` (run by ``make test``) builds Prism and fetches the Kafka jars into ``.tools/``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TOOLS = REPO / ".tools"
+PRISM = TOOLS / "bin" / "prism"
+KAFKA_LIBS = TOOLS / "kafka" / "libs"
+KAFKA_SCRIPT = REPO / "deploy" / "streaming" / "kafka-local.sh"
+PUBSUB_SCRIPT = REPO / "deploy" / "streaming" / "pubsub-emulator.sh"
+PUBSUB_EMULATOR_DIR = Path(os.environ.get("PUBSUB_EMULATOR_DIR", "/usr/lib/google-cloud-sdk/platform/pubsub-emulator"))
+START_TIMEOUT_S = 90  # a cold JVM on a busy 2-core machine; Kafka usually answers in ~10 s, the emulator in ~3 s
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Service:
+    """A broker process this session started (in its own process group, so that stopping it stops its JVM)."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+    started_s: float  # seconds from launch until it answered
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def _launch(name: str, command: list, log: Path, ready, timeout_s: float = START_TIMEOUT_S) -> Service:
+    """Start ``command`` with its output in ``log`` and wait until ``ready()`` is true; fails with the log's tail
+    when the process exits or does not get ready in time."""
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=REPO, start_new_session=True)
+    service = Service(name, process, log, 0.0)
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with code {process.returncode} while starting; its log ends:\n{_tail(log)}")
+        if ready():
+            service.started_s = time.monotonic() - started
+            return service
+        time.sleep(0.2)
+    service.stop()
+    pytest.fail(f"{name} did not answer within {timeout_s} s; its log ends:\n{_tail(log)}")
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    bootstrap_servers: str
+    log: Path
+    started_s: float
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        for future in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+                                          operation_timeout=30).values():
+            future.result(timeout=60)
+
+    def producer(self, **config):
+        from confluent_kafka import Producer
+
+        return Producer({"bootstrap.servers": self.bootstrap_servers, "linger.ms": 5, **config})
+
+
+@dataclass(frozen=True)
+class PubSubEmulator:
+    host: str  # host:port, what PUBSUB_EMULATOR_HOST holds
+    project: str
+    log: Path
+    started_s: float
+
+    def clients(self):
+        """``(publisher, subscriber)`` talking to this emulator."""
+        os.environ["PUBSUB_EMULATOR_HOST"] = self.host  # read by the clients when they are built
+        from google.cloud import pubsub_v1
+
+        return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+
+    def create_subscription(self, name: str) -> tuple[str, str]:
+        """A new topic ``name`` and subscription ``name-sub``; returns their paths."""
+        publisher, subscriber = self.clients()
+        topic = publisher.topic_path(self.project, name)
+        subscription = subscriber.subscription_path(self.project, f"{name}-sub")
+        publisher.create_topic(name=topic)
+        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+        return topic, subscription
+
+
+def _need_module(module: str, package: str) -> None:
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        pytest.skip(f"the Python package {package} is not installed (pip install {package})")
+
+
+@pytest.fixture(scope="session")
+def prism_location() -> str:
+    """Path of the locally built Prism binary; skips when it is not built."""
+    if not os.access(PRISM, os.X_OK):
+        pytest.skip(f"Prism is not built at {PRISM.relative_to(REPO)}: run `make prism` (needs Go and the Go "
+                    f"module proxy)")
+    return str(PRISM)
+
+
+@pytest.fixture(scope="session")
+def prism_options(prism_location):
+    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    def options(*extra: str) -> PipelineOptions:
+        return PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming",
+                                "--prism_log_level=warn", *extra])
+
+    return options
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> KafkaBroker:
+    """One Kafka node (broker + KRaft controller) on 127.0.0.1, for the whole session."""
+    if shutil.which("java") is None:
+        pytest.skip("Java 17+ is not installed (Kafka needs it)")
+    if not any(KAFKA_LIBS.glob("kafka_*.jar")):
+        pytest.skip(f"the Kafka jars are not in {KAFKA_LIBS.relative_to(REPO)}: run `make kafka-jars` (Maven)")
+    _need_module("confluent_kafka", "confluent-kafka")
+    from confluent_kafka.admin import AdminClient
+
+    work = tmp_path_factory.mktemp("kafka")
+    port, controller_port = free_port(), free_port()
+    bootstrap = f"127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not _port_open(port):
+            return False
+        try:
+            return bool(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2).brokers)
+        except Exception:  # noqa: BLE001 - not answering yet
+            return False
+
+    service = _launch("Kafka", ["bash", str(KAFKA_SCRIPT), "--port", str(port), "--controller-port",
+                                str(controller_port), "--dir", str(work / "node")], work / "kafka.log", ready)
+    try:
+        yield KafkaBroker(bootstrap, service.log, service.started_s)
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory) -> PubSubEmulator:
+    """The Pub/Sub emulator on 127.0.0.1, for the whole session."""
+    if not os.access(PUBSUB_EMULATOR_DIR / "bin" / "cloud-pubsub-emulator", os.X_OK):
+        pytest.skip(f"the Pub/Sub emulator is not installed at {PUBSUB_EMULATOR_DIR} (Debian package "
+                    f"google-cloud-cli-pubsub-emulator; `make pubsub-emulator` checks it)")
+    _need_module("google.cloud.pubsub_v1", "google-cloud-pubsub")
+    work = tmp_path_factory.mktemp("pubsub")
+    port = free_port()
+    service = _launch("Pub/Sub emulator", ["bash", str(PUBSUB_SCRIPT), "--port", str(port)],
+                      work / "pubsub.log", lambda: _port_open(port))
+    try:
+        yield PubSubEmulator(f"127.0.0.1:{port}", "seqwatch-test", service.log, service.started_s)
+    finally:
+        service.stop()

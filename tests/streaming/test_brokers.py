@@ -1,0 +1,352 @@
+"""The streaming sources against real brokers on 127.0.0.1, run on Beam's Prism runner in streaming mode.
+
+Each broker test publishes readings (some malformed), reads them with a source from
+``seqwatch.pipelines.broker_sources``, writes one file per event-time window pane (Parquet for readings, JSON
+lines for quarantine, JSON for counts) and checks that every message came out exactly once, parsed or
+quarantined, in the window of its own event time. The fast tests at the top need no broker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.transforms.window import FixedWindows
+
+from seqwatch.pipelines.broker_sources import (KafkaReadings, MessageParser, PartitionOffsets, PubSubReadings,
+                                               ReplayFile, _PartitionOffsetsTracker)
+from seqwatch.schemas.mapping import InputMapping
+
+T0 = 1_767_571_200  # 2026-01-05T00:00:00Z, epoch seconds
+WINDOW_S = 600
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Messages: what the brokers carry. Malformed ones at fixed indices, one kind each.
+
+def _message(i: int) -> bytes:
+    """Reading i of entity ``pump-{i % 4}``, one second apart; every 97th is broken in one of five ways."""
+    entity, t, value = f"pump-{i % 4}", T0 + i, round(0.25 * i, 2)
+    stamp = (pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ") if i % 2 else t)  # ISO or epoch
+    record = {"entity_id": entity, "channel": "flow", "timestamp": stamp, "value": value}
+    kind = (i // 97) % 5 if i % 97 == 13 else None
+    if kind == 0:
+        return b"{not json"
+    if kind == 1:
+        record["timestamp"] = "yesterday"
+    elif kind == 2:
+        record["value"] = "n/a"
+    elif kind == 3:
+        del record["channel"]
+    elif kind == 4:
+        record["entity_id"] = ""
+    return json.dumps(record).encode()
+
+
+KIND_CODES = ("malformed_row", "parse_timestamp", "parse_value", "malformed_row", "missing_entity")
+
+
+def _expected_quarantine(n: int) -> dict:
+    codes: dict = {}
+    for i in range(13, n, 97):
+        code = KIND_CODES[(i // 97) % 5]
+        codes[code] = codes.get(code, 0) + 1
+    return codes
+
+
+def test_expected_quarantine_is_what_the_messages_say():
+    # 1000 messages: i = 13, 110, ..., 982 are broken (11 of them); kinds cycle through i // 97 = 0..10.
+    assert _expected_quarantine(1000) == {"malformed_row": 5, "parse_timestamp": 2, "parse_value": 2,
+                                          "missing_entity": 2}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fast tests: the message parser and the Kafka restriction tracker, no broker.
+
+def test_parser_reads_iso_and_epoch_and_quarantines_each_kind_with_its_source_and_line():
+    parser = MessageParser("run-1")
+    payloads = [_message(i) for i in (0, 1, 13, 110, 207, 304, 401)]
+    parsed = parser.parse("kafka:readings/0", [100, 101, 102, 103, 104, 105, 106], payloads)
+    [(batch, min_time)] = parsed.batches
+    assert batch.frame["timestamp"].tolist() == [T0 * 10**6, (T0 + 1) * 10**6]
+    assert batch.frame["value"].tolist() == [0.0, 0.25]
+    assert batch.frame["line"].tolist() == [100, 101]
+    assert set(batch.frame["source"]) == {"kafka:readings/0"}
+    assert min_time == T0 * 10**6
+    assert [(q.line, q.reason_code) for q in parsed.quarantine] == [
+        (102, "malformed_row"), (105, "malformed_row"), (103, "parse_timestamp"), (106, "missing_entity"),
+        (104, "parse_value")]
+    assert parsed.quarantine[0].raw == "{not json" and parsed.quarantine[0].stage == "parse"
+    assert parsed.quarantine[1].reason == "the message lacks fields ['channel'] (it has ['entity_id', 'timestamp', " \
+                                         "'value'])"
+    assert parsed.records == 7
+
+
+def test_parser_cuts_batches_at_window_boundaries_and_keeps_epoch_microseconds_exact():
+    parser = MessageParser("run-1", align_to_window_us=WINDOW_S * 10**6)
+    stamps = [T0 + 599, T0 + 600, T0 + 601, T0 + 1]  # windows 0, 1, 1, 0
+    payloads = [json.dumps({"entity_id": "e", "channel": "c", "timestamp": t * 10**6 + 7, "value": 1}).encode()
+                for t in stamps]
+    parsed = parser.parse("pubsub:projects/p/subscriptions/s", [1, 2, 3, 4], payloads)
+    assert [(b.frame["line"].tolist(), t) for b, t in parsed.batches] == [
+        ([1, 4], (T0 + 1) * 10**6 + 7), ([2, 3], (T0 + 600) * 10**6 + 7)]
+
+
+def test_parser_refuses_a_wide_mapping():
+    with pytest.raises(ValueError, match="a message mapping must have format 'long', got 'wide'"):
+        MessageParser("run-1", InputMapping(format="wide"))
+
+
+def test_parser_quarantines_bytes_that_are_not_utf8_and_null_payloads():
+    parsed = MessageParser("run-1").parse("kafka:t/0", [5, 6], [b"\xff\xfe", None])
+    assert [(q.line, q.reason) for q in parsed.quarantine] == [(5, "the message is not UTF-8 text"),
+                                                              (6, "the message is empty (null payload)")]
+
+
+def test_kafka_tracker_claims_checkpoints_at_the_claimed_offsets_and_finishes():
+    endless = 2**63 - 1
+    tracker = _PartitionOffsetsTracker(PartitionOffsets((0, 1), (10, 0), (endless, 5)))
+    assert tracker.try_claim({0: 15, 1: 5})
+    assert tracker.try_split(0.5) is None  # no dynamic splits: only self-checkpoints
+    primary, residual = tracker.try_split(0)
+    assert primary == PartitionOffsets((0, 1), (10, 0), (15, 5))
+    assert residual == PartitionOffsets((0, 1), (15, 5), (endless, 5))
+    assert not tracker.try_claim({0: 16})  # after a checkpoint nothing more is claimed here
+    tracker.check_done()
+    resumed = _PartitionOffsetsTracker(residual)
+    with pytest.raises(ValueError, match="partition 1 at 5 \\(stop 5\\) cannot claim 6"):
+        resumed.try_claim({1: 6})
+    with pytest.raises(ValueError, match="offsets left to read"):
+        resumed.check_done()
+    assert not resumed.try_claim("end")
+    resumed.check_done()
+
+
+def test_sources_check_their_arguments():
+    with pytest.raises(ValueError, match="start must be one of .*, got 'newest'"):
+        KafkaReadings("127.0.0.1:9092", "t", "r", start="newest")
+    with pytest.raises(ValueError, match="subscription must be 'projects/<project>/subscriptions/<name>', got 's'"):
+        PubSubReadings("s", "r")
+    with pytest.raises(ValueError, match="speed must be a finite number > 0, got 0"):
+        ReplayFile(["x.csv"], InputMapping(), "r", speed=0)
+    with pytest.raises(ValueError, match="max_out_of_orderness_s must be a finite number of seconds >= 0, got -1"):
+        KafkaReadings("127.0.0.1:9092", "t", "r", max_out_of_orderness_s=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A windowed sink for the tests: one file per window pane, written under a temporary name and renamed.
+
+class _WritePane(beam.DoFn):
+    def __init__(self, folder: str, kind: str):
+        self.folder = folder
+        self.kind = kind
+
+    def process(self, keyed, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        _, items = keyed
+        items = list(items)
+        start_us = int(window.start.micros)
+        base = Path(self.folder) / self.kind / f"{start_us}-{pane.index}"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if self.kind == "readings":
+            frame = pd.concat([b.frame for b in items], ignore_index=True)
+            path, tmp = base.with_suffix(".parquet"), base.with_suffix(".parquet.tmp")
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        elif self.kind == "quarantine":
+            path, tmp = base.with_suffix(".jsonl"), base.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(q._asdict()) + "\n" for q in items))
+        else:
+            path, tmp = base.with_suffix(".json"), base.with_suffix(".json.tmp")
+            totals: dict = {}
+            for name, n in items:
+                totals[name] = totals.get(name, 0) + n
+            tmp.write_text(json.dumps(totals))
+        os.replace(tmp, path)
+
+
+def _write_windows(result, folder: Path, window_s: int = WINDOW_S) -> None:
+    for kind, pcoll in (("readings", result.readings), ("quarantine", result.quarantine),
+                        ("counts", result.counts)):
+        (pcoll
+         | f"Window{kind}" >> beam.WindowInto(FixedWindows(window_s))
+         | f"Key{kind}" >> beam.Map(lambda x: (0, x))
+         | f"Group{kind}" >> beam.GroupByKey()
+         | f"Write{kind}" >> beam.ParDo(_WritePane(str(folder), kind)))
+
+
+def _read_back(folder: Path) -> tuple[pd.DataFrame, list, int]:
+    frames = []
+    for path in sorted((folder / "readings").glob("*.parquet")):
+        frame = pq.read_table(path).to_pandas()
+        window_start = int(path.stem.split("-")[0])
+        frame["window_start"] = window_start
+        frames.append(frame)
+    readings = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["line"])
+    quarantine = [json.loads(line) for path in sorted((folder / "quarantine").glob("*.jsonl"))
+                  for line in path.read_text().splitlines()]
+    records_in = sum(json.loads(p.read_text()).get("records_in", 0) for p in (folder / "counts").glob("*.json"))
+    return readings, quarantine, records_in
+
+
+def _check_reconciles(readings: pd.DataFrame, quarantine: list, records_in: int, published: set, n: int) -> None:
+    """Every published message (identified by ``(source, line)``) came out once, parsed or quarantined."""
+    out = list(zip(readings["source"], readings["line"])) + [(q["source"], q["line"]) for q in quarantine]
+    assert len(out) == n, f"{len(readings)} readings + {len(quarantine)} quarantined != {n} published"
+    assert set(out) == published
+    assert records_in == n
+    codes: dict = {}
+    for q in quarantine:
+        codes[q["reason_code"]] = codes.get(q["reason_code"], 0) + 1
+    assert codes == _expected_quarantine(n)
+    # each reading sits in the window of its own event time
+    assert ((readings["timestamp"] // (WINDOW_S * 10**6)) * WINDOW_S * 10**6 == readings["window_start"]).all()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kafka
+
+def _publish_kafka(broker, topic: str, indices, partitions: int) -> dict:
+    """Publish messages ``indices`` keyed by entity (so each entity's readings keep their order in one
+    partition); returns ``{(source, offset): i}`` from the delivery reports."""
+    delivered: dict = {}
+
+    def report(err, msg, i):
+        assert err is None, err
+        delivered[(f"kafka:{topic}/{msg.partition()}", msg.offset())] = i
+
+    producer = broker.producer()
+    for i in indices:
+        producer.produce(topic, _message(i), key=f"pump-{i % 4}".encode(), partition=(i % 4) % partitions,
+                         on_delivery=lambda err, msg, i=i: report(err, msg, i))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    return delivered
+
+
+@pytest.mark.slow
+def test_kafka_readings_reconcile_on_prism(kafka_broker, prism_options, tmp_path):
+    n = 3000  # 50 minutes of event time: windows of 10 minutes, 5 of them
+    kafka_broker.create_topic("readings-bulk", partitions=2)
+    delivered = _publish_kafka(kafka_broker, "readings-bulk", range(n), partitions=2)
+    assert len(delivered) == n
+
+    started = time.monotonic()
+    with beam.Pipeline(options=prism_options()) as p:
+        read = p | "ReadKafka" >> KafkaReadings(kafka_broker.bootstrap_servers, "readings-bulk", "run-kafka",
+                                                start="earliest", stop_at_end=True, align_to_window_s=WINDOW_S)
+        _write_windows(read, tmp_path)
+    elapsed = time.monotonic() - started
+
+    readings, quarantine, records_in = _read_back(tmp_path)
+    _check_reconciles(readings, quarantine, records_in, set(delivered), n)
+    index = pd.Series([delivered[(s, o)] for s, o in zip(readings["source"], readings["line"])])
+    assert (readings["value"].to_numpy() == (0.25 * index).round(2).to_numpy()).all()
+    assert (readings["timestamp"].to_numpy() == ((T0 + index) * 10**6).to_numpy()).all()
+    assert sorted({int(p.stem.split("-")[0]) for p in (tmp_path / "readings").glob("*.parquet")}) == [
+        (T0 + k * WINDOW_S) * 10**6 for k in range(5)]
+    print(f"kafka: broker started in {kafka_broker.started_s:.1f} s; {n} messages read on Prism in {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_kafka_windows_fire_while_the_job_runs(kafka_broker, prism_options, tmp_path):
+    """The first window's file appears while the job still runs, before the second wave is even published."""
+    kafka_broker.create_topic("readings-live", partitions=1)
+    first_wave = range(0, 1200)  # windows 0 and 1: the watermark passes window 0's end within the wave
+    second_wave = range(1200, 2400)  # windows 2 and 3
+    p = beam.Pipeline(options=prism_options())
+    read = p | "ReadKafka" >> KafkaReadings(kafka_broker.bootstrap_servers, "readings-live", "run-live",
+                                            start="earliest", stop_after_idle_s=8, align_to_window_s=WINDOW_S)
+    _write_windows(read, tmp_path)
+    result = p.run()
+    try:
+        delivered = _publish_kafka(kafka_broker, "readings-live", first_wave, partitions=1)
+        first_window = tmp_path / "readings" / f"{T0 * 10**6}-0.parquet"
+        deadline = time.monotonic() + 90
+        while not first_window.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first_window.exists(), "window 0 was not written within 90 s of publishing it"
+        assert str(result.state) not in ("DONE", "FAILED", "CANCELLED")
+        assert not (tmp_path / "readings" / f"{(T0 + 2 * WINDOW_S) * 10**6}-0.parquet").exists()
+        second_published_at = time.time()
+        delivered.update(_publish_kafka(kafka_broker, "readings-live", second_wave, partitions=1))
+        result.wait_until_finish(duration=120_000)
+    finally:
+        if str(result.state) not in ("DONE", "FAILED", "CANCELLED"):
+            result.cancel()
+    assert str(result.state) == "DONE"
+    assert first_window.stat().st_mtime < second_published_at
+    readings, quarantine, records_in = _read_back(tmp_path)
+    _check_reconciles(readings, quarantine, records_in, set(delivered), 2400)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pub/Sub
+
+@pytest.mark.slow
+def test_pubsub_readings_reconcile_and_are_acknowledged(pubsub_emulator, prism_options, tmp_path):
+    n = 2000
+    topic, subscription = pubsub_emulator.create_subscription("readings-bulk")
+    publisher, subscriber = pubsub_emulator.clients()
+    futures = {i: publisher.publish(topic, _message(i)) for i in range(n)}
+    delivered = {(f"pubsub:{subscription}", int(f.result(timeout=60))): i for i, f in futures.items()}
+    assert len(delivered) == n
+
+    started = time.monotonic()
+    with beam.Pipeline(options=prism_options()) as p:
+        # Pub/Sub does not keep order: the watermark trails the latest event time by 30 minutes here, more than
+        # this publisher's batches reorder readings.
+        read = p | "ReadPubSub" >> PubSubReadings(subscription, "run-pubsub", emulator_host=pubsub_emulator.host,
+                                                  stop_after_idle_s=4, align_to_window_s=WINDOW_S,
+                                                  max_out_of_orderness_s=1800)
+        _write_windows(read, tmp_path)
+    elapsed = time.monotonic() - started
+
+    readings, quarantine, records_in = _read_back(tmp_path)
+    _check_reconciles(readings, quarantine, records_in, set(delivered), n)
+    index = pd.Series([delivered[(s, o)] for s, o in zip(readings["source"], readings["line"])])
+    assert (readings["timestamp"].to_numpy() == ((T0 + index) * 10**6).to_numpy()).all()
+    from google.api_core import exceptions
+
+    try:
+        left = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=3,
+                               retry=None).received_messages
+    except exceptions.DeadlineExceeded:
+        left = []
+    assert len(left) == 0, "messages were left unacknowledged"
+    print(f"pubsub: emulator started in {pubsub_emulator.started_s:.1f} s; {n} messages read in {elapsed:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Replay
+
+@pytest.mark.slow
+def test_replay_plays_a_file_on_the_wall_clock(prism_options, tmp_path):
+    n = 1800  # 30 minutes of readings at 600x: 3 s of wall clock, a 5-minute window every 0.5 s
+    lines = ["entity_id,channel,timestamp,value"]
+    for i in range(n):
+        lines.append(f"pump-{i % 3},flow,{T0 + i},{0.5 * i}" if i % 700 != 5 else f"pump-1,flow,not-a-time,{i}")
+    path = tmp_path / "replay.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+
+    started = time.monotonic()
+    with beam.Pipeline(options=prism_options()) as p:
+        read = p | "Replay" >> ReplayFile([str(path)], InputMapping(format="long"), "run-replay", speed=600,
+                                          align_to_window_s=300)
+        _write_windows(read, out, window_s=300)
+    elapsed = time.monotonic() - started
+
+    readings, quarantine, records_in = _read_back(out)
+    assert len(readings) == n - 3 and records_in == n  # rows 5, 705 and 1405 have no valid time
+    assert [(q["line"], q["reason_code"]) for q in quarantine] == [(7, "parse_timestamp"), (707, "parse_timestamp"),
+                                                                  (1407, "parse_timestamp")]
+    assert sorted(readings["line"]) == [i + 2 for i in range(n) if i % 700 != 5]
+    written = sorted(p.stat().st_mtime for p in (out / "readings").glob("*.parquet"))
+    assert len(written) == 6
+    assert written[-1] - written[0] > 1.5, f"windows were written within {written[-1] - written[0]:.2f} s"
+    assert elapsed > 3.0
