@@ -1,4 +1,4 @@
-"""The ``seqwatch`` command line: ``train``, ``run`` and ``demo``.
+"""The ``seqwatch`` command line: ``train``, ``run``, ``replay`` and ``demo``.
 
 Arguments the CLI does not know are passed to Beam as pipeline options (``--runner``,
 ``--direct_num_workers``, ...). Errors a person can cause (bad flags, missing files, a model that does not fit
@@ -120,6 +120,65 @@ def cmd_run(args, beam_args) -> int:
     return 0
 
 
+def cmd_replay(args, beam_args) -> int:
+    from seqwatch.pipelines.batch import RunError
+    from seqwatch.pipelines.replay import ReplayError, config_from_args, run_replay
+    try:
+        manifest = run_replay(config_from_args(args), beam_args)
+    except (RunError, ReplayError) as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
+                     | {"replay": manifest["replay"], "output": args.output}, indent=1))
+    return 0
+
+
+def cmd_stream(args, beam_args) -> int:
+    from seqwatch.pipelines import broker_sources
+    from seqwatch.pipelines.batch import RunError
+    from seqwatch.pipelines.sources import expand_inputs
+    from seqwatch.pipelines.streaming import plan_stream, run_stream
+
+    align = None
+    if args.source == "replay":
+        if not args.input:
+            raise CliError("--source replay needs --input")
+        try:
+            paths = expand_inputs(args.input)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from None
+        mapping = _mapping_from_args(args)
+        name = "replay:" + ",".join(paths)
+
+        def make_source(run_id):
+            return broker_sources.ReplayFile(paths, mapping, run_id, speed=args.speed, align_to_window_s=align)
+    elif args.source == "kafka":
+        if not (args.bootstrap_servers and args.topic):
+            raise CliError("--source kafka needs --bootstrap-servers and --topic")
+        name = f"kafka:{args.topic}"
+
+        def make_source(run_id):
+            return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=args.group_id,
+                                                start=args.start, stop_after_idle_s=args.stop_after_idle,
+                                                max_out_of_orderness_s=args.max_out_of_orderness)
+    else:
+        if not args.subscription:
+            raise CliError("--source pubsub needs --subscription projects/<p>/subscriptions/<s>")
+        name = f"pubsub:{args.subscription}"
+
+        def make_source(run_id):
+            return broker_sources.PubSubReadings(args.subscription, run_id, emulator_host=args.emulator_host,
+                                                 stop_after_idle_s=args.stop_after_idle,
+                                                 max_out_of_orderness_s=args.max_out_of_orderness)
+    try:
+        plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name)
+    except (RunError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}, panes of "
+          f"{plan.pane_steps} steps)", file=sys.stderr, flush=True)
+    run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness)
+    return 0
+
+
 def cmd_demo(args, beam_args) -> int:
     from seqwatch.pipelines.demo import run_demo
     return run_demo(Path(args.output), quick=args.quick, beam_args=beam_args)
@@ -157,6 +216,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
     run.add_argument("--pane-steps", type=int, default=4096)
 
+    replay = sub.add_parser("replay", help="feed quarantined records back through the pipeline after a fix")
+    from seqwatch.pipelines.replay import add_arguments
+    add_arguments(replay)
+
+    stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
+    stream.add_argument("--source", choices=("replay", "kafka", "pubsub"), required=True)
+    stream.add_argument("--model-dir", required=True)
+    stream.add_argument("--output", required=True)
+    stream.add_argument("--suite", default="sensor")
+    stream.add_argument("--run-id")
+    stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
+    stream.add_argument("--flush-window", type=float, default=60.0, help="seconds of event time per quarantine "
+                                                                         "and counts file")
+    stream.add_argument("--allowed-lateness", type=float, default=0.0,
+                        help="seconds each pane waits for late readings before it is scored")
+    stream.add_argument("--input", action="append", metavar="GLOB", help="replay: files to play")
+    stream.add_argument("--speed", type=float, default=60.0, help="replay: times real speed")
+    stream.add_argument("--format", choices=("long", "wide"), default="long")
+    stream.add_argument("--mapping", metavar="JSON")
+    stream.add_argument("--timestamp-column", default="timestamp")
+    stream.add_argument("--entity-column")
+    stream.add_argument("--entity")
+    stream.add_argument("--ignore", action="append", metavar="COLUMN")
+    stream.add_argument("--sep")
+    stream.add_argument("--timezone", default="UTC")
+    stream.add_argument("--bootstrap-servers", help="kafka: host:port[,host:port]")
+    stream.add_argument("--topic", help="kafka: topic of JSON readings")
+    stream.add_argument("--group-id", help="kafka: consumer group (offsets committed)")
+    stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed")
+    stream.add_argument("--subscription", help="pubsub: projects/<p>/subscriptions/<s>")
+    stream.add_argument("--emulator-host", help="pubsub: host:port of the emulator")
+    stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
+    stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
+                        help="seconds the watermark stays behind the latest event time")
+
     demo = sub.add_parser("demo", help="generate data, train, run, and report what was found")
     demo.add_argument("--output", default="demo-output")
     demo.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
@@ -185,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "run":
             return cmd_run(args, beam_args)
+        if args.command == "stream":
+            return cmd_stream(args, beam_args)
+        if args.command == "replay":
+            return cmd_replay(args, beam_args)
         return cmd_demo(args, beam_args)
     except (CliError, FileNotFoundError) as exc:
         print(f"seqwatch {args.command}: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ stands for (``records``) and, for a single bad cell of a wide row, which ``colum
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -24,12 +25,26 @@ from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
 
 MAX_ID_LENGTH = 256
-_OFFSET_RE = re.compile(r"(?:Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
+_OFFSET_RE = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 _EPOCH_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
 class SchemaDriftError(ValueError):
     """A file's columns do not match what the mapping requires."""
+
+
+def _lacks(name: str, what: str, missing: list[str], header: tuple) -> str:
+    """``x.csv lacks required columns ['timestamp'] (its columns are [...]; was 'timestamp' renamed to 'time'?)``."""
+    others = [h for h in header if h and h not in missing]
+    guesses = []
+    for column in missing:
+        folded = {h.casefold().replace(" ", "_"): h for h in others}
+        match = folded.get(column.casefold().replace(" ", "_"))
+        close = [match] if match else difflib.get_close_matches(column, others, n=1, cutoff=0.6)
+        guesses += [f"{column!r} renamed to {close[0]!r}"] if close else []
+    hint = f"; was {' and '.join(guesses)}?" if guesses else ""
+    named = repr(missing[0]) if what.startswith("the ") else str(missing)
+    return f"{name} lacks {what} {named} (its columns are {list(header)}{hint})"
 
 
 @dataclass(frozen=True)
@@ -46,26 +61,30 @@ class FileLayout:
 
     @classmethod
     def resolve(cls, header: list[str], mapping: InputMapping, source: str) -> "FileLayout":
+        """The layout of ``header`` under ``mapping``; raises ``SchemaDriftError`` naming the file and the columns
+        when a required column is missing (with the likely renamed one), a column appears twice, or an extra
+        column appears that the mapping does not tolerate."""
         header = tuple(h.strip() for h in header)
         present = set(header)
         name = PurePath(source).name
+        repeated = sorted({h for h in header if h and header.count(h) > 1})
+        if repeated:
+            raise SchemaDriftError(f"{name} has duplicate columns {repeated} (its columns are {list(header)})")
         if mapping.format == "long":
             roles = {role: mapping.long_column(role) for role in LONG_COLUMNS}
             missing = [col for col in roles.values() if col not in present]
             if missing:
-                raise SchemaDriftError(f"{name} lacks required columns {missing} (its columns are {list(header)})")
+                raise SchemaDriftError(_lacks(name, "required columns", missing, header))
             extra = [h for h in header if h not in set(roles.values()) and h not in mapping.ignore and h]
             if extra and mapping.extra_columns == "error":
                 raise SchemaDriftError(f"{name} has unexpected columns {extra}; add them to the mapping's "
                                        f"'ignore' list or set 'extra_columns' to 'ignore'")
             return cls(header, roles["entity_id"], None, roles["timestamp"], (), (), roles)
         if mapping.timestamp not in present:
-            raise SchemaDriftError(f"{name} lacks the timestamp column {mapping.timestamp!r} (its columns are "
-                                   f"{list(header)})")
+            raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header))
         entity_column = mapping.entity.get("column")
         if entity_column is not None and entity_column not in present:
-            raise SchemaDriftError(f"{name} lacks the entity column {entity_column!r} (its columns are "
-                                   f"{list(header)})")
+            raise SchemaDriftError(_lacks(name, "the entity column", [entity_column], header))
         entity_value = mapping.entity.get("value")
         if mapping.entity.get("from_filename"):
             entity_value = PurePath(source).stem
@@ -73,7 +92,7 @@ class FileLayout:
         if mapping.channels:
             missing = [col for col in mapping.channels if col not in present]
             if missing:
-                raise SchemaDriftError(f"{name} lacks channel columns {missing} (its columns are {list(header)})")
+                raise SchemaDriftError(_lacks(name, "channel columns", missing, header))
             extra = [h for h in header if h and h not in taken and h not in mapping.channels
                      and not h.startswith("Unnamed")]
             if extra and mapping.extra_columns == "error":
@@ -93,74 +112,193 @@ class FileLayout:
         return len(self.channel_columns) if self.channel_columns else 1
 
 
-def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str = "UTC") -> np.ndarray:
+_BAD_TIME = np.iinfo(np.int64).min
+_YEAR_RE = re.compile(r"(?<!\d)\d{4}(?!\d)")
+_NUMERIC_DATE_RE = re.compile(r"^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b")
+_EPOCH_SCALE = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}  # µs per unit; ns divides by 1000
+
+
+def _epoch_micros(text: pd.Series, unit: str | None) -> np.ndarray:
+    """Epoch numbers (as text) to int64 µs; ``_BAD_TIME`` where out of range. Integers stay exact (no float
+    rounding of nanosecond epochs); without ``unit`` each value's unit is guessed from its magnitude:
+    < 1e11 seconds, < 1e14 milliseconds, < 1e17 microseconds, else nanoseconds."""
+    out = np.full(len(text), _BAD_TIME, dtype=np.int64)
+    integral = ~text.str.contains(".", regex=False).to_numpy(dtype=bool)
+    digits = text.str.lstrip("+-").str.len().to_numpy()
+    exact = integral & (digits <= 18)
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    magnitude = np.abs(numbers)
+    if unit is None:
+        units = np.where(magnitude < 1e11, "s", np.where(magnitude < 1e14, "ms", np.where(magnitude < 1e17, "us",
+                                                                                            "ns")))
+    else:
+        units = np.full(len(text), unit)
+    for u in ("s", "ms", "us", "ns"):
+        sel = units == u
+        if not sel.any():
+            continue
+        as_int = sel & exact
+        if as_int.any():  # at most 18 digits: exact in int64
+            ints = text[as_int].str.lstrip("+").astype("int64").to_numpy()
+            if u == "ns":
+                fits, micros = np.ones(len(ints), dtype=bool), (ints + 500) // 1000
+            else:
+                fits = np.abs(ints) < 9_000_000_000_000_000_000 // _EPOCH_SCALE[u]
+                micros = np.where(fits, ints, 0) * _EPOCH_SCALE[u]
+            idx = np.flatnonzero(as_int)
+            out[idx[fits]] = micros[fits]
+        as_float = sel & ~exact
+        if as_float.any():
+            micros = numbers[as_float] * (1e-3 if u == "ns" else _EPOCH_SCALE[u])
+            fits = np.isfinite(micros) & (np.abs(micros) < 9e18)
+            idx = np.flatnonzero(as_float)
+            out[idx[fits]] = np.round(micros[fits]).astype(np.int64)
+    return out
+
+
+def _localize(parsed: pd.Series, timezone: str) -> pd.DatetimeIndex:
+    index = pd.DatetimeIndex(parsed)
+    if index.tz is None:
+        index = index.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    return index.tz_convert("UTC").as_unit("us")
+
+
+def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str = "UTC",
+                     fmt: str | None = None) -> np.ndarray:
     """Timestamps as int64 µs UTC; ``np.iinfo(int64).min`` where a value cannot be parsed.
 
-    Accepts datetimes, ISO 8601 and other common date strings (with or without offset; those without are in
-    ``timezone``, and an ambiguous or nonexistent local time around a DST change is rejected) and epoch
-    numbers (seconds, milliseconds or microseconds: ``unit``, or guessed per value from its magnitude)."""
-    bad = np.iinfo(np.int64).min
-    out = np.full(len(values), bad, dtype=np.int64)
+    Accepts datetimes, ISO 8601 strings (with or without offset; those without are in ``timezone``, and an
+    ambiguous or nonexistent local time around a DST change is rejected), other unambiguous date strings that
+    name a four-digit year (``Jan 5 2026 10:00``), strings in the ``strftime`` format ``fmt``, and epoch numbers
+    (seconds, milliseconds, microseconds or nanoseconds: ``unit``, or guessed per value from its magnitude).
+    Rejected rather than guessed: a time without a date (pandas would put it on today's date) and a
+    day/month-ambiguous numeric date such as ``05/01/2026`` when no ``fmt`` is given."""
+    out = np.full(len(values), _BAD_TIME, dtype=np.int64)
     if pd.api.types.is_datetime64_any_dtype(values):
-        ts = values if values.dt.tz is not None else values.dt.tz_localize(timezone, ambiguous="NaT",
-                                                                           nonexistent="NaT")
-        micros = ts.dt.tz_convert("UTC").dt.as_unit("us")
+        micros = pd.Series(_localize(values, timezone))
         ok = micros.notna().to_numpy()
         out[ok] = micros[ok].astype("int64").to_numpy()
         return out
     text = values.astype("string").str.strip().fillna("")
     epoch_mask = text.str.match(_EPOCH_RE).fillna(False).to_numpy(dtype=bool)
     if epoch_mask.any():
-        numbers = pd.to_numeric(text[epoch_mask], errors="coerce").to_numpy(dtype=np.float64)
-        if unit is None:
-            magnitude = np.abs(numbers)
-            scale = np.where(magnitude < 1e11, 1e6, np.where(magnitude < 1e14, 1e3, 1.0))
-        else:
-            scale = {"s": 1e6, "ms": 1e3, "us": 1.0}[unit]
-        micros = numbers * scale
-        ok = np.isfinite(micros) & (np.abs(micros) < 9e18)
-        idx = np.flatnonzero(epoch_mask)
-        out[idx[ok]] = np.round(micros[ok]).astype(np.int64)
+        out[epoch_mask] = _epoch_micros(text[epoch_mask], unit)
     rest = ~epoch_mask & (text != "").to_numpy(dtype=bool)
-    if rest.any():
-        strings = text[rest]
-        has_offset = strings.str.contains(_OFFSET_RE).fillna(False).to_numpy(dtype=bool)
-        idx = np.flatnonzero(rest)
-        for mask, aware in ((has_offset, True), (~has_offset, False)):
-            if not mask.any():
-                continue
-            part = strings[mask]
-            parsed = pd.to_datetime(part, errors="coerce", format="ISO8601", utc=aware)
-            retry = parsed.isna().to_numpy()
-            if retry.any():
-                fallback = pd.to_datetime(part[retry], errors="coerce", format="mixed", utc=aware)
-                parsed = parsed.astype(fallback.dtype) if len(fallback) else parsed
-                parsed[retry] = fallback
-            if not aware:
-                parsed = pd.Series(pd.DatetimeIndex(parsed).tz_localize(timezone, ambiguous="NaT",
-                                                                       nonexistent="NaT"), index=part.index)
-            micros = pd.Series(pd.DatetimeIndex(parsed).tz_convert("UTC").as_unit("us"), index=part.index)
-            ok = micros.notna().to_numpy()
-            target = idx[mask][ok]
-            out[target] = micros[ok].astype("int64").to_numpy()
+    if not rest.any():
+        return out
+    strings = text[rest]
+    idx = np.flatnonzero(rest)
+    if fmt is not None:
+        aware = "%z" in fmt or "%Z" in fmt
+        parsed = pd.to_datetime(strings, errors="coerce", format=fmt, utc=aware)
+        micros = pd.Series(_localize(parsed, timezone), index=strings.index)
+        ok = micros.notna().to_numpy()
+        out[idx[ok]] = micros[ok].astype("int64").to_numpy()
+        return out
+    has_offset = strings.str.contains(_OFFSET_RE).fillna(False).to_numpy(dtype=bool)
+    for mask, aware in ((has_offset, True), (~has_offset, False)):
+        if not mask.any():
+            continue
+        part = strings[mask]
+        parsed = pd.to_datetime(part, errors="coerce", format="ISO8601", utc=aware)
+        retry = (parsed.isna() & part.str.contains(_YEAR_RE) & ~part.str.contains(_NUMERIC_DATE_RE)).to_numpy(
+            dtype=bool)
+        if retry.any():
+            fallback = pd.to_datetime(part[retry], errors="coerce", format="mixed", utc=aware)
+            parsed = parsed.astype(fallback.dtype) if len(fallback) else parsed
+            parsed[retry] = fallback
+        micros = pd.Series(_localize(parsed, timezone), index=part.index)
+        ok = micros.notna().to_numpy()
+        out[idx[mask][ok]] = micros[ok].astype("int64").to_numpy()
     return out
 
 
-def parse_values(values: pd.Series) -> np.ndarray:
-    """Floats; NaN where a value is missing, not a number, or not finite."""
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt: str | None = None) -> str:
+    """Why ``parse_timestamps`` rejected ``value``: one sentence for the quarantine's ``reason``."""
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+    shown = repr(text[:80])
+    if not text:
+        return "the timestamp is empty"
+    if _EPOCH_RE.match(text):
+        return f"epoch number {shown} is out of range for {unit or 'any'} epoch unit"
+    if fmt is not None:
+        naive = pd.to_datetime(pd.Series([text]), errors="coerce", format=fmt)
+        if naive.isna().all():
+            return f"timestamp {shown} does not match the mapping's timestamp_format {fmt!r}"
+    elif not _YEAR_RE.search(text):
+        return f"timestamp {shown} has no date with a four-digit year"
+    elif _NUMERIC_DATE_RE.match(text) and pd.isna(pd.to_datetime(text, errors="coerce", format="ISO8601")):
+        return (f"timestamp {shown} is ambiguous (day/month order); set the mapping's timestamp_format, "
+                f"e.g. '%d/%m/%Y %H:%M:%S'")
     else:
-        numbers = pd.to_numeric(values.astype("string").str.strip(), errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan)
+        naive = pd.to_datetime(pd.Series([text]), errors="coerce", format="mixed")
+        if naive.isna().all():
+            return (f"timestamp {shown} could not be parsed (expected ISO 8601 such as 2026-01-05T10:00:00Z, or "
+                    f"epoch seconds or milliseconds)")
+    stamp = naive.iloc[0]
+    if stamp.tzinfo is None and timezone != "UTC":
+        shifted = pd.DatetimeIndex([stamp]).tz_localize(timezone, ambiguous=True, nonexistent="NaT")
+        kind = "does not exist" if shifted.isna().all() else "is ambiguous"
+        return (f"local time {shown} {kind} in {timezone} (a daylight-saving change); write an explicit UTC "
+                f"offset or use UTC")
+    return f"timestamp {shown} could not be parsed"
+
+
+_DECIMAL_COMMA_RE = re.compile(r"^[+-]?\d*,\d+$")
+_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}([,.' ]\d{3})+([.,]\d+)?$")
+_HEX_RE = re.compile(r"^[+-]?0[xX][0-9a-fA-F]+$")
+_UNIT_RE = re.compile(r"^[+-]?(\d+[.,]?\d*|\.\d+)([eE][+-]?\d+)?\s*([^\d\s.,+-].*)$")
+
+
+def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
+    """Floats; NaN where a value is missing, not a number, or not finite. ``decimal=","`` reads ``12,5``;
+    a Unicode minus sign (U+2212, as some spreadsheets write) reads as ``-``."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # A copy: a column read from Parquet can be a read-only view of Arrow memory.
+        numbers = np.array(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
+    else:
+        text = values.astype("string").str.strip().str.replace("\u2212", "-", regex=False)
+        if decimal == ",":
+            comma = text.str.match(_DECIMAL_COMMA_RE).fillna(False)
+            text = text.where(~comma, text.str.replace(",", ".", regex=False))
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    numbers = np.array(numbers, dtype=np.float64, copy=True)  # Parquet-backed columns give read-only views
     numbers[~np.isfinite(numbers)] = np.nan
     return numbers
+
+
+def explain_value(value, decimal: str = ".") -> str:
+    """Why ``parse_values`` rejected ``value``: one sentence (without the column) for the quarantine's reason."""
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+    shown = repr(text[:80])
+    if not text or text.lower() in ("nan", "na", "n/a", "null", "none", "-"):
+        return f"the value {shown} is missing" if text else "the value is empty"
+    number = pd.to_numeric(pd.Series([text.replace("\u2212", "-")]), errors="coerce").iloc[0]
+    if pd.notna(number) or text.lower().lstrip("+-") in ("inf", "infinity"):
+        return f"the value {shown} is not finite"
+    if decimal == "." and _DECIMAL_COMMA_RE.match(text):
+        return f"the value {shown} uses a decimal comma; set the mapping's decimal to ','"
+    if _THOUSANDS_RE.match(text):
+        return f"the value {shown} has a thousands separator; write numbers without one"
+    if _HEX_RE.match(text):
+        return f"the value {shown} is hexadecimal; seqwatch reads decimal numbers only"
+    unit = _UNIT_RE.match(text)
+    if unit:
+        return f"the value {shown} carries a unit ({unit.group(3)[:20]!r}); seqwatch expects bare numbers"
+    return f"the value {shown} is not a number"
 
 
 def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     text = values.astype("string").str.strip()
     ok = (text.notna() & (text != "") & (text.str.len() <= MAX_ID_LENGTH)).to_numpy(dtype=bool)
     return text.fillna("").to_numpy(dtype=object), ok
+
+
+def _explain_id(role: str, value) -> str:
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+    if not text:
+        return f"the {role} is empty"
+    return f"the {role} is {len(text)} characters long (at most {MAX_ID_LENGTH}): {text[:40]!r}..."
 
 
 def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[int], str], source: str,
@@ -171,7 +309,8 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
     the readings that parsed and a quarantine row for every row or cell that did not."""
     n = len(lines)
     quarantine: list[Quarantined] = []
-    stamps = parse_timestamps(columns[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone)
+    stamps = parse_timestamps(columns[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
+                              mapping.timestamp_format)
     bad_time = stamps == np.iinfo(np.int64).min
     if layout.entity_column is not None:
         entity, entity_ok = _ids(columns[layout.entity_column])
@@ -182,22 +321,24 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
     row_bad = ~entity_ok | bad_time
     for i in np.flatnonzero(row_bad):
         if not entity_ok[i]:
-            code, reason = "missing_entity", "the entity id is empty or longer than 256 characters"
+            value = columns[layout.entity_column].iloc[i] if layout.entity_column is not None else layout.entity_value
+            code, reason = "missing_entity", _explain_id("entity id", value)
         else:
             value = columns[layout.timestamp_column].iloc[i]
-            code, reason = "parse_timestamp", f"timestamp {str(value)[:80]!r} could not be parsed"
+            code, reason = "parse_timestamp", explain_timestamp(value, mapping.timestamp_unit, mapping.timezone,
+                                                                mapping.timestamp_format)
         quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", per_row, "parse", code, reason, run_id))
 
     good_rows = ~row_bad
     if layout.channel_columns:  # wide
         parts = []
         for column, name in zip(layout.channel_columns, layout.channel_names):
-            numbers = parse_values(columns[column])
+            numbers = parse_values(columns[column], mapping.decimal)
             bad = good_rows & np.isnan(numbers)
             for i in np.flatnonzero(bad):
+                reason = f"column {column!r}: {explain_value(columns[column].iloc[i], mapping.decimal)}"
                 quarantine.append(Quarantined(raw(i), source, int(lines[i]), column, 1, "parse", "parse_value",
-                                                f"column {column!r}: {str(columns[column].iloc[i])[:80]!r} is "
-                                                f"not a finite number", run_id))
+                                              reason, run_id))
             keep = good_rows & ~np.isnan(numbers)
             parts.append((entity[keep], np.full(keep.sum(), name, dtype=object), stamps[keep], numbers[keep],
                           lines[keep]))
@@ -208,14 +349,15 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
         lines_out = np.concatenate([p[4] for p in parts])
     else:  # long
         channel, channel_ok = _ids(columns[layout.long_columns["channel"]])
-        numbers = parse_values(columns[layout.long_columns["value"]])
+        numbers = parse_values(columns[layout.long_columns["value"]], mapping.decimal)
         for i in np.flatnonzero(good_rows & ~channel_ok):
+            reason = _explain_id("channel", columns[layout.long_columns["channel"]].iloc[i])
             quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", 1, "parse", "missing_channel",
-                                            "the channel is empty or longer than 256 characters", run_id))
+                                          reason, run_id))
         for i in np.flatnonzero(good_rows & channel_ok & np.isnan(numbers)):
-            value = columns[layout.long_columns["value"]].iloc[i]
+            reason = explain_value(columns[layout.long_columns["value"]].iloc[i], mapping.decimal)
             quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", 1, "parse", "parse_value",
-                                            f"value {str(value)[:80]!r} is not a finite number", run_id))
+                                          reason, run_id))
         keep = good_rows & channel_ok & ~np.isnan(numbers)
         entity_out, channel_out, stamps_out = entity[keep], channel[keep], stamps[keep]
         values_out, lines_out = numbers[keep], lines[keep]
@@ -243,7 +385,7 @@ def split_lines(lines: list[str], sep: str, n_fields: int) -> tuple[list[list[st
             fields = []
         elif '"' in line:
             try:
-                fields = next(csv.reader([line], delimiter=sep))
+                fields = next(csv.reader([line], delimiter=sep, strict=True))
             except (csv.Error, StopIteration):
                 fields = []
         else:

@@ -8,7 +8,9 @@ run manifest's ``records_in`` comes from.
 from __future__ import annotations
 
 import codecs
-import io
+import csv
+import re
+from pathlib import PurePath
 from typing import Iterator
 
 import apache_beam as beam
@@ -17,6 +19,7 @@ import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, parse_rows, raw_json, sniff_separator, split_lines
+from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import InputMapping
 
@@ -30,40 +33,164 @@ def is_parquet(path: str) -> bool:
 
 
 def detect_encoding(head: bytes) -> str:
-    """From a file's first bytes: a BOM decides; otherwise UTF-8 if the bytes decode, else cp1252."""
+    """From a file's first bytes: a BOM decides (UTF-8, UTF-16, UTF-32); text whose every second byte is NUL is
+    UTF-16 without a BOM; otherwise ``"auto"``: each line is decoded as UTF-8, or as cp1252 where it is not
+    valid UTF-8 (files written by older Windows tools, or files concatenated from both)."""
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a multi-byte character cut at the end of the sample
-            return "cp1252"
-    return "utf-8"
+    sample = head[:4096]
+    if len(sample) >= 8:
+        half = len(sample) // 2
+        even_nul, odd_nul = sample[0::2].count(0), sample[1::2].count(0)
+        if odd_nul > 0.9 * half and even_nul < 0.1 * half:
+            return "utf-16-le"
+        if even_nul > 0.9 * half and odd_nul < 0.1 * half:
+            return "utf-16-be"
+    return "auto"
 
 
-def open_text(path: str):
-    """Open a text file for reading lines, with its encoding detected (see ``detect_encoding``)."""
-    with FileSystems.open(path) as f:
-        head = f.read(65536)
-    return io.TextIOWrapper(FileSystems.open(path), encoding=detect_encoding(head), errors="replace", newline="")
+def decode_line(data: bytes) -> str:
+    """One line's bytes as text: UTF-8 if valid, else cp1252, else Latin-1 (which decodes any byte)."""
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1")
+
+
+_NEWLINE_BYTES = re.compile(rb"\r\n|\r|\n")
+_NEWLINE_TEXT = re.compile(r"\r\n|\r|\n")
+_BLOCK = 1 << 20
+
+
+class TextLines:
+    """A file's lines as text, line endings kept, numbered exactly as ``enumerate(f, start=1)`` numbers them
+    (``\\r\\n``, ``\\n`` and a lone ``\\r`` each end a line, as in Python's ``newline=""`` mode).
+
+    A context manager and an iterator; the encoding is detected from the first bytes (``detect_encoding``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stream = FileSystems.open(path)
+        self._head = self._stream.read(_BLOCK)
+        self.encoding = detect_encoding(self._head)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._stream.close()
+
+    def __iter__(self):
+        if self.encoding == "auto":
+            return (decode_line(b) for b in self._pieces(_NEWLINE_BYTES, self._blocks(), b""))
+        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+        texts = (decoder.decode(block, final=not block) for block in self._blocks(final=True))
+        return self._pieces(_NEWLINE_TEXT, texts, "")
+
+    def _blocks(self, final: bool = False):
+        block = self._head
+        while block:
+            yield block
+            block = self._stream.read(_BLOCK)
+        if final:
+            yield b""
+
+    @staticmethod
+    def _pieces(newline: re.Pattern, blocks, empty):
+        pending = empty
+        for block in blocks:
+            buffer = pending + block
+            start = 0
+            for match in newline.finditer(buffer):
+                if match.end() == len(buffer) and match.group() in ("\r", b"\r"):
+                    break  # a "\r" at the end of a block may be the first half of "\r\n"
+                yield buffer[start:match.end()]
+                start = match.end()
+            pending = buffer[start:]
+        if pending:
+            yield pending
+
+
+def open_text(path: str) -> TextLines:
+    """Open a text file for reading lines, with its encoding detected (see ``TextLines``)."""
+    return TextLines(path)
+
+
+_SEP_HINT = re.compile(r'^"?sep=(.)"?$')
+
+
+def _sep_hint(line: str) -> str | None:
+    """The separator of an Excel ``sep=;`` first line, or None."""
+    match = _SEP_HINT.match(line.strip())
+    return match.group(1) if match else None
+
+
+def _looks_binary(line: str) -> bool:
+    controls = sum(1 for ch in line if ord(ch) < 32 and ch not in "\t\r\n")
+    return "\x00" in line or controls > 0.1 * max(len(line), 1)
 
 
 def read_header(path: str) -> tuple[list[str] | None, str]:
-    """A file's column names and field separator; ``(None, ',')`` for an empty file."""
+    """A file's column names and field separator; ``(None, ',')`` for an empty file. Raises ``SchemaDriftError``
+    for a file that is not text (its first line holds binary data)."""
     if is_parquet(path):
         import pyarrow.parquet as pq
         with FileSystems.open(path) as f:
             return list(pq.read_schema(f).names), ","
+    hint = None
     with open_text(path) as f:
         for line in f:
             line = line.rstrip("\r\n")
-            if line.strip():
-                sep = sniff_separator(line)
-                fields = split_lines([line], sep, line.count(sep) + 1)[0][0] if '"' in line else line.split(sep)
-                return [h.strip() for h in fields], sep
+            if not line.strip():
+                continue
+            if hint is None and _sep_hint(line):
+                hint = _sep_hint(line)
+                continue
+            if _looks_binary(line):
+                raise SchemaDriftError(f"{PurePath(path).name} does not look like a CSV text file: its first line "
+                                       f"holds binary data (is it compressed or in another format?)")
+            sep = hint or sniff_separator(line)
+            fields = split_lines([line], sep, line.count(sep) + 1)[0][0] if '"' in line else line.split(sep)
+            return [h.strip() for h in fields], sep
     return None, ","
+
+
+def _data_lines(f):
+    """``(line number, text)`` of a text file's data lines: after the header (and an Excel ``sep=`` line),
+    without blank lines and lines of separators only, which carry no reading."""
+    seen_header = seen_hint = False
+    for number, line in enumerate(f, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        if not seen_header:
+            if not seen_hint and _sep_hint(line):
+                seen_hint = True
+                continue
+            seen_header = True
+            continue
+        yield number, line
+
+
+def _malformed_reason(line: str, sep: str, n_fields: int) -> str:
+    if _looks_binary(line):
+        return "the row holds binary data (NUL or other control bytes)"
+    if '"' not in line:
+        return f"the row has {line.count(sep) + 1} fields, the header has {n_fields}"
+    try:
+        fields = len(next(csv.reader([line], delimiter=sep, strict=True)))
+        return f"the row has {fields} fields, the header has {n_fields}"
+    except (csv.Error, StopIteration) as exc:
+        return f"the row's quoting cannot be read ({exc})"
 
 
 class FileReader:
@@ -71,7 +198,8 @@ class FileReader:
 
     Plain Python (no pipeline), so ``seqwatch train`` parses exactly as the pipeline does. A file whose columns
     do not fit the mapping has all its rows quarantined with reason ``schema_drift``; an empty file yields
-    nothing; blank lines are skipped and carry no record."""
+    one empty chunk (0 readings, so a run can tell it read the file); blank lines are skipped and carry no
+    record."""
 
     def __init__(self, mapping: InputMapping, run_id: str, chunk_rows: int = DEFAULT_CHUNK_ROWS):
         self.mapping = mapping
@@ -81,7 +209,8 @@ class FileReader:
     def read(self, path: str):
         try:
             header, sep = read_header(path)
-            if header is None:
+            if header is None:  # an empty file: no record, but a count of 0, so the run knows it was read
+                yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
                 return
             layout = FileLayout.resolve(header, self.mapping, path)
         except SchemaDriftError as exc:
@@ -94,28 +223,23 @@ class FileReader:
 
     def _csv_chunks(self, path: str, layout: FileLayout, sep: str):
         with open_text(path) as f:
-            lines, numbers, seen_header = [], [], False
-            for number, line in enumerate(f, start=1):
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                if not seen_header:
-                    seen_header = True
-                    continue
+            lines, numbers, chunks = [], [], 0
+            for number, line in _data_lines(f):
+                if not line.replace(sep, "").strip():
+                    continue  # only separators (a spreadsheet's empty row): no reading
                 lines.append(line)
                 numbers.append(number)
                 if len(lines) >= self.chunk_rows:
                     yield self._parse_csv_lines(path, layout, sep, lines, numbers)
-                    lines, numbers = [], []
-            if lines:
+                    lines, numbers, chunks = [], [], chunks + 1
+            if lines or not chunks:  # a header-only file still reports its count of 0
                 yield self._parse_csv_lines(path, layout, sep, lines, numbers)
 
     def _parse_csv_lines(self, path, layout: FileLayout, sep: str, lines: list[str], numbers: list[int]):
         rows, ok = split_lines(lines, sep, len(layout.header))
         per_row = layout.readings_per_row
         quarantine = [Quarantined(lines[i], path, numbers[i], "", per_row, "parse", "malformed_row",
-                                  f"the row does not have the header's {len(layout.header)} fields "
-                                  f"(or it holds a NUL byte)", self.run_id)
+                                  _malformed_reason(lines[i], sep, len(layout.header)), self.run_id)
                       for i in np.flatnonzero(~ok)]
         keep = np.flatnonzero(ok)
         good_lines = [lines[i] for i in keep]
@@ -137,6 +261,8 @@ class FileReader:
                 batch, bad = parse_rows(columns, numbers, lambda i, fr=frame: raw_json(fr.iloc[i].to_dict()), path,
                                         layout, self.mapping, self.run_id)
                 yield batch, bad, len(frame) * layout.readings_per_row
+        if first == 1:  # no rows: report a count of 0
+            yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
 
     def _quarantine_file(self, path: str, reason: str):
         quarantine = []
@@ -148,19 +274,24 @@ class FileReader:
                           for i, row in enumerate(rows, start=1)]
         else:
             with open_text(path) as f:
-                numbered = [(n, line.rstrip("\r\n")) for n, line in enumerate(f, start=1)]
-            data = [(n, line) for n, line in numbered if line.strip()][1:]
-            quarantine = [Quarantined(line, path, n, "", 1, "parse", "schema_drift", reason, self.run_id)
-                          for n, line in data]
+                quarantine = [Quarantined(line, path, n, "", 1, "parse", "schema_drift", reason, self.run_id)
+                              for n, line in _data_lines(f)]
         return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, len(quarantine)
 
 
 class _ReadFileChunks(beam.DoFn):
     def __init__(self, reader: FileReader):
         self.reader = reader
+        self.timer = StageTimer("read_parse")
 
     def process(self, path: str) -> Iterator:
-        for batch, quarantine, records in self.reader.read(path):
+        chunks = iter(self.reader.read(path))
+        while True:
+            with self.timer:  # reading and parsing only, not the work downstream of each yield
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            batch, quarantine, records = chunk
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_in", records))
             if len(batch):
                 yield batch

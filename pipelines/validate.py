@@ -2,7 +2,8 @@
 
 Each failing reading (not the whole batch) leaves on the ``quarantine`` output with a reason code; the raw
 line is filled in at the quarantine sink (``seqwatch.pipelines.sinks``), which re-reads it from the source
-file, so batches need not carry every raw line.
+file, so batches need not carry every raw line. Checks that need event-time order per entity (duplicates,
+monotone meters, stuck channels) run where each entity's readings meet, in ``WindowReadings``.
 """
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ import apache_beam as beam
 import numpy as np
 
 from seqwatch.pipelines.sources import QUARANTINE
+from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 
 def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str) -> Iterator[Quarantined]:
-    """Quarantined records for the rows of a reading frame selected by ``mask`` (raw text filled in later)."""
+    """Quarantined records for the rows of a reading frame selected by ``mask`` (raw text filled in later).
+
+    ``reasons`` is one string for all rows or one per selected row. Each record's ``column`` is the reading's
+    channel, so that the one bad reading of a wide row (which stands for several) can be told apart."""
     rows = frame[mask]
     reasons = reasons if isinstance(reasons, (list, np.ndarray)) else [reasons] * len(rows)
-    for source, line, reason in zip(rows["source"], rows["line"], reasons):
-        yield Quarantined("", str(source), int(line), "", 1, stage, code, reason, run_id)
+    for source, line, channel, reason in zip(rows["source"], rows["line"], rows["channel"], reasons):
+        yield Quarantined("", str(source), int(line), str(channel), 1, stage, code, reason, run_id)
 
 
 class _ValidateBatch(beam.DoFn):
@@ -31,33 +36,46 @@ class _ValidateBatch(beam.DoFn):
         self.earliest_us = earliest_us
         self.latest_us = latest_us
         self._validator = None
+        self.timer = StageTimer("validate")
 
     def setup(self):
         from seqwatch.schemas.validation import SuiteValidator
         self._validator = SuiteValidator(self.suite)
 
     def process(self, batch: ReadingBatch):
+        with self.timer:
+            return list(self._validate(batch))
+
+    def _validate(self, batch: ReadingBatch):
         frame = batch.frame
-        unknown = ~frame["channel"].isin(self.channels).to_numpy()
-        future = frame["timestamp"].to_numpy() > self.latest_us
-        early = frame["timestamp"].to_numpy() < self.earliest_us
-        for mask, code, reason in (
-                (unknown, "unknown_channel", f"the model has no such channel (it has {list(self.channels)})"),
-                (future & ~unknown, "future_timestamp", "the timestamp lies too far in the future"),
-                (early & ~unknown & ~future, "before_horizon", "the timestamp lies before the configured horizon")):
+        checks = cheap_checks(frame, self.channels, self.earliest_us, self.latest_us)
+        for mask, code, reason in checks:
             for q in quarantine_rows(frame, mask, "validate", code, reason, self.run_id):
                 yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-        cheap_ok = ~(unknown | future | early)
-        frame = frame[cheap_ok]
-        failed = self._validator.failures(frame[["entity_id", "channel", "timestamp", "value"]])
+        frame = frame[~np.logical_or.reduce([mask for mask, _, _ in checks])]
+        failed = self._validator.failures(frame)
         bad = failed >= 0
         if bad.any():
-            reasons = [f"failed {self._validator.descriptions[i]}" for i in failed[bad]]
+            rows = frame[bad]
+            reasons = [f"channel {channel!r} value {value!r} failed {self._validator.descriptions[i]}"
+                       for channel, value, i in zip(rows["channel"], rows["value"], failed[bad])]
             for q in quarantine_rows(frame, bad, "validate", "expectation_failed", reasons, self.run_id):
                 yield beam.pvalue.TaggedOutput(QUARANTINE, q)
             frame = frame[~bad]
         if len(frame):
             yield ReadingBatch(frame.reset_index(drop=True))
+
+
+def cheap_checks(frame, channels: tuple, earliest_us: int, latest_us: int) -> list:
+    """``[(mask, reason_code, reason)]`` of the structural checks, each mask excluding the rows of the ones
+    before it: the model knows the channel; the timestamp lies in ``[earliest_us, latest_us]``."""
+    unknown = ~frame["channel"].isin(channels).to_numpy()
+    stamps = frame["timestamp"].to_numpy()
+    future = (stamps > latest_us) & ~unknown
+    early = (stamps < earliest_us) & ~unknown & ~future
+    return [(unknown, "unknown_channel", f"the model has no such channel (it has {list(channels)})"),
+            (future, "future_timestamp", "the timestamp lies too far in the future"),
+            (early, "before_horizon", "the timestamp lies before the configured horizon")]
 
 
 class ValidateReadings(beam.PTransform):

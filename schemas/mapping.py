@@ -11,10 +11,13 @@ A mapping is a small JSON file (or the equivalent CLI flags)::
 ``format``: ``long`` (one reading per row) or ``wide`` (a timestamp column and one column per channel).
 ``entity``: for wide files, ``{"column": NAME}``, ``{"value": ID}`` or ``{"from_filename": true}`` (the file's
 stem). ``channels``: for wide files, which columns are channels and their names (default: every column but
-the timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us`` for epoch numbers
-(default: guessed from the magnitude). ``timezone``: zone of timestamps that carry no offset (default UTC).
-``sep``: field delimiter (default: sniffed from the header). ``extra_columns``: ``"error"`` (default for
-long files) or ``"ignore"``.
+the timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us``/``ns`` for epoch
+numbers (default: guessed per value from its magnitude). ``timestamp_format``: a ``strftime`` format for
+timestamps that are neither ISO 8601 nor epoch numbers (without it, day/month-ambiguous dates such as
+``05/01/2026`` are refused, not guessed). ``timezone``: zone of timestamps that carry no offset (default UTC; an
+ambiguous or nonexistent local time around a daylight-saving change is refused). ``sep``: field delimiter
+(default: sniffed from the header, or an Excel ``sep=;`` first line). ``decimal``: ``"."`` (default) or
+``","`` for files that write ``12,5``. ``extra_columns``: ``"error"`` (default) or ``"ignore"``.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LONG_COLUMNS = ("entity_id", "channel", "timestamp", "value")
+TIMESTAMP_UNITS = (None, "s", "ms", "us", "ns")
 
 
 class MappingError(ValueError):
@@ -41,6 +45,8 @@ class InputMapping:
     timestamp_unit: str | None = None
     timezone: str = "UTC"
     extra_columns: str = "error"
+    decimal: str = "."
+    timestamp_format: str | None = None
 
     def __post_init__(self):
         if self.format not in ("long", "wide"):
@@ -54,8 +60,22 @@ class InputMapping:
             if not keys or not keys <= {"column", "value", "from_filename"} or len(keys) != 1:
                 raise MappingError(f"mapping entity must be one of {{'column': NAME}}, {{'value': ID}} or "
                                    f"{{'from_filename': true}}, got {self.entity!r}")
-        if self.timestamp_unit not in (None, "s", "ms", "us"):
-            raise MappingError(f"timestamp_unit must be 's', 'ms' or 'us', got {self.timestamp_unit!r}")
+        if self.timestamp_unit not in TIMESTAMP_UNITS:
+            raise MappingError(f"timestamp_unit must be one of {[u for u in TIMESTAMP_UNITS if u]} or null, got "
+                               f"{self.timestamp_unit!r}")
+        if self.decimal not in (".", ","):
+            raise MappingError(f"decimal must be '.' or ',', got {self.decimal!r}")
+        if self.decimal == "," and self.sep == ",":
+            raise MappingError("decimal ',' needs another field separator than ',' (set sep, e.g. ';')")
+        if self.timestamp_format is not None and "%" not in str(self.timestamp_format):
+            raise MappingError(f"timestamp_format must be a strftime format such as '%d/%m/%Y %H:%M:%S', got "
+                               f"{self.timestamp_format!r}")
+        try:
+            import zoneinfo
+            zoneinfo.ZoneInfo(self.timezone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise MappingError(f"timezone must be an IANA zone name such as 'Europe/Berlin' or 'UTC', got "
+                               f"{self.timezone!r}") from None
         if self.extra_columns not in ("error", "ignore"):
             raise MappingError(f"extra_columns must be 'error' or 'ignore', got {self.extra_columns!r}")
         if self.sep is not None and len(self.sep) != 1:
@@ -68,7 +88,8 @@ class InputMapping:
         return {"format": self.format, "columns": dict(self.columns), "timestamp": self.timestamp,
                 "entity": dict(self.entity), "channels": dict(self.channels), "ignore": list(self.ignore),
                 "sep": self.sep, "timestamp_unit": self.timestamp_unit, "timezone": self.timezone,
-                "extra_columns": self.extra_columns}
+                "extra_columns": self.extra_columns, "decimal": self.decimal,
+                "timestamp_format": self.timestamp_format}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InputMapping":

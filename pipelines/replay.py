@@ -1,0 +1,299 @@
+"""``seqwatch replay``: feed quarantined records back through the batch pipeline after a fix or a relaxed rule.
+
+A model scores windows, so a quarantined reading can only be scored together with its neighbours. Replay
+therefore re-runs each source file that has replayed records, with those records' lines put back in place
+(line numbers unchanged) from their ``raw`` text: unchanged when a rule was relaxed (``--suite``,
+``--mapping``), or as the user fixed it (edit ``raw`` in the quarantine Parquet, or in a JSON Lines export of
+it). The replay's output is the complete result for those source files and supersedes the original run's
+output for them; its manifest reconciles as any run's does (``records_in == records_scored +
+records_quarantined``) and adds a ``replay`` section: how many of the replayed readings are scored now and
+how many are quarantined again, by reason.
+
+Settings default to the original run's (its ``manifest.json`` next to the quarantine folder): mapping, suite,
+pane size and time horizon; flags override them. Quarantine records from a stream (no source file) and
+records whose source file is gone cannot be replayed with their context; replay stops and names them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+from seqwatch.schemas.mapping import InputMapping
+
+REPLAY_DIR = "_replay_inputs"
+RECORD_COLUMNS = ("raw", "source", "line", "column", "records", "stage", "reason_code", "reason", "run_id")
+
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ReplayError(ValueError):
+    """Replay cannot start; the message is one sentence for a person."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """``quarantine``: a run's output folder, its ``quarantine/`` folder, one quarantine Parquet file, or a JSON
+    Lines file of quarantine records (fields as in ``Quarantined``); ``reason_codes``: replay only these
+    (default: all); ``mapping``/``suite``/``pane_steps``: default to the original run's settings."""
+
+    quarantine: str
+    output: str
+    model_dir: str
+    mapping: InputMapping | None = None
+    suite: str | None = None
+    reason_codes: tuple = ()
+    run_id: str = ""
+    pane_steps: int | None = None
+    extra: dict = field(default_factory=dict)  # other RunConfig fields to override, e.g. {"chunk_rows": 1000}
+
+
+def find_quarantine(path: str) -> tuple[list[Path], Path | None]:
+    """The quarantine files under ``path`` and the original run's manifest (None when not found)."""
+    root = Path(path)
+    if root.is_file():
+        manifest = root.parent.parent / "manifest.json"
+        return [root], manifest if manifest.is_file() else None
+    if not root.is_dir():
+        raise ReplayError(f"quarantine {path} is neither a folder nor a file")
+    folder = root / "quarantine" if (root / "quarantine").is_dir() else root
+    files = sorted(folder.rglob("*.parquet")) + sorted(folder.rglob("*.jsonl"))
+    for manifest in (folder.parent / "manifest.json", folder / "manifest.json"):
+        if manifest.is_file():
+            return files, manifest
+    return files, None
+
+
+def load_records(files: list[Path]) -> pd.DataFrame:
+    """Quarantine records from Parquet and JSON Lines files, one row each, in the ``Quarantined`` fields."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frames = []
+    for path in files:
+        try:
+            if path.suffix == ".jsonl":
+                frame = pd.read_json(path, lines=True, dtype=False)
+            else:
+                frame = pq.read_table(path).to_pandas()
+        except ValueError as exc:
+            raise ReplayError(f"quarantine file {path} cannot be read: {exc}") from None
+        missing = [c for c in ("raw", "source", "line", "column", "records", "reason_code") if c not in frame]
+        if missing:
+            raise ReplayError(f"quarantine file {path} lacks the fields {missing} of a quarantine record")
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=list(RECORD_COLUMNS))
+    records = pd.concat(frames, ignore_index=True)
+    records["column"] = records["column"].fillna("").astype(str)
+    records["line"] = records["line"].astype("int64")
+    records["raw"] = records["raw"].fillna("").astype(str)
+    return records
+
+
+def _original_settings(manifest: Path | None) -> dict:
+    if manifest is None:
+        return {}
+    try:
+        return json.loads(manifest.read_text()).get("settings", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _patched_lines(source: str, records: pd.DataFrame) -> list[str]:
+    """The source file's lines (endings kept) with each replayed record's line replaced by its ``raw`` text."""
+    from seqwatch.pipelines.sources import open_text
+
+    with open_text(source) as f:
+        lines = list(f)
+    for number, part in records.groupby("line"):
+        if not 1 <= number <= len(lines):
+            raise ReplayError(f"cannot replay line {number} of {source}: the file has {len(lines)} lines")
+        current = lines[number - 1]
+        ending = current[len(current.rstrip("\r\n")):] or "\n"
+        texts = set(part["raw"]) - {""}
+        if len(texts) > 1:
+            changed = texts - {current.rstrip("\r\n")}
+            if len(changed) != 1:
+                raise ReplayError(f"records for line {number} of {source} carry {len(changed)} different fixed "
+                                  f"texts; keep one")
+            texts = changed
+        if not texts:
+            continue
+        text = texts.pop()
+        if "\n" in text or "\r" in text:
+            raise ReplayError(f"the raw text for line {number} of {source} holds a line break")
+        lines[number - 1] = text + ending
+    return lines
+
+
+def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:
+    """A copy of a Parquet source with the replayed rows replaced by their ``raw`` JSON; every column becomes
+    text, which the parser reads as it reads a CSV."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(source).to_pylist()
+    for record in records.itertuples():
+        if not 1 <= record.line <= len(rows):
+            raise ReplayError(f"cannot replay row {record.line} of {source}: the file has {len(rows)} rows")
+        if record.raw:
+            try:
+                rows[record.line - 1] = json.loads(record.raw)
+            except json.JSONDecodeError as exc:
+                raise ReplayError(f"the raw text for row {record.line} of {source} is not a JSON object: "
+                                  f"{exc.msg}") from None
+    names = list(pq.read_schema(source).names)
+    columns = {k: pa.array([None if row.get(k) is None else str(row[k]) for row in rows], type=pa.string())
+               for k in names}
+    pq.write_table(pa.table(columns), target)
+
+
+def prepare_inputs(records: pd.DataFrame, work: Path) -> dict[str, str]:
+    """Write a patched copy of every source of ``records`` under ``work``; returns copy path -> source path.
+
+    Each copy keeps its file name (a wide file's entity is its name) in its own numbered folder."""
+    from seqwatch.pipelines.sources import is_parquet
+
+    copies = {}
+    for i, (source, part) in enumerate(sorted(records.groupby("source"), key=lambda kv: kv[0])):
+        if not source or not Path(source).is_file():
+            where = f"source file {source} is gone" if source else "they came from a stream, not a file"
+            raise ReplayError(f"cannot replay {int(part['records'].sum())} quarantined readings of "
+                              f"{source or '(no source)'}: {where}, and a reading is scored only with its "
+                              f"neighbours from that file")
+        target = work / f"{i:04d}" / PurePath(source).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if is_parquet(source):
+            _patched_parquet(source, part, target)
+        else:
+            with open(target, "w", encoding="utf-8", newline="") as f:
+                f.writelines(_patched_lines(source, part))
+        copies[str(target)] = source
+    return copies
+
+
+def _channel_of(column: str, mapping: InputMapping) -> str:
+    return mapping.channels.get(column, column) if mapping.format == "wide" else column
+
+
+def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMapping) -> dict:
+    """How many replayed readings are quarantined again (matched by source, line and channel) and how many are
+    scored now."""
+    import pandas as pd
+    total = int(replayed["records"].sum())
+    again_by_line = {key: part for key, part in again.groupby(["source", "line"])}
+    requarantined, reasons = 0, {}
+    for record in replayed.itertuples():
+        part = again_by_line.get((record.source, record.line))
+        if part is None:
+            continue
+        mine = _channel_of(record.column, mapping)
+        hit = part[(part["column"] == "") | (record.column == "")
+                   | (part["column"].map(lambda c: _channel_of(c, mapping)) == mine)]
+        n = min(int(hit["records"].sum()), int(record.records))
+        requarantined += n
+        if n:
+            code = f"{hit['stage'].iloc[0]}.{hit['reason_code'].iloc[0]}"
+            reasons[code] = reasons.get(code, 0) + n
+    return {"readings": total, "scored_now": total - requarantined, "quarantined_again": requarantined,
+            "quarantined_again_by_reason": dict(sorted(reasons.items()))}
+
+
+def _rewrite_sources(output: Path, copies: dict[str, str]) -> pd.DataFrame:
+    """Point the replay's quarantine records at the original source files (not the temporary copies)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frames = []
+    for path in sorted((output / "quarantine").rglob("*.parquet")):
+        table = pq.read_table(path)
+        sources = [copies.get(s, s) for s in table.column("source").to_pylist()]
+        table = table.set_column(table.schema.get_field_index("source"), table.schema.field("source"),
+                                 pa.array(sources, type=pa.string()))
+        pq.write_table(table, path, compression="zstd")
+        frames.append(table.to_pandas())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
+
+
+def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us: int | None = None) -> dict:
+    """Replay, and return the replay run's manifest (also written to ``<output>/manifest.json``).
+
+    Raises ``ReplayError`` (nothing to replay, a source is gone, conflicting fixes) or the batch run's
+    ``RunError``; either way with one sentence."""
+    import pandas as pd
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.config import RunConfig
+
+    files, manifest_path = find_quarantine(config.quarantine)
+    records = load_records(files)
+    if config.reason_codes:
+        records = records[records["reason_code"].isin(config.reason_codes)]
+    if records.empty:
+        which = f" with reason codes {list(config.reason_codes)}" if config.reason_codes else ""
+        raise ReplayError(f"nothing to replay: {config.quarantine} holds no quarantined records{which}")
+    original = _original_settings(manifest_path)
+    mapping = config.mapping
+    if mapping is None:
+        mapping = InputMapping.from_dict(original["mapping"]) if original.get("mapping") else InputMapping()
+    settings = {k: original[k] for k in ("pane_steps", "earliest_us", "future_tolerance_us", "chunk_rows")
+                if k in original}
+    if config.pane_steps is not None:
+        settings["pane_steps"] = config.pane_steps
+    settings.update(config.extra)
+    suite = config.suite or original.get("suite") or "sensor"
+
+    output = Path(config.output)
+    work = output / REPLAY_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        copies = prepare_inputs(records, work)
+        run_id = config.run_id or "replay-" + hashlib.sha256(
+            json.dumps([sorted(records[["source", "line", "column", "raw"]].astype(str).values.tolist()),
+                        mapping.to_dict(), suite, settings], sort_keys=True).encode()).hexdigest()[:12]
+        run = RunConfig(inputs=tuple(sorted(copies)), output=str(output), model_dir=config.model_dir,
+                        mapping=mapping, suite=suite, run_id=run_id, **settings)
+        manifest = run_batch(run, beam_args, now_us=now_us)
+        again = _rewrite_sources(output, copies)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    manifest["inputs"] = [copies.get(p, p) for p in manifest["inputs"]]
+    manifest["settings"]["inputs"] = [copies.get(p, p) for p in manifest["settings"].get("inputs", [])]
+    by_reason = records.groupby(["stage", "reason_code"])["records"].sum()
+    manifest["replay"] = {
+        "quarantine": str(config.quarantine),
+        "reason_codes": list(config.reason_codes),
+        "sources": sorted(set(copies.values())),
+        "replayed_by_reason": {f"{s}.{c}": int(n) for (s, c), n in by_reason.items()},
+        **replay_outcome(records, again, mapping),
+    }
+    (output / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
+    return manifest
+
+
+def add_arguments(parser) -> None:
+    """The ``seqwatch replay`` flags (the CLI's parser calls this)."""
+    parser.add_argument("--quarantine", required=True, metavar="PATH",
+                        help="a run's output folder, its quarantine/ folder, a quarantine Parquet file, or a JSON "
+                             "Lines file of (fixed) quarantine records")
+    parser.add_argument("--output", required=True, help="output folder of the replay run")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--suite", help="great-expectations suite (default: the original run's)")
+    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (default: the original run's)")
+    parser.add_argument("--reason-code", action="append", metavar="CODE",
+                        help="replay only records with this reason code (repeatable; default: all)")
+    parser.add_argument("--run-id", help="default: derived from the replayed records and settings")
+    parser.add_argument("--pane-steps", type=int, help="default: the original run's")
+
+
+def config_from_args(args) -> ReplayConfig:
+    mapping = InputMapping.from_file(args.mapping) if args.mapping else None
+    return ReplayConfig(quarantine=args.quarantine, output=args.output, model_dir=args.model_dir, mapping=mapping,
+                        suite=args.suite, reason_codes=tuple(args.reason_code or ()), run_id=args.run_id or "",
+                        pane_steps=args.pane_steps)

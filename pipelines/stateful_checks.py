@@ -1,0 +1,94 @@
+"""Checks that need each entity's readings in event-time order: monotone meters and stuck channels.
+
+They run on one entity's pane (see ``seqwatch.pipelines.windows``): the pane's own readings plus the context
+readings its neighbours lend it, after duplicates are removed. Event time, not arrival order, decides what is
+"previous", so a batch run and a streaming run of the same readings give the same answer.
+
+- **Monotone meter** (a channel matched by the suite's ``monotonic_channels``, e.g. a cumulative energy
+  counter): an own reading lower than the channel's previous reading (by more than ``monotonic_tolerance``)
+  is quarantined as ``monotonic_decrease``. Only the reading where the meter went back is quarantined: after
+  a meter reset the readings that follow count up again from the new value and are kept.
+- **Stuck channel**: an own reading inside a run of at least ``stuck_min_readings`` consecutive readings of
+  one channel with exactly the same value is *flagged*, not dropped: it is still scored (a stuck sensor is
+  what an anomaly detector should see), and the run manifest counts it as ``flagged.stuck_channel``.
+
+What a pane can see: the previous reading of a channel is found when it lies within the pane's context
+(``L + max_gap + 1`` steps before the pane); a stuck run is measured over the pane and its context, so runs
+are measured exactly when ``stuck_min_readings <= L + max_gap + 1`` and may be missed near pane edges
+above that.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from seqwatch.schemas.elements import Quarantined
+from seqwatch.schemas.validation import StatefulRules
+
+STUCK_COUNT = "flagged.stuck_channel"
+
+
+class PaneChecks(NamedTuple):
+    """Masks over the rows of a pane's frame (same order): ``decrease`` marks own readings to quarantine as
+    ``monotonic_decrease`` (``reasons``: one sentence per marked row, in frame order); ``stuck`` marks own
+    readings inside a stuck run (flagged, kept)."""
+
+    decrease: np.ndarray
+    reasons: list
+    stuck: np.ndarray
+
+
+def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
+    """Run the stateful ``rules`` on one entity's readings.
+
+    ``frame`` has columns ``channel``, ``timestamp`` (int µs), ``value`` and optionally ``own`` (bool: the
+    reading belongs to this pane rather than to its context; all readings are own when absent), at most one
+    reading per channel and timestamp (duplicates removed), in any row order."""
+    n = len(frame)
+    decrease, stuck = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    if n == 0 or not (rules.monotonic_channels or rules.stuck_min_readings):
+        return PaneChecks(decrease, [], stuck)
+    codes, names = pd.factorize(frame["channel"], sort=False)
+    monotonic = np.array([rules.is_monotonic(str(c)) for c in names], dtype=bool)
+    checks_stuck = np.array([rules.checks_stuck(str(c)) for c in names], dtype=bool)
+    stamps = frame["timestamp"].to_numpy(dtype=np.int64)
+    values = frame["value"].to_numpy(dtype=np.float64)
+    own = frame["own"].to_numpy(dtype=bool) if "own" in frame.columns else np.ones(n, dtype=bool)
+
+    order = np.lexsort((stamps, codes))  # by channel, then event time
+    channel, value = codes[order], values[order]
+    same_channel = np.r_[False, channel[1:] == channel[:-1]]
+    previous = np.r_[np.nan, value[:-1]]
+
+    went_back = same_channel & monotonic[channel] & (value < previous - rules.monotonic_tolerance)
+    decrease[order] = went_back & own[order]
+
+    if rules.stuck_min_readings:
+        run = np.cumsum(~same_channel | (value != previous))
+        run_length = np.bincount(run)[run]
+        flagged = checks_stuck[channel] & (run_length >= rules.stuck_min_readings)
+        stuck[order] = flagged & own[order]
+
+    previous_in_frame = np.empty(n)
+    previous_in_frame[order] = previous
+    channels = frame["channel"].to_numpy()
+    reasons = [f"meter {channels[i]!r} went back from {float(previous_in_frame[i])!r} to {float(values[i])!r}"
+               for i in np.flatnonzero(decrease)]
+    return PaneChecks(decrease, reasons, stuck)
+
+
+def apply_stateful_checks(frame: pd.DataFrame, rules: StatefulRules, run_id: str,
+                          stage: str = "window") -> tuple[pd.DataFrame, list[Quarantined], dict]:
+    """``check_pane`` as a pane's DoFn needs it: returns ``(kept frame, quarantined records, counts)``.
+
+    ``frame`` also has ``source`` and ``line`` (for the quarantine records). ``counts`` is
+    ``{"flagged.stuck_channel": n}`` when own readings were flagged, else empty."""
+    from seqwatch.pipelines.validate import quarantine_rows
+
+    checks = check_pane(frame, rules)
+    records = list(quarantine_rows(frame, checks.decrease, stage, "monotonic_decrease", checks.reasons, run_id))
+    counts = {STUCK_COUNT: int(checks.stuck.sum())} if checks.stuck.any() else {}
+    kept = frame[~checks.decrease] if checks.decrease.any() else frame
+    return kept, records, counts

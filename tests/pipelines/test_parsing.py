@@ -1,0 +1,236 @@
+"""Parsing without a pipeline: timestamps, values, layouts, encodings and line handling, worked out by hand."""
+from __future__ import annotations
+
+import codecs
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.pipelines.parsing import (
+    FileLayout,
+    SchemaDriftError,
+    explain_timestamp,
+    explain_value,
+    parse_timestamps,
+    parse_values,
+    sniff_separator,
+    split_lines,
+)
+from seqwatch.pipelines.sources import FileReader, TextLines, detect_encoding, read_header
+from seqwatch.schemas.mapping import InputMapping, MappingError
+
+BAD = np.iinfo(np.int64).min
+T0 = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z in µs
+
+
+def stamps(*values, **kwargs):
+    return parse_timestamps(pd.Series(list(values), dtype=object), **kwargs).tolist()
+
+
+def test_iso_8601_with_and_without_offsets():
+    assert stamps("2026-01-05T00:00:00Z", "2026-01-05T01:00:00+01:00", "2026-01-04T19:00:00-0500",
+                  "2026-01-05 00:00:00", "2026-01-05T00:00:00.000001Z", " 2026-01-05T00:00:00Z ") == \
+        [T0, T0, T0, T0, T0 + 1, T0]
+
+
+def test_epoch_units_are_guessed_per_value_and_integers_stay_exact():
+    assert stamps("1767571200", "1767571200000", "1767571200000000", "1767571200000000000",
+                  "1767571200.5", "1767571200123456789") == \
+        [T0, T0, T0, T0, T0 + 500_000, T0 + 123_457]
+
+
+def test_epoch_unit_from_the_mapping_is_not_guessed():
+    assert stamps("1767571200000", unit="ms") == [T0]
+    assert stamps("1767571200", unit="ms") == [1_767_571_200_000]  # 1970-01-21: before_horizon later
+    assert stamps("99999999999999999999999", unit="s") == [BAD]
+
+
+def test_times_without_a_date_and_day_month_ambiguous_dates_are_refused():
+    assert stamps("12:00:00", "05/01/2026 10:00", "not a date", "", None) == [BAD] * 5
+    assert stamps("Jan 5 2026 00:00:00", "2026/01/05 00:00:00") == [T0, T0]
+
+
+def test_timestamp_format_reads_day_first_dates():
+    assert stamps("05/01/2026 00:00:10", fmt="%d/%m/%Y %H:%M:%S") == [T0 + 10_000_000]
+    assert stamps("2026-01-05T00:00:00Z", fmt="%d/%m/%Y %H:%M:%S") == [BAD]
+
+
+def test_local_times_use_the_mapping_timezone_and_refuse_dst_gaps_and_repeats():
+    berlin = dict(timezone="Europe/Berlin")
+    assert stamps("2026-01-05 01:00:00", **berlin) == [T0]  # CET = UTC+1
+    assert stamps("2026-10-25 01:59:59", **berlin) == [pd.Timestamp("2026-10-24T23:59:59Z").value // 1000]
+    assert stamps("2026-10-25 02:30:00", "2026-03-29 02:30:00", **berlin) == [BAD, BAD]
+    assert stamps("2026-10-25T02:30:00+01:00", **berlin) == [pd.Timestamp("2026-10-25T01:30:00Z").value // 1000]
+    assert "is ambiguous in Europe/Berlin" in explain_timestamp("2026-10-25 02:30:00", timezone="Europe/Berlin")
+    assert "does not exist in Europe/Berlin" in explain_timestamp("2026-03-29 02:30:00", timezone="Europe/Berlin")
+
+
+def test_datetime_columns_naive_and_aware():
+    naive = pd.Series(pd.to_datetime(["2026-01-05 01:00:00"]))
+    aware = pd.Series(pd.to_datetime(["2026-01-05 00:00:00"]).tz_localize("UTC"))
+    assert parse_timestamps(naive, timezone="Europe/Berlin").tolist() == [T0]
+    assert parse_timestamps(aware, timezone="Europe/Berlin").tolist() == [T0]
+
+
+@pytest.mark.parametrize("value, phrase", [
+    ("", "the timestamp is empty"),
+    ("12:00", "has no date with a four-digit year"),
+    ("05/01/2026", "ambiguous (day/month order)"),
+    ("2026-13-45", "could not be parsed (expected ISO 8601"),
+    ("1" * 30, "out of range"),
+])
+def test_explain_timestamp(value, phrase):
+    assert phrase in explain_timestamp(value)
+
+
+def test_values():
+    got = parse_values(pd.Series([" 1.5 ", "-2e3", "+7", "\u22120.5", "NaN", "inf", "1e400", "", None, "12.5 kW",
+                                  "1,5", "0x1A", "true"], dtype=object))
+    assert got[:4].tolist() == [1.5, -2000.0, 7.0, -0.5]
+    assert np.isnan(got[4:]).all()
+
+
+def test_decimal_comma_reads_only_unambiguous_decimals():
+    got = parse_values(pd.Series(["1,5", "-0,25", "3", "1.234,5", "1,234.5"], dtype=object), decimal=",")
+    assert got[:3].tolist() == [1.5, -0.25, 3.0]
+    assert np.isnan(got[3:]).all()
+
+
+def test_numeric_columns_from_parquet_are_copied_not_written_in_place():
+    column = pa.table({"v": [1.0, float("inf")]}).to_pandas()["v"]
+    assert np.isnan(parse_values(column)[1])
+
+
+@pytest.mark.parametrize("value, phrase", [
+    ("", "the value is empty"),
+    ("NaN", "is missing"),
+    ("-inf", "is not finite"),
+    ("1e400", "is not finite"),
+    ("12,5", "uses a decimal comma; set the mapping's decimal to ','"),
+    ("1,234.5", "has a thousands separator"),
+    ("12.5 kW", "carries a unit ('kW')"),
+    ("3.1bar", "carries a unit ('bar')"),
+    ("0x1A", "is hexadecimal"),
+    ("abc", "is not a number"),
+])
+def test_explain_value(value, phrase):
+    assert phrase in explain_value(value)
+
+
+def test_layout_errors_name_the_file_and_the_columns():
+    wide = InputMapping(format="wide")
+    with pytest.raises(SchemaDriftError, match=r"^a.csv has duplicate columns \['flow'\]"):
+        FileLayout.resolve(["timestamp", "flow", "flow"], wide, "/data/a.csv")
+    with pytest.raises(SchemaDriftError, match=r"lacks the timestamp column 'timestamp' .*renamed to 'Timestamp'"):
+        FileLayout.resolve(["Timestamp", "flow"], wide, "/data/a.csv")
+    with pytest.raises(SchemaDriftError, match=r"lacks required columns \['entity_id'\] .*renamed to 'entity'\?\)$"):
+        FileLayout.resolve(["entity", "channel", "timestamp", "value"], InputMapping(), "/data/a.csv")
+    ignore = InputMapping(extra_columns="ignore")
+    layout = FileLayout.resolve(["entity_id", "channel", "timestamp", "value", "quality"], ignore, "a.csv")
+    assert layout.long_columns["value"] == "value"
+
+
+def test_mapping_checks_new_options():
+    assert InputMapping.from_dict(InputMapping(decimal=",", sep=";", timestamp_unit="ns").to_dict()).decimal == ","
+    for bad, phrase in [(dict(decimal=",", sep=","), "needs another field separator"), (dict(timezone="CEST+2"), "IANA"),
+                        (dict(timestamp_format="dd/mm/yyyy"), "strftime"), (dict(timestamp_unit="h"), "ns")]:
+        with pytest.raises(MappingError, match=phrase):
+            InputMapping(**bad)
+
+
+def test_split_lines_marks_wrong_field_counts_nul_and_broken_quotes():
+    rows, ok = split_lines(['a,b,c', 'a,"b,c",d', 'a,b', 'a,\x00,c', 'a,"b,c', '"a","b","c"'], ",", 3)
+    assert ok.tolist() == [True, True, False, False, False, True]
+    assert rows[1] == ["a", "b,c", "d"] and rows[5] == ["a", "b", "c"]
+    assert sniff_separator("a;b;c") == ";" and sniff_separator("a\tb") == "\t" and sniff_separator("a") == ","
+
+
+@pytest.mark.parametrize("data, encoding", [
+    (codecs.BOM_UTF8 + b"a,b\n", "utf-8-sig"),
+    ("a,b\n".encode("utf-16"), "utf-16"),
+    ("a,b\n".encode("utf-32"), "utf-32"),
+    ("timestamp,flow\n".encode("utf-16-le"), "utf-16-le"),
+    ("timestamp,flow\n".encode("utf-16-be"), "utf-16-be"),
+    ("K\u00fchl,1\n".encode("cp1252"), "auto"),
+    (b"plain,ascii\n", "auto"),
+])
+def test_detect_encoding(data, encoding):
+    assert detect_encoding(data) == encoding
+
+
+def test_lines_are_decoded_one_by_one_and_numbered_like_python(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("a\u00fc\r\n".encode() + "b\u00fc\r".encode("cp1252") + b"x\n\nc\x81\rlast")
+    with TextLines(str(path)) as f:
+        assert list(f) == ["a\u00fc\r\n", "b\u00fc\r", "x\n", "\n", "c\u0081\r", "last"]
+
+
+def test_header_with_excel_sep_hint_and_binary_files(tmp_path):
+    hint = tmp_path / "hint.csv"
+    hint.write_text("sep=;\n\ntimestamp;flow\n2026-01-05T00:00:00Z;1\n")
+    assert read_header(str(hint)) == (["timestamp", "flow"], ";")
+    binary = tmp_path / "zip.csv"
+    binary.write_bytes(b"PK\x03\x04\x00\x00\x00binary\n")
+    with pytest.raises(SchemaDriftError, match="zip.csv does not look like a CSV text file"):
+        read_header(str(binary))
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(codecs.BOM_UTF8 + b"\n \n")
+    assert read_header(str(empty)) == (None, ",")
+
+
+def _read(path, mapping, chunk_rows=100_000):
+    batches, quarantine, records = [], [], 0
+    for batch, q, n in FileReader(mapping, "test", chunk_rows).read(str(path)):
+        batches.append(batch.frame)
+        quarantine += q
+        records += n
+    frame = pd.concat(batches, ignore_index=True) if batches else pd.DataFrame()
+    return frame, quarantine, records
+
+
+def test_reader_counts_readings_and_skips_rows_of_only_separators(tmp_path):
+    path = tmp_path / "pump.csv"
+    path.write_text("sep=;\ntimestamp;flow;pressure\n2026-01-05T00:00:00Z;1;2\n;;\n \n"
+                    "2026-01-05T00:00:10Z;x;3\nbroken\n")
+    frame, quarantine, records = _read(path, InputMapping(format="wide"))
+    assert records == 6  # 3 data rows x 2 channels; the separators-only row and blank line carry none
+    assert frame[["channel", "value", "line"]].values.tolist() == [["flow", 1.0, 3], ["pressure", 2.0, 3],
+                                                                   ["pressure", 3.0, 6]]
+    assert [(q.line, q.column, q.records, q.reason_code, q.raw) for q in quarantine] == [
+        (7, "", 2, "malformed_row", "broken"), (6, "flow", 1, "parse_value", "2026-01-05T00:00:10Z;x;3")]
+
+
+def test_reader_chunks_give_the_same_result_as_one_chunk(tmp_path):
+    path = tmp_path / "long.csv"
+    lines = ["entity_id,channel,timestamp,value"] + [f"e{i % 3},flow,{1767571200 + 10 * i},{i}" for i in range(50)]
+    lines[20] = "e1,flow,bad,1"
+    path.write_text("\n".join(lines) + "\n")
+    one, q_one, n_one = _read(path, InputMapping())
+    many, q_many, n_many = _read(path, InputMapping(), chunk_rows=7)
+    assert n_one == n_many == 50 and len(one) == 49
+    as_text = {"entity_id": str, "channel": str, "source": str}
+    pd.testing.assert_frame_equal(one.astype(as_text), many.astype(as_text))
+    assert [q.line for q in q_one] == [q.line for q in q_many] == [21]
+
+
+def test_reader_quarantines_a_whole_file_with_schema_drift(tmp_path):
+    path = tmp_path / "drift.csv"
+    path.write_text("time,entity_id,channel,value\n\nx,e,flow,1\ny,e,flow,2\n")
+    frame, quarantine, records = _read(path, InputMapping())
+    assert frame.empty and records == 2
+    assert [(q.line, q.reason_code) for q in quarantine] == [(3, "schema_drift"), (4, "schema_drift")]
+    assert "renamed to 'time'" in quarantine[0].reason
+
+
+def test_reader_parquet_with_float_and_string_columns(tmp_path):
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"timestamp": ["2026-01-05T00:00:00Z", "later"], "flow": [1.5, float("nan")],
+                             "note": ["a", None]}), path)
+    mapping = InputMapping(format="wide", ignore=("note",))
+    frame, quarantine, records = _read(path, mapping)
+    assert records == 2 and frame["value"].tolist() == [1.5]
+    assert [(q.line, q.reason_code, q.records) for q in quarantine] == [(2, "parse_timestamp", 1)]
+    assert '"timestamp": "later"' in quarantine[0].raw

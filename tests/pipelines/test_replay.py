@@ -1,0 +1,193 @@
+"""``seqwatch replay``: quarantined records go back through the pipeline after a relaxed rule or a fix."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.batch import run_batch
+from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.replay import ReplayConfig, ReplayError, prepare_inputs, run_replay
+from seqwatch.schemas.mapping import InputMapping
+from seqwatch.schemas.validation import load_suite_dict
+
+WIDE = InputMapping(format="wide")
+NOW_US = 1_796_083_200_000_000  # 2026-12-01
+
+
+def _quarantine(out):
+    return ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
+
+
+@pytest.fixture(scope="module")
+def original(small_model_dir, tmp_path_factory):
+    """A strict user suite (temperature at most 63 °C) quarantines two readings; a unit in a cell one more."""
+    root = tmp_path_factory.mktemp("replay")
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, seed=3)
+    wide = readings.pivot(index="timestamp", columns="channel", values="value").iloc[:24].reset_index()
+    wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    wide["temperature"] = wide["temperature"].clip(upper=62.9)
+    wide.loc[5, "temperature"], wide.loc[10, "temperature"] = 63.5, 64.25
+    wide = wide.astype({"flow": object})
+    wide.loc[14, "flow"] = "101.5 l/min"
+    source = root / "inputs" / "pump-07.csv"
+    source.parent.mkdir()
+    wide.to_csv(source, index=False, float_format="%.3f")
+    strict = load_suite_dict("sensor", check=False)
+    strict["name"] = "strict"
+    for expectation in strict["expectations"]:
+        if "temp" in str(expectation["kwargs"].get("row_condition", "")):
+            expectation["kwargs"]["max_value"] = 63
+    suite = root / "strict.json"
+    suite.write_text(json.dumps(strict))
+    out = root / "run"
+    manifest = run_batch(RunConfig(inputs=(str(source),), output=str(out), model_dir=str(small_model_dir),
+                                   mapping=WIDE, suite=str(suite)), ["--runner=DirectRunner"], now_us=NOW_US)
+    return root, source, out, manifest
+
+
+def test_the_original_run_quarantined_three_readings(original):
+    _, source, out, manifest = original
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (96, 93, 3)
+    quarantine = _quarantine(out).sort_values("line")
+    assert quarantine[["line", "column", "reason_code"]].values.tolist() == [
+        [7, "temperature", "expectation_failed"], [12, "temperature", "expectation_failed"],
+        [16, "flow", "parse_value"]]
+
+
+def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(original, small_model_dir):
+    root, source, out, _ = original
+    replay_out = root / "relaxed"
+    manifest = run_replay(ReplayConfig(quarantine=str(out), output=str(replay_out), model_dir=str(small_model_dir),
+                                       suite="sensor"), ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["records_in"] == 96 == manifest["records_scored"] + manifest["records_quarantined"]
+    assert manifest["records_quarantined"] == 1
+    assert manifest["replay"] == {
+        "quarantine": str(out), "reason_codes": [], "sources": [str(source)],
+        "replayed_by_reason": {"parse.parse_value": 1, "validate.expectation_failed": 2},
+        "readings": 3, "scored_now": 2, "quarantined_again": 1,
+        "quarantined_again_by_reason": {"parse.parse_value": 1}}
+    assert manifest["inputs"] == [str(source)]
+    assert manifest["settings"]["mapping"]["format"] == "wide"  # taken from the original run's manifest
+    again = _quarantine(replay_out)
+    assert again[["source", "line", "column", "reason_code"]].values.tolist() == [
+        [str(source), 16, "flow", "parse_value"]]
+    assert json.loads((replay_out / "manifest.json").read_text())["replay"]["scored_now"] == 2
+    assert not (replay_out / "_replay_inputs").exists()
+
+
+def test_replay_of_a_fixed_record_from_json_lines(original, small_model_dir, tmp_path):
+    root, source, out, _ = original
+    records = _quarantine(out)
+    records = records[records["reason_code"] == "parse_value"].copy()
+    records["raw"] = records["raw"].str.replace("101.5 l/min", "101.5", regex=False)  # the user's fix
+    fixes = tmp_path / "fixes.jsonl"
+    records.to_json(fixes, orient="records", lines=True)
+    replay_out = tmp_path / "fixed"
+    manifest = run_replay(ReplayConfig(quarantine=str(fixes), output=str(replay_out), model_dir=str(small_model_dir),
+                                       mapping=WIDE, suite=str(root / "strict.json")),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["replay"]["readings"] == 1 and manifest["replay"]["scored_now"] == 1
+    # The strict suite still refuses the two hot readings of the same file, which were not replayed.
+    assert manifest["records_quarantined"] == 2
+    assert manifest["stages"]["quarantined.validate.expectation_failed"] == 2
+    assert source.read_text().count("101.5 l/min") == 1  # the source file itself is untouched
+
+
+def test_replay_by_reason_code_through_the_cli(original, small_model_dir, capsys):
+    from seqwatch.pipelines.cli import main
+
+    root, _, out, _ = original
+    code = main(["replay", "--quarantine", str(out / "quarantine"), "--output", str(root / "cli"), "--model-dir",
+                 str(small_model_dir), "--reason-code", "expectation_failed", "--runner=DirectRunner"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["replay"]["readings"] == 2 and printed["replay"]["scored_now"] == 0  # same strict suite
+    assert printed["replay"]["quarantined_again_by_reason"] == {"validate.expectation_failed": 2}
+
+
+def _record(source, line, raw, reason="parse_value", column="flow"):
+    return {"raw": raw, "source": str(source), "line": line, "column": column, "records": 1, "stage": "parse",
+            "reason_code": reason, "reason": "", "run_id": "r"}
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_nothing_to_replay(tmp_path, small_model_dir):
+    (tmp_path / "run" / "quarantine").mkdir(parents=True)
+    with pytest.raises(ReplayError, match="nothing to replay: .* holds no quarantined records"):
+        run_replay(ReplayConfig(quarantine=str(tmp_path / "run"), output=str(tmp_path / "o"),
+                                model_dir=str(small_model_dir)))
+    fixes = _jsonl(tmp_path / "q.jsonl", [_record(tmp_path / "a.csv", 2, "x")])
+    with pytest.raises(ReplayError, match=r"with reason codes \['duplicate'\]"):
+        run_replay(ReplayConfig(quarantine=str(fixes), output=str(tmp_path / "o"), model_dir=str(small_model_dir),
+                                reason_codes=("duplicate",)))
+
+
+def test_a_gone_source_or_a_stream_record_cannot_be_replayed_with_context(tmp_path):
+    records = pd.DataFrame([_record(tmp_path / "gone.csv", 2, "x")])
+    with pytest.raises(ReplayError, match=r"cannot replay 1 quarantined readings of .*gone.csv: source file .* is "
+                                          r"gone"):
+        prepare_inputs(records, tmp_path / "work")
+    with pytest.raises(ReplayError, match="they came from a stream, not a file"):
+        prepare_inputs(pd.DataFrame([_record("", 0, "x")]), tmp_path / "work")
+
+
+def test_patched_copies_keep_line_numbers_and_endings(tmp_path):
+    source = tmp_path / "in" / "pump.csv"
+    source.parent.mkdir()
+    source.write_bytes(b"timestamp,flow\r\n2026-01-05T00:00:00Z,1 kW\r\n\r\n2026-01-05T00:00:10Z,bad\r\n")
+    records = pd.DataFrame([_record(source, 2, "2026-01-05T00:00:00Z,1"),
+                            _record(source, 4, "2026-01-05T00:00:10Z,bad")])
+    copies = prepare_inputs(records, tmp_path / "work")
+    (copy, original), = copies.items()
+    assert original == str(source) and copy.endswith("0000/pump.csv")
+    assert open(copy, "rb").read() == (b"timestamp,flow\r\n2026-01-05T00:00:00Z,1\r\n\r\n"
+                                       b"2026-01-05T00:00:10Z,bad\r\n")
+
+
+def test_conflicting_fixes_for_one_line_are_refused(tmp_path):
+    source = tmp_path / "pump.csv"
+    source.write_text("timestamp,flow,pressure\n2026-01-05T00:00:00Z,x,y\n")
+    records = pd.DataFrame([_record(source, 2, "2026-01-05T00:00:00Z,1,y"),
+                            _record(source, 2, "2026-01-05T00:00:00Z,x,2", column="pressure")])
+    with pytest.raises(ReplayError, match="records for line 2 of .* carry 2 different fixed texts"):
+        prepare_inputs(records, tmp_path / "work")
+    records.loc[1, "raw"] = "2026-01-05T00:00:00Z,x,y"  # one fixed, one untouched: the fix wins
+    (copy, _), = prepare_inputs(records, tmp_path / "work2").items()
+    assert open(copy).read().splitlines()[1] == "2026-01-05T00:00:00Z,1,y"
+
+
+def test_cli_replay_errors_are_one_sentence_and_exit_2(tmp_path, capsys):
+    from seqwatch.pipelines.cli import main
+
+    code = main(["replay", "--quarantine", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"),
+                 "--model-dir", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"seqwatch replay: quarantine {tmp_path / 'nowhere'} is neither a folder nor a file"]
+
+
+def test_a_parquet_source_is_patched_row_by_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seqwatch.pipelines.parsing import raw_json
+    from seqwatch.pipelines.sources import FileReader
+
+    source = tmp_path / "in" / "pump.parquet"
+    source.parent.mkdir()
+    table = pa.table({"timestamp": pa.array(pd.to_datetime(["2026-01-05T00:00:00Z", "2026-01-05T00:00:10Z"])),
+                      "flow": pa.array([1.5, float("inf")])})
+    pq.write_table(table, source)
+    fixed = raw_json({"timestamp": "2026-01-05 00:00:10+00:00", "flow": 2.5})
+    (copy, _), = prepare_inputs(pd.DataFrame([_record(source, 2, fixed)]), tmp_path / "work").items()
+    frames = [b.frame for b, q, n in FileReader(WIDE, "r").read(copy)]
+    got = pd.concat(frames)[["timestamp", "value", "line"]].values.tolist()
+    assert got == [[1_767_571_200_000_000, 1.5, 1], [1_767_571_210_000_000, 2.5, 2]]

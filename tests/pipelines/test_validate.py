@@ -1,0 +1,73 @@
+"""``ValidateReadings``: cheap checks first, then the suite; each failing reading (not its batch) is quarantined."""
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from seqwatch.pipelines.validate import ValidateReadings, cheap_checks
+from seqwatch.schemas.elements import Quarantined, ReadingBatch
+from seqwatch.schemas.validation import load_suite_dict
+
+T = 1_767_571_200_000_000  # 2026-01-05T00:00:00Z
+EARLIEST, LATEST = 946_684_800_000_000, T + 86_400_000_000
+CHANNELS = ("flow", "pressure", "temperature", "vibration")
+ROWS = [  # channel, timestamp, value, line: what happens to it
+    ("flow", T, 100.0, 2),                     # valid
+    ("humidity", T, 40.0, 3),                  # unknown_channel
+    ("flow", T + 2 * 86_400_000_000, 1.0, 4),  # future_timestamp
+    ("humidity", 0, 1.0, 5),                   # unknown_channel comes first
+    ("pressure", 0, 1.0, 6),                   # before_horizon
+    ("temperature", T, 2000.0, 7),             # expectation_failed (temperature bounds)
+    ("vibration", T, 1e300, 8),                # expectation_failed (±1e9 comes before the vibration bounds)
+    ("temperature", T + 10_000_000, 61.0, 9),  # valid
+]
+
+
+def _batch(rows):
+    n = len(rows)
+    return ReadingBatch.from_columns(["e1"] * n, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                     ["in.csv"] * n, [r[3] for r in rows])
+
+
+def q(line, channel, code, reason):
+    return Quarantined("", "in.csv", line, channel, 1, "validate", code, reason, "r1")
+
+
+def test_cheap_checks_exclude_rows_caught_by_an_earlier_check():
+    frame = _batch(ROWS).frame
+    masks = {code: np.flatnonzero(mask).tolist() for mask, code, _ in cheap_checks(frame, CHANNELS, EARLIEST, LATEST)}
+    assert masks == {"unknown_channel": [1, 3], "future_timestamp": [2], "before_horizon": [4]}
+
+
+def test_validate_readings_routes_each_failing_reading():
+    unknown = "the model has no such channel (it has ['flow', 'pressure', 'temperature', 'vibration'])"
+    expected_quarantine = [
+        q(3, "humidity", "unknown_channel", unknown),
+        q(5, "humidity", "unknown_channel", unknown),
+        q(4, "flow", "future_timestamp", "the timestamp lies too far in the future"),
+        q(6, "pressure", "before_horizon", "the timestamp lies before the configured horizon"),
+        q(7, "temperature", "expectation_failed",
+          "channel 'temperature' value 2000.0 failed expect_column_values_to_be_between(value, max_value=1500.0, "
+          "min_value=-60.0) where channel.str.contains(\"temp|thermo\", case=False, regex=True)"),
+        q(8, "vibration", "expectation_failed",
+          "channel 'vibration' value 1e+300 failed expect_column_values_to_be_between(value, "
+          "max_value=1000000000.0, min_value=-1000000000.0)"),
+    ]
+    with TestPipeline() as p:
+        out = (p | beam.Create([_batch(ROWS)])
+               | ValidateReadings(CHANNELS, load_suite_dict("sensor"), "r1", EARLIEST, LATEST))
+        valid = out.valid | "Rows" >> beam.FlatMap(
+            lambda b: [tuple(r) for r in b.frame[["channel", "timestamp", "value", "line"]].itertuples(index=False)])
+        assert_that(valid, equal_to([("flow", T, 100.0, 2), ("temperature", T + 10_000_000, 61.0, 9)]),
+                    label="valid")
+        assert_that(out.quarantine, equal_to(expected_quarantine), label="quarantine")
+
+
+def test_a_batch_with_no_valid_reading_yields_no_batch():
+    with TestPipeline() as p:
+        out = (p | beam.Create([_batch([("humidity", T, 1.0, 2)])])
+               | ValidateReadings(CHANNELS, load_suite_dict("sensor"), "r1", EARLIEST, LATEST))
+        assert_that(out.valid, equal_to([]), label="valid")
+        assert_that(out.quarantine | beam.Map(lambda r: r.reason_code), equal_to(["unknown_channel"]), label="q")

@@ -1,0 +1,71 @@
+"""The pandas engine for common expectations gives exactly GX's answer, row by row, on random readings."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from seqwatch.schemas.validation import FAMILIES, SuiteValidator, load_suite_dict
+
+HORIZON, END = 946_684_800_000_000, 4_102_444_800_000_000
+CHANNELS = ["temperature", "Temp_2", "pressure", "vibration", "flow", "active_power", "energy_kwh", "kw", "voltage",
+            "current", "heart_rate", "ecg_mlii", "spo2", "body_temperature", "resp_rate", "other"]
+EDGES = [-1e9, -60.0, -10.0, -1.0, 0.0, 10.0, 20.0, 25.0, 45.0, 50.0, 80.0, 100.0, 300.0, 1000.0, 1500.0, 1e4, 1e6,
+         1e7, 1e9, 1e12]
+EXTRA = [  # a user's suite: the other expectation types and arguments the pandas engine covers
+    {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "channel", "value_set": CHANNELS[:8]}},
+    {"type": "expect_column_values_to_not_be_in_set", "kwargs": {"column": "entity_id", "value_set": ["bad"]}},
+    {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "entity_id", "regex": "^pump-\\d+$"}},
+    {"type": "expect_column_values_to_be_between",
+     "kwargs": {"column": "value", "min_value": 0, "max_value": 100, "strict_min": True, "strict_max": True,
+                "row_condition": "value > -5", "condition_parser": "pandas"}},
+    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "value", "min_value": 10, "mostly": 0.5}},
+    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "timestamp", "max_value": END - 1}},
+]
+
+
+@pytest.fixture(scope="module")
+def engines():
+    expectations = [e for family in FAMILIES for e in load_suite_dict(family, check=False)["expectations"]] + EXTRA
+    suite = {"name": "everything", "expectations": expectations}
+    fast, gx = SuiteValidator(suite), SuiteValidator(suite, engine="gx")
+    assert fast.gx_positions == [] and len(gx.gx_positions) == len(expectations)
+    return fast, gx
+
+
+values = st.one_of(st.sampled_from(EDGES), st.floats(-2e9, 2e9, allow_nan=False), st.just(float("nan")),
+                   st.sampled_from(EDGES).map(lambda v: np.nextafter(v, np.inf)))
+stamps = st.one_of(st.sampled_from([HORIZON - 1, HORIZON, END - 1, END, END + 1]), st.integers(0, 5 * END))
+rows = st.tuples(st.sampled_from(["pump-1", "pump-22", "bad", "Pump-3", None]), st.sampled_from(CHANNELS), stamps,
+                 values)
+
+
+# GX takes about 1 s per call on this 37-expectation suite: few examples of many rows. Set
+# SEQWATCH_PROPERTY_EXAMPLES=150 to explore fresh random examples.
+@settings(max_examples=int(os.environ.get("SEQWATCH_PROPERTY_EXAMPLES", 12)), deadline=None,
+          derandomize="SEQWATCH_PROPERTY_EXAMPLES" not in os.environ,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.lists(rows, min_size=1, max_size=300))
+def test_pandas_engine_agrees_with_gx_row_by_row(engines, data):
+    fast, gx = engines
+    frame = pd.DataFrame(data, columns=["entity_id", "channel", "timestamp", "value"])
+    frame["entity_id"] = frame["entity_id"].astype(object)
+    frame["timestamp"] = frame["timestamp"].astype(np.int64)
+    assert fast.failures(frame).tolist() == gx.failures(frame).tolist()
+
+
+def test_unsupported_expectations_still_run_through_gx():
+    suite = {"name": "mixed", "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "value", "max_value": 10}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": "timestamp"}},
+        {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "channel", "max_value": 5}},
+    ]}
+    validator = SuiteValidator(suite)
+    assert validator.gx_positions == [1, 2]
+    frame = pd.DataFrame({"entity_id": ["e"] * 4, "channel": ["flow", "flow", "pressure", "flow"],
+                          "timestamp": np.array([1, 2, 2, 3], dtype=np.int64), "value": [1.0, 20.0, 1.0, 1.0]})
+    assert validator.failures(frame).tolist() == [-1, 0, 1, -1]
