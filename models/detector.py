@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,7 @@ class Seq2SeqDetector:
         self.metrics: dict = {}
         self.history: dict = {}
         self.model_version: str = ""
+        self._predict_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------------- properties
     @property
@@ -234,7 +236,14 @@ class Seq2SeqDetector:
                                      f"interval of {self.step_us / 1e6:g}s, the data are at {step_us / 1e6:g}s")
 
     def _predict_scaled(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Run the network on scaled windows in fixed-size batches (the last one padded)."""
+        """Run the network on scaled windows in fixed-size batches (the last one padded).
+
+        One call at a time: Keras-JAX donates the model's state buffers to each compiled call, so two threads
+        predicting at once (Beam runs bundles on several threads and shares the model) corrupt each other."""
+        with self._predict_lock:
+            return self._predict_scaled_unlocked(x)
+
+    def _predict_scaled_unlocked(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         from seqwatch.models.builders import FORECAST, RECONSTRUCTION
 
         n = len(x)

@@ -19,6 +19,7 @@ from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.sinks import WriteOutputs
 from seqwatch.pipelines.validate import ValidateReadings
 from seqwatch.pipelines.windows import WindowReadings
+from seqwatch.schemas.validation import StatefulRules
 
 COUNTS_FILE = "counts.json"
 
@@ -68,7 +69,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                                    cfg.earliest_us, plan.latest_us)
     windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
                                                                plan.max_gap, plan.pane_steps, plan.channels,
-                                                               plan.run_id, allowed_lateness_s)
+                                                               plan.run_id, allowed_lateness_s,
+                                                               StatefulRules.from_suite(plan.suite))
     scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
     alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6))
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())

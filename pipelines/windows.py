@@ -22,6 +22,7 @@ from apache_beam.utils.windowed_value import PaneInfoTiming
 from seqwatch.models import windowing
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
+from seqwatch.pipelines.stateful_checks import apply_stateful_checks
 from seqwatch.pipelines.validate import quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
 
@@ -113,10 +114,11 @@ class _KeyByPane(beam.DoFn):
 
 
 class _CutPane(beam.DoFn):
-    def __init__(self, spec: PaneSpec, channels: tuple, run_id: str):
+    def __init__(self, spec: PaneSpec, channels: tuple, run_id: str, rules=None):
         self.spec = spec
         self.channels = channels
         self.run_id = run_id
+        self.rules = rules
         self.timer = StageTimer("window_cut")
 
     def process(self, keyed, pane_info=beam.DoFn.PaneInfoParam):
@@ -146,6 +148,12 @@ class _CutPane(beam.DoFn):
                                  "a reading with the same entity, channel and timestamp came earlier", self.run_id):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         frame = frame[~dup]
+        if self.rules is not None:
+            frame, records, flags = apply_stateful_checks(frame, self.rules, self.run_id)
+            for q in records:
+                yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+            for name, n in flags.items():
+                yield beam.pvalue.TaggedOutput(COUNTS, (name, n))
         own = frame["own"].to_numpy()
 
         lo, hi = spec.own_range(pane)
@@ -190,23 +198,25 @@ class WindowReadings(beam.PTransform):
     windows that end in each (entity, pane), in the model's channel order and original units."""
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
-                 run_id: str, allowed_lateness_s: float = 0.0):
+                 run_id: str, allowed_lateness_s: float = 0.0, rules=None):
         """``allowed_lateness_s`` (streaming): each pane waits this long in event time after its context before
         it is scored, so readings up to that late are still scored; later ones are quarantined (see
-        ``seqwatch.pipelines.streaming``)."""
+        ``seqwatch.pipelines.streaming``). ``rules``: a suite's ``StatefulRules`` (monotone meters, stuck
+        channels), checked per pane in event-time order."""
         super().__init__()
         self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
         self.channels = tuple(channels)
         self.run_id = run_id
         self.allowed_lateness_s = allowed_lateness_s
         self.pane_windows = PaneWindows(self.spec, int(allowed_lateness_s * 1e6))
+        self.rules = rules
 
     def expand(self, batches):
         cut = (batches
                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec))
                 | "PaneWindows" >> beam.WindowInto(self.pane_windows)
                 | "GroupPanes" >> beam.GroupByKey()
-                | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id))
+                | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id, self.rules))
                 .with_outputs(QUARANTINE, COUNTS, main="windows"))
         # Records and counts leave the pane windows, so they can be flattened with other stages' outputs.
         return WindowedReadings(

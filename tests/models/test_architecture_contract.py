@@ -128,3 +128,17 @@ def test_a_window_scores_the_same_whatever_batch_it_is_in(small_model_dir):
     np.testing.assert_array_equal(whole.score, np.concatenate([p.score for p in parts]))
     np.testing.assert_array_equal(whole.contributions, np.concatenate([p.contributions for p in parts]))
     np.testing.assert_array_equal(whole.forecast, np.concatenate([p.forecast for p in parts]))
+
+
+def test_concurrent_scoring_from_threads_is_safe(small_model_dir):
+    # Beam runs bundles on several threads that share one loaded model (RunInference's shared handle).
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = load_artifact(small_model_dir)
+    rng = np.random.default_rng(4)
+    windows = np.array([100.0, 3.0, 60.0, 0.5]) + rng.normal(0, [5, 0.3, 2, 0.05], size=(8, 600, 16, 4))
+    expected = [detector.score_windows(w).score for w in windows]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda w: detector.score_windows(w).score, windows))
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
