@@ -198,6 +198,9 @@ def main(argv=None) -> int:
     log(f"    {zscore['readings_per_s']:,.0f} readings/s")
 
     one, two, tenth = runs["1 worker"], runs["2 workers"], runs["1 worker, 1/10 input"]
+    # Fixed costs (imports, model load, compilation, planning) cancel in the difference of two input sizes.
+    marginal = (one["records_in"] - tenth["records_in"]) / max(1e-9, one["seconds"] - tenth["seconds"])
+    fixed = one["seconds"] - one["records_in"] / marginal
     best = max(one, two, key=lambda r: r["readings_per_s"])
     stages = one["stage_seconds"]
     stage_total = sum(stages.values())
@@ -222,6 +225,9 @@ noisy shared machine: read the ratios, not the last digit.
 - Pipeline / bare model (best of 1 and 2 workers): **{best['readings_per_s'] / bare['readings_per_s']:.2f}**
   (1 worker {one['readings_per_s'] / bare['readings_per_s']:.2f}, 2 workers {two['readings_per_s'] / bare['readings_per_s']:.2f});
   the network alone (`predict` without scoring) runs at {bare['predict_only_windows_per_s']:,.0f} windows/s.
+- Marginal rate of the 1-worker pipeline (the extra readings of the large run over the extra seconds, so
+  start-up costs cancel): **{marginal:,.0f} readings/s = {marginal / bare['readings_per_s']:.2f} of the bare model**;
+  fixed cost per run (imports, model load, JAX compilation, planning): about {fixed:.0f} s.
 - Pipeline / Beam ZScore: **{best['readings_per_s'] / zscore['readings_per_s']:.1f}x**.
 - 2 workers / 1 worker: {two['readings_per_s'] / one['readings_per_s']:.2f}x.
 - Memory: 10x the input took {one['peak_rss_mb'] / tenth['peak_rss_mb']:.1f}x the peak RSS

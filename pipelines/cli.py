@@ -175,7 +175,7 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}, panes of "
           f"{plan.pane_steps} steps)", file=sys.stderr, flush=True)
-    run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness)
+    run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after)
     return 0
 
 
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                          "and counts file")
     stream.add_argument("--allowed-lateness", type=float, default=0.0,
                         help="seconds each pane waits for late readings before it is scored")
+    stream.add_argument("--late-after", type=float, default=86_400.0,
+                        help="readings this many seconds of event time behind the latest are quarantined as late")
     stream.add_argument("--input", action="append", metavar="GLOB", help="replay: files to play")
     stream.add_argument("--speed", type=float, default=60.0, help="replay: times real speed")
     stream.add_argument("--format", choices=("long", "wide"), default="long")

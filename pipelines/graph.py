@@ -60,9 +60,11 @@ def settle_us(plan: RunPlan) -> int:
 
 
 def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
-                        allowed_lateness_s: float = 0.0) -> dict:
+                        allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0) -> dict:
     """Everything after the source; outputs under ``root``. ``flush_window_s`` (streaming): quarantine files
     and counts are written per event-time window of this length; ``None`` (batch): once, at the end.
+    ``allowed_lateness_s``: how long each pane waits before it is scored; ``keep_open_s``: how long Beam keeps
+    a scored pane's window for late readings (which are then quarantined as late).
     Returns the main PCollections by name (for tests)."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
@@ -70,7 +72,7 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
-                                                               StatefulRules.from_suite(plan.suite))
+                                                               StatefulRules.from_suite(plan.suite), keep_open_s)
     scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
     alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6))
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())

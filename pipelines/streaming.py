@@ -1,10 +1,14 @@
 """The streaming pipeline: a broker (or a replayed file) in, the shared scoring graph, windowed Parquet out.
 
-Late data: each pane waits ``allowed_lateness_s`` of event time after its look-ahead context before it is
-scored (the latency a user trades for completeness). A reading whose pane window ends at or before the latest
-event time already seen may find its pane scored and closed, so the late gate quarantines it as ``late``
-before windowing: it is counted, never silently dropped by Beam. Should a reading still reach a pane after
-it fired (the watermark ran ahead of the data), the windowing stage quarantines it as ``late`` too.
+Late data, in two layers, so that no reading is ever dropped silently:
+- each pane is scored when the watermark passes its end plus its look-ahead context plus
+  ``allowed_lateness_s`` (a wait: latency traded for completeness);
+- a reading more than ``late_after_s`` of event time behind the latest reading seen so far is quarantined as
+  ``late`` by the late gate, before windowing. Beam keeps every pane window open for that long after it fired
+  (its allowed lateness), so a reading the gate lets through is never discarded by Beam: if its pane has
+  already been scored, the late firing carries it to the windowing stage, which quarantines it as ``late``.
+The gate compares with the latest event time it has seen, not with the order batches happen to be processed
+in being the order they were read (runners reorder bundles); hence the generous default.
 """
 from __future__ import annotations
 
@@ -18,11 +22,11 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
-from seqwatch.pipelines.windows import PaneSpec, PaneWindows
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 DEFAULT_FLUSH_WINDOW_S = 60.0
-DEFAULT_ALLOWED_LATENESS_S = 600.0
+DEFAULT_ALLOWED_LATENESS_S = 0.0
+DEFAULT_LATE_AFTER_S = 86_400.0
 
 
 class _LateGate(beam.DoFn):
@@ -31,8 +35,8 @@ class _LateGate(beam.DoFn):
 
     LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())
 
-    def __init__(self, pane_windows, run_id: str):
-        self.pane_windows = pane_windows
+    def __init__(self, late_after_us: int, run_id: str):
+        self.late_after_us = late_after_us
         self.run_id = run_id
         self.timer = StageTimer("late_gate")
 
@@ -42,16 +46,15 @@ class _LateGate(beam.DoFn):
             frame = batch.frame
             seen = latest.read()
             stamps = frame["timestamp"].to_numpy()
-            closes = self.pane_windows.window_end_us(stamps // self.pane_windows.spec.step_us)
-            late = np.zeros(len(frame), dtype=bool) if seen is None else closes <= seen
+            late = np.zeros(len(frame), dtype=bool) if seen is None else stamps < seen - self.late_after_us
             out = []
             for row in frame[late].itertuples(index=False):
                 raw = json.dumps({"entity_id": str(row.entity_id), "channel": str(row.channel),
                                   "timestamp": int(row.timestamp), "value": float(row.value)})
                 out.append(beam.pvalue.TaggedOutput(QUARANTINE, Quarantined(
                     raw, str(row.source), int(row.line), "", 1, "gate", "late",
-                    f"the reading arrived after its pane closed: it is {(seen - row.timestamp) / 1e6:g}s behind the "
-                    f"latest event time, more than the pane and the allowed lateness wait",
+                    f"the reading is {(seen - row.timestamp) / 1e6:g}s of event time behind the latest reading, more "
+                    f"than the {self.late_after_us / 1e6:g}s a pane is kept open for late data",
                     self.run_id)))
             if len(stamps):
                 latest.write(int(max(stamps.max(), seen if seen is not None else stamps.max())))
@@ -61,31 +64,31 @@ class _LateGate(beam.DoFn):
 
 
 class QuarantineLateReadings(beam.PTransform):
-    """``ReadingBatch -> {main: ReadingBatch on time, quarantine: Quarantined late}`` for the pane windows of
-    ``seqwatch.pipelines.windows.WindowReadings``."""
+    """``ReadingBatch -> {main: ReadingBatch on time, quarantine: Quarantined late}``: readings more than
+    ``late_after_s`` behind the latest event time seen are quarantined."""
 
-    def __init__(self, pane_windows, run_id: str):
+    def __init__(self, late_after_s: float, run_id: str):
         super().__init__()
-        self.pane_windows = pane_windows
+        self.late_after_us = int(late_after_s * 1e6)
         self.run_id = run_id
 
     def expand(self, batches):
         return (batches
                 | "OneKey" >> beam.Map(lambda b: ("stream", b))
-                | "LateGate" >> beam.ParDo(_LateGate(self.pane_windows, self.run_id))
+                | "LateGate" >> beam.ParDo(_LateGate(self.late_after_us, self.run_id))
                 .with_input_types(tuple[str, ReadingBatch]).with_outputs(QUARANTINE, main="on_time"))
 
 
 def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
                              flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
-                             allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S) -> dict:
+                             allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
+                             late_after_s: float = DEFAULT_LATE_AFTER_S) -> dict:
     """The streaming graph after ``source``; outputs under ``root`` (no staging: files appear as panes fire)."""
-    pane_windows = PaneWindows(PaneSpec(plan.step_us, plan.window_length, plan.stride, plan.max_gap,
-                                        plan.pane_steps), int(allowed_lateness_s * 1e6))
-    gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(pane_windows, plan.run_id)
+    gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(late_after_s, plan.run_id)
     quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
     return build_scoring_graph(SourceOutputs(gate.on_time, quarantine, source.counts), plan, root,
-                               flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s)
+                               flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s,
+                               keep_open_s=late_after_s)
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
@@ -121,7 +124,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
-               allowed_lateness_s: float = 0.0) -> None:
+               allowed_lateness_s: float = 0.0, late_after_s: float = DEFAULT_LATE_AFTER_S) -> None:
     """Run the streaming pipeline until its source ends (a replay, or a broker read with a stop condition) or
     the job is cancelled. ``make_source(run_id)`` returns the source PTransform."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -133,4 +136,4 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
     with beam.Pipeline(options=options) as p:
         read = p | "ReadStream" >> make_source(plan.run_id)
         source = SourceOutputs(read.readings, read.quarantine, read.counts)
-        build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s)
+        build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s, late_after_s)

@@ -7,6 +7,8 @@ monotone meters, stuck channels) run where each entity's readings meet, in ``Win
 """
 from __future__ import annotations
 
+import json
+
 from typing import Iterator
 
 import apache_beam as beam
@@ -17,6 +19,9 @@ from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 
+BROKER_PREFIXES = ("kafka:", "pubsub:")
+
+
 def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str) -> Iterator[Quarantined]:
     """Quarantined records for the rows of a reading frame selected by ``mask`` (raw text filled in later).
 
@@ -24,8 +29,15 @@ def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str) ->
     channel, so that the one bad reading of a wide row (which stands for several) can be told apart."""
     rows = frame[mask]
     reasons = reasons if isinstance(reasons, (list, np.ndarray)) else [reasons] * len(rows)
-    for source, line, channel, reason in zip(rows["source"], rows["line"], rows["channel"], reasons):
-        yield Quarantined("", str(source), int(line), str(channel), 1, stage, code, reason, run_id)
+    entities = rows["entity_id"] if "entity_id" in rows else [None] * len(rows)
+    for source, line, entity, channel, stamp, value, reason in zip(
+            rows["source"], rows["line"], entities, rows["channel"], rows["timestamp"], rows["value"], reasons):
+        source = str(source)
+        # A file's line is re-read at the quarantine sink; a broker message cannot be, so keep its fields now.
+        raw = "" if not source.startswith(BROKER_PREFIXES) else json.dumps(
+            {"entity_id": None if entity is None else str(entity), "channel": str(channel),
+             "timestamp": int(stamp), "value": float(value)})
+        yield Quarantined(raw, source, int(line), str(channel), 1, stage, code, reason, run_id)
 
 
 class _ValidateBatch(beam.DoFn):

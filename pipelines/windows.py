@@ -198,7 +198,7 @@ class WindowReadings(beam.PTransform):
     windows that end in each (entity, pane), in the model's channel order and original units."""
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
-                 run_id: str, allowed_lateness_s: float = 0.0, rules=None):
+                 run_id: str, allowed_lateness_s: float = 0.0, rules=None, keep_open_s: float = 0.0):
         """``allowed_lateness_s`` (streaming): each pane waits this long in event time after its context before
         it is scored, so readings up to that late are still scored; later ones are quarantined (see
         ``seqwatch.pipelines.streaming``). ``rules``: a suite's ``StatefulRules`` (monotone meters, stuck
@@ -210,11 +210,12 @@ class WindowReadings(beam.PTransform):
         self.allowed_lateness_s = allowed_lateness_s
         self.pane_windows = PaneWindows(self.spec, int(allowed_lateness_s * 1e6))
         self.rules = rules
+        self.keep_open_s = keep_open_s
 
     def expand(self, batches):
         cut = (batches
                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec))
-                | "PaneWindows" >> beam.WindowInto(self.pane_windows)
+                | "PaneWindows" >> beam.WindowInto(self.pane_windows, allowed_lateness=self.keep_open_s)
                 | "GroupPanes" >> beam.GroupByKey()
                 | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id, self.rules))
                 .with_outputs(QUARANTINE, COUNTS, main="windows"))
