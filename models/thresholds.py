@@ -103,7 +103,12 @@ class PeaksOverThreshold:
             raise ValueError(f"risk must be in (0, {1 - self.initial_quantile:g}), got {self.risk}")
 
     def fit(self, scores: np.ndarray) -> float:
-        return TailCalibration.fit(scores, self.initial_quantile).score_at(self.risk)
+        tail = TailCalibration.fit(scores, self.initial_quantile)
+        if self.risk < tail.tail_fraction:
+            return tail.score_at(self.risk)
+        # Too few scores above the initial quantile to fit a tail (e.g. every normal window scored the same):
+        # nothing normal was ever higher than the largest score.
+        return float(np.max(scores))
 
 
 def severity_of(tail_probability: np.ndarray, is_anomaly: np.ndarray) -> np.ndarray:

@@ -87,6 +87,11 @@ def test_pot_threshold_on_exponential_scores_matches_the_exponential_quantile():
     assert threshold == pytest.approx(-math.log(1e-4), rel=0.05)  # 9.21
 
 
+def test_pot_threshold_when_every_calibration_score_is_equal():
+    # a flat-lined signal or an appliance that stayed off: no tail to fit, the threshold is the largest score
+    assert PeaksOverThreshold().fit(np.full(500, 2.5)) == 2.5
+
+
 def test_tail_probability_is_monotone_and_calibrated():
     rng = np.random.default_rng(2)
     tail = TailCalibration.fit(rng.normal(size=50_000))

@@ -151,8 +151,10 @@ def prism_options(prism_location):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     def options(*extra: str) -> PipelineOptions:
+        # PrismRunner keeps one job server per process; an earlier pipeline in this process that named no runner
+        # tried Prism with its default (downloading) location, and the singleton would keep that one.
         return PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming",
-                                "--prism_log_level=warn", *extra])
+                                "--prism_log_level=warn", "--experiments=disable_prism_server_singleton", *extra])
 
     return options
 

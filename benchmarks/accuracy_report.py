@@ -1,0 +1,469 @@
+"""The accuracy section of BENCHMARKS.md: rendering and rewriting only the part between the markers.
+
+The section is self-contained between ``<!-- accuracy:start -->`` and ``<!-- accuracy:end -->``; everything
+outside belongs to other sections and is kept byte for byte. The results of each data set are also stored in
+the section as JSON (an HTML comment), so ``--only nab`` reruns NAB and keeps the other data sets' tables
+from their last run, each labelled with the date and command that produced it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+START = "<!-- accuracy:start -->"
+END = "<!-- accuracy:end -->"
+DATA_PREFIX = "<!-- accuracy:data"
+DATASETS = ("nab", "skab", "energy", "ecg")
+RUN_KEY = "_run"  # metadata of the latest run, stored beside the per-data-set results
+TITLES = {"nab": "NAB", "skab": "SKAB", "energy": "Appliance power (energy)", "ecg": "MIT-BIH ECG (health)"}
+
+
+# ------------------------------------------------------------------------------------------------ file surgery
+def read_section(path: Path) -> tuple[str, str, str] | None:
+    """``(before, section, after)`` of ``path``'s text split at the markers, or None without markers."""
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    i, j = text.find(START), text.find(END)
+    if i < 0 or j < 0 or j < i:
+        return None
+    return text[:i], text[i:j + len(END)], text[j + len(END):]
+
+
+def stored_results(path: Path) -> dict:
+    """Per-data-set results stored in the section's data comment (empty when there is none).
+
+    The comment holds one JSON object per line, ``{"<data set>": {...}}``, so that a rerun of one data set
+    changes one line of the file."""
+    parts = read_section(path)
+    if parts is None:
+        return {}
+    out: dict = {}
+    inside = False
+    for line in parts[1].splitlines():
+        if line.strip() == DATA_PREFIX:
+            inside = True
+            continue
+        if inside and line.strip() == "-->":
+            break
+        if inside and line.strip():
+            try:
+                out.update(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _embed(data: dict) -> str:
+    # "--" may not appear inside an HTML comment; inside JSON strings it can be written as "-\u002d".
+    lines = [json.dumps({key: data[key]}, sort_keys=True, separators=(",", ":"), default=str)
+             .replace("--", "-\\u002d") for key in data]
+    return "\n".join([DATA_PREFIX] + lines + ["-->"])
+
+
+def write_section(path: Path, body: str, data: dict) -> None:
+    """Replace the accuracy section of ``path`` (create the file, or append the section, when absent)."""
+    section = f"{START}\n{body.rstrip()}\n\n{_embed(data)}\n{END}"
+    parts = read_section(path)
+    if parts is not None:
+        text = parts[0] + section + parts[2]
+    elif path.is_file():
+        old = path.read_text(encoding="utf-8")
+        text = old.rstrip("\n") + "\n\n" + section + "\n"
+    else:
+        text = "# seqwatch benchmarks\n\n" + section + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def _f(x, digits=1, pct=False):
+    if x is None:
+        return "–"
+    return f"{100 * x:.{digits}f}%" if pct else f"{x:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _minutes(seconds) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _figures(result: dict, md_dir: Path) -> str:
+    lines = []
+    for fig in result.get("figures", []):
+        rel = os.path.relpath(fig, md_dir)
+        lines.append(f"![{Path(fig).stem}]({rel})")
+    return "\n\n".join(lines)
+
+
+def _provenance(r: dict) -> str:
+    return (f"*Run {r['run']['date']} with `{r['run']['command']}`, {_minutes(r['seconds'])} for this data set"
+            + (" — QUICK smoke run, not a result" if r.get("quick") else "") + ".*")
+
+
+# ------------------------------------------------------------------------------------------------------ render
+def render(results: dict, run: dict, md_dir: Path) -> str:
+    """The markdown of the section (without markers) from per-data-set results and this run's metadata."""
+    parts = ["## Accuracy", "",
+             "Written by `benchmarks/accuracy.py` (`make bench-accuracy`); everything between the accuracy markers "
+             "is regenerated, so edit the script, not this text (`--render-only` re-renders it from the results "
+             "stored in it). Each data set follows its own published protocol where it has one; no setting was tuned "
+             "on a test part (the protocol section says what each setting saw, and which two choices were revised "
+             "after a look at test output).",
+             "",
+             f"- **Command:** `{run['command']}`"
+             + (" (what `make bench-accuracy` runs)" if run["command"].endswith("accuracy.py") else "")
+             + f" — **date:** {run['date']} — **wall time of this run:** "
+             f"{_minutes(run['seconds'])} ("
+             + ", ".join(f"{TITLES[k]} {_minutes(run['per_dataset'][k])}" for k in DATASETS
+                         if k in run["per_dataset"]) + ")",
+             f"- **Machine:** {run['machine']}; other jobs shared it. **Libraries:** "
+             + ", ".join(f"{k} {v}" for k, v in run["libraries"].items() if k != "backend")
+             + f" (Keras backend {run['libraries'].get('backend', 'jax')})",
+             "- **Detector:** `seqwatch.models.detector.Seq2SeqDetector` (GRU encoder-decoder, Mahalanobis window "
+             "score) with two benchmark-side changes described below: one-sided window scores, and for NAB online "
+             "recalibration of the score; NAB also shows a preview of online retraining beside the headline. Row *t* "
+             "is always scored by the window that ends at *t* (causal).",
+             ""]
+    parts += [_summary(results), ""]
+    parts += [_protocol(results), ""]
+    if "nab" in results:
+        parts += [_nab(results["nab"], md_dir), ""]
+    if "skab" in results:
+        parts += [_skab(results["skab"], md_dir), ""]
+    if "energy" in results:
+        parts += [_energy(results["energy"], md_dir), ""]
+    if "ecg" in results:
+        parts += [_ecg(results["ecg"], md_dir), ""]
+    parts += [_limits(results)]
+    return "\n".join(parts)
+
+
+def _q(result: dict, name: str) -> str:
+    return name + (" (**QUICK smoke run, not a result**)" if result.get("quick") else "")
+
+
+def _summary(results: dict) -> str:
+    rows = []
+    if "nab" in results:
+        a = results["nab"]["results"]["alert_starts"]
+        cell = " / ".join(_f(a[p]["normalized"]) for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"))
+        pre = results["nab"]["results"].get("retraining_alert_starts")
+        if pre:
+            cell += " (preview with online retraining: " + " / ".join(
+                _f(pre[p]["normalized"]) for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")) + ")"
+        rows.append([_q(results["nab"], "NAB v1.1, 58 series"), "normalised score standard / low FP / low FN", cell,
+                     "Numenta HTM 70.1, earthgecko Skyline 58.2, KNN-CAD 58.0, Windowed Gaussian 39.6",
+                     "standard ≥ 60: " + ("met" if a["standard"]["normalized"] >= 60 else "**not met**")])
+    if "skab" in results:
+        s = results["skab"]["results"]["per_file_400"]
+        rows.append([_q(results["skab"], "SKAB v0.9, 34 files"), "outlier F1 / FAR / MAR",
+                     f"{_f(s['f1'], 2)} / {_f(s['far'], 1, True)} / {_f(s['mar'], 1, True)}",
+                     "Conv-AE 0.78, MSET 0.78, LSTM-AE 0.74 (F1)",
+                     "F1 ≥ 0.74: " + ("met" if s["f1"] >= 0.74 else "**not met**")])
+    if "energy" in results:
+        o = results["energy"]["overall"]
+        rows.append([_q(results["energy"], "Appliance power, 5 appliances"), "event F1 / PR AUC (point-wise)",
+                     f"{_f(o['event_f1'], 2)} / {_f(o['pr_auc'], 2)}", "no published protocol or scores", "–"])
+    if "ecg" in results:
+        o = results["ecg"]["overall"]
+        rows.append([_q(results["ecg"], "MIT-BIH ECG, 6 records, PVC"), "event F1 / PR AUC (point-wise)",
+                     f"{_f(o['f1'], 2)} / {_f(o['pr_auc'], 2)}", "not an anomaly benchmark at the origin", "–"])
+    return "### Summary\n\n" + _table(["data set", "metric", "seqwatch", "published reference", "target"], rows)
+
+
+def _protocol(results: dict) -> str:
+    rows = []
+    if "nab" in results:
+        r = results["nab"]
+        rows.append(["NAB", f"each file's probationary period only (first 15%, ≤ 750 rows; {r['training_rows']:,} of "
+                     f"{r['rows']:,} rows), one model per file",
+                     "score calibration: training windows, then only rows before the scored row (online); detection "
+                     "threshold: NAB's corpus-wide optimisation per profile (NAB's rule for every detector)",
+                     "all rows after the probationary period (NAB does not score it)",
+                     "only the single NAB threshold per profile"])
+    if "skab" in results:
+        r = results["skab"]
+        rows.append(["SKAB", f"first 400 rows of each file (SKAB's `train_size`), one model per file; second setting: "
+                     f"`anomaly-free.csv` ({r['anomaly_free_rows']:,} rows), one model",
+                     "the model's calibration windows inside its training rows (last 15%)",
+                     f"rows 400..end of each file ({r['test_rows']:,} rows)", "none"])
+    if "energy" in results:
+        r = results["energy"]
+        rows.append(["Appliance power", f"`Normal/` days {r['train_days'][0]}-{r['train_days'][-1]} of each appliance "
+                     f"({r['train_rows']:,} rows), one model per appliance",
+                     f"held-out `Normal/` day {r['calibration_day']} ({r['calibration_rows']:,} rows)",
+                     f"anomaly files of days {r['test_days'][0]}-{r['test_days'][-1]}, all malfunction types "
+                     f"({r['test_rows']:,} rows); days 1-5 are not tested because their anomaly files repeat the "
+                     "training minutes", "none"])
+    if "ecg" in results:
+        r = results["ecg"]
+        rows.append(["MIT-BIH ECG", f"first {r['train_seconds'] // 60} min of each record, one model per record, "
+                     "PVC beats of those minutes left out",
+                     "calibration windows = last 15% of the training minutes",
+                     "minute 5 to the end of each record", "PVC labels of the training minutes (to leave them out)"])
+    return ("### Protocol: what each setting saw\n\n"
+            + _table(["data set", "model trained on", "thresholds / calibration set on", "tested on",
+                      "labels seen by the detector"], rows)
+            + "\n\nModel settings were fixed before the first full run on each data set and are the same for every "
+              "file of it; they were chosen for the size of each training part and this 2-core machine's time budget, "
+              "not by test accuracy (the ECG model was made smaller and its signal coarser for training time before "
+              "its first full run). Two choices were revised after a look at test output, and neither was picked by "
+              "comparing test scores: the appliance threshold was first fitted on the model's own calibration "
+              "minutes (the last 15% of each training day) until a smoke run's plot showed that those minutes held "
+              "no appliance cycle, so it now comes from a held-out normal day; and the NAB online-retraining preview "
+              "was designed after the headline NAB result was known (it is reported beside it, not instead of it).")
+
+
+def _nab(r: dict, md_dir: Path) -> str:
+    res = r["results"]
+    profiles = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+    rows = []
+    for name, label in (("alert_starts", "**seqwatch** (alert starts; headline)"),
+                        ("per_row", "seqwatch (every row ≥ threshold)"),
+                        ("retraining_alert_starts", "*preview:* seqwatch + online retraining (alert starts)"),
+                        ("retraining_per_row", "*preview:* seqwatch + online retraining (every row)")):
+        if name not in res:
+            continue
+        rows.append([label] + [_f(res[name][p]["normalized"]) for p in profiles]
+                    + [f"{res[name]['standard']['detected_windows']}/{res[name]['standard']['scored_windows']}",
+                       f"{res[name]['standard']['fp_rows']}"])
+    board = sorted(r["published"].items(), key=lambda kv: -kv[1]["standard"])
+    from accuracy_nab import SCOREBOARD_NAMES
+
+    for key, v in board:
+        rows.append([SCOREBOARD_NAMES.get(key, key)] + [_f(v[p]) for p in profiles] + ["", ""])
+    cat_rows = []
+    std = res["alert_starts"]["standard"]["categories"]
+    pub = r.get("published_categories", {})
+    for cat, c in std.items():
+        row = [cat, c["files"], c["windows"], f"{c['detected']}/{c['windows']}", c["fp_rows"],
+               _f(c["normalized"]) if c["normalized"] is not None else f"raw {c['raw']:.2f}"]
+        if "retraining_alert_starts" in res:
+            rc = res["retraining_alert_starts"]["standard"]["categories"][cat]
+            row.append(_f(rc["normalized"]) if rc["normalized"] is not None else f"raw {rc['raw']:.2f}")
+        for det in ("numenta", "windowedGaussian"):
+            pc = pub.get(det, {}).get("standard", {}).get("categories", {}).get(cat)
+            row.append("–" if pc is None else (_f(pc["normalized"]) if pc["normalized"] is not None
+                                                else f"raw {pc['raw']:.2f}"))
+        cat_rows.append(row)
+    thresholds = ", ".join(f"{p} {res['alert_starts'][p]['threshold']:.4f}" for p in profiles)
+    return "\n".join([
+        "### NAB (Numenta Anomaly Benchmark v1.1)", "", _provenance(r), "",
+        f"Model per file: {r['config']}. {r['files']} files, {r['rows']:,} rows, {r['windows']} labelled windows. "
+        f"Training took {r['fit_seconds_total']:.0f} s in all.", "",
+        "- **Causal scoring:** row *t* gets the one-sided score of the 16-row window that ends at *t*; rows are "
+        "treated as consecutive steps (NAB feeds records one at a time; the realTraffic files have gaps of up to "
+        "1,000 intervals).",
+        "- **Anomaly score in [0, 1]:** `min(1, -log10(p) / 10)`, where `p` is the tail probability of the row's score "
+        "under the detector's `TailCalibration` (empirical body, generalised Pareto tail) fitted on the scores seen "
+        "before the row: the validation/calibration windows of the probationary period, then every earlier row "
+        "(the latest 8,640, refitted every 100 rows — the window and period of Numenta's anomaly likelihood). "
+        "Monotone in `p`; the log keeps rare levels apart where `1 - p` would round to 1.",
+        "- **Detections:** seqwatch merges anomalous windows that overlap or touch into one alert; the headline "
+        "rows count one detection at the first row of each alert (rows at most 16 apart belong to one alert). The "
+        "second row counts every row at or above the threshold, NAB's plain rule.",
+        f"- **Threshold:** NAB's optimisation of one corpus-wide threshold per profile ({thresholds}). For alert "
+        "starts the corpus raw score is evaluated with `score_nab_corpus` on a grid of candidate thresholds "
+        "(quantiles of the scored rows' anomaly scores, refined around the best).",
+        "- Published rows: `results/final_results.json` of NAB's snapshot (normalised scores; same scorer, "
+        "reproduced to 1e-6 by `tests/models/test_nab_published.py`).",
+        ("- **Preview, not a seqwatch feature — online retraining** (the issue's \"if seqwatch implements it\"): "
+         "each file's model is refitted from scratch on the rows seen so far (the latest 8,640) at 2, 4, 8, ... "
+         "times the probationary length, with a training stride that keeps about 1,000 training windows; each model "
+         f"scores the rows up to the next refit and the online calibration restarts from its validation windows "
+         f"({r.get('retrainings', 0)} refits, {r.get('retrain_seconds_total', 0):.0f} s). This design was added "
+         "after the headline result above was known and was run as designed, once; nothing in it was tuned on NAB. "
+         "It previews suggested detector change 5 (`benchmarks/README.md`)."
+         if "retraining_alert_starts" in res else ""), "",
+        _table(["detector", "standard", "reward low FP", "reward low FN", "windows detected (standard)",
+                "FP rows (standard)"], rows), "",
+        "Per category, standard profile (normalised over the category's files; categories without windows show "
+        "the raw score, i.e. the cost of false positives). Numenta HTM and Windowed Gaussian: their published "
+        "scores at their published thresholds, re-scored per category with `seqwatch.models.evaluation`.", "",
+        _table(["category", "files", "windows", "detected", "FP rows", "seqwatch"]
+               + (["preview: + retraining"] if "retraining_alert_starts" in res else [])
+               + ["Numenta HTM", "Windowed Gaussian"], cat_rows), "",
+        _per_file_nab(res), "",
+        _figures(r, md_dir)])
+
+
+def _per_file_nab(res: dict) -> str:
+    files = res["alert_starts"]["standard"].get("files")
+    if not files:
+        return ""
+    pre = res.get("retraining_alert_starts", {}).get("standard", {}).get("files", {})
+    rows = []
+    for key, f in sorted(files.items()):
+        p = pre.get(key)
+        rows.append([key, f["windows"], f["detected"], f["fp_rows"], f"{f['raw']:.2f}"]
+                    + ([f"{p['detected']} / {p['fp_rows']} / {p['raw']:.2f}"] if pre else []))
+    header = ["file", "windows", "detected", "FP rows", "raw score"] + (
+        ["preview: detected / FP rows / raw"] if pre else [])
+    return ("<details><summary>Per file, standard profile, alert starts at the corpus threshold</summary>\n\n"
+            + _table(header, rows) + "\n\n</details>")
+
+
+def _skab(r: dict, md_dir: Path) -> str:
+    res = r["results"]
+    rows = []
+    for key, label in (("per_file_400", "**seqwatch**, one model per file on its first 400 rows"),
+                       ("anomaly_free", "seqwatch, one model on `anomaly-free.csv`")):
+        m = res[key]
+        rows.append([label, _f(m["f1"], 2), _f(m["far"] * 100, 2), _f(m["mar"] * 100, 2), _f(m["precision"], 2),
+                     _f(m["recall"], 2), _f(m["roc_auc"], 3), _f(m["pr_auc"], 3)])
+    for name, f1, far, mar in r["leaderboard_outlier"]:
+        rows.append([name, f"{f1:.2f}", f"{far:.2f}", f"{mar:.2f}", "", "", "", ""])
+    cp_rows = []
+    for key, label in (("per_file_400", "**seqwatch**, per-file models"),
+                       ("anomaly_free", "seqwatch, anomaly-free model")):
+        c = res[key]["changepoint"]
+        cp_rows.append([label, _f(c["standard"], 2), _f(c["low FP"], 2), _f(c["low FN"], 2), c["missed"], c["fp"]])
+    for name, std, lfp, lfn, missed, fps in r["leaderboard_cp"]:
+        cp_rows.append([name, f"{std:.2f}", f"{lfp:.2f}", f"{lfn:.2f}", missed, fps])
+    o = res["per_file_400"]
+    return "\n".join([
+        "### SKAB (Skoltech Anomaly Benchmark v0.9)", "", _provenance(r), "",
+        f"Model per file: {r['config']}. Anomaly-free model: {r['config_anomaly_free']}.", "",
+        "Outlier detection, point-wise on the `anomaly` column of the test rows, pooled over the 34 files as SKAB's "
+        "`chp_score(metric=\"binary\")` pools them. Threshold per model from its own calibration windows (no test "
+        "data). ROC/PR AUC use the score divided by the model's threshold. Leaderboard: SKAB's \"proposed "
+        "leaderboard\" (test part only) in its README at commit `b2c0d46c`; FAR and MAR in %.", "",
+        _table(["detector", "F1", "FAR %", "MAR %", "precision", "recall", "ROC AUC", "PR AUC"], rows), "",
+        f"Diagnosis, not a result: with one common multiple of each file's threshold chosen on the test labels, "
+        f"F1 would be {_f(o['oracle_f1'], 2)} (multiple {o['oracle_multiple']:.2f}) — the gap to "
+        f"{_f(o['f1'], 2)} is what the training-only threshold costs.", "",
+        "Changepoint detection, SKAB's NAB variant (tsad's rules: 60 s window to the right of each true changepoint "
+        "of the test part, tanh-scaled reward of the first prediction, flat cost per false positive; predicted "
+        "changepoints are the rows where the predicted label flips, as in SKAB's baselines).", "",
+        _table(["detector", "NAB standard", "NAB low FP", "NAB low FN", "missed CPs", "FPs"], cp_rows), "",
+        _figures(r, md_dir)])
+
+
+def _energy(r: dict, md_dir: Path) -> str:
+    rows = []
+    for name, m in r["appliances"].items():
+        rows.append([name, m["files"], m["true_events"], f"{m['detected_events']}", m["predicted_events"],
+                     _f(m["event_precision"], 2), _f(m["event_recall"], 2), _f(m["event_f1"], 2),
+                     _f(m["pr_auc"], 3), _f(m["roc_auc"], 3), _f(m["anomaly_share"], 1, True)])
+    o = r["overall"]
+    rows.append(["**all**", sum(m["files"] for m in r["appliances"].values()), o["true_events"],
+                 o["detected_events"], o["predicted_events"], _f(o["event_precision"], 2),
+                 _f(o["event_recall"], 2), f"**{_f(o['event_f1'], 2)}**", f"**{_f(o['pr_auc'], 3)}**",
+                 _f(o["roc_auc"], 3), _f(o["anomaly_share"], 1, True)])
+    kind_rows = [[k, m["true_events"], m["detected_events"], m["predicted_events"], _f(m["event_f1"], 2),
+                  _f(m["pr_auc"], 3)] for k, m in r["kinds"].items()]
+    return "\n".join([
+        "### Appliance power (energy)", "", _provenance(r), "",
+        f"Model per appliance: {r['config']}. The origin publishes no protocol or scores, so there is no "
+        "leaderboard to stand beside; the labels are simulated malfunctions inserted into real days.", "",
+        "Event-level: a labelled malfunction segment counts as detected when a run of flagged minutes overlaps it; "
+        "precision is the share of flagged runs that overlap a segment. PR AUC (average precision) and ROC AUC "
+        "are point-wise over all test minutes, score divided by the appliance's threshold.", "",
+        _table(["appliance", "test files", "events", "detected", "flagged runs", "event precision", "event recall",
+                "event F1", "PR AUC", "ROC AUC", "anomalous minutes"], rows), "",
+        "<details><summary>Per malfunction type</summary>", "",
+        _table(["appliance: type", "events", "detected", "flagged runs", "event F1", "PR AUC"], kind_rows), "",
+        "</details>", "", _figures(r, md_dir)])
+
+
+def _ecg(r: dict, md_dir: Path) -> str:
+    rows = []
+    for name, m in r["records"].items():
+        rows.append([name, m["training_pvc_events_left_out"], m["test_events"], m["detected"], m["predicted_events"],
+                     _f(m["precision"], 2), _f(m["recall"], 2), _f(m["f1"], 2),
+                     _f(m["pr_auc"], 3) if m["pr_auc"] is not None else "–"])
+    o = r["overall"]
+    rows.append(["**all**", "", o["test_events"], o["detected"], o["predicted_events"], _f(o["precision"], 2),
+                 _f(o["recall"], 2), f"**{_f(o['f1'], 2)}**", f"**{_f(o['pr_auc'], 3)}**"])
+    return "\n".join([
+        "### MIT-BIH ECG (health): PVC beats", "", _provenance(r), "",
+        f"Model per record: {r['config']}. Signal downsampled 360 → {r['sampling_hz']:.0f} Hz "
+        f"(block mean of {r['downsample']}). "
+        "Events: PVC beats as [R − 0.25 s, R + 0.45 s], overlapping windows merged; a flagged run overlapping an "
+        "event detects it. The origin (tpcp) uses these records for R-peak detection, not anomaly detection, so "
+        f"there is no published score to compare with. ROC AUC over all test rows: {_f(o['roc_auc'], 3)}; "
+        f"{_f(o['event_row_share'], 1, True)} of test rows lie in PVC events.", "",
+        _table(["record", "PVC left out of training", "test PVC events", "detected", "flagged runs", "precision",
+                "recall", "event F1", "PR AUC"], rows), "",
+        _figures(r, md_dir)])
+
+
+def _limits(results: dict) -> str:
+    lines = ["### Where seqwatch stands, and what limits it", ""]
+    if "nab" in results:
+        res = results["nab"]["results"]
+        a, p = res["alert_starts"]["standard"], res["per_row"]["standard"]
+        cats = a["categories"]
+        weak = ", ".join(f"{k} {v['normalized']:.0f}" for k, v in sorted(
+            ((k, v) for k, v in cats.items() if v["normalized"] is not None), key=lambda kv: kv[1]["normalized"])[:3])
+        missed = a["scored_windows"] - a["detected_windows"]
+        files = a.get("files", {})
+        missed_art = [k.split("/")[1].replace(".csv", "") for k, f in sorted(files.items())
+                      if k.startswith("artificialWithAnomaly/") and f["windows"] and not f["detected"]]
+        text = (f"- **NAB:** standard {a['normalized']:.1f} counting alert starts, "
+                + ("at or above" if a["normalized"] >= 60 else "**below**")
+                + f" the target of 60 (KNN-CAD 58.0, earthgecko Skyline 58.2; Numenta HTM 70.1). At its threshold it "
+                f"finds {a['detected_windows']} of {a['scored_windows']} windows with {a['fp_rows']} false-positive "
+                f"rows: the {missed} missed windows cost {missed} raw points, the false positives at most "
+                f"{0.11 * a['fp_rows']:.0f}, and detections late in their window forfeit the rest (raw score "
+                f"{a['raw']:.1f}; {0.2 * a['scored_windows']:.1f} is needed for 60). Weakest categories: {weak}. ")
+        if missed_art:
+            text += (f"Of the artificial anomalies, the missed ones ({', '.join(missed_art)}) are changes of the "
+                     "daily pattern: a 16-row window (80 minutes) cannot see the shape of a day (suggested change 6). ")
+        text += (f"Counting every row above the threshold gives {p['normalized']:.1f}: once the score is high it stays "
+                 "high for a window length or, after a drift, much longer, and NAB charges every such row; seqwatch's "
+                 "alerts merge those rows into one. Each model sees only the probationary period (168-750 rows, a "
+                 "few days of 5-minute data, no weekly cycle); the online calibration absorbs part of what changes "
+                 "after it.")
+        if "retraining_alert_starts" in res:
+            r = res["retraining_alert_starts"]["standard"]
+            text += (f" Retraining, as previewed, finds more windows ({r['detected_windows']}) but raises more false "
+                     f"alarms ({r['fp_rows']} rows), {r['normalized']:.1f} in all: staleness of the model is not what "
+                     "holds the score below 60.")
+        text += (" A 16-step window and a 16-unit GRU are what the shortest probationary period allows under `fit`'s "
+                 "20-windows-per-part rule.")
+        lines.append(text)
+    if "skab" in results:
+        s_ = results["skab"]["results"]["per_file_400"]
+        lines.append(
+            f"- **SKAB:** F1 {s_['f1']:.2f} (FAR {100 * s_['far']:.1f}%, MAR {100 * s_['mar']:.1f}%) "
+            + ("meets" if s_["f1"] >= 0.74 else "**misses**")
+            + f" the target of 0.74 (LSTM-AE 0.74; Conv-AE and MSET 0.78). Each threshold comes from about 45 "
+            f"calibration windows inside the first 400 rows, so its tail is an extrapolation; a common multiple of "
+            f"the thresholds chosen on the test labels would give {s_['oracle_f1']:.2f}, so the training-only "
+            f"threshold costs about {s_['oracle_f1'] - s_['f1']:.2f} of F1. One model on `anomaly-free.csv` does worse "
+            f"(F1 {results['skab']['results']['anomaly_free']['f1']:.2f}, FAR "
+            f"{100 * results['skab']['results']['anomaly_free']['far']:.0f}%): each experiment starts from a slightly "
+            "different operating point, which a model of other days' normal operation reads as anomalous.")
+    if "energy" in results:
+        o = results["energy"]["overall"]
+        top = max(((k, v["threshold"]) for k, v in results["energy"]["appliances"].items()), key=lambda kv: kv[1])
+        lines.append(
+            f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f} — seqwatch does not "
+            "work on "
+            "this data as it stands. The appliances are off most of the day; the validation windows that the "
+            "Mahalanobis scorer is fitted on are mostly \"off\" with near-zero reconstruction error, so every "
+            f"\"on\" window scores orders of magnitude above them ({top[0]} threshold {top[1]:.1e}) and the score says \"the "
+            "appliance is on\", not \"the cycle is abnormal\". Inserted malfunctions are also mostly changes of a few "
+            "to 35% in power inside a normal-looking cycle. Suggested change 3 (an error floor) addresses the first "
+            "cause.")
+    if "ecg" in results:
+        o = results["ecg"]["overall"]
+        recs = results["ecg"]["records"]
+        low = ", ".join(f"{k} ({v['precision']:.2f})" for k, v in recs.items() if v["precision"] < 0.3)
+        lines.append(
+            f"- **ECG:** event F1 {o['f1']:.2f} (recall {o['recall']:.2f}, precision {o['precision']:.2f}), PR AUC "
+            f"{o['pr_auc']:.3f}. Precision is low where PVCs are rare and other things look unusual: records {low}. "
+            "Noise, baseline wander and abnormal beats that are not PVCs are labelled normal here, and 5 minutes "
+            "of training do not cover every normal morphology of a 30-minute record.")
+    lines.append("- Detector changes that would raise these numbers, precisely: `benchmarks/README.md`, "
+                 "\"Suggested detector changes\".")
+    return "\n".join(lines)
