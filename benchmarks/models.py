@@ -85,7 +85,8 @@ Command: `make bench-models` (= `.venv/bin/python benchmarks/models.py`), run {t
 {os.cpu_count()} cores, Python {platform.python_version()}, Keras {__import__('keras').__version__} on
 {os.environ.get('KERAS_BACKEND', 'jax')}; {time.time() - started:.0f} s in all. {TRAIN_WINDOWS:,} windows of
 {WINDOW} steps x {CHANNELS} channels, {UNITS} units per layer, batch {BATCH} for training; inference in the fixed
-batches the detector uses (256 windows), network only.
+batches the detector uses ({__import__('seqwatch.models.detector', fromlist=['PREDICT_BATCH']).PREDICT_BATCH}
+windows), network only. Run alone on the machine: other load halves these numbers.
 
 | variant | parameters | s / epoch (median of 3) | first epoch s (with compile) | inference windows/s |
 |---|---|---|---|---|

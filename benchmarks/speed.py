@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import time

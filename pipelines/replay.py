@@ -185,7 +185,6 @@ def _channel_of(column: str, mapping: InputMapping) -> str:
 def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMapping) -> dict:
     """How many replayed readings are quarantined again (matched by source, line and channel) and how many are
     scored now."""
-    import pandas as pd
     total = int(replayed["records"].sum())
     again_by_line = {key: part for key, part in again.groupby(["source", "line"])}
     requarantined, reasons = 0, {}
@@ -227,7 +226,6 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     Raises ``ReplayError`` (nothing to replay, a source is gone, conflicting fixes) or the batch run's
     ``RunError``; either way with one sentence."""
-    import pandas as pd
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.config import RunConfig
 
