@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -18,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import replace_section  # noqa: E402
+
 WINDOW, CHANNELS, UNITS, TRAIN_WINDOWS, BATCH = 64, 8, 64, 20_000, 256
 
 VARIANTS = {
@@ -93,14 +94,7 @@ windows), network only. Run alone on the machine: other load halves these number
 {table}
 """
     print(text)
-    path = REPO / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# seqwatch benchmarks\n"
-    block = f"<!-- models:start -->\n{text.rstrip()}\n<!-- models:end -->"
-    if "<!-- models:start -->" in current:
-        current = re.sub(r"<!-- models:start -->.*?<!-- models:end -->", lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    path.write_text(current)
+    replace_section("models", text)
     return 0
 
 

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -25,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "speed"
@@ -150,17 +152,6 @@ def bench_zscore(frame: pd.DataFrame, n: int, work: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_section(text: str) -> None:
-    path = REPO / "BENCHMARKS.md"
-    current = path.read_text() if path.exists() else "# seqwatch benchmarks\n"
-    block = f"<!-- speed:start -->\n{text.rstrip()}\n<!-- speed:end -->"
-    if "<!-- speed:start -->" in current:
-        current = re.sub(r"<!-- speed:start -->.*?<!-- speed:end -->", lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    path.write_text(current)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=2_000_000)
@@ -243,7 +234,7 @@ Where the 1-worker pipeline's time goes (the pipeline's own `stage_ms.*` counter
     (OUT / "results.json").write_text(json.dumps({"bare": bare, "pipeline": runs, "zscore": zscore}, indent=1))
     print(text)
     if not args.quick:
-        write_section(text)
+        replace_section("speed", text)
         log("wrote the speed section of BENCHMARKS.md")
     return 0
 
