@@ -27,14 +27,6 @@ from seqwatch.pipelines.validate import quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
 
 
-def reading_json(q, frame) -> str:
-    """The raw text of a quarantined streaming reading (a broker message is not re-readable): its fields."""
-    import json
-    row = frame[(frame["source"].astype(object) == q.source) & (frame["line"] == q.line)].iloc[0]
-    return q.raw or json.dumps({"entity_id": str(row.get("entity_id", "")), "channel": str(row["channel"]),
-                                "timestamp": int(row["timestamp"]), "value": float(row["value"])})
-
-
 class PaneSpec:
     """The pane arithmetic shared by keying and cutting."""
 
@@ -132,7 +124,7 @@ class _CutPane(beam.DoFn):
     def _late(self, keyed):
         _, parts = keyed
         frame = pd.concat(list(parts), ignore_index=True)
-        yield from (beam.pvalue.TaggedOutput(QUARANTINE, q._replace(raw=reading_json(q, frame)))
+        yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
                     for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
                                              "the reading arrived after its pane had been scored", self.run_id))
 
