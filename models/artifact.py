@@ -7,6 +7,11 @@
 ```
 Loading checks the format version and the checksum, and refuses a corrupt or mismatched artifact with one
 sentence (``ArtifactError``).
+
+A *model root* is a directory of artifacts, one sub-directory per version (``<root>/<name>/metadata.json``).
+Wherever an artifact directory is expected, a model root may be given instead: it stands for its newest
+artifact, the one whose ``metadata.json`` was written last (``save_artifact`` writes it last, by a rename, so
+an artifact counts only once it is complete).
 """
 from __future__ import annotations
 
@@ -100,9 +105,35 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
     return directory
 
 
-def read_metadata(directory: str | os.PathLike) -> dict:
-    """The artifact's metadata, checked for presence and format version (the network is not loaded)."""
+def model_versions(directory: str | os.PathLike) -> list[Path]:
+    """The artifacts ``directory`` stands for, oldest first: itself when it is an artifact, else those of its
+    sub-directories that are complete artifacts, ordered by when their metadata was written."""
     directory = Path(directory)
+    if (directory / METADATA_FILE).is_file() or (directory / MODEL_FILE).is_file():
+        return [directory]
+    if not directory.is_dir():
+        return []
+    found = []
+    for sub in directory.iterdir():
+        try:
+            if sub.is_dir() and (sub / MODEL_FILE).is_file():
+                found.append(((sub / METADATA_FILE).stat().st_mtime_ns, sub.name, sub))
+        except OSError:  # no metadata yet (being written), or removed while listed
+            continue
+    return [sub for _, _, sub in sorted(found)]
+
+
+def resolve_model_dir(directory: str | os.PathLike) -> Path:
+    """The artifact directory ``directory`` stands for: itself, or the newest version of a model root (a root
+    with no complete artifact yet resolves to itself, which ``read_metadata`` then refuses)."""
+    versions = model_versions(directory)
+    return versions[-1] if versions else Path(directory)
+
+
+def read_metadata(directory: str | os.PathLike) -> dict:
+    """The artifact's metadata, checked for presence and format version (the network is not loaded).
+    ``directory`` is an artifact or a model root (its newest version)."""
+    directory = resolve_model_dir(directory)
     meta_path = directory / METADATA_FILE
     if not directory.is_dir():
         raise ArtifactError(f"model directory {directory} does not exist")
@@ -119,10 +150,14 @@ def read_metadata(directory: str | os.PathLike) -> dict:
 
 
 def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
-    """Load a detector saved by ``save_artifact``; raises ``ArtifactError`` if it is corrupt or incompatible."""
+    """Load a detector saved by ``save_artifact`` (from an artifact, or the newest version of a model root);
+    raises ``ArtifactError`` if it is corrupt or incompatible."""
+    from seqwatch.models.compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # before Keras builds the network: loading it compiles its initialisers too
     import keras
 
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     metadata = read_metadata(directory)
     if _sha256(directory / MODEL_FILE) != metadata.get("model_sha256"):
         raise ArtifactError(f"model {directory} is corrupt: {MODEL_FILE} does not match the checksum in "

@@ -173,9 +173,13 @@ def cmd_stream(args, beam_args) -> int:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name)
     except (RunError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}, panes of "
-          f"{plan.pane_steps} steps)", file=sys.stderr, flush=True)
-    run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after)
+    if args.watch_models is not None and args.watch_models <= 0:
+        raise CliError(f"--watch-models must be a positive number of seconds, got {args.watch_models:g}")
+    watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
+    print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
+          f"panes of {plan.pane_steps} steps)", file=sys.stderr, flush=True)
+    run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
+               args.watch_models)
     return 0
 
 
@@ -222,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
     stream.add_argument("--source", choices=("replay", "kafka", "pubsub"), required=True)
-    stream.add_argument("--model-dir", required=True)
+    stream.add_argument("--model-dir", required=True,
+                        help="a model artifact, or a directory of them (one sub-directory per version; the newest "
+                             "is used)")
+    stream.add_argument("--watch-models", type=float, metavar="SECONDS",
+                        help="switch to a newer model version in --model-dir when one appears, looking this often")
     stream.add_argument("--output", required=True)
     stream.add_argument("--suite", default="sensor")
     stream.add_argument("--run-id")

@@ -60,11 +60,13 @@ def settle_us(plan: RunPlan) -> int:
 
 
 def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
-                        allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0) -> dict:
+                        allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0,
+                        watch_models_s: float | None = None) -> dict:
     """Everything after the source; outputs under ``root``. ``flush_window_s`` (streaming): quarantine files
     and counts are written per event-time window of this length; ``None`` (batch): once, at the end.
     ``allowed_lateness_s``: how long each pane waits before it is scored; ``keep_open_s``: how long Beam keeps
-    a scored pane's window for late readings (which are then quarantined as late).
+    a scored pane's window for late readings (which are then quarantined as late); ``watch_models_s``: look for
+    a newer version of the model directory this often and score with it from then on.
     Returns the main PCollections by name (for tests)."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
@@ -73,7 +75,7 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s)
-    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir)
+    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s)
     alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6))
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
     written = {"scored": scored, "alerts": alerts, "quarantine": quarantine} | "WriteOutputs" >> WriteOutputs(

@@ -3,9 +3,21 @@
 ``Seq2SeqModelHandler`` is the one seam between Beam and the model: RunInference loads the artifact once
 per worker (shared across threads), batches ``WindowBatch`` elements, and records inference metrics. Each
 call concatenates the windows of several panes into one model call, scored in fixed-size batches.
+
+Model refresh without a restart: with ``watch_interval_s``, the handler looks at the model directory (an
+artifact, or a model root with one sub-directory per version) at most that often, from the scoring threads
+themselves, and scores with its newest artifact from then on; every scored window, alert and forecast carries
+the version that scored it. A new version that does not fit the running pipeline (other channels, sampling
+interval or window geometry) is refused with a warning and the current one stays. Beam's own route,
+``WatchFilePattern`` as a side input of RunInference, needs a side input in the global window that a
+processing-time trigger updates, which Prism does not support (apache/beam#31438), and it makes every job
+unbounded; polling in the handler works on every runner and lets a replay end.
 """
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -16,13 +28,87 @@ from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import ScoredWindows, WindowBatch
 
 
-class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
-    """Loads a seqwatch model artifact and scores ``WindowBatch`` elements into ``ScoredWindows``."""
+LOG = logging.getLogger(__name__)
 
-    def __init__(self, model_dir: str, max_batch_panes: int = 16):
+# Versions loaded by a refresh, shared by the scoring threads of a process: {(path, model_version): detector}.
+_REFRESHED: dict = {}
+_REFRESH_LOCK = threading.Lock()
+
+
+def _geometry(detector) -> tuple:
+    """What a replacement model must share with the running one: the pipeline cuts windows for it."""
+    window = detector.config.window
+    return (tuple(detector.channels), int(detector.step_us), int(window.length), int(window.stride),
+            int(window.max_gap))
+
+
+class ModelVersionWatch:
+    """Finds the newest artifact of a model directory, at most every ``interval_s`` seconds (one per handler,
+    so per scoring thread; loaded versions are shared by the threads of a process)."""
+
+    def __init__(self, model_dir: str, interval_s: float):
+        self.model_dir = model_dir
+        self.interval_s = interval_s
+        self._next_look = 0.0
+        self._refused: set = set()  # (path, version) that do not fit the running pipeline
+        self._failed: set = set()  # (path, version) that did not load (warned once, tried again)
+
+    def current(self, model):
+        """The detector to score with: ``model`` (the one in use) or a newer version of the directory."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return model
+        self._next_look = now + self.interval_s
+        from seqwatch.models.artifact import ArtifactError, load_artifact, model_versions, read_metadata
+
+        versions = model_versions(self.model_dir)
+        if not versions:
+            return model
+        newest = versions[-1]
+        try:
+            version = read_metadata(newest)["model_version"]
+        except (ArtifactError, KeyError, OSError):
+            return model  # being written or removed: look again next time
+        key = (str(newest), version)
+        if version == model.model_version or key in self._refused:
+            return model
+        with _REFRESH_LOCK:
+            loaded = _REFRESHED.get(key)
+            if loaded is None:
+                try:
+                    loaded = load_artifact(newest)
+                except ArtifactError as exc:
+                    if key not in self._failed:
+                        self._failed.add(key)
+                        LOG.warning("seqwatch: model version %s in %s is not usable yet, still scoring with %s: %s",
+                                    version, newest, model.model_version, exc)
+                    return model
+                if _geometry(loaded) != _geometry(model):
+                    self._refused.add(key)
+                    LOG.warning("seqwatch: refusing model version %s in %s: its channels, sampling interval or "
+                                "window geometry differ from the running pipeline's %s; still scoring with %s",
+                                version, newest, _geometry(model), model.model_version)
+                    beam.metrics.Metrics.counter("seqwatch", "model_updates_refused").inc()
+                    return model
+                _REFRESHED[key] = loaded
+        LOG.warning("seqwatch: scoring switched from model version %s to %s (%s)", model.model_version,
+                    loaded.model_version, newest)
+        beam.metrics.Metrics.counter("seqwatch", "model_updates").inc()
+        return loaded
+
+
+class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
+    """Loads a seqwatch model artifact and scores ``WindowBatch`` elements into ``ScoredWindows``.
+    ``model_dir``: an artifact, or a model root (its newest version); ``watch_interval_s``: when set, switch to a
+    newer version of ``model_dir`` that appears while the pipeline runs, looking at most this often."""
+
+    def __init__(self, model_dir: str, max_batch_panes: int = 16, watch_interval_s: float | None = None):
         self.model_dir = model_dir
         self.max_batch_panes = max_batch_panes
+        self.watch_interval_s = watch_interval_s
         self._timer = None
+        self._watch = None
+        self._model = None
 
     def load_model(self):
         from seqwatch.models.artifact import load_artifact
@@ -35,6 +121,11 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
     def run_inference(self, batch: Sequence[WindowBatch], model, inference_args=None) -> Iterable[ScoredWindows]:
         if self._timer is None:
             self._timer = StageTimer("score")
+        if self.watch_interval_s:
+            if self._watch is None:
+                self._watch = ModelVersionWatch(self.model_dir, self.watch_interval_s)
+            self._model = self._watch.current(self._model or model)
+            model = self._model
         sizes = [len(wb.ends) for wb in batch]
         with self._timer:
             result = model.score_windows(np.concatenate([wb.values for wb in batch]))
@@ -65,11 +156,14 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
 
 
 class ScoreWindows(beam.PTransform):
-    """``WindowBatch -> ScoredWindows`` through RunInference with ``Seq2SeqModelHandler``."""
+    """``WindowBatch -> ScoredWindows`` through RunInference with ``Seq2SeqModelHandler``; with
+    ``watch_interval_s``, newer versions of ``model_dir`` are picked up while the pipeline runs."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, watch_interval_s: float | None = None):
         super().__init__()
         self.model_dir = model_dir
+        self.watch_interval_s = watch_interval_s
 
     def expand(self, windows):
-        return windows | "RunInference" >> RunInference(Seq2SeqModelHandler(self.model_dir))
+        return windows | "RunInference" >> RunInference(Seq2SeqModelHandler(self.model_dir,
+                                                                            watch_interval_s=self.watch_interval_s))

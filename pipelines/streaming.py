@@ -82,18 +82,21 @@ class QuarantineLateReadings(beam.PTransform):
 def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
                              flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
                              allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
-                             late_after_s: float = DEFAULT_LATE_AFTER_S) -> dict:
-    """The streaming graph after ``source``; outputs under ``root`` (no staging: files appear as panes fire)."""
+                             late_after_s: float = DEFAULT_LATE_AFTER_S,
+                             watch_models_s: float | None = None) -> dict:
+    """The streaming graph after ``source``; outputs under ``root`` (no staging: files appear as panes fire).
+    ``watch_models_s``: score with newer versions of the model directory as they appear, looking this often."""
     gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(late_after_s, plan.run_id)
     quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
     return build_scoring_graph(SourceOutputs(gate.on_time, quarantine, source.counts), plan, root,
                                flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s,
-                               keep_open_s=late_after_s)
+                               keep_open_s=late_after_s, watch_models_s=watch_models_s)
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
                 source_name: str = "stream") -> RunPlan:
-    """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front).
+    """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
+    ``model_dir`` is an artifact or a model root (its newest version at the start).
 
     The run id is derived from the model version and the source unless given; the future-timestamp check is
     relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100)."""
@@ -124,9 +127,11 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
-               allowed_lateness_s: float = 0.0, late_after_s: float = DEFAULT_LATE_AFTER_S) -> None:
+               allowed_lateness_s: float = 0.0, late_after_s: float = DEFAULT_LATE_AFTER_S,
+               watch_models_s: float | None = None) -> None:
     """Run the streaming pipeline until its source ends (a replay, or a broker read with a stop condition) or
-    the job is cancelled. ``make_source(run_id)`` returns the source PTransform."""
+    the job is cancelled. ``make_source(run_id)`` returns the source PTransform; ``watch_models_s``: switch to
+    newer versions of the model directory while running (see ``pipelines.inference``)."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     options = PipelineOptions(beam_args)
@@ -136,4 +141,5 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
     with beam.Pipeline(options=options) as p:
         read = p | "ReadStream" >> make_source(plan.run_id)
         source = SourceOutputs(read.readings, read.quarantine, read.counts)
-        build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s, late_after_s)
+        build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s, late_after_s,
+                                 watch_models_s)

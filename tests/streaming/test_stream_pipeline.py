@@ -2,6 +2,7 @@
 a replayed file and a real Kafka broker on 127.0.0.1 in, Parquet out, counts reconciled, alerts equal to
 the batch pipeline's on the same readings."""
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -124,3 +125,78 @@ def test_kafka_on_prism_reconciles_and_matches_batch(long_readings, small_model_
     stream = _alerts(out / "alerts")
     assert stream["alert_id"].tolist() == batch["alert_id"].tolist()
     assert (stream["end"] == batch["end"]).all()
+
+
+@pytest.mark.slow
+def test_pubsub_on_prism_reconciles_and_matches_batch(long_readings, small_model_dir, prism_location,
+                                                      pubsub_emulator, tmp_path):
+    path, readings = long_readings
+    topic, subscription = pubsub_emulator.create_subscription("pumps-stream")
+    publisher, _ = pubsub_emulator.clients()
+    futures = [publisher.publish(topic, json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                                    "timestamp": row.timestamp, "value": row.value}).encode())
+               for row in readings.itertuples(index=False)]
+    futures.append(publisher.publish(topic, b"not json at all"))
+    for future in futures:
+        future.result(timeout=60)
+
+    out = tmp_path / "pubsub"
+    # Pub/Sub does not keep order: the watermark trails the latest event time by an hour (more than one
+    # publisher's batches reorder readings), so no pane is scored before its readings are in.
+    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "pubsub",
+                                            "--subscription", subscription, "--emulator-host", pubsub_emulator.host,
+                                            "--stop-after-idle", "6", "--max-out-of-orderness", "3600"),
+                            capture_output=True, text=True, timeout=500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = _summed_counts(out)
+    assert counts["records_in"] == len(readings) + 1
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
+    quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
+    assert quarantine.loc[quarantine["stage"] == "parse", "raw"].tolist() == ["not json at all"]
+    batch, manifest = _batch_alerts(path, small_model_dir, tmp_path / "batch")
+    stream = _alerts(out / "alerts")
+    assert counts["records_scored"] == manifest["records_scored"]
+    assert stream["alert_id"].tolist() == batch["alert_id"].tolist()
+    assert ((stream["peak_score"] - batch["peak_score"]).abs() < 1e-6 * batch["peak_score"]).all()
+
+
+@pytest.mark.slow
+def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_dir, prism_location, tmp_path):
+    """Replay for ~36 s watching a model root; once the first alert is written, a new version is published
+    into the root (as a deployment would: a complete artifact directory appears); later alerts carry it."""
+    from seqwatch.models.artifact import load_artifact, save_artifact
+
+    path, readings = long_readings
+    root = tmp_path / "models"
+    shutil.copytree(small_model_dir, root / "2026-01")
+    retrained = load_artifact(small_model_dir)
+    retrained.threshold *= 0.98  # a recalibrated model: a new version that still alerts on the same incidents
+    staged = save_artifact(retrained, tmp_path / "staging" / "2026-02")
+    out = tmp_path / "stream"
+    log_path = tmp_path / "stream.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(_stream_command(root, out, prism_location, "--source", "replay", "--input",
+                                                   str(path), "--speed", "250", "--watch-models", "1"),
+                                   stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        published = None
+        deadline = time.monotonic() + 400
+        while process.poll() is None and time.monotonic() < deadline:
+            if published is None and (out / "alerts").exists() and any((out / "alerts").rglob("*.parquet")):
+                shutil.copytree(staged, root / "2026-02")
+                published = time.monotonic()
+            time.sleep(0.2)
+        if process.poll() is None:
+            process.kill()
+    log = log_path.read_text()
+    assert process.returncode == 0, log[-3000:]
+    assert published is not None and time.monotonic() - published > 5, "the replay ended before the swap"
+
+    old = load_artifact(root / "2026-01").model_version
+    alerts = _alerts(out / "alerts").sort_values("start")
+    assert alerts["model_version"].iloc[0] == old
+    assert alerts["model_version"].iloc[-1] == retrained.model_version
+    assert set(alerts["model_version"]) == {old, retrained.model_version}
+    scores = ds.dataset(out / "scores", format="parquet").to_table(columns=["model_version"]).to_pandas()
+    assert set(scores["model_version"]) == {old, retrained.model_version}
+    counts = _summed_counts(out)
+    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)

@@ -1,0 +1,124 @@
+"""Model refresh without a restart: a model root (one sub-directory per version) stands for its newest artifact,
+and the RunInference handler switches to a newer version that appears while it runs, unless it does not fit."""
+import logging
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from seqwatch.models.artifact import (ArtifactError, load_artifact, model_versions, read_metadata,
+                                      resolve_model_dir, save_artifact)
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.inference import Seq2SeqModelHandler
+from seqwatch.schemas.elements import WindowBatch
+
+
+def _touch_later(path, seconds):
+    """Make ``path``'s metadata look written ``seconds`` after now (file systems with coarse mtimes)."""
+    stamp = time.time() + seconds
+    os.utime(path / "metadata.json", (stamp, stamp))
+
+
+@pytest.fixture
+def model_root(small_model_dir, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(small_model_dir, root / "v1")
+    return root
+
+
+def _new_version(root, name, change, later_s=10):
+    detector = load_artifact(root / "v1")
+    change(detector)
+    path = save_artifact(detector, root / name)
+    _touch_later(path, later_s)
+    return detector
+
+
+def _windows(model_dir, n=12) -> WindowBatch:
+    meta = read_metadata(model_dir)
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=3)
+    wide = readings.pivot_table(index="timestamp", columns="channel", values="value")[list(meta["channels"])]
+    length = meta["config"]["window"]["length"]
+    values = np.lib.stride_tricks.sliding_window_view(wide.to_numpy(np.float32), length, axis=0)
+    values = np.ascontiguousarray(values.transpose(0, 2, 1)[:n])
+    ends = np.arange(n, dtype=np.int64) * meta["step_us"]
+    return WindowBatch("pump-0", 0, tuple(meta["channels"]), meta["step_us"], ends, values,
+                       np.ones(values.shape, bool), n)
+
+
+def test_a_model_root_stands_for_its_newest_complete_artifact(model_root, tmp_path):
+    v1 = read_metadata(model_root / "v1")["model_version"]
+    assert resolve_model_dir(model_root) == model_root / "v1"
+    assert read_metadata(model_root)["model_version"] == v1
+    assert resolve_model_dir(model_root / "v1") == model_root / "v1"  # an artifact stands for itself
+
+    v2 = _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 0.5))
+    (model_root / "v3-being-written").mkdir()  # no model.keras / metadata.json yet: not a version
+    assert model_versions(model_root) == [model_root / "v1", model_root / "v2"]
+    assert load_artifact(model_root).model_version == v2.model_version != v1
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArtifactError, match="is not a seqwatch model"):
+        read_metadata(empty)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        read_metadata(tmp_path / "missing")
+
+
+def test_the_handler_switches_to_a_new_version_and_every_window_says_which_scored_it(model_root):
+    handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
+    model = handler.load_model()
+    windows = _windows(model_root / "v1")
+    first = list(handler.run_inference([windows], model))
+    assert [s.model_version for s in first] == [model.model_version]
+
+    new = _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 0.5))
+    second = list(handler.run_inference([windows], model))  # RunInference still hands the old model in
+    assert second[0].model_version == new.model_version != model.model_version
+    assert second[0].threshold == pytest.approx(model.threshold * 0.5)
+    np.testing.assert_allclose(second[0].score, first[0].score, rtol=1e-5)  # same network, same scores
+    np.testing.assert_array_equal(second[0].is_anomaly, second[0].score > second[0].threshold)
+
+    shutil.rmtree(model_root / "v2")  # a version taken away: back to the newest one left
+    third = list(handler.run_inference([windows], model))
+    assert third[0].model_version == model.model_version
+
+
+def test_a_version_that_does_not_fit_the_running_pipeline_is_refused(model_root, caplog):
+    handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
+    model = handler.load_model()
+    windows = _windows(model_root / "v1")
+    _new_version(model_root, "v2", lambda d: setattr(d, "channels", tuple(reversed(d.channels))))
+    with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
+        scored = list(handler.run_inference([windows], model))
+        list(handler.run_inference([windows], model))
+    assert scored[0].model_version == model.model_version
+    refusals = [r for r in caplog.records if "refusing model version" in r.getMessage()]
+    assert len(refusals) == 1  # said once, not on every batch
+
+
+def test_a_damaged_new_version_is_skipped_until_it_loads(model_root, caplog):
+    handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
+    model = handler.load_model()
+    windows = _windows(model_root / "v1")
+    new = _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 2))
+    good = (model_root / "v2" / "model.keras").read_bytes()
+    (model_root / "v2" / "model.keras").write_bytes(good[: len(good) // 2])
+    with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
+        assert list(handler.run_inference([windows], model))[0].model_version == model.model_version
+    assert any("not usable yet" in r.getMessage() for r in caplog.records)
+    (model_root / "v2" / "model.keras").write_bytes(good)
+    assert list(handler.run_inference([windows], model))[0].model_version == new.model_version
+
+
+def test_without_watching_or_between_looks_the_model_stays(model_root):
+    windows = _windows(model_root / "v1")
+    still = Seq2SeqModelHandler(str(model_root))
+    slow = Seq2SeqModelHandler(str(model_root), watch_interval_s=3600)
+    model = still.load_model()
+    assert list(slow.run_inference([windows], model))[0].model_version == model.model_version  # first look
+    _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 0.5))
+    assert list(still.run_inference([windows], model))[0].model_version == model.model_version
+    assert list(slow.run_inference([windows], model))[0].model_version == model.model_version  # next look in 1 h
