@@ -83,6 +83,11 @@ class ScoringConfig:
     ``threshold_method``: ``"quantile"`` (the ``threshold_quantile`` of calibration scores) or ``"pot"``
     (peaks over threshold: a generalised Pareto tail fitted above ``pot_initial_quantile``, threshold at tail
     probability ``pot_risk``).
+
+    ``one_sided``: a window scores high only when a channel is reconstructed *worse* than on normal windows
+    (error features below their normal mean count as the mean). The two-sided default also flags windows the
+    model reconstructs unusually *well*, which catches a signal that goes flat but flags quiet spells (a night
+    with few events, an appliance switched off). Artifacts saved before this setting existed load as two-sided.
     """
 
     threshold_method: str = "pot"
@@ -90,6 +95,7 @@ class ScoringConfig:
     pot_initial_quantile: float = 0.95
     pot_risk: float = 1e-3
     interval_coverage: float = 0.9
+    one_sided: bool = False
 
     def __post_init__(self):
         _check(self.threshold_method in ("quantile", "pot"),
@@ -100,6 +106,7 @@ class ScoringConfig:
         _check(0 < self.pot_risk < 1 - self.pot_initial_quantile,
                f"pot_risk must be in (0, {1 - self.pot_initial_quantile:g}), got {self.pot_risk}")
         _check(0.5 <= self.interval_coverage < 1, f"interval_coverage must be in [0.5, 1), got {self.interval_coverage}")
+        _check(isinstance(self.one_sided, bool), f"one_sided must be True or False, got {self.one_sided!r}")
 
 
 @dataclass(frozen=True)

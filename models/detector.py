@@ -24,7 +24,7 @@ from seqwatch.models.config import DetectorConfig
 from seqwatch.models.intervals import ConformalIntervals
 from seqwatch.models.scaling import ChannelScaler
 from seqwatch.models.scoring import MahalanobisScorer, reconstruction_errors, window_error_features
-from seqwatch.models.thresholds import PeaksOverThreshold, QuantileThreshold, TailCalibration, severity_of
+from seqwatch.models.thresholds import TailCalibration, fit_threshold, severity_of
 
 PREDICT_BATCH = 512  # fixed batch shape: JAX compiles once per input shape; 512 measured fastest on 2 cores
 
@@ -188,17 +188,15 @@ class Seq2SeqDetector:
         self.history = train_autoencoder(self.model, x_train, y_train, x_val, y_val, cfg.training, progress)
 
         # Score distribution of normal windows: fitted on validation, threshold on calibration.
+        sc = cfg.scoring
         val_recon, _ = self._predict_scaled(x_val)
-        self.scorer = MahalanobisScorer.fit(window_error_features(reconstruction_errors(x_val, val_recon)))
+        self.scorer = MahalanobisScorer.fit(window_error_features(reconstruction_errors(x_val, val_recon)),
+                                            one_sided=sc.one_sided)
         x_cal, y_cal = split_xy(scaled["calibration"])
         cal_recon, cal_forecast = self._predict_scaled(x_cal)
         cal_scores, _ = self.scorer.score(window_error_features(reconstruction_errors(x_cal, cal_recon)))
-        sc = cfg.scoring
         self.tail = TailCalibration.fit(cal_scores, sc.pot_initial_quantile)
-        if sc.threshold_method == "pot":
-            self.threshold = PeaksOverThreshold(sc.pot_initial_quantile, sc.pot_risk).fit(cal_scores)
-        else:
-            self.threshold = QuantileThreshold(sc.threshold_quantile).fit(cal_scores)
+        self.threshold = fit_threshold(cal_scores, sc)
         if horizon:
             truth = windows["calibration"][:, length:]
             self.intervals = ConformalIntervals.fit(self.scaler.inverse_transform(cal_forecast) - truth,
@@ -260,8 +258,7 @@ class Seq2SeqDetector:
                 forecast[start:start + size] = np.asarray(out[FORECAST])[:size]
         return recon, forecast
 
-    def score_windows(self, windows: np.ndarray) -> WindowScores:
-        """Score windows ``[N, L, C]`` in original units and the model's channel order."""
+    def _check_windows(self, windows: np.ndarray) -> np.ndarray:
         if not self.is_fitted:
             raise RuntimeError("the detector is not fitted: call fit() or load an artifact")
         windows = np.asarray(windows)
@@ -269,9 +266,26 @@ class Seq2SeqDetector:
         if windows.ndim != 3 or windows.shape[1:] != expected:
             raise ModelMismatchError(f"model {self.model_id} {self.model_version} scores windows of shape "
                                      f"[N, {expected[0]}, {expected[1]}], got {list(windows.shape)}")
+        return windows
+
+    def _features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = self.scaler.transform(windows)
         recon, forecast = self._predict_scaled(x)
-        score, contributions = self.scorer.score(window_error_features(reconstruction_errors(x, recon)))
+        return window_error_features(reconstruction_errors(x, recon)), forecast
+
+    def window_features(self, windows: np.ndarray) -> np.ndarray:
+        """The error feature of each window and channel, ``[N, L, C] -> [N, C]``: the log root-mean-square
+        reconstruction error in scaled units, what ``self.scorer`` turns into a score
+        (``self.scorer.score(self.window_features(w))[0]`` equals ``self.score_windows(w).score``). Windows in
+        original units and the model's channel order; a window holding NaN gets NaN features. Raises
+        ``ModelMismatchError`` for windows of another shape, RuntimeError before ``fit``."""
+        features, _ = self._features(self._check_windows(windows))
+        return features
+
+    def score_windows(self, windows: np.ndarray) -> WindowScores:
+        """Score windows ``[N, L, C]`` in original units and the model's channel order."""
+        features, forecast = self._features(self._check_windows(windows))
+        score, contributions = self.scorer.score(features)
         is_anomaly = score > self.threshold
         tail = self.tail.tail_probability(score)
         result = WindowScores(score, contributions, is_anomaly, tail, severity_of(tail, is_anomaly))

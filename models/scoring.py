@@ -5,6 +5,10 @@ error over its steps). Normal windows' features are modelled as a Gaussian fitte
 windows; a window's score is the Mahalanobis distance of its feature vector from that Gaussian (the
 approach of EncDec-AD, Malhotra et al. 2016, applied per window), so that channels whose errors move together
 are not counted twice. The squared distance splits exactly into per-channel contributions.
+
+A one-sided scorer (``one_sided=True``) counts only errors above normal: each feature below its normal mean is
+taken as the mean before the distance, so a window the model reconstructs better than usual scores 0 on that
+channel instead of high.
 """
 from __future__ import annotations
 
@@ -31,15 +35,18 @@ def window_error_features(errors: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MahalanobisScorer:
-    """Mahalanobis distance of window error features from their distribution on normal windows."""
+    """Mahalanobis distance of window error features from their distribution on normal windows; with
+    ``one_sided``, of the features raised to at least their normal mean (see module docstring)."""
 
     mean: tuple
     precision: tuple  # inverse covariance, row-major C x C
+    one_sided: bool = False
 
     @classmethod
-    def fit(cls, features: np.ndarray, shrinkage: float = 0.1) -> "MahalanobisScorer":
+    def fit(cls, features: np.ndarray, shrinkage: float = 0.1, one_sided: bool = False) -> "MahalanobisScorer":
         """Fit on normal features ``[N, C]`` (N >= 2). The covariance is shrunk towards its diagonal by
-        ``shrinkage`` so that it stays invertible with few windows or constant channels."""
+        ``shrinkage`` so that it stays invertible with few windows or constant channels. ``one_sided`` changes
+        only how windows are scored, not the fit."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[0] < 2:
             raise ValueError(f"features must be [N >= 2, C], got shape {features.shape}")
@@ -50,7 +57,7 @@ class MahalanobisScorer:
         cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov))
         cov += np.eye(cov.shape[0]) * max(1e-9, 1e-6 * float(np.trace(cov)) / cov.shape[0])
         precision = np.linalg.inv(cov)
-        return cls(tuple(mean.tolist()), tuple(precision.ravel().tolist()))
+        return cls(tuple(mean.tolist()), tuple(precision.ravel().tolist()), bool(one_sided))
 
     @property
     def n_channels(self) -> int:
@@ -59,8 +66,11 @@ class MahalanobisScorer:
     def score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(scores [N], contributions [N, C])``: the Mahalanobis distance, and each channel's share
         ``d_c * (P d)_c`` of the squared distance (they sum to ``score**2``; a share can be negative when a
-        channel's error is lower than usual given the others)."""
+        channel's error is lower than usual given the others). One-sided, a channel whose feature is at or below
+        its normal mean has difference 0 and contributes 0."""
         diff = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
+        if self.one_sided:
+            diff = np.maximum(diff, 0.0)
         precision = np.asarray(self.precision).reshape(self.n_channels, self.n_channels)
         # einsum without BLAS: a row's result must not depend on how many windows share the call (BLAS picks
         # kernels by matrix size), or the same window would score differently in different batches.
@@ -69,11 +79,12 @@ class MahalanobisScorer:
         return np.sqrt(np.maximum(squared, 0.0)), contributions
 
     def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "precision": list(self.precision)}
+        return {"mean": list(self.mean), "precision": list(self.precision), "one_sided": self.one_sided}
 
     @classmethod
     def from_dict(cls, data: dict) -> "MahalanobisScorer":
-        return cls(tuple(data["mean"]), tuple(data["precision"]))
+        """Inverse of ``to_dict``; a scorer saved before ``one_sided`` existed is two-sided, as it scored then."""
+        return cls(tuple(data["mean"]), tuple(data["precision"]), bool(data.get("one_sided", False)))
 
 
 def causal_point_scores(steps: np.ndarray, window_ends: np.ndarray, window_scores: np.ndarray,

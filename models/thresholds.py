@@ -4,13 +4,21 @@ A threshold turns a score into a label; it knows nothing about models or alerts.
 score to the probability that a normal window scores at least as high: empirical in the body, a generalised
 Pareto tail (peaks over threshold, Pickands-Balkema-de Haan) beyond. Severity is read off that probability,
 so "critical" means the same rarity whatever the model.
+
+``OnlineTailCalibration`` keeps that calibration current on a stream: it refits on the latest scores seen, so
+that a lasting change of level after training (a drift) stops looking rare after a while, and a score is judged
+only by scores that came before it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:
+    from seqwatch.models.config import ScoringConfig
 
 SEVERITY_LEVELS = (("critical", 1e-5), ("warning", 1e-4), ("info", 1.0))
 
@@ -109,6 +117,115 @@ class PeaksOverThreshold:
         # Too few scores above the initial quantile to fit a tail (e.g. every normal window scored the same):
         # nothing normal was ever higher than the largest score.
         return float(np.max(scores))
+
+
+def fit_threshold(scores: np.ndarray, scoring: "ScoringConfig") -> float:
+    """The threshold ``scoring`` (a ``ScoringConfig``) sets on normal ``scores``: peaks over threshold or a
+    quantile, as ``scoring.threshold_method`` says."""
+    if scoring.threshold_method == "pot":
+        return float(PeaksOverThreshold(scoring.pot_initial_quantile, scoring.pot_risk).fit(scores))
+    return float(QuantileThreshold(scoring.threshold_quantile).fit(scores))
+
+
+class OnlineTailCalibration:
+    """Tail probability of each score of a stream under the scores that came before it.
+
+    A ``TailCalibration`` fitted on the latest ``history`` scores, refitted after every ``refit_every`` steps
+    (defaults: the window and refit period of Numenta's anomaly likelihood, 30 days and 100 steps at 5 minutes).
+    ``start(scores)`` seeds it with normal scores (e.g. a detector's calibration windows; at least 20, finite);
+    then ``process(scores)`` gives each score its tail probability and adds it to the history, refitting at each
+    ``refit_every`` steps, so a score never sees itself or a later score. ``tail_probability`` and ``update``
+    are the two halves of ``process`` for callers that interleave them. A NaN score (a step without a score)
+    gets probability 1, counts as a step of the refit period and never enters the history.
+
+    The state is the scores kept and the steps since the last refit (``to_dict``/``from_dict``), so it can live
+    in a streaming pipeline's per-entity state.
+    """
+
+    def __init__(self, history: int = 8640, refit_every: int = 100, initial_quantile: float = 0.95):
+        if history < 20:
+            raise ValueError(f"history must be >= 20 (a tail fit needs 20 scores), got {history}")
+        if refit_every < 1:
+            raise ValueError(f"refit_every must be >= 1, got {refit_every}")
+        if not 0.0 < initial_quantile < 1.0:
+            raise ValueError(f"initial_quantile must be in (0, 1), got {initial_quantile}")
+        self.history = int(history)
+        self.refit_every = int(refit_every)
+        self.initial_quantile = float(initial_quantile)
+        self._scores = np.zeros(0)
+        self._since_refit = 0
+        self._calibration: TailCalibration | None = None
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The scores the next fit uses: the latest ``history`` finite scores seen (a copy)."""
+        return self._scores.copy()
+
+    @property
+    def calibration(self) -> TailCalibration:
+        """The current fit (refitted here when ``refit_every`` steps have passed since the last one)."""
+        if self._calibration is None:
+            if self._scores.size == 0:
+                raise RuntimeError("OnlineTailCalibration has no scores: call start() with normal scores first")
+            self._calibration = TailCalibration.fit(self._scores, self.initial_quantile)
+        return self._calibration
+
+    def start(self, scores: np.ndarray) -> "OnlineTailCalibration":
+        """Forget everything and fit on normal ``scores`` (>= 20, finite; the latest ``history`` are kept)."""
+        scores = _check_scores(scores, 20)[-self.history:]
+        self._scores, self._since_refit, self._calibration = scores, 0, None
+        _ = self.calibration
+        return self
+
+    def tail_probability(self, scores: np.ndarray) -> np.ndarray:
+        """P(score >= s) under the current fit for each s (1 for NaN); changes nothing."""
+        s = np.asarray(scores, dtype=np.float64)
+        p = np.ones(s.shape)
+        finite = np.isfinite(s)
+        if finite.any():
+            p[finite] = self.calibration.tail_probability(s[finite])
+        return p
+
+    def update(self, scores: np.ndarray) -> "OnlineTailCalibration":
+        """Add ``scores`` (in time order) to the history; a refit is due after each ``refit_every`` steps."""
+        self.calibration  # noqa: B018  (raises before start())
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        finite = s[np.isfinite(s)]
+        if finite.size:
+            self._scores = np.concatenate([self._scores, finite])[-self.history:]
+        self._since_refit += s.size
+        if self._since_refit >= self.refit_every:
+            self._since_refit %= self.refit_every
+            self._calibration = None
+        return self
+
+    def process(self, scores: np.ndarray) -> np.ndarray:
+        """Tail probability of each score of ``scores`` (in time order) under the fit of the steps before its
+        refit block, adding each block to the history before the next: causal."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        p = np.ones(s.size)
+        start = 0
+        while start < s.size:
+            stop = min(s.size, start + self.refit_every - self._since_refit)
+            p[start:stop] = self.tail_probability(s[start:stop])
+            self.update(s[start:stop])
+            start = stop
+        return p
+
+    def to_dict(self) -> dict:
+        return {"history": self.history, "refit_every": self.refit_every, "initial_quantile": self.initial_quantile,
+                "scores": self._scores.tolist(), "since_refit": self._since_refit,
+                "calibration": self._calibration.to_dict() if self._calibration is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OnlineTailCalibration":
+        """Inverse of ``to_dict``: the same history, the same fit in use, the same steps to the next refit."""
+        online = cls(data["history"], data["refit_every"], data["initial_quantile"])
+        online._scores = np.asarray(data["scores"], dtype=np.float64)
+        online._since_refit = int(data["since_refit"])
+        if data.get("calibration") is not None:
+            online._calibration = TailCalibration.from_dict(data["calibration"])
+        return online
 
 
 def severity_of(tail_probability: np.ndarray, is_anomaly: np.ndarray) -> np.ndarray:

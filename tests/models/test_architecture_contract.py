@@ -142,3 +142,56 @@ def test_concurrent_scoring_from_threads_is_safe(small_model_dir):
         results = list(pool.map(lambda w: detector.score_windows(w).score, windows))
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_window_features_are_what_the_scorer_scores(small_model_dir):
+    detector = load_artifact(small_model_dir)
+    rng = np.random.default_rng(6)
+    windows = np.array([100.0, 3.0, 60.0, 0.5]) + rng.normal(0, [5, 0.3, 2, 0.05], size=(50, 16, 4))
+    features = detector.window_features(windows)
+    assert features.shape == (50, 4)
+    scores, contributions = detector.scorer.score(features)
+    result = detector.score_windows(windows)
+    np.testing.assert_array_equal(scores, result.score)
+    np.testing.assert_array_equal(contributions, result.contributions)
+    with pytest.raises(ModelMismatchError, match=r"scores windows of shape \[N, 16, 4\], got \[2, 16, 3\]"):
+        detector.window_features(np.zeros((2, 16, 3)))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Seq2SeqDetector().window_features(np.zeros((1, 64, 1)))
+
+
+def test_artifacts_saved_before_one_sided_existed_still_score_two_sided(small_model_dir, tmp_path):
+    meta = json.loads((small_model_dir / "metadata.json").read_text())
+    assert meta["config"]["scoring"]["one_sided"] is False and meta["scorer"]["one_sided"] is False
+    del meta["config"]["scoring"]["one_sided"], meta["scorer"]["one_sided"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.keras").write_bytes((small_model_dir / "model.keras").read_bytes())
+    (old / "metadata.json").write_text(json.dumps(meta))
+    detector = load_artifact(old)
+    assert detector.config.scoring.one_sided is False and detector.scorer.one_sided is False
+    windows = np.array([100.0, 3.0, 60.0, 0.5]) + np.random.default_rng(8).normal(0, 1, size=(20, 16, 4))
+    np.testing.assert_array_equal(detector.score_windows(windows).score,
+                                  load_artifact(small_model_dir).score_windows(windows).score)
+
+
+@pytest.mark.slow
+def test_a_one_sided_detector_scores_one_sided_and_keeps_it_in_its_artifact(tiny_data, tmp_path):
+    import dataclasses
+
+    from seqwatch.models.config import ScoringConfig
+
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=8), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=2, batch_size=64, training_stride=2),
+                            ScoringConfig(one_sided=True))
+    detector = Seq2SeqDetector(config).fit(tiny_data, progress=False)
+    assert detector.scorer.one_sided and np.isfinite(detector.threshold)
+    rng = np.random.default_rng(9)
+    windows = np.stack([np.linspace(90, 110, 8), np.linspace(55, 65, 8)], axis=1) + rng.normal(0, 3, (40, 8, 2))
+    features = detector.window_features(windows)
+    two_sided = dataclasses.replace(detector.scorer, one_sided=False)
+    clipped, _ = two_sided.score(np.maximum(features, np.asarray(detector.scorer.mean)))
+    np.testing.assert_array_equal(detector.score_windows(windows).score, clipped)
+    loaded = load_artifact(save_artifact(detector, tmp_path / "one-sided"))
+    assert loaded.config.scoring.one_sided and loaded.scorer.one_sided
+    np.testing.assert_array_equal(loaded.score_windows(windows).score, clipped)

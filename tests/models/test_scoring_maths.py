@@ -5,12 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from seqwatch.models.config import ArchitectureConfig, DetectorConfig, WindowConfig
+from seqwatch.models.config import ArchitectureConfig, DetectorConfig, ScoringConfig, WindowConfig
 from seqwatch.models.intervals import ConformalIntervals
 from seqwatch.models.scaling import ChannelScaler
 from seqwatch.models.scoring import (MahalanobisScorer, causal_point_scores, reconstruction_errors,
                                      window_error_features)
-from seqwatch.models.thresholds import PeaksOverThreshold, QuantileThreshold, TailCalibration, severity_of
+from seqwatch.models.thresholds import (PeaksOverThreshold, QuantileThreshold, TailCalibration, fit_threshold,
+                                        severity_of)
 
 
 def test_scaler_round_trip_and_constant_channel():
@@ -53,6 +54,40 @@ def test_mahalanobis_accounts_for_correlation():
     assert apart[0] == pytest.approx(math.sqrt(20.0))
 
 
+def test_one_sided_mahalanobis_counts_only_errors_above_the_normal_mean():
+    # mean (1, 2), identity precision; features (0, 5): differences (-1, 3)
+    two = MahalanobisScorer(mean=(1.0, 2.0), precision=(1.0, 0.0, 0.0, 1.0))
+    one = MahalanobisScorer(mean=(1.0, 2.0), precision=(1.0, 0.0, 0.0, 1.0), one_sided=True)
+    scores, contributions = two.score(np.array([[0.0, 5.0]]))
+    assert scores[0] == pytest.approx(math.sqrt(10.0))  # 1 + 9
+    np.testing.assert_allclose(contributions, [[1.0, 9.0]])
+    scores, contributions = one.score(np.array([[0.0, 5.0], [0.0, 1.0], [1.0, 2.0]]))
+    np.testing.assert_allclose(scores, [3.0, 0.0, 0.0])  # (0, 3); both below -> 0; at the mean -> 0
+    np.testing.assert_allclose(contributions, [[0.0, 9.0], [0.0, 0.0], [0.0, 0.0]])
+
+
+def test_one_sided_mahalanobis_with_correlated_channels():
+    # Precision of cov [[1, .9], [.9, 1]] (see above). Features (1, -1): two-sided d^2 = 3.8 / .19 = 20; one-sided
+    # the second difference becomes 0: d^2 = (1, 0) P (1, 0)^T = 1 / .19.
+    det = 1 - 0.81
+    precision = (1 / det, -0.9 / det, -0.9 / det, 1 / det)
+    one = MahalanobisScorer((0.0, 0.0), precision, one_sided=True)
+    scores, contributions = one.score(np.array([[1.0, -1.0]]))
+    assert scores[0] == pytest.approx(math.sqrt(1 / 0.19))
+    np.testing.assert_allclose(contributions, [[1 / 0.19, 0.0]])
+
+
+def test_one_sided_is_stored_and_old_scorers_load_two_sided():
+    features = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]])
+    one = MahalanobisScorer.fit(features, one_sided=True)
+    two = MahalanobisScorer.fit(features)
+    assert one.one_sided and not two.one_sided
+    assert (one.mean, one.precision) == (two.mean, two.precision) == ((2.0, 4.0), one.precision)
+    assert MahalanobisScorer.from_dict(one.to_dict()) == one
+    saved_before_one_sided = {"mean": [2.0, 4.0], "precision": list(two.precision)}
+    assert MahalanobisScorer.from_dict(saved_before_one_sided) == two
+
+
 def test_mahalanobis_fit_recovers_mean_and_needs_two_rows():
     rng = np.random.default_rng(0)
     features = rng.normal([1.0, -2.0], [1.0, 3.0], size=(5000, 2))
@@ -92,6 +127,16 @@ def test_pot_threshold_when_every_calibration_score_is_equal():
     assert PeaksOverThreshold().fit(np.full(500, 2.5)) == 2.5
 
 
+def test_fit_threshold_follows_the_scoring_config():
+    scores = np.arange(1, 11, dtype=float)
+    assert fit_threshold(scores, ScoringConfig(threshold_method="quantile", threshold_quantile=0.9)) == 10.0
+    assert fit_threshold(scores, ScoringConfig(threshold_method="quantile", threshold_quantile=0.55)) == 6.0
+    assert fit_threshold(np.full(500, 2.5), ScoringConfig()) == 2.5  # pot, no tail: the largest score
+    rng = np.random.default_rng(1)
+    exponential = rng.exponential(1.0, 200_000)
+    assert fit_threshold(exponential, ScoringConfig(pot_risk=1e-4)) == pytest.approx(-math.log(1e-4), rel=0.05)
+
+
 def test_tail_probability_is_monotone_and_calibrated():
     rng = np.random.default_rng(2)
     tail = TailCalibration.fit(rng.normal(size=50_000))
@@ -126,3 +171,14 @@ def test_config_round_trips_and_names_bad_values():
         ArchitectureConfig(layers=4)
     with pytest.raises(ValueError, match="unknown detector config sections"):
         DetectorConfig.from_dict({"bogus": {}})
+
+
+def test_one_sided_config_round_trips_and_defaults_to_two_sided_for_old_configs():
+    assert ScoringConfig().one_sided is False
+    config = DetectorConfig(scoring=ScoringConfig(one_sided=True))
+    assert DetectorConfig.from_json(config.to_json()) == config
+    old = DetectorConfig().to_dict()
+    del old["scoring"]["one_sided"]  # as stored by artifacts saved before the setting existed
+    assert DetectorConfig.from_dict(old).scoring.one_sided is False
+    with pytest.raises(ValueError, match="one_sided must be True or False, got 'yes'"):
+        ScoringConfig(one_sided="yes")

@@ -1,0 +1,90 @@
+"""OnlineTailCalibration: a tail calibration refitted on the latest scores of a stream, checked on small inputs
+whose empirical tail probabilities are worked out by hand.
+
+With 20 distinct scores and ``initial_quantile`` 0.95 the fit has one score above the 0.95 quantile, too few for
+a generalised Pareto tail, so below the tail start the probability is the empirical one,
+``max(1 - (number of stored scores < s) / 20, 1 / 20)``, and easy to count.
+"""
+import numpy as np
+import pytest
+
+from seqwatch.models.thresholds import OnlineTailCalibration, TailCalibration
+
+ONE_TO_TWENTY = np.arange(1.0, 21.0)
+
+
+def test_process_judges_each_block_by_the_scores_before_it():
+    online = OnlineTailCalibration(history=20, refit_every=5).start(ONE_TO_TWENTY)
+    p = online.process(np.array([10.5, np.nan, 10.5, 10.5, 10.5, 10.5]))
+    # Steps 0-4 under the fit on 1..20: 10 scores below 10.5 -> 1 - 10/20 = 0.5; the NaN step -> 1.
+    # After 5 steps the history is the latest 20 finite scores: 5..20 and four times 10.5 (1..4 dropped); six of
+    # them (5, 6, 7, 8, 9, 10) lie below 10.5 -> 1 - 6/20 = 0.7 for step 5.
+    np.testing.assert_allclose(p, [0.5, 1.0, 0.5, 0.5, 0.5, 0.7])
+    # the sixth step added a fifth 10.5 and pushed out 5: the latest 20 are 6..20 and five times 10.5
+    np.testing.assert_array_equal(np.sort(online.scores), np.sort(np.r_[np.arange(6.0, 21.0), [10.5] * 5]))
+
+
+def test_start_keeps_the_latest_history_scores():
+    online = OnlineTailCalibration(history=20, refit_every=5).start(np.r_[[100.0] * 5, ONE_TO_TWENTY])
+    np.testing.assert_array_equal(online.scores, ONE_TO_TWENTY)  # the five 100s are older than the last 20
+    assert online.tail_probability(np.array([15.0]))[0] == pytest.approx(1 - 14 / 20)
+
+
+def test_tail_probability_changes_nothing_and_update_refits_only_after_refit_every_steps():
+    online = OnlineTailCalibration(history=20, refit_every=3).start(ONE_TO_TWENTY)
+    assert online.tail_probability(np.array([10.5, np.nan])).tolist() == [0.5, 1.0]
+    online.update(np.array([10.5, 10.5]))  # 2 of 3 steps: the fit stays
+    assert online.tail_probability(np.array([10.5]))[0] == pytest.approx(0.5)
+    online.update(np.array([np.nan]))  # the third step (no score) completes the refit period
+    # history: 3..20 and 10.5 twice; below 10.5: 3..10 -> 8 -> 1 - 8/20
+    assert online.tail_probability(np.array([10.5]))[0] == pytest.approx(1 - 8 / 20)
+
+
+def test_process_is_causal_and_the_same_in_pieces_or_at_once():
+    rng = np.random.default_rng(3)
+    history, scores = rng.normal(size=200), rng.normal(size=600)
+    p = OnlineTailCalibration(history=1000, refit_every=100).start(history).process(scores)
+    changed = scores.copy()
+    changed[300:] += 50.0  # a huge change from step 300 on
+    q = OnlineTailCalibration(history=1000, refit_every=100).start(history).process(changed)
+    np.testing.assert_array_equal(p[:300], q[:300])
+    assert np.all(q[300:400] < 1e-3)  # judged by the past, the jump is rare
+    assert np.all(q[500:] > 1e-3)  # two refits later the new level is part of the history
+
+    pieces = OnlineTailCalibration(history=1000, refit_every=100).start(history)
+    parts = [pieces.process(scores[a:b]) for a, b in ((0, 37), (37, 250), (250, 251), (251, 600))]
+    np.testing.assert_array_equal(np.concatenate(parts), p)
+
+
+def test_state_round_trips_mid_stream():
+    rng = np.random.default_rng(5)
+    scores = rng.exponential(size=700)
+    online = OnlineTailCalibration(history=300, refit_every=50).start(scores[:100])
+    first = online.process(scores[100:420])  # 320 steps: 20 into a refit period
+    restored = OnlineTailCalibration.from_dict(online.to_dict())
+    np.testing.assert_array_equal(restored.process(scores[420:]), online.process(scores[420:]))
+    assert first.shape == (320,)
+
+
+def test_matches_a_tail_calibration_refitted_by_hand():
+    rng = np.random.default_rng(7)
+    history, scores = rng.gamma(2.0, size=150), rng.gamma(2.0, size=25)
+    p = OnlineTailCalibration(history=160, refit_every=10).start(history).process(scores)
+    seen = history
+    for start in (0, 10, 20):
+        block = scores[start:start + 10]
+        np.testing.assert_array_equal(p[start:start + 10], TailCalibration.fit(seen[-160:]).tail_probability(block))
+        seen = np.r_[seen, block]
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="history must be >= 20 .* got 10"):
+        OnlineTailCalibration(history=10)
+    with pytest.raises(ValueError, match="refit_every must be >= 1, got 0"):
+        OnlineTailCalibration(refit_every=0)
+    with pytest.raises(ValueError, match=r"initial_quantile must be in \(0, 1\), got 1.0"):
+        OnlineTailCalibration(initial_quantile=1.0)
+    with pytest.raises(RuntimeError, match="call start"):
+        OnlineTailCalibration().process(np.ones(3))
+    with pytest.raises(ValueError, match="need at least 20 calibration scores, got 5"):
+        OnlineTailCalibration().start(np.ones(5))
