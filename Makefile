@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast bench-accuracy bench-speed bench-models clean
+.PHONY: demo test test-fast bench-accuracy bench-speed bench-models bench-stream clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-models: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
+
+bench-stream: $(STAMP) prism kafka-jars
+	$(BIN)/python benchmarks/stream_latency.py
 
 clean: streaming-clean
 	rm -rf $(VENV) demo-output build *.egg-info

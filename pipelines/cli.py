@@ -138,6 +138,8 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines.sources import expand_inputs
     from seqwatch.pipelines.streaming import plan_stream, run_stream
 
+    if args.watch_models is not None and args.watch_models <= 0:
+        raise CliError(f"--watch-models must be a positive number of seconds, got {args.watch_models:g}")
     align = None
     if args.source == "replay":
         if not args.input:
@@ -173,8 +175,6 @@ def cmd_stream(args, beam_args) -> int:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name)
     except (RunError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    if args.watch_models is not None and args.watch_models <= 0:
-        raise CliError(f"--watch-models must be a positive number of seconds, got {args.watch_models:g}")
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
           f"panes of {plan.pane_steps} steps)", file=sys.stderr, flush=True)

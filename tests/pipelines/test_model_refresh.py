@@ -122,3 +122,21 @@ def test_without_watching_or_between_looks_the_model_stays(model_root):
     _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 0.5))
     assert list(still.run_inference([windows], model))[0].model_version == model.model_version
     assert list(slow.run_inference([windows], model))[0].model_version == model.model_version  # next look in 1 h
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--watch-models", "0"], "seqwatch stream: --watch-models must be a positive number of seconds, got 0"),
+    (["--model-dir", "{empty}"], "is not a seqwatch model: it needs model.keras and metadata.json"),
+])
+def test_stream_flags_about_models_stop_with_one_clear_sentence(args, message, small_model_dir, tmp_path, capsys):
+    from seqwatch.pipelines.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "in.csv").write_text("entity_id,channel,timestamp,value\npump-0,flow,2024-01-01T00:00:00Z,1.0\n")
+    args = [a.format(empty=tmp_path / "empty") for a in args]
+    model = [] if "--model-dir" in args else ["--model-dir", str(small_model_dir)]
+    code = main(["stream", "--source", "replay", "--input", str(tmp_path / "in.csv"), "--output",
+                 str(tmp_path / "o"), *model, *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert message in err[-1] and len(err) == 1

@@ -1,0 +1,399 @@
+"""Streaming benchmark (issue 7): event-to-alert latency and sustained readings/s of ``seqwatch stream`` on Prism,
+fed by a real Kafka broker on 127.0.0.1.
+
+    .venv/bin/python benchmarks/stream_latency.py            # what `make bench-stream` runs (~6 min)
+    .venv/bin/python benchmarks/stream_latency.py --quick    # a smaller smoke run (not for BENCHMARKS.md)
+
+Phase 1, latency. A publisher thread sends the readings of E pumps (4 channels, one reading per channel per
+second of event time, anomalies injected) to a Kafka topic paced on the wall clock at ``--speed`` times real
+time, and notes when each second of event time was sent. ``seqwatch stream`` reads the topic on Prism; a
+watcher thread notes when each output file appears (sinks write a temporary name, then rename). Latencies:
+- *alert*: the alert file's appearance minus the publication of the reading that completed the incident's first
+  anomalous window (the reading that caused it);
+- *score*: a pane's score file's appearance minus the publication of the newest reading it scores.
+Both include event-time waits the pipeline is designed to have, which shrink as ``--speed`` grows: a pane is
+scored once the watermark passes its end plus the look-ahead context, and an incident is closed (one alert, with
+its full extent) once the watermark passes its last window by the settle time. The table splits each latency
+into that designed wait (event time / speed) and the rest (processing, polling, Prism's scheduling).
+
+Phase 2, sustained rate. N readings are published up front; ``seqwatch stream --start earliest`` drains the
+backlog. Reported: readings scored per second between the first and the last output file (steady state), and
+over the job's whole wall time (with start-up).
+
+Flink: Beam's Flink job server (``beam-runners-flink-*-job-server``) is not on the Maven Central these machines
+reach for any Beam 2.7x version, so the Flink row says blocked instead of a number. Results replace the streaming
+section of BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import replace_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PRISM = REPO / ".tools" / "bin" / "prism"
+KAFKA_LIBS = REPO / ".tools" / "kafka" / "libs"
+OUT = REPO / "benchmarks" / "out" / "stream"
+WINDOW, STRIDE, UNITS, STEP_S = 16, 4, 16, 1
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Kafka:
+    """One KRaft node started with deploy/streaming/kafka-local.sh on free ports."""
+
+    def __init__(self, work: Path):
+        from confluent_kafka.admin import AdminClient
+
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = work / "kafka.log"
+        self.process = subprocess.Popen(
+            ["bash", str(REPO / "deploy" / "streaming" / "kafka-local.sh"), "--port", str(self.port),
+             "--controller-port", str(free_port()), "--dir", str(work / "node")],
+            stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"Kafka did not start; see {self.log_path}")
+
+    def create_topic(self, name: str) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for future in admin.create_topics([NewTopic(name, 1, 1)], operation_timeout=30).values():
+            future.result(timeout=60)
+
+    def producer(self):
+        from confluent_kafka import Producer
+
+        return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "queue.buffering.max.messages":
+                         1_000_000})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def make_readings(n_entities: int, n_steps: int, seed: int, anomalies: int):
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    readings, labels = generate_sensor_data(n_entities, n_steps, STEP_S, anomalies_per_entity=anomalies, seed=seed,
+                                            kinds=("level_shift", "broken_channel", "spike")
+                                            if anomalies else ("level_shift",))
+    readings = readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True)
+    return readings, labels
+
+
+def train(model_dir: Path) -> dict:
+    from seqwatch.models.artifact import save_artifact
+    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+    from seqwatch.models.detector import Seq2SeqDetector
+
+    normal, _ = make_readings(4, 3000, seed=11, anomalies=0)
+    config = DetectorConfig(ArchitectureConfig(units=UNITS), WindowConfig(WINDOW, STRIDE, 2),
+                            TrainingConfig(epochs=8, batch_size=128, patience=3))
+    detector = Seq2SeqDetector(config, model_id="stream-bench").fit(normal, progress=False)
+    save_artifact(detector, model_dir)
+    return json.loads((model_dir / "metadata.json").read_text())
+
+
+def messages_by_second(readings: pd.DataFrame) -> list[list[bytes]]:
+    """The Kafka payloads of each second of event time, in order."""
+    seconds = ((readings["timestamp"] - readings["timestamp"].min()).dt.total_seconds() // STEP_S).astype(int)
+    stamps = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    payloads = [json.dumps({"entity_id": e, "channel": c, "timestamp": t, "value": round(float(v), 5)}).encode()
+                for e, c, t, v in zip(readings["entity_id"], readings["channel"], stamps, readings["value"])]
+    out: list[list[bytes]] = [[] for _ in range(int(seconds.max()) + 1)]
+    for s, payload in zip(seconds, payloads):
+        out[s].append(payload)
+    return out
+
+
+def stream_command(model_dir: Path, output: Path, kafka: Kafka, topic: str, idle_s: float) -> list[str]:
+    return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "kafka", "--model-dir",
+            str(model_dir), "--output", str(output), "--bootstrap-servers", kafka.bootstrap, "--topic", topic,
+            "--start", "earliest", "--stop-after-idle", str(idle_s), "--flush-window", "300",
+            "--runner=PrismRunner", f"--prism_location={PRISM}", "--prism_log_level=warn"]
+
+
+class FileWatch(threading.Thread):
+    """Notes the first time each Parquet file under ``root`` is seen (polled every 50 ms)."""
+
+    def __init__(self, root: Path):
+        super().__init__(daemon=True)
+        self.root = root
+        self.seen: dict[Path, float] = {}
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            if self.root.exists():
+                now = time.time()
+                for path in self.root.rglob("*.parquet"):
+                    self.seen.setdefault(path, now)
+            time.sleep(0.05)
+
+
+def summed_counts(output: Path) -> dict:
+    counts: dict = {}
+    for f in (output / "counts").glob("*.json"):
+        for key, value in json.loads(f.read_text()).items():
+            counts[key] = counts.get(key, 0) + value
+    return counts
+
+
+def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entities: int, n_steps: int,
+                speed: float) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    readings, labels = make_readings(n_entities, n_steps, seed=5, anomalies=2)
+    t0_event = readings["timestamp"].min()
+    batches = messages_by_second(readings)
+    kafka.create_topic("latency")
+    output = work / "latency-out"
+    watch = FileWatch(output)
+    watch.start()
+    job_log = open(work / "latency-job.log", "w")
+    job = subprocess.Popen(stream_command(model_dir, output, kafka, "latency", idle_s=15), stdout=job_log,
+                           stderr=subprocess.STDOUT)
+    time.sleep(10)  # let the job start and subscribe before the first reading (start-up is not latency)
+    producer = kafka.producer()
+    sent_at = np.zeros(len(batches))
+    start = time.time()
+    log(f"latency: publishing {len(readings):,} readings of {n_entities} pumps at {speed:g}x real time "
+        f"({len(batches) / speed:.0f} s)")
+    for s, payloads in enumerate(batches):
+        delay = start + s * STEP_S / speed - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        for payload in payloads:
+            producer.produce("latency", payload)
+        producer.poll(0)
+        sent_at[s] = time.time()
+    producer.flush(60)
+    job.wait(timeout=900)
+    watch.done.set()
+    watch.join()
+    if job.returncode != 0:
+        raise RuntimeError(f"seqwatch stream failed; see {work / 'latency-job.log'}")
+
+    step_us = int(meta["step_us"])
+    t0_us = int(t0_event.value // 1000)
+    published_until = sent_at[-1]
+
+    def sent(event_us: int) -> float:
+        return sent_at[(event_us - t0_us) // (STEP_S * 1_000_000)]
+
+    # Files that appeared after the last reading was published waited for the end of the stream (the watermark
+    # only moves on with new readings, or when the source stops), not for the pipeline: counted apart.
+    alert_rows, score_latency, at_end = [], [], {"alerts": 0, "scores": 0}
+    for path, seen in watch.seen.items():
+        kind = path.relative_to(output).parts[0]
+        if kind not in at_end:
+            continue
+        if seen > published_until:
+            at_end[kind] += 1
+            continue
+        if kind == "alerts":
+            table = pq.read_table(path, columns=["start", "end"])
+            for start_us, end_us in zip(*(table.column(c).cast(pa.int64()).to_pylist() for c in ("start", "end"))):
+                cause = start_us + (WINDOW - 1) * step_us  # end of the incident's first anomalous window
+                alert_rows.append({"latency_s": seen - sent(cause), "incident_s": (end_us - cause) / 1e6})
+        else:  # every window's newest reading -> the score file holding it
+            ends = pq.read_table(path, columns=["window_end"]).column("window_end").cast(pa.int64()).to_pylist()
+            score_latency.extend(seen - sent(end) for end in ends)
+    counts = summed_counts(output)
+    alerts = pd.DataFrame(alert_rows)
+    found = re.search(r"panes of (\d+) steps", (work / "latency-job.log").read_text())
+    pane_steps = int(found.group(1)) if found else None
+    return {"readings": int(len(readings)), "incidents": int(len(labels)), "alerts": int(len(alerts)),
+            "speed": speed, "entities": n_entities, "counts": counts,
+            "alert_p50_s": float(np.median(alerts["latency_s"])) if len(alerts) else None,
+            "alert_p99_s": float(np.quantile(alerts["latency_s"], 0.99)) if len(alerts) else None,
+            "incident_p50_s": float(np.median(alerts["incident_s"])) if len(alerts) else None,
+            "score_p50_s": float(np.median(score_latency)), "score_p99_s": float(np.quantile(score_latency, 0.99)),
+            "windows_timed": len(score_latency), "at_stream_end": at_end, "pane_steps": pane_steps,
+            "publish_lag_max_s": float(np.max(sent_at - (start + np.arange(len(batches)) * STEP_S / speed)))}
+
+
+def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_steps: int) -> dict:
+    readings, _ = make_readings(n_entities, n_steps, seed=6, anomalies=2)
+    kafka.create_topic("backlog")
+    producer = kafka.producer()
+    log(f"sustained: publishing a backlog of {len(readings):,} readings")
+    for payloads in messages_by_second(readings):
+        for payload in payloads:
+            while True:
+                try:
+                    producer.produce("backlog", payload)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.poll(0)
+    producer.flush(120)
+    output = work / "sustained-out"
+    watch = FileWatch(output)
+    watch.start()
+    idle_s = 8
+    started = time.time()
+    with open(work / "sustained-job.log", "w") as job_log:
+        result = subprocess.run(stream_command(model_dir, output, kafka, "backlog", idle_s=idle_s), stdout=job_log,
+                                stderr=subprocess.STDOUT, timeout=1200)
+    ended = time.time()
+    watch.done.set()
+    watch.join()
+    if result.returncode != 0:
+        raise RuntimeError(f"seqwatch stream failed; see {work / 'sustained-job.log'}")
+    counts = summed_counts(output)
+    scores = sorted(seen for path, seen in watch.seen.items() if path.relative_to(output).parts[0] == "scores")
+    steady_s = scores[-1] - scores[0]
+    return {"readings": int(len(readings)), "counts": counts, "wall_s": ended - started, "idle_wait_s": idle_s,
+            "first_output_s": scores[0] - started, "steady_s": steady_s,
+            "steady_readings_per_s": counts.get("records_scored", 0) / steady_s if steady_s > 0 else None,
+            "overall_readings_per_s": counts.get("records_in", 0) / (ended - started - idle_s)}
+
+
+def render(result: dict, command: str) -> str:
+    lat, sus = result["latency"], result["sustained"]
+    pane = lat["pane_steps"]
+    wait_score = ((pane or 0) + WINDOW + 1) * STEP_S / lat["speed"]
+    lines = [
+        "## Streaming",
+        "",
+        f"Command: `{command}` (= `make bench-stream`), run {result['date']} on {result['machine']}; whole benchmark "
+        f"{result['wall_s']:.0f} s. `seqwatch stream` on Prism {result['beam']} (built from the Beam Go module), "
+        f"Kafka {result['kafka']} (one KRaft node on 127.0.0.1), LSTM autoencoder {UNITS} units, window {WINDOW}, "
+        f"stride {STRIDE}, readings every {STEP_S} s, stream panes of {pane or 'default'} steps. "
+        f"Load average during the run: {result['load']}; other jobs shared the 2 cores, so read the medians, not "
+        "the last digit.",
+        "",
+        f"**Latency** ({lat['entities']} pumps x 4 channels, {lat['readings']:,} readings played at "
+        f"{lat['speed']:g}x real time, {lat['incidents']} injected incidents, {lat['alerts']} alerts):",
+        "",
+        "| what | p50 s | p99 s | of which designed event-time wait |",
+        "|---|---|---|---|",
+        f"| reading -> score of the window it completes ({lat['windows_timed']:,} windows) | "
+        f"{lat['score_p50_s']:.2f} | {lat['score_p99_s']:.2f} | the rest of its pane ({pane} steps) and the "
+        f"look-ahead context: up to {wait_score:.2f} s at {lat['speed']:g}x |",
+        f"| causing reading -> alert file | {_fmt(lat['alert_p50_s'])} | {_fmt(lat['alert_p99_s'])} | the rest of the "
+        f"incident (median {_fmt(lat['incident_p50_s'])} s of event time) plus the settle time, / {lat['speed']:g} |",
+        "",
+        f"Not in the table: {lat['at_stream_end']['scores']} score files and {lat['at_stream_end']['alerts']} alert "
+        "files that appeared after the last reading was published; they waited for the end of the stream (the "
+        "watermark moves on only with newer readings, or when the source stops after its idle time). "
+        f"Counts: {lat['counts'].get('records_in', 0):,} in = {lat['counts'].get('records_scored', 0):,} scored + "
+        f"{lat['counts'].get('records_quarantined', 0):,} quarantined; the publisher kept to its schedule within "
+        f"{lat['publish_lag_max_s']:.2f} s.",
+        "",
+        f"**Sustained rate** (a backlog of {sus['readings']:,} readings drained with `--start earliest`):",
+        "",
+        "| runner | readings/s, steady | readings/s, whole job | job wall s | first output after s |",
+        "|---|---|---|---|---|",
+        f"| Prism | {_fmt(sus['steady_readings_per_s'], ',.0f')} | {sus['overall_readings_per_s']:,.0f} | "
+        f"{sus['wall_s']:.0f} | {sus['first_output_s']:.1f} |",
+        "| Flink | blocked | blocked | – | – |",
+        "",
+        "- Steady = readings scored between the first and the last score file, over that time; whole job = "
+        f"readings in over the job's wall time less its {sus['idle_wait_s']} s idle stop.",
+        "- Flink is blocked: Beam's Flink job server jar (`beam-runners-flink-<flink>-job-server`, any 2.7x "
+        "version) is not on the Maven Central mirror these machines reach, so `--runner=FlinkRunner "
+        "--flink_job_server_jar=...` cannot be tried here (`deploy/dataflow/README.md` and the README's streaming "
+        "section say what a Flink run needs).",
+        "- The alert latency is dominated by design, not by processing: one alert per incident is written when the "
+        "incident is over (so that it carries its extent and a stable id), and a pane is scored only once its "
+        "look-ahead context has arrived. At real speed (1x) these waits are the event-time seconds themselves.",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller smoke run (does not touch BENCHMARKS.md)")
+    parser.add_argument("--speed", type=float, default=20.0, help="replay speed of the latency phase")
+    args = parser.parse_args(argv)
+    for need, how in ((PRISM, "make prism"), (KAFKA_LIBS, "make kafka-jars")):
+        if not need.exists():
+            print(f"stream_latency: {need.relative_to(REPO)} is missing; run `{how}` first", file=sys.stderr)
+            return 2
+    began = time.time()
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix="seqwatch-stream-bench-"))
+    log("training the model")
+    model_dir = OUT / "model"
+    meta = train(model_dir)
+    kafka = Kafka(work)
+    loads = []
+    try:
+        n_latency = (8, 600) if args.quick else (16, 2400)
+        latency = run_latency(kafka, model_dir, meta, work, *n_latency, speed=args.speed)
+        loads.append(os.getloadavg()[0])
+        log(f"latency: {json.dumps({k: v for k, v in latency.items() if k != 'counts'})}")
+        n_sustained = (8, 1200) if args.quick else (20, 6000)
+        sustained = run_sustained(kafka, model_dir, work, *n_sustained)
+        loads.append(os.getloadavg()[0])
+        log(f"sustained: {json.dumps({k: v for k, v in sustained.items() if k != 'counts'})}")
+    finally:
+        kafka.stop()
+    import apache_beam
+
+    kafka_version = next(KAFKA_LIBS.glob("kafka_*.jar")).stem.split("-", 1)[1]
+    result = {"latency": latency, "sustained": sustained, "wall_s": time.time() - began,
+              "date": time.strftime("%Y-%m-%d"), "beam": apache_beam.__version__, "kafka": kafka_version,
+              "machine": f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}",
+              "load": " / ".join(f"{x:.1f}" for x in loads)}
+    (OUT / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    text = render(result, "benchmarks/stream_latency.py" + (" --quick" if args.quick else ""))
+    print(text)
+    if not args.quick:
+        replace_section("stream", text)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
