@@ -88,6 +88,11 @@ class ScoringConfig:
     (error features below their normal mean count as the mean). The two-sided default also flags windows the
     model reconstructs unusually *well*, which catches a signal that goes flat but flags quiet spells (a night
     with few events, an appliance switched off). Artifacts saved before this setting existed load as two-sided.
+
+    ``error_floor_quantile``: None keeps the error features' floor at 1e-6. A value q sets each channel's floor
+    to the q-quantile of the reconstruction RMS of validation windows in which the channel is not constant
+    (``seqwatch.models.scoring.error_floor``), for on/off signals whose "off" windows are reconstructed almost
+    exactly and would otherwise make every "on" window look anomalous.
     """
 
     threshold_method: str = "pot"
@@ -96,6 +101,7 @@ class ScoringConfig:
     pot_risk: float = 1e-3
     interval_coverage: float = 0.9
     one_sided: bool = False
+    error_floor_quantile: float | None = None
 
     def __post_init__(self):
         _check(self.threshold_method in ("quantile", "pot"),
@@ -107,6 +113,8 @@ class ScoringConfig:
                f"pot_risk must be in (0, {1 - self.pot_initial_quantile:g}), got {self.pot_risk}")
         _check(0.5 <= self.interval_coverage < 1, f"interval_coverage must be in [0.5, 1), got {self.interval_coverage}")
         _check(isinstance(self.one_sided, bool), f"one_sided must be True or False, got {self.one_sided!r}")
+        _check(self.error_floor_quantile is None or 0 < self.error_floor_quantile < 1,
+               f"error_floor_quantile must be None or in (0, 1), got {self.error_floor_quantile}")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from seqwatch.models import windowing
 from seqwatch.models.config import DetectorConfig
 from seqwatch.models.intervals import ConformalIntervals
 from seqwatch.models.scaling import ChannelScaler
-from seqwatch.models.scoring import MahalanobisScorer, reconstruction_errors, window_error_features
+from seqwatch.models.scoring import MahalanobisScorer, error_floor, reconstruction_errors, window_error_features
 from seqwatch.models.thresholds import TailCalibration, fit_threshold, severity_of
 
 PREDICT_BATCH = 512  # fixed batch shape: JAX compiles once per input shape; 512 measured fastest on 2 cores
@@ -190,11 +190,13 @@ class Seq2SeqDetector:
         # Score distribution of normal windows: fitted on validation, threshold on calibration.
         sc = cfg.scoring
         val_recon, _ = self._predict_scaled(x_val)
-        self.scorer = MahalanobisScorer.fit(window_error_features(reconstruction_errors(x_val, val_recon)),
-                                            one_sided=sc.one_sided)
+        val_errors = reconstruction_errors(x_val, val_recon)
+        floor = () if sc.error_floor_quantile is None else error_floor(x_val, val_errors, sc.error_floor_quantile)
+        self.scorer = MahalanobisScorer.fit(window_error_features(val_errors, floor), one_sided=sc.one_sided,
+                                            error_floor=floor)
         x_cal, y_cal = split_xy(scaled["calibration"])
         cal_recon, cal_forecast = self._predict_scaled(x_cal)
-        cal_scores, _ = self.scorer.score(window_error_features(reconstruction_errors(x_cal, cal_recon)))
+        cal_scores, _ = self.scorer.score(window_error_features(reconstruction_errors(x_cal, cal_recon), floor))
         self.tail = TailCalibration.fit(cal_scores, sc.pot_initial_quantile)
         self.threshold = fit_threshold(cal_scores, sc)
         if horizon:
@@ -271,11 +273,11 @@ class Seq2SeqDetector:
     def _features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         x = self.scaler.transform(windows)
         recon, forecast = self._predict_scaled(x)
-        return window_error_features(reconstruction_errors(x, recon)), forecast
+        return window_error_features(reconstruction_errors(x, recon), self.scorer.error_floor), forecast
 
     def window_features(self, windows: np.ndarray) -> np.ndarray:
-        """The error feature of each window and channel, ``[N, L, C] -> [N, C]``: the log root-mean-square
-        reconstruction error in scaled units, what ``self.scorer`` turns into a score
+        """The error feature of each window and channel, ``[N, L, C] -> [N, C]``: the log of the root-mean-square
+        reconstruction error in scaled units plus the scorer's error floor, what ``self.scorer`` turns into a score
         (``self.scorer.score(self.window_features(w))[0]`` equals ``self.score_windows(w).score``). Windows in
         original units and the model's channel order; a window holding NaN gets NaN features. Raises
         ``ModelMismatchError`` for windows of another shape, RuntimeError before ``fit``."""

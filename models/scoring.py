@@ -27,10 +27,33 @@ def reconstruction_errors(windows: np.ndarray, reconstructions: np.ndarray) -> n
     return np.asarray(reconstructions, dtype=np.float64) - np.asarray(windows, dtype=np.float64)
 
 
-def window_error_features(errors: np.ndarray) -> np.ndarray:
-    """``log(rms + 1e-6)`` of the errors of each channel over the window's steps: ``[N, L, C] -> [N, C]``."""
+def window_error_features(errors: np.ndarray, floor: np.ndarray | tuple | None = None) -> np.ndarray:
+    """``log(rms + floor_c)`` of the errors of each channel over the window's steps: ``[N, L, C] -> [N, C]``.
+
+    ``floor`` (one value per channel, > 0) defaults to 1e-6. A larger floor makes errors far below it count as
+    equal, so that a channel reconstructed almost perfectly (a signal that is off) does not make the normal
+    features' spread tiny (see ``error_floor``)."""
     rms = np.sqrt(np.mean(np.square(errors), axis=1))
-    return np.log(rms + _EPS)
+    return np.log(rms + (_EPS if floor is None or len(floor) == 0 else np.asarray(floor, dtype=np.float64)))
+
+
+def error_floor(windows: np.ndarray, errors: np.ndarray, quantile: float) -> tuple:
+    """Per channel, the ``quantile`` of the reconstruction RMS of normal windows ``[N, L, C]`` whose input on
+    that channel is not constant: the error of a window with any activity. Windows where a channel is constant
+    (an appliance that is off) are left out, since the model reproduces them almost exactly and would pull the
+    floor to zero. A channel that is constant in every window gets 1e-6, the default floor. Raises ValueError
+    for a quantile outside (0, 1) or shapes that differ."""
+    windows, errors = np.asarray(windows, dtype=np.float64), np.asarray(errors, dtype=np.float64)
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    if windows.shape != errors.shape or windows.ndim != 3:
+        raise ValueError(f"windows and errors must be [N, L, C] of one shape, got {windows.shape} and "
+                         f"{errors.shape}")
+    rms = np.sqrt(np.mean(np.square(errors), axis=1))
+    active = np.ptp(windows, axis=1) > 0
+    floor = [float(np.quantile(rms[active[:, c], c], quantile)) if active[:, c].any() else _EPS
+             for c in range(windows.shape[2])]
+    return tuple(max(f, _EPS) for f in floor)
 
 
 @dataclass(frozen=True)
@@ -41,12 +64,15 @@ class MahalanobisScorer:
     mean: tuple
     precision: tuple  # inverse covariance, row-major C x C
     one_sided: bool = False
+    error_floor: tuple = ()  # per channel, the floor of the features it was fitted on; () = the default 1e-6
 
     @classmethod
-    def fit(cls, features: np.ndarray, shrinkage: float = 0.1, one_sided: bool = False) -> "MahalanobisScorer":
+    def fit(cls, features: np.ndarray, shrinkage: float = 0.1, one_sided: bool = False,
+            error_floor: tuple = ()) -> "MahalanobisScorer":
         """Fit on normal features ``[N, C]`` (N >= 2). The covariance is shrunk towards its diagonal by
         ``shrinkage`` so that it stays invertible with few windows or constant channels. ``one_sided`` changes
-        only how windows are scored, not the fit."""
+        only how windows are scored, not the fit. ``error_floor`` is the ``floor`` the features were computed
+        with (``window_error_features``); it is kept so that windows are scored with the same one."""
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[0] < 2:
             raise ValueError(f"features must be [N >= 2, C], got shape {features.shape}")
@@ -57,7 +83,10 @@ class MahalanobisScorer:
         cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov))
         cov += np.eye(cov.shape[0]) * max(1e-9, 1e-6 * float(np.trace(cov)) / cov.shape[0])
         precision = np.linalg.inv(cov)
-        return cls(tuple(mean.tolist()), tuple(precision.ravel().tolist()), bool(one_sided))
+        floor = tuple(float(f) for f in error_floor)
+        if floor and len(floor) != features.shape[1]:
+            raise ValueError(f"error_floor must have one value per channel ({features.shape[1]}), got {len(floor)}")
+        return cls(tuple(mean.tolist()), tuple(precision.ravel().tolist()), bool(one_sided), floor)
 
     @property
     def n_channels(self) -> int:
@@ -79,12 +108,15 @@ class MahalanobisScorer:
         return np.sqrt(np.maximum(squared, 0.0)), contributions
 
     def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "precision": list(self.precision), "one_sided": self.one_sided}
+        return {"mean": list(self.mean), "precision": list(self.precision), "one_sided": self.one_sided,
+                "error_floor": list(self.error_floor)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "MahalanobisScorer":
-        """Inverse of ``to_dict``; a scorer saved before ``one_sided`` existed is two-sided, as it scored then."""
-        return cls(tuple(data["mean"]), tuple(data["precision"]), bool(data.get("one_sided", False)))
+        """Inverse of ``to_dict``; a scorer saved before ``one_sided`` and ``error_floor`` existed is two-sided
+        with the default floor, as it scored then."""
+        return cls(tuple(data["mean"]), tuple(data["precision"]), bool(data.get("one_sided", False)),
+                   tuple(data.get("error_floor", ())))
 
 
 def causal_point_scores(steps: np.ndarray, window_ends: np.ndarray, window_scores: np.ndarray,

@@ -160,10 +160,13 @@ def test_window_features_are_what_the_scorer_scores(small_model_dir):
         Seq2SeqDetector().window_features(np.zeros((1, 64, 1)))
 
 
-def test_artifacts_saved_before_one_sided_existed_still_score_two_sided(small_model_dir, tmp_path):
+def test_artifacts_saved_before_one_sided_and_error_floor_existed_score_as_before(small_model_dir, tmp_path):
     meta = json.loads((small_model_dir / "metadata.json").read_text())
     assert meta["config"]["scoring"]["one_sided"] is False and meta["scorer"]["one_sided"] is False
-    del meta["config"]["scoring"]["one_sided"], meta["scorer"]["one_sided"]
+    assert meta["config"]["scoring"]["error_floor_quantile"] is None and meta["scorer"]["error_floor"] == []
+    for section, key in (("config", "one_sided"), ("config", "error_floor_quantile"), ("scorer", "one_sided"),
+                         ("scorer", "error_floor")):
+        del (meta["config"]["scoring"] if section == "config" else meta["scorer"])[key]
     old = tmp_path / "old"
     old.mkdir()
     (old / "model.keras").write_bytes((small_model_dir / "model.keras").read_bytes())
@@ -176,16 +179,17 @@ def test_artifacts_saved_before_one_sided_existed_still_score_two_sided(small_mo
 
 
 @pytest.mark.slow
-def test_a_one_sided_detector_scores_one_sided_and_keeps_it_in_its_artifact(tiny_data, tmp_path):
+def test_one_sided_scores_and_the_error_floor_are_kept_in_the_artifact(tiny_data, tmp_path):
     import dataclasses
 
     from seqwatch.models.config import ScoringConfig
 
     config = DetectorConfig(ArchitectureConfig(cell="gru", units=8), WindowConfig(length=8, stride=2),
                             TrainingConfig(epochs=2, batch_size=64, training_stride=2),
-                            ScoringConfig(one_sided=True))
+                            ScoringConfig(one_sided=True, error_floor_quantile=0.25))
     detector = Seq2SeqDetector(config).fit(tiny_data, progress=False)
     assert detector.scorer.one_sided and np.isfinite(detector.threshold)
+    assert len(detector.scorer.error_floor) == 2 and min(detector.scorer.error_floor) > 1e-6
     rng = np.random.default_rng(9)
     windows = np.stack([np.linspace(90, 110, 8), np.linspace(55, 65, 8)], axis=1) + rng.normal(0, 3, (40, 8, 2))
     features = detector.window_features(windows)

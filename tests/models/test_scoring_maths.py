@@ -8,7 +8,7 @@ import pytest
 from seqwatch.models.config import ArchitectureConfig, DetectorConfig, ScoringConfig, WindowConfig
 from seqwatch.models.intervals import ConformalIntervals
 from seqwatch.models.scaling import ChannelScaler
-from seqwatch.models.scoring import (MahalanobisScorer, causal_point_scores, reconstruction_errors,
+from seqwatch.models.scoring import (MahalanobisScorer, causal_point_scores, error_floor, reconstruction_errors,
                                      window_error_features)
 from seqwatch.models.thresholds import (PeaksOverThreshold, QuantileThreshold, TailCalibration, fit_threshold,
                                         severity_of)
@@ -182,3 +182,36 @@ def test_one_sided_config_round_trips_and_defaults_to_two_sided_for_old_configs(
     assert DetectorConfig.from_dict(old).scoring.one_sided is False
     with pytest.raises(ValueError, match="one_sided must be True or False, got 'yes'"):
         ScoringConfig(one_sided="yes")
+
+
+def test_error_features_with_a_floor():
+    windows = np.zeros((1, 4, 2))
+    recon = np.array([[[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]])  # rms 1 and 0
+    features = window_error_features(reconstruction_errors(windows, recon), floor=(0.5, 0.25))
+    np.testing.assert_allclose(features, [[math.log(1.5), math.log(0.25)]])
+
+
+def test_error_floor_is_the_quantile_of_rms_over_windows_with_activity():
+    # channel 0: windows 0 and 1 vary, window 2 is constant (off); channel 1 is constant everywhere
+    windows = np.array([[[0.0, 5.0], [1.0, 5.0]], [[2.0, 5.0], [0.0, 5.0]], [[3.0, 5.0], [3.0, 5.0]]])
+    errors = np.array([[[0.3, 0.0], [0.4, 0.0]],   # rms sqrt((.09 + .16) / 2) = sqrt(.125)
+                       [[0.6, 0.1], [0.8, 0.1]],   # rms sqrt((.36 + .64) / 2) = sqrt(.5)
+                       [[0.0, 0.0], [0.0, 0.0]]])  # constant window: left out
+    floor = error_floor(windows, errors, quantile=0.5)
+    # median of the two active windows' rms; channel 1 has no active window -> the default 1e-6
+    assert floor[0] == pytest.approx((math.sqrt(0.125) + math.sqrt(0.5)) / 2)
+    assert floor[1] == 1e-6
+    with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\), got 1.5"):
+        error_floor(windows, errors, 1.5)
+
+
+def test_scorer_keeps_its_error_floor_and_old_scorers_have_none():
+    features = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]])
+    scorer = MahalanobisScorer.fit(features, error_floor=(0.5, 0.25))
+    assert scorer.error_floor == (0.5, 0.25)
+    assert MahalanobisScorer.from_dict(scorer.to_dict()) == scorer
+    assert MahalanobisScorer.from_dict({"mean": [2.0, 4.0], "precision": list(scorer.precision)}).error_floor == ()
+    with pytest.raises(ValueError, match=r"error_floor must have one value per channel \(2\), got 1"):
+        MahalanobisScorer.fit(features, error_floor=(0.5,))
+    with pytest.raises(ValueError, match="error_floor_quantile must be None or in \\(0, 1\\), got 0"):
+        ScoringConfig(error_floor_quantile=0)
