@@ -10,12 +10,11 @@ Rows are the time axis here: each data set's rows are fed as consecutive steps o
 (``row_frame``). NAB and SKAB detectors see their records as a stream of rows; the appliance and ECG data are
 regular (1 minute, 360 Hz). This keeps train/test boundaries exact row indices.
 
-Window scores are *one-sided* (``one_sided_window_scores``): the detector's Mahalanobis window score counts an
-error feature that is *lower* than on normal validation windows as much as one that is higher, so a window the
-model reconstructs unusually well (a quiet night) scores like an anomaly. Here features below their normal mean
-are set to the mean before the Mahalanobis distance, so only worse-than-normal reconstruction raises the score.
-Thresholds are refitted on the same one-sided scores of the detector's own calibration windows, with the
-detector's own threshold rule (``ScoringConfig``), so no test row enters them.
+Window scores are *one-sided*: every benchmark fits its detectors with ``ScoringConfig(one_sided=True)``
+(``benchmark_scoring_config``), so only worse-than-normal reconstruction raises a window's score; the detector's
+default two-sided score also flags a window the model reconstructs unusually well (a quiet night). Benchmarks
+that set their own threshold apply the detector's threshold rule (``fit_threshold``) to the scores of the
+detector's own calibration windows or of held-out normal data, so no test row enters them.
 """
 from __future__ import annotations
 
@@ -88,42 +87,21 @@ def fit_detector(config, frame: pd.DataFrame, channels: tuple, model_id: str):
 
 
 # ------------------------------------------------------------------------------------------------------ scoring
-def _reconstruct(detector, x: np.ndarray) -> np.ndarray:
-    """The network's reconstruction of scaled windows, in fixed batches (JAX compiles once per shape)."""
-    from seqwatch.models.builders import RECONSTRUCTION
-    from seqwatch.models.detector import PREDICT_BATCH
-
-    out = np.empty(x.shape, dtype=np.float32)
-    for start in range(0, len(x), PREDICT_BATCH):
-        batch = x[start:start + PREDICT_BATCH]
-        size = len(batch)
-        if size < PREDICT_BATCH:
-            batch = np.concatenate([batch, np.zeros((PREDICT_BATCH - size,) + batch.shape[1:], batch.dtype)])
-        out[start:start + size] = np.asarray(detector.model.predict_on_batch(batch)[RECONSTRUCTION])[:size]
-    return out
-
-
-def one_sided_window_scores(detector, windows: np.ndarray, chunk: int = 16384) -> np.ndarray:
-    """One-sided Mahalanobis scores of windows ``[N, L, C]`` in original units (see module docstring).
-
-    Windows holding a NaN score NaN."""
-    from seqwatch.models.scoring import reconstruction_errors, window_error_features
-
+def window_scores(detector, windows: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """The detector's scores of windows ``[N, L, C]`` in original units (one-sided with the benchmarks'
+    config), from its public ``window_features`` and scorer. Windows holding a NaN score NaN."""
     windows = np.asarray(windows, dtype=np.float64)
     scores = np.full(len(windows), np.nan)
-    mean = np.asarray(detector.scorer.mean)
     finite = np.isfinite(windows).all(axis=(1, 2))
     index = np.flatnonzero(finite)
     for start in range(0, len(index), chunk):
         part = index[start:start + chunk]
-        x = detector.scaler.transform(windows[part])
-        features = window_error_features(reconstruction_errors(x, _reconstruct(detector, x)))
-        scores[part], _ = detector.scorer.score(np.maximum(features, mean))
+        scores[part], _ = detector.scorer.score(detector.window_features(windows[part]))
     return scores
 
 
 def row_scores(detector, values: np.ndarray, first_end: int = 0, chunk: int = 65536) -> np.ndarray:
-    """Causal score of each row of ``values`` ``[n, C]``: the one-sided score of the window of the detector's
+    """Causal score of each row of ``values`` ``[n, C]``: the score of the window of the detector's
     length that ends at the row (NaN for the first L-1 rows and rows before ``first_end``). Goes through
     ``seqwatch.models.scoring.causal_point_scores`` so the row/window mapping is the detector's own."""
     from seqwatch.models import windowing
@@ -133,14 +111,13 @@ def row_scores(detector, values: np.ndarray, first_end: int = 0, chunk: int = 65
     length = detector.window_length
     n = len(values)
     ends = np.arange(max(length - 1, first_end), n, dtype=np.int64)
-    window_scores = np.empty(len(ends))
+    scores = np.empty(len(ends))
     for start in range(0, len(ends), chunk):
         part = ends[start:start + chunk]
-        window_scores[start:start + chunk] = one_sided_window_scores(
-            detector, windowing.cut_windows(values, part, length))
+        scores[start:start + chunk] = window_scores(detector, windowing.cut_windows(values, part, length))
     if len(ends) == 0:
         return np.full(n, np.nan)
-    return causal_point_scores(np.arange(n), ends, window_scores, length)
+    return causal_point_scores(np.arange(n), ends, scores, length)
 
 
 @dataclass(frozen=True)
@@ -175,7 +152,7 @@ def part_windows(values: np.ndarray, present: np.ndarray, lo: int, hi: int, leng
 
 
 def calibration_scores(detector, segments: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """One-sided scores of the detector's own calibration windows.
+    """Scores of the detector's own calibration windows.
 
     ``segments``: one ``(values [n, C], present [n])`` per training entity, rows as the detector's grid steps
     (``present`` False where rows were dropped). Uses the same split and stride as ``fit``."""
@@ -184,42 +161,24 @@ def calibration_scores(detector, segments: list[tuple[np.ndarray, np.ndarray]]) 
     for values, present in segments:
         lo, hi = fit_parts(len(values), cfg.training).calibration
         windows = part_windows(values, present, lo, hi, detector.window_length, cfg.training.training_stride)
-        out.append(one_sided_window_scores(detector, windows))
+        out.append(window_scores(detector, windows))
     return np.concatenate(out)
 
 
-def threshold_rule():
-    """The threshold rule of every benchmark that sets its own threshold: the detector's default
-    ``ScoringConfig`` (peaks over threshold, risk 1e-3 above the 0.95 quantile)."""
-    from seqwatch.models.config import ScoringConfig
-
-    return ScoringConfig()
-
-
 def benchmark_scoring_config():
-    """The ``ScoringConfig`` handed to ``fit``. Its threshold is not used by the benchmarks (they refit the rule of
-    ``threshold_rule`` on one-sided scores); "quantile" because ``fit`` with the default "pot" raises when every
-    calibration score is equal (a constant series such as NAB ``art_flatline``, or an appliance that is off
-    through the calibration minutes), see the closing note."""
+    """The ``ScoringConfig`` of every benchmark's detectors: the detector's defaults (threshold by peaks over
+    threshold, risk 1e-3 above the 0.95 quantile) with one-sided window scores."""
     from seqwatch.models.config import ScoringConfig
 
-    return ScoringConfig(threshold_method="quantile")
+    return ScoringConfig(one_sided=True)
 
 
-def one_sided_threshold(cal_scores: np.ndarray, rule=None) -> float:
-    """``rule`` (default ``threshold_rule()``) applied to one-sided calibration scores."""
-    from seqwatch.models.thresholds import PeaksOverThreshold, QuantileThreshold
+def calibration_threshold(cal_scores: np.ndarray) -> float:
+    """The detector's threshold rule (``benchmark_scoring_config``) applied to calibration scores; with every
+    score equal (a constant series, an appliance off throughout) it is that score."""
+    from seqwatch.models.thresholds import fit_threshold
 
-    sc = rule or threshold_rule()
-    cal_scores = np.asarray(cal_scores, dtype=np.float64)
-    if sc.threshold_method == "pot":
-        try:
-            return float(PeaksOverThreshold(sc.pot_initial_quantile, sc.pot_risk).fit(cal_scores))
-        except ValueError:
-            # No calibration score above the initial quantile (all equal): there is no tail to fit; the
-            # highest calibration score is the only bound the data give.
-            return float(np.max(cal_scores))
-    return float(QuantileThreshold(sc.threshold_quantile).fit(cal_scores))
+    return fit_threshold(np.asarray(cal_scores, dtype=np.float64), benchmark_scoring_config())
 
 
 # ---------------------------------------------------------------------------------------- score -> [0, 1], alerts
@@ -236,31 +195,6 @@ def anomaly_score_from_tail(tail_probability: np.ndarray, decades: float = LOG_S
     with np.errstate(divide="ignore"):
         score = -np.log10(p) / decades
     return np.clip(np.nan_to_num(score, posinf=1.0), 0.0, 1.0)
-
-
-def online_tail_probability(initial_history: np.ndarray, scores: np.ndarray, refit_every: int = 100,
-                            max_history: int = 8640, initial_quantile: float = 0.95) -> np.ndarray:
-    """Tail probability of each score under a ``TailCalibration`` refitted every ``refit_every`` rows on the
-    scores seen so far (the ``initial_history`` from training data, then every earlier row, the latest
-    ``max_history`` of them). A row is calibrated only with scores of rows before its block: causal.
-    NaN scores get probability 1 and do not enter the history."""
-    from seqwatch.models.thresholds import TailCalibration
-
-    scores = np.asarray(scores, dtype=np.float64)
-    history = [np.asarray(initial_history, dtype=np.float64)]
-    history_len = len(history[0])
-    p = np.ones(len(scores))
-    for start in range(0, len(scores), refit_every):
-        if history_len > max_history:
-            flat = np.concatenate(history)[-max_history:]
-            history, history_len = [flat], len(flat)
-        calibration = TailCalibration.fit(np.concatenate(history)[-max_history:], initial_quantile)
-        block = scores[start:start + refit_every]
-        ok = np.isfinite(block)
-        p[start:start + refit_every][ok] = calibration.tail_probability(block[ok])
-        history.append(block[ok])
-        history_len += int(ok.sum())
-    return p
 
 
 def alert_starts(flags: np.ndarray, merge_gap: int) -> np.ndarray:
@@ -315,9 +249,9 @@ def library_versions() -> dict:
 
 def describe_config(config, threshold: str | None = None) -> str:
     """One line with the settings that matter for accuracy; ``threshold`` describes the threshold rule (default:
-    ``threshold_rule()`` on one-sided calibration scores)."""
+    the config's rule on one-sided calibration scores)."""
     a, w, t = config.architecture, config.window, config.training
-    s = threshold_rule()
+    s = config.scoring
     cell = f"{'bi-' if a.bidirectional else ''}{a.cell.upper()}"
     return (f"{cell} {a.layers}x{a.units} units, window {w.length}, dropout {a.dropout}, "
             f"epochs <= {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.learning_rate:g}, "

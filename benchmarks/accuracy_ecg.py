@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from accuracy_common import (Progress, benchmark_scoring_config, calibration_scores, describe_config,
-                            fit_detector, one_sided_threshold, row_frame, row_scores, runs)
+                            fit_detector, calibration_threshold, row_frame, row_scores, runs)
 
 RECORDS = ("100", "105", "106", "116", "119", "200")
 QUICK_RECORDS = ("119",)
@@ -135,7 +135,7 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
         t0 = time.perf_counter()
         det = fit_detector(config, frame, CHANNELS, f"ecg-{name}")
         fit_s = time.perf_counter() - t0
-        threshold = one_sided_threshold(calibration_scores(det, [(signal[:start, None], keep)]))
+        threshold = calibration_threshold(calibration_scores(det, [(signal[:start, None], keep)]))
         score = np.nan_to_num(row_scores(det, signal[:, None], first_end=start), nan=0.0)[start:]
         flags = score > threshold
         local_true = [(a - start, b - start) for a, b in test_events]

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from accuracy_common import (Progress, benchmark_scoring_config, describe_config, fit_detector,
-                            one_sided_threshold, row_frame, row_scores, runs)
+                            calibration_threshold, row_frame, row_scores, runs)
 
 APPLIANCES = {"Dishwasher": "Dishwasher/Dishwasher_1", "Dryer": "Dryer/Dryer_1", "Fridge": "Fridge/Fridge_1",
               "Washing machine": "Washing_Machine/Washing_machine_1", "Water heater": "Water_Heater/Water_Heater_1"}
@@ -145,7 +145,7 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
         det = fit_detector(config, training_frame(train), CHANNELS, f"energy-{name}")
         fit_s = time.perf_counter() - t0
         cal = row_scores(det, held_out[:, None])
-        threshold = one_sided_threshold(cal[np.isfinite(cal)])
+        threshold = calibration_threshold(cal[np.isfinite(cal)])
         files = test_files(root, name, days)
         labels, flags, ratios = [], [], []
         for tf in files:

@@ -5,12 +5,13 @@ Protocol (what the detector sees):
   ``nab_probationary_length(n)`` rows (15%, at most 750), which NAB never scores. ``fit`` cuts that period
   50/25/25 into train/validation/calibration (its minimum of 20 windows per part must hold for the shortest
   file, 168 probationary rows).
-- Each row gets the one-sided score of the window that ends at it (causal).
-- Anomaly score in [0, 1]: the tail probability ``p`` of the row's score under a ``TailCalibration`` (the
-  detector's empirical body + generalised Pareto tail) fitted on the scores seen *before* the row: first the
-  validation/calibration windows of the probationary period, then every earlier row (latest 8640, refitted
-  every 100 rows; the history length and refit period are those of Numenta's anomaly likelihood). The score is
-  ``min(1, -log10(p) / 10)``. This is online recalibration of the score without retraining the network.
+- Each row gets the one-sided score (``ScoringConfig(one_sided=True)``) of the window that ends at it (causal).
+- Anomaly score in [0, 1]: the tail probability ``p`` of the row's score under the detector's
+  ``OnlineTailCalibration``: a ``TailCalibration`` (empirical body + generalised Pareto tail) fitted on the
+  scores seen *before* the row: first the validation/calibration windows of the probationary period, then every
+  earlier row (latest 8640, refitted every 100 rows; the history length and refit period are those of Numenta's
+  anomaly likelihood). The score is ``min(1, -log10(p) / 10)``. This is online recalibration of the score
+  without retraining the network.
 - Detections: NAB counts a detection at every row whose anomaly score is >= the threshold. seqwatch emits
   alerts, merging anomalous windows that overlap or touch (rows at most L apart); the headline numbers count a
   detection at the first row of each alert ("alert starts"). The plain per-row rule is reported beside it.
@@ -35,8 +36,7 @@ import numpy as np
 import pandas as pd
 
 from accuracy_common import (Progress, alert_starts, anomaly_score_from_tail, benchmark_scoring_config,
-                            describe_config, fit_detector, fit_parts, online_tail_probability, row_frame,
-                            row_scores)
+                            describe_config, fit_detector, fit_parts, row_frame, row_scores)
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 CATEGORIES = ("artificialNoAnomaly", "artificialWithAnomaly", "realAdExchange", "realAWSCloudwatch",
@@ -56,6 +56,14 @@ SCOREBOARD_NAMES = {"ARTime": "ARTime", "contextOSE": "CAD OSE (contextOSE)", "n
 
 REFIT_EVERY = 100
 MAX_HISTORY = 8640
+
+
+def online_calibration(history: np.ndarray):
+    """The detector's ``OnlineTailCalibration`` (latest ``MAX_HISTORY`` scores, refit every ``REFIT_EVERY`` rows),
+    started on ``history``: the scores of windows the model was not trained on."""
+    from seqwatch.models.thresholds import OnlineTailCalibration
+
+    return OnlineTailCalibration(MAX_HISTORY, REFIT_EVERY).start(history)
 
 
 def nab_config(quick: bool = False):
@@ -137,7 +145,7 @@ def score_file(f: NabFile, config) -> NabScored:
     history = history[np.isfinite(history)]
     p = np.ones(n)
     p[:probation] = TailCalibration.fit(history).tail_probability(np.nan_to_num(raw[:probation], nan=0.0))
-    p[probation:] = online_tail_probability(history, raw[probation:], REFIT_EVERY, MAX_HISTORY)
+    p[probation:] = online_calibration(history).process(raw[probation:])
     return NabScored(f.key, probation, raw, anomaly_score_from_tail(p), fit_seconds,
                      int(detector.metrics.get("epochs_run", 0)))
 
@@ -188,7 +196,7 @@ def score_file_retraining(f: NabFile, config, first: NabScored) -> NabScored:
         seg_raw = row_scores(detector, values[:hi], first_end=val_lo + detector.window_length - 1)
         history = seg_raw[val_lo + detector.window_length - 1:lo]
         history = history[np.isfinite(history)]
-        p = online_tail_probability(history, seg_raw[lo:hi], REFIT_EVERY, MAX_HISTORY)
+        p = online_calibration(history).process(seg_raw[lo:hi])
         anomaly[lo:hi] = anomaly_score_from_tail(p)
         raw[lo:hi] = seg_raw[lo:hi]
     return NabScored(f.key, first.probation, raw, anomaly, fit_seconds, epochs)

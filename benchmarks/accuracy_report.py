@@ -128,9 +128,10 @@ def render(results: dict, run: dict, md_dir: Path) -> str:
              + ", ".join(f"{k} {v}" for k, v in run["libraries"].items() if k != "backend")
              + f" (Keras backend {run['libraries'].get('backend', 'jax')})",
              "- **Detector:** `seqwatch.models.detector.Seq2SeqDetector` (GRU encoder-decoder, Mahalanobis window "
-             "score) with two benchmark-side changes described below: one-sided window scores, and for NAB online "
-             "recalibration of the score; NAB also shows a preview of online retraining beside the headline. Row *t* "
-             "is always scored by the window that ends at *t* (causal).",
+             "score) with one-sided window scores (`ScoringConfig(one_sided=True)`; the detector's default is "
+             "two-sided) and, for NAB, online recalibration of the score (`seqwatch.models.thresholds."
+             "OnlineTailCalibration`); NAB also shows a preview of online retraining, which seqwatch does not "
+             "implement, beside the headline. Row *t* is always scored by the window that ends at *t* (causal).",
              ""]
     parts += [_summary(results), ""]
     parts += [_protocol(results), ""]
@@ -263,9 +264,10 @@ def _nab(r: dict, md_dir: Path) -> str:
         "treated as consecutive steps (NAB feeds records one at a time; the realTraffic files have gaps of up to "
         "1,000 intervals).",
         "- **Anomaly score in [0, 1]:** `min(1, -log10(p) / 10)`, where `p` is the tail probability of the row's score "
-        "under the detector's `TailCalibration` (empirical body, generalised Pareto tail) fitted on the scores seen "
-        "before the row: the validation/calibration windows of the probationary period, then every earlier row "
-        "(the latest 8,640, refitted every 100 rows — the window and period of Numenta's anomaly likelihood). "
+        "under the detector's `OnlineTailCalibration`: a `TailCalibration` (empirical body, generalised Pareto tail) "
+        "fitted on the scores seen before the row: the validation/calibration windows of the probationary period, "
+        "then every earlier row (the latest 8,640, refitted every 100 rows — the window and period of Numenta's "
+        "anomaly likelihood). "
         "Monotone in `p`; the log keeps rare levels apart where `1 - p` would round to 1.",
         "- **Detections:** seqwatch merges anomalous windows that overlap or touch into one alert; the headline "
         "rows count one detection at the first row of each alert (rows at most 16 apart belong to one alert). The "

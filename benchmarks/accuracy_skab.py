@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from accuracy_common import (Progress, benchmark_scoring_config, calibration_scores, describe_config,
-                            fit_detector, one_sided_threshold, row_frame, row_scores)
+                            fit_detector, calibration_threshold, row_frame, row_scores)
 
 TRAIN_ROWS = 400
 CHANNELS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
@@ -232,7 +232,7 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
         t0 = time.perf_counter()
         det = fit_detector(config, training_frame(f), CHANNELS, f"skab-{key}")
         fit_seconds += time.perf_counter() - t0
-        threshold = one_sided_threshold(calibration_scores(det, [(f.values[:train.stop],
+        threshold = calibration_threshold(calibration_scores(det, [(f.values[:train.stop],
                                                                        np.ones(train.stop, bool))]))
         per_file[key] = SkabScored(key, row_scores(det, f.values), threshold)
         progress(f"{i}/{len(files)} {key}: trained on rows 0-{train.stop - 1} "
@@ -246,7 +246,7 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
     t0 = time.perf_counter()
     det = fit_detector(free_config, row_frame(free, CHANNELS), CHANNELS, "skab-anomaly-free")
     fit_seconds += time.perf_counter() - t0
-    threshold = one_sided_threshold(calibration_scores(det, [(free, np.ones(len(free), bool))]))
+    threshold = calibration_threshold(calibration_scores(det, [(free, np.ones(len(free), bool))]))
     shared = {key: SkabScored(key, row_scores(det, f.values), threshold) for key, f in files.items()}
     results["anomaly_free"] = _evaluate(files, shared)
     progress(f"anomaly-free model: F1 {results['anomaly_free']['f1']:.3f}, "

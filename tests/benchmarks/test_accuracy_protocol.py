@@ -2,7 +2,7 @@
 
 What is checked: each data set's train/test split keeps test rows out of training (and, for appliance power,
 out of the threshold's calibration), the NAB files load with NAB's row counts, the score transform maps into
-[0, 1] and is monotone, online calibration and row scoring are causal, alerts merge as seqwatch's alert builder
+[0, 1] and is monotone, row scoring is causal, alerts merge as seqwatch's alert builder
 merges windows, SKAB's changepoint scoring follows tsad's rules on hand-worked cases, and the BENCHMARKS.md
 writer touches only its own section. Tests that need the shared data skip with the reason when
 ``../shared/data`` is absent.
@@ -53,25 +53,12 @@ def test_anomaly_score_is_in_unit_interval_and_monotone_in_tail_probability():
     assert common.anomaly_score_from_tail(np.array([np.nan]))[0] == 0.0
 
 
-def test_online_tail_probability_is_causal():
-    rng = np.random.default_rng(3)
-    history = rng.normal(size=200)
-    scores = rng.normal(size=600)
-    p = common.online_tail_probability(history, scores, refit_every=100, max_history=1000)
-    changed = scores.copy()
-    changed[300:] += 50.0  # a huge change from row 300 on
-    q = common.online_tail_probability(history, changed, refit_every=100, max_history=1000)
-    np.testing.assert_array_equal(p[:300], q[:300])
-    assert np.all((p >= 0) & (p <= 1))
-    assert np.all(q[300:400] < 1e-3)  # calibrated on the past, the jump is rare
-
-
 def test_row_score_comes_from_the_window_that_ends_at_the_row(monkeypatch):
     class Stub:
         window_length = 4
 
     # the stub's window score is the window's last value: row t must get values[t]
-    monkeypatch.setattr(common, "one_sided_window_scores", lambda det, w: w[:, -1, 0])
+    monkeypatch.setattr(common, "window_scores", lambda det, w: w[:, -1, 0])
     values = np.arange(10, dtype=float)[:, None] * 10
     scores = common.row_scores(Stub(), values)
     assert np.isnan(scores[:3]).all()
@@ -108,11 +95,20 @@ def test_row_frame_drops_rows_and_keeps_row_steps():
         common.row_frame(values[:, :1], ("a", "b"))
 
 
-def test_threshold_falls_back_to_the_maximum_when_calibration_scores_are_all_equal():
-    assert common.one_sided_threshold(np.full(50, 2.5)) == 2.5
+def test_benchmarks_use_the_detectors_one_sided_scores_and_threshold_rule():
+    from seqwatch.models.config import ScoringConfig
+
+    assert common.benchmark_scoring_config() == ScoringConfig(one_sided=True)
+    assert common.calibration_threshold(np.full(50, 2.5)) == 2.5
     rng = np.random.default_rng(0)
     cal = rng.exponential(size=2000)
-    assert common.one_sided_threshold(cal) > np.quantile(cal, 0.99)
+    assert common.calibration_threshold(cal) > np.quantile(cal, 0.99)
+
+
+def test_nab_online_calibration_is_the_detectors_with_numentas_window_and_period():
+    online = nab.online_calibration(np.arange(30.0))
+    assert (online.history, online.refit_every) == (8640, 100)
+    np.testing.assert_array_equal(online.scores, np.arange(30.0))
 
 
 # ------------------------------------------------------------------------------------------------------- NAB
