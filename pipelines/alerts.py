@@ -7,29 +7,39 @@ from the entity, the incident's start and the model, so a rerun or a replay give
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Tuple
+from typing import Any, NamedTuple, Tuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam import coders
+from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from seqwatch.schemas.elements import Alert, Forecast, Score, ScoredWindows
 
+OPENED = "opened"
+
 _SEVERITY_RANK = {"normal": 0, "info": 1, "warning": 2, "critical": 3}
 
 
-def score_rows(scored: ScoredWindows, run_id: str) -> list[Score]:
+def score_rows(scored: ScoredWindows, run_id: str, only: np.ndarray | None = None) -> list[Score]:
+    """One ``Score`` per window, or per window selected by the boolean mask ``only``."""
     wb = scored.windows
     span = (scored.window_length - 1) * wb.step_us
-    top = np.argmax(scored.contributions, axis=1)
-    return [Score(wb.entity_id, int(end - span), int(end), float(s), scored.threshold, bool(a), str(sev), float(p),
-                  wb.channels[int(t)], tuple(float(c) for c in contrib), scored.model_id, scored.model_version,
-                  run_id)
-            for end, s, a, sev, p, t, contrib in zip(wb.ends, scored.score, scored.is_anomaly, scored.severity,
-                                                     scored.tail_probability, top, scored.contributions)]
+    pick = slice(None) if only is None else np.asarray(only, dtype=bool)
+    ends = np.asarray(wb.ends, dtype=np.int64)[pick]
+    contributions = np.asarray(scored.contributions)[pick]
+    top = np.argmax(contributions, axis=1) if len(contributions) else np.zeros(0, dtype=np.int64)
+    # tolist() gives Python ints, floats, bools and strs at once, as int()/float()/bool()/str() would one by one.
+    return [Score(wb.entity_id, end - span, end, s, scored.threshold, a, sev, p, wb.channels[t], tuple(contrib),
+                  scored.model_id, scored.model_version, run_id)
+            for end, s, a, sev, p, t, contrib in zip(
+                ends.tolist(), np.asarray(scored.score, dtype=np.float64)[pick].tolist(),
+                np.asarray(scored.is_anomaly, dtype=bool)[pick].tolist(), np.asarray(scored.severity)[pick].tolist(),
+                np.asarray(scored.tail_probability, dtype=np.float64)[pick].tolist(), top.tolist(),
+                contributions.astype(np.float64, copy=False).tolist())]
 
 
 def alert_id(entity_id: str, start: int, model_id: str) -> str:
@@ -80,58 +90,93 @@ def forecast_rows(scored: ScoredWindows, run_id: str) -> list[Forecast]:
     return rows
 
 
+def opened_alert(entity_id: str, first: Score, run_id: str) -> Alert:
+    """The notice that an incident has begun, from its first anomalous window: same id as the incident's alert
+    when that window turns out to be the incident's first; ``end``, ``windows`` and the peak are as of now."""
+    return Alert(alert_id(entity_id, first.window_start, first.model_id), entity_id, first.window_start,
+                 first.window_end, first.score, first.threshold, first.severity, 1, (first.top_channel,),
+                 first.model_id, first.model_version, run_id)
+
+
 class _MergeIncidents(beam.DoFn):
     """Per entity: buffer anomalous windows; when the watermark has passed the last one by ``settle_us`` (so
     every window that could continue the incident has been scored), merge them into alerts and emit them.
 
     In batch the watermark jumps to the end once all input is read, so the timer fires once with everything;
-    in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows."""
+    in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows.
+
+    ``announce`` (streaming): also emit, on the ``opened`` output, a notice as soon as a window arrives that
+    does not continue the incident already open (its first window, as far as arrival order tells), without
+    waiting for the incident to settle."""
 
     PENDING = BagStateSpec("pending", coders.PickleCoder())
+    OPEN_END = ReadModifyWriteStateSpec("open_end", VarIntCoder())
     CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
-    def __init__(self, run_id: str, settle_us: int):
+    def __init__(self, run_id: str, settle_us: int, announce: bool = False):
         self.run_id = run_id
         self.settle_us = settle_us
+        self.announce = announce
 
-    def process(self, element, pending=beam.DoFn.StateParam(PENDING), close=beam.DoFn.TimerParam(CLOSE)):
-        _, item = element
+    def process(self, element, pending=beam.DoFn.StateParam(PENDING), open_end=beam.DoFn.StateParam(OPEN_END),
+                close=beam.DoFn.TimerParam(CLOSE)):
+        entity, item = element
         pending.add(item)
-        close.set(Timestamp(micros=item[0].window_end + self.settle_us))
+        row, step_us, _ = item
+        close.set(Timestamp(micros=row.window_end + self.settle_us))
+        if self.announce:
+            end = open_end.read()
+            if end is None or row.window_start > end + step_us:
+                yield beam.pvalue.TaggedOutput(OPENED, opened_alert(entity, row, self.run_id))
+            open_end.write(row.window_end if end is None else max(end, row.window_end))
 
     @on_timer(CLOSE)
-    def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING)):
+    def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
+                 open_end=beam.DoFn.StateParam(OPEN_END), fired=beam.DoFn.TimestampParam):
         items = list(pending.read())
         pending.clear()
+        open_end.clear()
         if not items:
             return
         _, step_us, channels = items[0]
         for alert in merge_alerts(entity, [row for row, _, _ in items], channels, step_us, self.run_id):
-            yield beam.window.TimestampedValue(alert, Timestamp(micros=alert.end))
+            # Stamped when the timer fires, not at the incident's end: an earlier stamp would be behind the
+            # watermark, and windowed consumers downstream (the streaming counts) would drop it as late.
+            yield beam.window.TimestampedValue(alert, fired)
+
+
+class AlertOutputs(NamedTuple):
+    """``closed``: one ``Alert`` per incident once it is over; ``opened``: early notices (``announce`` only)."""
+
+    closed: beam.PCollection
+    opened: beam.PCollection
 
 
 class BuildAlerts(beam.PTransform):
-    """``ScoredWindows -> Alert``: anomalous windows of each entity merged into incidents, across panes.
+    """``ScoredWindows -> AlertOutputs``: anomalous windows of each entity merged into incidents, across panes.
 
     ``settle_us``: how long after an anomalous window ends (in event time) every window that could continue
-    its incident has been scored; the pipelines pass ``L * step + pane length + context``."""
+    its incident has been scored; the pipelines pass ``L * step + pane length + context``. ``announce``: also
+    give a notice when an incident opens (streaming: an alert within a pane of the reading that caused it)."""
 
-    def __init__(self, run_id: str, settle_us: int):
+    def __init__(self, run_id: str, settle_us: int, announce: bool = False):
         super().__init__()
         self.run_id = run_id
         self.settle_us = settle_us
+        self.announce = announce
 
     def expand(self, scored):
         run_id = self.run_id
 
         def anomalous(sw: ScoredWindows):
-            rows = score_rows(sw, run_id)
-            for row, flag in zip(rows, sw.is_anomaly):
-                if flag:
-                    yield sw.windows.entity_id, (row, sw.windows.step_us, sw.windows.channels)
+            if not np.any(sw.is_anomaly):
+                return
+            for row in score_rows(sw, run_id, only=sw.is_anomaly):
+                yield sw.windows.entity_id, (row, sw.windows.step_us, sw.windows.channels)
 
-        return (scored
-                | "AnomalousWindows" >> beam.FlatMap(anomalous)
-                | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
-                | "MergeIncidents" >> beam.ParDo(_MergeIncidents(run_id, self.settle_us))
-                .with_input_types(Tuple[str, Any]))
+        merged = (scored
+                  | "AnomalousWindows" >> beam.FlatMap(anomalous)
+                  | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
+                  | "MergeIncidents" >> beam.ParDo(_MergeIncidents(run_id, self.settle_us, self.announce))
+                  .with_input_types(Tuple[str, Any]).with_outputs(OPENED, main="closed"))
+        return AlertOutputs(merged.closed, merged[OPENED])

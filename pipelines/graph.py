@@ -76,10 +76,13 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s)
     scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s)
-    alerts = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6))
+    # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
+    built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
+                                                  announce=flush_window_s is not None)
+    alerts = built.closed
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
-    written = {"scored": scored, "alerts": alerts, "quarantine": quarantine} | "WriteOutputs" >> WriteOutputs(
-        root, plan.run_id, flush_window_s)
+    written = ({"scored": scored, "alerts": alerts, "opened": built.opened, "quarantine": quarantine}
+               | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s))
 
     def quarantine_counts(q):
         yield "records_quarantined", q.records
@@ -94,7 +97,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     count_parts = {"Read": read.counts, "Window": windows.counts, "Written": written,
                    "Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
-                   "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1))}
+                   "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
+                   "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}
     counts_window = (beam.window.FixedWindows(flush_window_s) if flush_window_s else beam.window.GlobalWindows())
     counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(counts_window)
                for name, pcoll in count_parts.items()]
@@ -108,7 +112,7 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     else:
         counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))
     return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
-            "alerts": alerts, "quarantine": quarantine, "counts": counts}
+            "alerts": alerts, "opened": built.opened, "quarantine": quarantine, "counts": counts}
 
 
 def write_json(data: dict, path: str) -> None:

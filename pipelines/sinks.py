@@ -4,7 +4,9 @@ Layout under a run's output (no ``key=value`` folder names, so readers do not in
 
     scores/<entity>/pane-<n>.parquet       one file per entity pane, rows by window end
     forecasts/<entity>/pane-<n>.parquet    one file per entity pane
-    alerts/<entity>/<alert_id>.parquet     one file per incident
+    alerts/<entity>/<alert_id>.parquet     one file per incident, once it is over
+    alerts_open/<entity>/<alert_id>.parquet  streaming: one notice per incident as soon as it opens (its first
+                                           window; same id as its alert when that window was the first to arrive)
     quarantine/<source file>-<hash>.parquet  batch: one file per source, rows by line
     quarantine/<source>-<hash>/<window start>.parquet  streaming: one file per source and flush window
 
@@ -111,6 +113,7 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, outputs):
         scored, alerts, quarantine = outputs["scored"], outputs["alerts"], outputs["quarantine"]
+        opened = outputs.get("opened")
         run_id = self.run_id
 
         def scores_table(sw):
@@ -123,8 +126,8 @@ class WriteOutputs(beam.PTransform):
             if rows:
                 yield _pane_file("forecasts", sw.windows.entity_id, sw.windows.pane), to_table(rows, FORECAST_SCHEMA)
 
-        def alert_table(alert):
-            return f"alerts/{safe_name(alert.entity_id)}/{alert.alert_id}.parquet", to_table([alert], ALERT_SCHEMA)
+        def alert_table(alert, folder="alerts"):
+            return f"{folder}/{safe_name(alert.entity_id)}/{alert.alert_id}.parquet", to_table([alert], ALERT_SCHEMA)
 
         streaming = self.flush_window_s is not None
 
@@ -148,6 +151,8 @@ class WriteOutputs(beam.PTransform):
             "Quarantine": (quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
                            | "GroupQuarantine" >> beam.GroupByKey() | "QuarantineTables" >> beam.Map(quarantine_table)),
         }
+        if opened is not None:
+            parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")
         tables = ([pcoll | f"{name}TablesToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
                    for name, pcoll in parts.items()]
                   | "AllTables" >> beam.Flatten())

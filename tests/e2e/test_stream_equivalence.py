@@ -1,6 +1,7 @@
 """The streaming pipeline (TestStream on the DirectRunner in streaming mode: real event time, watermarks and
 late data) gives the same alerts as the batch pipeline on the same data, and loses no reading."""
 import json
+from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
@@ -81,6 +82,15 @@ def test_streaming_and_batch_give_the_same_alerts(same_data, tmp_path):
     assert (b["start"] == s["start"]).all() and (b["end"] == s["end"]).all()
     np.testing.assert_allclose(s["peak_score"], b["peak_score"], rtol=1e-6)
     assert (b["windows"] == s["windows"]).all() and (b["severity"] == s["severity"]).all()
+
+    # Streaming also gave one notice per incident when it opened: the alert's id and start, its first window.
+    opened = (ds.dataset(tmp_path / "stream" / "alerts_open", format="parquet").to_table().to_pandas()
+              .sort_values("alert_id").reset_index(drop=True))
+    assert opened["alert_id"].tolist() == s["alert_id"].tolist()
+    assert (opened["start"] == s["start"]).all() and (opened["end"] <= s["end"]).all()
+    assert (opened["windows"] == 1).all() and (opened["peak_score"] <= s["peak_score"] * (1 + 1e-9)).all()
+    assert counts["alerts_opened"] == counts["alerts"] == len(s)
+    assert not (Path(same_data.output) / "alerts_open").exists()  # batch: alerts only
 
     assert counts["records_in"] == len(frame) == batch_manifest["records_in"]
     assert counts["records_in"] == counts["records_scored"] + counts.get("records_quarantined", 0)

@@ -89,6 +89,11 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
     assert (stream["start"] == batch["start"]).all() and (stream["end"] == batch["end"]).all()
     assert ((stream["peak_score"] - batch["peak_score"]).abs() < 1e-6 * batch["peak_score"]).all()
     assert counts["records_scored"] == manifest["records_scored"]
+    assert counts["alerts"] == len(stream)
+    # Each incident was announced (alerts_open/, same id) before its alert was settled and written.
+    for alert_id, entity in zip(stream["alert_id"], stream["entity_id"]):
+        notice, alert = (out / folder / entity / f"{alert_id}.parquet" for folder in ("alerts_open", "alerts"))
+        assert notice.stat().st_mtime < alert.stat().st_mtime
 
 
 @pytest.mark.slow
