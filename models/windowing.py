@@ -18,12 +18,14 @@ def to_step_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarra
                  first_step: int, n_steps: int) -> np.ndarray:
     """Average readings onto the grid ``[first_step, first_step + n_steps)``: returns ``[n_steps, C]`` with NaN
     where a channel has no reading in a step. Readings outside the grid are ignored."""
-    grid_sum = np.zeros((n_steps, n_channels), dtype=np.float64)
-    grid_count = np.zeros((n_steps, n_channels), dtype=np.int64)
     row = np.asarray(steps, dtype=np.int64) - first_step
     inside = (row >= 0) & (row < n_steps)
-    np.add.at(grid_sum, (row[inside], channel_index[inside]), values[inside])
-    np.add.at(grid_count, (row[inside], channel_index[inside]), 1)
+    # bincount adds in input order, as np.add.at would, many times faster.
+    cell = row[inside] * n_channels + np.asarray(channel_index, dtype=np.int64)[inside]
+    size = n_steps * n_channels
+    grid_sum = np.bincount(cell, weights=np.asarray(values, dtype=np.float64)[inside],
+                           minlength=size).reshape(n_steps, n_channels)
+    grid_count = np.bincount(cell, minlength=size).reshape(n_steps, n_channels)
     with np.errstate(invalid="ignore", divide="ignore"):
         grid = grid_sum / grid_count
     grid[grid_count == 0] = np.nan

@@ -288,10 +288,23 @@ def explain_value(value, decimal: str = ".") -> str:
     return f"the value {shown} is not a number"
 
 
-def _ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    text = values.astype("string").str.strip()
-    ok = (text.notna() & (text != "") & (text.str.len() <= MAX_ID_LENGTH)).to_numpy(dtype=bool)
-    return text.fillna("").to_numpy(dtype=object), ok
+def _ids(values: pd.Series) -> tuple[pd.Categorical, np.ndarray]:
+    """Ids stripped of surrounding blanks (missing ones as ``""``) and a mask of the valid ones (not empty, at
+    most ``MAX_ID_LENGTH`` characters), as a categorical with sorted categories (what ``ReadingBatch`` keeps).
+
+    A chunk holds few distinct ids: the text is cleaned once per distinct value, not once per row."""
+    codes, uniques = pd.factorize(values)  # missing values get code -1; every unique value occurs
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype("string").str.strip()
+    valid = (text.notna() & (text != "") & (text.str.len() <= MAX_ID_LENGTH)).to_numpy(dtype=bool)
+    clean = text.fillna("").to_numpy(dtype=object)
+    missing = codes < 0
+    if missing.any():
+        clean, valid = np.append(clean, ""), np.append(valid, False)
+        codes = np.where(missing, len(uniques), codes)
+    categories = np.asarray(sorted(set(clean)), dtype=object)
+    dtype = pd.Categorical(categories).dtype
+    position = np.searchsorted(categories, clean)
+    return pd.Categorical.from_codes(position[codes], dtype=dtype), valid[codes]
 
 
 def _explain_id(role: str, value) -> str:
@@ -362,7 +375,7 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
         entity_out, channel_out, stamps_out = entity[keep], channel[keep], stamps[keep]
         values_out, lines_out = numbers[keep], lines[keep]
     batch = ReadingBatch.from_columns(entity_out, channel_out, stamps_out, values_out,
-                                      np.full(len(lines_out), source, dtype=object), lines_out)
+                                      ReadingBatch.constant(source, len(lines_out)), lines_out)
     return batch, quarantine
 
 

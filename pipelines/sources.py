@@ -250,10 +250,20 @@ class FileReader:
         return batch, quarantine + bad, len(lines) * per_row
 
     def _parquet_chunks(self, path: str, layout: FileLayout):
+        import pyarrow as pa
         import pyarrow.parquet as pq
         first = 1
         with FileSystems.open(path) as f:
-            for record_batch in pq.ParquetFile(f).iter_batches(batch_size=self.chunk_rows):
+            parquet = pq.ParquetFile(f)
+            # Id columns (entity, channel) hold a few distinct strings: read them dictionary-encoded, so that a
+            # chunk arrives as pandas categoricals and its ids are cleaned once per distinct value.
+            ids = [layout.entity_column, (layout.long_columns or {}).get("channel")]
+            schema = parquet.schema_arrow
+            strings = [c for c in ids if c is not None and c in schema.names
+                       and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
+            if strings:
+                parquet = pq.ParquetFile(f, metadata=parquet.metadata, read_dictionary=strings)
+            for record_batch in parquet.iter_batches(batch_size=self.chunk_rows):
                 frame = record_batch.to_pandas()
                 numbers = np.arange(first, first + len(frame), dtype=np.int64)
                 first += len(frame)

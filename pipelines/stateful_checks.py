@@ -71,11 +71,13 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
         flagged = checks_stuck[channel] & (run_length >= rules.stuck_min_readings)
         stuck[order] = flagged & own[order]
 
-    previous_in_frame = np.empty(n)
-    previous_in_frame[order] = previous
-    channels = frame["channel"].to_numpy()
-    reasons = [f"meter {channels[i]!r} went back from {float(previous_in_frame[i])!r} to {float(values[i])!r}"
-               for i in np.flatnonzero(decrease)]
+    reasons = []
+    if decrease.any():
+        previous_in_frame = np.empty(n)
+        previous_in_frame[order] = previous
+        channels = frame["channel"].to_numpy()
+        reasons = [f"meter {channels[i]!r} went back from {float(previous_in_frame[i])!r} to {float(values[i])!r}"
+                   for i in np.flatnonzero(decrease)]
     return PaneChecks(decrease, reasons, stuck)
 
 

@@ -27,6 +27,8 @@ def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str) ->
 
     ``reasons`` is one string for all rows or one per selected row. Each record's ``column`` is the reading's
     channel, so that the one bad reading of a wide row (which stands for several) can be told apart."""
+    if not np.any(mask):  # the common case: nothing to quarantine, and selecting no rows still costs a copy
+        return
     rows = frame[mask]
     reasons = reasons if isinstance(reasons, (list, np.ndarray)) else [reasons] * len(rows)
     entities = rows["entity_id"] if "entity_id" in rows else [None] * len(rows)

@@ -87,22 +87,38 @@ class _KeyByPane(beam.DoFn):
     def _key(self, batch: ReadingBatch):
         spec = self.spec
         frame = batch.frame
-        steps = frame["timestamp"].to_numpy() // spec.step_us
+        stamps = frame["timestamp"].to_numpy()
+        steps = stamps // spec.step_us
         pane = steps // spec.pane_steps
         offset = steps - pane * spec.pane_steps
-        pieces = [frame.assign(pane=pane, own=True)]
+        rows = np.arange(len(frame))
         tail = offset >= spec.pane_steps - spec.before  # context for the next pane
-        if tail.any():
-            pieces.append(frame[tail].assign(pane=pane[tail] + 1, own=False))
         head = offset < spec.after  # context for the previous pane
-        if head.any():
-            pieces.append(frame[head].assign(pane=pane[head] - 1, own=False))
-        keyed = pd.concat(pieces, ignore_index=True)
-        for (entity, p), part in keyed.groupby(["entity_id", "pane"], sort=False, observed=True):
+        # Row numbers, not copies: each reading once for its own pane, and again for each neighbour it lends
+        # context to. One take per (entity, pane) piece copies the rows it needs.
+        row = np.concatenate([rows, rows[tail], rows[head]])
+        target = np.concatenate([pane, pane[tail] + 1, pane[head] - 1])
+        own = np.zeros(len(row), dtype=bool)
+        own[:len(rows)] = True
+        entity_codes, entities = _codes(frame["entity_id"])
+        entity = entity_codes[row]
+        order = np.lexsort((target, entity))  # stable: by entity, then pane; rows keep their order inside
+        row, target, own, entity = row[order], target[order], own[order], entity[order]
+        starts = np.flatnonzero(np.r_[True, (entity[1:] != entity[:-1]) | (target[1:] != target[:-1])])
+        columns = frame.drop(columns=["entity_id"])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(row)]):
+            part = columns.take(row[lo:hi]).reset_index(drop=True)
+            part["own"] = own[lo:hi]
             # Event time of the piece: its earliest reading, which lies inside the pane's window.
-            stamp = Timestamp(micros=int(part["timestamp"].min()))
-            yield beam_window.TimestampedValue(((str(entity), int(p)), part.drop(columns=["entity_id", "pane"])),
-                                               stamp)
+            stamp = Timestamp(micros=int(stamps[row[lo:hi]].min()))
+            yield beam_window.TimestampedValue(((str(entities[entity[lo]]), int(target[lo])), part), stamp)
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, object]:
+    """``(codes, values)`` of a column of ids: a categorical's own codes, or factorised."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), column.cat.categories
+    return pd.factorize(column)
 
 
 class _CutPane(beam.DoFn):
@@ -122,8 +138,9 @@ class _CutPane(beam.DoFn):
             return list(self._cut(keyed))
 
     def _late(self, keyed):
-        _, parts = keyed
+        (entity, _), parts = keyed
         frame = pd.concat(list(parts), ignore_index=True)
+        frame["entity_id"] = entity  # the pane key holds it (a broker record's raw text needs it)
         yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
                     for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
                                              "the reading arrived after its pane had been scored", self.run_id))
@@ -131,8 +148,9 @@ class _CutPane(beam.DoFn):
     def _cut(self, keyed):
         (entity, pane), parts = keyed
         spec = self.spec
-        frame = pd.concat(list(parts), ignore_index=True).sort_values(["own", "source", "line"],
-                                                                      ascending=[False, True, True])
+        parts = list(parts)
+        frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        frame = frame.sort_values(["own", "source", "line"], ascending=[False, True, True])
         # A reading repeated at the same entity, channel and timestamp: the first (by file, line) is kept.
         dup = frame.duplicated(["channel", "timestamp"], keep="first").to_numpy()
         own = frame["own"].to_numpy()
@@ -152,7 +170,7 @@ class _CutPane(beam.DoFn):
         first = lo - spec.before
         position = {name: i for i, name in enumerate(self.channels)}
         steps = frame["timestamp"].to_numpy() // spec.step_us
-        channel_index = frame["channel"].astype(object).map(position).to_numpy(dtype=np.int64)
+        channel_index = _positions(frame["channel"], position)
         grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
                                     len(self.channels), spec.max_gap, first_step=first,
                                     last_step=hi - 1 + spec.after)
@@ -175,6 +193,17 @@ class _CutPane(beam.DoFn):
         values = windowing.cut_windows(grid.values, positions, spec.length).astype(np.float32)
         observed = windowing.cut_windows(grid.observed, positions, spec.length)
         yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us, values, observed, scored)
+
+
+def _positions(channel: pd.Series, position: dict) -> np.ndarray:
+    """Each reading's column in the model's channel order (every channel is a model channel after validation).
+    A categorical column is looked up once per category, not once per reading."""
+    if isinstance(channel.dtype, pd.CategoricalDtype):
+        lookup = np.array([position.get(c, -1) for c in channel.cat.categories], dtype=np.int64)
+        index = lookup[channel.cat.codes.to_numpy()]
+        if (index >= 0).all():
+            return index
+    return channel.astype(object).map(position).to_numpy(dtype=np.int64)
 
 
 class WindowedReadings(NamedTuple):

@@ -39,18 +39,34 @@ class ReadingBatch(NamedTuple):
         # batch between stages and grouping it by entity several times cheaper than object columns.
         frame = pd.DataFrame(
             {
-                "entity_id": pd.Categorical(np.asarray(entity_id, dtype=object)),
-                "channel": pd.Categorical(np.asarray(channel, dtype=object)),
+                "entity_id": _categorical(entity_id),
+                "channel": _categorical(channel),
                 "timestamp": np.asarray(timestamp, dtype=np.int64),
                 "value": np.asarray(value, dtype=np.float64),
-                "source": pd.Categorical(np.asarray(source, dtype=object)),
+                "source": _categorical(source),
                 "line": np.asarray(line, dtype=np.int64),
             }
         )
         return ReadingBatch(frame)
 
+    @staticmethod
+    def constant(text: str, n: int) -> pd.Categorical:
+        """A column of ``n`` copies of ``text`` for ``from_columns`` (without building ``n`` Python strings)."""
+        dtype = pd.Categorical(np.asarray([text], dtype=object)).dtype
+        return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), dtype=dtype)
+
     def __len__(self) -> int:  # number of readings, not of tuple fields
         return len(self.frame)
+
+
+def _categorical(values) -> pd.Categorical:
+    """A categorical column: strings are factorised, a categorical given as it is keeps its codes (with the
+    categories that no row uses dropped, as factorising the strings would have)."""
+    if isinstance(values, pd.Categorical):
+        codes = values.codes
+        used = np.bincount(codes[codes >= 0].astype(np.intp), minlength=len(values.categories)) > 0
+        return values if used.all() else values.remove_unused_categories()
+    return pd.Categorical(np.asarray(values, dtype=object))
 
 
 class WindowBatch(NamedTuple):
