@@ -7,6 +7,7 @@ can get wrong before starting (inputs, model, columns), runs the pipeline into a
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -76,11 +77,14 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
 
 def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     """Resolve and check a run before any pipeline starts; raises ``RunError`` with one clear sentence."""
-    from seqwatch.models.artifact import ArtifactError, read_metadata
+    from seqwatch.models.artifact import ArtifactError, read_metadata, resolve_model_dir
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
     from seqwatch.schemas.validation import SuiteError
 
+    model_source = config.model_dir
+    # A model root stands for its newest version: pin it, so the whole run scores with the model it planned for.
+    config = dataclasses.replace(config, model_dir=str(resolve_model_dir(config.model_dir)))
     try:
         metadata = read_metadata(config.model_dir)
         paths = expand_inputs(list(config.inputs))
@@ -104,7 +108,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     now_us = now_us if now_us is not None else int(time.time() * 1e6)
     staging = FileSystems.join(config.output, f"_staging-{run_id}")
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
-                   metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us)
+                   metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
+                   model_source)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:

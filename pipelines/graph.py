@@ -51,6 +51,7 @@ class RunPlan:
     model_version: str
     suite: dict
     latest_us: int
+    model_source: str = ""  # --model-dir as given (an artifact or a model root); config.model_dir is the version
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -75,7 +76,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s)
-    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s)
+    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s,
+                                                                        plan.model_source or cfg.model_dir)
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=flush_window_s is not None)

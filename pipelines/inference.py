@@ -100,12 +100,16 @@ class ModelVersionWatch:
 class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
     """Loads a seqwatch model artifact and scores ``WindowBatch`` elements into ``ScoredWindows``.
     ``model_dir``: an artifact, or a model root (its newest version); ``watch_interval_s``: when set, switch to a
-    newer version of ``model_dir`` that appears while the pipeline runs, looking at most this often."""
+    newer version of ``watch_dir`` (default ``model_dir``) that appears while the pipeline runs, looking at most
+    this often. The pipelines pass the version they planned with as ``model_dir`` and the directory as given as
+    ``watch_dir``, so the first model is the one the windows were cut for."""
 
-    def __init__(self, model_dir: str, max_batch_panes: int = 16, watch_interval_s: float | None = None):
+    def __init__(self, model_dir: str, max_batch_panes: int = 16, watch_interval_s: float | None = None,
+                 watch_dir: str | None = None):
         self.model_dir = model_dir
         self.max_batch_panes = max_batch_panes
         self.watch_interval_s = watch_interval_s
+        self.watch_dir = watch_dir or model_dir
         self._timer = None
         self._watch = None
         self._model = None
@@ -123,7 +127,7 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
             self._timer = StageTimer("score")
         if self.watch_interval_s:
             if self._watch is None:
-                self._watch = ModelVersionWatch(self.model_dir, self.watch_interval_s)
+                self._watch = ModelVersionWatch(self.watch_dir, self.watch_interval_s)
             self._model = self._watch.current(self._model or model)
             model = self._model
         sizes = [len(wb.ends) for wb in batch]
@@ -159,11 +163,12 @@ class ScoreWindows(beam.PTransform):
     """``WindowBatch -> ScoredWindows`` through RunInference with ``Seq2SeqModelHandler``; with
     ``watch_interval_s``, newer versions of ``model_dir`` are picked up while the pipeline runs."""
 
-    def __init__(self, model_dir: str, watch_interval_s: float | None = None):
+    def __init__(self, model_dir: str, watch_interval_s: float | None = None, watch_dir: str | None = None):
         super().__init__()
         self.model_dir = model_dir
         self.watch_interval_s = watch_interval_s
+        self.watch_dir = watch_dir
 
     def expand(self, windows):
-        return windows | "RunInference" >> RunInference(Seq2SeqModelHandler(self.model_dir,
-                                                                            watch_interval_s=self.watch_interval_s))
+        return windows | "RunInference" >> RunInference(Seq2SeqModelHandler(
+            self.model_dir, watch_interval_s=self.watch_interval_s, watch_dir=self.watch_dir))

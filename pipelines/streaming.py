@@ -102,11 +102,12 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100)."""
     import hashlib
 
-    from seqwatch.models.artifact import ArtifactError, read_metadata
+    from seqwatch.models.artifact import ArtifactError, read_metadata, resolve_model_dir
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
 
+    model_source, model_dir = model_dir, str(resolve_model_dir(model_dir))  # pinned: the version planned for
     try:
         metadata = read_metadata(model_dir)
         suite_dict = load_suite_dict(suite)
@@ -123,7 +124,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
                        pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS)
     run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
-                   metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000)
+                   metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source)
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,

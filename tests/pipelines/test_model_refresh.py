@@ -140,3 +140,19 @@ def test_stream_flags_about_models_stop_with_one_clear_sentence(args, message, s
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert message in err[-1] and len(err) == 1
+
+
+def test_runs_pin_the_version_they_planned_for_and_watch_the_directory_given(model_root, tmp_path):
+    from seqwatch.pipelines.batch import plan_run
+    from seqwatch.pipelines.config import RunConfig
+    from seqwatch.pipelines.streaming import plan_stream
+
+    _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 0.5))
+    (tmp_path / "in.csv").write_text("entity_id,channel,timestamp,value\npump-0,flow,2024-01-01T00:00:00Z,1.0\n")
+    batch = plan_run(RunConfig(inputs=(str(tmp_path / "in.csv"),), output=str(tmp_path / "o"),
+                               model_dir=str(model_root)))
+    stream = plan_stream(str(model_root), str(tmp_path / "s"))
+    for plan in (batch, stream):
+        assert plan.config.model_dir == str(model_root / "v2")
+        assert plan.model_source == str(model_root)
+        assert plan.model_version == read_metadata(model_root / "v2")["model_version"]
