@@ -256,7 +256,10 @@ def describe_config(config, threshold: str | None = None) -> str:
     return (f"{cell} {a.layers}x{a.units} units, window {w.length}, dropout {a.dropout}, "
             f"epochs <= {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.learning_rate:g}, "
             f"training stride {t.training_stride}, split {1 - t.validation_fraction - t.calibration_fraction:.0%}/"
-            f"{t.validation_fraction:.0%}/{t.calibration_fraction:.0%}, seed {t.seed}; threshold: "
+            f"{t.validation_fraction:.0%}/{t.calibration_fraction:.0%}, seed {t.seed}; "
+            + (f"error floor: the {s.error_floor_quantile:g} quantile of validation RMS over windows with activity; "
+               if s.error_floor_quantile is not None else "")
+            + "threshold: "
             + (threshold or f"peaks over threshold (risk {s.pot_risk:g} above the {s.pot_initial_quantile:g} "
                             f"quantile) on one-sided calibration scores"))
 

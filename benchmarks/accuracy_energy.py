@@ -14,6 +14,11 @@ Protocol (what the detector sees):
   no guide to how cycles score. (That was the first design; a smoke run's plot showed the problem, and the
   held-out day replaced it before the first full run. No test score was compared.) No test row and no label
   sets the threshold.
+- Error floor (``ScoringConfig.error_floor_quantile=0.25``): each window's error feature is ``log(rms + floor)``
+  with the floor the 0.25 quantile of the validation windows' RMS where the power is not constant. Added after
+  the first full run (event F1 0.02): on held-out normal day 5 every "on" minute scored 10^4-10^5 because the
+  validation windows were mostly "off" (power exactly 0, error near 0). The rule was written down in
+  ``benchmarks/README.md`` (suggested change 3) before it ran and ran once as designed; no test score chose it.
 - Event-level precision / recall / F1: true events are the runs of ``label == 1``; predicted events are the
   runs of flagged rows; an event is detected when a predicted run overlaps it. PR AUC (average precision)
   and ROC AUC are point-wise on the per-minute labels, with the score divided by the appliance's threshold.
@@ -40,10 +45,14 @@ QUICK_APPLIANCES = ("Dishwasher",)
 QUICK_TEST_DAYS = (6, 7)
 FIGURE = ("Dryer", "anomaly_Major_35", 7)
 CHANNELS = ("activePower",)
+ERROR_FLOOR_QUANTILE = 0.25  # the rule of suggested change 3 in benchmarks/README.md, written before it ran
 
 
 def energy_config(quick: bool = False):
-    """Model settings, fixed before any run on these data (not tuned on them): window 32 minutes."""
+    """Model settings, fixed before any run on these data (not tuned on them): window 32 minutes. The error floor
+    (``error_floor_quantile=0.25``) was added after the first full run, see the module docstring."""
+    import dataclasses
+
     from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
 
     return DetectorConfig(
@@ -51,7 +60,7 @@ def energy_config(quick: bool = False):
         WindowConfig(length=32, stride=1, max_gap=0),
         TrainingConfig(epochs=4 if quick else 25, batch_size=64, patience=5, validation_fraction=0.15,
                        calibration_fraction=0.15, training_stride=2, seed=7),
-        benchmark_scoring_config(),
+        dataclasses.replace(benchmark_scoring_config(), error_floor_quantile=ERROR_FLOOR_QUANTILE),
     )
 
 

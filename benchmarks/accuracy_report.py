@@ -115,7 +115,7 @@ def render(results: dict, run: dict, md_dir: Path) -> str:
              "Written by `benchmarks/accuracy.py` (`make bench-accuracy`); everything between the accuracy markers "
              "is regenerated, so edit the script, not this text (`--render-only` re-renders it from the results "
              "stored in it). Each data set follows its own published protocol where it has one; no setting was tuned "
-             "on a test part (the protocol section says what each setting saw, and which two choices were revised "
+             "on a test part (the protocol section says what each setting saw, and which three choices were revised "
              "after a look at test output).",
              "",
              f"- **Command:** `{run['command']}`"
@@ -216,11 +216,16 @@ def _protocol(results: dict) -> str:
             + "\n\nModel settings were fixed before the first full run on each data set and are the same for every "
               "file of it; they were chosen for the size of each training part and this 2-core machine's time budget, "
               "not by test accuracy (the ECG model was made smaller and its signal coarser for training time before "
-              "its first full run). Two choices were revised after a look at test output, and neither was picked by "
+              "its first full run). Three choices were revised after a look at test output, and none was picked by "
               "comparing test scores: the appliance threshold was first fitted on the model's own calibration "
               "minutes (the last 15% of each training day) until a smoke run's plot showed that those minutes held "
-              "no appliance cycle, so it now comes from a held-out normal day; and the NAB online-retraining preview "
-              "was designed after the headline NAB result was known (it is reported beside it, not instead of it).")
+              "no appliance cycle, so it now comes from a held-out normal day; the appliance models' error floor "
+              "(`ScoringConfig.error_floor_quantile=0.25`) was added after the first full run's appliance result "
+              "(event F1 0.02) was known, from a diagnosis on held-out normal day 5 (the score of every \"on\" minute "
+              "was 10^4-10^5 because the validation windows were mostly \"off\"); its rule was written down in "
+              "`benchmarks/README.md` before it ran, and it ran once as designed, on the appliances only; and the NAB "
+              "online-retraining preview was designed after the headline NAB result was known (it is reported beside "
+              "it, not instead of it).")
 
 
 def _nab(r: dict, md_dir: Path) -> str:
@@ -457,6 +462,17 @@ def _limits(results: dict) -> str:
             "appliance is on\", not \"the cycle is abnormal\". Inserted malfunctions are also mostly changes of a few "
             "to 35% in power inside a normal-looking cycle. Suggested change 3 (an error floor) addresses the first "
             "cause.")
+        if results["energy"].get("config_json", {}).get("scoring", {}).get("error_floor_quantile") is not None:
+            lines[-1] = (
+                f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f} with the error floor "
+                "(suggested change 3) on, which changed next to nothing (before it: event F1 0.02, PR AUC 0.058). The "
+                "floor is the 0.25 quantile of the error of validation windows in which the appliance is not "
+                f"constant, and the validation part (the last 15% of each training day) holds no such window for "
+                f"{top[0]}: its floor stays at the default 1e-6 and every \"on\" minute still scores orders of "
+                f"magnitude above the normal spread (threshold {top[1]:.1e}). For the other appliances the floor "
+                "raised the thresholds and left event F1 within 0.001 of before. Inserted malfunctions are mostly changes of a few "
+                "to 35% in power inside a normal-looking cycle. What the floor (and the scorer) would need is a "
+                "validation part that holds appliance cycles, such as the held-out day the threshold already uses.")
     if "ecg" in results:
         o = results["ecg"]["overall"]
         recs = results["ecg"]["records"]
