@@ -3,7 +3,6 @@ import json
 import subprocess
 import sys
 
-import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
