@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import os
 import re
@@ -276,6 +277,61 @@ def _combination_hits(condition: str, columns: tuple, dtypes: tuple, with_missin
     return hit
 
 
+SUITE_CACHE_ENV = "SEQWATCH_SUITE_CACHE"
+
+
+def _suite_cache_file(suite: dict) -> Path | None:
+    """Where the compiled form of ``suite`` is kept (``$SEQWATCH_SUITE_CACHE``, default
+    ``~/.cache/seqwatch/suites``; ``off`` disables), keyed by the suite's JSON, the GX version and this module's
+    source, so a changed suite, GX or seqwatch never reuses an old entry. None when disabled."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    folder = os.environ.get(SUITE_CACHE_ENV, "")
+    if folder.lower() in ("off", "0", "none", "false"):
+        return None
+    try:
+        gx_version = version("great_expectations")
+        digest = hashlib.sha256(json.dumps(suite, sort_keys=True, default=str).encode())
+        digest.update(gx_version.encode())
+        digest.update(Path(__file__).read_bytes())
+    except (PackageNotFoundError, OSError, TypeError, ValueError):
+        return None
+    base = Path(folder).expanduser() if folder else Path.home() / ".cache" / "seqwatch" / "suites"
+    return base / f"{digest.hexdigest()[:32]}.json"
+
+
+def _compiled_suite(suite: dict) -> dict | None:
+    """The compiled form of a suite that GX checked on this machine before and that runs without GX: its name,
+    each expectation's description, and each expectation's type and GX-normalised arguments. Importing GX
+    costs about 3 s per process; a run whose suite is compiled does not import it."""
+    path = _suite_cache_file(suite)
+    try:
+        compiled = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(compiled, dict) or any(kind not in _FAST for _, kind, _ in compiled.get("fast", [])):
+        return None
+    if len(compiled.get("fast", [])) != len(compiled.get("descriptions", [])):
+        return None
+    return compiled
+
+
+def _store_compiled_suite(suite: dict, compiled: dict) -> None:
+    path = _suite_cache_file(suite)
+    if path is None:
+        return
+    try:
+        text = json.dumps(compiled, sort_keys=True)
+        if json.loads(text) != compiled:  # arguments JSON cannot carry exactly: do not cache
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, path)
+    except (OSError, TypeError, ValueError):
+        pass  # without the cache, the next run imports GX again
+
+
 class SuiteValidator:
     """Runs one GX suite on pandas batches. Construct once per worker (GX start-up takes seconds).
 
@@ -288,13 +344,20 @@ class SuiteValidator:
     def __init__(self, suite: dict, engine: str = "auto"):
         if engine not in ("auto", "gx"):
             raise ValueError(f"engine must be 'auto' or 'gx', got {engine!r}")
+        self.suite_dict = suite
+        self.engine = engine
+        compiled = _compiled_suite(suite) if engine == "auto" else None
+        if compiled is not None:  # checked by GX on this machine before, and every expectation runs in pandas
+            self.suite, self._gx_suite, self._name = None, None, compiled["name"]
+            self.descriptions = list(compiled["descriptions"])
+            self._fast = {int(p): (kwargs, _FAST[kind][1]) for p, kind, kwargs in compiled["fast"]}
+            return
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        self.suite_dict = suite
-        self.engine = engine
         self.suite = self._build(gx, suite, range(len(suite.get("expectations", []))))
+        self._name = self.suite.name
         self.descriptions = [_describe(e.configuration) for e in self.suite.expectations]
         self._fast = {}
         if engine == "auto":
@@ -309,6 +372,11 @@ class SuiteValidator:
             context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
             source = context.data_sources.add_pandas("seqwatch_readings")
             self._batch_definition = source.add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
+        elif engine == "auto":
+            _store_compiled_suite(suite, {
+                "name": self._name, "descriptions": self.descriptions,
+                "fast": [[p, self.suite.expectations[p].configuration.type, kwargs]
+                         for p, (kwargs, _) in sorted(self._fast.items())]})
 
     @staticmethod
     def _build(gx, suite: dict, positions):
@@ -343,7 +411,7 @@ class SuiteValidator:
 
     @property
     def name(self) -> str:
-        return self.suite.name
+        return self._name
 
     @property
     def gx_positions(self) -> list[int]:
