@@ -76,8 +76,16 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s)
-    scored = windows.windows | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s,
-                                                                        plan.model_source or cfg.model_dir)
+    to_score = windows.windows
+    if flush_window_s is None:
+        # Batch: RunInference batches only elements of the same window, and each pane is a window of its own,
+        # so most model calls would get one pane (a few hundred windows, padded to a full model batch). All
+        # panes fire at the end of a batch run and everything after scoring re-windows, so they meet in the
+        # global window to be scored many panes per call. (Streaming scores each pane as its window fires, at
+        # the pane's own timestamp, which the alert timers and the per-window counts go by.)
+        to_score = to_score | "ScoreInOneWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+    scored = to_score | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s,
+                                                       plan.model_source or cfg.model_dir)
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=flush_window_s is not None)
