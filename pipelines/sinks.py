@@ -23,14 +23,15 @@ import re
 from pathlib import PurePath
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from seqwatch.pipelines.alerts import forecast_rows, score_rows
+from seqwatch.pipelines.alerts import forecast_rows
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA, to_table
-from seqwatch.schemas.elements import Quarantined
+from seqwatch.schemas.elements import Quarantined, ScoredWindows
 
 
 def safe_name(text: str) -> str:
@@ -56,6 +57,37 @@ def write_parquet(path: str, table: pa.Table) -> None:
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([partial], [path])
+
+
+def score_table(scored: ScoredWindows, run_id: str) -> pa.Table:
+    """The rows of ``score_rows(scored, run_id)`` as a table with ``SCORE_SCHEMA``, built column by column from
+    the arrays (no Python object per window): the same values, the same Parquet bytes."""
+    wb = scored.windows
+    n = len(wb.ends)
+    span = (scored.window_length - 1) * wb.step_us
+    ends = np.asarray(wb.ends, dtype=np.int64)
+    contributions = np.asarray(scored.contributions)
+    top = np.argmax(contributions, axis=1) if n else np.zeros(0, dtype=np.int64)
+    flat = contributions.astype(np.float64, copy=False).reshape(-1)
+    width = contributions.shape[1] if contributions.ndim == 2 else 0
+    columns = {
+        "entity_id": pa.array([wb.entity_id] * n, pa.string()),
+        "window_start": pa.array(ends - span, pa.int64()),
+        "window_end": pa.array(ends, pa.int64()),
+        "score": pa.array(np.asarray(scored.score, dtype=np.float64), pa.float64()),
+        "threshold": pa.array(np.full(n, scored.threshold, dtype=np.float64), pa.float64()),
+        "is_anomaly": pa.array(np.asarray(scored.is_anomaly, dtype=bool), pa.bool_()),
+        "severity": pa.array(np.asarray(scored.severity).tolist(), pa.string()),
+        "tail_probability": pa.array(np.asarray(scored.tail_probability, dtype=np.float64), pa.float64()),
+        "top_channel": pa.array(np.asarray(wb.channels, dtype=object)[top].tolist() if n else [], pa.string()),
+        "channel_contributions": pa.ListArray.from_arrays(
+            pa.array(np.arange(n + 1, dtype=np.int32) * width, pa.int32()), pa.array(flat, pa.float64())),
+        "model_id": pa.array([scored.model_id] * n, pa.string()),
+        "model_version": pa.array([scored.model_version] * n, pa.string()),
+        "run_id": pa.array([run_id] * n, pa.string()),
+    }
+    arrays = [columns[f.name].cast(f.type) for f in SCORE_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
 
 
 class _WriteTable(beam.DoFn):
@@ -117,9 +149,8 @@ class WriteOutputs(beam.PTransform):
         run_id = self.run_id
 
         def scores_table(sw):
-            rows = score_rows(sw, run_id)
-            if rows:
-                yield _pane_file("scores", sw.windows.entity_id, sw.windows.pane), to_table(rows, SCORE_SCHEMA)
+            if len(sw.windows.ends):
+                yield _pane_file("scores", sw.windows.entity_id, sw.windows.pane), score_table(sw, run_id)
 
         def forecasts_table(sw):
             rows = forecast_rows(sw, run_id)
