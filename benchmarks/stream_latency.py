@@ -326,8 +326,9 @@ def render(result: dict, command: str) -> str:
         f"| causing reading -> alert file, `alerts/` | {_fmt(lat['alert_p50_s'])} | {_fmt(lat['alert_p99_s'])} | the rest of the "
         f"incident (median {_fmt(lat['incident_p50_s'])} s of event time) plus the settle time, / {lat['speed']:g} |",
         "",
-        f"Not in the table: {lat['at_stream_end']['scores']} score files, {lat['at_stream_end']['alerts_open']} "
-        f"notices and {lat['at_stream_end']['alerts']} alert files that appeared after the last reading was published; they waited for the end of the stream (the "
+        f"Not in the table (files that appeared after the last reading was published): "
+        f"{lat['at_stream_end']['scores']} score files, {lat['at_stream_end']['alerts_open']} notice(s) and "
+        f"{lat['at_stream_end']['alerts']} alert file(s); they waited for the end of the stream (the "
         "watermark moves on only with newer readings, or when the source stops after its idle time). "
         f"Counts: {lat['counts'].get('records_in', 0):,} in = {lat['counts'].get('records_scored', 0):,} scored + "
         f"{lat['counts'].get('records_quarantined', 0):,} quarantined; the publisher kept to its schedule within "
@@ -363,7 +364,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run (does not touch BENCHMARKS.md)")
     parser.add_argument("--speed", type=float, default=20.0, help="replay speed of the latency phase")
+    parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
     args = parser.parse_args(argv)
+    if args.render_only:  # re-render BENCHMARKS.md from the stored result (after a change to the text)
+        result = json.loads((OUT / "result.json").read_text())
+        replace_section("stream", render(result, "benchmarks/stream_latency.py"))
+        return 0
     for need, how in ((PRISM, "make prism"), (KAFKA_LIBS, "make kafka-jars")):
         if not need.exists():
             print(f"stream_latency: {need.relative_to(REPO)} is missing; run `{how}` first", file=sys.stderr)
