@@ -100,11 +100,12 @@ import json, resource, sys, time
 start = time.perf_counter()
 from seqwatch.pipelines.batch import run_batch
 from seqwatch.pipelines.config import RunConfig
-inputs, output, model, workers = sys.argv[1:5]
+inputs, output, model, workers, local = sys.argv[1:6]
 beam_args = ["--runner=DirectRunner"]
 if int(workers) > 1:
     beam_args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
-manifest = run_batch(RunConfig(inputs=(inputs,), output=output, model_dir=model), beam_args)
+manifest = run_batch(RunConfig(inputs=(inputs,), output=output, model_dir=model, local_panes=local == "1"),
+                     beam_args)
 seconds = time.perf_counter() - start
 # Peak RSS of this process since it started (VmHWM: ru_maxrss would also count the benchmark's own pages,
 # which the fork before exec shares); with 2 workers, the largest worker too (an upper bound: ru_maxrss).
@@ -114,17 +115,18 @@ if int(workers) > 1:
     rss = max(rss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({"seconds": seconds, "records_in": manifest["records_in"], "records_scored": manifest["records_scored"],
                   "windows": manifest["stages"].get("windows_scored", 0), "peak_rss_mb": rss / 1024,
-                  "stage_seconds": manifest["stage_seconds"]}))
+                  "stage_seconds": manifest["stage_seconds"],
+                  "panes_cut_here": manifest["stages"].get("panes_cut_here", 0)}))
 """
 
 def bench_pipeline(inputs: Path, output: Path, model_dir: Path, workers: int, repeats: int = 1,
-                   env: dict | None = None) -> dict:
+                   env: dict | None = None, local: bool = True) -> dict:
     """(b): ``run_batch`` in a fresh process, ``repeats`` times; the run with the median wall time (the time
     includes the process's imports), with the largest peak RSS of all runs (of the process and its workers)."""
     runs = []
     for _ in range(repeats):
         result = subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, str(inputs / "*.parquet"), str(output),
-                                 str(model_dir), str(workers)], capture_output=True, text=True,
+                                 str(model_dir), str(workers), str(int(local))], capture_output=True, text=True,
                                 env={**os.environ, "GX_ANALYTICS_ENABLED": "false", **(env or {})})
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-3000:])
@@ -175,15 +177,20 @@ def marginal_rate(small: dict, large: dict) -> tuple[float, float]:
     return rate, large["seconds"] - large["records_in"] / rate
 
 
-def notes(one: dict, ten: dict) -> str:
+def notes(one: dict, ten: dict, grouped: dict) -> str:
     """What the memory and 2-worker rows mean (text that does not change from run to run but for the numbers)."""
     per_reading = (ten["peak_rss_mb"] - one["peak_rss_mb"]) * 2**20 / max(1, ten["records_in"] - one["records_in"])
+    grouped_per_reading = ((grouped["peak_rss_mb"] - one["peak_rss_mb"]) * 2**20
+                           / max(1, grouped["records_in"] - one["records_in"]))
     return f"""
-- Memory grows with the input on the DirectRunner: its GroupByKey (`GroupPanes`) keeps every pane's readings
-  in memory between the windowing stages, about {per_reading:.0f} bytes per extra reading here. Runners that spill
-  their shuffle to disk (Dataflow, Flink, Spark) do not hold it all; on the DirectRunner, split a very large
-  input into several runs. (Earlier versions of this table showed a flat 1.0x: they read `ru_maxrss`, which in
-  a process forked from the benchmark counts the benchmark's own pages.)
+- Memory: each input file here holds one entity, so every pane is cut where its file is read
+  ({ten['panes_cut_here']:,} panes at 10x; `seqwatch.pipelines.locality`) and no reading waits in the
+  DirectRunner's in-memory GroupByKey; about {per_reading:.0f} bytes per extra reading remain (likely the scores and
+  Parquet tables the later stages collect between their stages; not traced further). The last row sends every pane through the GroupByKey (`GroupPanes`), as all panes of a
+  CSV input, or of files that share an entity's time, still go: {grouped['peak_rss_mb']:,.0f} MB at 10x, about
+  {grouped_per_reading:.0f} bytes per extra reading, and {grouped['seconds'] / ten['seconds']:.2f}x the time. Runners that spill their shuffle
+  to disk (Dataflow, Flink, Spark) do not hold it all. (Earlier versions of this table showed a flat 1.0x: they
+  read `ru_maxrss`, which in a process forked from the benchmark counts the benchmark's own pages.)
 - 2 workers (`multi_processing`): each worker process imports Beam, Keras and SciPy, loads and traces the
   model, and every element crosses the runner's gRPC data plane; on 2 cores, with the runner process busy
   too, no core is left over to gain from. `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false` left the model's CPU
@@ -229,11 +236,12 @@ def main(argv=None) -> int:
             ("1 worker, 1/10 input", OUT / "small", 1, args.repeats),
             ("1 worker", OUT / "large", 1, args.repeats),
             ("1 worker, 10x input", OUT / "huge", 1, max(1, args.repeats - 1)),
-            ("2 workers", OUT / "large", 2, max(1, args.repeats - 1)))
+            ("2 workers", OUT / "large", 2, max(1, args.repeats - 1)),
+            ("1 worker, 10x input, every pane through the GroupByKey", OUT / "huge", 1, 1))
     for label, inputs, workers, repeats in plan:
         log(f"(b) seqwatch pipeline, {label}")
         runs[label] = bench_pipeline(inputs, OUT / f"run-{workers}-{inputs.name}", OUT / "model", workers, repeats,
-                                     env)
+                                     env, local="GroupByKey" not in label)
         r = runs[label]
         log(f"    {r['readings_per_s']:,.0f} readings/s in {r['seconds']:.1f}s (runs: {r['all_seconds']}), "
             f"peak RSS {r['peak_rss_mb']:,.0f} MB")
@@ -243,6 +251,7 @@ def main(argv=None) -> int:
 
     cold, tenth, one = runs[plan[0][0]], runs["1 worker, 1/10 input"], runs["1 worker"]
     ten, two = runs["1 worker, 10x input"], runs["2 workers"]
+    grouped = runs[plan[-1][0]]
     bare_rate = bare["readings_per_s"]
     marginal, fixed = marginal_rate(one, ten)
     marginal_small, fixed_small = marginal_rate(tenth, one)
@@ -275,6 +284,7 @@ row is the median of {args.repeats} runs ({max(1, args.repeats - 1)} for the 10x
 {row("(b) pipeline, 1 worker, 10x input", ten)}
 {row("(b) pipeline, 2 workers (multi_processing)", two)}
 {row("(b) first run on a machine (empty compilation and suite caches), 1/10 input", cold)}
+{row("(b) pipeline, 1 worker, 10x input, every pane through the GroupByKey (`local_panes=False`)", grouped)}
 | (c) Beam `ZScore` (apache_beam.ml.anomaly) | {zscore['readings']:,} | {zscore['readings_per_s']:,.0f} | — | {zscore['seconds']:.1f} | {zscore['readings_per_s'] / bare_rate:.3f} | — |
 
 - End to end, pipeline / bare model: **{one['readings_per_s'] / bare_rate:.2f} at {sizes['one']:,} readings**, **{ten['readings_per_s'] / bare_rate:.2f} at
@@ -301,7 +311,7 @@ model call; at 10x it took {model_share:.1f} s, against {ten['windows'] / bare['
 |---|---|---|---|
 {stage_rows}
 | (timed stages together) | {timed_one:.2f} | {timed_ten:.2f} | {timed_ten / ten['records_in'] * 1e6:.2f} |
-""" + notes(one, ten)
+""" + notes(one, ten, grouped)
     (OUT / "results.json").write_text(json.dumps({"bare": bare, "pipeline": runs, "zscore": zscore}, indent=1))
     print(text)
     if not args.quick:

@@ -18,6 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.parsing import FileLayout
@@ -107,9 +108,10 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         run_id = "run-" + digest.hexdigest()[:12]
     now_us = now_us if now_us is not None else int(time.time() * 1e6)
     staging = FileSystems.join(config.output, f"_staging-{run_id}")
+    spans = file_spans(paths, config.mapping) if config.local_panes else None
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
-                   model_source)
+                   model_source, spans)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:

@@ -17,7 +17,9 @@ class RunConfig:
     ``suite``: a bundled suite family or a suite file; ``run_id``: derived from inputs, model and settings when
     empty, so a rerun of the same input writes the same files; ``pane_steps``: pane length in model steps
     (rounded up to a multiple of the stride); ``earliest_us``/``future_tolerance_us``: readings before the
-    horizon or this far after the run starts are quarantined."""
+    horizon or this far after the run starts are quarantined. ``local_panes``: cut the panes that one input file
+    holds alone without the GroupByKey (``seqwatch.pipelines.locality``; the same outputs, less memory and
+    time); ``False`` sends every pane through it."""
 
     inputs: tuple
     output: str
@@ -29,6 +31,7 @@ class RunConfig:
     earliest_us: int = HORIZON_US
     future_tolerance_us: int = DAY_US
     chunk_rows: int = 100_000
+    local_panes: bool = True
 
     def __post_init__(self):
         if not self.inputs:
@@ -45,6 +48,6 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["mapping"] = self.mapping.to_dict()
         data["inputs"] = list(self.inputs)
-        for where in ("run_id", "output"):
+        for where in ("run_id", "output", "local_panes"):  # where and how, not what
             data.pop(where)
         return data

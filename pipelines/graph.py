@@ -52,6 +52,7 @@ class RunPlan:
     suite: dict
     latest_us: int
     model_source: str = ""  # --model-dir as given (an artifact or a model root); config.model_dir is the version
+    spans: object = None  # batch: a locality.FileSpans of the inputs, for panes cut without the GroupByKey
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -75,7 +76,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
-                                                               StatefulRules.from_suite(plan.suite), keep_open_s)
+                                                               StatefulRules.from_suite(plan.suite), keep_open_s,
+                                                               plan.spans if flush_window_s is None else None)
     to_score = windows.windows
     if flush_window_s is None:
         # Batch: RunInference batches only elements of the same window, and each pane is a window of its own,
@@ -86,6 +88,12 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
         to_score = to_score | "ScoreInOneWindow" >> beam.WindowInto(beam.window.GlobalWindows())
     scored = to_score | "ScoreWindows" >> ScoreWindows(cfg.model_dir, watch_models_s,
                                                        plan.model_source or cfg.model_dir)
+    if windows.cut_here is not None:
+        # Batch with panes cut where their file was read: scored in the same fused stage (the model is loaded
+        # once per process); only the scores meet the others.
+        scored_here = windows.cut_here | "ScoreWindowsCutHere" >> ScoreWindows(cfg.model_dir, watch_models_s,
+                                                                                plan.model_source or cfg.model_dir)
+        scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=flush_window_s is not None)

@@ -16,8 +16,9 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 from apache_beam.transforms import window as beam_window
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from seqwatch.models import windowing
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
@@ -25,6 +26,8 @@ from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.stateful_checks import apply_stateful_checks
 from seqwatch.pipelines.validate import quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
+
+CUT_HERE = "windows_cut_here"  # windows of local panes, cut by _KeyByPane without the GroupByKey
 
 
 class PaneSpec:
@@ -59,6 +62,15 @@ class PaneWindows(beam_window.NonMergingWindowFn):
         lo, hi = spec.own_range(pane)
         return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us + self.wait_us
 
+    def context_us(self, pane: int) -> tuple[int, int]:
+        """``[start, end)`` µs of the readings a pane receives: its own steps and its context margins."""
+        spec = self.spec
+        lo, hi = spec.own_range(pane)
+        return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us
+
+    def end_us(self, pane: int) -> int:
+        return self._bounds(pane)[1]
+
     def window_end_us(self, steps: np.ndarray) -> np.ndarray:
         """End (µs) of the window of the pane that owns each step: the pane is scored once the watermark
         passes it."""
@@ -76,15 +88,68 @@ class PaneWindows(beam_window.NonMergingWindowFn):
 
 
 class _KeyByPane(beam.DoFn):
-    def __init__(self, spec: PaneSpec):
+    """Splits each batch into ``((entity, pane), readings)`` pieces, timestamped for ``PaneWindows``.
+
+    With ``spans`` (batch runs whose inputs ``FileSpans`` could index), a piece of a pane that its file holds
+    alone is not sent to the GroupByKey: it is held until its file has been read (the reader emits a file's
+    chunks one after another), then the pane is cut here, with the same code and into the same outputs, in
+    the global window and at the timestamp the GroupByKey would have given it."""
+
+    def __init__(self, spec: PaneSpec, spans=None, cutter: "_PaneCutter | None" = None, windows=None):
         self.spec = spec
+        self.spans = spans
+        self.cutter = cutter
+        self.windows = windows
         self.timer = StageTimer("window_key")
+        self.cut_timer = StageTimer("window_cut")
+
+    def start_bundle(self):
+        self._held: dict = {}
+        self._held_source = None
 
     def process(self, batch: ReadingBatch):
         with self.timer:
-            return list(self._key(batch))
+            pieces = list(self._pieces(batch))
+        if self.spans is None:
+            return [beam_window.TimestampedValue(((entity, pane), part), stamp)
+                    for entity, pane, part, stamp in pieces]
+        sources = batch.frame["source"].unique()
+        source = str(sources[0]) if len(sources) == 1 else None
+        out = []
+        if source is None or source != self._held_source:
+            out += self._flush()  # the previous file has been read: its panes are complete
+            self._held_source = source
+        for entity, pane, part, stamp in pieces:
+            start, end = self.windows.context_us(pane)
+            if source is not None and self.spans.is_local(source, entity, start, end):
+                self._held.setdefault((entity, pane), []).append(part)
+            else:
+                out.append(beam_window.TimestampedValue(((entity, pane), part), stamp))
+        return out
 
-    def _key(self, batch: ReadingBatch):
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self):
+        held, self._held = self._held, {}
+        out = []
+        if held:
+            out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
+                ("panes_cut_here", len(held)), Timestamp(micros=0), [GlobalWindow()])))
+        with self.cut_timer:
+            for (entity, pane), parts in sorted(held.items()):
+                # The GroupByKey's output timestamp: the end of the pane's window (OUTPUT_AT_EOW).
+                stamp = Timestamp(micros=self.windows.end_us(pane) - 1)
+                for result in self.cutter.cut(entity, pane, parts):
+                    if isinstance(result, beam.pvalue.TaggedOutput):
+                        out.append(beam.pvalue.TaggedOutput(
+                            result.tag, WindowedValue(result.value, stamp, [GlobalWindow()])))
+                    else:
+                        out.append(beam.pvalue.TaggedOutput(
+                            CUT_HERE, WindowedValue(result, stamp, [GlobalWindow()])))
+        return out
+
+    def _pieces(self, batch: ReadingBatch):
         spec = self.spec
         frame = batch.frame
         stamps = frame["timestamp"].to_numpy()
@@ -111,7 +176,7 @@ class _KeyByPane(beam.DoFn):
             part["own"] = own[lo:hi]
             # Event time of the piece: its earliest reading, which lies inside the pane's window.
             stamp = Timestamp(micros=int(stamps[row[lo:hi]].min()))
-            yield beam_window.TimestampedValue(((str(entities[entity[lo]]), int(target[lo])), part), stamp)
+            yield str(entities[entity[lo]]), int(target[lo]), part, stamp
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, object]:
@@ -121,32 +186,18 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, object]:
     return pd.factorize(column)
 
 
-class _CutPane(beam.DoFn):
+class _PaneCutter:
+    """Cuts the windows that end in one (entity, pane) from the pane's pieces (no Beam state: used by the
+    GroupByKey path and by the local path alike)."""
+
     def __init__(self, spec: PaneSpec, channels: tuple, run_id: str, rules=None):
         self.spec = spec
         self.channels = channels
         self.run_id = run_id
         self.rules = rules
-        self.timer = StageTimer("window_cut")
 
-    def process(self, keyed, pane_info=beam.DoFn.PaneInfoParam):
-        with self.timer:
-            if pane_info.timing == PaneInfoTiming.LATE:
-                # Streaming: readings that arrived after their pane was scored. They are not scored twice
-                # and not dropped: each one is quarantined (context copies are counted in their own pane).
-                return list(self._late(keyed))
-            return list(self._cut(keyed))
-
-    def _late(self, keyed):
-        (entity, _), parts = keyed
-        frame = pd.concat(list(parts), ignore_index=True)
-        frame["entity_id"] = entity  # the pane key holds it (a broker record's raw text needs it)
-        yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
-                    for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
-                                             "the reading arrived after its pane had been scored", self.run_id))
-
-    def _cut(self, keyed):
-        (entity, pane), parts = keyed
+    def cut(self, entity: str, pane: int, parts):
+        """The outputs of one pane: its ``WindowBatch`` and, tagged, its quarantined readings and counts."""
         spec = self.spec
         parts = list(parts)
         frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
@@ -195,6 +246,31 @@ class _CutPane(beam.DoFn):
         yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us, values, observed, scored)
 
 
+
+class _CutPane(beam.DoFn):
+    def __init__(self, cutter: _PaneCutter):
+        self.cutter = cutter
+        self.run_id = cutter.run_id
+        self.timer = StageTimer("window_cut")
+
+    def process(self, keyed, pane_info=beam.DoFn.PaneInfoParam):
+        with self.timer:
+            if pane_info.timing == PaneInfoTiming.LATE:
+                # Streaming: readings that arrived after their pane was scored. They are not scored twice
+                # and not dropped: each one is quarantined (context copies are counted in their own pane).
+                return list(self._late(keyed))
+            (entity, pane), parts = keyed
+            return list(self.cutter.cut(entity, pane, parts))
+
+    def _late(self, keyed):
+        (entity, _), parts = keyed
+        frame = pd.concat(list(parts), ignore_index=True)
+        frame["entity_id"] = entity  # the pane key holds it (a broker record's raw text needs it)
+        yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
+                    for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
+                                             "the reading arrived after its pane had been scored", self.run_id))
+
+
 def _positions(channel: pd.Series, position: dict) -> np.ndarray:
     """Each reading's column in the model's channel order (every channel is a model channel after validation).
     A categorical column is looked up once per category, not once per reading."""
@@ -207,11 +283,15 @@ def _positions(channel: pd.Series, position: dict) -> np.ndarray:
 
 
 class WindowedReadings(NamedTuple):
-    """The outputs of ``WindowReadings``: windows in their pane windows; quarantine and counts global."""
+    """The outputs of ``WindowReadings``: windows in their pane windows; quarantine and counts global.
+    ``cut_here`` (only with ``spans``): the windows of local panes, in the global window. They are kept apart
+    from ``windows`` because a Flatten would make the DirectRunner hold them all in memory: score each, then
+    flatten the (much smaller) scores."""
 
     windows: beam.PCollection
     quarantine: beam.PCollection
     counts: beam.PCollection
+    cut_here: beam.PCollection | None = None
 
 
 class WindowReadings(beam.PTransform):
@@ -219,11 +299,14 @@ class WindowReadings(beam.PTransform):
     windows that end in each (entity, pane), in the model's channel order and original units."""
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
-                 run_id: str, allowed_lateness_s: float = 0.0, rules=None, keep_open_s: float = 0.0):
+                 run_id: str, allowed_lateness_s: float = 0.0, rules=None, keep_open_s: float = 0.0, spans=None):
         """``allowed_lateness_s`` (streaming): each pane waits this long in event time after its context before
         it is scored, so readings up to that late are still scored; later ones are quarantined (see
         ``seqwatch.pipelines.streaming``). ``rules``: a suite's ``StatefulRules`` (monotone meters, stuck
-        channels), checked per pane in event-time order."""
+        channels), checked per pane in event-time order. ``spans`` (batch only; a
+        ``seqwatch.pipelines.locality.FileSpans`` of the input files): panes that one file holds alone are cut
+        as soon as that file has been read, without the GroupByKey; their windows leave on ``cut_here``, in the
+        global window (the same windows, timestamps and counts as through the GroupByKey)."""
         super().__init__()
         self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
         self.channels = tuple(channels)
@@ -232,16 +315,22 @@ class WindowReadings(beam.PTransform):
         self.pane_windows = PaneWindows(self.spec, int(allowed_lateness_s * 1e6))
         self.rules = rules
         self.keep_open_s = keep_open_s
+        self.spans = spans
 
     def expand(self, batches):
-        cut = (batches
-                | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec))
-                | "PaneWindows" >> beam.WindowInto(self.pane_windows, allowed_lateness=self.keep_open_s)
-                | "GroupPanes" >> beam.GroupByKey()
-                | "CutWindows" >> beam.ParDo(_CutPane(self.spec, self.channels, self.run_id, self.rules))
-                .with_outputs(QUARANTINE, COUNTS, main="windows"))
+        cutter = _PaneCutter(self.spec, self.channels, self.run_id, self.rules)
+        keyed = (batches
+                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec, self.spans, cutter, self.pane_windows))
+                 .with_outputs(QUARANTINE, COUNTS, CUT_HERE, main="pieces"))
+        cut = (keyed.pieces
+               | "PaneWindows" >> beam.WindowInto(self.pane_windows, allowed_lateness=self.keep_open_s)
+               | "GroupPanes" >> beam.GroupByKey()
+               | "CutWindows" >> beam.ParDo(_CutPane(cutter)).with_outputs(QUARANTINE, COUNTS, main="windows"))
         # Records and counts leave the pane windows, so they can be flattened with other stages' outputs.
         return WindowedReadings(
             cut.windows,
-            cut[QUARANTINE] | "QuarantineToGlobal" >> beam.WindowInto(beam_window.GlobalWindows()),
-            cut[COUNTS] | "CountsToGlobal" >> beam.WindowInto(beam_window.GlobalWindows()))
+            (cut[QUARANTINE] | "QuarantineToGlobal" >> beam.WindowInto(beam_window.GlobalWindows()),
+             keyed[QUARANTINE]) | "AllWindowQuarantine" >> beam.Flatten(),
+            (cut[COUNTS] | "CountsToGlobal" >> beam.WindowInto(beam_window.GlobalWindows()),
+             keyed[COUNTS]) | "AllWindowCounts" >> beam.Flatten(),
+            keyed[CUT_HERE] if self.spans is not None else None)

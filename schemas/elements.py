@@ -174,6 +174,7 @@ REASON_CODES = {
 
 class ScoredWindows(NamedTuple):
     """A ``WindowBatch`` after the model: per-window scores and, with a forecasting head, forecasts.
+    ``windows`` keeps its ids and ends, but not its values (``values``/``observed`` are ``[N, 0, C]``).
 
     ``contributions`` is ``[N, C]``; ``forecast``/``lower``/``upper`` are ``[N, H, C]`` in original units, or
     None when the model has no forecasting head."""

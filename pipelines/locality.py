@@ -1,0 +1,166 @@
+"""Which panes one input file holds alone, so the batch pipeline can cut them where the file is read.
+
+The windowing stage groups each (entity, pane) by key, because a pane's readings may come from several files.
+On the DirectRunner that GroupByKey holds every reading in memory until the whole input is read, and moving
+the readings through it costs about as much as the model. But the usual large input (a file per entity, or per
+entity and day) puts each pane in one file: then nothing needs to meet, and the pane can be cut as soon as its
+file has been read.
+
+``FileSpans`` is the index that makes this safe: for every input file, the time span of each entity's readings
+(planning reads it from the Parquet footers' statistics, or from the entity and timestamp columns where the
+statistics cannot tell). A pane is *local* to a file when no other file has a reading of the entity in the
+pane's window with its context margins: every file then takes the same decision for a pane, and a local
+pane's pieces are exactly those the GroupByKey would have brought together. The spans are computed with the
+reader's own parsing functions, so they name entities and times exactly as the readings do. An input the
+index cannot read cheaply (CSV) makes the whole run use the GroupByKey, as before.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, _ids, parse_timestamps
+from seqwatch.schemas.mapping import InputMapping
+
+_BAD = np.iinfo(np.int64).min
+
+
+class FileSpans:
+    """``entity -> [(source, first µs, last µs)]``: the span of each entity's readings in each file."""
+
+    def __init__(self, spans: dict[str, list[tuple[str, int, int]]]):
+        self.spans = {entity: list(items) for entity, items in spans.items()}
+
+    def is_local(self, source: str, entity: str, start_us: int, end_us: int) -> bool:
+        """True when ``source`` is the only file with readings of ``entity`` in ``[start_us, end_us)``."""
+        items = self.spans.get(entity)
+        if not items or not any(s == source for s, _, _ in items):
+            return False  # not in the index: never guess
+        return all(s == source or last < start_us or first >= end_us for s, first, last in items)
+
+    def __eq__(self, other):
+        return isinstance(other, FileSpans) and self.spans == other.spans
+
+    def __repr__(self):
+        return f"FileSpans({len(self.spans)} entities)"
+
+
+def file_spans(paths: list[str], mapping: InputMapping) -> FileSpans | None:
+    """The index for ``paths``, or ``None`` when any file's spans cannot be read without parsing it whole."""
+    from seqwatch.pipelines.sources import is_parquet, read_header
+
+    spans: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for path in paths:
+        if not is_parquet(path):
+            return None
+        try:
+            header, _ = read_header(path)
+            if header is None:
+                continue  # an empty file holds no reading
+            layout = FileLayout.resolve(header, mapping, path)
+        except SchemaDriftError:
+            continue  # the reader quarantines every row of such a file: none reaches the windows
+        per_entity = _parquet_spans(path, layout, mapping)
+        if per_entity is None:
+            return None
+        for entity, (first, last) in per_entity.items():
+            spans[entity].append((path, first, last))
+    return FileSpans(spans)
+
+
+def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict[str, tuple[int, int]] | None:
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    found: dict[str, tuple[int, int]] = {}
+
+    def add(entity: str, first: int, last: int):
+        old = found.get(entity)
+        found[entity] = (first, last) if old is None else (min(old[0], first), max(old[1], last))
+
+    with FileSystems.open(path) as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        if layout.timestamp_column not in names or (layout.entity_column and layout.entity_column not in names):
+            return None
+        for group in range(parquet.metadata.num_row_groups):
+            quick = _row_group_span(parquet, group, layout, mapping)
+            if quick is not None:
+                if quick:
+                    add(*quick)
+                continue
+            columns = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
+            table = parquet.read_row_group(group, columns=columns).to_pandas()
+            for entity, first, last in _column_spans(table, layout, mapping):
+                add(entity, first, last)
+    return found
+
+
+def _row_group_span(parquet, group: int, layout: FileLayout, mapping: InputMapping):
+    """``(entity, first, last)`` from a row group's statistics; ``()`` for a row group with no rows; ``None``
+    when the statistics cannot tell (several entities, text timestamps, an endpoint that does not parse)."""
+    import pyarrow as pa
+
+    meta = parquet.metadata.row_group(group)
+    if meta.num_rows == 0:
+        return ()
+    names = parquet.schema_arrow.names
+    stats = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(meta.num_columns)}
+    field = parquet.schema_arrow.field(layout.timestamp_column)
+    if not (pa.types.is_timestamp(field.type) or pa.types.is_integer(field.type)):
+        return None
+    time_stats = stats.get(layout.timestamp_column)
+    if time_stats is None or not time_stats.has_min_max:
+        return None
+    if layout.entity_column is not None:
+        entity_stats = stats.get(layout.entity_column)
+        if entity_stats is None or not entity_stats.has_min_max or entity_stats.min != entity_stats.max:
+            return None
+        entity, ok = _ids(pd.Series([entity_stats.min], dtype=object))
+        if not ok[0]:
+            return None
+        entity = str(entity[0])
+    else:
+        entity = str(layout.entity_value)
+    low, high = time_stats.min, time_stats.max
+    if pa.types.is_integer(field.type):
+        if low < 0 or (mapping.timestamp_unit is None and _guessed_unit(low) != _guessed_unit(high)):
+            return None  # the unit is guessed per value: min and max may not bound the values between them
+        bounds = parse_timestamps(pd.Series([low, high], dtype="int64"), mapping.timestamp_unit, mapping.timezone,
+                                  mapping.timestamp_format)
+    else:
+        tz = field.type.tz
+        series = pd.Series(pd.to_datetime([low, high], utc=tz is not None))
+        bounds = parse_timestamps(series, mapping.timestamp_unit, mapping.timezone, mapping.timestamp_format)
+    if (bounds == _BAD).any():
+        return None
+    return entity, int(bounds[0]), int(bounds[1])
+
+
+def _guessed_unit(value: int) -> str:
+    """The unit ``parse_timestamps`` guesses for an epoch number without a mapping unit."""
+    magnitude = abs(value)
+    return "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
+
+
+def _column_spans(table: pd.DataFrame, layout: FileLayout, mapping: InputMapping):
+    """``(entity, first, last)`` for each entity in a row group's timestamp (and entity) columns, parsed as the
+    reader parses them; rows the reader would quarantine are left out."""
+    stamps = parse_timestamps(table[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
+                              mapping.timestamp_format)
+    good = stamps != _BAD
+    if layout.entity_column is not None:
+        entity, ok = _ids(table[layout.entity_column])
+        good &= ok
+        codes = np.asarray(entity.codes)[good]
+        names = entity.categories
+    else:
+        codes = np.zeros(int(good.sum()), dtype=np.int64)
+        names = [str(layout.entity_value)]
+    if not len(codes):
+        return
+    frame = pd.DataFrame({"code": codes, "stamp": stamps[good]}).groupby("code")["stamp"].agg(["min", "max"])
+    for code, row in frame.iterrows():
+        yield str(names[code]), int(row["min"]), int(row["max"])
