@@ -18,9 +18,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from seqwatch.pipelines.config import RunConfig
-from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
+from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.parsing import FileLayout
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
@@ -131,14 +131,61 @@ def _files_under(path: str) -> list[str]:
     return sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.parquet")) if root.exists() else []
 
 
+# Two DirectRunner worker processes pay for themselves from about 7M readings on the 2-core development machine
+# (each imports Beam and Keras and loads the model: ~3 s; BENCHMARKS.md, Speed); one file is one unit of work.
+AUTO_WORKERS_MIN_READINGS = 8_000_000
+
+
+def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
+    """DirectRunner worker processes for a run: one per core (at most one per file) for an input of at least
+    ``AUTO_WORKERS_MIN_READINGS`` readings, else 1."""
+    import os
+    from seqwatch.pipelines.parsing import SchemaDriftError
+    from seqwatch.pipelines.sources import estimate_readings
+
+    cpus = cpus or os.cpu_count() or 1
+    if cpus < 2 or len(paths) < 2:
+        return 1
+    total = 0
+    for path in paths:
+        try:
+            header, _ = read_header(path)
+            if header is not None:
+                total += estimate_readings(path, FileLayout.resolve(header, mapping, path).readings_per_row)
+        except (SchemaDriftError, OSError):
+            continue
+    return min(cpus, len(paths)) if total >= AUTO_WORKERS_MIN_READINGS else 1
+
+
+def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[PipelineOptions, int]:
+    """The run's pipeline options (the DirectRunner unless a runner is named) and its worker processes: the
+    user's Beam flags as given; on the DirectRunner without worker flags, ``config.workers`` or
+    ``choose_workers``."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "DirectRunner"
+    direct = options.view_as(DirectOptions)
+    runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
+    if runner.rsplit(".", 1)[-1] not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
+        return options, 0  # a distributed runner decides its own parallelism
+    if any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
+        return options, direct.direct_num_workers if direct.direct_running_mode == "multi_processing" else 1
+    workers = config.workers or choose_workers(list(paths), config.mapping)
+    if workers > 1:
+        direct.direct_running_mode = "multi_processing"
+        direct.direct_num_workers = workers
+    return options, workers
+
+
 def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int | None = None) -> dict:
     """Run the batch pipeline and return the manifest (also written to ``<output>/manifest.json``)."""
     plan = plan_run(config, now_us)
     started = time.time()
     _delete(plan.staging)
-    options = PipelineOptions(beam_args or [])
-    if options.view_as(beam.options.pipeline_options.StandardOptions).runner is None:
-        options.view_as(beam.options.pipeline_options.StandardOptions).runner = "DirectRunner"
+    options, workers = _options(list(beam_args or []), config, plan.paths)
     try:
         p = beam.Pipeline(options=options)
         build_pipeline(p, plan)
@@ -172,6 +219,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
                   "channels": list(plan.channels), "step_seconds": plan.step_us / 1e6,
                   "window_length": plan.window_length, "stride": plan.stride},
         "settings": config.settings(),
+        "workers": workers,  # DirectRunner worker processes (0: a distributed runner's own choice)
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),

@@ -106,7 +106,7 @@ def _run_config(args):
     from seqwatch.pipelines.config import RunConfig
     return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir,
                      mapping=_mapping_from_args(args), suite=args.suite, run_id=args.run_id or "",
-                     pane_steps=args.pane_steps)
+                     pane_steps=args.pane_steps, workers=args.workers)
 
 
 def cmd_run(args, beam_args) -> int:
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
     run.add_argument("--pane-steps", type=int, default=4096)
+    run.add_argument("--workers", type=int, default=0,
+                     help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
 
     replay = sub.add_parser("replay", help="feed quarantined records back through the pipeline after a fix")
     from seqwatch.pipelines.replay import add_arguments

@@ -19,7 +19,8 @@ class RunConfig:
     (rounded up to a multiple of the stride); ``earliest_us``/``future_tolerance_us``: readings before the
     horizon or this far after the run starts are quarantined. ``local_panes``: cut the panes that one input file
     holds alone without the GroupByKey (``seqwatch.pipelines.locality``; the same outputs, less memory and
-    time); ``False`` sends every pane through it."""
+    time); ``False`` sends every pane through it. ``workers``: DirectRunner worker processes; 0 chooses (see
+    ``seqwatch.pipelines.batch.choose_workers``). Beam flags given with the run take precedence over both."""
 
     inputs: tuple
     output: str
@@ -32,6 +33,7 @@ class RunConfig:
     future_tolerance_us: int = DAY_US
     chunk_rows: int = 100_000
     local_panes: bool = True
+    workers: int = 0
 
     def __post_init__(self):
         if not self.inputs:
@@ -40,6 +42,8 @@ class RunConfig:
             raise ValueError("an output folder is needed")
         if self.pane_steps < 1:
             raise ValueError(f"pane_steps must be >= 1, got {self.pane_steps}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 chooses), got {self.workers}")
         if self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
 
@@ -48,6 +52,6 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["mapping"] = self.mapping.to_dict()
         data["inputs"] = list(self.inputs)
-        for where in ("run_id", "output", "local_panes"):  # where and how, not what
+        for where in ("run_id", "output", "local_panes", "workers"):  # where and how, not what
             data.pop(where)
         return data

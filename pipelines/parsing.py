@@ -293,18 +293,26 @@ def _ids(values: pd.Series) -> tuple[pd.Categorical, np.ndarray]:
     most ``MAX_ID_LENGTH`` characters), as a categorical with sorted categories (what ``ReadingBatch`` keeps).
 
     A chunk holds few distinct ids: the text is cleaned once per distinct value, not once per row."""
-    codes, uniques = pd.factorize(values)  # missing values get code -1; every unique value occurs
-    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype("string").str.strip()
-    valid = (text.notna() & (text != "") & (text.str.len() <= MAX_ID_LENGTH)).to_numpy(dtype=bool)
-    clean = text.fillna("").to_numpy(dtype=object)
+    if isinstance(values.dtype, pd.CategoricalDtype):  # e.g. a Parquet dictionary column: its codes as they are
+        codes, uniques = values.cat.codes.to_numpy().astype(np.intp), values.cat.categories
+    else:
+        codes, uniques = pd.factorize(values)  # missing values get code -1
+    uniques = np.asarray(uniques, dtype=object)
+    if all(type(u) is str for u in uniques):  # the usual case, in plain Python: a chunk has few distinct ids
+        clean = np.array([u.strip() for u in uniques], dtype=object)
+        valid = np.array([0 < len(c) <= MAX_ID_LENGTH for c in clean], dtype=bool)
+    else:
+        text = pd.Series(uniques, dtype=object).astype("string").str.strip()
+        valid = (text.notna() & (text != "") & (text.str.len() <= MAX_ID_LENGTH)).to_numpy(dtype=bool)
+        clean = text.fillna("").to_numpy(dtype=object)
     missing = codes < 0
     if missing.any():
         clean, valid = np.append(clean, ""), np.append(valid, False)
         codes = np.where(missing, len(uniques), codes)
     categories = np.asarray(sorted(set(clean)), dtype=object)
-    dtype = pd.Categorical(categories).dtype
+    dtype = pd.CategoricalDtype(categories)
     position = np.searchsorted(categories, clean)
-    return pd.Categorical.from_codes(position[codes], dtype=dtype), valid[codes]
+    return pd.Categorical.from_codes(position[codes], dtype=dtype, validate=False), valid[codes]
 
 
 def _explain_id(role: str, value) -> str:

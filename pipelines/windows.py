@@ -201,9 +201,9 @@ class _PaneCutter:
         spec = self.spec
         parts = list(parts)
         frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-        frame = frame.sort_values(["own", "source", "line"], ascending=[False, True, True])
+        frame = frame.take(_own_first_in_file_order(frame))
         # A reading repeated at the same entity, channel and timestamp: the first (by file, line) is kept.
-        dup = frame.duplicated(["channel", "timestamp"], keep="first").to_numpy()
+        dup = _repeated(frame)
         own = frame["own"].to_numpy()
         for q in quarantine_rows(frame, dup & own, "window", "duplicate",
                                  "a reading with the same entity, channel and timestamp came earlier", self.run_id):
@@ -269,6 +269,32 @@ class _CutPane(beam.DoFn):
         yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
                     for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
                                              "the reading arrived after its pane had been scored", self.run_id))
+
+
+def _sort_codes(column: pd.Series) -> np.ndarray:
+    """Integer codes that sort as pandas sorts the column: a categorical by its categories' order, other
+    columns by value."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy()
+    return pd.factorize(column, sort=True)[0]
+
+
+def _own_first_in_file_order(frame: pd.DataFrame) -> np.ndarray:
+    """The row order of ``frame.sort_values(["own", "source", "line"], ascending=[False, True, True])``
+    (stable, as pandas sorts), in numpy."""
+    return np.lexsort((frame["line"].to_numpy(), _sort_codes(frame["source"]), ~frame["own"].to_numpy(dtype=bool)))
+
+
+def _repeated(frame: pd.DataFrame) -> np.ndarray:
+    """``frame.duplicated(["channel", "timestamp"], keep="first")`` as a bool array, hashing one int64 per row."""
+    channel = pd.factorize(frame["channel"])[0].astype(np.int64)
+    stamps = frame["timestamp"].to_numpy(dtype=np.int64)
+    if not len(stamps):
+        return np.zeros(0, dtype=bool)
+    span, width = int(stamps.max()) - int(stamps.min()), int(channel.max()) + 1
+    if span >= (1 << 62) // width:  # the combined key would overflow: let pandas hash the pairs
+        return frame.duplicated(["channel", "timestamp"], keep="first").to_numpy()
+    return pd.Series((stamps - stamps.min()) * width + channel).duplicated(keep="first").to_numpy()
 
 
 def _positions(channel: pd.Series, position: dict) -> np.ndarray:

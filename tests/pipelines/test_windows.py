@@ -66,3 +66,28 @@ def test_windows_end_in_their_own_pane_and_every_reading_is_accounted_for():
         assert_that(windows_in_panes, equal_to([(0, -5 * SECOND, 14 * SECOND), (1, 5 * SECOND, 24 * SECOND),
                                                 (2, 15 * SECOND, 34 * SECOND)]), label="pane windows")
         assert_that(scored, equal_to([48]), label="scored")  # 49 distinct readings - a@15
+
+
+def test_pane_order_and_repeats_match_the_pandas_definitions():
+    """The numpy row order and duplicate mask the cutter uses are pandas' ``sort_values`` (own first, then
+    source and line, stable) and ``duplicated(["channel", "timestamp"])``, on frames with ties, repeats, text
+    and categorical columns, and categories in an order of their own."""
+    import numpy as np
+    import pandas as pd
+
+    from seqwatch.pipelines.windows import _own_first_in_file_order, _repeated
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(0, 300))
+        frame = pd.DataFrame({"channel": rng.choice(["x", "y", "z"], n), "timestamp": rng.integers(0, 30, n) * 1000,
+                              "source": rng.choice(["b.csv", "a.csv", "c.parquet"], n),
+                              "line": rng.integers(1, 50, n), "own": rng.random(n) < 0.7})
+        if trial % 2:
+            frame = frame.astype({"source": "category", "channel": "category"})
+        if trial % 3 == 0:
+            frame["source"] = pd.Categorical(frame["source"].astype(str), categories=["c.parquet", "b.csv", "a.csv"])
+        expected = frame.sort_values(["own", "source", "line"], ascending=[False, True, True])
+        ordered = frame.take(_own_first_in_file_order(frame))
+        assert list(ordered.index) == list(expected.index), trial
+        assert list(_repeated(ordered)) == list(expected.duplicated(["channel", "timestamp"], keep="first")), trial
