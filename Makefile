@@ -35,7 +35,7 @@ bench-models: $(STAMP)
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
-bench-stream: $(STAMP) prism kafka-jars
+bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py
 
 clean: streaming-clean

@@ -8,6 +8,9 @@
 #   make kafka-jars        .tools/kafka/libs: Apache Kafka $(KAFKA_VERSION) (broker, KRaft, storage tool) from
 #                          Maven Central (mvn dependency:copy-dependencies; ~30 s, 44 MB)
 #   make pubsub-emulator   checks the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator)
+#   make flink-job-server  .tools/flink/beam-flink-job-server.jar: Beam's Flink job server (Beam 2.50, Flink
+#                          1.16; see deploy/flink/pom.xml for why those versions) from Maven Central, for
+#                          --runner=FlinkRunner --flink_job_server_jar=... (~1.5 min, 150 MB)
 #   make streaming-clean   removes .tools/
 #
 # Start the brokers by hand with deploy/streaming/kafka-local.sh and deploy/streaming/pubsub-emulator.sh.
@@ -23,10 +26,12 @@ PUBSUB_EMULATOR_DIR ?= /usr/lib/google-cloud-sdk/platform/pubsub-emulator
 PRISM_STAMP := $(TOOLS_DIR)/bin/.prism-v$(BEAM_VERSION)
 KAFKA_STAMP := $(TOOLS_DIR)/kafka/.kafka-$(KAFKA_VERSION)
 KAFKA_POM := deploy/streaming/kafka/pom.xml
+FLINK_POM := deploy/flink/pom.xml
+FLINK_JAR := $(TOOLS_DIR)/flink/beam-flink-job-server.jar
 
-.PHONY: streaming-tools prism kafka-jars pubsub-emulator streaming-clean
+.PHONY: streaming-tools prism kafka-jars pubsub-emulator flink-job-server streaming-clean
 
-streaming-tools: prism kafka-jars pubsub-emulator
+streaming-tools: prism kafka-jars pubsub-emulator flink-job-server
 
 prism: $(PRISM_STAMP)
 
@@ -51,6 +56,16 @@ $(KAFKA_STAMP): $(KAFKA_POM)
 	$(MVN) -B -q -f $(KAFKA_POM) -Dkafka.version=$(KAFKA_VERSION) dependency:copy-dependencies \
 	  -DincludeScope=runtime -DoutputDirectory=$(abspath $(TOOLS_DIR)/kafka/libs)
 	@touch $@
+
+flink-job-server: $(FLINK_JAR)
+
+$(FLINK_JAR): $(FLINK_POM) deploy/flink/job_server_jar.py
+	@command -v java >/dev/null && command -v $(MVN) >/dev/null || { echo "streaming.mk: Java 17+ and Maven" \
+	  "are needed for the Flink job server (apt-get install openjdk-17-jdk-headless maven)" >&2; exit 1; }
+	@rm -rf $(TOOLS_DIR)/flink && mkdir -p $(TOOLS_DIR)/flink
+	$(MVN) -B -q -f $(FLINK_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(abspath $(TOOLS_DIR)/flink/libs)
+	$(PYTHON) deploy/flink/job_server_jar.py $@ $(TOOLS_DIR)/flink/libs
 
 # The emulator comes with the machine image (Google's apt repository is not reachable here, so apt-get cannot
 # install it); tests/streaming skips the Pub/Sub tests, saying so, where it is missing.

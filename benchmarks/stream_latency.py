@@ -1,12 +1,13 @@
-"""Streaming benchmark (issue 7): event-to-alert latency and sustained readings/s of ``seqwatch stream`` on Prism,
-fed by a real Kafka broker on 127.0.0.1.
+"""Streaming benchmark (issue 7): event-to-alert latency and sustained readings/s of ``seqwatch stream`` on Prism
+and on Flink, fed by a real Kafka broker on 127.0.0.1.
 
-    .venv/bin/python benchmarks/stream_latency.py            # what `make bench-stream` runs (~6 min)
+    .venv/bin/python benchmarks/stream_latency.py            # what `make bench-stream` runs (~10 min)
     .venv/bin/python benchmarks/stream_latency.py --quick    # a smaller smoke run (not for BENCHMARKS.md)
 
 Phase 1, latency. A publisher thread sends the readings of E pumps (4 channels, one reading per channel per
 second of event time, anomalies injected) to a Kafka topic paced on the wall clock at ``--speed`` times real
-time, and notes when each second of event time was sent. ``seqwatch stream`` reads the topic on Prism; a
+time, and notes when each second of event time was sent. ``seqwatch stream`` reads the topic on Prism (and
+then, from a topic of its own, on Flink); a
 watcher thread notes when each output file appears (sinks write a temporary name, then rename). Latencies:
 - *alert*: the alert file's appearance minus the publication of the reading that completed the incident's first
   anomalous window (the reading that caused it);
@@ -20,9 +21,9 @@ Phase 2, sustained rate. N readings are published up front; ``seqwatch stream --
 backlog. Reported: readings scored per second between the first and the last output file (steady state), and
 over the job's whole wall time (with start-up).
 
-Flink: Beam's Flink job server (``beam-runners-flink-*-job-server``) is not on the Maven Central these machines
-reach for any Beam 2.7x version, so the Flink row says blocked instead of a number. Results replace the streaming
-section of BENCHMARKS.md.
+Flink: Beam's Flink job server as ``make flink-job-server`` assembles it (Beam 2.50's Flink 1.16 runner; see
+deploy/flink/pom.xml), an embedded local Flink cluster, the Python worker in the submitting process (LOOPBACK).
+Without the jar the Flink rows say so. Results replace the streaming section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ from sections import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRISM = REPO / ".tools" / "bin" / "prism"
+FLINK_JAR = REPO / ".tools" / "flink" / "beam-flink-job-server.jar"
+RUNNER_ARGS = {
+    "Prism": ["--runner=PrismRunner", f"--prism_location={PRISM}", "--prism_log_level=warn"],
+    "Flink": ["--runner=FlinkRunner", f"--flink_job_server_jar={FLINK_JAR}", "--flink_master=[local]",
+              "--environment_type=LOOPBACK", "--parallelism=2"],
+}
 KAFKA_LIBS = REPO / ".tools" / "kafka" / "libs"
 OUT = REPO / "benchmarks" / "out" / "stream"
 WINDOW, STRIDE, UNITS, STEP_S = 16, 4, 16, 1
@@ -147,11 +154,10 @@ def messages_by_second(readings: pd.DataFrame) -> list[list[bytes]]:
     return out
 
 
-def stream_command(model_dir: Path, output: Path, kafka: Kafka, topic: str, idle_s: float) -> list[str]:
+def stream_command(model_dir: Path, output: Path, kafka: Kafka, topic: str, idle_s: float, runner: str) -> list[str]:
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "kafka", "--model-dir",
             str(model_dir), "--output", str(output), "--bootstrap-servers", kafka.bootstrap, "--topic", topic,
-            "--start", "earliest", "--stop-after-idle", str(idle_s), "--flush-window", "300",
-            "--runner=PrismRunner", f"--prism_location={PRISM}", "--prism_log_level=warn"]
+            "--start", "earliest", "--stop-after-idle", str(idle_s), "--flush-window", "300", *RUNNER_ARGS[runner]]
 
 
 class FileWatch(threading.Thread):
@@ -181,21 +187,23 @@ def summed_counts(output: Path) -> dict:
 
 
 def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entities: int, n_steps: int,
-                speed: float) -> dict:
+                speed: float, runner: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     readings, labels = make_readings(n_entities, n_steps, seed=5, anomalies=2)
     t0_event = readings["timestamp"].min()
     batches = messages_by_second(readings)
-    kafka.create_topic("latency")
-    output = work / "latency-out"
+    topic, tag = f"latency-{runner.lower()}", runner.lower()
+    kafka.create_topic(topic)
+    output = work / f"latency-out-{tag}"
     watch = FileWatch(output)
     watch.start()
-    job_log = open(work / "latency-job.log", "w")
-    job = subprocess.Popen(stream_command(model_dir, output, kafka, "latency", idle_s=15), stdout=job_log,
+    job_log_path = work / f"latency-job-{tag}.log"
+    job_log = open(job_log_path, "w")
+    job = subprocess.Popen(stream_command(model_dir, output, kafka, topic, idle_s=15, runner=runner), stdout=job_log,
                            stderr=subprocess.STDOUT)
-    time.sleep(10)  # let the job start and subscribe before the first reading (start-up is not latency)
+    time.sleep(20 if runner == "Flink" else 10)  # the job starts and subscribes first (start-up is not latency)
     producer = kafka.producer()
     sent_at = np.zeros(len(batches))
     start = time.time()
@@ -206,7 +214,7 @@ def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entitie
         if delay > 0:
             time.sleep(delay)
         for payload in payloads:
-            producer.produce("latency", payload)
+            producer.produce(topic, payload)
         producer.poll(0)
         sent_at[s] = time.time()
     producer.flush(60)
@@ -214,7 +222,7 @@ def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entitie
     watch.done.set()
     watch.join()
     if job.returncode != 0:
-        raise RuntimeError(f"seqwatch stream failed; see {work / 'latency-job.log'}")
+        raise RuntimeError(f"seqwatch stream on {runner} failed; see {job_log_path}")
 
     step_us = int(meta["step_us"])
     t0_us = int(t0_event.value // 1000)
@@ -247,7 +255,7 @@ def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entitie
             score_latency.extend(seen - sent(end) for end in ends)
     counts = summed_counts(output)
     alerts = pd.DataFrame(alert_rows)
-    found = re.search(r"panes of (\d+) steps", (work / "latency-job.log").read_text())
+    found = re.search(r"panes of (\d+) steps", job_log_path.read_text())
     pane_steps = int(found.group(1)) if found else None
     return {"readings": int(len(readings)), "incidents": int(len(labels)), "alerts": int(len(alerts)),
             "speed": speed, "entities": n_entities, "counts": counts,
@@ -262,34 +270,36 @@ def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entitie
             "publish_lag_max_s": float(np.max(sent_at - (start + np.arange(len(batches)) * STEP_S / speed)))}
 
 
-def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_steps: int) -> dict:
+def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_steps: int, runner: str) -> dict:
     readings, _ = make_readings(n_entities, n_steps, seed=6, anomalies=2)
-    kafka.create_topic("backlog")
+    topic, tag = f"backlog-{runner.lower()}", runner.lower()
+    kafka.create_topic(topic)
     producer = kafka.producer()
     log(f"sustained: publishing a backlog of {len(readings):,} readings")
     for payloads in messages_by_second(readings):
         for payload in payloads:
             while True:
                 try:
-                    producer.produce("backlog", payload)
+                    producer.produce(topic, payload)
                     break
                 except BufferError:
                     producer.poll(0.1)
         producer.poll(0)
     producer.flush(120)
-    output = work / "sustained-out"
+    output = work / f"sustained-out-{tag}"
     watch = FileWatch(output)
     watch.start()
     idle_s = 8
     started = time.time()
-    with open(work / "sustained-job.log", "w") as job_log:
-        result = subprocess.run(stream_command(model_dir, output, kafka, "backlog", idle_s=idle_s), stdout=job_log,
-                                stderr=subprocess.STDOUT, timeout=1200)
+    job_log_path = work / f"sustained-job-{tag}.log"
+    with open(job_log_path, "w") as job_log:
+        result = subprocess.run(stream_command(model_dir, output, kafka, topic, idle_s=idle_s, runner=runner),
+                                stdout=job_log, stderr=subprocess.STDOUT, timeout=1200)
     ended = time.time()
     watch.done.set()
     watch.join()
     if result.returncode != 0:
-        raise RuntimeError(f"seqwatch stream failed; see {work / 'sustained-job.log'}")
+        raise RuntimeError(f"seqwatch stream on {runner} failed; see {job_log_path}")
     counts = summed_counts(output)
     scores = sorted(seen for path, seen in watch.seen.items() if path.relative_to(output).parts[0] == "scores")
     steady_s = scores[-1] - scores[0]
@@ -300,59 +310,78 @@ def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_
 
 
 def render(result: dict, command: str) -> str:
-    lat, sus = result["latency"], result["sustained"]
+    runs = result["runs"]
+    lat = runs["Prism"]["latency"]
     pane = lat["pane_steps"]
     wait_score = ((pane or 0) + WINDOW + 1) * STEP_S / lat["speed"]
+    names = [name for name in RUNNER_ARGS if "latency" in runs.get(name, {})]
+
+    def cells(key: str) -> str:
+        return " | ".join(f"{_fmt(runs[n]['latency'][key + '_p50_s'])} | {_fmt(runs[n]['latency'][key + '_p99_s'])}"
+                          for n in names)
+
+    flink = runs.get("Flink", {})
     lines = [
         "## Streaming",
         "",
         f"Command: `{command}` (= `make bench-stream`), run {result['date']} on {result['machine']}; whole benchmark "
-        f"{result['wall_s']:.0f} s. `seqwatch stream` on Prism {result['beam']} (built from the Beam Go module), "
-        f"Kafka {result['kafka']} (one KRaft node on 127.0.0.1), LSTM autoencoder {UNITS} units, window {WINDOW}, "
-        f"stride {STRIDE}, readings every {STEP_S} s, stream panes of {pane or 'default'} steps. "
-        f"Load average during the run: {result['load']}; other jobs shared the 2 cores, so read the medians, not "
-        "the last digit.",
+        f"{result['wall_s']:.0f} s. `seqwatch stream` with Beam {result['beam']} on Prism (built from the Beam Go "
+        "module) and on Flink (an embedded local cluster, parallelism 2, started by the job server that `make "
+        "flink-job-server` assembles: Beam 2.50's Flink 1.16 runner, the newest on the Maven mirror here; the Python "
+        f"worker runs in the job's own process), Kafka {result['kafka']} (one KRaft node on 127.0.0.1), LSTM "
+        f"autoencoder {UNITS} units, window {WINDOW}, stride {STRIDE}, readings every {STEP_S} s, stream panes of "
+        f"{pane or 'default'} steps. Load average during the run: {result['load']}; other jobs shared the 2 cores, "
+        "so read the medians, not the last digit.",
         "",
         f"**Latency** ({lat['entities']} pumps x 4 channels, {lat['readings']:,} readings played at "
-        f"{lat['speed']:g}x real time, {lat['incidents']} injected incidents, {lat['alerts']} alerts):",
+        f"{lat['speed']:g}x real time, {lat['incidents']} injected incidents; alerts: "
+        + ", ".join(f"{runs[n]['latency']['alerts']} on {n}" for n in names) + "):",
         "",
-        "| what | p50 s | p99 s | of which designed event-time wait |",
-        "|---|---|---|---|",
-        f"| reading -> score of the window it completes ({lat['windows_timed']:,} windows) | "
-        f"{lat['score_p50_s']:.2f} | {lat['score_p99_s']:.2f} | the rest of its pane ({pane} steps) and the "
-        f"look-ahead context: up to {wait_score:.2f} s at {lat['speed']:g}x |",
-        f"| causing reading -> incident-opened notice, `alerts_open/` ({lat['notices']}) | "
-        f"{_fmt(lat['opened_p50_s'])} | {_fmt(lat['opened_p99_s'])} | as for scores |",
-        f"| causing reading -> alert file, `alerts/` | {_fmt(lat['alert_p50_s'])} | {_fmt(lat['alert_p99_s'])} | the rest of the "
-        f"incident (median {_fmt(lat['incident_p50_s'])} s of event time) plus the settle time, / {lat['speed']:g} |",
+        "| what | " + " | ".join(f"{n} p50 s | {n} p99 s" for n in names) + " | of which designed event-time wait |",
+        "|---|" + "---|---|" * len(names) + "---|",
+        f"| reading -> score of the window it completes | {cells('score')} | the rest of its pane ({pane} steps) "
+        f"and the look-ahead context: up to {wait_score:.2f} s at {lat['speed']:g}x |",
+        f"| causing reading -> incident-opened notice, `alerts_open/` | {cells('opened')} | as for scores |",
+        f"| causing reading -> alert file, `alerts/` | {cells('alert')} | the rest of the incident (median "
+        f"{_fmt(lat['incident_p50_s'])} s of event time) plus the settle time, / {lat['speed']:g} |",
         "",
-        f"Not in the table (files that appeared after the last reading was published): "
-        f"{lat['at_stream_end']['scores']} score files, {lat['at_stream_end']['alerts_open']} notice(s) and "
-        f"{lat['at_stream_end']['alerts']} alert file(s); they waited for the end of the stream (the "
-        "watermark moves on only with newer readings, or when the source stops after its idle time). "
-        f"Counts: {lat['counts'].get('records_in', 0):,} in = {lat['counts'].get('records_scored', 0):,} scored + "
-        f"{lat['counts'].get('records_quarantined', 0):,} quarantined; the publisher kept to its schedule within "
-        f"{lat['publish_lag_max_s']:.2f} s.",
-        "",
+    ]
+    for n in names:
+        run = runs[n]["latency"]
+        lines.append(
+            f"{n}: not in the table (files that appeared after the last reading was published): "
+            f"{run['at_stream_end']['scores']} score files, {run['at_stream_end']['alerts_open']} notice(s) and "
+            f"{run['at_stream_end']['alerts']} alert file(s); they waited for the end of the stream (the watermark "
+            "moves on only with newer readings, or when the source stops after its idle time). Counts: "
+            f"{run['counts'].get('records_in', 0):,} in = {run['counts'].get('records_scored', 0):,} scored + "
+            f"{run['counts'].get('records_quarantined', 0):,} quarantined; the publisher kept to its schedule "
+            f"within {run['publish_lag_max_s']:.2f} s.")
+        lines.append("")
+    sus = runs["Prism"]["sustained"]
+    lines += [
         f"**Sustained rate** (a backlog of {sus['readings']:,} readings drained with `--start earliest`):",
         "",
         "| runner | readings/s, steady | readings/s, whole job | job wall s | first output after s |",
         "|---|---|---|---|---|",
-        f"| Prism | {_fmt(sus['steady_readings_per_s'], ',.0f')} | {sus['overall_readings_per_s']:,.0f} | "
-        f"{sus['wall_s']:.0f} | {sus['first_output_s']:.1f} |",
-        "| Flink | blocked | blocked | – | – |",
+    ]
+    for n in RUNNER_ARGS:
+        if "sustained" in runs.get(n, {}):
+            run = runs[n]["sustained"]
+            lines.append(f"| {n} | {_fmt(run['steady_readings_per_s'], ',.0f')} | {run['overall_readings_per_s']:,.0f} | "
+                         f"{run['wall_s']:.0f} | {run['first_output_s']:.1f} |")
+        else:
+            lines.append(f"| {n} | {runs.get(n, {}).get('skipped', 'not run')} | – | – | – |")
+    lines += [
         "",
         "- Steady = readings scored between the first and the last score file, over that time; whole job = "
         f"readings in over the job's wall time less its {sus['idle_wait_s']} s idle stop.",
-        "- Flink is blocked: Beam's Flink job server jar (`beam-runners-flink-<flink>-job-server`, any 2.7x "
-        "version) is not on the Maven Central mirror these machines reach, so `--runner=FlinkRunner "
-        "--flink_job_server_jar=...` cannot be tried here (`deploy/dataflow/README.md` and the README's streaming "
-        "section say what a Flink run needs).",
         "- Latency is dominated by design, not by processing: a pane is scored only once its look-ahead context "
         "has arrived, and the one alert per incident is written when the incident is over (so that it carries "
         "its extent and a stable id); the incident-opened notice comes with the first anomalous window's pane. "
         "At real speed (1x) these waits are the event-time seconds themselves.",
     ]
+    if "skipped" in flink:
+        lines.append(f"- Flink: {flink['skipped']}.")
     return "\n".join(lines)
 
 
@@ -383,22 +412,27 @@ def main(argv=None) -> int:
     model_dir = OUT / "model"
     meta = train(model_dir)
     kafka = Kafka(work)
-    loads = []
+    loads, runs = [], {}
     try:
-        n_latency = (8, 600) if args.quick else (16, 2400)
-        latency = run_latency(kafka, model_dir, meta, work, *n_latency, speed=args.speed)
-        loads.append(os.getloadavg()[0])
-        log(f"latency: {json.dumps({k: v for k, v in latency.items() if k != 'counts'})}")
-        n_sustained = (8, 1200) if args.quick else (20, 6000)
-        sustained = run_sustained(kafka, model_dir, work, *n_sustained)
-        loads.append(os.getloadavg()[0])
-        log(f"sustained: {json.dumps({k: v for k, v in sustained.items() if k != 'counts'})}")
+        for runner in RUNNER_ARGS:
+            if runner == "Flink" and not FLINK_JAR.exists():
+                runs[runner] = {"skipped": "not run: the job server is not built (`make flink-job-server`)"}
+                continue
+            n_latency = (8, 600) if args.quick else (16, 2400)
+            latency = run_latency(kafka, model_dir, meta, work, *n_latency, speed=args.speed, runner=runner)
+            loads.append(os.getloadavg()[0])
+            log(f"{runner} latency: {json.dumps({k: v for k, v in latency.items() if k != 'counts'})}")
+            n_sustained = (8, 1200) if args.quick else (20, 6000)
+            sustained = run_sustained(kafka, model_dir, work, *n_sustained, runner=runner)
+            loads.append(os.getloadavg()[0])
+            log(f"{runner} sustained: {json.dumps({k: v for k, v in sustained.items() if k != 'counts'})}")
+            runs[runner] = {"latency": latency, "sustained": sustained}
     finally:
         kafka.stop()
     import apache_beam
 
     kafka_version = next(KAFKA_LIBS.glob("kafka_*.jar")).stem.split("-", 1)[1]
-    result = {"latency": latency, "sustained": sustained, "wall_s": time.time() - began,
+    result = {"runs": runs, "wall_s": time.time() - began,
               "date": time.strftime("%Y-%m-%d"), "beam": apache_beam.__version__, "kafka": kafka_version,
               "machine": f"{os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()}",
               "load": " / ".join(f"{x:.1f}" for x in loads)}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from apache_beam.transforms import window as beam_window
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from seqwatch.models import windowing
@@ -46,12 +46,18 @@ class PaneSpec:
         return pane * self.pane_steps, (pane + 1) * self.pane_steps
 
 
-class PaneWindows(beam_window.NonMergingWindowFn):
-    """Puts each ``((entity, pane), readings)`` element into its pane's event-time window, which spans the pane
-    and its context margins: ``[pane start - before, pane end + after)``.
+class PaneWindows:
+    """The event-time window of each pane, which spans the pane and its context margins (and, in streaming, the
+    wait for late readings): ``[pane start - before, pane end + after + wait)``.
 
     In streaming, a pane's group fires once the watermark has passed the end of its look-ahead context, so the
-    windows it cuts are complete; in batch every group fires at the end, as a plain GroupByKey would."""
+    windows it cuts are complete; in batch every group fires at the end, as a plain GroupByKey would.
+
+    The windows are Beam's standard ``SlidingWindows`` (size: a pane and its margins; period: a pane), not a
+    window function of seqwatch's own: a Python WindowFn is a pickled function that only Python-aware runners
+    (the DirectRunner, Prism, Dataflow) can group by, while Flink and Spark refuse it. Each piece is stamped
+    inside its own pane's window and past the neighbours' ones (``piece_timestamp_us``) where the margins
+    allow; otherwise it also lands in a neighbour's window, where the cutter drops it (``owns``)."""
 
     def __init__(self, spec: "PaneSpec", wait_us: int = 0):
         self.spec = spec
@@ -61,6 +67,22 @@ class PaneWindows(beam_window.NonMergingWindowFn):
         spec = self.spec
         lo, hi = spec.own_range(pane)
         return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us + self.wait_us
+
+    def window_fn(self) -> beam_window.SlidingWindows:
+        spec = self.spec
+        start, end = self._bounds(0)
+        period = spec.pane_steps * spec.step_us
+        return beam_window.SlidingWindows(Duration(micros=end - start), Duration(micros=period),
+                                          Timestamp(micros=start % period))
+
+    def piece_timestamp_us(self, pane: int) -> int:
+        """The event time given to a piece of ``pane``: inside its window, after the previous pane's window ends
+        (so it lies in the next pane's window only if the margins and the wait are longer than a pane)."""
+        return self._bounds(pane - 1)[1]
+
+    def owns(self, pane: int, window) -> bool:
+        """Whether ``window`` is ``pane``'s own window (and not a neighbour's that a piece also fell in)."""
+        return window.start.micros == self._bounds(pane)[0]
 
     def context_us(self, pane: int) -> tuple[int, int]:
         """``[start, end)`` µs of the readings a pane receives: its own steps and its context margins."""
@@ -76,15 +98,6 @@ class PaneWindows(beam_window.NonMergingWindowFn):
         passes it."""
         panes = np.asarray(steps) // self.spec.pane_steps
         return ((panes + 1) * self.spec.pane_steps + self.spec.after) * self.spec.step_us + self.wait_us
-
-    def assign(self, context):
-        (_, pane), _ = context.element
-        start, end = self._bounds(pane)
-        return [beam_window.IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))]
-
-    def get_window_coder(self):
-        from apache_beam.coders.coders import IntervalWindowCoder
-        return IntervalWindowCoder()
 
 
 class _KeyByPane(beam.DoFn):
@@ -174,9 +187,8 @@ class _KeyByPane(beam.DoFn):
         for lo, hi in zip(starts, np.r_[starts[1:], len(row)]):
             part = columns.take(row[lo:hi]).reset_index(drop=True)
             part["own"] = own[lo:hi]
-            # Event time of the piece: its earliest reading, which lies inside the pane's window.
-            stamp = Timestamp(micros=int(stamps[row[lo:hi]].min()))
-            yield str(entities[entity[lo]]), int(target[lo]), part, stamp
+            pane = int(target[lo])
+            yield str(entities[entity[lo]]), pane, part, Timestamp(micros=self.windows.piece_timestamp_us(pane))
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, object]:
@@ -248,12 +260,19 @@ class _PaneCutter:
 
 
 class _CutPane(beam.DoFn):
-    def __init__(self, cutter: _PaneCutter):
+    def __init__(self, cutter: _PaneCutter, windows: PaneWindows):
         self.cutter = cutter
+        self.windows = windows
         self.run_id = cutter.run_id
         self.timer = StageTimer("window_cut")
 
-    def process(self, keyed, pane_info=beam.DoFn.PaneInfoParam):
+    def process(self, keyed, window=beam.DoFn.WindowParam, pane_info=beam.DoFn.PaneInfoParam):
+        if not self.windows.owns(keyed[0][1], window):
+            return []  # pieces that also fell in a neighbour's window: they are cut in their own
+        parts = list(keyed[1])
+        if not parts:
+            return []  # an empty firing (Flink fires a window's late pane when it closes, even with nothing new)
+        keyed = (keyed[0], parts)
         with self.timer:
             if pane_info.timing == PaneInfoTiming.LATE:
                 # Streaming: readings that arrived after their pane was scored. They are not scored twice
@@ -349,9 +368,9 @@ class WindowReadings(beam.PTransform):
                  | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec, self.spans, cutter, self.pane_windows))
                  .with_outputs(QUARANTINE, COUNTS, CUT_HERE, main="pieces"))
         cut = (keyed.pieces
-               | "PaneWindows" >> beam.WindowInto(self.pane_windows, allowed_lateness=self.keep_open_s)
+               | "PaneWindows" >> beam.WindowInto(self.pane_windows.window_fn(), allowed_lateness=self.keep_open_s)
                | "GroupPanes" >> beam.GroupByKey()
-               | "CutWindows" >> beam.ParDo(_CutPane(cutter)).with_outputs(QUARANTINE, COUNTS, main="windows"))
+               | "CutWindows" >> beam.ParDo(_CutPane(cutter, self.pane_windows)).with_outputs(QUARANTINE, COUNTS, main="windows"))
         # Records and counts leave the pane windows, so they can be flattened with other stages' outputs.
         return WindowedReadings(
             cut.windows,

@@ -91,3 +91,28 @@ def test_pane_order_and_repeats_match_the_pandas_definitions():
         ordered = frame.take(_own_first_in_file_order(frame))
         assert list(ordered.index) == list(expected.index), trial
         assert list(_repeated(ordered)) == list(expected.duplicated(["channel", "timestamp"], keep="first")), trial
+
+
+def test_pane_windows_are_beams_sliding_windows_over_each_pane_and_its_margins():
+    """Pane k's window is [k * pane - before, (k + 1) * pane + after + wait) steps; a piece of pane k is stamped
+    in that window only, unless the margins and the wait are longer than a pane."""
+    from apache_beam.transforms.window import IntervalWindow, SlidingWindows, WindowFn
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.windows import PaneWindows
+
+    spec = PaneSpec(step_us=10, length=4, stride=2, max_gap=1, pane_steps=20)  # before 6, after 5 steps
+    for wait_us, alone in ((0, True), (30, True), (100, False)):
+        windows = PaneWindows(spec, wait_us)
+        fn = windows.window_fn()
+        assert isinstance(fn, SlidingWindows)
+        for pane in (-1, 0, 3):
+            own = IntervalWindow(Timestamp(micros=(pane * 20 - 6) * 10), Timestamp(micros=((pane + 1) * 20 + 5) * 10
+                                                                                      + wait_us))
+            stamp = Timestamp(micros=windows.piece_timestamp_us(pane))
+            assigned = fn.assign(WindowFn.AssignContext(stamp))
+            assert own in assigned
+            assert (assigned == [own]) is alone
+            assert windows.owns(pane, own)
+            assert not any(windows.owns(pane, w) for w in assigned if w != own)
+            assert windows.end_us(pane) == own.end.micros

@@ -22,6 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".tools"
 PRISM = TOOLS / "bin" / "prism"
+FLINK_JAR = TOOLS / "flink" / "beam-flink-job-server.jar"
 KAFKA_LIBS = TOOLS / "kafka" / "libs"
 KAFKA_SCRIPT = REPO / "deploy" / "streaming" / "kafka-local.sh"
 PUBSUB_SCRIPT = REPO / "deploy" / "streaming" / "pubsub-emulator.sh"
@@ -157,6 +158,17 @@ def prism_options(prism_location):
                                 "--prism_log_level=warn", "--experiments=disable_prism_server_singleton", *extra])
 
     return options
+
+
+@pytest.fixture(scope="session")
+def flink_job_server_jar() -> str:
+    """Path of the Flink job server's launcher jar (``make flink-job-server``); skips when it is not there."""
+    if shutil.which("java") is None:
+        pytest.skip("Java 17+ is not installed (the Flink job server needs it)")
+    if not FLINK_JAR.is_file():
+        pytest.skip(f"the Flink job server is not at {FLINK_JAR.relative_to(REPO)}: run `make flink-job-server` "
+                    f"(Maven)")
+    return str(FLINK_JAR)
 
 
 @pytest.fixture(scope="session")
