@@ -8,6 +8,7 @@
 #   make kafka-jars        .tools/kafka/libs: Apache Kafka $(KAFKA_VERSION) (broker, KRaft, storage tool) from
 #                          Maven Central (mvn dependency:copy-dependencies; ~30 s, 44 MB)
 #   make pubsub-emulator   checks the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator)
+#   make mosquitto         checks for (or, as root, installs) Debian's mosquitto MQTT broker
 #   make flink-job-server  .tools/flink/beam-flink-job-server.jar: Beam's Flink job server (Beam 2.50, Flink
 #                          1.16; see deploy/flink/pom.xml for why those versions) from Maven Central, for
 #                          --runner=FlinkRunner --flink_job_server_jar=... (~1.5 min, 150 MB)
@@ -29,9 +30,9 @@ KAFKA_POM := deploy/streaming/kafka/pom.xml
 FLINK_POM := deploy/flink/pom.xml
 FLINK_JAR := $(TOOLS_DIR)/flink/beam-flink-job-server.jar
 
-.PHONY: streaming-tools prism kafka-jars pubsub-emulator flink-job-server streaming-clean
+.PHONY: streaming-tools prism kafka-jars pubsub-emulator mosquitto flink-job-server streaming-clean
 
-streaming-tools: prism kafka-jars pubsub-emulator flink-job-server
+streaming-tools: prism kafka-jars pubsub-emulator mosquitto flink-job-server
 
 prism: $(PRISM_STAMP)
 
@@ -77,6 +78,18 @@ pubsub-emulator:
 	else \
 	  echo "streaming.mk: the Pub/Sub emulator is not installed and apt-get cannot install it" \
 	    "(google-cloud-cli-pubsub-emulator is in Google's apt repository); the Pub/Sub tests will skip" >&2; \
+	fi
+
+# The MQTT tests start their own broker from Debian's package; they skip, saying so, where it is missing.
+mosquitto:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then \
+	  echo "mosquitto: $$(command -v mosquitto || echo /usr/sbin/mosquitto)"; \
+	elif [ "$$(id -u)" = 0 ] && { apt-get install -y -q mosquitto >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q mosquitto >/dev/null 2>&1; }; }; then \
+	  systemctl disable --now mosquitto >/dev/null 2>&1 || true; \
+	  echo "mosquitto installed with apt-get"; \
+	else \
+	  echo "streaming.mk: mosquitto is not installed and apt-get cannot install it; the MQTT tests will skip" >&2; \
 	fi
 
 streaming-clean:

@@ -157,8 +157,11 @@ def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
     return min(cpus, len(paths)) if total >= AUTO_WORKERS_MIN_READINGS else 1
 
 
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+
+
 def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[PipelineOptions, int]:
-    """The run's pipeline options (the DirectRunner unless a runner is named) and its worker processes: the
+    """The run's pipeline options (the DirectRunner's engine unless a runner is named) and its worker processes: the
     user's Beam flags as given; on the DirectRunner without worker flags, ``config.workers`` or
     ``choose_workers``."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
@@ -166,7 +169,9 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[Pip
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
-        standard.runner = "DirectRunner"
+        # The DirectRunner's own engine, named: Beam 2.77's "DirectRunner" first tries to download Prism and run
+        # the job there, so a machine with internet access would run something else than what was measured.
+        standard.runner = LOCAL_RUNNER
     direct = options.view_as(DirectOptions)
     runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
     if runner.rsplit(".", 1)[-1] not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):

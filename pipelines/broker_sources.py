@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
@@ -893,6 +894,178 @@ class PubSubReadings(beam.PTransform):
 def _message_number(message_id) -> int:
     text = str(message_id or "")
     return int(text) if text.isdigit() and len(text) < 19 else 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MQTT
+
+
+_MQTT_SESSIONS: dict = {}  # (host, port, client id, topic, qos) -> (paho client, queue of received messages)
+_MQTT_LOCK = threading.Lock()
+
+
+class _SubscribeMqtt(beam.DoFn, _DelegatedRestrictions):
+    """``(topic filter, reader index) -> batches of parsed readings`` from an MQTT broker; acknowledges QoS 1
+    messages when the bundle is finalized."""
+
+    def __init__(self, parser: MessageParser, host: str, port: int, qos: int, client_id: str, max_batch: int,
+                 max_bundle_s: float, poll_interval_s: float, max_out_of_orderness_us: int,
+                 idle_watermark_us: int | None, stop_after_idle_s: float | None):
+        self.restrictions = _Pulls()
+        self.parser = parser
+        self.host, self.port, self.qos, self.client_id = host, port, qos, client_id
+        self.max_batch = max_batch
+        self.max_bundle_s = max_bundle_s
+        self.poll_interval_s = poll_interval_s
+        self.max_out_of_orderness_us = max_out_of_orderness_us
+        self.idle_watermark_us = idle_watermark_us
+        self.stop_after_idle_s = stop_after_idle_s
+
+    def setup(self):
+        self._clocks = {}
+        self._sequence = 0
+
+    def _session(self, topic: str):
+        """``(client, queue)`` of this process's one connection for the session. One per process, not per DoFn
+        instance: a runner may keep several instances of the reader, and two connections with one client id
+        take the session from each other, each takeover redelivering every unacknowledged message."""
+        import queue
+
+        import paho.mqtt.client as mqtt
+
+        key = (self.host, self.port, self.client_id, topic, self.qos)
+        with _MQTT_LOCK:
+            if key not in _MQTT_SESSIONS:
+                messages = queue.Queue()
+                client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                     clean_session=False, manual_ack=True)
+                client.on_connect = lambda c, userdata, flags, reason, props: c.subscribe(topic, qos=self.qos)
+                client.on_message = lambda c, userdata, message: messages.put(message)
+                client.connect(self.host, self.port)
+                client.loop_start()
+                _MQTT_SESSIONS[key] = (client, messages)
+            return _MQTT_SESSIONS[key]
+
+    def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
+                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        import queue
+
+        topic, _ = element
+        client, messages = self._session(topic)
+        restriction = tracker.current_restriction()
+        clock = self._clocks.setdefault(element, _EventTimeClock(self.max_out_of_orderness_us,
+                                                                 self.idle_watermark_us))
+        if not tracker.try_claim(restriction.start):
+            return
+        received = []
+        deadline = time.monotonic() + self.max_bundle_s
+        while len(received) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                received.append(messages.get(timeout=min(left, 0.05)))
+            except queue.Empty:
+                if received:
+                    break
+        if received:
+            positions = list(range(self._sequence + 1, self._sequence + 1 + len(received)))
+            self._sequence += len(received)
+            parsed = self.parser.parse(f"mqtt:{topic}", positions, [m.payload for m in received])
+            clock.saw(parsed)
+            yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
+            acks = [(m.mid, m.qos) for m in received if m.qos > 0]
+            if acks:
+                finalizer.register(_MqttAck(client, acks).run)
+        finalizer.register(_nothing)  # see _nothing
+        clock.advance(estimator, caught_up=len(received) < self.max_batch)
+        if self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s:
+            tracker.try_claim(restriction.stop)
+            return
+        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+
+
+class _MqttAck:
+    def __init__(self, client, acks: list):
+        self.client, self.acks = client, acks
+
+    def run(self):
+        for mid, qos in self.acks:
+            self.client.ack(mid, qos)
+
+
+class MqttReadings(beam.PTransform):
+    """``PBegin -> {readings: ReadingBatch, quarantine: Quarantined, counts: ("records_in", n)}`` from an MQTT
+    broker (mosquitto, or any MQTT 3.1.1/5 broker): the JSON readings published on ``topic`` (a topic filter:
+    ``plant/+/readings`` and ``plant/#`` work), one message per reading as for Kafka and Pub/Sub.
+
+    The reader holds a *persistent session* named ``client_id`` (default ``seqwatch-<run id>``): subscribed with
+    QoS 1 (the default), the broker keeps the messages that arrive while the job is away and redelivers those it
+    did not acknowledge; they are acknowledged once the runner has taken the bundle. Connect the same client id
+    once before publishing (``seqwatch stream`` does it when the job starts) so that nothing published earlier
+    is missed. QoS 0 is fire-and-forget. MQTT messages carry no id: a record's ``line`` is its number in the
+    reader's session. One reader per topic filter (MQTT delivers every message to every subscriber); see
+    ``KafkaReadings`` for the watermark options."""
+
+    def __init__(self, broker: str, topic: str, run_id: str, *, qos: int = 1, client_id: str | None = None,
+                 stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
+                 align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
+                 idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
+                 poll_interval_s: float = 0.2):
+        super().__init__()
+        host, _, port = str(broker).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"broker must be 'host:port', got {broker!r}")
+        if not topic or not isinstance(topic, str):
+            raise ValueError(f"topic must be an MQTT topic filter such as 'plant/+/readings', got {topic!r}")
+        if qos not in (0, 1):
+            raise ValueError(f"qos must be 0 or 1, got {qos!r}")
+        self.host, self.port, self.topic, self.qos = host, int(port), topic, qos
+        self.run_id = run_id
+        self.client_id = client_id or f"seqwatch-{run_id}"
+        self.stop_after_idle_s = _positive(stop_after_idle_s, "stop_after_idle_s") if stop_after_idle_s else None
+        self.max_batch = int(_positive(max_batch, "max_batch"))
+        self.max_bundle_s = _positive(max_bundle_s, "max_bundle_s")
+        self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self._parser = MessageParser(run_id, mapping, _micros(align_to_window_s, "align_to_window_s"))
+        self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
+        self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
+
+    def open_session(self, timeout_s: float = 10.0) -> None:
+        """Create the broker-side session (connect, subscribe, disconnect) so that the broker keeps what is
+        published from now on for this reader; raises ``ConnectionError`` with one sentence when it cannot."""
+        import threading
+
+        import paho.mqtt.client as mqtt
+
+        subscribed = threading.Event()
+        # Manual acknowledgement, never given: messages the broker already holds for the session and hands to
+        # this short connection stay unacknowledged, so it delivers them again to the reader.
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
+                             manual_ack=True)
+        client.on_connect = lambda c, userdata, flags, reason, props: c.subscribe(self.topic, qos=self.qos)
+        client.on_subscribe = lambda *args: subscribed.set()
+        try:
+            client.connect(self.host, self.port)
+        except OSError as exc:
+            raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port} ({exc})") from None
+        client.loop_start()
+        try:
+            if not subscribed.wait(timeout_s):
+                raise ConnectionError(f"the MQTT broker at {self.host}:{self.port} did not confirm the subscription "
+                                      f"to {self.topic!r} within {timeout_s:g} s")
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def expand(self, pbegin):
+        reader = _SubscribeMqtt(self._parser, self.host, self.port, self.qos, self.client_id, self.max_batch,
+                                self.max_bundle_s, self.poll_interval_s, self._max_ooo_us, self._idle_wm_us,
+                                self.stop_after_idle_s)
+        return (pbegin
+                | "Readers" >> beam.Create([(self.topic, 0)])
+                | "SubscribeMqtt" >> beam.ParDo(reader)
+                .with_outputs(QUARANTINE, COUNTS, main="readings"))
 
 
 # ---------------------------------------------------------------------------------------------------------

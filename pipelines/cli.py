@@ -7,6 +7,7 @@ the data) end with one sentence on stderr and exit code 2; nothing prints a trac
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -162,6 +163,17 @@ def cmd_stream(args, beam_args) -> int:
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=args.group_id,
                                                 start=args.start, stop_after_idle_s=args.stop_after_idle,
                                                 max_out_of_orderness_s=args.max_out_of_orderness)
+    elif args.source == "mqtt":
+        if not (args.mqtt_broker and args.topic):
+            raise CliError("--source mqtt needs --mqtt-broker host:port and --topic")
+        if importlib.util.find_spec("paho") is None:
+            raise CliError("--source mqtt needs the paho-mqtt package (pip install paho-mqtt)")
+        name = f"mqtt:{args.topic}"
+
+        def make_source(run_id):
+            return broker_sources.MqttReadings(args.mqtt_broker, args.topic, run_id, qos=args.qos,
+                                               client_id=args.client_id, stop_after_idle_s=args.stop_after_idle,
+                                               max_out_of_orderness_s=args.max_out_of_orderness)
     else:
         if not args.subscription:
             raise CliError("--source pubsub needs --subscription projects/<p>/subscriptions/<s>")
@@ -175,6 +187,12 @@ def cmd_stream(args, beam_args) -> int:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name)
     except (RunError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    if args.source == "mqtt":
+        try:  # the broker keeps what is published from now on, before the pipeline has started
+            source = make_source(plan.run_id)
+            source.open_session()
+        except (ValueError, ConnectionError) as exc:
+            raise CliError(str(exc)) from None
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
           f"panes of {plan.pane_steps} steps)", file=sys.stderr, flush=True)
@@ -227,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(replay)
 
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
-    stream.add_argument("--source", choices=("replay", "kafka", "pubsub"), required=True)
+    stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True)
     stream.add_argument("--model-dir", required=True,
                         help="a model artifact, or a directory of them (one sub-directory per version; the newest "
                              "is used)")
@@ -254,7 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--sep")
     stream.add_argument("--timezone", default="UTC")
     stream.add_argument("--bootstrap-servers", help="kafka: host:port[,host:port]")
-    stream.add_argument("--topic", help="kafka: topic of JSON readings")
+    stream.add_argument("--topic", help="kafka: topic of JSON readings; mqtt: a topic filter (plant/+/readings)")
+    stream.add_argument("--mqtt-broker", help="mqtt: host:port of the broker")
+    stream.add_argument("--qos", type=int, choices=(0, 1), default=1, help="mqtt: subscription QoS")
+    stream.add_argument("--client-id", help="mqtt: persistent session name (default: seqwatch-<run id>)")
     stream.add_argument("--group-id", help="kafka: consumer group (offsets committed)")
     stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed")
     stream.add_argument("--subscription", help="pubsub: projects/<p>/subscriptions/<s>")

@@ -49,6 +49,7 @@ def test_beam_flags_given_by_the_user_win(tmp_path, monkeypatch):
     options, workers = _options([], config, ("a", "b"))
     assert workers == 2
     assert options.get_all_options()["direct_running_mode"] == "multi_processing"
+    assert options.get_all_options()["runner"].endswith(".FnApiRunner")  # not Beam's try-Prism-first switch
     options, workers = _options(["--direct_num_workers=1"], config, ("a", "b"))
     assert workers == 1 and options.get_all_options()["direct_running_mode"] == "in_memory"
     options, workers = _options([], RunConfig(inputs=("x",), output="o", model_dir="m", workers=1), ("a", "b"))

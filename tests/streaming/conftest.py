@@ -172,6 +172,33 @@ def flink_job_server_jar() -> str:
 
 
 @pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory) -> str:
+    """A mosquitto broker on 127.0.0.1 for the whole session (Debian's package; `make mosquitto` installs it
+    where it can); ``host:port``. Skips when mosquitto or paho-mqtt is missing."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+    if binary is None:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or `make mosquitto` as root)")
+    _need_module("paho.mqtt", "paho-mqtt")
+    work = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    # An offline persistent session keeps every queued QoS 1 message (the default keeps 1,000).
+    (work / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                                         "max_queued_messages 0\n")
+    log = work / "mosquitto.log"
+    process = subprocess.Popen([binary, "-c", str(work / "mosquitto.conf")], stdout=open(log, "w"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not _port_open(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"mosquitto did not start on 127.0.0.1:{port}:\n{_tail(log)}")
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory) -> KafkaBroker:
     """One Kafka node (broker + KRaft controller) on 127.0.0.1, for the whole session."""
     if shutil.which("java") is None:
