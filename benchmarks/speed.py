@@ -183,8 +183,8 @@ def notes(one: dict, ten: dict, grouped: dict) -> str:
 - Memory: each input file here holds one entity, so every pane is cut where its file is read
   ({ten['panes_cut_here']:,} panes at 10x; `seqwatch.pipelines.locality`) and no reading waits in the
   DirectRunner's in-memory GroupByKey; about {per_reading:.0f} bytes per extra reading remain (likely the scores and
-  Parquet tables the later stages collect between their stages; not traced further). The last row sends every pane through the GroupByKey (`GroupPanes`), as all panes of a
-  CSV input, or of files that share an entity's time, still go: {grouped['peak_rss_mb']:,.0f} MB at 10x, about
+  Parquet tables the later stages collect between their stages; not traced further). The last row sends every pane through the GroupByKey (`GroupPanes`), as the panes of
+  files that share an entity's time still go: {grouped['peak_rss_mb']:,.0f} MB at 10x, about
   {grouped_per_reading:.0f} bytes per extra reading, and {grouped['seconds'] / ten['seconds']:.2f}x the time. Runners that spill their shuffle
   to disk (Dataflow, Flink, Spark) do not hold it all. (Earlier versions of this table showed a flat 1.0x: they
   read `ru_maxrss`, which in a process forked from the benchmark counts the benchmark's own pages.)

@@ -173,6 +173,12 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
     (seconds, milliseconds, microseconds or nanoseconds: ``unit``, or guessed per value from its magnitude).
     Rejected rather than guessed: a time without a date (pandas would put it on today's date) and a
     day/month-ambiguous numeric date such as ``05/01/2026`` when no ``fmt`` is given."""
+    if len(values) > 64 and not pd.api.types.is_datetime64_any_dtype(values):
+        # Each value is parsed on its own: parse each distinct one once (a long file repeats every timestamp once
+        # per channel).
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+        if 2 * len(uniques) <= len(values):
+            return parse_timestamps(pd.Series(uniques), unit, timezone, fmt)[codes]
     out = np.full(len(values), _BAD_TIME, dtype=np.int64)
     if pd.api.types.is_datetime64_any_dtype(values):
         micros = pd.Series(_localize(values, timezone))

@@ -93,15 +93,9 @@ class PaneWindows:
     def end_us(self, pane: int) -> int:
         return self._bounds(pane)[1]
 
-    def window_end_us(self, steps: np.ndarray) -> np.ndarray:
-        """End (µs) of the window of the pane that owns each step: the pane is scored once the watermark
-        passes it."""
-        panes = np.asarray(steps) // self.spec.pane_steps
-        return ((panes + 1) * self.spec.pane_steps + self.spec.after) * self.spec.step_us + self.wait_us
-
 
 class _KeyByPane(beam.DoFn):
-    """Splits each batch into ``((entity, pane), readings)`` pieces, timestamped for ``PaneWindows``.
+    """Splits each batch into ``((entity, pane), readings)`` pieces, stamped inside their pane's window.
 
     With ``spans`` (batch runs whose inputs ``FileSpans`` could index), a piece of a pane that its file holds
     alone is not sent to the GroupByKey: it is held until its file has been read (the reader emits a file's

@@ -102,6 +102,36 @@ def test_only_panes_that_one_file_holds_alone_are_cut_here(runs, inputs):
     assert local["stages"]["panes_cut_here"] == len(alone)
 
 
+@pytest.fixture(scope="module")
+def csv_inputs(inputs, tmp_path_factory):
+    """The same files as CSV (ISO timestamps), each with a row of too few fields, which the reader quarantines."""
+    import pandas as pd
+
+    folder = tmp_path_factory.mktemp("csv-inputs")
+    for path in sorted(inputs.glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        target = folder / f"{path.stem}.csv"
+        frame.to_csv(target, index=False)
+        with open(target, "a") as f:
+            f.write(f"{frame['entity_id'].iloc[0]},flow\n")
+    return folder
+
+
+def test_csv_panes_cut_where_they_are_read_change_no_output(csv_inputs, small_model_dir, tmp_path):
+    runs = {}
+    for local in (True, False):
+        out = tmp_path / f"local-{local}"
+        config = RunConfig(inputs=(str(csv_inputs / "*.csv"),), output=str(out), model_dir=str(small_model_dir),
+                           pane_steps=PANE_STEPS, chunk_rows=700, run_id="run-local-test", local_panes=local)
+        runs[local] = run_batch(config, ["--runner=DirectRunner"]), out
+    (local, here), (grouped, there) = runs[True], runs[False]
+    assert local["stages"]["panes_cut_here"] > 0
+    assert local["stages"]["quarantined.parse.malformed_row"] == 5
+    _same_outputs(here, there)
+    assert {k: v for k, v in local["stages"].items() if k != "panes_cut_here"} == grouped["stages"]
+
+
 @pytest.mark.slow
 def test_two_worker_processes_give_the_same_outputs(runs, inputs, small_model_dir, tmp_path):
     _, (grouped, there) = runs

@@ -76,11 +76,36 @@ def test_the_entity_of_a_wide_file_comes_from_its_name(tmp_path):
     assert file_spans([path], mapping).spans == {"pump-7": [(path, T0, T0 + 90 * SECOND)]}
 
 
-def test_a_csv_input_turns_the_index_off(tmp_path):
-    parquet = _write(_readings("p1", 0, 10), tmp_path / "one.parquet")
-    csv = tmp_path / "two.csv"
-    _readings("p1", 0, 10).to_csv(csv, index=False)
-    assert file_spans([parquet, str(csv)], LONG) is None
+def test_a_csv_file_is_spanned_from_its_entity_and_timestamp_columns(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("\ufeff entity_id ,channel, timestamp ,value\n"  # a BOM and blanks around the names
+                    '" p1 ",a,2026-01-01T00:00:10Z,1\n'
+                    "p2,a,2026-01-01T00:00:20Z,2\n"
+                    "p1,a,2026-01-01T00:00:30Z\n"  # a field short: the reader quarantines it, the index skips it
+                    "p1,b,not a time,3\n"
+                    "\n"
+                    '"p1","a","2026-01-01T00:00:05Z","4"\n', encoding="utf-8")
+    spans = file_spans([str(path)], LONG).spans
+    assert spans == {"p1": [(str(path), T0 + 5 * SECOND, T0 + 10 * SECOND)],
+                     "p2": [(str(path), T0 + 20 * SECOND, T0 + 20 * SECOND)]}
+    wide = tmp_path / "pump-3.csv"
+    wide.write_text("timestamp;a;b\n2026-01-01T00:00:00Z;1;2\n2026-01-01T00:00:50Z;1;2\n")
+    mapping = InputMapping(format="wide", timestamp="timestamp", entity={"from_filename": True})
+    assert file_spans([str(wide)], mapping).spans == {"pump-3": [(str(wide), T0, T0 + 50 * SECOND)]}
+
+
+def test_text_files_arrow_might_read_otherwise_turn_the_index_off(tmp_path):
+    good = tmp_path / "good.csv"
+    _readings("p1", 0, 10).to_csv(good, index=False)
+    hint = tmp_path / "hint.csv"
+    hint.write_text("sep=;\nentity_id;channel;timestamp;value\np1;a;2026-01-01T00:00:00Z;1\n")
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_text("entity_id,channel,timestamp,value\np1,a,2026-01-01T00:00:00Z,1\n", encoding="utf-16")
+    cp1252 = tmp_path / "cp1252.csv"
+    cp1252.write_bytes("entity_id,channel,timestamp,value\nPumpe-\u00e4,a,2026-01-01T00:00:00Z,1\n".encode("cp1252"))
+    assert file_spans([str(good)], LONG) is not None
+    for other in (hint, utf16, cp1252):
+        assert file_spans([str(good), str(other)], LONG) is None, other.name
 
 
 def test_empty_and_drifted_files_hold_no_reading(tmp_path):

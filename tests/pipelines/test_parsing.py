@@ -234,3 +234,15 @@ def test_reader_parquet_with_float_and_string_columns(tmp_path):
     assert records == 2 and frame["value"].tolist() == [1.5]
     assert [(q.line, q.reason_code, q.records) for q in quarantine] == [(2, "parse_timestamp", 1)]
     assert '"timestamp": "later"' in quarantine[0].raw
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin"])
+def test_repeated_timestamps_parse_as_each_value_alone(timezone):
+    """A column with many repeats is parsed one distinct value at a time: the same result, value by value."""
+    values = ["2026-01-05T10:00:00Z", "2026-01-05 10:00:00", "1767225600", "1767225600123", "", None, np.nan,
+              "yesterday", "2026-03-29T02:30:00", "Jan 5 2026 10:00", " 2026-01-05T10:00:00+01:00 ", 1767225600]
+    column = pd.Series(values * 20, dtype=object)
+    alone = [parse_timestamps(pd.Series([v], dtype=object), timezone=timezone)[0] for v in values] * 20
+    assert parse_timestamps(column, timezone=timezone).tolist() == alone
+    numbers = pd.Series([1767225600, 1767225601] * 50)
+    assert parse_timestamps(numbers).tolist() == [1767225600_000000, 1767225601_000000] * 50
