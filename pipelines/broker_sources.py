@@ -725,7 +725,8 @@ class KafkaReadings(beam.PTransform):
 
 
 class _Pulls(RestrictionProvider):
-    """Pub/Sub has no offsets: a reader's restriction counts its pulls, so that it can checkpoint and end."""
+    """Pub/Sub and MQTT have no offsets: a reader's restriction counts its pulls, so that it can checkpoint and
+    end."""
 
     def initial_restriction(self, element):
         return OffsetRange(0, _ENDLESS)
@@ -737,15 +738,16 @@ class _Pulls(RestrictionProvider):
         return 1
 
 
-class _PullPubSub(beam.DoFn, _DelegatedRestrictions):
-    """``(subscription, reader index) -> batches of parsed readings``; acks when the bundle is finalized."""
+class _PollingReader(beam.DoFn, _DelegatedRestrictions):
+    """A reader of a broker without offsets (Pub/Sub, MQTT): each call collects what the broker has
+    (``_receive``), parses and emits it, has it acknowledged when the runner has taken the bundle (bundle
+    finalization), moves the watermark, and checkpoints; it ends after ``stop_after_idle_s`` without a message.
+    Subclasses say how to receive, number, read and acknowledge their messages."""
 
-    def __init__(self, parser: MessageParser, emulator_host: str | None, max_batch: int, max_bundle_s: float,
-                 poll_interval_s: float, max_out_of_orderness_us: int, idle_watermark_us: int | None,
-                 stop_after_idle_s: float | None):
+    def __init__(self, parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
+                 max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None):
         self.restrictions = _Pulls()
         self.parser = parser
-        self.emulator_host = emulator_host
         self.max_batch = max_batch
         self.max_bundle_s = max_bundle_s
         self.poll_interval_s = poll_interval_s
@@ -754,15 +756,69 @@ class _PullPubSub(beam.DoFn, _DelegatedRestrictions):
         self.stop_after_idle_s = stop_after_idle_s
 
     def setup(self):
+        self._clocks = {}
+        self._sequence = 0
+
+    def _receive(self, element) -> list:
+        """Up to ``max_batch`` messages, waiting at most ``max_bundle_s``."""
+        raise NotImplementedError
+
+    def _source(self, element) -> str:
+        raise NotImplementedError
+
+    def _payloads(self, received: list) -> list:
+        raise NotImplementedError
+
+    def _positions(self, received: list) -> list[int]:
+        """Each message's number (a quarantined record's ``line``): its sequence in this reader by default."""
+        positions = list(range(self._sequence + 1, self._sequence + 1 + len(received)))
+        self._sequence += len(received)
+        return positions
+
+    def _acknowledgement(self, element, received: list):
+        """A callable that acknowledges ``received``, or None."""
+        raise NotImplementedError
+
+    # The bundle finalizer comes first: Beam passes it positionally and the restriction/watermark by keyword.
+    def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
+                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+        restriction = tracker.current_restriction()
+        clock = self._clocks.setdefault(element, _EventTimeClock(self.max_out_of_orderness_us,
+                                                                 self.idle_watermark_us))
+        if not tracker.try_claim(restriction.start):
+            return
+        received = self._receive(element)
+        if received:
+            parsed = self.parser.parse(self._source(element), self._positions(received), self._payloads(received))
+            clock.saw(parsed)
+            yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
+            acknowledge = self._acknowledgement(element, received)
+            if acknowledge is not None:
+                finalizer.register(acknowledge)
+        finalizer.register(_nothing)  # see _nothing
+        clock.advance(estimator, caught_up=len(received) < self.max_batch)
+        if self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s:
+            tracker.try_claim(restriction.stop)
+            return
+        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+
+
+class _PullPubSub(_PollingReader):
+    """``(subscription, reader index) -> batches of parsed readings``; acks when the bundle is finalized."""
+
+    def __init__(self, parser: MessageParser, emulator_host: str | None, *args):
+        super().__init__(parser, *args)
+        self.emulator_host = emulator_host
+
+    def setup(self):
         import os
 
+        super().setup()
         if self.emulator_host:
             os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator_host  # read by the client at construction
         from google.cloud import pubsub_v1
 
         self._client = pubsub_v1.SubscriberClient()
-        self._clocks = {}
-        self._sequence = 0
 
     def teardown(self):
         client = getattr(self, "_client", None)
@@ -779,15 +835,8 @@ class _PullPubSub(beam.DoFn, _DelegatedRestrictions):
             return []
         return list(response.received_messages)
 
-    # The bundle finalizer comes first: Beam passes it positionally and the restriction/watermark by keyword.
-    def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
-                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+    def _receive(self, element) -> list:
         subscription, _ = element
-        restriction = tracker.current_restriction()
-        clock = self._clocks.setdefault(element, _EventTimeClock(self.max_out_of_orderness_us,
-                                                                 self.idle_watermark_us))
-        if not tracker.try_claim(restriction.start):
-            return
         received = []
         deadline = time.monotonic() + self.max_bundle_s
         while len(received) < self.max_batch:
@@ -798,25 +847,27 @@ class _PullPubSub(beam.DoFn, _DelegatedRestrictions):
             received.extend(got)
             if not got:
                 break
-        if received:
-            positions = []
-            for r in received:
-                mid = r.message.message_id
-                if mid.isdigit() and len(mid) < 19:
-                    positions.append(int(mid))
-                else:
-                    self._sequence += 1
-                    positions.append(self._sequence)
-            parsed = self.parser.parse(f"pubsub:{subscription}", positions, [r.message.data for r in received])
-            clock.saw(parsed)
-            yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
-            finalizer.register(_PubSubAck(self._client, subscription, [r.ack_id for r in received]).run)
-        finalizer.register(_nothing)  # see _nothing
-        clock.advance(estimator, caught_up=len(received) < self.max_batch)
-        if self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s:
-            tracker.try_claim(restriction.stop)
-            return
-        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+        return received
+
+    def _source(self, element) -> str:
+        return f"pubsub:{element[0]}"
+
+    def _payloads(self, received: list) -> list:
+        return [r.message.data for r in received]
+
+    def _positions(self, received: list) -> list[int]:
+        positions = []
+        for r in received:  # the message id where it is a number, else the reader's own sequence
+            mid = r.message.message_id
+            if mid.isdigit() and len(mid) < 19:
+                positions.append(int(mid))
+            else:
+                self._sequence += 1
+                positions.append(self._sequence)
+        return positions
+
+    def _acknowledgement(self, element, received: list):
+        return _PubSubAck(self._client, element[0], [r.ack_id for r in received]).run
 
 
 class _PubSubAck:
@@ -904,26 +955,13 @@ _MQTT_SESSIONS: dict = {}  # (host, port, client id, topic, qos) -> (paho client
 _MQTT_LOCK = threading.Lock()
 
 
-class _SubscribeMqtt(beam.DoFn, _DelegatedRestrictions):
+class _SubscribeMqtt(_PollingReader):
     """``(topic filter, reader index) -> batches of parsed readings`` from an MQTT broker; acknowledges QoS 1
     messages when the bundle is finalized."""
 
-    def __init__(self, parser: MessageParser, host: str, port: int, qos: int, client_id: str, max_batch: int,
-                 max_bundle_s: float, poll_interval_s: float, max_out_of_orderness_us: int,
-                 idle_watermark_us: int | None, stop_after_idle_s: float | None):
-        self.restrictions = _Pulls()
-        self.parser = parser
+    def __init__(self, parser: MessageParser, host: str, port: int, qos: int, client_id: str, *args):
+        super().__init__(parser, *args)
         self.host, self.port, self.qos, self.client_id = host, port, qos, client_id
-        self.max_batch = max_batch
-        self.max_bundle_s = max_bundle_s
-        self.poll_interval_s = poll_interval_s
-        self.max_out_of_orderness_us = max_out_of_orderness_us
-        self.idle_watermark_us = idle_watermark_us
-        self.stop_after_idle_s = stop_after_idle_s
-
-    def setup(self):
-        self._clocks = {}
-        self._sequence = 0
 
     def _session(self, topic: str):
         """``(client, queue)`` of this process's one connection for the session. One per process, not per DoFn
@@ -946,17 +984,10 @@ class _SubscribeMqtt(beam.DoFn, _DelegatedRestrictions):
                 _MQTT_SESSIONS[key] = (client, messages)
             return _MQTT_SESSIONS[key]
 
-    def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
-                estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
+    def _receive(self, element) -> list:
         import queue
 
-        topic, _ = element
-        client, messages = self._session(topic)
-        restriction = tracker.current_restriction()
-        clock = self._clocks.setdefault(element, _EventTimeClock(self.max_out_of_orderness_us,
-                                                                 self.idle_watermark_us))
-        if not tracker.try_claim(restriction.start):
-            return
+        _, messages = self._session(element[0])
         received = []
         deadline = time.monotonic() + self.max_bundle_s
         while len(received) < self.max_batch:
@@ -968,21 +999,17 @@ class _SubscribeMqtt(beam.DoFn, _DelegatedRestrictions):
             except queue.Empty:
                 if received:
                     break
-        if received:
-            positions = list(range(self._sequence + 1, self._sequence + 1 + len(received)))
-            self._sequence += len(received)
-            parsed = self.parser.parse(f"mqtt:{topic}", positions, [m.payload for m in received])
-            clock.saw(parsed)
-            yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
-            acks = [(m.mid, m.qos) for m in received if m.qos > 0]
-            if acks:
-                finalizer.register(_MqttAck(client, acks).run)
-        finalizer.register(_nothing)  # see _nothing
-        clock.advance(estimator, caught_up=len(received) < self.max_batch)
-        if self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s:
-            tracker.try_claim(restriction.stop)
-            return
-        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+        return received
+
+    def _source(self, element) -> str:
+        return f"mqtt:{element[0]}"
+
+    def _payloads(self, received: list) -> list:
+        return [m.payload for m in received]
+
+    def _acknowledgement(self, element, received: list):
+        acks = [(m.mid, m.qos) for m in received if m.qos > 0]
+        return _MqttAck(self._session(element[0])[0], acks).run if acks else None
 
 
 class _MqttAck:

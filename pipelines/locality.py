@@ -73,16 +73,17 @@ def file_spans(paths: list[str], mapping: InputMapping) -> FileSpans | None:
     return FileSpans(spans)
 
 
+def _widen(found: dict, entity: str, first: int, last: int) -> None:
+    """Grow ``found[entity]`` (a ``(first, last)`` span) to cover ``[first, last]``."""
+    old = found.get(entity)
+    found[entity] = (first, last) if old is None else (min(old[0], first), max(old[1], last))
+
+
 def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict[str, tuple[int, int]] | None:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
     found: dict[str, tuple[int, int]] = {}
-
-    def add(entity: str, first: int, last: int):
-        old = found.get(entity)
-        found[entity] = (first, last) if old is None else (min(old[0], first), max(old[1], last))
-
     with FileSystems.open(path) as f:
         parquet = pq.ParquetFile(f)
         names = parquet.schema_arrow.names
@@ -92,12 +93,12 @@ def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict
             quick = _row_group_span(parquet, group, layout, mapping)
             if quick is not None:
                 if quick:
-                    add(*quick)
+                    _widen(found, *quick)
                 continue
             columns = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
             table = parquet.read_row_group(group, columns=columns).to_pandas()
             for entity, first, last in _column_spans(table, layout, mapping):
-                add(entity, first, last)
+                _widen(found, entity, first, last)
     return found
 
 
@@ -142,9 +143,7 @@ def _csv_spans(path: str, layout: FileLayout, mapping: InputMapping, sep: str) -
             for batch in reader:
                 frame = batch.to_pandas().rename(columns={raw[c]: c for c in needed})
                 for entity, first_us, last_us in _column_spans(frame, layout, mapping):
-                    old = found.get(entity)
-                    found[entity] = ((first_us, last_us) if old is None
-                                     else (min(old[0], first_us), max(old[1], last_us)))
+                    _widen(found, entity, first_us, last_us)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
         return None
     return found
@@ -158,7 +157,6 @@ def _row_group_span(parquet, group: int, layout: FileLayout, mapping: InputMappi
     meta = parquet.metadata.row_group(group)
     if meta.num_rows == 0:
         return ()
-    names = parquet.schema_arrow.names
     stats = {meta.column(i).path_in_schema: meta.column(i).statistics for i in range(meta.num_columns)}
     field = parquet.schema_arrow.field(layout.timestamp_column)
     if not (pa.types.is_timestamp(field.type) or pa.types.is_integer(field.type)):

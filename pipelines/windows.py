@@ -64,9 +64,8 @@ class PaneWindows:
         self.wait_us = wait_us
 
     def _bounds(self, pane: int) -> tuple[int, int]:
-        spec = self.spec
-        lo, hi = spec.own_range(pane)
-        return (lo - spec.before) * spec.step_us, (hi + spec.after) * spec.step_us + self.wait_us
+        start, end = self.context_us(pane)
+        return start, end + self.wait_us
 
     def window_fn(self) -> beam_window.SlidingWindows:
         spec = self.spec
@@ -102,11 +101,11 @@ class _KeyByPane(beam.DoFn):
     chunks one after another), then the pane is cut here, with the same code and into the same outputs, in
     the global window and at the timestamp the GroupByKey would have given it."""
 
-    def __init__(self, spec: PaneSpec, spans=None, cutter: "_PaneCutter | None" = None, windows=None):
-        self.spec = spec
+    def __init__(self, windows: PaneWindows, spans=None, cutter: "_PaneCutter | None" = None):
+        self.spec = windows.spec
+        self.windows = windows
         self.spans = spans
         self.cutter = cutter
-        self.windows = windows
         self.timer = StageTimer("window_key")
         self.cut_timer = StageTimer("window_cut")
 
@@ -359,7 +358,7 @@ class WindowReadings(beam.PTransform):
     def expand(self, batches):
         cutter = _PaneCutter(self.spec, self.channels, self.run_id, self.rules)
         keyed = (batches
-                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.spec, self.spans, cutter, self.pane_windows))
+                 | "KeyByPane" >> beam.ParDo(_KeyByPane(self.pane_windows, self.spans, cutter))
                  .with_outputs(QUARANTINE, COUNTS, CUT_HERE, main="pieces"))
         cut = (keyed.pieces
                | "PaneWindows" >> beam.WindowInto(self.pane_windows.window_fn(), allowed_lateness=self.keep_open_s)

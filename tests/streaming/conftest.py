@@ -160,6 +160,64 @@ def prism_options(prism_location):
     return options
 
 
+class StreamOutputs:
+    """Reading back what ``seqwatch stream`` wrote, and running it while watching for its first alert."""
+
+    @staticmethod
+    def counts(out: Path) -> dict:
+        """The per-window ``counts/*.json`` files summed."""
+        import json
+
+        counts: dict = {}
+        for f in (out / "counts").glob("*.json"):
+            for key, value in json.loads(f.read_text()).items():
+                counts[key] = counts.get(key, 0) + value
+        return counts
+
+    @staticmethod
+    def alerts(folder: Path):
+        """Every alert under ``folder`` as a frame, by alert id."""
+        import pyarrow.dataset as ds
+
+        return (ds.dataset(folder, format="parquet").to_table().to_pandas()
+                .sort_values("alert_id").reset_index(drop=True))
+
+    @classmethod
+    def batch_alerts(cls, path: Path, model_dir, out: Path):
+        """``(alerts, manifest)`` of the batch pipeline on the same long-format file."""
+        from seqwatch.pipelines.batch import run_batch
+        from seqwatch.pipelines.config import RunConfig
+
+        manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir)))
+        return cls.alerts(out / "alerts"), manifest
+
+    @staticmethod
+    def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400):
+        """Run ``command`` (its output to ``log_path``: a pipe would fill up) until it ends; returns
+        ``(return code, log, seconds it ran on after its first alert file appeared, or None)``.
+        ``on_first_alert()`` is called once, when that file appears."""
+        with open(log_path, "w") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True)
+            first_alert_at, deadline = None, time.monotonic() + timeout_s
+            while process.poll() is None and time.monotonic() < deadline:
+                if first_alert_at is None and (out / "alerts").exists() and any((out / "alerts").rglob("*.parquet")):
+                    first_alert_at = time.monotonic()
+                    if on_first_alert is not None:
+                        on_first_alert()
+                time.sleep(0.2)
+            finished_at = time.monotonic()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        after = None if first_alert_at is None else finished_at - first_alert_at
+        return process.returncode, log_path.read_text(), after
+
+
+@pytest.fixture(scope="session")
+def stream_outputs() -> type[StreamOutputs]:
+    return StreamOutputs
+
+
 @pytest.fixture(scope="session")
 def flink_job_server_jar() -> str:
     """Path of the Flink job server's launcher jar (``make flink-job-server``); skips when it is not there."""

@@ -1,12 +1,8 @@
 """The batch and the streaming pipeline on Apache Flink (an embedded local cluster started by Beam's Flink job
 server, ``make flink-job-server``): the same outputs as the DirectRunner and Prism give."""
-import json
-import subprocess
 import sys
-import time
 
 import numpy as np
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -68,44 +64,23 @@ def test_the_batch_pipeline_on_flink_writes_what_the_direct_runner_writes(readin
             assert table.equals(other), name
 
 
-def _summed_counts(out) -> dict:
-    counts = {}
-    for f in (out / "counts").glob("*.json"):
-        for key, value in json.loads(f.read_text()).items():
-            counts[key] = counts.get(key, 0) + value
-    return counts
-
-
 def test_the_streaming_pipeline_on_flink_alerts_while_running_and_matches_batch(readings_csv, small_model_dir,
-                                                                                 flink_job_server_jar, tmp_path):
+                                                                                 flink_job_server_jar, tmp_path,
+                                                                                 stream_outputs):
     path, rows = readings_csv
     out = tmp_path / "stream"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(small_model_dir),
                "--output", str(out), "--flush-window", "600", "--source", "replay", "--input", str(path),
                "--speed", "250", *_flink_args(flink_job_server_jar)]
-    log_path = tmp_path / "stream.log"
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True)
-        first_alert_at, deadline = None, time.monotonic() + 400
-        while process.poll() is None and time.monotonic() < deadline:
-            if first_alert_at is None and (out / "alerts").exists() and any((out / "alerts").rglob("*.parquet")):
-                first_alert_at = time.monotonic()
-            time.sleep(0.5)
-        finished_at = time.monotonic()
-        if process.poll() is None:
-            process.kill()
-    log = log_path.read_text()
-    assert process.returncode == 0, log[-3000:]
-    assert first_alert_at is not None and finished_at - first_alert_at > 5, "alerts only appeared at the end"
+    returncode, log, ran_on_s = stream_outputs.run_watching_alerts(command, out, tmp_path / "stream.log")
+    assert returncode == 0, log[-3000:]
+    assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"
 
-    counts = _summed_counts(out)
+    counts = stream_outputs.counts(out)
     assert counts["records_in"] == rows == counts["records_scored"] + counts["records_quarantined"]
-    batch = run_batch(RunConfig(inputs=(str(path),), output=str(tmp_path / "batch"),
-                                model_dir=str(small_model_dir)), ["--runner=DirectRunner"])
+    batch_alerts, batch = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "batch")
     assert counts["records_scored"] == batch["records_scored"]
-    stream_alerts = ds.dataset(out / "alerts", format="parquet").to_table().to_pandas().sort_values("alert_id")
-    batch_alerts = (ds.dataset(tmp_path / "batch" / "alerts", format="parquet").to_table().to_pandas()
-                    .sort_values("alert_id"))
+    stream_alerts = stream_outputs.alerts(out / "alerts")
     assert len(batch_alerts) >= 2
     assert stream_alerts["alert_id"].tolist() == batch_alerts["alert_id"].tolist()
     assert stream_alerts["end"].tolist() == batch_alerts["end"].tolist()

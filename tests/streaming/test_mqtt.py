@@ -9,9 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
-from seqwatch.pipelines.batch import run_batch
 from seqwatch.pipelines.broker_sources import MqttReadings
-from seqwatch.pipelines.config import RunConfig
 
 
 def test_mqtt_source_checks_its_arguments():
@@ -56,7 +54,8 @@ def _publish(broker: str, messages: list[tuple[str, bytes]]) -> None:
 
 
 @pytest.mark.slow
-def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir, prism_location, tmp_path):
+def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir, prism_location, tmp_path,
+                                                    stream_outputs):
     readings, _ = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
                                        kinds=("level_shift", "broken_channel"))
     readings = readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True)
@@ -82,22 +81,16 @@ def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir
                              f"--prism_location={prism_location}"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = {}
-    for f in (out / "counts").glob("*.json"):
-        for key, value in json.loads(f.read_text()).items():
-            counts[key] = counts.get(key, 0) + value
+    counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) + len(bad)
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
     assert sorted(quarantine["raw"]) == sorted(b.decode() for b in bad)
     assert set(quarantine["source"]) == {"mqtt:plant/+/readings"}
 
-    batch = run_batch(RunConfig(inputs=(str(path),), output=str(tmp_path / "batch"), model_dir=str(small_model_dir)),
-                      ["--runner=DirectRunner"])
+    batch_alerts, batch = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "batch")
     assert counts["records_scored"] == batch["records_scored"]
-    stream_alerts = ds.dataset(out / "alerts", format="parquet").to_table().to_pandas().sort_values("alert_id")
-    batch_alerts = (ds.dataset(tmp_path / "batch" / "alerts", format="parquet").to_table().to_pandas()
-                    .sort_values("alert_id"))
+    stream_alerts = stream_outputs.alerts(out / "alerts")
     assert len(batch_alerts) >= 2
     assert stream_alerts["alert_id"].tolist() == batch_alerts["alert_id"].tolist()
     assert stream_alerts["end"].tolist() == batch_alerts["end"].tolist()

@@ -5,30 +5,12 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
-from seqwatch.pipelines.batch import run_batch
-from seqwatch.pipelines.config import RunConfig
-from seqwatch.schemas.mapping import InputMapping
-
-
-def _summed_counts(out: Path) -> dict:
-    counts = {}
-    for f in (out / "counts").glob("*.json"):
-        for key, value in json.loads(f.read_text()).items():
-            counts[key] = counts.get(key, 0) + value
-    return counts
-
-
-def _alerts(folder) -> pd.DataFrame:
-    return (ds.dataset(folder, format="parquet").to_table().to_pandas()
-            .sort_values("alert_id").reset_index(drop=True))
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +26,6 @@ def long_readings(tmp_path_factory):
     return path, readings
 
 
-def _batch_alerts(path, model_dir, out) -> tuple[pd.DataFrame, dict]:
-    manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir),
-                                   mapping=InputMapping()))
-    return _alerts(out / "alerts"), manifest
-
-
 def _stream_command(model_dir, out, prism_location, *source_args):
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(model_dir), "--output",
             str(out), "--flush-window", "600", *source_args, "--runner=PrismRunner",
@@ -58,32 +34,20 @@ def _stream_command(model_dir, out, prism_location, *source_args):
 
 @pytest.mark.slow
 def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, small_model_dir, prism_location,
-                                                                tmp_path):
+                                                                tmp_path, stream_outputs):
     path, readings = long_readings
     out = tmp_path / "stream"
     # 9,000 s of event time at 250x: the replay lasts ~36 s, so alerts must show up before it ends.
-    log_path = tmp_path / "stream.log"
-    with open(log_path, "w") as log_file:  # a file, not a pipe: Prism logs more than a pipe buffer holds
-        process = subprocess.Popen(_stream_command(small_model_dir, out, prism_location, "--source", "replay",
-                                                   "--input", str(path), "--speed", "250"),
-                                   stdout=log_file, stderr=subprocess.STDOUT, text=True)
-        first_alert_at = None
-        deadline = time.monotonic() + 400
-        while process.poll() is None and time.monotonic() < deadline:
-            if first_alert_at is None and (out / "alerts").exists() and any((out / "alerts").rglob("*.parquet")):
-                first_alert_at = time.monotonic()
-            time.sleep(0.5)
-        finished_at = time.monotonic()
-        if process.poll() is None:
-            process.kill()
-    log = log_path.read_text()
-    assert process.returncode == 0, log[-3000:]
-    assert first_alert_at is not None and finished_at - first_alert_at > 5, "alerts only appeared at the end"
+    returncode, log, ran_on_s = stream_outputs.run_watching_alerts(
+        _stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input", str(path),
+                        "--speed", "250"), out, tmp_path / "stream.log")
+    assert returncode == 0, log[-3000:]
+    assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"
 
-    counts = _summed_counts(out)
+    counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) * 1 == counts["records_scored"] + counts.get("records_quarantined", 0)
-    batch, manifest = _batch_alerts(path, small_model_dir, tmp_path / "batch")
-    stream = _alerts(out / "alerts")
+    batch, manifest = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "batch")
+    stream = stream_outputs.alerts(out / "alerts")
     assert len(batch) >= 2
     assert stream["alert_id"].tolist() == batch["alert_id"].tolist()
     assert (stream["start"] == batch["start"]).all() and (stream["end"] == batch["end"]).all()
@@ -98,7 +62,7 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
 
 @pytest.mark.slow
 def test_kafka_on_prism_reconciles_and_matches_batch(long_readings, small_model_dir, prism_location, kafka_broker,
-                                                     tmp_path):
+                                                     tmp_path, stream_outputs):
     path, readings = long_readings
     kafka_broker.create_topic("pumps", partitions=1)
     producer = kafka_broker.producer()
@@ -122,7 +86,7 @@ def test_kafka_on_prism_reconciles_and_matches_batch(long_readings, small_model_
                                             "pumps", "--start", "earliest", "--stop-after-idle", "8"),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = _summed_counts(out)
+    counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) + 4
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
@@ -137,15 +101,15 @@ def test_kafka_on_prism_reconciles_and_matches_batch(long_readings, small_model_
                                            '{"entity_id": "pump-01", "channel": "flow", "timestamp": "yesterday", '
                                            '"value": 1}'])
     assert (quarantine["raw"] != "").all()  # a broker message cannot be re-read: every record keeps its text
-    batch, _ = _batch_alerts(path, small_model_dir, tmp_path / "batch")
-    stream = _alerts(out / "alerts")
+    batch, _ = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "batch")
+    stream = stream_outputs.alerts(out / "alerts")
     assert stream["alert_id"].tolist() == batch["alert_id"].tolist()
     assert (stream["end"] == batch["end"]).all()
 
 
 @pytest.mark.slow
 def test_pubsub_on_prism_reconciles_and_matches_batch(long_readings, small_model_dir, prism_location,
-                                                      pubsub_emulator, tmp_path):
+                                                      pubsub_emulator, tmp_path, stream_outputs):
     path, readings = long_readings
     topic, subscription = pubsub_emulator.create_subscription("pumps-stream")
     publisher, _ = pubsub_emulator.clients()
@@ -164,20 +128,21 @@ def test_pubsub_on_prism_reconciles_and_matches_batch(long_readings, small_model
                                             "--stop-after-idle", "6", "--max-out-of-orderness", "3600"),
                             capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = _summed_counts(out)
+    counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) + 1
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
     assert quarantine.loc[quarantine["stage"] == "parse", "raw"].tolist() == ["not json at all"]
-    batch, manifest = _batch_alerts(path, small_model_dir, tmp_path / "batch")
-    stream = _alerts(out / "alerts")
+    batch, manifest = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "batch")
+    stream = stream_outputs.alerts(out / "alerts")
     assert counts["records_scored"] == manifest["records_scored"]
     assert stream["alert_id"].tolist() == batch["alert_id"].tolist()
     assert ((stream["peak_score"] - batch["peak_score"]).abs() < 1e-6 * batch["peak_score"]).all()
 
 
 @pytest.mark.slow
-def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_dir, prism_location, tmp_path):
+def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_dir, prism_location, tmp_path,
+                                                     stream_outputs):
     """Replay for ~36 s watching a model root; once the first alert is written, a new version is published
     into the root (as a deployment would: a complete artifact directory appears); later alerts carry it."""
     from seqwatch.models.artifact import load_artifact, save_artifact
@@ -189,30 +154,19 @@ def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_
     retrained.threshold *= 0.98  # a recalibrated model: a new version that still alerts on the same incidents
     staged = save_artifact(retrained, tmp_path / "staging" / "2026-02")
     out = tmp_path / "stream"
-    log_path = tmp_path / "stream.log"
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(_stream_command(root, out, prism_location, "--source", "replay", "--input",
-                                                   str(path), "--speed", "250", "--watch-models", "1"),
-                                   stdout=log_file, stderr=subprocess.STDOUT, text=True)
-        published = None
-        deadline = time.monotonic() + 400
-        while process.poll() is None and time.monotonic() < deadline:
-            if published is None and (out / "alerts").exists() and any((out / "alerts").rglob("*.parquet")):
-                shutil.copytree(staged, root / "2026-02")
-                published = time.monotonic()
-            time.sleep(0.2)
-        if process.poll() is None:
-            process.kill()
-    log = log_path.read_text()
-    assert process.returncode == 0, log[-3000:]
-    assert published is not None and time.monotonic() - published > 5, "the replay ended before the swap"
+    returncode, log, ran_on_s = stream_outputs.run_watching_alerts(
+        _stream_command(root, out, prism_location, "--source", "replay", "--input", str(path), "--speed", "250",
+                        "--watch-models", "1"), out, tmp_path / "stream.log",
+        on_first_alert=lambda: shutil.copytree(staged, root / "2026-02"))
+    assert returncode == 0, log[-3000:]
+    assert ran_on_s is not None and ran_on_s > 5, "the replay ended before the swap"
 
     old = load_artifact(root / "2026-01").model_version
-    alerts = _alerts(out / "alerts").sort_values("start")
+    alerts = stream_outputs.alerts(out / "alerts").sort_values("start")
     assert alerts["model_version"].iloc[0] == old
     assert alerts["model_version"].iloc[-1] == retrained.model_version
     assert set(alerts["model_version"]) == {old, retrained.model_version}
     scores = ds.dataset(out / "scores", format="parquet").to_table(columns=["model_version"]).to_pandas()
     assert set(scores["model_version"]) == {old, retrained.model_version}
-    counts = _summed_counts(out)
+    counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
