@@ -138,8 +138,7 @@ class Seq2SeqDetector:
         cannot fill enough windows in each chronological part."""
         import keras  # keep `import seqwatch.models` free of Keras start-up cost
 
-        from seqwatch.models.builders import FORECAST, RECONSTRUCTION, build_seq2seq
-        from seqwatch.models.training import train_autoencoder
+        from seqwatch.models.builders import build_seq2seq
 
         missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
         if missing:
@@ -148,10 +147,44 @@ class Seq2SeqDetector:
         self.step_us = int(step_us) if step_us else infer_step_us(frame)
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
+        windows, train_values = self._split_windows(frame)
+        self.scaler = ChannelScaler.fit(np.concatenate(train_values))
+        keras.utils.set_random_seed(self.config.training.seed)
+        self.model = build_seq2seq(self.config.architecture, self.window_length, len(self.channels))
+        self._train_and_calibrate(windows, progress, warm_start=False)
+        self.fingerprint = self._fingerprint(frame)
+        return self
+
+    def fine_tune(self, frame: pd.DataFrame, progress: bool = True) -> "Seq2SeqDetector":
+        """Continue training the fitted network on newer normal readings, in place, and recalibrate.
+
+        The frame is split and checked as in ``fit`` (same channels and sampling interval; readings to leave
+        out, such as alerted stretches, are simply not in it). Training starts from the current weights and
+        optimizer state with the configured learning rate and early stopping; the scaler is kept (the weights
+        are only meaningful in its units); the scorer, tail, threshold and intervals are refitted on the new
+        validation and calibration parts, exactly as ``fit`` fits them. Returns ``self``. Raises
+        ``InsufficientDataError`` (and changes nothing) when a part fills fewer than 20 windows."""
+        if not self.is_fitted:
+            raise RuntimeError("the detector is not fitted: call fit() or load an artifact before fine_tune()")
+        missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"training data lacks columns {sorted(missing)}")
+        if frame.empty:
+            raise InsufficientDataError("the fine-tuning data hold no readings")
+        self.check_compatible(set(map(str, frame["channel"].unique())))
+        windows, _ = self._split_windows(frame)
+        self._train_and_calibrate(windows, progress, warm_start=True)
+        self.fingerprint = self._fingerprint(frame)
+        self.metrics["fine_tunes"] = int(self.metrics.get("fine_tunes", 0)) + 1
+        return self
+
+    def _split_windows(self, frame: pd.DataFrame) -> tuple[dict, list]:
+        """Each entity's grid cut chronologically into train/validation/calibration windows of
+        ``length + horizon`` steps; also the present training rows of each entity (for the scaler). Raises
+        ``InsufficientDataError`` when a part fills fewer than 20 windows."""
         cfg = self.config
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         grids = entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap)
-
         parts = {"train": [], "validation": [], "calibration": []}
         train_values = []
         for grid in grids.values():
@@ -162,14 +195,23 @@ class Seq2SeqDetector:
             for name, (lo, hi) in bounds.items():
                 parts[name].append(_segment_windows(grid, lo, hi, length + horizon, cfg.training.training_stride))
             train_values.append(grid.values[:cut_val][grid.present[:cut_val]])
-        windows = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        empty = np.zeros((0, length + horizon, len(self.channels)))
+        windows = {name: np.concatenate(chunks) if chunks else empty for name, chunks in parts.items()}
         for name, w in windows.items():
             if len(w) < 20:
                 raise InsufficientDataError(
                     f"the {name} part of the training data fills only {len(w)} windows of {length + horizon} steps "
                     f"(need >= 20): supply more normal history or a shorter window")
+        return windows, train_values
 
-        self.scaler = ChannelScaler.fit(np.concatenate(train_values))
+    def _train_and_calibrate(self, windows: dict, progress: bool, warm_start: bool) -> None:
+        """Train ``self.model`` on the train windows (from its current weights when ``warm_start``), then fit
+        the scorer on the validation windows and the tail, threshold and intervals on the calibration windows."""
+        from seqwatch.models.builders import FORECAST, RECONSTRUCTION
+        from seqwatch.models.training import train_autoencoder
+
+        cfg = self.config
+        length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         scaled = {name: self.scaler.transform(w) for name, w in windows.items()}
 
         def split_xy(w):
@@ -178,33 +220,33 @@ class Seq2SeqDetector:
                 targets[FORECAST] = w[:, length:]
             return w[:, :length], targets
 
-        keras.utils.set_random_seed(cfg.training.seed)
-        self.model = build_seq2seq(cfg.architecture, length, len(self.channels))
         x_train, y_train = split_xy(scaled["train"])
         x_val, y_val = split_xy(scaled["validation"])
         if progress:
-            sys.stderr.write(f"training {self.model.name} on {len(x_train)} windows "
-                             f"({len(x_val)} for validation, {len(scaled['calibration'])} for calibration)\n")
-        self.history = train_autoencoder(self.model, x_train, y_train, x_val, y_val, cfg.training, progress)
+            sys.stderr.write(f"{'fine-tuning' if warm_start else 'training'} {self.model.name} on {len(x_train)} "
+                             f"windows ({len(x_val)} for validation, {len(scaled['calibration'])} for calibration)\n")
+        with self._predict_lock:
+            self.history = train_autoencoder(self.model, x_train, y_train, x_val, y_val, cfg.training, progress,
+                                             keep_optimizer=warm_start)
 
         # Score distribution of normal windows: fitted on validation, threshold on calibration.
         sc = cfg.scoring
         val_recon, _ = self._predict_scaled(x_val)
         val_errors = reconstruction_errors(x_val, val_recon)
         floor = () if sc.error_floor_quantile is None else error_floor(x_val, val_errors, sc.error_floor_quantile)
-        self.scorer = MahalanobisScorer.fit(window_error_features(val_errors, floor), one_sided=sc.one_sided,
-                                            error_floor=floor)
+        scorer = MahalanobisScorer.fit(window_error_features(val_errors, floor), one_sided=sc.one_sided,
+                                       error_floor=floor)
         x_cal, y_cal = split_xy(scaled["calibration"])
         cal_recon, cal_forecast = self._predict_scaled(x_cal)
-        cal_scores, _ = self.scorer.score(window_error_features(reconstruction_errors(x_cal, cal_recon), floor))
+        cal_scores, _ = scorer.score(window_error_features(reconstruction_errors(x_cal, cal_recon), floor))
+        self.scorer = scorer
         self.tail = TailCalibration.fit(cal_scores, sc.pot_initial_quantile)
         self.threshold = fit_threshold(cal_scores, sc)
         if horizon:
             truth = windows["calibration"][:, length:]
             self.intervals = ConformalIntervals.fit(self.scaler.inverse_transform(cal_forecast) - truth,
                                                     sc.interval_coverage)
-
-        self.fingerprint = self._fingerprint(frame)
+        previous = self.metrics
         self.metrics = {
             "windows": {name: int(len(w)) for name, w in windows.items()},
             "epochs_run": len(self.history.get("loss", [])),
@@ -214,7 +256,8 @@ class Seq2SeqDetector:
                                             for q in ("0.5", "0.9", "0.99")},
             "calibration_false_alarm_rate": float(np.mean(cal_scores > self.threshold)),
         }
-        return self
+        if warm_start and "fine_tunes" in previous:
+            self.metrics["fine_tunes"] = previous["fine_tunes"]
 
     @staticmethod
     def _fingerprint(frame: pd.DataFrame) -> str:

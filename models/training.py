@@ -37,12 +37,18 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 def train_autoencoder(model: keras.Model, x_train: np.ndarray, y_train: dict, x_val: np.ndarray, y_val: dict,
-                      config: TrainingConfig, progress: bool = True) -> dict:
-    """Fit ``model`` in place; returns the Keras history (per-epoch losses and learning rates)."""
+                      config: TrainingConfig, progress: bool = True, keep_optimizer: bool = False) -> dict:
+    """Fit ``model`` in place; returns the Keras history (per-epoch losses and learning rates).
+
+    ``keep_optimizer`` (fine-tuning): a model that is already compiled keeps its optimizer state and compiled
+    training step, with the learning rate reset to the configured one; recompiling would retrace the step."""
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"need training and validation windows, got {len(x_train)} and {len(x_val)}")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, clipnorm=config.clipnorm),
-                  loss={name: "mse" for name in y_train})
+    if keep_optimizer and getattr(model, "optimizer", None) is not None and model.compiled:
+        model.optimizer.learning_rate.assign(config.learning_rate)
+    else:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, clipnorm=config.clipnorm),
+                      loss={name: "mse" for name in y_train})
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, config.patience // 2),
