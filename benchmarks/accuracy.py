@@ -144,11 +144,14 @@ def _console_summary(results: dict, total: float) -> str:
     lines = [f"accuracy benchmarks finished in {total / 60:.1f} min"]
     if "nab" in results:
         r = results["nab"]["results"]
-        lines.append("NAB normalised (alert starts) standard/lowFP/lowFN: " + " / ".join(
-            f"{r['alert_starts'][p]['normalized']:.1f}" for p in ("standard", "reward_low_FP_rate",
-                                                                  "reward_low_FN_rate"))
-                     + "; per row: " + " / ".join(f"{r['per_row'][p]['normalized']:.1f}"
-                                                  for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")))
+        profiles = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+        for name, label in (("fine_tuning_alert_starts", "NAB with online fine-tuning"),
+                            ("alert_starts", "NAB, probationary period only")):
+            if name in r:
+                per_row = name.replace("alert_starts", "per_row")
+                lines.append(f"{label}, normalised (alert starts) standard/lowFP/lowFN: "
+                             + " / ".join(f"{r[name][p]['normalized']:.1f}" for p in profiles)
+                             + "; per row: " + " / ".join(f"{r[per_row][p]['normalized']:.1f}" for p in profiles))
     if "skab" in results:
         for key in ("per_file_400", "anomaly_free"):
             s = results["skab"]["results"][key]
