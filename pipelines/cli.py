@@ -72,34 +72,89 @@ def _read_training_frame(args):
     return frame, paths, rejected
 
 
-def cmd_train(args) -> int:
-    from seqwatch.models.artifact import save_artifact
+# Model shape flags of ``train``: their defaults, applied when not warm-starting (a warm start keeps the model's).
+SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 32, "dropout": 0.0, "horizon": 0,
+                  "window": 64, "stride": 16, "max_gap": 3}
+TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
+
+
+def _new_config(args):
     from seqwatch.models.config import ArchitectureConfig, DetectorConfig, ScoringConfig, TrainingConfig, WindowConfig
-    from seqwatch.models.detector import InsufficientDataError, Seq2SeqDetector
+
+    v = {name: default if getattr(args, name) is None else getattr(args, name)
+         for name, default in {**SHAPE_DEFAULTS, **TRAINING_DEFAULTS}.items()}
+    return DetectorConfig(
+        ArchitectureConfig(cell=v["cell"], bidirectional=v["bidirectional"], layers=v["layers"], units=v["units"],
+                           dropout=v["dropout"], forecast_horizon=v["horizon"]),
+        WindowConfig(length=v["window"], stride=v["stride"], max_gap=v["max_gap"]),
+        TrainingConfig(epochs=v["epochs"], batch_size=v["batch_size"], seed=v["seed"]),
+        ScoringConfig(threshold_method=v["threshold"], interval_coverage=v["coverage"]))
+
+
+def _warm_start_config(args, config):
+    """The model's own config with the training and threshold flags that were given."""
+    import dataclasses
+
+    shape = [f"--{name.replace('_', '-')}" for name in SHAPE_DEFAULTS if getattr(args, name) not in (None, False)]
+    if shape:
+        raise CliError(f"--warm-start continues the model's own architecture and window, so {', '.join(shape)} "
+                       "cannot be given with it")
+    training = {k: getattr(args, a) for k, a in (("epochs", "epochs"), ("batch_size", "batch_size"), ("seed", "seed"))
+                if getattr(args, a) is not None}
+    scoring = {k: getattr(args, a) for k, a in (("threshold_method", "threshold"), ("interval_coverage", "coverage"))
+               if getattr(args, a) is not None}
+    return dataclasses.replace(config, training=dataclasses.replace(config.training, **training),
+                               scoring=dataclasses.replace(config.scoring, **scoring))
+
+
+def cmd_train(args) -> int:
+    from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
+    from seqwatch.models.detector import InsufficientDataError, ModelMismatchError, Seq2SeqDetector
     from seqwatch.pipelines.report import write_training_report
 
+    if args.exclude_alerts and not args.warm_start:
+        raise CliError("--exclude-alerts applies to --warm-start (fine-tuning on recent readings); a first model "
+                       "is trained on readings known to be normal")
     try:
-        config = DetectorConfig(
-            ArchitectureConfig(cell=args.cell, bidirectional=args.bidirectional, layers=args.layers, units=args.units,
-                               dropout=args.dropout, forecast_horizon=args.horizon),
-            WindowConfig(length=args.window, stride=args.stride, max_gap=args.max_gap),
-            TrainingConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
-            ScoringConfig(threshold_method=args.threshold, interval_coverage=args.coverage))
+        if args.warm_start:
+            detector = load_artifact(args.warm_start)
+            detector.config = _warm_start_config(args, detector.config)
+        else:
+            detector = Seq2SeqDetector(_new_config(args), model_id=args.model_id)
+    except ArtifactError as exc:
+        raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
     frame, paths, rejected = _read_training_frame(args)
+    left_out = 0
+    if args.exclude_alerts:
+        from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted
+        frame, left_out = leave_out_alerted(frame, alert_spans(args.exclude_alerts))
     channels = tuple(args.channel) if args.channel else None
-    print(f"training on {len(frame)} readings from {len(paths)} file(s) ({rejected} rejected rows skipped)",
-          file=sys.stderr)
+    print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
+          f"({rejected} rejected rows skipped" + (f", {left_out} inside alerts left out" if args.exclude_alerts
+                                                   else "") + ")", file=sys.stderr)
     try:
-        detector = Seq2SeqDetector(config, model_id=args.model_id).fit(frame, channels=channels)
-    except (InsufficientDataError, ValueError) as exc:
+        if args.warm_start:
+            if channels and set(channels) != set(detector.channels):
+                raise CliError(f"--warm-start continues a model of channels {list(detector.channels)}; "
+                               f"--channel {' '.join(channels)} differs")
+            detector.fine_tune(frame[frame["channel"].isin(detector.channels)])
+        else:
+            detector.fit(frame, channels=channels)
+    except (InsufficientDataError, ModelMismatchError) as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
         raise CliError(str(exc)) from None
     out = save_artifact(detector, args.model_dir)
     report = write_training_report(detector, out)
-    print(json.dumps({"model_dir": str(out), "model_version": detector.model_version,
-                      "channels": list(detector.channels), "step_seconds": detector.step_us / 1e6,
-                      "threshold": round(detector.threshold, 4), "report": str(report)}, indent=1))
+    summary = {"model_dir": str(out), "model_version": detector.model_version,
+               "channels": list(detector.channels), "step_seconds": detector.step_us / 1e6,
+               "threshold": round(detector.threshold, 4), "report": str(report)}
+    if args.warm_start:
+        summary.update({"warm_start": str(args.warm_start), "fine_tunes": detector.metrics.get("fine_tunes", 0),
+                        "left_out_in_alerts": left_out})
+    print(json.dumps(summary, indent=1))
     return 0
 
 
@@ -215,20 +270,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-dir", required=True, help="where to write the model artifact")
     train.add_argument("--model-id", default="seqwatch")
     train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
-    train.add_argument("--cell", choices=("lstm", "gru"), default="lstm")
-    train.add_argument("--bidirectional", action="store_true")
-    train.add_argument("--layers", type=int, default=1)
-    train.add_argument("--units", type=int, default=32)
-    train.add_argument("--dropout", type=float, default=0.0)
-    train.add_argument("--horizon", type=int, default=0, help="forecast steps (0: no forecasting head)")
-    train.add_argument("--window", type=int, default=64)
-    train.add_argument("--stride", type=int, default=16)
-    train.add_argument("--max-gap", type=int, default=3)
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--seed", type=int, default=7)
-    train.add_argument("--threshold", choices=("pot", "quantile"), default="pot")
-    train.add_argument("--coverage", type=float, default=0.9, help="forecast interval coverage")
+    train.add_argument("--warm-start", metavar="MODEL_DIR",
+                       help="fine-tune this model (an artifact or a model root's newest version) on the input "
+                            "instead of training a new one: same architecture, window and scaler")
+    train.add_argument("--exclude-alerts", metavar="RUN_OUTPUT",
+                       help="with --warm-start: leave out the readings inside the alerts of this run's output folder")
+    train.add_argument("--cell", choices=("lstm", "gru"), help="default lstm; not with --warm-start")
+    train.add_argument("--bidirectional", action="store_true", default=None, help="not with --warm-start")
+    train.add_argument("--layers", type=int, help="default 1; not with --warm-start")
+    train.add_argument("--units", type=int, help="default 32; not with --warm-start")
+    train.add_argument("--dropout", type=float, help="default 0; not with --warm-start")
+    train.add_argument("--horizon", type=int, help="forecast steps (default 0: no forecasting head); not with "
+                                                   "--warm-start")
+    train.add_argument("--window", type=int, help="default 64; not with --warm-start")
+    train.add_argument("--stride", type=int, help="default 16; not with --warm-start")
+    train.add_argument("--max-gap", type=int, help="default 3; not with --warm-start")
+    train.add_argument("--epochs", type=int, help="default 30 (with --warm-start: the model's)")
+    train.add_argument("--batch-size", type=int, help="default 128 (with --warm-start: the model's)")
+    train.add_argument("--seed", type=int, help="default 7 (with --warm-start: the model's)")
+    train.add_argument("--threshold", choices=("pot", "quantile"), help="default pot (with --warm-start: the model's)")
+    train.add_argument("--coverage", type=float, help="forecast interval coverage, default 0.9 (with --warm-start: "
+                                                      "the model's)")
 
     run = sub.add_parser("run", help="score files with a model: the batch pipeline")
     _add_input_args(run)

@@ -168,6 +168,42 @@ def test_nab_alert_start_detections_feed_the_nab_scorer():
     assert result.files["f"].n_detected_windows == 1 and result.fp == 1
 
 
+def test_nab_fine_tuning_points_and_left_out_rows_worked_by_hand():
+    assert nab.training_rows(4032) == 604
+    assert nab.fine_tuning_points(4032) == [1208, 1812, 2416, 3020, 3624]  # every P rows after the first P
+    assert nab.fine_tuning_points(1100) == [330, 495, 660, 825, 990]  # P = 165; none at or after the last row
+    anomaly = np.zeros(12)
+    anomaly[5], anomaly[9], anomaly[11] = 0.3, 0.31, 0.29
+    # windows of 3 rows ending at rows 5 and 9 reached the level: rows 3-5 and 7-9 are left out, not row 11's
+    assert np.flatnonzero(nab.alerted_rows(anomaly, 0.3, 3)).tolist() == [3, 4, 5, 7, 8, 9]
+
+
+@pytest.mark.slow
+def test_nab_fine_tuning_is_causal_and_uses_the_detectors_fine_tune():
+    """Changing rows from r on changes no anomaly score before r: a model fine-tuned at a point has seen only
+    earlier rows, and which rows it leaves out depends only on earlier scores."""
+    n = 1500
+    times = pd.date_range("2020-01-01", periods=n, freq="5min").to_numpy()
+    rng = np.random.default_rng(3)
+    values = np.sin(np.arange(n) * 2 * np.pi / 48) + 0.1 * rng.standard_normal(n)
+    changed = values.copy()
+    r = 700
+    changed[r:] += np.where(np.arange(n - r) % 97 < 10, 5.0, 0.0)  # bursts from row r on
+    config = nab.nab_config(quick=True)
+    out = []
+    for v in (values, changed):
+        f = nab.NabFile("f", times, v, [])
+        first = nab.score_file(f, config)
+        out.append((first, nab.score_file_fine_tuning(f, config, first)))
+    (first_a, tuned_a), (first_b, tuned_b) = out
+    points = nab.fine_tuning_points(n)
+    assert points == [450, 675, 900, 1125, 1350] and tuned_a.fine_tunes == len(points) and tuned_a.skipped == 0
+    np.testing.assert_array_equal(tuned_a.anomaly[:points[0]], first_a.anomaly[:points[0]])
+    assert not np.array_equal(tuned_a.anomaly[points[0]:], first_a.anomaly[points[0]:])  # the models did change
+    np.testing.assert_array_equal(tuned_a.anomaly[:r], tuned_b.anomaly[:r])
+    assert not np.array_equal(tuned_a.anomaly[r:], tuned_b.anomaly[r:])
+
+
 # ------------------------------------------------------------------------------------------------------ SKAB
 def test_skab_split_keeps_test_rows_out_of_training():
     files = skab.load_files(data("skab"))

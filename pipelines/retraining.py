@@ -1,0 +1,64 @@
+"""Readings to fine-tune a model on: recent history minus the stretches a run alerted on.
+
+``seqwatch train --warm-start`` continues training a deployed model on newer readings (``Seq2SeqDetector.
+fine_tune``). Those readings should be normal; a scheduled retraining job usually has a seqwatch run over the
+same period, and its alerts say which stretches were not. ``alert_spans`` reads them from a run's output
+folder (``alerts/**/*.parquet``, the settled alerts) and ``leave_out_alerted`` drops every reading of an entity
+that falls inside one of its alerts, ends included.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def alert_spans(output_dir: str | Path) -> pd.DataFrame:
+    """``entity_id, start_us, end_us`` of every settled alert of a run's output folder (empty when the run
+    raised none). Raises FileNotFoundError with one sentence when the folder is not a run output."""
+    import pyarrow.parquet as pq
+
+    root = Path(output_dir)
+    if not (root / "manifest.json").is_file() and not (root / "alerts").is_dir():
+        raise FileNotFoundError(f"{root} is not the output folder of a seqwatch run (no manifest.json or alerts/)")
+    files = sorted((root / "alerts").rglob("*.parquet")) if (root / "alerts").is_dir() else []
+    columns = ["entity_id", "start", "end"]
+    tables = [pq.read_table(f, columns=columns) for f in files]
+    if not tables:
+        return pd.DataFrame({"entity_id": pd.Series(dtype=object), "start_us": pd.Series(dtype=np.int64),
+                             "end_us": pd.Series(dtype=np.int64)})
+    alerts = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return pd.DataFrame({"entity_id": alerts["entity_id"].astype(str),
+                         "start_us": _micros(alerts["start"]), "end_us": _micros(alerts["end"])})
+
+
+def _micros(timestamps: pd.Series) -> np.ndarray:
+    """µs since the epoch of int µs or datetime values (naive ones are UTC)."""
+    if pd.api.types.is_datetime64_any_dtype(timestamps):
+        ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
+        return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+    return timestamps.to_numpy(dtype=np.int64)
+
+
+def leave_out_alerted(frame: pd.DataFrame, spans: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``frame`` (long format) without the readings inside an alert of their entity; also how many were left
+    out."""
+    if spans.empty or frame.empty:
+        return frame, 0
+    ts = _micros(frame["timestamp"])
+    entities = frame["entity_id"].astype(str).to_numpy()
+    inside = np.zeros(len(frame), dtype=bool)
+    for entity, part in spans.groupby("entity_id", sort=False):
+        rows = np.flatnonzero(entities == entity)
+        if rows.size == 0:
+            continue
+        starts = part["start_us"].to_numpy(dtype=np.int64)
+        ends = part["end_us"].to_numpy(dtype=np.int64)
+        order = np.argsort(starts)
+        starts, ends = starts[order], np.maximum.accumulate(ends[order])
+        # the latest alert starting at or before each reading covers it when it has not ended before it
+        k = np.searchsorted(starts, ts[rows], side="right") - 1
+        covered = (k >= 0) & (ts[rows] <= ends[np.maximum(k, 0)])
+        inside[rows[covered]] = True
+    return frame[~inside].reset_index(drop=True), int(inside.sum())

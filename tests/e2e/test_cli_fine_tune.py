@@ -1,0 +1,87 @@
+"""``seqwatch train --warm-start``: a scheduled job fine-tunes the deployed model on recent readings, minus the
+stretches a run alerted on, and writes a new version into the model root that running jobs switch to."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.models.artifact import load_artifact, model_versions
+from seqwatch.models.synthetic import generate_sensor_data
+
+STEP_SECONDS = 10  # the sampling interval of the session model (tests/conftest.py)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_fine_tune_on_recent_readings_leaving_out_alerted_stretches(small_model_dir, wide_csv, tmp_path):
+    root = tmp_path / "models" / "pumps"
+    shutil.copytree(small_model_dir, root / "v1")
+    recent, labels = generate_sensor_data(n_entities=2, n_steps=1500, step_seconds=STEP_SECONDS,
+                                          anomalies_per_entity=2, seed=202)
+    for entity, part in recent.groupby("entity_id"):
+        wide_csv(part, tmp_path / "recent" / f"{entity}.csv")
+    inputs = str(tmp_path / "recent" / "*.csv")
+    run = _cli("run", "--input", inputs, "--format", "wide", "--model-dir", str(root), "--output",
+               str(tmp_path / "out"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    alerts = pd.concat([pq.read_table(p).to_pandas() for p in (tmp_path / "out" / "alerts").rglob("*.parquet")])
+    assert len(alerts) >= 2
+
+    result = _cli("train", "--warm-start", str(root), "--input", inputs, "--format", "wide",
+                  "--exclude-alerts", str(tmp_path / "out"), "--model-dir", str(root / "v2"), "--epochs", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+
+    # Readings inside an alert of their entity, counted here one alert at a time; overlapping alerts count a
+    # reading once.
+    covered = set()
+    for a in alerts.itertuples():
+        part = recent[(recent["entity_id"] == a.entity_id)]
+        part = part[(part["timestamp"] >= a.start) & (part["timestamp"] <= a.end)]
+        covered.update(zip(part["entity_id"], part["channel"], part["timestamp"]))
+    assert summary["left_out_in_alerts"] == len(covered) > 0
+    assert f"{len(covered)} inside alerts left out" in result.stderr
+    assert "fine-tuning" in result.stderr and "epoch   1" in result.stderr
+
+    old, new = load_artifact(root / "v1"), load_artifact(root)
+    assert [p.name for p in model_versions(root)] == ["v1", "v2"]  # the root now stands for the new version
+    assert summary["model_version"] == new.model_version != old.model_version
+    assert summary["fine_tunes"] == new.metrics["fine_tunes"] == 1
+    assert new.scaler == old.scaler and new.channels == old.channels and new.step_us == old.step_us
+    assert new.config.architecture == old.config.architecture and new.config.window == old.config.window
+    assert new.config.training.epochs == 3 and len(new.history["loss"]) <= 3
+    windows = np.zeros((2, new.window_length, len(new.channels))) + np.asarray(old.scaler.mean)
+    assert not np.array_equal(new.score_windows(windows).score, old.score_windows(windows).score)
+
+
+@pytest.mark.slow
+def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path):
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=300, step_seconds=STEP_SECONDS, seed=3)
+    wide_csv(readings, tmp_path / "recent" / "pump-01.csv")
+    base = ["train", "--input", str(tmp_path / "recent" / "*.csv"), "--format", "wide", "--model-dir",
+            str(tmp_path / "m")]
+    cases = [
+        (base + ["--warm-start", str(small_model_dir), "--units", "8", "--window", "32"],
+         "--warm-start continues the model's own architecture and window, so --units, --window cannot be given"),
+        (base + ["--exclude-alerts", str(tmp_path)], "--exclude-alerts applies to --warm-start"),
+        (base + ["--warm-start", str(tmp_path / "nomodel")], "does not exist"),
+        (base + ["--warm-start", str(small_model_dir), "--exclude-alerts", str(tmp_path / "recent")],
+         "is not the output folder of a seqwatch run"),
+        (base + ["--warm-start", str(small_model_dir), "--channel", "flow"],
+         "--warm-start continues a model of channels"),
+    ]
+    for args, message in cases:
+        result = _cli(*args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert message in lines[-1], (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,121 @@
+"""Online fine-tuning: ``Seq2SeqDetector.fine_tune`` continues training a fitted model on newer normal readings,
+from its current weights, and recalibrates it; it refuses data that do not fit and then changes nothing."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqwatch.models.artifact import load_artifact, save_artifact
+from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+from seqwatch.models.detector import InsufficientDataError, ModelMismatchError, Seq2SeqDetector
+from seqwatch.models.synthetic import generate_sensor_data
+
+CHANNELS = ("flow", "temperature")
+CONFIG = DetectorConfig(ArchitectureConfig(cell="gru", units=8), WindowConfig(length=8, stride=2),
+                        TrainingConfig(epochs=8, batch_size=64, training_stride=2, patience=3))
+
+
+def _readings(n_steps: int, seed: int) -> pd.DataFrame:
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=n_steps, seed=seed)
+    return readings[readings["channel"].isin(CHANNELS)].reset_index(drop=True)
+
+
+def _after_a_lasting_change(readings: pd.DataFrame) -> pd.DataFrame:
+    """The same machine after a lasting change: its flow swings three times as far from its mean as it did in
+    training (a new pump curve), which the model trained before has never seen."""
+    out = readings.copy()
+    flow = out["channel"] == "flow"
+    out.loc[flow, "value"] = 100 + 3.0 * (out.loc[flow, "value"] - 100)
+    return out
+
+
+def _windows(readings: pd.DataFrame) -> np.ndarray:
+    wide = readings.pivot(index="timestamp", columns="channel", values="value")[list(CHANNELS)].to_numpy()
+    starts = np.arange(0, len(wide) - 8 + 1, 4)
+    return np.stack([wide[s:s + 8] for s in starts])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return Seq2SeqDetector(CONFIG).fit(_readings(700, seed=5), channels=CHANNELS, progress=False)
+
+
+def _copy(detector: Seq2SeqDetector, tmp_path) -> Seq2SeqDetector:
+    return load_artifact(save_artifact(detector, tmp_path / "copy"))
+
+
+def test_fine_tuning_learns_a_lasting_change_and_keeps_the_scaler(fitted, tmp_path):
+    detector = _copy(fitted, tmp_path)
+    normal = _readings(1400, seed=6)
+    changed = _after_a_lasting_change(normal)
+    times = np.sort(changed["timestamp"].unique())
+    recent, later = changed[changed["timestamp"] < times[700]], changed[changed["timestamp"] >= times[700]]
+    held_out = _windows(later)
+    before = detector.score_windows(held_out)
+    unchanged = detector.score_windows(_windows(normal[normal["timestamp"] >= times[700]]))
+    scaler = detector.scaler
+    weights = [w.copy() for w in detector.model.get_weights()]
+
+    assert detector.fine_tune(recent, progress=False) is detector
+    after = detector.score_windows(held_out)
+    # Before: most windows of the changed machine alarm; after fine-tuning on its first 700 steps, its later
+    # windows (not trained on) look normal to the recalibrated model.
+    assert unchanged.is_anomaly.mean() < 0.05
+    assert before.is_anomaly.mean() > 0.9
+    assert after.is_anomaly.mean() < 0.05
+    assert detector.scaler == scaler
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, detector.model.get_weights()))
+    assert detector.metrics["fine_tunes"] == 1
+    assert detector.fingerprint != fitted.fingerprint
+
+
+def test_fine_tuning_starts_from_the_current_weights(fitted, tmp_path):
+    detector = _copy(fitted, tmp_path)
+    same = _readings(700, seed=5)
+    # On the data it was fitted on, the first fine-tuning epoch starts near where fitting ended, far below the
+    # first epoch of a model trained from scratch.
+    detector.fine_tune(same, progress=False)
+    assert detector.history["loss"][0] < 0.5 * fitted.history["loss"][0]
+    assert detector.history["loss"][0] < 1.5 * min(fitted.history["loss"])
+
+
+def test_fine_tuning_keeps_the_compiled_training_step(fitted, tmp_path):
+    detector = _copy(fitted, tmp_path)
+    recent = _readings(700, seed=7)
+    detector.fine_tune(recent, progress=False)
+    step = detector.model.train_function
+    detector.fine_tune(recent, progress=False)
+    assert detector.model.train_function is step  # no retrace: a fine-tuning costs its epochs only
+    assert detector.metrics["fine_tunes"] == 2
+
+
+def test_data_that_do_not_fit_are_refused_and_change_nothing(fitted, tmp_path):
+    detector = _copy(fitted, tmp_path)
+    weights = [w.copy() for w in detector.model.get_weights()]
+    threshold, metrics = detector.threshold, dict(detector.metrics)
+    short = _readings(60, seed=8)
+    with pytest.raises(InsufficientDataError, match=r"fills only \d+ windows of 8 steps \(need >= 20\)"):
+        detector.fine_tune(short, progress=False)
+    with pytest.raises(InsufficientDataError, match="hold no readings"):
+        detector.fine_tune(short.iloc[:0], progress=False)
+    other = _readings(700, seed=8)
+    other = other[other["channel"] == "flow"]
+    with pytest.raises(ModelMismatchError, match=r"expects channels \['flow', 'temperature'\], but the data lack "
+                                                  r"\['temperature'\]"):
+        detector.fine_tune(other, progress=False)
+    for a, b in zip(weights, detector.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert detector.threshold == threshold and detector.metrics == metrics
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Seq2SeqDetector(CONFIG).fine_tune(short, progress=False)
+
+
+def test_a_fine_tuned_model_saves_and_loads_and_fine_tunes_again(fitted, tmp_path):
+    detector = _copy(fitted, tmp_path)
+    detector.fine_tune(_readings(700, seed=9), progress=False)
+    windows = _windows(_readings(200, seed=10))
+    saved = save_artifact(detector, tmp_path / "tuned")
+    loaded = load_artifact(saved)
+    np.testing.assert_array_equal(detector.score_windows(windows).score, loaded.score_windows(windows).score)
+    assert loaded.metrics["fine_tunes"] == 1 and loaded.model_version != fitted.model_version
+    loaded.fine_tune(_readings(700, seed=11), progress=False)  # a loaded model has no optimizer yet: compiled here
+    assert loaded.metrics["fine_tunes"] == 2
