@@ -35,6 +35,9 @@ bench-models: $(STAMP)
 bench-speed: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
+bench-csv: $(STAMP)
+	$(BIN)/python benchmarks/csv_parse.py
+
 bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py
 

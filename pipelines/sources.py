@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 
+from seqwatch.pipelines.csv_blocks import byte_chunks, data_start, split_chunk
 from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, parse_rows, raw_json, sniff_separator, split_lines
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
@@ -236,6 +237,46 @@ class FileReader:
             yield from self._csv_chunks(path, layout, self.mapping.sep or sep)
 
     def _csv_chunks(self, path: str, layout: FileLayout, sep: str):
+        """Chunks of a CSV file: read as bytes, with clean chunks split by Arrow (``csv_blocks``), for files in
+        the ``auto`` encoding whose header ends within the first block; other files line by line."""
+        with FileSystems.open(path) as stream:
+            head = stream.read(_BLOCK)
+            start = data_start(head, _sep_hint, decode_line) if detect_encoding(head) == "auto" else None
+            if start is not None:
+                yield from self._csv_byte_chunks(path, layout, sep, stream, head[start[0]:], start[1])
+                return
+        yield from self._csv_line_chunks(path, layout, sep)
+
+    def _csv_byte_chunks(self, path: str, layout: FileLayout, sep: str, stream, rest: bytes, number: int):
+        chunks = 0
+        for chunk in byte_chunks(stream, rest, self.chunk_rows):
+            split = split_chunk(chunk, sep, len(layout.header))
+            if split is None:  # the whole chunk line by line
+                pieces, indices = list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b"")), None
+            else:
+                pieces, indices = split.odd, split.odd_index
+            lines, numbers = [], []
+            for k, piece in enumerate(pieces):
+                line = decode_line(piece).rstrip("\r\n")
+                if line.strip() and line.replace(sep, "").strip():
+                    lines.append(line)
+                    numbers.append(number + (k if indices is None else int(indices[k])))
+            if lines:  # the odd lines first, so malformed rows lead the quarantine as they do line by line
+                chunks += 1
+                yield self._parse_csv_lines(path, layout, sep, lines, numbers)
+            if split is not None and split.clean_index.size:
+                columns = {name: pd.Series(values, dtype=object, copy=False)
+                           for name, values in zip(layout.header, split.columns)}
+                batch, bad = parse_rows(columns, number + split.clean_index.astype(np.int64),
+                                        lambda i, c=split.clean, a=split.starts, b=split.ends: c[a[i]:b[i]].decode(),
+                                        path, layout, self.mapping, self.run_id)
+                chunks += 1
+                yield batch, bad, split.clean_index.size * layout.readings_per_row
+            number += len(pieces) if split is None else split.lines
+        if not chunks:  # a header-only file still reports its count of 0
+            yield self._parse_csv_lines(path, layout, sep, [], [])
+
+    def _csv_line_chunks(self, path: str, layout: FileLayout, sep: str):
         with open_text(path) as f:
             lines, numbers, chunks = [], [], 0
             for number, line in _data_lines(f):

@@ -1,0 +1,167 @@
+"""A CSV file's data lines in chunks of bytes, the clean lines split into fields by Arrow.
+
+seqwatch's line reader (``sources.FileReader``) handles every oddity of a text file one line at a time: mixed
+encodings, quoting, blank and separator-only lines, rows with the wrong number of fields, binary junk, lone
+``\\r`` line ends. That costs about 4-5 µs per line in Python. Most lines of most files have none of that, and
+for them this module does the same work in bulk:
+
+- ``data_start`` finds where the data lines begin (after blank lines, an Excel ``sep=`` line and the header),
+  with the line reader's rules and line numbering;
+- ``byte_chunks`` cuts the rest into chunks of ``chunk_lines`` lines (at ``\\n``);
+- ``split_chunk`` sorts a chunk's lines with numpy into *clean* ones, split into fields by Arrow's CSV reader,
+  and *odd* ones, which the line reader takes one by one as before. A clean line is valid UTF-8, holds no quote
+  character and no control byte but tab, has exactly the header's number of fields and at least one ASCII
+  character that is neither blank nor a separator. The line reader would split such a line with ``str.split``
+  and skip none of them, so both give the same fields, raw text and line number. A chunk with a lone ``\\r``
+  line end goes line by line as a whole (the line reader counts it as a line end).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+
+
+def data_start(head: bytes, is_sep_hint, decode) -> tuple[int, int] | None:
+    """``(byte offset, line number)`` of the first line after the header in ``head`` (a file's first bytes,
+    ``auto`` encoding), skipping blank lines and an Excel ``sep=`` line before the header as the line reader
+    does; None when ``head`` does not reach the end of the header line."""
+    seen_hint = False
+    number = 0
+    position = 0
+    for match in _NEWLINES.finditer(head):
+        if match.end() == len(head) and match.group() == b"\r":
+            return None  # maybe the first half of "\r\n"
+        number += 1
+        line = decode(head[position:match.start()])
+        position = match.end()
+        if not line.strip():
+            continue
+        if not seen_hint and is_sep_hint(line):
+            seen_hint = True
+            continue
+        return position, number + 1
+    return None
+
+
+def byte_chunks(stream, start: bytes, chunk_lines: int, block: int = 1 << 20):
+    """Chunks of ``chunk_lines`` lines (the last one shorter) of ``start`` followed by the rest of ``stream``;
+    each ends right after a ``\\n`` except the file's last."""
+    buffer, eof = bytes(start), False
+    while True:
+        newlines = np.flatnonzero(np.frombuffer(buffer, dtype=np.uint8) == 10)
+        if len(newlines) >= chunk_lines:
+            cut = int(newlines[chunk_lines - 1]) + 1
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+            continue
+        if eof:
+            if buffer:
+                yield buffer
+            return
+        data = stream.read(block)
+        if data:
+            buffer += data
+        else:
+            eof = True
+
+
+def line_bounds(chunk: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive, line end not included) of each ``\\n``-terminated line of ``chunk``."""
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    newlines = np.flatnonzero(data == 10)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.concatenate((newlines, [len(data)]))
+    if starts[-1] == len(data):  # the chunk ends with a newline: no partial last line
+        starts, ends = starts[:-1], ends[:-1]
+    crlf = (ends > starts) & (data[np.maximum(ends - 1, 0)] == 13)
+    return starts, ends - crlf
+
+
+_BAD_CONTROL = np.zeros(256, dtype=bool)  # control bytes but tab and line ends
+_BAD_CONTROL[[b for b in range(32) if b not in (9, 10, 13)]] = True
+_BLANK = np.zeros(256, dtype=bool)  # what cannot make a line hold a reading: spaces, line ends, non-ASCII bytes
+_BLANK[[9, 10, 13, 32]] = True
+_BLANK[128:] = True
+
+
+def _per_line(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """How many of the sorted byte ``positions`` fall in each line ``[start, end)``."""
+    return np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
+
+
+@dataclass
+class SplitChunk:
+    """A chunk cut into its clean lines, split into fields by Arrow, and its odd lines, left to the line reader.
+    Line indices count the chunk's ``\\n``-terminated lines from 0."""
+
+    columns: list  # one object array of str per header field, for the clean lines (empty lists when none)
+    clean: bytes  # the clean lines, concatenated
+    starts: np.ndarray  # byte bounds of each clean line in ``clean`` (line end excluded), for its raw text
+    ends: np.ndarray
+    clean_index: np.ndarray  # chunk line index of each clean line
+    odd: list  # bytes of each odd line, line end included
+    odd_index: np.ndarray  # chunk line index of each odd line
+    lines: int  # lines in the chunk
+
+
+def split_chunk(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
+    """The chunk's clean lines split by Arrow and its odd lines apart (see the module docstring); None when the
+    whole chunk must go line by line: an empty chunk, a separator Arrow cannot take, or a lone ``\\r`` line
+    end."""
+    if not chunk or len(sep) != 1 or ord(sep) >= 128 or sep in '"\r\n':
+        return None
+    if chunk.count(b"\r") != chunk.count(b"\r\n"):
+        return None
+    data = np.frombuffer(chunk, dtype=np.uint8)
+    starts, ends = line_bounds(chunk)
+    blank = _BLANK.copy()
+    blank[ord(sep)] = True
+    odd = ((_per_line(np.flatnonzero(data == ord(sep)), starts, ends) != n_fields - 1)
+           | (_per_line(np.flatnonzero(blank[data]), starts, ends) >= ends - starts)
+           | (_per_line(np.flatnonzero(data == ord('"')), starts, ends) > 0)
+           | (_per_line(np.flatnonzero(_BAD_CONTROL[data]), starts, ends) > 0))
+    for i in np.flatnonzero(~odd & (_per_line(np.flatnonzero(data >= 128), starts, ends) > 0)):
+        try:  # the few lines with non-ASCII bytes: Arrow takes only valid UTF-8
+            chunk[starts[i]:ends[i]].decode("utf-8")
+        except UnicodeDecodeError:
+            odd[i] = True
+    odd_index, clean_index = np.flatnonzero(odd), np.flatnonzero(~odd)
+    # each line's bytes with its line end: up to the next line's start
+    full_ends = np.concatenate((starts[1:], [len(data)]))
+    odd_lines = [chunk[starts[i]:full_ends[i]] for i in odd_index]
+    if odd_index.size:
+        keep = np.repeat(~odd, full_ends - starts)
+        clean = data[keep].tobytes()
+    else:
+        clean = chunk
+    columns: list = [[] for _ in range(n_fields)]
+    clean_starts = clean_ends = np.zeros(0, dtype=np.int64)
+    if clean_index.size:
+        columns = _arrow_fields(clean, sep, n_fields)
+        if columns is None or len(columns[0]) != clean_index.size:
+            return None
+        clean_starts, clean_ends = line_bounds(clean)
+    return SplitChunk(columns, clean, clean_starts, clean_ends, clean_index, odd_lines, odd_index, len(starts))
+
+
+def _arrow_fields(clean: bytes, sep: str, n_fields: int) -> list | None:
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
+    names = [f"f{i}" for i in range(n_fields)]
+    try:
+        table = pa_csv.read_csv(
+            pa.py_buffer(clean),
+            read_options=pa_csv.ReadOptions(column_names=names, use_threads=False,
+                                            block_size=max(len(clean), 1 << 16)),
+            parse_options=pa_csv.ParseOptions(delimiter=sep, quote_char=False, double_quote=False,
+                                              escape_char=False, newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                  strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    return [table.column(i).to_numpy(zero_copy_only=False).astype(object) for i in range(n_fields)]

@@ -1,0 +1,148 @@
+"""The bulk CSV path (``pipelines/csv_blocks.py``) reads exactly what the line reader reads: the same readings,
+line numbers, quarantined records with raw text and reason, and counts, on files that mix clean chunks with
+every oddity the line reader handles."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqwatch.pipelines.csv_blocks import byte_chunks, data_start, split_chunk
+from seqwatch.pipelines.parsing import FileLayout
+from seqwatch.pipelines.sources import FileReader, _sep_hint, decode_line, read_header
+from seqwatch.schemas.mapping import InputMapping
+
+
+def _wide_lines(n: int, start: int = 0, sep: str = ",") -> list[str]:
+    return [sep.join([f"2026-01-05T00:{(start + i) // 60:02d}:{(start + i) % 60:02d}Z", f"{i * 1.5:g}", f"{-i}"])
+            for i in range(n)]
+
+
+ODD_LINES = [
+    "",  # blank
+    ",,",  # separators only
+    "   ",  # spaces only
+    '"2026-01-05T01:00:00Z","1.0","2"',  # quoted
+    '"2026-01-05T01:00:01Z,1.0,2',  # broken quoting
+    "2026-01-05T01:00:02Z,1.0",  # too few fields
+    "2026-01-05T01:00:03Z,1.0,2,3",  # too many fields
+    "2026-01-05T01:00:04Z,abc,2",  # bad value
+    "not a time,1,2",  # bad timestamp
+    "2026-01-05T01:00:05Z,\x00\x01\x02,2",  # binary junk
+    "2026-01-05T01:00:06Z,1.0,2\x0c",  # a control byte
+    "2026-01-05T01:00:07Z,1.0, 2 ",  # padded fields
+]
+
+
+def _write(path, header: str, lines: list[str], newline: str = "\n", encoding: str = "utf-8",
+           trailing: bool = True, prefix: bytes = b"") -> str:
+    text = newline.join([header] + lines) + (newline if trailing else "")
+    path.write_bytes(prefix + text.encode(encoding, errors="surrogateescape"))
+    return str(path)
+
+
+def _read(path: str, chunk_rows: int, line_by_line: bool):
+    mapping = InputMapping(format="wide", entity={"value": "e1"})
+    reader = FileReader(mapping, "run", chunk_rows=chunk_rows)
+    header, sep = read_header(path)
+    layout = FileLayout.resolve(header, mapping, path)
+    chunks = (reader._csv_line_chunks(path, layout, sep) if line_by_line else reader._csv_chunks(path, layout, sep))
+    frames, quarantine, count = [], [], 0
+    for batch, bad, n in chunks:
+        frames.append(batch.frame)
+        quarantine += [tuple(q) for q in bad]
+        count += n
+    readings = pd.concat(frames, ignore_index=True).astype({"entity_id": object, "channel": object, "source": object})
+    return readings.sort_values(["line", "channel"]).reset_index(drop=True), sorted(quarantine), count
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 7, 1000])
+def test_mixed_files_read_the_same_in_bulk_and_line_by_line(tmp_path, newline, chunk_rows):
+    rng = np.random.default_rng(chunk_rows)
+    lines = _wide_lines(40)
+    for odd in ODD_LINES:  # scatter the odd lines among clean runs
+        lines.insert(int(rng.integers(0, len(lines) + 1)), odd)
+    lines.insert(5, "2026-01-05T02:00:00Z,1,2".encode().decode() + "\udce9")  # invalid UTF-8 byte (cp1252 é)
+    path = _write(tmp_path / "mixed.csv", "timestamp,flow,temp", lines, newline=newline)
+    bulk, line = _read(path, chunk_rows, False), _read(path, chunk_rows, True)
+    pd.testing.assert_frame_equal(bulk[0], line[0])
+    assert bulk[1] == line[1] and bulk[2] == line[2]
+    assert len(bulk[1]) >= 6 and len(bulk[0]) > 80  # both kinds of output are there to compare
+
+
+@pytest.mark.parametrize("case", ["sep-hint", "leading-blank-lines", "no-trailing-newline", "lone-cr", "bom",
+                                  "header-only", "semicolon", "tab"])
+def test_file_shapes_read_the_same_in_bulk_and_line_by_line(tmp_path, case):
+    header, lines, kwargs = "timestamp,flow,temp", _wide_lines(25), {}
+    if case == "sep-hint":
+        header = "sep=;\ntimestamp;flow;temp"
+        lines = _wide_lines(25, sep=";")
+    elif case == "leading-blank-lines":
+        header = "\n\n  \ntimestamp,flow,temp"
+    elif case == "no-trailing-newline":
+        kwargs["trailing"] = False
+    elif case == "lone-cr":
+        kwargs["newline"] = "\r"
+    elif case == "bom":
+        kwargs["prefix"] = b"\xef\xbb\xbf"
+    elif case == "header-only":
+        lines = []
+    elif case == "semicolon":
+        header, lines = "timestamp;flow;temp", _wide_lines(25, sep=";")
+    elif case == "tab":
+        header, lines = "timestamp\tflow\ttemp", _wide_lines(25, sep="\t")
+    path = _write(tmp_path / f"{case}.csv", header, lines, **kwargs)
+    for chunk_rows in (4, 1000):
+        bulk, line = _read(path, chunk_rows, False), _read(path, chunk_rows, True)
+        pd.testing.assert_frame_equal(bulk[0], line[0])
+        assert bulk[1] == line[1] and bulk[2] == line[2] == 2 * len(lines)
+
+
+def test_clean_lines_are_split_by_arrow_and_odd_ones_are_left_to_the_line_reader():
+    lines = _wide_lines(5)
+    clean = ("\n".join(lines) + "\n").encode()
+    split = split_chunk(clean, ",", 3)
+    assert [list(c) for c in split.columns] == [[line.split(",")[k] for line in lines] for k in range(3)]
+    assert split.clean[split.starts[2]:split.ends[2]].decode() == lines[2]
+    assert split.odd == [] and split.clean_index.tolist() == [0, 1, 2, 3, 4] and split.lines == 5
+    crlf = split_chunk(clean.replace(b"\n", b"\r\n"), ",", 3)
+    assert crlf.clean[crlf.starts[1]:crlf.ends[1]].decode() == lines[1] and crlf.odd == []
+
+    line_level = [odd for odd in ODD_LINES if "abc" not in odd and "not a time" not in odd and " 2 " not in odd]
+    assert len(line_level) == 9
+    odd_bytes = [odd.encode("latin-1") for odd in line_level] + ["2026-01-05T02:00:00Z,1,\xe9".encode("latin-1")]
+    mixed = b"".join(bytes(line, "ascii") + b"\n" + odd + b"\n" for line, odd in zip(_wide_lines(10), odd_bytes))
+    split = split_chunk(mixed, ",", 3)
+    assert split.odd == [odd + b"\n" for odd in odd_bytes]
+    assert split.odd_index.tolist() == list(range(1, 20, 2)) and split.clean_index.tolist() == list(range(0, 20, 2))
+    assert list(split.columns[0]) == [line.split(",")[0] for line in _wide_lines(10)] and split.lines == 20
+    for fine in ("2026-01-05T01:00:04Z,abc,2", "not a time,1,2", "2026-01-05T01:00:07Z,1.0, 2 ",
+                 "2026-01-05T01:00:08Z,1,K\u00fchl"):
+        assert split_chunk(clean + fine.encode() + b"\n", ",", 3).odd == []  # parse_rows judges the fields
+    assert split_chunk(clean.replace(b"\n", b"\r"), ",", 3) is None  # lone CR line ends: all line by line
+    assert split_chunk(clean, ";", 3).clean_index.size == 0  # another separator: every line has 1 field
+
+
+def test_chunks_end_at_newlines_and_keep_every_byte():
+    data = b"".join(f"line {i}\n".encode() for i in range(10)) + b"tail"
+
+    class Stream:
+        def __init__(self, payload):
+            self.payload = payload
+
+        def read(self, n):
+            out, self.payload = self.payload[:n], self.payload[n:]
+            return out
+
+    chunks = list(byte_chunks(Stream(data[7:]), data[:7], chunk_lines=3, block=5))
+    assert b"".join(chunks) == data
+    assert [c.count(b"\n") for c in chunks] == [3, 3, 3, 1] and chunks[-1].endswith(b"tail")
+
+
+def test_data_start_follows_the_line_readers_header_rules():
+    head = b"\n  \nsep=;\r\ntimestamp;flow\r\n2026-01-05T00:00:00Z;1\r\n"
+    offset, number = data_start(head, _sep_hint, decode_line)
+    assert head[offset:].startswith(b"2026") and number == 5
+    assert data_start(b"timestamp,flow", _sep_hint, decode_line) is None  # the header line does not end
+    assert data_start(b"timestamp,flow\r", _sep_hint, decode_line) is None  # maybe "\r\n"
