@@ -448,9 +448,13 @@ def _limits(results: dict) -> str:
                      "daily pattern: a 16-row window (80 minutes) cannot see the shape of a day (suggested change 6). ")
         text += (f"Counting every row above the threshold gives {p['normalized']:.1f}: once the score is high it stays "
                  "high for a window length or, after a drift, much longer, and NAB charges every such row; seqwatch's "
-                 "alerts merge those rows into one. Each model sees only the probationary period (168-750 rows, a "
-                 "few days of 5-minute data, no weekly cycle); the online calibration absorbs part of what changes "
-                 "after it.")
+                 "alerts merge those rows into one. "
+                 + ("Each model starts from the probationary period (168-750 rows, a few days of 5-minute data, no "
+                    "weekly cycle) and is fine-tuned on what came before every probationary length of new rows; "
+                    "between fine-tunings the online calibration absorbs part of what changes."
+                    if head != "alert_starts" else
+                    "Each model sees only the probationary period (168-750 rows, a few days of 5-minute data, no "
+                    "weekly cycle); the online calibration absorbs part of what changes after it."))
         if head != "alert_starts":
             f_ = res["alert_starts"]["standard"]
             text += (f" Without fine-tuning (the model trained on the probationary period only) the same scoring gives "
