@@ -173,9 +173,10 @@ class Seq2SeqDetector:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())))
         windows, _ = self._split_windows(frame)
+        done = int(self.metrics.get("fine_tunes", 0))
         self._train_and_calibrate(windows, progress, warm_start=True)
         self.fingerprint = self._fingerprint(frame)
-        self.metrics["fine_tunes"] = int(self.metrics.get("fine_tunes", 0)) + 1
+        self.metrics["fine_tunes"] = done + 1
         return self
 
     def _split_windows(self, frame: pd.DataFrame) -> tuple[dict, list]:
@@ -246,7 +247,6 @@ class Seq2SeqDetector:
             truth = windows["calibration"][:, length:]
             self.intervals = ConformalIntervals.fit(self.scaler.inverse_transform(cal_forecast) - truth,
                                                     sc.interval_coverage)
-        previous = self.metrics
         self.metrics = {
             "windows": {name: int(len(w)) for name, w in windows.items()},
             "epochs_run": len(self.history.get("loss", [])),
@@ -256,8 +256,6 @@ class Seq2SeqDetector:
                                             for q in ("0.5", "0.9", "0.99")},
             "calibration_false_alarm_rate": float(np.mean(cal_scores > self.threshold)),
         }
-        if warm_start and "fine_tunes" in previous:
-            self.metrics["fine_tunes"] = previous["fine_tunes"]
 
     @staticmethod
     def _fingerprint(frame: pd.DataFrame) -> str:
