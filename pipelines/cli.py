@@ -128,8 +128,11 @@ def cmd_train(args) -> int:
     frame, paths, rejected = _read_training_frame(args)
     left_out = 0
     if args.exclude_alerts:
+        import pandas as pd
+
         from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted
-        frame, left_out = leave_out_alerted(frame, alert_spans(args.exclude_alerts))
+        spans = pd.concat([alert_spans(folder) for folder in args.exclude_alerts], ignore_index=True)
+        frame, left_out = leave_out_alerted(frame, spans)
     channels = tuple(args.channel) if args.channel else None
     print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
           f"({rejected} rejected rows skipped" + (f", {left_out} inside alerts left out" if args.exclude_alerts
@@ -273,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="fine-tune this model (an artifact or a model root's newest version) on the input "
                             "instead of training a new one: same architecture, window and scaler")
-    train.add_argument("--exclude-alerts", metavar="RUN_OUTPUT",
-                       help="with --warm-start: leave out the readings inside the alerts of this run's output folder")
+    train.add_argument("--exclude-alerts", metavar="RUN_OUTPUT", action="append",
+                       help="with --warm-start: leave out the readings inside the alerts of this run's output folder "
+                            "(repeatable: one per run over the input's period)")
     train.add_argument("--cell", choices=("lstm", "gru"), help="default lstm; not with --warm-start")
     train.add_argument("--bidirectional", action="store_true", default=None, help="not with --warm-start")
     train.add_argument("--layers", type=int, help="default 1; not with --warm-start")
