@@ -146,3 +146,22 @@ def test_data_start_follows_the_line_readers_header_rules():
     assert head[offset:].startswith(b"2026") and number == 5
     assert data_start(b"timestamp,flow", _sep_hint, decode_line) is None  # the header line does not end
     assert data_start(b"timestamp,flow\r", _sep_hint, decode_line) is None  # maybe "\r\n"
+
+
+def test_a_gzipped_csv_reads_like_the_plain_file(tmp_path):
+    import gzip
+
+    lines = _wide_lines(30)
+    lines.insert(7, "2026-01-05T03:00:00Z,1.0")  # one malformed line
+    plain = _write(tmp_path / "plant.csv", "timestamp,flow,temp", lines)
+    packed = tmp_path / "plant.csv.gz"
+    packed.write_bytes(gzip.compress((tmp_path / "plant.csv").read_bytes()))
+    mapping = InputMapping(format="wide", entity={"value": "e1"})
+    out = {}
+    for name, path in (("plain", plain), ("gz", str(packed))):
+        chunks = list(FileReader(mapping, "run", chunk_rows=8).read(path))
+        frame = pd.concat([c[0].frame for c in chunks], ignore_index=True)
+        out[name] = (frame.drop(columns="source").sort_values(["line", "channel"]).reset_index(drop=True),
+                     sorted((q.line, q.reason_code, q.raw) for c in chunks for q in c[1]), sum(c[2] for c in chunks))
+    pd.testing.assert_frame_equal(out["plain"][0], out["gz"][0])
+    assert out["plain"][1:] == out["gz"][1:] and out["gz"][2] == 62 and len(out["gz"][1]) == 1
