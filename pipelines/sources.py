@@ -237,8 +237,9 @@ class FileReader:
             yield from self._csv_chunks(path, layout, self.mapping.sep or sep)
 
     def _csv_chunks(self, path: str, layout: FileLayout, sep: str):
-        """Chunks of a CSV file: read as bytes, with clean chunks split by Arrow (``csv_blocks``), for files in
-        the ``auto`` encoding whose header ends within the first block; other files line by line."""
+        """Chunks of a CSV file: read as bytes, clean lines split by Arrow and odd ones by the line reader
+        (``csv_blocks``), for files in the ``auto`` encoding whose header ends within the first block; other files
+        (a BOM, UTF-16/32, a header past the first MiB) wholly line by line."""
         with FileSystems.open(path) as stream:
             head = stream.read(_BLOCK)
             start = data_start(head, _sep_hint, decode_line) if detect_encoding(head) == "auto" else None
@@ -248,6 +249,8 @@ class FileReader:
         yield from self._csv_line_chunks(path, layout, sep)
 
     def _csv_byte_chunks(self, path: str, layout: FileLayout, sep: str, stream, rest: bytes, number: int):
+        """``rest`` (the first block after the header, whose first line is line ``number``) and the rest of
+        ``stream`` in chunks of ``chunk_rows`` lines; per chunk, the odd lines' output, then the clean lines'."""
         chunks = 0
         for chunk in byte_chunks(stream, rest, self.chunk_rows):
             split = split_chunk(chunk, sep, len(layout.header))
