@@ -158,8 +158,8 @@ class Seq2SeqDetector:
     def fine_tune(self, frame: pd.DataFrame, progress: bool = True) -> "Seq2SeqDetector":
         """Continue training the fitted network on newer normal readings, in place, and recalibrate.
 
-        The frame is split and checked as in ``fit`` (same channels and sampling interval; readings to leave
-        out, such as alerted stretches, are simply not in it). Training starts from the current weights and
+        The frame must hold the model's channels at its sampling interval (else ``ModelMismatchError``) and is
+        split as in ``fit``; readings to leave out, such as alerted stretches, are simply not in it. Training starts from the current weights and
         optimizer state with the configured learning rate and early stopping; the scaler is kept (the weights
         are only meaningful in its units); the scorer, tail, threshold and intervals are refitted on the new
         validation and calibration parts, exactly as ``fit`` fits them. Returns ``self``. Raises
@@ -171,7 +171,7 @@ class Seq2SeqDetector:
             raise ValueError(f"training data lacks columns {sorted(missing)}")
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
-        self.check_compatible(set(map(str, frame["channel"].unique())))
+        self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
         windows, _ = self._split_windows(frame)
         done = int(self.metrics.get("fine_tunes", 0))
         self._train_and_calibrate(windows, progress, warm_start=True)

@@ -102,6 +102,9 @@ def test_data_that_do_not_fit_are_refused_and_change_nothing(fitted, tmp_path):
     with pytest.raises(ModelMismatchError, match=r"expects channels \['flow', 'temperature'\], but the data lack "
                                                   r"\['temperature'\]"):
         detector.fine_tune(other, progress=False)
+    slower, _ = generate_sensor_data(n_entities=1, n_steps=700, step_seconds=20, seed=8)
+    with pytest.raises(ModelMismatchError, match=r"trained at a sampling interval of 10s, the data are at 20s"):
+        detector.fine_tune(slower[slower["channel"].isin(CHANNELS)], progress=False)
     for a, b in zip(weights, detector.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert detector.threshold == threshold and detector.metrics == metrics
