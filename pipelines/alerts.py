@@ -99,8 +99,9 @@ def opened_alert(entity_id: str, first: Score, run_id: str) -> Alert:
 
 
 class _MergeIncidents(beam.DoFn):
-    """Per entity: buffer anomalous windows; when the watermark has passed the last one by ``settle_us`` (so
-    every window that could continue the incident has been scored), merge them into alerts and emit them.
+    """Per entity: buffer anomalous windows (each element: one pane's, in start order); when the watermark has
+    passed the last one by ``settle_us`` (so every window that could continue the incident has been scored),
+    merge them into alerts and emit them.
 
     In batch the watermark jumps to the end once all input is read, so the timer fires once with everything;
     in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows.
@@ -120,24 +121,26 @@ class _MergeIncidents(beam.DoFn):
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING), open_end=beam.DoFn.StateParam(OPEN_END),
                 close=beam.DoFn.TimerParam(CLOSE)):
-        entity, item = element
-        pending.add(item)
-        row, step_us, _ = item
-        close.set(Timestamp(micros=row.window_end + self.settle_us))
+        entity, (rows, step_us, channels) = element
+        for row in rows:
+            pending.add((row, step_us, channels))
+        close.set(Timestamp(micros=max(row.window_end for row in rows) + self.settle_us))
         if self.announce:
             end = open_end.read()
-            if end is None or row.window_start > end + step_us:
-                yield beam.pvalue.TaggedOutput(OPENED, opened_alert(entity, row, self.run_id))
-            open_end.write(row.window_end if end is None else max(end, row.window_end))
+            for row in rows:
+                if end is None or row.window_start > end + step_us:
+                    yield beam.pvalue.TaggedOutput(OPENED, opened_alert(entity, row, self.run_id))
+                end = row.window_end if end is None else max(end, row.window_end)
+            open_end.write(end)
 
     @on_timer(CLOSE)
     def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
                  open_end=beam.DoFn.StateParam(OPEN_END), fired=beam.DoFn.TimestampParam):
         items = list(pending.read())
+        if not items:
+            return  # nothing buffered (a firing with no window): leave the state as it is
         pending.clear()
         open_end.clear()
-        if not items:
-            return
         _, step_us, channels = items[0]
         for alert in merge_alerts(entity, [row for row, _, _ in items], channels, step_us, self.run_id):
             # Stamped when the timer fires, not at the incident's end: an earlier stamp would be behind the
@@ -169,10 +172,13 @@ class BuildAlerts(beam.PTransform):
         run_id = self.run_id
 
         def anomalous(sw: ScoredWindows):
+            # A pane's anomalous windows travel as one element, so a runner cannot hand them to the merge in
+            # separate bundles with a timer firing in between (seen on Prism under load: an incident was cut
+            # in two and its first part lost).
             if not np.any(sw.is_anomaly):
                 return
-            for row in score_rows(sw, run_id, only=sw.is_anomaly):
-                yield sw.windows.entity_id, (row, sw.windows.step_us, sw.windows.channels)
+            rows = sorted(score_rows(sw, run_id, only=sw.is_anomaly), key=lambda r: r.window_start)
+            yield sw.windows.entity_id, (rows, sw.windows.step_us, sw.windows.channels)
 
         merged = (scored
                   | "AnomalousWindows" >> beam.FlatMap(anomalous)
