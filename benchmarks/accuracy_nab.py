@@ -191,11 +191,9 @@ def retraining_config(config, n_train_rows: int):
 def alerted_rows(anomaly: np.ndarray, level: float, length: int) -> np.ndarray:
     """Rows covered by an alerted window: row ``j`` is covered when a row ``t`` in ``[j, j + length - 1]``
     has an anomaly score >= ``level`` (the window of ``length`` rows ending at ``t`` holds ``j``)."""
-    flagged = np.asarray(anomaly) >= level
-    covered = np.zeros(len(flagged), dtype=bool)
-    for t in np.flatnonzero(flagged):
-        covered[max(0, t - length + 1):t + 1] = True
-    return covered
+    flagged = (np.asarray(anomaly) >= level).astype(np.int64)
+    # the number of flagged rows in [j, j + length - 1] is entry j + length - 1 of the full convolution
+    return np.convolve(flagged, np.ones(length, dtype=np.int64))[length - 1:length - 1 + len(flagged)] > 0
 
 
 def score_file_fine_tuning(f: NabFile, config, first: NabScored) -> NabScored:

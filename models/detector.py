@@ -63,11 +63,18 @@ def infer_step_us(frame: pd.DataFrame) -> int:
     return int(np.median(diffs))
 
 
-def _as_micros(timestamps: pd.Series) -> np.ndarray:
+def as_micros(timestamps: pd.Series) -> np.ndarray:
+    """µs since the epoch of int µs or datetime values (naive datetimes are UTC)."""
     if pd.api.types.is_datetime64_any_dtype(timestamps):
         ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
     return timestamps.to_numpy(dtype=np.int64)
+
+
+def _check_columns(frame: pd.DataFrame) -> None:
+    missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"training data lacks columns {sorted(missing)}")
 
 
 def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int) -> dict[str, windowing.Grid]:
@@ -76,7 +83,7 @@ def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: in
     position = {name: i for i, name in enumerate(channels)}
     grids = {}
     for entity, part in known.groupby("entity_id", sort=True):
-        steps = _as_micros(part["timestamp"]) // step_us
+        steps = as_micros(part["timestamp"]) // step_us
         grids[str(entity)] = windowing.build_grid(steps, part["channel"].map(position).to_numpy(),
                                                   part["value"].to_numpy(dtype=np.float64), len(channels), max_gap)
     return grids
@@ -140,9 +147,7 @@ class Seq2SeqDetector:
 
         from seqwatch.models.builders import build_seq2seq
 
-        missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"training data lacks columns {sorted(missing)}")
+        _check_columns(frame)
         self.channels = tuple(channels) if channels else tuple(sorted(map(str, frame["channel"].unique())))
         self.step_us = int(step_us) if step_us else infer_step_us(frame)
         if self.step_us <= 0:
@@ -166,9 +171,7 @@ class Seq2SeqDetector:
         ``InsufficientDataError`` (and changes nothing) when a part fills fewer than 20 windows."""
         if not self.is_fitted:
             raise RuntimeError("the detector is not fitted: call fit() or load an artifact before fine_tune()")
-        missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
-        if missing:
-            raise ValueError(f"training data lacks columns {sorted(missing)}")
+        _check_columns(frame)
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))

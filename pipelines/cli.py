@@ -200,6 +200,8 @@ def cmd_stream(args, beam_args) -> int:
     if args.watch_models is not None and args.watch_models <= 0:
         raise CliError(f"--watch-models must be a positive number of seconds, got {args.watch_models:g}")
     align = None
+    # What every broker reader takes from the flags.
+    reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness}
     if args.source == "replay":
         if not args.input:
             raise CliError("--source replay needs --input")
@@ -219,8 +221,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=args.group_id,
-                                                start=args.start, stop_after_idle_s=args.stop_after_idle,
-                                                max_out_of_orderness_s=args.max_out_of_orderness)
+                                                start=args.start, **reading)
     elif args.source == "mqtt":
         if not (args.mqtt_broker and args.topic):
             raise CliError("--source mqtt needs --mqtt-broker host:port and --topic")
@@ -230,8 +231,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.MqttReadings(args.mqtt_broker, args.topic, run_id, qos=args.qos,
-                                               client_id=args.client_id, stop_after_idle_s=args.stop_after_idle,
-                                               max_out_of_orderness_s=args.max_out_of_orderness)
+                                               client_id=args.client_id, **reading)
     else:
         if not args.subscription:
             raise CliError("--source pubsub needs --subscription projects/<p>/subscriptions/<s>")
@@ -239,8 +239,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.PubSubReadings(args.subscription, run_id, emulator_host=args.emulator_host,
-                                                 stop_after_idle_s=args.stop_after_idle,
-                                                 max_out_of_orderness_s=args.max_out_of_orderness)
+                                                 **reading)
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name)
     except (RunError, ValueError) as exc:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seqwatch.models.detector import as_micros
+
 
 def alert_spans(output_dir: str | Path) -> pd.DataFrame:
     """``entity_id, start_us, end_us`` of every settled alert of a run's output folder (empty when the run
@@ -30,15 +32,7 @@ def alert_spans(output_dir: str | Path) -> pd.DataFrame:
                              "end_us": pd.Series(dtype=np.int64)})
     alerts = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
     return pd.DataFrame({"entity_id": alerts["entity_id"].astype(str),
-                         "start_us": _micros(alerts["start"]), "end_us": _micros(alerts["end"])})
-
-
-def _micros(timestamps: pd.Series) -> np.ndarray:
-    """µs since the epoch of int µs or datetime values (naive ones are UTC)."""
-    if pd.api.types.is_datetime64_any_dtype(timestamps):
-        ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
-        return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
-    return timestamps.to_numpy(dtype=np.int64)
+                         "start_us": as_micros(alerts["start"]), "end_us": as_micros(alerts["end"])})
 
 
 def leave_out_alerted(frame: pd.DataFrame, spans: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -46,7 +40,7 @@ def leave_out_alerted(frame: pd.DataFrame, spans: pd.DataFrame) -> tuple[pd.Data
     out."""
     if spans.empty or frame.empty:
         return frame, 0
-    ts = _micros(frame["timestamp"])
+    ts = as_micros(frame["timestamp"])
     entities = frame["entity_id"].astype(str).to_numpy()
     inside = np.zeros(len(frame), dtype=bool)
     for entity, part in spans.groupby("entity_id", sort=False):

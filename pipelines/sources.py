@@ -261,7 +261,7 @@ class FileReader:
             lines, numbers = [], []
             for k, piece in enumerate(pieces):
                 line = decode_line(piece).rstrip("\r\n")
-                if line.strip() and line.replace(sep, "").strip():
+                if line.replace(sep, "").strip():  # blank and separator-only lines carry no reading
                     lines.append(line)
                     numbers.append(number + (k if indices is None else int(indices[k])))
             if lines:  # the odd lines first, so malformed rows lead the quarantine as they do line by line

@@ -191,6 +191,21 @@ class StreamOutputs:
         manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir)))
         return cls.alerts(out / "alerts"), manifest
 
+    @classmethod
+    def assert_matches_batch(cls, out: Path, path: Path, model_dir, batch_out: Path) -> None:
+        """What ``seqwatch stream`` wrote to ``out`` equals the batch pipeline on the same long-format file: the
+        readings scored, and every alert (id, start, end, peak score); the batch run raises at least two."""
+        import numpy as np
+
+        batch, manifest = cls.batch_alerts(path, model_dir, batch_out)
+        stream = cls.alerts(out / "alerts")
+        assert cls.counts(out)["records_scored"] == manifest["records_scored"]
+        assert len(batch) >= 2
+        assert stream["alert_id"].tolist() == batch["alert_id"].tolist()
+        assert stream["start"].tolist() == batch["start"].tolist()
+        assert stream["end"].tolist() == batch["end"].tolist()
+        assert np.allclose(stream["peak_score"], batch["peak_score"], rtol=1e-6, atol=0.0)
+
     @staticmethod
     def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400):
         """Run ``command`` (its output to ``log_path``: a pipe would fill up) until it ends; returns

@@ -88,9 +88,4 @@ def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir
     assert sorted(quarantine["raw"]) == sorted(b.decode() for b in bad)
     assert set(quarantine["source"]) == {"mqtt:plant/+/readings"}
 
-    batch_alerts, batch = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "batch")
-    assert counts["records_scored"] == batch["records_scored"]
-    stream_alerts = stream_outputs.alerts(out / "alerts")
-    assert len(batch_alerts) >= 2
-    assert stream_alerts["alert_id"].tolist() == batch_alerts["alert_id"].tolist()
-    assert stream_alerts["end"].tolist() == batch_alerts["end"].tolist()
+    stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
