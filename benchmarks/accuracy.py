@@ -145,10 +145,11 @@ def _console_summary(results: dict, total: float) -> str:
     if "nab" in results:
         r = results["nab"]["results"]
         profiles = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
-        for name, label in (("fine_tuning_alert_starts", "NAB with online fine-tuning"),
+        for name, label in (("fine_tuning_cooldown_cv", "NAB with online fine-tuning and the cross-validated cooldown"),
+                            ("fine_tuning_alert_starts", "NAB with online fine-tuning"),
                             ("alert_starts", "NAB, probationary period only")):
             if name in r:
-                per_row = name.replace("alert_starts", "per_row")
+                per_row = report.nab_per_row(name)
                 lines.append(f"{label}, normalised (alert starts) standard/lowFP/lowFN: "
                              + " / ".join(f"{r[name][p]['normalized']:.1f}" for p in profiles)
                              + "; per row: " + " / ".join(f"{r[per_row][p]['normalized']:.1f}" for p in profiles))

@@ -87,6 +87,8 @@ SCOREBOARD_NAMES = {"ARTime": "ARTime", "contextOSE": "CAD OSE (contextOSE)", "n
 
 REFIT_EVERY = 100
 MAX_HISTORY = 8640
+# Alert cooldowns tried by the cross-validation, in multiples of the window length (pre-registered, see above).
+COOLDOWN_CANDIDATES = (0, 1, 3, 7, 15, 31)
 
 
 def online_calibration(history: np.ndarray):
@@ -270,15 +272,18 @@ def _series(corpus: dict[str, NabFile], scores: dict[str, np.ndarray]):
     return {k: NabSeries(corpus[k].timestamps, scores[k], corpus[k].windows) for k in scores}
 
 
-def alert_start_scores(scored: dict[str, NabScored], threshold: float, merge_gap: int) -> dict[str, np.ndarray]:
-    """0/1 per row: 1 at the first row of each alert at ``threshold``."""
-    return {k: alert_starts(s.anomaly >= threshold, merge_gap).astype(np.float64) for k, s in scored.items()}
+def alert_start_scores(scored: dict[str, NabScored], threshold: float, merge_gap) -> dict[str, np.ndarray]:
+    """0/1 per row: 1 at the first row of each alert at ``threshold``. ``merge_gap``: rows, for every file or
+    as ``{file: rows}``."""
+    gaps = merge_gap if isinstance(merge_gap, dict) else dict.fromkeys(scored, merge_gap)
+    return {k: alert_starts(s.anomaly >= threshold, gaps[k]).astype(np.float64) for k, s in scored.items()}
 
 
-def optimise_alert_threshold(corpus, scored: dict[str, NabScored], merge_gap: int, progress=None) -> dict:
+def optimise_alert_threshold(corpus, scored: dict[str, NabScored], merge_gap, progress=None) -> dict:
     """NAB's threshold optimisation for alert-start detections: the corpus raw score is evaluated with
     ``score_nab_corpus`` at candidate thresholds (quantiles of the scored rows' anomaly scores, then a finer
-    grid around the best), one threshold per profile. Returns ``{profile: (threshold, NabCorpusResult)}``."""
+    grid around the best), one threshold per profile. ``merge_gap``: as for ``alert_start_scores``. Returns
+    ``{profile: (threshold, NabCorpusResult)}``."""
     from seqwatch.models.evaluation import score_nab_corpus
 
     pooled = np.concatenate([s.anomaly[s.probation:] for s in scored.values()])
@@ -312,6 +317,47 @@ def optimise_alert_threshold(corpus, scored: dict[str, NabScored], merge_gap: in
 
 def _category(key: str) -> str:
     return key.split("/")[0]
+
+
+def cooldown_folds(keys) -> dict[str, int]:
+    """The cross-validation folds (0 = A, 1 = B): within each category, the files in name order alternate,
+    the first to A."""
+    folds: dict[str, int] = {}
+    for cat in sorted({_category(k) for k in keys}):
+        for i, key in enumerate(sorted(k for k in keys if _category(k) == cat)):
+            folds[key] = i % 2
+    return folds
+
+
+def merge_gap_rows(cooldown_windows: int, length: int) -> int:
+    """Rows between two flagged rows that still belong to one alert, for a cooldown of ``cooldown_windows``
+    window lengths: ``L + c`` (flagged rows end windows that overlap or touch up to L rows apart)."""
+    return length + cooldown_windows * length
+
+
+def cross_validated_cooldowns(corpus, scored: dict[str, NabScored], length: int, progress=None) -> dict:
+    """The pre-registered 2-fold cross-validation of the alert cooldown (module docstring). For each fold and
+    profile, the candidate of ``COOLDOWN_CANDIDATES`` with the best normalised score on the other fold (threshold
+    optimised there), ties to the shorter. Returns ``{"folds": {file: 0|1}, "fold_scores": {fold: {candidate:
+    {profile: normalised score on the other fold}}}, "chosen": {profile: {fold: candidate}}, "merge_gaps":
+    {profile: {file: rows}}}``; fold keys are the fold a choice is *for* (its scores come from the other one)."""
+    folds = cooldown_folds(scored)
+    fold_scores: dict[int, dict[int, dict[str, float]]] = {}
+    chosen: dict[str, dict[int, int]] = {p: {} for p in PROFILES}
+    for fold in (0, 1):
+        seen = {k: s for k, s in scored.items() if folds[k] != fold}
+        fold_scores[fold] = {}
+        for c in COOLDOWN_CANDIDATES:
+            best = optimise_alert_threshold(corpus, seen, merge_gap_rows(c, length))
+            fold_scores[fold][c] = {p: float(best[p][1].normalized_score) for p in PROFILES}
+            if progress:
+                progress(f"cooldown CV, for fold {'AB'[fold]} (scored on {'BA'[fold]}, {len(seen)} files): "
+                         f"cooldown {c} x L: " + ", ".join(f"{p} {fold_scores[fold][c][p]:.2f}" for p in PROFILES))
+        for p in PROFILES:
+            top = max(fold_scores[fold][c][p] for c in COOLDOWN_CANDIDATES)
+            chosen[p][fold] = min(c for c in COOLDOWN_CANDIDATES if fold_scores[fold][c][p] >= top - 1e-9)
+    merge_gaps = {p: {k: merge_gap_rows(chosen[p][folds[k]], length) for k in scored} for p in PROFILES}
+    return {"folds": folds, "fold_scores": fold_scores, "chosen": chosen, "merge_gaps": merge_gaps}
 
 
 def per_category(result, profile_name: str) -> dict:
@@ -424,6 +470,39 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
         progress(f"{name}: " + ", ".join(f"{p} {results[name][p]['normalized']:.1f} "
                                           f"(threshold {results[name][p]['threshold']:.4f})" for p in PROFILES))
 
+    cooldown = None
+    if fine_tune:
+        # The headline: the fine-tuning detections with the alert cooldown chosen by cross-validation.
+        cv = cross_validated_cooldowns(corpus, tuned, merge_gap, progress)
+        name, by_gaps = "fine_tuning_cooldown_cv", {}
+        results[name] = {}
+        best_alerts[name] = {}
+        for profile in PROFILES:
+            gaps = cv["merge_gaps"][profile]
+            signature = tuple(sorted(gaps.items()))
+            if signature not in by_gaps:  # profiles whose folds chose the same cooldowns share one optimisation
+                by_gaps[signature] = optimise_alert_threshold(corpus, tuned, gaps, progress)
+            theta, chosen = by_gaps[signature][profile]
+            best_alerts[name][profile] = (theta, chosen)
+            results[name][profile] = summarise(chosen)
+            results[name][profile]["threshold"] = theta
+            if profile == "standard":
+                results[name][profile]["categories"] = per_category(chosen, profile)
+                results[name][profile]["files"] = {
+                    k: {"windows": r.n_scored_windows, "detected": r.n_detected_windows, "fp_rows": r.fp,
+                        "raw": r.raw_score, "cooldown_rows": gaps[k] - merge_gap} for k, r in chosen.files.items()}
+        progress(f"{name}: " + ", ".join(f"{p} {results[name][p]['normalized']:.1f} "
+                                          f"(threshold {results[name][p]['threshold']:.4f})" for p in PROFILES))
+        fold_name = "AB"
+        cooldown = {
+            "candidates": list(COOLDOWN_CANDIDATES), "window_length": merge_gap,
+            "fold_files": {fold_name[f]: sum(1 for v in cv["folds"].values() if v == f) for f in (0, 1)},
+            # fold X's row: each candidate's normalised score on the *other* fold, which chose X's cooldown
+            "fold_scores": {fold_name[f]: {str(c): cv["fold_scores"][f][c] for c in COOLDOWN_CANDIDATES}
+                            for f in (0, 1)},
+            "chosen": {p: {fold_name[f]: cv["chosen"][p][f] for f in (0, 1)} for p in PROFILES},
+        }
+
     published = json.loads((root / "results" / "final_results.json").read_text())
     published_categories = {}
     if not quick:
@@ -432,12 +511,14 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
 
     figures = []
     if figures_dir is not None:
-        shown, variant = (tuned, "fine_tuning_alert_starts") if fine_tune else (scored, "alert_starts")
+        shown, variant = (tuned, "fine_tuning_cooldown_cv") if fine_tune else (scored, "alert_starts")
         std_theta = best_alerts[variant]["standard"][0]
+        gaps = cv["merge_gaps"]["standard"] if fine_tune else dict.fromkeys(corpus, merge_gap)
         for key in FIGURE_FILES if not quick else tuple(corpus)[:2]:
             if key in corpus:
-                figures.append(plot_file(corpus[key], shown[key], std_theta, merge_gap, figures_dir,
-                                         fine_tuned=fine_tune))
+                figures.append(plot_file(corpus[key], shown[key], std_theta, gaps[key], figures_dir,
+                                         fine_tuned=fine_tune,
+                                         cooldown_rows=gaps[key] - merge_gap if fine_tune else None))
 
     return {
         "name": "nab",
@@ -454,6 +535,7 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
         "fine_tune_seconds_total": float(sum(r.fit_seconds - scored[k].fit_seconds for k, r in tuned.items())),
         "fine_tunes": int(sum(r.fine_tunes for r in tuned.values())),
         "fine_tunes_skipped": int(sum(r.skipped for r in tuned.values())),
+        "cooldown_cv": cooldown,
         "seconds": time.perf_counter() - started,
         "figures": figures,
         "quick": quick,
@@ -478,7 +560,7 @@ def save_row_scores(scored: dict[str, NabScored], tuned: dict[str, NabScored], p
 
 
 def plot_file(f: NabFile, s: NabScored, threshold: float, merge_gap: int, out_dir: Path,
-              fine_tuned: bool = False) -> str:
+              fine_tuned: bool = False, cooldown_rows: int | None = None) -> str:
     """Values with NAB windows and alert starts above, the anomaly score and threshold below; returns the path."""
     import matplotlib
 
@@ -497,6 +579,8 @@ def plot_file(f: NabFile, s: NabScored, threshold: float, merge_gap: int, out_di
     ax1.scatter(t[starts], f.values[starts], color="#d62828", zorder=3, s=22, label="alert start (detection)")
     ax1.legend(loc="upper left", fontsize=7)
     how = "with online fine-tuning" if fine_tuned else "trained on the probationary period only"
+    if cooldown_rows is not None:
+        how += f", alert cooldown {cooldown_rows} rows"
     ax1.set_title(f"NAB {f.key}: seqwatch ({how}), detections at the corpus-optimal standard-profile threshold",
                   fontsize=9)
     ax2.plot(t, s.anomaly, lw=0.6, color="#1d3557")

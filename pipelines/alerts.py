@@ -1,8 +1,9 @@
 """From scored windows to score rows, alerts and forecasts.
 
 Scoring, thresholding and alerting stay apart: the model handler gives scores and labels; here, consecutive
-anomalous windows of one entity become one ``Alert`` (windows that overlap or touch merge), with an id derived
-from the entity, the incident's start and the model, so a rerun or a replay gives the same id.
+anomalous windows of one entity become one ``Alert`` (windows that overlap or touch merge, and so do windows
+that start within the *cooldown* after the incident so far ends), with an id derived from the entity, the
+incident's start and the model, so a rerun or a replay gives the same id.
 """
 from __future__ import annotations
 
@@ -46,10 +47,19 @@ def alert_id(entity_id: str, start: int, model_id: str) -> str:
     return hashlib.sha256(f"{entity_id}|{start}|{model_id}".encode()).hexdigest()[:20]
 
 
-def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us: int, run_id: str) -> list[Alert]:
+def continues(window_start: int, incident_end: int, step_us: int, cooldown_us: int = 0) -> bool:
+    """Whether a window starting at ``window_start`` belongs to the incident that ends at ``incident_end``: it
+    starts at most one step after that end (it overlaps or touches), or within ``cooldown_us`` more."""
+    return window_start <= incident_end + step_us + cooldown_us
+
+
+def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us: int, run_id: str,
+                 cooldown_us: int = 0) -> list[Alert]:
     """Merge anomalous windows of one entity into alerts. A window that starts at most one step after the
-    incident so far ends continues it. ``top_channels`` ranks the model's ``channels`` by their summed positive
-    contributions over the incident's windows (at most three)."""
+    incident so far ends continues it, and so does one that starts within ``cooldown_us`` more (a quiet spell
+    shorter than the cooldown does not end an incident, so a flapping signal raises one alert, not many).
+    ``top_channels`` ranks the model's ``channels`` by their summed positive contributions over the incident's
+    windows (at most three)."""
     alerts = []
     group: list[Score] = []
 
@@ -64,7 +74,7 @@ def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us:
                             peak.model_version, run_id))
 
     for w in sorted(windows, key=lambda w: (w.window_start, w.window_end)):
-        if group and w.window_start > max(g.window_end for g in group) + step_us:
+        if group and not continues(w.window_start, max(g.window_end for g in group), step_us, cooldown_us):
             close()
             group = []
         group.append(w)
@@ -101,7 +111,8 @@ def opened_alert(entity_id: str, first: Score, run_id: str) -> Alert:
 class _MergeIncidents(beam.DoFn):
     """Per entity: buffer anomalous windows (each element: one pane's, in start order); when the watermark has
     passed the last one by ``settle_us`` (so every window that could continue the incident has been scored),
-    merge them into alerts and emit them.
+    merge them into alerts and emit them. With a cooldown the incident stays open that much longer: the timer
+    waits for ``settle_us + cooldown_us`` after the last window.
 
     In batch the watermark jumps to the end once all input is read, so the timer fires once with everything;
     in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows.
@@ -114,21 +125,22 @@ class _MergeIncidents(beam.DoFn):
     OPEN_END = ReadModifyWriteStateSpec("open_end", VarIntCoder())
     CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
-    def __init__(self, run_id: str, settle_us: int, announce: bool = False):
+    def __init__(self, run_id: str, settle_us: int, announce: bool = False, cooldown_us: int = 0):
         self.run_id = run_id
         self.settle_us = settle_us
         self.announce = announce
+        self.cooldown_us = cooldown_us
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING), open_end=beam.DoFn.StateParam(OPEN_END),
                 close=beam.DoFn.TimerParam(CLOSE)):
         entity, (rows, step_us, channels) = element
         for row in rows:
             pending.add((row, step_us, channels))
-        close.set(Timestamp(micros=max(row.window_end for row in rows) + self.settle_us))
+        close.set(Timestamp(micros=max(row.window_end for row in rows) + self.settle_us + self.cooldown_us))
         if self.announce:
             end = open_end.read()
             for row in rows:
-                if end is None or row.window_start > end + step_us:
+                if end is None or not continues(row.window_start, end, step_us, self.cooldown_us):
                     yield beam.pvalue.TaggedOutput(OPENED, opened_alert(entity, row, self.run_id))
                 end = row.window_end if end is None else max(end, row.window_end)
             open_end.write(end)
@@ -142,7 +154,8 @@ class _MergeIncidents(beam.DoFn):
         pending.clear()
         open_end.clear()
         _, step_us, channels = items[0]
-        for alert in merge_alerts(entity, [row for row, _, _ in items], channels, step_us, self.run_id):
+        for alert in merge_alerts(entity, [row for row, _, _ in items], channels, step_us, self.run_id,
+                                  self.cooldown_us):
             # Stamped when the timer fires, not at the incident's end: an earlier stamp would be behind the
             # watermark, and windowed consumers downstream (the streaming counts) would drop it as late.
             yield beam.window.TimestampedValue(alert, fired)
@@ -160,13 +173,18 @@ class BuildAlerts(beam.PTransform):
 
     ``settle_us``: how long after an anomalous window ends (in event time) every window that could continue
     its incident has been scored; the pipelines pass ``L * step + pane length + context``. ``announce``: also
-    give a notice when an incident opens (streaming: an alert within a pane of the reading that caused it)."""
+    give a notice when an incident opens (streaming: an alert within a pane of the reading that caused it).
+    ``cooldown_us``: an anomalous window starting within this long after an incident's end continues it
+    (0: only windows that overlap or touch do); a closed alert then waits that much longer to settle."""
 
-    def __init__(self, run_id: str, settle_us: int, announce: bool = False):
+    def __init__(self, run_id: str, settle_us: int, announce: bool = False, cooldown_us: int = 0):
         super().__init__()
+        if cooldown_us < 0:
+            raise ValueError(f"the alert cooldown must be >= 0, got {cooldown_us} us")
         self.run_id = run_id
         self.settle_us = settle_us
         self.announce = announce
+        self.cooldown_us = cooldown_us
 
     def expand(self, scored):
         run_id = self.run_id
@@ -183,6 +201,7 @@ class BuildAlerts(beam.PTransform):
         merged = (scored
                   | "AnomalousWindows" >> beam.FlatMap(anomalous)
                   | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
-                  | "MergeIncidents" >> beam.ParDo(_MergeIncidents(run_id, self.settle_us, self.announce))
+                  | "MergeIncidents" >> beam.ParDo(_MergeIncidents(run_id, self.settle_us, self.announce,
+                                                                   self.cooldown_us))
                   .with_input_types(Tuple[str, Any]).with_outputs(OPENED, main="closed"))
         return AlertOutputs(merged.closed, merged[OPENED])

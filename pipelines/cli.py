@@ -76,6 +76,8 @@ def _read_training_frame(args):
 SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 32, "dropout": 0.0, "horizon": 0,
                   "window": 64, "stride": 16, "max_gap": 3}
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
+COOLDOWN_HELP = ("an anomalous window starting within this many seconds after an incident's end continues that "
+                 "incident, so a flapping signal raises one alert (default 0: only windows that overlap or touch)")
 
 
 def _new_config(args):
@@ -165,7 +167,14 @@ def _run_config(args):
     from seqwatch.pipelines.config import RunConfig
     return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir,
                      mapping=_mapping_from_args(args), suite=args.suite, run_id=args.run_id or "",
-                     pane_steps=args.pane_steps, workers=args.workers)
+                     pane_steps=args.pane_steps, workers=args.workers,
+                     alert_cooldown_us=_cooldown_us(args.alert_cooldown))
+
+
+def _cooldown_us(seconds: float) -> int:
+    if seconds < 0:
+        raise CliError(f"--alert-cooldown must be zero or a positive number of seconds, got {seconds:g}")
+    return int(round(seconds * 1e6))
 
 
 def cmd_run(args, beam_args) -> int:
@@ -241,7 +250,8 @@ def cmd_stream(args, beam_args) -> int:
             return broker_sources.PubSubReadings(args.subscription, run_id, emulator_host=args.emulator_host,
                                                  **reading)
     try:
-        plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name)
+        plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
+                           _cooldown_us(args.alert_cooldown))
     except (RunError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.source == "mqtt":
@@ -302,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
     run.add_argument("--pane-steps", type=int, default=4096)
+    run.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS", help=COOLDOWN_HELP)
     run.add_argument("--workers", type=int, default=0,
                      help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
 
@@ -320,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--suite", default="sensor")
     stream.add_argument("--run-id")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
+    stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
+                        help=COOLDOWN_HELP + "; a closed alert is written that much later")
     stream.add_argument("--flush-window", type=float, default=60.0, help="seconds of event time per quarantine "
                                                                          "and counts file")
     stream.add_argument("--allowed-lateness", type=float, default=0.0,

@@ -20,7 +20,9 @@ class RunConfig:
     horizon or this far after the run starts are quarantined. ``local_panes``: cut the panes that one input file
     holds alone without the GroupByKey (``seqwatch.pipelines.locality``; the same outputs, less memory and
     time); ``False`` sends every pane through it. ``workers``: DirectRunner worker processes; 0 chooses (see
-    ``seqwatch.pipelines.batch.choose_workers``). Beam flags given with the run take precedence over both."""
+    ``seqwatch.pipelines.batch.choose_workers``). Beam flags given with the run take precedence over both.
+    ``alert_cooldown_us``: an anomalous window that starts within this long after an incident's end continues
+    that incident (one alert for a flapping signal); 0: only windows that overlap or touch merge."""
 
     inputs: tuple
     output: str
@@ -34,6 +36,7 @@ class RunConfig:
     chunk_rows: int = 100_000
     local_panes: bool = True
     workers: int = 0
+    alert_cooldown_us: int = 0
 
     def __post_init__(self):
         if not self.inputs:
@@ -46,6 +49,8 @@ class RunConfig:
             raise ValueError(f"workers must be >= 0 (0 chooses), got {self.workers}")
         if self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        if self.alert_cooldown_us < 0:
+            raise ValueError(f"the alert cooldown must be >= 0 seconds, got {self.alert_cooldown_us / 1e6:g}")
 
     def settings(self) -> dict:
         """The settings that decide what is written (for the run id and the manifest); not where."""
@@ -54,4 +59,6 @@ class RunConfig:
         data["inputs"] = list(self.inputs)
         for where in ("run_id", "output", "local_panes", "workers"):  # where and how, not what
             data.pop(where)
+        if not self.alert_cooldown_us:  # the rule before cooldowns existed: earlier runs keep their run ids
+            data.pop("alert_cooldown_us")
         return data

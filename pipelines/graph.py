@@ -96,7 +96,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
         scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
-                                                  announce=flush_window_s is not None)
+                                                  announce=flush_window_s is not None,
+                                                  cooldown_us=cfg.alert_cooldown_us)
     alerts = built.closed
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
     written = ({"scored": scored, "alerts": alerts, "opened": built.opened, "quarantine": quarantine}

@@ -94,7 +94,7 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
-                source_name: str = "stream") -> RunPlan:
+                source_name: str = "stream", alert_cooldown_us: int = 0) -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
@@ -121,7 +121,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     pane = max(pane, 2 * (length + max_gap + 1))
     pane += (-pane) % stride
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
-                       pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS)
+                       pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us)
     run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source)

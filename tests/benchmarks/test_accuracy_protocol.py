@@ -168,6 +168,40 @@ def test_nab_alert_start_detections_feed_the_nab_scorer():
     assert result.files["f"].n_detected_windows == 1 and result.fp == 1
 
 
+def test_nab_cooldown_folds_alternate_within_each_category():
+    keys = ["b/x2.csv", "a/y.csv", "b/x1.csv", "b/x3.csv", "a/z.csv"]
+    assert nab.cooldown_folds(keys) == {"a/y.csv": 0, "a/z.csv": 1, "b/x1.csv": 0, "b/x2.csv": 1, "b/x3.csv": 0}
+    assert [nab.merge_gap_rows(c, 16) for c in nab.COOLDOWN_CANDIDATES] == [16, 32, 64, 128, 256, 512]
+
+
+def test_nab_cooldown_cross_validation_chooses_each_folds_cooldown_on_the_other_fold():
+    """Fold A's files gain from a cooldown (a flapping false alarm), fold B's lose (a false alarm just before
+    the window would swallow the detection in it): A gets B's choice (none), B gets A's (the shortest that
+    merges the flapping)."""
+    n, length = 400, 2  # merge gaps 2, 4, 8, 16, 32, 64 rows
+    times = pd.date_range("2020-01-01", periods=n, freq="5min").to_numpy()
+    window = [(pd.Timestamp(times[200]), pd.Timestamp(times[219]))]
+    flapping, early = np.zeros(n), np.zeros(n)
+    flapping[[205, 300, 304, 308, 312]] = 0.9  # a detection, then four false alarms 4 rows apart
+    early[[195, 205]] = 0.9  # a false alarm 10 rows before the detection
+    anomaly = {"c/f0": flapping, "c/f1": early, "c/f2": flapping, "c/f3": early}  # folds A, B, A, B
+    corpus = {k: nab.NabFile(k, times, np.zeros(n), window) for k in anomaly}
+    scored = {k: nab.NabScored(k, 60, a, a, 0.0, 0) for k, a in anomaly.items()}
+    cv = nab.cross_validated_cooldowns(corpus, scored, length)
+    assert cv["folds"] == {"c/f0": 0, "c/f1": 1, "c/f2": 0, "c/f3": 1}
+    for profile in nab.PROFILES:
+        assert cv["chosen"][profile] == {0: 0, 1: 1}  # A: none (chosen on B's files), B: 1 x L (on A's)
+        assert cv["merge_gaps"][profile] == {"c/f0": 2, "c/f1": 4, "c/f2": 2, "c/f3": 4}
+        # on A's files (the choice for B) every cooldown of 1 x L or more merges the flapping: the tie goes short
+        on_a = cv["fold_scores"][1]
+        assert on_a[0][profile] < on_a[1][profile] == on_a[31][profile]
+        on_b = cv["fold_scores"][0]  # B's files: from 7 x L (16 rows) on the detection is swallowed
+        assert on_b[0][profile] == on_b[3][profile] > on_b[7][profile]
+    starts = nab.alert_start_scores(scored, 0.5, cv["merge_gaps"]["standard"])
+    assert np.flatnonzero(starts["c/f0"]).tolist() == [205, 300, 304, 308, 312]
+    assert np.flatnonzero(starts["c/f1"]).tolist() == [195, 205]
+
+
 def test_nab_fine_tuning_points_and_left_out_rows_worked_by_hand():
     assert nab.training_rows(4032) == 604
     assert nab.fine_tuning_points(4032) == [1208, 1812, 2416, 3020, 3624]  # every P rows after the first P

@@ -131,6 +131,46 @@ def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def _alerts_in_us(out):
+    """The alerts of a run, by entity and start, with ``start`` and ``end`` in epoch microseconds."""
+    alerts = _read(out, "alerts").to_pandas().sort_values(["entity_id", "start"])
+    for column in ("start", "end"):
+        alerts[column] = alerts[column].dt.as_unit("us").astype("int64")
+    return alerts
+
+
+def test_an_alert_cooldown_merges_the_alerts_it_separates_no_longer(run, small_model_dir, tmp_path):
+    from seqwatch.models.artifact import read_metadata
+
+    config, manifest, out, _ = run
+    step_us = int(read_metadata(str(small_model_dir))["step_us"])
+    plain = _alerts_in_us(out)
+    quiet = [int(b.start - a.end - step_us) for _, part in plain.groupby("entity_id")
+             for a, b in zip(part.itertuples(), part.iloc[1:].itertuples())]
+    assert len(quiet) >= 2, "the data should give some entity several alerts"
+    cooldown = sorted(quiet)[len(quiet) // 2]  # a quiet spell exactly as long as the cooldown merges
+    expected = []  # the plain alerts, merged by hand where the quiet spell between them is <= the cooldown
+    for entity, part in plain.groupby("entity_id"):
+        for a in part.itertuples():
+            if expected and expected[-1][0] == entity and a.start - expected[-1][2] - step_us <= cooldown:
+                expected[-1] = (entity, expected[-1][1], max(expected[-1][2], a.end), expected[-1][3] + a.windows,
+                                expected[-1][4])
+            else:
+                expected.append((entity, a.start, a.end, a.windows, a.alert_id))
+    assert len(expected) < len(plain)
+
+    merged_out = tmp_path / "cooldown"
+    merged_manifest = run_batch(RunConfig(**{**config.__dict__, "output": str(merged_out),
+                                             "alert_cooldown_us": cooldown}), ["--runner=DirectRunner"])
+    merged = _alerts_in_us(merged_out)
+    assert [tuple(r) for r in merged[["entity_id", "start", "end", "windows", "alert_id"]].itertuples(index=False)] \
+        == expected
+    assert merged_manifest["stages"]["alerts"] == len(expected)
+    assert merged_manifest["records_scored"] == manifest["records_scored"]
+    assert merged_manifest["settings"]["alert_cooldown_us"] == cooldown
+    assert "alert_cooldown_us" not in manifest["settings"] and merged_manifest["run_id"] != manifest["run_id"]
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
 
@@ -150,6 +190,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
          "holds no valid records"),
         (["train", "--input", str(header_only), "--model-dir", str(tmp_path / "m")],
          "empty.csv lacks required columns ['entity_id', 'channel', 'value']"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--alert-cooldown", "-60"],
+         "--alert-cooldown must be zero or a positive number of seconds, got -60"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "window length must be >= 2, got -3"),
     ]

@@ -1,7 +1,7 @@
 """Alert merging and forecast rows, by hand."""
 import numpy as np
 
-from seqwatch.pipelines.alerts import alert_id, forecast_rows, merge_alerts
+from seqwatch.pipelines.alerts import alert_id, continues, forecast_rows, merge_alerts
 from seqwatch.schemas.elements import Score, ScoredWindows, WindowBatch
 
 CHANNELS = ("a", "b", "c")
@@ -38,3 +38,17 @@ def test_forecast_rows_come_from_the_last_window_of_the_pane():
     assert [(r.issued_at, r.target_time, r.step, r.channel, r.yhat, r.yhat_lower, r.yhat_upper) for r in rows] == [
         (100, 110, 1, "a", 0.0, -1.0, 1.0), (100, 110, 1, "b", 1.0, 0.0, 2.0),
         (100, 120, 2, "a", 2.0, 1.0, 3.0), (100, 120, 2, "b", 3.0, 2.0, 4.0)]
+
+
+def test_a_cooldown_merges_windows_separated_by_a_quiet_spell_no_longer_than_it():
+    windows = [_score(0, 3, 3.0, (1.0, 0.0, 0.0)),
+               _score(12, 15, 4.0, (0.0, 1.0, 0.0)),  # starts 9 steps after 3: 8 quiet steps (4..11)
+               _score(30, 33, 2.0, (0.0, 0.0, 1.0))]  # starts 15 steps after 15
+    spans = {c: [(a.start, a.end, a.windows) for a in merge_alerts("m1", windows, CHANNELS, 1, "run", cooldown_us=c)]
+             for c in (0, 7, 8, 13, 14)}
+    assert spans[0] == spans[7] == [(0, 3, 1), (12, 15, 1), (30, 33, 1)]
+    assert spans[8] == spans[13] == [(0, 15, 2), (30, 33, 1)]  # 12 <= 3 + 1 + 8
+    assert spans[14] == [(0, 33, 3)]  # 30 <= 15 + 1 + 14
+    assert continues(12, 3, 1, 8) and not continues(12, 3, 1, 7)
+    # the merged alert keeps the id of its first window, as the incident would have without the cooldown
+    assert merge_alerts("m1", windows, CHANNELS, 1, "run", cooldown_us=8)[0].alert_id == alert_id("m1", 0, "mid")

@@ -183,21 +183,24 @@ class StreamOutputs:
                 .sort_values("alert_id").reset_index(drop=True))
 
     @classmethod
-    def batch_alerts(cls, path: Path, model_dir, out: Path):
+    def batch_alerts(cls, path: Path, model_dir, out: Path, alert_cooldown_us: int = 0):
         """``(alerts, manifest)`` of the batch pipeline on the same long-format file."""
         from seqwatch.pipelines.batch import run_batch
         from seqwatch.pipelines.config import RunConfig
 
-        manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir)))
+        manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir),
+                                       alert_cooldown_us=alert_cooldown_us))
         return cls.alerts(out / "alerts"), manifest
 
     @classmethod
-    def assert_matches_batch(cls, out: Path, path: Path, model_dir, batch_out: Path) -> None:
-        """What ``seqwatch stream`` wrote to ``out`` equals the batch pipeline on the same long-format file: the
-        readings scored, and every alert (id, start, end, peak score); the batch run raises at least two."""
+    def assert_matches_batch(cls, out: Path, path: Path, model_dir, batch_out: Path,
+                             alert_cooldown_us: int = 0) -> None:
+        """What ``seqwatch stream`` wrote to ``out`` equals the batch pipeline on the same long-format file (with
+        the same alert cooldown): the readings scored, and every alert (id, start, end, peak score); the batch run
+        raises at least two."""
         import numpy as np
 
-        batch, manifest = cls.batch_alerts(path, model_dir, batch_out)
+        batch, manifest = cls.batch_alerts(path, model_dir, batch_out, alert_cooldown_us)
         stream = cls.alerts(out / "alerts")
         assert cls.counts(out)["records_scored"] == manifest["records_scored"]
         assert len(batch) >= 2

@@ -37,18 +37,21 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
                                                                 tmp_path, stream_outputs):
     path, readings = long_readings
     out = tmp_path / "stream"
-    # 9,000 s of event time at 250x: the replay lasts ~36 s, so alerts must show up before it ends.
+    # 9,000 s of event time at 250x: the replay lasts ~36 s, so alerts must show up before it ends. With a
+    # 10-minute alert cooldown, which merges alerts of this data that are minutes apart.
     returncode, log, ran_on_s = stream_outputs.run_watching_alerts(
         _stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input", str(path),
-                        "--speed", "250"), out, tmp_path / "stream.log")
+                        "--speed", "250", "--alert-cooldown", "600"), out, tmp_path / "stream.log")
     assert returncode == 0, log[-3000:]
     assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"
 
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) * 1 == counts["records_scored"] + counts.get("records_quarantined", 0)
-    stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
+    stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch", alert_cooldown_us=600_000_000)
     stream = stream_outputs.alerts(out / "alerts")
     assert counts["alerts"] == len(stream)
+    plain, _ = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "plain")
+    assert len(stream) < len(plain), "the cooldown merged nothing: the test does not exercise it"
     # Each incident was announced (alerts_open/, same id) before its alert was settled and written.
     for alert_id, entity in zip(stream["alert_id"], stream["entity_id"]):
         notice, alert = (out / folder / entity / f"{alert_id}.parquet" for folder in ("alerts_open", "alerts"))
