@@ -347,6 +347,11 @@ def cross_validated_cooldowns(corpus, scored: dict[str, NabScored], length: int,
     for fold in (0, 1):
         seen = {k: s for k, s in scored.items() if folds[k] != fold}
         fold_scores[fold] = {}
+        if not seen:  # a corpus too small for two folds (the quick smoke run): no cooldown, no scores
+            fold_scores[fold] = {c: dict.fromkeys(PROFILES) for c in COOLDOWN_CANDIDATES}
+            for p in PROFILES:
+                chosen[p][fold] = 0
+            continue
         for c in COOLDOWN_CANDIDATES:
             best = optimise_alert_threshold(corpus, seen, merge_gap_rows(c, length))
             fold_scores[fold][c] = {p: float(best[p][1].normalized_score) for p in PROFILES}

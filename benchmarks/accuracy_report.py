@@ -337,7 +337,7 @@ def _nab(r: dict, md_dir: Path) -> str:
         "(quantiles of the scored rows' anomaly scores, refined around the best).",
         "- Published rows: `results/final_results.json` of NAB's snapshot (normalised scores; same scorer, "
         "reproduced to 1e-6 by `tests/models/test_nab_published.py`).",
-        ("- **Online fine-tuning (headline)** (the issue's \"online retraining on past data\"): every "
+        ("- **Online fine-tuning" + (" (in the headline)**" if cv else " (headline)**") + " (the issue's \"online retraining on past data\"): every "
          "probationary length of new rows, `Seq2SeqDetector.fine_tune` trains the file's model further, from its "
          "current weights, on the latest 8,640 rows minus those covered by a window whose tail probability reached "
          "the detector's alert risk (1e-3), with a stride keeping about 1,000 training windows; scorer and tail are "
@@ -375,7 +375,8 @@ def _cooldown_text(r: dict) -> str:
             f"({cv['fold_files']['A']} and {cv['fold_files']['B']} files); each fold's cooldown is the candidate "
             "with the best normalised score on the *other* fold (threshold optimised there by NAB's rule; ties to "
             f"the shorter), so no file's cooldown saw its labels. Chosen: {chosen}. The final score is NAB's "
-            "corpus-wide threshold optimisation over all 58 files, each with its fold's cooldown. Added after the "
+            f"corpus-wide threshold optimisation over all {r['files']} files, each with its fold's cooldown. Added "
+            "after the "
             "fine-tuning result (58.6) was known; candidates, folds and rule were committed before their first "
             "evaluation, and the detections are those of the fine-tuning row below, unchanged.")
 
@@ -545,8 +546,16 @@ def _limits(results: dict) -> str:
                     "weekly cycle); the online calibration absorbs part of what changes after it."))
         if head == "fine_tuning_cooldown_cv":
             n_ = res["fine_tuning_alert_starts"]["standard"]
+            cv = results["nab"]["cooldown_cv"]
+            deltas = ", ".join(
+                f"{label} {res[head][p]['normalized'] - res['fine_tuning_alert_starts'][p]['normalized']:+.1f}"
+                for p, label in (("standard", "standard"), ("reward_low_FP_rate", "low FP"),
+                                 ("reward_low_FN_rate", "low FN")))
             text += (f" Without the cooldown the same detections give {n_['normalized']:.1f} "
-                     f"({n_['detected_windows']} windows, {n_['fp_rows']} false-positive rows).")
+                     f"({n_['detected_windows']} windows, {n_['fp_rows']} false-positive rows); the cross-validated "
+                     f"cooldown changes the scores by {deltas} (standard profile: fold A got "
+                     f"{cv['chosen']['standard']['A'] * cv['window_length']} rows, fold B "
+                     f"{cv['chosen']['standard']['B'] * cv['window_length']} rows).")
         if head != "alert_starts":
             f_ = res["alert_starts"]["standard"]
             text += (f" Without fine-tuning (the model trained on the probationary period only) the same scoring gives "
