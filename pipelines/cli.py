@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def _run_config(args):
 
 
 def _cooldown_us(seconds: float) -> int:
-    if seconds < 0:
+    if not math.isfinite(seconds) or seconds < 0:
         raise CliError(f"--alert-cooldown must be zero or a positive number of seconds, got {seconds:g}")
     return int(round(seconds * 1e6))
 

@@ -21,8 +21,10 @@ with DAG("seqwatch_daily", start_date=datetime(2026, 1, 1), schedule="15 2 * * *
          default_args={"retries": 1, "retry_delay": timedelta(minutes=10)}) as daily:
     BashOperator(
         task_id="score",
+        # --alert-cooldown: a pump whose score flaps raises one alert, not one per anomalous spell, unless it
+        # stays quiet for half an hour.
         bash_command=(f"{SEQWATCH} run --input '/data/plant/{{{{ ds }}}}/*.csv' --format wide "
-                      f"--model-dir {MODEL_ROOT} --output /results/{{{{ ds }}}}"),
+                      f"--model-dir {MODEL_ROOT} --output /results/{{{{ ds }}}} --alert-cooldown 1800"),
     )
 
 # The week's seven days: each day's files as an --input, and the nightly run over them as an --exclude-alerts.

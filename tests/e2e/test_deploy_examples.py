@@ -75,8 +75,7 @@ def test_airflow_dag_commands_are_valid_seqwatch_calls(monkeypatch):
     (score,) = _seqwatch_args(commands["seqwatch_daily.score"])
     run = _parse(score)
     assert run.command == "run" and run.input == [f"/data/plant/{DS}/*.csv"] and run.output == f"/results/{DS}"
-    assert run.model_dir == "/models/pumps"
-    assert run.model_dir == "/models/pumps"
+    assert run.model_dir == "/models/pumps" and run.alert_cooldown == 1800
     (tune,) = _seqwatch_args(commands["seqwatch_weekly_fine_tuning.fine_tune"])
     train = _parse(tune)
     week = [(date.fromisoformat(DS) - timedelta(days=d)).isoformat() for d in range(7)]
