@@ -45,7 +45,8 @@ def original(small_model_dir, tmp_path_factory):
     suite.write_text(json.dumps(strict))
     out = root / "run"
     manifest = run_batch(RunConfig(inputs=(str(source),), output=str(out), model_dir=str(small_model_dir),
-                                   mapping=WIDE, suite=str(suite)), ["--runner=DirectRunner"], now_us=NOW_US)
+                                   mapping=WIDE, suite=str(suite), alert_cooldown_us=600_000_000),
+                         ["--runner=DirectRunner"], now_us=NOW_US)
     return root, source, out, manifest
 
 
@@ -71,7 +72,9 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
         "readings": 3, "scored_now": 2, "quarantined_again": 1,
         "quarantined_again_by_reason": {"parse.parse_value": 1}}
     assert manifest["inputs"] == [str(source)]
-    assert manifest["settings"]["mapping"]["format"] == "wide"  # taken from the original run's manifest
+    # taken from the original run's manifest
+    assert manifest["settings"]["mapping"]["format"] == "wide"
+    assert manifest["settings"]["alert_cooldown_us"] == 600_000_000
     again = _quarantine(replay_out)
     assert again[["source", "line", "column", "reason_code"]].values.tolist() == [
         [str(source), 16, "flow", "parse_value"]]
