@@ -112,7 +112,9 @@ class _MergeIncidents(beam.DoFn):
     """Per entity: buffer anomalous windows (each element: one pane's, in start order); when the watermark has
     passed the last one by ``settle_us`` (so every window that could continue the incident has been scored),
     merge them into alerts and emit them. With a cooldown the incident stays open that much longer: the timer
-    waits for ``settle_us + cooldown_us`` after the last window.
+    waits for ``settle_us + cooldown_us`` after the last window. The timer only ever moves later: a pane that
+    reaches the merge after a later one (runners do not keep panes in order) must not close the later one's
+    incident before a window that continues it has been scored.
 
     In batch the watermark jumps to the end once all input is read, so the timer fires once with everything;
     in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows.
@@ -123,6 +125,7 @@ class _MergeIncidents(beam.DoFn):
 
     PENDING = BagStateSpec("pending", coders.PickleCoder())
     OPEN_END = ReadModifyWriteStateSpec("open_end", VarIntCoder())
+    CLOSE_AT = ReadModifyWriteStateSpec("close_at", VarIntCoder())
     CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
     def __init__(self, run_id: str, settle_us: int, announce: bool = False, cooldown_us: int = 0):
@@ -132,11 +135,15 @@ class _MergeIncidents(beam.DoFn):
         self.cooldown_us = cooldown_us
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING), open_end=beam.DoFn.StateParam(OPEN_END),
-                close=beam.DoFn.TimerParam(CLOSE)):
+                close_at=beam.DoFn.StateParam(CLOSE_AT), close=beam.DoFn.TimerParam(CLOSE)):
         entity, (rows, step_us, channels) = element
         for row in rows:
             pending.add((row, step_us, channels))
-        close.set(Timestamp(micros=max(row.window_end for row in rows) + self.settle_us + self.cooldown_us))
+        due = max(row.window_end for row in rows) + self.settle_us + self.cooldown_us
+        current = close_at.read()
+        if current is None or due > current:
+            close_at.write(due)
+            close.set(Timestamp(micros=due))
         if self.announce:
             end = open_end.read()
             for row in rows:
@@ -147,10 +154,12 @@ class _MergeIncidents(beam.DoFn):
 
     @on_timer(CLOSE)
     def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-                 open_end=beam.DoFn.StateParam(OPEN_END), fired=beam.DoFn.TimestampParam):
+                 open_end=beam.DoFn.StateParam(OPEN_END), close_at=beam.DoFn.StateParam(CLOSE_AT),
+                 fired=beam.DoFn.TimestampParam):
+        close_at.clear()  # the one timer has fired: the next window sets a new one
         items = list(pending.read())
         if not items:
-            return  # nothing buffered (a firing with no window): leave the state as it is
+            return  # nothing buffered (a firing with no window): leave the incident's state as it is
         pending.clear()
         open_end.clear()
         _, step_us, channels = items[0]

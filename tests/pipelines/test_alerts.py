@@ -52,3 +52,40 @@ def test_a_cooldown_merges_windows_separated_by_a_quiet_spell_no_longer_than_it(
     assert continues(12, 3, 1, 8) and not continues(12, 3, 1, 7)
     # the merged alert keeps the id of its first window, as the incident would have without the cooldown
     assert merge_alerts("m1", windows, CHANNELS, 1, "run", cooldown_us=8)[0].alert_id == alert_id("m1", 0, "mid")
+
+
+def _pane(pane, ends_s, length=4):
+    """ScoredWindows of entity m1 (1-second steps): every window anomalous, one per end time in seconds."""
+    ends = np.asarray(ends_s, dtype=np.int64) * 1_000_000
+    n = len(ends)
+    wb = WindowBatch("m1", pane, ("a",), 1_000_000, ends, np.zeros((n, 0, 1), np.float32), np.ones((n, 0, 1), bool),
+                     n)
+    return ScoredWindows(wb, np.full(n, 5.0), 2.0, np.ones(n, bool), np.array(["warning"] * n), np.full(n, 1e-4),
+                         np.ones((n, 1)), None, None, None, 0.9, length, "mid", "v1")
+
+
+def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_earlier_one():
+    """Streaming, panes out of order: pane 2 (windows ending at 100-103 s) arrives before pane 1 (50-53 s). The
+    incident of pane 2 must stay open until the watermark has passed *its* windows by the settle time, so that
+    pane 3 (104-106 s, continuing it) joins it instead of opening a second alert."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.alerts import BuildAlerts
+
+    settle = 10_000_000
+    stream = (TestStream()
+              .add_elements([TimestampedValue(_pane(2, range(100, 104)), Timestamp(100))])
+              .add_elements([TimestampedValue(_pane(1, range(50, 54)), Timestamp(100))])
+              .advance_watermark_to(Timestamp(70))  # past pane 1's incident by the settle time, not pane 2's
+              .add_elements([TimestampedValue(_pane(3, range(104, 107)), Timestamp(106))])
+              .advance_watermark_to(Timestamp(200))  # every timer fires before the end (assert_that's last pane)
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        built = p | stream | BuildAlerts("run", settle)
+        alerts = built.closed | beam.Map(lambda a: (a.start // 1_000_000, a.end // 1_000_000, a.windows))
+        assert_that(alerts, equal_to([(47, 53, 4), (97, 106, 7)]))
