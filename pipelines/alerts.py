@@ -53,6 +53,17 @@ def continues(window_start: int, incident_end: int, step_us: int, cooldown_us: i
     return window_start <= incident_end + step_us + cooldown_us
 
 
+def track_incident(spans: list, window_start: int, window_end: int, step_us: int, cooldown_us: int = 0) -> tuple:
+    """``(spans, opens)``: the incidents seen so far as sorted ``(start, end)`` spans, with the window added,
+    and whether the window opens a new incident (it continues none of them, in either direction: a window that
+    arrives after a later incident's is still before it). Arrival order does not matter."""
+    touching = [(a, b) for a, b in spans
+                if continues(window_start, b, step_us, cooldown_us) and continues(a, window_end, step_us, cooldown_us)]
+    start = min([window_start] + [a for a, _ in touching])
+    end = max([window_end] + [b for _, b in touching])
+    return sorted([s for s in spans if s not in touching] + [(start, end)]), not touching
+
+
 def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us: int, run_id: str,
                  cooldown_us: int = 0) -> list[Alert]:
     """Merge anomalous windows of one entity into alerts. A window that starts at most one step after the
@@ -120,11 +131,11 @@ class _MergeIncidents(beam.DoFn):
     in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows.
 
     ``announce`` (streaming): also emit, on the ``opened`` output, a notice as soon as a window arrives that
-    does not continue the incident already open (its first window, as far as arrival order tells), without
-    waiting for the incident to settle."""
+    continues no incident seen so far (``track_incident``), without waiting for the incident to settle. Its id is the
+    incident's when that window turns out to be the incident's first, as it is when windows arrive in order."""
 
     PENDING = BagStateSpec("pending", coders.PickleCoder())
-    OPEN_END = ReadModifyWriteStateSpec("open_end", VarIntCoder())
+    OPEN_SPANS = ReadModifyWriteStateSpec("open_spans", coders.PickleCoder())
     CLOSE_AT = ReadModifyWriteStateSpec("close_at", VarIntCoder())
     CLOSE = TimerSpec("close", TimeDomain.WATERMARK)
 
@@ -134,7 +145,7 @@ class _MergeIncidents(beam.DoFn):
         self.announce = announce
         self.cooldown_us = cooldown_us
 
-    def process(self, element, pending=beam.DoFn.StateParam(PENDING), open_end=beam.DoFn.StateParam(OPEN_END),
+    def process(self, element, pending=beam.DoFn.StateParam(PENDING), open_spans=beam.DoFn.StateParam(OPEN_SPANS),
                 close_at=beam.DoFn.StateParam(CLOSE_AT), close=beam.DoFn.TimerParam(CLOSE)):
         entity, (rows, step_us, channels) = element
         for row in rows:
@@ -145,23 +156,23 @@ class _MergeIncidents(beam.DoFn):
             close_at.write(due)
             close.set(Timestamp(micros=due))
         if self.announce:
-            end = open_end.read()
+            spans = open_spans.read() or []
             for row in rows:
-                if end is None or not continues(row.window_start, end, step_us, self.cooldown_us):
+                spans, opens = track_incident(spans, row.window_start, row.window_end, step_us, self.cooldown_us)
+                if opens:
                     yield beam.pvalue.TaggedOutput(OPENED, opened_alert(entity, row, self.run_id))
-                end = row.window_end if end is None else max(end, row.window_end)
-            open_end.write(end)
+            open_spans.write(spans)
 
     @on_timer(CLOSE)
     def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
-                 open_end=beam.DoFn.StateParam(OPEN_END), close_at=beam.DoFn.StateParam(CLOSE_AT),
+                 open_spans=beam.DoFn.StateParam(OPEN_SPANS), close_at=beam.DoFn.StateParam(CLOSE_AT),
                  fired=beam.DoFn.TimestampParam):
         close_at.clear()  # the one timer has fired: the next window sets a new one
         items = list(pending.read())
         if not items:
             return  # nothing buffered (a firing with no window): leave the incident's state as it is
         pending.clear()
-        open_end.clear()
+        open_spans.clear()
         _, step_us, channels = items[0]
         for alert in merge_alerts(entity, [row for row, _, _ in items], channels, step_us, self.run_id,
                                   self.cooldown_us):

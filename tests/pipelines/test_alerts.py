@@ -1,7 +1,7 @@
 """Alert merging and forecast rows, by hand."""
 import numpy as np
 
-from seqwatch.pipelines.alerts import alert_id, continues, forecast_rows, merge_alerts
+from seqwatch.pipelines.alerts import alert_id, continues, forecast_rows, merge_alerts, track_incident
 from seqwatch.schemas.elements import Score, ScoredWindows, WindowBatch
 
 CHANNELS = ("a", "b", "c")
@@ -89,3 +89,39 @@ def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_ea
         built = p | stream | BuildAlerts("run", settle)
         alerts = built.closed | beam.Map(lambda a: (a.start // 1_000_000, a.end // 1_000_000, a.windows))
         assert_that(alerts, equal_to([(47, 53, 4), (97, 106, 7)]))
+
+
+def test_track_incident_opens_an_incident_only_for_a_window_that_continues_none_in_any_arrival_order():
+    spans, opens = track_incident([], 0, 3, 1)
+    assert (spans, opens) == ([(0, 3)], True)
+    assert track_incident(spans, 2, 5, 1) == ([(0, 5)], False)  # overlaps
+    assert track_incident([(0, 5)], 6, 9, 1) == ([(0, 9)], False)  # touches (starts one step after the end)
+    assert track_incident([(0, 5)], 7, 10, 1) == ([(0, 5), (7, 10)], True)  # a quiet step between them
+    assert track_incident([(0, 5)], 7, 10, 1, cooldown_us=1) == ([(0, 10)], False)
+    assert track_incident([(97, 103)], 47, 53, 1) == ([(47, 53), (97, 103)], True)  # arrived after a later incident
+    assert track_incident([(97, 103)], 90, 96, 1) == ([(90, 103)], False)  # ends one step before it starts
+    assert track_incident([(0, 5), (10, 15)], 6, 9, 1) == ([(0, 15)], False)  # bridges two: one incident
+
+
+def test_each_incident_is_announced_though_a_later_panes_windows_arrive_first():
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.testing.util import assert_that, equal_to
+    from apache_beam.transforms.window import TimestampedValue
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.alerts import BuildAlerts
+
+    stream = (TestStream()
+              .add_elements([TimestampedValue(_pane(2, range(100, 104)), Timestamp(100))])
+              .add_elements([TimestampedValue(_pane(1, range(50, 54)), Timestamp(100))])
+              .advance_watermark_to(Timestamp(200))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        built = p | stream | BuildAlerts("run", 10_000_000, announce=True)
+        assert_that(built.opened | beam.Map(lambda a: (a.start // 1_000_000, a.alert_id)),
+                    equal_to([(47, alert_id("m1", 47_000_000, "mid")), (97, alert_id("m1", 97_000_000, "mid"))]),
+                    label="OneNoticePerIncident")
+        assert_that(built.closed | beam.Map(lambda a: (a.start // 1_000_000, a.end // 1_000_000)),
+                    equal_to([(47, 53), (97, 103)]), label="TwoAlerts")
