@@ -319,13 +319,16 @@ def _category(key: str) -> str:
     return key.split("/")[0]
 
 
-def cooldown_folds(keys) -> dict[str, int]:
-    """The cross-validation folds (0 = A, 1 = B): within each category, the files in name order alternate,
+FOLDS = ("A", "B")
+
+
+def cooldown_folds(keys) -> dict[str, str]:
+    """The cross-validation folds: within each category, the files in name order alternate between A and B,
     the first to A."""
-    folds: dict[str, int] = {}
+    folds: dict[str, str] = {}
     for cat in sorted({_category(k) for k in keys}):
         for i, key in enumerate(sorted(k for k in keys if _category(k) == cat)):
-            folds[key] = i % 2
+            folds[key] = FOLDS[i % 2]
     return folds
 
 
@@ -338,13 +341,13 @@ def merge_gap_rows(cooldown_windows: int, length: int) -> int:
 def cross_validated_cooldowns(corpus, scored: dict[str, NabScored], length: int, progress=None) -> dict:
     """The pre-registered 2-fold cross-validation of the alert cooldown (module docstring). For each fold and
     profile, the candidate of ``COOLDOWN_CANDIDATES`` with the best normalised score on the other fold (threshold
-    optimised there), ties to the shorter. Returns ``{"folds": {file: 0|1}, "fold_scores": {fold: {candidate:
+    optimised there), ties to the shorter. Returns ``{"folds": {file: "A"|"B"}, "fold_scores": {fold: {candidate:
     {profile: normalised score on the other fold}}}, "chosen": {profile: {fold: candidate}}, "merge_gaps":
     {profile: {file: rows}}}``; fold keys are the fold a choice is *for* (its scores come from the other one)."""
     folds = cooldown_folds(scored)
-    fold_scores: dict[int, dict[int, dict[str, float]]] = {}
-    chosen: dict[str, dict[int, int]] = {p: {} for p in PROFILES}
-    for fold in (0, 1):
+    fold_scores: dict[str, dict[int, dict[str, float]]] = {}
+    chosen: dict[str, dict[str, int]] = {p: {} for p in PROFILES}
+    for fold in FOLDS:
         seen = {k: s for k, s in scored.items() if folds[k] != fold}
         fold_scores[fold] = {}
         if not seen:  # a corpus too small for two folds (the quick smoke run): no cooldown, no scores
@@ -356,7 +359,8 @@ def cross_validated_cooldowns(corpus, scored: dict[str, NabScored], length: int,
             best = optimise_alert_threshold(corpus, seen, merge_gap_rows(c, length))
             fold_scores[fold][c] = {p: float(best[p][1].normalized_score) for p in PROFILES}
             if progress:
-                progress(f"cooldown CV, for fold {'AB'[fold]} (scored on {'BA'[fold]}, {len(seen)} files): "
+                other = next(f for f in FOLDS if f != fold)
+                progress(f"cooldown CV, for fold {fold} (scored on {other}, {len(seen)} files): "
                          f"cooldown {c} x L: " + ", ".join(f"{p} {fold_scores[fold][c][p]:.2f}" for p in PROFILES))
         for p in PROFILES:
             top = max(fold_scores[fold][c][p] for c in COOLDOWN_CANDIDATES)
@@ -498,14 +502,13 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
                         "raw": r.raw_score, "cooldown_rows": gaps[k] - merge_gap} for k, r in chosen.files.items()}
         progress(f"{name}: " + ", ".join(f"{p} {results[name][p]['normalized']:.1f} "
                                           f"(threshold {results[name][p]['threshold']:.4f})" for p in PROFILES))
-        fold_name = "AB"
         cooldown = {
             "candidates": list(COOLDOWN_CANDIDATES), "window_length": merge_gap,
-            "fold_files": {fold_name[f]: sum(1 for v in cv["folds"].values() if v == f) for f in (0, 1)},
+            "fold_files": {f: sum(1 for v in cv["folds"].values() if v == f) for f in FOLDS},
             # fold X's row: each candidate's normalised score on the *other* fold, which chose X's cooldown
-            "fold_scores": {fold_name[f]: {str(c): cv["fold_scores"][f][c] for c in COOLDOWN_CANDIDATES}
-                            for f in (0, 1)},
-            "chosen": {p: {fold_name[f]: cv["chosen"][p][f] for f in (0, 1)} for p in PROFILES},
+            # (candidates as strings, as they come back from the JSON stored in BENCHMARKS.md)
+            "fold_scores": {f: {str(c): scores for c, scores in cv["fold_scores"][f].items()} for f in FOLDS},
+            "chosen": cv["chosen"],
         }
 
     published = json.loads((root / "results" / "final_results.json").read_text())

@@ -73,11 +73,12 @@ def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us:
     windows (at most three)."""
     alerts = []
     group: list[Score] = []
+    end = 0  # the end of the incident so far (its windows' latest end)
 
     def close():
         blame = np.sum([np.maximum(w.channel_contributions, 0.0) for w in group], axis=0)
         ranked = tuple(channels[i] for i in np.argsort(-blame, kind="stable")[:3] if blame[i] > 0)
-        start, end = group[0].window_start, max(w.window_end for w in group)
+        start = group[0].window_start
         peak = max(group, key=lambda w: w.score)
         severity = max((w.severity for w in group), key=_SEVERITY_RANK.get)
         alerts.append(Alert(alert_id(entity_id, start, peak.model_id), entity_id, start, end, peak.score,
@@ -85,9 +86,10 @@ def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us:
                             peak.model_version, run_id))
 
     for w in sorted(windows, key=lambda w: (w.window_start, w.window_end)):
-        if group and not continues(w.window_start, max(g.window_end for g in group), step_us, cooldown_us):
+        if group and not continues(w.window_start, end, step_us, cooldown_us):
             close()
             group = []
+        end = w.window_end if not group else max(end, w.window_end)
         group.append(w)
     if group:
         close()

@@ -170,7 +170,8 @@ def test_nab_alert_start_detections_feed_the_nab_scorer():
 
 def test_nab_cooldown_folds_alternate_within_each_category():
     keys = ["b/x2.csv", "a/y.csv", "b/x1.csv", "b/x3.csv", "a/z.csv"]
-    assert nab.cooldown_folds(keys) == {"a/y.csv": 0, "a/z.csv": 1, "b/x1.csv": 0, "b/x2.csv": 1, "b/x3.csv": 0}
+    assert nab.cooldown_folds(keys) == {"a/y.csv": "A", "a/z.csv": "B", "b/x1.csv": "A", "b/x2.csv": "B",
+                                        "b/x3.csv": "A"}
     assert [nab.merge_gap_rows(c, 16) for c in nab.COOLDOWN_CANDIDATES] == [16, 32, 64, 128, 256, 512]
 
 
@@ -188,14 +189,14 @@ def test_nab_cooldown_cross_validation_chooses_each_folds_cooldown_on_the_other_
     corpus = {k: nab.NabFile(k, times, np.zeros(n), window) for k in anomaly}
     scored = {k: nab.NabScored(k, 60, a, a, 0.0, 0) for k, a in anomaly.items()}
     cv = nab.cross_validated_cooldowns(corpus, scored, length)
-    assert cv["folds"] == {"c/f0": 0, "c/f1": 1, "c/f2": 0, "c/f3": 1}
+    assert cv["folds"] == {"c/f0": "A", "c/f1": "B", "c/f2": "A", "c/f3": "B"}
     for profile in nab.PROFILES:
-        assert cv["chosen"][profile] == {0: 0, 1: 1}  # A: none (chosen on B's files), B: 1 x L (on A's)
+        assert cv["chosen"][profile] == {"A": 0, "B": 1}  # A: none (chosen on B's files), B: 1 x L (on A's)
         assert cv["merge_gaps"][profile] == {"c/f0": 2, "c/f1": 4, "c/f2": 2, "c/f3": 4}
         # on A's files (the choice for B) every cooldown of 1 x L or more merges the flapping: the tie goes short
-        on_a = cv["fold_scores"][1]
+        on_a = cv["fold_scores"]["B"]
         assert on_a[0][profile] < on_a[1][profile] == on_a[31][profile]
-        on_b = cv["fold_scores"][0]  # B's files: from 7 x L (16 rows) on the detection is swallowed
+        on_b = cv["fold_scores"]["A"]  # B's files: from 7 x L (16 rows) on the detection is swallowed
         assert on_b[0][profile] == on_b[3][profile] > on_b[7][profile]
     starts = nab.alert_start_scores(scored, 0.5, cv["merge_gaps"]["standard"])
     assert np.flatnonzero(starts["c/f0"]).tolist() == [205, 300, 304, 308, 312]

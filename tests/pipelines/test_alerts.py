@@ -1,7 +1,13 @@
-"""Alert merging and forecast rows, by hand."""
+"""Alert merging and forecast rows, by hand; the incident merge in streaming with TestStream."""
+import apache_beam as beam
 import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
-from seqwatch.pipelines.alerts import alert_id, continues, forecast_rows, merge_alerts, track_incident
+from seqwatch.pipelines.alerts import BuildAlerts, alert_id, continues, forecast_rows, merge_alerts, track_incident
 from seqwatch.schemas.elements import Score, ScoredWindows, WindowBatch
 
 CHANNELS = ("a", "b", "c")
@@ -68,15 +74,6 @@ def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_ea
     """Streaming, panes out of order: pane 2 (windows ending at 100-103 s) arrives before pane 1 (50-53 s). The
     incident of pane 2 must stay open until the watermark has passed *its* windows by the settle time, so that
     pane 3 (104-106 s, continuing it) joins it instead of opening a second alert."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.testing.util import assert_that, equal_to
-    from apache_beam.transforms.window import TimestampedValue
-    from apache_beam.utils.timestamp import Timestamp
-
-    from seqwatch.pipelines.alerts import BuildAlerts
-
     settle = 10_000_000
     stream = (TestStream()
               .add_elements([TimestampedValue(_pane(2, range(100, 104)), Timestamp(100))])
@@ -104,15 +101,6 @@ def test_track_incident_opens_an_incident_only_for_a_window_that_continues_none_
 
 
 def test_each_incident_is_announced_though_a_later_panes_windows_arrive_first():
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.testing.util import assert_that, equal_to
-    from apache_beam.transforms.window import TimestampedValue
-    from apache_beam.utils.timestamp import Timestamp
-
-    from seqwatch.pipelines.alerts import BuildAlerts
-
     stream = (TestStream()
               .add_elements([TimestampedValue(_pane(2, range(100, 104)), Timestamp(100))])
               .add_elements([TimestampedValue(_pane(1, range(50, 54)), Timestamp(100))])
