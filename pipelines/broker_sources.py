@@ -180,16 +180,22 @@ def _field_text(value):
 
 def _emit(parsed: ParsedMessages, fallback_us: int | None, watermark=None) -> Iterable:
     """The outputs for one parsed batch: readings timestamped at their batch's min event time, each with its
-    count; quarantine and its count timestamped with the earliest batch (or ``fallback_us``, or now), but never
-    before the reader's ``watermark``: a record that has no valid event time must not be dropped as late."""
+    count; quarantine and its count timestamped with the earliest batch (or ``fallback_us``, or now). None of
+    them before the reader's ``watermark``: a record that has no valid event time must not be dropped as late,
+    and a batch of readings the watermark has passed (late readings, or a backlog after the watermark followed
+    the wall clock) carries it, so that the late gate downstream compares the readings with it (they keep their
+    own times; the windowing stage puts them in their panes by those)."""
+    floor = watermark if watermark is not None and MAX_TIMESTAMP > watermark else None
     anchor = parsed.min_time_us
     if anchor is None:
         anchor = fallback_us if fallback_us is not None else int(time.time() * 1e6)
-    if watermark is not None and MAX_TIMESTAMP > watermark > Timestamp(micros=anchor):
-        anchor = int(watermark.micros)
+    if floor is not None and floor > Timestamp(micros=anchor):
+        anchor = int(floor.micros)
     side_time = Timestamp(micros=anchor)
     for batch, t in parsed.batches:  # counted per batch, so that a window's count matches its readings
         at = Timestamp(micros=t)
+        if floor is not None and floor > at:
+            at = floor
         yield beam.window.TimestampedValue(batch, at)
         yield beam.pvalue.TaggedOutput(COUNTS, beam.window.TimestampedValue(("records_in", len(batch)), at))
     for q in parsed.quarantine:
@@ -628,9 +634,11 @@ class _ParseMessageBatches(beam.DoFn):
             by_source.setdefault(source, ([], []))
             by_source[source][0].append(position)
             by_source[source][1].append(payload)
-        fallback = int(timestamp.micros) if MAX_TIMESTAMP > timestamp > Timestamp(0) else None
+        valid = MAX_TIMESTAMP > timestamp > Timestamp(0)
+        fallback = int(timestamp.micros) if valid else None
         for source, (positions, payloads) in by_source.items():
-            yield from _emit(self.parser.parse(source, positions, payloads), fallback)
+            # Not before the messages' own timestamp, which the IO's watermark follows (see _emit).
+            yield from _emit(self.parser.parse(source, positions, payloads), fallback, timestamp if valid else None)
 
 
 class KafkaReadings(beam.PTransform):

@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import BuildAlerts
 from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.sinks import WriteOutputs
 from seqwatch.pipelines.validate import ValidateReadings
@@ -118,20 +119,33 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
                    "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
                    "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}
-    counts_window = (beam.window.FixedWindows(flush_window_s) if flush_window_s else beam.window.GlobalWindows())
-    counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(counts_window)
-               for name, pcoll in count_parts.items()]
-              | "AllCounts" >> beam.Flatten()
-              | "SumCounts" >> beam.CombinePerKey(sum)
-              | "CountsDict" >> beam.combiners.ToDict().without_defaults())
+    all_counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                   for name, pcoll in count_parts.items()]
+                  | "AllCounts" >> beam.Flatten())
     if flush_window_s:
-        counts | "WriteCounts" >> beam.Map(
-            lambda data, w=beam.DoFn.WindowParam: write_json(data, FileSystems.join(
-                root, "counts", f"{w.start.micros}.json")))
+        # Per flush window; a count that arrives after its window was written goes out with the next one (never
+        # dropped as late: see seqwatch.pipelines.flush), so the files always add up to the whole run.
+        counts = (all_counts
+                  | "OneCountsKey" >> beam.Map(lambda kv: ("counts", kv))
+                  | "FlushCounts" >> FlushPerWindow(flush_window_s)
+                  | "SumCounts" >> beam.Map(lambda r: (r.start_us, sum_counts(r.items))))
+        counts | "WriteCounts" >> beam.MapTuple(
+            lambda start_us, data: write_json(data, FileSystems.join(root, "counts", f"{start_us}.json")))
     else:
+        counts = (all_counts
+                  | "SumCounts" >> beam.CombinePerKey(sum)
+                  | "CountsDict" >> beam.combiners.ToDict().without_defaults())
         counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))
     return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
             "alerts": alerts, "opened": built.opened, "quarantine": quarantine, "counts": counts}
+
+
+def sum_counts(pairs) -> dict:
+    """``(name, n)`` pairs summed per name."""
+    total: dict = {}
+    for name, n in pairs:
+        total[name] = total.get(name, 0) + n
+    return total
 
 
 def write_json(data: dict, path: str) -> None:

@@ -8,7 +8,8 @@ Layout under a run's output (no ``key=value`` folder names, so readers do not in
     alerts_open/<entity>/<alert_id>.parquet  streaming: one notice per incident as soon as it opens (its first
                                            window; same id as its alert when that window was the first to arrive)
     quarantine/<source file>-<hash>.parquet  batch: one file per source, rows by line
-    quarantine/<source>-<hash>/<window start>.parquet  streaming: one file per source and flush window
+    quarantine/<source>-<hash>/<window start>.parquet  streaming: one file per source and flush window (with
+                                           the records that arrived late for earlier windows of the source)
 
 ``pyarrow.dataset.dataset("out/alerts")``, DuckDB's ``read_parquet('out/alerts/**/*.parquet')`` and Spark's
 ``recursiveFileLookup`` read them as they are. Every file is written under a temporary name and renamed when
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import forecast_rows
+from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA, to_table
 from seqwatch.schemas.elements import Quarantined, ScoredWindows
@@ -162,25 +164,30 @@ class WriteOutputs(beam.PTransform):
 
         streaming = self.flush_window_s is not None
 
-        def quarantine_table(keyed, window=beam.DoFn.WindowParam):
-            source, rows = keyed
+        def quarantine_table(source, rows, window_start_us=None):
             rows = sorted(fill_raw_lines(source, list(rows)),
                           key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
             name = safe_name(PurePath(source).name) + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
-            if streaming:
-                return f"quarantine/{name}/{window.start.micros}.parquet", to_table(rows, QUARANTINE_SCHEMA)
+            if window_start_us is not None:
+                return f"quarantine/{name}/{window_start_us}.parquet", to_table(rows, QUARANTINE_SCHEMA)
             return f"quarantine/{name}.parquet", to_table(rows, QUARANTINE_SCHEMA)
 
+        keyed = quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
         if streaming:
-            quarantine = quarantine | "QuarantineWindows" >> beam.WindowInto(
-                beam.window.FixedWindows(self.flush_window_s))
+            # Per source and flush window; a record that arrives after its window was written goes out with the
+            # next one (never dropped as late: see seqwatch.pipelines.flush).
+            quarantine_tables = (keyed | "FlushQuarantine" >> FlushPerWindow(self.flush_window_s)
+                                 | "QuarantineTables" >> beam.Map(lambda r: quarantine_table(r.key, r.items,
+                                                                                             r.start_us)))
+        else:
+            quarantine_tables = (keyed | "GroupQuarantine" >> beam.GroupByKey()
+                                 | "QuarantineTables" >> beam.MapTuple(quarantine_table))
 
         parts = {
             "Score": scored | "ScoreTables" >> beam.FlatMap(scores_table),
             "Forecast": scored | "ForecastTables" >> beam.FlatMap(forecasts_table),
             "Alert": alerts | "AlertTables" >> beam.Map(alert_table),
-            "Quarantine": (quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
-                           | "GroupQuarantine" >> beam.GroupByKey() | "QuarantineTables" >> beam.Map(quarantine_table)),
+            "Quarantine": quarantine_tables,
         }
         if opened is not None:
             parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")

@@ -3,12 +3,17 @@
 Late data, in two layers, so that no reading is ever dropped silently:
 - each pane is scored when the watermark passes its end plus its look-ahead context plus
   ``allowed_lateness_s`` (a wait: latency traded for completeness);
-- a reading more than ``late_after_s`` of event time behind the latest reading seen so far is quarantined as
-  ``late`` by the late gate, before windowing. Beam keeps every pane window open for that long after it fired
-  (its allowed lateness), so a reading the gate lets through is never discarded by Beam: if its pane has
-  already been scored, the late firing carries it to the windowing stage, which quarantines it as ``late``.
+- a reading more than ``late_after_s`` of event time behind the latest reading seen so far, or behind the
+  watermark its batch carries (a broker reader stamps a batch its watermark has passed with that watermark, as
+  after an outage when the watermark followed the wall clock), is quarantined as ``late`` by the late gate,
+  before windowing. Beam keeps every pane window open for that long after it fired (its allowed lateness), so
+  a reading the gate lets through is not discarded by Beam: if its pane has already been scored, the late
+  firing carries it to the windowing stage, which quarantines it as ``late``.
 The gate compares with the latest event time it has seen, not with the order batches happen to be processed
 in being the order they were read (runners reorder bundles); hence the generous default.
+
+The quarantine records and counts that late readings cause keep the readings' event times, which the watermark
+has passed; the sinks gather them with ``seqwatch.pipelines.flush``, which never drops an element as late.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
@@ -30,8 +36,9 @@ DEFAULT_LATE_AFTER_S = 86_400.0
 
 
 class _LateGate(beam.DoFn):
-    """One key for the whole stream: the gate compares each reading with the latest event time seen anywhere,
-    which is never behind the watermark; batches make the single key cheap."""
+    """One key for the whole stream: the gate compares each reading with the latest event time seen anywhere:
+    the latest reading, or the latest batch timestamp (a broker reader stamps a batch its watermark has passed
+    with that watermark). Batches make the single key cheap."""
 
     LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())
 
@@ -40,11 +47,15 @@ class _LateGate(beam.DoFn):
         self.run_id = run_id
         self.timer = StageTimer("late_gate")
 
-    def process(self, element, latest=beam.DoFn.StateParam(LATEST)):
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, latest=beam.DoFn.StateParam(LATEST)):
         _, batch = element
         with self.timer:
             frame = batch.frame
             seen = latest.read()
+            # A batch stamped later than its readings carries its reader's watermark (broker_sources._emit): the
+            # panes of readings far behind the watermark may be gone already, however new they are to the gate.
+            if MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and (seen is None or timestamp.micros > seen):
+                seen = int(timestamp.micros)
             stamps = frame["timestamp"].to_numpy()
             late = np.zeros(len(frame), dtype=bool) if seen is None else stamps < seen - self.late_after_us
             out = []
@@ -53,8 +64,9 @@ class _LateGate(beam.DoFn):
                                   "timestamp": int(row.timestamp), "value": float(row.value)})
                 out.append(beam.pvalue.TaggedOutput(QUARANTINE, Quarantined(
                     raw, str(row.source), int(row.line), "", 1, "gate", "late",
-                    f"the reading is {(seen - row.timestamp) / 1e6:g}s of event time behind the latest reading, more "
-                    f"than the {self.late_after_us / 1e6:g}s a pane is kept open for late data",
+                    f"the reading is {(seen - row.timestamp) / 1e6:g}s of event time behind the latest reading (or "
+                    f"its reader's watermark), more than the {self.late_after_us / 1e6:g}s a pane is kept open for "
+                    f"late data",
                     self.run_id)))
             if len(stamps):
                 latest.write(int(max(stamps.max(), seen if seen is not None else stamps.max())))

@@ -113,3 +113,92 @@ def test_late_readings_are_quarantined_not_dropped(same_data, tmp_path):
     assert counts["records_in"] == len(frame) + 1
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     assert counts["quarantined.gate.late"] == 1
+
+
+
+def _read_stream(plan, frame: pd.DataFrame, held: pd.Series, deliveries, out: Path, flush_window_s: float = 600.0):
+    """Replay ``frame`` without the ``held`` readings in 5-minute chunks, the watermark at each chunk's end; then
+    ``deliveries``: ``(watermark first, stamp, mask of held readings)``, each a batch of held readings stamped
+    ``stamp`` after the watermark was moved to ``watermark first`` (event times in microseconds). Returns the
+    summed counts and the quarantine read back from Parquet."""
+    on_time = frame[~held]
+    end = int(frame["timestamp"].max())
+    stream = TestStream()
+    for lo in range(int(frame["timestamp"].min()), end + 1, 300_000_000):
+        part = on_time[(on_time["timestamp"] >= lo) & (on_time["timestamp"] < lo + 300_000_000)]
+        if len(part):
+            stream.add_elements([TimestampedValue(ReadingBatch(part.reset_index(drop=True)),
+                                                  Timestamp(micros=lo // 1000 * 1000))])
+        stream.advance_watermark_to(Timestamp(micros=(lo + 300_000_000) // 1000 * 1000))
+    for watermark_us, stamp_us, mask in deliveries:
+        stream.advance_watermark_to(Timestamp(micros=watermark_us // 1000 * 1000))
+        stream.add_elements([TimestampedValue(ReadingBatch(frame[mask].reset_index(drop=True)),
+                                              Timestamp(micros=stamp_us // 1000 * 1000))])
+    stream.advance_watermark_to_infinity()
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        readings = p | "Replay" >> stream
+        source = SourceOutputs(readings, p | "NoParseErrors" >> beam.Create([]),
+                               readings | "CountIn" >> beam.Map(lambda b: ("records_in", len(b))))
+        build_streaming_pipeline(source, plan, str(out), flush_window_s=flush_window_s,
+                                 allowed_lateness_s=LATENESS_S, late_after_s=LATE_AFTER_S)
+    counts: dict = {}
+    for f in (out / "counts").glob("*.json"):
+        for k, v in json.loads(f.read_text()).items():
+            counts[k] = counts.get(k, 0) + v
+    quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
+    return counts, quarantine
+
+
+def _parsed(config) -> tuple:
+    plan = plan_run(config)
+    frames = [batch.frame for path in plan.paths for batch, _, _ in FileReader(WIDE, plan.run_id).read(path)]
+    return plan, pd.concat(frames, ignore_index=True).sort_values(["timestamp", "entity_id", "channel"])
+
+
+@pytest.mark.slow
+def test_readings_behind_the_watermark_are_quarantined_written_and_counted(same_data, tmp_path):
+    """Two readings held back in transit and delivered at the end, each in a batch stamped with its own event
+    time, long after the watermark passed it and its 10-minute flush window closed: one 3,400 s behind the latest
+    reading (within late_after: its pane has been scored, so the windowing stage quarantines it), one 8,000 s
+    behind (the gate does). Both records must reach the Parquet files and both readings the counts."""
+    plan, frame = _parsed(same_data)
+    first, end = int(frame["timestamp"].min()), int(frame["timestamp"].max())
+    flow = frame["channel"] == "flow"
+    held = {"pane": (frame["entity_id"] == "pump-01") & flow & (frame["timestamp"] == end - 3_400_000_000),
+            "gate": (frame["entity_id"] == "pump-02") & flow & (frame["timestamp"] == first + 1_000_000_000)}
+    assert all(mask.sum() == 1 for mask in held.values())
+    where = {name: (str(frame[mask]["source"].iloc[0]), int(frame[mask]["line"].iloc[0]))
+             for name, mask in held.items()}
+    deliveries = [(end + 60_000_000 * k, int(frame[mask]["timestamp"].iloc[0]), mask)
+                  for k, mask in enumerate(held.values(), 1)]
+    counts, quarantine = _read_stream(plan, frame, held["pane"] | held["gate"], deliveries, tmp_path / "behind")
+    found = {(str(q.source), int(q.line)): (q.stage, q.reason_code) for q in quarantine.itertuples()}
+    assert found[where["pane"]] == ("window", "late")
+    assert found[where["gate"]] == ("gate", "late")
+    assert counts["records_in"] == len(frame)
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
+    assert counts["quarantined.gate.late"] == 1 and counts["quarantined.window.late"] == 1
+    assert counts["records_quarantined"] == quarantine["records"].sum()
+    # Every file written was counted, the last ones (written as the stream ended) too.
+    assert counts["files_written"] == len(list((tmp_path / "behind").rglob("*.parquet")))
+
+
+@pytest.mark.slow
+def test_a_backlog_the_watermark_passed_while_the_source_was_idle_is_quarantined_not_dropped(same_data, tmp_path):
+    """After an outage: the stream's last 20 minutes of readings are held back while the watermark follows the
+    wall clock three hours ahead (a broker reader's ``idle_watermark``); then they arrive, stamped with that
+    watermark, as the reader stamps a batch its watermark has passed. They are newer than any reading the gate
+    has seen, but their panes' windows are gone (Beam would drop them at the pane grouping): the gate compares
+    them with the watermark their batch carries and quarantines every one as late."""
+    plan, frame = _parsed(same_data)
+    end = int(frame["timestamp"].max())
+    backlog = frame["timestamp"] > end - 1_200_000_000
+    idle_until = end + 3 * int(LATE_AFTER_S * 1e6)
+    counts, quarantine = _read_stream(plan, frame, backlog, [(idle_until, idle_until, backlog)], tmp_path / "idle")
+    late = quarantine[quarantine["reason_code"] == "late"]
+    assert (late["stage"] == "gate").all() and late["records"].sum() == backlog.sum()
+    assert set(zip(late["source"], late["line"])) == set(zip(frame[backlog]["source"], frame[backlog]["line"]))
+    assert "or its reader's watermark" in late["reason"].iloc[0]
+    assert counts["records_in"] == len(frame)
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
+    assert counts["quarantined.gate.late"] == backlog.sum()

@@ -98,6 +98,54 @@ def test_parser_cuts_batches_at_window_boundaries_and_keeps_epoch_microseconds_e
         ([1, 4], (T0 + 1) * 10**6 + 7), ([2, 3], (T0 + 600) * 10**6 + 7)]
 
 
+def _stamps(outputs) -> list:
+    """``(what, seconds after T0)`` of each output of ``_emit``."""
+    out = []
+    for o in outputs:
+        tag, value = (o.tag, o.value) if isinstance(o, beam.pvalue.TaggedOutput) else ("readings", o)
+        item = value.value
+        name = {"readings": lambda: f"readings {item.frame['line'].tolist()}", "counts": lambda: f"counts {item}"}
+        out.append((name.get(tag, lambda: tag)(), value.timestamp.micros // 10**6 - T0))
+    return out
+
+
+def test_a_batch_behind_the_readers_watermark_is_stamped_at_the_watermark_with_its_count():
+    """A late reading (delivered after the reader's watermark passed it) keeps its event time in the batch, but
+    the batch and its count are stamped at the watermark, which the late gate then compares it with; a batch
+    ahead of the watermark keeps its own time; quarantine is never stamped before the watermark."""
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.broker_sources import _emit
+
+    parser = MessageParser("run-1", align_to_window_us=WINDOW_S * 10**6)
+    payloads = [json.dumps({"entity_id": "e", "channel": "c", "timestamp": t, "value": 1}).encode()
+                for t in (T0 + 5, T0 + 1000)] + [b"{not json"]
+    parsed = parser.parse("kafka:readings/0", [1, 2, 3], payloads)
+    assert _stamps(_emit(parsed, None, Timestamp(T0 + 700))) == [
+        ("readings [1]", 700), ("counts ('records_in', 1)", 700),  # behind the watermark: at the watermark
+        ("readings [2]", 1000), ("counts ('records_in', 1)", 1000),  # ahead of it: its own time
+        ("quarantine", 700), ("counts ('records_in', 1)", 700)]
+    [(late, _), _] = parsed.batches
+    assert late.frame["timestamp"].tolist() == [(T0 + 5) * 10**6]  # the reading keeps its event time
+    assert [s for _, s in _stamps(_emit(parsed, None, None))] == [5, 5, 1000, 1000, 5, 5]  # no watermark
+
+
+def test_messages_from_beams_own_ios_are_stamped_no_earlier_than_the_message():
+    """``_ParseMessageBatches`` (after ReadFromKafka / ReadFromPubSub): a reading older than the message that
+    carried it is stamped at the message's time, which the IO's watermark follows."""
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.broker_sources import _ParseMessageBatches
+
+    parse = _ParseMessageBatches(MessageParser("run-1", align_to_window_us=WINDOW_S * 10**6))
+    messages = [("pubsub:s", 1, json.dumps({"entity_id": "e", "channel": "c", "timestamp": T0 + 5,
+                                            "value": 1}).encode())]
+    assert _stamps(parse.process(messages, Timestamp(T0 + 300))) == [
+        ("readings [1]", 300), ("counts ('records_in', 1)", 300)]
+    assert _stamps(parse.process(messages, Timestamp(T0 - 300))) == [
+        ("readings [1]", 5), ("counts ('records_in', 1)", 5)]
+
+
 def test_parser_refuses_a_wide_mapping():
     with pytest.raises(ValueError, match="a message mapping must have format 'long', got 'wide'"):
         MessageParser("run-1", InputMapping(format="wide"))

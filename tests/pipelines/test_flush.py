@@ -1,0 +1,63 @@
+"""FlushPerWindow: per-key event-time windows released as the watermark passes them, and late elements moved to the
+next release instead of dropped; by hand, then with TestStream on the DirectRunner in streaming mode."""
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from seqwatch.pipelines.flush import FlushPerWindow, release_window
+
+
+def test_release_window_keeps_an_elements_own_window_unless_it_was_released():
+    assert release_window(600, None, 600) == 600  # nothing released yet
+    assert release_window(1200, 600, 600) == 1200  # a later window than the last released: its own
+    assert release_window(600, 600, 600) == 1200  # its own window was the last released: the next one
+    assert release_window(0, 1800, 600) == 2400  # far behind: the first window not yet released
+    assert release_window(-600, None, 600) == -600
+
+
+def test_flush_window_must_be_positive():
+    with pytest.raises(ValueError, match="the flush window must be > 0 seconds, got 0"):
+        FlushPerWindow(0)
+
+
+def _assert_releases(stream, expected):
+    """Windows of 10 s; each release as ``(key, window start in s, items sorted, how many were late)``."""
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        releases = (p | stream | FlushPerWindow(10)
+                    | beam.Map(lambda r: (r.key, r.start_us // 1_000_000, sorted(r.items), r.late)))
+        assert_that(releases, equal_to(expected))
+
+
+def test_elements_are_released_per_key_and_window_and_late_ones_go_with_the_next_release():
+    """Windows of 10 s. ``a`` at 3 s and 7 s and ``b`` at 5 s are released when the watermark passes 10 s. ``a``
+    at 4 s then arrives after its window was released: it goes with ``a``'s next release (window 10-20 s, with
+    ``a`` at 12 s), counted late. ``b`` at 15 s arrives after the watermark passed 20 s but its window was never
+    released: it is released in its own window. Nothing is dropped."""
+    stream = (TestStream()
+              .add_elements([TimestampedValue(("a", "a3"), Timestamp(3)), TimestampedValue(("a", "a7"), Timestamp(7)),
+                             TimestampedValue(("b", "b5"), Timestamp(5))])
+              .advance_watermark_to(Timestamp(11))
+              .add_elements([TimestampedValue(("a", "a4-late"), Timestamp(4)),
+                             TimestampedValue(("a", "a12"), Timestamp(12))])
+              .advance_watermark_to(Timestamp(25))
+              .add_elements([TimestampedValue(("b", "b15-behind"), Timestamp(15))])
+              .advance_watermark_to(Timestamp(100))  # every timer fires before the end (assert_that's last pane)
+              .advance_watermark_to_infinity())
+    _assert_releases(stream, [("a", 0, ["a3", "a7"], 0), ("b", 0, ["b5"], 0),
+                              ("a", 10, ["a12", "a4-late"], 1), ("b", 10, ["b15-behind"], 0)])
+
+
+def test_a_late_element_far_behind_goes_with_a_release_of_its_own_after_the_last():
+    """``a`` released windows 0-10 s and 20-30 s; an element at 1 s arriving then is released in window 30-40 s
+    (the first after the last released), once the watermark passes 40 s, and no window name repeats."""
+    stream = (TestStream()
+              .add_elements([TimestampedValue(("a", "a2"), Timestamp(2)), TimestampedValue(("a", "a22"), Timestamp(22))])
+              .advance_watermark_to(Timestamp(31))
+              .add_elements([TimestampedValue(("a", "a1-late"), Timestamp(1))])
+              .advance_watermark_to(Timestamp(100))
+              .advance_watermark_to_infinity())
+    _assert_releases(stream, [("a", 0, ["a2"], 0), ("a", 20, ["a22"], 0), ("a", 30, ["a1-late"], 1)])
