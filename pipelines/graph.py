@@ -125,10 +125,14 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     if flush_window_s:
         # Per flush window; a count that arrives after its window was written goes out with the next one (never
         # dropped as late: see seqwatch.pipelines.flush), so the files always add up to the whole run.
+        def window_counts(release):
+            late = [("flushed_late.counts", release.late)] if release.late else []
+            return release.start_us, sum_counts(release.items + late)
+
         counts = (all_counts
                   | "OneCountsKey" >> beam.Map(lambda kv: ("counts", kv))
                   | "FlushCounts" >> FlushPerWindow(flush_window_s)
-                  | "SumCounts" >> beam.Map(lambda r: (r.start_us, sum_counts(r.items))))
+                  | "SumCounts" >> beam.Map(window_counts))
         counts | "WriteCounts" >> beam.MapTuple(
             lambda start_us, data: write_json(data, FileSystems.join(root, "counts", f"{start_us}.json")))
     else:

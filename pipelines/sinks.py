@@ -135,7 +135,9 @@ def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]
 
 
 class WriteOutputs(beam.PTransform):
-    """Write scores, forecasts, alerts and quarantined records under ``root``; emits ``(name, n)`` counts."""
+    """Write scores, forecasts, alerts and quarantined records under ``root``; emits ``(name, n)`` counts: files
+    written and (streaming) ``flushed_late.quarantine``, the quarantine rows that arrived after their flush window
+    was written and went into a later file."""
 
     def __init__(self, root: str, run_id: str, flush_window_s: float | None = None):
         """``flush_window_s``: streaming only; quarantined records are written per event-time window of this
@@ -176,9 +178,11 @@ class WriteOutputs(beam.PTransform):
         if streaming:
             # Per source and flush window; a record that arrives after its window was written goes out with the
             # next one (never dropped as late: see seqwatch.pipelines.flush).
-            quarantine_tables = (keyed | "FlushQuarantine" >> FlushPerWindow(self.flush_window_s)
-                                 | "QuarantineTables" >> beam.Map(lambda r: quarantine_table(r.key, r.items,
-                                                                                             r.start_us)))
+            releases = keyed | "FlushQuarantine" >> FlushPerWindow(self.flush_window_s)
+            quarantine_tables = releases | "QuarantineTables" >> beam.Map(
+                lambda r: quarantine_table(r.key, r.items, r.start_us))
+            flushed_late = releases | "CountFlushedLate" >> beam.FlatMap(
+                lambda r: [("flushed_late.quarantine", r.late)] if r.late else [])
         else:
             quarantine_tables = (keyed | "GroupQuarantine" >> beam.GroupByKey()
                                  | "QuarantineTables" >> beam.MapTuple(quarantine_table))
@@ -194,4 +198,7 @@ class WriteOutputs(beam.PTransform):
         tables = ([pcoll | f"{name}TablesToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
                    for name, pcoll in parts.items()]
                   | "AllTables" >> beam.Flatten())
-        return tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))
+        written = tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))
+        if not streaming:
+            return written
+        return (written, flushed_late) | "AllWriteCounts" >> beam.Flatten()  # both in the global window

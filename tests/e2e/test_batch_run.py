@@ -202,3 +202,35 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert message in lines[-1], (args, result.stderr[-2000:])
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_scores(run, small_model_dir, tmp_path):
+    """``online_calibration``: the same windows and scores as the plain run, but each entity's windows, in time
+    order, judged by OnlineTailCalibration seeded with the model's calibration scores (worked out here from the
+    scores read back); the alerts follow the new flags; the setting changes the run id."""
+    import numpy as np
+
+    from seqwatch.models.artifact import read_metadata
+    from seqwatch.pipelines.calibration import model_risk, start_calibration
+
+    config, manifest, out, _ = run
+    calibrated_out = tmp_path / "calibrated"
+    calibrated_manifest = run_batch(RunConfig(**{**config.__dict__, "output": str(calibrated_out),
+                                                 "online_calibration": True}), ["--runner=DirectRunner"])
+    plain = _read(out, "scores").to_pandas().sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+    scores = _read(calibrated_out, "scores").to_pandas().sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+    assert (scores["window_end"] == plain["window_end"]).all()
+    np.testing.assert_allclose(scores["score"], plain["score"], rtol=1e-6)
+    metadata = read_metadata(str(small_model_dir))
+    risk, _ = model_risk(metadata)
+    for entity, part in scores.groupby("entity_id"):
+        tail, threshold = start_calibration(metadata).process_at_risk(part["score"].to_numpy(), risk)
+        np.testing.assert_allclose(part["tail_probability"], tail, rtol=1e-9, err_msg=entity)
+        np.testing.assert_allclose(part["threshold"], threshold, rtol=1e-9, err_msg=entity)
+        np.testing.assert_array_equal(part["is_anomaly"], part["score"].to_numpy() > threshold)
+    assert scores["threshold"].nunique() > 2  # refitted per entity as windows come
+    alerts = _read(calibrated_out, "alerts").to_pandas()
+    assert alerts["windows"].sum() == scores["is_anomaly"].sum() == calibrated_manifest["stages"]["windows_anomalous"]
+    assert calibrated_manifest["records_scored"] == manifest["records_scored"]
+    assert calibrated_manifest["settings"]["online_calibration"] is True
+    assert "online_calibration" not in manifest["settings"] and calibrated_manifest["run_id"] != manifest["run_id"]

@@ -248,6 +248,17 @@ def flink_job_server_jar() -> str:
 
 
 @pytest.fixture(scope="session")
+def flink_args(flink_job_server_jar):
+    """``flink_args(*extra)`` -> the pipeline flags for Beam's Flink runner on an embedded local cluster."""
+
+    def args(*extra: str) -> list[str]:
+        return ["--runner=FlinkRunner", f"--flink_job_server_jar={flink_job_server_jar}", "--flink_master=[local]",
+                "--environment_type=LOOPBACK", "--parallelism=2", *extra]
+
+    return args
+
+
+@pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory) -> str:
     """A mosquitto broker on 127.0.0.1 for the whole session (Debian's package; `make mosquitto` installs it
     where it can); ``host:port``. Skips when mosquitto or paho-mqtt is missing."""

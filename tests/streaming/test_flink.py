@@ -13,11 +13,6 @@ from seqwatch.pipelines.config import RunConfig
 pytestmark = pytest.mark.slow
 
 
-def _flink_args(jar: str, *extra: str) -> list[str]:
-    return ["--runner=FlinkRunner", f"--flink_job_server_jar={jar}", "--flink_master=[local]",
-            "--environment_type=LOOPBACK", "--parallelism=2", *extra]
-
-
 @pytest.fixture(scope="module")
 def readings_csv(tmp_path_factory):
     """Long readings of two pumps with two anomalies each, a malformed row, a bad value and a repeated reading."""
@@ -40,10 +35,10 @@ def _tables(root, sink):
 
 
 def test_the_batch_pipeline_on_flink_writes_what_the_direct_runner_writes(readings_csv, small_model_dir,
-                                                                          flink_job_server_jar, tmp_path):
+                                                                          flink_args, tmp_path):
     path, rows = readings_csv
     manifests = {}
-    for name, args in (("direct", ["--runner=DirectRunner"]), ("flink", _flink_args(flink_job_server_jar))):
+    for name, args in (("direct", ["--runner=DirectRunner"]), ("flink", flink_args())):
         config = RunConfig(inputs=(str(path),), output=str(tmp_path / name), model_dir=str(small_model_dir),
                            run_id="run-flink-test", pane_steps=256)
         manifests[name] = run_batch(config, args)
@@ -65,13 +60,13 @@ def test_the_batch_pipeline_on_flink_writes_what_the_direct_runner_writes(readin
 
 
 def test_the_streaming_pipeline_on_flink_alerts_while_running_and_matches_batch(readings_csv, small_model_dir,
-                                                                                 flink_job_server_jar, tmp_path,
+                                                                                 flink_args, tmp_path,
                                                                                  stream_outputs):
     path, rows = readings_csv
     out = tmp_path / "stream"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(small_model_dir),
                "--output", str(out), "--flush-window", "600", "--source", "replay", "--input", str(path),
-               "--speed", "250", *_flink_args(flink_job_server_jar)]
+               "--speed", "250", *flink_args()]
     returncode, log, ran_on_s = stream_outputs.run_watching_alerts(command, out, tmp_path / "stream.log")
     assert returncode == 0, log[-3000:]
     assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"

@@ -1,6 +1,6 @@
 """``seqwatch stream`` end to end on Prism (real streaming: event time, watermarks, files while it runs):
 a replayed file and a real Kafka broker on 127.0.0.1 in, Parquet out, counts reconciled, alerts equal to
-the batch pipeline's on the same readings."""
+the batch pipeline's on the same readings. Kafka with late readings also on Flink."""
 import json
 import shutil
 import subprocess
@@ -26,10 +26,14 @@ def long_readings(tmp_path_factory):
     return path, readings
 
 
-def _stream_command(model_dir, out, prism_location, *source_args):
+def _seqwatch_stream(model_dir, out, *args):
+    """``seqwatch stream`` with flush windows of 10 minutes; ``args``: the source's and the runner's flags."""
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(model_dir), "--output",
-            str(out), "--flush-window", "600", *source_args, "--runner=PrismRunner",
-            f"--prism_location={prism_location}"]
+            str(out), "--flush-window", "600", *args]
+
+
+def _stream_command(model_dir, out, prism_location, *source_args):
+    return _seqwatch_stream(model_dir, out, *source_args, "--runner=PrismRunner", f"--prism_location={prism_location}")
 
 
 @pytest.mark.slow
@@ -58,48 +62,72 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
         assert notice.stat().st_mtime < alert.stat().st_mtime
 
 
-@pytest.mark.slow
-def test_kafka_on_prism_reconciles_and_matches_batch(long_readings, small_model_dir, prism_location, kafka_broker,
-                                                     tmp_path, stream_outputs):
-    path, readings = long_readings
-    kafka_broker.create_topic("pumps", partitions=1)
+def _check_kafka_with_late_readings(topic, readings, path, model_dir, runner_args, kafka_broker, tmp_path,
+                                    stream_outputs):
+    """``seqwatch stream --source kafka`` with ``runner_args``: the readings, three malformed messages, and two
+    readings sent last, long after the watermark passed them: one from the start of the stream (its pane was
+    scored long ago, but it is less than --late-after behind, so the gate lets it through and Beam's late firing
+    brings it to the windowing stage) and one two days before the stream (beyond --late-after: the gate). Both
+    are quarantined as late, nothing is lost, and the alerts equal the batch run's."""
+    kafka_broker.create_topic(topic, partitions=1)
     producer = kafka_broker.producer()
     for row in readings.itertuples(index=False):
-        producer.produce("pumps", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
-                                              "timestamp": row.timestamp, "value": row.value}).encode())
+        producer.produce(topic, json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                            "timestamp": row.timestamp, "value": row.value}).encode())
     for bad in (b"not json at all", b'{"entity_id": "pump-01", "channel": "flow"}',
                 b'{"entity_id": "pump-01", "channel": "flow", "timestamp": "yesterday", "value": 1}'):
-        producer.produce("pumps", bad)
-    # A reading from the start of the stream, sent last: its pane was scored long ago, but it is far less than
-    # --late-after behind, so the gate lets it through and Beam's late firing brings it to the windowing stage.
+        producer.produce(topic, bad)
     early = readings.iloc[40]
-    late = json.dumps({"entity_id": early.entity_id, "channel": early.channel, "timestamp": early.timestamp,
-                       "value": early.value + 1.0})
-    producer.produce("pumps", late.encode())
+    late = {"entity_id": early.entity_id, "channel": early.channel, "timestamp": early.timestamp,
+            "value": early.value + 1.0}
+    ancient = dict(late, timestamp=(pd.Timestamp(early.timestamp) - pd.Timedelta(days=2)).isoformat())
+    for message in (late, ancient):
+        producer.produce(topic, json.dumps(message).encode())
     assert producer.flush(30) == 0
 
     out = tmp_path / "kafka"
-    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
-                                            "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
-                                            "pumps", "--start", "earliest", "--stop-after-idle", "8"),
+    result = subprocess.run(_seqwatch_stream(model_dir, out, "--source", "kafka", "--bootstrap-servers",
+                                             kafka_broker.bootstrap_servers, "--topic", topic, "--start", "earliest",
+                                             "--stop-after-idle", "8", *runner_args),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = stream_outputs.counts(out)
-    assert counts["records_in"] == len(readings) + 4
+    assert counts["records_in"] == len(readings) + 5
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
-    late_record = quarantine[quarantine["reason_code"] == "late"]
-    assert late_record["stage"].tolist() == ["window"]
-    assert json.loads(late_record["raw"].iloc[0]) == {  # the reading as parsed (event time in microseconds)
-        "entity_id": early.entity_id, "channel": early.channel, "value": early.value + 1.0,
-        "timestamp": int(pd.Timestamp(early.timestamp).value // 1000)}
-    assert counts["quarantined.window.late"] == 1
+    assert counts["records_quarantined"] == quarantine["records"].sum()
+    late_records = quarantine[quarantine["reason_code"] == "late"].sort_values("stage")
+    assert late_records["stage"].tolist() == ["gate", "window"]
+    as_parsed = [dict(m, timestamp=int(pd.Timestamp(m["timestamp"]).value // 1000)) for m in (ancient, late)]
+    assert [json.loads(raw) for raw in late_records["raw"]] == as_parsed  # event time in microseconds
+    assert counts["quarantined.window.late"] == 1 and counts["quarantined.gate.late"] == 1
     parse = quarantine[quarantine["stage"] == "parse"]
     assert sorted(parse["raw"]) == sorted(["not json at all", '{"entity_id": "pump-01", "channel": "flow"}',
                                            '{"entity_id": "pump-01", "channel": "flow", "timestamp": "yesterday", '
                                            '"value": 1}'])
     assert (quarantine["raw"] != "").all()  # a broker message cannot be re-read: every record keeps its text
-    stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
+    stream_outputs.assert_matches_batch(out, path, model_dir, tmp_path / "batch")
+    return counts
+
+
+@pytest.mark.slow
+def test_kafka_with_late_readings_on_prism_reconciles_and_matches_batch(long_readings, small_model_dir,
+                                                                        prism_location, kafka_broker, tmp_path,
+                                                                        stream_outputs):
+    path, readings = long_readings
+    counts = _check_kafka_with_late_readings("pumps", readings, path, small_model_dir,
+                                             ["--runner=PrismRunner", f"--prism_location={prism_location}"],
+                                             kafka_broker, tmp_path, stream_outputs)
+    print("flushed late:", {k: v for k, v in counts.items() if k.startswith("flushed_late")})
+
+
+@pytest.mark.slow
+def test_kafka_with_late_readings_on_flink_reconciles_and_matches_batch(long_readings, small_model_dir, flink_args,
+                                                                        kafka_broker, tmp_path, stream_outputs):
+    path, readings = long_readings
+    counts = _check_kafka_with_late_readings("pumps-flink", readings, path, small_model_dir, flink_args(),
+                                             kafka_broker, tmp_path, stream_outputs)
+    print("flushed late:", {k: v for k, v in counts.items() if k.startswith("flushed_late")})
 
 
 @pytest.mark.slow

@@ -1,0 +1,107 @@
+"""Per-entity online calibration (``--online-calibration``): the pure step against OnlineTailCalibration, the
+model's risk, the Beam step with panes out of order (TestStream), and a batch run end to end read back from
+Parquet."""
+import apache_beam as beam
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from seqwatch.models.artifact import read_metadata
+from seqwatch.models.thresholds import OnlineTailCalibration, severity_of
+from seqwatch.pipelines.calibration import (HISTORY, REFIT_EVERY, CalibrateOnline, CalibrationError, calibrate,
+                                            model_risk, start_calibration)
+from seqwatch.schemas.elements import ScoredWindows, WindowBatch
+
+
+def _metadata(method="pot", quantile=0.995, risk=1e-3, seed=None):
+    return {"model_version": "v1", "tail": {"sorted_scores": list(seed if seed is not None else range(1, 201))},
+            "config": {"scoring": {"threshold_method": method, "threshold_quantile": quantile, "pot_risk": risk,
+                                   "pot_initial_quantile": 0.95}}}
+
+
+def test_the_risk_is_the_models_threshold_probability():
+    assert model_risk(_metadata("pot", risk=1e-3)) == (1e-3, 0.95)
+    assert model_risk(_metadata("quantile", quantile=0.99))[0] == pytest.approx(0.01)
+    with pytest.raises(CalibrationError, match="online calibration needs a model whose threshold is rarer than its "
+                                               "tail fit's start"):
+        model_risk(_metadata("quantile", quantile=0.9))
+
+
+def _pane(pane, ends, scores, version="v1", entity="m1"):
+    n = len(ends)
+    wb = WindowBatch(entity, pane, ("a",), 1_000_000, np.asarray(ends, dtype=np.int64) * 1_000_000,
+                     np.zeros((n, 0, 1), np.float32), np.ones((n, 0, 1), bool), n)
+    return ScoredWindows(wb, np.asarray(scores, dtype=np.float64), 999.0, np.zeros(n, bool),
+                         np.array(["normal"] * n, dtype=object), np.ones(n), np.ones((n, 1)), None, None, None, 0.9,
+                         4, "mid", version)
+
+
+def test_calibrate_judges_each_window_by_the_seed_and_the_entitys_earlier_windows():
+    """Two panes in order through ``calibrate`` give what OnlineTailCalibration gives on their scores at once:
+    tail probabilities, and as threshold the score at the model's risk under the fit that judged the window."""
+    rng = np.random.default_rng(3)
+    metadata = _metadata(seed=np.sort(rng.gamma(2.0, 1.0, 400)))
+    scores = np.r_[rng.gamma(2.0, 1.0, 150), [30.0, 31.0], rng.gamma(2.0, 3.0, 80)]
+    online = start_calibration(metadata)
+    first = calibrate(_pane(1, range(150), scores[:150]), online, 1e-3)
+    second = calibrate(_pane(2, range(150, 232), scores[150:]), online, 1e-3)
+
+    by_hand = OnlineTailCalibration(HISTORY, REFIT_EVERY, 0.95).start(np.asarray(metadata["tail"]["sorted_scores"]))
+    tail = np.empty(len(scores))
+    threshold = np.empty(len(scores))
+    for lo in range(0, len(scores), REFIT_EVERY):  # the seed starts a refit period: blocks of 100 windows
+        block = scores[lo:lo + REFIT_EVERY]
+        tail[lo:lo + REFIT_EVERY] = by_hand.tail_probability(block)
+        threshold[lo:lo + REFIT_EVERY] = by_hand.calibration.score_at(1e-3)
+        by_hand.update(block)
+    got_tail = np.r_[first.tail_probability, second.tail_probability]
+    got_threshold = np.r_[first.threshold, second.threshold]
+    np.testing.assert_allclose(got_tail, tail)
+    np.testing.assert_allclose(got_threshold, threshold)
+    assert len(set(np.round(got_threshold, 9))) == 3  # three fits: the seed's, after 100 and after 200 windows
+    got_anomaly = np.r_[first.is_anomaly, second.is_anomaly]
+    np.testing.assert_array_equal(got_anomaly, scores > threshold)
+    assert got_anomaly[150] and got_anomaly[151]  # the two high scores
+    np.testing.assert_array_equal(np.r_[first.severity, second.severity], severity_of(tail, got_anomaly))
+    np.testing.assert_array_equal(first.score, scores[:150])  # scores are not changed
+
+
+def test_windows_are_judged_in_event_time_order_though_panes_arrive_out_of_order(small_model_dir):
+    """Streaming: pane 2 reaches the step before pane 1. Each entity's panes are released in event-time order as
+    the watermark passes them, so the result equals ``calibrate`` on pane 1 then pane 2, per entity."""
+    metadata = read_metadata(small_model_dir)
+    version = metadata["model_version"]
+    rng = np.random.default_rng(5)
+    panes = {(entity, k): _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), version, entity)
+             for entity in ("m1", "m2") for k in (1, 2)}
+    risk, _ = model_risk(metadata)
+    expected = []
+    for entity in ("m1", "m2"):
+        online = start_calibration(metadata)
+        for k in (1, 2):
+            sw = calibrate(panes[(entity, k)], online, risk)
+            expected.append((entity, k, tuple(np.round(sw.tail_probability, 12)), tuple(np.round(sw.threshold, 9))))
+    stream = (TestStream()
+              .add_elements([TimestampedValue(panes[("m1", 2)], Timestamp(260)),
+                             TimestampedValue(panes[("m2", 2)], Timestamp(260))])
+              .add_elements([TimestampedValue(panes[("m1", 1)], Timestamp(160)),
+                             TimestampedValue(panes[("m2", 1)], Timestamp(160))])
+              .advance_watermark_to(Timestamp(1000))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        out = (p | stream | CalibrateOnline(str(small_model_dir))
+               | beam.Map(lambda sw: (sw.windows.entity_id, sw.windows.pane, tuple(np.round(sw.tail_probability, 12)),
+                                      tuple(np.round(sw.threshold, 9)))))
+        assert_that(out, equal_to(expected))
+
+
+def test_an_unknown_model_version_is_one_sentence(small_model_dir):
+    from seqwatch.pipelines.calibration import _ModelCalibrations
+
+    with pytest.raises(CalibrationError, match="model version v-none is neither"):
+        _ModelCalibrations(str(small_model_dir), str(small_model_dir)).metadata("v-none")
