@@ -154,7 +154,7 @@ def _console_summary(results: dict, total: float) -> str:
                              + " / ".join(f"{r[name][p]['normalized']:.1f}" for p in profiles)
                              + "; per row: " + " / ".join(f"{r[per_row][p]['normalized']:.1f}" for p in profiles))
     if "skab" in results:
-        for key in ("per_file_400", "anomaly_free"):
+        for key in ("per_file_400", "anomaly_free", "anomaly_free_online"):
             s = results["skab"]["results"][key]
             c = s["changepoint"]
             lines.append(f"SKAB {key}: F1 {s['f1']:.3f} FAR {100 * s['far']:.2f}% MAR {100 * s['mar']:.2f}% "

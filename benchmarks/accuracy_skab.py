@@ -16,6 +16,14 @@ Protocol (what the detector sees):
   true changepoints of the test part, each with a 60 s window to its right; predicted changepoints are the
   rows where the predicted label changes (``abs(prediction.diff())``, the first test row counting when
   flagged); a flat cost per false positive, a tanh-scaled reward for the first prediction in a window.
+
+Third setting, per-entity online calibration (added 2026-11-30, session 6, written down before its first run;
+reported beside the others, not the headline): the anomaly-free model, each file an entity judged as
+``seqwatch run --online-calibration`` judges one (``seqwatch.pipelines.calibration``): every row's window, in
+time order from the file's first row, gets the threshold of an ``OnlineTailCalibration`` seeded with the model's
+calibration scores and refitted on the file's own earlier windows (history 8,640, refit every 100, at the
+model's risk 1e-3). It uses the file's rows before each window (SKAB's training rows included, as past data),
+never a label.
 """
 from __future__ import annotations
 
@@ -185,7 +193,21 @@ def predicted_changepoints(prediction: np.ndarray) -> np.ndarray:
 class SkabScored:
     key: str
     scores: np.ndarray  # one-sided score per row (all rows)
-    threshold: float
+    threshold: float | np.ndarray  # the model's, or one per row (online calibration; NaN where no window ends)
+
+
+def online_thresholds(detector, scores: np.ndarray) -> np.ndarray:
+    """Each row's threshold under per-entity online calibration, as the pipeline computes it
+    (``seqwatch.pipelines.calibration``: seeded with the model's stored calibration scores, at its risk), over
+    the rows that end a window, in time order; NaN for rows that end none."""
+    from seqwatch.pipelines.calibration import model_risk, start_calibration
+
+    metadata = {"model_version": "benchmark", "tail": detector.tail.to_dict(), "config": detector.config.to_dict()}
+    risk, _ = model_risk(metadata)
+    finite = np.isfinite(scores)
+    thresholds = np.full(scores.shape, np.nan)
+    thresholds[finite] = start_calibration(metadata).process_at_risk(scores[finite], risk)[1]
+    return thresholds
 
 
 def _evaluate(files: dict[str, SkabFile], scored: dict[str, SkabScored]) -> dict:
@@ -196,10 +218,11 @@ def _evaluate(files: dict[str, SkabFile], scored: dict[str, SkabScored]) -> dict
         _, test = split_rows(len(f.values))
         s = scored[key]
         test_scores = np.nan_to_num(s.scores[test.start:], nan=0.0)
-        pred = test_scores > s.threshold
+        threshold = np.broadcast_to(np.asarray(s.threshold, dtype=np.float64), s.scores.shape)[test.start:]
+        pred = test_scores > np.nan_to_num(threshold, nan=np.inf)
         labels.append(f.anomaly[test.start:])
         preds.append(pred)
-        ratios.append(test_scores / s.threshold)
+        ratios.append(test_scores / np.nan_to_num(threshold, nan=np.inf))
         per_file_cp.append(changepoint_file_score(f.times[test.start:], predicted_changepoints(pred),
                                                   changepoint_windows(f.times[test.start:],
                                                                       f.changepoint[test.start:])))
@@ -251,6 +274,10 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
     results["anomaly_free"] = _evaluate(files, shared)
     progress(f"anomaly-free model: F1 {results['anomaly_free']['f1']:.3f}, "
              f"FAR {results['anomaly_free']['far']:.1%}, MAR {results['anomaly_free']['mar']:.1%}")
+    calibrated = {key: SkabScored(key, s.scores, online_thresholds(det, s.scores)) for key, s in shared.items()}
+    results["anomaly_free_online"] = _evaluate(files, calibrated)
+    progress(f"anomaly-free model, online calibration per file: F1 {results['anomaly_free_online']['f1']:.3f}, "
+             f"FAR {results['anomaly_free_online']['far']:.1%}, MAR {results['anomaly_free_online']['mar']:.1%}")
 
     figures = []
     if figures_dir is not None:

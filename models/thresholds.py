@@ -202,15 +202,26 @@ class OnlineTailCalibration:
     def process(self, scores: np.ndarray) -> np.ndarray:
         """Tail probability of each score of ``scores`` (in time order) under the fit of the steps before its
         refit block, adding each block to the history before the next: causal."""
+        return self._process(scores, None)[0]
+
+    def process_at_risk(self, scores: np.ndarray, risk: float) -> tuple[np.ndarray, np.ndarray]:
+        """``process(scores)`` and, for each score, the score whose tail probability is ``risk`` under the fit
+        that judged it: a threshold per step (``risk`` must be below the fit's tail fraction)."""
+        return self._process(scores, risk)
+
+    def _process(self, scores: np.ndarray, risk: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         s = np.asarray(scores, dtype=np.float64).ravel()
         p = np.ones(s.size)
+        at_risk = None if risk is None else np.empty(s.size)
         start = 0
         while start < s.size:
             stop = min(s.size, start + self.refit_every - self._since_refit)
             p[start:stop] = self.tail_probability(s[start:stop])
+            if at_risk is not None:
+                at_risk[start:stop] = self.calibration.score_at(risk)
             self.update(s[start:stop])
             start = stop
-        return p
+        return p, at_risk
 
     def to_dict(self) -> dict:
         return {"history": self.history, "refit_every": self.refit_every, "initial_quantile": self.initial_quantile,

@@ -34,10 +34,11 @@ def score_rows(scored: ScoredWindows, run_id: str, only: np.ndarray | None = Non
     contributions = np.asarray(scored.contributions)[pick]
     top = np.argmax(contributions, axis=1) if len(contributions) else np.zeros(0, dtype=np.int64)
     # tolist() gives Python ints, floats, bools and strs at once, as int()/float()/bool()/str() would one by one.
-    return [Score(wb.entity_id, end - span, end, s, scored.threshold, a, sev, p, wb.channels[t], tuple(contrib),
+    thresholds = np.broadcast_to(np.asarray(scored.threshold, dtype=np.float64), (len(wb.ends),))[pick]
+    return [Score(wb.entity_id, end - span, end, s, threshold, a, sev, p, wb.channels[t], tuple(contrib),
                   scored.model_id, scored.model_version, run_id)
-            for end, s, a, sev, p, t, contrib in zip(
-                ends.tolist(), np.asarray(scored.score, dtype=np.float64)[pick].tolist(),
+            for end, s, threshold, a, sev, p, t, contrib in zip(
+                ends.tolist(), np.asarray(scored.score, dtype=np.float64)[pick].tolist(), thresholds.tolist(),
                 np.asarray(scored.is_anomaly, dtype=bool)[pick].tolist(), np.asarray(scored.severity)[pick].tolist(),
                 np.asarray(scored.tail_probability, dtype=np.float64)[pick].tolist(), top.tolist(),
                 contributions.astype(np.float64, copy=False).tolist())]

@@ -81,6 +81,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     from seqwatch.models.artifact import ArtifactError, read_metadata, resolve_model_dir
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
+    from seqwatch.pipelines.calibration import CalibrationError, model_risk
     from seqwatch.schemas.validation import SuiteError
 
     model_source = config.model_dir
@@ -93,7 +94,9 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         window = metadata["config"]["window"]
         channels, step_us = tuple(metadata["channels"]), int(metadata["step_us"])
         _preflight_channels(paths, config, channels, step_us, f"{metadata['model_id']} {metadata['model_version']}")
-    except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError) as exc:
+        if config.online_calibration:
+            model_risk(metadata)
+    except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError, CalibrationError) as exc:
         raise RunError(str(exc)) from None
     stride, length, max_gap = int(window["stride"]), int(window["length"]), int(window["max_gap"])
     minimum = 2 * (length + max_gap + 1)

@@ -77,6 +77,8 @@ def _read_training_frame(args):
 SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 32, "dropout": 0.0, "horizon": 0,
                   "window": 64, "stride": 16, "max_gap": 3}
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
+CALIBRATION_HELP = ("judge each entity's windows by its own earlier scores (online tail calibration seeded "
+                    "with the model's), not by the model's one threshold")
 COOLDOWN_HELP = ("an anomalous window starting within this many seconds after an incident's end continues that "
                  "incident, so a flapping signal raises one alert (default 0: only windows that overlap or touch)")
 
@@ -169,7 +171,16 @@ def _run_config(args):
     return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir,
                      mapping=_mapping_from_args(args), suite=args.suite, run_id=args.run_id or "",
                      pane_steps=args.pane_steps, workers=args.workers,
-                     alert_cooldown_us=_cooldown_us(args.alert_cooldown))
+                     alert_cooldown_us=_cooldown_us(args.alert_cooldown), online_calibration=args.online_calibration)
+
+
+def _is_direct_runner(beam_args) -> bool:
+    """Whether the Beam flags run on the DirectRunner (also when they name no runner: the default)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    name = (runner if runner is None or isinstance(runner, str) else type(runner).__name__) or "DirectRunner"
+    return name.lower().removesuffix("runner") in ("direct", "bundlebaseddirect", "switchingdirect")
 
 
 def _cooldown_us(seconds: float) -> int:
@@ -209,6 +220,10 @@ def cmd_stream(args, beam_args) -> int:
 
     if args.watch_models is not None and args.watch_models <= 0:
         raise CliError(f"--watch-models must be a positive number of seconds, got {args.watch_models:g}")
+    if args.online_calibration and _is_direct_runner(beam_args):
+        raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
+                       "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
+                       "incident merge too late")
     align = None
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness}
@@ -252,7 +267,7 @@ def cmd_stream(args, beam_args) -> int:
                                                  **reading)
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
-                           _cooldown_us(args.alert_cooldown))
+                           _cooldown_us(args.alert_cooldown), args.online_calibration)
     except (RunError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.source == "mqtt":
@@ -314,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
     run.add_argument("--pane-steps", type=int, default=4096)
     run.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS", help=COOLDOWN_HELP)
+    run.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     run.add_argument("--workers", type=int, default=0,
                      help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
 
@@ -332,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--suite", default="sensor")
     stream.add_argument("--run-id")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
+    stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
                         help=COOLDOWN_HELP + "; a closed alert is written that much later")
     stream.add_argument("--flush-window", type=float, default=60.0, help="seconds of event time per quarantine "

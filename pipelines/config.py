@@ -22,7 +22,9 @@ class RunConfig:
     time); ``False`` sends every pane through it. ``workers``: DirectRunner worker processes; 0 chooses (see
     ``seqwatch.pipelines.batch.choose_workers``). Beam flags given with the run take precedence over both.
     ``alert_cooldown_us``: an anomalous window that starts within this long after an incident's end continues
-    that incident (one alert for a flapping signal); 0: only windows that overlap or touch merge."""
+    that incident (one alert for a flapping signal); 0: only windows that overlap or touch merge.
+    ``online_calibration``: judge each entity's windows by its own earlier scores instead of the model's one
+    threshold (``seqwatch.pipelines.calibration``)."""
 
     inputs: tuple
     output: str
@@ -37,6 +39,7 @@ class RunConfig:
     local_panes: bool = True
     workers: int = 0
     alert_cooldown_us: int = 0
+    online_calibration: bool = False
 
     def __post_init__(self):
         if not self.inputs:
@@ -59,6 +62,7 @@ class RunConfig:
         data["inputs"] = list(self.inputs)
         for where in ("run_id", "output", "local_panes", "workers"):  # where and how, not what
             data.pop(where)
-        if not self.alert_cooldown_us:  # the rule before cooldowns existed: earlier runs keep their run ids
-            data.pop("alert_cooldown_us")
+        for added in ("alert_cooldown_us", "online_calibration"):  # off: earlier runs keep their run ids
+            if not data[added]:
+                data.pop(added)
         return data

@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import BuildAlerts
+from seqwatch.pipelines.calibration import CalibrateOnline
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.inference import ScoreWindows
@@ -95,6 +96,9 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
         scored_here = windows.cut_here | "ScoreWindowsCutHere" >> ScoreWindows(cfg.model_dir, watch_models_s,
                                                                                 plan.model_source or cfg.model_dir)
         scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
+    if cfg.online_calibration:
+        scored = scored | "CalibrateOnline" >> CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir,
+                                                               at_end=flush_window_s is None)
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=flush_window_s is not None,

@@ -241,7 +241,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     if mapping is None:
         mapping = InputMapping.from_dict(original["mapping"]) if original.get("mapping") else InputMapping()
     settings = {k: original[k] for k in ("pane_steps", "earliest_us", "future_tolerance_us", "chunk_rows",
-                                         "alert_cooldown_us") if k in original}
+                                         "alert_cooldown_us", "online_calibration") if k in original}
     if config.pane_steps is not None:
         settings["pane_steps"] = config.pane_steps
     settings.update(config.extra)

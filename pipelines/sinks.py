@@ -77,7 +77,7 @@ def score_table(scored: ScoredWindows, run_id: str) -> pa.Table:
         "window_start": pa.array(ends - span, pa.int64()),
         "window_end": pa.array(ends, pa.int64()),
         "score": pa.array(np.asarray(scored.score, dtype=np.float64), pa.float64()),
-        "threshold": pa.array(np.full(n, scored.threshold, dtype=np.float64), pa.float64()),
+        "threshold": pa.array(np.broadcast_to(np.asarray(scored.threshold, dtype=np.float64), (n,)), pa.float64()),
         "is_anomaly": pa.array(np.asarray(scored.is_anomaly, dtype=bool), pa.bool_()),
         "severity": pa.array(np.asarray(scored.severity).tolist(), pa.string()),
         "tail_probability": pa.array(np.asarray(scored.tail_probability, dtype=np.float64), pa.float64()),

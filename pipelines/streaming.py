@@ -106,7 +106,7 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
-                source_name: str = "stream", alert_cooldown_us: int = 0) -> RunPlan:
+                source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False) -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
@@ -116,6 +116,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
 
     from seqwatch.models.artifact import ArtifactError, read_metadata, resolve_model_dir
     from seqwatch.pipelines.batch import RunError
+    from seqwatch.pipelines.calibration import CalibrationError, model_risk
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
 
@@ -123,7 +124,9 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     try:
         metadata = read_metadata(model_dir)
         suite_dict = load_suite_dict(suite)
-    except (ArtifactError, SuiteError) as exc:
+        if online_calibration:
+            model_risk(metadata)
+    except (ArtifactError, SuiteError, CalibrationError) as exc:
         raise RunError(str(exc)) from None
     window = metadata["config"]["window"]
     length, stride, max_gap = int(window["length"]), int(window["stride"]), int(window["max_gap"])
@@ -133,7 +136,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     pane = max(pane, 2 * (length + max_gap + 1))
     pane += (-pane) % stride
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
-                       pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us)
+                       pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us,
+                       online_calibration=online_calibration)
     run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source)

@@ -177,11 +177,12 @@ class ScoredWindows(NamedTuple):
     ``windows`` keeps its ids and ends, but not its values (``values``/``observed`` are ``[N, 0, C]``).
 
     ``contributions`` is ``[N, C]``; ``forecast``/``lower``/``upper`` are ``[N, H, C]`` in original units, or
-    None when the model has no forecasting head."""
+    None when the model has no forecasting head. ``threshold`` is the model's (a float), or ``[N]``, one per
+    window, after per-entity online calibration (``seqwatch.pipelines.calibration``)."""
 
     windows: WindowBatch
     score: np.ndarray
-    threshold: float
+    threshold: float | np.ndarray
     is_anomaly: np.ndarray
     severity: np.ndarray
     tail_probability: np.ndarray

@@ -171,6 +171,18 @@ def test_an_alert_cooldown_merges_the_alerts_it_separates_no_longer(run, small_m
     assert "alert_cooldown_us" not in manifest["settings"] and merged_manifest["run_id"] != manifest["run_id"]
 
 
+def _with_scoring(model_dir, copy_to, **scoring):
+    """A copy of the artifact ``model_dir`` whose metadata has these scoring settings."""
+    import shutil
+
+    shutil.copytree(model_dir, copy_to)
+    meta_path = copy_to / "metadata.json"
+    metadata = json.loads(meta_path.read_text())
+    metadata["config"]["scoring"].update(scoring)
+    meta_path.write_text(json.dumps(metadata))
+    return copy_to
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
 
@@ -195,6 +207,12 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "window length must be >= 2, got -3"),
+        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
+          "--model-dir", str(small_model_dir), "--online-calibration"],
+         "--online-calibration in a stream needs Prism, Flink or Dataflow"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
+          "--online-calibration"], "online calibration needs a model whose threshold is rarer than its tail fit"),
     ]
     for args, message in cases:
         result = _cli(*args)
@@ -229,8 +247,18 @@ def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_score
         np.testing.assert_allclose(part["threshold"], threshold, rtol=1e-9, err_msg=entity)
         np.testing.assert_array_equal(part["is_anomaly"], part["score"].to_numpy() > threshold)
     assert scores["threshold"].nunique() > 2  # refitted per entity as windows come
-    alerts = _read(calibrated_out, "alerts").to_pandas()
-    assert alerts["windows"].sum() == scores["is_anomaly"].sum() == calibrated_manifest["stages"]["windows_anomalous"]
+    # The alerts are the calibrated anomalous windows merged (windows that overlap or touch), worked out here.
+    step_us = int(metadata["step_us"])
+    expected = []
+    for entity, part in scores[scores["is_anomaly"]].groupby("entity_id"):
+        for start, end in zip(part["window_start"].astype("int64"), part["window_end"].astype("int64")):
+            if expected and expected[-1][0] == entity and start <= expected[-1][2] + step_us:
+                expected[-1] = (entity, expected[-1][1], max(end, expected[-1][2]), expected[-1][3] + 1)
+            else:
+                expected.append((entity, start, end, 1))
+    alerts = _alerts_in_us(calibrated_out)
+    assert [tuple(a) for a in alerts[["entity_id", "start", "end", "windows"]].itertuples(index=False)] == expected
+    assert len(expected) >= 2 and sum(e[3] for e in expected) == calibrated_manifest["stages"]["windows_anomalous"]
     assert calibrated_manifest["records_scored"] == manifest["records_scored"]
     assert calibrated_manifest["settings"]["online_calibration"] is True
     assert "online_calibration" not in manifest["settings"] and calibrated_manifest["run_id"] != manifest["run_id"]

@@ -88,3 +88,20 @@ def test_arguments_are_checked():
         OnlineTailCalibration().process(np.ones(3))
     with pytest.raises(ValueError, match="need at least 20 calibration scores, got 5"):
         OnlineTailCalibration().start(np.ones(5))
+
+
+def test_process_at_risk_gives_the_threshold_of_the_fit_that_judged_each_step():
+    rng = np.random.default_rng(11)
+    seed, scores = rng.gamma(2.0, 1.0, 300), rng.gamma(2.0, 1.0, 12)
+    plain = OnlineTailCalibration(history=300, refit_every=5).start(seed)
+    at_risk = OnlineTailCalibration(history=300, refit_every=5).start(seed)
+    by_hand = OnlineTailCalibration(history=300, refit_every=5).start(seed)
+    p, threshold = at_risk.process_at_risk(scores, 1e-3)
+    np.testing.assert_array_equal(p, plain.process(scores))  # the same tail probabilities as process()
+    expected = []
+    for lo in (0, 5, 10):  # blocks of 5 steps, each judged by the fit before it
+        expected += [by_hand.calibration.score_at(1e-3)] * len(scores[lo:lo + 5])
+        by_hand.update(scores[lo:lo + 5])
+    np.testing.assert_array_equal(threshold, expected)
+    assert len(set(expected)) == 3
+    np.testing.assert_array_equal(at_risk.scores, plain.scores)  # and the same history afterwards

@@ -45,7 +45,8 @@ def original(small_model_dir, tmp_path_factory):
     suite.write_text(json.dumps(strict))
     out = root / "run"
     manifest = run_batch(RunConfig(inputs=(str(source),), output=str(out), model_dir=str(small_model_dir),
-                                   mapping=WIDE, suite=str(suite), alert_cooldown_us=600_000_000),
+                                   mapping=WIDE, suite=str(suite), alert_cooldown_us=600_000_000,
+                                   online_calibration=True),
                          ["--runner=DirectRunner"], now_us=NOW_US)
     return root, source, out, manifest
 
@@ -75,6 +76,7 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
     # taken from the original run's manifest
     assert manifest["settings"]["mapping"]["format"] == "wide"
     assert manifest["settings"]["alert_cooldown_us"] == 600_000_000
+    assert manifest["settings"]["online_calibration"] is True
     again = _quarantine(replay_out)
     assert again[["source", "line", "column", "reason_code"]].values.tolist() == [
         [str(source), 16, "flow", "parse_value"]]

@@ -183,24 +183,23 @@ class StreamOutputs:
                 .sort_values("alert_id").reset_index(drop=True))
 
     @classmethod
-    def batch_alerts(cls, path: Path, model_dir, out: Path, alert_cooldown_us: int = 0):
-        """``(alerts, manifest)`` of the batch pipeline on the same long-format file."""
+    def batch_alerts(cls, path: Path, model_dir, out: Path, **settings):
+        """``(alerts, manifest)`` of the batch pipeline on the same long-format file; ``settings``: more
+        ``RunConfig`` fields (an alert cooldown, online calibration)."""
         from seqwatch.pipelines.batch import run_batch
         from seqwatch.pipelines.config import RunConfig
 
-        manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir),
-                                       alert_cooldown_us=alert_cooldown_us))
+        manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(model_dir), **settings))
         return cls.alerts(out / "alerts"), manifest
 
     @classmethod
-    def assert_matches_batch(cls, out: Path, path: Path, model_dir, batch_out: Path,
-                             alert_cooldown_us: int = 0) -> None:
+    def assert_matches_batch(cls, out: Path, path: Path, model_dir, batch_out: Path, **settings) -> None:
         """What ``seqwatch stream`` wrote to ``out`` equals the batch pipeline on the same long-format file (with
-        the same alert cooldown): the readings scored, and every alert (id, start, end, peak score); the batch run
-        raises at least two."""
+        the same ``settings``: an alert cooldown, online calibration): the readings scored, and every alert (id,
+        start, end, peak score); the batch run raises at least two."""
         import numpy as np
 
-        batch, manifest = cls.batch_alerts(path, model_dir, batch_out, alert_cooldown_us)
+        batch, manifest = cls.batch_alerts(path, model_dir, batch_out, **settings)
         stream = cls.alerts(out / "alerts")
         assert cls.counts(out)["records_scored"] == manifest["records_scored"]
         assert len(batch) >= 2

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
@@ -60,6 +61,36 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
     for alert_id, entity in zip(stream["alert_id"], stream["entity_id"]):
         notice, alert = (out / folder / entity / f"{alert_id}.parquet" for folder in ("alerts_open", "alerts"))
         assert notice.stat().st_mtime < alert.stat().st_mtime
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["prism", "flink"])
+def test_online_calibration_judges_every_window_as_batch_does(runner, long_readings, small_model_dir, tmp_path,
+                                                              stream_outputs, request):
+    """``--online-calibration`` depends on the order each entity's windows are judged in: on Prism and on Flink
+    (panes as the watermark passes them) every window gets the tail probability, threshold and flag the batch
+    run gives it (all at the end, sorted), and the alerts are the same."""
+    path, readings = long_readings
+    out = tmp_path / "stream"
+    if runner == "prism":
+        runner_args = ["--runner=PrismRunner", f"--prism_location={request.getfixturevalue('prism_location')}"]
+    else:
+        runner_args = request.getfixturevalue("flink_args")()
+    result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
+                                             "--speed", "500", "--online-calibration", *runner_args),
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch", online_calibration=True)
+
+    def scores(folder):
+        table = ds.dataset(folder / "scores", format="parquet").to_table().to_pandas()
+        return table.sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+
+    streamed, batch = scores(out), scores(tmp_path / "batch")
+    assert len(streamed) == len(batch) and (streamed["window_end"] == batch["window_end"]).all()
+    for column in ("threshold", "tail_probability"):
+        assert np.allclose(streamed[column], batch[column], rtol=1e-6), column
+    assert (streamed["is_anomaly"] == batch["is_anomaly"]).all() and batch["threshold"].nunique() > 2
 
 
 def _check_kafka_with_late_readings(topic, readings, path, model_dir, runner_args, kafka_broker, tmp_path,

@@ -1,0 +1,187 @@
+"""Per-entity online calibration of window scores (``--online-calibration``): each entity's windows are judged
+against that entity's own recent scores instead of the model's one fixed threshold.
+
+One model often serves many entities whose normal scores differ (a noisier pump scores higher when nothing is
+wrong), and what is normal drifts. With online calibration, each entity's windows are taken in event-time order
+and each window's tail probability is computed under ``models.thresholds.OnlineTailCalibration`` (the
+calibration the NAB benchmark uses): a ``TailCalibration`` (empirical body, generalised Pareto tail) fitted on
+the model's own calibration scores followed by the entity's earlier window scores, the latest ``HISTORY`` of
+them, refitted every ``REFIT_EVERY`` windows, so a window is never judged by a fit that saw it or a later one.
+A window is anomalous when its score exceeds the score at the model's risk under the fit in use (that score is
+its ``threshold``); severity follows from its tail probability as usual. Every window's score joins the
+history, anomalous ones too: an anomaly that goes on long enough becomes the entity's new normal, as with
+Numenta's anomaly likelihood.
+
+Order: a stateful step per entity in the global window buffers each scored pane and releases the panes in
+event-time order when the watermark passes them (streaming: as they are scored; batch: all at the end of the
+input), so the batch and the streaming pipelines judge every window by the same history. When the model
+version changes (``--watch-models``), the entity's calibration starts again from the new version's
+calibration scores.
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import coders
+from apache_beam.coders import VarIntCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
+
+from seqwatch.models.thresholds import OnlineTailCalibration, severity_of
+from seqwatch.schemas.elements import ScoredWindows
+
+HISTORY = 8640  # windows per entity the fit uses (Numenta's anomaly likelihood: 30 days at 5 minutes)
+REFIT_EVERY = 100  # windows between refits (the same)
+
+
+class CalibrationError(ValueError):
+    """A model whose settings online calibration cannot use (one sentence)."""
+
+
+def model_risk(metadata: dict) -> tuple[float, float]:
+    """``(risk, initial quantile)`` of a model from its metadata: the tail probability its threshold stands for
+    (``pot_risk``, or ``1 - threshold_quantile``) and where its tail fit starts."""
+    scoring = metadata["config"]["scoring"]
+    initial = float(scoring.get("pot_initial_quantile", 0.95))
+    if scoring.get("threshold_method", "pot") == "pot":
+        risk = float(scoring["pot_risk"])
+    else:
+        risk = 1.0 - float(scoring["threshold_quantile"])
+    if not 0.0 < risk < 1.0 - initial:
+        raise CalibrationError(
+            f"online calibration needs a model whose threshold is rarer than its tail fit's start (risk below "
+            f"{1 - initial:g}); model {metadata.get('model_version', '?')} has risk {risk:g}: train it with a "
+            f"threshold quantile above {initial:g} or with --threshold pot")
+    return risk, initial
+
+
+def start_calibration(metadata: dict) -> OnlineTailCalibration:
+    """The online calibration of a new entity (or a new model version): seeded with the model's calibration
+    scores (the quantiles its artifact keeps)."""
+    _, initial = model_risk(metadata)
+    seed = np.asarray(metadata["tail"]["sorted_scores"], dtype=np.float64)
+    return OnlineTailCalibration(HISTORY, REFIT_EVERY, initial).start(seed)
+
+
+def calibrate(sw: ScoredWindows, online: OnlineTailCalibration, risk: float) -> ScoredWindows:
+    """``sw`` (one pane of one entity, the next in event-time order) judged by ``online``, which then holds its
+    scores: per-window thresholds, anomaly flags, tail probabilities and severities."""
+    tail, threshold = online.process_at_risk(np.asarray(sw.score, dtype=np.float64), risk)
+    is_anomaly = np.asarray(sw.score, dtype=np.float64) > threshold
+    return sw._replace(threshold=threshold, is_anomaly=is_anomaly, tail_probability=tail,
+                       severity=severity_of(tail, is_anomaly))
+
+
+class _ModelCalibrations:
+    """The metadata of each model version the pipeline may score with, found by version: the planned artifact
+    and the versions of the watched model root."""
+
+    def __init__(self, model_dir: str, watch_dir: str):
+        self.model_dir = model_dir
+        self.watch_dir = watch_dir
+        self._found: dict = {}
+
+    def metadata(self, version: str) -> dict:
+        if version not in self._found:
+            from seqwatch.models.artifact import ArtifactError, model_versions, read_metadata
+
+            for directory in [self.model_dir, *reversed(model_versions(self.watch_dir))]:
+                try:
+                    metadata = read_metadata(directory)
+                except (ArtifactError, OSError):
+                    continue
+                self._found.setdefault(metadata["model_version"], metadata)
+                if version in self._found:
+                    break
+            else:
+                raise CalibrationError(f"model version {version} is neither {self.model_dir} nor a version of "
+                                       f"{self.watch_dir}")
+        return self._found[version]
+
+
+class _CalibrateEntity(beam.DoFn):
+    PENDING = BagStateSpec("pending", coders.PickleCoder())  # (timestamp us, ScoredWindows)
+    ONLINE = ReadModifyWriteStateSpec("online", coders.PickleCoder())  # (model version, OnlineTailCalibration dict)
+    DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+
+    def __init__(self, model_dir: str, watch_dir: str, at_end: bool):
+        self.model_dir = model_dir
+        self.watch_dir = watch_dir
+        self.at_end = at_end
+
+    def setup(self):
+        self.models = _ModelCalibrations(self.model_dir, self.watch_dir)
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
+                due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
+        _, sw = element
+        at = int(timestamp.micros)
+        pending.add((at, sw))
+        # Streaming: the timer is due at the earliest pane waiting, so each goes as soon as the watermark passes
+        # it. Batch (``at_end``): at the latest, so all go at once when the input is done (one sort, not one
+        # firing per pane, each rereading the whole buffer).
+        current = due.read()
+        if current is None or (at > current if self.at_end else at < current):
+            due.write(at)
+            release.set(Timestamp(micros=at))
+
+    @on_timer(RELEASE)
+    def on_release(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE),
+                   due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
+        fired = due.read()
+        due.clear()
+        entries = list(pending.read())
+        if fired is None or not entries:
+            return
+        now = sorted((e for e in entries if e[0] <= fired), key=lambda e: (_first_end(e[1]), e[1].windows.pane))
+        later = [e for e in entries if e[0] > fired]
+        pending.clear()
+        for entry in later:
+            pending.add(entry)
+        if later:
+            nxt = min(at for at, _ in later)
+            due.write(nxt)
+            release.set(Timestamp(micros=nxt))
+        state = online.read()
+        version, calibration = (state[0], OnlineTailCalibration.from_dict(state[1])) if state else (None, None)
+        for at, sw in now:
+            if not len(sw.score):
+                yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
+                continue
+            metadata = self.models.metadata(sw.model_version)
+            if sw.model_version != version:
+                version, calibration = sw.model_version, start_calibration(metadata)
+            risk, _ = model_risk(metadata)
+            # Stamped at the timer's time, which holds the watermark: on time for every step after this one.
+            yield beam.window.TimestampedValue(calibrate(sw, calibration, risk), Timestamp(micros=fired))
+        if calibration is not None:
+            online.write((version, calibration.to_dict()))
+
+
+def _first_end(sw: ScoredWindows) -> int:
+    return int(sw.windows.ends[0]) if len(sw.windows.ends) else -(1 << 62)
+
+
+class CalibrateOnline(beam.PTransform):
+    """``ScoredWindows -> ScoredWindows`` judged per entity by online calibration (see the module docstring).
+    ``model_dir``: the artifact planned with; ``watch_dir``: the model root watched for new versions (or the
+    same artifact)."""
+
+    def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False):
+        """``at_end`` (batch): release every pane once the input is done, instead of each as the watermark
+        passes it (the same order and results; the batch watermark jumps to the end anyway)."""
+        super().__init__()
+        self.model_dir = model_dir
+        self.watch_dir = watch_dir or model_dir
+        self.at_end = at_end
+
+    def expand(self, scored):
+        return (scored
+                | "ByEntity" >> beam.Map(lambda sw: (sw.windows.entity_id, sw))
+                | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
+                | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end))
+                .with_input_types(Tuple[str, Any]))
