@@ -105,3 +105,38 @@ def test_an_unknown_model_version_is_one_sentence(small_model_dir):
 
     with pytest.raises(CalibrationError, match="model version v-none is neither"):
         _ModelCalibrations(str(small_model_dir), str(small_model_dir)).metadata("v-none")
+
+
+def test_a_new_model_version_restarts_the_entitys_calibration_from_its_own_scores(small_model_dir, tmp_path):
+    """``--watch-models``: panes scored by a newer version of the model root are judged by a calibration that
+    starts again from that version's calibration scores, not by the history of the old version's scores."""
+    import shutil
+
+    from seqwatch.models.artifact import load_artifact, save_artifact
+    from seqwatch.models.thresholds import TailCalibration
+
+    root = tmp_path / "models"
+    shutil.copytree(small_model_dir, root / "v1")
+    detector = load_artifact(root / "v1")
+    tail = detector.tail.to_dict()
+    detector.tail = TailCalibration.from_dict({**tail, "sorted_scores": [3 * s for s in tail["sorted_scores"]]})
+    save_artifact(detector, root / "v2")
+    old, new = read_metadata(root / "v1"), read_metadata(root / "v2")
+    assert old["model_version"] != new["model_version"]
+    rng = np.random.default_rng(8)
+    first = _pane(1, range(100, 160), rng.gamma(2.0, 0.02, 60), old["model_version"])
+    second = _pane(2, range(200, 260), rng.gamma(2.0, 0.02, 60), new["model_version"])
+    risk, _ = model_risk(old)
+    expected = [(1, tuple(np.round(calibrate(first, start_calibration(old), risk).threshold, 9))),
+                (2, tuple(np.round(calibrate(second, start_calibration(new), risk).threshold, 9)))]
+    assert expected[0][1] != expected[1][1]
+    stream = (TestStream()
+              .add_elements([TimestampedValue(first, Timestamp(160))])
+              .advance_watermark_to(Timestamp(170))
+              .add_elements([TimestampedValue(second, Timestamp(260))])
+              .advance_watermark_to(Timestamp(1000))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        out = (p | stream | CalibrateOnline(str(root / "v1"), str(root))
+               | beam.Map(lambda sw: (sw.windows.pane, tuple(np.round(sw.threshold, 9)))))
+        assert_that(out, equal_to(expected))
