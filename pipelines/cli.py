@@ -226,10 +226,16 @@ def cmd_stream(args, beam_args) -> int:
                        "incident merge too late")
     align = None
     # What every broker reader takes from the flags.
-    reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness}
+    reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
+               "idle_watermark_s": args.idle_watermark}
+    if args.idle_watermark is not None and not (math.isfinite(args.idle_watermark) and args.idle_watermark > 0):
+        raise CliError(f"--idle-watermark must be a positive number of seconds, got {args.idle_watermark:g}")
     if args.source == "replay":
         if not args.input:
             raise CliError("--source replay needs --input")
+        if args.idle_watermark is not None:
+            raise CliError("--idle-watermark is for live broker sources (kafka, pubsub, mqtt), not a replay, whose "
+                           "event time is the file's")
         try:
             paths = expand_inputs(args.input)
         except FileNotFoundError as exc:
@@ -379,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
     stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
                         help="seconds the watermark stays behind the latest event time")
+    stream.add_argument("--idle-watermark", type=float, metavar="SECONDS",
+                        help="live feeds: once a caught-up source has had no message for this long, its watermark "
+                             "follows the wall clock minus this, so the last panes and alerts are written without "
+                             "waiting for the next reading; readings that arrive behind it later are quarantined "
+                             "as late (default: the watermark waits for newer readings)")
 
     demo = sub.add_parser("demo", help="generate data, train, run, and report what was found")
     demo.add_argument("--output", default="demo-output")

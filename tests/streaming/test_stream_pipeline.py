@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -220,3 +221,37 @@ def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_
     assert set(scores["model_version"]) == {old, retrained.model_version}
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+
+
+@pytest.mark.slow
+def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(small_model_dir, prism_location,
+                                                                             kafka_broker, tmp_path, stream_outputs):
+    """``--idle-watermark``: a live feed (event times up to half an hour ago) goes quiet after its last reading.
+    The watermark would wait for the next reading, so the last panes and alerts would wait for the job's end;
+    with the option, once the caught-up reader has been idle 2 s its watermark follows the wall clock, and they
+    are written while the job still runs (it stops after 45 s without a message)."""
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=7, anomalies_per_entity=2,
+                                       kinds=("level_shift", "broken_channel"),
+                                       start=now - pd.Timedelta(seconds=600 * 10) - pd.Timedelta(minutes=30))
+    kafka_broker.create_topic("pumps-live", partitions=1)
+    producer = kafka_broker.producer()
+    for row in readings.itertuples(index=False):
+        producer.produce("pumps-live", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                                   "timestamp": row.timestamp.isoformat(),
+                                                   "value": round(float(row.value), 4)}).encode())
+    assert producer.flush(30) == 0
+    out = tmp_path / "live"
+    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
+                                            "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
+                                            "pumps-live", "--start", "earliest", "--idle-watermark", "2",
+                                            "--stop-after-idle", "45"),
+                            capture_output=True, text=True, timeout=400)
+    ended = time.time()
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+    alerts = list((out / "alerts").rglob("*.parquet"))
+    assert counts["alerts"] == len(alerts) >= 2
+    written = [p.stat().st_mtime for p in [*alerts, *(out / "scores").rglob("*.parquet")]]
+    assert ended - max(written) > 25, "the last scores and alerts waited for the end of the job"
