@@ -292,7 +292,7 @@ def cmd_stream(args, beam_args) -> int:
 
 def cmd_demo(args, beam_args) -> int:
     from seqwatch.pipelines.demo import run_demo
-    return run_demo(Path(args.output), quick=args.quick, beam_args=beam_args)
+    return run_demo(Path(args.output), quick=args.quick, beam_args=beam_args, online_calibration=args.online_calibration)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate data, train, run, and report what was found")
     demo.add_argument("--output", default="demo-output")
     demo.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
+    demo.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     return parser
 
 

@@ -65,7 +65,10 @@ def detection_report(alerts: pd.DataFrame, labels: pd.DataFrame) -> dict:
             "by_kind": {k: f"{int(r['sum'])}/{int(r['count'])}" for k, r in by_kind.iterrows()}}
 
 
-def run_demo(output: Path, quick: bool = False, beam_args: list[str] | None = None) -> int:
+def run_demo(output: Path, quick: bool = False, beam_args: list[str] | None = None,
+             online_calibration: bool = False) -> int:
+    """Generate, train, run and report; ``online_calibration``: run with per-entity online calibration
+    (``seqwatch.pipelines.calibration``) instead of the model's one threshold."""
     from seqwatch.models.artifact import save_artifact
     from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
     from seqwatch.models.detector import Seq2SeqDetector
@@ -102,7 +105,8 @@ def run_demo(output: Path, quick: bool = False, beam_args: list[str] | None = No
     results = output / "results"
     mapping = InputMapping(format="wide", timestamp="timestamp", entity={"from_filename": True})
     manifest = run_batch(RunConfig(inputs=(str(data / "live" / "*.csv"),), output=str(results),
-                                   model_dir=str(model_dir), mapping=mapping), beam_args)
+                                   model_dir=str(model_dir), mapping=mapping, online_calibration=online_calibration),
+                         beam_args)
 
     say("[4/4] reading the alerts back and comparing them with the injected anomalies")
     alerts = ds.dataset(results / "alerts", format="parquet").to_table().to_pandas()
@@ -115,7 +119,7 @@ seqwatch demo: done in {time.time() - started:.0f}s
 {manifest['records_quarantined']}  (run {manifest['run_id']}, model {detector.model_version})
   injected anomalies found: {report['found']}/{report['injected']} (recall {report['recall']:.2f}); by kind: \
 {report['by_kind']}
-  alerts: {report['alerts']}, of which false alarms (overlapping no injected anomaly): {report['false_alarms']}
+  alerts: {report['alerts']}, of which false alarms (overlapping no injected anomaly): {report['false_alarms']}{'  (online calibration per entity)' if online_calibration else ''}
   quarantined readings by reason: {reasons}  (injected malformed: {injected})
   alerts:     {results / 'alerts'}
   forecasts:  {results / 'forecasts'}

@@ -1,0 +1,23 @@
+"""``seqwatch demo`` end to end (the quick variant): data generated, a model trained, the batch pipeline run,
+and the report printed from the Parquet outputs; with ``--online-calibration`` the run records the setting."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_demo_with_online_calibration_reports_what_it_found(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "demo", "--quick", "--output", str(out),
+                             "--online-calibration"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "results" / "manifest.json").read_text())
+    assert manifest["settings"]["online_calibration"] is True
+    records = re.search(r"records in (\d+) = scored (\d+) \+ quarantined (\d+)", result.stdout)
+    assert records and int(records[1]) == int(records[2]) + int(records[3]) == manifest["records_in"]
+    found = re.search(r"injected anomalies found: (\d+)/(\d+)", result.stdout)
+    assert found and int(found[2]) == 12 and int(found[1]) >= 1  # 4 pumps x 3 injected anomalies
+    assert "(online calibration per entity)" in result.stdout
