@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast bench-accuracy bench-speed bench-models bench-stream clean
+.PHONY: demo test test-fast bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-speed: $(STAMP)
 
 bench-csv: $(STAMP)
 	$(BIN)/python benchmarks/csv_parse.py
+
+bench-calibration: $(STAMP)
+	$(BIN)/python benchmarks/calibration_cost.py
 
 bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py

@@ -1,0 +1,110 @@
+"""Cost of per-entity online calibration (``--online-calibration``): the batch pipeline with and without it on
+the same input, and the calibration step alone.
+
+    make bench-calibration   # = .venv/bin/python benchmarks/calibration_cost.py: 800,000 readings, BENCHMARKS.md
+    .venv/bin/python benchmarks/calibration_cost.py --quick   # a smaller smoke run
+
+(a) ``OnlineTailCalibration.process_at_risk`` alone on 20,000 window scores (what the pipeline's calibration
+step computes per window; a tail refit every 100 windows). (b) ``run_batch`` on the DirectRunner, Parquet in and
+out, 8 pumps x 4 channels at 10 s, with a model of window 32 and stride 8 (the demo's), alternating runs without
+and with online calibration after a warm-up run; medians of the wall times. Rewrites the ``calibration``
+section of BENCHMARKS.md (not with ``--quick``).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sections import replace_section
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def calibration_alone(n: int = 20_000) -> float:
+    """Seconds per window of the online calibration on ``n`` gamma-distributed scores."""
+    from seqwatch.pipelines.calibration import HISTORY, REFIT_EVERY
+    from seqwatch.models.thresholds import OnlineTailCalibration
+
+    rng = np.random.default_rng(0)
+    online = OnlineTailCalibration(HISTORY, REFIT_EVERY, 0.95).start(rng.gamma(2.0, 1.0, 2000))
+    scores = rng.gamma(2.0, 1.0, n)
+    started = time.perf_counter()
+    online.process_at_risk(scores, 1e-3)
+    return (time.perf_counter() - started) / n
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    from seqwatch.models.artifact import save_artifact
+    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+    from seqwatch.models.detector import Seq2SeqDetector
+    from seqwatch.models.synthetic import generate_sensor_data
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.config import RunConfig
+
+    started = time.perf_counter()
+    steps = 2_500 if args.quick else 25_000
+    work = Path(tempfile.mkdtemp(prefix="seqwatch-calibration-cost-"))
+    log("training the demo's model shape (window 32, stride 8)")
+    train, _ = generate_sensor_data(4, 3000, 10, seed=11)
+    config = DetectorConfig(ArchitectureConfig(cell="lstm", units=32),
+                            WindowConfig(length=32, stride=8, max_gap=3),
+                            TrainingConfig(epochs=3 if args.quick else 10, batch_size=128, patience=3))
+    model_dir = save_artifact(Seq2SeqDetector(config, model_id="calibration-cost").fit(train, progress=False),
+                              work / "model")
+    readings, _ = generate_sensor_data(8, steps, 10, seed=3, anomalies_per_entity=2)
+    (work / "in").mkdir()
+    for entity, part in readings.groupby("entity_id"):
+        part.to_parquet(work / "in" / f"{entity}.parquet", index=False)
+    per_window = calibration_alone()
+    log(f"calibration alone: {per_window * 1e6:.0f} us per window")
+
+    times = {False: [], True: []}
+    windows = None
+    for repeat in range(args.repeats + 1):  # the first pair warms up (imports, compiled model)
+        for calibrated in (False, True):
+            t0 = time.perf_counter()
+            manifest = run_batch(RunConfig(inputs=(str(work / "in" / "*.parquet"),),
+                                           output=str(work / f"out-{repeat}-{calibrated}"), model_dir=str(model_dir),
+                                           online_calibration=calibrated), ["--runner=DirectRunner"])
+            seconds = time.perf_counter() - t0
+            windows = manifest["stages"]["windows_scored"]
+            log(f"run {repeat} {'with' if calibrated else 'without'} online calibration: {seconds:.1f} s")
+            if repeat:
+                times[calibrated].append(seconds)
+    plain, with_it = statistics.median(times[False]), statistics.median(times[True])
+    text = "\n".join([
+        "## Online calibration cost", "",
+        f"Command: `make bench-calibration` (= `.venv/bin/python benchmarks/calibration_cost.py`), run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+        f"on 2 shared cores ({platform.machine()}), Python {platform.python_version()}; whole benchmark "
+        f"{time.perf_counter() - started:.0f} s. `run_batch` on the DirectRunner, {len(readings):,} readings (8 pumps x 4 "
+        f"channels, Parquet), a model of window 32 and stride 8 ({windows:,} windows), medians of {args.repeats} runs "
+        f"each after a warm-up pair.", "",
+        "| what | seconds |", "|---|---|",
+        f"| batch run without `--online-calibration` | {plain:.1f} |",
+        f"| batch run with it | {with_it:.1f} |",
+        f"| calibration step alone, per window | {per_window * 1e6:.0f} µs |", "",
+        f"Ratio with/without: {with_it / plain:.2f}. Most of the cost is the tail refit (a maximum-likelihood "
+        f"generalised Pareto fit on the latest 8,640 scores) every 100 windows of each entity.",
+    ])
+    print(text)
+    if not args.quick:
+        replace_section("calibration", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
