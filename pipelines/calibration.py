@@ -16,10 +16,12 @@ Order: a stateful step per entity in the global window buffers each scored pane 
 event-time order when the watermark passes them (streaming: as they are scored; batch: all at the end of the
 input), so the batch and the streaming pipelines judge every window by the same history. When the model
 version changes (``--watch-models``), the entity's calibration starts again from the new version's
-calibration scores.
+calibration scores; a new version that online calibration cannot use (see ``model_risk``) is logged once and its
+windows keep the model's own threshold.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Tuple
 
 import apache_beam as beam
@@ -115,6 +117,7 @@ class _CalibrateEntity(beam.DoFn):
 
     def setup(self):
         self.models = _ModelCalibrations(self.model_dir, self.watch_dir)
+        self.refused: set = set()
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
@@ -152,10 +155,20 @@ class _CalibrateEntity(beam.DoFn):
             if not len(sw.score):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
                 continue
-            metadata = self.models.metadata(sw.model_version)
+            try:
+                metadata = self.models.metadata(sw.model_version)
+                risk, _ = model_risk(metadata)
+            except CalibrationError as exc:
+                # A version that appeared while running (--watch-models) and cannot be calibrated: its windows
+                # keep the model's own threshold rather than stop the stream.
+                if sw.model_version not in self.refused:
+                    self.refused.add(sw.model_version)
+                    logging.getLogger(__name__).warning("online calibration skipped for model version %s: %s",
+                                                        sw.model_version, exc)
+                yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
+                continue
             if sw.model_version != version:
                 version, calibration = sw.model_version, start_calibration(metadata)
-            risk, _ = model_risk(metadata)
             # Stamped at the timer's time, which holds the watermark: on time for every step after this one.
             yield beam.window.TimestampedValue(calibrate(sw, calibration, risk), Timestamp(micros=fired))
         if calibration is not None:

@@ -140,3 +140,29 @@ def test_a_new_model_version_restarts_the_entitys_calibration_from_its_own_score
         out = (p | stream | CalibrateOnline(str(root / "v1"), str(root))
                | beam.Map(lambda sw: (sw.windows.pane, tuple(np.round(sw.threshold, 9)))))
         assert_that(out, equal_to(expected))
+
+
+def test_a_new_model_version_that_cannot_be_calibrated_keeps_its_own_threshold(small_model_dir, tmp_path):
+    """A version that appears while running with a threshold risk the tail fit cannot give (a 0.9 quantile) does
+    not stop the stream: its windows come out as the model scored them."""
+    import json
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(small_model_dir, root / "v1")
+    shutil.copytree(small_model_dir, root / "v2")
+    meta_path = root / "v2" / "metadata.json"
+    metadata = json.loads(meta_path.read_text())
+    metadata["model_version"] = "v-quantile"
+    metadata["config"]["scoring"].update(threshold_method="quantile", threshold_quantile=0.9)
+    meta_path.write_text(json.dumps(metadata))
+    pane = _pane(1, range(100, 160), np.random.default_rng(2).gamma(2.0, 0.02, 60), "v-quantile")
+    stream = (TestStream()
+              .add_elements([TimestampedValue(pane, Timestamp(160))])
+              .advance_watermark_to(Timestamp(1000))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        out = (p | stream | CalibrateOnline(str(root / "v1"), str(root))
+               | beam.Map(lambda sw: (sw.windows.pane, float(np.asarray(sw.threshold).max()),
+                                      bool(sw.is_anomaly.any()))))
+        assert_that(out, equal_to([(1, 999.0, False)]))  # the pane as scored (threshold 999, nothing flagged)
