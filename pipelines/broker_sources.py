@@ -56,7 +56,7 @@ from apache_beam.io.iobase import RestrictionTracker
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.utils.timestamp import MAX_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 
 from seqwatch.pipelines.parsing import FileLayout, parse_rows
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE, FileReader
@@ -185,17 +185,13 @@ def _emit(parsed: ParsedMessages, fallback_us: int | None, watermark=None) -> It
     and a batch of readings the watermark has passed (late readings, or a backlog after the watermark followed
     the wall clock) carries it, so that the late gate downstream compares the readings with it (they keep their
     own times; the windowing stage puts them in their panes by those)."""
-    floor = watermark if watermark is not None and MAX_TIMESTAMP > watermark else None
+    floor = watermark if watermark is not None and MAX_TIMESTAMP > watermark else MIN_TIMESTAMP
     anchor = parsed.min_time_us
     if anchor is None:
         anchor = fallback_us if fallback_us is not None else int(time.time() * 1e6)
-    if floor is not None and floor > Timestamp(micros=anchor):
-        anchor = int(floor.micros)
-    side_time = Timestamp(micros=anchor)
+    side_time = max(Timestamp(micros=anchor), floor)
     for batch, t in parsed.batches:  # counted per batch, so that a window's count matches its readings
-        at = Timestamp(micros=t)
-        if floor is not None and floor > at:
-            at = floor
+        at = max(Timestamp(micros=t), floor)
         yield beam.window.TimestampedValue(batch, at)
         yield beam.pvalue.TaggedOutput(COUNTS, beam.window.TimestampedValue(("records_in", len(batch)), at))
     for q in parsed.quarantine:

@@ -71,8 +71,9 @@ def start_calibration(metadata: dict) -> OnlineTailCalibration:
 def calibrate(sw: ScoredWindows, online: OnlineTailCalibration, risk: float) -> ScoredWindows:
     """``sw`` (one pane of one entity, the next in event-time order) judged by ``online``, which then holds its
     scores: per-window thresholds, anomaly flags, tail probabilities and severities."""
-    tail, threshold = online.process_at_risk(np.asarray(sw.score, dtype=np.float64), risk)
-    is_anomaly = np.asarray(sw.score, dtype=np.float64) > threshold
+    scores = np.asarray(sw.score, dtype=np.float64)
+    tail, threshold = online.process_at_risk(scores, risk)
+    is_anomaly = scores > threshold
     return sw._replace(threshold=threshold, is_anomaly=is_anomaly, tail_probability=tail,
                        severity=severity_of(tail, is_anomaly))
 

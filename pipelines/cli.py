@@ -183,6 +183,12 @@ def _is_direct_runner(beam_args) -> bool:
     return name.lower().removesuffix("runner") in ("direct", "bundlebaseddirect", "switchingdirect")
 
 
+def _check_positive_seconds(flag: str, seconds: float | None) -> None:
+    """An optional flag of seconds that must be positive and finite when given."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise CliError(f"{flag} must be a positive number of seconds, got {seconds:g}")
+
+
 def _cooldown_us(seconds: float) -> int:
     if not math.isfinite(seconds) or seconds < 0:
         raise CliError(f"--alert-cooldown must be zero or a positive number of seconds, got {seconds:g}")
@@ -218,8 +224,8 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines.sources import expand_inputs
     from seqwatch.pipelines.streaming import plan_stream, run_stream
 
-    if args.watch_models is not None and args.watch_models <= 0:
-        raise CliError(f"--watch-models must be a positive number of seconds, got {args.watch_models:g}")
+    _check_positive_seconds("--watch-models", args.watch_models)
+    _check_positive_seconds("--idle-watermark", args.idle_watermark)
     if args.online_calibration and _is_direct_runner(beam_args):
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
                        "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
@@ -228,8 +234,6 @@ def cmd_stream(args, beam_args) -> int:
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark}
-    if args.idle_watermark is not None and not (math.isfinite(args.idle_watermark) and args.idle_watermark > 0):
-        raise CliError(f"--idle-watermark must be a positive number of seconds, got {args.idle_watermark:g}")
     if args.source == "replay":
         if not args.input:
             raise CliError("--source replay needs --input")

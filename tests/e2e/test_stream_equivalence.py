@@ -40,11 +40,31 @@ def same_data(tmp_path_factory, small_model_dir, wide_csv):
     return config
 
 
-def _stream(config, out, extra_late=()):
-    """Replay the parsed input in 30 event-time chunks, advancing the watermark after each."""
+def _parsed(config) -> tuple:
+    """``(plan, frame)``: the run's plan and every reading of its input, parsed, in event-time order."""
     plan = plan_run(config)
     frames = [batch.frame for path in plan.paths for batch, _, _ in FileReader(WIDE, plan.run_id).read(path)]
-    frame = pd.concat(frames, ignore_index=True).sort_values(["timestamp", "entity_id", "channel"])
+    return plan, pd.concat(frames, ignore_index=True).sort_values(["timestamp", "entity_id", "channel"])
+
+
+def _run_stream(plan, stream: TestStream, out: Path, flush_window_s: float) -> dict:
+    """The streaming pipeline on the DirectRunner fed by ``stream``; returns the ``counts/*.json`` files summed."""
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        readings = p | "Replay" >> stream
+        source = SourceOutputs(readings, p | "NoParseErrors" >> beam.Create([]),
+                               readings | "CountIn" >> beam.Map(lambda b: ("records_in", len(b))))
+        build_streaming_pipeline(source, plan, str(out), flush_window_s=flush_window_s,
+                                 allowed_lateness_s=LATENESS_S, late_after_s=LATE_AFTER_S)
+    counts: dict = {}
+    for f in (out / "counts").glob("*.json"):
+        for k, v in json.loads(f.read_text()).items():
+            counts[k] = counts.get(k, 0) + v
+    return counts
+
+
+def _stream(config, out, extra_late=()):
+    """Replay the parsed input in 30 event-time chunks, advancing the watermark after each."""
+    plan, frame = _parsed(config)
     edges = np.linspace(frame["timestamp"].min(), frame["timestamp"].max() + 1000, 31).astype(np.int64)
     edges = edges // 1000 * 1000  # TestStream keeps event times in milliseconds
     edges[-1] = (frame["timestamp"].max() // 1000 + 1) * 1000
@@ -56,17 +76,7 @@ def _stream(config, out, extra_late=()):
     for batch in extra_late:
         stream.add_elements([TimestampedValue(batch, Timestamp(micros=int(edges[-1])))])
     stream.advance_watermark_to_infinity()
-    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
-        readings = p | "Replay" >> stream
-        source = SourceOutputs(readings, p | "NoParseErrors" >> beam.Create([]),
-                               readings | "CountIn" >> beam.Map(lambda b: ("records_in", len(b))))
-        build_streaming_pipeline(source, plan, str(out), flush_window_s=3600.0, allowed_lateness_s=LATENESS_S,
-                                 late_after_s=LATE_AFTER_S)
-    counts = {}
-    for f in (out / "counts").glob("*.json"):
-        for k, v in json.loads(f.read_text()).items():
-            counts[k] = counts.get(k, 0) + v
-    return plan, frame, counts
+    return plan, frame, _run_stream(plan, stream, out, flush_window_s=3600.0)
 
 
 @pytest.mark.slow
@@ -160,24 +170,9 @@ def _read_stream(plan, frame: pd.DataFrame, held: pd.Series, deliveries, out: Pa
         stream.add_elements([TimestampedValue(ReadingBatch(frame[mask].reset_index(drop=True)),
                                               Timestamp(micros=stamp_us // 1000 * 1000))])
     stream.advance_watermark_to_infinity()
-    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
-        readings = p | "Replay" >> stream
-        source = SourceOutputs(readings, p | "NoParseErrors" >> beam.Create([]),
-                               readings | "CountIn" >> beam.Map(lambda b: ("records_in", len(b))))
-        build_streaming_pipeline(source, plan, str(out), flush_window_s=flush_window_s,
-                                 allowed_lateness_s=LATENESS_S, late_after_s=LATE_AFTER_S)
-    counts: dict = {}
-    for f in (out / "counts").glob("*.json"):
-        for k, v in json.loads(f.read_text()).items():
-            counts[k] = counts.get(k, 0) + v
+    counts = _run_stream(plan, stream, out, flush_window_s)
     quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
     return counts, quarantine
-
-
-def _parsed(config) -> tuple:
-    plan = plan_run(config)
-    frames = [batch.frame for path in plan.paths for batch, _, _ in FileReader(WIDE, plan.run_id).read(path)]
-    return plan, pd.concat(frames, ignore_index=True).sort_values(["timestamp", "entity_id", "channel"])
 
 
 @pytest.mark.slow

@@ -42,8 +42,9 @@ def _pane(pane, ends, scores, version="v1", entity="m1"):
 
 
 def test_calibrate_judges_each_window_by_the_seed_and_the_entitys_earlier_windows():
-    """Two panes in order through ``calibrate`` give what OnlineTailCalibration gives on their scores at once:
-    tail probabilities, and as threshold the score at the model's risk under the fit that judged the window."""
+    """Two panes in order through ``calibrate`` give what OnlineTailCalibration gives on their scores at once
+    (``process_at_risk``, checked by hand in tests/models): tail probabilities, and as threshold the score at the
+    model's risk under the fit that judged the window."""
     rng = np.random.default_rng(3)
     metadata = _metadata(seed=np.sort(rng.gamma(2.0, 1.0, 400)))
     scores = np.r_[rng.gamma(2.0, 1.0, 150), [30.0, 31.0], rng.gamma(2.0, 3.0, 80)]
@@ -51,14 +52,8 @@ def test_calibrate_judges_each_window_by_the_seed_and_the_entitys_earlier_window
     first = calibrate(_pane(1, range(150), scores[:150]), online, 1e-3)
     second = calibrate(_pane(2, range(150, 232), scores[150:]), online, 1e-3)
 
-    by_hand = OnlineTailCalibration(HISTORY, REFIT_EVERY, 0.95).start(np.asarray(metadata["tail"]["sorted_scores"]))
-    tail = np.empty(len(scores))
-    threshold = np.empty(len(scores))
-    for lo in range(0, len(scores), REFIT_EVERY):  # the seed starts a refit period: blocks of 100 windows
-        block = scores[lo:lo + REFIT_EVERY]
-        tail[lo:lo + REFIT_EVERY] = by_hand.tail_probability(block)
-        threshold[lo:lo + REFIT_EVERY] = by_hand.calibration.score_at(1e-3)
-        by_hand.update(block)
+    at_once = OnlineTailCalibration(HISTORY, REFIT_EVERY, 0.95).start(np.asarray(metadata["tail"]["sorted_scores"]))
+    tail, threshold = at_once.process_at_risk(scores, 1e-3)
     got_tail = np.r_[first.tail_probability, second.tail_probability]
     got_threshold = np.r_[first.threshold, second.threshold]
     np.testing.assert_allclose(got_tail, tail)

@@ -34,6 +34,13 @@ def _seqwatch_stream(model_dir, out, *args):
             str(out), "--flush-window", "600", *args]
 
 
+def _runner_args(runner: str, request) -> list[str]:
+    """The Beam flags for ``runner`` ("prism" or "flink"), from its fixture (which skips when it is missing)."""
+    if runner == "prism":
+        return ["--runner=PrismRunner", f"--prism_location={request.getfixturevalue('prism_location')}"]
+    return request.getfixturevalue("flink_args")()
+
+
 def _stream_command(model_dir, out, prism_location, *source_args):
     return _seqwatch_stream(model_dir, out, *source_args, "--runner=PrismRunner", f"--prism_location={prism_location}")
 
@@ -73,12 +80,8 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
     run gives it (all at the end, sorted), and the alerts are the same."""
     path, readings = long_readings
     out = tmp_path / "stream"
-    if runner == "prism":
-        runner_args = ["--runner=PrismRunner", f"--prism_location={request.getfixturevalue('prism_location')}"]
-    else:
-        runner_args = request.getfixturevalue("flink_args")()
     result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
-                                             "--speed", "500", "--online-calibration", *runner_args),
+                                             "--speed", "500", "--online-calibration", *_runner_args(runner, request)),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch", online_calibration=True)
@@ -94,13 +97,17 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
     assert (streamed["is_anomaly"] == batch["is_anomaly"]).all() and batch["threshold"].nunique() > 2
 
 
-def _check_kafka_with_late_readings(topic, readings, path, model_dir, runner_args, kafka_broker, tmp_path,
-                                    stream_outputs):
-    """``seqwatch stream --source kafka`` with ``runner_args``: the readings, three malformed messages, and two
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["prism", "flink"])
+def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_readings, small_model_dir, kafka_broker,
+                                                              tmp_path, stream_outputs, request):
+    """``seqwatch stream --source kafka`` on Prism and on Flink: the readings, three malformed messages, and two
     readings sent last, long after the watermark passed them: one from the start of the stream (its pane was
     scored long ago, but it is less than --late-after behind, so the gate lets it through and Beam's late firing
     brings it to the windowing stage) and one two days before the stream (beyond --late-after: the gate). Both
     are quarantined as late, nothing is lost, and the alerts equal the batch run's."""
+    path, readings = long_readings
+    topic = f"pumps-{runner}"
     kafka_broker.create_topic(topic, partitions=1)
     producer = kafka_broker.producer()
     for row in readings.itertuples(index=False):
@@ -118,9 +125,9 @@ def _check_kafka_with_late_readings(topic, readings, path, model_dir, runner_arg
     assert producer.flush(30) == 0
 
     out = tmp_path / "kafka"
-    result = subprocess.run(_seqwatch_stream(model_dir, out, "--source", "kafka", "--bootstrap-servers",
+    result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "kafka", "--bootstrap-servers",
                                              kafka_broker.bootstrap_servers, "--topic", topic, "--start", "earliest",
-                                             "--stop-after-idle", "8", *runner_args),
+                                             "--stop-after-idle", "8", *_runner_args(runner, request)),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = stream_outputs.counts(out)
@@ -138,28 +145,7 @@ def _check_kafka_with_late_readings(topic, readings, path, model_dir, runner_arg
                                            '{"entity_id": "pump-01", "channel": "flow", "timestamp": "yesterday", '
                                            '"value": 1}'])
     assert (quarantine["raw"] != "").all()  # a broker message cannot be re-read: every record keeps its text
-    stream_outputs.assert_matches_batch(out, path, model_dir, tmp_path / "batch")
-    return counts
-
-
-@pytest.mark.slow
-def test_kafka_with_late_readings_on_prism_reconciles_and_matches_batch(long_readings, small_model_dir,
-                                                                        prism_location, kafka_broker, tmp_path,
-                                                                        stream_outputs):
-    path, readings = long_readings
-    counts = _check_kafka_with_late_readings("pumps", readings, path, small_model_dir,
-                                             ["--runner=PrismRunner", f"--prism_location={prism_location}"],
-                                             kafka_broker, tmp_path, stream_outputs)
-    print("flushed late:", {k: v for k, v in counts.items() if k.startswith("flushed_late")})
-
-
-@pytest.mark.slow
-def test_kafka_with_late_readings_on_flink_reconciles_and_matches_batch(long_readings, small_model_dir, flink_args,
-                                                                        kafka_broker, tmp_path, stream_outputs):
-    path, readings = long_readings
-    counts = _check_kafka_with_late_readings("pumps-flink", readings, path, small_model_dir, flink_args(),
-                                             kafka_broker, tmp_path, stream_outputs)
-    print("flushed late:", {k: v for k, v in counts.items() if k.startswith("flushed_late")})
+    stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
 
 
 @pytest.mark.slow
