@@ -11,6 +11,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+PRISM = REPO / ".tools" / "bin" / "prism"  # built by `make prism` (run by `make test`)
 
 STEP_SECONDS = 10
 SMALL_WINDOW = 16
@@ -61,3 +62,26 @@ def small_model_dir(tmp_path_factory) -> Path:
                             TrainingConfig(epochs=6, batch_size=128, patience=3))
     detector = Seq2SeqDetector(config, model_id="test-pumps").fit(train, progress=False)
     return save_artifact(detector, tmp_path_factory.mktemp("model") / "small")
+
+
+@pytest.fixture(scope="session")
+def prism_location() -> str:
+    """Path of the locally built Prism binary; skips when it is not built."""
+    if not os.access(PRISM, os.X_OK):
+        pytest.skip(f"Prism is not built at {PRISM.relative_to(REPO)}: run `make prism` (needs Go and the Go "
+                    f"module proxy)")
+    return str(PRISM)
+
+
+@pytest.fixture(scope="session")
+def prism_options(prism_location):
+    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    def options(*extra: str) -> PipelineOptions:
+        # PrismRunner keeps one job server per process; an earlier pipeline in this process that named no runner
+        # tried Prism with its default (downloading) location, and the singleton would keep that one.
+        return PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming",
+                                "--prism_log_level=warn", "--experiments=disable_prism_server_singleton", *extra])
+
+    return options

@@ -1,9 +1,10 @@
-"""Session fixtures for the streaming tests: real brokers on 127.0.0.1 and Beam's Prism runner.
+"""Session fixtures for the streaming tests: real brokers on 127.0.0.1 and Beam's Flink runner.
 
 ``kafka_broker`` starts one Apache Kafka node (KRaft) and ``pubsub_emulator`` the Google Cloud Pub/Sub emulator,
-each on free ports, once per session, and stops them at the end. ``prism_options`` gives the pipeline flags for
-real streaming on Prism. Each fixture skips, naming the make target, when what it needs is not there:
-``make streaming-tools`` (run by ``make test``) builds Prism and fetches the Kafka jars into ``.tools/``.
+each on free ports, once per session, and stops them at the end (``prism_location`` and ``prism_options``, for
+real streaming on Prism, are in ``tests/conftest.py``: the end-to-end TestStream tests use them too). Each
+fixture skips, naming the make target, when what it needs is not there: ``make streaming-tools`` (run by
+``make test``) builds Prism and fetches the Kafka jars into ``.tools/``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".tools"
-PRISM = TOOLS / "bin" / "prism"
 FLINK_JAR = TOOLS / "flink" / "beam-flink-job-server.jar"
 KAFKA_LIBS = TOOLS / "kafka" / "libs"
 KAFKA_SCRIPT = REPO / "deploy" / "streaming" / "kafka-local.sh"
@@ -135,29 +135,6 @@ class PubSubEmulator:
 def _need_module(module: str, package: str) -> None:
     if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
         pytest.skip(f"the Python package {package} is not installed (pip install {package})")
-
-
-@pytest.fixture(scope="session")
-def prism_location() -> str:
-    """Path of the locally built Prism binary; skips when it is not built."""
-    if not os.access(PRISM, os.X_OK):
-        pytest.skip(f"Prism is not built at {PRISM.relative_to(REPO)}: run `make prism` (needs Go and the Go "
-                    f"module proxy)")
-    return str(PRISM)
-
-
-@pytest.fixture(scope="session")
-def prism_options(prism_location):
-    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    def options(*extra: str) -> PipelineOptions:
-        # PrismRunner keeps one job server per process; an earlier pipeline in this process that named no runner
-        # tried Prism with its default (downloading) location, and the singleton would keep that one.
-        return PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming",
-                                "--prism_log_level=warn", "--experiments=disable_prism_server_singleton", *extra])
-
-    return options
 
 
 class StreamOutputs:
