@@ -1,4 +1,4 @@
-"""The ``seqwatch`` command line: ``train``, ``run``, ``replay`` and ``demo``.
+"""The seqwatch command line: train, run, replay, stream and demo.
 
 Arguments the CLI does not know are passed to Beam as pipeline options (``--runner``,
 ``--direct_num_workers``, ...). Errors a person can cause (bad flags, missing files, a model that does not fit
@@ -30,9 +30,8 @@ def _mapping_from_args(args):
     return InputMapping(format="long", sep=args.sep, timezone=args.timezone, ignore=tuple(args.ignore or ()))
 
 
-def _add_input_args(parser):
-    parser.add_argument("--input", action="append", required=True, metavar="GLOB",
-                        help="CSV or Parquet files (glob; repeat for more)")
+def _add_input_args(parser, required: bool = True, input_help: str = "CSV or Parquet files (glob; repeat for more)"):
+    parser.add_argument("--input", action="append", required=required, metavar="GLOB", help=input_help)
     parser.add_argument("--format", choices=("long", "wide"), default="long",
                         help="long: entity_id,channel,timestamp,value rows; wide: a timestamp and one column per "
                              "channel")
@@ -306,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fit a model artifact on normal data")
     _add_input_args(train)
     train.add_argument("--model-dir", required=True, help="where to write the model artifact")
-    train.add_argument("--model-id", default="seqwatch")
+    train.add_argument("--model-id", default="seqwatch", help="name stored in the artifact and the alerts")
     train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
     train.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="fine-tune this model (an artifact or a model root's newest version) on the input "
@@ -334,10 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="score files with a model: the batch pipeline")
     _add_input_args(run)
     run.add_argument("--output", required=True, help="output folder (alerts/, scores/, ... and manifest.json)")
-    run.add_argument("--model-dir", required=True)
+    run.add_argument("--model-dir", required=True,
+                     help="a model artifact, or a directory of them (one sub-directory per version; the newest is "
+                          "used)")
     run.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
-    run.add_argument("--pane-steps", type=int, default=4096)
+    run.add_argument("--pane-steps", type=int, default=4096,
+                     help="time steps per entity pane, the unit scored at once (default 4096)")
     run.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS", help=COOLDOWN_HELP)
     run.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     run.add_argument("--workers", type=int, default=0,
@@ -348,15 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(replay)
 
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
-    stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True)
+    stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True,
+                        help="replay: play files on the wall clock; kafka, pubsub, mqtt: a broker of JSON readings")
     stream.add_argument("--model-dir", required=True,
                         help="a model artifact, or a directory of them (one sub-directory per version; the newest "
                              "is used)")
     stream.add_argument("--watch-models", type=float, metavar="SECONDS",
                         help="switch to a newer model version in --model-dir when one appears, looking this often")
-    stream.add_argument("--output", required=True)
-    stream.add_argument("--suite", default="sensor")
-    stream.add_argument("--run-id")
+    stream.add_argument("--output", required=True,
+                        help="output folder (alerts/, alerts_open/, scores/, quarantine/, counts/, ...)")
+    stream.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
+    stream.add_argument("--run-id", help="default: derived from the source, model and settings")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
@@ -367,23 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds each pane waits for late readings before it is scored")
     stream.add_argument("--late-after", type=float, default=86_400.0,
                         help="readings this many seconds of event time behind the latest are quarantined as late")
-    stream.add_argument("--input", action="append", metavar="GLOB", help="replay: files to play")
+    _add_input_args(stream, required=False, input_help="replay: CSV or Parquet files to play (glob; repeat for more)")
     stream.add_argument("--speed", type=float, default=60.0, help="replay: times real speed")
-    stream.add_argument("--format", choices=("long", "wide"), default="long")
-    stream.add_argument("--mapping", metavar="JSON")
-    stream.add_argument("--timestamp-column", default="timestamp")
-    stream.add_argument("--entity-column")
-    stream.add_argument("--entity")
-    stream.add_argument("--ignore", action="append", metavar="COLUMN")
-    stream.add_argument("--sep")
-    stream.add_argument("--timezone", default="UTC")
     stream.add_argument("--bootstrap-servers", help="kafka: host:port[,host:port]")
     stream.add_argument("--topic", help="kafka: topic of JSON readings; mqtt: a topic filter (plant/+/readings)")
     stream.add_argument("--mqtt-broker", help="mqtt: host:port of the broker")
     stream.add_argument("--qos", type=int, choices=(0, 1), default=1, help="mqtt: subscription QoS")
     stream.add_argument("--client-id", help="mqtt: persistent session name (default: seqwatch-<run id>)")
     stream.add_argument("--group-id", help="kafka: consumer group (offsets committed)")
-    stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed")
+    stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed",
+                        help="kafka: where reading starts (default committed: the offsets committed by --group-id, "
+                             "else the earliest)")
     stream.add_argument("--subscription", help="pubsub: projects/<p>/subscriptions/<s>")
     stream.add_argument("--emulator-host", help="pubsub: host:port of the emulator")
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
@@ -396,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "as late (default: the watermark waits for newer readings)")
 
     demo = sub.add_parser("demo", help="generate data, train, run, and report what was found")
-    demo.add_argument("--output", default="demo-output")
+    demo.add_argument("--output", default="demo-output", help="folder for the data, model and run (default "
+                                                                 "demo-output)")
     demo.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
     demo.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     return parser
