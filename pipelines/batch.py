@@ -169,12 +169,15 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[Pip
     ``choose_workers``."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
+    from seqwatch.pipelines.runners import apply_runner_fixes
+
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         # The DirectRunner's own engine, named: Beam 2.77's "DirectRunner" first tries to download Prism and run
         # the job there, so a machine with internet access would run something else than what was measured.
         standard.runner = LOCAL_RUNNER
+    apply_runner_fixes(options)
     direct = options.view_as(DirectOptions)
     runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
     if runner.rsplit(".", 1)[-1] not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):

@@ -225,6 +225,7 @@ def cmd_stream(args, beam_args) -> int:
 
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
+    _check_positive_seconds("--archive-readings", args.archive_readings)
     if args.online_calibration and _is_direct_runner(beam_args):
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
                        "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
@@ -286,10 +287,12 @@ def cmd_stream(args, beam_args) -> int:
         except (ValueError, ConnectionError) as exc:
             raise CliError(str(exc)) from None
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
+    archiving = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
+                 else "")
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
-          f"panes of {plan.pane_steps} steps)", file=sys.stderr, flush=True)
+          f"panes of {plan.pane_steps} steps{archiving})", file=sys.stderr, flush=True)
     run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
-               args.watch_models)
+               args.watch_models, args.archive_readings)
     return 0
 
 
@@ -387,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
     stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
                         help="seconds the watermark stays behind the latest event time")
+    stream.add_argument("--archive-readings", type=float, metavar="SECONDS",
+                        help="also write the readings that pass the late gate and validation to readings/<entity>/, "
+                             "one long-format Parquet file per entity and this many seconds of event time (e.g. "
+                             "3600), for fine-tuning: seqwatch train --warm-start --input 'OUT/readings/*/*.parquet' "
+                             "--exclude-alerts OUT")
     stream.add_argument("--idle-watermark", type=float, metavar="SECONDS",
                         help="live feeds: once a caught-up source has had no message for this long, its watermark "
                              "follows the wall clock minus this, so the last panes and alerts are written without "

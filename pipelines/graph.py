@@ -65,13 +65,14 @@ def settle_us(plan: RunPlan) -> int:
 
 def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
                         allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0,
-                        watch_models_s: float | None = None) -> dict:
+                        watch_models_s: float | None = None, archive_window_s: float | None = None) -> dict:
     """Everything after the source; outputs under ``root``. ``flush_window_s`` (streaming): quarantine files
     and counts are written per event-time window of this length; ``None`` (batch): once, at the end.
     ``allowed_lateness_s``: how long each pane waits before it is scored; ``keep_open_s``: how long Beam keeps
     a scored pane's window for late readings (which are then quarantined as late); ``watch_models_s``: look for
-    a newer version of the model directory this often and score with it from then on.
-    Returns the main PCollections by name (for tests)."""
+    a newer version of the model directory this often and score with it from then on; ``archive_window_s``
+    (streaming): also write the readings that passed validation under ``readings/``, one file per entity and
+    event-time window of this length. Returns the main PCollections by name (for tests)."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us)
@@ -105,8 +106,10 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                   cooldown_us=cfg.alert_cooldown_us)
     alerts = built.closed
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
-    written = ({"scored": scored, "alerts": alerts, "opened": built.opened, "quarantine": quarantine}
-               | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s))
+    outputs = {"scored": scored, "alerts": alerts, "opened": built.opened, "quarantine": quarantine}
+    if archive_window_s is not None:
+        outputs["readings"] = valid.valid
+    written = outputs | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s, archive_window_s)
 
     def quarantine_counts(q):
         yield "records_quarantined", q.records

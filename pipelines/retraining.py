@@ -18,12 +18,14 @@ from seqwatch.models.detector import as_micros
 
 def alert_spans(output_dir: str | Path) -> pd.DataFrame:
     """``entity_id, start_us, end_us`` of every settled alert of a run's output folder (empty when the run
-    raised none). Raises FileNotFoundError with one sentence when the folder is not a run output."""
+    raised none): a batch run's (``manifest.json``) or a stream's (``counts/``). Raises FileNotFoundError with one
+    sentence when the folder is neither."""
     import pyarrow.parquet as pq
 
     root = Path(output_dir)
-    if not (root / "manifest.json").is_file() and not (root / "alerts").is_dir():
-        raise FileNotFoundError(f"{root} is not the output folder of a seqwatch run (no manifest.json or alerts/)")
+    if not any(((root / "manifest.json").is_file(), (root / "alerts").is_dir(), (root / "counts").is_dir())):
+        raise FileNotFoundError(f"{root} is not the output folder of a seqwatch run (no manifest.json, alerts/ or "
+                                f"counts/)")
     files = sorted((root / "alerts").rglob("*.parquet")) if (root / "alerts").is_dir() else []
     columns = ["entity_id", "start", "end"]
     tables = [pq.read_table(f, columns=columns) for f in files]

@@ -10,6 +10,9 @@ Layout under a run's output (no ``key=value`` folder names, so readers do not in
     quarantine/<source file>-<hash>.parquet  batch: one file per source, rows by line
     quarantine/<source>-<hash>/<window start>.parquet  streaming: one file per source and flush window (with
                                            the records that arrived late for earlier windows of the source)
+    readings/<entity>/<window start>.parquet  streaming with ``--archive-readings``: the readings that passed the
+                                           late gate and validation, one file per entity and archive window, in
+                                           the long input format (``seqwatch train --warm-start`` reads them)
 
 ``pyarrow.dataset.dataset("out/alerts")``, DuckDB's ``read_parquet('out/alerts/**/*.parquet')`` and Spark's
 ``recursiveFileLookup`` read them as they are. Every file is written under a temporary name and renamed when
@@ -26,14 +29,18 @@ from pathlib import PurePath
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pandas as pd
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.stage_metrics import StageTimer
-from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA, to_table
-from seqwatch.schemas.elements import Quarantined, ScoredWindows
+from seqwatch.schemas.arrow import (ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, READING_SCHEMA, SCORE_SCHEMA,
+                                    to_table)
+from seqwatch.schemas.elements import Quarantined, ReadingBatch, ScoredWindows
+
+READING_COLUMNS = ("entity_id", "channel", "timestamp", "value")
 
 
 def safe_name(text: str) -> str:
@@ -92,6 +99,26 @@ def score_table(scored: ScoredWindows, run_id: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
 
 
+def reading_table(frames: list) -> pa.Table:
+    """Long-format readings (frames with at least ``READING_COLUMNS``, timestamps as int µs) as one table with
+    ``READING_SCHEMA``, rows ordered by time and channel."""
+    frame = pd.concat([f.loc[:, list(READING_COLUMNS)] for f in frames], ignore_index=True)
+    frame = frame.sort_values(["timestamp", "channel"], kind="stable")
+    return pa.Table.from_arrays([
+        pa.array(frame["entity_id"].astype(str).to_numpy(dtype=object), pa.string()),
+        pa.array(frame["channel"].astype(str).to_numpy(dtype=object), pa.string()),
+        pa.array(frame["timestamp"].to_numpy(dtype=np.int64), pa.int64()).cast(READING_SCHEMA.field("timestamp").type),
+        pa.array(frame["value"].to_numpy(dtype=np.float64), pa.float64()),
+    ], schema=READING_SCHEMA)
+
+
+def readings_by_entity(batch: ReadingBatch):
+    """``(entity, frame)`` per entity of a batch, with only the archived columns."""
+    frame = batch.frame.loc[:, list(READING_COLUMNS)]
+    for entity, part in frame.groupby("entity_id", observed=True, sort=True):
+        yield str(entity), part.reset_index(drop=True)
+
+
 class _WriteTable(beam.DoFn):
     def __init__(self, root: str):
         self.root = root
@@ -135,17 +162,24 @@ def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]
 
 
 class WriteOutputs(beam.PTransform):
-    """Write scores, forecasts, alerts and quarantined records under ``root``; emits ``(name, n)`` counts: files
-    written and (streaming) ``flushed_late.quarantine``, the quarantine rows that arrived after their flush window
-    was written and went into a later file."""
+    """Write scores, forecasts, alerts and quarantined records (and, given ``readings``, the archived readings)
+    under ``root``; emits ``(name, n)`` counts: files written and (streaming) ``flushed_late.quarantine``, the
+    quarantine rows that arrived after their flush window was written and went into a later file; with an
+    archive, ``readings_archived`` (readings written) and ``flushed_late.reading_batches`` (pieces of batches that
+    arrived after their archive window was written)."""
 
-    def __init__(self, root: str, run_id: str, flush_window_s: float | None = None):
+    def __init__(self, root: str, run_id: str, flush_window_s: float | None = None,
+                 archive_window_s: float | None = None):
         """``flush_window_s``: streaming only; quarantined records are written per event-time window of this
-        length (batch: one file per source at the end)."""
+        length (batch: one file per source at the end). ``archive_window_s``: streaming only; the ``readings``
+        input (``ReadingBatch`` elements) is written per entity and event-time window of this length."""
         super().__init__()
+        if archive_window_s is not None and flush_window_s is None:
+            raise ValueError("the reading archive is written by streaming runs only")
         self.root = root
         self.run_id = run_id
         self.flush_window_s = flush_window_s
+        self.archive_window_s = archive_window_s
 
     def expand(self, outputs):
         scored, alerts, quarantine = outputs["scored"], outputs["alerts"], outputs["quarantine"]
@@ -195,10 +229,22 @@ class WriteOutputs(beam.PTransform):
         }
         if opened is not None:
             parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")
+        late_counts = [flushed_late] if streaming else []
+        if self.archive_window_s is not None:
+            # Per entity and archive window; readings that arrive after their window was written go into the next
+            # file of their entity (never dropped: see seqwatch.pipelines.flush).
+            archived = (outputs["readings"]
+                        | "ReadingsByEntity" >> beam.FlatMap(readings_by_entity)
+                        | "FlushReadings" >> FlushPerWindow(self.archive_window_s))
+            parts["Readings"] = archived | "ReadingTables" >> beam.Map(
+                lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}.parquet", reading_table(r.items)))
+            late_counts.append(archived | "CountArchived" >> beam.FlatMap(
+                lambda r: [("readings_archived", sum(len(f) for f in r.items))]
+                + ([("flushed_late.reading_batches", r.late)] if r.late else [])))
         tables = ([pcoll | f"{name}TablesToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
                    for name, pcoll in parts.items()]
                   | "AllTables" >> beam.Flatten())
         written = tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))
         if not streaming:
             return written
-        return (written, flushed_late) | "AllWriteCounts" >> beam.Flatten()  # both in the global window
+        return (written, *late_counts) | "AllWriteCounts" >> beam.Flatten()  # all in the global window

@@ -95,14 +95,17 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
                              flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
                              allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
                              late_after_s: float = DEFAULT_LATE_AFTER_S,
-                             watch_models_s: float | None = None) -> dict:
+                             watch_models_s: float | None = None, archive_window_s: float | None = None) -> dict:
     """The streaming graph after ``source``; outputs under ``root`` (no staging: files appear as panes fire).
-    ``watch_models_s``: score with newer versions of the model directory as they appear, looking this often."""
+    ``watch_models_s``: score with newer versions of the model directory as they appear, looking this often;
+    ``archive_window_s``: also write the readings that pass the gate and validation under ``readings/``, one file
+    per entity and event-time window of this length (the input of a scheduled ``seqwatch train --warm-start``)."""
     gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(late_after_s, plan.run_id)
     quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
     return build_scoring_graph(SourceOutputs(gate.on_time, quarantine, source.counts), plan, root,
                                flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s,
-                               keep_open_s=late_after_s, watch_models_s=watch_models_s)
+                               keep_open_s=late_after_s, watch_models_s=watch_models_s,
+                               archive_window_s=archive_window_s)
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
@@ -145,18 +148,22 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
                allowed_lateness_s: float = 0.0, late_after_s: float = DEFAULT_LATE_AFTER_S,
-               watch_models_s: float | None = None) -> None:
+               watch_models_s: float | None = None, archive_window_s: float | None = None) -> None:
     """Run the streaming pipeline until its source ends (a replay, or a broker read with a stop condition) or
     the job is cancelled. ``make_source(run_id)`` returns the source PTransform; ``watch_models_s``: switch to
-    newer versions of the model directory while running (see ``pipelines.inference``)."""
+    newer versions of the model directory while running (see ``pipelines.inference``); ``archive_window_s``: see
+    ``build_streaming_pipeline``."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from seqwatch.pipelines.runners import apply_runner_fixes
 
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = "DirectRunner"
+    apply_runner_fixes(options)
     with beam.Pipeline(options=options) as p:
         read = p | "ReadStream" >> make_source(plan.run_id)
         source = SourceOutputs(read.readings, read.quarantine, read.counts)
         build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s, late_after_s,
-                                 watch_models_s)
+                                 watch_models_s, archive_window_s)

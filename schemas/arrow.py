@@ -87,11 +87,24 @@ QUARANTINE_SCHEMA = _schema(
     ],
 )
 
+# The readings a stream archived (``seqwatch stream --archive-readings``): the long input format, so that
+# ``seqwatch train --warm-start --input 'out/readings/*/*.parquet'`` reads them as they are.
+READING_SCHEMA = _schema(
+    "Reading",
+    [
+        pa.field("entity_id", pa.string(), nullable=False),
+        pa.field("channel", pa.string(), nullable=False),
+        pa.field("timestamp", _TS, nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+    ],
+)
+
 SCHEMAS_BY_SINK = {
     "scores": SCORE_SCHEMA,
     "alerts": ALERT_SCHEMA,
     "forecasts": FORECAST_SCHEMA,
     "quarantine": QUARANTINE_SCHEMA,
+    "readings": READING_SCHEMA,
 }
 
 _TIME_FIELDS = {"window_start", "window_end", "start", "end", "issued_at", "target_time"}

@@ -75,13 +75,17 @@ def prism_location() -> str:
 
 @pytest.fixture(scope="session")
 def prism_options(prism_location):
-    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary."""
+    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary, with the
+    settings ``seqwatch stream`` gives Prism (``seqwatch.pipelines.runners``)."""
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    from seqwatch.pipelines.runners import apply_runner_fixes
 
     def options(*extra: str) -> PipelineOptions:
         # PrismRunner keeps one job server per process; an earlier pipeline in this process that named no runner
         # tried Prism with its default (downloading) location, and the singleton would keep that one.
-        return PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming",
-                                "--prism_log_level=warn", "--experiments=disable_prism_server_singleton", *extra])
+        return apply_runner_fixes(PipelineOptions([
+            "--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming", "--prism_log_level=warn",
+            "--experiments=disable_prism_server_singleton", *extra]))
 
     return options

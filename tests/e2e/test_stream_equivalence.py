@@ -1,7 +1,8 @@
 """The streaming pipeline (TestStream in streaming mode: real event time, watermarks and late data) gives the
-same alerts as the batch pipeline on the same data, and loses no reading. The alert and late-data tests run on the
-DirectRunner and on Prism (Beam's portable local runner, whose watermark handling is the one Dataflow's and
-Flink's follow); the Prism runs skip, naming the make target, where Prism is not built."""
+same alerts as the batch pipeline on the same data, and loses no reading. The tests of readings behind the
+watermark (the sinks' late path) and of the reading archive run on the DirectRunner and on Prism (Beam's portable
+local runner); the Prism runs skip, naming the make target, where Prism is not built. (Alerts and the gate on
+Prism: tests/streaming, with a replay and with Kafka.)"""
 import dataclasses
 import json
 from pathlib import Path
@@ -10,6 +11,7 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
@@ -58,7 +60,7 @@ def runner(request) -> PipelineOptions:
 
 
 def _run_stream(plan, stream: TestStream, out: Path, flush_window_s: float,
-                options: PipelineOptions | None = None) -> dict:
+                options: PipelineOptions | None = None, archive_window_s: float | None = None) -> dict:
     """The streaming pipeline fed by ``stream`` (on the DirectRunner unless ``options`` say otherwise); returns
     the ``counts/*.json`` files summed."""
     options = options or PipelineOptions(["--streaming", "--runner=DirectRunner"])
@@ -67,7 +69,8 @@ def _run_stream(plan, stream: TestStream, out: Path, flush_window_s: float,
         source = SourceOutputs(readings, p | "NoParseErrors" >> beam.Create([]),
                                readings | "CountIn" >> beam.Map(lambda b: ("records_in", len(b))))
         build_streaming_pipeline(source, plan, str(out), flush_window_s=flush_window_s,
-                                 allowed_lateness_s=LATENESS_S, late_after_s=LATE_AFTER_S)
+                                 allowed_lateness_s=LATENESS_S, late_after_s=LATE_AFTER_S,
+                                 archive_window_s=archive_window_s)
     counts: dict = {}
     for f in (out / "counts").glob("*.json"):
         for k, v in json.loads(f.read_text()).items():
@@ -93,10 +96,10 @@ def _stream(config, out, extra_late=(), options: PipelineOptions | None = None):
 
 
 @pytest.mark.slow
-def test_streaming_and_batch_give_the_same_alerts(same_data, runner, tmp_path):
+def test_streaming_and_batch_give_the_same_alerts(same_data, tmp_path):
     batch_manifest = run_batch(dataclasses.replace(same_data, output=str(tmp_path / "batch")))
     batch_alerts = ds.dataset(tmp_path / "batch" / "alerts", format="parquet").to_table().to_pandas()
-    plan, frame, counts = _stream(same_data, tmp_path / "stream", options=runner)
+    plan, frame, counts = _stream(same_data, tmp_path / "stream")
     stream_alerts = ds.dataset(tmp_path / "stream" / "alerts", format="parquet").to_table().to_pandas()
 
     assert len(batch_alerts) >= 2
@@ -146,12 +149,12 @@ def test_with_online_calibration_streaming_and_batch_judge_every_window_alike(sa
 
 
 @pytest.mark.slow
-def test_late_readings_are_quarantined_not_dropped(same_data, runner, tmp_path):
+def test_late_readings_are_quarantined_not_dropped(same_data, tmp_path):
     first = pd.Timestamp("2026-01-05T00:00:00Z").value // 1000
     # 8,985 s behind the latest event time (step 899), more than LATE_AFTER_S: the gate quarantines it.
     way_too_late = ReadingBatch.from_columns(["pump-01"], ["flow"], [first + 5_000_000], [100.0],
                                              ["replay"], [999_001])
-    _, frame, counts = _stream(same_data, tmp_path / "late", extra_late=[way_too_late], options=runner)
+    _, frame, counts = _stream(same_data, tmp_path / "late", extra_late=[way_too_late])
     quarantine = ds.dataset(tmp_path / "late" / "quarantine", format="parquet").to_table().to_pandas()
     late = quarantine[quarantine["reason_code"] == "late"].set_index("line")
     assert late.loc[999_001, "stage"] == "gate"
@@ -165,7 +168,7 @@ def test_late_readings_are_quarantined_not_dropped(same_data, runner, tmp_path):
 
 
 def _read_stream(plan, frame: pd.DataFrame, held: pd.Series, deliveries, out: Path, options: PipelineOptions,
-                 flush_window_s: float = 600.0):
+                 flush_window_s: float = 600.0, archive_window_s: float | None = None):
     """Replay ``frame`` without the ``held`` readings in 5-minute chunks, the watermark at each chunk's end; then
     ``deliveries``: ``(watermark first, stamp, mask of held readings)``, each a batch of held readings stamped
     ``stamp`` after the watermark was moved to ``watermark first`` (event times in microseconds). Returns the
@@ -184,9 +187,27 @@ def _read_stream(plan, frame: pd.DataFrame, held: pd.Series, deliveries, out: Pa
         stream.add_elements([TimestampedValue(ReadingBatch(frame[mask].reset_index(drop=True)),
                                               Timestamp(micros=stamp_us // 1000 * 1000))])
     stream.advance_watermark_to_infinity()
-    counts = _run_stream(plan, stream, out, flush_window_s, options)
+    counts = _run_stream(plan, stream, out, flush_window_s, options, archive_window_s)
     quarantine = ds.dataset(out / "quarantine", format="parquet").to_table().to_pandas()
     return counts, quarantine
+
+
+def _held_back(frame: pd.DataFrame) -> dict:
+    """Two readings to hold back in transit: one 3,400 s behind the latest reading ("pane": within late_after,
+    but its pane will have been scored) and one 8,000 s behind ("gate": beyond late_after)."""
+    first, end = int(frame["timestamp"].min()), int(frame["timestamp"].max())
+    flow = frame["channel"] == "flow"
+    held = {"pane": (frame["entity_id"] == "pump-01") & flow & (frame["timestamp"] == end - 3_400_000_000),
+            "gate": (frame["entity_id"] == "pump-02") & flow & (frame["timestamp"] == first + 1_000_000_000)}
+    assert all(mask.sum() == 1 for mask in held.values())
+    return held
+
+
+def _deliveries(frame: pd.DataFrame, held: dict) -> list:
+    """Each held reading in a batch of its own, stamped with its event time, a minute apart after the end."""
+    end = int(frame["timestamp"].max())
+    return [(end + 60_000_000 * k, int(frame[mask]["timestamp"].iloc[0]), mask)
+            for k, mask in enumerate(held.values(), 1)]
 
 
 @pytest.mark.slow
@@ -196,17 +217,11 @@ def test_readings_behind_the_watermark_are_quarantined_written_and_counted(same_
     reading (within late_after: its pane has been scored, so the windowing stage quarantines it), one 8,000 s
     behind (the gate does). Both records must reach the Parquet files and both readings the counts."""
     plan, frame = _parsed(same_data)
-    first, end = int(frame["timestamp"].min()), int(frame["timestamp"].max())
-    flow = frame["channel"] == "flow"
-    held = {"pane": (frame["entity_id"] == "pump-01") & flow & (frame["timestamp"] == end - 3_400_000_000),
-            "gate": (frame["entity_id"] == "pump-02") & flow & (frame["timestamp"] == first + 1_000_000_000)}
-    assert all(mask.sum() == 1 for mask in held.values())
+    held = _held_back(frame)
     where = {name: (str(frame[mask]["source"].iloc[0]), int(frame[mask]["line"].iloc[0]))
              for name, mask in held.items()}
-    deliveries = [(end + 60_000_000 * k, int(frame[mask]["timestamp"].iloc[0]), mask)
-                  for k, mask in enumerate(held.values(), 1)]
-    counts, quarantine = _read_stream(plan, frame, held["pane"] | held["gate"], deliveries, tmp_path / "behind",
-                                      runner)
+    counts, quarantine = _read_stream(plan, frame, held["pane"] | held["gate"], _deliveries(frame, held),
+                                      tmp_path / "behind", runner)
     found = {(str(q.source), int(q.line)): (q.stage, q.reason_code) for q in quarantine.itertuples()}
     assert found[where["pane"]] == ("window", "late")
     assert found[where["gate"]] == ("gate", "late")
@@ -243,3 +258,41 @@ def test_a_backlog_the_watermark_passed_while_the_source_was_idle_is_quarantined
     assert counts["records_in"] == len(frame)
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     assert counts["quarantined.gate.late"] == backlog.sum()
+
+
+def _rows(frame: pd.DataFrame) -> list:
+    """Readings as sorted ``(entity, channel, timestamp µs, value)`` tuples, duplicates kept."""
+    timestamps = frame["timestamp"]
+    if not pd.api.types.is_integer_dtype(timestamps):
+        timestamps = timestamps.astype("datetime64[us, UTC]").astype(np.int64)
+    return sorted(zip(frame["entity_id"].astype(str), frame["channel"].astype(str), timestamps.astype(np.int64),
+                      frame["value"]))
+
+
+@pytest.mark.slow
+def test_the_reading_archive_holds_every_reading_that_passed_the_gate_once(same_data, runner, tmp_path):
+    """``--archive-readings``: the readings that pass the late gate and validation are written per entity and
+    archive window in the long input format. With the two held-back readings of the test above: the one the gate
+    quarantines is not archived; the one that arrives after its archive window was written goes into a later file
+    of its entity. Every other reading is archived exactly once, and the archive's count matches its rows."""
+    from seqwatch.schemas.arrow import READING_SCHEMA
+
+    plan, frame = _parsed(same_data)
+    held = _held_back(frame)
+    out = tmp_path / "archive"
+    counts, _ = _read_stream(plan, frame, held["pane"] | held["gate"], _deliveries(frame, held), out, runner,
+                             archive_window_s=1800.0)
+    files = sorted((out / "readings").rglob("*.parquet"))
+    assert {f.parent.name for f in files} == {"pump-01", "pump-02"}
+    assert all(pq.read_schema(f).equals(READING_SCHEMA, check_metadata=True) for f in files)
+    archive = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    assert counts["readings_archived"] == len(archive)
+    assert not any(key.startswith("quarantined.validate") for key in counts)  # all valid; the gate took one
+    assert _rows(archive) == _rows(frame[~held["gate"]])  # sorted lists with duplicates: each reading once
+    late_us = int(frame[held["pane"]]["timestamp"].iloc[0])
+    holding = [f for f in files
+               if ("pump-01", "flow", late_us) in {row[:3] for row in _rows(pq.read_table(f).to_pandas())}]
+    assert len(holding) == 1 and int(holding[0].stem) > late_us  # in a later window's file than its own
+    assert counts["flushed_late.reading_batches"] >= 1
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"] == len(frame)
+    assert counts["files_written"] == len(list(out.rglob("*.parquet")))

@@ -210,6 +210,46 @@ def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_
 
 
 @pytest.mark.slow
+def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(long_readings, small_model_dir,
+                                                                                prism_location, tmp_path,
+                                                                                stream_outputs):
+    """The fine-tuning loop of a streaming deployment: ``--archive-readings`` writes every reading that passed
+    validation as long-format Parquet under ``readings/``; ``seqwatch train --warm-start`` reads that archive as
+    it is, leaves out the stream's alerted stretches, and publishes a new version into the model root (which a
+    stream with ``--watch-models`` picks up: tested above)."""
+    from seqwatch.models.artifact import load_artifact, model_versions
+
+    path, readings = long_readings
+    root = tmp_path / "models"
+    shutil.copytree(small_model_dir, root / "v1")
+    out = tmp_path / "stream"
+    result = subprocess.run(_stream_command(root, out, prism_location, "--source", "replay", "--input", str(path),
+                                            "--speed", "1000", "--archive-readings", "1800"),
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "archiving readings per 1800s under readings/" in result.stderr
+    files = sorted((out / "readings").rglob("*.parquet"))
+    archive = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    counts = stream_outputs.counts(out)
+    assert counts["readings_archived"] == len(archive) == len(readings) == counts["records_scored"]
+    as_text = archive.assign(timestamp=archive["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    key = ["entity_id", "channel", "timestamp"]
+    pd.testing.assert_frame_equal(as_text.sort_values(key).reset_index(drop=True)[readings.columns.tolist()],
+                                  readings.sort_values(key).reset_index(drop=True), check_dtype=False)
+    # 9,000 s of event time per entity in windows of 1,800 s: five or six files each (the first window may be cut).
+    assert {f.parent.name for f in files} == {"pump-01", "pump-02"} and 10 <= len(files) <= 12
+
+    train = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "train", "--warm-start", str(root),
+                            "--input", str(out / "readings" / "*" / "*.parquet"), "--exclude-alerts", str(out),
+                            "--model-dir", str(root / "v2"), "--epochs", "2"], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr[-2000:]
+    summary = json.loads(train.stdout)
+    assert counts["alerts"] > 0 and summary["left_out_in_alerts"] > 0
+    assert [v.name for v in model_versions(root)] == ["v1", "v2"]
+    assert load_artifact(root).metrics["fine_tunes"] == 1
+
+
+@pytest.mark.slow
 def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(small_model_dir, prism_location,
                                                                              kafka_broker, tmp_path, stream_outputs):
     """``--idle-watermark``: a live feed (event times up to half an hour ago) goes quiet after its last reading.
