@@ -281,7 +281,8 @@ def add_arguments(parser) -> None:
                         help="a run's output folder, its quarantine/ folder, a quarantine Parquet file, or a JSON "
                              "Lines file of (fixed) quarantine records")
     parser.add_argument("--output", required=True, help="output folder of the replay run")
-    parser.add_argument("--model-dir", required=True, help="the model artifact (or model root) to score the records with")
+    parser.add_argument("--model-dir", required=True,
+                        help="the model artifact (or model root) to score the records with")
     parser.add_argument("--suite", help="great-expectations suite (default: the original run's)")
     parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (default: the original run's)")
     parser.add_argument("--reason-code", action="append", metavar="CODE",

@@ -28,8 +28,8 @@ from pathlib import PurePath
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -104,10 +104,11 @@ def reading_table(frames: list) -> pa.Table:
     ``READING_SCHEMA``, rows ordered by time and channel."""
     frame = pd.concat([f.loc[:, list(READING_COLUMNS)] for f in frames], ignore_index=True)
     frame = frame.sort_values(["timestamp", "channel"], kind="stable")
+    timestamp_type = READING_SCHEMA.field("timestamp").type
     return pa.Table.from_arrays([
         pa.array(frame["entity_id"].astype(str).to_numpy(dtype=object), pa.string()),
         pa.array(frame["channel"].astype(str).to_numpy(dtype=object), pa.string()),
-        pa.array(frame["timestamp"].to_numpy(dtype=np.int64), pa.int64()).cast(READING_SCHEMA.field("timestamp").type),
+        pa.array(frame["timestamp"].to_numpy(dtype=np.int64), pa.int64()).cast(timestamp_type),
         pa.array(frame["value"].to_numpy(dtype=np.float64), pa.float64()),
     ], schema=READING_SCHEMA)
 
