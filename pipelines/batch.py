@@ -169,7 +169,7 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[Pip
     ``choose_workers``."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    from seqwatch.pipelines.runners import apply_runner_fixes
+    from seqwatch.pipelines.runners import apply_runner_fixes, runner_name
 
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
@@ -179,8 +179,7 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[Pip
         standard.runner = LOCAL_RUNNER
     apply_runner_fixes(options)
     direct = options.view_as(DirectOptions)
-    runner = standard.runner if isinstance(standard.runner, str) else type(standard.runner).__name__
-    if runner.rsplit(".", 1)[-1] not in ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner"):
+    if runner_name(options) not in ("directrunner", "switchingdirectrunner", "fnapirunner"):
         return options, 0  # a distributed runner decides its own parallelism
     if any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
         return options, direct.direct_num_workers if direct.direct_running_mode == "multi_processing" else 1

@@ -78,6 +78,8 @@ SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
 CALIBRATION_HELP = ("judge each entity's windows by its own earlier scores (online tail calibration seeded "
                     "with the model's), not by the model's one threshold")
+MODEL_DIR_HELP = "a model artifact, or a directory of them (one sub-directory per version; the newest is used)"
+SUITE_HELP = "great-expectations suite: sensor, energy, health or a file"
 COOLDOWN_HELP = ("an anomalous window starting within this many seconds after an incident's end continues that "
                  "incident, so a flapping signal raises one alert (default 0: only windows that overlap or touch)")
 
@@ -175,11 +177,12 @@ def _run_config(args):
 
 def _is_direct_runner(beam_args) -> bool:
     """Whether the Beam flags run on the DirectRunner (also when they name no runner: the default)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    name = (runner if runner is None or isinstance(runner, str) else type(runner).__name__) or "DirectRunner"
-    return name.lower().removesuffix("runner") in ("direct", "bundlebaseddirect", "switchingdirect")
+    from seqwatch.pipelines.runners import runner_name
+
+    name = runner_name(PipelineOptions(beam_args)) or "directrunner"
+    return name in ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
 
 
 def _check_positive_seconds(flag: str, seconds: float | None) -> None:
@@ -336,10 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="score files with a model: the batch pipeline")
     _add_input_args(run)
     run.add_argument("--output", required=True, help="output folder (alerts/, scores/, ... and manifest.json)")
-    run.add_argument("--model-dir", required=True,
-                     help="a model artifact, or a directory of them (one sub-directory per version; the newest is "
-                          "used)")
-    run.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
+    run.add_argument("--model-dir", required=True, help=MODEL_DIR_HELP)
+    run.add_argument("--suite", default="sensor", help=SUITE_HELP)
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
     run.add_argument("--pane-steps", type=int, default=4096,
                      help="time steps per entity pane, the unit scored at once (default 4096)")
@@ -355,14 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
     stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True,
                         help="replay: play files on the wall clock; kafka, pubsub, mqtt: a broker of JSON readings")
-    stream.add_argument("--model-dir", required=True,
-                        help="a model artifact, or a directory of them (one sub-directory per version; the newest "
-                             "is used)")
+    stream.add_argument("--model-dir", required=True, help=MODEL_DIR_HELP)
     stream.add_argument("--watch-models", type=float, metavar="SECONDS",
                         help="switch to a newer model version in --model-dir when one appears, looking this often")
     stream.add_argument("--output", required=True,
                         help="output folder (alerts/, alerts_open/, scores/, quarantine/, counts/, ...)")
-    stream.add_argument("--suite", default="sensor", help="great-expectations suite: sensor, energy, health or a file")
+    stream.add_argument("--suite", default="sensor", help=SUITE_HELP)
     stream.add_argument("--run-id", help="default: derived from the source, model and settings")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)

@@ -100,10 +100,9 @@ def score_table(scored: ScoredWindows, run_id: str) -> pa.Table:
 
 
 def reading_table(frames: list) -> pa.Table:
-    """Long-format readings (frames with at least ``READING_COLUMNS``, timestamps as int µs) as one table with
+    """Long-format readings (frames of ``readings_by_entity``, timestamps as int µs) as one table with
     ``READING_SCHEMA``, rows ordered by time and channel."""
-    frame = pd.concat([f.loc[:, list(READING_COLUMNS)] for f in frames], ignore_index=True)
-    frame = frame.sort_values(["timestamp", "channel"], kind="stable")
+    frame = pd.concat(frames, ignore_index=True).sort_values(["timestamp", "channel"], kind="stable")
     timestamp_type = READING_SCHEMA.field("timestamp").type
     return pa.Table.from_arrays([
         pa.array(frame["entity_id"].astype(str).to_numpy(dtype=object), pa.string()),
@@ -114,10 +113,10 @@ def reading_table(frames: list) -> pa.Table:
 
 
 def readings_by_entity(batch: ReadingBatch):
-    """``(entity, frame)`` per entity of a batch, with only the archived columns."""
+    """``(entity, frame)`` per entity of a batch, with only the archived columns (``READING_COLUMNS``)."""
     frame = batch.frame.loc[:, list(READING_COLUMNS)]
     for entity, part in frame.groupby("entity_id", observed=True, sort=True):
-        yield str(entity), part.reset_index(drop=True)
+        yield str(entity), part
 
 
 class _WriteTable(beam.DoFn):
@@ -230,7 +229,7 @@ class WriteOutputs(beam.PTransform):
         }
         if opened is not None:
             parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")
-        late_counts = [flushed_late] if streaming else []
+        flush_counts = [flushed_late] if streaming else []
         if self.archive_window_s is not None:
             # Per entity and archive window; readings that arrive after their window was written go into the next
             # file of their entity (never dropped: see seqwatch.pipelines.flush).
@@ -239,7 +238,7 @@ class WriteOutputs(beam.PTransform):
                         | "FlushReadings" >> FlushPerWindow(self.archive_window_s))
             parts["Readings"] = archived | "ReadingTables" >> beam.Map(
                 lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}.parquet", reading_table(r.items)))
-            late_counts.append(archived | "CountArchived" >> beam.FlatMap(
+            flush_counts.append(archived | "CountArchived" >> beam.FlatMap(
                 lambda r: [("readings_archived", sum(len(f) for f in r.items))]
                 + ([("flushed_late.reading_batches", r.late)] if r.late else [])))
         tables = ([pcoll | f"{name}TablesToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
@@ -248,4 +247,4 @@ class WriteOutputs(beam.PTransform):
         written = tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))
         if not streaming:
             return written
-        return (written, *late_counts) | "AllWriteCounts" >> beam.Flatten()  # all in the global window
+        return (written, *flush_counts) | "AllWriteCounts" >> beam.Flatten()  # all in the global window

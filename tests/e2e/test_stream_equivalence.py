@@ -265,8 +265,7 @@ def _rows(frame: pd.DataFrame) -> list:
     timestamps = frame["timestamp"]
     if not pd.api.types.is_integer_dtype(timestamps):
         timestamps = timestamps.astype("datetime64[us, UTC]").astype(np.int64)
-    return sorted(zip(frame["entity_id"].astype(str), frame["channel"].astype(str), timestamps.astype(np.int64),
-                      frame["value"]))
+    return sorted(zip(frame["entity_id"].astype(str), frame["channel"].astype(str), timestamps, frame["value"]))
 
 
 @pytest.mark.slow
@@ -285,13 +284,13 @@ def test_the_reading_archive_holds_every_reading_that_passed_the_gate_once(same_
     files = sorted((out / "readings").rglob("*.parquet"))
     assert {f.parent.name for f in files} == {"pump-01", "pump-02"}
     assert all(pq.read_schema(f).equals(READING_SCHEMA, check_metadata=True) for f in files)
-    archive = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    tables = {f: pq.read_table(f).to_pandas() for f in files}
+    archive = pd.concat(tables.values(), ignore_index=True)
     assert counts["readings_archived"] == len(archive)
     assert not any(key.startswith("quarantined.validate") for key in counts)  # all valid; the gate took one
     assert _rows(archive) == _rows(frame[~held["gate"]])  # sorted lists with duplicates: each reading once
     late_us = int(frame[held["pane"]]["timestamp"].iloc[0])
-    holding = [f for f in files
-               if ("pump-01", "flow", late_us) in {row[:3] for row in _rows(pq.read_table(f).to_pandas())}]
+    holding = [f for f, table in tables.items() if ("pump-01", "flow", late_us) in {row[:3] for row in _rows(table)}]
     assert len(holding) == 1 and int(holding[0].stem) > late_us  # in a later window's file than its own
     assert counts["flushed_late.reading_batches"] >= 1
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"] == len(frame)

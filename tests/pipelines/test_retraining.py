@@ -61,3 +61,11 @@ def test_alert_spans_are_read_from_a_run_output(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not the output folder of a seqwatch run"):
         alert_spans(tmp_path / "alerts" / "pump-01")
 
+
+def test_a_stream_output_without_alerts_has_no_spans(tmp_path):
+    """A stream's output holds counts/ from its first flush window on, and alerts/ only once one is settled."""
+    with pytest.raises(FileNotFoundError, match=r"no manifest.json, alerts/ or counts/"):
+        alert_spans(tmp_path)
+    (tmp_path / "counts").mkdir()
+    assert alert_spans(tmp_path).empty
+

@@ -244,7 +244,12 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
                             "--model-dir", str(root / "v2"), "--epochs", "2"], capture_output=True, text=True)
     assert train.returncode == 0, train.stderr[-2000:]
     summary = json.loads(train.stdout)
-    assert counts["alerts"] > 0 and summary["left_out_in_alerts"] > 0
+    alerts = stream_outputs.alerts(out / "alerts")
+    inside = np.zeros(len(archive), dtype=bool)  # archived readings inside an alert of their entity
+    for a in alerts.itertuples():
+        inside |= ((archive["entity_id"] == a.entity_id) & (archive["timestamp"] >= a.start)
+                   & (archive["timestamp"] <= a.end)).to_numpy()
+    assert counts["alerts"] == len(alerts) > 0 and summary["left_out_in_alerts"] == inside.sum() > 0
     assert [v.name for v in model_versions(root)] == ["v1", "v2"]
     assert load_artifact(root).metrics["fine_tunes"] == 1
 
