@@ -81,16 +81,18 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
     return PaneChecks(decrease, reasons, stuck)
 
 
-def apply_stateful_checks(frame: pd.DataFrame, rules: StatefulRules, run_id: str,
-                          stage: str = "window") -> tuple[pd.DataFrame, list[Quarantined], dict]:
+def apply_stateful_checks(frame: pd.DataFrame, rules: StatefulRules, run_id: str, stage: str = "window",
+                          entity: str | None = None) -> tuple[pd.DataFrame, list[Quarantined], dict]:
     """``check_pane`` as a pane's DoFn needs it: returns ``(kept frame, quarantined records, counts)``.
 
-    ``frame`` also has ``source`` and ``line`` (for the quarantine records). ``counts`` is
+    ``frame`` also has ``source`` and ``line`` (for the quarantine records; ``entity``: the pane's, for their raw
+    text when the frame has no ``entity_id`` column). ``counts`` is
     ``{"flagged.stuck_channel": n}`` when own readings were flagged, else empty."""
     from seqwatch.pipelines.validate import quarantine_rows
 
     checks = check_pane(frame, rules)
-    records = list(quarantine_rows(frame, checks.decrease, stage, "monotonic_decrease", checks.reasons, run_id))
+    records = list(quarantine_rows(frame, checks.decrease, stage, "monotonic_decrease", checks.reasons, run_id,
+                                   entity))
     counts = {STUCK_COUNT: int(checks.stuck.sum())} if checks.stuck.any() else {}
     kept = frame[~checks.decrease] if checks.decrease.any() else frame
     return kept, records, counts

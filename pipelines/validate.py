@@ -19,19 +19,21 @@ from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 
-BROKER_PREFIXES = ("kafka:", "pubsub:")
+BROKER_PREFIXES = ("kafka:", "pubsub:", "mqtt:")  # sources whose records cannot be re-read (broker_sources)
 
 
-def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str) -> Iterator[Quarantined]:
+def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str,
+                    entity: str | None = None) -> Iterator[Quarantined]:
     """Quarantined records for the rows of a reading frame selected by ``mask`` (raw text filled in later).
 
     ``reasons`` is one string for all rows or one per selected row. Each record's ``column`` is the reading's
-    channel, so that the one bad reading of a wide row (which stands for several) can be told apart."""
+    channel, so that the one bad reading of a wide row (which stands for several) can be told apart. ``entity``:
+    the rows' entity when the frame has no ``entity_id`` column (a pane's frame: its key holds it)."""
     if not np.any(mask):  # the common case: nothing to quarantine, and selecting no rows still costs a copy
         return
     rows = frame[mask]
     reasons = reasons if isinstance(reasons, (list, np.ndarray)) else [reasons] * len(rows)
-    entities = rows["entity_id"] if "entity_id" in rows else [None] * len(rows)
+    entities = rows["entity_id"] if "entity_id" in rows else [entity] * len(rows)
     for source, line, entity, channel, stamp, value, reason in zip(
             rows["source"], rows["line"], entities, rows["channel"], rows["timestamp"], rows["value"], reasons):
         source = str(source)

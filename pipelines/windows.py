@@ -211,11 +211,12 @@ class _PaneCutter:
         dup = _repeated(frame)
         own = frame["own"].to_numpy()
         for q in quarantine_rows(frame, dup & own, "window", "duplicate",
-                                 "a reading with the same entity, channel and timestamp came earlier", self.run_id):
+                                 "a reading with the same entity, channel and timestamp came earlier", self.run_id,
+                                 entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         frame = frame[~dup]
         if self.rules is not None:
-            frame, records, flags = apply_stateful_checks(frame, self.rules, self.run_id)
+            frame, records, flags = apply_stateful_checks(frame, self.rules, self.run_id, entity=entity)
             for q in records:
                 yield beam.pvalue.TaggedOutput(QUARANTINE, q)
             for name, n in flags.items():
@@ -235,7 +236,7 @@ class _PaneCutter:
         short = own & ~reading_covered
         for q in quarantine_rows(frame, short, "window", "insufficient_data",
                                  f"no model window covers this reading: fewer than {spec.length} consecutive steps "
-                                 f"with every channel present", self.run_id):
+                                 f"with every channel present", self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         scored = int((own & reading_covered).sum())
         yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", scored))
@@ -277,10 +278,10 @@ class _CutPane(beam.DoFn):
     def _late(self, keyed):
         (entity, _), parts = keyed
         frame = pd.concat(list(parts), ignore_index=True)
-        frame["entity_id"] = entity  # the pane key holds it (a broker record's raw text needs it)
         yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
                     for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
-                                             "the reading arrived after its pane had been scored", self.run_id))
+                                             "the reading arrived after its pane had been scored", self.run_id,
+                                             entity))
 
 
 def _sort_codes(column: pd.Series) -> np.ndarray:

@@ -1,6 +1,9 @@
 """WindowReadings on a hand-worked example: which windows end in which pane, and which readings are scored,
 quarantined as duplicates, or quarantined as insufficient data."""
+import json
+
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -10,7 +13,7 @@ from seqwatch.schemas.elements import ReadingBatch
 SECOND = 1_000_000
 
 
-def _readings():
+def _readings(source: str = "f.csv"):
     # One entity, channels a and b, one reading per second at steps 0..24; b is missing at step 15, so the
     # complete steps form two stretches: [0, 14] and [16, 24]. Reading a@5 is repeated on a later line.
     rows = []
@@ -19,9 +22,9 @@ def _readings():
         for channel in ("a", "b"):
             if channel == "b" and step == 15:
                 continue
-            rows.append(("m1", channel, step * SECOND, float(step), "f.csv", line))
+            rows.append(("m1", channel, step * SECOND, float(step), source, line))
             line += 1
-    rows.append(("m1", "a", 5 * SECOND, 99.0, "f.csv", line))  # duplicate of a@5, later line
+    rows.append(("m1", "a", 5 * SECOND, 99.0, source, line))  # duplicate of a@5, later line
     entity, channel, ts, value, source, lines = zip(*rows)
     half = len(rows) // 2  # two input batches, to exercise grouping across batches
     return [ReadingBatch.from_columns(entity[:half], channel[:half], ts[:half], value[:half], source[:half],
@@ -116,3 +119,17 @@ def test_pane_windows_are_beams_sliding_windows_over_each_pane_and_its_margins()
             assert windows.owns(pane, own)
             assert not any(windows.owns(pane, w) for w in assigned if w != own)
             assert windows.end_us(pane) == own.end.micros
+
+
+@pytest.mark.parametrize("source", ["kafka:pumps", "pubsub:projects/p/subscriptions/s", "mqtt:plant/+/readings"])
+def test_a_broker_reading_quarantined_at_the_window_stage_keeps_its_whole_message(source):
+    """A broker message cannot be re-read at the quarantine sink, so its record carries the reading as JSON. A
+    pane's frame has no entity column (the pane's key holds the entity); the record must still name it."""
+    with TestPipeline() as p:
+        out = (p | beam.Create(_readings(source))
+               | WindowReadings(SECOND, length=4, stride=2, max_gap=0, pane_steps=10, channels=("a", "b"),
+                                run_id="t"))
+        raws = out.quarantine | beam.Map(lambda q: (q.reason_code, json.loads(q.raw) if q.raw else None))
+        assert_that(raws, equal_to([
+            ("insufficient_data", {"entity_id": "m1", "channel": "a", "timestamp": 15 * SECOND, "value": 15.0}),
+            ("duplicate", {"entity_id": "m1", "channel": "a", "timestamp": 5 * SECOND, "value": 99.0})]))

@@ -102,10 +102,12 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
 def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_readings, small_model_dir, kafka_broker,
                                                               tmp_path, stream_outputs, request):
     """``seqwatch stream --source kafka`` on Prism and on Flink: the readings, three malformed messages, and two
-    readings sent last, long after the watermark passed them: one from the start of the stream (its pane was
-    scored long ago, but it is less than --late-after behind, so the gate lets it through and Beam's late firing
+    readings sent last, once the stream has scored its first panes: one from the start of the stream (its pane
+    was scored, but it is less than --late-after behind, so the gate lets it through and Beam's late firing
     brings it to the windowing stage) and one two days before the stream (beyond --late-after: the gate). Both
-    are quarantined as late, nothing is lost, and the alerts equal the batch run's."""
+    are quarantined as late, nothing is lost, and the alerts equal the batch run's. (Sent with the backlog
+    instead, the first one reached its pane before the pane fired in one Flink run, and was quarantined as a
+    duplicate: not the late path this test is for.)"""
     path, readings = long_readings
     topic = f"pumps-{runner}"
     kafka_broker.create_topic(topic, partitions=1)
@@ -120,16 +122,28 @@ def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_read
     late = {"entity_id": early.entity_id, "channel": early.channel, "timestamp": early.timestamp,
             "value": early.value + 1.0}
     ancient = dict(late, timestamp=(pd.Timestamp(early.timestamp) - pd.Timedelta(days=2)).isoformat())
-    for message in (late, ancient):
-        producer.produce(topic, json.dumps(message).encode())
     assert producer.flush(30) == 0
 
     out = tmp_path / "kafka"
-    result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "kafka", "--bootstrap-servers",
-                                             kafka_broker.bootstrap_servers, "--topic", topic, "--start", "earliest",
-                                             "--stop-after-idle", "8", *_runner_args(runner, request)),
-                            capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, result.stderr[-3000:]
+    log_path = tmp_path / "stream.log"
+    with open(log_path, "w") as log:
+        stream = subprocess.Popen(_seqwatch_stream(small_model_dir, out, "--source", "kafka", "--bootstrap-servers",
+                                                   kafka_broker.bootstrap_servers, "--topic", topic, "--start",
+                                                   "earliest", "--stop-after-idle", "8",
+                                                   *_runner_args(runner, request)),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        # Panes fire in watermark order: once two of the entity's panes are scored, its first one (which holds
+        # `early`) has been.
+        panes = out / "scores" / early.entity_id
+        deadline = time.monotonic() + 300
+        while len(list(panes.glob("*.parquet"))) < 2 and stream.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(panes.glob("*.parquet"))) >= 2, log_path.read_text()[-3000:]
+        for message in (late, ancient):
+            producer.produce(topic, json.dumps(message).encode())
+        assert producer.flush(30) == 0
+        returncode = stream.wait(timeout=400)
+    assert returncode == 0, log_path.read_text()[-3000:]
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) + 5
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
