@@ -154,10 +154,12 @@ def messages_by_second(readings: pd.DataFrame) -> list[list[bytes]]:
     return out
 
 
-def stream_command(model_dir: Path, output: Path, kafka: Kafka, topic: str, idle_s: float, runner: str) -> list[str]:
+def stream_command(model_dir: Path, output: Path, kafka: Kafka, topic: str, idle_s: float, runner: str,
+                   extra: tuple = ()) -> list[str]:
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "kafka", "--model-dir",
             str(model_dir), "--output", str(output), "--bootstrap-servers", kafka.bootstrap, "--topic", topic,
-            "--start", "earliest", "--stop-after-idle", str(idle_s), "--flush-window", "300", *RUNNER_ARGS[runner]]
+            "--start", "earliest", "--stop-after-idle", str(idle_s), "--flush-window", "300", *RUNNER_ARGS[runner],
+            *extra]
 
 
 class FileWatch(threading.Thread):
@@ -270,9 +272,11 @@ def run_latency(kafka: Kafka, model_dir: Path, meta: dict, work: Path, n_entitie
             "publish_lag_max_s": float(np.max(sent_at - (start + np.arange(len(batches)) * STEP_S / speed)))}
 
 
-def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_steps: int, runner: str) -> dict:
+def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_steps: int, runner: str,
+                  extra: tuple = (), tag: str = "") -> dict:
     readings, _ = make_readings(n_entities, n_steps, seed=6, anomalies=2)
-    topic, tag = f"backlog-{runner.lower()}", runner.lower()
+    tag = runner.lower() + tag
+    topic = f"backlog-{tag}"
     kafka.create_topic(topic)
     producer = kafka.producer()
     log(f"sustained: publishing a backlog of {len(readings):,} readings")
@@ -293,7 +297,8 @@ def run_sustained(kafka: Kafka, model_dir: Path, work: Path, n_entities: int, n_
     started = time.time()
     job_log_path = work / f"sustained-job-{tag}.log"
     with open(job_log_path, "w") as job_log:
-        result = subprocess.run(stream_command(model_dir, output, kafka, topic, idle_s=idle_s, runner=runner),
+        result = subprocess.run(stream_command(model_dir, output, kafka, topic, idle_s=idle_s, runner=runner,
+                                               extra=extra),
                                 stdout=job_log, stderr=subprocess.STDOUT, timeout=1200)
     ended = time.time()
     watch.done.set()
@@ -384,7 +389,81 @@ def render(result: dict, command: str) -> str:
     ]
     if "skipped" in flink:
         lines.append(f"- Flink: {flink['skipped']}.")
+    if "archive_cost" in result:
+        lines += ["", *archive_lines(result["archive_cost"])]
     return "\n".join(lines)
+
+
+ARCHIVE_OUT = REPO / "benchmarks" / "out" / "stream-archive"
+ARCHIVE_WINDOW_S = 3600
+
+
+def archive_cost(quick: bool) -> int:
+    """Prism draining the sustained phase's backlog without and with ``--archive-readings``, alternated (without,
+    with, without, with) in one run; the result joins the streaming section of BENCHMARKS.md."""
+    began = time.time()
+    if ARCHIVE_OUT.exists():
+        shutil.rmtree(ARCHIVE_OUT)
+    ARCHIVE_OUT.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix="seqwatch-archive-bench-"))
+    log("training the model")
+    train(ARCHIVE_OUT / "model")
+    kafka = Kafka(work)
+    runs = {"without": [], "with": []}
+    try:
+        for k in range(2):
+            for name, extra in (("without", ()), ("with", ("--archive-readings", str(ARCHIVE_WINDOW_S)))):
+                run = run_sustained(kafka, ARCHIVE_OUT / "model", work, *((8, 1200) if quick else (20, 6000)),
+                                    runner="Prism", extra=extra, tag=f"-{name}-{k}")
+                log(f"archive {name} #{k + 1}: {json.dumps({a: b for a, b in run.items() if a != 'counts'})}")
+                runs[name].append(run)
+    finally:
+        kafka.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"runs": runs, "window_s": ARCHIVE_WINDOW_S, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "wall_s": time.time() - began, "load": f"{os.getloadavg()[0]:.1f}",
+              "command": "benchmarks/stream_latency.py --archive-cost" + (" --quick" if quick else "")}
+    (ARCHIVE_OUT / "result.json").write_text(json.dumps(result, indent=1, default=str))
+    text = "\n".join(archive_lines(result))
+    print(text)
+    if not quick:
+        stored = OUT / "result.json"
+        if not stored.exists():
+            print("stream_latency: run the whole benchmark once (make bench-stream) before --archive-cost",
+                  file=sys.stderr)
+            return 2
+        full = json.loads(stored.read_text())
+        full["archive_cost"] = result
+        replace_section("stream", render(full, "benchmarks/stream_latency.py"))
+    return 0
+
+
+def archive_lines(result: dict) -> list[str]:
+    runs = result["runs"]
+
+    def median(name: str, key: str) -> float:
+        return float(np.median([run[key] for run in runs[name]]))
+
+    steady = {name: median(name, "steady_readings_per_s") for name in runs}
+    whole = {name: median(name, "overall_readings_per_s") for name in runs}
+    archived = [run["counts"].get("readings_archived", 0) for run in runs["with"]]
+    scored = [run["counts"].get("records_scored", 0) for run in runs["with"]]
+    each = "; ".join(f"{name}: " + ", ".join(f"{run['steady_readings_per_s']:,.0f}" for run in runs[name])
+                     for name in runs)
+    return [
+        f"**Cost of the reading archive** (`--archive-readings {result['window_s']}`; command `{result['command']}`, "
+        f"run {result['date']}, {result['wall_s']:.0f} s, load {result['load']}): Prism drained the same "
+        f"{runs['with'][0]['readings']:,}-reading backlog four times, alternating without and with the archive.",
+        "",
+        "| Prism | readings/s, steady (median of 2) | readings/s, whole job (median of 2) |",
+        "|---|---|---|",
+        f"| without the archive | {steady['without']:,.0f} | {whole['without']:,.0f} |",
+        f"| with the archive | {steady['with']:,.0f} | {whole['with']:,.0f} |",
+        "",
+        f"With/without: {steady['with'] / steady['without']:.2f} steady, {whole['with'] / whole['without']:.2f} "
+        f"whole job (each run, steady: {each}). Readings archived per run with it: "
+        + ", ".join(f"{a:,}" for a in archived) + " (readings scored: " + ", ".join(f"{s:,}" for s in scored) + ").",
+    ]
 
 
 def _fmt(value, spec: str = ".2f") -> str:
@@ -396,15 +475,22 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run (does not touch BENCHMARKS.md)")
     parser.add_argument("--speed", type=float, default=20.0, help="replay speed of the latency phase")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
+    parser.add_argument("--archive-cost", action="store_true",
+                        help="only the cost of --archive-readings: Prism's sustained rate with and without it")
     args = parser.parse_args(argv)
     if args.render_only:  # re-render BENCHMARKS.md from the stored result (after a change to the text)
         result = json.loads((OUT / "result.json").read_text())
+        archive = ARCHIVE_OUT / "result.json"
+        if archive.exists():
+            result["archive_cost"] = json.loads(archive.read_text())
         replace_section("stream", render(result, "benchmarks/stream_latency.py"))
         return 0
     for need, how in ((PRISM, "make prism"), (KAFKA_LIBS, "make kafka-jars")):
         if not need.exists():
             print(f"stream_latency: {need.relative_to(REPO)} is missing; run `{how}` first", file=sys.stderr)
             return 2
+    if args.archive_cost:
+        return archive_cost(args.quick)
     began = time.time()
     if OUT.exists():
         shutil.rmtree(OUT)

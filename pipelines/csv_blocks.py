@@ -81,16 +81,21 @@ def line_bounds(chunk: bytes) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends - crlf
 
 
-_BAD_CONTROL = np.zeros(256, dtype=bool)  # control bytes but tab and line ends
-_BAD_CONTROL[[b for b in range(32) if b not in (9, 10, 13)]] = True
-_BLANK = np.zeros(256, dtype=bool)  # what cannot make a line hold a reading: spaces, line ends, non-ASCII bytes
-_BLANK[[9, 10, 13, 32]] = True
-_BLANK[128:] = True
+# What each byte tells about its line, as bits of one lookup table per separator.
+_SEPARATOR, _QUOTE_OR_CONTROL, _TEXT, _NON_ASCII = 1, 2, 4, 8
 
 
-def _per_line(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """How many of the sorted byte ``positions`` fall in each line ``[start, end)``."""
-    return np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
+def _byte_flags(sep: str) -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint8)
+    table[ord(sep)] |= _SEPARATOR
+    table[[b for b in range(32) if b not in (9, 10, 13)] + [ord('"')]] |= _QUOTE_OR_CONTROL
+    # text: what can make a line hold a reading (not blank, not a line end, not the separator, ASCII)
+    text = np.ones(256, dtype=bool)
+    text[[9, 10, 13, 32, ord(sep)]] = False
+    text[128:] = False
+    table[text] |= _TEXT
+    table[128:] |= _NON_ASCII
+    return table
 
 
 @dataclass
@@ -98,7 +103,8 @@ class SplitChunk:
     """A chunk cut into its clean lines, split into fields by Arrow, and its odd lines, left to the line reader.
     Line indices count the chunk's ``\\n``-terminated lines from 0."""
 
-    columns: list  # one object array of str per header field, for the clean lines (empty lists when none)
+    columns: list  # per header field, the clean lines' fields as a pandas Series of Arrow-backed strings
+    #                (empty lists when none): parse_rows reads them in bulk without a Python str per field
     clean: bytes  # the clean lines, concatenated
     starts: np.ndarray  # byte bounds of each clean line in ``clean`` (line end excluded), for its raw text
     ends: np.ndarray
@@ -114,17 +120,17 @@ def split_chunk(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
     end."""
     if not chunk or len(sep) != 1 or ord(sep) >= 128 or sep in '"\r\n':
         return None
-    if chunk.count(b"\r") != chunk.count(b"\r\n"):
+    if b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n"):
         return None
     data = np.frombuffer(chunk, dtype=np.uint8)
     starts, ends = line_bounds(chunk)
-    blank = _BLANK.copy()
-    blank[ord(sep)] = True
-    odd = ((_per_line(np.flatnonzero(data == ord(sep)), starts, ends) != n_fields - 1)
-           | (_per_line(np.flatnonzero(blank[data]), starts, ends) >= ends - starts)
-           | (_per_line(np.flatnonzero(data == ord('"')), starts, ends) > 0)
-           | (_per_line(np.flatnonzero(_BAD_CONTROL[data]), starts, ends) > 0))
-    for i in np.flatnonzero(~odd & (_per_line(np.flatnonzero(data >= 128), starts, ends) > 0)):
+    # Per line, from its first byte up to the next line's (its line end included, which sets no flag): every
+    # line's span holds at least its line end or a byte, so reduceat sees no empty span.
+    flags = _byte_flags(sep)[data]
+    seen = np.bitwise_or.reduceat(flags, starts)
+    separators = np.add.reduceat(flags & _SEPARATOR, starts, dtype=np.int64)
+    odd = (separators != n_fields - 1) | (seen & _TEXT == 0) | (seen & _QUOTE_OR_CONTROL != 0)
+    for i in np.flatnonzero(~odd & (seen & _NON_ASCII != 0)):
         try:  # the few lines with non-ASCII bytes: Arrow takes only valid UTF-8
             chunk[starts[i]:ends[i]].decode("utf-8")
         except UnicodeDecodeError:
@@ -144,11 +150,12 @@ def split_chunk(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
         columns = _arrow_fields(clean, sep, n_fields)
         if columns is None or len(columns[0]) != clean_index.size:
             return None
-        clean_starts, clean_ends = line_bounds(clean)
+        clean_starts, clean_ends = line_bounds(clean) if odd_index.size else (starts, ends)
     return SplitChunk(columns, clean, clean_starts, clean_ends, clean_index, odd_lines, odd_index, len(starts))
 
 
 def _arrow_fields(clean: bytes, sep: str, n_fields: int) -> list | None:
+    import pandas as pd
     import pyarrow as pa
     from pyarrow import csv as pa_csv
 
@@ -164,4 +171,4 @@ def _arrow_fields(clean: bytes, sep: str, n_fields: int) -> list | None:
                                                   strings_can_be_null=False, quoted_strings_can_be_null=False))
     except (pa.ArrowInvalid, ValueError):
         return None
-    return [table.column(i).to_numpy(zero_copy_only=False).astype(object) for i in range(n_fields)]
+    return [pd.Series(pd.arrays.ArrowStringArray(table.column(i)), copy=False) for i in range(n_fields)]

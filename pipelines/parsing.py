@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
@@ -163,6 +165,51 @@ def _localize(parsed: pd.Series, timezone: str) -> pd.DatetimeIndex:
     return index.tz_convert("UTC").as_unit("us")
 
 
+# Text the fast paths below parse with Arrow in bulk. Each value goes one way or the other by its text alone, and
+# Arrow gives what pandas gives for every text these patterns take (tests/pipelines/test_parsing_fast_paths.py);
+# anything else (blanks around it, a unit, a decimal comma, a date Arrow refuses) takes the general path.
+_ISO_PREFIX = (r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
+               r"(:[0-5]\d(\.\d{1,6})?)?")
+_ISO_NAIVE = _ISO_PREFIX + "$"
+_ISO_AWARE = _ISO_PREFIX + r"(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)$"
+_PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?$"
+
+
+def _arrow_text(values: pd.Series) -> pa.Array | None:
+    """The column's Arrow string array when pandas holds it as Arrow-backed strings (CSV columns), else None."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        return pa.array(values.array)
+    return None
+
+
+def _matches(text: pa.Array, pattern: str) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(text, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def _iso_timestamps(text: pa.Array, timezone: str) -> tuple[np.ndarray, np.ndarray]:
+    """int64 µs UTC of the plain ISO 8601 texts (with a ``Z`` or offset; without one only when ``timezone`` is
+    UTC), and the mask of the values parsed; a group holding a date that does not exist (Feb 30) is left out."""
+    out = np.full(len(text), _BAD_TIME, dtype=np.int64)
+    done = np.zeros(len(text), dtype=bool)
+    groups = [(_ISO_AWARE, pa.timestamp("us", tz="UTC"))]
+    if timezone == "UTC":
+        groups.append((_ISO_NAIVE, pa.timestamp("us")))
+    for pattern, arrow_type in groups:
+        if done.all():
+            break
+        mask = _matches(text, pattern)
+        if not mask.any():
+            continue
+        try:
+            parsed = pc.cast(text.filter(mask), arrow_type)
+        except pa.ArrowInvalid:
+            continue
+        out[mask] = parsed.cast(pa.int64()).to_numpy()
+        done |= mask
+    return out, done
+
+
 def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str = "UTC",
                      fmt: str | None = None) -> np.ndarray:
     """Timestamps as int64 µs UTC; ``np.iinfo(int64).min`` where a value cannot be parsed.
@@ -173,12 +220,23 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
     (seconds, milliseconds, microseconds or nanoseconds: ``unit``, or guessed per value from its magnitude).
     Rejected rather than guessed: a time without a date (pandas would put it on today's date) and a
     day/month-ambiguous numeric date such as ``05/01/2026`` when no ``fmt`` is given."""
+    text = _arrow_text(values) if fmt is None and len(values) else None
+    if text is None:
+        return _parse_timestamps(values, unit, timezone, fmt)
+    out, done = _iso_timestamps(text, timezone)
+    if not done.all():
+        out[~done] = _parse_timestamps(values[~done].reset_index(drop=True), unit, timezone, fmt)
+    return out
+
+
+def _parse_timestamps(values: pd.Series, unit: str | None, timezone: str, fmt: str | None) -> np.ndarray:
+    """``parse_timestamps`` value by value with pandas: every form it accepts."""
     if len(values) > 64 and not pd.api.types.is_datetime64_any_dtype(values):
         # Each value is parsed on its own: parse each distinct one once (a long file repeats every timestamp once
         # per channel).
         codes, uniques = pd.factorize(values, use_na_sentinel=False)
         if 2 * len(uniques) <= len(values):
-            return parse_timestamps(pd.Series(uniques), unit, timezone, fmt)[codes]
+            return _parse_timestamps(pd.Series(uniques), unit, timezone, fmt)[codes]
     out = np.full(len(values), _BAD_TIME, dtype=np.int64)
     if pd.api.types.is_datetime64_any_dtype(values):
         micros = pd.Series(_localize(values, timezone))
@@ -205,7 +263,16 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
     for mask, aware in ((has_offset, True), (~has_offset, False)):
         if not mask.any():
             continue
-        part = strings[mask]
+        out[idx[mask]] = _date_strings(strings[mask].reset_index(drop=True), aware, timezone)
+    return out
+
+
+def _date_strings(part: pd.Series, aware: bool, timezone: str) -> np.ndarray:
+    """int64 µs (``_BAD_TIME`` where unparsed) of date strings: ISO 8601, else any form naming a four-digit year
+    that is not a day/month-ambiguous numeric date. ``aware``: the strings end with a zone, which pandas then
+    converts to UTC. A group pandas refuses as a whole (a zone it finds that ``_OFFSET_RE`` did not, such as the
+    hour-only ``+01``, among zone-less strings: "mixed timezones") is parsed one string at a time."""
+    try:
         parsed = pd.to_datetime(part, errors="coerce", format="ISO8601", utc=aware)
         retry = (parsed.isna() & part.str.contains(_YEAR_RE) & ~part.str.contains(_NUMERIC_DATE_RE)).to_numpy(
             dtype=bool)
@@ -213,9 +280,15 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
             fallback = pd.to_datetime(part[retry], errors="coerce", format="mixed", utc=aware)
             parsed = parsed.astype(fallback.dtype) if len(fallback) else parsed
             parsed[retry] = fallback
-        micros = pd.Series(_localize(parsed, timezone), index=part.index)
-        ok = micros.notna().to_numpy()
-        out[idx[mask][ok]] = micros[ok].astype("int64").to_numpy()
+        micros = pd.Series(_localize(parsed, timezone))
+    except ValueError:
+        if len(part) == 1:
+            return np.full(1, _BAD_TIME, dtype=np.int64)
+        return np.concatenate([_date_strings(part.iloc[k:k + 1].reset_index(drop=True), aware, timezone)
+                               for k in range(len(part))])
+    out = np.full(len(part), _BAD_TIME, dtype=np.int64)
+    ok = micros.notna().to_numpy()
+    out[ok] = micros[ok].astype("int64").to_numpy()
     return out
 
 
@@ -259,18 +332,32 @@ _UNIT_RE = re.compile(r"^[+-]?(\d+[.,]?\d*|\.\d+)([eE][+-]?\d+)?\s*([^\d\s.,+-].
 def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
     """Floats; NaN where a value is missing, not a number, or not finite. ``decimal=","`` reads ``12,5``;
     a Unicode minus sign (U+2212, as some spreadsheets write) reads as ``-``."""
+    text = _arrow_text(values)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         # A copy: a column read from Parquet can be a read-only view of Arrow memory.
         numbers = np.array(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
+    elif text is not None and len(values):  # plain numbers in bulk by Arrow, the rest as below
+        numbers = np.full(len(values), np.nan)
+        plain = _matches(text, _PLAIN_NUMBER)
+        try:
+            numbers[plain] = pc.cast(text.filter(plain), pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid:
+            plain[:] = False
+        if not plain.all():
+            numbers[~plain] = _text_values(values[~plain], decimal)
     else:
-        text = values.astype("string").str.strip().str.replace("\u2212", "-", regex=False)
-        if decimal == ",":
-            comma = text.str.match(_DECIMAL_COMMA_RE).fillna(False)
-            text = text.where(~comma, text.str.replace(",", ".", regex=False))
-        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = _text_values(values, decimal)
     numbers = np.array(numbers, dtype=np.float64, copy=True)  # Parquet-backed columns give read-only views
     numbers[~np.isfinite(numbers)] = np.nan
     return numbers
+
+
+def _text_values(values: pd.Series, decimal: str) -> np.ndarray:
+    text = values.astype("string").str.strip().str.replace("\u2212", "-", regex=False)
+    if decimal == ",":
+        comma = text.str.match(_DECIMAL_COMMA_RE).fillna(False)
+        text = text.where(~comma, text.str.replace(",", ".", regex=False))
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def explain_value(value, decimal: str = ".") -> str:

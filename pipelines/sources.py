@@ -268,8 +268,7 @@ class FileReader:
                 chunks += 1
                 yield self._parse_csv_lines(path, layout, sep, lines, numbers)
             if split is not None and split.clean_index.size:
-                columns = {name: pd.Series(values, dtype=object, copy=False)
-                           for name, values in zip(layout.header, split.columns)}
+                columns = dict(zip(layout.header, split.columns))
                 batch, bad = parse_rows(columns, number + split.clean_index.astype(np.int64),
                                         lambda i, c=split.clean, a=split.starts, b=split.ends: c[a[i]:b[i]].decode(),
                                         path, layout, self.mapping, self.run_id)

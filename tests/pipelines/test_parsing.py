@@ -36,6 +36,16 @@ def test_iso_8601_with_and_without_offsets():
         [T0, T0, T0, T0, T0 + 1, T0]
 
 
+@pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin"])
+def test_an_hour_only_offset_among_local_times_does_not_fail_the_column(timezone):
+    # pandas finds the zone of "+01" that seqwatch's offset pattern does not, and refused the whole zone-less group
+    # ("mixed timezones"), which crashed the read; each string now parses as it would alone
+    column = ["2026-01-05T01:00:00+01", "2026-01-05 00:00:00", "Jan 5 2026 00:00", "2026-01-05"]
+    local = T0 if timezone == "UTC" else T0 - 3_600_000_000
+    assert stamps(*column, timezone=timezone) == [T0, local, local, local]
+    assert stamps(*column, timezone=timezone) == [stamps(v, timezone=timezone)[0] for v in column]
+
+
 def test_epoch_units_are_guessed_per_value_and_integers_stay_exact():
     assert stamps("1767571200", "1767571200000", "1767571200000000", "1767571200000000000",
                   "1767571200.5", "1767571200123456789") == \
