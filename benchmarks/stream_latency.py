@@ -3,6 +3,7 @@ and on Flink, fed by a real Kafka broker on 127.0.0.1.
 
     .venv/bin/python benchmarks/stream_latency.py            # what `make bench-stream` runs (~10 min)
     .venv/bin/python benchmarks/stream_latency.py --quick    # a smaller smoke run (not for BENCHMARKS.md)
+    .venv/bin/python benchmarks/stream_latency.py --archive-cost   # only Prism's rate without/with --archive-readings
 
 Phase 1, latency. A publisher thread sends the readings of E pumps (4 channels, one reading per channel per
 second of event time, anomalies injected) to a Kafka topic paced on the wall clock at ``--speed`` times real
@@ -453,7 +454,8 @@ def archive_lines(result: dict) -> list[str]:
     return [
         f"**Cost of the reading archive** (`--archive-readings {result['window_s']}`; command `{result['command']}`, "
         f"run {result['date']}, {result['wall_s']:.0f} s, load {result['load']}): Prism drained the same "
-        f"{runs['with'][0]['readings']:,}-reading backlog four times, alternating without and with the archive.",
+        f"{runs['with'][0]['readings']:,}-reading backlog four times, alternating without and with the archive "
+        "(a run of its own: compare these rows with each other, not with the table above).",
         "",
         "| Prism | readings/s, steady (median of 2) | readings/s, whole job (median of 2) |",
         "|---|---|---|",
