@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import stats
 
 if TYPE_CHECKING:
     from seqwatch.models.config import ScoringConfig
@@ -46,6 +45,25 @@ class QuantileThreshold:
         return float(np.quantile(_check_scores(scores, 2), self.quantile, method="higher"))
 
 
+def gpd_sf(x, shape: float, scale: float) -> np.ndarray:
+    """P(X > x) of the generalised Pareto distribution with location 0 (``scipy.stats.genpareto.sf``):
+    ``(1 + shape x / scale) ** (-1 / shape)``, ``exp(-x / scale)`` for shape 0; 1 below 0, 0 past the end of the
+    support (``x >= -scale / shape`` when shape < 0)."""
+    z = np.maximum(np.asarray(x, dtype=np.float64), 0.0) / scale
+    if shape == 0.0:
+        return np.exp(-z)
+    t = shape * z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > -1.0, np.exp(-np.log1p(np.maximum(t, -1.0)) / shape), 0.0)
+
+
+def gpd_isf(q: float, shape: float, scale: float) -> float:
+    """The x with ``gpd_sf(x) == q`` for q in (0, 1] (``scipy.stats.genpareto.isf``)."""
+    if shape == 0.0:
+        return float(-scale * np.log(q))
+    return float(scale * np.expm1(-shape * np.log(q)) / shape)
+
+
 @dataclass(frozen=True)
 class TailCalibration:
     """Tail probability of a score under normal operation (see module docstring)."""
@@ -64,6 +82,8 @@ class TailCalibration:
         tail_start = float(np.quantile(scores, initial_quantile))
         excesses = scores[scores > tail_start] - tail_start
         if excesses.size >= 5 and np.ptp(excesses) > 0:
+            from scipy import stats  # here: scoring needs only gpd_sf and gpd_isf; scipy.stats takes ~0.4 s to import
+
             shape, _, scale = stats.genpareto.fit(excesses, floc=0.0)
             # Keep the tail finite-variance-ish and the fit sane on small samples.
             shape = float(np.clip(shape, -0.5, 0.5))
@@ -77,15 +97,14 @@ class TailCalibration:
         s = np.asarray(scores, dtype=np.float64)
         stored = np.asarray(self.sorted_scores)
         empirical = 1.0 - np.searchsorted(stored, s, side="left") / stored.size
-        tail = self.tail_fraction * stats.genpareto.sf(s - self.tail_start, self.shape, loc=0.0, scale=self.scale)
+        tail = self.tail_fraction * gpd_sf(s - self.tail_start, self.shape, self.scale)
         return np.clip(np.where(s > self.tail_start, tail, np.maximum(empirical, self.tail_fraction)), 0.0, 1.0)
 
     def score_at(self, tail_probability: float) -> float:
         """The score whose tail probability is ``tail_probability`` (which must be below the tail fraction)."""
         if not 0.0 < tail_probability < self.tail_fraction:
             raise ValueError(f"tail_probability must be in (0, {self.tail_fraction:g}), got {tail_probability}")
-        return float(self.tail_start + stats.genpareto.isf(tail_probability / self.tail_fraction, self.shape,
-                                                           loc=0.0, scale=self.scale))
+        return float(self.tail_start + gpd_isf(tail_probability / self.tail_fraction, self.shape, self.scale))
 
     def to_dict(self) -> dict:
         return {"sorted_scores": list(self.sorted_scores), "tail_start": self.tail_start,

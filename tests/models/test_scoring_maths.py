@@ -10,7 +10,7 @@ from seqwatch.models.intervals import ConformalIntervals
 from seqwatch.models.scaling import ChannelScaler
 from seqwatch.models.scoring import (MahalanobisScorer, causal_point_scores, error_floor, reconstruction_errors,
                                      window_error_features)
-from seqwatch.models.thresholds import (PeaksOverThreshold, QuantileThreshold, TailCalibration, fit_threshold,
+from seqwatch.models.thresholds import (PeaksOverThreshold, gpd_isf, gpd_sf, QuantileThreshold, TailCalibration, fit_threshold,
                                         severity_of)
 
 
@@ -135,6 +135,27 @@ def test_fit_threshold_follows_the_scoring_config():
     rng = np.random.default_rng(1)
     exponential = rng.exponential(1.0, 200_000)
     assert fit_threshold(exponential, ScoringConfig(pot_risk=1e-4)) == pytest.approx(-math.log(1e-4), rel=0.05)
+
+
+def test_generalised_pareto_closed_forms_by_hand_and_against_scipy():
+    # by hand: exponential for shape 0; shape 0.5, scale 2 at x 4: (1 + 0.5 * 4 / 2) ** -2 = 0.25; shape -0.5,
+    # scale 1: the support ends at x = 2, (1 - 0.5) ** 2 = 0.25 at x = 1
+    assert gpd_sf([0.0, 1.0], 0.0, 1.0).tolist() == pytest.approx([1.0, math.exp(-1.0)])
+    assert gpd_sf([-3.0, 4.0], 0.5, 2.0).tolist() == pytest.approx([1.0, 0.25])
+    assert gpd_sf([1.0, 2.0, 5.0], -0.5, 1.0).tolist() == pytest.approx([0.25, 0.0, 0.0])
+    assert gpd_isf(0.25, 0.5, 2.0) == pytest.approx(4.0) and gpd_isf(0.25, -0.5, 1.0) == pytest.approx(1.0)
+    assert gpd_isf(math.exp(-3.0), 0.0, 2.0) == pytest.approx(6.0)
+    from scipy import stats
+
+    x = np.concatenate([np.linspace(-1, 50, 400), [1e-12, 1.999999, 2.0, 2.000001, 1e6]])
+    for shape in (-0.5, -0.2, -1e-9, 0.0, 1e-9, 0.1, 0.5):
+        for scale in (1e-6, 0.3, 1.0, 7.5):
+            np.testing.assert_allclose(gpd_sf(x * scale, shape, scale),
+                                       stats.genpareto.sf(x * scale, shape, loc=0.0, scale=scale),
+                                       rtol=1e-9, atol=1e-300)
+            for q in (0.5, 1e-3, 1e-9):
+                assert gpd_isf(q, shape, scale) == pytest.approx(stats.genpareto.isf(q, shape, scale=scale),
+                                                                 rel=1e-9)
 
 
 def test_tail_probability_is_monotone_and_calibrated():
