@@ -272,24 +272,27 @@ def _date_strings(part: pd.Series, aware: bool, timezone: str) -> np.ndarray:
     that is not a day/month-ambiguous numeric date. ``aware``: the strings end with a zone, which pandas then
     converts to UTC. A group pandas refuses as a whole (a zone it finds that ``_OFFSET_RE`` did not, such as the
     hour-only ``+01``, among zone-less strings: "mixed timezones") is parsed one string at a time."""
+    out = np.full(len(part), _BAD_TIME, dtype=np.int64)
     try:
         parsed = pd.to_datetime(part, errors="coerce", format="ISO8601", utc=aware)
+        _put_micros(out, np.arange(len(part)), parsed, timezone)
         retry = (parsed.isna() & part.str.contains(_YEAR_RE) & ~part.str.contains(_NUMERIC_DATE_RE)).to_numpy(
             dtype=bool)
-        if retry.any():
+        if retry.any():  # each parse keeps its own zone handling: one may give naive times, the other aware ones
             fallback = pd.to_datetime(part[retry], errors="coerce", format="mixed", utc=aware)
-            parsed = parsed.astype(fallback.dtype) if len(fallback) else parsed
-            parsed[retry] = fallback
-        micros = pd.Series(_localize(parsed, timezone))
-    except ValueError:
+            _put_micros(out, np.flatnonzero(retry), fallback, timezone)
+    except (ValueError, TypeError):
         if len(part) == 1:
-            return np.full(1, _BAD_TIME, dtype=np.int64)
+            return out
         return np.concatenate([_date_strings(part.iloc[k:k + 1].reset_index(drop=True), aware, timezone)
                                for k in range(len(part))])
-    out = np.full(len(part), _BAD_TIME, dtype=np.int64)
-    ok = micros.notna().to_numpy()
-    out[ok] = micros[ok].astype("int64").to_numpy()
     return out
+
+
+def _put_micros(out: np.ndarray, positions: np.ndarray, parsed: pd.Series, timezone: str) -> None:
+    micros = pd.Series(_localize(parsed, timezone))
+    ok = micros.notna().to_numpy()
+    out[positions[ok]] = micros[ok].astype("int64").to_numpy()
 
 
 def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt: str | None = None) -> str:

@@ -44,6 +44,9 @@ def test_an_hour_only_offset_among_local_times_does_not_fail_the_column(timezone
     local = T0 if timezone == "UTC" else T0 - 3_600_000_000
     assert stamps(*column, timezone=timezone) == [T0, local, local, local]
     assert stamps(*column, timezone=timezone) == [stamps(v, timezone=timezone)[0] for v in column]
+    # pandas' ISO parse of the pair gives zoned times, its fallback for the second a zone-less one: merging the two
+    # failed ("cannot convert from timezone-aware to timezone-naive"); found by tests/pipelines/test_reader_fuzz.py
+    assert stamps("2026-01-05T01:00:00+01", "Jan 5 2026 00:00", timezone=timezone) == [T0, local]
 
 
 def test_epoch_units_are_guessed_per_value_and_integers_stay_exact():
