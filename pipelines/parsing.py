@@ -341,6 +341,8 @@ def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
         numbers = np.array(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
     elif text is not None and len(values):  # plain numbers in bulk by Arrow, the rest as below
         numbers = np.full(len(values), np.nan)
+        if decimal == ",":  # as below: a decimal comma reads as a point where the text is digits around one comma
+            text = pc.replace_substring_regex(text, r"^([+-]?\d*),(\d+)$", r"\1.\2")
         plain = _matches(text, _PLAIN_NUMBER)
         try:
             numbers[plain] = pc.cast(text.filter(plain), pa.float64()).to_numpy(zero_copy_only=False)

@@ -25,6 +25,7 @@ def _number_texts(rng) -> list[str]:
     texts = [repr(float(x)) for x in floats]
     texts += ["%.25g" % x for x in floats[:500]] + ["%.3e" % x for x in floats[500:1000]]
     texts += [str(int(x)) for x in rng.integers(-10**18, 10**18, 500)]
+    texts += [f"{x:.4f}".replace(".", ",") for x in floats[1000:1500]] + ["-,5", "+1,0", "1,", ",", "1,2,3", "1.234,5"]
     texts += ["".join(map(str, rng.integers(0, 10, int(n)))) for n in rng.integers(15, 40, 300)]  # past int64
     texts += ["-0", "-0.0", "+.5", "5.", "007.50", "1e308", "1e309", "-1e999", "1e-400", "4.9e-324",
               "2.2250738585072011e-308", "0." + "1" * 60, "1E5", "1e+05", "+1", "9007199254740993"]
@@ -41,6 +42,8 @@ def test_plain_numbers_parse_as_pandas_parses_them(decimal):
     np.testing.assert_array_equal(fast, general)
     plain = parsing._matches(pa.array(texts), parsing._PLAIN_NUMBER)
     assert plain.sum() > 4000 and not plain[-21:].any()  # the fast path took the plain ones, and only those
+    expected = [1.5, -0.25, np.nan] if decimal == "," else [np.nan] * 3
+    np.testing.assert_array_equal(parse_values(_arrow(["1,5", "-0,25", "1,234.5"]), decimal), expected)
 
 
 def test_a_column_arrow_refuses_as_a_whole_goes_to_pandas(monkeypatch):
