@@ -167,7 +167,7 @@ def _localize(parsed: pd.Series, timezone: str) -> pd.DatetimeIndex:
 
 # Text the fast paths below parse with Arrow in bulk. Each value goes one way or the other by its text alone, and
 # Arrow gives what pandas gives for every text these patterns take (tests/pipelines/test_parsing_fast_paths.py);
-# anything else (blanks around it, a unit, a decimal comma, a date Arrow refuses) takes the general path.
+# anything else (blanks around it, a unit, a thousands separator, a date Arrow refuses) takes the general path.
 _ISO_PREFIX = (r"^(19|20|21)\d\d-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d"
                r"(:[0-5]\d(\.\d{1,6})?)?")
 _ISO_NAIVE = _ISO_PREFIX + "$"
