@@ -78,12 +78,13 @@ def row_frame(values: np.ndarray, channels: tuple, entity: str = "series", first
     })
 
 
-def fit_detector(config, frame: pd.DataFrame, channels: tuple, model_id: str):
-    """A ``Seq2SeqDetector`` fitted on ``frame`` (rows as steps), without per-epoch output."""
+def fit_detector(config, frame: pd.DataFrame, channels: tuple, model_id: str, holdout: pd.DataFrame | None = None):
+    """A ``Seq2SeqDetector`` fitted on ``frame`` (rows as steps), without per-epoch output; with ``holdout``, its
+    validation and calibration parts come from those rows (``Seq2SeqDetector.fit``)."""
     from seqwatch.models.detector import Seq2SeqDetector
 
     return Seq2SeqDetector(config, model_id=model_id).fit(frame, channels=channels, step_us=ROW_STEP_US,
-                                                          progress=False)
+                                                          progress=False, holdout=holdout)
 
 
 # ------------------------------------------------------------------------------------------------------ scoring

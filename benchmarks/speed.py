@@ -188,7 +188,7 @@ def notes(one: dict, ten: dict, grouped: dict) -> str:
   {grouped_per_reading:.0f} bytes per extra reading, and {grouped['seconds'] / ten['seconds']:.2f}x the time. Runners that spill their shuffle
   to disk (Dataflow, Flink, Spark) do not hold it all. (Earlier versions of this table showed a flat 1.0x: they
   read `ru_maxrss`, which in a process forked from the benchmark counts the benchmark's own pages.)
-- 2 workers (`multi_processing`): each worker process imports Beam, Keras and SciPy and loads the model
+- 2 workers (`multi_processing`): each worker process imports Beam and Keras and loads the model
   (a few seconds each, before any reading), then reads, cuts and scores its own files; only scores, counts and
   quarantined records cross the runner's gRPC data plane. The model alone keeps about 1.5 of the 2 cores busy,
   so the second process gains from the rest and from the Python stages: a loss at {one['records_in']:,} readings, a gain at
@@ -294,7 +294,7 @@ row is the median of {args.repeats} runs ({max(1, args.repeats - 1)} for the 10x
 - Marginal rate (extra readings over extra seconds, so fixed costs cancel): **{marginal:,.0f} readings/s = {marginal / bare_rate:.2f} of
   the bare model** between {sizes['one']:,} and {sizes['ten']:,} readings ({marginal_small:,.0f} = {marginal_small / bare_rate:.2f} between
   {sizes['tenth']:,} and {sizes['one']:,}).
-- Fixed cost per run (imports of Beam, Keras/JAX and SciPy, model load and tracing, planning, Beam's
+- Fixed cost per run (imports of Beam and Keras/JAX, model load and tracing, planning, Beam's
   start-up): about {fixed:.1f} s ({fixed_small:.1f} s from the smaller pair). The first run on a machine also compiles the
   model and imports great_expectations to check the suite: {cold['seconds'] - tenth['seconds']:+.1f} s against a run with both caches filled.
 - Pipeline / Beam ZScore: **{one['readings_per_s'] / zscore['readings_per_s']:.0f}x** at {sizes['one']:,} readings.
