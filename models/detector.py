@@ -140,31 +140,44 @@ class Seq2SeqDetector:
 
     # ---------------------------------------------------------------------------------------------- fit
     def fit(self, frame: pd.DataFrame, channels: tuple | None = None, step_us: int | None = None,
-            progress: bool = True) -> "Seq2SeqDetector":
-        """Train and calibrate on normal readings (long format). Raises ``InsufficientDataError`` when the data
-        cannot fill enough windows in each chronological part."""
+            progress: bool = True, holdout: pd.DataFrame | None = None) -> "Seq2SeqDetector":
+        """Train and calibrate on normal readings (long format).
+
+        Each entity's readings are cut chronologically into a train, a validation and a calibration part
+        (``TrainingConfig`` fractions): the network trains on the first, early stopping and the scorer use the
+        second, the tail, threshold and forecast intervals the third. With ``holdout`` (more normal readings kept
+        apart from training: another day, another machine of the kind) all of ``frame`` trains the network and
+        each holdout entity is cut chronologically into the validation and calibration parts instead, in the
+        ratio of the two fractions; use it when the end of each training history is not typical of normal
+        operation (a machine that is idle at the end of every day). Raises ``InsufficientDataError`` when a part
+        fills fewer than 20 windows, ``ModelMismatchError`` when the holdout lacks a channel or is sampled at
+        another interval."""
         import keras  # keep `import seqwatch.models` free of Keras start-up cost
 
         from seqwatch.models.builders import build_seq2seq
+        from seqwatch.models.compile_cache import enable_compile_cache
 
         _check_columns(frame)
         self.channels = tuple(channels) if channels else tuple(sorted(map(str, frame["channel"].unique())))
         self.step_us = int(step_us) if step_us else infer_step_us(frame)
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
-        windows, train_values = self._split_windows(frame)
+        windows, train_values = self._split_windows(frame, holdout)
         self.scaler = ChannelScaler.fit(np.concatenate(train_values))
+        enable_compile_cache()  # many small models of one shape (one per entity) compile their steps once
         keras.utils.set_random_seed(self.config.training.seed)
         self.model = build_seq2seq(self.config.architecture, self.window_length, len(self.channels))
         self._train_and_calibrate(windows, progress, warm_start=False)
-        self.fingerprint = self._fingerprint(frame)
+        self._record_data(frame, holdout)
         return self
 
-    def fine_tune(self, frame: pd.DataFrame, progress: bool = True) -> "Seq2SeqDetector":
+    def fine_tune(self, frame: pd.DataFrame, progress: bool = True,
+                  holdout: pd.DataFrame | None = None) -> "Seq2SeqDetector":
         """Continue training the fitted network on newer normal readings, in place, and recalibrate.
 
         The frame must hold the model's channels at its sampling interval (else ``ModelMismatchError``) and is
-        split as in ``fit``; readings to leave out, such as alerted stretches, are simply not in it. Training starts from the current weights and
+        split as in ``fit`` (with ``holdout``, as ``fit`` splits with one); readings to leave out, such as
+        alerted stretches, are simply not in it. Training starts from the current weights and
         optimizer state with the configured learning rate and early stopping; the scaler is kept (the weights
         are only meaningful in its units); the scorer, tail, threshold and intervals are refitted on the new
         validation and calibration parts, exactly as ``fit`` fits them. Returns ``self``. Raises
@@ -175,36 +188,69 @@ class Seq2SeqDetector:
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
-        windows, _ = self._split_windows(frame)
+        windows, _ = self._split_windows(frame, holdout)
         done = int(self.metrics.get("fine_tunes", 0))
         self._train_and_calibrate(windows, progress, warm_start=True)
-        self.fingerprint = self._fingerprint(frame)
+        self._record_data(frame, holdout)
         self.metrics["fine_tunes"] = done + 1
         return self
 
-    def _split_windows(self, frame: pd.DataFrame) -> tuple[dict, list]:
-        """Each entity's grid cut chronologically into train/validation/calibration windows of
-        ``length + horizon`` steps; also the present training rows of each entity (for the scaler). Raises
-        ``InsufficientDataError`` when a part fills fewer than 20 windows."""
+    def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:
+        """The fingerprint of the readings a fit or fine-tuning saw (the holdout's too), and the holdout's size."""
+        seen = frame if holdout is None else pd.concat([frame, holdout], ignore_index=True)
+        self.fingerprint = self._fingerprint(seen)
+        if holdout is not None:
+            self.metrics["holdout_readings"] = int(len(holdout))
+
+    def _check_holdout(self, holdout: pd.DataFrame) -> None:
+        _check_columns(holdout)
+        if holdout.empty:
+            raise InsufficientDataError("the held-out readings hold no readings")
+        missing = [c for c in self.channels if c not in set(map(str, holdout["channel"].unique()))]
+        if missing:
+            raise ModelMismatchError(f"the held-out readings lack channel(s) {missing} of the training data")
+        step_us = infer_step_us(holdout[holdout["channel"].isin(self.channels)])
+        if step_us != self.step_us:
+            raise ModelMismatchError(f"the held-out readings are sampled every {step_us / 1e6:g}s, the training "
+                                     f"readings every {self.step_us / 1e6:g}s")
+
+    def _split_windows(self, frame: pd.DataFrame, holdout: pd.DataFrame | None = None) -> tuple[dict, list]:
+        """Train/validation/calibration windows of ``length + horizon`` steps: each entity's grid cut
+        chronologically into the three parts, or, with ``holdout``, every grid of ``frame`` for training and
+        each holdout grid cut into validation and calibration; also the present training rows of each entity
+        (for the scaler). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
         cfg = self.config
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
-        grids = entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap)
+        vf, cf = cfg.training.validation_fraction, cfg.training.calibration_fraction
+        pieces = []  # (grid, {part: (lo, hi)})
+        for grid in entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap).values():
+            n = len(grid)
+            if holdout is None:
+                cut_val, cut_cal = int(n * (1 - vf - cf)), int(n * (1 - cf))
+                pieces.append((grid, {"train": (0, cut_val), "validation": (cut_val, cut_cal),
+                                      "calibration": (cut_cal, n)}))
+            else:
+                pieces.append((grid, {"train": (0, n)}))
+        if holdout is not None:
+            self._check_holdout(holdout)
+            for grid in entity_grids(holdout, self.channels, self.step_us, cfg.window.max_gap).values():
+                cut = int(len(grid) * vf / (vf + cf))
+                pieces.append((grid, {"validation": (0, cut), "calibration": (cut, len(grid))}))
         parts = {"train": [], "validation": [], "calibration": []}
         train_values = []
-        for grid in grids.values():
-            n = len(grid)
-            cut_val = int(n * (1 - cfg.training.validation_fraction - cfg.training.calibration_fraction))
-            cut_cal = int(n * (1 - cfg.training.calibration_fraction))
-            bounds = {"train": (0, cut_val), "validation": (cut_val, cut_cal), "calibration": (cut_cal, n)}
+        for grid, bounds in pieces:
             for name, (lo, hi) in bounds.items():
                 parts[name].append(_segment_windows(grid, lo, hi, length + horizon, cfg.training.training_stride))
-            train_values.append(grid.values[:cut_val][grid.present[:cut_val]])
+            if "train" in bounds:
+                hi = bounds["train"][1]
+                train_values.append(grid.values[:hi][grid.present[:hi]])
         empty = np.zeros((0, length + horizon, len(self.channels)))
         windows = {name: np.concatenate(chunks) if chunks else empty for name, chunks in parts.items()}
         for name, w in windows.items():
             if len(w) < 20:
+                source = "held-out readings" if holdout is not None and name != "train" else "training data"
                 raise InsufficientDataError(
-                    f"the {name} part of the training data fills only {len(w)} windows of {length + horizon} steps "
+                    f"the {name} part of the {source} fills only {len(w)} windows of {length + horizon} steps "
                     f"(need >= 20): supply more normal history or a shorter window")
         return windows, train_values
 

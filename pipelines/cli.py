@@ -44,14 +44,16 @@ def _add_input_args(parser, required: bool = True, input_help: str = "CSV or Par
     parser.add_argument("--timezone", default="UTC", help="zone of timestamps without an offset")
 
 
-def _read_training_frame(args):
+def _read_training_frame(args, inputs=None, what: str = "training input"):
+    """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, the files, and the
+    count of rejected rows; a missing file, drifted columns or no valid reading is a ``CliError``."""
     import pandas as pd
 
     from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     mapping = _mapping_from_args(args)
     try:
-        paths = expand_inputs(args.input)
+        paths = expand_inputs(inputs or args.input)
         for path in paths:
             header, _ = read_header(path)
             if header is not None:
@@ -67,7 +69,7 @@ def _read_training_frame(args):
             records += n
     frame = pd.concat(frames, ignore_index=True) if frames else None
     if frame is None or frame.empty:
-        raise CliError(f"the training input holds no valid records ({len(paths)} file(s), {records} records, "
+        raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
                        f"{rejected} rejected)")
     return frame, paths, rejected
 
@@ -132,6 +134,9 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     frame, paths, rejected = _read_training_frame(args)
+    holdout = None
+    if args.holdout_input:
+        holdout, holdout_paths, holdout_rejected = _read_training_frame(args, args.holdout_input, "holdout input")
     left_out = 0
     if args.exclude_alerts:
         import pandas as pd
@@ -139,18 +144,23 @@ def cmd_train(args) -> int:
         from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted
         spans = pd.concat([alert_spans(folder) for folder in args.exclude_alerts], ignore_index=True)
         frame, left_out = leave_out_alerted(frame, spans)
+        if holdout is not None:
+            holdout, held_left_out = leave_out_alerted(holdout, spans)
+            left_out += held_left_out
     channels = tuple(args.channel) if args.channel else None
     print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
           f"({rejected} rejected rows skipped" + (f", {left_out} inside alerts left out" if args.exclude_alerts
-                                                   else "") + ")", file=sys.stderr)
+                                                   else "") + ")"
+          + (f"; validation and calibration on {len(holdout)} held-out readings from {len(holdout_paths)} file(s) "
+             f"({holdout_rejected} rejected rows skipped)" if holdout is not None else ""), file=sys.stderr)
     try:
         if args.warm_start:
             if channels and set(channels) != set(detector.channels):
                 raise CliError(f"--warm-start continues a model of channels {list(detector.channels)}; "
                                f"--channel {' '.join(channels)} differs")
-            detector.fine_tune(frame[frame["channel"].isin(detector.channels)])
+            detector.fine_tune(frame[frame["channel"].isin(detector.channels)], holdout=holdout)
         else:
-            detector.fit(frame, channels=channels)
+            detector.fit(frame, channels=channels, holdout=holdout)
     except (InsufficientDataError, ModelMismatchError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
@@ -160,6 +170,8 @@ def cmd_train(args) -> int:
     summary = {"model_dir": str(out), "model_version": detector.model_version,
                "channels": list(detector.channels), "step_seconds": detector.step_us / 1e6,
                "threshold": round(detector.threshold, 4), "report": str(report)}
+    if holdout is not None:
+        summary["holdout_readings"] = int(len(holdout))
     if args.warm_start:
         summary.update({"warm_start": str(args.warm_start), "fine_tunes": detector.metrics.get("fine_tunes", 0),
                         "left_out_in_alerts": left_out})
@@ -316,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="fine-tune this model (an artifact or a model root's newest version) on the input "
                             "instead of training a new one: same architecture, window and scaler")
+    train.add_argument("--holdout-input", action="append", metavar="GLOB",
+                       help="normal readings kept apart from training (same format; repeatable): all of --input "
+                            "trains the network, and these set early stopping, the scorer and the threshold, instead "
+                            "of the last 30%% of each entity's history")
     train.add_argument("--exclude-alerts", metavar="RUN_OUTPUT", action="append",
                        help="with --warm-start: leave out the readings inside the alerts of this run's output folder "
                             "(repeatable: one per run over the input's period)")

@@ -30,3 +30,43 @@ def test_train_writes_artifact_loss_curves_and_metrics(tmp_path, wide_csv):
     report = json.loads((model_dir / "training_report.json").read_text())
     assert len(report["history"]["loss"]) == 3 == len(report["history"]["val_loss"])
     assert report["metrics"]["threshold"] == pytest.approx(detector.threshold)
+
+
+def _train(*args):
+    return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "train", *args],
+                          capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_train_with_held_out_readings(tmp_path, wide_csv):
+    """``--holdout-input``: all of ``--input`` trains the network; the held-out files set early stopping, the
+    scorer and the threshold. Holdout files that do not fit end in one sentence before any training."""
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=400, seed=3)
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, tmp_path / "history" / f"{entity}.csv")
+    held, _ = generate_sensor_data(n_entities=1, n_steps=300, seed=4)
+    wide_csv(held, tmp_path / "held" / "pump-09.csv")
+    wide_csv(held[held["channel"] != "vibration"], tmp_path / "held_lacking" / "pump-09.csv")
+    base = ["--input", str(tmp_path / "history" / "*.csv"), "--format", "wide", "--window", "16", "--stride", "4",
+            "--units", "8", "--epochs", "2"]
+    result = _train(*base, "--holdout-input", str(tmp_path / "held" / "*.csv"), "--model-dir",
+                    str(tmp_path / "model"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "validation and calibration on 1200 held-out readings from 1 file(s)" in result.stderr
+    assert json.loads(result.stdout)["holdout_readings"] == 1200
+    report = json.loads((tmp_path / "model" / "training_report.json").read_text())
+    # Each 400-step history trains whole: (400-16)//4+1 = 97 windows each; the 300-step holdout splits at 150:
+    # (150-16)//4+1 = 34 windows in each half.
+    assert report["metrics"]["windows"] == {"train": 194, "validation": 34, "calibration": 34}
+    assert report["metrics"]["holdout_readings"] == 1200
+
+    for holdout, message in [
+        (tmp_path / "nothing" / "*.csv", "no input file matches"),
+        (tmp_path / "held_lacking" / "*.csv",
+         "the held-out readings lack channel(s) ['vibration'] of the training data"),
+    ]:
+        result = _train(*base, "--holdout-input", str(holdout), "--model-dir", str(tmp_path / "refused"))
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert message in lines[-1] and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()
