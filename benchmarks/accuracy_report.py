@@ -230,6 +230,9 @@ def _protocol(results: dict) -> str:
         r = results["energy"]
         rows.append(["Appliance power", f"`Normal/` days {r['train_days'][0]}-{r['train_days'][-1]} of each appliance "
                      f"({r['train_rows']:,} rows), one model per appliance",
+                     (f"held-out `Normal/` day {r['calibration_day']} ({r['calibration_rows']:,} rows), every "
+                      "window of it both the validation part (early stopping, scorer, error floor) and the "
+                      "calibration part (threshold)") if r.get("holdout") else
                      f"held-out `Normal/` day {r['calibration_day']} ({r['calibration_rows']:,} rows)",
                      f"anomaly files of days {r['test_days'][0]}-{r['test_days'][-1]}, all malfunction types "
                      f"({r['test_rows']:,} rows); days 1-5 are not tested because their anomaly files repeat the "

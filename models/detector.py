@@ -147,11 +147,14 @@ class Seq2SeqDetector:
         (``TrainingConfig`` fractions): the network trains on the first, early stopping and the scorer use the
         second, the tail, threshold and forecast intervals the third. With ``holdout`` (more normal readings kept
         apart from training: another day, another machine of the kind) all of ``frame`` trains the network and
-        each holdout entity is cut chronologically into the validation and calibration parts instead, in the
-        ratio of the two fractions; use it when the end of each training history is not typical of normal
-        operation (a machine that is idle at the end of every day). Raises ``InsufficientDataError`` when a part
-        fills fewer than 20 windows, ``ModelMismatchError`` when the holdout lacks a channel or is sampled at
-        another interval."""
+        every window of the holdout serves both as the validation and as the calibration part; use it when the
+        end of each training history is not typical of normal operation (a machine that is idle at the end of
+        every day). The holdout is not split because what makes it worth holding out, a machine's rarer states
+        (one dishwasher cycle a day), would land in one part only: a calibration part of idle minutes scores 0
+        throughout and sets a threshold of 0. The cost is a threshold fitted on scores of the windows the scorer
+        was fitted on, a little lower than on fresh windows when there are few windows per channel (the scorer
+        has C means and C*C covariances). Raises ``InsufficientDataError`` when a part fills fewer than 20
+        windows, ``ModelMismatchError`` when the holdout lacks a channel or is sampled at another interval."""
         import keras  # keep `import seqwatch.models` free of Keras start-up cost
 
         from seqwatch.models.builders import build_seq2seq
@@ -217,8 +220,8 @@ class Seq2SeqDetector:
     def _split_windows(self, frame: pd.DataFrame, holdout: pd.DataFrame | None = None) -> tuple[dict, list]:
         """Train/validation/calibration windows of ``length + horizon`` steps: each entity's grid cut
         chronologically into the three parts, or, with ``holdout``, every grid of ``frame`` for training and
-        each holdout grid cut into validation and calibration; also the present training rows of each entity
-        (for the scaler). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
+        every holdout grid for both validation and calibration (see ``fit``); also the present training rows of
+        each entity (for the scaler). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
         cfg = self.config
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         vf, cf = cfg.training.validation_fraction, cfg.training.calibration_fraction
@@ -234,8 +237,7 @@ class Seq2SeqDetector:
         if holdout is not None:
             self._check_holdout(holdout)
             for grid in entity_grids(holdout, self.channels, self.step_us, cfg.window.max_gap).values():
-                cut = int(len(grid) * vf / (vf + cf))
-                pieces.append((grid, {"validation": (0, cut), "calibration": (cut, len(grid))}))
+                pieces.append((grid, {"validation": (0, len(grid)), "calibration": (0, len(grid))}))
         parts = {"train": [], "validation": [], "calibration": []}
         train_values = []
         for grid, bounds in pieces:

@@ -330,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "instead of training a new one: same architecture, window and scaler")
     train.add_argument("--holdout-input", action="append", metavar="GLOB",
                        help="normal readings kept apart from training (same format; repeatable): all of --input "
-                            "trains the network, and these set early stopping, the scorer and the threshold, instead "
-                            "of the last 30%% of each entity's history")
+                            "trains the network, and every window of these sets early stopping, the scorer and the "
+                            "threshold, instead of the last 30%% of each entity's history")
     train.add_argument("--exclude-alerts", metavar="RUN_OUTPUT", action="append",
                        help="with --warm-start: leave out the readings inside the alerts of this run's output folder "
                             "(repeatable: one per run over the input's period)")

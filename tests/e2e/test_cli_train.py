@@ -55,9 +55,9 @@ def test_train_with_held_out_readings(tmp_path, wide_csv):
     assert "validation and calibration on 1200 held-out readings from 1 file(s)" in result.stderr
     assert json.loads(result.stdout)["holdout_readings"] == 1200
     report = json.loads((tmp_path / "model" / "training_report.json").read_text())
-    # Each 400-step history trains whole: (400-16)//4+1 = 97 windows each; the 300-step holdout splits at 150:
-    # (150-16)//4+1 = 34 windows in each half.
-    assert report["metrics"]["windows"] == {"train": 194, "validation": 34, "calibration": 34}
+    # Each 400-step history trains whole: (400-16)//4+1 = 97 windows each; the 300-step holdout's
+    # (300-16)//4+1 = 72 windows are the validation and the calibration part.
+    assert report["metrics"]["windows"] == {"train": 194, "validation": 72, "calibration": 72}
     assert report["metrics"]["holdout_readings"] == 1200
 
     for holdout, message in [

@@ -1,6 +1,7 @@
-"""``Seq2SeqDetector.fit(frame, holdout=...)``: all of ``frame`` trains the network; the held-out readings are cut
-into the validation part (early stopping, scorer) and the calibration part (tail, threshold). It matters where
-the end of every training history is not typical: a machine that cycles through the day and idles at its end."""
+"""``Seq2SeqDetector.fit(frame, holdout=...)``: all of ``frame`` trains the network; every window of the held-out
+readings is both the validation part (early stopping, scorer) and the calibration part (tail, threshold). It
+matters where the end of every training history is not typical: a machine that cycles through the day and idles
+at its end."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,9 +50,9 @@ def test_the_holdout_gives_the_validation_and_calibration_windows(both, tmp_path
     plain, held, day1, day2 = both
     # Without a holdout day 1's 600 steps split at 420 and 510: (420-8)//2+1 = 207 training windows, and
     # (90-8)//2+1 = 42 in each of the other two parts. With one, all 600 steps train: (600-8)//2+1 = 297
-    # windows; day 2 splits at 600 * 0.15/0.30 = 300: (300-8)//2+1 = 147 windows in each half.
+    # windows; and all 297 windows of day 2 are the validation and the calibration part.
     assert plain.metrics["windows"] == {"train": 207, "validation": 42, "calibration": 42}
-    assert held.metrics["windows"] == {"train": 297, "validation": 147, "calibration": 147}
+    assert held.metrics["windows"] == {"train": 297, "validation": 297, "calibration": 297}
     assert held.metrics["holdout_readings"] == 600 and "holdout_readings" not in plain.metrics
     # The scaler comes from the training readings only: all of day 1 with a holdout, its first 420 steps without.
     assert held.scaler.mean[0] == pytest.approx(day1["value"].mean())
@@ -60,16 +61,25 @@ def test_the_holdout_gives_the_validation_and_calibration_windows(both, tmp_path
     assert load_artifact(save_artifact(held, tmp_path / "held")).metrics["holdout_readings"] == 600
 
 
-def test_the_scorer_and_threshold_are_fitted_on_the_holdout_halves(both):
+def test_the_scorer_and_threshold_are_fitted_on_the_holdout_windows(both):
     _, held, _, day2 = both
     values = day2["value"].to_numpy()
-    # The windows fit() cuts from the holdout: 8 steps every 2 (the training stride) in rows [0, 300) and
-    # [300, 600) of day 2.
-    validation = np.stack([values[s:s + 8, None] for s in range(0, 300 - 8 + 1, 2)])
-    calibration = np.stack([values[s:s + 8, None] for s in range(300, 600 - 8 + 1, 2)])
-    assert held.scorer.mean[0] == pytest.approx(held.window_features(validation).mean(), rel=1e-6)
-    scores, _ = held.scorer.score(held.window_features(calibration))
+    # The windows fit() cuts from the holdout: 8 steps every 2 (the training stride) over all of day 2.
+    windows = np.stack([values[s:s + 8, None] for s in range(0, 600 - 8 + 1, 2)])
+    features = held.window_features(windows)
+    assert held.scorer.mean[0] == pytest.approx(features.mean(), rel=1e-6)
+    scores, _ = held.scorer.score(features)
     assert held.threshold == pytest.approx(fit_threshold(scores, CONFIG.scoring), rel=1e-6)
+
+
+def test_a_holdout_day_whose_second_half_is_idle_still_gives_a_working_threshold():
+    """Why the holdout is not cut in two: with a day that runs only in its first half (steps 0-279 of 600), a
+    calibration part made of its second half would hold idle windows only, score 0 throughout (one-sided) and
+    set a threshold of 0, flagging any window with an error above the scorer's mean."""
+    morning = Seq2SeqDetector(CONFIG).fit(_day(1), holdout=_day(2, busy=280, start="2026-03-03"), progress=False)
+    assert morning.threshold > 0
+    day3 = _day(3, busy=280, start="2026-03-04")
+    assert morning.score_windows(_windows(day3, 0, 600)).is_anomaly.mean() < 0.05
 
 
 def test_a_threshold_from_idle_minutes_alarms_on_every_normal_cycle_and_one_from_the_holdout_does_not(both):
@@ -94,7 +104,7 @@ def test_fine_tuning_with_a_holdout_takes_its_parts_from_it(both, tmp_path):
     detector = load_artifact(save_artifact(held, tmp_path / "copy"))
     day4 = _day(4, start="2026-03-05")
     detector.fine_tune(day4, holdout=day2, progress=False)
-    assert detector.metrics["windows"] == {"train": 297, "validation": 147, "calibration": 147}
+    assert detector.metrics["windows"] == {"train": 297, "validation": 297, "calibration": 297}
     assert detector.metrics["holdout_readings"] == 600 and detector.metrics["fine_tunes"] == 1
     assert detector.scaler == held.scaler
 
@@ -104,8 +114,8 @@ def test_fine_tuning_with_a_holdout_takes_its_parts_from_it(both, tmp_path):
      "the held-out readings lack channel(s) ['power'] of the training data"),
     (_day(2, step=pd.Timedelta(seconds=30)), ModelMismatchError,
      "the held-out readings are sampled every 30s, the training readings every 60s"),
-    (_day(2, steps=60), InsufficientDataError,
-     "the validation part of the held-out readings fills only 12 windows of 8 steps (need >= 20)"),
+    (_day(2, steps=40), InsufficientDataError,
+     "the validation part of the held-out readings fills only 17 windows of 8 steps (need >= 20)"),
     (_day(2).iloc[:0], InsufficientDataError, "the held-out readings hold no readings"),
 ])
 def test_a_holdout_that_does_not_fit_is_one_sentence_before_any_training(holdout, error, message):
