@@ -248,16 +248,19 @@ def library_versions() -> dict:
     return out
 
 
-def describe_config(config, threshold: str | None = None) -> str:
+def describe_config(config, threshold: str | None = None, split: str | None = None) -> str:
     """One line with the settings that matter for accuracy; ``threshold`` describes the threshold rule (default:
-    the config's rule on one-sided calibration scores)."""
+    the config's rule on one-sided calibration scores), ``split`` the training split (default: the config's
+    chronological train/validation/calibration fractions)."""
     a, w, t = config.architecture, config.window, config.training
     s = config.scoring
     cell = f"{'bi-' if a.bidirectional else ''}{a.cell.upper()}"
     return (f"{cell} {a.layers}x{a.units} units, window {w.length}, dropout {a.dropout}, "
             f"epochs <= {t.epochs} (patience {t.patience}), batch {t.batch_size}, lr {t.learning_rate:g}, "
-            f"training stride {t.training_stride}, split {1 - t.validation_fraction - t.calibration_fraction:.0%}/"
-            f"{t.validation_fraction:.0%}/{t.calibration_fraction:.0%}, seed {t.seed}; "
+            f"training stride {t.training_stride}, split "
+            + (split or f"{1 - t.validation_fraction - t.calibration_fraction:.0%}/{t.validation_fraction:.0%}/"
+                        f"{t.calibration_fraction:.0%}")
+            + f", seed {t.seed}; "
             + (f"error floor: the {s.error_floor_quantile:g} quantile of validation RMS over windows with activity; "
                if s.error_floor_quantile is not None else "")
             + "threshold: "

@@ -203,7 +203,8 @@ def run(quick: bool = False, progress: Progress | None = None, figures_dir: Path
             "config": describe_config(config, threshold=(
                 "peaks over threshold (risk 1e-3 above the 0.95 quantile) on the one-sided scores of held-out "
                 f"Normal day {CALIBRATION_DAY}, which is also the validation part (early stopping, scorer, error "
-                "floor)")), "holdout": True, "config_json": config.to_dict(),
+                "floor)"), split=f"none (training days whole; day {CALIBRATION_DAY} held out)"),
+            "holdout": True, "config_json": config.to_dict(),
             "seconds": time.perf_counter() - started, "figures": figures}
 
 

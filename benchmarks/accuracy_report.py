@@ -254,7 +254,9 @@ def _protocol(results: dict) -> str:
               "file of it; they were chosen for the size of each training part and this 2-core machine's time budget, "
               "not by test accuracy (the ECG model was made smaller and its signal coarser for training time before "
               "its first full run). "
-            + ("Four choices were revised after a look at test output, and none was picked by comparing scores on "
+            + ("Five choices were revised after a look at test output, and none was picked by comparing scores on "
+               "the data it is tested on: " if cooldown and results.get("energy", {}).get("holdout") else
+               "Four choices were revised after a look at test output, and none was picked by comparing scores on "
                "the data it is tested on: " if cooldown else
                "Three choices were revised after a look at test output, and none was picked by comparing test "
                "scores: ")
@@ -264,7 +266,14 @@ def _protocol(results: dict) -> str:
               "(`ScoringConfig.error_floor_quantile=0.25`) was added after the first full run's appliance result "
               "(event F1 0.02) was known, from a diagnosis on held-out normal day 5 (the score of every \"on\" minute "
               "was 10^4-10^5 because the validation windows were mostly \"off\"); its rule was written down in "
-              "`benchmarks/README.md` before it ran, and it ran once as designed, on the appliances only; and the NAB "
+              "`benchmarks/README.md` before it ran, and it ran once as designed, on the appliances only; "
+            + ("the appliance models' held-out validation part (suggested change 10: the scorer, error floor, early "
+               "stopping and threshold from held-out normal day 5, the training days used whole) was added after the "
+               "floor's result (event F1 0.02) was known, from the same diagnosis on the normal days; its design was "
+               "written in `benchmarks/README.md` before it ran, its first version (day 5 cut into a validation and "
+               "a calibration half) stopped before any metric with a threshold of 0, and the second is reported as "
+               "it came out; " if results.get("energy", {}).get("holdout") else "")
+            + "and the NAB "
               "online fine-tuning (the NAB headline since 2026-11-30) was designed after the fixed model's NAB result "
               "(52.3) and a from-scratch retraining preview (51.5) were known; its design was committed in "
               "`benchmarks/accuracy_nab.py` before its first run, and it is reported as it came out of that run, "
@@ -620,6 +629,24 @@ def _limits(results: dict) -> str:
                 "raised the thresholds and left event F1 within 0.001 of before. Inserted malfunctions are mostly changes of a few "
                 "to 35% in power inside a normal-looking cycle. What the floor (and the scorer) would need is a "
                 "validation part that holds appliance cycles, such as the held-out day the threshold already uses.")
+        if results["energy"].get("holdout"):
+            apps = results["energy"]["appliances"]
+            silent = [k for k, v in apps.items() if v["predicted_events"] == 0]
+            lines[-1] = (
+                f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f}, ROC AUC "
+                f"{o['roc_auc']:.3f}, with the validation part and the threshold taken from held-out normal day 5 "
+                "(suggested change 10; before it: event F1 0.02, PR AUC 0.056, ROC AUC 0.700). The floor problem is "
+                f"gone (highest threshold now {top[1]:.1f}, {top[0]}; it was 3.1e+05): an appliance that is on no "
+                "longer scores as anomalous by being on. What remains is the malfunctions themselves: mostly a few "
+                "to 35% more or less power inside a cycle that otherwise looks normal, which a 16-unit "
+                "reconstruction of 32-minute windows hardly tells from normal cycles. "
+                + (f"{', '.join(silent)} flag no minute of the test days, " if silent else "")
+                + "Dishwasher finds "
+                f"{apps['Dishwasher']['detected_events']} of {apps['Dishwasher']['true_events']} malfunctions, and "
+                f"Fridge, whose test days are {100 * apps['Fridge']['anomaly_share']:.0f}% malfunction minutes, flags "
+                f"{apps['Fridge']['predicted_events']} runs of which {apps['Fridge']['event_precision']:.0%} "
+                "overlap one. Features that compare a cycle with the appliance's normal cycle (its energy, its "
+                "length, its peak) would suit these faults better than a reconstruction error.")
     if "ecg" in results:
         o = results["ecg"]["overall"]
         recs = results["ecg"]["records"]
