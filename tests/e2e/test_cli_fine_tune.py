@@ -61,6 +61,21 @@ def test_fine_tune_on_recent_readings_leaving_out_alerted_stretches(small_model_
     windows = np.zeros((2, new.window_length, len(new.channels))) + np.asarray(old.scaler.mean)
     assert not np.array_equal(new.score_windows(windows).score, old.score_windows(windows).score)
 
+    # With held-out readings (here one entity's recent file again) their alerted stretches are left out too, and
+    # they give the validation and calibration parts.
+    entity = sorted(recent["entity_id"].unique())[1]
+    held = _cli("train", "--warm-start", str(root / "v1"), "--input", inputs, "--format", "wide",
+                "--holdout-input", str(tmp_path / "recent" / f"{entity}.csv"), "--exclude-alerts", str(tmp_path / "out"),
+                "--model-dir", str(tmp_path / "v3"), "--epochs", "1")
+    assert held.returncode == 0, held.stderr[-2000:]
+    held_summary = json.loads(held.stdout)
+    in_holdout = {c for c in covered if c[0] == entity}
+    assert held_summary["left_out_in_alerts"] == len(covered) + len(in_holdout)
+    held_entity = recent[recent["entity_id"] == entity]
+    assert held_summary["holdout_readings"] == len(held_entity) - len(in_holdout)
+    windows_used = load_artifact(tmp_path / "v3").metrics["windows"]
+    assert windows_used["validation"] == windows_used["calibration"] > 20
+
 
 @pytest.mark.slow
 def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path):
