@@ -212,7 +212,11 @@ class Seq2SeqDetector:
         missing = [c for c in self.channels if c not in set(map(str, holdout["channel"].unique()))]
         if missing:
             raise ModelMismatchError(f"the held-out readings lack channel(s) {missing} of the training data")
-        step_us = infer_step_us(holdout[holdout["channel"].isin(self.channels)])
+        try:
+            step_us = infer_step_us(holdout[holdout["channel"].isin(self.channels)])
+        except InsufficientDataError:
+            raise InsufficientDataError("the held-out readings hold no two readings of a channel of one entity, so "
+                                        "they fill no window") from None
         if step_us != self.step_us:
             raise ModelMismatchError(f"the held-out readings are sampled every {step_us / 1e6:g}s, the training "
                                      f"readings every {self.step_us / 1e6:g}s")

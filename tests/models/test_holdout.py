@@ -117,6 +117,7 @@ def test_fine_tuning_with_a_holdout_takes_its_parts_from_it(both, tmp_path):
     (_day(2, steps=40), InsufficientDataError,
      "the validation part of the held-out readings fills only 17 windows of 8 steps (need >= 20)"),
     (_day(2).iloc[:0], InsufficientDataError, "the held-out readings hold no readings"),
+    (_day(2).iloc[:1], InsufficientDataError, "the held-out readings hold no two readings of a channel"),
 ])
 def test_a_holdout_that_does_not_fit_is_one_sentence_before_any_training(holdout, error, message):
     detector = Seq2SeqDetector(CONFIG)
