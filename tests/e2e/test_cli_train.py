@@ -48,17 +48,19 @@ def test_train_with_held_out_readings(tmp_path, wide_csv):
     wide_csv(held, tmp_path / "held" / "pump-09.csv")
     wide_csv(held[held["channel"] != "vibration"], tmp_path / "held_lacking" / "pump-09.csv")
     base = ["--input", str(tmp_path / "history" / "*.csv"), "--format", "wide", "--window", "16", "--stride", "4",
-            "--units", "8", "--epochs", "2"]
+            "--units", "8", "--epochs", "2", "--horizon", "2"]
     result = _train(*base, "--holdout-input", str(tmp_path / "held" / "*.csv"), "--model-dir",
                     str(tmp_path / "model"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "validation and calibration on 1200 held-out readings from 1 file(s)" in result.stderr
     assert json.loads(result.stdout)["holdout_readings"] == 1200
     report = json.loads((tmp_path / "model" / "training_report.json").read_text())
-    # Each 400-step history trains whole: (400-16)//4+1 = 97 windows each; the 300-step holdout's
-    # (300-16)//4+1 = 72 windows are the validation and the calibration part.
-    assert report["metrics"]["windows"] == {"train": 194, "validation": 72, "calibration": 72}
+    # Windows of 16 + 2 forecast steps. Each 400-step history trains whole: (400-18)//4+1 = 96 windows each; the
+    # 300-step holdout's (300-18)//4+1 = 71 windows are the validation and the calibration part.
+    assert report["metrics"]["windows"] == {"train": 192, "validation": 71, "calibration": 71}
     assert report["metrics"]["holdout_readings"] == 1200
+    detector = load_artifact(tmp_path / "model")
+    assert detector.intervals is not None and detector.threshold > 0  # forecast intervals from the holdout too
 
     for holdout, message in [
         (tmp_path / "nothing" / "*.csv", "no input file matches"),
