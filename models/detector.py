@@ -52,8 +52,9 @@ class WindowScores:
 
 
 def infer_step_us(frame: pd.DataFrame) -> int:
-    """The median interval between consecutive readings of the same entity and channel, in µs."""
-    ordered = frame.sort_values(["entity_id", "channel", "timestamp"])
+    """The median interval between consecutive readings of the same entity and channel, in µs (whatever the
+    unit of a datetime column: pandas stores s, ms, µs or ns)."""
+    ordered = frame.assign(timestamp=as_micros(frame["timestamp"])).sort_values(["entity_id", "channel", "timestamp"])
     same = (ordered["entity_id"].to_numpy()[1:] == ordered["entity_id"].to_numpy()[:-1]) & (
         ordered["channel"].to_numpy()[1:] == ordered["channel"].to_numpy()[:-1])
     diffs = np.diff(ordered["timestamp"].to_numpy(dtype=np.int64))[same]
@@ -64,7 +65,10 @@ def infer_step_us(frame: pd.DataFrame) -> int:
 
 
 def as_micros(timestamps: pd.Series) -> np.ndarray:
-    """µs since the epoch of int µs or datetime values (naive datetimes are UTC)."""
+    """µs since the epoch of int µs or datetime values of any unit (naive datetimes are UTC); a column of
+    ``pd.Timestamp`` objects (object dtype) is read as datetimes."""
+    if timestamps.dtype == object:
+        timestamps = pd.to_datetime(timestamps, utc=True)
     if pd.api.types.is_datetime64_any_dtype(timestamps):
         ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()

@@ -1,0 +1,53 @@
+"""The detector reads the timestamps of a pandas frame in whatever form pandas holds them: int µs (the
+pipelines' own), datetimes of any unit (s, ms, µs, ns; zoned or naive, naive read as UTC) or ``pd.Timestamp``
+objects. A nanosecond column once made the sampling interval come out 1,000 times too long, so that no window
+could be cut."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+from seqwatch.models.detector import Seq2SeqDetector, as_micros, infer_step_us
+
+START_US = 1_772_409_600_000_000  # 2026-03-02T00:00:00Z
+
+
+def _readings(steps: int = 240) -> pd.DataFrame:
+    times = pd.Timestamp("2026-03-02", tz="UTC") + np.arange(steps) * pd.Timedelta(seconds=10)
+    rng = np.random.default_rng(3)
+    return pd.concat([pd.DataFrame({"entity_id": "m1", "channel": c, "timestamp": times,
+                                    "value": np.sin(np.arange(steps) / 5) + rng.normal(0, 0.1, steps)})
+                      for c in ("a", "b")], ignore_index=True)
+
+
+FORMS = {
+    "int µs": lambda ts: ts.dt.as_unit("us").astype("int64"),
+    "datetime64[ns, UTC]": lambda ts: ts.dt.as_unit("ns"),
+    "datetime64[us, UTC]": lambda ts: ts.dt.as_unit("us"),
+    "datetime64[ms, UTC]": lambda ts: ts.dt.as_unit("ms"),
+    "datetime64[s, UTC]": lambda ts: ts.dt.as_unit("s"),
+    "datetime64[ns], naive": lambda ts: ts.dt.tz_localize(None).dt.as_unit("ns"),
+    "datetime64[ns, Europe/Berlin]": lambda ts: ts.dt.tz_convert("Europe/Berlin").dt.as_unit("ns"),
+    "pd.Timestamp objects": lambda ts: ts.astype(object),
+}
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_form_gives_the_same_micros_and_interval(form):
+    readings = _readings()
+    frame = readings.assign(timestamp=FORMS[form](readings["timestamp"]))
+    micros = as_micros(frame["timestamp"])
+    assert micros[0] == START_US and micros[1] - micros[0] == 10_000_000
+    assert infer_step_us(frame) == 10_000_000
+
+
+def test_a_nanosecond_frame_trains_as_a_microsecond_one():
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400)
+    nanos = readings.assign(timestamp=readings["timestamp"].dt.as_unit("ns"))
+    detector = Seq2SeqDetector(config).fit(nanos, progress=False)
+    # 400 steps of 10 s split at 280 and 340: (280-8)//2+1 = 137 training windows, (60-8)//2+1 = 27 in each of
+    # the other parts.
+    assert detector.step_us == 10_000_000
+    assert detector.metrics["windows"] == {"train": 137, "validation": 27, "calibration": 27}
