@@ -66,9 +66,14 @@ def infer_step_us(frame: pd.DataFrame) -> int:
 
 def as_micros(timestamps: pd.Series) -> np.ndarray:
     """µs since the epoch of int µs or datetime values of any unit (naive datetimes are UTC); a column of
-    ``pd.Timestamp`` objects (object dtype) is read as datetimes."""
-    if timestamps.dtype == object:
-        timestamps = pd.to_datetime(timestamps, utc=True)
+    ``pd.Timestamp`` objects or of ISO 8601 texts is read as datetimes. Raises ValueError in one sentence
+    when a value is none of these."""
+    if not (pd.api.types.is_datetime64_any_dtype(timestamps) or pd.api.types.is_numeric_dtype(timestamps)):
+        try:
+            timestamps = pd.to_datetime(timestamps, utc=True, format="mixed")
+        except (ValueError, TypeError, OverflowError):
+            raise ValueError("timestamps must be datetimes, ISO 8601 texts or int µs since the epoch; "
+                             f"{str(timestamps.iloc[0])[:40]!r} and others are not") from None
     if pd.api.types.is_datetime64_any_dtype(timestamps):
         ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
@@ -82,14 +87,19 @@ def _check_columns(frame: pd.DataFrame) -> None:
 
 
 def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int) -> dict[str, windowing.Grid]:
-    """Resample a long-format frame into one grid per entity, channels in ``channels`` order."""
-    known = frame[frame["channel"].isin(channels)]
+    """Resample a long-format frame into one grid per entity, channels in ``channels`` order. Channels are
+    matched by name (``str``, as ``fit`` names them); a value that is not a finite number is missing, as the
+    pipelines' parser quarantines it."""
     position = {name: i for i, name in enumerate(channels)}
+    column = frame["channel"].astype(str).map(position)
+    known = frame.assign(_position=column)[column.notna().to_numpy()]
     grids = {}
-    for entity, part in known.groupby("entity_id", sort=True):
+    for entity, part in known.groupby("entity_id", sort=True, observed=True):
         steps = as_micros(part["timestamp"]) // step_us
-        grids[str(entity)] = windowing.build_grid(steps, part["channel"].map(position).to_numpy(),
-                                                  part["value"].to_numpy(dtype=np.float64), len(channels), max_gap)
+        values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
+        values = np.where(np.isfinite(values), values, np.nan)
+        grids[str(entity)] = windowing.build_grid(steps, part["_position"].to_numpy(dtype=np.int64), values,
+                                                  len(channels), max_gap)
     return grids
 
 

@@ -1,13 +1,14 @@
-"""The detector reads the timestamps of a pandas frame in whatever form pandas holds them: int µs (the
-pipelines' own), datetimes of any unit (s, ms, µs, ns; zoned or naive, naive read as UTC) or ``pd.Timestamp``
-objects. A nanosecond column once made the sampling interval come out 1,000 times too long, so that no window
-could be cut."""
+"""The detector reads a pandas frame in the forms pandas holds it: timestamps as int µs (the pipelines' own),
+datetimes of any unit (s, ms, µs, ns; zoned or naive, naive read as UTC), ``pd.Timestamp`` objects or ISO 8601
+texts; channels as strings or numbers; values as any numeric type, non-finite ones missing. A nanosecond column
+once made the sampling interval come out 1,000 times too long, so that no window could be cut; integer
+channel names matched nothing; an infinite value failed the calibration."""
 import numpy as np
 import pandas as pd
 import pytest
 
 from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
-from seqwatch.models.detector import Seq2SeqDetector, as_micros, infer_step_us
+from seqwatch.models.detector import Seq2SeqDetector, as_micros, entity_grids, infer_step_us
 
 START_US = 1_772_409_600_000_000  # 2026-03-02T00:00:00Z
 
@@ -29,6 +30,7 @@ FORMS = {
     "datetime64[ns], naive": lambda ts: ts.dt.tz_localize(None).dt.as_unit("ns"),
     "datetime64[ns, Europe/Berlin]": lambda ts: ts.dt.tz_convert("Europe/Berlin").dt.as_unit("ns"),
     "pd.Timestamp objects": lambda ts: ts.astype(object),
+    "ISO 8601 texts": lambda ts: ts.dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
 }
 
 
@@ -51,3 +53,21 @@ def test_a_nanosecond_frame_trains_as_a_microsecond_one():
     # the other parts.
     assert detector.step_us == 10_000_000
     assert detector.metrics["windows"] == {"train": 137, "validation": 27, "calibration": 27}
+
+
+def test_a_timestamp_that_is_no_time_is_one_sentence():
+    with pytest.raises(ValueError, match=r"^timestamps must be datetimes, ISO 8601 texts or int µs since the "
+                                         r"epoch; 'yesterday noon' and others are not$"):
+        as_micros(pd.Series(["yesterday noon", "2026-03-02T00:00:10Z"]))
+
+
+def test_numeric_channel_names_and_non_finite_values():
+    readings = _readings(20)
+    readings["channel"] = readings["channel"].map({"a": 10, "b": 20})
+    readings.loc[3, "value"] = np.inf  # channel 10, step 3
+    readings.loc[25, "value"] = -np.inf  # channel 20, step 5
+    grid = entity_grids(readings, ("10", "20"), 10_000_000, max_gap=0)["m1"]
+    assert grid.values.shape == (20, 2)
+    # Every other reading lands in its column; the two infinite ones are missing, so steps 3 and 5 are absent.
+    assert grid.values[0, 0] == readings["value"].iloc[0] and grid.values[0, 1] == readings["value"].iloc[20]
+    assert np.flatnonzero(~grid.present).tolist() == [3, 5]
