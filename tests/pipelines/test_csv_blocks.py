@@ -165,3 +165,35 @@ def test_a_gzipped_csv_reads_like_the_plain_file(tmp_path):
                      sorted((q.line, q.reason_code, q.raw) for c in chunks for q in c[1]), sum(c[2] for c in chunks))
     pd.testing.assert_frame_equal(out["plain"][0], out["gz"][0])
     assert out["plain"][1:] == out["gz"][1:] and out["gz"][2] == 62 and len(out["gz"][1]) == 1
+
+
+def _same_split(a, b) -> None:
+    assert a.lines == b.lines
+    assert a.clean_index.tolist() == b.clean_index.tolist() and a.odd_index.tolist() == b.odd_index.tolist()
+    assert a.odd == b.odd
+    assert [list(c) for c in a.columns] == [list(c) for c in b.columns]
+    assert ([a.clean[s:e] for s, e in zip(a.starts, a.ends)] == [b.clean[s:e] for s, e in zip(b.starts, b.ends)])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plain_ascii_chunks_split_by_arrow_alone_as_by_the_byte_pass(seed):
+    """A chunk of ASCII without quote or control bytes is split by Arrow alone (``_split_plain_ascii``): the
+    same clean and odd lines, fields and raw text as the numpy pass over its bytes that every other chunk takes
+    (``_split_any``), over random lines of fields, blanks, tabs and separators, LF or CRLF, with or without a
+    last newline."""
+    from seqwatch.pipelines.csv_blocks import _split_any, _split_plain_ascii
+
+    rng = np.random.default_rng(seed)
+    sep = str(rng.choice([",", ";", "\t", "|"]))
+    n_fields = int(rng.integers(1, 5))
+    pieces = ["", " ", "\t", "  \t ", "a", "1.5", "x y", "2026-01-05T00:00:00Z", "-", "e+5"]
+    lines = []
+    for _ in range(int(rng.integers(1, 60))):
+        fields = [str(rng.choice(pieces)) for _ in range(max(1, n_fields + int(rng.choice([0, 0, 0, -1, 1, 2]))))]
+        lines.append(sep.join(fields))
+    newline = "\r\n" if rng.random() < 0.3 else "\n"
+    chunk = (newline.join(lines) + (newline if rng.random() < 0.8 else "")).encode()
+    fast, general = _split_plain_ascii(chunk, sep, n_fields), _split_any(chunk, sep, n_fields)
+    assert fast is not None and general is not None
+    _same_split(fast, general)
+    assert split_chunk(chunk, sep, n_fields) is not None
