@@ -55,21 +55,28 @@ def data_start(head: bytes, is_sep_hint, decode) -> tuple[int, int] | None:
 def byte_chunks(stream, start: bytes, chunk_lines: int, block: int = 1 << 20):
     """Chunks of ``chunk_lines`` lines (the last one shorter) of ``start`` followed by the rest of ``stream``;
     each ends right after a ``\\n`` except the file's last."""
-    buffer, eof = bytes(start), False
+    # Each byte is searched for newlines once, when it is read; blocks are joined once per chunk.
+    blocks = [bytes(start)]
+    size = len(blocks[0])
+    newlines = np.flatnonzero(np.frombuffer(blocks[0], dtype=np.uint8) == 10)
+    eof = False
     while True:
-        newlines = np.flatnonzero(np.frombuffer(buffer, dtype=np.uint8) == 10)
         if len(newlines) >= chunk_lines:
+            buffer = b"".join(blocks)
             cut = int(newlines[chunk_lines - 1]) + 1
             yield buffer[:cut]
-            buffer = buffer[cut:]
+            blocks, size = [buffer[cut:]], len(buffer) - cut
+            newlines = newlines[chunk_lines:] - cut
             continue
         if eof:
-            if buffer:
-                yield buffer
+            if size:
+                yield b"".join(blocks)
             return
         data = stream.read(block)
         if data:
-            buffer += data
+            newlines = np.concatenate((newlines, np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + size))
+            blocks.append(data)
+            size += len(data)
         else:
             eof = True
 

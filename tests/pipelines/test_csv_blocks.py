@@ -139,6 +139,17 @@ def test_chunks_end_at_newlines_and_keep_every_byte():
     assert b"".join(chunks) == data
     assert [c.count(b"\n") for c in chunks] == [3, 3, 3, 1] and chunks[-1].endswith(b"tail")
 
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # random texts, first bytes, chunk sizes and read sizes
+        data = bytes(rng.choice(list(b"ab\n"), size=int(rng.integers(0, 300))).tolist())
+        head = int(rng.integers(0, len(data) + 1))
+        lines = int(rng.integers(1, 9))
+        chunks = list(byte_chunks(Stream(data[head:]), data[:head], chunk_lines=lines,
+                                  block=int(rng.integers(1, 40))))
+        assert b"".join(chunks) == data and all(chunks)
+        assert all(c.count(b"\n") == lines and c.endswith(b"\n") for c in chunks[:-1])
+        assert chunks == [] or chunks[-1].count(b"\n") <= lines
+
 
 def test_data_start_follows_the_line_readers_header_rules():
     head = b"\n  \nsep=;\r\ntimestamp;flow\r\n2026-01-05T00:00:00Z;1\r\n"
