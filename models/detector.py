@@ -214,8 +214,7 @@ class Seq2SeqDetector:
 
     def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:
         """The fingerprint of the readings a fit or fine-tuning saw (the holdout's too), and the holdout's size."""
-        seen = frame if holdout is None else pd.concat([frame, holdout], ignore_index=True)
-        self.fingerprint = self._fingerprint(seen)
+        self.fingerprint = self._fingerprint(frame) if holdout is None else self._fingerprint(frame, holdout)
         if holdout is not None:
             self.metrics["holdout_readings"] = int(len(holdout))
 
@@ -227,7 +226,7 @@ class Seq2SeqDetector:
         if missing:
             raise ModelMismatchError(f"the held-out readings lack channel(s) {missing} of the training data")
         try:
-            step_us = infer_step_us(holdout[holdout["channel"].isin(self.channels)])
+            step_us = infer_step_us(holdout[holdout["channel"].astype(str).isin(self.channels)])
         except InsufficientDataError:
             raise InsufficientDataError("the held-out readings hold no two readings of a channel of one entity, so "
                                         "they fill no window") from None
@@ -327,10 +326,14 @@ class Seq2SeqDetector:
         }
 
     @staticmethod
-    def _fingerprint(frame: pd.DataFrame) -> str:
-        ordered = frame[["entity_id", "channel", "timestamp", "value"]].sort_values(
-            ["entity_id", "channel", "timestamp"])
-        digest = hashlib.sha256(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
+    def _fingerprint(*frames: pd.DataFrame) -> str:
+        """sha256 over each frame's readings in a fixed order (frames hashed one after the other, so a holdout
+        whose columns hold other types than the training frame's is never mixed with it)."""
+        digest = hashlib.sha256()
+        for frame in frames:
+            ordered = frame[["entity_id", "channel", "timestamp", "value"]].sort_values(
+                ["entity_id", "channel", "timestamp"])
+            digest.update(pd.util.hash_pandas_object(ordered, index=False).to_numpy().tobytes())
         return digest.hexdigest()
 
     # ------------------------------------------------------------------------------------------- score

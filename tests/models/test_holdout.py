@@ -125,3 +125,14 @@ def test_a_holdout_that_does_not_fit_is_one_sentence_before_any_training(holdout
         detector.fit(_day(1), holdout=holdout, progress=False)
     assert str(raised.value).startswith(message)
     assert detector.model is None  # refused before the network was built
+
+
+def test_a_holdout_in_other_pandas_forms_than_the_training_frame():
+    """Integer channel names, nanosecond timestamps and integer entity ids in the holdout, strings and µs in the
+    training frame: the holdout is matched by channel name and read in µs, and fingerprinted apart."""
+    day2 = _day(2, start="2026-03-03")
+    other = day2.assign(channel=0, entity_id=7, timestamp=day2["timestamp"].dt.as_unit("ns"))
+    day1 = _day(1).assign(channel="0")
+    detector = Seq2SeqDetector(CONFIG).fit(day1, holdout=other, progress=False)
+    assert detector.channels == ("0",)
+    assert detector.metrics["windows"] == {"train": 297, "validation": 297, "calibration": 297}
