@@ -378,9 +378,17 @@ class Seq2SeqDetector:
             raise RuntimeError("the detector is not fitted: call fit() or load an artifact")
         windows = np.asarray(windows)
         expected = (self.window_length, len(self.channels))
+        name = " ".join(filter(None, (self.model_id, self.model_version)))
         if windows.ndim != 3 or windows.shape[1:] != expected:
-            raise ModelMismatchError(f"model {self.model_id} {self.model_version} scores windows of shape "
+            raise ModelMismatchError(f"model {name} scores windows of shape "
                                      f"[N, {expected[0]}, {expected[1]}], got {list(windows.shape)}")
+        if windows.dtype == object:  # numbers held as Python objects are numbers
+            try:
+                windows = windows.astype(np.float64)
+            except (TypeError, ValueError):
+                pass
+        if not (np.issubdtype(windows.dtype, np.number) or windows.dtype == bool):
+            raise ValueError(f"model {name} scores windows of numbers, got {windows.dtype} values")
         return windows
 
     def _features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -85,6 +85,10 @@ def test_artifact_integrity_and_compatibility(small_model_dir, tmp_path):
         detector.check_compatible(["flow", "pressure", "temperature"])
     with pytest.raises(ModelMismatchError, match=r"scores windows of shape \[N, 16, 4\], got \[2, 16, 3\]"):
         detector.score_windows(np.zeros((2, 16, 3)))
+    with pytest.raises(ValueError, match=r"^model test-pumps v\S+ scores windows of numbers, got <U\d+ values$"):
+        detector.score_windows(np.full((2, 16, 4), "1.5"))
+    as_objects = np.ones((2, 16, 4)).astype(object)  # numbers held as Python objects are scored as numbers
+    assert np.array_equal(detector.score_windows(as_objects).score, detector.score_windows(np.ones((2, 16, 4))).score)
 
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
