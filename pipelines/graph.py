@@ -63,16 +63,13 @@ def settle_us(plan: RunPlan) -> int:
     return (plan.window_length + 1 + plan.pane_steps + plan.window_length + plan.max_gap) * plan.step_us
 
 
-def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
-                        allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0,
-                        watch_models_s: float | None = None, archive_window_s: float | None = None) -> dict:
-    """Everything after the source; outputs under ``root``. ``flush_window_s`` (streaming): quarantine files
-    and counts are written per event-time window of this length; ``None`` (batch): once, at the end.
-    ``allowed_lateness_s``: how long each pane waits before it is scored; ``keep_open_s``: how long Beam keeps
-    a scored pane's window for late readings (which are then quarantined as late); ``watch_models_s``: look for
-    a newer version of the model directory this often and score with it from then on; ``archive_window_s``
-    (streaming): also write the readings that passed validation under ``readings/``, one file per entity and
-    event-time window of this length. Returns the main PCollections by name (for tests)."""
+def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness_s: float = 0.0,
+           keep_open_s: float = 0.0, watch_models_s: float | None = None) -> dict:
+    """Validate, window, score and alert: every step of the graph but the sinks. ``streaming``: panes are
+    scored as their windows fire and an incident is also announced when it opens (``opened``); batch: panes
+    that one file holds alone are cut where it is read (``plan.spans``) and all panes are scored together at
+    the end. Returns the PCollections by name, and under ``count_parts`` the ``(name, n)`` counts of each
+    step (in their own windows)."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us)
@@ -80,9 +77,9 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s,
-                                                               plan.spans if flush_window_s is None else None)
+                                                               None if streaming else plan.spans)
     to_score = windows.windows
-    if flush_window_s is None:
+    if not streaming:
         # Batch: RunInference batches only elements of the same window, and each pane is a window of its own,
         # so most model calls would get one pane (a few hundred windows, padded to a full model batch). All
         # panes fire at the end of a batch run and everything after scoring re-windows, so they meet in the
@@ -99,17 +96,11 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
         scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
     if cfg.online_calibration:
         scored = scored | "CalibrateOnline" >> CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir,
-                                                               at_end=flush_window_s is None)
+                                                               at_end=not streaming)
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
-                                                  announce=flush_window_s is not None,
-                                                  cooldown_us=cfg.alert_cooldown_us)
-    alerts = built.closed
+                                                  announce=streaming, cooldown_us=cfg.alert_cooldown_us)
     quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
-    outputs = {"scored": scored, "alerts": alerts, "opened": built.opened, "quarantine": quarantine}
-    if archive_window_s is not None:
-        outputs["readings"] = valid.valid
-    written = outputs | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s, archive_window_s)
 
     def quarantine_counts(q):
         yield "records_quarantined", q.records
@@ -121,11 +112,32 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
         if sw.forecast is not None and len(sw.score):
             yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
 
-    count_parts = {"Read": read.counts, "Window": windows.counts, "Written": written,
+    count_parts = {"Read": read.counts, "Window": windows.counts,
                    "Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
-                   "Alerts": alerts | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
+                   "Alerts": built.closed | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
                    "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}
+    return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
+            "alerts": built.closed, "opened": built.opened, "quarantine": quarantine, "count_parts": count_parts}
+
+
+def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
+                        allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0,
+                        watch_models_s: float | None = None, archive_window_s: float | None = None) -> dict:
+    """Everything after the source (``detect``, then the sinks); outputs under ``root``. ``flush_window_s``
+    (streaming): quarantine files and counts are written per event-time window of this length; ``None``
+    (batch): once, at the end. ``allowed_lateness_s``: how long each pane waits before it is scored;
+    ``keep_open_s``: how long Beam keeps a scored pane's window for late readings (which are then quarantined as
+    late); ``watch_models_s``: look for a newer version of the model directory this often and score with it
+    from then on; ``archive_window_s`` (streaming): also write the readings that passed validation under
+    ``readings/``, one file per entity and event-time window of this length. Returns the main PCollections by
+    name (for tests)."""
+    found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s)
+    outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine")}
+    if archive_window_s is not None:
+        outputs["readings"] = found["valid"]
+    written = outputs | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s, archive_window_s)
+    count_parts = {**found["count_parts"], "Written": written}
     all_counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                    for name, pcoll in count_parts.items()]
                   | "AllCounts" >> beam.Flatten())
@@ -147,8 +159,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                   | "SumCounts" >> beam.CombinePerKey(sum)
                   | "CountsDict" >> beam.combiners.ToDict().without_defaults())
         counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))
-    return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
-            "alerts": alerts, "opened": built.opened, "quarantine": quarantine, "counts": counts}
+    return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
+                                           "quarantine")} | {"counts": counts}
 
 
 def sum_counts(pairs) -> dict:

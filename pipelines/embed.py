@@ -1,0 +1,145 @@
+"""seqwatch inside your own Beam pipeline: ``DetectAnomalies`` turns a PCollection of readings into scored
+windows, alerts and quarantined records, with the same steps as ``seqwatch run`` and ``seqwatch stream``
+(validation, per-entity panes, the model, alert merging) and without their sinks: what to write, and where,
+is up to the pipeline around it.
+
+    import apache_beam as beam
+    from seqwatch.pipelines.embed import DetectAnomalies
+
+    with beam.Pipeline() as p:
+        found = (p | beam.Create(readings)            # dicts: entity_id, channel, timestamp, value
+                   | DetectAnomalies("models/pumps", suite="sensor"))
+        found.alerts | beam.Map(print)                # seqwatch.schemas.elements.Alert
+
+A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
+seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or
+``bytes``, as a broker delivers it); a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``, long format)
+renames the keys. Every reading that enters leaves either in a scored window or as a ``Quarantined`` record
+with a reason (a message that is not JSON, a missing key, a value that is not a number, a duplicate, a
+reading no window can hold, ...), and ``counts`` carries ``(name, n)`` pairs that prove it:
+``records_in == records_scored + records_quarantined`` summed over the run.
+
+In a streaming pipeline (``StandardOptions.streaming``) panes are scored as the watermark passes them, readings
+more than ``late_after_s`` behind the latest event time are quarantined as late before windowing (so Beam
+never drops one), and ``opened`` carries each incident as soon as its first window is anomalous. In a batch
+pipeline every pane is scored when the input is done.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+
+from seqwatch.pipelines.broker_sources import MessageParser, _emit
+from seqwatch.pipelines.graph import SourceOutputs, detect
+from seqwatch.pipelines.sources import COUNTS, QUARANTINE
+from seqwatch.pipelines.streaming import DEFAULT_LATE_AFTER_S, QuarantineLateReadings, plan_stream
+
+
+class Detections(NamedTuple):
+    """The outputs of ``DetectAnomalies``."""
+
+    scores: beam.PCollection  # ScoredWindows: the windows of one (entity, pane), their scores and verdicts
+    alerts: beam.PCollection  # Alert: one per incident (anomalous windows that overlap, touch or follow
+    #                            within the alert cooldown)
+    quarantine: beam.PCollection  # Quarantined: raw text, stage, reason code and reason
+    counts: beam.PCollection  # (name, n): records_in, records_quarantined, windows_scored, alerts, ...
+    opened: beam.PCollection  # Alert, streaming only: an incident as of its first anomalous window
+
+
+def _payload(reading):
+    """A reading as the message parser takes it: JSON text (a dict's datetimes as ISO text)."""
+    if isinstance(reading, (str, bytes, bytearray, memoryview)) or reading is None:
+        return reading
+    if isinstance(reading, dict):
+        return json.dumps(reading, default=_json_value, allow_nan=True)
+    return json.dumps(reading, default=_json_value)  # a list or a number: quarantined with its text
+
+
+def _json_value(value):
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalars
+        item = value.item()
+        return item if not isinstance(item, float) or math.isfinite(item) else str(item)
+    return str(value)
+
+
+class _ParseReadings(beam.DoFn):
+    """Batches of ``(reading, its element timestamp)`` -> ``ReadingBatch`` elements at their event times,
+    quarantined records, counts. ``line`` numbers the readings in the order this worker saw them (there is no
+    file to point into)."""
+
+    def __init__(self, parser: MessageParser, source: str):
+        self.parser = parser
+        self.source = source
+
+    def setup(self):
+        self._next = 0
+
+    def process(self, items):
+        first, self._next = self._next, self._next + len(items)
+        parsed = self.parser.parse(self.source, range(first + 1, first + 1 + len(items)),
+                                   [_payload(reading) for reading, _ in items])
+        # The latest element timestamp of the batch (a streaming source's watermark follows them) is the floor of
+        # its outputs' timestamps, so that the late gate compares the readings with it (see _emit). Batching
+        # stamps a batch with its window's end, hence each element's own timestamp is carried into it.
+        stamps = [t for _, t in items if MAX_TIMESTAMP > t > Timestamp(0)]
+        floor = max(stamps) if stamps else None
+        yield from _emit(parsed, None if floor is None else int(floor.micros), floor)
+
+
+class DetectAnomalies(beam.PTransform):
+    """``PCollection[reading] -> Detections``: see the module docstring.
+
+    ``model_dir``: a model artifact or a model root (its newest version); ``suite``: a bundled suite family
+    (sensor, energy, health) or a suite file; ``pane_steps``: pane length in model steps (default: 4 windows
+    streaming, ``seqwatch run``'s default in batch); ``alert_cooldown_s``, ``online_calibration``: as the CLI's
+    flags; ``source``: the name quarantined records carry; ``late_after_s`` (streaming): the late gate. A model
+    or suite that cannot be used raises ``seqwatch.pipelines.batch.RunError`` (one sentence) here, when the
+    pipeline is built."""
+
+    def __init__(self, model_dir: str, suite: str = "sensor", mapping=None, pane_steps: int = 0,
+                 alert_cooldown_s: float = 0.0, online_calibration: bool = False, source: str = "embedded",
+                 late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000):
+        super().__init__()
+        if not (math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
+            raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.options = dict(model_dir=model_dir, suite=suite, pane_steps=pane_steps, source_name=source,
+                            alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),
+                            online_calibration=online_calibration)
+        self.plan = plan_stream(output="embedded", **self.options)  # refuses a bad model or suite now
+        self.parser = MessageParser(self.plan.run_id, mapping)
+        self.source = source
+        self.late_after_s = late_after_s
+        self.batch_size = batch_size
+
+    def expand(self, readings) -> Detections:
+        from seqwatch.pipelines.config import DEFAULT_PANE_STEPS
+
+        streaming = readings.pipeline.options.view_as(StandardOptions).streaming
+        plan = self.plan
+        if not streaming and not self.options["pane_steps"]:
+            plan = plan_stream(output="embedded", **{**self.options, "pane_steps": DEFAULT_PANE_STEPS})
+        parsed = (readings
+                  | "WithTimestamps" >> beam.Map(lambda reading, t=beam.DoFn.TimestampParam: (reading, t))
+                  | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
+                  | "Parse" >> beam.ParDo(_ParseReadings(self.parser, self.source))
+                  .with_outputs(QUARANTINE, COUNTS, main="readings"))
+        on_time, quarantine = parsed.readings, parsed[QUARANTINE]
+        keep_open_s = 0.0
+        if streaming:
+            gate = on_time | "QuarantineLate" >> QuarantineLateReadings(self.late_after_s, plan.run_id)
+            on_time, keep_open_s = gate.on_time, self.late_after_s
+            quarantine = (quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
+        found = detect(SourceOutputs(on_time, quarantine, parsed[COUNTS]), plan, streaming, keep_open_s=keep_open_s)
+        counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                   for name, pcoll in found["count_parts"].items()]
+                  | "AllCounts" >> beam.Flatten())
+        return Detections(found["scored"], found["alerts"], found["quarantine"], counts, found["opened"])

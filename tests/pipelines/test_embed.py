@@ -1,0 +1,110 @@
+"""``DetectAnomalies`` in a pipeline of the user's own: readings in as dicts or JSON text, scored windows,
+alerts, quarantined records and counts out, in batch and in streaming (TestStream), with the real model."""
+import json
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.batch import RunError
+from seqwatch.pipelines.embed import DetectAnomalies
+
+STEP_SECONDS = 10  # the session model's sampling interval (tests/conftest.py)
+BAD = [
+    "not json",  # malformed_row
+    json.dumps({"entity_id": "pump-01", "channel": "flow", "value": 1.0}),  # no timestamp: malformed_row
+    {"entity_id": "pump-01", "channel": "flow", "timestamp": "2026-01-05T00:00:00Z", "value": "a lot"},  # parse_value
+    {"entity_id": "pump-01", "channel": "flow", "timestamp": "yesterday", "value": 1.0},  # parse_timestamp
+    {"entity_id": "pump-01", "channel": "colour", "timestamp": "2026-01-05T00:00:00Z", "value": 1.0},  # channel
+]
+
+
+def _readings(seed: int = 11):
+    readings, labels = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=STEP_SECONDS,
+                                            anomalies_per_entity=1, seed=seed, kinds=("level_shift",))
+    rows = [{"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp, "value": r.value}
+            for r in readings.itertuples()]
+    # Half as dicts with datetimes, half as the JSON text a broker delivers.
+    rows = [json.dumps({**row, "timestamp": row["timestamp"].isoformat()}) if i % 2 else row
+            for i, row in enumerate(rows)]
+    return rows, labels
+
+
+def _totals(pairs) -> dict:
+    out: dict = {}
+    for name, n in pairs:
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def _check_counts(n_good: int, n_bad: int):
+    def check(pairs):
+        total = _totals(pairs)
+        assert total["records_in"] == n_good + n_bad
+        assert total["records_scored"] + total["records_quarantined"] == total["records_in"]
+        assert total["records_quarantined"] == n_bad
+    return check
+
+
+def test_batch_readings_in_alerts_and_quarantine_out(small_model_dir):
+    rows, labels = _readings()
+    with beam.Pipeline() as p:
+        found = p | beam.Create(rows + BAD) | DetectAnomalies(str(small_model_dir))
+        assert_that(found.counts, _check_counts(len(rows), len(BAD)), label="CountsReconcile")
+        assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
+                    equal_to(["malformed_row", "malformed_row", "parse_value", "parse_timestamp",
+                              "unknown_channel"]), label="EveryBadRecordHasAReason")
+
+        def covers_the_anomalies(alerts):
+            assert alerts, "no alert"
+            for label in labels.itertuples():  # each injected level shift overlaps an alert of its entity
+                start, end = int(label.start.value // 1000), int(label.end.value // 1000)
+                assert any(a.entity_id == label.entity_id and a.start <= end and a.end >= start for a in alerts)
+        assert_that(found.alerts, covers_the_anomalies, label="AlertsCoverTheAnomalies")
+        assert_that(found.scores | beam.Map(lambda sw: len(sw.score)) | beam.CombineGlobally(sum),
+                    lambda n: n[0] > 100 or pytest.fail(f"{n} windows scored"), label="WindowsScored")
+
+
+def test_streaming_with_the_late_gate(small_model_dir):
+    """Streaming: readings arrive in event-time order with the watermark behind them; one arrives a day and a
+    half after the watermark has passed it and is quarantined as late, not dropped."""
+    rows, _ = _readings(seed=12)
+    times = [pd.Timestamp(r["timestamp"] if isinstance(r, dict) else json.loads(r)["timestamp"]) for r in rows]
+    order = np.argsort(np.asarray([t.value for t in times]), kind="stable")
+    stream = TestStream()
+    for start in range(0, len(rows), 800):
+        part = order[start:start + 800]
+        stream = stream.add_elements([TimestampedValue(rows[i], Timestamp(times[i].timestamp())) for i in part])
+        stream = stream.advance_watermark_to(Timestamp(max(times[i] for i in part).timestamp()))
+    late = {"entity_id": "pump-01", "channel": "flow", "value": 1.0,
+            "timestamp": (times[0] - pd.Timedelta(days=1.5)).isoformat()}
+    stream = (stream.add_elements([TimestampedValue(late, Timestamp(times[-1].timestamp()))])
+              .advance_watermark_to_infinity())
+    decade = beam.window.FixedWindows(10 * 365 * 86_400)  # one window for the whole test, so assert_that fires
+
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        found = p | stream | DetectAnomalies(str(small_model_dir))
+        assert_that(found.counts | "CountsInOne" >> beam.WindowInto(decade), _check_counts(len(rows), 1),
+                    label="CountsReconcile")
+        assert_that(found.quarantine | "QuarantineInOne" >> beam.WindowInto(decade)
+                    | beam.Map(lambda q: (q.reason_code, q.stage)),
+                    equal_to([("late", "gate")]), label="TheLateReadingIsQuarantined")
+        assert_that(found.opened | "OpenedInOne" >> beam.WindowInto(decade)
+                    | beam.combiners.Count.Globally().without_defaults(),
+                    lambda n: n[0] >= 1 or pytest.fail("no incident announced"), label="IncidentsAnnounced")
+
+
+def test_a_model_that_cannot_be_used_is_one_sentence_when_the_pipeline_is_built(tmp_path, small_model_dir):
+    with pytest.raises(RunError, match=r"^[^\n]+$"):
+        DetectAnomalies(str(tmp_path / "no-model"))
+    with pytest.raises(RunError, match=r"suite"):
+        DetectAnomalies(str(small_model_dir), suite=str(tmp_path / "missing-suite.json"))
+    with pytest.raises(ValueError, match="alert_cooldown_s must be zero or a positive number of seconds"):
+        DetectAnomalies(str(small_model_dir), alert_cooldown_s=-1)
