@@ -607,32 +607,12 @@ def _limits(results: dict) -> str:
             "different operating point, which a model of other days' normal operation reads as anomalous."
             + _skab_online_text(results["skab"]["results"]))
     if "energy" in results:
-        o = results["energy"]["overall"]
-        top = max(((k, v["threshold"]) for k, v in results["energy"]["appliances"].items()), key=lambda kv: kv[1])
-        lines.append(
-            f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f} — seqwatch does not "
-            "work on "
-            "this data as it stands. The appliances are off most of the day; the validation windows that the "
-            "Mahalanobis scorer is fitted on are mostly \"off\" with near-zero reconstruction error, so every "
-            f"\"on\" window scores orders of magnitude above them ({top[0]} threshold {top[1]:.1e}) and the score says \"the "
-            "appliance is on\", not \"the cycle is abnormal\". Inserted malfunctions are also mostly changes of a few "
-            "to 35% in power inside a normal-looking cycle. Suggested change 3 (an error floor) addresses the first "
-            "cause.")
-        if results["energy"].get("config_json", {}).get("scoring", {}).get("error_floor_quantile") is not None:
-            lines[-1] = (
-                f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f} with the error floor "
-                "(suggested change 3) on, which changed next to nothing (before it: event F1 0.02, PR AUC 0.058). The "
-                "floor is the 0.25 quantile of the error of validation windows in which the appliance is not "
-                f"constant, and the validation part (the last 15% of each training day) holds no such window for "
-                f"{top[0]}: its floor stays at the default 1e-6 and every \"on\" minute still scores orders of "
-                f"magnitude above the normal spread (threshold {top[1]:.1e}). For the other appliances the floor "
-                "raised the thresholds and left event F1 within 0.001 of before. Inserted malfunctions are mostly changes of a few "
-                "to 35% in power inside a normal-looking cycle. What the floor (and the scorer) would need is a "
-                "validation part that holds appliance cycles, such as the held-out day the threshold already uses.")
-        if results["energy"].get("holdout"):
-            apps = results["energy"]["appliances"]
+        energy = results["energy"]
+        o, apps = energy["overall"], energy["appliances"]
+        top = max(((k, v["threshold"]) for k, v in apps.items()), key=lambda kv: kv[1])
+        if energy.get("holdout"):
             silent = [k for k, v in apps.items() if v["predicted_events"] == 0]
-            lines[-1] = (
+            text = (
                 f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f}, ROC AUC "
                 f"{o['roc_auc']:.3f}, with the validation part and the threshold taken from held-out normal day 5 "
                 "(suggested change 10; before it: event F1 0.02, PR AUC 0.056, ROC AUC 0.700). The floor problem is "
@@ -647,6 +627,28 @@ def _limits(results: dict) -> str:
                 f"{apps['Fridge']['predicted_events']} runs of which {apps['Fridge']['event_precision']:.0%} "
                 "overlap one. Features that compare a cycle with the appliance's normal cycle (its energy, its "
                 "length, its peak) would suit these faults better than a reconstruction error.")
+        elif energy.get("config_json", {}).get("scoring", {}).get("error_floor_quantile") is not None:
+            text = (
+                f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f} with the error floor "
+                "(suggested change 3) on, which changed next to nothing (before it: event F1 0.02, PR AUC 0.058). The "
+                "floor is the 0.25 quantile of the error of validation windows in which the appliance is not "
+                f"constant, and the validation part (the last 15% of each training day) holds no such window for "
+                f"{top[0]}: its floor stays at the default 1e-6 and every \"on\" minute still scores orders of "
+                f"magnitude above the normal spread (threshold {top[1]:.1e}). For the other appliances the floor "
+                "raised the thresholds and left event F1 within 0.001 of before. Inserted malfunctions are mostly changes of a few "
+                "to 35% in power inside a normal-looking cycle. What the floor (and the scorer) would need is a "
+                "validation part that holds appliance cycles, such as the held-out day the threshold already uses.")
+        else:
+            text = (
+                f"- **Appliance power:** event F1 {o['event_f1']:.2f}, PR AUC {o['pr_auc']:.3f} — seqwatch does not "
+                "work on "
+                "this data as it stands. The appliances are off most of the day; the validation windows that the "
+                "Mahalanobis scorer is fitted on are mostly \"off\" with near-zero reconstruction error, so every "
+                f"\"on\" window scores orders of magnitude above them ({top[0]} threshold {top[1]:.1e}) and the score says \"the "
+                "appliance is on\", not \"the cycle is abnormal\". Inserted malfunctions are also mostly changes of a few "
+                "to 35% in power inside a normal-looking cycle. Suggested change 3 (an error floor) addresses the first "
+                "cause.")
+        lines.append(text)
     if "ecg" in results:
         o = results["ecg"]["overall"]
         recs = results["ecg"]["records"]

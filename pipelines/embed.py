@@ -37,7 +37,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from seqwatch.pipelines.broker_sources import MessageParser, _emit
 from seqwatch.pipelines.graph import SourceOutputs, detect
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
-from seqwatch.pipelines.streaming import DEFAULT_LATE_AFTER_S, QuarantineLateReadings, plan_stream
+from seqwatch.pipelines.streaming import DEFAULT_LATE_AFTER_S, gate_late_readings, plan_stream
 
 
 class Detections(NamedTuple):
@@ -55,9 +55,7 @@ def _payload(reading):
     """A reading as the message parser takes it: JSON text (a dict's datetimes as ISO text)."""
     if isinstance(reading, (str, bytes, bytearray, memoryview)) or reading is None:
         return reading
-    if isinstance(reading, dict):
-        return json.dumps(reading, default=_json_value, allow_nan=True)
-    return json.dumps(reading, default=_json_value)  # a list or a number: quarantined with its text
+    return json.dumps(reading, default=_json_value)  # not a dict (a list, a number): quarantined with its text
 
 
 def _json_value(value):
@@ -132,14 +130,10 @@ class DetectAnomalies(beam.PTransform):
                   | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
                   | "Parse" >> beam.ParDo(_ParseReadings(self.parser, self.source))
                   .with_outputs(QUARANTINE, COUNTS, main="readings"))
-        on_time, quarantine = parsed.readings, parsed[QUARANTINE]
-        keep_open_s = 0.0
+        source = SourceOutputs(parsed.readings, parsed[QUARANTINE], parsed[COUNTS])
         if streaming:
-            gate = on_time | "QuarantineLate" >> QuarantineLateReadings(self.late_after_s, plan.run_id)
-            on_time, keep_open_s = gate.on_time, self.late_after_s
-            quarantine = (quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
-        found = detect(SourceOutputs(on_time, quarantine, parsed[COUNTS]), plan, streaming, keep_open_s=keep_open_s)
-        counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                   for name, pcoll in found["count_parts"].items()]
-                  | "AllCounts" >> beam.Flatten())
-        return Detections(found["scored"], found["alerts"], found["quarantine"], counts, found["opened"])
+            found = detect(gate_late_readings(source, self.late_after_s, plan.run_id), plan, True,
+                           keep_open_s=self.late_after_s)
+        else:
+            found = detect(source, plan, False)
+        return Detections(found["scored"], found["alerts"], found["quarantine"], found["counts"], found["opened"])

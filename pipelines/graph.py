@@ -68,8 +68,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     """Validate, window, score and alert: every step of the graph but the sinks. ``streaming``: panes are
     scored as their windows fire and an incident is also announced when it opens (``opened``); batch: panes
     that one file holds alone are cut where it is read (``plan.spans``) and all panes are scored together at
-    the end. Returns the PCollections by name, and under ``count_parts`` the ``(name, n)`` counts of each
-    step (in their own windows)."""
+    the end. Returns the PCollections by name, and under ``counts`` the ``(name, n)`` counts of every step, in
+    the global window."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us)
@@ -117,8 +117,11 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
                    "Alerts": built.closed | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
                    "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}
+    counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+               for name, pcoll in count_parts.items()]
+              | "StepCounts" >> beam.Flatten())
     return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
-            "alerts": built.closed, "opened": built.opened, "quarantine": quarantine, "count_parts": count_parts}
+            "alerts": built.closed, "opened": built.opened, "quarantine": quarantine, "counts": counts}
 
 
 def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
@@ -137,9 +140,7 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     if archive_window_s is not None:
         outputs["readings"] = found["valid"]
     written = outputs | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s, archive_window_s)
-    count_parts = {**found["count_parts"], "Written": written}
-    all_counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                   for name, pcoll in count_parts.items()]
+    all_counts = ((found["counts"], written | "WrittenCountsWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
                   | "AllCounts" >> beam.Flatten())
     if flush_window_s:
         # Per flush window; a count that arrives after its window was written goes out with the next one (never

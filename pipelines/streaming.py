@@ -91,6 +91,14 @@ class QuarantineLateReadings(beam.PTransform):
                 .with_input_types(tuple[str, ReadingBatch]).with_outputs(QUARANTINE, main="on_time"))
 
 
+def gate_late_readings(source: SourceOutputs, late_after_s: float, run_id: str) -> SourceOutputs:
+    """``source`` with the readings more than ``late_after_s`` behind moved to its quarantine (before windowing,
+    so that Beam never drops one as late)."""
+    gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(late_after_s, run_id)
+    quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
+    return SourceOutputs(gate.on_time, quarantine, source.counts)
+
+
 def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
                              flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
                              allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
@@ -100,9 +108,7 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
     ``watch_models_s``: score with newer versions of the model directory as they appear, looking this often;
     ``archive_window_s``: also write the readings that pass the gate and validation under ``readings/``, one file
     per entity and event-time window of this length (the input of a scheduled ``seqwatch train --warm-start``)."""
-    gate = source.readings | "QuarantineLate" >> QuarantineLateReadings(late_after_s, plan.run_id)
-    quarantine = (source.quarantine, gate.quarantine) | "SourceQuarantine" >> beam.Flatten()
-    return build_scoring_graph(SourceOutputs(gate.on_time, quarantine, source.counts), plan, root,
+    return build_scoring_graph(gate_late_readings(source, late_after_s, plan.run_id), plan, root,
                                flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s,
                                keep_open_s=late_after_s, watch_models_s=watch_models_s,
                                archive_window_s=archive_window_s)
