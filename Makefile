@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration clean
+.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,24 @@ demo: $(STAMP)
 # provisioned, those tests skip and say why.
 test: $(STAMP)
 	$(MAKE) streaming-tools || echo "make: streaming tools unavailable; tests/streaming will skip"
+	$(MAKE) airflow || echo "make: Airflow unavailable; tests/e2e/test_airflow_dag.py will skip"
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
+
+# Airflow 3 in its own virtual environment (.tools/airflow), for the DAG in deploy/airflow and its test; its pins
+# (deploy/airflow/requirements.lock) are not seqwatch's, so it is kept apart from .venv.
+AIRFLOW_VENV := .tools/airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): deploy/airflow/requirements.lock
+	rm -rf $(AIRFLOW_VENV)
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet -r deploy/airflow/requirements.lock
+	touch $@
 
 bench-accuracy: $(STAMP)
 	$(BIN)/python benchmarks/accuracy.py

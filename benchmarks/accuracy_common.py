@@ -130,12 +130,16 @@ class SplitParts:
     calibration: tuple
 
 
-def fit_parts(n_rows: int, training) -> SplitParts:
-    """The chronological split ``Seq2SeqDetector.fit`` makes of an entity of ``n_rows`` grid steps (same
-    arithmetic as ``seqwatch.models.detector``)."""
-    cut_val = int(n_rows * (1 - training.validation_fraction - training.calibration_fraction))
-    cut_cal = int(n_rows * (1 - training.calibration_fraction))
-    return SplitParts((0, cut_val), (cut_val, cut_cal), (cut_cal, n_rows))
+def fit_parts(present, training) -> SplitParts:
+    """The chronological split ``Seq2SeqDetector.fit`` makes of one entity's grid: ``present`` marks its rows
+    with readings (an int ``n`` stands for ``n`` rows, all present). The cuts are the detector's own
+    (``seqwatch.models.windowing.chronological_cuts``)."""
+    from seqwatch.models import windowing
+
+    present = np.ones(present, dtype=bool) if isinstance(present, (int, np.integer)) else np.asarray(present, bool)
+    cut_val, cut_cal = windowing.chronological_cuts(present, training.validation_fraction,
+                                                    training.calibration_fraction)
+    return SplitParts((0, cut_val), (cut_val, cut_cal), (cut_cal, len(present)))
 
 
 def part_windows(values: np.ndarray, present: np.ndarray, lo: int, hi: int, length: int, stride: int) -> np.ndarray:
@@ -160,7 +164,7 @@ def calibration_scores(detector, segments: list[tuple[np.ndarray, np.ndarray]]) 
     cfg = detector.config
     out = []
     for values, present in segments:
-        lo, hi = fit_parts(len(values), cfg.training).calibration
+        lo, hi = fit_parts(present, cfg.training).calibration
         windows = part_windows(values, present, lo, hi, detector.window_length, cfg.training.training_stride)
         out.append(window_scores(detector, windows))
     return np.concatenate(out)

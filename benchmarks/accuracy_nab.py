@@ -255,8 +255,7 @@ def score_file_fine_tuning(f: NabFile, config, first: NabScored) -> NabScored:
             done += 1
             epochs += int(detector.metrics.get("epochs_run", 0))
             kept = np.flatnonzero(keep)
-            span = int(kept[-1] - kept[0] + 1)
-            first_val = start + int(kept[0]) + fit_parts(span, cfg.training).validation[0]
+            first_val = start + int(kept[0]) + fit_parts(keep[kept[0]:kept[-1] + 1], cfg.training).validation[0]
             raw[first_val:] = row_scores(detector, values, first_end=first_val + length - 1)[first_val:]
             history = raw[first_val + length - 1:lo]
             calibration = online_calibration(history[np.isfinite(history)])

@@ -158,7 +158,7 @@ class Seq2SeqDetector:
         """Train and calibrate on normal readings (long format).
 
         Each entity's readings are cut chronologically into a train, a validation and a calibration part
-        (``TrainingConfig`` fractions): the network trains on the first, early stopping and the scorer use the
+        (``TrainingConfig`` fractions of its steps with readings; a gap in time counts for nothing): the network trains on the first, early stopping and the scorer use the
         second, the tail, threshold and forecast intervals the third. With ``holdout`` (more normal readings kept
         apart from training: another day, another machine of the kind) all of ``frame`` trains the network and
         every window of the holdout serves both as the validation and as the calibration part; use it when the
@@ -246,7 +246,7 @@ class Seq2SeqDetector:
         for grid in entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap).values():
             n = len(grid)
             if holdout is None:
-                cut_val, cut_cal = int(n * (1 - vf - cf)), int(n * (1 - cf))
+                cut_val, cut_cal = windowing.chronological_cuts(grid.present, vf, cf)
                 pieces.append((grid, {"train": (0, cut_val), "validation": (cut_val, cut_cal),
                                       "calibration": (cut_cal, n)}))
             else:

@@ -101,6 +101,22 @@ def covered_by_long_stretch(present: np.ndarray, length: int) -> np.ndarray:
     return covered
 
 
+def chronological_cuts(present: np.ndarray, validation_fraction: float,
+                       calibration_fraction: float) -> tuple[int, int]:
+    """Grid rows ``(cut_val, cut_cal)`` that cut one entity's grid into a train ``[0, cut_val)``, a validation
+    ``[cut_val, cut_cal)`` and a calibration part ``[cut_cal, n)`` holding the fractions of its *present* steps:
+    a gap (a night without readings, two training periods months apart) counts for nothing, so it cannot swallow
+    a part. On a grid without gaps the cuts are ``int(n * (1 - v - c))`` and ``int(n * (1 - c))``."""
+    rows = np.flatnonzero(np.asarray(present, dtype=bool))
+    n = len(present)
+
+    def row_of(k: int) -> int:  # the grid row before which ``k`` present steps lie
+        return int(rows[k]) if k < len(rows) else n
+
+    return (row_of(int(len(rows) * (1 - validation_fraction - calibration_fraction))),
+            row_of(int(len(rows) * (1 - calibration_fraction))))
+
+
 def cut_windows(series: np.ndarray, end_positions: np.ndarray, length: int) -> np.ndarray:
     """Windows ``series[e - length + 1 : e + 1]`` for each end position, as ``[N, length, ...]``.
 

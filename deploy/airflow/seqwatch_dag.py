@@ -1,39 +1,65 @@
-"""Airflow example: score yesterday's files every night; every week, fine-tune the model on the week's readings
-minus what the nightly runs alerted on, as a new version of the model root that the next run uses.
+"""Airflow 3 example: every night, score yesterday's files; on Sundays, once that night's scoring has succeeded,
+fine-tune the model on the past week's readings minus what the nightly runs alerted on, as a new version of the
+model root that the next run uses.
 
-Not run here (no Airflow on the development machines), but ``tests/e2e/test_deploy_examples.py`` renders every
-command below with Airflow's template values and checks it against seqwatch's command line. The tasks only call
-the seqwatch CLI, whose exit code is 0 on success and 2 with one sentence on stderr for a bad input, a missing
-file or a model that does not fit the data.
+Run for real by ``tests/e2e/test_airflow_dag.py`` (``airflow dags test``, Airflow from
+``deploy/airflow/requirements.lock``, installed by ``make airflow``) on generated files: a weekday's run scores and
+skips the fine-tuning, a Sunday's run scores and writes a new model version. The tasks only call the seqwatch CLI,
+whose exit code is 0 on success and 2 with one sentence on stderr for a bad input, a missing file or a model that
+does not fit the data; Airflow then retries the scoring once and the fine-tuning does not run.
 
-``/models/pumps`` is a model root: one sub-folder per version, the newest counts (``seqwatch train`` writes a
-version's metadata last, so a half-written one is never used).
+Where things are comes from Airflow Variables, read when a task runs (set them in the UI, with ``airflow variables
+set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with the defaults below:
+
+- ``seqwatch_bin``: the seqwatch command of the installation that runs the jobs;
+- ``seqwatch_data``: one folder per day (``2026-11-28/``) of wide CSV files, one per entity;
+- ``seqwatch_results``: one output folder per day, written by the nightly run (alerts, scores, forecasts);
+- ``seqwatch_model_root``: a model root, one sub-folder per version, the newest counts (``seqwatch train`` writes
+  a version's metadata last, so a half-written one is never used);
+- ``seqwatch_fine_tune_days``: how many past days the Sunday fine-tuning reads (7).
+
+The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
+``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
 """
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
-from airflow import DAG
-from airflow.operators.bash import BashOperator
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, CronTriggerTimetable
 
-SEQWATCH = "/srv/seqwatch/.venv/bin/seqwatch"
-MODEL_ROOT = "/models/pumps"
+SEQWATCH = "{{ var.value.get('seqwatch_bin', '/srv/seqwatch/.venv/bin/seqwatch') }}"
+DATA = "{{ var.value.get('seqwatch_data', '/data/plant') }}"
+RESULTS = "{{ var.value.get('seqwatch_results', '/results') }}"
+MODEL_ROOT = "{{ var.value.get('seqwatch_model_root', '/models/pumps') }}"
+YESTERDAY = "{{ macros.ds_add(ds, -1) }}"
 
-with DAG("seqwatch_daily", start_date=datetime(2026, 1, 1), schedule="15 2 * * *", catchup=False,
-         default_args={"retries": 1, "retry_delay": timedelta(minutes=10)}) as daily:
-    BashOperator(
+# The past days, each day's files as an --input and that night's run over them as an --exclude-alerts.
+PAST_DAYS = ("{% for d in range(1, var.value.get('seqwatch_fine_tune_days', '7') | int + 1) %}"
+             f"--input '{DATA}/{{{{ macros.ds_add(ds, -d) }}}}/*.csv' "
+             f"--exclude-alerts {RESULTS}/{{{{ macros.ds_add(ds, -d) }}}} "
+             "{% endfor %}")
+
+
+def is_sunday(ds: str) -> bool:
+    """Whether the run's day is a Sunday: the fine-tuning runs then, after the night's scoring."""
+    return date.fromisoformat(ds).weekday() == 6
+
+
+with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
+         schedule=CronTriggerTimetable("15 2 * * *", timezone="UTC"), catchup=False, max_active_runs=1) as nightly:
+    score = BashOperator(
         task_id="score",
         # --alert-cooldown: a pump whose score flaps raises one alert, not one per anomalous spell, unless it
         # stays quiet for half an hour.
-        bash_command=(f"{SEQWATCH} run --input '/data/plant/{{{{ ds }}}}/*.csv' --format wide "
-                      f"--model-dir {MODEL_ROOT} --output /results/{{{{ ds }}}} --alert-cooldown 1800"),
+        bash_command=(f"{SEQWATCH} run --input '{DATA}/{YESTERDAY}/*.csv' --format wide "
+                      f"--model-dir {MODEL_ROOT} --output {RESULTS}/{YESTERDAY} --alert-cooldown 1800"),
+        retries=1, retry_delay=timedelta(minutes=10),
     )
-
-# The week's seven days: each day's files as an --input, and the nightly run over them as an --exclude-alerts.
-WEEK = ("{% for d in range(7) %}--input '/data/plant/{{ macros.ds_add(ds, -d) }}/*.csv' "
-        "--exclude-alerts /results/{{ macros.ds_add(ds, -d) }} {% endfor %}")
-
-with DAG("seqwatch_weekly_fine_tuning", start_date=datetime(2026, 1, 1), schedule="0 3 * * 0", catchup=False) as weekly:
-    BashOperator(
+    on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=is_sunday,
+                                      op_kwargs={"ds": "{{ ds }}"})
+    fine_tune = BashOperator(
         task_id="fine_tune",
-        bash_command=(f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide {WEEK}"
+        bash_command=(f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide {PAST_DAYS}"
                       f"--model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}"),
     )
+    score >> on_sundays >> fine_tune

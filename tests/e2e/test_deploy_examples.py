@@ -1,98 +1,68 @@
-"""The deployment examples in ``deploy/`` call seqwatch with flags it has: the Airflow DAG's commands are
-rendered with Airflow's template values (``ds``, ``ds_nodash``, ``macros.ds_add``) and the cron line with its
-shell substitution done, then every seqwatch command in them goes through seqwatch's own argument parser.
-Airflow is not installed here, so the DAG file runs against a stand-in ``airflow`` module that records the
-tasks it declares."""
+"""The cron line in ``deploy/cron`` run by bash as cron would run it: its ``\\%`` escapes undone, its example
+paths (``/srv/seqwatch``, ``/data/plant``, ``/models/pumps``, ``/results``, ``/var/log``) moved to a scratch folder,
+everything else (the ``date`` substitution, the quoting, the glob, the redirection) as written. The Airflow DAG is
+run by Airflow itself in ``test_airflow_dag.py``."""
 from __future__ import annotations
 
-import runpy
-import shlex
-import sys
-import types
-from datetime import date, timedelta
+import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
-import jinja2
+import pyarrow.parquet as pq
 
-from seqwatch.pipelines.cli import build_parser
+from seqwatch.models.synthetic import generate_sensor_data
 
 REPO = Path(__file__).resolve().parents[2]
-DS = "2026-11-29"
+STEP_SECONDS = 10  # the session model's interval (tests/conftest.py)
 
 
-class _Dag:
-    def __init__(self, dag_id, **kwargs):
-        self.dag_id, self.tasks = dag_id, []
-
-    def __enter__(self):
-        _Dag.current = self
-        return self
-
-    def __exit__(self, *exc):
-        _Dag.current = None
-
-
-class _BashOperator:
-    def __init__(self, task_id, bash_command, **kwargs):
-        _Dag.current.tasks.append((task_id, bash_command))
-
-
-def _dag_commands(monkeypatch) -> dict:
-    airflow = types.ModuleType("airflow")
-    airflow.DAG = _Dag
-    operators = types.ModuleType("airflow.operators")
-    bash = types.ModuleType("airflow.operators.bash")
-    bash.BashOperator = _BashOperator
-    for name, module in (("airflow", airflow), ("airflow.operators", operators), ("airflow.operators.bash", bash)):
-        monkeypatch.setitem(sys.modules, name, module)
-    namespace = runpy.run_path(str(REPO / "deploy" / "airflow" / "seqwatch_dag.py"))
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    macros = types.SimpleNamespace(ds_add=lambda ds, days: (date.fromisoformat(ds) + timedelta(days=days)).isoformat())
-    return {f"{dag.dag_id}.{task}": env.from_string(command).render(ds=DS, ds_nodash=DS.replace("-", ""),
-                                                                     macros=macros)
-            for dag in namespace.values() if isinstance(dag, _Dag) for task, command in dag.tasks}
-
-
-def _seqwatch_args(command: str) -> list[list[str]]:
-    """The arguments of every seqwatch call in a shell command line."""
-    calls = []
-    for part in command.split("&&"):
-        words = shlex.split(part)
-        if words and words[0].endswith("seqwatch"):
-            calls.append(words[1:])
-    return calls
-
-
-def _parse(args: list[str]):
-    parsed, unknown = build_parser().parse_known_args(args)
-    assert unknown == [], (args, unknown)
-    return parsed
-
-
-def test_airflow_dag_commands_are_valid_seqwatch_calls(monkeypatch):
-    commands = _dag_commands(monkeypatch)
-    assert set(commands) == {"seqwatch_daily.score", "seqwatch_weekly_fine_tuning.fine_tune"}
-    (score,) = _seqwatch_args(commands["seqwatch_daily.score"])
-    run = _parse(score)
-    assert run.command == "run" and run.input == [f"/data/plant/{DS}/*.csv"] and run.output == f"/results/{DS}"
-    assert run.model_dir == "/models/pumps" and run.alert_cooldown == 1800
-    (tune,) = _seqwatch_args(commands["seqwatch_weekly_fine_tuning.fine_tune"])
-    train = _parse(tune)
-    week = [(date.fromisoformat(DS) - timedelta(days=d)).isoformat() for d in range(7)]
-    assert train.command == "train" and train.warm_start == "/models/pumps"
-    assert train.input == [f"/data/plant/{day}/*.csv" for day in week]
-    assert train.exclude_alerts == [f"/results/{day}" for day in week]
-    assert train.model_dir == "/models/pumps/20261129"  # a new version inside the root the daily run reads
-
-
-def test_cron_line_is_a_valid_seqwatch_call():
+def _cron_command(root: Path) -> str:
+    """The command of the one cron line, as cron hands it to the shell, with its paths under ``root``."""
     lines = [line for line in (REPO / "deploy" / "cron" / "seqwatch.cron").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert len(lines) == 1
     fields = lines[0].split(None, 5)
     assert len(fields) == 6 and fields[:5] == ["15", "2", "*", "*", "*"]
-    command = fields[5].replace("\\%", "%").replace("$(date -d yesterday +%F)", DS).split(">>")[0]
-    (args,) = _seqwatch_args(command)
-    run = _parse(args)
-    assert run.command == "run" and run.input == [f"/data/plant/{DS}/*.csv"] and run.output == f"/results/{DS}"
-    assert run.model_dir == "/models/pumps"
+    command = fields[5]
+    # cron turns an unescaped % into a newline (the rest is the command's stdin); the line must have none.
+    assert "%" not in command.replace("\\%", "")
+    command = command.replace("\\%", "%")
+    for example in ("/srv/seqwatch", "/data/plant", "/models/pumps", "/results", "/var/log"):
+        assert example in command
+        command = command.replace(example, f"{root}{example}")
+    return command
+
+
+def _bash(command: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | {"TZ": "UTC"}
+    return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cron_line_scores_yesterdays_files_and_logs_a_failure_in_one_sentence(small_model_dir, wide_csv, tmp_path):
+    command = _cron_command(tmp_path)
+    (tmp_path / "srv" / "seqwatch").mkdir(parents=True)
+    (tmp_path / "srv" / "seqwatch" / ".venv").symlink_to(REPO / ".venv")
+    shutil.copytree(small_model_dir, tmp_path / "models" / "pumps" / "v1")
+    (tmp_path / "var" / "log").mkdir(parents=True)
+    log = tmp_path / "var" / "log" / "seqwatch.log"
+
+    # No files for yesterday yet: the run fails, exit code 2, with one sentence in the log and no output.
+    failed = _bash(command)
+    assert failed.returncode == 2 and failed.stdout == failed.stderr == ""
+    (reason,) = log.read_text().splitlines()
+    assert reason.startswith("seqwatch run: ") and "Traceback" not in reason
+    yesterday = _bash("date -d yesterday +%F").stdout.strip()
+    assert not (tmp_path / "results" / yesterday).exists()
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=300, step_seconds=STEP_SECONDS, seed=5)
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, tmp_path / "data" / "plant" / yesterday / f"{entity}.csv")
+    done = _bash(command)
+    assert done.returncode == 0, log.read_text()[-3000:]
+    out = tmp_path / "results" / yesterday
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records_in"] == manifest["records_scored"] == len(readings)  # 2 pumps x 300 steps x 4 channels
+    assert pq.read_table(out / "scores").num_rows > 0
+    assert "Traceback" not in log.read_text()

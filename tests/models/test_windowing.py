@@ -97,3 +97,16 @@ def test_build_grid_marks_present_steps():
     assert grid.first_step == 0 and len(grid) == 4
     np.testing.assert_array_equal(grid.present, [True, False, False, True])
     np.testing.assert_allclose(grid.values[2, 0], 3.5)
+
+
+def test_chronological_cuts_count_present_steps_not_time():
+    # No gap: the cuts are int(n * 0.7) and int(n * 0.85).
+    assert windowing.chronological_cuts(np.ones(400, bool), 0.15, 0.15) == (280, 340)
+    assert windowing.chronological_cuts(np.ones(168, bool), 0.25, 0.25) == (84, 126)
+    # 10 present steps, a gap of 80, 10 more: 20 present steps, so 14 before the validation part and 17 before
+    # the calibration part, i.e. the 5th and 8th steps after the gap (rows 94 and 97); by time the cuts (70, 85)
+    # would both fall inside the gap and leave those parts empty.
+    present = np.r_[np.ones(10, bool), np.zeros(80, bool), np.ones(10, bool)]
+    assert windowing.chronological_cuts(present, 0.15, 0.15) == (94, 97)
+    # Nothing present: every part is empty.
+    assert windowing.chronological_cuts(np.zeros(5, bool), 0.15, 0.15) == (5, 5)

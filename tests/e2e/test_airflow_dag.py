@@ -1,0 +1,89 @@
+"""The Airflow DAG in ``deploy/airflow`` run by Airflow itself (``airflow dags test``, Airflow 3 from
+``deploy/airflow/requirements.lock`` in ``.tools/airflow``, made by ``make airflow``, which ``make test`` runs) on
+generated days of pump files: a Saturday's run scores Friday and skips the fine-tuning; the Sunday's run scores
+Saturday, then fine-tunes the model on both days minus what the two nights alerted on, as a new version of the
+model root. The seqwatch commands are the real CLI of this checkout; the outputs are read back with pyarrow."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.models.artifact import load_artifact, model_versions
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = REPO / ".tools" / "airflow" / "bin" / "airflow"
+SEQWATCH = Path(sys.executable).parent / "seqwatch"
+STEP_SECONDS = 10  # the session model's interval (tests/conftest.py)
+STEPS_PER_DAY = 600  # each "day" holds 100 minutes of readings per entity: enough windows, quick to score
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    if not AIRFLOW.is_file():
+        pytest.skip(f"Airflow is not installed at {AIRFLOW} (run `make airflow`; it needs PyPI)")
+    home = tmp_path_factory.mktemp("airflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON"))}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "deploy" / "airflow"),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW_VAR_SEQWATCH_BIN=str(SEQWATCH),
+               AIRFLOW_VAR_SEQWATCH_DATA=str(home / "data"), AIRFLOW_VAR_SEQWATCH_RESULTS=str(home / "results"),
+               AIRFLOW_VAR_SEQWATCH_MODEL_ROOT=str(home / "models" / "pumps"),
+               AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS="2")
+    migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    return home, env
+
+
+def _airflow_dag_run(env: dict, logical_date: str) -> str:
+    run = subprocess.run([str(AIRFLOW), "dags", "test", "seqwatch_nightly", logical_date], env=env,
+                         capture_output=True, text=True, timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-5000:]
+    return log
+
+
+@pytest.mark.slow
+def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small_model_dir, wide_csv):
+    home, env = airflow_env
+    root = home / "models" / "pumps"
+    shutil.copytree(small_model_dir, root / "v1")
+    days = {}
+    for n, day in enumerate(("2026-11-27", "2026-11-28")):  # a Friday and a Saturday, with anomalies
+        readings, labels = generate_sensor_data(n_entities=2, n_steps=STEPS_PER_DAY, step_seconds=STEP_SECONDS,
+                                                anomalies_per_entity=1, seed=300 + n,
+                                                start=pd.Timestamp(day, tz="UTC"))
+        for entity, part in readings.groupby("entity_id"):
+            wide_csv(part, home / "data" / day / f"{entity}.csv")
+        days[day] = readings
+
+    # Saturday 2026-11-28 02:15: Friday's files are scored; it is not a Sunday, so no fine-tuning.
+    saturday = _airflow_dag_run(env, "2026-11-28")
+    assert f"{home}/data/2026-11-27/*.csv" in saturday  # the rendered command read yesterday's folder
+    assert [p.name for p in model_versions(root)] == ["v1"]
+    assert "fine-tuning on" not in saturday
+
+    # Sunday 2026-11-29: Saturday's files are scored, then the model is fine-tuned on the two days minus the
+    # readings inside the two nights' alerts, into a new version that the root now stands for.
+    sunday = _airflow_dag_run(env, "2026-11-29")
+    for day in days:
+        out = home / "results" / day
+        assert (out / "manifest.json").is_file() and pq.read_table(out / "scores").num_rows > 0
+    spans = pd.concat([alert_spans(home / "results" / day) for day in days], ignore_index=True)
+    assert len(spans) >= 2  # each day holds two anomalies; the nights alerted on them
+    readings = pd.concat(days.values(), ignore_index=True)
+    kept, left_out = leave_out_alerted(readings, spans)
+    assert left_out > 0
+    assert (f"fine-tuning on {len(kept)} readings from 4 file(s) (0 rejected rows skipped, {left_out} inside "
+            f"alerts left out)") in sunday
+    assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
+    new, old = load_artifact(root), load_artifact(root / "v1")
+    assert new.metrics["fine_tunes"] == 1 and new.model_version != old.model_version
+    assert new.channels == old.channels and new.config.window == old.config.window
