@@ -282,7 +282,31 @@ def _protocol(results: dict) -> str:
                "candidates, folds and selection rule were committed in `benchmarks/accuracy_nab.py` before their "
                "first evaluation, each file's cooldown is chosen on the labels of the other fold's files only "
                "(2-fold cross-validation), and the result is reported as it came out, beside the variant without "
-               "a cooldown." if cooldown else "."))
+               "a cooldown." if cooldown else ".")
+            + _reruns(results))
+
+
+# Runs of NAB and ECG from this date on have the training parts cut by steps with readings (see ``_reruns``).
+PARTS_BY_READINGS_SINCE = "2026-12-01 05:00"
+
+
+def _reruns(results: dict) -> str:
+    """What a detector fix made after the choices above changed, for the data sets run since it."""
+    rerun = [name for name in ("nab", "ecg")
+             if results.get(name, {}).get("run", {}).get("date", "") >= PARTS_BY_READINGS_SINCE]
+    if not rerun:
+        return ""
+    return ("\n\nNAB and ECG were rerun on 2026-12-01 after a detector fix that was not aimed at them: running the "
+            "Airflow example (`tests/e2e/test_airflow_dag.py`) showed that `fit` and `fine_tune` cut the train, "
+            "validation and calibration parts by time span, so a gap in the history (two daily files of a few hours) "
+            "could leave a part empty. The parts are now cut by steps with readings "
+            "(`seqwatch.models.windowing.chronological_cuts`; the same cuts on a grid without gaps), which moves them "
+            "wherever rows are left out: NAB's fine-tunings leave out alerted rows, ECG's training leaves out the "
+            "training minutes' PVC beats. SKAB's and the appliances' cuts were checked to be unchanged (the "
+            "appliance models use a held-out day instead). Before the fix NAB stood at 58.7 / 50.0 / 64.7 (without "
+            "the cooldown 58.6 / 48.7 / 65.1) and ECG at event F1 0.744, PR AUC 0.459; the numbers above are the "
+            "first run after it, reported as they came out. The fix stays because it is right for the product, not "
+            "because of these scores.")
 
 
 def _nab(r: dict, md_dir: Path) -> str:

@@ -57,9 +57,13 @@ with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
     )
     on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=is_sunday,
                                       op_kwargs={"ds": "{{ ds }}"})
+    # Idempotent: when this day's version is complete (its metadata.json, written last, is there) a rerun does
+    # nothing; otherwise --warm-start would fine-tune that version a second time.
     fine_tune = BashOperator(
         task_id="fine_tune",
-        bash_command=(f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide {PAST_DAYS}"
-                      f"--model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}"),
+        bash_command=(f"if [ -f {MODEL_ROOT}/{{{{ ds_nodash }}}}/metadata.json ]; then "
+                      f"echo 'model version {{{{ ds_nodash }}}} exists; nothing to do'; else "
+                      f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide {PAST_DAYS}"
+                      f"--model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}; fi"),
     )
     score >> on_sundays >> fine_tune

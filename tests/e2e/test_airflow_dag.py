@@ -6,6 +6,7 @@ model root. The seqwatch commands are the real CLI of this checkout; the outputs
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,3 +88,12 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     new, old = load_artifact(root), load_artifact(root / "v1")
     assert new.metrics["fine_tunes"] == 1 and new.model_version != old.model_version
     assert new.channels == old.channels and new.config.window == old.config.window
+
+    # A rerun of the Sunday (a cleared task, a backfill) scores Saturday again and leaves that version alone
+    # instead of fine-tuning it a second time.
+    written = (root / "20261129" / "metadata.json").stat().st_mtime_ns
+    again = _airflow_dag_run(env, "2026-11-29")
+    assert re.search(r"\] model version 20261129 exists; nothing to do", again)
+    assert "fine-tuning on" not in again
+    assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
+    assert (root / "20261129" / "metadata.json").stat().st_mtime_ns == written
