@@ -1,5 +1,6 @@
 """``DetectAnomalies`` in a pipeline of the user's own: readings in as dicts or JSON text, scored windows,
-alerts, quarantined records and counts out, in batch and in streaming (TestStream), with the real model."""
+alerts, quarantined records and counts out, in batch (on the DirectRunner and on Prism) and in streaming
+(TestStream), with the real model."""
 import json
 
 import apache_beam as beam
@@ -53,23 +54,39 @@ def _check_counts(n_good: int, n_bad: int):
     return check
 
 
-def test_batch_readings_in_alerts_and_quarantine_out(small_model_dir):
+def _batch_checks(p, model_dir):
     rows, labels = _readings()
-    with beam.Pipeline() as p:
-        found = p | beam.Create(rows + BAD) | DetectAnomalies(str(small_model_dir))
-        assert_that(found.counts, _check_counts(len(rows), len(BAD)), label="CountsReconcile")
-        assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
-                    equal_to(["malformed_row", "malformed_row", "parse_value", "parse_timestamp",
-                              "unknown_channel"]), label="EveryBadRecordHasAReason")
+    found = p | beam.Create(rows + BAD) | DetectAnomalies(str(model_dir))
+    assert_that(found.counts, _check_counts(len(rows), len(BAD)), label="CountsReconcile")
+    assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
+                equal_to(["malformed_row", "malformed_row", "parse_value", "parse_timestamp",
+                          "unknown_channel"]), label="EveryBadRecordHasAReason")
 
-        def covers_the_anomalies(alerts):
-            assert alerts, "no alert"
-            for label in labels.itertuples():  # each injected level shift overlaps an alert of its entity
-                start, end = int(label.start.value // 1000), int(label.end.value // 1000)
-                assert any(a.entity_id == label.entity_id and a.start <= end and a.end >= start for a in alerts)
-        assert_that(found.alerts, covers_the_anomalies, label="AlertsCoverTheAnomalies")
-        assert_that(found.scores | beam.Map(lambda sw: len(sw.score)) | beam.CombineGlobally(sum),
-                    lambda n: n[0] > 100 or pytest.fail(f"{n} windows scored"), label="WindowsScored")
+    def covers_the_anomalies(alerts):
+        assert alerts, "no alert"
+        for label in labels.itertuples():  # each injected level shift overlaps an alert of its entity
+            start, end = int(label.start.value // 1000), int(label.end.value // 1000)
+            assert any(a.entity_id == label.entity_id and a.start <= end and a.end >= start for a in alerts)
+    assert_that(found.alerts, covers_the_anomalies, label="AlertsCoverTheAnomalies")
+    assert_that(found.scores | beam.Map(lambda sw: len(sw.score)) | beam.CombineGlobally(sum),
+                lambda n: n[0] > 100 or pytest.fail(f"{n} windows scored"), label="WindowsScored")
+
+
+def test_batch_readings_in_alerts_and_quarantine_out(small_model_dir):
+    with beam.Pipeline() as p:
+        _batch_checks(p, small_model_dir)
+
+
+def test_batch_on_prism(small_model_dir, prism_location):
+    """The same pipeline on Prism, a portable runner as Flink's and Dataflow's are: every step is pickled, sent
+    to an SDK worker and run there, and the checks run there too."""
+    from seqwatch.pipelines.runners import apply_runner_fixes
+
+    options = apply_runner_fixes(PipelineOptions([
+        "--runner=PrismRunner", f"--prism_location={prism_location}", "--prism_log_level=warn",
+        "--experiments=disable_prism_server_singleton"]))
+    with beam.Pipeline(options=options) as p:
+        _batch_checks(p, small_model_dir)
 
 
 def test_streaming_with_the_late_gate(small_model_dir):
