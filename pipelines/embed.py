@@ -33,6 +33,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.broker_sources import MessageParser, _emit
 from seqwatch.pipelines.graph import SourceOutputs, detect
@@ -68,27 +69,58 @@ def _json_value(value):
 
 
 class _ParseReadings(beam.DoFn):
-    """Batches of ``(reading, its element timestamp)`` -> ``ReadingBatch`` elements at their event times,
-    quarantined records, counts. ``line`` numbers the readings in the order this worker saw them (there is no
-    file to point into)."""
+    """Readings -> ``ReadingBatch`` elements at their event times, quarantined records, counts; parsed in batches
+    of up to ``batch_size`` readings of one bundle and window. ``line`` numbers the readings in the order this
+    worker saw them (there is no file to point into).
 
-    def __init__(self, parser: MessageParser, source: str):
+    Not ``BatchElements``: it stamps each batch with the end of its window, so its output holds no watermark
+    back, and stamping the readings back to their event times after it is safe only while the runner fuses the
+    two steps. Here the readings leave in the bundle that brought them, at or after the earliest element
+    timestamp of their batch, which the watermark cannot pass before the bundle is done."""
+
+    def __init__(self, parser: MessageParser, source: str, batch_size: int):
         self.parser = parser
         self.source = source
+        self.batch_size = batch_size
 
     def setup(self):
         self._next = 0
 
-    def process(self, items):
+    def start_bundle(self):
+        self._pending: dict = {}  # window -> [(reading, element timestamp)]
+
+    def process(self, reading, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        items = self._pending.setdefault(window, [])
+        items.append((reading, timestamp))
+        if len(items) >= self.batch_size:
+            del self._pending[window]
+            yield from self._parse(items)
+
+    def finish_bundle(self):
+        pending, self._pending = self._pending, {}
+        for window, items in pending.items():
+            for out in self._parse(items):
+                yield _in_window(out, window)
+
+    def _parse(self, items):
         first, self._next = self._next, self._next + len(items)
         parsed = self.parser.parse(self.source, range(first + 1, first + 1 + len(items)),
                                    [_payload(reading) for reading, _ in items])
-        # The latest element timestamp of the batch (a streaming source's watermark follows them) is the floor of
-        # its outputs' timestamps, so that the late gate compares the readings with it (see _emit). Batching
-        # stamps a batch with its window's end, hence each element's own timestamp is carried into it.
+        # The earliest element timestamp of the batch is the floor of its outputs' timestamps (see _emit): the
+        # watermark cannot pass it while this bundle runs, so a reading stamped there is never late for its pane,
+        # and a reading that arrives far behind (an element stamped on arrival) carries its arrival time to the
+        # late gate. The latest timestamp would be no such bound: stamped forward to it, the earlier readings of
+        # the batch let the watermark pass their panes before they reach them (on Prism they all came late).
         stamps = [t for _, t in items if MAX_TIMESTAMP > t > Timestamp(0)]
-        floor = max(stamps) if stamps else None
+        floor = min(stamps) if stamps else None
         yield from _emit(parsed, None if floor is None else int(floor.micros), floor)
+
+
+def _in_window(out, window):
+    """A ``TimestampedValue`` output (or a tagged one) as the ``WindowedValue`` that ``finish_bundle`` must give."""
+    if isinstance(out, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(out.tag, _in_window(out.value, window))
+    return WindowedValue(out.value, out.timestamp, (window,))
 
 
 class DetectAnomalies(beam.PTransform):
@@ -126,9 +158,7 @@ class DetectAnomalies(beam.PTransform):
         if not streaming and not self.options["pane_steps"]:
             plan = plan_stream(output="embedded", **{**self.options, "pane_steps": DEFAULT_PANE_STEPS})
         parsed = (readings
-                  | "WithTimestamps" >> beam.Map(lambda reading, t=beam.DoFn.TimestampParam: (reading, t))
-                  | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-                  | "Parse" >> beam.ParDo(_ParseReadings(self.parser, self.source))
+                  | "Parse" >> beam.ParDo(_ParseReadings(self.parser, self.source, self.batch_size))
                   .with_outputs(QUARANTINE, COUNTS, main="readings"))
         source = SourceOutputs(parsed.readings, parsed[QUARANTINE], parsed[COUNTS])
         if streaming:

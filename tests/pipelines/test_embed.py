@@ -1,6 +1,6 @@
 """``DetectAnomalies`` in a pipeline of the user's own: readings in as dicts or JSON text, scored windows,
-alerts, quarantined records and counts out, in batch (on the DirectRunner and on Prism) and in streaming
-(TestStream), with the real model."""
+alerts, quarantined records and counts out, in batch and in streaming (TestStream), each on the DirectRunner
+and on Prism, with the real model."""
 import json
 
 import apache_beam as beam
@@ -89,7 +89,15 @@ def test_batch_on_prism(small_model_dir, prism_location):
         _batch_checks(p, small_model_dir)
 
 
-def test_streaming_with_the_late_gate(small_model_dir):
+@pytest.fixture(params=["DirectRunner", "PrismRunner"])
+def streaming_options(request) -> PipelineOptions:
+    """Streaming pipeline options for each runner the TestStream test runs on."""
+    if request.param == "PrismRunner":
+        return request.getfixturevalue("prism_options")()
+    return PipelineOptions(["--streaming", "--runner=DirectRunner"])
+
+
+def test_streaming_with_the_late_gate(small_model_dir, streaming_options):
     """Streaming: readings arrive in event-time order with the watermark behind them; one arrives a day and a
     half after the watermark has passed it and is quarantined as late, not dropped."""
     rows, _ = _readings(seed=12)
@@ -106,7 +114,7 @@ def test_streaming_with_the_late_gate(small_model_dir):
               .advance_watermark_to_infinity())
     decade = beam.window.FixedWindows(10 * 365 * 86_400)  # one window for the whole test, so assert_that fires
 
-    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+    with beam.Pipeline(options=streaming_options) as p:
         found = p | stream | DetectAnomalies(str(small_model_dir))
         assert_that(found.counts | "CountsInOne" >> beam.WindowInto(decade), _check_counts(len(rows), 1),
                     label="CountsReconcile")
