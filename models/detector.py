@@ -158,10 +158,11 @@ class Seq2SeqDetector:
         """Train and calibrate on normal readings (long format).
 
         Each entity's readings are cut chronologically into a train, a validation and a calibration part
-        (``TrainingConfig`` fractions of its steps with readings; a gap in time counts for nothing): the network trains on the first, early stopping and the scorer use the
-        second, the tail, threshold and forecast intervals the third. With ``holdout`` (more normal readings kept
-        apart from training: another day, another machine of the kind) all of ``frame`` trains the network and
-        every window of the holdout serves both as the validation and as the calibration part; use it when the
+        (``TrainingConfig`` fractions of its steps with readings; a gap in time counts for nothing): the network
+        trains on the first, early stopping and the scorer use the second, the tail, threshold and forecast
+        intervals the third. With ``holdout`` (more normal readings kept apart from training: another day, another
+        machine of the kind) all of ``frame`` trains the network and every window of the holdout serves both as
+        the validation and as the calibration part; use it when the
         end of each training history is not typical of normal operation (a machine that is idle at the end of
         every day). The holdout is not split because what makes it worth holding out, a machine's rarer states
         (one dishwasher cycle a day), would land in one part only: a calibration part of idle minutes scores 0
