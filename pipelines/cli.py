@@ -37,8 +37,10 @@ def _add_input_args(parser, required: bool = True, input_help: str = "CSV or Par
                              "channel")
     parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (overrides the format flags)")
     parser.add_argument("--timestamp-column", default="timestamp", help="wide format: the timestamp column")
-    parser.add_argument("--entity-column", help="wide format: the column holding the entity id")
-    parser.add_argument("--entity", help="wide format: one entity id for every file (default: the file name)")
+    parser.add_argument("--entity-column", help="wide format: the column holding the entity id (default: "
+                        "entity_id when a file has that column)")
+    parser.add_argument("--entity", help="wide format: one entity id for every file (default: the file's "
+                        "entity_id column, or else its name)")
     parser.add_argument("--ignore", action="append", metavar="COLUMN", help="a column to ignore (repeatable)")
     parser.add_argument("--sep", help="field separator (default: sniffed)")
     parser.add_argument("--timezone", default="UTC", help="zone of timestamps without an offset")

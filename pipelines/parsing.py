@@ -27,6 +27,11 @@ from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
 
 MAX_ID_LENGTH = 256
+# A wide file whose entity comes from its name by default, but which has a column of this name (the long
+# format's entity column, as ``DataFrame.pivot(index=["entity_id", "timestamp"], ...)`` writes it), takes its
+# entities from that column: read as a channel it would be text in every row, and every entity of the file the
+# same one.
+WIDE_ENTITY_COLUMN = "entity_id"
 _OFFSET_RE = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:?\d\d)$", re.IGNORECASE)
 _EPOCH_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
@@ -89,7 +94,10 @@ class FileLayout:
             raise SchemaDriftError(_lacks(name, "the entity column", [entity_column], header))
         entity_value = mapping.entity.get("value")
         if mapping.entity.get("from_filename"):
-            entity_value = PurePath(source).stem
+            if WIDE_ENTITY_COLUMN in present and WIDE_ENTITY_COLUMN not in (*mapping.ignore, *mapping.channels):
+                entity_column = WIDE_ENTITY_COLUMN  # the file names its entities, as a long file would
+            else:
+                entity_value = PurePath(source).stem
         taken = {mapping.timestamp, entity_column, *mapping.ignore}
         if mapping.channels:
             missing = [col for col in mapping.channels if col not in present]

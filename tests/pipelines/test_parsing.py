@@ -146,6 +146,27 @@ def test_layout_errors_name_the_file_and_the_columns():
     assert layout.long_columns["value"] == "value"
 
 
+def test_a_wide_file_with_an_entity_id_column_names_its_entities_there(tmp_path):
+    # As pandas writes a pivot of long readings: its entity_id column is the entity, not a channel of text (and
+    # the file name, the default, would make both pumps one entity, every second reading a duplicate).
+    path = tmp_path / "export.csv"
+    path.write_text("entity_id,timestamp,flow,pressure\npump-01,2026-01-05T00:00:00Z,1,2\n"
+                    "pump-02,2026-01-05T00:00:00Z,3,4\n")
+    frame, quarantine, records = _read(path, InputMapping(format="wide"))
+    assert records == 4 and quarantine == []
+    assert sorted(frame[["entity_id", "channel", "value"]].astype({"entity_id": str}).values.tolist()) == [
+        ["pump-01", "flow", 1.0], ["pump-01", "pressure", 2.0], ["pump-02", "flow", 3.0], ["pump-02", "pressure", 4.0]]
+    layout = FileLayout.resolve(["entity_id", "timestamp", "flow"], InputMapping(format="wide"), "/d/export.csv")
+    assert (layout.entity_column, layout.entity_value, layout.channel_columns) == ("entity_id", None, ("flow",))
+    # Ignored, it is not read; with an entity given (a value or another column) the file name rule is not used.
+    ignored = FileLayout.resolve(["entity_id", "timestamp", "flow"], InputMapping(format="wide", ignore=("entity_id",)),
+                                 "/d/export.csv")
+    assert (ignored.entity_column, ignored.entity_value, ignored.channel_columns) == (None, "export", ("flow",))
+    named = FileLayout.resolve(["entity_id", "pump", "timestamp", "flow"],
+                               InputMapping(format="wide", entity={"column": "pump"}), "/d/export.csv")
+    assert named.entity_column == "pump" and named.channel_columns == ("entity_id", "flow")
+
+
 def test_mapping_checks_new_options():
     assert InputMapping.from_dict(InputMapping(decimal=",", sep=";", timestamp_unit="ns").to_dict()).decimal == ","
     for bad, phrase in [(dict(decimal=",", sep=","), "needs another field separator"), (dict(timezone="CEST+2"), "IANA"),
