@@ -158,6 +158,9 @@ class DetectAnomalies(beam.PTransform):
         if not streaming and not self.options["pane_steps"]:
             plan = plan_stream(output="embedded", **{**self.options, "pane_steps": DEFAULT_PANE_STEPS})
         parsed = (readings
+                  # The steps after this cut their own panes by event time; whatever windows the readings came
+                  # in, they start from the global window, as every side output of the graph does.
+                  | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                   | "Parse" >> beam.ParDo(_ParseReadings(self.parser, self.source, self.batch_size))
                   .with_outputs(QUARANTINE, COUNTS, main="readings"))
         source = SourceOutputs(parsed.readings, parsed[QUARANTINE], parsed[COUNTS])

@@ -54,9 +54,13 @@ def _check_counts(n_good: int, n_bad: int):
     return check
 
 
-def _batch_checks(p, model_dir):
+def _batch_checks(p, model_dir, windowed: bool = False):
     rows, labels = _readings()
-    found = p | beam.Create(rows + BAD) | DetectAnomalies(str(model_dir))
+    readings = p | beam.Create(rows + BAD)
+    if windowed:  # as a user's pipeline may hand them over: stamped and in fixed windows of its own
+        readings = (readings | beam.Map(lambda r: TimestampedValue(r, 1_767_571_200))
+                    | beam.WindowInto(beam.window.FixedWindows(600)))
+    found = readings | DetectAnomalies(str(model_dir))
     assert_that(found.counts, _check_counts(len(rows), len(BAD)), label="CountsReconcile")
     assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
                 equal_to(["malformed_row", "malformed_row", "parse_value", "parse_timestamp",
@@ -75,6 +79,14 @@ def _batch_checks(p, model_dir):
 def test_batch_readings_in_alerts_and_quarantine_out(small_model_dir):
     with beam.Pipeline() as p:
         _batch_checks(p, small_model_dir)
+
+
+def test_readings_in_windows_of_the_users_own(small_model_dir, caplog):
+    """Readings that come in windows of the pipeline's own are detected alike, and building the graph warns of
+    nothing (the graph's side outputs used to keep the user's windows and be flattened with global ones)."""
+    with caplog.at_level("WARNING"), beam.Pipeline() as p:
+        _batch_checks(p, small_model_dir, windowed=True)
+    assert not [r for r in caplog.records if "same window" in r.getMessage()]
 
 
 def test_batch_on_prism(small_model_dir, prism_location):
