@@ -1,5 +1,6 @@
 """The batch and the streaming pipeline on Apache Flink (an embedded local cluster started by Beam's Flink job
-server, ``make flink-job-server``): the same outputs as the DirectRunner and Prism give."""
+server, ``make flink-job-server``): the same outputs as the DirectRunner and Prism give; and ``DetectAnomalies``
+in a user's own batch pipeline there."""
 import sys
 
 import numpy as np
@@ -74,3 +75,40 @@ def test_the_streaming_pipeline_on_flink_alerts_while_running_and_matches_batch(
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == rows == counts["records_scored"] + counts["records_quarantined"]
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
+
+
+def test_detect_anomalies_in_a_users_own_pipeline_on_flink(small_model_dir, flink_args):
+    """``DetectAnomalies`` (``pipelines/embed.py``) in a pipeline of the user's own, in batch on Flink: every
+    reading is scored or quarantined with its reason, the counts reconcile and each injected level shift is
+    inside an alert of its pump."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from seqwatch.pipelines.embed import DetectAnomalies
+
+    readings, labels = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=10, anomalies_per_entity=1,
+                                            seed=11, kinds=("level_shift",))
+    rows = [{"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp.isoformat(), "value": r.value}
+            for r in readings.itertuples()]
+    bad = ["not json", {"entity_id": "pump-01", "channel": "flow", "timestamp": "2026-01-05T00:00:00Z",
+                        "value": "a lot"}]
+    spans = [(lab.entity_id, lab.start.value // 1000, lab.end.value // 1000) for lab in labels.itertuples()]
+
+    def reconcile(pairs):
+        total: dict = {}
+        for name, n in pairs:
+            total[name] = total.get(name, 0) + n
+        assert total["records_in"] == len(rows) + len(bad), total
+        assert total["records_scored"] == len(rows) and total["records_quarantined"] == len(bad), total
+
+    def cover(alerts):
+        for entity, start, end in spans:
+            assert any(a.entity_id == entity and a.start <= end and a.end >= start for a in alerts), (entity, alerts)
+
+    with beam.Pipeline(options=PipelineOptions(flink_args())) as p:
+        found = p | beam.Create(rows + bad) | DetectAnomalies(str(small_model_dir))
+        assert_that(found.counts, reconcile, label="CountsReconcile")
+        assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
+                    equal_to(["malformed_row", "parse_value"]), label="Reasons")
+        assert_that(found.alerts, cover, label="AlertsCoverTheShifts")
