@@ -1,15 +1,16 @@
 """seqwatch inside your own Beam pipeline: ``DetectAnomalies`` turns a PCollection of readings into scored
 windows, alerts and quarantined records, with the same steps as ``seqwatch run`` and ``seqwatch stream``
 (validation, per-entity panes, the model, alert merging) and without their sinks: what to write, and where,
-is up to the pipeline around it.
+is up to the pipeline around it; ``WriteDetections`` writes what the CLI writes.
 
     import apache_beam as beam
-    from seqwatch.pipelines.embed import DetectAnomalies
+    from seqwatch.pipelines.embed import DetectAnomalies, WriteDetections
 
     with beam.Pipeline() as p:
-        found = (p | beam.Create(readings)            # dicts: entity_id, channel, timestamp, value
-                   | DetectAnomalies("models/pumps", suite="sensor"))
+        detect = DetectAnomalies("models/pumps", suite="sensor")
+        found = p | beam.Create(readings) | detect    # dicts: entity_id, channel, timestamp, value
         found.alerts | beam.Map(print)                # seqwatch.schemas.elements.Alert
+        found | WriteDetections("out/", run_id=detect.run_id)
 
 A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
 seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or
@@ -36,9 +37,10 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.broker_sources import MessageParser, _emit
-from seqwatch.pipelines.graph import SourceOutputs, detect
+from seqwatch.pipelines.graph import SourceOutputs, detect, write_detections
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
-from seqwatch.pipelines.streaming import DEFAULT_LATE_AFTER_S, gate_late_readings, plan_stream
+from seqwatch.pipelines.streaming import (DEFAULT_FLUSH_WINDOW_S, DEFAULT_LATE_AFTER_S, gate_late_readings,
+                                          plan_stream)
 
 
 class Detections(NamedTuple):
@@ -50,6 +52,34 @@ class Detections(NamedTuple):
     quarantine: beam.PCollection  # Quarantined: raw text, stage, reason code and reason
     counts: beam.PCollection  # (name, n): records_in, records_quarantined, windows_scored, alerts, ...
     opened: beam.PCollection  # Alert, streaming only: an incident as of its first anomalous window
+
+
+class WriteDetections(beam.PTransform):
+    """``Detections -> counts``: write them as ``seqwatch run`` and ``seqwatch stream`` do, under ``root`` (a
+    local folder or any Beam file system): scores, forecasts, alerts (and in streaming ``alerts_open``) and
+    quarantined records as Parquet; the counts, the sinks' own included, as ``counts.json`` once at the end in
+    batch, or as ``counts/<window start>.json`` per event-time window of ``flush_window_s`` in streaming. Batch
+    outputs are written in place: unlike ``seqwatch run``, nothing is staged and swapped in. Emits the counts
+    written (a dict; in streaming ``(window start, dict)`` pairs). ``run_id``: the run id the score rows carry;
+    give the one of the ``DetectAnomalies`` that found them (its ``run_id``), which its quarantined records
+    carry.
+
+        detect = DetectAnomalies("models/pumps")
+        readings | detect | WriteDetections("out/", run_id=detect.run_id)"""
+
+    def __init__(self, root: str, run_id: str, flush_window_s: float = DEFAULT_FLUSH_WINDOW_S):
+        super().__init__()
+        self.run_id = run_id
+        if not (math.isfinite(flush_window_s) and flush_window_s > 0):
+            raise ValueError(f"flush_window_s must be a positive number of seconds, got {flush_window_s}")
+        self.root = root
+        self.flush_window_s = flush_window_s
+
+    def expand(self, found: Detections):
+        streaming = found.scores.pipeline.options.view_as(StandardOptions).streaming
+        return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
+                                 "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
+                                self.flush_window_s if streaming else None)
 
 
 def _payload(reading):
@@ -129,22 +159,25 @@ class DetectAnomalies(beam.PTransform):
     ``model_dir``: a model artifact or a model root (its newest version); ``suite``: a bundled suite family
     (sensor, energy, health) or a suite file; ``pane_steps``: pane length in model steps (default: 4 windows
     streaming, ``seqwatch run``'s default in batch); ``alert_cooldown_s``, ``online_calibration``: as the CLI's
-    flags; ``source``: the name quarantined records carry; ``late_after_s`` (streaming): the late gate. A model
+    flags; ``source``: the name quarantined records carry; ``late_after_s`` (streaming): the late gate;
+    ``run_id``: the run id its outputs carry (default: one derived from the model version and ``source``; the
+    ``run_id`` attribute holds it, for ``WriteDetections``). A model
     or suite that cannot be used raises ``seqwatch.pipelines.batch.RunError`` (one sentence) here, when the
     pipeline is built."""
 
     def __init__(self, model_dir: str, suite: str = "sensor", mapping=None, pane_steps: int = 0,
                  alert_cooldown_s: float = 0.0, online_calibration: bool = False, source: str = "embedded",
-                 late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000):
+                 late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000, run_id: str = ""):
         super().__init__()
         if not (math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.options = dict(model_dir=model_dir, suite=suite, pane_steps=pane_steps, source_name=source,
-                            alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),
+                            run_id=run_id, alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),
                             online_calibration=online_calibration)
         self.plan = plan_stream(output="embedded", **self.options)  # refuses a bad model or suite now
+        self.run_id = self.plan.run_id  # what its quarantined records carry (given, or from model and source)
         self.parser = MessageParser(self.plan.run_id, mapping)
         self.source = source
         self.late_after_s = late_after_s

@@ -136,10 +136,21 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     ``readings/``, one file per entity and event-time window of this length. Returns the main PCollections by
     name (for tests)."""
     found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s)
+    counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s)
+    return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
+                                           "quarantine")} | {"counts": counts}
+
+
+def write_detections(found: dict, run_id: str, root: str, flush_window_s: float | None = None,
+                     archive_window_s: float | None = None) -> beam.PCollection:
+    """The sinks of ``detect``'s outputs (``scored``, ``alerts``, ``opened``, ``quarantine``, ``counts``; and
+    ``valid`` with an archive) under ``root``: Parquet files, and the counts (with the sinks' own) as
+    ``counts.json`` (batch) or ``counts/<window start>.json`` per flush window (streaming, ``flush_window_s``).
+    Returns the counts written (a dict, or ``(window start, dict)`` pairs)."""
     outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine")}
     if archive_window_s is not None:
         outputs["readings"] = found["valid"]
-    written = outputs | "WriteOutputs" >> WriteOutputs(root, plan.run_id, flush_window_s, archive_window_s)
+    written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s)
     all_counts = ((found["counts"], written | "WrittenCountsWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
                   | "AllCounts" >> beam.Flatten())
     if flush_window_s:
@@ -160,8 +171,7 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                   | "SumCounts" >> beam.CombinePerKey(sum)
                   | "CountsDict" >> beam.combiners.ToDict().without_defaults())
         counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))
-    return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
-                                           "quarantine")} | {"counts": counts}
+    return counts
 
 
 def sum_counts(pairs) -> dict:

@@ -6,6 +6,7 @@ import json
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
@@ -15,7 +16,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import RunError
-from seqwatch.pipelines.embed import DetectAnomalies
+from seqwatch.pipelines.embed import DetectAnomalies, WriteDetections
 
 STEP_SECONDS = 10  # the session model's sampling interval (tests/conftest.py)
 BAD = [
@@ -109,7 +110,7 @@ def streaming_options(request) -> PipelineOptions:
     return PipelineOptions(["--streaming", "--runner=DirectRunner"])
 
 
-def test_streaming_with_the_late_gate(small_model_dir, streaming_options):
+def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_path):
     """Streaming: readings arrive in event-time order with the watermark behind them; one arrives a day and a
     half after the watermark has passed it and is quarantined as late, not dropped."""
     rows, _ = _readings(seed=12)
@@ -127,7 +128,9 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options):
     decade = beam.window.FixedWindows(10 * 365 * 86_400)  # one window for the whole test, so assert_that fires
 
     with beam.Pipeline(options=streaming_options) as p:
-        found = p | stream | DetectAnomalies(str(small_model_dir))
+        detect = DetectAnomalies(str(small_model_dir))
+        found = p | stream | detect
+        found | WriteDetections(str(tmp_path / "out"), run_id=detect.run_id, flush_window_s=600)
         assert_that(found.counts | "CountsInOne" >> beam.WindowInto(decade), _check_counts(len(rows), 1),
                     label="CountsReconcile")
         assert_that(found.quarantine | "QuarantineInOne" >> beam.WindowInto(decade)
@@ -136,6 +139,14 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options):
         assert_that(found.opened | "OpenedInOne" >> beam.WindowInto(decade)
                     | beam.combiners.Count.Globally().without_defaults(),
                     lambda n: n[0] >= 1 or pytest.fail("no incident announced"), label="IncidentsAnnounced")
+    # Written as seqwatch stream writes: counts per flush window that add up, each incident announced in
+    # alerts_open/ and settled in alerts/, the late reading in a quarantine file.
+    counts = _totals(pair for f in (tmp_path / "out" / "counts").glob("*.json")
+                     for pair in json.loads(f.read_text()).items())
+    assert counts["records_in"] == len(rows) + 1 == counts["records_scored"] + counts["records_quarantined"]
+    opened, settled = (pq.read_table(tmp_path / "out" / d).to_pandas() for d in ("alerts_open", "alerts"))
+    assert len(opened) >= 1 and set(opened["alert_id"]) <= set(settled["alert_id"])
+    assert pq.read_table(tmp_path / "out" / "quarantine").column("reason_code").to_pylist() == ["late"]
 
 
 def test_a_model_that_cannot_be_used_is_one_sentence_when_the_pipeline_is_built(tmp_path, small_model_dir):
@@ -145,3 +156,29 @@ def test_a_model_that_cannot_be_used_is_one_sentence_when_the_pipeline_is_built(
         DetectAnomalies(str(small_model_dir), suite=str(tmp_path / "missing-suite.json"))
     with pytest.raises(ValueError, match="alert_cooldown_s must be zero or a positive number of seconds"):
         DetectAnomalies(str(small_model_dir), alert_cooldown_s=-1)
+
+
+def test_written_as_seqwatch_run_writes(small_model_dir, tmp_path):
+    """Batch: ``WriteDetections`` writes the Parquet files and ``counts.json`` of ``seqwatch run``, read back here."""
+    rows, _ = _readings()
+    out = tmp_path / "out"
+    with beam.Pipeline() as p:
+        detect = DetectAnomalies(str(small_model_dir), run_id="nightly-test")
+        found = p | beam.Create(rows + BAD) | detect
+        written = found | WriteDetections(str(out), run_id=detect.run_id)
+        assert_that(written | beam.Map(lambda c: c["records_in"]), equal_to([len(rows) + len(BAD)]))
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"] == len(rows) + len(BAD)
+    scores, alerts, forecasts, quarantine = (pq.read_table(out / d) for d in ("scores", "alerts", "forecasts",
+                                                                               "quarantine"))
+    assert set(scores.column("run_id").to_pylist()) == {"nightly-test"} and scores.num_rows == counts["windows_scored"]
+    assert alerts.num_rows == counts["alerts"] >= 2 and forecasts.num_rows > 0
+    assert sorted(quarantine.column("reason_code").to_pylist()) == sorted(
+        ["malformed_row", "malformed_row", "parse_value", "parse_timestamp", "unknown_channel"])
+    assert set(quarantine.column("run_id").to_pylist()) == {"nightly-test"}
+    assert counts["files_written"] == sum(1 for _ in out.rglob("*.parquet"))
+
+
+def test_write_detections_refuses_a_flush_window_that_is_not_positive():
+    with pytest.raises(ValueError, match="flush_window_s must be a positive number of seconds"):
+        WriteDetections("out", run_id="r", flush_window_s=0)
