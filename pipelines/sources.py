@@ -388,10 +388,16 @@ class ReadInputFiles(beam.PTransform):
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
-    """Concrete, sorted file paths for glob patterns; raises FileNotFoundError naming a pattern with no match."""
+    """Concrete, sorted file paths for glob patterns; raises FileNotFoundError naming a pattern with no match.
+    A local pattern without a folder (``*.csv``) is matched in the working directory: Beam's local file system
+    matches such a pattern against nothing (``./*.csv`` it matches)."""
     paths = []
     for pattern in patterns:
-        matched = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+        bare = "://" not in pattern and not PurePath(pattern).parent.parts
+        matched = [m.path for result in FileSystems.match(["./" + pattern if bare else pattern])
+                   for m in result.metadata_list]
+        if bare:
+            matched = [path[2:] if path.startswith("./") else path for path in matched]
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)

@@ -19,7 +19,7 @@ from seqwatch.pipelines.parsing import (
     sniff_separator,
     split_lines,
 )
-from seqwatch.pipelines.sources import FileReader, TextLines, detect_encoding, read_header
+from seqwatch.pipelines.sources import FileReader, TextLines, detect_encoding, expand_inputs, read_header
 from seqwatch.schemas.mapping import InputMapping, MappingError
 
 BAD = np.iinfo(np.int64).min
@@ -165,6 +165,20 @@ def test_a_wide_file_with_an_entity_id_column_names_its_entities_there(tmp_path)
     named = FileLayout.resolve(["entity_id", "pump", "timestamp", "flow"],
                                InputMapping(format="wide", entity={"column": "pump"}), "/d/export.csv")
     assert named.entity_column == "pump" and named.channel_columns == ("entity_id", "flow")
+
+
+def test_input_globs_without_a_folder_match_in_the_working_directory(tmp_path, monkeypatch):
+    # `seqwatch run --input '*.csv'` in the data's folder: Beam's local file system matched nothing for it.
+    (tmp_path / "sub").mkdir()
+    for name in ("b.csv", "a.csv", "c.parquet", "sub/d.csv"):
+        (tmp_path / name).write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    assert expand_inputs(["*.csv"]) == ["a.csv", "b.csv"]
+    assert expand_inputs(["?.csv", "c.parquet"]) == ["a.csv", "b.csv", "c.parquet"]
+    assert expand_inputs(["./*.csv"]) == ["./a.csv", "./b.csv"]
+    assert expand_inputs(["sub/*.csv", str(tmp_path / "a.*")]) == [str(tmp_path / "a.csv"), "sub/d.csv"]
+    with pytest.raises(FileNotFoundError, match=r"^no input file matches '\*\.json'$"):
+        expand_inputs(["*.json"])
 
 
 def test_mapping_checks_new_options():
