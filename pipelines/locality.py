@@ -144,7 +144,8 @@ def _csv_spans(path: str, layout: FileLayout, mapping: InputMapping, sep: str) -
                 frame = batch.to_pandas().rename(columns={raw[c]: c for c in needed})
                 for entity, first_us, last_us in _column_spans(frame, layout, mapping):
                     _widen(found, entity, first_us, last_us)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError,
+            ValueError):  # ValueError: Arrow cannot read Beam's decompressing file object (a .gz input)
         return None
     return found
 

@@ -97,7 +97,7 @@ class FileLayout:
             if WIDE_ENTITY_COLUMN in present and WIDE_ENTITY_COLUMN not in (*mapping.ignore, *mapping.channels):
                 entity_column = WIDE_ENTITY_COLUMN  # the file names its entities, as a long file would
             else:
-                entity_value = PurePath(source).stem
+                entity_value = entity_from_filename(source)
         taken = {mapping.timestamp, entity_column, *mapping.ignore}
         if mapping.channels:
             missing = [col for col in mapping.channels if col not in present]
@@ -120,6 +120,17 @@ class FileLayout:
     @property
     def readings_per_row(self) -> int:
         return len(self.channel_columns) if self.channel_columns else 1
+
+
+def entity_from_filename(source: str) -> str:
+    """The entity a file's name stands for: its name without the extension, and without a compression suffix
+    Beam reads through (``pump-01.csv.gz`` -> ``pump-01``, as ``pump-01.csv``)."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    path = PurePath(source)
+    if CompressionTypes.detect_compression_type(path.name) != CompressionTypes.UNCOMPRESSED:
+        path = path.with_suffix("")
+    return path.stem
 
 
 _BAD_TIME = np.iinfo(np.int64).min
