@@ -84,8 +84,9 @@ class FileLayout:
                 raise SchemaDriftError(_lacks(name, "required columns", missing, header))
             extra = [h for h in header if h not in set(roles.values()) and h not in mapping.ignore and h]
             if extra and mapping.extra_columns == "error":
-                raise SchemaDriftError(f"{name} has unexpected columns {extra}; add them to the mapping's "
-                                       f"'ignore' list or set 'extra_columns' to 'ignore'")
+                raise SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or "
+                                       f"the mapping's 'ignore' list) or set the mapping's 'extra_columns' to "
+                                       f"'ignore'")
             return cls(header, roles["entity_id"], None, roles["timestamp"], (), (), roles)
         if mapping.timestamp not in present:
             raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header))
@@ -106,8 +107,9 @@ class FileLayout:
             extra = [h for h in header if h and h not in taken and h not in mapping.channels
                      and not h.startswith("Unnamed")]
             if extra and mapping.extra_columns == "error":
-                raise SchemaDriftError(f"{name} has unexpected columns {extra}; add them to the mapping's "
-                                       f"'ignore' list or set 'extra_columns' to 'ignore'")
+                raise SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or "
+                                       f"the mapping's 'ignore' list) or set the mapping's 'extra_columns' to "
+                                       f"'ignore'")
             columns = tuple(mapping.channels)
             names = tuple(mapping.channels[c] for c in columns)
         else:

@@ -140,8 +140,9 @@ STOP_CASES = {
                                            "s01_wide_missing_channel.csv has ['flow', 'pressure', 'temperature'] "
                                            "(missing ['vibration'])"),
     "s02_wide_duplicate_column.csv": (WIDE, "s02_wide_duplicate_column.csv has duplicate columns ['flow']"),
-    "s03_long_extra_column.csv": (LONG, "s03_long_extra_column.csv has unexpected columns ['quality']; add them to "
-                                        "the mapping's 'ignore' list or set 'extra_columns' to 'ignore'"),
+    "s03_long_extra_column.csv": (LONG, "s03_long_extra_column.csv has unexpected columns ['quality']; ignore them "
+                                        "(--ignore, or the mapping's 'ignore' list) or set the mapping's "
+                                        "'extra_columns' to 'ignore'"),
     "s04_long_renamed_column.csv": (LONG, "s04_long_renamed_column.csv lacks required columns ['timestamp'] (its "
                                           "columns are ['entity_id', 'channel', 'time', 'value']; was 'timestamp' "
                                           "renamed to 'time'?)"),
