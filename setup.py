@@ -10,6 +10,7 @@ PACKAGES = {
     "seqwatch.schemas": "schemas",
     "seqwatch.models": "models",
     "seqwatch.pipelines": "pipelines",
+    "seqwatch.schemas.suites": "schemas/suites",  # data only (the bundled great-expectations suites)
 }
 
 # Ranges, not pins: the tested set of exact versions lives in requirements.lock. Beam is pinned exactly
@@ -33,7 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"seqwatch.schemas": ["suites/*.json"]},
+    package_data={"seqwatch.schemas.suites": ["*.json"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=8", "hypothesis>=6"]},

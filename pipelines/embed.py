@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -69,10 +70,10 @@ class WriteDetections(beam.PTransform):
 
     def __init__(self, root: str, run_id: str, flush_window_s: float = DEFAULT_FLUSH_WINDOW_S):
         super().__init__()
-        self.run_id = run_id
         if not (math.isfinite(flush_window_s) and flush_window_s > 0):
             raise ValueError(f"flush_window_s must be a positive number of seconds, got {flush_window_s}")
         self.root = root
+        self.run_id = run_id
         self.flush_window_s = flush_window_s
 
     def expand(self, found: Detections):
@@ -100,7 +101,8 @@ def _json_value(value):
 
 class _ParseReadings(beam.DoFn):
     """Readings -> ``ReadingBatch`` elements at their event times, quarantined records, counts; parsed in batches
-    of up to ``batch_size`` readings of one bundle and window. ``line`` numbers the readings in the order this
+    of up to ``batch_size`` readings of one bundle (all in the global window: ``DetectAnomalies`` puts them
+    there first). ``line`` numbers the readings in the order this
     worker saw them (there is no file to point into).
 
     Not ``BatchElements``: it stamps each batch with the end of its window, so its output holds no watermark
@@ -117,20 +119,19 @@ class _ParseReadings(beam.DoFn):
         self._next = 0
 
     def start_bundle(self):
-        self._pending: dict = {}  # window -> [(reading, element timestamp)]
+        self._pending: list = []  # (reading, element timestamp)
 
-    def process(self, reading, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-        items = self._pending.setdefault(window, [])
-        items.append((reading, timestamp))
-        if len(items) >= self.batch_size:
-            del self._pending[window]
+    def process(self, reading, timestamp=beam.DoFn.TimestampParam):
+        self._pending.append((reading, timestamp))
+        if len(self._pending) >= self.batch_size:
+            items, self._pending = self._pending, []
             yield from self._parse(items)
 
     def finish_bundle(self):
-        pending, self._pending = self._pending, {}
-        for window, items in pending.items():
+        items, self._pending = self._pending, []
+        if items:
             for out in self._parse(items):
-                yield _in_window(out, window)
+                yield _in_global_window(out)
 
     def _parse(self, items):
         first, self._next = self._next, self._next + len(items)
@@ -146,11 +147,11 @@ class _ParseReadings(beam.DoFn):
         yield from _emit(parsed, None if floor is None else int(floor.micros), floor)
 
 
-def _in_window(out, window):
+def _in_global_window(out):
     """A ``TimestampedValue`` output (or a tagged one) as the ``WindowedValue`` that ``finish_bundle`` must give."""
     if isinstance(out, beam.pvalue.TaggedOutput):
-        return beam.pvalue.TaggedOutput(out.tag, _in_window(out.value, window))
-    return WindowedValue(out.value, out.timestamp, (window,))
+        return beam.pvalue.TaggedOutput(out.tag, _in_global_window(out.value))
+    return WindowedValue(out.value, out.timestamp, (GlobalWindow(),))
 
 
 class DetectAnomalies(beam.PTransform):

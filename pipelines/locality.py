@@ -109,10 +109,13 @@ def _csv_spans(path: str, layout: FileLayout, mapping: InputMapping, sep: str) -
     Excel ``sep=`` line, text that is not valid UTF-8, or anything else Arrow refuses."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
+    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
     from seqwatch.pipelines.sources import _sep_hint, detect_encoding
 
+    if CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
+        return None  # Arrow cannot read through Beam's decompressing file object (".gz" input)
     with FileSystems.open(path) as f:
         head = f.read(1 << 16)
     if detect_encoding(head) not in ("auto", "utf-8-sig"):
@@ -144,8 +147,7 @@ def _csv_spans(path: str, layout: FileLayout, mapping: InputMapping, sep: str) -
                 frame = batch.to_pandas().rename(columns={raw[c]: c for c in needed})
                 for entity, first_us, last_us in _column_spans(frame, layout, mapping):
                     _widen(found, entity, first_us, last_us)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError,
-            ValueError):  # ValueError: Arrow cannot read Beam's decompressing file object (a .gz input)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError, OSError):
         return None
     return found
 

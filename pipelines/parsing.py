@@ -84,9 +84,7 @@ class FileLayout:
                 raise SchemaDriftError(_lacks(name, "required columns", missing, header))
             extra = [h for h in header if h not in set(roles.values()) and h not in mapping.ignore and h]
             if extra and mapping.extra_columns == "error":
-                raise SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or "
-                                       f"the mapping's 'ignore' list) or set the mapping's 'extra_columns' to "
-                                       f"'ignore'")
+                raise _unexpected_columns(name, extra)
             return cls(header, roles["entity_id"], None, roles["timestamp"], (), (), roles)
         if mapping.timestamp not in present:
             raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header))
@@ -107,9 +105,7 @@ class FileLayout:
             extra = [h for h in header if h and h not in taken and h not in mapping.channels
                      and not h.startswith("Unnamed")]
             if extra and mapping.extra_columns == "error":
-                raise SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or "
-                                       f"the mapping's 'ignore' list) or set the mapping's 'extra_columns' to "
-                                       f"'ignore'")
+                raise _unexpected_columns(name, extra)
             columns = tuple(mapping.channels)
             names = tuple(mapping.channels[c] for c in columns)
         else:
@@ -122,6 +118,11 @@ class FileLayout:
     @property
     def readings_per_row(self) -> int:
         return len(self.channel_columns) if self.channel_columns else 1
+
+
+def _unexpected_columns(name: str, extra: list) -> SchemaDriftError:
+    return SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or the mapping's "
+                            f"'ignore' list) or set the mapping's 'extra_columns' to 'ignore'")
 
 
 def entity_from_filename(source: str) -> str:

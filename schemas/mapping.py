@@ -10,8 +10,9 @@ A mapping is a small JSON file (or the equivalent CLI flags)::
 
 ``format``: ``long`` (one reading per row) or ``wide`` (a timestamp column and one column per channel).
 ``entity``: for wide files, ``{"column": NAME}``, ``{"value": ID}`` or ``{"from_filename": true}`` (the file's
-stem; the default, under which a file that has an ``entity_id`` column takes its entities from it instead). ``channels``: for wide files, which columns are channels and their names (default: every column but
-the timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us``/``ns`` for epoch
+stem; the default, under which a file that has an ``entity_id`` column takes its entities from it instead).
+``channels``: for wide files, which columns are channels and their names (default: every column but the
+timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us``/``ns`` for epoch
 numbers (default: guessed per value from its magnitude). ``timestamp_format``: a ``strftime`` format for
 timestamps that are neither ISO 8601 nor epoch numbers (without it, day/month-ambiguous dates such as
 ``05/01/2026`` are refused, not guessed). ``timezone``: zone of timestamps that carry no offset (default UTC; an

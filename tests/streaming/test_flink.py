@@ -11,7 +11,9 @@ from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import SINKS, run_batch
 from seqwatch.pipelines.config import RunConfig
 
-pytestmark = pytest.mark.slow
+# When a job ends, the job server may hang up on the in-process (LOOPBACK) worker's data channel while its reader
+# thread still waits: gRPC's CANCELLED "Multiplexer hanging up", after every result is in (seen in both tests).
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +79,6 @@ def test_the_streaming_pipeline_on_flink_alerts_while_running_and_matches_batch(
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
 
 
-# When the job ends, the job server hangs up on the in-process (LOOPBACK) worker's data channel while its reader
-# thread still waits: gRPC's CANCELLED "Multiplexer hanging up", after every result is in.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_detect_anomalies_in_a_users_own_pipeline_on_flink(small_model_dir, flink_args):
     """``DetectAnomalies`` (``pipelines/embed.py``) in a pipeline of the user's own, in batch on Flink: every
     reading is scored or quarantined with its reason, the counts reconcile and each injected level shift is
