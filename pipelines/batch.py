@@ -54,8 +54,11 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
         if layout.channel_names:
             missing = [c for c in channels if c not in layout.channel_names]
             if missing:
+                long_roles = {config.mapping.long_column(role) for role in ("channel", "value")}
+                hint = ("; a file of entity, channel, timestamp and value columns is long: --format long, or the "
+                        "mapping's 'format'" if long_roles <= set(layout.channel_names) else "")
                 raise RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
-                               f"{list(layout.channel_names)} (missing {missing})")
+                               f"{list(layout.channel_names)} (missing {missing}){hint}")
         if seen_data:
             continue
         sample = next(iter(FileReader(config.mapping, "preflight", chunk_rows=5000).read(path)), None)

@@ -30,8 +30,11 @@ def _mapping_from_args(args):
     return InputMapping(format="long", sep=args.sep, timezone=args.timezone, ignore=tuple(args.ignore or ()))
 
 
-def _add_input_args(parser, required: bool = True, input_help: str = "CSV or Parquet files (glob; repeat for more)"):
-    parser.add_argument("--input", action="append", required=required, metavar="GLOB", help=input_help)
+INPUT_HELP = "CSV or Parquet files: a glob or a folder (every file under it but _* and .* names); repeat for more"
+
+
+def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP):
+    parser.add_argument("--input", action="append", required=required, metavar="GLOB|FOLDER", help=input_help)
     parser.add_argument("--format", choices=("long", "wide"), default="long",
                         help="long: entity_id,channel,timestamp,value rows; wide: a timestamp and one column per "
                              "channel")
@@ -330,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="fine-tune this model (an artifact or a model root's newest version) on the input "
                             "instead of training a new one: same architecture, window and scaler")
-    train.add_argument("--holdout-input", action="append", metavar="GLOB",
+    train.add_argument("--holdout-input", action="append", metavar="GLOB|FOLDER",
                        help="normal readings kept apart from training (same format; repeatable): all of --input "
                             "trains the network, and every window of these sets early stopping, the scorer and the "
                             "threshold, instead of the last 30%% of each entity's history")
@@ -391,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds each pane waits for late readings before it is scored")
     stream.add_argument("--late-after", type=float, default=86_400.0,
                         help="readings this many seconds of event time behind the latest are quarantined as late")
-    _add_input_args(stream, required=False, input_help="replay: CSV or Parquet files to play (glob; repeat for more)")
+    _add_input_args(stream, required=False,
+                    input_help="replay: CSV or Parquet files to play (a glob or a folder; repeat for more)")
     stream.add_argument("--speed", type=float, default=60.0, help="replay: times real speed")
     stream.add_argument("--bootstrap-servers", help="kafka: host:port[,host:port]")
     stream.add_argument("--topic", help="kafka: topic of JSON readings; mqtt: a topic filter (plant/+/readings)")

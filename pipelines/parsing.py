@@ -81,7 +81,10 @@ class FileLayout:
             roles = {role: mapping.long_column(role) for role in LONG_COLUMNS}
             missing = [col for col in roles.values() if col not in present]
             if missing:
-                raise SchemaDriftError(_lacks(name, "required columns", missing, header))
+                looks_wide = roles["timestamp"] in present and {roles["channel"], roles["value"]} <= set(missing)
+                hint = ("; a file with one column per channel is wide: --format wide, or the mapping's 'format'"
+                        if looks_wide else "")
+                raise SchemaDriftError(_lacks(name, "required columns", missing, header) + hint)
             extra = [h for h in header if h not in set(roles.values()) and h not in mapping.ignore and h]
             if extra and mapping.extra_columns == "error":
                 raise _unexpected_columns(name, extra)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import os
 import re
 from pathlib import PurePath
 from typing import Iterator
@@ -388,17 +389,41 @@ class ReadInputFiles(beam.PTransform):
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
-    """Concrete, sorted file paths for glob patterns; raises FileNotFoundError naming a pattern with no match.
-    A local pattern without a folder (``*.csv``) is matched in the working directory: Beam's local file system
-    matches such a pattern against nothing (``./*.csv`` it matches)."""
+    """Concrete, sorted file paths for glob patterns and folders; raises FileNotFoundError naming a pattern with
+    no match. A local pattern without a folder (``*.csv``) is matched in the working directory: Beam's local file
+    system matches such a pattern against nothing (``./*.csv`` it matches). A folder (``history/``, or a name
+    without glob characters that names no file, as ``gs://bucket/history`` does) stands for every file under it,
+    at any depth, except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``:
+    what Spark, Hadoop and Beam's own writers leave beside their data)."""
     paths = []
     for pattern in patterns:
-        bare = "://" not in pattern and not PurePath(pattern).parent.parts
-        matched = [m.path for result in FileSystems.match(["./" + pattern if bare else pattern])
-                   for m in result.metadata_list]
-        if bare:
-            matched = [path[2:] if path.startswith("./") else path for path in matched]
+        matched = _match(pattern)
+        if _names_a_folder(pattern, matched):
+            matched = _files_under(pattern)
+            if not matched and "://" not in pattern and os.path.isdir(pattern):
+                raise FileNotFoundError(f"no input file is in the folder {pattern!r}")
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)
     return sorted(set(paths))
+
+
+def _match(pattern: str) -> list[str]:
+    bare = "://" not in pattern and not PurePath(pattern).parent.parts
+    matched = [m.path for result in FileSystems.match(["./" + pattern if bare else pattern])
+               for m in result.metadata_list]
+    return [path[2:] if bare and path.startswith("./") else path for path in matched]
+
+
+def _names_a_folder(pattern: str, matched: list[str]) -> bool:
+    if re.search(r"[*?\[]", pattern):
+        return False
+    if pattern.endswith("/") or not matched:
+        return True
+    return "://" not in pattern and os.path.isdir(pattern)
+
+
+def _files_under(folder: str) -> list[str]:
+    base = folder.rstrip("/") or "/"
+    below = [(path, path[len(base):].lstrip("/")) for path in _match(base.rstrip("/") + "/**")]
+    return [path for path, rest in below if rest and not any(part.startswith((".", "_")) for part in rest.split("/"))]

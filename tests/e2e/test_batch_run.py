@@ -215,6 +215,11 @@ def _cli(*args):
 def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
     header_only = tmp_path / "empty.csv"
     header_only.write_text("timestamp,flow,pressure,temperature,vibration\n")
+    long_file = tmp_path / "long.csv"
+    long_file.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.0\n")
+    empty_folder = tmp_path / "nothing-yet"
+    empty_folder.mkdir()
+    (empty_folder / "_SUCCESS").write_text("")
     cases = [
         (["run", "--input", str(tmp_path / "missing*.csv"), "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir)], "no input file matches"),
@@ -225,7 +230,14 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m")],
          "holds no valid records"),
         (["train", "--input", str(header_only), "--model-dir", str(tmp_path / "m")],
-         "empty.csv lacks required columns ['entity_id', 'channel', 'value']"),
+         "empty.csv lacks required columns ['entity_id', 'channel', 'value'] (its columns are ['timestamp', 'flow', "
+         "'pressure', 'temperature', 'vibration']); a file with one column per channel is wide: --format wide"),
+        (["run", "--input", str(long_file), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir)], "long.csv has ['channel', 'value'] (missing ['flow', 'pressure', 'temperature', "
+                                 "'vibration']); a file of entity, channel, timestamp and value columns is long: "
+                                 "--format long"),
+        (["run", "--input", str(empty_folder), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
+         f"no input file is in the folder {str(empty_folder)!r}"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir), "--alert-cooldown", "-60"],
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),

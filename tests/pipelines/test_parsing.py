@@ -181,6 +181,27 @@ def test_input_globs_without_a_folder_match_in_the_working_directory(tmp_path, m
         expand_inputs(["*.json"])
 
 
+def test_an_input_folder_stands_for_the_files_under_it(tmp_path, monkeypatch):
+    # `seqwatch run --input history` ended in IsADirectoryError: the folder itself was handed to the reader.
+    for name in ("a.csv", "day=2/b.parquet", "_SUCCESS", ".a.csv.crc", "_temporary/c.csv", ".cache/d.csv",
+                 "day=2/.b.parquet.crc"):
+        (tmp_path / "history" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "history" / name).write_text("x\n")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    wanted = ["history/a.csv", "history/day=2/b.parquet"]
+    assert expand_inputs(["history"]) == wanted
+    assert expand_inputs(["history/"]) == wanted
+    assert expand_inputs([str(tmp_path / "history")]) == [str(tmp_path / p) for p in wanted]
+    assert expand_inputs(["history", "history/a.csv"]) == wanted
+    # a glob keeps everything it matches, as written
+    assert expand_inputs(["history/*"]) == ["history/.a.csv.crc", "history/_SUCCESS", "history/a.csv"]
+    with pytest.raises(FileNotFoundError, match=r"^no input file is in the folder 'empty'$"):
+        expand_inputs(["empty"])
+    with pytest.raises(FileNotFoundError, match=r"^no input file matches 'nowhere'$"):
+        expand_inputs(["nowhere"])
+
+
 def test_mapping_checks_new_options():
     assert InputMapping.from_dict(InputMapping(decimal=",", sep=";", timestamp_unit="ns").to_dict()).decimal == ","
     for bad, phrase in [(dict(decimal=",", sep=","), "needs another field separator"), (dict(timezone="CEST+2"), "IANA"),
