@@ -44,10 +44,13 @@ READING_COLUMNS = ("entity_id", "channel", "timestamp", "value")
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe form of an id; a short hash is appended when characters had to be replaced."""
-    clean = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:80] or "_"
-    if clean != text:
-        clean += "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    """A file-name-safe form of an id, one path segment that readers list: characters outside ``A-Za-z0-9._-``
+    are replaced, and leading dots and underscores dropped (``..`` would climb out of the sink's folder, and
+    pyarrow.dataset, Spark and Hive skip ``.x`` and ``_x`` as hidden); a short hash of the id is appended when
+    anything had to change, so distinct ids keep distinct names."""
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:80].lstrip("._")
+    if clean != text or not clean:
+        clean = f"{clean or 'id'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
     return clean
 
 

@@ -307,3 +307,34 @@ def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_score
     assert calibrated_manifest["records_scored"] == manifest["records_scored"]
     assert calibrated_manifest["settings"]["online_calibration"] is True
     assert "online_calibration" not in manifest["settings"] and calibrated_manifest["run_id"] != manifest["run_id"]
+
+
+def test_entity_ids_that_are_not_file_names_are_written_where_readers_find_them(small_model_dir, tmp_path):
+    """Entity ids are folder names in every sink. '..' wrote its files outside the sink (lost with the staging
+    folder) and '.x' or '_x' made folders that pyarrow.dataset, Spark and Hive skip as hidden: their scores,
+    forecasts and alerts were not read back. Every id must come back from each sink, each in a folder of its
+    own."""
+    odd = {"pump-01": "..", "pump-02": ".hidden", "pump-03": "_staging", "pump-04": "site-a/pump 4"}
+    readings, _ = generate_sensor_data(n_entities=4, n_steps=300, seed=11, anomalies_per_entity=1,
+                                       kinds=("level_shift",))
+    readings["entity_id"] = readings["entity_id"].map(odd)
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = tmp_path / "_export.csv"  # the quarantine file is named after the source
+    readings.to_csv(path, index=False)
+    with path.open("a") as f:
+        f.write("..,flow,2026-01-05T99:00:00Z,1.0\n")
+    out = tmp_path / "out"
+    manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                                   pane_steps=256), ["--runner=DirectRunner"])
+    assert manifest["records_quarantined"] == 1
+    assert manifest["records_scored"] == len(readings)
+    scores = _read(out, "scores").to_pandas()
+    assert set(scores["entity_id"]) == set(odd.values())
+    assert len(scores) == manifest["stages"]["windows_scored"]
+    assert set(_read(out, "forecasts").column("entity_id").to_pylist()) == set(odd.values())
+    alerts = _read(out, "alerts").to_pandas()
+    assert len(alerts) == len(list((out / "alerts").rglob("*.parquet"))) > 0
+    assert _read(out, "quarantine").column("records").to_pylist() == [1]
+    folders = {p.name for sink in ("scores", "forecasts") for p in (out / sink).iterdir()}
+    assert len(folders) == len(odd) and not any(name.startswith((".", "_")) for name in folders)
+    assert {p.name for p in out.iterdir()} == {*SINKS, "manifest.json"}

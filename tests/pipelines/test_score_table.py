@@ -31,3 +31,23 @@ def test_score_table_equals_the_score_rows():
     assert got.equals(expected) and got.schema.equals(expected.schema)
     assert _parquet(got) == _parquet(expected)
     assert got.column("window_start").to_pylist()[0].timestamp() == (10**15 - 63_000_000) / 1e6
+
+
+def test_safe_name_keeps_plain_ids_and_makes_every_other_id_one_visible_path_segment():
+    import hashlib
+
+    from seqwatch.pipelines.sinks import safe_name
+
+    def tag(text):
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    assert safe_name("pump-01") == "pump-01"
+    assert safe_name("Pump_7.b") == "Pump_7.b"
+    assert safe_name("a/b") == f"a_b-{tag('a/b')}"
+    assert safe_name("..") == f"id-{tag('..')}"
+    assert safe_name(".") == f"id-{tag('.')}"
+    assert safe_name("") == f"id-{tag('')}"
+    assert safe_name(".hidden") == f"hidden-{tag('.hidden')}"
+    assert safe_name("__x") == f"x-{tag('__x')}"
+    assert safe_name("x" * 81) == "x" * 80 + f"-{tag('x' * 81)}"
+    assert safe_name("a b") != safe_name("a_b")
