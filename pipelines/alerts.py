@@ -44,6 +44,22 @@ def score_rows(scored: ScoredWindows, run_id: str, only: np.ndarray | None = Non
                 contributions.astype(np.float64, copy=False).tolist())]
 
 
+def describe_incident(alert: dict, opened: bool) -> str:
+    """One log line for an incident as a stream announces it (``opened``: its first anomalous window was scored)
+    or settles it; ``alert``: a row of the alerts schema (``start`` and ``end`` as UTC datetimes)."""
+    def at(t):
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    channels = ", ".join(alert["top_channels"]) or "-"
+    if opened:
+        return (f"incident opened on {alert['entity_id']} at {at(alert['start'])}: {alert['severity']}, score "
+                f"{alert['peak_score']:.4g} (threshold {alert['threshold']:.4g}), top channels {channels} "
+                f"[{alert['alert_id']}]")
+    return (f"incident settled on {alert['entity_id']}, {at(alert['start'])} to {at(alert['end'])}: "
+            f"{alert['severity']}, peak score {alert['peak_score']:.4g} (threshold {alert['threshold']:.4g}), "
+            f"{alert['windows']} window(s), top channels {channels} [{alert['alert_id']}]")
+
+
 def alert_id(entity_id: str, start: int, model_id: str) -> str:
     return hashlib.sha256(f"{entity_id}|{start}|{model_id}".encode()).hexdigest()[:20]
 

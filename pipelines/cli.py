@@ -241,7 +241,7 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines import broker_sources
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.sources import expand_inputs
-    from seqwatch.pipelines.streaming import plan_stream, run_stream
+    from seqwatch.pipelines.streaming import plan_stream, run_stream, stream_totals
 
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
@@ -311,8 +311,14 @@ def cmd_stream(args, beam_args) -> int:
                  else "")
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
           f"panes of {plan.pane_steps} steps{archiving})", file=sys.stderr, flush=True)
+    _log_incidents()
     run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
                args.watch_models, args.archive_readings)
+    counts, windows = stream_totals(args.output)
+    scored, quarantined = counts.get("records_scored", 0), counts.get("records_quarantined", 0)
+    print(f"seqwatch stream: the source ended; records in {counts.get('records_in', 0)} = scored {scored} + "
+          f"quarantined {quarantined}, incidents {counts.get('alerts', 0)} (counts of {windows} flush window(s) in "
+          f"{args.output}/counts)", file=sys.stderr, flush=True)
     return 0
 
 
@@ -430,14 +436,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_incidents() -> None:
+    """Print the incidents a stream opens and settles (the ``seqwatch.alerts`` log) as they are written; workers
+    of a remote runner log them at INFO in their own logs."""
+    import logging
+
+    from seqwatch.pipelines.sinks import ALERT_LOG
+
+    log = logging.getLogger(ALERT_LOG)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("seqwatch stream: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def _quiet_logs() -> None:
     """Keep the terminal for seqwatch's own messages: libraries log errors only."""
     import logging
     import os
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.getLogger().setLevel(logging.ERROR)
+    root = logging.getLogger()
+    root.setLevel(logging.ERROR)
     for name in ("great_expectations", "apache_beam", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if not root.handlers:  # as logging.basicConfig would, but a Ctrl-C is one line of ours, not Beam's traceback
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+        handler.setLevel(logging.WARNING)  # as Python's last-resort handler: runners' INFO lines stay out
+        handler.addFilter(lambda record: not _interrupted_record(record))
+        root.addHandler(handler)
+
+
+def _interrupted_record(record) -> bool:
+    """A log record of a step that stopped because of a Ctrl-C (Beam logs each one with its traceback)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (exc is not None and _interrupted(exc)) or str(record.msg).startswith("KeyboardInterrupt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,6 +498,25 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # configuration errors raised at the boundary, e.g. a bad mapping
         print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        if not _interrupted(exc):
+            raise
+        kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
+                "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
+        print(f"seqwatch {args.command}: stopped by an interrupt (Ctrl-C){kept}", file=sys.stderr)
+        return 130
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C, also as Beam re-raises it from a running step (``RuntimeError:
+    KeyboardInterrupt [while running '...']``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or str(exc).startswith("KeyboardInterrupt"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 if __name__ == "__main__":

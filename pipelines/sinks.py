@@ -23,6 +23,7 @@ the whole pipeline succeeded (``seqwatch.pipelines.batch``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import PurePath
 
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from seqwatch.pipelines.alerts import forecast_rows
+from seqwatch.pipelines.alerts import describe_incident, forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import (ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, READING_SCHEMA, SCORE_SCHEMA,
@@ -122,15 +123,25 @@ def readings_by_entity(batch: ReadingBatch):
         yield str(entity), part
 
 
+ALERT_LOG = "seqwatch.alerts"
+
+
 class _WriteTable(beam.DoFn):
-    def __init__(self, root: str):
+    """Writes ``(relative path, table)`` items; with ``announce``, logs each incident file it wrote (opened or
+    settled) on the ``seqwatch.alerts`` logger at INFO, so that a stream's log says what it found as it finds it."""
+
+    def __init__(self, root: str, announce: bool = False):
         self.root = root
+        self.announce = announce
         self.timer = StageTimer("write")
 
     def process(self, item):
         relative, table = item
         with self.timer:
             write_parquet(FileSystems.join(self.root, relative), table)
+        if self.announce and relative.startswith(("alerts/", "alerts_open/")):
+            logging.getLogger(ALERT_LOG).info(describe_incident(table.to_pylist()[0],
+                                                                opened=relative.startswith("alerts_open/")))
         yield ("files_written", 1)
 
 
@@ -247,7 +258,7 @@ class WriteOutputs(beam.PTransform):
         tables = ([pcoll | f"{name}TablesToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
                    for name, pcoll in parts.items()]
                   | "AllTables" >> beam.Flatten())
-        written = tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root))
+        written = tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root, announce=streaming))
         if not streaming:
             return written
         return (written, *flush_counts) | "AllWriteCounts" >> beam.Flatten()  # all in the global window

@@ -173,3 +173,17 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
         source = SourceOutputs(read.readings, read.quarantine, read.counts)
         build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s, late_after_s,
                                  watch_models_s, archive_window_s)
+
+
+def stream_totals(output: str) -> tuple[dict, int]:
+    """``(counts, windows)``: the ``counts/*.json`` files a stream wrote under ``output``, summed, and how many
+    flush windows they cover."""
+    from apache_beam.io.filesystems import FileSystems
+
+    totals: dict = {}
+    files = [m.path for r in FileSystems.match([FileSystems.join(output, "counts", "*.json")]) for m in r.metadata_list]
+    for path in files:
+        with FileSystems.open(path) as f:
+            for key, value in json.loads(f.read()).items():
+                totals[key] = totals.get(key, 0) + value
+    return totals, len(files)

@@ -7,7 +7,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
-from seqwatch.pipelines.alerts import BuildAlerts, alert_id, continues, forecast_rows, merge_alerts, track_incident
+from seqwatch.pipelines.alerts import (BuildAlerts, alert_id, continues, describe_incident, forecast_rows, merge_alerts,
+                                      track_incident)
 from seqwatch.schemas.elements import Score, ScoredWindows, WindowBatch
 
 CHANNELS = ("a", "b", "c")
@@ -113,3 +114,17 @@ def test_each_incident_is_announced_though_a_later_panes_windows_arrive_first():
                     label="OneNoticePerIncident")
         assert_that(built.closed | beam.Map(lambda a: (a.start // 1_000_000, a.end // 1_000_000)),
                     equal_to([(47, 53), (97, 103)]), label="TwoAlerts")
+
+
+def test_an_incident_is_described_in_one_line_as_a_stream_logs_it():
+    from datetime import datetime, timezone
+
+    row = {"alert_id": "ab12", "entity_id": "pump-7", "start": datetime(2026, 1, 5, 6, 24, tzinfo=timezone.utc),
+           "end": datetime(2026, 1, 5, 6, 37, 10, tzinfo=timezone.utc), "peak_score": 12.6437, "threshold": 4.70561,
+           "severity": "critical", "windows": 3, "top_channels": ["flow", "pressure"]}
+    assert describe_incident(row, opened=True) == (
+        "incident opened on pump-7 at 2026-01-05T06:24:00Z: critical, score 12.64 (threshold 4.706), top channels "
+        "flow, pressure [ab12]")
+    assert describe_incident({**row, "top_channels": []}, opened=False) == (
+        "incident settled on pump-7, 2026-01-05T06:24:00Z to 2026-01-05T06:37:10Z: critical, peak score 12.64 "
+        "(threshold 4.706), 3 window(s), top channels - [ab12]")

@@ -65,10 +65,24 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
     assert counts["alerts"] == len(stream)
     plain, _ = stream_outputs.batch_alerts(path, small_model_dir, tmp_path / "plain")
     assert len(stream) < len(plain), "the cooldown merged nothing: the test does not exercise it"
-    # Each incident was announced (alerts_open/, same id) before its alert was settled and written.
-    for alert_id, entity in zip(stream["alert_id"], stream["entity_id"]):
-        notice, alert = (out / folder / entity / f"{alert_id}.parquet" for folder in ("alerts_open", "alerts"))
-        assert notice.stat().st_mtime < alert.stat().st_mtime
+    # Each incident was announced (alerts_open/, same id) before its alert was settled and written, and the log
+    # said so in that order, with what the alert holds; the last line sums the counts.
+    lines = log.splitlines()
+    for alert in stream.itertuples():
+        notice, settled = (out / folder / alert.entity_id / f"{alert.alert_id}.parquet"
+                           for folder in ("alerts_open", "alerts"))
+        assert notice.stat().st_mtime < settled.stat().st_mtime
+        opened_at = [i for i, line in enumerate(lines) if line.startswith(
+            f"seqwatch stream: incident opened on {alert.entity_id} at ") and line.endswith(f"[{alert.alert_id}]")]
+        settled_at = [i for i, line in enumerate(lines) if line.startswith(
+            f"seqwatch stream: incident settled on {alert.entity_id}, {alert.start:%Y-%m-%dT%H:%M:%SZ} to "
+            f"{alert.end:%Y-%m-%dT%H:%M:%SZ}: {alert.severity}, peak score {alert.peak_score:.4g}") and line.endswith(
+            f"{alert.windows} window(s), top channels {', '.join(alert.top_channels)} [{alert.alert_id}]")]
+        assert len(opened_at) == len(settled_at) == 1 and opened_at[0] < settled_at[0], (alert, log[-3000:])
+    assert sum("seqwatch stream: incident opened on " in line for line in lines) == counts["alerts_opened"]
+    assert lines[-1].startswith(
+        f"seqwatch stream: the source ended; records in {counts['records_in']} = scored {counts['records_scored']} + "
+        f"quarantined {counts.get('records_quarantined', 0)}, incidents {len(stream)} (counts of "), log[-3000:]
 
 
 @pytest.mark.slow
