@@ -32,6 +32,30 @@ def to_step_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarra
     return grid
 
 
+# A reading interval within this factor of the model's is scored (readings are averaged onto the model's grid);
+# further off, the data are not what the model learned: the run refuses them up front (the first file's sample)
+# and a pane whose readings come at such an interval is quarantined.
+INTERVAL_TOLERANCE = 2.0
+MIN_INTERVALS = 8  # fewer intervals than this in a pane say nothing about its sampling interval
+
+
+def interval_fits(data_step_us: float, model_step_us: float) -> bool:
+    """Whether readings every ``data_step_us`` can be scored by a model trained on ``model_step_us``."""
+    return 1 / INTERVAL_TOLERANCE <= data_step_us / model_step_us <= INTERVAL_TOLERANCE
+
+
+def median_interval(stamps_us: np.ndarray, channel_index: np.ndarray) -> int | None:
+    """The median interval (µs) between consecutive distinct timestamps of the same channel, or None when there
+    are fewer than ``MIN_INTERVALS`` such intervals."""
+    stamps = np.asarray(stamps_us, dtype=np.int64)
+    channels = np.asarray(channel_index, dtype=np.int64)
+    order = np.lexsort((stamps, channels))
+    stamps, channels = stamps[order], channels[order]
+    diffs = np.diff(stamps)[(channels[1:] == channels[:-1])]
+    diffs = diffs[diffs > 0]
+    return int(np.median(diffs)) if diffs.size >= MIN_INTERVALS else None
+
+
 def fill_short_gaps(grid: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
     """Linearly fill runs of at most ``max_gap`` missing steps that have an observed value on both sides.
 

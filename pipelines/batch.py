@@ -44,6 +44,7 @@ def _sha256_file(path: str) -> str:
 def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, step_us: int, model: str) -> None:
     """Read each file's header, and a sample of the first file's rows, to refuse data the model cannot score."""
     from seqwatch.models.detector import InsufficientDataError, infer_step_us
+    from seqwatch.models.windowing import interval_fits
 
     seen_data = False
     for path in paths:
@@ -74,7 +75,7 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
             data_step = infer_step_us(frame[frame["channel"].isin(channels)])
         except InsufficientDataError:
             continue
-        if not 0.5 <= data_step / step_us <= 2.0:
+        if not interval_fits(data_step, step_us):
             raise RunError(f"model {model} was trained on readings every {step_us / 1e6:g}s, but {Path(path).name} "
                            f"has readings every {data_step / 1e6:g}s")
 

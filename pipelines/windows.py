@@ -6,7 +6,8 @@ a margin of context from its neighbours (``L + max_gap + 1`` steps before, ``L +
 reading is copied at most three times, whatever L/stride is. Inside a pane (see ``seqwatch.models.windowing``):
 duplicates are quarantined, readings are put on the step grid with short gaps filled, the windows that *end*
 in the pane are cut, and each own reading is counted as scored (it lies in a window) or quarantined as
-``insufficient_data`` (its run of consecutive complete steps is shorter than L).
+``insufficient_data`` (its run of consecutive complete steps is shorter than L). A pane whose readings come at
+an interval more than 2x off the model's is quarantined whole as ``sampling_interval``.
 """
 from __future__ import annotations
 
@@ -226,8 +227,20 @@ class _PaneCutter:
         lo, hi = spec.own_range(pane)
         first = lo - spec.before
         position = {name: i for i, name in enumerate(self.channels)}
-        steps = frame["timestamp"].to_numpy() // spec.step_us
+        stamps = frame["timestamp"].to_numpy()
         channel_index = _positions(frame["channel"], position)
+        interval = windowing.median_interval(stamps, channel_index)
+        if interval is not None and not windowing.interval_fits(interval, spec.step_us):
+            # Readings much faster or slower than the model's interval: not what it learned (cut on its grid they
+            # would be averaged away, or too sparse for any window, which would hide the cause).
+            for q in quarantine_rows(frame, own, "window", "sampling_interval",
+                                     f"this entity's readings come every {interval / 1e6:g}s here, but the model was "
+                                     f"trained on readings every {spec.step_us / 1e6:g}s: train a model for this "
+                                     f"interval, or resample the data", self.run_id, entity):
+                yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+            yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", 0))
+            return
+        steps = stamps // spec.step_us
         grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
                                     len(self.channels), spec.max_gap, first_step=first,
                                     last_step=hi - 1 + spec.after)

@@ -167,6 +167,7 @@ REASON_CODES = {
     "expectation_failed": "a great-expectations expectation failed",
     "monotonic_decrease": "a monotone meter went backwards",
     "insufficient_data": "too few consecutive readings to fill one model window",
+    "sampling_interval": "the entity's readings come at an interval more than 2x off the model's",
     "late": "the reading arrived after the allowed lateness",
     "schema_drift": "the file's columns do not match the mapping",
 }

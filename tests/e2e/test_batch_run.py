@@ -11,6 +11,7 @@ from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import SINKS, RunError, run_batch
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.schemas.arrow import SCHEMAS_BY_SINK
+from seqwatch.schemas.elements import REASON_CODES
 from seqwatch.schemas.mapping import InputMapping
 
 
@@ -338,3 +339,29 @@ def test_entity_ids_that_are_not_file_names_are_written_where_readers_find_them(
     folders = {p.name for sink in ("scores", "forecasts") for p in (out / sink).iterdir()}
     assert len(folders) == len(odd) and not any(name.startswith((".", "_")) for name in folders)
     assert {p.name for p in out.iterdir()} == {*SINKS, "manifest.json"}
+
+
+def test_an_entity_sampled_far_from_the_models_interval_is_quarantined_with_that_reason(small_model_dir, tmp_path):
+    """The run checks the first file's interval before it starts; an entity in another file whose readings come
+    every 1 s or every 60 s (the model: 10 s) was averaged onto the model's grid and scored, or quarantined as
+    'no model window covers this reading', which hid the cause."""
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    for name, step, n_steps in (("a-ok", 10, 400), ("b-fast", 1, 400), ("c-slow", 60, 200)):
+        readings, _ = generate_sensor_data(n_entities=1, n_steps=n_steps, step_seconds=step, seed=len(name) + step)
+        readings.assign(entity_id=name).to_csv(folder / f"{name}.csv", index=False)
+    manifest = run_batch(RunConfig(inputs=(str(folder),), output=str(tmp_path / "out"),
+                                   model_dir=str(small_model_dir)), ["--runner=DirectRunner"])
+    assert manifest["records_in"] == (400 + 400 + 200) * 4
+    assert manifest["records_scored"] == 400 * 4
+    assert manifest["stages"]["quarantined.window.sampling_interval"] == manifest["records_quarantined"] == 600 * 4
+    quarantine = _read(tmp_path / "out", "quarantine").to_pandas()
+    reasons = quarantine.groupby("source")["reason"].unique()
+    assert list(reasons[str(folder / "b-fast.csv")]) == [
+        "this entity's readings come every 1s here, but the model was trained on readings every 10s: train a model "
+        "for this interval, or resample the data"]
+    assert list(reasons[str(folder / "c-slow.csv")]) == [
+        "this entity's readings come every 60s here, but the model was trained on readings every 10s: train a model "
+        "for this interval, or resample the data"]
+    assert set(_read(tmp_path / "out", "scores").column("entity_id").to_pylist()) == {"a-ok"}
+    assert set(quarantine["reason_code"]) <= set(REASON_CODES)

@@ -110,3 +110,15 @@ def test_chronological_cuts_count_present_steps_not_time():
     assert windowing.chronological_cuts(present, 0.15, 0.15) == (94, 97)
     # Nothing present: every part is empty.
     assert windowing.chronological_cuts(np.zeros(5, bool), 0.15, 0.15) == (5, 5)
+
+
+def test_median_interval_per_channel_and_whether_it_fits_the_model():
+    # channel 0 every 10 s, channel 1 every 10 s with one 30 s gap and a repeated stamp: intervals 10 x 5, 10 x 3,
+    # 30 (the repeat adds none); median 10 s
+    stamps = np.array([0, 10, 20, 30, 40, 50, 0, 10, 10, 20, 50, 60]) * 1_000_000
+    channels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    assert windowing.median_interval(stamps[::-1], channels[::-1]) == 10_000_000
+    assert windowing.median_interval(stamps[:6], channels[:6]) is None  # 5 intervals say nothing
+    assert windowing.median_interval(np.arange(9) * 60_000_000, np.zeros(9)) == 60_000_000
+    assert windowing.interval_fits(5e6, 10e6) and windowing.interval_fits(20e6, 10e6)
+    assert not windowing.interval_fits(4.9e6, 10e6) and not windowing.interval_fits(21e6, 10e6)
