@@ -122,3 +122,15 @@ def test_median_interval_per_channel_and_whether_it_fits_the_model():
     assert windowing.median_interval(np.arange(9) * 60_000_000, np.zeros(9)) == 60_000_000
     assert windowing.interval_fits(5e6, 10e6) and windowing.interval_fits(20e6, 10e6)
     assert not windowing.interval_fits(4.9e6, 10e6) and not windowing.interval_fits(21e6, 10e6)
+
+
+def test_median_interval_is_the_same_when_the_combined_key_would_overflow():
+    rng = np.random.default_rng(3)
+    stamps = np.sort(rng.integers(0, 10**9, 200)) * 1_000_000
+    channels = rng.integers(0, 3, 200)
+    expected = int(np.median([d for c in range(3) for d in np.diff(np.unique(stamps[channels == c]))]))
+    assert windowing.median_interval(stamps, channels) == expected
+    far = stamps.copy()
+    far[0] = -(2**62)  # the span times the channels passes 2**62: the lexsort path
+    expected_far = int(np.median([d for c in range(3) for d in np.diff(np.unique(far[channels == c]))]))
+    assert windowing.median_interval(far, channels) == expected_far
