@@ -96,7 +96,7 @@ def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict
                     _widen(found, *quick)
                 continue
             columns = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
-            table = parquet.read_row_group(group, columns=columns).to_pandas()
+            table = parquet.read_row_group(group, columns=columns).to_pandas(ignore_metadata=True)
             for entity, first, last in _column_spans(table, layout, mapping):
                 _widen(found, entity, first, last)
     return found

@@ -155,13 +155,17 @@ def estimate_readings(path: str, readings_per_row: int) -> int:
     return int(size / (len(head) / lines)) * readings_per_row if head else 0
 
 
+# pandas stores an unnamed index in Parquet as a column of this name (DataFrame.to_parquet(index=True)): not data.
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+
+
 def read_header(path: str) -> tuple[list[str] | None, str]:
     """A file's column names and field separator; ``(None, ',')`` for an empty file. Raises ``SchemaDriftError``
     for a file that is not text (its first line holds binary data)."""
     if is_parquet(path):
         import pyarrow.parquet as pq
         with FileSystems.open(path) as f:
-            return list(pq.read_schema(f).names), ","
+            return [n for n in pq.read_schema(f).names if not PANDAS_INDEX.fullmatch(n)], ","
     hint = None
     with open_text(path) as f:
         for line in f:
@@ -322,7 +326,8 @@ class FileReader:
             if strings:
                 parquet = pq.ParquetFile(f, metadata=parquet.metadata, read_dictionary=strings)
             for record_batch in parquet.iter_batches(batch_size=self.chunk_rows):
-                frame = record_batch.to_pandas()
+                # Not the pandas metadata: a timestamp column pandas wrote as the frame's index stays a column.
+                frame = record_batch.to_pandas(ignore_metadata=True)
                 numbers = np.arange(first, first + len(frame), dtype=np.int64)
                 first += len(frame)
                 columns = {name: frame[name] for name in frame.columns}

@@ -315,3 +315,23 @@ def test_repeated_timestamps_parse_as_each_value_alone(timezone):
     assert parse_timestamps(column, timezone=timezone).tolist() == alone
     numbers = pd.Series([1767225600, 1767225601] * 50)
     assert parse_timestamps(numbers).tolist() == [1767225600_000000, 1767225601_000000] * 50
+
+
+def test_parquet_written_by_pandas_with_its_index_reads_as_without(tmp_path):
+    # DataFrame.to_parquet keeps the index: a named one (the timestamps) as a column pandas restores as the
+    # index, an unnamed one as '__index_level_0__'. The first lost its timestamp column, the second ended in
+    # KeyError: '__index_level_0__' (a traceback from `seqwatch run`).
+    times = pd.date_range("2026-01-05", periods=6, freq="10s", tz="UTC")
+    wide = pd.DataFrame({"timestamp": times, "flow": np.arange(6.0), "pressure": np.arange(6.0) / 10})
+    wide.to_parquet(tmp_path / "plain.parquet", index=False)
+    wide.set_index("timestamp").to_parquet(tmp_path / "named.parquet")
+    wide.iloc[::-1].reset_index(drop=True).iloc[::-1].to_parquet(tmp_path / "unnamed.parquet", index=True)
+    mapping = InputMapping(format="wide", entity={"value": "pump-1"})
+    expected, _, _ = _read(tmp_path / "plain.parquet", mapping)
+    assert len(expected) == 12
+    for name in ("named.parquet", "unnamed.parquet"):
+        assert sorted(read_header(str(tmp_path / name))[0]) == ["flow", "pressure", "timestamp"]
+        frame, quarantine, records = _read(tmp_path / name, mapping)
+        assert quarantine == [] and records == 12
+        pd.testing.assert_frame_equal(frame.drop(columns=["line", "source"]), expected.drop(columns=["line", "source"]),
+                                      check_categorical=False)
