@@ -405,6 +405,50 @@ class Seq2SeqDetector:
         features, _ = self._features(self._check_windows(windows))
         return features
 
+    def score_frame(self, frame: pd.DataFrame, chunk: int = 65536) -> pd.DataFrame:
+        """Score long-format readings (``entity_id, channel, timestamp, value``) as ``seqwatch run`` scores them,
+        without Beam (a notebook's way in): each entity's readings on the model's step grid with short gaps
+        filled, the windows the pipeline places in each stretch of complete steps (every ``stride`` steps on the
+        global grid, and the stretch's first and last), in ``chunk``-window calls of the model. One row per
+        window, sorted by entity and end, with the scores sink's columns (``seqwatch.schemas.arrow``) up to
+        ``top_channel``, then ``channel_contributions``; ``window_start`` and ``window_end`` (the last step's time)
+        as UTC datetimes. Unlike the pipeline it does not validate or quarantine: readings of channels the model
+        does not know are ignored, values that are not finite numbers count as missing, and repeated readings of a
+        step are averaged. Raises RuntimeError before ``fit``."""
+        if not self.is_fitted:
+            raise RuntimeError("the detector is not fitted: call fit() or load an artifact first")
+        _check_columns(frame)
+        length, stride = self.config.window.length, self.config.window.stride
+        entities, ends, windows = [], [], []
+        for entity, grid in entity_grids(frame, self.channels, self.step_us, self.config.window.max_gap).items():
+            placed = [windowing.window_end_steps(grid.first_step + a, grid.first_step + b, length, stride)
+                      for a, b in windowing.stretches(grid.present)]
+            entity_ends = np.concatenate(placed) if placed else np.zeros(0, dtype=np.int64)
+            if len(entity_ends):
+                entities += [entity] * len(entity_ends)
+                ends.append(entity_ends)
+                windows.append(windowing.cut_windows(grid.values, entity_ends - grid.first_step, length))
+        columns = ["entity_id", "window_start", "window_end", "score", "threshold", "is_anomaly", "severity",
+                   "tail_probability", "top_channel", "channel_contributions"]
+        if not ends:
+            return pd.DataFrame({c: [] for c in columns})
+        ends_us = np.concatenate(ends) * self.step_us
+        values = np.concatenate(windows).astype(np.float32)
+        parts = [self.score_windows(values[i:i + chunk]) for i in range(0, len(values), chunk)]
+        contributions = np.concatenate([p.contributions for p in parts])
+        return pd.DataFrame({
+            "entity_id": entities,
+            "window_start": pd.to_datetime(ends_us - (length - 1) * self.step_us, unit="us", utc=True),
+            "window_end": pd.to_datetime(ends_us, unit="us", utc=True),
+            "score": np.concatenate([p.score for p in parts]).astype(np.float64),
+            "threshold": float(self.threshold),
+            "is_anomaly": np.concatenate([p.is_anomaly for p in parts]).astype(bool),
+            "severity": np.concatenate([p.severity for p in parts]),
+            "tail_probability": np.concatenate([p.tail_probability for p in parts]).astype(np.float64),
+            "top_channel": np.asarray(self.channels)[np.argmax(contributions, axis=1)],
+            "channel_contributions": list(contributions.astype(np.float64)),
+        }, columns=columns)
+
     def score_windows(self, windows: np.ndarray) -> WindowScores:
         """Score windows ``[N, L, C]`` in original units and the model's channel order."""
         features, forecast = self._features(self._check_windows(windows))

@@ -71,3 +71,16 @@ def test_numeric_channel_names_and_non_finite_values():
     # Every other reading lands in its column; the two infinite ones are missing, so steps 3 and 5 are absent.
     assert grid.values[0, 0] == readings["value"].iloc[0] and grid.values[0, 1] == readings["value"].iloc[20]
     assert np.flatnonzero(~grid.present).tolist() == [3, 5]
+
+
+def test_score_frame_needs_a_fitted_model_and_returns_no_rows_where_no_window_fits(small_model_dir):
+    from seqwatch.models.artifact import load_artifact
+
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Seq2SeqDetector(DetectorConfig()).score_frame(_readings())
+    detector = load_artifact(str(small_model_dir))
+    short = pd.DataFrame({"entity_id": "m1", "channel": list(detector.channels) * 3,
+                          "timestamp": np.repeat(START_US + np.arange(3) * 10_000_000, len(detector.channels)),
+                          "value": 1.0})
+    empty = detector.score_frame(short)
+    assert len(empty) == 0 and list(empty.columns)[:3] == ["entity_id", "window_start", "window_end"]
