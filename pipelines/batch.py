@@ -93,7 +93,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     config = dataclasses.replace(config, model_dir=str(resolve_model_dir(config.model_dir)))
     try:
         metadata = read_metadata(config.model_dir)
-        paths = expand_inputs(list(config.inputs))
+        paths = expand_inputs(list(config.inputs), exclude=(config.output,))
         suite = load_suite_dict(config.suite)
         window = metadata["config"]["window"]
         channels, step_us = tuple(metadata["channels"]), int(metadata["step_us"])

@@ -30,7 +30,8 @@ def _mapping_from_args(args):
     return InputMapping(format="long", sep=args.sep, timezone=args.timezone, ignore=tuple(args.ignore or ()))
 
 
-INPUT_HELP = "CSV or Parquet files: a glob or a folder (every file under it but _* and .* names); repeat for more"
+INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet files at any depth, but _* and "
+              ".*); repeat for more")
 
 
 def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP):
@@ -261,7 +262,7 @@ def cmd_stream(args, beam_args) -> int:
             raise CliError("--idle-watermark is for live broker sources (kafka, pubsub, mqtt), not a replay, whose "
                            "event time is the file's")
         try:
-            paths = expand_inputs(args.input)
+            paths = expand_inputs(args.input, exclude=(args.output,))
         except FileNotFoundError as exc:
             raise CliError(str(exc)) from None
         mapping = _mapping_from_args(args)

@@ -393,24 +393,43 @@ class ReadInputFiles(beam.PTransform):
                 .with_outputs(QUARANTINE, COUNTS, main="readings"))
 
 
-def expand_inputs(patterns: list[str]) -> list[str]:
+# What a folder given as input stands for: files of these kinds, compressed or not (Beam decompresses by suffix).
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+COMPRESSION_SUFFIXES = ("", ".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma")
+
+
+def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     """Concrete, sorted file paths for glob patterns and folders; raises FileNotFoundError naming a pattern with
     no match. A local pattern without a folder (``*.csv``) is matched in the working directory: Beam's local file
     system matches such a pattern against nothing (``./*.csv`` it matches). A folder (``history/``, or a name
-    without glob characters that names no file, as ``gs://bucket/history`` does) stands for every file under it,
-    at any depth, except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``:
-    what Spark, Hadoop and Beam's own writers leave beside their data)."""
+    without glob characters that names no file, as ``gs://bucket/history`` does) stands for the CSV and Parquet
+    files under it, at any depth (``.csv``, ``.tsv``, ``.txt``, ``.parquet``, ``.pq``, each also compressed),
+    except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``: what Spark,
+    Hadoop and Beam's own writers leave beside their data). Paths inside an ``exclude`` folder (a run's output
+    folder, when it lies inside an input folder) are left out."""
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
         if _names_a_folder(pattern, matched):
-            matched = _files_under(pattern)
+            matched = [path for path in _files_under(pattern) if _is_data_file(path)]
             if not matched and "://" not in pattern and os.path.isdir(pattern):
-                raise FileNotFoundError(f"no input file is in the folder {pattern!r}")
+                raise FileNotFoundError(f"no CSV or Parquet file is in the folder {pattern!r}")
+        matched = [path for path in matched if not any(_inside(path, folder) for folder in exclude)]
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)
     return sorted(set(paths))
+
+
+def _is_data_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1].lower()
+    return any(name.endswith(data + packed) for data in DATA_SUFFIXES for packed in COMPRESSION_SUFFIXES)
+
+
+def _inside(path: str, folder: str) -> bool:
+    if "://" in path or "://" in folder:
+        return path.startswith(folder.rstrip("/") + "/")
+    return os.path.abspath(path).startswith(os.path.abspath(folder).rstrip(os.sep) + os.sep)
 
 
 def _match(pattern: str) -> list[str]:

@@ -240,7 +240,7 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
                                  "'vibration']); a file of entity, channel, timestamp and value columns is long: "
                                  "--format long"),
         (["run", "--input", str(empty_folder), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
-         f"no input file is in the folder {str(empty_folder)!r}"),
+         f"no CSV or Parquet file is in the folder {str(empty_folder)!r}"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir), "--alert-cooldown", "-60"],
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),
@@ -395,3 +395,19 @@ def test_score_frame_in_a_notebook_gives_the_pipelines_scores(small_model_dir, t
     assert list(frame["is_anomaly"]) == list(piped["is_anomaly"]) and frame["is_anomaly"].any()
     assert list(frame["severity"]) == list(piped["severity"])
     assert list(frame["top_channel"]) == list(piped["top_channel"])
+
+
+def test_a_run_whose_output_lies_in_its_input_folder_does_not_read_its_own_outputs(small_model_dir, tmp_path):
+    """`seqwatch run --input data --output data/results`, run daily: the second run read the first one's
+    Parquet outputs as readings (and stopped at their columns)."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=300, seed=5)
+    data = tmp_path / "data"
+    data.mkdir()
+    readings.to_csv(data / "pump.csv", index=False)
+    (data / "README.md").write_text("exported nightly\n")  # not a CSV or Parquet file: a folder leaves it out
+    config = RunConfig(inputs=(str(data),), output=str(data / "results"), model_dir=str(small_model_dir))
+    first = run_batch(config, ["--runner=DirectRunner"])
+    assert any((data / "results" / "scores").rglob("*.parquet"))
+    second = run_batch(config, ["--runner=DirectRunner"])
+    assert first["inputs"] == second["inputs"] == [str(data / "pump.csv")]
+    assert second["run_id"] == first["run_id"] and second["records_in"] == first["records_in"] == 1200

@@ -183,20 +183,27 @@ def test_input_globs_without_a_folder_match_in_the_working_directory(tmp_path, m
 
 def test_an_input_folder_stands_for_the_files_under_it(tmp_path, monkeypatch):
     # `seqwatch run --input history` ended in IsADirectoryError: the folder itself was handed to the reader.
-    for name in ("a.csv", "day=2/b.parquet", "_SUCCESS", ".a.csv.crc", "_temporary/c.csv", ".cache/d.csv",
-                 "day=2/.b.parquet.crc"):
+    for name in ("a.csv", "day=2/b.parquet", "day=3/c.csv.gz", "d.TSV", "_SUCCESS", ".a.csv.crc", "_temporary/c.csv",
+                 ".cache/d.csv", "day=2/.b.parquet.crc", "notes.md", "model/metadata.json", "out/scores/s.parquet"):
         (tmp_path / "history" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "history" / name).write_text("x\n")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "README.md").write_text("x\n")
     monkeypatch.chdir(tmp_path)
-    wanted = ["history/a.csv", "history/day=2/b.parquet"]
+    wanted = ["history/a.csv", "history/d.TSV", "history/day=2/b.parquet", "history/day=3/c.csv.gz",
+              "history/out/scores/s.parquet"]
     assert expand_inputs(["history"]) == wanted
     assert expand_inputs(["history/"]) == wanted
     assert expand_inputs([str(tmp_path / "history")]) == [str(tmp_path / p) for p in wanted]
     assert expand_inputs(["history", "history/a.csv"]) == wanted
+    # a run's output folder inside its input folder is not read back as input, however either is written
+    assert expand_inputs(["history"], exclude=("history/out",)) == wanted[:-1]
+    assert expand_inputs(["./history/"], exclude=(str(tmp_path / "history" / "out") + "/",)) == [
+        "./" + p for p in wanted[:-1]]
     # a glob keeps everything it matches, as written
-    assert expand_inputs(["history/*"]) == ["history/.a.csv.crc", "history/_SUCCESS", "history/a.csv"]
-    with pytest.raises(FileNotFoundError, match=r"^no input file is in the folder 'empty'$"):
+    assert expand_inputs(["history/*"]) == ["history/.a.csv.crc", "history/_SUCCESS", "history/a.csv",
+                                            "history/d.TSV", "history/notes.md"]
+    with pytest.raises(FileNotFoundError, match=r"^no CSV or Parquet file is in the folder 'empty'$"):
         expand_inputs(["empty"])
     with pytest.raises(FileNotFoundError, match=r"^no input file matches 'nowhere'$"):
         expand_inputs(["nowhere"])
