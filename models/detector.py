@@ -95,7 +95,7 @@ def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: in
     known = frame.assign(_position=column)[column.notna().to_numpy()]
     grids = {}
     for entity, part in known.groupby("entity_id", sort=True, observed=True):
-        steps = as_micros(part["timestamp"]) // step_us
+        steps = windowing.step_of(as_micros(part["timestamp"]), step_us)
         values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
         values = np.where(np.isfinite(values), values, np.nan)
         grids[str(entity)] = windowing.build_grid(steps, part["_position"].to_numpy(dtype=np.int64), values,

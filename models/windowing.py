@@ -1,7 +1,8 @@
 """Windowing maths, pure numpy: time grid, gap filling, stretches, window placement and cutting.
 
-Time is measured in steps of the model's sampling interval counted from the epoch (``step = t // step_us``),
-so every pane, batch or streaming, places windows on the same global grid. A window is named by its end
+Time is measured in steps of the model's sampling interval counted from the epoch; a reading belongs to the
+nearest step (``step_of``: ``t`` within half a step of ``step * step_us``), so every pane, batch or streaming,
+places windows on the same global grid. A window is named by its end
 step ``e`` and covers steps ``e - L + 1 .. e``.
 
 Placement inside one stretch of consecutive present steps ``[a, b]`` (``b - a + 1 >= L``):
@@ -12,6 +13,13 @@ so every step of a stretch of at least L steps lies in some window, and steps of
 from __future__ import annotations
 
 import numpy as np
+
+
+def step_of(stamps_us, step_us: int):
+    """The grid step of each timestamp (µs since the epoch): the nearest multiple of ``step_us`` (half-way rounds
+    up). Nearest, not floor: devices report on the tick with a few ms of jitter either way, and a floor would put
+    every early reading into the step before, leaving its own step empty and two readings in the other."""
+    return (stamps_us + step_us // 2) // step_us
 
 
 def to_step_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray, n_channels: int,

@@ -128,7 +128,8 @@ class _KeyByPane(beam.DoFn):
             self._held_source = source
         for entity, pane, part, stamp in pieces:
             start, end = self.windows.context_us(pane)
-            if source is not None and self.spans.is_local(source, entity, start, end):
+            half = self.spec.step_us // 2  # readings of the pane's steps lie half a step earlier (step_of)
+            if source is not None and self.spans.is_local(source, entity, start - half, end - half):
                 self._held.setdefault((entity, pane), []).append(part)
             else:
                 out.append(beam_window.TimestampedValue(((entity, pane), part), stamp))
@@ -160,7 +161,7 @@ class _KeyByPane(beam.DoFn):
         spec = self.spec
         frame = batch.frame
         stamps = frame["timestamp"].to_numpy()
-        steps = stamps // spec.step_us
+        steps = windowing.step_of(stamps, spec.step_us)
         pane = steps // spec.pane_steps
         offset = steps - pane * spec.pane_steps
         rows = np.arange(len(frame))
@@ -240,7 +241,7 @@ class _PaneCutter:
                 yield beam.pvalue.TaggedOutput(QUARANTINE, q)
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", 0))
             return
-        steps = stamps // spec.step_us
+        steps = windowing.step_of(stamps, spec.step_us)
         grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
                                     len(self.channels), spec.max_gap, first_step=first,
                                     last_step=hi - 1 + spec.after)

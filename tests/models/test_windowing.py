@@ -134,3 +134,9 @@ def test_median_interval_is_the_same_when_the_combined_key_would_overflow():
     far[0] = -(2**62)  # the span times the channels passes 2**62: the lexsort path
     expected_far = int(np.median([d for c in range(3) for d in np.diff(np.unique(far[channels == c]))]))
     assert windowing.median_interval(far, channels) == expected_far
+
+
+def test_a_reading_belongs_to_the_nearest_step():
+    s = 10_000_000  # 10 s
+    stamps = np.array([0, 9_980_000, 10_020_000, 14_999_999, 15_000_000, -4_900_000, -5_000_000, -5_000_001])
+    assert windowing.step_of(stamps, s).tolist() == [0, 1, 1, 1, 2, 0, 0, -1]
