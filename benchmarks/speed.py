@@ -11,7 +11,8 @@ a fresh process, the median of repeated runs), with 1 worker and, at 1x and 10x,
 ``seqwatch run`` chooses by itself from 8M readings), with the pipeline's own per-stage timers; (c) ``apache_beam.ml.anomaly`` ZScore on a slice of the same readings (one reading per
 element, keyed by entity and channel). The fixed cost per run (imports, model load, planning) and the
 marginal rate (extra readings over extra seconds between two sizes, so fixed costs cancel) are reported
-apart; so is the first run on a machine, which also compiles the model and checks the validation suite with
+apart, and so is a fleet: the 1x readings spread over 100 times as many entities, each with a short history,
+in one file (the cost per entity); so is the first run on a machine, which also compiles the model and checks the validation suite with
 great_expectations (empty caches). Peak RSS is measured at every size. Results replace the speed section of BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -174,6 +175,21 @@ def marginal_rate(small: dict, large: dict) -> tuple[float, float]:
     return rate, large["seconds"] - large["records_in"] / rate
 
 
+def fleet_note(one: dict, fleet: dict, entities: int, fleet_entities: int, fleet_steps: int) -> str:
+    """What the fleet row says: the cost of an entity, at the same number of readings as the 1x row."""
+    extra = max(1, fleet_entities - entities)
+    per_entity_ms = (fleet["seconds"] - one["seconds"]) / extra * 1e3
+    stages = ", ".join(f"{name} {fleet['stage_seconds'].get(name, 0):.1f} s (1x: {one['stage_seconds'].get(name, 0):.1f})"
+                       for name in ("window_cut", "window_key", "write", "score"))
+    return f"""- A fleet (the last row): the same {one['records_in']:,} readings as the 1x row, but over {fleet_entities:,}
+  entities of {fleet_steps} steps each, in one file sorted by time, as a fleet's export comes. Each entity is at
+  least one pane to cut and two Parquet files to write (scores, forecasts), so the time grows with the entities:
+  {fleet['seconds']:.1f} s against {one['seconds']:.1f} s, about {per_entity_ms:.1f} ms per extra entity; by stage: {stages}.
+  The cost is per entity and pane, not per reading: a run over more of each entity's history (a day rather than
+  an hour) spreads it over more readings.
+"""
+
+
 def notes(one: dict, ten: dict, grouped: dict) -> str:
     """What the memory and 2-worker rows mean (text that does not change from run to run but for the numbers)."""
     per_reading = (ten["peak_rss_mb"] - one["peak_rss_mb"]) * 2**20 / max(1, ten["records_in"] - one["records_in"])
@@ -201,6 +217,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=2_000_000, help="the reference size (1x)")
     parser.add_argument("--entities", type=int, default=20)
+    parser.add_argument("--fleet-entities", type=int, default=2000,
+                        help="the fleet row: the 1x readings over this many entities, in one file")
     parser.add_argument("--zscore-readings", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3, help="runs per pipeline row (the median is reported)")
     parser.add_argument("--quick", action="store_true", help="200k readings; does not write BENCHMARKS.md")
@@ -217,6 +235,10 @@ def main(argv=None) -> int:
     write_inputs(frame, OUT / "large")
     write_inputs(make_readings(sizes["tenth"], args.entities, seed=100), OUT / "small")
     write_inputs(make_readings(sizes["ten"], args.entities, seed=200), OUT / "huge")
+    fleet = make_readings(args.readings, args.fleet_entities, seed=300)
+    (OUT / "fleet").mkdir(parents=True, exist_ok=True)
+    fleet.sort_values(["timestamp", "entity_id", "channel"]).to_parquet(OUT / "fleet" / "fleet.parquet", index=False)
+    fleet_steps = len(fleet) // (args.fleet_entities * 8)
     log("training the model artifact (LSTM 64 units, window 64, stride 16; 2 epochs: speed, not accuracy)")
     detector = train_model(frame, OUT / "model")
 
@@ -237,7 +259,8 @@ def main(argv=None) -> int:
             ("1 worker, 10x input", OUT / "huge", 1, max(1, args.repeats - 1)),
             ("2 workers", OUT / "large", 2, max(1, args.repeats - 1)),
             ("2 workers, 10x input", OUT / "huge", 2, max(1, args.repeats - 1)),
-            ("1 worker, 10x input, every pane through the GroupByKey", OUT / "huge", 1, 1))
+            ("1 worker, 10x input, every pane through the GroupByKey", OUT / "huge", 1, 1),
+            ("1 worker, fleet", OUT / "fleet", 1, args.repeats))
     for label, inputs, workers, repeats in plan:
         log(f"(b) seqwatch pipeline, {label}")
         runs[label] = bench_pipeline(inputs, OUT / f"run-{workers}-{inputs.name}", OUT / "model", workers, repeats,
@@ -251,7 +274,7 @@ def main(argv=None) -> int:
 
     cold, tenth, one = runs[plan[0][0]], runs["1 worker, 1/10 input"], runs["1 worker"]
     ten, two, two_ten = runs["1 worker, 10x input"], runs["2 workers"], runs["2 workers, 10x input"]
-    grouped = runs[plan[-1][0]]
+    grouped, fleet_run = runs[plan[-2][0]], runs["1 worker, fleet"]
     bare_rate = bare["readings_per_s"]
     marginal, fixed = marginal_rate(one, ten)
     marginal_small, fixed_small = marginal_rate(tenth, one)
@@ -286,6 +309,7 @@ row is the median of {args.repeats} runs ({max(1, args.repeats - 1)} for the 10x
 {row("(b) pipeline, 2 workers, 10x input (the default from 8M readings)", two_ten)}
 {row("(b) first run on a machine (empty compilation and suite caches), 1/10 input", cold)}
 {row("(b) pipeline, 1 worker, 10x input, every pane through the GroupByKey (`local_panes=False`)", grouped)}
+{row(f"(b) pipeline, 1 worker, a fleet: {args.fleet_entities:,} entities x {fleet_steps} steps, one file", fleet_run)}
 | (c) Beam `ZScore` (apache_beam.ml.anomaly) | {zscore['readings']:,} | {zscore['readings_per_s']:,.0f} | — | {zscore['seconds']:.1f} | {zscore['readings_per_s'] / bare_rate:.3f} | — |
 
 - End to end, pipeline / bare model: **{one['readings_per_s'] / bare_rate:.2f} at {sizes['one']:,} readings**, **{ten['readings_per_s'] / bare_rate:.2f} at
@@ -314,7 +338,7 @@ model call; at 10x it took {model_share:.1f} s, against {ten['windows'] / bare['
 |---|---|---|---|
 {stage_rows}
 | (timed stages together) | {timed_one:.2f} | {timed_ten:.2f} | {timed_ten / ten['records_in'] * 1e6:.2f} |
-""" + notes(one, ten, grouped)
+""" + notes(one, ten, grouped) + fleet_note(one, fleet_run, args.entities, args.fleet_entities, fleet_steps)
     (OUT / "results.json").write_text(json.dumps({"bare": bare, "pipeline": runs, "zscore": zscore}, indent=1))
     print(text)
     if not args.quick:

@@ -405,16 +405,16 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     without glob characters that names no file, as ``gs://bucket/history`` does) stands for the CSV and Parquet
     files under it, at any depth (``.csv``, ``.tsv``, ``.txt``, ``.parquet``, ``.pq``, each also compressed),
     except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``: what Spark,
-    Hadoop and Beam's own writers leave beside their data). Paths inside an ``exclude`` folder (a run's output
-    folder, when it lies inside an input folder) are left out."""
+    Hadoop and Beam's own writers leave beside their data), and those inside an ``exclude`` folder (a run's
+    output folder, when it lies inside an input folder). A glob or a file path keeps all it names."""
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
         if _names_a_folder(pattern, matched):
-            matched = [path for path in _files_under(pattern) if _is_data_file(path)]
+            matched = [path for path in _files_under(pattern)
+                       if _is_data_file(path) and not any(_inside(path, folder) for folder in exclude)]
             if not matched and "://" not in pattern and os.path.isdir(pattern):
                 raise FileNotFoundError(f"no CSV or Parquet file is in the folder {pattern!r}")
-        matched = [path for path in matched if not any(_inside(path, folder) for folder in exclude)]
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)
