@@ -178,10 +178,13 @@ class _KeyByPane(beam.DoFn):
         order = np.lexsort((target, entity))  # stable: by entity, then pane; rows keep their order inside
         row, target, own, entity = row[order], target[order], own[order], entity[order]
         starts = np.flatnonzero(np.r_[True, (entity[1:] != entity[:-1]) | (target[1:] != target[:-1])])
-        columns = frame.drop(columns=["entity_id"])
-        for lo, hi in zip(starts, np.r_[starts[1:], len(row)]):
-            part = columns.take(row[lo:hi]).reset_index(drop=True)
-            part["own"] = own[lo:hi]
+        # One take of every piece's rows, in piece order, then a slice per piece: a take per piece cost about
+        # 0.3 ms, which a chunk of a fleet's file (thousands of entities) pays thousands of times.
+        pieces = frame.drop(columns=["entity_id"]).take(row).reset_index(drop=True)
+        pieces["own"] = own
+        for lo, hi in zip(starts.tolist(), np.r_[starts[1:], len(row)].tolist()):
+            part = pieces.iloc[lo:hi]
+            part.index = pd.RangeIndex(hi - lo)
             pane = int(target[lo])
             yield str(entities[entity[lo]]), pane, part, Timestamp(micros=self.windows.piece_timestamp_us(pane))
 
