@@ -53,21 +53,15 @@ def interval_fits(data_step_us: float, model_step_us: float) -> bool:
 
 
 def median_interval(stamps_us: np.ndarray, channel_index: np.ndarray) -> int | None:
-    """The median interval (µs) between consecutive distinct timestamps of the same channel, or None when there
-    are fewer than ``MIN_INTERVALS`` such intervals."""
+    """The median interval (µs) between consecutive distinct timestamps of the channel with the most readings,
+    or None when it has fewer than ``MIN_INTERVALS`` such intervals. One channel, the busiest: it says how often
+    the entity reports, at an eighth of the cost of sorting every channel's readings (it runs once per pane)."""
     stamps = np.asarray(stamps_us, dtype=np.int64)
     channels = np.asarray(channel_index, dtype=np.int64)
     if stamps.size <= MIN_INTERVALS:
         return None
-    base = int(stamps.min())
-    span = int(stamps.max()) - base + 1
-    if span * (int(channels.max()) + 1) < 1 << 62:  # one sort of (channel, time) keys: twice as fast as lexsort
-        key = np.sort(channels * span + (stamps - base))
-        same = key[1:] // span == key[:-1] // span
-        diffs = np.diff(key)[same]
-    else:
-        order = np.lexsort((stamps, channels))
-        diffs = np.diff(stamps[order])[channels[order][1:] == channels[order][:-1]]
+    busiest = int(np.bincount(channels - channels.min()).argmax()) + int(channels.min())
+    diffs = np.diff(np.sort(stamps[channels == busiest]))
     diffs = diffs[diffs > 0]
     return int(np.median(diffs)) if diffs.size >= MIN_INTERVALS else None
 
