@@ -86,6 +86,23 @@ def _check_columns(frame: pd.DataFrame) -> None:
         raise ValueError(f"training data lacks columns {sorted(missing)}")
 
 
+def _check_entity_intervals(frame: pd.DataFrame, step_us: int) -> None:
+    """Raise ``ModelMismatchError`` naming the entities whose readings come more than 2x faster or slower than
+    ``step_us``: one model learns one sampling interval (the pipelines quarantine such entities' panes)."""
+    off = []
+    for entity, part in frame.groupby("entity_id", sort=True, observed=True):
+        try:
+            interval = infer_step_us(part)
+        except InsufficientDataError:
+            continue
+        if not windowing.interval_fits(interval, step_us):
+            off.append(f"{entity} every {interval / 1e6:g}s")
+    if off:
+        shown = ", ".join(off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
+        raise ModelMismatchError(f"the training data's readings come every {step_us / 1e6:g}s, but those of "
+                                 f"{shown}: train one model per sampling interval, or resample the data")
+
+
 def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int) -> dict[str, windowing.Grid]:
     """Resample a long-format frame into one grid per entity, channels in ``channels`` order. Channels are
     matched by name (``str``, as ``fit`` names them); a value that is not a finite number is missing, as the
@@ -179,6 +196,7 @@ class Seq2SeqDetector:
         self.step_us = int(step_us) if step_us else infer_step_us(frame)
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
+        _check_entity_intervals(frame, self.step_us)
         windows, train_values = self._split_windows(frame, holdout)
         self.scaler = ChannelScaler.fit(np.concatenate(train_values))
         enable_compile_cache()  # many small models of one shape (one per entity) compile their steps once

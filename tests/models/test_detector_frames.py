@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
-from seqwatch.models.detector import Seq2SeqDetector, as_micros, entity_grids, infer_step_us
+from seqwatch.models.detector import ModelMismatchError, Seq2SeqDetector, as_micros, entity_grids, infer_step_us
 
 START_US = 1_772_409_600_000_000  # 2026-03-02T00:00:00Z
 
@@ -84,3 +84,16 @@ def test_score_frame_needs_a_fitted_model_and_returns_no_rows_where_no_window_fi
                           "value": 1.0})
     empty = detector.score_frame(short)
     assert len(empty) == 0 and list(empty.columns)[:3] == ["entity_id", "window_start", "window_end"]
+
+
+def test_fit_refuses_entities_sampled_far_from_the_training_interval():
+    # Three entities at 10 s and one at 60 s: the training interval is 10 s (the median), and the 60 s entity,
+    # cut on that grid, would be too sparse for any window (it trained nothing and hid why).
+    frames = [_readings().assign(entity_id=f"m{i}") for i in range(3)]
+    slow = _readings(60)
+    slow["timestamp"] = pd.Timestamp("2026-03-02", tz="UTC") + (slow["timestamp"] - slow["timestamp"].min()) * 6
+    frames.append(slow.assign(entity_id="slow-1"))
+    with pytest.raises(ModelMismatchError, match=r"^the training data's readings come every 10s, but those of "
+                                                 r"slow-1 every 60s: train one model per sampling interval, or "
+                                                 r"resample the data$"):
+        Seq2SeqDetector(DetectorConfig()).fit(pd.concat(frames, ignore_index=True), progress=False)
