@@ -180,8 +180,9 @@ class Seq2SeqDetector:
         intervals the third. With ``holdout`` (more normal readings kept apart from training: another day, another
         machine of the kind) all of ``frame`` trains the network and every window of the holdout serves both as
         the validation and as the calibration part; use it when the end of each training history is not typical
-        of normal operation (a machine that is idle at the end of every day). The holdout is not split because what makes it worth holding out, a machine's rarer states
-        (one dishwasher cycle a day), would land in one part only: a calibration part of idle minutes scores 0
+        of normal operation (a machine that is idle at the end of every day). The holdout is not split because
+        what makes it worth holding out, a machine's rarer states (one dishwasher cycle a day), would land in one
+        part only: a calibration part of idle minutes scores 0
         throughout and sets a threshold of 0. The cost is a threshold fitted on scores of the windows the scorer
         was fitted on, a little lower than on fresh windows when there are few windows per channel (the scorer
         has C means and C*C covariances). Raises ``InsufficientDataError`` when a part fills fewer than 20

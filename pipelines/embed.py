@@ -102,8 +102,8 @@ def _json_value(value):
 class _ParseReadings(beam.DoFn):
     """Readings -> ``ReadingBatch`` elements at their event times, quarantined records, counts; parsed in batches
     of up to ``batch_size`` readings of one bundle (all in the global window: ``DetectAnomalies`` puts them
-    there first). ``line`` numbers the readings in the order this
-    worker saw them (there is no file to point into).
+    there first). ``line`` numbers the readings in the order this worker saw them (there is no file to point
+    into).
 
     Not ``BatchElements``: it stamps each batch with the end of its window, so its output holds no watermark
     back, and stamping the readings back to their event times after it is safe only while the runner fuses the

@@ -396,6 +396,7 @@ class ReadInputFiles(beam.PTransform):
 # What a folder given as input stands for: files of these kinds, compressed or not (Beam decompresses by suffix).
 DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 COMPRESSION_SUFFIXES = ("", ".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma")
+_DATA_FILE_SUFFIXES = tuple(data + packed for data in DATA_SUFFIXES for packed in COMPRESSION_SUFFIXES)
 
 
 def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
@@ -422,8 +423,7 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
 
 
 def _is_data_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1].lower()
-    return any(name.endswith(data + packed) for data in DATA_SUFFIXES for packed in COMPRESSION_SUFFIXES)
+    return path.rsplit("/", 1)[-1].lower().endswith(_DATA_FILE_SUFFIXES)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -448,6 +448,6 @@ def _names_a_folder(pattern: str, matched: list[str]) -> bool:
 
 
 def _files_under(folder: str) -> list[str]:
-    base = folder.rstrip("/") or "/"
-    below = [(path, path[len(base):].lstrip("/")) for path in _match(base.rstrip("/") + "/**")]
+    base = folder.rstrip("/")
+    below = [(path, path[len(base):].lstrip("/")) for path in _match(base + "/**")]
     return [path for path, rest in below if rest and not any(part.startswith((".", "_")) for part in rest.split("/"))]

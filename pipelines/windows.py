@@ -126,9 +126,9 @@ class _KeyByPane(beam.DoFn):
         if source is None or source != self._held_source:
             out += self._flush()  # the previous file has been read: its panes are complete
             self._held_source = source
+        half = self.spec.step_us // 2  # readings of a pane's steps lie up to half a step earlier (step_of)
         for entity, pane, part, stamp in pieces:
             start, end = self.windows.context_us(pane)
-            half = self.spec.step_us // 2  # readings of the pane's steps lie half a step earlier (step_of)
             if source is not None and self.spans.is_local(source, entity, start - half, end - half):
                 self._held.setdefault((entity, pane), []).append(part)
             else:
