@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -505,7 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
                 "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
         print(f"seqwatch {args.command}: stopped by an interrupt (Ctrl-C){kept}", file=sys.stderr)
-        return 130
+        # The runner's worker threads are not daemons and go on replaying or reading after the interrupt: a
+        # plain return would leave the process running. Flush what was printed and end it here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def _interrupted(exc: BaseException) -> bool:
