@@ -23,6 +23,7 @@ from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build
 from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.parsing import FileLayout
 from seqwatch.pipelines.stage_metrics import stage_seconds
+from seqwatch.pipelines.sinks import prepare_output_folder
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
 from seqwatch.schemas.validation import load_suite_dict
 
@@ -198,6 +199,10 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
     """Run the batch pipeline and return the manifest (also written to ``<output>/manifest.json``)."""
     plan = plan_run(config, now_us)
     started = time.time()
+    try:
+        prepare_output_folder(config.output)
+    except OSError as exc:
+        raise RunError(str(exc)) from None
     _delete(plan.staging)
     options, workers = _options(list(beam_args or []), config, plan.paths)
     try:

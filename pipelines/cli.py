@@ -19,16 +19,46 @@ class CliError(Exception):
     """One sentence for the person at the terminal."""
 
 
+def _mapping_flags(args) -> dict:
+    """The mapping keys the format flags given on the command line set (flags left out set nothing)."""
+    flags = {}
+    if args.format is not None:
+        flags["format"] = args.format
+    if args.timestamp_column is not None:
+        flags["timestamp"] = args.timestamp_column
+    if args.entity_column and args.entity:
+        raise CliError("--entity-column and --entity both say where the entity comes from: give one of them")
+    if args.entity_column:
+        flags["entity"] = {"column": args.entity_column}
+    elif args.entity:
+        flags["entity"] = {"value": args.entity}
+    if args.sep is not None:
+        flags["sep"] = args.sep
+    if args.timezone is not None:
+        flags["timezone"] = args.timezone
+    return flags
+
+
 def _mapping_from_args(args):
+    """The input mapping of ``--mapping`` and the format flags together: a flag sets what the mapping file leaves
+    out, ``--ignore`` adds to its ``ignore``, and a flag that contradicts the file is a ``CliError``."""
     from seqwatch.schemas.mapping import InputMapping
-    if args.mapping:
-        return InputMapping.from_file(args.mapping)
-    if args.format == "wide":
-        entity = ({"column": args.entity_column} if args.entity_column else
-                  {"value": args.entity} if args.entity else {"from_filename": True})
-        return InputMapping(format="wide", timestamp=args.timestamp_column, entity=entity,
-                            ignore=tuple(args.ignore or ()), sep=args.sep, timezone=args.timezone)
-    return InputMapping(format="long", sep=args.sep, timezone=args.timezone, ignore=tuple(args.ignore or ()))
+    flags = _mapping_flags(args)
+    ignore = list(args.ignore or ())
+    if not args.mapping:
+        if flags.get("format") != "wide":
+            flags.pop("timestamp", None)
+            flags.pop("entity", None)
+        return InputMapping.from_dict({**flags, "ignore": ignore})
+    data = InputMapping.read_file(args.mapping)
+    for key, value in flags.items():
+        if key in data and data[key] != value:
+            flag = {"timestamp": "--timestamp-column", "entity": "--entity-column/--entity"}.get(key, f"--{key}")
+            raise CliError(f"the mapping file {args.mapping} sets {key} {data[key]!r} but {flag} says {value!r}: "
+                           f"give one of them")
+        data[key] = value
+    data["ignore"] = list(data.get("ignore", ())) + [c for c in ignore if c not in data.get("ignore", ())]
+    return InputMapping.from_dict(data)
 
 
 INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet files at any depth, but _* and "
@@ -37,18 +67,19 @@ INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.pa
 
 def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP):
     parser.add_argument("--input", action="append", required=required, metavar="GLOB|FOLDER", help=input_help)
-    parser.add_argument("--format", choices=("long", "wide"), default="long",
-                        help="long: entity_id,channel,timestamp,value rows; wide: a timestamp and one column per "
-                             "channel")
-    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (overrides the format flags)")
-    parser.add_argument("--timestamp-column", default="timestamp", help="wide format: the timestamp column")
+    parser.add_argument("--format", choices=("long", "wide"),
+                        help="long: entity_id,channel,timestamp,value rows (the default); wide: a timestamp and "
+                             "one column per channel")
+    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (schemas/mapping.py); the format "
+                        "flags set what it leaves out, and must not contradict it")
+    parser.add_argument("--timestamp-column", help="wide format: the timestamp column (default: timestamp)")
     parser.add_argument("--entity-column", help="wide format: the column holding the entity id (default: "
                         "entity_id when a file has that column)")
     parser.add_argument("--entity", help="wide format: one entity id for every file (default: the file's "
                         "entity_id column, or else its name)")
     parser.add_argument("--ignore", action="append", metavar="COLUMN", help="a column to ignore (repeatable)")
     parser.add_argument("--sep", help="field separator (default: sniffed)")
-    parser.add_argument("--timezone", default="UTC", help="zone of timestamps without an offset")
+    parser.add_argument("--timezone", help="zone of timestamps without an offset (default: UTC)")
 
 
 def _read_training_frame(args, inputs=None, what: str = "training input"):
@@ -122,6 +153,25 @@ def _warm_start_config(args, config):
                                scoring=dataclasses.replace(config.scoring, **scoring))
 
 
+def _check_model_dir(path: str) -> None:
+    """Refuse, before any training, a ``--model-dir`` the artifact cannot go to: a file (or a file above it), a
+    folder without write permission, or a model root, whose versions the new artifact would hide."""
+    from seqwatch.models.artifact import METADATA_FILE, MODEL_FILE, model_versions
+
+    target = Path(path)
+    existing = next(p for p in (target, *target.parents, Path(".")) if p.exists())
+    if not existing.is_dir():
+        where = "it is a file" if existing == target else f"{existing} is a file"
+        raise CliError(f"cannot write the model to --model-dir {path}: {where}")
+    if not os.access(existing, os.W_OK):
+        raise CliError(f"cannot write the model to --model-dir {path}: no permission to write in {existing}")
+    if existing == target and not (target / METADATA_FILE).exists() and not (target / MODEL_FILE).exists():
+        versions = model_versions(target)
+        if versions:
+            raise CliError(f"--model-dir {path} is a model root (versions {', '.join(v.name for v in versions)}); "
+                           f"give a new version folder inside it, such as {target / 'v2'}")
+
+
 def cmd_train(args) -> int:
     from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
     from seqwatch.models.detector import InsufficientDataError, ModelMismatchError, Seq2SeqDetector
@@ -130,6 +180,7 @@ def cmd_train(args) -> int:
     if args.exclude_alerts and not args.warm_start:
         raise CliError("--exclude-alerts applies to --warm-start (fine-tuning on recent readings); a first model "
                        "is trained on readings known to be normal")
+    _check_model_dir(args.model_dir)
     try:
         if args.warm_start:
             detector = load_artifact(args.warm_start)
@@ -216,6 +267,42 @@ def _cooldown_us(seconds: float) -> int:
     return int(round(seconds * 1e6))
 
 
+def _first_reason(output: str, reason_code: str) -> str | None:
+    """The reason of the first quarantined record with ``reason_code`` under ``output``/quarantine (None when it
+    cannot be read, e.g. on a remote file system pyarrow is not set up for)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    try:
+        dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
+        table = dataset.head(1, columns=["reason"], filter=pc.field("reason_code") == reason_code)
+    except (OSError, ValueError):
+        return None
+    return table.column("reason")[0].as_py() if table.num_rows else None
+
+
+def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
+    """One line for stderr when a run quarantined records: how many, by reason, and where they are; when
+    nothing was scored, also the first reason of the commonest code (it usually names the setting to change)."""
+    quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
+    if not quarantined:
+        return None
+    by_code: dict = {}
+    for key, n in manifest["stages"].items():
+        if key.startswith("quarantined."):
+            code = key.rsplit(".", 1)[1]
+            by_code[code] = by_code.get(code, 0) + n
+    ranked = sorted(by_code.items(), key=lambda item: (-item[1], item[0]))
+    reasons = ", ".join(f"{code} {n}" for code, n in ranked)
+    where = os.path.join(output, "quarantine")
+    if manifest["records_scored"]:
+        return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}); each " \
+               f"record and its reason is in {where}"
+    first = _first_reason(output, ranked[0][0]) if ranked else None
+    example = f"; the first {ranked[0][0]}: {first}" if first else ""
+    return f"seqwatch {command}: nothing was scored: all {quarantined} readings were quarantined ({reasons})" \
+           f"{example}; each record and its reason is in {where}"
+
+
 def cmd_run(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError, run_batch
     try:
@@ -224,6 +311,9 @@ def cmd_run(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
+    notice = quarantine_notice("run", manifest, args.output)
+    if notice:
+        print(notice, file=sys.stderr)
     return 0
 
 
@@ -236,6 +326,9 @@ def cmd_replay(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"replay": manifest["replay"], "output": args.output}, indent=1))
+    notice = quarantine_notice("replay", manifest, args.output)
+    if notice:
+        print(notice, file=sys.stderr)
     return 0
 
 
@@ -243,6 +336,7 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines import broker_sources
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.sources import expand_inputs
+    from seqwatch.pipelines.sinks import prepare_output_folder
     from seqwatch.pipelines.streaming import plan_stream, run_stream, stream_totals
 
     _check_positive_seconds("--watch-models", args.watch_models)
@@ -300,7 +394,8 @@ def cmd_stream(args, beam_args) -> int:
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration)
-    except (RunError, ValueError) as exc:
+        prepare_output_folder(args.output)
+    except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
     if args.source == "mqtt":
         try:  # the broker keeps what is published from now on, before the pipeline has started
@@ -485,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and unknown:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
+        if args.command != "train":
+            _check_beam_flags(args.command, parser, beam_args)
         if args.command == "train":
             return cmd_train(args)
         if args.command == "run":
@@ -511,6 +608,30 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
+
+
+def _check_beam_flags(command: str, parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
+    """Flags that neither ``seqwatch <command>`` nor Beam knows are a ``CliError`` naming the closest flag: Beam
+    takes the flags seqwatch does not, and would drop a mistyped one (``--alert-cooldwn 60``) with a log line."""
+    import difflib
+
+    from seqwatch.pipelines.runners import BeamFlagError, unknown_beam_flags
+
+    try:
+        unknown, beam_known = unknown_beam_flags(beam_args)
+    except BeamFlagError as exc:
+        raise CliError(f"Beam option {exc}") from None
+    if not unknown:
+        return
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    ours = [s for a in sub.choices[command]._actions for s in a.option_strings if s.startswith("--")]
+    first = unknown[0]
+    if not first.startswith("-"):
+        raise CliError(f"unexpected argument {first!r} (flags take the form --name value)")
+    name = first.split("=", 1)[0]
+    close = difflib.get_close_matches(name, ours + beam_known, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else f" (seqwatch {command} --help lists its flags)"
+    raise CliError(f"unknown flag {name}: neither seqwatch {command} nor Beam takes it{hint}")
 
 
 def _interrupted(exc: BaseException) -> bool:

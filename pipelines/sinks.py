@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 import apache_beam as beam
 import numpy as np
@@ -53,6 +54,26 @@ def safe_name(text: str) -> str:
     if clean != text or not clean:
         clean = f"{clean or 'id'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
     return clean
+
+
+def prepare_output_folder(output: str) -> None:
+    """Create ``output`` where missing and write and delete a probe file in it, before a pipeline starts: a
+    file in its place or a folder without write permission raises ``OSError`` here, with one sentence, rather
+    than inside a sink after the readings were scored."""
+    probe = FileSystems.join(output, f".seqwatch-probe-{os.getpid()}")
+    try:
+        if not FileSystems.exists(output):
+            FileSystems.mkdirs(output)
+        with FileSystems.create(probe) as f:
+            f.write(b"")
+        FileSystems.delete([probe])
+    except OSError as exc:  # Beam's BeamIOError is an OSError too
+        reason = getattr(exc, "strerror", None) or str(exc).split(" [while", 1)[0]
+        if "://" not in output:
+            files = [p for p in (Path(output), *Path(output).parents) if p.is_file()]
+            if files:
+                reason = "it is a file" if files[0] == Path(output) else f"{files[0]} is a file"
+        raise OSError(f"cannot write the outputs under --output {output}: {reason}") from None
 
 
 def write_parquet(path: str, table: pa.Table) -> None:

@@ -103,11 +103,19 @@ class InputMapping:
             data["ignore"] = tuple(data["ignore"])
         return cls(**data)
 
-    @classmethod
-    def from_file(cls, path: str) -> "InputMapping":
+    @staticmethod
+    def read_file(path: str) -> dict:
+        """The keys a mapping file sets (a JSON object), not yet checked."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise MappingError(f"mapping file {path} does not exist") from None
         except json.JSONDecodeError as exc:
             raise MappingError(f"mapping file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        if not isinstance(data, dict):
+            raise MappingError(f"mapping file {path} must hold a JSON object, not a {type(data).__name__}")
+        return data
+
+    @classmethod
+    def from_file(cls, path: str) -> "InputMapping":
+        return cls.from_dict(cls.read_file(path))

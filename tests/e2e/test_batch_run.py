@@ -214,6 +214,31 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
 
 
+# Runs ``seqwatch.pipelines.cli.main`` once per argument list in one fresh interpreter (a process per case would
+# spend ~2 s on each import of Beam and Keras): prints, per case, a JSON line of its exit code and stderr, with the
+# traceback when ``main`` raised.
+_MANY_CLI = """
+import contextlib, io, json, sys, traceback
+from seqwatch.pipelines.cli import main
+for argv in json.loads(sys.stdin.read()):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except BaseException:
+            code, _ = None, err.write(traceback.format_exc())
+    print(json.dumps({"code": code, "stderr": err.getvalue()}))
+"""
+
+
+def _cli_cases(argvs: list) -> list:
+    """``(exit code, stderr)`` of the CLI for each argument list, run in one child process."""
+    done = subprocess.run([sys.executable, "-c", _MANY_CLI], input=json.dumps(argvs), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [(r["code"], r["stderr"]) for r in map(json.loads, done.stdout.splitlines())]
+
+
 @pytest.mark.slow
 def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
     header_only = tmp_path / "empty.csv"
@@ -262,12 +287,33 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
           str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
           "--online-calibration"], "online calibration needs a model whose threshold is rarer than its tail fit"),
     ]
-    for args, message in cases:
-        result = _cli(*args)
-        assert result.returncode == 2, (args, result.stderr[-2000:])
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert message in lines[-1], (args, result.stderr[-2000:])
-        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    taken = tmp_path / "results.csv"
+    taken.write_text("x\n")
+    mapping = tmp_path / "eu.json"
+    mapping.write_text('{"format": "long", "sep": ";"}')
+    cases += [
+        (["run", "--input", str(long_file), "--output", str(taken), "--model-dir", str(small_model_dir)],
+         f"cannot write the outputs under --output {taken}: it is a file"),
+        (["stream", "--source", "replay", "--input", str(long_file), "--output", str(taken / "live"),
+          "--model-dir", str(small_model_dir)], f"cannot write the outputs under --output {taken}/live: {taken} is a "
+                                                f"file"),
+        (["train", "--input", str(long_file), "--model-dir", str(taken / "m")],
+         f"cannot write the model to --model-dir {taken}/m: {taken} is a file"),
+        (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
+          "--alert-cooldwn", "60"], "unknown flag --alert-cooldwn: neither seqwatch run nor Beam takes it; did you "
+                                    "mean --alert-cooldown?"),
+        (["run", "--input", str(long_file), "--format", "wide", "--mapping", str(mapping), "--output",
+          str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
+         f"the mapping file {mapping} sets format 'long' but --format says 'wide': give one of them"),
+    ]
+    # The first case as a user runs it (its own process); the rest in one process, which imports Beam only once.
+    first = _cli(*cases[0][0])
+    results = [(first.returncode, first.stderr)] + _cli_cases([args for args, _ in cases[1:]])
+    for (args, message), (code, stderr) in zip(cases, results, strict=True):
+        assert code == 2, (args, stderr[-2000:])
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert message in lines[-1], (args, stderr[-2000:])
+        assert "Traceback" not in stderr, stderr[-2000:]
 
 
 def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_scores(run, small_model_dir, tmp_path):

@@ -79,9 +79,11 @@ def _run_stream(plan, stream: TestStream, out: Path, flush_window_s: float,
 
 
 def _stream(config, out, extra_late=(), options: PipelineOptions | None = None):
-    """Replay the parsed input in 30 event-time chunks, advancing the watermark after each."""
+    """Replay the parsed input in 10 event-time chunks of 90 steps, advancing the watermark after each (each
+    256-step pane gets its readings from three or four chunks and is scored while later chunks are still to come;
+    30 chunks took 14.6 s against 8.1 s, most of it the DirectRunner's cost per bundle)."""
     plan, frame = _parsed(config)
-    edges = np.linspace(frame["timestamp"].min(), frame["timestamp"].max() + 1000, 31).astype(np.int64)
+    edges = np.linspace(frame["timestamp"].min(), frame["timestamp"].max() + 1000, 11).astype(np.int64)
     edges = edges // 1000 * 1000  # TestStream keeps event times in milliseconds
     edges[-1] = (frame["timestamp"].max() // 1000 + 1) * 1000
     stream = TestStream()

@@ -1,0 +1,125 @@
+"""How the CLI reads its flags: format flags beside a ``--mapping`` file, flags passed on to Beam, and the line a
+run prints about what it quarantined. Found by hand: ``--mapping eu.json --format wide`` (a file that only set
+``sep``) read the files as long, because the mapping file replaced every flag; ``--alert-cooldwn 60`` went to
+Beam, which dropped it, and the run went on without a cooldown; and a run of European decimal commas quarantined
+all 6,004 readings and printed only its counts."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.pipelines.cli import CliError, _check_beam_flags, _mapping_from_args, build_parser, quarantine_notice
+from seqwatch.schemas.arrow import SCHEMAS_BY_SINK
+from seqwatch.schemas.mapping import InputMapping
+
+
+def _mapping(tmp_path, *flags, mapping_file: dict | None = None) -> InputMapping:
+    argv = ["run", "--input", "x.csv", "--output", "o", "--model-dir", "m", *flags]
+    if mapping_file is not None:
+        path = tmp_path / "mapping.json"
+        path.write_text(json.dumps(mapping_file))
+        argv += ["--mapping", str(path)]
+    args, _ = build_parser().parse_known_args(argv)
+    return _mapping_from_args(args)
+
+
+def test_without_a_mapping_file_the_flags_are_the_mapping(tmp_path):
+    assert _mapping(tmp_path) == InputMapping()
+    wide = _mapping(tmp_path, "--format", "wide", "--timestamp-column", "time", "--entity", "pump-7", "--sep", ";",
+                    "--timezone", "Europe/Berlin", "--ignore", "label")
+    assert wide == InputMapping(format="wide", timestamp="time", entity={"value": "pump-7"}, sep=";",
+                                timezone="Europe/Berlin", ignore=("label",))
+
+
+def test_flags_set_what_the_mapping_file_leaves_out(tmp_path):
+    mapping = _mapping(tmp_path, "--format", "wide", "--ignore", "label", "--ignore", "note",
+                       mapping_file={"sep": ";", "decimal": ",", "ignore": ["note"]})
+    assert (mapping.format, mapping.sep, mapping.decimal) == ("wide", ";", ",")
+    assert mapping.ignore == ("note", "label")  # the file's, then the flags' new ones
+    assert mapping.timestamp == "timestamp" and mapping.timezone == "UTC"  # neither says: the defaults
+
+
+def test_a_flag_that_repeats_the_mapping_file_is_fine(tmp_path):
+    mapping = _mapping(tmp_path, "--format", "wide", mapping_file={"format": "wide", "entity": {"column": "site"}})
+    assert mapping.entity == {"column": "site"}
+
+
+@pytest.mark.parametrize("flags, file, message", [
+    (("--format", "wide"), {"format": "long"}, "sets format 'long' but --format says 'wide'"),
+    (("--sep", ","), {"sep": ";"}, "sets sep ';' but --sep says ','"),
+    (("--entity", "p1"), {"format": "wide", "entity": {"column": "site"}}, "--entity-column/--entity says"),
+    (("--timestamp-column", "t"), {"format": "wide", "timestamp": "time"}, "--timestamp-column says 't'"),
+])
+def test_a_flag_that_contradicts_the_mapping_file_is_one_sentence(tmp_path, flags, file, message):
+    with pytest.raises(CliError, match="give one of them") as caught:
+        _mapping(tmp_path, *flags, mapping_file=file)
+    assert message in str(caught.value)
+
+
+def test_entity_column_and_entity_together_are_refused(tmp_path):
+    with pytest.raises(CliError, match="--entity-column and --entity both say"):
+        _mapping(tmp_path, "--format", "wide", "--entity-column", "site", "--entity", "p1")
+
+
+def _manifest(records_in, scored, **quarantined):
+    return {"records_in": records_in, "records_scored": scored, "records_quarantined": sum(quarantined.values()),
+            "stages": {"records_in": records_in, "alerts": 0,
+                       **{f"quarantined.{key.replace('__', '.')}": n for key, n in quarantined.items()}}}
+
+
+def test_the_notice_counts_quarantined_readings_by_reason_commonest_first(tmp_path):
+    manifest = _manifest(100, 90, parse__parse_value=2, window__duplicate=3, validate__unknown_channel=3,
+                         window__duplicate_again=2)
+    notice = quarantine_notice("run", manifest, str(tmp_path))
+    assert notice == (f"seqwatch run: 10 of 100 readings were quarantined (duplicate 3, unknown_channel 3, "
+                      f"duplicate_again 2, parse_value 2); each record and its reason is in {tmp_path}/quarantine")
+    assert quarantine_notice("run", _manifest(100, 100), str(tmp_path)) is None
+
+
+def test_when_nothing_was_scored_the_notice_quotes_the_first_reason_of_the_commonest_code(tmp_path):
+    schema = SCHEMAS_BY_SINK["quarantine"]
+    rows = [{"raw": "2026-01-05T00:00:00Z;95,75", "source": "eu.csv", "line": line, "column": "flow", "records": 1,
+             "stage": "parse", "reason_code": code, "reason": reason, "run_id": "r"}
+            for line, code, reason in [(2, "malformed_row", "the row has 2 fields, the header 5"),
+                                       (3, "parse_value", "the value '95,75' uses a decimal comma; set the "
+                                                          "mapping's decimal to ','"),
+                                       (4, "parse_value", "the value '96,1' uses a decimal comma")]]
+    (tmp_path / "quarantine").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "quarantine" / "eu.parquet")
+    notice = quarantine_notice("run", _manifest(3, 0, parse__parse_value=2, parse__malformed_row=1), str(tmp_path))
+    assert notice.startswith("seqwatch run: nothing was scored: all 3 readings were quarantined (parse_value 2, "
+                             "malformed_row 1); the first parse_value: the value '95,75' uses a decimal comma; set "
+                             "the mapping's decimal to ','; each record")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--alert-cooldwn", "60"], "unknown flag --alert-cooldwn: neither seqwatch run nor Beam takes it; did you mean "
+                                "--alert-cooldown?"),
+    (["--direct_num_worker=2"], "unknown flag --direct_num_worker: neither seqwatch run nor Beam takes it; did you "
+                                "mean --direct_num_workers?"),
+    (["--zzz"], "unknown flag --zzz: neither seqwatch run nor Beam takes it (seqwatch run --help lists its flags)"),
+    (["stray"], "unexpected argument 'stray' (flags take the form --name value)"),
+    (["--direct_running_mode=fast"], "Beam option argument --direct_running_mode: invalid choice: 'fast'"),
+])
+def test_a_flag_neither_seqwatch_nor_beam_takes_is_one_sentence(extra, message):
+    parser = build_parser()
+    _, beam_args = parser.parse_known_args(["run", "--input", "x", "--output", "o", "--model-dir", "m", *extra])
+    with pytest.raises(CliError) as caught:
+        _check_beam_flags("run", parser, beam_args)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("extra", [
+    [], ["--runner=DirectRunner", "--direct_num_workers", "2", "--direct_running_mode=multi_processing"],
+    ["--runner=PrismRunner", "--prism_location=.tools/bin/prism", "--experiments=a", "--experiments=b"],
+    ["--runner=FlinkRunner", "--flink_master=[local]", "--environment_type=LOOPBACK", "--parallelism=2"],
+    ["--runner=DataflowRunner", "--project=p", "--region=europe-west1", "--temp_location=gs://b/tmp",
+     "--setup_file=./setup.py", "--max_num_workers", "4"],
+    ["--runner=apache_beam.runners.my_company.OurRunner", "--our_option=1"],  # options Beam cannot know yet
+])
+def test_flags_beam_takes_pass(extra):
+    parser = build_parser()
+    _, beam_args = parser.parse_known_args(["stream", "--source", "replay", "--input", "x", "--output", "o",
+                                            "--model-dir", "m", *extra])
+    _check_beam_flags("stream", parser, beam_args)

@@ -1,0 +1,59 @@
+"""An output folder that cannot be written is one sentence before the pipeline starts. Found by hand: ``seqwatch
+run --output results.csv`` (an existing file) scored every reading and then ended in a Beam traceback from the
+Parquet sink."""
+import pytest
+
+from seqwatch.pipelines.batch import RunError, run_batch
+from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.sinks import prepare_output_folder
+
+
+def test_a_missing_output_folder_is_created_and_left_empty(tmp_path):
+    out = tmp_path / "a" / "b"
+    prepare_output_folder(str(out))
+    assert out.is_dir() and list(out.iterdir()) == []
+    prepare_output_folder(str(out))  # an existing folder is fine
+
+
+def test_a_file_in_place_of_the_output_folder_or_above_it_is_one_sentence(tmp_path):
+    taken = tmp_path / "results.csv"
+    taken.write_text("x\n")
+    with pytest.raises(OSError, match=f"^cannot write the outputs under --output {taken}: it is a file$"):
+        prepare_output_folder(str(taken))
+    with pytest.raises(OSError, match=f"^cannot write the outputs under --output {taken}/day-1: {taken} is a file$"):
+        prepare_output_folder(str(taken / "day-1"))
+    assert taken.read_text() == "x\n"
+
+
+def test_a_run_refuses_such_an_output_before_it_starts(small_model_dir, tmp_path):
+    """(``seqwatch stream`` and ``train``: in ``tests/e2e/test_batch_run.py``'s CLI errors.)"""
+    taken = tmp_path / "results.csv"
+    taken.write_text("x\n")
+    readings = tmp_path / "in.csv"
+    readings.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.0\n")
+    config = RunConfig(inputs=(str(readings),), output=str(taken), model_dir=str(small_model_dir))
+    with pytest.raises(RunError, match="it is a file"):
+        run_batch(config, ["--runner=DirectRunner"])
+
+
+def test_train_refuses_a_model_dir_it_cannot_write_before_training(small_model_dir, tmp_path):
+    """Found by hand: ``seqwatch train --model-dir history/pump-01.csv`` trained, then ended in FileExistsError;
+    a model root given as ``--model-dir`` would have got an artifact that hides its versions."""
+    import shutil
+
+    from seqwatch.models.artifact import resolve_model_dir
+    from seqwatch.pipelines.cli import CliError, _check_model_dir
+
+    taken = tmp_path / "pump-01.csv"
+    taken.write_text("x\n")
+    with pytest.raises(CliError, match=f"--model-dir {taken}: it is a file$"):
+        _check_model_dir(str(taken))
+    with pytest.raises(CliError, match=f"--model-dir {taken}/m: {taken} is a file$"):
+        _check_model_dir(str(taken / "m"))
+    root = tmp_path / "pumps"
+    shutil.copytree(small_model_dir, root / "2026-01")
+    with pytest.raises(CliError, match=r"is a model root \(versions 2026-01\); give a new version folder inside it"):
+        _check_model_dir(str(root))
+    for fine in (root / "2026-02", root / "2026-01", tmp_path / "new" / "deeper", tmp_path):
+        _check_model_dir(str(fine))  # a new version, retraining one in place, a new folder, an empty folder
+    assert resolve_model_dir(root) == root / "2026-01" and not (tmp_path / "new").exists()
