@@ -452,7 +452,8 @@ class Seq2SeqDetector:
         if not ends:
             return pd.DataFrame({c: [] for c in columns})
         ends_us = np.concatenate(ends) * self.step_us
-        values = np.concatenate(windows).astype(np.float32)
+        with np.errstate(over="ignore"):  # a reading beyond float32 becomes inf; the scaler clips it
+            values = np.concatenate(windows).astype(np.float32)
         parts = [self.score_windows(values[i:i + chunk]) for i in range(0, len(values), chunk)]
         contributions = np.concatenate([p.contributions for p in parts])
         return pd.DataFrame({

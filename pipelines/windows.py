@@ -264,7 +264,8 @@ class _PaneCutter:
         if len(ends) == 0:
             return
         positions = ends - first
-        values = windowing.cut_windows(grid.values, positions, spec.length).astype(np.float32)
+        with np.errstate(over="ignore"):  # a reading beyond float32 becomes inf; the scaler clips it
+            values = windowing.cut_windows(grid.values, positions, spec.length).astype(np.float32)
         observed = windowing.cut_windows(grid.observed, positions, spec.length)
         yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us, values, observed, scored)
 

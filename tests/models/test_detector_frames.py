@@ -97,3 +97,29 @@ def test_fit_refuses_entities_sampled_far_from_the_training_interval():
                                                  r"slow-1 every 60s: train one model per sampling interval, or "
                                                  r"resample the data$"):
         Seq2SeqDetector(DetectorConfig()).fit(pd.concat(frames, ignore_index=True), progress=False)
+
+
+def test_a_reading_far_beyond_anything_seen_scores_as_an_anomaly_not_as_nan(small_model_dir):
+    """Found by hand with a suite that has no bounds on values: a reading of 1e40 (infinite in a float32 window)
+    or 1e30 made the network's output NaN, so 7 windows scored NaN, below every threshold, as normal."""
+    from seqwatch.models.artifact import load_artifact
+    from seqwatch.models.scaling import SCALED_LIMIT, ChannelScaler
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    scaler = ChannelScaler((10.0,), (2.0,))
+    with np.errstate(over="ignore"):
+        window = np.array([[12.0], [1e30], [np.float32(1e40)], [-np.inf]])
+    assert scaler.transform(window).ravel().tolist() == [1.0, SCALED_LIMIT, SCALED_LIMIT, -SCALED_LIMIT]
+
+    detector = load_artifact(str(small_model_dir))
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=5, anomalies_per_entity=0)
+    plain = detector.score_frame(readings)
+    assert not plain["is_anomaly"].any()
+    for huge in (1e30, 1e40):
+        broken = readings.copy()
+        broken.loc[(broken["channel"] == detector.channels[0]).to_numpy().nonzero()[0][100], "value"] = huge
+        scores = detector.score_frame(broken)
+        assert np.isfinite(scores["score"]).all() and np.isfinite(scores["tail_probability"]).all()
+        hit = scores["score"] > plain["score"] * 1.5
+        assert hit.any() and scores.loc[hit, "is_anomaly"].all(), scores[hit]
+        assert (scores.loc[hit, "top_channel"] == detector.channels[0]).all()
