@@ -111,15 +111,15 @@ class _KeyByPane(beam.DoFn):
         self.cut_timer = StageTimer("window_cut")
 
     def start_bundle(self):
-        self._held: dict = {}
+        self._held: list = []  # (pieces frame of a chunk, [(entity, pane, lo, hi) of its local pieces])
         self._held_source = None
 
     def process(self, batch: ReadingBatch):
         with self.timer:
-            pieces = list(self._pieces(batch))
-        if self.spans is None:
-            return [beam_window.TimestampedValue(((entity, pane), part), stamp)
-                    for entity, pane, part, stamp in pieces]
+            pieces, bounds = self._split(batch)
+            if self.spans is None:
+                return [beam_window.TimestampedValue(((entity, pane), _rows(pieces, lo, hi)), self._stamp(pane))
+                        for entity, pane, lo, hi in bounds]
         sources = batch.frame["source"].unique()
         source = str(sources[0]) if len(sources) == 1 else None
         out = []
@@ -127,28 +127,61 @@ class _KeyByPane(beam.DoFn):
             out += self._flush()  # the previous file has been read: its panes are complete
             self._held_source = source
         half = self.spec.step_us // 2  # readings of a pane's steps lie up to half a step earlier (step_of)
-        for entity, pane, part, stamp in pieces:
+        local = []
+        for entity, pane, lo, hi in bounds:
             start, end = self.windows.context_us(pane)
             if source is not None and self.spans.is_local(source, entity, start - half, end - half):
-                self._held.setdefault((entity, pane), []).append(part)
+                local.append((entity, pane, lo, hi))
             else:
-                out.append(beam_window.TimestampedValue(((entity, pane), part), stamp))
+                with self.timer:
+                    out.append(beam_window.TimestampedValue(((entity, pane), _rows(pieces, lo, hi)),
+                                                            self._stamp(pane)))
+        if local:
+            self._held.append((pieces, local))
         return out
 
     def finish_bundle(self):
         yield from self._flush()
 
+    def _stamp(self, pane: int) -> Timestamp:
+        return Timestamp(micros=self.windows.piece_timestamp_us(pane))
+
     def _flush(self):
-        held, self._held = self._held, {}
+        """Cut the held panes of the file just read. Their pieces lie in the chunks' piece frames: one concat of
+        those frames and one take in pane order make each pane's readings one slice (a pane of a fleet's file,
+        sorted by time, has a piece in every chunk: a concat per pane cost about 4 ms)."""
+        held, self._held = self._held, []
+        if not held:
+            return []
         out = []
-        if held:
-            out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
-                ("panes_cut_here", len(held)), Timestamp(micros=0), [GlobalWindow()])))
         with self.cut_timer:
-            for (entity, pane), parts in sorted(held.items()):
+            frames = [frame for frame, _ in held]
+            starts = np.cumsum([0] + [len(frame) for frame in frames[:-1]])
+            ranges: dict = {}
+            for (_, local), start in zip(held, starts.tolist()):
+                for entity, pane, lo, hi in local:
+                    ranges.setdefault((entity, pane), []).append((start + lo, hi - lo))
+            del held
+            keys = sorted(ranges)
+            firsts, lengths = (np.array(column, dtype=np.int64)
+                               for column in zip(*(r for key in keys for r in ranges[key])))
+            # Row numbers of every held piece, pane after pane, pieces in the order they were read.
+            index = np.repeat(firsts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+            everything = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            del frames
+            ordered = everything.take(index).reset_index(drop=True)
+            del everything
+        out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
+            ("panes_cut_here", len(keys)), Timestamp(micros=0), [GlobalWindow()])))
+        with self.cut_timer:
+            position = 0
+            for entity, pane in keys:
+                size = sum(n for _, n in ranges[(entity, pane)])
+                part = _rows(ordered, position, position + size)
+                position += size
                 # The GroupByKey's output timestamp: the end of the pane's window (OUTPUT_AT_EOW).
                 stamp = Timestamp(micros=self.windows.end_us(pane) - 1)
-                for result in self.cutter.cut(entity, pane, parts):
+                for result in self.cutter.cut(entity, pane, [part]):
                     if isinstance(result, beam.pvalue.TaggedOutput):
                         out.append(beam.pvalue.TaggedOutput(
                             result.tag, WindowedValue(result.value, stamp, [GlobalWindow()])))
@@ -157,7 +190,10 @@ class _KeyByPane(beam.DoFn):
                             CUT_HERE, WindowedValue(result, stamp, [GlobalWindow()])))
         return out
 
-    def _pieces(self, batch: ReadingBatch):
+    def _split(self, batch: ReadingBatch) -> tuple[pd.DataFrame, list]:
+        """``(pieces, bounds)``: the batch's readings once for their own pane and again for each neighbour they
+        lend context to (an ``own`` column tells which), grouped by (entity, pane), and each group's
+        ``(entity, pane, lo, hi)`` row range in ``pieces``."""
         spec = self.spec
         frame = batch.frame
         stamps = frame["timestamp"].to_numpy()
@@ -168,7 +204,7 @@ class _KeyByPane(beam.DoFn):
         tail = offset >= spec.pane_steps - spec.before  # context for the next pane
         head = offset < spec.after  # context for the previous pane
         # Row numbers, not copies: each reading once for its own pane, and again for each neighbour it lends
-        # context to. One take per (entity, pane) piece copies the rows it needs.
+        # context to.
         row = np.concatenate([rows, rows[tail], rows[head]])
         target = np.concatenate([pane, pane[tail] + 1, pane[head] - 1])
         own = np.zeros(len(row), dtype=bool)
@@ -178,15 +214,20 @@ class _KeyByPane(beam.DoFn):
         order = np.lexsort((target, entity))  # stable: by entity, then pane; rows keep their order inside
         row, target, own, entity = row[order], target[order], own[order], entity[order]
         starts = np.flatnonzero(np.r_[True, (entity[1:] != entity[:-1]) | (target[1:] != target[:-1])])
-        # One take of every piece's rows, in piece order, then a slice per piece: a take per piece cost about
-        # 0.3 ms, which a chunk of a fleet's file (thousands of entities) pays thousands of times.
+        # One take of every piece's rows, in piece order, then row ranges: a take per piece cost about 0.3 ms,
+        # which a chunk of a fleet's file (thousands of entities) pays thousands of times.
         pieces = frame.drop(columns=["entity_id"]).take(row).reset_index(drop=True)
         pieces["own"] = own
-        for lo, hi in zip(starts.tolist(), np.r_[starts[1:], len(row)].tolist()):
-            part = pieces.iloc[lo:hi]
-            part.index = pd.RangeIndex(hi - lo)
-            pane = int(target[lo])
-            yield str(entities[entity[lo]]), pane, part, Timestamp(micros=self.windows.piece_timestamp_us(pane))
+        bounds = [(str(entities[entity[lo]]), int(target[lo]), lo, hi)
+                  for lo, hi in zip(starts.tolist(), np.r_[starts[1:], len(row)].tolist())]
+        return pieces, bounds
+
+
+def _rows(frame: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
+    """Rows ``lo:hi`` of ``frame``, indexed from 0 (a view where pandas can)."""
+    part = frame.iloc[lo:hi]
+    part.index = pd.RangeIndex(hi - lo)
+    return part
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, object]:
