@@ -1,6 +1,7 @@
-"""The batch and the streaming pipeline on Apache Flink (an embedded local cluster started by Beam's Flink job
-server, ``make flink-job-server``): the same outputs as the DirectRunner and Prism give; and ``DetectAnomalies``
-in a user's own batch pipeline there."""
+"""The batch and the streaming pipeline on Apache Flink (an embedded local cluster in Beam's Flink job server,
+``make flink-job-server``): the same outputs as the DirectRunner and Prism give; and ``DetectAnomalies`` in a
+user's own batch pipeline there. The ``seqwatch stream`` test runs as the README tells users (Beam starts the job
+server jar); the others use the session's job server (``flink_job_server`` in conftest)."""
 import sys
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_the_streaming_pipeline_on_flink_alerts_while_running_and_matches_batch(
     out = tmp_path / "stream"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(small_model_dir),
                "--output", str(out), "--flush-window", "600", "--source", "replay", "--input", str(path),
-               "--speed", "250", *flink_args()]
+               "--speed", "250", *flink_args(own_job_server=True)]  # as the README says: Beam starts the jar
     returncode, log, ran_on_s = stream_outputs.run_watching_alerts(command, out, tmp_path / "stream.log")
     assert returncode == 0, log[-3000:]
     assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"
