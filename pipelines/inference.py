@@ -104,10 +104,10 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
     this often. The pipelines pass the version they planned with as ``model_dir`` and the directory as given as
     ``watch_dir``, so the first model is the one the windows were cut for."""
 
-    def __init__(self, model_dir: str, max_batch_panes: int = 16, watch_interval_s: float | None = None,
+    def __init__(self, model_dir: str, max_batch_windows: int = 4096, watch_interval_s: float | None = None,
                  watch_dir: str | None = None):
         self.model_dir = model_dir
-        self.max_batch_panes = max_batch_panes
+        self.max_batch_windows = max_batch_windows
         self.watch_interval_s = watch_interval_s
         self.watch_dir = watch_dir or model_dir
         self._timer = None
@@ -123,6 +123,8 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
             self.model_dir = model_path
 
     def run_inference(self, batch: Sequence[WindowBatch], model, inference_args=None) -> Iterable[ScoredWindows]:
+        if not batch:  # Beam's BatchElements, weighing elements, flushes an empty batch before one that is too big
+            return
         if self._timer is None:
             self._timer = StageTimer("score")
         if self.watch_interval_s:
@@ -156,10 +158,21 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
         return "seqwatch"
 
     def batch_elements_kwargs(self):
-        return {"min_batch_size": 1, "max_batch_size": self.max_batch_panes}
+        # Batches are weighed in windows, not panes: a fleet's panes hold a few windows each, and 16 panes a
+        # call (the earlier limit) made model calls of ~64 windows, each padded to the network's batch. At least
+        # one network batch (``PREDICT_BATCH`` windows): from one window, Beam's batch size estimator ramped up
+        # too slowly, and a fleet's panes were scored one per call.
+        from seqwatch.models.detector import PREDICT_BATCH
+        return {"min_batch_size": min(PREDICT_BATCH, self.max_batch_windows), "max_batch_size": self.max_batch_windows,
+                "element_size_fn": _windows_in}
 
     def share_model_across_processes(self) -> bool:
         return False
+
+
+def _windows_in(batch: WindowBatch) -> int:
+    """A pane's weight in a model call: its windows (at least 1)."""
+    return max(1, len(batch.ends))
 
 
 class ScoreWindows(beam.PTransform):
