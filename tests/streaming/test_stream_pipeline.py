@@ -288,7 +288,7 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
     """``--idle-watermark``: a live feed (event times up to half an hour ago) goes quiet after its last reading.
     The watermark would wait for the next reading, so the last panes and alerts would wait for the job's end;
     with the option, once the caught-up reader has been idle 2 s its watermark follows the wall clock, and they
-    are written while the job still runs (it stops after 45 s without a message)."""
+    are written while the job still runs (it stops after 30 s without a message)."""
     now = pd.Timestamp.now(tz="UTC").floor("s")
     readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=7, anomalies_per_entity=2,
                                        kinds=("level_shift", "broken_channel"),
@@ -304,7 +304,7 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
     result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
                                             "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
                                             "pumps-live", "--start", "earliest", "--idle-watermark", "2",
-                                            "--stop-after-idle", "45"),
+                                            "--stop-after-idle", "30"),
                             capture_output=True, text=True, timeout=400)
     ended = time.time()
     assert result.returncode == 0, result.stderr[-3000:]
@@ -313,4 +313,4 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
     alerts = list((out / "alerts").rglob("*.parquet"))
     assert counts["alerts"] == len(alerts) >= 2
     written = [p.stat().st_mtime for p in [*alerts, *(out / "scores").rglob("*.parquet")]]
-    assert ended - max(written) > 25, "the last scores and alerts waited for the end of the job"
+    assert ended - max(written) > 15, "the last scores and alerts waited for the end of the job"
