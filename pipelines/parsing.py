@@ -469,8 +469,10 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
             code, reason = "missing_entity", _explain_id("entity id", value)
         else:
             value = columns[layout.timestamp_column].iloc[i]
-            code, reason = "parse_timestamp", explain_timestamp(value, mapping.timestamp_unit, mapping.timezone,
-                                                                mapping.timestamp_format)
+            code, reason = "parse_timestamp", (
+                "the header line again, not a reading (files joined one after another keep each file's header)"
+                if str(value).strip() == layout.timestamp_column else
+                explain_timestamp(value, mapping.timestamp_unit, mapping.timezone, mapping.timestamp_format))
         quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", per_row, "parse", code, reason, run_id))
 
     good_rows = ~row_bad

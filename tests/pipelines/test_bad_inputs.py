@@ -58,7 +58,7 @@ WIDE_CASES = {
     "w28_extra_column.csv": (100, {"validate.unknown_channel": 20}, "the model has no such channel"),
     "w29_bad_timestamps.csv": (100, {"parse.parse_timestamp": 20}, None),
     "w30_future_and_past.csv": (92, {"validate.future_timestamp": 4, "validate.before_horizon": 8}, None),
-    "w31_repeated_header.csv": (84, {"parse.parse_timestamp": 4}, "'timestamp' has no date"),
+    "w31_repeated_header.csv": (84, {"parse.parse_timestamp": 4}, "the header line again, not a reading"),
     "w32_cp1252_unit.csv": (80, {"parse.parse_value": 1}, "carries a unit ('°C')"),
     "w33_whitespace_padding.csv": (80, {}, None),
     "w34_scientific_notation.csv": (80, {}, None),

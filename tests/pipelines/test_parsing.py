@@ -167,6 +167,23 @@ def test_a_wide_file_with_an_entity_id_column_names_its_entities_there(tmp_path)
     assert named.entity_column == "pump" and named.channel_columns == ("entity_id", "flow")
 
 
+@pytest.mark.parametrize("mapping, header, row", [
+    (InputMapping(format="wide"), "timestamp,flow,pressure", "2026-01-05T00:00:{s:02d}Z,1,2"),
+    (InputMapping(), "entity_id,channel,timestamp,value", "pump-01,flow,2026-01-05T00:00:{s:02d}Z,1"),
+    (InputMapping(format="wide", columns={}, timestamp="time"), "time,flow", "2026-01-05T00:00:{s:02d}Z,1"),
+])
+def test_a_header_line_repeated_inside_a_file_says_so(tmp_path, mapping, header, row):
+    """Files joined with ``cat`` keep each file's header: the repeated line was quarantined as a timestamp with
+    "no date with a four-digit year", which sent people looking for a date format."""
+    path = tmp_path / "joined.csv"
+    path.write_text("\n".join([header, row.format(s=0), header, row.format(s=10)]) + "\n")
+    frame, quarantine, _ = _read(path, mapping)
+    assert frame["timestamp"].nunique() == 2
+    assert [(q.line, q.reason_code, q.reason) for q in quarantine] == [
+        (3, "parse_timestamp", "the header line again, not a reading (files joined one after another keep each "
+                               "file's header)")]
+
+
 def test_input_globs_without_a_folder_match_in_the_working_directory(tmp_path, monkeypatch):
     # `seqwatch run --input '*.csv'` in the data's folder: Beam's local file system matched nothing for it.
     (tmp_path / "sub").mkdir()
