@@ -18,6 +18,7 @@ def _pane(entity: int, windows: int) -> WindowBatch:
 
 # Beam's batch size estimator fits a line to its timings; panes of one size make that fit degenerate.
 @pytest.mark.filterwarnings("ignore:Polyfit may be poorly conditioned")
+@pytest.mark.filterwarnings("ignore:divide by zero encountered in divide:RuntimeWarning")
 def test_model_calls_are_weighed_in_windows_and_fill_the_networks_batch():
     handler = Seq2SeqModelHandler("unused")
     kwargs = handler.batch_elements_kwargs()
