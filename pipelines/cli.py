@@ -157,12 +157,13 @@ def _check_model_dir(path: str) -> None:
     """Refuse, before any training, a ``--model-dir`` the artifact cannot go to: a file (or a file above it), a
     folder without write permission, or a model root, whose versions the new artifact would hide."""
     from seqwatch.models.artifact import METADATA_FILE, MODEL_FILE, model_versions
+    from seqwatch.pipelines.sinks import file_in_the_way
 
+    in_the_way = file_in_the_way(path)
+    if in_the_way:
+        raise CliError(f"cannot write the model to --model-dir {path}: {in_the_way}")
     target = Path(path)
     existing = next(p for p in (target, *target.parents, Path(".")) if p.exists())
-    if not existing.is_dir():
-        where = "it is a file" if existing == target else f"{existing} is a file"
-        raise CliError(f"cannot write the model to --model-dir {path}: {where}")
     if not os.access(existing, os.W_OK):
         raise CliError(f"cannot write the model to --model-dir {path}: no permission to write in {existing}")
     if existing == target and not (target / METADATA_FILE).exists() and not (target / MODEL_FILE).exists():

@@ -68,12 +68,22 @@ def prepare_output_folder(output: str) -> None:
             f.write(b"")
         FileSystems.delete([probe])
     except OSError as exc:  # Beam's BeamIOError is an OSError too
-        reason = getattr(exc, "strerror", None) or str(exc).split(" [while", 1)[0]
-        if "://" not in output:
-            files = [p for p in (Path(output), *Path(output).parents) if p.is_file()]
-            if files:
-                reason = "it is a file" if files[0] == Path(output) else f"{files[0]} is a file"
+        reason = file_in_the_way(output) or getattr(exc, "strerror", None) or str(exc).split(" [while", 1)[0]
         raise OSError(f"cannot write the outputs under --output {output}: {reason}") from None
+
+
+def file_in_the_way(path: str) -> str | None:
+    """Why no folder can be made at the local ``path``: ``"it is a file"``, or ``"<ancestor> is a file"``; None
+    when no file stands in the way (and for URLs such as ``gs://``)."""
+    if "://" in path:
+        return None
+    target = Path(path)
+    for place in (target, *target.parents):
+        if place.exists():
+            if place.is_dir():
+                return None
+            return "it is a file" if place == target else f"{place} is a file"
+    return None
 
 
 def write_parquet(path: str, table: pa.Table) -> None:

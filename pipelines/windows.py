@@ -117,34 +117,29 @@ class _KeyByPane(beam.DoFn):
     def process(self, batch: ReadingBatch):
         with self.timer:
             pieces, bounds = self._split(batch)
-            if self.spans is None:
-                return [beam_window.TimestampedValue(((entity, pane), _rows(pieces, lo, hi)), self._stamp(pane))
-                        for entity, pane, lo, hi in bounds]
-        sources = batch.frame["source"].unique()
-        source = str(sources[0]) if len(sources) == 1 else None
-        out = []
-        if source is None or source != self._held_source:
-            out += self._flush()  # the previous file has been read: its panes are complete
-            self._held_source = source
-        half = self.spec.step_us // 2  # readings of a pane's steps lie up to half a step earlier (step_of)
-        local = []
-        for entity, pane, lo, hi in bounds:
-            start, end = self.windows.context_us(pane)
-            if source is not None and self.spans.is_local(source, entity, start - half, end - half):
-                local.append((entity, pane, lo, hi))
-            else:
-                with self.timer:
-                    out.append(beam_window.TimestampedValue(((entity, pane), _rows(pieces, lo, hi)),
-                                                            self._stamp(pane)))
+        out, to_group, local = [], bounds, []
+        if self.spans is not None:
+            sources = batch.frame["source"].unique()
+            source = str(sources[0]) if len(sources) == 1 else None
+            if source is None or source != self._held_source:
+                out += self._flush()  # the previous file has been read: its panes are complete
+                self._held_source = source
+            half = self.spec.step_us // 2  # readings of a pane's steps lie up to half a step earlier (step_of)
+            to_group = []
+            for entity, pane, lo, hi in bounds:
+                start, end = self.windows.context_us(pane)
+                local_pane = source is not None and self.spans.is_local(source, entity, start - half, end - half)
+                (local if local_pane else to_group).append((entity, pane, lo, hi))
+        with self.timer:
+            out += [beam_window.TimestampedValue(((entity, pane), _rows(pieces, lo, hi)),
+                                                 Timestamp(micros=self.windows.piece_timestamp_us(pane)))
+                    for entity, pane, lo, hi in to_group]
         if local:
             self._held.append((pieces, local))
         return out
 
     def finish_bundle(self):
         yield from self._flush()
-
-    def _stamp(self, pane: int) -> Timestamp:
-        return Timestamp(micros=self.windows.piece_timestamp_us(pane))
 
     def _flush(self):
         """Cut the held panes of the file just read. Their pieces lie in the chunks' piece frames: one concat of
@@ -171,14 +166,11 @@ class _KeyByPane(beam.DoFn):
             del frames
             ordered = everything.take(index).reset_index(drop=True)
             del everything
-        out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
-            ("panes_cut_here", len(keys)), Timestamp(micros=0), [GlobalWindow()])))
-        with self.cut_timer:
-            position = 0
-            for entity, pane in keys:
-                size = sum(n for _, n in ranges[(entity, pane)])
-                part = _rows(ordered, position, position + size)
-                position += size
+            out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
+                ("panes_cut_here", len(keys)), Timestamp(micros=0), [GlobalWindow()])))
+            ends = np.cumsum([sum(n for _, n in ranges[key]) for key in keys]).tolist()
+            for (entity, pane), lo, hi in zip(keys, [0] + ends[:-1], ends):
+                part = _rows(ordered, lo, hi)
                 # The GroupByKey's output timestamp: the end of the pane's window (OUTPUT_AT_EOW).
                 stamp = Timestamp(micros=self.windows.end_us(pane) - 1)
                 for result in self.cutter.cut(entity, pane, [part]):

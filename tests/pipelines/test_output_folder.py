@@ -4,8 +4,9 @@ Parquet sink."""
 import pytest
 
 from seqwatch.pipelines.batch import RunError, run_batch
+from seqwatch.pipelines.cli import CliError, _check_model_dir
 from seqwatch.pipelines.config import RunConfig
-from seqwatch.pipelines.sinks import prepare_output_folder
+from seqwatch.pipelines.sinks import file_in_the_way, prepare_output_folder
 
 
 def test_a_missing_output_folder_is_created_and_left_empty(tmp_path):
@@ -15,14 +16,20 @@ def test_a_missing_output_folder_is_created_and_left_empty(tmp_path):
     prepare_output_folder(str(out))  # an existing folder is fine
 
 
-def test_a_file_in_place_of_the_output_folder_or_above_it_is_one_sentence(tmp_path):
+@pytest.mark.parametrize("check, error, says", [
+    (prepare_output_folder, OSError, "cannot write the outputs under --output"),
+    (_check_model_dir, CliError, "cannot write the model to --model-dir"),
+])
+def test_a_file_in_place_of_the_folder_or_above_it_is_one_sentence(tmp_path, check, error, says):
+    """``seqwatch train --model-dir history/pump-01.csv`` trained, then ended in FileExistsError."""
     taken = tmp_path / "results.csv"
     taken.write_text("x\n")
-    with pytest.raises(OSError, match=f"^cannot write the outputs under --output {taken}: it is a file$"):
-        prepare_output_folder(str(taken))
-    with pytest.raises(OSError, match=f"^cannot write the outputs under --output {taken}/day-1: {taken} is a file$"):
-        prepare_output_folder(str(taken / "day-1"))
+    with pytest.raises(error, match=f"^{says} {taken}: it is a file$"):
+        check(str(taken))
+    with pytest.raises(error, match=f"^{says} {taken}/day-1: {taken} is a file$"):
+        check(str(taken / "day-1"))
     assert taken.read_text() == "x\n"
+    assert file_in_the_way(str(tmp_path / "new" / "folder")) is None and file_in_the_way("gs://b/out") is None
 
 
 def test_a_run_refuses_such_an_output_before_it_starts(small_model_dir, tmp_path):
@@ -36,20 +43,11 @@ def test_a_run_refuses_such_an_output_before_it_starts(small_model_dir, tmp_path
         run_batch(config, ["--runner=DirectRunner"])
 
 
-def test_train_refuses_a_model_dir_it_cannot_write_before_training(small_model_dir, tmp_path):
-    """Found by hand: ``seqwatch train --model-dir history/pump-01.csv`` trained, then ended in FileExistsError;
-    a model root given as ``--model-dir`` would have got an artifact that hides its versions."""
+def test_train_refuses_a_model_root_whose_versions_its_artifact_would_hide(small_model_dir, tmp_path):
     import shutil
 
     from seqwatch.models.artifact import resolve_model_dir
-    from seqwatch.pipelines.cli import CliError, _check_model_dir
 
-    taken = tmp_path / "pump-01.csv"
-    taken.write_text("x\n")
-    with pytest.raises(CliError, match=f"--model-dir {taken}: it is a file$"):
-        _check_model_dir(str(taken))
-    with pytest.raises(CliError, match=f"--model-dir {taken}/m: {taken} is a file$"):
-        _check_model_dir(str(taken / "m"))
     root = tmp_path / "pumps"
     shutil.copytree(small_model_dir, root / "2026-01")
     with pytest.raises(CliError, match=r"is a model root \(versions 2026-01\); give a new version folder inside it"):
