@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,20 @@ PREDICT_BATCH = 512  # fixed batch shape: JAX compiles once per input shape; 512
 
 class ModelMismatchError(ValueError):
     """The data asked of a model do not fit it (channels, sampling interval, window shape)."""
+
+
+class ConstantChannelWarning(UserWarning):
+    """A channel holds one value throughout the training readings (``seqwatch train`` prints it as a note)."""
+
+
+def constant_channel_note(channels: list) -> str:
+    """One sentence on channels that were constant in training: what it means for scoring, and what to do."""
+    many = len(channels) > 1
+    names = ", ".join(repr(c) for c in channels)
+    return (f"channel{'s' if many else ''} {names} held one value throughout the training readings, so the model "
+            f"cannot tell how unusual a change of {'them' if many else 'it'} is (it counts a change of 1 as one "
+            f"standard deviation); train on history in which {'they vary' if many else 'it varies'}, or leave "
+            f"{'them' if many else 'it'} out (--channel)")
 
 
 class InsufficientDataError(ValueError):
@@ -199,11 +214,16 @@ class Seq2SeqDetector:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
         _check_entity_intervals(frame, self.step_us)
         windows, train_values = self._split_windows(frame, holdout)
-        self.scaler = ChannelScaler.fit(np.concatenate(train_values))
+        values = np.concatenate(train_values)
+        self.scaler = ChannelScaler.fit(values)
+        constant = [self.channels[i] for i in ChannelScaler.constant(values)]
+        if constant:
+            warnings.warn(ConstantChannelWarning(constant_channel_note(constant)), stacklevel=2)
         enable_compile_cache()  # many small models of one shape (one per entity) compile their steps once
         keras.utils.set_random_seed(self.config.training.seed)
         self.model = build_seq2seq(self.config.architecture, self.window_length, len(self.channels))
         self._train_and_calibrate(windows, progress, warm_start=False)
+        self.metrics["constant_channels"] = constant
         self._record_data(frame, holdout)
         return self
 
@@ -225,10 +245,11 @@ class Seq2SeqDetector:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
         windows, _ = self._split_windows(frame, holdout)
-        done = int(self.metrics.get("fine_tunes", 0))
+        done, constant = int(self.metrics.get("fine_tunes", 0)), self.metrics.get("constant_channels", [])
         self._train_and_calibrate(windows, progress, warm_start=True)
         self._record_data(frame, holdout)
         self.metrics["fine_tunes"] = done + 1
+        self.metrics["constant_channels"] = constant  # the scaler, fitted with them, is kept
         return self
 
     def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:

@@ -35,6 +35,16 @@ class ChannelScaler:
         std = np.where(std > 1e-12, std, 1.0)
         return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
+    @staticmethod
+    def constant(values: np.ndarray) -> list:
+        """The indices of the channels of ``values`` ``[..., C]`` whose finite values are all one value: ``fit``
+        gives them scale 1, the channel's own unit, which says nothing about how far a later value is off."""
+        flat = np.asarray(values, dtype=np.float64).reshape(-1, np.shape(values)[-1])
+        with np.errstate(invalid="ignore"):
+            spread = np.nanmax(np.where(np.isfinite(flat), flat, np.nan), axis=0) - \
+                np.nanmin(np.where(np.isfinite(flat), flat, np.nan), axis=0)
+        return [int(i) for i in np.flatnonzero(~(spread > 0))]
+
     def transform(self, values: np.ndarray) -> np.ndarray:
         """``(values - mean) / scale`` as float32, clipped to +-``SCALED_LIMIT`` (infinities too; NaN stays)."""
         with np.errstate(over="ignore", invalid="ignore"):

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -84,11 +85,18 @@ def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP)
 
 def _read_training_frame(args, inputs=None, what: str = "training input"):
     """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, the files, and the
-    count of rejected rows; a missing file, drifted columns or no valid reading is a ``CliError``."""
+    count of rejected rows; a missing file, drifted columns or no valid reading is a ``CliError``. Valid as a run
+    would judge them: readings a run quarantines in parsing or validation (``--suite``) are left out, so that a
+    model never learns a sentinel value or an impossible reading as normal."""
+    import time
+
     import pandas as pd
 
+    from seqwatch.pipelines.config import DAY_US, HORIZON_US
     from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
+    from seqwatch.pipelines.validate import valid_history
+    from seqwatch.schemas.validation import SuiteError, load_suite_dict
     mapping = _mapping_from_args(args)
     try:
         paths = expand_inputs(inputs or args.input)
@@ -96,7 +104,8 @@ def _read_training_frame(args, inputs=None, what: str = "training input"):
             header, _ = read_header(path)
             if header is not None:
                 FileLayout.resolve(header, mapping, path)
-    except (FileNotFoundError, SchemaDriftError) as exc:
+        suite = load_suite_dict(args.suite)
+    except (FileNotFoundError, SchemaDriftError, SuiteError) as exc:
         raise CliError(str(exc)) from None
     reader = FileReader(mapping, "train")
     frames, rejected, records = [], 0, 0
@@ -109,7 +118,15 @@ def _read_training_frame(args, inputs=None, what: str = "training input"):
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
                        f"{rejected} rejected)")
-    return frame, paths, rejected
+    frame, invalid = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
+    if frame.empty:
+        raise CliError(f"the {what} holds no valid records: all {sum(invalid.values())} readings that parsed fail "
+                       f"validation ({_by_reason(invalid)}; suite {suite.get('name', args.suite)!r})")
+    return frame, paths, rejected + sum(invalid.values()), invalid
+
+
+def _by_reason(counts: dict) -> str:
+    return ", ".join(f"{code} {n}" for code, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 # Model shape flags of ``train``: their defaults, applied when not warm-starting (a warm start keeps the model's).
@@ -175,7 +192,8 @@ def _check_model_dir(path: str) -> None:
 
 def cmd_train(args) -> int:
     from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
-    from seqwatch.models.detector import InsufficientDataError, ModelMismatchError, Seq2SeqDetector
+    from seqwatch.models.detector import (ConstantChannelWarning, InsufficientDataError, ModelMismatchError,
+                                          Seq2SeqDetector, constant_channel_note)
     from seqwatch.pipelines.report import write_training_report
 
     if args.exclude_alerts and not args.warm_start:
@@ -192,10 +210,11 @@ def cmd_train(args) -> int:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    frame, paths, rejected = _read_training_frame(args)
+    frame, paths, rejected, invalid = _read_training_frame(args)
     holdout = None
     if args.holdout_input:
-        holdout, holdout_paths, holdout_rejected = _read_training_frame(args, args.holdout_input, "holdout input")
+        holdout, holdout_paths, holdout_rejected, _ = _read_training_frame(args, args.holdout_input,
+                                                                           "holdout input")
     left_out = 0
     if args.exclude_alerts:
         import pandas as pd
@@ -208,8 +227,9 @@ def cmd_train(args) -> int:
             left_out += held_left_out
     channels = tuple(args.channel) if args.channel else None
     print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
-          f"({rejected} rejected rows skipped" + (f", {left_out} inside alerts left out" if args.exclude_alerts
-                                                   else "") + ")"
+          f"({rejected} rejected rows skipped" + (f", of which failing validation: {_by_reason(invalid)}"
+                                                   if invalid else "")
+          + (f", {left_out} inside alerts left out" if args.exclude_alerts else "") + ")"
           + (f"; validation and calibration on {len(holdout)} held-out readings from {len(holdout_paths)} file(s) "
              f"({holdout_rejected} rejected rows skipped)" if holdout is not None else ""), file=sys.stderr)
     try:
@@ -219,7 +239,12 @@ def cmd_train(args) -> int:
                                f"--channel {' '.join(channels)} differs")
             detector.fine_tune(frame[frame["channel"].isin(detector.channels)], holdout=holdout)
         else:
-            detector.fit(frame, channels=channels, holdout=holdout)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConstantChannelWarning)  # printed below, as one note
+                detector.fit(frame, channels=channels, holdout=holdout)
+            if detector.metrics.get("constant_channels"):
+                print(f"seqwatch train: note: {constant_channel_note(detector.metrics['constant_channels'])}",
+                      file=sys.stderr)
     except (InsufficientDataError, ModelMismatchError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
@@ -293,7 +318,7 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
             code = key.rsplit(".", 1)[1]
             by_code[code] = by_code.get(code, 0) + n
     ranked = sorted(by_code.items(), key=lambda item: (-item[1], item[0]))
-    reasons = ", ".join(f"{code} {n}" for code, n in ranked)
+    reasons = _by_reason(by_code)
     where = os.path.join(output, "quarantine")
     if manifest["records_scored"]:
         return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}); each " \
@@ -434,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-dir", required=True, help="where to write the model artifact")
     train.add_argument("--model-id", default="seqwatch", help="name stored in the artifact and the alerts")
     train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
+    train.add_argument("--suite", default="sensor", help=SUITE_HELP + "; readings it fails are left out of "
+                       "training, as a run quarantines them (use the suite the runs will use)")
     train.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="fine-tune this model (an artifact or a model root's newest version) on the input "
                             "instead of training a new one: same architecture, window and scaler")

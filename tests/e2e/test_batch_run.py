@@ -245,6 +245,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
     header_only.write_text("timestamp,flow,pressure,temperature,vibration\n")
     long_file = tmp_path / "long.csv"
     long_file.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.0\n")
+    negative_flow = tmp_path / "negative.csv"
+    negative_flow.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,-9999\n"
+                             "pump-01,flow,2026-01-05T00:00:10Z,-9999\n")
     empty_folder = tmp_path / "nothing-yet"
     empty_folder.mkdir()
     (empty_folder / "_SUCCESS").write_text("")
@@ -271,6 +274,11 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "window length must be >= 2, got -3"),
+        (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--suite", "pumps.json"],
+         "suite 'pumps.json' is neither a bundled family ['energy', 'health', 'sensor'] nor a file"),
+        (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m")],
+         "the training input holds no valid records: all 2 readings that parsed fail validation "
+         "(expectation_failed 2; suite 'sensor')"),
         (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
           "--model-dir", str(small_model_dir), "--online-calibration"],
          "--online-calibration in a stream needs Prism, Flink or Dataflow"),

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from seqwatch.models.artifact import load_artifact
@@ -72,3 +73,31 @@ def test_train_with_held_out_readings(tmp_path, wide_csv):
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert message in lines[-1] and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.slow
+def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channels(tmp_path, wide_csv):
+    """A sentinel (-9999 for "no reading") that the run's suite quarantines must not set the model's scaler:
+    training on the history with sentinels gives the scaler of training on it without them. A channel that never
+    changed in training is named in a note."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=700, seed=3)
+    valve = readings[readings["channel"] == "flow"].assign(channel="valve", value=0.0)
+    readings = pd.concat([readings, valve], ignore_index=True)
+    sentinel = (readings["channel"] == "flow") & (readings.groupby("channel").cumcount() % 40 == 7)
+    assert sentinel.sum() == 18
+    wide_csv(readings[~sentinel], tmp_path / "clean" / "pump-01.csv")
+    wide_csv(readings.assign(value=readings["value"].where(~sentinel, -9999.0)), tmp_path / "dirty" / "pump-01.csv")
+    scalers = {}
+    for name in ("clean", "dirty"):
+        result = _train("--input", str(tmp_path / name), "--format", "wide", "--model-dir", str(tmp_path / f"m-{name}"),
+                        "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1")
+        assert result.returncode == 0, result.stderr[-2000:]
+        scalers[name] = load_artifact(tmp_path / f"m-{name}").scaler
+        notes = [line for line in result.stderr.splitlines() if line.startswith("seqwatch train: note:")]
+        assert notes == ["seqwatch train: note: channel 'valve' held one value throughout the training readings, so "
+                         "the model cannot tell how unusual a change of it is (it counts a change of 1 as one standard "
+                         "deviation); train on history in which it varies, or leave it out (--channel)"]
+    assert "training on 3482 readings from 1 file(s) (18 rejected rows skipped, of which failing validation: "\
+           "expectation_failed 18)" in result.stderr
+    assert scalers["dirty"] == scalers["clean"]
+    assert load_artifact(tmp_path / "m-dirty").metrics["constant_channels"] == ["valve"]

@@ -123,3 +123,22 @@ def test_a_reading_far_beyond_anything_seen_scores_as_an_anomaly_not_as_nan(smal
         hit = scores["score"] > plain["score"] * 1.5
         assert hit.any() and scores.loc[hit, "is_anomaly"].all(), scores[hit]
         assert (scores.loc[hit, "top_channel"] == detector.channels[0]).all()
+
+
+def test_a_channel_constant_in_training_is_named_in_a_warning_and_the_metrics():
+    """A constant channel gets scale 1, its own unit, so the model cannot judge its changes: say so."""
+    from seqwatch.models.detector import ConstantChannelWarning
+    from seqwatch.models.scaling import ChannelScaler
+
+    values = np.array([[[1.0, 5.0, np.nan], [2.0, 5.0, 3.0]], [[4.0, 5.0, 3.0], [np.inf, 5.0, 3.0]]])
+    assert ChannelScaler.constant(values) == [1, 2]  # NaN and infinities are not values
+    assert ChannelScaler.fit(values).scale[1:] == (1.0, 1.0)
+
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400)
+    readings.loc[readings["channel"] == "b", "value"] = 0.0
+    with pytest.warns(ConstantChannelWarning, match=r"^channel 'b' held one value throughout the training "
+                                                    r"readings, so the model cannot tell how unusual a change of it"):
+        detector = Seq2SeqDetector(config).fit(readings, progress=False)
+    assert detector.metrics["constant_channels"] == ["b"]

@@ -71,3 +71,29 @@ def test_a_batch_with_no_valid_reading_yields_no_batch():
                | ValidateReadings(CHANNELS, load_suite_dict("sensor"), "r1", EARLIEST, LATEST))
         assert_that(out.valid, equal_to([]), label="valid")
         assert_that(out.quarantine | beam.Map(lambda r: r.reason_code), equal_to(["unknown_channel"]), label="q")
+
+
+def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
+    """Training history is judged as a run judges readings: the horizon, the suite, monotone meters."""
+    from seqwatch.pipelines.validate import valid_history
+
+    rows = [r for r in ROWS if r[0] != "humidity"]  # training models the channels it is given
+    frame, left_out = valid_history(_batch(rows).frame, load_suite_dict("sensor"), EARLIEST, LATEST)
+    assert left_out == {"future_timestamp": 1, "before_horizon": 1, "expectation_failed": 2}
+    assert frame["line"].tolist() == [2, 9] and frame.index.tolist() == [0, 1]
+
+    minute = 60_000_000
+    meter = [  # channel, timestamp, value, line: entity e1's energy meter and its power
+        ("energy_kwh", T, 10.0, 2), ("energy_kwh", T + minute, 11.0, 3),
+        ("energy_kwh", T + 2 * minute, 9.5, 4),        # went back: monotonic_decrease
+        ("energy_kwh", T + 3 * minute, 9.6, 5),        # counts up again from the new value: kept
+        ("energy_kwh", T + minute, 11.0, 6),           # the same reading again: counted once, kept as a run keeps it
+        ("power", T + 2 * minute, 5.0, 7), ("power", T + 3 * minute, 4.0, 8),  # not a meter: may fall
+    ]
+    other = [("energy_kwh", T + 2 * minute, 1.0, 9)]   # another entity's meter: judged on its own
+    frame = ReadingBatch.from_columns(["e1"] * len(meter) + ["e2"], [r[0] for r in meter + other],
+                                      [r[1] for r in meter + other], [r[2] for r in meter + other],
+                                      ["in.csv"] * 8, [r[3] for r in meter + other]).frame
+    kept, left_out = valid_history(frame, load_suite_dict("energy"), EARLIEST, LATEST)
+    assert left_out == {"monotonic_decrease": 1}
+    assert kept["line"].tolist() == [2, 3, 5, 6, 7, 8, 9]
