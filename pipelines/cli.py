@@ -320,13 +320,34 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
     ranked = sorted(by_code.items(), key=lambda item: (-item[1], item[0]))
     reasons = _by_reason(by_code)
     where = os.path.join(output, "quarantine")
+    unknown = _unknown_channels(output, manifest) if "unknown_channel" in by_code else ""
     if manifest["records_scored"]:
-        return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}); each " \
-               f"record and its reason is in {where}"
+        return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}){unknown}; " \
+               f"each record and its reason is in {where}"
     first = _first_reason(output, ranked[0][0]) if ranked else None
     example = f"; the first {ranked[0][0]}: {first}" if first else ""
     return f"seqwatch {command}: nothing was scored: all {quarantined} readings were quarantined ({reasons})" \
-           f"{example}; each record and its reason is in {where}"
+           f"{unknown}{example}; each record and its reason is in {where}"
+
+
+def _unknown_channels(output: str, manifest: dict) -> str:
+    """``; channels the model lacks: 'humidity' 399 ...`` from the quarantine files, with how to leave the columns
+    out when the input is wide (there a channel is a column); empty when the files cannot be read."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    try:
+        dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
+        names = dataset.to_table(columns=["column"], filter=pc.field("reason_code") == "unknown_channel")
+    except (OSError, ValueError):
+        return ""
+    counts = names.column("column").value_counts().to_pylist()
+    counts.sort(key=lambda item: (-item["counts"], str(item["values"])))
+    shown = ", ".join(f"{item['values']!r} {item['counts']}" for item in counts[:5])
+    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+    wide = ((manifest.get("settings") or {}).get("mapping") or {}).get("format") == "wide"
+    hint = (f"; leave such columns out with --ignore (e.g. --ignore {counts[0]['values']}) or the mapping's "
+            f"'ignore' list" if wide and counts else "")
+    return f"; channels the model lacks: {shown}{more}{hint}" if counts else ""
 
 
 def cmd_run(args, beam_args) -> int:

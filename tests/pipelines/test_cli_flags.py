@@ -93,6 +93,25 @@ def test_when_nothing_was_scored_the_notice_quotes_the_first_reason_of_the_commo
                              "the mapping's decimal to ','; each record")
 
 
+@pytest.mark.parametrize("layout", ["wide", "long"])
+def test_the_notice_names_the_channels_the_model_lacks_and_for_wide_files_how_to_leave_them_out(tmp_path, layout):
+    schema = SCHEMAS_BY_SINK["quarantine"]
+    rows = [{"raw": "", "source": "p.csv", "line": line, "column": column, "records": 1, "stage": "validate",
+             "reason_code": code, "reason": "", "run_id": "r"}
+            for line, column, code in [(2, "rpm", "unknown_channel"), (2, "humidity", "unknown_channel"),
+                                       (3, "humidity", "unknown_channel"), (3, "flow", "expectation_failed"),
+                                       (4, "humidity", "unknown_channel")]]
+    (tmp_path / "quarantine").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "quarantine" / "p.parquet")
+    manifest = {**_manifest(20, 15, validate__unknown_channel=4, validate__expectation_failed=1),
+                "settings": {"mapping": {"format": layout}}}
+    hint = "; leave such columns out with --ignore (e.g. --ignore humidity) or the mapping's 'ignore' list"
+    assert quarantine_notice("run", manifest, str(tmp_path)) == (
+        f"seqwatch run: 5 of 20 readings were quarantined (unknown_channel 4, expectation_failed 1); channels the "
+        f"model lacks: 'humidity' 3, 'rpm' 1{hint if layout == 'wide' else ''}; each record and its reason is in "
+        f"{tmp_path}/quarantine")
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--alert-cooldwn", "60"], "unknown flag --alert-cooldwn: neither seqwatch run nor Beam takes it; did you mean "
                                 "--alert-cooldown?"),
