@@ -219,6 +219,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
             raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
         output = config.output
+        replaced = _previous_run(output, plan.run_id)
         for sink in SINKS:
             final, staged = FileSystems.join(output, sink), FileSystems.join(plan.staging, sink)
             _delete(final)
@@ -246,5 +247,20 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "stage_seconds": stage_seconds(result),
         "outputs": {sink: _files_under(str(Path(output) / sink)) for sink in SINKS},
     }
+    if replaced:
+        manifest["replaced_run"] = replaced
     write_json(manifest, FileSystems.join(output, "manifest.json"))
     return manifest
+
+
+def _previous_run(output: str, run_id: str) -> dict | None:
+    """``{"run_id", "inputs"}`` of the other run whose outputs ``output`` holds (this run replaces them), or None:
+    no earlier run, a rerun of this one, or a manifest that cannot be read."""
+    path = FileSystems.join(output, "manifest.json")
+    try:
+        previous = read_json(path) if FileSystems.exists(path) else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or previous.get("run_id") in (None, run_id):
+        return None
+    return {"run_id": previous["run_id"], "inputs": list(previous.get("inputs") or [])}

@@ -358,10 +358,21 @@ def cmd_run(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
-    notice = quarantine_notice("run", manifest, args.output)
-    if notice:
-        print(notice, file=sys.stderr)
+    for line in (replaced_notice("run", manifest), quarantine_notice("run", manifest, args.output)):
+        if line:
+            print(line, file=sys.stderr)
     return 0
+
+
+def replaced_notice(command: str, manifest: dict) -> str | None:
+    """One line for stderr when a run replaced another run's outputs in its --output folder."""
+    replaced = manifest.get("replaced_run")
+    if not replaced:
+        return None
+    inputs = replaced["inputs"]
+    shown = ", ".join(inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+    return (f"seqwatch {command}: these outputs replace those of run {replaced['run_id']} (inputs: {shown or 'none'}) "
+            f"in {manifest['output']}; give each run its own --output to keep both")
 
 
 def cmd_replay(args, beam_args) -> int:
@@ -373,9 +384,9 @@ def cmd_replay(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"replay": manifest["replay"], "output": args.output}, indent=1))
-    notice = quarantine_notice("replay", manifest, args.output)
-    if notice:
-        print(notice, file=sys.stderr)
+    for line in (replaced_notice("replay", manifest), quarantine_notice("replay", manifest, args.output)):
+        if line:
+            print(line, file=sys.stderr)
     return 0
 
 

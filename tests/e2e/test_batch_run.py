@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,30 @@ def test_gzipped_inputs_give_the_same_outputs(run, inputs, tmp_path):
         plain, gz = (_read(o, sink).drop_columns(["run_id"]) for o in (out, tmp_path / "out"))
         assert gz.sort_by(key).equals(plain.sort_by(key)), sink
     assert set(_read(tmp_path / "out", "scores").column("entity_id").to_pylist()) == {"pump-01", "pump-02"}
+
+
+def test_a_run_into_another_runs_output_folder_replaces_its_outputs_and_says_whose(run, tmp_path):
+    """--output is one run's folder: a run of other inputs replaces what is there (a rerun after a late file
+    arrived must), and its manifest names the run it replaced so that nobody loses results unknowingly."""
+    import shutil
+
+    from seqwatch.pipelines.cli import replaced_notice
+
+    config, manifest, out, _ = run
+    shared = tmp_path / "out"
+    shutil.copytree(out, shared)
+    one = sorted(Path(config.inputs[0]).parent.glob("*.csv"))[0]
+    other = RunConfig(**{**config.__dict__, "inputs": (str(one),), "output": str(shared)})
+    replacing = run_batch(other, ["--runner=DirectRunner"])
+    assert replacing["replaced_run"] == {"run_id": manifest["run_id"], "inputs": manifest["inputs"]}
+    assert json.loads((shared / "manifest.json").read_text())["replaced_run"]["run_id"] == manifest["run_id"]
+    assert set(_read(shared, "scores").column("entity_id").to_pylist()) == {one.stem}
+    shown = ", ".join(manifest["inputs"])
+    assert replaced_notice("run", replacing) == (
+        f"seqwatch run: these outputs replace those of run {manifest['run_id']} (inputs: {shown}) in {shared}; give "
+        f"each run its own --output to keep both")
+    rerun = run_batch(other, ["--runner=DirectRunner"])  # the same run again: nothing else is replaced
+    assert "replaced_run" not in rerun and replaced_notice("run", rerun) is None
 
 
 def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
