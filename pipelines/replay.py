@@ -10,7 +10,8 @@ records_quarantined``) and adds a ``replay`` section: how many of the replayed r
 how many are quarantined again, by reason.
 
 Settings default to the original run's (its ``manifest.json`` next to the quarantine folder): mapping, suite,
-pane size and time horizon; flags override them. Quarantine records from a stream (no source file) and
+pane size and time horizon; flags override them. A ``--mapping`` file changes the keys it sets and keeps the
+original run's others, so that fixing the decimal mark of a wide file need not restate that it is wide. Quarantine records from a stream (no source file) and
 records whose source file is gone cannot be replayed with their context; replay stops and names them.
 """
 from __future__ import annotations
@@ -40,12 +41,14 @@ class ReplayError(ValueError):
 class ReplayConfig:
     """``quarantine``: a run's output folder, its ``quarantine/`` folder, one quarantine Parquet file, or a JSON
     Lines file of quarantine records (fields as in ``Quarantined``); ``reason_codes``: replay only these
-    (default: all); ``mapping``/``suite``/``pane_steps``: default to the original run's settings."""
+    (default: all); ``mapping``/``suite``/``pane_steps``: default to the original run's settings;
+    ``mapping_changes``: mapping keys to set over the original run's mapping (or over ``mapping``)."""
 
     quarantine: str
     output: str
     model_dir: str
     mapping: InputMapping | None = None
+    mapping_changes: dict = field(default_factory=dict)
     suite: str | None = None
     reason_codes: tuple = ()
     run_id: str = ""
@@ -240,6 +243,8 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     mapping = config.mapping
     if mapping is None:
         mapping = InputMapping.from_dict(original["mapping"]) if original.get("mapping") else InputMapping()
+    if config.mapping_changes:
+        mapping = InputMapping.from_dict({**mapping.to_dict(), **config.mapping_changes})
     settings = {k: original[k] for k in ("pane_steps", "earliest_us", "future_tolerance_us", "chunk_rows",
                                          "alert_cooldown_us", "online_calibration") if k in original}
     if config.pane_steps is not None:
@@ -284,7 +289,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-dir", required=True,
                         help="the model artifact (or model root) to score the records with")
     parser.add_argument("--suite", help="great-expectations suite (default: the original run's)")
-    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (default: the original run's)")
+    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file: the keys it sets replace the "
+                        "original run's, the others stay as they were")
     parser.add_argument("--reason-code", action="append", metavar="CODE",
                         help="replay only records with this reason code (repeatable; default: all)")
     parser.add_argument("--run-id", help="default: derived from the replayed records and settings")
@@ -292,7 +298,8 @@ def add_arguments(parser) -> None:
 
 
 def config_from_args(args) -> ReplayConfig:
-    mapping = InputMapping.from_file(args.mapping) if args.mapping else None
-    return ReplayConfig(quarantine=args.quarantine, output=args.output, model_dir=args.model_dir, mapping=mapping,
+    changes = InputMapping.read_file(args.mapping) if args.mapping else {}
+    return ReplayConfig(quarantine=args.quarantine, output=args.output, model_dir=args.model_dir,
+                        mapping_changes=changes,
                         suite=args.suite, reason_codes=tuple(args.reason_code or ()), run_id=args.run_id or "",
                         pane_steps=args.pane_steps)

@@ -114,6 +114,34 @@ def test_replay_by_reason_code_through_the_cli(original, small_model_dir, capsys
     assert printed["replay"]["quarantined_again_by_reason"] == {"validate.expectation_failed": 2}
 
 
+def test_a_replay_mapping_changes_only_the_keys_it_sets(small_model_dir, tmp_path, capsys):
+    """Found by hand: a European wide file run with --format wide and a mapping of only its separator was
+    quarantined whole (decimal commas); replayed with a mapping file that sets only the decimal mark, it was read
+    as long and refused, because the file replaced the original run's mapping instead of changing it."""
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, seed=3)
+    wide = readings.pivot(index="timestamp", columns="channel", values="value").iloc[:24].reset_index()
+    wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    source = tmp_path / "inputs" / "pump-08.csv"
+    source.parent.mkdir()
+    wide.to_csv(source, index=False, sep=";", decimal=",", float_format="%.3f")
+    out = tmp_path / "run"
+    manifest = run_batch(RunConfig(inputs=(str(source),), output=str(out), model_dir=str(small_model_dir),
+                                   mapping=InputMapping(format="wide", sep=";")), ["--runner=DirectRunner"],
+                         now_us=NOW_US)
+    assert manifest["records_scored"] == 0 and manifest["stages"]["quarantined.parse.parse_value"] == 96
+    decimal = tmp_path / "decimal.json"
+    decimal.write_text('{"decimal": ","}')
+    code = main(["replay", "--quarantine", str(out), "--output", str(tmp_path / "replay"), "--model-dir",
+                 str(small_model_dir), "--mapping", str(decimal), "--runner=DirectRunner"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["replay"]["scored_now"] == 96 and printed["records_quarantined"] == 0
+    mapping = json.loads((tmp_path / "replay" / "manifest.json").read_text())["settings"]["mapping"]
+    assert (mapping["format"], mapping["sep"], mapping["decimal"]) == ("wide", ";", ",")
+
+
 def _record(source, line, raw, reason="parse_value", column="flow"):
     return {"raw": raw, "source": str(source), "line": line, "column": column, "records": 1, "stage": "parse",
             "reason_code": reason, "reason": "", "run_id": "r"}
