@@ -420,6 +420,9 @@ def cmd_stream(args, beam_args) -> int:
             raise CliError(str(exc)) from None
         mapping = _mapping_from_args(args)
         name = "replay:" + ",".join(paths)
+        if not (math.isfinite(args.speed) and args.speed > 0):
+            raise CliError(f"--speed must be a positive number (times real speed; 3600 plays an hour a second), "
+                           f"got {args.speed:g}")
 
         def make_source(run_id):
             return broker_sources.ReplayFile(paths, mapping, run_id, speed=args.speed, align_to_window_s=align)
