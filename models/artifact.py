@@ -135,6 +135,9 @@ def read_metadata(directory: str | os.PathLike) -> dict:
     ``directory`` is an artifact or a model root (its newest version)."""
     directory = resolve_model_dir(directory)
     meta_path = directory / METADATA_FILE
+    if directory.is_file():
+        raise ArtifactError(f"{directory} is a file, not a model directory (one with {MODEL_FILE} and "
+                            f"{METADATA_FILE}, or a model root of such directories)")
     if not directory.is_dir():
         raise ArtifactError(f"model directory {directory} does not exist")
     if not meta_path.is_file() or not (directory / MODEL_FILE).is_file():

@@ -283,6 +283,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
           str(small_model_dir)], "the input holds no records"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(tmp_path / "nomodel")], "does not exist"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(header_only)], f"{header_only} is a file, not a model directory (one with model.keras and "
+                             f"metadata.json, or a model root of such directories)"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m")],
          "holds no valid records"),
         (["train", "--input", str(header_only), "--model-dir", str(tmp_path / "m")],
