@@ -14,6 +14,7 @@ import csv
 import difflib
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Callable
@@ -90,7 +91,11 @@ class FileLayout:
                 raise _unexpected_columns(name, extra)
             return cls(header, roles["entity_id"], None, roles["timestamp"], (), (), roles)
         if mapping.timestamp not in present:
-            raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header))
+            unnamed = header[0] if header and (not header[0] or header[0].startswith("Unnamed")) else None
+            hint = (f"; its first column has no name, as pandas writes an unnamed index: if it holds the times, "
+                    f"--timestamp-column {shlex.quote(unnamed)} (or the mapping's 'timestamp') reads them"
+                    if unnamed is not None else "")
+            raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header) + hint)
         entity_column = mapping.entity.get("column")
         if entity_column is not None and entity_column not in present:
             raise SchemaDriftError(_lacks(name, "the entity column", [entity_column], header))

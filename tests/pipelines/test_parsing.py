@@ -141,6 +141,14 @@ def test_layout_errors_name_the_file_and_the_columns():
         FileLayout.resolve(["Timestamp", "flow"], wide, "/data/a.csv")
     with pytest.raises(SchemaDriftError, match=r"lacks required columns \['entity_id'\] .*renamed to 'entity'\?\)$"):
         FileLayout.resolve(["entity", "channel", "timestamp", "value"], InputMapping(), "/data/a.csv")
+    for unnamed, flag in (("", "''"), ("Unnamed: 0", "'Unnamed: 0'")):  # an index written by pandas
+        with pytest.raises(SchemaDriftError) as caught:
+            FileLayout.resolve([unnamed, "flow"], wide, "/data/a.csv")
+        assert str(caught.value).endswith(f"; its first column has no name, as pandas writes an unnamed index: if "
+                                          f"it holds the times, --timestamp-column {flag} (or the mapping's "
+                                          f"'timestamp') reads them")
+    assert FileLayout.resolve(["", "flow"], InputMapping(format="wide", timestamp=""), "a.csv").channel_columns \
+        == ("flow",)
     ignore = InputMapping(extra_columns="ignore")
     layout = FileLayout.resolve(["entity_id", "channel", "timestamp", "value", "quality"], ignore, "a.csv")
     assert layout.long_columns["value"] == "value"
