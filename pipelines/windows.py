@@ -284,9 +284,14 @@ class _PaneCutter:
         covered = windowing.covered_by_long_stretch(grid.present, spec.length)
         reading_covered = covered[steps - first]
         short = own & ~reading_covered
-        for q in quarantine_rows(frame, short, "window", "insufficient_data",
-                                 f"no model window covers this reading: fewer than {spec.length} consecutive steps "
-                                 f"with every channel present", self.run_id, entity):
+        reason = f"no model window covers this reading: fewer than {spec.length} consecutive steps with every " \
+                 f"channel present"
+        if short.any():
+            absent = [name for i, name in enumerate(self.channels) if not (channel_index == i).any()]
+            if absent:  # the commonest cause, named: a channel this entity does not report at all here
+                reason += f" (this entity has no {', '.join(map(repr, absent))} readings here, and every window " \
+                          f"needs all of {list(self.channels)})"
+        for q in quarantine_rows(frame, short, "window", "insufficient_data", reason, self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         scored = int((own & reading_covered).sum())
         yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", scored))

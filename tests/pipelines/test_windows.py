@@ -133,3 +133,19 @@ def test_a_broker_reading_quarantined_at_the_window_stage_keeps_its_whole_messag
         assert_that(raws, equal_to([
             ("insufficient_data", {"entity_id": "m1", "channel": "a", "timestamp": 15 * SECOND, "value": 15.0}),
             ("duplicate", {"entity_id": "m1", "channel": "a", "timestamp": 5 * SECOND, "value": 99.0})]))
+
+
+def test_a_reading_of_an_entity_that_lacks_a_channel_says_which_channel():
+    """m2 reports channel a only: none of its readings can be in a window, and the reason names b. m1's one
+    uncovered reading (b is missing at a single step) keeps the plain reason."""
+    plain = "no model window covers this reading: fewer than 4 consecutive steps with every channel present"
+    m2 = ReadingBatch.from_columns(["m2"] * 6, ["a"] * 6, [s * SECOND for s in range(6)], [1.0] * 6, ["g.csv"] * 6,
+                                   list(range(2, 8)))
+    with TestPipeline() as p:
+        out = (p | beam.Create(_readings() + [m2])
+               | WindowReadings(SECOND, length=4, stride=2, max_gap=0, pane_steps=10, channels=("a", "b"),
+                                run_id="t"))
+        reasons = (out.quarantine | beam.Filter(lambda q: q.reason_code == "insufficient_data")
+                   | beam.Map(lambda q: (q.source, q.line, q.reason)))
+        lacking = plain + " (this entity has no 'b' readings here, and every window needs all of ['a', 'b'])"
+        assert_that(reasons, equal_to([("f.csv", 31, plain)] + [("g.csv", line, lacking) for line in range(2, 8)]))
