@@ -118,11 +118,22 @@ def _read_training_frame(args, inputs=None, what: str = "training input"):
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
                        f"{rejected} rejected)")
-    frame, invalid = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
-    if frame.empty:
-        raise CliError(f"the {what} holds no valid records: all {sum(invalid.values())} readings that parsed fail "
-                       f"validation ({_by_reason(invalid)}; suite {suite.get('name', args.suite)!r})")
-    return frame, paths, rejected + sum(invalid.values()), invalid
+    frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
+    left_out = sum(invalid.values())
+    if frame.empty or left_out > INVALID_SHARE_NOTED * (left_out + len(frame)):
+        commonest = min(invalid, key=lambda code: (-invalid[code], code))
+        why = (f"fail validation with suite {suite.get('name', args.suite)!r} ({_by_reason(invalid)}; the first "
+               f"{commonest}: {first[commonest]})")
+        if frame.empty:
+            raise CliError(f"the {what} holds no valid records: all {left_out} readings that parsed {why}")
+        total = left_out + len(frame)
+        print(f"seqwatch train: note: {left_out} of the {what}'s {total} readings ({left_out / total:.1%}) {why}; "
+              f"they are left out, as a run quarantines them; if such readings are normal for this equipment, "
+              f"train and run with a suite that allows them (--suite)", file=sys.stderr)
+    return frame, paths, rejected + left_out, invalid
+
+
+INVALID_SHARE_NOTED = 0.01  # a larger share of training readings failing validation gets a note of its own
 
 
 def _by_reason(counts: dict) -> str:

@@ -110,37 +110,45 @@ class ValidateReadings(beam.PTransform):
 
 def valid_history(frame, suite: dict, earliest_us: int, latest_us: int):
     """The readings of a long frame of history (``entity_id, channel, timestamp, value``) that a run would let
-    through validation, and ``{reason_code: n}`` of the others.
+    through validation, ``{reason_code: n}`` of the others, and ``{reason_code: reason}`` of the first of each.
 
     For data outside a pipeline, such as ``seqwatch train``'s input: a model learns from the readings a run
     scores, not from sentinel values (``-9999`` for "no reading") or physically impossible ones that a run
     quarantines; those would set its scaler and what it learns is normal. The checks are the run's, in its
-    order: the timestamp lies in ``[earliest_us, latest_us]``; the suite's expectations; a monotone meter does not
-    go back (each entity's readings in event time; a repeated reading of a channel and timestamp counts once, as
-    a run keeps the first). Stuck channels are scored by a run, so they stay."""
+    order, with its reasons: the timestamp lies in ``[earliest_us, latest_us]``; the suite's expectations; a
+    monotone meter does not go back (each entity's readings in event time; a repeated reading of a channel and
+    timestamp counts once, as a run keeps the first). Stuck channels are scored by a run, so they stay."""
     from seqwatch.pipelines.stateful_checks import check_pane
     from seqwatch.schemas.validation import StatefulRules, SuiteValidator
 
     counts: dict = {}
+    first: dict = {}
 
-    def leave_out(data, mask, code):
+    def leave_out(data, mask, code, reason):
         if mask.any():
             counts[code] = counts.get(code, 0) + int(mask.sum())
+            first.setdefault(code, reason(int(np.flatnonzero(mask)[0])) if callable(reason) else reason)
             data = data[~mask]
         return data
 
     stamps = frame["timestamp"].to_numpy()
-    frame = leave_out(frame, stamps > latest_us, "future_timestamp")
-    frame = leave_out(frame, frame["timestamp"].to_numpy() < earliest_us, "before_horizon")
-    frame = leave_out(frame, SuiteValidator(suite).failures(frame) >= 0, "expectation_failed")
+    frame = leave_out(frame, stamps > latest_us, "future_timestamp", "the timestamp lies too far in the future")
+    frame = leave_out(frame, frame["timestamp"].to_numpy() < earliest_us, "before_horizon",
+                      "the timestamp lies before the configured horizon")
+    validator = SuiteValidator(suite)
+    failed = validator.failures(frame)
+    frame = leave_out(frame, failed >= 0, "expectation_failed",
+                      lambda i: f"channel {str(frame['channel'].iloc[i])!r} value {float(frame['value'].iloc[i])!r} failed "
+                                f"{validator.descriptions[failed[i]]}")
     rules = StatefulRules.from_suite(suite)
     if rules.monotonic_channels and len(frame):
-        first = ~frame.duplicated(["entity_id", "channel", "timestamp"]).to_numpy()
-        went_back = np.zeros(len(frame), dtype=bool)
-        positions = np.flatnonzero(first)
+        once = ~frame.duplicated(["entity_id", "channel", "timestamp"]).to_numpy()
+        went_back, reasons = np.zeros(len(frame), dtype=bool), []
+        positions = np.flatnonzero(once)
         kept = frame.iloc[positions]
         for _, rows in kept.groupby("entity_id", observed=True, sort=False).indices.items():
             checks = check_pane(kept.iloc[rows][["channel", "timestamp", "value"]], rules)
             went_back[positions[rows]] = checks.decrease
-        frame = leave_out(frame, went_back, "monotonic_decrease")
-    return frame.reset_index(drop=True) if counts else frame, counts
+            reasons += checks.reasons
+        frame = leave_out(frame, went_back, "monotonic_decrease", reasons[0] if reasons else "")
+    return (frame.reset_index(drop=True) if counts else frame), counts, first

@@ -305,8 +305,10 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
         (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--suite", "pumps.json"],
          "suite 'pumps.json' is neither a bundled family ['energy', 'health', 'sensor'] nor a file"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m")],
-         "the training input holds no valid records: all 2 readings that parsed fail validation "
-         "(expectation_failed 2; suite 'sensor')"),
+         "the training input holds no valid records: all 2 readings that parsed fail validation with suite "
+         "'sensor' (expectation_failed 2; the first expectation_failed: channel 'flow' value -9999.0 failed "
+         "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) where "
+         "channel.str.contains(\"flow\", case=False, regex=True))"),
         (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
           "--model-dir", str(small_model_dir), "--online-calibration"],
          "--online-calibration in a stream needs Prism, Flink or Dataflow"),

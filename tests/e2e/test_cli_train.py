@@ -78,26 +78,34 @@ def test_train_with_held_out_readings(tmp_path, wide_csv):
 @pytest.mark.slow
 def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channels(tmp_path, wide_csv):
     """A sentinel (-9999 for "no reading") that the run's suite quarantines must not set the model's scaler:
-    training on the history with sentinels gives the scaler of training on it without them. A channel that never
-    changed in training is named in a note."""
+    training on the history with sentinels gives the scaler of training on it without them, and as they are more
+    than 1% of the readings a note says so. A channel that never changed in training is named in a note."""
     readings, _ = generate_sensor_data(n_entities=1, n_steps=700, seed=3)
     valve = readings[readings["channel"] == "flow"].assign(channel="valve", value=0.0)
     readings = pd.concat([readings, valve], ignore_index=True)
-    sentinel = (readings["channel"] == "flow") & (readings.groupby("channel").cumcount() % 40 == 7)
-    assert sentinel.sum() == 18
+    sentinel = (readings["channel"] == "flow") & (readings.groupby("channel").cumcount() % 10 == 7)
+    assert sentinel.sum() == 70  # of 3,500 readings: 2%
     wide_csv(readings[~sentinel], tmp_path / "clean" / "pump-01.csv")
     wide_csv(readings.assign(value=readings["value"].where(~sentinel, -9999.0)), tmp_path / "dirty" / "pump-01.csv")
-    scalers = {}
+    scalers, notes = {}, {}
     for name in ("clean", "dirty"):
         result = _train("--input", str(tmp_path / name), "--format", "wide", "--model-dir", str(tmp_path / f"m-{name}"),
                         "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1")
         assert result.returncode == 0, result.stderr[-2000:]
         scalers[name] = load_artifact(tmp_path / f"m-{name}").scaler
-        notes = [line for line in result.stderr.splitlines() if line.startswith("seqwatch train: note:")]
-        assert notes == ["seqwatch train: note: channel 'valve' held one value throughout the training readings, so "
-                         "the model cannot tell how unusual a change of it is (it counts a change of 1 as one standard "
-                         "deviation); train on history in which it varies, or leave it out (--channel)"]
-    assert "training on 3482 readings from 1 file(s) (18 rejected rows skipped, of which failing validation: "\
-           "expectation_failed 18)" in result.stderr
+        notes[name] = [line for line in result.stderr.splitlines() if line.startswith("seqwatch train: note:")]
+    valve_note = ("seqwatch train: note: channel 'valve' held one value throughout the training readings, so the "
+                  "model cannot tell how unusual a change of it is (it counts a change of 1 as one standard "
+                  "deviation); train on history in which it varies, or leave it out (--channel)")
+    assert notes["clean"] == [valve_note]
+    assert notes["dirty"] == [
+        "seqwatch train: note: 70 of the training input's 3500 readings (2.0%) fail validation with suite 'sensor' "
+        "(expectation_failed 70; the first expectation_failed: channel 'flow' value -9999.0 failed "
+        "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) where "
+        "channel.str.contains(\"flow\", case=False, regex=True)); they are left out, as a run quarantines them; "
+        "if such readings are normal for this equipment, train and run with a suite that allows them (--suite)",
+        valve_note]
+    assert "training on 3430 readings from 1 file(s) (70 rejected rows skipped, of which failing validation: "\
+           "expectation_failed 70)" in result.stderr
     assert scalers["dirty"] == scalers["clean"]
     assert load_artifact(tmp_path / "m-dirty").metrics["constant_channels"] == ["valve"]

@@ -78,8 +78,13 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
     from seqwatch.pipelines.validate import valid_history
 
     rows = [r for r in ROWS if r[0] != "humidity"]  # training models the channels it is given
-    frame, left_out = valid_history(_batch(rows).frame, load_suite_dict("sensor"), EARLIEST, LATEST)
+    frame, left_out, first = valid_history(_batch(rows).frame, load_suite_dict("sensor"), EARLIEST, LATEST)
     assert left_out == {"future_timestamp": 1, "before_horizon": 1, "expectation_failed": 2}
+    assert first == {"future_timestamp": "the timestamp lies too far in the future",  # the run's reasons
+                     "before_horizon": "the timestamp lies before the configured horizon",
+                     "expectation_failed": "channel 'temperature' value 2000.0 failed "
+                                           "expect_column_values_to_be_between(value, max_value=1500.0, min_value=-60.0) "
+                                           "where channel.str.contains(\"temp|thermo\", case=False, regex=True)"}
     assert frame["line"].tolist() == [2, 9] and frame.index.tolist() == [0, 1]
 
     minute = 60_000_000
@@ -94,6 +99,7 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
     frame = ReadingBatch.from_columns(["e1"] * len(meter) + ["e2"], [r[0] for r in meter + other],
                                       [r[1] for r in meter + other], [r[2] for r in meter + other],
                                       ["in.csv"] * 8, [r[3] for r in meter + other]).frame
-    kept, left_out = valid_history(frame, load_suite_dict("energy"), EARLIEST, LATEST)
+    kept, left_out, first = valid_history(frame, load_suite_dict("energy"), EARLIEST, LATEST)
     assert left_out == {"monotonic_decrease": 1}
+    assert first == {"monotonic_decrease": "meter 'energy_kwh' went back from 11.0 to 9.5"}
     assert kept["line"].tolist() == [2, 3, 5, 6, 7, 8, 9]
