@@ -488,6 +488,12 @@ def cmd_stream(args, beam_args) -> int:
     print(f"seqwatch stream: the source ended; records in {counts.get('records_in', 0)} = scored {scored} + "
           f"quarantined {quarantined}, incidents {counts.get('alerts', 0)} (counts of {windows} flush window(s) in "
           f"{args.output}/counts)", file=sys.stderr, flush=True)
+    notice = quarantine_notice("stream", {"records_in": counts.get("records_in", 0), "records_scored": scored,
+                                          "records_quarantined": quarantined, "stages": counts,
+                                          "settings": {"mapping": _mapping_from_args(args).to_dict()
+                                                       if args.source == "replay" else {}}}, args.output)
+    if notice:
+        print(notice, file=sys.stderr, flush=True)
     return 0
 
 
