@@ -34,8 +34,9 @@ class ModelMismatchError(ValueError):
     """The data asked of a model do not fit it (channels, sampling interval, window shape)."""
 
 
-class ConstantChannelWarning(UserWarning):
-    """A channel holds one value throughout the training readings (``seqwatch train`` prints it as a note)."""
+class TrainingDataWarning(UserWarning):
+    """Something in the training readings that limits what the model can judge (``seqwatch train`` prints each as
+    a note; ``metrics["training_notes"]`` keeps them)."""
 
 
 def constant_channel_note(channels: list) -> str:
@@ -46,6 +47,31 @@ def constant_channel_note(channels: list) -> str:
             f"cannot tell how unusual a change of {'them' if many else 'it'} is (it counts a change of 1 as one "
             f"standard deviation); train on history in which {'they vary' if many else 'it varies'}, or leave "
             f"{'them' if many else 'it'} out (--channel)")
+
+
+def rising_channels(values_per_entity: list, channels: tuple) -> dict:
+    """``{channel: (lowest, highest)}`` of the channels that never went down in any entity's training rows (each
+    ``[rows, C]`` in time order) and rose in at least one: a cumulative meter (kWh, a counter). Measured sensors
+    wobble, so exactly never going down over at least 10 rows is the mark."""
+    rising = {}
+    for c, name in enumerate(channels):
+        series = [v[:, c][np.isfinite(v[:, c])] for v in values_per_entity]
+        series = [x for x in series if len(x) >= 2]
+        if sum(len(x) for x in series) < 10 or not series:
+            continue
+        if all((np.diff(x) >= 0).all() for x in series) and any(x[-1] > x[0] for x in series):
+            rising[name] = (float(min(x[0] for x in series)), float(max(x[-1] for x in series)))
+    return rising
+
+
+def rising_channel_note(rising: dict) -> str:
+    """One sentence on channels that only rose in training, as cumulative meters do."""
+    many = len(rising) > 1
+    spans = ", ".join(f"{name!r} (from {low:.6g} to {high:.6g})" for name, (low, high) in rising.items())
+    return (f"channel{'s' if many else ''} {spans} never went down in the training readings, as a cumulative meter "
+            f"does: later readings will lie beyond anything the model saw, and their windows will alert; give the "
+            f"model the meter's rate instead (the difference between consecutive readings, or the power it "
+            f"integrates), or leave {'them' if many else 'it'} out (--channel)")
 
 
 class InsufficientDataError(ValueError):
@@ -217,13 +243,16 @@ class Seq2SeqDetector:
         values = np.concatenate(train_values)
         self.scaler = ChannelScaler.fit(values)
         constant = [self.channels[i] for i in ChannelScaler.constant(values)]
-        if constant:
-            warnings.warn(ConstantChannelWarning(constant_channel_note(constant)), stacklevel=2)
+        rising = rising_channels(train_values, self.channels)
+        notes = ([constant_channel_note(constant)] if constant else []) + \
+            ([rising_channel_note(rising)] if rising else [])
+        for note in notes:
+            warnings.warn(TrainingDataWarning(note), stacklevel=2)
         enable_compile_cache()  # many small models of one shape (one per entity) compile their steps once
         keras.utils.set_random_seed(self.config.training.seed)
         self.model = build_seq2seq(self.config.architecture, self.window_length, len(self.channels))
         self._train_and_calibrate(windows, progress, warm_start=False)
-        self.metrics["constant_channels"] = constant
+        self.metrics.update(constant_channels=constant, rising_channels=sorted(rising), training_notes=notes)
         self._record_data(frame, holdout)
         return self
 
@@ -245,11 +274,12 @@ class Seq2SeqDetector:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
         windows, _ = self._split_windows(frame, holdout)
-        done, constant = int(self.metrics.get("fine_tunes", 0)), self.metrics.get("constant_channels", [])
+        done = int(self.metrics.get("fine_tunes", 0))
+        kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
+                if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
         self._train_and_calibrate(windows, progress, warm_start=True)
         self._record_data(frame, holdout)
-        self.metrics["fine_tunes"] = done + 1
-        self.metrics["constant_channels"] = constant  # the scaler, fitted with them, is kept
+        self.metrics.update(fine_tunes=done + 1, **kept)
         return self
 
     def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:

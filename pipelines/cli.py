@@ -203,8 +203,8 @@ def _check_model_dir(path: str) -> None:
 
 def cmd_train(args) -> int:
     from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
-    from seqwatch.models.detector import (ConstantChannelWarning, InsufficientDataError, ModelMismatchError,
-                                          Seq2SeqDetector, constant_channel_note)
+    from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
+                                          TrainingDataWarning)
     from seqwatch.pipelines.report import write_training_report
 
     if args.exclude_alerts and not args.warm_start:
@@ -251,11 +251,10 @@ def cmd_train(args) -> int:
             detector.fine_tune(frame[frame["channel"].isin(detector.channels)], holdout=holdout)
         else:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConstantChannelWarning)  # printed below, as one note
+                warnings.simplefilter("ignore", TrainingDataWarning)  # printed below, as notes
                 detector.fit(frame, channels=channels, holdout=holdout)
-            if detector.metrics.get("constant_channels"):
-                print(f"seqwatch train: note: {constant_channel_note(detector.metrics['constant_channels'])}",
-                      file=sys.stderr)
+            for note in detector.metrics.get("training_notes", []):
+                print(f"seqwatch train: note: {note}", file=sys.stderr)
     except (InsufficientDataError, ModelMismatchError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:

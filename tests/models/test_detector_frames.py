@@ -127,7 +127,7 @@ def test_a_reading_far_beyond_anything_seen_scores_as_an_anomaly_not_as_nan(smal
 
 def test_a_channel_constant_in_training_is_named_in_a_warning_and_the_metrics():
     """A constant channel gets scale 1, its own unit, so the model cannot judge its changes: say so."""
-    from seqwatch.models.detector import ConstantChannelWarning
+    from seqwatch.models.detector import TrainingDataWarning
     from seqwatch.models.scaling import ChannelScaler
 
     values = np.array([[[1.0, 5.0, np.nan], [2.0, 5.0, 3.0]], [[4.0, 5.0, 3.0], [np.inf, 5.0, 3.0]]])
@@ -138,7 +138,32 @@ def test_a_channel_constant_in_training_is_named_in_a_warning_and_the_metrics():
                             TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
     readings = _readings(400)
     readings.loc[readings["channel"] == "b", "value"] = 0.0
-    with pytest.warns(ConstantChannelWarning, match=r"^channel 'b' held one value throughout the training "
+    with pytest.warns(TrainingDataWarning, match=r"^channel 'b' held one value throughout the training "
                                                     r"readings, so the model cannot tell how unusual a change of it"):
         detector = Seq2SeqDetector(config).fit(readings, progress=False)
-    assert detector.metrics["constant_channels"] == ["b"]
+    assert detector.metrics["constant_channels"] == ["b"] and detector.metrics["rising_channels"] == []
+
+
+def test_a_channel_that_only_rises_in_training_is_named_as_a_cumulative_meter():
+    """A kWh counter modelled as a level leaves the training range the day after: every window would alert."""
+    from seqwatch.models.detector import TrainingDataWarning, rising_channels
+
+    entity_1 = np.array([[1.0, 5.0, 0.2], [1.0, 5.5, 0.1], [2.0, 5.5, 0.3], [3.0, 6.0, 0.2], [3.0, 7.0, 0.1]])
+    entity_2 = np.array([[9.0, 2.0, 0.2], [9.0, 2.5, 0.4], [9.0, 2.5, 0.3], [9.0, 3.0, 0.2], [9.0, 3.0, 0.1]])
+    # a: rises in entity 1, flat in entity 2; b: rises in both; c: wobbles
+    assert rising_channels([entity_1, entity_2], ("a", "b", "c")) == {"a": (1.0, 9.0), "b": (2.0, 7.0)}
+    falls = entity_2.copy()
+    falls[3, 1] = 2.4  # b went down once: not a meter
+    assert rising_channels([entity_1, falls], ("a", "b", "c")) == {"a": (1.0, 9.0)}
+    assert rising_channels([entity_1[:4]], ("a", "b", "c")) == {}  # too few rows to say
+
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400)
+    meter = readings["channel"] == "b"
+    readings.loc[meter, "value"] = 100 + np.cumsum(np.abs(readings.loc[meter, "value"]))
+    with pytest.warns(TrainingDataWarning, match=r"^channel 'b' \(from 10\d\.\d+ to \d+\.?\d*\) never went down in the "
+                                                 r"training readings, as a cumulative meter does: later readings will "
+                                                 r"lie beyond anything the model saw"):
+        detector = Seq2SeqDetector(config).fit(readings, progress=False)
+    assert detector.metrics["rising_channels"] == ["b"] and len(detector.metrics["training_notes"]) == 1
