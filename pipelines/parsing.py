@@ -252,11 +252,52 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
     day/month-ambiguous numeric date such as ``05/01/2026`` when no ``fmt`` is given."""
     text = _arrow_text(values) if fmt is None and len(values) else None
     if text is None:
-        return _parse_timestamps(values, unit, timezone, fmt)
-    out, done = _iso_timestamps(text, timezone)
-    if not done.all():
-        out[~done] = _parse_timestamps(values[~done].reset_index(drop=True), unit, timezone, fmt)
+        out = _parse_timestamps(values, unit, timezone, fmt)
+    else:
+        out, done = _iso_timestamps(text, timezone)
+        if not done.all():
+            out[~done] = _parse_timestamps(values[~done].reset_index(drop=True), unit, timezone, fmt)
+    if timezone != "UTC" and (out == _BAD_TIME).any():
+        _resolve_repeated_hour(values, out, timezone, fmt)
     return out
+
+
+def _resolve_repeated_hour(values: pd.Series, out: np.ndarray, timezone: str, fmt: str | None) -> None:
+    """Local times of the hour a daylight-saving change repeats (02:00-03:00 twice on a European October night),
+    told apart by the order of the rows, in place in ``out``: when the chunk's ambiguous rows run forward, jump
+    back once and run forward again, the first run is the first pass (summer time) and the second the repeat.
+    Readings of many entities interleaved in time order (a fleet's export) run so too. Any other order (unsorted
+    rows, entities one after another, only one pass in the chunk) says nothing, and those rows stay unparsed
+    (quarantined as ambiguous)."""
+    bad = np.flatnonzero(out == _BAD_TIME)
+    raw = values.iloc[bad].reset_index(drop=True)
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        if getattr(raw.dtype, "tz", None) is not None:
+            return
+        naive = pd.DatetimeIndex(raw)
+    else:
+        text = raw.astype("string").str.strip()
+        if text.str.contains(_OFFSET_RE).fillna(False).any():
+            text = text.where(~text.str.contains(_OFFSET_RE).fillna(False))
+        try:
+            naive = pd.DatetimeIndex(pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601"))
+        except (ValueError, TypeError):
+            return
+        if naive.tz is not None:
+            return
+    first = naive.tz_localize(timezone, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="NaT")
+    repeat = naive.tz_localize(timezone, ambiguous=np.zeros(len(naive), dtype=bool), nonexistent="NaT")
+    ambiguous = (~first.isna() & ~repeat.isna() & (first != repeat))
+    if not ambiguous.any():
+        return
+    stamps = naive.asi8[ambiguous]
+    back = np.flatnonzero(np.diff(stamps) < 0)
+    if len(back) != 1:
+        return
+    second = np.zeros(len(stamps), dtype=bool)
+    second[back[0] + 1:] = True
+    utc = np.where(second, repeat.as_unit("us").asi8[ambiguous], first.as_unit("us").asi8[ambiguous])
+    out[bad[np.flatnonzero(ambiguous)]] = utc
 
 
 def _parse_timestamps(values: pd.Series, unit: str | None, timezone: str, fmt: str | None) -> np.ndarray:
@@ -350,9 +391,12 @@ def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt
     stamp = naive.iloc[0]
     if stamp.tzinfo is None and timezone != "UTC":
         shifted = pd.DatetimeIndex([stamp]).tz_localize(timezone, ambiguous=True, nonexistent="NaT")
-        kind = "does not exist" if shifted.isna().all() else "is ambiguous"
-        return (f"local time {shown} {kind} in {timezone} (a daylight-saving change); write an explicit UTC "
-                f"offset or use UTC")
+        if shifted.isna().all():
+            return (f"local time {shown} does not exist in {timezone} (a daylight-saving change); write an "
+                    f"explicit UTC offset or use UTC")
+        return (f"local time {shown} is ambiguous in {timezone} (a daylight-saving change repeats its hour, and "
+                f"the rows around it do not show which pass it is: rows in time order would); write "
+                f"an explicit UTC offset or use UTC")
     return f"timestamp {shown} could not be parsed"
 
 

@@ -173,6 +173,28 @@ def test_a_run_into_another_runs_output_folder_replaces_its_outputs_and_says_who
     assert "replaced_run" not in rerun and replaced_notice("run", rerun) is None
 
 
+def test_naive_local_times_across_the_repeated_dst_hour_score_as_their_utc_times(small_model_dir, tmp_path, wide_csv):
+    """A plant exports naive Europe/Berlin times; on 2026-10-25 the hour 02:00-03:00 comes twice. In time order
+    each reading gets its own UTC time, so the file scores exactly as the same readings stamped in UTC."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=900, step_seconds=10, seed=8,
+                                       start=pd.Timestamp("2026-10-24T23:30:00Z"))
+    wide_csv(readings, tmp_path / "utc" / "pump-01.csv")
+    local = pd.read_csv(tmp_path / "utc" / "pump-01.csv")
+    local["timestamp"] = pd.to_datetime(local["timestamp"]).dt.tz_convert("Europe/Berlin").dt.strftime(
+        "%Y-%m-%d %H:%M:%S")
+    (tmp_path / "local").mkdir()
+    local.to_csv(tmp_path / "local" / "pump-01.csv", index=False)
+    assert local["timestamp"].duplicated().sum() == 360  # the hour, twice
+    tables = {}
+    for name, zone in (("utc", "UTC"), ("local", "Europe/Berlin")):
+        config = RunConfig(inputs=(str(tmp_path / name / "*.csv"),), output=str(tmp_path / f"out-{name}"),
+                           model_dir=str(small_model_dir), mapping=InputMapping(format="wide", timezone=zone))
+        manifest = run_batch(config, ["--runner=DirectRunner"])
+        assert manifest["records_quarantined"] == 0 and manifest["records_scored"] == 3600
+        tables[name] = _read(tmp_path / f"out-{name}", "scores").drop_columns(["run_id"]).sort_by("window_end")
+    assert tables["local"].equals(tables["utc"])
+
+
 def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
     config, _, out, _ = run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

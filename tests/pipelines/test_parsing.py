@@ -81,6 +81,28 @@ def test_local_times_use_the_mapping_timezone_and_refuse_dst_gaps_and_repeats():
     assert "does not exist in Europe/Berlin" in explain_timestamp("2026-03-29 02:30:00", timezone="Europe/Berlin")
 
 
+def test_the_repeated_hour_of_a_dst_change_is_told_apart_by_row_order():
+    """Europe/Berlin, 2026-10-25: 02:00-02:59 local happens twice (first at UTC+2, then at UTC+1). Rows in time
+    order show it: the local times run forward, jump back once, and run forward again."""
+    berlin = dict(timezone="Europe/Berlin")
+    local = ["2026-10-25 01:59:00", "2026-10-25 02:00:00", "2026-10-25 02:30:00", "2026-10-25 02:59:00",
+             "2026-10-25 02:00:00", "2026-10-25 02:30:00", "2026-10-25 03:00:00"]
+    utc = [pd.Timestamp(t).value // 1000 for t in ("2026-10-24T23:59:00Z", "2026-10-25T00:00:00Z",
+                                                   "2026-10-25T00:30:00Z", "2026-10-25T00:59:00Z",
+                                                   "2026-10-25T01:00:00Z", "2026-10-25T01:30:00Z",
+                                                   "2026-10-25T02:00:00Z")]
+    assert stamps(*local, **berlin) == utc
+    long = [t for t in local for _ in range(3)]  # a long file: one row per channel
+    assert stamps(*long, **berlin) == [u for u in utc for _ in range(3)]
+    naive = pd.Series(pd.to_datetime(local))  # a Parquet column of naive datetimes
+    assert parse_timestamps(naive, **berlin).tolist() == utc
+    assert stamps("26/10/25 02:30", "26/10/25 02:00", fmt="%y/%m/%d %H:%M", **berlin) == [utc[2], utc[4]]
+    # Nothing to go by: one pass only, rows out of order, or two entities' nights one after the other.
+    assert stamps("2026-10-25 02:00:00", "2026-10-25 02:30:00", **berlin) == [BAD, BAD]
+    assert stamps(*[local[i] for i in (0, 5, 2, 4, 3, 1, 6)], **berlin) == [utc[0], BAD, BAD, BAD, BAD, BAD, utc[6]]
+    assert stamps(*local, *local, **berlin) == [utc[0]] + [BAD] * 5 + [utc[6], utc[0]] + [BAD] * 5 + [utc[6]]
+
+
 def test_datetime_columns_naive_and_aware():
     naive = pd.Series(pd.to_datetime(["2026-01-05 01:00:00"]))
     aware = pd.Series(pd.to_datetime(["2026-01-05 00:00:00"]).tz_localize("UTC"))
