@@ -83,11 +83,12 @@ def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP)
     parser.add_argument("--timezone", help="zone of timestamps without an offset (default: UTC)")
 
 
-def _read_training_frame(args, inputs=None, what: str = "training input"):
+def _read_training_frame(args, inputs=None, what: str = "training input", channels=None):
     """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, the files, and the
     count of rejected rows; a missing file, drifted columns or no valid reading is a ``CliError``. Valid as a run
     would judge them: readings a run quarantines in parsing or validation (``--suite``) are left out, so that a
-    model never learns a sentinel value or an impossible reading as normal."""
+    model never learns a sentinel value or an impossible reading as normal. ``channels``: the ones the model will
+    learn (None: all); only their readings are judged and counted."""
     import time
 
     import pandas as pd
@@ -118,6 +119,10 @@ def _read_training_frame(args, inputs=None, what: str = "training input"):
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
                        f"{rejected} rejected)")
+    if channels:
+        frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
+        if frame.empty:
+            raise CliError(f"the {what} holds no readings of the channels {list(channels)}")
     frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
     left_out = sum(invalid.values())
     if frame.empty or left_out > INVALID_SHARE_NOTED * (left_out + len(frame)):
@@ -221,11 +226,12 @@ def cmd_train(args) -> int:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    frame, paths, rejected, invalid = _read_training_frame(args)
+    modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
+    frame, paths, rejected, invalid = _read_training_frame(args, channels=modelled)
     holdout = None
     if args.holdout_input:
         holdout, holdout_paths, holdout_rejected, _ = _read_training_frame(args, args.holdout_input,
-                                                                           "holdout input")
+                                                                           "holdout input", modelled)
     left_out = 0
     if args.exclude_alerts:
         import pandas as pd
