@@ -64,6 +64,26 @@ def rising_channels(values_per_entity: list, channels: tuple) -> dict:
     return rising
 
 
+def entities_lacking_channels(frame: pd.DataFrame, channels: tuple) -> dict:
+    """``{entity: [channels it has no reading of]}`` for the entities of a long frame that lack some of
+    ``channels``: none of their windows is complete, so none trains or calibrates the model."""
+    have = frame.assign(channel=frame["channel"].astype(str)).groupby("entity_id", observed=True)["channel"].unique()
+    return {str(entity): [c for c in channels if c not in set(present)] for entity, present in have.items()
+            if not set(channels) <= set(present)}
+
+
+def lacking_channels_note(lacking: dict, channels: tuple) -> str:
+    """One sentence on entities whose readings could not train the model because they lack some channels."""
+    many = len(lacking) > 1
+    shown = ", ".join(f"{entity!r} (no {', '.join(map(repr, missing))})" for entity, missing in
+                      list(lacking.items())[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+    their, they = ("their", "they report") if many else ("its", "it reports")
+    return (f"{'entities' if many else 'entity'} {shown} did not report every channel of the model, so none of "
+            f"{their} readings trained it (every window needs all of {list(channels)}); a run will quarantine "
+            f"{their} readings as insufficient_data too: train a model of the channels {they} (--channel), or leave "
+            f"{'them' if many else 'it'} out")
+
+
 def rising_channel_note(rising: dict) -> str:
     """One sentence on channels that only rose in training, as cumulative meters do."""
     many = len(rising) > 1
@@ -244,8 +264,10 @@ class Seq2SeqDetector:
         self.scaler = ChannelScaler.fit(values)
         constant = [self.channels[i] for i in ChannelScaler.constant(values)]
         rising = rising_channels(train_values, self.channels)
+        lacking = entities_lacking_channels(frame, self.channels)
         notes = ([constant_channel_note(constant)] if constant else []) + \
-            ([rising_channel_note(rising)] if rising else [])
+            ([rising_channel_note(rising)] if rising else []) + \
+            ([lacking_channels_note(lacking, self.channels)] if lacking else [])
         for note in notes:
             warnings.warn(TrainingDataWarning(note), stacklevel=2)
         enable_compile_cache()  # many small models of one shape (one per entity) compile their steps once

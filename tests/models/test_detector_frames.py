@@ -167,3 +167,21 @@ def test_a_channel_that_only_rises_in_training_is_named_as_a_cumulative_meter():
                                                  r"lie beyond anything the model saw"):
         detector = Seq2SeqDetector(config).fit(readings, progress=False)
     assert detector.metrics["rising_channels"] == ["b"] and len(detector.metrics["training_notes"]) == 1
+
+
+def test_an_entity_that_lacks_a_channel_is_named_as_not_trained_on():
+    from seqwatch.models.detector import TrainingDataWarning, entities_lacking_channels
+
+    frame = pd.DataFrame({"entity_id": ["m1", "m1", "m2", "m3", "m3"], "channel": ["a", "b", "a", "b", "c"],
+                          "timestamp": [0, 0, 0, 0, 0], "value": [1.0] * 5})
+    assert entities_lacking_channels(frame, ("a", "b")) == {"m2": ["b"], "m3": ["a"]}
+    assert entities_lacking_channels(frame[frame["entity_id"] == "m1"], ("a", "b")) == {}
+
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400)
+    only_a = readings[readings["channel"] == "a"].assign(entity_id="m9")
+    with pytest.warns(TrainingDataWarning, match=r"^entity 'm9' \(no 'b'\) did not report every channel of the "
+                                                 r"model, so none of its readings trained it"):
+        detector = Seq2SeqDetector(config).fit(pd.concat([readings, only_a], ignore_index=True), progress=False)
+    assert detector.metrics["windows"] == {"train": 137, "validation": 27, "calibration": 27}  # m1's alone
