@@ -11,8 +11,9 @@ how many are quarantined again, by reason.
 
 Settings default to the original run's (its ``manifest.json`` next to the quarantine folder): mapping, suite,
 pane size and time horizon; flags override them. A ``--mapping`` file changes the keys it sets and keeps the
-original run's others, so that fixing the decimal mark of a wide file need not restate that it is wide. Quarantine records from a stream (no source file) and
-records whose source file is gone cannot be replayed with their context; replay stops and names them.
+original run's others, so that fixing the decimal mark of a wide file need not restate that it is wide.
+Quarantine records from a stream (no source file) and records whose source file is gone cannot be replayed with
+their context; replay stops and names them.
 """
 from __future__ import annotations
 

@@ -137,9 +137,12 @@ def valid_history(frame, suite: dict, earliest_us: int, latest_us: int):
                       "the timestamp lies before the configured horizon")
     validator = SuiteValidator(suite)
     failed = validator.failures(frame)
-    frame = leave_out(frame, failed >= 0, "expectation_failed",
-                      lambda i: f"channel {str(frame['channel'].iloc[i])!r} value {float(frame['value'].iloc[i])!r} failed "
-                                f"{validator.descriptions[failed[i]]}")
+
+    def failure(i, judged=frame):
+        return (f"channel {str(judged['channel'].iloc[i])!r} value {float(judged['value'].iloc[i])!r} failed "
+                f"{validator.descriptions[failed[i]]}")
+
+    frame = leave_out(frame, failed >= 0, "expectation_failed", failure)
     rules = StatefulRules.from_suite(suite)
     if rules.monotonic_channels and len(frame):
         once = ~frame.duplicated(["entity_id", "channel", "timestamp"]).to_numpy()
