@@ -43,11 +43,15 @@ def _sha256_file(path: str) -> str:
 
 
 def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, step_us: int, model: str) -> None:
-    """Read each file's header, and a sample of the first file's rows, to refuse data the model cannot score."""
+    """Read each file's header, and a sample of the first fitting file's rows, to refuse data the model cannot
+    score. A wide file that lacks some of the model's channels among files that have them all is a machine that
+    does not report a sensor, not the wrong model: it runs, and its readings are quarantined as
+    ``insufficient_data`` naming the channel (as a long file's entity without that channel is). The run is refused
+    when no file has them all, or when the file looks long."""
     from seqwatch.models.detector import InsufficientDataError, infer_step_us
     from seqwatch.models.windowing import interval_fits
 
-    seen_data = False
+    seen_data, lacking, fitting = False, None, False
     for path in paths:
         header, _ = read_header(path)
         if header is None:
@@ -57,10 +61,16 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
             missing = [c for c in channels if c not in layout.channel_names]
             if missing:
                 long_roles = {config.mapping.long_column(role) for role in ("channel", "value")}
+                looks_long = long_roles <= set(layout.channel_names)
                 hint = ("; a file of entity, channel, timestamp and value columns is long: --format long, or the "
-                        "mapping's 'format'" if long_roles <= set(layout.channel_names) else "")
-                raise RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
-                               f"{list(layout.channel_names)} (missing {missing}){hint}")
+                        "mapping's 'format'" if looks_long else "")
+                refusal = RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
+                                   f"{list(layout.channel_names)} (missing {missing}){hint}")
+                if looks_long:
+                    raise refusal
+                lacking = lacking or refusal
+                continue
+        fitting = True
         if seen_data:
             continue
         sample = next(iter(FileReader(config.mapping, "preflight", chunk_rows=5000).read(path)), None)
@@ -79,6 +89,8 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
         if not interval_fits(data_step, step_us):
             raise RunError(f"model {model} was trained on readings every {step_us / 1e6:g}s, but {Path(path).name} "
                            f"has readings every {data_step / 1e6:g}s")
+    if lacking is not None and not fitting:
+        raise lacking
 
 
 def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:

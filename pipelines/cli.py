@@ -337,6 +337,7 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
     reasons = _by_reason(by_code)
     where = os.path.join(output, "quarantine")
     unknown = _unknown_channels(output, manifest) if "unknown_channel" in by_code else ""
+    unknown += _lacking_channels(output) if "insufficient_data" in by_code else ""
     if manifest["records_scored"]:
         return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}){unknown}; " \
                f"each record and its reason is in {where}"
@@ -344,6 +345,31 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
     example = f"; the first {ranked[0][0]}: {first}" if first else ""
     return f"seqwatch {command}: nothing was scored: all {quarantined} readings were quarantined ({reasons})" \
            f"{unknown}{example}; each record and its reason is in {where}"
+
+
+def _lacking_channels(output: str) -> str:
+    """``; sources whose entity lacks a model channel: pump-07.csv (no 'vibration') ...`` from the quarantine files'
+    insufficient_data reasons; empty when there are none or the files cannot be read."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from seqwatch.pipelines.windows import LACKING_MARK
+    try:
+        dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
+        rows = dataset.to_table(columns=["source", "reason"],
+                                filter=(pc.field("reason_code") == "insufficient_data")
+                                & pc.match_substring(pc.field("reason"), LACKING_MARK))
+    except (OSError, ValueError):
+        return ""
+    found: dict = {}
+    for source, reason in zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist()):
+        absent = reason.split(LACKING_MARK, 1)[1].split(" readings here", 1)[0]
+        found.setdefault(os.path.basename(source), absent)
+    if not found:
+        return ""
+    shown = ", ".join(f"{source} (no {absent})" for source, absent in sorted(found.items())[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return f"; sources whose entity does not report every model channel: {shown}{more}"
 
 
 def _unknown_channels(output: str, manifest: dict) -> str:

@@ -31,6 +31,9 @@ from seqwatch.schemas.elements import ReadingBatch, WindowBatch
 CUT_HERE = "windows_cut_here"  # windows of local panes, cut by _KeyByPane without the GroupByKey
 
 
+LACKING_MARK = "(this entity has no "  # starts the part of an insufficient_data reason naming an absent channel
+
+
 class PaneSpec:
     """The pane arithmetic shared by keying and cutting."""
 
@@ -289,7 +292,7 @@ class _PaneCutter:
         if short.any():
             absent = [name for i, name in enumerate(self.channels) if not (channel_index == i).any()]
             if absent:  # the commonest cause, named: a channel this entity does not report at all here
-                reason += f" (this entity has no {', '.join(map(repr, absent))} readings here, and every window " \
+                reason += f" {LACKING_MARK}{', '.join(map(repr, absent))} readings here, and every window " \
                           f"needs all of {list(self.channels)})"
         for q in quarantine_rows(frame, short, "window", "insufficient_data", reason, self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)

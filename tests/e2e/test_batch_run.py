@@ -195,6 +195,33 @@ def test_naive_local_times_across_the_repeated_dst_hour_score_as_their_utc_times
     assert tables["local"].equals(tables["utc"])
 
 
+def test_a_wide_file_without_a_model_channel_among_files_with_it_is_quarantined_not_refused(small_model_dir, tmp_path,
+                                                                                           wide_csv):
+    """One pump of a fleet does not report vibration: the run scores the others and quarantines that pump's
+    readings with the channel named, as it does for a long file's entity without it. (A run where no file has
+    every channel is refused: tests/pipelines/test_bad_inputs.py, s01.)"""
+    from seqwatch.pipelines.cli import quarantine_notice
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=200, step_seconds=10, seed=9)
+    wide_csv(readings[readings["entity_id"] == "pump-01"], tmp_path / "in" / "pump-01.csv")
+    lacking = readings[(readings["entity_id"] == "pump-02") & (readings["channel"] != "vibration")]
+    wide_csv(lacking, tmp_path / "in" / "pump-02.csv")
+    out = tmp_path / "out"
+    manifest = run_batch(RunConfig(inputs=(str(tmp_path / "in"),), output=str(out), model_dir=str(small_model_dir),
+                                   mapping=WIDE), ["--runner=DirectRunner"])
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (1400, 800, 600)
+    quarantine = _read(out, "quarantine").to_pandas()
+    assert set(quarantine["source"].map(lambda s: Path(s).name)) == {"pump-02.csv"}
+    assert set(quarantine["reason"]) == {"no model window covers this reading: fewer than 16 consecutive steps with "
+                                         "every channel present (this entity has no 'vibration' readings here, and "
+                                         "every window needs all of ['flow', 'pressure', 'temperature', "
+                                         "'vibration'])"}
+    assert set(_read(out, "scores").column("entity_id").to_pylist()) == {"pump-01"}
+    assert quarantine_notice("run", manifest, str(out)) == (
+        f"seqwatch run: 600 of 1400 readings were quarantined (insufficient_data 600); sources whose entity does not "
+        f"report every model channel: pump-02.csv (no 'vibration'); each record and its reason is in {out}/quarantine")
+
+
 def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
     config, _, out, _ = run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
