@@ -408,9 +408,12 @@ _UNIT_RE = re.compile(r"^[+-]?(\d+[.,]?\d*|\.\d+)([eE][+-]?\d+)?\s*([^\d\s.,+-].
 
 def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
     """Floats; NaN where a value is missing, not a number, or not finite. ``decimal=","`` reads ``12,5``;
-    a Unicode minus sign (U+2212, as some spreadsheets write) reads as ``-``."""
+    a Unicode minus sign (U+2212, as some spreadsheets write) reads as ``-``. A column typed boolean (a Parquet
+    status flag: a valve open, a pump running) reads as 1 and 0; the text ``true`` in a CSV cell is not a number."""
+    if pd.api.types.is_bool_dtype(values):
+        return np.array(values.astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
     text = _arrow_text(values)
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+    if pd.api.types.is_numeric_dtype(values):
         # A copy: a column read from Parquet can be a read-only view of Arrow memory.
         numbers = np.array(values.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
     elif text is not None and len(values):  # plain numbers in bulk by Arrow, the rest as below
@@ -441,7 +444,8 @@ def _text_values(values: pd.Series, decimal: str) -> np.ndarray:
 
 def explain_value(value, decimal: str = ".") -> str:
     """Why ``parse_values`` rejected ``value``: one sentence (without the column) for the quarantine's reason."""
-    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+    missing = value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
+    text = "" if missing else str(value).strip()
     shown = repr(text[:80])
     if not text or text.lower() in ("nan", "na", "n/a", "null", "none", "-"):
         return f"the value {shown} is missing" if text else "the value is empty"

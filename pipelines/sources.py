@@ -325,9 +325,11 @@ class FileReader:
                        and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
             if strings:
                 parquet = pq.ParquetFile(f, metadata=parquet.metadata, read_dictionary=strings)
+            booleans = {pa.bool_(): pd.BooleanDtype()}
             for record_batch in parquet.iter_batches(batch_size=self.chunk_rows):
                 # Not the pandas metadata: a timestamp column pandas wrote as the frame's index stays a column.
-                frame = record_batch.to_pandas(ignore_metadata=True)
+                # Booleans stay boolean with their nulls (a status flag reads as 1 and 0; object would be text).
+                frame = record_batch.to_pandas(ignore_metadata=True, types_mapper=booleans.get)
                 numbers = np.arange(first, first + len(frame), dtype=np.int64)
                 first += len(frame)
                 columns = {name: frame[name] for name in frame.columns}

@@ -359,6 +359,20 @@ def test_reader_parquet_with_float_and_string_columns(tmp_path):
     assert '"timestamp": "later"' in quarantine[0].raw
 
 
+def test_a_boolean_parquet_column_reads_as_1_and_0_and_text_true_stays_no_number(tmp_path):
+    """A status flag (a valve open) typed boolean in Parquet is a reading; it was quarantined as "the value 'True'
+    is not a number". Its nulls are empty values; the text 'true' in a CSV cell is still not a number."""
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"timestamp": ["2026-01-05T00:00:00Z", "2026-01-05T00:00:10Z", "2026-01-05T00:00:20Z"],
+                             "valve": pa.array([True, None, False], pa.bool_())}), path)
+    frame, quarantine, records = _read(path, InputMapping(format="wide"))
+    assert records == 3 and frame["value"].tolist() == [1.0, 0.0]
+    assert [(q.line, q.column, q.reason) for q in quarantine] == [(2, "valve", "column 'valve': the value is empty")]
+    assert '"valve": null' in quarantine[0].raw
+    assert parse_values(pd.Series([True, False])).tolist() == [1.0, 0.0]
+    assert np.isnan(parse_values(pd.Series(["true"]))).all()
+
+
 @pytest.mark.parametrize("timezone", ["UTC", "Europe/Berlin"])
 def test_repeated_timestamps_parse_as_each_value_alone(timezone):
     """A column with many repeats is parsed one distinct value at a time: the same result, value by value."""
