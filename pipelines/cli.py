@@ -336,7 +336,7 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
     ranked = sorted(by_code.items(), key=lambda item: (-item[1], item[0]))
     reasons = _by_reason(by_code)
     where = os.path.join(output, "quarantine")
-    unknown = _unknown_channels(output, manifest) if "unknown_channel" in by_code else ""
+    unknown = _column_notes(output, manifest, by_code)
     unknown += _lacking_channels(output) if "insufficient_data" in by_code else ""
     if manifest["records_scored"]:
         return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}){unknown}; " \
@@ -372,24 +372,42 @@ def _lacking_channels(output: str) -> str:
     return f"; sources whose entity does not report every model channel: {shown}{more}"
 
 
-def _unknown_channels(output: str, manifest: dict) -> str:
-    """``; channels the model lacks: 'humidity' 399 ...`` from the quarantine files, with how to leave the columns
-    out when the input is wide (there a channel is a column); empty when the files cannot be read."""
+def _by_column(output: str, reason_code: str) -> list:
+    """``[(column, n)]`` of the quarantined records with ``reason_code`` under ``output``/quarantine, commonest
+    first (a wide file's column, a long file's channel); empty when the files cannot be read."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
     try:
         dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
-        names = dataset.to_table(columns=["column"], filter=pc.field("reason_code") == "unknown_channel")
+        names = dataset.to_table(columns=["column"], filter=pc.field("reason_code") == reason_code)
     except (OSError, ValueError):
-        return ""
-    counts = names.column("column").value_counts().to_pylist()
-    counts.sort(key=lambda item: (-item["counts"], str(item["values"])))
-    shown = ", ".join(f"{item['values']!r} {item['counts']}" for item in counts[:5])
-    more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        return []
+    counts = [(item["values"], item["counts"]) for item in names.column("column").value_counts().to_pylist()]
+    return sorted(counts, key=lambda item: (-item[1], str(item[0])))
+
+
+def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
+    """What the quarantine says by column: the channels the model lacks, and the columns whose values are not
+    numbers (a text status column of a wide file), each with the ``--ignore`` that leaves a wide file's column
+    out; empty when neither was quarantined or the files cannot be read."""
     wide = ((manifest.get("settings") or {}).get("mapping") or {}).get("format") == "wide"
-    hint = (f"; leave such columns out with --ignore (e.g. --ignore {counts[0]['values']}) or the mapping's "
-            f"'ignore' list" if wide and counts else "")
-    return f"; channels the model lacks: {shown}{more}{hint}" if counts else ""
+    notes = ""
+    for code, what, hint in (
+            ("unknown_channel", "channels the model lacks", "leave such columns out with --ignore (e.g. --ignore "
+                                                            "{}) or the mapping's 'ignore' list"),
+            ("parse_value", f"values that are not numbers, by {'column' if wide else 'channel'}",
+             "a column of text, not readings, is left out with --ignore (e.g. --ignore {})")):
+        counts = _by_column(output, code) if code in by_code else []
+        if not counts:
+            continue
+        shown = ", ".join(f"{column!r} {n}" for column, n in counts[:5])
+        more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
+        top = counts[0][1]
+        # A whole column of text, not a stray bad cell: most of these records, and not a handful of readings.
+        whole = code == "unknown_channel" or (2 * top > sum(n for _, n in counts)
+                                              and top >= max(10, 0.01 * manifest["records_in"]))
+        notes += f"; {what}: {shown}{more}" + (f"; {hint.format(counts[0][0])}" if wide and whole else "")
+    return notes
 
 
 def cmd_run(args, beam_args) -> int:

@@ -89,8 +89,29 @@ def test_when_nothing_was_scored_the_notice_quotes_the_first_reason_of_the_commo
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "quarantine" / "eu.parquet")
     notice = quarantine_notice("run", _manifest(3, 0, parse__parse_value=2, parse__malformed_row=1), str(tmp_path))
     assert notice.startswith("seqwatch run: nothing was scored: all 3 readings were quarantined (parse_value 2, "
-                             "malformed_row 1); the first parse_value: the value '95,75' uses a decimal comma; set "
-                             "the mapping's decimal to ','; each record")
+                             "malformed_row 1); values that are not numbers, by channel: 'flow' 2; the first "
+                             "parse_value: the value '95,75' uses a decimal comma; set the mapping's decimal to ','; "
+                             "each record")
+
+
+def test_the_notice_names_a_column_of_text_and_the_ignore_that_leaves_it_out(tmp_path):
+    """A wide file with a text status column: each of its cells is quarantined as not a number. One stray bad
+    cell of a channel gets no such hint."""
+    schema = SCHEMAS_BY_SINK["quarantine"]
+    rows = [{"raw": "", "source": "p.csv", "line": line, "column": column, "records": 1, "stage": "parse",
+             "reason_code": "parse_value", "reason": "", "run_id": "r"}
+            for line, column in [(n, "status") for n in range(2, 42)] + [(7, "flow")]]
+    (tmp_path / "quarantine").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "quarantine" / "p.parquet")
+    wide = {"settings": {"mapping": {"format": "wide"}}}
+    notice = quarantine_notice("run", {**_manifest(200, 159, parse__parse_value=41), **wide}, str(tmp_path))
+    assert notice == (f"seqwatch run: 41 of 200 readings were quarantined (parse_value 41); values that are not "
+                      f"numbers, by column: 'status' 40, 'flow' 1; a column of text, not readings, is left out with "
+                      f"--ignore (e.g. --ignore status); each record and its reason is in {tmp_path}/quarantine")
+    (tmp_path / "quarantine" / "p.parquet").unlink()
+    pq.write_table(pa.Table.from_pylist(rows[-1:], schema=schema), tmp_path / "quarantine" / "p.parquet")
+    notice = quarantine_notice("run", {**_manifest(200, 199, parse__parse_value=1), **wide}, str(tmp_path))
+    assert "values that are not numbers, by column: 'flow' 1; each record" in notice
 
 
 @pytest.mark.parametrize("layout", ["wide", "long"])
