@@ -231,7 +231,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
             raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
         output = config.output
-        replaced = _previous_run(output, plan.run_id)
+        replaced = _previous_run(output, plan.run_id, list(plan.paths))
         for sink in SINKS:
             final, staged = FileSystems.join(output, sink), FileSystems.join(plan.staging, sink)
             _delete(final)
@@ -265,14 +265,16 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
     return manifest
 
 
-def _previous_run(output: str, run_id: str) -> dict | None:
-    """``{"run_id", "inputs"}`` of the other run whose outputs ``output`` holds (this run replaces them), or None:
-    no earlier run, a rerun of this one, or a manifest that cannot be read."""
+def _previous_run(output: str, run_id: str, inputs: list) -> dict | None:
+    """``{"run_id", "inputs"}`` of the run of other inputs whose outputs ``output`` holds (this run replaces
+    them), or None: no earlier run, a rerun of these inputs (perhaps with other settings), or a manifest that
+    cannot be read."""
     path = FileSystems.join(output, "manifest.json")
     try:
         previous = read_json(path) if FileSystems.exists(path) else None
     except (OSError, ValueError):
         return None
-    if not isinstance(previous, dict) or previous.get("run_id") in (None, run_id):
+    if not isinstance(previous, dict) or previous.get("run_id") in (None, run_id) \
+            or sorted(previous.get("inputs") or []) == sorted(inputs):
         return None
     return {"run_id": previous["run_id"], "inputs": list(previous.get("inputs") or [])}

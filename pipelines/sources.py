@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import glob
 import os
 import re
 from pathlib import PurePath
@@ -418,10 +419,35 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
                        if _is_data_file(path) and not any(_inside(path, folder) for folder in exclude)]
             if not matched and "://" not in pattern and os.path.isdir(pattern):
                 raise FileNotFoundError(f"no CSV or Parquet file is in the folder {pattern!r}")
+        broken = _dangling_links(pattern, folder=_names_a_folder(pattern, matched), exclude=exclude)
+        if broken:
+            link, target = broken[0]
+            more = f" (and {len(broken) - 1} more such links)" if len(broken) > 1 else ""
+            raise FileNotFoundError(f"{link} is a link to {target}, which does not exist{more}: restore its target "
+                                    f"(a mount that is down?) or remove the link; its readings cannot be read")
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)
     return sorted(set(paths))
+
+
+def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
+    """``[(link, target)]`` of the local symbolic links ``pattern`` names (as a glob, or the data files under it
+    as a folder) whose target does not exist: Beam's file system skips them, so their files would be left out
+    of a run without a word."""
+    if "://" in pattern:
+        return []
+    if folder:
+        if not os.path.isdir(pattern):
+            return []
+        names = []
+        for root, dirs, files in os.walk(pattern):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+            names += [os.path.join(root, f) for f in files if not f.startswith((".", "_")) and _is_data_file(f)]
+        names = [n for n in names if not any(_inside(n, out) for out in exclude)]
+    else:
+        names = glob.glob(pattern)
+    return sorted((name, os.readlink(name)) for name in names if os.path.islink(name) and not os.path.exists(name))
 
 
 def _is_data_file(path: str) -> bool:

@@ -171,6 +171,8 @@ def test_a_run_into_another_runs_output_folder_replaces_its_outputs_and_says_who
         f"each run its own --output to keep both")
     rerun = run_batch(other, ["--runner=DirectRunner"])  # the same run again: nothing else is replaced
     assert "replaced_run" not in rerun and replaced_notice("run", rerun) is None
+    changed = run_batch(RunConfig(**{**other.__dict__, "alert_cooldown_us": 60_000_000}), ["--runner=DirectRunner"])
+    assert changed["run_id"] != rerun["run_id"] and "replaced_run" not in changed  # same files, other settings
 
 
 def test_naive_local_times_across_the_repeated_dst_hour_score_as_their_utc_times(small_model_dir, tmp_path, wide_csv):

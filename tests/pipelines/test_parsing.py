@@ -256,6 +256,26 @@ def test_an_input_folder_stands_for_the_files_under_it(tmp_path, monkeypatch):
         expand_inputs(["nowhere"])
 
 
+def test_a_link_to_a_file_that_does_not_exist_is_refused_not_skipped(tmp_path, monkeypatch):
+    """Beam's file system skips a dangling link, so a file whose mount was down was left out of a run unsaid."""
+    (tmp_path / "plant").mkdir()
+    (tmp_path / "plant" / "pump-01.csv").write_text("x\n")
+    (tmp_path / "plant" / "pump-02.csv").symlink_to(tmp_path / "mnt" / "pump-02.csv")
+    (tmp_path / "plant" / "_pump-03.csv").symlink_to(tmp_path / "mnt" / "pump-03.csv")  # not input in a folder
+    (tmp_path / "plant" / "notes.md").symlink_to(tmp_path / "mnt" / "notes.md")
+    monkeypatch.chdir(tmp_path)
+    message = (f"^plant/pump-02.csv is a link to {tmp_path}/mnt/pump-02.csv, which does not exist: restore its "
+               f"target \\(a mount that is down\\?\\) or remove the link; its readings cannot be read$")
+    for pattern in ("plant", "plant/pump-*.csv"):
+        with pytest.raises(FileNotFoundError, match=message):
+            expand_inputs([pattern])
+    with pytest.raises(FileNotFoundError, match=r"\(and 1 more such links\)"):
+        expand_inputs(["plant/*.csv"])  # a glob keeps what it names, _pump-03.csv too
+    assert expand_inputs(["plant/pump-01.csv"]) == ["plant/pump-01.csv"]
+    (tmp_path / "plant" / "pump-02.csv").unlink()
+    assert expand_inputs(["plant"]) == ["plant/pump-01.csv"]
+
+
 def test_mapping_checks_new_options():
     assert InputMapping.from_dict(InputMapping(decimal=",", sep=";", timestamp_unit="ns").to_dict()).decimal == ","
     for bad, phrase in [(dict(decimal=",", sep=","), "needs another field separator"), (dict(timezone="CEST+2"), "IANA"),
