@@ -89,3 +89,39 @@ def prism_options(prism_location):
             "--experiments=disable_prism_server_singleton", *extra]))
 
     return options
+
+
+# Runs ``seqwatch.pipelines.cli.main`` once per argument list in one fresh interpreter (a process per case would
+# spend ~2 s on each import of Beam and Keras): prints, per case, a JSON line of its exit code and stderr, with the
+# traceback when ``main`` raised.
+_MANY_CLI = """
+import contextlib, io, json, sys, traceback
+from seqwatch.pipelines.cli import main
+for argv in json.loads(sys.stdin.read()):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except BaseException:
+            code, _ = None, err.write(traceback.format_exc())
+    print(json.dumps({"code": code, "stderr": err.getvalue()}))
+"""
+
+
+def _cli_cases(argvs: list) -> list:
+    """``(exit code, stderr)`` of the CLI for each argument list, run in one child process."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _MANY_CLI], input=json.dumps(argvs), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [(r["code"], r["stderr"]) for r in map(json.loads, done.stdout.splitlines())]
+
+
+@pytest.fixture(scope="session")
+def cli_cases():
+    """``cli_cases(argvs)``: ``[(exit code, stderr)]`` of ``seqwatch`` for each argument list, in one child
+    process (as the user runs it, but importing Beam and Keras once)."""
+    return _cli_cases

@@ -290,33 +290,8 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
 
 
-# Runs ``seqwatch.pipelines.cli.main`` once per argument list in one fresh interpreter (a process per case would
-# spend ~2 s on each import of Beam and Keras): prints, per case, a JSON line of its exit code and stderr, with the
-# traceback when ``main`` raised.
-_MANY_CLI = """
-import contextlib, io, json, sys, traceback
-from seqwatch.pipelines.cli import main
-for argv in json.loads(sys.stdin.read()):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except BaseException:
-            code, _ = None, err.write(traceback.format_exc())
-    print(json.dumps({"code": code, "stderr": err.getvalue()}))
-"""
-
-
-def _cli_cases(argvs: list) -> list:
-    """``(exit code, stderr)`` of the CLI for each argument list, run in one child process."""
-    done = subprocess.run([sys.executable, "-c", _MANY_CLI], input=json.dumps(argvs), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [(r["code"], r["stderr"]) for r in map(json.loads, done.stdout.splitlines())]
-
-
 @pytest.mark.slow
-def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
+def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_cases):
     header_only = tmp_path / "empty.csv"
     header_only.write_text("timestamp,flow,pressure,temperature,vibration\n")
     long_file = tmp_path / "long.csv"
@@ -402,7 +377,7 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path):
     ]
     # The first case as a user runs it (its own process); the rest in one process, which imports Beam only once.
     first = _cli(*cases[0][0])
-    results = [(first.returncode, first.stderr)] + _cli_cases([args for args, _ in cases[1:]])
+    results = [(first.returncode, first.stderr)] + cli_cases([args for args, _ in cases[1:]])
     for (args, message), (code, stderr) in zip(cases, results, strict=True):
         assert code == 2, (args, stderr[-2000:])
         lines = [line for line in stderr.splitlines() if line.strip()]

@@ -78,7 +78,7 @@ def test_fine_tune_on_recent_readings_leaving_out_alerted_stretches(small_model_
 
 
 @pytest.mark.slow
-def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path):
+def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path, cli_cases):
     readings, _ = generate_sensor_data(n_entities=1, n_steps=300, step_seconds=STEP_SECONDS, seed=3)
     wide_csv(readings, tmp_path / "recent" / "pump-01.csv")
     base = ["train", "--input", str(tmp_path / "recent" / "*.csv"), "--format", "wide", "--model-dir",
@@ -93,10 +93,9 @@ def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path):
         (base + ["--warm-start", str(small_model_dir), "--channel", "flow"],
          "--warm-start continues a model of channels"),
     ]
-    for args, message in cases:
-        result = _cli(*args)
-        assert result.returncode == 2, (args, result.stderr[-2000:])
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert message in lines[-1], (args, result.stderr[-2000:])
-        assert "Traceback" not in result.stderr
+    for (args, message), (code, stderr) in zip(cases, cli_cases([args for args, _ in cases]), strict=True):
+        assert code == 2, (args, stderr[-2000:])
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert message in lines[-1], (args, stderr[-2000:])
+        assert "Traceback" not in stderr
     assert not (tmp_path / "m").exists()

@@ -39,7 +39,7 @@ def _train(*args):
 
 
 @pytest.mark.slow
-def test_train_with_held_out_readings(tmp_path, wide_csv):
+def test_train_with_held_out_readings(tmp_path, wide_csv, cli_cases):
     """``--holdout-input``: all of ``--input`` trains the network; the held-out files set early stopping, the
     scorer and the threshold. Holdout files that do not fit end in one sentence before any training."""
     readings, _ = generate_sensor_data(n_entities=2, n_steps=400, seed=3)
@@ -63,20 +63,19 @@ def test_train_with_held_out_readings(tmp_path, wide_csv):
     detector = load_artifact(tmp_path / "model")
     assert detector.intervals is not None and detector.threshold > 0  # forecast intervals from the holdout too
 
-    for holdout, message in [
-        (tmp_path / "nothing" / "*.csv", "no input file matches"),
-        (tmp_path / "held_lacking" / "*.csv",
-         "the held-out readings lack channel(s) ['vibration'] of the training data"),
-    ]:
-        result = _train(*base, "--holdout-input", str(holdout), "--model-dir", str(tmp_path / "refused"))
-        assert result.returncode == 2, result.stderr[-2000:]
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        assert message in lines[-1] and "Traceback" not in result.stderr, result.stderr[-2000:]
+    refused = [(tmp_path / "nothing" / "*.csv", "no input file matches"),
+               (tmp_path / "held_lacking" / "*.csv",
+                "the held-out readings lack channel(s) ['vibration'] of the training data")]
+    results = cli_cases([["train", *base, "--holdout-input", str(holdout), "--model-dir", str(tmp_path / "refused")]
+                         for holdout, _ in refused])
+    for (_, message), (code, stderr) in zip(refused, results, strict=True):
+        assert code == 2, stderr[-2000:]
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert message in lines[-1] and "Traceback" not in stderr, stderr[-2000:]
     assert not (tmp_path / "refused").exists()
 
 
-@pytest.mark.slow
-def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channels(tmp_path, wide_csv):
+def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channels(tmp_path, wide_csv, cli_cases):
     """A sentinel (-9999 for "no reading") that the run's suite quarantines must not set the model's scaler:
     training on the history with sentinels gives the scaler of training on it without them, and as they are more
     than 1% of the readings a note says so. A channel that never changed in training is named in a note."""
@@ -87,13 +86,15 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
     assert sentinel.sum() == 70  # of 3,500 readings: 2%
     wide_csv(readings[~sentinel], tmp_path / "clean" / "pump-01.csv")
     wide_csv(readings.assign(value=readings["value"].where(~sentinel, -9999.0)), tmp_path / "dirty" / "pump-01.csv")
-    scalers, notes = {}, {}
-    for name in ("clean", "dirty"):
-        result = _train("--input", str(tmp_path / name), "--format", "wide", "--model-dir", str(tmp_path / f"m-{name}"),
-                        "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1")
-        assert result.returncode == 0, result.stderr[-2000:]
+    scalers, notes, stderr = {}, {}, {}
+    names = ("clean", "dirty")
+    runs = cli_cases([["train", "--input", str(tmp_path / name), "--format", "wide", "--model-dir",
+                       str(tmp_path / f"m-{name}"), "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1"]
+                      for name in names])
+    for name, (code, stderr[name]) in zip(names, runs, strict=True):
+        assert code == 0, stderr[name][-2000:]
         scalers[name] = load_artifact(tmp_path / f"m-{name}").scaler
-        notes[name] = [line for line in result.stderr.splitlines() if line.startswith("seqwatch train: note:")]
+        notes[name] = [line for line in stderr[name].splitlines() if line.startswith("seqwatch train: note:")]
     valve_note = ("seqwatch train: note: channel 'valve' held one value throughout the training readings, so the "
                   "model cannot tell how unusual a change of it is (it counts a change of 1 as one standard "
                   "deviation); train on history in which it varies, or leave it out (--channel)")
@@ -106,6 +107,6 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
         "if such readings are normal for this equipment, train and run with a suite that allows them (--suite)",
         valve_note]
     assert "training on 3430 readings from 1 file(s) (70 rejected rows skipped, of which failing validation: "\
-           "expectation_failed 70)" in result.stderr
+           "expectation_failed 70)" in stderr["dirty"]
     assert scalers["dirty"] == scalers["clean"]
     assert load_artifact(tmp_path / "m-dirty").metrics["constant_channels"] == ["valve"]
