@@ -108,7 +108,7 @@ class ValidateReadings(beam.PTransform):
         return batches | "CheckReadings" >> beam.ParDo(self._fn).with_outputs(QUARANTINE, main="valid")
 
 
-def valid_history(frame, suite: dict, earliest_us: int, latest_us: int):
+def valid_history(frame, suite: dict, earliest_us: int, latest_us: int, chunk_rows: int = 100_000):
     """The readings of a long frame of history (``entity_id, channel, timestamp, value``) that a run would let
     through validation, ``{reason_code: n}`` of the others, and ``{reason_code: reason}`` of the first of each.
 
@@ -117,7 +117,9 @@ def valid_history(frame, suite: dict, earliest_us: int, latest_us: int):
     quarantines; those would set its scaler and what it learns is normal. The checks are the run's, in its
     order, with its reasons: the timestamp lies in ``[earliest_us, latest_us]``; the suite's expectations; a
     monotone meter does not go back (each entity's readings in event time; a repeated reading of a channel and
-    timestamp counts once, as a run keeps the first). Stuck channels are scored by a run, so they stay."""
+    timestamp counts once, as a run keeps the first). Stuck channels are scored by a run, so they stay. The suite
+    judges ``chunk_rows`` readings at a time, as a run's batches are judged (a suite's great-expectations rules
+    would otherwise see all of a long history at once)."""
     from seqwatch.pipelines.stateful_checks import check_pane
     from seqwatch.schemas.validation import StatefulRules, SuiteValidator
 
@@ -136,7 +138,8 @@ def valid_history(frame, suite: dict, earliest_us: int, latest_us: int):
     frame = leave_out(frame, frame["timestamp"].to_numpy() < earliest_us, "before_horizon",
                       "the timestamp lies before the configured horizon")
     validator = SuiteValidator(suite)
-    failed = validator.failures(frame)
+    failed = np.concatenate([validator.failures(frame.iloc[start:start + chunk_rows])
+                             for start in range(0, len(frame), chunk_rows)] or [np.zeros(0, dtype=np.int64)])
 
     def failure(i, judged=frame):
         return (f"channel {str(judged['channel'].iloc[i])!r} value {float(judged['value'].iloc[i])!r} failed "

@@ -79,6 +79,8 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
 
     rows = [r for r in ROWS if r[0] != "humidity"]  # training models the channels it is given
     frame, left_out, first = valid_history(_batch(rows).frame, load_suite_dict("sensor"), EARLIEST, LATEST)
+    in_twos = valid_history(_batch(rows).frame, load_suite_dict("sensor"), EARLIEST, LATEST, chunk_rows=2)
+    assert in_twos[0].equals(frame) and in_twos[1:] == (left_out, first)  # the suite judges a chunk at a time
     assert left_out == {"future_timestamp": 1, "before_horizon": 1, "expectation_failed": 2}
     assert first == {"future_timestamp": "the timestamp lies too far in the future",  # the run's reasons
                      "before_horizon": "the timestamp lies before the configured horizon",
