@@ -9,6 +9,7 @@ probationary period).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,9 +41,10 @@ class ChannelScaler:
         """The indices of the channels of ``values`` ``[..., C]`` whose finite values are all one value: ``fit``
         gives them scale 1, the channel's own unit, which says nothing about how far a later value is off."""
         flat = np.asarray(values, dtype=np.float64).reshape(-1, np.shape(values)[-1])
-        with np.errstate(invalid="ignore"):
-            spread = np.nanmax(np.where(np.isfinite(flat), flat, np.nan), axis=0) - \
-                np.nanmin(np.where(np.isfinite(flat), flat, np.nan), axis=0)
+        finite = np.where(np.isfinite(flat), flat, np.nan)
+        with warnings.catch_warnings():  # a channel without a finite value: all-NaN, so no spread either
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = np.nanmax(finite, axis=0) - np.nanmin(finite, axis=0)
         return [int(i) for i in np.flatnonzero(~(spread > 0))]
 
     def transform(self, values: np.ndarray) -> np.ndarray:

@@ -309,17 +309,24 @@ def _cooldown_us(seconds: float) -> int:
     return int(round(seconds * 1e6))
 
 
-def _first_reason(output: str, reason_code: str) -> str | None:
-    """The reason of the first quarantined record with ``reason_code`` under ``output``/quarantine (None when it
-    cannot be read, e.g. on a remote file system pyarrow is not set up for)."""
-    import pyarrow.compute as pc
+def _quarantined(output: str, columns: list, where, limit: int | None = None):
+    """The ``columns`` of the quarantined records under ``output``/quarantine that match the pyarrow expression
+    ``where`` (the first ``limit`` of them), or None when the files cannot be read (e.g. on a remote file system
+    pyarrow is not set up for): the notices add what they can read, and no more."""
     import pyarrow.dataset as ds
     try:
         dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
-        table = dataset.head(1, columns=["reason"], filter=pc.field("reason_code") == reason_code)
+        return (dataset.head(limit, columns=columns, filter=where) if limit else
+                dataset.to_table(columns=columns, filter=where))
     except (OSError, ValueError):
         return None
-    return table.column("reason")[0].as_py() if table.num_rows else None
+
+
+def _first_reason(output: str, reason_code: str) -> str | None:
+    """The reason of the first quarantined record with ``reason_code`` under ``output``/quarantine."""
+    import pyarrow.compute as pc
+    table = _quarantined(output, ["reason"], pc.field("reason_code") == reason_code, limit=1)
+    return table.column("reason")[0].as_py() if table is not None and table.num_rows else None
 
 
 def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
@@ -348,23 +355,17 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
 
 
 def _lacking_channels(output: str) -> str:
-    """``; sources whose entity lacks a model channel: pump-07.csv (no 'vibration') ...`` from the quarantine files'
-    insufficient_data reasons; empty when there are none or the files cannot be read."""
+    """``; sources whose entity does not report every model channel: pump-07.csv (no 'vibration') ...`` from the
+    quarantine files' insufficient_data reasons; empty when there are none or the files cannot be read."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    from seqwatch.pipelines.windows import LACKING_MARK
-    try:
-        dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
-        rows = dataset.to_table(columns=["source", "reason"],
-                                filter=(pc.field("reason_code") == "insufficient_data")
-                                & pc.match_substring(pc.field("reason"), LACKING_MARK))
-    except (OSError, ValueError):
-        return ""
+    from seqwatch.pipelines.windows import LACKING_MARK, absent_channels
+    rows = _quarantined(output, ["source", "reason"], (pc.field("reason_code") == "insufficient_data")
+                        & pc.match_substring(pc.field("reason"), LACKING_MARK))
     found: dict = {}
-    for source, reason in zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist()):
-        absent = reason.split(LACKING_MARK, 1)[1].split(" readings here", 1)[0]
-        found.setdefault(os.path.basename(source), absent)
+    for source, reason in (zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist())
+                           if rows is not None else ()):
+        found.setdefault(os.path.basename(source), absent_channels(reason))
     if not found:
         return ""
     shown = ", ".join(f"{source} (no {absent})" for source, absent in sorted(found.items())[:3])
@@ -376,11 +377,8 @@ def _by_column(output: str, reason_code: str) -> list:
     """``[(column, n)]`` of the quarantined records with ``reason_code`` under ``output``/quarantine, commonest
     first (a wide file's column, a long file's channel); empty when the files cannot be read."""
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-    try:
-        dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
-        names = dataset.to_table(columns=["column"], filter=pc.field("reason_code") == reason_code)
-    except (OSError, ValueError):
+    names = _quarantined(output, ["column"], pc.field("reason_code") == reason_code)
+    if names is None:
         return []
     counts = [(item["values"], item["counts"]) for item in names.column("column").value_counts().to_pylist()]
     return sorted(counts, key=lambda item: (-item[1], str(item[0])))
@@ -418,10 +416,15 @@ def cmd_run(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
-    for line in (replaced_notice("run", manifest), quarantine_notice("run", manifest, args.output)):
+    _print_notices("run", manifest, args.output)
+    return 0
+
+
+def _print_notices(command: str, manifest: dict, output: str) -> None:
+    """The stderr lines of a batch run (``run``, ``replay``): whose outputs it replaced, what it quarantined."""
+    for line in (replaced_notice(command, manifest), quarantine_notice(command, manifest, output)):
         if line:
             print(line, file=sys.stderr)
-    return 0
 
 
 def replaced_notice(command: str, manifest: dict) -> str | None:
@@ -444,9 +447,7 @@ def cmd_replay(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"replay": manifest["replay"], "output": args.output}, indent=1))
-    for line in (replaced_notice("replay", manifest), quarantine_notice("replay", manifest, args.output)):
-        if line:
-            print(line, file=sys.stderr)
+    _print_notices("replay", manifest, args.output)
     return 0
 
 
@@ -464,7 +465,7 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
                        "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
                        "incident merge too late")
-    align = None
+    align, mapping = None, None  # the mapping: of the replayed files (brokers carry long JSON readings)
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark}
@@ -539,8 +540,8 @@ def cmd_stream(args, beam_args) -> int:
           f"{args.output}/counts)", file=sys.stderr, flush=True)
     notice = quarantine_notice("stream", {"records_in": counts.get("records_in", 0), "records_scored": scored,
                                           "records_quarantined": quarantined, "stages": counts,
-                                          "settings": {"mapping": _mapping_from_args(args).to_dict()
-                                                       if args.source == "replay" else {}}}, args.output)
+                                          "settings": {"mapping": mapping.to_dict() if mapping else {}}},
+                               args.output)
     if notice:
         print(notice, file=sys.stderr, flush=True)
     return 0

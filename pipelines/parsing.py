@@ -277,8 +277,7 @@ def _resolve_repeated_hour(values: pd.Series, out: np.ndarray, timezone: str, fm
         naive = pd.DatetimeIndex(raw)
     else:
         text = raw.astype("string").str.strip()
-        if text.str.contains(_OFFSET_RE).fillna(False).any():
-            text = text.where(~text.str.contains(_OFFSET_RE).fillna(False))
+        text = text.where(~text.str.contains(_OFFSET_RE).fillna(False))  # times with an offset are not local
         try:
             naive = pd.DatetimeIndex(pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601"))
         except (ValueError, TypeError):

@@ -32,6 +32,17 @@ CUT_HERE = "windows_cut_here"  # windows of local panes, cut by _KeyByPane witho
 
 
 LACKING_MARK = "(this entity has no "  # starts the part of an insufficient_data reason naming an absent channel
+_LACKING_END = " readings here"
+
+
+def lacking_clause(absent: list, channels: tuple) -> str:
+    """The part of an insufficient_data reason that names the model channels an entity does not report."""
+    return f"{LACKING_MARK}{', '.join(map(repr, absent))}{_LACKING_END}, and every window needs all of {list(channels)})"
+
+
+def absent_channels(reason: str) -> str:
+    """The absent channels ``lacking_clause`` wrote into ``reason``, as written (``'vibration'``)."""
+    return reason.split(LACKING_MARK, 1)[1].split(_LACKING_END, 1)[0]
 
 
 class PaneSpec:
@@ -290,10 +301,10 @@ class _PaneCutter:
         reason = f"no model window covers this reading: fewer than {spec.length} consecutive steps with every " \
                  f"channel present"
         if short.any():
-            absent = [name for i, name in enumerate(self.channels) if not (channel_index == i).any()]
+            seen = np.bincount(channel_index, minlength=len(self.channels))
+            absent = [name for name, n in zip(self.channels, seen) if not n]
             if absent:  # the commonest cause, named: a channel this entity does not report at all here
-                reason += f" {LACKING_MARK}{', '.join(map(repr, absent))} readings here, and every window " \
-                          f"needs all of {list(self.channels)})"
+                reason += " " + lacking_clause(absent, self.channels)
         for q in quarantine_rows(frame, short, "window", "insufficient_data", reason, self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         scored = int((own & reading_covered).sum())
