@@ -295,7 +295,7 @@ class Seq2SeqDetector:
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
-        windows, _ = self._split_windows(frame, holdout)
+        windows, _ = self._split_windows(frame, holdout, fixed_geometry=True)
         done = int(self.metrics.get("fine_tunes", 0))
         kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
                 if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
@@ -326,7 +326,8 @@ class Seq2SeqDetector:
             raise ModelMismatchError(f"the held-out readings are sampled every {step_us / 1e6:g}s, the training "
                                      f"readings every {self.step_us / 1e6:g}s")
 
-    def _split_windows(self, frame: pd.DataFrame, holdout: pd.DataFrame | None = None) -> tuple[dict, list]:
+    def _split_windows(self, frame: pd.DataFrame, holdout: pd.DataFrame | None = None,
+                       fixed_geometry: bool = False) -> tuple[dict, list]:
         """Train/validation/calibration windows of ``length + horizon`` steps: each entity's grid cut
         chronologically into the three parts, or, with ``holdout``, every grid of ``frame`` for training and
         every holdout grid for both validation and calibration (see ``fit``); also the present training rows of
@@ -359,11 +360,39 @@ class Seq2SeqDetector:
         windows = {name: np.concatenate(chunks) if chunks else empty for name, chunks in parts.items()}
         for name, w in windows.items():
             if len(w) < 20:
-                source = "held-out readings" if holdout is not None and name != "train" else "training data"
+                held_out = holdout is not None and name != "train"
+                source = "held-out readings" if held_out else "training data"
+                advice = (self._sparse_advice(holdout if held_out else frame, fixed_geometry)
+                          or "supply more normal history or a shorter window")
                 raise InsufficientDataError(
                     f"the {name} part of the {source} fills only {len(w)} windows of {length + horizon} steps "
-                    f"(need >= 20): supply more normal history or a shorter window")
+                    f"(need >= 20): {advice}")
         return windows, train_values
+
+    def _sparse_advice(self, frame: pd.DataFrame, fixed_geometry: bool) -> str:
+        """Why no window is complete when a channel's readings come further apart than ``max_gap`` bridges
+        (``windowing.sparse_channels`` per entity), and what to change; empty when no channel is that sparse."""
+        max_gap = self.config.window.max_gap
+        position = {name: i for i, name in enumerate(self.channels)}
+        column = frame["channel"].astype(str).map(position)
+        known = frame.assign(_position=column)[column.notna().to_numpy()]
+        spacing: dict = {}
+        for _, part in known.groupby("entity_id", sort=True, observed=True):
+            steps = windowing.step_of(as_micros(part["timestamp"]), self.step_us)
+            found = windowing.sparse_channels(steps, part["_position"].to_numpy(dtype=np.int64),
+                                              len(self.channels), max_gap)
+            for c, every in found.items():
+                spacing.setdefault(self.channels[c], []).append(every)
+        if not spacing:
+            return ""
+        step = f"{self.step_us / 1e6:g}s"
+        named = ", ".join(f"{name!r} (every {int(np.median(every))} steps of {step})" for name, every in spacing.items())
+        need = max(max(every) for every in spacing.values()) - 1
+        fix = ("resample those readings to the model's interval" if fixed_geometry else
+               f"set max_gap to {need} or more (--max-gap {need}) to bridge them, resample those readings to "
+               f"every {step}, or leave {'them' if len(spacing) > 1 else 'it'} out (--channel)")
+        return (f"the readings of {named} come further apart than a window bridges (at most {max_gap} missing "
+                f"steps: max_gap), so no window has every channel: {fix}")
 
     def _train_and_calibrate(self, windows: dict, progress: bool, warm_start: bool) -> None:
         """Train ``self.model`` on the train windows (from its current weights when ``warm_start``), then fit

@@ -66,6 +66,24 @@ def median_interval(stamps_us: np.ndarray, channel_index: np.ndarray) -> int | N
     return int(np.median(diffs)) if diffs.size >= MIN_INTERVALS else None
 
 
+def sparse_channels(steps: np.ndarray, channel_index: np.ndarray, n_channels: int, max_gap: int) -> dict[int, int]:
+    """Channels whose readings come further apart than gap filling bridges: ``{channel: median spacing in
+    steps}`` for each channel whose distinct steps lie more than ``max_gap + 1`` apart at the median (a channel
+    sampled every minute on a 10 s model with ``max_gap`` 3 leaves 5 missing steps between readings, so no
+    window is ever complete). The median, so that an outage or two does not make a channel sparse."""
+    steps = np.asarray(steps, dtype=np.int64)
+    channel_index = np.asarray(channel_index, dtype=np.int64)
+    found = {}
+    for c in range(n_channels):
+        own = np.unique(steps[channel_index == c])
+        if own.size < 2:
+            continue
+        spacing = float(np.median(np.diff(own)))
+        if spacing > max_gap + 1:
+            found[c] = int(round(spacing))
+    return found
+
+
 def fill_short_gaps(grid: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
     """Linearly fill runs of at most ``max_gap`` missing steps that have an observed value on both sides.
 

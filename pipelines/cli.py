@@ -344,7 +344,7 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
     reasons = _by_reason(by_code)
     where = os.path.join(output, "quarantine")
     unknown = _column_notes(output, manifest, by_code)
-    unknown += _lacking_channels(output) if "insufficient_data" in by_code else ""
+    unknown += (_lacking_channels(output) + _sparse_channels(output)) if "insufficient_data" in by_code else ""
     if manifest["records_scored"]:
         return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}){unknown}; " \
                f"each record and its reason is in {where}"
@@ -373,11 +373,33 @@ def _lacking_channels(output: str) -> str:
     return f"; sources whose entity does not report every model channel: {shown}{more}"
 
 
-def _by_column(output: str, reason_code: str) -> list:
-    """``[(column, n)]`` of the quarantined records with ``reason_code`` under ``output``/quarantine, commonest
-    first (a wide file's column, a long file's channel); empty when the files cannot be read."""
+def _sparse_channels(output: str) -> str:
+    """``; sources with channels that come further apart than the model bridges: pump-07.csv ('temperature'
+    every 6 steps) ...`` from the quarantine files' insufficient_data reasons; empty when there are none."""
     import pyarrow.compute as pc
-    names = _quarantined(output, ["column"], pc.field("reason_code") == reason_code)
+
+    from seqwatch.pipelines.windows import SPARSE_MARK, sparse_channels_named
+    rows = _quarantined(output, ["source", "reason"], (pc.field("reason_code") == "insufficient_data")
+                        & pc.match_substring(pc.field("reason"), SPARSE_MARK))
+    found: dict = {}
+    for source, reason in (zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist())
+                           if rows is not None else ()):
+        found.setdefault(os.path.basename(source), sparse_channels_named(reason))
+    if not found:
+        return ""
+    shown = ", ".join(f"{source} ({named})" for source, named in sorted(found.items())[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return (f"; sources with channels whose readings come further apart than the model's gap filling bridges: "
+            f"{shown}{more}")
+
+
+def _by_column(output: str, reason_code: str, where=None) -> list:
+    """``[(column, n)]`` of the quarantined records with ``reason_code`` (and matching the pyarrow expression
+    ``where``) under ``output``/quarantine, commonest first (a wide file's column, a long file's channel); empty
+    when the files cannot be read."""
+    import pyarrow.compute as pc
+    match = pc.field("reason_code") == reason_code
+    names = _quarantined(output, ["column"], match if where is None else match & where)
     if names is None:
         return []
     counts = [(item["values"], item["counts"]) for item in names.column("column").value_counts().to_pylist()]
@@ -385,17 +407,25 @@ def _by_column(output: str, reason_code: str) -> list:
 
 
 def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
-    """What the quarantine says by column: the channels the model lacks, and the columns whose values are not
+    """What the quarantine says by column: the channels the model lacks, the columns whose values are not
     numbers (a text status column of a wide file), each with the ``--ignore`` that leaves a wide file's column
-    out; empty when neither was quarantined or the files cannot be read."""
+    out, and the columns with empty values (a wide file's channel read less often than the others: no --ignore
+    for it, it holds readings); empty when none was quarantined or the files cannot be read."""
+    import pyarrow.compute as pc
+
+    from seqwatch.pipelines.parsing import EMPTY_VALUE, MISSING_VALUE_END
     wide = ((manifest.get("settings") or {}).get("mapping") or {}).get("format") == "wide"
+    by = "column" if wide else "channel"
+    reason = pc.field("reason")
+    gap = pc.ends_with(reason, EMPTY_VALUE) | pc.ends_with(reason, MISSING_VALUE_END)
     notes = ""
-    for code, what, hint in (
-            ("unknown_channel", "channels the model lacks", "leave such columns out with --ignore (e.g. --ignore "
-                                                            "{}) or the mapping's 'ignore' list"),
-            ("parse_value", f"values that are not numbers, by {'column' if wide else 'channel'}",
-             "a column of text, not readings, is left out with --ignore (e.g. --ignore {})")):
-        counts = _by_column(output, code) if code in by_code else []
+    for code, where, what, hint in (
+            ("unknown_channel", None, "channels the model lacks", "leave such columns out with --ignore (e.g. "
+                                                                  "--ignore {}) or the mapping's 'ignore' list"),
+            ("parse_value", ~gap, f"values that are not numbers, by {by}",
+             "a column of text, not readings, is left out with --ignore (e.g. --ignore {})"),
+            ("parse_value", gap, f"empty or missing values, by {by}", None)):
+        counts = _by_column(output, code, where) if code in by_code else []
         if not counts:
             continue
         shown = ", ".join(f"{column!r} {n}" for column, n in counts[:5])
@@ -404,7 +434,11 @@ def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
         # A whole column of text, not a stray bad cell: most of these records, and not a handful of readings.
         whole = code == "unknown_channel" or (2 * top > sum(n for _, n in counts)
                                               and top >= max(10, 0.01 * manifest["records_in"]))
-        notes += f"; {what}: {shown}{more}" + (f"; {hint.format(counts[0][0])}" if wide and whole else "")
+        if hint is None and wide:
+            hint = "a wide file's empty cell is counted as a reading that did not come"
+            notes += f"; {what}: {shown}{more} ({hint})"
+            continue
+        notes += f"; {what}: {shown}{more}" + (f"; {hint.format(counts[0][0])}" if hint and wide and whole else "")
     return notes
 
 

@@ -441,13 +441,17 @@ def _text_values(values: pd.Series, decimal: str) -> np.ndarray:
     return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+EMPTY_VALUE = "the value is empty"  # how a reason for an empty value ends (the notices count them apart)
+MISSING_VALUE_END = " is missing"  # how a reason for a 'NaN', 'NA', 'null' ... value ends
+
+
 def explain_value(value, decimal: str = ".") -> str:
     """Why ``parse_values`` rejected ``value``: one sentence (without the column) for the quarantine's reason."""
     missing = value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
     text = "" if missing else str(value).strip()
     shown = repr(text[:80])
     if not text or text.lower() in ("nan", "na", "n/a", "null", "none", "-"):
-        return f"the value {shown} is missing" if text else "the value is empty"
+        return f"the value {shown}{MISSING_VALUE_END}" if text else EMPTY_VALUE
     number = pd.to_numeric(pd.Series([text.replace("\u2212", "-")]), errors="coerce").iloc[0]
     if pd.notna(number) or text.lower().lstrip("+-") in ("inf", "infinity"):
         return f"the value {shown} is not finite"

@@ -45,6 +45,25 @@ def absent_channels(reason: str) -> str:
     return reason.split(LACKING_MARK, 1)[1].split(_LACKING_END, 1)[0]
 
 
+SPARSE_MARK = "(readings of "  # starts the part of an insufficient_data reason naming a channel too sparse to fill
+_SPARSE_END = " come further apart"
+
+
+def sparse_clause(sparse: dict, step_us: int, max_gap: int) -> str:
+    """The part of an insufficient_data reason that names the channels whose readings come further apart than
+    the model's gap filling bridges (``{name: median spacing in steps}``, from ``windowing.sparse_channels``)."""
+    named = ", ".join(f"{name!r} every {every} steps" for name, every in sparse.items())
+    need = max(sparse.values()) - 1
+    return (f"{SPARSE_MARK}{named}{_SPARSE_END} than the model bridges: at most {max_gap} missing steps of "
+            f"{step_us / 1e6:g}s; resample them to every {step_us / 1e6:g}s, or train a model with --max-gap {need})")
+
+
+def sparse_channels_named(reason: str) -> str:
+    """The channels and spacings ``sparse_clause`` wrote into ``reason``, as written (``'temperature' every 6
+    steps``)."""
+    return reason.split(SPARSE_MARK, 1)[1].split(_SPARSE_END, 1)[0]
+
+
 class PaneSpec:
     """The pane arithmetic shared by keying and cutting."""
 
@@ -305,6 +324,11 @@ class _PaneCutter:
             absent = [name for name, n in zip(self.channels, seen) if not n]
             if absent:  # the commonest cause, named: a channel this entity does not report at all here
                 reason += " " + lacking_clause(absent, self.channels)
+            else:  # the next: a channel reported less often than the model's gap filling bridges
+                sparse = windowing.sparse_channels(steps, channel_index, len(self.channels), spec.max_gap)
+                if sparse:
+                    reason += " " + sparse_clause({self.channels[c]: k for c, k in sparse.items()}, spec.step_us,
+                                                  spec.max_gap)
         for q in quarantine_rows(frame, short, "window", "insufficient_data", reason, self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         scored = int((own & reading_covered).sum())

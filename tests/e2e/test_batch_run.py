@@ -224,6 +224,37 @@ def test_a_wide_file_without_a_model_channel_among_files_with_it_is_quarantined_
         f"report every model channel: pump-02.csv (no 'vibration'); each record and its reason is in {out}/quarantine")
 
 
+def test_a_wide_file_whose_channel_is_read_less_often_is_named_as_sparse_and_its_empty_cells_get_no_ignore_hint(
+        small_model_dir, tmp_path, wide_csv):
+    """pump-01 reads temperature every 4th row of a 10 s file, as a historian exports channels of different rates:
+    its other cells are empty. The model bridges 2 missing steps, so no window of pump-01 is complete. The notice
+    counts the empty cells by column without the --ignore meant for a text column (temperature holds readings),
+    and names the source whose channel comes too seldom; pump-02 is scored."""
+    from seqwatch.pipelines.cli import quarantine_notice
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=200, step_seconds=10, seed=9)
+    one = readings[readings["entity_id"] == "pump-01"]
+    steps = (one["timestamp"] - one["timestamp"].min()) // pd.Timedelta(seconds=10)
+    wide_csv(one[(one["channel"] != "temperature") | (steps % 4 == 0)], tmp_path / "in" / "pump-01.csv")
+    wide_csv(readings[readings["entity_id"] == "pump-02"], tmp_path / "in" / "pump-02.csv")
+    out = tmp_path / "out"
+    manifest = run_batch(RunConfig(inputs=(str(tmp_path / "in"),), output=str(out), model_dir=str(small_model_dir),
+                                   mapping=WIDE), ["--runner=DirectRunner"])
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (1600, 800, 800)
+    assert manifest["stages"]["quarantined.parse.parse_value"] == 150
+    quarantine = _read(out, "quarantine").to_pandas()
+    assert set(quarantine["source"].map(lambda s: Path(s).name)) == {"pump-01.csv"}
+    assert set(quarantine.loc[quarantine["reason_code"] == "insufficient_data", "reason"]) == {
+        "no model window covers this reading: fewer than 16 consecutive steps with every channel present (readings "
+        "of 'temperature' every 4 steps come further apart than the model bridges: at most 2 missing steps of 10s; "
+        "resample them to every 10s, or train a model with --max-gap 3)"}
+    assert quarantine_notice("run", manifest, str(out)) == (
+        f"seqwatch run: 800 of 1600 readings were quarantined (insufficient_data 650, parse_value 150); empty or "
+        f"missing values, by column: 'temperature' 150 (a wide file's empty cell is counted as a reading that did "
+        f"not come); sources with channels whose readings come further apart than the model's gap filling bridges: "
+        f"pump-01.csv ('temperature' every 4 steps); each record and its reason is in {out}/quarantine")
+
+
 def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
     config, _, out, _ = run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -1,5 +1,6 @@
 """One contract every architecture variant passes: it builds, trains a few steps, saves, loads, and gives
 identical outputs after loading."""
+import dataclasses
 import json
 
 import numpy as np
@@ -77,6 +78,37 @@ def test_too_little_data_is_refused_with_a_sentence(tiny_data):
     short = tiny_data[tiny_data["timestamp"] < tiny_data["timestamp"].min() + np.timedelta64(600, "s")]
     with pytest.raises(InsufficientDataError, match=r"fills only \d+ windows of 8 steps \(need >= 20\)"):
         Seq2SeqDetector(DetectorConfig(window=WindowConfig(length=8, stride=2))).fit(short, progress=False)
+
+
+def test_a_channel_sampled_more_seldom_than_gap_filling_bridges_is_named_with_the_max_gap_that_bridges_it(tiny_data):
+    """Temperature every minute on 10 s readings of flow: with max_gap 3 no window ever has both channels. The
+    refusal names the channel and the max_gap that fills its 5 missing steps; with it the same data train. A
+    fine-tuning cannot change max_gap, so its refusal says to resample instead."""
+    steps = (tiny_data["timestamp"] - tiny_data["timestamp"].min()) // np.timedelta64(10, "s")
+    sparse = tiny_data[(tiny_data["channel"] == "flow") | (steps % 6 == 0)]
+    config = DetectorConfig(ArchitectureConfig(units=4), WindowConfig(length=8, stride=2, max_gap=3),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2))
+    with pytest.raises(InsufficientDataError) as refused:
+        Seq2SeqDetector(config).fit(sparse, progress=False)
+    assert str(refused.value) == (
+        "the train part of the training data fills only 0 windows of 8 steps (need >= 20): the readings of "
+        "'temperature' (every 6 steps of 10s) come further apart than a window bridges (at most 3 missing steps: "
+        "max_gap), so no window has every channel: set max_gap to 5 or more (--max-gap 5) to bridge them, resample "
+        "those readings to every 10s, or leave it out (--channel)")
+    bridged = dataclasses.replace(config, window=WindowConfig(length=8, stride=2, max_gap=5))
+    detector = Seq2SeqDetector(bridged).fit(sparse, progress=False)
+    assert detector.metrics["windows"]["train"] >= 20
+    sparser = tiny_data[(tiny_data["channel"] == "flow") | (steps % 12 == 0)]
+    with pytest.raises(InsufficientDataError, match=r"'temperature' \(every 12 steps of 10s\) come further apart "
+                                                    r"than a window bridges \(at most 5 missing steps: max_gap\), so "
+                                                    r"no window has every channel: resample those readings to the "
+                                                    r"model's interval$"):
+        detector.fine_tune(sparser, progress=False)
+    # A channel missing for a stretch (an outage) is not sparse: the advice stays the general one.
+    outage = tiny_data[(tiny_data["channel"] == "flow") | (steps < 60)]
+    with pytest.raises(InsufficientDataError, match=r"\(need >= 20\): supply more normal history or a shorter "
+                                                    r"window$"):
+        Seq2SeqDetector(config).fit(outage, progress=False)
 
 
 def test_artifact_integrity_and_compatibility(small_model_dir, tmp_path):

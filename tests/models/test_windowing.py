@@ -130,3 +130,18 @@ def test_a_reading_belongs_to_the_nearest_step():
     s = 10_000_000  # 10 s
     stamps = np.array([0, 9_980_000, 10_020_000, 14_999_999, 15_000_000, -4_900_000, -5_000_000, -5_000_001])
     assert windowing.step_of(stamps, s).tolist() == [0, 1, 1, 1, 2, 0, 0, -1]
+
+
+def test_sparse_channels_are_those_whose_median_spacing_leaves_more_missing_steps_than_max_gap():
+    # max_gap 3 bridges 3 missing steps: readings 4 steps apart are fine, 6 apart are not.
+    # 0: every step 0..29; 1: steps 0, 6, ..., 24 (spacing 6); 2: steps 0, 4, ..., 28 (spacing 4);
+    # 3: every 2 steps with one 20-step outage (spacings 2 x 9, 20: median 2); 4: one reading (nothing to judge);
+    # 5: readings 6 apart, each repeated in its step (distinct steps count, not readings).
+    columns = [(0, np.arange(30)), (1, np.arange(0, 30, 6)), (2, np.arange(0, 30, 4)),
+               (3, np.r_[np.arange(0, 20, 2), 40]), (4, np.array([7])), (5, np.repeat(np.arange(0, 30, 6), 2))]
+    steps = np.concatenate([s for _, s in columns])
+    channels = np.concatenate([np.full(len(s), c) for c, s in columns])
+    order = np.random.default_rng(3).permutation(len(steps))
+    assert windowing.sparse_channels(steps[order], channels[order], 6, max_gap=3) == {1: 6, 5: 6}
+    assert windowing.sparse_channels(steps, channels, 6, max_gap=5) == {}
+    assert windowing.sparse_channels(steps, channels, 6, max_gap=2) == {1: 6, 2: 4, 5: 6}

@@ -115,6 +115,30 @@ def test_the_notice_names_a_column_of_text_and_the_ignore_that_leaves_it_out(tmp
 
 
 @pytest.mark.parametrize("layout", ["wide", "long"])
+def test_empty_and_missing_values_are_counted_apart_from_text_and_get_no_ignore_hint(tmp_path, layout):
+    """A channel read less often than the others leaves a wide file's cells empty between its readings: they are
+    not text to leave out with --ignore. 'NaN' and 'null' texts are missing values too; a text column still gets
+    its hint (wide)."""
+    from seqwatch.pipelines.parsing import explain_value
+    schema = SCHEMAS_BY_SINK["quarantine"]
+    cells = ([(n, "temperature", "") for n in range(2, 32)] + [(40, "temperature", "NaN"), (41, "flow", "null")]
+             + [(n, "status", "running") for n in range(2, 22)])
+    rows = [{"raw": "", "source": "p.csv", "line": line, "column": column, "records": 1, "stage": "parse",
+             "reason_code": "parse_value", "reason": f"column {column!r}: {explain_value(text)}", "run_id": "r"}
+            for line, column, text in cells]
+    (tmp_path / "quarantine").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "quarantine" / "p.parquet")
+    manifest = {**_manifest(400, 348, parse__parse_value=52), "settings": {"mapping": {"format": layout}}}
+    by = "column" if layout == "wide" else "channel"
+    text_hint = "; a column of text, not readings, is left out with --ignore (e.g. --ignore status)"
+    empty_note = " (a wide file's empty cell is counted as a reading that did not come)"
+    assert quarantine_notice("run", manifest, str(tmp_path)) == (
+        f"seqwatch run: 52 of 400 readings were quarantined (parse_value 52); values that are not numbers, by {by}: "
+        f"'status' 20{text_hint if layout == 'wide' else ''}; empty or missing values, by {by}: 'temperature' 31, "
+        f"'flow' 1{empty_note if layout == 'wide' else ''}; each record and its reason is in {tmp_path}/quarantine")
+
+
+@pytest.mark.parametrize("layout", ["wide", "long"])
 def test_the_notice_names_the_channels_the_model_lacks_and_for_wide_files_how_to_leave_them_out(tmp_path, layout):
     schema = SCHEMAS_BY_SINK["quarantine"]
     rows = [{"raw": "", "source": "p.csv", "line": line, "column": column, "records": 1, "stage": "validate",

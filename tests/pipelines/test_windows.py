@@ -149,3 +149,21 @@ def test_a_reading_of_an_entity_that_lacks_a_channel_says_which_channel():
                    | beam.Map(lambda q: (q.source, q.line, q.reason)))
         lacking = plain + " (this entity has no 'b' readings here, and every window needs all of ['a', 'b'])"
         assert_that(reasons, equal_to([("f.csv", 31, plain)] + [("g.csv", line, lacking) for line in range(2, 8)]))
+
+
+def test_a_reading_of_an_entity_whose_channel_comes_too_seldom_says_which_channel_and_what_bridges_it():
+    """m3 reports a every second and b every third second: with max_gap 0 no step after a b reading is complete
+    and no window can be cut; the reason names b, its spacing and the max_gap that would bridge it."""
+    plain = "no model window covers this reading: fewer than 4 consecutive steps with every channel present"
+    rows = [(channel, step) for step in range(12) for channel in ("a", "b") if channel == "a" or step % 3 == 0]
+    m3 = ReadingBatch.from_columns(["m3"] * len(rows), [c for c, _ in rows], [s * SECOND for _, s in rows],
+                                   [1.0] * len(rows), ["h.csv"] * len(rows), list(range(2, 2 + len(rows))))
+    with TestPipeline() as p:
+        out = (p | beam.Create([m3])
+               | WindowReadings(SECOND, length=4, stride=2, max_gap=0, pane_steps=10, channels=("a", "b"),
+                                run_id="t"))
+        reasons = (out.quarantine | beam.Filter(lambda q: q.reason_code == "insufficient_data")
+                   | beam.Map(lambda q: (q.source, q.line, q.reason)))
+        sparse = plain + (" (readings of 'b' every 3 steps come further apart than the model bridges: at most 0 "
+                          "missing steps of 1s; resample them to every 1s, or train a model with --max-gap 2)")
+        assert_that(reasons, equal_to([("h.csv", line, sparse) for line in range(2, 2 + len(rows))]))
