@@ -84,8 +84,9 @@ def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP)
 
 
 def _read_training_frame(args, inputs=None, what: str = "training input", channels=None):
-    """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, the files, and the
-    count of rejected rows; a missing file, drifted columns or no valid reading is a ``CliError``. Valid as a run
+    """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, the files, the count
+    of rejected readings, those failing validation by reason, and the count of empty values (a wide file's cells
+    between the readings of a channel read less often than the others: not data errors); a missing file, drifted columns or no valid reading is a ``CliError``. Valid as a run
     would judge them: readings a run quarantines in parsing or validation (``--suite``) are left out, so that a
     model never learns a sentinel value or an impossible reading as normal. ``channels``: the ones the model will
     learn (None: all); only their readings are judged and counted."""
@@ -94,7 +95,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     import pandas as pd
 
     from seqwatch.pipelines.config import DAY_US, HORIZON_US
-    from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError
+    from seqwatch.pipelines.parsing import EMPTY_VALUE, MISSING_VALUE_END, FileLayout, SchemaDriftError
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     from seqwatch.pipelines.validate import valid_history
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
@@ -109,16 +110,19 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     except (FileNotFoundError, SchemaDriftError, SuiteError) as exc:
         raise CliError(str(exc)) from None
     reader = FileReader(mapping, "train")
-    frames, rejected, records = [], 0, 0
+    frames, rejected, empty, records = [], 0, 0, 0
     for path in paths:
         for batch, quarantine, n in reader.read(path):
             frames.append(batch.frame)
-            rejected += sum(q.records for q in quarantine)
+            for q in quarantine:
+                gap = q.reason_code == "parse_value" and q.reason.endswith((EMPTY_VALUE, MISSING_VALUE_END))
+                empty += q.records if gap else 0
+                rejected += 0 if gap else q.records
             records += n
     frame = pd.concat(frames, ignore_index=True) if frames else None
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
-                       f"{rejected} rejected)")
+                       f"{rejected + empty} rejected)")
     if channels:
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
         if frame.empty:
@@ -135,7 +139,12 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         print(f"seqwatch train: note: {left_out} of the {what}'s {total} readings ({left_out / total:.1%}) {why}; "
               f"they are left out, as a run quarantines them; if such readings are normal for this equipment, "
               f"train and run with a suite that allows them (--suite)", file=sys.stderr)
-    return frame, paths, rejected + left_out, invalid
+    return frame, paths, rejected + left_out, invalid, empty
+
+
+def _skipped(rejected: int, empty: int) -> str:
+    """``70 rejected readings skipped``, with the empty values apart (they are not errors) when there are any."""
+    return f"{rejected} rejected readings" + (f" and {empty} empty values" if empty else "") + " skipped"
 
 
 INVALID_SHARE_NOTED = 0.01  # a larger share of training readings failing validation gets a note of its own
@@ -227,10 +236,10 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
-    frame, paths, rejected, invalid = _read_training_frame(args, channels=modelled)
+    frame, paths, rejected, invalid, empty = _read_training_frame(args, channels=modelled)
     holdout = None
     if args.holdout_input:
-        holdout, holdout_paths, holdout_rejected, _ = _read_training_frame(args, args.holdout_input,
+        holdout, holdout_paths, holdout_rejected, _, holdout_empty = _read_training_frame(args, args.holdout_input,
                                                                            "holdout input", modelled)
     left_out = 0
     if args.exclude_alerts:
@@ -244,11 +253,11 @@ def cmd_train(args) -> int:
             left_out += held_left_out
     channels = tuple(args.channel) if args.channel else None
     print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
-          f"({rejected} rejected rows skipped" + (f", of which failing validation: {_by_reason(invalid)}"
+          f"({_skipped(rejected, empty)}" + (f", of which failing validation: {_by_reason(invalid)}"
                                                    if invalid else "")
           + (f", {left_out} inside alerts left out" if args.exclude_alerts else "") + ")"
           + (f"; validation and calibration on {len(holdout)} held-out readings from {len(holdout_paths)} file(s) "
-             f"({holdout_rejected} rejected rows skipped)" if holdout is not None else ""), file=sys.stderr)
+             f"({_skipped(holdout_rejected, holdout_empty)})" if holdout is not None else ""), file=sys.stderr)
     try:
         if args.warm_start:
             if channels and set(channels) != set(detector.channels):

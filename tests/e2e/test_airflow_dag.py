@@ -82,7 +82,7 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     readings = pd.concat(days.values(), ignore_index=True)
     kept, left_out = leave_out_alerted(readings, spans)
     assert left_out > 0
-    assert (f"fine-tuning on {len(kept)} readings from 4 file(s) (0 rejected rows skipped, {left_out} inside "
+    assert (f"fine-tuning on {len(kept)} readings from 4 file(s) (0 rejected readings skipped, {left_out} inside "
             f"alerts left out)") in sunday
     assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
     new, old = load_artifact(root), load_artifact(root / "v1")

@@ -86,8 +86,12 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
     assert sentinel.sum() == 70  # of 3,500 readings: 2%
     wide_csv(readings[~sentinel], tmp_path / "clean" / "pump-01.csv")
     wide_csv(readings.assign(value=readings["value"].where(~sentinel, -9999.0)), tmp_path / "dirty" / "pump-01.csv")
+    # Temperature every 4th step, as a historian exports a channel read less often: its other cells are empty,
+    # which training counts apart from rejected readings (and max_gap 3 bridges).
+    steps = readings.groupby("channel").cumcount()
+    wide_csv(readings[(readings["channel"] != "temperature") | (steps % 4 == 0)], tmp_path / "sparse" / "pump-01.csv")
     scalers, notes, stderr = {}, {}, {}
-    names = ("clean", "dirty")
+    names = ("clean", "dirty", "sparse")
     runs = cli_cases([["train", "--input", str(tmp_path / name), "--format", "wide", "--model-dir",
                        str(tmp_path / f"m-{name}"), "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1"]
                       for name in names])
@@ -106,7 +110,9 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
         "channel.str.contains(\"flow\", case=False, regex=True)); they are left out, as a run quarantines them; "
         "if such readings are normal for this equipment, train and run with a suite that allows them (--suite)",
         valve_note]
-    assert "training on 3430 readings from 1 file(s) (70 rejected rows skipped, of which failing validation: "\
+    assert "training on 3430 readings from 1 file(s) (70 rejected readings skipped, of which failing validation: "\
            "expectation_failed 70)" in stderr["dirty"]
+    assert "training on 2975 readings from 1 file(s) (0 rejected readings and 525 empty values skipped)" \
+           in stderr["sparse"]
     assert scalers["dirty"] == scalers["clean"]
     assert load_artifact(tmp_path / "m-dirty").metrics["constant_channels"] == ["valve"]
