@@ -111,18 +111,30 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         raise CliError(str(exc)) from None
     reader = FileReader(mapping, "train")
     frames, rejected, empty, records = [], 0, 0, 0
+    unread: dict = {}  # rejected readings by reason code, and the first reason of each
+    first_unread: dict = {}
     for path in paths:
         for batch, quarantine, n in reader.read(path):
             frames.append(batch.frame)
             for q in quarantine:
-                gap = q.reason_code == "parse_value" and q.reason.endswith((EMPTY_VALUE, MISSING_VALUE_END))
-                empty += q.records if gap else 0
-                rejected += 0 if gap else q.records
+                if q.reason_code == "parse_value" and q.reason.endswith((EMPTY_VALUE, MISSING_VALUE_END)):
+                    empty += q.records
+                    continue
+                rejected += q.records
+                unread[q.reason_code] = unread.get(q.reason_code, 0) + q.records
+                first_unread.setdefault(q.reason_code, q.reason)
             records += n
     frame = pd.concat(frames, ignore_index=True) if frames else None
+    # What the reader could not read, with the first reason of the commonest code (it names the setting to
+    # change: a decimal comma, a timestamp format), as a run's notice quotes it.
+    commonest = min(unread, key=lambda code: (-unread[code], code)) if unread else None
+    unread_why = f"{_by_reason(unread)}; the first {commonest}: {first_unread[commonest]}" if unread else ""
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
-                       f"{rejected + empty} rejected)")
+                       f"{rejected + empty} rejected" + (f": {unread_why}" if unread else "") + ")")
+    if rejected > INVALID_SHARE_NOTED * records:
+        print(f"seqwatch train: note: {rejected} of the {what}'s {records} readings ({rejected / records:.1%}) could "
+              f"not be read ({unread_why}); they are left out, as a run quarantines them", file=sys.stderr)
     if channels:
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
         if frame.empty:

@@ -116,3 +116,29 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
            in stderr["sparse"]
     assert scalers["dirty"] == scalers["clean"]
     assert load_artifact(tmp_path / "m-dirty").metrics["constant_channels"] == ["valve"]
+
+
+def test_train_says_why_the_readings_it_could_not_read_were_rejected(tmp_path, wide_csv, cli_cases):
+    """A European export (decimal commas) is refused with the reader's first reason, which names the setting to
+    change, as a run's notice quotes it; 5% of rows with a timestamp that does not parse train on, with a note."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=800, seed=3)
+    wide = readings.pivot(index="timestamp", columns="channel", values="value").reset_index()
+    wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (tmp_path / "eu").mkdir()
+    wide.round(4).to_csv(tmp_path / "eu" / "pump-01.csv", sep=";", decimal=",", index=False)
+    first_flow = f"{wide['flow'].round(4).iloc[0]:.4f}".rstrip("0").replace(".", ",")
+    wide.loc[wide.index % 20 == 7, "timestamp"] = "n/a"
+    (tmp_path / "gaps").mkdir()
+    wide.to_csv(tmp_path / "gaps" / "pump-01.csv", index=False, float_format="%.4f")
+    common = ["--format", "wide", "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1"]
+    (eu_code, eu_err), (gaps_code, gaps_err) = cli_cases(
+        [["train", "--input", str(tmp_path / "eu"), "--sep", ";", "--model-dir", str(tmp_path / "m-eu"), *common],
+         ["train", "--input", str(tmp_path / "gaps"), "--model-dir", str(tmp_path / "m-gaps"), *common]])
+    assert eu_code == 2 and eu_err.strip().splitlines()[-1] == (
+        f"seqwatch train: the training input holds no valid records (1 file(s), 3200 records, 3200 rejected: "
+        f"parse_value 3200; the first parse_value: column 'flow': the value '{first_flow}' uses a decimal comma; set "
+        f"the mapping's decimal to ',')")
+    assert gaps_code == 0, gaps_err[-2000:]
+    assert ("seqwatch train: note: 160 of the training input's 3200 readings (5.0%) could not be read "
+            "(parse_timestamp 160; the first parse_timestamp: ") in gaps_err
+    assert "training on 3040 readings from 1 file(s) (160 rejected readings skipped)" in gaps_err
