@@ -58,7 +58,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 
-from seqwatch.pipelines.parsing import FileLayout, parse_rows
+from seqwatch.pipelines.parsing import WIDE_ENTITY_COLUMN, FileLayout, parse_rows
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE, FileReader
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
@@ -81,7 +81,7 @@ class ParsedMessages:
 
     batches: list  # [(ReadingBatch, min event time µs)], one per event-time window when aligned
     quarantine: list  # [Quarantined]
-    records: int  # messages in (each message is one reading)
+    records: int  # messages in
 
     @property
     def min_time_us(self) -> int | None:
@@ -92,21 +92,38 @@ class MessageParser:
     """Parses JSON reading messages column-wise: ``parse(source, positions, payloads) -> ParsedMessages``.
 
     ``positions`` (offsets, message ids) become the readings' ``line``; ``payloads`` are ``bytes`` or ``str``.
-    ``mapping`` (long format) renames the JSON keys and sets the timestamp unit, zone and format; by default the
-    keys are ``entity_id``, ``channel``, ``timestamp``, ``value``. ``align_to_window_us`` cuts the readings into
-    one batch per fixed event-time window. Never raises for a bad message: it is quarantined with a reason."""
+    ``mapping`` sets the timestamp unit, zone and format, and the message's shape:
+
+    - long (the default): one reading per message, ``{"entity_id", "channel", "timestamp", "value"}``; the
+      mapping's ``columns`` rename the keys;
+    - wide: one message per entity and time with a key per channel, as devices publish their state
+      (``{"ts": ..., "device": "pump-01", "flow": 95.7, "pressure": 2.98}``): ``timestamp`` names the time key,
+      ``entity`` the entity key (``{"column": KEY}``) or a fixed id (``{"value": ID}``; by default the key
+      ``entity_id``), ``channels`` the channel keys and their names (default: every other key but ``ignore``).
+      Each channel key the message has is one reading; a key it lacks is no reading (a message is not a row of
+      cells), and a message with no channel key is quarantined.
+
+    ``align_to_window_us`` cuts the readings into one batch per fixed event-time window. Never raises for a bad
+    message: it is quarantined with a reason."""
 
     def __init__(self, run_id: str, mapping: InputMapping | None = None, align_to_window_us: int | None = None):
         mapping = mapping or InputMapping(format="long", extra_columns="ignore")
-        if mapping.format != "long":
-            raise ValueError(f"a message mapping must have format 'long', got {mapping.format!r}")
         if align_to_window_us is not None and align_to_window_us <= 0:
             raise ValueError(f"align_to_window_us must be > 0, got {align_to_window_us}")
         self.run_id = run_id
         self.mapping = mapping
         self.align_to_window_us = align_to_window_us
-        self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
-        self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
+        self.wide = mapping.format == "wide"
+        if self.wide:
+            entity_key = mapping.entity.get("column")
+            if mapping.entity.get("from_filename"):  # a message has no file name: it names its entity itself
+                entity_key = WIDE_ENTITY_COLUMN
+            self._entity_key, self._entity_value = entity_key, mapping.entity.get("value")
+            self._keys = (mapping.timestamp,) + ((entity_key,) if entity_key else ())
+            self._taken = {*self._keys, *mapping.ignore}
+        else:
+            self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
+            self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
 
     def parse(self, source: str, positions: Sequence[int], payloads: Sequence) -> ParsedMessages:
         texts, rows, lines, quarantine = [], [], [], []
@@ -120,7 +137,11 @@ class MessageParser:
             rows.append(fields)
             lines.append(int(position))
         batches = []
-        if rows:
+        if rows and self.wide:
+            batch, bad = self._parse_wide(source, texts, rows, lines)
+            quarantine.extend(bad)
+            batches = self._split(batch)
+        elif rows:
             columns = {key: pd.Series([r[j] for r in rows], dtype=object) for j, key in enumerate(self._keys)}
             batch, bad = parse_rows(columns, np.asarray(lines, dtype=np.int64), texts.__getitem__, source,
                                     self._layout, self.mapping, self.run_id)
@@ -128,8 +149,35 @@ class MessageParser:
             batches = self._split(batch)
         return ParsedMessages(batches, quarantine, len(payloads))
 
+    def _parse_wide(self, source: str, texts: list, rows: list, lines: list) -> tuple[ReadingBatch, list]:
+        """Wide messages through the batch parser's wide path, one group per set of channel keys (usually one):
+        every message of a group has every key of the group, so each channel key is exactly one reading."""
+        groups: dict = {}
+        for i, (_, channel_keys) in enumerate(rows):
+            groups.setdefault(channel_keys, []).append(i)
+        parts, quarantine = [], []
+        for channel_keys, members in groups.items():
+            records = [rows[i][0] for i in members]
+            columns = {key: pd.Series([_field_text(r.get(key)) for r in records], dtype=object)
+                       for key in (*self._keys, *channel_keys)}
+            names = tuple(self.mapping.channels.get(key, key) for key in channel_keys)
+            layout = FileLayout(tuple(columns), self._entity_key, self._entity_value, self.mapping.timestamp,
+                                channel_keys, names, {})
+            batch, bad = parse_rows(columns, np.asarray([lines[i] for i in members], dtype=np.int64),
+                                    lambda j, members=members: texts[members[j]], source, layout, self.mapping,
+                                    self.run_id)
+            parts.append(batch.frame)
+            quarantine.extend(bad)
+        if len(parts) == 1:
+            return ReadingBatch(parts[0]), quarantine
+        frame = pd.concat([p.astype({"entity_id": object, "channel": object, "source": object}) for p in parts],
+                          ignore_index=True)
+        return ReadingBatch.from_columns(frame["entity_id"], frame["channel"], frame["timestamp"], frame["value"],
+                                         frame["source"], frame["line"]), quarantine
+
     def _decode(self, payload):
-        """``(text, [fields in role order], None)`` or ``(text, None, reason)``."""
+        """``(text, fields, None)`` or ``(text, None, reason)``: the fields in role order (long), or the message
+        and its channel keys (wide)."""
         if isinstance(payload, (bytes, bytearray, memoryview)):
             try:
                 text = bytes(payload).decode("utf-8")
@@ -148,7 +196,17 @@ class MessageParser:
         missing = [key for key in self._keys if key not in record]
         if missing:
             return text, None, f"the message lacks fields {missing} (it has {sorted(record)[:10]})"
-        return text, [_field_text(record[key]) for key in self._keys], None
+        if not self.wide:
+            return text, [_field_text(record[key]) for key in self._keys], None
+        if self.mapping.channels:
+            channel_keys = tuple(key for key in self.mapping.channels if key in record)
+        else:
+            channel_keys = tuple(sorted(key for key in record if key not in self._taken))
+        if not channel_keys:
+            wanted = (f"none of the channel fields {list(self.mapping.channels)}" if self.mapping.channels else
+                      f"no channel fields besides {sorted(k for k in self._taken if k in record)}")
+            return text, None, f"the message has {wanted}"
+        return text, (record, channel_keys), None
 
     def _split(self, batch: ReadingBatch) -> list:
         frame = batch.frame

@@ -520,10 +520,13 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
                        "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
                        "incident merge too late")
-    align, mapping = None, None  # the mapping: of the replayed files (brokers carry long JSON readings)
+    align = None
+    # The mapping: of the replayed files, or of the brokers' JSON messages (long: one reading per message, its
+    # keys renamed by the mapping; wide: a key per channel, as devices publish their state).
+    mapping = _mapping_from_args(args)
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
-               "idle_watermark_s": args.idle_watermark}
+               "idle_watermark_s": args.idle_watermark, "mapping": mapping}
     if args.source == "replay":
         if not args.input:
             raise CliError("--source replay needs --input")
@@ -534,7 +537,6 @@ def cmd_stream(args, beam_args) -> int:
             paths = expand_inputs(args.input, exclude=(args.output,))
         except FileNotFoundError as exc:
             raise CliError(str(exc)) from None
-        mapping = _mapping_from_args(args)
         name = "replay:" + ",".join(paths)
         if not (math.isfinite(args.speed) and args.speed > 0):
             raise CliError(f"--speed must be a positive number (times real speed; 3600 plays an hour a second), "
@@ -664,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
     stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True,
-                        help="replay: play files on the wall clock; kafka, pubsub, mqtt: a broker of JSON readings")
+                        help="replay: play files on the wall clock; kafka, pubsub, mqtt: a broker of JSON readings "
+                             "(one per message, or with --format wide a key per channel)")
     stream.add_argument("--model-dir", required=True, help=MODEL_DIR_HELP)
     stream.add_argument("--watch-models", type=float, metavar="SECONDS",
                         help="switch to a newer model version in --model-dir when one appears, looking this often")

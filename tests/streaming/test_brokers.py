@@ -146,9 +146,45 @@ def test_messages_from_beams_own_ios_are_stamped_no_earlier_than_the_message():
         ("readings [1]", 5), ("counts ('records_in', 1)", 5)]
 
 
-def test_parser_refuses_a_wide_mapping():
-    with pytest.raises(ValueError, match="a message mapping must have format 'long', got 'wide'"):
-        MessageParser("run-1", InputMapping(format="wide"))
+def test_wide_messages_give_one_reading_per_channel_key_and_quarantine_with_the_batch_parsers_reasons():
+    """Devices publish their state, a key per channel: each channel key a message has is one reading (a key it
+    lacks is none), in the batch parser's wide path, so a bad value names its key and a bad time quarantines the
+    message's readings together. Counts reconcile: readings + quarantined records = channel keys + bad messages."""
+    mapping = InputMapping(format="wide", timestamp="ts", entity={"column": "device"}, ignore=("rssi",))
+    messages = [
+        {"ts": T0, "device": "pump-01", "flow": 95.5, "pressure": 2.5, "rssi": -70},
+        {"ts": T0 + 10, "device": "pump-01", "flow": 96.0},  # pressure not sent: no reading, not a gap record
+        {"ts": T0 + 10, "device": "pump-02", "flow": "n/a", "pressure": 2.75},
+        {"ts": "yesterday", "device": "pump-02", "flow": 1.0, "pressure": 2.0},  # both readings quarantined
+        {"ts": T0 + 20, "device": "pump-02", "rssi": -60},  # no channel key
+        {"device": "pump-03", "flow": 1.0},  # no time
+    ]
+    parsed = MessageParser("run-1", mapping).parse("mqtt:plant/+/state", [1, 2, 3, 4, 5, 6],
+                                                   [json.dumps(m).encode() for m in messages])
+    [(batch, first)] = parsed.batches
+    got = batch.frame.astype({"entity_id": str, "channel": str}).sort_values(["line", "channel"])
+    assert got[["entity_id", "channel", "timestamp", "value", "line"]].values.tolist() == [
+        ["pump-01", "flow", T0 * 10**6, 95.5, 1], ["pump-01", "pressure", T0 * 10**6, 2.5, 1],
+        ["pump-01", "flow", (T0 + 10) * 10**6, 96.0, 2], ["pump-02", "pressure", (T0 + 10) * 10**6, 2.75, 3]]
+    assert first == T0 * 10**6
+    assert sorted((q.line, q.reason_code, q.column, q.records, q.reason) for q in parsed.quarantine) == [
+        (3, "parse_value", "flow", 1, "column 'flow': the value 'n/a' is missing"),
+        (4, "parse_timestamp", "", 2, "timestamp 'yesterday' has no date with a four-digit year"),
+        (5, "malformed_row", "", 1, "the message has no channel fields besides ['device', 'rssi', 'ts']"),
+        (6, "malformed_row", "", 1, "the message lacks fields ['ts'] (it has ['device', 'flow'])")]
+    assert [q.raw for q in sorted(parsed.quarantine, key=lambda q: q.line)][:1] == [json.dumps(messages[2])]
+    assert len(batch) + sum(q.records for q in parsed.quarantine) == 4 + 1 + 2 + 1 + 1
+    # Renamed channels, a fixed entity, and a message without the default entity key.
+    renamed = MessageParser("run-1", InputMapping(format="wide", timestamp="ts", entity={"value": "pump-09"},
+                                                  channels={"q": "flow"}))
+    parsed = renamed.parse("kafka:t/0", [7, 8], [json.dumps({"ts": T0, "q": 1.5, "other": 3}).encode(),
+                                                 json.dumps({"ts": T0, "other": 3}).encode()])
+    assert parsed.batches[0][0].frame.astype(str)[["entity_id", "channel", "value"]].values.tolist() == [
+        ["pump-09", "flow", "1.5"]]
+    assert [q.reason for q in parsed.quarantine] == ["the message has none of the channel fields ['q']"]
+    default = MessageParser("run-1", InputMapping(format="wide")).parse("kafka:t/0", [9], [b'{"timestamp": 1, "a": 2}'])
+    assert [q.reason for q in default.quarantine] == [
+        "the message lacks fields ['entity_id'] (it has ['a', 'timestamp'])"]
 
 
 def test_parser_quarantines_bytes_that_are_not_utf8_and_null_payloads():
