@@ -182,3 +182,37 @@ def test_written_as_seqwatch_run_writes(small_model_dir, tmp_path):
 def test_write_detections_refuses_a_flush_window_that_is_not_positive():
     with pytest.raises(ValueError, match="flush_window_s must be a positive number of seconds"):
         WriteDetections("out", run_id="r", flush_window_s=0)
+
+
+def test_wide_readings_a_dict_per_entity_and_time_give_the_alerts_of_long_ones(small_model_dir):
+    """With a wide mapping a reading is a device's state, a key per channel (its own key names): the same
+    readings give the same windows and alerts as one dict per reading, and a bad value names its key."""
+    from seqwatch.schemas.mapping import InputMapping
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=STEP_SECONDS,
+                                       anomalies_per_entity=1, seed=11, kinds=("level_shift",))
+    long = [{"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp, "value": r.value}
+            for r in readings.itertuples()]
+    state = readings.pivot(index=["timestamp", "entity_id"], columns="channel", values="value").reset_index()
+    wide = [{"time": row.pop("timestamp"), "pump": row.pop("entity_id"), **row} for row in state.to_dict("records")]
+    wide.append({"time": "2026-01-05T00:00:00Z", "pump": "pump-01", "flow": "a lot"})
+    mapping = InputMapping(format="wide", timestamp="time", entity={"column": "pump"})
+
+    def alerts(found, label):
+        return found.alerts | label >> beam.Map(
+            lambda a: (a.entity_id, a.start, a.end, round(a.peak_score, 6), a.windows))
+
+    def same(got, want):
+        assert want and sorted(got) == sorted(want), (got, want)
+
+    with beam.Pipeline() as p:
+        from_long = p | "Long" >> beam.Create(long) | "DetectLong" >> DetectAnomalies(str(small_model_dir))
+        from_wide = (p | "Wide" >> beam.Create(wide)
+                     | "DetectWide" >> DetectAnomalies(str(small_model_dir), mapping=mapping))
+        expected = alerts(from_long, "LongAlerts") | "LongList" >> beam.combiners.ToList()
+        (alerts(from_wide, "WideAlerts") | "WideList" >> beam.combiners.ToList()
+         | "SameAlerts" >> beam.Map(same, beam.pvalue.AsSingleton(expected)))
+        assert_that(from_wide.quarantine | beam.Map(lambda q: (q.reason_code, q.reason)),
+                    equal_to([("parse_value", "column 'flow': the value 'a lot' is not a number")]),
+                    label="BadValueNamesItsKey")
+        assert_that(from_wide.counts, _check_counts(len(long), 1), label="WideCountsReconcile")
