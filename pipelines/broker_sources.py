@@ -69,6 +69,7 @@ DEFAULT_MAX_BATCH = 5_000
 KAFKA_START = ("committed", "earliest", "latest")
 _ENDLESS = sys.maxsize  # the stop of an unbounded offset range
 _STAGE = "parse"
+_TOPIC_ENTITY = "\x00topic"  # the field a wide message's entity from its topic travels in (no JSON key is this)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ class MessageParser:
       mapping's ``columns`` rename the keys;
     - wide: one message per entity and time with a key per channel, as devices publish their state
       (``{"ts": ..., "device": "pump-01", "flow": 95.7, "pressure": 2.98}``): ``timestamp`` names the time key,
-      ``entity`` the entity key (``{"column": KEY}``) or a fixed id (``{"value": ID}``; by default the key
+      ``entity`` the entity key (``{"column": KEY}``), a fixed id (``{"value": ID}``) or a level of the
+      message's MQTT topic (``{"from_topic": 1}``: ``plant/pump-01/state`` is ``pump-01``; by default the key
       ``entity_id``), ``channels`` the channel keys and their names (default: every other key but ``ignore``).
       Each channel key the message has is one reading; a key it lacks is no reading (a message is not a row of
       cells), and a message with no channel key is quarantined.
@@ -114,21 +116,29 @@ class MessageParser:
         self.mapping = mapping
         self.align_to_window_us = align_to_window_us
         self.wide = mapping.format == "wide"
+        self.topic_level = mapping.entity.get("from_topic") if self.wide else None
         if self.wide:
             entity_key = mapping.entity.get("column")
             if mapping.entity.get("from_filename"):  # a message has no file name: it names its entity itself
                 entity_key = WIDE_ENTITY_COLUMN
-            self._entity_key, self._entity_value = entity_key, mapping.entity.get("value")
+            self._entity_value = mapping.entity.get("value")
             self._keys = (mapping.timestamp,) + ((entity_key,) if entity_key else ())
             self._taken = {*self._keys, *mapping.ignore}
+            # The entity from the message's topic travels as a field of its own, under a name no JSON key has.
+            self._entity_key = _TOPIC_ENTITY if self.topic_level is not None else entity_key
         else:
             self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
             self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
 
-    def parse(self, source: str, positions: Sequence[int], payloads: Sequence) -> ParsedMessages:
+    def parse(self, source: str, positions: Sequence[int], payloads: Sequence,
+              topics: Sequence[str] | None = None) -> ParsedMessages:
+        """``topics``: each message's topic (MQTT), for a mapping that takes the entity from a topic level."""
         texts, rows, lines, quarantine = [], [], [], []
-        for position, payload in zip(positions, payloads):
+        topics = topics if topics is not None else [None] * len(payloads)
+        for position, payload, topic in zip(positions, payloads, topics):
             text, fields, why = self._decode(payload)
+            if why is None and self.topic_level is not None:
+                why = self._entity_from_topic(fields[0], topic)
             if why is not None:
                 quarantine.append(Quarantined(text, source, int(position), "", 1, _STAGE, "malformed_row", why,
                                               self.run_id))
@@ -149,6 +159,16 @@ class MessageParser:
             batches = self._split(batch)
         return ParsedMessages(batches, quarantine, len(payloads))
 
+    def _entity_from_topic(self, record: dict, topic: str | None) -> str | None:
+        """Set the entity of a wide message from its topic's level; the reason when the topic has no such level."""
+        if topic is None:
+            return "the message came without a topic, and the mapping takes the entity from a topic level"
+        levels = str(topic).split("/")
+        if self.topic_level >= len(levels) or not levels[self.topic_level]:
+            return f"the topic {topic!r} has no level {self.topic_level} to take the entity from"
+        record[_TOPIC_ENTITY] = levels[self.topic_level]
+        return None
+
     def _parse_wide(self, source: str, texts: list, rows: list, lines: list) -> tuple[ReadingBatch, list]:
         """Wide messages through the batch parser's wide path, one group per set of channel keys (usually one):
         every message of a group has every key of the group, so each channel key is exactly one reading."""
@@ -158,8 +178,9 @@ class MessageParser:
         parts, quarantine = [], []
         for channel_keys, members in groups.items():
             records = [rows[i][0] for i in members]
+            keys = self._keys + ((_TOPIC_ENTITY,) if self.topic_level is not None else ())
             columns = {key: pd.Series([_field_text(r.get(key)) for r in records], dtype=object)
-                       for key in (*self._keys, *channel_keys)}
+                       for key in (*keys, *channel_keys)}
             names = tuple(self.mapping.channels.get(key, key) for key in channel_keys)
             layout = FileLayout(tuple(columns), self._entity_key, self._entity_value, self.mapping.timestamp,
                                 channel_keys, names, {})
@@ -831,6 +852,10 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     def _payloads(self, received: list) -> list:
         raise NotImplementedError
 
+    def _topics(self, received: list) -> list | None:
+        """Each message's topic, where the broker gives one per message (MQTT); None otherwise."""
+        return None
+
     def _positions(self, received: list) -> list[int]:
         """Each message's number (a quarantined record's ``line``): its sequence in this reader by default."""
         positions = list(range(self._sequence + 1, self._sequence + 1 + len(received)))
@@ -851,7 +876,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             return
         received = self._receive(element)
         if received:
-            parsed = self.parser.parse(self._source(element), self._positions(received), self._payloads(received))
+            parsed = self.parser.parse(self._source(element), self._positions(received), self._payloads(received),
+                                       self._topics(received))
             clock.saw(parsed)
             yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
             acknowledge = self._acknowledgement(element, received)
@@ -1068,6 +1094,9 @@ class _SubscribeMqtt(_PollingReader):
 
     def _payloads(self, received: list) -> list:
         return [m.payload for m in received]
+
+    def _topics(self, received: list) -> list:
+        return [m.topic for m in received]
 
     def _acknowledgement(self, element, received: list):
         acks = [(m.mid, m.qos) for m in received if m.qos > 0]

@@ -27,12 +27,17 @@ def _mapping_flags(args) -> dict:
         flags["format"] = args.format
     if args.timestamp_column is not None:
         flags["timestamp"] = args.timestamp_column
-    if args.entity_column and args.entity:
-        raise CliError("--entity-column and --entity both say where the entity comes from: give one of them")
+    topic_level = getattr(args, "entity_topic_level", None)  # seqwatch stream only
+    given = [flag for flag, value in (("--entity-column", args.entity_column), ("--entity", args.entity),
+                                      ("--entity-topic-level", topic_level)) if value is not None and value != ""]
+    if len(given) > 1:
+        raise CliError(f"{' and '.join(given)} both say where the entity comes from: give one of them")
     if args.entity_column:
         flags["entity"] = {"column": args.entity_column}
     elif args.entity:
         flags["entity"] = {"value": args.entity}
+    elif topic_level is not None:
+        flags["entity"] = {"from_topic": topic_level}
     if args.sep is not None:
         flags["sep"] = args.sep
     if args.timezone is not None:
@@ -524,6 +529,9 @@ def cmd_stream(args, beam_args) -> int:
     # The mapping: of the replayed files, or of the brokers' JSON messages (long: one reading per message, its
     # keys renamed by the mapping; wide: a key per channel, as devices publish their state).
     mapping = _mapping_from_args(args)
+    if mapping.entity.get("from_topic") is not None and args.source != "mqtt":
+        raise CliError(f"the entity from a topic level (--entity-topic-level, or the mapping's from_topic) is for "
+                       f"MQTT messages; --source {args.source} has no topic per message")
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping}
@@ -553,6 +561,9 @@ def cmd_stream(args, beam_args) -> int:
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=args.group_id,
                                                 start=args.start, **reading)
     elif args.source == "mqtt":
+        if args.entity_topic_level is not None and mapping.format != "wide":
+            raise CliError("--entity-topic-level reads the entity of a device's state message (--format wide); a "
+                           "long message names its entity in its entity_id field")
         if not (args.mqtt_broker and args.topic):
             raise CliError("--source mqtt needs --mqtt-broker host:port and --topic")
         if importlib.util.find_spec("paho") is None:
@@ -693,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--mqtt-broker", help="mqtt: host:port of the broker")
     stream.add_argument("--qos", type=int, choices=(0, 1), default=1, help="mqtt: subscription QoS")
     stream.add_argument("--client-id", help="mqtt: persistent session name (default: seqwatch-<run id>)")
+    stream.add_argument("--entity-topic-level", type=int, metavar="LEVEL",
+                        help="mqtt, --format wide: the entity is this level of each message's topic, counted from "
+                             "0 (plant/pump-01/state: 1)")
     stream.add_argument("--group-id", help="kafka: consumer group (offsets committed)")
     stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed",
                         help="kafka: where reading starts (default committed: the offsets committed by --group-id, "

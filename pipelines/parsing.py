@@ -96,6 +96,9 @@ class FileLayout:
                     f"--timestamp-column {shlex.quote(unnamed)} (or the mapping's 'timestamp') reads them"
                     if unnamed is not None else "")
             raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header) + hint)
+        if mapping.entity.get("from_topic") is not None:
+            raise SchemaDriftError(f"{name}: the mapping takes each entity from an MQTT topic level (from_topic), "
+                                   f"which a file does not have; take it from a column, a value or the file name")
         entity_column = mapping.entity.get("column")
         if entity_column is not None and entity_column not in present:
             raise SchemaDriftError(_lacks(name, "the entity column", [entity_column], header))

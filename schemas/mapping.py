@@ -10,7 +10,9 @@ A mapping is a small JSON file (or the equivalent CLI flags)::
 
 ``format``: ``long`` (one reading per row) or ``wide`` (a timestamp column and one column per channel).
 ``entity``: for wide files, ``{"column": NAME}``, ``{"value": ID}`` or ``{"from_filename": true}`` (the file's
-stem; the default, under which a file that has an ``entity_id`` column takes its entities from it instead).
+stem; the default, under which a file that has an ``entity_id`` column takes its entities from it instead); for
+wide MQTT messages also ``{"from_topic": LEVEL}``, the topic's level LEVEL counted from 0 (``plant/pump-01/state``:
+level 1 is ``pump-01``).
 ``channels``: for wide files, which columns are channels and their names (default: every column but the
 timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us``/``ns`` for epoch
 numbers (default: guessed per value from its magnitude). ``timestamp_format``: a ``strftime`` format for
@@ -58,9 +60,13 @@ class InputMapping:
                                f"{list(LONG_COLUMNS)}")
         if self.format == "wide":
             keys = set(self.entity)
-            if not keys or not keys <= {"column", "value", "from_filename"} or len(keys) != 1:
-                raise MappingError(f"mapping entity must be one of {{'column': NAME}}, {{'value': ID}} or "
-                                   f"{{'from_filename': true}}, got {self.entity!r}")
+            level = self.entity.get("from_topic")
+            if (not keys or not keys <= {"column", "value", "from_filename", "from_topic"} or len(keys) != 1
+                    or ("from_topic" in keys and (isinstance(level, bool) or not isinstance(level, int)
+                                                  or level < 0))):
+                raise MappingError(f"mapping entity must be one of {{'column': NAME}}, {{'value': ID}}, "
+                                   f"{{'from_filename': true}} or {{'from_topic': LEVEL}} (an MQTT topic level "
+                                   f"counted from 0), got {self.entity!r}")
         if self.timestamp_unit not in TIMESTAMP_UNITS:
             raise MappingError(f"timestamp_unit must be one of {[u for u in TIMESTAMP_UNITS if u]} or null, got "
                                f"{self.timestamp_unit!r}")

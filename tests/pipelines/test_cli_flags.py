@@ -187,3 +187,22 @@ def test_flags_beam_takes_pass(extra):
     _, beam_args = parser.parse_known_args(["stream", "--source", "replay", "--input", "x", "--output", "o",
                                             "--model-dir", "m", *extra])
     _check_beam_flags("stream", parser, beam_args)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--source", "kafka", "--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--format", "wide",
+      "--entity-topic-level", "1"],
+     "the entity from a topic level (--entity-topic-level, or the mapping's from_topic) is for MQTT messages; "
+     "--source kafka has no topic per message"),
+    (["--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "p/+/s", "--entity-topic-level", "1"],
+     "--entity-topic-level reads the entity of a device's state message (--format wide); a long message names its "
+     "entity in its entity_id field"),
+    (["--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "p/+/s", "--format", "wide",
+      "--entity-column", "device", "--entity-topic-level", "1"],
+     "--entity-column and --entity-topic-level both say where the entity comes from: give one of them"),
+])
+def test_an_entity_from_a_topic_level_is_refused_where_there_is_no_topic_or_no_wide_message(tmp_path, capsys, argv,
+                                                                                           message):
+    from seqwatch.pipelines.cli import main
+    assert main(["stream", *argv, "--model-dir", str(tmp_path / "m"), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"seqwatch stream: {message}"

@@ -284,6 +284,18 @@ def test_mapping_checks_new_options():
             InputMapping(**bad)
 
 
+def test_an_entity_from_an_mqtt_topic_level_is_a_wide_message_mapping_that_a_file_refuses_in_one_sentence():
+    assert InputMapping(format="wide", entity={"from_topic": 0}).entity == {"from_topic": 0}
+    for level in (-1, True, "1", 1.5):
+        with pytest.raises(MappingError, match=r"\{'from_topic': LEVEL\} \(an MQTT topic level counted from 0\)"):
+            InputMapping(format="wide", entity={"from_topic": level})
+    with pytest.raises(SchemaDriftError) as refused:
+        FileLayout.resolve(["timestamp", "flow"], InputMapping(format="wide", entity={"from_topic": 1}),
+                           "/data/pump-01.csv")
+    assert str(refused.value) == ("pump-01.csv: the mapping takes each entity from an MQTT topic level (from_topic), "
+                                  "which a file does not have; take it from a column, a value or the file name")
+
+
 def test_split_lines_marks_wrong_field_counts_nul_and_broken_quotes():
     rows, ok = split_lines(['a,b,c', 'a,"b,c",d', 'a,b', 'a,\x00,c', 'a,"b,c', '"a","b","c"'], ",", 3)
     assert ok.tolist() == [True, True, False, False, False, True]

@@ -434,3 +434,18 @@ def test_replay_plays_a_file_on_the_wall_clock(prism_options, tmp_path):
     assert len(written) == 6
     assert written[-1] - written[0] > 1.5, f"windows were written within {written[-1] - written[0]:.2f} s"
     assert elapsed > 3.0
+
+
+def test_a_wide_message_can_take_its_entity_from_a_level_of_its_mqtt_topic():
+    parser = MessageParser("run-1", InputMapping(format="wide", timestamp="ts", entity={"from_topic": 1}))
+    payloads = [json.dumps({"ts": T0, "flow": 1.5}).encode()] * 4
+    parsed = parser.parse("mqtt:plant/+/state", [1, 2, 3, 4], payloads,
+                          ["plant/pump-01/state", "plant/pump-02/state", "plant", "plant//state"])
+    frame = parsed.batches[0][0].frame.astype({"entity_id": str})
+    assert frame[["entity_id", "line"]].values.tolist() == [["pump-01", 1], ["pump-02", 2]]
+    assert [(q.line, q.reason_code, q.reason) for q in parsed.quarantine] == [
+        (3, "malformed_row", "the topic 'plant' has no level 1 to take the entity from"),
+        (4, "malformed_row", "the topic 'plant//state' has no level 1 to take the entity from")]
+    without = parser.parse("kafka:t/0", [5], payloads[:1])
+    assert [q.reason for q in without.quarantine] == [
+        "the message came without a topic, and the mapping takes the entity from a topic level"]

@@ -1,5 +1,5 @@
 """``seqwatch stream --source mqtt``: readings published to a real mosquitto broker on 127.0.0.1 as devices publish
-their state (wide JSON, read through the mapping flags), read on Prism, counts reconciled, bad messages
+their state (wide JSON, the entity in the topic, read through the mapping flags), read on Prism, counts reconciled, bad messages
 quarantined with their text, alerts equal to the batch pipeline's."""
 import json
 import subprocess
@@ -66,14 +66,14 @@ def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir
     readings.to_csv(path, index=False)
     # The job's session exists before anything is published: the broker keeps every message for it.
     MqttReadings(mqtt_broker, "plant/+/readings", "test", client_id="seqwatch-mqtt-test").open_session()
-    # Devices publish their state, a key per channel (wide), with their own key names and a signal-strength key
-    # to ignore; the mapping flags read them.
+    # Devices publish their state, a key per channel (wide), each to a topic of its own (the entity is the
+    # topic's level 1), with their own key names and a signal-strength key to ignore; the mapping flags read them.
     state = readings.pivot(index=["timestamp", "entity_id"], columns="channel", values="value").reset_index()
     messages = [(f"plant/{row['entity_id']}/readings",
-                 json.dumps({"ts": row["timestamp"], "device": row["entity_id"], "rssi": -67,
+                 json.dumps({"ts": row["timestamp"], "rssi": -67,
                              **{c: row[c] for c in ("flow", "pressure", "temperature", "vibration")}}).encode())
                 for row in state.to_dict("records")]
-    bad = [b"not json at all", b'{"device": "pump-01", "flow": 1.0}']
+    bad = [b"not json at all", b'{"flow": 1.0}']
     messages += [("plant/pump-01/readings", payload) for payload in bad]
     messages.append(("other/topic", b'{"entity_id": "pump-01"}'))  # not under the filter: never read
     _publish(mqtt_broker, messages)
@@ -82,7 +82,7 @@ def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir
     result = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "mqtt",
                              "--mqtt-broker", mqtt_broker, "--topic", "plant/+/readings", "--client-id",
                              "seqwatch-mqtt-test", "--stop-after-idle", "8", "--model-dir", str(small_model_dir),
-                             "--format", "wide", "--timestamp-column", "ts", "--entity-column", "device",
+                             "--format", "wide", "--timestamp-column", "ts", "--entity-topic-level", "1",
                              "--ignore", "rssi",
                              "--output", str(out), "--flush-window", "600", "--runner=PrismRunner",
                              f"--prism_location={prism_location}"],
