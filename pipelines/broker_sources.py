@@ -126,6 +126,7 @@ class MessageParser:
             self._taken = {*self._keys, *mapping.ignore}
             # The entity from the message's topic travels as a field of its own, under a name no JSON key has.
             self._entity_key = _TOPIC_ENTITY if self.topic_level is not None else entity_key
+            self._fields = self._keys + ((_TOPIC_ENTITY,) if self.topic_level is not None else ())
         else:
             self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
             self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
@@ -178,9 +179,8 @@ class MessageParser:
         parts, quarantine = [], []
         for channel_keys, members in groups.items():
             records = [rows[i][0] for i in members]
-            keys = self._keys + ((_TOPIC_ENTITY,) if self.topic_level is not None else ())
             columns = {key: pd.Series([_field_text(r.get(key)) for r in records], dtype=object)
-                       for key in (*keys, *channel_keys)}
+                       for key in (*self._fields, *channel_keys)}
             names = tuple(self.mapping.channels.get(key, key) for key in channel_keys)
             layout = FileLayout(tuple(columns), self._entity_key, self._entity_value, self.mapping.timestamp,
                                 channel_keys, names, {})
