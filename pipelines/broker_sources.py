@@ -180,7 +180,9 @@ class MessageParser:
         for channel_keys, members in groups.items():
             records = [rows[i][0] for i in members]
             columns = {key: pd.Series([_field_text(r.get(key)) for r in records], dtype=object)
-                       for key in (*self._fields, *channel_keys)}
+                       for key in self._fields}
+            columns.update({key: pd.Series([_value_text(r.get(key)) for r in records], dtype=object)
+                            for key in channel_keys})
             names = tuple(self.mapping.channels.get(key, key) for key in channel_keys)
             layout = FileLayout(tuple(columns), self._entity_key, self._entity_value, self.mapping.timestamp,
                                 channel_keys, names, {})
@@ -218,7 +220,8 @@ class MessageParser:
         if missing:
             return text, None, f"the message lacks fields {missing} (it has {sorted(record)[:10]})"
         if not self.wide:
-            return text, [_field_text(record[key]) for key in self._keys], None
+            value = self._keys[LONG_COLUMNS.index("value")]
+            return text, [(_value_text if key == value else _field_text)(record[key]) for key in self._keys], None
         if self.mapping.channels:
             channel_keys = tuple(key for key in self.mapping.channels if key in record)
         else:
@@ -244,6 +247,12 @@ class MessageParser:
             part = frame[window == w].reset_index(drop=True)
             out.append((ReadingBatch(part), int(part["timestamp"].min())))
         return out
+
+
+def _value_text(value):
+    """A reading's value as the batch parser expects it: a JSON ``true``/``false`` (a relay, a valve switch) is 1 or
+    0, as a boolean Parquet column is; the text "true" stays text, as in a CSV file."""
+    return ("1" if value else "0") if isinstance(value, bool) else _field_text(value)
 
 
 def _field_text(value):

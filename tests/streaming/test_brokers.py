@@ -449,3 +449,17 @@ def test_a_wide_message_can_take_its_entity_from_a_level_of_its_mqtt_topic():
     without = parser.parse("kafka:t/0", [5], payloads[:1])
     assert [q.reason for q in without.quarantine] == [
         "the message came without a topic, and the mapping takes the entity from a topic level"]
+
+
+def test_a_json_boolean_value_is_1_or_0_as_a_boolean_parquet_column_is_and_the_text_true_is_not_a_number():
+    wide = MessageParser("run-1", InputMapping(format="wide", entity={"value": "pump-01"}))
+    parsed = wide.parse("mqtt:p/+/s", [1, 2], [json.dumps({"timestamp": T0, "relay": True, "valve": False}).encode(),
+                                               json.dumps({"timestamp": T0 + 1, "relay": "true"}).encode()])
+    frame = parsed.batches[0][0].frame.astype({"channel": str})
+    assert frame[["channel", "value", "line"]].values.tolist() == [["relay", 1.0, 1], ["valve", 0.0, 1]]
+    assert [q.reason for q in parsed.quarantine] == ["column 'relay': the value 'true' is not a number"]
+    long = MessageParser("run-1").parse("kafka:t/0", [3, 4], [
+        json.dumps({"entity_id": "pump-01", "channel": "relay", "timestamp": T0, "value": False}).encode(),
+        json.dumps({"entity_id": "pump-01", "channel": "relay", "timestamp": True, "value": 1}).encode()])
+    assert long.batches[0][0].frame[["value", "line"]].values.tolist() == [[0.0, 3]]
+    assert [q.reason_code for q in long.quarantine] == ["parse_timestamp"]  # only a value reads a boolean as 1/0
