@@ -468,8 +468,15 @@ def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
     return notes
 
 
+QUARANTINE_GATE_EXIT = 3  # a run that finished but quarantined more than --max-quarantined-share allows
+
+
 def cmd_run(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError, run_batch
+    share = args.max_quarantined_share
+    if share is not None and not (math.isfinite(share) and 0 <= share < 1):
+        raise CliError(f"--max-quarantined-share must be a fraction from 0 up to 1 (0.2: a fifth of the readings), "
+                       f"got {share:g}")
     try:
         manifest = run_batch(_run_config(args), beam_args)
     except RunError as exc:
@@ -477,6 +484,13 @@ def cmd_run(args, beam_args) -> int:
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
     _print_notices("run", manifest, args.output)
+    quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
+    if share is not None and records_in and quarantined > share * records_in:
+        # The outputs stay: the quarantine says what went wrong. The exit code tells a scheduler to alert.
+        print(f"seqwatch run: {quarantined / records_in:.1%} of the readings were quarantined, more than "
+              f"--max-quarantined-share {share:g} allows (exit code {QUARANTINE_GATE_EXIT}); the run's outputs are "
+              f"in {args.output}", file=sys.stderr)
+        return QUARANTINE_GATE_EXIT
     return 0
 
 
@@ -668,6 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time steps per entity pane, the unit scored at once (default 4096)")
     run.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS", help=COOLDOWN_HELP)
     run.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
+    run.add_argument("--max-quarantined-share", type=float, metavar="FRACTION",
+                     help="exit with code 3 (after writing the outputs) when more than this share of the readings "
+                          "was quarantined, so that a scheduler alerts on a night of unreadable input (default: "
+                          "never; bad input alone exits 0)")
     run.add_argument("--workers", type=int, default=0,
                      help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
 

@@ -6,7 +6,9 @@ Run for real by ``tests/e2e/test_airflow_dag.py`` (``airflow dags test``, Airflo
 ``deploy/airflow/requirements.lock``, installed by ``make airflow``) on generated files: a weekday's run scores and
 skips the fine-tuning, a Sunday's run scores and writes a new model version. The tasks only call the seqwatch CLI,
 whose exit code is 0 on success and 2 with one sentence on stderr for a bad input, a missing file or a model that
-does not fit the data; Airflow then retries the scoring once and the fine-tuning does not run.
+does not fit the data; Airflow then retries the scoring once and the fine-tuning does not run. The scoring also
+fails (exit code 3, its outputs written) when more than half of a night's readings were quarantined
+(``--max-quarantined-share 0.5``): an export that changed its format upstream is then an alert, not a quiet night.
 
 Where things are comes from Airflow Variables, read when a task runs (set them in the UI, with ``airflow variables
 set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with the defaults below:
@@ -52,7 +54,8 @@ with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
         # --alert-cooldown: a pump whose score flaps raises one alert, not one per anomalous spell, unless it
         # stays quiet for half an hour.
         bash_command=(f"{SEQWATCH} run --input '{DATA}/{YESTERDAY}/*.csv' --format wide "
-                      f"--model-dir {MODEL_ROOT} --output {RESULTS}/{YESTERDAY} --alert-cooldown 1800"),
+                      f"--model-dir {MODEL_ROOT} --output {RESULTS}/{YESTERDAY} --alert-cooldown 1800 "
+                      f"--max-quarantined-share 0.5"),
         retries=1, retry_delay=timedelta(minutes=10),
     )
     on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=is_sunday,

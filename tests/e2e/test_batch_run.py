@@ -357,6 +357,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir), "--alert-cooldown", "-60"],
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--max-quarantined-share", "20"],
+         "--max-quarantined-share must be a fraction from 0 up to 1 (0.2: a fifth of the readings), got 20"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "window length must be >= 2, got -3"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m"), "--channel", "humidity"],
@@ -414,6 +417,29 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert message in lines[-1], (args, stderr[-2000:])
         assert "Traceback" not in stderr, stderr[-2000:]
+
+
+def test_a_run_that_quarantines_more_than_its_gate_allows_writes_its_outputs_and_exits_3(small_model_dir, tmp_path,
+                                                                                       wide_csv, cli_cases):
+    """--max-quarantined-share: a night whose export grew a text column quarantines a fifth of its readings; with
+    a gate of 0.1 the run still writes everything, then exits 3 with one sentence for the scheduler to alert on;
+    with a gate of 0.5 it exits 0."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
+    path = wide_csv(readings, tmp_path / "in" / "pump-01.csv")
+    table = pd.read_csv(path)
+    table["status"] = "running"
+    table.to_csv(path, index=False)
+    runs = {share: ["run", "--input", str(path), "--format", "wide", "--model-dir", str(small_model_dir), "--output",
+                    str(tmp_path / f"out-{share}"), "--max-quarantined-share", share] for share in ("0.1", "0.5")}
+    (strict_code, strict_err), (lenient_code, lenient_err) = cli_cases(list(runs.values()))
+    assert strict_code == 3, strict_err[-2000:]
+    assert strict_err.strip().splitlines()[-1] == (
+        f"seqwatch run: 20.0% of the readings were quarantined, more than --max-quarantined-share 0.1 allows (exit "
+        f"code 3); the run's outputs are in {tmp_path / 'out-0.1'}")
+    manifest = json.loads((tmp_path / "out-0.1" / "manifest.json").read_text())
+    assert (manifest["records_in"], manifest["records_quarantined"]) == (1000, 200)
+    assert _read(tmp_path / "out-0.1", "scores").num_rows > 0
+    assert lenient_code == 0 and "--max-quarantined-share" not in lenient_err, lenient_err[-2000:]
 
 
 def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_scores(run, small_model_dir, tmp_path):
