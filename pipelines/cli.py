@@ -141,9 +141,14 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         print(f"seqwatch train: note: {rejected} of the {what}'s {records} readings ({rejected / records:.1%}) could "
               f"not be read ({unread_why}); they are left out, as a run quarantines them", file=sys.stderr)
     if channels:
+        # Every channel to model must have readings: one without would leave no window complete, and the
+        # refusal would come after reading, as "fills only 0 windows", which points at the history's length.
+        found = set(map(str, frame["channel"].unique()))
+        missing = [c for c in channels if c not in found]
+        if missing:
+            raise CliError(f"the {what} holds no readings of the channel(s) {missing} (its channels are "
+                           f"{sorted(found)[:20]})")
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
-        if frame.empty:
-            raise CliError(f"the {what} holds no readings of the channels {list(channels)}")
     frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
     left_out = sum(invalid.values())
     if frame.empty or left_out > INVALID_SHARE_NOTED * (left_out + len(frame)):

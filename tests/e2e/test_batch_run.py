@@ -363,7 +363,11 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "window length must be >= 2, got -3"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m"), "--channel", "humidity"],
-         "the training input holds no readings of the channels ['humidity']"),
+         "the training input holds no readings of the channel(s) ['humidity'] (its channels are ['flow'])"),
+        # One of two channels asked for: refused up front (it had trained on flow alone into "fills only 0 windows").
+        (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m"), "--channel", "flow",
+          "--channel", "humidity"],
+         "the training input holds no readings of the channel(s) ['humidity'] (its channels are ['flow'])"),
         (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--suite", "pumps.json"],
          "suite 'pumps.json' is neither a bundled family ['energy', 'health', 'sensor'] nor a file"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m")],
