@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -540,6 +541,13 @@ def cmd_stream(args, beam_args) -> int:
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
     _check_positive_seconds("--archive-readings", args.archive_readings)
+    _check_positive_seconds("--flush-window", args.flush_window)
+    _check_positive_seconds("--late-after", args.late_after)
+    if not (math.isfinite(args.allowed_lateness) and args.allowed_lateness >= 0):
+        raise CliError(f"--allowed-lateness must be zero or a positive number of seconds, got "
+                       f"{args.allowed_lateness:g}")
+    if args.pane_steps < 0:
+        raise CliError(f"--pane-steps must be a positive number of steps (0: the default), got {args.pane_steps}")
     if args.online_calibration and _is_direct_runner(beam_args):
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
                        "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
@@ -617,10 +625,16 @@ def cmd_stream(args, beam_args) -> int:
                  else "")
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
           f"panes of {plan.pane_steps} steps{archiving})", file=sys.stderr, flush=True)
+    started = time.time()
+    _, earlier = stream_totals(args.output)
+    if earlier:
+        print(f"seqwatch stream: {args.output}/counts already holds the counts of {earlier} flush window(s) of an "
+              f"earlier stream; a window both streams write keeps this one's, and the totals below are this "
+              f"stream's own (give each stream its own --output to keep them apart)", file=sys.stderr, flush=True)
     _log_incidents()
     run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
                args.watch_models, args.archive_readings)
-    counts, windows = stream_totals(args.output)
+    counts, windows = stream_totals(args.output, since_s=started)
     scored, quarantined = counts.get("records_scored", 0), counts.get("records_quarantined", 0)
     print(f"seqwatch stream: the source ended; records in {counts.get('records_in', 0)} = scored {scored} + "
           f"quarantined {quarantined}, incidents {counts.get('alerts', 0)} (counts of {windows} flush window(s) in "
