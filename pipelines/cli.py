@@ -7,6 +7,7 @@ the data) end with one sentence on stderr and exit code 2; nothing prints a trac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
@@ -74,11 +75,15 @@ INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.pa
 
 def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP):
     parser.add_argument("--input", action="append", required=required, metavar="GLOB|FOLDER", help=input_help)
+    _add_format_args(parser)
+
+
+def _add_format_args(parser, mapping_help: str = "a column mapping file (schemas/mapping.py); the format flags "
+                                                 "set what it leaves out, and must not contradict it"):
     parser.add_argument("--format", choices=("long", "wide"),
                         help="long: entity_id,channel,timestamp,value rows (the default); wide: a timestamp and "
                              "one column per channel")
-    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file (schemas/mapping.py); the format "
-                        "flags set what it leaves out, and must not contradict it")
+    parser.add_argument("--mapping", metavar="JSON", help=mapping_help)
     parser.add_argument("--timestamp-column", help="wide format: the timestamp column (default: timestamp)")
     parser.add_argument("--entity-column", help="wide format: the column holding the entity id (default: "
                         "entity_id when a file has that column)")
@@ -521,8 +526,17 @@ def replaced_notice(command: str, manifest: dict) -> str | None:
 def cmd_replay(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.replay import ReplayError, config_from_args, run_replay
+    config = config_from_args(args)
+    changes = dict(config.mapping_changes)
+    for key, value in _mapping_flags(args).items():  # the format flags set keys as the mapping file does
+        if key in changes and changes[key] != value:
+            flag = {"timestamp": "--timestamp-column", "entity": "--entity-column/--entity"}.get(key, f"--{key}")
+            raise CliError(f"the mapping file {args.mapping} sets {key} {changes[key]!r} but {flag} says {value!r}: "
+                           f"give one of them")
+        changes[key] = value
+    config = dataclasses.replace(config, mapping_changes=changes, more_ignored=tuple(args.ignore or ()))
     try:
-        manifest = run_replay(config_from_args(args), beam_args)
+        manifest = run_replay(config, beam_args)
     except (RunError, ReplayError) as exc:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
@@ -711,6 +725,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="feed quarantined records back through the pipeline after a fix")
     from seqwatch.pipelines.replay import add_arguments
     add_arguments(replay)
+    _add_format_args(replay, mapping_help="a column mapping file: the keys it and the format flags set replace the "
+                                          "original run's (--ignore adds to its list), the others stay as they were")
 
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
     stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True,

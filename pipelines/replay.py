@@ -43,7 +43,8 @@ class ReplayConfig:
     """``quarantine``: a run's output folder, its ``quarantine/`` folder, one quarantine Parquet file, or a JSON
     Lines file of quarantine records (fields as in ``Quarantined``); ``reason_codes``: replay only these
     (default: all); ``mapping``/``suite``/``pane_steps``: default to the original run's settings;
-    ``mapping_changes``: mapping keys to set over the original run's mapping (or over ``mapping``)."""
+    ``mapping_changes``: mapping keys to set over the original run's mapping (or over ``mapping``);
+    ``more_ignored``: columns to ignore besides those the mapping ignores."""
 
     quarantine: str
     output: str
@@ -55,6 +56,7 @@ class ReplayConfig:
     run_id: str = ""
     pane_steps: int | None = None
     extra: dict = field(default_factory=dict)  # other RunConfig fields to override, e.g. {"chunk_rows": 1000}
+    more_ignored: tuple = ()
 
 
 def find_quarantine(path: str) -> tuple[list[Path], Path | None]:
@@ -244,8 +246,11 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     mapping = config.mapping
     if mapping is None:
         mapping = InputMapping.from_dict(original["mapping"]) if original.get("mapping") else InputMapping()
-    if config.mapping_changes:
-        mapping = InputMapping.from_dict({**mapping.to_dict(), **config.mapping_changes})
+    if config.mapping_changes or config.more_ignored:
+        changed = {**mapping.to_dict(), **config.mapping_changes}
+        changed["ignore"] = list(changed.get("ignore", ())) + [c for c in config.more_ignored
+                                                                if c not in changed.get("ignore", ())]
+        mapping = InputMapping.from_dict(changed)
     settings = {k: original[k] for k in ("pane_steps", "earliest_us", "future_tolerance_us", "chunk_rows",
                                          "alert_cooldown_us", "online_calibration") if k in original}
     if config.pane_steps is not None:
@@ -290,8 +295,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-dir", required=True,
                         help="the model artifact (or model root) to score the records with")
     parser.add_argument("--suite", help="great-expectations suite (default: the original run's)")
-    parser.add_argument("--mapping", metavar="JSON", help="a column mapping file: the keys it sets replace the "
-                        "original run's, the others stay as they were")
     parser.add_argument("--reason-code", action="append", metavar="CODE",
                         help="replay only records with this reason code (repeatable; default: all)")
     parser.add_argument("--run-id", help="default: derived from the replayed records and settings")

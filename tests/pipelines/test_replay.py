@@ -142,6 +142,39 @@ def test_a_replay_mapping_changes_only_the_keys_it_sets(small_model_dir, tmp_pat
     assert (mapping["format"], mapping["sep"], mapping["decimal"]) == ("wide", ";", ",")
 
 
+def test_a_streams_quarantine_is_replayed_with_the_format_flags(small_model_dir, tmp_path, capsys):
+    """Found by hand: a stream writes no manifest, so a replay of its quarantine read its wide file as long and
+    refused it with a hint (--format wide) that replay did not take. It takes the format flags now: they set
+    mapping keys as a mapping file does, and --ignore adds to the original's list."""
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=120, seed=3)
+    wide = readings.pivot(index="timestamp", columns="channel", values="value").reset_index()
+    wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    wide["status"] = "ok"
+    source = tmp_path / "inputs" / "pump-08.csv"
+    source.parent.mkdir()
+    wide.to_csv(source, index=False, float_format="%.4f")
+    out = tmp_path / "stream"
+    assert main(["stream", "--source", "replay", "--input", str(source), "--format", "wide", "--speed", "1000000",
+                 "--model-dir", str(small_model_dir), "--output", str(out), "--runner=DirectRunner"]) == 0
+    assert set(_quarantine(out)["column"]) == {"status"}
+    capsys.readouterr()
+    replay = ["replay", "--quarantine", str(out), "--model-dir", str(small_model_dir), "--runner=DirectRunner"]
+    assert main([*replay, "--output", str(tmp_path / "as-long")]) == 2
+    assert "a file with one column per channel is wide: --format wide" in capsys.readouterr().err
+    long = tmp_path / "long.json"
+    long.write_text('{"format": "long"}')
+    assert main([*replay, "--output", str(tmp_path / "both"), "--mapping", str(long), "--format", "wide"]) == 2
+    assert capsys.readouterr().err.strip() == (f"seqwatch replay: the mapping file {long} sets format 'long' but "
+                                               f"--format says 'wide': give one of them")
+    assert main([*replay, "--output", str(tmp_path / "replay"), "--format", "wide", "--ignore", "status"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["records_in"], printed["records_quarantined"]) == (480, 0)
+    mapping = json.loads((tmp_path / "replay" / "manifest.json").read_text())["settings"]["mapping"]
+    assert (mapping["format"], mapping["ignore"]) == ("wide", ["status"])
+
+
 def _record(source, line, raw, reason="parse_value", column="flow"):
     return {"raw": raw, "source": str(source), "line": line, "column": column, "records": 1, "stage": "parse",
             "reason_code": reason, "reason": "", "run_id": "r"}
