@@ -21,7 +21,7 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.locality import file_spans
-from seqwatch.pipelines.parsing import FileLayout
+from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sinks import prepare_output_folder
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
@@ -129,6 +129,9 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     now_us = now_us if now_us is not None else int(time.time() * 1e6)
     staging = FileSystems.join(config.output, f"_staging-{run_id}")
     spans = file_spans(paths, config.mapping) if config.local_panes else None
+    clash = partition_clash(spans.spans) if spans is not None else None
+    if clash:
+        raise RunError(clash)
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
                    model_source, spans)

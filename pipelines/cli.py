@@ -106,7 +106,8 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     import pandas as pd
 
     from seqwatch.pipelines.config import DAY_US, HORIZON_US
-    from seqwatch.pipelines.parsing import EMPTY_VALUE, MISSING_VALUE_END, FileLayout, SchemaDriftError
+    from seqwatch.pipelines.parsing import (EMPTY_VALUE, MISSING_VALUE_END, FileLayout, SchemaDriftError,
+                                            partition_clash)
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     from seqwatch.pipelines.validate import valid_history
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
@@ -143,6 +144,13 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
                        f"{rejected + empty} rejected" + (f": {unread_why}" if unread else "") + ")")
+    spans: dict = {}  # entity -> [(file, first, last)]: files of one entity over the same time
+    grouped = frame.groupby(["entity_id", "source"], observed=True)["timestamp"].agg(["min", "max"])
+    for (entity, source), row in grouped.iterrows():
+        spans.setdefault(str(entity), []).append((str(source), int(row["min"]), int(row["max"])))
+    clash = partition_clash(spans)
+    if clash:
+        raise CliError(clash)
     if rejected > INVALID_SHARE_NOTED * records:
         print(f"seqwatch train: note: {rejected} of the {what}'s {records} readings ({rejected / records:.1%}) could "
               f"not be read ({unread_why}); they are left out, as a run quarantines them", file=sys.stderr)

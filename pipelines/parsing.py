@@ -100,12 +100,18 @@ class FileLayout:
             raise SchemaDriftError(f"{name}: the mapping takes each entity from an MQTT topic level (from_topic), "
                                    f"which a file does not have; take it from a column, a value or the file name")
         entity_column = mapping.entity.get("column")
-        if entity_column is not None and entity_column not in present:
-            raise SchemaDriftError(_lacks(name, "the entity column", [entity_column], header))
         entity_value = mapping.entity.get("value")
+        partitions = hive_partitions(source)
+        if entity_column is not None and entity_column not in present:
+            if entity_column not in partitions:
+                raise SchemaDriftError(_lacks(name, "the entity column", [entity_column], header))
+            # A Hive-style folder (device=pump-01/, as Spark's partitionBy writes) holds the column for its files.
+            entity_column, entity_value = None, partitions[entity_column]
         if mapping.entity.get("from_filename"):
             if WIDE_ENTITY_COLUMN in present and WIDE_ENTITY_COLUMN not in (*mapping.ignore, *mapping.channels):
                 entity_column = WIDE_ENTITY_COLUMN  # the file names its entities, as a long file would
+            elif WIDE_ENTITY_COLUMN in partitions:
+                entity_value = partitions[WIDE_ENTITY_COLUMN]  # or its folder does (entity_id=pump-01/)
             else:
                 entity_value = entity_from_filename(source)
         taken = {mapping.timestamp, entity_column, *mapping.ignore}
@@ -134,6 +140,45 @@ class FileLayout:
 def _unexpected_columns(name: str, extra: list) -> SchemaDriftError:
     return SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or the mapping's "
                             f"'ignore' list) or set the mapping's 'extra_columns' to 'ignore'")
+
+
+def hive_partitions(source: str) -> dict[str, str]:
+    """The Hive-style partition folders of a path (``.../device=pump-01/date=2026-01-05/part-0.parquet`` ->
+    ``{"device": "pump-01", "date": "2026-01-05"}``), their values unescaped as Spark and Arrow escape them
+    (``%2F`` for ``/``); the innermost wins when a key repeats."""
+    from urllib.parse import unquote
+
+    found = {}
+    for part in PurePath(source).parts[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key and value:
+            found[unquote(key)] = unquote(value)
+    return found
+
+
+def partition_clash(spans: dict) -> str | None:
+    """The sentence refusing files of different Hive-style partition folders that are one entity over the same
+    time, or None. ``spans``: entity -> ``[(path, first µs, last µs)]``. Spark's ``partitionBy("device")`` writes
+    ``device=pump-01/part-0000.parquet`` and ``device=pump-02/part-0000.parquet``: named alike, every pump would be
+    the entity of the file name, and all but one pump's readings duplicates (files of one entity in date folders,
+    ``date=2026-01-05/pump-01.csv``, cover different times and pass)."""
+    for entity, items in spans.items():
+        items = sorted(items, key=lambda item: item[1])
+        reach = items[0]  # of the files so far, the one that reaches latest: a later file overlapping any overlaps it
+        for b, first_b, last_b in items[1:]:
+            a, _, last_a = reach
+            if last_b > last_a:
+                reach = (b, first_b, last_b)
+            if first_b > last_a:
+                continue
+            pa_, pb_ = hive_partitions(a), hive_partitions(b)
+            differ = sorted(k for k in set(pa_) | set(pb_) if pa_.get(k) != pb_.get(k))
+            if differ:
+                return (f"{a} and {b} are both entity {entity!r} over the same time, but lie in different "
+                        f"partition folders ({differ[0]}={pa_.get(differ[0], '')} and {differ[0]}="
+                        f"{pb_.get(differ[0], '')}): take the entity from the folders with --entity-column "
+                        f"{differ[0]} (the mapping's entity column)")
+    return None
 
 
 def entity_from_filename(source: str) -> str:

@@ -255,6 +255,45 @@ def test_a_wide_file_whose_channel_is_read_less_often_is_named_as_sparse_and_its
         f"pump-01.csv ('temperature' every 4 steps); each record and its reason is in {out}/quarantine")
 
 
+def test_a_dataset_partitioned_by_device_takes_its_entities_from_the_folders(small_model_dir, tmp_path, capsys):
+    """Spark's partitionBy("device") (here pyarrow's write_to_dataset, which writes the same layout): the device
+    is in the folder names, not the files, and every folder's file has the same name. --entity-column device reads
+    the folders; without it, the run is refused in one sentence (each pump would have been the file name's entity,
+    all but one quarantined as duplicates). One pump's days in date folders run as they did."""
+    import pyarrow as pa
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=200, step_seconds=10, seed=9)
+    wide = readings.pivot(index=["timestamp", "entity_id"], columns="channel", values="value").reset_index()
+    wide = wide.rename(columns={"entity_id": "device"})
+    pq.write_to_dataset(pa.Table.from_pandas(wide, preserve_index=False), tmp_path / "by-device",
+                        partition_cols=["device"], basename_template="part-{i}.parquet")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "by-device").rglob("*.parquet")) == [
+        "by-device/device=pump-01/part-0.parquet", "by-device/device=pump-02/part-0.parquet"]
+    mapping = InputMapping(format="wide", timestamp="timestamp", entity={"column": "device"})
+    manifest = run_batch(RunConfig(inputs=(str(tmp_path / "by-device"),), output=str(tmp_path / "out"),
+                                   model_dir=str(small_model_dir), mapping=mapping), ["--runner=DirectRunner"])
+    assert (manifest["records_scored"], manifest["records_quarantined"]) == (1600, 0)
+    assert set(_read(tmp_path / "out", "scores").column("entity_id").to_pylist()) == {"pump-01", "pump-02"}
+    with pytest.raises(RunError, match=r"device=pump-01/part-0.parquet and .*device=pump-02/part-0.parquet are both "
+                                       r"entity 'part-0' over the same time, but lie in different partition folders "
+                                       r"\(device=pump-01 and device=pump-02\): take the entity from the folders "
+                                       r"with --entity-column device"):
+        run_batch(RunConfig(inputs=(str(tmp_path / "by-device"),), output=str(tmp_path / "refused"),
+                            model_dir=str(small_model_dir), mapping=WIDE), ["--runner=DirectRunner"])
+    from seqwatch.pipelines.cli import main  # training would have averaged the pumps into one: refused alike
+    assert main(["train", "--input", str(tmp_path / "by-device"), "--format", "wide", "--model-dir",
+                 str(tmp_path / "m")]) == 2
+    assert "are both entity 'part-0' over the same time" in capsys.readouterr().err
+    one = wide[wide["device"] == "pump-01"].drop(columns="device")
+    for day, part in (("2026-01-05", one.iloc[:100]), ("2026-01-06", one.iloc[100:])):
+        folder = tmp_path / "by-day" / f"date={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), folder / "pump-01.parquet")
+    manifest = run_batch(RunConfig(inputs=(str(tmp_path / "by-day"),), output=str(tmp_path / "days"),
+                                   model_dir=str(small_model_dir), mapping=WIDE), ["--runner=DirectRunner"])
+    assert (manifest["records_in"], manifest["records_quarantined"]) == (800, 0)
+
+
 def test_a_failed_run_leaves_the_previous_outputs_untouched(run, tmp_path):
     config, _, out, _ = run
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -14,7 +14,9 @@ from seqwatch.pipelines.parsing import (
     SchemaDriftError,
     explain_timestamp,
     explain_value,
+    hive_partitions,
     parse_timestamps,
+    partition_clash,
     parse_values,
     sniff_separator,
     split_lines,
@@ -294,6 +296,37 @@ def test_an_entity_from_an_mqtt_topic_level_is_a_wide_message_mapping_that_a_fil
                            "/data/pump-01.csv")
     assert str(refused.value) == ("pump-01.csv: the mapping takes each entity from an MQTT topic level (from_topic), "
                                   "which a file does not have; take it from a column, a value or the file name")
+
+
+def test_hive_partition_folders_and_the_entity_column_they_hold():
+    assert hive_partitions("/data/site=north%2Fwest/device=pump-01/date=2026-01-05/part-0.parquet") == {
+        "site": "north/west", "device": "pump-01", "date": "2026-01-05"}
+    assert hive_partitions("/data/a=1/b/a=2/x.csv") == {"a": "2"} and hive_partitions("/data/pump=/x.csv") == {}
+    layout = FileLayout.resolve(["timestamp", "flow"], InputMapping(format="wide", entity={"column": "device"}),
+                                "/data/device=pump-01/part-0.parquet")
+    assert (layout.entity_column, layout.entity_value, layout.channel_columns) == (None, "pump-01", ("flow",))
+    by_default = FileLayout.resolve(["timestamp", "flow"], InputMapping(format="wide"),
+                                    "/data/entity_id=pump-02/part-0.parquet")
+    assert by_default.entity_value == "pump-02"
+    with pytest.raises(SchemaDriftError, match="lacks the entity column 'device'"):
+        FileLayout.resolve(["timestamp", "flow"], InputMapping(format="wide", entity={"column": "device"}),
+                           "/data/site=north/part-0.parquet")
+
+
+def test_files_of_different_partition_folders_that_are_one_entity_over_the_same_time_clash():
+    part = "/d/device={}/part-0.parquet"
+    # Spark's partitionBy("device"): the same file name in each folder, over the same hours.
+    assert partition_clash({"part-0": [(part.format("p1"), 0, 100), (part.format("p2"), 0, 100)]}) == (
+        "/d/device=p1/part-0.parquet and /d/device=p2/part-0.parquet are both entity 'part-0' over the same time, but "
+        "lie in different partition folders (device=p1 and device=p2): take the entity from the folders with "
+        "--entity-column device (the mapping's entity column)")
+    # One pump's days in date folders cover different times; files of one folder are not partitions apart; a
+    # file that overlaps an earlier one that is not its neighbour by start time is still found.
+    days = {"pump-01": [("/d/date=2026-01-05/pump-01.csv", 0, 99), ("/d/date=2026-01-06/pump-01.csv", 100, 199)]}
+    assert partition_clash(days) is None
+    assert partition_clash({"p": [("/d/x/p.csv", 0, 100), ("/d/x/p.csv.gz", 50, 150)]}) is None
+    assert partition_clash({"p": [("/d/k=1/p.csv", 0, 1000), ("/d/k=1/q/p.csv", 10, 20),
+                                  ("/d/k=2/p.csv", 30, 40)]}).startswith("/d/k=1/p.csv and /d/k=2/p.csv")
 
 
 def test_split_lines_marks_wrong_field_counts_nul_and_broken_quotes():
