@@ -386,7 +386,8 @@ class Seq2SeqDetector:
         if not spacing:
             return ""
         step = f"{self.step_us / 1e6:g}s"
-        named = ", ".join(f"{name!r} (every {int(np.median(every))} steps of {step})" for name, every in spacing.items())
+        named = ", ".join(f"{name!r} (every {int(np.median(every))} steps of {step})"
+                          for name, every in spacing.items())
         need = max(max(every) for every in spacing.values()) - 1
         fix = ("resample those readings to the model's interval" if fixed_geometry else
                f"set max_gap to {need} or more (--max-gap {need}) to bridge them, resample those readings to "

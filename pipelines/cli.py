@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, NamedTuple
 
 
 class CliError(Exception):
@@ -58,15 +59,23 @@ def _mapping_from_args(args):
             flags.pop("timestamp", None)
             flags.pop("entity", None)
         return InputMapping.from_dict({**flags, "ignore": ignore})
-    data = InputMapping.read_file(args.mapping)
+    data = _with_flags(InputMapping.read_file(args.mapping), flags, args)
+    data["ignore"] = list(data.get("ignore", ())) + [c for c in ignore if c not in data.get("ignore", ())]
+    return InputMapping.from_dict(data)
+
+
+def _with_flags(data: dict, flags: dict, args) -> dict:
+    """The keys of a mapping file (``data``) with those the format flags set; a flag that contradicts the file
+    is a ``CliError`` naming both."""
+    data = dict(data)
     for key, value in flags.items():
         if key in data and data[key] != value:
-            flag = {"timestamp": "--timestamp-column", "entity": "--entity-column/--entity"}.get(key, f"--{key}")
+            flag = {"timestamp": "--timestamp-column",
+                    "entity": "--entity-column, --entity or --entity-topic-level"}.get(key, f"--{key}")
             raise CliError(f"the mapping file {args.mapping} sets {key} {data[key]!r} but {flag} says {value!r}: "
                            f"give one of them")
         data[key] = value
-    data["ignore"] = list(data.get("ignore", ())) + [c for c in ignore if c not in data.get("ignore", ())]
-    return InputMapping.from_dict(data)
+    return data
 
 
 INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet files at any depth, but _* and "
@@ -95,12 +104,12 @@ def _add_format_args(parser, mapping_help: str = "a column mapping file (schemas
 
 
 def _read_training_frame(args, inputs=None, what: str = "training input", channels=None):
-    """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, the files, the count
-    of rejected readings, those failing validation by reason, and the count of empty values (a wide file's cells
-    between the readings of a channel read less often than the others: not data errors); a missing file, drifted columns or no valid reading is a ``CliError``. Valid as a run
-    would judge them: readings a run quarantines in parsing or validation (``--suite``) are left out, so that a
-    model never learns a sentinel value or an impossible reading as normal. ``channels``: the ones the model will
-    learn (None: all); only their readings are judged and counted."""
+    """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, as a ``TrainingInput``;
+    a missing file, drifted columns, no valid reading, a channel to model without readings, or files of different
+    partition folders that are one entity over the same time is a ``CliError``. Valid as a run would judge them:
+    readings a run quarantines in parsing or validation (``--suite``) are left out, so that a model never learns a
+    sentinel value or an impossible reading as normal. ``channels``: the ones the model will learn (None: all);
+    only their readings are judged and counted."""
     import time
 
     import pandas as pd
@@ -175,12 +184,24 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         print(f"seqwatch train: note: {left_out} of the {what}'s {total} readings ({left_out / total:.1%}) {why}; "
               f"they are left out, as a run quarantines them; if such readings are normal for this equipment, "
               f"train and run with a suite that allows them (--suite)", file=sys.stderr)
-    return frame, paths, rejected + left_out, invalid, empty
+    return TrainingInput(frame, paths, rejected + left_out, invalid, empty)
 
 
-def _skipped(rejected: int, empty: int) -> str:
-    """``70 rejected readings skipped``, with the empty values apart (they are not errors) when there are any."""
-    return f"{rejected} rejected readings" + (f" and {empty} empty values" if empty else "") + " skipped"
+class TrainingInput(NamedTuple):
+    """What ``_read_training_frame`` read: the valid readings, the files, the readings left out (unreadable or
+    failing validation), those failing validation by reason, and the empty values (a wide file's cells between
+    the readings of a channel read less often than the others: not data errors)."""
+
+    frame: Any
+    paths: list
+    rejected: int
+    invalid: dict
+    empty: int
+
+    def skipped(self) -> str:
+        """``70 rejected readings skipped``, with the empty values apart when there are any."""
+        return f"{self.rejected} rejected readings" + (f" and {self.empty} empty values" if self.empty else "") + \
+            " skipped"
 
 
 INVALID_SHARE_NOTED = 0.01  # a larger share of training readings failing validation gets a note of its own
@@ -272,11 +293,12 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
-    frame, paths, rejected, invalid, empty = _read_training_frame(args, channels=modelled)
-    holdout = None
+    training = _read_training_frame(args, channels=modelled)
+    frame, paths, invalid = training.frame, training.paths, training.invalid
+    holdout = held = None
     if args.holdout_input:
-        holdout, holdout_paths, holdout_rejected, _, holdout_empty = _read_training_frame(args, args.holdout_input,
-                                                                           "holdout input", modelled)
+        held = _read_training_frame(args, args.holdout_input, "holdout input", modelled)
+        holdout = held.frame
     left_out = 0
     if args.exclude_alerts:
         import pandas as pd
@@ -289,11 +311,11 @@ def cmd_train(args) -> int:
             left_out += held_left_out
     channels = tuple(args.channel) if args.channel else None
     print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
-          f"({_skipped(rejected, empty)}" + (f", of which failing validation: {_by_reason(invalid)}"
+          f"({training.skipped()}" + (f", of which failing validation: {_by_reason(invalid)}"
                                                    if invalid else "")
           + (f", {left_out} inside alerts left out" if args.exclude_alerts else "") + ")"
-          + (f"; validation and calibration on {len(holdout)} held-out readings from {len(holdout_paths)} file(s) "
-             f"({_skipped(holdout_rejected, holdout_empty)})" if holdout is not None else ""), file=sys.stderr)
+          + (f"; validation and calibration on {len(holdout)} held-out readings from {len(held.paths)} file(s) "
+             f"({held.skipped()})" if holdout is not None else ""), file=sys.stderr)
     try:
         if args.warm_start:
             if channels and set(channels) != set(detector.channels):
@@ -400,42 +422,37 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
 
 
 def _lacking_channels(output: str) -> str:
-    """``; sources whose entity does not report every model channel: pump-07.csv (no 'vibration') ...`` from the
-    quarantine files' insufficient_data reasons; empty when there are none or the files cannot be read."""
-    import pyarrow.compute as pc
-
+    """``; sources whose entity does not report every model channel: pump-07.csv (no 'vibration') ...``."""
     from seqwatch.pipelines.windows import LACKING_MARK, absent_channels
-    rows = _quarantined(output, ["source", "reason"], (pc.field("reason_code") == "insufficient_data")
-                        & pc.match_substring(pc.field("reason"), LACKING_MARK))
-    found: dict = {}
-    for source, reason in (zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist())
-                           if rows is not None else ()):
-        found.setdefault(os.path.basename(source), absent_channels(reason))
-    if not found:
-        return ""
-    shown = ", ".join(f"{source} (no {absent})" for source, absent in sorted(found.items())[:3])
-    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-    return f"; sources whose entity does not report every model channel: {shown}{more}"
+    return _sources_by_clause(output, LACKING_MARK, lambda reason: f"no {absent_channels(reason)}",
+                              "sources whose entity does not report every model channel")
 
 
 def _sparse_channels(output: str) -> str:
-    """``; sources with channels that come further apart than the model bridges: pump-07.csv ('temperature'
-    every 6 steps) ...`` from the quarantine files' insufficient_data reasons; empty when there are none."""
-    import pyarrow.compute as pc
-
+    """``; sources with channels whose readings come further apart than the model's gap filling bridges:
+    pump-07.csv ('temperature' every 6 steps) ...``."""
     from seqwatch.pipelines.windows import SPARSE_MARK, sparse_channels_named
+    return _sources_by_clause(output, SPARSE_MARK, sparse_channels_named, "sources with channels whose readings "
+                                                                          "come further apart than the model's "
+                                                                          "gap filling bridges")
+
+
+def _sources_by_clause(output: str, mark: str, named, what: str) -> str:
+    """``; <what>: <source> (<named(reason)>), ...`` for the first three sources whose insufficient_data reasons
+    hold the clause starting with ``mark`` (``windows.lacking_clause``, ``windows.sparse_clause``); empty when
+    there are none or the files cannot be read."""
+    import pyarrow.compute as pc
     rows = _quarantined(output, ["source", "reason"], (pc.field("reason_code") == "insufficient_data")
-                        & pc.match_substring(pc.field("reason"), SPARSE_MARK))
+                        & pc.match_substring(pc.field("reason"), mark))
     found: dict = {}
     for source, reason in (zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist())
                            if rows is not None else ()):
-        found.setdefault(os.path.basename(source), sparse_channels_named(reason))
+        found.setdefault(os.path.basename(source), named(reason))
     if not found:
         return ""
-    shown = ", ".join(f"{source} ({named})" for source, named in sorted(found.items())[:3])
+    shown = ", ".join(f"{source} ({clause})" for source, clause in sorted(found.items())[:3])
     more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-    return (f"; sources with channels whose readings come further apart than the model's gap filling bridges: "
-            f"{shown}{more}")
+    return f"; {what}: {shown}{more}"
 
 
 def _by_column(output: str, reason_code: str, where=None) -> list:
@@ -464,12 +481,14 @@ def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
     reason = pc.field("reason")
     gap = pc.ends_with(reason, EMPTY_VALUE) | pc.ends_with(reason, MISSING_VALUE_END)
     notes = ""
-    for code, where, what, hint in (
+    # (code, which records, what they are, the --ignore hint for a wide file's whole column, an aside for wide)
+    for code, where, what, hint, aside in (
             ("unknown_channel", None, "channels the model lacks", "leave such columns out with --ignore (e.g. "
-                                                                  "--ignore {}) or the mapping's 'ignore' list"),
+                                                                  "--ignore {}) or the mapping's 'ignore' list", ""),
             ("parse_value", ~gap, f"values that are not numbers, by {by}",
-             "a column of text, not readings, is left out with --ignore (e.g. --ignore {})"),
-            ("parse_value", gap, f"empty or missing values, by {by}", None)):
+             "a column of text, not readings, is left out with --ignore (e.g. --ignore {})", ""),
+            ("parse_value", gap, f"empty or missing values, by {by}", None,
+             " (a wide file's empty cell is counted as a reading that did not come)")):
         counts = _by_column(output, code, where) if code in by_code else []
         if not counts:
             continue
@@ -479,11 +498,8 @@ def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
         # A whole column of text, not a stray bad cell: most of these records, and not a handful of readings.
         whole = code == "unknown_channel" or (2 * top > sum(n for _, n in counts)
                                               and top >= max(10, 0.01 * manifest["records_in"]))
-        if hint is None and wide:
-            hint = "a wide file's empty cell is counted as a reading that did not come"
-            notes += f"; {what}: {shown}{more} ({hint})"
-            continue
-        notes += f"; {what}: {shown}{more}" + (f"; {hint.format(counts[0][0])}" if hint and wide and whole else "")
+        notes += f"; {what}: {shown}{more}" + (aside if wide else "")
+        notes += f"; {hint.format(counts[0][0])}" if hint and wide and whole else ""
     return notes
 
 
@@ -535,13 +551,8 @@ def cmd_replay(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.replay import ReplayError, config_from_args, run_replay
     config = config_from_args(args)
-    changes = dict(config.mapping_changes)
-    for key, value in _mapping_flags(args).items():  # the format flags set keys as the mapping file does
-        if key in changes and changes[key] != value:
-            flag = {"timestamp": "--timestamp-column", "entity": "--entity-column/--entity"}.get(key, f"--{key}")
-            raise CliError(f"the mapping file {args.mapping} sets {key} {changes[key]!r} but {flag} says {value!r}: "
-                           f"give one of them")
-        changes[key] = value
+    # The format flags set mapping keys as the mapping file does; --ignore adds to the original run's list.
+    changes = _with_flags(config.mapping_changes, _mapping_flags(args), args)
     config = dataclasses.replace(config, mapping_changes=changes, more_ignored=tuple(args.ignore or ()))
     try:
         manifest = run_replay(config, beam_args)

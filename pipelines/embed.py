@@ -15,9 +15,10 @@ is up to the pipeline around it; ``WriteDetections`` writes what the CLI writes.
 A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
 seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or
 ``bytes``, as a broker delivers it); a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``) renames the keys
-(long format), or reads a dict per entity and time with a key per channel (wide format: a device's state). Every reading that enters leaves either in a scored window or as a ``Quarantined`` record
-with a reason (a message that is not JSON, a missing key, a value that is not a number, a duplicate, a
-reading no window can hold, ...), and ``counts`` carries ``(name, n)`` pairs that prove it:
+(long format), or reads a dict per entity and time with a key per channel (wide format: a device's state).
+Every reading that enters leaves either in a scored window or as a ``Quarantined`` record with a reason (a
+message that is not JSON, a missing key, a value that is not a number, a duplicate, a reading no window can
+hold, ...), and ``counts`` carries ``(name, n)`` pairs that prove it:
 ``records_in == records_scored + records_quarantined`` summed over the run.
 
 In a streaming pipeline (``StandardOptions.streaming``) panes are scored as the watermark passes them, readings

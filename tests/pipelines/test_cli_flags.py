@@ -48,7 +48,7 @@ def test_a_flag_that_repeats_the_mapping_file_is_fine(tmp_path):
 @pytest.mark.parametrize("flags, file, message", [
     (("--format", "wide"), {"format": "long"}, "sets format 'long' but --format says 'wide'"),
     (("--sep", ","), {"sep": ";"}, "sets sep ';' but --sep says ','"),
-    (("--entity", "p1"), {"format": "wide", "entity": {"column": "site"}}, "--entity-column/--entity says"),
+    (("--entity", "p1"), {"format": "wide", "entity": {"column": "site"}}, "--entity-column, --entity or --entity-topic-level says"),
     (("--timestamp-column", "t"), {"format": "wide", "timestamp": "time"}, "--timestamp-column says 't'"),
 ])
 def test_a_flag_that_contradicts_the_mapping_file_is_one_sentence(tmp_path, flags, file, message):

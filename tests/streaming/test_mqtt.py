@@ -1,6 +1,6 @@
-"""``seqwatch stream --source mqtt``: readings published to a real mosquitto broker on 127.0.0.1 as devices publish
-their state (wide JSON, the entity in the topic, read through the mapping flags), read on Prism, counts reconciled, bad messages
-quarantined with their text, alerts equal to the batch pipeline's."""
+"""``seqwatch stream --source mqtt``: readings published to a real mosquitto broker on 127.0.0.1 as devices
+publish their state (wide JSON, the entity in the topic, read through the mapping flags), read on Prism, counts
+reconciled, bad messages quarantined with their text, alerts equal to the batch pipeline's."""
 import json
 import subprocess
 import sys
