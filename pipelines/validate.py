@@ -7,6 +7,8 @@ monotone meters, stuck channels) run where each entity's readings meet, in ``Win
 """
 from __future__ import annotations
 
+import datetime
+
 import json
 
 from typing import Iterator
@@ -90,8 +92,19 @@ def cheap_checks(frame, channels: tuple, earliest_us: int, latest_us: int) -> li
     future = (stamps > latest_us) & ~unknown
     early = (stamps < earliest_us) & ~unknown & ~future
     return [(unknown, "unknown_channel", f"the model has no such channel (it has {list(channels)})"),
-            (future, "future_timestamp", "the timestamp lies too far in the future"),
-            (early, "before_horizon", "the timestamp lies before the configured horizon")]
+            (future, "future_timestamp", FUTURE_REASON),
+            (early, "before_horizon", horizon_reason(earliest_us))]
+
+
+# The reasons name the likely causes; they hold no clock reading, so that a rerun writes the same records.
+FUTURE_REASON = ("the timestamp lies too far in the future (after the run's clock and its tolerance): a clock set "
+                 "wrong, or epoch numbers in a finer unit than they were read as (set the mapping's timestamp_unit)")
+
+
+def horizon_reason(earliest_us: int) -> str:
+    earliest = datetime.datetime.fromtimestamp(earliest_us / 1e6, datetime.timezone.utc)
+    return (f"the timestamp lies before the horizon, {earliest:%Y-%m-%dT%H:%M:%SZ}: a clock that was never set, or "
+            f"times counted from the start of a recording (elapsed seconds, Excel serial days) rather than dates")
 
 
 class ValidateReadings(beam.PTransform):

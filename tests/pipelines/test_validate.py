@@ -6,7 +6,7 @@ import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from seqwatch.pipelines.validate import ValidateReadings, cheap_checks
+from seqwatch.pipelines.validate import FUTURE_REASON, ValidateReadings, cheap_checks, horizon_reason
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.validation import load_suite_dict
 
@@ -41,13 +41,22 @@ def test_cheap_checks_exclude_rows_caught_by_an_earlier_check():
     assert masks == {"unknown_channel": [1, 3], "future_timestamp": [2], "before_horizon": [4]}
 
 
+def test_the_horizon_reasons_name_the_likely_causes_and_hold_no_clock_reading():
+    """An Excel serial date (45000.5) or elapsed seconds read as epoch seconds land in 1970: the reason says so,
+    with the horizon, and no time of the run (a rerun writes the same records)."""
+    assert horizon_reason(EARLIEST) == (
+        "the timestamp lies before the horizon, 2000-01-01T00:00:00Z: a clock that was never set, or times counted "
+        "from the start of a recording (elapsed seconds, Excel serial days) rather than dates")
+    assert "timestamp_unit" in FUTURE_REASON and not any(c.isdigit() for c in FUTURE_REASON)
+
+
 def test_validate_readings_routes_each_failing_reading():
     unknown = "the model has no such channel (it has ['flow', 'pressure', 'temperature', 'vibration'])"
     expected_quarantine = [
         q(3, "humidity", "unknown_channel", unknown),
         q(5, "humidity", "unknown_channel", unknown),
-        q(4, "flow", "future_timestamp", "the timestamp lies too far in the future"),
-        q(6, "pressure", "before_horizon", "the timestamp lies before the configured horizon"),
+        q(4, "flow", "future_timestamp", FUTURE_REASON),
+        q(6, "pressure", "before_horizon", horizon_reason(EARLIEST)),
         q(7, "temperature", "expectation_failed",
           "channel 'temperature' value 2000.0 failed expect_column_values_to_be_between(value, max_value=1500.0, "
           "min_value=-60.0) where channel.str.contains(\"temp|thermo\", case=False, regex=True)"),
@@ -82,8 +91,8 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
     in_twos = valid_history(_batch(rows).frame, load_suite_dict("sensor"), EARLIEST, LATEST, chunk_rows=2)
     assert in_twos[0].equals(frame) and in_twos[1:] == (left_out, first)  # the suite judges a chunk at a time
     assert left_out == {"future_timestamp": 1, "before_horizon": 1, "expectation_failed": 2}
-    assert first == {"future_timestamp": "the timestamp lies too far in the future",  # the run's reasons
-                     "before_horizon": "the timestamp lies before the configured horizon",
+    assert first == {"future_timestamp": FUTURE_REASON,  # the run's reasons
+                     "before_horizon": horizon_reason(EARLIEST),
                      "expectation_failed": "channel 'temperature' value 2000.0 failed "
                                            "expect_column_values_to_be_between(value, max_value=1500.0, min_value=-60.0) "
                                            "where channel.str.contains(\"temp|thermo\", case=False, regex=True)"}
