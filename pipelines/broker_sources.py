@@ -69,7 +69,7 @@ DEFAULT_MAX_BATCH = 5_000
 KAFKA_START = ("committed", "earliest", "latest")
 _ENDLESS = sys.maxsize  # the stop of an unbounded offset range
 _STAGE = "parse"
-_TOPIC_ENTITY = "\x00topic"  # the field a wide message's entity from its topic travels in (no JSON key is this)
+_ORIGIN_ENTITY = "\x00origin"  # the field a wide message's entity from its topic or key travels in (no JSON key)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -100,8 +100,8 @@ class MessageParser:
     - wide: one message per entity and time with a key per channel, as devices publish their state
       (``{"ts": ..., "device": "pump-01", "flow": 95.7, "pressure": 2.98}``): ``timestamp`` names the time key,
       ``entity`` the entity key (``{"column": KEY}``), a fixed id (``{"value": ID}``) or a level of the
-      message's MQTT topic (``{"from_topic": 1}``: ``plant/pump-01/state`` is ``pump-01``; by default the key
-      ``entity_id``), ``channels`` the channel keys and their names (default: every other key but ``ignore``).
+      message's MQTT topic (``{"from_topic": 1}``: ``plant/pump-01/state`` is ``pump-01``), its Kafka key
+      (``{"from_key": true}``; by default the key ``entity_id``), ``channels`` the channel keys and their names (default: every other key but ``ignore``).
       Each channel key the message has is one reading; a key it lacks is no reading (a message is not a row of
       cells), and a message with no channel key is quarantined.
 
@@ -117,6 +117,7 @@ class MessageParser:
         self.align_to_window_us = align_to_window_us
         self.wide = mapping.format == "wide"
         self.topic_level = mapping.entity.get("from_topic") if self.wide else None
+        self.from_key = bool(mapping.entity.get("from_key")) and self.wide
         if self.wide:
             entity_key = mapping.entity.get("column")
             if mapping.entity.get("from_filename"):  # a message has no file name: it names its entity itself
@@ -124,22 +125,28 @@ class MessageParser:
             self._entity_value = mapping.entity.get("value")
             self._keys = (mapping.timestamp,) + ((entity_key,) if entity_key else ())
             self._taken = {*self._keys, *mapping.ignore}
-            # The entity from the message's topic travels as a field of its own, under a name no JSON key has.
-            self._entity_key = _TOPIC_ENTITY if self.topic_level is not None else entity_key
-            self._fields = self._keys + ((_TOPIC_ENTITY,) if self.topic_level is not None else ())
+            # The entity from the message's topic or key travels as a field of its own, under a name no JSON key
+            # has.
+            origin = self.topic_level is not None or self.from_key
+            self._entity_key = _ORIGIN_ENTITY if origin else entity_key
+            self._fields = self._keys + ((_ORIGIN_ENTITY,) if origin else ())
         else:
             self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
             self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
 
     def parse(self, source: str, positions: Sequence[int], payloads: Sequence,
-              topics: Sequence[str] | None = None) -> ParsedMessages:
-        """``topics``: each message's topic (MQTT), for a mapping that takes the entity from a topic level."""
+              topics: Sequence[str] | None = None, keys: Sequence | None = None) -> ParsedMessages:
+        """``topics``: each message's topic (MQTT), for a mapping that takes the entity from a topic level;
+        ``keys``: each message's key (Kafka), for a mapping that takes the entity from the key."""
         texts, rows, lines, quarantine = [], [], [], []
         topics = topics if topics is not None else [None] * len(payloads)
-        for position, payload, topic in zip(positions, payloads, topics):
+        keys = keys if keys is not None else [None] * len(payloads)
+        for position, payload, topic, key in zip(positions, payloads, topics, keys):
             text, fields, why = self._decode(payload)
             if why is None and self.topic_level is not None:
                 why = self._entity_from_topic(fields[0], topic)
+            elif why is None and self.from_key:
+                why = self._entity_from_key(fields[0], key)
             if why is not None:
                 quarantine.append(Quarantined(text, source, int(position), "", 1, _STAGE, "malformed_row", why,
                                               self.run_id))
@@ -167,7 +174,20 @@ class MessageParser:
         levels = str(topic).split("/")
         if self.topic_level >= len(levels) or not levels[self.topic_level]:
             return f"the topic {topic!r} has no level {self.topic_level} to take the entity from"
-        record[_TOPIC_ENTITY] = levels[self.topic_level]
+        record[_ORIGIN_ENTITY] = levels[self.topic_level]
+        return None
+
+    @staticmethod
+    def _entity_from_key(record: dict, key) -> str | None:
+        """Set the entity of a wide message from its Kafka key; the reason when it has none that is text."""
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            try:
+                key = bytes(key).decode("utf-8")
+            except UnicodeDecodeError:
+                return "the message key is not UTF-8 text, and the mapping takes the entity from the key"
+        if not key:
+            return "the message has no key, and the mapping takes the entity from the message key"
+        record[_ORIGIN_ENTITY] = str(key)
         return None
 
     def _parse_wide(self, source: str, texts: list, rows: list, lines: list) -> tuple[ReadingBatch, list]:
@@ -654,7 +674,8 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         for p, ms in by_partition.items():
             if not ms:
                 continue
-            parsed = self.parser.parse(f"kafka:{topic}/{p}", [m.offset() for m in ms], [m.value() for m in ms])
+            parsed = self.parser.parse(f"kafka:{topic}/{p}", [m.offset() for m in ms], [m.value() for m in ms],
+                                       keys=[m.key() for m in ms])
             clocks.saw(p, parsed)
             yield from _emit(parsed, clocks.latest_us(), estimator.current_watermark())
         if finalizer is not None and claim:

@@ -31,8 +31,10 @@ def _mapping_flags(args) -> dict:
     if args.timestamp_column is not None:
         flags["timestamp"] = args.timestamp_column
     topic_level = getattr(args, "entity_topic_level", None)  # seqwatch stream only
+    from_key = getattr(args, "entity_from_key", False) or None
     given = [flag for flag, value in (("--entity-column", args.entity_column), ("--entity", args.entity),
-                                      ("--entity-topic-level", topic_level)) if value is not None and value != ""]
+                                      ("--entity-topic-level", topic_level), ("--entity-from-key", from_key))
+             if value is not None and value != ""]
     if len(given) > 1:
         raise CliError(f"{' and '.join(given)} both say where the entity comes from: give one of them")
     if args.entity_column:
@@ -41,6 +43,8 @@ def _mapping_flags(args) -> dict:
         flags["entity"] = {"value": args.entity}
     elif topic_level is not None:
         flags["entity"] = {"from_topic": topic_level}
+    elif from_key:
+        flags["entity"] = {"from_key": True}
     if args.sep is not None:
         flags["sep"] = args.sep
     if args.timezone is not None:
@@ -71,7 +75,8 @@ def _with_flags(data: dict, flags: dict, args) -> dict:
     for key, value in flags.items():
         if key in data and data[key] != value:
             flag = {"timestamp": "--timestamp-column",
-                    "entity": "--entity-column, --entity or --entity-topic-level"}.get(key, f"--{key}")
+                    "entity": "--entity-column, --entity, --entity-topic-level or --entity-from-key"
+                    }.get(key, f"--{key}")
             raise CliError(f"the mapping file {args.mapping} sets {key} {data[key]!r} but {flag} says {value!r}: "
                            f"give one of them")
         data[key] = value
@@ -592,6 +597,12 @@ def cmd_stream(args, beam_args) -> int:
     if mapping.entity.get("from_topic") is not None and args.source != "mqtt":
         raise CliError(f"the entity from a topic level (--entity-topic-level, or the mapping's from_topic) is for "
                        f"MQTT messages; --source {args.source} has no topic per message")
+    if mapping.entity.get("from_key") and args.source != "kafka":
+        raise CliError(f"the entity from the message key (--entity-from-key, or the mapping's from_key) is for "
+                       f"Kafka messages; --source {args.source} has no message key")
+    if (args.entity_topic_level is not None or args.entity_from_key) and mapping.format != "wide":
+        raise CliError("--entity-topic-level and --entity-from-key read the entity of a device's state message "
+                       "(--format wide); a long message names its entity in its entity_id field")
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping}
@@ -621,9 +632,6 @@ def cmd_stream(args, beam_args) -> int:
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=args.group_id,
                                                 start=args.start, **reading)
     elif args.source == "mqtt":
-        if args.entity_topic_level is not None and mapping.format != "wide":
-            raise CliError("--entity-topic-level reads the entity of a device's state message (--format wide); a "
-                           "long message names its entity in its entity_id field")
         if not (args.mqtt_broker and args.topic):
             raise CliError("--source mqtt needs --mqtt-broker host:port and --topic")
         if importlib.util.find_spec("paho") is None:
@@ -776,6 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--mqtt-broker", help="mqtt: host:port of the broker")
     stream.add_argument("--qos", type=int, choices=(0, 1), default=1, help="mqtt: subscription QoS")
     stream.add_argument("--client-id", help="mqtt: persistent session name (default: seqwatch-<run id>)")
+    stream.add_argument("--entity-from-key", action="store_true",
+                        help="kafka, --format wide: the entity is each message's key (as devices key their messages)")
     stream.add_argument("--entity-topic-level", type=int, metavar="LEVEL",
                         help="mqtt, --format wide: the entity is this level of each message's topic, counted from "
                              "0 (plant/pump-01/state: 1)")

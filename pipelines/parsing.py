@@ -96,9 +96,10 @@ class FileLayout:
                     f"--timestamp-column {shlex.quote(unnamed)} (or the mapping's 'timestamp') reads them"
                     if unnamed is not None else "")
             raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header) + hint)
-        if mapping.entity.get("from_topic") is not None:
-            raise SchemaDriftError(f"{name}: the mapping takes each entity from an MQTT topic level (from_topic), "
-                                   f"which a file does not have; take it from a column, a value or the file name")
+        if mapping.entity.get("from_topic") is not None or mapping.entity.get("from_key"):
+            origin = "an MQTT topic level (from_topic)" if "from_topic" in mapping.entity else "a Kafka key (from_key)"
+            raise SchemaDriftError(f"{name}: the mapping takes each entity from {origin}, which a file does not "
+                                   f"have; take it from a column, a value or the file name")
         entity_column = mapping.entity.get("column")
         entity_value = mapping.entity.get("value")
         partitions = hive_partitions(source)

@@ -12,7 +12,7 @@ A mapping is a small JSON file (or the equivalent CLI flags)::
 ``entity``: for wide files, ``{"column": NAME}``, ``{"value": ID}`` or ``{"from_filename": true}`` (the file's
 stem; the default, under which a file that has an ``entity_id`` column takes its entities from it instead); for
 wide MQTT messages also ``{"from_topic": LEVEL}``, the topic's level LEVEL counted from 0 (``plant/pump-01/state``:
-level 1 is ``pump-01``).
+level 1 is ``pump-01``), and for wide Kafka messages ``{"from_key": true}``, the message key.
 ``channels``: for wide files, which columns are channels and their names (default: every column but the
 timestamp, the entity column and ``ignore``). ``timestamp_unit``: ``s``/``ms``/``us``/``ns`` for epoch
 numbers (default: guessed per value from its magnitude). ``timestamp_format``: a ``strftime`` format for
@@ -61,12 +61,14 @@ class InputMapping:
         if self.format == "wide":
             keys = set(self.entity)
             level = self.entity.get("from_topic")
-            if (not keys or not keys <= {"column", "value", "from_filename", "from_topic"} or len(keys) != 1
+            if (not keys or not keys <= {"column", "value", "from_filename", "from_topic", "from_key"}
+                    or len(keys) != 1 or ("from_key" in keys and self.entity["from_key"] is not True)
                     or ("from_topic" in keys and (isinstance(level, bool) or not isinstance(level, int)
                                                   or level < 0))):
                 raise MappingError(f"mapping entity must be one of {{'column': NAME}}, {{'value': ID}}, "
-                                   f"{{'from_filename': true}} or {{'from_topic': LEVEL}} (an MQTT topic level "
-                                   f"counted from 0), got {self.entity!r}")
+                                   f"{{'from_filename': true}}, {{'from_topic': LEVEL}} (an MQTT topic level "
+                                   f"counted from 0) or {{'from_key': true}} (the Kafka message key), got "
+                                   f"{self.entity!r}")
         if self.timestamp_unit not in TIMESTAMP_UNITS:
             raise MappingError(f"timestamp_unit must be one of {[u for u in TIMESTAMP_UNITS if u]} or null, got "
                                f"{self.timestamp_unit!r}")

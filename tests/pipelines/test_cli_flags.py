@@ -48,7 +48,7 @@ def test_a_flag_that_repeats_the_mapping_file_is_fine(tmp_path):
 @pytest.mark.parametrize("flags, file, message", [
     (("--format", "wide"), {"format": "long"}, "sets format 'long' but --format says 'wide'"),
     (("--sep", ","), {"sep": ";"}, "sets sep ';' but --sep says ','"),
-    (("--entity", "p1"), {"format": "wide", "entity": {"column": "site"}}, "--entity-column, --entity or --entity-topic-level says"),
+    (("--entity", "p1"), {"format": "wide", "entity": {"column": "site"}}, "--entity-column, --entity, --entity-topic-level or --entity-from-key says"),
     (("--timestamp-column", "t"), {"format": "wide", "timestamp": "time"}, "--timestamp-column says 't'"),
 ])
 def test_a_flag_that_contradicts_the_mapping_file_is_one_sentence(tmp_path, flags, file, message):
@@ -195,8 +195,15 @@ def test_flags_beam_takes_pass(extra):
      "the entity from a topic level (--entity-topic-level, or the mapping's from_topic) is for MQTT messages; "
      "--source kafka has no topic per message"),
     (["--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "p/+/s", "--entity-topic-level", "1"],
-     "--entity-topic-level reads the entity of a device's state message (--format wide); a long message names its "
-     "entity in its entity_id field"),
+     "--entity-topic-level and --entity-from-key read the entity of a device's state message (--format wide); a "
+     "long message names its entity in its entity_id field"),
+    (["--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "p/+/s", "--format", "wide",
+      "--entity-from-key"],
+     "the entity from the message key (--entity-from-key, or the mapping's from_key) is for Kafka messages; "
+     "--source mqtt has no message key"),
+    (["--source", "kafka", "--bootstrap-servers", "127.0.0.1:9", "--topic", "t", "--format", "wide",
+      "--entity-from-key", "--entity", "pump-01"],
+     "--entity and --entity-from-key both say where the entity comes from: give one of them"),
     (["--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "p/+/s", "--format", "wide",
       "--entity-column", "device", "--entity-topic-level", "1"],
      "--entity-column and --entity-topic-level both say where the entity comes from: give one of them"),

@@ -296,6 +296,8 @@ def test_an_entity_from_an_mqtt_topic_level_is_a_wide_message_mapping_that_a_fil
                            "/data/pump-01.csv")
     assert str(refused.value) == ("pump-01.csv: the mapping takes each entity from an MQTT topic level (from_topic), "
                                   "which a file does not have; take it from a column, a value or the file name")
+    with pytest.raises(SchemaDriftError, match="from a Kafka key \\(from_key\\), which a file does not have"):
+        FileLayout.resolve(["timestamp", "flow"], InputMapping(format="wide", entity={"from_key": True}), "p.csv")
 
 
 def test_hive_partition_folders_and_the_entity_column_they_hold():

@@ -463,3 +463,16 @@ def test_a_json_boolean_value_is_1_or_0_as_a_boolean_parquet_column_is_and_the_t
         json.dumps({"entity_id": "pump-01", "channel": "relay", "timestamp": True, "value": 1}).encode()])
     assert long.batches[0][0].frame[["value", "line"]].values.tolist() == [[0.0, 3]]
     assert [q.reason_code for q in long.quarantine] == ["parse_timestamp"]  # only a value reads a boolean as 1/0
+
+
+def test_a_wide_message_can_take_its_entity_from_its_kafka_key():
+    parser = MessageParser("run-1", InputMapping(format="wide", timestamp="ts", entity={"from_key": True}))
+    payloads = [json.dumps({"ts": T0, "flow": 1.5}).encode()] * 4
+    parsed = parser.parse("kafka:t/0", [1, 2, 3, 4], payloads, keys=[b"pump-01", "pump-02", None, b"\xff\xfe"])
+    frame = parsed.batches[0][0].frame.astype({"entity_id": str})
+    assert frame[["entity_id", "line"]].values.tolist() == [["pump-01", 1], ["pump-02", 2]]
+    assert [(q.line, q.reason) for q in parsed.quarantine] == [
+        (3, "the message has no key, and the mapping takes the entity from the message key"),
+        (4, "the message key is not UTF-8 text, and the mapping takes the entity from the key")]
+    with pytest.raises(ValueError, match=r"or \{'from_key': true\} \(the Kafka message key\)"):
+        InputMapping(format="wide", entity={"from_key": "yes"})
