@@ -102,8 +102,8 @@ class MessageParser:
       ``entity`` the entity key (``{"column": KEY}``), a fixed id (``{"value": ID}``), a level of the
       message's MQTT topic (``{"from_topic": 1}``: ``plant/pump-01/state`` is ``pump-01``) or its Kafka key
       (``{"from_key": true}``; by default the key ``entity_id``), ``channels`` the channel keys and their names
-      (default: every other key but ``ignore``). Each channel key the message has is one reading; a key it lacks is no reading (a message is not a row of
-      cells), and a message with no channel key is quarantined.
+      (default: every other key but ``ignore``). Each channel key the message has is one reading; a key it
+      lacks is no reading (a message is not a row of cells), and a message with no channel key is quarantined.
 
     ``align_to_window_us`` cuts the readings into one batch per fixed event-time window. Never raises for a bad
     message: it is quarantined with a reason."""
