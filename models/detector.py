@@ -168,17 +168,23 @@ def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: in
     """Resample a long-format frame into one grid per entity, channels in ``channels`` order. Channels are
     matched by name (``str``, as ``fit`` names them); a value that is not a finite number is missing, as the
     pipelines' parser quarantines it."""
+    grids = {}
+    for entity, part, steps, positions in entity_steps(frame, channels, step_us):
+        values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
+        values = np.where(np.isfinite(values), values, np.nan)
+        grids[entity] = windowing.build_grid(steps, positions, values, len(channels), max_gap)
+    return grids
+
+
+def entity_steps(frame: pd.DataFrame, channels: tuple, step_us: int):
+    """``(entity, rows, grid steps, channel positions)`` per entity of a long-format frame, in entity order, for the
+    rows of ``channels`` (matched by name, ``str``)."""
     position = {name: i for i, name in enumerate(channels)}
     column = frame["channel"].astype(str).map(position)
     known = frame.assign(_position=column)[column.notna().to_numpy()]
-    grids = {}
     for entity, part in known.groupby("entity_id", sort=True, observed=True):
-        steps = windowing.step_of(as_micros(part["timestamp"]), step_us)
-        values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
-        values = np.where(np.isfinite(values), values, np.nan)
-        grids[str(entity)] = windowing.build_grid(steps, part["_position"].to_numpy(dtype=np.int64), values,
-                                                  len(channels), max_gap)
-    return grids
+        yield (str(entity), part, windowing.step_of(as_micros(part["timestamp"]), step_us),
+               part["_position"].to_numpy(dtype=np.int64))
 
 
 def _segment_windows(grid: windowing.Grid, lo: int, hi: int, length: int, stride: int) -> np.ndarray:
@@ -373,15 +379,9 @@ class Seq2SeqDetector:
         """Why no window is complete when a channel's readings come further apart than ``max_gap`` bridges
         (``windowing.sparse_channels`` per entity), and what to change; empty when no channel is that sparse."""
         max_gap = self.config.window.max_gap
-        position = {name: i for i, name in enumerate(self.channels)}
-        column = frame["channel"].astype(str).map(position)
-        known = frame.assign(_position=column)[column.notna().to_numpy()]
         spacing: dict = {}
-        for _, part in known.groupby("entity_id", sort=True, observed=True):
-            steps = windowing.step_of(as_micros(part["timestamp"]), self.step_us)
-            found = windowing.sparse_channels(steps, part["_position"].to_numpy(dtype=np.int64),
-                                              len(self.channels), max_gap)
-            for c, every in found.items():
+        for _, _, steps, positions in entity_steps(frame, self.channels, self.step_us):
+            for c, every in windowing.sparse_channels(steps, positions, len(self.channels), max_gap).items():
                 spacing.setdefault(self.channels[c], []).append(every)
         if not spacing:
             return ""

@@ -132,6 +132,7 @@ class MessageParser:
             self._fields = self._keys + ((_ORIGIN_ENTITY,) if origin else ())
         else:
             self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
+            self._value_key = mapping.long_column("value")
             self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
 
     def parse(self, source: str, positions: Sequence[int], payloads: Sequence,
@@ -240,8 +241,8 @@ class MessageParser:
         if missing:
             return text, None, f"the message lacks fields {missing} (it has {sorted(record)[:10]})"
         if not self.wide:
-            value = self._keys[LONG_COLUMNS.index("value")]
-            return text, [(_value_text if key == value else _field_text)(record[key]) for key in self._keys], None
+            return text, [(_value_text if key == self._value_key else _field_text)(record[key])
+                          for key in self._keys], None
         if self.mapping.channels:
             channel_keys = tuple(key for key in self.mapping.channels if key in record)
         else:

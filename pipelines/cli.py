@@ -375,9 +375,14 @@ def _check_positive_seconds(flag: str, seconds: float | None) -> None:
         raise CliError(f"{flag} must be a positive number of seconds, got {seconds:g}")
 
 
-def _cooldown_us(seconds: float) -> int:
+def _check_seconds_or_zero(flag: str, seconds: float) -> None:
+    """A flag of seconds that may be zero, but must be finite and not negative."""
     if not math.isfinite(seconds) or seconds < 0:
-        raise CliError(f"--alert-cooldown must be zero or a positive number of seconds, got {seconds:g}")
+        raise CliError(f"{flag} must be zero or a positive number of seconds, got {seconds:g}")
+
+
+def _cooldown_us(seconds: float) -> int:
+    _check_seconds_or_zero("--alert-cooldown", seconds)
     return int(round(seconds * 1e6))
 
 
@@ -574,16 +579,14 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.sources import expand_inputs
     from seqwatch.pipelines.sinks import prepare_output_folder
-    from seqwatch.pipelines.streaming import plan_stream, run_stream, stream_totals
+    from seqwatch.pipelines.streaming import counts_files, plan_stream, run_stream, stream_totals
 
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
     _check_positive_seconds("--archive-readings", args.archive_readings)
     _check_positive_seconds("--flush-window", args.flush_window)
     _check_positive_seconds("--late-after", args.late_after)
-    if not (math.isfinite(args.allowed_lateness) and args.allowed_lateness >= 0):
-        raise CliError(f"--allowed-lateness must be zero or a positive number of seconds, got "
-                       f"{args.allowed_lateness:g}")
+    _check_seconds_or_zero("--allowed-lateness", args.allowed_lateness)
     if args.pane_steps < 0:
         raise CliError(f"--pane-steps must be a positive number of steps (0: the default), got {args.pane_steps}")
     if args.online_calibration and _is_direct_runner(beam_args):
@@ -667,7 +670,7 @@ def cmd_stream(args, beam_args) -> int:
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
           f"panes of {plan.pane_steps} steps{archiving})", file=sys.stderr, flush=True)
     started = time.time()
-    _, earlier = stream_totals(args.output)
+    earlier = len(counts_files(args.output))
     if earlier:
         print(f"seqwatch stream: {args.output}/counts already holds the counts of {earlier} flush window(s) of an "
               f"earlier stream; a window both streams write keeps this one's, and the totals below are this "

@@ -175,16 +175,21 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
                                  watch_models_s, archive_window_s)
 
 
+def counts_files(output: str, since_s: float | None = None) -> list:
+    """The ``counts/*.json`` files under ``output``; with ``since_s`` (a time.time()), only those written since
+    then, so that a stream's totals leave out an earlier stream's into the same folder."""
+    from apache_beam.io.filesystems import FileSystems
+
+    found = FileSystems.match([FileSystems.join(output, "counts", "*.json")])
+    return [m.path for r in found for m in r.metadata_list if since_s is None or m.last_updated_in_seconds >= since_s]
+
+
 def stream_totals(output: str, since_s: float | None = None) -> tuple[dict, int]:
-    """``(counts, windows)``: the ``counts/*.json`` files a stream wrote under ``output``, summed, and how many
-    flush windows they cover; with ``since_s`` (a time.time()), only the files written since then, so that a
-    stream's totals leave out an earlier stream's into the same folder."""
+    """``(counts, windows)``: the ``counts_files`` (``since_s``) summed, and how many flush windows they cover."""
     from apache_beam.io.filesystems import FileSystems
 
     totals: dict = {}
-    found = FileSystems.match([FileSystems.join(output, "counts", "*.json")])
-    files = [m.path for r in found for m in r.metadata_list
-             if since_s is None or m.last_updated_in_seconds >= since_s]
+    files = counts_files(output, since_s)
     for path in files:
         with FileSystems.open(path) as f:
             for key, value in json.loads(f.read()).items():

@@ -372,6 +372,8 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
     empty_folder = tmp_path / "nothing-yet"
     empty_folder.mkdir()
     (empty_folder / "_SUCCESS").write_text("")
+    replay_stream = ["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
+                     "--model-dir", str(small_model_dir)]
     cases = [
         (["run", "--input", str(tmp_path / "missing*.csv"), "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir)], "no input file matches"),
@@ -414,29 +416,22 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "'sensor' (expectation_failed 2; the first expectation_failed: channel 'flow' value -9999.0 failed "
          "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) where "
          "channel.str.contains(\"flow\", case=False, regex=True))"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--online-calibration"],
+        ([*replay_stream, "--online-calibration"],
          "--online-calibration in a stream needs Prism, Flink or Dataflow"),
         (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--output",
           str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--idle-watermark", "-5"],
          "--idle-watermark must be a positive number of seconds, got -5"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--idle-watermark", "30"],
+        ([*replay_stream, "--idle-watermark", "30"],
          "--idle-watermark is for live broker sources (kafka, pubsub, mqtt), not a replay"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--speed", "0"],
+        ([*replay_stream, "--speed", "0"],
          "--speed must be a positive number (times real speed; 3600 plays an hour a second), got 0"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--archive-readings", "0"],
+        ([*replay_stream, "--archive-readings", "0"],
          "--archive-readings must be a positive number of seconds, got 0"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--flush-window", "0"],
+        ([*replay_stream, "--flush-window", "0"],
          "--flush-window must be a positive number of seconds, got 0"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--allowed-lateness", "-1"],
+        ([*replay_stream, "--allowed-lateness", "-1"],
          "--allowed-lateness must be zero or a positive number of seconds, got -1"),
-        (["stream", "--source", "replay", "--input", str(header_only), "--output", str(tmp_path / "o"),
-          "--model-dir", str(small_model_dir), "--pane-steps", "-3"],
+        ([*replay_stream, "--pane-steps", "-3"],
          "--pane-steps must be a positive number of steps (0: the default), got -3"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
