@@ -38,16 +38,27 @@ class WindowConfig:
 
     ``max_gap`` is the longest run of missing steps that is filled (linearly) and marked; a longer gap
     breaks the series into separate stretches.
+
+    ``cumulative_channels`` names channels that only count up (a kWh meter, a counter): the network sees each
+    window of them as its increase per step (``seqwatch.models.windowing.step_increments``), so a meter far
+    beyond its training readings is scored by its rate, and their forecasts are integrated back into readings.
+    Artifacts saved before this setting existed load without cumulative channels.
     """
 
     length: int = 64
     stride: int = 16
     max_gap: int = 3
+    cumulative_channels: tuple = ()
 
     def __post_init__(self):
         _check(self.length >= 2, f"window length must be >= 2, got {self.length}")
         _check(1 <= self.stride <= self.length, f"stride must be in [1, length={self.length}], got {self.stride}")
         _check(self.max_gap >= 0, f"max_gap must be >= 0, got {self.max_gap}")
+        _check(not isinstance(self.cumulative_channels, str),
+               f"cumulative_channels must be a sequence of channel names, got {self.cumulative_channels!r}")
+        names = tuple(str(c) for c in self.cumulative_channels)  # a JSON list comes back as a list
+        _check(len(set(names)) == len(names), f"cumulative_channels names a channel twice: {list(names)}")
+        object.__setattr__(self, "cumulative_channels", names)
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,10 @@ def rising_channel_note(rising: dict) -> str:
     many = len(rising) > 1
     spans = ", ".join(f"{name!r} (from {low:.6g} to {high:.6g})" for name, (low, high) in rising.items())
     return (f"channel{'s' if many else ''} {spans} never went down in the training readings, as a cumulative meter "
-            f"does: later readings will lie beyond anything the model saw, and their windows will alert; give the "
-            f"model the meter's rate instead (the difference between consecutive readings, or the power it "
-            f"integrates), or leave {'them' if many else 'it'} out (--channel)")
+            f"does: later readings will lie beyond anything the model saw, and their windows will alert; if "
+            f"{'they are meters' if many else 'it is a meter'}, model {'their' if many else 'its'} rate "
+            f"(--cumulative {' --cumulative '.join(rising)}: WindowConfig.cumulative_channels), or leave "
+            f"{'them' if many else 'it'} out (--channel)")
 
 
 class InsufficientDataError(ValueError):
@@ -236,6 +237,28 @@ class Seq2SeqDetector:
     def is_fitted(self) -> bool:
         return self.model is not None and self.scorer is not None
 
+    @property
+    def window_dtype(self) -> type:
+        """What windows are cut as: float32, or float64 for a model with cumulative channels, whose increments a
+        float32 reading would not hold (a meter at 123,456,789 Wh is held to the nearest 8 Wh)."""
+        return np.float64 if self.config.window.cumulative_channels else np.float32
+
+    @property
+    def _cumulative(self) -> list:
+        """The positions of the cumulative channels (``WindowConfig.cumulative_channels``) among ``channels``."""
+        return [self.channels.index(c) for c in self.config.window.cumulative_channels if c in self.channels]
+
+    def _network_input(self, windows: np.ndarray) -> np.ndarray:
+        """Windows in original units as the scaler and network take them: cumulative channels as increments."""
+        cumulative = self._cumulative
+        return windowing.step_increments(windows, cumulative) if cumulative else windows
+
+    def _forecast_readings(self, forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """A forecast in original units (``[N, H, C]``) as readings: cumulative channels summed up from the
+        windows' last readings ``last`` ``[N, C]``."""
+        cumulative = self._cumulative
+        return windowing.levels_from_increments(last, forecast, cumulative) if cumulative else forecast
+
     # ---------------------------------------------------------------------------------------------- fit
     def fit(self, frame: pd.DataFrame, channels: tuple | None = None, step_us: int | None = None,
             progress: bool = True, holdout: pd.DataFrame | None = None) -> "Seq2SeqDetector":
@@ -265,11 +288,17 @@ class Seq2SeqDetector:
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
         _check_entity_intervals(frame, self.step_us)
-        windows, train_values = self._split_windows(frame, holdout)
+        unknown = [c for c in self.config.window.cumulative_channels if c not in self.channels]
+        if unknown:
+            raise ValueError(f"the cumulative channel{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                             f"{'are' if len(unknown) > 1 else 'is'} not among the model's channels "
+                             f"{list(self.channels)}")
+        windows, train_values, scaler_values = self._split_windows(frame, holdout)
         values = np.concatenate(train_values)
-        self.scaler = ChannelScaler.fit(values)
+        self.scaler = ChannelScaler.fit(np.concatenate(scaler_values))
         constant = [self.channels[i] for i in ChannelScaler.constant(values)]
-        rising = rising_channels(train_values, self.channels)
+        rising = {name: span for name, span in rising_channels(train_values, self.channels).items()
+                  if name not in self.config.window.cumulative_channels}
         lacking = entities_lacking_channels(frame, self.channels)
         notes = ([constant_channel_note(constant)] if constant else []) + \
             ([rising_channel_note(rising)] if rising else []) + \
@@ -301,7 +330,7 @@ class Seq2SeqDetector:
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
-        windows, _ = self._split_windows(frame, holdout, fixed_geometry=True)
+        windows, _, _ = self._split_windows(frame, holdout, fixed_geometry=True)
         done = int(self.metrics.get("fine_tunes", 0))
         kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
                 if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
@@ -333,11 +362,12 @@ class Seq2SeqDetector:
                                      f"readings every {self.step_us / 1e6:g}s")
 
     def _split_windows(self, frame: pd.DataFrame, holdout: pd.DataFrame | None = None,
-                       fixed_geometry: bool = False) -> tuple[dict, list]:
+                       fixed_geometry: bool = False) -> tuple[dict, list, list]:
         """Train/validation/calibration windows of ``length + horizon`` steps: each entity's grid cut
         chronologically into the three parts, or, with ``holdout``, every grid of ``frame`` for training and
         every holdout grid for both validation and calibration (see ``fit``); also the present training rows of
-        each entity (for the scaler). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
+        each entity, and the same rows as the scaler sees them (cumulative channels as increments, NaN where the
+        step before is missing). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
         cfg = self.config
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         vf, cf = cfg.training.validation_fraction, cfg.training.calibration_fraction
@@ -355,13 +385,17 @@ class Seq2SeqDetector:
             for grid in entity_grids(holdout, self.channels, self.step_us, cfg.window.max_gap).values():
                 pieces.append((grid, {"validation": (0, len(grid)), "calibration": (0, len(grid))}))
         parts = {"train": [], "validation": [], "calibration": []}
-        train_values = []
+        train_values, scaler_values = [], []
+        cumulative = self._cumulative
         for grid, bounds in pieces:
             for name, (lo, hi) in bounds.items():
                 parts[name].append(_segment_windows(grid, lo, hi, length + horizon, cfg.training.training_stride))
             if "train" in bounds:
                 hi = bounds["train"][1]
-                train_values.append(grid.values[:hi][grid.present[:hi]])
+                present = grid.present[:hi]
+                train_values.append(grid.values[:hi][present])
+                scaler_values.append(windowing.step_increments(grid.values[:hi], cumulative, np.nan)[present]
+                                     if cumulative else train_values[-1])
         empty = np.zeros((0, length + horizon, len(self.channels)))
         windows = {name: np.concatenate(chunks) if chunks else empty for name, chunks in parts.items()}
         for name, w in windows.items():
@@ -373,7 +407,7 @@ class Seq2SeqDetector:
                 raise InsufficientDataError(
                     f"the {name} part of the {source} fills only {len(w)} windows of {length + horizon} steps "
                     f"(need >= 20): {advice}")
-        return windows, train_values
+        return windows, train_values, scaler_values
 
     def _sparse_advice(self, frame: pd.DataFrame, fixed_geometry: bool) -> str:
         """Why no window is complete when a channel's readings come further apart than ``max_gap`` bridges
@@ -403,7 +437,7 @@ class Seq2SeqDetector:
 
         cfg = self.config
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
-        scaled = {name: self.scaler.transform(w) for name, w in windows.items()}
+        scaled = {name: self.scaler.transform(self._network_input(w)) for name, w in windows.items()}
 
         def split_xy(w):
             targets = {RECONSTRUCTION: w[:, :length]}
@@ -435,8 +469,9 @@ class Seq2SeqDetector:
         self.threshold = fit_threshold(cal_scores, sc)
         if horizon:
             truth = windows["calibration"][:, length:]
-            self.intervals = ConformalIntervals.fit(self.scaler.inverse_transform(cal_forecast) - truth,
-                                                    sc.interval_coverage)
+            readings = self._forecast_readings(self.scaler.inverse_transform(cal_forecast),
+                                               windows["calibration"][:, length - 1])
+            self.intervals = ConformalIntervals.fit(readings - truth, sc.interval_coverage)
         self.metrics = {
             "windows": {name: int(len(w)) for name, w in windows.items()},
             "epochs_run": len(self.history.get("loss", [])),
@@ -514,7 +549,7 @@ class Seq2SeqDetector:
         return windows
 
     def _features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        x = self.scaler.transform(windows)
+        x = self.scaler.transform(self._network_input(windows))
         recon, forecast = self._predict_scaled(x)
         return window_error_features(reconstruction_errors(x, recon), self.scorer.error_floor), forecast
 
@@ -556,7 +591,7 @@ class Seq2SeqDetector:
             return pd.DataFrame({c: [] for c in columns})
         ends_us = np.concatenate(ends) * self.step_us
         with np.errstate(over="ignore"):  # a reading beyond float32 becomes inf; the scaler clips it
-            values = np.concatenate(windows).astype(np.float32)
+            values = np.concatenate(windows).astype(self.window_dtype)
         parts = [self.score_windows(values[i:i + chunk]) for i in range(0, len(values), chunk)]
         contributions = np.concatenate([p.contributions for p in parts])
         return pd.DataFrame({
@@ -574,13 +609,14 @@ class Seq2SeqDetector:
 
     def score_windows(self, windows: np.ndarray) -> WindowScores:
         """Score windows ``[N, L, C]`` in original units and the model's channel order."""
-        features, forecast = self._features(self._check_windows(windows))
+        windows = self._check_windows(windows)
+        features, forecast = self._features(windows)
         score, contributions = self.scorer.score(features)
         is_anomaly = score > self.threshold
         tail = self.tail.tail_probability(score)
         result = WindowScores(score, contributions, is_anomaly, tail, severity_of(tail, is_anomaly))
         if forecast is not None:
-            yhat = self.scaler.inverse_transform(forecast)
+            yhat = self._forecast_readings(self.scaler.inverse_transform(forecast), windows[:, -1])
             lower, upper = self.intervals.bounds(yhat)
             result = WindowScores(score, contributions, is_anomaly, tail, result.severity, yhat, lower, upper)
         return result

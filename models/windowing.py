@@ -222,3 +222,28 @@ def build_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray,
                        n_channels, first_step, n)
     filled, observed = fill_short_gaps(raw, max_gap)
     return Grid(first_step, filled, observed, ~np.isnan(filled).any(axis=1))
+
+
+def step_increments(values: np.ndarray, columns, first: float = 0.0) -> np.ndarray:
+    """``values`` ``[..., T, C]`` as float64 with each of ``columns`` replaced by its increase over the step
+    before (``x[t] - x[t-1]``) and ``first`` at step 0, which has no step before in the array; other channels
+    are copied unchanged. How a cumulative meter is shown to the network: a window's increments hold what its
+    levels hold but the level reached, so a meter is judged by its rate wherever its count has got to."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    columns = list(columns)
+    if columns:
+        levels = out[..., columns]
+        out[..., 1:, columns] = np.diff(levels, axis=-2)
+        out[..., 0, columns] = first
+    return out
+
+
+def levels_from_increments(last: np.ndarray, increments: np.ndarray, columns) -> np.ndarray:
+    """The inverse of ``step_increments`` for a forecast: ``increments`` ``[N, H, C]`` of the steps after
+    windows whose last readings are ``last`` ``[N, C]``; each of ``columns`` becomes ``last`` plus the running
+    sum of its increments (the meter's forecast readings), other channels are returned unchanged."""
+    out = np.array(increments, dtype=np.float64, copy=True)
+    columns = list(columns)
+    if columns:
+        out[..., columns] = np.asarray(last, dtype=np.float64)[:, None, columns] + np.cumsum(out[..., columns], axis=1)
+    return out

@@ -218,7 +218,7 @@ def _by_reason(counts: dict) -> str:
 
 # Model shape flags of ``train``: their defaults, applied when not warm-starting (a warm start keeps the model's).
 SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 32, "dropout": 0.0, "horizon": 0,
-                  "window": 64, "stride": 16, "max_gap": 3}
+                  "window": 64, "stride": 16, "max_gap": 3, "cumulative": ()}
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
 CALIBRATION_HELP = ("judge each entity's windows by its own earlier scores (online tail calibration seeded "
                     "with the model's), not by the model's one threshold")
@@ -236,7 +236,8 @@ def _new_config(args):
     return DetectorConfig(
         ArchitectureConfig(cell=v["cell"], bidirectional=v["bidirectional"], layers=v["layers"], units=v["units"],
                            dropout=v["dropout"], forecast_horizon=v["horizon"]),
-        WindowConfig(length=v["window"], stride=v["stride"], max_gap=v["max_gap"]),
+        WindowConfig(length=v["window"], stride=v["stride"], max_gap=v["max_gap"],
+                     cumulative_channels=tuple(v["cumulative"])),
         TrainingConfig(epochs=v["epochs"], batch_size=v["batch_size"], seed=v["seed"]),
         ScoringConfig(threshold_method=v["threshold"], interval_coverage=v["coverage"]))
 
@@ -728,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--window", type=int, help="default 64; not with --warm-start")
     train.add_argument("--stride", type=int, help="default 16; not with --warm-start")
     train.add_argument("--max-gap", type=int, help="default 3; not with --warm-start")
+    train.add_argument("--cumulative", action="append", metavar="CHANNEL",
+                       help="a channel that only counts up, such as a kWh meter (repeatable): the model learns its "
+                            "increase per step, and forecasts it as readings; not with --warm-start")
     train.add_argument("--epochs", type=int, help="default 30 (with --warm-start: the model's)")
     train.add_argument("--batch-size", type=int, help="default 128 (with --warm-start: the model's)")
     train.add_argument("--seed", type=int, help="default 7 (with --warm-start: the model's)")

@@ -55,6 +55,7 @@ class RunPlan:
     latest_us: int
     model_source: str = ""  # --model-dir as given (an artifact or a model root); config.model_dir is the version
     spans: object = None  # batch: a locality.FileSpans of the inputs, for panes cut without the GroupByKey
+    precise_windows: bool = False  # windows cut as float64: the model has cumulative channels (a meter's steps)
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -77,7 +78,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s,
-                                                               None if streaming else plan.spans)
+                                                               None if streaming else plan.spans,
+                                                               plan.precise_windows)
     to_score = windows.windows
     if not streaming:
         # Batch: RunInference batches only elements of the same window, and each pane is a window of its own,

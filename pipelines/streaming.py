@@ -149,7 +149,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
                        online_calibration=online_calibration)
     run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
-                   metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source)
+                   metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
+                   precise_windows=bool(window.get("cumulative_channels")))
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,

@@ -1,0 +1,82 @@
+"""A household's kWh meter through the command line: ``seqwatch train --cumulative energy_wh`` models its rate,
+``seqwatch run --suite energy`` scores the days after training, when the meter reads more than it ever did,
+as the same model scores them in a notebook, and writes meter readings as its forecasts."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+
+from seqwatch.models.artifact import load_artifact
+
+_spec = importlib.util.spec_from_file_location(
+    "meter_data", Path(__file__).parent.parent / "models" / "test_cumulative_channels.py")
+meter_data = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(meter_data)
+
+
+def _read(out: Path, sink: str) -> pd.DataFrame:
+    return ds.dataset(out / sink, format="parquet").to_table().to_pandas()
+
+
+def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wide_csv, cli_cases):
+    history = meter_data.meter_readings(3000)
+    later = meter_data.meter_readings(1500, start=3000, fault=meter_data.FAULT, seed=5)
+    for name, readings in (("history", history), ("later", later)):
+        for entity, part in readings.groupby("entity_id"):
+            wide_csv(part, tmp_path / name / f"{entity}.csv")
+    model, out = tmp_path / "model", tmp_path / "out"
+    shape = ["--format", "wide", "--suite", "energy", "--cell", "gru", "--units", "8", "--window", "16", "--stride",
+             "4", "--max-gap", "2", "--horizon", "4", "--epochs", "8", "--batch-size", "64"]
+    results = cli_cases([
+        ["train", "--input", str(tmp_path / "history"), *shape, "--cumulative", "energy_wh", "--model-dir", str(model)],
+        ["run", "--input", str(tmp_path / "later"), "--format", "wide", "--suite", "energy", "--model-dir", str(model),
+         "--output", str(out)],
+        ["train", "--input", str(tmp_path / "history"), *shape, "--cumulative", "energy_kwh", "--model-dir",
+         str(tmp_path / "typo")],
+        ["train", "--input", str(tmp_path / "history"), "--format", "wide", "--warm-start", str(model),
+         "--cumulative", "energy_wh", "--model-dir", str(tmp_path / "v2")],
+    ])
+    (trained, train_err), (ran, run_err), (typo, typo_err), (warm, warm_err) = results
+    assert trained == 0, train_err[-2000:]
+    assert "never went down" not in train_err  # the meter is modelled as a rate, so no note about its level
+    assert ran == 0, run_err[-2000:]
+    assert (typo, typo_err.strip().splitlines()[-1]) == (
+        2, "seqwatch train: the cumulative channel 'energy_kwh' is not among the model's channels "
+           "['energy_wh', 'temperature']")
+    assert (warm, warm_err.strip().splitlines()[-1]) == (
+        2, "seqwatch train: --warm-start continues the model's own architecture and window, so --cumulative "
+           "cannot be given with it")
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records_in"] == len(later) == manifest["records_scored"] and manifest["records_quarantined"] == 0
+
+    # The run's scores are the notebook's, windows cut as float64 (float32 would hold the meter to 8 Wh).
+    detector = load_artifact(model)
+    assert detector.config.window.cumulative_channels == ("energy_wh",)
+    expected = detector.score_frame(later.assign(value=later["value"].round(4)))  # as the CSV holds them
+    scores = _read(out, "scores").sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+    assert len(scores) == len(expected)
+    np.testing.assert_allclose(scores["score"], expected["score"], rtol=1e-4)
+    assert scores["is_anomaly"].tolist() == expected["is_anomaly"].tolist()
+
+    # m1's hour of 2.5x power is an incident; the days beyond the training readings are not (as a level, most of
+    # their windows alert: tests/models/test_cumulative_channels.py).
+    alerts = _read(out, "alerts")
+    fault_start, fault_end = (meter_data.T0 + pd.Timedelta(minutes=step) for step in meter_data.FAULT)
+    in_fault = (alerts["entity_id"] == "m1") & (alerts["start"] < fault_end) & (alerts["end"] >= fault_start)
+    assert in_fault.any(), alerts[["entity_id", "start", "end"]]
+    outside = (scores["entity_id"] == "m2") | (scores["window_end"] < fault_start) | (scores["window_start"] >= fault_end)
+    assert scores["is_anomaly"][outside].mean() < 0.01
+
+    # Forecasts (the horizon after each entity's last window) are meter readings, a few Wh from what it read.
+    forecasts = _read(out, "forecasts")
+    meter = forecasts[forecasts["channel"] == "energy_wh"]
+    assert sorted(meter["entity_id"]) == ["m1"] * 4 + ["m2"] * 4
+    after = meter_data.meter_readings(1504, start=3000, fault=meter_data.FAULT, seed=5)  # what the meter went on to read
+    truth = after[after["channel"] == "energy_wh"].set_index(["entity_id", "timestamp"])["value"]
+    read = truth.reindex(pd.MultiIndex.from_arrays([meter["entity_id"], meter["target_time"]])).to_numpy()
+    assert np.abs(meter["yhat"].to_numpy() - read).max() < 10, meter[["entity_id", "target_time", "yhat"]]
+    assert (meter["yhat"] > meter_data.METER_START_WH).all()

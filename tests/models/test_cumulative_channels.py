@@ -1,0 +1,148 @@
+"""Cumulative channels (a kWh meter, a counter): the network sees a window of them as its increase per step, so
+a meter is judged by its rate wherever its count has got to, and its forecasts are meter readings again."""
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqwatch.models.artifact import load_artifact, save_artifact
+from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+from seqwatch.models.detector import Seq2SeqDetector, TrainingDataWarning
+from seqwatch.models.windowing import levels_from_increments, step_increments
+
+METER_START_WH = 1.2e8  # a household meter that has counted for years: float32 holds it to the nearest 8 Wh
+FAULT = (3800, 3860)  # steps of the test part where m1 draws 2.5x its power
+T0 = pd.Timestamp("2026-01-05", tz="UTC")  # step 0
+
+
+def meter_readings(steps: int, start: int = 0, fault: tuple | None = None, seed: int = 0) -> pd.DataFrame:
+    """Two households at one reading a minute: ``energy_wh``, a meter counting up by the power drawn (a 2-hour
+    cycle around 300 W, about 5 Wh a minute), and a ``temperature`` on the same cycle. Step ``start`` continues
+    a history of ``start`` steps, the meter about ``5 * start`` Wh further on."""
+    parts = []
+    for k, entity in enumerate(("m1", "m2")):
+        rng = np.random.default_rng(seed + k)
+        t = np.arange(start, start + steps)
+        power = 300 + 200 * np.sin(2 * np.pi * t / 120) + rng.normal(0, 10, steps)
+        if fault and entity == "m1":
+            power[(t >= fault[0]) & (t < fault[1])] *= 2.5
+        meter = METER_START_WH + 5.0 * start + np.cumsum(power / 60)
+        temperature = 40 + 5 * np.sin(2 * np.pi * t / 120 + 1) + rng.normal(0, 0.3, steps)
+        stamps = T0 + pd.to_timedelta(t, unit="min")
+        for channel, values in (("energy_wh", meter), ("temperature", temperature)):
+            parts.append(pd.DataFrame({"entity_id": entity, "channel": channel, "timestamp": stamps, "value": values}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _config(cumulative: tuple, horizon: int = 0) -> DetectorConfig:
+    return DetectorConfig(ArchitectureConfig(cell="gru", units=8, forecast_horizon=horizon),
+                          WindowConfig(length=16, stride=4, max_gap=2, cumulative_channels=cumulative),
+                          TrainingConfig(epochs=8, batch_size=64, training_stride=2, patience=2))
+
+
+def _fit(config: DetectorConfig, readings: pd.DataFrame) -> tuple[Seq2SeqDetector, list]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TrainingDataWarning)
+        detector = Seq2SeqDetector(config).fit(readings, progress=False)
+    return detector, [str(w.message) for w in caught if issubclass(w.category, TrainingDataWarning)]
+
+
+@pytest.fixture(scope="module")
+def meters():
+    """A model of the meter's rate (with a 4-step forecast), a model of its level, and the notes of each."""
+    history = meter_readings(3000)
+    rate, rate_notes = _fit(_config(("energy_wh",), horizon=4), history)
+    level, level_notes = _fit(_config(()), history)
+    return {"rate": rate, "rate_notes": rate_notes, "level": level, "level_notes": level_notes}
+
+
+def test_step_increments_and_back_by_hand():
+    windows = np.array([[[10.0, 1.0], [12.0, 2.0], [15.0, 3.0]]])
+    assert step_increments(windows, [0]).tolist() == [[[0.0, 1.0], [2.0, 2.0], [3.0, 3.0]]]
+    assert step_increments(windows, []).tolist() == windows.tolist()
+    on_a_grid = step_increments(windows[0], [0], first=np.nan)  # [T, C], as the scaler is fitted
+    assert np.isnan(on_a_grid[0, 0]) and on_a_grid[1:].tolist() == [[2.0, 2.0], [3.0, 3.0]]
+    # A forecast of +2 and +3 Wh after a window ending at 15 Wh reads 17 and 20; the other channel is as forecast.
+    forecast = np.array([[[2.0, 5.0], [3.0, 6.0]]])
+    assert levels_from_increments(windows[:, -1], forecast, [0]).tolist() == [[[17.0, 5.0], [20.0, 6.0]]]
+    # Round trip: the increments of a window's horizon part, summed from its last input step, are its readings.
+    series = np.cumsum(np.random.default_rng(1).uniform(0, 3, size=(5, 10, 2)), axis=1) + 1e8
+    back = levels_from_increments(series[:, 5], step_increments(series, [0, 1])[:, 6:], [0, 1])
+    np.testing.assert_allclose(back, series[:, 6:], rtol=0, atol=1e-6)
+
+
+def test_cumulative_channels_round_trip_through_json_and_are_checked():
+    config = DetectorConfig(window=WindowConfig(cumulative_channels=["energy_wh", "gas_m3"]))
+    assert config.window.cumulative_channels == ("energy_wh", "gas_m3")
+    assert DetectorConfig.from_json(config.to_json()) == config
+    older = json.loads(DetectorConfig().to_json())
+    del older["window"]["cumulative_channels"]  # an artifact saved before the setting existed
+    assert DetectorConfig.from_dict(older).window.cumulative_channels == ()
+    with pytest.raises(ValueError, match=r"^cumulative_channels names a channel twice: \['a', 'a'\]$"):
+        WindowConfig(cumulative_channels=("a", "a"))
+    with pytest.raises(ValueError, match=r"^cumulative_channels must be a sequence of channel names, got 'kwh'$"):
+        WindowConfig(cumulative_channels="kwh")
+
+
+def test_a_meter_beyond_its_training_readings_is_judged_by_its_rate(meters):
+    """The day after training the meter reads more than it ever did: modelled as a level, most windows alert;
+    as a rate, none does, and the 60 minutes of 2.5x power do."""
+    later = meter_readings(1500, start=3000, fault=FAULT, seed=5)
+    judged = {}
+    for name in ("rate", "level"):
+        scores = meters[name].score_frame(later)
+        step = lambda column: (scores[column] - T0).dt.total_seconds() // 60  # noqa: E731
+        in_fault = (scores["entity_id"] == "m1") & (step("window_end") >= FAULT[0]) & (step("window_start") < FAULT[1])
+        judged[name] = (scores["is_anomaly"][in_fault].mean(), scores["is_anomaly"][~in_fault].mean())
+    assert judged["rate"][0] >= 0.7 and judged["rate"][1] <= 0.01, judged
+    assert judged["level"][1] >= 0.5, judged  # what --cumulative is for
+    assert meters["rate"].metrics["rising_channels"] == [] and meters["rate_notes"] == []
+    assert meters["level"].metrics["rising_channels"] == ["energy_wh"]
+    assert "if it is a meter, model its rate (--cumulative energy_wh: WindowConfig.cumulative_channels)" in \
+        meters["level_notes"][0]
+
+
+def test_a_meters_forecast_is_meter_readings_with_intervals(meters):
+    later = meter_readings(600, start=3000, seed=5)
+    detector = meters["rate"]
+    wide = later.pivot_table(index=["entity_id", "timestamp"], columns="channel", values="value")
+    series = wide.loc["m1"][list(detector.channels)].to_numpy()
+    ends = np.arange(15, len(series) - 4, 4)
+    windows = np.stack([series[e - 15:e + 1] for e in ends])
+    truth = np.stack([series[e + 1:e + 5] for e in ends])
+    result = detector.score_windows(windows)
+    meter = detector.channels.index("energy_wh")
+    error = np.abs(result.forecast[..., meter] - truth[..., meter])
+    assert np.median(error) < 2  # Wh, against readings of 1.2e8 and about 5 Wh a minute
+    covered = (result.lower <= truth) & (truth <= result.upper)
+    assert covered[..., meter].mean() >= 0.8  # nominal 0.9, fitted on the meter's readings, not its increments
+
+
+def test_a_meter_needs_float64_windows(meters):
+    """At 1.2e8 Wh a float32 reading is held to the nearest 8 Wh, more than a minute's 5 Wh: the windows of a
+    model with cumulative channels are cut as float64 (``window_dtype``), in ``score_frame`` and in the pipeline."""
+    detector = meters["rate"]
+    assert detector.window_dtype is np.float64 and meters["level"].window_dtype is np.float32
+    later = meter_readings(600, start=3000, seed=5)
+    wide = later.pivot_table(index=["entity_id", "timestamp"], columns="channel", values="value")
+    series = wide.loc["m1"][list(detector.channels)].to_numpy()
+    windows = np.stack([series[e - 15:e + 1] for e in range(15, len(series), 4)])
+    assert detector.score_windows(windows).is_anomaly.mean() == 0.0
+    assert detector.score_windows(windows.astype(np.float32)).is_anomaly.mean() > 0.5
+
+
+def test_a_cumulative_channel_the_data_lack_is_one_sentence():
+    config = _config(("energy_kwh", "gas"))
+    with pytest.raises(ValueError, match=r"^the cumulative channels 'energy_kwh', 'gas' are not among the model's "
+                                         r"channels \['energy_wh', 'temperature'\]$"):
+        Seq2SeqDetector(config).fit(meter_readings(400), progress=False)
+
+
+def test_the_artifact_keeps_the_cumulative_channels(meters, tmp_path):
+    detector = meters["rate"]
+    loaded = load_artifact(save_artifact(detector, tmp_path / "model"))
+    assert loaded.config.window.cumulative_channels == ("energy_wh",)
+    later = meter_readings(300, start=3000, seed=5)
+    pd.testing.assert_frame_equal(loaded.score_frame(later), detector.score_frame(later))
