@@ -228,14 +228,32 @@ def step_increments(values: np.ndarray, columns, first: float = 0.0) -> np.ndarr
     """``values`` ``[..., T, C]`` as float64 with each of ``columns`` replaced by its increase over the step
     before (``x[t] - x[t-1]``) and ``first`` at step 0, which has no step before in the array; other channels
     are copied unchanged. How a cumulative meter is shown to the network: a window's increments hold what its
-    levels hold but the level reached, so a meter is judged by its rate wherever its count has got to."""
+    levels hold but the level reached, so a meter is judged by its rate wherever its count has got to.
+
+    A fall is no measure of the rate: a meter that goes back was reset or replaced (the energy suite quarantines
+    the reading, and gap filling then draws a line from the old count to the new one). Each fall counts as the
+    nearest increase before it, or, when none comes before it in the array, the nearest after it (0 when every
+    step falls). A NaN stays NaN."""
     out = np.array(values, dtype=np.float64, copy=True)
     columns = list(columns)
     if columns:
-        levels = out[..., columns]
-        out[..., 1:, columns] = np.diff(levels, axis=-2)
+        out[..., 1:, columns] = _falls_as_neighbours(np.diff(out[..., columns], axis=-2))
         out[..., 0, columns] = first
     return out
+
+
+def _falls_as_neighbours(increments: np.ndarray) -> np.ndarray:
+    """``increments`` ``[..., T, k]`` with each negative value replaced as ``step_increments`` says."""
+    fall = increments < 0
+    if not fall.any():
+        return increments
+    n = increments.shape[-2]
+    position = np.arange(n).reshape(n, 1)
+    before = np.maximum.accumulate(np.where(fall, -1, position), axis=-2)  # the last step that did not fall
+    after = np.flip(np.minimum.accumulate(np.flip(np.where(fall, n, position), axis=-2), axis=-2), axis=-2)
+    source = np.where(before >= 0, before, after)
+    filled = np.take_along_axis(increments, np.minimum(source, n - 1), axis=-2)
+    return np.where(source < n, filled, 0.0)
 
 
 def levels_from_increments(last: np.ndarray, increments: np.ndarray, columns) -> np.ndarray:

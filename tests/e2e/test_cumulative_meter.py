@@ -23,7 +23,7 @@ def _read(out: Path, sink: str) -> pd.DataFrame:
 
 def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wide_csv, cli_cases):
     history = meter_data.meter_readings(3000)
-    later = meter_data.meter_readings(1500, start=3000, fault=meter_data.FAULT, seed=5)
+    later = meter_data.meter_readings(1500, start=3000, fault=meter_data.FAULT, seed=5, reset=meter_data.RESET)
     for name, readings in (("history", history), ("later", later)):
         for entity, part in readings.groupby("entity_id"):
             wide_csv(part, tmp_path / name / f"{entity}.csv")
@@ -50,20 +50,26 @@ def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wi
         2, "seqwatch train: --warm-start continues the model's own architecture and window, so --cumulative "
            "cannot be given with it")
 
+    # m2's meter was replaced: the reading where it went back is quarantined, and every other one scored.
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["records_in"] == len(later) == manifest["records_scored"] and manifest["records_quarantined"] == 0
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (
+        len(later), len(later) - 1, 1)
+    quarantined = _read(out, "quarantine")
+    assert quarantined[["reason_code", "line"]].values.tolist() == [["monotonic_decrease", meter_data.RESET - 3000 + 2]]
+    reset_at = meter_data.T0 + pd.Timedelta(minutes=meter_data.RESET)
+    kept = later[~((later["entity_id"] == "m2") & (later["channel"] == "energy_wh") & (later["timestamp"] == reset_at))]
 
     # The run's scores are the notebook's, windows cut as float64 (float32 would hold the meter to 8 Wh).
     detector = load_artifact(model)
     assert detector.config.window.cumulative_channels == ("energy_wh",)
-    expected = detector.score_frame(later.assign(value=later["value"].round(4)))  # as the CSV holds them
+    expected = detector.score_frame(kept.assign(value=kept["value"].round(4)))  # as the CSV holds them
     scores = _read(out, "scores").sort_values(["entity_id", "window_end"]).reset_index(drop=True)
     assert len(scores) == len(expected)
     np.testing.assert_allclose(scores["score"], expected["score"], rtol=1e-4)
     assert scores["is_anomaly"].tolist() == expected["is_anomaly"].tolist()
 
     # m1's hour of 2.5x power is an incident; the days beyond the training readings are not (as a level, most of
-    # their windows alert: tests/models/test_cumulative_channels.py).
+    # their windows alert: tests/models/test_cumulative_channels.py), nor is m2's new meter.
     alerts = _read(out, "alerts")
     fault_start, fault_end = (meter_data.T0 + pd.Timedelta(minutes=step) for step in meter_data.FAULT)
     in_fault = (alerts["entity_id"] == "m1") & (alerts["start"] < fault_end) & (alerts["end"] >= fault_start)
@@ -75,8 +81,9 @@ def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wi
     forecasts = _read(out, "forecasts")
     meter = forecasts[forecasts["channel"] == "energy_wh"]
     assert sorted(meter["entity_id"]) == ["m1"] * 4 + ["m2"] * 4
-    after = meter_data.meter_readings(1504, start=3000, fault=meter_data.FAULT, seed=5)  # what the meter went on to read
+    after = meter_data.meter_readings(1504, start=3000, fault=meter_data.FAULT, seed=5, reset=meter_data.RESET)  # what the meter went on to read
     truth = after[after["channel"] == "energy_wh"].set_index(["entity_id", "timestamp"])["value"]
     read = truth.reindex(pd.MultiIndex.from_arrays([meter["entity_id"], meter["target_time"]])).to_numpy()
     assert np.abs(meter["yhat"].to_numpy() - read).max() < 10, meter[["entity_id", "target_time", "yhat"]]
-    assert (meter["yhat"] > meter_data.METER_START_WH).all()
+    assert (meter["yhat"][meter["entity_id"] == "m1"] > meter_data.METER_START_WH).all()
+    assert (meter["yhat"][meter["entity_id"] == "m2"] < 2000).all()  # the new meter's count, not the old one's

@@ -15,12 +15,15 @@ from seqwatch.models.windowing import levels_from_increments, step_increments
 METER_START_WH = 1.2e8  # a household meter that has counted for years: float32 holds it to the nearest 8 Wh
 FAULT = (3800, 3860)  # steps of the test part where m1 draws 2.5x its power
 T0 = pd.Timestamp("2026-01-05", tz="UTC")  # step 0
+RESET = 4200  # the step of the test part at which m2's meter is replaced: it counts on from 5 Wh
 
 
-def meter_readings(steps: int, start: int = 0, fault: tuple | None = None, seed: int = 0) -> pd.DataFrame:
+def meter_readings(steps: int, start: int = 0, fault: tuple | None = None, seed: int = 0,
+                   reset: int | None = None) -> pd.DataFrame:
     """Two households at one reading a minute: ``energy_wh``, a meter counting up by the power drawn (a 2-hour
     cycle around 300 W, about 5 Wh a minute), and a ``temperature`` on the same cycle. Step ``start`` continues
-    a history of ``start`` steps, the meter about ``5 * start`` Wh further on."""
+    a history of ``start`` steps, the meter about ``5 * start`` Wh further on. ``fault``: steps ``[a, b)`` in
+    which m1 draws 2.5x its power; ``reset``: the step from which m2's meter counts on from 5 Wh."""
     parts = []
     for k, entity in enumerate(("m1", "m2")):
         rng = np.random.default_rng(seed + k)
@@ -29,6 +32,9 @@ def meter_readings(steps: int, start: int = 0, fault: tuple | None = None, seed:
         if fault and entity == "m1":
             power[(t >= fault[0]) & (t < fault[1])] *= 2.5
         meter = METER_START_WH + 5.0 * start + np.cumsum(power / 60)
+        if reset is not None and entity == "m2":
+            replaced = t >= reset
+            meter[replaced] -= meter[replaced][0] - 5.0
         temperature = 40 + 5 * np.sin(2 * np.pi * t / 120 + 1) + rng.normal(0, 0.3, steps)
         stamps = T0 + pd.to_timedelta(t, unit="min")
         for channel, values in (("energy_wh", meter), ("temperature", temperature)):
@@ -67,6 +73,13 @@ def test_step_increments_and_back_by_hand():
     # A forecast of +2 and +3 Wh after a window ending at 15 Wh reads 17 and 20; the other channel is as forecast.
     forecast = np.array([[[2.0, 5.0], [3.0, 6.0]]])
     assert levels_from_increments(windows[:, -1], forecast, [0]).tolist() == [[[17.0, 5.0], [20.0, 6.0]]]
+    # A fall (a reset) counts as the increase before it, or after it at a window's start; a NaN stays NaN.
+    falls = np.array([[10.0, 1.0], [12.0, 1.0], [3.0, 1.0], [5.0, 1.0], [1.0, 1.0], [4.0, 1.0]])
+    assert step_increments(falls, [0])[:, 0].tolist() == [0.0, 2.0, 2.0, 2.0, 2.0, 3.0]
+    assert step_increments(falls[1:], [0])[:, 0].tolist() == [0.0, 2.0, 2.0, 2.0, 3.0]
+    assert step_increments(falls[[0, 2, 4]], [0])[:, 0].tolist() == [0.0, 0.0, 0.0]  # nothing but falls
+    gap = step_increments(np.array([[10.0], [np.nan], [1.0], [4.0]]), [0])[:, 0]
+    assert np.isnan(gap[1:3]).all() and gap[[0, 3]].tolist() == [0.0, 3.0]
     # Round trip: the increments of a window's horizon part, summed from its last input step, are its readings.
     series = np.cumsum(np.random.default_rng(1).uniform(0, 3, size=(5, 10, 2)), axis=1) + 1e8
     back = levels_from_increments(series[:, 5], step_increments(series, [0, 1])[:, 6:], [0, 1])
@@ -146,3 +159,15 @@ def test_the_artifact_keeps_the_cumulative_channels(meters, tmp_path):
     assert loaded.config.window.cumulative_channels == ("energy_wh",)
     later = meter_readings(300, start=3000, seed=5)
     pd.testing.assert_frame_equal(loaded.score_frame(later), detector.score_frame(later))
+
+
+def test_a_replaced_meter_is_no_anomaly(meters):
+    """m2's meter is replaced: it falls from 1.2e8 Wh to 5 Wh and counts on. The fall is no measure of the rate,
+    so it counts as the minute before it, and no window of m2 alerts (with the fall as an increase, every window
+    that holds it would)."""
+    later = meter_readings(1500, start=3000, seed=5, reset=RESET)
+    scores = meters["rate"].score_frame(later)
+    m2 = scores[scores["entity_id"] == "m2"]
+    steps = ((m2["window_start"] - T0).dt.total_seconds() // 60, (m2["window_end"] - T0).dt.total_seconds() // 60)
+    holding_the_fall = (steps[0] < RESET) & (steps[1] >= RESET)
+    assert holding_the_fall.sum() >= 3 and not m2["is_anomaly"].any()
