@@ -1,15 +1,19 @@
 """A household's kWh meter through the command line: ``seqwatch train --cumulative energy_wh`` models its rate,
 ``seqwatch run --suite energy`` scores the days after training, when the meter reads more than it ever did,
-as the same model scores them in a notebook, and writes meter readings as its forecasts."""
+as the same model scores them in a notebook and in a pipeline of one's own (``DetectAnomalies``, planned as a
+stream is), and writes meter readings as its forecasts."""
 import importlib.util
 import json
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+from apache_beam.testing.util import assert_that
 
 from seqwatch.models.artifact import load_artifact
+from seqwatch.pipelines.embed import DetectAnomalies
 
 _spec = importlib.util.spec_from_file_location(
     "meter_data", Path(__file__).parent.parent / "models" / "test_cumulative_channels.py")
@@ -19,6 +23,18 @@ _spec.loader.exec_module(meter_data)
 
 def _read(out: Path, sink: str) -> pd.DataFrame:
     return ds.dataset(out / sink, format="parquet").to_table().to_pandas()
+
+
+def _same_scores(scores: pd.DataFrame):
+    """A check of ``(entity, window end µs, score)`` triples against the scores sink's rows."""
+    ends = (scores["window_end"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+    expected = sorted(zip(scores["entity_id"], ends, scores["score"]))
+
+    def check(found):
+        found = sorted(found)
+        assert [(e, t) for e, t, _ in found] == [(e, t) for e, t, _ in expected]
+        np.testing.assert_allclose([s for _, _, s in found], [s for _, _, s in expected], rtol=1e-4)
+    return check
 
 
 def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wide_csv, cli_cases):
@@ -67,6 +83,15 @@ def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wi
     assert len(scores) == len(expected)
     np.testing.assert_allclose(scores["score"], expected["score"], rtol=1e-4)
     assert scores["is_anomaly"].tolist() == expected["is_anomaly"].tolist()
+
+    # The same readings in a pipeline of one's own (DetectAnomalies plans as a stream does): the same scores.
+    rows = [{"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp.isoformat(), "value": r.value}
+            for r in later.assign(value=later["value"].round(4)).itertuples()]
+    with beam.Pipeline() as p:
+        found = p | beam.Create(rows) | DetectAnomalies(str(model), suite="energy")
+        embedded = (found.scores | beam.FlatMap(lambda s: [(s.windows.entity_id, int(end), float(score))
+                                                         for end, score in zip(s.windows.ends, s.score)]))
+        assert_that(embedded, _same_scores(scores), label="SameScores")
 
     # m1's hour of 2.5x power is an incident; the days beyond the training readings are not (as a level, most of
     # their windows alert: tests/models/test_cumulative_channels.py), nor is m2's new meter.
