@@ -25,6 +25,7 @@ from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sinks import prepare_output_folder
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
+from seqwatch.schemas.mapping import renaming_hint
 from seqwatch.schemas.validation import load_suite_dict
 
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
@@ -64,6 +65,7 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
                 looks_long = long_roles <= set(layout.channel_names)
                 hint = ("; a file of entity, channel, timestamp and value columns is long: --format long, or the "
                         "mapping's 'format'" if looks_long else "")
+                hint = hint or renaming_hint(channels, list(layout.channel_names))
                 refusal = RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
                                    f"{list(layout.channel_names)} (missing {missing}){hint}")
                 if looks_long:

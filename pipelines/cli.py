@@ -124,6 +124,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
                                             partition_clash)
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     from seqwatch.pipelines.validate import valid_history
+    from seqwatch.schemas.mapping import renaming_hint
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
     mapping = _mapping_from_args(args)
     try:
@@ -174,8 +175,9 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         found = set(map(str, frame["channel"].unique()))
         missing = [c for c in channels if c not in found]
         if missing:
+            hint = renaming_hint(tuple(channels), sorted(found)) if mapping.format == "wide" else ""
             raise CliError(f"the {what} holds no readings of the channel(s) {missing} (its channels are "
-                           f"{sorted(found)[:20]})")
+                           f"{sorted(found)[:20]}){hint}")
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
     frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
     left_out = sum(invalid.values())

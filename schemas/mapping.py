@@ -25,6 +25,7 @@ ambiguous or nonexistent local time around a daylight-saving change is refused).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,3 +128,34 @@ class InputMapping:
     @classmethod
     def from_file(cls, path: str) -> "InputMapping":
         return cls.from_dict(cls.read_file(path))
+
+
+def _channel_key(name: str) -> str:
+    """A column name as a person would read it: no case, no unit in brackets, letters and digits only
+    (``'Flow [l/min]'`` and ``'FLOW'`` both read ``'flow'``)."""
+    return re.sub(r"[^0-9a-z]", "", re.sub(r"[\[(].*?[\])]", "", name.casefold()))
+
+
+def renaming_hint(channels: tuple, columns: list) -> str:
+    """When some of the model's ``channels`` are not among a wide file's channel ``columns`` but one column each
+    reads as they do (``_channel_key``: another case, a unit added), the mapping that renames them, as a clause
+    to add to the refusal; else empty."""
+    by_key: dict = {}
+    for column in columns:
+        by_key.setdefault(_channel_key(column), []).append(column)
+    names = {}  # column -> channel, in the model's channel order
+    for channel in channels:
+        if channel in columns:
+            names[channel] = channel
+        elif len(by_key.get(_channel_key(channel), ())) == 1:
+            names[by_key[_channel_key(channel)][0]] = channel
+    renamed = {column: channel for column, channel in names.items() if column != channel}
+    if not renamed:
+        return ""
+    mapping = {"channels": names}
+    others = [column for column in columns if column not in mapping["channels"]]
+    if others:  # with "channels" given, the file's other columns are no channels: they must be ignored
+        mapping["ignore"] = others
+    shown = ", ".join(f"{column!r} for {channel!r}" for column, channel in renamed.items())
+    return (f"; its columns look like the model's under other names ({shown}): a --mapping file "
+            f"{json.dumps(mapping)} reads them as the model's channels")

@@ -81,6 +81,7 @@ def test_fine_tune_on_recent_readings_leaving_out_alerted_stretches(small_model_
 def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path, cli_cases):
     readings, _ = generate_sensor_data(n_entities=1, n_steps=300, step_seconds=STEP_SECONDS, seed=3)
     wide_csv(readings, tmp_path / "recent" / "pump-01.csv")
+    wide_csv(readings.assign(channel=readings["channel"].str.upper()), tmp_path / "upper" / "pump-01.csv")
     base = ["train", "--input", str(tmp_path / "recent" / "*.csv"), "--format", "wide", "--model-dir",
             str(tmp_path / "m")]
     cases = [
@@ -92,6 +93,12 @@ def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path, 
          "is not the output folder of a seqwatch run"),
         (base + ["--warm-start", str(small_model_dir), "--channel", "flow"],
          "--warm-start continues a model of channels"),
+        (["train", "--input", str(tmp_path / "upper"), "--format", "wide", "--model-dir", str(tmp_path / "m"),
+          "--warm-start", str(small_model_dir)],
+         "its columns look like the model's under other names ('FLOW' for 'flow', 'PRESSURE' for 'pressure', "
+         "'TEMPERATURE' for 'temperature', 'VIBRATION' for 'vibration'): a --mapping file {\"channels\": {\"FLOW\": "
+         "\"flow\", \"PRESSURE\": \"pressure\", \"TEMPERATURE\": \"temperature\", \"VIBRATION\": \"vibration\"}} "
+         "reads them as the model's channels"),
     ]
     for (args, message), (code, stderr) in zip(cases, cli_cases([args for args, _ in cases]), strict=True):
         assert code == 2, (args, stderr[-2000:])

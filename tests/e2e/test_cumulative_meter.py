@@ -99,14 +99,16 @@ def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wi
     fault_start, fault_end = (meter_data.T0 + pd.Timedelta(minutes=step) for step in meter_data.FAULT)
     in_fault = (alerts["entity_id"] == "m1") & (alerts["start"] < fault_end) & (alerts["end"] >= fault_start)
     assert in_fault.any(), alerts[["entity_id", "start", "end"]]
-    outside = (scores["entity_id"] == "m2") | (scores["window_end"] < fault_start) | (scores["window_start"] >= fault_end)
+    outside = ((scores["entity_id"] == "m2") | (scores["window_end"] < fault_start)
+               | (scores["window_start"] >= fault_end))
     assert scores["is_anomaly"][outside].mean() < 0.01
 
     # Forecasts (the horizon after each entity's last window) are meter readings, a few Wh from what it read.
     forecasts = _read(out, "forecasts")
     meter = forecasts[forecasts["channel"] == "energy_wh"]
     assert sorted(meter["entity_id"]) == ["m1"] * 4 + ["m2"] * 4
-    after = meter_data.meter_readings(1504, start=3000, fault=meter_data.FAULT, seed=5, reset=meter_data.RESET)  # what the meter went on to read
+    # What the meter went on to read (the same draws, 4 minutes longer).
+    after = meter_data.meter_readings(1504, start=3000, fault=meter_data.FAULT, seed=5, reset=meter_data.RESET)
     truth = after[after["channel"] == "energy_wh"].set_index(["entity_id", "timestamp"])["value"]
     read = truth.reindex(pd.MultiIndex.from_arrays([meter["entity_id"], meter["target_time"]])).to_numpy()
     assert np.abs(meter["yhat"].to_numpy() - read).max() < 10, meter[["entity_id", "target_time", "yhat"]]

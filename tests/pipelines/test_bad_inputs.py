@@ -150,6 +150,13 @@ STOP_CASES = {
                                "data"),
     "s06_wide_step_1s.csv": (WIDE, "was trained on readings every 10s, but s06_wide_step_1s.csv has readings every "
                                    "1s"),
+    # Another case and a unit in the column names: the refusal gives the mapping that reads them.
+    "s07_wide_renamed_channels.csv": (WIDE, "(missing ['flow', 'pressure', 'vibration']); its columns look like the "
+                                            "model's under other names ('Flow [l/min]' for 'flow', 'PRESSURE' for "
+                                            "'pressure', 'Vibration' for 'vibration'): a --mapping file {\"channels\": "
+                                            "{\"Flow [l/min]\": \"flow\", \"PRESSURE\": \"pressure\", "
+                                            "\"temperature\": \"temperature\", \"Vibration\": \"vibration\"}, "
+                                            "\"ignore\": [\"rssi\"]} reads them as the model's channels"),
 }
 
 

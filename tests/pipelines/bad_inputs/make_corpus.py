@@ -261,6 +261,9 @@ def stop_cases() -> dict[str, bytes]:
         "s05_not_text.csv": b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(range(256)),
         "s06_wide_step_1s.csv": wide_text(wide_rows(stamp=lambda i: (T0 + pd.Timedelta(seconds=i))
                                                     .strftime("%Y-%m-%dT%H:%M:%SZ"))).encode(),
+        "s07_wide_renamed_channels.csv": wide_text([r + ["-67"] for r in wide_rows()],
+                                                   header="timestamp,Flow [l/min],PRESSURE,temperature,Vibration,"
+                                                          "rssi").encode(),
     }
 
 
