@@ -171,3 +171,16 @@ def test_a_replaced_meter_is_no_anomaly(meters):
     steps = ((m2["window_start"] - T0).dt.total_seconds() // 60, (m2["window_end"] - T0).dt.total_seconds() // 60)
     holding_the_fall = (steps[0] < RESET) & (steps[1] >= RESET)
     assert holding_the_fall.sum() >= 3 and not m2["is_anomaly"].any()
+
+
+def test_fine_tuning_a_meter_model_keeps_judging_the_rate(meters, tmp_path):
+    """A fine-tuning on the next days (the meter higher again) keeps the scaler of increments and the cumulative
+    channel; the model still passes later normal days and flags the hour of 2.5x power."""
+    detector = load_artifact(save_artifact(meters["rate"], tmp_path / "model"))
+    scaler = detector.scaler
+    detector.fine_tune(meter_readings(1500, start=3000, seed=9), progress=False)
+    assert detector.scaler == scaler and detector.config.window.cumulative_channels == ("energy_wh",)
+    scores = detector.score_frame(meter_readings(1500, start=4500, fault=(5300, 5360), seed=5))
+    step = lambda column: (scores[column] - T0).dt.total_seconds() // 60  # noqa: E731
+    in_fault = (scores["entity_id"] == "m1") & (step("window_end") >= 5300) & (step("window_start") < 5360)
+    assert scores["is_anomaly"][in_fault].mean() >= 0.7 and scores["is_anomaly"][~in_fault].mean() <= 0.01
