@@ -138,7 +138,13 @@ class DetectorConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as JSON-ready values. ``cumulative_channels`` is left out when empty, so that an artifact
+        without cumulative channels stays readable by a seqwatch from before the setting (one with them is refused
+        there, rather than scored wrongly)."""
+        data = dataclasses.asdict(self)
+        if not self.window.cumulative_channels:
+            del data["window"]["cumulative_channels"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -148,7 +148,7 @@ def test_artifact_metadata_holds_what_a_deployment_needs(small_model_dir):
     for key in ("config", "channels", "step_us", "scaler", "scorer", "tail", "threshold", "intervals",
                 "fingerprint", "metrics", "library_versions", "model_sha256", "model_version"):
         assert key in meta, key
-    assert meta["config"]["window"] == {"length": 16, "stride": 4, "max_gap": 2, "cumulative_channels": []}
+    assert meta["config"]["window"] == {"length": 16, "stride": 4, "max_gap": 2}
     assert meta["step_us"] == 10_000_000
     assert len(meta["fingerprint"]) == 64
 
