@@ -389,29 +389,47 @@ def _cooldown_us(seconds: float) -> int:
     return int(round(seconds * 1e6))
 
 
-def _quarantined(output: str, columns: list, where, limit: int | None = None):
-    """The ``columns`` of the quarantined records under ``output``/quarantine that match the pyarrow expression
-    ``where`` (the first ``limit`` of them), or None when the files cannot be read (e.g. on a remote file system
-    pyarrow is not set up for): the notices add what they can read, and no more."""
-    import pyarrow.dataset as ds
-    try:
-        dataset = ds.dataset(os.path.join(output, "quarantine"), format="parquet")
-        return (dataset.head(limit, columns=columns, filter=where) if limit else
-                dataset.to_table(columns=columns, filter=where))
-    except (OSError, ValueError):
-        return None
+class _Quarantine(NamedTuple):
+    """The quarantine files a notice reads: all under ``output``/quarantine, or, for a stream (``since_s``, a
+    time.time()), only those written since it started, so that an earlier stream's files in the same folder are
+    not taken for its own."""
+
+    output: str
+    since_s: float | None = None
+
+    def read(self, columns: list, where, limit: int | None = None):
+        """The ``columns`` of the quarantined records that match the pyarrow expression ``where`` (the first
+        ``limit`` of them), or None when the files cannot be read (e.g. on a remote file system pyarrow is not set
+        up for): the notices add what they can read, and no more."""
+        import pyarrow.dataset as ds
+        folder = os.path.join(self.output, "quarantine")
+        try:
+            if self.since_s is None:
+                dataset = ds.dataset(folder, format="parquet")
+            else:
+                from apache_beam.io.filesystems import FileSystems
+                found = FileSystems.match([FileSystems.join(folder, "**.parquet")])
+                files = [m.path for r in found for m in r.metadata_list if m.last_updated_in_seconds >= self.since_s]
+                if not files:
+                    return None
+                dataset = ds.dataset(files, format="parquet")
+            return (dataset.head(limit, columns=columns, filter=where) if limit else
+                    dataset.to_table(columns=columns, filter=where))
+        except (OSError, ValueError):
+            return None
 
 
-def _first_reason(output: str, reason_code: str) -> str | None:
-    """The reason of the first quarantined record with ``reason_code`` under ``output``/quarantine."""
+def _first_reason(quarantine: _Quarantine, reason_code: str) -> str | None:
+    """The reason of the first quarantined record with ``reason_code``."""
     import pyarrow.compute as pc
-    table = _quarantined(output, ["reason"], pc.field("reason_code") == reason_code, limit=1)
+    table = quarantine.read(["reason"], pc.field("reason_code") == reason_code, limit=1)
     return table.column("reason")[0].as_py() if table is not None and table.num_rows else None
 
 
-def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
+def quarantine_notice(command: str, manifest: dict, output: str, since_s: float | None = None) -> str | None:
     """One line for stderr when a run quarantined records: how many, by reason, and where they are; when
-    nothing was scored, also the first reason of the commonest code (it usually names the setting to change)."""
+    nothing was scored, also the first reason of the commonest code (it usually names the setting to change).
+    ``since_s`` (a stream): read only the quarantine files written since then (``_Quarantine``)."""
     quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
     if not quarantined:
         return None
@@ -423,39 +441,40 @@ def quarantine_notice(command: str, manifest: dict, output: str) -> str | None:
     ranked = sorted(by_code.items(), key=lambda item: (-item[1], item[0]))
     reasons = _by_reason(by_code)
     where = os.path.join(output, "quarantine")
-    unknown = _column_notes(output, manifest, by_code)
-    unknown += (_lacking_channels(output) + _sparse_channels(output)) if "insufficient_data" in by_code else ""
+    quarantine = _Quarantine(output, since_s)
+    unknown = _column_notes(quarantine, manifest, by_code)
+    unknown += (_lacking_channels(quarantine) + _sparse_channels(quarantine)) if "insufficient_data" in by_code else ""
     if manifest["records_scored"]:
         return f"seqwatch {command}: {quarantined} of {records_in} readings were quarantined ({reasons}){unknown}; " \
                f"each record and its reason is in {where}"
-    first = _first_reason(output, ranked[0][0]) if ranked else None
+    first = _first_reason(quarantine, ranked[0][0]) if ranked else None
     example = f"; the first {ranked[0][0]}: {first}" if first else ""
     return f"seqwatch {command}: nothing was scored: all {quarantined} readings were quarantined ({reasons})" \
            f"{unknown}{example}; each record and its reason is in {where}"
 
 
-def _lacking_channels(output: str) -> str:
+def _lacking_channels(quarantine: _Quarantine) -> str:
     """``; sources whose entity does not report every model channel: pump-07.csv (no 'vibration') ...``."""
     from seqwatch.pipelines.windows import LACKING_MARK, absent_channels
-    return _sources_by_clause(output, LACKING_MARK, lambda reason: f"no {absent_channels(reason)}",
+    return _sources_by_clause(quarantine, LACKING_MARK, lambda reason: f"no {absent_channels(reason)}",
                               "sources whose entity does not report every model channel")
 
 
-def _sparse_channels(output: str) -> str:
+def _sparse_channels(quarantine: _Quarantine) -> str:
     """``; sources with channels whose readings come further apart than the model's gap filling bridges:
     pump-07.csv ('temperature' every 6 steps) ...``."""
     from seqwatch.pipelines.windows import SPARSE_MARK, sparse_channels_named
-    return _sources_by_clause(output, SPARSE_MARK, sparse_channels_named, "sources with channels whose readings "
+    return _sources_by_clause(quarantine, SPARSE_MARK, sparse_channels_named, "sources with channels whose readings "
                                                                           "come further apart than the model's "
                                                                           "gap filling bridges")
 
 
-def _sources_by_clause(output: str, mark: str, named, what: str) -> str:
+def _sources_by_clause(quarantine: _Quarantine, mark: str, named, what: str) -> str:
     """``; <what>: <source> (<named(reason)>), ...`` for the first three sources whose insufficient_data reasons
     hold the clause starting with ``mark`` (``windows.lacking_clause``, ``windows.sparse_clause``); empty when
     there are none or the files cannot be read."""
     import pyarrow.compute as pc
-    rows = _quarantined(output, ["source", "reason"], (pc.field("reason_code") == "insufficient_data")
+    rows = quarantine.read(["source", "reason"], (pc.field("reason_code") == "insufficient_data")
                         & pc.match_substring(pc.field("reason"), mark))
     found: dict = {}
     for source, reason in (zip(rows.column("source").to_pylist(), rows.column("reason").to_pylist())
@@ -468,20 +487,20 @@ def _sources_by_clause(output: str, mark: str, named, what: str) -> str:
     return f"; {what}: {shown}{more}"
 
 
-def _by_column(output: str, reason_code: str, where=None) -> list:
+def _by_column(quarantine: _Quarantine, reason_code: str, where=None) -> list:
     """``[(column, n)]`` of the quarantined records with ``reason_code`` (and matching the pyarrow expression
-    ``where``) under ``output``/quarantine, commonest first (a wide file's column, a long file's channel); empty
+    ``where``), commonest first (a wide file's column, a long file's channel); empty
     when the files cannot be read."""
     import pyarrow.compute as pc
     match = pc.field("reason_code") == reason_code
-    names = _quarantined(output, ["column"], match if where is None else match & where)
+    names = quarantine.read(["column"], match if where is None else match & where)
     if names is None:
         return []
     counts = [(item["values"], item["counts"]) for item in names.column("column").value_counts().to_pylist()]
     return sorted(counts, key=lambda item: (-item[1], str(item[0])))
 
 
-def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
+def _column_notes(quarantine: _Quarantine, manifest: dict, by_code: dict) -> str:
     """What the quarantine says by column: the channels the model lacks, the columns whose values are not
     numbers (a text status column of a wide file), each with the ``--ignore`` that leaves a wide file's column
     out, and the columns with empty values (a wide file's channel read less often than the others: no --ignore
@@ -502,7 +521,7 @@ def _column_notes(output: str, manifest: dict, by_code: dict) -> str:
              "a column of text, not readings, is left out with --ignore (e.g. --ignore {})", ""),
             ("parse_value", gap, f"empty or missing values, by {by}", None,
              " (a wide file's empty cell is counted as a reading that did not come)")):
-        counts = _by_column(output, code, where) if code in by_code else []
+        counts = _by_column(quarantine, code, where) if code in by_code else []
         if not counts:
             continue
         shown = ", ".join(f"{column!r} {n}" for column, n in counts[:5])
@@ -689,7 +708,7 @@ def cmd_stream(args, beam_args) -> int:
     notice = quarantine_notice("stream", {"records_in": counts.get("records_in", 0), "records_scored": scored,
                                           "records_quarantined": quarantined, "stages": counts,
                                           "settings": {"mapping": mapping.to_dict() if mapping else {}}},
-                               args.output)
+                               args.output, since_s=started)
     if notice:
         print(notice, file=sys.stderr, flush=True)
     return 0

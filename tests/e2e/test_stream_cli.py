@@ -27,20 +27,24 @@ def test_a_stream_that_quarantined_readings_says_so_by_reason_when_its_source_en
 
 def test_a_second_stream_into_the_same_output_counts_only_its_own_readings(small_model_dir, tmp_path, wide_csv,
                                                                           capsys):
-    """A stream restarted, or another one, into a folder that already holds a stream's counts: it says so when it
-    starts, and its totals when the source ends are its own (they had summed both streams' counts files)."""
+    """A stream restarted, or another one, into a folder that already holds a stream's counts and quarantine: it
+    says so when it starts, and its totals and its notice of quarantined readings when the source ends are its own
+    (they had summed both streams' counts files, and named the columns of both streams' quarantine files)."""
     from seqwatch.pipelines.cli import main
 
     out = tmp_path / "out"
-    for name, steps in (("first", 120), ("second", 60)):
+    for name, steps, extra in (("first", 120, "humidity"), ("second", 60, "rssi")):
         readings, _ = generate_sensor_data(n_entities=1, n_steps=steps, seed=5, anomalies_per_entity=0)
-        wide_csv(readings, tmp_path / name / "pump-01.csv")
+        unknown = readings[readings["channel"] == "flow"].assign(channel=extra, value=40.0)
+        wide_csv(pd.concat([readings, unknown], ignore_index=True), tmp_path / name / "pump-01.csv")
         assert main(["stream", "--source", "replay", "--input", str(tmp_path / name), "--format", "wide", "--speed",
                      "1000000", "--model-dir", str(small_model_dir), "--output", str(out),
                      "--runner=DirectRunner"]) == 0
         lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("seqwatch stream:")]
         earlier = [line for line in lines if "already holds the counts" in line]
         ended = [line for line in lines if "the source ended" in line]
-        assert len(ended) == 1 and f"records in {4 * steps} = scored {4 * steps} + quarantined 0" in ended[0]
+        assert len(ended) == 1 and f"records in {5 * steps} = scored {4 * steps} + quarantined {steps}" in ended[0]
         assert len(earlier) == (name == "second")
+        assert lines[-1].startswith(f"seqwatch stream: {steps} of {5 * steps} readings were quarantined "
+                                    f"(unknown_channel {steps}); channels the model lacks: '{extra}' {steps}; ")
     assert earlier[0].startswith(f"seqwatch stream: {out}/counts already holds the counts of ")
