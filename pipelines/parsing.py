@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from seqwatch.schemas.elements import Quarantined, ReadingBatch
+from seqwatch.schemas.elements import Quarantined, ReadingBatch, categories_of
 from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
 
 MAX_ID_LENGTH = 256
@@ -550,6 +550,16 @@ def _explain_id(role: str, value) -> str:
     return f"the {role} is {len(text)} characters long (at most {MAX_ID_LENGTH}): {text[:40]!r}..."
 
 
+def _channel_codes(names: list, counts: list) -> pd.Categorical:
+    """``counts[j]`` readings of channel ``names[j]`` after one another, as the categorical that factorising
+    those strings gives (categories sorted, only the channels with readings)."""
+    order = sorted((name, j) for j, name in enumerate(names) if counts[j])
+    rank = np.zeros(len(names), dtype=np.int32)
+    rank[[j for _, j in order]] = np.arange(len(order), dtype=np.int32)
+    codes = np.repeat(rank, counts)
+    return pd.Categorical.from_codes(codes, dtype=categories_of(tuple(name for name, _ in order)))
+
+
 def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[int], str], source: str,
                layout: FileLayout, mapping: InputMapping, run_id: str) -> tuple[ReadingBatch, list[Quarantined]]:
     """Parse rows given column-wise (``columns``: file column -> values, all the same length).
@@ -591,10 +601,14 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
                 quarantine.append(Quarantined(raw(i), source, int(lines[i]), column, 1, "parse", "parse_value",
                                               reason, run_id))
             keep = good_rows & ~np.isnan(numbers)
-            parts.append((entity[keep], np.full(keep.sum(), name, dtype=object), stamps[keep], numbers[keep],
-                          lines[keep]))
-        entity_out = np.concatenate([p[0] for p in parts])
-        channel_out = np.concatenate([p[1] for p in parts])
+            parts.append((entity[keep] if layout.entity_column is not None else None, int(keep.sum()),
+                          stamps[keep], numbers[keep], lines[keep]))
+        total = sum(p[1] for p in parts)
+        # The ids as categoricals built from codes: a file's one entity and its few channel names, not one
+        # Python string per reading to factorise again (a millisecond for a small file's 1,440 readings).
+        entity_out = (np.concatenate([p[0] for p in parts]) if layout.entity_column is not None
+                      else ReadingBatch.constant(str(layout.entity_value), total))
+        channel_out = _channel_codes(list(layout.channel_names), [p[1] for p in parts])
         stamps_out = np.concatenate([p[2] for p in parts])
         values_out = np.concatenate([p[3] for p in parts])
         lines_out = np.concatenate([p[4] for p in parts])

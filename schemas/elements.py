@@ -8,6 +8,7 @@ would otherwise dominate the run time.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -52,11 +53,17 @@ class ReadingBatch(NamedTuple):
     @staticmethod
     def constant(text: str, n: int) -> pd.Categorical:
         """A column of ``n`` copies of ``text`` for ``from_columns`` (without building ``n`` Python strings)."""
-        dtype = pd.Categorical(np.asarray([text], dtype=object)).dtype
-        return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), dtype=dtype)
+        return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), dtype=categories_of((text,)))
 
     def __len__(self) -> int:  # number of readings, not of tuple fields
         return len(self.frame)
+
+
+@functools.lru_cache(maxsize=4096)
+def categories_of(names: tuple) -> pd.CategoricalDtype:
+    """The categorical dtype that factorising strings of ``names`` (sorted, distinct) gives. Cached: pandas takes
+    most of a millisecond to build one, which a batch of a small file paid for its source, entity and channels."""
+    return pd.Categorical(np.asarray(names, dtype=object)).dtype
 
 
 def _categorical(values) -> pd.Categorical:
