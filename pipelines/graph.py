@@ -24,6 +24,8 @@ from seqwatch.pipelines.windows import WindowReadings
 from seqwatch.schemas.validation import StatefulRules
 
 COUNTS_FILE = "counts.json"
+# Batch runs: reading batches smaller than this (small files') are validated together, this many at a time.
+MERGE_BELOW_READINGS = 50_000
 
 
 class SourceOutputs(NamedTuple):
@@ -73,7 +75,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     the global window."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
-                                                                   cfg.earliest_us, plan.latest_us)
+                                                                   cfg.earliest_us, plan.latest_us,
+                                                                   0 if streaming else MERGE_BELOW_READINGS)
     windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,

@@ -15,6 +15,8 @@ from typing import Iterator
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
+from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
@@ -47,12 +49,20 @@ def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str,
 
 
 class _ValidateBatch(beam.DoFn):
-    def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int):
+    """Validates each batch; with ``merge_below`` (batch runs), batches of fewer readings than that (a small
+    file's) are held and judged together, up to that many readings at a time: the suite's rules are row-level,
+    so the verdicts are the same, at a fraction of the fixed cost of a call (600 small wide files: 1.7 s alone,
+    0.5 s in calls of 70). Each batch still leaves as itself (minus its failing rows), in the order it came, so
+    a file's batches stay together downstream (``windows._KeyByPane`` relies on that)."""
+
+    def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int,
+                 merge_below: int = 0):
         self.channels = channels
         self.suite = suite
         self.run_id = run_id
         self.earliest_us = earliest_us
         self.latest_us = latest_us
+        self.merge_below = merge_below
         self._validator = None
         self.timer = StageTimer("validate")
 
@@ -60,28 +70,63 @@ class _ValidateBatch(beam.DoFn):
         from seqwatch.schemas.validation import SuiteValidator
         self._validator = SuiteValidator(self.suite)
 
-    def process(self, batch: ReadingBatch):
+    def start_bundle(self):
+        self._held: list = []  # (batch, timestamp, window) of small batches not yet judged
+        self._held_readings = 0
+
+    def process(self, batch: ReadingBatch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
         with self.timer:
-            return list(self._validate(batch))
+            if len(batch) >= self.merge_below:
+                return self._judge_held() + list(self._validate(batch))
+            self._held.append((batch, timestamp, window))
+            self._held_readings += len(batch)
+            return self._judge_held() if self._held_readings >= self.merge_below else []
+
+    def finish_bundle(self):
+        with self.timer:
+            return self._judge_held()
+
+    def _judge_held(self) -> list:
+        """The held batches judged in one call, as timestamped outputs: each batch's kept rows, then the records."""
+        held, self._held, self._held_readings = self._held, [], 0
+        if not held:
+            return []
+        frames = [batch.frame for batch, _, _ in held]
+        records, keep = self._judge(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True))
+        out, start = [], 0
+        for (batch, timestamp, window), frame in zip(held, frames):
+            kept = keep[start:start + len(frame)]
+            start += len(frame)
+            if kept.any():
+                out.append(WindowedValue(ReadingBatch(frame[kept].reset_index(drop=True)), timestamp, [window]))
+        timestamp, window = held[0][1], held[0][2]
+        out += [beam.pvalue.TaggedOutput(QUARANTINE, WindowedValue(q, timestamp, [window])) for q in records]
+        return out
 
     def _validate(self, batch: ReadingBatch):
-        frame = batch.frame
+        records, keep = self._judge(batch.frame)
+        for q in records:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        if keep.any():
+            yield ReadingBatch(batch.frame[keep].reset_index(drop=True))
+
+    def _judge(self, frame) -> tuple[list, np.ndarray]:
+        """``(quarantined records, rows kept)`` of a reading frame: the cheap checks, then the suite."""
+        records = []
         checks = cheap_checks(frame, self.channels, self.earliest_us, self.latest_us)
         for mask, code, reason in checks:
-            for q in quarantine_rows(frame, mask, "validate", code, reason, self.run_id):
-                yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-        frame = frame[~np.logical_or.reduce([mask for mask, _, _ in checks])]
-        failed = self._validator.failures(frame)
+            records += quarantine_rows(frame, mask, "validate", code, reason, self.run_id)
+        keep = ~np.logical_or.reduce([mask for mask, _, _ in checks])
+        rest = frame[keep]
+        failed = self._validator.failures(rest)
         bad = failed >= 0
         if bad.any():
-            rows = frame[bad]
+            rows = rest[bad]
             reasons = [f"channel {channel!r} value {value!r} failed {self._validator.descriptions[i]}"
                        for channel, value, i in zip(rows["channel"], rows["value"], failed[bad])]
-            for q in quarantine_rows(frame, bad, "validate", "expectation_failed", reasons, self.run_id):
-                yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-            frame = frame[~bad]
-        if len(frame):
-            yield ReadingBatch(frame.reset_index(drop=True))
+            records += quarantine_rows(rest, bad, "validate", "expectation_failed", reasons, self.run_id)
+            keep[np.flatnonzero(keep)[bad]] = False
+        return records, keep
 
 
 def cheap_checks(frame, channels: tuple, earliest_us: int, latest_us: int) -> list:
@@ -113,9 +158,12 @@ class ValidateReadings(beam.PTransform):
     Checks, in order: the channel is one the model knows; the timestamp is within ``[earliest_us,
     latest_us]``; the great-expectations ``suite`` (a suite dict, see ``seqwatch.schemas.validation``)."""
 
-    def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int):
+    def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int,
+                 merge_below: int = 0):
+        """``merge_below`` (batch runs only: it holds batches until the bundle ends): batches of fewer readings are
+        judged together (``_ValidateBatch``)."""
         super().__init__()
-        self._fn = _ValidateBatch(tuple(channels), suite, run_id, earliest_us, latest_us)
+        self._fn = _ValidateBatch(tuple(channels), suite, run_id, earliest_us, latest_us, merge_below)
 
     def expand(self, batches):
         return batches | "CheckReadings" >> beam.ParDo(self._fn).with_outputs(QUARANTINE, main="valid")

@@ -114,3 +114,65 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
     assert left_out == {"monotonic_decrease": 1}
     assert first == {"monotonic_decrease": "meter 'energy_kwh' went back from 11.0 to 9.5"}
     assert kept["line"].tolist() == [2, 3, 5, 6, 7, 8, 9]
+
+
+def _sourced(rows, source):
+    n = len(rows)
+    return ReadingBatch.from_columns(["e1"] * n, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                     [source] * n, [r[3] for r in rows])
+
+
+def test_small_batches_are_judged_together_with_the_same_verdicts_and_leave_in_order():
+    """A batch run holds batches below ``merge_below`` readings (small files') and validates them in one call:
+    each batch still leaves as itself minus its failing rows, in the order it came (a file's batches stay
+    together downstream), a large batch first lets the held ones out, and the quarantined records are the same."""
+    from apache_beam.utils.windowed_value import WindowedValue
+
+    from seqwatch.pipelines.validate import _ValidateBatch
+
+    batches = [_sourced(ROWS[:4], "a.csv"), _sourced(ROWS[4:], "b.csv"), _sourced(ROWS * 3, "c.csv"),
+               _sourced(ROWS[::2], "d.csv")]
+
+    def run(merge_below):
+        fn = _ValidateBatch(CHANNELS, load_suite_dict("sensor"), "r1", EARLIEST, LATEST, merge_below)
+        fn.setup()
+        fn.start_bundle()
+        out = [o for b in batches for o in fn.process(b, 0, None)] + list(fn.finish_bundle())
+        unwrap = [(o.tag, o.value) if isinstance(o, beam.pvalue.TaggedOutput) else (None, o) for o in out]
+        unwrap = [(tag, v.value if isinstance(v, WindowedValue) else v) for tag, v in unwrap]
+        valid = [v.frame[["source", "line"]].astype(str).values.tolist() for tag, v in unwrap if tag is None]
+        records = sorted(v for tag, v in unwrap if tag is not None)
+        return valid, records, out
+
+    alone, alone_records, _ = run(0)
+    merged, merged_records, out = run(20)  # a, b and d are below 20 readings, c (24) is not
+    assert merged == alone and merged_records == alone_records
+    assert [rows[0][0] for rows in merged] == ["a.csv", "b.csv", "c.csv", "d.csv"]
+    assert len(alone_records) == 6 + 18 + 3  # ROWS has 6 failing rows; d holds lines 2, 4, 6, 8 (3 failing)
+    # Held batches leave stamped with their own timestamp and window once judged: a and b when c comes (c goes
+    # through as it is), d when the bundle ends.
+    main = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
+    assert [type(o).__name__ for o in main] == ["WindowedValue", "WindowedValue", "ReadingBatch", "WindowedValue"]
+    assert {(o.timestamp.micros, tuple(o.windows)) for o in main if isinstance(o, WindowedValue)} == {(0, (None,))}
+
+
+def test_merged_validation_in_a_pipeline_gives_what_batch_by_batch_validation_gives():
+    batches = [_sourced(ROWS, f"f{i}.csv") for i in range(6)]
+
+    def outputs(p, label, merge_below):
+        out = (p | f"Create{label}" >> beam.Create(batches)
+               | label >> ValidateReadings(CHANNELS, load_suite_dict("sensor"), "r1", EARLIEST, LATEST, merge_below))
+        valid = out.valid | f"Rows{label}" >> beam.FlatMap(
+            lambda b: [tuple(map(str, r)) for r in b.frame[["source", "line"]].itertuples(index=False)])
+        return valid, out.quarantine
+
+    with TestPipeline() as p:
+        valid, quarantine = outputs(p, "Alone", 0)
+        valid_merged, quarantine_merged = outputs(p, "Merged", 30)
+        expected = [(f"f{i}.csv", str(line)) for i in range(6) for line in (2, 9)]
+        assert_that(valid, equal_to(expected), label="ValidAlone")
+        assert_that(valid_merged, equal_to(expected), label="ValidMerged")
+        assert_that(quarantine_merged | "CountMerged" >> beam.combiners.Count.Globally(), equal_to([36]),
+                    label="QuarantineMerged")
+        assert_that(quarantine | "CountAlone" >> beam.combiners.Count.Globally(), equal_to([36]),
+                    label="QuarantineAlone")
