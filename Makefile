@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration clean
+.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration bench-small-files clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench-csv: $(STAMP)
 
 bench-calibration: $(STAMP)
 	$(BIN)/python benchmarks/calibration_cost.py
+
+bench-small-files: $(STAMP)
+	$(BIN)/python benchmarks/small_files.py
 
 bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py
