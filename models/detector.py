@@ -16,6 +16,7 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,17 @@ def rising_channel_note(rising: dict) -> str:
 
 class InsufficientDataError(ValueError):
     """Too little normal data to train and calibrate a detector."""
+
+
+class TrainingParts(NamedTuple):
+    """What ``Seq2SeqDetector`` cuts from training readings: the ``windows`` of each part (``train``,
+    ``validation``, ``calibration``), each entity's present training ``rows`` (for the notes on constant and
+    rising channels), and the same rows as the scaler sees them (``scaler_rows``: cumulative channels as
+    increments, NaN where the step before is missing)."""
+
+    windows: dict
+    rows: list
+    scaler_rows: list
 
 
 @dataclass(frozen=True)
@@ -330,7 +342,7 @@ class Seq2SeqDetector:
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
-        windows, _, _ = self._split_windows(frame, holdout, fixed_geometry=True)
+        windows = self._split_windows(frame, holdout, fixed_geometry=True).windows
         done = int(self.metrics.get("fine_tunes", 0))
         kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
                 if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
@@ -362,12 +374,11 @@ class Seq2SeqDetector:
                                      f"readings every {self.step_us / 1e6:g}s")
 
     def _split_windows(self, frame: pd.DataFrame, holdout: pd.DataFrame | None = None,
-                       fixed_geometry: bool = False) -> tuple[dict, list, list]:
+                       fixed_geometry: bool = False) -> TrainingParts:
         """Train/validation/calibration windows of ``length + horizon`` steps: each entity's grid cut
         chronologically into the three parts, or, with ``holdout``, every grid of ``frame`` for training and
-        every holdout grid for both validation and calibration (see ``fit``); also the present training rows of
-        each entity, and the same rows as the scaler sees them (cumulative channels as increments, NaN where the
-        step before is missing). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
+        every holdout grid for both validation and calibration (see ``fit``); with the training rows
+        (``TrainingParts``). Raises ``InsufficientDataError`` when a part fills fewer than 20 windows."""
         cfg = self.config
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         vf, cf = cfg.training.validation_fraction, cfg.training.calibration_fraction
@@ -407,7 +418,7 @@ class Seq2SeqDetector:
                 raise InsufficientDataError(
                     f"the {name} part of the {source} fills only {len(w)} windows of {length + horizon} steps "
                     f"(need >= 20): {advice}")
-        return windows, train_values, scaler_values
+        return TrainingParts(windows, train_values, scaler_values)
 
     def _sparse_advice(self, frame: pd.DataFrame, fixed_geometry: bool) -> str:
         """Why no window is complete when a channel's readings come further apart than ``max_gap`` bridges

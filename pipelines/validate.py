@@ -87,35 +87,38 @@ class _ValidateBatch(beam.DoFn):
             return self._judge_held()
 
     def _judge_held(self) -> list:
-        """The held batches judged in one call, as timestamped outputs: each batch's kept rows, then the records."""
+        """The held batches judged in one call, as outputs stamped with their own batch's timestamp and window:
+        each batch's kept rows, then the quarantined records."""
         held, self._held, self._held_readings = self._held, [], 0
         if not held:
             return []
         frames = [batch.frame for batch, _, _ in held]
         records, keep = self._judge(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True))
-        out, start = [], 0
-        for (batch, timestamp, window), frame in zip(held, frames):
+        starts = np.cumsum([0] + [len(frame) for frame in frames])
+        out = []
+        for (_, timestamp, window), frame, start in zip(held, frames, starts.tolist()):
             kept = keep[start:start + len(frame)]
-            start += len(frame)
             if kept.any():
                 out.append(WindowedValue(ReadingBatch(frame[kept].reset_index(drop=True)), timestamp, [window]))
-        timestamp, window = held[0][1], held[0][2]
-        out += [beam.pvalue.TaggedOutput(QUARANTINE, WindowedValue(q, timestamp, [window])) for q in records]
+        for row, q in records:
+            _, timestamp, window = held[int(np.searchsorted(starts, row, side="right")) - 1]
+            out.append(beam.pvalue.TaggedOutput(QUARANTINE, WindowedValue(q, timestamp, [window])))
         return out
 
     def _validate(self, batch: ReadingBatch):
         records, keep = self._judge(batch.frame)
-        for q in records:
+        for _, q in records:
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         if keep.any():
             yield ReadingBatch(batch.frame[keep].reset_index(drop=True))
 
     def _judge(self, frame) -> tuple[list, np.ndarray]:
-        """``(quarantined records, rows kept)`` of a reading frame: the cheap checks, then the suite."""
+        """``([(row, quarantined record)], rows kept)`` of a reading frame: the cheap checks, then the suite."""
         records = []
         checks = cheap_checks(frame, self.channels, self.earliest_us, self.latest_us)
         for mask, code, reason in checks:
-            records += quarantine_rows(frame, mask, "validate", code, reason, self.run_id)
+            records += zip(np.flatnonzero(mask).tolist(),
+                           quarantine_rows(frame, mask, "validate", code, reason, self.run_id))
         keep = ~np.logical_or.reduce([mask for mask, _, _ in checks])
         rest = frame[keep]
         failed = self._validator.failures(rest)
@@ -124,8 +127,10 @@ class _ValidateBatch(beam.DoFn):
             rows = rest[bad]
             reasons = [f"channel {channel!r} value {value!r} failed {self._validator.descriptions[i]}"
                        for channel, value, i in zip(rows["channel"], rows["value"], failed[bad])]
-            records += quarantine_rows(rest, bad, "validate", "expectation_failed", reasons, self.run_id)
-            keep[np.flatnonzero(keep)[bad]] = False
+            failing = np.flatnonzero(keep)[bad]
+            records += zip(failing.tolist(),
+                           quarantine_rows(rest, bad, "validate", "expectation_failed", reasons, self.run_id))
+            keep[failing] = False
         return records, keep
 
 

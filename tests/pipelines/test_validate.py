@@ -137,7 +137,7 @@ def test_small_batches_are_judged_together_with_the_same_verdicts_and_leave_in_o
         fn = _ValidateBatch(CHANNELS, load_suite_dict("sensor"), "r1", EARLIEST, LATEST, merge_below)
         fn.setup()
         fn.start_bundle()
-        out = [o for b in batches for o in fn.process(b, 0, None)] + list(fn.finish_bundle())
+        out = [o for i, b in enumerate(batches) for o in fn.process(b, i, None)] + list(fn.finish_bundle())
         unwrap = [(o.tag, o.value) if isinstance(o, beam.pvalue.TaggedOutput) else (None, o) for o in out]
         unwrap = [(tag, v.value if isinstance(v, WindowedValue) else v) for tag, v in unwrap]
         valid = [v.frame[["source", "line"]].astype(str).values.tolist() for tag, v in unwrap if tag is None]
@@ -149,11 +149,15 @@ def test_small_batches_are_judged_together_with_the_same_verdicts_and_leave_in_o
     assert merged == alone and merged_records == alone_records
     assert [rows[0][0] for rows in merged] == ["a.csv", "b.csv", "c.csv", "d.csv"]
     assert len(alone_records) == 6 + 18 + 3  # ROWS has 6 failing rows; d holds lines 2, 4, 6, 8 (3 failing)
-    # Held batches leave stamped with their own timestamp and window once judged: a and b when c comes (c goes
-    # through as it is), d when the bundle ends.
+    # Held batches leave stamped with their own timestamp (here: their position) and window once judged: a and b
+    # when c comes (c goes through as it is), d when the bundle ends; so do their quarantined records.
     main = [o for o in out if not isinstance(o, beam.pvalue.TaggedOutput)]
     assert [type(o).__name__ for o in main] == ["WindowedValue", "WindowedValue", "ReadingBatch", "WindowedValue"]
-    assert {(o.timestamp.micros, tuple(o.windows)) for o in main if isinstance(o, WindowedValue)} == {(0, (None,))}
+    assert [(o.timestamp.micros, tuple(o.windows)) for o in main if isinstance(o, WindowedValue)] == [
+        (0, (None,)), (1_000_000, (None,)), (3_000_000, (None,))]
+    stamped = {(o.value.value.source, o.value.timestamp.micros) for o in out
+               if isinstance(o, beam.pvalue.TaggedOutput) and isinstance(o.value, WindowedValue)}
+    assert stamped == {("a.csv", 0), ("b.csv", 1_000_000), ("d.csv", 3_000_000)}
 
 
 def test_merged_validation_in_a_pipeline_gives_what_batch_by_batch_validation_gives():
