@@ -22,11 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import log, train_demo_shape
 from sections import replace_section
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def calibration_alone(n: int = 20_000) -> float:
@@ -48,9 +45,6 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    from seqwatch.models.artifact import save_artifact
-    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
-    from seqwatch.models.detector import Seq2SeqDetector
     from seqwatch.models.synthetic import generate_sensor_data
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.config import RunConfig
@@ -58,13 +52,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     steps = 2_500 if args.quick else 25_000
     work = Path(tempfile.mkdtemp(prefix="seqwatch-calibration-cost-"))
-    log("training the demo's model shape (window 32, stride 8)")
-    train, _ = generate_sensor_data(4, 3000, 10, seed=11)
-    config = DetectorConfig(ArchitectureConfig(cell="lstm", units=32),
-                            WindowConfig(length=32, stride=8, max_gap=3),
-                            TrainingConfig(epochs=3 if args.quick else 10, batch_size=128, patience=3))
-    model_dir = save_artifact(Seq2SeqDetector(config, model_id="calibration-cost").fit(train, progress=False),
-                              work / "model")
+    model_dir = train_demo_shape(work, "calibration-cost", 3 if args.quick else 10)
     readings, _ = generate_sensor_data(8, steps, 10, seed=3, anomalies_per_entity=2)
     (work / "in").mkdir()
     for entity, part in readings.groupby("entity_id"):

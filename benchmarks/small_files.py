@@ -25,14 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench_common import log, train_demo_shape
 from sections import replace_section
 
 STEP_S = 10
 CHANNELS = ("flow", "pressure", "temperature", "vibration")
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def write_inputs(work: Path, pumps: int, hours: int) -> tuple[list, Path, int]:
@@ -58,19 +55,6 @@ def write_inputs(work: Path, pumps: int, hours: int) -> tuple[list, Path, int]:
     pd.concat(parts, ignore_index=True).to_csv(work / "one.csv", index=False, float_format="%.4f")
     files = sorted(str(p) for p in (work / "hourly").rglob("*.csv"))
     return files, work / "one.csv", pumps * hours * steps * len(CHANNELS)
-
-
-def train_model(work: Path, quick: bool) -> Path:
-    from seqwatch.models.artifact import save_artifact
-    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
-    from seqwatch.models.detector import Seq2SeqDetector
-    from seqwatch.models.synthetic import generate_sensor_data
-
-    history, _ = generate_sensor_data(4, 3000, STEP_S, seed=11)
-    config = DetectorConfig(ArchitectureConfig(cell="lstm", units=32), WindowConfig(length=32, stride=8, max_gap=3),
-                            TrainingConfig(epochs=2 if quick else 5, batch_size=128, patience=3))
-    detector = Seq2SeqDetector(config, model_id="small-files").fit(history, progress=False)
-    return save_artifact(detector, work / "model")
 
 
 def per_file_stages(files: list, repeats: int) -> dict:
@@ -121,8 +105,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="seqwatch-small-files-"))
     log(f"writing {pumps} pumps x {hours} hourly files, and the same rows in one file")
     files, one, readings = write_inputs(work, pumps, hours)
-    log("training the demo's model shape (window 32, stride 8)")
-    model_dir = train_model(work, args.quick)
+    model_dir = train_demo_shape(work, "small-files", 2 if args.quick else 5)
 
     inputs = {"hourly files": (str(work / "hourly"), InputMapping(format="wide")),
               "one file": (str(one), InputMapping(format="wide", entity={"column": "entity_id"}))}

@@ -31,15 +31,12 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import log  # noqa: E402
 from sections import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "speed"
 WINDOW, STRIDE, UNITS = 64, 16, 64
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def make_readings(n_readings: int, n_entities: int, seed: int = 0) -> pd.DataFrame:

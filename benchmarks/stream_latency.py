@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import log  # noqa: E402
 from sections import replace_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,10 +61,6 @@ RUNNER_ARGS = {
 KAFKA_LIBS = REPO / ".tools" / "kafka" / "libs"
 OUT = REPO / "benchmarks" / "out" / "stream"
 WINDOW, STRIDE, UNITS, STEP_S = 16, 4, 16, 1
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:

@@ -26,15 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench_common import log
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "validation_cost"
 WINDOW, STRIDE, UNITS = 64, 16, 64
 NOW_US = 1_796_083_200_000_000  # 2026-12-01: fixed, so "the future" does not move between runs
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def make_inputs(n_readings: int, n_entities: int, folder: Path) -> pd.DataFrame:

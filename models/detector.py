@@ -251,9 +251,8 @@ class Seq2SeqDetector:
 
     @property
     def window_dtype(self) -> type:
-        """What windows are cut as: float32, or float64 for a model with cumulative channels, whose increments a
-        float32 reading would not hold (a meter at 123,456,789 Wh is held to the nearest 8 Wh)."""
-        return np.float64 if self.config.window.cumulative_channels else np.float32
+        """What windows are cut as (``windowing.window_dtype``: float64 with cumulative channels)."""
+        return windowing.window_dtype(self.config.window.cumulative_channels)
 
     @property
     def _cumulative(self) -> list:

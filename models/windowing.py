@@ -224,6 +224,12 @@ def build_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray,
     return Grid(first_step, filled, observed, ~np.isnan(filled).any(axis=1))
 
 
+def window_dtype(cumulative_channels) -> type:
+    """What a model's windows are cut as: float32, or float64 for a model with cumulative channels, whose
+    increments a float32 reading would not hold (a meter at 123,456,789 Wh is held to the nearest 8 Wh)."""
+    return np.float64 if cumulative_channels else np.float32
+
+
 def step_increments(values: np.ndarray, columns, first: float = 0.0) -> np.ndarray:
     """``values`` ``[..., T, C]`` as float64 with each of ``columns`` replaced by its increase over the step
     before (``x[t] - x[t-1]``) and ``first`` at step 0, which has no step before in the array; other channels

@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from seqwatch.models.windowing import window_dtype
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
@@ -136,7 +137,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         raise RunError(clash)
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
-                   model_source, spans, precise_windows=bool(window.get("cumulative_channels")))
+                   model_source, spans, window_dtype(window.get("cumulative_channels")))
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:

@@ -407,9 +407,8 @@ class _Quarantine(NamedTuple):
             if self.since_s is None:
                 dataset = ds.dataset(folder, format="parquet")
             else:
-                from apache_beam.io.filesystems import FileSystems
-                found = FileSystems.match([FileSystems.join(folder, "**.parquet")])
-                files = [m.path for r in found for m in r.metadata_list if m.last_updated_in_seconds >= self.since_s]
+                from seqwatch.pipelines.streaming import written_since
+                files = written_since(os.path.join(folder, "**.parquet"), self.since_s)
                 if not files:
                     return None
                 dataset = ds.dataset(files, format="parquet")

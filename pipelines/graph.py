@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import BuildAlerts
@@ -57,7 +58,7 @@ class RunPlan:
     latest_us: int
     model_source: str = ""  # --model-dir as given (an artifact or a model root); config.model_dir is the version
     spans: object = None  # batch: a locality.FileSpans of the inputs, for panes cut without the GroupByKey
-    precise_windows: bool = False  # windows cut as float64: the model has cumulative channels (a meter's steps)
+    window_dtype: type = np.float32  # what windows are cut as (models.windowing.window_dtype)
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -82,7 +83,7 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s,
                                                                None if streaming else plan.spans,
-                                                               plan.precise_windows)
+                                                               plan.window_dtype)
     to_score = windows.windows
     if not streaming:
         # Batch: RunInference batches only elements of the same window, and each pane is a window of its own,

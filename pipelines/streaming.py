@@ -25,6 +25,7 @@ from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
+from seqwatch.models.windowing import window_dtype
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
@@ -150,7 +151,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
-                   precise_windows=bool(window.get("cumulative_channels")))
+                   window_dtype=window_dtype(window.get("cumulative_channels")))
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
@@ -176,13 +177,20 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
                                  watch_models_s, archive_window_s)
 
 
-def counts_files(output: str, since_s: float | None = None) -> list:
-    """The ``counts/*.json`` files under ``output``; with ``since_s`` (a time.time()), only those written since
-    then, so that a stream's totals leave out an earlier stream's into the same folder."""
+def written_since(pattern: str, since_s: float | None = None) -> list:
+    """The files matching ``pattern`` (any file system Beam reads); with ``since_s`` (a time.time()), only those
+    written since then, so that a stream's totals and notices leave out an earlier stream's into the same folder."""
     from apache_beam.io.filesystems import FileSystems
 
-    found = FileSystems.match([FileSystems.join(output, "counts", "*.json")])
+    found = FileSystems.match([pattern])
     return [m.path for r in found for m in r.metadata_list if since_s is None or m.last_updated_in_seconds >= since_s]
+
+
+def counts_files(output: str, since_s: float | None = None) -> list:
+    """The ``counts/*.json`` files under ``output`` (written since ``since_s``: ``written_since``)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return written_since(FileSystems.join(output, "counts", "*.json"), since_s)
 
 
 def stream_totals(output: str, since_s: float | None = None) -> tuple[dict, int]:

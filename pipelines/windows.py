@@ -266,12 +266,12 @@ class _PaneCutter:
     """Cuts the windows that end in one (entity, pane) from the pane's pieces (no Beam state: used by the
     GroupByKey path and by the local path alike)."""
 
-    def __init__(self, spec: PaneSpec, channels: tuple, run_id: str, rules=None, precise: bool = False):
+    def __init__(self, spec: PaneSpec, channels: tuple, run_id: str, rules=None, dtype: type = np.float32):
         self.spec = spec
         self.channels = channels
         self.run_id = run_id
         self.rules = rules
-        self.dtype = np.float64 if precise else np.float32  # see Seq2SeqDetector.window_dtype
+        self.dtype = dtype  # the windows' (models.windowing.window_dtype)
 
     def cut(self, entity: str, pane: int, parts):
         """The outputs of one pane: its ``WindowBatch`` and, tagged, its quarantined readings and counts."""
@@ -434,15 +434,15 @@ class WindowReadings(beam.PTransform):
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
                  run_id: str, allowed_lateness_s: float = 0.0, rules=None, keep_open_s: float = 0.0, spans=None,
-                 precise: bool = False):
+                 dtype: type = np.float32):
         """``allowed_lateness_s`` (streaming): each pane waits this long in event time after its context before
         it is scored, so readings up to that late are still scored; later ones are quarantined (see
         ``seqwatch.pipelines.streaming``). ``rules``: a suite's ``StatefulRules`` (monotone meters, stuck
         channels), checked per pane in event-time order. ``spans`` (batch only; a
         ``seqwatch.pipelines.locality.FileSpans`` of the input files): panes that one file holds alone are cut
         as soon as that file has been read, without the GroupByKey; their windows leave on ``cut_here``, in the
-        global window (the same windows, timestamps and counts as through the GroupByKey). ``precise``: cut the
-        windows as float64, for a model with cumulative channels (``Seq2SeqDetector.window_dtype``)."""
+        global window (the same windows, timestamps and counts as through the GroupByKey). ``dtype``: what the
+        windows are cut as (``seqwatch.models.windowing.window_dtype``: float64 for cumulative channels)."""
         super().__init__()
         self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
         self.channels = tuple(channels)
@@ -452,10 +452,10 @@ class WindowReadings(beam.PTransform):
         self.rules = rules
         self.keep_open_s = keep_open_s
         self.spans = spans
-        self.precise = precise
+        self.dtype = dtype
 
     def expand(self, batches):
-        cutter = _PaneCutter(self.spec, self.channels, self.run_id, self.rules, self.precise)
+        cutter = _PaneCutter(self.spec, self.channels, self.run_id, self.rules, self.dtype)
         keyed = (batches
                  | "KeyByPane" >> beam.ParDo(_KeyByPane(self.pane_windows, self.spans, cutter))
                  .with_outputs(QUARANTINE, COUNTS, CUT_HERE, main="pieces"))
