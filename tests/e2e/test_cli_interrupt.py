@@ -19,7 +19,14 @@ def test_ctrl_c_stops_a_stream_with_one_sentence(small_model_dir, tmp_path):
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
                "--speed", "5", "--model-dir", str(small_model_dir), "--output", str(out)]  # ~100 minutes of replay
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        # As from a terminal: tests started in the background (`make test &`, some CI shells) have SIGINT ignored,
+        # a child inherits that, and Python leaves it ignored, so the Ctrl-C would never arrive. A handled signal
+        # is reset to the default in the child.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         deadline = time.monotonic() + 120
         while "seqwatch stream: replay:" not in log_path.read_text() and time.monotonic() < deadline:
             assert process.poll() is None, log_path.read_text()[-2000:]
