@@ -363,13 +363,12 @@ def _run_config(args):
 
 
 def _is_direct_runner(beam_args) -> bool:
-    """Whether the Beam flags run on the DirectRunner (also when they name no runner: the default)."""
+    """Whether the Beam flags name the DirectRunner (a stream that names no runner runs on Prism)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from seqwatch.pipelines.runners import runner_name
+    from seqwatch.pipelines.runners import DIRECT_RUNNERS, runner_name
 
-    name = runner_name(PipelineOptions(beam_args)) or "directrunner"
-    return name in ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
+    return runner_name(PipelineOptions(beam_args)) in DIRECT_RUNNERS
 
 
 def _check_positive_seconds(flag: str, seconds: float | None) -> None:
@@ -598,6 +597,7 @@ def cmd_replay(args, beam_args) -> int:
 def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines import broker_sources
     from seqwatch.pipelines.batch import RunError
+    from seqwatch.pipelines.runners import StreamRunnerError, stream_runner_args
     from seqwatch.pipelines.sources import expand_inputs
     from seqwatch.pipelines.sinks import prepare_output_folder
     from seqwatch.pipelines.streaming import counts_files, plan_stream, run_stream, stream_totals
@@ -610,10 +610,6 @@ def cmd_stream(args, beam_args) -> int:
     _check_seconds_or_zero("--allowed-lateness", args.allowed_lateness)
     if args.pane_steps < 0:
         raise CliError(f"--pane-steps must be a positive number of steps (0: the default), got {args.pane_steps}")
-    if args.online_calibration and _is_direct_runner(beam_args):
-        raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (--runner=PrismRunner ...): "
-                       "the DirectRunner's timers do not hold the watermark, so calibrated windows could reach the "
-                       "incident merge too late")
     align = None
     # The mapping: of the replayed files, or of the brokers' JSON messages (long: one reading per message, its
     # keys renamed by the mapping; wide: a key per channel, as devices publish their state).
@@ -673,6 +669,15 @@ def cmd_stream(args, beam_args) -> int:
         def make_source(run_id):
             return broker_sources.PubSubReadings(args.subscription, run_id, emulator_host=args.emulator_host,
                                                  **reading)
+    if args.online_calibration and _is_direct_runner(beam_args):
+        raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (leave out --runner: "
+                       "Prism): the DirectRunner's timers do not hold the watermark, so calibrated windows could "
+                       "reach the incident merge too late")
+    try:  # Prism unless --runner names another; its binary is looked for (or fetched) now, not when the job starts
+        beam_args = stream_runner_args(beam_args, args.source,
+                                       source_ends=args.source == "replay" or args.stop_after_idle is not None)
+    except StreamRunnerError as exc:
+        raise CliError(str(exc)) from None
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration)
@@ -782,7 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format_args(replay, mapping_help="a column mapping file: the keys it and the format flags set replace the "
                                           "original run's (--ignore adds to its list), the others stay as they were")
 
-    stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out")
+    stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out "
+                                           "(on Prism unless --runner names another runner)")
     stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True,
                         help="replay: play files on the wall clock; kafka, pubsub, mqtt: a broker of JSON readings "
                              "(one per message, or with --format wide a key per channel)")
@@ -874,19 +880,80 @@ def _quiet_logs() -> None:
         handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
         handler.setLevel(logging.WARNING)  # as Python's last-resort handler: runners' INFO lines stay out
         handler.addFilter(lambda record: not _interrupted_record(record))
+        # Prism's own log lines, relayed by Beam under this name with Prism's level after every logger's check
+        # ("empty transform, with payload ..." on each start): its errors only.
+        handler.addFilter(lambda record: record.name != "PrismRunner" or record.levelno >= logging.ERROR)
         root.addHandler(handler)
 
 
 def _interrupted_record(record) -> bool:
     """A log record of a step that stopped because of a Ctrl-C (Beam logs each one with its traceback)."""
     exc = record.exc_info[1] if record.exc_info else None
-    return (exc is not None and _interrupted(exc)) or str(record.msg).startswith("KeyboardInterrupt")
+    return ((exc is not None and (_interrupted(exc) or _CtrlC.caused()))
+            or str(record.msg).startswith("KeyboardInterrupt"))
+
+
+class _CtrlC:
+    """Whether a Ctrl-C has arrived, while ``_quiet_interrupts`` watches for one."""
+
+    watching = False
+    seen = None  # a threading.Event while watching
+
+    @classmethod
+    def caused(cls) -> bool:
+        """Whether a failure in a thread other than the main one came from a Ctrl-C: it waits up to 2 s for the
+        interrupt, which can reach the main thread after the runner it stopped has broken the thread's socket."""
+        import threading
+
+        return (cls.watching and threading.current_thread() is not threading.main_thread()
+                and cls.seen.wait(timeout=2.0))
+
+
+def _quiet_interrupts():
+    """Until the returned ``restore()`` is called: a Ctrl-C (SIGINT) raises KeyboardInterrupt as Python's own
+    handler does, and an exception that ends another thread after it, or that such a thread logs, is not printed.
+    A Ctrl-C in a terminal stops the runner's own process too (Prism, in the same process group), and the threads
+    that talked to it fail with gRPC tracebacks, which would bury the one line seqwatch prints. Nothing changes
+    where SIGINT is ignored (nohup, a background job) or handled by someone else."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        return lambda: None
+    previous_hook = threading.excepthook
+    _CtrlC.seen, _CtrlC.watching = threading.Event(), True
+
+    def on_interrupt(signum, frame):
+        _CtrlC.seen.set()
+        raise KeyboardInterrupt
+
+    def thread_failed(args):
+        if not _CtrlC.caused():
+            previous_hook(args)
+
+    def restore():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        threading.excepthook = previous_hook
+        _CtrlC.watching = False
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    threading.excepthook = thread_failed
+    return restore
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_logs()
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    restore = _quiet_interrupts()
+    try:
+        return _main(parser, args, beam_args)
+    finally:
+        restore()
+
+
+def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     unknown = [a for a in beam_args if a.startswith("--")]
     if args.command == "train" and unknown:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")

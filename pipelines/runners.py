@@ -9,18 +9,34 @@ key, as Beam's model promises; measured on this machine, a replay on Prism lost 
 of one entity's 119 batches in one run of four. Prism's own experiment ``prism_disable_sdf_split`` turns those
 runner-initiated splits off (a splittable DoFn still checkpoints itself), so every run on Prism, and on the
 DirectRunner (which in Beam 2.77 can hand a job to Prism), gets it.
+
+A stream (``seqwatch stream``) runs on Prism unless ``--runner`` names another runner (``stream_runner_args``).
+Beam's DirectRunner tries Prism for a streaming job too, but where it cannot download Prism's binary it falls back,
+without a word, to its batch runner, which reads the source to its end before any step after it runs: a broker
+stream then writes nothing and holds every message in memory, and a paced replay spins through hundreds of bundles
+a second (a replay at 5x real speed: 13 GB after 16 minutes, nothing written).
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 PRISM_NO_SPLIT = "prism_disable_sdf_split"
 # Runners whose options are all declared in ``apache_beam.options.pipeline_options``; another runner (Dask, a
 # runner of your own) may declare options in its own module, which is imported only when the job starts.
+DIRECT_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
+# ``make prism`` builds the binary here in a checkout (an editable install); an installed wheel has none.
+PRISM_IN_CHECKOUT = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "prism"
 RUNNERS_WITH_KNOWN_OPTIONS = ("", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
                               "prismrunner", "flinkrunner", "sparkrunner", "dataflowrunner", "portablerunner")
 
 
 class BeamFlagError(ValueError):
     """A flag passed on to Beam that Beam cannot take: one sentence."""
+
+
+class StreamRunnerError(ValueError):
+    """A stream that its runner could not run as a stream: one sentence with the fix."""
 
 
 def beam_option_parser():
@@ -73,3 +89,44 @@ def apply_runner_fixes(options):
         if PRISM_NO_SPLIT not in (debug.experiments or []):
             debug.add_experiment(PRISM_NO_SPLIT)
     return options
+
+
+def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> list[str]:
+    """The Beam flags a stream from ``source`` runs with: ``beam_args``, on Prism when they name no runner (the
+    checkout's ``make prism`` binary unless ``--prism_location`` names one; otherwise Beam's own, from its cache
+    or downloaded). Raises ``StreamRunnerError`` when Prism's binary cannot be had, and for the DirectRunner on a
+    source that does not end (a broker without ``--stop-after-idle``): where the DirectRunner cannot hand the job
+    to Prism it reads the source to its end before anything after it runs, and this one has none."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
+
+    args = list(beam_args)
+    options = PipelineOptions(args)
+    name = runner_name(options)
+    if name in DIRECT_RUNNERS and not source_ends:
+        raise StreamRunnerError(
+            f"a {source} stream without --stop-after-idle never ends, and the DirectRunner, where it cannot hand "
+            f"the job to Prism, runs a stream as one batch that writes nothing before its source ends: leave out "
+            f"--runner (Prism) or name a streaming runner (FlinkRunner, DataflowRunner)")
+    if not name:
+        args.append("--runner=PrismRunner")
+        if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
+            args.append(f"--prism_location={PRISM_IN_CHECKOUT}")
+        name = "prismrunner"
+    if name == "prismrunner":
+        prism_binary(PipelineOptions(args))
+    return args
+
+
+def prism_binary(options) -> str:
+    """The path of the Prism binary that ``options`` give Beam (``--prism_location``, Beam's cache, or a download,
+    as Beam's ``PrismJobServer`` resolves it); ``StreamRunnerError`` when there is none to be had."""
+    from apache_beam.runners.portability.prism_runner import PrismJobServer
+
+    try:
+        return PrismJobServer(options)._get_executable_path()
+    except Exception as exc:  # noqa: BLE001 - a download refused, a path that is no binary: all one message
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+        raise StreamRunnerError(
+            f"a stream runs on Prism unless --runner names another runner, and Prism's binary could not be had "
+            f"({reason}): build it with `make prism` (Go) and pass --prism_location=.tools/bin/prism, or name "
+            f"another streaming runner (FlinkRunner, DataflowRunner)") from None

@@ -416,8 +416,19 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "'sensor' (expectation_failed 2; the first expectation_failed: channel 'flow' value -9999.0 failed "
          "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) where "
          "channel.str.contains(\"flow\", case=False, regex=True))"),
-        ([*replay_stream, "--online-calibration"],
+        ([*replay_stream, "--online-calibration", "--runner=DirectRunner"],
          "--online-calibration in a stream needs Prism, Flink or Dataflow"),
+        # The DirectRunner runs a stream as one batch where it cannot hand it to Prism: a broker read that never
+        # ends would write nothing (and hold every message in memory).
+        (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--output",
+          str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--runner=DirectRunner"],
+         "a kafka stream without --stop-after-idle never ends, and the DirectRunner, where it cannot hand the job to "
+         "Prism, runs a stream as one batch that writes nothing before its source ends: leave out --runner (Prism) "
+         "or name a streaming runner (FlinkRunner, DataflowRunner)"),
+        ([*replay_stream, "--runner=PrismRunner", f"--prism_location={tmp_path / 'no-prism-here'}"],
+         "a stream runs on Prism unless --runner names another runner, and Prism's binary could not be had (Unable "
+         f"to parse binary URL \"{tmp_path / 'no-prism-here'}\"): build it with `make prism` (Go) and pass "
+         "--prism_location=.tools/bin/prism, or name another streaming runner (FlinkRunner, DataflowRunner)"),
         (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--output",
           str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--idle-watermark", "-5"],
          "--idle-watermark must be a positive number of seconds, got -5"),

@@ -136,7 +136,7 @@ def test_stream_flags_about_models_stop_with_one_clear_sentence(args, message, s
     args = [a.format(empty=tmp_path / "empty") for a in args]
     model = [] if "--model-dir" in args else ["--model-dir", str(small_model_dir)]
     code = main(["stream", "--source", "replay", "--input", str(tmp_path / "in.csv"), "--output",
-                 str(tmp_path / "o"), *model, *args])
+                 str(tmp_path / "o"), *model, *args, "--runner=DirectRunner"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert message in err[-1] and len(err) == 1

@@ -11,7 +11,9 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.testing.util import assert_that, equal_to
 
-from seqwatch.pipelines.runners import PRISM_NO_SPLIT, apply_runner_fixes, runner_name
+from seqwatch.pipelines import runners
+from seqwatch.pipelines.runners import (PRISM_NO_SPLIT, StreamRunnerError, apply_runner_fixes, runner_name,
+                                        stream_runner_args)
 
 
 @pytest.mark.parametrize("flags, fixed", [
@@ -33,6 +35,56 @@ def test_runner_name_is_the_class_name_in_lower_case():
     assert runner_name(PipelineOptions(["--runner=apache_beam.runners.portability.prism_runner.PrismRunner"])) == \
         "prismrunner"
     assert runner_name(PipelineOptions([])) == ""
+
+
+@pytest.fixture
+def checkout_prism(tmp_path, monkeypatch):
+    """A stand-in for the checkout's ``make prism`` binary (an executable file; nothing runs it here)."""
+    binary = tmp_path / "tools" / "prism"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setattr(runners, "PRISM_IN_CHECKOUT", binary)
+    return binary
+
+
+def test_a_stream_that_names_no_runner_runs_on_the_checkouts_prism(checkout_prism, tmp_path):
+    assert stream_runner_args(["--flush"], "kafka", source_ends=False) == [
+        "--flush", "--runner=PrismRunner", f"--prism_location={checkout_prism}"]
+    # A --prism_location of the user's own is kept.
+    own = tmp_path / "my-prism"
+    own.write_text("#!/bin/sh\n")
+    assert stream_runner_args([f"--prism_location={own}"], "replay", source_ends=True) == [
+        f"--prism_location={own}", "--runner=PrismRunner"]
+
+
+@pytest.mark.parametrize("flags, source, ends", [
+    (["--runner=DirectRunner"], "replay", True),  # a replay ends: the DirectRunner runs it as one batch
+    (["--runner=DirectRunner"], "kafka", True),  # --stop-after-idle
+    (["--runner=FlinkRunner", "--flink_master=[local]"], "kafka", False),
+    (["--runner=DataflowRunner"], "pubsub", False),
+])
+def test_a_stream_on_a_runner_it_names_keeps_its_flags(flags, source, ends, checkout_prism):
+    assert stream_runner_args(flags, source, source_ends=ends) == flags
+
+
+@pytest.mark.parametrize("source", ["kafka", "pubsub", "mqtt"])
+def test_the_direct_runner_is_refused_for_a_broker_stream_that_never_ends(source):
+    with pytest.raises(StreamRunnerError, match=f"^a {source} stream without --stop-after-idle never ends, and the "
+                                                f"DirectRunner, .* writes nothing before its source ends: leave out "
+                                                f"--runner \\(Prism\\)"):
+        stream_runner_args(["--runner=DirectRunner"], source, source_ends=False)
+
+
+def test_a_prism_binary_that_cannot_be_had_is_one_sentence_naming_the_fix(tmp_path):
+    with pytest.raises(StreamRunnerError) as raised:
+        stream_runner_args([f"--prism_location={tmp_path / 'none'}"], "replay", source_ends=True)
+    message = str(raised.value)
+    assert message.startswith("a stream runs on Prism unless --runner names another runner, and Prism's binary "
+                              "could not be had (")
+    assert message.endswith("build it with `make prism` (Go) and pass --prism_location=.tools/bin/prism, or name "
+                            "another streaming runner (FlinkRunner, DataflowRunner)")
+    assert "\n" not in message and str(tmp_path / "none") in message
 
 
 class _CountPerKey(beam.DoFn):

@@ -27,7 +27,8 @@ def test_an_unreachable_broker_is_one_sentence(small_model_dir, tmp_path):
     pytest.importorskip("paho.mqtt")
     result = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "mqtt",
                              "--mqtt-broker", "127.0.0.1:1", "--topic", "plant/#", "--model-dir",
-                             str(small_model_dir), "--output", str(tmp_path / "out")],
+                             str(small_model_dir), "--output", str(tmp_path / "out"), "--stop-after-idle", "5",
+                             "--runner=DirectRunner"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "cannot reach the MQTT broker at 127.0.0.1:1" in result.stderr
