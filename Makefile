@@ -19,13 +19,17 @@ demo: $(STAMP)
 
 # The streaming tests need Prism, Kafka's jars and the Pub/Sub emulator (streaming.mk); where one cannot be
 # provisioned, those tests skip and say why.
+# Two pytest-xdist workers (TEST_WORKERS=1: one process, in file order): the streaming tests, mostly waiting on
+# brokers, runners and event time, run on one while the other takes the rest (tests/conftest.py groups them).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(MAKE) streaming-tools || echo "make: streaming tools unavailable; tests/streaming will skip"
 	$(MAKE) airflow || echo "make: Airflow unavailable; tests/e2e/test_airflow_dag.py will skip"
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 # Airflow 3 in its own virtual environment (.tools/airflow), for the DAG in deploy/airflow and its test; its pins
 # (deploy/airflow/requirements.lock) are not seqwatch's, so it is kept apart from .venv.
