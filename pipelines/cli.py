@@ -889,7 +889,7 @@ def _quiet_logs() -> None:
 def _interrupted_record(record) -> bool:
     """A log record of a step that stopped because of a Ctrl-C (Beam logs each one with its traceback)."""
     exc = record.exc_info[1] if record.exc_info else None
-    return ((exc is not None and (_interrupted(exc) or _CtrlC.caused()))
+    return ((exc is not None and (_interrupted(exc) or _CtrlC.caused(exc)))
             or str(record.msg).startswith("KeyboardInterrupt"))
 
 
@@ -900,18 +900,19 @@ class _CtrlC:
     seen = None  # a threading.Event while watching
 
     @classmethod
-    def caused(cls) -> bool:
-        """Whether a failure in a thread other than the main one came from a Ctrl-C: it waits up to 2 s for the
-        interrupt, which can reach the main thread after the runner it stopped has broken the thread's socket."""
+    def caused(cls, exc: BaseException | None) -> bool:
+        """Whether ``exc``, a gRPC error in a thread other than the main one, came from a Ctrl-C that stopped the
+        runner on the other end: it waits up to 2 s for the interrupt, which can reach the main thread after the
+        runner's end has broken the thread's connection. Other failures are never held back."""
         import threading
 
-        return (cls.watching and threading.current_thread() is not threading.main_thread()
-                and cls.seen.wait(timeout=2.0))
+        return (cls.watching and type(exc).__module__.split(".")[0] == "grpc"
+                and threading.current_thread() is not threading.main_thread() and cls.seen.wait(timeout=2.0))
 
 
 def _quiet_interrupts():
     """Until the returned ``restore()`` is called: a Ctrl-C (SIGINT) raises KeyboardInterrupt as Python's own
-    handler does, and an exception that ends another thread after it, or that such a thread logs, is not printed.
+    handler does, and a gRPC error that ends another thread after it, or that such a thread logs, is not printed.
     A Ctrl-C in a terminal stops the runner's own process too (Prism, in the same process group), and the threads
     that talked to it fail with gRPC tracebacks, which would bury the one line seqwatch prints. Nothing changes
     where SIGINT is ignored (nohup, a background job) or handled by someone else."""
@@ -929,7 +930,7 @@ def _quiet_interrupts():
         raise KeyboardInterrupt
 
     def thread_failed(args):
-        if not _CtrlC.caused():
+        if not _CtrlC.caused(args.exc_value):
             previous_hook(args)
 
     def restore():

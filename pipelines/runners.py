@@ -22,11 +22,11 @@ import os
 from pathlib import Path
 
 PRISM_NO_SPLIT = "prism_disable_sdf_split"
-# Runners whose options are all declared in ``apache_beam.options.pipeline_options``; another runner (Dask, a
-# runner of your own) may declare options in its own module, which is imported only when the job starts.
 DIRECT_RUNNERS = ("directrunner", "bundlebaseddirectrunner", "switchingdirectrunner")
 # ``make prism`` builds the binary here in a checkout (an editable install); an installed wheel has none.
 PRISM_IN_CHECKOUT = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "prism"
+# Runners whose options are all declared in ``apache_beam.options.pipeline_options``; another runner (Dask, a
+# runner of your own) may declare options in its own module, which is imported only when the job starts.
 RUNNERS_WITH_KNOWN_OPTIONS = ("", "directrunner", "bundlebaseddirectrunner", "switchingdirectrunner",
                               "prismrunner", "flinkrunner", "sparkrunner", "dataflowrunner", "portablerunner")
 
