@@ -701,6 +701,10 @@ def cmd_stream(args, beam_args) -> int:
         print(f"seqwatch stream: {args.output}/counts already holds the counts of {earlier} flush window(s) of an "
               f"earlier stream; a window both streams write keeps this one's, and the totals below are this "
               f"stream's own (give each stream its own --output to keep them apart)", file=sys.stderr, flush=True)
+    if _is_direct_runner(beam_args):
+        print("seqwatch stream: the DirectRunner runs a stream as one batch where it cannot hand it to Prism: then "
+              "its outputs are written when the source ends (leave out --runner to stream on Prism)",
+              file=sys.stderr, flush=True)
     _log_incidents()
     run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
                args.watch_models, args.archive_readings)
