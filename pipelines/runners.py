@@ -92,9 +92,9 @@ def apply_runner_fixes(options):
 
 
 def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> list[str]:
-    """The Beam flags a stream from ``source`` runs with: ``beam_args``, on Prism when they name no runner (the
-    checkout's ``make prism`` binary unless ``--prism_location`` names one; otherwise Beam's own, from its cache
-    or downloaded). Raises ``StreamRunnerError`` when Prism's binary cannot be had, and for the DirectRunner on a
+    """The Beam flags a stream from ``source`` runs with: ``beam_args``, on Prism when they name no runner; on
+    Prism, the checkout's ``make prism`` binary unless ``--prism_location`` names one (without either, Beam's own,
+    from its cache or downloaded). Raises ``StreamRunnerError`` when Prism's binary cannot be had, and for the DirectRunner on a
     source that does not end (a broker without ``--stop-after-idle``): where the DirectRunner cannot hand the job
     to Prism it reads the source to its end before anything after it runs, and this one has none."""
     from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
@@ -109,10 +109,10 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
             f"--runner (Prism) or name a streaming runner (FlinkRunner, DataflowRunner)")
     if not name:
         args.append("--runner=PrismRunner")
-        if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
-            args.append(f"--prism_location={PRISM_IN_CHECKOUT}")
         name = "prismrunner"
     if name == "prismrunner":
+        if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
+            args.append(f"--prism_location={PRISM_IN_CHECKOUT}")
         prism_binary(PipelineOptions(args))
     return args
 

@@ -51,6 +51,9 @@ def checkout_prism(tmp_path, monkeypatch):
 def test_a_stream_that_names_no_runner_runs_on_the_checkouts_prism(checkout_prism, tmp_path):
     assert stream_runner_args(["--flush"], "kafka", source_ends=False) == [
         "--flush", "--runner=PrismRunner", f"--prism_location={checkout_prism}"]
+    # Prism named without a location: the checkout's too (Beam would download its own).
+    assert stream_runner_args(["--runner=PrismRunner"], "replay", source_ends=True) == [
+        "--runner=PrismRunner", f"--prism_location={checkout_prism}"]
     # A --prism_location of the user's own is kept.
     own = tmp_path / "my-prism"
     own.write_text("#!/bin/sh\n")
