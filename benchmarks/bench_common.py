@@ -1,9 +1,12 @@
-"""What the speed benchmarks share: a timestamped progress line, and a model of the demo's shape."""
+"""What the speed benchmarks share: a timestamped progress line, a model of the demo's shape, and timed runs of
+variants taken in turn."""
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 
 def log(text: str) -> None:
@@ -24,3 +27,19 @@ def train_demo_shape(work: Path, model_id: str, epochs: int) -> Path:
                             TrainingConfig(epochs=epochs, batch_size=128, patience=3))
     detector = Seq2SeqDetector(config, model_id=model_id).fit(history, progress=False)
     return save_artifact(detector, work / "model")
+
+
+def alternating_medians(labels, run: Callable[[str, int], object], repeats: int) -> dict[str, float]:
+    """Each variant's median seconds over ``repeats`` rounds that run every variant in turn (so that the machine's
+    drift falls on all alike), after a first round that only warms up (imports, the compiled model, caches);
+    ``run(label, repeat)`` runs one once."""
+    times: dict[str, list] = {label: [] for label in labels}
+    for repeat in range(repeats + 1):
+        for label in times:
+            t0 = time.perf_counter()
+            run(label, repeat)
+            seconds = time.perf_counter() - t0
+            log(f"run {repeat}, {label}: {seconds:.1f} s")
+            if repeat:
+                times[label].append(seconds)
+    return {label: statistics.median(values) for label, values in times.items()}

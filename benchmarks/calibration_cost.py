@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import log, train_demo_shape
+from bench_common import alternating_medians, log, train_demo_shape
 from sections import replace_section
 
 
@@ -60,20 +59,18 @@ def main(argv=None) -> int:
     per_window = calibration_alone()
     log(f"calibration alone: {per_window * 1e6:.0f} us per window")
 
-    times = {False: [], True: []}
-    windows = None
-    for repeat in range(args.repeats + 1):  # the first pair warms up (imports, compiled model)
-        for calibrated in (False, True):
-            t0 = time.perf_counter()
-            manifest = run_batch(RunConfig(inputs=(str(work / "in" / "*.parquet"),),
-                                           output=str(work / f"out-{repeat}-{calibrated}"), model_dir=str(model_dir),
-                                           online_calibration=calibrated), ["--runner=DirectRunner"])
-            seconds = time.perf_counter() - t0
-            windows = manifest["stages"]["windows_scored"]
-            log(f"run {repeat} {'with' if calibrated else 'without'} online calibration: {seconds:.1f} s")
-            if repeat:
-                times[calibrated].append(seconds)
-    plain, with_it = statistics.median(times[False]), statistics.median(times[True])
+    calibrated = {"without online calibration": False, "with online calibration": True}
+    windows = []
+
+    def run(label: str, repeat: int) -> None:
+        manifest = run_batch(RunConfig(inputs=(str(work / "in" / "*.parquet"),),
+                                       output=str(work / f"out-{repeat}-{calibrated[label]}"), model_dir=str(model_dir),
+                                       online_calibration=calibrated[label]), ["--runner=DirectRunner"])
+        windows.append(manifest["stages"]["windows_scored"])
+
+    medians = alternating_medians(calibrated, run, args.repeats)
+    plain, with_it = medians["without online calibration"], medians["with online calibration"]
+    windows = windows[-1]
     text = "\n".join([
         "## Online calibration cost", "",
         f"Command: `make bench-calibration` (= `.venv/bin/python benchmarks/calibration_cost.py`), run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench_common import log, train_demo_shape
+from bench_common import alternating_medians, log, train_demo_shape
 from sections import replace_section
 
 STEP_S = 10
@@ -109,18 +109,15 @@ def main(argv=None) -> int:
 
     inputs = {"hourly files": (str(work / "hourly"), InputMapping(format="wide")),
               "one file": (str(one), InputMapping(format="wide", entity={"column": "entity_id"}))}
-    times: dict = {name: [] for name in inputs}
-    for repeat in range(args.repeats + 1):  # the first pair warms up (imports, compiled model, suite cache)
-        for name, (path, mapping) in inputs.items():
-            t0 = time.perf_counter()
-            manifest = run_batch(RunConfig(inputs=(path,), output=str(work / f"out-{repeat}-{name[0]}"),
-                                           model_dir=str(model_dir), mapping=mapping), ["--runner=DirectRunner"])
-            seconds = time.perf_counter() - t0
-            assert manifest["records_in"] == readings == manifest["records_scored"], manifest
-            log(f"run {repeat}, {name}: {seconds:.1f} s")
-            if repeat:
-                times[name].append(seconds)
-    many, single = statistics.median(times["hourly files"]), statistics.median(times["one file"])
+
+    def run(name: str, repeat: int) -> None:
+        path, mapping = inputs[name]
+        manifest = run_batch(RunConfig(inputs=(path,), output=str(work / f"out-{repeat}-{name[0]}"),
+                                       model_dir=str(model_dir), mapping=mapping), ["--runner=DirectRunner"])
+        assert manifest["records_in"] == readings == manifest["records_scored"], manifest
+
+    medians = alternating_medians(inputs, run, args.repeats)
+    many, single = medians["hourly files"], medians["one file"]
     log("the per-file stages alone")
     stages = per_file_stages(files, args.repeats)
     per_file = (many - single) / (len(files) - 1)

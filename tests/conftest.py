@@ -27,14 +27,13 @@ def pytest_collection_modifyitems(config, items):
     meanwhile. Without xdist nothing changes."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    streaming = []
+    streaming, rest = [], []
     for item in items:
         module = item.nodeid.split("::")[0]
         group = "streaming" if module.startswith("tests/streaming/") else module
         item.add_marker(pytest.mark.xdist_group(group))
-        if group == "streaming":
-            streaming.append(item)
-    items[:] = streaming + [item for item in items if item not in streaming]
+        (streaming if group == "streaming" else rest).append(item)
+    items[:] = streaming + rest
 
 
 def _shared_data(name: str) -> Path:
