@@ -186,6 +186,19 @@ class StreamOutputs:
         assert np.allclose(stream["peak_score"], batch["peak_score"], rtol=1e-6, atol=0.0)
 
     @staticmethod
+    def timeline(out: Path) -> str:
+        """When each output folder's files were written, in seconds after the first file: for the message of a
+        timing assertion (a stall in the panes shows as a gap)."""
+        files = [(f.stat().st_mtime, f.relative_to(out).parts[0]) for f in out.rglob("*") if f.is_file()]
+        if not files:
+            return "no file written"
+        first = min(t for t, _ in files)
+        folders = sorted({folder for _, folder in files})
+        return "; ".join(f"{folder}: " + " ".join(f"{t - first:.1f}" for t in sorted(t for t, name in files
+                                                                                    if name == folder))
+                         for folder in folders)
+
+    @staticmethod
     def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400):
         """Run ``command`` (its output to ``log_path``: a pipe would fill up) until it ends; returns
         ``(return code, log, seconds it ran on after its first alert file appeared, or None)``.

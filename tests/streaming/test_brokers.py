@@ -338,6 +338,49 @@ def test_kafka_readings_reconcile_on_prism(kafka_broker, prism_options, tmp_path
 
 
 @pytest.mark.slow
+def test_wide_kafka_messages_take_their_entity_from_the_message_key_on_prism(kafka_broker, prism_options, tmp_path):
+    """Devices that publish their state keyed by device name (``--entity-from-key``), through a real broker: each
+    channel key of a message is one reading of the key's entity, a message without a key or with a key that is
+    not text is quarantined with its reason, and every message comes out once."""
+    kafka_broker.create_topic("readings-wide-keyed", partitions=2)
+    n = 240  # 4 minutes of event time, a message a second
+    messages = [(f"pump-{i % 3}".encode(), {"ts": T0 + i, "flow": 0.5 * i, "pressure": float(i)}) for i in range(n)]
+    messages[50] = (None, messages[50][1])  # no key
+    messages[51] = (b"\xff\xfe", messages[51][1])  # a key that is not UTF-8 text
+    messages[52] = (b"pump-1", {"ts": T0 + 52})  # a key but no channel field
+    delivered: dict = {}
+    producer = kafka_broker.producer()
+    for i, (key, record) in enumerate(messages):
+        producer.produce("readings-wide-keyed", json.dumps(record).encode(), key=key, partition=i % 2,
+                         on_delivery=lambda err, msg, i=i: delivered.setdefault((msg.partition(), msg.offset()), i))
+        producer.poll(0)
+    assert producer.flush(30) == 0 and len(delivered) == n
+
+    mapping = InputMapping(format="wide", timestamp="ts", entity={"from_key": True})
+    with beam.Pipeline(options=prism_options()) as p:
+        read = p | "ReadKafka" >> KafkaReadings(kafka_broker.bootstrap_servers, "readings-wide-keyed", "run-wide",
+                                                start="earliest", stop_at_end=True, mapping=mapping,
+                                                align_to_window_s=WINDOW_S)
+        _write_windows(read, tmp_path)
+
+    readings, quarantine, records_in = _read_back(tmp_path)
+    index = pd.Series([delivered[(int(s.rsplit("/", 1)[1]), o)] for s, o in zip(readings["source"],
+                                                                                  readings["line"])])
+    assert sorted(index.unique()) == [i for i in range(n) if i not in (50, 51, 52)]
+    assert (readings["entity_id"].astype(str).to_numpy() == [f"pump-{i % 3}" for i in index]).all()
+    flow = readings["channel"].astype(str).to_numpy() == "flow"
+    assert flow.sum() == (~flow).sum() == n - 3 and set(readings["channel"].astype(str)) == {"flow", "pressure"}
+    assert (readings["value"].to_numpy()[flow] == 0.5 * index[flow].to_numpy()).all()
+    assert (readings["timestamp"].to_numpy() == ((T0 + index) * 10**6).to_numpy()).all()
+    assert sorted((delivered[(int(q["source"].rsplit("/", 1)[1]), q["line"])], q["reason"]) for q in quarantine) == [
+        (50, "the message has no key, and the mapping takes the entity from the message key"),
+        (51, "the message key is not UTF-8 text, and the mapping takes the entity from the key"),
+        (52, "the message has no channel fields besides ['ts']")]
+    # Counted in: a reading per channel key of a good message, a record per quarantined message.
+    assert records_in == len(readings) + sum(q["records"] for q in quarantine) == 2 * (n - 3) + 3
+
+
+@pytest.mark.slow
 def test_kafka_windows_fire_while_the_job_runs(kafka_broker, prism_options, tmp_path):
     """The first window's file appears while the job still runs, before the second wave is even published."""
     kafka_broker.create_topic("readings-live", partitions=1)

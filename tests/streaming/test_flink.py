@@ -73,7 +73,9 @@ def test_the_streaming_pipeline_on_flink_alerts_while_running_and_matches_batch(
                "--speed", "250", *flink_args(own_job_server=True)]  # as the README says: Beam starts the jar
     returncode, log, ran_on_s = stream_outputs.run_watching_alerts(command, out, tmp_path / "stream.log")
     assert returncode == 0, log[-3000:]
-    assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"
+    assert ran_on_s is not None and ran_on_s > 5, (
+        f"alerts only appeared at the end ({ran_on_s} s before it); files written at (s after the first): "
+        f"{stream_outputs.timeline(out)}")
 
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == rows == counts["records_scored"] + counts["records_quarantined"]

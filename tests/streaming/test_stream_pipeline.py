@@ -56,7 +56,9 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
         _stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input", str(path),
                         "--speed", "250", "--alert-cooldown", "600"), out, tmp_path / "stream.log")
     assert returncode == 0, log[-3000:]
-    assert ran_on_s is not None and ran_on_s > 5, "alerts only appeared at the end"
+    assert ran_on_s is not None and ran_on_s > 5, (
+        f"alerts only appeared at the end ({ran_on_s} s before it); files written at (s after the first): "
+        f"{stream_outputs.timeline(out)}")
 
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) * 1 == counts["records_scored"] + counts.get("records_quarantined", 0)
@@ -230,7 +232,9 @@ def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_
                         "--watch-models", "1"), out, tmp_path / "stream.log",
         on_first_alert=lambda: shutil.copytree(staged, root / "2026-02"))
     assert returncode == 0, log[-3000:]
-    assert ran_on_s is not None and ran_on_s > 5, "the replay ended before the swap"
+    assert ran_on_s is not None and ran_on_s > 5, (
+        f"the replay ended before the swap ({ran_on_s} s after the first alert); files written at (s after the "
+        f"first): {stream_outputs.timeline(out)}")
 
     old = load_artifact(root / "2026-01").model_version
     alerts = stream_outputs.alerts(out / "alerts").sort_values("start")
