@@ -152,6 +152,16 @@ def read_metadata(directory: str | os.PathLike) -> dict:
     return metadata
 
 
+def check_model_file(directory: str | os.PathLike, metadata: dict) -> None:
+    """Raise ``ArtifactError`` when the artifact's network file does not match the checksum its metadata hold
+    (a copy cut short, a file edited by hand): for callers that read the metadata only, to refuse a damaged model
+    before they start work that loads it later."""
+    directory = Path(directory)
+    if _sha256(directory / MODEL_FILE) != metadata.get("model_sha256"):
+        raise ArtifactError(f"model {directory} is corrupt: {MODEL_FILE} does not match the checksum in "
+                            f"{METADATA_FILE}")
+
+
 def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
     """Load a detector saved by ``save_artifact`` (from an artifact, or the newest version of a model root);
     raises ``ArtifactError`` if it is corrupt or incompatible."""
@@ -162,9 +172,7 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
 
     directory = resolve_model_dir(directory)
     metadata = read_metadata(directory)
-    if _sha256(directory / MODEL_FILE) != metadata.get("model_sha256"):
-        raise ArtifactError(f"model {directory} is corrupt: {MODEL_FILE} does not match the checksum in "
-                            f"{METADATA_FILE}")
+    check_model_file(directory, metadata)
     try:
         detector = Seq2SeqDetector(DetectorConfig.from_dict(metadata["config"]), metadata["model_id"])
         detector.channels = tuple(metadata["channels"])

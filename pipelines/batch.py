@@ -98,7 +98,7 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
 
 def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     """Resolve and check a run before any pipeline starts; raises ``RunError`` with one clear sentence."""
-    from seqwatch.models.artifact import ArtifactError, read_metadata, resolve_model_dir
+    from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
@@ -109,6 +109,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     config = dataclasses.replace(config, model_dir=str(resolve_model_dir(config.model_dir)))
     try:
         metadata = read_metadata(config.model_dir)
+        check_model_file(config.model_dir, metadata)
         paths = expand_inputs(list(config.inputs), exclude=(config.output,))
         suite = load_suite_dict(config.suite)
         window = metadata["config"]["window"]

@@ -66,6 +66,9 @@ from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
 __all__ = ["KafkaReadings", "PubSubReadings", "ReplayFile", "MessageParser", "KAFKA_START", "DEFAULT_MAX_BATCH"]
 
 DEFAULT_MAX_BATCH = 5_000
+# A replay plays a pause between two readings that is longer than this, on the wall clock, in this time: a night
+# without readings, or one timestamp years off, would otherwise hold the rest of the file back for hours.
+DEFAULT_REPLAY_MAX_WAIT_S = 5.0
 KAFKA_START = ("committed", "earliest", "latest")
 _ENDLESS = sys.maxsize  # the stop of an unbounded offset range
 _STAGE = "parse"
@@ -802,6 +805,28 @@ class KafkaReadings(beam.PTransform):
         self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
         self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
 
+    def check_topic(self, timeout_s: float = 10.0) -> list[int]:
+        """The topic's partitions, asked of the broker now (before a pipeline starts); raises ``ConnectionError``
+        when no broker answers within ``timeout_s`` and ``LookupError`` when the topic does not exist, each with
+        one sentence."""
+        from confluent_kafka import Consumer, KafkaException
+
+        # librdkafka's own log lines (a FAIL line per connection attempt) are silenced: the exception says it.
+        config = {**_kafka_config(self.bootstrap_servers, None, self.consumer_config), "log_level": 0}
+        consumer = Consumer(config)
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=timeout_s)
+        except KafkaException as exc:
+            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+            raise ConnectionError(f"cannot reach the Kafka broker at {self.bootstrap_servers} ({reason})") from None
+        finally:
+            consumer.close()
+        info = metadata.topics.get(self.topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise LookupError(f"the Kafka topic {self.topic!r} does not exist on {self.bootstrap_servers} "
+                              f"({info.error.str() if info is not None and info.error is not None else 'no partitions'})")
+        return sorted(info.partitions)
+
     def expand(self, pbegin):
         if self.expansion_service:
             return self._expand_cross_language(pbegin)
@@ -1258,10 +1283,11 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
     CHECKPOINTS = beam.metrics.Metrics.counter("seqwatch.replay", "checkpoints")
 
     def __init__(self, reader: FileReader, speed: float, rebase_to_now: bool, max_batch: int,
-                 align_to_window_us: int | None):
+                 align_to_window_us: int | None, max_wait_s: float | None = None):
         self.restrictions = _ReplayRows(reader)
         self.reader = reader
         self.speed = speed
+        self.max_wait_us = max_wait_s * 1e6 if max_wait_s else None
         self.rebase_to_now = rebase_to_now
         self.max_batch = max_batch
         self.align_to_window_us = align_to_window_us
@@ -1270,7 +1296,9 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
         self._files = {}
 
     def _load(self, paths: tuple):
-        """The files' readings sorted by event time, their quarantine, and how many readings that stands for."""
+        """The files' readings sorted by event time, their quarantine, how many readings that stands for, and
+        when each reading is due: µs of wall clock after the start (event time over the speed, each pause cut to
+        the longest wait)."""
         if paths not in self._files:
             frames, quarantine, records = [], [], 0
             for batch, bad, n in (chunk for path in paths for chunk in self.reader.read(path)):
@@ -1280,13 +1308,17 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
             frame = (pd.concat(frames, ignore_index=True) if frames
                      else ReadingBatch.from_columns([], [], [], [], [], []).frame)
             frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
-            self._files[paths] = (frame, quarantine, records - len(frame))
+            pauses = np.diff(frame["timestamp"].to_numpy().astype(np.float64)) / self.speed
+            if self.max_wait_us is not None:
+                pauses = np.minimum(pauses, self.max_wait_us)
+            due_us = np.concatenate([[0.0], np.cumsum(pauses)])
+            self._files[paths] = (frame, quarantine, records - len(frame), due_us)
         return self._files[paths]
 
     def process(self, element, tracker=beam.DoFn.RestrictionParam(),
                 estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
         paths, wall_start_us = element
-        frame, quarantine, quarantined_records = self._load(paths)
+        frame, quarantine, quarantined_records, due_us = self._load(paths)
         restriction = tracker.current_restriction()
         stamps = frame["timestamp"].to_numpy()
         first_us = int(stamps[0]) if len(stamps) else wall_start_us
@@ -1297,10 +1329,9 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
                 yield from self._quarantine(quarantine, quarantined_records, first_us + shift)
             tracker.try_claim(stop)
             return
-        # Row i is due at wall_start + (t_i - t_0) / speed.
-        now_us = time.time() * 1e6
-        due_until = (now_us - wall_start_us) * self.speed + first_us
-        end = min(int(np.searchsorted(stamps, due_until, side="right")), stop, start + self.max_batch)
+        # Row i is due at wall_start + due_us[i]: (t_i - t_0) / speed, less the part of long pauses cut.
+        elapsed_us = time.time() * 1e6 - wall_start_us
+        end = min(int(np.searchsorted(due_us, elapsed_us, side="right")), stop, start + self.max_batch)
         if end > start:
             if not tracker.try_claim(end - 1):
                 return
@@ -1321,7 +1352,7 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
         current = estimator.current_watermark()
         if current is None or watermark > current:
             estimator.set_watermark(watermark)
-        wait_s = max(0.0, (next_us - first_us) / self.speed / 1e6 - (time.time() * 1e6 - wall_start_us) / 1e6)
+        wait_s = max(0.0, (due_us[end] - (time.time() * 1e6 - wall_start_us)) / 1e6)
         if end == start and wait_s > 0:
             # Nothing was due: wait here, not only in the runner. The DirectRunner's batch runner (where it cannot
             # hand a stream to Prism) re-runs a deferred remainder at once, whatever its delay: a replay at 5x real
@@ -1354,7 +1385,9 @@ class ReplayFile(beam.PTransform):
 
     Each file is read with the batch parser (``FileReader``: any format and mapping the batch source accepts),
     the readings of all files are merged in event-time order (one timeline), and reading *i* is released at
-    ``start + (t_i - t_0) / speed``, in batches of at most ``max_batch``. Rows that do not parse go to quarantine
+    ``start + (t_i - t_0) / speed``, in batches of at most ``max_batch``, except that a pause between two readings
+    is played in at most ``max_wait_s`` seconds (None: in full): a night without readings, or one timestamp years
+    off (which validation then quarantines), does not hold the rest back for hours. Rows that do not parse go to quarantine
     with the first readings. The watermark is
     the event time of the next reading to be released, so a replay has no late data. ``rebase_to_now`` shifts
     the event times so that the first reading happens at the replay's start (then, with speed > 1, event time
@@ -1363,7 +1396,8 @@ class ReplayFile(beam.PTransform):
 
     def __init__(self, paths: Sequence[str] | str, mapping: InputMapping, run_id: str, *, speed: float = 1.0,
                  rebase_to_now: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
-                 align_to_window_s: float | None = None, start_delay_s: float = 0.0):
+                 align_to_window_s: float | None = None, start_delay_s: float = 0.0,
+                 max_wait_s: float | None = DEFAULT_REPLAY_MAX_WAIT_S):
         super().__init__()
         self.paths = [paths] if isinstance(paths, str) else list(paths)
         if not self.paths:
@@ -1377,6 +1411,9 @@ class ReplayFile(beam.PTransform):
         self.max_batch = int(_positive(max_batch, "max_batch"))
         self.align_to_window_s = align_to_window_s
         self.start_delay_s = _micros(start_delay_s, "start_delay_s", allow_none=False) / 1e6
+        if max_wait_s is not None and not (isinstance(max_wait_s, (int, float)) and max_wait_s > 0):
+            raise ValueError(f"max_wait_s must be a number of seconds > 0 or None, got {max_wait_s!r}")
+        self.max_wait_s = max_wait_s
         self._align_us = _micros(align_to_window_s, "align_to_window_s")
         if self._align_us == 0:
             raise ValueError(f"align_to_window_s must be > 0, got {align_to_window_s!r}")
@@ -1387,5 +1424,5 @@ class ReplayFile(beam.PTransform):
                 | "Files" >> beam.Create([tuple(self.paths)])
                 | "StartClock" >> beam.ParDo(_StartClock(self.start_delay_s))
                 | "PlayFiles" >> beam.ParDo(_PlayFile(reader, self.speed, self.rebase_to_now, self.max_batch,
-                                                      self._align_us))
+                                                      self._align_us, self.max_wait_s))
                 .with_outputs(QUARANTINE, COUNTS, main="readings"))

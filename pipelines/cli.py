@@ -59,6 +59,12 @@ def _mapping_from_args(args):
     flags = _mapping_flags(args)
     ignore = list(args.ignore or ())
     if not args.mapping:
+        wide_only = [flag for flag, value in (("--timestamp-column", args.timestamp_column),
+                                              ("--entity-column", args.entity_column), ("--entity", args.entity))
+                     if value]
+        if flags.get("format") != "wide" and wide_only:
+            raise CliError(f"{' and '.join(wide_only)} {'is' if len(wide_only) == 1 else 'are'} for --format wide; "
+                           f"a long file's rows name their entity and time in its entity_id and timestamp columns")
         if flags.get("format") != "wide":
             flags.pop("timestamp", None)
             flags.pop("entity", None)
@@ -230,6 +236,22 @@ COOLDOWN_HELP = ("an anomalous window starting within this many seconds after an
                  "incident, so a flapping signal raises one alert (default 0: only windows that overlap or touch)")
 
 
+# The flags that set the configuration fields a check names (models/config.py, pipelines/config.py).
+FLAG_OF_FIELD = {"window length": "--window", "stride": "--stride", "max_gap": "--max-gap",
+                 "forecast_horizon": "--horizon", "dropout": "--dropout", "epochs": "--epochs",
+                 "batch_size": "--batch-size", "interval_coverage": "--coverage", "pane_steps": "--pane-steps",
+                 "workers": "--workers"}
+
+
+def _in_flags(message: str) -> str:
+    """A configuration check's sentence with the field it starts with named by its flag (``forecast_horizon
+    must be >= 0`` -> ``--horizon must be >= 0``): the person typed the flag, not the field."""
+    for field, flag in FLAG_OF_FIELD.items():
+        if message.startswith(field + " must "):
+            return flag + message[len(field):]
+    return message
+
+
 def _new_config(args):
     from seqwatch.models.config import ArchitectureConfig, DetectorConfig, ScoringConfig, TrainingConfig, WindowConfig
 
@@ -299,7 +321,7 @@ def cmd_train(args) -> int:
     except ArtifactError as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_in_flags(str(exc))) from None
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
     training = _read_training_frame(args, channels=modelled)
     frame, paths, invalid = training.frame, training.paths, training.invalid
@@ -356,10 +378,14 @@ def cmd_train(args) -> int:
 
 def _run_config(args):
     from seqwatch.pipelines.config import RunConfig
-    return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir,
-                     mapping=_mapping_from_args(args), suite=args.suite, run_id=args.run_id or "",
-                     pane_steps=args.pane_steps, workers=args.workers,
-                     alert_cooldown_us=_cooldown_us(args.alert_cooldown), online_calibration=args.online_calibration)
+    mapping = _mapping_from_args(args)
+    try:
+        return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir, mapping=mapping,
+                         suite=args.suite, run_id=args.run_id or "", pane_steps=args.pane_steps,
+                         workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
+                         online_calibration=args.online_calibration)
+    except ValueError as exc:
+        raise CliError(_in_flags(str(exc))) from None
 
 
 def _is_direct_runner(beam_args) -> bool:
@@ -594,11 +620,18 @@ def cmd_replay(args, beam_args) -> int:
     return 0
 
 
+# The stream flags that only one kind of source reads (those without a default).
+STREAM_SOURCE_FLAGS = {"--input": ("replay",), "--bootstrap-servers": ("kafka",), "--group-id": ("kafka",),
+                       "--topic": ("kafka", "mqtt"), "--mqtt-broker": ("mqtt",), "--client-id": ("mqtt",),
+                       "--subscription": ("pubsub",), "--emulator-host": ("pubsub",)}
+
+
 def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines import broker_sources
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.runners import StreamRunnerError, stream_runner_args
-    from seqwatch.pipelines.sources import expand_inputs
+    from seqwatch.pipelines.parsing import SchemaDriftError
+    from seqwatch.pipelines.sources import expand_inputs, is_parquet, read_header
     from seqwatch.pipelines.sinks import prepare_output_folder
     from seqwatch.pipelines.streaming import counts_files, plan_stream, run_stream, stream_totals
 
@@ -608,8 +641,12 @@ def cmd_stream(args, beam_args) -> int:
     _check_positive_seconds("--flush-window", args.flush_window)
     _check_positive_seconds("--late-after", args.late_after)
     _check_seconds_or_zero("--allowed-lateness", args.allowed_lateness)
+    _check_seconds_or_zero("--max-out-of-orderness", args.max_out_of_orderness)
     if args.pane_steps < 0:
         raise CliError(f"--pane-steps must be a positive number of steps (0: the default), got {args.pane_steps}")
+    for flag, sources in STREAM_SOURCE_FLAGS.items():  # a flag of another source would be dropped without a word
+        if getattr(args, flag[2:].replace("-", "_")) and args.source not in sources:
+            raise CliError(f"{flag} is for --source {' or '.join(sources)}, not --source {args.source}")
     align = None
     # The mapping: of the replayed files, or of the brokers' JSON messages (long: one reading per message, its
     # keys renamed by the mapping; wide: a key per channel, as devices publish their state).
@@ -640,9 +677,19 @@ def cmd_stream(args, beam_args) -> int:
         if not (math.isfinite(args.speed) and args.speed > 0):
             raise CliError(f"--speed must be a positive number (times real speed; 3600 plays an hour a second), "
                            f"got {args.speed:g}")
+        for path in paths:  # a damaged Parquet file is said now, as a run says it, not as the job's failure
+            if is_parquet(path):
+                try:
+                    read_header(path)
+                except SchemaDriftError as exc:
+                    raise CliError(str(exc)) from None
+        if not (math.isfinite(args.max_wait) and args.max_wait >= 0):
+            raise CliError(f"--max-wait must be zero (no limit) or a positive number of seconds, got "
+                           f"{args.max_wait:g}")
 
         def make_source(run_id):
-            return broker_sources.ReplayFile(paths, mapping, run_id, speed=args.speed, align_to_window_s=align)
+            return broker_sources.ReplayFile(paths, mapping, run_id, speed=args.speed, align_to_window_s=align,
+                                             max_wait_s=args.max_wait or None)
     elif args.source == "kafka":
         if not (args.bootstrap_servers and args.topic):
             raise CliError("--source kafka needs --bootstrap-servers and --topic")
@@ -684,6 +731,11 @@ def cmd_stream(args, beam_args) -> int:
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
+    if args.source == "kafka":
+        try:  # a broker that does not answer, or a topic it lacks, is said now, not as the job's failure
+            make_source(plan.run_id).check_topic()
+        except (ConnectionError, LookupError) as exc:
+            raise CliError(str(exc)) from None
     if args.source == "mqtt":
         try:  # the broker keeps what is published from now on, before the pipeline has started
             source = make_source(plan.run_id)
@@ -719,11 +771,19 @@ def cmd_stream(args, beam_args) -> int:
                                args.output, since_s=started)
     if notice:
         print(notice, file=sys.stderr, flush=True)
+    if args.source == "replay" and not counts.get("records_in", 0):  # as a run refuses an empty input
+        raise CliError(f"the input holds no records ({len(paths)} file(s) are empty or have only a header)")
     return 0
 
 
 def cmd_demo(args, beam_args) -> int:
     from seqwatch.pipelines.demo import run_demo
+    from seqwatch.pipelines.sinks import prepare_output_folder
+
+    try:
+        prepare_output_folder(args.output)
+    except OSError as exc:
+        raise CliError(str(exc)) from None
     return run_demo(Path(args.output), quick=args.quick, beam_args=beam_args, online_calibration=args.online_calibration)
 
 
@@ -816,6 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_args(stream, required=False,
                     input_help="replay: CSV or Parquet files to play (a glob or a folder; repeat for more)")
     stream.add_argument("--speed", type=float, default=60.0, help="replay: times real speed")
+    stream.add_argument("--max-wait", type=float, default=5.0,
+                        help="replay: a pause between readings longer than this many seconds of wall clock (at "
+                             "--speed) is played in this time, as is one timestamp years off (default 5; 0: no limit)")
     stream.add_argument("--bootstrap-servers", help="kafka: host:port[,host:port]")
     stream.add_argument("--topic", help="kafka: topic of JSON readings; mqtt: a topic filter (plant/+/readings)")
     stream.add_argument("--mqtt-broker", help="mqtt: host:port of the broker")

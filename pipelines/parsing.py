@@ -620,9 +620,10 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
             quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", 1, "parse", "missing_channel",
                                           reason, run_id))
         for i in np.flatnonzero(good_rows & channel_ok & np.isnan(numbers)):
+            # The column of a long row's bad value is its channel, as validation records it (and a wide file's).
             reason = explain_value(columns[layout.long_columns["value"]].iloc[i], mapping.decimal)
-            quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", 1, "parse", "parse_value",
-                                          reason, run_id))
+            quarantine.append(Quarantined(raw(i), source, int(lines[i]), str(channel[i]), 1, "parse",
+                                          "parse_value", reason, run_id))
         keep = good_rows & channel_ok & ~np.isnan(numbers)
         entity_out, channel_out, stamps_out = entity[keep], channel[keep], stamps[keep]
         values_out, lines_out = numbers[keep], lines[keep]

@@ -164,9 +164,14 @@ def read_header(path: str) -> tuple[list[str] | None, str]:
     """A file's column names and field separator; ``(None, ',')`` for an empty file. Raises ``SchemaDriftError``
     for a file that is not text (its first line holds binary data)."""
     if is_parquet(path):
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        with FileSystems.open(path) as f:
-            return [n for n in pq.read_schema(f).names if not PANDAS_INDEX.fullmatch(n)], ","
+        try:
+            with FileSystems.open(path) as f:
+                return [n for n in pq.read_schema(f).names if not PANDAS_INDEX.fullmatch(n)], ","
+        except pa.ArrowException as exc:  # not Parquet, or cut short: pyarrow's text does not name the file
+            raise SchemaDriftError(f"{path} is not a readable Parquet file ({str(exc).split('. ', 1)[0].rstrip('.')})"
+                                   ) from None
     hint = None
     with open_text(path) as f:
         for line in f:
@@ -410,7 +415,9 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     files under it, at any depth (``.csv``, ``.tsv``, ``.txt``, ``.parquet``, ``.pq``, each also compressed),
     except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``: what Spark,
     Hadoop and Beam's own writers leave beside their data), and those inside an ``exclude`` folder (a run's
-    output folder, when it lies inside an input folder). A glob or a file path keeps all it names."""
+    output folder, when it lies inside an input folder). A glob or a file path keeps all it names. A local file
+    named twice (``a.csv`` and ``./a.csv``, or a path through a link) is read once, under the first of its names
+    in sorted order."""
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
@@ -428,7 +435,10 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)
-    return sorted(set(paths))
+    once: dict = {}
+    for path in sorted(set(paths)):
+        once.setdefault(path if "://" in path else os.path.realpath(path), path)
+    return sorted(once.values())
 
 
 def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
@@ -438,8 +448,9 @@ def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
     if "://" in pattern:
         return []
     if folder:
-        if not os.path.isdir(pattern):
-            return []
+        if not os.path.isdir(pattern):  # a name that matched nothing: a link to nowhere is one too
+            link = pattern.rstrip("/")
+            return [(link, os.readlink(link))] if os.path.islink(link) and not os.path.exists(link) else []
         names = []
         for root, dirs, files in os.walk(pattern):
             dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]

@@ -124,7 +124,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100)."""
     import hashlib
 
-    from seqwatch.models.artifact import ArtifactError, read_metadata, resolve_model_dir
+    from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
@@ -133,6 +133,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     model_source, model_dir = model_dir, str(resolve_model_dir(model_dir))  # pinned: the version planned for
     try:
         metadata = read_metadata(model_dir)
+        check_model_file(model_dir, metadata)
         suite_dict = load_suite_dict(suite)
         if online_calibration:
             model_risk(metadata)

@@ -152,7 +152,7 @@ class Quarantined(NamedTuple):
     raw: str
     source: str
     line: int  # 1-based line of a text file, or row of a Parquet file; 0 when not from a file
-    column: str  # for one bad cell of a wide row: its column; "" when the whole record is meant
+    column: str  # for one bad reading: its wide column, or its channel (a long row's); "" when the whole record is meant
     records: int  # how many readings this record stands for (a whole wide row stands for one per channel)
     stage: str
     reason_code: str

@@ -402,7 +402,11 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
           str(small_model_dir), "--max-quarantined-share", "20"],
          "--max-quarantined-share must be a fraction from 0 up to 1 (0.2: a fifth of the readings), got 20"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
-          "--window", "-3"], "window length must be >= 2, got -3"),
+          "--window", "-3"], "--window must be >= 2, got -3"),
+        (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
+          "--horizon", "-1"], "--horizon must be >= 0, got -1"),
+        (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
+          "--pane-steps", "0"], "--pane-steps must be >= 1, got 0"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m"), "--channel", "humidity"],
          "the training input holds no readings of the channel(s) ['humidity'] (its channels are ['flow'])"),
         # One of two channels asked for: refused up front (it had trained on flow alone into "fills only 0 windows").
@@ -448,6 +452,46 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
           str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
           "--online-calibration"], "online calibration needs a model whose threshold is rarer than its tail fit"),
     ]
+    import shutil
+
+    damaged = shutil.copytree(small_model_dir, tmp_path / "damaged")  # a copy cut short
+    (damaged / "model.keras").write_bytes((damaged / "model.keras").read_bytes()[:1000])
+    cases += [
+        (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(damaged)],
+         f"model {damaged} is corrupt: model.keras does not match the checksum in metadata.json"),
+        (["stream", "--source", "replay", "--input", str(long_file), "--output", str(tmp_path / "o"),
+          "--model-dir", str(damaged), "--runner=DirectRunner"],
+         f"model {damaged} is corrupt: model.keras does not match the checksum in metadata.json"),
+        (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--output",
+          str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--stop-after-idle", "5",
+          "--runner=DirectRunner"], "cannot reach the Kafka broker at 127.0.0.1:1 ("),
+        ([*replay_stream, "--max-wait", "-1"], "--max-wait must be zero (no limit) or a positive number of seconds, "
+                                               "got -1"),
+        # Flags that the input or the source does not read were dropped without a word.
+        ([*replay_stream, "--max-out-of-orderness", "-1"],
+         "--max-out-of-orderness must be zero or a positive number of seconds, got -1"),
+        ([*replay_stream, "--topic", "readings"], "--topic is for --source kafka or mqtt, not --source replay"),
+        ([*replay_stream, "--format", "wide", "--speed", "1000", "--runner=DirectRunner"],
+         "the input holds no records (1 file(s) are empty or have only a header)"),
+        (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--input",
+          str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
+         "--input is for --source replay, not --source kafka"),
+        (["run", "--input", str(long_file), "--entity", "pump-7", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir)], "--entity is for --format wide; a long file's rows name their entity and time in "
+                                 "its entity_id and timestamp columns"),
+    ]
+    # A Parquet file cut short, among good files: the sentence names it (pyarrow's own text does not).
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(long_file, mixed / "a.csv")
+    (mixed / "b.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 4)
+    cases += [
+        (["run", "--input", str(mixed), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
+         f"{mixed}/b.parquet is not a readable Parquet file (Parquet magic bytes not found in footer)"),
+        (["stream", "--source", "replay", "--input", str(mixed), "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--runner=DirectRunner"],
+         f"{mixed}/b.parquet is not a readable Parquet file (Parquet magic bytes not found in footer)"),
+    ]
     taken = tmp_path / "results.csv"
     taken.write_text("x\n")
     mapping = tmp_path / "eu.json"
@@ -460,6 +504,7 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
                                                 f"file"),
         (["train", "--input", str(long_file), "--model-dir", str(taken / "m")],
          f"cannot write the model to --model-dir {taken}/m: {taken} is a file"),
+        (["demo", "--quick", "--output", str(taken)], f"cannot write the outputs under --output {taken}: it is a file"),
         (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
           "--alert-cooldwn", "60"], "unknown flag --alert-cooldwn: neither seqwatch run nor Beam takes it; did you "
                                     "mean --alert-cooldown?"),

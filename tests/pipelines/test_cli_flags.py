@@ -57,6 +57,15 @@ def test_a_flag_that_contradicts_the_mapping_file_is_one_sentence(tmp_path, flag
     assert message in str(caught.value)
 
 
+def test_wide_only_flags_on_a_long_input_are_refused(tmp_path):
+    # `seqwatch run --entity pump-7` on a long file: the flag was dropped without a word.
+    with pytest.raises(CliError, match=r"^--entity is for --format wide; a long file's rows name their entity and "
+                                       r"time in its entity_id and timestamp columns$"):
+        _mapping(tmp_path, "--entity", "pump-7")
+    with pytest.raises(CliError, match=r"^--timestamp-column and --entity-column are for --format wide; "):
+        _mapping(tmp_path, "--format", "long", "--timestamp-column", "t", "--entity-column", "site")
+
+
 def test_entity_column_and_entity_together_are_refused(tmp_path):
     with pytest.raises(CliError, match="--entity-column and --entity both say"):
         _mapping(tmp_path, "--format", "wide", "--entity-column", "site", "--entity", "p1")

@@ -230,6 +230,17 @@ def test_input_globs_without_a_folder_match_in_the_working_directory(tmp_path, m
         expand_inputs(["*.json"])
 
 
+def test_a_file_named_twice_is_read_once(tmp_path, monkeypatch):
+    # `--input test.csv --input /data/test.csv` read the file twice: every reading was quarantined as a duplicate.
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / name).write_text("x\n")
+    (tmp_path / "latest.csv").symlink_to(tmp_path / "a.csv")
+    monkeypatch.chdir(tmp_path)
+    assert expand_inputs(["a.csv", "./a.csv", str(tmp_path / "a.csv"), "latest.csv", "b.csv"]) == [
+        "./a.csv", "b.csv"]
+    assert expand_inputs([str(tmp_path), "*.csv"]) == [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]
+
+
 def test_an_input_folder_stands_for_the_files_under_it(tmp_path, monkeypatch):
     # `seqwatch run --input history` ended in IsADirectoryError: the folder itself was handed to the reader.
     for name in ("a.csv", "day=2/b.parquet", "day=3/c.csv.gz", "d.TSV", "_SUCCESS", ".a.csv.crc", "_temporary/c.csv",
@@ -268,7 +279,7 @@ def test_a_link_to_a_file_that_does_not_exist_is_refused_not_skipped(tmp_path, m
     monkeypatch.chdir(tmp_path)
     message = (f"^plant/pump-02.csv is a link to {tmp_path}/mnt/pump-02.csv, which does not exist: restore its "
                f"target \\(a mount that is down\\?\\) or remove the link; its readings cannot be read$")
-    for pattern in ("plant", "plant/pump-*.csv"):
+    for pattern in ("plant", "plant/pump-*.csv", "plant/pump-02.csv"):  # the link named alone said "no match"
         with pytest.raises(FileNotFoundError, match=message):
             expand_inputs([pattern])
     with pytest.raises(FileNotFoundError, match=r"\(and 1 more such links\)"):
@@ -391,6 +402,18 @@ def test_reader_counts_readings_and_skips_rows_of_only_separators(tmp_path):
                                                                    ["pressure", 3.0, 6]]
     assert [(q.line, q.column, q.records, q.reason_code, q.raw) for q in quarantine] == [
         (7, "", 2, "malformed_row", "broken"), (6, "flow", 1, "parse_value", "2026-01-05T00:00:10Z;x;3")]
+
+
+def test_a_long_rows_bad_value_is_recorded_under_its_channel(tmp_path):
+    # The run's summary groups these by column: for a long file it said "by channel: '' 3".
+    path = tmp_path / "long.csv"
+    path.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,abc\n"
+                    "pump-01,pressure,2026-01-05T00:00:00Z,\npump-01,flow,2026-01-05T00:00:10Z,1.5\n"
+                    " ,flow,2026-01-05T00:00:20Z,x\n")
+    frame, quarantine, records = _read(path, InputMapping(format="long"))
+    assert records == 4 and frame["line"].tolist() == [4]
+    assert sorted((q.line, q.column, q.reason_code) for q in quarantine) == [
+        (2, "flow", "parse_value"), (3, "pressure", "parse_value"), (5, "", "missing_entity")]
 
 
 def test_reader_chunks_give_the_same_result_as_one_chunk(tmp_path):

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -313,6 +314,16 @@ def _publish_kafka(broker, topic: str, indices, partitions: int) -> dict:
     return delivered
 
 
+def test_a_kafka_topic_is_checked_before_a_pipeline_starts(kafka_broker):
+    kafka_broker.create_topic("readings-checked", partitions=3)
+    assert KafkaReadings(kafka_broker.bootstrap_servers, "readings-checked", "run-1").check_topic() == [0, 1, 2]
+    with pytest.raises(LookupError, match=f"^the Kafka topic 'readings-missing' does not exist on "
+                                          f"{kafka_broker.bootstrap_servers} "):
+        KafkaReadings(kafka_broker.bootstrap_servers, "readings-missing", "run-1").check_topic()
+    with pytest.raises(ConnectionError, match=r"^cannot reach the Kafka broker at 127.0.0.1:1 \(.*\)$"):
+        KafkaReadings("127.0.0.1:1", "readings-checked", "run-1").check_topic(timeout_s=2)
+
+
 @pytest.mark.slow
 def test_kafka_readings_reconcile_on_prism(kafka_broker, prism_options, tmp_path):
     n = 3000  # 50 minutes of event time: windows of 10 minutes, 5 of them
@@ -480,13 +491,31 @@ def test_replay_plays_a_file_on_the_wall_clock(prism_options, tmp_path):
     assert elapsed > 3.0
 
 
+def test_a_replay_plays_a_long_pause_in_its_longest_wait(tmp_path):
+    """One reading with a timestamp 70 years off (and one 20 years early) held a replay back for hours, at any
+    speed, for readings that validation quarantines anyway: a pause is played in at most ``max_wait_s``."""
+    year = 365 * 86_400
+    path = tmp_path / "replay.csv"
+    path.write_text("entity_id,channel,timestamp,value\n" + "".join(
+        f"pump-1,flow,{T0 + s},{i}\n" for i, s in enumerate((1, -20 * year, 0, 70 * year))))
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", "--streaming"]))
+    read = p | "Replay" >> ReplayFile([str(path)], InputMapping(format="long"), "run-pause", speed=10,
+                                      max_wait_s=0.5)
+    times = read.readings | beam.FlatMap(lambda batch: (batch.frame["timestamp"] // 10**6 - T0).tolist())
+    assert_that(times, equal_to([-20 * year, 0, 1, 70 * year]))
+    started = time.monotonic()
+    p.run().wait_until_finish()
+    assert time.monotonic() - started < 60  # in full, the pauses take 2 and 7 years at 10x
+    with pytest.raises(ValueError, match="max_wait_s must be a number of seconds > 0 or None, got 0"):
+        ReplayFile([str(path)], InputMapping(format="long"), "run-pause", max_wait_s=0)
+
+
 def test_a_replay_waits_for_its_next_reading_itself_on_the_direct_runner(tmp_path):
     """The DirectRunner, where it cannot hand a stream to Prism, runs it on its batch runner, which re-runs a
     deferred remainder at once whatever its delay. A replay waiting there for its next reading's time spun through
     hundreds of checkpoints a second (a replay at 5x: 70% of a core, its memory growing by 1 GB a minute); it now
     waits itself, about one checkpoint per second of waiting."""
     from apache_beam.metrics.metric import MetricsFilter
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     path = tmp_path / "replay.csv"
     path.write_text("entity_id,channel,timestamp,value\n" + "".join(
