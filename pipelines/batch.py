@@ -55,7 +55,7 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
 
     seen_data, lacking, fitting = False, None, False
     for path in paths:
-        header, _ = read_header(path)
+        header, _ = read_header(path, config.mapping.sep)
         if header is None:
             continue
         layout = FileLayout.resolve(header, config.mapping, path)
@@ -176,7 +176,7 @@ def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
     total = 0
     for path in paths:
         try:
-            header, _ = read_header(path)
+            header, _ = read_header(path, mapping.sep)
             if header is not None:
                 total += estimate_readings(path, FileLayout.resolve(header, mapping, path).readings_per_row)
         except (SchemaDriftError, OSError):

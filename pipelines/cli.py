@@ -136,7 +136,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     try:
         paths = expand_inputs(inputs or args.input)
         for path in paths:
-            header, _ = read_header(path)
+            header, _ = read_header(path, mapping.sep)
             if header is not None:
                 FileLayout.resolve(header, mapping, path)
         suite = load_suite_dict(args.suite)

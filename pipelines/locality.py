@@ -56,7 +56,7 @@ def file_spans(paths: list[str], mapping: InputMapping) -> FileSpans | None:
     spans: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     for path in paths:
         try:
-            header, sep = read_header(path)
+            header, sep = read_header(path, mapping.sep)
             if header is None:
                 continue  # an empty file holds no reading
             layout = FileLayout.resolve(header, mapping, path)

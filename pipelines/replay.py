@@ -75,6 +75,26 @@ def find_quarantine(path: str) -> tuple[list[Path], Path | None]:
     return files, None
 
 
+def _read_json_lines(path: Path) -> pd.DataFrame:
+    """A JSON Lines file of records, one object per non-blank line; a line that is not a JSON object is a
+    ``ValueError`` naming the line (pandas named a character position in the whole file)."""
+    import pandas as pd
+
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {number} is not JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"line {number} is not a JSON object")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def load_records(files: list[Path]) -> pd.DataFrame:
     """Quarantine records from Parquet and JSON Lines files, one row each, in the ``Quarantined`` fields."""
     import pandas as pd
@@ -84,7 +104,7 @@ def load_records(files: list[Path]) -> pd.DataFrame:
     for path in files:
         try:
             if path.suffix == ".jsonl":
-                frame = pd.read_json(path, lines=True, dtype=False)
+                frame = _read_json_lines(path)
             else:
                 frame = pq.read_table(path).to_pandas()
         except ValueError as exc:

@@ -160,9 +160,11 @@ def estimate_readings(path: str, readings_per_row: int) -> int:
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
-def read_header(path: str) -> tuple[list[str] | None, str]:
-    """A file's column names and field separator; ``(None, ',')`` for an empty file. Raises ``SchemaDriftError``
-    for a file that is not text (its first line holds binary data)."""
+def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, str]:
+    """A file's column names and field separator; ``(None, ',')`` for an empty file. ``sep``: the mapping's
+    separator, if it sets one (else an Excel ``sep=`` line's, else the commonest in the header). Raises
+    ``SchemaDriftError`` for a file that is not text (its first line holds binary data), and for a header that
+    ``sep`` leaves in one piece where another separator splits it (a separator given wrong)."""
     if is_parquet(path):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -184,8 +186,13 @@ def read_header(path: str) -> tuple[list[str] | None, str]:
             if _looks_binary(line):
                 raise SchemaDriftError(f"{PurePath(path).name} does not look like a CSV text file: its first line "
                                        f"holds binary data (is it compressed or in another format?)")
-            sep = hint or sniff_separator(line)
+            given, sep = sep, sep or hint or sniff_separator(line)
             fields = split_lines([line], sep, line.count(sep) + 1)[0][0] if '"' in line else line.split(sep)
+            sniffed = sniff_separator(line)
+            if given and len(fields) == 1 and sniffed != given and sniffed in line:
+                raise SchemaDriftError(f"{PurePath(path).name}'s header is one column when split by the separator "
+                                       f"{given!r} (--sep, or the mapping's sep) and looks separated by {sniffed!r}: "
+                                       f"give --sep {sniffed!r} or leave the separator out")
             return [h.strip() for h in fields], sep
     return None, ","
 
@@ -234,7 +241,7 @@ class FileReader:
 
     def read(self, path: str):
         try:
-            header, sep = read_header(path)
+            header, sep = read_header(path, self.mapping.sep)
             if header is None:  # an empty file: no record, but a count of 0, so the run knows it was read
                 yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
                 return

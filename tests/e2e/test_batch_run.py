@@ -476,6 +476,10 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--input",
           str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
          "--input is for --source replay, not --source kafka"),
+        (["run", "--input", str(long_file), "--sep", ";", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir)], "long.csv's header is one column when split by the separator ';' (--sep, or the "
+                                 "mapping's sep) and looks separated by ',': give --sep ',' or leave the separator "
+                                 "out"),
         (["run", "--input", str(long_file), "--entity", "pump-7", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir)], "--entity is for --format wide; a long file's rows name their entity and time in "
                                  "its entity_id and timestamp columns"),

@@ -404,6 +404,21 @@ def test_reader_counts_readings_and_skips_rows_of_only_separators(tmp_path):
         (7, "", 2, "malformed_row", "broken"), (6, "flow", 1, "parse_value", "2026-01-05T00:00:10Z;x;3")]
 
 
+def test_the_header_is_split_by_the_mappings_separator_and_a_wrong_one_is_named(tmp_path):
+    # `--sep ';'` on a comma file: the header was split by the sniffed ',' and every row by ';', so every reading
+    # was quarantined as "the row has 1 fields, the header has 4".
+    path = tmp_path / "long.csv"
+    path.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.5\n")
+    assert read_header(str(path)) == (["entity_id", "channel", "timestamp", "value"], ",")
+    assert read_header(str(path), ",") == (["entity_id", "channel", "timestamp", "value"], ",")
+    with pytest.raises(SchemaDriftError, match=r"^long.csv's header is one column when split by the separator ';' "
+                                               r"\(--sep, or the mapping's sep\) and looks separated by ','"):
+        read_header(str(path), ";")
+    eu = tmp_path / "eu.csv"
+    eu.write_text("timestamp;flow;note\n2026-01-05T00:00:00Z;1,5;a,b\n")
+    assert read_header(str(eu), ";") == (["timestamp", "flow", "note"], ";")
+
+
 def test_a_long_rows_bad_value_is_recorded_under_its_channel(tmp_path):
     # The run's summary groups these by column: for a long file it said "by channel: '' 3".
     path = tmp_path / "long.csv"

@@ -102,6 +102,23 @@ def test_replay_of_a_fixed_record_from_json_lines(original, small_model_dir, tmp
     assert source.read_text().count("101.5 l/min") == 1  # the source file itself is untouched
 
 
+def test_a_json_lines_file_that_does_not_parse_names_its_line(tmp_path):
+    # A hand-edited export: pandas said "Expected object or value at position 245", with no line.
+    from seqwatch.pipelines.replay import ReplayError, load_records
+
+    record = {"raw": "pump-01,flow,2026-01-05T00:00:50Z,100.5", "source": "a.csv", "line": 7, "column": "",
+              "records": 1, "stage": "parse", "reason_code": "parse_value", "reason": "r", "run_id": "x"}
+    fixes = tmp_path / "fixes.jsonl"
+    fixes.write_text(json.dumps(record) + "\n\n" + json.dumps({**record, "line": 8}) + "\n")
+    assert load_records([fixes])["line"].tolist() == [7, 8]
+    fixes.write_text(json.dumps(record) + "\n{broken json\n")
+    with pytest.raises(ReplayError, match=rf"^quarantine file {fixes} cannot be read: line 2 is not JSON \("):
+        load_records([fixes])
+    fixes.write_text("[1, 2]\n")
+    with pytest.raises(ReplayError, match="line 1 is not a JSON object"):
+        load_records([fixes])
+
+
 def test_replay_by_reason_code_through_the_cli(original, small_model_dir, capsys):
     from seqwatch.pipelines.cli import main
 
