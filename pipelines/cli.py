@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
 import os
 import sys
@@ -716,6 +717,10 @@ def cmd_stream(args, beam_args) -> int:
         def make_source(run_id):
             return broker_sources.PubSubReadings(args.subscription, run_id, emulator_host=args.emulator_host,
                                                  **reading)
+    if args.archive_readings and _is_direct_runner(beam_args):
+        raise CliError("--archive-readings in a stream needs Prism, Flink or Dataflow (leave out --runner: Prism): "
+                       "the DirectRunner runs a stream as one batch, whose timers release the archive windows before "
+                       "their readings have all come, so the readings would be filed under the wrong windows")
     if args.online_calibration and _is_direct_runner(beam_args):
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (leave out --runner: "
                        "Prism): the DirectRunner's timers do not hold the watermark, so calibrated windows could "
@@ -862,7 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--output", required=True,
                         help="output folder (alerts/, alerts_open/, scores/, quarantine/, counts/, ...)")
     stream.add_argument("--suite", default="sensor", help=SUITE_HELP)
-    stream.add_argument("--run-id", help="default: derived from the source, model and settings")
+    stream.add_argument("--run-id", help="default: derived from the source and the model version only, so that a "
+                                         "restart with other settings keeps it (and the MQTT session named after it)")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
@@ -950,7 +956,29 @@ def _quiet_logs() -> None:
         # Prism's own log lines, relayed by Beam under this name with Prism's level after every logger's check
         # ("empty transform, with payload ..." on each start): its errors only.
         handler.addFilter(lambda record: record.name != "PrismRunner" or record.levelno >= logging.ERROR)
+        handler.addFilter(lambda record: not record.name.startswith(OWN_LOG + "."))  # shown by their own handler
         root.addHandler(handler)
+    # seqwatch's own warnings are for the person at the terminal (a model version --watch-models refuses or
+    # switches to, an entity whose online calibration is skipped): shown as its other lines are.
+    own = logging.getLogger(OWN_LOG)
+    if not own.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_OwnLines())
+        own.addHandler(handler)
+        own.setLevel(logging.WARNING)
+
+
+OWN_LOG = "seqwatch.pipelines"
+
+
+class _OwnLines(logging.Formatter):
+    """``seqwatch <command>: <message>`` for seqwatch's own log records (their ``seqwatch: `` prefix, which
+    marks them in a remote worker's log, is dropped)."""
+    command = "seqwatch"
+
+    def format(self, record) -> str:
+        message = record.getMessage()
+        return f"{self.command}: {message.removeprefix('seqwatch: ')}"
 
 
 def _interrupted_record(record) -> bool:
@@ -1014,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_logs()
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    _OwnLines.command = f"seqwatch {args.command}"
     restore = _quiet_interrupts()
     try:
         return _main(parser, args, beam_args)
@@ -1022,12 +1051,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
-    unknown = [a for a in beam_args if a.startswith("--")]
-    if args.command == "train" and unknown:
-        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
+        if args.command == "train" and beam_args:  # training runs no pipeline: no Beam flag is taken
+            raise CliError(_unknown_flag("train", parser, beam_args[0], []))
         if args.command != "train":
             _check_beam_flags(args.command, parser, beam_args)
+        if args.command in ("run", "replay", "demo"):
+            from seqwatch.pipelines.runners import StreamRunnerError, batch_runner_args
+            try:
+                beam_args = batch_runner_args(beam_args)
+            except StreamRunnerError as exc:
+                raise CliError(str(exc)) from None
         if args.command == "train":
             return cmd_train(args)
         if args.command == "run":
@@ -1059,8 +1093,6 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
 def _check_beam_flags(command: str, parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
     """Flags that neither ``seqwatch <command>`` nor Beam knows are a ``CliError`` naming the closest flag: Beam
     takes the flags seqwatch does not, and would drop a mistyped one (``--alert-cooldwn 60``) with a log line."""
-    import difflib
-
     from seqwatch.pipelines.runners import BeamFlagError, unknown_beam_flags
 
     try:
@@ -1069,15 +1101,23 @@ def _check_beam_flags(command: str, parser: argparse.ArgumentParser, beam_args: 
         raise CliError(f"Beam option {exc}") from None
     if not unknown:
         return
+    raise CliError(_unknown_flag(command, parser, unknown[0], beam_known))
+
+
+def _unknown_flag(command: str, parser: argparse.ArgumentParser, first: str, beam_known: list[str]) -> str:
+    """The sentence for an argument ``seqwatch <command>`` does not take, naming the closest flag of its own or of
+    ``beam_known`` (the Beam flags, for the commands that pass them on)."""
+    import difflib
+
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     ours = [s for a in sub.choices[command]._actions for s in a.option_strings if s.startswith("--")]
-    first = unknown[0]
     if not first.startswith("-"):
-        raise CliError(f"unexpected argument {first!r} (flags take the form --name value)")
+        return f"unexpected argument {first!r} (flags take the form --name value)"
     name = first.split("=", 1)[0]
     close = difflib.get_close_matches(name, ours + beam_known, n=1, cutoff=0.75)
     hint = f"; did you mean {close[0]}?" if close else f" (seqwatch {command} --help lists its flags)"
-    raise CliError(f"unknown flag {name}: neither seqwatch {command} nor Beam takes it{hint}")
+    takes = "neither seqwatch {0} nor Beam takes it" if beam_known else "seqwatch {0} does not take it"
+    return f"unknown flag {name}: {takes.format(command)}{hint}"
 
 
 def _interrupted(exc: BaseException) -> bool:

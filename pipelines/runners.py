@@ -117,16 +117,37 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
     return args
 
 
-def prism_binary(options) -> str:
+def batch_runner_args(beam_args: list[str]) -> list[str]:
+    """The Beam flags a batch job (run, replay, demo) runs with: ``beam_args``, and where they name the PrismRunner
+    without ``--prism_location``, the checkout's ``make prism`` binary, as a stream gets it. Raises
+    ``StreamRunnerError`` when Prism is named and its binary cannot be had (Beam's download failed in a
+    traceback)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
+
+    args = list(beam_args)
+    options = PipelineOptions(args)
+    if runner_name(options) != "prismrunner":
+        return args
+    if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
+        args.append(f"--prism_location={PRISM_IN_CHECKOUT}")
+    prism_binary(PipelineOptions(args), refusal="--runner=PrismRunner needs Prism's binary, which could not be had "
+                                                "({reason}): build it with `make prism` (Go) and pass "
+                                                "--prism_location=.tools/bin/prism, or leave out --runner")
+    return args
+
+
+def prism_binary(options, refusal: str | None = None) -> str:
     """The path of the Prism binary that ``options`` give Beam (``--prism_location``, Beam's cache, or a download,
-    as Beam's ``PrismJobServer`` resolves it); ``StreamRunnerError`` when there is none to be had."""
+    as Beam's ``PrismJobServer`` resolves it); ``StreamRunnerError`` when there is none to be had, with
+    ``refusal`` (its ``{reason}`` filled in) or a stream's sentence."""
     from apache_beam.runners.portability.prism_runner import PrismJobServer
 
     try:
         return PrismJobServer(options)._get_executable_path()
     except Exception as exc:  # noqa: BLE001 - a download refused, a path that is no binary: all one message
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
-        raise StreamRunnerError(
-            f"a stream runs on Prism unless --runner names another runner, and Prism's binary could not be had "
-            f"({reason}): build it with `make prism` (Go) and pass --prism_location=.tools/bin/prism, or name "
-            f"another streaming runner (FlinkRunner, DataflowRunner)") from None
+        refusal = refusal or ("a stream runs on Prism unless --runner names another runner, and Prism's binary could "
+                              "not be had ({reason}): build it with `make prism` (Go) and pass "
+                              "--prism_location=.tools/bin/prism, or name another streaming runner (FlinkRunner, "
+                              "DataflowRunner)")
+        raise StreamRunnerError(refusal.format(reason=reason)) from None

@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.timestamp import Timestamp
 
 from seqwatch.pipelines.alerts import describe_incident, forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
@@ -152,6 +153,19 @@ def readings_by_entity(batch: ReadingBatch):
     frame = batch.frame.loc[:, list(READING_COLUMNS)]
     for entity, part in frame.groupby("entity_id", observed=True, sort=True):
         yield str(entity), part
+
+
+def archive_pieces(batch: ReadingBatch, size_us: int, timestamp=beam.DoFn.TimestampParam):
+    """``(entity, frame)`` per entity and archive window of ``size_us`` of a batch, each stamped with its first
+    reading's time (never before the batch's own stamp, which Beam does not allow): the archive files a piece by
+    its stamp, and a batch of a replay or a broker poll can span several windows (an hour's file held readings
+    of the next hour)."""
+    for entity, part in readings_by_entity(batch):
+        window = part["timestamp"].to_numpy() // size_us
+        for w in np.unique(window):
+            piece = part[window == w]
+            at = max(int(piece["timestamp"].min()), int(timestamp.micros))
+            yield beam.window.TimestampedValue((entity, piece), Timestamp(micros=at))
 
 
 ALERT_LOG = "seqwatch.alerts"
@@ -279,7 +293,7 @@ class WriteOutputs(beam.PTransform):
             # Per entity and archive window; readings that arrive after their window was written go into the next
             # file of their entity (never dropped: see seqwatch.pipelines.flush).
             archived = (outputs["readings"]
-                        | "ReadingsByEntity" >> beam.FlatMap(readings_by_entity)
+                        | "ReadingsByEntity" >> beam.FlatMap(archive_pieces, int(round(self.archive_window_s * 1e6)))
                         | "FlushReadings" >> FlushPerWindow(self.archive_window_s))
             parts["Readings"] = archived | "ReadingTables" >> beam.Map(
                 lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}.parquet", reading_table(r.items)))

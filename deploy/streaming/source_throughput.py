@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -108,9 +109,11 @@ def main(argv=None):
         read.readings | "Stamp" >> beam.ParDo(_Stamp(log))
     wall = time.time() - t
     n, rate = _rate(log)
+    # One batch has no span to time (-n at most --max-batch): the rate is not known, not a crash.
     print(json.dumps({"source": args.source, "messages": args.n, "readings_out": n,
                       "publish_per_s": round(args.n / published) if args.source != "replay" else None,
-                      "pipeline_wall_s": round(wall, 2), "read_readings_per_s": round(rate)}))
+                      "pipeline_wall_s": round(wall, 2),
+                      "read_readings_per_s": round(rate) if math.isfinite(rate) else None}))
 
 
 if __name__ == "__main__":

@@ -420,6 +420,8 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "'sensor' (expectation_failed 2; the first expectation_failed: channel 'flow' value -9999.0 failed "
          "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) where "
          "channel.str.contains(\"flow\", case=False, regex=True))"),
+        ([*replay_stream, "--archive-readings", "3600", "--runner=DirectRunner"],
+         "--archive-readings in a stream needs Prism, Flink or Dataflow (leave out --runner: Prism)"),
         ([*replay_stream, "--online-calibration", "--runner=DirectRunner"],
          "--online-calibration in a stream needs Prism, Flink or Dataflow"),
         # The DirectRunner runs a stream as one batch where it cannot hand it to Prism: a broker read that never
@@ -476,6 +478,8 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--input",
           str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
          "--input is for --source replay, not --source kafka"),
+        (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--epocs", "3"],
+         "unknown flag --epocs: seqwatch train does not take it; did you mean --epochs?"),
         (["run", "--input", str(long_file), "--sep", ";", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir)], "long.csv's header is one column when split by the separator ';' (--sep, or the "
                                  "mapping's sep) and looks separated by ',': give --sep ',' or leave the separator "

@@ -61,3 +61,30 @@ def test_a_late_element_far_behind_goes_with_a_release_of_its_own_after_the_last
               .advance_watermark_to(Timestamp(100))
               .advance_watermark_to_infinity())
     _assert_releases(stream, [("a", 0, ["a2"], 0), ("a", 20, ["a22"], 0), ("a", 30, ["a1-late"], 1)])
+
+
+def test_the_archive_cuts_a_batch_that_spans_windows_and_stamps_each_piece_with_its_first_reading():
+    """A replayed or polled batch can span archive windows; stamped as one element (its first reading's time), the
+    archive filed all of it under the first window (a 05:00 file held readings up to 06:00:10)."""
+    from seqwatch.pipelines.sinks import archive_pieces
+    from seqwatch.schemas.elements import ReadingBatch
+
+    hour = 3600 * 10**6
+    stamps = [hour - 20 * 10**6, hour - 10 * 10**6, hour, hour + 10 * 10**6, 3 * hour]
+    batch = ReadingBatch.from_columns(["p1", "p2", "p1", "p1", "p1"], ["flow"] * 5, stamps, [1.0, 2.0, 3.0, 4.0, 5.0],
+                                      ["s"] * 5, [1, 2, 3, 4, 5])
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        pieces = (p | beam.Create([batch])
+                  | beam.Map(lambda b: TimestampedValue(b, Timestamp(micros=hour - 20 * 10**6)))
+                  | beam.FlatMap(archive_pieces, hour)
+                  | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], kv[1]["value"].tolist(), t.micros)))
+        assert_that(pieces, equal_to([("p1", [1.0], hour - 20 * 10**6), ("p1", [3.0, 4.0], hour),
+                                      ("p1", [5.0], 3 * hour), ("p2", [2.0], hour - 10 * 10**6)]))
+    # Never stamped before the batch's own stamp (a batch a reader stamped at its watermark): Beam forbids it.
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        pieces = (p | beam.Create([batch])
+                  | beam.Map(lambda b: TimestampedValue(b, Timestamp(micros=2 * hour)))
+                  | beam.FlatMap(archive_pieces, hour)
+                  | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], len(kv[1]), t.micros)))
+        assert_that(pieces, equal_to([("p1", 1, 2 * hour), ("p1", 2, 2 * hour), ("p1", 1, 3 * hour),
+                                      ("p2", 1, 2 * hour)]))

@@ -48,6 +48,17 @@ def checkout_prism(tmp_path, monkeypatch):
     return binary
 
 
+def test_a_batch_job_that_names_prism_gets_the_checkouts_binary(checkout_prism, tmp_path):
+    # `seqwatch run --runner=PrismRunner` ended in Beam's traceback: it tried to download Prism from GitHub.
+    assert runners.batch_runner_args(["--runner=PrismRunner"]) == [
+        "--runner=PrismRunner", f"--prism_location={checkout_prism}"]
+    assert runners.batch_runner_args(["--runner=DirectRunner"]) == ["--runner=DirectRunner"]
+    assert runners.batch_runner_args([]) == []
+    with pytest.raises(StreamRunnerError, match=r"^--runner=PrismRunner needs Prism's binary, which could not be "
+                                                r"had \(Unable to parse binary URL .*\): build it with `make prism` "):
+        runners.batch_runner_args(["--runner=PrismRunner", f"--prism_location={tmp_path / 'none'}"])
+
+
 def test_a_stream_that_names_no_runner_runs_on_the_checkouts_prism(checkout_prism, tmp_path):
     assert stream_runner_args(["--flush"], "kafka", source_ends=False) == [
         "--flush", "--runner=PrismRunner", f"--prism_location={checkout_prism}"]

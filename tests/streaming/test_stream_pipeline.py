@@ -237,6 +237,8 @@ def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_
         f"first): {stream_outputs.timeline(out)}")
 
     old = load_artifact(root / "2026-01").model_version
+    # The switch is said on the terminal, as the stream's other lines are (its warning was filtered out).
+    assert f"seqwatch stream: scoring switched from model version {old} to {retrained.model_version} (" in log, log
     alerts = stream_outputs.alerts(out / "alerts").sort_values("start")
     assert alerts["model_version"].iloc[0] == old
     assert alerts["model_version"].iloc[-1] == retrained.model_version
@@ -276,6 +278,11 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
                                   readings.sort_values(key).reset_index(drop=True), check_dtype=False)
     # 9,000 s of event time per entity in windows of 1,800 s: five or six files each (the first window may be cut).
     assert {f.parent.name for f in files} == {"pump-01", "pump-02"} and 10 <= len(files) <= 12
+    # Each file holds its own window's readings only (a replayed batch that spanned two windows went whole into the
+    # first one's file).
+    for f in files:
+        start_us, us = int(f.stem), pd.read_parquet(f)["timestamp"].dt.as_unit("us").astype("int64")
+        assert ((us >= start_us) & (us < start_us + 1800 * 10**6)).all(), f
 
     train = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "train", "--warm-start", str(root),
                             "--input", str(out / "readings" / "*" / "*.parquet"), "--exclude-alerts", str(out),
