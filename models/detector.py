@@ -40,6 +40,17 @@ class TrainingDataWarning(UserWarning):
     a note; ``metrics["training_notes"]`` keeps them)."""
 
 
+# A threshold at or below this is no threshold: the calibration windows all scored (about) the same.
+ZERO_THRESHOLD = 1e-6
+
+
+def zero_threshold_note(threshold: float) -> str:
+    return (f"the threshold is {threshold:.3g}: the calibration windows (the end of each entity's history) all "
+            f"score alike, as where the signal is idle there, so every window that differs from them will alert; "
+            f"give normal readings with the signal's usual activity as --holdout-input (the validation and "
+            f"calibration part), or a history whose end is not idle")
+
+
 def constant_channel_note(channels: list) -> str:
     """One sentence on channels that were constant in training: what it means for scoring, and what to do."""
     many = len(channels) > 1
@@ -320,6 +331,9 @@ class Seq2SeqDetector:
         keras.utils.set_random_seed(self.config.training.seed)
         self.model = build_seq2seq(self.config.architecture, self.window_length, len(self.channels))
         self._train_and_calibrate(windows, progress, warm_start=False)
+        if not self.threshold > ZERO_THRESHOLD:
+            notes.append(zero_threshold_note(self.threshold))
+            warnings.warn(TrainingDataWarning(notes[-1]), stacklevel=2)
         self.metrics.update(constant_channels=constant, rising_channels=sorted(rising), training_notes=notes)
         self._record_data(frame, holdout)
         return self
@@ -345,6 +359,11 @@ class Seq2SeqDetector:
         done = int(self.metrics.get("fine_tunes", 0))
         kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
                 if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
+        import keras
+
+        # The same model and readings give the same new version (training shuffles its windows); each fine-tune of
+        # a line of versions draws its own.
+        keras.utils.set_random_seed(self.config.training.seed + done + 1)
         self._train_and_calibrate(windows, progress, warm_start=True)
         self._record_data(frame, holdout)
         self.metrics.update(fine_tunes=done + 1, **kept)

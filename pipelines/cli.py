@@ -145,6 +145,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         raise CliError(str(exc)) from None
     reader = FileReader(mapping, "train")
     frames, rejected, empty, records = [], 0, 0, 0
+    empty_by_channel: dict = {}
     unread: dict = {}  # rejected readings by reason code, and the first reason of each
     first_unread: dict = {}
     for path in paths:
@@ -153,6 +154,8 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
             for q in quarantine:
                 if q.reason_code == "parse_value" and q.reason.endswith((EMPTY_VALUE, MISSING_VALUE_END)):
                     empty += q.records
+                    channel = mapping.channels.get(q.column, q.column) if mapping.format == "wide" else q.column
+                    empty_by_channel[channel] = empty_by_channel.get(channel, 0) + q.records
                     continue
                 rejected += q.records
                 unread[q.reason_code] = unread.get(q.reason_code, 0) + q.records
@@ -166,6 +169,13 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     if frame is None or frame.empty:
         raise CliError(f"the {what} holds no valid records ({len(paths)} file(s), {records} records, "
                        f"{rejected + empty} rejected" + (f": {unread_why}" if unread else "") + ")")
+    # A channel of empty cells only is not in the frame at all: the model would leave it out without a word.
+    found = set(map(str, frame["channel"].unique()))
+    blank = sorted(c for c in empty_by_channel if c and c not in found and (not channels or c in channels))
+    if blank:
+        print(f"seqwatch train: note: channel(s) {blank} had no value at all in the {what} "
+              f"({sum(empty_by_channel[c] for c in blank)} empty values): the model leaves them out, and runs will "
+              f"quarantine their readings as unknown_channel", file=sys.stderr)
     spans: dict = {}  # entity -> [(file, first, last)]: files of one entity over the same time
     grouped = frame.groupby(["entity_id", "source"], observed=True)["timestamp"].agg(["min", "max"])
     for (entity, source), row in grouped.iterrows():

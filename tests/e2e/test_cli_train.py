@@ -90,8 +90,11 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
     # which training counts apart from rejected readings (and max_gap 3 bridges).
     steps = readings.groupby("channel").cumcount()
     wide_csv(readings[(readings["channel"] != "temperature") | (steps % 4 == 0)], tmp_path / "sparse" / "pump-01.csv")
+    # A channel whose every cell is empty: the model was trained without it and nothing said so.
+    wide_csv(readings.assign(value=readings["value"].where(readings["channel"] != "vibration")),
+             tmp_path / "blank" / "pump-01.csv")
     scalers, notes, stderr = {}, {}, {}
-    names = ("clean", "dirty", "sparse")
+    names = ("clean", "dirty", "sparse", "blank")
     runs = cli_cases([["train", "--input", str(tmp_path / name), "--format", "wide", "--model-dir",
                        str(tmp_path / f"m-{name}"), "--window", "16", "--stride", "4", "--units", "4", "--epochs", "1"]
                       for name in names])
@@ -114,6 +117,10 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
            "expectation_failed 70)" in stderr["dirty"]
     assert "training on 2975 readings from 1 file(s) (0 rejected readings and 525 empty values skipped)" \
            in stderr["sparse"]
+    assert notes["blank"] == [
+        "seqwatch train: note: channel(s) ['vibration'] had no value at all in the training input (700 empty "
+        "values): the model leaves them out, and runs will quarantine their readings as unknown_channel", valve_note]
+    assert "vibration" not in load_artifact(tmp_path / "m-blank").channels
     assert scalers["dirty"] == scalers["clean"]
     assert load_artifact(tmp_path / "m-dirty").metrics["constant_channels"] == ["valve"]
 

@@ -169,6 +169,24 @@ def test_a_channel_that_only_rises_in_training_is_named_as_a_cumulative_meter():
     assert detector.metrics["rising_channels"] == ["b"] and len(detector.metrics["training_notes"]) == 1
 
 
+def test_a_history_whose_end_is_idle_gives_a_zero_threshold_and_says_so():
+    # The calibration part (the end of the history) of a machine switched off: every window there scores alike,
+    # the threshold was 3e-11 without a word, and every normal window of a later run alerted.
+    from seqwatch.models.detector import TrainingDataWarning
+
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400)
+    off = readings["timestamp"] >= readings["timestamp"].quantile(0.65)
+    readings.loc[off, "value"] = 0.0
+    with pytest.warns(TrainingDataWarning, match=r"^the threshold is .*: the calibration windows \(the end of each "
+                                                 r"entity's history\) all score alike.* --holdout-input"):
+        detector = Seq2SeqDetector(config).fit(readings, progress=False)
+    assert detector.threshold <= 1e-6 and detector.metrics["training_notes"][-1].startswith("the threshold is ")
+    assert "the threshold is" not in " ".join(Seq2SeqDetector(config).fit(_readings(400), progress=False)
+                                              .metrics["training_notes"])
+
+
 def test_an_entity_that_lacks_a_channel_is_named_as_not_trained_on():
     from seqwatch.models.detector import TrainingDataWarning, entities_lacking_channels
 
