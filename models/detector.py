@@ -262,8 +262,10 @@ class Seq2SeqDetector:
 
     @property
     def window_dtype(self) -> type:
-        """What windows are cut as (``windowing.window_dtype``: float64 with cumulative channels)."""
-        return windowing.window_dtype(self.config.window.cumulative_channels)
+        """What windows are cut as (``windowing.window_dtype``: float64 with cumulative channels, or a channel far
+        from zero next to its spread)."""
+        return windowing.window_dtype(self.config.window.cumulative_channels,
+                                      self.scaler.to_dict() if self.scaler is not None else None)
 
     @property
     def _cumulative(self) -> list:

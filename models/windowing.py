@@ -224,10 +224,23 @@ def build_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray,
     return Grid(first_step, filled, observed, ~np.isnan(filled).any(axis=1))
 
 
-def window_dtype(cumulative_channels) -> type:
+# A channel whose float32 step at its mean level is coarser than this share of its standard deviation is cut in
+# float64: float32 holds 1e12 to the nearest 131,072, which erases a signal that varies by 18 around it.
+FLOAT32_RESOLUTION_SHARE = 1e-3
+
+
+def window_dtype(cumulative_channels, scaler: dict | None = None) -> type:
     """What a model's windows are cut as: float32, or float64 for a model with cumulative channels, whose
-    increments a float32 reading would not hold (a meter at 123,456,789 Wh is held to the nearest 8 Wh)."""
-    return np.float64 if cumulative_channels else np.float32
+    increments a float32 reading would not hold (a meter at 123,456,789 Wh is held to the nearest 8 Wh), or with
+    a channel whose level is far from zero next to its spread (``scaler``: the artifact's ``{"mean", "scale"}``):
+    training cuts its windows in float64, so scoring must not round away what the model learnt."""
+    if cumulative_channels:
+        return np.float64
+    if scaler:
+        mean, scale = np.abs(np.asarray(scaler["mean"], dtype=np.float64)), np.asarray(scaler["scale"], dtype=np.float64)
+        if np.any(mean * 2.0 ** -24 > FLOAT32_RESOLUTION_SHARE * scale):
+            return np.float64
+    return np.float32
 
 
 def step_increments(values: np.ndarray, columns, first: float = 0.0) -> np.ndarray:

@@ -187,6 +187,24 @@ def test_a_history_whose_end_is_idle_gives_a_zero_threshold_and_says_so():
                                               .metrics["training_notes"])
 
 
+def test_a_channel_far_from_zero_is_scored_at_the_precision_it_was_trained_at():
+    # Training cuts windows in float64, scoring cut them in float32: at 1e12 float32 steps by 131,072, and a signal
+    # that varies by about 1 around it was erased; every window of the training data itself alerted.
+    from seqwatch.models.windowing import window_dtype
+
+    assert window_dtype((), {"mean": [100.0, 1e12], "scale": [5.0, 18.0]}) is np.float64
+    # float32 holds 1e6 to 0.06 (0.3% of a spread of 18: float64, to be safe) and 1e4 to 0.001 (float32).
+    assert window_dtype((), {"mean": [100.0, 1e6], "scale": [5.0, 18.0]}) is np.float64
+    assert window_dtype((), {"mean": [100.0, 1e4], "scale": [5.0, 18.0]}) is np.float32
+    assert window_dtype((), None) is np.float32 and window_dtype(("meter",), None) is np.float64
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=2, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400).assign(value=lambda r: r["value"] + 1e12)
+    detector = Seq2SeqDetector(config).fit(readings, progress=False)
+    assert detector.window_dtype is np.float64
+    assert detector.score_frame(readings)["is_anomaly"].mean() < 0.2
+
+
 def test_an_entity_that_lacks_a_channel_is_named_as_not_trained_on():
     from seqwatch.models.detector import TrainingDataWarning, entities_lacking_channels
 
