@@ -497,18 +497,28 @@ class _ListKafkaPartitions(beam.DoFn):
             yield self.topic, tuple(partitions[g::groups])
 
     def _list(self) -> list:
-        from confluent_kafka import Consumer  # imported here: Beam's pickler fails on confluent-kafka types
+        return kafka_partitions(self.bootstrap_servers, self.topic, self.consumer_config, timeout_s=30)
 
-        consumer = Consumer(_kafka_config(self.bootstrap_servers, None, self.consumer_config))
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=30)
-            info = metadata.topics.get(self.topic)
-            if info is None or info.error is not None or not info.partitions:
-                raise RuntimeError(f"Kafka topic {self.topic!r} does not exist on {self.bootstrap_servers} "
-                                   f"({info.error if info is not None else 'no metadata'})")
-            return sorted(info.partitions)
-        finally:
-            consumer.close()
+
+def kafka_partitions(bootstrap_servers: str, topic: str, consumer_config: dict, timeout_s: float) -> list[int]:
+    """The topic's partitions, asked of the broker; raises ``ConnectionError`` when no broker answers within
+    ``timeout_s`` and ``LookupError`` when the topic does not exist, each with one sentence."""
+    from confluent_kafka import Consumer, KafkaException  # imported here: Beam's pickler fails on their types
+
+    # librdkafka's own log lines (a FAIL line per connection attempt) are silenced: the exception says it.
+    consumer = Consumer({**_kafka_config(bootstrap_servers, None, consumer_config), "log_level": 0})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise ConnectionError(f"cannot reach the Kafka broker at {bootstrap_servers} ({reason})") from None
+    finally:
+        consumer.close()
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        why = info.error.str() if info is not None and info.error is not None else "no partitions"
+        raise LookupError(f"the Kafka topic {topic!r} does not exist on {bootstrap_servers} ({why})")
+    return sorted(info.partitions)
 
 
 class _KafkaOffsets(RestrictionProvider):
@@ -806,26 +816,9 @@ class KafkaReadings(beam.PTransform):
         self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
 
     def check_topic(self, timeout_s: float = 10.0) -> list[int]:
-        """The topic's partitions, asked of the broker now (before a pipeline starts); raises ``ConnectionError``
-        when no broker answers within ``timeout_s`` and ``LookupError`` when the topic does not exist, each with
-        one sentence."""
-        from confluent_kafka import Consumer, KafkaException
-
-        # librdkafka's own log lines (a FAIL line per connection attempt) are silenced: the exception says it.
-        config = {**_kafka_config(self.bootstrap_servers, None, self.consumer_config), "log_level": 0}
-        consumer = Consumer(config)
-        try:
-            metadata = consumer.list_topics(self.topic, timeout=timeout_s)
-        except KafkaException as exc:
-            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-            raise ConnectionError(f"cannot reach the Kafka broker at {self.bootstrap_servers} ({reason})") from None
-        finally:
-            consumer.close()
-        info = metadata.topics.get(self.topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise LookupError(f"the Kafka topic {self.topic!r} does not exist on {self.bootstrap_servers} "
-                              f"({info.error.str() if info is not None and info.error is not None else 'no partitions'})")
-        return sorted(info.partitions)
+        """The topic's partitions, asked of the broker now, before a pipeline starts (``kafka_partitions``, as the
+        read lists them when it starts)."""
+        return kafka_partitions(self.bootstrap_servers, self.topic, self.consumer_config, timeout_s)
 
     def expand(self, pbegin):
         if self.expansion_service:

@@ -63,10 +63,11 @@ def _mapping_from_args(args):
         wide_only = [flag for flag, value in (("--timestamp-column", args.timestamp_column),
                                               ("--entity-column", args.entity_column), ("--entity", args.entity))
                      if value]
-        if flags.get("format") != "wide" and wide_only:
-            raise CliError(f"{' and '.join(wide_only)} {'is' if len(wide_only) == 1 else 'are'} for --format wide; "
-                           f"a long file's rows name their entity and time in its entity_id and timestamp columns")
         if flags.get("format") != "wide":
+            if wide_only:
+                raise CliError(f"{' and '.join(wide_only)} {'is' if len(wide_only) == 1 else 'are'} for --format "
+                               f"wide; a long file's rows name their entity and time in its entity_id and timestamp "
+                               f"columns")
             flags.pop("timestamp", None)
             flags.pop("entity", None)
         return InputMapping.from_dict({**flags, "ignore": ignore})
@@ -1126,8 +1127,8 @@ def _unknown_flag(command: str, parser: argparse.ArgumentParser, first: str, bea
     name = first.split("=", 1)[0]
     close = difflib.get_close_matches(name, ours + beam_known, n=1, cutoff=0.75)
     hint = f"; did you mean {close[0]}?" if close else f" (seqwatch {command} --help lists its flags)"
-    takes = "neither seqwatch {0} nor Beam takes it" if beam_known else "seqwatch {0} does not take it"
-    return f"unknown flag {name}: {takes.format(command)}{hint}"
+    takes = f"neither seqwatch {command} nor Beam takes it" if beam_known else f"seqwatch {command} does not take it"
+    return f"unknown flag {name}: {takes}{hint}"
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -97,7 +97,7 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
     from its cache or downloaded). Raises ``StreamRunnerError`` when Prism's binary cannot be had, and for the DirectRunner on a
     source that does not end (a broker without ``--stop-after-idle``): where the DirectRunner cannot hand the job
     to Prism it reads the source to its end before anything after it runs, and this one has none."""
-    from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     args = list(beam_args)
     options = PipelineOptions(args)
@@ -111,9 +111,18 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
         args.append("--runner=PrismRunner")
         name = "prismrunner"
     if name == "prismrunner":
-        if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
-            args.append(f"--prism_location={PRISM_IN_CHECKOUT}")
+        args = _on_checkout_prism(args, options)
         prism_binary(PipelineOptions(args))
+    return args
+
+
+def _on_checkout_prism(args: list[str], options) -> list[str]:
+    """``args`` with the checkout's ``make prism`` binary as ``--prism_location`` when they name none and it is
+    built (else Beam looks in its cache or downloads its own)."""
+    from apache_beam.options.pipeline_options import PrismRunnerOptions
+
+    if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
+        return [*args, f"--prism_location={PRISM_IN_CHECKOUT}"]
     return args
 
 
@@ -122,14 +131,12 @@ def batch_runner_args(beam_args: list[str]) -> list[str]:
     without ``--prism_location``, the checkout's ``make prism`` binary, as a stream gets it. Raises
     ``StreamRunnerError`` when Prism is named and its binary cannot be had (Beam's download failed in a
     traceback)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, PrismRunnerOptions
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    args = list(beam_args)
-    options = PipelineOptions(args)
+    options = PipelineOptions(beam_args)
     if runner_name(options) != "prismrunner":
-        return args
-    if not options.view_as(PrismRunnerOptions).prism_location and os.access(PRISM_IN_CHECKOUT, os.X_OK):
-        args.append(f"--prism_location={PRISM_IN_CHECKOUT}")
+        return list(beam_args)
+    args = _on_checkout_prism(list(beam_args), options)
     prism_binary(PipelineOptions(args), refusal="--runner=PrismRunner needs Prism's binary, which could not be had "
                                                 "({reason}): build it with `make prism` (Go) and pass "
                                                 "--prism_location=.tools/bin/prism, or leave out --runner")

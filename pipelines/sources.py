@@ -186,9 +186,9 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
             if _looks_binary(line):
                 raise SchemaDriftError(f"{PurePath(path).name} does not look like a CSV text file: its first line "
                                        f"holds binary data (is it compressed or in another format?)")
-            given, sep = sep, sep or hint or sniff_separator(line)
+            given, sniffed = sep, sniff_separator(line)
+            sep = given or hint or sniffed
             fields = split_lines([line], sep, line.count(sep) + 1)[0][0] if '"' in line else line.split(sep)
-            sniffed = sniff_separator(line)
             if given and len(fields) == 1 and sniffed != given and sniffed in line:
                 raise SchemaDriftError(f"{PurePath(path).name}'s header is one column when split by the separator "
                                        f"{given!r} (--sep, or the mapping's sep) and looks separated by {sniffed!r}: "

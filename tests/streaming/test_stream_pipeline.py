@@ -269,7 +269,8 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
     assert result.returncode == 0, result.stderr[-3000:]
     assert "archiving readings per 1800s under readings/" in result.stderr
     files = sorted((out / "readings").rglob("*.parquet"))
-    archive = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    tables = {f: pd.read_parquet(f) for f in files}
+    archive = pd.concat(tables.values(), ignore_index=True)
     counts = stream_outputs.counts(out)
     assert counts["readings_archived"] == len(archive) == len(readings) == counts["records_scored"]
     as_text = archive.assign(timestamp=archive["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -280,8 +281,8 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
     assert {f.parent.name for f in files} == {"pump-01", "pump-02"} and 10 <= len(files) <= 12
     # Each file holds its own window's readings only (a replayed batch that spanned two windows went whole into the
     # first one's file).
-    for f in files:
-        start_us, us = int(f.stem), pd.read_parquet(f)["timestamp"].dt.as_unit("us").astype("int64")
+    for f, table in tables.items():
+        start_us, us = int(f.stem), table["timestamp"].dt.as_unit("us").astype("int64")
         assert ((us >= start_us) & (us < start_us + 1800 * 10**6)).all(), f
 
     train = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "train", "--warm-start", str(root),
