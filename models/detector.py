@@ -152,13 +152,18 @@ def infer_step_us(frame: pd.DataFrame) -> int:
 def as_micros(timestamps: pd.Series) -> np.ndarray:
     """µs since the epoch of int µs or datetime values of any unit (naive datetimes are UTC); a column of
     ``pd.Timestamp`` objects or of ISO 8601 texts is read as datetimes. Raises ValueError in one sentence
-    when a value is none of these."""
+    when a value is none of these, or missing."""
     if not (pd.api.types.is_datetime64_any_dtype(timestamps) or pd.api.types.is_numeric_dtype(timestamps)):
         try:
             timestamps = pd.to_datetime(timestamps, utc=True, format="mixed")
         except (ValueError, TypeError, OverflowError):
             raise ValueError("timestamps must be datetimes, ISO 8601 texts or int µs since the epoch; "
                              f"{str(timestamps.iloc[0])[:40]!r} and others are not") from None
+    missing = timestamps.isna().to_numpy()
+    if missing.any():  # NaT would become the smallest int64: a grid from 292,000 BC
+        raise ValueError(f"{int(missing.sum())} of {len(missing)} timestamps are missing (the first at index "
+                         f"{timestamps.index[int(np.flatnonzero(missing)[0])]!r}); drop those readings or fill in "
+                         f"their times")
     if pd.api.types.is_datetime64_any_dtype(timestamps):
         ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
@@ -171,21 +176,31 @@ def _check_columns(frame: pd.DataFrame) -> None:
         raise ValueError(f"training data lacks columns {sorted(missing)}")
 
 
-def _check_entity_intervals(frame: pd.DataFrame, step_us: int) -> None:
-    """Raise ``ModelMismatchError`` naming the entities whose readings come more than 2x faster or slower than
-    ``step_us``: one model learns one sampling interval (the pipelines quarantine such entities' panes)."""
-    off = []
+def _check_entity_intervals(frame: pd.DataFrame, step_us: int, given: bool = False) -> None:
+    """Raise ``ModelMismatchError`` when some entity's readings come more than 2x faster or slower than
+    ``step_us``: one model learns one sampling interval (the pipelines quarantine such entities' panes). The
+    sentence gives every entity's interval, grouped, commonest first; ``given``: ``step_us`` was set by the caller,
+    not inferred from the readings (then it is named as the model's interval)."""
+    intervals = {}
     for entity, part in frame.groupby("entity_id", sort=True, observed=True):
         try:
-            interval = infer_step_us(part)
+            intervals[str(entity)] = infer_step_us(part)
         except InsufficientDataError:
             continue
-        if not windowing.interval_fits(interval, step_us):
-            off.append(f"{entity} every {interval / 1e6:g}s")
-    if off:
-        shown = ", ".join(off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
-        raise ModelMismatchError(f"the training data's readings come every {step_us / 1e6:g}s, but those of "
-                                 f"{shown}: train one model per sampling interval, or resample the data")
+    if all(windowing.interval_fits(interval, step_us) for interval in intervals.values()):
+        return
+    groups: dict[str, list] = {}
+    for entity, interval in intervals.items():
+        groups.setdefault(f"{interval / 1e6:.3g}", []).append(entity)
+
+    def named(entities: list) -> str:
+        return ", ".join(entities[:3]) + (f" and {len(entities) - 3} more" if len(entities) > 3 else "")
+
+    shown = "; ".join(f"{named(entities)} every {seconds}s"
+                      for seconds, entities in sorted(groups.items(), key=lambda kv: -len(kv[1])))
+    head = (f"the model's interval is {step_us / 1e6:g}s, but not every entity of the training data is read at it"
+            if given else "the training data's entities are read at different intervals")
+    raise ModelMismatchError(f"{head}: {shown}: train one model per sampling interval, or resample the data")
 
 
 def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int) -> dict[str, windowing.Grid]:
@@ -194,10 +209,30 @@ def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: in
     pipelines' parser quarantines it."""
     grids = {}
     for entity, part, steps, positions in entity_steps(frame, channels, step_us):
+        _check_grid_span(entity, steps, step_us)
         values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
         values = np.where(np.isfinite(values), values, np.nan)
         grids[entity] = windowing.build_grid(steps, positions, values, len(channels), max_gap)
     return grids
+
+
+# An entity's grid holds every step from its first reading to its last. One far beyond 1,000 steps per time with
+# readings, and longer than 10M steps (hundreds of MB a channel), comes from a timestamp that is wrong (a clock that
+# was never set); the pipelines quarantine such readings before their horizon, a notebook's frame is not validated.
+SPARSE_GRID_MIN_STEPS = 10_000_000
+SPARSE_GRID_FACTOR = 1_000
+
+
+def _check_grid_span(entity: str, steps: np.ndarray, step_us: int) -> None:
+    span = int(steps.max() - steps.min()) + 1 if steps.size else 0
+    if span <= SPARSE_GRID_MIN_STEPS:
+        return
+    times = np.unique(steps).size
+    if span > SPARSE_GRID_FACTOR * times:
+        first, last = (pd.Timestamp(int(s) * step_us, unit="us", tz="UTC") for s in (steps.min(), steps.max()))
+        raise ValueError(f"entity {entity!r}: its readings span {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}, "
+                         f"{span:,} steps of {step_us / 1e6:g}s for {times:,} times with readings; a timestamp is "
+                         f"likely wrong (a clock that was never set): drop such readings first")
 
 
 def entity_steps(frame: pd.DataFrame, channels: tuple, step_us: int):
@@ -307,11 +342,19 @@ class Seq2SeqDetector:
         from seqwatch.models.compile_cache import enable_compile_cache
 
         _check_columns(frame)
-        self.channels = tuple(channels) if channels else tuple(sorted(map(str, frame["channel"].unique())))
+        present = sorted(map(str, frame["channel"].unique()))
+        if isinstance(channels, str):
+            channels = (channels,)  # one channel's name, not its letters
+        if channels:
+            absent = [c for c in channels if str(c) not in present]
+            if absent:
+                raise ModelMismatchError(f"the training data holds no readings of the channel(s) {absent} (its "
+                                         f"channels are {present})")
+        self.channels = tuple(map(str, channels)) if channels else tuple(present)
         self.step_us = int(step_us) if step_us else infer_step_us(frame)
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
-        _check_entity_intervals(frame, self.step_us)
+        _check_entity_intervals(frame, self.step_us, given=bool(step_us))
         unknown = [c for c in self.config.window.cumulative_channels if c not in self.channels]
         if unknown:
             raise ValueError(f"the cumulative channel{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
@@ -605,6 +648,8 @@ class Seq2SeqDetector:
         step are averaged. Raises RuntimeError before ``fit``."""
         if not self.is_fitted:
             raise RuntimeError("the detector is not fitted: call fit() or load an artifact first")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 window, got {chunk}")
         _check_columns(frame)
         length, stride = self.config.window.length, self.config.window.stride
         entities, ends, windows = [], [], []

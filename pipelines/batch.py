@@ -184,7 +184,7 @@ def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
     return min(cpus, len(paths)) if total >= AUTO_WORKERS_MIN_READINGS else 1
 
 
-LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+LOCAL_RUNNER = "seqwatch.pipelines.local_runner.LocalRunner"
 
 
 def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[PipelineOptions, int]:
@@ -200,10 +200,11 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[Pip
     if standard.runner is None:
         # The DirectRunner's own engine, named: Beam 2.77's "DirectRunner" first tries to download Prism and run
         # the job there, so a machine with internet access would run something else than what was measured.
+        # LocalRunner is that engine (the FnApiRunner) with quiet worker processes (local_runner.py).
         standard.runner = LOCAL_RUNNER
     apply_runner_fixes(options)
     direct = options.view_as(DirectOptions)
-    if runner_name(options) not in ("directrunner", "switchingdirectrunner", "fnapirunner"):
+    if runner_name(options) not in ("directrunner", "switchingdirectrunner", "fnapirunner", "localrunner"):
         return options, 0  # a distributed runner decides its own parallelism
     if any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
         return options, direct.direct_num_workers if direct.direct_running_mode == "multi_processing" else 1

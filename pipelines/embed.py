@@ -14,8 +14,9 @@ is up to the pipeline around it; ``WriteDetections`` writes what the CLI writes.
 
 A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
 seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or
-``bytes``, as a broker delivers it); a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``) renames the keys
-(long format), or reads a dict per entity and time with a key per channel (wide format: a device's state).
+``bytes``, as a broker delivers it); a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``, or a dict of its
+fields as a ``--mapping`` file holds them) renames the keys (long format), or reads a dict per entity and time
+with a key per channel (wide format: a device's state).
 Every reading that enters leaves either in a scored window or as a ``Quarantined`` record with a reason (a
 message that is not JSON, a missing key, a value that is not a number, a duplicate, a reading no window can
 hold, ...), and ``counts`` carries ``(name, n)`` pairs that prove it:
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -43,6 +45,8 @@ from seqwatch.pipelines.graph import SourceOutputs, detect, write_detections
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.streaming import (DEFAULT_FLUSH_WINDOW_S, DEFAULT_LATE_AFTER_S, gate_late_readings,
                                           plan_stream)
+from seqwatch.pipelines.validate import PCOLLECTION_PREFIX
+from seqwatch.schemas.mapping import InputMapping
 
 
 class Detections(NamedTuple):
@@ -73,6 +77,9 @@ class WriteDetections(beam.PTransform):
         super().__init__()
         if not (math.isfinite(flush_window_s) and flush_window_s > 0):
             raise ValueError(f"flush_window_s must be a positive number of seconds, got {flush_window_s}")
+        if not (isinstance(run_id, str) and run_id):
+            raise ValueError(f"run_id must be the run id the score rows carry (the DetectAnomalies' run_id), got "
+                             f"{run_id!r}")
         self.root = root
         self.run_id = run_id
         self.flush_window_s = flush_window_s
@@ -161,7 +168,9 @@ class DetectAnomalies(beam.PTransform):
     ``model_dir``: a model artifact or a model root (its newest version); ``suite``: a bundled suite family
     (sensor, energy, health) or a suite file; ``pane_steps``: pane length in model steps (default: 4 windows
     streaming, ``seqwatch run``'s default in batch); ``alert_cooldown_s``, ``online_calibration``: as the CLI's
-    flags; ``source``: the name quarantined records carry; ``late_after_s`` (streaming): the late gate;
+    flags; ``source``: quarantined records carry it as ``pcollection:<source>`` (a name no file has: their
+    ``raw`` is the element's text, or the reading's fields as JSON when it was quarantined after parsing);
+    ``late_after_s`` (streaming): the late gate;
     ``run_id``: the run id its outputs carry (default: one derived from the model version and ``source``; the
     ``run_id`` attribute holds it, for ``WriteDetections``). A model
     or suite that cannot be used raises ``seqwatch.pipelines.batch.RunError`` (one sentence) here, when the
@@ -173,8 +182,22 @@ class DetectAnomalies(beam.PTransform):
         super().__init__()
         if not (math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
+        if not (math.isfinite(late_after_s) and late_after_s > 0):
+            raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if pane_steps < 0:
+            raise ValueError(f"pane_steps must be >= 1 (or 0 for the default), got {pane_steps}")
+        if not isinstance(online_calibration, bool):
+            raise TypeError(f"online_calibration must be True or False, got {online_calibration!r}")
+        if not isinstance(model_dir, (str, os.PathLike)) or not isinstance(suite, (str, os.PathLike)):
+            raise TypeError(f"model_dir and suite must be paths (or a bundled suite's name), got {model_dir!r} and "
+                            f"{suite!r}")
+        if isinstance(mapping, dict):  # as a --mapping file holds it
+            mapping = InputMapping.from_dict(mapping)
+        elif mapping is not None and not isinstance(mapping, InputMapping):
+            raise TypeError(f"mapping must be an InputMapping or a dict of its fields, got {type(mapping).__name__}")
+        model_dir, suite = os.fspath(model_dir), os.fspath(suite)
         self.options = dict(model_dir=model_dir, suite=suite, pane_steps=pane_steps, source_name=source,
                             run_id=run_id, alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),
                             online_calibration=online_calibration)
@@ -196,7 +219,8 @@ class DetectAnomalies(beam.PTransform):
                   # The steps after this cut their own panes by event time; whatever windows the readings came
                   # in, they start from the global window, as every side output of the graph does.
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                  | "Parse" >> beam.ParDo(_ParseReadings(self.parser, self.source, self.batch_size))
+                  | "Parse" >> beam.ParDo(_ParseReadings(self.parser, PCOLLECTION_PREFIX + self.source,
+                                                         self.batch_size))
                   .with_outputs(QUARANTINE, COUNTS, main="readings"))
         source = SourceOutputs(parsed.readings, parsed[QUARANTINE], parsed[COUNTS])
         if streaming:

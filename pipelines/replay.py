@@ -185,11 +185,14 @@ def prepare_inputs(records: pd.DataFrame, work: Path) -> dict[str, str]:
 
     Each copy keeps its file name (a wide file's entity is its name) in its own numbered folder."""
     from seqwatch.pipelines.sources import is_parquet
+    from seqwatch.pipelines.validate import MESSAGE_SOURCE_PREFIXES
 
     copies = {}
     for i, (source, part) in enumerate(sorted(records.groupby("source"), key=lambda kv: kv[0])):
-        if not source or not Path(source).is_file():
-            where = f"source file {source} is gone" if source else "they came from a stream, not a file"
+        from_messages = not source or source.startswith(MESSAGE_SOURCE_PREFIXES)
+        if from_messages or not Path(source).is_file():
+            where = "they came from a stream or a PCollection, not a file" if from_messages else (
+                f"source file {source} is gone")
             raise ReplayError(f"cannot replay {int(part['records'].sum())} quarantined readings of "
                               f"{source or '(no source)'}: {where}, and a reading is scored only with its "
                               f"neighbours from that file")

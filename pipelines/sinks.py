@@ -196,8 +196,11 @@ def _pane_file(sink: str, entity: str, pane: int) -> str:
 
 def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]:
     """Give records that lack their raw text (quarantined after parsing) the untouched line from ``source``."""
+    from seqwatch.pipelines.validate import MESSAGE_SOURCE_PREFIXES
+
     wanted = {q.line for q in records if not q.raw and q.line > 0}
-    if not wanted or not FileSystems.exists(source):
+    # A message source is never a file, even where a file of its name happens to lie in the working folder.
+    if not wanted or source.startswith(MESSAGE_SOURCE_PREFIXES) or not FileSystems.exists(source):
         return records
     from seqwatch.pipelines.parsing import raw_json
     from seqwatch.pipelines.sources import is_parquet, open_text

@@ -23,7 +23,10 @@ from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 
-BROKER_PREFIXES = ("kafka:", "pubsub:", "mqtt:")  # sources whose records cannot be re-read (broker_sources)
+# Sources whose records cannot be re-read: brokers' messages (broker_sources) and the elements of a PCollection
+# (embed.DetectAnomalies names its source "pcollection:<source>"). Their quarantined readings keep their fields.
+PCOLLECTION_PREFIX = "pcollection:"
+MESSAGE_SOURCE_PREFIXES = ("kafka:", "pubsub:", "mqtt:", PCOLLECTION_PREFIX)
 
 
 def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str,
@@ -41,8 +44,8 @@ def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str,
     for source, line, entity, channel, stamp, value, reason in zip(
             rows["source"], rows["line"], entities, rows["channel"], rows["timestamp"], rows["value"], reasons):
         source = str(source)
-        # A file's line is re-read at the quarantine sink; a broker message cannot be, so keep its fields now.
-        raw = "" if not source.startswith(BROKER_PREFIXES) else json.dumps(
+        # A file's line is re-read at the quarantine sink; a message cannot be, so keep its fields now.
+        raw = "" if not source.startswith(MESSAGE_SOURCE_PREFIXES) else json.dumps(
             {"entity_id": None if entity is None else str(entity), "channel": str(channel),
              "timestamp": int(stamp), "value": float(value)})
         yield Quarantined(raw, source, int(line), str(channel), 1, stage, code, reason, run_id)

@@ -361,6 +361,27 @@ def _cli(*args):
 
 
 @pytest.mark.slow
+def test_two_worker_processes_leave_the_terminal_to_seqwatch_and_score_as_one(run, small_model_dir, tmp_path):
+    config, manifest, out, _ = run
+    two = tmp_path / "two"
+    result = _cli("run", "--input", config.inputs[0], "--format", "wide", "--output",
+                  str(two), "--model-dir", str(small_model_dir), "--pane-steps", "256", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    # Beam's worker processes wrote ~50 lines here (their start-up at INFO, import warnings), each run.
+    beam_lines = [line for line in result.stderr.splitlines()
+                  if line.startswith(("INFO:", "WARNING:", "DEBUG:")) or "Failed to import" in line]
+    assert beam_lines == []
+    second = json.loads((two / "manifest.json").read_text())
+    assert second["workers"] == 2
+    assert (second["records_in"], second["records_scored"], second["records_quarantined"]) == (
+        manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"])
+    keys = ["entity_id", "window_start"]
+    one_scores = _read(out, "scores").to_pandas().sort_values(keys).reset_index(drop=True)
+    two_scores = _read(two, "scores").to_pandas().sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(one_scores[keys + ["score"]], two_scores[keys + ["score"]])
+
+
+@pytest.mark.slow
 def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_cases):
     header_only = tmp_path / "empty.csv"
     header_only.write_text("timestamp,flow,pressure,temperature,vibration\n")

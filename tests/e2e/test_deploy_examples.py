@@ -66,3 +66,27 @@ def test_cron_line_scores_yesterdays_files_and_logs_a_failure_in_one_sentence(sm
     assert manifest["records_in"] == manifest["records_scored"] == len(readings)  # 2 pumps x 300 steps x 4 channels
     assert pq.read_table(out / "scores").num_rows > 0
     assert "Traceback" not in log.read_text()
+
+
+def test_the_dockerfile_matches_the_pinned_versions_and_starts_beams_worker_launcher():
+    """The image is not built here (no Docker engine); what can drift without a build is checked: the Beam SDK image
+    its worker launcher comes from has the Beam of requirements.lock and the Python of the base image, every file
+    it copies exists, and its entrypoint is the launcher that Dataflow and DOCKER environments run."""
+    import re
+
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    instructions = [line.strip() for line in text.replace("\\\n", " ").splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+    base = re.fullmatch(r"FROM python:(\d+\.\d+)-slim", instructions[0])
+    assert base, instructions[0]
+    beam_pin = re.search(r"^apache-beam==(\S+)$", (REPO / "requirements.lock").read_text(), re.M).group(1)
+    assert f'"apache-beam=={beam_pin}"' in (REPO / "setup.py").read_text()
+    launcher = [i for i in instructions if i.startswith("COPY --from=")]
+    assert launcher == [f"COPY --from=apache/beam_python{base.group(1)}_sdk:{beam_pin} /opt/apache/beam "
+                        f"/opt/apache/beam"]
+    for instruction in instructions:
+        if instruction.startswith("COPY ") and not instruction.startswith("COPY --from="):
+            for source in instruction.split()[1:-1]:
+                assert (REPO / source).exists(), instruction
+    assert instructions[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'
+    assert any(i.startswith("RUN ") and "-r requirements.lock" in i and "--no-deps ." in i for i in instructions)

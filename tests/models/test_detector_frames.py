@@ -61,6 +61,47 @@ def test_a_timestamp_that_is_no_time_is_one_sentence():
         as_micros(pd.Series(["yesterday noon", "2026-03-02T00:00:10Z"]))
 
 
+def test_a_missing_timestamp_is_one_sentence_not_a_grid_from_292000_bc():
+    """Found in a notebook: one NaT became the smallest int64, and fit and score_frame asked for 13.4 TiB."""
+    readings = _readings()
+    readings.loc[5, "timestamp"] = pd.NaT
+    readings.loc[9, "timestamp"] = pd.NaT
+    with pytest.raises(ValueError, match=r"^2 of 480 timestamps are missing \(the first at index 5\); drop those "
+                                         r"readings or fill in their times$"):
+        Seq2SeqDetector(DetectorConfig()).fit(readings, progress=False)
+    with pytest.raises(ValueError, match="1 of 2 timestamps are missing"):
+        as_micros(pd.Series(["2026-03-02T00:00:10Z", None]))
+    with pytest.raises(ValueError, match="1 of 2 timestamps are missing"):
+        as_micros(pd.Series([1.7e15, np.nan]))
+
+
+def test_a_reading_decades_from_the_others_is_refused_before_its_grid_is_built():
+    readings = _readings()
+    readings.loc[0, "timestamp"] = pd.Timestamp("1970-01-01", tz="UTC")  # a clock that was never set
+    with pytest.raises(ValueError, match=r"^entity 'm1': its readings span 1970-01-01 00:00 to 2026-03-02 00:39, "
+                                         r"177,\d{3},\d{3} steps of 10s for 241 times with readings; a timestamp is "
+                                         r"likely wrong"):
+        entity_grids(readings, ("a", "b"), 10_000_000, 0)
+    assert len(entity_grids(_readings(), ("a", "b"), 10_000_000, 0)["m1"].values) == 240
+
+
+def test_fit_names_a_channel_the_frame_lacks_and_takes_one_name_as_one_channel():
+    readings = _readings()
+    with pytest.raises(ModelMismatchError, match=r"^the training data holds no readings of the channel\(s\) "
+                                                 r"\['temp'\] \(its channels are \['a', 'b'\]\)$"):
+        Seq2SeqDetector(DetectorConfig()).fit(readings, channels=("a", "temp"), progress=False)
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    assert Seq2SeqDetector(config).fit(_readings(400), channels="a", progress=False).channels == ("a",)
+
+
+def test_score_frame_refuses_a_chunk_of_no_windows(small_model_dir):
+    from seqwatch.models.artifact import load_artifact
+
+    with pytest.raises(ValueError, match="chunk must be >= 1 window, got 0"):
+        load_artifact(str(small_model_dir)).score_frame(_readings(), chunk=0)
+
+
 def test_numeric_channel_names_and_non_finite_values():
     readings = _readings(20)
     readings["channel"] = readings["channel"].map({"a": 10, "b": 20})
@@ -93,10 +134,19 @@ def test_fit_refuses_entities_sampled_far_from_the_training_interval():
     slow = _readings(60)
     slow["timestamp"] = pd.Timestamp("2026-03-02", tz="UTC") + (slow["timestamp"] - slow["timestamp"].min()) * 6
     frames.append(slow.assign(entity_id="slow-1"))
-    with pytest.raises(ModelMismatchError, match=r"^the training data's readings come every 10s, but those of "
-                                                 r"slow-1 every 60s: train one model per sampling interval, or "
-                                                 r"resample the data$"):
+    with pytest.raises(ModelMismatchError, match=r"^the training data's entities are read at different intervals: "
+                                                 r"m0, m1, m2 every 10s; slow-1 every 60s: train one model per "
+                                                 r"sampling interval, or resample the data$"):
         Seq2SeqDetector(DetectorConfig()).fit(pd.concat(frames, ignore_index=True), progress=False)
+    # One entity each: the pooled median (35 s) is nobody's interval, and both entities are named.
+    with pytest.raises(ModelMismatchError, match=r"^the training data's entities are read at different intervals: "
+                                                 r"m0 every 10s; slow-1 every 60s: "):
+        Seq2SeqDetector(DetectorConfig()).fit(pd.concat([frames[0], frames[3]], ignore_index=True), progress=False)
+    with pytest.raises(ModelMismatchError, match=r"^the model's interval is 60s, but not every entity of the "
+                                                 r"training data is read at it: m0, m1, m2 every 10s; slow-1 "
+                                                 r"every 60s: "):
+        Seq2SeqDetector(DetectorConfig()).fit(pd.concat(frames, ignore_index=True), step_us=60_000_000,
+                                              progress=False)
 
 
 def test_a_reading_far_beyond_anything_seen_scores_as_an_anomaly_not_as_nan(small_model_dir):

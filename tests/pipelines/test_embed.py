@@ -158,23 +158,38 @@ def test_a_model_that_cannot_be_used_is_one_sentence_when_the_pipeline_is_built(
         DetectAnomalies(str(small_model_dir), alert_cooldown_s=-1)
 
 
-def test_written_as_seqwatch_run_writes(small_model_dir, tmp_path):
-    """Batch: ``WriteDetections`` writes the Parquet files and ``counts.json`` of ``seqwatch run``, read back here."""
+def test_written_as_seqwatch_run_writes(small_model_dir, tmp_path, monkeypatch):
+    """Batch: ``WriteDetections`` writes the Parquet files and ``counts.json`` of ``seqwatch run``, read back here.
+    Readings quarantined after parsing keep their fields as JSON, and nothing is read from a file that happens to
+    bear the source's name."""
     rows, _ = _readings()
+    again = {**rows[0], "value": 99.0}  # the first reading's entity, channel and time once more: a duplicate
+    bad = BAD + [again]
+    monkeypatch.chdir(tmp_path)
+    for decoy in ("embedded", "pcollection:embedded"):
+        (tmp_path / decoy).write_text("".join(f"UNRELATED LINE {i}\n" for i in range(1, 2000)))
     out = tmp_path / "out"
     with beam.Pipeline() as p:
         detect = DetectAnomalies(str(small_model_dir), run_id="nightly-test")
-        found = p | beam.Create(rows + BAD) | detect
+        found = p | beam.Create(rows + bad) | detect
         written = found | WriteDetections(str(out), run_id=detect.run_id)
-        assert_that(written | beam.Map(lambda c: c["records_in"]), equal_to([len(rows) + len(BAD)]))
+        assert_that(written | beam.Map(lambda c: c["records_in"]), equal_to([len(rows) + len(bad)]))
     counts = json.loads((out / "counts.json").read_text())
-    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"] == len(rows) + len(BAD)
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"] == len(rows) + len(bad)
+    records = pq.read_table(out / "quarantine").to_pandas()
+    assert set(records["source"]) == {"pcollection:embedded"}
+    assert not records["raw"].str.contains("UNRELATED").any() and (records["raw"] != "").all()
+    unknown = json.loads(records.loc[records["reason_code"] == "unknown_channel", "raw"].item())
+    assert (unknown["channel"], unknown["value"]) == ("colour", 1.0)
+    duplicate = json.loads(records.loc[records["reason_code"] == "duplicate", "raw"].item())
+    assert (duplicate["entity_id"], duplicate["channel"], duplicate["value"]) == (again["entity_id"],
+                                                                                 again["channel"], 99.0)
     scores, alerts, forecasts, quarantine = (pq.read_table(out / d) for d in ("scores", "alerts", "forecasts",
                                                                                "quarantine"))
     assert set(scores.column("run_id").to_pylist()) == {"nightly-test"} and scores.num_rows == counts["windows_scored"]
     assert alerts.num_rows == counts["alerts"] >= 2 and forecasts.num_rows > 0
     assert sorted(quarantine.column("reason_code").to_pylist()) == sorted(
-        ["malformed_row", "malformed_row", "parse_value", "parse_timestamp", "unknown_channel"])
+        ["malformed_row", "malformed_row", "parse_value", "parse_timestamp", "unknown_channel", "duplicate"])
     assert set(quarantine.column("run_id").to_pylist()) == {"nightly-test"}
     assert counts["files_written"] == sum(1 for _ in out.rglob("*.parquet"))
 
@@ -182,6 +197,33 @@ def test_written_as_seqwatch_run_writes(small_model_dir, tmp_path):
 def test_write_detections_refuses_a_flush_window_that_is_not_positive():
     with pytest.raises(ValueError, match="flush_window_s must be a positive number of seconds"):
         WriteDetections("out", run_id="r", flush_window_s=0)
+    # It had failed at the end of the run, in pyarrow: "Column 'run_id' is declared non-nullable but contains nulls".
+    with pytest.raises(ValueError, match=r"^run_id must be the run id the score rows carry \(the DetectAnomalies' "
+                                         r"run_id\), got None$"):
+        WriteDetections("out", run_id=None)
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"late_after_s": -1}, ValueError, "late_after_s must be a positive number of seconds, got -1"),
+    ({"late_after_s": float("nan")}, ValueError, "late_after_s must be a positive number of seconds, got nan"),
+    ({"pane_steps": -5}, ValueError, r"pane_steps must be >= 1 \(or 0 for the default\), got -5"),
+    ({"online_calibration": "no"}, TypeError, "online_calibration must be True or False, got 'no'"),
+    ({"suite": None}, TypeError, "model_dir and suite must be paths"),
+    ({"mapping": ["wide"]}, TypeError, "mapping must be an InputMapping or a dict of its fields, got list"),
+])
+def test_arguments_that_would_be_kept_as_given_are_refused_when_the_transform_is_made(small_model_dir, arguments,
+                                                                                      error, message):
+    """Found by a bug hunt: each was kept (a pane of -5 steps became the default, "no" switched calibration on, a
+    dict mapping failed later with an AttributeError)."""
+    with pytest.raises(error, match=f"^{message}"):
+        DetectAnomalies(str(small_model_dir), **arguments)
+
+
+def test_a_mapping_given_as_a_dict_reads_as_the_mapping_file_would(small_model_dir):
+    from seqwatch.schemas.mapping import InputMapping
+
+    detect = DetectAnomalies(small_model_dir, mapping={"format": "wide", "timestamp": "ts"})  # a Path, too
+    assert detect.parser.mapping == InputMapping.from_dict({"format": "wide", "timestamp": "ts"})
 
 
 def test_wide_readings_a_dict_per_entity_and_time_give_the_alerts_of_long_ones(small_model_dir):

@@ -213,13 +213,19 @@ def test_nothing_to_replay(tmp_path, small_model_dir):
                                 reason_codes=("duplicate",)))
 
 
-def test_a_gone_source_or_a_stream_record_cannot_be_replayed_with_context(tmp_path):
+def test_a_gone_source_or_a_stream_record_cannot_be_replayed_with_context(tmp_path, monkeypatch):
     records = pd.DataFrame([_record(tmp_path / "gone.csv", 2, "x")])
     with pytest.raises(ReplayError, match=r"cannot replay 1 quarantined readings of .*gone.csv: source file .* is "
                                           r"gone"):
         prepare_inputs(records, tmp_path / "work")
-    with pytest.raises(ReplayError, match="they came from a stream, not a file"):
+    with pytest.raises(ReplayError, match="they came from a stream or a PCollection, not a file"):
         prepare_inputs(pd.DataFrame([_record("", 0, "x")]), tmp_path / "work")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kafka:pumps").mkdir()
+    (tmp_path / "kafka:pumps" / "0").write_text("a file that happens to bear a partition's name\n")
+    for source in ("kafka:pumps/0", "pcollection:embedded"):
+        with pytest.raises(ReplayError, match="they came from a stream or a PCollection, not a file"):
+            prepare_inputs(pd.DataFrame([_record(source, 1, "x")]), tmp_path / "work")
 
 
 def test_patched_copies_keep_line_numbers_and_endings(tmp_path):

@@ -49,7 +49,7 @@ def test_beam_flags_given_by_the_user_win(tmp_path, monkeypatch):
     options, workers = _options([], config, ("a", "b"))
     assert workers == 2
     assert options.get_all_options()["direct_running_mode"] == "multi_processing"
-    assert options.get_all_options()["runner"].endswith(".FnApiRunner")  # not Beam's try-Prism-first switch
+    assert options.get_all_options()["runner"] == batch.LOCAL_RUNNER  # not Beam's try-Prism-first switch
     options, workers = _options(["--direct_num_workers=1"], config, ("a", "b"))
     assert workers == 1 and options.get_all_options()["direct_running_mode"] == "in_memory"
     options, workers = _options([], RunConfig(inputs=("x",), output="o", model_dir="m", workers=1), ("a", "b"))
@@ -61,3 +61,52 @@ def test_beam_flags_given_by_the_user_win(tmp_path, monkeypatch):
 def test_a_negative_worker_count_is_refused():
     with pytest.raises(ValueError, match="workers must be >= 0"):
         RunConfig(inputs=("x",), output="o", model_dir="m", workers=-1)
+
+
+def test_the_worker_processes_are_started_through_the_quiet_entry_point():
+    from apache_beam.portability import python_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    from seqwatch.pipelines.local_runner import QUIET_WORKER_MODULE, quiet_worker_command
+
+    proto = beam_runner_api_pb2.Pipeline()
+    environments = proto.components.environments
+    environments["workers"].urn = python_urns.SUBPROCESS_SDK
+    environments["workers"].payload = b"/opt/py/bin/python -m apache_beam.runners.worker.sdk_worker_main"
+    environments["own"].urn = python_urns.SUBPROCESS_SDK
+    environments["own"].payload = b"/opt/py/bin/python -m company.worker"  # a command of the user's: left alone
+    environments["embedded"].urn = python_urns.EMBEDDED_PYTHON
+    assert quiet_worker_command(proto) == 1
+    assert environments["workers"].payload.decode() == f"/opt/py/bin/python -m {QUIET_WORKER_MODULE}"
+    assert environments["own"].payload == b"/opt/py/bin/python -m company.worker"
+    assert quiet_worker_command(proto) == 0
+
+
+def test_the_worker_log_level_is_warning_unless_the_options_set_one():
+    import json
+
+    from seqwatch.pipelines.sdk_worker import with_log_level
+
+    assert json.loads(with_log_level(None)) == {"default_sdk_harness_log_level": "WARNING"}
+    assert json.loads(with_log_level("{}")) == {"default_sdk_harness_log_level": "WARNING"}
+    assert json.loads(with_log_level('{"options": {"a": 1}}')) == {
+        "options": {"a": 1, "default_sdk_harness_log_level": "WARNING"}}
+    given = '{"beam:option:default_sdk_harness_log_level:v1": "DEBUG"}'
+    assert json.loads(with_log_level(given)) == json.loads(given)
+
+
+def _fails_on_three(x):
+    if x == 3:
+        raise ValueError(f"reading {x} is cursed")
+    return x
+
+
+def test_an_error_in_a_quiet_worker_process_still_fails_the_run_with_its_message():
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions([f"--runner={batch.LOCAL_RUNNER}", "--direct_running_mode=multi_processing",
+                               "--direct_num_workers=2"])
+    with pytest.raises(Exception, match="reading 3 is cursed"):
+        with beam.Pipeline(options=options) as p:
+            _ = p | beam.Create([1, 2, 3]) | beam.Map(_fails_on_three)
