@@ -64,6 +64,22 @@ def gpd_isf(q: float, shape: float, scale: float) -> float:
     return float(scale * np.expm1(-shape * np.log(q)) / shape)
 
 
+# The GPD shapes a tail fit keeps (see TailCalibration.fit).
+SHAPE_LIMIT = 0.5
+
+
+def _scale_for_shape(stats, excesses: np.ndarray, shape: float) -> float:
+    """The maximum-likelihood GPD scale of ``excesses`` with the shape fixed at ``shape``; no smaller than a
+    negative shape's support needs to hold the largest excess (the upper end point is -scale/shape)."""
+    try:
+        scale = float(stats.genpareto.fit(excesses, f0=shape, floc=0.0)[2])
+    except (ValueError, RuntimeError, FloatingPointError):
+        scale = float(np.mean(excesses) * (1.0 - shape))  # the GPD's mean is scale / (1 - shape)
+    if shape < 0:
+        scale = max(scale, -shape * float(np.max(excesses)) * (1.0 + 1e-9))
+    return scale
+
+
 @dataclass(frozen=True)
 class TailCalibration:
     """Tail probability of a score under normal operation (see module docstring)."""
@@ -85,8 +101,12 @@ class TailCalibration:
             from scipy import stats  # here: scoring needs only gpd_sf and gpd_isf; scipy.stats takes ~0.4 s to import
 
             shape, _, scale = stats.genpareto.fit(excesses, floc=0.0)
-            # Keep the tail finite-variance-ish and the fit sane on small samples.
-            shape = float(np.clip(shape, -0.5, 0.5))
+            # Keep the tail finite-variance-ish and the fit sane on small samples; a clipped shape gets the scale
+            # that fits the excesses with that shape (the unclipped fit's scale goes with its own shape: kept with
+            # -0.5 for a fitted -2.1, it put the threshold at twice the largest calibration score).
+            clipped = float(np.clip(shape, -SHAPE_LIMIT, SHAPE_LIMIT))
+            if clipped != shape:
+                shape, scale = clipped, _scale_for_shape(stats, excesses, clipped)
         else:
             shape, scale = 0.0, float(max(np.std(scores), 1e-9))
         stored = np.quantile(scores, np.linspace(0, 1, min(max_stored, scores.size)))

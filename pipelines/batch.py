@@ -258,7 +258,8 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "model": {"dir": config.model_dir, "model_id": plan.model_id, "model_version": plan.model_version,
                   "channels": list(plan.channels), "step_seconds": plan.step_us / 1e6,
                   "window_length": plan.window_length, "stride": plan.stride},
-        "settings": config.settings(),
+        # pane_steps as the run used it: at least two windows and their gap filling, in whole strides
+        "settings": {**config.settings(), "pane_steps": plan.pane_steps},
         "workers": workers,  # DirectRunner worker processes (0: a distributed runner's own choice)
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),

@@ -282,7 +282,9 @@ def _warm_start_config(args, config):
     """The model's own config with the training and threshold flags that were given."""
     import dataclasses
 
-    shape = [f"--{name.replace('_', '-')}" for name in SHAPE_DEFAULTS if getattr(args, name) not in (None, False)]
+    # given: not None, and not a store_true flag's False (a 0 is given: --horizon 0 asks to drop the forecast head)
+    shape = [f"--{name.replace('_', '-')}" for name in SHAPE_DEFAULTS
+             if getattr(args, name) is not None and getattr(args, name) is not False]
     if shape:
         raise CliError(f"--warm-start continues the model's own architecture and window, so {', '.join(shape)} "
                        "cannot be given with it")
@@ -586,6 +588,11 @@ def cmd_run(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
+    used = manifest["settings"]["pane_steps"]
+    if args.pane_steps and used - args.pane_steps >= manifest["model"]["stride"]:
+        print(f"seqwatch run: note: a pane of this model holds at least two windows of "
+              f"{manifest['model']['window_length']} steps and their gap filling, so --pane-steps {args.pane_steps} "
+              f"became {used} (the manifest says so)", file=sys.stderr)
     _print_notices("run", manifest, args.output)
     quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
     if share is not None and records_in and quarantined > share * records_in:

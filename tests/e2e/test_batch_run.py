@@ -361,6 +361,19 @@ def _cli(*args):
 
 
 @pytest.mark.slow
+def test_a_pane_shorter_than_the_model_allows_is_raised_and_said(run, small_model_dir, tmp_path):
+    """Found by a bug hunt: --pane-steps 10 ran with panes of 40 steps, without a word, and the manifest said 10."""
+    config, _, _, _ = run
+    result = _cli("run", "--input", config.inputs[0], "--format", "wide", "--output", str(tmp_path / "o"),
+                  "--model-dir", str(small_model_dir), "--pane-steps", "10")
+    assert result.returncode == 0, result.stderr
+    # window 16, max gap 2: 2 x (16 + 2 + 1) = 38 steps, in whole strides of 4: 40
+    assert ("seqwatch run: note: a pane of this model holds at least two windows of 16 steps and their gap filling, "
+            "so --pane-steps 10 became 40 (the manifest says so)") in result.stderr
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["settings"]["pane_steps"] == 40
+
+
+@pytest.mark.slow
 def test_two_worker_processes_leave_the_terminal_to_seqwatch_and_score_as_one(run, small_model_dir, tmp_path):
     config, manifest, out, _ = run
     two = tmp_path / "two"
@@ -434,6 +447,11 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m"), "--channel", "flow",
           "--channel", "humidity"],
          "the training input holds no readings of the channel(s) ['humidity'] (its channels are ['flow'])"),
+        # --horizon 0 asks to drop the forecast head: it had been taken for "not given" and ignored.
+        (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--warm-start",
+          str(small_model_dir), "--horizon", "0", "--dropout", "0"],
+         "--warm-start continues the model's own architecture and window, so --dropout, --horizon cannot be given "
+         "with it"),
         (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--suite", "pumps.json"],
          "suite 'pumps.json' is neither a bundled family ['energy', 'health', 'sensor'] nor a file"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m")],

@@ -158,6 +158,26 @@ def test_generalised_pareto_closed_forms_by_hand_and_against_scipy():
                                                                  rel=1e-9)
 
 
+def test_a_clipped_tail_shape_gets_the_scale_that_fits_it():
+    """Found by a bug hunt: the shape was clipped to [-0.5, 0.5] but the scale of the unclipped fit was kept, so a
+    bounded score distribution got a threshold beyond its largest possible score (a fine-tuned model's at 7.9 for
+    calibration scores up to 4.1, missing 6 of 9 anomalies)."""
+    from scipy import stats
+
+    scores = np.random.default_rng(0).uniform(1.0, 4.0, 200)  # bounded: nothing normal scores above 4
+    tail = TailCalibration.fit(scores)
+    excesses = np.sort(scores)[np.sort(scores) > tail.tail_start] - tail.tail_start
+    assert stats.genpareto.fit(excesses, floc=0.0)[0] < -0.5  # the fit's own shape is clipped
+    assert tail.shape == -0.5
+    assert excesses.max() <= -tail.scale / tail.shape  # every calibration excess lies inside the tail's support
+    # the scale is the maximum-likelihood one for that shape: no nearby scale fits better
+    loglik = [stats.genpareto.logpdf(excesses, -0.5, 0.0, tail.scale * k).sum() for k in (0.99, 1.0, 1.01)]
+    assert loglik[1] >= max(loglik[0], loglik[2]) or np.isinf(loglik[0])
+    assert scores.max() < PeaksOverThreshold(risk=1e-3).fit(scores) < 4.05  # 4.14 with the unclipped fit's scale
+    heavy = np.random.default_rng(1).pareto(1.2, 2000)  # shape ~0.8, clipped to 0.5 from above
+    assert TailCalibration.fit(heavy).shape == 0.5
+
+
 def test_tail_probability_is_monotone_and_calibrated():
     rng = np.random.default_rng(2)
     tail = TailCalibration.fit(rng.normal(size=50_000))
