@@ -317,7 +317,7 @@ def _check_model_dir(path: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
+    from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
     from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
                                           TrainingDataWarning)
     from seqwatch.pipelines.report import write_training_report
@@ -328,6 +328,11 @@ def cmd_train(args) -> int:
     _check_model_dir(args.model_dir)
     try:
         if args.warm_start:
+            source = resolve_model_dir(args.warm_start)
+            if source.resolve() == Path(args.model_dir).resolve():
+                raise CliError(f"--model-dir {args.model_dir} is the version --warm-start continues; give the new "
+                               f"version a folder of its own (beside it in the model root), so that the one running "
+                               f"jobs use stays as it is")
             detector = load_artifact(args.warm_start)
             detector.config = _warm_start_config(args, detector.config)
         else:
@@ -554,9 +559,9 @@ def _column_notes(quarantine: _Quarantine, manifest: dict, by_code: dict) -> str
     # (code, which records, what they are, the --ignore hint for a wide file's whole column, an aside for wide)
     for code, where, what, hint, aside in (
             ("unknown_channel", None, "channels the model lacks", "leave such columns out with --ignore (e.g. "
-                                                                  "--ignore {}) or the mapping's 'ignore' list", ""),
+                                                                  "{}) or the mapping's 'ignore' list", ""),
             ("parse_value", ~gap, f"values that are not numbers, by {by}",
-             "a column of text, not readings, is left out with --ignore (e.g. --ignore {})", ""),
+             "a column of text, not readings, is left out with --ignore (e.g. {})", ""),
             ("parse_value", gap, f"empty or missing values, by {by}", None,
              " (a wide file's empty cell is counted as a reading that did not come)")):
         counts = _by_column(quarantine, code, where) if code in by_code else []
@@ -564,13 +569,25 @@ def _column_notes(quarantine: _Quarantine, manifest: dict, by_code: dict) -> str
             continue
         shown = ", ".join(f"{column!r} {n}" for column, n in counts[:5])
         more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
-        top = counts[0][1]
-        # A whole column of text, not a stray bad cell: most of these records, and not a handful of readings.
-        whole = code == "unknown_channel" or (2 * top > sum(n for _, n in counts)
-                                              and top >= max(10, 0.01 * manifest["records_in"]))
         notes += f"; {what}: {shown}{more}" + (aside if wide else "")
-        notes += f"; {hint.format(counts[0][0])}" if hint and wide and whole else ""
+        ignorable = _ignorable_columns(code, counts, manifest)
+        notes += f"; {hint.format(' '.join(f'--ignore {c}' for c in ignorable))}" if hint and wide and ignorable else ""
     return notes
+
+
+def _ignorable_columns(code: str, counts: list, manifest: dict) -> list:
+    """The columns (up to 3) an ``--ignore`` hint names: the commonest channel the model lacks; the columns of text
+    that are not the model's channels (one of them may hold a stray bad cell: no hint for it). A manifest without
+    the model's channels (older runs) falls back to the commonest column when it holds most of these records and
+    more than a handful of readings."""
+    if code == "unknown_channel":
+        return [counts[0][0]]
+    channels = set((manifest.get("model") or {}).get("channels") or ())
+    if channels:
+        return [column for column, _ in counts if column not in channels][:3]
+    top = counts[0][1]
+    whole = 2 * top > sum(n for _, n in counts) and top >= max(10, 0.01 * manifest["records_in"])
+    return [counts[0][0]] if whole else []
 
 
 QUARANTINE_GATE_EXIT = 3  # a run that finished but quarantined more than --max-quarantined-share allows

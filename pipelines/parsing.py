@@ -494,6 +494,10 @@ EMPTY_VALUE = "the value is empty"  # how a reason for an empty value ends (the 
 MISSING_VALUE_END = " is missing"  # how a reason for a 'NaN', 'NA', 'null' ... value ends
 
 
+# No number with a unit or a separator is longer: a longer text is not a number, whatever it holds.
+LONGEST_EXPLAINED_VALUE = 100
+
+
 def explain_value(value, decimal: str = ".") -> str:
     """Why ``parse_values`` rejected ``value``: one sentence (without the column) for the quarantine's reason."""
     missing = value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
@@ -504,6 +508,8 @@ def explain_value(value, decimal: str = ".") -> str:
     number = pd.to_numeric(pd.Series([text.replace("\u2212", "-")]), errors="coerce").iloc[0]
     if pd.notna(number) or text.lower().lstrip("+-") in ("inf", "infinity"):
         return f"the value {shown} is not finite"
+    if len(text) > LONGEST_EXPLAINED_VALUE:  # the patterns below backtrack over a long run of digits: 200k hung
+        return f"the value {shown}... ({len(text):,} characters) is not a number"
     if decimal == "." and _DECIMAL_COMMA_RE.match(text):
         return f"the value {shown} uses a decimal comma; set the mapping's decimal to ','"
     if _THOUSANDS_RE.match(text):

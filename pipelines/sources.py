@@ -71,6 +71,76 @@ _NEWLINE_TEXT = re.compile(r"\r\n|\r|\n")
 _BLOCK = 1 << 20
 
 
+class DamagedFileError(SchemaDriftError):
+    """A compressed input of which nothing can be read: not in the format its name gives, or damaged or cut
+    short before its first line."""
+
+
+def _decompression_errors() -> tuple:
+    import lzma
+    import zlib
+
+    errors = [zlib.error, OSError, EOFError, lzma.LZMAError]
+    try:
+        import zstandard
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+class CheckedStream:
+    """A file opened by Beam's ``FileSystems.open`` that notices damage. Beam's ``CompressedFile`` reads a
+    truncated gzip or bzip2 file up to where it stops without a word (its cut-off last line read as a reading: a
+    value of 40.9185 cut to 4 raised a critical alert), and lets a decompressor's error out as zlib's or bz2's
+    own. Here the file ends where the damage begins: ``read`` returns ``b""`` there, and ``damage`` says what
+    happened (None for a sound file), so that a reader keeps every whole line before it and can hold back the
+    line the damage cut."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.damage: str | None = None
+        self._stream = FileSystems.open(path)
+        self._kind = str(getattr(self._stream, "_compression_type", "") or "")  # Beam's CompressionTypes value
+        self._read_any = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.damage:
+            return b""
+        try:
+            data = self._stream.read(size)
+        except _decompression_errors() as exc:
+            self.damage = (f"{self.path} cannot be read as a {self._kind or 'compressed'} file past this point "
+                           f"({exc}): is it damaged, or not compressed as its name says?")
+            return b""
+        if data:
+            self._read_any = True
+        elif size != 0:
+            decompressor = getattr(self._stream, "_decompressor", None)
+            if decompressor is not None and not getattr(decompressor, "eof", True) and self._has_bytes():
+                self.damage = (f"{self.path} ends before its {self._kind} stream does: the file was cut short (an "
+                               f"interrupted download or copy?)")
+        return data
+
+    def _has_bytes(self) -> bool:
+        """Whether the compressed file holds any byte (an empty ``.gz`` is an empty file, not a damaged one)."""
+        if self._read_any:
+            return True
+        try:
+            return FileSystems.match([self.path])[0].metadata_list[0].size_in_bytes > 0
+        except (OSError, IndexError, ValueError):
+            return True
+
+    def close(self):
+        self._stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class TextLines:
     """A file's lines as text, line endings kept, numbered exactly as ``enumerate(f, start=1)`` numbers them
     (``\\r\\n``, ``\\n`` and a lone ``\\r`` each end a line, as in Python's ``newline=""`` mode).
@@ -79,9 +149,16 @@ class TextLines:
 
     def __init__(self, path: str):
         self.path = path
-        self._stream = FileSystems.open(path)
+        self._stream = CheckedStream(path)
         self._head = self._stream.read(_BLOCK)
         self.encoding = detect_encoding(self._head)
+        self.cut_line: str | None = None  # a damaged file's last, unterminated line, held back (see ``damage``)
+        self.lines_read = 0  # lines given out so far (the next one is line lines_read + 1)
+
+    @property
+    def damage(self) -> str | None:
+        """What ended a damaged compressed file early (``CheckedStream``), once it has been read to its end."""
+        return self._stream.damage
 
     def __enter__(self):
         return self
@@ -94,10 +171,28 @@ class TextLines:
 
     def __iter__(self):
         if self.encoding == "auto":
-            return (decode_line(b) for b in self._pieces(_NEWLINE_BYTES, self._blocks(), b""))
-        decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
-        texts = (decoder.decode(block, final=not block) for block in self._blocks(final=True))
-        return self._pieces(_NEWLINE_TEXT, texts, "")
+            lines = (decode_line(b) for b in self._pieces(_NEWLINE_BYTES, self._blocks(), b""))
+        else:
+            decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
+            texts = (decoder.decode(block, final=not block) for block in self._blocks(final=True))
+            lines = self._pieces(_NEWLINE_TEXT, texts, "")
+        return self._holding_back_a_cut_line(lines)
+
+    def _holding_back_a_cut_line(self, lines):
+        """``lines``, except a damaged file's last line when no line end closes it: the damage may have cut it
+        (kept as ``cut_line``)."""
+        previous = None
+        for line in lines:
+            if previous is not None:
+                self.lines_read += 1
+                yield previous
+            previous = line
+        if previous is not None:
+            if self.damage and not previous.endswith(("\n", "\r")):
+                self.cut_line = previous
+            else:
+                self.lines_read += 1
+                yield previous
 
     def _blocks(self, final: bool = False):
         block = self._head
@@ -164,7 +259,8 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
     """A file's column names and field separator; ``(None, ',')`` for an empty file. ``sep``: the mapping's
     separator, if it sets one (else an Excel ``sep=`` line's, else the commonest in the header). Raises
     ``SchemaDriftError`` for a file that is not text (its first line holds binary data), and for a header that
-    ``sep`` leaves in one piece where another separator splits it (a separator given wrong)."""
+    ``sep`` leaves in one piece where another separator splits it (a separator given wrong); ``DamagedFileError``
+    (one) for a compressed file of which not even the header can be read."""
     if is_parquet(path):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -194,6 +290,9 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
                                        f"{given!r} (--sep, or the mapping's sep) and looks separated by {sniffed!r}: "
                                        f"give --sep {sniffed!r} or leave the separator out")
             return [h.strip() for h in fields], sep
+        if f.damage:  # not empty: nothing of it could be read
+            raise DamagedFileError(f.damage.replace(" past this point", "") if f.cut_line is None else
+                                   f"{f.damage}; not even its header could be read")
     return None, ","
 
 
@@ -246,6 +345,9 @@ class FileReader:
                 yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
                 return
             layout = FileLayout.resolve(header, self.mapping, path)
+        except DamagedFileError as exc:  # a run refuses such a file up front (preflight); training gets here
+            yield self._damaged(path, 1, None, str(exc), 0)
+            return
         except SchemaDriftError as exc:
             yield self._quarantine_file(path, str(exc))
             return
@@ -258,7 +360,7 @@ class FileReader:
         """Chunks of a CSV file: read as bytes, clean lines split by Arrow and odd ones by the line reader
         (``csv_blocks``), for files in the ``auto`` encoding whose header ends within the first block; other files
         (a BOM, UTF-16/32, a header past the first MiB) wholly line by line."""
-        with FileSystems.open(path) as stream:
+        with CheckedStream(path) as stream:
             head = stream.read(_BLOCK)
             start = data_start(head, _sep_hint, decode_line) if detect_encoding(head) == "auto" else None
             if start is not None:
@@ -266,11 +368,30 @@ class FileReader:
                 return
         yield from self._csv_line_chunks(path, layout, sep)
 
+    def _damaged(self, path: str, line: int, cut: str | None, damage: str, readings_per_row: int):
+        """The chunk that ends a damaged compressed file: its cut last line quarantined as ``damaged_file``
+        (standing for a row's readings), or, when a line end closed the last line read, a record of the damage
+        that stands for no reading (what followed it cannot be counted)."""
+        reason = (f"{damage}; " + ("this line may be cut, and " if cut is not None else "")
+                  + "nothing after it could be read")
+        record = Quarantined(cut or "", path, line, "", readings_per_row if cut is not None else 0, "parse",
+                             "damaged_file", reason, self.run_id)
+        return ReadingBatch.from_columns([], [], [], [], [], []), [record], record.records
+
     def _csv_byte_chunks(self, path: str, layout: FileLayout, sep: str, stream, rest: bytes, number: int):
         """``rest`` (the first block after the header, whose first line is line ``number``) and the rest of
         ``stream`` in chunks of ``chunk_rows`` lines; per chunk, the odd lines' output, then the clean lines'."""
-        chunks = 0
+        chunks, reported = 0, False
         for chunk in byte_chunks(stream, rest, self.chunk_rows):
+            if stream.damage and not chunk.endswith((b"\n", b"\r")):
+                # the file's last chunk, cut by the damage: its unterminated last line is held back
+                cut_at = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+                cut_number = number + len(list(TextLines._pieces(_NEWLINE_BYTES, [chunk[:cut_at]], b"")))
+                chunk, cut = chunk[:cut_at], decode_line(chunk[cut_at:])
+                yield self._damaged(path, cut_number, cut, stream.damage, layout.readings_per_row)
+                chunks, reported = chunks + 1, True
+                if not chunk:
+                    break
             split = split_chunk(chunk, sep, len(layout.header))
             if split is None:  # the whole chunk line by line
                 pieces, indices = list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b"")), None
@@ -293,6 +414,9 @@ class FileReader:
                 chunks += 1
                 yield batch, bad, split.clean_index.size * layout.readings_per_row
             number += len(pieces) if split is None else split.lines
+        if stream.damage and not reported:  # the damage came at a line end, or before any data line
+            chunks += 1
+            yield self._damaged(path, number, None, stream.damage, layout.readings_per_row)
         if not chunks:  # a header-only file still reports its count of 0
             yield self._parse_csv_lines(path, layout, sep, [], [])
 
@@ -307,8 +431,11 @@ class FileReader:
                 if len(lines) >= self.chunk_rows:
                     yield self._parse_csv_lines(path, layout, sep, lines, numbers)
                     lines, numbers, chunks = [], [], chunks + 1
-            if lines or not chunks:  # a header-only file still reports its count of 0
+            if lines or not (chunks or f.damage):  # a header-only file still reports its count of 0
                 yield self._parse_csv_lines(path, layout, sep, lines, numbers)
+            if f.damage:
+                yield self._damaged(path, f.lines_read + 1, f.cut_line, f.damage,
+                                    layout.readings_per_row)
 
     def _parse_csv_lines(self, path, layout: FileLayout, sep: str, lines: list[str], numbers: list[int]):
         rows, ok = split_lines(lines, sep, len(layout.header))

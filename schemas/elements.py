@@ -177,6 +177,7 @@ REASON_CODES = {
     "sampling_interval": "the entity's readings come at an interval more than 2x off the model's",
     "late": "the reading arrived after the allowed lateness",
     "schema_drift": "the file's columns do not match the mapping",
+    "damaged_file": "a compressed file is damaged or cut short here: this line and the rest could not be read",
 }
 
 

@@ -452,6 +452,10 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
           str(small_model_dir), "--horizon", "0", "--dropout", "0"],
          "--warm-start continues the model's own architecture and window, so --dropout, --horizon cannot be given "
          "with it"),
+        (["train", "--input", str(long_file), "--model-dir", str(small_model_dir), "--warm-start",
+          str(small_model_dir)],
+         f"--model-dir {small_model_dir} is the version --warm-start continues; give the new version a folder of its "
+         f"own (beside it in the model root), so that the one running jobs use stays as it is"),
         (["train", "--input", str(long_file), "--model-dir", str(tmp_path / "m"), "--suite", "pumps.json"],
          "suite 'pumps.json' is neither a bundled family ['energy', 'health', 'sensor'] nor a file"),
         (["train", "--input", str(negative_flow), "--model-dir", str(tmp_path / "m")],

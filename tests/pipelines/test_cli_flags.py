@@ -123,6 +123,23 @@ def test_the_notice_names_a_column_of_text_and_the_ignore_that_leaves_it_out(tmp
     assert "values that are not numbers, by column: 'flow' 1; each record" in notice
 
 
+def test_two_text_columns_of_the_same_size_both_get_the_ignore_hint(tmp_path):
+    """Found by a bug hunt: with two text columns of 20 cells each neither held most of the records, so neither got
+    the hint. Now a column that is not one of the model's channels gets it; a channel's stray cell does not."""
+    schema = SCHEMAS_BY_SINK["quarantine"]
+    rows = [{"raw": "", "source": "p.csv", "line": line, "column": column, "records": 1, "stage": "parse",
+             "reason_code": "parse_value", "reason": "", "run_id": "r"}
+            for line, column in [(n, c) for n in range(2, 22) for c in ("status", "mode")] + [(7, "flow")]]
+    (tmp_path / "quarantine").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "quarantine" / "p.parquet")
+    manifest = {**_manifest(200, 159, parse__parse_value=41), "settings": {"mapping": {"format": "wide"}},
+                "model": {"channels": ["flow", "pressure"]}}
+    assert quarantine_notice("run", manifest, str(tmp_path)) == (
+        f"seqwatch run: 41 of 200 readings were quarantined (parse_value 41); values that are not numbers, by "
+        f"column: 'mode' 20, 'status' 20, 'flow' 1; a column of text, not readings, is left out with --ignore (e.g. "
+        f"--ignore mode --ignore status); each record and its reason is in {tmp_path}/quarantine")
+
+
 @pytest.mark.parametrize("layout", ["wide", "long"])
 def test_empty_and_missing_values_are_counted_apart_from_text_and_get_no_ignore_hint(tmp_path, layout):
     """A channel read less often than the others leaves a wide file's cells empty between its readings: they are
