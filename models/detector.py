@@ -189,15 +189,15 @@ def _check_entity_intervals(frame: pd.DataFrame, step_us: int, given: bool = Fal
             continue
     if all(windowing.interval_fits(interval, step_us) for interval in intervals.values()):
         return
-    groups: dict[str, list] = {}
+    groups: dict[int, list] = {}
     for entity, interval in intervals.items():
-        groups.setdefault(f"{interval / 1e6:.3g}", []).append(entity)
+        groups.setdefault(interval, []).append(entity)
 
     def named(entities: list) -> str:
         return ", ".join(entities[:3]) + (f" and {len(entities) - 3} more" if len(entities) > 3 else "")
 
-    shown = "; ".join(f"{named(entities)} every {seconds}s"
-                      for seconds, entities in sorted(groups.items(), key=lambda kv: -len(kv[1])))
+    shown = "; ".join(f"{named(entities)} every {interval / 1e6:g}s"
+                      for interval, entities in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
     head = (f"the model's interval is {step_us / 1e6:g}s, but not every entity of the training data is read at it"
             if given else "the training data's entities are read at different intervals")
     raise ModelMismatchError(f"{head}: {shown}: train one model per sampling interval, or resample the data")
@@ -229,10 +229,20 @@ def _check_grid_span(entity: str, steps: np.ndarray, step_us: int) -> None:
         return
     times = np.unique(steps).size
     if span > SPARSE_GRID_FACTOR * times:
-        first, last = (pd.Timestamp(int(s) * step_us, unit="us", tz="UTC") for s in (steps.min(), steps.max()))
-        raise ValueError(f"entity {entity!r}: its readings span {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}, "
+        first, last = (_minute_text(int(s) * step_us) for s in (steps.min(), steps.max()))
+        raise ValueError(f"entity {entity!r}: its readings span {first} to {last}, "
                          f"{span:,} steps of {step_us / 1e6:g}s for {times:,} times with readings; a timestamp is "
-                         f"likely wrong (a clock that was never set): drop such readings first")
+                         f"likely wrong (a clock that was never set, or a time in another unit): drop such readings "
+                         f"first")
+
+
+def _minute_text(micros: int) -> str:
+    """A time to the minute (``2026-03-02 00:39``), also far outside pandas' range (a time written in ns read as
+    µs), where the µs number itself is given."""
+    try:
+        return str(np.datetime_as_string(np.datetime64(micros, "us"), unit="m")).replace("T", " ")
+    except (ValueError, OverflowError):
+        return f"{micros} µs since the epoch"
 
 
 def entity_steps(frame: pd.DataFrame, channels: tuple, step_us: int):

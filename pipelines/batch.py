@@ -37,8 +37,12 @@ class RunError(Exception):
 
 
 def _sha256_file(path: str) -> str:
+    """The digest of a file's bytes as stored (a compressed file is not decompressed: cheaper, and a damaged one
+    cannot fail the plan)."""
+    from apache_beam.io.filesystem import CompressionTypes
+
     digest = hashlib.sha256()
-    with FileSystems.open(path) as f:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -257,7 +261,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "output": config.output,
         "model": {"dir": config.model_dir, "model_id": plan.model_id, "model_version": plan.model_version,
                   "channels": list(plan.channels), "step_seconds": plan.step_us / 1e6,
-                  "window_length": plan.window_length, "stride": plan.stride},
+                  "window_length": plan.window_length, "stride": plan.stride, "max_gap": plan.max_gap},
         # pane_steps as the run used it: at least two windows and their gap filling, in whole strides
         "settings": {**config.settings(), "pane_steps": plan.pane_steps},
         "workers": workers,  # DirectRunner worker processes (0: a distributed runner's own choice)

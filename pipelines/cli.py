@@ -396,11 +396,12 @@ def cmd_train(args) -> int:
 
 
 def _run_config(args):
-    from seqwatch.pipelines.config import RunConfig
+    from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
     mapping = _mapping_from_args(args)
     try:
         return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir, mapping=mapping,
-                         suite=args.suite, run_id=args.run_id or "", pane_steps=args.pane_steps,
+                         suite=args.suite, run_id=args.run_id or "",
+                         pane_steps=DEFAULT_PANE_STEPS if args.pane_steps is None else args.pane_steps,
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
                          online_calibration=args.online_calibration)
     except ValueError as exc:
@@ -584,7 +585,9 @@ def _ignorable_columns(code: str, counts: list, manifest: dict) -> list:
         return [counts[0][0]]
     channels = set((manifest.get("model") or {}).get("channels") or ())
     if channels:
-        return [column for column, _ in counts if column not in channels][:3]
+        # a wide file's column as the mapping names it, renamed to its channel ("Flow (l/min)" -> flow)
+        renamed = (((manifest.get("settings") or {}).get("mapping") or {}).get("channels") or {})
+        return [column for column, _ in counts if renamed.get(column, column) not in channels][:3]
     top = counts[0][1]
     whole = 2 * top > sum(n for _, n in counts) and top >= max(10, 0.01 * manifest["records_in"])
     return [counts[0][0]] if whole else []
@@ -605,8 +608,8 @@ def cmd_run(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
-    used = manifest["settings"]["pane_steps"]
-    if args.pane_steps and used - args.pane_steps >= manifest["model"]["stride"]:
+    used, model = manifest["settings"]["pane_steps"], manifest["model"]
+    if args.pane_steps is not None and args.pane_steps < 2 * (model["window_length"] + model["max_gap"] + 1):
         print(f"seqwatch run: note: a pane of this model holds at least two windows of "
               f"{manifest['model']['window_length']} steps and their gap filling, so --pane-steps {args.pane_steps} "
               f"became {used} (the manifest says so)", file=sys.stderr)
@@ -874,8 +877,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-dir", required=True, help=MODEL_DIR_HELP)
     run.add_argument("--suite", default="sensor", help=SUITE_HELP)
     run.add_argument("--run-id", help="default: derived from inputs, model and settings")
-    run.add_argument("--pane-steps", type=int, default=4096,
-                     help="time steps per entity pane, the unit scored at once (default 4096)")
+    run.add_argument("--pane-steps", type=int,
+                     help="time steps per entity pane, the unit scored at once (default 4096; at least two windows "
+                          "and their gap filling)")
     run.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS", help=COOLDOWN_HELP)
     run.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     run.add_argument("--max-quarantined-share", type=float, metavar="FRACTION",

@@ -180,9 +180,10 @@ class DetectAnomalies(beam.PTransform):
                  alert_cooldown_s: float = 0.0, online_calibration: bool = False, source: str = "embedded",
                  late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000, run_id: str = ""):
         super().__init__()
-        if not (math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
+        if not (isinstance(alert_cooldown_s, (int, float)) and math.isfinite(alert_cooldown_s)
+                and alert_cooldown_s >= 0):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
-        if not (math.isfinite(late_after_s) and late_after_s > 0):
+        if not (isinstance(late_after_s, (int, float)) and math.isfinite(late_after_s) and late_after_s > 0):
             raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

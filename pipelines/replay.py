@@ -184,6 +184,8 @@ def prepare_inputs(records: pd.DataFrame, work: Path) -> dict[str, str]:
     """Write a patched copy of every source of ``records`` under ``work``; returns copy path -> source path.
 
     Each copy keeps its file name (a wide file's entity is its name) in its own numbered folder."""
+    from apache_beam.io.filesystem import CompressionTypes
+
     from seqwatch.pipelines.sources import is_parquet
     from seqwatch.pipelines.validate import MESSAGE_SOURCE_PREFIXES
 
@@ -196,7 +198,12 @@ def prepare_inputs(records: pd.DataFrame, work: Path) -> dict[str, str]:
             raise ReplayError(f"cannot replay {int(part['records'].sum())} quarantined readings of "
                               f"{source or '(no source)'}: {where}, and a reading is scored only with its "
                               f"neighbours from that file")
-        target = work / f"{i:04d}" / PurePath(source).name
+        # The copy is written as plain text: a compressed source's copy loses its compression suffix (its entity,
+        # the name's stem, stays), or the run would try to decompress it.
+        name = PurePath(source).name
+        if CompressionTypes.detect_compression_type(source) != CompressionTypes.UNCOMPRESSED:
+            name = PurePath(name).stem
+        target = work / f"{i:04d}" / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if is_parquet(source):
             _patched_parquet(source, part, target)
@@ -260,8 +267,14 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     files, manifest_path = find_quarantine(config.quarantine)
     records = load_records(files)
+    damaged = records[records["reason_code"] == "damaged_file"]
     if config.reason_codes:
         records = records[records["reason_code"].isin(config.reason_codes)]
+    for source, line in zip(damaged["source"], damaged["line"]):
+        if (records["source"] == source).any():
+            raise ReplayError(f"cannot replay the records of {source}: the file is damaged or cut short (its "
+                              f"damaged_file record, line {int(line)}), so a replay would read less of it than the "
+                              f"run did; restore the file and run it again")
     if records.empty:
         which = f" with reason codes {list(config.reason_codes)}" if config.reason_codes else ""
         raise ReplayError(f"nothing to replay: {config.quarantine} holds no quarantined records{which}")

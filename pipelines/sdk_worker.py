@@ -2,8 +2,9 @@
 the terminal kept for errors.
 
 The handler is in place before Beam is imported, so the warnings its imports log (no Google Cloud Storage, no
-apitools) and the harness's INFO lines stay out of the terminal; records still reach the runner through the
-harness's own log channel, at ``default_sdk_harness_log_level`` (WARNING unless the options say otherwise).
+apitools) and the harness's INFO lines stay out of the terminal; records of WARNING and above still reach the
+runner through the harness's own log channel (``default_sdk_harness_log_level``, set here, since the FnApiRunner
+passes its workers no pipeline options).
 """
 from __future__ import annotations
 

@@ -76,17 +76,20 @@ class DamagedFileError(SchemaDriftError):
     short before its first line."""
 
 
-def _decompression_errors() -> tuple:
+def _is_decompression_error(exc: BaseException) -> bool:
+    """An error of a decompressor (zlib's, lzma's, zstd's, bz2's plain ``OSError``, a stream's ``EOFError``), not
+    of the file system under it: a reset connection or a timeout (``OSError`` subclasses) must fail the bundle, so
+    that the runner retries it, not cut the file."""
     import lzma
     import zlib
 
-    errors = [zlib.error, OSError, EOFError, lzma.LZMAError]
+    kinds = [zlib.error, EOFError, lzma.LZMAError]
     try:
         import zstandard
-        errors.append(zstandard.ZstdError)
+        kinds.append(zstandard.ZstdError)
     except ImportError:
         pass
-    return tuple(errors)
+    return isinstance(exc, tuple(kinds)) or type(exc) is OSError
 
 
 class CheckedStream:
@@ -107,16 +110,19 @@ class CheckedStream:
     def read(self, size: int = -1) -> bytes:
         if self.damage:
             return b""
+        decompressor = getattr(self._stream, "_decompressor", None)  # None: a file read as it is
         try:
             data = self._stream.read(size)
-        except _decompression_errors() as exc:
-            self.damage = (f"{self.path} cannot be read as a {self._kind or 'compressed'} file past this point "
-                           f"({exc}): is it damaged, or not compressed as its name says?")
+        except Exception as exc:  # noqa: BLE001 - told apart just below
+            if decompressor is None or not _is_decompression_error(exc):
+                raise
+            self.damage = (f"{self.path} cannot be read as a {self._kind} file past this point ({exc}): is it "
+                           f"damaged, or not compressed as its name says?")
             return b""
         if data:
             self._read_any = True
         elif size != 0:
-            decompressor = getattr(self._stream, "_decompressor", None)
+            decompressor = getattr(self._stream, "_decompressor", None)  # the current (last) member's
             if decompressor is not None and not getattr(decompressor, "eof", True) and self._has_bytes():
                 self.damage = (f"{self.path} ends before its {self._kind} stream does: the file was cut short (an "
                                f"interrupted download or copy?)")
@@ -491,7 +497,9 @@ class FileReader:
             with open_text(path) as f:
                 quarantine = [Quarantined(line, path, n, "", 1, "parse", "schema_drift", reason, self.run_id)
                               for n, line in _data_lines(f)]
-        return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, len(quarantine)
+                if f.damage:
+                    quarantine += self._damaged(path, f.lines_read + 1, f.cut_line, f.damage, 1)[1]
+        return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, sum(q.records for q in quarantine)
 
 
 class _ReadFileChunks(beam.DoFn):

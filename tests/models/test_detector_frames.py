@@ -83,6 +83,12 @@ def test_a_reading_decades_from_the_others_is_refused_before_its_grid_is_built()
                                          r"likely wrong"):
         entity_grids(readings, ("a", "b"), 10_000_000, 0)
     assert len(entity_grids(_readings(), ("a", "b"), 10_000_000, 0)["m1"].values) == 240
+    # A time written in ns among µs lies far beyond pandas' dates: still the one sentence (it was a pandas error).
+    in_nanos = _readings().assign(timestamp=as_micros(_readings()["timestamp"]))
+    in_nanos.loc[0, "timestamp"] *= 1000
+    with pytest.raises(ValueError, match=r"^entity 'm1': its readings span 2026-03-02 00:00 to 58135-06-05 "
+                                         r"00:00, .* or a time in another unit\): drop such readings first$"):
+        entity_grids(in_nanos, ("a", "b"), 10_000_000, 0)
 
 
 def test_fit_names_a_channel_the_frame_lacks_and_takes_one_name_as_one_channel():
@@ -138,6 +144,14 @@ def test_fit_refuses_entities_sampled_far_from_the_training_interval():
                                                  r"m0, m1, m2 every 10s; slow-1 every 60s: train one model per "
                                                  r"sampling interval, or resample the data$"):
         Seq2SeqDetector(DetectorConfig()).fit(pd.concat(frames, ignore_index=True), progress=False)
+    # Intervals are grouped by their value and shown as seconds (a 3.6e+03 had grouped 3,600 s with 3,604 s).
+    hourly = [_readings().assign(entity_id=f"h{i}") for i in range(3)]
+    for i, seconds in enumerate((600, 3600, 3604)):
+        start = hourly[i]["timestamp"].min()
+        hourly[i]["timestamp"] = start + (hourly[i]["timestamp"] - start) * (seconds // 10) + pd.Timedelta(
+            seconds=seconds % 10) * ((hourly[i]["timestamp"] - start) / pd.Timedelta(seconds=10))
+    with pytest.raises(ModelMismatchError, match=r": h0 every 600s; h1 every 3600s; h2 every 3604s: "):
+        Seq2SeqDetector(DetectorConfig()).fit(pd.concat(hourly, ignore_index=True), progress=False)
     # One entity each: the pooled median (35 s) is nobody's interval, and both entities are named.
     with pytest.raises(ModelMismatchError, match=r"^the training data's entities are read at different intervals: "
                                                  r"m0 every 10s; slow-1 every 60s: "):

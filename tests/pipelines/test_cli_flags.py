@@ -138,6 +138,9 @@ def test_two_text_columns_of_the_same_size_both_get_the_ignore_hint(tmp_path):
         f"seqwatch run: 41 of 200 readings were quarantined (parse_value 41); values that are not numbers, by "
         f"column: 'mode' 20, 'status' 20, 'flow' 1; a column of text, not readings, is left out with --ignore (e.g. "
         f"--ignore mode --ignore status); each record and its reason is in {tmp_path}/quarantine")
+    # A column the mapping renames to a model channel is that channel: no hint to leave it out (from a review).
+    renamed = {**manifest, "settings": {"mapping": {"format": "wide", "channels": {"mode": "flow", "status": "x"}}}}
+    assert "(e.g. --ignore status)" in quarantine_notice("run", renamed, str(tmp_path))
 
 
 @pytest.mark.parametrize("layout", ["wide", "long"])

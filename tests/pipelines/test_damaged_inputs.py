@@ -104,3 +104,77 @@ def test_a_run_with_a_misnamed_file_among_good_ones_is_refused_in_one_sentence(t
                        mapping=WIDE)
     with pytest.raises(RunError, match=r"^[^\n]*pump-02.csv.gz cannot be read as a gzip file"):
         run_batch(config, ["--runner=DirectRunner"])
+
+
+def test_a_read_error_of_the_file_system_under_a_file_fails_the_read_for_the_runner_to_retry(tmp_path, monkeypatch):
+    """From a review: a reset connection under a plain CSV (an OSError subclass) had been taken for a damaged file,
+    cutting the file there without a retry."""
+    import io
+
+    from seqwatch.pipelines import sources
+
+    path = tmp_path / "pump-01.csv"
+    path.write_text(HEADER + _lines(300))
+
+    class Flaky(io.BytesIO):
+        calls = 0
+
+        def read(self, size=-1):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise ConnectionError("Connection reset by peer")
+            return super().read(600)
+
+    monkeypatch.setattr(sources.FileSystems, "open", staticmethod(lambda p, *a, **k: Flaky(path.read_bytes())))
+    with pytest.raises(ConnectionError):
+        list(FileReader(WIDE, "run-t").read(str(path)))
+
+
+def test_a_damaged_file_quarantined_whole_for_its_columns_keeps_its_cut_line(tmp_path):
+    whole = gzip.compress(("ts,flow,pressure\n" + _lines(50)).encode())  # no 'timestamp' column: schema_drift
+    path = tmp_path / "pump-01.csv.gz"
+    path.write_bytes(whole[: len(whole) - 30])
+    readings, quarantine = _read(path)
+    codes = [q.reason_code for q in quarantine]
+    assert readings == 0 and codes[-1] == "damaged_file" and set(codes[:-1]) == {"schema_drift"}
+    assert quarantine[-1].line == quarantine[-2].line + 1 and quarantine[-1].raw
+
+
+def test_the_run_id_hashes_a_compressed_file_as_stored(tmp_path):
+    """Hashing decompressed bytes failed the plan on a file damaged past the reader's first read."""
+    import hashlib
+
+    from seqwatch.pipelines.batch import _sha256_file
+
+    path = tmp_path / "pump-01.csv.gz"
+    path.write_bytes(gzip.compress((HEADER + _lines(5)).encode())[:-10])
+    assert _sha256_file(str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_records_of_a_damaged_file_are_not_replayed_and_a_compressed_source_is(tmp_path, small_model_dir):
+    """From a review: a replay read less of a cut file than the run had (its cut line held back), and a
+    compressed source's patched copy kept its .gz name, so the replay took the plain copy for a damaged file."""
+    import pandas as pd
+
+    from seqwatch.pipelines.replay import ReplayConfig, ReplayError, prepare_inputs, run_replay
+
+    record = {"raw": "2026-02-01T00:00:00Z,41.0,3.0", "source": "", "line": 2, "column": "flow", "records": 1,
+              "stage": "parse", "reason_code": "parse_value", "reason": "r", "run_id": "run-t"}
+    source = tmp_path / "pump-01.csv.gz"
+    source.write_bytes(gzip.compress((HEADER + "2026-02-01T00:00:00Z,4x1.0,3.0\n" + _lines(3)[1:]).encode()))
+    copies = prepare_inputs(pd.DataFrame([{**record, "source": str(source)}]), tmp_path / "work")
+    [(copy, original)] = copies.items()
+    assert original == str(source) and copy.endswith("/pump-01.csv")
+    assert open(copy).read().splitlines()[1] == record["raw"]
+
+    quarantine = tmp_path / "run" / "quarantine.jsonl"
+    quarantine.parent.mkdir()
+    damaged = {**record, "source": str(source), "line": 5, "raw": "2026-02-01T00:00:3", "records": 2,
+               "reason_code": "damaged_file"}
+    quarantine.write_text("\n".join(pd.Series([{**record, "source": str(source)}, damaged]).map(
+        lambda r: pd.Series(r).to_json()).tolist()) + "\n")
+    for codes in ((), ("parse_value",)):
+        with pytest.raises(ReplayError, match=rf"^cannot replay the records of {source}: the file is damaged or cut "
+                                              rf"short \(its damaged_file record, line 5\)"):
+            run_replay(ReplayConfig(quarantine=str(quarantine), output=str(tmp_path / "o"),
+                                    model_dir=str(small_model_dir), reason_codes=codes))
