@@ -127,12 +127,13 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     minimum = 2 * (length + max_gap + 1)
     pane_steps = max(config.pane_steps, minimum)
     pane_steps += (-pane_steps) % stride
-    run_id = config.run_id
+    run_id, input_digests = config.run_id, ()
     if not run_id:
         digest = hashlib.sha256(json.dumps(config.settings(), sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
-        for path in paths:
-            digest.update(path.encode() + _sha256_file(path).encode())
+        input_digests = tuple((path, _sha256_file(path)) for path in paths)
+        for path, file_digest in input_digests:
+            digest.update(path.encode() + file_digest.encode())
         run_id = "run-" + digest.hexdigest()[:12]
     now_us = now_us if now_us is not None else int(time.time() * 1e6)
     staging = FileSystems.join(config.output, f"_staging-{run_id}")
@@ -142,7 +143,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         raise RunError(clash)
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
-                   model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")))
+                   model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
+                   input_digests)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -265,6 +267,9 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         # pane_steps as the run used it: at least two windows and their gap filling, in whole strides
         "settings": {**config.settings(), "pane_steps": plan.pane_steps},
         "workers": workers,  # DirectRunner worker processes (0: a distributed runner's own choice)
+        # what each input held (sha256 of its bytes; computed for the run id, so not with --run-id): a replay
+        # checks that its sources are still the files this run read
+        **({"input_digests": dict(plan.input_digests)} if plan.input_digests else {}),
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),

@@ -676,6 +676,7 @@ def cmd_stream(args, beam_args) -> int:
 
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
+    _check_positive_seconds("--stop-after-idle", args.stop_after_idle)  # 0 had read as "never stop"
     _check_positive_seconds("--archive-readings", args.archive_readings)
     _check_positive_seconds("--flush-window", args.flush_window)
     _check_positive_seconds("--late-after", args.late_after)
@@ -705,9 +706,12 @@ def cmd_stream(args, beam_args) -> int:
     if args.source == "replay":
         if not args.input:
             raise CliError("--source replay needs --input")
-        if args.idle_watermark is not None:
-            raise CliError("--idle-watermark is for live broker sources (kafka, pubsub, mqtt), not a replay, whose "
-                           "event time is the file's")
+        for flag, given in (("--idle-watermark", args.idle_watermark is not None),
+                            ("--stop-after-idle", args.stop_after_idle is not None),
+                            ("--max-out-of-orderness", args.max_out_of_orderness != 0)):
+            if given:  # a replay ends with its files, and plays its readings in the files' order
+                raise CliError(f"{flag} is for live broker sources (kafka, pubsub, mqtt), not a replay, which ends "
+                               f"with its files and whose event time is theirs")
         try:
             paths = expand_inputs(args.input, exclude=(args.output,))
         except FileNotFoundError as exc:

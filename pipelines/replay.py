@@ -101,7 +101,8 @@ def load_records(files: list[Path]) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     frames = []
-    for path in files:
+    # An edited JSON Lines export beside the run's Parquet files holds the same records: read last, it wins.
+    for path in sorted(files, key=lambda p: p.suffix == ".jsonl"):
         try:
             if path.suffix == ".jsonl":
                 frame = _read_json_lines(path)
@@ -119,16 +120,30 @@ def load_records(files: list[Path]) -> pd.DataFrame:
     records["column"] = records["column"].fillna("").astype(str)
     records["line"] = records["line"].astype("int64")
     records["raw"] = records["raw"].fillna("").astype(str)
-    return records
+    # A reading leaves a run once: the same source, line and column twice is one record read from two files.
+    return records.drop_duplicates(subset=["source", "line", "column"], keep="last").reset_index(drop=True)
 
 
-def _original_settings(manifest: Path | None) -> dict:
+def _original_manifest(manifest: Path | None) -> dict:
     if manifest is None:
         return {}
     try:
-        return json.loads(manifest.read_text()).get("settings", {})
+        return json.loads(manifest.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def check_sources_unchanged(records: pd.DataFrame, input_digests: dict) -> None:
+    """Refuse a replay whose source file no longer holds what the run read (a replay patches lines by number: in
+    a file re-exported since, a record's line is another reading's, which the patch would erase). Sources the
+    run's manifest has no digest of (a run with --run-id, a stream, a JSON Lines export alone) are not checked."""
+    from seqwatch.pipelines.batch import _sha256_file
+
+    for source in records["source"].unique():
+        expected = input_digests.get(source)
+        if expected and Path(source).is_file() and _sha256_file(source) != expected:
+            raise ReplayError(f"cannot replay the records of {source}: the file changed since the run read it, so "
+                              f"their line numbers may point at other readings now; run the file again instead")
 
 
 def _patched_lines(source: str, records: pd.DataFrame) -> list[str]:
@@ -219,12 +234,16 @@ def _channel_of(column: str, mapping: InputMapping) -> str:
 
 
 def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMapping) -> dict:
-    """How many replayed readings are quarantined again (matched by source, line and channel) and how many are
-    scored now."""
+    """How many replayed readings are quarantined again (matched by source, line and channel), how many the
+    replay's mapping leaves out (a wide column it ignores: no reading any more) and how many are scored now."""
     total = int(replayed["records"].sum())
     again_by_line = {key: part for key, part in again.groupby(["source", "line"])}
-    requarantined, reasons = 0, {}
+    requarantined, left_out, reasons = 0, 0, {}
+    ignored = set(mapping.ignore) if mapping.format == "wide" else set()
     for record in replayed.itertuples():
+        if record.column and record.column in ignored:
+            left_out += int(record.records)
+            continue
         part = again_by_line.get((record.source, record.line))
         if part is None:
             continue
@@ -236,8 +255,8 @@ def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMa
         if n:
             code = f"{hit['stage'].iloc[0]}.{hit['reason_code'].iloc[0]}"
             reasons[code] = reasons.get(code, 0) + n
-    return {"readings": total, "scored_now": total - requarantined, "quarantined_again": requarantined,
-            "quarantined_again_by_reason": dict(sorted(reasons.items()))}
+    return {"readings": total, "scored_now": total - requarantined - left_out, "quarantined_again": requarantined,
+            "left_out_by_mapping": left_out, "quarantined_again_by_reason": dict(sorted(reasons.items()))}
 
 
 def _rewrite_sources(output: Path, copies: dict[str, str]) -> pd.DataFrame:
@@ -278,7 +297,9 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     if records.empty:
         which = f" with reason codes {list(config.reason_codes)}" if config.reason_codes else ""
         raise ReplayError(f"nothing to replay: {config.quarantine} holds no quarantined records{which}")
-    original = _original_settings(manifest_path)
+    original_manifest = _original_manifest(manifest_path)
+    check_sources_unchanged(records, original_manifest.get("input_digests") or {})
+    original = original_manifest.get("settings", {})
     mapping = config.mapping
     if mapping is None:
         mapping = InputMapping.from_dict(original["mapping"]) if original.get("mapping") else InputMapping()

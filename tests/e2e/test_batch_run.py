@@ -483,6 +483,16 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "--idle-watermark must be a positive number of seconds, got -5"),
         ([*replay_stream, "--idle-watermark", "30"],
          "--idle-watermark is for live broker sources (kafka, pubsub, mqtt), not a replay"),
+        # Both had been dropped without a word on a replay (found by a bug hunt).
+        ([*replay_stream, "--stop-after-idle", "3"],
+         "--stop-after-idle is for live broker sources (kafka, pubsub, mqtt), not a replay, which ends with its "
+         "files and whose event time is theirs"),
+        ([*replay_stream, "--max-out-of-orderness", "60"],
+         "--max-out-of-orderness is for live broker sources (kafka, pubsub, mqtt), not a replay"),
+        # 0 had passed the DirectRunner's never-ending-read guard and read as "never stop".
+        (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--output",
+          str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--stop-after-idle", "0"],
+         "--stop-after-idle must be a positive number of seconds, got 0"),
         ([*replay_stream, "--speed", "0"],
          "--speed must be a positive number (times real speed; 3600 plays an hour a second), got 0"),
         ([*replay_stream, "--archive-readings", "0"],

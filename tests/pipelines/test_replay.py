@@ -70,7 +70,7 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
     assert manifest["replay"] == {
         "quarantine": str(out), "reason_codes": [], "sources": [str(source)],
         "replayed_by_reason": {"parse.parse_value": 1, "validate.expectation_failed": 2},
-        "readings": 3, "scored_now": 2, "quarantined_again": 1,
+        "readings": 3, "scored_now": 2, "quarantined_again": 1, "left_out_by_mapping": 0,
         "quarantined_again_by_reason": {"parse.parse_value": 1}}
     assert manifest["inputs"] == [str(source)]
     # taken from the original run's manifest
@@ -280,3 +280,57 @@ def test_a_parquet_source_is_patched_row_by_row(tmp_path):
     frames = [b.frame for b, q, n in FileReader(WIDE, "r").read(copy)]
     got = pd.concat(frames)[["timestamp", "value", "line"]].values.tolist()
     assert got == [[1_767_571_200_000_000, 1.5, 1], [1_767_571_210_000_000, 2.5, 2]]
+
+
+def test_an_edited_export_beside_the_runs_parquet_is_read_once_and_wins(original, tmp_path):
+    """Found by a bug hunt: both files were read, so every record was replayed (and counted) twice."""
+    from seqwatch.pipelines.replay import load_records
+
+    _, _, out, _ = original
+    parquet = sorted((out / "quarantine").rglob("*.parquet"))
+    records = _quarantine(out)
+    edited = records.assign(raw=records["raw"].str.replace("101.5 l/min", "101.5", regex=False))
+    export = tmp_path / "fixed.jsonl"
+    edited.to_json(export, orient="records", lines=True)
+    loaded = load_records([export, *parquet])  # in any order
+    assert len(loaded) == len(records) == 3
+    assert "101.5 l/min" not in " ".join(loaded["raw"]) and loaded["raw"].str.contains("101.5").any()
+
+
+def test_a_source_changed_since_the_run_is_refused_not_patched_by_line(original, tmp_path):
+    """Found by a bug hunt: a file re-exported with one row more had its good row on the record's line number
+    overwritten by the old bad row's text, and that reading was lost."""
+    import hashlib
+
+    import pandas as pd
+
+    from seqwatch.pipelines.replay import check_sources_unchanged
+
+    _, source, out, manifest = original
+    digests = json.loads((out / "manifest.json").read_text())["input_digests"]
+    assert digests == {str(source): hashlib.sha256(source.read_bytes()).hexdigest()}
+    check_sources_unchanged(_quarantine(out), digests)  # unchanged: no refusal
+    changed = tmp_path / "pump-07.csv"
+    lines = source.read_text().splitlines()
+    changed.write_text("\n".join(lines[:1] + [lines[1]] + lines[1:]) + "\n")  # a row more after the header
+    records = pd.DataFrame([{"source": str(changed), "line": 3}])
+    with pytest.raises(ReplayError, match=rf"^cannot replay the records of {changed}: the file changed since the run "
+                                          rf"read it"):
+        check_sources_unchanged(records, {str(changed): digests[str(source)]})
+
+
+def test_readings_the_replay_mapping_ignores_are_counted_as_left_out_not_scored():
+    """Found by a bug hunt: 600 'status' cells replayed with --ignore status were reported as 600 scored now."""
+    import pandas as pd
+
+    from seqwatch.pipelines.replay import replay_outcome
+    from seqwatch.schemas.mapping import InputMapping
+
+    replayed = pd.DataFrame([{"source": "p.csv", "line": n, "column": column, "records": 1}
+                             for n in (2, 3) for column in ("status", "flow")])
+    again = pd.DataFrame([{"source": "p.csv", "line": 3, "column": "flow", "records": 1, "stage": "validate",
+                           "reason_code": "expectation_failed"}])
+    ignoring = InputMapping(format="wide", timestamp="timestamp", ignore=("status",))
+    assert replay_outcome(replayed, again, ignoring) == {
+        "readings": 4, "scored_now": 1, "quarantined_again": 1, "left_out_by_mapping": 2,
+        "quarantined_again_by_reason": {"validate.expectation_failed": 1}}
