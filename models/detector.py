@@ -189,15 +189,15 @@ def _check_entity_intervals(frame: pd.DataFrame, step_us: int, given: bool = Fal
             continue
     if all(windowing.interval_fits(interval, step_us) for interval in intervals.values()):
         return
-    groups: dict[int, list] = {}
+    groups: dict[str, list] = {}  # by the interval as shown: a few ms of jitter is the same interval
     for entity, interval in intervals.items():
-        groups.setdefault(interval, []).append(entity)
+        groups.setdefault(f"{interval / 1e6:g}", []).append(entity)
 
     def named(entities: list) -> str:
         return ", ".join(entities[:3]) + (f" and {len(entities) - 3} more" if len(entities) > 3 else "")
 
-    shown = "; ".join(f"{named(entities)} every {interval / 1e6:g}s"
-                      for interval, entities in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+    shown = "; ".join(f"{named(entities)} every {seconds}s"
+                      for seconds, entities in sorted(groups.items(), key=lambda kv: (-len(kv[1]), float(kv[0]))))
     head = (f"the model's interval is {step_us / 1e6:g}s, but not every entity of the training data is read at it"
             if given else "the training data's entities are read at different intervals")
     raise ModelMismatchError(f"{head}: {shown}: train one model per sampling interval, or resample the data")

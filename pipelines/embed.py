@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from typing import NamedTuple
 
@@ -89,6 +90,11 @@ class WriteDetections(beam.PTransform):
         return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
                                  "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
                                 self.flush_window_s if streaming else None)
+
+
+def _is_number(value) -> bool:
+    """A real number, numpy's included (a notebook's value from a frame), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _payload(reading):
@@ -180,10 +186,9 @@ class DetectAnomalies(beam.PTransform):
                  alert_cooldown_s: float = 0.0, online_calibration: bool = False, source: str = "embedded",
                  late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000, run_id: str = ""):
         super().__init__()
-        if not (isinstance(alert_cooldown_s, (int, float)) and math.isfinite(alert_cooldown_s)
-                and alert_cooldown_s >= 0):
+        if not (_is_number(alert_cooldown_s) and math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
-        if not (isinstance(late_after_s, (int, float)) and math.isfinite(late_after_s) and late_after_s > 0):
+        if not (_is_number(late_after_s) and math.isfinite(late_after_s) and late_after_s > 0):
             raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -239,7 +239,8 @@ def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMa
     total = int(replayed["records"].sum())
     again_by_line = {key: part for key, part in again.groupby(["source", "line"])}
     requarantined, left_out, reasons = 0, 0, {}
-    ignored = set(mapping.ignore) if mapping.format == "wide" else set()
+    # a column the mapping also names as a channel is still read (FileLayout.resolve): not left out
+    ignored = set(mapping.ignore) - set(mapping.channels) if mapping.format == "wide" else set()
     for record in replayed.itertuples():
         if record.column and record.column in ignored:
             left_out += int(record.records)

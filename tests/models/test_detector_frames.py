@@ -152,6 +152,11 @@ def test_fit_refuses_entities_sampled_far_from_the_training_interval():
             seconds=seconds % 10) * ((hourly[i]["timestamp"] - start) / pd.Timedelta(seconds=10))
     with pytest.raises(ModelMismatchError, match=r": h0 every 600s; h1 every 3600s; h2 every 3604s: "):
         Seq2SeqDetector(DetectorConfig()).fit(pd.concat(hourly, ignore_index=True), progress=False)
+    # ...and a few ms of jitter is one interval: four hourly entities a millisecond apart are one group (a review)
+    jittered = [hourly[1].assign(entity_id=f"j{i}", timestamp=hourly[1]["timestamp"] + pd.Timedelta(milliseconds=i)
+                                 * np.arange(len(hourly[1]))) for i in range(4)]
+    with pytest.raises(ModelMismatchError, match=r": j0, j1, j2 and 1 more every 3600s; h0 every 600s: "):
+        Seq2SeqDetector(DetectorConfig()).fit(pd.concat([hourly[0], *jittered], ignore_index=True), progress=False)
     # One entity each: the pooled median (35 s) is nobody's interval, and both entities are named.
     with pytest.raises(ModelMismatchError, match=r"^the training data's entities are read at different intervals: "
                                                  r"m0 every 10s; slow-1 every 60s: "):

@@ -219,6 +219,14 @@ def test_arguments_that_would_be_kept_as_given_are_refused_when_the_transform_is
         DetectAnomalies(str(small_model_dir), **arguments)
 
 
+def test_numpy_numbers_are_numbers(small_model_dir):
+    """From a review: the checks above had refused np.int64(30) ("got 30"), as a notebook takes it from a frame."""
+    detect = DetectAnomalies(str(small_model_dir), alert_cooldown_s=np.int64(30), late_after_s=np.float32(60))
+    assert detect.options["alert_cooldown_us"] == 30_000_000 and detect.late_after_s == 60
+    with pytest.raises(ValueError, match="alert_cooldown_s must be zero or a positive number of seconds"):
+        DetectAnomalies(str(small_model_dir), alert_cooldown_s=True)
+
+
 def test_a_mapping_given_as_a_dict_reads_as_the_mapping_file_would(small_model_dir):
     from seqwatch.schemas.mapping import InputMapping
 

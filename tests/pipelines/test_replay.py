@@ -334,3 +334,9 @@ def test_readings_the_replay_mapping_ignores_are_counted_as_left_out_not_scored(
     assert replay_outcome(replayed, again, ignoring) == {
         "readings": 4, "scored_now": 1, "quarantined_again": 1, "left_out_by_mapping": 2,
         "quarantined_again_by_reason": {"validate.expectation_failed": 1}}
+    # A column the mapping also names as a channel is still read: quarantined again, not left out (a review).
+    both = InputMapping(format="wide", timestamp="timestamp", ignore=("status",),
+                        channels={"status": "status", "flow": "flow"})
+    again_both = pd.concat([again, again.assign(line=2, column="status", stage="parse", reason_code="parse_value")])
+    assert replay_outcome(replayed, again_both, both)["left_out_by_mapping"] == 0
+    assert replay_outcome(replayed, again_both, both)["quarantined_again"] == 2
