@@ -610,9 +610,9 @@ def cmd_run(args, beam_args) -> int:
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
     used, model = manifest["settings"]["pane_steps"], manifest["model"]
     if args.pane_steps is not None and args.pane_steps < 2 * (model["window_length"] + model["max_gap"] + 1):
-        print(f"seqwatch run: note: a pane of this model holds at least two windows of "
-              f"{manifest['model']['window_length']} steps and their gap filling, so --pane-steps {args.pane_steps} "
-              f"became {used} (the manifest says so)", file=sys.stderr)
+        print(f"seqwatch run: note: a pane of this model holds at least two windows of {model['window_length']} "
+              f"steps and their gap filling, so --pane-steps {args.pane_steps} became {used} (the manifest says so)",
+              file=sys.stderr)
     _print_notices("run", manifest, args.output)
     quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
     if share is not None and records_in and quarantined > share * records_in:

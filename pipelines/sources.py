@@ -105,25 +105,26 @@ class CheckedStream:
         self.damage: str | None = None
         self._stream = FileSystems.open(path)
         self._kind = str(getattr(self._stream, "_compression_type", "") or "")  # Beam's CompressionTypes value
+        # Beam's CompressedFile decompresses as it reads; any other stream is the file as stored, never damaged here
+        self.compressed = getattr(self._stream, "_decompressor", None) is not None
         self._read_any = False
 
     def read(self, size: int = -1) -> bytes:
         if self.damage:
             return b""
-        decompressor = getattr(self._stream, "_decompressor", None)  # None: a file read as it is
         try:
             data = self._stream.read(size)
         except Exception as exc:  # noqa: BLE001 - told apart just below
-            if decompressor is None or not _is_decompression_error(exc):
+            if not self.compressed or not _is_decompression_error(exc):
                 raise
             self.damage = (f"{self.path} cannot be read as a {self._kind} file past this point ({exc}): is it "
                            f"damaged, or not compressed as its name says?")
             return b""
         if data:
             self._read_any = True
-        elif size != 0:
-            decompressor = getattr(self._stream, "_decompressor", None)  # the current (last) member's
-            if decompressor is not None and not getattr(decompressor, "eof", True) and self._has_bytes():
+        elif size != 0 and self.compressed:
+            decompressor = self._stream._decompressor  # the current (last) member's
+            if not getattr(decompressor, "eof", True) and self._has_bytes():
                 self.damage = (f"{self.path} ends before its {self._kind} stream does: the file was cut short (an "
                                f"interrupted download or copy?)")
         return data
@@ -159,7 +160,7 @@ class TextLines:
         self._head = self._stream.read(_BLOCK)
         self.encoding = detect_encoding(self._head)
         self.cut_line: str | None = None  # a damaged file's last, unterminated line, held back (see ``damage``)
-        self.lines_read = 0  # lines given out so far (the next one is line lines_read + 1)
+        self.lines_read = 0  # a compressed file's lines given out so far (the next one is line lines_read + 1)
 
     @property
     def damage(self) -> str | None:
@@ -182,7 +183,8 @@ class TextLines:
             decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
             texts = (decoder.decode(block, final=not block) for block in self._blocks(final=True))
             lines = self._pieces(_NEWLINE_TEXT, texts, "")
-        return self._holding_back_a_cut_line(lines)
+        # the line-by-line look-ahead only where damage can end the file (a plain file's lines go straight out)
+        return self._holding_back_a_cut_line(lines) if self._stream.compressed else lines
 
     def _holding_back_a_cut_line(self, lines):
         """``lines``, except a damaged file's last line when no line end closes it: the damage may have cut it
