@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
 
 import apache_beam as beam
+import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -80,11 +82,13 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
         fitting = True
         if seen_data:
             continue
-        sample = next(iter(FileReader(config.mapping, "preflight", chunk_rows=5000).read(path)), None)
-        if sample is None or not len(sample[0]):
+        # the first chunk of lines: the reader gives out its odd lines (quoted ones, say) before its clean ones
+        sample = [c[0].frame for c in itertools.islice(FileReader(config.mapping, "preflight", chunk_rows=5000)
+                                                       .read(path), 2) if len(c[0])]
+        if not sample:
             continue
         seen_data = True
-        frame = sample[0].frame
+        frame = pd.concat(sample, ignore_index=True) if len(sample) > 1 else sample[0]
         found = set(frame["channel"].unique())
         if not found & set(channels):
             raise RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "

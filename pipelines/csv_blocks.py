@@ -15,7 +15,8 @@ for them this module does the same work in bulk:
   character and no control byte but tab, has exactly the header's number of fields and at least one ASCII
   character that is neither blank nor a separator. The line reader would split such a line with ``str.split``
   and skip none of them, so both give the same fields, raw text and line number. A chunk with a lone ``\\r``
-  line end goes line by line as a whole (the line reader counts it as a line end).
+  line end goes line by line as a whole (the line reader counts it as a line end). A record whose quoted field
+  holds line breaks (``csv_records``) is one odd line, its lines joined.
 """
 from __future__ import annotations
 
@@ -121,27 +122,56 @@ class SplitChunk:
     starts: np.ndarray  # byte bounds of each clean line in ``clean`` (line end excluded), for its raw text
     ends: np.ndarray
     clean_index: np.ndarray  # chunk line index of each clean line
-    odd: list  # bytes of each odd line, line end included
-    odd_index: np.ndarray  # chunk line index of each odd line
+    odd: list  # bytes of each odd line, line end included (a record spanning lines: all of them, joined)
+    odd_index: np.ndarray  # chunk line index of each odd line (a record spanning lines: its first)
     lines: int  # lines in the chunk
 
 
-def split_chunk(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
+def has_lone_cr(chunk: bytes) -> bool:
+    """Whether a ``\\r`` not followed by ``\\n`` ends a line of ``chunk``."""
+    return b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n")
+
+
+class ChunkLines:
+    """The ``\\n``-terminated lines of a chunk as a sequence of bytes (line ends left out), cut only when asked
+    for, and the indices of those holding a quote (``quoted``)."""
+
+    def __init__(self, chunk: bytes):
+        self.chunk = chunk
+        self.starts, self.ends = line_bounds(chunk)
+        self.quoted = np.zeros(0, dtype=np.int64)
+        if self.starts.size:
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            self.quoted = np.flatnonzero(np.add.reduceat(data == ord('"'), self.starts, dtype=np.int64))
+
+    def __len__(self):
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        return self.chunk[self.starts[i]:self.ends[i]]
+
+    def texts(self, indices) -> list:
+        """The lines at ``indices``."""
+        chunk, starts, ends = self.chunk, self.starts.tolist(), self.ends.tolist()
+        return [chunk[starts[i]:ends[i]] for i in indices]
+
+
+def split_chunk(chunk: bytes, sep: str, n_fields: int, spans=()) -> SplitChunk | None:
     """The chunk's clean lines split by Arrow and its odd lines apart (see the module docstring); None when the
     whole chunk must go line by line: an empty chunk, a separator Arrow cannot take, or a lone ``\\r`` line
-    end."""
+    end. ``spans``: the records that span several lines (``csv_records.record_spans``), each one odd line."""
     if not chunk or len(sep) != 1 or ord(sep) >= 128 or sep in '"\r\n':
         return None
-    if b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n"):
+    if has_lone_cr(chunk):
         return None
-    if chunk.isascii() and not chunk.translate(None, _PLAIN_BYTES):
+    if not spans and chunk.isascii() and not chunk.translate(None, _PLAIN_BYTES):
         split = _split_plain_ascii(chunk, sep, n_fields)
         if split is not None:
             return split
-    return _split_any(chunk, sep, n_fields)
+    return _split_any(chunk, sep, n_fields, spans)
 
 
-def _split_any(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
+def _split_any(chunk: bytes, sep: str, n_fields: int, spans=()) -> SplitChunk | None:
     """``split_chunk`` for any chunk (non-ASCII bytes, quotes, control bytes): each line's bytes classified in
     numpy, the clean lines handed to Arrow."""
     data = np.frombuffer(chunk, dtype=np.uint8)
@@ -157,10 +187,22 @@ def _split_any(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
             chunk[starts[i]:ends[i]].decode("utf-8")
         except UnicodeDecodeError:
             odd[i] = True
-    odd_index, clean_index = np.flatnonzero(odd), np.flatnonzero(~odd)
     # each line's bytes with its line end: up to the next line's start
     full_ends = np.concatenate((starts[1:], [len(data)]))
-    odd_lines = [chunk[starts[i]:full_ends[i]] for i in odd_index]
+    if spans:  # a record spanning lines: one odd line, from its first line's start to its last line's end
+        inner = np.zeros(len(starts), dtype=bool)  # the lines after a multi-line record's first
+        record_ends = full_ends.copy()
+        for first, count in spans:
+            odd[first:first + count] = True
+            inner[first + 1:first + count] = True
+            record_ends[first] = full_ends[first + count - 1]
+        odd_index = np.flatnonzero(odd)
+        odd_records = odd_index[~inner[odd_index]]
+        odd_lines = [chunk[a:b] for a, b in zip(starts[odd_records].tolist(), record_ends[odd_records].tolist())]
+    else:
+        odd_index = odd_records = np.flatnonzero(odd)
+        odd_lines = [chunk[a:b] for a, b in zip(starts[odd_index].tolist(), full_ends[odd_index].tolist())]
+    clean_index = np.flatnonzero(~odd)
     if odd_index.size:
         keep = np.repeat(~odd, full_ends - starts)
         clean = data[keep].tobytes()
@@ -173,7 +215,7 @@ def _split_any(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:
         if columns is None or len(columns[0]) != clean_index.size:
             return None
         clean_starts, clean_ends = line_bounds(clean) if odd_index.size else (starts, ends)
-    return SplitChunk(columns, clean, clean_starts, clean_ends, clean_index, odd_lines, odd_index, len(starts))
+    return SplitChunk(columns, clean, clean_starts, clean_ends, clean_index, odd_lines, odd_records, len(starts))
 
 
 def _split_plain_ascii(chunk: bytes, sep: str, n_fields: int) -> SplitChunk | None:

@@ -146,20 +146,26 @@ def check_sources_unchanged(records: pd.DataFrame, input_digests: dict) -> None:
                               f"their line numbers may point at other readings now; run the file again instead")
 
 
-def _patched_lines(source: str, records: pd.DataFrame) -> list[str]:
-    """The source file's lines (endings kept) with each replayed record's line replaced by its ``raw`` text."""
+def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -> list[str]:
+    """The source file's lines (endings kept) with each replayed record's lines replaced by its ``raw`` text.
+
+    A record whose quoted field holds line breaks spans several lines; its fixed text may span as many or fewer
+    (blank lines make up the difference, so every later line keeps its number), and must be one record."""
     from seqwatch.pipelines.sources import open_text
 
     with open_text(source) as f:
         lines = list(f)
+    spans = _record_lines(source, lines, sep)
     for number, part in records.groupby("line"):
         if not 1 <= number <= len(lines):
             raise ReplayError(f"cannot replay line {number} of {source}: the file has {len(lines)} lines")
-        current = lines[number - 1]
+        count = spans.get(number, 1)
+        current = "".join(lines[number - 1:number - 1 + count])
         ending = current[len(current.rstrip("\r\n")):] or "\n"
+        current = current.rstrip("\r\n")
         texts = set(part["raw"]) - {""}
         if len(texts) > 1:
-            changed = texts - {current.rstrip("\r\n")}
+            changed = texts - {current}
             if len(changed) != 1:
                 raise ReplayError(f"records for line {number} of {source} carry {len(changed)} different fixed "
                                   f"texts; keep one")
@@ -167,10 +173,47 @@ def _patched_lines(source: str, records: pd.DataFrame) -> list[str]:
         if not texts:
             continue
         text = texts.pop()
-        if "\n" in text or "\r" in text:
-            raise ReplayError(f"the raw text for line {number} of {source} holds a line break")
-        lines[number - 1] = text + ending
+        text_lines = _line_count(text)
+        if text_lines > 1 and not _one_record(text, sep or ","):
+            raise ReplayError(f"the raw text for line {number} of {source} holds a line break outside a quoted "
+                              f"field; a fixed record stays one row")
+        if text_lines > count:
+            raise ReplayError(f"the raw text for line {number} of {source} spans {text_lines} lines where the "
+                              f"record spans {count}; a fixed record may not span more lines than it did (its line "
+                              f"breaks belong inside a quoted field)")
+        lines[number - 1] = text + ending * (1 + count - text_lines)
+        lines[number:number - 1 + count] = [""] * (count - 1)
     return lines
+
+
+def _line_count(text: str) -> int:
+    from seqwatch.pipelines.sources import _NEWLINE_TEXT
+
+    return len(_NEWLINE_TEXT.findall(text)) + 1
+
+
+def _one_record(text: str, sep: str) -> bool:
+    """Whether ``text`` (several lines) is one CSV record, its line breaks inside quoted fields."""
+    from seqwatch.pipelines.csv_records import join_records
+    from seqwatch.pipelines.sources import TextLines, _NEWLINE_TEXT
+
+    pieces = list(TextLines._pieces(_NEWLINE_TEXT, [text], ""))
+    return len(list(join_records(enumerate(pieces, start=1), sep, None))) == 1
+
+
+def _record_lines(source: str, lines: list[str], sep: str | None) -> dict[int, int]:
+    """First line number -> number of lines of each record of a CSV source that spans several lines (as the
+    reader joins them: ``csv_records``)."""
+    from seqwatch.pipelines.csv_records import join_records
+    from seqwatch.pipelines.sources import _after_header, read_header
+
+    if not any('"' in line for line in lines):
+        return {}
+    header, sep = read_header(source, sep)
+    if header is None:
+        return {}
+    numbers = [number for number, _ in join_records(_after_header(lines), sep, len(header))] + [len(lines) + 1]
+    return {a: b - a for a, b in zip(numbers, numbers[1:]) if b - a > 1}
 
 
 def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:
@@ -195,8 +238,9 @@ def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:
     pq.write_table(pa.table(columns), target)
 
 
-def prepare_inputs(records: pd.DataFrame, work: Path) -> dict[str, str]:
+def prepare_inputs(records: pd.DataFrame, work: Path, sep: str | None = None) -> dict[str, str]:
     """Write a patched copy of every source of ``records`` under ``work``; returns copy path -> source path.
+    ``sep``: the CSV separator the replay's mapping gives (None: as the header shows).
 
     Each copy keeps its file name (a wide file's entity is its name) in its own numbered folder."""
     from apache_beam.io.filesystem import CompressionTypes
@@ -224,7 +268,7 @@ def prepare_inputs(records: pd.DataFrame, work: Path) -> dict[str, str]:
             _patched_parquet(source, part, target)
         else:
             with open(target, "w", encoding="utf-8", newline="") as f:
-                f.writelines(_patched_lines(source, part))
+                f.writelines(_patched_lines(source, part, sep))
         copies[str(target)] = source
     return copies
 
@@ -320,7 +364,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     work = output / REPLAY_DIR
     shutil.rmtree(work, ignore_errors=True)
     try:
-        copies = prepare_inputs(records, work)
+        copies = prepare_inputs(records, work, mapping.sep)
         run_id = config.run_id or "replay-" + hashlib.sha256(
             json.dumps([sorted(records[["source", "line", "column", "raw"]].astype(str).values.tolist()),
                         mapping.to_dict(), suite, settings], sort_keys=True).encode()).hexdigest()[:12]

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 
-from seqwatch.pipelines.csv_blocks import byte_chunks, data_start, split_chunk
+from seqwatch.pipelines.csv_blocks import ChunkLines, byte_chunks, data_start, has_lone_cr, split_chunk
+from seqwatch.pipelines.csv_records import join_records, record_spans
 from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, parse_rows, raw_json, sniff_separator, split_lines
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
@@ -226,6 +227,43 @@ class TextLines:
             yield pending
 
 
+def _with_last(items):
+    """``(item, whether it is the last)`` for each of ``items``."""
+    items = iter(items)
+    previous = next(items, _NOTHING)
+    for item in items:
+        yield previous, False
+        previous = item
+    if previous is not _NOTHING:
+        yield previous, True
+
+
+_NOTHING = object()
+
+
+def _joined(pieces: list, spans) -> tuple[list, list]:
+    """``pieces`` (lines) with each multi-line record of ``spans`` joined into one, and the index of each
+    result's first line."""
+    joined, indices, position = [], [], 0
+    for first, count in spans:
+        joined += pieces[position:first]
+        indices += range(position, first)
+        joined.append(b"".join(pieces[first:first + count]))
+        indices.append(first)
+        position = first + count
+    joined += pieces[position:]
+    indices += range(position, len(pieces))
+    return joined, indices
+
+
+def _decode_record(data: bytes) -> str:
+    """A record's bytes as text, each of its lines decoded on its own (as the line reader decodes them)."""
+    body = data.rstrip(b"\r\n")
+    if b"\n" not in body and b"\r" not in body:
+        return decode_line(data)
+    return "".join(decode_line(line) for line in TextLines._pieces(_NEWLINE_BYTES, [data], b""))
+
+
 def open_text(path: str) -> TextLines:
     """Open a text file for reading lines, with its encoding detected (see ``TextLines``)."""
     return TextLines(path)
@@ -304,21 +342,33 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
     return None, ","
 
 
-def _data_lines(f):
-    """``(line number, text)`` of a text file's data lines: after the header (and an Excel ``sep=`` line),
-    without blank lines and lines of separators only, which carry no reading."""
+def _data_lines(f, sep: str | None = None, n_fields: int | None = None):
+    """``(line number, text)`` of a text file's data records: after the header (and an Excel ``sep=`` line),
+    without blank lines and lines of separators only, which carry no reading. With ``sep``, a record whose quoted
+    field holds line breaks is one text, numbered by its first line, when it has ``n_fields`` fields
+    (``csv_records``); blank lines skipped are those outside a record."""
+    lines = _after_header(f)
+    for number, line in (lines if sep is None else join_records(lines, sep, n_fields)):
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield number, line
+
+
+def _after_header(f):
+    """``(line number, line)`` of a text file's lines after its header (and an Excel ``sep=`` line, and blank
+    lines before them), line ends kept."""
     seen_header = seen_hint = False
     for number, line in enumerate(f, start=1):
+        if seen_header:
+            yield number, line
+            continue
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
-        if not seen_header:
-            if not seen_hint and _sep_hint(line):
-                seen_hint = True
-                continue
-            seen_header = True
+        if not seen_hint and _sep_hint(line):
+            seen_hint = True
             continue
-        yield number, line
+        seen_header = True
 
 
 def _malformed_reason(line: str, sep: str, n_fields: int) -> str:
@@ -347,6 +397,7 @@ class FileReader:
         self.chunk_rows = chunk_rows
 
     def read(self, path: str):
+        sep, header = self.mapping.sep, None
         try:
             header, sep = read_header(path, self.mapping.sep)
             if header is None:  # an empty file: no record, but a count of 0, so the run knows it was read
@@ -357,7 +408,7 @@ class FileReader:
             yield self._damaged(path, 1, None, str(exc), 0)
             return
         except SchemaDriftError as exc:
-            yield self._quarantine_file(path, str(exc))
+            yield self._quarantine_file(path, str(exc), self.mapping.sep or sep, header)
             return
         if is_parquet(path):
             yield from self._parquet_chunks(path, layout)
@@ -388,10 +439,13 @@ class FileReader:
 
     def _csv_byte_chunks(self, path: str, layout: FileLayout, sep: str, stream, rest: bytes, number: int):
         """``rest`` (the first block after the header, whose first line is line ``number``) and the rest of
-        ``stream`` in chunks of ``chunk_rows`` lines; per chunk, the odd lines' output, then the clean lines'."""
-        chunks, reported = 0, False
-        for chunk in byte_chunks(stream, rest, self.chunk_rows):
-            if stream.damage and not chunk.endswith((b"\n", b"\r")):
+        ``stream`` in chunks of ``chunk_rows`` lines; per chunk, the odd lines' output, then the clean lines'. A
+        record whose quoted field holds line breaks is one odd line; when a chunk ends inside one, its lines go
+        on with the next chunk."""
+        chunks, reported, carry = 0, False, b""
+        for chunk, last in _with_last(byte_chunks(stream, rest, self.chunk_rows)):
+            chunk, carry = carry + chunk, b""
+            if last and stream.damage and not chunk.endswith((b"\n", b"\r")):
                 # the file's last chunk, cut by the damage: its unterminated last line is held back
                 cut_at = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
                 cut_number = number + len(list(TextLines._pieces(_NEWLINE_BYTES, [chunk[:cut_at]], b"")))
@@ -400,17 +454,33 @@ class FileReader:
                 chunks, reported = chunks + 1, True
                 if not chunk:
                     break
-            split = split_chunk(chunk, sep, len(layout.header))
+            spans: list = []
+            lines = None  # the chunk's lines, where a quote makes them needed before the split
+            if b'"' in chunk:
+                lines = (list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b"")) if has_lone_cr(chunk)
+                         else ChunkLines(chunk))
+                quoted = lines.quoted if isinstance(lines, ChunkLines) else None
+                spans, open_from = record_spans(lines, sep, len(layout.header), final=last, quoted=quoted)
+                if open_from is not None:  # the chunk ends inside a record: its lines go on with the next chunk
+                    at = (int(lines.starts[open_from]) if isinstance(lines, ChunkLines)
+                          else sum(len(piece) for piece in lines[:open_from]))
+                    chunk, carry = chunk[:at], chunk[at:]
+                    if not chunk:
+                        continue
+            split = split_chunk(chunk, sep, len(layout.header), spans)
             if split is None:  # the whole chunk line by line
-                pieces, indices = list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b"")), None
+                every = lines if isinstance(lines, list) else list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b""))
+                pieces, indices = _joined(every, spans)
+                physical = len(every)
             else:
-                pieces, indices = split.odd, split.odd_index
+                pieces, indices, physical = split.odd, split.odd_index, split.lines
             lines, numbers = [], []
+            decode = _decode_record if spans else decode_line
             for k, piece in enumerate(pieces):
-                line = decode_line(piece).rstrip("\r\n")
+                line = decode(piece).rstrip("\r\n")
                 if line.replace(sep, "").strip():  # blank and separator-only lines carry no reading
                     lines.append(line)
-                    numbers.append(number + (k if indices is None else int(indices[k])))
+                    numbers.append(number + int(indices[k]))
             if lines:  # the odd lines first, so malformed rows lead the quarantine as they do line by line
                 chunks += 1
                 yield self._parse_csv_lines(path, layout, sep, lines, numbers)
@@ -421,7 +491,7 @@ class FileReader:
                                         path, layout, self.mapping, self.run_id)
                 chunks += 1
                 yield batch, bad, split.clean_index.size * layout.readings_per_row
-            number += len(pieces) if split is None else split.lines
+            number += physical
         if stream.damage and not reported:  # the damage came at a line end, or before any data line
             chunks += 1
             yield self._damaged(path, number, None, stream.damage, layout.readings_per_row)
@@ -431,7 +501,7 @@ class FileReader:
     def _csv_line_chunks(self, path: str, layout: FileLayout, sep: str):
         with open_text(path) as f:
             lines, numbers, chunks = [], [], 0
-            for number, line in _data_lines(f):
+            for number, line in _data_lines(f, sep, len(layout.header)):
                 if not line.replace(sep, "").strip():
                     continue  # only separators (a spreadsheet's empty row): no reading
                 lines.append(line)
@@ -487,7 +557,7 @@ class FileReader:
         if first == 1:  # no rows: report a count of 0
             yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
 
-    def _quarantine_file(self, path: str, reason: str):
+    def _quarantine_file(self, path: str, reason: str, sep: str | None = None, header: list | None = None):
         quarantine = []
         if is_parquet(path):
             import pyarrow.parquet as pq
@@ -498,7 +568,7 @@ class FileReader:
         else:
             with open_text(path) as f:
                 quarantine = [Quarantined(line, path, n, "", 1, "parse", "schema_drift", reason, self.run_id)
-                              for n, line in _data_lines(f)]
+                              for n, line in _data_lines(f, sep, len(header) if header else None)]
                 if f.damage:
                     quarantine += self._damaged(path, f.lines_read + 1, f.cut_line, f.damage, 1)[1]
         return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, sum(q.records for q in quarantine)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seqwatch.pipelines.csv_records import join_records
 from seqwatch.pipelines.parsing import FileLayout
 from seqwatch.pipelines.sources import FileReader, read_header
 from seqwatch.schemas.mapping import InputMapping
@@ -78,7 +79,11 @@ def test_random_files_read_without_loss_and_the_same_either_way(tmp_path, seed):
 
     frame, records, counted = _read(reader, str(path), line_by_line=False)
     per_row = 1 if long else 3
-    holding = sum(1 for line in lines if line.replace(",", "").strip())  # separator-only lines hold no reading
+    # A stray quote at a field's start (the odd texts above) can open a quoted field that a later stray one
+    # closes: those lines are one record when it has the header's fields (csv_records), as a csv reader reads them.
+    records_in = [text for _, text in join_records(enumerate((line + "\n" for line in lines), start=2), ",", 4)]
+    assert len(records_in) <= len(lines)
+    holding = sum(1 for text in records_in if text.replace(",", "").strip())  # separator-only: no reading
     assert counted == holding * per_row
     assert len(frame) + sum(r[-1] for r in records) == counted
     if len(lines) > 1:  # the texts above hold both readings and records to quarantine
