@@ -238,14 +238,37 @@ _SIGMOID_AT_WINDOW_START = float(nab_scaled_sigmoid(-1.0))
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _to_datetimes(values: Any) -> pd.DatetimeIndex:
+    """``pd.to_datetime`` of a sequence, reading texts whose UTC offsets differ (a zone's summer and winter
+    times, as pandas writes an aware index to CSV) in UTC."""
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(values))
+    except ValueError as exc:
+        if "Mixed timezones" not in str(exc) and "mixed time zones" not in str(exc).lower():
+            raise
+        return pd.DatetimeIndex(pd.to_datetime(values, utc=True))
+
+
+def _check_same_awareness(aware: bool, other_aware: bool, name: str, other: str) -> None:
+    """Naive and aware datetimes cannot be told apart safely (a naive one read as UTC moves by the offset)."""
+    if aware != other_aware:
+        with_zone, without = (name, other) if aware else (other, name)
+        raise ValueError(f"{with_zone} carry a timezone but {without} do not; give both with a timezone or both "
+                         f"without (a naive time read as UTC would move by the zone's offset)")
+
+
 def _as_time_axis(values: Any, name: str) -> tuple[np.ndarray, str]:
-    """Convert timestamps to a comparable 1-D array; returns (array, kind) with kind 'num' or 'dt'."""
+    """Convert timestamps to a comparable 1-D array; returns (array, kind): kind 'num' (numbers; integers kept
+    as int64, exact), 'dt' (naive datetimes, as int64 ns) or 'dtz' (datetimes with a timezone, as int64 ns
+    UTC)."""
     if isinstance(values, (str, bytes)):
         raise ValueError(f"{name} must be a 1-D sequence of timestamps or numbers, got a string")
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind in "iuf":
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64), "num"  # epoch nanoseconds stay exact (float64 rounds them to 256 ns)
+    if arr.dtype.kind == "f":
         out = arr.astype(float)
         if not np.all(np.isfinite(out)):
             raise ValueError(f"{name} must not contain NaN or infinite values")
@@ -253,20 +276,23 @@ def _as_time_axis(values: Any, name: str) -> tuple[np.ndarray, str]:
     if arr.dtype.kind == "b":
         raise ValueError(f"{name} must be timestamps or numbers, got booleans")
     try:
-        idx = pd.DatetimeIndex(pd.to_datetime(values if not isinstance(values, np.ndarray) else arr))
+        idx = _to_datetimes(values if not isinstance(values, np.ndarray) else arr)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be timestamps or numbers: {exc}") from exc
     if idx.hasnans:
         raise ValueError(f"{name} must not contain missing timestamps (NaT)")
+    kind = "dt"
     if idx.tz is not None:
-        idx = idx.tz_convert("UTC").tz_localize(None)
-    return idx.as_unit("ns").asi8.astype(np.int64), "dt"
+        idx, kind = idx.tz_convert("UTC").tz_localize(None), "dtz"
+    return idx.as_unit("ns").asi8.astype(np.int64), kind
 
 
 def _as_time_point(value: Any, kind: str, name: str) -> Union[float, int]:
     if kind == "num":
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise ValueError(f"{name} must be a number because the timestamps are numbers, got {value!r}")
+        if isinstance(value, (int, np.integer)):
+            return int(value)
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {value!r}")
         return float(value)
@@ -278,13 +304,16 @@ def _as_time_point(value: Any, kind: str, name: str) -> Union[float, int]:
         raise ValueError(f"{name} must be a timestamp, got {value!r}") from exc
     if ts is pd.NaT:
         raise ValueError(f"{name} must not be NaT")
+    _check_same_awareness(kind == "dtz", ts.tzinfo is not None, "the timestamps", name)
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return int(ts.value)
 
 
 def _from_time_point(value: Union[float, int], kind: str) -> Any:
-    return float(value) if kind == "num" else pd.Timestamp(int(value))
+    if kind == "num":
+        return value.item() if isinstance(value, np.generic) else value
+    return pd.Timestamp(int(value), tz="UTC") if kind == "dtz" else pd.Timestamp(int(value))
 
 
 def _window_row_bounds(times: np.ndarray, kind: str, windows: Any) -> tuple[np.ndarray, np.ndarray, int]:
@@ -347,7 +376,8 @@ def nab_windows_from_labels(
 
     In: the file's timestamps (datetimes, strings or numbers, in row order) and the label timestamps (each must
     equal one of the file's timestamps; its first occurrence is used). Out: list of ``(start, end)``
-    inclusive bounds, ``pd.Timestamp`` (or float for numeric timestamps), sorted. No labels -> ``[]``.
+    inclusive bounds, ``pd.Timestamp`` (UTC when the timestamps carry a timezone; the number itself for numeric
+    timestamps), sorted. No labels -> ``[]``; one label may be given alone; a label given twice counts once.
     Raises ValueError when a label is not one of the timestamps or ``window_fraction`` is outside [0, 1].
 
     Reproduces NAB v1.1's ``combined_windows.json`` from ``combined_labels.json`` for 57 of the 58 files;
@@ -356,22 +386,23 @@ def nab_windows_from_labels(
     """
     times, kind = _as_time_axis(timestamps, "timestamps")
     fraction = _check_fraction("window_fraction", window_fraction, upper_inclusive=True)
-    if isinstance(label_timestamps, (str, bytes)):
-        label_timestamps = [label_timestamps]
-    labels = list(label_timestamps) if label_timestamps is not None else []
+    if isinstance(label_timestamps, (str, bytes)) or not isinstance(label_timestamps, Iterable):
+        label_timestamps = [] if label_timestamps is None else [label_timestamps]  # one label
+    labels = list(label_timestamps)
     if not labels:
         return []
     n = len(times)
-    length = int(fraction * n / len(labels))
-    half = length // 2
-    rows = []
+    anchors = []
     for j, lab in enumerate(labels):
         point = _as_time_point(lab, kind, f"label_timestamps[{j}]")
         hits = np.flatnonzero(times == point)
         if hits.size == 0:
             raise ValueError(f"label_timestamps[{j}] = {lab!r} is not one of the timestamps")
-        a = int(hits[0])
-        rows.append((max(a - half, 0), min(a + half, n - 1)))
+        anchors.append(int(hits[0]))
+    anchors = sorted(set(anchors))  # a label given twice is one anomaly (NAB counts each once)
+    length = int(fraction * n / len(anchors))
+    half = length // 2
+    rows = [(max(a - half, 0), min(a + half, n - 1)) for a in anchors]
     rows.sort()
     merged: list[list[int]] = []
     for front, back in rows:
@@ -615,6 +646,8 @@ def _coerce_corpus(files: Any) -> dict[str, NabSeries]:
         raise ValueError("files must hold at least one file, got none")
     out: dict[str, NabSeries] = {}
     for name, f in items:
+        if str(name) in out:
+            raise ValueError(f"files holds two files named {str(name)!r} (names are compared as text)")
         if isinstance(f, NabSeries):
             out[str(name)] = f
         elif isinstance(f, tuple) and len(f) == 3:
@@ -834,10 +867,15 @@ def _ratio(num: float, den: float, zero_division: float) -> float:
     return float(num) / float(den) if den else zero_division
 
 
-def _f1(precision: float, recall: float, zero_division: float) -> float:
-    if math.isnan(precision) or math.isnan(recall):
-        return float("nan")
-    return 2.0 * precision * recall / (precision + recall) if precision + recall > 0 else zero_division
+def _f1(precision: float, recall: float, has_predictions: bool, has_positives: bool, zero_division: float) -> float:
+    """The harmonic mean of precision and recall; 0 when either is a measured 0 (nothing found, or nothing found
+    right), and ``zero_division`` only when there is neither a prediction nor a positive to measure by (for point
+    counts: 2TP / (2TP + FP + FN), as SKAB and scikit-learn compute it)."""
+    if not has_predictions and not has_positives:
+        return zero_division
+    if not has_predictions or not has_positives or precision + recall == 0:
+        return 0.0
+    return 2.0 * precision * recall / (precision + recall)
 
 
 @dataclass(frozen=True)
@@ -864,7 +902,8 @@ def point_metrics(labels: Any, predictions: Any, *, zero_division: float = 0.0) 
 
     In: two 1-D sequences of equal, non-zero length holding 0/1 or booleans. A rate whose denominator is 0
     (e.g. precision with no positive prediction) is ``zero_division`` (0.0 by default; pass ``float('nan')``
-    to get NaN); F1 is ``zero_division`` when precision + recall = 0.
+    to get NaN); F1 is ``2TP / (2TP + FP + FN)``, ``zero_division`` only when that is 0/0 (no positive label and
+    no positive prediction).
     Out: PointMetrics. Raises ValueError for non-binary values, different lengths or empty input.
     """
     y = _as_binary(labels, "labels")
@@ -887,7 +926,7 @@ def point_metrics(labels: Any, predictions: Any, *, zero_division: float = 0.0) 
         fn=fn,
         precision=precision,
         recall=recall,
-        f1=_f1(precision, recall, zd),
+        f1=_f1(precision, recall, tp + fp > 0, tp + fn > 0, zd),
         far=_ratio(fp, fp + tn, zd),
         mar=_ratio(fn, fn + tp, zd),
     )
@@ -922,25 +961,28 @@ def _as_intervals(intervals: Any, name: str) -> tuple[np.ndarray, np.ndarray, st
     if not pairs:
         return np.empty(0), np.empty(0), "none"
     flat = [v for w in pairs for v in w]
-    numeric = all(
-        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in flat
-    )
-    if numeric:
-        arr = np.asarray(flat, dtype=float)
+    is_number = [isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in flat]
+    if all(is_number):
+        exact = all(isinstance(v, (int, np.integer)) for v in flat)
+        arr = np.asarray(flat, dtype=np.int64 if exact else float)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must not contain NaN or infinite bounds")
         kind = "num"
+    elif any(is_number):
+        j = is_number.index(True) // 2
+        raise ValueError(f"{name} bounds must be all numbers or all timestamps; {name}[{j}] = {pairs[j]!r} "
+                         f"mixes them with the others")
     else:
         try:
-            idx = pd.DatetimeIndex(pd.to_datetime(flat))
+            idx = _to_datetimes(flat)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} bounds must be all numbers or all timestamps: {exc}") from exc
         if idx.hasnans:
             raise ValueError(f"{name} must not contain NaT bounds")
-        if idx.tz is not None:
-            idx = idx.tz_convert("UTC").tz_localize(None)
-        arr = idx.as_unit("ns").asi8.astype(float)
         kind = "dt"
+        if idx.tz is not None:
+            idx, kind = idx.tz_convert("UTC").tz_localize(None), "dtz"
+        arr = idx.as_unit("ns").asi8  # int64: exact to the nanosecond
     starts, ends = arr[0::2], arr[1::2]
     bad = np.flatnonzero(ends < starts)
     if bad.size:
@@ -993,13 +1035,16 @@ def event_metrics(
     In: ``true_events`` and ``predicted_events``: sequences of inclusive ``(start, end)`` pairs (all numbers,
     e.g. row indices, or all timestamps), each sorted by start and non-overlapping (use binary_to_intervals
     or event_metrics_from_labels for binary series). Two intervals overlap when they share at least one point.
-    A ratio with a zero denominator is ``zero_division`` (0.0 by default).
+    A ratio with a zero denominator is ``zero_division`` (0.0 by default); F1 is 0 when either side has
+    intervals and nothing overlaps, and ``zero_division`` only when both sides are empty.
     Out: EventMetrics. Raises ValueError for malformed, unsorted or overlapping intervals, or when one side
     is numeric and the other holds timestamps.
     """
     zd = _check_zero_division(zero_division)
     ts, te, tkind = _as_intervals(true_events, "true_events")
     ps, pe, pkind = _as_intervals(predicted_events, "predicted_events")
+    if {tkind, pkind} == {"dt", "dtz"}:
+        _check_same_awareness(tkind == "dtz", pkind == "dtz", "true_events", "predicted_events")
     if "none" not in (tkind, pkind) and tkind != pkind:
         raise ValueError(
             "true_events and predicted_events must use the same kind of bounds (numbers or timestamps), "
@@ -1016,7 +1061,7 @@ def event_metrics(
         true_positive_predictions=tp_pred,
         precision=precision,
         recall=recall,
-        f1=_f1(precision, recall, zd),
+        f1=_f1(precision, recall, ps.size > 0, ts.size > 0, zd),
     )
 
 

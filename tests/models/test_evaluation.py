@@ -492,7 +492,10 @@ def test_event_metrics_with_timestamps_and_empty_sides():
     none_pred = event_metrics([(1, 2)], [])
     assert (none_pred.precision, none_pred.recall, none_pred.f1) == (0.0, 0.0, 0.0)
     no_true = event_metrics([], [(1, 2)], zero_division=float("nan"))
-    assert no_true.precision == 0.0 and math.isnan(no_true.recall) and math.isnan(no_true.f1)
+    # an alert where nothing happened is a measured failure: F1 0, not undefined (2TP / (2TP + FP + FN) = 0)
+    assert no_true.precision == 0.0 and math.isnan(no_true.recall) and no_true.f1 == 0.0
+    neither = event_metrics([], [], zero_division=float("nan"))
+    assert math.isnan(neither.precision) and math.isnan(neither.recall) and math.isnan(neither.f1)
 
 
 def test_event_metrics_invalid():
@@ -556,3 +559,64 @@ def test_module_imports_neither_beam_nor_keras():
             imported.add(node.module.split(".")[0])
     assert not imported & {"apache_beam", "keras", "tensorflow", "jax", "torch"}
     assert imported <= {"__future__", "json", "math", "dataclasses", "pathlib", "typing", "numpy", "pandas"}
+
+
+# ------------------------------------------------------------------ found by a bug hunt of this module (2026-12-02)
+
+
+def test_f1_is_zero_for_a_detector_that_gets_everything_wrong_whatever_zero_division_says():
+    """F1 had been ``zero_division`` (1.0 when asked) when precision and recall were both measured zeros, and NaN
+    whenever either was undefined, so a file where nothing was found dropped out of a nanmean."""
+    assert point_metrics([1, 0], [0, 1], zero_division=1.0).f1 == 0.0  # TP 0, FP 1, FN 1: 0 / 2
+    assert point_metrics([1, 1, 0], [0, 0, 0], zero_division=float("nan")).f1 == 0.0  # missed everything
+    assert point_metrics([0, 0], [1, 1], zero_division=float("nan")).f1 == 0.0  # alarms where nothing was
+    assert math.isnan(point_metrics([0, 0], [0, 0], zero_division=float("nan")).f1)  # 0 / 0
+    assert event_metrics([(1, 2)], [(5, 6)], zero_division=1.0).f1 == 0.0
+    assert event_metrics([(1, 2)], [], zero_division=float("nan")).f1 == 0.0
+    both = [point_metrics([1, 1, 0, 0], [1, 1, 0, 0], zero_division=float("nan")).f1,
+            point_metrics([1, 1, 0, 0], [0, 0, 0, 0], zero_division=float("nan")).f1]
+    assert np.nanmean(both) == 0.5
+
+
+def test_naive_and_aware_times_are_refused_together_not_read_as_utc():
+    """Aware timestamps with naive windows had been compared as if naive meant UTC: a window moved by the zone's
+    offset, off the data, and its true positive became a false positive."""
+    scores = scores_with({12: 0.9})
+    eastern = TS.tz_localize("US/Eastern")
+    with pytest.raises(ValueError, match="the timestamps carry a timezone but windows"):
+        score_nab_file(eastern, scores, WINDOW, 0.5)
+    with pytest.raises(ValueError, match="carry a timezone but the timestamps do not"):
+        score_nab_file(TS, scores, [(eastern[10], eastern[14])], 0.5)
+    aware = score_nab_file(eastern, scores, [(eastern[10], eastern[14])], 0.5)
+    assert aware.raw_score == pytest.approx(W_ROW12, rel=1e-12)
+    windows = nab_windows_from_labels(eastern, [eastern[12]])
+    assert windows[0][0].tzinfo is not None  # aware timestamps give aware windows, usable with them
+    assert score_nab_file(eastern, scores, windows, 0.5).n_scored_windows == 1
+    with pytest.raises(ValueError, match="label_timestamps"):
+        nab_windows_from_labels(eastern, [TS[12]])
+    with pytest.raises(ValueError, match="predicted_events carry a timezone but true_events do not"):
+        event_metrics([(TS[1], TS[2])], [(eastern[1], eastern[2])])
+    # texts with a zone's summer and winter offsets (an aware index written to CSV) are one aware axis
+    texts = ["2024-03-31T00:30:00+01:00", "2024-03-31T03:30:00+02:00"]
+    assert event_metrics([(texts[0], texts[1])], [(texts[1], texts[1])]).detected_events == 1
+
+
+def test_integer_times_stay_exact():
+    """Epoch nanoseconds had gone through float64 (exact to 256 ns at today's epoch)."""
+    tn = np.arange(20, dtype=np.int64) + 1_700_000_000_000_000_000
+    r = score_nab_file(tn, scores_with({12: 0.9}), [(int(tn[10]), int(tn[14]))], 0.5)
+    assert (r.tp, r.fn) == (1, 4) and r.raw_score == pytest.approx(W_ROW12, rel=1e-12)
+    t = pd.Timestamp("2024-01-01")
+    apart = event_metrics([(t - pd.Timedelta("1s"), t)], [(t + pd.Timedelta("100ns"), t + pd.Timedelta("1s"))])
+    assert apart.detected_events == 0
+    assert nab_windows_from_labels(tn, [int(tn[12])]) == [(int(tn[11]), int(tn[13]))]
+
+
+def test_labels_alone_twice_and_mixed_bounds():
+    assert nab_windows_from_labels(TS, TS[12]) == nab_windows_from_labels(TS, [TS[12]])
+    assert nab_windows_from_labels(TS, [TS[12], TS[12]]) == nab_windows_from_labels(TS, [TS[12]])
+    with pytest.raises(ValueError, match=r"bounds must be all numbers or all timestamps; true_events\[0\]"):
+        event_metrics([(TS[1], 5)], [(TS[1], TS[2])])
+    series = NabSeries(TS, scores_with({12: 0.9}), WINDOW)
+    with pytest.raises(ValueError, match="two files named '1'"):
+        score_nab_corpus({1: series, "1": series}, 0.5)
