@@ -344,6 +344,10 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         raise ReplayError(f"nothing to replay: {config.quarantine} holds no quarantined records{which}")
     original_manifest = _original_manifest(manifest_path)
     check_sources_unchanged(records, original_manifest.get("input_digests") or {})
+    # what the replay read, so that a replay of this replay's quarantine is checked in turn
+    from seqwatch.pipelines.batch import _sha256_file
+    digests = {source: _sha256_file(source) for source in sorted(records["source"].unique())
+               if source and Path(source).is_file()}
     original = original_manifest.get("settings", {})
     mapping = config.mapping
     if mapping is None:
@@ -375,6 +379,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     manifest["inputs"] = [copies.get(p, p) for p in manifest["inputs"]]
+    manifest["input_digests"] = {source: digests[source] for source in sorted(set(copies.values()))}
     manifest["settings"]["inputs"] = [copies.get(p, p) for p in manifest["settings"].get("inputs", [])]
     by_reason = records.groupby(["stage", "reason_code"])["records"].sum()
     manifest["replay"] = {

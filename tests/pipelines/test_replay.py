@@ -73,6 +73,9 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
         "readings": 3, "scored_now": 2, "quarantined_again": 1, "left_out_by_mapping": 0,
         "quarantined_again_by_reason": {"parse.parse_value": 1}}
     assert manifest["inputs"] == [str(source)]
+    # the original source's digest as the replay read it: a replay of this replay's quarantine is checked too
+    import hashlib
+    assert manifest["input_digests"] == {str(source): hashlib.sha256(source.read_bytes()).hexdigest()}
     # taken from the original run's manifest
     assert manifest["settings"]["mapping"]["format"] == "wide"
     assert manifest["settings"]["alert_cooldown_us"] == 600_000_000
