@@ -82,9 +82,16 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
         fitting = True
         if seen_data:
             continue
-        # the first chunk of lines: the reader gives out its odd lines (quoted ones, say) before its clean ones
-        sample = [c[0].frame for c in itertools.islice(FileReader(config.mapping, "preflight", chunk_rows=5000)
-                                                       .read(path), 2) if len(c[0])]
+        # The first outputs of the reader up to some thousand readings: it gives out a chunk's odd lines (quoted
+        # ones, say) before its clean ones, and a damaged file's record before both; two quoted rows alone had set
+        # the file's interval.
+        sample, rows = [], 0
+        for batch_out in itertools.islice(FileReader(config.mapping, "preflight", chunk_rows=5000).read(path), 6):
+            if len(batch_out[0]):
+                sample.append(batch_out[0].frame)
+                rows += len(batch_out[0])
+            if rows >= 2000:
+                break
         if not sample:
             continue
         seen_data = True
@@ -163,6 +170,54 @@ def _delete(path: str) -> None:
         FileSystems.delete([path])
 
 
+def _check_sinks_replaceable(output: str) -> None:
+    """Refuse a local output whose sink folder is a link (a run replaces each sink folder whole: the commit had
+    failed on the link halfway, with a traceback, leaving one sink of the new run among those of the old)."""
+    if "://" in output:
+        return
+    for sink in SINKS:
+        path = Path(output) / sink
+        if path.is_symlink():
+            raise RunError(f"{path} is a link: a run replaces each output folder whole when it commits, so it would "
+                           f"not write through the link; give --output on the disk the link leads to instead")
+
+
+def _commit(output: str, staging: str) -> None:
+    """Move the staged sinks into place: first the previous run's sinks aside (into ``staging``), then the new
+    ones in; on a failure the previous sinks are put back, so that the output holds one run's sinks, not a mix,
+    and the error is one sentence."""
+    set_aside: list[tuple[str, str]] = []
+    try:
+        for sink in SINKS:
+            final = FileSystems.join(output, sink)
+            if FileSystems.exists(final):
+                previous = FileSystems.join(staging, f"previous-{sink}")
+                FileSystems.rename([final], [previous])
+                set_aside.append((final, previous))
+        for sink in SINKS:
+            final, staged = FileSystems.join(output, sink), FileSystems.join(staging, sink)
+            if FileSystems.exists(staged):
+                FileSystems.rename([staged], [final])
+            else:
+                FileSystems.mkdirs(final)
+    except OSError as exc:  # Beam's BeamIOError is an OSError too
+        reason = str(exc).split(" [while", 1)[0].splitlines()[0]
+        try:
+            for final, previous in set_aside:
+                _delete(final)
+                FileSystems.rename([previous], [final])
+            kept = "the previous run's outputs were put back"
+        except OSError:
+            raise PreviousOutputsSetAside(f"could not move the outputs into place under {output} ({reason}), nor "
+                                          f"put the previous run's back: they are in {staging}") from None
+        raise RunError(f"could not move the outputs into place under {output} ({reason}); the previous run's "
+                       f"outputs were put back") from None
+
+
+class PreviousOutputsSetAside(RunError):
+    """A failed commit could not put the previous run's sinks back: they are left in the staging folder."""
+
+
 def _files_under(path: str) -> list[str]:
     root = Path(path)
     return sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.parquet")) if root.exists() else []
@@ -233,7 +288,9 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         prepare_output_folder(config.output)
     except OSError as exc:
         raise RunError(str(exc)) from None
+    _check_sinks_replaceable(config.output)
     _delete(plan.staging)
+    keep_staging = False
     options, workers = _options(list(beam_args or []), config, plan.paths)
     try:
         p = beam.Pipeline(options=options)
@@ -250,15 +307,14 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
         output = config.output
         replaced = _previous_run(output, plan.run_id, list(plan.paths))
-        for sink in SINKS:
-            final, staged = FileSystems.join(output, sink), FileSystems.join(plan.staging, sink)
-            _delete(final)
-            if FileSystems.exists(staged):
-                FileSystems.rename([staged], [final])
-            else:
-                FileSystems.mkdirs(final)
+        try:
+            _commit(output, plan.staging)
+        except PreviousOutputsSetAside:
+            keep_staging = True
+            raise
     finally:
-        _delete(plan.staging)
+        if not keep_staging:
+            _delete(plan.staging)
     manifest = {
         "run_id": plan.run_id,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -277,7 +333,7 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),
-        "stages": {k: v for k, v in sorted(counts.items())},
+        "stages": {k: v for k, v in sorted({"alerts": 0, **counts}.items())},  # no alert is a count of 0
         "stage_seconds": stage_seconds(result),
         "outputs": {sink: _files_under(str(Path(output) / sink)) for sink in SINKS},
     }
@@ -296,7 +352,7 @@ def _previous_run(output: str, run_id: str, inputs: list) -> dict | None:
         previous = read_json(path) if FileSystems.exists(path) else None
     except (OSError, ValueError):
         return None
-    if not isinstance(previous, dict) or previous.get("run_id") in (None, run_id) \
+    if not isinstance(previous, dict) or previous.get("run_id") is None \
             or sorted(previous.get("inputs") or []) == sorted(inputs):
-        return None
+        return None  # a rerun of the same inputs (with the same run id or other settings) replaces nothing new
     return {"run_id": previous["run_id"], "inputs": list(previous.get("inputs") or [])}

@@ -600,8 +600,8 @@ def cmd_run(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError, run_batch
     share = args.max_quarantined_share
     if share is not None and not (math.isfinite(share) and 0 <= share < 1):
-        raise CliError(f"--max-quarantined-share must be a fraction from 0 up to 1 (0.2: a fifth of the readings), "
-                       f"got {share:g}")
+        raise CliError(f"--max-quarantined-share must be a fraction of at least 0 and below 1 (0.2: a fifth of the "
+                       f"readings), got {share:g}")
     try:
         manifest = run_batch(_run_config(args), beam_args)
     except RunError as exc:
@@ -1036,6 +1036,7 @@ class _CtrlC:
 
     watching = False
     seen = None  # a threading.Event while watching
+    terminated = False  # the interrupt was a SIGTERM (a scheduler's kill, `timeout`), not a Ctrl-C
 
     @classmethod
     def caused(cls, exc: BaseException | None) -> bool:
@@ -1065,18 +1066,25 @@ def _quiet_interrupts():
 
     def on_interrupt(signum, frame):
         _CtrlC.seen.set()
+        _CtrlC.terminated = signum == signal.SIGTERM
         raise KeyboardInterrupt
 
     def thread_failed(args):
         if not _CtrlC.caused(args.exc_value):
             previous_hook(args)
 
+    terminate = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
     def restore():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.excepthook = previous_hook
         _CtrlC.watching = False
 
     signal.signal(signal.SIGINT, on_interrupt)
+    if terminate:  # Airflow, systemd and `timeout` stop a task with SIGTERM: end as a Ctrl-C ends (staging removed)
+        signal.signal(signal.SIGTERM, on_interrupt)
     threading.excepthook = thread_failed
     return restore
 
@@ -1125,12 +1133,13 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             raise
         kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
                 "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
-        print(f"seqwatch {args.command}: stopped by an interrupt (Ctrl-C){kept}", file=sys.stderr)
+        how = "SIGTERM" if _CtrlC.terminated else "an interrupt (Ctrl-C)"
+        print(f"seqwatch {args.command}: stopped by {how}{kept}", file=sys.stderr)
         # The runner's worker threads are not daemons and go on replaying or reading after the interrupt: a
         # plain return would leave the process running. Flush what was printed and end it here.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(143 if _CtrlC.terminated else 130)  # 128 + the signal's number, as a shell reports it
 
 
 def _check_beam_flags(command: str, parser: argparse.ArgumentParser, beam_args: list[str]) -> None:

@@ -44,6 +44,7 @@ class RunConfig:
     def __post_init__(self):
         if not self.inputs:
             raise ValueError("at least one input is needed")
+        check_run_id(self.run_id)
         if not self.output:
             raise ValueError("an output folder is needed")
         if self.pane_steps < 1:
@@ -66,3 +67,20 @@ class RunConfig:
             if not data[added]:
                 data.pop(added)
         return data
+
+
+LONGEST_RUN_ID = 200
+
+
+def check_run_id(run_id: str) -> None:
+    """A run id names a folder under the output (``_staging-<run id>``): one without a path separator or a control
+    character, of at most ``LONGEST_RUN_ID`` characters (``x/../../other`` had staged, and deleted, a folder
+    beside the output)."""
+    if not isinstance(run_id, str):
+        raise ValueError(f"the run id must be text, got {run_id!r}")
+    bad = [c for c in run_id if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if bad or len(run_id) > LONGEST_RUN_ID:
+        why = (f"holds {bad[0]!r}" if bad else f"is {len(run_id)} characters long")
+        raise ValueError(f"the run id {run_id[:60]!r} {why}: it names a folder under the output, so it may hold "
+                         f"no '/', '\\' or control character and at most {LONGEST_RUN_ID} characters")
+

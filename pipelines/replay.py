@@ -155,10 +155,15 @@ def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -
 
     with open_text(source) as f:
         lines = list(f)
-    spans = _record_lines(source, lines, sep)
+    spans, sep = _record_lines(source, lines, sep)
+    inner = {n: first for first, count in spans.items() for n in range(first + 1, first + count)}
     for number, part in records.groupby("line"):
         if not 1 <= number <= len(lines):
             raise ReplayError(f"cannot replay line {number} of {source}: the file has {len(lines)} lines")
+        if number in inner:
+            raise ReplayError(f"cannot replay line {number} of {source}: it lies inside the record of line "
+                              f"{inner[number]}, whose quoted field holds line breaks (a run before such records "
+                              f"were read as one row quarantined its lines one by one); run the file again instead")
         count = spans.get(number, 1)
         current = "".join(lines[number - 1:number - 1 + count])
         ending = current[len(current.rstrip("\r\n")):] or "\n"
@@ -174,7 +179,7 @@ def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -
             continue
         text = texts.pop()
         text_lines = _line_count(text)
-        if text_lines > 1 and not _one_record(text, sep or ","):
+        if text_lines > 1 and not _one_record(text, sep):
             raise ReplayError(f"the raw text for line {number} of {source} holds a line break outside a quoted "
                               f"field; a fixed record stays one row")
         if text_lines > count:
@@ -201,19 +206,20 @@ def _one_record(text: str, sep: str) -> bool:
     return len(list(join_records(enumerate(pieces, start=1), sep, None))) == 1
 
 
-def _record_lines(source: str, lines: list[str], sep: str | None) -> dict[int, int]:
+def _record_lines(source: str, lines: list[str], sep: str | None) -> tuple[dict[int, int], str]:
     """First line number -> number of lines of each record of a CSV source that spans several lines (as the
-    reader joins them: ``csv_records``)."""
+    reader joins them: ``csv_records``), and the separator (``sep``, or the one the header shows)."""
     from seqwatch.pipelines.csv_records import join_records
     from seqwatch.pipelines.sources import _after_header, read_header
 
-    if not any('"' in line for line in lines):
-        return {}
-    header, sep = read_header(source, sep)
-    if header is None:
-        return {}
+    try:
+        header, sep = read_header(source, sep)
+    except ValueError:  # a file the run quarantined whole (schema drift): no record of it spans lines
+        return {}, sep or ","
+    if header is None or not any('"' in line for line in lines):
+        return {}, sep
     numbers = [number for number, _ in join_records(_after_header(lines), sep, len(header))] + [len(lines) + 1]
-    return {a: b - a for a, b in zip(numbers, numbers[1:]) if b - a > 1}
+    return {a: b - a for a, b in zip(numbers, numbers[1:]) if b - a > 1}, sep
 
 
 def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:

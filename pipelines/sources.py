@@ -258,9 +258,6 @@ def _joined(pieces: list, spans) -> tuple[list, list]:
 
 def _decode_record(data: bytes) -> str:
     """A record's bytes as text, each of its lines decoded on its own (as the line reader decodes them)."""
-    body = data.rstrip(b"\r\n")
-    if b"\n" not in body and b"\r" not in body:
-        return decode_line(data)
     return "".join(decode_line(line) for line in TextLines._pieces(_NEWLINE_BYTES, [data], b""))
 
 
@@ -418,7 +415,11 @@ class FileReader:
     def _csv_chunks(self, path: str, layout: FileLayout, sep: str):
         """Chunks of a CSV file: read as bytes, clean lines split by Arrow and odd ones by the line reader
         (``csv_blocks``), for files in the ``auto`` encoding whose header ends within the first block; other files
-        (a BOM, UTF-16/32, a header past the first MiB) wholly line by line."""
+        (a BOM, UTF-16/32, a header past the first MiB, a separator that is not one ASCII character, which Arrow
+        cannot split on and whose bytes a quote's record could not be found by) wholly line by line."""
+        if len(sep) != 1 or not sep.isascii():
+            yield from self._csv_line_chunks(path, layout, sep)
+            return
         with CheckedStream(path) as stream:
             head = stream.read(_BLOCK)
             start = data_start(head, _sep_hint, decode_line) if detect_encoding(head) == "auto" else None
@@ -444,7 +445,7 @@ class FileReader:
         on with the next chunk."""
         chunks, reported, carry = 0, False, b""
         for chunk, last in _with_last(byte_chunks(stream, rest, self.chunk_rows)):
-            chunk, carry = carry + chunk, b""
+            chunk, carry, spans = carry + chunk, b"", []
             if last and stream.damage and not chunk.endswith((b"\n", b"\r")):
                 # the file's last chunk, cut by the damage: its unterminated last line is held back
                 cut_at = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
@@ -454,36 +455,35 @@ class FileReader:
                 chunks, reported = chunks + 1, True
                 if not chunk:
                     break
-            spans: list = []
-            lines = None  # the chunk's lines, where a quote makes them needed before the split
             if b'"' in chunk:
-                lines = (list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b"")) if has_lone_cr(chunk)
-                         else ChunkLines(chunk))
-                quoted = lines.quoted if isinstance(lines, ChunkLines) else None
-                spans, open_from = record_spans(lines, sep, len(layout.header), final=last, quoted=quoted)
+                # a lone CR ends a line as the line reader reads it: the chunk's lines are its pieces then
+                by_line = (list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b"")) if has_lone_cr(chunk)
+                           else ChunkLines(chunk))
+                quoted = by_line.quoted if isinstance(by_line, ChunkLines) else None
+                spans, open_from = record_spans(by_line, sep, len(layout.header), final=last, quoted=quoted)
                 if open_from is not None:  # the chunk ends inside a record: its lines go on with the next chunk
-                    at = (int(lines.starts[open_from]) if isinstance(lines, ChunkLines)
-                          else sum(len(piece) for piece in lines[:open_from]))
+                    at = (int(by_line.starts[open_from]) if isinstance(by_line, ChunkLines)
+                          else sum(len(piece) for piece in by_line[:open_from]))
                     chunk, carry = chunk[:at], chunk[at:]
                     if not chunk:
                         continue
             split = split_chunk(chunk, sep, len(layout.header), spans)
             if split is None:  # the whole chunk line by line
-                every = lines if isinstance(lines, list) else list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b""))
+                every = list(TextLines._pieces(_NEWLINE_BYTES, [chunk], b""))
                 pieces, indices = _joined(every, spans)
                 physical = len(every)
             else:
                 pieces, indices, physical = split.odd, split.odd_index, split.lines
-            lines, numbers = [], []
+            texts, numbers = [], []
             decode = _decode_record if spans else decode_line
             for k, piece in enumerate(pieces):
-                line = decode(piece).rstrip("\r\n")
-                if line.replace(sep, "").strip():  # blank and separator-only lines carry no reading
-                    lines.append(line)
+                text = decode(piece).rstrip("\r\n")
+                if text.replace(sep, "").strip():  # blank and separator-only lines carry no reading
+                    texts.append(text)
                     numbers.append(number + int(indices[k]))
-            if lines:  # the odd lines first, so malformed rows lead the quarantine as they do line by line
+            if texts:  # the odd lines first, so malformed rows lead the quarantine as they do line by line
                 chunks += 1
-                yield self._parse_csv_lines(path, layout, sep, lines, numbers)
+                yield self._parse_csv_lines(path, layout, sep, texts, numbers)
             if split is not None and split.clean_index.size:
                 columns = dict(zip(layout.header, split.columns))
                 batch, bad = parse_rows(columns, number + split.clean_index.astype(np.int64),
@@ -568,7 +568,7 @@ class FileReader:
         else:
             with open_text(path) as f:
                 quarantine = [Quarantined(line, path, n, "", 1, "parse", "schema_drift", reason, self.run_id)
-                              for n, line in _data_lines(f, sep, len(header) if header else None)]
+                              for n, line in (_data_lines(f, sep, len(header)) if header else _data_lines(f))]
                 if f.damage:
                     quarantine += self._damaged(path, f.lines_read + 1, f.cut_line, f.damage, 1)[1]
         return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, sum(q.records for q in quarantine)
@@ -628,16 +628,22 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     without glob characters that names no file, as ``gs://bucket/history`` does) stands for the CSV and Parquet
     files under it, at any depth (``.csv``, ``.tsv``, ``.txt``, ``.parquet``, ``.pq``, each also compressed),
     except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``: what Spark,
-    Hadoop and Beam's own writers leave beside their data), and those inside an ``exclude`` folder (a run's
-    output folder, when it lies inside an input folder). A glob or a file path keeps all it names. A local file
+    Hadoop and Beam's own writers leave beside their data), those inside an ``exclude`` folder (a run's
+    output folder, when it lies inside an input folder, also through a link) and those of an earlier run's
+    output folder (a ``manifest.json`` beside a ``scores/`` folder: yesterday's ``out-day1`` inside today's input
+    folder). A glob or a file path keeps all it names. A local file
     named twice (``a.csv`` and ``./a.csv``, or a path through a link) is read once, under the first of its names
     in sorted order."""
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
         if _names_a_folder(pattern, matched):
-            matched = [path for path in _files_under(pattern)
-                       if _is_data_file(path) and not any(_inside(path, folder) for folder in exclude)]
+            under = [path for path in _files_under(pattern) if _is_data_file(path)]
+            outputs = tuple(exclude) + _seqwatch_outputs(pattern)
+            matched = [path for path in under if not any(_inside(path, folder) for folder in outputs)]
+            if not matched and under:
+                raise FileNotFoundError(f"the CSV and Parquet files under {pattern!r} all lie inside a seqwatch output "
+                                        f"folder (--output, or an earlier run's), which is not read as input")
             if not matched and "://" not in pattern and os.path.isdir(pattern):
                 raise FileNotFoundError(f"no CSV or Parquet file is in the folder {pattern!r}")
         broken = _dangling_links(pattern, folder=_names_a_folder(pattern, matched), exclude=exclude)
@@ -669,7 +675,8 @@ def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
         for root, dirs, files in os.walk(pattern):
             dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
             names += [os.path.join(root, f) for f in files if not f.startswith((".", "_")) and _is_data_file(f)]
-        names = [n for n in names if not any(_inside(n, out) for out in exclude)]
+        outputs = tuple(exclude) + _seqwatch_outputs(pattern)
+        names = [n for n in names if not any(_inside(n, out) for out in outputs)]
     else:
         names = glob.glob(pattern)
     return sorted((name, os.readlink(name)) for name in names if os.path.islink(name) and not os.path.exists(name))
@@ -682,7 +689,22 @@ def _is_data_file(path: str) -> bool:
 def _inside(path: str, folder: str) -> bool:
     if "://" in path or "://" in folder:
         return path.startswith(folder.rstrip("/") + "/")
-    return os.path.abspath(path).startswith(os.path.abspath(folder).rstrip(os.sep) + os.sep)
+    return os.path.realpath(path).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep)
+
+
+def _seqwatch_outputs(folder: str) -> tuple:
+    """The folders under a local ``folder`` that hold a seqwatch run's outputs (a ``manifest.json`` beside a
+    ``scores/`` folder)."""
+    if "://" in folder or not os.path.isdir(folder):
+        return ()
+    found = []
+    for root, dirs, files in os.walk(folder):
+        if "manifest.json" in files and "scores" in dirs:
+            found.append(root)
+            dirs[:] = []
+        else:
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+    return tuple(found)
 
 
 def _match(pattern: str) -> list[str]:

@@ -127,9 +127,13 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
-    from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
+    from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig, check_run_id
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
 
+    try:
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     model_source, model_dir = model_dir, str(resolve_model_dir(model_dir))  # pinned: the version planned for
     try:
         metadata = read_metadata(model_dir)

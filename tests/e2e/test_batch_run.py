@@ -434,7 +434,8 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir), "--max-quarantined-share", "20"],
-         "--max-quarantined-share must be a fraction from 0 up to 1 (0.2: a fifth of the readings), got 20"),
+         "--max-quarantined-share must be a fraction of at least 0 and below 1 (0.2: a fifth of the readings), "
+         "got 20"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "--window must be >= 2, got -3"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),

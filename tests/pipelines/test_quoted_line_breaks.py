@@ -221,3 +221,107 @@ def test_a_few_quoted_rows_do_not_stand_for_the_file_in_the_preflight(tmp_path, 
     plan = plan_run(RunConfig(inputs=(str(source),), output=str(tmp_path / "out"), model_dir=str(small_model_dir),
                               mapping=InputMapping(format="wide", ignore=("note",))), now_us=None)
     assert plan is not None
+
+
+# ------------------------------------------------------------- found by a review of the commit above (2026-12-02)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 1000])
+def test_a_lone_cr_chunk_that_ends_inside_a_record_reads_each_line_once(tmp_path, chunk_rows):
+    """The bulk reader cut such a chunk at the open record but read all its lines, then the carried ones again."""
+    path = tmp_path / "pump-1.csv"
+    path.write_bytes(b'timestamp,flow,note\n2026-01-05T00:00:00Z,1,"a\rb"\n2026-01-05T00:00:10Z,2,"open\n'
+                     b"2026-01-05T00:00:20Z,3,ok\n2026-01-05T00:00:30Z,4,ok\n")
+    mapping = InputMapping(format="wide", entity={"value": "p"}, ignore=("note",))
+    bulk, line = _read_with(mapping, str(path), chunk_rows, False), _read_with(mapping, str(path), chunk_rows, True)
+    pd.testing.assert_frame_equal(bulk[0], line[0])
+    assert bulk[1:] == line[1:]
+    readings, quarantine, count = bulk
+    assert readings["line"].tolist() == [2, 5, 6] and count == 4 and [q[2] for q in quarantine] == [4]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_a_separator_beyond_ascii_joins_the_same_records_either_way(tmp_path, encoding):
+    """Bulk had looked for records in the bytes, where '§' is two bytes in UTF-8 (and another byte in cp1252)."""
+    path = tmp_path / "pump-1.csv"
+    path.write_bytes('timestamp§flow§note\n2026-01-05T00:00:30Z§"4"§"f\ng"\n2026-01-05T00:00:40Z§5§25°C\n'
+                     .encode(encoding))
+    mapping = InputMapping(format="wide", entity={"value": "p"}, ignore=("note",), sep="§")
+    bulk, line = _read_with(mapping, str(path), 1000, False), _read_with(mapping, str(path), 1000, True)
+    pd.testing.assert_frame_equal(bulk[0], line[0])
+    assert bulk[1:] == line[1:]
+    assert bulk[0]["line"].tolist() == [2, 4] and bulk[1] == []
+
+
+def _read_with(mapping, path: str, chunk_rows: int, line_by_line: bool):
+    reader = FileReader(mapping, "run", chunk_rows=chunk_rows)
+    header, sep = read_header(path, mapping.sep)
+    layout = FileLayout.resolve(header, mapping, path)
+    chunks = (reader._csv_line_chunks(path, layout, sep) if line_by_line else reader._csv_chunks(path, layout, sep))
+    frames, quarantine, count = [], [], 0
+    for batch, bad, n in chunks:
+        frames.append(batch.frame)
+        quarantine += [tuple(q) for q in bad]
+        count += n
+    readings = pd.concat(frames, ignore_index=True).astype({"entity_id": object, "channel": object, "source": object})
+    return readings.sort_values(["line", "channel"]).reset_index(drop=True), sorted(quarantine), count
+
+
+def test_replay_reads_a_sniffed_separator_and_refuses_lines_inside_a_record(tmp_path):
+    from seqwatch.pipelines.replay import ReplayError, prepare_inputs
+
+    source = tmp_path / "in" / "pump-1.csv"
+    source.parent.mkdir()
+    source.write_text('timestamp;flow;note\n2026-01-05T00:00:00Z;x;"one\ntwo"\n2026-01-05T00:00:10Z;2;ok\n')
+
+    def record(line, raw):
+        return {"raw": raw, "source": str(source), "line": line, "column": "flow", "records": 1, "stage": "parse",
+                "reason_code": "parse_value", "reason": "", "run_id": "r"}
+
+    (copy, _), = prepare_inputs(pd.DataFrame([record(2, '2026-01-05T00:00:00Z;1;"one\ntwo"')]),
+                                tmp_path / "w1").items()  # checked with ';', as the header shows, not ','
+    assert open(copy).read().splitlines()[1] == '2026-01-05T00:00:00Z;1;"one'
+    # a run before such records were read as one row quarantined their lines one by one
+    with pytest.raises(ReplayError, match="cannot replay line 3 of .*: it lies inside the record of line 2"):
+        prepare_inputs(pd.DataFrame([record(2, '2026-01-05T00:00:00Z;1;"one'), record(3, 'two"')]),
+                       tmp_path / "w2")
+
+
+def test_the_preflight_of_a_cut_gzip_samples_past_its_damage_record(tmp_path, small_model_dir):
+    """A damaged file's reader gives out its damaged_file record, then a chunk's odd (quoted) rows, then its clean
+    ones: the first two outputs held two quoted rows 100 s apart."""
+    import gzip
+
+    from seqwatch.models.synthetic import generate_sensor_data
+    from seqwatch.pipelines.batch import plan_run
+    from seqwatch.pipelines.config import RunConfig
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=60, seed=3)
+    wide = readings.pivot(index="timestamp", columns="channel", values="value").reset_index()
+    wide["timestamp"] = wide["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    wide["note"] = ""
+    wide.loc[10, "note"], wide.loc[20, "note"] = "checked, ok", "checked, fine"
+    plain = tmp_path / "plain.csv"
+    wide.to_csv(plain, index=False, float_format="%.3f")
+    cut = tmp_path / "pump-07.csv.gz"
+    cut.write_bytes(gzip.compress(plain.read_bytes())[:-30])
+    plan = plan_run(RunConfig(inputs=(str(cut),), output=str(tmp_path / "out"), model_dir=str(small_model_dir),
+                              mapping=InputMapping(format="wide", ignore=("note",))))
+    assert plan.step_us == 10_000_000
+
+
+def test_many_openings_find_their_closings_at_once_with_the_same_records(monkeypatch):
+    """Lines that each open a quoted field no line closes (``ts,1,"a","a``) had cost a scan of the next 100 lines
+    each (450 µs a line); past ``_MANY_OPENINGS`` of them the closings are found in one pass: same records."""
+    from seqwatch.pipelines import csv_records
+
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        lines = ["".join(rng.choice(list('a,"'), size=int(rng.integers(0, 8)))) for _ in range(int(rng.integers(1, 300)))]
+        for final in (True, False):
+            for n_fields in (None, 2, 3):
+                at_once = record_spans(lines, ",", n_fields, final=final)
+                monkeypatch.setattr(csv_records, "_MANY_OPENINGS", 10 ** 9)
+                one_by_one = record_spans(lines, ",", n_fields, final=final)
+                monkeypatch.setattr(csv_records, "_MANY_OPENINGS", 64)
+                assert at_once == one_by_one
