@@ -32,6 +32,7 @@ from seqwatch.schemas.mapping import renaming_hint
 from seqwatch.schemas.validation import load_suite_dict
 
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
+EMPTY_SINK_FILE = "empty.parquet"  # what a sink folder holds when a run wrote nothing to it: no row, its schema
 
 
 class RunError(Exception):
@@ -186,8 +187,17 @@ def _commit(output: str, staging: str) -> None:
     """Move the staged sinks into place: first the previous run's sinks aside (into ``staging``), then the new
     ones in; on a failure the previous sinks are put back, so that the output holds one run's sinks, not a mix,
     and the error is one sentence."""
+    from seqwatch.pipelines.sinks import write_parquet
+    from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA
+
+    schemas = {"alerts": ALERT_SCHEMA, "forecasts": FORECAST_SCHEMA, "scores": SCORE_SCHEMA,
+               "quarantine": QUARANTINE_SCHEMA}
     set_aside: list[tuple[str, str]] = []
     try:
+        for sink in SINKS:  # a quiet night's alerts/ holds a file of no row, so that a query of it still has columns
+            staged = FileSystems.join(staging, sink)
+            if not FileSystems.exists(staged):
+                write_parquet(FileSystems.join(staged, EMPTY_SINK_FILE), schemas[sink].empty_table())
         for sink in SINKS:
             final = FileSystems.join(output, sink)
             if FileSystems.exists(final):
@@ -195,11 +205,7 @@ def _commit(output: str, staging: str) -> None:
                 FileSystems.rename([final], [previous])
                 set_aside.append((final, previous))
         for sink in SINKS:
-            final, staged = FileSystems.join(output, sink), FileSystems.join(staging, sink)
-            if FileSystems.exists(staged):
-                FileSystems.rename([staged], [final])
-            else:
-                FileSystems.mkdirs(final)
+            FileSystems.rename([FileSystems.join(staging, sink)], [FileSystems.join(output, sink)])
     except OSError as exc:  # Beam's BeamIOError is an OSError too
         reason = str(exc).split(" [while", 1)[0].splitlines()[0]
         try:

@@ -74,6 +74,24 @@ def test_the_commit_puts_every_sink_of_the_new_run_in_place(tmp_path):
     assert (out / "notes.txt").read_text() == "mine\n"
 
 
+def test_a_sink_the_run_wrote_nothing_to_holds_a_file_of_no_row_with_its_schema(tmp_path):
+    """A quiet night's alerts/ had been an empty folder: a query of its columns failed ('No match for FieldRef')."""
+    import pyarrow.dataset as ds
+
+    from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA
+
+    out, staging = tmp_path / "out", tmp_path / "out" / "_staging-new"
+    for sink in ("scores", "quarantine"):
+        (staging / sink).mkdir(parents=True)
+        (staging / sink / "new.parquet").write_text("new")
+    _commit(str(out), str(staging))
+    assert _held(out)["alerts"] == ["empty.parquet"] and _held(out)["forecasts"] == ["empty.parquet"]
+    alerts = ds.dataset(out / "alerts", format="parquet").to_table(columns=["alert_id", "entity_id"])
+    assert alerts.num_rows == 0
+    assert ds.dataset(out / "alerts", format="parquet").schema.equals(ALERT_SCHEMA, check_metadata=False)
+    assert ds.dataset(out / "forecasts", format="parquet").schema.equals(FORECAST_SCHEMA, check_metadata=False)
+
+
 def test_a_commit_that_fails_halfway_puts_the_previous_run_back(tmp_path, monkeypatch):
     """The commit had deleted and moved one sink at a time: a failure on the third sink (a link in its place, with
     a traceback) left the new run's alerts beside the old run's scores, under the old run's manifest. The failure
