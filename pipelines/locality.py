@@ -80,15 +80,20 @@ def _widen(found: dict, entity: str, first: int, last: int) -> None:
 
 
 def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict[str, tuple[int, int]] | None:
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
+    from seqwatch.pipelines.sources import nested_role_column
+
     found: dict[str, tuple[int, int]] = {}
     with FileSystems.open(path) as f:
-        parquet = pq.ParquetFile(f)
+        parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit="us")  # as the reader reads INT96 (Spark's)
         names = parquet.schema_arrow.names
         if layout.timestamp_column not in names or (layout.entity_column and layout.entity_column not in names):
             return None
+        if nested_role_column(parquet.schema_arrow, layout):
+            return {}  # the reader quarantines every row of such a file: none reaches the windows
         for group in range(parquet.metadata.num_row_groups):
             quick = _row_group_span(parquet, group, layout, mapping)
             if quick is not None:
@@ -96,7 +101,12 @@ def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict
                     _widen(found, *quick)
                 continue
             columns = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
-            table = parquet.read_row_group(group, columns=columns).to_pandas(ignore_metadata=True)
+            group_table = parquet.read_row_group(group, columns=columns)
+            table = group_table.to_pandas(ignore_metadata=True)
+            if layout.entity_column and pa.types.is_integer(group_table.schema.field(layout.entity_column).type):
+                # ids 101, not 101.0 where a null made pandas read the column as floats (as the reader reads them)
+                table[layout.entity_column] = group_table.column(layout.entity_column).to_pandas(
+                    integer_object_nulls=True)
             for entity, first, last in _column_spans(table, layout, mapping):
                 _widen(found, entity, first, last)
     return found

@@ -80,7 +80,11 @@ class FileLayout:
             raise SchemaDriftError(f"{name} has duplicate columns {repeated} (its columns are {list(header)})")
         if mapping.format == "long":
             roles = {role: mapping.long_column(role) for role in LONG_COLUMNS}
-            missing = [col for col in roles.values() if col not in present]
+            partitions = hive_partitions(source)
+            # A Hive-style folder (entity_id=pump-01/, as Spark's partitionBy writes) holds the entity of its files.
+            entity_folder = partitions.get(roles["entity_id"]) if roles["entity_id"] not in present else None
+            missing = [col for col in roles.values() if col not in present
+                       and not (col == roles["entity_id"] and entity_folder is not None)]
             if missing:
                 looks_wide = roles["timestamp"] in present and {roles["channel"], roles["value"]} <= set(missing)
                 hint = ("; a file with one column per channel is wide: --format wide, or the mapping's 'format'"
@@ -89,6 +93,8 @@ class FileLayout:
             extra = [h for h in header if h not in set(roles.values()) and h not in mapping.ignore and h]
             if extra and mapping.extra_columns == "error":
                 raise _unexpected_columns(name, extra)
+            if entity_folder is not None:
+                return cls(header, None, entity_folder, roles["timestamp"], (), (), roles)
             return cls(header, roles["entity_id"], None, roles["timestamp"], (), (), roles)
         if mapping.timestamp not in present:
             unnamed = header[0] if header and (not header[0] or header[0].startswith("Unnamed")) else None
@@ -631,7 +637,9 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
             quarantine.append(Quarantined(raw(i), source, int(lines[i]), str(channel[i]), 1, "parse",
                                           "parse_value", reason, run_id))
         keep = good_rows & channel_ok & ~np.isnan(numbers)
-        entity_out, channel_out, stamps_out = entity[keep], channel[keep], stamps[keep]
+        entity_out = (entity[keep] if layout.entity_column is not None
+                      else ReadingBatch.constant(str(layout.entity_value), int(keep.sum())))
+        channel_out, stamps_out = channel[keep], stamps[keep]
         values_out, lines_out = numbers[keep], lines[keep]
     batch = ReadingBatch.from_columns(entity_out, channel_out, stamps_out, values_out,
                                       ReadingBatch.constant(source, len(lines_out)), lines_out)

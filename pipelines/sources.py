@@ -227,6 +227,20 @@ class TextLines:
             yield pending
 
 
+def nested_role_column(schema, layout: FileLayout) -> str | None:
+    """Why a Parquet file cannot be read for its roles: a timestamp, entity, channel or value column (or a wide
+    file's channel) of nested values (a struct, a list, a map); None when there is none."""
+    import pyarrow as pa
+
+    roles = [layout.timestamp_column, layout.entity_column, *(layout.long_columns or {}).values(),
+             *(layout.channel_columns or ())]
+    for name in roles:
+        if name is not None and name in schema.names and pa.types.is_nested(schema.field(name).type):
+            return (f"column {name!r} holds {schema.field(name).type} values, not plain values; flatten it "
+                    f"upstream, or leave it out (--ignore, the mapping's 'ignore') if it is not a role column")
+    return None
+
+
 def _with_last(items):
     """``(item, whether it is the last)`` for each of ``items``."""
     items = iter(items)
@@ -401,6 +415,13 @@ class FileReader:
                 yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
                 return
             layout = FileLayout.resolve(header, self.mapping, path)
+            if is_parquet(path):
+                import pyarrow.parquet as pq
+
+                with FileSystems.open(path) as f:
+                    nested = nested_role_column(pq.ParquetFile(f).schema_arrow, layout)
+                if nested:
+                    raise SchemaDriftError(nested)
         except DamagedFileError as exc:  # a run refuses such a file up front (preflight); training gets here
             yield self._damaged(path, 1, None, str(exc), 0)
             return
@@ -534,26 +555,42 @@ class FileReader:
         import pyarrow.parquet as pq
         first = 1
         with FileSystems.open(path) as f:
-            parquet = pq.ParquetFile(f)
+            # INT96 timestamps (Spark's default) read at µs: at ns, Arrow wraps a date past 2262 (9999-12-31, a
+            # "valid to" sentinel) to one in 1816, and 2610 to 2025, which would be scored.
+            parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit="us")
+            schema = parquet.schema_arrow
             # Id columns (entity, channel) hold a few distinct strings: read them dictionary-encoded, so that a
             # chunk arrives as pandas categoricals and its ids are cleaned once per distinct value.
-            ids = [layout.entity_column, (layout.long_columns or {}).get("channel")]
-            schema = parquet.schema_arrow
-            strings = [c for c in ids if c is not None and c in schema.names
-                       and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))]
+            ids = [c for c in (layout.entity_column, (layout.long_columns or {}).get("channel"))
+                   if c is not None and c in schema.names]
+            strings = [c for c in ids if pa.types.is_string(schema.field(c).type)
+                       or pa.types.is_large_string(schema.field(c).type)]
+            integers = [c for c in ids if pa.types.is_integer(schema.field(c).type)]
             if strings:
-                parquet = pq.ParquetFile(f, metadata=parquet.metadata, read_dictionary=strings)
+                parquet = pq.ParquetFile(f, metadata=parquet.metadata, read_dictionary=strings,
+                                         coerce_int96_timestamp_unit="us")
             booleans = {pa.bool_(): pd.BooleanDtype()}
-            for record_batch in parquet.iter_batches(batch_size=self.chunk_rows):
-                # Not the pandas metadata: a timestamp column pandas wrote as the frame's index stays a column.
-                # Booleans stay boolean with their nulls (a status flag reads as 1 and 0; object would be text).
-                frame = record_batch.to_pandas(ignore_metadata=True, types_mapper=booleans.get)
-                numbers = np.arange(first, first + len(frame), dtype=np.int64)
-                first += len(frame)
-                columns = {name: frame[name] for name in frame.columns}
-                batch, bad = parse_rows(columns, numbers, lambda i, fr=frame: raw_json(fr.iloc[i].to_dict()), path,
-                                        layout, self.mapping, self.run_id)
-                yield batch, bad, len(frame) * layout.readings_per_row
+            total = parquet.metadata.num_rows
+            try:
+                for record_batch in parquet.iter_batches(batch_size=self.chunk_rows):
+                    # Not the pandas metadata: a timestamp column pandas wrote as the frame's index stays a column.
+                    # Booleans stay boolean with their nulls (a status flag reads as 1 and 0; object would be text).
+                    frame = record_batch.to_pandas(ignore_metadata=True, types_mapper=booleans.get)
+                    for name in integers:  # ids 101, not 101.0 where a null made pandas read the column as floats
+                        frame[name] = record_batch.column(name).to_pandas(integer_object_nulls=True)
+                    numbers = np.arange(first, first + len(frame), dtype=np.int64)
+                    first += len(frame)
+                    columns = {name: frame[name] for name in frame.columns}
+                    batch, bad = parse_rows(columns, numbers, lambda i, fr=frame: raw_json(fr.iloc[i].to_dict()),
+                                            path, layout, self.mapping, self.run_id)
+                    yield batch, bad, len(frame) * layout.readings_per_row
+            except (OSError, pa.ArrowInvalid) as exc:  # a damaged page: the rows before it were read
+                reason = (f"the Parquet file is damaged from row {first} on ({str(exc).splitlines()[0]}); "
+                          f"{total - first + 1} rows could not be read")
+                record = Quarantined("", path, first, "", (total - first + 1) * layout.readings_per_row, "parse",
+                                     "damaged_file", reason, self.run_id)
+                yield ReadingBatch.from_columns([], [], [], [], [], []), [record], record.records
+                return
         if first == 1:  # no rows: report a count of 0
             yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
 
@@ -562,7 +599,7 @@ class FileReader:
         if is_parquet(path):
             import pyarrow.parquet as pq
             with FileSystems.open(path) as f:
-                rows = pq.read_table(f).to_pylist()
+                rows = pq.read_table(f, coerce_int96_timestamp_unit="us").to_pylist()
             quarantine = [Quarantined(raw_json(row), path, i, "", 1, "parse", "schema_drift", reason, self.run_id)
                           for i, row in enumerate(rows, start=1)]
         else:
