@@ -58,7 +58,7 @@ def constant_channel_note(channels: list) -> str:
     return (f"channel{'s' if many else ''} {names} held one value throughout the training readings, so the model "
             f"cannot tell how unusual a change of {'them' if many else 'it'} is (it counts a change of 1 as one "
             f"standard deviation); train on history in which {'they vary' if many else 'it varies'}, or leave "
-            f"{'them' if many else 'it'} out (--channel)")
+            f"{'them' if many else 'it'} out (--ignore {' --ignore '.join(channels)})")
 
 
 def rising_channels(values_per_entity: list, channels: tuple) -> dict:
@@ -104,7 +104,7 @@ def rising_channel_note(rising: dict) -> str:
             f"does: later readings will lie beyond anything the model saw, and their windows will alert; if "
             f"{'they are meters' if many else 'it is a meter'}, model {'their' if many else 'its'} rate "
             f"(--cumulative {' --cumulative '.join(rising)}: WindowConfig.cumulative_channels), or leave "
-            f"{'them' if many else 'it'} out (--channel)")
+            f"{'them' if many else 'it'} out (--ignore {' --ignore '.join(rising)})")
 
 
 class InsufficientDataError(ValueError):
@@ -509,7 +509,7 @@ class Seq2SeqDetector:
         need = max(max(every) for every in spacing.values()) - 1
         fix = ("resample those readings to the model's interval" if fixed_geometry else
                f"set max_gap to {need} or more (--max-gap {need}) to bridge them, resample those readings to "
-               f"every {step}, or leave {'them' if len(spacing) > 1 else 'it'} out (--channel)")
+               f"every {step}, or leave {'them' if len(spacing) > 1 else 'it'} out (--ignore {' --ignore '.join(spacing)})")
         return (f"the readings of {named} come further apart than a window bridges (at most {max_gap} missing "
                 f"steps: max_gap), so no window has every channel: {fix}")
 

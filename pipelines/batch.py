@@ -107,7 +107,8 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
             continue
         if not interval_fits(data_step, step_us):
             raise RunError(f"model {model} was trained on readings every {step_us / 1e6:g}s, but {Path(path).name} "
-                           f"has readings every {data_step / 1e6:g}s")
+                           f"has readings every {data_step / 1e6:g}s: train a model on readings like these (seqwatch "
+                           f"train), or resample them to every {step_us / 1e6:g}s")
     if lacking is not None and not fitting:
         raise lacking
 

@@ -47,9 +47,12 @@ def _mapping_flags(args) -> dict:
     elif from_key:
         flags["entity"] = {"from_key": True}
     if args.sep is not None:
-        flags["sep"] = args.sep
+        # '\t' as typed in a shell without $'...': two characters that mean a tab (the help says so)
+        flags["sep"] = "\t" if args.sep == "\\t" else args.sep
     if args.timezone is not None:
         flags["timezone"] = args.timezone
+    if getattr(args, "timestamp_format", None) is not None:
+        flags["timestamp_format"] = args.timestamp_format
     return flags
 
 
@@ -82,7 +85,7 @@ def _with_flags(data: dict, flags: dict, args) -> dict:
     data = dict(data)
     for key, value in flags.items():
         if key in data and data[key] != value:
-            flag = {"timestamp": "--timestamp-column",
+            flag = {"timestamp": "--timestamp-column", "timestamp_format": "--timestamp-format",
                     "entity": "--entity-column, --entity, --entity-topic-level or --entity-from-key"
                     }.get(key, f"--{key}")
             raise CliError(f"the mapping file {args.mapping} sets {key} {data[key]!r} but {flag} says {value!r}: "
@@ -91,8 +94,8 @@ def _with_flags(data: dict, flags: dict, args) -> dict:
     return data
 
 
-INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet files at any depth, but _* and "
-              ".*); repeat for more")
+INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet files at any depth, but _*, .* "
+              "and README/LICENSE files); repeat for more")
 
 
 def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP):
@@ -112,8 +115,11 @@ def _add_format_args(parser, mapping_help: str = "a column mapping file (schemas
     parser.add_argument("--entity", help="wide format: one entity id for every file (default: the file's "
                         "entity_id column, or else its name)")
     parser.add_argument("--ignore", action="append", metavar="COLUMN", help="a column to ignore (repeatable)")
-    parser.add_argument("--sep", help="field separator (default: sniffed)")
+    parser.add_argument("--sep", help="field separator (default: sniffed; '\\t' is a tab)")
     parser.add_argument("--timezone", help="zone of timestamps without an offset (default: UTC)")
+    parser.add_argument("--timestamp-format", metavar="STRPTIME",
+                        help="how text timestamps are written, e.g. '%%m/%%d/%%Y %%H:%%M' for US dates (default: "
+                             "ISO 8601 and other unambiguous forms)"),
 
 
 def _read_training_frame(args, inputs=None, what: str = "training input", channels=None):

@@ -86,7 +86,10 @@ class FileLayout:
             missing = [col for col in roles.values() if col not in present
                        and not (col == roles["entity_id"] and entity_folder is not None)]
             if missing:
-                looks_wide = roles["timestamp"] in present and {roles["channel"], roles["value"]} <= set(missing)
+                # a timestamp and value columns without entity and channel ones (NAB's files) are wide too
+                looks_wide = roles["timestamp"] in present and (
+                    {roles["channel"], roles["value"]} <= set(missing)
+                    or {roles["channel"], roles["entity_id"]} <= set(missing))
                 hint = ("; a file with one column per channel is wide: --format wide, or the mapping's 'format'"
                         if looks_wide else "")
                 raise SchemaDriftError(_lacks(name, "required columns", missing, header) + hint)
@@ -101,6 +104,10 @@ class FileLayout:
             hint = (f"; its first column has no name, as pandas writes an unnamed index: if it holds the times, "
                     f"--timestamp-column {shlex.quote(unnamed)} (or the mapping's 'timestamp') reads them"
                     if unnamed is not None else "")
+            timelike = [h for h in header if h and _TIMELIKE.search(h)]
+            if not hint and timelike:
+                hint = (f"; if {timelike[0]!r} holds the times, --timestamp-column {shlex.quote(timelike[0])} (or the "
+                        f"mapping's 'timestamp') reads them")
             raise SchemaDriftError(_lacks(name, "the timestamp column", [mapping.timestamp], header) + hint)
         if mapping.entity.get("from_topic") is not None or mapping.entity.get("from_key"):
             origin = "an MQTT topic level (from_topic)" if "from_topic" in mapping.entity else "a Kafka key (from_key)"
@@ -144,6 +151,9 @@ class FileLayout:
         return len(self.channel_columns) if self.channel_columns else 1
 
 
+_TIMELIKE = re.compile(r"time|date|^ts$|stamp|^t$|zeit|datum", re.IGNORECASE)
+
+
 def _unexpected_columns(name: str, extra: list) -> SchemaDriftError:
     return SchemaDriftError(f"{name} has unexpected columns {extra}; ignore them (--ignore, or the mapping's "
                             f"'ignore' list) or set the mapping's 'extra_columns' to 'ignore'")
@@ -173,7 +183,7 @@ def partition_clash(spans: dict) -> str | None:
         items = sorted(items, key=lambda item: item[1])
         reach = items[0]  # of the files so far, the one that reaches latest: a later file overlapping any overlaps it
         for b, first_b, last_b in items[1:]:
-            a, _, last_a = reach
+            a, first_a, last_a = reach
             if last_b > last_a:
                 reach = (b, first_b, last_b)
             if first_b > last_a:
@@ -185,6 +195,17 @@ def partition_clash(spans: dict) -> str | None:
                         f"partition folders ({differ[0]}={pa_.get(differ[0], '')} and {differ[0]}="
                         f"{pb_.get(differ[0], '')}): take the entity from the folders with --entity-column "
                         f"{differ[0]} (the mapping's entity column)")
+            # Files of one name in other (not partition) folders, each the entity of its name, over mostly the same
+            # time: other machines (site-a/pump.csv, site-b/pump.csv; a data set's anomaly_*/day6.csv), whose
+            # readings would be duplicates of one another. Files that only touch (daily exports sharing an hour) pass.
+            shared = min(last_a, last_b) - first_b
+            same_name = PurePath(a).name == PurePath(b).name and PurePath(a).parent != PurePath(b).parent
+            if (same_name and not pa_ and not pb_ and entity == entity_from_filename(a)
+                    and shared >= 0.5 * min(last_a - first_a, last_b - first_b)):
+                return (f"{a} and {b} are both entity {entity!r}, the name of the file, over the same time: they "
+                        f"would be one machine's readings twice; give each file its entity (a column: "
+                        f"--entity-column; a folder: site=a/{PurePath(a).name}, read with --entity-column site; or "
+                        f"other file names), or run the folders apart")
     return None
 
 
@@ -202,6 +223,32 @@ def entity_from_filename(source: str) -> str:
 _BAD_TIME = np.iinfo(np.int64).min
 _YEAR_RE = re.compile(r"(?<!\d)\d{4}(?!\d)")
 _NUMERIC_DATE_RE = re.compile(r"^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b")
+_NUMERIC_DATE_PARTS = re.compile(r"^(\d{1,2})([./-])(\d{1,2})\2(\d{2,4})(?:[ T](\d{1,2}:\d{2})(:\d{2})?(\.\d+)?)?$")
+
+
+def numeric_date_reason(shown: str, text: str) -> str:
+    """Why a numeric date (``3/15/2020 21:01``) is not read without a format, with the ``--timestamp-format`` that
+    reads it: month first where the second number cannot be a month, day first where the first cannot, both
+    where either could be."""
+    match = _NUMERIC_DATE_PARTS.match(text.strip())
+    if not match:
+        return (f"timestamp {shown} is ambiguous (day/month order); set the timestamp format (--timestamp-format, "
+                f"the mapping's timestamp_format), e.g. '%d/%m/%Y %H:%M:%S' or '%m/%d/%Y %H:%M:%S'")
+    first, sep, second, year, clock, seconds, fraction = match.groups()
+    rest = "%Y" if len(year) == 4 else "%y"
+    if clock:
+        rest += " %H:%M" + (":%S" if seconds else "") + (".%f" if fraction else "")
+    day_first, month_first = f"%d{sep}%m{sep}{rest}", f"%m{sep}%d{sep}{rest}"
+    if int(second) > 12 >= int(first):
+        return (f"timestamp {shown} is written month first ({second} cannot be a month), which is read only with "
+                f"its format: --timestamp-format '{month_first}' (the mapping's timestamp_format)")
+    if int(first) > 12 >= int(second):
+        return (f"timestamp {shown} is written day first ({first} cannot be a month), which is read only with "
+                f"its format: --timestamp-format '{day_first}' (the mapping's timestamp_format)")
+    return (f"timestamp {shown} is ambiguous (day/month order); set its format: --timestamp-format "
+            f"'{day_first}' or '{month_first}' (the mapping's timestamp_format)")
+
+
 _EPOCH_SCALE = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}  # µs per unit; ns divides by 1000
 
 
@@ -435,8 +482,7 @@ def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt
     elif not _YEAR_RE.search(text):
         return f"timestamp {shown} has no date with a four-digit year"
     elif _NUMERIC_DATE_RE.match(text) and pd.isna(pd.to_datetime(text, errors="coerce", format="ISO8601")):
-        return (f"timestamp {shown} is ambiguous (day/month order); set the mapping's timestamp_format, "
-                f"e.g. '%d/%m/%Y %H:%M:%S'")
+        return numeric_date_reason(shown, text)
     else:
         naive = pd.to_datetime(pd.Series([text]), errors="coerce", format="mixed")
         if naive.isna().all():

@@ -668,14 +668,15 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     Hadoop and Beam's own writers leave beside their data), those inside an ``exclude`` folder (a run's
     output folder, when it lies inside an input folder, also through a link) and those of an earlier run's
     output folder (a ``manifest.json`` beside a ``scores/`` folder: yesterday's ``out-day1`` inside today's input
-    folder). A glob or a file path keeps all it names. A local file
+    folder), and documentation beside the data (``README.txt``, ``LICENSE.txt``). A glob or a file path keeps
+    all it names. A local file
     named twice (``a.csv`` and ``./a.csv``, or a path through a link) is read once, under the first of its names
     in sorted order."""
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
         if _names_a_folder(pattern, matched):
-            under = [path for path in _files_under(pattern) if _is_data_file(path)]
+            under = [path for path in _files_under(pattern) if _is_data_file(path) and not _is_documentation(path)]
             outputs = tuple(exclude) + _seqwatch_outputs(pattern)
             matched = [path for path in under if not any(_inside(path, folder) for folder in outputs)]
             if not matched and under:
@@ -711,12 +712,22 @@ def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
         names = []
         for root, dirs, files in os.walk(pattern):
             dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-            names += [os.path.join(root, f) for f in files if not f.startswith((".", "_")) and _is_data_file(f)]
+            names += [os.path.join(root, f) for f in files
+                  if not f.startswith((".", "_")) and _is_data_file(f) and not _is_documentation(f)]
         outputs = tuple(exclude) + _seqwatch_outputs(pattern)
         names = [n for n in names if not any(_inside(n, out) for out in outputs)]
     else:
         names = glob.glob(pattern)
     return sorted((name, os.readlink(name)) for name in names if os.path.islink(name) and not os.path.exists(name))
+
+
+_DOCUMENTATION = ("readme", "license", "licence", "notice", "copying", "changelog", "authors")
+
+
+def _is_documentation(path: str) -> bool:
+    """A README.txt or LICENSE.txt that a data folder holds beside its files (NAB's does): not data."""
+    stem = path.rsplit("/", 1)[-1].lower().split(".", 1)[0]
+    return stem.split("-", 1)[0].split("_", 1)[0] in _DOCUMENTATION
 
 
 def _is_data_file(path: str) -> bool:

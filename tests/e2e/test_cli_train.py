@@ -104,7 +104,7 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
         notes[name] = [line for line in stderr[name].splitlines() if line.startswith("seqwatch train: note:")]
     valve_note = ("seqwatch train: note: channel 'valve' held one value throughout the training readings, so the "
                   "model cannot tell how unusual a change of it is (it counts a change of 1 as one standard "
-                  "deviation); train on history in which it varies, or leave it out (--channel)")
+                  "deviation); train on history in which it varies, or leave it out (--ignore valve)")
     assert notes["clean"] == [valve_note]
     assert notes["dirty"] == [
         "seqwatch train: note: 70 of the training input's 3500 readings (2.0%) fail validation with suite 'sensor' "

@@ -94,7 +94,7 @@ def test_a_channel_sampled_more_seldom_than_gap_filling_bridges_is_named_with_th
         "the train part of the training data fills only 0 windows of 8 steps (need >= 20): the readings of "
         "'temperature' (every 6 steps of 10s) come further apart than a window bridges (at most 3 missing steps: "
         "max_gap), so no window has every channel: set max_gap to 5 or more (--max-gap 5) to bridge them, resample "
-        "those readings to every 10s, or leave it out (--channel)")
+        "those readings to every 10s, or leave it out (--ignore temperature)")
     bridged = dataclasses.replace(config, window=WindowConfig(length=8, stride=2, max_gap=5))
     detector = Seq2SeqDetector(bridged).fit(sparse, progress=False)
     assert detector.metrics["windows"]["train"] >= 20

@@ -1,0 +1,75 @@
+"""What a newcomer meets running seqwatch on the real data sets' files, found by a bug hunt with the CLI on NAB, SKAB
+and the appliance data (2026-12-02): each refusal says what to do, and its advice works."""
+from __future__ import annotations
+
+import pytest
+
+from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, explain_timestamp, partition_clash
+from seqwatch.pipelines.sources import FileReader, expand_inputs
+from seqwatch.schemas.mapping import InputMapping
+
+HOUR = 3_600_000_000
+
+
+def test_us_dates_get_the_format_that_reads_them():
+    """'3/15/2020 21:01' was called ambiguous, with a day-first example that then failed on it."""
+    assert explain_timestamp("3/15/2020 21:01", None, "UTC", None).endswith(
+        "is written month first (15 cannot be a month), which is read only with its format: --timestamp-format "
+        "'%m/%d/%Y %H:%M' (the mapping's timestamp_format)")
+    assert "--timestamp-format '%d.%m.%Y %H:%M:%S'" in explain_timestamp("15.03.2020 21:01:05", None, "UTC", None)
+    assert "'%d/%m/%Y' or '%m/%d/%Y'" in explain_timestamp("05/01/2026", None, "UTC", None)
+
+
+def test_the_format_flag_reads_them(tmp_path, capsys):
+    from seqwatch.pipelines.cli import _mapping_from_args, build_parser
+
+    parser = build_parser()
+    args, _ = parser.parse_known_args(["run", "--input", "x.csv", "--output", "o", "--model-dir", "m", "--format",
+                                       "wide", "--timestamp-format", "%m/%d/%Y %H:%M", "--sep", "\\t"])
+    mapping = _mapping_from_args(args)
+    assert mapping.timestamp_format == "%m/%d/%Y %H:%M" and mapping.sep == "\t"
+    path = tmp_path / "dishwasher.csv"
+    path.write_text("ctime\tpower\n3/15/2020 21:01\t12.5\n3/15/2020 21:02\t13.0\n")
+    mapping = InputMapping.from_dict({**mapping.to_dict(), "timestamp": "ctime", "entity": {"value": "d"}})
+    readings = [b.frame for b, _, _ in FileReader(mapping, "r").read(str(path))]
+    assert [len(f) for f in readings] == [2]
+
+
+def test_refusals_of_a_newcomers_first_flags_say_what_to_give():
+    with pytest.raises(SchemaDriftError, match="is wide: --format wide"):  # NAB's timestamp,value files
+        FileLayout.resolve(["timestamp", "value"], InputMapping(), "machine_temperature.csv")
+    with pytest.raises(SchemaDriftError, match="if 'datetime' holds the times, --timestamp-column datetime"):  # SKAB
+        FileLayout.resolve(["datetime", "Accelerometer1RMS", "Current"], InputMapping(format="wide"), "0.csv")
+
+
+def test_a_notes_advice_to_leave_a_channel_out_names_the_flag_that_does(tmp_path):
+    from seqwatch.models.detector import constant_channel_note, rising_channel_note
+
+    assert constant_channel_note(["anomaly"]).endswith("or leave it out (--ignore anomaly)")
+    assert rising_channel_note({"a": (0, 1), "b": (1, 2)}).endswith("or leave them out (--ignore a --ignore b)")
+
+
+def test_documentation_beside_the_data_is_not_input(tmp_path, monkeypatch):
+    """NAB's folder holds LICENSE.txt: a run on the folder died on it ('lacks the timestamp column')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nab" / "data").mkdir(parents=True)
+    for name in ("LICENSE.txt", "README.txt", "README-data.txt"):
+        (tmp_path / "nab" / name).write_text("Copyright\n")
+    (tmp_path / "nab" / "data" / "nyc_taxi.csv").write_text("timestamp,value\n")
+    (tmp_path / "nab" / "data" / "licensed_meter.csv").write_text("timestamp,value\n")  # a data file named so
+    assert expand_inputs(["nab"]) == ["nab/data/licensed_meter.csv", "nab/data/nyc_taxi.csv"]
+
+
+def test_files_of_one_name_in_other_folders_over_the_same_time_are_refused():
+    """The appliance data set's anomaly_*/dishwasher_1_day6_ANOMALIES.csv had become one entity: all but one folder
+    quarantined as duplicates, exit 0, no note."""
+    day = 24 * HOUR
+    spans = {"day6": [("anomaly_Minor/day6.csv", 0, day), ("anomaly_Major_20/day6.csv", 0, day)]}
+    refusal = partition_clash(spans)
+    assert refusal.startswith("anomaly_Minor/day6.csv and anomaly_Major_20/day6.csv are both entity 'day6', the "
+                              "name of the file, over the same time") or refusal.startswith(
+        "anomaly_Major_20/day6.csv and anomaly_Minor/day6.csv are both entity 'day6'")
+    # daily exports of one pump that share an hour, and one machine's files in month folders, pass
+    assert partition_clash({"pump": [("2026-01-05/pump.csv", 0, day + HOUR),
+                                     ("2026-01-06/pump.csv", day, 2 * day)]}) is None
+    assert partition_clash({"pump": [("jan/pump.csv", 0, day), ("feb/pump.csv", 40 * day, 41 * day)]}) is None
