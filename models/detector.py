@@ -51,6 +51,25 @@ def zero_threshold_note(threshold: float) -> str:
             f"calibration part), or a history whose end is not idle")
 
 
+# A POT threshold this far above every calibration score was extrapolated by the tail fit, not measured.
+EXTRAPOLATED_THRESHOLD_FACTOR = 1.5
+
+
+def extrapolated_threshold_note(threshold: float, windows: int, highest: float, scoring) -> str | None:
+    """One sentence on a peaks-over-threshold threshold that the tail fit put far beyond every calibration score
+    (``highest``), from fewer windows than its risk needs to be measured (``scoring``: the ``ScoringConfig``); None
+    when it was not."""
+    risk = scoring.pot_risk
+    if not (scoring.threshold_method == "pot" and windows * risk < 1 and highest > 0
+            and threshold > EXTRAPOLATED_THRESHOLD_FACTOR * highest):
+        return None
+    return (f"the threshold {threshold:.3g} rests on {windows} calibration windows, fewer than the {1 / risk:.0f} a "
+            f"risk of {risk:g} needs to be measured: the tail fit extrapolates it to {threshold / highest:.1f} times "
+            f"the highest calibration score ({highest:.3g}), so windows that score up to there do not alert; give "
+            f"more history (the calibration windows are the last 15% of each entity's) or more held-out normal "
+            f"readings (--holdout-input)")
+
+
 def constant_channel_note(channels: list) -> str:
     """One sentence on channels that were constant in training: what it means for scoring, and what to do."""
     many = len(channels) > 1

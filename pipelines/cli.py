@@ -325,7 +325,7 @@ def _check_model_dir(path: str) -> None:
 def cmd_train(args) -> int:
     from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
     from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
-                                          TrainingDataWarning)
+                                          TrainingDataWarning, extrapolated_threshold_note)
     from seqwatch.pipelines.report import write_training_report
 
     if args.exclude_alerts and not args.warm_start:
@@ -383,6 +383,10 @@ def cmd_train(args) -> int:
                 detector.fit(frame, channels=channels, holdout=holdout)
             for note in detector.metrics.get("training_notes", []):
                 print(f"seqwatch train: note: {note}", file=sys.stderr)
+            extrapolated = extrapolated_threshold_note(detector.threshold, detector.metrics["windows"]["calibration"],
+                                                       float(detector.tail.sorted_scores[-1]), detector.config.scoring)
+            if extrapolated:
+                print(f"seqwatch train: note: {extrapolated}", file=sys.stderr)
     except (InsufficientDataError, ModelMismatchError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:

@@ -73,3 +73,19 @@ def test_files_of_one_name_in_other_folders_over_the_same_time_are_refused():
     assert partition_clash({"pump": [("2026-01-05/pump.csv", 0, day + HOUR),
                                      ("2026-01-06/pump.csv", day, 2 * day)]}) is None
     assert partition_clash({"pump": [("jan/pump.csv", 0, day), ("feb/pump.csv", 40 * day, 41 * day)]}) is None
+
+
+def test_a_threshold_extrapolated_far_beyond_few_calibration_windows_gets_a_note():
+    """NAB's machine temperature trained on its first 2,000 rows: 60 calibration windows, threshold 8.25 against a
+    highest calibration score near 4, and no alert on its labelled failures, without a word."""
+    from seqwatch.models.config import ScoringConfig
+    from seqwatch.models.detector import extrapolated_threshold_note
+
+    pot = ScoringConfig(threshold_method="pot", pot_risk=1e-3)
+    note = extrapolated_threshold_note(8.25, 60, 4.0, pot)
+    assert note.startswith("the threshold 8.25 rests on 60 calibration windows, fewer than the 1000 a risk of 0.001 "
+                           "needs to be measured: the tail fit extrapolates it to 2.1 times the highest calibration "
+                           "score (4)")
+    assert extrapolated_threshold_note(5.0, 60, 4.0, pot) is None  # near the scores it was fitted on
+    assert extrapolated_threshold_note(8.25, 5000, 4.0, pot) is None  # enough windows: measured
+    assert extrapolated_threshold_note(8.25, 60, 4.0, ScoringConfig(threshold_method="quantile")) is None
