@@ -184,45 +184,57 @@ def _check_sinks_replaceable(output: str) -> None:
                            f"not write through the link; give --output on the disk the link leads to instead")
 
 
-def _commit(output: str, staging: str) -> None:
-    """Move the staged sinks into place: first the previous run's sinks aside (into ``staging``), then the new
-    ones in; on a failure the previous sinks are put back, so that the output holds one run's sinks, not a mix,
-    and the error is one sentence."""
+def _commit(output: str, staging: str, aside: str) -> None:
+    """Move the staged sinks into place: first the previous run's sinks aside (into ``aside``), then the new ones
+    in, then the previous ones away; on a failure, an interrupt (Ctrl-C, SIGTERM) included, the previous sinks are
+    put back, so that the output holds one run's sinks, not a mix, and an error is one sentence. Where they cannot
+    be put back they stay in ``aside``, which a later run refuses to start beside (``_check_nothing_set_aside``)."""
     from seqwatch.pipelines.sinks import write_parquet
     from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA
 
     schemas = {"alerts": ALERT_SCHEMA, "forecasts": FORECAST_SCHEMA, "scores": SCORE_SCHEMA,
                "quarantine": QUARANTINE_SCHEMA}
+    for sink in SINKS:  # a quiet night's alerts/ holds a file of no row, so that a query of it still has columns
+        staged = FileSystems.join(staging, sink)
+        if not FileSystems.exists(staged):
+            write_parquet(FileSystems.join(staged, EMPTY_SINK_FILE), schemas[sink].empty_table())
     set_aside: list[tuple[str, str]] = []
     try:
-        for sink in SINKS:  # a quiet night's alerts/ holds a file of no row, so that a query of it still has columns
-            staged = FileSystems.join(staging, sink)
-            if not FileSystems.exists(staged):
-                write_parquet(FileSystems.join(staged, EMPTY_SINK_FILE), schemas[sink].empty_table())
         for sink in SINKS:
             final = FileSystems.join(output, sink)
             if FileSystems.exists(final):
-                previous = FileSystems.join(staging, f"previous-{sink}")
+                if not set_aside:
+                    FileSystems.mkdirs(aside)
+                previous = FileSystems.join(aside, sink)
                 FileSystems.rename([final], [previous])
                 set_aside.append((final, previous))
         for sink in SINKS:
             FileSystems.rename([FileSystems.join(staging, sink)], [FileSystems.join(output, sink)])
-    except OSError as exc:  # Beam's BeamIOError is an OSError too
-        reason = str(exc).split(" [while", 1)[0].splitlines()[0]
+    except BaseException as exc:  # an OSError (Beam's BeamIOError is one), or an interrupt between two moves
+        reason = str(exc).split(" [while", 1)[0].splitlines()[0] if isinstance(exc, OSError) else "interrupted"
         try:
             for final, previous in set_aside:
                 _delete(final)
                 FileSystems.rename([previous], [final])
-            kept = "the previous run's outputs were put back"
+            _delete(aside)
         except OSError:
-            raise PreviousOutputsSetAside(f"could not move the outputs into place under {output} ({reason}), nor "
-                                          f"put the previous run's back: they are in {staging}") from None
+            raise RunError(f"could not move the outputs into place under {output} ({reason}), nor put the previous "
+                           f"run's back: they are in {aside}; move them back before the next run") from None
+        if not isinstance(exc, OSError):
+            raise
         raise RunError(f"could not move the outputs into place under {output} ({reason}); the previous run's "
                        f"outputs were put back") from None
+    _delete(aside)
 
 
-class PreviousOutputsSetAside(RunError):
-    """A failed commit could not put the previous run's sinks back: they are left in the staging folder."""
+def _check_nothing_set_aside(output: str) -> None:
+    """Refuse to run beside a previous run's outputs that a failed commit could not put back."""
+    if "://" in output or not Path(output).is_dir():
+        return
+    left = sorted(p.name for p in Path(output).glob("_previous-*") if p.is_dir())
+    if left:
+        raise RunError(f"{Path(output) / left[0]} holds a previous run's outputs that a failed commit could not put "
+                       f"back; move them back into {output} (or delete them) before the next run")
 
 
 def _files_under(path: str) -> list[str]:
@@ -296,8 +308,8 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
     except OSError as exc:
         raise RunError(str(exc)) from None
     _check_sinks_replaceable(config.output)
+    _check_nothing_set_aside(config.output)
     _delete(plan.staging)
-    keep_staging = False
     options, workers = _options(list(beam_args or []), config, plan.paths)
     try:
         p = beam.Pipeline(options=options)
@@ -314,14 +326,9 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
         output = config.output
         replaced = _previous_run(output, plan.run_id, list(plan.paths))
-        try:
-            _commit(output, plan.staging)
-        except PreviousOutputsSetAside:
-            keep_staging = True
-            raise
+        _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     finally:
-        if not keep_staging:
-            _delete(plan.staging)
+        _delete(plan.staging)
     manifest = {
         "run_id": plan.run_id,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

@@ -44,6 +44,8 @@ class RunConfig:
     def __post_init__(self):
         if not self.inputs:
             raise ValueError("at least one input is needed")
+        if self.run_id is None:  # as the library took it before the check: derive one
+            object.__setattr__(self, "run_id", "")
         check_run_id(self.run_id)
         if not self.output:
             raise ValueError("an output folder is needed")

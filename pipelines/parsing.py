@@ -159,6 +159,9 @@ def _unexpected_columns(name: str, extra: list) -> SchemaDriftError:
                             f"'ignore' list) or set the mapping's 'extra_columns' to 'ignore'")
 
 
+HIVE_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
 def hive_partitions(source: str) -> dict[str, str]:
     """The Hive-style partition folders of a path (``.../device=pump-01/date=2026-01-05/part-0.parquet`` ->
     ``{"device": "pump-01", "date": "2026-01-05"}``), their values unescaped as Spark and Arrow escape them
@@ -168,7 +171,9 @@ def hive_partitions(source: str) -> dict[str, str]:
     found = {}
     for part in PurePath(source).parts[:-1]:
         key, sep, value = part.partition("=")
-        if sep and key and value:
+        if sep and key and value == HIVE_NULL_PARTITION:
+            found[unquote(key)] = ""  # Spark's folder for rows whose key is null: an entity id that is missing
+        elif sep and key and value:
             found[unquote(key)] = unquote(value)
     return found
 
@@ -197,11 +202,13 @@ def partition_clash(spans: dict) -> str | None:
                         f"{differ[0]} (the mapping's entity column)")
             # Files of one name in other (not partition) folders, each the entity of its name, over mostly the same
             # time: other machines (site-a/pump.csv, site-b/pump.csv; a data set's anomaly_*/day6.csv), whose
-            # readings would be duplicates of one another. Files that only touch (daily exports sharing an hour) pass.
+            # readings would be duplicates of one another. Files that share less than half of the longer one's span
+            # pass: daily exports sharing an hour, rolling 48-hour exports written daily, a file whose one stray
+            # reading from months before stretches its span over another.
             shared = min(last_a, last_b) - first_b
             same_name = PurePath(a).name == PurePath(b).name and PurePath(a).parent != PurePath(b).parent
             if (same_name and not pa_ and not pb_ and entity == entity_from_filename(a)
-                    and shared >= 0.5 * min(last_a - first_a, last_b - first_b)):
+                    and shared > 0.5 * max(last_a - first_a, last_b - first_b)):
                 return (f"{a} and {b} are both entity {entity!r}, the name of the file, over the same time: they "
                         f"would be one machine's readings twice; give each file its entity (a column: "
                         f"--entity-column; a folder: site=a/{PurePath(a).name}, read with --entity-column site; or "
@@ -239,6 +246,8 @@ def numeric_date_reason(shown: str, text: str) -> str:
     if clock:
         rest += " %H:%M" + (":%S" if seconds else "") + (".%f" if fraction else "")
     day_first, month_first = f"%d{sep}%m{sep}{rest}", f"%m{sep}%d{sep}{rest}"
+    if int(first) > 12 and int(second) > 12:
+        return f"timestamp {shown} is no date: neither {first} nor {second} can be a month"
     if int(second) > 12 >= int(first):
         return (f"timestamp {shown} is written month first ({second} cannot be a month), which is read only with "
                 f"its format: --timestamp-format '{month_first}' (the mapping's timestamp_format)")

@@ -133,15 +133,17 @@ def _original_manifest(manifest: Path | None) -> dict:
         return {}
 
 
-def check_sources_unchanged(records: pd.DataFrame, input_digests: dict) -> None:
+def check_sources_unchanged(records: pd.DataFrame, input_digests: dict, current: dict | None = None) -> None:
     """Refuse a replay whose source file no longer holds what the run read (a replay patches lines by number: in
     a file re-exported since, a record's line is another reading's, which the patch would erase). Sources the
-    run's manifest has no digest of (a run with --run-id, a stream, a JSON Lines export alone) are not checked."""
+    run's manifest has no digest of (a run with --run-id, a stream, a JSON Lines export alone) are not checked.
+    ``current``: digests of the sources already computed (each file is hashed once)."""
     from seqwatch.pipelines.batch import _sha256_file
 
+    current = current or {}
     for source in records["source"].unique():
         expected = input_digests.get(source)
-        if expected and Path(source).is_file() and _sha256_file(source) != expected:
+        if expected and Path(source).is_file() and (current.get(source) or _sha256_file(source)) != expected:
             raise ReplayError(f"cannot replay the records of {source}: the file changed since the run read it, so "
                               f"their line numbers may point at other readings now; run the file again instead")
 
@@ -349,11 +351,12 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         which = f" with reason codes {list(config.reason_codes)}" if config.reason_codes else ""
         raise ReplayError(f"nothing to replay: {config.quarantine} holds no quarantined records{which}")
     original_manifest = _original_manifest(manifest_path)
-    check_sources_unchanged(records, original_manifest.get("input_digests") or {})
-    # what the replay read, so that a replay of this replay's quarantine is checked in turn
+    # what the replay reads (hashed once), checked against the run's, and kept so that a replay of this replay's
+    # quarantine is checked in turn
     from seqwatch.pipelines.batch import _sha256_file
     digests = {source: _sha256_file(source) for source in sorted(records["source"].unique())
                if source and Path(source).is_file()}
+    check_sources_unchanged(records, original_manifest.get("input_digests") or {}, digests)
     original = original_manifest.get("settings", {})
     mapping = config.mapping
     if mapping is None:

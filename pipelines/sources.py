@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import glob
 import os
 import re
@@ -571,26 +572,30 @@ class FileReader:
                                          coerce_int96_timestamp_unit="us")
             booleans = {pa.bool_(): pd.BooleanDtype()}
             total = parquet.metadata.num_rows
-            try:
-                for record_batch in parquet.iter_batches(batch_size=self.chunk_rows):
-                    # Not the pandas metadata: a timestamp column pandas wrote as the frame's index stays a column.
-                    # Booleans stay boolean with their nulls (a status flag reads as 1 and 0; object would be text).
-                    frame = record_batch.to_pandas(ignore_metadata=True, types_mapper=booleans.get)
-                    for name in integers:  # ids 101, not 101.0 where a null made pandas read the column as floats
-                        frame[name] = record_batch.column(name).to_pandas(integer_object_nulls=True)
-                    numbers = np.arange(first, first + len(frame), dtype=np.int64)
-                    first += len(frame)
-                    columns = {name: frame[name] for name in frame.columns}
-                    batch, bad = parse_rows(columns, numbers, lambda i, fr=frame: raw_json(fr.iloc[i].to_dict()),
-                                            path, layout, self.mapping, self.run_id)
-                    yield batch, bad, len(frame) * layout.readings_per_row
-            except (OSError, pa.ArrowInvalid) as exc:  # a damaged page: the rows before it were read
-                reason = (f"the Parquet file is damaged from row {first} on ({str(exc).splitlines()[0]}); "
-                          f"{total - first + 1} rows could not be read")
-                record = Quarantined("", path, first, "", (total - first + 1) * layout.readings_per_row, "parse",
-                                     "damaged_file", reason, self.run_id)
-                yield ReadingBatch.from_columns([], [], [], [], [], []), [record], record.records
-                return
+            batches = parquet.iter_batches(batch_size=self.chunk_rows)
+            while True:
+                try:  # a decoding error reading the next rows is damage; errors of parsing them are not
+                    record_batch = next(batches, None)
+                except (OSError, pa.ArrowInvalid) as exc:
+                    reason = (f"the Parquet file is damaged from row {first} on ({str(exc).splitlines()[0]}); "
+                              f"{total - first + 1} rows could not be read")
+                    record = Quarantined("", path, first, "", (total - first + 1) * layout.readings_per_row,
+                                         "parse", "damaged_file", reason, self.run_id)
+                    yield ReadingBatch.from_columns([], [], [], [], [], []), [record], record.records
+                    return
+                if record_batch is None:
+                    break
+                # Not the pandas metadata: a timestamp column pandas wrote as the frame's index stays a column.
+                # Booleans stay boolean with their nulls (a status flag reads as 1 and 0; object would be text).
+                frame = record_batch.to_pandas(ignore_metadata=True, types_mapper=booleans.get)
+                for name in integers:  # ids 101, not 101.0 where a null made pandas read the column as floats
+                    frame[name] = record_batch.column(name).to_pandas(integer_object_nulls=True)
+                numbers = np.arange(first, first + len(frame), dtype=np.int64)
+                first += len(frame)
+                columns = {name: frame[name] for name in frame.columns}
+                batch, bad = parse_rows(columns, numbers, lambda i, fr=frame: raw_json(fr.iloc[i].to_dict()),
+                                        path, layout, self.mapping, self.run_id)
+                yield batch, bad, len(frame) * layout.readings_per_row
         if first == 1:  # no rows: report a count of 0
             yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
 
@@ -672,6 +677,7 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     all it names. A local file
     named twice (``a.csv`` and ``./a.csv``, or a path through a link) is read once, under the first of its names
     in sorted order."""
+    _real_folder.cache_clear()  # links may have changed since the last call
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
@@ -725,9 +731,10 @@ _DOCUMENTATION = ("readme", "license", "licence", "notice", "copying", "changelo
 
 
 def _is_documentation(path: str) -> bool:
-    """A README.txt or LICENSE.txt that a data folder holds beside its files (NAB's does): not data."""
-    stem = path.rsplit("/", 1)[-1].lower().split(".", 1)[0]
-    return stem.split("-", 1)[0].split("_", 1)[0] in _DOCUMENTATION
+    """A README.txt or LICENSE.txt that a data folder holds beside its files (NAB's does): not data. Only these
+    names with a .txt suffix (license_plate_cam.csv is data)."""
+    name = path.rsplit("/", 1)[-1].lower()
+    return name.endswith(".txt") and name[:-4] in _DOCUMENTATION
 
 
 def _is_data_file(path: str) -> bool:
@@ -737,22 +744,43 @@ def _is_data_file(path: str) -> bool:
 def _inside(path: str, folder: str) -> bool:
     if "://" in path or "://" in folder:
         return path.startswith(folder.rstrip("/") + "/")
-    return os.path.realpath(path).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep)
+    # Through links on either side, each folder resolved once per expand_inputs (resolving each of 50,000 files
+    # took 2 s): the file's own folder, as a file's name is not a link into the output folder.
+    home, real = _real_folder(os.path.dirname(os.path.abspath(path))), _real_folder(folder).rstrip(os.sep)
+    return home == real or home.startswith(real + os.sep)
+
+
+@functools.lru_cache(maxsize=65536)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+_OUTPUT_FOLDERS = ("alerts", "alerts_open", "forecasts", "scores", "quarantine", "counts", "readings")
 
 
 def _seqwatch_outputs(folder: str) -> tuple:
-    """The folders under a local ``folder`` that hold a seqwatch run's outputs (a ``manifest.json`` beside a
-    ``scores/`` folder)."""
+    """The output folders (``scores/``, ``alerts/``, ...) of the seqwatch runs under a local ``folder``: beside a
+    ``manifest.json`` that names a run id and its counts (a data set's own manifest.json does not)."""
     if "://" in folder or not os.path.isdir(folder):
         return ()
     found = []
     for root, dirs, files in os.walk(folder):
-        if "manifest.json" in files and "scores" in dirs:
-            found.append(root)
-            dirs[:] = []
-        else:
-            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        if "manifest.json" in files and "scores" in dirs and _is_run_manifest(os.path.join(root, "manifest.json")):
+            found += [os.path.join(root, d) for d in dirs if d in _OUTPUT_FOLDERS]
+            dirs[:] = [d for d in dirs if d not in _OUTPUT_FOLDERS]
     return tuple(found)
+
+
+def _is_run_manifest(path: str) -> bool:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"run_id", "records_in"} <= set(manifest)
 
 
 def _match(pattern: str) -> list[str]:

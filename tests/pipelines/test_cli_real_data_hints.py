@@ -53,11 +53,12 @@ def test_documentation_beside_the_data_is_not_input(tmp_path, monkeypatch):
     """NAB's folder holds LICENSE.txt: a run on the folder died on it ('lacks the timestamp column')."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nab" / "data").mkdir(parents=True)
-    for name in ("LICENSE.txt", "README.txt", "README-data.txt"):
+    for name in ("LICENSE.txt", "README.txt", "readme.TXT"):
         (tmp_path / "nab" / name).write_text("Copyright\n")
-    (tmp_path / "nab" / "data" / "nyc_taxi.csv").write_text("timestamp,value\n")
-    (tmp_path / "nab" / "data" / "licensed_meter.csv").write_text("timestamp,value\n")  # a data file named so
-    assert expand_inputs(["nab"]) == ["nab/data/licensed_meter.csv", "nab/data/nyc_taxi.csv"]
+    for name in ("nyc_taxi.csv", "license_plate_cam.csv", "notice_board.txt", "readme.csv"):  # data, named so
+        (tmp_path / "nab" / "data" / name).write_text("timestamp,value\n")
+    assert expand_inputs(["nab"]) == ["nab/data/license_plate_cam.csv", "nab/data/notice_board.txt",
+                                      "nab/data/nyc_taxi.csv", "nab/data/readme.csv"]
 
 
 def test_files_of_one_name_in_other_folders_over_the_same_time_are_refused():
@@ -73,6 +74,35 @@ def test_files_of_one_name_in_other_folders_over_the_same_time_are_refused():
     assert partition_clash({"pump": [("2026-01-05/pump.csv", 0, day + HOUR),
                                      ("2026-01-06/pump.csv", day, 2 * day)]}) is None
     assert partition_clash({"pump": [("jan/pump.csv", 0, day), ("feb/pump.csv", 40 * day, 41 * day)]}) is None
+    # found by a review: rolling 48-hour exports written daily, a stray reading from months before, a file of one
+    # reading that touches the one before
+    assert partition_clash({"pump": [("01/pump.csv", 0, 2 * day), ("02/pump.csv", day, 3 * day)]}) is None
+    assert partition_clash({"pump": [("2024-01/pump.csv", 0, 31 * day),
+                                     ("2024-02/pump.csv", -90 * day, 60 * day)]}) is None
+    assert partition_clash({"pump": [("a/pump.csv", 0, day), ("b/pump.csv", day, day)]}) is None
+
+
+def test_the_ambiguity_advice_calls_a_date_with_no_month_no_date():
+    assert explain_timestamp("13/14/2020", None, "UTC", None).endswith(
+        "is no date: neither 13 nor 14 can be a month")
+
+
+def test_sparks_null_partition_is_a_missing_entity(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "entity_id=__HIVE_DEFAULT_PARTITION__"
+    folder.mkdir()
+    pq.write_table(pa.table({"channel": ["flow"], "timestamp": ["2026-01-05T00:00:00Z"], "value": [1.0]}),
+                   folder / "part-0.parquet")
+    (batch, bad, count), = FileReader(InputMapping(), "r").read(str(folder / "part-0.parquet"))
+    assert len(batch) == 0 and count == 1 and [q.reason_code for q in bad] == ["missing_entity"]
+
+
+def test_a_library_caller_may_still_leave_the_run_id_to_be_derived():
+    from seqwatch.pipelines.config import RunConfig
+
+    assert RunConfig(inputs=("a.csv",), output="o", model_dir="m", run_id=None).run_id == ""
 
 
 def test_a_threshold_extrapolated_far_beyond_few_calibration_windows_gets_a_note():

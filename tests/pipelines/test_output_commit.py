@@ -69,8 +69,9 @@ def test_the_commit_puts_every_sink_of_the_new_run_in_place(tmp_path):
     _sinks(out, "old")
     _sinks(staging, "new")
     (out / "notes.txt").write_text("mine\n")
-    _commit(str(out), str(staging))
+    _commit(str(out), str(staging), str(out / "_previous-new"))
     assert _held(out) == {sink: ["new.parquet"] for sink in batch.SINKS}
+    assert not (out / "_previous-new").exists()
     assert (out / "notes.txt").read_text() == "mine\n"
 
 
@@ -84,7 +85,7 @@ def test_a_sink_the_run_wrote_nothing_to_holds_a_file_of_no_row_with_its_schema(
     for sink in ("scores", "quarantine"):
         (staging / sink).mkdir(parents=True)
         (staging / sink / "new.parquet").write_text("new")
-    _commit(str(out), str(staging))
+    _commit(str(out), str(staging), str(out / "_previous-new"))
     assert _held(out)["alerts"] == ["empty.parquet"] and _held(out)["forecasts"] == ["empty.parquet"]
     alerts = ds.dataset(out / "alerts", format="parquet").to_table(columns=["alert_id", "entity_id"])
     assert alerts.num_rows == 0
@@ -110,8 +111,39 @@ def test_a_commit_that_fails_halfway_puts_the_previous_run_back(tmp_path, monkey
     monkeypatch.setattr(FileSystems, "rename", refusing)
     with pytest.raises(RunError, match=rf"^could not move the outputs into place under {out} \(Rename operation "
                                        r"failed \(No space left on device\)\); the previous run's outputs were put back"):
-        _commit(str(out), str(staging))
+        _commit(str(out), str(staging), str(out / "_previous-new"))
     assert _held(out) == {sink: ["old.parquet"] for sink in batch.SINKS}
+    assert not (out / "_previous-new").exists()
+
+
+def test_an_interrupt_between_two_moves_puts_the_previous_run_back(tmp_path, monkeypatch):
+    """Found by a review: a Ctrl-C or SIGTERM (now an interrupt too) between two moves left the previous sinks in
+    the staging folder, which the run then deleted, while the CLI said the previous outputs were as they were."""
+    out, staging = tmp_path / "out", tmp_path / "out" / "_staging-new"
+    _sinks(out, "old")
+    _sinks(staging, "new")
+    rename, calls = FileSystems.rename, []
+
+    def interrupted(sources, destinations):
+        calls.append(sources)
+        if len(calls) == len(batch.SINKS) + 2:
+            raise KeyboardInterrupt
+        return rename(sources, destinations)
+
+    monkeypatch.setattr(FileSystems, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _commit(str(out), str(staging), str(out / "_previous-new"))
+    assert _held(out) == {sink: ["old.parquet"] for sink in batch.SINKS}
+
+
+def test_a_run_refuses_to_start_beside_outputs_a_failed_commit_could_not_put_back(tmp_path):
+    from seqwatch.pipelines.batch import _check_nothing_set_aside
+
+    _check_nothing_set_aside(str(tmp_path))
+    (tmp_path / "_previous-run-1" / "scores").mkdir(parents=True)
+    with pytest.raises(RunError, match=r"_previous-run-1 holds a previous run's outputs that a failed commit could "
+                                       r"not put back; move them back"):
+        _check_nothing_set_aside(str(tmp_path))
 
 
 def test_a_rerun_under_the_same_run_id_with_other_inputs_says_what_it_replaces(tmp_path):
@@ -129,11 +161,17 @@ def test_an_earlier_runs_output_folder_inside_the_input_folder_is_not_input(tmp_
     inp = tmp_path / "inp"
     (inp / "out-day1" / "scores" / "pump-01").mkdir(parents=True)
     (inp / "live.csv").write_text("x\n")
-    (inp / "out-day1" / "manifest.json").write_text("{}")
+    (inp / "out-day1" / "manifest.json").write_text('{"run_id": "run-1", "records_in": 5}')
     (inp / "out-day1" / "scores" / "pump-01" / "pane-1.parquet").write_text("x")
     (inp / "archive").mkdir()
     (inp / "archive" / "old.csv").write_text("x\n")  # a plain subfolder stays input
     assert expand_inputs(["inp"], exclude=("inp/out-day2",)) == ["inp/archive/old.csv", "inp/live.csv"]
+    # a data set's own manifest.json beside a scores/ folder of its own data is not a run's output
+    (inp / "dataset" / "scores").mkdir(parents=True)
+    (inp / "dataset" / "manifest.json").write_text('{"dataset": "x"}')
+    (inp / "dataset" / "scores" / "model_scores.csv").write_text("x\n")
+    assert "inp/dataset/scores/model_scores.csv" in expand_inputs(["inp"])
+    (inp / "dataset" / "scores" / "model_scores.csv").unlink()
     (inp / "outsym" / "alerts").mkdir(parents=True)
     (inp / "outsym" / "alerts" / "a.parquet").write_text("x")
     os.symlink(inp / "outsym", tmp_path / "linkB")
