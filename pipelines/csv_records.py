@@ -79,17 +79,16 @@ def record_spans(lines: Sequence, sep: str, n_fields: int | None, final: bool = 
     marked = ([i for i, line in enumerate(lines) if (b'"' if as_bytes else '"') in line] if quoted is None
               else list(quoted))
     texts = lines.texts(marked) if hasattr(lines, "texts") else [_strip_end(lines[i]) for i in marked]
-    pattern = _open_pattern(sep, as_bytes).fullmatch
-    inside_quote = b'"' if as_bytes else '"'
     closes: list = [None] * len(marked)  # whether each quoted line closes a quoted field it starts inside of
 
     def closing(m: int) -> bool:
         if closes[m] is None:  # each line is read from inside at most once, however many records reach it
-            closes[m] = pattern(inside_quote + texts[m]) is None
+            closes[m] = not ends_in_quotes(texts[m], sep, inside=True)
         return closes[m]
 
     # the quoted lines that end inside quotes when read from outside (few): each may start a record
-    starting = [k for k, text in enumerate(texts) if pattern(text)]
+    opens = _open_pattern(sep, as_bytes).fullmatch
+    starting = [k for k, text in enumerate(texts) if opens(text)]
     next_closing = None
     if len(starting) > _MANY_OPENINGS:  # e.g. every line ends in a broken quote: find each one's closing at once
         flags = np.fromiter((closing(m) for m in range(len(marked))), dtype=bool, count=len(marked))

@@ -180,8 +180,9 @@ def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -
         if not texts:
             continue
         text = texts.pop()
-        text_lines = _line_count(text)
-        if text_lines > 1 and not _one_record(text, sep):
+        pieces = _text_lines(text)
+        text_lines = len(pieces)
+        if text_lines > 1 and not _one_record(pieces, sep):
             raise ReplayError(f"the raw text for line {number} of {source} holds a line break outside a quoted "
                               f"field; a fixed record stays one row")
         if text_lines > count:
@@ -193,18 +194,17 @@ def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -
     return lines
 
 
-def _line_count(text: str) -> int:
-    from seqwatch.pipelines.sources import _NEWLINE_TEXT
-
-    return len(_NEWLINE_TEXT.findall(text)) + 1
-
-
-def _one_record(text: str, sep: str) -> bool:
-    """Whether ``text`` (several lines) is one CSV record, its line breaks inside quoted fields."""
-    from seqwatch.pipelines.csv_records import join_records
+def _text_lines(text: str) -> list[str]:
+    """``text``'s lines, line ends kept, as the reader splits a file's."""
     from seqwatch.pipelines.sources import TextLines, _NEWLINE_TEXT
 
-    pieces = list(TextLines._pieces(_NEWLINE_TEXT, [text], ""))
+    return list(TextLines._pieces(_NEWLINE_TEXT, [text], ""))
+
+
+def _one_record(pieces: list[str], sep: str) -> bool:
+    """Whether the lines ``pieces`` are one CSV record, their line breaks inside quoted fields."""
+    from seqwatch.pipelines.csv_records import join_records
+
     return len(list(join_records(enumerate(pieces, start=1), sep, None))) == 1
 
 

@@ -672,25 +672,26 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     except those whose name below it starts with ``.`` or ``_`` (``_SUCCESS``, ``.part-0.crc``: what Spark,
     Hadoop and Beam's own writers leave beside their data), those inside an ``exclude`` folder (a run's
     output folder, when it lies inside an input folder, also through a link) and those of an earlier run's
-    output folder (a ``manifest.json`` beside a ``scores/`` folder: yesterday's ``out-day1`` inside today's input
-    folder), and documentation beside the data (``README.txt``, ``LICENSE.txt``). A glob or a file path keeps
-    all it names. A local file
+    output folders (``_seqwatch_outputs``: yesterday's ``out-day1`` inside today's input folder), and
+    documentation beside the data (``README.txt``, ``LICENSE.txt``). A glob or a file path keeps all it names.
+    A local file
     named twice (``a.csv`` and ``./a.csv``, or a path through a link) is read once, under the first of its names
     in sorted order."""
     _real_folder.cache_clear()  # links may have changed since the last call
     paths = []
     for pattern in patterns:
         matched = _match(pattern)
-        if _names_a_folder(pattern, matched):
-            under = [path for path in _files_under(pattern) if _is_data_file(path) and not _is_documentation(path)]
-            outputs = tuple(exclude) + _seqwatch_outputs(pattern)
-            matched = [path for path in under if not any(_inside(path, folder) for folder in outputs)]
+        folder = _names_a_folder(pattern, matched)
+        outputs = tuple(exclude) + (_seqwatch_outputs(pattern) if folder else ())
+        if folder:
+            under = [path for path in _files_under(pattern) if _is_input_file(path)]
+            matched = [path for path in under if not any(_inside(path, out) for out in outputs)]
             if not matched and under:
                 raise FileNotFoundError(f"the CSV and Parquet files under {pattern!r} all lie inside a seqwatch output "
                                         f"folder (--output, or an earlier run's), which is not read as input")
             if not matched and "://" not in pattern and os.path.isdir(pattern):
                 raise FileNotFoundError(f"no CSV or Parquet file is in the folder {pattern!r}")
-        broken = _dangling_links(pattern, folder=_names_a_folder(pattern, matched), exclude=exclude)
+        broken = _dangling_links(pattern, folder=folder, exclude=outputs)
         if broken:
             link, target = broken[0]
             more = f" (and {len(broken) - 1} more such links)" if len(broken) > 1 else ""
@@ -718,10 +719,8 @@ def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
         names = []
         for root, dirs, files in os.walk(pattern):
             dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-            names += [os.path.join(root, f) for f in files
-                  if not f.startswith((".", "_")) and _is_data_file(f) and not _is_documentation(f)]
-        outputs = tuple(exclude) + _seqwatch_outputs(pattern)
-        names = [n for n in names if not any(_inside(n, out) for out in outputs)]
+            names += [os.path.join(root, f) for f in files if not f.startswith((".", "_")) and _is_input_file(f)]
+        names = [n for n in names if not any(_inside(n, out) for out in exclude)]
     else:
         names = glob.glob(pattern)
     return sorted((name, os.readlink(name)) for name in names if os.path.islink(name) and not os.path.exists(name))
@@ -739,6 +738,11 @@ def _is_documentation(path: str) -> bool:
 
 def _is_data_file(path: str) -> bool:
     return path.rsplit("/", 1)[-1].lower().endswith(_DATA_FILE_SUFFIXES)
+
+
+def _is_input_file(path: str) -> bool:
+    """What a folder given as input stands for: its data files, not the documentation beside them."""
+    return _is_data_file(path) and not _is_documentation(path)
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -100,15 +100,7 @@ def test_a_commit_that_fails_halfway_puts_the_previous_run_back(tmp_path, monkey
     out, staging = tmp_path / "out", tmp_path / "out" / "_staging-new"
     _sinks(out, "old")
     _sinks(staging, "new")
-    rename, calls = FileSystems.rename, []
-
-    def refusing(sources, destinations):
-        calls.append(sources)
-        if len(calls) == len(batch.SINKS) + 2:  # every old sink set aside, one new sink moved in, then a refusal
-            raise OSError("Rename operation failed (No space left on device)")
-        return rename(sources, destinations)
-
-    monkeypatch.setattr(FileSystems, "rename", refusing)
+    _rename_fails_after_one_new_sink(monkeypatch, OSError("Rename operation failed (No space left on device)"))
     with pytest.raises(RunError, match=rf"^could not move the outputs into place under {out} \(Rename operation "
                                        r"failed \(No space left on device\)\); the previous run's outputs were put back"):
         _commit(str(out), str(staging), str(out / "_previous-new"))
@@ -122,18 +114,24 @@ def test_an_interrupt_between_two_moves_puts_the_previous_run_back(tmp_path, mon
     out, staging = tmp_path / "out", tmp_path / "out" / "_staging-new"
     _sinks(out, "old")
     _sinks(staging, "new")
-    rename, calls = FileSystems.rename, []
-
-    def interrupted(sources, destinations):
-        calls.append(sources)
-        if len(calls) == len(batch.SINKS) + 2:
-            raise KeyboardInterrupt
-        return rename(sources, destinations)
-
-    monkeypatch.setattr(FileSystems, "rename", interrupted)
+    _rename_fails_after_one_new_sink(monkeypatch, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         _commit(str(out), str(staging), str(out / "_previous-new"))
     assert _held(out) == {sink: ["old.parquet"] for sink in batch.SINKS}
+    assert not (out / "_previous-new").exists()
+
+
+def _rename_fails_after_one_new_sink(monkeypatch, error: BaseException) -> None:
+    """The file system's rename raises ``error`` once every old sink was set aside and one new sink moved in."""
+    rename, calls = FileSystems.rename, []
+
+    def failing(sources, destinations):
+        calls.append(sources)
+        if len(calls) == len(batch.SINKS) + 2:
+            raise error
+        return rename(sources, destinations)
+
+    monkeypatch.setattr(FileSystems, "rename", failing)
 
 
 def test_a_run_refuses_to_start_beside_outputs_a_failed_commit_could_not_put_back(tmp_path):

@@ -81,10 +81,10 @@ def _file(tmp_path, newline: str = "\n", prefix: bytes = b"") -> tuple[str, list
     return str(path), firsts
 
 
-def _read(path: str, chunk_rows: int, line_by_line: bool):
-    reader = FileReader(NOTES, "run", chunk_rows=chunk_rows)
-    header, sep = read_header(path)
-    layout = FileLayout.resolve(header, NOTES, path)
+def _read_with(mapping, path: str, chunk_rows: int, line_by_line: bool):
+    reader = FileReader(mapping, "run", chunk_rows=chunk_rows)
+    header, sep = read_header(path, mapping.sep)
+    layout = FileLayout.resolve(header, mapping, path)
     chunks = (reader._csv_line_chunks(path, layout, sep) if line_by_line else reader._csv_chunks(path, layout, sep))
     frames, quarantine, count = [], [], 0
     for batch, bad, n in chunks:
@@ -92,8 +92,11 @@ def _read(path: str, chunk_rows: int, line_by_line: bool):
         quarantine += [tuple(q) for q in bad]
         count += n
     readings = pd.concat(frames, ignore_index=True).astype({"entity_id": object, "channel": object, "source": object})
-    readings = readings.sort_values(["line", "channel"]).reset_index(drop=True)
-    return readings, sorted(quarantine), count
+    return readings.sort_values(["line", "channel"]).reset_index(drop=True), sorted(quarantine), count
+
+
+def _read(path: str, chunk_rows: int, line_by_line: bool):
+    return _read_with(NOTES, path, chunk_rows, line_by_line)
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
@@ -251,20 +254,6 @@ def test_a_separator_beyond_ascii_joins_the_same_records_either_way(tmp_path, en
     pd.testing.assert_frame_equal(bulk[0], line[0])
     assert bulk[1:] == line[1:]
     assert bulk[0]["line"].tolist() == [2, 4] and bulk[1] == []
-
-
-def _read_with(mapping, path: str, chunk_rows: int, line_by_line: bool):
-    reader = FileReader(mapping, "run", chunk_rows=chunk_rows)
-    header, sep = read_header(path, mapping.sep)
-    layout = FileLayout.resolve(header, mapping, path)
-    chunks = (reader._csv_line_chunks(path, layout, sep) if line_by_line else reader._csv_chunks(path, layout, sep))
-    frames, quarantine, count = [], [], 0
-    for batch, bad, n in chunks:
-        frames.append(batch.frame)
-        quarantine += [tuple(q) for q in bad]
-        count += n
-    readings = pd.concat(frames, ignore_index=True).astype({"entity_id": object, "channel": object, "source": object})
-    return readings.sort_values(["line", "channel"]).reset_index(drop=True), sorted(quarantine), count
 
 
 def test_replay_reads_a_sniffed_separator_and_refuses_lines_inside_a_record(tmp_path):
