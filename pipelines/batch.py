@@ -24,6 +24,7 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.locality import file_spans
+from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sinks import prepare_output_folder
@@ -307,6 +308,16 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         prepare_output_folder(config.output)
     except OSError as exc:
         raise RunError(str(exc)) from None
+    try:
+        with output_lock(config.output, "run", plan.run_id):
+            return _run_locked(plan, beam_args, started)
+    except OutputBusy as exc:
+        raise RunError(str(exc)) from None
+
+
+def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float) -> dict:
+    """``run_batch`` once the output folder is this run's alone."""
+    config = plan.config
     _check_sinks_replaceable(config.output)
     _check_nothing_set_aside(config.output)
     _delete(plan.staging)

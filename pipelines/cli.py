@@ -682,7 +682,8 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.pipelines.sources import expand_inputs, is_parquet, read_header
     from seqwatch.pipelines.sinks import prepare_output_folder
-    from seqwatch.pipelines.streaming import counts_files, plan_stream, run_stream, stream_totals
+    from seqwatch.pipelines.output_lock import OutputBusy, output_lock
+    from seqwatch.pipelines.streaming import plan_stream
 
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
@@ -713,6 +714,7 @@ def cmd_stream(args, beam_args) -> int:
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping}
+    paths: list[str] = []  # the replayed files
     if args.source == "replay":
         if not args.input:
             raise CliError("--source replay needs --input")
@@ -788,6 +790,17 @@ def cmd_stream(args, beam_args) -> int:
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
+    try:  # the stream holds its output folder until it ends (pipelines/output_lock.py)
+        with output_lock(args.output, "stream", plan.run_id):
+            return _stream_locked(args, beam_args, plan, make_source, name, mapping, paths)
+    except OutputBusy as exc:
+        raise CliError(str(exc)) from None
+
+
+def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> int:
+    """``cmd_stream`` once its output folder is this stream's alone: broker checks, the stream, its totals."""
+    from seqwatch.pipelines.streaming import counts_files, run_stream, stream_totals
+
     if args.source == "kafka":
         try:  # a broker that does not answer, or a topic it lacks, is said now, not as the job's failure
             make_source(plan.run_id).check_topic()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
+from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.schemas.mapping import InputMapping
 
 REPLAY_DIR = "_replay_inputs"
@@ -334,8 +335,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     Raises ``ReplayError`` (nothing to replay, a source is gone, conflicting fixes) or the batch run's
     ``RunError``; either way with one sentence."""
-    from seqwatch.pipelines.batch import run_batch
-    from seqwatch.pipelines.config import RunConfig
+    from seqwatch.pipelines.sinks import prepare_output_folder
 
     files, manifest_path = find_quarantine(config.quarantine)
     records = load_records(files)
@@ -372,6 +372,26 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         settings["pane_steps"] = config.pane_steps
     settings.update(config.extra)
     suite = config.suite or original.get("suite") or "sensor"
+
+    output = Path(config.output)
+    try:
+        prepare_output_folder(str(output))
+    except OSError as exc:
+        raise ReplayError(str(exc)) from None
+    try:
+        with output_lock(str(output), "replay", config.run_id or ""):
+            return _replay_locked(config, records, original_manifest, digests, mapping, settings, suite, beam_args,
+                                  now_us)
+    except OutputBusy as exc:
+        raise ReplayError(str(exc)) from None
+
+
+def _replay_locked(config: ReplayConfig, records: pd.DataFrame, original_manifest: dict, digests: dict,
+                   mapping: InputMapping, settings: dict, suite: str, beam_args: list[str] | None,
+                   now_us: int | None) -> dict:
+    """``run_replay`` once its output folder is this replay's alone: the copies, the batch run, the manifest."""
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.config import RunConfig
 
     output = Path(config.output)
     work = output / REPLAY_DIR

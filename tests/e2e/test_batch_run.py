@@ -677,7 +677,7 @@ def test_entity_ids_that_are_not_file_names_are_written_where_readers_find_them(
     assert _read(out, "quarantine").column("records").to_pylist() == [1]
     folders = {p.name for sink in ("scores", "forecasts") for p in (out / sink).iterdir()}
     assert len(folders) == len(odd) and not any(name.startswith((".", "_")) for name in folders)
-    assert {p.name for p in out.iterdir()} == {*SINKS, "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {*SINKS, "manifest.json", ".seqwatch.lock"}
 
 
 def test_an_entity_sampled_far_from_the_models_interval_is_quarantined_with_that_reason(small_model_dir, tmp_path):

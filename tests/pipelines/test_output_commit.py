@@ -216,5 +216,5 @@ def test_sigterm_ends_a_batch_run_as_ctrl_c_does(small_model_dir, tmp_path):
     assert text.strip().splitlines()[-1] == ("seqwatch run: stopped by SIGTERM; a batch run commits nothing unless it "
                                              "finishes, so the previous outputs are as they were")
     assert not list(out.glob("_staging-*"))
-    assert sorted(p.name for p in out.iterdir()) == ["scores"]
+    assert sorted(p.name for p in out.iterdir()) == [".seqwatch.lock", "scores"]  # the lock: see test_output_lock
     assert (out / "scores" / "previous.parquet").read_text() == "the previous run's"
