@@ -168,15 +168,55 @@ def infer_step_us(frame: pd.DataFrame) -> int:
     return int(np.median(diffs))
 
 
+# Epoch numbers: the unit each value's magnitude gives, as the pipelines' parser guesses it (pipelines/parsing.py):
+# below 1e11 seconds (until the year 5138), below 1e14 milliseconds, below 1e17 microseconds, else nanoseconds.
+_EPOCH_UNIT_BOUNDS = ((1e11, 1_000_000.0), (1e14, 1_000.0), (1e17, 1.0), (np.inf, 1e-3))  # (below, µs per unit)
+# A numeric date whose day and month could be either way round (05/01/2026); the pipelines refuse it too.
+_DAY_MONTH_DATE = r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b"
+
+
+def _epoch_micros(numbers: pd.Series) -> np.ndarray:
+    """int64 µs of epoch numbers, each in the unit its magnitude gives (``_EPOCH_UNIT_BOUNDS``)."""
+    if pd.api.types.is_integer_dtype(numbers):
+        ints = numbers.to_numpy(dtype=np.int64)
+        magnitude = np.abs(ints.astype(np.float64))
+        out = np.empty(len(ints), dtype=np.int64)
+        low = 0.0
+        for below, per_unit in _EPOCH_UNIT_BOUNDS:
+            sel = (magnitude >= low) & (magnitude < below)
+            out[sel] = ints[sel] * int(per_unit) if per_unit >= 1 else (ints[sel] + 500) // 1000
+            low = below
+        return out
+    values = numbers.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"timestamps must be finite numbers; {values[~np.isfinite(values)][0]!r} is not")
+    magnitude, out, low = np.abs(values), np.empty(len(values), dtype=np.float64), 0.0
+    for below, per_unit in _EPOCH_UNIT_BOUNDS:
+        sel = (magnitude >= low) & (magnitude < below)
+        out[sel] = values[sel] * per_unit
+        low = below
+    return np.round(out).astype(np.int64)
+
+
 def as_micros(timestamps: pd.Series) -> np.ndarray:
-    """µs since the epoch of int µs or datetime values of any unit (naive datetimes are UTC); a column of
-    ``pd.Timestamp`` objects or of ISO 8601 texts is read as datetimes. Raises ValueError in one sentence
-    when a value is none of these, or missing."""
-    if not (pd.api.types.is_datetime64_any_dtype(timestamps) or pd.api.types.is_numeric_dtype(timestamps)):
+    """µs since the epoch of datetime values of any unit (naive datetimes are UTC), of ``pd.Timestamp`` objects or
+    date texts, or of epoch numbers, each in the unit its magnitude gives as the pipelines guess it (seconds below
+    1e11, milliseconds below 1e14, microseconds below 1e17, else nanoseconds). Raises ValueError in one sentence
+    when a value is none of these or missing, and for a day/month-ambiguous numeric date (``05/01/2026``), which
+    pandas would read either way round from one row to the next: parse those with ``pd.to_datetime(...,
+    format=...)`` first."""
+    if not (pd.api.types.is_datetime64_any_dtype(timestamps) or pd.api.types.is_numeric_dtype(timestamps)) \
+            or pd.api.types.is_bool_dtype(timestamps):
+        text = timestamps.astype("string")
+        ambiguous = text.str.match(_DAY_MONTH_DATE).fillna(False).to_numpy(dtype=bool)
+        if ambiguous.any():
+            raise ValueError(f"{text.iloc[int(np.flatnonzero(ambiguous)[0])]!r} could be day/month or month/day; "
+                             f"parse the timestamps with pd.to_datetime(..., format='%d/%m/%Y %H:%M:%S') (or the "
+                             f"format they have) first")
         try:
             timestamps = pd.to_datetime(timestamps, utc=True, format="mixed")
         except (ValueError, TypeError, OverflowError):
-            raise ValueError("timestamps must be datetimes, ISO 8601 texts or int µs since the epoch; "
+            raise ValueError("timestamps must be datetimes, date texts or epoch numbers (s, ms, µs or ns); "
                              f"{str(timestamps.iloc[0])[:40]!r} and others are not") from None
     missing = timestamps.isna().to_numpy()
     if missing.any():  # NaT would become the smallest int64: a grid from 292,000 BC
@@ -186,13 +226,18 @@ def as_micros(timestamps: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(timestamps):
         ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
-    return timestamps.to_numpy(dtype=np.int64)
+    return _epoch_micros(timestamps)
 
 
 def _check_columns(frame: pd.DataFrame) -> None:
+    """Raise ValueError in one sentence when ``frame`` is not long-format readings."""
     missing = {"entity_id", "channel", "timestamp", "value"} - set(frame.columns)
     if missing:
-        raise ValueError(f"training data lacks columns {sorted(missing)}")
+        hint = ""
+        if "timestamp" in missing and isinstance(frame.index, pd.DatetimeIndex):
+            hint = "; their times are the frame's index: pass frame.rename_axis('timestamp').reset_index()"
+        raise ValueError(f"the readings lack columns {sorted(missing)} (long format: entity_id, channel, timestamp, "
+                         f"value){hint}")
 
 
 def _check_entity_intervals(frame: pd.DataFrame, step_us: int, given: bool = False) -> None:
@@ -461,7 +506,7 @@ class Seq2SeqDetector:
         except InsufficientDataError:
             raise InsufficientDataError("the held-out readings hold no two readings of a channel of one entity, so "
                                         "they fill no window") from None
-        if step_us != self.step_us:
+        if not windowing.same_interval(step_us, self.step_us):
             raise ModelMismatchError(f"the held-out readings are sampled every {step_us / 1e6:g}s, the training "
                                      f"readings every {self.step_us / 1e6:g}s")
 
@@ -604,9 +649,11 @@ class Seq2SeqDetector:
             raise ModelMismatchError(
                 f"model {self.model_id} {self.model_version} expects channels {list(self.channels)}, but the data "
                 f"lack {missing}")
-        if step_us is not None and step_us != self.step_us:
+        if step_us is not None and not windowing.same_interval(step_us, self.step_us):
             raise ModelMismatchError(f"model {self.model_id} {self.model_version} was trained at a sampling "
-                                     f"interval of {self.step_us / 1e6:g}s, the data are at {step_us / 1e6:g}s")
+                                     f"interval of {self.step_us / 1e6:g}s, the data are at {step_us / 1e6:g}s "
+                                     f"(a model learns one interval: give readings at {self.step_us / 1e6:g}s, or "
+                                     f"train a new model)")
 
     def _predict_scaled(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Run the network on scaled windows in fixed-size batches (the last one padded).
@@ -672,14 +719,16 @@ class Seq2SeqDetector:
         global grid, and the stretch's first and last), in ``chunk``-window calls of the model. One row per
         window, sorted by entity and end, with the scores sink's columns (``seqwatch.schemas.arrow``) up to
         ``top_channel``, then ``channel_contributions``; ``window_start`` and ``window_end`` (the last step's time)
-        as UTC datetimes. Unlike the pipeline it does not validate or quarantine: readings of channels the model
-        does not know are ignored, values that are not finite numbers count as missing, and repeated readings of a
+        as UTC datetimes. Unlike the pipeline it does not validate or quarantine: a frame that lacks a channel the
+        model needs raises ``ModelMismatchError``, readings of channels the model does not know are ignored, values that are not finite numbers count as missing, and repeated readings of a
         step are averaged. Raises RuntimeError before ``fit``."""
         if not self.is_fitted:
             raise RuntimeError("the detector is not fitted: call fit() or load an artifact first")
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1 window, got {chunk}")
         _check_columns(frame)
+        if len(frame):  # a channel the model needs, absent from every entity, would leave no window to score
+            self.check_compatible(set(map(str, frame["channel"].unique())))
         length, stride = self.config.window.length, self.config.window.stride
         entities, ends, windows = [], [], []
         for entity, grid in entity_grids(frame, self.channels, self.step_us, self.config.window.max_gap).items():

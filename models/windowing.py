@@ -52,6 +52,16 @@ def interval_fits(data_step_us: float, model_step_us: float) -> bool:
     return 1 / INTERVAL_TOLERANCE <= data_step_us / model_step_us <= INTERVAL_TOLERANCE
 
 
+# Training the model further (fine-tuning) or calibrating it (held-out readings) takes readings at its own interval:
+# within 1 %, the drift of a device's clock (60.001 s against 60 s), not another sampling rate.
+SAME_INTERVAL_TOLERANCE = 0.01
+
+
+def same_interval(data_step_us: float, model_step_us: float) -> bool:
+    """Whether readings every ``data_step_us`` are at the interval ``model_step_us``, up to a clock's drift."""
+    return abs(data_step_us / model_step_us - 1) <= SAME_INTERVAL_TOLERANCE
+
+
 def median_interval(stamps_us: np.ndarray, channel_index: np.ndarray) -> int | None:
     """The median interval (µs) between consecutive distinct timestamps of the channel with the most readings,
     or None when it has fewer than ``MIN_INTERVALS`` such intervals. One channel, the busiest: it says how often

@@ -33,6 +33,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -98,17 +99,29 @@ def _is_number(value) -> bool:
 
 
 def _payload(reading):
-    """A reading as the message parser takes it: JSON text (a dict's datetimes as ISO text)."""
+    """A reading as the message parser takes it: JSON text (a dict's datetimes as ISO text; a frame's row, as
+    ``DataFrame.iterrows`` gives it, as a dict). What cannot be written as JSON (a reference cycle) becomes its
+    ``repr``, which the parser quarantines as not JSON: an element never fails the pipeline."""
     if isinstance(reading, (str, bytes, bytearray, memoryview)) or reading is None:
         return reading
-    return json.dumps(reading, default=_json_value)  # not a dict (a list, a number): quarantined with its text
+    try:
+        if not isinstance(reading, Mapping) and callable(getattr(reading, "to_dict", None)):
+            reading = reading.to_dict()  # a pandas Series
+        if isinstance(reading, Mapping):
+            reading = {key if isinstance(key, str) else str(key): value for key, value in reading.items()}
+        return json.dumps(reading, default=_json_value)  # not a dict (a list, a number): quarantined with its text
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return repr(reading)
 
 
 def _json_value(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if hasattr(value, "item"):  # numpy scalars
-        item = value.item()
+        try:
+            item = value.item()
+        except (TypeError, ValueError):  # an array of more than one value: a list, which no value parses as
+            return value.tolist() if callable(getattr(value, "tolist", None)) else str(value)
         return item if not isinstance(item, float) or math.isfinite(item) else str(item)
     return str(value)
 
@@ -190,10 +203,11 @@ class DetectAnomalies(beam.PTransform):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
         if not (_is_number(late_after_s) and math.isfinite(late_after_s) and late_after_s > 0):
             raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
-        if batch_size < 1:
+        if not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if pane_steps < 0:
-            raise ValueError(f"pane_steps must be >= 1 (or 0 for the default), got {pane_steps}")
+        if not (isinstance(pane_steps, numbers.Integral) and not isinstance(pane_steps, bool) and pane_steps >= 0):
+            raise ValueError(f"pane_steps must be a whole number of steps >= 1 (or 0 for the default), got "
+                             f"{pane_steps!r}")
         if not isinstance(online_calibration, bool):
             raise TypeError(f"online_calibration must be True or False, got {online_calibration!r}")
         if not isinstance(model_dir, (str, os.PathLike)) or not isinstance(suite, (str, os.PathLike)):

@@ -174,7 +174,12 @@ def write_detections(found: dict, run_id: str, root: str, flush_window_s: float 
         counts | "WriteCounts" >> beam.MapTuple(
             lambda start_us, data: write_json(data, FileSystems.join(root, "counts", f"{start_us}.json")))
     else:
-        counts = (all_counts
+        # The three totals from zero, so that an empty input still writes its counts.json (records_in 0): the
+        # dict below has no default (a window that saw nothing gives none).
+        zero = (all_counts.pipeline | "ZeroTotals" >> beam.Create([("records_in", 0), ("records_scored", 0),
+                                                                  ("records_quarantined", 0)]))
+        counts = ((all_counts, zero)
+                  | "AllCountsFromZero" >> beam.Flatten()
                   | "SumCounts" >> beam.CombinePerKey(sum)
                   | "CountsDict" >> beam.combiners.ToDict().without_defaults())
         counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))

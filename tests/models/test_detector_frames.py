@@ -1,4 +1,5 @@
-"""The detector reads a pandas frame in the forms pandas holds it: timestamps as int µs (the pipelines' own),
+"""The detector reads a pandas frame in the forms pandas holds it: timestamps as epoch numbers (each in the unit its
+magnitude gives, as the pipelines guess it: epoch seconds had been read as µs, a 10 µs model, without a word),
 datetimes of any unit (s, ms, µs, ns; zoned or naive, naive read as UTC), ``pd.Timestamp`` objects or ISO 8601
 texts; channels as strings or numbers; values as any numeric type, non-finite ones missing. A nanosecond column
 once made the sampling interval come out 1,000 times too long, so that no window could be cut; integer
@@ -23,6 +24,10 @@ def _readings(steps: int = 240) -> pd.DataFrame:
 
 FORMS = {
     "int µs": lambda ts: ts.dt.as_unit("us").astype("int64"),
+    "int s (epoch seconds)": lambda ts: ts.dt.as_unit("s").astype("int64"),
+    "int ms": lambda ts: ts.dt.as_unit("ms").astype("int64"),
+    "int ns": lambda ts: ts.dt.as_unit("ns").astype("int64"),
+    "float s (time.time())": lambda ts: ts.dt.as_unit("s").astype("int64").astype("float64"),
     "datetime64[ns, UTC]": lambda ts: ts.dt.as_unit("ns"),
     "datetime64[us, UTC]": lambda ts: ts.dt.as_unit("us"),
     "datetime64[ms, UTC]": lambda ts: ts.dt.as_unit("ms"),
@@ -56,8 +61,8 @@ def test_a_nanosecond_frame_trains_as_a_microsecond_one():
 
 
 def test_a_timestamp_that_is_no_time_is_one_sentence():
-    with pytest.raises(ValueError, match=r"^timestamps must be datetimes, ISO 8601 texts or int µs since the "
-                                         r"epoch; 'yesterday noon' and others are not$"):
+    with pytest.raises(ValueError, match=r"^timestamps must be datetimes, date texts or epoch numbers \(s, ms, µs "
+                                         r"or ns\); 'yesterday noon' and others are not$"):
         as_micros(pd.Series(["yesterday noon", "2026-03-02T00:00:10Z"]))
 
 
@@ -83,12 +88,10 @@ def test_a_reading_decades_from_the_others_is_refused_before_its_grid_is_built()
                                          r"likely wrong"):
         entity_grids(readings, ("a", "b"), 10_000_000, 0)
     assert len(entity_grids(_readings(), ("a", "b"), 10_000_000, 0)["m1"].values) == 240
-    # A time written in ns among µs lies far beyond pandas' dates: still the one sentence (it was a pandas error).
+    # A time written in ns among µs is read in ns, as the pipelines read it (it was a grid to the year 58135).
     in_nanos = _readings().assign(timestamp=as_micros(_readings()["timestamp"]))
     in_nanos.loc[0, "timestamp"] *= 1000
-    with pytest.raises(ValueError, match=r"^entity 'm1': its readings span 2026-03-02 00:00 to 58135-06-05 "
-                                         r"00:00, .* or a time in another unit\): drop such readings first$"):
-        entity_grids(in_nanos, ("a", "b"), 10_000_000, 0)
+    assert len(entity_grids(in_nanos, ("a", "b"), 10_000_000, 0)["m1"].values) == 240
 
 
 def test_fit_names_a_channel_the_frame_lacks_and_takes_one_name_as_one_channel():
@@ -290,3 +293,46 @@ def test_an_entity_that_lacks_a_channel_is_named_as_not_trained_on():
                                                  r"model, so none of its readings trained it"):
         detector = Seq2SeqDetector(config).fit(pd.concat([readings, only_a], ignore_index=True), progress=False)
     assert detector.metrics["windows"] == {"train": 137, "validation": 27, "calibration": 27}  # m1's alone
+
+
+def test_a_model_trained_on_epoch_seconds_has_the_interval_of_the_datetimes():
+    """Found by a bug hunt: fit on epoch-second ints trained a model of 10 µs steps, which scores no real data."""
+    config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
+                            TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
+    readings = _readings(400)
+    seconds = readings.assign(timestamp=readings["timestamp"].dt.as_unit("s").astype("int64"))
+    detector = Seq2SeqDetector(config).fit(seconds, progress=False)
+    assert detector.step_us == 10_000_000
+    by_seconds, by_datetimes = detector.score_frame(seconds), detector.score_frame(readings)
+    assert len(by_seconds) == len(by_datetimes) > 0
+    assert np.allclose(by_seconds["score"], by_datetimes["score"])
+
+
+def test_a_day_month_ambiguous_date_is_refused_not_guessed_row_by_row():
+    """Found by a bug hunt: 12/01/2026 was read as 1 December and 13/01/2026 as 13 January in one frame."""
+    texts = pd.Series(["12/01/2026 23:50:00", "13/01/2026 00:00:00"])
+    with pytest.raises(ValueError, match=r"^'12/01/2026 23:50:00' could be day/month or month/day; parse the "
+                                         r"timestamps with pd.to_datetime\(\.\.\., format="):
+        as_micros(texts)
+    assert as_micros(pd.Series(["2026-01-12 23:50:00", "Jan 13 2026 00:00"])).tolist() == [
+        1_768_261_800_000_000, 1_768_262_400_000_000]
+
+
+def test_score_frame_names_a_channel_the_frame_lacks_and_the_index_that_holds_the_times(small_model_dir):
+    """Found by a bug hunt: a frame without a channel of the model (or with it in capitals) scored to 0 rows
+    without a word; times in a DatetimeIndex were refused as "training data" lacking a column."""
+    from seqwatch.models.artifact import load_artifact
+
+    detector = load_artifact(str(small_model_dir))
+    readings = pd.DataFrame({"entity_id": "m1", "channel": list(detector.channels) * 40,
+                             "timestamp": np.repeat(START_US + np.arange(40) * 10_000_000, len(detector.channels)),
+                             "value": 1.0})
+    for frame in (readings[readings["channel"] != "flow"], readings.assign(channel=readings["channel"].str.upper())):
+        with pytest.raises(ModelMismatchError, match=r"^model .* expects channels \[.*\], but the data lack \[.*'flow'"):
+            detector.score_frame(frame)
+    indexed = readings.set_index(pd.to_datetime(readings.pop("timestamp"), unit="us", utc=True))
+    with pytest.raises(ValueError, match=r"^the readings lack columns \['timestamp'\] \(long format: entity_id, "
+                                         r"channel, timestamp, value\); their times are the frame's index: pass "
+                                         r"frame.rename_axis\('timestamp'\).reset_index\(\)$"):
+        detector.score_frame(indexed)
+    assert len(detector.score_frame(indexed.rename_axis("timestamp").reset_index())) > 0

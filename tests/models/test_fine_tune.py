@@ -108,6 +108,10 @@ def test_data_that_do_not_fit_are_refused_and_change_nothing(fitted, tmp_path):
     for a, b in zip(weights, detector.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert detector.threshold == threshold and detector.metrics == metrics
+    # A clock 1 ms fast every 10 s is the model's interval (it was refused, while seqwatch run scored the readings).
+    drifting, _ = generate_sensor_data(n_entities=1, n_steps=700, step_seconds=10.001, seed=8)
+    detector.fine_tune(drifting[drifting["channel"].isin(CHANNELS)], progress=False)
+    assert detector.metrics["fine_tunes"] == metrics.get("fine_tunes", 0) + 1
     with pytest.raises(RuntimeError, match="not fitted"):
         Seq2SeqDetector(CONFIG).fine_tune(short, progress=False)
 

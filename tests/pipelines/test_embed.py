@@ -206,7 +206,11 @@ def test_write_detections_refuses_a_flush_window_that_is_not_positive():
 @pytest.mark.parametrize("arguments, error, message", [
     ({"late_after_s": -1}, ValueError, "late_after_s must be a positive number of seconds, got -1"),
     ({"late_after_s": float("nan")}, ValueError, "late_after_s must be a positive number of seconds, got nan"),
-    ({"pane_steps": -5}, ValueError, r"pane_steps must be >= 1 \(or 0 for the default\), got -5"),
+    ({"pane_steps": -5}, ValueError, r"pane_steps must be a whole number of steps >= 1 \(or 0 for the default\), "
+                                    r"got -5"),
+    ({"pane_steps": 2.5}, ValueError, r"pane_steps must be a whole number .*, got 2.5"),
+    ({"pane_steps": "8"}, ValueError, r"pane_steps must be a whole number .*, got '8'"),
+    ({"batch_size": "100"}, ValueError, r"batch_size must be >= 1, got 100"),
     ({"online_calibration": "no"}, TypeError, "online_calibration must be True or False, got 'no'"),
     ({"suite": None}, TypeError, "model_dir and suite must be paths"),
     ({"mapping": ["wide"]}, TypeError, "mapping must be an InputMapping or a dict of its fields, got list"),
@@ -266,3 +270,35 @@ def test_wide_readings_a_dict_per_entity_and_time_give_the_alerts_of_long_ones(s
                     equal_to([("parse_value", "column 'flow': the value 'a lot' is not a number")]),
                     label="BadValueNamesItsKey")
         assert_that(from_wide.counts, _check_counts(len(long), 1), label="WideCountsReconcile")
+
+
+def test_elements_json_cannot_hold_are_quarantined_and_a_frames_row_is_a_reading(small_model_dir, tmp_path):
+    """Found by a bug hunt: an array value, a dict with a tuple key or a row from ``DataFrame.iterrows`` (a
+    Series) failed the whole pipeline in the parse step (ValueError from ``.item()``, TypeError from json)."""
+    rows, _ = _readings()
+    first = rows[0]
+    odd = [{**first, "value": np.array([1.0, 2.0])},  # parse_value
+           {("a", 1): 2, **{**first, "channel": "colour"}}]  # a tuple key is an extra key: unknown_channel
+    out = tmp_path / "out"
+    with beam.Pipeline() as p:
+        detect = DetectAnomalies(str(small_model_dir))
+        found = p | beam.Create([pd.Series(first)] + rows[1:] + odd) | detect
+        found | WriteDetections(str(out), run_id=detect.run_id)
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"] == len(rows) + 2
+    assert counts["records_scored"] == len(rows)  # the Series too
+    records = pq.read_table(out / "quarantine").to_pandas()
+    by_reason = records.groupby("reason_code")["records"].sum().to_dict()
+    assert by_reason == {"parse_value": 1, "unknown_channel": 1}
+    assert "[1.0, 2.0]" in records.loc[records["reason_code"] == "parse_value", "raw"].item()
+
+
+def test_an_empty_input_writes_counts_of_zero(small_model_dir, tmp_path):
+    """Found by a bug hunt: an empty PCollection wrote no counts.json, which a job downstream reads."""
+    out = tmp_path / "out"
+    with beam.Pipeline() as p:
+        detect = DetectAnomalies(str(small_model_dir))
+        written = p | beam.Create([]) | detect | WriteDetections(str(out), run_id=detect.run_id)
+        assert_that(written, equal_to([{"records_in": 0, "records_scored": 0, "records_quarantined": 0}]))
+    assert json.loads((out / "counts.json").read_text()) == {"records_in": 0, "records_scored": 0,
+                                                             "records_quarantined": 0}
