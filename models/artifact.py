@@ -6,7 +6,10 @@
                         training-data fingerprint, metrics, library versions, sha256 of model.keras
 ```
 Loading checks the format version and the checksum, and refuses a corrupt or mismatched artifact with one
-sentence (``ArtifactError``).
+sentence (``ArtifactError``). Reading the metadata checks every value a run uses (a threshold that is a finite
+number, a stride within the window, a scaler of one positive scale per channel, ...), and checking the network
+file compares its input shape and forecast head with the metadata (from the file's ``config.json``, without
+Keras), so that a ``metadata.json`` edited by hand is refused before a pipeline starts, not in a Beam worker.
 
 A *model root* is a directory of artifacts, one sub-directory per version (``<root>/<name>/metadata.json``).
 Wherever an artifact directory is expected, a model root may be given instead: it stands for its newest
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +39,7 @@ from seqwatch.models.thresholds import TailCalibration
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+FORECAST_OUTPUT = "forecast"  # builders.FORECAST, the forecast head's name (builders imports Keras)
 
 
 class ArtifactError(ValueError):
@@ -146,20 +152,216 @@ def read_metadata(directory: str | os.PathLike) -> dict:
         metadata = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"the metadata of model {directory} is corrupt ({exc.__class__.__name__})") from None
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"model {directory} has artifact format {metadata.get('format_version')!r}; this "
-                            f"seqwatch reads format {FORMAT_VERSION}")
+    if not isinstance(metadata, dict) or metadata.get("format_version") != FORMAT_VERSION:
+        found = metadata.get("format_version") if isinstance(metadata, dict) else None
+        raise ArtifactError(f"model {directory} has artifact format {found!r}; this seqwatch reads format "
+                            f"{FORMAT_VERSION}")
+    check_metadata(directory, metadata)
     return metadata
+
+
+# What every artifact's metadata hold (``intervals`` may be null: a model without a forecast head).
+REQUIRED_KEYS = ("config", "model_id", "model_version", "channels", "step_us", "scaler", "scorer", "tail",
+                 "threshold", "intervals", "fingerprint", "metrics", "model_sha256")
+
+
+def check_metadata(directory: str | os.PathLike, metadata: dict) -> None:
+    """Raise ``ArtifactError`` in one sentence when ``metadata`` hold a value that loading or scoring cannot use
+    (a ``metadata.json`` edited by hand, or cut): ``read_metadata`` calls it, so that ``run``, ``replay``,
+    ``stream`` and ``train --warm-start`` refuse such a model before any pipeline or training starts, instead of
+    a Beam worker failing with a traceback, or a threshold of ``null`` scoring nothing as anomalous."""
+    problem = metadata_problem(metadata)
+    if problem:
+        raise ArtifactError(f"the metadata of model {directory} is invalid: {problem}; restore the {METADATA_FILE} "
+                            f"it was saved with, or train the model again")
+
+
+def _is_number(value) -> bool:
+    """A finite JSON number (not a bool, which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _shown(value) -> str:
+    """A value as ``metadata.json`` writes it (``null``, ``"high"``), cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers_problem(name: str, values, count: int, what: str = "finite numbers") -> str | None:
+    """Why ``values`` is not a list of ``count`` finite numbers, or None."""
+    if not isinstance(values, list) or len(values) != count:
+        shown = f"a list of {len(values)}" if isinstance(values, list) else _shown(values)
+        return f"{name} must be a list of {count} {what}, got {shown}"
+    bad = [v for v in values if not _is_number(v)]
+    return f"{name} must hold {what}, got {_shown(bad[0])}" if bad else None
+
+
+# (config section, key, the name its check uses) of the settings that count steps or units.
+WHOLE_NUMBER_FIELDS = (("window", "length", "window length"), ("window", "stride", "stride"),
+                       ("window", "max_gap", "max_gap"), ("architecture", "forecast_horizon", "forecast_horizon"),
+                       ("architecture", "layers", "layers"), ("architecture", "units", "units"))
+
+
+def metadata_problem(metadata: dict) -> str | None:
+    """The first thing wrong with an artifact's metadata, as a clause (``threshold is "high", not a finite
+    number``), or None when loading and scoring can use every value."""
+    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    if missing:
+        return f"it lacks {', '.join(map(repr, missing))}"
+    sections = metadata["config"]
+    if not isinstance(sections, dict) or not all(isinstance(part, dict) for part in sections.values()):
+        return f"config must hold the sections architecture, window, training and scoring, got {_shown(sections)}"
+    for section, key, name in WHOLE_NUMBER_FIELDS:
+        value = sections.get(section, {}).get(key, 0)
+        if not _is_whole(value):
+            return f"{name} must be a whole number, got {_shown(value)}"
+    try:
+        config = DetectorConfig.from_dict(sections)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    window, architecture = config.window, config.architecture
+    for name in ("model_id", "model_version"):
+        if not isinstance(metadata[name], str) or not metadata[name]:
+            return f"{name} must be a text, got {_shown(metadata[name])}"
+    channels = metadata["channels"]
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        return f"channels must be a list of channel names, got {_shown(channels)}"
+    if len(set(channels)) != len(channels):
+        return f"channels names a channel twice: {channels}"
+    unknown = [c for c in window.cumulative_channels if c not in channels]
+    if unknown:
+        return f"cumulative_channels {unknown} are not among the channels {channels}"
+    n = len(channels)
+    step_us = metadata["step_us"]
+    if not (_is_number(step_us) and step_us == int(step_us) and step_us > 0):
+        return f"step_us (the sampling interval in µs) must be a whole number > 0, got {_shown(step_us)}"
+    threshold = metadata["threshold"]
+    if not _is_number(threshold):
+        return f"threshold is {_shown(threshold)}, not a finite number"
+    return _scaler_problem(metadata["scaler"], channels) or _scorer_problem(metadata["scorer"], n) or \
+        _tail_problem(metadata["tail"]) or \
+        _intervals_problem(metadata["intervals"], architecture.forecast_horizon, n)
+
+
+def _scaler_problem(scaler, channels: list) -> str | None:
+    if not isinstance(scaler, dict):
+        return f"scaler must hold a mean and a scale per channel, got {_shown(scaler)}"
+    n = len(channels)
+    problem = _numbers_problem("scaler mean", scaler.get("mean"), n, "finite numbers (one per channel)") or \
+        _numbers_problem("scaler scale", scaler.get("scale"), n, "finite numbers > 0 (one per channel)")
+    if problem:
+        return problem
+    zero = [c for c, s in zip(channels, scaler["scale"]) if not s > 0]
+    if zero:
+        return f"scaler scale of channel {zero[0]!r} is {_shown(scaler['scale'][channels.index(zero[0])])}, not > 0"
+    return None
+
+
+def _scorer_problem(scorer, n: int) -> str | None:
+    if not isinstance(scorer, dict):
+        return f"scorer must hold a mean and a precision matrix, got {_shown(scorer)}"
+    floor = scorer.get("error_floor", [])
+    return _numbers_problem("scorer mean", scorer.get("mean"), n) or \
+        _numbers_problem("scorer precision", scorer.get("precision"), n * n,
+                         f"finite numbers ({n} x {n}, row by row)") or \
+        (_numbers_problem("scorer error_floor", floor, n) if floor != [] else None)
+
+
+def _tail_problem(tail) -> str | None:
+    """Why the tail calibration (``thresholds.TailCalibration``) cannot give tail probabilities, or None."""
+    if not isinstance(tail, dict):
+        return f"tail must hold the calibration scores and the tail fit, got {_shown(tail)}"
+    scores = tail.get("sorted_scores")
+    if not isinstance(scores, list) or not scores or not all(_is_number(s) for s in scores):
+        return "tail sorted_scores must be a list of finite numbers"
+    if any(b < a for a, b in zip(scores, scores[1:])):
+        return "tail sorted_scores must be in ascending order"
+    for name in ("tail_start", "shape", "scale"):
+        if not _is_number(tail.get(name)):
+            return f"tail {name} is {_shown(tail.get(name))}, not a finite number"
+    if not tail["scale"] > 0:
+        return f"tail scale is {_shown(tail['scale'])}, not > 0"
+    fraction = tail.get("tail_fraction")
+    if not (_is_number(fraction) and 0 <= fraction <= 1):
+        return f"tail tail_fraction is {_shown(fraction)}, not a number in [0, 1]"
+    return None
+
+
+def _intervals_problem(intervals, horizon: int, n: int) -> str | None:
+    """Why a model with a forecast ``horizon`` cannot bound its forecasts with ``intervals``, or None."""
+    if not horizon:
+        return None
+    if not isinstance(intervals, dict):
+        return (f"forecast_horizon is {horizon}, but intervals is {_shown(intervals)}, as for a model trained "
+                f"without a forecast head (forecast_horizon 0)")
+    coverage, width = intervals.get("coverage"), intervals.get("half_width")
+    if not (_is_number(coverage) and 0 < coverage < 1):
+        return f"intervals coverage is {_shown(coverage)}, not a number in (0, 1)"
+    if not isinstance(width, list) or len(width) != horizon:
+        return f"intervals half_width must have one row per forecast step ({horizon})"
+    for row in width:
+        problem = _numbers_problem("intervals half_width", row, n, "finite numbers >= 0")
+        if problem or any(w < 0 for w in row):
+            return problem or f"intervals half_width must hold numbers >= 0, got {_shown(min(row))}"
+    return None
 
 
 def check_model_file(directory: str | os.PathLike, metadata: dict) -> None:
     """Raise ``ArtifactError`` when the artifact's network file does not match the checksum its metadata hold
-    (a copy cut short, a file edited by hand): for callers that read the metadata only, to refuse a damaged model
-    before they start work that loads it later."""
+    (a copy cut short, a file edited by hand), or when the network takes windows of another length or number of
+    channels, or has another forecast head, than the metadata say (a ``metadata.json`` edited by hand: the
+    checksum covers the network only): for callers that read the metadata only, to refuse a damaged model before
+    they start work that loads it later."""
     directory = Path(directory)
     if _sha256(directory / MODEL_FILE) != metadata.get("model_sha256"):
         raise ArtifactError(f"model {directory} is corrupt: {MODEL_FILE} does not match the checksum in "
                             f"{METADATA_FILE}")
+    shape = network_shape(directory / MODEL_FILE)
+    if shape is not None:
+        _check_network(directory, metadata, *shape)
+
+
+def network_shape(path: str | os.PathLike) -> tuple[tuple, int | None] | None:
+    """``((window length, channels), forecast horizon or None)`` of a saved network, read from the ``config.json``
+    inside the ``.keras`` zip (a few KB; no Keras import, no weights): the input layer's batch shape, and the
+    length of the forecast head (``builders``: its ``forecast_repeat`` layer), None without one. None when the
+    file does not hold a network of the builders' form; ``load_artifact`` then checks the network Keras loads."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+        layers = {layer["name"]: layer for layer in config["layers"]}
+        inputs = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
+        outputs = config["output_layers"]
+        names = set(outputs) if isinstance(outputs, dict) else {out[0] for out in outputs}
+        if len(inputs) != 1:
+            return None
+        batch_shape = inputs[0]["config"]["batch_shape"]
+        horizon = int(layers[f"{FORECAST_OUTPUT}_repeat"]["config"]["n"]) if FORECAST_OUTPUT in names else None
+        return tuple(batch_shape[1:]), horizon
+    except (zipfile.BadZipFile, OSError, KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def _check_network(directory: Path, metadata: dict, input_shape: tuple, horizon: int | None) -> None:
+    """Refuse metadata whose window length, channels or forecast horizon differ from the network's own."""
+    config = DetectorConfig.from_dict(metadata["config"])
+    expected = (config.window.length, len(metadata["channels"]))
+    if input_shape != expected:
+        raise ArtifactError(f"model {directory} does not fit its {METADATA_FILE}: its network takes windows of "
+                            f"{input_shape[0]} steps of {input_shape[1]} channels, its metadata say {expected[0]} "
+                            f"steps of {expected[1]} channels; restore the {METADATA_FILE} it was saved with")
+    _check_horizon(directory, config.architecture.forecast_horizon, horizon)
+
+
+def _check_horizon(directory: Path, metadata_horizon: int, network_horizon: int | None) -> None:
+    if (network_horizon or 0) != metadata_horizon:
+        has = f"a forecast head of {network_horizon} steps" if network_horizon else "no forecast head"
+        raise ArtifactError(f"model {directory} does not fit its {METADATA_FILE}: its network has {has}, its metadata "
+                            f"say forecast_horizon {metadata_horizon}; restore the {METADATA_FILE} it was saved with")
 
 
 def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
@@ -196,4 +398,7 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
     if tuple(detector.model.inputs[0].shape) != expected:
         raise ArtifactError(f"model {directory} takes input {tuple(detector.model.inputs[0].shape)}, but its "
                             f"metadata say {expected}")
+    outputs = detector.model.output if isinstance(detector.model.output, dict) else {}
+    forecast = outputs.get(FORECAST_OUTPUT)
+    _check_horizon(directory, detector.horizon, None if forecast is None else int(forecast.shape[1]))
     return detector

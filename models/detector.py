@@ -70,10 +70,12 @@ def extrapolated_threshold_note(threshold: float, windows: int, highest: float, 
             f"readings (--holdout-input)")
 
 
-def constant_channel_note(channels: list) -> str:
-    """One sentence on channels that were constant in training: what it means for scoring, and what to do."""
+def constant_channel_note(channels: list, cumulative=()) -> str:
+    """One sentence on channels that were constant in training (a ``cumulative`` one: its increase per step, as
+    the model learns it; a meter that only falls has none): what it means for scoring, and what to do."""
     many = len(channels) > 1
-    names = ", ".join(repr(c) for c in channels)
+    names = ", ".join(repr(c) + (" (its increase per step: --cumulative)" if c in cumulative else "")
+                      for c in channels)
     return (f"channel{'s' if many else ''} {names} held one value throughout the training readings, so the model "
             f"cannot tell how unusual a change of {'them' if many else 'it'} is (it counts a change of 1 as one "
             f"standard deviation); train on history in which {'they vary' if many else 'it varies'}, or leave "
@@ -168,40 +170,39 @@ def infer_step_us(frame: pd.DataFrame) -> int:
     return int(np.median(diffs))
 
 
-# Epoch numbers: the unit each value's magnitude gives, as the pipelines' parser guesses it (pipelines/parsing.py):
-# below 1e11 seconds (until the year 5138), below 1e14 milliseconds, below 1e17 microseconds, else nanoseconds.
-_EPOCH_UNIT_BOUNDS = ((1e11, 1_000_000.0), (1e14, 1_000.0), (1e17, 1.0), (np.inf, 1e-3))  # (below, µs per unit)
+# Epoch numbers of dates from 1971 to 2200 in each unit (µs per unit): the ranges do not overlap, so a column
+# whose every value lies in one of them is read in that unit. Any other column of numbers is µs since the epoch
+# (the pipelines' own form, and relative times such as a benchmark's row grid, which start near 0).
+_EPOCH_RANGES = (("s", 3.2e7, 7.3e9, 1_000_000), ("ms", 3.2e10, 7.3e12, 1_000), ("us", 3.2e13, 7.3e15, 1),
+                 ("ns", 3.2e16, 7.3e18, None))
+
+
 # A numeric date whose day and month could be either way round (05/01/2026); the pipelines refuse it too.
 _DAY_MONTH_DATE = r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b"
 
 
 def _epoch_micros(numbers: pd.Series) -> np.ndarray:
-    """int64 µs of epoch numbers, each in the unit its magnitude gives (``_EPOCH_UNIT_BOUNDS``)."""
-    if pd.api.types.is_integer_dtype(numbers):
-        ints = numbers.to_numpy(dtype=np.int64)
-        magnitude = np.abs(ints.astype(np.float64))
-        out = np.empty(len(ints), dtype=np.int64)
-        low = 0.0
-        for below, per_unit in _EPOCH_UNIT_BOUNDS:
-            sel = (magnitude >= low) & (magnitude < below)
-            out[sel] = ints[sel] * int(per_unit) if per_unit >= 1 else (ints[sel] + 500) // 1000
-            low = below
-        return out
-    values = numbers.to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f"timestamps must be finite numbers; {values[~np.isfinite(values)][0]!r} is not")
-    magnitude, out, low = np.abs(values), np.empty(len(values), dtype=np.float64), 0.0
-    for below, per_unit in _EPOCH_UNIT_BOUNDS:
-        sel = (magnitude >= low) & (magnitude < below)
-        out[sel] = values[sel] * per_unit
-        low = below
-    return np.round(out).astype(np.int64)
+    """int64 µs of a column of epoch numbers: in the unit whose date range (``_EPOCH_RANGES``) holds every value,
+    else taken as µs."""
+    values = numbers.to_numpy()
+    if not np.isfinite(values.astype(np.float64)).all():
+        raise ValueError(f"timestamps must be finite numbers; {values[~np.isfinite(values.astype(np.float64))][0]!r} "
+                         f"is not")
+    if not len(values):
+        return np.zeros(0, dtype=np.int64)
+    low, high = float(np.abs(values).min()), float(np.abs(values).max())
+    per_unit = next((scale for _, lo, hi, scale in _EPOCH_RANGES if lo <= low and high <= hi), 1)
+    integral = pd.api.types.is_integer_dtype(numbers)
+    if per_unit is None:  # ns: to the nearest µs
+        return (values.astype(np.int64) + 500) // 1000 if integral else np.round(values / 1000).astype(np.int64)
+    return values.astype(np.int64) * per_unit if integral else np.round(values * per_unit).astype(np.int64)
 
 
 def as_micros(timestamps: pd.Series) -> np.ndarray:
     """µs since the epoch of datetime values of any unit (naive datetimes are UTC), of ``pd.Timestamp`` objects or
-    date texts, or of epoch numbers, each in the unit its magnitude gives as the pipelines guess it (seconds below
-    1e11, milliseconds below 1e14, microseconds below 1e17, else nanoseconds). Raises ValueError in one sentence
+    date texts, or of epoch numbers: a column whose every number is a date from 1971 to 2200 in seconds,
+    milliseconds, microseconds or nanoseconds is read in that unit (epoch seconds had been taken for µs, a model of
+    10 µs steps), any other column of numbers as µs (relative times included). Raises ValueError in one sentence
     when a value is none of these or missing, and for a day/month-ambiguous numeric date (``05/01/2026``), which
     pandas would read either way round from one row to the next: parse those with ``pd.to_datetime(...,
     format=...)`` first."""
@@ -436,12 +437,15 @@ class Seq2SeqDetector:
                              f"{list(self.channels)}")
         windows, train_values, scaler_values = self._split_windows(frame, holdout)
         values = np.concatenate(train_values)
-        self.scaler = ChannelScaler.fit(np.concatenate(scaler_values))
-        constant = [self.channels[i] for i in ChannelScaler.constant(values)]
+        seen = np.concatenate(scaler_values)  # as the scaler and the network see them: cumulative channels as increments
+        self.scaler = ChannelScaler.fit(seen, names=self.channels)
+        cumulative = set(self.config.window.cumulative_channels)
+        constant = [self.channels[i] for i in ChannelScaler.constant(values) if self.channels[i] not in cumulative]
+        constant += [self.channels[i] for i in ChannelScaler.constant(seen) if self.channels[i] in cumulative]
         rising = {name: span for name, span in rising_channels(train_values, self.channels).items()
                   if name not in self.config.window.cumulative_channels}
         lacking = entities_lacking_channels(frame, self.channels)
-        notes = ([constant_channel_note(constant)] if constant else []) + \
+        notes = ([constant_channel_note(constant, cumulative)] if constant else []) + \
             ([rising_channel_note(rising)] if rising else []) + \
             ([lacking_channels_note(lacking, self.channels)] if lacking else [])
         for note in notes:

@@ -24,15 +24,32 @@ class ChannelScaler:
     scale: tuple
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "ChannelScaler":
-        """Fit on ``values`` ``[..., C]``, ignoring NaN. Raises ValueError on a channel with no finite value."""
+    def fit(cls, values: np.ndarray, names: tuple | None = None) -> "ChannelScaler":
+        """Fit on ``values`` ``[..., C]``, ignoring NaN. Raises ValueError on a channel with no finite value.
+
+        A channel whose sum or squares overflow float64 (one reading of ``1e300`` among ordinary ones, where the
+        suite sets no bounds) is measured in units of its largest magnitude instead, so that its scale is the
+        finite number its readings give, not ``inf``: an infinite scale switches the channel off (every scaled
+        value 0) and is written to ``metadata.json`` as ``Infinity``, which JSON does not allow. A spread that is
+        still not finite raises ValueError naming the channel (``names``: the channels' names; else its index)."""
         flat = np.asarray(values, dtype=np.float64).reshape(-1, np.shape(values)[-1])
         finite = np.isfinite(flat)
         empty = np.flatnonzero(~finite.any(axis=0))
         if empty.size:
             raise ValueError(f"cannot fit a scaler: channels {empty.tolist()} have no finite value")
-        mean = np.nanmean(np.where(finite, flat, np.nan), axis=0)
-        std = np.nanstd(np.where(finite, flat, np.nan), axis=0)
+        kept = np.where(finite, flat, np.nan)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = np.nanmean(kept, axis=0)
+            std = np.nanstd(kept, axis=0)
+        for c in np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std))):
+            mean[c], std[c] = _spread_of_large(kept[:, c])
+        unbounded = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+        if unbounded.size:
+            c = int(unbounded[0])
+            name = repr(str(names[c])) if names is not None else f"#{c}"
+            raise ValueError(f"cannot fit a scaler: the spread of channel {name} is not a finite number (its largest "
+                             f"reading is {float(np.nanmax(np.abs(kept[:, c]))):.6g}); give a suite with value "
+                             f"bounds for it (--suite), so that such readings are left out, as a run quarantines them")
         std = np.where(std > 1e-12, std, 1.0)
         return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
@@ -62,3 +79,13 @@ class ChannelScaler:
     @classmethod
     def from_dict(cls, data: dict) -> "ChannelScaler":
         return cls(tuple(data["mean"]), tuple(data["scale"]))
+
+
+def _spread_of_large(column: np.ndarray) -> tuple[float, float]:
+    """``(mean, standard deviation)`` of one channel's readings (NaN ignored) computed in units of its largest
+    magnitude, where the plain sums overflow float64."""
+    largest = float(np.nanmax(np.abs(column)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        unit = column / largest
+        return float(np.nanmean(unit) * largest), float(np.nanstd(unit) * largest)
+

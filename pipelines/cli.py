@@ -204,35 +204,46 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
                            f"{sorted(found)[:20]}){hint}")
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
     frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
+    duplicates = invalid.pop("duplicate", 0)  # not the suite's verdict: noted apart, without suggesting one
     left_out = sum(invalid.values())
-    if frame.empty or left_out > INVALID_SHARE_NOTED * (left_out + len(frame)):
+    total = left_out + duplicates + len(frame)
+    if frame.empty or left_out > INVALID_SHARE_NOTED * total:
         commonest = min(invalid, key=lambda code: (-invalid[code], code))
         why = (f"fail validation with suite {suite.get('name', args.suite)!r} ({_by_reason(invalid)}; the first "
                f"{commonest}: {first[commonest]})")
         if frame.empty:
             raise CliError(f"the {what} holds no valid records: all {left_out} readings that parsed {why}")
-        total = left_out + len(frame)
         print(f"seqwatch train: note: {left_out} of the {what}'s {total} readings ({left_out / total:.1%}) {why}; "
               f"they are left out, as a run quarantines them; if such readings are normal for this equipment, "
               f"train and run with a suite that allows them (--suite)", file=sys.stderr)
-    return TrainingInput(frame, paths, rejected + left_out, invalid, empty)
+    if duplicates > INVALID_SHARE_NOTED * total:
+        print(f"seqwatch train: note: {duplicates} of the {what}'s {total} readings ({duplicates / total:.1%}) have "
+              f"the entity, channel and timestamp of an earlier reading; they are left out, as a run quarantines "
+              f"them as duplicate (it keeps the first of each, by file and line): if files overlap (an export and "
+              f"its rerun), give each reading once", file=sys.stderr)
+    return TrainingInput(frame, paths, rejected + left_out + duplicates, invalid, empty, duplicates)
 
 
 class TrainingInput(NamedTuple):
-    """What ``_read_training_frame`` read: the valid readings, the files, the readings left out (unreadable or
-    failing validation), those failing validation by reason, and the empty values (a wide file's cells between
-    the readings of a channel read less often than the others: not data errors)."""
+    """What ``_read_training_frame`` read: the valid readings, the files, the readings left out (unreadable,
+    failing validation or duplicates), those failing validation by reason, the empty values (a wide file's cells
+    between the readings of a channel read less often than the others: not data errors), and the readings left
+    out as duplicates of an earlier reading (a run quarantines them as ``duplicate``)."""
 
     frame: Any
     paths: list
     rejected: int
     invalid: dict
     empty: int
+    duplicates: int = 0
 
     def skipped(self) -> str:
-        """``70 rejected readings skipped``, with the empty values apart when there are any."""
+        """``70 rejected readings skipped``, with the empty values apart when there are any, and what the
+        rejected hold: readings failing validation by reason, and duplicates."""
+        parts = ([f"failing validation: {_by_reason(self.invalid)}"] if self.invalid else []) + \
+            ([f"duplicates of an earlier reading: {self.duplicates}"] if self.duplicates else [])
         return f"{self.rejected} rejected readings" + (f" and {self.empty} empty values" if self.empty else "") + \
-            " skipped"
+            " skipped" + (f", of which {'; '.join(parts)}" if parts else "")
 
 
 INVALID_SHARE_NOTED = 0.01  # a larger share of training readings failing validation gets a note of its own
@@ -243,6 +254,7 @@ def _by_reason(counts: dict) -> str:
 
 
 # Model shape flags of ``train``: their defaults, applied when not warm-starting (a warm start keeps the model's).
+# The stride's default is at most the window (``_new_config``): ``--window 8`` alone gets stride 8, not 16.
 SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 32, "dropout": 0.0, "horizon": 0,
                   "window": 64, "stride": 16, "max_gap": 3, "cumulative": ()}
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
@@ -256,7 +268,8 @@ COOLDOWN_HELP = ("an anomalous window starting within this many seconds after an
 
 # The flags that set the configuration fields a check names (models/config.py, pipelines/config.py).
 FLAG_OF_FIELD = {"window length": "--window", "stride": "--stride", "max_gap": "--max-gap",
-                 "forecast_horizon": "--horizon", "dropout": "--dropout", "epochs": "--epochs",
+                 "forecast_horizon": "--horizon", "dropout": "--dropout", "epochs": "--epochs", "units": "--units",
+                 "layers": "--layers",
                  "batch_size": "--batch-size", "interval_coverage": "--coverage", "pane_steps": "--pane-steps",
                  "workers": "--workers"}
 
@@ -275,6 +288,8 @@ def _new_config(args):
 
     v = {name: default if getattr(args, name) is None else getattr(args, name)
          for name, default in {**SHAPE_DEFAULTS, **TRAINING_DEFAULTS}.items()}
+    if args.stride is None and isinstance(v["window"], int) and v["window"] >= 1:
+        v["stride"] = min(SHAPE_DEFAULTS["stride"], v["window"])  # a short window's own length, not a refusal
     return DetectorConfig(
         ArchitectureConfig(cell=v["cell"], bidirectional=v["bidirectional"], layers=v["layers"], units=v["units"],
                            dropout=v["dropout"], forecast_horizon=v["horizon"]),
@@ -349,7 +364,7 @@ def cmd_train(args) -> int:
         raise CliError(_in_flags(str(exc))) from None
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
     training = _read_training_frame(args, channels=modelled)
-    frame, paths, invalid = training.frame, training.paths, training.invalid
+    frame, paths = training.frame, training.paths
     holdout = held = None
     if args.holdout_input:
         held = _read_training_frame(args, args.holdout_input, "holdout input", modelled)
@@ -366,9 +381,7 @@ def cmd_train(args) -> int:
             left_out += held_left_out
     channels = tuple(args.channel) if args.channel else None
     print(f"{'fine-tuning' if args.warm_start else 'training'} on {len(frame)} readings from {len(paths)} file(s) "
-          f"({training.skipped()}" + (f", of which failing validation: {_by_reason(invalid)}"
-                                                   if invalid else "")
-          + (f", {left_out} inside alerts left out" if args.exclude_alerts else "") + ")"
+          f"({training.skipped()}" + (f", {left_out} inside alerts left out" if args.exclude_alerts else "") + ")"
           + (f"; validation and calibration on {len(holdout)} held-out readings from {len(held.paths)} file(s) "
              f"({held.skipped()})" if holdout is not None else ""), file=sys.stderr)
     try:
@@ -886,7 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--horizon", type=int, help="forecast steps (default 0: no forecasting head); not with "
                                                    "--warm-start")
     train.add_argument("--window", type=int, help="default 64; not with --warm-start")
-    train.add_argument("--stride", type=int, help="default 16; not with --warm-start")
+    train.add_argument("--stride", type=int, help="default 16, or the window when it is shorter; not with "
+                                                   "--warm-start")
     train.add_argument("--max-gap", type=int, help="default 3; not with --warm-start")
     train.add_argument("--cumulative", action="append", metavar="CHANNEL",
                        help="a channel that only counts up, such as a kWh meter (repeatable): the model learns its "
@@ -1076,13 +1090,19 @@ def _quiet_interrupts():
     """Until the returned ``restore()`` is called: a Ctrl-C (SIGINT) raises KeyboardInterrupt as Python's own
     handler does, and a gRPC error that ends another thread after it, or that such a thread logs, is not printed.
     A Ctrl-C in a terminal stops the runner's own process too (Prism, in the same process group), and the threads
-    that talked to it fail with gRPC tracebacks, which would bury the one line seqwatch prints. Nothing changes
-    where SIGINT is ignored (nohup, a background job) or handled by someone else."""
+    that talked to it fail with gRPC tracebacks, which would bury the one line seqwatch prints. A SIGTERM (how
+    Airflow, systemd and ``timeout`` stop a task) ends the run as a Ctrl-C does, where it has its default action.
+    Each signal is left as it is where it is ignored or handled by someone else: SIGINT in a script's background
+    job (``seqwatch run ... &``) or under nohup, whose SIGTERM is still taken (it had killed such a run without a
+    word, leaving its staging folder)."""
     import signal
     import threading
 
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    interrupt = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    terminate = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if not (interrupt or terminate):
         return lambda: None
     previous_hook = threading.excepthook
     _CtrlC.seen, _CtrlC.watching = threading.Event(), True
@@ -1096,16 +1116,16 @@ def _quiet_interrupts():
         if not _CtrlC.caused(args.exc_value):
             previous_hook(args)
 
-    terminate = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-
     def restore():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         if terminate:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.excepthook = previous_hook
         _CtrlC.watching = False
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    if interrupt:
+        signal.signal(signal.SIGINT, on_interrupt)
     if terminate:  # Airflow, systemd and `timeout` stop a task with SIGTERM: end as a Ctrl-C ends (staging removed)
         signal.signal(signal.SIGTERM, on_interrupt)
     threading.excepthook = thread_failed

@@ -59,15 +59,19 @@ class ModelVersionWatch:
         if now < self._next_look:
             return model
         self._next_look = now + self.interval_s
-        from seqwatch.models.artifact import ArtifactError, load_artifact, model_versions, read_metadata
+        import json
+
+        from seqwatch.models.artifact import METADATA_FILE, ArtifactError, load_artifact, model_versions
 
         versions = model_versions(self.model_dir)
         if not versions:
             return model
         newest = versions[-1]
         try:
-            version = read_metadata(newest)["model_version"]
-        except (ArtifactError, KeyError, OSError):
+            # The version only: metadata that ``read_metadata`` refuses (a value edited by hand) are refused by the
+            # load below, with a warning, rather than skipped without a word at every look.
+            version = str(json.loads((newest / METADATA_FILE).read_text())["model_version"])
+        except (KeyError, TypeError, ValueError, OSError):
             return model  # being written or removed: look again next time
         key = (str(newest), version)
         if version == model.model_version or key in self._refused:

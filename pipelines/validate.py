@@ -177,6 +177,24 @@ class ValidateReadings(beam.PTransform):
         return batches | "CheckReadings" >> beam.ParDo(self._fn).with_outputs(QUARANTINE, main="valid")
 
 
+DUPLICATE_REASON = "a reading with the same entity, channel and timestamp came earlier"
+
+
+def repeated_readings(frame) -> np.ndarray:
+    """The rows of a long frame that a run quarantines as ``duplicate``: those with the entity, channel and
+    timestamp of an earlier row, earlier by ``source`` and ``line`` where the frame has them (the order in which
+    ``windows`` keeps the first), else by row order."""
+    from seqwatch.pipelines.windows import _sort_codes  # windows imports this module
+
+    if not len(frame):
+        return np.zeros(0, dtype=bool)
+    order = (np.lexsort((frame["line"].to_numpy(), _sort_codes(frame["source"])))
+             if {"source", "line"} <= set(frame.columns) else np.arange(len(frame)))
+    repeated = np.zeros(len(frame), dtype=bool)
+    repeated[order] = frame.iloc[order].duplicated(["entity_id", "channel", "timestamp"], keep="first").to_numpy()
+    return repeated
+
+
 def valid_history(frame, suite: dict, earliest_us: int, latest_us: int, chunk_rows: int = 100_000):
     """The readings of a long frame of history (``entity_id, channel, timestamp, value``) that a run would let
     through validation, ``{reason_code: n}`` of the others, and ``{reason_code: reason}`` of the first of each.
@@ -184,11 +202,13 @@ def valid_history(frame, suite: dict, earliest_us: int, latest_us: int, chunk_ro
     For data outside a pipeline, such as ``seqwatch train``'s input: a model learns from the readings a run
     scores, not from sentinel values (``-9999`` for "no reading") or physically impossible ones that a run
     quarantines; those would set its scaler and what it learns is normal. The checks are the run's, in its
-    order, with its reasons: the timestamp lies in ``[earliest_us, latest_us]``; the suite's expectations; a
-    monotone meter does not go back (each entity's readings in event time; a repeated reading of a channel and
-    timestamp counts once, as a run keeps the first). Stuck channels are scored by a run, so they stay. The suite
-    judges ``chunk_rows`` readings at a time, as a run's batches are judged (a suite's great-expectations rules
-    would otherwise see all of a long history at once)."""
+    order, with its reasons: the timestamp lies in ``[earliest_us, latest_us]``; the suite's expectations; no
+    earlier reading has the same entity, channel and timestamp (``duplicate``: a run keeps the first by source and
+    line, as ``windows`` orders a pane's readings, and quarantines the others; averaged into the grid, two
+    conflicting values would train a value no sensor read); a monotone meter does not go back (each entity's
+    readings in event time). Stuck channels are scored by a run, so they stay. The suite judges ``chunk_rows``
+    readings at a time, as a run's batches are judged (a suite's great-expectations rules would otherwise see all
+    of a long history at once)."""
     from seqwatch.pipelines.stateful_checks import check_pane
     from seqwatch.schemas.validation import StatefulRules, SuiteValidator
 
@@ -218,15 +238,13 @@ def valid_history(frame, suite: dict, earliest_us: int, latest_us: int, chunk_ro
                 f"{validator.descriptions[failed[i]]}")
 
     frame = leave_out(frame, failed >= 0, "expectation_failed", failure)
+    frame = leave_out(frame, repeated_readings(frame), "duplicate", DUPLICATE_REASON)
     rules = StatefulRules.from_suite(suite)
     if rules.monotonic_channels and len(frame):
-        once = ~frame.duplicated(["entity_id", "channel", "timestamp"]).to_numpy()
         went_back, reasons = np.zeros(len(frame), dtype=bool), []
-        positions = np.flatnonzero(once)
-        kept = frame.iloc[positions]
-        for _, rows in kept.groupby("entity_id", observed=True, sort=False).indices.items():
-            checks = check_pane(kept.iloc[rows][["channel", "timestamp", "value"]], rules)
-            went_back[positions[rows]] = checks.decrease
+        for _, rows in frame.groupby("entity_id", observed=True, sort=False).indices.items():
+            checks = check_pane(frame.iloc[rows][["channel", "timestamp", "value"]], rules)
+            went_back[rows] = checks.decrease
             reasons += checks.reasons
         frame = leave_out(frame, went_back, "monotonic_decrease", reasons[0] if reasons else "")
     return (frame.reset_index(drop=True) if counts else frame), counts, first

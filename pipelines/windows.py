@@ -25,7 +25,7 @@ from seqwatch.models import windowing
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.stateful_checks import apply_stateful_checks
-from seqwatch.pipelines.validate import quarantine_rows
+from seqwatch.pipelines.validate import DUPLICATE_REASON, quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
 
 CUT_HERE = "windows_cut_here"  # windows of local panes, cut by _KeyByPane without the GroupByKey
@@ -282,9 +282,7 @@ class _PaneCutter:
         # A reading repeated at the same entity, channel and timestamp: the first (by file, line) is kept.
         dup = _repeated(frame)
         own = frame["own"].to_numpy()
-        for q in quarantine_rows(frame, dup & own, "window", "duplicate",
-                                 "a reading with the same entity, channel and timestamp came earlier", self.run_id,
-                                 entity):
+        for q in quarantine_rows(frame, dup & own, "window", "duplicate", DUPLICATE_REASON, self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         frame = frame[~dup]
         if self.rules is not None:

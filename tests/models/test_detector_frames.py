@@ -1,5 +1,6 @@
-"""The detector reads a pandas frame in the forms pandas holds it: timestamps as epoch numbers (each in the unit its
-magnitude gives, as the pipelines guess it: epoch seconds had been read as µs, a 10 µs model, without a word),
+"""The detector reads a pandas frame in the forms pandas holds it: timestamps as epoch numbers (a column of dates
+in s, ms, µs or ns is read in that unit: epoch seconds had been read as µs, a 10 µs model, without a word; other
+numbers, relative times among them, are µs),
 datetimes of any unit (s, ms, µs, ns; zoned or naive, naive read as UTC), ``pd.Timestamp`` objects or ISO 8601
 texts; channels as strings or numbers; values as any numeric type, non-finite ones missing. A nanosecond column
 once made the sampling interval come out 1,000 times too long, so that no window could be cut; integer
@@ -88,10 +89,12 @@ def test_a_reading_decades_from_the_others_is_refused_before_its_grid_is_built()
                                          r"likely wrong"):
         entity_grids(readings, ("a", "b"), 10_000_000, 0)
     assert len(entity_grids(_readings(), ("a", "b"), 10_000_000, 0)["m1"].values) == 240
-    # A time written in ns among µs is read in ns, as the pipelines read it (it was a grid to the year 58135).
+    # A time written in ns among µs lies far beyond pandas' dates: still the one sentence (it was a pandas error).
     in_nanos = _readings().assign(timestamp=as_micros(_readings()["timestamp"]))
     in_nanos.loc[0, "timestamp"] *= 1000
-    assert len(entity_grids(in_nanos, ("a", "b"), 10_000_000, 0)["m1"].values) == 240
+    with pytest.raises(ValueError, match=r"^entity 'm1': its readings span 2026-03-02 00:00 to 58135-06-05 "
+                                         r"00:00, .* or a time in another unit\): drop such readings first$"):
+        entity_grids(in_nanos, ("a", "b"), 10_000_000, 0)
 
 
 def test_fit_names_a_channel_the_frame_lacks_and_takes_one_name_as_one_channel():
@@ -336,3 +339,12 @@ def test_score_frame_names_a_channel_the_frame_lacks_and_the_index_that_holds_th
                                          r"frame.rename_axis\('timestamp'\).reset_index\(\)$"):
         detector.score_frame(indexed)
     assert len(detector.score_frame(indexed.rename_axis("timestamp").reset_index())) > 0
+
+
+def test_numbers_that_are_no_epoch_dates_are_microseconds():
+    """Relative times (a benchmark's row grid: row * 1e6 from 0) stay µs, as the frame API always read numbers."""
+    rows = pd.Series(np.arange(0, 50_000) * 1_000_000)
+    assert as_micros(rows)[-1] == 49_999_000_000
+    assert as_micros(pd.Series([1_772_409_600, 1_772_409_610])).tolist() == [START_US, START_US + 10_000_000]
+    assert as_micros(pd.Series([0, 1_772_409_610])).tolist() == [0, 1_772_409_610]  # not all dates: µs
+    assert len(as_micros(pd.Series([], dtype="int64"))) == 0

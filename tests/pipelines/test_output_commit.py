@@ -180,8 +180,10 @@ def test_an_earlier_runs_output_folder_inside_the_input_folder_is_not_input(tmp_
 
 
 @pytest.mark.slow
-def test_sigterm_ends_a_batch_run_as_ctrl_c_does(small_model_dir, tmp_path):
-    """SIGTERM had killed the run without a word and left its staging folder, scores and all, in the output."""
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_ends_a_batch_run_as_ctrl_c_does(small_model_dir, tmp_path, sigint):
+    """SIGTERM had killed the run without a word and left its staging folder, scores and all, in the output; and
+    again (found by a check of the README) where SIGINT is ignored, as in a script's background job (``&``)."""
     from seqwatch.models.synthetic import generate_sensor_data
 
     readings, _ = generate_sensor_data(n_entities=4, n_steps=100_000, seed=5)  # 1.6M readings: some seconds
@@ -196,6 +198,8 @@ def test_sigterm_ends_a_batch_run_as_ctrl_c_does(small_model_dir, tmp_path):
     previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a scheduler's child has it
     try:
         with open(log_path, "w") as log:
+            if sigint == "ignored":  # as a shell starts a script's background job; exec keeps the pid
+                command = ["sh", "-c", "trap '' INT; exec \"$@\"", "sh", *command]
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
     finally:
         signal.signal(signal.SIGTERM, previous)

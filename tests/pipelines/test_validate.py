@@ -103,7 +103,7 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
         ("energy_kwh", T, 10.0, 2), ("energy_kwh", T + minute, 11.0, 3),
         ("energy_kwh", T + 2 * minute, 9.5, 4),        # went back: monotonic_decrease
         ("energy_kwh", T + 3 * minute, 9.6, 5),        # counts up again from the new value: kept
-        ("energy_kwh", T + minute, 11.0, 6),           # the same reading again: counted once, kept as a run keeps it
+        ("energy_kwh", T + minute, 11.0, 6),           # the same reading again: a run quarantines it as duplicate
         ("power", T + 2 * minute, 5.0, 7), ("power", T + 3 * minute, 4.0, 8),  # not a meter: may fall
     ]
     other = [("energy_kwh", T + 2 * minute, 1.0, 9)]   # another entity's meter: judged on its own
@@ -111,9 +111,10 @@ def test_valid_history_leaves_out_what_a_run_quarantines_in_validation():
                                       [r[1] for r in meter + other], [r[2] for r in meter + other],
                                       ["in.csv"] * 8, [r[3] for r in meter + other]).frame
     kept, left_out, first = valid_history(frame, load_suite_dict("energy"), EARLIEST, LATEST)
-    assert left_out == {"monotonic_decrease": 1}
-    assert first == {"monotonic_decrease": "meter 'energy_kwh' went back from 11.0 to 9.5"}
-    assert kept["line"].tolist() == [2, 3, 5, 6, 7, 8, 9]
+    assert left_out == {"monotonic_decrease": 1, "duplicate": 1}
+    assert first == {"monotonic_decrease": "meter 'energy_kwh' went back from 11.0 to 9.5",
+                     "duplicate": "a reading with the same entity, channel and timestamp came earlier"}
+    assert kept["line"].tolist() == [2, 3, 5, 7, 8, 9]
 
 
 def _sourced(rows, source):

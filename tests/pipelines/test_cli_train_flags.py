@@ -1,0 +1,47 @@
+"""``seqwatch train``'s model shape flags, found by a bug hunt: a short ``--window`` alone was refused over a stride
+nobody typed, and ``--units``/``--layers`` refusals named the config field, not the flag."""
+import numpy as np
+import pandas as pd
+
+from seqwatch.models.artifact import read_metadata
+from seqwatch.pipelines.cli import _new_config, build_parser
+
+
+def _config(*flags):
+    return _new_config(build_parser().parse_args(["train", "--input", "x.csv", "--model-dir", "m", *flags]))
+
+
+def test_the_default_stride_is_at_most_the_window():
+    assert _config().window.stride == 16 and _config().window.length == 64  # the defaults as they were
+    assert _config("--window", "8").window.stride == 8
+    assert _config("--window", "12").window.stride == 12
+    assert _config("--window", "32").window.stride == 16
+    assert _config("--window", "8", "--stride", "2").window.stride == 2  # a stride given is the stride
+
+
+def test_shape_flags_are_refused_by_their_flag_names(tmp_path, cli_cases):
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    frame = pd.concat([pd.DataFrame({"entity_id": "e1", "channel": c, "timestamp": pd.to_datetime(
+        1_767_225_600 + 60 * t, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "value": np.sin(t / (10 + 3 * i)) + rng.normal(0, 0.05, len(t))}) for i, c in enumerate("ab")])
+    frame.to_csv(tmp_path / "history.csv", index=False)
+    base = ["train", "--input", str(tmp_path / "history.csv"), "--format", "long", "--epochs", "1"]
+    cases = [
+        (["--units", "0"], "seqwatch train: --units must be > 0, got 0"),
+        (["--layers", "4"], "seqwatch train: --layers must be 1, 2 or 3, got 4"),
+        (["--window", "8", "--stride", "9"], "seqwatch train: --stride must be in [1, length=8], got 9"),
+        (["--window", "1"], "seqwatch train: --window must be >= 2, got 1"),
+        (["--window", "8", "--units", "4"], None),  # trains, with stride 8
+    ]
+    results = cli_cases([base + flags + ["--model-dir", str(tmp_path / f"m{i}")]
+                         for i, (flags, _) in enumerate(cases)])
+    for i, ((flags, message), (code, stderr)) in enumerate(zip(cases, results, strict=True)):
+        if message is None:
+            assert code == 0, (flags, stderr[-3000:])
+            window = read_metadata(tmp_path / f"m{i}")["config"]["window"]
+            assert (window["length"], window["stride"]) == (8, 8)
+            continue
+        assert code == 2, (flags, stderr[-3000:])
+        assert stderr.strip() == message, (flags, stderr[-3000:])
+        assert not (tmp_path / f"m{i}").exists()
