@@ -114,7 +114,7 @@ def _add_format_args(parser, mapping_help: str = "a column mapping file (schemas
                         "entity_id when a file has that column)")
     parser.add_argument("--entity", help="wide format: one entity id for every file (default: the file's "
                         "entity_id column, or else its name)")
-    parser.add_argument("--ignore", action="append", metavar="COLUMN", help="a column to ignore (repeatable)")
+    parser.add_argument("--ignore", action="append", metavar="COLUMN", help="a column to ignore (repeatable); in training on long files, a channel whose readings to leave out")
     parser.add_argument("--sep", help="field separator (default: sniffed; '\\t' is a tab)")
     parser.add_argument("--timezone", help="zone of timestamps without an offset (default: UTC)")
     parser.add_argument("--timestamp-format", metavar="STRPTIME",
@@ -169,6 +169,15 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
                 first_unread.setdefault(q.reason_code, q.reason)
             records += n
     frame = pd.concat(frames, ignore_index=True) if frames else None
+    if frame is not None and mapping.format == "long" and mapping.ignore:
+        # A long file has no column per channel: --ignore names channels, whose readings the model leaves out (as
+        # the notes of a constant or rising channel advise). A run quarantines them as channels the model lacks.
+        ignored = frame["channel"].astype(str).isin(set(mapping.ignore))
+        if ignored.any():
+            names = sorted(set(frame.loc[ignored, "channel"].astype(str)))
+            print(f"seqwatch train: left out {int(ignored.sum())} readings of the ignored channel(s) {names}",
+                  file=sys.stderr)
+            frame = frame[~ignored].reset_index(drop=True)
     # What the reader could not read, with the first reason of the commonest code (it names the setting to
     # change: a decimal comma, a timestamp format), as a run's notice quotes it.
     commonest = min(unread, key=lambda code: (-unread[code], code)) if unread else None

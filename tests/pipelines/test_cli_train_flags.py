@@ -45,3 +45,24 @@ def test_shape_flags_are_refused_by_their_flag_names(tmp_path, cli_cases):
         assert code == 2, (flags, stderr[-3000:])
         assert stderr.strip() == message, (flags, stderr[-3000:])
         assert not (tmp_path / f"m{i}").exists()
+
+
+def test_ignore_leaves_a_channel_of_a_long_file_out_of_training_as_the_constant_channel_note_advises(tmp_path,
+                                                                                                     cli_cases):
+    """Found by a bug hunt: on long data the note's advice (--ignore b) changed nothing: a long file has no column
+    b, and the model kept the constant channel, with the same note again."""
+    t = np.arange(600)
+    times = pd.to_datetime(1_767_225_600 + 60 * t, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame = pd.concat([pd.DataFrame({"entity_id": "e1", "channel": "a", "timestamp": times, "value": np.sin(t / 10)}),
+                       pd.DataFrame({"entity_id": "e1", "channel": "b", "timestamp": times, "value": 5.0})])
+    frame.to_csv(tmp_path / "history.csv", index=False)
+    base = ["train", "--input", str(tmp_path / "history.csv"), "--window", "8", "--units", "4", "--epochs", "1"]
+    (code, before), (code_ignored, after) = cli_cases([base + ["--model-dir", str(tmp_path / "m")],
+                                                       base + ["--model-dir", str(tmp_path / "m-ignored"),
+                                                               "--ignore", "b"]])
+    assert code == code_ignored == 0, (before[-2000:], after[-2000:])
+    note = "note: channel 'b' held one value throughout the training readings"
+    assert note in before and "or leave it out (--ignore b)" in before
+    assert read_metadata(tmp_path / "m")["channels"] == ["a", "b"]
+    assert note not in after and "seqwatch train: left out 600 readings of the ignored channel(s) ['b']" in after
+    assert read_metadata(tmp_path / "m-ignored")["channels"] == ["a"]
