@@ -93,8 +93,8 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
         "threshold": detector.threshold,
         "intervals": detector.intervals.to_dict() if detector.intervals else None,
         "fingerprint": detector.fingerprint,
-        "metrics": detector.metrics,
-        "history": detector.history,
+        "metrics": _standard_json(detector.metrics),
+        "history": _standard_json(detector.history),
     }
     version_digest = hashlib.sha256(_weights_digest(detector.model).encode())
     version_digest.update(json.dumps(body, sort_keys=True).encode())
@@ -109,6 +109,18 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
         os.replace(staged, directory / MODEL_FILE)
         os.replace(meta_tmp, directory / METADATA_FILE)
     return directory
+
+
+def _standard_json(value):
+    """``value`` with every float that is not finite (a ``best_val_loss`` of NaN when no validation loss was
+    recorded) as None: ``metadata.json`` stays standard JSON, which other tools (``jq``, JavaScript) can read."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _standard_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_standard_json(item) for item in value]
+    return value
 
 
 def model_versions(directory: str | os.PathLike) -> list[Path]:

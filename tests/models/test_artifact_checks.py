@@ -189,3 +189,19 @@ def test_a_watched_model_root_warns_of_a_new_version_with_hand_edited_metadata(s
             assert list(handler.run_inference([windows], model))[0].model_version == model.model_version
     warned = [r.getMessage() for r in caplog.records if "v-edited" in r.getMessage()]
     assert len(warned) == 1 and 'threshold is "high", not a finite number' in warned[0], warned
+
+
+def test_metrics_that_are_not_finite_are_saved_as_null_so_the_metadata_are_standard_json(small_model_dir, tmp_path):
+    """Found by the bug hunt of model artifacts: a best_val_loss of NaN (no validation loss) was written as the
+    non-standard JSON ``NaN``, which jq and JavaScript refuse."""
+    detector = load_artifact(small_model_dir)
+    detector.metrics = {**detector.metrics, "best_val_loss": float("nan")}
+    detector.history = {**detector.history, "loss": [0.5, float("inf")]}
+    saved = save_artifact(detector, tmp_path / "copy")
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    metadata = json.loads((saved / "metadata.json").read_text(), parse_constant=refuse)
+    assert metadata["metrics"]["best_val_loss"] is None and metadata["history"]["loss"] == [0.5, None]
+    assert load_artifact(saved).threshold == detector.threshold
