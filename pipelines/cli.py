@@ -604,8 +604,27 @@ def _column_notes(quarantine: _Quarantine, manifest: dict, by_code: dict) -> str
         more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
         notes += f"; {what}: {shown}{more}" + (aside if wide else "")
         ignorable = _ignorable_columns(code, counts, manifest)
-        notes += f"; {hint.format(' '.join(f'--ignore {c}' for c in ignorable))}" if hint and wide and ignorable else ""
+        many = _model_columns_only(manifest) if code == "unknown_channel" and wide and len(counts) > 5 else ""
+        if many:  # an --ignore per column would make a long command line: read the model's columns only
+            notes += f"; {many}"
+        elif hint and wide and ignorable:
+            notes += f"; {hint.format(' '.join(f'--ignore {c}' for c in ignorable))}"
     return notes
+
+
+def _model_columns_only(manifest: dict) -> str:
+    """For a wide file of many columns the model lacks (a historian's export of hundreds of tags): the --mapping
+    file that reads only the model's channels, as a clause; empty without the model's channels in the manifest."""
+    from seqwatch.schemas.mapping import InputMapping
+
+    channels = (manifest.get("model") or {}).get("channels")
+    mapping = dict((manifest.get("settings") or {}).get("mapping") or {})
+    if not channels or mapping.get("channels"):
+        return ""
+    mapping.update({"channels": {c: c for c in channels}, "extra_columns": "ignore"})
+    defaults = InputMapping().to_dict()
+    shown = {k: v for k, v in mapping.items() if k in ("format", "channels", "extra_columns") or v != defaults.get(k)}
+    return f"read only the model's columns with a --mapping file {json.dumps(shown)}"
 
 
 def _ignorable_columns(code: str, counts: list, manifest: dict) -> list:

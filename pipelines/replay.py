@@ -108,7 +108,10 @@ def load_records(files: list[Path]) -> pd.DataFrame:
             if path.suffix == ".jsonl":
                 frame = _read_json_lines(path)
             else:
-                frame = pq.read_table(path).to_pandas()
+                # A wide row's text is the raw of each of its readings' records: read once per text, not per record
+                frame = pq.read_table(path, read_dictionary=["raw"]).to_pandas()
+                if "raw" in frame:
+                    frame["raw"] = frame["raw"].astype(object)  # the categories' strings, shared, not copied
         except ValueError as exc:
             raise ReplayError(f"quarantine file {path} cannot be read: {exc}") from None
         missing = [c for c in ("raw", "source", "line", "column", "records", "reason_code") if c not in frame]
@@ -319,14 +322,20 @@ def _rewrite_sources(output: Path, copies: dict[str, str]) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from seqwatch.pipelines.sinks import write_parquet
+    from seqwatch.schemas.arrow import QUARANTINE_SCHEMA
+
     frames = []
     for path in sorted((output / "quarantine").rglob("*.parquet")):
-        table = pq.read_table(path)
+        table = pq.read_table(path, read_dictionary=["raw"])  # each text once (sinks.quarantine_records_table)
         sources = [copies.get(s, s) for s in table.column("source").to_pylist()]
         table = table.set_column(table.schema.get_field_index("source"), table.schema.field("source"),
                                  pa.array(sources, type=pa.string()))
-        pq.write_table(table, path, compression="zstd")
-        frames.append(table.to_pandas())
+        table = table.replace_schema_metadata(QUARANTINE_SCHEMA.metadata)
+        write_parquet(str(path), table)  # with the plain schema
+        frame = table.to_pandas()
+        frame["raw"] = frame["raw"].astype(object)
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
 
 

@@ -1,0 +1,79 @@
+"""A wide export of many columns the model lacks (a historian's hundreds of tags beside the model's few): every
+reading of such a column is a quarantined record that carries its row's text, so a row of 500 such columns
+repeats it 500 times. A 1.7 MB Parquet file of 300 rows had made a 4.3 GB quarantine element, beyond gRPC's
+2 GB, after 13 GB of memory and 77 s (found by the bug hunt of output folders, 2026-12-02). The quarantine table
+now holds each text once (dictionary-encoded) and is written with the plain schema a row group at a time."""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from seqwatch.pipelines import sinks
+from seqwatch.pipelines.sinks import quarantine_records_table, write_parquet
+from seqwatch.schemas.arrow import QUARANTINE_SCHEMA
+from seqwatch.schemas.elements import Quarantined
+
+
+def _records(rows: int, columns: int, width: int) -> list:
+    texts = [f"{line}," + "x" * width for line in range(1, rows + 1)]  # one text per row, as a wide file's line
+    return [Quarantined(texts[line - 1], "plant.parquet", line, f"tag_{c:03d}", 1, "validate", "unknown_channel",
+                        "the model has no such channel (it has ['flow'])", "run-1")
+            for line in range(1, rows + 1) for c in range(columns)]
+
+
+def test_a_text_repeated_by_many_records_is_held_once_and_written_with_the_plain_schema(tmp_path, monkeypatch):
+    records = _records(rows=40, columns=500, width=20_000)  # 20,000 records of 20 KB texts: 400 MB as plain text
+    table = quarantine_records_table(records)
+    assert table.nbytes < 10_000_000  # 40 texts once and the indices (the other columns: 3.6 MB), not 400 MB
+    monkeypatch.setattr(sinks, "DECODED_BYTES_PER_ROW_GROUP", 50_000_000)  # about 2,500 rows of 20 KB a group
+    path = tmp_path / "quarantine" / "plant.parquet"
+    write_parquet(str(path), table)
+    assert pq.read_schema(path).equals(QUARANTINE_SCHEMA, check_metadata=True)
+    metadata = pq.ParquetFile(path).metadata
+    assert metadata.num_rows == 20_000 and 8 <= metadata.num_row_groups <= 9  # 2,499 rows a group: 9
+    assert path.stat().st_size < 2_000_000  # Parquet's own dictionary pages keep each text once on disk too
+    back = pq.read_table(path)
+    assert back.column("raw").to_pylist()[::500] == [q.raw for q in records[::500]]
+    assert back.column("column").to_pylist()[:3] == ["tag_000", "tag_001", "tag_002"]
+    assert back.slice(0, 3).to_pylist() == [q._asdict() for q in records[:3]]
+
+
+def test_a_run_over_many_columns_the_model_lacks_counts_them_and_names_the_mapping_that_reads_only_its_own(
+        small_model_dir, tmp_path, capsys):
+    from seqwatch.pipelines.cli import main
+
+    n = 300
+    rng = np.random.default_rng(0)
+    data = {"timestamp": pd.date_range("2026-01-05", periods=n, freq="10s", tz="UTC")}
+    data |= {c: rng.normal(50, 1, n) for c in ("flow", "pressure", "temperature", "vibration")}
+    data |= {f"tag_{i:03d}": rng.normal(0, 1, n) for i in range(60)}
+    pd.DataFrame(data).to_parquet(tmp_path / "pump-01.parquet")
+    common = ["--input", str(tmp_path / "pump-01.parquet"), "--model-dir", str(small_model_dir),
+              "--runner=DirectRunner"]
+    assert main(["run", *common, "--format", "wide", "--output", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (
+        64 * n, 4 * n, 60 * n)
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine")
+    assert sum(quarantine.column("records").to_pylist()) == 60 * n
+    assert set(quarantine.column("reason_code").to_pylist()) == {"unknown_channel"}
+    assert json.loads(quarantine.column("raw")[0].as_py())["tag_000"] == data["tag_000"][0]
+    note = captured.err.strip().splitlines()[-1]
+    clause = "read only the model's columns with a --mapping file "
+    assert clause in note and "--ignore" not in note
+    mapping = json.loads(note.split(clause, 1)[1].split("; each record", 1)[0])
+    assert mapping == {"format": "wide", "channels": {c: c for c in ("flow", "pressure", "temperature", "vibration")},
+                       "extra_columns": "ignore"}
+    (tmp_path / "mapping.json").write_text(json.dumps(mapping))
+    assert main(["run", *common, "--mapping", str(tmp_path / "mapping.json"), "--output", str(tmp_path / "out2")]) == 0
+    again = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert (again["records_in"], again["records_scored"], again["records_quarantined"]) == (4 * n, 4 * n, 0)
+    # The quarantine fed back with that mapping (its records read with each row's text once)
+    assert main(["replay", "--quarantine", str(tmp_path / "out"), "--output", str(tmp_path / "replayed"),
+                 "--model-dir", str(small_model_dir), "--mapping", str(tmp_path / "mapping.json"),
+                 "--runner=DirectRunner"]) == 0
+    replayed = json.loads((tmp_path / "replayed" / "manifest.json").read_text())
+    assert (replayed["records_in"], replayed["records_quarantined"]) == (4 * n, 0)
+    assert replayed["replay"]["replayed_by_reason"] == {"validate.unknown_channel": 60 * n}
