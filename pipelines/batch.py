@@ -52,6 +52,15 @@ def _sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+def _in_time_order(frame: pd.DataFrame) -> bool:
+    """Whether each entity's readings of each channel in ``frame`` come in time order (ties allowed)."""
+    ordered = frame.sort_values(["entity_id", "channel"], kind="stable")
+    stamps = ordered["timestamp"].to_numpy()
+    entity, channel = ordered["entity_id"].to_numpy(), ordered["channel"].to_numpy()
+    same = (entity[1:] == entity[:-1]) & (channel[1:] == channel[:-1])
+    return not ((stamps[1:] < stamps[:-1]) & same).any()
+
+
 def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, step_us: int, model: str) -> None:
     """Read each file's header, and a sample of the first fitting file's rows, to refuse data the model cannot
     score. A wide file that lacks some of the model's channels among files that have them all is a machine that
@@ -96,12 +105,17 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
                 break
         if not sample:
             continue
-        seen_data = True
         frame = pd.concat(sample, ignore_index=True) if len(sample) > 1 else sample[0]
         found = set(frame["channel"].unique())
         if not found & set(channels):
             raise RunError(f"model {model} expects channels {list(channels)}, but {Path(path).name} has "
                            f"{sorted(found)[:10]}")
+        if not _in_time_order(frame):
+            # The first rows of a file out of time order are a scattering of its times, whose gaps say nothing
+            # of its interval (a shuffled file of readings every 10 s had been refused as "every 30s"): the next
+            # file may tell; the pipeline sorts each pane's readings and checks the interval pane by pane.
+            continue
+        seen_data = True
         try:
             data_step = infer_step_us(frame[frame["channel"].isin(channels)])
         except InsufficientDataError:

@@ -7,7 +7,8 @@ readings its neighbours lend it, after duplicates are removed. Event time, not a
 - **Monotone meter** (a channel matched by the suite's ``monotonic_channels``, e.g. a cumulative energy
   counter): an own reading lower than the channel's previous reading (by more than ``monotonic_tolerance``)
   is quarantined as ``monotonic_decrease``. Only the reading where the meter went back is quarantined: after
-  a meter reset the readings that follow count up again from the new value and are kept.
+  a meter reset the readings that follow count up again from the new value and are kept. A context reading
+  where it went back is left out of the pane's windows as well (its own pane quarantines it).
 - **Stuck channel**: an own reading inside a run of at least ``stuck_min_readings`` consecutive readings of
   one channel with exactly the same value is *flagged*, not dropped: it is still scored (a stuck sensor is
   what an anomaly detector should see), and the run manifest counts it as ``flagged.stuck_channel``.
@@ -38,6 +39,7 @@ class PaneChecks(NamedTuple):
     decrease: np.ndarray
     reasons: list
     stuck: np.ndarray
+    went_back: np.ndarray | None = None  # every reading where a meter went back, context included (None: none)
 
 
 def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
@@ -64,6 +66,8 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
 
     went_back = same_channel & monotonic[channel] & (value < previous - rules.monotonic_tolerance)
     decrease[order] = went_back & own[order]
+    back = np.zeros(n, dtype=bool)
+    back[order] = went_back
 
     if rules.stuck_min_readings:
         run = np.cumsum(~same_channel | (value != previous))
@@ -78,7 +82,7 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
         channels = frame["channel"].to_numpy()
         reasons = [f"meter {channels[i]!r} went back from {float(previous_in_frame[i])!r} to {float(values[i])!r}"
                    for i in np.flatnonzero(decrease)]
-    return PaneChecks(decrease, reasons, stuck)
+    return PaneChecks(decrease, reasons, stuck, back if back.any() else None)
 
 
 def apply_stateful_checks(frame: pd.DataFrame, rules: StatefulRules, run_id: str, stage: str = "window",
@@ -94,5 +98,7 @@ def apply_stateful_checks(frame: pd.DataFrame, rules: StatefulRules, run_id: str
     records = list(quarantine_rows(frame, checks.decrease, stage, "monotonic_decrease", checks.reasons, run_id,
                                    entity))
     counts = {STUCK_COUNT: int(checks.stuck.sum())} if checks.stuck.any() else {}
-    kept = frame[~checks.decrease] if checks.decrease.any() else frame
+    # A context reading where the meter went back is its own pane's to quarantine, and this pane's to leave out
+    # of its windows too: kept, it had filled the next pane's first windows, so scores depended on --pane-steps.
+    kept = frame[~checks.went_back] if checks.went_back is not None else frame
     return kept, records, counts

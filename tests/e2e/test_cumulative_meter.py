@@ -114,3 +114,38 @@ def test_a_meter_trained_as_a_rate_scores_in_a_run_as_in_a_notebook(tmp_path, wi
     assert np.abs(meter["yhat"].to_numpy() - read).max() < 10, meter[["entity_id", "target_time", "yhat"]]
     assert (meter["yhat"][meter["entity_id"] == "m1"] > meter_data.METER_START_WH).all()
     assert (meter["yhat"][meter["entity_id"] == "m2"] < 2000).all()  # the new meter's count, not the old one's
+
+
+def test_a_meter_going_back_just_before_a_pane_boundary_changes_no_window_of_the_next_pane(small_model_dir,
+                                                                                            tmp_path):
+    """Found by a differential bug hunt: the reading where a monotone meter went back, quarantined by its own
+    pane, was kept as context by the next one and filled its first windows, so three windows scored 2.9 with
+    64-step panes and 13.2 with the default panes."""
+    from seqwatch.models.synthetic import generate_sensor_data
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.config import RunConfig
+    from seqwatch.schemas.mapping import InputMapping
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=1000, seed=21, anomalies_per_entity=0,
+                                       start=pd.Timestamp("2026-03-01", tz="UTC"))
+    steps = readings.groupby("channel").cumcount()
+    pressure = readings["channel"] == "pressure"
+    readings.loc[pressure, "value"] = 3.0 + 0.0005 * steps[pressure]  # a rising ramp, judged as a meter
+    readings.loc[pressure & (steps == 64 * 5 - 3), "value"] = 1.0  # it goes back 3 steps before a 64-step pane ends
+    path = tmp_path / "pump-01.csv"
+    readings.to_csv(path, index=False)
+    suite = json.loads((Path(__file__).parents[2] / "schemas" / "suites" / "sensor.json").read_text())
+    suite.setdefault("meta", {})["seqwatch_stateful"] = {"monotonic_channels": "pressure",
+                                                         "monotonic_tolerance": 0.0, "stuck_min_readings": 0}
+    (tmp_path / "suite.json").write_text(json.dumps(suite))
+    scores = {}
+    for pane_steps in (64, 4096):
+        out = tmp_path / f"out-{pane_steps}"
+        manifest = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                                       mapping=InputMapping(), suite=str(tmp_path / "suite.json"),
+                                       pane_steps=pane_steps), ["--runner=DirectRunner"])
+        assert manifest["stages"]["quarantined.window.monotonic_decrease"] == 1
+        table = ds.dataset(out / "scores", format="parquet").to_table().to_pandas()
+        scores[pane_steps] = table.sort_values("window_end").set_index("window_end")["score"]
+    assert len(scores[64]) == len(scores[4096]) > 200
+    np.testing.assert_allclose(scores[64].to_numpy(), scores[4096].to_numpy(), rtol=1e-5)
