@@ -41,9 +41,10 @@ class SchemaDriftError(ValueError):
     """A file's columns do not match what the mapping requires."""
 
 
-def _lacks(name: str, what: str, missing: list[str], header: tuple) -> str:
-    """``x.csv lacks required columns ['timestamp'] (its columns are [...]; was 'timestamp' renamed to 'time'?)``."""
-    others = [h for h in header if h and h not in missing]
+def _lacks(name: str, what: str, missing: list[str], header: tuple, taken=()) -> str:
+    """``x.csv lacks required columns ['timestamp'] (its columns are [...]; was 'timestamp' renamed to 'time'?)``;
+    ``taken``: columns with a role of their own (the timestamp), never guessed as another's new name."""
+    others = [h for h in header if h and h not in missing and h not in taken]
     guesses = []
     for column in missing:
         folded = {h.casefold().replace(" ", "_"): h for h in others}
@@ -132,13 +133,18 @@ class FileLayout:
         if mapping.channels:
             missing = [col for col in mapping.channels if col not in present]
             if missing:
-                raise SchemaDriftError(_lacks(name, "channel columns", missing, header))
+                raise SchemaDriftError(_lacks(name, "channel columns", missing, header, taken))
             extra = [h for h in header if h and h not in taken and h not in mapping.channels
                      and not h.startswith("Unnamed")]
             if extra and mapping.extra_columns == "error":
                 raise _unexpected_columns(name, extra)
             columns = tuple(mapping.channels)
             names = tuple(mapping.channels[c] for c in columns)
+            shared = sorted({n for n in names if names.count(n) > 1})
+            if shared:  # their readings would be one channel's, read twice at each time
+                both = [c for c in columns if mapping.channels[c] == shared[0]]
+                raise SchemaDriftError(f"the mapping names the columns {both} of {name} both channel {shared[0]!r}; "
+                                       f"give each column a channel of its own, or ignore all but one")
         else:
             columns = tuple(h for h in header if h and h not in taken and not h.startswith("Unnamed"))
             names = columns
@@ -652,8 +658,7 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
         else:
             value = columns[layout.timestamp_column].iloc[i]
             code, reason = "parse_timestamp", (
-                "the header line again, not a reading (files joined one after another keep each file's header)"
-                if str(value).strip() == layout.timestamp_column else
+                HEADER_AGAIN if str(value).strip() == layout.timestamp_column else
                 explain_timestamp(value, mapping.timestamp_unit, mapping.timezone, mapping.timestamp_format))
         quarantine.append(Quarantined(raw(i), source, int(lines[i]), "", per_row, "parse", code, reason, run_id))
 
@@ -701,11 +706,41 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
     return batch, quarantine
 
 
-def sniff_separator(header_line: str) -> str:
-    """The most frequent of ``, ; \\t |`` in the header line (``,`` if none)."""
-    counts = {sep: header_line.count(sep) for sep in (",", ";", "\t", "|")}
+HEADER_AGAIN = "the header line again, not a reading (files joined one after another keep each file's header)"
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def sniff_separator(header_line: str, data_lines: list[str] = ()) -> str:
+    """The separator of a CSV file from its header line and its first data lines: of ``, ; \\t |``, those that
+    split every line into the header's number of fields (quotes read as the ``csv`` module reads them), the one
+    that gives most fields, ``;``, tab or ``|`` before ``,`` on a tie (``50,03;3,19``: a decimal comma); without
+    data lines, or where none fits them all, the most frequent in the header (``,`` if none). A header's commas
+    alone had split ``timestamp;flow, l/min;pressure, bar`` into ``timestamp;flow`` and ``l/min;pressure``."""
+    counts = {sep: header_line.count(sep) for sep in SEPARATORS}
     best = max(counts, key=counts.get)
-    return best if counts[best] else ","
+    if not any(counts.values()):
+        return ","
+    fitting = {}
+    for sep in SEPARATORS:
+        if not counts[sep] or not data_lines:
+            continue
+        n = len(csv_fields(header_line, sep))
+        if n > 1 and all(len(csv_fields(line, sep)) == n for line in data_lines):
+            fitting[sep] = n
+    if fitting:
+        return max(fitting, key=lambda sep: (fitting[sep], sep != ","))
+    return best
+
+
+def csv_fields(line: str, sep: str) -> list[str]:
+    """``line``'s fields split by ``sep``, quotes read as the ``csv`` module reads them (a field it cannot read
+    leaves the line unsplit)."""
+    if '"' not in line:
+        return line.split(sep)
+    try:
+        return next(csv.reader([line], delimiter=sep))
+    except (csv.Error, StopIteration):
+        return [line]
 
 
 def split_lines(lines: list[str], sep: str, n_fields: int) -> tuple[list[list[str]], np.ndarray]:

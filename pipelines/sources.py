@@ -11,6 +11,7 @@ import codecs
 import csv
 import functools
 import glob
+import itertools
 import os
 import re
 from pathlib import PurePath
@@ -23,7 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.csv_blocks import ChunkLines, byte_chunks, data_start, has_lone_cr, split_chunk
 from seqwatch.pipelines.csv_records import join_records, record_spans
-from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, parse_rows, raw_json, sniff_separator, split_lines
+from seqwatch.pipelines.parsing import (HEADER_AGAIN, FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
+                                        sniff_separator, split_lines)
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import InputMapping
@@ -340,9 +342,11 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
             if _looks_binary(line):
                 raise SchemaDriftError(f"{PurePath(path).name} does not look like a CSV text file: its first line "
                                        f"holds binary data (is it compressed or in another format?)")
-            given, sniffed = sep, sniff_separator(line)
+            data = [] if sep or hint else [text.rstrip("\r\n") for text in itertools.islice(f, 5) if text.strip()]
+            given, sniffed = sep, sniff_separator(line, data)
             sep = given or hint or sniffed
-            fields = split_lines([line], sep, line.count(sep) + 1)[0][0] if '"' in line else line.split(sep)
+            # a quoted name may hold the separator ("flow, l/min"): the csv module's reading, not a count of it
+            fields = csv_fields(line, sep) if len(sep) == 1 else line.split(sep)
             if given and len(fields) == 1 and sniffed != given and sniffed in line:
                 raise SchemaDriftError(f"{PurePath(path).name}'s header is one column when split by the separator "
                                        f"{given!r} (--sep, or the mapping's sep) and looks separated by {sniffed!r}: "
@@ -432,7 +436,46 @@ class FileReader:
         if is_parquet(path):
             yield from self._parquet_chunks(path, layout)
         else:
-            yield from self._csv_chunks(path, layout, self.mapping.sep or sep)
+            sep = self.mapping.sep or sep
+            yield from self._until_another_header(self._csv_chunks(path, layout, sep), path, header, sep, layout)
+
+    def _until_another_header(self, chunks, path: str, header: list, sep: str, layout: FileLayout):
+        """``chunks`` of a CSV file up to a header line in another column order than its first (files of other
+        exports joined one after another): that line and every row after it are quarantined as ``schema_drift``,
+        one record per row standing for its readings, rather than read by the first header (a repeated header of
+        ``timestamp,pressure,flow`` had had every later row's pressure read as flow, without a word). A repeated
+        header of the same columns is one quarantined line, and the rows after it are read."""
+        expected = [name.strip() for name in header]
+        drift = None  # (line, its header)
+        for batch, bad, n in chunks:
+            if drift is None:
+                for q in bad:
+                    if q.reason == HEADER_AGAIN and q.raw:
+                        fields = [name.strip() for name in csv_fields(q.raw, sep)]
+                        if fields != expected:
+                            drift = q.line, fields
+                            break
+            if drift is not None:
+                batch, bad = self._drifted(path, batch, bad, drift, expected, layout)
+            yield batch, bad, n
+
+    def _drifted(self, path: str, batch: ReadingBatch, bad: list, drift: tuple, expected: list,
+                 layout: FileLayout):
+        """``batch`` and ``bad`` without the rows from the line of another header on, and a ``schema_drift``
+        record for each of those rows."""
+        line, fields = drift
+        lines = batch.frame["line"].to_numpy()
+        after = sorted(set(lines[lines >= line].tolist()) | {q.line for q in bad if q.line >= line})
+        if not after:
+            return batch, bad
+        reason = (f"line {line} is another header ({fields}) than the file's first ({expected}), as where files of "
+                  f"two exports were joined: the rows from there on are not read by the first header; split the "
+                  f"file at line {line}")
+        raws = {q.line: q.raw for q in bad if q.line >= line and q.raw}
+        records = [Quarantined(raws.get(n, ""), path, n, "", layout.readings_per_row, "parse", "schema_drift", reason,
+                               self.run_id) for n in after]
+        kept = ReadingBatch(batch.frame[lines < line].reset_index(drop=True)) if (lines >= line).any() else batch
+        return kept, [q for q in bad if q.line < line] + records
 
     def _csv_chunks(self, path: str, layout: FileLayout, sep: str):
         """Chunks of a CSV file: read as bytes, clean lines split by Arrow and odd ones by the line reader
@@ -562,8 +605,10 @@ class FileReader:
             schema = parquet.schema_arrow
             # Id columns (entity, channel) hold a few distinct strings: read them dictionary-encoded, so that a
             # chunk arrives as pandas categoricals and its ids are cleaned once per distinct value.
-            ids = [c for c in (layout.entity_column, (layout.long_columns or {}).get("channel"))
-                   if c is not None and c in schema.names]
+            # The layout's names are stripped of blanks, as a CSV header's are; the file's may not be (" value")
+            named = {name.strip(): name for name in schema.names}
+            ids = [named[c] for c in (layout.entity_column, (layout.long_columns or {}).get("channel"))
+                   if c is not None and c in named]
             strings = [c for c in ids if pa.types.is_string(schema.field(c).type)
                        or pa.types.is_large_string(schema.field(c).type)]
             integers = [c for c in ids if pa.types.is_integer(schema.field(c).type)]
@@ -592,7 +637,7 @@ class FileReader:
                     frame[name] = record_batch.column(name).to_pandas(integer_object_nulls=True)
                 numbers = np.arange(first, first + len(frame), dtype=np.int64)
                 first += len(frame)
-                columns = {name: frame[name] for name in frame.columns}
+                columns = {str(name).strip(): frame[name] for name in frame.columns}
                 batch, bad = parse_rows(columns, numbers, lambda i, fr=frame: raw_json(fr.iloc[i].to_dict()),
                                         path, layout, self.mapping, self.run_id)
                 yield batch, bad, len(frame) * layout.readings_per_row
