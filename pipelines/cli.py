@@ -58,23 +58,25 @@ def _mapping_flags(args) -> dict:
 
 def _mapping_from_args(args):
     """The input mapping of ``--mapping`` and the format flags together: a flag sets what the mapping file leaves
-    out, ``--ignore`` adds to its ``ignore``, and a flag that contradicts the file is a ``CliError``."""
+    out, ``--ignore`` adds to its ``ignore``, and a flag that contradicts the file, or a wide file's flag for long
+    ones, is a ``CliError``; a mapping key of the wrong type or for the other format is a ``MappingError`` (a
+    ``ValueError``: one sentence and exit code 2, as ``_main`` prints it)."""
     from seqwatch.schemas.mapping import InputMapping
     flags = _mapping_flags(args)
     ignore = list(args.ignore or ())
-    if not args.mapping:
+    # The file's keys, each of the right type (a MappingError, one sentence, before a flag is compared with them).
+    data = InputMapping.read_file(args.mapping) if args.mapping else {}
+    if flags.get("format", data.get("format")) != "wide":
         wide_only = [flag for flag, value in (("--timestamp-column", args.timestamp_column),
                                               ("--entity-column", args.entity_column), ("--entity", args.entity))
                      if value]
-        if flags.get("format") != "wide":
-            if wide_only:
-                raise CliError(f"{' and '.join(wide_only)} {'is' if len(wide_only) == 1 else 'are'} for --format "
-                               f"wide; a long file's rows name their entity and time in its entity_id and timestamp "
-                               f"columns")
-            flags.pop("timestamp", None)
-            flags.pop("entity", None)
-        return InputMapping.from_dict({**flags, "ignore": ignore})
-    data = _with_flags(InputMapping.read_file(args.mapping), flags, args)
+        if wide_only:
+            raise CliError(f"{' and '.join(wide_only)} {'is' if len(wide_only) == 1 else 'are'} for --format "
+                           f"wide; a long file's rows name their entity and time in its entity_id and timestamp "
+                           f"columns")
+        flags.pop("timestamp", None)
+        flags.pop("entity", None)  # --entity-topic-level, --entity-from-key: cmd_stream says why not
+    data = _with_flags(data, flags, args)
     data["ignore"] = list(data.get("ignore", ())) + [c for c in ignore if c not in data.get("ignore", ())]
     return InputMapping.from_dict(data)
 

@@ -372,8 +372,9 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         mapping = InputMapping.from_dict(original["mapping"]) if original.get("mapping") else InputMapping()
     if config.mapping_changes or config.more_ignored:
         changed = {**mapping.to_dict(), **config.mapping_changes}
-        changed["ignore"] = list(changed.get("ignore", ())) + [c for c in config.more_ignored
-                                                                if c not in changed.get("ignore", ())]
+        ignored = changed.get("ignore", ())
+        if isinstance(ignored, (list, tuple)):  # else from_dict says what it must be (text is no list of columns)
+            changed["ignore"] = list(ignored) + [c for c in config.more_ignored if c not in ignored]
         mapping = InputMapping.from_dict(changed)
     settings = {k: original[k] for k in ("pane_steps", "earliest_us", "future_tolerance_us", "chunk_rows",
                                          "alert_cooldown_us", "online_calibration") if k in original}
