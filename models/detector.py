@@ -170,39 +170,20 @@ def infer_step_us(frame: pd.DataFrame) -> int:
     return int(np.median(diffs))
 
 
-# Epoch numbers of dates from 1971 to 2200 in each unit (µs per unit): the ranges do not overlap, so a column
-# whose every value lies in one of them is read in that unit. Any other column of numbers is µs since the epoch
-# (the pipelines' own form, and relative times such as a benchmark's row grid, which start near 0).
-_EPOCH_RANGES = (("s", 3.2e7, 7.3e9, 1_000_000), ("ms", 3.2e10, 7.3e12, 1_000), ("us", 3.2e13, 7.3e15, 1),
-                 ("ns", 3.2e16, 7.3e18, None))
-
-
 # A numeric date whose day and month could be either way round (05/01/2026); the pipelines refuse it too.
 _DAY_MONTH_DATE = r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b"
 
-
-def _epoch_micros(numbers: pd.Series) -> np.ndarray:
-    """int64 µs of a column of epoch numbers: in the unit whose date range (``_EPOCH_RANGES``) holds every value,
-    else taken as µs."""
-    values = numbers.to_numpy()
-    if not np.isfinite(values.astype(np.float64)).all():
-        raise ValueError(f"timestamps must be finite numbers; {values[~np.isfinite(values.astype(np.float64))][0]!r} "
-                         f"is not")
-    if not len(values):
-        return np.zeros(0, dtype=np.int64)
-    low, high = float(np.abs(values).min()), float(np.abs(values).max())
-    per_unit = next((scale for _, lo, hi, scale in _EPOCH_RANGES if lo <= low and high <= hi), 1)
-    integral = pd.api.types.is_integer_dtype(numbers)
-    if per_unit is None:  # ns: to the nearest µs
-        return (values.astype(np.int64) + 500) // 1000 if integral else np.round(values / 1000).astype(np.int64)
-    return values.astype(np.int64) * per_unit if integral else np.round(values * per_unit).astype(np.int64)
+# Numbers are µs since the epoch. No unit is guessed: a slice of a relative µs grid (rows 450 to 8,640 of a series,
+# 4.5e8 to 8.6e9 µs) looks like epoch seconds by its magnitude alone. Epoch seconds read as µs come every few
+# µs instead; ``fit`` and ``score_frame`` say so (``numeric_interval_hint``).
+NUMERIC_TIMES_HINT = ("the timestamps are numbers, read as µs since the epoch; if they are epoch seconds or "
+                      "milliseconds, convert them first: frame['timestamp'] = pd.to_datetime(frame['timestamp'], "
+                      "unit='s') (or unit='ms')")
 
 
 def as_micros(timestamps: pd.Series) -> np.ndarray:
-    """µs since the epoch of datetime values of any unit (naive datetimes are UTC), of ``pd.Timestamp`` objects or
-    date texts, or of epoch numbers: a column whose every number is a date from 1971 to 2200 in seconds,
-    milliseconds, microseconds or nanoseconds is read in that unit (epoch seconds had been taken for µs, a model of
-    10 µs steps), any other column of numbers as µs (relative times included). Raises ValueError in one sentence
+    """µs since the epoch of int µs or datetime values of any unit (naive datetimes are UTC); a column of
+    ``pd.Timestamp`` objects or of date texts is read as datetimes. Raises ValueError in one sentence
     when a value is none of these or missing, and for a day/month-ambiguous numeric date (``05/01/2026``), which
     pandas would read either way round from one row to the next: parse those with ``pd.to_datetime(...,
     format=...)`` first."""
@@ -217,7 +198,7 @@ def as_micros(timestamps: pd.Series) -> np.ndarray:
         try:
             timestamps = pd.to_datetime(timestamps, utc=True, format="mixed")
         except (ValueError, TypeError, OverflowError):
-            raise ValueError("timestamps must be datetimes, date texts or epoch numbers (s, ms, µs or ns); "
+            raise ValueError("timestamps must be datetimes, date texts or int µs since the epoch; "
                              f"{str(timestamps.iloc[0])[:40]!r} and others are not") from None
     missing = timestamps.isna().to_numpy()
     if missing.any():  # NaT would become the smallest int64: a grid from 292,000 BC
@@ -227,7 +208,9 @@ def as_micros(timestamps: pd.Series) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(timestamps):
         ts = timestamps if timestamps.dt.tz is not None else timestamps.dt.tz_localize("UTC")
         return ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
-    return _epoch_micros(timestamps)
+    if not np.isfinite(timestamps.to_numpy(dtype=np.float64)).all():
+        raise ValueError("timestamps must be finite numbers of µs since the epoch")
+    return timestamps.to_numpy(dtype=np.int64)
 
 
 def _check_columns(frame: pd.DataFrame) -> None:
@@ -429,6 +412,11 @@ class Seq2SeqDetector:
         self.step_us = int(step_us) if step_us else infer_step_us(frame)
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
+        if not step_us and self.step_us < 1000 and pd.api.types.is_numeric_dtype(frame["timestamp"]) \
+                and frame["timestamp"].min() >= 3.2e7 and frame["timestamp"].max() <= 7.3e9:
+            # dates of 1971-2200 in epoch seconds, read as µs: readings every few µs, a model that scores no real
+            # data (found by a bug hunt); a relative µs grid from 0 is not refused
+            raise ValueError(f"the readings come every {self.step_us} µs: {NUMERIC_TIMES_HINT}")
         _check_entity_intervals(frame, self.step_us, given=bool(step_us))
         unknown = [c for c in self.config.window.cumulative_channels if c not in self.channels]
         if unknown:
@@ -646,6 +634,18 @@ class Seq2SeqDetector:
         return digest.hexdigest()
 
     # ------------------------------------------------------------------------------------------- score
+    def _check_numeric_interval(self, frame: pd.DataFrame) -> None:
+        """Refuse a frame of numeric timestamps whose readings come at an interval the model cannot score (epoch
+        seconds read as µs: every few µs), saying how numbers are read; otherwise it would score no window."""
+        try:
+            step_us = infer_step_us(frame[frame["channel"].astype(str).isin(self.channels)])
+        except InsufficientDataError:
+            return
+        if not windowing.interval_fits(step_us, self.step_us):
+            raise ModelMismatchError(f"model {self.model_id} {self.model_version} was trained at a sampling interval "
+                                     f"of {self.step_us / 1e6:g}s, the readings come every {step_us / 1e6:g}s: "
+                                     f"{NUMERIC_TIMES_HINT}")
+
     def check_compatible(self, channels, step_us: int | None = None) -> None:
         """Raise ``ModelMismatchError`` with one sentence when data with ``channels`` cannot be scored."""
         missing = [c for c in self.channels if c not in set(channels)]
@@ -733,6 +733,8 @@ class Seq2SeqDetector:
         _check_columns(frame)
         if len(frame):  # a channel the model needs, absent from every entity, would leave no window to score
             self.check_compatible(set(map(str, frame["channel"].unique())))
+            if pd.api.types.is_numeric_dtype(frame["timestamp"]):
+                self._check_numeric_interval(frame)
         length, stride = self.config.window.length, self.config.window.stride
         entities, ends, windows = [], [], []
         for entity, grid in entity_grids(frame, self.channels, self.step_us, self.config.window.max_gap).items():

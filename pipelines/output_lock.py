@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK_FILE = ".seqwatch.lock"
-_HELD: set[str] = set()  # the output folders (real paths) whose lock this process holds
+_HELD: set[tuple] = set()  # (real path, thread) of the output folders whose lock this process's threads hold
 
 
 class OutputBusy(Exception):
@@ -63,8 +64,9 @@ def output_lock(output: str, job: str, run_id: str) -> Iterator[bool]:
 
     ``job`` is what the holder is (``"run"``, ``"stream"``), ``run_id`` its id; both go into the lock file for
     the message of a job that finds the folder taken. Raises ``OutputBusy`` when another job holds it. Within one
-    process the lock is re-entrant: a ``with`` inside one that holds the same folder holds it already."""
-    key = os.path.realpath(output) if "://" not in output else output
+    thread the lock is re-entrant: a ``with`` inside one that holds the same folder holds it already."""
+    # Re-entrant per thread: another thread of the process (two runs of a notebook's) takes it as another job does
+    key = (os.path.realpath(output) if "://" not in output else output, threading.get_ident())
     if key in _HELD:  # a replay holds its output's lock around the batch run it starts
         yield True
         return

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.csv_blocks import ChunkLines, byte_chunks, data_start, has_lone_cr, split_chunk
 from seqwatch.pipelines.csv_records import join_records, record_spans
-from seqwatch.pipelines.parsing import (HEADER_AGAIN, FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
+from seqwatch.pipelines.parsing import (FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
                                         sniff_separator, split_lines)
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
@@ -447,17 +447,25 @@ class FileReader:
         header of the same columns is one quarantined line, and the rows after it are read."""
         expected = [name.strip() for name in header]
         drift = None  # (line, its header)
+        held = None  # the output before, held back: a chunk gives its odd (quoted) lines first, then its clean ones,
+        # so quoted rows after a clean header line come out before the header is seen
         for batch, bad, n in chunks:
             if drift is None:
-                for q in bad:
-                    if q.reason == HEADER_AGAIN and q.raw:
+                for q in bad:  # a header line is a row whose time could not be read
+                    if q.reason_code == "parse_timestamp" and q.raw:
                         fields = [name.strip() for name in csv_fields(q.raw, sep)]
-                        if fields != expected:
-                            drift = q.line, fields
+                        if fields != expected and 2 * len(set(fields) & set(expected)) >= len(expected):
+                            drift = q.line, fields  # the names of the header, in another order or partly others
                             break
             if drift is not None:
                 batch, bad = self._drifted(path, batch, bad, drift, expected, layout)
-            yield batch, bad, n
+                if held is not None:
+                    held = (*self._drifted(path, held[0], held[1], drift, expected, layout), held[2])
+            if held is not None:
+                yield held
+            held = batch, bad, n
+        if held is not None:
+            yield held
 
     def _drifted(self, path: str, batch: ReadingBatch, bad: list, drift: tuple, expected: list,
                  layout: FileLayout):
@@ -465,7 +473,9 @@ class FileReader:
         record for each of those rows."""
         line, fields = drift
         lines = batch.frame["line"].to_numpy()
-        after = sorted(set(lines[lines >= line].tolist()) | {q.line for q in bad if q.line >= line})
+        # a damaged compressed file's record stays as it is (it may stand for no reading: a damage at a line end)
+        after = sorted(set(lines[lines >= line].tolist())
+                       | {q.line for q in bad if q.line >= line and q.reason_code != "damaged_file"})
         if not after:
             return batch, bad
         reason = (f"line {line} is another header ({fields}) than the file's first ({expected}), as where files of "
@@ -475,7 +485,7 @@ class FileReader:
         records = [Quarantined(raws.get(n, ""), path, n, "", layout.readings_per_row, "parse", "schema_drift", reason,
                                self.run_id) for n in after]
         kept = ReadingBatch(batch.frame[lines < line].reset_index(drop=True)) if (lines >= line).any() else batch
-        return kept, [q for q in bad if q.line < line] + records
+        return kept, [q for q in bad if q.line < line or q.reason_code == "damaged_file"] + records
 
     def _csv_chunks(self, path: str, layout: FileLayout, sep: str):
         """Chunks of a CSV file: read as bytes, clean lines split by Arrow and odd ones by the line reader

@@ -794,3 +794,11 @@ def test_a_file_out_of_time_order_is_not_refused_for_the_gaps_of_its_first_rows(
         assert manifest["records_scored"] == manifest["records_in"] == 24_000
         scores[name] = _read(tmp_path / f"out-{name}", "scores").to_pandas().sort_values("window_end")["score"]
     np.testing.assert_allclose(scores["sorted"].to_numpy(), scores["shuffled"].to_numpy(), rtol=1e-6)
+    # From a review: a file at the wrong interval with one late reading is still refused before the run
+    slower = readings[readings.groupby("channel").cumcount() % 3 == 0].reset_index(drop=True)  # every 30 s
+    order = list(range(len(slower)))
+    order[0:4], order[4:8] = order[4:8], order[0:4]  # the first time's readings come after the second's
+    slower.iloc[order].to_csv(tmp_path / "every30.csv", index=False)
+    with pytest.raises(RunError, match=r"was trained on readings every 10s, but every30.csv has readings every 30s"):
+        run_batch(RunConfig(inputs=(str(tmp_path / "every30.csv"),), output=str(tmp_path / "out-30"),
+                            model_dir=str(small_model_dir)))

@@ -1,6 +1,5 @@
-"""The detector reads a pandas frame in the forms pandas holds it: timestamps as epoch numbers (a column of dates
-in s, ms, µs or ns is read in that unit: epoch seconds had been read as µs, a 10 µs model, without a word; other
-numbers, relative times among them, are µs),
+"""The detector reads a pandas frame in the forms pandas holds it: timestamps as int µs (the pipelines' own; epoch
+seconds, read so, are refused with the conversion to make, where they had trained a 10 µs model without a word),
 datetimes of any unit (s, ms, µs, ns; zoned or naive, naive read as UTC), ``pd.Timestamp`` objects or ISO 8601
 texts; channels as strings or numbers; values as any numeric type, non-finite ones missing. A nanosecond column
 once made the sampling interval come out 1,000 times too long, so that no window could be cut; integer
@@ -25,10 +24,6 @@ def _readings(steps: int = 240) -> pd.DataFrame:
 
 FORMS = {
     "int µs": lambda ts: ts.dt.as_unit("us").astype("int64"),
-    "int s (epoch seconds)": lambda ts: ts.dt.as_unit("s").astype("int64"),
-    "int ms": lambda ts: ts.dt.as_unit("ms").astype("int64"),
-    "int ns": lambda ts: ts.dt.as_unit("ns").astype("int64"),
-    "float s (time.time())": lambda ts: ts.dt.as_unit("s").astype("int64").astype("float64"),
     "datetime64[ns, UTC]": lambda ts: ts.dt.as_unit("ns"),
     "datetime64[us, UTC]": lambda ts: ts.dt.as_unit("us"),
     "datetime64[ms, UTC]": lambda ts: ts.dt.as_unit("ms"),
@@ -62,8 +57,8 @@ def test_a_nanosecond_frame_trains_as_a_microsecond_one():
 
 
 def test_a_timestamp_that_is_no_time_is_one_sentence():
-    with pytest.raises(ValueError, match=r"^timestamps must be datetimes, date texts or epoch numbers \(s, ms, µs "
-                                         r"or ns\); 'yesterday noon' and others are not$"):
+    with pytest.raises(ValueError, match=r"^timestamps must be datetimes, date texts or int µs since the epoch; "
+                                         r"'yesterday noon' and others are not$"):
         as_micros(pd.Series(["yesterday noon", "2026-03-02T00:00:10Z"]))
 
 
@@ -298,17 +293,27 @@ def test_an_entity_that_lacks_a_channel_is_named_as_not_trained_on():
     assert detector.metrics["windows"] == {"train": 137, "validation": 27, "calibration": 27}  # m1's alone
 
 
-def test_a_model_trained_on_epoch_seconds_has_the_interval_of_the_datetimes():
-    """Found by a bug hunt: fit on epoch-second ints trained a model of 10 µs steps, which scores no real data."""
+def test_epoch_seconds_read_as_microseconds_are_refused_with_the_conversion(small_model_dir):
+    """Found by a bug hunt: fit on epoch-second ints trained a model of 10 µs steps, which scores no real data,
+    and score_frame on them returned 0 rows, both without a word. Numbers stay µs (no unit is guessed: a slice of
+    a relative µs grid looks like epoch seconds by its magnitude), and both now say how to convert."""
+    from seqwatch.models.artifact import load_artifact
+
     config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(length=8, stride=2),
                             TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1))
     readings = _readings(400)
     seconds = readings.assign(timestamp=readings["timestamp"].dt.as_unit("s").astype("int64"))
-    detector = Seq2SeqDetector(config).fit(seconds, progress=False)
-    assert detector.step_us == 10_000_000
-    by_seconds, by_datetimes = detector.score_frame(seconds), detector.score_frame(readings)
-    assert len(by_seconds) == len(by_datetimes) > 0
-    assert np.allclose(by_seconds["score"], by_datetimes["score"])
+    hint = (r"the timestamps are numbers, read as µs since the epoch; if they are epoch seconds or milliseconds, "
+            r"convert them first: frame\['timestamp'\] = pd.to_datetime\(frame\['timestamp'\], unit='s'\)")
+    with pytest.raises(ValueError, match=f"^the readings come every 10 µs: {hint}"):
+        Seq2SeqDetector(config).fit(seconds, progress=False)
+    detector = load_artifact(str(small_model_dir))
+    live = pd.DataFrame({"entity_id": "m1", "channel": list(detector.channels) * 40, "value": 1.0,
+                         "timestamp": np.repeat(1_772_409_600 + np.arange(40) * 10, len(detector.channels))})
+    with pytest.raises(ModelMismatchError, match=f"the readings come every 1e-05s: {hint}"):
+        detector.score_frame(live)
+    live["timestamp"] = pd.to_datetime(live["timestamp"], unit="s")
+    assert len(detector.score_frame(live)) > 0
 
 
 def test_a_day_month_ambiguous_date_is_refused_not_guessed_row_by_row():
@@ -341,10 +346,11 @@ def test_score_frame_names_a_channel_the_frame_lacks_and_the_index_that_holds_th
     assert len(detector.score_frame(indexed.rename_axis("timestamp").reset_index())) > 0
 
 
-def test_numbers_that_are_no_epoch_dates_are_microseconds():
-    """Relative times (a benchmark's row grid: row * 1e6 from 0) stay µs, as the frame API always read numbers."""
-    rows = pd.Series(np.arange(0, 50_000) * 1_000_000)
-    assert as_micros(rows)[-1] == 49_999_000_000
-    assert as_micros(pd.Series([1_772_409_600, 1_772_409_610])).tolist() == [START_US, START_US + 10_000_000]
-    assert as_micros(pd.Series([0, 1_772_409_610])).tolist() == [0, 1_772_409_610]  # not all dates: µs
+def test_numbers_are_microseconds_whatever_their_magnitude():
+    """From a review: a unit chosen by magnitude read a slice of a relative µs grid (1 h to 2 h: 3.6e9 to 7.2e9)
+    as epoch seconds; the NAB benchmark fine-tunes on such slices."""
+    assert as_micros(pd.Series([60_000_000, 70_000_000])).tolist() == [60_000_000, 70_000_000]
+    assert as_micros(pd.Series(np.arange(3600, 7200) * 1_000_000))[-1] == 7_199_000_000
     assert len(as_micros(pd.Series([], dtype="int64"))) == 0
+    with pytest.raises(ValueError, match="finite numbers"):
+        as_micros(pd.Series([1.0, np.inf]))

@@ -187,3 +187,23 @@ def test_a_stream_holds_its_output_and_is_refused_where_a_run_writes(small_model
     assert main(argv) == 0
     assert len(seen) == 1 and seen[0].startswith("another seqwatch stream stream-"), seen
     assert _probe(out) == "free"
+
+
+def test_another_thread_of_the_process_is_another_job(tmp_path):
+    """From a review: the re-entrancy had been per process, so two runs of one notebook's threads both went in."""
+    import threading
+
+    refused = []
+
+    def second():
+        try:
+            with output_lock(str(tmp_path), "run", "run-b"):
+                refused.append(None)
+        except OutputBusy as exc:
+            refused.append(str(exc))
+
+    with output_lock(str(tmp_path), "run", "run-a"):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+    assert refused[0] is not None and refused[0].startswith("another seqwatch run run-a (process ")
