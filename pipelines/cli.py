@@ -452,15 +452,24 @@ def _is_direct_runner(beam_args) -> bool:
 
 
 def _check_positive_seconds(flag: str, seconds: float | None) -> None:
-    """An optional flag of seconds that must be positive and finite when given."""
+    """An optional flag of seconds that must be at least 1 µs (smaller rounds to no window at all: a flush window
+    of 1e-9 s had divided by zero) and at most ``MAX_SECONDS`` when given."""
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise CliError(f"{flag} must be a positive number of seconds, got {seconds:g}")
+    from seqwatch.pipelines.config import MAX_SECONDS
+
+    if seconds is not None and not 1e-6 <= seconds <= MAX_SECONDS:
+        raise CliError(f"{flag} must be from 1 µs to a century ({MAX_SECONDS:.0f} s), got {seconds:g}")
 
 
 def _check_seconds_or_zero(flag: str, seconds: float) -> None:
-    """A flag of seconds that may be zero, but must be finite and not negative."""
+    """A flag of seconds that may be zero, but must be finite, not negative and at most ``MAX_SECONDS``."""
     if not math.isfinite(seconds) or seconds < 0:
         raise CliError(f"{flag} must be zero or a positive number of seconds, got {seconds:g}")
+    from seqwatch.pipelines.config import MAX_SECONDS
+
+    if seconds > MAX_SECONDS:
+        raise CliError(f"{flag} must be at most a century ({MAX_SECONDS:.0f} s), got {seconds:g}")
 
 
 def _cooldown_us(seconds: float) -> int:

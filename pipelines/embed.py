@@ -43,6 +43,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.broker_sources import MessageParser, _emit
+from seqwatch.pipelines.config import MAX_SECONDS
 from seqwatch.pipelines.graph import SourceOutputs, detect, write_detections
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.streaming import (DEFAULT_FLUSH_WINDOW_S, DEFAULT_LATE_AFTER_S, gate_late_readings,
@@ -79,6 +80,8 @@ class WriteDetections(beam.PTransform):
         super().__init__()
         if not (math.isfinite(flush_window_s) and flush_window_s > 0):
             raise ValueError(f"flush_window_s must be a positive number of seconds, got {flush_window_s}")
+        if not 1e-6 <= flush_window_s <= MAX_SECONDS:
+            raise ValueError(f"flush_window_s must be from 1 µs to a century, got {flush_window_s}")
         if not (isinstance(run_id, str) and run_id):
             raise ValueError(f"run_id must be the run id the score rows carry (the DetectAnomalies' run_id), got "
                              f"{run_id!r}")
@@ -203,6 +206,9 @@ class DetectAnomalies(beam.PTransform):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
         if not (_is_number(late_after_s) and math.isfinite(late_after_s) and late_after_s > 0):
             raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
+        if max(alert_cooldown_s, late_after_s) > MAX_SECONDS:  # beyond Beam's int64 µs timers, with event time
+            raise ValueError(f"alert_cooldown_s and late_after_s must be at most a century, got {alert_cooldown_s} "
+                             f"and {late_after_s}")
         if not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not (isinstance(pane_steps, numbers.Integral) and not isinstance(pane_steps, bool) and pane_steps >= 0):

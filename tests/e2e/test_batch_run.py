@@ -500,6 +500,14 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "--archive-readings must be a positive number of seconds, got 0"),
         ([*replay_stream, "--flush-window", "0"],
          "--flush-window must be a positive number of seconds, got 0"),
+        # a stream's bug hunt: below 1 µs a window rounded to none (ZeroDivisionError), and 1e15 s overflowed the
+        # timers' int64 µs (OverflowError), each with a traceback
+        ([*replay_stream, "--flush-window", "1e-9"],
+         "--flush-window must be from 1 µs to a century (3155760000 s), got 1e-09"),
+        ([*replay_stream, "--archive-readings", "1e15"],
+         "--archive-readings must be from 1 µs to a century (3155760000 s), got 1e+15"),
+        ([*replay_stream, "--alert-cooldown", "1e15"],
+         "--alert-cooldown must be at most a century (3155760000 s), got 1e+15"),
         ([*replay_stream, "--allowed-lateness", "-1"],
          "--allowed-lateness must be zero or a positive number of seconds, got -1"),
         ([*replay_stream, "--pane-steps", "-3"],

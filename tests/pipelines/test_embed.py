@@ -206,6 +206,7 @@ def test_write_detections_refuses_a_flush_window_that_is_not_positive():
 @pytest.mark.parametrize("arguments, error, message", [
     ({"late_after_s": -1}, ValueError, "late_after_s must be a positive number of seconds, got -1"),
     ({"late_after_s": float("nan")}, ValueError, "late_after_s must be a positive number of seconds, got nan"),
+    ({"alert_cooldown_s": 1e15}, ValueError, "alert_cooldown_s and late_after_s must be at most a century"),
     ({"pane_steps": -5}, ValueError, r"pane_steps must be a whole number of steps >= 1 \(or 0 for the default\), "
                                     r"got -5"),
     ({"pane_steps": 2.5}, ValueError, r"pane_steps must be a whole number .*, got 2.5"),
