@@ -541,10 +541,11 @@ def quarantine_notice(command: str, manifest: dict, output: str, since_s: float 
 
 
 def _lacking_channels(quarantine: _Quarantine) -> str:
-    """``; sources whose entity does not report every model channel: pump-07.csv (no 'vibration') ...``."""
+    """``; sources whose entity lacks a model channel in some stretch: pump-07.csv (no 'vibration') ...`` (one
+    stretch of a file can lack it where the rest has it: a reading days before the others)."""
     from seqwatch.pipelines.windows import LACKING_MARK, absent_channels
     return _sources_by_clause(quarantine, LACKING_MARK, lambda reason: f"no {absent_channels(reason)}",
-                              "sources whose entity does not report every model channel")
+                              "sources whose entity lacks a model channel in some stretch")
 
 
 def _sparse_channels(quarantine: _Quarantine) -> str:

@@ -220,8 +220,8 @@ def test_a_wide_file_without_a_model_channel_among_files_with_it_is_quarantined_
                                          "'vibration'])"}
     assert set(_read(out, "scores").column("entity_id").to_pylist()) == {"pump-01"}
     assert quarantine_notice("run", manifest, str(out)) == (
-        f"seqwatch run: 600 of 1400 readings were quarantined (insufficient_data 600); sources whose entity does not "
-        f"report every model channel: pump-02.csv (no 'vibration'); each record and its reason is in {out}/quarantine")
+        f"seqwatch run: 600 of 1400 readings were quarantined (insufficient_data 600); sources whose entity lacks a "
+        f"model channel in some stretch: pump-02.csv (no 'vibration'); each record and its reason is in {out}/quarantine")
 
 
 def test_a_wide_file_whose_channel_is_read_less_often_is_named_as_sparse_and_its_empty_cells_get_no_ignore_hint(
