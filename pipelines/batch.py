@@ -28,7 +28,7 @@ from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sinks import prepare_output_folder
-from seqwatch.pipelines.sources import FileReader, ReadInputFiles, expand_inputs, read_header
+from seqwatch.pipelines.sources import FileReader, ReadInputFiles, decimal_comma_clash, expand_inputs, read_header
 from seqwatch.schemas.mapping import renaming_hint
 from seqwatch.schemas.validation import load_suite_dict
 
@@ -74,9 +74,10 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
 
     seen_data, lacking, fitting = False, None, False
     for path in paths:
-        header, _ = read_header(path, config.mapping.sep)
+        header, sep = read_header(path, config.mapping.sep)
         if header is None:
             continue
+        decimal_comma_clash(path, config.mapping, sep)
         layout = FileLayout.resolve(header, config.mapping, path)
         if layout.channel_names:
             missing = [c for c in channels if c not in layout.channel_names]

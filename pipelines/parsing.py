@@ -34,7 +34,9 @@ MAX_ID_LENGTH = 256
 # same one.
 WIDE_ENTITY_COLUMN = "entity_id"
 _OFFSET_RE = re.compile(r"(?:Z|UTC|GMT|[+-]\d\d:?\d\d)$", re.IGNORECASE)
-_EPOCH_RE = re.compile(r"^[+-]?\d+(\.\d+)?$")
+# ASCII digits only (``\d`` matches full-width ones, which int() reads but Arrow and pandas do not); an exponent for
+# a float column's text (a Parquet float64 of epoch ns is written as 1.7675928e+18)
+_EPOCH_RE = re.compile(r"^[+-]?\d+(\.\d+)?([eE][+-]?\d+)?$", re.ASCII)
 
 
 class SchemaDriftError(ValueError):
@@ -272,7 +274,7 @@ def _epoch_micros(text: pd.Series, unit: str | None) -> np.ndarray:
     rounding of nanosecond epochs); without ``unit`` each value's unit is guessed from its magnitude:
     < 1e11 seconds, < 1e14 milliseconds, < 1e17 microseconds, else nanoseconds."""
     out = np.full(len(text), _BAD_TIME, dtype=np.int64)
-    integral = ~text.str.contains(".", regex=False).to_numpy(dtype=bool)
+    integral = ~text.str.contains(r"[.eE]").to_numpy(dtype=bool)
     digits = text.str.lstrip("+-").str.len().to_numpy()
     exact = integral & (digits <= 18)
     numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
@@ -431,7 +433,9 @@ def _parse_timestamps(values: pd.Series, unit: str | None, timezone: str, fmt: s
         out[ok] = micros[ok].astype("int64").to_numpy()
         return out
     text = values.astype("string").str.strip().fillna("")
-    epoch_mask = text.str.match(_EPOCH_RE).fillna(False).to_numpy(dtype=bool)
+    # An explicit format first: 20260105 with '%Y%m%d' is a date, not 20 million epoch seconds
+    epoch_mask = (np.zeros(len(text), dtype=bool) if fmt is not None else
+                  text.str.match(_EPOCH_RE).fillna(False).to_numpy(dtype=bool))
     if epoch_mask.any():
         out[epoch_mask] = _epoch_micros(text[epoch_mask], unit)
     rest = ~epoch_mask & (text != "").to_numpy(dtype=bool)
@@ -517,6 +521,8 @@ def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt
 
 _DECIMAL_COMMA_RE = re.compile(r"^[+-]?\d*,\d+$")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}([,.' ]\d{3})+([.,]\d+)?$")
+_GROUPED_RE = re.compile(r"^[+-]?\d{1,3},\d{3}$")  # one comma before three digits: either reading fits
+_POINT_GROUPED = re.compile(r"^[+-]?\d{1,3}(\.\d{3})+$")  # under a decimal comma: a point may group thousands
 _HEX_RE = re.compile(r"^[+-]?0[xX][0-9a-fA-F]+$")
 _UNIT_RE = re.compile(r"^[+-]?(\d+[.,]?\d*|\.\d+)([eE][+-]?\d+)?\s*([^\d\s.,+-].*)$")
 
@@ -534,8 +540,11 @@ def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
     elif text is not None and len(values):  # plain numbers in bulk by Arrow, the rest as below
         numbers = np.full(len(values), np.nan)
         if decimal == ",":  # as below: a decimal comma reads as a point where the text is digits around one comma
+            dotted = _matches(text, _POINT_GROUPED.pattern)  # under a decimal comma, 1.234 is 1234 or 1.234: not read
             text = pc.replace_substring_regex(text, r"^([+-]?\d*),(\d+)$", r"\1.\2")
         plain = _matches(text, _PLAIN_NUMBER)
+        if decimal == ",":
+            plain &= ~dotted
         try:
             numbers[plain] = pc.cast(text.filter(plain), pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:
@@ -552,6 +561,8 @@ def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
 def _text_values(values: pd.Series, decimal: str) -> np.ndarray:
     text = values.astype("string").str.strip().str.replace("\u2212", "-", regex=False)
     if decimal == ",":
+        # A point before groups of three digits in a decimal-comma export may group thousands (1.234 is 1234)
+        text = text.where(~text.str.match(_POINT_GROUPED).fillna(False), pd.NA)
         comma = text.str.match(_DECIMAL_COMMA_RE).fillna(False)
         text = text.where(~comma, text.str.replace(",", ".", regex=False))
     return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -572,11 +583,17 @@ def explain_value(value, decimal: str = ".") -> str:
     shown = repr(text[:80])
     if not text or text.lower() in ("nan", "na", "n/a", "null", "none", "-"):
         return f"the value {shown}{MISSING_VALUE_END}" if text else EMPTY_VALUE
+    if decimal == "," and _POINT_GROUPED.match(text):
+        return (f"the value {shown} has a point before three digits, which under the mapping's decimal ',' may "
+                f"group thousands (1.234 is 1234); write numbers without a thousands separator")
     number = pd.to_numeric(pd.Series([text.replace("\u2212", "-")]), errors="coerce").iloc[0]
     if pd.notna(number) or text.lower().lstrip("+-") in ("inf", "infinity"):
         return f"the value {shown} is not finite"
     if len(text) > LONGEST_EXPLAINED_VALUE:  # the patterns below backtrack over a long run of digits: 200k hung
         return f"the value {shown}... ({len(text):,} characters) is not a number"
+    if decimal == "." and _GROUPED_RE.match(text):  # 1,200: a thousands comma (1200) or a decimal comma (1.2)
+        return (f"the value {shown} has a comma that groups thousands or is a decimal comma; write numbers "
+                f"without a thousands separator, or set the mapping's decimal to ',' if it is a decimal comma")
     if decimal == "." and _DECIMAL_COMMA_RE.match(text):
         return f"the value {shown} uses a decimal comma; set the mapping's decimal to ','"
     if _THOUSANDS_RE.match(text):

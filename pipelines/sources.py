@@ -315,6 +315,16 @@ def estimate_readings(path: str, readings_per_row: int) -> int:
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
+def decimal_comma_clash(path: str, mapping: InputMapping, sep: str) -> None:
+    """Raise ``SchemaDriftError`` for a CSV file separated by ``,`` read with the mapping's decimal ``,``: its
+    quoted ``"1,200"`` groups thousands, and a decimal comma would read it as 1.2 (the mapping refuses a ``sep``
+    of ``,`` with it; a sniffed one had passed)."""
+    if mapping.decimal == "," and (mapping.sep or sep) == "," and not is_parquet(path):
+        raise SchemaDriftError(f"{PurePath(path).name} is separated by ',', so its values cannot use a decimal comma "
+                               f"(the mapping's decimal ','): a quoted \"1,200\" there groups thousands; leave "
+                               f"decimal at '.', or give the separator the file has (--sep)")
+
+
 def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, str]:
     """A file's column names and field separator; ``(None, ',')`` for an empty file. ``sep``: the mapping's
     separator, if it sets one (else an Excel ``sep=`` line's, else the commonest in the header). Raises
@@ -419,6 +429,7 @@ class FileReader:
             if header is None:  # an empty file: no record, but a count of 0, so the run knows it was read
                 yield ReadingBatch.from_columns([], [], [], [], [], []), [], 0
                 return
+            decimal_comma_clash(path, self.mapping, sep)
             layout = FileLayout.resolve(header, self.mapping, path)
             if is_parquet(path):
                 import pyarrow.parquet as pq
