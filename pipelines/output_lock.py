@@ -41,7 +41,8 @@ def _holder(fd: int) -> str:
         text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
         held = json.loads(text)
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held["since"])))
-        return f"{held['job']} {held['run_id']} (process {held['pid']} on {held['host']}, since {since})"
+        named = f"{held['job']} {held['run_id']}" if held["run_id"] else held["job"]
+        return f"{named} (process {held['pid']} on {held['host']}, since {since})"
     except (OSError, ValueError, KeyError, TypeError):  # written between our open and its write, or by hand
         return "job"
 

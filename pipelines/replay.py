@@ -117,6 +117,7 @@ def load_records(files: list[Path]) -> pd.DataFrame:
         missing = [c for c in ("raw", "source", "line", "column", "records", "reason_code") if c not in frame]
         if missing:
             raise ReplayError(f"quarantine file {path} lacks the fields {missing} of a quarantine record")
+        _check_whole_numbers(frame, path)
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=list(RECORD_COLUMNS))
@@ -126,6 +127,24 @@ def load_records(files: list[Path]) -> pd.DataFrame:
     records["raw"] = records["raw"].fillna("").astype(str)
     # A reading leaves a run once: the same source, line and column twice is one record read from two files.
     return records.drop_duplicates(subset=["source", "line", "column"], keep="last").reset_index(drop=True)
+
+
+def _check_whole_numbers(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse records whose ``line`` or ``records`` is not a whole number >= 0, in one sentence naming the file and
+    the record, before the replay runs (an edited ``"records": null`` had failed after the run had replaced the
+    outputs; ``"line": "twenty"`` had been a bare int() error)."""
+    import pandas as pd
+
+    for name in ("line", "records"):
+        numbers = pd.to_numeric(frame[name], errors="coerce")
+        bad = numbers.isna() | (numbers < 0) | (numbers != numbers.round())
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            value = frame[name].iloc[i]
+            value = value.item() if hasattr(value, "item") else value  # a numpy number as JSON wrote it
+            raise ReplayError(f"quarantine file {path}: record {i + 1} has {name} {value!r}, not a whole number "
+                              f">= 0; mend or remove it")
+        frame[name] = numbers.astype("int64")
 
 
 def _original_manifest(manifest: Path | None) -> dict:
@@ -295,10 +314,12 @@ def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMa
     total = int(replayed["records"].sum())
     again_by_line = {key: part for key, part in again.groupby(["source", "line"])}
     requarantined, left_out, reasons = 0, 0, {}
-    # a column the mapping also names as a channel is still read (FileLayout.resolve): not left out
+    # a column the mapping also names as a channel is still read (FileLayout.resolve): not left out; with channels
+    # listed and extra_columns 'ignore', every other column is left out too
     ignored = set(mapping.ignore) - set(mapping.channels) if mapping.format == "wide" else set()
+    only_listed = mapping.format == "wide" and bool(mapping.channels) and mapping.extra_columns == "ignore"
     for record in replayed.itertuples():
-        if record.column and record.column in ignored:
+        if record.column and (record.column in ignored or only_listed and record.column not in mapping.channels):
             left_out += int(record.records)
             continue
         part = again_by_line.get((record.source, record.line))
@@ -384,6 +405,10 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     suite = config.suite or original.get("suite") or "sensor"
 
     output = Path(config.output)
+    if manifest_path is not None and output.resolve() == manifest_path.parent.resolve():
+        raise ReplayError(f"--output {config.output} is the run's own output folder: a replay is a run of the "
+                          f"replayed records' source files only, whose commit would replace the other files' "
+                          f"outputs there; give the replay a folder of its own")
     try:
         prepare_output_folder(str(output))
     except OSError as exc:

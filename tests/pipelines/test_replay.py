@@ -343,3 +343,28 @@ def test_readings_the_replay_mapping_ignores_are_counted_as_left_out_not_scored(
     again_both = pd.concat([again, again.assign(line=2, column="status", stage="parse", reason_code="parse_value")])
     assert replay_outcome(replayed, again_both, both)["left_out_by_mapping"] == 0
     assert replay_outcome(replayed, again_both, both)["quarantined_again"] == 2
+
+
+@pytest.mark.parametrize("field, value", [("records", None), ("line", "twenty"), ("line", -3)])
+def test_an_edited_record_whose_counts_are_no_whole_numbers_is_refused_before_the_run(original, small_model_dir,
+                                                                                      tmp_path, field, value):
+    """Found by a bug hunt of replays: "records": null had failed after the run had replaced the outputs (a bare
+    'cannot convert float NaN to integer'); "line": "twenty" was a bare int() error."""
+    _, source, _, _ = original
+    fixes = _jsonl(tmp_path / "fix.jsonl", [{**_record(source, 15, "x"), field: value}])
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "manifest.json").write_text("{}")
+    with pytest.raises(ReplayError, match=rf"^quarantine file .*fix.jsonl: record 1 has {field} {value!r}, not a "
+                                          rf"whole number >= 0; mend or remove it$"):
+        run_replay(ReplayConfig(quarantine=str(fixes), output=str(tmp_path / "keep"), model_dir=str(small_model_dir)))
+    assert (tmp_path / "keep" / "manifest.json").read_text() == "{}"
+
+
+def test_a_replay_into_the_runs_own_output_folder_is_refused(original, small_model_dir):
+    """Found by a bug hunt of replays: the replay's commit replaced the outputs of every file it did not re-run."""
+    _, _, out, _ = original
+    before = sorted(str(p) for p in out.rglob("*.parquet"))
+    with pytest.raises(ReplayError, match=r"is the run's own output folder: a replay is a run of the replayed "
+                                          r"records' source files only"):
+        run_replay(ReplayConfig(quarantine=str(out), output=str(out), model_dir=str(small_model_dir)))
+    assert sorted(str(p) for p in out.rglob("*.parquet")) == before

@@ -77,3 +77,5 @@ def test_a_run_over_many_columns_the_model_lacks_counts_them_and_names_the_mappi
     replayed = json.loads((tmp_path / "replayed" / "manifest.json").read_text())
     assert (replayed["records_in"], replayed["records_quarantined"]) == (4 * n, 0)
     assert replayed["replay"]["replayed_by_reason"] == {"validate.unknown_channel": 60 * n}
+    # the columns the mapping leaves out are counted as left out, not as scored now (found by a bug hunt of replays)
+    assert (replayed["replay"]["left_out_by_mapping"], replayed["replay"]["scored_now"]) == (60 * n, 0)
