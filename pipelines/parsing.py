@@ -520,7 +520,7 @@ def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt
 
 
 _DECIMAL_COMMA_RE = re.compile(r"^[+-]?\d*,\d+$")
-_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}([,.' ]\d{3})+([.,]\d+)?$")
+_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}([,.' \u00a0\u202f]\d{3})+([.,]\d+)?$")  # French: (narrow) no-break spaces
 _GROUPED_RE = re.compile(r"^[+-]?\d{1,3},\d{3}$")  # one comma before three digits: either reading fits
 _POINT_GROUPED = re.compile(r"^[+-]?\d{1,3}(\.\d{3})+$")  # under a decimal comma: a point may group thousands
 _HEX_RE = re.compile(r"^[+-]?0[xX][0-9a-fA-F]+$")
@@ -581,7 +581,7 @@ def explain_value(value, decimal: str = ".") -> str:
     missing = value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value))
     text = "" if missing else str(value).strip()
     shown = repr(text[:80])
-    if not text or text.lower() in ("nan", "na", "n/a", "null", "none", "-"):
+    if not text or text.lower() in ("nan", "na", "n/a", "#n/a", "null", "none", "-"):  # #N/A: a spreadsheet's
         return f"the value {shown}{MISSING_VALUE_END}" if text else EMPTY_VALUE
     if decimal == "," and _POINT_GROUPED.match(text):
         return (f"the value {shown} has a point before three digits, which under the mapping's decimal ',' may "

@@ -60,3 +60,11 @@ def test_epoch_numbers_with_an_exponent_and_full_width_digits(tmp_path):
     read = [(len(batch), len(bad)) for batch, bad, _ in
             FileReader(InputMapping(format="wide"), "r").read(str(tmp_path / "pump-01.parquet"))]
     assert read == [(6, 0)]
+
+
+def test_a_spreadsheets_missing_value_and_french_thousands_are_named():
+    """From the bug hunt of value texts: '#N/A' was "not a number" (not counted as a missing value) and 5 000 with
+    a no-break space, as French exports group thousands, was "not a number" too."""
+    assert explain_value("#N/A") == "the value '#N/A' is missing"
+    for text in ("5\u00a0000", "1\u202f234,5"):
+        assert explain_value(text).endswith("has a thousands separator; write numbers without one")
