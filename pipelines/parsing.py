@@ -741,23 +741,23 @@ def sniff_separator(header_line: str, data_lines: list[str] = ()) -> str:
     for sep in SEPARATORS:
         if not counts[sep] or not data_lines:
             continue
-        n = len(csv_fields(header_line, sep))
-        if n > 1 and all(len(csv_fields(line, sep)) == n for line in data_lines):
+        n = len(csv_fields(header_line, sep) or [header_line])
+        if n > 1 and all(len(csv_fields(line, sep) or [line]) == n for line in data_lines):
             fitting[sep] = n
     if fitting:
         return max(fitting, key=lambda sep: (fitting[sep], sep != ","))
     return best
 
 
-def csv_fields(line: str, sep: str) -> list[str]:
-    """``line``'s fields split by ``sep``, quotes read as the ``csv`` module reads them (a field it cannot read
-    leaves the line unsplit)."""
+def csv_fields(line: str, sep: str, strict: bool = False) -> list[str] | None:
+    """``line``'s fields split by ``sep``: directly without quotes, else as the ``csv`` module reads them; None
+    where it cannot (``strict``: also a quote inside an unquoted field)."""
     if '"' not in line:
         return line.split(sep)
     try:
-        return next(csv.reader([line], delimiter=sep))
+        return next(csv.reader([line], delimiter=sep, strict=strict))
     except (csv.Error, StopIteration):
-        return [line]
+        return None
 
 
 def split_lines(lines: list[str], sep: str, n_fields: int) -> tuple[list[list[str]], np.ndarray]:
@@ -768,15 +768,7 @@ def split_lines(lines: list[str], sep: str, n_fields: int) -> tuple[list[list[st
     rows: list[list[str]] = []
     ok = np.ones(len(lines), dtype=bool)
     for i, line in enumerate(lines):
-        if "\x00" in line:
-            fields = []
-        elif '"' in line:
-            try:
-                fields = next(csv.reader([line], delimiter=sep, strict=True))
-            except (csv.Error, StopIteration):
-                fields = []
-        else:
-            fields = line.split(sep)
+        fields = [] if "\x00" in line else csv_fields(line, sep, strict=True) or []
         if len(fields) != n_fields:
             ok[i] = False
             fields = [""] * n_fields

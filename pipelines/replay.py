@@ -108,10 +108,7 @@ def load_records(files: list[Path]) -> pd.DataFrame:
             if path.suffix == ".jsonl":
                 frame = _read_json_lines(path)
             else:
-                # A wide row's text is the raw of each of its readings' records: read once per text, not per record
-                frame = pq.read_table(path, read_dictionary=["raw"]).to_pandas()
-                if "raw" in frame:
-                    frame["raw"] = frame["raw"].astype(object)  # the categories' strings, shared, not copied
+                frame = _records_frame(pq.read_table(path, read_dictionary=["raw"]))
         except ValueError as exc:
             raise ReplayError(f"quarantine file {path} cannot be read: {exc}") from None
         missing = [c for c in ("raw", "source", "line", "column", "records", "reason_code") if c not in frame]
@@ -121,12 +118,20 @@ def load_records(files: list[Path]) -> pd.DataFrame:
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=list(RECORD_COLUMNS))
-    records = pd.concat(frames, ignore_index=True)
+    records = pd.concat(frames, ignore_index=True)  # line and records: int64 (_check_whole_numbers)
     records["column"] = records["column"].fillna("").astype(str)
-    records["line"] = records["line"].astype("int64")
     records["raw"] = records["raw"].fillna("").astype(str)
     # A reading leaves a run once: the same source, line and column twice is one record read from two files.
     return records.drop_duplicates(subset=["source", "line", "column"], keep="last").reset_index(drop=True)
+
+
+def _records_frame(table) -> pd.DataFrame:
+    """A quarantine table read with its ``raw`` column dictionary-encoded (a wide row's text is the raw of each of
+    its readings' records) as a frame whose ``raw`` holds each text once, shared by its records, not copied."""
+    frame = table.to_pandas()
+    if "raw" in frame:
+        frame["raw"] = frame["raw"].astype(object)
+    return frame
 
 
 def _check_whole_numbers(frame: pd.DataFrame, path: Path) -> None:
@@ -354,9 +359,7 @@ def _rewrite_sources(output: Path, copies: dict[str, str]) -> pd.DataFrame:
                                  pa.array(sources, type=pa.string()))
         table = table.replace_schema_metadata(QUARANTINE_SCHEMA.metadata)
         write_parquet(str(path), table)  # with the plain schema
-        frame = table.to_pandas()
-        frame["raw"] = frame["raw"].astype(object)
-        frames.append(frame)
+        frames.append(_records_frame(table))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
 
 

@@ -356,7 +356,7 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
             given, sniffed = sep, sniff_separator(line, data)
             sep = given or hint or sniffed
             # a quoted name may hold the separator ("flow, l/min"): the csv module's reading, not a count of it
-            fields = csv_fields(line, sep) if len(sep) == 1 else line.split(sep)
+            fields = (csv_fields(line, sep) or [line]) if len(sep) == 1 else line.split(sep)
             if given and len(fields) == 1 and sniffed != given and sniffed in line:
                 raise SchemaDriftError(f"{PurePath(path).name}'s header is one column when split by the separator "
                                        f"{given!r} (--sep, or the mapping's sep) and looks separated by {sniffed!r}: "
@@ -461,16 +461,17 @@ class FileReader:
         held = None  # the output before, held back: a chunk gives its odd (quoted) lines first, then its clean ones,
         # so quoted rows after a clean header line come out before the header is seen
         for batch, bad, n in chunks:
+            found = False
             if drift is None:
                 for q in bad:  # a header line is a row whose time could not be read
                     if q.reason_code == "parse_timestamp" and q.raw:
-                        fields = [name.strip() for name in csv_fields(q.raw, sep)]
+                        fields = [name.strip() for name in csv_fields(q.raw, sep) or [q.raw]]
                         if fields != expected and 2 * len(set(fields) & set(expected)) >= len(expected):
-                            drift = q.line, fields  # the names of the header, in another order or partly others
+                            drift, found = (q.line, fields), True  # the header's names, another order or others
                             break
             if drift is not None:
                 batch, bad = self._drifted(path, batch, bad, drift, expected, layout)
-                if held is not None:
+                if found and held is not None:  # held back unfiltered: the output before the header was seen
                     held = (*self._drifted(path, held[0], held[1], drift, expected, layout), held[2])
             if held is not None:
                 yield held
