@@ -47,13 +47,27 @@ from seqwatch.schemas.elements import Quarantined, ReadingBatch, ScoredWindows
 READING_COLUMNS = ("entity_id", "channel", "timestamp", "value")
 
 
+# Names Windows reserves for devices, with or without an extension: a folder ``con`` or ``nul.x`` cannot be made there.
+_WINDOWS_DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
+
+
+def _cleaned(text: str) -> str:
+    """``text`` with characters outside ``A-Za-z0-9._-`` replaced, cut to 80, without leading dots and underscores."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:80].lstrip("._")
+
+
 def safe_name(text: str) -> str:
     """A file-name-safe form of an id, one path segment that readers list: characters outside ``A-Za-z0-9._-``
     are replaced, and leading dots and underscores dropped (``..`` would climb out of the sink's folder, and
     pyarrow.dataset, Spark and Hive skip ``.x`` and ``_x`` as hidden); a short hash of the id is appended when
-    anything had to change, so distinct ids keep distinct names."""
-    clean = re.sub(r"[^A-Za-z0-9._-]", "_", text)[:80].lstrip("._")
-    if clean != text or not clean:
+    anything had to change, so distinct ids keep distinct names. The hash is appended as well to an id with a
+    capital letter, one ending in ``.``, and a Windows device name (``con``, ``nul.txt``): a case-insensitive
+    file system (macOS, Windows, SMB shares) would give ``PumpA`` and ``pumpa`` one folder, whose files of the
+    same pane would overwrite each other, and Windows drops a trailing dot and refuses device names."""
+    clean = _cleaned(text)
+    plain = (clean == text and clean and clean == clean.lower() and not clean.endswith(".")
+             and not _WINDOWS_DEVICE.fullmatch(clean))
+    if not plain:
         clean = f"{clean or 'id'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
     return clean
 
@@ -305,7 +319,7 @@ class WriteOutputs(beam.PTransform):
         def quarantine_table(source, rows, window_start_us=None):
             rows = sorted(fill_raw_lines(source, list(rows)),
                           key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
-            name = safe_name(PurePath(source).name) + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
+            name = (_cleaned(PurePath(source).name) or "source") + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
             if window_start_us is not None:
                 return f"quarantine/{name}/{window_start_us}.parquet", quarantine_records_table(rows)
             return f"quarantine/{name}.parquet", quarantine_records_table(rows)
