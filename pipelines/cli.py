@@ -656,15 +656,15 @@ def _ignorable_columns(code: str, counts: list, manifest: dict) -> list:
     return [counts[0][0]] if whole else []
 
 
-QUARANTINE_GATE_EXIT = 3  # a run that finished but quarantined more than --max-quarantined-share allows
+QUARANTINE_GATE_EXIT = 3  # a run that finished but quarantined more than --max-quarantined-share allows, or all
 
 
 def cmd_run(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError, run_batch
     share = args.max_quarantined_share
-    if share is not None and not (math.isfinite(share) and 0 <= share < 1):
-        raise CliError(f"--max-quarantined-share must be a fraction of at least 0 and below 1 (0.2: a fifth of the "
-                       f"readings), got {share:g}")
+    if share is not None and not (math.isfinite(share) and 0 <= share <= 1):
+        raise CliError(f"--max-quarantined-share must be a fraction from 0 to 1 (0.2: a fifth of the readings; 1: "
+                       f"never exit 3), got {share:g}")
     try:
         manifest = run_batch(_run_config(args), beam_args)
     except RunError as exc:
@@ -683,6 +683,12 @@ def cmd_run(args, beam_args) -> int:
         print(f"seqwatch run: {quarantined / records_in:.1%} of the readings were quarantined, more than "
               f"--max-quarantined-share {share:g} allows (exit code {QUARANTINE_GATE_EXIT}); the run's outputs are "
               f"in {args.output}", file=sys.stderr)
+        return QUARANTINE_GATE_EXIT
+    if share is None and records_in and not manifest["records_scored"]:
+        # Not one reading scored (a long export without a model channel, a format changed upstream): a scheduler
+        # must not take the night for a quiet one.
+        print(f"seqwatch run: nothing was scored, every reading was quarantined (exit code {QUARANTINE_GATE_EXIT}; "
+              f"--max-quarantined-share 1 exits 0 then); the run's outputs are in {args.output}", file=sys.stderr)
         return QUARANTINE_GATE_EXIT
     return 0
 
@@ -965,8 +971,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     run.add_argument("--max-quarantined-share", type=float, metavar="FRACTION",
                      help="exit with code 3 (after writing the outputs) when more than this share of the readings "
-                          "was quarantined, so that a scheduler alerts on a night of unreadable input (default: "
-                          "never; bad input alone exits 0)")
+                          "was quarantined, so that a scheduler alerts on a night of unreadable input (default: only "
+                          "when every reading was; 1: never)")
     run.add_argument("--workers", type=int, default=0,
                      help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
 

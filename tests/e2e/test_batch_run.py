@@ -434,7 +434,7 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "--alert-cooldown must be zero or a positive number of seconds, got -60"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir), "--max-quarantined-share", "20"],
-         "--max-quarantined-share must be a fraction of at least 0 and below 1 (0.2: a fifth of the readings), "
+         "--max-quarantined-share must be a fraction from 0 to 1 (0.2: a fifth of the readings; 1: never exit 3), "
          "got 20"),
         (["train", "--input", str(header_only), "--format", "wide", "--model-dir", str(tmp_path / "m"),
           "--window", "-3"], "--window must be >= 2, got -3"),
@@ -613,6 +613,33 @@ def test_a_run_that_quarantines_more_than_its_gate_allows_writes_its_outputs_and
     assert (manifest["records_in"], manifest["records_quarantined"]) == (1000, 200)
     assert _read(tmp_path / "out-0.1", "scores").num_rows > 0
     assert lenient_code == 0 and "--max-quarantined-share" not in lenient_err, lenient_err[-2000:]
+
+
+def test_a_run_that_scored_nothing_exits_3_unless_its_gate_is_1(small_model_dir, tmp_path, cli_cases):
+    """A long export whose entity lacks one of the model's channels throughout: the sample read before the run
+    cannot tell it from a channel that comes later in the file, so the run goes on and quarantines every reading as
+    ``insufficient_data``. It had exited 0, and a scheduler took the night for a quiet one; it now exits 3 after
+    writing its outputs, as over a --max-quarantined-share gate; a gate of 1 lets it exit 0."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
+    readings = readings[readings["channel"] != "vibration"].copy()
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = tmp_path / "in" / "night.csv"
+    path.parent.mkdir()
+    readings.to_csv(path, index=False)
+    runs = [["run", "--input", str(path), "--model-dir", str(small_model_dir), "--output", str(tmp_path / name),
+             *extra] for name, extra in (("out", []), ("out-1", ["--max-quarantined-share", "1"]))]
+    (code, err), (lenient_code, lenient_err) = cli_cases(runs)
+    assert code == 3, err[-2000:]
+    lines = err.strip().splitlines()
+    assert lines[-1] == (f"seqwatch run: nothing was scored, every reading was quarantined (exit code 3; "
+                         f"--max-quarantined-share 1 exits 0 then); the run's outputs are in {tmp_path / 'out'}")
+    assert "nothing was scored: all 600 readings were quarantined (insufficient_data 600)" in err
+    assert "night.csv (no 'vibration')" in err, err[-2000:]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (600, 0, 600)
+    assert _read(tmp_path / "out", "quarantine").num_rows > 0
+    assert lenient_code == 0 and "exit code 3" not in lenient_err, lenient_err[-2000:]
+    assert (tmp_path / "out-1" / "manifest.json").exists()
 
 
 def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_scores(run, small_model_dir, tmp_path):
