@@ -368,11 +368,15 @@ def nab_windows_from_labels(
     timestamps: Any,
     label_timestamps: Any,
     window_fraction: float = NAB_WINDOW_FRACTION,
+    probationary_fraction: float = NAB_PROBATIONARY_FRACTION,
 ) -> list[tuple[Any, Any]]:
     """Build NAB anomaly windows around labelled anomaly points, as NAB derived ``combined_windows.json``.
 
     Window length ``L = int(window_fraction * n_rows / n_labels)`` rows; each label at row ``a`` gets the
-    rows ``[max(a - L // 2, 0), min(a + L // 2, n_rows - 1)]``; overlapping windows are merged.
+    rows ``[max(a - L // 2, 0), min(a + L // 2, n_rows - 1)]``. As NAB's labeler does (``checkWindows``), the
+    first of these windows is deleted when it starts before the end of the probationary period
+    (``nab_probationary_length``); then overlapping windows are merged. (NAB's merge takes one pass, which can
+    leave three close labels' windows overlapping, and its scorer then fails on them; here they merge into one.)
 
     In: the file's timestamps (datetimes, strings or numbers, in row order) and the label timestamps (each must
     equal one of the file's timestamps; its first occurrence is used). Out: list of ``(start, end)``
@@ -404,6 +408,8 @@ def nab_windows_from_labels(
     half = length // 2
     rows = [(max(a - half, 0), min(a + half, n - 1)) for a in anchors]
     rows.sort()
+    if rows[0][0] < nab_probationary_length(n, probationary_fraction):
+        del rows[0]  # NAB: "the first window overlaps with the probationary period, so we're deleting it"
     merged: list[list[int]] = []
     for front, back in rows:
         if merged and front <= merged[-1][1]:

@@ -273,8 +273,9 @@ CALIBRATION_HELP = ("judge each entity's windows by its own earlier scores (onli
                     "with the model's), not by the model's one threshold")
 MODEL_DIR_HELP = "a model artifact, or a directory of them (one sub-directory per version; the newest is used)"
 SUITE_HELP = "great-expectations suite: sensor, energy, health or a file"
-COOLDOWN_HELP = ("an anomalous window starting within this many seconds after an incident's end continues that "
-                 "incident, so a flapping signal raises one alert (default 0: only windows that overlap or touch)")
+COOLDOWN_HELP = ("an anomalous window after a quiet spell of at most this many seconds since an incident's end (it "
+                 "starts within this long after the step that follows the end) continues that incident, so a "
+                 "flapping signal raises one alert (default 0: only windows that overlap or touch)")
 
 
 # The flags that set the configuration fields a check names (models/config.py, pipelines/config.py).

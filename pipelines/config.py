@@ -27,7 +27,9 @@ class RunConfig:
     ``alert_cooldown_us``: an anomalous window that starts within this long after an incident's end continues
     that incident (one alert for a flapping signal); 0: only windows that overlap or touch merge.
     ``online_calibration``: judge each entity's windows by its own earlier scores instead of the model's one
-    threshold (``seqwatch.pipelines.calibration``)."""
+    threshold (``seqwatch.pipelines.calibration``). ``known_duplicates``: ``(source, line, channel)`` of readings
+    to quarantine as ``duplicate`` before any check (a replay's: readings its run quarantined as repeats of a reading
+    it kept, which may lie in a file the replay does not read)."""
 
     inputs: tuple
     output: str
@@ -43,6 +45,7 @@ class RunConfig:
     workers: int = 0
     alert_cooldown_us: int = 0
     online_calibration: bool = False
+    known_duplicates: tuple = ()
 
     def __post_init__(self):
         if not self.inputs:
@@ -68,9 +71,11 @@ class RunConfig:
         data["inputs"] = list(self.inputs)
         for where in ("run_id", "output", "local_panes", "workers"):  # where and how, not what
             data.pop(where)
-        for added in ("alert_cooldown_us", "online_calibration"):  # off: earlier runs keep their run ids
-            if not data[added]:
+        for added in ("alert_cooldown_us", "online_calibration", "known_duplicates"):  # off: earlier runs keep
+            if not data[added]:                                                         # their run ids
                 data.pop(added)
+        if "known_duplicates" in data:  # a replay's: how many (the records are in its quarantine)
+            data["known_duplicates"] = len(self.known_duplicates)
         return data
 
 

@@ -78,7 +78,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us,
-                                                                   0 if streaming else MERGE_BELOW_READINGS)
+                                                                   0 if streaming else MERGE_BELOW_READINGS,
+                                                                   cfg.known_duplicates)
     windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,

@@ -309,6 +309,41 @@ def prepare_inputs(records: pd.DataFrame, work: Path, sep: str | None = None) ->
     return copies
 
 
+def known_duplicates(records: pd.DataFrame, copies: dict[str, str]) -> tuple:
+    """``(copy, line, channel)`` of each reading the run quarantined as ``duplicate`` in a replayed source, where
+    the copy holds its line as the source does (not a fixed text). The run kept an earlier reading of the same
+    entity, channel and timestamp, which may lie in another of its files; the replay reads only the replayed
+    sources, so it would not find that one and would score the repeat. It quarantines these again instead."""
+    repeats = records[records["reason_code"] == "duplicate"]
+    copy_of = {source: copy for copy, source in copies.items()}
+    known = []
+    for source, part in repeats.groupby("source"):
+        copy = copy_of.get(source)
+        if copy is None:
+            continue
+        same = _unchanged_lines(source, copy, {int(n) for n in part["line"]})
+        known += [(copy, int(line), str(column)) for line, column in zip(part["line"], part["column"])
+                  if int(line) in same]
+    return tuple(sorted(known))
+
+
+def _unchanged_lines(source: str, copy: str, numbers: set[int]) -> set[int]:
+    """Those of the line (a Parquet source's row) ``numbers`` whose text the patched ``copy`` keeps as it is."""
+    from seqwatch.pipelines.sources import is_parquet, open_text
+
+    if is_parquet(source):
+        import pyarrow.parquet as pq
+
+        rows, copied = pq.read_table(source).to_pylist(), pq.read_table(copy).to_pylist()
+        return {n for n in numbers if n <= len(rows) and n <= len(copied)
+                and {k: None if v is None else str(v) for k, v in rows[n - 1].items()} == copied[n - 1]}
+    with open_text(source) as f:
+        original = [line.rstrip("\r\n") for line in f]
+    with open(copy, encoding="utf-8", newline="") as f:
+        patched = [line.rstrip("\r\n") for line in f]
+    return {n for n in numbers if n <= len(original) and n <= len(patched) and original[n - 1] == patched[n - 1]}
+
+
 def _channel_of(column: str, mapping: InputMapping) -> str:
     return mapping.channels.get(column, column) if mapping.format == "wide" else column
 
@@ -371,7 +406,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     from seqwatch.pipelines.sinks import prepare_output_folder
 
     files, manifest_path = find_quarantine(config.quarantine)
-    records = load_records(files)
+    records = everything = load_records(files)
     damaged = records[records["reason_code"] == "damaged_file"]
     if config.reason_codes:
         records = records[records["reason_code"].isin(config.reason_codes)]
@@ -418,16 +453,17 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         raise ReplayError(str(exc)) from None
     try:
         with output_lock(str(output), "replay", config.run_id or ""):
-            return _replay_locked(config, records, original_manifest, digests, mapping, settings, suite, beam_args,
-                                  now_us)
+            return _replay_locked(config, records, everything, original_manifest, digests, mapping, settings, suite,
+                                  beam_args, now_us)
     except OutputBusy as exc:
         raise ReplayError(str(exc)) from None
 
 
-def _replay_locked(config: ReplayConfig, records: pd.DataFrame, original_manifest: dict, digests: dict,
-                   mapping: InputMapping, settings: dict, suite: str, beam_args: list[str] | None,
+def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.DataFrame, original_manifest: dict,
+                   digests: dict, mapping: InputMapping, settings: dict, suite: str, beam_args: list[str] | None,
                    now_us: int | None) -> dict:
-    """``run_replay`` once its output folder is this replay's alone: the copies, the batch run, the manifest."""
+    """``run_replay`` once its output folder is this replay's alone: the copies, the batch run, the manifest.
+    ``everything``: the quarantine's records, ``records`` those replayed."""
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.config import RunConfig
 
@@ -440,7 +476,8 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, original_manifes
             json.dumps([sorted(records[["source", "line", "column", "raw"]].astype(str).values.tolist()),
                         mapping.to_dict(), suite, settings], sort_keys=True).encode()).hexdigest()[:12]
         run = RunConfig(inputs=tuple(sorted(copies)), output=str(output), model_dir=config.model_dir,
-                        mapping=mapping, suite=suite, run_id=run_id, **settings)
+                        mapping=mapping, suite=suite, run_id=run_id,
+                        known_duplicates=known_duplicates(everything, copies), **settings)
         manifest = run_batch(run, beam_args, now_us=now_us)
         again = _rewrite_sources(output, copies)
     finally:

@@ -59,8 +59,9 @@ class _ValidateBatch(beam.DoFn):
     a file's batches stay together downstream (``windows._KeyByPane`` relies on that)."""
 
     def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int,
-                 merge_below: int = 0):
+                 merge_below: int = 0, known_duplicates: tuple = ()):
         self.channels = channels
+        self.known_duplicates = frozenset((str(s), int(n), str(c)) for s, n, c in known_duplicates)
         self.suite = suite
         self.run_id = run_id
         self.earliest_us = earliest_us
@@ -116,9 +117,16 @@ class _ValidateBatch(beam.DoFn):
             yield ReadingBatch(batch.frame[keep].reset_index(drop=True))
 
     def _judge(self, frame) -> tuple[list, np.ndarray]:
-        """``([(row, quarantined record)], rows kept)`` of a reading frame: the cheap checks, then the suite."""
+        """``([(row, quarantined record)], rows kept)`` of a reading frame: the known duplicates, the cheap checks,
+        then the suite."""
         records = []
         checks = cheap_checks(frame, self.channels, self.earliest_us, self.latest_us)
+        if self.known_duplicates:
+            known = np.fromiter(((str(s), int(n), str(c)) in self.known_duplicates
+                                 for s, n, c in zip(frame["source"], frame["line"], frame["channel"])),
+                                dtype=bool, count=len(frame))
+            checks = [(known, "duplicate", DUPLICATE_REASON)] + [(mask & ~known, code, reason)
+                                                                 for mask, code, reason in checks]
         for mask, code, reason in checks:
             records += zip(np.flatnonzero(mask).tolist(),
                            quarantine_rows(frame, mask, "validate", code, reason, self.run_id))
@@ -167,11 +175,13 @@ class ValidateReadings(beam.PTransform):
     latest_us]``; the great-expectations ``suite`` (a suite dict, see ``seqwatch.schemas.validation``)."""
 
     def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int,
-                 merge_below: int = 0):
+                 merge_below: int = 0, known_duplicates: tuple = ()):
         """``merge_below`` (batch runs only: it holds batches until the bundle ends): batches of fewer readings are
-        judged together (``_ValidateBatch``)."""
+        judged together (``_ValidateBatch``). ``known_duplicates``: ``(source, line, channel)`` of readings
+        quarantined as ``duplicate`` first (``RunConfig.known_duplicates``)."""
         super().__init__()
-        self._fn = _ValidateBatch(tuple(channels), suite, run_id, earliest_us, latest_us, merge_below)
+        self._fn = _ValidateBatch(tuple(channels), suite, run_id, earliest_us, latest_us, merge_below,
+                                  known_duplicates)
 
     def expand(self, batches):
         return batches | "CheckReadings" >> beam.ParDo(self._fn).with_outputs(QUARANTINE, main="valid")

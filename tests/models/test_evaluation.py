@@ -323,9 +323,16 @@ def test_windows_from_labels():
     assert nab_windows_from_labels(t, [str(t[25]), str(t[20])]) == [(t[18], t[22]), (t[23], t[27])]
     # Overlapping windows 18..22 and 20..24 are merged.
     assert nab_windows_from_labels(t, [t[20], t[22]]) == [(t[18], t[24])]
-    # Clipped at the file's ends.
-    assert nab_windows_from_labels(t, [t[1]]) == [(t[0], t[6])]
+    # Clipped at the file's end.
     assert nab_windows_from_labels(t, [t[99]]) == [(t[94], t[99])]
+    # As NAB's labeler: the first window is deleted when it starts inside the probationary period (15 rows
+    # here), before windows are merged: rows 10..20 go, 12..22 stays although it starts there too (found by the
+    # bug hunt of the metrics: a window 5..15 had been kept, and a detection at row 15 scored 61.3 for a file NAB
+    # scores as one false positive).
+    assert nab_windows_from_labels(t, [t[10]]) == []
+    assert nab_windows_from_labels(t, [t[20]]) == [(t[15], t[25])]
+    assert nab_windows_from_labels(t, [t[15], t[17]]) == [(t[15], t[19])]
+    assert nab_windows_from_labels(t, [t[1]], probationary_fraction=0.0) == [(t[0], t[6])]
     assert nab_windows_from_labels(t, []) == []
     assert nab_windows_from_labels(np.arange(100.0), [50.0]) == [(45.0, 55.0)]
 

@@ -10,7 +10,7 @@ import pytest
 from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import run_batch
 from seqwatch.pipelines.config import RunConfig
-from seqwatch.pipelines.replay import ReplayConfig, ReplayError, prepare_inputs, run_replay
+from seqwatch.pipelines.replay import ReplayConfig, ReplayError, known_duplicates, prepare_inputs, run_replay
 from seqwatch.schemas.mapping import InputMapping
 from seqwatch.schemas.validation import load_suite_dict
 
@@ -368,3 +368,71 @@ def test_a_replay_into_the_runs_own_output_folder_is_refused(original, small_mod
                                           r"records' source files only"):
         run_replay(ReplayConfig(quarantine=str(out), output=str(out), model_dir=str(small_model_dir)))
     assert sorted(str(p) for p in out.rglob("*.parquet")) == before
+
+
+@pytest.fixture(scope="module")
+def overlapping(small_model_dir, tmp_path_factory):
+    """Two long exports of one pump that overlap by 10 steps (40 readings): the run keeps a.csv's and quarantines
+    b.csv's as ``duplicate``; a strict suite (temperature at most 63 °C) quarantines one reading of b.csv besides."""
+    root = tmp_path_factory.mktemp("overlap")
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, seed=3)
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    steps = readings.groupby("channel").cumcount()
+    hot = readings["channel"] == "temperature"
+    readings.loc[hot, "value"] = readings.loc[hot, "value"].clip(upper=62.9)
+    readings.loc[hot & (steps == 150), "value"] = 63.5
+    (root / "inputs").mkdir()
+    readings[steps < 120].to_csv(root / "inputs" / "a.csv", index=False, float_format="%.3f")
+    readings[steps >= 110].to_csv(root / "inputs" / "b.csv", index=False, float_format="%.3f")
+    strict = load_suite_dict("sensor", check=False)
+    strict["name"] = "strict"
+    for expectation in strict["expectations"]:
+        if "temp" in str(expectation["kwargs"].get("row_condition", "")):
+            expectation["kwargs"]["max_value"] = 63
+    (root / "strict.json").write_text(json.dumps(strict))
+    out = root / "run"
+    manifest = run_batch(RunConfig(inputs=(str(root / "inputs" / "*.csv"),), output=str(out),
+                                   model_dir=str(small_model_dir), suite=str(root / "strict.json")),
+                         ["--runner=DirectRunner"], now_us=NOW_US)
+    assert (manifest["records_in"], manifest["records_quarantined"]) == (840, 41)
+    quarantine = _quarantine(out)
+    assert set(quarantine["source"]) == {str(root / "inputs" / "b.csv")}
+    assert quarantine["reason_code"].value_counts().to_dict() == {"duplicate": 40, "expectation_failed": 1}
+    return root, out
+
+
+@pytest.mark.parametrize("codes", [(), ("expectation_failed",)])
+def test_a_replay_quarantines_again_the_repeats_of_readings_another_file_held(overlapping, small_model_dir, codes):
+    """Found by the replay bug hunt: a replay re-runs b.csv alone, so the 40 readings the run quarantined as
+    repeats of a.csv's were scored by it (a.csv is not in the replay), and the replay's output for b.csv, which
+    supersedes the run's, scored them twice over. They are quarantined again as duplicates, whether they were
+    replayed (all codes) or not (only the suite's); the reading the relaxed suite lets through is scored."""
+    root, out = overlapping
+    replay_out = root / f"replay-{len(codes)}"
+    manifest = run_replay(ReplayConfig(quarantine=str(out), output=str(replay_out), model_dir=str(small_model_dir),
+                                       suite="sensor", reason_codes=codes), ["--runner=DirectRunner"], now_us=NOW_US)
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (360, 320, 40)
+    again = _quarantine(replay_out)
+    assert again["reason_code"].tolist() == ["duplicate"] * 40
+    assert set(again["source"]) == {str(root / "inputs" / "b.csv")}
+    b = pd.read_csv(root / "inputs" / "b.csv")
+    first_steps = b.index[b.groupby("channel").cumcount() < 10] + 2  # line numbers: the header is line 1
+    assert sorted(again["line"]) == first_steps.tolist()
+    replayed = 41 if not codes else 1
+    assert manifest["replay"]["readings"] == replayed and manifest["replay"]["scored_now"] == 1
+    assert manifest["replay"]["quarantined_again"] == replayed - 1
+
+
+def test_a_repeat_whose_text_was_fixed_is_replayed_not_held_as_a_duplicate(tmp_path):
+    """A duplicate record whose line the user edited (its timestamp set right) is no repeat any more: the replay
+    reads it; one left as it was is quarantined again; a CRLF source's untouched line counts as unchanged."""
+    source = tmp_path / "in" / "b.csv"
+    source.parent.mkdir()
+    source.write_bytes(b"timestamp,flow,pressure\r\n2026-01-05T00:00:00Z,1,2\r\n2026-01-05T00:00:10Z,1,2\r\n")
+    records = pd.DataFrame([_record(source, 2, "2026-01-05T00:00:00Z,1,2", "duplicate"),
+                            _record(source, 2, "2026-01-05T00:00:00Z,1,2", "duplicate", column="pressure"),
+                            _record(source, 3, "2026-01-05T00:00:20Z,1,2", "duplicate")])
+    copies = prepare_inputs(records, tmp_path / "work")
+    (copy, _), = copies.items()
+    assert known_duplicates(records, copies) == ((copy, 2, "flow"), (copy, 2, "pressure"))
+    assert known_duplicates(records.assign(reason_code="parse_value"), copies) == ()
