@@ -50,7 +50,11 @@ class ChannelScaler:
             raise ValueError(f"cannot fit a scaler: the spread of channel {name} is not a finite number (its largest "
                              f"reading is {float(np.nanmax(np.abs(kept[:, c]))):.6g}); give a suite with value "
                              f"bounds for it (--suite), so that such readings are left out, as a run quarantines them")
-        std = np.where(std > 1e-12, std, 1.0)
+        # A spread is the channel's own when it is more than rounding of its level: a channel measured around 1e-13
+        # (pF, pA) keeps its spread (an absolute floor of 1e-12 had given it scale 1, every scaled value about 0:
+        # switched off, so a jump of 14 of its spreads raised no alert); one value read back with rounding noise
+        # (101325 +- 1e-11) is constant, scale 1, its own unit.
+        std = np.where(std > np.maximum(np.abs(mean) * 1e-12, np.finfo(np.float64).tiny), std, 1.0)
         return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
     @staticmethod

@@ -83,6 +83,20 @@ def test_one_huge_reading_gives_a_finite_scale_without_overflow():
     assert extreme.scale == (1.7e308,) and extreme.mean == (0.0,)
 
 
+def test_a_channel_of_tiny_values_keeps_its_spread_and_rounding_noise_is_no_spread():
+    """Found by the bug hunt of numerics: a channel measured around 1e-13 (pF, pA) had scale 1 from an absolute
+    floor of 1e-12, so every scaled value was about 0 and a jump of 14 spreads raised no alert. Its spread is
+    kept now; a level read back with rounding noise (101325 +- 1e-11) is still a constant channel, scale 1."""
+    rng = np.random.default_rng(3)
+    tiny = 1e-13 * (np.sin(np.arange(2000) / 10) + rng.normal(scale=0.1, size=2000))
+    level = 101325.0 + rng.choice([-1e-11, 0.0, 1e-11], size=2000)
+    scaler = ChannelScaler.fit(np.c_[tiny, level, np.full(2000, 7.0)])
+    assert scaler.scale[0] == pytest.approx(np.std(tiny), rel=1e-9)
+    jump = scaler.transform(np.array([[tiny.mean() + 14 * np.std(tiny), 101325.0, 7.0]]))
+    assert jump[0, 0] == pytest.approx(14, rel=1e-4)
+    assert scaler.scale[1:] == (1.0, 1.0)
+
+
 def test_a_model_trained_with_a_huge_reading_is_saved_as_valid_json(tmp_path):
     from seqwatch.models.artifact import save_artifact
 
