@@ -212,11 +212,15 @@ def _column_spans(table, layout: FileLayout, mapping: InputMapping):
     """``(entity, first, last)`` for each entity in a row group's timestamp (and entity) columns (``table``: a
     frame, or a dict of Series by column name), parsed as the reader parses them; rows the reader would
     quarantine are left out."""
+    entity, ok = _ids(table[layout.entity_column]) if layout.entity_column is not None else (None, None)
+    # grouped by entity for a repeated daylight-saving hour, as the reader groups a wide file's rows (a long
+    # file's channels are not read here: its rows of that hour stay out of the spans unless they jump back)
+    groups = np.asarray(entity.codes, dtype=np.int64) if entity is not None else (
+        np.zeros(len(table[layout.timestamp_column]), dtype=np.int64) if layout.channel_columns else None)
     stamps = parse_timestamps(table[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
-                              mapping.timestamp_format)
+                              mapping.timestamp_format, groups)
     good = stamps != _BAD
-    if layout.entity_column is not None:
-        entity, ok = _ids(table[layout.entity_column])
+    if entity is not None:
         good &= ok
         codes = np.asarray(entity.codes)[good]
         names = entity.categories

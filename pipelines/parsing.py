@@ -360,7 +360,7 @@ def _iso_timestamps(text: pa.Array, timezone: str) -> tuple[np.ndarray, np.ndarr
 
 
 def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str = "UTC",
-                     fmt: str | None = None) -> np.ndarray:
+                     fmt: str | None = None, groups: np.ndarray | None = None) -> np.ndarray:
     """Timestamps as int64 µs UTC; ``np.iinfo(int64).min`` where a value cannot be parsed.
 
     Accepts datetimes, ISO 8601 strings (with or without offset; those without are in ``timezone``, and an
@@ -368,7 +368,9 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
     name a four-digit year (``Jan 5 2026 10:00``), strings in the ``strftime`` format ``fmt``, and epoch numbers
     (seconds, milliseconds, microseconds or nanoseconds: ``unit``, or guessed per value from its magnitude).
     Rejected rather than guessed: a time without a date (pandas would put it on today's date) and a
-    day/month-ambiguous numeric date such as ``05/01/2026`` when no ``fmt`` is given."""
+    day/month-ambiguous numeric date such as ``05/01/2026`` when no ``fmt`` is given. ``groups``: a code per value
+    of the series it belongs to (an entity's, or an entity's channel's in a long file), by which local times of
+    a repeated daylight-saving hour are told apart (``_resolve_repeated_hour``)."""
     text = _arrow_text(values) if fmt is None and len(values) else None
     if text is None:
         out = _parse_timestamps(values, unit, timezone, fmt)
@@ -377,17 +379,20 @@ def parse_timestamps(values: pd.Series, unit: str | None = None, timezone: str =
         if not done.all():
             out[~done] = _parse_timestamps(values[~done].reset_index(drop=True), unit, timezone, fmt)
     if timezone != "UTC" and (out == _BAD_TIME).any():
-        _resolve_repeated_hour(values, out, timezone, fmt)
+        _resolve_repeated_hour(values, out, timezone, fmt, groups)
     return out
 
 
-def _resolve_repeated_hour(values: pd.Series, out: np.ndarray, timezone: str, fmt: str | None) -> None:
+def _resolve_repeated_hour(values: pd.Series, out: np.ndarray, timezone: str, fmt: str | None,
+                           groups: np.ndarray | None = None) -> None:
     """Local times of the hour a daylight-saving change repeats (02:00-03:00 twice on a European October night),
     told apart by the order of the rows, in place in ``out``: when the chunk's ambiguous rows run forward, jump
     back once and run forward again, the first run is the first pass (summer time) and the second the repeat.
-    Readings of many entities interleaved in time order (a fleet's export) run so too. Any other order (unsorted
-    rows, entities one after another, only one pass in the chunk) says nothing, and those rows stay unparsed
-    (quarantined as ambiguous)."""
+    Readings of many entities interleaved in time order (a fleet's export) run so too. With ``groups`` (a code
+    per row: its entity, or its entity's channel), each group's rows are told apart on their own, so entities
+    one after another are too, and a series read once an hour, whose two rows ``02:00`` and ``02:00`` do not
+    jump back but repeat, has its second row in the repeat. Any other order (unsorted rows, only one pass in the
+    chunk) says nothing, and those rows stay unparsed (quarantined as ambiguous)."""
     bad = np.flatnonzero(out == _BAD_TIME)
     raw = values.iloc[bad].reset_index(drop=True)
     if pd.api.types.is_datetime64_any_dtype(raw):
@@ -409,13 +414,23 @@ def _resolve_repeated_hour(values: pd.Series, out: np.ndarray, timezone: str, fm
     if not ambiguous.any():
         return
     stamps = naive.asi8[ambiguous]
-    back = np.flatnonzero(np.diff(stamps) < 0)
-    if len(back) != 1:
-        return
     second = np.zeros(len(stamps), dtype=bool)
-    second[back[0] + 1:] = True
+    told = np.zeros(len(stamps), dtype=bool)
+    back = np.flatnonzero(np.diff(stamps) < 0)
+    if len(back) == 1:
+        second[back[0] + 1:] = told[:] = True
+    elif groups is not None:
+        codes = np.asarray(groups)[bad][np.asarray(ambiguous)]
+        for rows in pd.Series(np.arange(len(codes))).groupby(codes, sort=False).indices.values():
+            # within a group, one step that does not go forward: a jump back, or a series read once an hour
+            turn = np.flatnonzero(np.diff(stamps[rows]) <= 0)
+            if len(turn) == 1:
+                second[rows[turn[0] + 1:]] = told[rows] = True
+    if not told.any():
+        return
     utc = np.where(second, repeat.as_unit("us").asi8[ambiguous], first.as_unit("us").asi8[ambiguous])
-    out[bad[np.flatnonzero(ambiguous)]] = utc
+    rows = np.flatnonzero(ambiguous)
+    out[bad[rows[told]]] = utc[told]
 
 
 def _parse_timestamps(values: pd.Series, unit: str | None, timezone: str, fmt: str | None) -> np.ndarray:
@@ -658,14 +673,19 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
     the readings that parsed and a quarantine row for every row or cell that did not."""
     n = len(lines)
     quarantine: list[Quarantined] = []
-    stamps = parse_timestamps(columns[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
-                              mapping.timestamp_format)
-    bad_time = stamps == np.iinfo(np.int64).min
     if layout.entity_column is not None:
         entity, entity_ok = _ids(columns[layout.entity_column])
+        groups = np.asarray(entity.codes, dtype=np.int64)
     else:
         entity = np.full(n, str(layout.entity_value), dtype=object)
         entity_ok = np.full(n, len(str(layout.entity_value)) <= MAX_ID_LENGTH and bool(layout.entity_value))
+        groups = np.zeros(n, dtype=np.int64)
+    if not layout.channel_columns:  # long: a series is an entity's channel
+        channel, channel_ok = _ids(columns[layout.long_columns["channel"]])
+        groups = groups * (len(channel.categories) + 1) + np.asarray(channel.codes, dtype=np.int64)
+    stamps = parse_timestamps(columns[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
+                              mapping.timestamp_format, groups)
+    bad_time = stamps == np.iinfo(np.int64).min
     per_row = layout.readings_per_row
     row_bad = ~entity_ok | bad_time
     for i in np.flatnonzero(row_bad):
@@ -701,8 +721,7 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
         stamps_out = np.concatenate([p[2] for p in parts])
         values_out = np.concatenate([p[3] for p in parts])
         lines_out = np.concatenate([p[4] for p in parts])
-    else:  # long
-        channel, channel_ok = _ids(columns[layout.long_columns["channel"]])
+    else:  # long (channel and channel_ok: read above)
         numbers = parse_values(columns[layout.long_columns["value"]], mapping.decimal)
         for i in np.flatnonzero(good_rows & ~channel_ok):
             reason = _explain_id("channel", columns[layout.long_columns["channel"]].iloc[i])

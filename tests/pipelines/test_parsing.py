@@ -105,6 +105,41 @@ def test_the_repeated_hour_of_a_dst_change_is_told_apart_by_row_order():
     assert stamps(*local, *local, **berlin) == [utc[0]] + [BAD] * 5 + [utc[6], utc[0]] + [BAD] * 5 + [utc[6]]
 
 
+def test_the_repeated_hour_is_told_apart_per_series_hourly_and_entity_by_entity(tmp_path):
+    """Found by the bug hunt of time scales: a series read once an hour has the rows 02:00 and 02:00, which do not
+    jump back, so both were quarantined as ambiguous (every hourly energy export in local time, every October).
+    With the rows' series (their entity; in a long file their entity's channel) each series is told apart on its
+    own: its one step that does not go forward starts the repeat; entities one after another are told apart so."""
+    berlin = dict(timezone="Europe/Berlin")
+    hourly = ["2026-10-25 01:00:00", "2026-10-25 02:00:00", "2026-10-25 02:00:00", "2026-10-25 03:00:00"]
+    utc = [pd.Timestamp(t).value // 1000 for t in ("2026-10-24T23:00:00Z", "2026-10-25T00:00:00Z",
+                                                   "2026-10-25T01:00:00Z", "2026-10-25T02:00:00Z")]
+    assert stamps(*hourly, **berlin) == [utc[0], BAD, BAD, utc[3]]  # without the series: nothing to go by
+    values = pd.Series(hourly * 2)
+    assert parse_timestamps(values, groups=np.repeat([0, 1], 4), **berlin).tolist() == utc * 2
+    quarter = ["2026-10-25 02:00:00", "2026-10-25 02:30:00", "2026-10-25 02:00:00", "2026-10-25 02:30:00"]
+    quarter_utc = [pd.Timestamp(t).value // 1000 for t in ("2026-10-25T00:00:00Z", "2026-10-25T00:30:00Z",
+                                                           "2026-10-25T01:00:00Z", "2026-10-25T01:30:00Z")]
+    one_after_another = pd.Series(quarter * 2)  # two jumps back in all: only the series tell them apart
+    assert parse_timestamps(one_after_another, **berlin).tolist() == [BAD] * 8
+    assert parse_timestamps(one_after_another, groups=np.repeat([5, 9], 4), **berlin).tolist() == quarter_utc * 2
+    # a series with two passes that go forward by equal steps in neither order says nothing
+    assert parse_timestamps(pd.Series(hourly[1:3] * 2), groups=np.zeros(4, int), **berlin).tolist() == [BAD] * 4
+    # the reader: an hourly long file of two channels, and a wide file of two entities one after the other
+    lines = "".join(f"pump-1,{ch},{t},1\n" for t in hourly for ch in ("flow", "pressure"))
+    (tmp_path / "long.csv").write_text("entity_id,channel,timestamp,value\n" + lines)
+    wide = "".join(f"{e},{t},1,2\n" for e in ("pump-1", "pump-2") for t in hourly)
+    (tmp_path / "wide.csv").write_text("device,ts,flow,pressure\n" + wide)
+    for name, mapping in (("long.csv", InputMapping(timezone="Europe/Berlin")),
+                          ("wide.csv", InputMapping(format="wide", timestamp="ts", entity={"column": "device"},
+                                                    timezone="Europe/Berlin"))):
+        chunks = list(FileReader(mapping, "r").read(str(tmp_path / name)))
+        assert not [q for _, records, _ in chunks for q in records], name  # nothing quarantined
+        frame = pd.concat([batch.frame for batch, _, _ in chunks])
+        assert sorted(set(frame["timestamp"])) == utc, name
+        assert len(frame) == (8 if name == "long.csv" else 16), name
+
+
 def test_datetime_columns_naive_and_aware():
     naive = pd.Series(pd.to_datetime(["2026-01-05 01:00:00"]))
     aware = pd.Series(pd.to_datetime(["2026-01-05 00:00:00"]).tz_localize("UTC"))
