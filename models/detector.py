@@ -117,6 +117,31 @@ def lacking_channels_note(lacking: dict, channels: tuple) -> str:
             f"{'them' if many else 'it'} out")
 
 
+# A note when more than this share of the training readings share a grid step with another reading of their channel.
+SHARED_STEP_NOTE_SHARE = 0.01
+
+
+def shared_steps(frame: pd.DataFrame, channels: tuple, step_us: int) -> int:
+    """How many readings of a long frame fall into a grid step that holds an earlier reading (another timestamp)
+    of the same entity and channel, with which they are averaged onto the grid (``windowing.step_of``)."""
+    shared = 0
+    for _, part, steps, positions in entity_steps(frame, channels, step_us):
+        cells = pd.DataFrame({"cell": steps * len(channels) + positions,
+                              "stamp": as_micros(part["timestamp"])}).drop_duplicates()
+        shared += len(cells) - cells["cell"].nunique()
+    return int(shared)
+
+
+def shared_steps_note(shared: int, readings: int, step_us: int) -> str:
+    """One sentence on training readings averaged with another of their channel in one step of the grid."""
+    return (f"{shared} of the {readings} readings ({shared / readings:.1%}) fell into a step of the model's grid "
+            f"(every {step_us / 1e6:g}s, counted from 1970-01-01 00:00 UTC) that already held a reading of their "
+            f"channel, and were averaged with it, while as many steps were filled in between: readings that sit about "
+            f"half a step off that grid with a little jitter (hourly readings at :30), an interval that is not a whole "
+            f"number of µs (360 Hz), or one that is not fixed (calendar months) do that; readings on the grid's "
+            f"steps, or resampled to them, are scored as they were read")
+
+
 def rising_channel_note(rising: dict) -> str:
     """One sentence on channels that only rose in training, as cumulative meters do."""
     many = len(rising) > 1
@@ -433,9 +458,12 @@ class Seq2SeqDetector:
         rising = {name: span for name, span in rising_channels(train_values, self.channels).items()
                   if name not in self.config.window.cumulative_channels}
         lacking = entities_lacking_channels(frame, self.channels)
+        shared = shared_steps(frame, self.channels, self.step_us)
         notes = ([constant_channel_note(constant, cumulative)] if constant else []) + \
             ([rising_channel_note(rising)] if rising else []) + \
-            ([lacking_channels_note(lacking, self.channels)] if lacking else [])
+            ([lacking_channels_note(lacking, self.channels)] if lacking else []) + \
+            ([shared_steps_note(shared, len(frame), self.step_us)]
+             if shared > SHARED_STEP_NOTE_SHARE * len(frame) else [])
         for note in notes:
             warnings.warn(TrainingDataWarning(note), stacklevel=2)
         enable_compile_cache()  # many small models of one shape (one per entity) compile their steps once

@@ -165,3 +165,27 @@ def test_a_cumulative_channel_that_only_falls_gets_the_constant_channel_note():
             pd.concat([frame, falling], ignore_index=True), progress=False)
     assert detector.metrics["constant_channels"] == ["m"]
     assert any(isinstance(w.message, TrainingDataWarning) and "'m'" in str(w.message) for w in caught)
+
+
+# ------------------------------------------------------------------------------------------ grid phase
+def test_readings_half_a_step_off_the_grid_get_a_note_naming_the_grid():
+    """Found by the bug hunt of time scales: 10 s readings at :05 with 1 ms of jitter straddle the grid's half-way
+    points, so a quarter of the steps held two readings, averaged, and as many were filled between, without a word.
+    Training now says so; readings on the grid's steps get no note."""
+    from seqwatch.models.detector import shared_steps
+
+    step = 10_000_000
+    on_grid = _sine(600, step_us=step)
+    jitter = np.random.default_rng(4).choice([-1000, 1000], size=len(on_grid))
+    off_grid = on_grid.assign(timestamp=on_grid["timestamp"] + step // 2 + jitter)
+    # by hand: a step holds a second reading where one reading rounds up onto a step whose own rounded down
+    steps = (off_grid["timestamp"] + step // 2) // step
+    by_hand = sum(len(g) - g.nunique() for _, g in steps.groupby(off_grid["channel"]))
+    assert shared_steps(off_grid, ("a", "b"), step) == by_hand > 0.2 * len(off_grid)
+    assert shared_steps(on_grid, ("a", "b"), step) == 0
+    for frame, noted in ((off_grid, True), (on_grid, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Seq2SeqDetector(_tiny()).fit(frame, progress=False, step_us=step)
+        notes = [str(w.message) for w in caught if isinstance(w.message, TrainingDataWarning)]
+        assert any("counted from 1970-01-01 00:00 UTC" in n and "averaged" in n for n in notes) == noted, notes
