@@ -96,6 +96,8 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
         "metrics": _standard_json(detector.metrics),
         "history": _standard_json(detector.history),
     }
+    if detector.grid_offset_us:  # readings off the epoch's grid (windowing.grid_offset); absent: 0, as before it
+        body["grid_offset_us"] = int(detector.grid_offset_us)
     version_digest = hashlib.sha256(_weights_digest(detector.model).encode())
     version_digest.update(json.dumps(body, sort_keys=True).encode())
     detector.model_version = "v" + version_digest.hexdigest()[:12]
@@ -251,6 +253,10 @@ def metadata_problem(metadata: dict) -> str | None:
     step_us = metadata["step_us"]
     if not (_is_number(step_us) and step_us == int(step_us) and step_us > 0):
         return f"step_us (the sampling interval in µs) must be a whole number > 0, got {_shown(step_us)}"
+    offset = metadata.get("grid_offset_us", 0)
+    if not (_is_number(offset) and offset == int(offset) and abs(offset) <= step_us // 2):
+        return (f"grid_offset_us (the phase of the model's grid in µs) must be a whole number of at most half the "
+                f"step, {int(step_us) // 2}, either way, got {_shown(offset)}")
     threshold = metadata["threshold"]
     if not _is_number(threshold):
         return f"threshold is {_shown(threshold)}, not a finite number"
@@ -391,6 +397,7 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
         detector = Seq2SeqDetector(DetectorConfig.from_dict(metadata["config"]), metadata["model_id"])
         detector.channels = tuple(metadata["channels"])
         detector.step_us = int(metadata["step_us"])
+        detector.grid_offset_us = int(metadata.get("grid_offset_us", 0))
         detector.scaler = ChannelScaler.from_dict(metadata["scaler"])
         detector.scorer = MahalanobisScorer.from_dict(metadata["scorer"])
         detector.tail = TailCalibration.from_dict(metadata["tail"])

@@ -121,11 +121,11 @@ def lacking_channels_note(lacking: dict, channels: tuple) -> str:
 SHARED_STEP_NOTE_SHARE = 0.01
 
 
-def shared_steps(frame: pd.DataFrame, channels: tuple, step_us: int) -> int:
+def shared_steps(frame: pd.DataFrame, channels: tuple, step_us: int, offset_us: int = 0) -> int:
     """How many readings of a long frame fall into a grid step that holds an earlier reading (another timestamp)
     of the same entity and channel, with which they are averaged onto the grid (``windowing.step_of``)."""
     shared = 0
-    for _, part, steps, positions in entity_steps(frame, channels, step_us):
+    for _, part, steps, positions in entity_steps(frame, channels, step_us, offset_us):
         cells = pd.DataFrame({"cell": steps * len(channels) + positions,
                               "stamp": as_micros(part["timestamp"])}).drop_duplicates()
         shared += len(cells) - cells["cell"].nunique()
@@ -135,11 +135,11 @@ def shared_steps(frame: pd.DataFrame, channels: tuple, step_us: int) -> int:
 def shared_steps_note(shared: int, readings: int, step_us: int) -> str:
     """One sentence on training readings averaged with another of their channel in one step of the grid."""
     return (f"{shared} of the {readings} readings ({shared / readings:.1%}) fell into a step of the model's grid "
-            f"(every {step_us / 1e6:g}s, counted from 1970-01-01 00:00 UTC) that already held a reading of their "
-            f"channel, and were averaged with it, while as many steps were filled in between: readings that sit about "
-            f"half a step off that grid with a little jitter (hourly readings at :30), an interval that is not a whole "
-            f"number of µs (360 Hz), or one that is not fixed (calendar months) do that; readings on the grid's "
-            f"steps, or resampled to them, are scored as they were read")
+            f"(every {step_us / 1e6:g}s, at the readings' common phase) that already held a reading of their "
+            f"channel, and were averaged with it, while as many steps were filled in between: readings without a "
+            f"common phase (devices of several phases in one model), an interval that is not a whole number of µs "
+            f"(360 Hz), or one that is not fixed (calendar months) do that; readings resampled to a fixed interval "
+            f"are scored as they were read")
 
 
 def rising_channel_note(rising: dict) -> str:
@@ -276,12 +276,13 @@ def _check_entity_intervals(frame: pd.DataFrame, step_us: int, given: bool = Fal
     raise ModelMismatchError(f"{head}: {shown}: train one model per sampling interval, or resample the data")
 
 
-def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int) -> dict[str, windowing.Grid]:
-    """Resample a long-format frame into one grid per entity, channels in ``channels`` order. Channels are
-    matched by name (``str``, as ``fit`` names them); a value that is not a finite number is missing, as the
-    pipelines' parser quarantines it."""
+def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int,
+                 offset_us: int = 0) -> dict[str, windowing.Grid]:
+    """Resample a long-format frame into one grid per entity, channels in ``channels`` order, on the grid of
+    ``step_us`` at phase ``offset_us`` (``windowing.step_of``). Channels are matched by name (``str``, as ``fit``
+    names them); a value that is not a finite number is missing, as the pipelines' parser quarantines it."""
     grids = {}
-    for entity, part, steps, positions in entity_steps(frame, channels, step_us):
+    for entity, part, steps, positions in entity_steps(frame, channels, step_us, offset_us):
         _check_grid_span(entity, steps, step_us)
         values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
         values = np.where(np.isfinite(values), values, np.nan)
@@ -318,14 +319,14 @@ def _minute_text(micros: int) -> str:
         return f"{micros} µs since the epoch"
 
 
-def entity_steps(frame: pd.DataFrame, channels: tuple, step_us: int):
+def entity_steps(frame: pd.DataFrame, channels: tuple, step_us: int, offset_us: int = 0):
     """``(entity, rows, grid steps, channel positions)`` per entity of a long-format frame, in entity order, for the
-    rows of ``channels`` (matched by name, ``str``)."""
+    rows of ``channels`` (matched by name, ``str``), on the grid of ``step_us`` at phase ``offset_us``."""
     position = {name: i for i, name in enumerate(channels)}
     column = frame["channel"].astype(str).map(position)
     known = frame.assign(_position=column)[column.notna().to_numpy()]
     for entity, part in known.groupby("entity_id", sort=True, observed=True):
-        yield (str(entity), part, windowing.step_of(as_micros(part["timestamp"]), step_us),
+        yield (str(entity), part, windowing.step_of(as_micros(part["timestamp"]), step_us, offset_us),
                part["_position"].to_numpy(dtype=np.int64))
 
 
@@ -354,6 +355,7 @@ class Seq2SeqDetector:
         self.model = None
         self.channels: tuple = ()
         self.step_us: int = 0
+        self.grid_offset_us: int = 0  # the grid's phase: steps lie at k * step_us + grid_offset_us (windowing)
         self.scaler: ChannelScaler | None = None
         self.scorer: MahalanobisScorer | None = None
         self.tail: TailCalibration | None = None
@@ -443,6 +445,8 @@ class Seq2SeqDetector:
             # data (found by a bug hunt); a relative µs grid from 0 is not refused
             raise ValueError(f"the readings come every {self.step_us} µs: {NUMERIC_TIMES_HINT}")
         _check_entity_intervals(frame, self.step_us, given=bool(step_us))
+        modelled = frame[frame["channel"].astype(str).isin(self.channels).to_numpy()]
+        self.grid_offset_us = windowing.grid_offset(as_micros(modelled["timestamp"]), self.step_us)
         unknown = [c for c in self.config.window.cumulative_channels if c not in self.channels]
         if unknown:
             raise ValueError(f"the cumulative channel{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
@@ -458,7 +462,7 @@ class Seq2SeqDetector:
         rising = {name: span for name, span in rising_channels(train_values, self.channels).items()
                   if name not in self.config.window.cumulative_channels}
         lacking = entities_lacking_channels(frame, self.channels)
-        shared = shared_steps(frame, self.channels, self.step_us)
+        shared = shared_steps(frame, self.channels, self.step_us, self.grid_offset_us)
         notes = ([constant_channel_note(constant, cumulative)] if constant else []) + \
             ([rising_channel_note(rising)] if rising else []) + \
             ([lacking_channels_note(lacking, self.channels)] if lacking else []) + \
@@ -540,7 +544,8 @@ class Seq2SeqDetector:
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         vf, cf = cfg.training.validation_fraction, cfg.training.calibration_fraction
         pieces = []  # (grid, {part: (lo, hi)})
-        for grid in entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap).values():
+        for grid in entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap,
+                                 self.grid_offset_us).values():
             n = len(grid)
             if holdout is None:
                 cut_val, cut_cal = windowing.chronological_cuts(grid.present, vf, cf)
@@ -550,7 +555,8 @@ class Seq2SeqDetector:
                 pieces.append((grid, {"train": (0, n)}))
         if holdout is not None:
             self._check_holdout(holdout)
-            for grid in entity_grids(holdout, self.channels, self.step_us, cfg.window.max_gap).values():
+            for grid in entity_grids(holdout, self.channels, self.step_us, cfg.window.max_gap,
+                                     self.grid_offset_us).values():
                 pieces.append((grid, {"validation": (0, len(grid)), "calibration": (0, len(grid))}))
         parts = {"train": [], "validation": [], "calibration": []}
         train_values, scaler_values = [], []
@@ -582,7 +588,7 @@ class Seq2SeqDetector:
         (``windowing.sparse_channels`` per entity), and what to change; empty when no channel is that sparse."""
         max_gap = self.config.window.max_gap
         spacing: dict = {}
-        for _, _, steps, positions in entity_steps(frame, self.channels, self.step_us):
+        for _, _, steps, positions in entity_steps(frame, self.channels, self.step_us, self.grid_offset_us):
             for c, every in windowing.sparse_channels(steps, positions, len(self.channels), max_gap).items():
                 spacing.setdefault(self.channels[c], []).append(every)
         if not spacing:
@@ -765,7 +771,8 @@ class Seq2SeqDetector:
                 self._check_numeric_interval(frame)
         length, stride = self.config.window.length, self.config.window.stride
         entities, ends, windows = [], [], []
-        for entity, grid in entity_grids(frame, self.channels, self.step_us, self.config.window.max_gap).items():
+        for entity, grid in entity_grids(frame, self.channels, self.step_us, self.config.window.max_gap,
+                                         self.grid_offset_us).items():
             placed = [windowing.window_end_steps(grid.first_step + a, grid.first_step + b, length, stride)
                       for a, b in windowing.stretches(grid.present)]
             entity_ends = np.concatenate(placed) if placed else np.zeros(0, dtype=np.int64)
@@ -777,7 +784,7 @@ class Seq2SeqDetector:
                    "tail_probability", "top_channel", "channel_contributions"]
         if not ends:
             return pd.DataFrame({c: [] for c in columns})
-        ends_us = np.concatenate(ends) * self.step_us
+        ends_us = np.concatenate(ends) * self.step_us + self.grid_offset_us
         with np.errstate(over="ignore"):  # a reading beyond float32 becomes inf; the scaler clips it
             values = np.concatenate(windows).astype(self.window_dtype)
         parts = [self.score_windows(values[i:i + chunk]) for i in range(0, len(values), chunk)]

@@ -15,11 +15,39 @@ from __future__ import annotations
 import numpy as np
 
 
-def step_of(stamps_us, step_us: int):
-    """The grid step of each timestamp (µs since the epoch): the nearest multiple of ``step_us`` (half-way rounds
-    up). Nearest, not floor: devices report on the tick with a few ms of jitter either way, and a floor would put
-    every early reading into the step before, leaving its own step empty and two readings in the other."""
-    return (stamps_us + step_us // 2) // step_us
+def step_of(stamps_us, step_us: int, offset_us: int = 0):
+    """The grid step of each timestamp (µs since the epoch): the nearest step of the grid ``k * step_us +
+    offset_us`` (half-way rounds up; ``offset_us``: a model's grid phase, ``grid_offset``). Nearest, not floor:
+    devices report on the tick with a few ms of jitter either way, and a floor would put every early reading into
+    the step before, leaving its own step empty and two readings in the other."""
+    return (stamps_us - offset_us + step_us // 2) // step_us
+
+
+GRID_PHASE_SAMPLE = 100_000  # timestamps enough to tell a phase
+
+
+def grid_offset(stamps_us, step_us: int) -> int:
+    """The phase of readings taken every ``step_us``: where in a step of the grid counted from the epoch they fall,
+    as the circular mean of their places (in ``(-step/2, step/2]``, rounded), so that a grid shifted by it has
+    them at the middle of its steps' rounding, where jitter moves none into a neighbour's step. 0 when the
+    readings keep no common phase (devices started at random times: their places spread round the step) or lie
+    within a hundredth of a step of the epoch's grid (then that grid is kept, and models stay as they were)."""
+    stamps = np.asarray(stamps_us, dtype=np.int64).ravel()
+    if not stamps.size or step_us <= 1:
+        return 0
+    if stamps.size > GRID_PHASE_SAMPLE:
+        stamps = stamps[np.linspace(0, stamps.size - 1, GRID_PHASE_SAMPLE).astype(np.int64)]
+    angle = 2 * np.pi * (stamps % step_us) / step_us
+    x, y = float(np.cos(angle).mean()), float(np.sin(angle).mean())
+    if np.hypot(x, y) < 0.5:
+        return 0
+    # to a round number of µs, the power of ten at most a thousandth of the step (10 s: 10 ms; an hour: 1 s), so
+    # that the windows' times are the readings' times, not 68 µs after them
+    unit = 10 ** int(np.floor(np.log10(max(step_us // 1000, 1))))
+    offset = int(round(np.arctan2(y, x) / (2 * np.pi) * step_us / unit)) * unit
+    if offset <= -(step_us // 2):
+        offset += step_us  # (-step/2, step/2]
+    return 0 if abs(offset) <= step_us // 100 else offset
 
 
 def to_step_grid(steps: np.ndarray, channel_index: np.ndarray, values: np.ndarray, n_channels: int,

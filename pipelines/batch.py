@@ -175,7 +175,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
                    model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
-                   input_digests)
+                   input_digests, int(metadata.get("grid_offset_us", 0)))
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:

@@ -60,6 +60,7 @@ class RunPlan:
     spans: object = None  # batch: a locality.FileSpans of the inputs, for panes cut without the GroupByKey
     window_dtype: type = np.float32  # what windows are cut as (models.windowing.window_dtype)
     input_digests: tuple = ()  # batch without --run-id: (path, sha256 of its bytes) of each input, for replays
+    grid_offset_us: int = 0  # the model's grid phase (models.windowing.grid_offset)
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -85,7 +86,7 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                                                                plan.run_id, allowed_lateness_s,
                                                                StatefulRules.from_suite(plan.suite), keep_open_s,
                                                                None if streaming else plan.spans,
-                                                               plan.window_dtype)
+                                                               plan.window_dtype, plan.grid_offset_us)
     to_score = windows.windows
     if not streaming:
         # Batch: RunInference batches only elements of the same window, and each pane is a window of its own,

@@ -39,7 +39,7 @@ def _geometry(detector) -> tuple:
     """What a replacement model must share with the running one: the pipeline cuts windows for it."""
     window = detector.config.window
     return (tuple(detector.channels), int(detector.step_us), int(window.length), int(window.stride),
-            int(window.max_gap), tuple(window.cumulative_channels))
+            int(window.max_gap), tuple(window.cumulative_channels), int(detector.grid_offset_us))
 
 
 class ModelVersionWatch:

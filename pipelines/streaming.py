@@ -156,7 +156,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
-                   window_dtype=window_dtype(window.get("cumulative_channels"), metadata.get("scaler")))
+                   window_dtype=window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
+                   grid_offset_us=int(metadata.get("grid_offset_us", 0)))
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,

@@ -67,7 +67,7 @@ def sparse_channels_named(reason: str) -> str:
 class PaneSpec:
     """The pane arithmetic shared by keying and cutting."""
 
-    def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int):
+    def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, offset_us: int = 0):
         if pane_steps % stride or pane_steps < 2 * (length + max_gap + 1):
             raise ValueError(f"pane_steps must be a multiple of stride={stride} and >= "
                              f"{2 * (length + max_gap + 1)}, got {pane_steps}")
@@ -75,6 +75,7 @@ class PaneSpec:
             step_us, length, stride, max_gap, pane_steps)
         self.before = length + max_gap + 1
         self.after = length + max_gap
+        self.offset_us = offset_us  # the grid's phase: steps lie at k * step_us + offset_us
 
     def own_range(self, pane: int) -> tuple[int, int]:
         return pane * self.pane_steps, (pane + 1) * self.pane_steps
@@ -157,7 +158,8 @@ class _KeyByPane(beam.DoFn):
             if source is None or source != self._held_source:
                 out += self._flush()  # the previous file has been read: its panes are complete
                 self._held_source = source
-            half = self.spec.step_us // 2  # readings of a pane's steps lie up to half a step earlier (step_of)
+            # readings of a pane's steps lie up to half a step earlier (step_of), shifted by the grid's phase
+            half = self.spec.step_us // 2 - self.spec.offset_us
             to_group = []
             for entity, pane, lo, hi in bounds:
                 start, end = self.windows.context_us(pane)
@@ -222,7 +224,7 @@ class _KeyByPane(beam.DoFn):
         spec = self.spec
         frame = batch.frame
         stamps = frame["timestamp"].to_numpy()
-        steps = windowing.step_of(stamps, spec.step_us)
+        steps = windowing.step_of(stamps, spec.step_us, spec.offset_us)
         pane = steps // spec.pane_steps
         offset = steps - pane * spec.pane_steps
         rows = np.arange(len(frame))
@@ -309,7 +311,7 @@ class _PaneCutter:
                 yield beam.pvalue.TaggedOutput(QUARANTINE, q)
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", 0))
             return
-        steps = windowing.step_of(stamps, spec.step_us)
+        steps = windowing.step_of(stamps, spec.step_us, spec.offset_us)
         grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
                                     len(self.channels), spec.max_gap, first_step=first,
                                     last_step=hi - 1 + spec.after)
@@ -342,7 +344,8 @@ class _PaneCutter:
         with np.errstate(over="ignore"):  # a reading beyond float32 becomes inf; the scaler clips it
             values = windowing.cut_windows(grid.values, positions, spec.length).astype(self.dtype)
         observed = windowing.cut_windows(grid.observed, positions, spec.length)
-        yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us, values, observed, scored)
+        yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us + spec.offset_us, values,
+                          observed, scored)
 
 
 
@@ -432,7 +435,7 @@ class WindowReadings(beam.PTransform):
 
     def __init__(self, step_us: int, length: int, stride: int, max_gap: int, pane_steps: int, channels: tuple,
                  run_id: str, allowed_lateness_s: float = 0.0, rules=None, keep_open_s: float = 0.0, spans=None,
-                 dtype: type = np.float32):
+                 dtype: type = np.float32, offset_us: int = 0):
         """``allowed_lateness_s`` (streaming): each pane waits this long in event time after its context before
         it is scored, so readings up to that late are still scored; later ones are quarantined (see
         ``seqwatch.pipelines.streaming``). ``rules``: a suite's ``StatefulRules`` (monotone meters, stuck
@@ -440,9 +443,10 @@ class WindowReadings(beam.PTransform):
         ``seqwatch.pipelines.locality.FileSpans`` of the input files): panes that one file holds alone are cut
         as soon as that file has been read, without the GroupByKey; their windows leave on ``cut_here``, in the
         global window (the same windows, timestamps and counts as through the GroupByKey). ``dtype``: what the
-        windows are cut as (``seqwatch.models.windowing.window_dtype``: float64 for cumulative channels)."""
+        windows are cut as (``seqwatch.models.windowing.window_dtype``: float64 for cumulative channels).
+        ``offset_us``: the model's grid phase (``seqwatch.models.windowing.grid_offset``)."""
         super().__init__()
-        self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps)
+        self.spec = PaneSpec(step_us, length, stride, max_gap, pane_steps, offset_us)
         self.channels = tuple(channels)
         self.run_id = run_id
         self.allowed_lateness_s = allowed_lateness_s

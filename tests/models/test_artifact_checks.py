@@ -59,6 +59,9 @@ def headless_model_dir(small_model_dir, tmp_path_factory):
     (_set("config", "window", "stride", value=0), "stride must be in [1, length=16], got 0"),
     (_set("step_us", value=0), "step_us (the sampling interval in µs) must be a whole number > 0, got 0"),
     (_set("step_us", value=-10), "must be a whole number > 0, got -10"),
+    (_set("grid_offset_us", value=6_000_000), "grid_offset_us (the phase of the model's grid in µs) must be a whole "
+                                              "number of at most half the step, 5000000, either way, got 6000000"),
+    (_set("grid_offset_us", value="5s"), 'either way, got "5s"'),
     (_set("config", "architecture", "forecast_horizon", value="5"), 'forecast_horizon must be a whole number, got "5"'),
     (_set("config", "architecture", "forecast_horizon", value=-1), "forecast_horizon must be >= 0, got -1"),
     (_set("scaler", "scale", value=[0, 0, 0, 0]), "scaler scale of channel 'flow' is 0, not > 0"),

@@ -168,24 +168,27 @@ def test_a_cumulative_channel_that_only_falls_gets_the_constant_channel_note():
 
 
 # ------------------------------------------------------------------------------------------ grid phase
-def test_readings_half_a_step_off_the_grid_get_a_note_naming_the_grid():
-    """Found by the bug hunt of time scales: 10 s readings at :05 with 1 ms of jitter straddle the grid's half-way
-    points, so a quarter of the steps held two readings, averaged, and as many were filled between, without a word.
-    Training now says so; readings on the grid's steps get no note."""
+def test_readings_of_two_phases_get_a_note_that_they_share_steps():
+    """Found by the bug hunt of time scales: readings half a step off the grid with 1 ms of jitter straddle the
+    grid's half-way points, so a quarter of their steps held two readings, averaged, and as many were filled,
+    without a word. A model now takes its grid's phase from the readings (test_grid_phase); where two devices keep
+    opposite phases no grid suits both, and training says so. One phase gets no note."""
     from seqwatch.models.detector import shared_steps
 
     step = 10_000_000
     on_grid = _sine(600, step_us=step)
     jitter = np.random.default_rng(4).choice([-1000, 1000], size=len(on_grid))
-    off_grid = on_grid.assign(timestamp=on_grid["timestamp"] + step // 2 + jitter)
+    off_grid = on_grid.assign(entity_id="e2", timestamp=on_grid["timestamp"] + step // 2 + jitter)
     # by hand: a step holds a second reading where one reading rounds up onto a step whose own rounded down
     steps = (off_grid["timestamp"] + step // 2) // step
     by_hand = sum(len(g) - g.nunique() for _, g in steps.groupby(off_grid["channel"]))
     assert shared_steps(off_grid, ("a", "b"), step) == by_hand > 0.2 * len(off_grid)
+    assert shared_steps(off_grid, ("a", "b"), step, offset_us=step // 2) == 0
     assert shared_steps(on_grid, ("a", "b"), step) == 0
-    for frame, noted in ((off_grid, True), (on_grid, False)):
+    both = pd.concat([on_grid, off_grid], ignore_index=True)
+    for frame, noted in ((both, True), (on_grid, False), (off_grid, False)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             Seq2SeqDetector(_tiny()).fit(frame, progress=False, step_us=step)
         notes = [str(w.message) for w in caught if isinstance(w.message, TrainingDataWarning)]
-        assert any("counted from 1970-01-01 00:00 UTC" in n and "averaged" in n for n in notes) == noted, notes
+        assert any("at the readings' common phase" in n and "averaged" in n for n in notes) == noted, notes
