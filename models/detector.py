@@ -290,6 +290,66 @@ def entity_grids(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: in
     return grids
 
 
+# An entity's readings are cut into parts at gaps of more than this many steps (no window spans such a gap, and a
+# grid across it costs tens of MB a channel: 100 Hz sessions days apart), where both sides hold at least
+# MIN_PART_TIMES times with readings (a few readings of a clock that was never set stay with their neighbours, for
+# _check_grid_span to refuse).
+GRID_SPLIT_GAP_STEPS = 1_000_000
+MIN_PART_TIMES = 100
+
+
+def entity_grid_parts(frame: pd.DataFrame, channels: tuple, step_us: int, max_gap: int,
+                      offset_us: int = 0) -> dict[str, list[windowing.Grid]]:
+    """``entity_grids``, each entity's grid cut into parts, in time order, at gaps of more than
+    ``GRID_SPLIT_GAP_STEPS`` steps: the same windows, without the memory for every step of such a gap."""
+    grids = {}
+    for entity, part, steps, positions in entity_steps(frame, channels, step_us, offset_us):
+        values = pd.to_numeric(part["value"], errors="coerce").to_numpy(dtype=np.float64)
+        values = np.where(np.isfinite(values), values, np.nan)
+        pieces = []
+        for lo, hi in _part_bounds(steps):
+            inside = (steps >= lo) & (steps <= hi)
+            _check_grid_span(entity, steps[inside], step_us)
+            pieces.append(windowing.build_grid(steps[inside], positions[inside], values[inside], len(channels),
+                                               max_gap))
+        grids[entity] = pieces
+    return grids
+
+
+def _part_bounds(steps: np.ndarray) -> list[tuple[int, int]]:
+    """``[(first step, last step)]`` of the parts of one entity's steps (see ``GRID_SPLIT_GAP_STEPS``)."""
+    times = np.unique(steps)
+    if not times.size:
+        return []
+    gaps = np.flatnonzero(np.diff(times) > GRID_SPLIT_GAP_STEPS)
+    starts = [0]
+    for g in gaps:
+        if g + 1 - starts[-1] >= MIN_PART_TIMES and times.size - (g + 1) >= MIN_PART_TIMES:
+            starts.append(int(g + 1))
+    ends = starts[1:] + [times.size]
+    return [(int(times[a]), int(times[b - 1])) for a, b in zip(starts, ends)]
+
+
+def _chronological_part_cuts(parts: list, validation_fraction: float, calibration_fraction: float) -> list:
+    """``windowing.chronological_cuts`` of one entity's grid parts taken together: ``[(cut_val, cut_cal)]`` rows of
+    each part, so that the parts in time order hold the train, validation and calibration fractions of the
+    entity's present steps, as one grid would."""
+    counts = [int(np.count_nonzero(grid.present)) for grid in parts]
+    total = sum(counts)
+    marks = (int(total * (1 - validation_fraction - calibration_fraction)), int(total * (1 - calibration_fraction)))
+    cuts, before = [], 0
+    for grid, count in zip(parts, counts):
+        rows = np.flatnonzero(grid.present)
+
+        def row_of(k: int) -> int:  # the part's row before which the entity's k-th present step lies
+            local = k - before
+            return 0 if local < 0 else int(rows[local]) if local < count else len(grid)
+
+        cuts.append(tuple(row_of(k) for k in marks))
+        before += count
+    return cuts
+
+
 # An entity's grid holds every step from its first reading to its last. One far beyond 1,000 steps per time with
 # readings, and longer than 10M steps (hundreds of MB a channel), comes from a timestamp that is wrong (a clock that
 # was never set); the pipelines quarantine such readings before their horizon, a notebook's frame is not validated.
@@ -544,20 +604,19 @@ class Seq2SeqDetector:
         length, horizon = cfg.window.length, cfg.architecture.forecast_horizon
         vf, cf = cfg.training.validation_fraction, cfg.training.calibration_fraction
         pieces = []  # (grid, {part: (lo, hi)})
-        for grid in entity_grids(frame, self.channels, self.step_us, cfg.window.max_gap,
-                                 self.grid_offset_us).values():
-            n = len(grid)
+        for parts in entity_grid_parts(frame, self.channels, self.step_us, cfg.window.max_gap,
+                                       self.grid_offset_us).values():
             if holdout is None:
-                cut_val, cut_cal = windowing.chronological_cuts(grid.present, vf, cf)
-                pieces.append((grid, {"train": (0, cut_val), "validation": (cut_val, cut_cal),
-                                      "calibration": (cut_cal, n)}))
+                for grid, (cut_val, cut_cal) in zip(parts, _chronological_part_cuts(parts, vf, cf)):
+                    pieces.append((grid, {"train": (0, cut_val), "validation": (cut_val, cut_cal),
+                                          "calibration": (cut_cal, len(grid))}))
             else:
-                pieces.append((grid, {"train": (0, n)}))
+                pieces += [(grid, {"train": (0, len(grid))}) for grid in parts]
         if holdout is not None:
             self._check_holdout(holdout)
-            for grid in entity_grids(holdout, self.channels, self.step_us, cfg.window.max_gap,
-                                     self.grid_offset_us).values():
-                pieces.append((grid, {"validation": (0, len(grid)), "calibration": (0, len(grid))}))
+            for parts in entity_grid_parts(holdout, self.channels, self.step_us, cfg.window.max_gap,
+                                           self.grid_offset_us).values():
+                pieces += [(grid, {"validation": (0, len(grid)), "calibration": (0, len(grid))}) for grid in parts]
         parts = {"train": [], "validation": [], "calibration": []}
         train_values, scaler_values = [], []
         cumulative = self._cumulative
@@ -771,8 +830,9 @@ class Seq2SeqDetector:
                 self._check_numeric_interval(frame)
         length, stride = self.config.window.length, self.config.window.stride
         entities, ends, windows = [], [], []
-        for entity, grid in entity_grids(frame, self.channels, self.step_us, self.config.window.max_gap,
-                                         self.grid_offset_us).items():
+        for entity, grid in ((entity, grid) for entity, parts in entity_grid_parts(
+                frame, self.channels, self.step_us, self.config.window.max_gap, self.grid_offset_us).items()
+                for grid in parts):
             placed = [windowing.window_end_steps(grid.first_step + a, grid.first_step + b, length, stride)
                       for a, b in windowing.stretches(grid.present)]
             entity_ends = np.concatenate(placed) if placed else np.zeros(0, dtype=np.int64)

@@ -354,3 +354,39 @@ def test_numbers_are_microseconds_whatever_their_magnitude():
     assert len(as_micros(pd.Series([], dtype="int64"))) == 0
     with pytest.raises(ValueError, match="finite numbers"):
         as_micros(pd.Series([1.0, np.inf]))
+
+
+def test_sessions_days_apart_train_on_grids_of_their_own_with_the_cuts_of_one_grid():
+    """Found by the bug hunt of time scales: an entity's grid held every step from its first reading to its last,
+    so two 100 Hz sessions 3 days apart (26M steps) were refused as "a timestamp is likely wrong", and 23 hours
+    apart took 1 GB for 10,000 readings. Its grid is cut into parts at gaps of more than 1M steps (no window
+    spans one), whose train, validation and calibration cuts are those of the one grid."""
+    from seqwatch.models import windowing
+    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+    from seqwatch.models.detector import _chronological_part_cuts, _part_bounds, entity_grid_parts
+
+    step = 10_000  # 100 Hz
+    t = np.arange(1500)
+    starts = (1_767_571_200_000_000, 1_767_571_200_000_000 + 3 * 86_400_000_000)
+    frame = pd.concat([pd.DataFrame({"entity_id": "p1", "channel": c, "timestamp": start + t * step,
+                                     "value": np.sin(t / (7 + 3 * i) + k) + 5})
+                       for k, start in enumerate(starts) for i, c in enumerate(("a", "b"))], ignore_index=True)
+    with pytest.raises(ValueError, match="likely wrong"):
+        entity_grids(frame, ("a", "b"), step, 2)  # one grid: refused, as before
+    parts = entity_grid_parts(frame, ("a", "b"), step, 2)["p1"]
+    assert [len(g) for g in parts] == [1500, 1500]
+    # the cuts of one grid, by hand: 3000 present steps, 70 % -> the 2100th (row 600 of the second part), 85 %
+    # -> the 2550th (row 1050)
+    assert _chronological_part_cuts(parts, 0.15, 0.15) == [(1500, 1500), (600, 1050)]
+    single = [g for g in entity_grid_parts(frame.iloc[:3000], ("a", "b"), step, 2)["p1"]]
+    assert _chronological_part_cuts(single, 0.15, 0.15) == [windowing.chronological_cuts(single[0].present, .15, .15)]
+    # a few readings of a clock that was never set stay with their neighbours, and are refused as before
+    stray = frame.assign(timestamp=frame["timestamp"].where(frame.index % 1500 != 0, 0))
+    assert len(_part_bounds(np.unique(windowing.step_of(stray["timestamp"].to_numpy(), step)))) == 2
+    with pytest.raises(ValueError, match="likely wrong"):
+        entity_grid_parts(stray, ("a", "b"), step, 2)
+    detector = Seq2SeqDetector(DetectorConfig(ArchitectureConfig(units=4), WindowConfig(length=16, stride=8),
+                                              TrainingConfig(epochs=1, batch_size=64, patience=1)))
+    detector.fit(frame, progress=False)
+    scores = detector.score_frame(frame)
+    assert scores["window_end"].min() < pd.Timestamp(starts[1], unit="us", tz="UTC") < scores["window_end"].max()
