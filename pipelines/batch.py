@@ -133,7 +133,8 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
 
 def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     """Resolve and check a run before any pipeline starts; raises ``RunError`` with one clear sentence."""
-    from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
+    from seqwatch.models.artifact import (METADATA_FILE, ArtifactError, check_model_file, read_metadata,
+                                          resolve_model_dir)
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
@@ -162,6 +163,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     if not run_id:
         digest = hashlib.sha256(json.dumps(config.settings(), sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
+        # and what the model's metadata hold now: a threshold edited by hand keeps the version, not the outputs
+        digest.update(_sha256_file(str(Path(config.model_dir) / METADATA_FILE)).encode())
         input_digests = tuple((path, _sha256_file(path)) for path in paths)
         for path, file_digest in input_digests:
             digest.update(path.encode() + file_digest.encode())

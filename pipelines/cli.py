@@ -331,7 +331,8 @@ def _warm_start_config(args, config):
 
 def _check_model_dir(path: str) -> None:
     """Refuse, before any training, a ``--model-dir`` the artifact cannot go to: a file (or a file above it), a
-    folder without write permission, or a model root, whose versions the new artifact would hide."""
+    folder without write permission, a model root, whose versions the new artifact would hide, or a folder inside
+    an artifact, where no run would ever find it (a run of that artifact scores with the artifact itself)."""
     from seqwatch.models.artifact import METADATA_FILE, MODEL_FILE, model_versions
     from seqwatch.pipelines.sinks import file_in_the_way
 
@@ -342,6 +343,12 @@ def _check_model_dir(path: str) -> None:
     existing = next(p for p in (target, *target.parents, Path(".")) if p.exists())
     if not os.access(existing, os.W_OK):
         raise CliError(f"cannot write the model to --model-dir {path}: no permission to write in {existing}")
+    artifact = next((p for p in target.parents if (p / METADATA_FILE).exists() or (p / MODEL_FILE).exists()), None)
+    if artifact is not None:
+        raise CliError(f"--model-dir {path} lies inside the model artifact {artifact}: a run of --model-dir "
+                       f"{artifact} scores with that artifact and never sees a version inside it; keep versions "
+                       f"side by side in a model root (move {artifact} to {artifact / 'v1'}, then train into "
+                       f"{artifact / Path(path).name})")
     if existing == target and not (target / METADATA_FILE).exists() and not (target / MODEL_FILE).exists():
         versions = model_versions(target)
         if versions:
@@ -352,7 +359,8 @@ def _check_model_dir(path: str) -> None:
 def cmd_train(args) -> int:
     from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
     from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
-                                          TrainingDataWarning, extrapolated_threshold_note)
+                                          TrainingDataWarning, entities_lacking_channels,
+                                          extrapolated_threshold_note, lacking_channels_note)
     from seqwatch.pipelines.report import write_training_report
 
     if args.exclude_alerts and not args.warm_start:
@@ -367,9 +375,13 @@ def cmd_train(args) -> int:
                                f"version a folder of its own (beside it in the model root), so that the one running "
                                f"jobs use stays as it is")
             detector = load_artifact(args.warm_start)
+            if args.model_id is not None and args.model_id != detector.model_id:
+                raise CliError(f"--model-id {args.model_id} differs from the model id {detector.model_id!r} of "
+                               f"--warm-start: a fine-tuned version keeps its model's id (its alerts continue "
+                               f"the model's); a model of another id is trained without --warm-start")
             detector.config = _warm_start_config(args, detector.config)
         else:
-            detector = Seq2SeqDetector(_new_config(args), model_id=args.model_id)
+            detector = Seq2SeqDetector(_new_config(args), model_id=args.model_id or "seqwatch")
     except ArtifactError as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
@@ -401,7 +413,11 @@ def cmd_train(args) -> int:
             if channels and set(channels) != set(detector.channels):
                 raise CliError(f"--warm-start continues a model of channels {list(detector.channels)}; "
                                f"--channel {' '.join(channels)} differs")
-            detector.fine_tune(frame[frame["channel"].isin(detector.channels)], holdout=holdout)
+            tuned = frame[frame["channel"].isin(detector.channels)]
+            lacking = entities_lacking_channels(tuned, detector.channels)
+            if lacking:  # as a first training notes them: none of their readings can train the model
+                print(f"seqwatch train: note: {lacking_channels_note(lacking, detector.channels)}", file=sys.stderr)
+            detector.fine_tune(tuned, holdout=holdout)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TrainingDataWarning)  # printed below, as notes
@@ -924,7 +940,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fit a model artifact on normal data")
     _add_input_args(train)
     train.add_argument("--model-dir", required=True, help="where to write the model artifact")
-    train.add_argument("--model-id", default="seqwatch", help="name stored in the artifact and the alerts")
+    train.add_argument("--model-id", help="name stored in the artifact and the alerts (default: seqwatch; a "
+                                           "fine-tuned version keeps its model's)")
     train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
     train.add_argument("--suite", default="sensor", help=SUITE_HELP + "; readings it fails are left out of "
                        "training, as a run quarantines them (use the suite the runs will use)")

@@ -17,24 +17,33 @@ from seqwatch.models.detector import as_micros
 
 
 def alert_spans(output_dir: str | Path) -> pd.DataFrame:
-    """``entity_id, start_us, end_us`` of every settled alert of a run's output folder (empty when the run
-    raised none): a batch run's (``manifest.json``) or a stream's (``counts/``). Raises FileNotFoundError with one
-    sentence when the folder is neither."""
+    """``entity_id, start_us, end_us`` of every alert of a run's output folder (empty when the run raised none): a
+    batch run's (``manifest.json``) or a stream's (``counts/``). A stream's incident that is still open (in
+    ``alerts_open/``, not yet settled in ``alerts/``) goes on: its span runs from its start to the end of time, so
+    a fine-tuning on the stream's archive while the fault lasts leaves the fault out. Raises FileNotFoundError
+    with one sentence when the folder is neither."""
     import pyarrow.parquet as pq
 
     root = Path(output_dir)
     if not any(((root / "manifest.json").is_file(), (root / "alerts").is_dir(), (root / "counts").is_dir())):
         raise FileNotFoundError(f"{root} is not the output folder of a seqwatch run (no manifest.json, alerts/ or "
                                 f"counts/)")
-    files = sorted((root / "alerts").rglob("*.parquet")) if (root / "alerts").is_dir() else []
-    columns = ["entity_id", "start", "end"]
-    tables = [pq.read_table(f, columns=columns) for f in files]
-    if not tables:
+    columns = ["alert_id", "entity_id", "start", "end"]
+
+    def read(folder: str) -> pd.DataFrame:
+        files = sorted((root / folder).rglob("*.parquet")) if (root / folder).is_dir() else []
+        tables = [pq.read_table(f, columns=columns).to_pandas() for f in files]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+
+    settled, opened = read("alerts"), read("alerts_open")
+    still_open = opened[~opened["alert_id"].isin(set(settled["alert_id"]))]
+    spans = [pd.DataFrame({"entity_id": part["entity_id"].astype(str), "start_us": as_micros(part["start"]),
+                           "end_us": as_micros(part["end"]) if not going_on else np.iinfo(np.int64).max})
+             for part, going_on in ((settled, False), (still_open, True)) if len(part)]
+    if not spans:
         return pd.DataFrame({"entity_id": pd.Series(dtype=object), "start_us": pd.Series(dtype=np.int64),
                              "end_us": pd.Series(dtype=np.int64)})
-    alerts = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
-    return pd.DataFrame({"entity_id": alerts["entity_id"].astype(str),
-                         "start_us": as_micros(alerts["start"]), "end_us": as_micros(alerts["end"])})
+    return pd.concat(spans, ignore_index=True).astype({"start_us": np.int64, "end_us": np.int64})
 
 
 def leave_out_alerted(frame: pd.DataFrame, spans: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -837,3 +837,26 @@ def test_a_file_out_of_time_order_is_not_refused_for_the_gaps_of_its_first_rows(
     with pytest.raises(RunError, match=r"was trained on readings every 10s, but every30.csv has readings every 30s"):
         run_batch(RunConfig(inputs=(str(tmp_path / "every30.csv"),), output=str(tmp_path / "out-30"),
                             model_dir=str(small_model_dir)))
+
+
+def test_a_hand_edited_model_gives_another_run_id(small_model_dir, tmp_path):
+    """Found by the bug hunt of the model lifecycle: a threshold edited by hand in metadata.json keeps the model's
+    version, so the run id stayed the same while the outputs changed (2 alerts, then none); the run id now takes
+    the metadata's bytes too."""
+    import shutil
+
+    from seqwatch.pipelines.batch import plan_run
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
+    path = tmp_path / "in" / "pump-01.csv"
+    path.parent.mkdir()
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    readings.to_csv(path, index=False)
+    model = tmp_path / "model"
+    shutil.copytree(small_model_dir, model)
+    config = RunConfig(inputs=(str(path),), output=str(tmp_path / "out"), model_dir=str(model))
+    before, again = plan_run(config).run_id, plan_run(config).run_id
+    metadata = json.loads((model / "metadata.json").read_text())
+    metadata["threshold"] = 50.0
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    assert before == again != plan_run(config).run_id

@@ -106,3 +106,36 @@ def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path, 
         assert message in lines[-1], (args, stderr[-2000:])
         assert "Traceback" not in stderr
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_lifecycle_mistakes_are_refused_or_noted(small_model_dir, tmp_path, cli_cases):
+    """Found by the bug hunt of the model lifecycle:
+    - a version trained inside an artifact (the first model trained straight into the DAG's model root) was
+      written, and no run ever used it: a run of that folder scores with the artifact itself;
+    - --model-id with --warm-start was ignored without a word;
+    - a fine-tuning whose input holds an entity without one of the model's channels said nothing of it (a first
+      training notes it)."""
+    artifact = tmp_path / "pumps"
+    shutil.copytree(small_model_dir, artifact)
+    recent, _ = generate_sensor_data(n_entities=3, n_steps=700, step_seconds=STEP_SECONDS, seed=31)
+    recent = recent[~((recent["entity_id"] == "pump-03") & (recent["channel"] == "vibration"))].copy()
+    recent["timestamp"] = recent["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (tmp_path / "recent").mkdir()
+    recent.to_csv(tmp_path / "recent" / "long.csv", index=False)
+    inputs = str(tmp_path / "recent" / "long.csv")
+    (inside, inside_err), (renamed, renamed_err), (tuned, tuned_err) = cli_cases([
+        ["train", "--warm-start", str(artifact), "--input", inputs, "--model-dir", str(artifact / "2026-03"),
+         "--epochs", "1"],
+        ["train", "--warm-start", str(artifact), "--input", inputs, "--model-id", "fleet", "--model-dir",
+         str(tmp_path / "v2"), "--epochs", "1"],
+        ["train", "--warm-start", str(artifact), "--input", inputs, "--model-dir", str(tmp_path / "v3"),
+         "--epochs", "1"]])
+    assert inside == 2 and inside_err.strip().splitlines()[-1] == (
+        f"seqwatch train: --model-dir {artifact / '2026-03'} lies inside the model artifact {artifact}: a run of "
+        f"--model-dir {artifact} scores with that artifact and never sees a version inside it; keep versions side by "
+        f"side in a model root (move {artifact} to {artifact / 'v1'}, then train into {artifact / '2026-03'})")
+    assert not (artifact / "2026-03").exists()
+    assert renamed == 2 and "--model-id fleet differs from the model id 'test-pumps' of --warm-start" in renamed_err
+    assert tuned == 0, tuned_err[-2000:]
+    assert "note: entity 'pump-03' (no 'vibration') did not report every channel of the model" in tuned_err

@@ -69,3 +69,31 @@ def test_a_stream_output_without_alerts_has_no_spans(tmp_path):
     (tmp_path / "counts").mkdir()
     assert alert_spans(tmp_path).empty
 
+
+
+def test_a_streams_open_incident_is_left_out_from_its_start_on(tmp_path):
+    """Found by the bug hunt of the model lifecycle: alert_spans read only alerts/, so a fine-tuning on a running
+    stream's archive (readings/) trained on a fault whose incident was still open (alerts_open/ only). An open
+    incident goes on: every later reading of its entity is left out; one settled since counts with its end."""
+    start = pd.Timestamp("2026-01-05T00:01:00Z").value // 1000
+
+    def alert(alert_id, entity, end_s, folder):
+        row = SimpleNamespace(alert_id=alert_id, entity_id=entity, start=start, end=start + end_s * 1_000_000,
+                              peak_score=9.0, threshold=3.0, severity="warning", windows=2, top_channels=["flow"],
+                              model_id="m", model_version="v1", run_id="r")
+        (tmp_path / folder / entity).mkdir(parents=True, exist_ok=True)
+        pq.write_table(to_table([row], ALERT_SCHEMA), tmp_path / folder / entity / f"{alert_id}.parquet")
+
+    (tmp_path / "counts").mkdir()
+    alert("open1", "pump-01", 30, "alerts_open")  # still open: as of its first window
+    alert("done2", "pump-02", 30, "alerts_open")  # opened, then settled 90 s long
+    alert("done2", "pump-02", 90, "alerts")
+    spans = alert_spans(tmp_path).sort_values("entity_id").to_dict("records")
+    assert spans == [{"entity_id": "pump-01", "start_us": start, "end_us": 2**63 - 1},
+                     {"entity_id": "pump-02", "start_us": start, "end_us": start + 90_000_000}]
+    seconds = range(start // 1_000_000 - 30, start // 1_000_000 + 300, 30)
+    frame = pd.concat([_readings("pump-01", seconds), _readings("pump-02", seconds)], ignore_index=True)
+    kept, left_out = leave_out_alerted(frame, alert_spans(tmp_path))
+    assert _seconds(kept[kept["entity_id"] == "pump-01"]) == [start // 1_000_000 - 30]
+    assert len(kept[kept["entity_id"] == "pump-02"]) == len(seconds) - 4  # start, +30, +60, +90
+    assert left_out == len(seconds) - 1 + 4
