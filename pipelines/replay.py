@@ -13,7 +13,8 @@ Settings default to the original run's (its ``manifest.json`` next to the quaran
 pane size and time horizon; flags override them. A ``--mapping`` file changes the keys it sets and keeps the
 original run's others, so that fixing the decimal mark of a wide file need not restate that it is wide.
 Quarantine records from a stream (no source file) and records whose source file is gone cannot be replayed with
-their context; replay stops and names them.
+their context; replay stops and names them. A replay keeps the fixed texts it ran with (``EDITS_FILE``), so that
+a replay of its own quarantine runs with them again besides its own.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.schemas.mapping import InputMapping
 
 REPLAY_DIR = "_replay_inputs"
+# The lines a replay ran with another text than its source's (the user's fixes), beside its manifest: a replay of
+# this replay's quarantine starts from the source files again and applies them too. JSON, not JSON Lines: a
+# quarantine folder's *.jsonl files are records to replay.
+EDITS_FILE = "replay_edits.json"
 RECORD_COLUMNS = ("raw", "source", "line", "column", "records", "stage", "reason_code", "reason", "run_id")
 
 
@@ -407,6 +412,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     files, manifest_path = find_quarantine(config.quarantine)
     records = everything = load_records(files)
+    carried = earlier_edits(manifest_path)
     damaged = records[records["reason_code"] == "damaged_file"]
     if config.reason_codes:
         records = records[records["reason_code"].isin(config.reason_codes)]
@@ -454,16 +460,17 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     try:
         with output_lock(str(output), "replay", config.run_id or ""):
             return _replay_locked(config, records, everything, original_manifest, digests, mapping, settings, suite,
-                                  beam_args, now_us)
+                                  beam_args, now_us, carried)
     except OutputBusy as exc:
         raise ReplayError(str(exc)) from None
 
 
 def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.DataFrame, original_manifest: dict,
                    digests: dict, mapping: InputMapping, settings: dict, suite: str, beam_args: list[str] | None,
-                   now_us: int | None) -> dict:
+                   now_us: int | None, carried: pd.DataFrame | None = None) -> dict:
     """``run_replay`` once its output folder is this replay's alone: the copies, the batch run, the manifest.
-    ``everything``: the quarantine's records, ``records`` those replayed."""
+    ``everything``: the quarantine's records, ``records`` those replayed; ``carried``: an earlier replay's fixed
+    texts (``earlier_edits``), applied to the lines of the replayed sources that ``records`` do not fix."""
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.config import RunConfig
 
@@ -471,15 +478,17 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     work = output / REPLAY_DIR
     shutil.rmtree(work, ignore_errors=True)
     try:
-        copies = prepare_inputs(records, work, mapping.sep)
+        patch = with_earlier_edits(records, carried)
+        copies = prepare_inputs(patch, work, mapping.sep)
         run_id = config.run_id or "replay-" + hashlib.sha256(
-            json.dumps([sorted(records[["source", "line", "column", "raw"]].astype(str).values.tolist()),
+            json.dumps([sorted(patch[["source", "line", "column", "raw"]].astype(str).values.tolist()),
                         mapping.to_dict(), suite, settings], sort_keys=True).encode()).hexdigest()[:12]
         run = RunConfig(inputs=tuple(sorted(copies)), output=str(output), model_dir=config.model_dir,
                         mapping=mapping, suite=suite, run_id=run_id,
                         known_duplicates=known_duplicates(everything, copies), **settings)
         manifest = run_batch(run, beam_args, now_us=now_us)
         again = _rewrite_sources(output, copies)
+        edits = fixed_texts(patch, copies)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     manifest["inputs"] = [copies.get(p, p) for p in manifest["inputs"]]
@@ -493,8 +502,64 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         "replayed_by_reason": {f"{s}.{c}": int(n) for (s, c), n in by_reason.items()},
         **replay_outcome(records, again, mapping),
     }
+    (output / EDITS_FILE).write_text(json.dumps(edits, indent=1))
+    manifest["replay"]["fixed_lines"] = len(edits)
     (output / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
     return manifest
+
+
+def earlier_edits(manifest_path: Path | None) -> pd.DataFrame | None:
+    """The fixed texts of the replay whose output holds ``manifest_path`` (``EDITS_FILE``), as records of
+    ``source``, ``line`` and ``raw``; None for a run's output or a quarantine file alone."""
+    import pandas as pd
+
+    path = manifest_path.parent / EDITS_FILE if manifest_path is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        edits = json.loads(path.read_text())
+        frame = pd.DataFrame(edits, columns=["source", "line", "raw"])
+        frame["line"] = frame["line"].astype("int64")
+    except (OSError, ValueError, TypeError) as exc:
+        raise ReplayError(f"the earlier replay's fixes {path} cannot be read: {exc}") from None
+    return frame.assign(column="", records=0, stage="replay", reason_code="earlier_fix", reason="", run_id="")
+
+
+def with_earlier_edits(records: pd.DataFrame, carried: pd.DataFrame | None) -> pd.DataFrame:
+    """``records`` and, for their sources, the earlier replay's fixes of the lines they do not fix themselves
+    (a fix of this replay's wins); the carried rows count no reading (``records`` 0)."""
+    import pandas as pd
+
+    if carried is None or carried.empty:
+        return records
+    mine = set(zip(records["source"], records["line"]))
+    keep = carried["source"].isin(set(records["source"])) & ~pd.Series(
+        [(s, n) in mine for s, n in zip(carried["source"], carried["line"])], index=carried.index, dtype=bool)
+    return pd.concat([records, carried[keep][records.columns.intersection(carried.columns)]], ignore_index=True)
+
+
+def fixed_texts(patch: pd.DataFrame, copies: dict[str, str]) -> list[dict]:
+    """``[{source, line, raw}]`` of the lines (a Parquet source's rows, as JSON) that the copies hold with another
+    text than their source, in the copies' text: what a later replay of this replay's quarantine applies again."""
+    import pyarrow.parquet as pq
+
+    from seqwatch.pipelines.sources import is_parquet
+
+    edits = []
+    for copy, source in sorted(copies.items(), key=lambda kv: kv[1]):
+        numbers = {int(n) for n in patch.loc[patch["source"] == source, "line"]}
+        changed = sorted(numbers - _unchanged_lines(source, copy, numbers))
+        if not changed:
+            continue
+        if is_parquet(source):
+            rows = pq.read_table(copy).to_pylist()
+            texts = {n: json.dumps(rows[n - 1]) for n in changed}
+        else:
+            with open(copy, encoding="utf-8", newline="") as f:
+                lines = f.readlines()
+            texts = {n: lines[n - 1].rstrip("\r\n") for n in changed}
+        edits += [{"source": source, "line": n, "raw": texts[n]} for n in changed]
+    return edits
 
 
 def add_arguments(parser) -> None:

@@ -71,7 +71,7 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
         "quarantine": str(out), "reason_codes": [], "sources": [str(source)],
         "replayed_by_reason": {"parse.parse_value": 1, "validate.expectation_failed": 2},
         "readings": 3, "scored_now": 2, "quarantined_again": 1, "left_out_by_mapping": 0,
-        "quarantined_again_by_reason": {"parse.parse_value": 1}}
+        "quarantined_again_by_reason": {"parse.parse_value": 1}, "fixed_lines": 0}
     assert manifest["inputs"] == [str(source)]
     # the original source's digest as the replay read it: a replay of this replay's quarantine is checked too
     import hashlib
@@ -103,6 +103,32 @@ def test_replay_of_a_fixed_record_from_json_lines(original, small_model_dir, tmp
     assert manifest["records_quarantined"] == 2
     assert manifest["stages"]["quarantined.validate.expectation_failed"] == 2
     assert source.read_text().count("101.5 l/min") == 1  # the source file itself is untouched
+
+
+def test_a_replay_of_a_replays_quarantine_keeps_the_earlier_fixes(original, small_model_dir, tmp_path):
+    """Found by the replay bug hunt: a replay of a replay's quarantine started from the source files again, so the
+    earlier replay's fix (the flow cell '101.5 l/min' edited to 101.5) was undone: quarantined again. The first
+    replay keeps the texts it fixed beside its manifest, and the second applies them besides its own records."""
+    root, source, out, _ = original
+    records = _quarantine(out)
+    records = records[records["reason_code"] == "parse_value"].copy()
+    records["raw"] = records["raw"].str.replace("101.5 l/min", "101.5", regex=False)
+    fixes = tmp_path / "fixes.jsonl"
+    records.to_json(fixes, orient="records", lines=True)
+    first = tmp_path / "first"
+    manifest = run_replay(ReplayConfig(quarantine=str(fixes), output=str(first), model_dir=str(small_model_dir),
+                                       mapping=WIDE, suite=str(root / "strict.json")),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["records_quarantined"] == 2 and manifest["replay"]["fixed_lines"] == 1
+    fixed = json.loads((first / "replay_edits.json").read_text())
+    assert fixed == [{"source": str(source), "line": 16, "raw": records["raw"].iloc[0]}]
+    # the second replay: the strict suite's two records, with the relaxed suite; the earlier fix holds
+    second = run_replay(ReplayConfig(quarantine=str(first), output=str(tmp_path / "second"),
+                                     model_dir=str(small_model_dir), suite="sensor"),
+                        ["--runner=DirectRunner"], now_us=NOW_US)
+    assert (second["records_in"], second["records_scored"], second["records_quarantined"]) == (96, 96, 0)
+    assert second["replay"]["readings"] == 2 and second["replay"]["scored_now"] == 2
+    assert json.loads((tmp_path / "second" / "replay_edits.json").read_text()) == fixed  # carried on again
 
 
 def test_a_json_lines_file_that_does_not_parse_names_its_line(tmp_path):
