@@ -78,7 +78,8 @@ def bench_bare_model(detector, frame: pd.DataFrame) -> dict:
     from seqwatch.models import windowing
     from seqwatch.models.detector import PREDICT_BATCH, entity_grids
 
-    grids = entity_grids(frame, detector.channels, detector.step_us, 3)
+    grids = entity_grids(frame, detector.channels, detector.step_us, detector.config.window.max_gap,
+                         detector.grid_offset_us)
     windows = np.concatenate([windowing.sliding_windows(g.values, WINDOW, STRIDE) for g in grids.values()])
     detector.score_windows(windows[:PREDICT_BATCH])  # compile once, as a worker does on its first batch
     start = time.perf_counter()

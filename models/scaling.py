@@ -59,14 +59,16 @@ class ChannelScaler:
 
     @staticmethod
     def constant(values: np.ndarray) -> list:
-        """The indices of the channels of ``values`` ``[..., C]`` whose finite values are all one value: ``fit``
-        gives them scale 1, the channel's own unit, which says nothing about how far a later value is off."""
+        """The indices of the channels of ``values`` ``[..., C]`` whose finite values are all one value, up to
+        the rounding ``fit`` treats as no spread (a level read back with noise of 1e-11): ``fit`` gives them scale
+        1, the channel's own unit, which says nothing about how far a later value is off."""
         flat = np.asarray(values, dtype=np.float64).reshape(-1, np.shape(values)[-1])
         finite = np.where(np.isfinite(flat), flat, np.nan)
         with warnings.catch_warnings():  # a channel without a finite value: all-NaN, so no spread either
             warnings.simplefilter("ignore", RuntimeWarning)
             spread = np.nanmax(finite, axis=0) - np.nanmin(finite, axis=0)
-        return [int(i) for i in np.flatnonzero(~(spread > 0))]
+            level = np.abs(np.nanmean(finite, axis=0))
+        return [int(i) for i in np.flatnonzero(~(spread > np.maximum(level * 1e-12, np.finfo(np.float64).tiny)))]
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """``(values - mean) / scale`` as float32, clipped to +-``SCALED_LIMIT`` (infinities too; NaN stays)."""

@@ -45,8 +45,8 @@ def grid_offset(stamps_us, step_us: int) -> int:
     # that the windows' times are the readings' times, not 68 µs after them
     unit = 10 ** int(np.floor(np.log10(max(step_us // 1000, 1))))
     offset = int(round(np.arctan2(y, x) / (2 * np.pi) * step_us / unit)) * unit
-    if offset <= -(step_us // 2):
-        offset += step_us  # (-step/2, step/2]
+    while abs(offset) > step_us // 2:  # rounding past half an odd step (33,333 µs): a unit back towards 0
+        offset -= unit if offset > 0 else -unit
     return 0 if abs(offset) <= step_us // 100 else offset
 
 

@@ -36,10 +36,17 @@ _REFRESH_LOCK = threading.Lock()
 
 
 def _geometry(detector) -> tuple:
-    """What a replacement model must share with the running one: the pipeline cuts windows for it."""
+    """What a replacement model must share with the running one: the pipeline cuts windows for it (and their
+    grid's phase, up to ``_same_phase``)."""
     window = detector.config.window
     return (tuple(detector.channels), int(detector.step_us), int(window.length), int(window.stride),
-            int(window.max_gap), tuple(window.cumulative_channels), int(detector.grid_offset_us))
+            int(window.max_gap), tuple(window.cumulative_channels))
+
+
+def _same_phase(loaded, model) -> bool:
+    """Whether a replacement's grid phase is the running model's, up to a hundredth of a step (a model trained
+    anew on the same devices may round their phase a unit apart: the pipeline's windows hold the same readings)."""
+    return abs(int(loaded.grid_offset_us) - int(model.grid_offset_us)) <= int(model.step_us) // 100
 
 
 class ModelVersionWatch:
@@ -87,10 +94,11 @@ class ModelVersionWatch:
                         LOG.warning("seqwatch: model version %s in %s is not usable yet, still scoring with %s: %s",
                                     version, newest, model.model_version, exc)
                     return model
-                if _geometry(loaded) != _geometry(model):
+                if _geometry(loaded) != _geometry(model) or not _same_phase(loaded, model):
                     self._refused.add(key)
-                    LOG.warning("seqwatch: refusing model version %s in %s: its channels, sampling interval or "
-                                "window geometry differ from the running pipeline's %s; still scoring with %s",
+                    LOG.warning("seqwatch: refusing model version %s in %s: its channels, sampling interval, "
+                                "window geometry or grid phase differ from the running pipeline's %s; still scoring "
+                                "with %s",
                                 version, newest, _geometry(model), model.model_version)
                     beam.metrics.Metrics.counter("seqwatch", "model_updates_refused").inc()
                     return model

@@ -23,7 +23,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, _ids, parse_timestamps
+from seqwatch.pipelines.parsing import FileLayout, SchemaDriftError, _ids, parse_timestamps, series_codes
 from seqwatch.schemas.mapping import InputMapping
 
 _BAD = np.iinfo(np.int64).min
@@ -100,7 +100,7 @@ def _parquet_spans(path: str, layout: FileLayout, mapping: InputMapping) -> dict
                 if quick:
                     _widen(found, *quick)
                 continue
-            columns = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
+            columns = _span_columns(layout, mapping)
             group_table = parquet.read_row_group(group, columns=columns)
             table = group_table.to_pandas(ignore_metadata=True)
             if layout.entity_column and pa.types.is_integer(group_table.schema.field(layout.entity_column).type):
@@ -139,12 +139,12 @@ def _csv_spans(path: str, layout: FileLayout, mapping: InputMapping, sep: str) -
     try:
         with FileSystems.open(path) as f:  # the column names as Arrow reads the header
             names = pacsv.open_csv(f, parse_options=parse, read_options=pacsv.ReadOptions(block_size=1 << 20)).schema.names
+        needed = _span_columns(layout, mapping)
         raw = {}
         for name in names:
             clean = name.lstrip("\ufeff").strip()
-            if clean in (layout.timestamp_column, layout.entity_column):
+            if clean in needed:
                 raw[clean] = name
-        needed = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
         if any(column not in raw for column in needed):
             return None
         convert = pacsv.ConvertOptions(include_columns=[raw[c] for c in needed],
@@ -208,15 +208,25 @@ def _guessed_unit(value: int) -> str:
     return "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us" if magnitude < 1e17 else "ns"
 
 
+def _span_columns(layout: FileLayout, mapping: InputMapping) -> list:
+    """The columns a file's spans are read from: its timestamps and entities; in a long file of local times, its
+    channels too, by whose series the reader tells a repeated daylight-saving hour apart (``series_codes``)."""
+    columns = [layout.timestamp_column] + ([layout.entity_column] if layout.entity_column else [])
+    if not layout.channel_columns and mapping.timezone != "UTC":
+        columns.append(layout.long_columns["channel"])
+    return columns
+
+
 def _column_spans(table, layout: FileLayout, mapping: InputMapping):
     """``(entity, first, last)`` for each entity in a row group's timestamp (and entity) columns (``table``: a
     frame, or a dict of Series by column name), parsed as the reader parses them; rows the reader would
     quarantine are left out."""
     entity, ok = _ids(table[layout.entity_column]) if layout.entity_column is not None else (None, None)
-    # grouped by entity for a repeated daylight-saving hour, as the reader groups a wide file's rows (a long
-    # file's channels are not read here: its rows of that hour stay out of the spans unless they jump back)
-    groups = np.asarray(entity.codes, dtype=np.int64) if entity is not None else (
-        np.zeros(len(table[layout.timestamp_column]), dtype=np.int64) if layout.channel_columns else None)
+    # the reader's series (parsing.parse_rows), by which a repeated daylight-saving hour is told apart
+    channel_column = None if layout.channel_columns else layout.long_columns["channel"]
+    channels = _ids(table[channel_column])[0].codes if channel_column in _span_columns(layout, mapping) else None
+    groups = (series_codes(len(table[layout.timestamp_column]), entity.codes if entity is not None else None,
+                           channels) if layout.channel_columns or channels is not None else None)
     stamps = parse_timestamps(table[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
                               mapping.timestamp_format, groups)
     good = stamps != _BAD

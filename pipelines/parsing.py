@@ -416,21 +416,44 @@ def _resolve_repeated_hour(values: pd.Series, out: np.ndarray, timezone: str, fm
     stamps = naive.asi8[ambiguous]
     second = np.zeros(len(stamps), dtype=bool)
     told = np.zeros(len(stamps), dtype=bool)
-    back = np.flatnonzero(np.diff(stamps) < 0)
-    if len(back) == 1:
-        second[back[0] + 1:] = told[:] = True
-    elif groups is not None:
+    if groups is None:
+        turn = _repeat_starts(stamps, one_series=False)
+        if turn is not None:
+            second[turn:] = told[:] = True
+    else:
         codes = np.asarray(groups)[bad][np.asarray(ambiguous)]
         for rows in pd.Series(np.arange(len(codes))).groupby(codes, sort=False).indices.values():
-            # within a group, one step that does not go forward: a jump back, or a series read once an hour
-            turn = np.flatnonzero(np.diff(stamps[rows]) <= 0)
-            if len(turn) == 1:
-                second[rows[turn[0] + 1:]] = told[rows] = True
+            turn = _repeat_starts(stamps[rows], one_series=True)
+            if turn is not None:
+                second[rows[turn:]] = told[rows] = True
     if not told.any():
         return
     utc = np.where(second, repeat.as_unit("us").asi8[ambiguous], first.as_unit("us").asi8[ambiguous])
     rows = np.flatnonzero(ambiguous)
     out[bad[rows[told]]] = utc[told]
+
+
+def _repeat_starts(stamps: np.ndarray, one_series: bool) -> int | None:
+    """Where the repeat of the hour starts in local times of that hour in row order: after their one jump back,
+    to no later than where they began (a first pass, then the repeat); for ``one_series`` read once an hour, at
+    its second of two equal rows. None for any other order (a reading out of place, a repeated row among
+    others)."""
+    if one_series and len(stamps) == 2 and stamps[1] == stamps[0]:
+        return 1
+    back = np.flatnonzero(np.diff(stamps) < 0)
+    if len(back) == 1 and stamps[back[0] + 1] <= stamps[0]:
+        return int(back[0]) + 1
+    return None
+
+
+def series_codes(n: int, entity_codes=None, channel_codes=None) -> np.ndarray:
+    """A code per row for the series it belongs to: its entity (one for a file of one entity) and, in a long file,
+    its channel (codes of -1, a missing id, stay apart from the others)."""
+    groups = np.zeros(n, dtype=np.int64) if entity_codes is None else np.asarray(entity_codes, dtype=np.int64)
+    if channel_codes is not None:
+        channel = np.asarray(channel_codes, dtype=np.int64)
+        groups = groups * (int(channel.max(initial=0)) + 2) + channel
+    return groups
 
 
 def _parse_timestamps(values: pd.Series, unit: str | None, timezone: str, fmt: str | None) -> np.ndarray:
@@ -675,14 +698,13 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
     quarantine: list[Quarantined] = []
     if layout.entity_column is not None:
         entity, entity_ok = _ids(columns[layout.entity_column])
-        groups = np.asarray(entity.codes, dtype=np.int64)
     else:
         entity = np.full(n, str(layout.entity_value), dtype=object)
         entity_ok = np.full(n, len(str(layout.entity_value)) <= MAX_ID_LENGTH and bool(layout.entity_value))
-        groups = np.zeros(n, dtype=np.int64)
     if not layout.channel_columns:  # long: a series is an entity's channel
         channel, channel_ok = _ids(columns[layout.long_columns["channel"]])
-        groups = groups * (len(channel.categories) + 1) + np.asarray(channel.codes, dtype=np.int64)
+    groups = series_codes(n, entity.codes if layout.entity_column is not None else None,
+                          None if layout.channel_columns else channel.codes)
     stamps = parse_timestamps(columns[layout.timestamp_column], mapping.timestamp_unit, mapping.timezone,
                               mapping.timestamp_format, groups)
     bad_time = stamps == np.iinfo(np.int64).min

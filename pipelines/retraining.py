@@ -19,9 +19,10 @@ from seqwatch.models.detector import as_micros
 def alert_spans(output_dir: str | Path) -> pd.DataFrame:
     """``entity_id, start_us, end_us`` of every alert of a run's output folder (empty when the run raised none): a
     batch run's (``manifest.json``) or a stream's (``counts/``). A stream's incident that is still open (in
-    ``alerts_open/``, not yet settled in ``alerts/``) goes on: its span runs from its start to the end of time, so
-    a fine-tuning on the stream's archive while the fault lasts leaves the fault out. Raises FileNotFoundError
-    with one sentence when the folder is neither."""
+    ``alerts_open/``, not yet settled in ``alerts/`` by id or by an alert of its entity that covers its start) goes
+    on: its span runs from its start to the end of time, so a fine-tuning on the stream's archive while the fault
+    lasts leaves the fault out (a stream killed before the incident settled leaves such a notice for good:
+    fine-tune from another folder then). Raises FileNotFoundError with one sentence when the folder is neither."""
     import pyarrow.parquet as pq
 
     root = Path(output_dir)
@@ -36,7 +37,12 @@ def alert_spans(output_dir: str | Path) -> pd.DataFrame:
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
     settled, opened = read("alerts"), read("alerts_open")
-    still_open = opened[~opened["alert_id"].isin(set(settled["alert_id"]))]
+    # A notice is settled when an alert has its id, or one of its entity covers its start: the settled alert's id
+    # comes from the incident's earliest start, which moves when panes arrive out of order or two incidents join.
+    starts, ends = as_micros(settled["start"]), as_micros(settled["end"])
+    covered = [any(e == entity and a <= start <= b for e, a, b in zip(settled["entity_id"], starts, ends))
+               for entity, start in zip(opened["entity_id"], as_micros(opened["start"]))]
+    still_open = opened[~(opened["alert_id"].isin(set(settled["alert_id"])) | np.asarray(covered, dtype=bool))]
     spans = [pd.DataFrame({"entity_id": part["entity_id"].astype(str), "start_us": as_micros(part["start"]),
                            "end_us": as_micros(part["end"]) if not going_on else np.iinfo(np.int64).max})
              for part, going_on in ((settled, False), (still_open, True)) if len(part)]

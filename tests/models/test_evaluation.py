@@ -326,9 +326,9 @@ def test_windows_from_labels():
     # Clipped at the file's end.
     assert nab_windows_from_labels(t, [t[99]]) == [(t[94], t[99])]
     # As NAB's labeler: the first window is deleted when it starts inside the probationary period (15 rows
-    # here), before windows are merged: rows 10..20 go, 12..22 stays although it starts there too (found by the
-    # bug hunt of the metrics: a window 5..15 had been kept, and a detection at row 15 scored 61.3 for a file NAB
-    # scores as one false positive).
+    # here), before windows are merged: a label at row 10 gives rows 5..15, deleted; labels at 15 and 17 give rows
+    # 13..17, deleted, and 15..19, kept although they overlapped (found by the bug hunt of the metrics: the window
+    # 5..15 had been kept, and a detection at row 15 scored 61.3 for a file NAB scores as one false positive).
     assert nab_windows_from_labels(t, [t[10]]) == []
     assert nab_windows_from_labels(t, [t[20]]) == [(t[15], t[25])]
     assert nab_windows_from_labels(t, [t[15], t[17]]) == [(t[15], t[19])]

@@ -95,6 +95,7 @@ def test_a_channel_of_tiny_values_keeps_its_spread_and_rounding_noise_is_no_spre
     jump = scaler.transform(np.array([[tiny.mean() + 14 * np.std(tiny), 101325.0, 7.0]]))
     assert jump[0, 0] == pytest.approx(14, rel=1e-4)
     assert scaler.scale[1:] == (1.0, 1.0)
+    assert ChannelScaler.constant(np.c_[tiny, level, np.full(2000, 7.0)]) == [1, 2]  # and both get the note
 
 
 def test_a_model_trained_with_a_huge_reading_is_saved_as_valid_json(tmp_path):

@@ -42,6 +42,10 @@ def test_the_grid_offset_is_the_readings_common_phase():
     half = windowing.grid_offset(_readings(500, STEP // 2)["timestamp"].to_numpy(), STEP)
     assert abs(half) == STEP // 2  # to 10 ms, a thousandth of the step: the jitter's mean is no phase
     assert windowing.grid_offset(stamps + 1_234_567, STEP) == 1_230_000
+    # at most half a step either way, also where rounding would pass it (a step of 33,333 µs: 30 Hz)
+    for step, phase in ((33_333, 16_666), (1_999_999, 999_999), (33_333, 33_333 - 16_666)):
+        offset = windowing.grid_offset((START // step) * step + phase + np.arange(1000) * step, step)
+        assert abs(offset) <= step // 2 and abs(abs(offset) - step // 2) <= max(1, step // 1000), (step, offset)
     hourly = START + np.arange(100) * 3_600_000_000 + 1_800_000_000
     assert windowing.grid_offset(hourly, 3_600_000_000) == 1_800_000_000
     # devices at random phases keep none in common: the epoch's grid stays

@@ -99,6 +99,21 @@ def test_a_version_that_does_not_fit_the_running_pipeline_is_refused(model_root,
     assert len(refusals) == 1  # said once, not on every batch
 
 
+def test_a_version_on_another_grid_phase_is_refused_one_a_unit_apart_is_taken(model_root, caplog):
+    """The pipeline cuts windows on the running model's grid phase (grid_offset_us): a version whose phase is half
+    a step away would score other readings than it learnt; one a hundredth of a step away (a model trained anew on
+    the same devices, their phase rounded a unit apart) scores the same windows (found by the review)."""
+    handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
+    model = handler.load_model()
+    windows = _windows(model_root / "v1")
+    _new_version(model_root, "v2", lambda d: setattr(d, "grid_offset_us", d.step_us // 2))
+    with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
+        assert list(handler.run_inference([windows], model))[0].model_version == model.model_version
+    assert any("grid phase" in r.getMessage() for r in caplog.records)
+    near = _new_version(model_root, "v3", lambda d: setattr(d, "grid_offset_us", d.step_us // 100), later_s=20)
+    assert list(handler.run_inference([windows], model))[0].model_version == near.model_version
+
+
 def test_a_damaged_new_version_is_skipped_until_it_loads(model_root, caplog):
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()

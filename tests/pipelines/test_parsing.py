@@ -123,6 +123,11 @@ def test_the_repeated_hour_is_told_apart_per_series_hourly_and_entity_by_entity(
     one_after_another = pd.Series(quarter * 2)  # two jumps back in all: only the series tell them apart
     assert parse_timestamps(one_after_another, **berlin).tolist() == [BAD] * 8
     assert parse_timestamps(one_after_another, groups=np.repeat([5, 9], 4), **berlin).tolist() == quarter_utc * 2
+    # a repeated row among a series' readings of one pass is no repeat of the hour (it had moved the row and all
+    # after it an hour on, found by the review); nor are two entities' rows of one pass without their series
+    one_pass = ["2026-10-25 02:00:00", "2026-10-25 02:15:00", "2026-10-25 02:15:00", "2026-10-25 02:30:00"]
+    assert parse_timestamps(pd.Series(one_pass), groups=np.zeros(4, int), **berlin).tolist() == [BAD] * 4
+    assert stamps(*hourly[1:3], **berlin) == [BAD, BAD]
     # a series with two passes that go forward by equal steps in neither order says nothing
     assert parse_timestamps(pd.Series(hourly[1:3] * 2), groups=np.zeros(4, int), **berlin).tolist() == [BAD] * 4
     # the reader: an hourly long file of two channels, and a wide file of two entities one after the other
@@ -138,6 +143,14 @@ def test_the_repeated_hour_is_told_apart_per_series_hourly_and_entity_by_entity(
         frame = pd.concat([batch.frame for batch, _, _ in chunks])
         assert sorted(set(frame["timestamp"])) == utc, name
         assert len(frame) == (8 if name == "long.csv" else 16), name
+    # the locality index reads a long file's series as the reader does (found by the review): a file that starts
+    # in the repeated hour spans from its first pass, as its readings do
+    from seqwatch.pipelines.locality import file_spans
+
+    edge = "".join(f"pump-1,{ch},{t},1\n" for t in hourly[1:] for ch in ("flow", "pressure"))
+    (tmp_path / "edge.csv").write_text("entity_id,channel,timestamp,value\n" + edge)
+    index = file_spans([str(tmp_path / "edge.csv")], InputMapping(timezone="Europe/Berlin"))
+    assert index.spans == {"pump-1": [(str(tmp_path / "edge.csv"), utc[1], utc[3])]}
 
 
 def test_datetime_columns_naive_and_aware():
