@@ -195,6 +195,14 @@ def infer_step_us(frame: pd.DataFrame) -> int:
     return int(np.median(diffs))
 
 
+def _refined_step(frame: pd.DataFrame, step_us: int) -> int:
+    """``windowing.refined_step`` of a long frame's series (its entities' channels)."""
+    stamps = frame.assign(timestamp=as_micros(frame["timestamp"]))
+    series = [np.unique(part.to_numpy(dtype=np.int64))
+              for _, part in stamps.groupby(["entity_id", "channel"], observed=True, sort=False)["timestamp"]]
+    return windowing.refined_step(series, step_us)
+
+
 # A numeric date whose day and month could be either way round (05/01/2026); the pipelines refuse it too.
 _DAY_MONTH_DATE = r"^\s*\d{1,2}[./-]\d{1,2}[./-]\d{2,4}\b"
 
@@ -496,7 +504,7 @@ class Seq2SeqDetector:
                 raise ModelMismatchError(f"the training data holds no readings of the channel(s) {absent} (its "
                                          f"channels are {present})")
         self.channels = tuple(map(str, channels)) if channels else tuple(present)
-        self.step_us = int(step_us) if step_us else infer_step_us(frame)
+        self.step_us = int(step_us) if step_us else _refined_step(frame, infer_step_us(frame))
         if self.step_us <= 0:
             raise ValueError(f"step_us must be > 0, got {self.step_us}")
         if not step_us and self.step_us < 1000 and pd.api.types.is_numeric_dtype(frame["timestamp"]) \

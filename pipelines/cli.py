@@ -742,6 +742,11 @@ def cmd_replay(args, beam_args) -> int:
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"replay": manifest["replay"], "output": args.output}, indent=1))
     _print_notices("replay", manifest, args.output)
+    if manifest["records_in"] and not manifest["records_scored"]:
+        # as seqwatch run: a fix that scored nothing is no success for a script
+        print(f"seqwatch replay: nothing was scored, every reading was quarantined (exit code "
+              f"{QUARANTINE_GATE_EXIT}); the replay's outputs are in {args.output}", file=sys.stderr)
+        return QUARANTINE_GATE_EXIT
     return 0
 
 

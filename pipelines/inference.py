@@ -45,8 +45,11 @@ def _geometry(detector) -> tuple:
 
 def _same_phase(loaded, model) -> bool:
     """Whether a replacement's grid phase is the running model's, up to a hundredth of a step (a model trained
-    anew on the same devices may round their phase a unit apart: the pipeline's windows hold the same readings)."""
-    return abs(int(loaded.grid_offset_us) - int(model.grid_offset_us)) <= int(model.step_us) // 100
+    anew on the same devices may round their phase a unit apart: the pipeline's windows hold the same readings),
+    measured round the step (+ and - half a step are one phase)."""
+    step = int(model.step_us)
+    apart = abs(int(loaded.grid_offset_us) - int(model.grid_offset_us)) % step
+    return min(apart, step - apart) <= step // 100
 
 
 class ModelVersionWatch:

@@ -412,7 +412,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     files, manifest_path = find_quarantine(config.quarantine)
     records = everything = load_records(files)
-    carried = earlier_edits(manifest_path)
+    carried = earlier_edits(manifest_path, _original_manifest(manifest_path))
     damaged = records[records["reason_code"] == "damaged_file"]
     if config.reason_codes:
         records = records[records["reason_code"].isin(config.reason_codes)]
@@ -502,25 +502,36 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         "replayed_by_reason": {f"{s}.{c}": int(n) for (s, c), n in by_reason.items()},
         **replay_outcome(records, again, mapping),
     }
-    (output / EDITS_FILE).write_text(json.dumps(edits, indent=1))
+    (output / EDITS_FILE).write_text(json.dumps({"run_id": manifest["run_id"], "edits": edits}, indent=1))
     manifest["replay"]["fixed_lines"] = len(edits)
     (output / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
     return manifest
 
 
-def earlier_edits(manifest_path: Path | None) -> pd.DataFrame | None:
-    """The fixed texts of the replay whose output holds ``manifest_path`` (``EDITS_FILE``), as records of
-    ``source``, ``line`` and ``raw``; None for a run's output or a quarantine file alone."""
+def earlier_edits(manifest_path: Path | None, manifest: dict) -> pd.DataFrame | None:
+    """The fixed texts of the replay whose output holds ``manifest_path`` (``EDITS_FILE``, written by that replay:
+    its run id), as records of ``source``, ``line`` and ``raw``; None for a run's output (a file a replay left in
+    a folder that a run wrote since is not the run's) or a quarantine file alone. Raises ``ReplayError`` when the
+    replay's fixes are gone, as a replay without them would undo them."""
     import pandas as pd
 
-    path = manifest_path.parent / EDITS_FILE if manifest_path is not None else None
-    if path is None or not path.is_file():
+    replayed = manifest.get("replay") if manifest_path is not None else None
+    if not replayed:
+        return None
+    path = manifest_path.parent / EDITS_FILE
+    if not path.is_file():
+        if replayed.get("fixed_lines"):
+            raise ReplayError(f"the fixes of replay {manifest.get('run_id')} are gone ({path}; it ran "
+                              f"{replayed['fixed_lines']} fixed lines): a replay of its quarantine would undo them; "
+                              f"restore the file, or replay the original run's quarantine with every fix")
         return None
     try:
-        edits = json.loads(path.read_text())
-        frame = pd.DataFrame(edits, columns=["source", "line", "raw"])
+        stored = json.loads(path.read_text())
+        if stored.get("run_id") != manifest.get("run_id"):
+            return None  # another replay's, left in the folder
+        frame = pd.DataFrame(stored["edits"], columns=["source", "line", "raw"])
         frame["line"] = frame["line"].astype("int64")
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ReplayError(f"the earlier replay's fixes {path} cannot be read: {exc}") from None
     return frame.assign(column="", records=0, stage="replay", reason_code="earlier_fix", reason="", run_id="")
 

@@ -104,3 +104,39 @@ def test_the_pipeline_cuts_and_stamps_on_the_models_grid(off_grid_model, tmp_pat
     assert len(forecasts)
     targets = forecasts["target_time"].dt.as_unit("us").astype("int64").to_numpy()
     assert (np.abs((targets - START - STEP // 2) % STEP - STEP // 2) >= STEP // 2 - 1000).all()
+
+
+def test_the_interval_of_jittered_readings_is_refined_to_what_they_keep_on_average():
+    """Found by the hunt of the grid phase: with +-1 ms of jitter on every reading the median interval was
+    10,000,033 µs, so the grid (and its phase) drifted a step's width off the readings in a month. The fit of
+    each series' times to their step numbers gives 10 s; exact readings keep their interval; readings without a
+    regular interval keep the median."""
+    rng = np.random.default_rng(2)
+    jittered = [START + 5_000_000 + np.arange(2400) * STEP + rng.integers(-1000, 1001, size=2400) for _ in range(2)]
+    median = int(np.median(np.diff(jittered[0])))
+    assert windowing.refined_step(jittered, median) == STEP
+    assert windowing.refined_step([START + np.arange(500) * STEP], STEP) == STEP
+    ecg = [START + np.round(np.arange(20_000) * 1e6 / 360).astype(np.int64)]  # 360 Hz, times rounded to the µs
+    assert windowing.refined_step(ecg, int(np.median(np.diff(ecg[0])))) == 2778
+    irregular = [START + np.cumsum(rng.integers(1, 40, size=300)) * 1_000_000]
+    assert windowing.refined_step(irregular, 20_000_000) == 20_000_000
+    frame = pd.concat([pd.DataFrame({"entity_id": "p", "channel": c, "timestamp": jittered[0], "value": 5.0 + i})
+                       for i, c in enumerate(("a", "b"))], ignore_index=True)
+    frame["value"] += np.sin(np.arange(len(frame)) / 7)
+    detector = Seq2SeqDetector(_tiny()).fit(frame, progress=False)
+    assert (detector.step_us, abs(detector.grid_offset_us)) == (STEP, STEP // 2)
+
+
+def test_a_new_version_of_the_same_phase_half_a_step_either_way_is_taken():
+    """Found by the hunt of the grid phase: readings at :05 of 10 s round to +5 s or -5 s, one phase; the check
+    of a new version's phase measures round the step."""
+    from types import SimpleNamespace
+
+    from seqwatch.pipelines.inference import _same_phase
+
+    def model(offset):
+        return SimpleNamespace(grid_offset_us=offset, step_us=STEP)
+
+    assert _same_phase(model(-STEP // 2), model(STEP // 2))
+    assert _same_phase(model(-STEP // 2 + 50_000), model(STEP // 2 - 40_000))
+    assert not _same_phase(model(0), model(STEP // 2))

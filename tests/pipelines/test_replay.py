@@ -121,14 +121,28 @@ def test_a_replay_of_a_replays_quarantine_keeps_the_earlier_fixes(original, smal
                           ["--runner=DirectRunner"], now_us=NOW_US)
     assert manifest["records_quarantined"] == 2 and manifest["replay"]["fixed_lines"] == 1
     fixed = json.loads((first / "replay_edits.json").read_text())
-    assert fixed == [{"source": str(source), "line": 16, "raw": records["raw"].iloc[0]}]
+    assert fixed == {"run_id": manifest["run_id"],
+                     "edits": [{"source": str(source), "line": 16, "raw": records["raw"].iloc[0]}]}
     # the second replay: the strict suite's two records, with the relaxed suite; the earlier fix holds
     second = run_replay(ReplayConfig(quarantine=str(first), output=str(tmp_path / "second"),
                                      model_dir=str(small_model_dir), suite="sensor"),
                         ["--runner=DirectRunner"], now_us=NOW_US)
     assert (second["records_in"], second["records_scored"], second["records_quarantined"]) == (96, 96, 0)
     assert second["replay"]["readings"] == 2 and second["replay"]["scored_now"] == 2
-    assert json.loads((tmp_path / "second" / "replay_edits.json").read_text()) == fixed  # carried on again
+    assert json.loads((tmp_path / "second" / "replay_edits.json").read_text())["edits"] == fixed["edits"]
+    # (found by the hunt of today's features) without its fixes file, a replay of the first replay's quarantine
+    # would undo them: refused; a run written into the replay's folder since is no replay, its file not the run's
+    (first / "replay_edits.json").rename(tmp_path / "kept.json")
+    with pytest.raises(ReplayError, match=r"the fixes of replay .* are gone .* it ran 1 fixed lines"):
+        run_replay(ReplayConfig(quarantine=str(first), output=str(tmp_path / "third"),
+                                model_dir=str(small_model_dir), suite="sensor"), ["--runner=DirectRunner"])
+    (tmp_path / "kept.json").rename(first / "replay_edits.json")
+    run_batch(RunConfig(inputs=(str(source),), output=str(first), model_dir=str(small_model_dir), mapping=WIDE,
+                        suite=str(root / "strict.json")), ["--runner=DirectRunner"], now_us=NOW_US)
+    fresh = run_replay(ReplayConfig(quarantine=str(first), output=str(tmp_path / "fourth"),
+                                    model_dir=str(small_model_dir), suite="sensor"),
+                       ["--runner=DirectRunner"], now_us=NOW_US)
+    assert fresh["replay"]["fixed_lines"] == 0 and fresh["records_quarantined"] == 1  # the unit in a cell again
 
 
 def test_a_json_lines_file_that_does_not_parse_names_its_line(tmp_path):
@@ -462,3 +476,23 @@ def test_a_repeat_whose_text_was_fixed_is_replayed_not_held_as_a_duplicate(tmp_p
     (copy, _), = copies.items()
     assert known_duplicates(records, copies) == ((copy, 2, "flow"), (copy, 2, "pressure"))
     assert known_duplicates(records.assign(reason_code="parse_value"), copies) == ()
+
+
+def test_a_replay_that_scored_nothing_exits_3_as_a_run_does(small_model_dir, tmp_path, capsys):
+    """Found by the hunt of today's features: a replay whose fix did nothing (every reading still quarantined)
+    exited 0 where `seqwatch run` exits 3, so a script took it for a success."""
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=100, seed=3)
+    readings["timestamp"] = (readings["timestamp"] - pd.Timedelta(days=365 * 40)).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    (tmp_path / "in").mkdir()
+    readings.to_csv(tmp_path / "in" / "old.csv", index=False)
+    assert main(["run", "--input", str(tmp_path / "in"), "--model-dir", str(small_model_dir), "--output",
+                 str(tmp_path / "run"), "--runner=DirectRunner"]) == 3
+    capsys.readouterr()
+    code = main(["replay", "--quarantine", str(tmp_path / "run"), "--output", str(tmp_path / "replay"),
+                 "--model-dir", str(small_model_dir), "--runner=DirectRunner"])
+    assert code == 3
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"seqwatch replay: nothing was scored, every reading was quarantined (exit code 3); the replay's outputs are "
+        f"in {tmp_path / 'replay'}")
