@@ -25,33 +25,31 @@ def step_of(stamps_us, step_us: int, offset_us: int = 0):
 
 def refined_step(series: list, step_us: int) -> int:
     """The sampling interval the readings keep on average: ``step_us`` (the median interval between readings)
-    refined by a least-squares fit of each series' times (``series``: sorted int64 µs arrays, one per entity and
-    channel) to their step numbers. Readings with a few ms of jitter have a median interval some µs off the
-    interval (10,000,033 µs for 10 s with +-1 ms), which moves their grid a step's width off them in a month; the
-    fit is good to far below a µs. The first 10,000 steps of each series fit first, so that the median's error
-    cannot miscount the steps of a long series. Kept as it is for readings without a regular interval (the fit
-    misses them by more than a tenth of a step, or moves the interval by more than 1 %)."""
-    step = float(step_us)
-    for limit in (10_000, None):
-        fitted = []  # (step numbers, times) of each series
-        top = bottom = 0.0
-        for stamps in series:
-            stamps = np.asarray(stamps, dtype=np.int64)
-            if stamps.size < 3:
-                continue
-            n = np.round((stamps - stamps[0]) / step)
-            keep = n < limit if limit else slice(None)
-            n, t = n[keep], (stamps - stamps[0])[keep].astype(np.float64)
-            n, t = n - n.mean(), t - t.mean()
-            top += float((n * t).sum())
-            bottom += float((n * n).sum())
-            fitted.append((n, t))
-        if bottom <= 0:
-            return step_us
-        step = top / bottom
+    refined by a least-squares fit of times to step numbers within each stretch of a series whose readings come
+    one interval apart (``series``: sorted int64 µs arrays, one per entity and channel; a gap or a restart at
+    another phase starts a stretch with an intercept of its own, so readings at exact intervals keep theirs).
+    Readings with a few ms of jitter have a median interval some µs off the interval (10,000,033 µs for 10 s with
+    +-1 ms), which moves their grid a step's width off them in a month; the fit is good to far below a µs. Kept as
+    it is for readings without a regular interval (the fit misses them by more than a tenth of a step, or moves
+    the interval by more than 1 %)."""
+    stretches = []
+    for stamps in series:
+        stamps = np.asarray(stamps, dtype=np.int64)
+        if stamps.size < 3:
+            continue
+        apart = np.round(np.diff(stamps) / step_us) != 1
+        for part in np.split(stamps, np.flatnonzero(apart) + 1):
+            if part.size >= 3:
+                n = np.arange(part.size, dtype=np.float64)
+                t = (part - part[0]).astype(np.float64)
+                stretches.append((n - n.mean(), t - t.mean()))
+    bottom = sum(float((n * n).sum()) for n, _ in stretches)
+    if bottom <= 0:
+        return step_us
+    step = sum(float((n * t).sum()) for n, t in stretches) / bottom
     # readings far from any grid (an irregular log) have no interval to refine: their misfit is a tenth of a step
-    squares = sum(float(((t - step * n) ** 2).sum()) for n, t in fitted)
-    misfit = np.sqrt(squares / sum(len(n) for n, _ in fitted))
+    squares = sum(float(((t - step * n) ** 2).sum()) for n, t in stretches)
+    misfit = np.sqrt(squares / sum(len(n) for n, _ in stretches))
     refined = int(round(step))
     regular = misfit <= 0.1 * step_us and refined > 0 and abs(refined - step_us) <= 0.01 * step_us
     return refined if regular else step_us

@@ -527,6 +527,8 @@ def earlier_edits(manifest_path: Path | None, manifest: dict) -> pd.DataFrame | 
         return None
     try:
         stored = json.loads(path.read_text())
+        if isinstance(stored, list):  # as the first version wrote it, without the run id: its own
+            stored = {"run_id": manifest.get("run_id"), "edits": stored}
         if stored.get("run_id") != manifest.get("run_id"):
             return None  # another replay's, left in the folder
         frame = pd.DataFrame(stored["edits"], columns=["source", "line", "raw"])

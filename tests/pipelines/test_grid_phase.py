@@ -120,6 +120,13 @@ def test_the_interval_of_jittered_readings_is_refined_to_what_they_keep_on_avera
     assert windowing.refined_step(ecg, int(np.median(np.diff(ecg[0])))) == 2778
     irregular = [START + np.cumsum(rng.integers(1, 40, size=300)) * 1_000_000]
     assert windowing.refined_step(irregular, 20_000_000) == 20_000_000
+    # (found by the review) exact 5-minute readings that restart 24 s off phase after a gap keep 5 minutes; 100 Hz
+    # readings with +-0.5 ms of jitter, whose median is a µs off, are refined too
+    restarted = [np.concatenate([START + np.arange(4000) * 300_000_000,
+                                 START + (4010 + np.arange(4000)) * 300_000_000 + 24_000_000])]
+    assert windowing.refined_step(restarted, 300_000_000) == 300_000_000
+    fast = [START + np.arange(50_000) * 10_000 + rng.integers(-500, 501, size=50_000)]
+    assert windowing.refined_step(fast, int(np.median(np.diff(fast[0])))) == 10_000
     frame = pd.concat([pd.DataFrame({"entity_id": "p", "channel": c, "timestamp": jittered[0], "value": 5.0 + i})
                        for i, c in enumerate(("a", "b"))], ignore_index=True)
     frame["value"] += np.sin(np.arange(len(frame)) / 7)
