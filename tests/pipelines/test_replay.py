@@ -87,17 +87,24 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
     assert not (replay_out / "_replay_inputs").exists()
 
 
-def test_replay_of_a_fixed_record_from_json_lines(original, small_model_dir, tmp_path):
-    root, source, out, _ = original
+def _replay_the_fixed_flow_cell(original, small_model_dir, output):
+    """The user's fix of the unit in a flow cell ('101.5 l/min' -> 101.5), exported as JSON Lines beside ``output``
+    and replayed with the strict suite: ``(manifest, the fixed records)``."""
+    root, _, out, _ = original
     records = _quarantine(out)
     records = records[records["reason_code"] == "parse_value"].copy()
-    records["raw"] = records["raw"].str.replace("101.5 l/min", "101.5", regex=False)  # the user's fix
-    fixes = tmp_path / "fixes.jsonl"
+    records["raw"] = records["raw"].str.replace("101.5 l/min", "101.5", regex=False)
+    fixes = output.parent / f"{output.name}-fixes.jsonl"
     records.to_json(fixes, orient="records", lines=True)
-    replay_out = tmp_path / "fixed"
-    manifest = run_replay(ReplayConfig(quarantine=str(fixes), output=str(replay_out), model_dir=str(small_model_dir),
+    manifest = run_replay(ReplayConfig(quarantine=str(fixes), output=str(output), model_dir=str(small_model_dir),
                                        mapping=WIDE, suite=str(root / "strict.json")),
                           ["--runner=DirectRunner"], now_us=NOW_US)
+    return manifest, records
+
+
+def test_replay_of_a_fixed_record_from_json_lines(original, small_model_dir, tmp_path):
+    source = original[1]
+    manifest, _ = _replay_the_fixed_flow_cell(original, small_model_dir, tmp_path / "fixed")
     assert manifest["replay"]["readings"] == 1 and manifest["replay"]["scored_now"] == 1
     # The strict suite still refuses the two hot readings of the same file, which were not replayed.
     assert manifest["records_quarantined"] == 2
@@ -109,16 +116,9 @@ def test_a_replay_of_a_replays_quarantine_keeps_the_earlier_fixes(original, smal
     """Found by the replay bug hunt: a replay of a replay's quarantine started from the source files again, so the
     earlier replay's fix (the flow cell '101.5 l/min' edited to 101.5) was undone: quarantined again. The first
     replay keeps the texts it fixed beside its manifest, and the second applies them besides its own records."""
-    root, source, out, _ = original
-    records = _quarantine(out)
-    records = records[records["reason_code"] == "parse_value"].copy()
-    records["raw"] = records["raw"].str.replace("101.5 l/min", "101.5", regex=False)
-    fixes = tmp_path / "fixes.jsonl"
-    records.to_json(fixes, orient="records", lines=True)
+    root, source, _, _ = original
     first = tmp_path / "first"
-    manifest = run_replay(ReplayConfig(quarantine=str(fixes), output=str(first), model_dir=str(small_model_dir),
-                                       mapping=WIDE, suite=str(root / "strict.json")),
-                          ["--runner=DirectRunner"], now_us=NOW_US)
+    manifest, records = _replay_the_fixed_flow_cell(original, small_model_dir, first)
     assert manifest["records_quarantined"] == 2 and manifest["replay"]["fixed_lines"] == 1
     fixed = json.loads((first / "replay_edits.json").read_text())
     assert fixed == {"run_id": manifest["run_id"],
