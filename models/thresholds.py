@@ -5,6 +5,12 @@ score to the probability that a normal window scores at least as high: empirical
 Pareto tail (peaks over threshold, Pickands-Balkema-de Haan) beyond. Severity is read off that probability,
 so "critical" means the same rarity whatever the model.
 
+A tail fitted with a negative shape has an end point, past which every score would have probability 0. No
+calibration score speaks for an end point beyond the largest of them, so past the largest the tail goes on as
+an exponential with the fitted tail's slope there (of log-probability; by the GPD's threshold stability, the
+excesses over a level u have scale ``scale + shape * u``): scores past the end point keep their order, and
+severity tells a score just past it from one ten times as high.
+
 ``OnlineTailCalibration`` keeps that calibration current on a stream: it refits on the latest scores seen, so
 that a lasting change of level after training (a drift) stops looking rare after a while, and a score is judged
 only by scores that came before it.
@@ -112,19 +118,47 @@ class TailCalibration:
         stored = np.quantile(scores, np.linspace(0, 1, min(max_stored, scores.size)))
         return cls(tuple(stored.tolist()), tail_start, float(excesses.size / scores.size), shape, float(scale))
 
+    def _continuation(self) -> tuple[float, float, float] | None:
+        """Where a bounded tail (shape < 0) goes on as an exponential: ``(excess, relative tail probability,
+        scale)`` at the largest calibration score; None for an unbounded tail, or when the largest score is not
+        in the tail."""
+        if self.shape >= 0.0:
+            return None
+        excess = float(self.sorted_scores[-1]) - self.tail_start
+        if excess <= 0.0:
+            return None
+        local_scale = self.scale + self.shape * excess  # > 0: the fit's support holds every calibration excess
+        return excess, float(gpd_sf(excess, self.shape, self.scale)), max(local_scale, self.scale * 1e-12)
+
+    def _relative_sf(self, excess: np.ndarray) -> np.ndarray:
+        """P(excess > x | in the tail): the GPD, continued past the largest calibration score (module docstring)."""
+        sf = gpd_sf(excess, self.shape, self.scale)
+        continuation = self._continuation()
+        if continuation is None:
+            return sf
+        at, sf_at, local_scale = continuation
+        beyond = excess > at
+        with np.errstate(under="ignore", over="ignore"):
+            return np.where(beyond, sf_at * np.exp(-np.maximum(excess - at, 0.0) / local_scale), sf)
+
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
         """P(normal score >= s) for each s."""
         s = np.asarray(scores, dtype=np.float64)
         stored = np.asarray(self.sorted_scores)
         empirical = 1.0 - np.searchsorted(stored, s, side="left") / stored.size
-        tail = self.tail_fraction * gpd_sf(s - self.tail_start, self.shape, self.scale)
+        tail = self.tail_fraction * self._relative_sf(s - self.tail_start)
         return np.clip(np.where(s > self.tail_start, tail, np.maximum(empirical, self.tail_fraction)), 0.0, 1.0)
 
     def score_at(self, tail_probability: float) -> float:
         """The score whose tail probability is ``tail_probability`` (which must be below the tail fraction)."""
         if not 0.0 < tail_probability < self.tail_fraction:
             raise ValueError(f"tail_probability must be in (0, {self.tail_fraction:g}), got {tail_probability}")
-        return float(self.tail_start + gpd_isf(tail_probability / self.tail_fraction, self.shape, self.scale))
+        q = tail_probability / self.tail_fraction
+        continuation = self._continuation()
+        if continuation is not None and q < continuation[1]:
+            at, sf_at, local_scale = continuation
+            return float(self.tail_start + at + local_scale * (np.log(sf_at) - np.log(q)))
+        return float(self.tail_start + gpd_isf(q, self.shape, self.scale))
 
     def to_dict(self) -> dict:
         return {"sorted_scores": list(self.sorted_scores), "tail_start": self.tail_start,

@@ -314,39 +314,70 @@ def prepare_inputs(records: pd.DataFrame, work: Path, sep: str | None = None) ->
     return copies
 
 
-def known_duplicates(records: pd.DataFrame, copies: dict[str, str]) -> tuple:
+def known_duplicates(records: pd.DataFrame, copies: dict[str, str], compared: dict | None = None,
+                     sep: str | None = None) -> tuple:
     """``(copy, line, channel)`` of each reading the run quarantined as ``duplicate`` in a replayed source, where
     the copy holds its line as the source does (not a fixed text). The run kept an earlier reading of the same
     entity, channel and timestamp, which may lie in another of its files; the replay reads only the replayed
-    sources, so it would not find that one and would score the repeat. It quarantines these again instead."""
+    sources, so it would not find that one and would score the repeat. It quarantines these again instead.
+    ``compared``: ``compared_lines`` of these lines, when the caller has read them already (else ``sep`` is
+    the CSV separator to read them with, as for ``prepare_inputs``)."""
     repeats = records[records["reason_code"] == "duplicate"]
     copy_of = {source: copy for copy, source in copies.items()}
+    repeats = repeats[repeats["source"].isin(set(copy_of))]
+    if compared is None:
+        compared = compared_lines(repeats, copies, sep)
     known = []
     for source, part in repeats.groupby("source"):
-        copy = copy_of.get(source)
-        if copy is None:
-            continue
-        same = _unchanged_lines(source, copy, {int(n) for n in part["line"]})
-        known += [(copy, int(line), str(column)) for line, column in zip(part["line"], part["column"])
-                  if int(line) in same]
+        texts = compared.get(source, {})
+        known += [(copy_of[source], int(line), str(column)) for line, column in zip(part["line"], part["column"])
+                  if int(line) in texts and texts[int(line)][0] == texts[int(line)][1]]
     return tuple(sorted(known))
 
 
-def _unchanged_lines(source: str, copy: str, numbers: set[int]) -> set[int]:
-    """Those of the line (a Parquet source's row) ``numbers`` whose text the patched ``copy`` keeps as it is."""
+def compared_lines(wanted: pd.DataFrame, copies: dict[str, str], sep: str | None = None) -> dict[str, dict[int, tuple]]:
+    """``{source: {line: (text in the source, text in its patched copy)}}`` for the ``source`` and ``line`` pairs
+    of ``wanted`` whose source has a copy, each file read once. A record whose quoted field holds line breaks is
+    compared whole (all its lines, as the reader joins them; ``sep`` as for ``prepare_inputs``). A Parquet row is
+    compared as the copy writes it (every value as text) and given as a dict. A line past the end of either file
+    is left out."""
     from seqwatch.pipelines.sources import is_parquet, open_text
 
-    if is_parquet(source):
-        import pyarrow.parquet as pq
+    copy_of = {source: copy for copy, source in copies.items()}
+    out = {}
+    for source, part in wanted.groupby("source"):
+        if source not in copy_of:
+            continue
+        numbers = {int(n) for n in part["line"]}
+        copy = copy_of[source]
+        if is_parquet(source):
+            original, patched = _parquet_rows(source, numbers), _parquet_rows(copy, numbers)
+            original = {n: {k: None if v is None else str(v) for k, v in row.items()} for n, row in original.items()}
+        else:
+            with open_text(source) as f:
+                lines = list(f)
+            with open(copy, encoding="utf-8", newline="") as f:
+                copied = list(f)
+            spans, _ = _record_lines(source, lines, sep)
+            original, patched = _records_at(lines, numbers, spans), _records_at(copied, numbers, spans)
+        out[source] = {n: (original[n], patched[n]) for n in sorted(numbers) if n in original and n in patched}
+    return out
 
-        rows, copied = pq.read_table(source).to_pylist(), pq.read_table(copy).to_pylist()
-        return {n for n in numbers if n <= len(rows) and n <= len(copied)
-                and {k: None if v is None else str(v) for k, v in rows[n - 1].items()} == copied[n - 1]}
-    with open_text(source) as f:
-        original = [line.rstrip("\r\n") for line in f]
-    with open(copy, encoding="utf-8", newline="") as f:
-        patched = [line.rstrip("\r\n") for line in f]
-    return {n for n in numbers if n <= len(original) and n <= len(patched) and original[n - 1] == patched[n - 1]}
+
+def _parquet_rows(path: str, numbers: set[int]) -> dict[int, dict]:
+    """Rows ``numbers`` (1-based) of a Parquet file as dicts; numbers past its end are left out."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    present = sorted(n for n in numbers if 1 <= n <= table.num_rows)
+    return dict(zip(present, table.take([n - 1 for n in present]).to_pylist()))
+
+
+def _records_at(lines: list[str], numbers: set[int], spans: dict[int, int]) -> dict[int, str]:
+    """The text of the record that starts at each line of ``numbers`` (1-based; ``spans``: the line count of
+    each record of several lines), without its final line ending; numbers past the end are left out."""
+    return {n: "".join(lines[n - 1:n - 1 + spans.get(n, 1)]).rstrip("\r\n")
+            for n in numbers if 1 <= n <= len(lines)}
 
 
 def _channel_of(column: str, mapping: InputMapping) -> str:
@@ -471,6 +502,8 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     """``run_replay`` once its output folder is this replay's alone: the copies, the batch run, the manifest.
     ``everything``: the quarantine's records, ``records`` those replayed; ``carried``: an earlier replay's fixed
     texts (``earlier_edits``), applied to the lines of the replayed sources that ``records`` do not fix."""
+    import pandas as pd
+
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.config import RunConfig
 
@@ -483,12 +516,16 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         run_id = config.run_id or "replay-" + hashlib.sha256(
             json.dumps([sorted(patch[["source", "line", "column", "raw"]].astype(str).values.tolist()),
                         mapping.to_dict(), suite, settings], sort_keys=True).encode()).hexdigest()[:12]
+        # each replayed line's text in its source and in the copy, read once for both uses below
+        compared = compared_lines(pd.concat([everything.loc[everything["reason_code"] == "duplicate",
+                                                            ["source", "line"]], patch[["source", "line"]]]), copies,
+                                  mapping.sep)
         run = RunConfig(inputs=tuple(sorted(copies)), output=str(output), model_dir=config.model_dir,
                         mapping=mapping, suite=suite, run_id=run_id,
-                        known_duplicates=known_duplicates(everything, copies), **settings)
+                        known_duplicates=known_duplicates(everything, copies, compared), **settings)
         manifest = run_batch(run, beam_args, now_us=now_us)
         again = _rewrite_sources(output, copies)
-        edits = fixed_texts(patch, copies)
+        edits = fixed_texts(patch, copies, compared)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     manifest["inputs"] = [copies.get(p, p) for p in manifest["inputs"]]
@@ -551,27 +588,22 @@ def with_earlier_edits(records: pd.DataFrame, carried: pd.DataFrame | None) -> p
     return pd.concat([records, carried[keep][records.columns.intersection(carried.columns)]], ignore_index=True)
 
 
-def fixed_texts(patch: pd.DataFrame, copies: dict[str, str]) -> list[dict]:
+def fixed_texts(patch: pd.DataFrame, copies: dict[str, str], compared: dict | None = None,
+                sep: str | None = None) -> list[dict]:
     """``[{source, line, raw}]`` of the lines (a Parquet source's rows, as JSON) that the copies hold with another
-    text than their source, in the copies' text: what a later replay of this replay's quarantine applies again."""
-    import pyarrow.parquet as pq
-
-    from seqwatch.pipelines.sources import is_parquet
-
+    text than their source, in the copies' text: what a later replay of this replay's quarantine applies again
+    (a record of several lines whole). ``compared``, ``sep``: as for ``known_duplicates``."""
+    if compared is None:
+        compared = compared_lines(patch, copies, sep)
     edits = []
-    for copy, source in sorted(copies.items(), key=lambda kv: kv[1]):
+    for source in sorted(set(copies.values())):
         numbers = {int(n) for n in patch.loc[patch["source"] == source, "line"]}
-        changed = sorted(numbers - _unchanged_lines(source, copy, numbers))
-        if not changed:
-            continue
-        if is_parquet(source):
-            rows = pq.read_table(copy).to_pylist()
-            texts = {n: json.dumps(rows[n - 1]) for n in changed}
-        else:
-            with open(copy, encoding="utf-8", newline="") as f:
-                lines = f.readlines()
-            texts = {n: lines[n - 1].rstrip("\r\n") for n in changed}
-        edits += [{"source": source, "line": n, "raw": texts[n]} for n in changed]
+        texts = compared.get(source, {})
+        for n in sorted(numbers):
+            if n in texts and texts[n][0] != texts[n][1]:
+                copied = texts[n][1]
+                edits.append({"source": source, "line": n,
+                              "raw": json.dumps(copied) if isinstance(copied, dict) else copied})
     return edits
 
 

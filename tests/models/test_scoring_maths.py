@@ -188,6 +188,46 @@ def test_tail_probability_is_monotone_and_calibrated():
     np.testing.assert_allclose(restored.tail_probability(np.array([3.0])), p[4:])
 
 
+def test_a_bounded_tail_goes_on_past_the_largest_calibration_score_by_hand():
+    """Found by the bug hunt of outputs: a tail fitted with a negative shape ends (shape -0.5, scale 1: at an excess
+    of 2), and every score past the end had tail probability 0, so `seqwatch demo --quick` graded 95 of its 97
+    anomalous windows critical, a score of 4 as a score of 17. Past the largest calibration score (excess 1 here)
+    the tail goes on as an exponential with the fit's slope there: scale 1 - 0.5 * 1 = 0.5, from (1 - 0.5) ** 2."""
+    tail = TailCalibration(sorted_scores=(0.0, 5.0, 10.0, 11.0), tail_start=10.0, tail_fraction=0.1, shape=-0.5,
+                           scale=1.0)
+    scores = np.array([10.5, 11.0, 11.5, 12.0, 14.0, 30.0])
+    expected = 0.1 * np.array([0.75 ** 2, 0.25, 0.25 * math.exp(-1.0), 0.25 * math.exp(-2.0),
+                               0.25 * math.exp(-6.0), 0.25 * math.exp(-38.0)])
+    np.testing.assert_allclose(tail.tail_probability(scores), expected, rtol=1e-12)
+    assert np.all(np.diff(tail.tail_probability(np.linspace(10.0, 40.0, 3001))) < 0)  # no plateau at 0
+    # the score of a tail probability inverts it on both sides of the largest calibration score
+    for score, p in zip(scores, expected):
+        assert tail.score_at(p) == pytest.approx(score, rel=1e-12)
+    # an unbounded tail (shape >= 0), or a bounded one whose end the calibration scores reach, is the fit itself
+    for shape, scale in ((0.0, 1.0), (0.2, 1.0)):
+        plain = TailCalibration((0.0, 11.0), 10.0, 0.1, shape, scale)
+        np.testing.assert_allclose(plain.tail_probability(scores), 0.1 * gpd_sf(scores - 10.0, shape, scale))
+    # a fit whose support only just holds the largest excess (a clipped shape) still says it is the end
+    tight = TailCalibration((0.0, 11.0), 10.0, 0.1, -0.5, 0.5 * (1 + 1e-9))
+    assert tight.tail_probability(np.array([11.0]))[0] < 1e-15 and tight.score_at(1e-5) == pytest.approx(10.99)
+    # fitted on a bounded sample of 200 (shape -0.5): the threshold at risk 1e-3 lies past the largest score, and
+    # its tail probability is the risk
+    scores = np.random.default_rng(0).uniform(1.0, 4.0, 200)
+    fitted, threshold = TailCalibration.fit(scores), PeaksOverThreshold(risk=1e-3).fit(scores)
+    assert fitted.shape < 0 and threshold > scores.max()
+    assert fitted.tail_probability(np.array([threshold]))[0] == pytest.approx(1e-3, rel=1e-9)
+
+
+def test_severity_grades_scores_past_a_bounded_tail():
+    """The same fit as in `seqwatch demo --quick` (264 calibration scores up to 3.78, shape clipped at -0.5, end point
+    3.98, threshold near 3.89): a score just past the end point is info, 4.2 a warning, 4.5 and 17 critical."""
+    scores = np.random.default_rng(3).uniform(1.0, 3.78, 264)
+    tail = TailCalibration(tuple(np.sort(np.r_[scores, 3.78]).tolist()), 3.159, 0.053, -0.5, 0.4095)
+    assert tail.tail_start - tail.scale / tail.shape == pytest.approx(3.978, abs=1e-3)
+    sev = severity_of(tail.tail_probability(np.array([3.99, 4.2, 4.5, 17.0])), np.ones(4, dtype=bool))
+    assert sev.tolist() == ["info", "warning", "critical", "critical"]
+
+
 def test_severity_levels():
     sev = severity_of(np.array([0.5, 1e-3, 5e-5, 1e-6, 1e-6]), np.array([True, True, True, True, False]))
     assert sev.tolist() == ["info", "info", "warning", "critical", "normal"]

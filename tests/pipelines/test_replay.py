@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -10,7 +11,8 @@ import pytest
 from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import run_batch
 from seqwatch.pipelines.config import RunConfig
-from seqwatch.pipelines.replay import ReplayConfig, ReplayError, known_duplicates, prepare_inputs, run_replay
+from seqwatch.pipelines.replay import (ReplayConfig, ReplayError, fixed_texts, known_duplicates, prepare_inputs,
+                                      run_replay)
 from seqwatch.schemas.mapping import InputMapping
 from seqwatch.schemas.validation import load_suite_dict
 
@@ -476,6 +478,55 @@ def test_a_repeat_whose_text_was_fixed_is_replayed_not_held_as_a_duplicate(tmp_p
     (copy, _), = copies.items()
     assert known_duplicates(records, copies) == ((copy, 2, "flow"), (copy, 2, "pressure"))
     assert known_duplicates(records.assign(reason_code="parse_value"), copies) == ()
+    assert fixed_texts(records, copies) == [{"source": str(source), "line": 3, "raw": "2026-01-05T00:00:20Z,1,2"}]
+
+
+def test_a_fixed_record_of_several_lines_is_kept_whole(tmp_path):
+    """Found by the review of the shared line reading: the fixed text kept for a later replay was the first line of
+    a record whose quoted field holds a line break (an unterminated quote, which would have swallowed the lines after
+    it when applied again), and a repeat whose second line was edited counted as unchanged."""
+    source = tmp_path / "in" / "b.csv"
+    source.parent.mkdir()
+    source.write_bytes(b'timestamp,flow,note\n2026-01-05T00:00:00Z,1,"a\r\nb"\n2026-01-05T00:00:10Z,x,c\n')
+    fixed = '2026-01-05T00:00:20Z,5,"a\r\nq"'
+    records = pd.DataFrame([_record(source, 2, fixed, "duplicate")])
+    copies = prepare_inputs(records, tmp_path / "work")
+    (copy, _), = copies.items()
+    assert fixed_texts(records, copies) == [{"source": str(source), "line": 2, "raw": fixed}]
+    assert known_duplicates(records, copies) == ()
+    unchanged = records.assign(raw="")
+    assert known_duplicates(unchanged, prepare_inputs(unchanged, tmp_path / "work2")) != ()
+    # applied again by a later replay, the kept text gives the same copy
+    again = prepare_inputs(pd.DataFrame([_record(source, 2, fixed_texts(records, copies)[0]["raw"])]), tmp_path / "w3")
+    assert Path(next(iter(again))).read_bytes() == Path(copy).read_bytes()
+
+
+def test_the_lines_of_a_parquet_source_are_compared_as_its_copy_writes_them(tmp_path):
+    """A Parquet source's rows are read once for the duplicates a replay keeps and the fixes it records: an
+    unchanged row (its values written as text in the copy) is a known duplicate, an edited one a fixed text in
+    the copy's form, and a row past the end of the file neither."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seqwatch.pipelines.parsing import raw_json
+    from seqwatch.pipelines.replay import compared_lines
+
+    source = tmp_path / "in" / "pump.parquet"
+    source.parent.mkdir()
+    stamps = pd.to_datetime(["2026-01-05T00:00:00Z", "2026-01-05T00:00:10Z", "2026-01-05T00:00:10Z"])
+    pq.write_table(pa.table({"timestamp": pa.array(stamps), "flow": pa.array([1.5, float("inf"), 2.0])}), source)
+    fixed = raw_json({"timestamp": "2026-01-05 00:00:20+00:00", "flow": 2.5})
+    records = pd.DataFrame([_record(source, 2, fixed), _record(source, 3, "", "duplicate"),
+                            _record(source, 9, "", "duplicate")])
+    copies = prepare_inputs(records.iloc[:2], tmp_path / "work")
+    (copy, _), = copies.items()
+    compared = compared_lines(records, copies)
+    assert sorted(compared[str(source)]) == [2, 3]
+    assert compared[str(source)][3] == ({"timestamp": "2026-01-05 00:00:10+00:00", "flow": "2.0"},) * 2
+    assert known_duplicates(records, copies, compared) == ((copy, 3, "flow"),) == known_duplicates(records, copies)
+    edits = fixed_texts(records.iloc[:1], copies, compared)
+    assert edits == [{"source": str(source), "line": 2,
+                      "raw": json.dumps({"timestamp": "2026-01-05 00:00:20+00:00", "flow": "2.5"})}]
 
 
 def test_a_replay_that_scored_nothing_exits_3_as_a_run_does(small_model_dir, tmp_path, capsys):
