@@ -12,6 +12,7 @@ the next part (validation) drives early stopping and fits the score's error dist
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import threading
 import warnings
@@ -49,6 +50,14 @@ def zero_threshold_note(threshold: float) -> str:
             f"score alike, as where the signal is idle there, so every window that differs from them will alert; "
             f"give normal readings with the signal's usual activity as --holdout-input (the validation and "
             f"calibration part), or a history whose end is not idle")
+
+
+def coverage_note(attained: float, asked: float, windows: int) -> str:
+    """One sentence on forecast intervals that cannot cover as often as asked with so few calibration windows."""
+    need = math.ceil(asked / (1.0 - asked) - 1e-9)
+    return (f"the forecast intervals are sure to cover {attained:.1%} of new readings, not the {asked:.1%} asked "
+            f"for: {windows} calibration windows hold no residual that rare (that needs {need} or more), so the "
+            f"forecasts' coverage says {attained:.1%}; give a longer history, or a lower --coverage")
 
 
 # A POT threshold this far above every calibration score was extrapolated by the tail fit, not measured.
@@ -467,9 +476,19 @@ class Seq2SeqDetector:
 
     def _forecast_readings(self, forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
         """A forecast in original units (``[N, H, C]``) as readings: cumulative channels summed up from the
-        windows' last readings ``last`` ``[N, C]``."""
+        windows' last readings ``last`` ``[N, C]``, and never below them (a meter does not run back)."""
         cumulative = self._cumulative
-        return windowing.levels_from_increments(last, forecast, cumulative) if cumulative else forecast
+        if not cumulative:
+            return forecast
+        levels = windowing.levels_from_increments(last, forecast, cumulative)
+        return self._not_below_last(levels, last)
+
+    def _not_below_last(self, levels: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """``levels`` ``[N, H, C]`` with each cumulative channel raised to no less than its window's last reading."""
+        cumulative = self._cumulative
+        levels[..., cumulative] = np.maximum(levels[..., cumulative],
+                                             np.asarray(last, dtype=levels.dtype)[:, None, cumulative])
+        return levels
 
     # ---------------------------------------------------------------------------------------------- fit
     def fit(self, frame: pd.DataFrame, channels: tuple | None = None, step_us: int | None = None,
@@ -544,6 +563,10 @@ class Seq2SeqDetector:
         self._train_and_calibrate(windows, progress, warm_start=False)
         if not self.threshold > ZERO_THRESHOLD:
             notes.append(zero_threshold_note(self.threshold))
+            warnings.warn(TrainingDataWarning(notes[-1]), stacklevel=2)
+        asked = self.config.scoring.interval_coverage
+        if self.intervals is not None and self.intervals.coverage < asked:
+            notes.append(coverage_note(self.intervals.coverage, asked, len(windows["calibration"])))
             warnings.warn(TrainingDataWarning(notes[-1]), stacklevel=2)
         self.metrics.update(constant_channels=constant, rising_channels=sorted(rising), training_notes=notes)
         self._record_data(frame, holdout)
@@ -881,5 +904,7 @@ class Seq2SeqDetector:
         if forecast is not None:
             yhat = self._forecast_readings(self.scaler.inverse_transform(forecast), windows[:, -1])
             lower, upper = self.intervals.bounds(yhat)
+            if self._cumulative:  # a meter's interval does not reach below its last reading either
+                lower, upper = self._not_below_last(lower, windows[:, -1]), self._not_below_last(upper, windows[:, -1])
             result = WindowScores(score, contributions, is_anomaly, tail, result.severity, yhat, lower, upper)
         return result

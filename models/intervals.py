@@ -2,7 +2,9 @@
 
 Absolute residuals of the forecasting head on held-out calibration windows give, per horizon step and
 channel, the half-width ``q``: the ``k``-th smallest absolute residual with ``k = ceil((n + 1) * coverage)``; the interval is
-``yhat ± q`` and covers a new point with probability >= ``coverage`` when data are exchangeable.
+``yhat ± q`` and covers a new point with probability >= ``coverage`` when data are exchangeable. With too few
+calibration windows for that (``(n + 1) * coverage > n``) the largest residual is the most there is, which covers
+with probability >= ``n / (n + 1)``: the intervals then carry that coverage, not the one asked for.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ class ConformalIntervals:
         if residuals.ndim != 3 or residuals.shape[0] < 1:
             raise ValueError(f"residuals must be [N >= 1, H, C], got shape {residuals.shape}")
         n = residuals.shape[0]
-        k = min(n, math.ceil((n + 1) * coverage))  # the k-th smallest absolute residual
-        width = np.sort(np.abs(residuals), axis=0)[k - 1]
-        return cls(float(coverage), tuple(map(tuple, width.tolist())))
+        k = math.ceil((n + 1) * coverage)  # the k-th smallest absolute residual
+        attained = float(coverage) if k <= n else n / (n + 1)
+        width = np.sort(np.abs(residuals), axis=0)[min(k, n) - 1]
+        return cls(attained, tuple(map(tuple, width.tolist())))
 
     def bounds(self, yhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds for forecasts ``[N, H, C]``."""

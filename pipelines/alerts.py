@@ -114,12 +114,28 @@ def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us:
     return alerts
 
 
+def forecast_window(wb) -> int | None:
+    """The window of a pane (``WindowBatch``) its forecasts are issued from: the last one whose last step holds a
+    reading of every channel; None when there is none. A last step filled across a gap is drawn towards the next
+    reading (a meter's half-way to its replacement's count): a forecast issued there would use a reading from
+    after it. (After scoring, ``observed`` keeps only the windows' last steps; without it, the last window.)"""
+    ends = np.asarray(wb.ends)
+    if len(ends) == 0:
+        return None
+    if wb.observed.ndim == 3 and wb.observed.shape[1]:
+        complete = wb.observed[:, -1].all(axis=-1)
+        if not complete.any():
+            return None
+        ends = np.where(complete, ends, np.iinfo(np.int64).min)
+    return int(np.argmax(ends))
+
+
 def forecast_rows(scored: ScoredWindows, run_id: str) -> list[Forecast]:
-    """Forecasts issued at the end of the pane's last window (one set per pane), H steps x C channels."""
-    if scored.forecast is None or len(scored.windows.ends) == 0:
+    """Forecasts issued at the end of the pane's ``forecast_window`` (one set per pane), H steps x C channels."""
+    last = None if scored.forecast is None else forecast_window(scored.windows)
+    if last is None:
         return []
     wb = scored.windows
-    last = int(np.argmax(wb.ends))
     issued = int(wb.ends[last])
     rows = []
     horizon = scored.forecast.shape[1]

@@ -9,6 +9,9 @@ from seqwatch.schemas.mapping import InputMapping
 DEFAULT_PANE_STEPS = 4096
 HORIZON_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 DAY_US = 86_400_000_000
+# How far ahead of the wall clock a stream's reading may be when it is processed (the batch pipeline's default
+# future tolerance): the late gate quarantines readings further ahead, and broker readers' event time ignores them.
+STREAM_FUTURE_TOLERANCE_US = DAY_US
 # Event time plus a span of seconds must stay within the int64 µs that Beam's timers and coders hold (a cooldown of
 # 1e15 s had overflowed them, with a traceback); a century is beyond any window, cooldown or lateness meant.
 MAX_SECONDS = 100 * 365.25 * 86400

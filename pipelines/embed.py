@@ -192,23 +192,30 @@ class DetectAnomalies(beam.PTransform):
     streaming, ``seqwatch run``'s default in batch); ``alert_cooldown_s``, ``online_calibration``: as the CLI's
     flags; ``source``: quarantined records carry it as ``pcollection:<source>`` (a name no file has: their
     ``raw`` is the element's text, or the reading's fields as JSON when it was quarantined after parsing);
-    ``late_after_s`` (streaming): the late gate;
-    ``run_id``: the run id its outputs carry (default: one derived from the model version and ``source``; the
+    ``late_after_s`` (streaming): the late gate; ``allowed_lateness_s`` (streaming): how long after the watermark
+    passes a pane (and its look-ahead context) it is scored, as ``seqwatch stream --allowed-lateness`` (latency
+    traded for completeness: a reading that comes after its pane was scored is quarantined as ``late``);
+    ``run_id``: the run id its outputs carry (default: ``embedded-`` and a hash of the model version and
+    ``source``; the
     ``run_id`` attribute holds it, for ``WriteDetections``). A model
     or suite that cannot be used raises ``seqwatch.pipelines.batch.RunError`` (one sentence) here, when the
     pipeline is built."""
 
     def __init__(self, model_dir: str, suite: str = "sensor", mapping=None, pane_steps: int = 0,
                  alert_cooldown_s: float = 0.0, online_calibration: bool = False, source: str = "embedded",
-                 late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000, run_id: str = ""):
+                 late_after_s: float = DEFAULT_LATE_AFTER_S, batch_size: int = 10_000, run_id: str = "",
+                 allowed_lateness_s: float = 0.0):
         super().__init__()
         if not (_is_number(alert_cooldown_s) and math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
             raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
         if not (_is_number(late_after_s) and math.isfinite(late_after_s) and late_after_s > 0):
             raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
-        if max(alert_cooldown_s, late_after_s) > MAX_SECONDS:  # beyond Beam's int64 µs timers, with event time
-            raise ValueError(f"alert_cooldown_s and late_after_s must be at most a century, got {alert_cooldown_s} "
-                             f"and {late_after_s}")
+        if not (_is_number(allowed_lateness_s) and math.isfinite(allowed_lateness_s) and allowed_lateness_s >= 0):
+            raise ValueError(f"allowed_lateness_s must be zero or a positive number of seconds, got "
+                             f"{allowed_lateness_s}")
+        if max(alert_cooldown_s, late_after_s, allowed_lateness_s) > MAX_SECONDS:  # beyond Beam's int64 µs timers
+            raise ValueError(f"alert_cooldown_s, late_after_s and allowed_lateness_s must be at most a century, got "
+                             f"{alert_cooldown_s}, {late_after_s} and {allowed_lateness_s}")
         if not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not (isinstance(pane_steps, numbers.Integral) and not isinstance(pane_steps, bool) and pane_steps >= 0):
@@ -226,12 +233,13 @@ class DetectAnomalies(beam.PTransform):
         model_dir, suite = os.fspath(model_dir), os.fspath(suite)
         self.options = dict(model_dir=model_dir, suite=suite, pane_steps=pane_steps, source_name=source,
                             run_id=run_id, alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),
-                            online_calibration=online_calibration)
+                            online_calibration=online_calibration, run_id_prefix="embedded")
         self.plan = plan_stream(output="embedded", **self.options)  # refuses a bad model or suite now
         self.run_id = self.plan.run_id  # what its quarantined records carry (given, or from model and source)
         self.parser = MessageParser(self.plan.run_id, mapping)
         self.source = source
         self.late_after_s = late_after_s
+        self.allowed_lateness_s = float(allowed_lateness_s)
         self.batch_size = batch_size
 
     def expand(self, readings) -> Detections:
@@ -251,7 +259,7 @@ class DetectAnomalies(beam.PTransform):
         source = SourceOutputs(parsed.readings, parsed[QUARANTINE], parsed[COUNTS])
         if streaming:
             found = detect(gate_late_readings(source, self.late_after_s, plan.run_id), plan, True,
-                           keep_open_s=self.late_after_s)
+                           allowed_lateness_s=self.allowed_lateness_s, keep_open_s=self.late_after_s)
         else:
             found = detect(source, plan, False)
         return Detections(found["scored"], found["alerts"], found["quarantine"], found["counts"], found["opened"])

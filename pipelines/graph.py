@@ -14,7 +14,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from seqwatch.pipelines.alerts import BuildAlerts
+from seqwatch.pipelines.alerts import BuildAlerts, forecast_window
 from seqwatch.pipelines.calibration import CalibrateOnline
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.flush import FlushPerWindow
@@ -118,7 +118,7 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     def scored_counts(sw):
         yield "windows_scored", len(sw.score)
         yield "windows_anomalous", int(sw.is_anomaly.sum())
-        if sw.forecast is not None and len(sw.score):
+        if sw.forecast is not None and forecast_window(sw.windows) is not None:
             yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
 
     count_parts = {"Read": read.counts, "Window": windows.counts,

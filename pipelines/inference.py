@@ -156,8 +156,9 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
             part = slice(start, start + size)
             start += size
             # The windows' values are not needed after the model (scores, forecasts and alerts are in the
-            # arrays below): dropping them keeps what later stages hold, and what crosses a shuffle, small.
-            wb = wb._replace(values=wb.values[:, :0], observed=wb.observed[:, :0])
+            # arrays below): dropping them keeps what later stages hold, and what crosses a shuffle, small. Which
+            # channels each window's last step observed stays: a forecast is issued only from an observed step.
+            wb = wb._replace(values=wb.values[:, :0], observed=wb.observed[:, -1:])
             yield ScoredWindows(
                 wb, result.score[part], float(model.threshold), result.is_anomaly[part], result.severity[part],
                 result.tail_probability[part], result.contributions[part],

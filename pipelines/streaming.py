@@ -10,7 +10,9 @@ Late data, in two layers, so that no reading is ever dropped silently:
   a reading the gate lets through is not discarded by Beam: if its pane has already been scored, the late
   firing carries it to the windowing stage, which quarantines it as ``late``.
 The gate compares with the latest event time it has seen, not with the order batches happen to be processed
-in being the order they were read (runners reorder bundles); hence the generous default.
+in being the order they were read (runners reorder bundles); hence the generous default. A reading more than
+``FUTURE_TOLERANCE_US`` (a day) ahead of the wall clock is quarantined by the gate as ``future_timestamp`` and
+moves nothing: one device with its clock set days ahead would otherwise have made every other reading late.
 
 The quarantine records and counts that late readings cause keep the readings' event times, which the watermark
 has passed; the sinks gather them with ``seqwatch.pipelines.flush``, which never drops an element as late.
@@ -18,6 +20,7 @@ has passed; the sinks gather them with ``seqwatch.pipelines.flush``, which never
 from __future__ import annotations
 
 import json
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -26,6 +29,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from seqwatch.models.windowing import window_dtype
+from seqwatch.pipelines.config import STREAM_FUTURE_TOLERANCE_US as FUTURE_TOLERANCE_US
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
@@ -43,9 +47,10 @@ class _LateGate(beam.DoFn):
 
     LATEST = ReadModifyWriteStateSpec("latest", VarIntCoder())
 
-    def __init__(self, late_after_us: int, run_id: str):
+    def __init__(self, late_after_us: int, run_id: str, now_us=None):
         self.late_after_us = late_after_us
         self.run_id = run_id
+        self.now_us = now_us  # a callable giving the wall clock in µs (tests); None: time.time()
         self.timer = StageTimer("late_gate")
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, latest=beam.DoFn.StateParam(LATEST)):
@@ -55,40 +60,56 @@ class _LateGate(beam.DoFn):
             seen = latest.read()
             # A batch stamped later than its readings carries its reader's watermark (broker_sources._emit): the
             # panes of readings far behind the watermark may be gone already, however new they are to the gate.
-            if MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and (seen is None or timestamp.micros > seen):
+            now_us = int(self.now_us() if self.now_us is not None else time.time() * 1e6)
+            ahead = now_us + FUTURE_TOLERANCE_US  # later than this is a clock set wrong (a batch stamped so too)
+            if MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and timestamp.micros <= ahead and \
+                    (seen is None or timestamp.micros > seen):
                 seen = int(timestamp.micros)
             stamps = frame["timestamp"].to_numpy()
-            late = np.zeros(len(frame), dtype=bool) if seen is None else stamps < seen - self.late_after_us
+            future = stamps > ahead
+            late = ~future & (np.zeros(len(frame), dtype=bool) if seen is None else stamps < seen - self.late_after_us)
             out = []
+            for row in frame[future].itertuples(index=False):
+                out.append(self._quarantined(row, "future_timestamp",
+                                             f"the reading is {(row.timestamp - now_us) / 1e6:g}s ahead of the wall "
+                                             f"clock, more than the {FUTURE_TOLERANCE_US / 1e6:g}s a stream's "
+                                             f"readings may lead it (a device's clock set wrong?)"))
             for row in frame[late].itertuples(index=False):
-                raw = json.dumps({"entity_id": str(row.entity_id), "channel": str(row.channel),
-                                  "timestamp": int(row.timestamp), "value": float(row.value)})
-                out.append(beam.pvalue.TaggedOutput(QUARANTINE, Quarantined(
-                    raw, str(row.source), int(row.line), "", 1, "gate", "late",
-                    f"the reading is {(seen - row.timestamp) / 1e6:g}s of event time behind the latest reading (or "
-                    f"its reader's watermark), more than the {self.late_after_us / 1e6:g}s a pane is kept open for "
-                    f"late data",
-                    self.run_id)))
-            if len(stamps):
-                latest.write(int(max(stamps.max(), seen if seen is not None else stamps.max())))
-            if (~late).any():
-                out.append(ReadingBatch(frame[~late].reset_index(drop=True)))
+                out.append(self._quarantined(row, "late",
+                                             f"the reading is {(seen - row.timestamp) / 1e6:g}s of event time behind "
+                                             f"the latest reading (or its reader's watermark), more than the "
+                                             f"{self.late_after_us / 1e6:g}s a pane is kept open for late data"))
+            kept = ~(late | future)
+            if kept.any():
+                newest = int(stamps[kept].max())
+                latest.write(newest if seen is None else max(newest, seen))
+                out.append(ReadingBatch(frame[kept].reset_index(drop=True)))
+            elif seen is not None:
+                latest.write(seen)
             return out
+
+    def _quarantined(self, row, code: str, reason: str):
+        raw = json.dumps({"entity_id": str(row.entity_id), "channel": str(row.channel),
+                          "timestamp": int(row.timestamp), "value": float(row.value)})
+        return beam.pvalue.TaggedOutput(QUARANTINE, Quarantined(raw, str(row.source), int(row.line), "", 1, "gate",
+                                                                code, reason, self.run_id))
 
 
 class QuarantineLateReadings(beam.PTransform):
     """``ReadingBatch -> {main: ReadingBatch on time, quarantine: Quarantined late}``: readings more than
-    ``late_after_s`` behind the latest event time seen are quarantined."""
+    ``late_after_s`` behind the latest event time seen are quarantined, and so are readings more than a day ahead
+    of the wall clock (``now_us``: a callable giving it in µs, for tests)."""
 
-    def __init__(self, late_after_s: float, run_id: str):
+    def __init__(self, late_after_s: float, run_id: str, now_us=None):
         super().__init__()
         self.late_after_us = int(late_after_s * 1e6)
         self.run_id = run_id
+        self.now_us = now_us
 
     def expand(self, batches):
         return (batches
                 | "OneKey" >> beam.Map(lambda b: ("stream", b))
-                | "LateGate" >> beam.ParDo(_LateGate(self.late_after_us, self.run_id))
+                | "LateGate" >> beam.ParDo(_LateGate(self.late_after_us, self.run_id, self.now_us))
                 .with_input_types(tuple[str, ReadingBatch]).with_outputs(QUARANTINE, main="on_time"))
 
 
@@ -116,11 +137,13 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
-                source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False) -> RunPlan:
+                source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False,
+                run_id_prefix: str = "stream") -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
-    The run id is derived from the model version and the source unless given; the future-timestamp check is
+    The run id is derived from the model version and the source unless given (``run_id_prefix``-<hash>); the
+    future-timestamp check is
     relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100)."""
     import hashlib
 
@@ -153,7 +176,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
                        pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us,
                        online_calibration=online_calibration)
-    run_id = run_id or "stream-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
+    run_id = run_id or f"{run_id_prefix}-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
                    window_dtype=window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),

@@ -312,9 +312,15 @@ class _PaneCutter:
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", 0))
             return
         steps = windowing.step_of(stamps, spec.step_us, spec.offset_us)
+        # The grid spans the pane's steps that hold readings, not the whole pane: a pane of a billion steps (one
+        # pane per entity) had asked for 30 GiB however few its readings. No window reaches past them anyway.
+        last = hi - 1 + spec.after
+        if len(steps):
+            first, last = max(first, int(steps.min())), min(last, int(steps.max()))
+        else:
+            last = first - 1
         grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
-                                    len(self.channels), spec.max_gap, first_step=first,
-                                    last_step=hi - 1 + spec.after)
+                                    len(self.channels), spec.max_gap, first_step=first, last_step=last)
         covered = windowing.covered_by_long_stretch(grid.present, spec.length)
         reading_covered = covered[steps - first]
         short = own & ~reading_covered

@@ -133,6 +133,20 @@ def test_a_meters_forecast_is_meter_readings_with_intervals(meters):
     assert np.median(error) < 2  # Wh, against readings of 1.2e8 and about 5 Wh a minute
     covered = (result.lower <= truth) & (truth <= result.upper)
     assert covered[..., meter].mean() >= 0.8  # nominal 0.9, fitted on the meter's readings, not its increments
+    # Found by the bug hunt of forecasts: the interval was yhat +- its half-width, and every lower bound of an idle
+    # household's meter lay below its last reading, as if it could run back. Neither bound nor yhat is below it.
+    last = windows[:, -1, meter][:, None]
+    for array in (result.forecast, result.lower, result.upper):
+        assert (array[..., meter] >= last).all()
+    import copy
+
+    from seqwatch.models.intervals import ConformalIntervals
+
+    wide = copy.copy(detector)  # intervals as wide as an idle household's, whose meter often stands still
+    wide.intervals = ConformalIntervals(0.9, tuple(tuple(w * 100 for w in row) for row in detector.intervals.half_width))
+    widened = wide.score_windows(windows)
+    assert (widened.lower[..., meter] >= last).all() and (widened.lower[..., meter] == last).any()
+    assert (widened.lower[..., 1 - meter] < result.lower[..., 1 - meter]).all()  # the temperature's is as it was
 
 
 def test_a_meter_needs_float64_windows(meters):

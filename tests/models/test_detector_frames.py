@@ -390,3 +390,28 @@ def test_sessions_days_apart_train_on_grids_of_their_own_with_the_cuts_of_one_gr
     detector.fit(frame, progress=False)
     scores = detector.score_frame(frame)
     assert scores["window_end"].min() < pd.Timestamp(starts[1], unit="us", tz="UTC") < scores["window_end"].max()
+
+
+def test_a_forecast_coverage_the_calibration_windows_cannot_give_is_noted_and_carried():
+    """27 calibration windows cannot give 99% intervals (99 are needed): training notes it, and the intervals (the
+    forecasts' ``coverage``) say 27/28; at 90% nothing is noted."""
+    import warnings
+
+    from seqwatch.models.config import ScoringConfig
+    from seqwatch.models.detector import TrainingDataWarning
+
+    for asked, noted in ((0.99, True), (0.9, False)):
+        config = DetectorConfig(ArchitectureConfig(cell="gru", units=4, forecast_horizon=2),
+                                WindowConfig(length=8, stride=2),
+                                TrainingConfig(epochs=1, batch_size=64, training_stride=2, patience=1),
+                                ScoringConfig(interval_coverage=asked))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TrainingDataWarning)
+            detector = Seq2SeqDetector(config).fit(_readings(400), progress=False)
+        notes = [str(w.message) for w in caught if "forecast intervals" in str(w.message)]
+        n = detector.metrics["windows"]["calibration"]
+        assert (notes == [f"the forecast intervals are sure to cover {n / (n + 1):.1%} of new readings, not the 99.0% "
+                          f"asked for: {n} calibration windows hold no residual that rare (that needs 99 or more), so "
+                          f"the forecasts' coverage says {n / (n + 1):.1%}; give a longer history, or a lower "
+                          f"--coverage"]) == noted
+        assert detector.intervals.coverage == (n / (n + 1) if noted else asked)

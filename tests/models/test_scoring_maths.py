@@ -240,6 +240,24 @@ def test_conformal_half_width_uses_the_finite_sample_quantile():
     assert intervals.half_width == ((8.0,),)
     lower, upper = intervals.bounds(np.array([[[100.0]]]))
     assert lower[0, 0, 0] == 92.0 and upper[0, 0, 0] == 108.0
+    assert intervals.coverage == 0.8
+
+
+def test_conformal_intervals_say_the_coverage_so_few_residuals_can_give():
+    """Found by the bug hunt of forecasts: with n = 20 calibration windows and coverage 0.99, ceil(21 * 0.99) = 21 > n,
+    so the half-width is the largest residual, which covers with probability >= 20/21 = 0.952 only; the forecasts
+    said 0.99 (and covered 95.5% in the hunt's simulation). The intervals now carry 20/21; with n = 99, 0.99 holds."""
+    from seqwatch.models.detector import coverage_note
+
+    residuals = np.arange(1, 21, dtype=float).reshape(20, 1, 1)
+    intervals = ConformalIntervals.fit(residuals, coverage=0.99)
+    assert intervals.half_width == ((20.0,),) and intervals.coverage == pytest.approx(20 / 21)
+    assert ConformalIntervals.fit(np.ones((99, 1, 1)), coverage=0.99).coverage == 0.99
+    assert ConformalIntervals.fit(np.ones((9, 1, 1)), coverage=0.9).coverage == 0.9
+    assert coverage_note(20 / 21, 0.99, 20) == (
+        "the forecast intervals are sure to cover 95.2% of new readings, not the 99.0% asked for: 20 calibration "
+        "windows hold no residual that rare (that needs 99 or more), so the forecasts' coverage says 95.2%; give a "
+        "longer history, or a lower --coverage")
 
 
 def test_config_round_trips_and_names_bad_values():

@@ -47,6 +47,22 @@ def test_forecast_rows_come_from_the_last_window_of_the_pane():
         (100, 120, 2, "a", 2.0, 1.0, 3.0), (100, 120, 2, "b", 3.0, 2.0, 4.0)]
 
 
+def test_forecasts_are_issued_from_the_last_window_whose_last_step_was_observed():
+    """Found by the bug hunt of forecasts: a meter replaced at a pane's last step had that step filled half-way
+    between the old count and the new, and the pane's forecasts were issued from it (60 million Wh off). A window
+    whose last step lacks a channel's reading issues none; a pane without such a window issues no forecast."""
+    observed = np.ones((3, 1, 2), bool)  # after scoring, the windows' last steps
+    observed[2, 0, 1] = False  # the last window's last step was filled in channel b
+    wb = WindowBatch("m1", 0, ("a", "b"), 10, np.array([60, 80, 100]), np.zeros((3, 0, 2), np.float32), observed, 8)
+    forecast = np.arange(12, dtype=float).reshape(3, 2, 2)
+    scored = ScoredWindows(wb, np.zeros(3), 1.0, np.zeros(3, bool), np.array(["normal"] * 3), np.ones(3),
+                           np.zeros((3, 2)), forecast, forecast - 1, forecast + 1, 0.9, 4, "mid", "v1")
+    rows = forecast_rows(scored, "run")
+    assert {r.issued_at for r in rows} == {80} and [r.yhat for r in rows] == [4.0, 5.0, 6.0, 7.0]
+    none = scored._replace(windows=wb._replace(observed=np.zeros((3, 1, 2), bool)))
+    assert forecast_rows(none, "run") == []
+
+
 def test_a_cooldown_merges_windows_separated_by_a_quiet_spell_no_longer_than_it():
     windows = [_score(0, 3, 3.0, (1.0, 0.0, 0.0)),
                _score(12, 15, 4.0, (0.0, 1.0, 0.0)),  # starts 9 steps after 3: 8 quiet steps (4..11)

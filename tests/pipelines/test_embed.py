@@ -149,6 +149,31 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_pa
     assert pq.read_table(tmp_path / "out" / "quarantine").column("reason_code").to_pylist() == ["late"]
 
 
+def test_allowed_lateness_waits_for_a_reading_that_comes_after_its_pane_was_due(small_model_dir):
+    """Found by the bug hunt of embedded transforms: ``DetectAnomalies`` had no ``allowed_lateness_s`` (`seqwatch
+    stream --allowed-lateness`), so a device that sent its backlog an hour late had every reading quarantined as
+    `late`. With an allowance of a day, a reading that comes when the watermark is an hour past its pane is scored,
+    and the run id is the embedded transform's."""
+    rows, _ = _readings(seed=12)
+    times = [pd.Timestamp(r["timestamp"] if isinstance(r, dict) else json.loads(r)["timestamp"]) for r in rows]
+    stamped = [TimestampedValue(row, Timestamp(t.timestamp())) for row, t in zip(rows, times)]
+    backlog = {"entity_id": "pump-01", "channel": "flow", "value": 1.0,
+               "timestamp": (min(times) + pd.Timedelta(seconds=3)).isoformat()}
+    stream = (TestStream().add_elements(stamped)
+              .advance_watermark_to(Timestamp((max(times) + pd.Timedelta(hours=1)).timestamp()))
+              .add_elements([TimestampedValue(backlog, Timestamp(max(times).timestamp()))])
+              .advance_watermark_to_infinity())
+    decade = beam.window.FixedWindows(10 * 365 * 86_400)
+    detect = DetectAnomalies(str(small_model_dir), allowed_lateness_s=86_400)
+    assert detect.run_id.startswith("embedded-")
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        found = p | stream | detect
+        totals = found.counts | "CountsInOne" >> beam.WindowInto(decade) \
+            | beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults() | beam.Map(_totals)
+        assert_that(totals | beam.Map(lambda t: (t["records_in"], t["records_scored"], t.get("records_quarantined"))),
+                    equal_to([(len(rows) + 1, len(rows) + 1, None)]), label="EveryReadingScored")
+
+
 def test_a_model_that_cannot_be_used_is_one_sentence_when_the_pipeline_is_built(tmp_path, small_model_dir):
     with pytest.raises(RunError, match=r"^[^\n]+$"):
         DetectAnomalies(str(tmp_path / "no-model"))
@@ -206,7 +231,9 @@ def test_write_detections_refuses_a_flush_window_that_is_not_positive():
 @pytest.mark.parametrize("arguments, error, message", [
     ({"late_after_s": -1}, ValueError, "late_after_s must be a positive number of seconds, got -1"),
     ({"late_after_s": float("nan")}, ValueError, "late_after_s must be a positive number of seconds, got nan"),
-    ({"alert_cooldown_s": 1e15}, ValueError, "alert_cooldown_s and late_after_s must be at most a century"),
+    ({"alert_cooldown_s": 1e15}, ValueError, "alert_cooldown_s, late_after_s and allowed_lateness_s must be at most a "
+                                             "century"),
+    ({"allowed_lateness_s": -1}, ValueError, "allowed_lateness_s must be zero or a positive number of seconds, got -1"),
     ({"pane_steps": -5}, ValueError, r"pane_steps must be a whole number of steps >= 1 \(or 0 for the default\), "
                                     r"got -5"),
     ({"pane_steps": 2.5}, ValueError, r"pane_steps must be a whole number .*, got 2.5"),

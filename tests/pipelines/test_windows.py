@@ -71,6 +71,23 @@ def test_windows_end_in_their_own_pane_and_every_reading_is_accounted_for():
         assert_that(scored, equal_to([48]), label="scored")  # 49 distinct readings - a@15
 
 
+def test_a_pane_of_a_billion_steps_cuts_the_same_windows_as_a_pane_that_fits():
+    """Found by the bug hunt of embedded transforms: ``DetectAnomalies(pane_steps=10**9)`` (one pane per entity)
+    built each pane's grid over all its steps and stopped on a 30 GiB allocation; the grid now spans the steps
+    with readings, and the windows are those of a pane of 30 steps."""
+    def ends(pane_steps):
+        with TestPipeline() as p:
+            out = (p | beam.Create(_readings())
+                   | WindowReadings(SECOND, length=4, stride=2, max_gap=0, pane_steps=pane_steps, channels=("a", "b"),
+                                    run_id="t"))
+            got = out.windows | beam.Map(lambda wb: (wb.pane, tuple(int(e) // SECOND for e in wb.ends),
+                                                     wb.values.shape, int(wb.readings_scored)))
+            assert_that(got, equal_to([(0, (3, 5, 7, 9, 11, 13, 14, 19, 21, 23, 24), (11, 4, 2), 48)]))
+
+    ends(30)
+    ends(10**9)
+
+
 def test_pane_order_and_repeats_match_the_pandas_definitions():
     """The numpy row order and duplicate mask the cutter uses are pandas' ``sort_values`` (own first, then
     source and line, stable) and ``duplicated(["channel", "timestamp"])``, on frames with ties, repeats, text
