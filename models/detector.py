@@ -666,11 +666,15 @@ class Seq2SeqDetector:
             if len(w) < 20:
                 held_out = holdout is not None and name != "train"
                 source = "held-out readings" if held_out else "training data"
+                shorter = "a shorter window or forecast horizon" if horizon else "a shorter window"
                 advice = (self._sparse_advice(holdout if held_out else frame, fixed_geometry)
-                          or "supply more normal history or a shorter window")
+                          or f"supply more normal history or {shorter}")
+                # a forecasting model's training windows hold the horizon's steps too: say so, or the count of
+                # steps matches no setting the person gave
+                steps = (f"{length + horizon} steps (the window's {length} and the forecast horizon's {horizon})"
+                         if horizon else f"{length} steps")
                 raise InsufficientDataError(
-                    f"the {name} part of the {source} fills only {len(w)} windows of {length + horizon} steps "
-                    f"(need >= 20): {advice}")
+                    f"the {name} part of the {source} fills only {len(w)} windows of {steps} (need >= 20): {advice}")
         return TrainingParts(windows, train_values, scaler_values)
 
     def _sparse_advice(self, frame: pd.DataFrame, fixed_geometry: bool) -> str:

@@ -142,12 +142,14 @@ class TailCalibration:
             return np.where(beyond, sf_at * np.exp(-np.maximum(excess - at, 0.0) / local_scale), sf)
 
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
-        """P(normal score >= s) for each s."""
+        """P(normal score >= s) for each s; 1 for NaN, as ``OnlineTailCalibration`` gives (a NaN had sorted past
+        every stored score and got a small tail probability: no score is no evidence of an anomaly)."""
         s = np.asarray(scores, dtype=np.float64)
         stored = np.asarray(self.sorted_scores)
         empirical = 1.0 - np.searchsorted(stored, s, side="left") / stored.size
         tail = self.tail_fraction * self._relative_sf(s - self.tail_start)
-        return np.clip(np.where(s > self.tail_start, tail, np.maximum(empirical, self.tail_fraction)), 0.0, 1.0)
+        p = np.clip(np.where(s > self.tail_start, tail, np.maximum(empirical, self.tail_fraction)), 0.0, 1.0)
+        return np.where(np.isnan(s), 1.0, p)
 
     def score_at(self, tail_probability: float) -> float:
         """The score whose tail probability is ``tail_probability`` (which must be below the tail fraction)."""

@@ -297,12 +297,12 @@ def _emit(parsed: ParsedMessages, fallback_us: int | None, watermark=None) -> It
     and a batch of readings the watermark has passed (late readings, or a backlog after the watermark followed
     the wall clock) carries it, so that the late gate downstream compares the readings with it (they keep their
     own times; the windowing stage puts them in their panes by those)."""
-    from seqwatch.pipelines.config import STREAM_FUTURE_TOLERANCE_US
+    from seqwatch.pipelines.config import stream_future_bound_us
 
     floor = watermark if watermark is not None and MAX_TIMESTAMP > watermark else MIN_TIMESTAMP
     # A batch of readings from a clock set days ahead is stamped no later than the bound the late gate quarantines
     # them at, so their quarantine records are written when the stream gets there, not days (or decades) on.
-    ceiling = int(time.time() * 1e6) + STREAM_FUTURE_TOLERANCE_US
+    ceiling = stream_future_bound_us()
     anchor = parsed.min_time_us
     if anchor is None:
         anchor = fallback_us if fallback_us is not None else int(time.time() * 1e6)
@@ -320,11 +320,11 @@ def _emit(parsed: ParsedMessages, fallback_us: int | None, watermark=None) -> It
 
 def _max_time_us(parsed: ParsedMessages) -> int | None:
     """The latest event time of the readings of ``parsed``, leaving out readings more than a day ahead of the wall
-    clock (``STREAM_FUTURE_TOLERANCE_US``): one device with its clock set days ahead must not move the reader's
+    clock (``stream_future_bound_us``): one device with its clock set days ahead must not move the reader's
     event time and watermark past every other reading (the late gate quarantines those readings)."""
-    from seqwatch.pipelines.config import STREAM_FUTURE_TOLERANCE_US
+    from seqwatch.pipelines.config import stream_future_bound_us
 
-    bound = int(time.time() * 1e6) + STREAM_FUTURE_TOLERANCE_US
+    bound = stream_future_bound_us()
     latest = None
     for batch, _ in parsed.batches:
         stamps = batch.frame["timestamp"].to_numpy()

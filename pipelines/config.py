@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 
 from seqwatch.schemas.mapping import InputMapping
@@ -12,6 +13,15 @@ DAY_US = 86_400_000_000
 # How far ahead of the wall clock a stream's reading may be when it is processed (the batch pipeline's default
 # future tolerance): the late gate quarantines readings further ahead, and broker readers' event time ignores them.
 STREAM_FUTURE_TOLERANCE_US = DAY_US
+
+
+def stream_future_bound_us(now_us: int | None = None) -> int:
+    """The latest event time a stream's reading may have when it is processed at ``now_us`` (µs; None: the wall
+    clock): the late gate quarantines later readings, broker readers' event time leaves them out and stamps no batch
+    later."""
+    return int(time.time() * 1e6 if now_us is None else now_us) + STREAM_FUTURE_TOLERANCE_US
+
+
 # Event time plus a span of seconds must stay within the int64 µs that Beam's timers and coders hold (a cooldown of
 # 1e15 s had overflowed them, with a traceback); a century is beyond any window, cooldown or lateness meant.
 MAX_SECONDS = 100 * 365.25 * 86400

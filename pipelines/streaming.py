@@ -30,6 +30,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from seqwatch.models.windowing import window_dtype
 from seqwatch.pipelines.config import STREAM_FUTURE_TOLERANCE_US as FUTURE_TOLERANCE_US
+from seqwatch.pipelines.config import stream_future_bound_us
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
@@ -61,7 +62,7 @@ class _LateGate(beam.DoFn):
             # A batch stamped later than its readings carries its reader's watermark (broker_sources._emit): the
             # panes of readings far behind the watermark may be gone already, however new they are to the gate.
             now_us = int(self.now_us() if self.now_us is not None else time.time() * 1e6)
-            ahead = now_us + FUTURE_TOLERANCE_US  # later than this is a clock set wrong (a batch stamped so too)
+            ahead = stream_future_bound_us(now_us)  # later than this is a clock set wrong (a batch stamped so too)
             if MIN_TIMESTAMP < timestamp < MAX_TIMESTAMP and timestamp.micros <= ahead and \
                     (seen is None or timestamp.micros > seen):
                 seen = int(timestamp.micros)

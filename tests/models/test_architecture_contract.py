@@ -80,6 +80,17 @@ def test_too_little_data_is_refused_with_a_sentence(tiny_data):
         Seq2SeqDetector(DetectorConfig(window=WindowConfig(length=8, stride=2))).fit(short, progress=False)
 
 
+def test_too_little_data_for_a_forecasting_model_names_the_horizon_in_the_steps_it_counts(tiny_data):
+    """A forecasting model's training windows hold the window and the horizon: the refusal had counted "windows of
+    12 steps" for a window of 8, a length the person had set nowhere, and advised only a shorter window."""
+    short = tiny_data[tiny_data["timestamp"] < tiny_data["timestamp"].min() + np.timedelta64(600, "s")]
+    config = DetectorConfig(ArchitectureConfig(forecast_horizon=4), WindowConfig(length=8, stride=2))
+    with pytest.raises(InsufficientDataError, match=r"fills only \d+ windows of 12 steps \(the window's 8 and the "
+                                                    r"forecast horizon's 4\) \(need >= 20\): supply more normal "
+                                                    r"history or a shorter window or forecast horizon$"):
+        Seq2SeqDetector(config).fit(short, progress=False)
+
+
 def test_a_channel_sampled_more_seldom_than_gap_filling_bridges_is_named_with_the_max_gap_that_bridges_it(tiny_data):
     """Temperature every minute on 10 s readings of flow: with max_gap 3 no window ever has both channels. The
     refusal names the channel and the max_gap that fills its 5 missing steps; with it the same data train. A

@@ -188,6 +188,13 @@ def test_tail_probability_is_monotone_and_calibrated():
     np.testing.assert_allclose(restored.tail_probability(np.array([3.0])), p[4:])
 
 
+def test_a_missing_score_has_tail_probability_one_as_in_online_calibration():
+    """A NaN sorted past every stored score: it got the tail's smallest probability, the grade of an anomaly."""
+    tail = TailCalibration((1.0, 2.0, 3.0, 4.0), tail_start=3.0, tail_fraction=0.5, shape=0.0, scale=1.0)
+    np.testing.assert_array_equal(tail.tail_probability(np.array([np.nan, 0.0])), [1.0, 1.0])
+    assert tail.tail_probability(np.array([4.0]))[0] == pytest.approx(0.5 * np.exp(-1.0))
+
+
 def test_a_bounded_tail_goes_on_past_the_largest_calibration_score_by_hand():
     """Found by the bug hunt of outputs: a tail fitted with a negative shape ends (shape -0.5, scale 1: at an excess
     of 2), and every score past the end had tail probability 0, so `seqwatch demo --quick` graded 95 of its 97

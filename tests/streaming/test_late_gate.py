@@ -25,16 +25,19 @@ def _batch(entity: str, stamps_us: list, first_line: int) -> ReadingBatch:
                                      np.ones(n), ["stream"] * n, np.arange(first_line, first_line + n))
 
 
-def _gate(stream: TestStream, late_after_s: float = 3600.0):
-    """(entity, line) of the readings the gate passes, and (line, reason code) of those it quarantines."""
+def _streaming() -> PipelineOptions:
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    with TestPipeline(options=options) as p:
-        gated = (p | stream) | QuarantineLateReadings(late_after_s, "run-1", now_us=lambda: NOW_US)
-        passed = gated.on_time | "Passed" >> beam.FlatMap(
-            lambda b: list(zip(b.frame["entity_id"].astype(str), b.frame["line"].astype(int))))
-        held = gated[QUARANTINE] | "Held" >> beam.Map(lambda q: (q.line, q.stage, q.reason_code))
-        yield passed, held
+    return options
+
+
+def _gate(p, stream: TestStream, late_after_s: float = 3600.0):
+    """(entity, line) of the readings the gate passes, and (line, stage, reason code) of those it quarantines."""
+    gated = (p | stream) | QuarantineLateReadings(late_after_s, "run-1", now_us=lambda: NOW_US)
+    passed = gated.on_time | "Passed" >> beam.FlatMap(
+        lambda b: list(zip(b.frame["entity_id"].astype(str), b.frame["line"].astype(int))))
+    held = gated[QUARANTINE] | "Held" >> beam.Map(lambda q: (q.line, q.stage, q.reason_code))
+    return passed, held
 
 
 def test_one_clock_set_days_ahead_is_quarantined_and_leaves_the_others_on_time():
@@ -53,7 +56,8 @@ def test_one_clock_set_days_ahead_is_quarantined_and_leaves_the_others_on_time()
                   .add_elements([TimestampedValue(_batch("pump-02", [t0 + 2 * 10**7, t0 + 3 * 10**7], 4),
                                                   Timestamp(micros=t0 + 2 * 10**7))])
                   .advance_watermark_to_infinity())
-        for passed, held in _gate(stream):
+        with TestPipeline(options=_streaming()) as p:
+            passed, held = _gate(p, stream)
             assert_that(passed, equal_to([("pump-01", 1), ("pump-01", 2), ("pump-02", 4), ("pump-02", 5)]),
                         label="passed")
             assert_that(held, equal_to([(3, "gate", "future_timestamp")]), label="held")
@@ -68,7 +72,8 @@ def test_a_reading_far_behind_the_latest_is_still_late_and_a_clock_just_ahead_is
               .advance_watermark_to(Timestamp(micros=NOW_US))
               .add_elements([TimestampedValue(_batch("pump-02", [NOW_US, ahead - 10**6], 2), Timestamp(micros=NOW_US))])
               .advance_watermark_to_infinity())
-    for passed, held in _gate(stream):
+    with TestPipeline(options=_streaming()) as p:
+        passed, held = _gate(p, stream)
         assert_that(passed, equal_to([("pump-01", 1), ("pump-02", 3)]), label="passed")
         assert_that(held, equal_to([(2, "gate", "late")]), label="held")
 
