@@ -298,6 +298,8 @@ def _tail_problem(tail) -> str | None:
         return "tail sorted_scores must be a list of finite numbers"
     if any(b < a for a, b in zip(scores, scores[1:])):
         return "tail sorted_scores must be in ascending order"
+    if len(scores) < 20:  # what a tail fit needs: an online calibration starts from these (it had raised mid-run)
+        return f"tail sorted_scores holds {len(scores)} scores, fewer than the 20 a tail fit needs"
     for name in ("tail_start", "shape", "scale"):
         if not _is_number(tail.get(name)):
             return f"tail {name} is {_shown(tail.get(name))}, not a finite number"

@@ -213,6 +213,11 @@ class OnlineTailCalibration:
     are the two halves of ``process`` for callers that interleave them. A NaN score (a step without a score)
     gets probability 1, counts as a step of the refit period and never enters the history.
 
+    A history whose top scores tie (a signal that stands still: a pump switched off reports the same readings, so
+    its windows score the same) may hold too few scores above its tail's start to put a threshold at a risk
+    (``process_at_risk``): its blocks are then judged by the seed's fit, the calibration ``start`` began with, until
+    the history has a tail again (``score_at`` had raised, and the whole run with it).
+
     The state is the scores kept and the steps since the last refit (``to_dict``/``from_dict``), so it can live
     in a streaming pipeline's per-entity state.
     """
@@ -230,6 +235,7 @@ class OnlineTailCalibration:
         self._scores = np.zeros(0)
         self._since_refit = 0
         self._calibration: TailCalibration | None = None
+        self._seed: TailCalibration | None = None  # the fit of start()'s scores
 
     @property
     def scores(self) -> np.ndarray:
@@ -249,17 +255,21 @@ class OnlineTailCalibration:
         """Forget everything and fit on normal ``scores`` (>= 20, finite; the latest ``history`` are kept)."""
         scores = _check_scores(scores, 20)[-self.history:]
         self._scores, self._since_refit, self._calibration = scores, 0, None
-        _ = self.calibration
+        self._seed = self.calibration
         return self
 
     def tail_probability(self, scores: np.ndarray) -> np.ndarray:
         """P(score >= s) under the current fit for each s (1 for NaN); changes nothing."""
-        s = np.asarray(scores, dtype=np.float64)
-        p = np.ones(s.shape)
-        finite = np.isfinite(s)
-        if finite.any():
-            p[finite] = self.calibration.tail_probability(s[finite])
-        return p
+        return _tail_probability(self.calibration, scores)
+
+    def _judging(self, risk: float | None) -> TailCalibration:
+        """The fit that judges the next block: the current one, or the seed's when the current one has no tail
+        beyond ``risk`` (see the class docstring) and the seed's has."""
+        fit = self.calibration
+        if risk is not None and not risk < fit.tail_fraction and self._seed is not None and \
+                risk < self._seed.tail_fraction:
+            return self._seed
+        return fit
 
     def update(self, scores: np.ndarray) -> "OnlineTailCalibration":
         """Add ``scores`` (in time order) to the history; a refit is due after each ``refit_every`` steps."""
@@ -291,9 +301,10 @@ class OnlineTailCalibration:
         start = 0
         while start < s.size:
             stop = min(s.size, start + self.refit_every - self._since_refit)
-            p[start:stop] = self.tail_probability(s[start:stop])
-            if at_risk is not None:
-                at_risk[start:stop] = self.calibration.score_at(risk)
+            fit = self._judging(risk)
+            p[start:stop] = _tail_probability(fit, s[start:stop])
+            if at_risk is not None:  # a fit without a tail beyond the risk (a seed too): above its tied top is rare
+                at_risk[start:stop] = fit.score_at(risk) if risk < fit.tail_fraction else fit.tail_start
             self.update(s[start:stop])
             start = stop
         return p, at_risk
@@ -301,7 +312,8 @@ class OnlineTailCalibration:
     def to_dict(self) -> dict:
         return {"history": self.history, "refit_every": self.refit_every, "initial_quantile": self.initial_quantile,
                 "scores": self._scores.tolist(), "since_refit": self._since_refit,
-                "calibration": self._calibration.to_dict() if self._calibration is not None else None}
+                "calibration": self._calibration.to_dict() if self._calibration is not None else None,
+                "seed": self._seed.to_dict() if self._seed is not None else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> "OnlineTailCalibration":
@@ -311,7 +323,19 @@ class OnlineTailCalibration:
         online._since_refit = int(data["since_refit"])
         if data.get("calibration") is not None:
             online._calibration = TailCalibration.from_dict(data["calibration"])
+        if data.get("seed") is not None:  # a state written before the seed was kept has none
+            online._seed = TailCalibration.from_dict(data["seed"])
         return online
+
+
+def _tail_probability(fit: TailCalibration, scores: np.ndarray) -> np.ndarray:
+    """``fit``'s tail probability of each score; 1 for a NaN or infinite one (a step without a score)."""
+    s = np.asarray(scores, dtype=np.float64)
+    p = np.ones(s.shape)
+    finite = np.isfinite(s)
+    if finite.any():
+        p[finite] = fit.tail_probability(s[finite])
+    return p
 
 
 def severity_of(tail_probability: np.ndarray, is_anomaly: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ can get wrong before starting (inputs, model, columns), runs the pipeline into a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -27,12 +28,13 @@ from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
-from seqwatch.pipelines.sinks import prepare_output_folder
+from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, decimal_comma_clash, expand_inputs, read_header
 from seqwatch.schemas.mapping import renaming_hint
 from seqwatch.schemas.validation import load_suite_dict
 
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
+MANIFEST_FILE = "manifest.json"
 EMPTY_SINK_FILE = "empty.parquet"  # what a sink folder holds when a run wrote nothing to it: no row, its schema
 
 
@@ -161,13 +163,19 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     pane_steps += (-pane_steps) % stride
     run_id, input_digests = config.run_id, ()
     if not run_id:
-        digest = hashlib.sha256(json.dumps(config.settings(), sort_keys=True).encode())
+        # the files and the model, not how they were spelled: a cron line's relative paths and a rerun by hand
+        # with absolute ones had given two run ids (and a notice that the run replaced its own inputs' outputs)
+        settings = {**config.settings(), "inputs": [_canonical_path(path) for path in config.inputs],
+                    "model_dir": _canonical_path(config.model_dir)}
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
         # and what the model's metadata hold now: a threshold edited by hand keeps the version, not the outputs
         digest.update(_sha256_file(str(Path(config.model_dir) / METADATA_FILE)).encode())
+        # and the suite's rules, not only its name or path: an edited suite file quarantines other readings
+        digest.update(json.dumps(suite, sort_keys=True, default=str).encode())
         input_digests = tuple((path, _sha256_file(path)) for path in paths)
         for path, file_digest in input_digests:
-            digest.update(path.encode() + file_digest.encode())
+            digest.update(_canonical_path(path).encode() + file_digest.encode())
         run_id = "run-" + digest.hexdigest()[:12]
     now_us = now_us if now_us is not None else int(time.time() * 1e6)
     staging = FileSystems.join(config.output, f"_staging-{run_id}")
@@ -188,9 +196,48 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
     return build_scoring_graph(SourceOutputs(read.readings, read.quarantine, read.counts), plan, plan.staging)
 
 
-def _delete(path: str) -> None:
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+_delete = delete_path
+
+
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM that came while a run moved its outputs into place: the run finished that move and
+    wrote its manifest first, so the output holds this run's outputs, whole."""
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Hold back SIGINT and SIGTERM until the block is done: moving the outputs into place and writing their
+    manifest is short, and an interrupt inside it had left the new outputs beside the old manifest (or a half-
+    deleted ``_previous-*`` folder that refused every later run). A signal held back is then delivered as it would
+    have been: a Python handler's ``KeyboardInterrupt`` (Ctrl-C, the CLI's SIGTERM) as ``InterruptedAfterCommit``;
+    a default SIGTERM ends the process. Outside the main thread signals cannot be held, and are not."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in previous.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(signum, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+    if held:
+        handler = previous[held[0]]
+        if callable(handler):
+            try:
+                handler(held[0], None)
+            except KeyboardInterrupt:
+                raise InterruptedAfterCommit() from None
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), held[0])
 
 
 def _check_sinks_replaceable(output: str) -> None:
@@ -205,37 +252,49 @@ def _check_sinks_replaceable(output: str) -> None:
                            f"not write through the link; give --output on the disk the link leads to instead")
 
 
-def _commit(output: str, staging: str, aside: str) -> None:
-    """Move the staged sinks into place: first the previous run's sinks aside (into ``aside``), then the new ones
-    in, then the previous ones away; on a failure, an interrupt (Ctrl-C, SIGTERM) included, the previous sinks are
-    put back, so that the output holds one run's sinks, not a mix, and an error is one sentence. Where they cannot
-    be put back they stay in ``aside``, which a later run refuses to start beside (``_check_nothing_set_aside``)."""
+def _fill_empty_sinks(staging: str) -> None:
+    """A staged sink that received no row gets a file of none: a quiet night's alerts/ holds one, so that a query
+    of it still has columns."""
     from seqwatch.pipelines.sinks import write_parquet
     from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA
 
     schemas = {"alerts": ALERT_SCHEMA, "forecasts": FORECAST_SCHEMA, "scores": SCORE_SCHEMA,
                "quarantine": QUARANTINE_SCHEMA}
-    for sink in SINKS:  # a quiet night's alerts/ holds a file of no row, so that a query of it still has columns
+    for sink in SINKS:
         staged = FileSystems.join(staging, sink)
         if not FileSystems.exists(staged):
             write_parquet(FileSystems.join(staged, EMPTY_SINK_FILE), schemas[sink].empty_table())
+
+
+def _commit(output: str, staging: str, aside: str) -> None:
+    """Move the staged sinks and manifest into place: first the previous run's aside (into ``aside``), then the
+    new ones in, then the previous ones away; on a failure the new ones are taken out again and the previous ones
+    put back, so that the output holds one run's sinks and their manifest, not a mix, and an error is one
+    sentence. Where they cannot be put back they stay in ``aside``, which a later run refuses to start beside
+    (``_check_nothing_set_aside``). The caller holds interrupts back meanwhile (``_interrupts_held``)."""
+    names = list(SINKS) + [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
+    # (the manifest last: it says whose the sinks are)
     set_aside: list[tuple[str, str]] = []
+    moved_in: list[str] = []
     try:
-        for sink in SINKS:
-            final = FileSystems.join(output, sink)
+        for name in names:
+            final = FileSystems.join(output, name)
             if FileSystems.exists(final):
                 if not set_aside:
                     FileSystems.mkdirs(aside)
-                previous = FileSystems.join(aside, sink)
+                previous = FileSystems.join(aside, name)
                 FileSystems.rename([final], [previous])
                 set_aside.append((final, previous))
-        for sink in SINKS:
-            FileSystems.rename([FileSystems.join(staging, sink)], [FileSystems.join(output, sink)])
-    except BaseException as exc:  # an OSError (Beam's BeamIOError is one), or an interrupt between two moves
+        for name in names:
+            final = FileSystems.join(output, name)
+            FileSystems.rename([FileSystems.join(staging, name)], [final])
+            moved_in.append(final)
+    except BaseException as exc:  # an OSError (Beam's BeamIOError is one), or an interrupt not held back
         reason = str(exc).split(" [while", 1)[0].splitlines()[0] if isinstance(exc, OSError) else "interrupted"
         try:
-            for final, previous in set_aside:
+            for final in moved_in:  # a sink of no previous version too (it had stayed: a partial commit)
                 _delete(final)
+            for final, previous in set_aside:
                 FileSystems.rename([previous], [final])
             _delete(aside)
         except OSError:
@@ -249,13 +308,40 @@ def _commit(output: str, staging: str, aside: str) -> None:
 
 
 def _check_nothing_set_aside(output: str) -> None:
-    """Refuse to run beside a previous run's outputs that a failed commit could not put back."""
+    """Refuse to run beside a previous run's outputs that a failed commit could not put back. A ``_previous-<run
+    id>`` folder that holds nothing (a run killed before it set anything aside), or whose run's commit finished
+    (the output's manifest is that run's and every sink is there: killed while it deleted the folder), is
+    deleted instead."""
     if "://" in output or not Path(output).is_dir():
         return
-    left = sorted(p.name for p in Path(output).glob("_previous-*") if p.is_dir())
+    left = []
+    for folder in sorted(p for p in Path(output).glob("_previous-*") if p.is_dir()):
+        if any(folder.iterdir()) and not _commit_finished(output, folder.name[len("_previous-"):]):
+            left.append(folder.name)
+        else:
+            _delete(str(folder))
     if left:
         raise RunError(f"{Path(output) / left[0]} holds a previous run's outputs that a failed commit could not put "
                        f"back; move them back into {output} (or delete them) before the next run")
+
+
+def _commit_finished(output: str, run_id: str) -> bool:
+    """Whether ``output`` holds the whole commit of the run ``run_id``: its manifest and every sink."""
+    try:
+        manifest = read_json(str(Path(output) / MANIFEST_FILE))
+    except (OSError, ValueError):
+        return False
+    return manifest.get("run_id") == run_id and all((Path(output) / sink).is_dir() for sink in SINKS)
+
+
+def _remove_stale_staging(output: str, run_id: str) -> None:
+    """Delete the staging folders of other runs killed before they finished (a run deletes its own when it
+    starts): under the output lock no other run is writing into ``output``."""
+    if "://" in output or not Path(output).is_dir():
+        return
+    for folder in Path(output).glob("_staging-*"):
+        if folder.is_dir() and folder.name != f"_staging-{run_id}":
+            _delete(str(folder))
 
 
 def _files_under(path: str) -> list[str]:
@@ -338,8 +424,10 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
 def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float) -> dict:
     """``run_batch`` once the output folder is this run's alone."""
     config = plan.config
-    _check_sinks_replaceable(config.output)
-    _check_nothing_set_aside(config.output)
+    output = config.output
+    _check_sinks_replaceable(output)
+    _check_nothing_set_aside(output)
+    _remove_stale_staging(output, plan.run_id)
     _delete(plan.staging)
     options, workers = _options(list(beam_args or []), config, plan.paths)
     try:
@@ -355,11 +443,38 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float) -> d
         if accounted != records_in:
             raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
-        output = config.output
-        replaced = _previous_run(output, plan.run_id, list(plan.paths))
-        _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
+        _fill_empty_sinks(plan.staging)
+        manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
+                             _previous_run(output, plan.run_id, list(plan.paths)))
+        write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
+        with _interrupts_held():
+            _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
+    except (OSError, RuntimeError) as exc:
+        reason = _write_failure(exc)
+        if reason is None:
+            raise
+        raise RunError(f"could not write the outputs under {output} ({reason}); nothing was committed") from None
     finally:
         _delete(plan.staging)
+    return manifest
+
+
+def _write_failure(exc: BaseException) -> str | None:
+    """The operating system's reason (``[Errno 28] No space left on device``) when ``exc`` is a failure to write,
+    raised here or inside a step (Beam re-raises it as a RuntimeError naming the OSError); None otherwise."""
+    import re
+
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    found = re.search(r"(?:OSError|IOError|PermissionError|FileNotFoundError): \[Errno (\d+)\] ([^:'\n\[\]]+)",
+                      str(exc))
+    return f"[Errno {found.group(1)}] {found.group(2).strip()}" if found else None
+
+
+def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_times: dict,
+              replaced: dict | None) -> dict:
+    """What ``<output>/manifest.json`` says of a run whose outputs are staged."""
+    config = plan.config
     manifest = {
         "run_id": plan.run_id,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -379,13 +494,20 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float) -> d
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),
         "stages": {k: v for k, v in sorted({"alerts": 0, **counts}.items())},  # no alert is a count of 0
-        "stage_seconds": stage_seconds(result),
-        "outputs": {sink: _files_under(str(Path(output) / sink)) for sink in SINKS},
+        "stage_seconds": stage_times,
+        # the files as they will lie under the output (each staged sink moves there whole)
+        "outputs": {sink: _files_under(str(Path(plan.staging) / sink)) for sink in SINKS},
     }
     if replaced:
         manifest["replaced_run"] = replaced
-    write_json(manifest, FileSystems.join(output, "manifest.json"))
     return manifest
+
+
+def _canonical_path(path: str) -> str:
+    """A local path as the absolute path it names (links resolved); another file system's as given."""
+    import os
+
+    return path if "://" in path else os.path.realpath(path)
 
 
 def _previous_run(output: str, run_id: str, inputs: list) -> dict | None:
@@ -398,6 +520,6 @@ def _previous_run(output: str, run_id: str, inputs: list) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(previous, dict) or previous.get("run_id") is None \
-            or sorted(previous.get("inputs") or []) == sorted(inputs):
+            or sorted(map(_canonical_path, previous.get("inputs") or [])) == sorted(map(_canonical_path, inputs)):
         return None  # a rerun of the same inputs (with the same run id or other settings) replaces nothing new
     return {"run_id": previous["run_id"], "inputs": list(previous.get("inputs") or [])}

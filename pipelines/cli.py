@@ -1243,8 +1243,13 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     except (KeyboardInterrupt, RuntimeError) as exc:
         if not _interrupted(exc):
             raise
+        from seqwatch.pipelines.batch import InterruptedAfterCommit
+
         kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
                 "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
+        if isinstance(exc, InterruptedAfterCommit):  # it came while the outputs were moved into place
+            kept = (f"; it came as the run moved its outputs into place, which it finished first: "
+                    f"{getattr(args, 'output', '')} holds this run's outputs and manifest, whole")
         how = "SIGTERM" if _CtrlC.terminated else "an interrupt (Ctrl-C)"
         print(f"seqwatch {args.command}: stopped by {how}{kept}", file=sys.stderr)
         # The runner's worker threads are not daemons and go on replaying or reading after the interrupt: a

@@ -72,6 +72,23 @@ def safe_name(text: str) -> str:
     return clean
 
 
+def delete_path(path: str) -> None:
+    """Delete the file or folder (with what it holds) named ``path``, if there is one. A local path is deleted by
+    its name: Beam's ``FileSystems.delete`` matches its argument as a glob, so an output named ``results [prod]``
+    matched nothing (the run was refused, and its probe file left behind), and one with ``*`` in its name would
+    have matched other folders."""
+    if "://" in path:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        return
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
 def prepare_output_folder(output: str) -> None:
     """Create ``output`` where missing and write and delete a probe file in it, before a pipeline starts: a
     file in its place or a folder without write permission raises ``OSError`` here, with one sentence, rather
@@ -82,7 +99,7 @@ def prepare_output_folder(output: str) -> None:
             FileSystems.mkdirs(output)
         with FileSystems.create(probe) as f:
             f.write(b"")
-        FileSystems.delete([probe])
+        delete_path(probe)
     except OSError as exc:  # Beam's BeamIOError is an OSError too
         reason = file_in_the_way(output) or getattr(exc, "strerror", None) or str(exc).split(" [while", 1)[0]
         raise OSError(f"cannot write the outputs under --output {output}: {reason}") from None
@@ -153,8 +170,7 @@ def write_parquet(path: str, table: pa.Table) -> None:
             _write_decoded(table, f)
         else:
             pq.write_table(table, f, compression="zstd")
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+    delete_path(path)
     FileSystems.rename([partial], [path])
 
 

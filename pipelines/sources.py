@@ -740,7 +740,8 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     Hadoop and Beam's own writers leave beside their data), those inside an ``exclude`` folder (a run's
     output folder, when it lies inside an input folder, also through a link) and those of an earlier run's
     output folders (``_seqwatch_outputs``: yesterday's ``out-day1`` inside today's input folder), and
-    documentation beside the data (``README.txt``, ``LICENSE.txt``). A glob or a file path keeps all it names.
+    documentation beside the data (``README.txt``, ``LICENSE.txt``). A glob keeps all it names but the files inside
+    an ``exclude`` folder; a file path keeps what it names.
     A local file
     named twice (``a.csv`` and ``./a.csv``, or a path through a link) is read once, under the first of its names
     in sorted order."""
@@ -758,6 +759,14 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
                                         f"folder (--output, or an earlier run's), which is not read as input")
             if not matched and "://" not in pattern and os.path.isdir(pattern):
                 raise FileNotFoundError(f"no CSV or Parquet file is in the folder {pattern!r}")
+        elif matched and exclude and re.search(r"[*?\[]", pattern):
+            # a glob over the run's own --output too ('land/**/*.parquet' with --output land/scored): its rerun
+            # had read its outputs as input, and failed on their columns
+            kept = [path for path in matched if not any(_inside(path, out) for out in exclude)]
+            if not kept:
+                raise FileNotFoundError(f"every file {pattern!r} matches lies inside --output {exclude[0]}, whose "
+                                        f"files are not read as input")
+            matched = kept
         broken = _dangling_links(pattern, folder=folder, exclude=outputs)
         if broken:
             link, target = broken[0]

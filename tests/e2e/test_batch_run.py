@@ -860,3 +860,45 @@ def test_a_hand_edited_model_gives_another_run_id(small_model_dir, tmp_path):
     metadata["threshold"] = 50.0
     (model / "metadata.json").write_text(json.dumps(metadata))
     assert before == again != plan_run(config).run_id
+
+
+def test_an_edited_suite_file_gives_another_run_id(small_model_dir, tmp_path):
+    """Found by the bug hunt of suites: a suite file edited from max 52 to max 1000 quarantined 463 readings, then
+    none, under one run id (the run id took the suite's path only), so the second run's files claimed to be the
+    first's; the run id now takes the suite's rules."""
+    from seqwatch.pipelines.batch import plan_run
+    from seqwatch.schemas.validation import load_suite_dict
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
+    path = tmp_path / "in" / "pump-01.csv"
+    path.parent.mkdir()
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    readings.to_csv(path, index=False)
+    suite_file = tmp_path / "my_suite.json"
+    suite = load_suite_dict("sensor")
+    suite_file.write_text(json.dumps(suite))
+    config = RunConfig(inputs=(str(path),), output=str(tmp_path / "out"), model_dir=str(small_model_dir),
+                       suite=str(suite_file))
+    before, again = plan_run(config).run_id, plan_run(config).run_id
+    suite["expectations"] = suite["expectations"][1:]
+    suite_file.write_text(json.dumps(suite))
+    assert before == again != plan_run(config).run_id
+
+
+def test_the_same_files_spelled_another_way_give_the_same_run_id(small_model_dir, tmp_path, monkeypatch):
+    """Found by the bug hunt of outputs and reruns: a cron line's relative paths and a rerun by hand with absolute
+    ones gave two run ids, so every row's run_id changed and the rerun said it replaced another run's outputs."""
+    from seqwatch.pipelines.batch import _previous_run, plan_run
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
+    (tmp_path / "in").mkdir()
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    readings.to_csv(tmp_path / "in" / "pump-01.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    relative = RunConfig(inputs=("in/pump-01.csv",), output="out", model_dir=str(small_model_dir))
+    absolute = RunConfig(inputs=(str(tmp_path / "in" / "pump-01.csv"),), output=str(tmp_path / "out"),
+                         model_dir=str(small_model_dir))
+    assert plan_run(relative).run_id == plan_run(absolute).run_id
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps({"run_id": "x", "inputs": ["in/pump-01.csv"]}))
+    assert _previous_run("out", "x", [str(tmp_path / "in" / "pump-01.csv")]) is None

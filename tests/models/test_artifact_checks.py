@@ -55,6 +55,9 @@ def headless_model_dir(small_model_dir, tmp_path_factory):
     (lambda m: m.pop("tail"), "it lacks 'tail'"),
     (_set("tail", "scale", value=0), "tail scale is 0, not > 0"),
     (_set("tail", "sorted_scores", value=[]), "tail sorted_scores must be a list of finite numbers"),
+    # found by the bug hunt of suites and calibration: accepted, then --online-calibration raised mid-run
+    (_set("tail", "sorted_scores", value=list(range(19))), "tail sorted_scores holds 19 scores, fewer than the 20 a "
+                                                           "tail fit needs"),
     (_set("config", "window", "stride", value=99), "stride must be in [1, length=16], got 99"),
     (_set("config", "window", "stride", value=0), "stride must be in [1, length=16], got 0"),
     (_set("step_us", value=0), "step_us (the sampling interval in µs) must be a whole number > 0, got 0"),

@@ -105,3 +105,34 @@ def test_process_at_risk_gives_the_threshold_of_the_fit_that_judged_each_step():
     np.testing.assert_array_equal(threshold, expected)
     assert len(set(expected)) == 3
     np.testing.assert_array_equal(at_risk.scores, plain.scores)  # and the same history afterwards
+
+
+def test_a_history_whose_top_scores_tie_is_judged_by_the_seeds_fit():
+    """Found by the bug hunt of suites and calibration: a pump switched off reports the same readings, its windows
+    score the same, and once those tie for the top 5% of its history the refit has no score above its tail start
+    (tail fraction 0), so ``score_at(risk)`` raised and the whole run with it. Such blocks are now judged by the
+    seed's fit, thresholds and tail probabilities alike, and the history takes them in as before."""
+    rng = np.random.default_rng(3)
+    seed = rng.gamma(2.0, 1.0, 300)
+    online = OnlineTailCalibration(history=300, refit_every=50).start(seed)
+    seed_fit = online.calibration
+    online.process_at_risk(np.full(300, 0.7), 1e-3)  # raised once the idle scores filled the top 5%
+    assert online.calibration.tail_fraction == 0.0  # the history is the idle scores alone: no tail
+    idle = np.full(100, 0.7)
+    p, threshold = online.process_at_risk(idle, 1e-3)
+    np.testing.assert_array_equal(threshold, [seed_fit.score_at(1e-3)] * 100)
+    np.testing.assert_array_equal(p, seed_fit.tail_probability(idle))
+    restored = OnlineTailCalibration.from_dict(online.to_dict())  # the seed's fit is part of the state
+    rise = np.array([0.8, 50.0])
+    np.testing.assert_array_equal(restored.process_at_risk(rise, 1e-3)[1], [seed_fit.score_at(1e-3)] * 2)
+    np.testing.assert_array_equal(restored.process_at_risk(rise, 1e-3)[0], seed_fit.tail_probability(rise))
+
+
+def test_without_a_seed_with_a_tail_a_tied_history_puts_the_threshold_at_its_top():
+    """The last resort, for a state written before the seed's fit was kept: any score above the tied top is
+    rarer than the risk under the history's own fit (the share above it is 0)."""
+    online = OnlineTailCalibration(history=100, refit_every=10).start(np.full(100, 2.0))
+    assert online.calibration.tail_fraction == 0.0
+    p, threshold = online.process_at_risk(np.array([2.0, 2.5]), 1e-3)
+    np.testing.assert_array_equal(threshold, [2.0, 2.0])
+    assert p[0] == 1.0 and p[1] == 0.0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
@@ -85,6 +86,7 @@ def test_a_sink_the_run_wrote_nothing_to_holds_a_file_of_no_row_with_its_schema(
     for sink in ("scores", "quarantine"):
         (staging / sink).mkdir(parents=True)
         (staging / sink / "new.parquet").write_text("new")
+    batch._fill_empty_sinks(str(staging))
     _commit(str(out), str(staging), str(out / "_previous-new"))
     assert _held(out)["alerts"] == ["empty.parquet"] and _held(out)["forecasts"] == ["empty.parquet"]
     alerts = ds.dataset(out / "alerts", format="parquet").to_table(columns=["alert_id", "entity_id"])
@@ -132,6 +134,185 @@ def _rename_fails_after_one_new_sink(monkeypatch, error: BaseException) -> None:
         return rename(sources, destinations)
 
     monkeypatch.setattr(FileSystems, "rename", failing)
+
+
+def test_a_first_commit_that_fails_halfway_takes_out_what_it_moved_in(tmp_path, monkeypatch):
+    """Found by the bug hunt of outputs and reruns: into a fresh --output, a commit that failed on its third sink
+    left the new run's alerts and forecasts there (no scores, no manifest), and said the previous outputs were
+    put back."""
+    out, staging = tmp_path / "out", tmp_path / "out" / "_staging-new"
+    _sinks(staging, "new")
+    rename, calls = FileSystems.rename, []
+
+    def failing(sources, destinations):
+        calls.append(sources)
+        if len(calls) == 3:
+            raise OSError("Rename operation failed (No space left on device)")
+        return rename(sources, destinations)
+
+    monkeypatch.setattr(FileSystems, "rename", failing)
+    with pytest.raises(RunError, match="the previous run's outputs were put back"):
+        _commit(str(out), str(staging), str(out / "_previous-new"))
+    assert _held(out) == {} and not (out / "_previous-new").exists()
+
+
+def test_the_manifest_moves_in_with_the_sinks_and_back_out_with_them(tmp_path, monkeypatch):
+    """The manifest had been written after the commit, so an interrupt or a failure between the two left the new
+    run's sinks under the old run's manifest; it is now staged and moved in last, and put back on a failure."""
+    out, staging = tmp_path / "out", tmp_path / "out" / "_staging-new"
+    _sinks(out, "old")
+    _sinks(staging, "new")
+    (out / "manifest.json").write_text('{"run_id": "old"}')
+    (staging / "manifest.json").write_text('{"run_id": "new"}')
+    rename, calls = FileSystems.rename, []
+
+    def failing(sources, destinations):  # the new manifest's move, the last of ten, fails
+        calls.append(sources)
+        if len(calls) == 2 * (len(batch.SINKS) + 1):
+            raise OSError("Rename operation failed (Input/output error)")
+        return rename(sources, destinations)
+
+    monkeypatch.setattr(FileSystems, "rename", failing)
+    with pytest.raises(RunError, match="the previous run's outputs were put back"):
+        _commit(str(out), str(staging), str(out / "_previous-new"))
+    assert _held(out) == {sink: ["old.parquet"] for sink in batch.SINKS}
+    assert json.loads((out / "manifest.json").read_text()) == {"run_id": "old"}
+    monkeypatch.setattr(FileSystems, "rename", rename)
+    _sinks(staging, "new")  # the rolled-back commit deleted what it had moved in (the run deletes its staging)
+    (staging / "manifest.json").write_text('{"run_id": "new"}')
+    _commit(str(out), str(staging), str(out / "_previous-new"))
+    assert _held(out) == {sink: ["new.parquet"] for sink in batch.SINKS}
+    assert json.loads((out / "manifest.json").read_text()) == {"run_id": "new"}
+
+
+def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_dir, tmp_path, monkeypatch):
+    """Found by the bug hunt of outputs and reruns: a SIGTERM 2.5 s into a run landed after the new sinks were moved
+    in and before the manifest was written: the output held the new run's files under the old run's manifest, and
+    the CLI said nothing was committed. The signal now waits until the sinks and the manifest are in place, and
+    then ends the run as ``InterruptedAfterCommit``, which the CLI reports as a finished commit."""
+    from seqwatch.models.synthetic import generate_sensor_data
+    from seqwatch.pipelines.batch import InterruptedAfterCommit, run_batch
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=300, seed=3)
+    path = tmp_path / "pump.csv"
+    readings.to_csv(path, index=False)
+    out = tmp_path / "out"
+    first = run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                                run_id="old"), ["--runner=DirectRunner"])
+    commit = batch._commit
+
+    def signalled_mid_commit(output, staging, aside):
+        rename = FileSystems.rename
+
+        def rename_then_signal(sources, destinations):
+            rename(sources, destinations)
+            if destinations[0].endswith("/alerts") and "_previous" not in destinations[0]:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler stops the task, with the first sink moved in
+
+        monkeypatch.setattr(FileSystems, "rename", rename_then_signal)
+        try:
+            commit(output, staging, aside)
+        finally:
+            monkeypatch.setattr(FileSystems, "rename", rename)
+
+    def as_the_cli(signum, frame):  # the CLI's SIGTERM handler ends a run as a Ctrl-C does
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "_commit", signalled_mid_commit)
+    previous = signal.signal(signal.SIGTERM, as_the_cli)
+    try:
+        with pytest.raises(InterruptedAfterCommit):
+            run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                                run_id="new"), ["--runner=DirectRunner"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run_id"] == "new" != first["run_id"]
+    for sink in batch.SINKS:
+        files = sorted(str(p.relative_to(out)) for p in (out / sink).rglob("*.parquet"))
+        assert files == manifest["outputs"][sink]
+    assert set(pq.read_table(out / "scores").column("run_id").to_pylist()) == {"new"}
+    assert not list(out.glob("_previous-*")) and not list(out.glob("_staging-*"))
+
+
+def test_the_cli_says_a_signal_during_the_commit_came_after_it(tmp_path, monkeypatch, capsys):
+    from seqwatch.pipelines import cli
+    from seqwatch.pipelines.batch import InterruptedAfterCommit
+
+    def interrupted(args, beam_args):
+        raise InterruptedAfterCommit()
+
+    monkeypatch.setattr(cli, "cmd_run", interrupted)
+    monkeypatch.setattr(cli.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["run", "--input", "x.csv", "--model-dir", "m", "--output", str(tmp_path / "out")])
+    assert ended.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"seqwatch run: stopped by an interrupt (Ctrl-C); it came as the run moved its outputs into place, which it "
+        f"finished first: {tmp_path / 'out'} holds this run's outputs and manifest, whole")
+
+
+def test_a_write_failure_is_named_by_the_operating_systems_reason():
+    """A full disk had ended a run with 121 lines of Beam tracebacks (exit 1)."""
+    from seqwatch.pipelines.batch import _write_failure
+
+    inside_a_step = RuntimeError("OSError: [Errno 28] No space left on device: '/out/_staging-x/scores/a.parquet' "
+                                 "[while running 'WriteOutputs/WriteParquet']")
+    assert _write_failure(inside_a_step) == "[Errno 28] No space left on device"
+    assert _write_failure(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
+    assert _write_failure(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Write']")) == \
+        "[Errno 28] No space left on device"
+    assert _write_failure(RuntimeError("KeyboardInterrupt [while running 'Score']")) is None
+    assert _write_failure(ValueError("x")) is None
+
+
+def test_a_folder_set_aside_by_a_commit_that_finished_or_never_began_is_cleared(tmp_path):
+    """Found by the bug hunt of outputs and reruns: a run killed between creating ``_previous-<id>`` and its first
+    move, or while it deleted that folder after a finished commit, left a folder that refused every later run."""
+    from seqwatch.pipelines.batch import _check_nothing_set_aside
+
+    (tmp_path / "_previous-run-1").mkdir()  # nothing in it
+    _check_nothing_set_aside(str(tmp_path))
+    assert not (tmp_path / "_previous-run-1").exists()
+    _sinks(tmp_path, "run-2")
+    (tmp_path / "manifest.json").write_text('{"run_id": "run-2"}')
+    (tmp_path / "_previous-run-2" / "scores").mkdir(parents=True)  # run-2's commit finished: its leftovers
+    _check_nothing_set_aside(str(tmp_path))
+    assert not (tmp_path / "_previous-run-2").exists()
+    (tmp_path / "_previous-run-3" / "scores").mkdir(parents=True)  # run-3's did not: the outputs are run-2's
+    with pytest.raises(RunError, match="_previous-run-3 holds a previous run's outputs"):
+        _check_nothing_set_aside(str(tmp_path))
+
+
+def test_staging_left_by_a_killed_run_of_another_id_is_removed(tmp_path):
+    """A killed run's ``_staging-<id>`` (complete-looking Parquet) had stayed for good once the inputs changed: only
+    the next run of that id removed it. Under the output lock no other run writes there."""
+    from seqwatch.pipelines.batch import _remove_stale_staging
+
+    (tmp_path / "_staging-run-old" / "scores").mkdir(parents=True)
+    (tmp_path / "_staging-run-new").mkdir()
+    (tmp_path / "scores").mkdir()
+    _remove_stale_staging(str(tmp_path), "run-new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_staging-run-new", "scores"]
+
+
+def test_an_output_whose_name_holds_glob_characters_is_written_and_probed_by_its_name(tmp_path):
+    """Found by the bug hunt of outputs and reruns: ``--output 'results [prod]'`` was refused ("No files found to
+    delete"), its probe file left behind: Beam's delete matches its argument as a glob. A sibling that such a glob
+    would match is left alone."""
+    from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
+
+    out = tmp_path / "results [prod]"
+    (tmp_path / "resultsp").mkdir()  # what the glob 'results [prod]' would not match, but 'results*' would
+    prepare_output_folder(str(out))
+    assert out.is_dir() and list(out.iterdir()) == []
+    (out / "_staging-x" / "scores").mkdir(parents=True)
+    delete_path(str(out / "_staging-x"))
+    delete_path(str(out / "_staging-x"))  # gone already: nothing to do
+    star = tmp_path / "out*"
+    star.mkdir()
+    delete_path(str(star))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results [prod]", "resultsp"]
 
 
 def test_a_run_refuses_to_start_beside_outputs_a_failed_commit_could_not_put_back(tmp_path):
@@ -222,3 +403,19 @@ def test_sigterm_ends_a_batch_run_as_ctrl_c_does(small_model_dir, tmp_path, sigi
     assert not list(out.glob("_staging-*"))
     assert sorted(p.name for p in out.iterdir()) == [".seqwatch.lock", "scores"]  # the lock: see test_output_lock
     assert (out / "scores" / "previous.parquet").read_text() == "the previous run's"
+
+
+def test_a_glob_over_the_runs_own_output_leaves_its_files_out(tmp_path, monkeypatch):
+    """Found by the bug hunt of outputs and reruns: ``--input 'land/**/*.parquet' --output land/scored`` read its
+    own outputs on the rerun, which failed on their columns ("empty.parquet lacks required columns")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "land" / "day1").mkdir(parents=True)
+    (tmp_path / "land" / "day1" / "pumps.parquet").write_text("x")
+    for sink in ("scored/scores/pump-01", "scored/_staging-run-1/alerts"):
+        (tmp_path / "land" / sink).mkdir(parents=True)
+        (tmp_path / "land" / sink / "part.parquet").write_text("x")
+    assert expand_inputs(["land/**/*.parquet"], exclude=("land/scored",)) == ["land/day1/pumps.parquet"]
+    assert len(expand_inputs(["land/**/*.parquet"])) == 3  # without an output to leave out, a glob keeps all
+    with pytest.raises(FileNotFoundError, match=r"^every file 'land/scored/\*\*/\*.parquet' matches lies inside "
+                                                r"--output land/scored, whose files are not read as input"):
+        expand_inputs(["land/scored/**/*.parquet"], exclude=("land/scored",))
