@@ -214,7 +214,29 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
             raise CliError(f"the {what} holds no readings of the channel(s) {missing} (its channels are "
                            f"{sorted(found)[:20]}){hint}")
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
+    history = frame
     frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
+    # A channel none of whose readings pass validation would leave the model without a word (the share noted
+    # below is of all readings): name it and the rule that removed it, and refuse when it is one to model.
+    vanished = sorted(set(map(str, history["channel"].unique())) - set(map(str, frame["channel"].unique())))
+    if vanished and not frame.empty:
+        whys = []
+        for channel in vanished:  # judged alone for its own reasons (the first reason above may be another's)
+            _, own, own_first = valid_history(history[history["channel"].astype(str) == channel], suite,
+                                              HORIZON_US, int(time.time() * 1e6) + DAY_US)
+            code = min(own, key=lambda c: (-own[c], c)) if own else None
+            whys.append(f"{channel!r}: {_by_reason(own)}; the first {code}: {own_first[code]}" if own else
+                        repr(channel))
+        why = f"with suite {suite.get('name', args.suite)!r} ({'; '.join(whys)})"
+        if channels:
+            raise CliError(f"none of the {what}'s readings of the channel(s) {vanished} to model pass validation "
+                           f"{why}; if such readings are normal for this equipment, train and run with a suite that "
+                           f"allows them (--suite)")
+        gone = ("the model leaves them out, and runs will quarantine their readings as unknown_channel"
+                if what == "training input" else "they are left out, as a run quarantines them")
+        print(f"seqwatch train: note: none of the {what}'s readings of the channel(s) {vanished} pass validation "
+              f"{why}: {gone}; if such readings are normal for this equipment, train and run with a suite that "
+              f"allows them (--suite)", file=sys.stderr)
     duplicates = invalid.pop("duplicate", 0)  # not the suite's verdict: noted apart, without suggesting one
     left_out = sum(invalid.values())
     total = left_out + duplicates + len(frame)

@@ -3,7 +3,11 @@
 Suites are JSON files of GX 1.x expectations over the long-format columns ``entity_id, channel, timestamp
 (int µs UTC), value``. Bundled families: ``sensor``, ``energy`` and ``health`` (``schemas/suites/``); a user can
 pass the path of their own suite file. Physical bounds per kind of channel use GX row conditions on the channel
-name (e.g. ``channel.str.contains("temp")``).
+name (e.g. ``channel.str.contains("temp")``); the bundled ones match words of the name (split on ``_``, ``-``,
+``.`` or spaces, any case), so that ``compressor_speed`` is no pressure and ``room_temperature`` no body
+temperature. A suite is refused in one sentence when it is in GX 0.x's format, has a ``meta`` that is not an
+object, a suite parameter (``{"$PARAMETER": ...}``: seqwatch supplies none), a NaN argument, or an expectation
+that judges a reading against other readings (unique, increasing, z-scores, ...): each reading is judged alone.
 
 ``SuiteValidator.failures(frame)`` runs the whole suite once on the batch (not once per row) and returns, for
 each row, the first expectation (in the suite's order) it failed, so that only failing rows, not the whole
@@ -41,10 +45,11 @@ class SuiteError(ValueError):
 def load_suite_dict(family_or_path: str, check: bool = True) -> dict:
     """The suite JSON of a bundled family (``sensor``, ``energy``, ``health``) or of a user's file.
 
-    Raises ``SuiteError`` naming the file when it is missing, not JSON, has no expectations list, has an
-    invalid ``meta.seqwatch_stateful`` section, or (with ``check``) an expectation that GX does not know, that
-    does not judge each row, or that cannot run on readings (e.g. a row condition naming no column): a broken
-    suite stops a run before it starts instead of failing inside a worker."""
+    Raises ``SuiteError`` naming the file when it is missing, not JSON, has no expectations list, is in GX 0.x's
+    format, has a ``meta`` that is not an object, an invalid ``meta.seqwatch_stateful`` section, a suite parameter
+    or a NaN argument, or (with ``check``) an expectation that GX does not know, that does not judge each row on
+    its own, or that cannot run on readings (e.g. a row condition naming no column): a broken suite stops a run
+    before it starts instead of failing inside a worker."""
     path = SUITES_DIR / f"{family_or_path}.json" if family_or_path in FAMILIES else Path(family_or_path)
     if not path.is_file():
         raise SuiteError(f"suite {family_or_path!r} is neither a bundled family {list(FAMILIES)} nor a file")
@@ -56,17 +61,79 @@ def load_suite_dict(family_or_path: str, check: bool = True) -> dict:
         raise SuiteError(f"suite file {path} is not UTF-8 text") from None
     if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
         raise SuiteError(f"suite file {path} needs a list of 'expectations'")
-    if not data.get("name"):
-        data["name"] = path.stem
-    StatefulRules.from_suite(data)  # a bad rule fails here, before any pipeline starts
-    if check:
-        sample = pd.DataFrame({"entity_id": ["e"], "channel": ["c"], "timestamp": [1_767_571_200_000_000],
-                               "value": [0.0]})
-        try:
+    try:
+        _check_suite_content(data, path.stem)  # before the name is filled in: GX 0.x's suites have none
+        if not data.get("name"):
+            data["name"] = path.stem
+        StatefulRules.from_suite(data)  # a bad rule fails here, before any pipeline starts
+        if check:
+            sample = pd.DataFrame({"entity_id": ["e"], "channel": ["c"], "timestamp": [1_767_571_200_000_000],
+                                   "value": [0.0]})
             SuiteValidator(data).failures(sample)
-        except SuiteError as exc:
-            raise SuiteError(f"suite file {path}: {exc}") from None
+    except SuiteError as exc:
+        raise SuiteError(f"suite file {path}: {exc}") from None
     return data
+
+
+_GX0_KEYS = ("expectation_suite_name", "ge_cloud_id", "data_asset_type")
+
+
+def _expectation_name(expectation, position: int) -> str:
+    """``expectation 2 (expect_column_values_to_be_in_set on 'channel')`` for messages."""
+    kind = expectation.get("type") or expectation.get("expectation_type") if isinstance(expectation, dict) else None
+    kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
+    column = kwargs.get("column") if isinstance(kwargs, dict) else None
+    return f"expectation {position + 1} ({kind or 'of no type'}" + (f" on {column!r})" if column is not None else ")")
+
+
+def _nested(value, path: str):
+    """``(path, item)`` for ``value`` and everything inside its dicts and lists (``value_set[2]``)."""
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nested(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _nested(item, f"{path}[{i}]")
+
+
+def _check_suite_content(suite: dict, name=None) -> None:
+    """Refuses, in one sentence, what GX would reject only while validating a batch (a traceback in a worker)
+    or what seqwatch's pandas engine would read otherwise than GX: a suite in GX 0.x's format, a ``meta`` that is
+    not an object, a suite parameter (``{"$PARAMETER": ...}``: seqwatch has none to supply) and a NaN argument
+    (GX fails every reading against a NaN bound). ±Infinity stays allowed: GX and the pandas engine both read it
+    as no bound on that side."""
+    name = suite.get("name") or suite.get("expectation_suite_name") or name
+    expectations = suite.get("expectations") if isinstance(suite.get("expectations"), list) else []
+    old = [key for key in _GX0_KEYS if key in suite]
+    old_types = any(isinstance(e, dict) and "expectation_type" in e and "type" not in e for e in expectations)
+    if old or old_types:
+        drop = [key for key in old if key != "expectation_suite_name"]
+        raise SuiteError(f"suite {name!r} is in the format of great-expectations 0.x (" + ", ".join(
+            [f"top-level {key!r}" for key in old] + (["expectations' 'expectation_type'"] if old_types else []))
+            + "), and seqwatch reads GX 1.x suites: rename 'expectation_suite_name' to 'name' and each "
+            "expectation's 'expectation_type' to 'type'" + (f", and drop {' and '.join(map(repr, drop))}"
+                                                             if drop else ""))
+    if suite.get("meta") is not None and not isinstance(suite["meta"], dict):
+        raise SuiteError(f"suite {name!r}: its 'meta' must be a JSON object, got {suite['meta']!r:.80}")
+    for position, expectation in enumerate(expectations):
+        if not isinstance(expectation, dict):
+            continue  # GX's own check names it
+        if expectation.get("meta") is not None and not isinstance(expectation["meta"], dict):
+            raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r}: its 'meta' must be a "
+                             f"JSON object, got {expectation['meta']!r:.80}")
+        kwargs = expectation.get("kwargs")
+        if not isinstance(kwargs, dict):
+            continue
+        for path, item in _nested(kwargs, "kwargs"):
+            if isinstance(item, dict) and "$PARAMETER" in item:
+                raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r} takes {path[7:]} "
+                                 f"from the suite parameter {item['$PARAMETER']!r}, and seqwatch has no suite "
+                                 f"parameters to supply: write the value into the suite")
+            if isinstance(item, float) and np.isnan(item):
+                raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r} has NaN as "
+                                 f"{path[7:]}, which no reading can be compared with: give a number (or null for "
+                                 f"no bound)")
 
 
 @dataclass(frozen=True)
@@ -107,7 +174,10 @@ class StatefulRules:
 
     @classmethod
     def from_suite(cls, suite: dict) -> "StatefulRules":
-        section = (suite.get("meta") or {}).get("seqwatch_stateful") or {}
+        meta = suite.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise SuiteError(f"suite {suite.get('name')!r}: its 'meta' must be a JSON object, got {meta!r:.80}")
+        section = meta.get("seqwatch_stateful") or {}
         if not isinstance(section, dict):
             raise SuiteError(f"suite {suite.get('name')!r}: meta.seqwatch_stateful must be an object")
         unknown = set(section) - set(cls.__dataclass_fields__)
@@ -150,6 +220,27 @@ def _check_row_level(suite) -> None:
     if others:
         raise SuiteError(f"suite {suite.name!r} has expectations that do not judge each row: {others}; seqwatch "
                          f"quarantines rows, so use column map expectations (expect_column_values_to_...)")
+    relative = sorted({e.expectation_type for e in suite.expectations
+                       if e.expectation_type in _RELATIVE_TYPES or getattr(e, "map_metric", None) in _RELATIVE_METRICS})
+    if relative:
+        raise SuiteError(f"suite {suite.name!r} has expectations that judge a reading against the other readings "
+                         f"of its batch: {relative}; seqwatch judges each reading on its own (which readings share "
+                         f"a batch depends on the files and their order), and checks order and repeats itself: a "
+                         f"run quarantines a reading with the entity, channel and timestamp of an earlier one as "
+                         f"duplicate, and a meter named by the suite's meta.seqwatch_stateful.monotonic_channels "
+                         f"that goes back as monotonic_decrease")
+
+
+# Column map expectations whose verdict on a row depends on the other rows of the batch (its order, repeats or
+# statistics): their results would change with how readings are batched.
+_RELATIVE_TYPES = frozenset({
+    "expect_column_values_to_be_increasing", "expect_column_values_to_be_decreasing",
+    "expect_column_values_to_be_unique", "expect_compound_columns_to_be_unique",
+    "expect_multicolumn_values_to_be_unique", "expect_column_value_z_scores_to_be_less_than",
+    "expect_column_values_to_not_be_outliers"})
+_RELATIVE_METRICS = frozenset({
+    "column_values.increasing", "column_values.decreasing", "column_values.unique", "compound_columns.unique",
+    "multicolumn_values.unique", "column_values.z_score.under_threshold", "column_values.not_outliers"})
 
 
 def _raised(info) -> str | None:
@@ -344,6 +435,7 @@ class SuiteValidator:
     def __init__(self, suite: dict, engine: str = "auto"):
         if engine not in ("auto", "gx"):
             raise ValueError(f"engine must be 'auto' or 'gx', got {engine!r}")
+        _check_suite_content(suite)
         self.suite_dict = suite
         self.engine = engine
         compiled = _compiled_suite(suite) if engine == "auto" else None
@@ -456,9 +548,15 @@ class SuiteValidator:
         return out
 
     def _gx_failures(self, data: pd.DataFrame) -> dict:
-        batch = self._batch_definition.get_batch(batch_parameters={"dataframe": data})
-        result = batch.validate(self._gx_suite, result_format={"result_format": "COMPLETE",
-                                                               "partial_unexpected_count": 0})
+        from great_expectations.exceptions import GreatExpectationsError
+
+        try:
+            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": data})
+            result = batch.validate(self._gx_suite, result_format={"result_format": "COMPLETE",
+                                                                   "partial_unexpected_count": 0})
+        except GreatExpectationsError as exc:  # GX's verdict on the suite's content; any other error is a bug
+            message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise SuiteError(f"suite {self.name!r} could not run through great-expectations: {message}") from None
         out = {}
         for outcome in result.results:
             position = self._position(outcome)

@@ -43,7 +43,7 @@ CASES = {
     ],
     "energy": [
         ("active_power", 1500.0, None), ("active_power", -5.0, "where channel.str.contains(\"power|watt|kw(?!h)\""),
-        ("energy_kwh", -1.0, "where channel.str.contains(\"energy|kwh|meter\""), ("voltage", 5000.0, "max_value=1000.0"),
+        ("energy_kwh", -1.0, "(?:energy|kwh|meter)\""), ("voltage", 5000.0, "max_value=1000.0"),
         ("current", 20000.0, "max_value=10000.0"), ("voltage", 230.0, None),
         ("energy_kwh", 2e7, None),  # a big meter: not mistaken for a power channel by the "kw" in "kwh"
     ],
@@ -152,3 +152,170 @@ def test_stateful_rules_of_the_families():
     assert sensor.stuck_min_readings == 60 and sensor.checks_stuck("temperature")
     assert not sensor.checks_stuck("valve_status") and not sensor.is_monotonic("flow")
     assert StatefulRules.from_suite({"expectations": []}) == StatefulRules()
+
+
+def _refusal(tmp_path, suite) -> str:
+    path = tmp_path / "mine.json"
+    path.write_text(suite if isinstance(suite, str) else json.dumps(suite))
+    with pytest.raises(SuiteError) as caught:
+        load_suite_dict(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"suite file {path}: ") and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("expectation, phrase", [
+    ({"type": "expect_column_value_lengths_to_be_between",
+      "kwargs": {"column": "channel", "min_value": {"$PARAMETER": "shortest"}}},
+     "expectation 1 (expect_column_value_lengths_to_be_between on 'channel') of suite 'mine' takes min_value from "
+     "the suite parameter 'shortest', and seqwatch has no suite parameters to supply"),
+    ({"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "channel", "value_set": {"$PARAMETER": "c"}}},
+     "expectation 1 (expect_column_values_to_be_in_set on 'channel') of suite 'mine' takes value_set from the suite "
+     "parameter 'c'"),
+])
+def test_a_suite_parameter_is_refused_when_the_suite_loads(tmp_path, expectation, phrase):
+    """A GX suite parameter (``{"$PARAMETER": ...}``) was accepted: through GX it failed every batch with a
+    50-line SuiteParameterError traceback, and in seqwatch's pandas engine the dict's keys became the value set,
+    quarantining every reading. seqwatch supplies no parameters, so the suite is refused in one sentence."""
+    assert phrase in _refusal(tmp_path, {"name": "mine", "expectations": [expectation]})
+
+
+def test_an_error_gx_raises_while_validating_is_one_sentence(monkeypatch):
+    """An error GX raised while validating a batch (its SuiteParameterError, say) escaped ``failures`` as a
+    traceback; GX's own errors are the suite's fault and become a ``SuiteError``."""
+    import seqwatch.schemas.validation as validation
+
+    monkeypatch.setattr(validation, "_check_suite_content", lambda suite, name=None: None, raising=False)
+    validator = SuiteValidator({"name": "p", "expectations": [{"type": "expect_column_value_lengths_to_be_between",
+                                                               "kwargs": {"column": "channel",
+                                                                          "min_value": {"$PARAMETER": "n"}}}]})
+    with pytest.raises(SuiteError, match=r"^suite 'p' could not run through great-expectations: .*\$PARAMETER n"):
+        validator.failures(readings(("flow", 1.0)))
+
+
+@pytest.mark.parametrize("suite, phrase", [
+    ({"name": "m", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "value"},
+                                     "meta": "value is required"}]},
+     "expectation 1 (expect_column_values_to_not_be_null on 'value') of suite 'm': its 'meta' must be a JSON "
+     "object, got 'value is required'"),
+    ({"name": "m", "expectations": [], "meta": "pumps of site A"},
+     "suite 'm': its 'meta' must be a JSON object, got 'pumps of site A'"),
+])
+def test_a_meta_that_is_not_an_object_is_refused(tmp_path, suite, phrase):
+    """A string ``meta`` on an expectation raised ``TypeError: 'str' object is not a mapping``, on the suite an
+    ``AttributeError``, each with a traceback."""
+    assert phrase in _refusal(tmp_path, suite)
+
+
+@pytest.mark.parametrize("kind, kwargs", [
+    ("expect_column_values_to_be_increasing", {"column": "timestamp"}),
+    ("expect_column_values_to_be_decreasing", {"column": "value"}),
+    ("expect_column_values_to_be_unique", {"column": "timestamp"}),
+    ("expect_compound_columns_to_be_unique", {"column_list": ["entity_id", "channel", "timestamp"]}),
+    ("expect_column_value_z_scores_to_be_less_than", {"column": "value", "threshold": 3, "double_sided": True}),
+])
+def test_expectations_that_compare_a_reading_with_others_are_refused(tmp_path, kind, kwargs):
+    """Expectations judging a reading against the rest of its batch (order, repeats, batch statistics) were
+    accepted, so what was quarantined depended on how readings were batched (a reading of one file passed alone
+    and failed beside another file). They are refused, pointing at the checks seqwatch does itself."""
+    message = _refusal(tmp_path, {"name": "mine", "expectations": [{"type": kind, "kwargs": kwargs}]})
+    assert f"judge a reading against the other readings of its batch: ['{kind}']" in message
+    assert "as duplicate" in message and "monotonic_channels" in message
+
+
+def test_row_independent_map_expectations_are_still_accepted(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps({"name": "ok", "expectations": [
+        {"type": "expect_select_column_values_to_be_unique_within_record",
+         "kwargs": {"column_list": ["entity_id", "channel"]}},
+        {"type": "expect_column_pair_values_a_to_be_greater_than_b",
+         "kwargs": {"column_A": "timestamp", "column_B": "value"}}]}))
+    assert [e["type"] for e in load_suite_dict(str(path))["expectations"]][0].endswith("_within_record")
+
+
+def test_a_nan_bound_is_refused_and_infinite_bounds_are_no_bound(tmp_path):
+    """``"min_value": NaN`` (Python's json reads it) was ignored by the pandas engine while GX failed every
+    reading. It is refused; ±Infinity, on which GX and the pandas engine agree (no bound), is kept."""
+    nan = ('{"name": "nan", "expectations": [{"type": "expect_column_values_to_be_between", "kwargs": '
+           '{"column": "value", "min_value": NaN, "max_value": 52}}]}')
+    assert ("expectation 1 (expect_column_values_to_be_between on 'value') of suite 'nan' has NaN as min_value"
+            in _refusal(tmp_path, nan))
+    path = tmp_path / "inf.json"
+    path.write_text(nan.replace("NaN", "-Infinity"))
+    suite = load_suite_dict(str(path))
+    frame = readings(("flow", -1e300), ("flow", 60.0), ("flow", 5.0))
+    for engine in ("auto", "gx"):
+        assert SuiteValidator(suite, engine=engine).failures(frame).tolist() == [-1, 0, -1]
+
+
+def test_errors_of_the_stateful_section_name_the_suite_file(tmp_path):
+    """An error in ``meta.seqwatch_stateful`` did not say which file it was in."""
+    assert "meta.seqwatch_stateful must be an object" in _refusal(
+        tmp_path, {"name": "m", "expectations": [], "meta": {"seqwatch_stateful": "x"}})
+
+
+def test_a_gx_0_suite_is_refused_saying_what_to_change(tmp_path):
+    """A suite exported by GX 0.x was refused as "has an invalid expectation: ... unexpected keyword argument
+    'expectation_suite_name'", which does not say that the format is the problem or how to convert it."""
+    message = _refusal(tmp_path, {
+        "expectation_suite_name": "old", "ge_cloud_id": None, "data_asset_type": None,
+        "expectations": [{"expectation_type": "expect_column_values_to_be_between",
+                          "kwargs": {"column": "value", "min_value": 0}, "meta": {}}],
+        "meta": {"great_expectations_version": "0.18.8"}})
+    assert "suite 'old' is in the format of great-expectations 0.x (top-level 'expectation_suite_name'" in message
+    assert "rename 'expectation_suite_name' to 'name' and each expectation's 'expectation_type' to 'type'" in message
+
+
+# family -> (channels each bounded rule is meant for, channels it once caught by mistake) by the rule's meta "why"
+MEANT = {
+    "sensor": {
+        "pressures in bar": (["pressure", "pressure_bar", "inlet_pressure", "PRESSURE", "Pressure [bar]", "press"],
+                             ["compressor_speed", "decompression_count"]),
+        "vibration": (["vibration", "vibration_rms", "Vib_RMS", "accel_rms", "Accelerometer1RMS", "rms"],
+                      ["accel_x", "accel_z", "terms_accepted"]),
+        "temperatures": (["temperature", "Temp_2", "ambient_temp", "thermocouple_1"], []),
+        "flow": (["flow", "inlet_flow"], []),
+    },
+    "energy": {
+        "energy meter": (["energy_wh", "energy_meter", "meter_kwh", "energy_kwh", "Meter_Counter", "kWh_import"],
+                         ["outdoor_thermometer", "parameter_x"]),
+        "currents": (["current", "current_a", "Amps", "amp_l1"], ["ramp_rate", "damper_position"]),
+        "active power": (["active_power", "watts", "kw"], ["energy_kwh"]),
+    },
+    "health": {
+        "body temperature": (["body_temp", "body_temperature", "BodyTemp", "temperature", "temperature_c",
+                              "skin_temp", "core_temperature"], ["room_temperature", "ambient_temp"]),
+        "respiration": (["resp_rate", "respiration", "respiratory_rate", "RESP", "resp.rate"],
+                        ["response_time_ms", "correspondence"]),
+        "heart rate": (["heart_rate", "hr", "pulse", "bpm"], []),
+    },
+}
+
+
+@pytest.mark.parametrize("family", sorted(MEANT))
+def test_bundled_channel_rules_catch_the_channels_they_are_meant_for_only(validators, family):
+    """The bundled suites' channel patterns were plain substrings: "press" bounded compressor_speed (rpm) as a
+    pressure, "accel" held a signed acceleration (accel_x) to >= 0, "meter" took outdoor_thermometer for an
+    energy meter, "temperature" judged room_temperature as a body temperature and "resp" response_time_ms as a
+    respiration rate, quarantining their normal readings (and training left such a channel out of the model).
+    Each rule now matches whole words of the name (split on ``_``, ``-``, ``.``, spaces; any case)."""
+    from seqwatch.schemas.validation import _condition_mask
+
+    suite = load_suite_dict(family, check=False)
+    for topic, (meant, not_meant) in MEANT[family].items():
+        rules = [e for e in suite["expectations"] if topic in e["meta"]["why"] and "row_condition" in e["kwargs"]]
+        assert len(rules) == 1, topic
+        condition = rules[0]["kwargs"]["row_condition"]
+        frame = readings(*[(c, 0.0) for c in meant + not_meant])
+        frame["channel"] = frame["channel"].astype("category")
+        hit = _condition_mask(frame, condition).tolist()
+        assert hit == [True] * len(meant) + [False] * len(not_meant), (topic, condition, hit)
+        assert frame.query(condition)["channel"].tolist() == meant, topic  # as GX evaluates it
+
+
+def test_normal_readings_of_channels_the_rules_are_not_meant_for_pass(validators):
+    """The hunt's readings: each is normal for its channel and had been quarantined by a bundled suite."""
+    for family, rows in {"sensor": [("compressor_speed", 2950.0), ("accel_x", -0.31)],
+                         "energy": [("outdoor_thermometer", -5.0), ("ramp_rate", -3.0)],
+                         "health": [("room_temperature", 21.0), ("response_time_ms", 250.0)]}.items():
+        assert validators[family].failures(readings(*rows)).tolist() == [-1] * len(rows), family
