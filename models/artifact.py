@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import math
 import os
 import platform
@@ -343,6 +344,53 @@ def check_model_file(directory: str | os.PathLike, metadata: dict) -> None:
     shape = network_shape(directory / MODEL_FILE)
     if shape is not None:
         _check_network(directory, metadata, *shape)
+    encoder = network_encoder(directory / MODEL_FILE)
+    if encoder is not None:
+        _check_encoder(directory, metadata, encoder)
+
+
+def _describe_encoder(encoder: dict) -> str:
+    return (f"{encoder['layers']} {'bidirectional ' if encoder['bidirectional'] else ''}{encoder['cell'].upper()} "
+            f"layer(s) of {encoder['units']} units")
+
+
+def _check_encoder(directory: Path, metadata: dict, encoder: dict) -> None:
+    """Refuse metadata whose architecture (cell, units, layers, bidirectional) differs from the network's: a
+    fine-tuning builds nothing new but writes the metadata's architecture into its version, so an edit by hand
+    had been carried into a model that says 16 units and has 8."""
+    architecture = DetectorConfig.from_dict(metadata["config"]).architecture
+    said = {"cell": architecture.cell, "units": architecture.units, "layers": architecture.layers,
+            "bidirectional": architecture.bidirectional}
+    if said != encoder:
+        raise ArtifactError(f"model {directory} does not fit its {METADATA_FILE}: its network's encoder has "
+                            f"{_describe_encoder(encoder)}, its metadata say {_describe_encoder(said)}; restore the "
+                            f"{METADATA_FILE} it was saved with")
+
+
+def network_encoder(path: str | os.PathLike) -> dict | None:
+    """``{"cell", "units", "layers", "bidirectional"}`` of a saved network's encoder (``builders``: layers
+    ``encoder_rnn<i>`` or ``encoder_bi<i>``), read from the ``config.json`` inside the ``.keras`` zip; None when
+    the file does not hold a network of the builders' form."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+        found = {}
+        for layer in config["layers"]:
+            name = layer["name"]
+            if re.fullmatch(r"encoder_(rnn|bi)\d+", name):
+                bidirectional = layer["class_name"] == "Bidirectional"
+                inner = layer["config"]["layer"] if bidirectional else layer
+                cell = {"LSTM": "lstm", "GRU": "gru"}.get(inner["class_name"])
+                if cell is None:
+                    return None
+                found[name] = (cell, int(inner["config"]["units"]), bidirectional)
+        kinds = set(found.values())
+        if len(kinds) != 1:
+            return None
+        cell, units, bidirectional = kinds.pop()
+        return {"cell": cell, "units": units, "layers": len(found), "bidirectional": bidirectional}
+    except (zipfile.BadZipFile, OSError, KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def network_shape(path: str | os.PathLike) -> tuple[tuple, int | None] | None:

@@ -655,7 +655,10 @@ def _column_notes(quarantine: _Quarantine, manifest: dict, by_code: dict) -> str
         more = f" and {len(counts) - 5} more" if len(counts) > 5 else ""
         notes += f"; {what}: {shown}{more}" + (aside if wide else "")
         ignorable = _ignorable_columns(code, counts, manifest)
-        many = _model_columns_only(manifest) if code == "unknown_channel" and wide and len(counts) > 5 else ""
+        # many columns the model lacks, or many columns of text (a historian's export of tags and their states)
+        model = set((manifest.get("model") or {}).get("channels") or ())
+        others = [column for column, _ in counts if code == "unknown_channel" or column not in model]
+        many = _model_columns_only(manifest) if hint and wide and len(others) > 5 else ""
         if many:  # an --ignore per column would make a long command line: read the model's columns only
             notes += f"; {many}"
         elif hint and wide and ignorable:

@@ -89,7 +89,7 @@ def test_hand_edited_metadata_is_refused_where_it_is_read(small_model_dir, tmp_p
 
 
 def test_the_network_file_is_read_without_keras_as_keras_reads_it(small_model_dir, headless_model_dir):
-    from seqwatch.models.artifact import network_shape
+    from seqwatch.models.artifact import network_encoder, network_shape
 
     assert network_shape(small_model_dir / "model.keras") == ((16, 4), 4)
     assert network_shape(headless_model_dir / "model.keras") == ((16, 4), None)
@@ -97,6 +97,9 @@ def test_the_network_file_is_read_without_keras_as_keras_reads_it(small_model_di
     assert tuple(detector.model.inputs[0].shape)[1:] == (16, 4)
     assert tuple(detector.model.output["forecast"].shape)[1:] == (4, 4)
     assert network_shape(small_model_dir / "metadata.json") is None  # not a zip: left to Keras' load
+    assert network_encoder(small_model_dir / "model.keras") == {"cell": "lstm", "units": 16, "layers": 1,
+                                                                "bidirectional": False}
+    assert network_encoder(small_model_dir / "metadata.json") is None
 
 
 def _intervals(steps):
@@ -112,6 +115,13 @@ def _intervals(steps):
      "its network has a forecast head of 4 steps, its metadata say forecast_horizon 5"),
     (True, lambda m: m["config"]["architecture"].update(forecast_horizon=5) or m.update(intervals=_intervals(5)),
      "its network has no forecast head, its metadata say forecast_horizon 5"),
+    # found by the check of the README's claims: these ran, and a fine-tuning wrote "units": 32 into a new version
+    # whose network has 16
+    (False, _set("config", "architecture", "units", value=32),
+     "its network's encoder has 1 LSTM layer(s) of 16 units, its metadata say 1 LSTM layer(s) of 32 units"),
+    (False, lambda m: m["config"]["architecture"].update(cell="gru", layers=3, bidirectional=True),
+     "its network's encoder has 1 LSTM layer(s) of 16 units, its metadata say 3 bidirectional GRU layer(s) of 16 "
+     "units"),
 ])
 def test_metadata_that_do_not_fit_the_network_are_refused_before_keras_loads_it(
         small_model_dir, headless_model_dir, tmp_path, headless, change, message):

@@ -79,3 +79,21 @@ def test_a_run_over_many_columns_the_model_lacks_counts_them_and_names_the_mappi
     assert replayed["replay"]["replayed_by_reason"] == {"validate.unknown_channel": 60 * n}
     # the columns the mapping leaves out are counted as left out, not as scored now (found by a bug hunt of replays)
     assert (replayed["replay"]["left_out_by_mapping"], replayed["replay"]["scored_now"]) == (60 * n, 0)
+
+
+def test_many_columns_of_text_get_the_mapping_too(small_model_dir, tmp_path, capsys):
+    """Found by the check of the README's claims: six columns of text (tags, states) got --ignore advice for three
+    of them, where the README promises the --mapping file that reads only the model's channels."""
+    from seqwatch.pipelines.cli import main
+
+    n = 200
+    rng = np.random.default_rng(1)
+    data = {"timestamp": pd.date_range("2026-01-05", periods=n, freq="10s", tz="UTC")}
+    data |= {c: rng.normal(50, 1, n) for c in ("flow", "pressure", "temperature", "vibration")}
+    data |= {f"state_{i}": ["RUNNING"] * n for i in range(6)}
+    pd.DataFrame(data).to_csv(tmp_path / "pump-01.csv", index=False)
+    assert main(["run", "--input", str(tmp_path / "pump-01.csv"), "--model-dir", str(small_model_dir), "--format",
+                 "wide", "--output", str(tmp_path / "out"), "--runner=DirectRunner"]) == 0
+    note = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "values that are not numbers, by column: 'state_0' 200" in note
+    assert "read only the model's columns with a --mapping file " in note and "--ignore" not in note
