@@ -307,6 +307,20 @@ def _commit(output: str, staging: str, aside: str) -> None:
     _delete(aside)
 
 
+def _check_no_stream_outputs(output: str) -> None:
+    """Refuse an output folder that holds a stream's outputs: a run replaces its own sinks, and would leave the
+    stream's ``counts/`` and ``alerts_open/`` beside them (a fine-tuning that left out alerted stretches then took
+    the stream's open notices for incidents still going on, and left out 62% of its readings)."""
+    from seqwatch.pipelines.streaming import STREAM_ONLY_FOLDERS
+
+    if "://" in output:
+        return
+    found = [name for name in STREAM_ONLY_FOLDERS if (Path(output) / name).is_dir()]
+    if found:
+        raise RunError(f"{output} holds a stream's outputs ({', '.join(f'{name}/' for name in found)}), which a "
+                       f"batch run would leave beside its own; give the run its own --output")
+
+
 def _check_nothing_set_aside(output: str) -> None:
     """Refuse to run beside a previous run's outputs that a failed commit could not put back. A ``_previous-<run
     id>`` folder that holds nothing (a run killed before it set anything aside), or whose run's commit finished
@@ -426,6 +440,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float) -> d
     config = plan.config
     output = config.output
     _check_sinks_replaceable(output)
+    _check_no_stream_outputs(output)
     _check_nothing_set_aside(output)
     _remove_stale_staging(output, plan.run_id)
     _delete(plan.staging)

@@ -905,8 +905,12 @@ def cmd_stream(args, beam_args) -> int:
 
 def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> int:
     """``cmd_stream`` once its output folder is this stream's alone: broker checks, the stream, its totals."""
-    from seqwatch.pipelines.streaming import counts_files, run_stream, stream_totals
+    from seqwatch.pipelines.streaming import check_stream_output, counts_files, run_stream, stream_totals
 
+    try:
+        check_stream_output(args.output, plan)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if args.source == "kafka":
         try:  # a broker that does not answer, or a topic it lacks, is said now, not as the job's failure
             make_source(plan.run_id).check_topic()
@@ -949,7 +953,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
         print(notice, file=sys.stderr, flush=True)
     if args.source == "replay" and not counts.get("records_in", 0):  # as a run refuses an empty input
         raise CliError(f"the input holds no records ({len(paths)} file(s) are empty or have only a header)")
-    return 0
+    return 3 if counts.get("records_in", 0) and not scored else 0  # as a run that scored nothing (it had said 0)
 
 
 def cmd_demo(args, beam_args) -> int:
@@ -1265,8 +1269,20 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     except ValueError as exc:  # configuration errors raised at the boundary, e.g. a bad mapping
         print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, RuntimeError) as exc:
-        if not _interrupted(exc):
+    except (KeyboardInterrupt, Exception) as exc:
+        lost = _runner_connection_lost(exc)
+        signalled = _CtrlC.seen is not None and _CtrlC.seen.is_set()  # the runner's end came after our Ctrl-C
+        if args.command == "stream" and lost is not None and not signalled and not _interrupted(exc):
+            # Prism ended under the job (a SIGINT to the process group of a script's background job reaches Prism,
+            # which takes it, though the job ignores it): its gRPC error had ended the job with tracebacks (exit
+            # 1), or left it waiting on its threads
+            print(f"seqwatch stream: the runner ended the stream ({lost}: its process "
+                  f"stopped, as on a signal to the job's process group); what was written so far stays in "
+                  f"{getattr(args, 'output', '')}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        if not (_interrupted(exc) or (lost is not None and signalled)):
             raise
         from seqwatch.pipelines.batch import InterruptedAfterCommit
 
@@ -1312,6 +1328,23 @@ def _unknown_flag(command: str, parser: argparse.ArgumentParser, first: str, bea
     hint = f"; did you mean {close[0]}?" if close else f" (seqwatch {command} --help lists its flags)"
     takes = f"neither seqwatch {command} nor Beam takes it" if beam_known else f"seqwatch {command} does not take it"
     return f"unknown flag {name}: {takes}{hint}"
+
+
+def _runner_connection_lost(exc: BaseException) -> str | None:
+    """The gRPC status (``CANCELLED``) when ``exc``, or an error it was raised from, is a gRPC error: the runner on
+    the other end of the job's connection stopped; None otherwise."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__module__.split(".")[0] == "grpc":
+            code = getattr(exc, "code", None)
+            try:
+                status = code() if callable(code) else None
+            except Exception:  # a gRPC error without a status yet
+                status = None
+            return getattr(status, "name", None) or type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -216,6 +216,44 @@ def written_since(pattern: str, since_s: float | None = None) -> list:
     return [m.path for r in found for m in r.metadata_list if since_s is None or m.last_updated_in_seconds >= since_s]
 
 
+STREAM_SETTINGS_FILE = ".seqwatch-stream.json"  # hidden: dataset readers skip names that start with "."
+STREAM_ONLY_FOLDERS = ("counts", "alerts_open")
+
+
+def check_stream_output(output: str, plan) -> None:
+    """Refuse (``ValueError``, one sentence) an output folder whose files this stream would sit beside, not
+    replace, and note its pane geometry for the next stream there: a batch run's outputs (its ``manifest.json``:
+    the stream's score files, named by pane, never replace a run's of other panes, so each window had two rows),
+    or an earlier stream's of another pane length or step (the same, across a restart with other ``--pane-steps``).
+    Called under the output lock."""
+    import json
+    import os
+
+    from seqwatch.pipelines.sources import _is_run_manifest
+
+    if "://" in output:
+        return
+    if _is_run_manifest(os.path.join(output, "manifest.json")):
+        raise ValueError(f"{output} holds a batch run's outputs (manifest.json): a stream writes its panes beside "
+                         f"them, not over them, so each window would have two rows; give the stream its own --output")
+    geometry = {"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us)}
+    path = os.path.join(output, STREAM_SETTINGS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        earlier = None
+    if isinstance(earlier, dict) and {k: earlier.get(k) for k in geometry} != geometry:
+        raise ValueError(f"{output} holds the outputs of a stream with panes of {earlier.get('pane_steps')} steps of "
+                         f"{(earlier.get('step_us') or 0) / 1e6:g}s, this one's are {geometry['pane_steps']} steps of "
+                         f"{geometry['step_us'] / 1e6:g}s: its score files, named by pane, would sit beside those, so "
+                         f"each window would have two rows; restart with --pane-steps {earlier.get('pane_steps')} "
+                         f"or give the stream its own --output")
+    from seqwatch.pipelines.graph import write_json
+
+    write_json({**geometry, "run_id": plan.run_id}, path)
+
+
 def counts_files(output: str, since_s: float | None = None) -> list:
     """The ``counts/*.json`` files under ``output`` (written since ``since_s``: ``written_since``)."""
     from apache_beam.io.filesystems import FileSystems

@@ -48,3 +48,87 @@ def test_a_second_stream_into_the_same_output_counts_only_its_own_readings(small
         assert lines[-1].startswith(f"seqwatch stream: {steps} of {5 * steps} readings were quarantined "
                                     f"(unknown_channel {steps}); channels the model lacks: '{extra}' {steps}; ")
     assert earlier[0].startswith(f"seqwatch stream: {out}/counts already holds the counts of ")
+
+
+def test_a_stream_that_scored_nothing_exits_3_as_a_run_does(small_model_dir, tmp_path, wide_csv, capsys):
+    """Found by the bug hunt of streams: every reading quarantined (here: columns the model lacks) and the stream
+    exited 0, so a scheduler could not tell it from one that scored."""
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=60, seed=5, anomalies_per_entity=0)
+    readings["channel"] = "x_" + readings["channel"].astype(str)
+    wide_csv(readings, tmp_path / "pump-01.csv")
+    code = main(["stream", "--source", "replay", "--input", str(tmp_path / "pump-01.csv"), "--format", "wide",
+                 "--speed", "1000000", "--model-dir", str(small_model_dir), "--output", str(tmp_path / "out"),
+                 "--runner=DirectRunner"])
+    assert code == 3
+    assert "records in 240 = scored 0 + quarantined 240" in capsys.readouterr().err
+
+
+def test_a_stream_and_a_batch_run_do_not_share_an_output_nor_streams_of_other_panes(small_model_dir, tmp_path,
+                                                                                     wide_csv, capsys):
+    """Found by the bug hunt of streams: a stream's score files are named by pane, so a stream into a batch run's
+    folder, or restarted with another --pane-steps, wrote each window's row beside the earlier one (128 rows for 64
+    windows); and a batch run into a stream's folder left the stream's counts/ and alerts_open/ beside its own
+    outputs, whose open notices a fine-tuning then took for incidents still going on. Each is refused now."""
+    import json
+
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=120, seed=5, anomalies_per_entity=0)
+    path = tmp_path / "pump-01.csv"
+    wide_csv(readings, path)
+    common = ["--input", str(path), "--format", "wide", "--model-dir", str(small_model_dir), "--runner=DirectRunner"]
+    stream = ["stream", "--source", "replay", "--speed", "1000000", *common]
+    out = tmp_path / "streamed"
+    assert main([*stream, "--output", str(out)]) == 0
+    assert json.loads((out / ".seqwatch-stream.json").read_text())["pane_steps"] > 0
+    capsys.readouterr()
+    assert main([*stream, "--output", str(out), "--pane-steps", "400"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"seqwatch stream: {out} holds the outputs of a stream with panes of ") and \
+        err.endswith("or give the stream its own --output") and "400 steps" in err
+    assert main([*stream, "--output", str(out)]) == 0  # a restart with the same panes goes on
+    capsys.readouterr()
+    assert main(["run", *common, "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"seqwatch run: {out} holds a stream's outputs (counts/), which a "
+                                               f"batch run would leave beside its own; give the run its own --output")
+    batch = tmp_path / "batch"
+    assert main(["run", *common, "--output", str(batch)]) == 0
+    capsys.readouterr()
+    assert main([*stream, "--output", str(batch)]) == 2
+    assert capsys.readouterr().err.strip() == (f"seqwatch stream: {batch} holds a batch run's outputs (manifest.json): "
+                                               f"a stream writes its panes beside them, not over them, so each window "
+                                               f"would have two rows; give the stream its own --output")
+
+
+def test_a_runner_that_ends_under_a_stream_is_one_sentence(tmp_path, monkeypatch, capsys):
+    """Found by the bug hunt of streams: a SIGINT to a script's background job's process group (which the job
+    ignores) stops Prism, and the job then ended with gRPC tracebacks (exit 1), or hung on its threads."""
+    import pytest
+
+    from seqwatch.pipelines import cli
+
+    class _Rendezvous(Exception):  # what grpc raises in the main thread when the runner's end is gone
+        def code(self):
+            class Status:
+                name = "CANCELLED"
+            return Status()
+
+    _Rendezvous.__module__ = "grpc._channel"
+
+    def runner_gone(args, beam_args):
+        raise _Rendezvous("Cancelled")
+
+    monkeypatch.setattr(cli, "cmd_stream", runner_gone)
+    monkeypatch.setattr(cli.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["stream", "--source", "replay", "--input", "x.csv", "--model-dir", "m", "--output",
+                  str(tmp_path / "out")])
+    assert ended.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"seqwatch stream: the runner ended the stream (CANCELLED: its process stopped, as on a signal to the job's "
+        f"process group); what was written so far stays in {tmp_path / 'out'}")
+    monkeypatch.setattr(cli, "cmd_run", runner_gone)  # a batch run's gRPC error is not taken for this
+    with pytest.raises(_Rendezvous):
+        cli.main(["run", "--input", "x.csv", "--model-dir", "m", "--output", str(tmp_path / "out")])

@@ -419,3 +419,24 @@ def test_a_glob_over_the_runs_own_output_leaves_its_files_out(tmp_path, monkeypa
     with pytest.raises(FileNotFoundError, match=r"^every file 'land/scored/\*\*/\*.parquet' matches lies inside "
                                                 r"--output land/scored, whose files are not read as input"):
         expand_inputs(["land/scored/**/*.parquet"], exclude=("land/scored",))
+
+
+def test_a_json_file_is_written_under_a_hidden_name_and_renamed_when_complete(tmp_path, monkeypatch):
+    """Found by the bug hunt of streams: a monitor summing a stream's counts/*.json read empty files (149 of 3.7
+    million reads): they were written in place."""
+    from seqwatch.pipelines.graph import write_json
+
+    rename, moves = FileSystems.rename, []
+
+    def recorded(sources, destinations):
+        moves.append((sources[0], destinations[0]))
+        assert json.loads(open(sources[0]).read()) == {"records_in": 2}  # complete before it gets its name
+        return rename(sources, destinations)
+
+    monkeypatch.setattr(FileSystems, "rename", recorded)
+    (tmp_path / "counts").mkdir()
+    (tmp_path / "counts" / "w1.json").write_text('{"records_in": 1}')
+    write_json({"records_in": 2}, str(tmp_path / "counts" / "w1.json"))
+    assert moves == [(str(tmp_path / "counts" / ".w1.json.partial"), str(tmp_path / "counts" / "w1.json"))]
+    assert json.loads((tmp_path / "counts" / "w1.json").read_text()) == {"records_in": 2}
+    assert sorted(p.name for p in (tmp_path / "counts").iterdir()) == ["w1.json"]
