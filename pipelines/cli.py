@@ -1211,7 +1211,11 @@ def _quiet_interrupts():
         raise KeyboardInterrupt
 
     def thread_failed(args):
-        if not _CtrlC.caused(args.exc_value):
+        # the portable runner's reader of job messages fails too when the runner ends under the job: the main
+        # thread's wait for the job then fails with it, and says so in one sentence (``_runner_connection_lost``)
+        reader_lost = (getattr(args.thread, "name", "") == "wait_until_finish_read"
+                       and _runner_connection_lost(args.exc_value) is not None)
+        if not (_CtrlC.caused(args.exc_value) or reader_lost):
             previous_hook(args)
 
     def restore():

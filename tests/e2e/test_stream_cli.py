@@ -132,3 +132,29 @@ def test_a_runner_that_ends_under_a_stream_is_one_sentence(tmp_path, monkeypatch
     monkeypatch.setattr(cli, "cmd_run", runner_gone)  # a batch run's gRPC error is not taken for this
     with pytest.raises(_Rendezvous):
         cli.main(["run", "--input", "x.csv", "--model-dir", "m", "--output", str(tmp_path / "out")])
+
+
+def test_the_job_message_readers_failure_when_the_runner_ends_is_left_to_the_main_threads_sentence():
+    """The same case, measured with Prism: besides the main thread's sentence, the portable runner's reader of job
+    messages printed its own gRPC traceback."""
+    import threading
+    from types import SimpleNamespace
+
+    from seqwatch.pipelines.cli import _quiet_interrupts
+
+    class _Rendezvous(Exception):
+        pass
+
+    _Rendezvous.__module__ = "grpc._channel"
+    shown, before = [], threading.excepthook
+    threading.excepthook = lambda args: shown.append(args.thread.name)  # what prints a thread's traceback
+    restore = _quiet_interrupts()
+    try:
+        for name in ("wait_until_finish_read", "another_thread"):
+            error = _Rendezvous("Stream removed (Channel closed!)")
+            threading.excepthook(SimpleNamespace(exc_type=_Rendezvous, exc_value=error, exc_traceback=None,
+                                                 thread=SimpleNamespace(name=name)))
+    finally:
+        restore()
+        threading.excepthook = before
+    assert shown == ["another_thread"]
