@@ -31,6 +31,7 @@ from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
 from seqwatch.pipelines.sources import FileReader, ReadInputFiles, decimal_comma_clash, expand_inputs, read_header
 from seqwatch.schemas.mapping import renaming_hint
+from seqwatch.schemas.validation import FAMILIES as SUITE_FAMILIES
 from seqwatch.schemas.validation import load_suite_dict
 
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
@@ -167,6 +168,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         # with absolute ones had given two run ids (and a notice that the run replaced its own inputs' outputs)
         settings = {**config.settings(), "inputs": [_canonical_path(path) for path in config.inputs],
                     "model_dir": _canonical_path(config.model_dir)}
+        if config.suite not in SUITE_FAMILIES:  # a suite file, by the path it names
+            settings["suite"] = _canonical_path(config.suite)
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
         # and what the model's metadata hold now: a threshold edited by hand keeps the version, not the outputs
@@ -223,21 +226,27 @@ def _interrupts_held():
     for signum, handler in previous.items():
         if handler not in (signal.SIG_IGN, None):
             signal.signal(signum, lambda number, frame: held.append(number))
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True  # the move failed and was undone: a signal held meanwhile is an interrupt before the commit
+        raise
     finally:
         for signum, handler in previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
-    if held:
-        handler = previous[held[0]]
-        if callable(handler):
-            try:
-                handler(held[0], None)
-            except KeyboardInterrupt:
-                raise InterruptedAfterCommit() from None
-        elif handler == signal.SIG_DFL:
-            os.kill(os.getpid(), held[0])
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                try:
+                    handler(held[0], None)
+                except KeyboardInterrupt:
+                    if failed:
+                        raise
+                    raise InterruptedAfterCommit() from None
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), held[0])
 
 
 def _check_sinks_replaceable(output: str) -> None:
@@ -304,7 +313,14 @@ def _commit(output: str, staging: str, aside: str) -> None:
             raise
         raise RunError(f"could not move the outputs into place under {output} ({reason}); the previous run's "
                        f"outputs were put back") from None
-    _delete(aside)
+    try:
+        _delete(aside)
+    except OSError as exc:  # the commit is done: the next run clears the folder (_check_nothing_set_aside)
+        import logging
+
+        logging.getLogger(__name__).warning("the outputs are in place under %s, but the previous run's, set aside in "
+                                            "%s, could not be deleted (%s); the next run into it deletes them",
+                                            output, aside, exc)
 
 
 def _check_no_stream_outputs(output: str) -> None:
@@ -321,18 +337,18 @@ def _check_no_stream_outputs(output: str) -> None:
                        f"batch run would leave beside its own; give the run its own --output")
 
 
-def _check_nothing_set_aside(output: str) -> None:
+def _check_nothing_set_aside(output: str, clear: bool = True) -> None:
     """Refuse to run beside a previous run's outputs that a failed commit could not put back. A ``_previous-<run
     id>`` folder that holds nothing (a run killed before it set anything aside), or whose run's commit finished
     (the output's manifest is that run's and every sink is there: killed while it deleted the folder), is
-    deleted instead."""
+    deleted instead (with ``clear``: under the output lock, where no other run is making one)."""
     if "://" in output or not Path(output).is_dir():
         return
     left = []
     for folder in sorted(p for p in Path(output).glob("_previous-*") if p.is_dir()):
         if any(folder.iterdir()) and not _commit_finished(output, folder.name[len("_previous-"):]):
             left.append(folder.name)
-        else:
+        elif clear:
             _delete(str(folder))
     if left:
         raise RunError(f"{Path(output) / left[0]} holds a previous run's outputs that a failed commit could not put "
@@ -429,20 +445,22 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
     except OSError as exc:
         raise RunError(str(exc)) from None
     try:
-        with output_lock(config.output, "run", plan.run_id):
-            return _run_locked(plan, beam_args, started)
+        with output_lock(config.output, "run", plan.run_id) as locked:
+            return _run_locked(plan, beam_args, started, locked)
     except OutputBusy as exc:
         raise RunError(str(exc)) from None
 
 
-def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float) -> dict:
-    """``run_batch`` once the output folder is this run's alone."""
+def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, locked: bool = True) -> dict:
+    """``run_batch`` once the output folder is this run's alone (``locked``: False where the file system takes no
+    lock, so another run may be writing there: its folders are left alone)."""
     config = plan.config
     output = config.output
     _check_sinks_replaceable(output)
     _check_no_stream_outputs(output)
-    _check_nothing_set_aside(output)
-    _remove_stale_staging(output, plan.run_id)
+    _check_nothing_set_aside(output, clear=locked)
+    if locked:
+        _remove_stale_staging(output, plan.run_id)
     _delete(plan.staging)
     options, workers = _options(list(beam_args or []), config, plan.paths)
     try:
@@ -479,11 +497,13 @@ def _write_failure(exc: BaseException) -> str | None:
     raised here or inside a step (Beam re-raises it as a RuntimeError naming the OSError); None otherwise."""
     import re
 
+    import errno
+
+    writing = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # a read failure is not said to be one
     if isinstance(exc, OSError) and exc.errno is not None:
-        return f"[Errno {exc.errno}] {exc.strerror}"
-    found = re.search(r"(?:OSError|IOError|PermissionError|FileNotFoundError): \[Errno (\d+)\] ([^:'\n\[\]]+)",
-                      str(exc))
-    return f"[Errno {found.group(1)}] {found.group(2).strip()}" if found else None
+        return f"[Errno {exc.errno}] {exc.strerror}" if exc.errno in writing else None
+    found = re.search(r"(?:OSError|IOError): \[Errno (\d+)\] ([^:'\n\[\]]+)", str(exc))
+    return f"[Errno {found.group(1)}] {found.group(2).strip()}" if found and int(found.group(1)) in writing else None
 
 
 def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_times: dict,

@@ -1335,19 +1335,20 @@ def _unknown_flag(command: str, parser: argparse.ArgumentParser, first: str, bea
 
 
 def _runner_connection_lost(exc: BaseException) -> str | None:
-    """The gRPC status (``CANCELLED``) when ``exc``, or an error it was raised from, is a gRPC error: the runner on
-    the other end of the job's connection stopped; None otherwise."""
+    """The gRPC status (``CANCELLED``, ``UNAVAILABLE``) when ``exc``, or an error it was raised from, is a gRPC
+    error of a connection whose other end went away: the runner stopped; None otherwise (a Pub/Sub ``NOT_FOUND``
+    raised from a gRPC error is the broker's answer, not the runner's end)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if type(exc).__module__.split(".")[0] == "grpc":
             code = getattr(exc, "code", None)
             try:
-                status = code() if callable(code) else None
+                status = getattr(code() if callable(code) else None, "name", None)
             except Exception:  # a gRPC error without a status yet
                 status = None
-            return getattr(status, "name", None) or type(exc).__name__
-        exc = exc.__cause__ or exc.__context__
+            return status if status in ("CANCELLED", "UNAVAILABLE") else None
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
 
 

@@ -205,7 +205,9 @@ def write_json(data: dict, path: str) -> None:
     directory, name = path.rsplit("/", 1)
     if not FileSystems.exists(directory):
         FileSystems.mkdirs(directory)
-    partial = f"{directory}/.{name}.partial"
+    import uuid
+
+    partial = f"{directory}/.{name}.{uuid.uuid4().hex[:12]}.partial"  # one per writer: a retried bundle's too
     with FileSystems.create(partial) as f:
         f.write(json.dumps(data, sort_keys=True, indent=1).encode())
     if "://" in path:  # a local rename replaces the file at once; an object store's is a copy

@@ -762,7 +762,8 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
         elif matched and exclude and re.search(r"[*?\[]", pattern):
             # a glob over the run's own --output too ('land/**/*.parquet' with --output land/scored): its rerun
             # had read its outputs as input, and failed on their columns
-            kept = [path for path in matched if not any(_inside(path, out) for out in exclude)]
+            written = tuple(os.path.join(out, name) for out in exclude for name in _written_folders(out))
+            kept = [path for path in matched if not any(_inside(path, folder) for folder in written)]
             if not kept:
                 raise FileNotFoundError(f"every file {pattern!r} matches lies inside --output {exclude[0]}, whose "
                                         f"files are not read as input")
@@ -836,6 +837,14 @@ def _real_folder(folder: str) -> str:
 
 
 _OUTPUT_FOLDERS = ("alerts", "alerts_open", "forecasts", "scores", "quarantine", "counts", "readings")
+
+
+def _written_folders(output: str) -> tuple:
+    """The folders seqwatch writes under ``output``: its outputs and its staging and set-aside folders (the other
+    files under an --output, as when it is the input folder itself, are not its own)."""
+    if "://" in output or not os.path.isdir(output):
+        return _OUTPUT_FOLDERS
+    return _OUTPUT_FOLDERS + tuple(name for name in os.listdir(output) if name.startswith(("_staging-", "_previous-")))
 
 
 def _seqwatch_outputs(folder: str) -> tuple:

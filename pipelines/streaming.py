@@ -244,11 +244,13 @@ def check_stream_output(output: str, plan) -> None:
     except (OSError, ValueError):
         earlier = None
     if isinstance(earlier, dict) and {k: earlier.get(k) for k in geometry} != geometry:
+        same_step = earlier.get("step_us") == geometry["step_us"]
+        advice = (f"restart with --pane-steps {earlier.get('pane_steps')} or give the stream its own --output"
+                  if same_step else "give the stream of this model its own --output")
         raise ValueError(f"{output} holds the outputs of a stream with panes of {earlier.get('pane_steps')} steps of "
                          f"{(earlier.get('step_us') or 0) / 1e6:g}s, this one's are {geometry['pane_steps']} steps of "
                          f"{geometry['step_us'] / 1e6:g}s: its score files, named by pane, would sit beside those, so "
-                         f"each window would have two rows; restart with --pane-steps {earlier.get('pane_steps')} "
-                         f"or give the stream its own --output")
+                         f"each window would have two rows; {advice}")
     from seqwatch.pipelines.graph import write_json
 
     write_json({**geometry, "run_id": plan.run_id}, path)

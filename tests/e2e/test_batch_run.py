@@ -895,9 +895,13 @@ def test_the_same_files_spelled_another_way_give_the_same_run_id(small_model_dir
     readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     readings.to_csv(tmp_path / "in" / "pump-01.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    relative = RunConfig(inputs=("in/pump-01.csv",), output="out", model_dir=str(small_model_dir))
+    from seqwatch.schemas.validation import load_suite_dict
+
+    (tmp_path / "my_suite.json").write_text(json.dumps(load_suite_dict("sensor")))
+    relative = RunConfig(inputs=("in/pump-01.csv",), output="out", model_dir=str(small_model_dir),
+                         suite="my_suite.json")
     absolute = RunConfig(inputs=(str(tmp_path / "in" / "pump-01.csv"),), output=str(tmp_path / "out"),
-                         model_dir=str(small_model_dir))
+                         model_dir=str(small_model_dir), suite=str(tmp_path / "my_suite.json"))
     assert plan_run(relative).run_id == plan_run(absolute).run_id
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "manifest.json").write_text(json.dumps({"run_id": "x", "inputs": ["in/pump-01.csv"]}))

@@ -129,6 +129,16 @@ def test_a_runner_that_ends_under_a_stream_is_one_sentence(tmp_path, monkeypatch
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"seqwatch stream: the runner ended the stream (CANCELLED: its process stopped, as on a signal to the job's "
         f"process group); what was written so far stays in {tmp_path / 'out'}")
+    from seqwatch.pipelines.cli import _runner_connection_lost
+
+    class _NotFound(_Rendezvous):  # a broker's answer through gRPC, not the runner's end (found by the review)
+        def code(self):
+            class Status:
+                name = "NOT_FOUND"
+            return Status()
+
+    assert _runner_connection_lost(_NotFound("no such subscription")) is None
+    assert _runner_connection_lost(RuntimeError("job failed")) is None
     monkeypatch.setattr(cli, "cmd_run", runner_gone)  # a batch run's gRPC error is not taken for this
     with pytest.raises(_Rendezvous):
         cli.main(["run", "--input", "x.csv", "--model-dir", "m", "--output", str(tmp_path / "out")])
@@ -143,7 +153,10 @@ def test_the_job_message_readers_failure_when_the_runner_ends_is_left_to_the_mai
     from seqwatch.pipelines.cli import _quiet_interrupts
 
     class _Rendezvous(Exception):
-        pass
+        def code(self):
+            class Status:
+                name = "CANCELLED"
+            return Status()
 
     _Rendezvous.__module__ = "grpc._channel"
     shown, before = [], threading.excepthook

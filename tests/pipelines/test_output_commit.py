@@ -235,6 +235,31 @@ def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_di
     assert not list(out.glob("_previous-*")) and not list(out.glob("_staging-*"))
 
 
+def test_a_signal_held_while_a_commit_failed_is_an_interrupt_before_the_commit():
+    """Found by the review: a signal held while the move failed (and was undone) had been dropped; it is delivered
+    as the interrupt it was, not as one after a finished commit."""
+    from seqwatch.pipelines.batch import InterruptedAfterCommit, _interrupts_held
+
+    def as_the_cli(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, as_the_cli)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with _interrupts_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                raise RunError("could not move the outputs into place")
+        assert not isinstance(stopped.value, InterruptedAfterCommit)
+        with pytest.raises(InterruptedAfterCommit):
+            with _interrupts_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+        with _interrupts_held():  # no signal: nothing
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 def test_the_cli_says_a_signal_during_the_commit_came_after_it(tmp_path, monkeypatch, capsys):
     from seqwatch.pipelines import cli
     from seqwatch.pipelines.batch import InterruptedAfterCommit
@@ -263,6 +288,9 @@ def test_a_write_failure_is_named_by_the_operating_systems_reason():
     assert _write_failure(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Write']")) == \
         "[Errno 28] No space left on device"
     assert _write_failure(RuntimeError("KeyboardInterrupt [while running 'Score']")) is None
+    # a read failure is not said to be a write failure (found by the review: an input removed mid-run was)
+    assert _write_failure(FileNotFoundError(2, "No such file or directory")) is None
+    assert _write_failure(RuntimeError("OSError: [Errno 2] No such file or directory: 'in/a.csv'")) is None
     assert _write_failure(ValueError("x")) is None
 
 
@@ -419,6 +447,12 @@ def test_a_glob_over_the_runs_own_output_leaves_its_files_out(tmp_path, monkeypa
     with pytest.raises(FileNotFoundError, match=r"^every file 'land/scored/\*\*/\*.parquet' matches lies inside "
                                                 r"--output land/scored, whose files are not read as input"):
         expand_inputs(["land/scored/**/*.parquet"], exclude=("land/scored",))
+    # an --output that is the input folder, or above it: its other files stay input (found by the review)
+    (tmp_path / "g" / "site" / "raw").mkdir(parents=True)
+    (tmp_path / "g" / "site" / "a.csv").write_text("x\n")
+    (tmp_path / "g" / "site" / "raw" / "b.csv").write_text("x\n")
+    assert expand_inputs(["g/site/*.csv"], exclude=("g/site",)) == ["g/site/a.csv"]
+    assert expand_inputs(["g/site/raw/*.csv"], exclude=("g/site",)) == ["g/site/raw/b.csv"]
 
 
 def test_a_json_file_is_written_under_a_hidden_name_and_renamed_when_complete(tmp_path, monkeypatch):
@@ -437,6 +471,7 @@ def test_a_json_file_is_written_under_a_hidden_name_and_renamed_when_complete(tm
     (tmp_path / "counts").mkdir()
     (tmp_path / "counts" / "w1.json").write_text('{"records_in": 1}')
     write_json({"records_in": 2}, str(tmp_path / "counts" / "w1.json"))
-    assert moves == [(str(tmp_path / "counts" / ".w1.json.partial"), str(tmp_path / "counts" / "w1.json"))]
+    assert len(moves) == 1 and moves[0][1] == str(tmp_path / "counts" / "w1.json")
+    assert moves[0][0].startswith(str(tmp_path / "counts" / ".w1.json.")) and moves[0][0].endswith(".partial")
     assert json.loads((tmp_path / "counts" / "w1.json").read_text()) == {"records_in": 2}
     assert sorted(p.name for p in (tmp_path / "counts").iterdir()) == ["w1.json"]

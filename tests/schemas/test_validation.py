@@ -269,23 +269,26 @@ def test_a_gx_0_suite_is_refused_saying_what_to_change(tmp_path):
 # family -> (channels each bounded rule is meant for, channels it once caught by mistake) by the rule's meta "why"
 MEANT = {
     "sensor": {
-        "pressures in bar": (["pressure", "pressure_bar", "inlet_pressure", "PRESSURE", "Pressure [bar]", "press"],
-                             ["compressor_speed", "decompression_count"]),
-        "vibration": (["vibration", "vibration_rms", "Vib_RMS", "accel_rms", "Accelerometer1RMS", "rms"],
+        "pressures in bar": (["pressure", "pressure_bar", "inlet_pressure", "PRESSURE", "Pressure [bar]", "press",
+                              "inletPressure", "InletPressureBar"],
+                             ["compressor_speed", "decompression_count", "COMPRESSOR_SPEED"]),
+        "vibration": (["vibration", "vibration_rms", "Vib_RMS", "accel_rms", "Accelerometer1RMS", "rms", "motorVibration"],
                       ["accel_x", "accel_z", "terms_accepted"]),
         "temperatures": (["temperature", "Temp_2", "ambient_temp", "thermocouple_1"], []),
         "flow": (["flow", "inlet_flow"], []),
     },
     "energy": {
-        "energy meter": (["energy_wh", "energy_meter", "meter_kwh", "energy_kwh", "Meter_Counter", "kWh_import"],
+        "energy meter": (["energy_wh", "energy_meter", "meter_kwh", "energy_kwh", "Meter_Counter", "kWh_import", "ActiveEnergy"],
                          ["outdoor_thermometer", "parameter_x"]),
-        "currents": (["current", "current_a", "Amps", "amp_l1"], ["ramp_rate", "damper_position"]),
+        "currents": (["current", "current_a", "Amps", "amp_l1", "PhaseCurrent"], ["ramp_rate", "damper_position"]),
         "active power": (["active_power", "watts", "kw"], ["energy_kwh"]),
     },
     "health": {
         "body temperature": (["body_temp", "body_temperature", "BodyTemp", "temperature", "temperature_c",
-                              "skin_temp", "core_temperature"], ["room_temperature", "ambient_temp"]),
-        "respiration": (["resp_rate", "respiration", "respiratory_rate", "RESP", "resp.rate"],
+                              "skin_temp", "core_temperature", "oral_temperature", "patientTemperature"],
+                             ["room_temperature", "ambient_temp", "temp_room"]),
+        "respiration": (["resp_rate", "respiration", "respiratory_rate", "RESP", "resp.rate", "respRate",
+                         "respiratoryRate"],
                         ["response_time_ms", "correspondence"]),
         "heart rate": (["heart_rate", "hr", "pulse", "bpm"], []),
     },
