@@ -25,6 +25,11 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<2.5",
     "scipy>=1.11",
     "matplotlib>=3.8",
+    # the stream readers (pipelines/broker_sources.py) import these where they run: on Beam workers installed
+    # from this package (--setup_file) too (found by the bug hunt of deploy examples: they were in the lock only)
+    "confluent-kafka>=2.3,<3",
+    "google-cloud-pubsub>=2.20,<3",
+    "paho-mqtt>=2,<3",
 ]
 
 setup(

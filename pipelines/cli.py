@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -419,9 +420,15 @@ def cmd_train(args) -> int:
     if args.exclude_alerts:
         import pandas as pd
 
-        from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted
+        from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted, unscored_inputs
         spans = pd.concat([alert_spans(folder) for folder in args.exclude_alerts], ignore_index=True)
         frame, left_out = leave_out_alerted(frame, spans)
+        unscored = unscored_inputs(list(paths), list(args.exclude_alerts))
+        if unscored:
+            print(f"seqwatch train: note: {len(unscored)} of the {len(paths)} training file(s) were not read as they "
+                  f"are now by the runs given with --exclude-alerts (first: {unscored[0]}; a file that came after "
+                  f"its day's run, or changed since): their anomalies were never scored, so none of them is left "
+                  f"out; score them (seqwatch run) and give that run's folder too", file=sys.stderr)
         if holdout is not None:
             holdout, held_left_out = leave_out_alerted(holdout, spans)
             left_out += held_left_out
@@ -1272,6 +1279,16 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         return 2
     except ValueError as exc:  # configuration errors raised at the boundary, e.g. a bad mapping
         print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        extra = re.search(r"apache[_-]beam\[(\w+)\]", str(exc))
+        if extra is None:
+            raise
+        # a runner Beam installs with an extra (DataflowRunner: [gcp]) that seqwatch's install leaves out: it had
+        # ended with a traceback of 41 lines (found by the bug hunt of deploy examples)
+        print(f"seqwatch {args.command}: {str(exc).splitlines()[0].rstrip('.')}: seqwatch installs Beam without "
+              f"its extras; pip install 'apache-beam[{extra.group(1)}]==2.77.0' into this environment (and on the "
+              f"workers: deploy/dataflow/README.md)", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Exception) as exc:
         lost = _runner_connection_lost(exc)

@@ -73,3 +73,31 @@ def leave_out_alerted(frame: pd.DataFrame, spans: pd.DataFrame) -> tuple[pd.Data
         covered = (k >= 0) & (ts[rows] <= ends[np.maximum(k, 0)])
         inside[rows[covered]] = True
     return frame[~inside].reset_index(drop=True), int(inside.sum())
+
+
+def unscored_inputs(paths: list, output_dirs: list) -> list | None:
+    """The training files of ``paths`` that none of the batch runs of ``output_dirs`` read as they are now (not
+    among a run's inputs, or changed since: another sha256 than its manifest's): their anomalies were never scored,
+    so ``leave_out_alerted`` leaves none of them out. None when a folder is a stream's (no manifest: what it read
+    is not recorded). A file that arrived after the night's run had gone into a fine-tuning whole, its level shift
+    with it (found by the bug hunt of deploy examples)."""
+    import json
+    import os
+
+    from seqwatch.pipelines.batch import _canonical_path, _sha256_file
+
+    read: dict = {}
+    for folder in output_dirs:
+        try:
+            manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        digests = manifest.get("input_digests") or {}
+        for path in manifest.get("inputs") or []:
+            read.setdefault(_canonical_path(path), set()).add(digests.get(path))
+    unscored = []
+    for path in paths:
+        seen = read.get(_canonical_path(path))
+        if seen is None or (None not in seen and os.path.isfile(path) and _sha256_file(path) not in seen):
+            unscored.append(path)
+    return unscored

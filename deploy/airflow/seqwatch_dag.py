@@ -20,6 +20,12 @@ set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with th
   a version's metadata last, so a half-written one is never used);
 - ``seqwatch_fine_tune_days``: how many past days the Sunday fine-tuning reads (7).
 
+Limits (found by the bug hunt of deploy examples): the fine-tuning reads every past day, so a day without files,
+or one the nightly run did not score (the scheduler was down: ``catchup`` is off), fails that Sunday's fine-tuning
+with one sentence, and no version is written that week; a file that arrived after its night's run is noted by
+``seqwatch train`` (its anomalies were never scored, so none is left out). Do not backfill a past Sunday's
+fine-tuning: it continues the newest version and its own becomes the newest, which every later run then uses.
+
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
 """

@@ -38,6 +38,7 @@ def test_fine_tune_on_recent_readings_leaving_out_alerted_stretches(small_model_
     result = _cli("train", "--warm-start", str(root), "--input", inputs, "--format", "wide",
                   "--exclude-alerts", str(tmp_path / "out"), "--model-dir", str(root / "v2"), "--epochs", "3")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "were not read as they are now" not in result.stderr  # every training file was scored by that run
     summary = json.loads(result.stdout)
 
     # Readings inside an alert of their entity, counted here one alert at a time; overlapping alerts count a
@@ -139,3 +140,26 @@ def test_lifecycle_mistakes_are_refused_or_noted(small_model_dir, tmp_path, cli_
     assert renamed == 2 and "--model-id fleet differs from the model id 'test-pumps' of --warm-start" in renamed_err
     assert tuned == 0, tuned_err[-2000:]
     assert "note: entity 'pump-03' (no 'vibration') did not report every channel of the model" in tuned_err
+
+
+def test_training_files_the_excluded_runs_did_not_score_are_named(tmp_path):
+    """Found by the bug hunt of deploy examples: a file that arrived after its day's run went into the Sunday
+    fine-tuning whole, its level shift with it, and --exclude-alerts said nothing (its anomalies were never scored,
+    so none was left out)."""
+    from seqwatch.pipelines.batch import _sha256_file
+    from seqwatch.pipelines.retraining import unscored_inputs
+
+    day = tmp_path / "data"
+    day.mkdir()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (day / name).write_text(f"{name}\n")
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({
+        "run_id": "run-1", "records_in": 2, "inputs": [str(day / "a.csv"), str(day / "c.csv")],
+        "input_digests": {str(day / "a.csv"): _sha256_file(str(day / "a.csv")), str(day / "c.csv"): "0" * 64}}))
+    paths = [str(day / n) for n in ("a.csv", "b.csv", "c.csv")]
+    assert unscored_inputs(paths, [str(out)]) == [str(day / "b.csv"), str(day / "c.csv")]  # late; changed since
+    stream = tmp_path / "stream"
+    (stream / "counts").mkdir(parents=True)
+    assert unscored_inputs(paths, [str(out), str(stream)]) is None  # a stream records no inputs: no verdict

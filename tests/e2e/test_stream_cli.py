@@ -171,3 +171,29 @@ def test_the_job_message_readers_failure_when_the_runner_ends_is_left_to_the_mai
         restore()
         threading.excepthook = before
     assert shown == ["another_thread"]
+
+
+def test_a_runner_that_needs_a_beam_extra_is_one_sentence(tmp_path, monkeypatch, capsys):
+    """Found by the bug hunt of deploy examples: --runner=DataflowRunner without apache-beam[gcp] ended with a
+    traceback of 41 lines (exit 1)."""
+    import pytest
+
+    from seqwatch.pipelines import cli
+
+    def dataflow(args, beam_args):
+        raise ImportError("Google Cloud Dataflow runner not available, please install apache_beam[gcp]")
+
+    monkeypatch.setattr(cli, "cmd_run", dataflow)
+    argv = ["run", "--input", "x.csv", "--model-dir", "m", "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "seqwatch run: Google Cloud Dataflow runner not available, please install apache_beam[gcp]: seqwatch installs "
+        "Beam without its extras; pip install 'apache-beam[gcp]==2.77.0' into this environment (and on the workers: "
+        "deploy/dataflow/README.md)")
+
+    def other(args, beam_args):
+        raise ImportError("No module named 'somethingelse'")
+
+    monkeypatch.setattr(cli, "cmd_run", other)
+    with pytest.raises(ImportError):
+        cli.main(argv)
