@@ -20,11 +20,11 @@ set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with th
   a version's metadata last, so a half-written one is never used);
 - ``seqwatch_fine_tune_days``: how many past days the Sunday fine-tuning reads (7).
 
-Limits (found by the bug hunt of deploy examples): the fine-tuning reads every past day, so a day without files,
-or one the nightly run did not score (the scheduler was down: ``catchup`` is off), fails that Sunday's fine-tuning
-with one sentence, and no version is written that week; a file that arrived after its night's run is noted by
-``seqwatch train`` (its anomalies were never scored, so none is left out). Do not backfill a past Sunday's
-fine-tuning: it continues the newest version and its own becomes the newest, which every later run then uses.
+Limits (found by the bug hunt of deploy examples): the fine-tuning reads the past days that have files and a
+scored night, and says which it left out (a day without files, or one the nightly run did not score because the
+scheduler was down: ``catchup`` is off); a file that arrived after its night's run is noted by ``seqwatch train``
+(its anomalies were never scored, so none is left out). Do not backfill a past Sunday's fine-tuning: it continues
+the newest version and its own becomes the newest, which every later run then uses.
 
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
@@ -41,11 +41,18 @@ RESULTS = "{{ var.value.get('seqwatch_results', '/results') }}"
 MODEL_ROOT = "{{ var.value.get('seqwatch_model_root', '/models/pumps') }}"
 YESTERDAY = "{{ macros.ds_add(ds, -1) }}"
 
-# The past days, each day's files as an --input and that night's run over them as an --exclude-alerts.
+# The past days, each day's files as an --input and that night's run over them as an --exclude-alerts; a day
+# without files, or whose night was not scored (the scheduler was down: catchup is off), is left out with a line
+# in the log (it had failed the week's fine-tuning: found by the bug hunt of deploy examples).
 PAST_DAYS = ("{% for d in range(1, var.value.get('seqwatch_fine_tune_days', '7') | int + 1) %}"
-             f"--input '{DATA}/{{{{ macros.ds_add(ds, -d) }}}}/*.csv' "
-             f"--exclude-alerts {RESULTS}/{{{{ macros.ds_add(ds, -d) }}}} "
-             "{% endfor %}")
+             "{{ macros.ds_add(ds, -d) }} {% endfor %}")
+FINE_TUNE = (f"args=(); n=0; for day in {PAST_DAYS}; do "
+             f"if compgen -G '{DATA}/'$day'/*.csv' > /dev/null && [ -f {RESULTS}/$day/manifest.json ]; then "
+             f"args+=(--input '{DATA}/'$day'/*.csv' --exclude-alerts {RESULTS}/$day); n=$((n + 1)); "
+             f"else echo \"fine-tuning: $day left out (no files in {DATA}/$day, or its night was not scored)\"; fi; "
+             f"done; if [ $n -eq 0 ]; then echo 'fine-tuning: no past day was scored; no new version this week'; "
+             f"else {SEQWATCH} train --warm-start {MODEL_ROOT} --format wide \"${{args[@]}}\" "
+             f"--model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}; fi")
 
 
 def is_sunday(ds: str) -> bool:
@@ -72,7 +79,6 @@ with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
         task_id="fine_tune",
         bash_command=(f"if [ -f {MODEL_ROOT}/{{{{ ds_nodash }}}}/metadata.json ]; then "
                       f"echo 'model version {{{{ ds_nodash }}}} exists; nothing to do'; else "
-                      f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide {PAST_DAYS}"
-                      f"--model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}; fi"),
+                      f"{FINE_TUNE}; fi"),
     )
     score >> on_sundays >> fine_tune

@@ -97,3 +97,16 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     assert "fine-tuning on" not in again
     assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
     assert (root / "20261129" / "metadata.json").stat().st_mtime_ns == written
+
+    # Sunday 2026-11-22 (run late, after the others): only Saturday's export came (Friday's folder is missing).
+    # Saturday is scored; the fine-tuning leaves Friday out with a line in the log and fine-tunes on Saturday
+    # alone (found by the bug hunt of deploy examples: a missing day had failed the week's fine-tuning, and no
+    # version was written).
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=STEPS_PER_DAY, step_seconds=STEP_SECONDS,
+                                       anomalies_per_entity=1, seed=310, start=pd.Timestamp("2026-11-21", tz="UTC"))
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, home / "data" / "2026-11-21" / f"{entity}.csv")
+    later = _airflow_dag_run(env, "2026-11-22")
+    assert f"fine-tuning: 2026-11-20 left out (no files in {home}/data/2026-11-20, or its night was not scored)" in later
+    assert re.search(r"fine-tuning on \d+ readings from 2 file\(s\)", later)
+    assert sorted(p.name for p in model_versions(root)) == ["20261122", "20261129", "v1"]
