@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import math
 import os
 import platform
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -372,8 +372,7 @@ def network_encoder(path: str | os.PathLike) -> dict | None:
     ``encoder_rnn<i>`` or ``encoder_bi<i>``), read from the ``config.json`` inside the ``.keras`` zip; None when
     the file does not hold a network of the builders' form."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))["config"]
+        config = _saved_network_config(path)
         found = {}
         for layer in config["layers"]:
             name = layer["name"]
@@ -393,14 +392,20 @@ def network_encoder(path: str | os.PathLike) -> dict | None:
         return None
 
 
+def _saved_network_config(path: str | os.PathLike) -> dict:
+    """The network's config from the ``config.json`` inside a ``.keras`` zip (a few KB; no Keras import, no
+    weights): what ``network_shape`` and ``network_encoder`` read."""
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("config.json"))["config"]
+
+
 def network_shape(path: str | os.PathLike) -> tuple[tuple, int | None] | None:
     """``((window length, channels), forecast horizon or None)`` of a saved network, read from the ``config.json``
     inside the ``.keras`` zip (a few KB; no Keras import, no weights): the input layer's batch shape, and the
     length of the forecast head (``builders``: its ``forecast_repeat`` layer), None without one. None when the
     file does not hold a network of the builders' form; ``load_artifact`` then checks the network Keras loads."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))["config"]
+        config = _saved_network_config(path)
         layers = {layer["name"]: layer for layer in config["layers"]}
         inputs = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
         outputs = config["output_layers"]

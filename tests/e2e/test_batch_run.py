@@ -839,6 +839,16 @@ def test_a_file_out_of_time_order_is_not_refused_for_the_gaps_of_its_first_rows(
                             model_dir=str(small_model_dir)))
 
 
+def _one_pump_csv(tmp_path) -> Path:
+    """``in/pump-01.csv`` under ``tmp_path``: 200 steps of one pump's readings, ISO timestamps (what plan_run reads)."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
+    path = tmp_path / "in" / "pump-01.csv"
+    path.parent.mkdir()
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    readings.to_csv(path, index=False)
+    return path
+
+
 def test_a_hand_edited_model_gives_another_run_id(small_model_dir, tmp_path):
     """Found by the bug hunt of the model lifecycle: a threshold edited by hand in metadata.json keeps the model's
     version, so the run id stayed the same while the outputs changed (2 alerts, then none); the run id now takes
@@ -847,11 +857,7 @@ def test_a_hand_edited_model_gives_another_run_id(small_model_dir, tmp_path):
 
     from seqwatch.pipelines.batch import plan_run
 
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
-    path = tmp_path / "in" / "pump-01.csv"
-    path.parent.mkdir()
-    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    readings.to_csv(path, index=False)
+    path = _one_pump_csv(tmp_path)
     model = tmp_path / "model"
     shutil.copytree(small_model_dir, model)
     config = RunConfig(inputs=(str(path),), output=str(tmp_path / "out"), model_dir=str(model))
@@ -869,11 +875,7 @@ def test_an_edited_suite_file_gives_another_run_id(small_model_dir, tmp_path):
     from seqwatch.pipelines.batch import plan_run
     from seqwatch.schemas.validation import load_suite_dict
 
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
-    path = tmp_path / "in" / "pump-01.csv"
-    path.parent.mkdir()
-    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    readings.to_csv(path, index=False)
+    path = _one_pump_csv(tmp_path)
     suite_file = tmp_path / "my_suite.json"
     suite = load_suite_dict("sensor")
     suite_file.write_text(json.dumps(suite))
@@ -890,10 +892,7 @@ def test_the_same_files_spelled_another_way_give_the_same_run_id(small_model_dir
     ones gave two run ids, so every row's run_id changed and the rerun said it replaced another run's outputs."""
     from seqwatch.pipelines.batch import _previous_run, plan_run
 
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=9)
-    (tmp_path / "in").mkdir()
-    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    readings.to_csv(tmp_path / "in" / "pump-01.csv", index=False)
+    _one_pump_csv(tmp_path)
     monkeypatch.chdir(tmp_path)
     from seqwatch.schemas.validation import load_suite_dict
 
