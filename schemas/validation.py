@@ -4,8 +4,9 @@ Suites are JSON files of GX 1.x expectations over the long-format columns ``enti
 (int µs UTC), value``. Bundled families: ``sensor``, ``energy`` and ``health`` (``schemas/suites/``); a user can
 pass the path of their own suite file. Physical bounds per kind of channel use GX row conditions on the channel
 name (e.g. ``channel.str.contains("temp")``); the bundled ones match words of the name (split on ``_``, ``-``,
-``.`` or spaces, any case), so that ``compressor_speed`` is no pressure and ``room_temperature`` no body
-temperature. A suite is refused in one sentence when it is in GX 0.x's format, has a ``meta`` that is not an
+``.`` or spaces, any case, or at a camelCase capital), so that ``compressor_speed`` is no pressure and
+``room_temperature`` no body temperature; a rule's ``meta.seqwatch_channels`` label names it in quarantine reasons
+in place of its regex. A suite is refused in one sentence when it is in GX 0.x's format, has a ``meta`` that is not an
 object, a suite parameter (``{"$PARAMETER": ...}``: seqwatch supplies none), a NaN argument, or an expectation
 that judges a reading against other readings (unique, increasing, z-scores, ...): each reading is judged alone.
 
@@ -196,11 +197,17 @@ class StatefulRules:
 
 
 def _describe(config) -> str:
+    """The expectation as a quarantine reason names it: its type and arguments, then the rows it judges, by the
+    ``seqwatch_channels`` label of its meta where it has one ("for pressure channels"; a bundled rule's regex is
+    long), else by its row condition."""
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "condition_parser", "batch_id")}
     condition = kwargs.pop("row_condition", None)
     text = f"{config.type}({config.kwargs.get('column')}"
     text += "".join(f", {k}={v}" for k, v in sorted(kwargs.items())) + ")"
-    if condition:
+    label = (config.meta or {}).get("seqwatch_channels") if isinstance(config.meta, dict) else None
+    if condition and isinstance(label, str) and label.strip():
+        text += f" for {label.strip()} channels"
+    elif condition:
         if isinstance(condition, dict):
             condition = condition.get("pass_through_filter", condition)
         text += f" where {getattr(condition, 'pass_through_filter', condition)}"

@@ -111,8 +111,8 @@ def test_train_leaves_out_what_a_run_would_quarantine_and_notes_constant_channel
     assert notes["dirty"] == [
         "seqwatch train: note: 70 of the training input's 3500 readings (2.0%) fail validation with suite 'sensor' "
         "(expectation_failed 70; the first expectation_failed: channel 'flow' value -9999.0 failed "
-        "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) where "
-        "channel.str.contains(\"flow\", case=False, regex=True)); they are left out, as a run quarantines them; "
+        "expect_column_values_to_be_between(value, max_value=1000000.0, min_value=0.0) for flow "
+        "channels); they are left out, as a run quarantines them; "
         "if such readings are normal for this equipment, train and run with a suite that allows them (--suite)",
         valve_note]
     assert "training on 3430 readings from 1 file(s) (70 rejected readings skipped, of which failing validation: "\

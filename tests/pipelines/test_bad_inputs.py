@@ -99,13 +99,12 @@ EXACT_RECORDS = {
     ("w24_huge_values.csv", 14): ("pressure", 1, "parse.parse_value", "column 'pressure': the value '1e400' is not finite"),
     ("w25_outside_physical_bounds.csv", 7): (
         "temperature", 1, "validate.expectation_failed", "channel 'temperature' value 2000.0 failed "
-        "expect_column_values_to_be_between(value, max_value=1500.0, min_value=-60.0) where "
-        "channel.str.contains(\"temp|thermo\", case=False, regex=True)"),
+        "expect_column_values_to_be_between(value, max_value=1500.0, min_value=-60.0) for "
+        "temperature channels"),
     ("w25_outside_physical_bounds.csv", 12): (
         "pressure", 1, "validate.expectation_failed", "channel 'pressure' value -5.0 failed "
-        "expect_column_values_to_be_between(value, max_value=1000.0, min_value=-1.0) where "
-        "channel.str.contains(\"(?:(?<![a-z0-9])|(?-i:(?<=[a-z0-9])(?=[A-Z])))press(?:ure)?(?-i:(?![a-z]))\", "
-        "case=False, regex=True)"),
+        "expect_column_values_to_be_between(value, max_value=1000.0, min_value=-1.0) for "
+        "pressure channels"),
     ("w26_very_long_strings.csv", 10): ("flow", 1, "parse.parse_value", "column 'flow': the value 'xxxxxxxx"),
     ("w26_very_long_strings.csv", 15): ("vibration", 1, "parse.parse_value", "is not finite"),
     ("w27_binary_junk.csv", 11): ("", 4, "parse.malformed_row", "the row holds binary data (NUL or other control bytes)"),

@@ -16,7 +16,8 @@ CHANNELS = ["temperature", "Temp_2", "pressure", "vibration", "flow", "active_po
             "current", "heart_rate", "ecg_mlii", "spo2", "body_temperature", "resp_rate", "other",
             # names the bundled patterns once caught by mistake, and intended ones in other spellings
             "compressor_speed", "accel_x", "outdoor_thermometer", "room_temperature", "response_time_ms",
-            "Inlet_PRESSURE", "meter_kwh", "temperature_c"]
+            "Inlet_PRESSURE", "meter_kwh", "temperature_c", "connection_attempts", "overflow_count", "power_factor",
+            "heart_rate_variability", "leader_id", "oxygen_flow", "maxHR", "busVoltage"]
 EDGES = [-1e9, -60.0, -10.0, -1.0, 0.0, 10.0, 20.0, 25.0, 45.0, 50.0, 80.0, 100.0, 300.0, 1000.0, 1500.0, 1e4, 1e6,
          1e7, 1e9, 1e12]
 EXTRA = [  # a user's suite: the other expectation types and arguments the pandas engine covers
