@@ -20,6 +20,9 @@ set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with th
   a version's metadata last, so a half-written one is never used);
 - ``seqwatch_fine_tune_days``: how many past days the Sunday fine-tuning reads (7).
 
+A failed scoring is retried after ``SEQWATCH_RETRY_DELAY_MINUTES`` (10), read from the environment when the DAG file
+is parsed (the test sets 0: ``airflow dags test`` waits out a retry delay).
+
 Limits (found by the bug hunt of deploy examples): the fine-tuning reads the past days that have files and a
 scored night, and says which it left out (a day without files, or one the nightly run did not score because the
 scheduler was down: ``catchup`` is off); a file that arrived after its night's run is noted by ``seqwatch train``
@@ -29,12 +32,16 @@ the newest version and its own becomes the newest, which every later run then us
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
 """
+import os
 from datetime import date, datetime, timedelta
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, CronTriggerTimetable
 
+# How long Airflow waits before it retries a failed scoring (read when the DAG file is parsed, so it comes from the
+# environment of the scheduler and workers, not from a Variable).
+RETRY_DELAY_MINUTES = float(os.environ.get("SEQWATCH_RETRY_DELAY_MINUTES", "10"))
 SEQWATCH = "{{ var.value.get('seqwatch_bin', '/srv/seqwatch/.venv/bin/seqwatch') }}"
 DATA = "{{ var.value.get('seqwatch_data', '/data/plant') }}"
 RESULTS = "{{ var.value.get('seqwatch_results', '/results') }}"
@@ -69,7 +76,7 @@ with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
         bash_command=(f"{SEQWATCH} run --input '{DATA}/{YESTERDAY}/*.csv' --format wide "
                       f"--model-dir {MODEL_ROOT} --output {RESULTS}/{YESTERDAY} --alert-cooldown 1800 "
                       f"--max-quarantined-share 0.5"),
-        retries=1, retry_delay=timedelta(minutes=10),
+        retries=1, retry_delay=timedelta(minutes=RETRY_DELAY_MINUTES),
     )
     on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=is_sunday,
                                       op_kwargs={"ds": "{{ ds }}"})

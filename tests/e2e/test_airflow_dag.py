@@ -37,18 +37,34 @@ def airflow_env(tmp_path_factory):
                AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW_VAR_SEQWATCH_BIN=str(SEQWATCH),
                AIRFLOW_VAR_SEQWATCH_DATA=str(home / "data"), AIRFLOW_VAR_SEQWATCH_RESULTS=str(home / "results"),
                AIRFLOW_VAR_SEQWATCH_MODEL_ROOT=str(home / "models" / "pumps"),
-               AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS="2")
+               AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS="2",
+               SEQWATCH_RETRY_DELAY_MINUTES="0")  # a failed scoring is retried at once, not after 10 minutes
     migrate = subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     return home, env
 
 
-def _airflow_dag_run(env: dict, logical_date: str) -> str:
+def _airflow_dag_run(env: dict, logical_date: str, succeeds: bool = True) -> str:
     run = subprocess.run([str(AIRFLOW), "dags", "test", "seqwatch_nightly", logical_date], env=env,
                          capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-5000:]
+    assert (run.returncode == 0) == succeeds, log[-5000:]
     return log
+
+
+def test_a_failed_scoring_is_retried_once_and_fails_the_run_without_fine_tuning(airflow_env, small_model_dir):
+    """The DAG's docstring: a seqwatch run that exits 2 (here: the night's folder is missing) is retried once, the
+    DAG run fails and the fine-tuning does not run. With the DAG's 10-minute retry delay ``airflow dags test`` had
+    waited out the delay, so a failing task took the test to its 600 s timeout; the test sets the delay to 0
+    (``SEQWATCH_RETRY_DELAY_MINUTES``)."""
+    home, env = airflow_env
+    root = home / "models" / "retried"  # a model root of its own: the other test writes versions into its own
+    shutil.copytree(small_model_dir, root / "v1")
+    log = _airflow_dag_run({**env, "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": str(root)}, "2026-12-06", succeeds=False)
+    tries = [line for line in log.splitlines() if "seqwatch run:" in line]  # a Sunday whose Saturday has no folder
+    assert len(tries) == 2 and all("2026-12-05" in line for line in tries), tries
+    assert "DagRun failed" in log
+    assert "fine-tuning on" not in log and [p.name for p in model_versions(root)] == ["v1"]
 
 
 @pytest.mark.slow
