@@ -82,36 +82,41 @@ def track_incident(spans: list, window_start: int, window_end: int, step_us: int
     return sorted([s for s in spans if s not in touching] + [(start, end)]), not touching
 
 
+def incident_groups(windows: list[Score], step_us: int, cooldown_us: int = 0) -> list[list[Score]]:
+    """Anomalous windows of one entity grouped into incidents, in time order: a window that starts at most one
+    step after the incident so far ends (its windows' latest end) continues it, and so does one that starts
+    within ``cooldown_us`` more (a quiet spell shorter than the cooldown does not end an incident, so a flapping
+    signal raises one alert, not many)."""
+    groups: list[list[Score]] = []
+    end = 0
+    for w in sorted(windows, key=lambda w: (w.window_start, w.window_end)):
+        if groups and continues(w.window_start, end, step_us, cooldown_us):
+            groups[-1].append(w)
+            end = max(end, w.window_end)
+        else:
+            groups.append([w])
+            end = w.window_end
+    return groups
+
+
+def incident_alert(entity_id: str, group: list[Score], channels: tuple, run_id: str) -> Alert:
+    """The alert of one incident's windows (``incident_groups``). ``top_channels`` ranks the model's ``channels``
+    by their summed positive contributions over the incident's windows (at most three)."""
+    blame = np.sum([np.maximum(w.channel_contributions, 0.0) for w in group], axis=0)
+    ranked = tuple(channels[i] for i in np.argsort(-blame, kind="stable")[:3] if blame[i] > 0)
+    start = min(w.window_start for w in group)
+    peak = max(group, key=lambda w: w.score)
+    severity = max((w.severity for w in group), key=_SEVERITY_RANK.get)
+    return Alert(alert_id(entity_id, start, peak.model_id), entity_id, start, max(w.window_end for w in group),
+                 peak.score, peak.threshold, severity, len(group), ranked or (peak.top_channel,), peak.model_id,
+                 peak.model_version, run_id)
+
+
 def merge_alerts(entity_id: str, windows: list[Score], channels: tuple, step_us: int, run_id: str,
                  cooldown_us: int = 0) -> list[Alert]:
-    """Merge anomalous windows of one entity into alerts. A window that starts at most one step after the
-    incident so far ends continues it, and so does one that starts within ``cooldown_us`` more (a quiet spell
-    shorter than the cooldown does not end an incident, so a flapping signal raises one alert, not many).
-    ``top_channels`` ranks the model's ``channels`` by their summed positive contributions over the incident's
-    windows (at most three)."""
-    alerts = []
-    group: list[Score] = []
-    end = 0  # the end of the incident so far (its windows' latest end)
-
-    def close():
-        blame = np.sum([np.maximum(w.channel_contributions, 0.0) for w in group], axis=0)
-        ranked = tuple(channels[i] for i in np.argsort(-blame, kind="stable")[:3] if blame[i] > 0)
-        start = group[0].window_start
-        peak = max(group, key=lambda w: w.score)
-        severity = max((w.severity for w in group), key=_SEVERITY_RANK.get)
-        alerts.append(Alert(alert_id(entity_id, start, peak.model_id), entity_id, start, end, peak.score,
-                            peak.threshold, severity, len(group), ranked or (peak.top_channel,), peak.model_id,
-                            peak.model_version, run_id))
-
-    for w in sorted(windows, key=lambda w: (w.window_start, w.window_end)):
-        if group and not continues(w.window_start, end, step_us, cooldown_us):
-            close()
-            group = []
-        end = w.window_end if not group else max(end, w.window_end)
-        group.append(w)
-    if group:
-        close()
-    return alerts
+    """Merge anomalous windows of one entity into alerts, one per incident (``incident_groups``)."""
+    return [incident_alert(entity_id, group, channels, run_id)
+            for group in incident_groups(windows, step_us, cooldown_us)]
 
 
 def forecast_window(wb) -> int | None:
@@ -156,15 +161,19 @@ def opened_alert(entity_id: str, first: Score, run_id: str) -> Alert:
 
 
 class _MergeIncidents(beam.DoFn):
-    """Per entity: buffer anomalous windows (each element: one pane's, in start order); when the watermark has
-    passed the last one by ``settle_us`` (so every window that could continue the incident has been scored),
-    merge them into alerts and emit them. With a cooldown the incident stays open that much longer: the timer
-    waits for ``settle_us + cooldown_us`` after the last window. The timer only ever moves later: a pane that
-    reaches the merge after a later one (runners do not keep panes in order) must not close the later one's
-    incident before a window that continues it has been scored.
+    """Per entity: buffer anomalous windows (each element: one pane's, in start order); an incident is settled
+    when the watermark has passed its last window by ``settle_us`` (so every window that could continue it has
+    been scored), plus ``cooldown_us`` with a cooldown. When the timer fires, the buffered windows are grouped
+    into incidents (``incident_groups``); the settled ones are emitted as alerts, the others stay buffered, and
+    the timer is set for them again. A pane that reaches the merge after a later one (runners do not keep panes
+    in order) can therefore not close an incident before a window that continues it has been scored.
 
-    In batch the watermark jumps to the end once all input is read, so the timer fires once with everything;
-    in streaming it fires as incidents close. Either way the same ``merge_alerts`` runs on the same windows.
+    Streaming (``announce``): the timer is due at the earliest settling time of what is buffered, so each
+    incident's alert comes once it has settled, although later incidents of the entity keep coming (a timer
+    that only moved later, to the latest window's settling, had held every alert of an entity whose incidents
+    came less than a settle time apart until it had been quiet that long: about 50 minutes late in the bug
+    hunt). Batch: the watermark jumps to the end once all input is read, so one timer at the latest settling
+    time fires once with everything. Either way every alert is ``incident_alert`` of the same windows.
 
     ``announce`` (streaming): also emit, on the ``opened`` output, a notice as soon as a window arrives that
     continues no incident seen so far (``track_incident``), without waiting for the incident to settle. Its id is the
@@ -188,11 +197,7 @@ class _MergeIncidents(beam.DoFn):
                 close_at=beam.DoFn.StateParam(CLOSE_AT), close=beam.DoFn.TimerParam(CLOSE)):
         entity, (rows, step_us, channels) = element
         pending.add(pickle.dumps((rows, step_us, channels), protocol=pickle.HIGHEST_PROTOCOL))
-        due = max(row.window_end for row in rows) + self.settle_us + self.cooldown_us
-        current = close_at.read()
-        if current is None or due > current:
-            close_at.write(due)
-            close.set(Timestamp(micros=due))
+        self._set_close(close_at, close, max(row.window_end for row in rows) + self.settle_us + self.cooldown_us)
         if self.announce:
             spans = open_spans.read() or []
             for row in rows:
@@ -201,22 +206,40 @@ class _MergeIncidents(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(OPENED, opened_alert(entity, row, self.run_id))
             open_spans.write(spans)
 
+    def _set_close(self, close_at, close, due: int) -> None:
+        """Set the one timer for ``due`` when it is later (batch) or earlier (streaming) than the one set."""
+        current = close_at.read()
+        if current is None or (due < current if self.announce else due > current):
+            close_at.write(due)
+            close.set(Timestamp(micros=due))
+
     @on_timer(CLOSE)
     def on_close(self, entity=beam.DoFn.KeyParam, pending=beam.DoFn.StateParam(PENDING),
                  open_spans=beam.DoFn.StateParam(OPEN_SPANS), close_at=beam.DoFn.StateParam(CLOSE_AT),
-                 fired=beam.DoFn.TimestampParam):
-        close_at.clear()  # the one timer has fired: the next window sets a new one
+                 close=beam.DoFn.TimerParam(CLOSE), fired=beam.DoFn.TimestampParam):
+        close_at.clear()  # the one timer has fired: windows still buffered, or the next window, set a new one
         items = [pickle.loads(blob) for blob in pending.read()]
         if not items:
             return  # nothing buffered (a firing with no window): leave the incident's state as it is
         pending.clear()
         open_spans.clear()
         _, step_us, channels = items[0]
-        for alert in merge_alerts(entity, [row for rows, _, _ in items for row in rows], channels, step_us,
-                                  self.run_id, self.cooldown_us):
+        unsettled = []
+        for group in incident_groups([row for rows, _, _ in items for row in rows], step_us, self.cooldown_us):
+            due = max(w.window_end for w in group) + self.settle_us + self.cooldown_us
+            if due > fired.micros:
+                unsettled.append((group, due))
+                continue
             # Stamped when the timer fires, not at the incident's end: an earlier stamp would be behind the
             # watermark, and windowed consumers downstream (the streaming counts) would drop it as late.
-            yield beam.window.TimestampedValue(alert, fired)
+            yield beam.window.TimestampedValue(incident_alert(entity, group, channels, self.run_id), fired)
+        if unsettled:
+            rows = [w for group, _ in unsettled for w in group]
+            pending.add(pickle.dumps((rows, step_us, channels), protocol=pickle.HIGHEST_PROTOCOL))
+            open_spans.write(sorted((min(w.window_start for w in g), max(w.window_end for w in g))
+                                    for g, _ in unsettled))
+            for _, due in unsettled:
+                self._set_close(close_at, close, due)
 
 
 class AlertOutputs(NamedTuple):

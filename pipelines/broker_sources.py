@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import threading
 import time
@@ -133,9 +134,11 @@ class MessageParser:
             origin = self.topic_level is not None or self.from_key
             self._entity_key = _ORIGIN_ENTITY if origin else entity_key
             self._fields = self._keys + ((_ORIGIN_ENTITY,) if origin else ())
+            self._id_keys = (entity_key,) if entity_key else ()
         else:
             self._keys = tuple(mapping.long_column(role) for role in LONG_COLUMNS)
             self._value_key = mapping.long_column("value")
+            self._id_keys = (mapping.long_column("entity_id"), mapping.long_column("channel"))
             self._layout = FileLayout.resolve(list(self._keys), mapping, "message")
 
     def parse(self, source: str, positions: Sequence[int], payloads: Sequence,
@@ -234,15 +237,31 @@ class MessageParser:
             return "", None, "the message is empty (null payload)"
         else:
             text = str(payload)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in a text payload: no Parquet column holds it
+                return text.encode("utf-8", "backslashreplace").decode("utf-8"), None, "the message is not UTF-8 text"
         try:
             record = json.loads(text)
+        except RecursionError:
+            return text, None, "the message is not JSON that can be read: it nests deeper than the JSON reader goes"
         except ValueError as exc:
             return text, None, f"the message is not JSON: {getattr(exc, 'msg', exc)}"
         if not isinstance(record, dict):
             return text, None, f"the message is a JSON {type(record).__name__}, not an object"
+        if _SURROGATE_ESCAPE.search(text):
+            try:  # an escaped pair (an emoji) is text; a lone half decodes to a string no Parquet column holds
+                json.dumps(record, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                return text, None, "the message holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no text"
         missing = [key for key in self._keys if key not in record]
         if missing:
             return text, None, f"the message lacks fields {missing} (it has {sorted(record)[:10]})"
+        for key in self._id_keys:
+            if isinstance(record[key], (dict, list, bool)):
+                kind = ("true or false" if isinstance(record[key], bool) else
+                        "a JSON object" if isinstance(record[key], dict) else "a JSON array")
+                return text, None, f"the message's {key!r} is {kind}, not an id (text or a number)"
         if not self.wide:
             return text, [(_value_text if key == self._value_key else _field_text)(record[key])
                           for key in self._keys], None
@@ -271,6 +290,9 @@ class MessageParser:
             part = frame[window == w].reset_index(drop=True)
             out.append((ReadingBatch(part), int(part["timestamp"].min())))
         return out
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate (half of a pair, or alone)
 
 
 def _value_text(value):

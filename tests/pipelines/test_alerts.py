@@ -105,6 +105,28 @@ def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_ea
         assert_that(alerts, equal_to([(47, 53, 4), (97, 106, 7)]))
 
 
+def test_a_stream_closes_each_incident_once_it_has_settled_though_later_incidents_keep_coming():
+    """Streaming: three incidents of one entity 20 s apart, each settling (10 s after its last window) after the
+    next has begun. Each alert must come when its own incident has settled (the timer fires at 63, 83 and 93 s).
+    The one timer per entity had only moved later, to the latest window's settling, so the first two alerts
+    waited until the entity had been quiet for a settle time, and came at 93 s with the third (bug hunt of
+    alerts: 50 minutes late on a pump whose flow spiked every 25 minutes)."""
+    stream = (TestStream()
+              .add_elements([TimestampedValue(_pane(1, range(50, 54)), Timestamp(53))])
+              .advance_watermark_to(Timestamp(60))
+              .add_elements([TimestampedValue(_pane(2, range(70, 74)), Timestamp(73))])
+              .advance_watermark_to(Timestamp(65))  # past the first incident's settling (63 s)
+              .add_elements([TimestampedValue(_pane(3, range(80, 84)), Timestamp(83))])
+              .advance_watermark_to(Timestamp(85))  # past the second's (83 s)
+              .advance_watermark_to(Timestamp(200))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        built = p | stream | BuildAlerts("run", 10_000_000, announce=True)
+        emitted = built.closed | beam.Map(lambda a, t=beam.DoFn.TimestampParam: (
+            a.start // 1_000_000, a.end // 1_000_000, a.windows, t.micros // 1_000_000))
+        assert_that(emitted, equal_to([(47, 53, 4, 63), (67, 73, 4, 83), (77, 83, 4, 93)]))
+
+
 def test_track_incident_opens_an_incident_only_for_a_window_that_continues_none_in_any_arrival_order():
     spans, opens = track_incident([], 0, 3, 1)
     assert (spans, opens) == ([(0, 3)], True)
