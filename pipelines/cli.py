@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
@@ -862,9 +863,14 @@ def cmd_stream(args, beam_args) -> int:
         if not (args.bootstrap_servers and args.topic):
             raise CliError("--source kafka needs --bootstrap-servers and --topic")
         name = f"kafka:{args.topic}"
+        # The consumer group is the stream into its output: a restart into the same --output resumes after the
+        # offsets the last one committed (without a group, a restart read the whole topic again: broker hunt).
+        where = args.output if "://" in args.output else os.path.realpath(args.output)
+        group_id = args.group_id or "seqwatch-" + hashlib.sha256(
+            f"{args.bootstrap_servers}|{args.topic}|{where}".encode()).hexdigest()[:12]
 
         def make_source(run_id):
-            return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=args.group_id,
+            return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=group_id,
                                                 start=args.start, **reading)
     elif args.source == "mqtt":
         if not (args.mqtt_broker and args.topic):
@@ -915,7 +921,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
     from seqwatch.pipelines.streaming import check_stream_output, counts_files, run_stream, stream_totals
 
     try:
-        check_stream_output(args.output, plan)
+        file_suffix = check_stream_output(args.output, plan)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.source == "kafka":
@@ -937,16 +943,19 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
     started = time.time()
     earlier = len(counts_files(args.output))
     if earlier:
+        kept = (f"this stream's pane and window files end in {file_suffix} and sit beside them, none replaced, and "
+                f"the totals below are its own; a source that reads again what the earlier stream read (a replay "
+                f"of the same files, Kafka --start earliest) gives those windows a second row" if file_suffix else
+                "a window both streams write keeps this one's, and the totals below are this stream's own")
         print(f"seqwatch stream: {args.output}/counts already holds the counts of {earlier} flush window(s) of an "
-              f"earlier stream; a window both streams write keeps this one's, and the totals below are this "
-              f"stream's own (give each stream its own --output to keep them apart)", file=sys.stderr, flush=True)
+              f"earlier stream; {kept}", file=sys.stderr, flush=True)
     if _is_direct_runner(beam_args):
         print("seqwatch stream: the DirectRunner runs a stream as one batch where it cannot hand it to Prism: then "
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
               file=sys.stderr, flush=True)
     _log_incidents()
     run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
-               args.watch_models, args.archive_readings)
+               args.watch_models, args.archive_readings, file_suffix)
     counts, windows = stream_totals(args.output, since_s=started)
     scored, quarantined = counts.get("records_scored", 0), counts.get("records_quarantined", 0)
     print(f"seqwatch stream: the source ended; records in {counts.get('records_in', 0)} = scored {scored} + "
@@ -1080,7 +1089,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--entity-topic-level", type=int, metavar="LEVEL",
                         help="mqtt, --format wide: the entity is this level of each message's topic, counted from "
                              "0 (plant/pump-01/state: 1)")
-    stream.add_argument("--group-id", help="kafka: consumer group (offsets committed)")
+    stream.add_argument("--group-id", help="kafka: consumer group, whose offsets are committed (default: "
+                        "seqwatch-<hash of the servers, topic and --output>, so that a restart into the same "
+                        "--output resumes where the last stream stopped)")
     stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed",
                         help="kafka: where reading starts (default committed: the offsets committed by --group-id, "
                              "else the earliest)")
@@ -1302,6 +1313,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
                   f"{getattr(args, 'output', '')}", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
+            _stop_runner_processes()
             os._exit(1)
         if not (_interrupted(exc) or (lost is not None and signalled)):
             raise
@@ -1318,7 +1330,34 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         # plain return would leave the process running. Flush what was printed and end it here.
         sys.stdout.flush()
         sys.stderr.flush()
+        _stop_runner_processes()
         os._exit(143 if _CtrlC.terminated else 130)  # 128 + the signal's number, as a shell reports it
+
+
+def _stop_runner_processes(wait_s: float = 5.0) -> None:
+    """Stop the runner processes Beam started for this job (Prism, a job server) before ``os._exit``, which skips
+    Beam's own atexit cleanup: a SIGTERM to seqwatch's process alone (systemd's ``KillMode=process``, a
+    container's init, ``kill PID``) had left Prism running (found by the bug hunt of brokers). A Ctrl-C in a
+    terminal reaches them through the process group anyway."""
+    import time as clock
+
+    module = sys.modules.get("apache_beam.utils.subprocess_server")
+    if module is None:
+        return
+    try:
+        entries = list(module.SubprocessServer._cache._cache.values())
+    except Exception:  # another Beam's internals: leave them to the operating system
+        return
+    processes = [entry.obj[0] for entry in entries if isinstance(getattr(entry, "obj", None), tuple)]
+    processes = [p for p in processes if hasattr(p, "poll") and p.poll() is None]
+    for process in processes:
+        process.terminate()
+    deadline = clock.monotonic() + wait_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - clock.monotonic()))
+        except Exception:
+            process.kill()
 
 
 def _check_beam_flags(command: str, parser: argparse.ArgumentParser, beam_args: list[str]) -> None:

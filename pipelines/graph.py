@@ -135,23 +135,25 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
 
 def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
                         allowed_lateness_s: float = 0.0, keep_open_s: float = 0.0,
-                        watch_models_s: float | None = None, archive_window_s: float | None = None) -> dict:
+                        watch_models_s: float | None = None, archive_window_s: float | None = None,
+                        file_suffix: str = "") -> dict:
     """Everything after the source (``detect``, then the sinks); outputs under ``root``. ``flush_window_s``
     (streaming): quarantine files and counts are written per event-time window of this length; ``None``
     (batch): once, at the end. ``allowed_lateness_s``: how long each pane waits before it is scored;
     ``keep_open_s``: how long Beam keeps a scored pane's window for late readings (which are then quarantined as
     late); ``watch_models_s``: look for a newer version of the model directory this often and score with it
     from then on; ``archive_window_s`` (streaming): also write the readings that passed validation under
-    ``readings/``, one file per entity and event-time window of this length. Returns the main PCollections by
-    name (for tests)."""
+    ``readings/``, one file per entity and event-time window of this length; ``file_suffix`` (streaming): ends
+    the names of the files written per pane or flush window (a restarted stream's: ``.s2``). Returns the main
+    PCollections by name (for tests)."""
     found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s)
-    counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s)
+    counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix)
     return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
                                            "quarantine")} | {"counts": counts}
 
 
 def write_detections(found: dict, run_id: str, root: str, flush_window_s: float | None = None,
-                     archive_window_s: float | None = None) -> beam.PCollection:
+                     archive_window_s: float | None = None, file_suffix: str = "") -> beam.PCollection:
     """The sinks of ``detect``'s outputs (``scored``, ``alerts``, ``opened``, ``quarantine``, ``counts``; and
     ``valid`` with an archive) under ``root``: Parquet files, and the counts (with the sinks' own) as
     ``counts.json`` (batch) or ``counts/<window start>.json`` per flush window (streaming, ``flush_window_s``).
@@ -159,7 +161,7 @@ def write_detections(found: dict, run_id: str, root: str, flush_window_s: float 
     outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine")}
     if archive_window_s is not None:
         outputs["readings"] = found["valid"]
-    written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s)
+    written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s, file_suffix)
     all_counts = ((found["counts"], written | "WrittenCountsWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
                   | "AllCounts" >> beam.Flatten())
     if flush_window_s:
@@ -174,7 +176,7 @@ def write_detections(found: dict, run_id: str, root: str, flush_window_s: float 
                   | "FlushCounts" >> FlushPerWindow(flush_window_s)
                   | "SumCounts" >> beam.Map(window_counts))
         counts | "WriteCounts" >> beam.MapTuple(
-            lambda start_us, data: write_json(data, FileSystems.join(root, "counts", f"{start_us}.json")))
+            lambda start_us, data: write_json(data, FileSystems.join(root, "counts", f"{start_us}{file_suffix}.json")))
     else:
         # The three totals from zero, so that an empty input still writes its counts.json (records_in 0): the
         # dict below has no default (a window that saw nothing gives none).

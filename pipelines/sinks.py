@@ -17,7 +17,8 @@ Layout under a run's output (no ``key=value`` folder names, so readers do not in
 ``pyarrow.dataset.dataset("out/alerts")``, DuckDB's ``read_parquet('out/alerts/**/*.parquet')`` and Spark's
 ``recursiveFileLookup`` read them as they are. Every file is written under a temporary name and renamed when
 complete, so a reader never sees half a file; file names are deterministic, so a rerun or a replay overwrites
-instead of duplicating. The batch runner also writes into a staging folder and moves it into place only after
+instead of duplicating (a stream restarted into its folder ends the names of its pane and window files with
+``.s2``, ``.s3``, ...: it resumes where the last one stopped, and writes the rest of that pane beside it). The batch runner also writes into a staging folder and moves it into place only after
 the whole pipeline succeeded (``seqwatch.pipelines.batch``).
 """
 from __future__ import annotations
@@ -260,8 +261,8 @@ class _WriteTable(beam.DoFn):
         yield ("files_written", 1)
 
 
-def _pane_file(sink: str, entity: str, pane: int) -> str:
-    return f"{sink}/{safe_name(entity)}/pane-{pane:+09d}.parquet"
+def _pane_file(sink: str, entity: str, pane: int, suffix: str = "") -> str:
+    return f"{sink}/{safe_name(entity)}/pane-{pane:+09d}{suffix}.parquet"
 
 
 def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]:
@@ -301,10 +302,12 @@ class WriteOutputs(beam.PTransform):
     arrived after their archive window was written)."""
 
     def __init__(self, root: str, run_id: str, flush_window_s: float | None = None,
-                 archive_window_s: float | None = None):
+                 archive_window_s: float | None = None, file_suffix: str = ""):
         """``flush_window_s``: streaming only; quarantined records are written per event-time window of this
         length (batch: one file per source at the end). ``archive_window_s``: streaming only; the ``readings``
-        input (``ReadingBatch`` elements) is written per entity and event-time window of this length."""
+        input (``ReadingBatch`` elements) is written per entity and event-time window of this length.
+        ``file_suffix``: streaming only; ends the names of the files written per pane or window (a restarted
+        stream's, ``.s2``: ``streaming.check_stream_output``), so that they sit beside an earlier stream's."""
         super().__init__()
         if archive_window_s is not None and flush_window_s is None:
             raise ValueError("the reading archive is written by streaming runs only")
@@ -312,20 +315,22 @@ class WriteOutputs(beam.PTransform):
         self.run_id = run_id
         self.flush_window_s = flush_window_s
         self.archive_window_s = archive_window_s
+        self.file_suffix = file_suffix
 
     def expand(self, outputs):
         scored, alerts, quarantine = outputs["scored"], outputs["alerts"], outputs["quarantine"]
         opened = outputs.get("opened")
-        run_id = self.run_id
+        run_id, suffix = self.run_id, self.file_suffix
 
         def scores_table(sw):
             if len(sw.windows.ends):
-                yield _pane_file("scores", sw.windows.entity_id, sw.windows.pane), score_table(sw, run_id)
+                yield _pane_file("scores", sw.windows.entity_id, sw.windows.pane, suffix), score_table(sw, run_id)
 
         def forecasts_table(sw):
             rows = forecast_rows(sw, run_id)
             if rows:
-                yield _pane_file("forecasts", sw.windows.entity_id, sw.windows.pane), to_table(rows, FORECAST_SCHEMA)
+                yield (_pane_file("forecasts", sw.windows.entity_id, sw.windows.pane, suffix),
+                       to_table(rows, FORECAST_SCHEMA))
 
         def alert_table(alert, folder="alerts"):
             return f"{folder}/{safe_name(alert.entity_id)}/{alert.alert_id}.parquet", to_table([alert], ALERT_SCHEMA)
@@ -337,7 +342,7 @@ class WriteOutputs(beam.PTransform):
                           key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
             name = (_cleaned(PurePath(source).name) or "source") + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
             if window_start_us is not None:
-                return f"quarantine/{name}/{window_start_us}.parquet", quarantine_records_table(rows)
+                return f"quarantine/{name}/{window_start_us}{suffix}.parquet", quarantine_records_table(rows)
             return f"quarantine/{name}.parquet", quarantine_records_table(rows)
 
         keyed = quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
@@ -369,7 +374,7 @@ class WriteOutputs(beam.PTransform):
                         | "ReadingsByEntity" >> beam.FlatMap(archive_pieces, int(round(self.archive_window_s * 1e6)))
                         | "FlushReadings" >> FlushPerWindow(self.archive_window_s))
             parts["Readings"] = archived | "ReadingTables" >> beam.Map(
-                lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}.parquet", reading_table(r.items)))
+                lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}{suffix}.parquet", reading_table(r.items)))
             flush_counts.append(archived | "CountArchived" >> beam.FlatMap(
                 lambda r: [("readings_archived", sum(len(f) for f in r.items))]
                 + ([("flushed_late.reading_batches", r.late)] if r.late else [])))

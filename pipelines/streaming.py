@@ -126,15 +126,17 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
                              flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
                              allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
                              late_after_s: float = DEFAULT_LATE_AFTER_S,
-                             watch_models_s: float | None = None, archive_window_s: float | None = None) -> dict:
+                             watch_models_s: float | None = None, archive_window_s: float | None = None,
+                             file_suffix: str = "") -> dict:
     """The streaming graph after ``source``; outputs under ``root`` (no staging: files appear as panes fire).
     ``watch_models_s``: score with newer versions of the model directory as they appear, looking this often;
     ``archive_window_s``: also write the readings that pass the gate and validation under ``readings/``, one file
-    per entity and event-time window of this length (the input of a scheduled ``seqwatch train --warm-start``)."""
+    per entity and event-time window of this length (the input of a scheduled ``seqwatch train --warm-start``);
+    ``file_suffix``: ends the names of the files written per pane or flush window (``check_stream_output``)."""
     return build_scoring_graph(gate_late_readings(source, late_after_s, plan.run_id), plan, root,
                                flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s,
                                keep_open_s=late_after_s, watch_models_s=watch_models_s,
-                               archive_window_s=archive_window_s)
+                               archive_window_s=archive_window_s, file_suffix=file_suffix)
 
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
@@ -186,11 +188,12 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
                allowed_lateness_s: float = 0.0, late_after_s: float = DEFAULT_LATE_AFTER_S,
-               watch_models_s: float | None = None, archive_window_s: float | None = None) -> None:
+               watch_models_s: float | None = None, archive_window_s: float | None = None,
+               file_suffix: str = "") -> None:
     """Run the streaming pipeline until its source ends (a replay, or a broker read with a stop condition) or
     the job is cancelled. ``make_source(run_id)`` returns the source PTransform; ``watch_models_s``: switch to
-    newer versions of the model directory while running (see ``pipelines.inference``); ``archive_window_s``: see
-    ``build_streaming_pipeline``."""
+    newer versions of the model directory while running (see ``pipelines.inference``); ``archive_window_s`` and
+    ``file_suffix``: see ``build_streaming_pipeline``."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from seqwatch.pipelines.runners import apply_runner_fixes
@@ -204,7 +207,7 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
         read = p | "ReadStream" >> make_source(plan.run_id)
         source = SourceOutputs(read.readings, read.quarantine, read.counts)
         build_streaming_pipeline(source, plan, plan.config.output, flush_window_s, allowed_lateness_s, late_after_s,
-                                 watch_models_s, archive_window_s)
+                                 watch_models_s, archive_window_s, file_suffix)
 
 
 def written_since(pattern: str, since_s: float | None = None) -> list:
@@ -220,19 +223,25 @@ STREAM_SETTINGS_FILE = ".seqwatch-stream.json"  # hidden: dataset readers skip n
 STREAM_ONLY_FOLDERS = ("counts", "alerts_open")
 
 
-def check_stream_output(output: str, plan) -> None:
+def check_stream_output(output: str, plan) -> str:
     """Refuse (``ValueError``, one sentence) an output folder whose files this stream would sit beside, not
     replace, and note its pane geometry for the next stream there: a batch run's outputs (its ``manifest.json``:
     the stream's score files, named by pane, never replace a run's of other panes, so each window had two rows),
     or an earlier stream's of another pane length or step (the same, across a restart with other ``--pane-steps``).
-    Called under the output lock."""
+    Called under the output lock.
+
+    Returns the suffix of this stream's file names: ``""`` for the first stream into the folder, ``".s2"``,
+    ``".s3"``, ... for later ones (a restart), so that a restarted stream that resumes where the last one stopped
+    (Kafka offsets committed, acknowledged messages) writes the rest of a pane or flush window beside the earlier
+    stream's file instead of over it (found by the bug hunt of brokers: a restart had replaced the first stream's
+    scores and counts of the window it stopped in, and the counts no longer reconciled)."""
     import json
     import os
 
     from seqwatch.pipelines.sources import _is_run_manifest
 
     if "://" in output:
-        return
+        return ""
     if _is_run_manifest(os.path.join(output, "manifest.json")):
         raise ValueError(f"{output} holds a batch run's outputs (manifest.json): a stream writes its panes beside "
                          f"them, not over them, so each window would have two rows; give the stream its own --output")
@@ -253,7 +262,11 @@ def check_stream_output(output: str, plan) -> None:
                          f"each window would have two rows; {advice}")
     from seqwatch.pipelines.graph import write_json
 
-    write_json({**geometry, "run_id": plan.run_id}, path)
+    starts = 1
+    if isinstance(earlier, dict):
+        starts = (earlier.get("starts") if isinstance(earlier.get("starts"), int) else 1) + 1
+    write_json({**geometry, "run_id": plan.run_id, "starts": starts}, path)
+    return "" if starts == 1 else f".s{starts}"
 
 
 def counts_files(output: str, since_s: float | None = None) -> list:

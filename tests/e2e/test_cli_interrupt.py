@@ -66,3 +66,63 @@ def test_ctrl_c_stops_a_stream_with_one_sentence(runner, small_model_dir, tmp_pa
     if runner == "prism":  # a real stream: what it scored before the Ctrl-C is there, and readable
         scored = ds.dataset(out / "scores", format="parquet").to_table()
         assert 0 < scored.num_rows
+
+
+def _children(pid: int) -> dict:
+    """``{pid: command name}`` of the processes whose parent is ``pid``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+            if int(rest[1]) == pid:
+                found[int(entry)] = name
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_the_stream_process_alone_stops_its_prism_too(small_model_dir, tmp_path, prism_location):
+    """Bug hunt of broker sources: a SIGTERM to seqwatch's own process (systemd's KillMode=process, a container's
+    init, `kill PID`) ended the stream with its one sentence, exit 143, but left Prism running, reparented to
+    init: one leaked Prism per restart (a Prism that logs dies of the broken pipe; a quiet one, as under a
+    Kafka stream waiting for messages, stays). Its exit skips Beam's atexit cleanup, so seqwatch stops Prism
+    itself before it exits."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=3000, seed=4)
+    path = tmp_path / "readings.csv"
+    readings.to_csv(path, index=False)
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
+               "--speed", "150", "--model-dir", str(small_model_dir), "--output", str(out), "--pane-steps", "16",
+               f"--prism_location={prism_location}"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                time.sleep(0.5)
+            prism = [pid for pid, name in _children(process.pid).items() if name.startswith("prism")]
+            assert prism, (_children(process.pid), log_path.read_text()[-2000:])
+            process.send_signal(signal.SIGTERM)  # to seqwatch alone, not its process group
+            returncode = process.wait(timeout=120)
+            left = [pid for pid in prism if _alive(pid)]  # stopped before seqwatch exits, not when it next logs
+        finally:
+            os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+            for pid in prism if "prism" in locals() else []:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    text = log_path.read_text()
+    assert returncode == 143, text[-2000:]
+    assert text.splitlines()[-1] == f"seqwatch stream: stopped by SIGTERM; what was written so far stays in {out}"
+    assert left == [], f"Prism processes {left} outlived the stream"

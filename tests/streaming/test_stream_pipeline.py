@@ -332,3 +332,44 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
     assert counts["alerts"] == len(alerts) >= 2
     written = [p.stat().st_mtime for p in [*alerts, *(out / "scores").rglob("*.parquet")]]
     assert ended - max(written) > 15, "the last scores and alerts waited for the end of the job"
+
+
+@pytest.mark.slow
+def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_streams_files(
+        long_readings, small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
+    """Bug hunt of broker sources: a stream restarted into its --output, without --group-id, read the whole topic
+    again; with a group it resumed, but wrote the pane and flush window it resumed in over the first stream's files
+    (its scores of those windows gone, and the counts no longer summed to the readings). Now the default consumer
+    group is the stream into its output, and a restarted stream's files end in .s2 beside the first one's."""
+    path, readings = long_readings
+    first, second = readings.iloc[:len(readings) * 3 // 5], readings.iloc[len(readings) * 3 // 5:]
+    kafka_broker.create_topic("pumps-restart", partitions=1)
+    producer = kafka_broker.producer()
+
+    def publish(part):
+        for row in part.itertuples(index=False):
+            producer.produce("pumps-restart", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                                          "timestamp": row.timestamp, "value": row.value}).encode())
+        assert producer.flush(30) == 0
+
+    out = tmp_path / "out"
+    command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
+                              kafka_broker.bootstrap_servers, "--topic", "pumps-restart", "--stop-after-idle", "8")
+    publish(first)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"records in {len(first)} = " in result.stderr
+    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert any(p.parent.parent.name == "scores" for p in written)
+
+    publish(second)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"records in {len(second)} = " in result.stderr  # resumed: the first part is not read again
+    assert "end in .s2 and sit beside them" in result.stderr
+    assert {p: p.read_bytes() for p in written} == written  # nothing of the first stream replaced
+    assert any(p.name.endswith(".s2.parquet") for p in (out / "scores").rglob("*"))
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+    scores = ds.dataset(out / "scores", format="parquet").to_table().to_pandas()
+    assert not scores.duplicated(["entity_id", "window_end"]).any()
