@@ -42,6 +42,7 @@ duplicate check).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import sys
@@ -663,6 +664,38 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     def setup(self):
         self._consumers = {}  # (topic, partitions) -> (consumer, {partition: next offset it will deliver})
         self._clocks = {}
+        self._unreachable = None  # librdkafka's last error of a broker it cannot reach, until the broker answers
+
+    def _broker_error(self, error) -> None:
+        """librdkafka's error callback (its own log lines, a FAIL line per connection attempt, are silenced): a
+        broker it cannot reach is said once per outage, and held, so that ``stop_after_idle_s`` does not end the
+        read during it (a broker down for longer had ended the stream as if its topic were quiet, and the
+        readings published once it was back were never read: bug hunt of broker sources)."""
+        from confluent_kafka import KafkaError
+
+        if error.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            return
+        if self._unreachable is None:
+            logging.getLogger(__name__).warning(
+                "cannot reach the Kafka broker at %s (%s); the read waits for it, and --stop-after-idle counts no "
+                "time meanwhile", self.bootstrap_servers, error.str())
+        self._unreachable = error.str()
+
+    def _broker_answers(self, consumer, topic: str, clocks) -> bool:
+        """After an outage (``_broker_error``): whether the broker answers again; when it does, the idle time
+        starts again from now, so that what was published meanwhile is read before the read ends."""
+        from confluent_kafka import KafkaException
+
+        if self._unreachable is None:
+            return True
+        try:
+            consumer.list_topics(topic, timeout=2)
+        except KafkaException:
+            return False
+        logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
+        self._unreachable = None
+        clocks.last_message_at = time.monotonic()
+        return False
 
     def teardown(self):
         for consumer, _ in getattr(self, "_consumers", {}).values():
@@ -675,7 +708,8 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         key = (topic, restriction.partitions)
         wanted = {p: s for p, s, e in zip(restriction.partitions, restriction.starts, restriction.stops) if p in active}
         if key not in self._consumers:
-            consumer = Consumer(_kafka_config(self.bootstrap_servers, self.group_id, self.consumer_config))
+            consumer = Consumer({"log_level": 0, "error_cb": self._broker_error,
+                                 **_kafka_config(self.bootstrap_servers, self.group_id, self.consumer_config)})
             self._consumers[key] = (consumer, {})
         consumer, positions = self._consumers[key]
         if positions != wanted:  # first use, a retry, a resumed checkpoint or a finished partition: reposition
@@ -737,7 +771,10 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         clocks.advance(estimator, unfinished, caught_up=received < self.max_batch)
         if not unfinished:
             return  # every partition reached its stop: the read is done
-        if self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s:
+        if received:
+            self._unreachable = None  # messages came: the broker answers
+        if self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s \
+                and self._broker_answers(consumer, topic, clocks):
             tracker.try_claim(_END)
             return
         tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))

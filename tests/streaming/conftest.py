@@ -293,18 +293,19 @@ def mqtt_broker(tmp_path_factory) -> str:
     process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory) -> KafkaBroker:
-    """One Kafka node (broker + KRaft controller) on 127.0.0.1, for the whole session."""
+def _need_kafka() -> None:
     if shutil.which("java") is None:
         pytest.skip("Java 17+ is not installed (Kafka needs it)")
     if not any(KAFKA_LIBS.glob("kafka_*.jar")):
         pytest.skip(f"the Kafka jars are not in {KAFKA_LIBS.relative_to(REPO)}: run `make kafka-jars` (Maven)")
     _need_module("confluent_kafka", "confluent-kafka")
+
+
+def start_kafka_node(work: Path, port: int, controller_port: int, log_name: str = "kafka.log") -> Service:
+    """One Kafka node on ``port``, its data in ``work/node`` (a node started again on the same folder and ports
+    keeps its topics and committed offsets)."""
     from confluent_kafka.admin import AdminClient
 
-    work = tmp_path_factory.mktemp("kafka")
-    port, controller_port = free_port(), free_port()
     bootstrap = f"127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -315,12 +316,45 @@ def kafka_broker(tmp_path_factory) -> KafkaBroker:
         except Exception:  # noqa: BLE001 - not answering yet
             return False
 
-    service = _launch("Kafka", ["bash", str(KAFKA_SCRIPT), "--port", str(port), "--controller-port",
-                                str(controller_port), "--dir", str(work / "node")], work / "kafka.log", ready)
+    return _launch("Kafka", ["bash", str(KAFKA_SCRIPT), "--port", str(port), "--controller-port",
+                             str(controller_port), "--dir", str(work / "node")], work / log_name, ready)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory) -> KafkaBroker:
+    """One Kafka node (broker + KRaft controller) on 127.0.0.1, for the whole session."""
+    _need_kafka()
+    work = tmp_path_factory.mktemp("kafka")
+    port = free_port()
+    service = start_kafka_node(work, port, free_port())
     try:
-        yield KafkaBroker(bootstrap, service.log, service.started_s)
+        yield KafkaBroker(f"127.0.0.1:{port}", service.log, service.started_s)
     finally:
         service.stop()
+
+
+@pytest.fixture
+def own_kafka_node(tmp_path):
+    """``start() -> KafkaBroker``: a Kafka node of the test's own, which the test may stop (``stop()``) and start
+    again on the same ports and data; stopped at the end."""
+    _need_kafka()
+    port, controller_port = free_port(), free_port()
+    services = []
+
+    class Node:
+        def start(self) -> KafkaBroker:
+            service = start_kafka_node(tmp_path, port, controller_port, f"kafka-{len(services)}.log")
+            services.append(service)
+            return KafkaBroker(f"127.0.0.1:{port}", service.log, service.started_s)
+
+        def stop(self) -> None:
+            services[-1].stop()
+
+    try:
+        yield Node()
+    finally:
+        for service in services:
+            service.stop()
 
 
 @pytest.fixture(scope="session")

@@ -373,3 +373,47 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
     assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
     scores = ds.dataset(out / "scores", format="parquet").to_table().to_pandas()
     assert not scores.duplicated(["entity_id", "window_end"]).any()
+
+
+@pytest.mark.slow
+def test_a_kafka_stream_waits_out_a_broker_outage_instead_of_ending_as_idle(long_readings, small_model_dir,
+                                                                          own_kafka_node, prism_location, tmp_path,
+                                                                          stream_outputs):
+    """Bug hunt of broker sources: with the broker down for longer than --stop-after-idle, the stream ended as if
+    its topic were quiet (exit 0, "the source ended"), the readings published once the broker was back were never
+    read, and librdkafka wrote a FAIL line per connection attempt (857 lines in 45 s). Now the outage is one line,
+    the idle time does not count while the broker cannot be reached, and it starts again when the broker answers."""
+    path, readings = long_readings
+    broker = own_kafka_node.start()
+    broker.create_topic("pumps-outage")
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
+                              broker.bootstrap_servers, "--topic", "pumps-outage", "--stop-after-idle", "15")
+    with open(log_path, "w") as log:
+        stream = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "seqwatch stream: kafka:" not in log_path.read_text() and time.monotonic() < deadline:
+                assert stream.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            time.sleep(3)
+            own_kafka_node.stop()
+            time.sleep(25)  # longer than --stop-after-idle since the stream began
+            assert stream.poll() is None, log_path.read_text()[-3000:]
+            broker = own_kafka_node.start()
+            producer = broker.producer()
+            for row in readings.itertuples(index=False):
+                producer.produce("pumps-outage", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                                             "timestamp": row.timestamp,
+                                                             "value": row.value}).encode())
+            assert producer.flush(30) == 0
+            returncode = stream.wait(timeout=400)
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+    text = log_path.read_text()
+    assert returncode == 0, text[-3000:]
+    assert text.count("cannot reach the Kafka broker") == 1 and "|FAIL|" not in text, text[-3000:]
+    assert f"records in {len(readings)} = " in text, text[-3000:]
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
