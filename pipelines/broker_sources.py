@@ -242,10 +242,14 @@ class MessageParser:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate in a text payload: no Parquet column holds it
                 return text.encode("utf-8", "backslashreplace").decode("utf-8"), None, "the message is not UTF-8 text"
+        if text.count("[") + text.count("{") > MAX_NESTING and _nesting(text) > MAX_NESTING:
+            # json.loads, or writing a field back as text (_field_text) deeper in the stack, would raise
+            # RecursionError near Python's limit, and fail the job with the whole poll (bug hunt of brokers)
+            return text, None, f"the message nests more than {MAX_NESTING} levels deep"
         try:
             record = json.loads(text)
-        except RecursionError:
-            return text, None, "the message is not JSON that can be read: it nests deeper than the JSON reader goes"
+        except RecursionError:  # only where the stack is already deep: the nesting bound above is far below it
+            return text, None, f"the message nests more than {MAX_NESTING} levels deep"
         except ValueError as exc:
             return text, None, f"the message is not JSON: {getattr(exc, 'msg', exc)}"
         if not isinstance(record, dict):
@@ -291,6 +295,20 @@ class MessageParser:
             part = frame[window == w].reset_index(drop=True)
             out.append((ReadingBatch(part), int(part["timestamp"].min())))
         return out
+
+
+MAX_NESTING = 100  # JSON levels of a message: far more than a device's reading has, far below the reader's limit
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _nesting(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings left out)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a UTF-16 surrogate (half of a pair, or alone)
@@ -664,38 +682,60 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     def setup(self):
         self._consumers = {}  # (topic, partitions) -> (consumer, {partition: next offset it will deliver})
         self._clocks = {}
-        self._unreachable = None  # librdkafka's last error of a broker it cannot reach, until the broker answers
+        self._suspect = False  # librdkafka reported a connection error since the last message or probe
+        self._unreachable = False  # a probe found no broker: an outage, until one answers
+        self._probed_at = 0.0
+        self._said = set()  # the kinds of other errors said so far
 
     def _broker_error(self, error) -> None:
-        """librdkafka's error callback (its own log lines, a FAIL line per connection attempt, are silenced): a
-        broker it cannot reach is said once per outage, and held, so that ``stop_after_idle_s`` does not end the
-        read during it (a broker down for longer had ended the stream as if its topic were quiet, and the
-        readings published once it was back were never read: bug hunt of broker sources)."""
+        """librdkafka's error callback (its own log lines, a FAIL line per connection attempt, are silenced). A
+        connection error only makes the broker suspect, because librdkafka reports them too when a broker closes
+        an idle connection; ``_broker_down`` asks the broker. Any other error (authentication, authorisation) is
+        said once per kind."""
         from confluent_kafka import KafkaError
 
-        if error.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
-            return
-        if self._unreachable is None:
-            logging.getLogger(__name__).warning(
-                "cannot reach the Kafka broker at %s (%s); the read waits for it, and --stop-after-idle counts no "
-                "time meanwhile", self.bootstrap_servers, error.str())
-        self._unreachable = error.str()
+        code = error.code()
+        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._suspect = True
+        elif code not in self._said:
+            self._said.add(code)
+            logging.getLogger(__name__).warning("the Kafka consumer of %s reports: %s", self.bootstrap_servers,
+                                                error.str())
 
-    def _broker_answers(self, consumer, topic: str, clocks) -> bool:
-        """After an outage (``_broker_error``): whether the broker answers again; when it does, the idle time
-        starts again from now, so that what was published meanwhile is read before the read ends."""
+    def _broker_down(self, consumer, topic: str) -> bool:
+        """Whether the read must not end for idleness now: the broker does not answer (an outage: said once), or
+        it has just answered again after one (said once; every partition group's idle time then starts again,
+        so that what was published meanwhile is read before the read ends). Asks the broker for the topic's
+        metadata, at most every 2 s. A broker down for longer than ``stop_after_idle_s`` had ended the stream as
+        if its topic were quiet, and the readings published once it was back were never read (bug hunt of
+        broker sources)."""
         from confluent_kafka import KafkaException
 
-        if self._unreachable is None:
-            return True
+        now = time.monotonic()
+        if now - self._probed_at < 2.0:
+            return self._unreachable
+        self._probed_at = now
         try:
             consumer.list_topics(topic, timeout=2)
-        except KafkaException:
+        except KafkaException as exc:
+            if not self._unreachable:
+                reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+                logging.getLogger(__name__).warning(
+                    "cannot reach the Kafka broker at %s (%s); the read waits for it, and --stop-after-idle counts "
+                    "no time meanwhile", self.bootstrap_servers, reason)
+            self._unreachable = True
+            return True
+        self._suspect = False
+        if not self._unreachable:
             return False
+        self._broker_back()
+        return True
+
+    def _broker_back(self) -> None:
         logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
-        self._unreachable = None
-        clocks.last_message_at = time.monotonic()
-        return False
+        self._unreachable = False
+        for clocks in self._clocks.values():
+            clocks.last_message_at = time.monotonic()
 
     def teardown(self):
         for consumer, _ in getattr(self, "_consumers", {}).values():
@@ -772,9 +812,13 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         if not unfinished:
             return  # every partition reached its stop: the read is done
         if received:
-            self._unreachable = None  # messages came: the broker answers
-        if self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s \
-                and self._broker_answers(consumer, topic, clocks):
+            self._suspect = False
+            if self._unreachable:  # messages came: the broker answers again
+                self._broker_back()
+        idle = self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s
+        if not received and (idle or self._suspect or self._unreachable) and self._broker_down(consumer, topic):
+            idle = False
+        if idle:
             tracker.try_claim(_END)
             return
         tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))

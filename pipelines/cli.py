@@ -865,9 +865,16 @@ def cmd_stream(args, beam_args) -> int:
         name = f"kafka:{args.topic}"
         # The consumer group is the stream into its output: a restart into the same --output resumes after the
         # offsets the last one committed (without a group, a restart read the whole topic again: broker hunt).
+        # Not on Flink: the reader commits when the runner finalizes a bundle, which Flink does at a checkpoint,
+        # and a stream with --stop-after-idle never ended there without checkpoints (measured: timed out at 400 s).
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        from seqwatch.pipelines.runners import runner_name
+
         where = args.output if "://" in args.output else os.path.realpath(args.output)
-        group_id = args.group_id or "seqwatch-" + hashlib.sha256(
-            f"{args.bootstrap_servers}|{args.topic}|{where}".encode()).hexdigest()[:12]
+        group_id = args.group_id or (None if "flink" in runner_name(PipelineOptions(beam_args)) else "seqwatch-" +
+                                     hashlib.sha256(f"{args.bootstrap_servers}|{args.topic}|{where}".encode())
+                                     .hexdigest()[:12])
 
         def make_source(run_id):
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=group_id,
@@ -918,10 +925,11 @@ def cmd_stream(args, beam_args) -> int:
 
 def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> int:
     """``cmd_stream`` once its output folder is this stream's alone: broker checks, the stream, its totals."""
-    from seqwatch.pipelines.streaming import check_stream_output, counts_files, run_stream, stream_totals
+    from seqwatch.pipelines.streaming import (check_stream_output, counts_files, note_stream_start, run_stream,
+                                              stream_totals)
 
     try:
-        file_suffix = check_stream_output(args.output, plan)
+        check_stream_output(args.output, plan)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.source == "kafka":
@@ -935,6 +943,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
             source.open_session()
         except (ValueError, ConnectionError) as exc:
             raise CliError(str(exc)) from None
+    file_suffix = note_stream_start(args.output, plan)  # a start refused above is no start
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
     archiving = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
                  else "")
@@ -1091,7 +1100,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "0 (plant/pump-01/state: 1)")
     stream.add_argument("--group-id", help="kafka: consumer group, whose offsets are committed (default: "
                         "seqwatch-<hash of the servers, topic and --output>, so that a restart into the same "
-                        "--output resumes where the last stream stopped)")
+                        "--output resumes where the last stream stopped; none on Flink, which commits at "
+                        "checkpoints only)")
     stream.add_argument("--start", choices=("committed", "earliest", "latest"), default="committed",
                         help="kafka: where reading starts (default committed: the offsets committed by --group-id, "
                              "else the earliest)")

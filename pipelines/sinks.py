@@ -307,7 +307,7 @@ class WriteOutputs(beam.PTransform):
         length (batch: one file per source at the end). ``archive_window_s``: streaming only; the ``readings``
         input (``ReadingBatch`` elements) is written per entity and event-time window of this length.
         ``file_suffix``: streaming only; ends the names of the files written per pane or window (a restarted
-        stream's, ``.s2``: ``streaming.check_stream_output``), so that they sit beside an earlier stream's."""
+        stream's, ``.s2``: ``streaming.note_stream_start``), so that they sit beside an earlier stream's."""
         super().__init__()
         if archive_window_s is not None and flush_window_s is None:
             raise ValueError("the reading archive is written by streaming runs only")

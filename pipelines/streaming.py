@@ -132,7 +132,7 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
     ``watch_models_s``: score with newer versions of the model directory as they appear, looking this often;
     ``archive_window_s``: also write the readings that pass the gate and validation under ``readings/``, one file
     per entity and event-time window of this length (the input of a scheduled ``seqwatch train --warm-start``);
-    ``file_suffix``: ends the names of the files written per pane or flush window (``check_stream_output``)."""
+    ``file_suffix``: ends the names of the files written per pane or flush window (``note_stream_start``)."""
     return build_scoring_graph(gate_late_readings(source, late_after_s, plan.run_id), plan, root,
                                flush_window_s=flush_window_s, allowed_lateness_s=allowed_lateness_s,
                                keep_open_s=late_after_s, watch_models_s=watch_models_s,
@@ -223,36 +223,36 @@ STREAM_SETTINGS_FILE = ".seqwatch-stream.json"  # hidden: dataset readers skip n
 STREAM_ONLY_FOLDERS = ("counts", "alerts_open")
 
 
-def check_stream_output(output: str, plan) -> str:
-    """Refuse (``ValueError``, one sentence) an output folder whose files this stream would sit beside, not
-    replace, and note its pane geometry for the next stream there: a batch run's outputs (its ``manifest.json``:
-    the stream's score files, named by pane, never replace a run's of other panes, so each window had two rows),
-    or an earlier stream's of another pane length or step (the same, across a restart with other ``--pane-steps``).
-    Called under the output lock.
-
-    Returns the suffix of this stream's file names: ``""`` for the first stream into the folder, ``".s2"``,
-    ``".s3"``, ... for later ones (a restart), so that a restarted stream that resumes where the last one stopped
-    (Kafka offsets committed, acknowledged messages) writes the rest of a pane or flush window beside the earlier
-    stream's file instead of over it (found by the bug hunt of brokers: a restart had replaced the first stream's
-    scores and counts of the window it stopped in, and the counts no longer reconciled)."""
+def _stream_settings(output: str):
+    """The settings an earlier stream noted in ``output`` (``STREAM_SETTINGS_FILE``), or None."""
     import json
+    import os
+
+    try:
+        with open(os.path.join(output, STREAM_SETTINGS_FILE), encoding="utf-8") as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return earlier if isinstance(earlier, dict) else None
+
+
+def check_stream_output(output: str, plan) -> None:
+    """Refuse (``ValueError``, one sentence) an output folder whose files this stream would sit beside, not
+    replace: a batch run's outputs (its ``manifest.json``: the stream's score files, named by pane, never replace a
+    run's of other panes, so each window had two rows), or an earlier stream's of another pane length or step (the
+    same, across a restart with other ``--pane-steps``). Called under the output lock."""
     import os
 
     from seqwatch.pipelines.sources import _is_run_manifest
 
     if "://" in output:
-        return ""
+        return
     if _is_run_manifest(os.path.join(output, "manifest.json")):
         raise ValueError(f"{output} holds a batch run's outputs (manifest.json): a stream writes its panes beside "
                          f"them, not over them, so each window would have two rows; give the stream its own --output")
     geometry = {"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us)}
-    path = os.path.join(output, STREAM_SETTINGS_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            earlier = json.load(f)
-    except (OSError, ValueError):
-        earlier = None
-    if isinstance(earlier, dict) and {k: earlier.get(k) for k in geometry} != geometry:
+    earlier = _stream_settings(output)
+    if earlier is not None and {k: earlier.get(k) for k in geometry} != geometry:
         same_step = earlier.get("step_us") == geometry["step_us"]
         advice = (f"restart with --pane-steps {earlier.get('pane_steps')} or give the stream its own --output"
                   if same_step else "give the stream of this model its own --output")
@@ -260,12 +260,28 @@ def check_stream_output(output: str, plan) -> str:
                          f"{(earlier.get('step_us') or 0) / 1e6:g}s, this one's are {geometry['pane_steps']} steps of "
                          f"{geometry['step_us'] / 1e6:g}s: its score files, named by pane, would sit beside those, so "
                          f"each window would have two rows; {advice}")
+
+
+def note_stream_start(output: str, plan) -> str:
+    """Note this stream's pane geometry and start in ``output`` for the next stream there (once every check before
+    the job has passed: a refused start is no start), and return the suffix of its file names: ``""`` for the
+    first stream into the folder, ``".s2"``, ``".s3"``, ... for later ones (a restart), so that a restarted stream
+    that resumes where the last one stopped (Kafka offsets committed, acknowledged messages) writes the rest of a
+    pane or flush window beside the earlier stream's file instead of over it (found by the bug hunt of brokers: a
+    restart had replaced the first stream's scores and counts of the window it stopped in, and the counts no
+    longer reconciled). Local outputs only: ``""`` for another file system's."""
+    import os
+
     from seqwatch.pipelines.graph import write_json
 
+    if "://" in output:
+        return ""
+    earlier = _stream_settings(output)
     starts = 1
-    if isinstance(earlier, dict):
+    if earlier is not None:
         starts = (earlier.get("starts") if isinstance(earlier.get("starts"), int) else 1) + 1
-    write_json({**geometry, "run_id": plan.run_id, "starts": starts}, path)
+    write_json({"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us), "run_id": plan.run_id,
+                "starts": starts}, os.path.join(output, STREAM_SETTINGS_FILE))
     return "" if starts == 1 else f".s{starts}"
 
 

@@ -197,3 +197,16 @@ def test_a_runner_that_needs_a_beam_extra_is_one_sentence(tmp_path, monkeypatch,
     monkeypatch.setattr(cli, "cmd_run", other)
     with pytest.raises(ImportError):
         cli.main(argv)
+
+
+def test_a_stream_refused_before_its_job_is_not_counted_as_a_start(small_model_dir, tmp_path, capsys):
+    """Review of the restart suffixes: the stream's start was noted before the broker checks, so a stream refused
+    for a broker that does not answer still counted, and the first stream that ran named its files .s2."""
+    from seqwatch.pipelines.cli import main
+    from seqwatch.pipelines.streaming import STREAM_SETTINGS_FILE
+
+    out = tmp_path / "out"
+    code = main(["stream", "--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "plant/+/readings",
+                 "--model-dir", str(small_model_dir), "--output", str(out)])
+    assert code == 2 and "127.0.0.1:9" in capsys.readouterr().err
+    assert not (out / STREAM_SETTINGS_FILE).exists()

@@ -1,6 +1,7 @@
 """Alert merging and forecast rows, by hand; the incident merge in streaming with TestStream."""
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
@@ -87,7 +88,8 @@ def _pane(pane, ends_s, length=4):
                          np.ones((n, 1)), None, None, None, 0.9, length, "mid", "v1")
 
 
-def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_earlier_one():
+@pytest.mark.parametrize("announce", [False, True])  # the batch timer (latest settling) and the stream's (earliest)
+def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_earlier_one(announce):
     """Streaming, panes out of order: pane 2 (windows ending at 100-103 s) arrives before pane 1 (50-53 s). The
     incident of pane 2 must stay open until the watermark has passed *its* windows by the settle time, so that
     pane 3 (104-106 s, continuing it) joins it instead of opening a second alert."""
@@ -100,7 +102,7 @@ def test_an_incident_is_not_cut_when_a_later_pane_reaches_the_merge_before_an_ea
               .advance_watermark_to(Timestamp(200))  # every timer fires before the end (assert_that's last pane)
               .advance_watermark_to_infinity())
     with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
-        built = p | stream | BuildAlerts("run", settle)
+        built = p | stream | BuildAlerts("run", settle, announce=announce)
         alerts = built.closed | beam.Map(lambda a: (a.start // 1_000_000, a.end // 1_000_000, a.windows))
         assert_that(alerts, equal_to([(47, 53, 4), (97, 106, 7)]))
 

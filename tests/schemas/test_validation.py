@@ -274,9 +274,11 @@ MEANT = {
                              ["compressor_speed", "decompression_count", "COMPRESSOR_SPEED"]),
         "vibration": (["vibration", "vibration_rms", "Vib_RMS", "accel_rms", "Accelerometer1RMS", "rms", "motorVibration"],
                       ["accel_x", "accel_z", "terms_accepted"]),
-        "temperatures": (["temperature", "Temp_2", "ambient_temp", "thermocouple_1", "OilTemp", "outdoor_thermometer"],
+        "temperatures": (["temperature", "Temp_2", "ambient_temp", "thermocouple_1", "OilTemp", "outdoor_thermometer",
+                          "oiltemp", "bearingtemp"],
                          ["connection_attempts", "contemporary_index"]),
-        "flow": (["flow", "inlet_flow", "flowRate", "Volume Flow RateRMS"], ["overflow_count", "workflow_runs"]),
+        "flow": (["flow", "inlet_flow", "flowRate", "Volume Flow RateRMS", "airflow", "outflow", "Inflow_m3h"],
+                 ["overflow_count", "workflow_runs", "cashflow"]),
     },
     "energy": {
         "energy meter": (["energy_wh", "energy_meter", "meter_kwh", "energy_kwh", "Meter_Counter", "kWh_import", "ActiveEnergy"],

@@ -196,7 +196,8 @@ def test_parser_quarantines_bytes_that_are_not_utf8_and_null_payloads():
 
 
 def test_one_poison_message_is_quarantined_and_the_rest_of_its_poll_is_read():
-    """Bug hunt of broker sources: a message nested 3,000 brackets deep raised RecursionError in json.loads, and
+    """Bug hunt of broker sources: a message nested 3,000 brackets deep raised RecursionError in json.loads (one
+    nested nearly as deep as json.loads goes, in _field_text's json.dumps: review), and
     one with a lone surrogate escape gave an entity id that Arrow could not encode. Either failed the job, lost
     the poll's good readings, and came back on every restart (never acknowledged). Ids that are JSON objects,
     arrays or booleans had become entities such as '{"x": 1}'. Each is now quarantined with its reason."""
@@ -209,18 +210,20 @@ def test_one_poison_message_is_quarantined_and_the_rest_of_its_poll_is_read():
                 reading("pump-01", 3)[:-1] + ', "x": ' + "[" * 3000 + "]" * 3000 + "}",
                 reading({"x": 1}, 4), reading(True, 5), json.dumps({"entity_id": "p", "channel": ["flow"],
                                                                     "timestamp": T0 + 6, "value": 1.0}),
-                reading(123, 7), "str\ud800", reading("pump-02", 8)]
+                reading(123, 7), "str\ud800", reading("pump-02", 8),
+                reading("pump-01", 10)[:-1] + ', "x": ' + "[" * 990 + "]" * 990 + "}"]  # nearly json.loads' limit
     parsed = MessageParser("run-1").parse("kafka:t/0", list(range(len(messages))), messages)
     [(batch, _)] = parsed.batches
     assert batch.frame.astype({"entity_id": str})[["entity_id", "line"]].values.tolist() == [
         ["pump-01", 0], ["pump-\U0001f600", 2], ["123", 7], ["pump-02", 9]]
     assert [(q.line, q.reason_code, q.reason) for q in parsed.quarantine] == [
         (1, "malformed_row", "the message holds a lone UTF-16 surrogate escape (\\ud800-\\udfff), which is no text"),
-        (3, "malformed_row", "the message is not JSON that can be read: it nests deeper than the JSON reader goes"),
+        (3, "malformed_row", "the message nests more than 100 levels deep"),
         (4, "malformed_row", "the message's 'entity_id' is a JSON object, not an id (text or a number)"),
         (5, "malformed_row", "the message's 'entity_id' is true or false, not an id (text or a number)"),
         (6, "malformed_row", "the message's 'channel' is a JSON array, not an id (text or a number)"),
-        (8, "malformed_row", "the message is not UTF-8 text")]
+        (8, "malformed_row", "the message is not UTF-8 text"),
+        (10, "malformed_row", "the message nests more than 100 levels deep")]
     pa.table({"raw": [q.raw for q in parsed.quarantine]})  # every raw text can be written to the quarantine sink
     pa.table({"entity_id": batch.frame["entity_id"].astype(str).tolist()})
     assert len(batch) + sum(q.records for q in parsed.quarantine) == len(messages)

@@ -383,30 +383,45 @@ def test_a_kafka_stream_waits_out_a_broker_outage_instead_of_ending_as_idle(long
     its topic were quiet (exit 0, "the source ended"), the readings published once the broker was back were never
     read, and librdkafka wrote a FAIL line per connection attempt (857 lines in 45 s). Now the outage is one line,
     the idle time does not count while the broker cannot be reached, and it starts again when the broker answers."""
+    from confluent_kafka import Consumer, TopicPartition
+
     path, readings = long_readings
+    first, rest = readings.iloc[:200], readings.iloc[200:]
     broker = own_kafka_node.start()
     broker.create_topic("pumps-outage")
+
+    def publish(part):
+        producer = broker.producer()
+        for row in part.itertuples(index=False):
+            producer.produce("pumps-outage", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                                         "timestamp": row.timestamp, "value": row.value}).encode())
+        assert producer.flush(30) == 0
+
+    def committed() -> int:
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "outage-test"})
+        try:
+            return consumer.committed([TopicPartition("pumps-outage", 0)], timeout=10)[0].offset
+        finally:
+            consumer.close()
+
+    publish(first)
     out, log_path = tmp_path / "out", tmp_path / "stream.log"
     command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
-                              broker.bootstrap_servers, "--topic", "pumps-outage", "--stop-after-idle", "15")
+                              broker.bootstrap_servers, "--topic", "pumps-outage", "--group-id", "outage-test",
+                              "--stop-after-idle", "15")
     with open(log_path, "w") as log:
         stream = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 120
-            while "seqwatch stream: kafka:" not in log_path.read_text() and time.monotonic() < deadline:
+            deadline = time.monotonic() + 180
+            while committed() < len(first) and time.monotonic() < deadline:  # the reader runs, and read them
                 assert stream.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.2)
-            time.sleep(3)
+                time.sleep(0.5)
+            assert committed() == len(first), log_path.read_text()[-3000:]
             own_kafka_node.stop()
-            time.sleep(25)  # longer than --stop-after-idle since the stream began
+            time.sleep(25)  # longer than --stop-after-idle since the last message
             assert stream.poll() is None, log_path.read_text()[-3000:]
             broker = own_kafka_node.start()
-            producer = broker.producer()
-            for row in readings.itertuples(index=False):
-                producer.produce("pumps-outage", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
-                                                             "timestamp": row.timestamp,
-                                                             "value": row.value}).encode())
-            assert producer.flush(30) == 0
+            publish(rest)
             returncode = stream.wait(timeout=400)
         finally:
             if stream.poll() is None:
