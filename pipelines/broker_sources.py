@@ -1010,10 +1010,52 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     def setup(self):
         self._clocks = {}
         self._sequence = 0
+        self._outage = False  # a probe found the broker unreachable, until it answers again
+        self._probed_at = 0.0
 
     def _receive(self, element) -> list:
         """Up to ``max_batch`` messages, waiting at most ``max_bundle_s``."""
         raise NotImplementedError
+
+    def _suspect(self, element) -> bool:
+        """Whether the broker may be unreachable (a sign short of a probe): then ``_unreachable`` asks."""
+        return False
+
+    def _unreachable(self, element) -> str | None:
+        """Why the broker cannot be reached now, asked of it (a few seconds at most), or None when it answers."""
+        return None
+
+    def _where(self, element) -> str:
+        raise NotImplementedError
+
+    def _broker_down(self, element) -> bool:
+        """Whether the read must not end for idleness now: the broker cannot be reached (an outage: said once), or
+        it has just answered again after one (said once; every idle time then starts again, so that what was
+        published meanwhile is read before the read ends). Asks at most every 2 s. An outage longer than
+        ``stop_after_idle_s`` had ended the stream as if the broker were quiet, without a word (bug hunt of
+        Pub/Sub and MQTT streams; Kafka has the same in ``_ReadKafkaPartitions``)."""
+        now = time.monotonic()
+        if now - self._probed_at < 2.0:
+            return self._outage
+        self._probed_at = now
+        reason = self._unreachable(element)
+        if reason is not None:
+            if not self._outage:
+                logging.getLogger(__name__).warning(
+                    "cannot reach %s (%s); the read waits for it, and --stop-after-idle counts no time meanwhile",
+                    self._where(element), reason)
+            self._outage = True
+            return True
+        if not self._outage:
+            return False
+        self._broker_back(element)
+        return True
+
+    def _broker_back(self, element) -> None:
+        logging.getLogger(__name__).warning("%s answers again", self._where(element))
+        self._outage = False
+        for clock in self._clocks.values():
+            clock.last_message_at = time.monotonic()
 
     def _source(self, element) -> str:
         raise NotImplementedError
@@ -1054,7 +1096,12 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
                 finalizer.register(acknowledge)
         finalizer.register(_nothing)  # see _nothing
         clock.advance(estimator, caught_up=len(received) < self.max_batch)
-        if self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s:
+        if received and self._outage:  # messages came: the broker answers again
+            self._broker_back(element)
+        idle = self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
+        if not received and (idle or self._outage or self._suspect(element)) and self._broker_down(element):
+            idle = False
+        if idle:
             tracker.try_claim(restriction.stop)
             return
         tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
@@ -1068,14 +1115,24 @@ class _PullPubSub(_PollingReader):
         self.emulator_host = emulator_host
 
     def setup(self):
-        import os
-
         super().setup()
-        if self.emulator_host:
-            os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator_host  # read by the client at construction
-        from google.cloud import pubsub_v1
+        self._client = _subscriber_client(self.emulator_host)
+        self._refused = False  # the last pull found no server (ServiceUnavailable)
 
-        self._client = pubsub_v1.SubscriberClient()
+    def _suspect(self, element) -> bool:
+        return self._refused
+
+    def _unreachable(self, element) -> str | None:
+        from google.api_core import exceptions
+
+        try:
+            self._client.get_subscription(request={"subscription": element[0]}, timeout=2, retry=None)
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
+            return str(getattr(exc, "message", None) or exc).splitlines()[0]
+        return None
+
+    def _where(self, element) -> str:
+        return f"Pub/Sub for {element[0]}" + (f" (the emulator at {self.emulator_host})" if self.emulator_host else "")
 
     def teardown(self):
         client = getattr(self, "_client", None)
@@ -1088,8 +1145,12 @@ class _PullPubSub(_PollingReader):
         try:
             response = self._client.pull(request={"subscription": subscription, "max_messages": n},
                                          timeout=timeout, retry=None)
-        except (exceptions.DeadlineExceeded, exceptions.ServiceUnavailable):
+        except exceptions.DeadlineExceeded:  # nothing to pull (or a server that does not answer: see _suspect)
             return []
+        except exceptions.ServiceUnavailable:
+            self._refused = True
+            return []
+        self._refused = False
         return list(response.received_messages)
 
     def _receive(self, element) -> list:
@@ -1125,6 +1186,28 @@ class _PullPubSub(_PollingReader):
 
     def _acknowledgement(self, element, received: list):
         return _PubSubAck(self._client, element[0], [r.ack_id for r in received]).run
+
+
+def _subscriber_client(emulator_host: str | None):
+    """A Pub/Sub ``SubscriberClient``; with an emulator (``emulator_host`` or ``PUBSUB_EMULATOR_HOST``), on a channel
+    without gRPC's 4 MB limit on a response, as the client's channel to Pub/Sub itself has: the client's own
+    emulator channel kept it, so one message over 4 MB (Pub/Sub takes 10 MB) failed the job, and every restart
+    with it (bug hunt of Pub/Sub and MQTT streams)."""
+    import os
+
+    if emulator_host:
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator_host  # read by the client at construction
+    from google.cloud import pubsub_v1
+
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    if not host:
+        return pubsub_v1.SubscriberClient()
+    import grpc
+    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+    channel = grpc.insecure_channel(host, options=[("grpc.max_receive_message_length", -1),
+                                                   ("grpc.max_send_message_length", -1)])
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel, host=host))
 
 
 class _PubSubAck:
@@ -1175,6 +1258,30 @@ class PubSubReadings(beam.PTransform):
         self._parser = MessageParser(run_id, mapping, _micros(align_to_window_s, "align_to_window_s"))
         self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
         self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
+
+    def check_subscription(self, timeout_s: float = 10.0) -> None:
+        """Ask Pub/Sub (or the emulator) for the subscription now, before a pipeline starts: ``ConnectionError``
+        when it does not answer or there are no credentials, ``LookupError`` when the subscription does not exist,
+        each in one sentence (the job had failed with tracebacks of some 450 lines)."""
+        from google.api_core import exceptions
+        from google.auth.exceptions import DefaultCredentialsError
+
+        where = f"the Pub/Sub emulator at {self.emulator_host}" if self.emulator_host else "Pub/Sub"
+        try:
+            client = _subscriber_client(self.emulator_host)
+        except DefaultCredentialsError as exc:
+            raise ConnectionError(f"no credentials for Pub/Sub ({str(exc).splitlines()[0]}); give --emulator-host "
+                                  f"for the emulator") from None
+        try:
+            client.get_subscription(request={"subscription": self.subscription}, timeout=timeout_s, retry=None)
+        except exceptions.NotFound:
+            raise LookupError(f"the Pub/Sub subscription {self.subscription} does not exist on {where}") from None
+        except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
+            reason = getattr(exc, "message", None) or str(exc)
+            raise ConnectionError(f"{where} did not answer for the subscription {self.subscription} "
+                                  f"({str(reason).splitlines()[0]})") from None
+        finally:
+            client.close()
 
     def expand(self, pbegin):
         if self.native:
@@ -1236,6 +1343,9 @@ class _SubscribeMqtt(_PollingReader):
                                      clean_session=False, manual_ack=True)
                 client.on_connect = lambda c, userdata, flags, reason, props: c.subscribe(topic, qos=self.qos)
                 client.on_message = lambda c, userdata, message: messages.put(message)
+                # paho waits up to 120 s between reconnection attempts by default: a broker back after an outage
+                # was found 16 s late in the hunt, and a stream with --stop-after-idle had ended meanwhile
+                client.reconnect_delay_set(min_delay=1, max_delay=5)
                 client.connect(self.host, self.port)
                 client.loop_start()
                 _MQTT_SESSIONS[key] = (client, messages)
@@ -1260,6 +1370,16 @@ class _SubscribeMqtt(_PollingReader):
 
     def _source(self, element) -> str:
         return f"mqtt:{element[0]}"
+
+    def _suspect(self, element) -> bool:
+        return not self._session(element[0])[0].is_connected()
+
+    def _unreachable(self, element) -> str | None:
+        connected = self._session(element[0])[0].is_connected()
+        return None if connected else "disconnected; reconnecting every few seconds"
+
+    def _where(self, element) -> str:
+        return f"the MQTT broker at {self.host}:{self.port}"
 
     def _payloads(self, received: list) -> list:
         return [m.payload for m in received]

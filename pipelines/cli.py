@@ -937,6 +937,11 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
             make_source(plan.run_id).check_topic()
         except (ConnectionError, LookupError) as exc:
             raise CliError(str(exc)) from None
+    if args.source == "pubsub":
+        try:  # a subscription that does not exist, an emulator that does not answer: said now, in one sentence
+            make_source(plan.run_id).check_subscription()
+        except (ValueError, ConnectionError, LookupError) as exc:
+            raise CliError(str(exc)) from None
     if args.source == "mqtt":
         try:  # the broker keeps what is published from now on, before the pipeline has started
             source = make_source(plan.run_id)

@@ -114,6 +114,7 @@ class PubSubEmulator:
     project: str
     log: Path
     started_s: float
+    process_group: int = 0  # the emulator's (its JVM's) process group: a test may freeze it (SIGSTOP) for a while
 
     def clients(self):
         """``(publisher, subscriber)`` talking to this emulator."""
@@ -369,6 +370,7 @@ def pubsub_emulator(tmp_path_factory) -> PubSubEmulator:
     service = _launch("Pub/Sub emulator", ["bash", str(PUBSUB_SCRIPT), "--port", str(port)],
                       work / "pubsub.log", lambda: _port_open(port))
     try:
-        yield PubSubEmulator(f"127.0.0.1:{port}", "seqwatch-test", service.log, service.started_s)
+        yield PubSubEmulator(f"127.0.0.1:{port}", "seqwatch-test", service.log, service.started_s,
+                             service.process.pid)
     finally:
         service.stop()

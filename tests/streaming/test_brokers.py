@@ -607,3 +607,92 @@ def test_a_wide_message_can_take_its_entity_from_its_kafka_key():
         (4, "the message key is not UTF-8 text, and the mapping takes the entity from the key")]
     with pytest.raises(ValueError, match=r"or \{'from_key': true\} \(the Kafka message key\)"):
         InputMapping(format="wide", entity={"from_key": "yes"})
+
+
+def test_a_pubsub_message_over_4_mb_is_read_and_the_subscription_is_checked_before_the_job(
+        pubsub_emulator, prism_options, tmp_path):
+    """Bug hunt of Pub/Sub and MQTT streams: the client's own channel to the emulator kept gRPC's 4 MB limit on a
+    response, so one message of 5 MB (Pub/Sub takes 10 MB) failed the job with ResourceExhausted, and every restart
+    once the message came back. And a subscription that does not exist, or an emulator that does not answer,
+    failed the job with some 450 lines of traceback; each is now one sentence before the job."""
+    n = 300
+    topic, subscription = pubsub_emulator.create_subscription("readings-large")
+    publisher, _ = pubsub_emulator.clients()
+    big = json.dumps({"entity_id": "pump-0", "channel": "flow", "timestamp": T0 + n, "value": 1.0,
+                      "note": "x" * 5_000_000}).encode()
+    futures = [publisher.publish(topic, _message(i)) for i in range(n)] + [publisher.publish(topic, big)]
+    assert all(f.result(timeout=60) for f in futures)
+    source = PubSubReadings(subscription, "run-large", emulator_host=pubsub_emulator.host, stop_after_idle_s=4,
+                            align_to_window_s=WINDOW_S, max_out_of_orderness_s=1800)
+    source.check_subscription()
+    with beam.Pipeline(options=prism_options()) as p:
+        _write_windows(p | "ReadPubSub" >> source, tmp_path)
+    readings, quarantine, records_in = _read_back(tmp_path)
+    assert records_in == n + 1 == len(readings) + sum(q["records"] for q in quarantine)
+    assert (readings["timestamp"] == (T0 + n) * 10**6).sum() == 1  # the large one, read whole
+
+    missing = f"projects/{pubsub_emulator.project}/subscriptions/nowhere"
+    with pytest.raises(LookupError, match=f"^the Pub/Sub subscription {missing} does not exist on the Pub/Sub "
+                                          f"emulator at {pubsub_emulator.host}$"):
+        PubSubReadings(missing, "run", emulator_host=pubsub_emulator.host).check_subscription()
+    with pytest.raises(ConnectionError, match="^the Pub/Sub emulator at 127.0.0.1:9 did not answer for the "
+                                              "subscription"):
+        PubSubReadings(subscription, "run", emulator_host="127.0.0.1:9").check_subscription(timeout_s=2)
+
+
+@pytest.mark.slow
+def test_a_pubsub_stream_waits_out_an_emulator_that_does_not_answer(pubsub_emulator, small_model_dir,
+                                                                    prism_location, tmp_path):
+    """Bug hunt of Pub/Sub and MQTT streams: with the emulator not answering for longer than --stop-after-idle,
+    the stream ended as if the subscription were quiet, without a word, and what was published afterwards was
+    left for the next run. Now the outage is one line, the idle time does not count during it, and starts again
+    when the emulator answers. (The emulator is frozen with SIGSTOP: the streaming tests run one at a time.)"""
+    import signal
+    import subprocess
+    import sys
+
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=7, anomalies_per_entity=1)
+    readings = readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True)
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    messages = [json.dumps({"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp,
+                            "value": round(float(r.value), 4)}).encode() for r in readings.itertuples(index=False)]
+    topic, subscription = pubsub_emulator.create_subscription("readings-outage")
+    publisher, _ = pubsub_emulator.clients()
+
+    def publish(part):
+        assert all(f.result(timeout=60) for f in [publisher.publish(topic, m) for m in part])
+
+    publish(messages[:len(messages) // 2])
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    with open(log_path, "w") as log:
+        stream = subprocess.Popen([sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "pubsub",
+                                   "--subscription", subscription, "--emulator-host", pubsub_emulator.host,
+                                   "--max-out-of-orderness", "1800", "--model-dir", str(small_model_dir),
+                                   "--output", str(out), "--stop-after-idle", "12",
+                                   f"--prism_location={prism_location}"], stdout=log, stderr=subprocess.STDOUT)
+        frozen = False
+        try:
+            deadline = time.monotonic() + 180
+            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+                assert stream.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.3)
+            assert stream.poll() is None, log_path.read_text()[-3000:]
+            os.killpg(pubsub_emulator.process_group, signal.SIGSTOP)
+            frozen = True
+            time.sleep(20)  # longer than --stop-after-idle
+            assert stream.poll() is None, log_path.read_text()[-3000:]
+            os.killpg(pubsub_emulator.process_group, signal.SIGCONT)
+            frozen = False
+            publish(messages[len(messages) // 2:])
+            returncode = stream.wait(timeout=300)
+        finally:
+            if frozen:
+                os.killpg(pubsub_emulator.process_group, signal.SIGCONT)
+            if stream.poll() is None:
+                stream.kill()
+    text = log_path.read_text()
+    assert returncode == 0, text[-3000:]
+    assert text.count("cannot reach Pub/Sub") == 1 and "answers again" in text, text[-3000:]
+    assert f"records in {len(messages)} = " in text, text[-3000:]

@@ -97,3 +97,95 @@ def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir
     assert set(quarantine["source"]) == {"mqtt:plant/+/readings"}
 
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
+
+
+@pytest.mark.slow
+def test_an_mqtt_stream_waits_out_a_broker_outage_and_reads_what_came_after(small_model_dir, prism_location,
+                                                                           tmp_path, stream_outputs):
+    """Bug hunt of Pub/Sub and MQTT streams: with mosquitto down for longer than --stop-after-idle, the stream
+    ended as if the topic were quiet, without a word, and paho's reconnection backoff (up to 120 s) found the broker
+    back 16 s late. Now the outage is one line, the idle time does not count while disconnected, the client tries
+    again every few seconds, and what was published after the outage is read."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def _port_open(number: int) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", number)) == 0
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.access(binary, os.X_OK):
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or `make mosquitto` as root)")
+    pytest.importorskip("paho.mqtt")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
+
+    def start_broker():
+        process = subprocess.Popen([binary, "-c", str(conf)], stdout=open(tmp_path / "mosquitto.log", "a"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not _port_open(port):
+            assert process.poll() is None and time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.1)
+        return process
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=7, anomalies_per_entity=1)
+    readings = readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True)  # as devices send
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    messages = [("plant/readings", json.dumps({"entity_id": r.entity_id, "channel": r.channel,
+                                               "timestamp": r.timestamp, "value": round(float(r.value), 4)}).encode())
+                for r in readings.itertuples(index=False)]
+    first, rest = messages[:len(messages) // 2], messages[len(messages) // 2:]
+    broker = start_broker()
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    try:
+        MqttReadings(f"127.0.0.1:{port}", "plant/#", "test", client_id="outage-test").open_session()
+        _publish(f"127.0.0.1:{port}", first)
+        with open(log_path, "w") as log:
+            stream = subprocess.Popen([sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "mqtt",
+                                       "--mqtt-broker", f"127.0.0.1:{port}", "--topic", "plant/#", "--client-id",
+                                       "outage-test", "--model-dir", str(small_model_dir), "--output", str(out),
+                                       "--stop-after-idle", "20", f"--prism_location={prism_location}"],
+                                      stdout=log, stderr=subprocess.STDOUT)
+            try:
+                deadline = time.monotonic() + 180
+                while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+                    assert stream.poll() is None, log_path.read_text()[-3000:]
+                    time.sleep(0.3)
+                assert stream.poll() is None, log_path.read_text()[-3000:]
+                os.killpg(broker.pid, signal.SIGTERM)  # mosquitto saves the session and stops
+                broker.wait(10)
+                time.sleep(28)  # longer than --stop-after-idle
+                assert stream.poll() is None, log_path.read_text()[-3000:]
+                broker = start_broker()
+                # Without persistence the restarted broker has lost the session: the stream's client must be back
+                # (and subscribed again) before the devices publish.
+                deadline = time.monotonic() + 60
+                while "answers again" not in log_path.read_text() and time.monotonic() < deadline:
+                    assert stream.poll() is None, log_path.read_text()[-3000:]
+                    time.sleep(0.3)
+                _publish(f"127.0.0.1:{port}", rest)
+                returncode = stream.wait(timeout=300)
+            finally:
+                if stream.poll() is None:
+                    stream.kill()
+    finally:
+        if broker.poll() is None:
+            os.killpg(broker.pid, signal.SIGTERM)
+            broker.wait(10)
+    text = log_path.read_text()
+    assert returncode == 0, text[-3000:]
+    assert text.count("cannot reach the MQTT broker") == 1, text[-3000:]
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(messages) == counts["records_scored"] + counts.get("records_quarantined", 0)
