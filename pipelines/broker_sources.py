@@ -1445,22 +1445,33 @@ class MqttReadings(beam.PTransform):
 
         import paho.mqtt.client as mqtt
 
-        subscribed = threading.Event()
+        answered, refused = threading.Event(), []
         # Manual acknowledgement, never given: messages the broker already holds for the session and hands to
         # this short connection stay unacknowledged, so it delivers them again to the reader.
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=False,
                              manual_ack=True)
-        client.on_connect = lambda c, userdata, flags, reason, props: c.subscribe(self.topic, qos=self.qos)
-        client.on_subscribe = lambda *args: subscribed.set()
+
+        def on_connect(c, userdata, flags, reason, props):
+            if getattr(reason, "is_failure", False):  # e.g. "Not authorized": said now, not as a 10 s timeout
+                refused.append(str(reason))
+                answered.set()
+            else:
+                c.subscribe(self.topic, qos=self.qos)
+
+        client.on_connect = on_connect
+        client.on_subscribe = lambda *args: answered.set()
         try:
             client.connect(self.host, self.port)
         except OSError as exc:
             raise ConnectionError(f"cannot reach the MQTT broker at {self.host}:{self.port} ({exc})") from None
         client.loop_start()
         try:
-            if not subscribed.wait(timeout_s):
+            if not answered.wait(timeout_s):
                 raise ConnectionError(f"the MQTT broker at {self.host}:{self.port} did not confirm the subscription "
                                       f"to {self.topic!r} within {timeout_s:g} s")
+            if refused:
+                raise ConnectionError(f"the MQTT broker at {self.host}:{self.port} refused the connection "
+                                      f"({refused[0]})")
         finally:
             client.loop_stop()
             client.disconnect()

@@ -189,3 +189,38 @@ def test_an_mqtt_stream_waits_out_a_broker_outage_and_reads_what_came_after(smal
     assert text.count("cannot reach the MQTT broker") == 1, text[-3000:]
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(messages) == counts["records_scored"] + counts.get("records_quarantined", 0)
+
+
+def test_a_broker_that_refuses_the_login_is_said_at_once(tmp_path):
+    """Bug hunt of Pub/Sub and MQTT streams: a mosquitto without anonymous access refused the connection at once,
+    and the stream said, after 10 s, that the broker "did not confirm the subscription"."""
+    import os
+    import shutil
+    import socket
+    import time
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.access(binary, os.X_OK):
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto, or `make mosquitto` as root)")
+    pytest.importorskip("paho.mqtt")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous false\n")
+    broker = subprocess.Popen([binary, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=f"^the MQTT broker at 127.0.0.1:{port} refused the connection "
+                                                  f"\\(Not authorized\\)$"):
+            MqttReadings(f"127.0.0.1:{port}", "plant/#", "run").open_session()
+        assert time.monotonic() - started < 5
+    finally:
+        broker.terminate()
+        broker.wait(10)
