@@ -1127,8 +1127,11 @@ class _PullPubSub(_PollingReader):
 
         try:
             self._client.get_subscription(request={"subscription": element[0]}, timeout=2, retry=None)
-        except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
+        except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded) as exc:
             return str(getattr(exc, "message", None) or exc).splitlines()[0]
+        except exceptions.GoogleAPICallError:  # an answer (e.g. PermissionDenied: a subscriber-only role may not
+            pass  # read the subscription's metadata, though it pulls): the service is there
+        self._refused = False  # it answers: no more probes until a pull finds no server again
         return None
 
     def _where(self, element) -> str:
@@ -1262,7 +1265,9 @@ class PubSubReadings(beam.PTransform):
     def check_subscription(self, timeout_s: float = 10.0) -> None:
         """Ask Pub/Sub (or the emulator) for the subscription now, before a pipeline starts: ``ConnectionError``
         when it does not answer or there are no credentials, ``LookupError`` when the subscription does not exist,
-        each in one sentence (the job had failed with tracebacks of some 450 lines)."""
+        each in one sentence (the job had failed with tracebacks of some 450 lines). A PermissionDenied passes: a
+        subscriber-only role may pull without reading the subscription's metadata (the emulator has no roles, so
+        this case is not tested)."""
         from google.api_core import exceptions
         from google.auth.exceptions import DefaultCredentialsError
 
@@ -1276,6 +1281,8 @@ class PubSubReadings(beam.PTransform):
             client.get_subscription(request={"subscription": self.subscription}, timeout=timeout_s, retry=None)
         except exceptions.NotFound:
             raise LookupError(f"the Pub/Sub subscription {self.subscription} does not exist on {where}") from None
+        except exceptions.PermissionDenied:
+            return  # a subscriber-only role may pull without reading the subscription's metadata: the job will say
         except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
             reason = getattr(exc, "message", None) or str(exc)
             raise ConnectionError(f"{where} did not answer for the subscription {self.subscription} "
@@ -1346,7 +1353,9 @@ class _SubscribeMqtt(_PollingReader):
                 # paho waits up to 120 s between reconnection attempts by default: a broker back after an outage
                 # was found 16 s late in the hunt, and a stream with --stop-after-idle had ended meanwhile
                 client.reconnect_delay_set(min_delay=1, max_delay=5)
-                client.connect(self.host, self.port)
+                # a keepalive of 10 s (paho's default is 60): a broker that hangs, or a link that drops without
+                # closing, is found disconnected within about 15 s, not after a stream ended as idle meanwhile
+                client.connect(self.host, self.port, keepalive=10)
                 client.loop_start()
                 _MQTT_SESSIONS[key] = (client, messages)
             return _MQTT_SESSIONS[key]
@@ -1458,8 +1467,15 @@ class MqttReadings(beam.PTransform):
             else:
                 c.subscribe(self.topic, qos=self.qos)
 
+        def on_subscribe(c, userdata, mid, reason_codes, props):
+            failed = [str(code) for code in reason_codes if getattr(code, "is_failure", False)]
+            if failed:  # e.g. an ACL that denies the topic (not tested: mosquitto 2.0.11 grants a denied MQTT
+                # 3.1.1 subscription and delivers nothing): the stream would never receive a message
+                refused.append(f"the subscription to {self.topic!r}: {', '.join(failed)}")
+            answered.set()
+
         client.on_connect = on_connect
-        client.on_subscribe = lambda *args: answered.set()
+        client.on_subscribe = on_subscribe
         try:
             client.connect(self.host, self.port)
         except OSError as exc:
@@ -1469,6 +1485,8 @@ class MqttReadings(beam.PTransform):
             if not answered.wait(timeout_s):
                 raise ConnectionError(f"the MQTT broker at {self.host}:{self.port} did not confirm the subscription "
                                       f"to {self.topic!r} within {timeout_s:g} s")
+            if refused and refused[0].startswith("the subscription"):
+                raise ConnectionError(f"the MQTT broker at {self.host}:{self.port} refused {refused[0]}")
             if refused:
                 raise ConnectionError(f"the MQTT broker at {self.host}:{self.port} refused the connection "
                                       f"({refused[0]})")

@@ -128,8 +128,9 @@ def test_an_mqtt_stream_waits_out_a_broker_outage_and_reads_what_came_after(smal
         pytest.skip("mosquitto is not installed (apt-get install mosquitto, or `make mosquitto` as root)")
     pytest.importorskip("paho.mqtt")
     port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
+    conf = tmp_path / "mosquitto.conf"  # persistence: the job's session and what is queued for it survive a restart
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
+                    f"persistence_location {tmp_path}/\nmax_queued_messages 0\n")
 
     def start_broker():
         process = subprocess.Popen([binary, "-c", str(conf)], stdout=open(tmp_path / "mosquitto.log", "a"),
@@ -169,8 +170,7 @@ def test_an_mqtt_stream_waits_out_a_broker_outage_and_reads_what_came_after(smal
                 time.sleep(28)  # longer than --stop-after-idle
                 assert stream.poll() is None, log_path.read_text()[-3000:]
                 broker = start_broker()
-                # Without persistence the restarted broker has lost the session: the stream's client must be back
-                # (and subscribed again) before the devices publish.
+                # The stream's client is back (and subscribed) before the devices publish again.
                 deadline = time.monotonic() + 60
                 while "answers again" not in log_path.read_text() and time.monotonic() < deadline:
                     assert stream.poll() is None, log_path.read_text()[-3000:]
