@@ -838,7 +838,8 @@ def _nothing():
     """A finalization callback registered in every bundle: Prism 2.77 sends FinalizeBundle to every bundle of a
     DoFn that declares a bundle finalizer, and the Python SDK answers "Bundle is not in a finalizable state" (an
     ERROR in the log) for a bundle that registered no callback. (Prism also finalizes the bundle that pairs
-    elements with their restrictions, which runs no process(): one such ERROR per run remains.)"""
+    elements with their restrictions, which runs no process(): ``runners.finalize_released_bundles`` answers that
+    one, as the Python SDK worker in seqwatch's own process had printed a traceback for it.)"""
 
 
 def _tp(topic, partition):

@@ -15,6 +15,12 @@ Beam's DirectRunner tries Prism for a streaming job too, but where it cannot dow
 without a word, to its batch runner, which reads the source to its end before any step after it runs: a broker
 stream then writes nothing and holds every message in memory, and a paced replay spins through hundreds of bundles
 a second (a replay at 5x real speed: 13 GB after 16 minutes, nothing written).
+
+Prism also asks the SDK to finalize bundles that had nothing to finalize (the bundle that pairs a splittable
+DoFn's elements with their restrictions, and others of a DoFn that declares a bundle finalizer), and the Python SDK
+worker, which runs in seqwatch's own process there, answers each with a RuntimeError that it prints to stderr as a
+traceback before it logs it: one or more per Pub/Sub stream (found by the bug hunt of Pub/Sub and MQTT streams).
+``finalize_released_bundles`` makes finalizing such a bundle a success with nothing to do.
 """
 from __future__ import annotations
 
@@ -88,7 +94,35 @@ def apply_runner_fixes(options):
         debug = options.view_as(DebugOptions)
         if PRISM_NO_SPLIT not in (debug.experiments or []):
             debug.add_experiment(PRISM_NO_SPLIT)
+        finalize_released_bundles()
     return options
+
+
+def finalize_released_bundles() -> None:
+    """Patch this process's Beam SDK worker (``SdkWorker.finalize_bundle``) so that a request to finalize a bundle
+    that finished and was released without registering a finalization callback succeeds with nothing to do, as the
+    request asks for nothing to be done; the SDK's own answer is a RuntimeError ("Bundle is not in a finalizable
+    state"), printed to stderr as a traceback (see the module docstring). A bundle that failed, or one that the
+    worker does not know, still gets the SDK's own answer. Idempotent."""
+    from apache_beam.portability.api import beam_fn_api_pb2
+    from apache_beam.runners.worker import sdk_worker
+
+    original = sdk_worker.SdkWorker.finalize_bundle
+    if getattr(original, "seqwatch_tolerant", False):
+        return
+
+    def finalize_bundle(self, request, instruction_id):
+        try:
+            released = self.bundle_processor_cache.lookup(request.instruction_id) is None
+        except RuntimeError:  # failed or unknown: the SDK says so itself
+            released = False
+        if not released:
+            return original(self, request, instruction_id)
+        return beam_fn_api_pb2.InstructionResponse(instruction_id=instruction_id,
+                                                   finalize_bundle=beam_fn_api_pb2.FinalizeBundleResponse())
+
+    finalize_bundle.seqwatch_tolerant = True
+    sdk_worker.SdkWorker.finalize_bundle = finalize_bundle
 
 
 def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> list[str]:
