@@ -207,7 +207,11 @@ class _MergeIncidents(beam.DoFn):
             open_spans.write(spans)
 
     def _set_close(self, close_at, close, due: int) -> None:
-        """Set the one timer for ``due`` when it is later (batch) or earlier (streaming) than the one set."""
+        """Set the one timer for ``due`` when it is later (batch) or earlier (streaming) than the one set. ``due``
+        is rounded up to a whole millisecond: runners keep timers in milliseconds, and one set for 100 µs past a
+        millisecond fired at the millisecond, before its incident had settled, and was set again for the same time,
+        without end (a 360 Hz ECG run spun at 9 GB for 10 minutes: found by the bug hunt of real data)."""
+        due = -(-due // 1000) * 1000
         current = close_at.read()
         if current is None or (due < current if self.announce else due > current):
             close_at.write(due)

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from seqwatch.models.windowing import window_dtype
+from seqwatch.pipelines import interrupts
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
@@ -29,7 +30,8 @@ from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
-from seqwatch.pipelines.sources import FileReader, ReadInputFiles, decimal_comma_clash, expand_inputs, read_header
+from seqwatch.pipelines.sources import (FileReader, InputChangedError, ReadInputFiles, decimal_comma_clash,
+                                        expand_inputs, read_header)
 from seqwatch.schemas.mapping import renaming_hint
 from seqwatch.schemas.validation import FAMILIES as SUITE_FAMILIES
 from seqwatch.schemas.validation import load_suite_dict
@@ -480,16 +482,49 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
         manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
                              _previous_run(output, plan.run_id, list(plan.paths)))
         write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
+        interrupts.stop_if_taken()  # a signal whose exception was dropped (see pipelines/interrupts.py)
         with _interrupts_held():
             _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     except (OSError, RuntimeError) as exc:
         reason = _write_failure(exc)
-        if reason is None:
-            raise
-        raise RunError(f"could not write the outputs under {output} ({reason}); nothing was committed") from None
+        if reason is not None:
+            raise RunError(f"could not write the outputs under {output} ({reason}); nothing was committed") from None
+        unread = _read_failure(exc, plan.paths)
+        if unread is not None:
+            raise RunError(f"{unread}, after the run had planned its reading (an input removed, cut, replaced or "
+                           f"made unreadable meanwhile); nothing was committed, rerun once the inputs are "
+                           f"complete") from None
+        raise
     finally:
         _delete(plan.staging)
     return manifest
+
+
+def _read_failure(exc: BaseException, inputs) -> str | None:
+    """What could not be read (``"could not read in/a.csv ([Errno 2] No such file or directory)"``) when ``exc``
+    is a failure to read one of the ``inputs`` that exists no more, may not be read, or is no longer what planning
+    read, raised here or inside a step (Beam re-raises it as a RuntimeError naming the error); None otherwise.
+    Found by the bug hunt of operational failures: an input deleted during a run had ended it with a traceback of
+    182 lines."""
+    import errno
+    import os
+    import re
+
+    def an_input(path) -> bool:
+        return os.path.abspath(str(path)) in {os.path.abspath(str(p)) for p in inputs}
+
+    reading = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR}
+    changed = re.search(r"InputChangedError: (.+?)(?: \[while running '[^']*'\])?$", str(exc), re.M)
+    if isinstance(exc, InputChangedError) or changed:
+        text = str(exc) if isinstance(exc, InputChangedError) else changed.group(1)
+        return re.sub(r" \[while running '[^']*'\]$", "", text)
+    if isinstance(exc, OSError) and exc.errno in reading and exc.filename and an_input(exc.filename):
+        return f"could not read {exc.filename} ([Errno {exc.errno}] {exc.strerror})"
+    found = re.search(r"(?:FileNotFoundError|PermissionError|IsADirectoryError|NotADirectoryError|OSError): "
+                      r"\[Errno (\d+)\] ([^:'\n\[\]]+): '([^'\n]+)'", str(exc))
+    if found and int(found.group(1)) in reading and an_input(found.group(3)):
+        return f"could not read {found.group(3)} ([Errno {found.group(1)}] {found.group(2).strip()})"
+    return None
 
 
 def _write_failure(exc: BaseException) -> str | None:

@@ -381,16 +381,41 @@ def _check_model_dir(path: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
-    from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
-                                          TrainingDataWarning, entities_lacking_channels,
-                                          extrapolated_threshold_note, lacking_channels_note)
-    from seqwatch.pipelines.report import write_training_report
+    import shutil
+
+    from seqwatch.models.artifact import MODEL_FILE
+    from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 
     if args.exclude_alerts and not args.warm_start:
         raise CliError("--exclude-alerts applies to --warm-start (fine-tuning on recent readings); a first model "
                        "is trained on readings known to be normal")
     _check_model_dir(args.model_dir)
+    # One training at a time per --model-dir: two at once had each replaced the other's model file or metadata
+    # (found by the bug hunt of operational failures). The folder is made for its lock, and removed again when the
+    # training fails before it saves anything there.
+    target = Path(args.model_dir)
+    made = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        with output_lock(str(target), "training", "", flag="--model-dir"):
+            return _train_locked(args)
+    except OutputBusy as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        if made and not (target / MODEL_FILE).exists():
+            shutil.rmtree(target, ignore_errors=True)
+
+
+def _train_locked(args) -> int:
+    """``cmd_train`` once its ``--model-dir`` is this training's alone."""
+    from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
+    from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
+                                          TrainingDataWarning, entities_lacking_channels,
+                                          extrapolated_threshold_note, lacking_channels_note)
+    from seqwatch.pipelines import interrupts
+    from seqwatch.pipelines.batch import _interrupts_held
+    from seqwatch.pipelines.report import write_training_report
+
     try:
         if args.warm_start:
             source = resolve_model_dir(args.warm_start)
@@ -462,8 +487,10 @@ def cmd_train(args) -> int:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    out = save_artifact(detector, args.model_dir)
-    report = write_training_report(detector, out)
+    interrupts.stop_if_taken()  # a signal whose exception was dropped: the model in --model-dir stays as it was
+    with _interrupts_held():  # a signal between the model's file and its metadata had left neither version whole
+        out = save_artifact(detector, args.model_dir)
+        report = write_training_report(detector, out)
     summary = {"model_dir": str(out), "model_version": detector.model_version,
                "channels": list(detector.channels), "step_seconds": detector.step_us / 1e6,
                "threshold": round(detector.threshold, 4), "report": str(report)}
@@ -745,9 +772,33 @@ def cmd_run(args, beam_args) -> int:
 
 def _print_notices(command: str, manifest: dict, output: str) -> None:
     """The stderr lines of a batch run (``run``, ``replay``): whose outputs it replaced, what it quarantined."""
-    for line in (replaced_notice(command, manifest), quarantine_notice(command, manifest, output)):
+    for line in (replaced_notice(command, manifest), empty_inputs_notice(command, manifest),
+                 quarantine_notice(command, manifest, output)):
         if line:
             print(line, file=sys.stderr)
+
+
+def empty_inputs_notice(command: str, manifest: dict) -> str | None:
+    """One line for stderr when some of a run's inputs were empty files (0 bytes), as a failed export leaves them:
+    one alone is refused ("the input holds no records"), but one among others had passed without a word (found by
+    the bug hunt of operational failures)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    def size(path: str) -> int | None:
+        try:
+            if "://" not in path:
+                return os.path.getsize(path)
+            return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        except Exception:  # an input gone since, or a file system that cannot list: the run said what it read
+            return None
+
+    inputs = list(manifest.get("inputs") or [])
+    empty = [path for path in inputs if size(path) == 0]
+    if not empty:
+        return None
+    shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    return (f"seqwatch {command}: note: {len(empty)} of the {len(inputs)} input files are empty (0 bytes), so this "
+            f"run holds no reading of them: {shown}")
 
 
 def replaced_notice(command: str, manifest: dict) -> str | None:
@@ -1164,6 +1215,7 @@ def _quiet_logs() -> None:
         handler.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
         handler.setLevel(logging.WARNING)  # as Python's last-resort handler: runners' INFO lines stay out
         handler.addFilter(lambda record: not _interrupted_record(record))
+        handler.addFilter(lambda record: not step_failure_record(record))
         # Prism's own log lines, relayed by Beam under this name with Prism's level after every logger's check
         # ("empty transform, with payload ..." on each start): its errors only.
         handler.addFilter(lambda record: record.name != "PrismRunner" or record.levelno >= logging.ERROR)
@@ -1190,6 +1242,13 @@ class _OwnLines(logging.Formatter):
     def format(self, record) -> str:
         message = record.getMessage()
         return f"{self.command}: {message.removeprefix('seqwatch: ')}"
+
+
+def step_failure_record(record) -> bool:
+    """Beam's log record of a step that raised (``apache_beam.runners.common``, with the step's traceback): the
+    exception goes on to the runner, which raises it where the job waits, and the CLI says it in one sentence or
+    shows the traceback there; logged too, it had put a traceback before each of those sentences (a full disk)."""
+    return record.name == "apache_beam.runners.common" and record.exc_info is not None
 
 
 def _interrupted_record(record) -> bool:
@@ -1235,12 +1294,16 @@ def _quiet_interrupts():
     terminate = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if not (interrupt or terminate):
         return lambda: None
+    from seqwatch.pipelines import interrupts
+
     previous_hook = threading.excepthook
     _CtrlC.seen, _CtrlC.watching = threading.Event(), True
+    interrupts.clear()
 
     def on_interrupt(signum, frame):
         _CtrlC.seen.set()
         _CtrlC.terminated = signum == signal.SIGTERM
+        interrupts.note_taken()  # for the steps that cannot be undone, should this exception be dropped
         raise KeyboardInterrupt
 
     def thread_failed(args):
@@ -1258,6 +1321,7 @@ def _quiet_interrupts():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.excepthook = previous_hook
         _CtrlC.watching = False
+        interrupts.clear()
 
     if interrupt:
         signal.signal(signal.SIGINT, on_interrupt)
@@ -1279,8 +1343,27 @@ def main(argv: list[str] | None = None) -> int:
         restore()
 
 
+# Keras 3's backends and the module each needs (numpy's is numpy itself)
+KERAS_BACKENDS = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch", "numpy": "numpy",
+                  "openvino": "openvino"}
+
+
+def _check_keras_backend() -> None:
+    """Refuse, before anything is read, a ``KERAS_BACKEND`` that Keras does not have or that is not installed here:
+    it had failed inside the pipeline's scoring step with a traceback of 262 lines (found by the bug hunt of
+    operational failures)."""
+    name = os.environ.get("KERAS_BACKEND", "jax")
+    if name not in KERAS_BACKENDS:
+        raise CliError(f"KERAS_BACKEND={name} is not a Keras backend (Keras 3 has {', '.join(KERAS_BACKENDS)}); "
+                       f"seqwatch installs jax: unset KERAS_BACKEND or set it to jax")
+    if importlib.util.find_spec(KERAS_BACKENDS[name]) is None:
+        raise CliError(f"KERAS_BACKEND={name} names a Keras backend that is not installed here (no module "
+                       f"{KERAS_BACKENDS[name]}); seqwatch installs jax: unset KERAS_BACKEND or set it to jax")
+
+
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     try:
+        _check_keras_backend()
         if args.command == "train" and beam_args:  # training runs no pipeline: no Beam flag is taken
             raise CliError(_unknown_flag("train", parser, beam_args[0], []))
         if args.command != "train":
@@ -1330,13 +1413,23 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             sys.stderr.flush()
             _stop_runner_processes()
             os._exit(1)
-        if not (_interrupted(exc) or (lost is not None and signalled)):
+        if isinstance(exc, OSError) and not (signalled or _interrupted(exc)):
+            # a file that cannot be read or written: permissions, a full disk, a file removed meanwhile (each had
+            # been a traceback: found by the bug hunt of operational failures)
+            print(f"seqwatch {args.command}: {_os_error_sentence(exc)}", file=sys.stderr)
+            return 2
+        # after a Ctrl-C or SIGTERM, whatever failed failed because of it (an import it broke: "partially
+        # initialized module")
+        if not (_interrupted(exc) or signalled):
             raise
         from seqwatch.pipelines.batch import InterruptedAfterCommit
 
         kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
                 "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
-        if isinstance(exc, InterruptedAfterCommit):  # it came while the outputs were moved into place
+        if isinstance(exc, InterruptedAfterCommit) and args.command == "train":
+            kept = (f"; it came as the model was saved, which it finished first: {getattr(args, 'model_dir', '')} "
+                    f"holds the new version, whole")
+        elif isinstance(exc, InterruptedAfterCommit):  # it came while the outputs were moved into place
             kept = (f"; it came as the run moved its outputs into place, which it finished first: "
                     f"{getattr(args, 'output', '')} holds this run's outputs and manifest, whole")
         how = "SIGTERM" if _CtrlC.terminated else "an interrupt (Ctrl-C)"
@@ -1347,6 +1440,14 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         sys.stderr.flush()
         _stop_runner_processes()
         os._exit(143 if _CtrlC.terminated else 130)  # 128 + the signal's number, as a shell reports it
+
+
+def _os_error_sentence(exc: OSError) -> str:
+    """``"cannot use in/a.csv: Permission denied [Errno 13]"`` (or the error's own text when it names no file)."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    also = f" and {exc.filename2}" if exc.filename2 else ""
+    return f"cannot use {exc.filename}{also}: {exc.strerror} [Errno {exc.errno}]"
 
 
 def _stop_runner_processes(wait_s: float = 5.0) -> None:

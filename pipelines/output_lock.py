@@ -47,25 +47,26 @@ def _holder(fd: int) -> str:
         return "job"
 
 
-def _lock(fd: int, output: str, job: str) -> bool:
+def _lock(fd: int, output: str, job: str, flag: str = "--output") -> bool:
     """Take the lock on ``fd`` without waiting: True, or False where the file system has no locks."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise OutputBusy(f"another seqwatch {_holder(fd)} is writing into {output}; wait for it to end, or give "
-                         f"this {job} its own --output") from None
+                         f"this {job} its own {flag}") from None
     except OSError:
         return False
     return True
 
 
 @contextmanager
-def output_lock(output: str, job: str, run_id: str) -> Iterator[bool]:
+def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> Iterator[bool]:
     """Hold ``output``'s lock for the ``with`` block; yield whether a lock is held (False where none can be).
 
-    ``job`` is what the holder is (``"run"``, ``"stream"``), ``run_id`` its id; both go into the lock file for
-    the message of a job that finds the folder taken. Raises ``OutputBusy`` when another job holds it. Within one
-    thread the lock is re-entrant: a ``with`` inside one that holds the same folder holds it already."""
+    ``job`` is what the holder is (``"run"``, ``"stream"``, ``"training"``: a training holds its ``--model-dir``,
+    the ``flag`` the refusal names), ``run_id`` its id; both go into the lock file for the message of a job that
+    finds the folder taken. Raises ``OutputBusy`` when another job holds it. Within one thread the lock is
+    re-entrant: a ``with`` inside one that holds the same folder holds it already."""
     # Re-entrant per thread: another thread of the process (two runs of a notebook's) takes it as another job does
     key = (os.path.realpath(output) if "://" not in output else output, threading.get_ident())
     if key in _HELD:  # a replay holds its output's lock around the batch run it starts
@@ -81,7 +82,7 @@ def output_lock(output: str, job: str, run_id: str) -> Iterator[bool]:
         yield False
         return
     try:
-        locked = _lock(fd, output, job)
+        locked = _lock(fd, output, job, flag)
         if locked:
             held = {"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                     "since": time.time()}

@@ -20,6 +20,8 @@ def main(argv: list[str]) -> None:
     terminal = logging.StreamHandler()
     terminal.setLevel(logging.ERROR)
     terminal.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    # a step's failure goes to the runner, where the CLI says it (``cli.step_failure_record``)
+    terminal.addFilter(lambda record: not (record.name == "apache_beam.runners.common" and record.exc_info))
     logging.getLogger().addHandler(terminal)  # Python's last-resort handler and basicConfig stay out
     os.environ["PIPELINE_OPTIONS"] = with_log_level(os.environ.get("PIPELINE_OPTIONS"))
     from apache_beam.runners.worker import sdk_worker_main

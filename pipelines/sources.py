@@ -75,6 +75,11 @@ _NEWLINE_TEXT = re.compile(r"\r\n|\r|\n")
 _BLOCK = 1 << 20
 
 
+class InputChangedError(OSError):
+    """An input that planning read and the run's read cannot: cut, replaced, removed or made unreadable since. The
+    batch runner says so in one sentence (``batch._read_failure``)."""
+
+
 class DamagedFileError(SchemaDriftError):
     """A compressed input of which nothing can be read: not in the format its name gives, or damaged or cut
     short before its first line."""
@@ -623,7 +628,11 @@ class FileReader:
         with FileSystems.open(path) as f:
             # INT96 timestamps (Spark's default) read at µs: at ns, Arrow wraps a date past 2262 (9999-12-31, a
             # "valid to" sentinel) to one in 1816, and 2610 to 2025, which would be scored.
-            parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit="us")
+            try:
+                parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit="us")
+            except (OSError, pa.ArrowInvalid) as exc:  # planning read it: it was cut or replaced since
+                raise InputChangedError(f"{path} cannot be read as a Parquet file "
+                                        f"({str(exc).splitlines()[0]})") from None
             schema = parquet.schema_arrow
             # Id columns (entity, channel) hold a few distinct strings: read them dictionary-encoded, so that a
             # chunk arrives as pandas categoricals and its ids are cleaned once per distinct value.
@@ -670,8 +679,13 @@ class FileReader:
         quarantine = []
         if is_parquet(path):
             import pyarrow.parquet as pq
-            with FileSystems.open(path) as f:
-                rows = pq.read_table(f, coerce_int96_timestamp_unit="us").to_pylist()
+            import pyarrow as pa
+            try:
+                with FileSystems.open(path) as f:
+                    rows = pq.read_table(f, coerce_int96_timestamp_unit="us").to_pylist()
+            except (OSError, pa.ArrowInvalid) as exc:  # refused before a run: it was cut or replaced since
+                raise InputChangedError(f"{path} cannot be read as a Parquet file ({str(exc).splitlines()[0]})") \
+                    from None
             quarantine = [Quarantined(raw_json(row), path, i, "", 1, "parse", "schema_drift", reason, self.run_id)
                           for i, row in enumerate(rows, start=1)]
         else:
@@ -774,6 +788,13 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
             more = f" (and {len(broken) - 1} more such links)" if len(broken) > 1 else ""
             raise FileNotFoundError(f"{link} is a link to {target}, which does not exist{more}: restore its target "
                                     f"(a mount that is down?) or remove the link; its readings cannot be read")
+        unreadable = _unreadable_folders(pattern) if folder else []
+        if unreadable:
+            folder_name, reason = unreadable[0]
+            more = f" (and {len(unreadable) - 1} more such folders)" if len(unreadable) > 1 else ""
+            raise PermissionError(f"cannot list the folder {folder_name} under {pattern} ({reason}){more}: its "
+                                  f"files would be left out; let this user read it, or give --input the files "
+                                  f"to read")
         if not matched:
             raise FileNotFoundError(f"no input file matches {pattern!r}")
         paths.extend(matched)
@@ -781,6 +802,18 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     for path in sorted(set(paths)):
         once.setdefault(path if "://" in path else os.path.realpath(path), path)
     return sorted(once.values())
+
+
+def _unreadable_folders(folder: str) -> list:
+    """``[(folder, reason)]`` of the local folders under ``folder`` (the input folders a run reads: none hidden,
+    none of ``_``) that cannot be listed: Beam's file system skips them, so their files had been left out of a run
+    without a word (found by the bug hunt of operational failures)."""
+    if "://" in folder or not os.path.isdir(folder):
+        return []
+    failed = []
+    for _, dirs, _ in os.walk(folder, onerror=lambda exc: failed.append((exc.filename, exc.strerror or str(exc)))):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+    return failed
 
 
 def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:

@@ -168,3 +168,54 @@ def test_an_incident_is_described_in_one_line_as_a_stream_logs_it():
     assert describe_incident({**row, "top_channels": []}, opened=False) == (
         "incident settled on pump-7, 2026-01-05T06:24:00Z to 2026-01-05T06:37:10Z: critical, peak score 12.64 "
         "(threshold 4.706), 3 window(s), top channels - [ab12]")
+
+
+MERGE_OFF_THE_MILLISECOND = '''
+import apache_beam as beam, numpy as np, sys
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+from seqwatch.pipelines.alerts import BuildAlerts
+from seqwatch.schemas.elements import ScoredWindows, WindowBatch
+
+def pane(ends_us):  # 100 Hz windows whose ends lie 0.5 ms past a millisecond, every one anomalous
+    ends = np.asarray(ends_us, dtype=np.int64)
+    n = len(ends)
+    wb = WindowBatch("m1", 0, ("a",), 10_000, ends, np.zeros((n, 0, 1), np.float32), np.ones((n, 0, 1), bool), n)
+    return ScoredWindows(wb, np.full(n, 5.0), 2.0, np.ones(n, bool), np.array(["warning"] * n), np.full(n, 1e-4),
+                         np.ones((n, 1)), None, None, None, 0.9, 4, "mid", "v1")
+
+ends = [1_000_000_500 + 10_000 * i for i in range(5)]
+streaming = sys.argv[1] == "stream"
+runner = (["--runner=PrismRunner", f"--prism_location={sys.argv[2]}", "--streaming"] if streaming
+          else ["--runner=DirectRunner"])
+with beam.Pipeline(options=PipelineOptions(runner)) as p:
+    if streaming:
+        scored = p | (TestStream().add_elements([TimestampedValue(pane(ends), Timestamp(micros=ends[-1]))])
+                      .advance_watermark_to(Timestamp(2000)).advance_watermark_to_infinity())
+    else:
+        scored = p | beam.Create([pane(ends)]) | beam.Map(lambda s: TimestampedValue(s, Timestamp(micros=ends[-1])))
+    alerts = (scored | BuildAlerts("run", 2_000_000, announce=streaming)).closed
+    assert_that(alerts | beam.Map(lambda a: (a.start, a.end, a.windows)),
+                equal_to([(ends[0] - 30_000, ends[-1], 5)]))
+'''
+
+
+@pytest.mark.parametrize("mode", ["batch", "stream"])
+def test_an_incident_whose_settling_time_is_not_a_whole_millisecond_is_closed(mode, tmp_path, request):
+    """Found by the bug hunt of real data: runners keep timers in whole milliseconds, so the merge's timer, set for
+    an incident that settles 0.5 ms past a millisecond (360 Hz ECG, 100 Hz readings off the millisecond), fired
+    before that time, found the incident unsettled and set itself again for the same time, without end: a run
+    never finished (batch, and a stream on Prism; both hung on the old code). Run in a process of its own, which
+    a hang cannot take down with the tests."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "merge.py"
+    script.write_text(MERGE_OFF_THE_MILLISECOND)
+    extra = [request.getfixturevalue("prism_location")] if mode == "stream" else []
+    result = subprocess.run([sys.executable, str(script), mode, *extra], capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,274 @@
+"""What a scheduled job meets when the machine or its files misbehave, found by the bug hunt of operational failures
+(2026-12-03): a SIGTERM whose exception Python dropped, an input removed or cut while a run reads it, an unreadable
+file or folder, a Keras backend that is not installed, and two trainings into one model folder. Each is one
+sentence and an exit code a scheduler acts on, never a traceback or a run that carries on."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.cli import _os_error_sentence, main
+from seqwatch.pipelines.output_lock import output_lock
+from seqwatch.pipelines.sources import expand_inputs
+
+# Sends this process a SIGTERM from inside a garbage-collection callback, where the CLI's handler raises
+# KeyboardInterrupt and Python drops it ("Exception ignored in ..."), as it did inside JAX's gc callback.
+DROPPED_SIGTERM = textwrap.dedent("""
+    import gc, os, signal
+
+    def dropped_sigterm():
+        fired = []
+
+        def callback(phase, info):
+            if phase == "start" and not fired:
+                fired.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10_000):  # the handler runs here, inside the callback
+                    pass
+
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+""")
+
+
+def _script(tmp_path, body: str) -> list[str]:
+    """A job that patches seqwatch and runs its ``main`` with the CLI's logging in place first, as ``seqwatch``
+    has it before Beam is imported."""
+    path = tmp_path / "job.py"
+    path.write_text(DROPPED_SIGTERM + "from seqwatch.pipelines.cli import _quiet_logs\n_quiet_logs()\n"
+                    + textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def _readings(tmp_path, name="pump.csv", n_steps=300, seed=3):
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=n_steps, seed=seed)
+    path = tmp_path / name
+    readings.to_csv(path, index=False)
+    return path
+
+
+def test_a_sigterm_whose_exception_python_dropped_still_stops_the_run_before_its_commit(small_model_dir, tmp_path):
+    """The hunt's SIGTERM 1.8 s into a run: the run went on, replaced the previous outputs and exited 0."""
+    path = _readings(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(path), "--model-dir", str(small_model_dir), "--output", str(out),
+                 "--run-id", "earlier"]) == 0
+    before = json.loads((out / "manifest.json").read_text())
+    command = _script(tmp_path, f"""
+        import sys
+        import seqwatch.pipelines.batch as batch
+        from seqwatch.pipelines.cli import main
+
+        build = batch.build_pipeline
+
+        def build_then_signal(p, plan):
+            graph = build(p, plan)
+            dropped_sigterm()
+            return graph
+
+        batch.build_pipeline = build_then_signal
+        sys.exit(main(["run", "--input", {str(path)!r}, "--model-dir", {str(small_model_dir)!r}, "--output",
+                       {str(out)!r}, "--run-id", "later"]))
+    """)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert "Exception ignored" in result.stderr, result.stderr[-3000:]  # Python did drop it
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "seqwatch run: stopped by SIGTERM; a batch run commits nothing unless it finishes, so the previous outputs "
+        "are as they were")
+    assert json.loads((out / "manifest.json").read_text()) == before
+    assert not list(out.glob("_staging-*"))
+
+
+def test_a_sigterm_whose_exception_python_dropped_still_stops_a_training_before_it_saves(tmp_path):
+    """The hunt's SIGTERM 1 s into a training: it replaced the model in --model-dir and exited 0."""
+    path = _readings(tmp_path, n_steps=600)
+    model = tmp_path / "model"
+    command = _script(tmp_path, f"""
+        import sys
+        from seqwatch.models.detector import Seq2SeqDetector
+        from seqwatch.pipelines.cli import main
+
+        fit = Seq2SeqDetector.fit
+
+        def fit_then_signal(self, *args, **kwargs):
+            fitted = fit(self, *args, **kwargs)
+            dropped_sigterm()
+            return fitted
+
+        Seq2SeqDetector.fit = fit_then_signal
+        sys.exit(main(["train", "--input", {str(path)!r}, "--model-dir", {str(model)!r}, "--window", "8",
+                       "--units", "4", "--epochs", "1", "--horizon", "0"]))
+    """)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert "Exception ignored" in result.stderr, result.stderr[-3000:]
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == "seqwatch train: stopped by SIGTERM"
+    assert not model.exists()  # made for the training's lock, and removed with nothing saved in it
+
+
+@pytest.mark.parametrize("change", ["remove a CSV", "cut a Parquet file"])
+def test_an_input_removed_or_cut_while_the_run_reads_it_is_one_sentence(small_model_dir, tmp_path, change):
+    """An input deleted 3 s into a run had ended it with a traceback of 182 lines (exit 1); a Parquet file cut short
+    with one of 39 lines and a sentence that named '<Buffer>', not the file."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=300, seed=3)
+    for entity, part in readings.groupby("entity_id"):
+        if change == "remove a CSV":
+            part.to_csv(inputs / f"{entity}.csv", index=False)
+        else:
+            part.to_parquet(inputs / f"{entity}.parquet", index=False)
+    victim = sorted(inputs.iterdir())[-1]
+    out = tmp_path / "out"
+    command = _script(tmp_path, f"""
+        import os, sys
+        import seqwatch.pipelines.batch as batch
+        from seqwatch.pipelines.cli import main
+
+        build = batch.build_pipeline
+
+        def build_then_change(p, plan):  # after planning has read every input's header
+            graph = build(p, plan)
+            victim = {str(victim)!r}
+            if victim.endswith(".csv"):
+                os.remove(victim)
+            else:
+                data = open(victim, "rb").read()
+                open(victim, "wb").write(data[:len(data) // 2])
+            return graph
+
+        batch.build_pipeline = build_then_change
+        sys.exit(main(["run", "--input", {str(inputs)!r}, "--model-dir", {str(small_model_dir)!r}, "--output",
+                       {str(out)!r}]))
+    """)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("seqwatch run: note")]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    said = {"remove a CSV": f"seqwatch run: could not read {victim} ([Errno 2] No such file or directory), after",
+            "cut a Parquet file": f"seqwatch run: {victim} cannot be read as a Parquet file ("}[change]
+    assert lines[-1].startswith(said), result.stderr[-3000:]
+    assert lines[-1].endswith("after the run had planned its reading (an input removed, cut, replaced or made "
+                              "unreadable meanwhile); nothing was committed, rerun once the inputs are complete")
+    assert not (out / "manifest.json").exists() and not list(out.glob("_staging-*"))
+
+
+def test_a_folder_under_an_input_folder_that_cannot_be_listed_is_refused(small_model_dir, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Its files had been left out of the run without a word (Beam's file system skips what it cannot list):
+    exit 0, and the manifest named the other folder's files only. (The tests run as root, who can list any
+    folder, so listing it fails here as it does for another user.)"""
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    _readings(inputs, "pump-01.csv")
+    _readings(inputs / "sub", "pump-02.csv", seed=4)
+    scandir = os.scandir
+
+    def refused(path="."):
+        if os.fspath(path).rstrip("/").endswith("/sub"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refused)
+    with pytest.raises(PermissionError, match=f"^cannot list the folder {inputs / 'sub'} under {inputs} "
+                                              f"\\(Permission denied\\): its files would be left out"):
+        expand_inputs([str(inputs)])
+    code = main(["run", "--input", str(inputs), "--model-dir", str(small_model_dir), "--output",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"seqwatch run: cannot list the folder {inputs / 'sub'}"), err
+
+
+def test_a_file_that_cannot_be_read_or_written_is_one_sentence(tmp_path, monkeypatch, capsys):
+    """A model or input file without read permission, and a full disk under the output lock, had each ended the
+    CLI with a traceback (exit 1)."""
+    import seqwatch.pipelines.cli as cli
+
+    assert _os_error_sentence(PermissionError(13, "Permission denied", "in/a.csv")) == (
+        "cannot use in/a.csv: Permission denied [Errno 13]")
+    assert _os_error_sentence(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
+
+    def refused(args, beam_args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "m" / "model.keras"))
+
+    monkeypatch.setattr(cli, "cmd_run", refused)
+    code = main(["run", "--input", str(tmp_path / "in.csv"), "--model-dir", str(tmp_path / "m"), "--output",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [f"seqwatch run: cannot use {tmp_path / 'm' / 'model.keras'}: Permission denied "
+                                 f"[Errno 13]"]
+
+
+def test_a_keras_backend_that_is_not_installed_is_refused_before_anything_is_read(tmp_path, monkeypatch, capsys):
+    """It had failed inside the pipeline's scoring step, after the output lock, with 262 lines (exit 1)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here")
+    base = ["run", "--input", str(tmp_path / "missing.csv"), "--model-dir", str(tmp_path / "m"), "--output",
+            str(tmp_path / "out")]
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert main(base) == 2
+    assert capsys.readouterr().err.strip() == (
+        "seqwatch run: KERAS_BACKEND=torch names a Keras backend that is not installed here (no module torch); "
+        "seqwatch installs jax: unset KERAS_BACKEND or set it to jax")
+    monkeypatch.setenv("KERAS_BACKEND", "bogus")
+    assert main(base) == 2
+    assert capsys.readouterr().err.strip().startswith("seqwatch run: KERAS_BACKEND=bogus is not a Keras backend")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_training_into_a_model_folder_in_use_is_refused(small_model_dir, tmp_path, capsys):
+    """Two trainings into one --model-dir had each exited 0, the folder holding whichever saved last, and a model
+    file of one beside the other's metadata where their saves crossed."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(small_model_dir, model)
+    path = _readings(tmp_path, n_steps=600)
+    held, release = threading.Event(), threading.Event()
+
+    def another_training():  # another thread takes the lock as another process would (flock per open file)
+        with output_lock(str(model), "training", ""):
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=another_training)
+    thread.start()
+    try:
+        assert held.wait(30)
+        code = main(["train", "--input", str(path), "--model-dir", str(model), "--window", "8", "--units", "4",
+                     "--epochs", "1"])
+    finally:
+        release.set()
+        thread.join()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert err[-1].startswith("seqwatch train: another seqwatch training (process ") and err[-1].endswith(
+        f"is writing into {model}; wait for it to end, or give this training its own --model-dir")
+    assert (model / "metadata.json").read_bytes() == (small_model_dir / "metadata.json").read_bytes()
+
+
+def test_an_empty_file_among_the_inputs_is_noted(small_model_dir, tmp_path, capsys):
+    """A zero-byte file alone is refused ("the input holds no records"); one among others, as a failed export
+    leaves it, had passed without a word."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _readings(inputs, "pump-01.csv")
+    (inputs / "pump-02.csv").write_bytes(b"")
+    assert main(["run", "--input", str(inputs), "--model-dir", str(small_model_dir), "--output",
+                 str(tmp_path / "out")]) == 0
+    assert (f"seqwatch run: note: 1 of the 2 input files are empty (0 bytes), so this run holds no reading of "
+            f"them: {inputs / 'pump-02.csv'}") in capsys.readouterr().err.splitlines()
