@@ -43,17 +43,56 @@ class SchemaDriftError(ValueError):
     """A file's columns do not match what the mapping requires."""
 
 
-def _lacks(name: str, what: str, missing: list[str], header: tuple, taken=()) -> str:
+# Names a long file's role columns often go by (compared without case, blanks and underscores), for the guess of
+# a refusal: a header "Device,Time,Tag,Value" had been hinted only for 'value' (found by the bug hunt of real data).
+ROLE_SYNONYMS = {
+    "entity_id": ("entity", "device", "deviceid", "asset", "assetid", "machine", "machineid", "equipment", "station",
+                  "meter", "meterid", "node", "id"),
+    "timestamp": ("time", "ts", "datetime", "date", "timeutc", "timestamputc", "eventtime"),
+    "channel": ("tag", "tagname", "signal", "metric", "variable", "sensor", "parameter", "channelname", "series",
+                "field", "name"),
+    "value": ("val", "reading", "measurement", "measuredvalue", "y"),
+}
+
+
+def _fold(name: str) -> str:
+    return name.casefold().replace(" ", "").replace("_", "")
+
+
+def _renamed_to(column: str, others: list[str], synonyms: tuple = ()) -> str | None:
+    """The column among ``others`` that ``column`` was likely renamed to: the same name in another case or
+    spacing, one of its ``synonyms``, or a close spelling; None."""
+    folded = {_fold(h): h for h in others}
+    for candidate in (column, *synonyms):
+        if _fold(candidate) in folded:
+            return folded[_fold(candidate)]
+    close = difflib.get_close_matches(column, others, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _lacks(name: str, what: str, missing: list[str], header: tuple, taken=(), synonyms: dict | None = None,
+           roles: dict | None = None) -> str:
     """``x.csv lacks required columns ['timestamp'] (its columns are [...]; was 'timestamp' renamed to 'time'?)``;
-    ``taken``: columns with a role of their own (the timestamp), never guessed as another's new name."""
+    ``taken``: columns with a role of their own (the timestamp), never guessed as another's new name;
+    ``synonyms``: other names per missing column. ``roles`` (a long file's ``{role: column}``): when every missing
+    column has a guess, the mapping that reads them too."""
     others = [h for h in header if h and h not in missing and h not in taken]
-    guesses = []
+    found = {}
     for column in missing:
-        folded = {h.casefold().replace(" ", "_"): h for h in others}
-        match = folded.get(column.casefold().replace(" ", "_"))
-        close = [match] if match else difflib.get_close_matches(column, others, n=1, cutoff=0.6)
-        guesses += [f"{column!r} renamed to {close[0]!r}"] if close else []
+        guess = _renamed_to(column, [h for h in others if h not in found.values()], (synonyms or {}).get(column, ()))
+        if guess is not None:
+            found[column] = guess
+    guesses = [f"{column!r} renamed to {guess!r}" for column, guess in found.items()]
     hint = f"; was {' and '.join(guesses)}?" if guesses else ""
+    if roles is not None and found and len(found) == len(missing):
+        columns = {role: found.get(column, column) for role, column in roles.items() if found.get(column, column)
+                   != role}
+        suggested = {"format": "long", "columns": columns}
+        used = {found.get(column, column) for column in roles.values()}
+        extra = [h for h in header if h and h not in used]
+        if extra:  # a long file's other columns are refused unless ignored
+            suggested["ignore"] = extra
+        hint += f" If so, a --mapping file {json.dumps(suggested)} reads them"
     named = repr(missing[0]) if what.startswith("the ") else str(missing)
     return f"{name} lacks {what} {named} (its columns are {list(header)}{hint})"
 
@@ -95,7 +134,9 @@ class FileLayout:
                     or {roles["channel"], roles["entity_id"]} <= set(missing))
                 hint = ("; a file with one column per channel is wide: --format wide, or the mapping's 'format'"
                         if looks_wide else "")
-                raise SchemaDriftError(_lacks(name, "required columns", missing, header) + hint)
+                synonyms = {column: ROLE_SYNONYMS[role] for role, column in roles.items() if column == role}
+                raise SchemaDriftError(_lacks(name, "required columns", missing, header, synonyms=synonyms,
+                                              roles=roles) + hint)
             extra = [h for h in header if h not in set(roles.values()) and h not in mapping.ignore and h]
             if extra and mapping.extra_columns == "error":
                 raise _unexpected_columns(name, extra)
@@ -551,9 +592,11 @@ def explain_timestamp(value, unit: str | None = None, timezone: str = "UTC", fmt
         if shifted.isna().all():
             return (f"local time {shown} does not exist in {timezone} (a daylight-saving change); write an "
                     f"explicit UTC offset or use UTC")
+        # Said of every such row: the rows may be in time order yet hold the hour once (NYC taxi counts: found by
+        # the bug hunt of real data, where the reason had said that rows in time order would tell)
         return (f"local time {shown} is ambiguous in {timezone} (a daylight-saving change repeats its hour, and "
-                f"the rows around it do not show which pass it is: rows in time order would); write "
-                f"an explicit UTC offset or use UTC")
+                f"the rows around it do not tell which pass it is: a series in time order through both passes "
+                f"would, one that holds the hour once cannot); write an explicit UTC offset or use UTC")
     return f"timestamp {shown} could not be parsed"
 
 

@@ -239,9 +239,14 @@ def _refuse_unknown_keys(data: dict) -> None:
 
 
 def _channel_key(name: str) -> str:
-    """A column name as a person would read it: no case, no unit in brackets, letters and digits only
-    (``'Flow [l/min]'`` and ``'FLOW'`` both read ``'flow'``)."""
-    return re.sub(r"[^0-9a-z]", "", re.sub(r"[\[(].*?[\])]", "", name.casefold()))
+    """A column name as a person would read it: no case, no unit in brackets, after a comma or as a last word that
+    begins with a sign (``°C``, ``%``), letters and digits only (``'Flow [l/min]'``, ``'Flow, l/min'`` and
+    ``'FLOW'`` read ``'flow'``, ``'Temperature °C'`` reads ``'temperature'``; found by the bug hunt of real data,
+    on SKAB's columns with their units)."""
+    name = re.sub(r"[\[(].*?[\])]", "", name.casefold())
+    name = re.sub(r",[^,]*$", "", name) if re.search(r"[0-9a-z]", name.split(",")[0]) else name
+    name = re.sub(r"\s+[°%‰µ][^\s]*\s*$", "", name)
+    return re.sub(r"[^0-9a-z]", "", name)
 
 
 def renaming_hint(channels: tuple, columns: list) -> str:
@@ -258,7 +263,7 @@ def renaming_hint(channels: tuple, columns: list) -> str:
         elif len(by_key.get(_channel_key(channel), ())) == 1:
             names[by_key[_channel_key(channel)][0]] = channel
     renamed = {column: channel for column, channel in names.items() if column != channel}
-    if not renamed:
+    if not renamed or len(names) < len(channels):  # a mapping that still lacks a channel would be refused again
         return ""
     mapping = {"channels": names}
     others = [column for column in columns if column not in mapping["channels"]]

@@ -145,7 +145,8 @@ STOP_CASES = {
                                         "'extra_columns' to 'ignore'"),
     "s04_long_renamed_column.csv": (LONG, "s04_long_renamed_column.csv lacks required columns ['timestamp'] (its "
                                           "columns are ['entity_id', 'channel', 'time', 'value']; was 'timestamp' "
-                                          "renamed to 'time'?)"),
+                                          "renamed to 'time'? If so, a --mapping file {\"format\": \"long\", "
+                                          "\"columns\": {\"timestamp\": \"time\"}} reads them)"),
     "s05_not_text.csv": (LONG, "s05_not_text.csv does not look like a CSV text file: its first line holds binary "
                                "data"),
     "s06_wide_step_1s.csv": (WIDE, "was trained on readings every 10s, but s06_wide_step_1s.csv has readings every "

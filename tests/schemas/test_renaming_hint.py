@@ -28,3 +28,14 @@ def test_no_hint_when_nothing_reads_as_a_missing_channel_or_two_columns_do():
     assert renaming_hint(MODEL, ["flow", "pressure", "temperature"]) == ""  # nothing missing
     assert renaming_hint(MODEL, ["FLOW", "Flow [l/min]", "pressure", "temperature"]) == ""  # which one?
     assert renaming_hint(("flow",), ["flowrate"]) == ""  # another word, not another spelling
+
+
+def test_a_unit_after_a_comma_or_as_a_last_word_with_a_sign_is_read_as_one():
+    """Found by the bug hunt of real data (SKAB's columns with units): 'Volume Flow RateRMS, l/min' was not read
+    as the channel, and the hint put it under "ignore", so the mapping it gave was refused again for a missing
+    channel; 'Temperature °C' got no hint at all."""
+    model = ("Volume Flow RateRMS", "Temperature", "Current")
+    mapping = _mapping(renaming_hint(model, ["Volume Flow RateRMS, l/min", "Temperature °C", "Current (A)"]))
+    assert mapping == {"channels": {"Volume Flow RateRMS, l/min": "Volume Flow RateRMS",
+                                    "Temperature °C": "Temperature", "Current (A)": "Current"}}
+    assert renaming_hint(("flow", "speed"), ["Flow, l/min", "rpm"]) == ""  # speed is not there: no half a mapping
