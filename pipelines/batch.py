@@ -29,6 +29,7 @@ from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
+from seqwatch.pipelines.windows import pane_floor
 from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
 from seqwatch.pipelines.sources import (FileReader, InputChangedError, ReadInputFiles, decimal_comma_clash,
                                         expand_inputs, read_header)
@@ -162,7 +163,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         raise RunError(str(exc)) from None
     stride, length, max_gap = int(window["stride"]), int(window["length"]), int(window["max_gap"])
     minimum = 2 * (length + max_gap + 1)
-    pane_steps = max(config.pane_steps, minimum)
+    pane_steps = pane_floor(max(config.pane_steps, minimum), step_us)
     pane_steps += (-pane_steps) % stride
     run_id, input_digests = config.run_id, ()
     if not run_id:
@@ -521,9 +522,10 @@ def _read_failure(exc: BaseException, inputs) -> str | None:
     if isinstance(exc, OSError) and exc.errno in reading and exc.filename and an_input(exc.filename):
         return f"could not read {exc.filename} ([Errno {exc.errno}] {exc.strerror})"
     found = re.search(r"(?:FileNotFoundError|PermissionError|IsADirectoryError|NotADirectoryError|OSError): "
-                      r"\[Errno (\d+)\] ([^:'\n\[\]]+): '([^'\n]+)'", str(exc))
-    if found and int(found.group(1)) in reading and an_input(found.group(3)):
-        return f"could not read {found.group(3)} ([Errno {found.group(1)}] {found.group(2).strip()})"
+                      r"\[Errno (\d+)\] ([^:'\n\[\]]+): (?:'([^'\n]+)'|\"([^\"\n]+)\")", str(exc))
+    path = found and (found.group(3) or found.group(4))
+    if found and int(found.group(1)) in reading and an_input(path):
+        return f"could not read {path} ([Errno {found.group(1)}] {found.group(2).strip()})"
     return None
 
 

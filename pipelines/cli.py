@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import importlib.util
 import json
@@ -381,8 +382,6 @@ def _check_model_dir(path: str) -> None:
 
 
 def cmd_train(args) -> int:
-    import shutil
-
     from seqwatch.models.artifact import MODEL_FILE
     from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 
@@ -391,19 +390,38 @@ def cmd_train(args) -> int:
                        "is trained on readings known to be normal")
     _check_model_dir(args.model_dir)
     # One training at a time per --model-dir: two at once had each replaced the other's model file or metadata
-    # (found by the bug hunt of operational failures). The folder is made for its lock, and removed again when the
-    # training fails before it saves anything there.
-    target = Path(args.model_dir)
-    made = not target.exists()
+    # (found by the bug hunt of operational failures). The folder is made for its lock, and the folders made for
+    # it are removed again, under the lock, when the training ends without saving anything there.
+    target = Path(os.path.abspath(args.model_dir))
+    made = []  # the folders this training makes, the deepest first
+    folder = target
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
     target.mkdir(parents=True, exist_ok=True)
     try:
         with output_lock(str(target), "training", "", flag="--model-dir"):
-            return _train_locked(args)
+            try:
+                return _train_locked(args)
+            finally:
+                if made and not (target / MODEL_FILE).exists():
+                    _remove_made_folders(made)
     except OutputBusy as exc:
         raise CliError(str(exc)) from None
-    finally:
-        if made and not (target / MODEL_FILE).exists():
-            shutil.rmtree(target, ignore_errors=True)
+
+
+def _remove_made_folders(made: list) -> None:
+    """Remove the folders a training made for its lock (``made``, the deepest first) when it saved nothing: the
+    lock file, then each folder while it is empty. Anything else found there stays, with its folder (a recursive
+    delete could have taken what another job put there meanwhile: found by the review)."""
+    from seqwatch.pipelines.output_lock import LOCK_FILE
+
+    try:
+        (made[0] / LOCK_FILE).unlink(missing_ok=True)
+        for folder in made:
+            folder.rmdir()
+    except OSError:
+        pass
 
 
 def _train_locked(args) -> int:
@@ -781,15 +799,11 @@ def _print_notices(command: str, manifest: dict, output: str) -> None:
 def empty_inputs_notice(command: str, manifest: dict) -> str | None:
     """One line for stderr when some of a run's inputs were empty files (0 bytes), as a failed export leaves them:
     one alone is refused ("the input holds no records"), but one among others had passed without a word (found by
-    the bug hunt of operational failures)."""
-    from apache_beam.io.filesystems import FileSystems
-
-    def size(path: str) -> int | None:
+    the bug hunt of operational failures). Local inputs, as they are after the run."""
+    def size(path: str) -> int | None:  # local files only: a call per remote file would cost a round trip each
         try:
-            if "://" not in path:
-                return os.path.getsize(path)
-            return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-        except Exception:  # an input gone since, or a file system that cannot list: the run said what it read
+            return os.path.getsize(path) if "://" not in path else None
+        except OSError:  # an input gone since: the run said what it read
             return None
 
     inputs = list(manifest.get("inputs") or [])
@@ -1034,6 +1048,12 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
         print(notice, file=sys.stderr, flush=True)
     if args.source == "replay" and not counts.get("records_in", 0):  # as a run refuses an empty input
         raise CliError(f"the input holds no records ({len(paths)} file(s) are empty or have only a header)")
+    if counts.get("records_in", 0) != scored + quarantined:
+        # as a batch run refuses to commit such counts: readings that left neither scored nor quarantined (a stream
+        # of 360 Hz readings had scored 128 of 12000 and exited 0: found by the bug hunt of sub-millisecond steps)
+        raise CliError(f"the counts do not reconcile: {counts.get('records_in', 0)} records in, {scored} scored + "
+                       f"{quarantined} quarantined; readings were lost between the source and the sinks, which is "
+                       f"a bug of seqwatch's (the counts files in {args.output}/counts show the flush windows)")
     return 3 if counts.get("records_in", 0) and not scored else 0  # as a run that scored nothing (it had said 0)
 
 
@@ -1206,6 +1226,9 @@ def _quiet_logs() -> None:
     import logging
     import os
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # Beam's batch-size estimator (BatchElements) fits bundle timings with numpy, which warns of a poorly
+    # conditioned fit and a division by zero when they are alike: 16 lines of a 360 Hz stream's stderr
+    warnings.filterwarnings("ignore", module=r"apache_beam\.transforms\.util")
     root = logging.getLogger()
     root.setLevel(logging.ERROR)
     for name in ("great_expectations", "apache_beam", "absl"):
@@ -1320,7 +1343,7 @@ def _quiet_interrupts():
         if terminate:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.excepthook = previous_hook
-        _CtrlC.watching = False
+        _CtrlC.watching, _CtrlC.seen = False, None  # a later command in this process starts without this signal
         interrupts.clear()
 
     if interrupt:
@@ -1413,7 +1436,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             sys.stderr.flush()
             _stop_runner_processes()
             os._exit(1)
-        if isinstance(exc, OSError) and not (signalled or _interrupted(exc)):
+        if _file_refused(exc) and not (signalled or _interrupted(exc)):
             # a file that cannot be read or written: permissions, a full disk, a file removed meanwhile (each had
             # been a traceback: found by the bug hunt of operational failures)
             print(f"seqwatch {args.command}: {_os_error_sentence(exc)}", file=sys.stderr)
@@ -1440,6 +1463,22 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         sys.stderr.flush()
         _stop_runner_processes()
         os._exit(143 if _CtrlC.terminated else 130)  # 128 + the signal's number, as a shell reports it
+
+
+# The operating system's refusals of a file (not seqwatch's bugs, which keep their traceback)
+FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EISDIR,
+               errno.ENOTDIR, errno.EIO, errno.EMFILE, errno.ENFILE, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG,
+               errno.ETXTBSY, errno.EBUSY, errno.ENOTEMPTY, errno.EEXIST, errno.EXDEV, errno.ESTALE}
+
+
+def _file_refused(exc: BaseException) -> bool:
+    """An ``OSError`` of a file the operating system refused (``FILE_ERRNOS``), or one of seqwatch's own sentences
+    of that kind (an input folder that cannot be listed, an input that changed during the run)."""
+    from seqwatch.pipelines.sources import InputChangedError
+
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno in FILE_ERRNOS or (exc.errno is None and isinstance(exc, (PermissionError, InputChangedError)))
 
 
 def _os_error_sentence(exc: OSError) -> str:

@@ -630,7 +630,7 @@ class FileReader:
             # "valid to" sentinel) to one in 1816, and 2610 to 2025, which would be scored.
             try:
                 parquet = pq.ParquetFile(f, coerce_int96_timestamp_unit="us")
-            except (OSError, pa.ArrowInvalid) as exc:  # planning read it: it was cut or replaced since
+            except pa.ArrowInvalid as exc:  # planning read it: it was cut or replaced since (not an I/O error)
                 raise InputChangedError(f"{path} cannot be read as a Parquet file "
                                         f"({str(exc).splitlines()[0]})") from None
             schema = parquet.schema_arrow
@@ -683,7 +683,7 @@ class FileReader:
             try:
                 with FileSystems.open(path) as f:
                     rows = pq.read_table(f, coerce_int96_timestamp_unit="us").to_pylist()
-            except (OSError, pa.ArrowInvalid) as exc:  # refused before a run: it was cut or replaced since
+            except pa.ArrowInvalid as exc:  # refused before a run: it was cut or replaced since
                 raise InputChangedError(f"{path} cannot be read as a Parquet file ({str(exc).splitlines()[0]})") \
                     from None
             quarantine = [Quarantined(raw_json(row), path, i, "", 1, "parse", "schema_drift", reason, self.run_id)
@@ -782,13 +782,13 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
                 raise FileNotFoundError(f"every file {pattern!r} matches lies inside --output {exclude[0]}, whose "
                                         f"files are not read as input")
             matched = kept
-        broken = _dangling_links(pattern, folder=folder, exclude=outputs)
+        unreadable: list = []
+        broken = _dangling_links(pattern, folder=folder, exclude=outputs, unreadable=unreadable)
         if broken:
             link, target = broken[0]
             more = f" (and {len(broken) - 1} more such links)" if len(broken) > 1 else ""
             raise FileNotFoundError(f"{link} is a link to {target}, which does not exist{more}: restore its target "
                                     f"(a mount that is down?) or remove the link; its readings cannot be read")
-        unreadable = _unreadable_folders(pattern) if folder else []
         if unreadable:
             folder_name, reason = unreadable[0]
             more = f" (and {len(unreadable) - 1} more such folders)" if len(unreadable) > 1 else ""
@@ -804,31 +804,26 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
     return sorted(once.values())
 
 
-def _unreadable_folders(folder: str) -> list:
-    """``[(folder, reason)]`` of the local folders under ``folder`` (the input folders a run reads: none hidden,
-    none of ``_``) that cannot be listed: Beam's file system skips them, so their files had been left out of a run
-    without a word (found by the bug hunt of operational failures)."""
-    if "://" in folder or not os.path.isdir(folder):
-        return []
-    failed = []
-    for _, dirs, _ in os.walk(folder, onerror=lambda exc: failed.append((exc.filename, exc.strerror or str(exc)))):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-    return failed
-
-
-def _dangling_links(pattern: str, folder: bool, exclude: tuple = ()) -> list:
+def _dangling_links(pattern: str, folder: bool, exclude: tuple = (), unreadable: list | None = None) -> list:
     """``[(link, target)]`` of the local symbolic links ``pattern`` names (as a glob, or the data files under it
     as a folder) whose target does not exist: Beam's file system skips them, so their files would be left out
-    of a run without a word."""
+    of a run without a word. ``unreadable`` (a folder's walk): gets ``(folder, reason)`` of each folder under it
+    that cannot be listed, which Beam skips as well (found by the bug hunt of operational failures: their files
+    had been left out, exit 0); not those in ``exclude``, nor a file system's ``lost+found``."""
     if "://" in pattern:
         return []
     if folder:
         if not os.path.isdir(pattern):  # a name that matched nothing: a link to nowhere is one too
             link = pattern.rstrip("/")
             return [(link, os.readlink(link))] if os.path.islink(link) and not os.path.exists(link) else []
+
+        def refused(exc: OSError) -> None:
+            if unreadable is not None and not any(_inside(os.path.join(exc.filename, "x"), out) for out in exclude):
+                unreadable.append((exc.filename, exc.strerror or str(exc)))
+
         names = []
-        for root, dirs, files in os.walk(pattern):
-            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
+        for root, dirs, files in os.walk(pattern, onerror=refused):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_")) and d != "lost+found"]
             names += [os.path.join(root, f) for f in files if not f.startswith((".", "_")) and _is_input_file(f)]
         names = [n for n in names if not any(_inside(n, out) for out in exclude)]
     else:

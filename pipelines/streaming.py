@@ -34,6 +34,7 @@ from seqwatch.pipelines.config import stream_future_bound_us
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
+from seqwatch.pipelines.windows import pane_floor
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 DEFAULT_FLUSH_WINDOW_S = 60.0
@@ -174,7 +175,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     step_us = int(metadata["step_us"])
     # Streaming panes are short by default (latency): 4 windows' worth, at least what the context needs.
     pane = pane_steps or max(4 * length, 2 * (length + max_gap + 1))
-    pane = max(pane, 2 * (length + max_gap + 1))
+    pane = pane_floor(max(pane, 2 * (length + max_gap + 1)), step_us)
     pane += (-pane) % stride
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
                        pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us,

@@ -272,3 +272,35 @@ def test_an_empty_file_among_the_inputs_is_noted(small_model_dir, tmp_path, caps
                  str(tmp_path / "out")]) == 0
     assert (f"seqwatch run: note: 1 of the 2 input files are empty (0 bytes), so this run holds no reading of "
             f"them: {inputs / 'pump-02.csv'}") in capsys.readouterr().err.splitlines()
+
+
+def test_a_failed_training_removes_only_the_empty_folders_it_made(tmp_path, capsys):
+    """Found by the review: the folder made for the training's lock was removed with rmtree when nothing was saved,
+    and '--model-dir x/new/..' (which did not exist as written) took everything in x with it. Now only the lock
+    file and the folders the training made, while empty, are removed."""
+    keep = tmp_path / "x"
+    (keep / "data").mkdir(parents=True)
+    (keep / "precious.txt").write_text("kept")
+    missing = str(tmp_path / "missing.csv")
+    assert main(["train", "--input", missing, "--model-dir", str(keep / "new" / "..")]) == 2
+    assert (keep / "precious.txt").read_text() == "kept" and (keep / "data").is_dir()
+    assert main(["train", "--input", missing, "--model-dir", str(tmp_path / "models" / "pumps" / "v1")]) == 2
+    assert not (tmp_path / "models").exists()  # v1 and the folders above it that it made
+    capsys.readouterr()
+
+
+def test_a_volumes_lost_and_found_under_an_input_folder_is_not_refused(small_model_dir, tmp_path, monkeypatch):
+    """Found by the review: a volume's root given as --input holds lost+found, which only root may list; it holds
+    no input, and must not refuse the run as another folder that cannot be listed does."""
+    inputs = tmp_path / "volume"
+    (inputs / "lost+found").mkdir(parents=True)
+    path = _readings(inputs, "pump-01.csv")
+    scandir = os.scandir
+
+    def refused(folder="."):
+        if os.fspath(folder).rstrip("/").endswith("lost+found"):
+            raise PermissionError(13, "Permission denied", os.fspath(folder))
+        return scandir(folder)
+
+    monkeypatch.setattr(os, "scandir", refused)
+    assert expand_inputs([str(inputs)]) == [str(path)]

@@ -184,3 +184,31 @@ def test_a_reading_of_an_entity_whose_channel_comes_too_seldom_says_which_channe
         sparse = plain + (" (readings of 'b' every 3 steps come further apart than the model bridges: at most 0 "
                           "missing steps of 1s; resample them to every 1s, or train a model with --max-gap 2)")
         assert_that(reasons, equal_to([("h.csv", line, sparse) for line in range(2, 2 + len(rows))]))
+
+
+def test_a_panes_window_is_its_own_after_beam_rounds_its_bounds_to_milliseconds():
+    """Found by the bug hunt of sub-millisecond steps: Beam encodes a window's bounds in whole milliseconds, so
+    after a GroupByKey on a runner a 360 Hz pane's window starts up to a millisecond before its µs bound, and the
+    cutter took it for a neighbour's and dropped its readings (a stream on Prism scored 0 of 6000). The round trip
+    through Beam's own coder is this pane's window; a neighbour's is not; and a pane spans at least 2 ms, so
+    that no neighbour's start rounds into the same millisecond (44.1 kHz: 87 steps at least)."""
+    from apache_beam.coders.coders import IntervalWindowCoder
+    from apache_beam.transforms.window import IntervalWindow, WindowFn
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.windows import MIN_PANE_US, PaneWindows, pane_floor
+
+    coder = IntervalWindowCoder()
+    for step_us, pane_steps in ((2778, 64), (3333, 64), (23, 96), (500, 48)):
+        spec = PaneSpec(step_us=step_us, length=16, stride=16, max_gap=4 if step_us == 500 else 0,
+                        pane_steps=pane_steps)
+        windows = PaneWindows(spec, wait_us=0)
+        fn = windows.window_fn()
+        for pane in (9_941_792_805, 9_941_792_806, 123_457):
+            assigned = fn.assign(WindowFn.AssignContext(Timestamp(micros=windows.piece_timestamp_us(pane))))
+            start, end = windows.context_us(pane)
+            own = IntervalWindow(Timestamp(micros=start), Timestamp(micros=end))
+            assert own in assigned
+            decoded = [coder.decode(coder.encode(w)) for w in assigned]  # as the runner hands them back
+            assert [windows.owns(pane, w) for w in decoded] == [w == own for w in assigned], (step_us, pane)
+    assert pane_floor(64, 23) == 87 and 87 * 23 >= MIN_PANE_US > 86 * 23 and pane_floor(64, 2778) == 64

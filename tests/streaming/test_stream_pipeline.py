@@ -434,3 +434,59 @@ def test_a_kafka_stream_waits_out_a_broker_outage_instead_of_ending_as_idle(long
     assert f"records in {len(readings)} = " in text, text[-3000:]
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+
+
+def _at_360_hz(readings: pd.DataFrame) -> pd.DataFrame:
+    """``readings`` (10 s steps) restamped one step every 1/360 s, as MIT-BIH's ECG is sampled: most steps, and so
+    most panes' bounds, fall between two milliseconds."""
+    steps = ((readings["timestamp"] - readings["timestamp"].min()) // pd.Timedelta(seconds=10)).astype("int64")
+    stamped = readings.copy()
+    stamped["timestamp"] = (pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(steps * 1_000_000 / 360, unit="us")
+                            .round("us")).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    stamped["value"] = stamped["value"].round(4)
+    return stamped
+
+
+@pytest.mark.slow
+def test_a_360_hz_stream_scores_every_reading_and_matches_batch(prism_location, tmp_path, stream_outputs):
+    """Found by the bug hunt of sub-millisecond steps: Beam hands a pane's window back in whole milliseconds, and
+    the cutter dropped every pane whose window did not start on one: a 360 Hz stream on Prism scored 0 of 6000
+    readings (and said so in an equation that did not hold, exit 0), and a batch run of files that share an
+    entity's time (whose panes go through the GroupByKey) refused to commit counts that did not reconcile."""
+    from seqwatch.models.artifact import save_artifact
+    from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
+    from seqwatch.models.detector import Seq2SeqDetector
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.config import RunConfig
+
+    train, _ = generate_sensor_data(n_entities=2, n_steps=1500, seed=101)
+    train = _at_360_hz(train)
+    train["timestamp"] = pd.to_datetime(train["timestamp"], utc=True)
+    config = DetectorConfig(ArchitectureConfig(units=16, forecast_horizon=4),
+                            WindowConfig(length=16, stride=4, max_gap=2), TrainingConfig(epochs=6, batch_size=128,
+                                                                                           patience=3))
+    model_dir = save_artifact(Seq2SeqDetector(config, model_id="ecg-rate").fit(train, progress=False),
+                              tmp_path / "model")
+    assert json.loads((model_dir / "metadata.json").read_text())["step_us"] == 2778
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
+                                       kinds=("level_shift", "broken_channel"))
+    readings = _at_360_hz(readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True))
+    path = tmp_path / "readings.csv"
+    readings.to_csv(path, index=False)
+
+    out = tmp_path / "stream"
+    result = subprocess.run(_stream_command(model_dir, out, prism_location, "--source", "replay", "--input",
+                                            str(path), "--speed", "1"), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"records in {len(readings)} = scored {len(readings)} + quarantined 0" in result.stderr, \
+        result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]  # Beam's batch-size fit had warned 16 times
+    stream_outputs.assert_matches_batch(out, path, model_dir, tmp_path / "batch")
+
+    split = tmp_path / "split"  # one entity's channels in two files over the same time: panes grouped
+    split.mkdir()
+    one = readings[readings["entity_id"] == readings["entity_id"].iloc[0]]
+    one[one["channel"].isin(["flow", "pressure"])].to_csv(split / "a.csv", index=False)
+    one[~one["channel"].isin(["flow", "pressure"])].to_csv(split / "b.csv", index=False)
+    manifest = run_batch(RunConfig(inputs=(str(split),), output=str(tmp_path / "split-out"), model_dir=str(model_dir)))
+    assert manifest["records_in"] == len(one) == manifest["records_scored"]
