@@ -31,13 +31,19 @@ def refined_step(series: list, step_us: int) -> int:
     Readings with a few ms of jitter have a median interval some µs off the interval (10,000,033 µs for 10 s with
     +-1 ms), which moves their grid a step's width off them in a month; the fit is good to far below a µs. Kept as
     it is for readings without a regular interval (the fit misses them by more than a tenth of a step, or moves
-    the interval by more than 1 %)."""
+    the interval by more than 1 %). A stretch also ends at an interval further off the step than the readings'
+    jitter goes (ten times the median distance, at least a thousandth of the step): local times' daily readings
+    across a daylight-saving change come 23 and 25 hours apart there, which had pulled the fitted day to 86,400.82
+    s and stamped windows 37 minutes and more off the readings (found by the bug hunt of time scales)."""
     stretches = []
+    series = [np.asarray(stamps, dtype=np.int64) for stamps in series]
+    off = [np.abs(np.diff(stamps) - step_us) for stamps in series if stamps.size >= 3]
+    jitter = float(np.median(np.concatenate(off))) if off else 0.0
+    tolerance = min(max(10 * jitter, 0.001 * step_us), 0.5 * step_us)
     for stamps in series:
-        stamps = np.asarray(stamps, dtype=np.int64)
         if stamps.size < 3:
             continue
-        apart = np.round(np.diff(stamps) / step_us) != 1
+        apart = np.abs(np.diff(stamps) - step_us) > tolerance
         for part in np.split(stamps, np.flatnonzero(apart) + 1):
             if part.size >= 3:
                 n = np.arange(part.size, dtype=np.float64)

@@ -35,7 +35,7 @@ from seqwatch.pipelines.sources import (FileReader, InputChangedError, ReadInput
                                         expand_inputs, read_header)
 from seqwatch.schemas.mapping import renaming_hint
 from seqwatch.schemas.validation import FAMILIES as SUITE_FAMILIES
-from seqwatch.schemas.validation import load_suite_dict
+from seqwatch.schemas.validation import load_suite_dict, with_earliest
 
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
 MANIFEST_FILE = "manifest.json"
@@ -153,7 +153,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         metadata = read_metadata(config.model_dir)
         check_model_file(config.model_dir, metadata)
         paths = expand_inputs(list(config.inputs), exclude=(config.output,))
-        suite = load_suite_dict(config.suite)
+        suite = with_earliest(load_suite_dict(config.suite), config.earliest_us)
         window = metadata["config"]["window"]
         channels, step_us = tuple(metadata["channels"]), int(metadata["step_us"])
         _preflight_channels(paths, config, channels, step_us, f"{metadata['model_id']} {metadata['model_version']}")

@@ -138,13 +138,13 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
 
     import pandas as pd
 
-    from seqwatch.pipelines.config import DAY_US, HORIZON_US
+    from seqwatch.pipelines.config import DAY_US
     from seqwatch.pipelines.parsing import (EMPTY_VALUE, MISSING_VALUE_END, FileLayout, SchemaDriftError,
                                             partition_clash)
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     from seqwatch.pipelines.validate import valid_history
     from seqwatch.schemas.mapping import renaming_hint
-    from seqwatch.schemas.validation import SuiteError, load_suite_dict
+    from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
     mapping = _mapping_from_args(args)
     try:
         paths = expand_inputs(inputs or args.input)
@@ -152,7 +152,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
             header, _ = read_header(path, mapping.sep)
             if header is not None:
                 FileLayout.resolve(header, mapping, path)
-        suite = load_suite_dict(args.suite)
+        suite = with_earliest(load_suite_dict(args.suite), _earliest_us(args))
     except (FileNotFoundError, SchemaDriftError, SuiteError) as exc:
         raise CliError(str(exc)) from None
     reader = FileReader(mapping, "train")
@@ -218,7 +218,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
                            f"{sorted(found)[:20]}){hint}")
         frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
     history = frame
-    frame, invalid, first = valid_history(frame, suite, HORIZON_US, int(time.time() * 1e6) + DAY_US)
+    frame, invalid, first = valid_history(frame, suite, _earliest_us(args), int(time.time() * 1e6) + DAY_US)
     # A channel none of whose readings pass validation would leave the model without a word (the share noted
     # below is of all readings): name it and the rule that removed it, and refuse when it is one to model.
     vanished = sorted(set(map(str, history["channel"].unique())) - set(map(str, frame["channel"].unique())))
@@ -226,7 +226,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
         whys = []
         for channel in vanished:  # judged alone for its own reasons (the first reason above may be another's)
             _, own, own_first = valid_history(history[history["channel"].astype(str) == channel], suite,
-                                              HORIZON_US, int(time.time() * 1e6) + DAY_US)
+                                              _earliest_us(args), int(time.time() * 1e6) + DAY_US)
             code = min(own, key=lambda c: (-own[c], c)) if own else None
             whys.append(f"{channel!r}: {_by_reason(own)}; the first {code}: {own_first[code]}" if own else
                         repr(channel))
@@ -529,7 +529,7 @@ def _run_config(args):
                          suite=args.suite, run_id=args.run_id or "",
                          pane_steps=DEFAULT_PANE_STEPS if args.pane_steps is None else args.pane_steps,
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
-                         online_calibration=args.online_calibration)
+                         online_calibration=args.online_calibration, earliest_us=_earliest_us(args))
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
 
@@ -977,7 +977,8 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
-                           _cooldown_us(args.alert_cooldown), args.online_calibration)
+                           _cooldown_us(args.alert_cooldown), args.online_calibration,
+                           earliest_us=_earliest_us(args))
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -1068,6 +1069,29 @@ def cmd_demo(args, beam_args) -> int:
     return run_demo(Path(args.output), quick=args.quick, beam_args=beam_args, online_calibration=args.online_calibration)
 
 
+EARLIEST_HELP = ("readings before this date (ISO 8601, UTC unless it says otherwise) are quarantined as "
+                 "before_horizon (default 2000-01-01: a clock never set, or elapsed seconds read as dates); give an "
+                 "earlier date for older data")
+
+
+def _earliest_us(args) -> int:
+    """``--earliest`` in µs since the epoch (the default horizon without it); a date that cannot be read is a
+    ``CliError``. Found by the bug hunt of time scales: readings of the 1990s could be neither trained on nor
+    scored, and the reason named no setting."""
+    import pandas as pd
+
+    from seqwatch.pipelines.config import HORIZON_US
+
+    if getattr(args, "earliest", None) is None:
+        return HORIZON_US
+    try:
+        stamp = pd.Timestamp(args.earliest)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return int((stamp - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CliError(f"--earliest {args.earliest!r} is not a date (ISO 8601, such as 1990-01-01): {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqwatch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1110,6 +1134,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threshold", choices=("pot", "quantile"), help="default pot (with --warm-start: the model's)")
     train.add_argument("--coverage", type=float, help="forecast interval coverage, default 0.9 (with --warm-start: "
                                                       "the model's)")
+    train.add_argument("--earliest", metavar="DATE", help=EARLIEST_HELP)
 
     run = sub.add_parser("run", help="score files with a model: the batch pipeline")
     _add_input_args(run)
@@ -1126,6 +1151,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="exit with code 3 (after writing the outputs) when more than this share of the readings "
                           "was quarantined, so that a scheduler alerts on a night of unreadable input (default: only "
                           "when every reading was; 1: never)")
+    run.add_argument("--earliest", metavar="DATE", help=EARLIEST_HELP)
     run.add_argument("--workers", type=int, default=0,
                      help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
 
@@ -1150,6 +1176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "restart with other settings keeps it (and the MQTT session named after it)")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
+    stream.add_argument("--earliest", metavar="DATE", help=EARLIEST_HELP)
     stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
                         help=COOLDOWN_HELP + "; a closed alert is written that much later")
     stream.add_argument("--flush-window", type=float, default=60.0, help="seconds of event time per quarantine "

@@ -30,7 +30,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 from seqwatch.models.windowing import window_dtype
 from seqwatch.pipelines.config import STREAM_FUTURE_TOLERANCE_US as FUTURE_TOLERANCE_US
-from seqwatch.pipelines.config import stream_future_bound_us
+from seqwatch.pipelines.config import HORIZON_US, stream_future_bound_us
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
@@ -142,7 +142,7 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
                 source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False,
-                run_id_prefix: str = "stream") -> RunPlan:
+                run_id_prefix: str = "stream", earliest_us: int | None = None) -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
@@ -155,7 +155,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig, check_run_id
-    from seqwatch.schemas.validation import SuiteError, load_suite_dict
+    from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
 
     try:
         check_run_id(run_id)
@@ -165,7 +165,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     try:
         metadata = read_metadata(model_dir)
         check_model_file(model_dir, metadata)
-        suite_dict = load_suite_dict(suite)
+        suite_dict = with_earliest(load_suite_dict(suite), earliest_us if earliest_us is not None else HORIZON_US)
         if online_calibration:
             model_risk(metadata)
     except (ArtifactError, SuiteError, CalibrationError) as exc:
@@ -179,7 +179,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     pane += (-pane) % stride
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
                        pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us,
-                       online_calibration=online_calibration)
+                       online_calibration=online_calibration,
+                       **({"earliest_us": earliest_us} if earliest_us is not None else {}))
     run_id = run_id or f"{run_id_prefix}-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,

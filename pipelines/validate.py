@@ -165,7 +165,8 @@ FUTURE_REASON = ("the timestamp lies too far in the future (after the run's cloc
 def horizon_reason(earliest_us: int) -> str:
     earliest = datetime.datetime.fromtimestamp(earliest_us / 1e6, datetime.timezone.utc)
     return (f"the timestamp lies before the horizon, {earliest:%Y-%m-%dT%H:%M:%SZ}: a clock that was never set, or "
-            f"times counted from the start of a recording (elapsed seconds, Excel serial days) rather than dates")
+            f"times counted from the start of a recording (elapsed seconds, Excel serial days) rather than dates; "
+            f"--earliest sets the horizon for older readings")
 
 
 class ValidateReadings(beam.PTransform):

@@ -43,6 +43,24 @@ class SuiteError(ValueError):
     """A suite name or file is invalid."""
 
 
+DEFAULT_EARLIEST_US = 946_684_800_000_000  # 2000-01-01: the bundled suites' earliest timestamp, and the runs' horizon
+
+
+def with_earliest(suite: dict, earliest_us: int) -> dict:
+    """``suite`` with its timestamp range opened down to ``earliest_us`` where it starts at the default horizon
+    (the bundled suites' rule, or a copy of it): ``--earliest`` asks for older readings, which that rule would
+    quarantine anyway. A range a suite sets otherwise stays as it is."""
+    if earliest_us >= DEFAULT_EARLIEST_US:
+        return suite
+    changed = dict(suite, expectations=[dict(e) for e in suite.get("expectations", [])])
+    for expectation in changed["expectations"]:
+        kwargs = expectation.get("kwargs") or {}
+        if (expectation.get("type") == "expect_column_values_to_be_between" and kwargs.get("column") == "timestamp"
+                and kwargs.get("min_value") == DEFAULT_EARLIEST_US):
+            expectation["kwargs"] = dict(kwargs, min_value=earliest_us)
+    return changed
+
+
 def load_suite_dict(family_or_path: str, check: bool = True) -> dict:
     """The suite JSON of a bundled family (``sensor``, ``energy``, ``health``) or of a user's file.
 

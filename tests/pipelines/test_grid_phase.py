@@ -147,3 +147,14 @@ def test_a_new_version_of_the_same_phase_half_a_step_either_way_is_taken():
     assert _same_phase(model(-STEP // 2), model(STEP // 2))
     assert _same_phase(model(-STEP // 2 + 50_000), model(STEP // 2 - 40_000))
     assert not _same_phase(model(0), model(STEP // 2))
+
+
+def test_daily_local_times_across_daylight_saving_keep_a_day_as_their_step():
+    """Found by the bug hunt of time scales: local midnights (Europe/Berlin) come 23 and 25 hours apart at each
+    daylight-saving change, which the fit took as steps: a day of 86,400.82 s, and windows stamped 37 minutes and
+    more off the readings. A stretch now ends at an interval further off the step than the readings' jitter."""
+    days = pd.date_range("2010-01-01", periods=800, freq="D", tz="Europe/Berlin")
+    stamps = [days.tz_convert("UTC").as_unit("us").asi8]
+    day = 86_400_000_000
+    assert windowing.refined_step(stamps, day) == day
+    assert windowing.refined_step([stamps[0][::7]], 7 * day) == 7 * day  # weekly, the same

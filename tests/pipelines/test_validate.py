@@ -46,7 +46,8 @@ def test_the_horizon_reasons_name_the_likely_causes_and_hold_no_clock_reading():
     with the horizon, and no time of the run (a rerun writes the same records)."""
     assert horizon_reason(EARLIEST) == (
         "the timestamp lies before the horizon, 2000-01-01T00:00:00Z: a clock that was never set, or times counted "
-        "from the start of a recording (elapsed seconds, Excel serial days) rather than dates")
+        "from the start of a recording (elapsed seconds, Excel serial days) rather than dates; --earliest sets the "
+        "horizon for older readings")
     assert "timestamp_unit" in FUTURE_REASON and not any(c.isdigit() for c in FUTURE_REASON)
 
 
