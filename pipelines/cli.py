@@ -376,15 +376,19 @@ def _check_model_dir(path: str) -> None:
                        f"{artifact / Path(path).name})")
     if existing == target and not (target / METADATA_FILE).exists() and not (target / MODEL_FILE).exists():
         versions = model_versions(target)
-        if versions:
+        if versions:  # a name not in use (it had always said v2, which following replaced: bug hunt of variants)
+            free = next(f"v{n}" for n in range(len(versions) + 1, 10_000) if not (target / f"v{n}").exists())
             raise CliError(f"--model-dir {path} is a model root (versions {', '.join(v.name for v in versions)}); "
-                           f"give a new version folder inside it, such as {target / 'v2'}")
+                           f"give a new version folder inside it, such as {target / free}")
 
 
 def cmd_train(args) -> int:
     from seqwatch.models.artifact import MODEL_FILE
     from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 
+    repeated = sorted({c for c in (args.channel or ()) if list(args.channel).count(c) > 1})
+    if repeated:  # it had been kept twice, and the training refused for "0 windows" (bug hunt of variants)
+        raise CliError(f"--channel {repeated[0]} is given more than once; name each channel to model once")
     if args.exclude_alerts and not args.warm_start:
         raise CliError("--exclude-alerts applies to --warm-start (fine-tuning on recent readings); a first model "
                        "is trained on readings known to be normal")

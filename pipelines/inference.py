@@ -43,6 +43,23 @@ def _geometry(detector) -> tuple:
             int(window.max_gap), tuple(window.cumulative_channels))
 
 
+def replacement_difference(loaded, model) -> str | None:
+    """What keeps ``loaded`` from replacing the running ``model`` (``"its window length is 2, the running model's
+    16"``), or None. Another model id is refused too: its alerts would continue the running model's incidents
+    under other ids (found by the bug hunt of model variants: an incident's notice and its alert had two ids)."""
+    names = ("channels", "sampling interval (µs)", "window length", "stride", "max gap", "cumulative channels")
+    for name, new, old in zip(names, _geometry(loaded), _geometry(model)):
+        if new != old:
+            shown = (lambda v: list(v) if isinstance(v, tuple) else v)
+            return f"its {name} {'are' if name.endswith('s') else 'is'} {shown(new)}, the running model's {shown(old)}"
+    if loaded.model_id != model.model_id:
+        return f"its model id is {loaded.model_id!r}, the running model's {model.model_id!r}"
+    if not _same_phase(loaded, model):
+        return (f"its grid phase is {int(loaded.grid_offset_us)} µs, the running model's "
+                f"{int(model.grid_offset_us)} µs")
+    return None
+
+
 def _same_phase(loaded, model) -> bool:
     """Whether a replacement's grid phase is the running model's, up to a hundredth of a step (a model trained
     anew on the same devices may round their phase a unit apart: the pipeline's windows hold the same readings),
@@ -97,12 +114,11 @@ class ModelVersionWatch:
                         LOG.warning("seqwatch: model version %s in %s is not usable yet, still scoring with %s: %s",
                                     version, newest, model.model_version, exc)
                     return model
-                if _geometry(loaded) != _geometry(model) or not _same_phase(loaded, model):
+                difference = replacement_difference(loaded, model)
+                if difference is not None:
                     self._refused.add(key)
-                    LOG.warning("seqwatch: refusing model version %s in %s: its channels, sampling interval, "
-                                "window geometry or grid phase differ from the running pipeline's %s; still scoring "
-                                "with %s",
-                                version, newest, _geometry(model), model.model_version)
+                    LOG.warning("seqwatch: refusing model version %s in %s: %s; still scoring with %s",
+                                version, newest, difference, model.model_version)
                     beam.metrics.Metrics.counter("seqwatch", "model_updates_refused").inc()
                     return model
                 _REFRESHED[key] = loaded

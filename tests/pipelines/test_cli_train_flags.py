@@ -32,6 +32,8 @@ def test_shape_flags_are_refused_by_their_flag_names(tmp_path, cli_cases):
         (["--layers", "4"], "seqwatch train: --layers must be 1, 2 or 3, got 4"),
         (["--window", "8", "--stride", "9"], "seqwatch train: --stride must be in [1, length=8], got 9"),
         (["--window", "1"], "seqwatch train: --window must be >= 2, got 1"),
+        (["--channel", "a", "--channel", "a"],  # bug hunt of variants: it had refused for "0 windows"
+         "seqwatch train: --channel a is given more than once; name each channel to model once"),
         (["--window", "8", "--units", "4"], None),  # trains, with stride 8
     ]
     results = cli_cases([base + flags + ["--model-dir", str(tmp_path / f"m{i}")]

@@ -171,3 +171,25 @@ def test_runs_pin_the_version_they_planned_for_and_watch_the_directory_given(mod
         assert plan.config.model_dir == str(model_root / "v2")
         assert plan.model_source == str(model_root)
         assert plan.model_version == read_metadata(model_root / "v2")["model_version"]
+
+
+def test_a_version_of_another_model_id_is_refused_and_the_refusal_says_what_differs(model_root, caplog):
+    """Found by the bug hunt of model variants: a version of another model id was taken mid-stream, and an
+    incident's notice and its alert came out with two ids; and a refusal printed the running model's geometry as
+    a tuple instead of what differed."""
+    handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
+    model = handler.load_model()
+    windows = _windows(model_root / "v1")
+    _new_version(model_root, "v2", lambda d: setattr(d, "model_id", "another"))
+    with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
+        scored = list(handler.run_inference([windows], model))
+    assert scored[0].model_version == model.model_version
+    (refusal,) = [r.getMessage() for r in caplog.records if "refusing model version" in r.getMessage()]
+    assert f"its model id is 'another', the running model's {model.model_id!r}; still scoring with" in refusal
+    shutil.rmtree(model_root / "v2")
+    _new_version(model_root, "v3", lambda d: setattr(d, "channels", tuple(reversed(d.channels))))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
+        list(handler.run_inference([windows], model))
+    (refusal,) = [r.getMessage() for r in caplog.records if "refusing model version" in r.getMessage()]
+    assert f"its channels are {list(reversed(model.channels))}, the running model's {list(model.channels)}" in refusal

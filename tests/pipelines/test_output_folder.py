@@ -52,6 +52,10 @@ def test_train_refuses_a_model_root_whose_versions_its_artifact_would_hide(small
     shutil.copytree(small_model_dir, root / "2026-01")
     with pytest.raises(CliError, match=r"is a model root \(versions 2026-01\); give a new version folder inside it"):
         _check_model_dir(str(root))
+    shutil.copytree(small_model_dir, root / "v2")  # the suggestion is a name not in use (it had always been v2,
+    with pytest.raises(CliError, match=f"such as {root / 'v3'}$"):  # which following replaced: bug hunt of variants)
+        _check_model_dir(str(root))
+    shutil.rmtree(root / "v2")
     for fine in (root / "2026-02", root / "2026-01", tmp_path / "new" / "deeper", tmp_path):
         _check_model_dir(str(fine))  # a new version, retraining one in place, a new folder, an empty folder
     assert resolve_model_dir(root) == root / "2026-01" and not (tmp_path / "new").exists()
