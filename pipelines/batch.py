@@ -7,7 +7,6 @@ can get wrong before starting (inputs, model, columns), runs the pipeline into a
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -205,53 +204,6 @@ def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
 _delete = delete_path
 
 
-class InterruptedAfterCommit(KeyboardInterrupt):
-    """A Ctrl-C or SIGTERM that came while a run moved its outputs into place: the run finished that move and
-    wrote its manifest first, so the output holds this run's outputs, whole."""
-
-
-@contextlib.contextmanager
-def _interrupts_held():
-    """Hold back SIGINT and SIGTERM until the block is done: moving the outputs into place and writing their
-    manifest is short, and an interrupt inside it had left the new outputs beside the old manifest (or a half-
-    deleted ``_previous-*`` folder that refused every later run). A signal held back is then delivered as it would
-    have been: a Python handler's ``KeyboardInterrupt`` (Ctrl-C, the CLI's SIGTERM) as ``InterruptedAfterCommit``;
-    a default SIGTERM ends the process. Outside the main thread signals cannot be held, and are not."""
-    import os
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    for signum, handler in previous.items():
-        if handler not in (signal.SIG_IGN, None):
-            signal.signal(signum, lambda number, frame: held.append(number))
-    failed = False
-    try:
-        yield
-    except BaseException:
-        failed = True  # the move failed and was undone: a signal held meanwhile is an interrupt before the commit
-        raise
-    finally:
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
-        if held:
-            handler = previous[held[0]]
-            if callable(handler):
-                try:
-                    handler(held[0], None)
-                except KeyboardInterrupt:
-                    if failed:
-                        raise
-                    raise InterruptedAfterCommit() from None
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), held[0])
-
-
 def _check_sinks_replaceable(output: str) -> None:
     """Refuse a local output whose sink folder is a link (a run replaces each sink folder whole: the commit had
     failed on the link halfway, with a traceback, leaving one sink of the new run among those of the old)."""
@@ -283,7 +235,7 @@ def _commit(output: str, staging: str, aside: str) -> None:
     new ones in, then the previous ones away; on a failure the new ones are taken out again and the previous ones
     put back, so that the output holds one run's sinks and their manifest, not a mix, and an error is one
     sentence. Where they cannot be put back they stay in ``aside``, which a later run refuses to start beside
-    (``_check_nothing_set_aside``). The caller holds interrupts back meanwhile (``_interrupts_held``)."""
+    (``_check_nothing_set_aside``). The caller holds interrupts back meanwhile (``interrupts.held_back``)."""
     names = list(SINKS) + [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
     # (the manifest last: it says whose the sinks are)
     set_aside: list[tuple[str, str]] = []
@@ -483,8 +435,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
         manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
                              _previous_run(output, plan.run_id, list(plan.paths)))
         write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
-        interrupts.stop_if_taken()  # a signal whose exception was dropped (see pipelines/interrupts.py)
-        with _interrupts_held():
+        with interrupts.held_back():
             _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     except (OSError, RuntimeError) as exc:
         reason = _write_failure(exc)

@@ -435,7 +435,6 @@ def _train_locked(args) -> int:
                                           TrainingDataWarning, entities_lacking_channels,
                                           extrapolated_threshold_note, lacking_channels_note)
     from seqwatch.pipelines import interrupts
-    from seqwatch.pipelines.batch import _interrupts_held
     from seqwatch.pipelines.report import write_training_report
 
     try:
@@ -509,8 +508,9 @@ def _train_locked(args) -> int:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    interrupts.stop_if_taken()  # a signal whose exception was dropped: the model in --model-dir stays as it was
-    with _interrupts_held():  # a signal between the model's file and its metadata had left neither version whole
+    # a signal whose exception was dropped stops here, with --model-dir as it was; one between the model's file
+    # and its metadata had left neither version whole
+    with interrupts.held_back():
         out = save_artifact(detector, args.model_dir)
         report = write_training_report(detector, out)
     summary = {"model_dir": str(out), "model_version": detector.model_version,
@@ -1476,7 +1476,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         # initialized module")
         if not (_interrupted(exc) or signalled):
             raise
-        from seqwatch.pipelines.batch import InterruptedAfterCommit
+        from seqwatch.pipelines.interrupts import InterruptedAfterCommit
 
         kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
                 "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")

@@ -4,11 +4,14 @@ The CLI's handler of both signals raises ``KeyboardInterrupt`` wherever the main
 callback that Python calls itself (JAX's garbage-collection callback, a finalizer), Python prints "Exception ignored
 in ..." and drops the exception: a run went on, committed its outputs and exited 0, and a training replaced the
 model, after a SIGTERM 1 to 2.6 s into it (found by the bug hunt of operational failures). The handler therefore
-also notes the signal here, and the steps that cannot be undone, a run's commit and a training's save, call
-``stop_if_taken`` first.
+also notes the signal here, and the steps that cannot be undone, a run's commit and a training's save, run
+``held_back``: it stops first if a signal has come, and holds back one that comes meanwhile.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 
 _TAKEN = threading.Event()
@@ -33,3 +36,49 @@ def stop_if_taken() -> None:
     """Raise ``KeyboardInterrupt`` if a Ctrl-C or SIGTERM has come, even one whose exception Python dropped."""
     if _TAKEN.is_set():
         raise KeyboardInterrupt
+
+
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """A Ctrl-C or SIGTERM that came while a run moved its outputs into place (or a training saved its model): it
+    finished that first, so the output holds this run's outputs (the model folder the new version), whole."""
+
+
+@contextlib.contextmanager
+def held_back():
+    """For a step that cannot be undone: raise ``KeyboardInterrupt`` first if a signal has come (``stop_if_taken``),
+    then hold back SIGINT and SIGTERM until the block is done. Moving the outputs into place and writing their
+    manifest is short, and an interrupt inside it had left the new outputs beside the old manifest (or a half-
+    deleted ``_previous-*`` folder that refused every later run); a model's file and its metadata likewise. A signal
+    held back is then delivered as it would have been: a Python handler's ``KeyboardInterrupt`` (Ctrl-C, the CLI's
+    SIGTERM) as ``InterruptedAfterCommit``; a default SIGTERM ends the process. Outside the main thread signals
+    cannot be held, and are not."""
+    stop_if_taken()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in previous.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(signum, lambda number, frame: held.append(number))
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True  # the move failed and was undone: a signal held meanwhile is an interrupt before the commit
+        raise
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        if held:
+            handler = previous[held[0]]
+            if callable(handler):
+                try:
+                    handler(held[0], None)
+                except KeyboardInterrupt:
+                    if failed:
+                        raise
+                    raise InterruptedAfterCommit() from None
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), held[0])

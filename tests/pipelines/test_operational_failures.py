@@ -164,6 +164,19 @@ def test_an_input_removed_or_cut_while_the_run_reads_it_is_one_sentence(small_mo
     assert not (out / "manifest.json").exists() and not list(out.glob("_staging-*"))
 
 
+def _refuse_listing(monkeypatch, suffix: str) -> None:
+    """Listing a folder whose path ends with ``suffix`` fails as it does for a user who may not read it (the tests
+    run as root, who can list any folder)."""
+    scandir = os.scandir
+
+    def refused(folder="."):
+        if os.fspath(folder).rstrip("/").endswith(suffix):
+            raise PermissionError(13, "Permission denied", os.fspath(folder))
+        return scandir(folder)
+
+    monkeypatch.setattr(os, "scandir", refused)
+
+
 def test_a_folder_under_an_input_folder_that_cannot_be_listed_is_refused(small_model_dir, tmp_path, monkeypatch,
                                                                           capsys):
     """Its files had been left out of the run without a word (Beam's file system skips what it cannot list):
@@ -173,14 +186,7 @@ def test_a_folder_under_an_input_folder_that_cannot_be_listed_is_refused(small_m
     (inputs / "sub").mkdir(parents=True)
     _readings(inputs, "pump-01.csv")
     _readings(inputs / "sub", "pump-02.csv", seed=4)
-    scandir = os.scandir
-
-    def refused(path="."):
-        if os.fspath(path).rstrip("/").endswith("/sub"):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return scandir(path)
-
-    monkeypatch.setattr(os, "scandir", refused)
+    _refuse_listing(monkeypatch, "/sub")
     with pytest.raises(PermissionError, match=f"^cannot list the folder {inputs / 'sub'} under {inputs} "
                                               f"\\(Permission denied\\): its files would be left out"):
         expand_inputs([str(inputs)])
@@ -295,12 +301,5 @@ def test_a_volumes_lost_and_found_under_an_input_folder_is_not_refused(small_mod
     inputs = tmp_path / "volume"
     (inputs / "lost+found").mkdir(parents=True)
     path = _readings(inputs, "pump-01.csv")
-    scandir = os.scandir
-
-    def refused(folder="."):
-        if os.fspath(folder).rstrip("/").endswith("lost+found"):
-            raise PermissionError(13, "Permission denied", os.fspath(folder))
-        return scandir(folder)
-
-    monkeypatch.setattr(os, "scandir", refused)
+    _refuse_listing(monkeypatch, "/lost+found")
     assert expand_inputs([str(inputs)]) == [str(path)]

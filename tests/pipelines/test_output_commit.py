@@ -191,7 +191,8 @@ def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_di
     the CLI said nothing was committed. The signal now waits until the sinks and the manifest are in place, and
     then ends the run as ``InterruptedAfterCommit``, which the CLI reports as a finished commit."""
     from seqwatch.models.synthetic import generate_sensor_data
-    from seqwatch.pipelines.batch import InterruptedAfterCommit, run_batch
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.interrupts import InterruptedAfterCommit
 
     readings, _ = generate_sensor_data(n_entities=1, n_steps=300, seed=3)
     path = tmp_path / "pump.csv"
@@ -238,7 +239,7 @@ def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_di
 def test_a_signal_held_while_a_commit_failed_is_an_interrupt_before_the_commit():
     """Found by the review: a signal held while the move failed (and was undone) had been dropped; it is delivered
     as the interrupt it was, not as one after a finished commit."""
-    from seqwatch.pipelines.batch import InterruptedAfterCommit, _interrupts_held
+    from seqwatch.pipelines.interrupts import InterruptedAfterCommit, held_back
 
     def as_the_cli(signum, frame):
         raise KeyboardInterrupt
@@ -246,14 +247,14 @@ def test_a_signal_held_while_a_commit_failed_is_an_interrupt_before_the_commit()
     previous = signal.signal(signal.SIGTERM, as_the_cli)
     try:
         with pytest.raises(KeyboardInterrupt) as stopped:
-            with _interrupts_held():
+            with held_back():
                 os.kill(os.getpid(), signal.SIGTERM)
                 raise RunError("could not move the outputs into place")
         assert not isinstance(stopped.value, InterruptedAfterCommit)
         with pytest.raises(InterruptedAfterCommit):
-            with _interrupts_held():
+            with held_back():
                 os.kill(os.getpid(), signal.SIGTERM)
-        with _interrupts_held():  # no signal: nothing
+        with held_back():  # no signal: nothing
             pass
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -262,7 +263,7 @@ def test_a_signal_held_while_a_commit_failed_is_an_interrupt_before_the_commit()
 
 def test_the_cli_says_a_signal_during_the_commit_came_after_it(tmp_path, monkeypatch, capsys):
     from seqwatch.pipelines import cli
-    from seqwatch.pipelines.batch import InterruptedAfterCommit
+    from seqwatch.pipelines.interrupts import InterruptedAfterCommit
 
     def interrupted(args, beam_args):
         raise InterruptedAfterCommit()

@@ -200,6 +200,19 @@ class StreamOutputs:
                          for folder in folders)
 
     @staticmethod
+    def wait_for_scores(stream, out: Path, log_path: Path, timeout_s: float = 180) -> None:
+        """Wait until the running ``stream`` (a Popen writing to ``log_path``) has written its first scores into
+        ``out``; fails, with the log's end, if it ends or takes longer than ``timeout_s``."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+            assert stream.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.3)
+        assert stream.poll() is None, log_path.read_text()[-3000:]
+        assert list(out.glob("scores/*/*.parquet")), f"no scores after {timeout_s} s: {log_path.read_text()[-3000:]}"
+
+    @staticmethod
     def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400):
         """Run ``command`` (its output to ``log_path``: a pipe would fill up) until it ends; returns
         ``(return code, log, seconds it ran on after its first alert file appeared, or None)``.

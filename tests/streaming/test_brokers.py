@@ -642,7 +642,7 @@ def test_a_pubsub_message_over_4_mb_is_read_and_the_subscription_is_checked_befo
 
 @pytest.mark.slow
 def test_a_pubsub_stream_waits_out_an_emulator_that_does_not_answer(pubsub_emulator, small_model_dir,
-                                                                    prism_location, tmp_path):
+                                                                    prism_location, tmp_path, stream_outputs):
     """Bug hunt of Pub/Sub and MQTT streams: with the emulator not answering for longer than --stop-after-idle,
     the stream ended as if the subscription were quiet, without a word, and what was published afterwards was
     left for the next run. Now the outage is one line, the idle time does not count during it, and starts again
@@ -674,11 +674,7 @@ def test_a_pubsub_stream_waits_out_an_emulator_that_does_not_answer(pubsub_emula
                                    f"--prism_location={prism_location}"], stdout=log, stderr=subprocess.STDOUT)
         frozen = False
         try:
-            deadline = time.monotonic() + 180
-            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
-                assert stream.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.3)
-            assert stream.poll() is None, log_path.read_text()[-3000:]
+            stream_outputs.wait_for_scores(stream, out, log_path)
             os.killpg(pubsub_emulator.process_group, signal.SIGSTOP)
             frozen = True
             time.sleep(20)  # longer than --stop-after-idle

@@ -160,11 +160,7 @@ def test_an_mqtt_stream_waits_out_a_broker_outage_and_reads_what_came_after(smal
                                        "--stop-after-idle", "20", f"--prism_location={prism_location}"],
                                       stdout=log, stderr=subprocess.STDOUT)
             try:
-                deadline = time.monotonic() + 180
-                while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
-                    assert stream.poll() is None, log_path.read_text()[-3000:]
-                    time.sleep(0.3)
-                assert stream.poll() is None, log_path.read_text()[-3000:]
+                stream_outputs.wait_for_scores(stream, out, log_path)
                 os.killpg(broker.pid, signal.SIGTERM)  # mosquitto saves the session and stops
                 broker.wait(10)
                 time.sleep(28)  # longer than --stop-after-idle
