@@ -97,6 +97,8 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
         "metrics": _standard_json(detector.metrics),
         "history": _standard_json(detector.history),
     }
+    if detector.value_bounds:  # absent: no bounds, as before the suite's were kept
+        body["value_bounds"] = {name: list(pair) for name, pair in sorted(detector.value_bounds.items())}
     if detector.grid_offset_us:  # readings off the epoch's grid (windowing.grid_offset); absent: 0, as before it
         body["grid_offset_us"] = int(detector.grid_offset_us)
     version_digest = hashlib.sha256(_weights_digest(detector.model).encode())
@@ -261,9 +263,26 @@ def metadata_problem(metadata: dict) -> str | None:
     threshold = metadata["threshold"]
     if not _is_number(threshold):
         return f"threshold is {_shown(threshold)}, not a finite number"
+    bounds_problem = _value_bounds_problem(metadata.get("value_bounds", {}), channels)
+    if bounds_problem:
+        return bounds_problem
     return _scaler_problem(metadata["scaler"], channels) or _scorer_problem(metadata["scorer"], n) or \
         _tail_problem(metadata["tail"]) or \
         _intervals_problem(metadata["intervals"], architecture.forecast_horizon, n)
+
+
+def _value_bounds_problem(bounds, channels: list) -> str | None:
+    shape = ("value_bounds must map channels of the model to [low, high] (numbers, or null for no bound, low <= "
+             "high)")
+    if not isinstance(bounds, dict):
+        return f"{shape}, got {_shown(bounds)}"
+    for name, pair in bounds.items():
+        if name not in channels:
+            return f"value_bounds names {name!r}, which is not among the channels {channels}"
+        if not (isinstance(pair, list) and len(pair) == 2 and all(v is None or _is_number(v) for v in pair)) \
+                or (None not in pair and pair[0] > pair[1]):
+            return f"{shape}, got {_shown(pair)} for {name!r}"
+    return None
 
 
 def _scaler_problem(scaler, channels: list) -> str | None:
@@ -458,6 +477,7 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
         detector.tail = TailCalibration.from_dict(metadata["tail"])
         detector.threshold = float(metadata["threshold"])
         detector.intervals = ConformalIntervals.from_dict(metadata["intervals"]) if metadata["intervals"] else None
+        detector.value_bounds = {name: tuple(pair) for name, pair in metadata.get("value_bounds", {}).items()}
         detector.fingerprint = metadata["fingerprint"]
         detector.metrics = metadata["metrics"]
         detector.history = metadata.get("history", {})

@@ -106,6 +106,36 @@ def rising_channels(values_per_entity: list, channels: tuple) -> dict:
     return rising
 
 
+def falling_channels(values_per_entity: list, channels: tuple, cumulative: tuple) -> dict:
+    """``{channel: (falls, steps, largest fall)}`` of the ``cumulative`` channels that went down between readings
+    of an entity's training rows (each ``[rows, C]`` in time order): what a meter does not do."""
+    falling = {}
+    for name in cumulative:
+        c = channels.index(name)
+        steps = [np.diff(x) for x in (v[:, c][np.isfinite(v[:, c])] for v in values_per_entity) if len(x) >= 2]
+        falls = [d[d < 0] for d in steps]
+        count = sum(len(f) for f in falls)
+        if count:
+            falling[name] = (count, sum(len(d) for d in steps), float(-min(f.min() for f in falls if len(f))))
+    return falling
+
+
+def falling_channel_note(falling: dict) -> str:
+    """One sentence on channels declared cumulative that went down in training more often than resets explain."""
+    many = len(falling) > 1
+    spans = ", ".join(f"{name!r} ({falls} of {steps} steps, by up to {drop:.6g})"
+                      for name, (falls, steps, drop) in falling.items())
+    return (f"the cumulative channel{'s' if many else ''} {spans} went down in the training readings, more often than "
+            f"a meter's resets or replacements would: the model counts each fall as the increase before it, so it "
+            f"will not alert on {'them' if many else 'it'} going down; if "
+            f"{'they are not meters' if many else 'it is not a meter'}, train without --cumulative "
+            f"{' --cumulative '.join(falling)}")
+
+
+# A note when a cumulative channel falls in more than this share of its training steps: a meter's resets are rarer.
+FALLING_NOTE_SHARE = 0.01
+
+
 def entities_lacking_channels(frame: pd.DataFrame, channels: tuple) -> dict:
     """``{entity: [channels it has no reading of]}`` for the entities of a long frame that lack some of
     ``channels``: none of their windows is complete, so none trains or calibrates the model."""
@@ -438,6 +468,10 @@ class Seq2SeqDetector:
         self.tail: TailCalibration | None = None
         self.threshold: float = float("nan")
         self.intervals: ConformalIntervals | None = None
+        # {channel: (low, high)} a reading must lie in (None: no bound on that side), as the suite the model was
+        # trained with bounds it (schemas.validation.channel_value_bounds): forecasts and their intervals stay
+        # inside, since a reading outside would be quarantined, not scored
+        self.value_bounds: dict = {}
         self.fingerprint: str = ""
         self.metrics: dict = {}
         self.history: dict = {}
@@ -482,6 +516,15 @@ class Seq2SeqDetector:
             return forecast
         levels = windowing.levels_from_increments(last, forecast, cumulative)
         return self._not_below_last(levels, last)
+
+    def _within_bounds(self, levels: np.ndarray) -> np.ndarray:
+        """``levels`` ``[N, H, C]`` clipped, per channel, to ``value_bounds``: clipping an interval at a bound that
+        every reading keeps does not lower its coverage, and clipping a forecast there only brings it nearer."""
+        for c, name in enumerate(self.channels):
+            low, high = self.value_bounds.get(name, (None, None))
+            if low is not None or high is not None:
+                levels[..., c] = np.clip(levels[..., c], low, high)
+        return levels
 
     def _not_below_last(self, levels: np.ndarray, last: np.ndarray) -> np.ndarray:
         """``levels`` ``[N, H, C]`` with each cumulative channel raised to no less than its window's last reading."""
@@ -548,10 +591,14 @@ class Seq2SeqDetector:
         constant += [self.channels[i] for i in ChannelScaler.constant(seen) if self.channels[i] in cumulative]
         rising = {name: span for name, span in rising_channels(train_values, self.channels).items()
                   if name not in self.config.window.cumulative_channels}
+        falling = {name: part for name, part in falling_channels(
+            train_values, self.channels, self.config.window.cumulative_channels).items()
+            if part[0] > FALLING_NOTE_SHARE * part[1]}
         lacking = entities_lacking_channels(frame, self.channels)
         shared = shared_steps(frame, self.channels, self.step_us, self.grid_offset_us)
         notes = ([constant_channel_note(constant, cumulative)] if constant else []) + \
             ([rising_channel_note(rising)] if rising else []) + \
+            ([falling_channel_note(falling)] if falling else []) + \
             ([lacking_channels_note(lacking, self.channels)] if lacking else []) + \
             ([shared_steps_note(shared, len(frame), self.step_us)]
              if shared > SHARED_STEP_NOTE_SHARE * len(frame) else [])
@@ -910,5 +957,6 @@ class Seq2SeqDetector:
             lower, upper = self.intervals.bounds(yhat)
             if self._cumulative:  # a meter's interval does not reach below its last reading either
                 lower, upper = self._not_below_last(lower, windows[:, -1]), self._not_below_last(upper, windows[:, -1])
+            yhat, lower, upper = (self._within_bounds(levels) for levels in (yhat, lower, upper))
             result = WindowScores(score, contributions, is_anomaly, tail, result.severity, yhat, lower, upper)
         return result

@@ -216,7 +216,15 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
             hint = renaming_hint(tuple(channels), sorted(found)) if mapping.format == "wide" else ""
             raise CliError(f"the {what} holds no readings of the channel(s) {missing} (its channels are "
                            f"{sorted(found)[:20]}){hint}")
-        frame = frame[frame["channel"].astype(str).isin(channels)].reset_index(drop=True)
+        modelled = frame["channel"].astype(str).isin(channels).to_numpy()
+        others = sorted(found - set(channels))
+        if others and getattr(args, "warm_start", None) and not args.channel:
+            print(f"seqwatch train: note: {int((~modelled).sum())} readings of the {what}'s channel"
+                  f"{'s' if len(others) > 1 else ''} {others[:10]}{' and more' if len(others) > 10 else ''} are left "
+                  f"out: a fine-tuning keeps the model's channels {list(channels)}, and runs quarantine those "
+                  f"readings as unknown_channel; to model them, train a new model (without --warm-start)",
+                  file=sys.stderr)
+        frame = frame[modelled].reset_index(drop=True)
     history = frame
     frame, invalid, first = valid_history(frame, suite, _earliest_us(args), int(time.time() * 1e6) + DAY_US)
     # A channel none of whose readings pass validation would leave the model without a word (the share noted
@@ -436,6 +444,7 @@ def _train_locked(args) -> int:
                                           extrapolated_threshold_note, lacking_channels_note)
     from seqwatch.pipelines import interrupts
     from seqwatch.pipelines.report import write_training_report
+    from seqwatch.schemas.validation import channel_value_bounds, load_suite_dict
 
     try:
         if args.warm_start:
@@ -508,6 +517,9 @@ def _train_locked(args) -> int:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    # the suite's bounds of each channel, which the forecasts keep to (a power forecast below 0 W would be a
+    # reading the run quarantines); a fine-tuning takes them from its own --suite, as it judged its readings by it
+    detector.value_bounds = channel_value_bounds(load_suite_dict(args.suite, check=False), detector.channels)
     # a signal whose exception was dropped stops here, with --model-dir as it was; one between the model's file
     # and its metadata had left neither version whole
     with interrupts.held_back():

@@ -155,6 +155,49 @@ def _check_suite_content(suite: dict, name=None) -> None:
                                  f"no bound)")
 
 
+def channel_value_bounds(suite: dict, channels) -> dict:
+    """``{channel: (low, high)}``: the range a reading of each of ``channels`` must lie in to pass ``suite``, from
+    its ``expect_column_values_to_be_between`` rules on ``value`` that hold for every reading (no ``mostly``) and
+    whose row condition, if any, names no column but ``channel`` (a rule of some entities only bounds none of the
+    model's forecasts). ``None`` is no bound on that side; a channel no rule bounds is left out. A model trained
+    with the suite keeps them, and its forecasts never leave them (a power forecast below 0 W predicts a reading
+    the suite would quarantine)."""
+    names = [str(c) for c in channels]
+    frame = pd.DataFrame({"channel": pd.Categorical(names)})
+    bounds = {name: [None, None] for name in names}
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
+        if not isinstance(kwargs, dict) or expectation.get("type") != "expect_column_values_to_be_between" \
+                or kwargs.get("column") != "value" or kwargs.get("mostly") not in (None, 1):
+            continue
+        condition = kwargs.get("row_condition")
+        if isinstance(condition, dict) and condition.get("type") == "pass_through":
+            condition = condition.get("pass_through_filter")
+        if condition is None:
+            applies = np.ones(len(names), dtype=bool)
+        elif not isinstance(condition, str) or kwargs.get("condition_parser") != "pandas" \
+                or set(_IDENTIFIER.findall(condition)) & (set(COLUMNS) - {"channel"}):
+            continue
+        else:
+            try:
+                applies = _condition_mask(frame, condition)
+            except Exception:  # a condition the channel alone cannot answer: no bound from it
+                continue
+        for name, hit in zip(names, applies):
+            if not hit:
+                continue
+            low, high = kwargs.get("min_value"), kwargs.get("max_value")
+            if _is_bound(low) and (bounds[name][0] is None or low > bounds[name][0]):
+                bounds[name][0] = float(low)
+            if _is_bound(high) and (bounds[name][1] is None or high < bounds[name][1]):
+                bounds[name][1] = float(high)
+    return {name: tuple(pair) for name, pair in bounds.items() if pair != [None, None]}
+
+
+def _is_bound(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
 @dataclass(frozen=True)
 class StatefulRules:
     """Per-entity checks in event-time order, from a suite's ``meta.seqwatch_stateful``::

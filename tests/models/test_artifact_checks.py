@@ -75,6 +75,11 @@ def headless_model_dir(small_model_dir, tmp_path_factory):
     (_set("scorer", "precision", value=[1.0]), "scorer precision must be a list of 16 finite numbers"),
     (_set("intervals", value=None), "forecast_horizon is 4, but intervals is null"),
     (_set("channels", value=["flow", "flow", "pressure", "vibration"]), "channels names a channel twice"),
+    (_set("value_bounds", value={"flow": [5, 1]}), "value_bounds must map channels of the model to [low, high] "
+                                                   "(numbers, or null for no bound, low <= high), got [5, 1] for 'flow'"),
+    (_set("value_bounds", value={"flow": [0]}), "got [0] for 'flow'"),
+    (_set("value_bounds", value={"speed": [0, None]}), "value_bounds names 'speed', which is not among the channels"),
+    (_set("value_bounds", value=[0, 1]), "value_bounds must map channels of the model to [low, high]"),
 ])
 def test_hand_edited_metadata_is_refused_where_it_is_read(small_model_dir, tmp_path, change, message):
     edited = _edited(small_model_dir, tmp_path / "edited", change)

@@ -202,3 +202,29 @@ def test_fine_tuning_a_meter_model_keeps_judging_the_rate(meters, tmp_path):
     step = lambda column: (scores[column] - T0).dt.total_seconds() // 60  # noqa: E731
     in_fault = (scores["entity_id"] == "m1") & (step("window_end") >= 5300) & (step("window_start") < 5360)
     assert scores["is_anomaly"][in_fault].mean() >= 0.7 and scores["is_anomaly"][~in_fault].mean() <= 0.01
+
+
+def test_a_cumulative_channel_that_falls_in_training_is_noted():
+    """Found by a bug hunt: ``--cumulative`` took a channel that often fell (no meter at all) without a word; the
+    model counts each fall as the increase before it, so such a channel could never alert by going down. A meter
+    replaced once in training is what the setting is for: no note."""
+    from seqwatch.models.detector import falling_channels
+
+    rows = [np.array([[1.0, 5.0], [3.0, 4.0], [0.5, 6.0], [np.nan, 1.0], [2.0, 0.0]]), np.array([[7.0, 1.0]])]
+    # by hand: channel 0 steps +2, -2.5, +1.5 (the NaN skipped); channel 1 steps -1, +2, -5, -1 (not declared)
+    assert falling_channels(rows, ("m", "t"), ("m",)) == {"m": (1, 3, 2.5)}
+    assert falling_channels(rows, ("m", "t"), ("m", "t")) == {"m": (1, 3, 2.5), "t": (3, 4, 5.0)}
+    assert falling_channels([rows[0][:2]], ("m", "t"), ("m",)) == {}
+    training = TrainingConfig(epochs=1, batch_size=64, training_stride=4, patience=1)
+    noted = {}
+    for declared in ("energy_wh", "temperature"):
+        config = DetectorConfig(ArchitectureConfig(cell="gru", units=4), WindowConfig(
+            length=16, stride=4, max_gap=2, cumulative_channels=(declared,)), training)
+        detector, notes = _fit(config, meter_readings(1500, reset=600))
+        noted[declared] = [note for note in notes if note.startswith("the cumulative channel")]
+        assert noted[declared] == [n for n in detector.metrics["training_notes"] if n.startswith("the cumulative")]
+    assert noted["energy_wh"] == []  # m2's meter replaced at step 600: one fall in 2,000 steps
+    assert len(noted["temperature"]) == 1 and noted["temperature"][0].startswith("the cumulative channel "
+                                                                                 "'temperature' (")
+    assert "so it will not alert on it going down; if it is not a meter, train without --cumulative temperature" \
+        in noted["temperature"][0]

@@ -68,3 +68,37 @@ def test_ignore_leaves_a_channel_of_a_long_file_out_of_training_as_the_constant_
     assert read_metadata(tmp_path / "m")["channels"] == ["a", "b"]
     assert note not in after and "seqwatch train: left out 600 readings of the ignored channel(s) ['b']" in after
     assert read_metadata(tmp_path / "m-ignored")["channels"] == ["a"]
+
+
+def test_a_model_keeps_its_suites_bounds_and_a_fine_tuning_notes_the_channels_it_leaves_out(tmp_path, cli_cases):
+    """Found by bug hunts: a run's power forecasts reached below 0 W (the energy suite quarantines such a reading),
+    and a fine-tuning on files with a channel the model lacks left its readings out without a word."""
+    import pyarrow.dataset as ds
+
+    t = np.arange(2400)
+    rng = np.random.default_rng(3)
+    on = (t % 45) < 20  # a fridge: 20 minutes on at about 120 W, 25 off at 0-1 W
+    wide = pd.DataFrame({"timestamp": pd.to_datetime(1_767_225_600 + 60 * t, unit="s", utc=True).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"), "active_power": np.where(on, 120 + rng.normal(0, 8, len(t)), rng.uniform(0, 1, len(t))),
+        "voltage": 230 + rng.normal(0, 1, len(t)), "door_sensor": rng.normal(0, 1, len(t))})
+    wide.iloc[:1200].to_csv(tmp_path / "fridge.csv", index=False)
+    wide.iloc[1200:].to_csv(tmp_path / "later.csv", index=False)
+    common = ["--format", "wide", "--entity", "fridge", "--suite", "energy"]
+    model, tuned = tmp_path / "model" / "v1", tmp_path / "model" / "v2"
+    (trained, train_err), (run, run_err), (fine, fine_err) = cli_cases([
+        ["train", "--input", str(tmp_path / "fridge.csv"), *common, "--ignore", "door_sensor", "--model-dir",
+         str(model), "--window", "16", "--units", "4", "--horizon", "4", "--epochs", "1"],
+        ["run", "--input", str(tmp_path / "later.csv"), *common, "--ignore", "door_sensor", "--model-dir", str(model),
+         "--output", str(tmp_path / "out")],
+        ["train", "--warm-start", str(model), "--input", str(tmp_path / "later.csv"), *common, "--model-dir",
+         str(tuned), "--epochs", "1"],
+    ])
+    assert trained == run == fine == 0, (train_err[-2000:], run_err[-2000:], fine_err[-2000:])
+    assert read_metadata(model)["value_bounds"] == {"active_power": [0.0, 1e7], "voltage": [0.0, 1000.0]}
+    forecasts = ds.dataset(tmp_path / "out" / "forecasts").to_table().to_pandas()
+    power = forecasts[forecasts["channel"] == "active_power"]
+    assert len(power) and power["yhat_lower"].min() == 0.0 and power["yhat"].min() >= 0  # one epoch: wide intervals
+    assert ("seqwatch train: note: 1200 readings of the training input's channel ['door_sensor'] are left out: a "
+            "fine-tuning keeps the model's channels ['active_power', 'voltage']") in fine_err
+    assert "door_sensor" not in train_err  # --ignore was asked for: no note
+    assert read_metadata(tuned)["value_bounds"] == read_metadata(model)["value_bounds"]
