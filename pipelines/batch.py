@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -164,7 +165,11 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     minimum = 2 * (length + max_gap + 1)
     pane_steps = pane_floor(max(config.pane_steps, minimum), step_us)
     pane_steps += (-pane_steps) % stride
-    run_id, input_digests = config.run_id, ()
+    run_id = config.run_id
+    # what each input holds, for the run id and for a replay's check that its sources are still the files this run
+    # read: with --run-id too (a replay of such a run had pasted a fixed line over another reading of a file
+    # re-exported since, and read the line it fixed a second time)
+    input_digests = tuple((path, _sha256_file(path)) for path in paths)
     if not run_id:
         # the files and the model, not how they were spelled: a cron line's relative paths and a rerun by hand
         # with absolute ones had given two run ids (and a notice that the run replaced its own inputs' outputs)
@@ -178,7 +183,6 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         digest.update(_sha256_file(str(Path(config.model_dir) / METADATA_FILE)).encode())
         # and the suite's rules, not only its name or path: an edited suite file quarantines other readings
         digest.update(json.dumps(suite, sort_keys=True, default=str).encode())
-        input_digests = tuple((path, _sha256_file(path)) for path in paths)
         for path, file_digest in input_digests:
             digest.update(_canonical_path(path).encode() + file_digest.encode())
         run_id = "run-" + digest.hexdigest()[:12]
@@ -342,7 +346,6 @@ AUTO_WORKERS_MIN_READINGS = 8_000_000
 def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
     """DirectRunner worker processes for a run: one per core (at most one per file) for an input of at least
     ``AUTO_WORKERS_MIN_READINGS`` readings, else 1."""
-    import os
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.pipelines.sources import estimate_readings
 
@@ -459,7 +462,6 @@ def _read_failure(exc: BaseException, inputs) -> str | None:
     Found by the bug hunt of operational failures: an input deleted during a run had ended it with a traceback of
     182 lines."""
     import errno
-    import os
     import re
 
     def an_input(path) -> bool:
@@ -510,9 +512,12 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         # pane_steps as the run used it: at least two windows and their gap filling, in whole strides
         "settings": {**config.settings(), "pane_steps": plan.pane_steps},
         "workers": workers,  # DirectRunner worker processes (0: a distributed runner's own choice)
-        # what each input held (sha256 of its bytes; computed for the run id, so not with --run-id): a replay
-        # checks that its sources are still the files this run read
+        # what each input held (sha256 of its bytes): a replay checks that its sources are still the files this
+        # run read
         **({"input_digests": dict(plan.input_digests)} if plan.input_digests else {}),
+        # where relative input paths (and the quarantine's sources, named as given) lie: a replay started from
+        # another folder finds them there
+        "working_dir": os.getcwd(),
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),
@@ -528,8 +533,6 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
 
 def _canonical_path(path: str) -> str:
     """A local path as the absolute path it names (links resolved); another file system's as given."""
-    import os
-
     return path if "://" in path else os.path.realpath(path)
 
 

@@ -59,7 +59,7 @@ class RunPlan:
     model_source: str = ""  # --model-dir as given (an artifact or a model root); config.model_dir is the version
     spans: object = None  # batch: a locality.FileSpans of the inputs, for panes cut without the GroupByKey
     window_dtype: type = np.float32  # what windows are cut as (models.windowing.window_dtype)
-    input_digests: tuple = ()  # batch without --run-id: (path, sha256 of its bytes) of each input, for replays
+    input_digests: tuple = ()  # batch: (path, sha256 of its bytes) of each input, for replays
     grid_offset_us: int = 0  # the model's grid phase (models.windowing.grid_offset)
 
 

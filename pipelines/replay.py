@@ -169,7 +169,8 @@ def _original_manifest(manifest: Path | None) -> dict:
 def check_sources_unchanged(records: pd.DataFrame, input_digests: dict, current: dict | None = None) -> None:
     """Refuse a replay whose source file no longer holds what the run read (a replay patches lines by number: in
     a file re-exported since, a record's line is another reading's, which the patch would erase). Sources the
-    run's manifest has no digest of (a run with --run-id, a stream, a JSON Lines export alone) are not checked.
+    run's manifest has no digest of (a stream, a JSON Lines export alone, a run with --run-id before 2026-12-03)
+    are not checked.
     ``current``: digests of the sources already computed (each file is hashed once)."""
     from seqwatch.pipelines.batch import _sha256_file
 
@@ -456,6 +457,10 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         which = f" with reason codes {list(config.reason_codes)}" if config.reason_codes else ""
         raise ReplayError(f"nothing to replay: {config.quarantine} holds no quarantined records{which}")
     original_manifest = _original_manifest(manifest_path)
+    # sources the run named relative to its working folder, as found from here (a replay started elsewhere had
+    # called them gone)
+    records, everything, carried, original_manifest = _from_run_folder(records, everything, carried,
+                                                                       original_manifest)
     # what the replay reads (hashed once), checked against the run's, and kept so that a replay of this replay's
     # quarantine is checked in turn
     from seqwatch.pipelines.batch import _sha256_file
@@ -480,7 +485,8 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     suite = config.suite or original.get("suite") or "sensor"
 
     output = Path(config.output)
-    if manifest_path is not None and output.resolve() == manifest_path.parent.resolve():
+    if manifest_path is not None and output.resolve() == manifest_path.parent.resolve() \
+            or _manifest_run_id(output) in set(everything["run_id"]) - {""}:  # a JSON Lines export's run, too
         raise ReplayError(f"--output {config.output} is the run's own output folder: a replay is a run of the "
                           f"replayed records' source files only, whose commit would replace the other files' "
                           f"outputs there; give the replay a folder of its own")
@@ -494,6 +500,34 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
                                   beam_args, now_us, carried)
     except OutputBusy as exc:
         raise ReplayError(str(exc)) from None
+
+
+def _manifest_run_id(folder: Path) -> str | None:
+    """The run id of the manifest in ``folder``, or None."""
+    manifest = _original_manifest(folder / "manifest.json" if (folder / "manifest.json").is_file() else None)
+    return manifest.get("run_id") if isinstance(manifest, dict) else None
+
+
+def _from_run_folder(records, everything, carried, manifest: dict):
+    """``records``, ``everything``, ``carried`` and the run's ``manifest`` with each local source that the run named
+    relative to its ``working_dir`` (a relative ``--input``) as the path it names from there."""
+    import os
+
+    base = manifest.get("working_dir")
+    if not isinstance(base, str) or not base:
+        return records, everything, carried, manifest
+
+    def located(source):
+        if not isinstance(source, str) or not source or "://" in source or ":" in source.split("/")[0] \
+                or os.path.isabs(source):
+            return source  # another file system's, a stream's (pcollection:...), or absolute already
+        return os.path.normpath(os.path.join(base, source))
+
+    def moved(frame):
+        return None if frame is None else frame.assign(source=frame["source"].map(located))
+
+    manifest = {**manifest, "input_digests": {located(k): v for k, v in (manifest.get("input_digests") or {}).items()}}
+    return moved(records), moved(everything), moved(carried), manifest
 
 
 def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.DataFrame, original_manifest: dict,
@@ -515,7 +549,8 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         copies = prepare_inputs(patch, work, mapping.sep)
         run_id = config.run_id or "replay-" + hashlib.sha256(
             json.dumps([sorted(patch[["source", "line", "column", "raw"]].astype(str).values.tolist()),
-                        mapping.to_dict(), suite, settings], sort_keys=True).encode()).hexdigest()[:12]
+                        mapping.to_dict(), suite, settings, _model_and_suite(config.model_dir, suite)],
+                       sort_keys=True).encode()).hexdigest()[:12]
         # each replayed line's text in its source and in the copy, read once for both uses below
         compared = compared_lines(pd.concat([everything.loc[everything["reason_code"] == "duplicate",
                                                             ["source", "line"]], patch[["source", "line"]]]), copies,
@@ -528,6 +563,10 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         edits = fixed_texts(patch, copies, compared)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    replaced = manifest.get("replaced_run")
+    if replaced and sorted(map(_canonical, replaced.get("inputs") or [])) == sorted(
+            map(_canonical, set(copies.values()))):
+        del manifest["replaced_run"]  # a replay of these sources again (its inputs were copies of them)
     manifest["inputs"] = [copies.get(p, p) for p in manifest["inputs"]]
     manifest["input_digests"] = {source: digests[source] for source in sorted(set(copies.values()))}
     manifest["settings"]["inputs"] = [copies.get(p, p) for p in manifest["settings"].get("inputs", [])]
@@ -543,6 +582,31 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     manifest["replay"]["fixed_lines"] = len(edits)
     (output / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
     return manifest
+
+
+def _canonical(path: str) -> str:
+    from seqwatch.pipelines.batch import _canonical_path
+    return _canonical_path(path)
+
+
+def _model_and_suite(model_dir: str, suite: str) -> list:
+    """What the replay's outputs depend on besides its records and settings, as a run id does: the model's version
+    and its metadata as they are now, and the suite's rules (not its name or path); as given where they cannot be
+    read (the batch run then refuses them in one sentence)."""
+    from seqwatch.models.artifact import METADATA_FILE, ArtifactError, read_metadata, resolve_model_dir
+    from seqwatch.pipelines.batch import _sha256_file
+    from seqwatch.schemas.validation import SuiteError, load_suite_dict
+
+    try:
+        folder = resolve_model_dir(model_dir)
+        model = [read_metadata(folder)["model_version"], _sha256_file(str(Path(folder) / METADATA_FILE))]
+    except (ArtifactError, OSError, KeyError):
+        model = [str(model_dir)]
+    try:
+        rules = load_suite_dict(suite, check=False)
+    except (SuiteError, OSError):
+        rules = suite
+    return [model, rules]
 
 
 def earlier_edits(manifest_path: Path | None, manifest: dict) -> pd.DataFrame | None:

@@ -547,3 +547,82 @@ def test_a_replay_that_scored_nothing_exits_3_as_a_run_does(small_model_dir, tmp
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"seqwatch replay: nothing was scored, every reading was quarantined (exit code 3); the replay's outputs are "
         f"in {tmp_path / 'replay'}")
+
+
+# Found by the bug hunt of the replay round trip (2026-12-03).
+
+def test_a_run_with_its_own_run_id_keeps_digests_so_a_changed_source_is_refused(original, small_model_dir, tmp_path):
+    """A run with --run-id kept no digests of its inputs: a replay after a re-export (two rows more) pasted the bad
+    row's text over a good reading, which was lost, and read the bad row a second time at its new line."""
+    _, source, _, _ = original
+    copy = tmp_path / "pump-07.csv"
+    copy.write_bytes(source.read_bytes())
+    out = tmp_path / "nightly"
+    manifest = run_batch(RunConfig(inputs=(str(copy),), output=str(out), model_dir=str(small_model_dir),
+                                   mapping=WIDE, suite=str(original[0] / "strict.json"), run_id="nightly-0105"),
+                         ["--runner=DirectRunner"], now_us=NOW_US)
+    import hashlib
+    assert manifest["input_digests"] == {str(copy): hashlib.sha256(copy.read_bytes()).hexdigest()}
+    lines = copy.read_text().splitlines(keepends=True)
+    copy.write_text("".join(lines[:1] + lines[1:3] + lines[1:]))  # re-exported with two rows more
+    with pytest.raises(ReplayError, match=rf"^cannot replay the records of {copy}: the file changed since the run "
+                                          rf"read it"):
+        run_replay(ReplayConfig(quarantine=str(out), output=str(tmp_path / "replayed"),
+                                model_dir=str(small_model_dir), reason_codes=("parse_value",)))
+    assert not (tmp_path / "replayed" / "manifest.json").exists()
+
+
+def test_a_json_lines_export_is_not_replayed_into_the_runs_own_folder(original, small_model_dir, tmp_path):
+    """The export, kept outside the run's folder, named no manifest: the replay ran into the run's folder and its
+    commit removed the outputs of every file it did not re-run."""
+    _, _, out, _ = original
+    fixes = tmp_path / "fixes.jsonl"
+    _quarantine(out).to_json(fixes, orient="records", lines=True)
+    before = sorted(str(p) for p in out.rglob("*.parquet"))
+    with pytest.raises(ReplayError, match=rf"^--output {out} is the run's own output folder"):
+        run_replay(ReplayConfig(quarantine=str(fixes), output=str(out), model_dir=str(small_model_dir), mapping=WIDE))
+    assert sorted(str(p) for p in out.rglob("*.parquet")) == before
+
+
+def test_a_run_of_relative_paths_is_replayed_from_another_folder(original, small_model_dir, tmp_path, monkeypatch):
+    """The quarantine names a source as the run was given it (``inputs/pump-07.csv``): a replay started in another
+    folder had called the file gone."""
+    _, source, _, _ = original
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "pump-07.csv").write_bytes(source.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    manifest = run_batch(RunConfig(inputs=("inputs/pump-07.csv",), output="out", model_dir=str(small_model_dir),
+                                   mapping=WIDE, suite=str(original[0] / "strict.json")),
+                         ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["working_dir"] == str(tmp_path)
+    assert set(_quarantine(tmp_path / "out")["source"]) == {"inputs/pump-07.csv"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    replayed = run_replay(ReplayConfig(quarantine=str(tmp_path / "out"), output="replayed",
+                                       model_dir=str(small_model_dir), suite="sensor"),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    absolute = str(tmp_path / "inputs" / "pump-07.csv")
+    assert replayed["replay"]["sources"] == [absolute] and replayed["replay"]["scored_now"] == 2
+    assert replayed["records_in"] == 96 == replayed["records_scored"] + replayed["records_quarantined"]
+    assert set(_quarantine(elsewhere / "replayed")["source"]) == {absolute}
+
+
+def test_a_replays_run_id_follows_the_model_and_a_rerun_replaces_nothing_else(original, small_model_dir, tmp_path):
+    """A replay's run id had been derived from its records and settings alone: replays with two models (or a
+    threshold edited by hand) had one run id; and a replay rerun into its own folder said it replaced another run
+    (its own, whose inputs it compared with its temporary copies)."""
+    import shutil
+
+    _, _, out, _ = original
+    edited = tmp_path / "edited-model"
+    shutil.copytree(small_model_dir, edited)
+    metadata = json.loads((edited / "metadata.json").read_text())
+    metadata["threshold"] *= 2
+    (edited / "metadata.json").write_text(json.dumps(metadata))
+    manifests = [run_replay(ReplayConfig(quarantine=str(out), output=str(tmp_path / folder), model_dir=str(model),
+                                         suite="sensor"), ["--runner=DirectRunner"], now_us=NOW_US)
+                 for folder, model in (("a", small_model_dir), ("b", edited), ("a", small_model_dir))]
+    first, other_model, rerun = manifests
+    assert first["run_id"] != other_model["run_id"] and first["run_id"] == rerun["run_id"]
+    assert "replaced_run" not in rerun and "replaced_run" not in first
