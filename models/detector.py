@@ -924,8 +924,14 @@ class Seq2SeqDetector:
                 windows.append(windowing.cut_windows(grid.values, entity_ends - grid.first_step, length))
         columns = ["entity_id", "window_start", "window_end", "score", "threshold", "is_anomaly", "severity",
                    "tail_probability", "top_channel", "channel_contributions"]
-        if not ends:
-            return pd.DataFrame({c: [] for c in columns})
+        if not ends:  # no window: the columns with their types, so that a filter or .dt on them still works
+            stamps = pd.to_datetime(np.zeros(0, dtype=np.int64), unit="us", utc=True)
+            text = pd.Series(["text"]).iloc[:0]  # the type pandas gives a column of texts
+            return pd.DataFrame({
+                "entity_id": text, "window_start": stamps, "window_end": stamps, "score": np.zeros(0),
+                "threshold": np.zeros(0), "is_anomaly": np.zeros(0, dtype=bool), "severity": text,
+                "tail_probability": np.zeros(0), "top_channel": text,
+                "channel_contributions": pd.Series([], dtype=object)}, columns=columns)
         ends_us = np.concatenate(ends) * self.step_us + self.grid_offset_us
         with np.errstate(over="ignore"):  # a reading beyond float32 becomes inf; the scaler clips it
             values = np.concatenate(windows).astype(self.window_dtype)

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
@@ -71,13 +72,19 @@ class WriteDetections(beam.PTransform):
     outputs are written in place: unlike ``seqwatch run``, nothing is staged and swapped in. Emits the counts
     written (a dict; in streaming ``(window start, dict)`` pairs). ``run_id``: the run id the score rows carry;
     give the one of the ``DetectAnomalies`` that found them (its ``run_id``), which its quarantined records
-    carry.
+    carry. A root that is a file, or that holds an earlier run's outputs (which would stay beside this run's,
+    uncounted), raises ``RunError`` when the pipeline is built; ``replace_existing=True`` removes those outputs then.
 
         detect = DetectAnomalies("models/pumps")
         readings | detect | WriteDetections("out/", run_id=detect.run_id)"""
 
-    def __init__(self, root: str, run_id: str, flush_window_s: float = DEFAULT_FLUSH_WINDOW_S):
+    def __init__(self, root: str | os.PathLike, run_id: str, flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
+                 replace_existing: bool = False):
         super().__init__()
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"root must be a folder's path, got {root!r}")
+        if not isinstance(replace_existing, bool):
+            raise TypeError(f"replace_existing must be True or False, got {replace_existing!r}")
         if not (math.isfinite(flush_window_s) and flush_window_s > 0):
             raise ValueError(f"flush_window_s must be a positive number of seconds, got {flush_window_s}")
         if not 1e-6 <= flush_window_s <= MAX_SECONDS:
@@ -85,15 +92,48 @@ class WriteDetections(beam.PTransform):
         if not (isinstance(run_id, str) and run_id):
             raise ValueError(f"run_id must be the run id the score rows carry (the DetectAnomalies' run_id), got "
                              f"{run_id!r}")
-        self.root = root
+        self.root = os.fspath(root)
         self.run_id = run_id
         self.flush_window_s = flush_window_s
+        self.replace_existing = replace_existing
 
     def expand(self, found: Detections):
+        from seqwatch.pipelines.batch import RunError
+        from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
+
         streaming = found.scores.pipeline.options.view_as(StandardOptions).streaming
+        try:  # a file in the root's place is one sentence now, not a traceback once everything was scored
+            prepare_output_folder(self.root)
+        except OSError as exc:
+            raise RunError(str(exc).replace("--output", "root", 1)) from None
+        earlier = earlier_outputs(self.root)
+        if earlier and not self.replace_existing:
+            raise RunError(f"root {self.root} holds the outputs of an earlier run ({', '.join(earlier)}), and "
+                           f"WriteDetections writes in place: its files would stay beside this run's, which its "
+                           f"counts do not count; give each run a folder of its own, or pass replace_existing=True "
+                           f"to remove them when the pipeline is built")
+        for name in earlier:
+            delete_path(FileSystems.join(self.root, name))
         return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
                                  "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
                                 self.flush_window_s if streaming else None)
+
+
+# What WriteDetections writes under its root (sinks.py, flush.py): an earlier run's would mix with this one's.
+WRITTEN = ("scores", "forecasts", "alerts", "alerts_open", "quarantine", "counts", "counts.json")
+
+
+def earlier_outputs(root: str) -> list[str]:
+    """The names in ``WRITTEN`` that ``root`` holds (an empty folder is none)."""
+    found = []
+    for name in WRITTEN:
+        path = FileSystems.join(root, name)
+        if not FileSystems.exists(path):
+            continue
+        if "://" not in path and os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
+            continue
+        found.append(name)
+    return found
 
 
 def _is_number(value) -> bool:
@@ -207,17 +247,18 @@ class DetectAnomalies(beam.PTransform):
                  allowed_lateness_s: float = 0.0):
         super().__init__()
         if not (_is_number(alert_cooldown_s) and math.isfinite(alert_cooldown_s) and alert_cooldown_s >= 0):
-            raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got {alert_cooldown_s}")
+            raise ValueError(f"alert_cooldown_s must be zero or a positive number of seconds, got "
+                             f"{alert_cooldown_s!r}")
         if not (_is_number(late_after_s) and math.isfinite(late_after_s) and late_after_s > 0):
-            raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s}")
+            raise ValueError(f"late_after_s must be a positive number of seconds, got {late_after_s!r}")
         if not (_is_number(allowed_lateness_s) and math.isfinite(allowed_lateness_s) and allowed_lateness_s >= 0):
             raise ValueError(f"allowed_lateness_s must be zero or a positive number of seconds, got "
-                             f"{allowed_lateness_s}")
+                             f"{allowed_lateness_s!r}")
         if max(alert_cooldown_s, late_after_s, allowed_lateness_s) > MAX_SECONDS:  # beyond Beam's int64 µs timers
             raise ValueError(f"alert_cooldown_s, late_after_s and allowed_lateness_s must be at most a century, got "
                              f"{alert_cooldown_s}, {late_after_s} and {allowed_lateness_s}")
         if not (isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)) or batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if not (isinstance(pane_steps, numbers.Integral) and not isinstance(pane_steps, bool) and pane_steps >= 0):
             raise ValueError(f"pane_steps must be a whole number of steps >= 1 (or 0 for the default), got "
                              f"{pane_steps!r}")
@@ -230,6 +271,13 @@ class DetectAnomalies(beam.PTransform):
             mapping = InputMapping.from_dict(mapping)
         elif mapping is not None and not isinstance(mapping, InputMapping):
             raise TypeError(f"mapping must be an InputMapping or a dict of its fields, got {type(mapping).__name__}")
+        entity_from = next(iter(mapping.entity), None) if mapping is not None and isinstance(mapping.entity, dict) \
+            else None
+        if entity_from in ("from_topic", "from_key"):
+            # an element of a PCollection has no topic or key: every reading would be quarantined
+            raise ValueError(f"mapping entity {{{entity_from!r}: ...}} takes the entity from a broker message's "
+                             f"topic or key, which a PCollection's element does not have; name the key that holds "
+                             f"it ({{'column': NAME}}) or give one ({{'value': ID}})")
         model_dir, suite = os.fspath(model_dir), os.fspath(suite)
         self.options = dict(model_dir=model_dir, suite=suite, pane_steps=pane_steps, source_name=source,
                             run_id=run_id, alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),

@@ -132,6 +132,16 @@ def test_score_frame_needs_a_fitted_model_and_returns_no_rows_where_no_window_fi
                           "value": 1.0})
     empty = detector.score_frame(short)
     assert len(empty) == 0 and list(empty.columns)[:3] == ["entity_id", "window_start", "window_end"]
+    # Found by the bug hunt of the notebook API: every column of the empty frame was float64, so .dt failed and
+    # a filter on is_anomaly dropped the columns. They have the types of a frame with windows.
+    long = short.assign(value=0.0).iloc[:0]
+    long = pd.concat([long] + [pd.DataFrame({"entity_id": "m1", "channel": c, "value": np.sin(np.arange(80) / 5),
+                                             "timestamp": START_US + np.arange(80) * 10_000_000})
+                               for c in detector.channels], ignore_index=True)
+    full = detector.score_frame(long)
+    assert len(full) and dict(empty.dtypes) == dict(full.dtypes), (dict(empty.dtypes), dict(full.dtypes))
+    assert list(empty[empty["is_anomaly"]].columns) == list(full.columns)
+    assert len(empty["window_start"].dt.date) == 0
 
 
 def test_fit_refuses_entities_sampled_far_from_the_training_interval():

@@ -238,7 +238,14 @@ def test_write_detections_refuses_a_flush_window_that_is_not_positive():
                                     r"got -5"),
     ({"pane_steps": 2.5}, ValueError, r"pane_steps must be a whole number .*, got 2.5"),
     ({"pane_steps": "8"}, ValueError, r"pane_steps must be a whole number .*, got '8'"),
-    ({"batch_size": "100"}, ValueError, r"batch_size must be >= 1, got 100"),
+    ({"batch_size": "100"}, ValueError, r"batch_size must be >= 1, got '100'"),
+    # bug hunt of the embedded API (2026-12-03): "got 60" hid that the number was text; a topic's entity can never
+    # come from an element, and every reading had been quarantined
+    ({"alert_cooldown_s": "60"}, ValueError, "alert_cooldown_s must be zero or a positive number of seconds, got '60'"),
+    ({"mapping": {"format": "wide", "entity": {"from_topic": 1}}}, ValueError,
+     r"mapping entity \{'from_topic': ...\} takes the entity from a broker message's topic or key, which a "
+     r"PCollection's element does not have"),
+    ({"mapping": {"format": "wide", "entity": {"from_key": True}}}, ValueError, r"mapping entity \{'from_key'"),
     ({"online_calibration": "no"}, TypeError, "online_calibration must be True or False, got 'no'"),
     ({"suite": None}, TypeError, "model_dir and suite must be paths"),
     ({"mapping": ["wide"]}, TypeError, "mapping must be an InputMapping or a dict of its fields, got list"),
@@ -330,3 +337,37 @@ def test_an_empty_input_writes_counts_of_zero(small_model_dir, tmp_path):
         assert_that(written, equal_to([{"records_in": 0, "records_scored": 0, "records_quarantined": 0}]))
     assert json.loads((out / "counts.json").read_text()) == {"records_in": 0, "records_scored": 0,
                                                              "records_quarantined": 0}
+
+
+def test_write_detections_refuses_a_root_it_cannot_use_when_the_pipeline_is_built(small_model_dir, tmp_path):
+    """Found by the bug hunt of the embedded API: a second run into a root left the first run's files beside its
+    own (an entity it did not score, a quarantined record), uncounted by its counts.json; a root that is a file
+    failed after everything was scored (91 lines of traceback); a ``pathlib.Path`` root failed in Beam."""
+    rows, _ = _readings()
+    out = tmp_path / "out"
+
+    def run(readings, root, **options):
+        with beam.Pipeline() as p:
+            detect = DetectAnomalies(str(small_model_dir), run_id="night")
+            p | beam.Create(readings) | detect | WriteDetections(root, run_id=detect.run_id, **options)
+
+    run(rows + BAD, out)  # a Path
+    first = json.loads((out / "counts.json").read_text())
+    assert first["records_quarantined"] == len(BAD) and len(pq.read_table(out / "quarantine")) == len(BAD)
+    one_pump = [r for r in rows if "pump-02" not in str(r)]  # the second night: one pump, nothing bad
+    with pytest.raises(RunError, match=rf"^root {out} holds the outputs of an earlier run \(scores, forecasts, "
+                                       rf"alerts, quarantine, counts.json\), and WriteDetections writes in place"):
+        run(one_pump, out)
+    assert json.loads((out / "counts.json").read_text()) == first  # refused before anything ran
+    run(one_pump, out, replace_existing=True)
+    second = json.loads((out / "counts.json").read_text())
+    assert second["records_in"] == len(one_pump) == second["records_scored"]
+    assert not (out / "quarantine").exists()  # the first night's record is gone with its counts
+    scores = pq.read_table(out / "scores").to_pandas()
+    assert set(scores["entity_id"]) == {"pump-01"} and len(scores) == second["windows_scored"]
+    assert second["files_written"] == sum(1 for _ in out.rglob("*.parquet"))
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(RunError, match=rf"^cannot write the outputs under root {tmp_path / 'a-file'}: "):
+        run(rows[:10], str(tmp_path / "a-file"))
+    with pytest.raises(TypeError, match=r"^root must be a folder's path, got None$"):
+        WriteDetections(None, run_id="r")
