@@ -1313,7 +1313,12 @@ class _OwnLines(logging.Formatter):
 def step_failure_record(record) -> bool:
     """Beam's log record of a step that raised (``apache_beam.runners.common``, with the step's traceback): the
     exception goes on to the runner, which raises it where the job waits, and the CLI says it in one sentence or
-    shows the traceback there; logged too, it had put a traceback before each of those sentences (a full disk)."""
+    shows the traceback there; logged too, it had put a traceback before each of those sentences (a full disk).
+    So are a worker process's logs of it, which the local job service logs again (``Worker: ...``: the step's
+    record, with its transform and trace, and ``Error processing instruction``; runs with 2 workers)."""
+    if record.name == "apache_beam.runners.portability.local_job_service":
+        message = record.getMessage()
+        return "Error processing instruction" in message or (' trace: "' in message and ' transform_id: "' in message)
     return record.name == "apache_beam.runners.common" and record.exc_info is not None
 
 
