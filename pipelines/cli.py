@@ -1367,7 +1367,9 @@ def _quiet_interrupts():
         return lambda: None
     from seqwatch.pipelines import interrupts
 
-    previous_hook = threading.excepthook
+    import sys
+
+    previous_hook, previous_unraisable = threading.excepthook, sys.unraisablehook
     _CtrlC.seen, _CtrlC.watching = threading.Event(), True
     interrupts.clear()
 
@@ -1385,12 +1387,17 @@ def _quiet_interrupts():
         if not (_CtrlC.caused(args.exc_value) or reader_lost):
             previous_hook(args)
 
+    def unraisable(info):
+        # an interrupt Python dropped (raised inside JAX's gc callback): raised again once the callback is over
+        if not interrupts.redeliver_dropped(info, signal.SIGTERM if _CtrlC.terminated else signal.SIGINT):
+            previous_unraisable(info)
+
     def restore():
         if interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         if terminate:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        threading.excepthook = previous_hook
+        threading.excepthook, sys.unraisablehook = previous_hook, previous_unraisable
         _CtrlC.watching, _CtrlC.seen = False, None  # a later command in this process starts without this signal
         interrupts.clear()
 
@@ -1398,7 +1405,7 @@ def _quiet_interrupts():
         signal.signal(signal.SIGINT, on_interrupt)
     if terminate:  # Airflow, systemd and `timeout` stop a task with SIGTERM: end as a Ctrl-C ends (staging removed)
         signal.signal(signal.SIGTERM, on_interrupt)
-    threading.excepthook = thread_failed
+    threading.excepthook, sys.unraisablehook = thread_failed, unraisable
     return restore
 
 

@@ -4,8 +4,10 @@ The CLI's handler of both signals raises ``KeyboardInterrupt`` wherever the main
 callback that Python calls itself (JAX's garbage-collection callback, a finalizer), Python prints "Exception ignored
 in ..." and drops the exception: a run went on, committed its outputs and exited 0, and a training replaced the
 model, after a SIGTERM 1 to 2.6 s into it (found by the bug hunt of operational failures). The handler therefore
-also notes the signal here, and the steps that cannot be undone, a run's commit and a training's save, run
-``held_back``: it stops first if a signal has come, and holds back one that comes meanwhile.
+also notes the signal here; ``redeliver_dropped``, in ``sys.unraisablehook``, delivers a dropped one again once the
+callback has ended, so the command stops where it is (a stream and the demo too); and the steps that cannot be
+undone, a run's commit and a training's save, run ``held_back``: it stops first if a signal has come, and holds
+back one that comes meanwhile.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 
 _TAKEN = threading.Event()
 
@@ -30,6 +33,28 @@ def clear() -> None:
 def taken() -> bool:
     """Whether a Ctrl-C or SIGTERM has come since ``clear``."""
     return _TAKEN.is_set()
+
+
+def redeliver_dropped(unraisable, signum: int) -> bool:
+    """For ``sys.unraisablehook``: when Python drops the ``KeyboardInterrupt`` of a signal that has come (it was
+    raised inside a callback Python calls itself), send signal ``signum`` to the main thread again, whose handler
+    raises it anew at the main thread's next step outside the callback (inside another such callback it is
+    dropped and delivered again). Returns whether it did so; any other unraisable exception is not this one's.
+    The signal is sent from another thread: sent from here, its handler ran inside this hook, where Python dropped
+    its exception too."""
+    if not (_TAKEN.is_set() and isinstance(unraisable.exc_type, type)
+            and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+        return False
+    import _thread
+
+    # not threading.Thread: its start() waits for the thread, and the signal had come within that wait
+    _thread.start_new_thread(_send_after_hook, (threading.main_thread().ident, signum))
+    return True
+
+
+def _send_after_hook(thread_id: int, signum: int) -> None:
+    time.sleep(0.02)  # the hook returns meanwhile
+    signal.pthread_kill(thread_id, signum)
 
 
 def stop_if_taken() -> None:

@@ -38,6 +38,18 @@ DROPPED_SIGTERM = textwrap.dedent("""
             gc.collect()
         finally:
             gc.callbacks.remove(callback)
+
+
+    from seqwatch.pipelines import interrupts
+
+    redeliver = interrupts.redeliver_dropped
+
+    def noted_redelivery(info, signum):  # says so on stdout when the CLI delivers a dropped interrupt again
+        again = redeliver(info, signum)
+        print(f"interrupt delivered again: {again}", flush=True)
+        return again
+
+    interrupts.redeliver_dropped = noted_redelivery
 """)
 
 
@@ -77,11 +89,14 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_the_run_before_its
             return graph
 
         batch.build_pipeline = build_then_signal
-        sys.exit(main(["run", "--input", {str(path)!r}, "--model-dir", {str(small_model_dir)!r}, "--output",
-                       {str(out)!r}, "--run-id", "later"]))
+        code = main(["run", "--input", {str(path)!r}, "--model-dir", {str(small_model_dir)!r}, "--output",
+                     {str(out)!r}, "--run-id", "later"])
+        sys.exit(code)
     """)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert "Exception ignored" in result.stderr, result.stderr[-3000:]  # Python did drop it
+    # Python did drop it, and the CLI raised it again at once (it had stopped only before the commit)
+    assert result.stdout.count("interrupt delivered again: True") >= 1, (result.stdout, result.stderr[-3000:])
+    assert "Exception ignored" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 143, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         "seqwatch run: stopped by SIGTERM; a batch run commits nothing unless it finishes, so the previous outputs "
@@ -107,11 +122,13 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_a_training_before_
             return fitted
 
         Seq2SeqDetector.fit = fit_then_signal
-        sys.exit(main(["train", "--input", {str(path)!r}, "--model-dir", {str(model)!r}, "--window", "8",
-                       "--units", "4", "--epochs", "1", "--horizon", "0"]))
+        code = main(["train", "--input", {str(path)!r}, "--model-dir", {str(model)!r}, "--window", "8",
+                     "--units", "4", "--epochs", "1", "--horizon", "0"])
+        sys.exit(code)
     """)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert "Exception ignored" in result.stderr, result.stderr[-3000:]
+    assert result.stdout.count("interrupt delivered again: True") >= 1, (result.stdout, result.stderr[-3000:])
+    assert "Exception ignored" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 143, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == "seqwatch train: stopped by SIGTERM"
     assert not model.exists()  # made for the training's lock, and removed with nothing saved in it
@@ -308,3 +325,29 @@ def test_a_volumes_lost_and_found_under_an_input_folder_is_not_refused(small_mod
     path = _readings(inputs, "pump-01.csv")
     _refuse_listing(monkeypatch, "/lost+found")
     assert expand_inputs([str(inputs)]) == [str(path)]
+
+
+def test_a_sigterm_whose_exception_python_dropped_stops_the_demo_where_it_is(tmp_path):
+    """Before dropped interrupts were delivered again, only a run's commit and a training's save stopped on one: the
+    demo trained on, and went on to generate, run and report (found by the bug hunt of operational failures)."""
+    output = tmp_path / "demo"
+    command = _script(tmp_path, f"""
+        import sys
+        from seqwatch.models.detector import Seq2SeqDetector
+        from seqwatch.pipelines.cli import main
+
+        fit = Seq2SeqDetector.fit
+
+        def signal_then_fit(self, *args, **kwargs):
+            dropped_sigterm()
+            return fit(self, *args, **kwargs)
+
+        Seq2SeqDetector.fit = signal_then_fit
+        sys.exit(main(["demo", "--quick", "--output", {str(output)!r}]))
+    """)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.stdout.count("interrupt delivered again: True") >= 1, (result.stdout, result.stderr[-3000:])
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("seqwatch demo: stopped by SIGTERM"), result.stderr[-3000:]
+    assert "epoch" not in result.stderr  # stopped before its first epoch
+    assert not list(output.rglob("manifest.json")) and not list(output.rglob("metadata.json"))
