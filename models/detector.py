@@ -294,6 +294,12 @@ def _check_columns(frame: pd.DataFrame) -> None:
             hint = "; their times are the frame's index: pass frame.rename_axis('timestamp').reset_index()"
         raise ValueError(f"the readings lack columns {sorted(missing)} (long format: entity_id, channel, timestamp, "
                          f"value){hint}")
+    # counted over the frame here: counted per entity later, the sentence had said "1 of 1200" of 2400 readings
+    absent = frame["timestamp"].isna().to_numpy(dtype=bool)
+    if absent.any():
+        raise ValueError(f"{int(absent.sum())} of {len(absent)} timestamps are missing (the first at index "
+                         f"{frame.index[int(np.flatnonzero(absent)[0])]!r}); drop those readings or fill in their "
+                         f"times")
 
 
 def _check_entity_intervals(frame: pd.DataFrame, step_us: int, given: bool = False) -> None:

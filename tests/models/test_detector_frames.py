@@ -70,6 +70,10 @@ def test_a_missing_timestamp_is_one_sentence_not_a_grid_from_292000_bc():
     with pytest.raises(ValueError, match=r"^2 of 480 timestamps are missing \(the first at index 5\); drop those "
                                          r"readings or fill in their times$"):
         Seq2SeqDetector(DetectorConfig()).fit(readings, progress=False)
+    # counted over the frame, not per entity (the bug hunt of the notebook API: "1 of 1200" of 2400 readings)
+    fleet = pd.concat([readings, readings.assign(entity_id="m2")], ignore_index=True)
+    with pytest.raises(ValueError, match=r"^4 of 960 timestamps are missing \(the first at index 5\)"):
+        Seq2SeqDetector(DetectorConfig()).fit(fleet, progress=False)
     with pytest.raises(ValueError, match="1 of 2 timestamps are missing"):
         as_micros(pd.Series(["2026-03-02T00:00:10Z", None]))
     with pytest.raises(ValueError, match="1 of 2 timestamps are missing"):
