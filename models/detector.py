@@ -642,7 +642,8 @@ class Seq2SeqDetector:
         if frame.empty:
             raise InsufficientDataError("the fine-tuning data hold no readings")
         self.check_compatible(set(map(str, frame["channel"].unique())), infer_step_us(frame))
-        windows = self._split_windows(frame, holdout, fixed_geometry=True).windows
+        training = self._split_windows(frame, holdout, fixed_geometry=True)
+        windows = training.windows
         done = int(self.metrics.get("fine_tunes", 0))
         kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
                 if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
@@ -653,7 +654,20 @@ class Seq2SeqDetector:
         keras.utils.set_random_seed(self.config.training.seed + done + 1)
         self._train_and_calibrate(windows, progress, warm_start=True)
         self._record_data(frame, holdout)
-        self.metrics.update(fine_tunes=done + 1, **kept)
+        # What a first training notes of its readings, for these (found by the bug hunt of training: a fine-tuning
+        # on an idle week saved a threshold of 0 without a word, and every normal window of the next run alerted)
+        values = np.concatenate(training.rows)
+        cumulative = set(self.config.window.cumulative_channels)
+        constant = [self.channels[i] for i in ChannelScaler.constant(values) if self.channels[i] not in cumulative]
+        notes = [constant_channel_note(constant, cumulative)] if constant else []
+        if not self.threshold > ZERO_THRESHOLD:
+            notes.append(zero_threshold_note(self.threshold))
+        asked = self.config.scoring.interval_coverage
+        if self.intervals is not None and self.intervals.coverage < asked:
+            notes.append(coverage_note(self.intervals.coverage, asked, len(windows["calibration"])))
+        for note in notes:
+            warnings.warn(TrainingDataWarning(note), stacklevel=2)
+        self.metrics.update(fine_tunes=done + 1, fine_tune_notes=notes, **kept)
         return self
 
     def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:
@@ -720,8 +734,9 @@ class Seq2SeqDetector:
                 held_out = holdout is not None and name != "train"
                 source = "held-out readings" if held_out else "training data"
                 shorter = "a shorter window or forecast horizon" if horizon else "a shorter window"
-                advice = (self._sparse_advice(holdout if held_out else frame, fixed_geometry)
-                          or f"supply more normal history or {shorter}")
+                more = (f"give more readings (a fine-tuning keeps the model's window{' and horizon' if horizon else ''})"
+                        if fixed_geometry else f"supply more normal history or {shorter}")
+                advice = self._sparse_advice(holdout if held_out else frame, fixed_geometry) or more
                 # a forecasting model's training windows hold the horizon's steps too: say so, or the count of
                 # steps matches no setting the person gave
                 steps = (f"{length + horizon} steps (the window's {length} and the forecast horizon's {horizon})"

@@ -148,10 +148,12 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     mapping = _mapping_from_args(args)
     try:
         paths = expand_inputs(inputs or args.input)
+        columns: set = set()  # every input's columns, for the check of --ignore below
         for path in paths:
             header, _ = read_header(path, mapping.sep)
             if header is not None:
                 FileLayout.resolve(header, mapping, path)
+                columns.update(map(str, header))
         suite = with_earliest(load_suite_dict(args.suite), _earliest_us(args))
     except (FileNotFoundError, SchemaDriftError, SuiteError) as exc:
         raise CliError(str(exc)) from None
@@ -174,6 +176,10 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
                 first_unread.setdefault(q.reason_code, q.reason)
             records += n
     frame = pd.concat(frames, ignore_index=True) if frames else None
+    if frame is not None and mapping.ignore and what == "training input":
+        # a name that matches nothing (a typo of the channel a note advised leaving out) had trained on without it
+        known = columns if mapping.format == "wide" else set(map(str, frame["channel"].unique()))
+        _note_unknown_ignored([name for name in mapping.ignore if name not in known], known, mapping.format, what)
     if frame is not None and mapping.format == "long" and mapping.ignore:
         # A long file has no column per channel: --ignore names channels, whose readings the model leaves out (as
         # the notes of a constant or rising channel advise). A run quarantines them as channels the model lacks.
@@ -266,6 +272,23 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
               f"them as duplicate (it keeps the first of each, by file and line): if files overlap (an export and "
               f"its rerun), give each reading once", file=sys.stderr)
     return TrainingInput(frame, paths, rejected + left_out + duplicates, invalid, empty, duplicates)
+
+
+def _note_unknown_ignored(unknown: list, known: set, layout: str, what: str) -> None:
+    """A note on stderr naming the ignored names that are no column (wide) or channel (long) of the input, with
+    the closest known name of each."""
+    import difflib
+
+    if not unknown:
+        return
+    kind = "column" if layout == "wide" else "channel"
+    shown = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        shown.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    print(f"seqwatch train: note: the ignored name{'s' if len(unknown) > 1 else ''} {', '.join(shown)} "
+          f"{'are' if len(unknown) > 1 else 'is'} no {kind} of the {what}, so {'they leave' if len(unknown) > 1 else 'it leaves'} "
+          f"nothing out", file=sys.stderr)
 
 
 class TrainingInput(NamedTuple):
@@ -439,9 +462,9 @@ def _remove_made_folders(made: list) -> None:
 def _train_locked(args) -> int:
     """``cmd_train`` once its ``--model-dir`` is this training's alone."""
     from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
-    from seqwatch.models.detector import (InsufficientDataError, ModelMismatchError, Seq2SeqDetector,
-                                          TrainingDataWarning, entities_lacking_channels,
-                                          extrapolated_threshold_note, lacking_channels_note)
+    from seqwatch.models.detector import (ZERO_THRESHOLD, InsufficientDataError, ModelMismatchError,
+                                          Seq2SeqDetector, TrainingDataWarning, entities_lacking_channels,
+                                          extrapolated_threshold_note, lacking_channels_note, zero_threshold_note)
     from seqwatch.pipelines import interrupts
     from seqwatch.pipelines.report import write_training_report
     from seqwatch.schemas.validation import channel_value_bounds, load_suite_dict
@@ -499,21 +522,38 @@ def _train_locked(args) -> int:
                 raise CliError(f"--warm-start continues a model of channels {list(detector.channels)}; "
                                f"--channel {' '.join(channels)} differs")
             tuned = frame[frame["channel"].isin(detector.channels)]
+            if tuned.empty and left_out:
+                raise CliError(f"all {left_out} readings of the fine-tuning input lie inside the alerts of the runs "
+                               f"given with --exclude-alerts, so none is left to fine-tune on: give readings from "
+                               f"outside those alerts, or, if they show the equipment's new normal, fine-tune on them "
+                               f"without --exclude-alerts")
             lacking = entities_lacking_channels(tuned, detector.channels)
             if lacking:  # as a first training notes them: none of their readings can train the model
                 print(f"seqwatch train: note: {lacking_channels_note(lacking, detector.channels)}", file=sys.stderr)
-            detector.fine_tune(tuned, holdout=holdout)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TrainingDataWarning)  # printed below, as notes
+                detector.fine_tune(tuned, holdout=holdout)
+            if not detector.threshold > ZERO_THRESHOLD:
+                # a version that alerts on every window, which running jobs with --watch-models would switch to
+                raise CliError(f"the fine-tuned version was not saved: {zero_threshold_note(detector.threshold)}; "
+                               f"the model of --warm-start {args.warm_start} is as it was")
+            notes = detector.metrics.get("fine_tune_notes", [])
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TrainingDataWarning)  # printed below, as notes
                 detector.fit(frame, channels=channels, holdout=holdout)
-            for note in detector.metrics.get("training_notes", []):
-                print(f"seqwatch train: note: {note}", file=sys.stderr)
-            extrapolated = extrapolated_threshold_note(detector.threshold, detector.metrics["windows"]["calibration"],
-                                                       float(detector.tail.sorted_scores[-1]), detector.config.scoring)
-            if extrapolated:
-                print(f"seqwatch train: note: {extrapolated}", file=sys.stderr)
-    except (InsufficientDataError, ModelMismatchError) as exc:
+            notes = detector.metrics.get("training_notes", [])
+        for note in notes:
+            print(f"seqwatch train: note: {note}", file=sys.stderr)
+        extrapolated = extrapolated_threshold_note(detector.threshold, detector.metrics["windows"]["calibration"],
+                                                   float(detector.tail.sorted_scores[-1]), detector.config.scoring)
+        if extrapolated:
+            print(f"seqwatch train: note: {extrapolated}", file=sys.stderr)
+    except InsufficientDataError as exc:
+        gone = (f" ({left_out} readings inside the alerts of --exclude-alerts were left out)"
+                if args.exclude_alerts and left_out else "")
+        raise CliError(f"{exc}{gone}") from None
+    except ModelMismatchError as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(str(exc)) from None

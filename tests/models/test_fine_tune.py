@@ -93,7 +93,9 @@ def test_data_that_do_not_fit_are_refused_and_change_nothing(fitted, tmp_path):
     weights = [w.copy() for w in detector.model.get_weights()]
     threshold, metrics = detector.threshold, dict(detector.metrics)
     short = _readings(60, seed=8)
-    with pytest.raises(InsufficientDataError, match=r"fills only \d+ windows of 8 steps \(need >= 20\)"):
+    # a fine-tuning keeps the window: a shorter one is not the advice (the bug hunt of training, 2026-12-03)
+    with pytest.raises(InsufficientDataError, match=r"fills only \d+ windows of 8 steps \(need >= 20\): give more "
+                                                    r"readings \(a fine-tuning keeps the model's window\)$"):
         detector.fine_tune(short, progress=False)
     with pytest.raises(InsufficientDataError, match="hold no readings"):
         detector.fine_tune(short.iloc[:0], progress=False)
@@ -137,3 +139,25 @@ def test_the_same_model_fine_tuned_on_the_same_readings_gives_the_same_version(f
     assert first.threshold == second.threshold and first.model_version == second.model_version
     windows = _windows(_readings(200, seed=10))
     np.testing.assert_array_equal(first.score_windows(windows).score, second.score_windows(windows).score)
+
+
+def test_a_fine_tuning_notes_what_a_first_training_notes(fitted, tmp_path):
+    """Found by the bug hunt of training: a fine-tuning on an idle week (every channel constant) saved a threshold
+    of 0 without a word, where a first training on the same readings notes the constant channels and the threshold."""
+    import warnings
+
+    from seqwatch.models.detector import TrainingDataWarning
+
+    detector = _copy(fitted, tmp_path)
+    idle = _readings(700, seed=9).assign(value=lambda f: np.where(f["channel"] == "flow", 0.0, 21.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TrainingDataWarning)
+        detector.fine_tune(idle, progress=False)
+    notes = detector.metrics["fine_tune_notes"]
+    assert [str(w.message) for w in caught if issubclass(w.category, TrainingDataWarning)] == notes
+    assert notes[0].startswith("channels 'flow', 'temperature' held one value throughout the training readings")
+    assert detector.threshold < 1e-6 and notes[1].startswith(f"the threshold is {detector.threshold:.3g}: the "
+                                                              f"calibration windows")
+    normal = _copy(fitted, tmp_path / "again")
+    normal.fine_tune(_readings(700, seed=10), progress=False)
+    assert normal.metrics["fine_tune_notes"] == []

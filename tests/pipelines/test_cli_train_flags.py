@@ -102,3 +102,48 @@ def test_a_model_keeps_its_suites_bounds_and_a_fine_tuning_notes_the_channels_it
             "fine-tuning keeps the model's channels ['active_power', 'voltage']") in fine_err
     assert "door_sensor" not in train_err  # --ignore was asked for: no note
     assert read_metadata(tuned)["value_bounds"] == read_metadata(model)["value_bounds"]
+
+
+def test_fine_tunings_that_would_save_a_useless_version_are_refused_and_an_unknown_ignore_is_noted(tmp_path,
+                                                                                                   cli_cases):
+    """Found by the bug hunt of training (2026-12-03): a fine-tuning on an idle week saved a threshold of 0 without a
+    word, and the root's newest version then alerted on every normal window; one whose readings all lay inside the
+    alerts of --exclude-alerts said only "the fine-tuning data hold no readings"; and an --ignore with a typo of
+    the channel a note advised leaving out trained on with it, without a word."""
+    def readings(start, n, idle=False, level=0.0, seed=0):
+        rng = np.random.default_rng(seed)
+        t = np.arange(n)
+        stamps = pd.date_range(start, periods=n, freq="60s", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        flow = np.zeros(n) if idle else level + 10 + 2 * np.sin(2 * np.pi * t / 60) + rng.normal(0, 0.1, n)
+        temp = np.full(n, 21.0) if idle else 50 + np.sin(2 * np.pi * t / 120) + rng.normal(0, 0.1, n)
+        return pd.concat([pd.DataFrame({"entity_id": "p1", "channel": c, "timestamp": stamps, "value": v})
+                          for c, v in (("flow", flow), ("temp", temp))])
+
+    readings("2026-01-01", 2000, seed=1).to_csv(tmp_path / "history.csv", index=False)
+    readings("2026-01-10", 1200, idle=True).to_csv(tmp_path / "idle.csv", index=False)
+    readings("2026-01-12", 1200, level=40.0, seed=2).to_csv(tmp_path / "shifted.csv", index=False)
+    root = tmp_path / "root"
+    results = cli_cases([
+        ["train", "--input", str(tmp_path / "history.csv"), "--model-dir", str(root / "v1"), "--window", "16",
+         "--units", "4", "--epochs", "1", "--ignore", "tmep"],
+        ["train", "--warm-start", str(root), "--input", str(tmp_path / "idle.csv"), "--model-dir", str(root / "v2"),
+         "--epochs", "1"],
+        ["run", "--input", str(tmp_path / "shifted.csv"), "--model-dir", str(root), "--output", str(tmp_path / "out")],
+        ["train", "--warm-start", str(root), "--input", str(tmp_path / "shifted.csv"), "--model-dir",
+         str(root / "v3"), "--exclude-alerts", str(tmp_path / "out"), "--epochs", "1"],
+    ])
+    (trained, train_err), (idle, idle_err), (run, run_err), (excluded, excluded_err) = results
+    assert (trained, idle, run, excluded) == (0, 2, 0, 2), [err[-1500:] for _, err in results]
+    assert ("seqwatch train: note: the ignored name 'tmep' (did you mean 'temp'?) is no channel of the training "
+            "input, so it leaves nothing out") in train_err
+    assert read_metadata(root / "v1")["channels"] == ["flow", "temp"]
+    assert idle_err.strip().splitlines()[-1].startswith("seqwatch train: the fine-tuned version was not saved: the "
+                                                        "threshold is ")
+    assert idle_err.strip().endswith(f"the model of --warm-start {root} is as it was")
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["v1"]
+    scores = pd.read_parquet(tmp_path / "out" / "scores")
+    assert scores["is_anomaly"].all()  # the shifted level alerts on every window
+    assert excluded_err.strip().splitlines()[-1] == (
+        "seqwatch train: all 2400 readings of the fine-tuning input lie inside the alerts of the runs given with "
+        "--exclude-alerts, so none is left to fine-tune on: give readings from outside those alerts, or, if they "
+        "show the equipment's new normal, fine-tune on them without --exclude-alerts")
