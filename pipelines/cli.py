@@ -358,6 +358,7 @@ def _new_config(args):
          for name, default in {**SHAPE_DEFAULTS, **TRAINING_DEFAULTS}.items()}
     if args.stride is None and isinstance(v["window"], int) and v["window"] >= 1:
         v["stride"] = min(SHAPE_DEFAULTS["stride"], v["window"])  # a short window's own length, not a refusal
+    _check_coverage_needs_forecasts(args, v["horizon"])
     return DetectorConfig(
         ArchitectureConfig(cell=v["cell"], bidirectional=v["bidirectional"], layers=v["layers"], units=v["units"],
                            dropout=v["dropout"], forecast_horizon=v["horizon"]),
@@ -381,8 +382,19 @@ def _warm_start_config(args, config):
                 if getattr(args, a) is not None}
     scoring = {k: getattr(args, a) for k, a in (("threshold_method", "threshold"), ("interval_coverage", "coverage"))
                if getattr(args, a) is not None}
+    _check_coverage_needs_forecasts(args, config.architecture.forecast_horizon)
     return dataclasses.replace(config, training=dataclasses.replace(config.training, **training),
                                scoring=dataclasses.replace(config.scoring, **scoring))
+
+
+def _check_coverage_needs_forecasts(args, horizon: int) -> None:
+    """Refuse a ``--coverage`` for a model that forecasts nothing: it sets the forecast intervals' coverage only, and
+    had been taken without a word (found by the bug hunt of training)."""
+    if getattr(args, "coverage", None) is not None and not horizon:
+        which = "the model of --warm-start" if args.warm_start else "this model"
+        fix = "leave --coverage out" if args.warm_start else "give --horizon STEPS too, or leave --coverage out"
+        raise CliError(f"--coverage sets the coverage of the forecast intervals, and {which} forecasts nothing "
+                       f"(a forecast horizon of 0); {fix}")
 
 
 def _check_model_dir(path: str) -> None:

@@ -19,7 +19,8 @@ def write_training_report(detector, directory) -> Path:
             ax.plot(range(1, len(history[key]) + 1), history[key], label=key.replace("_", " "))
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean squared error (scaled units)")
-    ax.set_yscale("log")
+    if all(value > 0 for key in ("loss", "val_loss") for value in history.get(key, [])):
+        ax.set_yscale("log")  # a loss of 0 (readings the model reproduces exactly) has no place on it
     ax.set_title(f"{detector.model.name} {detector.model_version}")
     ax.legend()
     fig.tight_layout()

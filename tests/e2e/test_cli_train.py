@@ -151,3 +151,21 @@ def test_train_says_why_the_readings_it_could_not_read_were_rejected(tmp_path, w
     assert ("seqwatch train: note: 160 of the training input's 3200 readings (5.0%) could not be read "
             "(parse_timestamp 160; the first parse_timestamp: ") in gaps_err
     assert "training on 3040 readings from 1 file(s) (160 rejected readings skipped)" in gaps_err
+
+
+def test_a_training_report_of_losses_of_zero_is_drawn_without_a_warning(small_model_dir, tmp_path):
+    """Found by the bug hunt of training: losses of 0 (readings the model reproduces exactly) leaked matplotlib's
+    "Data has no positive values, and therefore cannot be log-scaled" to the terminal."""
+    import shutil
+    import warnings
+
+    from seqwatch.pipelines.report import write_training_report
+
+    detector = load_artifact(small_model_dir)
+    detector.history = {"loss": [0.0, 0.0], "val_loss": [0.0, 0.0]}
+    folder = tmp_path / "model"
+    shutil.copytree(small_model_dir, folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_training_report(detector, folder)
+    assert (folder / "loss_curves.png").stat().st_size > 0

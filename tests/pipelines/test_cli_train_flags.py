@@ -34,6 +34,10 @@ def test_shape_flags_are_refused_by_their_flag_names(tmp_path, cli_cases):
         (["--window", "1"], "seqwatch train: --window must be >= 2, got 1"),
         (["--channel", "a", "--channel", "a"],  # bug hunt of variants: it had refused for "0 windows"
          "seqwatch train: --channel a is given more than once; name each channel to model once"),
+        # bug hunt of training (2026-12-03): taken without a word, though it sets nothing without forecasts
+        (["--coverage", "0.99"], "seqwatch train: --coverage sets the coverage of the forecast intervals, and this "
+                                 "model forecasts nothing (a forecast horizon of 0); give --horizon STEPS too, or "
+                                 "leave --coverage out"),
         (["--window", "8", "--units", "4"], None),  # trains, with stride 8
     ]
     results = cli_cases([base + flags + ["--model-dir", str(tmp_path / f"m{i}")]
