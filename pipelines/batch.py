@@ -220,18 +220,21 @@ def _check_sinks_replaceable(output: str) -> None:
                            f"not write through the link; give --output on the disk the link leads to instead")
 
 
-def _fill_empty_sinks(staging: str) -> None:
+def _fill_empty_sinks(staging: str) -> int:
     """A staged sink that received no row gets a file of none: a quiet night's alerts/ holds one, so that a query
-    of it still has columns."""
+    of it still has columns. Returns how many it wrote (counted in ``files_written``, as ``outputs`` lists them)."""
     from seqwatch.pipelines.sinks import write_parquet
     from seqwatch.schemas.arrow import ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, SCORE_SCHEMA
 
     schemas = {"alerts": ALERT_SCHEMA, "forecasts": FORECAST_SCHEMA, "scores": SCORE_SCHEMA,
                "quarantine": QUARANTINE_SCHEMA}
+    written = 0
     for sink in SINKS:
         staged = FileSystems.join(staging, sink)
         if not FileSystems.exists(staged):
             write_parquet(FileSystems.join(staged, EMPTY_SINK_FILE), schemas[sink].empty_table())
+            written += 1
+    return written
 
 
 def _commit(output: str, staging: str, aside: str) -> None:
@@ -434,7 +437,9 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
         if accounted != records_in:
             raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
-        _fill_empty_sinks(plan.staging)
+        placeholders = _fill_empty_sinks(plan.staging)
+        if placeholders:  # the manifest's count of files is of the files it lists (the bug hunt of outputs)
+            counts["files_written"] = counts.get("files_written", 0) + placeholders
         manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
                              _previous_run(output, plan.run_id, list(plan.paths)))
         write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
