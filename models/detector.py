@@ -614,13 +614,9 @@ class Seq2SeqDetector:
         keras.utils.set_random_seed(self.config.training.seed)
         self.model = build_seq2seq(self.config.architecture, self.window_length, len(self.channels))
         self._train_and_calibrate(windows, progress, warm_start=False)
-        if not self.threshold > ZERO_THRESHOLD:
-            notes.append(zero_threshold_note(self.threshold))
-            warnings.warn(TrainingDataWarning(notes[-1]), stacklevel=2)
-        asked = self.config.scoring.interval_coverage
-        if self.intervals is not None and self.intervals.coverage < asked:
-            notes.append(coverage_note(self.intervals.coverage, asked, len(windows["calibration"])))
-            warnings.warn(TrainingDataWarning(notes[-1]), stacklevel=2)
+        for note in self._calibration_notes(len(windows["calibration"])):
+            notes.append(note)
+            warnings.warn(TrainingDataWarning(note), stacklevel=2)
         self.metrics.update(constant_channels=constant, rising_channels=sorted(rising), training_notes=notes)
         self._record_data(frame, holdout)
         return self
@@ -659,16 +655,21 @@ class Seq2SeqDetector:
         values = np.concatenate(training.rows)
         cumulative = set(self.config.window.cumulative_channels)
         constant = [self.channels[i] for i in ChannelScaler.constant(values) if self.channels[i] not in cumulative]
-        notes = [constant_channel_note(constant, cumulative)] if constant else []
-        if not self.threshold > ZERO_THRESHOLD:
-            notes.append(zero_threshold_note(self.threshold))
-        asked = self.config.scoring.interval_coverage
-        if self.intervals is not None and self.intervals.coverage < asked:
-            notes.append(coverage_note(self.intervals.coverage, asked, len(windows["calibration"])))
+        notes = ([constant_channel_note(constant, cumulative)] if constant else []) + \
+            self._calibration_notes(len(windows["calibration"]))
         for note in notes:
             warnings.warn(TrainingDataWarning(note), stacklevel=2)
         self.metrics.update(fine_tunes=done + 1, fine_tune_notes=notes, **kept)
         return self
+
+    def _calibration_notes(self, calibration_windows: int) -> list:
+        """The notes on what the calibration gave, after a fit or fine-tuning: a threshold of 0, and forecast
+        intervals that cannot cover as often as asked."""
+        notes = [zero_threshold_note(self.threshold)] if not self.threshold > ZERO_THRESHOLD else []
+        asked = self.config.scoring.interval_coverage
+        if self.intervals is not None and self.intervals.coverage < asked:
+            notes.append(coverage_note(self.intervals.coverage, asked, calibration_windows))
+        return notes
 
     def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:
         """The fingerprint of the readings a fit or fine-tuning saw (the holdout's too), and the holdout's size."""

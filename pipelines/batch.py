@@ -522,7 +522,7 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         **({"input_digests": dict(plan.input_digests)} if plan.input_digests else {}),
         # where relative input paths (and the quarantine's sources, named as given) lie: a replay started from
         # another folder finds them there
-        "working_dir": os.getcwd(),
+        **_working_dir(),
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),
@@ -534,6 +534,15 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
     if replaced:
         manifest["replaced_run"] = replaced
     return manifest
+
+
+def _working_dir() -> dict:
+    """``{"working_dir": ...}``, or nothing where the folder the run started in was removed meanwhile (a release
+    folder swapped under a long cron run): a run of absolute paths needs none."""
+    try:
+        return {"working_dir": os.getcwd()}
+    except OSError:
+        return {}
 
 
 def _canonical_path(path: str) -> str:

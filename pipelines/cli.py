@@ -178,7 +178,8 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     frame = pd.concat(frames, ignore_index=True) if frames else None
     if frame is not None and mapping.ignore and what == "training input":
         # a name that matches nothing (a typo of the channel a note advised leaving out) had trained on without it
-        known = columns if mapping.format == "wide" else set(map(str, frame["channel"].unique()))
+        # a long file's --ignore names channels, or columns besides the four (a unit column)
+        known = columns if mapping.format == "wide" else columns | set(map(str, frame["channel"].unique()))
         _note_unknown_ignored([name for name in mapping.ignore if name not in known], known, mapping.format, what)
     if frame is not None and mapping.format == "long" and mapping.ignore:
         # A long file has no column per channel: --ignore names channels, whose readings the model leaves out (as
@@ -281,7 +282,7 @@ def _note_unknown_ignored(unknown: list, known: set, layout: str, what: str) -> 
 
     if not unknown:
         return
-    kind = "column" if layout == "wide" else "channel"
+    kind = "column" if layout == "wide" else "column or channel"
     shown = []
     for name in unknown:
         close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -507,13 +508,14 @@ def _train_locked(args) -> int:
     if args.holdout_input:
         held = _read_training_frame(args, args.holdout_input, "holdout input", modelled)
         holdout = held.frame
-    left_out = 0
+    left_out = left_out_of_input = 0
     if args.exclude_alerts:
         import pandas as pd
 
         from seqwatch.pipelines.retraining import alert_spans, leave_out_alerted, unscored_inputs
         spans = pd.concat([alert_spans(folder) for folder in args.exclude_alerts], ignore_index=True)
         frame, left_out = leave_out_alerted(frame, spans)
+        left_out_of_input = left_out
         unscored = unscored_inputs(list(paths), list(args.exclude_alerts))
         if unscored:
             print(f"seqwatch train: note: {len(unscored)} of the {len(paths)} training file(s) were not read as they "
@@ -534,11 +536,11 @@ def _train_locked(args) -> int:
                 raise CliError(f"--warm-start continues a model of channels {list(detector.channels)}; "
                                f"--channel {' '.join(channels)} differs")
             tuned = frame[frame["channel"].isin(detector.channels)]
-            if tuned.empty and left_out:
-                raise CliError(f"all {left_out} readings of the fine-tuning input lie inside the alerts of the runs "
-                               f"given with --exclude-alerts, so none is left to fine-tune on: give readings from "
-                               f"outside those alerts, or, if they show the equipment's new normal, fine-tune on them "
-                               f"without --exclude-alerts")
+            if tuned.empty and left_out_of_input:
+                raise CliError(f"all {left_out_of_input} readings of the fine-tuning input lie inside the alerts of "
+                               f"the runs given with --exclude-alerts, so none is left to fine-tune on: give "
+                               f"readings from outside those alerts, or, if they show the equipment's new normal, "
+                               f"fine-tune on them without --exclude-alerts")
             lacking = entities_lacking_channels(tuned, detector.channels)
             if lacking:  # as a first training notes them: none of their readings can train the model
                 print(f"seqwatch train: note: {lacking_channels_note(lacking, detector.channels)}", file=sys.stderr)

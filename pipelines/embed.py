@@ -45,7 +45,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.broker_sources import MessageParser, _emit
 from seqwatch.pipelines.config import MAX_SECONDS
-from seqwatch.pipelines.graph import SourceOutputs, detect, write_detections
+from seqwatch.pipelines.batch import SINKS
+from seqwatch.pipelines.graph import COUNTS_FILE, SourceOutputs, detect, write_detections
+from seqwatch.pipelines.sinks import delete_path
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.streaming import (DEFAULT_FLUSH_WINDOW_S, DEFAULT_LATE_AFTER_S, gate_late_readings,
                                           plan_stream)
@@ -72,8 +74,10 @@ class WriteDetections(beam.PTransform):
     outputs are written in place: unlike ``seqwatch run``, nothing is staged and swapped in. Emits the counts
     written (a dict; in streaming ``(window start, dict)`` pairs). ``run_id``: the run id the score rows carry;
     give the one of the ``DetectAnomalies`` that found them (its ``run_id``), which its quarantined records
-    carry. A root that is a file, or that holds an earlier run's outputs (which would stay beside this run's,
-    uncounted), raises ``RunError`` when the pipeline is built; ``replace_existing=True`` removes those outputs then.
+    carry. A root that is a file raises ``RunError`` when the pipeline is built, and so, in batch, does a root
+    that holds an earlier run's outputs (they would stay beside this run's, uncounted); ``replace_existing=True``
+    removes those outputs then (a retry into the same root needs it). A stream restarted into its root writes on
+    there, over the files of the windows it writes again.
 
         detect = DetectAnomalies("models/pumps")
         readings | detect | WriteDetections("out/", run_id=detect.run_id)"""
@@ -99,41 +103,63 @@ class WriteDetections(beam.PTransform):
 
     def expand(self, found: Detections):
         from seqwatch.pipelines.batch import RunError
-        from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
+        from seqwatch.pipelines.sinks import prepare_output_folder
 
         streaming = found.scores.pipeline.options.view_as(StandardOptions).streaming
         try:  # a file in the root's place is one sentence now, not a traceback once everything was scored
             prepare_output_folder(self.root)
         except OSError as exc:
             raise RunError(str(exc).replace("--output", "root", 1)) from None
-        earlier = earlier_outputs(self.root)
+        # A batch pipeline's outputs are one run's: an earlier run's files would stay beside them, uncounted. A
+        # stream restarted into its root goes on writing there (its windows' files), as it always did.
+        earlier = [] if streaming else earlier_outputs(self.root)
         if earlier and not self.replace_existing:
             raise RunError(f"root {self.root} holds the outputs of an earlier run ({', '.join(earlier)}), and "
                            f"WriteDetections writes in place: its files would stay beside this run's, which its "
                            f"counts do not count; give each run a folder of its own, or pass replace_existing=True "
-                           f"to remove them when the pipeline is built")
+                           f"(as a retry into the same folder needs) to remove them when the pipeline is built")
         for name in earlier:
-            delete_path(FileSystems.join(self.root, name))
+            remove_output(FileSystems.join(self.root, name))
         return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
                                  "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
                                 self.flush_window_s if streaming else None)
 
 
-# What WriteDetections writes under its root (sinks.py, flush.py): an earlier run's would mix with this one's.
-WRITTEN = ("scores", "forecasts", "alerts", "alerts_open", "quarantine", "counts", "counts.json")
+# What a batch WriteDetections writes under its root: an earlier run's would mix with this one's.
+WRITTEN = (*SINKS, COUNTS_FILE)
 
 
 def earlier_outputs(root: str) -> list[str]:
-    """The names in ``WRITTEN`` that ``root`` holds (an empty folder is none)."""
+    """The names in ``WRITTEN`` under ``root`` that hold a file (on an object store, a prefix with objects)."""
     found = []
     for name in WRITTEN:
         path = FileSystems.join(root, name)
-        if not FileSystems.exists(path):
-            continue
-        if "://" not in path and os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
-            continue
-        found.append(name)
+        if "://" not in path:
+            held = os.path.isfile(path) or any(files for _, _, files in os.walk(path))
+        else:  # gs://, s3://: a "folder" is a prefix, which FileSystems.exists does not see
+            try:
+                held = FileSystems.exists(path) or any(
+                    r.metadata_list for r in FileSystems.match([path.rstrip("/") + "/**"]))
+            except Exception:  # noqa: BLE001 - a store's "no match" is an error on some file systems
+                held = False
+        if held:
+            found.append(name)
     return found
+
+
+def remove_output(path: str) -> None:
+    """Remove an earlier run's sink folder or counts file (on an object store, every object under the prefix)."""
+    if "://" not in path:
+        delete_path(path)
+        return
+    try:
+        objects = [m.path for r in FileSystems.match([path.rstrip("/") + "/**"]) for m in r.metadata_list]
+    except Exception:  # noqa: BLE001
+        objects = []
+    if FileSystems.exists(path):
+        objects.append(path)
+    if objects:
+        FileSystems.delete(objects)
 
 
 def _is_number(value) -> bool:

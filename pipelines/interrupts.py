@@ -18,16 +18,26 @@ import threading
 import time
 
 _TAKEN = threading.Event()
+_RESEND = threading.Event()  # a dropped interrupt is to be sent again: cleared once one is acted on
 
 
 def note_taken() -> None:
-    """Called by the signal handler: a Ctrl-C or SIGTERM has come."""
+    """Called by the signal handler, as it raises ``KeyboardInterrupt``: a Ctrl-C or SIGTERM has come (an earlier
+    one that Python dropped needs sending again no more: this one is raised, or dropped and sent again itself)."""
     _TAKEN.set()
+    _RESEND.clear()
 
 
 def clear() -> None:
-    """Forget an earlier signal (a command's start, in a process that runs several, as the tests do)."""
+    """Forget an earlier signal (a command's start or end, in a process that runs several, as the tests do)."""
     _TAKEN.clear()
+    _RESEND.clear()
+
+
+def acted_on() -> None:
+    """The interrupt is being acted on (the command stops): a dropped one is not to be sent again, which would
+    raise inside the clean-up."""
+    _RESEND.clear()
 
 
 def taken() -> bool:
@@ -43,10 +53,12 @@ def redeliver_dropped(unraisable, signum: int) -> bool:
     The signal is sent from another thread: sent from here, its handler ran inside this hook, where Python dropped
     its exception too."""
     if not (_TAKEN.is_set() and isinstance(unraisable.exc_type, type)
-            and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            and issubclass(unraisable.exc_type, KeyboardInterrupt)
+            and threading.current_thread() is threading.main_thread()):
         return False
     import _thread
 
+    _RESEND.set()
     # not threading.Thread: its start() waits for the thread, and the signal had come within that wait
     _thread.start_new_thread(_send_after_hook, (threading.main_thread().ident, signum))
     return True
@@ -54,12 +66,15 @@ def redeliver_dropped(unraisable, signum: int) -> bool:
 
 def _send_after_hook(thread_id: int, signum: int) -> None:
     time.sleep(0.02)  # the hook returns meanwhile
-    signal.pthread_kill(thread_id, signum)
+    if _RESEND.is_set() and _TAKEN.is_set():  # not when the command already stops, or has ended
+        _RESEND.clear()
+        signal.pthread_kill(thread_id, signum)
 
 
 def stop_if_taken() -> None:
     """Raise ``KeyboardInterrupt`` if a Ctrl-C or SIGTERM has come, even one whose exception Python dropped."""
     if _TAKEN.is_set():
+        acted_on()
         raise KeyboardInterrupt
 
 

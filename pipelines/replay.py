@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -486,7 +487,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     output = Path(config.output)
     if manifest_path is not None and output.resolve() == manifest_path.parent.resolve() \
-            or _manifest_run_id(output) in set(everything["run_id"]) - {""}:  # a JSON Lines export's run, too
+            or _holds_run_of(output, everything):  # the run a JSON Lines export came from, too
         raise ReplayError(f"--output {config.output} is the run's own output folder: a replay is a run of the "
                           f"replayed records' source files only, whose commit would replace the other files' "
                           f"outputs there; give the replay a folder of its own")
@@ -502,10 +503,19 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         raise ReplayError(str(exc)) from None
 
 
-def _manifest_run_id(folder: Path) -> str | None:
-    """The run id of the manifest in ``folder``, or None."""
+def _holds_run_of(folder: Path, records: pd.DataFrame) -> bool:
+    """Whether ``folder`` holds the outputs of a run (not a replay's) whose records ``records`` are: a replay
+    committed there would replace the outputs of every file it does not re-run. A replay's own folder, rerun with
+    the same ``--run-id``, is not such a run; records without a run id name none."""
     manifest = _original_manifest(folder / "manifest.json" if (folder / "manifest.json").is_file() else None)
-    return manifest.get("run_id") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or not manifest.get("run_id") or manifest.get("replay"):
+        return False
+    ids = set(records["run_id"].dropna().astype(str)) if "run_id" in records.columns else set()
+    return manifest["run_id"] in ids
+
+
+# A source that is no relative local path: a URL (gs://), a stream's (pcollection:, kafka:...), a Windows drive's.
+_NOT_RELATIVE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*:|[\\/])")
 
 
 def _from_run_folder(records, everything, carried, manifest: dict):
@@ -518,10 +528,11 @@ def _from_run_folder(records, everything, carried, manifest: dict):
         return records, everything, carried, manifest
 
     def located(source):
-        if not isinstance(source, str) or not source or "://" in source or ":" in source.split("/")[0] \
-                or os.path.isabs(source):
-            return source  # another file system's, a stream's (pcollection:...), or absolute already
-        return os.path.normpath(os.path.join(base, source))
+        if not isinstance(source, str) or not source or _NOT_RELATIVE.match(source) or os.path.isabs(source):
+            return source  # another file system's, a stream's (pcollection:..., kafka:...), or absolute already
+        there = os.path.normpath(os.path.join(base, source))
+        # where the run was started; if that folder is gone or elsewhere (a container's), as named from here
+        return there if os.path.exists(there) or not os.path.exists(source) else source
 
     def moved(frame):
         return None if frame is None else frame.assign(source=frame["source"].map(located))
@@ -563,9 +574,11 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         edits = fixed_texts(patch, copies, compared)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    from seqwatch.pipelines.batch import _canonical_path
+
     replaced = manifest.get("replaced_run")
-    if replaced and sorted(map(_canonical, replaced.get("inputs") or [])) == sorted(
-            map(_canonical, set(copies.values()))):
+    if replaced and sorted(map(_canonical_path, replaced.get("inputs") or [])) == sorted(
+            map(_canonical_path, set(copies.values()))):
         del manifest["replaced_run"]  # a replay of these sources again (its inputs were copies of them)
     manifest["inputs"] = [copies.get(p, p) for p in manifest["inputs"]]
     manifest["input_digests"] = {source: digests[source] for source in sorted(set(copies.values()))}
@@ -582,11 +595,6 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     manifest["replay"]["fixed_lines"] = len(edits)
     (output / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
     return manifest
-
-
-def _canonical(path: str) -> str:
-    from seqwatch.pipelines.batch import _canonical_path
-    return _canonical_path(path)
 
 
 def _model_and_suite(model_dir: str, suite: str) -> list:

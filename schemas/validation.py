@@ -159,9 +159,10 @@ def channel_value_bounds(suite: dict, channels) -> dict:
     """``{channel: (low, high)}``: the range a reading of each of ``channels`` must lie in to pass ``suite``, from
     its ``expect_column_values_to_be_between`` rules on ``value`` that hold for every reading (no ``mostly``) and
     whose row condition, if any, names no column but ``channel`` (a rule of some entities only bounds none of the
-    model's forecasts). ``None`` is no bound on that side; a channel no rule bounds is left out. A model trained
-    with the suite keeps them, and its forecasts never leave them (a power forecast below 0 W predicts a reading
-    the suite would quarantine)."""
+    model's forecasts). ``None`` is no bound on that side; a channel no rule bounds, or whose rules leave no value
+    (a low bound above a high one), is left out. A model trained with the suite keeps them, and its forecasts are
+    clipped to them (a power forecast below 0 W predicts a reading the suite would quarantine; a strict bound is
+    clipped to as to an inclusive one)."""
     names = [str(c) for c in channels]
     frame = pd.DataFrame({"channel": pd.Categorical(names)})
     bounds = {name: [None, None] for name in names}
@@ -191,7 +192,8 @@ def channel_value_bounds(suite: dict, channels) -> dict:
                 bounds[name][0] = float(low)
             if _is_bound(high) and (bounds[name][1] is None or high < bounds[name][1]):
                 bounds[name][1] = float(high)
-    return {name: tuple(pair) for name, pair in bounds.items() if pair != [None, None]}
+    return {name: tuple(pair) for name, pair in bounds.items()
+            if pair != [None, None] and (None in pair or pair[0] <= pair[1])}
 
 
 def _is_bound(value) -> bool:

@@ -3,7 +3,6 @@ model's risk, the Beam step with panes out of order (TestStream), and a batch ru
 Parquet."""
 import apache_beam as beam
 import numpy as np
-import pyarrow.dataset as ds
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream

@@ -138,8 +138,8 @@ def test_fine_tunings_that_would_save_a_useless_version_are_refused_and_an_unkno
     ])
     (trained, train_err), (idle, idle_err), (run, run_err), (excluded, excluded_err) = results
     assert (trained, idle, run, excluded) == (0, 2, 0, 2), [err[-1500:] for _, err in results]
-    assert ("seqwatch train: note: the ignored name 'tmep' (did you mean 'temp'?) is no channel of the training "
-            "input, so it leaves nothing out") in train_err
+    assert ("seqwatch train: note: the ignored name 'tmep' (did you mean 'temp'?) is no column or channel of the "
+            "training input, so it leaves nothing out") in train_err
     assert read_metadata(root / "v1")["channels"] == ["flow", "temp"]
     assert idle_err.strip().splitlines()[-1].startswith("seqwatch train: the fine-tuned version was not saved: the "
                                                         "threshold is ")
@@ -151,3 +151,21 @@ def test_fine_tunings_that_would_save_a_useless_version_are_refused_and_an_unkno
         "seqwatch train: all 2400 readings of the fine-tuning input lie inside the alerts of the runs given with "
         "--exclude-alerts, so none is left to fine-tune on: give readings from outside those alerts, or, if they "
         "show the equipment's new normal, fine-tune on them without --exclude-alerts")
+
+
+def test_an_ignored_column_of_a_long_file_is_no_unknown_name(tmp_path, cli_cases):
+    """A review of the note on ignored names: a long file's --ignore names a column besides the four (a unit column,
+    without which the file is refused) as well as channels; the note had called such a column unknown."""
+    t = np.arange(600)
+    times = pd.to_datetime(1_767_225_600 + 60 * t, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame = pd.concat([pd.DataFrame({"entity_id": "e1", "channel": c, "timestamp": times,
+                                     "value": np.sin(t / (10 + i)), "unit": "bar"}) for i, c in enumerate("ab")])
+    frame.to_csv(tmp_path / "history.csv", index=False)
+    base = ["train", "--input", str(tmp_path / "history.csv"), "--window", "8", "--units", "4", "--epochs", "1"]
+    (code, stderr), (typo_code, typo) = cli_cases([base + ["--model-dir", str(tmp_path / "m"), "--ignore", "unit"],
+                                                   base + ["--model-dir", str(tmp_path / "m2"), "--ignore", "unit",
+                                                           "--ignore", "uint"]])
+    assert code == typo_code == 0, (stderr[-2000:], typo[-2000:])
+    assert "ignored name" not in stderr
+    assert ("seqwatch train: note: the ignored name 'uint' (did you mean 'unit'?) is no column or channel of the "
+            "training input, so it leaves nothing out") in typo

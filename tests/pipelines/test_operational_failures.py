@@ -89,6 +89,13 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_the_run_before_its
             return graph
 
         batch.build_pipeline = build_then_signal
+        fill = batch._fill_empty_sinks
+
+        def finished(staging):  # runs once the pipeline has run: it had, before stopping at the commit
+            print("the pipeline ran", flush=True)
+            return fill(staging)
+
+        batch._fill_empty_sinks = finished
         code = main(["run", "--input", {str(path)!r}, "--model-dir", {str(small_model_dir)!r}, "--output",
                      {str(out)!r}, "--run-id", "later"])
         sys.exit(code)
@@ -96,6 +103,7 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_the_run_before_its
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     # Python did drop it, and the CLI raised it again at once (it had stopped only before the commit)
     assert result.stdout.count("interrupt delivered again: True") >= 1, (result.stdout, result.stderr[-3000:])
+    assert "the pipeline ran" not in result.stdout
     assert "Exception ignored" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 143, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
@@ -116,12 +124,11 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_a_training_before_
 
         fit = Seq2SeqDetector.fit
 
-        def fit_then_signal(self, *args, **kwargs):
-            fitted = fit(self, *args, **kwargs)
+        def signal_then_fit(self, *args, **kwargs):  # it had stopped only before the save, after training
             dropped_sigterm()
-            return fitted
+            return fit(self, *args, **kwargs)
 
-        Seq2SeqDetector.fit = fit_then_signal
+        Seq2SeqDetector.fit = signal_then_fit
         code = main(["train", "--input", {str(path)!r}, "--model-dir", {str(model)!r}, "--window", "8",
                      "--units", "4", "--epochs", "1", "--horizon", "0"])
         sys.exit(code)
@@ -131,6 +138,7 @@ def test_a_sigterm_whose_exception_python_dropped_still_stops_a_training_before_
     assert "Exception ignored" not in result.stderr, result.stderr[-3000:]
     assert result.returncode == 143, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == "seqwatch train: stopped by SIGTERM"
+    assert "epoch" not in result.stderr  # stopped where it was, not at the save
     assert not model.exists()  # made for the training's lock, and removed with nothing saved in it
 
 
@@ -351,3 +359,39 @@ def test_a_sigterm_whose_exception_python_dropped_stops_the_demo_where_it_is(tmp
     assert result.stderr.strip().splitlines()[-1].startswith("seqwatch demo: stopped by SIGTERM"), result.stderr[-3000:]
     assert "epoch" not in result.stderr  # stopped before its first epoch
     assert not list(output.rglob("manifest.json")) and not list(output.rglob("metadata.json"))
+
+
+def test_a_dropped_interrupt_is_sent_again_only_while_nothing_has_acted_on_it():
+    """A review: the signal sent again 20 ms after the drop had come even when the command was already stopping (a
+    check before a commit raised first), or had ended: inside its clean-up, or after its handlers were restored."""
+    import signal
+    import time
+    from types import SimpleNamespace
+
+    from seqwatch.pipelines import interrupts
+
+    got = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
+    dropped = SimpleNamespace(exc_type=KeyboardInterrupt)
+    try:
+        interrupts.clear()
+        interrupts.note_taken()
+        assert interrupts.redeliver_dropped(dropped, signal.SIGUSR1)
+        time.sleep(0.2)
+        assert got == [signal.SIGUSR1]  # sent again
+        assert interrupts.redeliver_dropped(dropped, signal.SIGUSR1)
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.stop_if_taken()  # acted on before the 20 ms were up
+        time.sleep(0.2)
+        assert got == [signal.SIGUSR1]
+        interrupts.note_taken()
+        assert interrupts.redeliver_dropped(dropped, signal.SIGUSR1)
+        interrupts.clear()  # the command ended
+        time.sleep(0.2)
+        assert got == [signal.SIGUSR1]
+        assert not interrupts.redeliver_dropped(SimpleNamespace(exc_type=ValueError), signal.SIGUSR1)
+        interrupts.clear()
+        assert not interrupts.redeliver_dropped(dropped, signal.SIGUSR1)  # no signal has come
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        interrupts.clear()

@@ -113,7 +113,7 @@ def test_a_batch_run_holds_its_output_until_its_manifest_and_waits_for_no_one(sm
 
     monkeypatch.setattr(batch, "_commit", commit_and_probe)
     manifest = run_batch(_config(path, out, small_model_dir, run_id="run-a"), ["--runner=DirectRunner"])
-    assert len(seen) == 1 and seen[0].startswith(f"another seqwatch run run-a (process ") and str(out) in seen[0]
+    assert len(seen) == 1 and seen[0].startswith("another seqwatch run run-a (process ") and str(out) in seen[0]
     assert manifest["records_in"] == manifest["records_scored"] + manifest["records_quarantined"] == 1600
     assert _probe(out) == "free"
 

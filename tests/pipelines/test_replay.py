@@ -626,3 +626,46 @@ def test_a_replays_run_id_follows_the_model_and_a_rerun_replaces_nothing_else(or
     first, other_model, rerun = manifests
     assert first["run_id"] != other_model["run_id"] and first["run_id"] == rerun["run_id"]
     assert "replaced_run" not in rerun and "replaced_run" not in first
+
+
+def test_the_guard_of_the_runs_folder_lets_a_replays_own_folder_and_records_without_a_run_id_be(
+        original, small_model_dir, tmp_path):
+    """A review of the guard above: records of a JSON Lines export without a run id failed with a KeyError, and a
+    replay rerun into its own folder with the run's own --run-id was refused as the run's folder."""
+    _, _, out, manifest = original
+    fixes = tmp_path / "fixes.jsonl"
+    _quarantine(out).drop(columns=["run_id"]).to_json(fixes, orient="records", lines=True)
+    replayed = run_replay(ReplayConfig(quarantine=str(fixes), output=str(tmp_path / "from-export"),
+                                       model_dir=str(small_model_dir), mapping=WIDE, suite="sensor"),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    assert replayed["replay"]["readings"] == 3
+    for _ in range(2):  # the second time into a folder whose manifest (a replay's) bears the run's id
+        again = run_replay(ReplayConfig(quarantine=str(out), output=str(tmp_path / "same-id"), suite="sensor",
+                                        model_dir=str(small_model_dir), run_id=manifest["run_id"]),
+                           ["--runner=DirectRunner"], now_us=NOW_US)
+        assert again["run_id"] == manifest["run_id"] and again["replay"]["scored_now"] == 2
+
+
+def test_a_relative_source_is_found_from_here_when_the_runs_working_folder_is_gone(original, small_model_dir,
+                                                                                  tmp_path, monkeypatch):
+    """A review: a run in a container (or a release folder since removed) names its sources relative to a folder
+    the replay's machine lacks; the same relative path from where the replay starts is the file."""
+    _, source, out, _ = original
+    moved = tmp_path / "run"
+    import shutil
+    shutil.copytree(out, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "pump-07.csv").write_bytes(source.read_bytes())
+    relative = "inputs/pump-07.csv"
+    manifest.update(working_dir="/opt/job-that-is-gone", input_digests={relative: manifest["input_digests"][
+        str(source)]})
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    quarantine = _quarantine(moved).assign(source=relative)
+    for path in (moved / "quarantine").rglob("*.parquet"):
+        path.unlink()
+    quarantine.to_json(moved / "quarantine" / "records.jsonl", orient="records", lines=True)
+    monkeypatch.chdir(tmp_path)
+    replayed = run_replay(ReplayConfig(quarantine=str(moved), output="replayed", model_dir=str(small_model_dir),
+                                       suite="sensor"), ["--runner=DirectRunner"], now_us=NOW_US)
+    assert replayed["replay"]["sources"] == [relative] and replayed["replay"]["scored_now"] == 2
