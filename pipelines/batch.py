@@ -523,6 +523,9 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         # where relative input paths (and the quarantine's sources, named as given) lie: a replay started from
         # another folder finds them there
         **_working_dir(),
+        # files that hold readings of one entity, joined (locality.FileSpans.file_groups): a replay of one re-runs
+        # them all (absent where the inputs could not be indexed without parsing them whole)
+        **({"input_groups": plan.spans.file_groups()} if plan.spans is not None else {}),
         "records_in": counts["records_in"],
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),

@@ -42,6 +42,27 @@ class FileSpans:
             return False  # not in the index: never guess
         return all(s == source or last < start_us or first >= end_us for s, first, last in items)
 
+    def file_groups(self) -> list[list[str]]:
+        """The files that hold readings of one entity, joined across entities (files A and B share an entity, B
+        and C another: one group), each sorted; only groups of more than one file. A replay re-runs a source's
+        whole group, so that the windows of every entity it scores are cut from all of that entity's readings."""
+        parent: dict[str, str] = {}
+
+        def root(path: str) -> str:
+            while parent.setdefault(path, path) != path:
+                parent[path] = parent[parent[path]]
+                path = parent[path]
+            return path
+
+        for items in self.spans.values():
+            first = root(items[0][0])
+            for source, _, _ in items[1:]:
+                parent[root(source)] = first
+        groups: dict[str, list[str]] = defaultdict(list)
+        for path in parent:
+            groups[root(path)].append(path)
+        return sorted(sorted(set(members)) for members in groups.values() if len(set(members)) > 1)
+
     def __eq__(self, other):
         return isinstance(other, FileSpans) and self.spans == other.spans
 

@@ -281,18 +281,32 @@ def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:
     pq.write_table(pa.table(columns), target)
 
 
-def prepare_inputs(records: pd.DataFrame, work: Path, sep: str | None = None) -> dict[str, str]:
-    """Write a patched copy of every source of ``records`` under ``work``; returns copy path -> source path.
-    ``sep``: the CSV separator the replay's mapping gives (None: as the header shows).
+def prepare_inputs(records: pd.DataFrame, work: Path, sep: str | None = None,
+                   context: tuple = ()) -> dict[str, str]:
+    """Write a patched copy of every source of ``records`` under ``work``, and an unpatched one of each ``context``
+    file (the run's other files of the same entities); returns copy path -> source path. ``sep``: the CSV
+    separator the replay's mapping gives (None: as the header shows).
 
-    Each copy keeps its file name (a wide file's entity is its name) in its own numbered folder."""
+    Each copy keeps its file name (a wide file's entity is its name) in its own folder, numbered in the sources'
+    order (the order in which a run keeps the first of two readings of one time)."""
     from apache_beam.io.filesystem import CompressionTypes
 
     from seqwatch.pipelines.sources import is_parquet
     from seqwatch.pipelines.validate import MESSAGE_SOURCE_PREFIXES
 
     copies = {}
-    for i, (source, part) in enumerate(sorted(records.groupby("source"), key=lambda kv: kv[0])):
+    parts = {source: part for source, part in records.groupby("source")}
+    for i, source in enumerate(sorted(set(parts) | set(context))):
+        part = parts.get(source)
+        if part is None:  # a context file: read as the run read it
+            if not Path(source).is_file():
+                raise ReplayError(f"cannot replay: {source}, a file of the run that holds readings of the replayed "
+                                  f"entities (their windows are cut from all of their readings), is gone")
+            target = work / f"{i:04d}" / PurePath(source).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copies[str(target)] = source
+            continue
         from_messages = not source or source.startswith(MESSAGE_SOURCE_PREFIXES)
         if from_messages or not Path(source).is_file():
             where = "they came from a stream or a PCollection, not a file" if from_messages else (
@@ -441,6 +455,8 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     Raises ``ReplayError`` (nothing to replay, a source is gone, conflicting fixes) or the batch run's
     ``RunError``; either way with one sentence."""
+    import pandas as pd
+
     from seqwatch.pipelines.sinks import prepare_output_folder
 
     files, manifest_path = find_quarantine(config.quarantine)
@@ -465,9 +481,11 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     # what the replay reads (hashed once), checked against the run's, and kept so that a replay of this replay's
     # quarantine is checked in turn
     from seqwatch.pipelines.batch import _sha256_file
-    digests = {source: _sha256_file(source) for source in sorted(records["source"].unique())
+    context = context_sources(set(records["source"]), original_manifest.get("input_groups") or [])
+    digests = {source: _sha256_file(source) for source in sorted(set(records["source"].unique()) | set(context))
                if source and Path(source).is_file()}
-    check_sources_unchanged(records, original_manifest.get("input_digests") or {}, digests)
+    check_sources_unchanged(pd.concat([records[["source"]], pd.DataFrame({"source": list(context)})]),
+                            original_manifest.get("input_digests") or {}, digests)
     original = original_manifest.get("settings", {})
     mapping = config.mapping
     if mapping is None:
@@ -498,7 +516,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     try:
         with output_lock(str(output), "replay", config.run_id or ""):
             return _replay_locked(config, records, everything, original_manifest, digests, mapping, settings, suite,
-                                  beam_args, now_us, carried)
+                                  beam_args, now_us, carried, context)
     except OutputBusy as exc:
         raise ReplayError(str(exc)) from None
 
@@ -512,6 +530,17 @@ def _holds_run_of(folder: Path, records: pd.DataFrame) -> bool:
         return False
     ids = set(records["run_id"].dropna().astype(str)) if "run_id" in records.columns else set()
     return manifest["run_id"] in ids
+
+
+def context_sources(sources: set, groups: list) -> tuple:
+    """The run's files that share an entity with ``sources`` (its manifest's ``input_groups``), less those: a
+    replay re-runs them as they are, so that the windows of every entity it scores are cut from all of that
+    entity's readings, as the run cut them (a fleet's daily files: the day before a replayed day)."""
+    found = set()
+    for group in groups:
+        if isinstance(group, list) and sources & set(group):
+            found.update(str(path) for path in group)
+    return tuple(sorted(found - sources))
 
 
 # A source that is no relative local path: a URL (gs://), a stream's (pcollection:, kafka:...), a Windows drive's.
@@ -537,16 +566,19 @@ def _from_run_folder(records, everything, carried, manifest: dict):
     def moved(frame):
         return None if frame is None else frame.assign(source=frame["source"].map(located))
 
-    manifest = {**manifest, "input_digests": {located(k): v for k, v in (manifest.get("input_digests") or {}).items()}}
+    manifest = {**manifest, "input_digests": {located(k): v for k, v in (manifest.get("input_digests") or {}).items()},
+                "input_groups": [[located(p) for p in group] for group in manifest.get("input_groups") or []
+                                 if isinstance(group, list)]}
     return moved(records), moved(everything), moved(carried), manifest
 
 
 def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.DataFrame, original_manifest: dict,
                    digests: dict, mapping: InputMapping, settings: dict, suite: str, beam_args: list[str] | None,
-                   now_us: int | None, carried: pd.DataFrame | None = None) -> dict:
+                   now_us: int | None, carried: pd.DataFrame | None = None, context: tuple = ()) -> dict:
     """``run_replay`` once its output folder is this replay's alone: the copies, the batch run, the manifest.
     ``everything``: the quarantine's records, ``records`` those replayed; ``carried``: an earlier replay's fixed
-    texts (``earlier_edits``), applied to the lines of the replayed sources that ``records`` do not fix."""
+    texts (``earlier_edits``), applied to the lines of the replayed sources that ``records`` do not fix;
+    ``context``: the run's other files of the replayed sources' entities, re-run as they are."""
     import pandas as pd
 
     from seqwatch.pipelines.batch import run_batch
@@ -556,8 +588,8 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     work = output / REPLAY_DIR
     shutil.rmtree(work, ignore_errors=True)
     try:
-        patch = with_earlier_edits(records, carried)
-        copies = prepare_inputs(patch, work, mapping.sep)
+        patch = with_earlier_edits(records, carried, context)
+        copies = prepare_inputs(patch, work, mapping.sep, context)
         run_id = config.run_id or "replay-" + hashlib.sha256(
             json.dumps([sorted(patch[["source", "line", "column", "raw"]].astype(str).values.tolist()),
                         mapping.to_dict(), suite, settings, _model_and_suite(config.model_dir, suite)],
@@ -588,6 +620,7 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         "quarantine": str(config.quarantine),
         "reason_codes": list(config.reason_codes),
         "sources": sorted(set(copies.values())),
+        "context_sources": sorted(set(context) - set(patch["source"])),
         "replayed_by_reason": {f"{s}.{c}": int(n) for (s, c), n in by_reason.items()},
         **replay_outcome(records, again, mapping),
     }
@@ -647,15 +680,15 @@ def earlier_edits(manifest_path: Path | None, manifest: dict) -> pd.DataFrame | 
     return frame.assign(column="", records=0, stage="replay", reason_code="earlier_fix", reason="", run_id="")
 
 
-def with_earlier_edits(records: pd.DataFrame, carried: pd.DataFrame | None) -> pd.DataFrame:
-    """``records`` and, for their sources, the earlier replay's fixes of the lines they do not fix themselves
-    (a fix of this replay's wins); the carried rows count no reading (``records`` 0)."""
+def with_earlier_edits(records: pd.DataFrame, carried: pd.DataFrame | None, context: tuple = ()) -> pd.DataFrame:
+    """``records`` and, for their sources and the ``context`` files, the earlier replay's fixes of the lines they
+    do not fix themselves (a fix of this replay's wins); the carried rows count no reading (``records`` 0)."""
     import pandas as pd
 
     if carried is None or carried.empty:
         return records
     mine = set(zip(records["source"], records["line"]))
-    keep = carried["source"].isin(set(records["source"])) & ~pd.Series(
+    keep = carried["source"].isin(set(records["source"]) | set(context)) & ~pd.Series(
         [(s, n) in mine for s, n in zip(carried["source"], carried["line"])], index=carried.index, dtype=bool)
     return pd.concat([records, carried[keep][records.columns.intersection(carried.columns)]], ignore_index=True)
 

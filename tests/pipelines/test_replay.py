@@ -70,7 +70,7 @@ def test_replay_with_a_relaxed_suite_scores_what_the_strict_suite_refused(origin
     assert manifest["records_in"] == 96 == manifest["records_scored"] + manifest["records_quarantined"]
     assert manifest["records_quarantined"] == 1
     assert manifest["replay"] == {
-        "quarantine": str(out), "reason_codes": [], "sources": [str(source)],
+        "quarantine": str(out), "reason_codes": [], "sources": [str(source)], "context_sources": [],
         "replayed_by_reason": {"parse.parse_value": 1, "validate.expectation_failed": 2},
         "readings": 3, "scored_now": 2, "quarantined_again": 1, "left_out_by_mapping": 0,
         "quarantined_again_by_reason": {"parse.parse_value": 1}, "fixed_lines": 0}
@@ -445,15 +445,22 @@ def overlapping(small_model_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("codes", [(), ("expectation_failed",)])
 def test_a_replay_quarantines_again_the_repeats_of_readings_another_file_held(overlapping, small_model_dir, codes):
-    """Found by the replay bug hunt: a replay re-runs b.csv alone, so the 40 readings the run quarantined as
-    repeats of a.csv's were scored by it (a.csv is not in the replay), and the replay's output for b.csv, which
+    """Found by the replay bug hunt: a replay re-ran b.csv alone, so the 40 readings the run quarantined as
+    repeats of a.csv's were scored by it (a.csv was not in the replay), and the replay's output for b.csv, which
     supersedes the run's, scored them twice over. They are quarantined again as duplicates, whether they were
-    replayed (all codes) or not (only the suite's); the reading the relaxed suite lets through is scored."""
+    replayed (all codes) or not (only the suite's); the reading the relaxed suite lets through is scored. Since
+    the bug hunt of 2026-12-03 a replay re-runs a.csv too, as it holds readings of b.csv's pump (the run's
+    ``input_groups``), so the pump's windows are cut from all of its readings, as the run cut them."""
     root, out = overlapping
     replay_out = root / f"replay-{len(codes)}"
     manifest = run_replay(ReplayConfig(quarantine=str(out), output=str(replay_out), model_dir=str(small_model_dir),
                                        suite="sensor", reason_codes=codes), ["--runner=DirectRunner"], now_us=NOW_US)
-    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (360, 320, 40)
+    assert manifest["replay"]["context_sources"] == [str(root / "inputs" / "a.csv")]
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (840, 800, 40)
+    run_scores = pd.read_parquet(out / "scores").drop(columns=["run_id"]).sort_values("window_end")
+    replay_scores = pd.read_parquet(replay_out / "scores").drop(columns=["run_id"]).sort_values("window_end")
+    # the same windows as the run's (one reading more is scored: the relaxed suite's), none cut on another grid
+    assert replay_scores["window_end"].tolist() == run_scores["window_end"].tolist()
     again = _quarantine(replay_out)
     assert again["reason_code"].tolist() == ["duplicate"] * 40
     assert set(again["source"]) == {str(root / "inputs" / "b.csv")}
