@@ -113,3 +113,14 @@ def test_empty_and_drifted_files_hold_no_reading(tmp_path):
     empty = _write(_readings("p1", 0, 0), tmp_path / "empty.parquet")
     drifted = _write(_readings("p1", 0, 10).rename(columns={"value": "reading"}), tmp_path / "drifted.parquet")
     assert file_spans([good, empty, drifted], LONG).spans == {"p1": [(good, T0, T0 + 90 * SECOND)]}
+
+
+def test_files_that_share_an_entity_are_grouped_across_entities():
+    """What a replay re-runs with a replayed file (by hand): a and b share e1, b and c share e2, so a, b and c are
+    one group; e and f share e4; d and g hold entities of their own (g twice: one file) and are in no group."""
+    from seqwatch.pipelines.locality import FileSpans
+
+    spans = FileSpans({"e1": [("a", 0, 1), ("b", 0, 1)], "e2": [("b", 0, 1), ("c", 2, 3)], "e3": [("d", 0, 1)],
+                       "e4": [("f", 0, 1), ("e", 0, 1)], "e5": [("g", 0, 1), ("g", 2, 3)]})
+    assert spans.file_groups() == [["a", "b", "c"], ["e", "f"]]
+    assert FileSpans({}).file_groups() == []
