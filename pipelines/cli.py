@@ -99,8 +99,8 @@ def _with_flags(data: dict, flags: dict, args) -> dict:
     return data
 
 
-INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet files at any depth, but _*, .* "
-              "and README/LICENSE files); repeat for more")
+INPUT_HELP = ("CSV or Parquet files: a glob, or a folder (its .csv/.tsv/.txt/.parquet/.pq files at any depth, also "
+              "compressed (.gz, .bz2, .zst, ...), but _*, .* and README/LICENSE files); repeat for more")
 
 
 def _add_input_args(parser, required: bool = True, input_help: str = INPUT_HELP):
@@ -1299,7 +1299,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "demo-output)")
     demo.add_argument("--quick", action="store_true", help="smaller data and fewer epochs")
     demo.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
+    _say_defaults(sub)
     return parser
+
+
+def _say_defaults(sub) -> None:
+    """Each flag's help names its default where it has one and does not say it already (the README walkthrough:
+    --suite's default, sensor, and most of the stream's timing defaults were said nowhere)."""
+    for command in sub.choices.values():
+        for action in command._actions:
+            default = action.default
+            if not action.option_strings or action.help in (None, argparse.SUPPRESS) or "default" in action.help \
+                    or default in (None, False, argparse.SUPPRESS) or isinstance(default, (list, tuple)):
+                continue
+            shown = f"{default:g}" if isinstance(default, float) else default
+            action.help = f"{action.help} (default {shown})"
 
 
 def _log_incidents() -> None:

@@ -126,5 +126,7 @@ seqwatch demo: done in {time.time() - started:.0f}s
   scores:     {results / 'scores'}
   quarantine: {results / 'quarantine'}
   manifest:   {results / 'manifest.json'}
-  model:      {model_dir} (training report: {model_dir / 'loss_curves.png'})""")
+  model:      {model_dir} (training report: {model_dir / 'training_report.json'}, {model_dir / 'loss_curves.png'})
+  data:       {data / 'train'} (wide CSVs, one per pump), {data / 'live'}, {data / 'live_labels.csv'}
+  next:       seqwatch run --input '{data / 'live'}' --format wide --model-dir {model_dir} --output my-output""")
     return 0

@@ -21,3 +21,11 @@ def test_quick_demo_with_online_calibration_reports_what_it_found(tmp_path):
     found = re.search(r"injected anomalies found: (\d+)/(\d+)", result.stdout)
     assert found and int(found[2]) == 12 and int(found[1]) >= 1  # 4 pumps x 3 injected anomalies
     assert "(online calibration per entity)" in result.stdout
+    # The README walkthrough (2026-12-03): the demo says where its data are and the run to try next, which works.
+    following = re.search(r"next: +seqwatch (run .*)$", result.stdout, re.MULTILINE)
+    assert following and f"--input '{out / 'data' / 'live'}'" in following[1]
+    assert re.search(rf"data: +{re.escape(str(out / 'data' / 'train'))} ", result.stdout)
+    from seqwatch.pipelines.cli import main
+    argv = following[1].replace("'", "").replace("my-output", str(tmp_path / "mine")).split()
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "mine" / "manifest.json").read_text())["records_in"] == manifest["records_in"]
