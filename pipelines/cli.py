@@ -885,6 +885,11 @@ def empty_inputs_notice(command: str, manifest: dict) -> str | None:
             f"run holds no reading of them: {shown}")
 
 
+def _counts_folder(output: str) -> str:
+    """``<output>/counts`` as a person reads it (``out/`` gave ``out//counts``)."""
+    return f"{output.rstrip('/') or '/'}/counts"
+
+
 def replaced_notice(command: str, manifest: dict) -> str | None:
     """One line for stderr when a run replaced another run's outputs in its --output folder."""
     replaced = manifest.get("replaced_run")
@@ -1097,7 +1102,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
                 f"the totals below are its own; a source that reads again what the earlier stream read (a replay "
                 f"of the same files, Kafka --start earliest) gives those windows a second row" if file_suffix else
                 "a window both streams write keeps this one's, and the totals below are this stream's own")
-        print(f"seqwatch stream: {args.output}/counts already holds the counts of {earlier} flush window(s) of an "
+        print(f"seqwatch stream: {_counts_folder(args.output)} already holds the counts of {earlier} flush window(s) of an "
               f"earlier stream; {kept}", file=sys.stderr, flush=True)
     if _is_direct_runner(beam_args):
         print("seqwatch stream: the DirectRunner runs a stream as one batch where it cannot hand it to Prism: then "
@@ -1110,7 +1115,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
     scored, quarantined = counts.get("records_scored", 0), counts.get("records_quarantined", 0)
     print(f"seqwatch stream: the source ended; records in {counts.get('records_in', 0)} = scored {scored} + "
           f"quarantined {quarantined}, incidents {counts.get('alerts', 0)} (counts of {windows} flush window(s) in "
-          f"{args.output}/counts)", file=sys.stderr, flush=True)
+          f"{_counts_folder(args.output)})", file=sys.stderr, flush=True)
     notice = quarantine_notice("stream", {"records_in": counts.get("records_in", 0), "records_scored": scored,
                                           "records_quarantined": quarantined, "stages": counts,
                                           "settings": {"mapping": mapping.to_dict() if mapping else {}}},
@@ -1124,7 +1129,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
         # of 360 Hz readings had scored 128 of 12000 and exited 0: found by the bug hunt of sub-millisecond steps)
         raise CliError(f"the counts do not reconcile: {counts.get('records_in', 0)} records in, {scored} scored + "
                        f"{quarantined} quarantined; readings were lost between the source and the sinks, which is "
-                       f"a bug of seqwatch's (the counts files in {args.output}/counts show the flush windows)")
+                       f"a bug of seqwatch's (the counts files in {_counts_folder(args.output)} show the flush windows)")
     return 3 if counts.get("records_in", 0) and not scored else 0  # as a run that scored nothing (it had said 0)
 
 
