@@ -395,3 +395,22 @@ def test_a_dropped_interrupt_is_sent_again_only_while_nothing_has_acted_on_it():
     finally:
         signal.signal(signal.SIGUSR1, previous)
         interrupts.clear()
+
+
+def test_an_input_that_is_no_file_or_whose_name_is_not_utf8_is_refused_naming_it(small_model_dir, tmp_path):
+    """Found by the bug hunt of pathological inputs: a named pipe named like a CSV in the input folder blocked the
+    run for ever, and a Latin-1 file name (from an SMB share) failed it in a sentence naming no file."""
+    (tmp_path / "in").mkdir()
+    readings = _readings(tmp_path / "in")
+    pipe = tmp_path / "in" / "pump-02.csv"
+    os.mkfifo(pipe)
+    with pytest.raises(FileNotFoundError, match=rf"^the input {pipe} is a named pipe, not a file: a run reads"):
+        expand_inputs([str(tmp_path / "in")])
+    code = main(["run", "--input", str(tmp_path / "in"), "--model-dir", str(small_model_dir), "--output",
+                 str(tmp_path / "out")])
+    assert code == 2 and not (tmp_path / "out" / "manifest.json").exists()
+    pipe.unlink()
+    latin = os.fsdecode(os.fsencode(str(tmp_path / "in")) + b"/pump-\xe9.csv")  # 'pump-é.csv' in Latin-1
+    readings.rename(latin)
+    with pytest.raises(FileNotFoundError, match=r"^the input file name b'.*pump-\\xe9.csv' is not UTF-8 text"):
+        expand_inputs([str(tmp_path / "in")])

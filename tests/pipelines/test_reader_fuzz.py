@@ -94,3 +94,23 @@ def test_random_files_read_without_loss_and_the_same_either_way(tmp_path, seed):
     assert line_counted == counted and line_records == records
     pd.testing.assert_frame_equal(frame, line_frame)
     assert np.isfinite(frame["value"]).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lines_split_across_blocks_of_any_size_are_pythons_lines(seed):
+    """``TextLines._pieces`` joins a line's pieces once, at its end (the bug hunt of pathological inputs: a line of
+    200 MB without a line end had been joined and searched again with every block); its lines are still exactly
+    Python's ``newline=""`` lines, whatever the block size, in text and bytes, a "\\r\\n" split between blocks too."""
+    import io
+
+    from seqwatch.pipelines.sources import _NEWLINE_BYTES, _NEWLINE_TEXT, TextLines
+
+    rng = random.Random(seed)
+    for _ in range(600):
+        text = "".join(rng.choice(["a", "bc", "\r", "\n", "\r\n", ""]) for _ in range(rng.randint(0, 40)))
+        size = rng.randint(1, 6)
+        blocks = [text[i:i + size] for i in range(0, len(text), size)] + [""]
+        expected = list(io.StringIO(text, newline=""))
+        assert list(TextLines._pieces(_NEWLINE_TEXT, iter(blocks), "")) == expected, (text, size)
+        as_bytes = TextLines._pieces(_NEWLINE_BYTES, iter([b.encode() for b in blocks]), b"")
+        assert [line.decode() for line in as_bytes] == expected, (text, size)
