@@ -653,6 +653,8 @@ EMPTY_VALUE = "the value is empty"  # how a reason for an empty value ends (the 
 MISSING_VALUE_END = " is missing"  # how a reason for a 'NaN', 'NA', 'null' ... value ends
 
 
+_UNDERSCORE_GROUPED_RE = re.compile(r"^[+-]?\d{1,3}(?:_\d{3})+(?:\.\d*)?$")
+
 # No number with a unit or a separator is longer: a longer text is not a number, whatever it holds.
 LONGEST_EXPLAINED_VALUE = 100
 
@@ -681,6 +683,8 @@ def explain_value(value, decimal: str = ".") -> str:
         return f"the value {shown} has a thousands separator; write numbers without one"
     if _HEX_RE.match(text):
         return f"the value {shown} is hexadecimal; seqwatch reads decimal numbers only"
+    if _UNDERSCORE_GROUPED_RE.match(text):  # it had been said to carry a unit, '_000' (bug hunt of inputs)
+        return f"the value {shown} groups digits with '_'; write numbers without a separator"
     unit = _UNIT_RE.match(text)
     if unit:
         return f"the value {shown} carries a unit ({unit.group(3)[:20]!r}); seqwatch expects bare numbers"

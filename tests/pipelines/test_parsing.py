@@ -202,6 +202,7 @@ def test_numeric_columns_from_parquet_are_copied_not_written_in_place():
     ("12.5 kW", "carries a unit ('kW')"),
     ("3.1bar", "carries a unit ('bar')"),
     ("0x1A", "is hexadecimal"),
+    ("1_000", "groups digits with '_'"),  # the bug hunt of pathological inputs: it had "carried a unit ('_000')"
     ("abc", "is not a number"),
 ])
 def test_explain_value(value, phrase):
