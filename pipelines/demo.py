@@ -65,6 +65,11 @@ def detection_report(alerts: pd.DataFrame, labels: pd.DataFrame) -> dict:
             "by_kind": {k: f"{int(r['sum'])}/{int(r['count'])}" for k, r in by_kind.iterrows()}}
 
 
+def _program() -> str:
+    """How the person started seqwatch (``.venv/bin/seqwatch`` under ``make demo``), for a command to try next."""
+    return sys.argv[0] if Path(sys.argv[0]).name == "seqwatch" else "seqwatch"
+
+
 def run_demo(output: Path, quick: bool = False, beam_args: list[str] | None = None,
              online_calibration: bool = False) -> int:
     """Generate, train, run and report; ``online_calibration``: run with per-entity online calibration
@@ -128,5 +133,5 @@ seqwatch demo: done in {time.time() - started:.0f}s
   manifest:   {results / 'manifest.json'}
   model:      {model_dir} (training report: {model_dir / 'training_report.json'}, {model_dir / 'loss_curves.png'})
   data:       {data / 'train'} (wide CSVs, one per pump), {data / 'live'}, {data / 'live_labels.csv'}
-  next:       seqwatch run --input '{data / 'live'}' --format wide --model-dir {model_dir} --output my-output""")
+  next:       {_program()} run --input '{data / 'live'}' --format wide --model-dir {model_dir} --output my-output""")
     return 0
