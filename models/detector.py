@@ -593,8 +593,7 @@ class Seq2SeqDetector:
         seen = np.concatenate(scaler_values)  # as the scaler and the network see them: cumulative channels as increments
         self.scaler = ChannelScaler.fit(seen, names=self.channels)
         cumulative = set(self.config.window.cumulative_channels)
-        constant = [self.channels[i] for i in ChannelScaler.constant(values) if self.channels[i] not in cumulative]
-        constant += [self.channels[i] for i in ChannelScaler.constant(seen) if self.channels[i] in cumulative]
+        constant = self._constant_channels(values, seen)
         rising = {name: span for name, span in rising_channels(train_values, self.channels).items()
                   if name not in self.config.window.cumulative_channels}
         falling = {name: part for name, part in falling_channels(
@@ -652,15 +651,21 @@ class Seq2SeqDetector:
         self._record_data(frame, holdout)
         # What a first training notes of its readings, for these (found by the bug hunt of training: a fine-tuning
         # on an idle week saved a threshold of 0 without a word, and every normal window of the next run alerted)
-        values = np.concatenate(training.rows)
         cumulative = set(self.config.window.cumulative_channels)
-        constant = [self.channels[i] for i in ChannelScaler.constant(values) if self.channels[i] not in cumulative]
+        constant = self._constant_channels(np.concatenate(training.rows), np.concatenate(training.scaler_rows))
         notes = ([constant_channel_note(constant, cumulative)] if constant else []) + \
             self._calibration_notes(len(windows["calibration"]))
         for note in notes:
             warnings.warn(TrainingDataWarning(note), stacklevel=2)
         self.metrics.update(fine_tunes=done + 1, fine_tune_notes=notes, **kept)
         return self
+
+    def _constant_channels(self, values: np.ndarray, seen: np.ndarray) -> list:
+        """The channels that held one value throughout the training rows ``values``; a cumulative channel by its
+        increases, as the scaler ``seen`` them (a meter that counts up steadily is constant there)."""
+        cumulative = set(self.config.window.cumulative_channels)
+        return ([self.channels[i] for i in ChannelScaler.constant(values) if self.channels[i] not in cumulative]
+                + [self.channels[i] for i in ChannelScaler.constant(seen) if self.channels[i] in cumulative])
 
     def _calibration_notes(self, calibration_windows: int) -> list:
         """The notes on what the calibration gave, after a fit or fine-tuning: a threshold of 0, and forecast

@@ -1440,8 +1440,6 @@ def _quiet_interrupts():
         return lambda: None
     from seqwatch.pipelines import interrupts
 
-    import sys
-
     previous_hook, previous_unraisable = threading.excepthook, sys.unraisablehook
     _CtrlC.seen, _CtrlC.watching = threading.Event(), True
     interrupts.clear()

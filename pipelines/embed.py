@@ -137,11 +137,7 @@ def earlier_outputs(root: str) -> list[str]:
         if "://" not in path:
             held = os.path.isfile(path) or any(files for _, _, files in os.walk(path))
         else:  # gs://, s3://: a "folder" is a prefix, which FileSystems.exists does not see
-            try:
-                held = FileSystems.exists(path) or any(
-                    r.metadata_list for r in FileSystems.match([path.rstrip("/") + "/**"]))
-            except Exception:  # noqa: BLE001 - a store's "no match" is an error on some file systems
-                held = False
+            held = FileSystems.exists(path) or bool(_objects_under(path))
         if held:
             found.append(name)
     return found
@@ -152,14 +148,17 @@ def remove_output(path: str) -> None:
     if "://" not in path:
         delete_path(path)
         return
-    try:
-        objects = [m.path for r in FileSystems.match([path.rstrip("/") + "/**"]) for m in r.metadata_list]
-    except Exception:  # noqa: BLE001
-        objects = []
-    if FileSystems.exists(path):
-        objects.append(path)
+    objects = _objects_under(path) + [path] * FileSystems.exists(path)
     if objects:
         FileSystems.delete(objects)
+
+
+def _objects_under(prefix: str) -> list[str]:
+    """The objects of an object store under ``prefix`` (a "folder")."""
+    try:
+        return [m.path for r in FileSystems.match([prefix.rstrip("/") + "/**"]) for m in r.metadata_list]
+    except Exception:  # noqa: BLE001 - a store's "no match" is an error on some file systems
+        return []
 
 
 def _is_number(value) -> bool:

@@ -67,7 +67,7 @@ def redeliver_dropped(unraisable, signum: int) -> bool:
 def _send_after_hook(thread_id: int, signum: int) -> None:
     time.sleep(0.02)  # the hook returns meanwhile
     if _RESEND.is_set() and _TAKEN.is_set():  # not when the command already stops, or has ended
-        _RESEND.clear()
+        acted_on()
         signal.pthread_kill(thread_id, signum)
 
 

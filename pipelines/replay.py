@@ -167,16 +167,16 @@ def _original_manifest(manifest: Path | None) -> dict:
         return {}
 
 
-def check_sources_unchanged(records: pd.DataFrame, input_digests: dict, current: dict | None = None) -> None:
+def check_sources_unchanged(sources, input_digests: dict, current: dict | None = None) -> None:
     """Refuse a replay whose source file no longer holds what the run read (a replay patches lines by number: in
     a file re-exported since, a record's line is another reading's, which the patch would erase). Sources the
     run's manifest has no digest of (a stream, a JSON Lines export alone, a run with --run-id before 2026-12-03)
-    are not checked.
-    ``current``: digests of the sources already computed (each file is hashed once)."""
+    are not checked. ``sources``: the files to replay, and those re-run beside them; ``current``: their digests
+    where already computed (each file is hashed once)."""
     from seqwatch.pipelines.batch import _sha256_file
 
     current = current or {}
-    for source in records["source"].unique():
+    for source in sorted(set(sources)):
         expected = input_digests.get(source)
         if expected and Path(source).is_file() and (current.get(source) or _sha256_file(source)) != expected:
             raise ReplayError(f"cannot replay the records of {source}: the file changed since the run read it, so "
@@ -455,8 +455,6 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
 
     Raises ``ReplayError`` (nothing to replay, a source is gone, conflicting fixes) or the batch run's
     ``RunError``; either way with one sentence."""
-    import pandas as pd
-
     from seqwatch.pipelines.sinks import prepare_output_folder
 
     files, manifest_path = find_quarantine(config.quarantine)
@@ -484,8 +482,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     context = context_sources(set(records["source"]), original_manifest.get("input_groups") or [])
     digests = {source: _sha256_file(source) for source in sorted(set(records["source"].unique()) | set(context))
                if source and Path(source).is_file()}
-    check_sources_unchanged(pd.concat([records[["source"]], pd.DataFrame({"source": list(context)})]),
-                            original_manifest.get("input_digests") or {}, digests)
+    check_sources_unchanged({*records["source"], *context}, original_manifest.get("input_digests") or {}, digests)
     original = original_manifest.get("settings", {})
     mapping = config.mapping
     if mapping is None:

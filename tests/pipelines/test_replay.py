@@ -354,14 +354,14 @@ def test_a_source_changed_since_the_run_is_refused_not_patched_by_line(original,
     _, source, out, manifest = original
     digests = json.loads((out / "manifest.json").read_text())["input_digests"]
     assert digests == {str(source): hashlib.sha256(source.read_bytes()).hexdigest()}
-    check_sources_unchanged(_quarantine(out), digests)  # unchanged: no refusal
+    check_sources_unchanged(_quarantine(out)["source"], digests)  # unchanged: no refusal
     changed = tmp_path / "pump-07.csv"
     lines = source.read_text().splitlines()
     changed.write_text("\n".join(lines[:1] + [lines[1]] + lines[1:]) + "\n")  # a row more after the header
     records = pd.DataFrame([{"source": str(changed), "line": 3}])
     with pytest.raises(ReplayError, match=rf"^cannot replay the records of {changed}: the file changed since the run "
                                           rf"read it"):
-        check_sources_unchanged(records, {str(changed): digests[str(source)]})
+        check_sources_unchanged(records["source"], {str(changed): digests[str(source)]})
 
 
 def test_readings_the_replay_mapping_ignores_are_counted_as_left_out_not_scored():
