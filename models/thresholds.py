@@ -218,8 +218,18 @@ class OnlineTailCalibration:
     (``process_at_risk``): its blocks are then judged by the seed's fit, the calibration ``start`` began with, until
     the history has a tail again (``score_at`` had raised, and the whole run with it).
 
-    The state is the scores kept and the steps since the last refit (``to_dict``/``from_dict``), so it can live
-    in a streaming pipeline's per-entity state.
+    ``process_at_risk`` declusters the runs above its thresholds (runs declustering, as in extreme value
+    statistics): of consecutive steps above the threshold that judged them, the first joins the history, and the
+    next ``refit_every - 1`` count as steps of the refit period only, as a NaN does. Overlapping windows see one
+    incident many times over, and had it all joined, the incident would have become the tail of every fit for
+    ``history`` steps, and the entity blind to any lesser incident. Scattered exceedances (an entity noisier than
+    the seed) still join one by one, so its threshold rises to its own noise; and a run that outlasts a refit
+    period is a lasting change (an entity whose operating point differs from the seed's, a shift that stays), not
+    an incident: its later steps join, so that it becomes the entity's normal.
+
+    The state is the scores kept, the steps since the last refit and the length of the run above the thresholds
+    that the last step ended (``to_dict``/``from_dict``), so it can live in a streaming pipeline's per-entity
+    state.
     """
 
     def __init__(self, history: int = 8640, refit_every: int = 100, initial_quantile: float = 0.95):
@@ -236,6 +246,7 @@ class OnlineTailCalibration:
         self._since_refit = 0
         self._calibration: TailCalibration | None = None
         self._seed: TailCalibration | None = None  # the fit of start()'s scores
+        self._run_steps = 0  # steps of the run above their thresholds that process_at_risk's last step ended
 
     @property
     def scores(self) -> np.ndarray:
@@ -254,7 +265,7 @@ class OnlineTailCalibration:
     def start(self, scores: np.ndarray) -> "OnlineTailCalibration":
         """Forget everything and fit on normal ``scores`` (>= 20, finite; the latest ``history`` are kept)."""
         scores = _check_scores(scores, 20)[-self.history:]
-        self._scores, self._since_refit, self._calibration = scores, 0, None
+        self._scores, self._since_refit, self._calibration, self._run_steps = scores, 0, None, 0
         self._seed = self.calibration
         return self
 
@@ -303,15 +314,28 @@ class OnlineTailCalibration:
             stop = min(s.size, start + self.refit_every - self._since_refit)
             fit = self._judging(risk)
             p[start:stop] = _tail_probability(fit, s[start:stop])
+            block = s[start:stop]
             if at_risk is not None:  # a fit without a tail beyond the risk (a seed too): above its tied top is rare
                 at_risk[start:stop] = fit.score_at(risk) if risk < fit.tail_fraction else fit.tail_start
-            self.update(s[start:stop])
+                block = self._declustered(block, at_risk[start:stop])
+            self.update(block)
             start = stop
         return p, at_risk
 
+    def _declustered(self, block: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+        """``block`` with the scores that continue a run above their thresholds replaced by NaN, up to the run's
+        ``refit_every``-th step (see the class docstring): they count as steps of the refit period only."""
+        steps = np.empty(block.size, dtype=np.int64)
+        run = self._run_steps
+        for i, above in enumerate(block > threshold):
+            run = run + 1 if above else 0
+            steps[i] = run
+        self._run_steps = int(run)
+        return np.where((steps >= 2) & (steps <= self.refit_every), np.nan, block)
+
     def to_dict(self) -> dict:
         return {"history": self.history, "refit_every": self.refit_every, "initial_quantile": self.initial_quantile,
-                "scores": self._scores.tolist(), "since_refit": self._since_refit,
+                "scores": self._scores.tolist(), "since_refit": self._since_refit, "run_steps": self._run_steps,
                 "calibration": self._calibration.to_dict() if self._calibration is not None else None,
                 "seed": self._seed.to_dict() if self._seed is not None else None}
 
@@ -321,6 +345,7 @@ class OnlineTailCalibration:
         online = cls(data["history"], data["refit_every"], data["initial_quantile"])
         online._scores = np.asarray(data["scores"], dtype=np.float64)
         online._since_refit = int(data["since_refit"])
+        online._run_steps = int(data.get("run_steps", 0))  # a state written before runs were declustered has none
         if data.get("calibration") is not None:
             online._calibration = TailCalibration.from_dict(data["calibration"])
         if data.get("seed") is not None:  # a state written before the seed was kept has none

@@ -9,8 +9,12 @@ the model's own calibration scores followed by the entity's earlier window score
 them, refitted every ``REFIT_EVERY`` windows, so a window is never judged by a fit that saw it or a later one.
 A window is anomalous when its score exceeds the score at the model's risk under the fit in use (that score is
 its ``threshold``); severity follows from its tail probability as usual. Every window's score joins the
-history, anomalous ones too: an anomaly that goes on long enough becomes the entity's new normal, as with
-Numenta's anomaly likelihood.
+history except those that continue a run of anomalous windows, up to the refit period (runs declustering: an
+incident joins with its first window, so that the dozens of overlapping windows that see it do not make it the
+tail of the entity's fits, which had left the entity blind to lesser incidents for a month of windows).
+Scattered anomalous windows join one by one, so a noisier entity's threshold rises to its own noise, and a run
+that outlasts ``REFIT_EVERY`` windows is a lasting change, whose later windows join: an entity whose operating
+point differs from the model's, or a shift that stays, becomes the entity's new normal after a while.
 
 Order: a stateful step per entity in the global window buffers each scored pane and releases the panes in
 event-time order when the watermark passes them (streaming: as they are scored; batch: all at the end of the

@@ -136,3 +136,57 @@ def test_without_a_seed_with_a_tail_a_tied_history_puts_the_threshold_at_its_top
     p, threshold = online.process_at_risk(np.array([2.0, 2.5]), 1e-3)
     np.testing.assert_array_equal(threshold, [2.0, 2.0])
     assert p[0] == 1.0 and p[1] == 0.0
+
+
+def test_process_at_risk_lets_only_the_first_step_of_a_run_above_the_threshold_into_the_history():
+    """Runs declustering: of consecutive steps above the threshold that judged them, the first joins the history
+    and the others count as steps only, also when the run goes on into the next call or a restored state."""
+    online = OnlineTailCalibration(history=100, refit_every=100).start(ONE_TO_TWENTY)
+    p, threshold = online.process_at_risk(np.array([1.5, 100.0, 100.0, 100.0, 1.5, 100.0, 99.0]), 1e-3)
+    assert np.all(threshold < 99.0) and np.all(threshold > 1.5)  # one fit (no refit yet): above it are the 9Xs
+    np.testing.assert_array_equal(np.sort(online.scores), np.sort(np.r_[ONE_TO_TWENTY, 1.5, 100.0, 1.5, 100.0]))
+    restored = OnlineTailCalibration.from_dict(online.to_dict())  # the run is still open at the end of the call
+    restored.process_at_risk(np.array([98.0, 2.5, 97.0]), 1e-3)
+    np.testing.assert_array_equal(np.sort(restored.scores),
+                                  np.sort(np.r_[ONE_TO_TWENTY, 1.5, 100.0, 1.5, 100.0, 2.5, 97.0]))
+    restored.update(np.ones(90))  # 100 steps in all (those left out of the history count): the refit is due
+    assert restored.calibration is not online.calibration
+
+
+def test_a_run_above_the_threshold_that_outlasts_the_refit_period_joins_the_history_after_it():
+    """A run of more than ``refit_every`` steps is a lasting change (another operating point, a shift that
+    stays), not an incident: steps 2..refit_every stay out, the later ones join."""
+    online = OnlineTailCalibration(history=200, refit_every=10).start(ONE_TO_TWENTY)
+    threshold = online.calibration.score_at(1e-3)
+    online.process_at_risk(np.full(9, 1000.0), 1e-3)  # steps 1-9 of the run, judged by the seed's fit
+    online.process_at_risk(np.full(4, 1000.0), 1e-3)  # steps 10-13: the refit after step 10 saw one 1000
+    assert threshold < 1000.0 and online.calibration.score_at(1e-3) < 1000.0  # still above the thresholds
+    np.testing.assert_array_equal(np.sort(online.scores), np.r_[ONE_TO_TWENTY, [1000.0] * 4])  # steps 1, 11-13
+
+
+def test_an_entity_whose_operating_point_lies_above_the_seeds_threshold_becomes_its_normal():
+    rng = np.random.default_rng(2)
+    seed = np.sort(rng.gamma(4.0, 0.5, 2000))
+    offset = rng.gamma(4.0, 0.5, 3000) + 8.0  # every window above the seed's threshold from the first one
+    online = OnlineTailCalibration(8640, 100, 0.95).start(seed)
+    _, threshold = online.process_at_risk(offset, 1e-3)
+    assert (offset[:100] > threshold[:100]).all()
+    assert (offset[-1000:] > threshold[-1000:]).mean() < 0.003
+
+
+def test_a_long_incident_does_not_blind_the_entity_to_a_lesser_one_and_a_noisier_entity_still_adapts():
+    """Found with the demo: every window of an incident had joined the history, the fit's tail was the
+    incident, and ``seqwatch demo --online-calibration`` found 11 of 18 injected faults (each pump its first
+    only). Declustered, the tail learns one window per incident; an entity whose normal scores are 1.5 times
+    the seed's still exceeds scattered windows, each of which joins, and its threshold rises to its noise."""
+    rng = np.random.default_rng(1)
+    seed = np.sort(rng.gamma(4.0, 0.5, 2000))
+    scores = rng.gamma(4.0, 0.5, 3000)
+    scores[300:310], scores[1000:1010], scores[2000:2002] = 20.0, 8.0, 8.0  # an incident, then two lesser ones
+    _, threshold = OnlineTailCalibration(8640, 100, 0.95).start(seed).process_at_risk(scores, 1e-3)
+    above = scores > threshold
+    assert above[300:310].all() and above[1000:1010].any() and above[2000:2002].any()
+    noisy = 1.5 * rng.gamma(4.0, 0.5, 6000)
+    _, threshold = OnlineTailCalibration(8640, 100, 0.95).start(seed).process_at_risk(noisy, 1e-3)
+    assert (noisy[:1000] > threshold[:1000]).mean() > 0.005  # the seed's threshold: the noise alerts at first
+    assert (noisy[-2000:] > threshold[-2000:]).mean() < 0.003  # then hardly more than the risk
