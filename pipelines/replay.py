@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.schemas.mapping import InputMapping
+from seqwatch.schemas.validation import FAMILIES as SUITE_FAMILIES
 
 REPLAY_DIR = "_replay_inputs"
 # The lines a replay ran with another text than its source's (the user's fixes), beside its manifest: a replay of
@@ -566,6 +567,10 @@ def _from_run_folder(records, everything, carried, manifest: dict):
     manifest = {**manifest, "input_digests": {located(k): v for k, v in (manifest.get("input_digests") or {}).items()},
                 "input_groups": [[located(p) for p in group] for group in manifest.get("input_groups") or []
                                  if isinstance(group, list)]}
+    settings = manifest.get("settings")
+    if isinstance(settings, dict) and settings.get("suite") not in (None, *SUITE_FAMILIES):
+        # a suite file the run named relative to its folder: the run's, not one of that name where the replay runs
+        manifest["settings"] = {**settings, "suite": located(settings["suite"])}
     return moved(records), moved(everything), moved(carried), manifest
 
 

@@ -136,8 +136,8 @@ class _ValidateBatch(beam.DoFn):
         bad = failed >= 0
         if bad.any():
             rows = rest[bad]
-            reasons = [f"channel {channel!r} value {value!r} failed {self._validator.descriptions[i]}"
-                       for channel, value, i in zip(rows["channel"], rows["value"], failed[bad])]
+            reasons = [self._validator.reason(i, entity, channel, stamp, value) for entity, channel, stamp, value, i
+                       in zip(rows["entity_id"], rows["channel"], rows["timestamp"], rows["value"], failed[bad])]
             failing = np.flatnonzero(keep)[bad]
             records += zip(failing.tolist(),
                            quarantine_rows(rest, bad, "validate", "expectation_failed", reasons, self.run_id))
@@ -245,8 +245,8 @@ def valid_history(frame, suite: dict, earliest_us: int, latest_us: int, chunk_ro
                              for start in range(0, len(frame), chunk_rows)] or [np.zeros(0, dtype=np.int64)])
 
     def failure(i, judged=frame):
-        return (f"channel {str(judged['channel'].iloc[i])!r} value {float(judged['value'].iloc[i])!r} failed "
-                f"{validator.descriptions[failed[i]]}")
+        return validator.reason(failed[i], judged["entity_id"].iloc[i], judged["channel"].iloc[i],
+                                judged["timestamp"].iloc[i], judged["value"].iloc[i])
 
     frame = leave_out(frame, failed >= 0, "expectation_failed", failure)
     frame = leave_out(frame, repeated_readings(frame), "duplicate", DUPLICATE_REASON)

@@ -73,7 +73,7 @@ def load_suite_dict(family_or_path: str, check: bool = True) -> dict:
     if not path.is_file():
         raise SuiteError(f"suite {family_or_path!r} is neither a bundled family {list(FAMILIES)} nor a file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # past a byte-order mark, as Notepad saves
     except json.JSONDecodeError as exc:
         raise SuiteError(f"suite file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except UnicodeDecodeError:
@@ -157,19 +157,20 @@ def _check_suite_content(suite: dict, name=None) -> None:
 
 def channel_value_bounds(suite: dict, channels) -> dict:
     """``{channel: (low, high)}``: the range a reading of each of ``channels`` must lie in to pass ``suite``, from
-    its ``expect_column_values_to_be_between`` rules on ``value`` that hold for every reading (no ``mostly``) and
-    whose row condition, if any, names no column but ``channel`` (a rule of some entities only bounds none of the
-    model's forecasts). ``None`` is no bound on that side; a channel no rule bounds, or whose rules leave no value
-    (a low bound above a high one), is left out. A model trained with the suite keeps them, and its forecasts are
-    clipped to them (a power forecast below 0 W predicts a reading the suite would quarantine; a strict bound is
-    clipped to as to an inclusive one)."""
+    its ``expect_column_values_to_be_between`` rules on ``value`` whose row condition, if any, names no column
+    but ``channel`` (a rule of some entities only bounds none of the model's forecasts); their ``mostly`` is
+    ignored, as ``SuiteValidator`` ignores it (a run quarantines every reading outside them). ``None`` is no
+    bound on that side; a channel no rule bounds, or whose rules leave no value (a low bound above a high one),
+    is left out. A model trained with the suite keeps them, and its forecasts are clipped to them (a power
+    forecast below 0 W predicts a reading the suite would quarantine; a strict bound is clipped to as to an
+    inclusive one)."""
     names = [str(c) for c in channels]
     frame = pd.DataFrame({"channel": pd.Categorical(names)})
     bounds = {name: [None, None] for name in names}
     for expectation in suite.get("expectations", []):
         kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
         if not isinstance(kwargs, dict) or expectation.get("type") != "expect_column_values_to_be_between" \
-                or kwargs.get("column") != "value" or kwargs.get("mostly") not in (None, 1):
+                or kwargs.get("column") != "value":
             continue
         condition = kwargs.get("row_condition")
         if isinstance(condition, dict) and condition.get("type") == "pass_through":
@@ -419,8 +420,15 @@ def _condition_mask(data: pd.DataFrame, condition: str) -> np.ndarray:
                 flat = flat * len(r) + (k - r[0])
             return hit[flat]
     mask = np.zeros(len(data), dtype=bool)
-    mask[data.query(condition).index.to_numpy()] = True
+    mask[_plain_ids(data).query(condition).index.to_numpy()] = True
     return mask
+
+
+def _plain_ids(data: pd.DataFrame) -> pd.DataFrame:
+    """``data`` with categorical id columns as the plain strings a user's row condition was written for (an
+    unordered categorical refuses ``channel > "m"``, which plain strings compare)."""
+    categorical = [c for c in _ID_COLUMNS & set(data.columns) if isinstance(data[c].dtype, pd.CategoricalDtype)]
+    return data.astype({c: object for c in categorical}) if categorical else data
 
 
 @functools.lru_cache(maxsize=256)
@@ -430,8 +438,8 @@ def _combination_hits(condition: str, columns: tuple, dtypes: tuple, with_missin
     pays for ``DataFrame.query`` (several ms whatever the size) once."""
     ranges = [np.arange(-1 if missing else 0, len(dtype.categories)) for dtype, missing in zip(dtypes, with_missing)]
     grid = np.meshgrid(*ranges, indexing="ij")
-    table = pd.DataFrame({c: pd.Categorical.from_codes(g.ravel(), dtype=dtype)
-                          for c, g, dtype in zip(columns, grid, dtypes)})
+    table = _plain_ids(pd.DataFrame({c: pd.Categorical.from_codes(g.ravel(), dtype=dtype)
+                                     for c, g, dtype in zip(columns, grid, dtypes)}))
     hit = np.zeros(len(table), dtype=bool)
     hit[table.query(condition).index.to_numpy()] = True
     hit.setflags(write=False)
@@ -493,6 +501,25 @@ def _store_compiled_suite(suite: dict, compiled: dict) -> None:
         pass  # without the cache, the next run imports GX again
 
 
+def _id_columns_read(expectation) -> list:
+    """Of ``entity_id`` and ``timestamp``, those an expectation judges (its column or columns)."""
+    kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
+    if not isinstance(kwargs, dict):
+        return []
+    named = [kwargs.get(k) for k in ("column", "column_A", "column_B")]
+    if isinstance(kwargs.get("column_list"), list):
+        named += kwargs["column_list"]
+    return [c for c in ("entity_id", "timestamp") if c in named]
+
+
+def _timestamp_text(timestamp_us) -> str:
+    """A reading's timestamp (integer µs since the epoch) as ISO 8601 UTC, and the integer a rule compares."""
+    try:
+        return f"{pd.Timestamp(int(timestamp_us), unit='us', tz='UTC').isoformat()} ({int(timestamp_us)} µs)"
+    except (ValueError, OverflowError):
+        return f"{int(timestamp_us)} µs"
+
+
 class SuiteValidator:
     """Runs one GX suite on pandas batches. Construct once per worker (GX start-up takes seconds).
 
@@ -508,6 +535,7 @@ class SuiteValidator:
         _check_suite_content(suite)
         self.suite_dict = suite
         self.engine = engine
+        self._id_columns = [_id_columns_read(e) for e in suite.get("expectations", [])]
         compiled = _compiled_suite(suite) if engine == "auto" else None
         if compiled is not None:  # checked by GX on this machine before, and every expectation runs in pandas
             self.suite, self._gx_suite, self._name = None, None, compiled["name"]
@@ -575,6 +603,15 @@ class SuiteValidator:
     def name(self) -> str:
         return self._name
 
+    def reason(self, position: int, entity_id, channel, timestamp_us, value) -> str:
+        """The quarantine reason of a reading that failed the expectation at ``position``: its channel and value,
+        and its entity or timestamp where the expectation judges those (neither is in a reading's ``raw`` text
+        when the entity comes from the file name)."""
+        shown = {"entity_id": f"entity {str(entity_id)!r}",
+                 "timestamp": f"timestamp {_timestamp_text(timestamp_us)}"}
+        named = "".join(f", {shown[c]}" for c in self._id_columns[position])
+        return f"channel {str(channel)!r} value {float(value)!r}{named} failed {self.descriptions[position]}"
+
     @property
     def gx_positions(self) -> list[int]:
         """Positions of the expectations that run through GX (the others run in pandas)."""
@@ -593,7 +630,7 @@ class SuiteValidator:
         data["channel"] = data["channel"].astype("category")
         failed = self._fast_failures(data)
         if self._gx_suite is not None:
-            failed.update(self._gx_failures(data))
+            failed.update(self._gx_failures(_plain_ids(data)))
         for position in sorted(failed):
             rows = failed[position] & (first == -1)
             first[rows] = position

@@ -10,7 +10,7 @@ import pytest
 from seqwatch.models.artifact import load_artifact, read_metadata, save_artifact
 from seqwatch.models.config import ArchitectureConfig, DetectorConfig, TrainingConfig, WindowConfig
 from seqwatch.models.detector import Seq2SeqDetector
-from seqwatch.schemas.validation import channel_value_bounds, load_suite_dict
+from seqwatch.schemas.validation import SuiteValidator, channel_value_bounds, load_suite_dict
 
 T0 = pd.Timestamp("2026-01-05", tz="UTC")
 
@@ -28,14 +28,21 @@ def test_the_bounds_of_a_channel_are_the_tightest_rules_that_hold_for_all_its_re
         _rule(0, None, 'channel.str.contains("power")'),             # power >= 0, no upper bound of its own
         _rule(None, 50, 'channel == "power_b"'),                     # tighter above, for one channel
         _rule(-5, 5, 'entity_id == "e1"'),                           # one entity's: bounds no channel's forecast
-        _rule(-1, 1, 'channel == "temp"', mostly=0.9),              # not every reading: no bound
+        _rule(-1, 1, 'channel == "temp"', mostly=0.9),              # mostly is ignored: a run judges each reading
         _rule(None, float("inf")),                                   # infinity: no bound
         _rule(-1, 1, 'channel == "temp"', condition_parser="great_expectations"),  # GX's syntax: not read here
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "timestamp", "min_value": 0}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "value"}},
     ]}
     assert channel_value_bounds(suite, ["power_a", "power_b", "temp"]) == {
-        "power_a": (0.0, 100.0), "power_b": (0.0, 50.0), "temp": (-100.0, 100.0)}
+        "power_a": (0.0, 100.0), "power_b": (0.0, 50.0), "temp": (-1.0, 1.0)}
+    # Bug hunt of user suites: a rule with mostly (GX exports carry it) had bounded no forecast, though a run
+    # quarantines every reading outside it
+    readings = pd.DataFrame({"entity_id": "e2", "channel": ["temp", "temp"], "timestamp": [T0.value // 1000] * 2,
+                             "value": [0.5, 2.0]})
+    mostly = {"name": "m", "expectations": [_rule(-1, 1, 'channel == "temp"', mostly=0.9)]}
+    assert SuiteValidator(mostly).failures(readings).tolist() == [-1, 0]
+    assert channel_value_bounds(mostly, ["temp"]) == {"temp": (-1.0, 1.0)}
     assert channel_value_bounds({"name": "none", "expectations": []}, ["temp"]) == {}
     # the bundled suites, by their rules' labels: active power and voltage >= 0, a power factor only the global range
     energy = channel_value_bounds(load_suite_dict("energy"), ["active_power", "power_factor", "voltage"])

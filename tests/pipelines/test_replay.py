@@ -615,6 +615,31 @@ def test_a_run_of_relative_paths_is_replayed_from_another_folder(original, small
     assert set(_quarantine(elsewhere / "replayed")["source"]) == {absolute}
 
 
+def test_a_runs_relative_suite_is_found_from_its_folder_not_from_where_the_replay_runs(original, small_model_dir,
+                                                                                         tmp_path, monkeypatch):
+    """Bug hunt of user suites: the manifest names the suite as the run was given it (``suites/strict.json``); a
+    replay without --suite started elsewhere refused the run's suite as no file, or, where a file of that name
+    lay (a permissive one), judged the replayed readings by it without a word."""
+    root, source, _, _ = original
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "pump-07.csv").write_bytes(source.read_bytes())
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "strict.json").write_bytes((root / "strict.json").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    manifest = run_batch(RunConfig(inputs=("inputs/pump-07.csv",), output="out", model_dir=str(small_model_dir),
+                                   mapping=WIDE, suite="suites/strict.json"), ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["settings"]["suite"] == "suites/strict.json"
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "suites").mkdir(parents=True)
+    (elsewhere / "suites" / "strict.json").write_text(json.dumps({"name": "permissive", "expectations": []}))
+    monkeypatch.chdir(elsewhere)
+    replayed = run_replay(ReplayConfig(quarantine=str(tmp_path / "out"), output="replayed",
+                                       model_dir=str(small_model_dir), reason_codes=("expectation_failed",)),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    assert replayed["settings"]["suite"] == str(tmp_path / "suites" / "strict.json")
+    assert (replayed["replay"]["scored_now"], replayed["replay"]["quarantined_again"]) == (0, 2)
+
+
 def test_a_replays_run_id_follows_the_model_and_a_rerun_replaces_nothing_else(original, small_model_dir, tmp_path):
     """A replay's run id had been derived from its records and settings alone: replays with two models (or a
     threshold edited by hand) had one run id; and a replay rerun into its own folder said it replaced another run

@@ -182,3 +182,25 @@ def test_merged_validation_in_a_pipeline_gives_what_batch_by_batch_validation_gi
                     label="QuarantineMerged")
         assert_that(quarantine | "CountAlone" >> beam.combiners.Count.Globally(), equal_to([36]),
                     label="QuarantineAlone")
+
+
+def test_a_reading_that_fails_a_rule_on_its_entity_or_timestamp_is_quarantined_naming_them():
+    """Bug hunt of user suites: a rule on entity_id (the entity from a file name, absent from the raw line) was
+    quoted with the reading's channel and value only, so nothing in the record showed the value that failed."""
+    suite = {"name": "ids", "expectations": [
+        {"type": "expect_column_values_to_match_regex", "kwargs": {"column": "entity_id", "regex": "^pump-\\d+$"}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "timestamp", "max_value": T}},
+    ]}
+    rows = [("flow", T, 100.0, 2), ("flow", T + 1_000_000, 100.0, 3)]
+    batch = ReadingBatch.from_columns(["pump-1", "pump-1"], [r[0] for r in rows], [r[1] for r in rows],
+                                      [r[2] for r in rows], ["in.csv"] * 2, [r[3] for r in rows])
+    bad_entity = _batch(rows[:1])  # entity "e1"
+    with TestPipeline() as p:
+        out = p | beam.Create([batch, bad_entity]) | ValidateReadings(CHANNELS, suite, "r1", EARLIEST, LATEST)
+        assert_that(out.quarantine, equal_to([
+            q(3, "flow", "expectation_failed",
+              "channel 'flow' value 100.0, timestamp 2026-01-05T00:00:01+00:00 (1767571201000000 µs) failed "
+              "expect_column_values_to_be_between(timestamp, max_value=1767571200000000.0)"),
+            q(2, "flow", "expectation_failed",
+              "channel 'flow' value 100.0, entity 'e1' failed expect_column_values_to_match_regex(entity_id, "
+              "regex=^pump-\\d+$)")]))

@@ -73,3 +73,37 @@ def test_unsupported_expectations_still_run_through_gx():
     frame = pd.DataFrame({"entity_id": ["e"] * 4, "channel": ["flow", "flow", "pressure", "flow"],
                           "timestamp": np.array([1, 2, 2, 3], dtype=np.int64), "value": [1.0, 20.0, 1.0, 1.0]})
     assert validator.failures(frame).tolist() == [-1, 0, 1, -1]
+
+
+def test_row_conditions_compare_the_ids_as_the_plain_strings_they_were_written_for(tmp_path):
+    """Bug hunt of user suites: the validator makes the ids categorical (a condition on them runs once per
+    category), and an unordered categorical refused ``channel > "m"``, a condition plain pandas answers; so did the
+    GX engine and the path for conditions on other columns too."""
+    from seqwatch.schemas.validation import channel_value_bounds
+
+    rule = {"type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "value", "max_value": 100, "row_condition": 'channel > "m"',
+                       "condition_parser": "pandas"}}
+    mixed = dict(rule, kwargs=dict(rule["kwargs"], row_condition='channel > "m" and value > -1'))
+    path = tmp_path / "ordered.json"
+    import json
+    path.write_text(json.dumps({"name": "ordered", "expectations": [rule, mixed]}))
+    suite = load_suite_dict(str(path))
+    frame = pd.DataFrame({"entity_id": ["e"] * 4, "channel": ["flow", "pressure", "flow", "pressure"],
+                          "timestamp": np.array([1, 2, 3, 4], dtype=np.int64), "value": [500.0, 500.0, 1.0, 1.0]})
+    expected = [-1, 0, -1, -1]  # only pressure ("pressure" > "m") is held to 100
+    assert frame.query('channel > "m"')["channel"].unique().tolist() == ["pressure"]
+    assert SuiteValidator(suite).failures(frame).tolist() == expected
+    assert SuiteValidator(suite, engine="gx").failures(frame).tolist() == expected
+    only_mixed = {"name": "mixed", "expectations": [mixed]}
+    assert SuiteValidator(only_mixed).failures(frame).tolist() == [-1, 0, -1, -1]
+    assert channel_value_bounds(suite, ["flow", "pressure"]) == {"pressure": (None, 100.0)}
+
+
+def test_a_suite_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """Bug hunt of user suites: mapping files were read past a BOM (Notepad saves one), suite files refused."""
+    import json
+    path = tmp_path / "notepad.json"
+    path.write_text(json.dumps({"name": "notepad", "expectations": []}), encoding="utf-8-sig")
+    assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert load_suite_dict(str(path))["expectations"] == []
