@@ -116,6 +116,18 @@ def _nested(value, path: str):
             yield from _nested(item, f"{path}[{i}]")
 
 
+def _microseconds_example(text: str) -> int | None:
+    """``text`` read as a UTC time, in microseconds since the epoch; None when it is no time."""
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if pd.isna(stamp):
+        return None
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.value // 1000)
+
+
 def _check_suite_content(suite: dict, name=None) -> None:
     """Refuses, in one sentence, what GX would reject only while validating a batch (a traceback in a worker)
     or what seqwatch's pandas engine would read otherwise than GX: a suite in GX 0.x's format, a ``meta`` that is
@@ -153,6 +165,14 @@ def _check_suite_content(suite: dict, name=None) -> None:
                 raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r} has NaN as "
                                  f"{path[7:]}, which no reading can be compared with: give a number (or null for "
                                  f"no bound)")
+        if kwargs.get("column") == "timestamp":
+            for key in ("min_value", "max_value"):
+                if isinstance(kwargs.get(key), str):  # "2026-01-01": compared with integers, it fails every batch
+                    example = _microseconds_example(kwargs[key])
+                    raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r} bounds the "
+                                     f"timestamp by the text {kwargs[key]!r}, but a reading's timestamp is an integer "
+                                     f"of microseconds since 1970-01-01 UTC: write {key} as such a number"
+                                     + (f" ({example} for {kwargs[key]})" if example else ""))
 
 
 def channel_value_bounds(suite: dict, channels) -> dict:

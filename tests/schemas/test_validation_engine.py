@@ -107,3 +107,18 @@ def test_a_suite_file_saved_with_a_byte_order_mark_is_read(tmp_path):
     path.write_text(json.dumps({"name": "notepad", "expectations": []}), encoding="utf-8-sig")
     assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
     assert load_suite_dict(str(path))["expectations"] == []
+
+
+def test_a_timestamp_bound_written_as_a_date_is_refused_saying_what_to_write(tmp_path):
+    """Bug hunt of user suites: the refusal had quoted Python ('<' not supported between instances of 'float' and
+    'datetime.date')."""
+    import json
+
+    from seqwatch.schemas.validation import SuiteError
+    path = tmp_path / "dated.json"
+    path.write_text(json.dumps({"name": "dated", "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "timestamp", "min_value": "2026-01-01"}}]}))
+    with pytest.raises(SuiteError, match=r"bounds the timestamp by the text '2026-01-01', but a reading's timestamp "
+                                         r"is an integer of microseconds since 1970-01-01 UTC: write min_value as "
+                                         r"such a number \(1767225600000000 for 2026-01-01\)$"):
+        load_suite_dict(str(path))
