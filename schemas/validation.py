@@ -153,6 +153,12 @@ def _check_suite_content(suite: dict, name=None) -> None:
         if expectation.get("meta") is not None and not isinstance(expectation["meta"], dict):
             raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r}: its 'meta' must be a "
                              f"JSON object, got {expectation['meta']!r:.80}")
+        severity = expectation.get("severity", "critical")
+        if severity != "critical":  # GX's warning and info levels fail a validation without stopping anything
+            raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r} has severity "
+                             f"{severity!r}, and seqwatch quarantines every reading that fails an expectation "
+                             f"(there is no reading it lets through with a warning): make it 'critical' to "
+                             f"quarantine what fails it, or leave it out of the suite")
         kwargs = expectation.get("kwargs")
         if not isinstance(kwargs, dict):
             continue

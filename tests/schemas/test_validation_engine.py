@@ -122,3 +122,22 @@ def test_a_timestamp_bound_written_as_a_date_is_refused_saying_what_to_write(tmp
                                          r"is an integer of microseconds since 1970-01-01 UTC: write min_value as "
                                          r"such a number \(1767225600000000 for 2026-01-01\)$"):
         load_suite_dict(str(path))
+
+
+def test_an_expectation_of_severity_warning_is_refused_not_enforced_as_critical(tmp_path):
+    """Bug hunt of user suites: GX 1.x marks an expectation "severity": "warning" (its failures do not stop a
+    checkpoint); seqwatch had quarantined what failed it without a word."""
+    import json
+
+    from seqwatch.schemas.validation import SuiteError
+    rule = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "value", "max_value": 10}}
+    path = tmp_path / "levels.json"
+    path.write_text(json.dumps({"name": "levels", "expectations": [dict(rule, severity="critical"),
+                                                                   dict(rule, severity="warning")]}))
+    with pytest.raises(SuiteError, match=r"has severity 'warning', and seqwatch quarantines every reading that fails "
+                                         r"an expectation .*: make it 'critical' to quarantine what fails it, or leave "
+                                         r"it out of the suite$"):
+        load_suite_dict(str(path))
+    path.write_text(json.dumps({"name": "levels", "expectations": [dict(rule, severity="critical")]}))
+    assert SuiteValidator(load_suite_dict(str(path))).failures(pd.DataFrame(
+        {"entity_id": ["e"], "channel": ["c"], "timestamp": [1], "value": [11.0]})).tolist() == [0]
