@@ -516,11 +516,14 @@ class Seq2SeqDetector:
 
     def _forecast_readings(self, forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
         """A forecast in original units (``[N, H, C]``) as readings: cumulative channels summed up from the
-        windows' last readings ``last`` ``[N, C]``, and never below them (a meter does not run back)."""
+        windows' last readings ``last`` ``[N, C]`` over their forecast increases, none below 0 (a meter does not
+        run back, from its last reading or from one forecast step to the next)."""
         cumulative = self._cumulative
         if not cumulative:
             return forecast
-        levels = windowing.levels_from_increments(last, forecast, cumulative)
+        increases = np.array(forecast, dtype=np.float64, copy=True)
+        increases[..., cumulative] = np.maximum(increases[..., cumulative], 0.0)
+        levels = windowing.levels_from_increments(last, increases, cumulative)
         return self._not_below_last(levels, last)
 
     def _within_bounds(self, levels: np.ndarray) -> np.ndarray:
