@@ -109,6 +109,8 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
         detector.model.save(staged)
         metadata = {"format_version": FORMAT_VERSION, "model_version": detector.model_version, **body,
                     "model_sha256": _sha256(staged), "library_versions": _library_versions()}
+        if detector.training_suite:  # where it lies is no part of the version (as the libraries are not)
+            metadata["training_suite"] = detector.training_suite
         meta_tmp = Path(tmp) / METADATA_FILE
         meta_tmp.write_text(json.dumps(metadata, indent=1, sort_keys=True))
         os.replace(staged, directory / MODEL_FILE)
@@ -266,6 +268,9 @@ def metadata_problem(metadata: dict) -> str | None:
     bounds_problem = _value_bounds_problem(metadata.get("value_bounds", {}), channels)
     if bounds_problem:
         return bounds_problem
+    suite = metadata.get("training_suite")
+    if suite is not None and not (isinstance(suite, str) and suite):
+        return f"training_suite must name a suite (a bundled family or a file's path), got {_shown(suite)}"
     return _scaler_problem(metadata["scaler"], channels) or _scorer_problem(metadata["scorer"], n) or \
         _tail_problem(metadata["tail"]) or \
         _intervals_problem(metadata["intervals"], architecture.forecast_horizon, n)
@@ -478,6 +483,7 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
         detector.threshold = float(metadata["threshold"])
         detector.intervals = ConformalIntervals.from_dict(metadata["intervals"]) if metadata["intervals"] else None
         detector.value_bounds = {name: tuple(pair) for name, pair in metadata.get("value_bounds", {}).items()}
+        detector.training_suite = metadata.get("training_suite")
         detector.fingerprint = metadata["fingerprint"]
         detector.metrics = metadata["metrics"]
         detector.history = metadata.get("history", {})

@@ -478,6 +478,9 @@ class Seq2SeqDetector:
         # trained with bounds it (schemas.validation.channel_value_bounds): forecasts and their intervals stay
         # inside, since a reading outside would be quarantined, not scored
         self.value_bounds: dict = {}
+        # the suite the model was trained with (a bundled family's name or a file's absolute path), which a
+        # fine-tuning without --suite judges its readings by; None for a model saved before it was kept
+        self.training_suite: str | None = None
         self.fingerprint: str = ""
         self.metrics: dict = {}
         self.history: dict = {}

@@ -480,6 +480,7 @@ def _train_locked(args) -> int:
                                           extrapolated_threshold_note, lacking_channels_note, zero_threshold_note)
     from seqwatch.pipelines import interrupts
     from seqwatch.pipelines.report import write_training_report
+    from seqwatch.schemas.validation import FAMILIES as SUITE_FAMILIES
     from seqwatch.schemas.validation import channel_value_bounds, load_suite_dict
 
     try:
@@ -501,6 +502,19 @@ def _train_locked(args) -> int:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
+    # A fine-tuning judges its readings, and bounds its forecasts, by the suite its model was trained with unless
+    # --suite names another (the default sensor suite had replaced an energy model's bounds: power forecasts < 0 W)
+    keep_bounds = False
+    if args.suite is None:
+        args.suite = (detector.training_suite if args.warm_start else None) or "sensor"
+        keep_bounds = bool(args.warm_start) and detector.training_suite is None  # a model saved before it was kept
+        if args.warm_start and detector.training_suite:
+            if args.suite not in SUITE_FAMILIES and not os.path.isfile(args.suite):
+                raise CliError(f"the model of --warm-start was trained with the suite file {args.suite}, which is "
+                               f"gone; give the suite the runs use with --suite")
+            print(f"seqwatch train: fine-tuning with the suite the model was trained with: {args.suite}",
+                  file=sys.stderr)
+    detector.training_suite = args.suite if args.suite in SUITE_FAMILIES else os.path.abspath(args.suite)
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
     training = _read_training_frame(args, channels=modelled)
     frame, paths = training.frame, training.paths
@@ -572,8 +586,10 @@ def _train_locked(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # the suite's bounds of each channel, which the forecasts keep to (a power forecast below 0 W would be a
-    # reading the run quarantines); a fine-tuning takes them from its own --suite, as it judged its readings by it
-    detector.value_bounds = channel_value_bounds(load_suite_dict(args.suite, check=False), detector.channels)
+    # reading the run quarantines); a fine-tuning takes them from the suite it judged its readings by (a model
+    # saved before its suite was kept, fine-tuned without --suite, keeps its own)
+    if not keep_bounds:
+        detector.value_bounds = channel_value_bounds(load_suite_dict(args.suite, check=False), detector.channels)
     # a signal whose exception was dropped stops here, with --model-dir as it was; one between the model's file
     # and its metadata had left neither version whole
     with interrupts.held_back():
@@ -1177,8 +1193,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-id", help="name stored in the artifact and the alerts (default: seqwatch; a "
                                            "fine-tuned version keeps its model's)")
     train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
-    train.add_argument("--suite", default="sensor", help=SUITE_HELP + "; readings it fails are left out of "
-                       "training, as a run quarantines them (use the suite the runs will use)")
+    train.add_argument("--suite", help=SUITE_HELP + "; readings it fails are left out of training, as a run "
+                       "quarantines them (use the suite the runs will use; default sensor, and for --warm-start the "
+                       "suite the model was trained with)")
     train.add_argument("--warm-start", metavar="MODEL_DIR",
                        help="fine-tune this model (an artifact or a model root's newest version) on the input "
                             "instead of training a new one: same architecture, window and scaler")

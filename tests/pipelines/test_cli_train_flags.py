@@ -1,5 +1,7 @@
 """``seqwatch train``'s model shape flags, found by a bug hunt: a short ``--window`` alone was refused over a stride
 nobody typed, and ``--units``/``--layers`` refusals named the config field, not the flag."""
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -106,6 +108,28 @@ def test_a_model_keeps_its_suites_bounds_and_a_fine_tuning_notes_the_channels_it
             "fine-tuning keeps the model's channels ['active_power', 'voltage']") in fine_err
     assert "door_sensor" not in train_err  # --ignore was asked for: no note
     assert read_metadata(tuned)["value_bounds"] == read_metadata(model)["value_bounds"]
+    # The bug hunt of forecasts: a fine-tuning without --suite had taken the default sensor suite's bounds (power
+    # forecasts below 0 W); it now takes the suite the model was trained with, and a model saved before that was
+    # kept keeps its own bounds
+    assert read_metadata(model)["training_suite"] == "energy"
+    bare = ["--format", "wide", "--entity", "fridge", "--epochs", "1"]
+    older = tmp_path / "older"
+    import shutil
+    shutil.copytree(model, older)
+    metadata = json.loads((older / "metadata.json").read_text())
+    del metadata["training_suite"]
+    (older / "metadata.json").write_text(json.dumps(metadata))
+    (kept, kept_err), (old, old_err) = cli_cases([
+        ["train", "--warm-start", str(model), "--input", str(tmp_path / "later.csv"), *bare, "--model-dir",
+         str(tmp_path / "model" / "v3")],
+        ["train", "--warm-start", str(older), "--input", str(tmp_path / "later.csv"), *bare, "--model-dir",
+         str(tmp_path / "older-v2")],
+    ])
+    assert kept == old == 0, (kept_err[-2000:], old_err[-2000:])
+    assert "seqwatch train: fine-tuning with the suite the model was trained with: energy" in kept_err
+    assert read_metadata(tmp_path / "model" / "v3")["value_bounds"] == read_metadata(model)["value_bounds"]
+    assert read_metadata(tmp_path / "model" / "v3")["training_suite"] == "energy"
+    assert read_metadata(tmp_path / "older-v2")["value_bounds"] == read_metadata(model)["value_bounds"]
 
 
 def test_fine_tunings_that_would_save_a_useless_version_are_refused_and_an_unknown_ignore_is_noted(tmp_path,
