@@ -34,8 +34,9 @@ from seqwatch.pipelines.config import HORIZON_US, stream_future_bound_us
 from seqwatch.pipelines.graph import RunPlan, SourceOutputs, build_scoring_graph
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
+from seqwatch.pipelines.validate import quarantine_rows
 from seqwatch.pipelines.windows import pane_floor
-from seqwatch.schemas.elements import Quarantined, ReadingBatch
+from seqwatch.schemas.elements import ReadingBatch
 
 DEFAULT_FLUSH_WINDOW_S = 60.0
 DEFAULT_ALLOWED_LATENESS_S = 0.0
@@ -70,17 +71,19 @@ class _LateGate(beam.DoFn):
             stamps = frame["timestamp"].to_numpy()
             future = stamps > ahead
             late = ~future & (np.zeros(len(frame), dtype=bool) if seen is None else stamps < seen - self.late_after_us)
-            out = []
-            for row in frame[future].itertuples(index=False):
-                out.append(self._quarantined(row, "future_timestamp",
-                                             f"the reading is {(row.timestamp - now_us) / 1e6:g}s ahead of the wall "
-                                             f"clock, more than the {FUTURE_TOLERANCE_US / 1e6:g}s a stream's "
-                                             f"readings may lead it (a device's clock set wrong?)"))
-            for row in frame[late].itertuples(index=False):
-                out.append(self._quarantined(row, "late",
-                                             f"the reading is {(seen - row.timestamp) / 1e6:g}s of event time behind "
-                                             f"the latest reading (or its reader's watermark), more than the "
-                                             f"{self.late_after_us / 1e6:g}s a pane is kept open for late data"))
+            # Records as the validation step makes them: a file's line is read again at the quarantine sink, as
+            # it is (a replay of the stream's quarantine pastes it back; the fields as JSON had failed to parse as a
+            # CSV line); a message's fields are kept now
+            out = [beam.pvalue.TaggedOutput(QUARANTINE, q) for q in quarantine_rows(
+                frame, future, "gate", "future_timestamp",
+                [f"the reading is {(t - now_us) / 1e6:g}s ahead of the wall clock, more than the "
+                 f"{FUTURE_TOLERANCE_US / 1e6:g}s a stream's readings may lead it (a device's clock set wrong?)"
+                 for t in stamps[future]], self.run_id)]
+            out += [beam.pvalue.TaggedOutput(QUARANTINE, q) for q in quarantine_rows(
+                frame, late, "gate", "late",
+                [f"the reading is {(seen - t) / 1e6:g}s of event time behind the latest reading (or its reader's "
+                 f"watermark), more than the {self.late_after_us / 1e6:g}s a pane is kept open for late data"
+                 for t in stamps[late]], self.run_id)]
             kept = ~(late | future)
             if kept.any():
                 newest = int(stamps[kept].max())
@@ -89,12 +92,6 @@ class _LateGate(beam.DoFn):
             elif seen is not None:
                 latest.write(seen)
             return out
-
-    def _quarantined(self, row, code: str, reason: str):
-        raw = json.dumps({"entity_id": str(row.entity_id), "channel": str(row.channel),
-                          "timestamp": int(row.timestamp), "value": float(row.value)})
-        return beam.pvalue.TaggedOutput(QUARANTINE, Quarantined(raw, str(row.source), int(row.line), "", 1, "gate",
-                                                                code, reason, self.run_id))
 
 
 class QuarantineLateReadings(beam.PTransform):

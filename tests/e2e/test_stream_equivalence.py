@@ -153,19 +153,24 @@ def test_with_online_calibration_streaming_and_batch_judge_every_window_alike(sa
 @pytest.mark.slow
 def test_late_readings_are_quarantined_not_dropped(same_data, tmp_path):
     first = pd.Timestamp("2026-01-05T00:00:00Z").value // 1000
-    # 8,985 s behind the latest event time (step 899), more than LATE_AFTER_S: the gate quarantines it.
-    way_too_late = ReadingBatch.from_columns(["pump-01"], ["flow"], [first + 5_000_000], [100.0],
-                                             ["replay"], [999_001])
+    # 8,985 s behind the latest event time (step 899), more than LATE_AFTER_S: the gate quarantines them, one a
+    # message's reading, one a file's (a stream replaying a file; its line 2, sent again).
+    path = sorted(Path(same_data.inputs[0]).parent.glob("*.csv"))[0]
+    way_too_late = ReadingBatch.from_columns(["pump-01", "pump-01"], ["flow", "flow"], [first + 5_000_000] * 2,
+                                             [100.0, 100.0], ["kafka:sensors/0", str(path)], [999_001, 2])
     _, frame, counts = _stream(same_data, tmp_path / "late", extra_late=[way_too_late])
     quarantine = ds.dataset(tmp_path / "late" / "quarantine", format="parquet").to_table().to_pandas()
     late = quarantine[quarantine["reason_code"] == "late"].set_index("line")
-    assert late.loc[999_001, "stage"] == "gate"
+    assert (late.loc[[999_001, 2], "stage"] == "gate").all() and (late.loc[[999_001, 2], "column"] == "flow").all()
     assert "behind the latest reading" in late.loc[999_001, "reason"]
     assert json.loads(late.loc[999_001, "raw"]) == {"entity_id": "pump-01", "channel": "flow",
                                                    "timestamp": first + 5_000_000, "value": 100.0}
-    assert counts["records_in"] == len(frame) + 1
+    # Bug hunt of streams: a file's line had been written as the reading's fields in JSON, which a replay of the
+    # stream's quarantine pasted over the CSV line (and quarantined again as a timestamp it could not read)
+    assert late.loc[2, "raw"] == path.read_text().splitlines()[1]
+    assert counts["records_in"] == len(frame) + 2
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
-    assert counts["quarantined.gate.late"] == 1
+    assert counts["quarantined.gate.late"] == 2
 
 
 
