@@ -1451,10 +1451,11 @@ def _quiet_interrupts():
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    interrupt = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    original_sigint = signal.getsignal(signal.SIGINT)
+    interrupt = original_sigint is signal.default_int_handler
     terminate = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if not (interrupt or terminate):
-        return lambda: None
+        return lambda: _stop_job_servers(original_sigint)
     from seqwatch.pipelines import interrupts
 
     previous_hook, previous_unraisable = threading.excepthook, sys.unraisablehook
@@ -1481,6 +1482,7 @@ def _quiet_interrupts():
             previous_unraisable(info)
 
     def restore():
+        _stop_job_servers(original_sigint)
         if interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
         if terminate:
@@ -1495,6 +1497,35 @@ def _quiet_interrupts():
         signal.signal(signal.SIGTERM, on_interrupt)
     threading.excepthook, sys.unraisablehook = thread_failed, unraisable
     return restore
+
+
+def _stop_job_servers(original_sigint) -> None:
+    """Stop the job servers (Prism's, Flink's) that Beam started in this command, whose SIGINT handlers it put in
+    place (``StopOnExitJobServer``), with SIGINT and SIGTERM ignored meanwhile, then give SIGINT back its handler
+    from before the command. Beam stops them at the interpreter's exit, holding a lock while it waits for the
+    server to end; a Ctrl-C then ran Beam's handler, which waited for that lock: the process never ended, and
+    Prism stayed behind (bug hunt of streams; in a terminal, a traceback from the exit's callback instead)."""
+    import signal
+
+    servers = []
+    handler = signal.getsignal(signal.SIGINT)
+    while type(getattr(handler, "__self__", None)).__name__ == "StopOnExitJobServer" and len(servers) < 16:
+        servers.append(handler.__self__)
+        handler = getattr(handler.__self__, "_original_sigint_handler", None)
+    if not servers:
+        return
+    sigterm = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        for server in servers:
+            try:
+                server.stop()  # also takes it off the exit's callbacks
+            except Exception:  # noqa: BLE001 - a server that cannot be stopped is Beam's to report at exit
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        signal.signal(signal.SIGINT, original_sigint if original_sigint is not None else signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:

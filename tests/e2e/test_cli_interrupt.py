@@ -126,3 +126,46 @@ def test_a_sigterm_to_the_stream_process_alone_stops_its_prism_too(small_model_d
     assert returncode == 143, text[-2000:]
     assert text.splitlines()[-1] == f"seqwatch stream: stopped by SIGTERM; what was written so far stays in {out}"
     assert left == [], f"Prism processes {left} outlived the stream"
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_while_a_finished_stream_stops_prism_ends_it_all_the_same(small_model_dir, tmp_path, prism_location):
+    """Bug hunt of streams (2026-12-03): a stream started as a script's background job (SIGINT ignored) got a SIGINT
+    while Beam stopped Prism at the interpreter's exit, holding a lock; Beam's SIGINT handler, put in place for
+    the job server whatever the job ignored, waited for that lock: the process never ended, and Prism stayed. Now
+    seqwatch stops the job server itself before it returns, with the signal ignored meanwhile."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=600, seed=4)
+    path = tmp_path / "readings.csv"
+    readings.to_csv(path, index=False)
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
+               "--speed", "100000", "--model-dir", str(small_model_dir), "--output", str(out), "--pane-steps", "16",
+               f"--prism_location={prism_location}"]
+    with open(log_path, "w") as log:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a script's background job
+        try:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                       start_new_session=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        prism = []
+        try:
+            deadline = time.monotonic() + 180
+            while "the source ended" not in log_path.read_text() and time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                prism = prism or [pid for pid, name in _children(process.pid).items() if name.startswith("prism")]
+                time.sleep(0.05)
+            assert prism, log_path.read_text()[-2000:]
+            time.sleep(0.3)
+            process.send_signal(signal.SIGINT)  # while the job server is being stopped
+            returncode = process.wait(timeout=60)
+            left = [pid for pid in prism if _alive(pid)]
+        finally:
+            os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+            for pid in prism:
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+    text = log_path.read_text()
+    assert returncode == 0, text[-2000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert left == [], f"Prism processes {left} outlived the stream"
