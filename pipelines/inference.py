@@ -69,6 +69,9 @@ def _same_phase(loaded, model) -> bool:
     return min(apart, step - apart) <= step // 100
 
 
+UNREADABLE_GRACE_S = 60.0  # how long a newest version's metadata may stay unreadable (being copied) unsaid
+
+
 class ModelVersionWatch:
     """Finds the newest artifact of a model directory, at most every ``interval_s`` seconds (one per handler,
     so per scoring thread; loaded versions are shared by the threads of a process)."""
@@ -79,6 +82,7 @@ class ModelVersionWatch:
         self._next_look = 0.0
         self._refused: set = set()  # (path, version) that do not fit the running pipeline
         self._failed: set = set()  # (path, version) that did not load (warned once, tried again)
+        self._unreadable: dict = {}  # newest version folder whose metadata could not be read -> (first seen, warned)
 
     def current(self, model):
         """The detector to score with: ``model`` (the one in use) or a newer version of the directory."""
@@ -98,8 +102,17 @@ class ModelVersionWatch:
             # The version only: metadata that ``read_metadata`` refuses (a value edited by hand) are refused by the
             # load below, with a warning, rather than skipped without a word at every look.
             version = str(json.loads((newest / METADATA_FILE).read_text())["model_version"])
-        except (KeyError, TypeError, ValueError, OSError):
-            return model  # being written or removed: look again next time
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            # being written or removed: look again next time; still so after a grace period (a copy cut short, a
+            # file edited by hand), it is said once, rather than skipped without a word at every look
+            first, warned = self._unreadable.setdefault(str(newest), (now, False))
+            if not warned and now - first >= max(UNREADABLE_GRACE_S, 2 * self.interval_s):
+                self._unreadable[str(newest)] = (first, True)
+                LOG.warning("seqwatch: the newest model version in %s has a %s that cannot be read (%s), still "
+                            "scoring with %s; save the version again (seqwatch train writes it whole)", newest,
+                            METADATA_FILE, f"{type(exc).__name__}: {exc}"[:200], model.model_version)
+            return model
+        self._unreadable.pop(str(newest), None)
         key = (str(newest), version)
         if version == model.model_version or key in self._refused:
             return model
