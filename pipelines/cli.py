@@ -1304,7 +1304,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--emulator-host", help="pubsub: host:port of the emulator")
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
     stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
-                        help="seconds the watermark stays behind the latest event time")
+                        help="seconds the watermark stays behind the latest event time: as much disorder as the "
+                             "source delivers (Pub/Sub keeps no order); a reading that comes after its pane was "
+                             "scored is quarantined as late")
     stream.add_argument("--archive-readings", type=float, metavar="SECONDS",
                         help="also write the readings that pass the late gate and validation to readings/<entity>/, "
                              "one long-format Parquet file per entity and this many seconds of event time (e.g. "
