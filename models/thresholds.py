@@ -202,6 +202,11 @@ def fit_threshold(scores: np.ndarray, scoring: "ScoringConfig") -> float:
     return float(QuantileThreshold(scoring.threshold_quantile).fit(scores))
 
 
+# The first score of a run above its threshold joins an online calibration's history no higher than the score
+# at risk / this
+JOIN_CAP_RISK_FACTOR = 100
+
+
 class OnlineTailCalibration:
     """Tail probability of each score of a stream under the scores that came before it.
 
@@ -225,7 +230,10 @@ class OnlineTailCalibration:
     ``history`` steps, and the entity blind to any lesser incident. Scattered exceedances (an entity noisier than
     the seed) still join one by one, so its threshold rises to its own noise; and a run that outlasts a refit
     period is a lasting change (an entity whose operating point differs from the seed's, a shift that stays), not
-    an incident: its later steps join, so that it becomes the entity's normal.
+    an incident: its later steps join as they are, so that it becomes the entity's normal. A run's first score
+    joins no higher than the score at a hundredth of the risk under the fit that judged it
+    (``JOIN_CAP_RISK_FACTOR``): one score far beyond anything normal (a sensor's 5,000 among scores of 3) had
+    raised the threshold by half for as long as the history held it, and the entity missed lesser incidents.
 
     The state is the scores kept, the steps since the last refit and the length of the run above the thresholds
     that the last step ended (``to_dict``/``from_dict``), so it can live in a streaming pipeline's per-entity
@@ -317,21 +325,24 @@ class OnlineTailCalibration:
             block = s[start:stop]
             if at_risk is not None:  # a fit without a tail beyond the risk (a seed too): above its tied top is rare
                 at_risk[start:stop] = fit.score_at(risk) if risk < fit.tail_fraction else fit.tail_start
-                block = self._declustered(block, at_risk[start:stop])
+                cap = fit.score_at(risk / JOIN_CAP_RISK_FACTOR) if risk < fit.tail_fraction else fit.tail_start
+                block = self._declustered(block, at_risk[start:stop], cap)
             self.update(block)
             start = stop
         return p, at_risk
 
-    def _declustered(self, block: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    def _declustered(self, block: np.ndarray, threshold: np.ndarray, cap: float) -> np.ndarray:
         """``block`` with the scores that continue a run above their thresholds replaced by NaN, up to the run's
-        ``refit_every``-th step (see the class docstring): they count as steps of the refit period only."""
+        ``refit_every``-th step (they count as steps of the refit period only), and each run's first score lowered
+        to ``cap`` where it lies beyond it (see the class docstring)."""
         steps = np.empty(block.size, dtype=np.int64)
         run = self._run_steps
         for i, above in enumerate(block > threshold):
             run = run + 1 if above else 0
             steps[i] = run
         self._run_steps = int(run)
-        return np.where((steps >= 2) & (steps <= self.refit_every), np.nan, block)
+        joining = np.where(steps == 1, np.minimum(block, max(cap, float(np.max(threshold)))), block)
+        return np.where((steps >= 2) & (steps <= self.refit_every), np.nan, joining)
 
     def to_dict(self) -> dict:
         return {"history": self.history, "refit_every": self.refit_every, "initial_quantile": self.initial_quantile,

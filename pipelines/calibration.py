@@ -59,8 +59,8 @@ def model_risk(metadata: dict) -> tuple[float, float]:
     if not 0.0 < risk < 1.0 - initial:
         raise CalibrationError(
             f"online calibration needs a model whose threshold is rarer than its tail fit's start (risk below "
-            f"{1 - initial:g}); model {metadata.get('model_version', '?')} has risk {risk:g}: train it with a "
-            f"threshold quantile above {initial:g} or with --threshold pot")
+            f"{1 - initial:g}); model {metadata.get('model_version', '?')} has risk {risk:g}: train it with "
+            f"--threshold pot (the default; or, in Python, ScoringConfig(threshold_quantile=) above {initial:g})")
     return risk, initial
 
 

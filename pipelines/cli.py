@@ -923,7 +923,12 @@ def cmd_replay(args, beam_args) -> int:
     config = config_from_args(args)
     # The format flags set mapping keys as the mapping file does; --ignore adds to the original run's list.
     changes = _with_flags(config.mapping_changes, _mapping_flags(args), args)
-    config = dataclasses.replace(config, mapping_changes=changes, more_ignored=tuple(args.ignore or ()))
+    extra = dict(config.extra)
+    if args.online_calibration:  # a JSON Lines export names no run whose settings the replay could take
+        extra["online_calibration"] = True
+    if args.alert_cooldown is not None:
+        extra["alert_cooldown_us"] = _cooldown_us(args.alert_cooldown)
+    config = dataclasses.replace(config, mapping_changes=changes, more_ignored=tuple(args.ignore or ()), extra=extra)
     try:
         manifest = run_replay(config, beam_args)
     except (RunError, ReplayError) as exc:

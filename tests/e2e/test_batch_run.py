@@ -520,6 +520,11 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
           "--online-calibration"], "online calibration needs a model whose threshold is rarer than its tail fit"),
+        # the bug hunt of online calibration: the advice named a quantile setting the command line does not have
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(tmp_path / "q90"), "--online-calibration"], "has risk 0.1: train it with --threshold pot (the default; "
+                                                          "or, in Python, ScoringConfig(threshold_quantile=) above "
+                                                          "0.95)"),
     ]
     import shutil
 

@@ -140,15 +140,18 @@ def test_without_a_seed_with_a_tail_a_tied_history_puts_the_threshold_at_its_top
 
 def test_process_at_risk_lets_only_the_first_step_of_a_run_above_the_threshold_into_the_history():
     """Runs declustering: of consecutive steps above the threshold that judged them, the first joins the history
-    and the others count as steps only, also when the run goes on into the next call or a restored state."""
+    (no higher than the score at a hundredth of the risk) and the others count as steps only, also when the run
+    goes on into the next call or a restored state."""
     online = OnlineTailCalibration(history=100, refit_every=100).start(ONE_TO_TWENTY)
+    cap = online.calibration.score_at(1e-5)
+    assert 20.0 < cap < 97.0
     p, threshold = online.process_at_risk(np.array([1.5, 100.0, 100.0, 100.0, 1.5, 100.0, 99.0]), 1e-3)
-    assert np.all(threshold < 99.0) and np.all(threshold > 1.5)  # one fit (no refit yet): above it are the 9Xs
-    np.testing.assert_array_equal(np.sort(online.scores), np.sort(np.r_[ONE_TO_TWENTY, 1.5, 100.0, 1.5, 100.0]))
+    assert np.all(threshold < 97.0) and np.all(threshold > 21.0)  # one fit (no refit yet): above it are the 9Xs
+    np.testing.assert_array_equal(np.sort(online.scores), np.sort(np.r_[ONE_TO_TWENTY, 1.5, cap, 1.5, cap]))
     restored = OnlineTailCalibration.from_dict(online.to_dict())  # the run is still open at the end of the call
-    restored.process_at_risk(np.array([98.0, 2.5, 97.0]), 1e-3)
+    restored.process_at_risk(np.array([98.0, 2.5, 21.0]), 1e-3)
     np.testing.assert_array_equal(np.sort(restored.scores),
-                                  np.sort(np.r_[ONE_TO_TWENTY, 1.5, 100.0, 1.5, 100.0, 2.5, 97.0]))
+                                  np.sort(np.r_[ONE_TO_TWENTY, 1.5, cap, 1.5, cap, 2.5, 21.0]))
     restored.update(np.ones(90))  # 100 steps in all (those left out of the history count): the refit is due
     assert restored.calibration is not online.calibration
 
@@ -157,11 +160,27 @@ def test_a_run_above_the_threshold_that_outlasts_the_refit_period_joins_the_hist
     """A run of more than ``refit_every`` steps is a lasting change (another operating point, a shift that
     stays), not an incident: steps 2..refit_every stay out, the later ones join."""
     online = OnlineTailCalibration(history=200, refit_every=10).start(ONE_TO_TWENTY)
-    threshold = online.calibration.score_at(1e-3)
-    online.process_at_risk(np.full(9, 1000.0), 1e-3)  # steps 1-9 of the run, judged by the seed's fit
-    online.process_at_risk(np.full(4, 1000.0), 1e-3)  # steps 10-13: the refit after step 10 saw one 1000
-    assert threshold < 1000.0 and online.calibration.score_at(1e-3) < 1000.0  # still above the thresholds
-    np.testing.assert_array_equal(np.sort(online.scores), np.r_[ONE_TO_TWENTY, [1000.0] * 4])  # steps 1, 11-13
+    first_cap = online.calibration.score_at(1e-5)
+    online.process_at_risk(np.full(10, 1000.0), 1e-3)  # steps 1-10 of the run, judged by the seed's fit
+    _, threshold = online.process_at_risk(np.full(3, 1000.0), 1e-3)  # steps 11-13, after a refit
+    assert (threshold < 1000.0).all() and first_cap < 1000.0
+    # the first step capped (an incident's peak), the lasting change's steps as they are
+    np.testing.assert_array_equal(np.sort(online.scores), np.r_[ONE_TO_TWENTY, first_cap, [1000.0] * 3])
+
+
+def test_one_score_far_beyond_anything_normal_does_not_blind_the_entity_for_the_history():
+    """Bug hunt of online calibration: one score of 37.7 among scores of about 3 raised the threshold by half
+    for as long as the history held it (a sensor's 5,000: lesser incidents missed from then on)."""
+    rng = np.random.default_rng(4)
+    seed = np.sort(rng.gamma(4.0, 0.5, 2000))
+    scores = rng.gamma(4.0, 0.5, 3000)
+    scores[250] = 5000.0
+    for k in range(6):
+        scores[500 + 400 * k:507 + 400 * k] = 7.5
+    _, threshold = OnlineTailCalibration(8640, 100, 0.95).start(seed).process_at_risk(scores, 1e-3)
+    found = [(scores[a:a + 7] > threshold[a:a + 7]).any() for a in range(500, 2900, 400)]
+    assert sum(found) >= 5, (found, threshold[::100])
+    assert threshold[-1] < 1.25 * threshold[0]
 
 
 def test_an_entity_whose_operating_point_lies_above_the_seeds_threshold_becomes_its_normal():

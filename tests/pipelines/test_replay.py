@@ -701,3 +701,27 @@ def test_a_relative_source_is_found_from_here_when_the_runs_working_folder_is_go
     replayed = run_replay(ReplayConfig(quarantine=str(moved), output="replayed", model_dir=str(small_model_dir),
                                        suite="sensor"), ["--runner=DirectRunner"], now_us=NOW_US)
     assert replayed["replay"]["sources"] == [relative] and replayed["replay"]["scored_now"] == 2
+
+
+def test_a_replay_of_an_export_takes_the_runs_online_calibration_and_cooldown_when_given_again(
+        original, small_model_dir, tmp_path, capsys):
+    """Bug hunt of online calibration: a JSON Lines export names no run, so its replay ran without the run's online
+    calibration (an entity's windows judged by the model's one threshold: 748 of 997 anomalous against 121), and
+    replay had no flag to give it again. It now takes --online-calibration and --alert-cooldown."""
+    from seqwatch.pipelines.cli import main
+
+    _, _, out, _ = original
+    fixes = tmp_path / "fixes.jsonl"
+    _quarantine(out).to_json(fixes, orient="records", lines=True)
+    common = ["replay", "--quarantine", str(fixes), "--model-dir", str(small_model_dir), "--format", "wide",
+              "--suite", "sensor", "--runner=DirectRunner"]
+    assert main([*common, "--output", str(tmp_path / "bare")]) == 0
+    assert main([*common, "--output", str(tmp_path / "again"), "--online-calibration", "--alert-cooldown", "600"]) == 0
+    bare = json.loads((tmp_path / "bare" / "manifest.json").read_text())["settings"]
+    again = json.loads((tmp_path / "again" / "manifest.json").read_text())["settings"]
+    assert not bare.get("online_calibration") and not bare.get("alert_cooldown_us")
+    assert again["online_calibration"] is True and again["alert_cooldown_us"] == 600_000_000
+    capsys.readouterr()
+    assert main([*common, "--output", str(tmp_path / "bad"), "--alert-cooldown", "-1"]) == 2
+    assert "seqwatch replay: --alert-cooldown must be zero or a positive number of seconds, got -1" in \
+        capsys.readouterr().err
