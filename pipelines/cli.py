@@ -481,7 +481,7 @@ def _train_locked(args) -> int:
     from seqwatch.pipelines import interrupts
     from seqwatch.pipelines.report import write_training_report
     from seqwatch.schemas.validation import FAMILIES as SUITE_FAMILIES
-    from seqwatch.schemas.validation import channel_value_bounds, load_suite_dict
+    from seqwatch.schemas.validation import channel_value_bounds, load_suite_dict, rules_for_no_channel
 
     try:
         if args.warm_start:
@@ -588,8 +588,14 @@ def _train_locked(args) -> int:
     # the suite's bounds of each channel, which the forecasts keep to (a power forecast below 0 W would be a
     # reading the run quarantines); a fine-tuning takes them from the suite it judged its readings by (a model
     # saved before its suite was kept, fine-tuned without --suite, keeps its own)
+    suite_rules = load_suite_dict(args.suite, check=False)
     if not keep_bounds:
-        detector.value_bounds = channel_value_bounds(load_suite_dict(args.suite, check=False), detector.channels)
+        detector.value_bounds = channel_value_bounds(suite_rules, detector.channels)
+    idle = rules_for_no_channel(suite_rules, detector.channels) if args.suite not in SUITE_FAMILIES else []
+    if idle:  # a user's suite (the bundled ones hold rules for every kind of channel)
+        print(f"seqwatch train: note: {len(idle)} rule(s) of suite {args.suite} judge none of the model's channels "
+              f"{list(detector.channels)} (first: {idle[0]}): a channel name misspelt in a row condition?",
+              file=sys.stderr)
     # a signal whose exception was dropped stops here, with --model-dir as it was; one between the model's file
     # and its metadata had left neither version whole
     with interrupts.held_back():

@@ -223,6 +223,32 @@ def channel_value_bounds(suite: dict, channels) -> dict:
             if pair != [None, None] and (None in pair or pair[0] <= pair[1])}
 
 
+def rules_for_no_channel(suite: dict, channels) -> list:
+    """Descriptions of ``suite``'s expectations whose pandas row condition names no column but ``channel`` and
+    selects none of ``channels``: rules that judge no reading of a model of those channels (a channel name
+    misspelt in the condition, ``channel == "presure"``, or a rule for another kind of equipment)."""
+    names = [str(c) for c in channels]
+    frame = pd.DataFrame({"channel": pd.Categorical(names)})
+    found = []
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
+        if not isinstance(kwargs, dict):
+            continue
+        condition = kwargs.get("row_condition")
+        if isinstance(condition, dict) and condition.get("type") == "pass_through":
+            condition = condition.get("pass_through_filter")
+        if not isinstance(condition, str) or kwargs.get("condition_parser") != "pandas" \
+                or set(_IDENTIFIER.findall(condition)) & (set(COLUMNS) - {"channel"}):
+            continue
+        try:
+            applies = _condition_mask(frame, condition)
+        except Exception:  # noqa: BLE001 - a condition the channel alone cannot answer says nothing here
+            continue
+        if not applies.any():
+            found.append(f"{expectation.get('type')}({kwargs.get('column')}) where {condition}")
+    return found
+
+
 def _is_bound(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 

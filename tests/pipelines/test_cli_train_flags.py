@@ -193,3 +193,37 @@ def test_an_ignored_column_of_a_long_file_is_no_unknown_name(tmp_path, cli_cases
     assert "ignored name" not in stderr
     assert ("seqwatch train: note: the ignored name 'uint' (did you mean 'unit'?) is no column or channel of the "
             "training input, so it leaves nothing out") in typo
+
+
+def test_a_user_suites_rule_that_judges_none_of_the_models_channels_is_noted(tmp_path, cli_cases):
+    """Bug hunt of user suites: a rule whose row condition names a channel the data lack (a typo, "presure") was
+    accepted and enforced nothing, without a word."""
+    from seqwatch.schemas.validation import rules_for_no_channel
+
+    def rule(condition):
+        return {"type": "expect_column_values_to_be_between", "kwargs": {
+            "column": "value", "max_value": 100, "row_condition": condition, "condition_parser": "pandas"}}
+
+    suite = {"name": "mine", "expectations": [rule('channel == "presure"'), rule('channel == "flow"'),
+                                              rule('entity_id == "p9"'), rule('channel.str.startswith("x")')]}
+    assert rules_for_no_channel(suite, ["flow", "pressure"]) == [
+        'expect_column_values_to_be_between(value) where channel == "presure"',
+        'expect_column_values_to_be_between(value) where channel.str.startswith("x")']
+    assert rules_for_no_channel(suite, ["flow", "presure", "x1"]) == []
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(suite))
+    t = np.arange(1500)
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"timestamp": pd.to_datetime(1_767_225_600 + 10 * t, unit="s", utc=True).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"), "flow": 50 + rng.normal(0, 1, len(t)), "pressure": 5 + rng.normal(0, .1, len(t))}
+    ).to_csv(tmp_path / "p1.csv", index=False)
+    common = ["train", "--input", str(tmp_path / "p1.csv"), "--format", "wide", "--window", "16", "--units", "4",
+              "--epochs", "1"]
+    (mine, mine_err), (bundled, bundled_err) = cli_cases([
+        [*common, "--suite", str(path), "--model-dir", str(tmp_path / "m")],
+        [*common, "--model-dir", str(tmp_path / "m2")]])
+    assert mine == bundled == 0, (mine_err[-2000:], bundled_err[-2000:])
+    assert (f"seqwatch train: note: 2 rule(s) of suite {path} judge none of the model's channels ['flow', "
+            f"'pressure'] (first: expect_column_values_to_be_between(value) where channel == \"presure\"): a channel "
+            f"name misspelt in a row condition?") in mine_err
+    assert "judge none of the model's channels" not in bundled_err  # the bundled suites cover every kind
