@@ -111,9 +111,7 @@ def _provenance(r: dict) -> str:
 # ------------------------------------------------------------------------------------------------------ render
 def render(results: dict, run: dict, md_dir: Path) -> str:
     """The markdown of the section (without markers) from per-data-set results and this run's metadata."""
-    revised = ("three", "four", "five", "six")[
-        bool(_has_cooldown(results)) + bool(results.get("energy", {}).get("holdout"))
-        + (results.get("skab", {}).get("run", {}).get("date", "") >= ONLINE_DECLUSTERED_SINCE)]
+    revised = _revised_count(results)
     parts = ["## Accuracy", "",
              "Written by `benchmarks/accuracy.py` (`make bench-accuracy`); everything between the accuracy markers "
              "is regenerated, so edit the script, not this text (`--render-only` re-renders it from the results "
@@ -259,14 +257,8 @@ def _protocol(results: dict) -> str:
               "file of it; they were chosen for the size of each training part and this 2-core machine's time budget, "
               "not by test accuracy (the ECG model was made smaller and its signal coarser for training time before "
               "its first full run). "
-            + ("Six choices were revised after a look at test output, and none was picked by comparing scores on "
-               "the data it is tested on: " if cooldown and results.get("energy", {}).get("holdout") and capped else
-               "Five choices were revised after a look at test output, and none was picked by comparing scores on "
-               "the data it is tested on: " if cooldown and results.get("energy", {}).get("holdout") else
-               "Four choices were revised after a look at test output, and none was picked by comparing scores on "
-               "the data it is tested on: " if cooldown else
-               "Three choices were revised after a look at test output, and none was picked by comparing test "
-               "scores: ")
+            + f"{_revised_count(results).capitalize()} choices were revised after a look at test output, and none "
+              "was picked by comparing scores on the data it is tested on: "
             + "the appliance threshold was first fitted on the model's own calibration "
               "minutes (the last 15% of each training day) until a smoke run's plot showed that those minutes held "
               "no appliance cycle, so it now comes from a held-out normal day; the appliance models' error floor "
@@ -290,7 +282,7 @@ def _protocol(results: dict) -> str:
                "first evaluation, each file's cooldown is chosen on the labels of the other fold's files only "
                "(2-fold cross-validation), and the result is reported as it came out, beside the variant without "
                "a cooldown." if cooldown else ".")
-            + (" The sixth is SKAB's online-calibration setting, not its headline: the cap on a run's first window "
+            + (" The last is SKAB's online-calibration setting, not its headline: the cap on a run's first window "
                "in the calibration history was first applied to every window that joined above its threshold, and "
                "kept to a run's first after that version's SKAB result was seen (below)." if capped else "")
             + _reruns(results))
@@ -298,6 +290,15 @@ def _protocol(results: dict) -> str:
 
 # Runs of NAB and ECG from this date on have the training parts cut by steps with readings (see ``_reruns``).
 PARTS_BY_READINGS_SINCE = "2026-12-01 05:00"
+
+
+def _revised_count(results: dict) -> str:
+    """How many choices the protocol section lists as revised after a look at test output, in words: the three
+    always listed, and the NAB cooldown, the appliances' held-out day and SKAB's online-calibration cap where the
+    results hold them."""
+    listed = (3 + bool(_has_cooldown(results)) + bool(results.get("energy", {}).get("holdout"))
+              + (results.get("skab", {}).get("run", {}).get("date", "") >= ONLINE_DECLUSTERED_SINCE))
+    return ("three", "four", "five", "six")[listed - 3]
 
 
 def _reruns(results: dict) -> str:

@@ -519,14 +519,14 @@ class Seq2SeqDetector:
 
     def _forecast_readings(self, forecast: np.ndarray, last: np.ndarray) -> np.ndarray:
         """A forecast in original units (``[N, H, C]``) as readings: cumulative channels summed up from the
-        windows' last readings ``last`` ``[N, C]`` over their forecast increases, none below 0 (a meter does not
-        run back, from its last reading or from one forecast step to the next)."""
+        windows' last readings ``last`` ``[N, C]``, each step at least the step before it (the running maximum: a
+        meter does not run back, and where the network's net forecast rises past an earlier step it is kept), and
+        never below the last reading. The intervals around it are the forecast's plus each step's own margins."""
         cumulative = self._cumulative
         if not cumulative:
             return forecast
-        increases = np.array(forecast, dtype=np.float64, copy=True)
-        increases[..., cumulative] = np.maximum(increases[..., cumulative], 0.0)
-        levels = windowing.levels_from_increments(last, increases, cumulative)
+        levels = windowing.levels_from_increments(last, forecast, cumulative)
+        levels[..., cumulative] = np.maximum.accumulate(levels[..., cumulative], axis=1)
         return self._not_below_last(levels, last)
 
     def _within_bounds(self, levels: np.ndarray) -> np.ndarray:

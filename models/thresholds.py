@@ -335,10 +335,12 @@ class OnlineTailCalibration:
         """``block`` with the scores that continue a run above their thresholds replaced by NaN, up to the run's
         ``refit_every``-th step (they count as steps of the refit period only), and each run's first score lowered
         to ``cap`` where it lies beyond it (see the class docstring)."""
-        steps = np.empty(block.size, dtype=np.int64)
+        steps = np.zeros(block.size, dtype=np.int64)
         run = self._run_steps
-        for i, above in enumerate(block > threshold):
-            run = run + 1 if above else 0
+        for i, (score, limit) in enumerate(zip(block, threshold)):
+            if not np.isfinite(score):
+                continue  # a step without a score (a gap) neither ends a run nor continues it; it never joins
+            run = run + 1 if score > limit else 0
             steps[i] = run
         self._run_steps = int(run)
         joining = np.where(steps == 1, np.minimum(block, max(cap, float(np.max(threshold)))), block)

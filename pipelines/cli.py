@@ -514,7 +514,10 @@ def _train_locked(args) -> int:
                                f"gone; give the suite the runs use with --suite")
             print(f"seqwatch train: fine-tuning with the suite the model was trained with: {args.suite}",
                   file=sys.stderr)
-    detector.training_suite = args.suite if args.suite in SUITE_FAMILIES else os.path.abspath(args.suite)
+    # what a later fine-tuning without --suite takes; none for a model saved before it was kept and fine-tuned
+    # without --suite (it judged by the default suite but kept its own bounds, which that suite's would replace)
+    detector.training_suite = None if keep_bounds else \
+        args.suite if args.suite in SUITE_FAMILIES else os.path.abspath(args.suite)
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
     training = _read_training_frame(args, channels=modelled)
     frame, paths = training.frame, training.paths
@@ -930,8 +933,8 @@ def cmd_replay(args, beam_args) -> int:
     # The format flags set mapping keys as the mapping file does; --ignore adds to the original run's list.
     changes = _with_flags(config.mapping_changes, _mapping_flags(args), args)
     extra = dict(config.extra)
-    if args.online_calibration:  # a JSON Lines export names no run whose settings the replay could take
-        extra["online_calibration"] = True
+    if args.online_calibration is not None:  # a JSON Lines export names no run whose settings it could take
+        extra["online_calibration"] = bool(args.online_calibration)
     if args.alert_cooldown is not None:
         extra["alert_cooldown_us"] = _cooldown_us(args.alert_cooldown)
     config = dataclasses.replace(config, mapping_changes=changes, more_ignored=tuple(args.ignore or ()), extra=extra)

@@ -18,6 +18,7 @@ a replay of its own quarantine runs with them again besides its own.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -727,9 +728,9 @@ def add_arguments(parser) -> None:
                         help="replay only records with this reason code (repeatable; default: all)")
     parser.add_argument("--run-id", help="default: derived from the replayed records and settings")
     parser.add_argument("--pane-steps", type=int, help="default: the original run's")
-    parser.add_argument("--online-calibration", action="store_const", const=True, default=None,
-                        help="judge each entity's windows by its own earlier scores (default: as the original run "
-                             "did; a JSON Lines export names no run, so give it again with one)")
+    parser.add_argument("--online-calibration", action=argparse.BooleanOptionalAction, default=None,
+                        help="judge each entity's windows by its own earlier scores, or not (default: as the "
+                             "original run did; a JSON Lines export names no run, so give it again with one)")
     parser.add_argument("--alert-cooldown", type=float, metavar="SECONDS",
                         help="as seqwatch run's (default: the original run's; give it again with a JSON Lines "
                              "export)")

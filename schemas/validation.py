@@ -178,7 +178,7 @@ def _check_suite_content(suite: dict, name=None) -> None:
                     raise SuiteError(f"{_expectation_name(expectation, position)} of suite {name!r} bounds the "
                                      f"timestamp by the text {kwargs[key]!r}, but a reading's timestamp is an integer "
                                      f"of microseconds since 1970-01-01 UTC: write {key} as such a number"
-                                     + (f" ({example} for {kwargs[key]})" if example else ""))
+                                     + (f" ({example} for {kwargs[key]})" if example is not None else ""))
 
 
 def channel_value_bounds(suite: dict, channels) -> dict:

@@ -139,12 +139,13 @@ def test_a_meters_forecast_is_meter_readings_with_intervals(meters):
     for array in (result.forecast, result.lower, result.upper):
         assert (array[..., meter] >= last).all()
     # The bug hunt of forecasts, again: a forecast step's increase below 0 had made the meter run back from one
-    # step to the next (53% of an household's windows, by up to 3.3 Wh); the running sum now adds no negative one
+    # step to the next (53% of an household's windows, by up to 3.3 Wh); each step is now at least the one before
+    # (the running maximum, which keeps the network's net forecast where it rises past an earlier step)
     assert (np.diff(result.forecast[..., meter], axis=1) >= 0).all()
     falling = np.zeros((1, 4, len(detector.channels)))
     falling[0, :, meter] = [2.0, -1.0, -1.0, 3.0]  # increases as the network might forecast them
     levels = detector._forecast_readings(falling, np.array([[100.0] * len(detector.channels)]))
-    assert levels[0, :, meter].tolist() == [102.0, 102.0, 102.0, 105.0]
+    assert levels[0, :, meter].tolist() == [102.0, 102.0, 102.0, 103.0]
     import copy
 
     from seqwatch.models.intervals import ConformalIntervals

@@ -156,6 +156,14 @@ def test_process_at_risk_lets_only_the_first_step_of_a_run_above_the_threshold_i
     assert restored.calibration is not online.calibration
 
 
+def test_a_step_without_a_score_neither_ends_a_run_nor_continues_it():
+    """The review: a gap (NaN) inside an incident had ended its run, and the incident joined twice."""
+    online = OnlineTailCalibration(history=100, refit_every=100).start(ONE_TO_TWENTY)
+    cap = online.calibration.score_at(1e-5)
+    online.process_at_risk(np.array([1.5, 90.0, np.nan, 90.0, 90.0, 1.5]), 1e-3)
+    np.testing.assert_array_equal(np.sort(online.scores), np.sort(np.r_[ONE_TO_TWENTY, 1.5, min(90.0, cap), 1.5]))
+
+
 def test_a_run_above_the_threshold_that_outlasts_the_refit_period_joins_the_history_after_it():
     """A run of more than ``refit_every`` steps is a lasting change (another operating point, a shift that
     stays), not an incident: steps 2..refit_every stay out, the later ones join."""

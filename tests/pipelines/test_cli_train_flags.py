@@ -130,6 +130,8 @@ def test_a_model_keeps_its_suites_bounds_and_a_fine_tuning_notes_the_channels_it
     assert read_metadata(tmp_path / "model" / "v3")["value_bounds"] == read_metadata(model)["value_bounds"]
     assert read_metadata(tmp_path / "model" / "v3")["training_suite"] == "energy"
     assert read_metadata(tmp_path / "older-v2")["value_bounds"] == read_metadata(model)["value_bounds"]
+    # (the review: it had recorded the default suite it judged by, whose bounds the next fine-tuning then took)
+    assert "training_suite" not in read_metadata(tmp_path / "older-v2")
 
 
 def test_fine_tunings_that_would_save_a_useless_version_are_refused_and_an_unknown_ignore_is_noted(tmp_path,

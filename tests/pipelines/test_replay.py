@@ -717,6 +717,9 @@ def test_a_replay_of_an_export_takes_the_runs_online_calibration_and_cooldown_wh
               "--suite", "sensor", "--runner=DirectRunner"]
     assert main([*common, "--output", str(tmp_path / "bare")]) == 0
     assert main([*common, "--output", str(tmp_path / "again"), "--online-calibration", "--alert-cooldown", "600"]) == 0
+    assert main(["replay", "--quarantine", str(out), "--model-dir", str(small_model_dir), "--suite", "sensor",
+                 "--runner=DirectRunner", "--output", str(tmp_path / "off"), "--no-online-calibration"]) == 0
+    assert not json.loads((tmp_path / "off" / "manifest.json").read_text())["settings"].get("online_calibration")
     bare = json.loads((tmp_path / "bare" / "manifest.json").read_text())["settings"]
     again = json.loads((tmp_path / "again" / "manifest.json").read_text())["settings"]
     assert not bare.get("online_calibration") and not bare.get("alert_cooldown_us")

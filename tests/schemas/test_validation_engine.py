@@ -122,6 +122,9 @@ def test_a_timestamp_bound_written_as_a_date_is_refused_saying_what_to_write(tmp
                                          r"is an integer of microseconds since 1970-01-01 UTC: write min_value as "
                                          r"such a number \(1767225600000000 for 2026-01-01\)$"):
         load_suite_dict(str(path))
+    path.write_text(path.read_text().replace("2026-01-01", "1970-01-01"))
+    with pytest.raises(SuiteError, match=r"\(0 for 1970-01-01\)$"):  # the review: 0 was left out as no number
+        load_suite_dict(str(path))
 
 
 def test_an_expectation_of_severity_warning_is_refused_not_enforced_as_critical(tmp_path):
