@@ -198,19 +198,9 @@ def channel_value_bounds(suite: dict, channels) -> dict:
         if not isinstance(kwargs, dict) or expectation.get("type") != "expect_column_values_to_be_between" \
                 or kwargs.get("column") != "value":
             continue
-        condition = kwargs.get("row_condition")
-        if isinstance(condition, dict) and condition.get("type") == "pass_through":
-            condition = condition.get("pass_through_filter")
-        if condition is None:
-            applies = np.ones(len(names), dtype=bool)
-        elif not isinstance(condition, str) or kwargs.get("condition_parser") != "pandas" \
-                or set(_IDENTIFIER.findall(condition)) & (set(COLUMNS) - {"channel"}):
+        applies = _channels_judged(kwargs, frame)
+        if applies is None:  # a condition the channel alone cannot answer: no bound from it
             continue
-        else:
-            try:
-                applies = _condition_mask(frame, condition)
-            except Exception:  # a condition the channel alone cannot answer: no bound from it
-                continue
         for name, hit in zip(names, applies):
             if not hit:
                 continue
@@ -227,26 +217,40 @@ def rules_for_no_channel(suite: dict, channels) -> list:
     """Descriptions of ``suite``'s expectations whose pandas row condition names no column but ``channel`` and
     selects none of ``channels``: rules that judge no reading of a model of those channels (a channel name
     misspelt in the condition, ``channel == "presure"``, or a rule for another kind of equipment)."""
-    names = [str(c) for c in channels]
-    frame = pd.DataFrame({"channel": pd.Categorical(names)})
+    frame = pd.DataFrame({"channel": pd.Categorical([str(c) for c in channels])})
     found = []
     for expectation in suite.get("expectations", []):
         kwargs = expectation.get("kwargs") if isinstance(expectation, dict) else None
         if not isinstance(kwargs, dict):
             continue
-        condition = kwargs.get("row_condition")
-        if isinstance(condition, dict) and condition.get("type") == "pass_through":
-            condition = condition.get("pass_through_filter")
-        if not isinstance(condition, str) or kwargs.get("condition_parser") != "pandas" \
-                or set(_IDENTIFIER.findall(condition)) & (set(COLUMNS) - {"channel"}):
-            continue
-        try:
-            applies = _condition_mask(frame, condition)
-        except Exception:  # noqa: BLE001 - a condition the channel alone cannot answer says nothing here
-            continue
-        if not applies.any():
-            found.append(f"{expectation.get('type')}({kwargs.get('column')}) where {condition}")
+        applies = _channels_judged(kwargs, frame)  # None: a condition the channel alone cannot answer
+        if applies is not None and not applies.any():
+            found.append(f"{expectation.get('type')}({kwargs.get('column')}) where {_row_condition(kwargs)}")
     return found
+
+
+def _row_condition(kwargs: dict):
+    """A rule's row condition, a pass-through one (GX's export of a pandas condition) as its text."""
+    condition = kwargs.get("row_condition")
+    if isinstance(condition, dict) and condition.get("type") == "pass_through":
+        condition = condition.get("pass_through_filter")
+    return condition
+
+
+def _channels_judged(kwargs: dict, frame: pd.DataFrame) -> np.ndarray | None:
+    """Which of the channels of ``frame`` (one categorical ``channel`` column) a rule's row condition selects:
+    all of them without a condition; None for a condition the channel alone cannot answer (another column in
+    it, GX's syntax, an error)."""
+    condition = _row_condition(kwargs)
+    if condition is None:
+        return np.ones(len(frame), dtype=bool)
+    if not isinstance(condition, str) or kwargs.get("condition_parser") != "pandas" \
+            or set(_IDENTIFIER.findall(condition)) & (set(COLUMNS) - {"channel"}):
+        return None
+    try:
+        return _condition_mask(frame, condition)
+    except Exception:  # noqa: BLE001 - a user's condition that fails on the channels alone
+        return None
 
 
 def _is_bound(value) -> bool:
@@ -659,9 +663,8 @@ class SuiteValidator:
         """The quarantine reason of a reading that failed the expectation at ``position``: its channel and value,
         and its entity or timestamp where the expectation judges those (neither is in a reading's ``raw`` text
         when the entity comes from the file name)."""
-        shown = {"entity_id": f"entity {str(entity_id)!r}",
-                 "timestamp": f"timestamp {_timestamp_text(timestamp_us)}"}
-        named = "".join(f", {shown[c]}" for c in self._id_columns[position])
+        named = "".join(f", entity {str(entity_id)!r}" if column == "entity_id" else
+                        f", timestamp {_timestamp_text(timestamp_us)}" for column in self._id_columns[position])
         return f"channel {str(channel)!r} value {float(value)!r}{named} failed {self.descriptions[position]}"
 
     @property

@@ -13,6 +13,19 @@ import pytest
 from seqwatch.models.synthetic import generate_sensor_data
 
 
+def _replay_stream(tmp_path, model_dir, steps: int, speed: float, *flags) -> tuple:
+    """``(command, output folder, log path)`` of a `seqwatch stream` replaying ``steps`` readings of one pump at
+    ``speed`` times real time (windows of the small model, panes of 16 steps), with ``flags`` added."""
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=steps, seed=4)
+    path = tmp_path / "readings.csv"
+    readings.to_csv(path, index=False)
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
+               "--speed", f"{speed:g}", "--model-dir", str(model_dir), "--output", str(out), "--pane-steps", "16",
+               *flags]
+    return command, out, log_path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["prism", "direct"])
 def test_ctrl_c_stops_a_stream_with_one_sentence(runner, small_model_dir, tmp_path, request):
@@ -20,13 +33,8 @@ def test_ctrl_c_stops_a_stream_with_one_sentence(runner, small_model_dir, tmp_pa
     runner_args = ["--runner=DirectRunner"] if runner == "direct" else []
     if runner == "prism":
         request.getfixturevalue("prism_location")  # skips when `make prism` has not built it
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=3000, seed=4)
-    path = tmp_path / "readings.csv"
-    readings.to_csv(path, index=False)
-    out, log_path = tmp_path / "out", tmp_path / "stream.log"
-    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
-               "--speed", "150", "--model-dir", str(small_model_dir), "--output", str(out), "--pane-steps", "16",
-               *runner_args]  # 200 s of replay: 8.3 hours of readings
+    # 200 s of replay: 8.3 hours of readings
+    command, out, log_path = _replay_stream(tmp_path, small_model_dir, 3000, 150, *runner_args)
     with open(log_path, "w") as log:
         # As from a terminal: tests started in the background (`make test &`, some CI shells) have SIGINT ignored,
         # a child inherits that, and Python leaves it ignored, so the Ctrl-C would never arrive. A handled signal
@@ -98,13 +106,8 @@ def test_a_sigterm_to_the_stream_process_alone_stops_its_prism_too(small_model_d
     init: one leaked Prism per restart (a Prism that logs dies of the broken pipe; a quiet one, as under a
     Kafka stream waiting for messages, stays). Its exit skips Beam's atexit cleanup, so seqwatch stops Prism
     itself before it exits."""
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=3000, seed=4)
-    path = tmp_path / "readings.csv"
-    readings.to_csv(path, index=False)
-    out, log_path = tmp_path / "out", tmp_path / "stream.log"
-    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
-               "--speed", "150", "--model-dir", str(small_model_dir), "--output", str(out), "--pane-steps", "16",
-               f"--prism_location={prism_location}"]
+    command, out, log_path = _replay_stream(tmp_path, small_model_dir, 3000, 150,
+                                            f"--prism_location={prism_location}")
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
@@ -134,13 +137,8 @@ def test_a_ctrl_c_while_a_finished_stream_stops_prism_ends_it_all_the_same(small
     while Beam stopped Prism at the interpreter's exit, holding a lock; Beam's SIGINT handler, put in place for
     the job server whatever the job ignored, waited for that lock: the process never ended, and Prism stayed. Now
     seqwatch stops the job server itself before it returns, with the signal ignored meanwhile."""
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=600, seed=4)
-    path = tmp_path / "readings.csv"
-    readings.to_csv(path, index=False)
-    out, log_path = tmp_path / "out", tmp_path / "stream.log"
-    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
-               "--speed", "100000", "--model-dir", str(small_model_dir), "--output", str(out), "--pane-steps", "16",
-               f"--prism_location={prism_location}"]
+    command, out, log_path = _replay_stream(tmp_path, small_model_dir, 600, 100000,
+                                            f"--prism_location={prism_location}")
     with open(log_path, "w") as log:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a script's background job
         try:
