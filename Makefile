@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration bench-small-files clean
+.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration bench-calibration-series bench-small-files clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-csv: $(STAMP)
 
 bench-calibration: $(STAMP)
 	$(BIN)/python benchmarks/calibration_cost.py
+
+bench-calibration-series: $(STAMP)
+	$(BIN)/python benchmarks/calibration_series.py
 
 bench-small-files: $(STAMP)
 	$(BIN)/python benchmarks/small_files.py

@@ -313,6 +313,15 @@ class OnlineTailCalibration:
         that judged it: a threshold per step (``risk`` must be below the fit's tail fraction)."""
         return self._process(scores, risk)
 
+    def judge_at_risk(self, scores: np.ndarray, risk: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each score's tail probability, and the threshold at ``risk``, under the fit that would judge the next
+        block, adding nothing to the history: for scores it already holds (a batch run's windows that the kept
+        state it started from had judged)."""
+        fit = self._judging(risk)
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        at = fit.score_at(risk) if risk < fit.tail_fraction else fit.tail_start
+        return _tail_probability(fit, s), np.full(s.size, at)
+
     def _process(self, scores: np.ndarray, risk: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         s = np.asarray(scores, dtype=np.float64).ravel()
         p = np.ones(s.size)

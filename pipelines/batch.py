@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from seqwatch.models.windowing import window_dtype
 from seqwatch.pipelines import interrupts
+from seqwatch.pipelines.calibration_state import STATE_FILE
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
@@ -144,6 +145,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
+    from seqwatch.pipelines.calibration_state import CalibrationStateError, check_state
     from seqwatch.schemas.validation import SuiteError
 
     model_source = config.model_dir
@@ -159,7 +161,9 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         _preflight_channels(paths, config, channels, step_us, f"{metadata['model_id']} {metadata['model_version']}")
         if config.online_calibration:
             model_risk(metadata)
-    except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError, CalibrationError) as exc:
+        state_from, state_sha256 = check_state(config.calibration_from) if config.calibration_from else ("", "")
+    except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError, CalibrationError,
+            CalibrationStateError) as exc:
         raise RunError(str(exc)) from None
     stride, length, max_gap = int(window["stride"]), int(window["length"]), int(window["max_gap"])
     minimum = 2 * (length + max_gap + 1)
@@ -177,6 +181,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
                     "model_dir": _canonical_path(config.model_dir)}
         if config.suite not in SUITE_FAMILIES:  # a suite file, by the path it names
             settings["suite"] = _canonical_path(config.suite)
+        if state_from:  # the state, by what it holds: a rerun of a day from the same earlier run keeps its run id
+            settings["calibration_from"] = state_sha256
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
         # and what the model's metadata hold now: a threshold edited by hand keeps the version, not the outputs
@@ -195,7 +201,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
                    model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
-                   input_digests, int(metadata.get("grid_offset_us", 0)))
+                   input_digests, int(metadata.get("grid_offset_us", 0)), _canonical_path(state_from) if state_from
+                   else "", state_sha256)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -243,8 +250,11 @@ def _commit(output: str, staging: str, aside: str) -> None:
     put back, so that the output holds one run's sinks and their manifest, not a mix, and an error is one
     sentence. Where they cannot be put back they stay in ``aside``, which a later run refuses to start beside
     (``_check_nothing_set_aside``). The caller holds interrupts back meanwhile (``interrupts.held_back``)."""
-    names = list(SINKS) + [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
-    # (the manifest last: it says whose the sinks are)
+    # A calibration state is replaced too, whether or not this run writes one: one left by an earlier run is not
+    # this run's. (The manifest last: it says whose the sinks are.)
+    names = list(SINKS) + [name for name in (STATE_FILE,) if FileSystems.exists(FileSystems.join(staging, name))
+                           or FileSystems.exists(FileSystems.join(output, name))]
+    names += [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
     set_aside: list[tuple[str, str]] = []
     moved_in: list[str] = []
     try:
@@ -257,8 +267,10 @@ def _commit(output: str, staging: str, aside: str) -> None:
                 FileSystems.rename([final], [previous])
                 set_aside.append((final, previous))
         for name in names:
-            final = FileSystems.join(output, name)
-            FileSystems.rename([FileSystems.join(staging, name)], [final])
+            final, staged = FileSystems.join(output, name), FileSystems.join(staging, name)
+            if name == STATE_FILE and not FileSystems.exists(staged):
+                continue  # an earlier run's, set aside above
+            FileSystems.rename([staged], [final])
             moved_in.append(final)
     except BaseException as exc:  # an OSError (Beam's BeamIOError is one), or an interrupt not held back
         reason = str(exc).split(" [while", 1)[0].splitlines()[0] if isinstance(exc, OSError) else "interrupted"
@@ -437,8 +449,10 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
         if accounted != records_in:
             raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
-        placeholders = _fill_empty_sinks(plan.staging)
-        if placeholders:  # the manifest's count of files is of the files it lists (the bug hunt of outputs)
+        # the manifest's count of files is of the files it lists (the bug hunt of outputs): the placeholders of
+        # empty sinks and the calibration state too
+        placeholders = _fill_empty_sinks(plan.staging) + FileSystems.exists(FileSystems.join(plan.staging, STATE_FILE))
+        if placeholders:
             counts["files_written"] = counts.get("files_written", 0) + placeholders
         manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
                              _previous_run(output, plan.run_id, list(plan.paths)))
@@ -534,6 +548,11 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         # the files as they will lie under the output (each staged sink moves there whole)
         "outputs": {sink: _files_under(str(Path(plan.staging) / sink)) for sink in SINKS},
     }
+    if FileSystems.exists(FileSystems.join(plan.staging, STATE_FILE)):  # each entity's calibration, for a later run
+        manifest["outputs"]["calibration_state"] = [STATE_FILE]
+    if plan.calibration_state_from:  # the state this run started from (a replay starts from it too)
+        manifest["calibration_from"] = {"file": plan.calibration_state_from,
+                                        "sha256": plan.calibration_state_sha256}
     if replaced:
         manifest["replaced_run"] = replaced
     return manifest

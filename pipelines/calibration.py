@@ -22,9 +22,14 @@ input), so the batch and the streaming pipelines judge every window by the same 
 version changes (``--watch-models``), the entity's calibration starts again from the new version's
 calibration scores; a new version that online calibration cannot use (see ``model_risk``) is logged once and its
 windows keep the model's own threshold.
+
+Across batch runs: a batch run writes each entity's calibration when its input is done, and a later run can start
+from it (``seqwatch.pipelines.calibration_state``, ``--calibration-from``), so a daily job judges each day as the
+continuation of the day before.
 """
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Tuple
 
@@ -72,11 +77,21 @@ def start_calibration(metadata: dict) -> OnlineTailCalibration:
     return OnlineTailCalibration(HISTORY, REFIT_EVERY, initial).start(seed)
 
 
-def calibrate(sw: ScoredWindows, online: OnlineTailCalibration, risk: float) -> ScoredWindows:
+def calibrate(sw: ScoredWindows, online: OnlineTailCalibration, risk: float,
+              joined_until_us: int | None = None) -> ScoredWindows:
     """``sw`` (one pane of one entity, the next in event-time order) judged by ``online``, which then holds its
-    scores: per-window thresholds, anomaly flags, tail probabilities and severities."""
+    scores: per-window thresholds, anomaly flags, tail probabilities and severities. Windows that end no later
+    than ``joined_until_us`` (µs; those of a kept state's last run) are judged without joining the history again."""
     scores = np.asarray(sw.score, dtype=np.float64)
-    tail, threshold = online.process_at_risk(scores, risk)
+    if joined_until_us is None:
+        tail, threshold = online.process_at_risk(scores, risk)
+    else:
+        seen = np.asarray(sw.windows.ends, dtype=np.int64) <= joined_until_us
+        tail, threshold = np.ones(scores.size), np.empty(scores.size)
+        if seen.any():  # the earlier windows of the pane: ends ascend
+            tail[seen], threshold[seen] = online.judge_at_risk(scores[seen], risk)
+        if not seen.all():
+            tail[~seen], threshold[~seen] = online.process_at_risk(scores[~seen], risk)
     is_anomaly = scores > threshold
     return sw._replace(threshold=threshold, is_anomaly=is_anomaly, tail_probability=tail,
                        severity=severity_of(tail, is_anomaly))
@@ -109,20 +124,37 @@ class _ModelCalibrations:
         return self._found[version]
 
 
+STATE_TAG = "state"  # _CalibrateEntity's second output: (entity id, EntityState) once per entity (batch)
+
+
 class _CalibrateEntity(beam.DoFn):
     PENDING = BagStateSpec("pending", coders.PickleCoder())  # (timestamp us, ScoredWindows)
-    ONLINE = ReadModifyWriteStateSpec("online", coders.PickleCoder())  # (model version, OnlineTailCalibration dict)
+    # (model version, OnlineTailCalibration dict, end of the last window that joined it, µs)
+    ONLINE = ReadModifyWriteStateSpec("online", coders.PickleCoder())
     DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
 
-    def __init__(self, model_dir: str, watch_dir: str, at_end: bool):
+    def __init__(self, model_dir: str, watch_dir: str, at_end: bool, state_from: str = "", emit_state: bool = False):
         self.model_dir = model_dir
         self.watch_dir = watch_dir
         self.at_end = at_end
+        self.state_from = state_from
+        self.emit_state = emit_state
 
     def setup(self):
         self.models = _ModelCalibrations(self.model_dir, self.watch_dir)
         self.refused: set = set()
+        self._kept: dict | None = None
+
+    def _kept_state(self, entity: str):
+        """The entity's ``EntityState`` in the state the run started from (``--calibration-from``), or None."""
+        if not self.state_from:
+            return None
+        if self._kept is None:
+            from seqwatch.pipelines.calibration_state import read_states
+
+            self._kept = read_states(self.state_from)
+        return self._kept.get(entity)
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
@@ -155,7 +187,15 @@ class _CalibrateEntity(beam.DoFn):
             due.write(nxt)
             release.set(Timestamp(micros=nxt))
         state = online.read()
-        version, calibration = (state[0], OnlineTailCalibration.from_dict(state[1])) if state else (None, None)
+        version, calibration, joined_until = None, None, None
+        if state:  # (a state written before the end was kept has two items)
+            version, calibration = state[0], OnlineTailCalibration.from_dict(state[1])
+            joined_until = state[2] if len(state) > 2 else None
+        else:
+            kept = self._kept_state(now[0][1].windows.entity_id)
+            if kept is not None:
+                version, joined_until = kept.model_version, kept.last_window_end_us
+                calibration = OnlineTailCalibration.from_dict(json.loads(kept.calibration))
         for at, sw in now:
             if not len(sw.score):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
@@ -173,11 +213,18 @@ class _CalibrateEntity(beam.DoFn):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
                 continue
             if sw.model_version != version:
-                version, calibration = sw.model_version, start_calibration(metadata)
+                version, calibration, joined_until = sw.model_version, start_calibration(metadata), None
             # Stamped at the timer's time, which holds the watermark: on time for every step after this one.
-            yield beam.window.TimestampedValue(calibrate(sw, calibration, risk), Timestamp(micros=fired))
+            yield beam.window.TimestampedValue(calibrate(sw, calibration, risk, joined_until), Timestamp(micros=fired))
+            ends = np.asarray(sw.windows.ends, dtype=np.int64)
+            joined_until = max(int(ends.max()), joined_until if joined_until is not None else int(ends.max()))
         if calibration is not None:
-            online.write((version, calibration.to_dict()))
+            online.write((version, calibration.to_dict(), joined_until))
+            if self.emit_state and joined_until is not None:
+                from seqwatch.pipelines.calibration_state import state_of
+
+                yield beam.pvalue.TaggedOutput(STATE_TAG, (now[0][1].windows.entity_id,
+                                                           state_of(calibration.to_dict(), version, joined_until)))
 
 
 def _first_end(sw: ScoredWindows) -> int:
@@ -189,17 +236,34 @@ class CalibrateOnline(beam.PTransform):
     ``model_dir``: the artifact planned with; ``watch_dir``: the model root watched for new versions (or the
     same artifact)."""
 
-    def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False):
+    def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False, state_from: str = "",
+                 state_to: str = ""):
         """``at_end`` (batch): release every pane once the input is done, instead of each as the watermark
-        passes it (the same order and results; the batch watermark jumps to the end anyway)."""
+        passes it (the same order and results; the batch watermark jumps to the end anyway). ``state_from``: a
+        kept state file (``seqwatch.pipelines.calibration_state``) each entity's calibration starts from;
+        ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
+        that the run did not see."""
         super().__init__()
+        if state_to and not at_end:
+            raise ValueError("a calibration state is written by a batch run only (at_end)")
         self.model_dir = model_dir
         self.watch_dir = watch_dir or model_dir
         self.at_end = at_end
+        self.state_from = state_from
+        self.state_to = state_to
 
     def expand(self, scored):
-        return (scored
-                | "ByEntity" >> beam.Map(lambda sw: (sw.windows.entity_id, sw))
-                | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
-                | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end))
-                .with_input_types(Tuple[str, Any]))
+        calibrated = (scored
+                      | "ByEntity" >> beam.Map(lambda sw: (sw.windows.entity_id, sw))
+                      | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
+                      | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end,
+                                                                   self.state_from, bool(self.state_to)))
+                      .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
+        if self.state_to:
+            from seqwatch.pipelines.calibration_state import write_states
+
+            state_to, state_from = self.state_to, self.state_from
+            (calibrated[STATE_TAG]
+             | "AllStates" >> beam.combiners.ToList()
+             | "WriteState" >> beam.Map(lambda judged: write_states(state_to, judged, state_from)))
+        return calibrated.scored

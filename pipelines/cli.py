@@ -619,12 +619,16 @@ def _train_locked(args) -> int:
 def _run_config(args):
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
     mapping = _mapping_from_args(args)
+    if args.calibration_from and not args.online_calibration:
+        raise CliError("--calibration-from continues an earlier run's online calibration: give --online-calibration "
+                       "too")
     try:
         return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir, mapping=mapping,
                          suite=args.suite, run_id=args.run_id or "",
                          pane_steps=DEFAULT_PANE_STEPS if args.pane_steps is None else args.pane_steps,
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
-                         online_calibration=args.online_calibration, earliest_us=_earliest_us(args))
+                         online_calibration=args.online_calibration, calibration_from=args.calibration_from or "",
+                         earliest_us=_earliest_us(args))
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
 
@@ -1253,6 +1257,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "and their gap filling)")
     run.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS", help=COOLDOWN_HELP)
     run.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
+    run.add_argument("--calibration-from", metavar="EARLIER_OUTPUT",
+                     help="with --online-calibration: start each entity's calibration where an earlier run left it "
+                          "(that run's --output folder, which holds its calibration_state.parquet; a daily job gives "
+                          "the day before's); entities the earlier run did not see start from the model's")
     run.add_argument("--max-quarantined-share", type=float, metavar="FRACTION",
                      help="exit with code 3 (after writing the outputs) when more than this share of the readings "
                           "was quarantined, so that a scheduler alerts on a night of unreadable input (default: only "

@@ -40,7 +40,10 @@ class RunConfig:
     ``alert_cooldown_us``: an anomalous window that starts within this long after an incident's end continues
     that incident (one alert for a flapping signal); 0: only windows that overlap or touch merge.
     ``online_calibration``: judge each entity's windows by its own earlier scores instead of the model's one
-    threshold (``seqwatch.pipelines.calibration``). ``known_duplicates``: ``(source, line, channel)`` of readings
+    threshold (``seqwatch.pipelines.calibration``); a batch run with it writes each entity's calibration beside its
+    sinks (``keep_calibration_state``; a replay's does not), and ``calibration_from`` (an earlier run's output folder,
+    or its state file) starts each entity's calibration where that run left it
+    (``seqwatch.pipelines.calibration_state``). ``known_duplicates``: ``(source, line, channel)`` of readings
     to quarantine as ``duplicate`` before any check (a replay's: readings its run quarantined as repeats of a reading
     it kept, which may lie in a file the replay does not read)."""
 
@@ -58,6 +61,8 @@ class RunConfig:
     workers: int = 0
     alert_cooldown_us: int = 0
     online_calibration: bool = False
+    calibration_from: str = ""
+    keep_calibration_state: bool = True
     known_duplicates: tuple = ()
 
     def __post_init__(self):
@@ -74,6 +79,9 @@ class RunConfig:
             raise ValueError(f"workers must be >= 0 (0 chooses), got {self.workers}")
         if self.chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+        if self.calibration_from and not self.online_calibration:
+            raise ValueError("calibration_from continues an earlier run's online calibration: it needs "
+                             "online_calibration=True")
         if self.alert_cooldown_us < 0:
             raise ValueError(f"the alert cooldown must be >= 0 seconds, got {self.alert_cooldown_us / 1e6:g}")
 
@@ -82,10 +90,10 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["mapping"] = self.mapping.to_dict()
         data["inputs"] = list(self.inputs)
-        for where in ("run_id", "output", "local_panes", "workers"):  # where and how, not what
+        for where in ("run_id", "output", "local_panes", "workers", "keep_calibration_state"):  # not what
             data.pop(where)
-        for added in ("alert_cooldown_us", "online_calibration", "known_duplicates"):  # off: earlier runs keep
-            if not data[added]:                                                         # their run ids
+        for added in ("alert_cooldown_us", "online_calibration", "calibration_from", "known_duplicates"):
+            if not data[added]:  # off: earlier runs keep their run ids
                 data.pop(added)
         if "known_duplicates" in data:  # a replay's: how many (the records are in its quarantine)
             data["known_duplicates"] = len(self.known_duplicates)

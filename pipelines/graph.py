@@ -16,6 +16,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.alerts import BuildAlerts, forecast_window
 from seqwatch.pipelines.calibration import CalibrateOnline
+from seqwatch.pipelines.calibration_state import STATE_FILE
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.inference import ScoreWindows
@@ -61,6 +62,9 @@ class RunPlan:
     window_dtype: type = np.float32  # what windows are cut as (models.windowing.window_dtype)
     input_digests: tuple = ()  # batch: (path, sha256 of its bytes) of each input, for replays
     grid_offset_us: int = 0  # the model's grid phase (models.windowing.grid_offset)
+    # batch with online calibration: the kept state each entity starts from (calibration_state.py) and its digest
+    calibration_state_from: str = ""
+    calibration_state_sha256: str = ""
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -70,12 +74,13 @@ def settle_us(plan: RunPlan) -> int:
 
 
 def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness_s: float = 0.0,
-           keep_open_s: float = 0.0, watch_models_s: float | None = None) -> dict:
+           keep_open_s: float = 0.0, watch_models_s: float | None = None, calibration_state_to: str = "") -> dict:
     """Validate, window, score and alert: every step of the graph but the sinks. ``streaming``: panes are
     scored as their windows fire and an incident is also announced when it opens (``opened``); batch: panes
     that one file holds alone are cut where it is read (``plan.spans``) and all panes are scored together at
-    the end. Returns the PCollections by name, and under ``counts`` the ``(name, n)`` counts of every step, in
-    the global window."""
+    the end. ``calibration_state_to`` (batch with online calibration): where to write each entity's calibration
+    for a later run. Returns the PCollections by name, and under ``counts`` the ``(name, n)`` counts of every
+    step, in the global window."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us,
@@ -105,7 +110,9 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
     if cfg.online_calibration:
         scored = scored | "CalibrateOnline" >> CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir,
-                                                               at_end=not streaming)
+                                                               at_end=not streaming,
+                                                               state_from=plan.calibration_state_from,
+                                                               state_to=calibration_state_to)
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=streaming, cooldown_us=cfg.alert_cooldown_us)
@@ -145,8 +152,11 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     from then on; ``archive_window_s`` (streaming): also write the readings that passed validation under
     ``readings/``, one file per entity and event-time window of this length; ``file_suffix`` (streaming): ends
     the names of the files written per pane or flush window (a restarted stream's: ``.s2``). Returns the main
-    PCollections by name (for tests)."""
-    found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s)
+    PCollections by name (for tests). A batch run with online calibration also writes each entity's calibration
+    (``calibration_state.STATE_FILE``) for a later run's ``--calibration-from``."""
+    keep_state = flush_window_s is None and plan.config.online_calibration and plan.config.keep_calibration_state
+    found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s,
+                   FileSystems.join(root, STATE_FILE) if keep_state else "")
     counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix)
     return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
                                            "quarantine")} | {"counts": counts}

@@ -500,6 +500,8 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     if config.pane_steps is not None:
         settings["pane_steps"] = config.pane_steps
     settings.update(config.extra)
+    if settings.get("online_calibration") and original_manifest.get("calibration_from"):
+        settings["calibration_from"] = _kept_state_unchanged(original_manifest)
     suite = config.suite or original.get("suite") or "sensor"
 
     output = Path(config.output)
@@ -575,6 +577,24 @@ def _from_run_folder(records, everything, carried, manifest: dict):
     return moved(records), moved(everything), moved(carried), manifest
 
 
+def _kept_state_unchanged(manifest: dict) -> str:
+    """The calibration state the run of ``manifest`` started its online calibration from (``--calibration-from``),
+    once it is found to hold what it held then; ``ReplayError`` otherwise."""
+    from seqwatch.pipelines.calibration_state import CalibrationStateError, check_state
+
+    kept = manifest["calibration_from"]
+    try:
+        _, digest = check_state(kept["file"])
+    except CalibrationStateError:
+        digest = None
+    if digest != kept.get("sha256"):
+        why = "is gone or unreadable now" if digest is None else "has changed since (a later run wrote it)"
+        raise ReplayError(f"run {manifest.get('run_id')} started its online calibration from {kept['file']}, which "
+                          f"{why}; a replay from another state would judge its windows by another history: put "
+                          f"that file back, or replay with --no-online-calibration")
+    return kept["file"]
+
+
 def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.DataFrame, original_manifest: dict,
                    digests: dict, mapping: InputMapping, settings: dict, suite: str, beam_args: list[str] | None,
                    now_us: int | None, carried: pd.DataFrame | None = None, context: tuple = ()) -> dict:
@@ -601,8 +621,10 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         compared = compared_lines(pd.concat([everything.loc[everything["reason_code"] == "duplicate",
                                                             ["source", "line"]], patch[["source", "line"]]]), copies,
                                   mapping.sep)
+        # (no calibration state of its own: the entities of the sources it does not re-run would be the state's
+        # the run started from, not the run's own)
         run = RunConfig(inputs=tuple(sorted(copies)), output=str(output), model_dir=config.model_dir,
-                        mapping=mapping, suite=suite, run_id=run_id,
+                        mapping=mapping, suite=suite, run_id=run_id, keep_calibration_state=False,
                         known_duplicates=known_duplicates(everything, copies, compared), **settings)
         manifest = run_batch(run, beam_args, now_us=now_us)
         again = _rewrite_sources(output, copies)

@@ -403,6 +403,7 @@ def test_two_worker_processes_leave_the_terminal_to_seqwatch_and_score_as_one(ru
 def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_cases):
     header_only = tmp_path / "empty.csv"
     header_only.write_text("timestamp,flow,pressure,temperature,vibration\n")
+    header_only.with_suffix(".parquet").write_text("not Parquet")  # a calibration state that is not one
     long_file = tmp_path / "long.csv"
     long_file.write_text("entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.0\n")
     negative_flow = tmp_path / "negative.csv"
@@ -520,6 +521,21 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
           "--online-calibration"], "online calibration needs a model whose threshold is rarer than its tail fit"),
+        # a kept calibration state (--calibration-from): each mistake one sentence
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--calibration-from", str(tmp_path)],
+         "--calibration-from continues an earlier run's online calibration: give --online-calibration too"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--online-calibration", "--calibration-from", str(tmp_path / "no-such-day")],
+         f"--calibration-from: {tmp_path / 'no-such-day' / 'calibration_state.parquet'} does not exist; it takes "
+         f"the output folder of an earlier run with --online-calibration (leave it out for the first run of a "
+         f"series)"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--online-calibration", "--calibration-from", str(tmp_path)],
+         f"--calibration-from: {tmp_path} holds no calibration_state.parquet; it takes the output folder"),
+        (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
+          str(small_model_dir), "--online-calibration", "--calibration-from", str(header_only.with_suffix(".parquet"))],
+         f"--calibration-from: {header_only.with_suffix('.parquet')} is not a calibration state seqwatch can read ("),
         # the bug hunt of online calibration: the advice named a quantile setting the command line does not have
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(tmp_path / "q90"), "--online-calibration"], "has risk 0.1: train it with --threshold pot (the default; "

@@ -217,3 +217,20 @@ def test_a_long_incident_does_not_blind_the_entity_to_a_lesser_one_and_a_noisier
     _, threshold = OnlineTailCalibration(8640, 100, 0.95).start(seed).process_at_risk(noisy, 1e-3)
     assert (noisy[:1000] > threshold[:1000]).mean() > 0.005  # the seed's threshold: the noise alerts at first
     assert (noisy[-2000:] > threshold[-2000:]).mean() < 0.003  # then hardly more than the risk
+
+
+def test_judge_at_risk_judges_by_the_fit_in_use_and_adds_nothing():
+    """For the windows a kept state already holds (a batch run's inputs that repeat the day before's last steps):
+    judged as the next block would be, and the history, the steps to the next refit and the run are unchanged."""
+    online = OnlineTailCalibration(history=20, refit_every=5).start(ONE_TO_TWENTY)
+    online.process_at_risk(np.array([10.5, 11.5]), 0.01)
+    before = online.to_dict()
+    p, threshold = online.judge_at_risk(np.array([10.5, 30.0, np.nan]), 0.01)
+    # the fit on 1..20 (the refit is due after 5 steps; 2 taken): 10 scores below 10.5 -> 0.5, NaN -> 1
+    assert p[0] == pytest.approx(0.5) and p[2] == 1.0 and p[1] < 0.05
+    np.testing.assert_array_equal(threshold, [online.calibration.score_at(0.01)] * 3)
+    assert online.to_dict() == before
+    # and what comes next is judged as if the judged scores had never been seen
+    np.testing.assert_allclose(online.process_at_risk(np.array([12.0, 13.0, 14.0]), 0.01)[1],
+                               OnlineTailCalibration.from_dict(before).process_at_risk(np.array([12.0, 13.0, 14.0]),
+                                                                                       0.01)[1])

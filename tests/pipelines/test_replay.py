@@ -728,3 +728,43 @@ def test_a_replay_of_an_export_takes_the_runs_online_calibration_and_cooldown_wh
     assert main([*common, "--output", str(tmp_path / "bad"), "--alert-cooldown", "-1"]) == 2
     assert "seqwatch replay: --alert-cooldown must be zero or a positive number of seconds, got -1" in \
         capsys.readouterr().err
+
+
+def test_a_replay_starts_from_the_calibration_state_its_run_started_from(original, small_model_dir, tmp_path):
+    """A run that went on from an earlier run's calibration (``--calibration-from``): its replay judges the windows
+    by the same state, writes no state of its own (its entities are only those of the replayed sources), and is
+    refused in one sentence once the state has changed since (a later run into that folder)."""
+    import hashlib
+    import shutil
+
+    from seqwatch.pipelines.calibration_state import STATE_FILE, write_states
+
+    root, source, out, _ = original
+    earlier = tmp_path / "day1"
+    earlier.mkdir()
+    shutil.copy(out / STATE_FILE, earlier / STATE_FILE)
+    day2 = tmp_path / "day2"
+    run_manifest = run_batch(RunConfig(inputs=(str(source),), output=str(day2), model_dir=str(small_model_dir),
+                                       mapping=WIDE, suite=str(root / "strict.json"), online_calibration=True,
+                                       calibration_from=str(earlier)),
+                             ["--runner=DirectRunner"], now_us=NOW_US)
+    kept = {"file": str((earlier / STATE_FILE).resolve()),
+            "sha256": hashlib.sha256((earlier / STATE_FILE).read_bytes()).hexdigest()}
+    assert run_manifest["calibration_from"] == kept
+    manifest = run_replay(ReplayConfig(quarantine=str(day2), output=str(tmp_path / "replayed"),
+                                       model_dir=str(small_model_dir), suite="sensor"),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["calibration_from"] == kept and manifest["replay"]["scored_now"] == 2
+    assert not (tmp_path / "replayed" / STATE_FILE).exists() and "calibration_state" not in manifest["outputs"]
+
+    write_states(str(earlier / STATE_FILE), [])  # a later run into day1's folder
+    with pytest.raises(ReplayError, match=f"^run {run_manifest['run_id']} started its online calibration from "
+                                          f"{kept['file']}, which has changed since \\(a later run wrote it\\); a "
+                                          f"replay from another state would judge its windows by another history"):
+        run_replay(ReplayConfig(quarantine=str(day2), output=str(tmp_path / "again"), model_dir=str(small_model_dir),
+                                suite="sensor"), ["--runner=DirectRunner"], now_us=NOW_US)
+    # without online calibration it runs
+    assert run_replay(ReplayConfig(quarantine=str(day2), output=str(tmp_path / "plain"),
+                                   model_dir=str(small_model_dir), suite="sensor",
+                                   extra={"online_calibration": False}),
+                      ["--runner=DirectRunner"], now_us=NOW_US)["records_in"] == 96

@@ -1,0 +1,93 @@
+"""The kept per-entity calibration of a batch run (``calibration_state.py``): the file a run writes and a later run
+reads, its checks, and ``calibrate`` on windows the kept state already holds."""
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.models.thresholds import OnlineTailCalibration
+from seqwatch.pipelines.calibration import calibrate
+from seqwatch.pipelines.calibration_state import (STATE_FILE, CalibrationStateError, check_state, read_states,
+                                                  state_file, state_of, write_states)
+from seqwatch.schemas.elements import ScoredWindows, WindowBatch
+
+
+def _online(seed=0):
+    return OnlineTailCalibration(history=200, refit_every=10).start(np.random.default_rng(seed).gamma(2.0, 1.0, 50))
+
+
+def test_a_run_folder_names_its_state_file_and_a_file_names_itself(tmp_path):
+    assert state_file(str(tmp_path)) == str(tmp_path / STATE_FILE)
+    assert state_file(str(tmp_path) + "/") == str(tmp_path / STATE_FILE)
+    assert state_file("gs://bucket/day1") == "gs://bucket/day1/" + STATE_FILE
+    assert state_file(str(tmp_path / "kept.parquet")) == str(tmp_path / "kept.parquet")
+
+
+def test_a_state_written_is_read_back_and_carries_the_entities_a_run_did_not_see(tmp_path):
+    first = {"pump-01": state_of(_online(1).to_dict(), "v1", 1_000),
+             "pump-02": state_of(_online(2).to_dict(), "v1", 2_000)}
+    assert write_states(str(tmp_path / "day1" / STATE_FILE), list(first.items())) == 2
+    assert read_states(str(tmp_path / "day1" / STATE_FILE)) == first
+    later = state_of(_online(3).to_dict(), "v2", 5_000)
+    assert write_states(str(tmp_path / "day2" / STATE_FILE), [("pump-01", later)],
+                        carried_from=str(tmp_path / "day1" / STATE_FILE)) == 2
+    assert read_states(str(tmp_path / "day2" / STATE_FILE)) == {"pump-01": later, "pump-02": first["pump-02"]}
+    # what a later run goes on from is the calibration itself
+    restored = OnlineTailCalibration.from_dict(json.loads(later.calibration))
+    assert restored.to_dict() == _online(3).to_dict()
+    # no entity judged and none carried (a run that scored nothing): a file of no row, with its columns
+    assert write_states(str(tmp_path / "none" / STATE_FILE), []) == 0
+    assert pq.read_table(tmp_path / "none" / STATE_FILE).column_names == ["entity_id", "model_version",
+                                                                          "last_window_end_us", "calibration"]
+
+
+def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
+    day = tmp_path / "day1"
+    write_states(str(day / STATE_FILE), [("pump-01", state_of(_online().to_dict(), "v1", 10))])
+    file, digest = check_state(str(day))
+    assert file == str(day / STATE_FILE)
+    assert digest == hashlib.sha256((day / STATE_FILE).read_bytes()).hexdigest()
+    assert check_state(str(day / STATE_FILE)) == (file, digest)
+
+    with pytest.raises(CalibrationStateError, match=f"^--calibration-from: {tmp_path / 'day0' / STATE_FILE} does "
+                                                    f"not exist; it takes the output folder of an earlier run with "
+                                                    f"--online-calibration"):
+        check_state(str(tmp_path / "day0"))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CalibrationStateError, match=f"{tmp_path / 'plain'} holds no {STATE_FILE}"):
+        check_state(str(tmp_path / "plain"))
+    (tmp_path / "text.parquet").write_text("not Parquet")
+    with pytest.raises(CalibrationStateError, match="text.parquet is not a calibration state seqwatch can read"):
+        check_state(str(tmp_path / "text.parquet"))
+    pq.write_table(pa.table({"entity_id": ["a"], "score": [1.0]}), tmp_path / "scores.parquet")
+    with pytest.raises(CalibrationStateError, match="is not a calibration state written by seqwatch \\(it has no "
+                                                    "model_version, last_window_end_us, calibration column\\)"):
+        check_state(str(tmp_path / "scores.parquet"))
+
+
+def _pane(ends_s, scores):
+    n = len(ends_s)
+    wb = WindowBatch("m1", 1, ("a",), 1_000_000, np.asarray(ends_s, dtype=np.int64) * 1_000_000,
+                     np.zeros((n, 0, 1), np.float32), np.ones((n, 0, 1), bool), n)
+    return ScoredWindows(wb, np.asarray(scores, dtype=np.float64), 999.0, np.zeros(n, bool),
+                         np.array(["normal"] * n, dtype=object), np.ones(n), np.ones((n, 1)), None, None, None, 0.9,
+                         4, "mid", "v1")
+
+
+def test_windows_a_kept_state_holds_are_judged_by_it_without_joining_it_again():
+    """A day's file that repeats the day before's last steps: its windows that end no later than the state's last
+    one are judged by the state's fit and leave its history as it was; the others join as usual."""
+    rng = np.random.default_rng(4)
+    scores = rng.gamma(2.0, 1.0, 30)
+    kept = _online(5)
+    online, by_hand = OnlineTailCalibration.from_dict(kept.to_dict()), OnlineTailCalibration.from_dict(kept.to_dict())
+    judged = calibrate(_pane(range(100, 130), scores), online, 1e-3, joined_until_us=111_000_000)
+    seen_tail, seen_threshold = by_hand.judge_at_risk(scores[:12], 1e-3)  # ends 100..111 s
+    tail, threshold = by_hand.process_at_risk(scores[12:], 1e-3)
+    np.testing.assert_allclose(judged.tail_probability, np.r_[seen_tail, tail])
+    np.testing.assert_allclose(judged.threshold, np.r_[seen_threshold, threshold])
+    np.testing.assert_array_equal(online.scores, by_hand.scores)
+    assert online.scores.size == 50 + 18  # the 12 windows the state held did not join again
