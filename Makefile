@@ -19,17 +19,18 @@ demo: $(STAMP)
 
 # The streaming tests need Prism, Kafka's jars and the Pub/Sub emulator (streaming.mk); where one cannot be
 # provisioned, those tests skip and say why.
-# Two pytest-xdist workers (TEST_WORKERS=1: one process, in file order): the streaming tests, mostly waiting on
-# brokers, runners and event time, run on one while the other takes the rest (tests/conftest.py groups them).
-TEST_WORKERS ?= 2
+# Three pytest-xdist workers on two cores (TEST_WORKERS=1: one process, in file order): the streaming tests spend
+# much of their time waiting on brokers, runners and event time, and a third worker runs other tests meanwhile
+# (tests/conftest.py puts the streaming tests first).
+TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	$(MAKE) streaming-tools || echo "make: streaming tools unavailable; tests/streaming will skip"
 	$(MAKE) airflow || echo "make: Airflow unavailable; tests/e2e/test_airflow_dag.py will skip"
-	$(BIN)/pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	$(BIN)/pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist load)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	$(BIN)/pytest -m "not slow" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist load)
 
 # Airflow 3 in its own virtual environment (.tools/airflow), for the DAG in deploy/airflow and its test; its pins
 # (deploy/airflow/requirements.lock) are not seqwatch's, so it is kept apart from .venv.

@@ -5,7 +5,8 @@ run over all the days.
     make bench-calibration-series   # = .venv/bin/python benchmarks/calibration_series.py; BENCHMARKS.md
     .venv/bin/python benchmarks/calibration_series.py --quick   # a smaller smoke run
 
-Synthetic pumps (``seqwatch.models.synthetic``, 4 channels at 10 s) with injected faults, several days of them, a
+Synthetic pumps (``seqwatch.models.synthetic``, 4 channels at 10 s) with injected faults, several days of them (each
+day's file repeats the day before's last window, so that the windows across midnight are scored), a
 model of the demo's shape trained on other pumps' normal history (seed 11; the days are seed 31), and half of the
 pumps noisier than the training pumps (Gaussian noise of 0.3 of each channel's own standard deviation added), as a
 fleet's are. Each variant runs ``run_batch`` on the DirectRunner with ``--online-calibration``; the alerts of its
@@ -29,10 +30,12 @@ from sections import replace_section
 
 STEP_SECONDS = 10
 DAY_STEPS = 86_400 // STEP_SECONDS
+OVERLAP_STEPS = 32  # each day's file repeats the day before's last window (the model's length), for context
 
 
 def _days(work: Path, pumps: int, days: int, faults_per_day: int) -> tuple[list[Path], pd.DataFrame]:
-    """Wide CSVs of each day (``work/day-<n>/pump-XX.csv``) and the injected faults."""
+    """Wide CSVs of each day (``work/day-<n>/pump-XX.csv``; from the second, they start ``OVERLAP_STEPS`` before
+    the day, as an export that gives each day its window context does) and the injected faults."""
     from seqwatch.models.synthetic import generate_sensor_data
     from seqwatch.pipelines.demo import write_wide_csvs
 
@@ -45,7 +48,8 @@ def _days(work: Path, pumps: int, days: int, faults_per_day: int) -> tuple[list[
     start = readings["timestamp"].min()
     folders = []
     for day in range(days):
-        begin, end = start + pd.Timedelta(days=day), start + pd.Timedelta(days=day + 1)
+        begin = start + pd.Timedelta(days=day) - pd.Timedelta(seconds=STEP_SECONDS * OVERLAP_STEPS * (day > 0))
+        end = start + pd.Timedelta(days=day + 1)
         part = readings[(readings["timestamp"] >= begin) & (readings["timestamp"] < end)]
         write_wide_csvs(part, work / f"day-{day + 1}")
         folders.append(work / f"day-{day + 1}")
@@ -106,13 +110,15 @@ def main(argv=None) -> int:
         f"Command: `make bench-calibration-series` (= `.venv/bin/python benchmarks/calibration_series.py`), run "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on 2 shared cores ({platform.machine()}), Python "
         f"{platform.python_version()}; whole benchmark {time.perf_counter() - started:.0f} s. {pumps} synthetic pumps "
-        f"(4 channels at 10 s), {days} days of {DAY_STEPS:,} steps, {days * faults_per_day} injected faults per pump, "
+        f"(4 channels at 10 s), {days} days of {DAY_STEPS:,} steps (each day's file from the second on repeats the day "
+        f"before's last {OVERLAP_STEPS} steps, the window's length), {days * faults_per_day} injected faults per pump, "
         f"half of the pumps noisier than the model's training pumps; a model of the demo's shape (window 32, stride 8) "
         f"trained on other pumps; every run with `--online-calibration`. A fault is found when an alert overlaps it; "
         f"an alert that overlaps none is a false alarm (as `seqwatch demo` counts).", "",
         "| runs | faults found | alerts | false alarms |", "|---|---|---|---|", *rows, "",
         "Without a kept state each day's run judges every pump's first windows by the model's calibration scores, "
-        "as a new entity's.",
+        "as a new entity's. The repeated steps matter for the chained runs to give one run's results: without them "
+        "the windows across midnight are not scored and the refits fall at other windows (close, not the same).",
     ])
     replace_section("calibration-series", text)
     return 0

@@ -162,6 +162,11 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         if config.online_calibration:
             model_risk(metadata)
         state_from, state_sha256 = check_state(config.calibration_from) if config.calibration_from else ("", "")
+        if state_from and _canonical_path(state_from) == _canonical_path(FileSystems.join(config.output, STATE_FILE)):
+            raise CalibrationStateError(
+                f"--calibration-from names the run's own --output {config.output}: the run replaces the state it "
+                f"starts from there, so a rerun of the day would go on from its own state, and a replay would find it "
+                f"changed; give each run an --output of its own (a dated folder) and --calibration-from the one before")
     except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError, CalibrationError,
             CalibrationStateError) as exc:
         raise RunError(str(exc)) from None

@@ -124,7 +124,9 @@ class _ModelCalibrations:
         return self._found[version]
 
 
-STATE_TAG = "state"  # _CalibrateEntity's second output: (entity id, EntityState) once per entity (batch)
+# _CalibrateEntity's second output, once per entity (batch): (entity id, EntityState, whether it went on from the
+# kept state the run started from)
+STATE_TAG = "state"
 
 
 class _CalibrateEntity(beam.DoFn):
@@ -134,12 +136,14 @@ class _CalibrateEntity(beam.DoFn):
     DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
 
-    def __init__(self, model_dir: str, watch_dir: str, at_end: bool, state_from: str = "", emit_state: bool = False):
+    def __init__(self, model_dir: str, watch_dir: str, at_end: bool, state_from: str = "", emit_state: bool = False,
+                 state_sha256: str = ""):
         self.model_dir = model_dir
         self.watch_dir = watch_dir
         self.at_end = at_end
         self.state_from = state_from
         self.emit_state = emit_state
+        self.state_sha256 = state_sha256
 
     def setup(self):
         self.models = _ModelCalibrations(self.model_dir, self.watch_dir)
@@ -153,7 +157,7 @@ class _CalibrateEntity(beam.DoFn):
         if self._kept is None:
             from seqwatch.pipelines.calibration_state import read_states
 
-            self._kept = read_states(self.state_from)
+            self._kept = read_states(self.state_from, self.state_sha256)
         return self._kept.get(entity)
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
@@ -187,7 +191,7 @@ class _CalibrateEntity(beam.DoFn):
             due.write(nxt)
             release.set(Timestamp(micros=nxt))
         state = online.read()
-        version, calibration, joined_until = None, None, None
+        version, calibration, joined_until, continued = None, None, None, False
         if state:  # (a state written before the end was kept has two items)
             version, calibration = state[0], OnlineTailCalibration.from_dict(state[1])
             joined_until = state[2] if len(state) > 2 else None
@@ -196,6 +200,7 @@ class _CalibrateEntity(beam.DoFn):
             if kept is not None:
                 version, joined_until = kept.model_version, kept.last_window_end_us
                 calibration = OnlineTailCalibration.from_dict(json.loads(kept.calibration))
+                continued = True
         for at, sw in now:
             if not len(sw.score):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
@@ -214,6 +219,7 @@ class _CalibrateEntity(beam.DoFn):
                 continue
             if sw.model_version != version:
                 version, calibration, joined_until = sw.model_version, start_calibration(metadata), None
+                continued = False
             # Stamped at the timer's time, which holds the watermark: on time for every step after this one.
             yield beam.window.TimestampedValue(calibrate(sw, calibration, risk, joined_until), Timestamp(micros=fired))
             ends = np.asarray(sw.windows.ends, dtype=np.int64)
@@ -224,7 +230,8 @@ class _CalibrateEntity(beam.DoFn):
                 from seqwatch.pipelines.calibration_state import state_of
 
                 yield beam.pvalue.TaggedOutput(STATE_TAG, (now[0][1].windows.entity_id,
-                                                           state_of(calibration.to_dict(), version, joined_until)))
+                                                           state_of(calibration.to_dict(), version, joined_until),
+                                                           continued))
 
 
 def _first_end(sw: ScoredWindows) -> int:
@@ -237,12 +244,14 @@ class CalibrateOnline(beam.PTransform):
     same artifact)."""
 
     def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False, state_from: str = "",
-                 state_to: str = ""):
+                 state_to: str = "", state_sha256: str = ""):
         """``at_end`` (batch): release every pane once the input is done, instead of each as the watermark
         passes it (the same order and results; the batch watermark jumps to the end anyway). ``state_from``: a
         kept state file (``seqwatch.pipelines.calibration_state``) each entity's calibration starts from;
         ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
-        that the run did not see."""
+        that the run did not see; ``state_sha256``: what ``state_from`` held when the run was planned (it is
+        refused if it holds something else now). With ``state_to``, ``states`` is the PCollection of
+        ``(entity id, EntityState, went on from state_from)`` once the transform is applied."""
         super().__init__()
         if state_to and not at_end:
             raise ValueError("a calibration state is written by a batch run only (at_end)")
@@ -251,19 +260,24 @@ class CalibrateOnline(beam.PTransform):
         self.at_end = at_end
         self.state_from = state_from
         self.state_to = state_to
+        self.state_sha256 = state_sha256
+        self.states = None
 
     def expand(self, scored):
         calibrated = (scored
                       | "ByEntity" >> beam.Map(lambda sw: (sw.windows.entity_id, sw))
                       | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
                       | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end,
-                                                                   self.state_from, bool(self.state_to)))
+                                                                   self.state_from, bool(self.state_to),
+                                                                   self.state_sha256))
                       .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
         if self.state_to:
             from seqwatch.pipelines.calibration_state import write_states
 
-            state_to, state_from = self.state_to, self.state_from
-            (calibrated[STATE_TAG]
+            state_to, state_from, sha256 = self.state_to, self.state_from, self.state_sha256
+            self.states = calibrated[STATE_TAG]
+            (self.states
              | "AllStates" >> beam.combiners.ToList()
-             | "WriteState" >> beam.Map(lambda judged: write_states(state_to, judged, state_from)))
+             | "WriteState" >> beam.Map(lambda judged: write_states(state_to, [(e, s) for e, s, _ in judged],
+                                                                    state_from, sha256)))
         return calibrated.scored

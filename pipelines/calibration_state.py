@@ -63,7 +63,8 @@ def state_file(path: str) -> str:
 
 
 def check_state(path: str) -> tuple[str, str]:
-    """``(file, sha256 of its bytes)`` of the state ``path`` names, once it is found to be one; raises
+    """``(file, sha256 of its bytes)`` of the state ``path`` names, once it is found to be one (every row read, its
+    calibration too, so that a damaged one is refused before the run, not inside it); raises
     ``CalibrationStateError`` with one sentence otherwise."""
     file = state_file(path)
     if not FileSystems.exists(file):
@@ -85,13 +86,46 @@ def check_state(path: str) -> tuple[str, str]:
     if missing:
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state written by seqwatch "
                                     f"(it has no {', '.join(missing)} column)")
+    try:
+        _check_rows(_states_of(data))
+    except (ValueError, TypeError, KeyError, pa.ArrowException) as exc:
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
+                                    f"({reason[:300]})") from None
     return file, digest.hexdigest()
 
 
-def read_states(file: str) -> dict:
-    """``{entity_id: EntityState}`` of a state file (checked by ``check_state``)."""
+def _check_rows(states: dict) -> None:
+    """Raise where a row is not what a run writes: an id, a version and an end of the right types, and a
+    calibration that ``OnlineTailCalibration.from_dict`` takes."""
+    from seqwatch.models.thresholds import OnlineTailCalibration
+
+    for entity, state in states.items():
+        if not isinstance(entity, str) or not isinstance(state.model_version, str):
+            raise ValueError(f"entity {entity!r} has no entity id or model version")
+        try:
+            OnlineTailCalibration.from_dict(json.loads(state.calibration)).calibration  # noqa: B018 (fits)
+        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"entity {entity!r}: its calibration does not load ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def read_states(file: str, sha256: str = "") -> dict:
+    """``{entity_id: EntityState}`` of a state file (checked by ``check_state``); with ``sha256``, raises
+    ``InputChangedError`` unless the file still holds what was checked (a state replaced while the run read it
+    had been used by a run whose manifest and run id named the one before)."""
     with FileSystems.open(file) as f:
-        table = pq.read_table(io.BytesIO(f.read()), columns=STATE_SCHEMA.names)
+        data = f.read()
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        from seqwatch.pipelines.sources import InputChangedError
+
+        raise InputChangedError(f"the calibration state {file} (--calibration-from) is no longer the file the run "
+                                f"planned with")
+    return _states_of(data)
+
+
+def _states_of(data: bytes) -> dict:
+    table = pq.read_table(io.BytesIO(data), columns=STATE_SCHEMA.names)
     columns = [table.column(name).to_pylist() for name in STATE_SCHEMA.names]
     return {entity: EntityState(version, int(end), calibration)
             for entity, version, end, calibration in zip(*columns)}
@@ -106,12 +140,13 @@ def state_table(states: dict) -> pa.Table:
                      "calibration": [states[e].calibration for e in entities]}, schema=STATE_SCHEMA)
 
 
-def write_states(path: str, judged: list, carried_from: str = "") -> int:
+def write_states(path: str, judged: list, carried_from: str = "", carried_sha256: str = "") -> int:
     """Write the state of a run to ``path``: the ``(entity_id, EntityState)`` pairs it ``judged``, and every other
-    entity of the state it started from (``carried_from``, a file) as it was. Returns the entities written."""
+    entity of the state it started from (``carried_from``, a file, checked against ``carried_sha256`` as
+    ``read_states`` does) as it was. Returns the entities written."""
     from seqwatch.pipelines.sinks import write_parquet
 
-    states = read_states(carried_from) if carried_from else {}
+    states = read_states(carried_from, carried_sha256) if carried_from else {}
     states.update(dict(judged))
     write_parquet(path, state_table(states))
     return len(states)

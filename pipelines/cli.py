@@ -890,9 +890,22 @@ def cmd_run(args, beam_args) -> int:
 def _print_notices(command: str, manifest: dict, output: str) -> None:
     """The stderr lines of a batch run (``run``, ``replay``): whose outputs it replaced, what it quarantined."""
     for line in (replaced_notice(command, manifest), empty_inputs_notice(command, manifest),
-                 quarantine_notice(command, manifest, output)):
+                 calibration_notice(command, manifest), quarantine_notice(command, manifest, output)):
         if line:
             print(line, file=sys.stderr)
+
+
+def calibration_notice(command: str, manifest: dict) -> str | None:
+    """One line for stderr when a run started from a kept calibration state (``--calibration-from``) and not one of
+    the entities it judged went on from it (the bug hunt of kept states: entity ids taken from dated file names
+    continued nothing, without a word)."""
+    kept, stages = manifest.get("calibration_from"), manifest.get("stages") or {}
+    started = stages.get("calibration_entities_started", 0)
+    if not kept or stages.get("calibration_entities_continued", 0) or not started:
+        return None
+    return (f"seqwatch {command}: note: none of the {started} entities this run judged went on from the calibration "
+            f"state it started from ({kept['file']}): each started again from the model's calibration scores (the "
+            f"state holds other entity ids, as ids taken from dated file names are, or another model version)")
 
 
 def empty_inputs_notice(command: str, manifest: dict) -> str | None:

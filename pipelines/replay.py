@@ -588,7 +588,7 @@ def _kept_state_unchanged(manifest: dict) -> str:
     except CalibrationStateError:
         digest = None
     if digest != kept.get("sha256"):
-        why = "is gone or unreadable now" if digest is None else "has changed since (a later run wrote it)"
+        why = "is gone or unreadable now" if digest is None else "has changed since (another run wrote a state there)"
         raise ReplayError(f"run {manifest.get('run_id')} started its online calibration from {kept['file']}, which "
                           f"{why}; a replay from another state would judge its windows by another history: put "
                           f"that file back, or replay with --no-online-calibration")

@@ -102,12 +102,40 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     listed = sum(len(files) for files in manifest["outputs"].values())  # the count of files is of those listed
     assert manifest["stages"]["files_written"] == listed == len(list(day2.rglob("*.parquet")))
     assert manifest["settings"]["calibration_from"] == str(day1)
+    assert (manifest["stages"]["calibration_entities_continued"], manifest["stages"].get(
+        "calibration_entities_started", 0)) == (1, 0)
 
     # A rerun of day 2 from the same day 1 (an Airflow task cleared) writes the same outputs under the same run id.
     again = _run(days / "day2", tmp_path / "day2-again", small_model_dir, calibration_from=day1 / STATE_FILE)
     assert again["run_id"] == manifest["run_id"]
     assert _state(tmp_path / "day2-again") == state2
     np.testing.assert_array_equal(_scores(tmp_path / "day2-again")["threshold"], scores2["threshold"])
+
+
+def test_a_state_is_not_taken_from_the_runs_own_output_nor_once_it_changed_after_planning(days, small_model_dir,
+                                                                                           tmp_path):
+    """The bug hunt of kept states: a run given its own --output as --calibration-from replaced the state it started
+    from (a rerun of the day went on from its own, and its replay was refused); and a state replaced between the
+    plan (which hashes it) and the workers' reading had been used under the plan's run id and manifest."""
+    import time
+
+    from seqwatch.pipelines.batch import _run_locked, plan_run
+
+    day1 = tmp_path / "day1"
+    _run(days / "day1", day1, small_model_dir)
+    with pytest.raises(RunError, match=f"^--calibration-from names the run's own --output {day1}: the run replaces "
+                                       f"the state it starts from there"):
+        _run(days / "day2", day1, small_model_dir, calibration_from=day1)
+    plan = plan_run(RunConfig(inputs=(str(days / "day2" / "*.csv"),), output=str(tmp_path / "day2"),
+                              model_dir=str(small_model_dir), mapping=WIDE, pane_steps=256, online_calibration=True,
+                              calibration_from=str(day1)))
+    _run(days / "day2", tmp_path / "other", small_model_dir)  # another state, put where day 1's was
+    (tmp_path / "other" / STATE_FILE).replace(day1 / STATE_FILE)
+    with pytest.raises(RunError, match=f"^the calibration state {(day1 / STATE_FILE).resolve()} \\(--calibration-"
+                                       f"from\\) is no longer the file the run planned with, after the run had "
+                                       f"planned its reading"):
+        _run_locked(plan, ["--runner=DirectRunner"], time.time())
+    assert not (tmp_path / "day2" / "manifest.json").exists()
 
 
 def test_a_run_without_online_calibration_replaces_the_state_a_run_before_it_left(days, small_model_dir, tmp_path):

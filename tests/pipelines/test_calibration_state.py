@@ -62,10 +62,50 @@ def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
     (tmp_path / "text.parquet").write_text("not Parquet")
     with pytest.raises(CalibrationStateError, match="text.parquet is not a calibration state seqwatch can read"):
         check_state(str(tmp_path / "text.parquet"))
+    # the right columns, damaged content (the bug hunt of kept states: each had failed inside the run, with a
+    # traceback)
+    good = pq.read_table(day / STATE_FILE).to_pylist()[0]
+    for name, change in (("json", {"calibration": "{not json"}), ("empty", {"calibration": "{}"}),
+                         ("null", {"last_window_end_us": None}), ("noid", {"entity_id": None})):
+        pq.write_table(pa.Table.from_pylist([{**good, **change}]), tmp_path / f"{name}.parquet")
+        with pytest.raises(CalibrationStateError, match=f"^--calibration-from: {tmp_path / name}.parquet is not a "
+                                                        f"calibration state seqwatch can read \\("):
+            check_state(str(tmp_path / f"{name}.parquet"))
     pq.write_table(pa.table({"entity_id": ["a"], "score": [1.0]}), tmp_path / "scores.parquet")
     with pytest.raises(CalibrationStateError, match="is not a calibration state written by seqwatch \\(it has no "
                                                     "model_version, last_window_end_us, calibration column\\)"):
         check_state(str(tmp_path / "scores.parquet"))
+
+
+def test_a_state_that_changed_since_the_run_checked_it_is_refused(tmp_path):
+    """The run plans with the state's digest; its workers read the file again, and a state replaced meanwhile had
+    been used under the run id and manifest of the one before (the bug hunt of kept states)."""
+    from seqwatch.pipelines.sources import InputChangedError
+
+    file = str(tmp_path / STATE_FILE)
+    write_states(file, [("pump-01", state_of(_online().to_dict(), "v1", 10))])
+    _, digest = check_state(file)
+    assert set(read_states(file, digest)) == {"pump-01"}
+    write_states(file, [("pump-02", state_of(_online().to_dict(), "v1", 10))])
+    with pytest.raises(InputChangedError, match=f"^the calibration state {file} \\(--calibration-from\\) is no "
+                                                f"longer the file the run planned with$"):
+        read_states(file, digest)
+    with pytest.raises(InputChangedError):
+        write_states(str(tmp_path / "next" / STATE_FILE), [], carried_from=file, carried_sha256=digest)
+
+
+def test_a_run_that_continued_none_of_its_entities_says_so():
+    from seqwatch.pipelines.cli import calibration_notice
+
+    manifest = {"calibration_from": {"file": "/r/d1/calibration_state.parquet", "sha256": "x"},
+                "stages": {"calibration_entities_started": 3}}
+    assert calibration_notice("run", manifest) == (
+        "seqwatch run: note: none of the 3 entities this run judged went on from the calibration state it started "
+        "from (/r/d1/calibration_state.parquet): each started again from the model's calibration scores (the state "
+        "holds other entity ids, as ids taken from dated file names are, or another model version)")
+    assert calibration_notice("run", {**manifest, "stages": {"calibration_entities_started": 3,
+                                                             "calibration_entities_continued": 1}}) is None
+    assert calibration_notice("run", {"stages": {"calibration_entities_started": 3}}) is None  # no kept state
 
 
 def _pane(ends_s, scores):

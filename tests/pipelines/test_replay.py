@@ -759,8 +759,9 @@ def test_a_replay_starts_from_the_calibration_state_its_run_started_from(origina
 
     write_states(str(earlier / STATE_FILE), [])  # a later run into day1's folder
     with pytest.raises(ReplayError, match=f"^run {run_manifest['run_id']} started its online calibration from "
-                                          f"{kept['file']}, which has changed since \\(a later run wrote it\\); a "
-                                          f"replay from another state would judge its windows by another history"):
+                                          f"{kept['file']}, which has changed since \\(another run wrote a state "
+                                          f"there\\); a replay from another state would judge its windows by "
+                                          f"another history"):
         run_replay(ReplayConfig(quarantine=str(day2), output=str(tmp_path / "again"), model_dir=str(small_model_dir),
                                 suite="sensor"), ["--runner=DirectRunner"], now_us=NOW_US)
     # without online calibration it runs

@@ -646,7 +646,7 @@ def test_a_pubsub_stream_waits_out_an_emulator_that_does_not_answer(pubsub_emula
     """Bug hunt of Pub/Sub and MQTT streams: with the emulator not answering for longer than --stop-after-idle,
     the stream ended as if the subscription were quiet, without a word, and what was published afterwards was
     left for the next run. Now the outage is one line, the idle time does not count during it, and starts again
-    when the emulator answers. (The emulator is frozen with SIGSTOP: the streaming tests run one at a time.)"""
+    when the emulator answers. (The emulator is frozen with SIGSTOP: each test worker process has an emulator of its own.)"""
     import signal
     import subprocess
     import sys
