@@ -145,7 +145,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
-    from seqwatch.pipelines.calibration_state import CalibrationStateError, check_state
+    from seqwatch.pipelines.calibration_state import CalibrationStateError, check_state, state_file
     from seqwatch.schemas.validation import SuiteError
 
     model_source = config.model_dir
@@ -161,12 +161,18 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         _preflight_channels(paths, config, channels, step_us, f"{metadata['model_id']} {metadata['model_version']}")
         if config.online_calibration:
             model_risk(metadata)
-        state_from, state_sha256 = check_state(config.calibration_from) if config.calibration_from else ("", "")
-        if state_from and _canonical_path(state_from) == _canonical_path(FileSystems.join(config.output, STATE_FILE)):
+        own_state = FileSystems.join(config.output, STATE_FILE)
+        if config.calibration_from and _canonical_path(state_file(config.calibration_from)) == _canonical_path(own_state):
             raise CalibrationStateError(
                 f"--calibration-from names the run's own --output {config.output}: the run replaces the state it "
                 f"starts from there, so a rerun of the day would go on from its own state, and a replay would find it "
                 f"changed; give each run an --output of its own (a dated folder) and --calibration-from the one before")
+        # A state that does not exist at all (the day before the first of a series) starts every entity afresh, so
+        # that one fixed command line starts a series; a folder without one is refused (check_state).
+        state_from, state_sha256 = (check_state(config.calibration_from, missing_ok=True) if config.calibration_from
+                                    else ("", ""))
+        state_missing = state_from if state_from and not state_sha256 else ""
+        state_from = state_from if state_sha256 else ""
     except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError, CalibrationError,
             CalibrationStateError) as exc:
         raise RunError(str(exc)) from None
@@ -186,8 +192,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
                     "model_dir": _canonical_path(config.model_dir)}
         if config.suite not in SUITE_FAMILIES:  # a suite file, by the path it names
             settings["suite"] = _canonical_path(config.suite)
-        if state_from:  # the state, by what it holds: a rerun of a day from the same earlier run keeps its run id
-            settings["calibration_from"] = state_sha256
+        if config.calibration_from:  # the state, by what it holds: a rerun of a day from the same one keeps its id
+            settings["calibration_from"] = state_sha256 or "missing"
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
         # and what the model's metadata hold now: a threshold edited by hand keeps the version, not the outputs
@@ -207,7 +213,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
                    model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
                    input_digests, int(metadata.get("grid_offset_us", 0)), _canonical_path(state_from) if state_from
-                   else "", state_sha256)
+                   else "", state_sha256, _canonical_path(state_missing) if state_missing else "")
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -558,6 +564,8 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
     if plan.calibration_state_from:  # the state this run started from (a replay starts from it too)
         manifest["calibration_from"] = {"file": plan.calibration_state_from,
                                         "sha256": plan.calibration_state_sha256}
+    elif plan.calibration_state_missing:  # none there: every entity started from the model's calibration scores
+        manifest["calibration_from"] = {"file": plan.calibration_state_missing, "missing": True}
     if replaced:
         manifest["replaced_run"] = replaced
     return manifest

@@ -62,17 +62,19 @@ def state_file(path: str) -> str:
     return f"{path.rstrip('/')}/{STATE_FILE}" if path else path
 
 
-def check_state(path: str) -> tuple[str, str]:
+def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
     """``(file, sha256 of its bytes)`` of the state ``path`` names, once it is found to be one (every row read, its
     calibration too, so that a damaged one is refused before the run, not inside it); raises
-    ``CalibrationStateError`` with one sentence otherwise."""
+    ``CalibrationStateError`` with one sentence otherwise. ``missing_ok``: where neither the file nor ``path``
+    exists (the day before a series began has no output), ``(file, "")``."""
     file = state_file(path)
+    if missing_ok and not FileSystems.exists(file) and not FileSystems.exists(path):
+        return file, ""
     if not FileSystems.exists(file):
         where = (f"{path} holds no {STATE_FILE}" if file != path and FileSystems.exists(path)
                  else f"{file} does not exist")
         raise CalibrationStateError(
-            f"--calibration-from: {where}; it takes the output folder of an earlier run with --online-calibration "
-            f"(leave it out for the first run of a series)")
+            f"--calibration-from: {where}; it takes the output folder of an earlier run with --online-calibration")
     digest = hashlib.sha256()
     try:
         with FileSystems.open(file) as f:

@@ -901,6 +901,9 @@ def calibration_notice(command: str, manifest: dict) -> str | None:
     continued nothing, without a word)."""
     kept, stages = manifest.get("calibration_from"), manifest.get("stages") or {}
     started = stages.get("calibration_entities_started", 0)
+    if kept and kept.get("missing"):
+        return (f"seqwatch {command}: note: there is no calibration state at {kept['file']} (--calibration-from), so "
+                f"every entity started from the model's calibration scores, as on the first day of a series")
     if not kept or stages.get("calibration_entities_continued", 0) or not started:
         return None
     return (f"seqwatch {command}: note: none of the {started} entities this run judged went on from the calibration "

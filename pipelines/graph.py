@@ -65,6 +65,7 @@ class RunPlan:
     # batch with online calibration: the kept state each entity starts from (calibration_state.py) and its digest
     calibration_state_from: str = ""
     calibration_state_sha256: str = ""
+    calibration_state_missing: str = ""  # the state --calibration-from named where none was (a series' first run)
 
 
 def settle_us(plan: RunPlan) -> int:

@@ -500,7 +500,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     if config.pane_steps is not None:
         settings["pane_steps"] = config.pane_steps
     settings.update(config.extra)
-    if settings.get("online_calibration") and original_manifest.get("calibration_from"):
+    if settings.get("online_calibration") and (original_manifest.get("calibration_from") or {}).get("sha256"):
         settings["calibration_from"] = _kept_state_unchanged(original_manifest)
     suite = config.suite or original.get("suite") or "sensor"
 

@@ -526,10 +526,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
           str(small_model_dir), "--calibration-from", str(tmp_path)],
          "--calibration-from continues an earlier run's online calibration: give --online-calibration too"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
-          str(small_model_dir), "--online-calibration", "--calibration-from", str(tmp_path / "no-such-day")],
-         f"--calibration-from: {tmp_path / 'no-such-day' / 'calibration_state.parquet'} does not exist; it takes "
-         f"the output folder of an earlier run with --online-calibration (leave it out for the first run of a "
-         f"series)"),
+          str(small_model_dir), "--online-calibration", "--calibration-from", str(tmp_path / "o")],
+         f"--calibration-from names the run's own --output {tmp_path / 'o'}: the run replaces the state it starts "
+         f"from there"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(small_model_dir), "--online-calibration", "--calibration-from", str(tmp_path)],
          f"--calibration-from: {tmp_path} holds no calibration_state.parquet; it takes the output folder"),

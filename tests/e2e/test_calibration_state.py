@@ -59,7 +59,9 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     metadata = read_metadata(str(small_model_dir))
     risk, _ = model_risk(metadata)
     day1, day2 = tmp_path / "day1", tmp_path / "day2"
-    _run(days / "day1", day1, small_model_dir)
+    # One command line for every day: the first day's "day before" has no output, and its entities start afresh.
+    first = _run(days / "day1", day1, small_model_dir, calibration_from=tmp_path / "day0")
+    assert first["calibration_from"] == {"file": str(tmp_path / "day0" / STATE_FILE), "missing": True}
     manifest = _run(days / "day2", day2, small_model_dir, calibration_from=day1)
 
     # Day 1 started from the model's calibration scores; its state is each pump's history at the day's end.

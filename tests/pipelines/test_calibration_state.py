@@ -56,9 +56,12 @@ def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
                                                     f"not exist; it takes the output folder of an earlier run with "
                                                     f"--online-calibration"):
         check_state(str(tmp_path / "day0"))
-    (tmp_path / "plain").mkdir()
-    with pytest.raises(CalibrationStateError, match=f"{tmp_path / 'plain'} holds no {STATE_FILE}"):
-        check_state(str(tmp_path / "plain"))
+    # where nothing is there at all (the day before a series began), a run may start afresh
+    assert check_state(str(tmp_path / "day0"), missing_ok=True) == (str(tmp_path / "day0" / STATE_FILE), "")
+    (tmp_path / "plain").mkdir()  # a folder without a state is another folder than meant
+    for missing_ok in (False, True):
+        with pytest.raises(CalibrationStateError, match=f"{tmp_path / 'plain'} holds no {STATE_FILE}"):
+            check_state(str(tmp_path / "plain"), missing_ok=missing_ok)
     (tmp_path / "text.parquet").write_text("not Parquet")
     with pytest.raises(CalibrationStateError, match="text.parquet is not a calibration state seqwatch can read"):
         check_state(str(tmp_path / "text.parquet"))
@@ -106,6 +109,10 @@ def test_a_run_that_continued_none_of_its_entities_says_so():
     assert calibration_notice("run", {**manifest, "stages": {"calibration_entities_started": 3,
                                                              "calibration_entities_continued": 1}}) is None
     assert calibration_notice("run", {"stages": {"calibration_entities_started": 3}}) is None  # no kept state
+    assert calibration_notice("run", {"calibration_from": {"file": "/r/d0/calibration_state.parquet", "missing": True},
+                                      "stages": {"calibration_entities_started": 3}}) == (
+        "seqwatch run: note: there is no calibration state at /r/d0/calibration_state.parquet (--calibration-from), "
+        "so every entity started from the model's calibration scores, as on the first day of a series")
 
 
 def _pane(ends_s, scores):
