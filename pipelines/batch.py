@@ -263,8 +263,10 @@ def _commit(output: str, staging: str, aside: str) -> None:
     (``_check_nothing_set_aside``). The caller holds interrupts back meanwhile (``interrupts.held_back``)."""
     # A calibration state is replaced too, whether or not this run writes one: one left by an earlier run is not
     # this run's. (The manifest last: it says whose the sinks are.)
-    names = list(SINKS) + [name for name in (STATE_FILE,) if FileSystems.exists(FileSystems.join(staging, name))
-                           or FileSystems.exists(FileSystems.join(output, name))]
+    names = list(SINKS)
+    if FileSystems.exists(FileSystems.join(staging, STATE_FILE)) or FileSystems.exists(FileSystems.join(output,
+                                                                                                    STATE_FILE)):
+        names.append(STATE_FILE)
     names += [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
     set_aside: list[tuple[str, str]] = []
     moved_in: list[str] = []
@@ -462,9 +464,10 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
         # the manifest's count of files is of the files it lists (the bug hunt of outputs): the placeholders of
         # empty sinks and the calibration state too
-        placeholders = _fill_empty_sinks(plan.staging) + FileSystems.exists(FileSystems.join(plan.staging, STATE_FILE))
-        if placeholders:
-            counts["files_written"] = counts.get("files_written", 0) + placeholders
+        placeholders = _fill_empty_sinks(plan.staging)
+        state_written = FileSystems.exists(FileSystems.join(plan.staging, STATE_FILE))
+        if placeholders or state_written:
+            counts["files_written"] = counts.get("files_written", 0) + placeholders + state_written
         manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
                              _previous_run(output, plan.run_id, list(plan.paths)))
         write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))

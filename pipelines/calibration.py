@@ -131,7 +131,8 @@ STATE_TAG = "state"
 
 class _CalibrateEntity(beam.DoFn):
     PENDING = BagStateSpec("pending", coders.PickleCoder())  # (timestamp us, ScoredWindows)
-    # (model version, OnlineTailCalibration dict, end of the last window that joined it, µs)
+    # (model version, OnlineTailCalibration dict, latest window end judged, kept state's last end, whether the
+    # calibration went on from a kept state; µs)
     ONLINE = ReadModifyWriteStateSpec("online", coders.PickleCoder())
     DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
@@ -190,17 +191,20 @@ class _CalibrateEntity(beam.DoFn):
             nxt = min(at for at, _ in later)
             due.write(nxt)
             release.set(Timestamp(micros=nxt))
+        # latest_end: the end of the latest window judged into the history (written with a kept state); kept_until:
+        # the last window end of the kept state the run started from, whose windows are judged without joining
+        # again (only those: in a stream, a pane released after a later one joins as it always had)
         state = online.read()
-        version, calibration, joined_until, continued = None, None, None, False
-        if state:  # (a state written before the end was kept has two items)
+        version, calibration, latest_end, kept_until, continued = None, None, None, None, False
+        if state:  # (a state written before the ends were kept has two items)
             version, calibration = state[0], OnlineTailCalibration.from_dict(state[1])
-            joined_until = state[2] if len(state) > 2 else None
+            latest_end, kept_until, continued = state[2:5] if len(state) >= 5 else (None, None, False)
         else:
             kept = self._kept_state(now[0][1].windows.entity_id)
             if kept is not None:
-                version, joined_until = kept.model_version, kept.last_window_end_us
+                version, latest_end = kept.model_version, kept.last_window_end_us
+                kept_until, continued = latest_end, True
                 calibration = OnlineTailCalibration.from_dict(json.loads(kept.calibration))
-                continued = True
         for at, sw in now:
             if not len(sw.score):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
@@ -218,19 +222,19 @@ class _CalibrateEntity(beam.DoFn):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
                 continue
             if sw.model_version != version:
-                version, calibration, joined_until = sw.model_version, start_calibration(metadata), None
-                continued = False
+                version, calibration = sw.model_version, start_calibration(metadata)
+                latest_end, kept_until, continued = None, None, False
             # Stamped at the timer's time, which holds the watermark: on time for every step after this one.
-            yield beam.window.TimestampedValue(calibrate(sw, calibration, risk, joined_until), Timestamp(micros=fired))
-            ends = np.asarray(sw.windows.ends, dtype=np.int64)
-            joined_until = max(int(ends.max()), joined_until if joined_until is not None else int(ends.max()))
+            yield beam.window.TimestampedValue(calibrate(sw, calibration, risk, kept_until), Timestamp(micros=fired))
+            end = int(np.asarray(sw.windows.ends, dtype=np.int64).max())
+            latest_end = end if latest_end is None else max(end, latest_end)
         if calibration is not None:
-            online.write((version, calibration.to_dict(), joined_until))
-            if self.emit_state and joined_until is not None:
+            online.write((version, calibration.to_dict(), latest_end, kept_until, continued))
+            if self.emit_state and latest_end is not None:
                 from seqwatch.pipelines.calibration_state import state_of
 
                 yield beam.pvalue.TaggedOutput(STATE_TAG, (now[0][1].windows.entity_id,
-                                                           state_of(calibration.to_dict(), version, joined_until),
+                                                           state_of(calibration.to_dict(), version, latest_end),
                                                            continued))
 
 
@@ -250,7 +254,7 @@ class CalibrateOnline(beam.PTransform):
         kept state file (``seqwatch.pipelines.calibration_state``) each entity's calibration starts from;
         ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
         that the run did not see; ``state_sha256``: what ``state_from`` held when the run was planned (it is
-        refused if it holds something else now). With ``state_to``, ``states`` is the PCollection of
+        refused if it holds something else now). With ``at_end``, ``states`` is the PCollection of
         ``(entity id, EntityState, went on from state_from)`` once the transform is applied."""
         super().__init__()
         if state_to and not at_end:
@@ -268,14 +272,14 @@ class CalibrateOnline(beam.PTransform):
                       | "ByEntity" >> beam.Map(lambda sw: (sw.windows.entity_id, sw))
                       | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
                       | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end,
-                                                                   self.state_from, bool(self.state_to),
-                                                                   self.state_sha256))
+                                                                   self.state_from, self.at_end, self.state_sha256))
                       .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
+        if self.at_end:
+            self.states = calibrated[STATE_TAG]
         if self.state_to:
             from seqwatch.pipelines.calibration_state import write_states
 
             state_to, state_from, sha256 = self.state_to, self.state_from, self.state_sha256
-            self.states = calibrated[STATE_TAG]
             (self.states
              | "AllStates" >> beam.combiners.ToList()
              | "WriteState" >> beam.Map(lambda judged: write_states(state_to, [(e, s) for e, s, _ in judged],

@@ -68,7 +68,8 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
     ``CalibrationStateError`` with one sentence otherwise. ``missing_ok``: where neither the file nor ``path``
     exists (the day before a series began has no output), ``(file, "")``."""
     file = state_file(path)
-    if missing_ok and not FileSystems.exists(file) and not FileSystems.exists(path):
+    # (an object store has no folders: a run's folder there is found by its manifest)
+    if missing_ok and not any(FileSystems.exists(p) for p in (file, path, f"{path.rstrip('/')}/manifest.json")):
         return file, ""
     if not FileSystems.exists(file):
         where = (f"{path} holds no {STATE_FILE}" if file != path and FileSystems.exists(path)
@@ -90,7 +91,7 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
                                     f"(it has no {', '.join(missing)} column)")
     try:
         _check_rows(_states_of(data))
-    except (ValueError, TypeError, KeyError, pa.ArrowException) as exc:
+    except (ValueError, TypeError, KeyError, ArithmeticError, pa.ArrowException) as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
                                     f"({reason[:300]})") from None
@@ -107,7 +108,7 @@ def _check_rows(states: dict) -> None:
             raise ValueError(f"entity {entity!r} has no entity id or model version")
         try:
             OnlineTailCalibration.from_dict(json.loads(state.calibration)).calibration  # noqa: B018 (fits)
-        except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        except (ValueError, TypeError, KeyError, RuntimeError, ArithmeticError) as exc:
             raise ValueError(f"entity {entity!r}: its calibration does not load ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
@@ -129,8 +130,11 @@ def read_states(file: str, sha256: str = "") -> dict:
 def _states_of(data: bytes) -> dict:
     table = pq.read_table(io.BytesIO(data), columns=STATE_SCHEMA.names)
     columns = [table.column(name).to_pylist() for name in STATE_SCHEMA.names]
-    return {entity: EntityState(version, int(end), calibration)
-            for entity, version, end, calibration in zip(*columns)}
+    states = {entity: EntityState(version, int(end), calibration)
+              for entity, version, end, calibration in zip(*columns)}
+    if len(states) != table.num_rows:
+        raise ValueError("an entity has more than one row")
+    return states
 
 
 def state_table(states: dict) -> pa.Table:

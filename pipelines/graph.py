@@ -110,10 +110,10 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                                                                                 plan.model_source or cfg.model_dir)
         scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
     if cfg.online_calibration:
-        calibrate = CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir, at_end=not streaming,
-                                    state_from=plan.calibration_state_from, state_to=calibration_state_to,
-                                    state_sha256=plan.calibration_state_sha256)
-        scored = scored | "CalibrateOnline" >> calibrate
+        online_step = CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir, at_end=not streaming,
+                                      state_from=plan.calibration_state_from, state_to=calibration_state_to,
+                                      state_sha256=plan.calibration_state_sha256)
+        scored = scored | "CalibrateOnline" >> online_step
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=streaming, cooldown_us=cfg.alert_cooldown_us)
@@ -134,8 +134,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
                    "Alerts": built.closed | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
                    "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}
-    if cfg.online_calibration and calibrate.states is not None:  # entities that went on from a kept state, or not
-        count_parts["Calibration"] = calibrate.states | "CountCalibrations" >> beam.Map(
+    if cfg.online_calibration and online_step.states is not None:  # entities that went on from a kept state or not
+        count_parts["Calibration"] = online_step.states | "CountCalibrations" >> beam.Map(
             lambda state: ("calibration_entities_continued" if state[2] else "calibration_entities_started", 1))
     counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                for name, pcoll in count_parts.items()]

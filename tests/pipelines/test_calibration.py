@@ -94,6 +94,32 @@ def test_windows_are_judged_in_event_time_order_though_panes_arrive_out_of_order
         assert_that(out, equal_to(expected))
 
 
+def test_in_a_stream_a_pane_released_after_a_later_one_still_joins_the_history(small_model_dir):
+    """A late pane (its windows end before those already judged) is judged and joins the entity's history, as every
+    pane does in a stream; only the windows of a kept state a batch run started from are judged without joining
+    (the review of kept states: the rule had leaked into every release)."""
+    metadata = read_metadata(small_model_dir)
+    version = metadata["model_version"]
+    rng = np.random.default_rng(5)
+    panes = {k: _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), version) for k in (1, 2, 3)}
+    risk, _ = model_risk(metadata)
+    online = start_calibration(metadata)
+    expected = [(k, tuple(np.round(calibrate(panes[k], online, risk).threshold, 9))) for k in (2, 1, 3)]
+    assert online.scores.size == len(metadata["tail"]["sorted_scores"]) + 180  # all three joined
+    stream = (TestStream()
+              .add_elements([TimestampedValue(panes[2], Timestamp(260))])
+              .advance_watermark_to(Timestamp(300))
+              .add_elements([TimestampedValue(panes[1], Timestamp(160))])  # behind the watermark
+              .advance_watermark_to(Timestamp(330))
+              .add_elements([TimestampedValue(panes[3], Timestamp(360))])
+              .advance_watermark_to(Timestamp(1000))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        out = (p | stream | CalibrateOnline(str(small_model_dir))
+               | beam.Map(lambda sw: (sw.windows.pane, tuple(np.round(sw.threshold, 9)))))
+        assert_that(out, equal_to(expected))
+
+
 def test_an_unknown_model_version_is_one_sentence(small_model_dir):
     from seqwatch.pipelines.calibration import _ModelCalibrations
 

@@ -69,8 +69,11 @@ def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
     # traceback)
     good = pq.read_table(day / STATE_FILE).to_pylist()[0]
     for name, change in (("json", {"calibration": "{not json"}), ("empty", {"calibration": "{}"}),
-                         ("null", {"last_window_end_us": None}), ("noid", {"entity_id": None})):
-        pq.write_table(pa.Table.from_pylist([{**good, **change}]), tmp_path / f"{name}.parquet")
+                         ("null", {"last_window_end_us": None}), ("noid", {"entity_id": None}),
+        ("huge", {"calibration": good["calibration"].replace('"since_refit": 0', '"since_refit": 1e400')}),
+        ("twice", {})):
+        rows = [{**good, **change}] * (2 if name == "twice" else 1)
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"{name}.parquet")
         with pytest.raises(CalibrationStateError, match=f"^--calibration-from: {tmp_path / name}.parquet is not a "
                                                         f"calibration state seqwatch can read \\("):
             check_state(str(tmp_path / f"{name}.parquet"))

@@ -751,10 +751,12 @@ def test_a_replay_starts_from_the_calibration_state_its_run_started_from(origina
     kept = {"file": str((earlier / STATE_FILE).resolve()),
             "sha256": hashlib.sha256((earlier / STATE_FILE).read_bytes()).hexdigest()}
     assert run_manifest["calibration_from"] == kept
+    assert run_manifest["stages"]["calibration_entities_continued"] == 1  # pump-07 went on from the kept state
     manifest = run_replay(ReplayConfig(quarantine=str(day2), output=str(tmp_path / "replayed"),
                                        model_dir=str(small_model_dir), suite="sensor"),
                           ["--runner=DirectRunner"], now_us=NOW_US)
     assert manifest["calibration_from"] == kept and manifest["replay"]["scored_now"] == 2
+    assert manifest["stages"]["calibration_entities_continued"] == 1  # and so did the replay's
     assert not (tmp_path / "replayed" / STATE_FILE).exists() and "calibration_state" not in manifest["outputs"]
 
     write_states(str(earlier / STATE_FILE), [])  # a later run into day1's folder
