@@ -171,8 +171,6 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         # that one fixed command line starts a series; a folder without one is refused (check_state).
         state_from, state_sha256 = (check_state(config.calibration_from, missing_ok=True) if config.calibration_from
                                     else ("", ""))
-        state_missing = state_from if state_from and not state_sha256 else ""
-        state_from = state_from if state_sha256 else ""
     except (ArtifactError, FileNotFoundError, SuiteError, SchemaDriftError, MappingError, CalibrationError,
             CalibrationStateError) as exc:
         raise RunError(str(exc)) from None
@@ -213,7 +211,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
                    model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
                    input_digests, int(metadata.get("grid_offset_us", 0)), _canonical_path(state_from) if state_from
-                   else "", state_sha256, _canonical_path(state_missing) if state_missing else "")
+                   else "", state_sha256)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -263,11 +261,7 @@ def _commit(output: str, staging: str, aside: str) -> None:
     (``_check_nothing_set_aside``). The caller holds interrupts back meanwhile (``interrupts.held_back``)."""
     # A calibration state is replaced too, whether or not this run writes one: one left by an earlier run is not
     # this run's. (The manifest last: it says whose the sinks are.)
-    names = list(SINKS)
-    if FileSystems.exists(FileSystems.join(staging, STATE_FILE)) or FileSystems.exists(FileSystems.join(output,
-                                                                                                    STATE_FILE)):
-        names.append(STATE_FILE)
-    names += [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
+    names = [*SINKS, STATE_FILE] + [MANIFEST_FILE] * FileSystems.exists(FileSystems.join(staging, MANIFEST_FILE))
     set_aside: list[tuple[str, str]] = []
     moved_in: list[str] = []
     try:
@@ -464,10 +458,9 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
                            f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
         # the manifest's count of files is of the files it lists (the bug hunt of outputs): the placeholders of
         # empty sinks and the calibration state too
-        placeholders = _fill_empty_sinks(plan.staging)
-        state_written = FileSystems.exists(FileSystems.join(plan.staging, STATE_FILE))
-        if placeholders or state_written:
-            counts["files_written"] = counts.get("files_written", 0) + placeholders + state_written
+        written = _fill_empty_sinks(plan.staging) + config.writes_calibration_state
+        if written:
+            counts["files_written"] = counts.get("files_written", 0) + written
         manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
                              _previous_run(output, plan.run_id, list(plan.paths)))
         write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
@@ -562,13 +555,13 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         # the files as they will lie under the output (each staged sink moves there whole)
         "outputs": {sink: _files_under(str(Path(plan.staging) / sink)) for sink in SINKS},
     }
-    if FileSystems.exists(FileSystems.join(plan.staging, STATE_FILE)):  # each entity's calibration, for a later run
+    if config.writes_calibration_state:  # each entity's calibration, for a later run
         manifest["outputs"]["calibration_state"] = [STATE_FILE]
-    if plan.calibration_state_from:  # the state this run started from (a replay starts from it too)
+    if plan.calibration_state_sha256:  # the state this run started from (a replay starts from it too)
         manifest["calibration_from"] = {"file": plan.calibration_state_from,
                                         "sha256": plan.calibration_state_sha256}
-    elif plan.calibration_state_missing:  # none there: every entity started from the model's calibration scores
-        manifest["calibration_from"] = {"file": plan.calibration_state_missing, "missing": True}
+    elif plan.calibration_state_from:  # none there: every entity started from the model's calibration scores
+        manifest["calibration_from"] = {"file": plan.calibration_state_from, "missing": True}
     if replaced:
         manifest["replaced_run"] = replaced
     return manifest

@@ -229,13 +229,13 @@ class _CalibrateEntity(beam.DoFn):
             end = int(np.asarray(sw.windows.ends, dtype=np.int64).max())
             latest_end = end if latest_end is None else max(end, latest_end)
         if calibration is not None:
-            online.write((version, calibration.to_dict(), latest_end, kept_until, continued))
+            kept_dict = calibration.to_dict()
+            online.write((version, kept_dict, latest_end, kept_until, continued))
             if self.emit_state and latest_end is not None:
                 from seqwatch.pipelines.calibration_state import state_of
 
                 yield beam.pvalue.TaggedOutput(STATE_TAG, (now[0][1].windows.entity_id,
-                                                           state_of(calibration.to_dict(), version, latest_end),
-                                                           continued))
+                                                           state_of(kept_dict, version, latest_end), continued))
 
 
 def _first_end(sw: ScoredWindows) -> int:

@@ -76,11 +76,8 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
                  else f"{file} does not exist")
         raise CalibrationStateError(
             f"--calibration-from: {where}; it takes the output folder of an earlier run with --online-calibration")
-    digest = hashlib.sha256()
     try:
-        with FileSystems.open(file) as f:
-            data = f.read()
-        digest.update(data)
+        data, digest = _read(file)
         schema = pq.read_schema(io.BytesIO(data))
     except (OSError, pa.ArrowInvalid) as exc:
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
@@ -95,7 +92,14 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
                                     f"({reason[:300]})") from None
-    return file, digest.hexdigest()
+    return file, digest
+
+
+def _read(file: str) -> tuple[bytes, str]:
+    """The bytes of ``file`` and their sha256."""
+    with FileSystems.open(file) as f:
+        data = f.read()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def _check_rows(states: dict) -> None:
@@ -117,9 +121,8 @@ def read_states(file: str, sha256: str = "") -> dict:
     """``{entity_id: EntityState}`` of a state file (checked by ``check_state``); with ``sha256``, raises
     ``InputChangedError`` unless the file still holds what was checked (a state replaced while the run read it
     had been used by a run whose manifest and run id named the one before)."""
-    with FileSystems.open(file) as f:
-        data = f.read()
-    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+    data, digest = _read(file)
+    if sha256 and digest != sha256:
         from seqwatch.pipelines.sources import InputChangedError
 
         raise InputChangedError(f"the calibration state {file} (--calibration-from) is no longer the file the run "

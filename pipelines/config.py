@@ -85,6 +85,12 @@ class RunConfig:
         if self.alert_cooldown_us < 0:
             raise ValueError(f"the alert cooldown must be >= 0 seconds, got {self.alert_cooldown_us / 1e6:g}")
 
+    @property
+    def writes_calibration_state(self) -> bool:
+        """Whether a batch run of this config writes ``calibration_state.parquet`` (it always does with online
+        calibration, a replay's excepted)."""
+        return self.online_calibration and self.keep_calibration_state
+
     def settings(self) -> dict:
         """The settings that decide what is written (for the run id and the manifest); not where."""
         data = dataclasses.asdict(self)

@@ -62,10 +62,10 @@ class RunPlan:
     window_dtype: type = np.float32  # what windows are cut as (models.windowing.window_dtype)
     input_digests: tuple = ()  # batch: (path, sha256 of its bytes) of each input, for replays
     grid_offset_us: int = 0  # the model's grid phase (models.windowing.grid_offset)
-    # batch with online calibration: the kept state each entity starts from (calibration_state.py) and its digest
+    # batch with --calibration-from: the kept state each entity starts from (calibration_state.py) and its digest,
+    # "" where nothing was there (a series' first run: every entity starts afresh)
     calibration_state_from: str = ""
     calibration_state_sha256: str = ""
-    calibration_state_missing: str = ""  # the state --calibration-from named where none was (a series' first run)
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -111,7 +111,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         scored = (scored, scored_here) | "AllScored" >> beam.Flatten()
     if cfg.online_calibration:
         online_step = CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir, at_end=not streaming,
-                                      state_from=plan.calibration_state_from, state_to=calibration_state_to,
+                                      state_from=plan.calibration_state_from if plan.calibration_state_sha256
+                                      else "", state_to=calibration_state_to,
                                       state_sha256=plan.calibration_state_sha256)
         scored = scored | "CalibrateOnline" >> online_step
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
@@ -158,7 +159,7 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     the names of the files written per pane or flush window (a restarted stream's: ``.s2``). Returns the main
     PCollections by name (for tests). A batch run with online calibration also writes each entity's calibration
     (``calibration_state.STATE_FILE``) for a later run's ``--calibration-from``."""
-    keep_state = flush_window_s is None and plan.config.online_calibration and plan.config.keep_calibration_state
+    keep_state = flush_window_s is None and plan.config.writes_calibration_state
     found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s,
                    FileSystems.join(root, STATE_FILE) if keep_state else "")
     counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix)
