@@ -24,6 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.csv_blocks import ChunkLines, byte_chunks, data_start, has_lone_cr, split_chunk
 from seqwatch.pipelines.csv_records import join_records, record_spans
+from seqwatch.pipelines.decompression import BoundedDecompression, open_input
+from seqwatch.pipelines.long_lines import MAX_LINE_BYTES, LineCutter, LongLine
 from seqwatch.pipelines.parsing import (FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
                                         sniff_separator, split_lines)
 from seqwatch.pipelines.stage_metrics import StageTimer
@@ -102,23 +104,55 @@ def _is_decompression_error(exc: BaseException) -> bool:
 
 
 class CheckedStream:
-    """A file opened by Beam's ``FileSystems.open`` that notices damage. Beam's ``CompressedFile`` reads a
-    truncated gzip or bzip2 file up to where it stops without a word (its cut-off last line read as a reading: a
-    value of 40.9185 cut to 4 raised a critical alert), and lets a decompressor's error out as zlib's or bz2's
-    own. Here the file ends where the damage begins: ``read`` returns ``b""`` there, and ``damage`` says what
-    happened (None for a sound file), so that a reader keeps every whole line before it and can hold back the
-    line the damage cut."""
+    """A file opened by Beam's ``FileSystems.open`` that notices damage and cuts lines too long to be a row.
+
+    Beam's ``CompressedFile`` reads a truncated gzip or bzip2 file up to where it stops without a word (its
+    cut-off last line read as a reading: a value of 40.9185 cut to 4 raised a critical alert), and lets a
+    decompressor's error out as zlib's or bz2's own. Here the file ends where the damage begins: ``read`` returns
+    ``b""`` there, and ``damage`` says what happened (None for a sound file), so that a reader keeps every whole
+    line before it and can hold back the line the damage cut.
+
+    A compressed file is decompressed at most a block at a time (``decompression``; zstd excepted), so that a
+    file that expands without end (a gzip bomb) is read in bounded memory.
+
+    A line longer than ``MAX_LINE_BYTES`` reaches the reader as a marker line (``long_lines``; ``long_line``
+    gives the line a marker stands for), except in UTF-16 and UTF-32 text, whose line ends are not single bytes.
+    ``read`` then gives out whole lines only (all of them up to the last line end read), but for the file's last."""
 
     def __init__(self, path: str):
         self.path = path
         self.damage: str | None = None
-        self._stream = FileSystems.open(path)
-        self._kind = str(getattr(self._stream, "_compression_type", "") or "")  # Beam's CompressionTypes value
-        # Beam's CompressedFile decompresses as it reads; any other stream is the file as stored, never damaged here
-        self.compressed = getattr(self._stream, "_decompressor", None) is not None
+        self._stream = open_input(path)
+        if isinstance(self._stream, BoundedDecompression):
+            self._kind, self.compressed = str(self._stream.kind), True
+        else:  # Beam's CompressedFile (zstd) decompresses as it reads; any other stream is the file as stored
+            self._kind = str(getattr(self._stream, "_compression_type", "") or "")  # Beam's CompressionTypes value
+            self.compressed = getattr(self._stream, "_decompressor", None) is not None
         self._read_any = False
+        self._cutter: LineCutter | None = None  # made at the first read, for text of single-byte line ends
+        self._started = False
 
     def read(self, size: int = -1) -> bytes:
+        while True:
+            data = self._read_stored(size)
+            if not self._started:
+                self._started = True
+                if detect_encoding(data[:4096]) in ("auto", "utf-8-sig"):
+                    self._cutter = LineCutter()
+            if self._cutter is None:
+                return data
+            if not data:
+                return self._cutter.finish()
+            data = self._cutter.feed(data)
+            if data:  # else all of it is held back (the line goes on) or dropped (it is too long): read on
+                return data
+
+    def long_line(self, text) -> LongLine | None:
+        """The line too long to be a row that ``text`` (a line as read) stands for; None for any other line."""
+        return None if self._cutter is None else self._cutter.long_line(text)
+
+    def _read_stored(self, size: int) -> bytes:
+        """The file's next bytes as Beam gives them (decompressed), or ``b""`` from where damage begins."""
         if self.damage:
             return b""
         try:
@@ -132,11 +166,16 @@ class CheckedStream:
         if data:
             self._read_any = True
         elif size != 0 and self.compressed:
-            decompressor = self._stream._decompressor  # the current (last) member's
-            if not getattr(decompressor, "eof", True) and self._has_bytes():
+            if not self._last_stream_whole() and self._has_bytes():
                 self.damage = (f"{self.path} ends before its {self._kind} stream does: the file was cut short (an "
                                f"interrupted download or copy?)")
         return data
+
+    def _last_stream_whole(self) -> bool:
+        """Whether the compressed stream (the last member, of a file of several) read to its end was whole."""
+        if isinstance(self._stream, BoundedDecompression):
+            return self._stream.finished
+        return getattr(self._stream._decompressor, "eof", True)  # Beam's CompressedFile: the current member's
 
     def _has_bytes(self) -> bool:
         """Whether the compressed file holds any byte (an empty ``.gz`` is an empty file, not a damaged one)."""
@@ -175,6 +214,10 @@ class TextLines:
     def damage(self) -> str | None:
         """What ended a damaged compressed file early (``CheckedStream``), once it has been read to its end."""
         return self._stream.damage
+
+    def long_line(self, text) -> LongLine | None:
+        """The line too long to be a row that ``text`` (a line as read) stands for (``CheckedStream``)."""
+        return self._stream.long_line(text)
 
     def __enter__(self):
         return self
@@ -366,6 +409,11 @@ def read_header(path: str, sep: str | None = None) -> tuple[list[str] | None, st
     with open_text(path) as f:
         for line in f:
             line = line.rstrip("\r\n")
+            long = f.long_line(line)
+            if long is not None:
+                raise SchemaDriftError(f"{PurePath(path).name} does not look like a CSV text file: its first line is "
+                                       f"{long.length:,} bytes long, more than a row can be "
+                                       f"({MAX_LINE_BYTES >> 20} MiB), as in a file without line ends")
             if not line.strip():
                 continue
             if hint is None and _sep_hint(line):
@@ -417,6 +465,19 @@ def _after_header(f):
             seen_hint = True
             continue
         seen_header = True
+
+
+def _too_long_reason(long: LongLine) -> str:
+    return (f"the line is {long.length:,} bytes long, more than a row can be ({MAX_LINE_BYTES >> 20} MiB), as where "
+            f"line ends are missing or a part of the file is not CSV text; its first {len(long.head):,} bytes are "
+            f"kept as its raw text")
+
+
+def _raw_text(lines, text: str) -> str:
+    """``text`` (a line as read from ``lines``, a ``TextLines`` or ``CheckedStream``), or where it is the marker
+    of a line too long to be a row, that line's first bytes."""
+    long = lines.long_line(text)
+    return text if long is None else decode_line(long.head)
 
 
 def _malformed_reason(line: str, sep: str, n_fields: int) -> str:
@@ -559,7 +620,7 @@ class FileReader:
                 # the file's last chunk, cut by the damage: its unterminated last line is held back
                 cut_at = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
                 cut_number = number + len(list(TextLines._pieces(_NEWLINE_BYTES, [chunk[:cut_at]], b"")))
-                chunk, cut = chunk[:cut_at], decode_line(chunk[cut_at:])
+                chunk, cut = chunk[:cut_at], _raw_text(stream, decode_line(chunk[cut_at:]))
                 yield self._damaged(path, cut_number, cut, stream.damage, layout.readings_per_row)
                 chunks, reported = chunks + 1, True
                 if not chunk:
@@ -592,7 +653,7 @@ class FileReader:
                     numbers.append(number + int(indices[k]))
             if texts:  # the odd lines first, so malformed rows lead the quarantine as they do line by line
                 chunks += 1
-                yield self._parse_csv_lines(path, layout, sep, texts, numbers)
+                yield self._parse_csv_lines(path, layout, sep, texts, numbers, stream.long_line)
             if split is not None and split.clean_index.size:
                 columns = dict(zip(layout.header, split.columns))
                 batch, bad = parse_rows(columns, number + split.clean_index.astype(np.int64),
@@ -616,27 +677,41 @@ class FileReader:
                 lines.append(line)
                 numbers.append(number)
                 if len(lines) >= self.chunk_rows:
-                    yield self._parse_csv_lines(path, layout, sep, lines, numbers)
+                    yield self._parse_csv_lines(path, layout, sep, lines, numbers, f.long_line)
                     lines, numbers, chunks = [], [], chunks + 1
             if lines or not (chunks or f.damage):  # a header-only file still reports its count of 0
-                yield self._parse_csv_lines(path, layout, sep, lines, numbers)
+                yield self._parse_csv_lines(path, layout, sep, lines, numbers, f.long_line)
             if f.damage:
-                yield self._damaged(path, f.lines_read + 1, f.cut_line, f.damage,
-                                    layout.readings_per_row)
+                cut = None if f.cut_line is None else _raw_text(f, f.cut_line)
+                yield self._damaged(path, f.lines_read + 1, cut, f.damage, layout.readings_per_row)
 
-    def _parse_csv_lines(self, path, layout: FileLayout, sep: str, lines: list[str], numbers: list[int]):
-        rows, ok = split_lines(lines, sep, len(layout.header))
+    def _parse_csv_lines(self, path, layout: FileLayout, sep: str, lines: list[str], numbers: list[int],
+                         long_line=None):
+        """The rows of ``lines`` (numbered ``numbers``) parsed, or quarantined: a line too long to be a row
+        (``long_line`` tells, see ``CheckedStream``) as ``line_too_long``, one of another number of fields than
+        the header's as ``malformed_row``."""
         per_row = layout.readings_per_row
-        quarantine = [Quarantined(lines[i], path, numbers[i], "", per_row, "parse", "malformed_row",
-                                  _malformed_reason(lines[i], sep, len(layout.header)), self.run_id)
-                      for i in np.flatnonzero(~ok)]
+        records_in = len(lines) * per_row
+        quarantine = []
+        if long_line is not None and lines:
+            cut = [long_line(line) for line in lines]
+            if any(long is not None for long in cut):
+                quarantine = [Quarantined(decode_line(long.head), path, number, "", per_row, "parse",
+                                          "line_too_long", _too_long_reason(long), self.run_id)
+                              for long, number in zip(cut, numbers) if long is not None]
+                lines = [line for line, long in zip(lines, cut) if long is None]
+                numbers = [number for number, long in zip(numbers, cut) if long is None]
+        rows, ok = split_lines(lines, sep, len(layout.header))
+        quarantine += [Quarantined(lines[i], path, numbers[i], "", per_row, "parse", "malformed_row",
+                                   _malformed_reason(lines[i], sep, len(layout.header)), self.run_id)
+                       for i in np.flatnonzero(~ok)]
         keep = np.flatnonzero(ok)
         good_lines = [lines[i] for i in keep]
         frame = pd.DataFrame([rows[i] for i in keep], columns=list(layout.header), dtype=object)
         columns = {name: frame.iloc[:, j] for j, name in enumerate(layout.header)}
         batch, bad = parse_rows(columns, np.asarray(numbers, dtype=np.int64)[keep], good_lines.__getitem__, path,
                                 layout, self.mapping, self.run_id)
-        return batch, quarantine + bad, len(lines) * per_row
+        return batch, quarantine + bad, records_in
 
     def _parquet_chunks(self, path: str, layout: FileLayout):
         import pyarrow as pa
@@ -707,10 +782,12 @@ class FileReader:
                           for i, row in enumerate(rows, start=1)]
         else:
             with open_text(path) as f:
-                quarantine = [Quarantined(line, path, n, "", 1, "parse", "schema_drift", reason, self.run_id)
+                quarantine = [Quarantined(_raw_text(f, line), path, n, "", 1, "parse", "schema_drift", reason,
+                                          self.run_id)
                               for n, line in (_data_lines(f, sep, len(header)) if header else _data_lines(f))]
                 if f.damage:
-                    quarantine += self._damaged(path, f.lines_read + 1, f.cut_line, f.damage, 1)[1]
+                    cut = None if f.cut_line is None else _raw_text(f, f.cut_line)
+                    quarantine += self._damaged(path, f.lines_read + 1, cut, f.damage, 1)[1]
         return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, sum(q.records for q in quarantine)
 
 

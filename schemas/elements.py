@@ -178,6 +178,7 @@ REASON_CODES = {
     "late": "the reading arrived after the allowed lateness",
     "schema_drift": "the file's columns do not match the mapping",
     "damaged_file": "a compressed file is damaged or cut short here: this line and the rest could not be read",
+    "line_too_long": "the line is longer than a row can be (16 MiB): line ends are missing, or it is not CSV text",
 }
 
 

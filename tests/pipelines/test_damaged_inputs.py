@@ -61,14 +61,17 @@ def test_a_gzip_cut_at_a_line_end_says_so_in_a_record_that_stands_for_no_reading
 
 
 def test_a_gzip_damaged_midway_is_a_record_not_a_traceback(tmp_path):
-    """Beam's reader gives out what it decompressed only when a whole read succeeds (16 MiB of the file at a
-    time), so here the lines before the damage go with it; what is kept is the record of the damage."""
+    """The lines before the damage are read, and the damage, which came at a line end, is a record that stands for
+    no reading. Beam's reader gave out what it decompressed only when a whole read succeeded (16 MiB of the file
+    at a time), so the 30 lines had gone with the damage (0 readings, the record at line 1); the gzip reader of
+    ``seqwatch.pipelines.decompression`` gives out what came before an error."""
     first = gzip.compress((HEADER + _lines(30)).encode())
     path = tmp_path / "pump-01.csv.gz"
     path.write_bytes(first + b"\x1f\x8b\x08\x00garbage that is no deflate stream at all" * 3)  # a second member
     readings, [record] = _read(path)
-    assert (readings, record.reason_code, record.records, record.line) == (0, "damaged_file", 0, 1)
-    assert record.reason.startswith(f"{path} cannot be read as a gzip file (Error -3 while decompressing data")
+    assert (readings, record.reason_code, record.records, record.line) == (60, "damaged_file", 0, 32)
+    assert record.reason.startswith(f"{path} cannot be read as a gzip file past this point (Error -3 while "
+                                    f"decompressing data")
 
 
 def test_a_text_with_a_byte_order_mark_read_line_by_line_is_cut_the_same_way(tmp_path):

@@ -1,0 +1,221 @@
+"""Lines too long to be a row (``seqwatch.pipelines.long_lines``): cut out of a file's bytes as they are read,
+quarantined as ``line_too_long`` with their first bytes, every other line read as before and numbered as before.
+Found by the bug hunt of pathological inputs: a 200 MB line without a line end had taken 3.8 GB, and a gzip bomb
+of one line grew until the machine's memory ended."""
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.pipelines.long_lines import KEEP_BYTES, MAX_LINE_BYTES, LineCutter, LongLine
+from seqwatch.pipelines.parsing import SchemaDriftError
+from seqwatch.pipelines.sources import FileReader, read_header
+from seqwatch.schemas.elements import REASON_CODES
+from seqwatch.schemas.mapping import InputMapping
+
+
+def _cut(data: bytes, blocks, max_line_bytes: int, keep_bytes: int) -> tuple[bytes, LineCutter]:
+    """``data`` fed to a cutter in pieces of the sizes ``blocks`` (then the rest), and the cutter."""
+    cutter, out, position = LineCutter(max_line_bytes, keep_bytes), [], 0
+    for size in blocks:
+        out.append(cutter.feed(data[position:position + size]))
+        position += size
+    out.append(cutter.feed(data[position:]))
+    out.append(cutter.finish())
+    return b"".join(out), cutter
+
+
+def _named(out: bytes, cutter: LineCutter) -> bytes:
+    """``out`` with each marker written ``<n>``."""
+    for n, marker in enumerate(cutter.cut):
+        out = out.replace(marker.encode("latin-1"), b"<%d>" % n)
+    return out
+
+
+@pytest.mark.parametrize("blocks", [[], [1] * 60, [3, 7, 11], [5] * 12])
+def test_lines_over_the_limit_become_markers_that_keep_their_line_ends(blocks):
+    """Limit 10 bytes, 4 kept: the 20 x's (ended by \\r\\n) and the unterminated last line of 15 bytes are cut; a
+    line of exactly 10 bytes is not. However the bytes come in, the same lines come out."""
+    data = b"abc\n" + b"x" * 20 + b"\r\nok\n0123456789\nlast0123456789x"
+    out, cutter = _cut(data, blocks, 10, 4)
+    assert _named(out, cutter) == b"abc\n<0>\r\nok\n0123456789\n<1>"
+    assert list(cutter.cut.values()) == [LongLine(20, b"xxxx"), LongLine(15, b"last")]
+    first = next(iter(cutter.cut))
+    assert cutter.long_line(first + "\r\n") == LongLine(20, b"xxxx")
+    assert cutter.long_line(first.encode("latin-1")) == LongLine(20, b"xxxx")
+    assert cutter.long_line("ok") is None and cutter.long_line(first + "x") is None
+
+
+def test_a_lone_cr_ends_a_line_and_nothing_is_held_back_past_a_line_end():
+    cutter = LineCutter(8, 2)
+    assert cutter.feed(b"a,1\rb,2\r") == b"a,1\rb,2\r"  # whole lines go out at once
+    assert cutter.feed(b"c,3") == b""  # the line goes on: held back
+    assert cutter.feed(b"\n") == b"c,3\n"
+    assert cutter.feed(b"0123456789") == b""  # over the limit: dropped as it comes
+    assert cutter.feed(b"abc") == b""
+    out = cutter.feed(b"\r\nd,4\n")
+    marker = next(iter(cutter.cut))
+    assert out == marker.encode("latin-1") + b"\r\nd,4\n" and cutter.cut[marker] == LongLine(13, b"01")
+    assert cutter.finish() == b""
+
+
+def test_any_bytes_in_any_pieces_come_out_as_the_same_lines_cut_alike():
+    """Against a reference that splits the whole data at its line ends at once (random lines of a, b, comma and
+    line ends, random pieces; limit 8 bytes, 3 kept)."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        data = b"".join(bytes(rng.choice(b"ab,\r\n") for _ in range(rng.randint(0, 30)))
+                        for _ in range(rng.randint(0, 6)))
+        out, cutter = _cut(data, [rng.randint(1, 12) for _ in range(rng.randint(0, 6))], 8, 3)
+        parts, expected, cut = re.split(rb"(\r\n|\r|\n)", data), b"", []
+        for i in range(0, len(parts), 2):
+            line, end = parts[i], parts[i + 1] if i + 1 < len(parts) else b""
+            if len(line) > 8:
+                line = b"<%d>" % len(cut)
+                cut.append(LongLine(len(parts[i]), parts[i][:3]))
+            expected += line + end
+        assert _named(out, cutter) == expected, data
+        assert list(cutter.cut.values()) == cut, data
+
+
+def _readings_csv(n_rows: int) -> list[bytes]:
+    lines = [b"entity_id,channel,timestamp,value\n"]
+    start = pd.Timestamp("2026-01-05", tz="UTC")
+    for i in range(n_rows):
+        lines.append(f"pump-01,flow,{(start + pd.Timedelta(seconds=10 * i)).isoformat()},{100 + i % 7}\n".encode())
+    return lines
+
+
+def _read(path, mapping=InputMapping()):
+    batches = list(FileReader(mapping, "test").read(str(path)))
+    frames = pd.concat([b.frame for b, _, _ in batches], ignore_index=True)
+    quarantined = [q for _, bad, _ in batches for q in bad]
+    return frames, quarantined, sum(n for _, _, n in batches)
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "utf-8 with a BOM (read line by line)", "no line end after it"])
+def test_a_line_over_16_mib_is_quarantined_with_its_head_and_the_rows_after_it_keep_their_numbers(tmp_path, kind):
+    lines = _readings_csv(40)
+    long = b"pump-01,flow,2026-01-05T00:10:00Z," + b"9" * MAX_LINE_BYTES
+    at = len(lines) if kind == "no line end after it" else 20  # index in lines: the file's line at + 1
+    lines.insert(at, long + (b"" if at == len(lines) else b"\r\n"))
+    data = b"".join(lines)
+    path = tmp_path / "readings.csv"
+    if kind == "gzip":
+        path = tmp_path / "readings.csv.gz"
+        path.write_bytes(gzip.compress(data, compresslevel=1))
+    else:
+        path.write_bytes((b"\xef\xbb\xbf" if kind.startswith("utf-8") else b"") + data)
+    frames, quarantined, records_in = _read(path)
+    assert records_in == 41 and len(frames) == 40 and len(quarantined) == 1
+    record = quarantined[0]
+    assert (record.reason_code, record.line, record.records) == ("line_too_long", at + 1, 1)
+    assert record.raw == long[:KEEP_BYTES].decode()
+    assert record.reason == (f"the line is {len(long):,} bytes long, more than a row can be (16 MiB), as where line "
+                             f"ends are missing or a part of the file is not CSV text; its first 4,096 bytes are "
+                             f"kept as its raw text")
+    assert record.reason_code in REASON_CODES
+    # the rows around it keep the line numbers they have in the file
+    numbers = sorted(frames["line"].tolist())
+    assert numbers == [n for n in range(2, 43) if n != at + 1]
+
+
+def test_a_header_over_16_mib_is_refused_as_not_csv_text(tmp_path):
+    path = tmp_path / "blob.csv"
+    path.write_bytes(b"x" * (MAX_LINE_BYTES + 5))
+    with pytest.raises(SchemaDriftError, match=r"^blob.csv does not look like a CSV text file: its first line is "
+                                               r"16,777,221 bytes long, more than a row can be \(16 MiB\), as in a "
+                                               r"file without line ends$"):
+        read_header(str(path))
+
+
+@pytest.mark.slow
+def test_a_run_over_a_gzip_bomb_of_one_line_and_a_file_with_a_40_mb_line(small_model_dir, tmp_path):
+    """``seqwatch run`` as the user runs it: the 40 MB line is one quarantined record among the file's readings;
+    the bomb (2 MB of gzip, 2 GiB of one line) is one quarantined record; every count reconciles."""
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=300, seed=11)
+    path = tmp_path / "pumps.csv"
+    readings.to_csv(path, index=False)
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines.insert(100, b"pump-00,flow,2026-01-05 00:16:30+00:00," + b"7" * (40 << 20) + b"\n")
+    path.write_bytes(b"".join(lines))
+    bomb = tmp_path / "bomb.csv.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(lines[0])
+        for _ in range(128):
+            f.write(b"0" * (16 << 20))
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "run", "--input", str(path), "--input",
+                          str(bomb), "--model-dir", str(small_model_dir), "--output", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records_in"] == len(readings) + 2
+    assert manifest["records_scored"] + manifest["records_quarantined"] == manifest["records_in"]
+    quarantine = pq.read_table(out / "quarantine").to_pandas()
+    too_long = quarantine[quarantine["reason_code"] == "line_too_long"].sort_values("line")
+    assert [(s.rsplit("/", 1)[-1], line) for s, line in zip(too_long["source"], too_long["line"])] == \
+        [("bomb.csv.gz", 2), ("pumps.csv", 101)]
+    assert too_long["reason"].str.contains("bytes long").all() and too_long["raw"].str.len().tolist() == [4096, 4096]
+    assert "line_too_long 2" in run.stderr
+
+
+def _compressed(kind: str, parts: list) -> bytes:
+    """``parts`` compressed one after another as ``kind``'s members or streams (as ``cat a.gz b.gz`` makes)."""
+    import bz2
+    import lzma
+    import zlib
+
+    pack = {"gz": lambda b: gzip.compress(b, compresslevel=6), "deflate": zlib.compress, "bz2": bz2.compress,
+            "xz": lzma.compress}[kind]
+    return b"".join(pack(part) for part in parts)
+
+
+@pytest.mark.parametrize("kind", ["gz", "deflate", "bz2", "xz"])
+def test_a_compressed_file_of_several_members_reads_as_beam_reads_it_a_block_at_a_time(tmp_path, kind):
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.decompression import BoundedDecompression, open_input
+
+    rng = random.Random(3)
+    parts = [bytes(rng.getrandbits(8) for _ in range(n)) + b"x" * 300_000 for n in (70_000, 0, 5)]
+    path = tmp_path / f"data.csv.{kind}"
+    path.write_bytes(_compressed(kind, parts))
+    stream = open_input(str(path))
+    assert isinstance(stream, BoundedDecompression)
+    pieces = []
+    while piece := stream.read(10_000):
+        pieces.append(piece)
+    assert b"".join(pieces) == b"".join(parts) and stream.finished
+    assert max(len(p) for p in pieces) == 10_000
+    with FileSystems.open(str(path)) as beam:  # Beam's CompressedFile, all at once
+        assert beam.read(1 << 30) == b"".join(parts)
+
+
+def test_a_bzip2_bomb_expands_a_block_at_a_time_and_a_cut_one_is_not_finished(tmp_path):
+    """256 MiB of zeros are 211 bytes of bzip2: Beam's reader would decompress all of it in one call."""
+    import bz2
+
+    from seqwatch.pipelines.decompression import open_input
+
+    path = tmp_path / "bomb.csv.bz2"
+    path.write_bytes(bz2.compress(b"0" * (256 << 20)))
+    assert path.stat().st_size < 300
+    stream, total, largest = open_input(str(path)), 0, 0
+    while piece := stream.read(1 << 20):
+        total, largest = total + len(piece), max(largest, len(piece))
+    assert (total, largest, stream.finished) == (256 << 20, 1 << 20, True)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(b"a,b\n" * 100_000)[:-100])
+    stream = open_input(str(cut))
+    assert len(stream.read(1 << 30)) < 400_000 and not stream.finished
