@@ -396,9 +396,14 @@ def test_sigterm_ends_a_batch_run_as_ctrl_c_does(small_model_dir, tmp_path, sigi
     again (found by a check of the README) where SIGINT is ignored, as in a script's background job (``&``)."""
     from seqwatch.models.synthetic import generate_sensor_data
 
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
     readings, _ = generate_sensor_data(n_entities=4, n_steps=100_000, seed=5)  # 1.6M readings: some seconds
     path = tmp_path / "readings.csv"
-    readings.to_csv(path, index=False)
+    # written by Arrow, unquoted: 2.8 s where pandas' to_csv takes 8.7
+    pa_csv.write_csv(pa.Table.from_pandas(readings, preserve_index=False), path,
+                     pa_csv.WriteOptions(quoting_style="none"))
     out = tmp_path / "out"
     (out / "scores").mkdir(parents=True)
     (out / "scores" / "previous.parquet").write_text("the previous run's")
