@@ -49,6 +49,7 @@ class BoundedDecompression:
         self._raw_ended = False
         self._zlib = kind in (CompressionTypes.GZIP, CompressionTypes.DEFLATE)
         self._error: Exception | None = None  # met after the bytes the last read gave out
+        self._spill = b""  # decompressed, not yet given out (zlib's last bytes of a file cut short)
 
     @property
     def finished(self) -> bool:
@@ -69,6 +70,10 @@ class BoundedDecompression:
 
     def _read_into(self, out: list, size: int) -> None:
         n = 0
+        if self._spill:
+            out.append(self._spill[:size] if size >= 0 else self._spill)
+            self._spill = self._spill[len(out[-1]):]
+            n = len(out[-1])
         while size < 0 or n < size:
             d = self._decompressor
             if d.eof:  # a stream ended: another may follow (concatenated gzip members, bzip2 or xz streams)
@@ -80,7 +85,7 @@ class BoundedDecompression:
                         break
                 self._decompressor, self._input = _decompressor(self.kind), rest
                 continue
-            limit = 0 if size < 0 else size - n  # 0: no bound
+            limit = size - n if size >= 0 else (0 if self._zlib else -1)  # zlib's 0 and the others' -1: no bound
             if self._input or not self._needs_input(d):
                 data = self._step(d, limit)
                 if data:
@@ -97,8 +102,9 @@ class BoundedDecompression:
             if not more:
                 if self._zlib:  # what zlib holds of input it has taken (at most a match's length)
                     tail = d.flush()
-                    if tail:
-                        out.append(tail)
+                    keep = len(tail) if size < 0 else size - n
+                    out.append(tail[:keep])
+                    self._spill = tail[keep:]
                 break
             self._input = more
 

@@ -20,6 +20,7 @@ not UTF-16 or UTF-32.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 MAX_LINE_BYTES = 16 << 20  # 16 MiB: about 30 times the row of a 50,000-channel wide file
@@ -60,6 +61,7 @@ class LineCutter:
         self.keep_bytes = keep_bytes
         # NUL makes the marker a line no reader takes as a row; the random part, one no file holds by chance
         self.marker = f"\x00seqwatch-line-too-long-{os.urandom(8).hex()}-"
+        self._markers = re.compile(re.escape(self.marker) + r"\d+")
         self.cut: dict[str, LongLine] = {}  # marker line (line end left out) -> the line it stands for
         self._held: list[bytes] = []  # the current line so far, no line end in it
         self._held_size = 0
@@ -67,13 +69,24 @@ class LineCutter:
         self._head = b""
 
     def long_line(self, text) -> LongLine | None:
-        """The line a marker stands for, given the marker's line as read (str or bytes, line end kept or not);
-        None for any other line."""
+        """The line a marker stands for, given the marker's line as read (str or bytes, line end kept or not), or
+        a record of several lines joined that holds one (a quoted field's line breaks: the first such line); None
+        for any other text."""
         if not self.cut:
             return None
         if isinstance(text, bytes):
             text = text.decode("latin-1")
-        return self.cut.get(text.rstrip("\r\n"))
+        found = self.cut.get(text.rstrip("\r\n"))
+        if found is None and self.marker in text:
+            match = self._markers.search(text)
+            found = None if match is None else self.cut.get(match.group())
+        return found
+
+    def restored(self, text: str, decode) -> str:
+        """``text`` with each marker in it replaced by the first bytes of the line it stands for (``decode``d)."""
+        if not self.cut or self.marker not in text:
+            return text
+        return self._markers.sub(lambda m: decode(self.cut[m.group()].head), text)
 
     def feed(self, data: bytes) -> bytes:
         """The bytes of ``data`` (with those held from before) that can be given out now."""

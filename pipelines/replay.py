@@ -185,6 +185,18 @@ def check_sources_unchanged(sources, input_digests: dict, current: dict | None =
                               f"their line numbers may point at other readings now; run the file again instead")
 
 
+def _refuse_long_lines(source: str, read_from, lines: list[str]) -> None:
+    """Raise ``ReplayError`` for a source holding a line too long to be a row (``long_lines``): the reader never
+    held it, so a patched copy of the file cannot hold it either (found by the bug hunt of long lines: the copy had
+    held the reader's marker in its place, which the replay then quarantined as binary data)."""
+    for number, line in enumerate(lines, start=1):
+        long = read_from.long_line(line)
+        if long is not None:
+            raise ReplayError(f"cannot replay {source}: its line {number} is {long.length:,} bytes long, more than a "
+                              f"row can be, and a replay's copy of the file cannot hold it; mend the file and run it "
+                              f"again instead")
+
+
 def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -> list[str]:
     """The source file's lines (endings kept) with each replayed record's lines replaced by its ``raw`` text.
 
@@ -194,6 +206,7 @@ def _patched_lines(source: str, records: pd.DataFrame, sep: str | None = None) -
 
     with open_text(source) as f:
         lines = list(f)
+        _refuse_long_lines(source, f, lines)
     spans, sep = _record_lines(source, lines, sep)
     inner = {n: first for first, count in spans.items() for n in range(first + 1, first + count)}
     for number, part in records.groupby("line"):
@@ -374,6 +387,7 @@ def compared_lines(wanted: pd.DataFrame, copies: dict[str, str], sep: str | None
         else:
             with open_text(source) as f:
                 lines = list(f)
+                _refuse_long_lines(source, f, lines)
             with open(copy, encoding="utf-8", newline="") as f:
                 copied = list(f)
             spans, _ = _record_lines(source, lines, sep)

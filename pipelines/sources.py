@@ -133,6 +133,8 @@ class CheckedStream:
         self._started = False
 
     def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
         while True:
             data = self._read_stored(size)
             if not self._started:
@@ -148,8 +150,13 @@ class CheckedStream:
                 return data
 
     def long_line(self, text) -> LongLine | None:
-        """The line too long to be a row that ``text`` (a line as read) stands for; None for any other line."""
+        """The line too long to be a row that ``text`` (a line as read, or a record of lines joined) stands for or
+        holds; None for any other text."""
         return None if self._cutter is None else self._cutter.long_line(text)
+
+    def restored(self, text: str) -> str:
+        """``text`` (a line or record as read) with each line too long to be a row as its first bytes."""
+        return text if self._cutter is None else self._cutter.restored(text, decode_line)
 
     def _read_stored(self, size: int) -> bytes:
         """The file's next bytes as Beam gives them (decompressed), or ``b""`` from where damage begins."""
@@ -218,6 +225,10 @@ class TextLines:
     def long_line(self, text) -> LongLine | None:
         """The line too long to be a row that ``text`` (a line as read) stands for (``CheckedStream``)."""
         return self._stream.long_line(text)
+
+    def restored(self, text: str) -> str:
+        """``text`` with each line too long to be a row as its first bytes (``CheckedStream``)."""
+        return self._stream.restored(text)
 
     def __enter__(self):
         return self
@@ -476,8 +487,7 @@ def _too_long_reason(long: LongLine) -> str:
 def _raw_text(lines, text: str) -> str:
     """``text`` (a line as read from ``lines``, a ``TextLines`` or ``CheckedStream``), or where it is the marker
     of a line too long to be a row, that line's first bytes."""
-    long = lines.long_line(text)
-    return text if long is None else decode_line(long.head)
+    return lines.restored(text)
 
 
 def _malformed_reason(line: str, sep: str, n_fields: int) -> str:
@@ -653,7 +663,7 @@ class FileReader:
                     numbers.append(number + int(indices[k]))
             if texts:  # the odd lines first, so malformed rows lead the quarantine as they do line by line
                 chunks += 1
-                yield self._parse_csv_lines(path, layout, sep, texts, numbers, stream.long_line)
+                yield self._parse_csv_lines(path, layout, sep, texts, numbers, stream)
             if split is not None and split.clean_index.size:
                 columns = dict(zip(layout.header, split.columns))
                 batch, bad = parse_rows(columns, number + split.clean_index.astype(np.int64),
@@ -677,28 +687,29 @@ class FileReader:
                 lines.append(line)
                 numbers.append(number)
                 if len(lines) >= self.chunk_rows:
-                    yield self._parse_csv_lines(path, layout, sep, lines, numbers, f.long_line)
+                    yield self._parse_csv_lines(path, layout, sep, lines, numbers, f)
                     lines, numbers, chunks = [], [], chunks + 1
             if lines or not (chunks or f.damage):  # a header-only file still reports its count of 0
-                yield self._parse_csv_lines(path, layout, sep, lines, numbers, f.long_line)
+                yield self._parse_csv_lines(path, layout, sep, lines, numbers, f)
             if f.damage:
                 cut = None if f.cut_line is None else _raw_text(f, f.cut_line)
                 yield self._damaged(path, f.lines_read + 1, cut, f.damage, layout.readings_per_row)
 
     def _parse_csv_lines(self, path, layout: FileLayout, sep: str, lines: list[str], numbers: list[int],
-                         long_line=None):
-        """The rows of ``lines`` (numbered ``numbers``) parsed, or quarantined: a line too long to be a row
-        (``long_line`` tells, see ``CheckedStream``) as ``line_too_long``, one of another number of fields than
-        the header's as ``malformed_row``."""
+                         read_from=None):
+        """The rows of ``lines`` (numbered ``numbers``) parsed, or quarantined: a line too long to be a row, or
+        a record of lines joined that holds one (``read_from``, the ``CheckedStream`` or ``TextLines`` they were
+        read from, tells) as ``line_too_long``, one of another number of fields than the header's as
+        ``malformed_row``."""
         per_row = layout.readings_per_row
         records_in = len(lines) * per_row
         quarantine = []
-        if long_line is not None and lines:
-            cut = [long_line(line) for line in lines]
+        if read_from is not None and lines:
+            cut = [read_from.long_line(line) for line in lines]
             if any(long is not None for long in cut):
-                quarantine = [Quarantined(decode_line(long.head), path, number, "", per_row, "parse",
+                quarantine = [Quarantined(read_from.restored(line), path, number, "", per_row, "parse",
                                           "line_too_long", _too_long_reason(long), self.run_id)
-                              for long, number in zip(cut, numbers) if long is not None]
+                              for line, long, number in zip(lines, cut, numbers) if long is not None]
                 lines = [line for line, long in zip(lines, cut) if long is None]
                 numbers = [number for number, long in zip(numbers, cut) if long is None]
         rows, ok = split_lines(lines, sep, len(layout.header))

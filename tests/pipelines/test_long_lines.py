@@ -51,7 +51,9 @@ def test_lines_over_the_limit_become_markers_that_keep_their_line_ends(blocks):
     first = next(iter(cutter.cut))
     assert cutter.long_line(first + "\r\n") == LongLine(20, b"xxxx")
     assert cutter.long_line(first.encode("latin-1")) == LongLine(20, b"xxxx")
-    assert cutter.long_line("ok") is None and cutter.long_line(first + "x") is None
+    assert cutter.long_line("ok") is None and cutter.long_line(first[:-1]) is None
+    assert cutter.long_line(f'a,"b\n{first}\nc"') == LongLine(20, b"xxxx")  # a record of lines joined
+    assert cutter.restored(f'a,"b\n{first}\nc"', bytes.decode) == 'a,"b\nxxxx\nc"'
 
 
 def test_a_lone_cr_ends_a_line_and_nothing_is_held_back_past_a_line_end():
@@ -128,6 +130,26 @@ def test_a_line_over_16_mib_is_quarantined_with_its_head_and_the_rows_after_it_k
     assert numbers == [n for n in range(2, 43) if n != at + 1]
 
 
+@pytest.mark.parametrize("layout", ["plain", "utf-8 with a BOM (read line by line)", "lone CR line ends"])
+def test_a_quoted_record_over_lines_that_holds_a_long_line_is_quarantined_as_too_long(tmp_path, layout):
+    """Found by the bug hunt: a quoted field's line breaks joined the marker into a record, quarantined as binary
+    data with the marker as its raw text."""
+    lines = _readings_csv(10)
+    lines[5:5] = [b'pump-01,"flow\n', b"x" * (MAX_LINE_BYTES + 1) + b"\n", b'more",2026-01-05T00:10:00Z,1.0\n']
+    data = b"".join(lines)
+    if layout == "lone CR line ends":
+        data = data.replace(b"\n", b"\r")
+    path = tmp_path / "readings.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if layout.startswith("utf-8") else b"") + data)
+    frames, quarantined, records_in = _read(path)
+    assert records_in == 11 and len(frames) == 10
+    [record] = quarantined
+    end = "\r" if layout == "lone CR line ends" else "\n"
+    assert (record.reason_code, record.line) == ("line_too_long", 6)
+    assert record.raw == f'pump-01,"flow{end}{"x" * KEEP_BYTES}{end}more",2026-01-05T00:10:00Z,1.0'
+    assert sorted(frames["line"]) == [2, 3, 4, 5, 9, 10, 11, 12, 13, 14]
+
+
 def test_a_header_over_16_mib_is_refused_as_not_csv_text(tmp_path):
     path = tmp_path / "blob.csv"
     path.write_bytes(b"x" * (MAX_LINE_BYTES + 5))
@@ -168,6 +190,15 @@ def test_a_run_over_a_gzip_bomb_of_one_line_and_a_file_with_a_40_mb_line(small_m
         [("bomb.csv.gz", 2), ("pumps.csv", 101)]
     assert too_long["reason"].str.contains("bytes long").all() and too_long["raw"].str.len().tolist() == [4096, 4096]
     assert "line_too_long 2" in run.stderr
+    # a replay of the run's quarantine cannot copy the file with its long line: refused in one sentence (the copy
+    # had held the reader's marker in its place, quarantined again as binary data; found by the bug hunt)
+    replay = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "replay", "--quarantine", str(out),
+                             "--output", str(tmp_path / "replayed"), "--model-dir", str(small_model_dir)],
+                            capture_output=True, text=True, timeout=600)
+    assert replay.returncode == 2 and "Traceback" not in replay.stderr, replay.stderr[-3000:]
+    assert re.fullmatch(r"seqwatch replay: cannot replay \S*(bomb.csv.gz: its line 2 is 2,147,483,648|pumps.csv: "
+                        r"its line 101 is 41,943,040) bytes long, more than a row can be, and a replay's copy of the "
+                        r"file cannot hold it; mend the file and run it again instead\n", replay.stderr), replay.stderr
 
 
 def _compressed(kind: str, parts: list) -> bytes:
@@ -219,3 +250,36 @@ def test_a_bzip2_bomb_expands_a_block_at_a_time_and_a_cut_one_is_not_finished(tm
     cut.write_bytes(gzip.compress(b"a,b\n" * 100_000)[:-100])
     stream = open_input(str(cut))
     assert len(stream.read(1 << 30)) < 400_000 and not stream.finished
+
+
+@pytest.mark.parametrize("kind", ["gz", "deflate", "bz2", "xz"])
+def test_a_read_of_everything_and_reads_of_a_cut_file_give_no_more_than_asked(tmp_path, kind):
+    """Found by the bug hunt of this reader: ``read()`` without a size gave nothing for bzip2 and xz (their
+    decompressors take -1, not 0, for "no bound"), and the last bytes zlib held of a file cut short came out past
+    the size asked for."""
+    from seqwatch.pipelines.decompression import open_input
+
+    data = b"a,b,1.5\n" * 30_000
+    path = tmp_path / f"data.csv.{kind}"
+    path.write_bytes(_compressed(kind, [data]))
+    assert open_input(str(path)).read() == data
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) * 2 // 3])
+    stream, pieces = open_input(str(path)), []
+    while True:
+        try:
+            piece = stream.read(7)
+        except (OSError, EOFError, lzma_error()):
+            break
+        if not piece:
+            break
+        pieces.append(piece)
+    assert (pieces or kind == "bz2") and data.startswith(b"".join(pieces))  # bz2: one 900 kB block, cut
+    assert max((len(p) for p in pieces), default=0) <= 7
+    assert not stream.finished
+
+
+def lzma_error():
+    import lzma
+
+    return lzma.LZMAError
