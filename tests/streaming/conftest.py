@@ -123,13 +123,14 @@ class PubSubEmulator:
 
         return pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
 
-    def create_subscription(self, name: str) -> tuple[str, str]:
-        """A new topic ``name`` and subscription ``name-sub``; returns their paths."""
+    def create_subscription(self, name: str, ack_deadline_s: int = 60) -> tuple[str, str]:
+        """A new topic ``name`` and subscription ``name-sub`` (its ack deadline ``ack_deadline_s``, 10 at least);
+        returns their paths."""
         publisher, subscriber = self.clients()
         topic = publisher.topic_path(self.project, name)
         subscription = subscriber.subscription_path(self.project, f"{name}-sub")
         publisher.create_topic(name=topic)
-        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
+        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=ack_deadline_s)
         return topic, subscription
 
 
