@@ -5,7 +5,8 @@ the output: 16 MiB of gzip can expand to 16 GiB, of bzip2 to terabytes (256 MiB 
 bytes). A gzip bomb of 2 MB made a run take 4.4 GB before a line of it was read (measured on 2026-12-03).
 
 ``BoundedDecompression`` reads gzip, deflate (zlib), bzip2 and xz/lzma files as Beam does (concatenated members or
-streams one after another; the compression told by the file name), but gives out at most what is asked for, so a
+streams one after another; the compression told by the file name; zero bytes after a gzip member or an xz stream
+skipped, as their own tools skip them), but gives out at most what is asked for, so a
 reader holds one block at a time however far the file expands. zstd files are still read by Beam's
 ``CompressedFile`` (the ``zstandard`` decompressor takes no output bound).
 """
@@ -78,11 +79,9 @@ class BoundedDecompression:
             d = self._decompressor
             if d.eof:  # a stream ended: another may follow (concatenated gzip members, bzip2 or xz streams)
                 # what follows the stream; zlib leaves the same bytes in unconsumed_tail as well (CPython 3.11)
-                rest = d.unused_data
+                rest = self._after_padding(d.unused_data)
                 if not rest:
-                    rest = self._read_raw()
-                    if not rest:
-                        break
+                    break
                 self._decompressor, self._input = _decompressor(self.kind), rest
                 continue
             limit = size - n if size >= 0 else (0 if self._zlib else -1)  # zlib's 0 and the others' -1: no bound
@@ -107,6 +106,21 @@ class BoundedDecompression:
                     self._spill = tail[keep:]
                 break
             self._input = more
+
+    def _after_padding(self, rest: bytes) -> bytes:
+        """The bytes after a finished stream, past the zero bytes that gzip and xz allow there (gzip's tools
+        ignore zeros after a member, as a tape's block pads it; xz's format has stream padding), reading on as
+        needed; ``b""`` at the end of the file. The bug hunt of this reader found both read as damage, as Beam's
+        reader reads them."""
+        pads = self.kind in (CompressionTypes.GZIP, CompressionTypes.LZMA)
+        while True:
+            if pads:
+                rest = rest.lstrip(b"\0")
+            if rest:
+                return rest
+            rest = self._read_raw()
+            if not rest:
+                return b""
 
     def _needs_input(self, d) -> bool:
         return True if self._zlib else d.needs_input

@@ -484,12 +484,6 @@ def _too_long_reason(long: LongLine) -> str:
             f"kept as its raw text")
 
 
-def _raw_text(lines, text: str) -> str:
-    """``text`` (a line as read from ``lines``, a ``TextLines`` or ``CheckedStream``), or where it is the marker
-    of a line too long to be a row, that line's first bytes."""
-    return lines.restored(text)
-
-
 def _malformed_reason(line: str, sep: str, n_fields: int) -> str:
     if _looks_binary(line):
         return "the row holds binary data (NUL or other control bytes)"
@@ -630,7 +624,7 @@ class FileReader:
                 # the file's last chunk, cut by the damage: its unterminated last line is held back
                 cut_at = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
                 cut_number = number + len(list(TextLines._pieces(_NEWLINE_BYTES, [chunk[:cut_at]], b"")))
-                chunk, cut = chunk[:cut_at], _raw_text(stream, decode_line(chunk[cut_at:]))
+                chunk, cut = chunk[:cut_at], stream.restored(decode_line(chunk[cut_at:]))
                 yield self._damaged(path, cut_number, cut, stream.damage, layout.readings_per_row)
                 chunks, reported = chunks + 1, True
                 if not chunk:
@@ -692,7 +686,7 @@ class FileReader:
             if lines or not (chunks or f.damage):  # a header-only file still reports its count of 0
                 yield self._parse_csv_lines(path, layout, sep, lines, numbers, f)
             if f.damage:
-                cut = None if f.cut_line is None else _raw_text(f, f.cut_line)
+                cut = None if f.cut_line is None else f.restored(f.cut_line)
                 yield self._damaged(path, f.lines_read + 1, cut, f.damage, layout.readings_per_row)
 
     def _parse_csv_lines(self, path, layout: FileLayout, sep: str, lines: list[str], numbers: list[int],
@@ -793,11 +787,11 @@ class FileReader:
                           for i, row in enumerate(rows, start=1)]
         else:
             with open_text(path) as f:
-                quarantine = [Quarantined(_raw_text(f, line), path, n, "", 1, "parse", "schema_drift", reason,
+                quarantine = [Quarantined(f.restored(line), path, n, "", 1, "parse", "schema_drift", reason,
                                           self.run_id)
                               for n, line in (_data_lines(f, sep, len(header)) if header else _data_lines(f))]
                 if f.damage:
-                    cut = None if f.cut_line is None else _raw_text(f, f.cut_line)
+                    cut = None if f.cut_line is None else f.restored(f.cut_line)
                     quarantine += self._damaged(path, f.lines_read + 1, cut, f.damage, 1)[1]
         return ReadingBatch.from_columns([], [], [], [], [], []), quarantine, sum(q.records for q in quarantine)
 
