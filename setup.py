@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "confluent-kafka>=2.3,<3",
     "google-cloud-pubsub>=2.20,<3",
     "paho-mqtt>=2,<3",
+    "zstandard>=0.18,<1",  # .zst inputs, decompressed a block at a time (pipelines/decompression.py); Beam's own pin
 ]
 
 setup(

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.pipelines.csv_blocks import ChunkLines, byte_chunks, data_start, has_lone_cr, split_chunk
 from seqwatch.pipelines.csv_records import join_records, record_spans
-from seqwatch.pipelines.decompression import BoundedDecompression, open_input
+from seqwatch.pipelines.decompression import BOUNDED, open_input
 from seqwatch.pipelines.long_lines import MAX_LINE_BYTES, LineCutter, LongLine
 from seqwatch.pipelines.parsing import (FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
                                         sniff_separator, split_lines)
@@ -112,8 +112,8 @@ class CheckedStream:
     ``b""`` there, and ``damage`` says what happened (None for a sound file), so that a reader keeps every whole
     line before it and can hold back the line the damage cut.
 
-    A compressed file is decompressed at most a block at a time (``decompression``; zstd excepted), so that a
-    file that expands without end (a gzip bomb) is read in bounded memory.
+    A compressed file is decompressed at most a block at a time (``decompression``), so that a file that expands
+    without end (a gzip bomb) is read in bounded memory.
 
     A line longer than ``MAX_LINE_BYTES`` reaches the reader as a marker line (``long_lines``; ``long_line``
     gives the line a marker stands for), except in UTF-16 and UTF-32 text, whose line ends are not single bytes.
@@ -123,11 +123,8 @@ class CheckedStream:
         self.path = path
         self.damage: str | None = None
         self._stream = open_input(path)
-        if isinstance(self._stream, BoundedDecompression):
-            self._kind, self.compressed = str(self._stream.kind), True
-        else:  # Beam's CompressedFile (zstd) decompresses as it reads; any other stream is the file as stored
-            self._kind = str(getattr(self._stream, "_compression_type", "") or "")  # Beam's CompressionTypes value
-            self.compressed = getattr(self._stream, "_decompressor", None) is not None
+        self.compressed = isinstance(self._stream, BOUNDED)  # else the file as stored
+        self._kind = str(self._stream.kind) if self.compressed else ""
         self._read_any = False
         self._cutter: LineCutter | None = None  # made at the first read, for text of single-byte line ends
         self._started = False
@@ -180,9 +177,7 @@ class CheckedStream:
 
     def _last_stream_whole(self) -> bool:
         """Whether the compressed stream (the last member, of a file of several) read to its end was whole."""
-        if isinstance(self._stream, BoundedDecompression):
-            return self._stream.finished
-        return getattr(self._stream._decompressor, "eof", True)  # Beam's CompressedFile: the current member's
+        return self._stream.finished
 
     def _has_bytes(self) -> bool:
         """Whether the compressed file holds any byte (an empty ``.gz`` is an empty file, not a damaged one)."""

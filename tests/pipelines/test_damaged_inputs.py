@@ -74,6 +74,29 @@ def test_a_gzip_damaged_midway_is_a_record_not_a_traceback(tmp_path):
                                     f"decompressing data")
 
 
+@pytest.mark.parametrize("cut", ["in a block", "after the last block, before the checksum", "damaged midway"])
+def test_a_zstd_file_cut_short_or_damaged_is_told_as_a_gzip_one_is(tmp_path, cut):
+    """zstd's stream reader reads a file cut short to where it stops without a word; the walk over the frames'
+    headers (``ZstdFrames``) tells it, as zlib tells a cut gzip."""
+    import zstandard
+
+    text = (HEADER + _lines(300)).encode()
+    whole = zstandard.ZstdCompressor(write_checksum=True).compress(text)
+    path = tmp_path / "pump-01.csv.zst"
+    if cut == "damaged midway":
+        path.write_bytes(whole + b"\x28\xb5\x2f\xfd" + b"\xff" * 40)
+        readings, [record] = _read(path)
+        assert (readings, record.reason_code, record.records) == (600, "damaged_file", 0)
+        assert record.reason.startswith(f"{path} cannot be read as a zstd file past this point (zstd decompress "
+                                        f"error")
+        return
+    path.write_bytes(whole[:len(whole) // 2] if cut == "in a block" else whole[:-2])
+    readings, quarantine = _read(path)
+    assert [q.reason_code for q in quarantine] == ["damaged_file"]
+    assert quarantine[0].reason.startswith(f"{path} ends before its zstd stream does: the file was cut short")
+    assert readings < 600 if cut == "in a block" else readings == 600
+
+
 def test_a_text_with_a_byte_order_mark_read_line_by_line_is_cut_the_same_way(tmp_path):
     whole = gzip.compress(("\ufeff" + HEADER + _lines(50)).encode("utf-8"))
     path = tmp_path / "pump-01.csv.gz"

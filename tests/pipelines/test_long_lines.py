@@ -15,6 +15,7 @@ import sys
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from seqwatch.pipelines.long_lines import KEEP_BYTES, MAX_LINE_BYTES, LineCutter, LongLine
 from seqwatch.pipelines.parsing import SchemaDriftError
@@ -209,22 +210,22 @@ def _compressed(kind: str, parts: list) -> bytes:
     import zlib
 
     pack = {"gz": lambda b: gzip.compress(b, compresslevel=6), "deflate": zlib.compress, "bz2": bz2.compress,
-            "xz": lzma.compress}[kind]
+            "xz": lzma.compress, "zst": lambda b: zstandard.ZstdCompressor().compress(b)}[kind]
     return b"".join(pack(part) for part in parts)
 
 
-@pytest.mark.parametrize("kind", ["gz", "deflate", "bz2", "xz"])
+@pytest.mark.parametrize("kind", ["gz", "deflate", "bz2", "xz", "zst"])
 def test_a_compressed_file_of_several_members_reads_as_beam_reads_it_a_block_at_a_time(tmp_path, kind):
     from apache_beam.io.filesystems import FileSystems
 
-    from seqwatch.pipelines.decompression import BoundedDecompression, open_input
+    from seqwatch.pipelines.decompression import BOUNDED, open_input
 
     rng = random.Random(3)
     parts = [bytes(rng.getrandbits(8) for _ in range(n)) + b"x" * 300_000 for n in (70_000, 0, 5)]
     path = tmp_path / f"data.csv.{kind}"
     path.write_bytes(_compressed(kind, parts))
     stream = open_input(str(path))
-    assert isinstance(stream, BoundedDecompression)
+    assert isinstance(stream, BOUNDED)
     pieces = []
     while piece := stream.read(10_000):
         pieces.append(piece)
@@ -253,7 +254,7 @@ def test_a_bzip2_bomb_expands_a_block_at_a_time_and_a_cut_one_is_not_finished(tm
     assert len(stream.read(1 << 30)) < 400_000 and not stream.finished
 
 
-@pytest.mark.parametrize("kind", ["gz", "deflate", "bz2", "xz"])
+@pytest.mark.parametrize("kind", ["gz", "deflate", "bz2", "xz", "zst"])
 def test_a_read_of_everything_and_reads_of_a_cut_file_give_no_more_than_asked(tmp_path, kind):
     """Found by the bug hunt of this reader: ``read()`` without a size gave nothing for bzip2 and xz (their
     decompressors take -1, not 0, for "no bound"), and the last bytes zlib held of a file cut short came out past
@@ -270,12 +271,13 @@ def test_a_read_of_everything_and_reads_of_a_cut_file_give_no_more_than_asked(tm
     while True:
         try:
             piece = stream.read(7)
-        except (OSError, EOFError, lzma.LZMAError):
+        except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError):
             break
         if not piece:
             break
         pieces.append(piece)
-    assert (pieces or kind == "bz2") and data.startswith(b"".join(pieces))  # bz2: one 900 kB block, cut
+    # bz2 (one 900 kB block) and zstd (one block of 128 kB at most) decode a block whole or not at all
+    assert (pieces or kind in ("bz2", "zst")) and data.startswith(b"".join(pieces))
     assert max((len(p) for p in pieces), default=0) <= 7
     assert not stream.finished
 
@@ -304,3 +306,37 @@ def test_zero_bytes_after_a_gzip_member_or_an_xz_stream_are_padding_not_damage(t
     frames, quarantined, records_in = _read(path)
     assert (records_in, len(frames)) == (25, 25)
     assert [(q.reason_code, q.line, q.records) for q in quarantined] == [("damaged_file", 27, 0)]
+
+
+def test_a_zstd_bomb_expands_a_block_at_a_time_and_its_frames_are_walked_in_any_pieces():
+    """256 MiB of zeros are 8 kB of zstd: Beam's reader decompressed each 16 MiB of the file in one call, without
+    a bound. The walk over the frames' headers, fed in pieces of any size, says whether the bytes end where a frame
+    does, through skippable frames, checksums and frames with and without a content size."""
+    import io
+
+    from seqwatch.pipelines.decompression import BoundedZstd, ZstdFrames
+
+    bomb = zstandard.ZstdCompressor(level=3).compress(bytes(256 << 20))
+    assert len(bomb) < 20_000
+    stream, total, largest = BoundedZstd(io.BytesIO(bomb)), 0, 0
+    while piece := stream.read(1 << 20):
+        total, largest = total + len(piece), max(largest, len(piece))
+    assert (total, largest, stream.finished) == (256 << 20, 1 << 20, True)
+
+    rng = random.Random(5)
+    skippable = (0x184D2A53).to_bytes(4, "little") + (9).to_bytes(4, "little") + b"metadata!"
+    frames = [zstandard.ZstdCompressor(write_checksum=True).compress(bytes(rng.getrandbits(8) for _ in range(9000))),
+              skippable,
+              zstandard.ZstdCompressor(write_content_size=False).compress(b"a,b\n" * 50_000),
+              zstandard.ZstdCompressor().compress(b"")]
+    data = b"".join(frames)
+    ends = {sum(len(f) for f in frames[:i]) for i in range(len(frames) + 1)}
+    for pieces in ([len(data)], [1] * 200 + [len(data)], [7, 13, 4096, len(data)]):
+        walk, fed = ZstdFrames(), 0
+        for size in pieces:
+            walk.feed(data[fed:fed + size])
+            fed = min(fed + size, len(data))
+            assert walk.whole == (fed in ends), (pieces, fed)
+    out = BoundedZstd(io.BytesIO(data))
+    assert out.read() == zstandard.ZstdDecompressor().decompressobj().decompress(frames[0]) + b"a,b\n" * 50_000
+    assert out.finished
