@@ -132,6 +132,47 @@ def has_lone_cr(chunk: bytes) -> bool:
     return b"\r" in chunk and chunk.count(b"\r") != chunk.count(b"\r\n")
 
 
+class LoneCrAsLf:
+    """A stream whose lines end in a lone ``\r`` (classic Mac OS, Excel's "CSV (Macintosh)"), read with each such
+    ``\r`` as ``\n`` and a ``\r\n`` left as it is, so that ``byte_chunks`` finds its line ends: it looks for
+    ``\n`` only, and held the whole file as one chunk (a 58 MB file: 10.6 s and 1.7 GB, against 0.9 s and 0.3 GB
+    with ``\n``). Line numbers stay as they are, since a lone ``\r`` ends a line for the line reader too.
+    ``feed`` translates bytes read elsewhere (the first block), ``read`` reads on from ``stream``."""
+
+    _LONE_CR = re.compile(rb"\r(?!\n)")
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._held = b""  # a last "\r", until the next byte says whether a "\n" follows it
+
+    def feed(self, data: bytes) -> bytes:
+        data, self._held = self._held + data, b""
+        if data.endswith(b"\r"):
+            data, self._held = data[:-1], b"\r"
+        return self._LONE_CR.sub(b"\n", data)
+
+    @staticmethod
+    def restored(piece: bytes) -> bytes:
+        """``piece`` (a line, or a record of lines whose quoted field holds line breaks) with the line ends inside
+        it as they were in the file (lone CRs); its own line end is left out of it by its reader."""
+        body = piece[:-1] if piece.endswith(b"\n") else piece
+        if b"\n" not in body:
+            return piece
+        return LoneCrAsLf._INNER_LF.sub(b"\r", body) + piece[len(body):]
+
+    _INNER_LF = re.compile(rb"(?<!\r)\n")
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            data = self.stream.read(size)
+            if not data:
+                held, self._held = self._held, b""
+                return b"\n" if held else b""
+            out = self.feed(data)
+            if out:
+                return out
+
+
 class ChunkLines:
     """The ``\\n``-terminated lines of a chunk as a sequence of bytes (line ends left out), cut only when asked
     for, and the indices of those holding a quote (``quoted``)."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from apache_beam.io.filesystems import FileSystems
 
-from seqwatch.pipelines.csv_blocks import ChunkLines, byte_chunks, data_start, has_lone_cr, split_chunk
+from seqwatch.pipelines.csv_blocks import ChunkLines, LoneCrAsLf, byte_chunks, data_start, has_lone_cr, split_chunk
 from seqwatch.pipelines.csv_records import join_records, record_spans
 from seqwatch.pipelines.decompression import BOUNDED, open_input
 from seqwatch.pipelines.long_lines import MAX_LINE_BYTES, LineCutter, LongLine
@@ -591,9 +591,14 @@ class FileReader:
             return
         with CheckedStream(path) as stream:
             head = stream.read(_BLOCK)
+            source = stream
+            if head.count(b"\r") - head.count(b"\r\n") > head.count(b"\n"):  # lines end mostly in a lone CR:
+                # read as if in LF (byte_chunks finds LFs only)
+                source = LoneCrAsLf(stream)
+                head = source.feed(head)
             start = data_start(head, _sep_hint, decode_line) if detect_encoding(head) == "auto" else None
             if start is not None:
-                yield from self._csv_byte_chunks(path, layout, sep, stream, head[start[0]:], start[1])
+                yield from self._csv_byte_chunks(path, layout, sep, stream, head[start[0]:], start[1], source)
                 return
         yield from self._csv_line_chunks(path, layout, sep)
 
@@ -607,13 +612,14 @@ class FileReader:
                              "damaged_file", reason, self.run_id)
         return ReadingBatch.from_columns([], [], [], [], [], []), [record], record.records
 
-    def _csv_byte_chunks(self, path: str, layout: FileLayout, sep: str, stream, rest: bytes, number: int):
+    def _csv_byte_chunks(self, path: str, layout: FileLayout, sep: str, stream, rest: bytes, number: int,
+                         source=None):
         """``rest`` (the first block after the header, whose first line is line ``number``) and the rest of
-        ``stream`` in chunks of ``chunk_rows`` lines; per chunk, the odd lines' output, then the clean lines'. A
-        record whose quoted field holds line breaks is one odd line; when a chunk ends inside one, its lines go
-        on with the next chunk."""
+        ``stream`` (read through ``source`` where given: ``LoneCrAsLf``) in chunks of ``chunk_rows`` lines; per
+        chunk, the odd lines' output, then the clean lines'. A record whose quoted field holds line breaks is one
+        odd line; when a chunk ends inside one, its lines go on with the next chunk."""
         chunks, reported, carry = 0, False, b""
-        for chunk, last in _with_last(byte_chunks(stream, rest, self.chunk_rows)):
+        for chunk, last in _with_last(byte_chunks(source or stream, rest, self.chunk_rows)):
             chunk, carry, spans = carry + chunk, b"", []
             if last and stream.damage and not chunk.endswith((b"\n", b"\r")):
                 # the file's last chunk, cut by the damage: its unterminated last line is held back
@@ -645,6 +651,8 @@ class FileReader:
                 pieces, indices, physical = split.odd, split.odd_index, split.lines
             texts, numbers = [], []
             decode = _decode_record if spans else decode_line
+            if spans and isinstance(source, LoneCrAsLf):  # a record's line breaks as the file has them
+                pieces = [LoneCrAsLf.restored(piece) for piece in pieces]
             for k, piece in enumerate(pieces):
                 text = decode(piece).rstrip("\r\n")
                 if text.replace(sep, "").strip():  # blank and separator-only lines carry no reading

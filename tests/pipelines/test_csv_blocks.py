@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqwatch.pipelines.csv_blocks import byte_chunks, data_start, split_chunk
+from seqwatch.pipelines.csv_blocks import LoneCrAsLf, byte_chunks, data_start, split_chunk
 from seqwatch.pipelines.parsing import FileLayout
 from seqwatch.pipelines.sources import FileReader, _sep_hint, decode_line, read_header
 from seqwatch.schemas.mapping import InputMapping
@@ -56,7 +56,7 @@ def _read(path: str, chunk_rows: int, line_by_line: bool):
     return readings.sort_values(["line", "channel"]).reset_index(drop=True), sorted(quarantine), count
 
 
-@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 @pytest.mark.parametrize("chunk_rows", [1, 2, 3, 7, 1000])
 def test_mixed_files_read_the_same_in_bulk_and_line_by_line(tmp_path, newline, chunk_rows):
     rng = np.random.default_rng(chunk_rows)
@@ -208,3 +208,39 @@ def test_plain_ascii_chunks_split_by_arrow_alone_as_by_the_byte_pass(seed):
     assert fast is not None and general is not None
     _same_split(fast, general)
     assert split_chunk(chunk, sep, n_fields) is not None
+
+
+class _Pieces:
+    def __init__(self, pieces):
+        self.pieces = list(pieces)
+
+    def read(self, size=-1):
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+def test_lone_cr_line_ends_are_read_as_lf_in_chunks_of_chunk_rows_lines(tmp_path):
+    """``byte_chunks`` looks for ``\n`` only: a file whose lines end in a lone ``\r`` was one chunk, held whole
+    (a 58 MB file took 1.7 GB and 10.6 s). Its lone CRs are now read as LF, a CRLF left as it is, a ``\r`` at the
+    end of a block held until the next byte says which it is; the readings and their line numbers are those of
+    the line reader."""
+    source = LoneCrAsLf(_Pieces([b"a\rb\r", b"\nc\r", b"d\r", b"e\r\r"]))
+    assert source.feed(b"h\rx\r") == b"h\nx"  # the first block, read before; its last CR held
+    out = [source.read(99) for _ in range(6)]
+    assert b"".join(out) == b"\na\nb\r\nc\nd\ne\n\n" and out[-1] == b""
+
+    lines = _wide_lines(40)
+    lines[30:30] = ['2026-01-05T04:00:00Z,1,"2\rx"', "2026-01-05T05:00:00Z,1", "2026-01-05T05:00:01Z,1,2\r\n"]
+    path = _write(tmp_path / "mac.csv", "timestamp,flow,temp", lines, newline="\r")
+    mapping = InputMapping(format="wide", entity={"value": "e1"})
+    header, sep = read_header(path)
+    layout = FileLayout.resolve(header, mapping, path)
+    batches = [len(batch.frame) for batch, _, _ in FileReader(mapping, "run", chunk_rows=7)._csv_chunks(
+        path, layout, sep)]
+    assert len(batches) > 6 and max(batches) <= 14  # chunks of 7 lines, of 2 readings each, not the whole file
+    bulk, line = _read(path, 7, False), _read(path, 7, True)
+    pd.testing.assert_frame_equal(bulk[0], line[0])
+    assert bulk[1] == line[1] and bulk[2] == line[2] == 86
+    # a quoted field's line break kept as the file has it; a CRLF among lone CRs is one line end
+    assert sorted((q[2], q[0], q[6]) for q in bulk[1]) == [
+        (32, '2026-01-05T04:00:00Z,1,"2\rx"', "parse_value"), (34, "2026-01-05T05:00:00Z,1", "malformed_row")]
+    assert bulk[0]["line"].max() == 46  # the CRLF and the CR after it: one line end each, a blank line between
