@@ -777,14 +777,22 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         consumer, positions = self._consumer(topic, r, active)
         by_partition: dict = {p: [] for p in active}
         received = 0
+        went_back = None  # (partition, the offset due, the offset that came): the partition started again
         deadline = time.monotonic() + self.max_bundle_s
-        while received < self.max_batch:
+        while received < self.max_batch and went_back is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             for m in consumer.consume(num_messages=self.max_batch - received, timeout=min(left, 0.2)):
-                if m.error() is None and m.offset() < stops[m.partition()]:
-                    by_partition[m.partition()].append(m)
+                if m.error() is not None:
+                    continue
+                p, taken = m.partition(), by_partition[m.partition()]
+                due = taken[-1].offset() + 1 if taken else positions[p]
+                if m.offset() < due:  # offsets only grow: the topic was deleted and created again (the client
+                    went_back = (p, due, m.offset())  # jumped to the new one's start), and a claim would fail
+                    break
+                if m.offset() < stops[p]:
+                    taken.append(m)
                     received += 1
             if all(positions[p] + len(by_partition[p]) >= stops[p] for p in active):
                 break  # every partition reached its stop
@@ -807,6 +815,14 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             yield from _emit(parsed, clocks.latest_us(), estimator.current_watermark())
         if finalizer is not None and claim:
             finalizer.register(_KafkaCommit(consumer, topic, dict(claim)).run)
+        if went_back is not None:
+            p, due, came = went_back
+            logging.getLogger(__name__).warning(
+                "partition %d of the Kafka topic %s went back from offset %d to %d, as when the topic is deleted and "
+                "created again: this stream stops reading the topic here, and writes what it read before; start the "
+                "stream again to read the new topic", p, topic, due, came)
+            tracker.try_claim(_END)
+            return
         unfinished = [p for p in active if positions[p] < stops[p]]
         clocks.advance(estimator, unfinished, caught_up=received < self.max_batch)
         if not unfinished:

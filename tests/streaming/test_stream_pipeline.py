@@ -335,6 +335,57 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
 
 
 @pytest.mark.slow
+def test_a_kafka_topic_deleted_and_created_again_under_a_stream_ends_it_in_one_sentence(
+        small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
+    """Bug hunt of delivery semantics: the Kafka client jumps to a recreated topic's first offset, below the
+    reader's claimed position, and the claim failed the job (7 tracebacks, exit 1, no counts, what the job held
+    lost). Now the reader says what happened in one sentence and ends; what it read before is written."""
+    from confluent_kafka.admin import AdminClient
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=200, seed=7)
+    kafka_broker.create_topic("pumps-recreated", partitions=1)
+    producer = kafka_broker.producer()
+
+    def publish(frame):
+        for row in frame.itertuples(index=False):
+            producer.produce("pumps-recreated", json.dumps({
+                "entity_id": row.entity_id, "channel": row.channel, "timestamp": row.timestamp.isoformat(),
+                "value": round(float(row.value), 4)}).encode())
+        assert producer.flush(30) == 0
+
+    publish(readings)
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    with open(log_path, "w") as log:
+        stream = subprocess.Popen(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
+                                                  "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
+                                                  "pumps-recreated", "--stop-after-idle", "60"),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            stream_outputs.wait_for_scores(stream, out, log_path)
+            admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+            for future in admin.delete_topics(["pumps-recreated"], operation_timeout=30).values():
+                future.result(timeout=60)
+            deadline = time.monotonic() + 60
+            while True:  # the deletion completes in the background
+                try:
+                    kafka_broker.create_topic("pumps-recreated", partitions=1)
+                    break
+                except Exception:  # noqa: BLE001 - TOPIC_ALREADY_EXISTS while it is being deleted
+                    assert time.monotonic() < deadline
+                    time.sleep(0.5)
+            publish(readings.iloc[:320])
+            returncode = stream.wait(timeout=300)
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+    text = log_path.read_text()
+    assert returncode == 0 and "Traceback" not in text, text[-3000:]
+    assert ("partition 0 of the Kafka topic pumps-recreated went back from offset 1600 to 0, as when the topic is "
+            "deleted and created again: this stream stops reading the topic here") in text, text[-3000:]
+    assert f"records in {len(readings)} = scored {len(readings)} + quarantined 0" in text, text[-3000:]
+
+
+@pytest.mark.slow
 def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_streams_files(
         long_readings, small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
     """Bug hunt of broker sources: a stream restarted into its --output, without --group-id, read the whole topic
