@@ -42,6 +42,7 @@ duplicate check).
 from __future__ import annotations
 
 import json
+import functools
 import logging
 import math
 import re
@@ -1418,7 +1419,7 @@ class _SubscribeMqtt(_PollingReader):
                 client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                      clean_session=False, manual_ack=True)
                 client.on_connect = lambda c, userdata, flags, reason, props: c.subscribe(topic, qos=self.qos)
-                client.on_message = lambda c, userdata, message: messages.put(message)
+                client.on_message = functools.partial(_take_mqtt_message, messages, f"{self.host}:{self.port}")
                 # paho waits up to 120 s between reconnection attempts by default: a broker back after an outage
                 # was found 16 s late in the hunt, and a stream with --stop-after-idle had ended meanwhile
                 client.reconnect_delay_set(min_delay=1, max_delay=5)
@@ -1468,6 +1469,28 @@ class _SubscribeMqtt(_PollingReader):
     def _acknowledgement(self, element, received: list):
         acks = [(m.mid, m.qos) for m in received if m.qos > 0]
         return _MqttAck(self._session(element[0])[0], acks).run if acks else None
+
+
+_MQTT_RETAINED_SAID: set = set()  # the brokers whose retained copies were said to be skipped
+
+
+def _take_mqtt_message(messages, broker: str, client, userdata, message) -> None:
+    """paho's ``on_message`` of a reader's session: a message to read goes to ``messages``; a copy the broker
+    sends because it retains the topic's last message (``retain`` set, as MQTT sets it only on a message sent for
+    a new subscription; one forwarded to a subscription that was there when it was published has it clear) is
+    acknowledged and skipped: that message was read when it was published, and the broker sends the copy again on
+    every subscription (the bug hunt of delivery semantics counted each retained reading three times in a first
+    run and twice in each run after, the copies quarantined as duplicates, or scored again)."""
+    if not message.retain:
+        messages.put(message)
+        return
+    if message.qos > 0:
+        client.ack(message.mid, message.qos)
+    if broker not in _MQTT_RETAINED_SAID:
+        _MQTT_RETAINED_SAID.add(broker)
+        logging.getLogger(__name__).warning(
+            "the MQTT broker at %s sends retained messages (a topic's last message, again on every subscription); "
+            "they are skipped, as each was read when it was published", broker)
 
 
 class _MqttAck:

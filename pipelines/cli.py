@@ -1154,6 +1154,10 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
                 "a window both streams write keeps this one's, and the totals below are this stream's own")
         print(f"seqwatch stream: {_counts_folder(args.output)} already holds the counts of {earlier} flush window(s) of an "
               f"earlier stream; {kept}", file=sys.stderr, flush=True)
+    if args.source == "mqtt" and args.qos == 0:  # mosquitto keeps no QoS 0 message for a session that is away
+        print("seqwatch stream: with --qos 0 the broker keeps nothing for this stream while it is not connected: what "
+              "is published before it connects, or while it reconnects, is not read (--qos 1, the default, keeps it)",
+              file=sys.stderr, flush=True)
     if _is_direct_runner(beam_args):
         print("seqwatch stream: the DirectRunner runs a stream as one batch where it cannot hand it to Prism: then "
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
@@ -1324,7 +1328,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--bootstrap-servers", help="kafka: host:port[,host:port]")
     stream.add_argument("--topic", help="kafka: topic of JSON readings; mqtt: a topic filter (plant/+/readings)")
     stream.add_argument("--mqtt-broker", help="mqtt: host:port of the broker")
-    stream.add_argument("--qos", type=int, choices=(0, 1), default=1, help="mqtt: subscription QoS")
+    stream.add_argument("--qos", type=int, choices=(0, 1), default=1,
+                        help="mqtt: subscription QoS (1: the broker keeps what comes while the stream is away; 0: "
+                             "it does not)")
     stream.add_argument("--client-id", help="mqtt: persistent session name (default: seqwatch-<run id>)")
     stream.add_argument("--entity-from-key", action="store_true",
                         help="kafka, --format wide: the entity is each message's key (as devices key their messages)")
