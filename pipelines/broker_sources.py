@@ -1031,6 +1031,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         self._outage = False  # a probe found the broker unreachable, until it answers again
         self._probed_at = 0.0
         self._idle_from = float("-inf")  # monotonic time before which --stop-after-idle counts nothing (_hold_idle)
+        self._watermark_held_until = float("-inf")  # monotonic time before which the watermark stays where it is
 
     def _hold_idle(self, until: float) -> None:
         """Let the read not end for idleness before ``stop_after_idle_s`` has passed after ``until`` (a
@@ -1101,6 +1102,29 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         """A callable that acknowledges ``received``, or None."""
         raise NotImplementedError
 
+    def _copies(self, element, received: list) -> dict:
+        """``{index in received: why}`` for the messages that are copies of one this reader read before (a
+        broker's redelivery); none by default."""
+        return {}
+
+    def _parse(self, element, received: list) -> ParsedMessages:
+        """``received`` parsed; a copy (``_copies``) quarantined whole as ``duplicate``, standing for the readings
+        it holds, so that it is neither scored again nor taken for a late reading."""
+        copies = self._copies(element, received)
+        source, positions = self._source(element), self._positions(received)
+        payloads, topics = self._payloads(received), self._topics(received)
+        fresh = [i for i in range(len(received)) if i not in copies]
+        pick = (lambda values: None if values is None else [values[i] for i in fresh]) if copies else (lambda v: v)
+        parsed = self.parser.parse(source, pick(positions), pick(payloads), pick(topics))
+        for i, why in copies.items():
+            alone = self.parser.parse(source, [positions[i]], [payloads[i]],
+                                      None if topics is None else [topics[i]])
+            readings = sum(len(batch) for batch, _ in alone.batches) + sum(q.records for q in alone.quarantine)
+            text = self.parser._decode(payloads[i])[0]
+            parsed.quarantine.append(Quarantined(text, source, int(positions[i]), "", max(readings, 1), _STAGE,
+                                                 "duplicate", why, self.parser.run_id))
+        return parsed
+
     # The bundle finalizer comes first: Beam passes it positionally and the restriction/watermark by keyword.
     def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
                 estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
@@ -1111,15 +1135,15 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             return
         received = self._receive(element)
         if received:
-            parsed = self.parser.parse(self._source(element), self._positions(received), self._payloads(received),
-                                       self._topics(received))
+            parsed = self._parse(element, received)
             clock.saw(parsed)
             yield from _emit(parsed, clock.max_seen_us, estimator.current_watermark())
             acknowledge = self._acknowledgement(element, received)
             if acknowledge is not None:
                 finalizer.register(acknowledge)
         finalizer.register(_nothing)  # see _nothing
-        clock.advance(estimator, caught_up=len(received) < self.max_batch)
+        if time.monotonic() >= self._watermark_held_until:  # else messages the broker holds back are older
+            clock.advance(estimator, caught_up=len(received) < self.max_batch)
         if received and self._outage:  # messages came: the broker answers again
             self._broker_back(element)
         idle = (self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
@@ -1132,6 +1156,9 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
 
 
+_SEEN_IDS = 200_000  # message ids a Pub/Sub reader remembers to know a redelivered copy (some 20 MB)
+_PUBSUB_SEEN: dict = {}  # (emulator host, subscription) -> {message id: None}, the last _SEEN_IDS read here
+_PUBSUB_SEEN_LOCK = threading.Lock()
 _PULL_TIMEOUT_S = 10.0  # a pull answered at once that is not answered in this long: the service does not answer
 
 
@@ -1181,7 +1208,7 @@ class _PullPubSub(_PollingReader):
         stream test ended with 4700 of 4800 readings, 2026-12-03). The flag is deprecated because such pulls
         answer empty more often; the reader polls again within ``poll_interval_s``. A pull not answered within
         ``_PULL_TIMEOUT_S`` (a service that does not answer, e.g. an outage) is counted as one that took
-        messages: ``_after_unanswered`` holds the idle time until they are due again."""
+        messages: ``_after_unanswered`` holds the watermark and the idle time until they are due again."""
         import warnings
 
         from google.api_core import exceptions
@@ -1193,11 +1220,12 @@ class _PullPubSub(_PollingReader):
                                                       "return_immediately": True},
                                              timeout=_PULL_TIMEOUT_S, retry=None)
         except exceptions.ServiceUnavailable:  # no server (see _suspect), or one that could not take the request
-            self._refused = self._unanswered = True
+            self._refused = True
+            self._went_unanswered()
             return []
         except (exceptions.DeadlineExceeded, exceptions.Cancelled, exceptions.Aborted,
                 exceptions.InternalServerError, exceptions.Unknown):  # the pull's own retryable errors, and its
-            self._unanswered = True  # deadline: the service may have handed out messages the reader never got
+            self._went_unanswered()  # deadline: the service may have handed out messages the reader never got
             return []
         self._refused = False
         if self._unanswered:
@@ -1205,13 +1233,17 @@ class _PullPubSub(_PollingReader):
             self._after_unanswered(subscription)
         return list(response.received_messages)
 
+    def _went_unanswered(self) -> None:
+        self._unanswered = True
+        self._watermark_held_until = float("inf")  # until it answers, and its ack deadline has passed after that
+
     def _after_unanswered(self, subscription: str) -> None:
         """The service answers again after a pull it did not answer: messages that pull took come back once the
-        subscription's ack deadline (from now, as the service may have taken them only now) has passed, so
-        ``stop_after_idle_s`` counts from then. The deadline is read from the subscription; 600 s (the longest
-        Pub/Sub allows) where it cannot be."""
-        if self.stop_after_idle_s is None:
-            return
+        subscription's ack deadline (from now, as the service may have taken them only now) has passed. Until
+        then the watermark stays where it is, so that they are not late when they come (the bug hunt of delivery
+        semantics found 52 such readings quarantined as late, never scored), and ``stop_after_idle_s`` counts
+        from then. The deadline is read from the subscription; 600 s (the longest Pub/Sub allows) where it cannot
+        be."""
         if self._ack_deadline_s is None:
             from google.api_core import exceptions
 
@@ -1222,12 +1254,15 @@ class _PullPubSub(_PollingReader):
             except exceptions.GoogleAPICallError:
                 pass
         deadline_s = self._ack_deadline_s if self._ack_deadline_s is not None else 600.0
-        if time.monotonic() + deadline_s > self._idle_from:
-            logging.getLogger(__name__).warning(
-                "a pull from %s went unanswered; messages it took come back after the subscription's ack deadline "
-                "(%g s%s), so --stop-after-idle counts from then", self._where((subscription, 0)), deadline_s,
-                "" if self._ack_deadline_s is not None else ": it could not be read, so the longest Pub/Sub allows")
-        self._hold_idle(time.monotonic() + deadline_s)
+        due = time.monotonic() + deadline_s
+        self._watermark_held_until = due
+        logging.getLogger(__name__).warning(
+            "a pull from %s went unanswered; messages it took come back after the subscription's ack deadline "
+            "(%g s%s): the watermark waits for them%s", self._where((subscription, 0)), deadline_s,
+            "" if self._ack_deadline_s is not None else ": it could not be read, so the longest Pub/Sub allows",
+            "" if self.stop_after_idle_s is None else ", and --stop-after-idle counts from then")
+        if self.stop_after_idle_s is not None:
+            self._hold_idle(due)
 
     def _receive(self, element) -> list:
         subscription, _ = element
@@ -1260,6 +1295,26 @@ class _PullPubSub(_PollingReader):
     def _acknowledgement(self, element, received: list):
         return _PubSubAck(self._client, element[0], [r.ack_id for r in received]).run
 
+    def _copies(self, element, received: list) -> dict:
+        """Messages Pub/Sub delivers again, by their ids: one whose acknowledgement came after the ack deadline, or
+        failed (the bug hunt of delivery semantics froze the emulator while acknowledgements were due: 300 copies
+        came, and those whose panes had been scored were quarantined as late, though their first copies were
+        scored). The ids of the last ``_SEEN_IDS`` messages of a subscription are kept per process, not per DoFn
+        instance: a runner may hand a reader's next bundle to another instance (as the hunt's copies went)."""
+        copies = {}
+        with _PUBSUB_SEEN_LOCK:
+            seen = _PUBSUB_SEEN.setdefault((self.emulator_host, element[0]), {})  # ids, oldest first
+            for i, r in enumerate(received):
+                mid = r.message.message_id
+                if mid in seen:
+                    copies[i] = (f"Pub/Sub delivered message {mid} again (its acknowledgement came late or "
+                                 f"failed); it was read when it first came")
+                else:
+                    seen[mid] = None
+            while len(seen) > _SEEN_IDS:
+                del seen[next(iter(seen))]
+        return copies
+
 
 def _subscriber_client(emulator_host: str | None):
     """A Pub/Sub ``SubscriberClient``; with an emulator (``emulator_host`` or ``PUBSUB_EMULATOR_HOST``), on a channel
@@ -1288,9 +1343,20 @@ class _PubSubAck:
         self.client, self.subscription, self.ack_ids = client, subscription, ack_ids
 
     def run(self):
+        from google.api_core import exceptions
+
+        failed, reason = 0, ""
         for i in range(0, len(self.ack_ids), 2500):  # the service caps one request's size
-            self.client.acknowledge(request={"subscription": self.subscription,
-                                             "ack_ids": self.ack_ids[i:i + 2500]})
+            part = self.ack_ids[i:i + 2500]
+            try:
+                self.client.acknowledge(request={"subscription": self.subscription, "ack_ids": part})
+            except (exceptions.GoogleAPICallError, exceptions.RetryError) as exc:
+                failed += len(part)
+                reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
+        if failed:  # raised here, it had been swallowed by the SDK worker's bundle finalization, without a word
+            logging.getLogger(__name__).warning(
+                "%d message(s) of %s could not be acknowledged (%s): Pub/Sub delivers them again after the ack "
+                "deadline, and the stream reads them again", failed, self.subscription, reason)
 
 
 class PubSubReadings(beam.PTransform):
