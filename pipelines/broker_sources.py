@@ -1293,27 +1293,22 @@ class _PullPubSub(_PollingReader):
         return positions
 
     def _acknowledgement(self, element, received: list):
-        return _PubSubAck(self._client, element[0], [r.ack_id for r in received]).run
+        return _PubSubAck(self._client, element[0], [r.ack_id for r in received], (self.emulator_host, element[0]),
+                          [r.message.message_id for r in received]).run
 
     def _copies(self, element, received: list) -> dict:
         """Messages Pub/Sub delivers again, by their ids: one whose acknowledgement came after the ack deadline, or
         failed (the bug hunt of delivery semantics froze the emulator while acknowledgements were due: 300 copies
         came, and those whose panes had been scored were quarantined as late, though their first copies were
-        scored). The ids of the last ``_SEEN_IDS`` messages of a subscription are kept per process, not per DoFn
-        instance: a runner may hand a reader's next bundle to another instance (as the hunt's copies went)."""
-        copies = {}
+        scored). A message counts as read once its bundle is finalized (``_PubSubAck``: the runner has taken its
+        outputs), so that one whose bundle failed is read again when it comes back; the ids of the last
+        ``_SEEN_IDS`` of a subscription are kept per process, not per DoFn instance, as a runner may hand a
+        reader's next bundle to another instance (as the hunt's copies went)."""
         with _PUBSUB_SEEN_LOCK:
-            seen = _PUBSUB_SEEN.setdefault((self.emulator_host, element[0]), {})  # ids, oldest first
-            for i, r in enumerate(received):
-                mid = r.message.message_id
-                if mid in seen:
-                    copies[i] = (f"Pub/Sub delivered message {mid} again (its acknowledgement came late or "
-                                 f"failed); it was read when it first came")
-                else:
-                    seen[mid] = None
-            while len(seen) > _SEEN_IDS:
-                del seen[next(iter(seen))]
-        return copies
+            seen = _PUBSUB_SEEN.get((self.emulator_host, element[0]), {})
+            return {i: f"Pub/Sub delivered message {r.message.message_id} again (its acknowledgement came late or "
+                       f"failed); it was read when it first came"
+                    for i, r in enumerate(received) if r.message.message_id in seen}
 
 
 def _subscriber_client(emulator_host: str | None):
@@ -1339,12 +1334,21 @@ def _subscriber_client(emulator_host: str | None):
 
 
 class _PubSubAck:
-    def __init__(self, client, subscription: str, ack_ids: list):
+    """A bundle's finalization: its messages noted as read (``_PullPubSub._copies``), then acknowledged."""
+
+    def __init__(self, client, subscription: str, ack_ids: list, seen_key=None, message_ids: list = ()):
         self.client, self.subscription, self.ack_ids = client, subscription, ack_ids
+        self.seen_key, self.message_ids = seen_key, list(message_ids)
 
     def run(self):
         from google.api_core import exceptions
 
+        if self.seen_key is not None:
+            with _PUBSUB_SEEN_LOCK:
+                seen = _PUBSUB_SEEN.setdefault(self.seen_key, {})  # ids, oldest first (dicts keep order)
+                seen.update(dict.fromkeys(self.message_ids))
+                while len(seen) > _SEEN_IDS:
+                    del seen[next(iter(seen))]
         failed, reason = 0, ""
         for i in range(0, len(self.ack_ids), 2500):  # the service caps one request's size
             part = self.ack_ids[i:i + 2500]

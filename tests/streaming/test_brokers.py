@@ -694,8 +694,9 @@ def test_a_pull_the_emulator_does_not_answer_holds_the_idle_time_until_the_ack_d
 def test_a_message_pubsub_delivers_again_is_quarantined_as_a_duplicate(pubsub_emulator):
     """Bug hunt of delivery semantics: copies Pub/Sub delivered again (acknowledgements late or failed while the
     emulator was frozen) were scored again, or quarantined as late once their panes had been scored. The reader
-    knows the ids it read: a copy is quarantined as ``duplicate``, standing for the readings it holds. (Here the
-    test hands the messages back at once, with an ack deadline of 0.)"""
+    knows the ids of the messages whose bundles were finalized: a copy of one is quarantined as ``duplicate``,
+    standing for the readings it holds. (Here the test hands the messages back at once, with an ack deadline of
+    0.)"""
     from seqwatch.pipelines import broker_sources
 
     topic, subscription = pubsub_emulator.create_subscription("readings-again")
@@ -711,12 +712,23 @@ def test_a_message_pubsub_delivers_again_is_quarantined_as_a_duplicate(pubsub_em
         parsed = reader._parse(element, first)
         assert len(first) == 3 and sum(len(b) for b, _ in parsed.batches) == 2
         assert [q.reason_code for q in parsed.quarantine] == ["malformed_row"]
-        subscriber.modify_ack_deadline(request={"subscription": subscription, "ack_ids": [r.ack_id for r in first],
-                                                "ack_deadline_seconds": 0})  # given back: delivered again
-        again, deadline = [], time.monotonic() + 30
-        while len(again) < 3 and time.monotonic() < deadline:
-            again += reader._receive(element)
-        copies = reader._parse(element, again)
+
+        def again():
+            subscriber.modify_ack_deadline(request={"subscription": subscription, "ack_deadline_seconds": 0,
+                                                    "ack_ids": [r.ack_id for r in first]})  # delivered again
+            got, deadline = [], time.monotonic() + 30
+            while len(got) < 3 and time.monotonic() < deadline:
+                got += reader._receive(element)
+            return got
+
+        # a bundle that was not finalized (it failed): its messages are read anew when they come back
+        first = again()
+        assert reader._parse(element, first).quarantine == parsed.quarantine
+        # the bundle finalized, its acknowledgement failed (here: sent for a subscription that is not there)
+        ack = reader._acknowledgement(element, first).__self__
+        ack.subscription = f"projects/{pubsub_emulator.project}/subscriptions/gone"
+        ack.run()
+        copies = reader._parse(element, again())
         assert sum(len(b) for b, _ in copies.batches) == 0
         assert sorted((q.reason_code, q.records, q.raw) for q in copies.quarantine) == sorted(
             ("duplicate", 1, m.decode()) for m in payloads)
