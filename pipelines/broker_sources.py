@@ -703,6 +703,21 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             logging.getLogger(__name__).warning("the Kafka consumer of %s reports: %s", self.bootstrap_servers,
                                                 error.str())
 
+    def _committed(self, error, partitions) -> None:
+        """librdkafka's ``on_commit`` for the reader's asynchronous commits (``_KafkaCommit``): a failed one is
+        said, once per kind of error (it had been silent: a stream started again rereads what it had read, and
+        writes its scores again in its .s2 files; found by the bug hunt of delivery semantics)."""
+        failed = [tp for tp in partitions or [] if tp.error is not None]
+        if error is None and not failed:
+            return
+        reason = error.str() if error is not None else failed[0].error.str()
+        kind = ("commit", error.code() if error is not None else failed[0].error.code())
+        if kind not in self._said:
+            self._said.add(kind)
+            logging.getLogger(__name__).warning(
+                "the offsets this stream read up to could not be committed to the Kafka consumer group (%s): a "
+                "stream started again reads those messages again", reason)
+
     def _broker_down(self, consumer, topic: str) -> bool:
         """Whether the read must not end for idleness now: the broker does not answer (an outage: said once), or
         it has just answered again after one (said once; every partition group's idle time then starts again,
@@ -749,7 +764,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         key = (topic, restriction.partitions)
         wanted = {p: s for p, s, e in zip(restriction.partitions, restriction.starts, restriction.stops) if p in active}
         if key not in self._consumers:
-            consumer = Consumer({"log_level": 0, "error_cb": self._broker_error,
+            consumer = Consumer({"log_level": 0, "error_cb": self._broker_error, "on_commit": self._committed,
                                  **_kafka_config(self.bootstrap_servers, self.group_id, self.consumer_config)})
             self._consumers[key] = (consumer, {})
         consumer, positions = self._consumers[key]
