@@ -19,9 +19,10 @@ SMALL_STRIDE = 4
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test``: ``TEST_WORKERS`` workers, ``--dist load``) each test goes to whichever
-    worker is free; the streaming tests are collected first, because they are the longest (about 12 of the 32
-    minutes the tests take in all; the longest first packs the workers best). Every worker process starts its own
+    """Under pytest-xdist (``make test``: ``TEST_WORKERS`` workers, ``--dist worksteal``) the tests are split
+    between the workers and a worker that is done takes tests from the other's queue; the streaming tests are
+    collected first, because they are the longest (about 11 of the 24 minutes the tests take in all; the longest
+    first packs the workers best). Every worker process starts its own
     brokers and job servers (session fixtures). Grouping the streaming tests on one worker (``--dist loadgroup``)
     had been meant, and never worked: pytest 9.2 ignores the node ids pytest-xdist 3.8 rewrites for it
     (pytest-dev/pytest-xdist#1386), and measured, one worker would have had 19 of the 32 minutes. Without xdist
