@@ -233,6 +233,40 @@ def test_layout_errors_name_the_file_and_the_columns():
                                           f"'timestamp') reads them")
     assert FileLayout.resolve(["", "flow"], InputMapping(format="wide", timestamp=""), "a.csv").channel_columns \
         == ("flow",)
+
+
+def test_the_repeated_columns_of_a_header_of_thousands_of_tags_are_each_named_once():
+    """A historian's export of thousands of tags: every repeated name once, sorted; unnamed columns are not
+    repeats (each is checked as an unnamed index). Found by the bug hunt of pathological inputs, where the check
+    counted each column across the whole header (50,000 tags: 31 s; not timed here)."""
+    tags = [f"tag{i:05d}" for i in range(5_000)]
+    header = ["timestamp", *tags, "tag04999", "tag00002", "tag04999", "flow"]
+    with pytest.raises(SchemaDriftError, match=r"^a.csv has duplicate columns \['tag00002', 'tag04999'\] "):
+        FileLayout.resolve(header, InputMapping(format="wide"), "/data/a.csv")
+    with pytest.raises(SchemaDriftError, match=r"^the mapping names the columns \['a', 'b'\] of a.csv both channel "
+                                               r"'flow'"):
+        FileLayout.resolve(["timestamp", "a", "b"], InputMapping(format="wide", channels={"a": "flow", "b": "flow"}),
+                           "/data/a.csv")
+
+
+def test_an_error_about_a_header_of_thousands_of_columns_names_ten_and_counts_the_rest():
+    """Found by the bug hunt of pathological inputs: the sentence named every column of a 50,000-tag export (600
+    kB on one line)."""
+    tags = [f"tag{i:05d}" for i in range(5_000)]
+    long = InputMapping()
+    with pytest.raises(SchemaDriftError) as caught:
+        FileLayout.resolve(["entity_id", "channel", "timestamp", "value", *tags], long, "/data/a.csv")
+    assert str(caught.value) == (f"a.csv has unexpected columns {tags[:10]} and 4,990 more; ignore them (--ignore, "
+                                 f"or the mapping's 'ignore' list) or set the mapping's 'extra_columns' to 'ignore'")
+    with pytest.raises(SchemaDriftError) as caught:
+        FileLayout.resolve(["entity_id", "channel", "value", *tags], long, "/data/a.csv")
+    assert str(caught.value).startswith("a.csv lacks required columns ['timestamp'] (its columns are ['entity_id', "
+                                        "'channel', 'value', 'tag00000', ")
+    assert "'tag00006'] and 4,993 more" in str(caught.value) and len(str(caught.value)) < 400
+    with pytest.raises(SchemaDriftError) as caught:
+        FileLayout.resolve(["timestamp", *tags, *tags[:12]], InputMapping(format="wide"), "/data/a.csv")
+    assert str(caught.value) == (f"a.csv has duplicate columns {tags[:10]} and 2 more (its columns are "
+                                 f"{['timestamp', *tags[:9]]} and 5,003 more)")
     ignore = InputMapping(extra_columns="ignore")
     layout = FileLayout.resolve(["entity_id", "channel", "timestamp", "value", "quality"], ignore, "a.csv")
     assert layout.long_columns["value"] == "value"
