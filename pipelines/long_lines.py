@@ -14,8 +14,8 @@ marker's line as ``line_too_long``, with the long line's first ``KEEP_BYTES`` by
 ever held.
 
 A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``, as the line reader counts lines. The cutter works on bytes,
-so it is used only for text whose line ends are those bytes: UTF-8 (with or without a BOM), cp1252 and the like,
-not UTF-16 or UTF-32.
+so it is used only for text whose line ends are those bytes: UTF-8 (with or without a BOM), cp1252 and the like;
+UTF-16 and UTF-32 text goes through it re-encoded as UTF-8 (``sources.TextLines``).
 """
 from __future__ import annotations
 

@@ -62,6 +62,12 @@ def detect_encoding(head: bytes) -> str:
     return "auto"
 
 
+def _utf8_head(data: bytes) -> str:
+    """The first bytes of a line cut from UTF-16 or UTF-32 text (kept as UTF-8), a character they end inside of
+    left out."""
+    return data.decode("utf-8", "ignore")
+
+
 def decode_line(data: bytes) -> str:
     """One line's bytes as text: UTF-8 if valid, else cp1252, else Latin-1 (which decodes any byte)."""
     for encoding in ("utf-8", "cp1252"):
@@ -116,7 +122,8 @@ class CheckedStream:
     without end (a gzip bomb) is read in bounded memory.
 
     A line longer than ``MAX_LINE_BYTES`` reaches the reader as a marker line (``long_lines``; ``long_line``
-    gives the line a marker stands for), except in UTF-16 and UTF-32 text, whose line ends are not single bytes.
+    gives the line a marker stands for), except in UTF-16 and UTF-32 text, whose line ends are not single bytes
+    (``TextLines`` cuts that text once decoded).
     ``read`` then gives out whole lines only (all of them up to the last line end read), but for the file's last."""
 
     def __init__(self, path: str):
@@ -209,6 +216,7 @@ class TextLines:
         self._stream = CheckedStream(path)
         self._head = self._stream.read(_BLOCK)
         self.encoding = detect_encoding(self._head)
+        self._text_cutter: LineCutter | None = None  # UTF-16 and UTF-32 text's (``_cut_as_utf8``)
         self.cut_line: str | None = None  # a damaged file's last, unterminated line, held back (see ``damage``)
         self.lines_read = 0  # a compressed file's lines given out so far (the next one is line lines_read + 1)
 
@@ -218,11 +226,17 @@ class TextLines:
         return self._stream.damage
 
     def long_line(self, text) -> LongLine | None:
-        """The line too long to be a row that ``text`` (a line as read) stands for (``CheckedStream``)."""
+        """The line too long to be a row that ``text`` (a line as read) stands for (``CheckedStream``; in UTF-16
+        and UTF-32 text, ``_cut_as_utf8``)."""
+        if self._text_cutter is not None:
+            return self._text_cutter.long_line(text)
         return self._stream.long_line(text)
 
     def restored(self, text: str) -> str:
-        """``text`` with each line too long to be a row as its first bytes (``CheckedStream``)."""
+        """``text`` with each line too long to be a row as its first bytes (``CheckedStream``; in UTF-16 and
+        UTF-32 text, ``_cut_as_utf8``)."""
+        if self._text_cutter is not None:
+            return self._text_cutter.restored(text, _utf8_head)
         return self._stream.restored(text)
 
     def __enter__(self):
@@ -240,9 +254,25 @@ class TextLines:
         else:
             decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
             texts = (decoder.decode(block, final=not block) for block in self._blocks(final=True))
+            if not self.encoding.startswith("utf-8"):  # UTF-8 with a BOM is cut as bytes (``CheckedStream``)
+                texts = self._cut_as_utf8(texts)
             lines = self._pieces(_NEWLINE_TEXT, texts, "")
         # the line-by-line look-ahead only where damage can end the file (a plain file's lines go straight out)
         return self._holding_back_a_cut_line(lines) if self._stream.compressed else lines
+
+    def _cut_as_utf8(self, texts):
+        """``texts`` (UTF-16 or UTF-32 text as decoded, in pieces) with each line too long to be a row replaced by
+        a marker line, as ``CheckedStream`` cuts the bytes of UTF-8 text: the text goes through a ``LineCutter`` as
+        UTF-8, whose line ends are single bytes (in UTF-16 a line end is two bytes, and a byte 0x0A may be half of
+        another character), so such a line's length and first bytes are counted in UTF-8. A UTF-16 file of one
+        200 MB line had been held whole (found by the bug hunt of pathological inputs)."""
+        cutter = self._text_cutter = LineCutter()
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for text in texts:
+            data = cutter.feed(text.encode("utf-8", "replace"))
+            if data:
+                yield utf8.decode(data)
+        yield utf8.decode(cutter.finish(), final=True)
 
     def _holding_back_a_cut_line(self, lines):
         """``lines``, except a damaged file's last line when no line end closes it: the damage may have cut it

@@ -105,7 +105,8 @@ def _read(path, mapping=InputMapping()):
     return frames, quarantined, sum(n for _, _, n in batches)
 
 
-@pytest.mark.parametrize("kind", ["plain", "gzip", "utf-8 with a BOM (read line by line)", "no line end after it"])
+@pytest.mark.parametrize("kind", ["plain", "gzip", "utf-8 with a BOM (read line by line)", "no line end after it",
+                                  "utf-16 (cut as UTF-8)", "utf-16-le without a BOM", "utf-32"])
 def test_a_line_over_16_mib_is_quarantined_with_its_head_and_the_rows_after_it_keep_their_numbers(tmp_path, kind):
     lines = _readings_csv(40)
     long = b"pump-01,flow,2026-01-05T00:10:00Z," + b"9" * MAX_LINE_BYTES
@@ -116,6 +117,8 @@ def test_a_line_over_16_mib_is_quarantined_with_its_head_and_the_rows_after_it_k
     if kind == "gzip":
         path = tmp_path / "readings.csv.gz"
         path.write_bytes(gzip.compress(data, compresslevel=1))
+    elif kind.startswith(("utf-16", "utf-32")):  # a line's length and first bytes are counted in UTF-8
+        path.write_bytes(data.decode().encode(kind.split()[0]))
     else:
         path.write_bytes((b"\xef\xbb\xbf" if kind.startswith("utf-8") else b"") + data)
     frames, quarantined, records_in = _read(path)
@@ -152,9 +155,11 @@ def test_a_quoted_record_over_lines_that_holds_a_long_line_is_quarantined_as_too
     assert sorted(frames["line"]) == [2, 3, 4, 5, 9, 10, 11, 12, 13, 14]
 
 
-def test_a_header_over_16_mib_is_refused_as_not_csv_text(tmp_path):
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32-be"])
+def test_a_header_over_16_mib_is_refused_as_not_csv_text(tmp_path, encoding):
     path = tmp_path / "blob.csv"
-    path.write_bytes(b"x" * (MAX_LINE_BYTES + 5))
+    bom = "\ufeff" if encoding == "utf-32-be" else ""  # "utf-16" writes one of its own
+    path.write_bytes((bom + "x" * (MAX_LINE_BYTES + 5)).encode(encoding))
     with pytest.raises(SchemaDriftError, match=r"^blob.csv does not look like a CSV text file: its first line is "
                                                r"16,777,221 bytes long, more than a row can be \(16 MiB\), as in a "
                                                r"file without line ends$"):
