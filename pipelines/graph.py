@@ -13,6 +13,8 @@ from typing import NamedTuple
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.alerts import BuildAlerts, forecast_window
 from seqwatch.pipelines.calibration import CalibrateOnline
@@ -74,6 +76,27 @@ def settle_us(plan: RunPlan) -> int:
     return (plan.window_length + 1 + plan.pane_steps + plan.window_length + plan.max_gap) * plan.step_us
 
 
+class _CountPerBundle(beam.DoFn):
+    """``element -> (name, n)``: the counts ``counts_of(element)`` gives, summed over each bundle and given out at its
+    end in the global window (batch runs, whose counts are one total). Counted one by one, a million quarantined
+    readings (a sensor that sent "n/a" for a month) went through Beam as two million counts."""
+
+    def __init__(self, counts_of):
+        self.counts_of = counts_of
+
+    def start_bundle(self):
+        self._sums: dict = {}
+
+    def process(self, element):
+        for name, n in self.counts_of(element):
+            self._sums[name] = self._sums.get(name, 0) + n
+
+    def finish_bundle(self):
+        sums, self._sums = self._sums, {}
+        for item in sums.items():
+            yield WindowedValue(item, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
 def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness_s: float = 0.0,
            keep_open_s: float = 0.0, watch_models_s: float | None = None, calibration_state_to: str = "") -> dict:
     """Validate, window, score and alert: every step of the graph but the sinks. ``streaming``: panes are
@@ -130,8 +153,10 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         if sw.forecast is not None and forecast_window(sw.windows) is not None:
             yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
 
+    # a stream's counts go by event time (its flush windows); a batch run's are one total
+    count_quarantine = beam.FlatMap(quarantine_counts) if streaming else beam.ParDo(_CountPerBundle(quarantine_counts))
     count_parts = {"Read": read.counts, "Window": windows.counts,
-                   "Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts),
+                   "Quarantine": quarantine | "CountQuarantine" >> count_quarantine,
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
                    "Alerts": built.closed | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
                    "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.alerts import describe_incident, forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
@@ -128,18 +129,79 @@ def _write_decoded(table: pa.Table, f) -> None:
 
 
 def quarantine_records_table(rows: list[Quarantined]) -> pa.Table:
-    """The quarantine sink's table of ``rows``, its ``raw`` column dictionary-encoded: every reading of a wide row
+    """The quarantine sink's table of ``rows``, its text columns dictionary-encoded: every reading of a wide row
     is a record with the row's text, so a row of 500 columns the model lacks repeats its text 500 times (a 1.7 MB
-    Parquet file of 300 such rows had made a 4.3 GB element, beyond gRPC's 2 GB, and 13 GB of memory).
-    ``write_parquet`` writes it with the plain ``QUARANTINE_SCHEMA``."""
-    rest = pa.schema([field for field in QUARANTINE_SCHEMA if field.name != "raw"])
-    index: dict = {}
-    codes = [index.setdefault(q.raw, len(index)) for q in rows]
-    raw = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(index), pa.string()))
-    plain = to_table(rows, rest)
-    schema = pa.schema([field.with_type(raw.type) if field.name == "raw" else field for field in QUARANTINE_SCHEMA],
-                       metadata=QUARANTINE_SCHEMA.metadata)
-    return pa.Table.from_arrays([raw if name == "raw" else plain[name] for name in schema.names], schema=schema)
+    Parquet file of 300 such rows had made a 4.3 GB element, beyond gRPC's 2 GB, and 13 GB of memory), and a
+    sensor that sends "n/a" for a month repeats one reason a million times. ``write_parquet`` writes it with the
+    plain ``QUARANTINE_SCHEMA``."""
+    arrays, fields = [], []
+    for field in QUARANTINE_SCHEMA:
+        values = [getattr(q, field.name) for q in rows]
+        if pa.types.is_string(field.type):
+            index: dict = {}
+            codes = [index.setdefault(v, len(index)) for v in values]
+            array = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(index), pa.string()))
+            field = field.with_type(array.type)
+        else:
+            array = pa.array(values, type=field.type)
+        arrays.append(array)
+        fields.append(field)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=QUARANTINE_SCHEMA.metadata))
+
+
+class _PackQuarantine(beam.DoFn):
+    """``Quarantined -> (source, table)``: a batch run's quarantined records packed per source, window and bundle
+    into tables of at most ``rows`` records (``quarantine_records_table``) before they are grouped. Grouped one
+    by one, a million records (a sensor that sent "n/a" for a month) had taken 2.8 GB and most of the run's 83 s:
+    each went through the grouping as a pickled record and came out as Python objects again."""
+
+    def __init__(self, rows: int = 50_000):
+        self.rows = rows
+
+    def start_bundle(self):
+        self._held: dict = {}  # (source, window) -> records
+
+    def process(self, q: Quarantined, window=beam.DoFn.WindowParam):
+        held = self._held.setdefault((q.source, window), [])
+        held.append(q)
+        if len(held) >= self.rows:
+            del self._held[(q.source, window)]
+            yield q.source, quarantine_records_table(held)
+
+    def finish_bundle(self):
+        held, self._held = self._held, {}
+        for (source, window), records in held.items():
+            yield WindowedValue((source, quarantine_records_table(records)), window.max_timestamp(), [window])
+
+
+def _merged_quarantine(source: str, tables) -> pa.Table:
+    """One source's packed tables (``_PackQuarantine``) as one, its records given their raw lines
+    (``fill_raw_lines``) and in the order of (line, column, stage, reason_code, reason)."""
+    table = pa.concat_tables(list(tables)).unify_dictionaries().combine_chunks()
+    raw = table.column("raw").chunk(0)
+    texts = raw.dictionary.to_pylist()
+    codes = raw.indices.to_numpy(zero_copy_only=False).copy()
+    lines = table.column("line").to_numpy()
+    lacking = np.isin(codes, [code for code, text in enumerate(texts) if not text]) & (lines > 0)
+    found = _raw_lines(source, set(lines[lacking].tolist())) if lacking.any() else {}
+    if found:
+        code_of = {line: len(texts) + k for k, line in enumerate(found)}
+        rows = np.flatnonzero(lacking)
+        filled = np.array([code_of.get(line, -1) for line in lines[rows].tolist()], dtype=np.int64)
+        codes[rows[filled >= 0]] = filled[filled >= 0]
+        raw = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(texts + list(found.values()),
+                                                                                    pa.string()))
+        table = table.set_column(table.schema.get_field_index("raw"), pa.field("raw", raw.type, nullable=False), raw)
+
+    def rank(name):  # a text column's order, as Python orders its strings
+        column = table.column(name).chunk(0)
+        values = np.asarray(column.dictionary.to_pylist(), dtype=object)
+        ranks = np.empty(len(values), dtype=np.int64)
+        ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+        return ranks[column.indices.to_numpy(zero_copy_only=False)]
+
+    order = np.lexsort((rank("reason"), rank("reason_code"), rank("stage"), rank("column"), lines))
+    return table.take(pa.array(order))
 
 
 def file_in_the_way(path: str) -> str | None:
@@ -267,12 +329,20 @@ def _pane_file(sink: str, entity: str, pane: int, suffix: str = "") -> str:
 
 def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]:
     """Give records that lack their raw text (quarantined after parsing) the untouched line from ``source``."""
+    found = _raw_lines(source, {q.line for q in records if not q.raw and q.line > 0})
+    if not found:
+        return records
+    return [q._replace(raw=found.get(q.line, q.raw)) if not q.raw else q for q in records]
+
+
+def _raw_lines(source: str, wanted: set) -> dict[int, str]:
+    """``{line: untouched text}`` of the ``wanted`` lines (rows of a Parquet file) of ``source``; none for a
+    message source, or a source that is no longer there."""
     from seqwatch.pipelines.validate import MESSAGE_SOURCE_PREFIXES
 
-    wanted = {q.line for q in records if not q.raw and q.line > 0}
     # A message source is never a file, even where a file of its name happens to lie in the working folder.
     if not wanted or source.startswith(MESSAGE_SOURCE_PREFIXES) or not FileSystems.exists(source):
-        return records
+        return {}
     from seqwatch.pipelines.parsing import raw_json
     from seqwatch.pipelines.sources import is_parquet, open_text
 
@@ -291,7 +361,7 @@ def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]
                     found[number] = text.rstrip("\r\n")
                 if number >= last:
                     break
-    return [q._replace(raw=found.get(q.line, q.raw)) if not q.raw else q for q in records]
+    return found
 
 
 class WriteOutputs(beam.PTransform):
@@ -337,16 +407,19 @@ class WriteOutputs(beam.PTransform):
 
         streaming = self.flush_window_s is not None
 
-        def quarantine_table(source, rows, window_start_us=None):
-            rows = sorted(fill_raw_lines(source, list(rows)),
-                          key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
+        def quarantine_file(source, window_start_us=None):
             name = (_cleaned(PurePath(source).name) or "source") + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
             if window_start_us is not None:
-                return f"quarantine/{name}/{window_start_us}{suffix}.parquet", quarantine_records_table(rows)
-            return f"quarantine/{name}.parquet", quarantine_records_table(rows)
+                return f"quarantine/{name}/{window_start_us}{suffix}.parquet"
+            return f"quarantine/{name}.parquet"
 
-        keyed = quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
+        def quarantine_table(source, rows, window_start_us):
+            rows = sorted(fill_raw_lines(source, list(rows)),
+                          key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
+            return quarantine_file(source, window_start_us), quarantine_records_table(rows)
+
         if streaming:
+            keyed = quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
             # Per source and flush window; a record that arrives after its window was written goes out with the
             # next one (never dropped as late: see seqwatch.pipelines.flush).
             releases = keyed | "FlushQuarantine" >> FlushPerWindow(self.flush_window_s)
@@ -355,8 +428,11 @@ class WriteOutputs(beam.PTransform):
             flushed_late = releases | "CountFlushedLate" >> beam.FlatMap(
                 lambda r: [("flushed_late.quarantine", r.late)] if r.late else [])
         else:
-            quarantine_tables = (keyed | "GroupQuarantine" >> beam.GroupByKey()
-                                 | "QuarantineTables" >> beam.MapTuple(quarantine_table))
+            quarantine_tables = (quarantine | "PackQuarantine" >> beam.ParDo(_PackQuarantine())
+                                 | "GroupQuarantine" >> beam.GroupByKey()
+                                 | "QuarantineTables" >> beam.MapTuple(
+                                     lambda source, tables: (quarantine_file(source),
+                                                             _merged_quarantine(source, tables))))
 
         parts = {
             "Score": scored | "ScoreTables" >> beam.FlatMap(scores_table),
