@@ -74,6 +74,7 @@ DEFAULT_MAX_BATCH = 5_000
 DEFAULT_REPLAY_MAX_WAIT_S = 5.0
 KAFKA_START = ("committed", "earliest", "latest")
 _ENDLESS = sys.maxsize  # the stop of an unbounded offset range
+QUIET_TOPIC_CHECK_S = 10.0  # a Kafka topic without messages for this long is looked up on the broker
 _STAGE = "parse"
 _ORIGIN_ENTITY = "\x00origin"  # the field a wide message's entity from its topic or key travels in (no JSON key)
 
@@ -687,6 +688,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         self._unreachable = False  # a probe found no broker: an outage, until one answers
         self._probed_at = 0.0
         self._said = set()  # the kinds of other errors said so far
+        self._gone: set = set()  # topics the broker no longer has, said once each (``_topic_gone``)
 
     def _broker_error(self, error) -> None:
         """librdkafka's error callback (its own log lines, a FAIL line per connection attempt, are silenced). A
@@ -732,7 +734,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             return self._unreachable
         self._probed_at = now
         try:
-            consumer.list_topics(topic, timeout=2)
+            metadata = consumer.list_topics(topic, timeout=2)
         except KafkaException as exc:
             if not self._unreachable:
                 reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
@@ -742,10 +744,29 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             self._unreachable = True
             return True
         self._suspect = False
+        self._topic_gone(topic, metadata)
         if not self._unreachable:
             return False
         self._broker_back()
         return True
+
+    def _topic_gone(self, topic: str, metadata) -> None:
+        """Say once when the broker no longer has ``topic`` (deleted under the stream). A consumer of assigned
+        partitions gets no error for that: the stream had read on as if the topic were quiet (bug hunt of delivery
+        semantics). A topic created again under that name is said otherwise (``_read``: its offsets go back)."""
+        from confluent_kafka import KafkaError
+
+        found = metadata.topics.get(topic)
+        gone = found is None or (found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART)
+        if gone and topic not in self._gone:
+            self._gone.add(topic)
+            logging.getLogger(__name__).warning(
+                "the Kafka broker at %s no longer has the topic %s (deleted?): this stream reads nothing more from "
+                "it%s", self.bootstrap_servers, topic,
+                "" if self.stop_after_idle_s is None else f", and ends after --stop-after-idle "
+                                                          f"({self.stop_after_idle_s:g} s) as for a quiet topic")
+        elif not gone:
+            self._gone.discard(topic)
 
     def _broker_back(self) -> None:
         logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
@@ -848,7 +869,10 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             if self._unreachable:  # messages came: the broker answers again
                 self._broker_back()
         idle = self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s
-        if not received and (idle or self._suspect or self._unreachable) and self._broker_down(consumer, topic):
+        # a topic quiet for a while is asked after too (at most every 2 s): the broker may have lost it
+        quiet = not received and clocks.idle_for() >= QUIET_TOPIC_CHECK_S
+        if not received and (idle or quiet or self._suspect or self._unreachable) and self._broker_down(consumer,
+                                                                                                        topic):
             idle = False
         if idle:
             tracker.try_claim(_END)

@@ -386,6 +386,45 @@ def test_a_kafka_topic_deleted_and_created_again_under_a_stream_ends_it_in_one_s
 
 
 @pytest.mark.slow
+def test_a_kafka_topic_deleted_under_a_stream_is_said_once_and_the_stream_ends_as_idle(
+        small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
+    """Bug hunt of delivery semantics: a consumer of assigned partitions gets no error when their topic is deleted,
+    and the stream read on as if the topic were quiet. Now a topic quiet for 10 s is looked up on the broker, and
+    its loss is said in one line; --stop-after-idle then ends the stream, with what it read written."""
+    from confluent_kafka.admin import AdminClient
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=200, seed=8)
+    kafka_broker.create_topic("pumps-deleted", partitions=1)
+    producer = kafka_broker.producer()
+    for row in readings.itertuples(index=False):
+        producer.produce("pumps-deleted", json.dumps({
+            "entity_id": row.entity_id, "channel": row.channel, "timestamp": row.timestamp.isoformat(),
+            "value": round(float(row.value), 4)}).encode())
+    assert producer.flush(30) == 0
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    with open(log_path, "w") as log:
+        stream = subprocess.Popen(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
+                                                  "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
+                                                  "pumps-deleted", "--stop-after-idle", "20"),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            stream_outputs.wait_for_scores(stream, out, log_path)
+            admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+            for future in admin.delete_topics(["pumps-deleted"], operation_timeout=30).values():
+                future.result(timeout=60)
+            returncode = stream.wait(timeout=300)
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+    text = log_path.read_text()
+    assert returncode == 0 and "Traceback" not in text, text[-3000:]
+    said = (f"the Kafka broker at {kafka_broker.bootstrap_servers} no longer has the topic pumps-deleted (deleted?): "
+            f"this stream reads nothing more from it, and ends after --stop-after-idle (20 s) as for a quiet topic")
+    assert text.count(said) == 1, text[-3000:]
+    assert f"records in {len(readings)} = scored {len(readings)} + quarantined 0" in text, text[-3000:]
+
+
+@pytest.mark.slow
 def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_streams_files(
         long_readings, small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
     """Bug hunt of broker sources: a stream restarted into its --output, without --group-id, read the whole topic
