@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -135,8 +136,8 @@ def quarantine_records_table(rows: list[Quarantined]) -> pa.Table:
     sensor that sends "n/a" for a month repeats one reason a million times. ``write_parquet`` writes it with the
     plain ``QUARANTINE_SCHEMA``."""
     arrays, fields = [], []
-    for field in QUARANTINE_SCHEMA:
-        values = [getattr(q, field.name) for q in rows]
+    columns = list(zip(*rows)) if rows else [()] * len(QUARANTINE_SCHEMA)  # a record's fields, in the schema's order
+    for field, values in zip(QUARANTINE_SCHEMA, columns):
         if pa.types.is_string(field.type):
             index: dict = {}
             codes = [index.setdefault(v, len(index)) for v in values]
@@ -150,7 +151,7 @@ def quarantine_records_table(rows: list[Quarantined]) -> pa.Table:
 
 
 class _PackQuarantine(beam.DoFn):
-    """``Quarantined -> (source, table)``: a batch run's quarantined records packed per source, window and bundle
+    """``Quarantined -> (source, table)``: a batch run's quarantined records packed per source and bundle
     into tables of at most ``rows`` records (``quarantine_records_table``) before they are grouped. Grouped one
     by one, a million records (a sensor that sent "n/a" for a month) had taken 2.8 GB and most of the run's 83 s:
     each went through the grouping as a pickled record and came out as Python objects again."""
@@ -159,19 +160,23 @@ class _PackQuarantine(beam.DoFn):
         self.rows = rows
 
     def start_bundle(self):
-        self._held: dict = {}  # (source, window) -> records
+        self._held: dict = {}  # source -> records
 
-    def process(self, q: Quarantined, window=beam.DoFn.WindowParam):
-        held = self._held.setdefault((q.source, window), [])
+    def process(self, q: Quarantined):
+        held = self._held.get(q.source)
+        if held is None:
+            held = self._held[q.source] = []
         held.append(q)
         if len(held) >= self.rows:
-            del self._held[(q.source, window)]
+            del self._held[q.source]
             yield q.source, quarantine_records_table(held)
 
     def finish_bundle(self):
+        # a batch run's records are all in the global window (one file per source)
         held, self._held = self._held, {}
-        for (source, window), records in held.items():
-            yield WindowedValue((source, quarantine_records_table(records)), window.max_timestamp(), [window])
+        for source, records in held.items():
+            yield WindowedValue((source, quarantine_records_table(records)), GlobalWindow().max_timestamp(),
+                                [GlobalWindow()])
 
 
 def _merged_quarantine(source: str, tables) -> pa.Table:
