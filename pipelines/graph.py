@@ -98,13 +98,16 @@ class _CountPerBundle(beam.DoFn):
 
 
 def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness_s: float = 0.0,
-           keep_open_s: float = 0.0, watch_models_s: float | None = None, calibration_state_to: str = "") -> dict:
+           keep_open_s: float = 0.0, watch_models_s: float | None = None, calibration_state_to: str = "",
+           flatten_quarantine: bool = True) -> dict:
     """Validate, window, score and alert: every step of the graph but the sinks. ``streaming``: panes are
     scored as their windows fire and an incident is also announced when it opens (``opened``); batch: panes
     that one file holds alone are cut where it is read (``plan.spans``) and all panes are scored together at
     the end. ``calibration_state_to`` (batch with online calibration): where to write each entity's calibration
     for a later run. Returns the PCollections by name, and under ``counts`` the ``(name, n)`` counts of every
-    step, in the global window."""
+    step, in the global window. Batch: also the quarantined records of each step apart (``quarantine_read``,
+    ``quarantine_validate``, ``quarantine_window``); ``flatten_quarantine=False`` leaves out ``quarantine``, all
+    of them in one PCollection, which a runner may hold whole when nothing reads it."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us,
@@ -141,7 +144,9 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=streaming, cooldown_us=cfg.alert_cooldown_us)
-    quarantine = ((read.quarantine, valid.quarantine, windows.quarantine) | "AllQuarantine" >> beam.Flatten())
+    quarantine_parts = {"read": read.quarantine, "validate": valid.quarantine, "window": windows.quarantine}
+    quarantine = (tuple(quarantine_parts.values()) | "AllQuarantine" >> beam.Flatten() if flatten_quarantine or
+                  streaming else None)
 
     def quarantine_counts(q):
         yield "records_quarantined", q.records
@@ -153,10 +158,12 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         if sw.forecast is not None and forecast_window(sw.windows) is not None:
             yield "forecast_rows", sw.forecast.shape[1] * sw.forecast.shape[2]
 
-    # a stream's counts go by event time (its flush windows); a batch run's are one total
-    count_quarantine = beam.FlatMap(quarantine_counts) if streaming else beam.ParDo(_CountPerBundle(quarantine_counts))
-    count_parts = {"Read": read.counts, "Window": windows.counts,
-                   "Quarantine": quarantine | "CountQuarantine" >> count_quarantine,
+    if streaming:  # a stream's counts go by event time (its flush windows)
+        quarantine_counted = {"Quarantine": quarantine | "CountQuarantine" >> beam.FlatMap(quarantine_counts)}
+    else:  # a batch run's are one total: summed per bundle where the records are made, before any stage boundary
+        quarantine_counted = {f"Quarantine{part.title()}": records | f"CountQuarantine{part.title()}" >> beam.ParDo(
+            _CountPerBundle(quarantine_counts)) for part, records in quarantine_parts.items()}
+    count_parts = {"Read": read.counts, "Window": windows.counts, **quarantine_counted,
                    "Scored": scored | "CountScored" >> beam.FlatMap(scored_counts),
                    "Alerts": built.closed | "CountAlerts" >> beam.Map(lambda a: ("alerts", 1)),
                    "Opened": built.opened | "CountOpened" >> beam.Map(lambda a: ("alerts_opened", 1))}
@@ -166,8 +173,11 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                for name, pcoll in count_parts.items()]
               | "StepCounts" >> beam.Flatten())
-    return {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
-            "alerts": built.closed, "opened": built.opened, "quarantine": quarantine, "counts": counts}
+    found = {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
+             "alerts": built.closed, "opened": built.opened, "quarantine": quarantine, "counts": counts}
+    if not streaming:  # for the batch sink, which packs each part where it is made (``WriteOutputs``)
+        found |= {f"quarantine_{part}": records for part, records in quarantine_parts.items()}
+    return found
 
 
 def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_window_s: float | None = None,
@@ -182,11 +192,12 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     from then on; ``archive_window_s`` (streaming): also write the readings that passed validation under
     ``readings/``, one file per entity and event-time window of this length; ``file_suffix`` (streaming): ends
     the names of the files written per pane or flush window (a restarted stream's: ``.s2``). Returns the main
-    PCollections by name (for tests). A batch run with online calibration also writes each entity's calibration
-    (``calibration_state.STATE_FILE``) for a later run's ``--calibration-from``."""
+    PCollections by name (for tests; a batch run's ``quarantine`` is None: each step's records are packed apart).
+    A batch run with online calibration also writes each entity's calibration (``calibration_state.STATE_FILE``)
+    for a later run's ``--calibration-from``."""
     keep_state = flush_window_s is None and plan.config.writes_calibration_state
     found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s,
-                   FileSystems.join(root, STATE_FILE) if keep_state else "")
+                   FileSystems.join(root, STATE_FILE) if keep_state else "", flatten_quarantine=False)
     counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix)
     return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
                                            "quarantine")} | {"counts": counts}
@@ -198,7 +209,8 @@ def write_detections(found: dict, run_id: str, root: str, flush_window_s: float 
     ``valid`` with an archive) under ``root``: Parquet files, and the counts (with the sinks' own) as
     ``counts.json`` (batch) or ``counts/<window start>.json`` per flush window (streaming, ``flush_window_s``).
     Returns the counts written (a dict, or ``(window start, dict)`` pairs)."""
-    outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine")}
+    outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine") if found[name] is not None}
+    outputs |= {name: pcoll for name, pcoll in found.items() if name.startswith("quarantine_")}
     if archive_window_s is not None:
         outputs["readings"] = found["valid"]
     written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s, file_suffix)
