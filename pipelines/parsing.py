@@ -842,9 +842,7 @@ def _values_at(values, rows: np.ndarray) -> list:
     at once: taken one by one (``.iloc[i]`` of an Arrow-backed Series), a million bad values took 27 s."""
     if not len(rows):
         return []
-    if isinstance(values, pd.Series):
-        return values.iloc[rows].tolist()
-    return list(values.take(rows) if hasattr(values, "take") else values[rows])
+    return values.iloc[rows].tolist() if isinstance(values, pd.Series) else list(values.take(rows))
 
 
 def _explained(values: list, explain: Callable) -> list[str]:

@@ -180,9 +180,12 @@ class _PackQuarantine(beam.DoFn):
 
 
 def _merged_quarantine(source: str, tables) -> pa.Table:
-    """One source's packed tables (``_PackQuarantine``) as one, its records given their raw lines
-    (``fill_raw_lines``) and in the order of (line, column, stage, reason_code, reason)."""
+    """One source's quarantine tables (``quarantine_records_table``: a batch run's packed parts, or a stream's
+    records of one flush window) as one, in the order of (line, column, stage, reason_code, reason); records
+    that lack their raw text (quarantined after parsing) get the untouched line from ``source``."""
     table = pa.concat_tables(list(tables)).unify_dictionaries().combine_chunks()
+    if not table.num_rows:
+        return table
     raw = table.column("raw").chunk(0)
     texts = raw.dictionary.to_pylist()
     codes = raw.indices.to_numpy(zero_copy_only=False).copy()
@@ -332,14 +335,6 @@ def _pane_file(sink: str, entity: str, pane: int, suffix: str = "") -> str:
     return f"{sink}/{safe_name(entity)}/pane-{pane:+09d}{suffix}.parquet"
 
 
-def fill_raw_lines(source: str, records: list[Quarantined]) -> list[Quarantined]:
-    """Give records that lack their raw text (quarantined after parsing) the untouched line from ``source``."""
-    found = _raw_lines(source, {q.line for q in records if not q.raw and q.line > 0})
-    if not found:
-        return records
-    return [q._replace(raw=found.get(q.line, q.raw)) if not q.raw else q for q in records]
-
-
 def _raw_lines(source: str, wanted: set) -> dict[int, str]:
     """``{line: untouched text}`` of the ``wanted`` lines (rows of a Parquet file) of ``source``; none for a
     message source, or a source that is no longer there."""
@@ -418,18 +413,14 @@ class WriteOutputs(beam.PTransform):
                 return f"quarantine/{name}/{window_start_us}{suffix}.parquet"
             return f"quarantine/{name}.parquet"
 
-        def quarantine_table(source, rows, window_start_us):
-            rows = sorted(fill_raw_lines(source, list(rows)),
-                          key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason))
-            return quarantine_file(source, window_start_us), quarantine_records_table(rows)
-
         if streaming:
             keyed = quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
             # Per source and flush window; a record that arrives after its window was written goes out with the
             # next one (never dropped as late: see seqwatch.pipelines.flush).
             releases = keyed | "FlushQuarantine" >> FlushPerWindow(self.flush_window_s)
             quarantine_tables = releases | "QuarantineTables" >> beam.Map(
-                lambda r: quarantine_table(r.key, r.items, r.start_us))
+                lambda r: (quarantine_file(r.key, r.start_us),
+                           _merged_quarantine(r.key, [quarantine_records_table(list(r.items))])))
             flushed_late = releases | "CountFlushedLate" >> beam.FlatMap(
                 lambda r: [("flushed_late.quarantine", r.late)] if r.late else [])
         else:

@@ -9,7 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from seqwatch.pipelines.graph import _CountPerBundle
-from seqwatch.pipelines.sinks import (_merged_quarantine, _PackQuarantine, fill_raw_lines, quarantine_records_table,
+from seqwatch.pipelines.sinks import (_merged_quarantine, _PackQuarantine, _raw_lines, quarantine_records_table,
                                       write_parquet)
 from seqwatch.schemas.arrow import QUARANTINE_SCHEMA
 from seqwatch.schemas.elements import Quarantined
@@ -39,8 +39,12 @@ def test_packed_tables_merge_into_the_file_the_records_make_one_by_one(tmp_path)
     path.write_text("entity_id,channel,timestamp,value\n" + "".join(
         f"pump-01,flow,2026-01-05T00:00:{s:02d}Z,{s}.5\n" for s in range(40)))
     records = _records(str(path), seed=3)
-    expected = quarantine_records_table(sorted(fill_raw_lines(str(path), records),
-                                               key=lambda q: (q.line, q.column, q.stage, q.reason_code, q.reason)))
+    # record by record, as the sink had written them: each record without its raw text given its line, then sorted
+    found = _raw_lines(str(path), {q.line for q in records if not q.raw and q.line > 0})
+    filled = [q if q.raw else q._replace(raw=found.get(q.line, "")) for q in records]
+    expected = quarantine_records_table(sorted(filled, key=lambda q: (q.line, q.column, q.stage, q.reason_code,
+                                                                      q.reason)))
+    assert len(found) > 10 and sum(not q.raw for q in filled) == 1  # only the record of no line stays without
     parts = [quarantine_records_table(records[a:b]) for a, b in ((0, 7), (7, 8), (8, 40), (40, len(records)))]
     merged = _merged_quarantine(str(path), parts)
     assert merged.num_rows == len(records) > 50
@@ -51,6 +55,11 @@ def test_packed_tables_merge_into_the_file_the_records_make_one_by_one(tmp_path)
     write_parquet(str(written), merged)
     assert pq.read_schema(written).equals(QUARANTINE_SCHEMA, check_metadata=True)
     assert pq.read_table(written).to_pylist() == expected.to_pylist()
+
+
+def test_no_records_merge_into_an_empty_table_with_the_sinks_columns():
+    merged = _merged_quarantine("a.csv", [quarantine_records_table([])])
+    assert merged.num_rows == 0 and merged.schema.names == QUARANTINE_SCHEMA.names
 
 
 def test_a_source_that_is_gone_keeps_its_records_without_raw_text(tmp_path):

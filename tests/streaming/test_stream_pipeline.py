@@ -334,51 +334,67 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
     assert ended - max(written) > 15, "the last scores and alerts waited for the end of the job"
 
 
+def _publish_json(broker, topic: str, frame) -> None:
+    """``frame``'s readings as JSON messages on ``topic``, each delivered."""
+    producer = broker.producer()
+    for row in frame.itertuples(index=False):
+        producer.produce(topic, json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                            "timestamp": row.timestamp.isoformat(),
+                                            "value": round(float(row.value), 4)}).encode())
+    assert producer.flush(30) == 0
+
+
+def _kafka_stream_while(broker, topic: str, idle_s: int, model_dir, prism_location, tmp_path, stream_outputs,
+                        meanwhile) -> tuple[int, str]:
+    """``(exit code, log)`` of a stream of ``topic`` with ``--stop-after-idle idle_s``; once it has written
+    scores, ``meanwhile(admin)`` runs (an ``AdminClient`` of ``broker``)."""
+    from confluent_kafka.admin import AdminClient
+
+    out, log_path = tmp_path / "out", tmp_path / "stream.log"
+    with open(log_path, "w") as log:
+        stream = subprocess.Popen(_stream_command(model_dir, out, prism_location, "--source", "kafka",
+                                                  "--bootstrap-servers", broker.bootstrap_servers, "--topic", topic,
+                                                  "--stop-after-idle", str(idle_s)),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            stream_outputs.wait_for_scores(stream, out, log_path)
+            meanwhile(AdminClient({"bootstrap.servers": broker.bootstrap_servers}))
+            returncode = stream.wait(timeout=300)
+        finally:
+            if stream.poll() is None:
+                stream.kill()
+    return returncode, log_path.read_text()
+
+
+def _delete_topic(admin, topic: str) -> None:
+    for future in admin.delete_topics([topic], operation_timeout=30).values():
+        future.result(timeout=60)
+
+
 @pytest.mark.slow
 def test_a_kafka_topic_deleted_and_created_again_under_a_stream_ends_it_in_one_sentence(
         small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
     """Bug hunt of delivery semantics: the Kafka client jumps to a recreated topic's first offset, below the
     reader's claimed position, and the claim failed the job (7 tracebacks, exit 1, no counts, what the job held
     lost). Now the reader says what happened in one sentence and ends; what it read before is written."""
-    from confluent_kafka.admin import AdminClient
-
     readings, _ = generate_sensor_data(n_entities=2, n_steps=200, seed=7)
     kafka_broker.create_topic("pumps-recreated", partitions=1)
-    producer = kafka_broker.producer()
+    _publish_json(kafka_broker, "pumps-recreated", readings)
 
-    def publish(frame):
-        for row in frame.itertuples(index=False):
-            producer.produce("pumps-recreated", json.dumps({
-                "entity_id": row.entity_id, "channel": row.channel, "timestamp": row.timestamp.isoformat(),
-                "value": round(float(row.value), 4)}).encode())
-        assert producer.flush(30) == 0
+    def delete_and_create_again(admin):
+        _delete_topic(admin, "pumps-recreated")
+        deadline = time.monotonic() + 60
+        while True:  # the deletion completes in the background
+            try:
+                kafka_broker.create_topic("pumps-recreated", partitions=1)
+                break
+            except Exception:  # noqa: BLE001 - TOPIC_ALREADY_EXISTS while it is being deleted
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        _publish_json(kafka_broker, "pumps-recreated", readings.iloc[:320])
 
-    publish(readings)
-    out, log_path = tmp_path / "out", tmp_path / "stream.log"
-    with open(log_path, "w") as log:
-        stream = subprocess.Popen(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
-                                                  "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
-                                                  "pumps-recreated", "--stop-after-idle", "60"),
-                                  stdout=log, stderr=subprocess.STDOUT)
-        try:
-            stream_outputs.wait_for_scores(stream, out, log_path)
-            admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-            for future in admin.delete_topics(["pumps-recreated"], operation_timeout=30).values():
-                future.result(timeout=60)
-            deadline = time.monotonic() + 60
-            while True:  # the deletion completes in the background
-                try:
-                    kafka_broker.create_topic("pumps-recreated", partitions=1)
-                    break
-                except Exception:  # noqa: BLE001 - TOPIC_ALREADY_EXISTS while it is being deleted
-                    assert time.monotonic() < deadline
-                    time.sleep(0.5)
-            publish(readings.iloc[:320])
-            returncode = stream.wait(timeout=300)
-        finally:
-            if stream.poll() is None:
-                stream.kill()
-    text = log_path.read_text()
+    returncode, text = _kafka_stream_while(kafka_broker, "pumps-recreated", 60, small_model_dir, prism_location,
+                                           tmp_path, stream_outputs, delete_and_create_again)
     assert returncode == 0 and "Traceback" not in text, text[-3000:]
     assert ("partition 0 of the Kafka topic pumps-recreated went back from offset 1600 to 0, as when the topic is "
             "deleted and created again: this stream stops reading the topic here") in text, text[-3000:]
@@ -391,32 +407,12 @@ def test_a_kafka_topic_deleted_under_a_stream_is_said_once_and_the_stream_ends_a
     """Bug hunt of delivery semantics: a consumer of assigned partitions gets no error when their topic is deleted,
     and the stream read on as if the topic were quiet. Now a topic quiet for 10 s is looked up on the broker, and
     its loss is said in one line; --stop-after-idle then ends the stream, with what it read written."""
-    from confluent_kafka.admin import AdminClient
-
     readings, _ = generate_sensor_data(n_entities=2, n_steps=200, seed=8)
     kafka_broker.create_topic("pumps-deleted", partitions=1)
-    producer = kafka_broker.producer()
-    for row in readings.itertuples(index=False):
-        producer.produce("pumps-deleted", json.dumps({
-            "entity_id": row.entity_id, "channel": row.channel, "timestamp": row.timestamp.isoformat(),
-            "value": round(float(row.value), 4)}).encode())
-    assert producer.flush(30) == 0
-    out, log_path = tmp_path / "out", tmp_path / "stream.log"
-    with open(log_path, "w") as log:
-        stream = subprocess.Popen(_stream_command(small_model_dir, out, prism_location, "--source", "kafka",
-                                                  "--bootstrap-servers", kafka_broker.bootstrap_servers, "--topic",
-                                                  "pumps-deleted", "--stop-after-idle", "20"),
-                                  stdout=log, stderr=subprocess.STDOUT)
-        try:
-            stream_outputs.wait_for_scores(stream, out, log_path)
-            admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
-            for future in admin.delete_topics(["pumps-deleted"], operation_timeout=30).values():
-                future.result(timeout=60)
-            returncode = stream.wait(timeout=300)
-        finally:
-            if stream.poll() is None:
-                stream.kill()
-    text = log_path.read_text()
+    _publish_json(kafka_broker, "pumps-deleted", readings)
+    returncode, text = _kafka_stream_while(kafka_broker, "pumps-deleted", 20, small_model_dir, prism_location,
+                                           tmp_path, stream_outputs, lambda admin: _delete_topic(admin,
+                                                                                                 "pumps-deleted"))
     assert returncode == 0 and "Traceback" not in text, text[-3000:]
     said = (f"the Kafka broker at {kafka_broker.bootstrap_servers} no longer has the topic pumps-deleted (deleted?): "
             f"this stream reads nothing more from it, and ends after --stop-after-idle (20 s) as for a quiet topic")
