@@ -1095,17 +1095,19 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (leave out --runner: "
                        "Prism): the DirectRunner's timers do not hold the watermark, so calibrated windows could "
                        "reach the incident merge too late")
-    try:  # Prism unless --runner names another; its binary is looked for (or fetched) now, not when the job starts
-        beam_args = stream_runner_args(beam_args, args.source,
-                                       source_ends=args.source == "replay" or args.stop_after_idle is not None)
-    except StreamRunnerError as exc:
-        raise CliError(str(exc)) from None
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration,
                            earliest_us=_earliest_us(args))
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    # Prism unless --runner names another; its binary is looked for (or fetched) now, not when the job starts, and
+    # after the flags, the model and the output folder were checked (a missing Prism had hidden their sentences)
+    try:
+        beam_args = stream_runner_args(beam_args, args.source,
+                                       source_ends=args.source == "replay" or args.stop_after_idle is not None)
+    except StreamRunnerError as exc:
         raise CliError(str(exc)) from None
     try:  # the stream holds its output folder until it ends (pipelines/output_lock.py)
         with output_lock(args.output, "stream", plan.run_id):

@@ -206,7 +206,10 @@ def test_a_stream_refused_before_its_job_is_not_counted_as_a_start(small_model_d
     from seqwatch.pipelines.streaming import STREAM_SETTINGS_FILE
 
     out = tmp_path / "out"
+    # on the DirectRunner (a stream that ends when idle), so that the test needs no Prism: the broker check comes
+    # after the runner's
     code = main(["stream", "--source", "mqtt", "--mqtt-broker", "127.0.0.1:9", "--topic", "plant/+/readings",
-                 "--model-dir", str(small_model_dir), "--output", str(out)])
+                 "--model-dir", str(small_model_dir), "--output", str(out), "--stop-after-idle", "5",
+                 "--runner=DirectRunner"])
     assert code == 2 and "127.0.0.1:9" in capsys.readouterr().err
     assert not (out / STREAM_SETTINGS_FILE).exists()
