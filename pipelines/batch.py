@@ -31,7 +31,7 @@ from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.windows import pane_floor
-from seqwatch.pipelines.sinks import delete_path, prepare_output_folder
+from seqwatch.pipelines.sinks import PACKED_QUARANTINE_ROWS, delete_path, prepare_output_folder
 from seqwatch.pipelines.sources import (FileReader, InputChangedError, ReadInputFiles, decimal_comma_clash,
                                         expand_inputs, read_header)
 from seqwatch.schemas.mapping import renaming_hint
@@ -217,7 +217,8 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
     """Add the batch graph to ``p``: files in, the shared scoring graph, outputs under ``plan.staging``."""
     cfg = plan.config
-    read = p | "ReadInputs" >> ReadInputFiles(list(plan.paths), cfg.mapping, plan.run_id, cfg.chunk_rows)
+    read = p | "ReadInputs" >> ReadInputFiles(list(plan.paths), cfg.mapping, plan.run_id, cfg.chunk_rows,
+                                              packed_quarantine=PACKED_QUARANTINE_ROWS)
     return build_scoring_graph(SourceOutputs(read.readings, read.quarantine, read.counts), plan, plan.staging)
 
 

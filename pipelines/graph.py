@@ -25,6 +25,7 @@ from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.sinks import WriteOutputs
 from seqwatch.pipelines.validate import ValidateReadings
 from seqwatch.pipelines.windows import WindowReadings
+from seqwatch.schemas.elements import PackedQuarantine
 from seqwatch.schemas.validation import StatefulRules
 
 COUNTS_FILE = "counts.json"
@@ -97,6 +98,27 @@ class _CountPerBundle(beam.DoFn):
             yield WindowedValue(item, GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
+def _quarantined_records(element) -> list:
+    """A quarantine element as ``Quarantined`` records: itself, or a ``PackedQuarantine``'s records."""
+    return element.records() if isinstance(element, PackedQuarantine) else [element]
+
+
+def packed_quarantine_counts(table) -> list[tuple[str, int]]:
+    """The counts of a ``quarantine_records_table``, as ``quarantine_counts`` gives them record by record:
+    ``records_quarantined`` and ``quarantined.<stage>.<reason_code>``, summed over its rows."""
+    stage, reason = (table.column(name).combine_chunks() for name in ("stage", "reason_code"))
+    records = table.column("records").to_numpy()
+    kinds = len(reason.dictionary)
+    keys = (stage.indices.to_numpy(zero_copy_only=False).astype(np.int64) * kinds
+            + reason.indices.to_numpy(zero_copy_only=False))
+    sums = np.bincount(keys, weights=records, minlength=len(stage.dictionary) * kinds)
+    stages, reasons = stage.dictionary.to_pylist(), reason.dictionary.to_pylist()
+    counts = [("records_quarantined", int(records.sum()))] if len(records) else []
+    for key in np.unique(keys).tolist():  # a kind whose records stand for 0 readings is counted as 0, as one by one
+        counts.append((f"quarantined.{stages[key // kinds]}.{reasons[key % kinds]}", int(sums[key])))
+    return counts
+
+
 def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness_s: float = 0.0,
            keep_open_s: float = 0.0, watch_models_s: float | None = None, calibration_state_to: str = "",
            flatten_quarantine: bool = True) -> dict:
@@ -145,10 +167,17 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
                                                   announce=streaming, cooldown_us=cfg.alert_cooldown_us)
     quarantine_parts = {"read": read.quarantine, "validate": valid.quarantine, "window": windows.quarantine}
-    quarantine = (tuple(quarantine_parts.values()) | "AllQuarantine" >> beam.Flatten() if flatten_quarantine or
-                  streaming else None)
+    quarantine = None
+    if flatten_quarantine or streaming:
+        records = dict(quarantine_parts)
+        if not streaming:  # a batch source may give its records packed (ReadInputFiles(packed_quarantine=...))
+            records["read"] = read.quarantine | "UnpackQuarantine" >> beam.FlatMap(_quarantined_records)
+        quarantine = tuple(records.values()) | "AllQuarantine" >> beam.Flatten()
 
     def quarantine_counts(q):
+        if isinstance(q, PackedQuarantine):
+            yield from packed_quarantine_counts(q.table)
+            return
         yield "records_quarantined", q.records
         yield f"quarantined.{q.stage}.{q.reason_code}", q.records
 

@@ -28,8 +28,9 @@ from seqwatch.pipelines.decompression import BOUNDED, open_input
 from seqwatch.pipelines.long_lines import MAX_LINE_BYTES, LineCutter, LongLine
 from seqwatch.pipelines.parsing import (FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
                                         sniff_separator, split_lines)
+from seqwatch.pipelines.sinks import quarantine_records_table
 from seqwatch.pipelines.stage_metrics import StageTimer
-from seqwatch.schemas.elements import Quarantined, ReadingBatch
+from seqwatch.schemas.elements import PackedQuarantine, Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import InputMapping
 
 QUARANTINE = "quarantine"
@@ -830,43 +831,69 @@ class FileReader:
 
 
 class _ReadFileChunks(beam.DoFn):
-    def __init__(self, reader: FileReader):
+    """``path -> ReadingBatch`` chunks, with the quarantined records and the ``records_in`` counts as tagged
+    outputs. ``packed_rows``: the records of each file are given out as ``PackedQuarantine`` tables of up to this
+    many records (a batch run's, which its sinks write as tables), not one by one; 0: one ``Quarantined`` each."""
+
+    def __init__(self, reader: FileReader, packed_rows: int = 0):
         self.reader = reader
+        self.packed_rows = packed_rows
         self.timer = StageTimer("read_parse")
 
     def process(self, path: str) -> Iterator:
         chunks = iter(self.reader.read(path))
+        held: dict[str, list] = {}  # packed_rows: source -> records not yet given out
         while True:
             with self.timer:  # reading and parsing only, not the work downstream of each yield
                 chunk = next(chunks, None)
             if chunk is None:
-                return
+                break
             batch, quarantine, records = chunk
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_in", records))
             if len(batch):
                 yield batch
+            if not self.packed_rows:
+                for q in quarantine:
+                    yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+                continue
             for q in quarantine:
-                yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+                kept = held.get(q.source)
+                if kept is None:
+                    kept = held[q.source] = []
+                kept.append(q)
+                if len(kept) >= self.packed_rows:
+                    yield beam.pvalue.TaggedOutput(QUARANTINE, _packed(q.source, held.pop(q.source)))
+        for source, kept in held.items():
+            yield beam.pvalue.TaggedOutput(QUARANTINE, _packed(source, kept))
+
+
+def _packed(source: str, records: list[Quarantined]) -> PackedQuarantine:
+    return PackedQuarantine(source, quarantine_records_table(records))
 
 
 class ReadInputFiles(beam.PTransform):
     """``PBegin -> {main: ReadingBatch, quarantine: Quarantined, counts: (name, n)}``.
 
     ``paths`` are concrete file paths (expand globs before building the graph, so a missing file is reported
-    before the pipeline starts)."""
+    before the pipeline starts). ``packed_quarantine``: the quarantine output holds ``PackedQuarantine`` tables of
+    up to this many records of one file each instead of ``Quarantined`` records (a batch run's: a file of a
+    million "n/a" readings had sent a million elements through each step to its quarantine file)."""
 
-    def __init__(self, paths: list[str], mapping: InputMapping, run_id: str, chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    def __init__(self, paths: list[str], mapping: InputMapping, run_id: str, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 packed_quarantine: int = 0):
         super().__init__()
         self.paths = list(paths)
         self.mapping = mapping
         self.run_id = run_id
         self.chunk_rows = chunk_rows
+        self.packed_quarantine = packed_quarantine
 
     def expand(self, pbegin):
         return (pbegin
                 | "ListFiles" >> beam.Create(self.paths)
                 | "SpreadFiles" >> beam.Reshuffle()
-                | "ParseFiles" >> beam.ParDo(_ReadFileChunks(FileReader(self.mapping, self.run_id, self.chunk_rows)))
+                | "ParseFiles" >> beam.ParDo(_ReadFileChunks(FileReader(self.mapping, self.run_id, self.chunk_rows),
+                                                             self.packed_quarantine))
                 .with_outputs(QUARANTINE, COUNTS, main="readings"))
 
 

@@ -160,6 +160,27 @@ class Quarantined(NamedTuple):
     run_id: str
 
 
+class PackedQuarantine(NamedTuple):
+    """Many ``Quarantined`` records of one source as a table (``seqwatch.pipelines.sinks.quarantine_records_table``:
+    the records' fields as columns, the text columns dictionary-encoded), as a batch run's reader gives them: a
+    source's million bad readings travel as a few tables, not as a million elements."""
+
+    source: str
+    table: object  # pyarrow.Table
+
+    def records(self) -> list[Quarantined]:
+        """The records, in the table's order; a text that many records share (a wide row's) is one object."""
+        columns = []
+        for column in self.table.columns:
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+            if hasattr(column, "dictionary"):
+                texts = column.dictionary.to_pylist()
+                columns.append([texts[i] for i in column.indices.to_numpy(zero_copy_only=False).tolist()])
+            else:
+                columns.append(column.to_pylist())
+        return [Quarantined(*fields) for fields in zip(*columns)]
+
+
 # Reason codes are a closed vocabulary so that users can filter and replay by them.
 REASON_CODES = {
     "parse_timestamp": "the timestamp could not be parsed",
