@@ -248,14 +248,17 @@ class CalibrateOnline(beam.PTransform):
     same artifact)."""
 
     def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False, state_from: str = "",
-                 state_to: str = "", state_sha256: str = ""):
+                 state_to: str = "", state_sha256: str = "", keep_us: int = 0):
         """``at_end`` (batch): release every pane once the input is done, instead of each as the watermark
         passes it (the same order and results; the batch watermark jumps to the end anyway). ``state_from``: a
         kept state file (``seqwatch.pipelines.calibration_state``) each entity's calibration starts from;
         ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
         that the run did not see; ``state_sha256``: what ``state_from`` held when the run was planned (it is
-        refused if it holds something else now). With ``at_end``, ``states`` is the PCollection of
-        ``(entity id, EntityState, went on from state_from)`` once the transform is applied."""
+        refused if it holds something else now); ``keep_us``: leave out of ``state_to`` the entities whose last
+        window ended more than this long before the newest (``calibration_state.forget_stale``; 0: none). With
+        ``at_end``, ``states`` is the PCollection of ``(entity id, EntityState, went on from state_from)`` once the
+        transform is applied, and with ``state_to``, ``forgotten`` the ``("calibration_entities_forgotten", n)``
+        count of the state written (none without ``keep_us``)."""
         super().__init__()
         if state_to and not at_end:
             raise ValueError("a calibration state is written by a batch run only (at_end)")
@@ -265,7 +268,9 @@ class CalibrateOnline(beam.PTransform):
         self.state_from = state_from
         self.state_to = state_to
         self.state_sha256 = state_sha256
+        self.keep_us = keep_us
         self.states = None
+        self.forgotten = None
 
     def expand(self, scored):
         calibrated = (scored
@@ -279,9 +284,15 @@ class CalibrateOnline(beam.PTransform):
         if self.state_to:
             from seqwatch.pipelines.calibration_state import write_states
 
-            state_to, state_from, sha256 = self.state_to, self.state_from, self.state_sha256
-            (self.states
-             | "AllStates" >> beam.combiners.ToList()
-             | "WriteState" >> beam.Map(lambda judged: write_states(state_to, [(e, s) for e, s, _ in judged],
-                                                                    state_from, sha256)))
+            state_to, state_from, sha256, keep_us = self.state_to, self.state_from, self.state_sha256, self.keep_us
+            self.forgotten = (self.states
+                              | "AllStates" >> beam.combiners.ToList()
+                              | "WriteState" >> beam.FlatMap(lambda judged: _forgotten_count(
+                                  write_states(state_to, [(e, s) for e, s, _ in judged], state_from, sha256,
+                                               keep_us)[1], keep_us)))
         return calibrated.scored
+
+
+def _forgotten_count(forgotten: int, keep_us: int) -> list:
+    """The count of entities left out of the state written, where the run forgets any (``keep_us``)."""
+    return [("calibration_entities_forgotten", forgotten)] if keep_us else []

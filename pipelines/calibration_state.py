@@ -15,7 +15,9 @@ run's output folder, or the file) starts from it:
 - a window that ends no later than the last window of the state (inputs that repeat the previous day's last
   minutes for window context) is judged by it but does not join its history a second time;
 - an entity of the state that the run does not see is written again as it was, so a machine that was off for a
-  day keeps its history.
+  day keeps its history; with ``--calibration-keep-days`` only while its last window ended within that many days
+  of the newest window of the state (the data's time, not the clock's), so that ids that go away do not make the
+  state grow for ever.
 
 The run id covers the state's digest, so a rerun of a day from the same earlier output writes the same outputs;
 the manifest names the file and its digest, and a replay of the run starts from the same state or refuses one
@@ -149,16 +151,30 @@ def state_table(states: dict) -> pa.Table:
                      "calibration": [states[e].calibration for e in entities]}, schema=STATE_SCHEMA)
 
 
-def write_states(path: str, judged: list, carried_from: str = "", carried_sha256: str = "") -> int:
+def write_states(path: str, judged: list, carried_from: str = "", carried_sha256: str = "",
+                 keep_us: int = 0) -> tuple[int, int]:
     """Write the state of a run to ``path``: the ``(entity_id, EntityState)`` pairs it ``judged``, and every other
     entity of the state it started from (``carried_from``, a file, checked against ``carried_sha256`` as
-    ``read_states`` does) as it was. Returns the entities written."""
+    ``read_states`` does) as it was. ``keep_us`` (0: for ever): an entity whose last joined window ended more than
+    this long before the newest one's in the state is left out (``forgotten``). Returns ``(entities written,
+    entities forgotten)``."""
     from seqwatch.pipelines.sinks import write_parquet
 
     states = read_states(carried_from, carried_sha256) if carried_from else {}
     states.update(dict(judged))
-    write_parquet(path, state_table(states))
-    return len(states)
+    kept = forget_stale(states, keep_us)
+    write_parquet(path, state_table(kept))
+    return len(kept), len(states) - len(kept)
+
+
+def forget_stale(states: dict, keep_us: int) -> dict:
+    """``states`` without the entities whose last joined window ended more than ``keep_us`` before the newest
+    one's (an id that went away: a device replaced, ids that change from day to day); all of them where
+    ``keep_us`` is 0. The newest end is the data's, not the clock's, so a rerun of a day keeps what it kept."""
+    if not keep_us or not states:
+        return dict(states)
+    newest = max(state.last_window_end_us for state in states.values())
+    return {entity: state for entity, state in states.items() if state.last_window_end_us >= newest - keep_us}
 
 
 def state_of(calibration_dict: dict, model_version: str, last_window_end_us: int) -> EntityState:

@@ -622,13 +622,20 @@ def _run_config(args):
     if args.calibration_from and not args.online_calibration:
         raise CliError("--calibration-from continues an earlier run's online calibration: give --online-calibration "
                        "too")
+    keep_days = getattr(args, "calibration_keep_days", None)
+    if keep_days is not None:
+        if not (math.isfinite(keep_days) and keep_days > 0):
+            raise CliError(f"--calibration-keep-days must be a positive number of days, got {keep_days:g}")
+        if not args.online_calibration:
+            raise CliError("--calibration-keep-days limits the calibration state that --online-calibration writes: "
+                           "give --online-calibration too")
     try:
         return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir, mapping=mapping,
                          suite=args.suite, run_id=args.run_id or "",
                          pane_steps=DEFAULT_PANE_STEPS if args.pane_steps is None else args.pane_steps,
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
                          online_calibration=args.online_calibration, calibration_from=args.calibration_from or "",
-                         earliest_us=_earliest_us(args))
+                         calibration_keep_days=keep_days or 0.0, earliest_us=_earliest_us(args))
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
 
@@ -1283,6 +1290,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --online-calibration: start each entity's calibration where an earlier run left it "
                           "(that run's --output folder, which holds its calibration_state.parquet; a daily job gives "
                           "the day before's); entities the earlier run did not see start from the model's")
+    run.add_argument("--calibration-keep-days", type=float, metavar="DAYS",
+                     help="with --online-calibration: leave out of the calibration state the run writes each entity "
+                          "whose last window ended more than DAYS before the newest window in it (ids that go away, "
+                          "or change from day to day, would otherwise stay in it for ever; default: keep every "
+                          "entity)")
     run.add_argument("--max-quarantined-share", type=float, metavar="FRACTION",
                      help="exit with code 3 (after writing the outputs) when more than this share of the readings "
                           "was quarantined, so that a scheduler alerts on a night of unreadable input (default: only "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -43,7 +44,8 @@ class RunConfig:
     threshold (``seqwatch.pipelines.calibration``); a batch run with it writes each entity's calibration beside its
     sinks (``keep_calibration_state``; a replay's does not), and ``calibration_from`` (an earlier run's output folder,
     or its state file) starts each entity's calibration where that run left it
-    (``seqwatch.pipelines.calibration_state``). ``known_duplicates``: ``(source, line, channel)`` of readings
+    (``seqwatch.pipelines.calibration_state``); ``calibration_keep_days`` (0: for ever) leaves out of the state it
+    writes the entities whose last window ended more than that many days before the newest. ``known_duplicates``: ``(source, line, channel)`` of readings
     to quarantine as ``duplicate`` before any check (a replay's: readings its run quarantined as repeats of a reading
     it kept, which may lie in a file the replay does not read)."""
 
@@ -62,6 +64,7 @@ class RunConfig:
     alert_cooldown_us: int = 0
     online_calibration: bool = False
     calibration_from: str = ""
+    calibration_keep_days: float = 0.0
     keep_calibration_state: bool = True
     known_duplicates: tuple = ()
 
@@ -82,6 +85,12 @@ class RunConfig:
         if self.calibration_from and not self.online_calibration:
             raise ValueError("calibration_from continues an earlier run's online calibration: it needs "
                              "online_calibration=True")
+        if not (math.isfinite(self.calibration_keep_days) and self.calibration_keep_days >= 0):
+            raise ValueError(f"calibration_keep_days must be a positive number of days (0: for ever), got "
+                             f"{self.calibration_keep_days:g}")
+        if self.calibration_keep_days and not self.online_calibration:
+            raise ValueError("calibration_keep_days limits what the online calibration's state keeps: it needs "
+                             "online_calibration=True")
         if self.alert_cooldown_us < 0:
             raise ValueError(f"the alert cooldown must be >= 0 seconds, got {self.alert_cooldown_us / 1e6:g}")
 
@@ -98,7 +107,8 @@ class RunConfig:
         data["inputs"] = list(self.inputs)
         for where in ("run_id", "output", "local_panes", "workers", "keep_calibration_state"):  # not what
             data.pop(where)
-        for added in ("alert_cooldown_us", "online_calibration", "calibration_from", "known_duplicates"):
+        for added in ("alert_cooldown_us", "online_calibration", "calibration_from", "calibration_keep_days",
+                      "known_duplicates"):
             if not data[added]:  # off: earlier runs keep their run ids
                 data.pop(added)
         if "known_duplicates" in data:  # a replay's: how many (the records are in its quarantine)

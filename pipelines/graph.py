@@ -19,7 +19,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from seqwatch.pipelines.alerts import BuildAlerts, forecast_window
 from seqwatch.pipelines.calibration import CalibrateOnline
 from seqwatch.pipelines.calibration_state import STATE_FILE
-from seqwatch.pipelines.config import RunConfig
+from seqwatch.pipelines.config import DAY_US, RunConfig
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.sinks import WriteOutputs
@@ -161,7 +161,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         online_step = CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir, at_end=not streaming,
                                       state_from=plan.calibration_state_from if plan.calibration_state_sha256
                                       else "", state_to=calibration_state_to,
-                                      state_sha256=plan.calibration_state_sha256)
+                                      state_sha256=plan.calibration_state_sha256,
+                                      keep_us=int(round(cfg.calibration_keep_days * DAY_US)))
         scored = scored | "CalibrateOnline" >> online_step
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
@@ -199,6 +200,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     if cfg.online_calibration and online_step.states is not None:  # entities that went on from a kept state or not
         count_parts["Calibration"] = online_step.states | "CountCalibrations" >> beam.Map(
             lambda state: ("calibration_entities_continued" if state[2] else "calibration_entities_started", 1))
+    if cfg.online_calibration and online_step.forgotten is not None:  # left out of the state written
+        count_parts["CalibrationForgotten"] = online_step.forgotten
     counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                for name, pcoll in count_parts.items()]
               | "StepCounts" >> beam.Flatten())

@@ -38,9 +38,10 @@ def days(tmp_path_factory, wide_csv):
     return folder
 
 
-def _run(folder, out, model_dir, calibration_from=""):
+def _run(folder, out, model_dir, calibration_from="", keep_days=0.0):
     config = RunConfig(inputs=(str(folder / "*.csv"),), output=str(out), model_dir=str(model_dir), mapping=WIDE,
-                       pane_steps=256, online_calibration=True, calibration_from=str(calibration_from))
+                       pane_steps=256, online_calibration=True, calibration_from=str(calibration_from),
+                       calibration_keep_days=keep_days)
     return run_batch(config, ["--runner=DirectRunner"])
 
 
@@ -112,6 +113,29 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     assert again["run_id"] == manifest["run_id"]
     assert _state(tmp_path / "day2-again") == state2
     np.testing.assert_array_equal(_scores(tmp_path / "day2-again")["threshold"], scores2["threshold"])
+
+
+def test_an_entity_not_seen_for_longer_than_the_days_kept_is_left_out_of_the_next_state(days, small_model_dir,
+                                                                                          tmp_path):
+    """``--calibration-keep-days``: pump-02 is off on day 2; its last window ended some hours before pump-01's
+    newest. Kept for longer than that, it stays in day 2's state; for less, it is left out and counted."""
+    day1 = tmp_path / "day1"
+    _run(days / "day1", day1, small_model_dir)
+    state1 = _state(day1)
+    longer = _run(days / "day2", tmp_path / "kept", small_model_dir, calibration_from=day1, keep_days=1.0)
+    assert sorted(_state(tmp_path / "kept")) == ["pump-01", "pump-02"]
+    assert longer["stages"]["calibration_entities_forgotten"] == 0
+    assert longer["settings"]["calibration_keep_days"] == 1.0
+    newest = _state(tmp_path / "kept")["pump-01"]["last_window_end_us"]
+    gap_days = (newest - state1["pump-02"]["last_window_end_us"]) / 86_400e6
+    assert 0 < gap_days < 1.0
+    shorter = _run(days / "day2", tmp_path / "forgot", small_model_dir, calibration_from=day1,
+                   keep_days=gap_days * 0.9)
+    assert sorted(_state(tmp_path / "forgot")) == ["pump-01"]
+    assert shorter["stages"]["calibration_entities_forgotten"] == 1
+    assert shorter["run_id"] != longer["run_id"]  # the state written differs: so does the run id
+    # pump-01's scores do not depend on what the state keeps of others
+    np.testing.assert_array_equal(_scores(tmp_path / "forgot")["threshold"], _scores(tmp_path / "kept")["threshold"])
 
 
 def test_a_state_is_not_taken_from_the_runs_own_output_nor_once_it_changed_after_planning(days, small_model_dir,

@@ -11,7 +11,7 @@ import pytest
 from seqwatch.models.thresholds import OnlineTailCalibration
 from seqwatch.pipelines.calibration import calibrate
 from seqwatch.pipelines.calibration_state import (STATE_FILE, CalibrationStateError, check_state, read_states,
-                                                  state_file, state_of, write_states)
+                                                  forget_stale, state_file, state_of, write_states)
 from seqwatch.schemas.elements import ScoredWindows, WindowBatch
 
 
@@ -29,17 +29,17 @@ def test_a_run_folder_names_its_state_file_and_a_file_names_itself(tmp_path):
 def test_a_state_written_is_read_back_and_carries_the_entities_a_run_did_not_see(tmp_path):
     first = {"pump-01": state_of(_online(1).to_dict(), "v1", 1_000),
              "pump-02": state_of(_online(2).to_dict(), "v1", 2_000)}
-    assert write_states(str(tmp_path / "day1" / STATE_FILE), list(first.items())) == 2
+    assert write_states(str(tmp_path / "day1" / STATE_FILE), list(first.items())) == (2, 0)
     assert read_states(str(tmp_path / "day1" / STATE_FILE)) == first
     later = state_of(_online(3).to_dict(), "v2", 5_000)
     assert write_states(str(tmp_path / "day2" / STATE_FILE), [("pump-01", later)],
-                        carried_from=str(tmp_path / "day1" / STATE_FILE)) == 2
+                        carried_from=str(tmp_path / "day1" / STATE_FILE)) == (2, 0)
     assert read_states(str(tmp_path / "day2" / STATE_FILE)) == {"pump-01": later, "pump-02": first["pump-02"]}
     # what a later run goes on from is the calibration itself
     restored = OnlineTailCalibration.from_dict(json.loads(later.calibration))
     assert restored.to_dict() == _online(3).to_dict()
     # no entity judged and none carried (a run that scored nothing): a file of no row, with its columns
-    assert write_states(str(tmp_path / "none" / STATE_FILE), []) == 0
+    assert write_states(str(tmp_path / "none" / STATE_FILE), []) == (0, 0)
     assert pq.read_table(tmp_path / "none" / STATE_FILE).column_names == ["entity_id", "model_version",
                                                                           "last_window_end_us", "calibration"]
 
@@ -81,6 +81,27 @@ def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
     with pytest.raises(CalibrationStateError, match="is not a calibration state written by seqwatch \\(it has no "
                                                     "model_version, last_window_end_us, calibration column\\)"):
         check_state(str(tmp_path / "scores.parquet"))
+
+
+def test_entities_whose_last_window_is_older_than_the_days_kept_are_left_out_of_the_state_written(tmp_path):
+    day_us = 86_400_000_000
+    newest = 100 * day_us
+    states = {"pump-01": state_of(_online(1).to_dict(), "v1", newest),
+              "pump-02": state_of(_online(2).to_dict(), "v1", newest - 3 * day_us),  # on the limit: kept
+              "pump-03": state_of(_online(3).to_dict(), "v1", newest - 3 * day_us - 1),
+              "tmp-0417": state_of(_online(4).to_dict(), "v1", newest - 40 * day_us)}
+    assert sorted(forget_stale(states, 3 * day_us)) == ["pump-01", "pump-02"]
+    assert forget_stale(states, 0) == states and forget_stale({}, day_us) == {}
+    file = str(tmp_path / "day1" / STATE_FILE)
+    write_states(file, list(states.items()))
+    # The next day: pump-01 judged again a day later; the newest window is now 101 days in, so pump-02 (4 days
+    # before it) goes too. The limit is the data's newest window, not the clock: a rerun keeps the same entities.
+    later = state_of(_online(5).to_dict(), "v1", newest + day_us)
+    assert write_states(str(tmp_path / "day2" / STATE_FILE), [("pump-01", later)], carried_from=file,
+                        keep_us=3 * day_us) == (1, 3)
+    assert read_states(str(tmp_path / "day2" / STATE_FILE)) == {"pump-01": later}
+    assert write_states(str(tmp_path / "day2b" / STATE_FILE), [("pump-01", later)], carried_from=file,
+                        keep_us=45 * day_us) == (4, 0)
 
 
 def test_a_state_that_changed_since_the_run_checked_it_is_refused(tmp_path):

@@ -242,3 +242,27 @@ def test_an_entity_from_a_topic_level_is_refused_where_there_is_no_topic_or_no_w
     from seqwatch.pipelines.cli import main
     assert main(["stream", *argv, "--model-dir", str(tmp_path / "m"), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"seqwatch stream: {message}"
+
+
+def test_calibration_keep_days_reaches_the_run_config_and_is_refused_in_one_sentence_where_it_cannot_apply():
+    from seqwatch.pipelines.cli import _run_config
+
+    def config(*flags):
+        args, _ = build_parser().parse_known_args(["run", "--input", "x.csv", "--output", "o", "--model-dir", "m",
+                                                   *flags])
+        return _run_config(args)
+
+    assert config("--online-calibration", "--calibration-keep-days", "30").calibration_keep_days == 30
+    assert config("--online-calibration").calibration_keep_days == 0  # for ever, and no setting in the run id
+    assert "calibration_keep_days" not in config("--online-calibration").settings()
+    assert config("--online-calibration", "--calibration-keep-days", "0.5").settings()["calibration_keep_days"] == 0.5
+    for flags, sentence in (
+            (("--calibration-keep-days", "30"), "--calibration-keep-days limits the calibration state that "
+                                                "--online-calibration writes: give --online-calibration too"),
+            (("--online-calibration", "--calibration-keep-days", "0"),
+             "--calibration-keep-days must be a positive number of days, got 0"),
+            (("--online-calibration", "--calibration-keep-days", "nan"),
+             "--calibration-keep-days must be a positive number of days, got nan")):
+        with pytest.raises(CliError) as refused:
+            config(*flags)
+        assert str(refused.value) == sentence
