@@ -121,7 +121,7 @@ def packed_quarantine_counts(table) -> list[tuple[str, int]]:
 
 def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness_s: float = 0.0,
            keep_open_s: float = 0.0, watch_models_s: float | None = None, calibration_state_to: str = "",
-           flatten_quarantine: bool = True) -> dict:
+           flatten_quarantine: bool = True, packed_quarantine: bool = False) -> dict:
     """Validate, window, score and alert: every step of the graph but the sinks. ``streaming``: panes are
     scored as their windows fire and an incident is also announced when it opens (``opened``); batch: panes
     that one file holds alone are cut where it is read (``plan.spans``) and all panes are scored together at
@@ -129,12 +129,14 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     for a later run. Returns the PCollections by name, and under ``counts`` the ``(name, n)`` counts of every
     step, in the global window. Batch: also the quarantined records of each step apart (``quarantine_read``,
     ``quarantine_validate``, ``quarantine_window``); ``flatten_quarantine=False`` leaves out ``quarantine``, all
-    of them in one PCollection, which a runner may hold whole when nothing reads it."""
+    of them in one PCollection, which a runner may hold whole when nothing reads it; ``packed_quarantine`` (batch):
+    validation gives its quarantined records as ``PackedQuarantine`` tables (``quarantine`` holds the records)."""
     cfg = plan.config
     valid = read.readings | "ValidateReadings" >> ValidateReadings(plan.channels, plan.suite, plan.run_id,
                                                                    cfg.earliest_us, plan.latest_us,
                                                                    0 if streaming else MERGE_BELOW_READINGS,
-                                                                   cfg.known_duplicates)
+                                                                   cfg.known_duplicates,
+                                                                   packed_quarantine and not streaming)
     windows = valid.valid | "WindowReadings" >> WindowReadings(plan.step_us, plan.window_length, plan.stride,
                                                                plan.max_gap, plan.pane_steps, plan.channels,
                                                                plan.run_id, allowed_lateness_s,
@@ -173,6 +175,9 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         records = dict(quarantine_parts)
         if not streaming:  # a batch source may give its records packed (ReadInputFiles(packed_quarantine=...))
             records["read"] = read.quarantine | "UnpackQuarantine" >> beam.FlatMap(_quarantined_records)
+            if packed_quarantine:
+                records["validate"] = valid.quarantine | "UnpackValidateQuarantine" >> beam.FlatMap(
+                    _quarantined_records)
         quarantine = tuple(records.values()) | "AllQuarantine" >> beam.Flatten()
 
     def quarantine_counts(q):
@@ -229,7 +234,8 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     for a later run's ``--calibration-from``."""
     keep_state = flush_window_s is None and plan.config.writes_calibration_state
     found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s,
-                   FileSystems.join(root, STATE_FILE) if keep_state else "", flatten_quarantine=False)
+                   FileSystems.join(root, STATE_FILE) if keep_state else "", flatten_quarantine=False,
+                   packed_quarantine=flush_window_s is None)
     counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix)
     return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
                                            "quarantine")} | {"counts": counts}

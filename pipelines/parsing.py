@@ -654,6 +654,34 @@ def parse_values(values: pd.Series, decimal: str = ".") -> np.ndarray:
     return numbers
 
 
+PARSED_TOGETHER = 1_000_000  # text values of a wide file's columns parsed in one call, at most
+
+
+def parse_columns(columns: list[pd.Series], decimal: str = ".") -> list[np.ndarray]:
+    """``parse_values`` of each column; the columns of Arrow-backed text (a CSV's) are parsed together, up to
+    ``PARSED_TOGETHER`` values a call: the call's fixed cost (about 0.1 ms) had made a wide file of 16 rows and
+    50,000 columns spend 18 s parsing its 800,000 values one column at a time."""
+    out: list = [None] * len(columns)
+    texts = {k: _arrow_text(values) for k, values in enumerate(columns)}
+    together = [k for k, text in texts.items() if text is not None]
+    kinds = {texts[k].type for k in together}
+    if len(together) < 2 or len(kinds) != 1:
+        together = []
+    start = 0
+    while start < len(together):
+        group, size = [], 0
+        while start < len(together) and (not group or size + len(columns[together[start]]) <= PARSED_TOGETHER):
+            group.append(together[start])
+            size += len(columns[together[start]])
+            start += 1
+        arrays = [texts[k].combine_chunks() if isinstance(texts[k], pa.ChunkedArray) else texts[k] for k in group]
+        joined = pd.Series(pd.arrays.ArrowStringArray(pa.concat_arrays(arrays)))
+        numbers = parse_values(joined, decimal)
+        for k, part in zip(group, np.split(numbers, np.cumsum([len(columns[k]) for k in group])[:-1])):
+            out[k] = part
+    return [parse_values(values, decimal) if out[k] is None else out[k] for k, values in enumerate(columns)]
+
+
 def _text_values(values: pd.Series, decimal: str) -> np.ndarray:
     text = values.astype("string").str.strip().str.replace("\u2212", "-", regex=False)
     if decimal == ",":
@@ -792,8 +820,8 @@ def parse_rows(columns: dict[str, pd.Series], lines: np.ndarray, raw: Callable[[
     good_rows = ~row_bad
     if layout.channel_columns:  # wide
         parts = []
-        for column, name in zip(layout.channel_columns, layout.channel_names):
-            numbers = parse_values(columns[column], mapping.decimal)
+        parsed = parse_columns([columns[column] for column in layout.channel_columns], mapping.decimal)
+        for column, name, numbers in zip(layout.channel_columns, layout.channel_names, parsed):
             bad = np.flatnonzero(good_rows & np.isnan(numbers))
             reasons = _explained(_values_at(columns[column], bad),
                                  lambda value: f"column {column!r}: {explain_value(value, mapping.decimal)}")

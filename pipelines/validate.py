@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from apache_beam.utils.windowed_value import WindowedValue
 
+from seqwatch.pipelines.sinks import quarantine_records_table
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
-from seqwatch.schemas.elements import Quarantined, ReadingBatch
+from seqwatch.schemas.elements import PackedQuarantine, Quarantined, ReadingBatch
 
 
 # Sources whose records cannot be re-read: brokers' messages (broker_sources) and the elements of a PCollection
@@ -59,8 +60,9 @@ class _ValidateBatch(beam.DoFn):
     a file's batches stay together downstream (``windows._KeyByPane`` relies on that)."""
 
     def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int,
-                 merge_below: int = 0, known_duplicates: tuple = ()):
+                 merge_below: int = 0, known_duplicates: tuple = (), packed: bool = False):
         self.channels = channels
+        self.packed = packed
         self.known_duplicates = frozenset((str(s), int(n), str(c)) for s, n, c in known_duplicates)
         self.suite = suite
         self.run_id = run_id
@@ -104,17 +106,30 @@ class _ValidateBatch(beam.DoFn):
             kept = keep[start:start + len(frame)]
             if kept.any():
                 out.append(WindowedValue(ReadingBatch(frame[kept].reset_index(drop=True)), timestamp, [window]))
+        by_batch: dict = {}  # held batch -> its records
         for row, q in records:
-            _, timestamp, window = held[int(np.searchsorted(starts, row, side="right")) - 1]
-            out.append(beam.pvalue.TaggedOutput(QUARANTINE, WindowedValue(q, timestamp, [window])))
+            by_batch.setdefault(int(np.searchsorted(starts, row, side="right")) - 1, []).append(q)
+        for k, batch_records in by_batch.items():
+            _, timestamp, window = held[k]
+            out += [beam.pvalue.TaggedOutput(QUARANTINE, WindowedValue(q, timestamp, [window]))
+                    for q in self._given_out(batch_records)]
         return out
 
     def _validate(self, batch: ReadingBatch):
         records, keep = self._judge(batch.frame)
-        for _, q in records:
+        for q in self._given_out([q for _, q in records]):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
         if keep.any():
             yield ReadingBatch(batch.frame[keep].reset_index(drop=True))
+
+    def _given_out(self, records: list) -> list:
+        """``records`` as they leave: one by one, or (``packed``) as a ``PackedQuarantine`` per source."""
+        if not self.packed or not records:
+            return records
+        by_source: dict = {}
+        for q in records:
+            by_source.setdefault(q.source, []).append(q)
+        return [PackedQuarantine(source, quarantine_records_table(part)) for source, part in by_source.items()]
 
     def _judge(self, frame) -> tuple[list, np.ndarray]:
         """``([(row, quarantined record)], rows kept)`` of a reading frame: the known duplicates, the cheap checks,
@@ -176,13 +191,15 @@ class ValidateReadings(beam.PTransform):
     latest_us]``; the great-expectations ``suite`` (a suite dict, see ``seqwatch.schemas.validation``)."""
 
     def __init__(self, channels: tuple, suite: dict, run_id: str, earliest_us: int, latest_us: int,
-                 merge_below: int = 0, known_duplicates: tuple = ()):
+                 merge_below: int = 0, known_duplicates: tuple = (), packed_quarantine: bool = False):
         """``merge_below`` (batch runs only: it holds batches until the bundle ends): batches of fewer readings are
         judged together (``_ValidateBatch``). ``known_duplicates``: ``(source, line, channel)`` of readings
-        quarantined as ``duplicate`` first (``RunConfig.known_duplicates``)."""
+        quarantined as ``duplicate`` first (``RunConfig.known_duplicates``). ``packed_quarantine`` (a batch run's):
+        the quarantine output holds a ``PackedQuarantine`` per source and batch judged, not one record each (a wide
+        file of 50,000 columns the model lacks is 800,000 records in 16 rows)."""
         super().__init__()
         self._fn = _ValidateBatch(tuple(channels), suite, run_id, earliest_us, latest_us, merge_below,
-                                  known_duplicates)
+                                  known_duplicates, packed_quarantine)
 
     def expand(self, batches):
         return batches | "CheckReadings" >> beam.ParDo(self._fn).with_outputs(QUARANTINE, main="valid")

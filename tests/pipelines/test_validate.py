@@ -75,6 +75,46 @@ def test_validate_readings_routes_each_failing_reading():
         assert_that(out.quarantine, equal_to(expected_quarantine), label="quarantine")
 
 
+def test_packed_validation_gives_a_table_per_source_and_batch_of_the_same_records():
+    """A batch run's validation packs its quarantined records (``packed_quarantine``): the records are those it
+    gives one by one, small batches judged together (``merge_below``) included, each table of one source."""
+    from seqwatch.pipelines.graph import _quarantined_records
+    from seqwatch.schemas.elements import PackedQuarantine
+
+    def other(rows):
+        return ReadingBatch(_batch(rows).frame.assign(source="other.csv"))
+
+    batches = [_batch(ROWS), other([("humidity", T, 1.0, 2), ("flow", T, 1.0, 3)])]
+    suite = load_suite_dict("sensor")
+    with TestPipeline() as p:
+        created = p | beam.Create(batches)
+        one_by_one = created | "OneByOne" >> ValidateReadings(CHANNELS, suite, "r1", EARLIEST, LATEST)
+        for merge_below in (0, 1_000):
+            packed = created | f"Packed{merge_below}" >> ValidateReadings(CHANNELS, suite, "r1", EARLIEST, LATEST,
+                                                                          merge_below, packed_quarantine=True)
+            kinds = packed.quarantine | f"Kinds{merge_below}" >> beam.Map(
+                lambda t: (type(t) is PackedQuarantine, t.source, set(t.table.column("source").to_pylist())))
+            assert_that(kinds, equal_to([(True, "in.csv", {"in.csv"}), (True, "other.csv", {"other.csv"})]),
+                        label=f"tables {merge_below}")
+            assert_that(packed.quarantine | f"Unpacked{merge_below}" >> beam.FlatMap(_quarantined_records),
+                        equal_to(_one_by_one(batches, suite)),
+                        label=f"records {merge_below}")
+        assert_that(one_by_one.quarantine, equal_to(_one_by_one(batches, suite)), label="one by one")
+
+
+def _one_by_one(batches, suite) -> list:
+    from seqwatch.pipelines.validate import _ValidateBatch
+
+    fn = _ValidateBatch(CHANNELS, suite, "r1", EARLIEST, LATEST)
+    fn.setup()
+    records = []
+    for batch in batches:
+        judged, _ = fn._judge(batch.frame)
+        records += [q for _, q in judged]
+    assert len(records) == 7  # six of ROWS, one of other.csv
+    return records
+
+
 def test_a_batch_with_no_valid_reading_yields_no_batch():
     with TestPipeline() as p:
         out = (p | beam.Create([_batch([("humidity", T, 1.0, 2)])])
