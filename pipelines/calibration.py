@@ -136,9 +136,11 @@ class _CalibrateEntity(beam.DoFn):
     ONLINE = ReadModifyWriteStateSpec("online", coders.PickleCoder())
     DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)  # streaming with keep_us: when the entity's state goes
 
     def __init__(self, model_dir: str, watch_dir: str, at_end: bool, state_from: str = "", emit_state: bool = False,
-                 state_sha256: str = ""):
+                 state_sha256: str = "", keep_us: int = 0):
+        self.keep_us = keep_us
         self.model_dir = model_dir
         self.watch_dir = watch_dir
         self.at_end = at_end
@@ -174,9 +176,18 @@ class _CalibrateEntity(beam.DoFn):
             due.write(at)
             release.set(Timestamp(micros=at))
 
+    @on_timer(FORGET)
+    def on_forget(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE)):
+        """Streaming with ``keep_us``: the watermark passed the entity's last judged window by that long, and no
+        later pane came (each release sets this timer again): its calibration is dropped, so ids that go away do
+        not stay in the runner's state for the stream's life; a pane that comes later starts afresh."""
+        if not list(pending.read()):
+            online.clear()
+
     @on_timer(RELEASE)
     def on_release(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE),
-                   due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
+                   due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE),
+                   forget=beam.DoFn.TimerParam(FORGET)):
         fired = due.read()
         due.clear()
         entries = list(pending.read())
@@ -231,6 +242,8 @@ class _CalibrateEntity(beam.DoFn):
         if calibration is not None:
             kept_dict = calibration.to_dict()
             online.write((version, kept_dict, latest_end, kept_until, continued))
+            if self.keep_us and not self.at_end and latest_end is not None:  # (a batch run's: write_states)
+                forget.set(Timestamp(micros=latest_end + self.keep_us))
             if self.emit_state and latest_end is not None:
                 from seqwatch.pipelines.calibration_state import state_of
 
@@ -255,7 +268,8 @@ class CalibrateOnline(beam.PTransform):
         ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
         that the run did not see; ``state_sha256``: what ``state_from`` held when the run was planned (it is
         refused if it holds something else now); ``keep_us``: leave out of ``state_to`` the entities whose last
-        window ended more than this long before the newest (``calibration_state.forget_stale``; 0: none). With
+        window ended more than this long before the newest (``calibration_state.forget_stale``; 0: none), and in a
+        stream drop an entity's calibration once the watermark passed its last window by this long. With
         ``at_end``, ``states`` is the PCollection of ``(entity id, EntityState, went on from state_from)`` once the
         transform is applied, and with ``state_to``, ``forgotten`` the ``("calibration_entities_forgotten", n)``
         count of the state written (none without ``keep_us``)."""
@@ -277,7 +291,8 @@ class CalibrateOnline(beam.PTransform):
                       | "ByEntity" >> beam.Map(lambda sw: (sw.windows.entity_id, sw))
                       | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
                       | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end,
-                                                                   self.state_from, self.at_end, self.state_sha256))
+                                                                   self.state_from, self.at_end, self.state_sha256,
+                                                                   self.keep_us))
                       .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
         if self.at_end:
             self.states = calibrated[STATE_TAG]

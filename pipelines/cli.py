@@ -616,26 +616,33 @@ def _train_locked(args) -> int:
     return 0
 
 
+def _calibration_keep_days(args) -> float:
+    """``--calibration-keep-days`` checked (0.0 where not given); a ``CliError`` where it cannot apply."""
+    keep_days = getattr(args, "calibration_keep_days", None)
+    if keep_days is None:
+        return 0.0
+    if not (math.isfinite(keep_days) and keep_days > 0):
+        raise CliError(f"--calibration-keep-days must be a positive number of days, got {keep_days:g}")
+    if not args.online_calibration:
+        raise CliError("--calibration-keep-days limits the calibration state that --online-calibration keeps: "
+                       "give --online-calibration too")
+    return keep_days
+
+
 def _run_config(args):
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
     mapping = _mapping_from_args(args)
     if args.calibration_from and not args.online_calibration:
         raise CliError("--calibration-from continues an earlier run's online calibration: give --online-calibration "
                        "too")
-    keep_days = getattr(args, "calibration_keep_days", None)
-    if keep_days is not None:
-        if not (math.isfinite(keep_days) and keep_days > 0):
-            raise CliError(f"--calibration-keep-days must be a positive number of days, got {keep_days:g}")
-        if not args.online_calibration:
-            raise CliError("--calibration-keep-days limits the calibration state that --online-calibration writes: "
-                           "give --online-calibration too")
+    keep_days = _calibration_keep_days(args)
     try:
         return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir, mapping=mapping,
                          suite=args.suite, run_id=args.run_id or "",
                          pane_steps=DEFAULT_PANE_STEPS if args.pane_steps is None else args.pane_steps,
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
                          online_calibration=args.online_calibration, calibration_from=args.calibration_from or "",
-                         calibration_keep_days=keep_days or 0.0, earliest_us=_earliest_us(args))
+                         calibration_keep_days=keep_days, earliest_us=_earliest_us(args))
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
 
@@ -1105,7 +1112,7 @@ def cmd_stream(args, beam_args) -> int:
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration,
-                           earliest_us=_earliest_us(args))
+                           earliest_us=_earliest_us(args), calibration_keep_days=_calibration_keep_days(args))
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -1324,6 +1331,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "restart with other settings keeps it (and the MQTT session named after it)")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
+    stream.add_argument("--calibration-keep-days", type=float, metavar="DAYS",
+                        help="with --online-calibration: drop an entity's calibration once the watermark passed its "
+                             "last window by DAYS (an id that comes back starts afresh; default: keep every entity "
+                             "for the stream's life)")
     stream.add_argument("--earliest", metavar="DATE", help=EARLIEST_HELP)
     stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
                         help=COOLDOWN_HELP + "; a closed alert is written that much later")

@@ -139,7 +139,8 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
                 source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False,
-                run_id_prefix: str = "stream", earliest_us: int | None = None) -> RunPlan:
+                run_id_prefix: str = "stream", earliest_us: int | None = None,
+                calibration_keep_days: float = 0.0) -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
@@ -176,7 +177,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     pane += (-pane) % stride
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
                        pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us,
-                       online_calibration=online_calibration,
+                       online_calibration=online_calibration, calibration_keep_days=calibration_keep_days,
                        **({"earliest_us": earliest_us} if earliest_us is not None else {}))
     run_id = run_id or f"{run_id_prefix}-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,

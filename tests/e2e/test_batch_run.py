@@ -512,6 +512,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "--flush-window must be from 1 µs to a century (3155760000 s), got 1e-09"),
         ([*replay_stream, "--archive-readings", "1e15"],
          "--archive-readings must be from 1 µs to a century (3155760000 s), got 1e+15"),
+        ([*replay_stream, "--calibration-keep-days", "2"],
+         "--calibration-keep-days limits the calibration state that --online-calibration keeps: give "
+         "--online-calibration too"),
         ([*replay_stream, "--alert-cooldown", "1e15"],
          "--alert-cooldown must be at most a century (3155760000 s), got 1e+15"),
         ([*replay_stream, "--allowed-lateness", "-1"],

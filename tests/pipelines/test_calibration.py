@@ -120,6 +120,34 @@ def test_in_a_stream_a_pane_released_after_a_later_one_still_joins_the_history(s
         assert_that(out, equal_to(expected))
 
 
+@pytest.mark.parametrize("keep_s, fresh", [(30, True), (120, False), (0, False)])
+def test_in_a_stream_an_entity_unseen_for_longer_than_kept_starts_afresh(small_model_dir, keep_s, fresh):
+    """``keep_us`` in a stream: pane 1's last window ends at 159 s; the watermark then passes 250 s before pane 2
+    (windows ending 200-259 s) comes. Kept for 30 s, the entity's calibration was dropped at 189 s and pane 2 is
+    judged from the model's calibration scores; kept for 120 s (or for ever), pane 2 continues pane 1's history."""
+    metadata = read_metadata(small_model_dir)
+    version = metadata["model_version"]
+    rng = np.random.default_rng(7)
+    panes = {k: _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), version) for k in (1, 2)}
+    risk, _ = model_risk(metadata)
+    online = start_calibration(metadata)
+    first = calibrate(panes[1], online, risk)
+    second = calibrate(panes[2], start_calibration(metadata) if fresh else online, risk)
+    other = calibrate(panes[2], online if fresh else start_calibration(metadata), risk)
+    assert not np.allclose(second.threshold, other.threshold)  # the two ways tell apart
+    expected = [(1, tuple(np.round(first.threshold, 9))), (2, tuple(np.round(second.threshold, 9)))]
+    stream = (TestStream()
+              .add_elements([TimestampedValue(panes[1], Timestamp(160))])
+              .advance_watermark_to(Timestamp(250))
+              .add_elements([TimestampedValue(panes[2], Timestamp(260))])
+              .advance_watermark_to(Timestamp(1000))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        out = (p | stream | CalibrateOnline(str(small_model_dir), keep_us=keep_s * 1_000_000)
+               | beam.Map(lambda sw: (sw.windows.pane, tuple(np.round(sw.threshold, 9)))))
+        assert_that(out, equal_to(expected))
+
+
 def test_an_unknown_model_version_is_one_sentence(small_model_dir):
     from seqwatch.pipelines.calibration import _ModelCalibrations
 

@@ -258,7 +258,7 @@ def test_calibration_keep_days_reaches_the_run_config_and_is_refused_in_one_sent
     assert config("--online-calibration", "--calibration-keep-days", "0.5").settings()["calibration_keep_days"] == 0.5
     for flags, sentence in (
             (("--calibration-keep-days", "30"), "--calibration-keep-days limits the calibration state that "
-                                                "--online-calibration writes: give --online-calibration too"),
+                                                "--online-calibration keeps: give --online-calibration too"),
             (("--online-calibration", "--calibration-keep-days", "0"),
              "--calibration-keep-days must be a positive number of days, got 0"),
             (("--online-calibration", "--calibration-keep-days", "nan"),
@@ -266,3 +266,11 @@ def test_calibration_keep_days_reaches_the_run_config_and_is_refused_in_one_sent
         with pytest.raises(CliError) as refused:
             config(*flags)
         assert str(refused.value) == sentence
+
+
+def test_a_streams_calibration_keep_days_reaches_its_plan(small_model_dir, tmp_path):
+    from seqwatch.pipelines.streaming import plan_stream
+
+    plan = plan_stream(str(small_model_dir), str(tmp_path / "o"), online_calibration=True, calibration_keep_days=2.5)
+    assert plan.config.calibration_keep_days == 2.5
+    assert plan_stream(str(small_model_dir), str(tmp_path / "o")).config.calibration_keep_days == 0
