@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration bench-calibration-series bench-small-files clean
+.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,9 @@ bench-calibration-series: $(STAMP)
 
 bench-small-files: $(STAMP)
 	$(BIN)/python benchmarks/small_files.py
+
+bench-quarantine: $(STAMP)
+	$(BIN)/python benchmarks/quarantine_cost.py
 
 bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py
