@@ -139,8 +139,9 @@ class _CalibrateEntity(beam.DoFn):
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)  # streaming with keep_us: when the entity's state goes
 
     def __init__(self, model_dir: str, watch_dir: str, at_end: bool, state_from: str = "", emit_state: bool = False,
-                 state_sha256: str = "", keep_us: int = 0):
+                 state_sha256: str = "", keep_us: int = 0, pane_wait_us: int = 0):
         self.keep_us = keep_us
+        self.pane_wait_us = pane_wait_us
         self.model_dir = model_dir
         self.watch_dir = watch_dir
         self.at_end = at_end
@@ -177,11 +178,19 @@ class _CalibrateEntity(beam.DoFn):
             release.set(Timestamp(micros=at))
 
     @on_timer(FORGET)
-    def on_forget(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE)):
-        """Streaming with ``keep_us``: the watermark passed the entity's last judged window by that long, and no
-        later pane came (each release sets this timer again): its calibration is dropped, so ids that go away do
-        not stay in the runner's state for the stream's life; a pane that comes later starts afresh."""
-        if not list(pending.read()):
+    def on_forget(self, fired=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
+                  online=beam.DoFn.StateParam(ONLINE)):
+        """Streaming with ``keep_us``: the watermark passed the entity's last judged window by that long (each
+        release sets this timer again): its calibration is dropped, so ids that go away do not stay in the runner's
+        state for the stream's life. A pane that comes later starts afresh, as it would anyway (``on_release``
+        judges by the gap, whatever order the runner fires the timers in); one waiting that goes on within
+        ``keep_us`` keeps the state for its release. The timer waits ``pane_wait_us`` more: a window that ends
+        within ``keep_us`` may still be held upstream until its pane closes."""
+        state = online.read()
+        if not state or len(state) < 5 or state[2] is None:
+            return
+        latest_end = state[2]
+        if not any(_first_end(sw) - latest_end <= self.keep_us for _, sw in pending.read()):
             online.clear()
 
     @on_timer(RELEASE)
@@ -232,7 +241,9 @@ class _CalibrateEntity(beam.DoFn):
                                                         sw.model_version, exc)
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))
                 continue
-            if sw.model_version != version:
+            if sw.model_version != version or (self.keep_us and latest_end is not None
+                                               and _first_end(sw) - latest_end > self.keep_us):
+                # a new version, or (keep_us) an entity back after a gap longer than its state is kept: afresh
                 version, calibration = sw.model_version, start_calibration(metadata)
                 latest_end, kept_until, continued = None, None, False
             # Stamped at the timer's time, which holds the watermark: on time for every step after this one.
@@ -243,7 +254,7 @@ class _CalibrateEntity(beam.DoFn):
             kept_dict = calibration.to_dict()
             online.write((version, kept_dict, latest_end, kept_until, continued))
             if self.keep_us and not self.at_end and latest_end is not None:  # (a batch run's: write_states)
-                forget.set(Timestamp(micros=latest_end + self.keep_us))
+                forget.set(Timestamp(micros=latest_end + self.keep_us + self.pane_wait_us))
             if self.emit_state and latest_end is not None:
                 from seqwatch.pipelines.calibration_state import state_of
 
@@ -261,15 +272,17 @@ class CalibrateOnline(beam.PTransform):
     same artifact)."""
 
     def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False, state_from: str = "",
-                 state_to: str = "", state_sha256: str = "", keep_us: int = 0):
+                 state_to: str = "", state_sha256: str = "", keep_us: int = 0, pane_wait_us: int = 0):
         """``at_end`` (batch): release every pane once the input is done, instead of each as the watermark
         passes it (the same order and results; the batch watermark jumps to the end anyway). ``state_from``: a
         kept state file (``seqwatch.pipelines.calibration_state``) each entity's calibration starts from;
         ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
         that the run did not see; ``state_sha256``: what ``state_from`` held when the run was planned (it is
         refused if it holds something else now); ``keep_us``: leave out of ``state_to`` the entities whose last
-        window ended more than this long before the newest (``calibration_state.forget_stale``; 0: none), and in a
-        stream drop an entity's calibration once the watermark passed its last window by this long. With
+        window ended more than this long before the newest (``calibration_state.forget_stale``; 0: none); an
+        entity whose next window ends more than this long after its last judged one starts afresh (batch and
+        stream alike), and a stream drops an entity's calibration once the watermark passed its last window by this
+        long and ``pane_wait_us`` (the longest a window waits upstream for its pane). With
         ``at_end``, ``states`` is the PCollection of ``(entity id, EntityState, went on from state_from)`` once the
         transform is applied, and with ``state_to``, ``forgotten`` the ``("calibration_entities_forgotten", n)``
         count of the state written (none without ``keep_us``)."""
@@ -283,6 +296,7 @@ class CalibrateOnline(beam.PTransform):
         self.state_to = state_to
         self.state_sha256 = state_sha256
         self.keep_us = keep_us
+        self.pane_wait_us = pane_wait_us
         self.states = None
         self.forgotten = None
 
@@ -292,7 +306,7 @@ class CalibrateOnline(beam.PTransform):
                       | "OneTimeline" >> beam.WindowInto(beam.window.GlobalWindows())
                       | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, self.at_end,
                                                                    self.state_from, self.at_end, self.state_sha256,
-                                                                   self.keep_us))
+                                                                   self.keep_us, self.pane_wait_us))
                       .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
         if self.at_end:
             self.states = calibrated[STATE_TAG]

@@ -1300,8 +1300,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--calibration-keep-days", type=float, metavar="DAYS",
                      help="with --online-calibration: leave out of the calibration state the run writes each entity "
                           "whose last window ended more than DAYS before the newest window in it (ids that go away, "
-                          "or change from day to day, would otherwise stay in it for ever; default: keep every "
-                          "entity)")
+                          "or change from day to day, would otherwise stay in it for ever), and start afresh an "
+                          "entity whose next window ends more than DAYS after its last (default: keep every entity)")
     run.add_argument("--max-quarantined-share", type=float, metavar="FRACTION",
                      help="exit with code 3 (after writing the outputs) when more than this share of the readings "
                           "was quarantined, so that a scheduler alerts on a night of unreadable input (default: only "

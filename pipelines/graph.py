@@ -164,7 +164,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                                       state_from=plan.calibration_state_from if plan.calibration_state_sha256
                                       else "", state_to=calibration_state_to,
                                       state_sha256=plan.calibration_state_sha256,
-                                      keep_us=int(round(cfg.calibration_keep_days * DAY_US)))
+                                      keep_us=int(round(cfg.calibration_keep_days * DAY_US)),
+                                      pane_wait_us=settle_us(plan) + int(allowed_lateness_s * 1e6))
         scored = scored | "CalibrateOnline" >> online_step
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),

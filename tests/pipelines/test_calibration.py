@@ -123,8 +123,9 @@ def test_in_a_stream_a_pane_released_after_a_later_one_still_joins_the_history(s
 @pytest.mark.parametrize("keep_s, fresh", [(30, True), (120, False), (0, False)])
 def test_in_a_stream_an_entity_unseen_for_longer_than_kept_starts_afresh(small_model_dir, keep_s, fresh):
     """``keep_us`` in a stream: pane 1's last window ends at 159 s; the watermark then passes 250 s before pane 2
-    (windows ending 200-259 s) comes. Kept for 30 s, the entity's calibration was dropped at 189 s and pane 2 is
-    judged from the model's calibration scores; kept for 120 s (or for ever), pane 2 continues pane 1's history."""
+    (windows ending 200-259 s) comes. Kept for 30 s, the entity's calibration was dropped at 189 s (and pane 2's
+    gap is longer than that anyway) and pane 2 is judged from the model's calibration scores; kept for 120 s (or
+    for ever), pane 2 continues pane 1's history."""
     metadata = read_metadata(small_model_dir)
     version = metadata["model_version"]
     rng = np.random.default_rng(7)
@@ -146,6 +147,70 @@ def test_in_a_stream_an_entity_unseen_for_longer_than_kept_starts_afresh(small_m
         out = (p | stream | CalibrateOnline(str(small_model_dir), keep_us=keep_s * 1_000_000)
                | beam.Map(lambda sw: (sw.windows.pane, tuple(np.round(sw.threshold, 9)))))
         assert_that(out, equal_to(expected))
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_entity_back_after_a_gap_longer_than_kept_starts_afresh_in_batch_and_stream_alike(small_model_dir,
+                                                                                           streaming):
+    """The gap rule judges by the windows, not by when a timer fires: both panes come before the watermark moves
+    (a stream's backlog) or in one batch run (all released at the end), and pane 2, whose first window ends 41 s
+    after pane 1's last, starts afresh when the calibration is kept for 30 s; pane 3 (ending 10 s after pane 2's
+    windows) goes on from pane 2."""
+    metadata = read_metadata(small_model_dir)
+    version = metadata["model_version"]
+    rng = np.random.default_rng(8)
+    panes = {1: _pane(1, range(100, 160), rng.gamma(2.0, 0.02, 60), version),
+             2: _pane(2, range(200, 260), rng.gamma(2.0, 0.02, 60), version),
+             3: _pane(3, range(270, 330), rng.gamma(2.0, 0.02, 60), version)}
+    risk, _ = model_risk(metadata)
+    online, fresh = start_calibration(metadata), start_calibration(metadata)
+    expected = [(1, tuple(np.round(calibrate(panes[1], online, risk).threshold, 9))),
+                (2, tuple(np.round(calibrate(panes[2], fresh, risk).threshold, 9))),
+                (3, tuple(np.round(calibrate(panes[3], fresh, risk).threshold, 9)))]
+    elements = [TimestampedValue(panes[k], Timestamp(100 * k + 60 if k < 3 else 330)) for k in (1, 2, 3)]
+    if streaming:
+        options = PipelineOptions(["--streaming", "--runner=DirectRunner"])
+        source = (TestStream().add_elements(elements).advance_watermark_to(Timestamp(1000))
+                  .advance_watermark_to_infinity())
+    else:
+        options = PipelineOptions(["--runner=DirectRunner"])
+        source = beam.Create(elements)  # (Create stamps each element with its TimestampedValue's time)
+    with beam.Pipeline(options=options) as p:
+        out = (p | source | CalibrateOnline(str(small_model_dir), at_end=not streaming, keep_us=30_000_000,
+                                            pane_wait_us=60_000_000)  # a pane spans 60 s here
+               | beam.Map(lambda sw: (sw.windows.pane, tuple(np.round(sw.threshold, 9)))))
+        assert_that(out, equal_to(expected))
+
+
+class _Held:
+    """A stand-in for a Beam state cell (``read``, ``clear``), for calling a timer callback directly."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def clear(self):
+        self.value = None
+
+
+def test_the_forget_timer_drops_an_entitys_calibration_unless_a_waiting_pane_goes_on_from_it(small_model_dir):
+    """What ``on_forget`` frees: the entity's state, once no waiting pane has a window within ``keep_us`` of its
+    last judged one (such a pane will go on from the state when its release comes)."""
+    from seqwatch.pipelines.calibration import _CalibrateEntity
+
+    fn = _CalibrateEntity(str(small_model_dir), str(small_model_dir), at_end=False, keep_us=30_000_000)
+    state = ("v1", {"scores": []}, 159_000_000, None, False)  # its last judged window ended at 159 s
+    near = (330_000_000, _pane(3, range(180, 240), np.ones(60)))  # first window ends 21 s after: goes on
+    far = (400_000_000, _pane(4, range(200, 260), np.ones(60)))  # 41 s after: would start afresh
+    for waiting, dropped in (([], True), ([near], False), ([far], True), ([far, near], False)):
+        online = _Held(state)
+        fn.on_forget(Timestamp(micros=189_000_000), _Held(waiting), online)
+        assert (online.read() is None) == dropped, (waiting, dropped)
+    online = _Held(None)  # nothing kept (a version that could not be calibrated): nothing to do
+    fn.on_forget(Timestamp(micros=189_000_000), _Held([]), online)
+    assert online.read() is None
 
 
 def test_an_unknown_model_version_is_one_sentence(small_model_dir):

@@ -120,6 +120,54 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
 
 
 @pytest.mark.slow
+def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_on_prism_as_in_batch(long_readings,
+                                                                                       small_model_dir,
+                                                                                       prism_location, tmp_path):
+    """``--calibration-keep-days 1`` on Prism: the readings' second half comes two days after the first (the
+    replay plays the pause in --max-wait), so each entity's windows after the gap are judged from the model's
+    calibration scores, as the batch run with the same setting judges them, and not as a continuation."""
+    from seqwatch.models.artifact import read_metadata
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.calibration import model_risk, start_calibration
+    from seqwatch.pipelines.config import RunConfig
+
+    _, readings = long_readings
+    stamps = pd.to_datetime(readings["timestamp"])
+    cut = stamps.sort_values().iloc[len(stamps) // 2]
+    gapped = readings.assign(timestamp=stamps.where(stamps < cut, stamps + pd.Timedelta(days=2))
+                             .dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    path = tmp_path / "gapped.csv"
+    gapped.to_csv(path, index=False)
+    out = tmp_path / "stream"
+    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input",
+                                            str(path), "--speed", "500", "--online-calibration",
+                                            "--calibration-keep-days", "1"),
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_batch(RunConfig(inputs=(str(path),), output=str(tmp_path / "batch"), model_dir=str(small_model_dir),
+                        online_calibration=True, calibration_keep_days=1.0))
+
+    def scores(folder):
+        table = ds.dataset(folder / "scores", format="parquet").to_table().to_pandas()
+        return table.sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+
+    streamed, batch = scores(out), scores(tmp_path / "batch")
+    assert len(streamed) == len(batch) and (streamed["window_end"] == batch["window_end"]).all()
+    assert np.allclose(streamed["threshold"], batch["threshold"], rtol=1e-6)
+    metadata = read_metadata(str(small_model_dir))
+    risk, _ = model_risk(metadata)
+    for entity, part in batch.groupby("entity_id"):
+        after = (part["window_end"] > cut).to_numpy()
+        assert 0 < after.sum() < len(part)
+        first = start_calibration(metadata)
+        first.process_at_risk(part["score"].to_numpy()[~after], risk)
+        afresh = start_calibration(metadata).process_at_risk(part["score"].to_numpy()[after], risk)[1]
+        went_on = first.process_at_risk(part["score"].to_numpy()[after], risk)[1]
+        np.testing.assert_allclose(part["threshold"].to_numpy()[after], afresh, rtol=1e-9, err_msg=entity)
+        assert not np.allclose(afresh, went_on), entity  # the two ways tell apart
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("runner", ["prism", "flink"])
 def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_readings, small_model_dir, kafka_broker,
                                                               tmp_path, stream_outputs, request):
