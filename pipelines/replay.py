@@ -510,7 +510,8 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
             changed["ignore"] = list(ignored) + [c for c in config.more_ignored if c not in ignored]
         mapping = InputMapping.from_dict(changed)
     settings = {k: original[k] for k in ("pane_steps", "earliest_us", "future_tolerance_us", "chunk_rows",
-                                         "alert_cooldown_us", "online_calibration") if k in original}
+                                         "alert_cooldown_us", "online_calibration", "calibration_keep_days")
+                if k in original}
     if config.pane_steps is not None:
         settings["pane_steps"] = config.pane_steps
     settings.update(config.extra)

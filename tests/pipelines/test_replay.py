@@ -771,3 +771,18 @@ def test_a_replay_starts_from_the_calibration_state_its_run_started_from(origina
                                    model_dir=str(small_model_dir), suite="sensor",
                                    extra={"online_calibration": False}),
                       ["--runner=DirectRunner"], now_us=NOW_US)["records_in"] == 96
+
+
+def test_a_replay_judges_with_the_runs_calibration_keep_days(original, small_model_dir):
+    """The gap rule of ``--calibration-keep-days`` decides thresholds, so a replay takes it from the run's manifest,
+    as it takes the run's online calibration (a replay had judged without it)."""
+    root, source, _, _ = original
+    out = root / "kept-run"
+    run_batch(RunConfig(inputs=(str(source),), output=str(out), model_dir=str(small_model_dir), mapping=WIDE,
+                        suite=str(root / "strict.json"), online_calibration=True, calibration_keep_days=0.5),
+              ["--runner=DirectRunner"], now_us=NOW_US)
+    manifest = run_replay(ReplayConfig(quarantine=str(out), output=str(root / "kept-replay"),
+                                       model_dir=str(small_model_dir), suite="sensor"),
+                          ["--runner=DirectRunner"], now_us=NOW_US)
+    assert manifest["settings"]["online_calibration"] is True
+    assert manifest["settings"]["calibration_keep_days"] == 0.5
