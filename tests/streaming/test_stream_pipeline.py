@@ -120,10 +120,10 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
 
 
 @pytest.mark.slow
-def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_on_prism_as_in_batch(long_readings,
-                                                                                       small_model_dir,
-                                                                                       prism_location, tmp_path):
-    """``--calibration-keep-days 1`` on Prism: the readings' second half comes two days after the first (the
+@pytest.mark.parametrize("runner", ["prism", "flink"])
+def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_as_in_batch(runner, long_readings,
+                                                                              small_model_dir, tmp_path, request):
+    """``--calibration-keep-days 1`` on Prism and Flink: the readings' second half comes two days after the first (the
     replay plays the pause in --max-wait), so each entity's windows after the gap are judged from the model's
     calibration scores, as the batch run with the same setting judges them, and not as a continuation."""
     from seqwatch.models.artifact import read_metadata
@@ -139,9 +139,9 @@ def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_on_prism_as_
     path = tmp_path / "gapped.csv"
     gapped.to_csv(path, index=False)
     out = tmp_path / "stream"
-    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input",
-                                            str(path), "--speed", "500", "--online-calibration",
-                                            "--calibration-keep-days", "1"),
+    result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
+                                             "--speed", "500", "--online-calibration", "--calibration-keep-days", "1",
+                                             *_runner_args(runner, request)),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     run_batch(RunConfig(inputs=(str(path),), output=str(tmp_path / "batch"), model_dir=str(small_model_dir),
