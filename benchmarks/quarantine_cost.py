@@ -16,7 +16,8 @@ Inputs (written to a temporary folder):
 
 Each is run by ``seqwatch run`` in a process of its own (as a user runs it, default workers), with a model of the
 demo's shape; the seconds are the process's wall time and the memory its peak resident size (``wait4``).
-Medians of ``--repeats`` rounds that run every input in turn, after a warm-up round. Rewrites the
+Medians of ``--repeats`` rounds that run every input in turn, after a warm-up round
+(``bench_common.alternating_medians``). Rewrites the
 ``quarantine-cost`` section of BENCHMARKS.md (not with ``--quick``).
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench_common import log, train_demo_shape
+from bench_common import alternating_medians, log, train_demo_shape
 from sections import replace_section
 
 CHANNELS = ("flow", "pressure", "temperature", "vibration")
@@ -63,13 +64,12 @@ def write_inputs(work: Path, readings: int, tags: int) -> dict:
                                    rows * (tags + len(CHANNELS)))}
 
 
-def timed_run(argv: list) -> tuple[float, float, int]:
-    """Wall seconds, peak resident MB and exit code of one ``seqwatch`` process."""
-    t0 = time.perf_counter()
+def run_seqwatch(argv: list) -> tuple[float, int]:
+    """Peak resident MB and exit code of one ``seqwatch`` process."""
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024, process.returncode
+    return usage.ru_maxrss / 1024, process.returncode
 
 
 def main(argv=None) -> int:
@@ -86,23 +86,23 @@ def main(argv=None) -> int:
     inputs = write_inputs(work, readings, tags)
     model_dir = train_demo_shape(work, "quarantine-cost", 2 if args.quick else 5)
 
-    seconds: dict = {label: [] for label in inputs}
     memory: dict = {label: [] for label in inputs}
-    for repeat in range(repeats + 1):
-        for label, (path, flags, total, quarantined) in inputs.items():
-            out = work / f"out-{repeat}-{len(seconds[label])}-{label.split()[0].replace('/', '')}"
-            took, peak, code = timed_run([str(SEQWATCH), "run", "--input", str(path), *flags, "--model-dir",
-                                          str(model_dir), "--output", str(out)])
-            manifest = pd.read_json(out / "manifest.json", typ="series")
-            assert (manifest["records_in"], manifest["records_quarantined"]) == (total, quarantined), manifest
-            assert code == (3 if quarantined == total else 0), code  # exit 3: nothing scored (outputs written)
-            log(f"round {repeat}, {label}: {took:.1f} s, {peak:,.0f} MB")
-            if repeat:  # the first round warms up (compiled model, caches)
-                seconds[label].append(took)
-                memory[label].append(peak)
 
-    rows = [(label, inputs[label][2], inputs[label][3], statistics.median(seconds[label]),
-             statistics.median(memory[label])) for label in inputs]
+    def run(label: str, repeat: int) -> None:
+        path, flags, total, quarantined = inputs[label]
+        out = work / f"out-{repeat}-{list(inputs).index(label)}"
+        peak, code = run_seqwatch([str(SEQWATCH), "run", "--input", str(path), *flags, "--model-dir", str(model_dir),
+                                   "--output", str(out)])
+        manifest = pd.read_json(out / "manifest.json", typ="series")
+        assert (manifest["records_in"], manifest["records_quarantined"]) == (total, quarantined), manifest
+        assert code == (3 if quarantined == total else 0), code  # exit 3: nothing scored (outputs written)
+        log(f"run {repeat}, {label}: peak {peak:,.0f} MB")
+        if repeat:  # the first round warms up (compiled model, caches)
+            memory[label].append(peak)
+
+    seconds = alternating_medians(inputs, run, repeats)
+    rows = [(label, inputs[label][2], inputs[label][3], seconds[label], statistics.median(memory[label]))
+            for label in inputs]
     good = rows[1]
     text = "\n".join([
         "## Quarantined readings", "",

@@ -175,6 +175,31 @@ def quarantine_records_table(rows: list[Quarantined]) -> pa.Table:
 PACKED_QUARANTINE_ROWS = 50_000  # the most records a batch run packs into one table before they are grouped
 
 
+class QuarantinePacker:
+    """Quarantined records held per source and given out as ``PackedQuarantine`` tables of at most ``rows``
+    records (``quarantine_records_table``): a source's table as soon as it is full (``add``), the rest when asked
+    (``flush``; ``rows=None``: only then). The batch reader, validation and the sink's packing step each hold their
+    records so."""
+
+    def __init__(self, rows: int | None = PACKED_QUARANTINE_ROWS):
+        self.rows = rows
+        self._held: dict = {}  # source -> records
+
+    def add(self, q: Quarantined) -> PackedQuarantine | None:
+        held = self._held.get(q.source)
+        if held is None:
+            held = self._held[q.source] = []
+        held.append(q)
+        if self.rows is None or len(held) < self.rows:
+            return None
+        del self._held[q.source]
+        return PackedQuarantine(q.source, quarantine_records_table(held))
+
+    def flush(self) -> list[PackedQuarantine]:
+        held, self._held = self._held, {}
+        return [PackedQuarantine(source, quarantine_records_table(records)) for source, records in held.items()]
+
+
 class _PackQuarantine(beam.DoFn):
     """``Quarantined -> (source, table)``: a batch run's quarantined records packed per source and bundle
     into tables of at most ``rows`` records (``quarantine_records_table``) before they are grouped; records that
@@ -186,26 +211,17 @@ class _PackQuarantine(beam.DoFn):
         self.rows = rows
 
     def start_bundle(self):
-        self._held: dict = {}  # source -> records
+        self._packer = QuarantinePacker(self.rows)
 
     def process(self, q: Quarantined | PackedQuarantine):
-        if isinstance(q, PackedQuarantine):  # packed where it was made (ReadInputFiles(packed_quarantine=...))
-            yield q.source, q.table
-            return
-        held = self._held.get(q.source)
-        if held is None:
-            held = self._held[q.source] = []
-        held.append(q)
-        if len(held) >= self.rows:
-            del self._held[q.source]
-            yield q.source, quarantine_records_table(held)
+        packed = q if isinstance(q, PackedQuarantine) else self._packer.add(q)  # (packed where it was made)
+        if packed is not None:
+            yield packed.source, packed.table
 
     def finish_bundle(self):
         # a batch run's records are all in the global window (one file per source)
-        held, self._held = self._held, {}
-        for source, records in held.items():
-            yield WindowedValue((source, quarantine_records_table(records)), GlobalWindow().max_timestamp(),
-                                [GlobalWindow()])
+        for packed in self._packer.flush():
+            yield WindowedValue((packed.source, packed.table), GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 def _merged_quarantine(source: str, tables) -> pa.Table:

@@ -28,9 +28,9 @@ from seqwatch.pipelines.decompression import BOUNDED, open_input
 from seqwatch.pipelines.long_lines import MAX_LINE_BYTES, LineCutter, LongLine
 from seqwatch.pipelines.parsing import (FileLayout, SchemaDriftError, csv_fields, parse_rows, raw_json,
                                         sniff_separator, split_lines)
-from seqwatch.pipelines.sinks import quarantine_records_table
+from seqwatch.pipelines.sinks import QuarantinePacker
 from seqwatch.pipelines.stage_metrics import StageTimer
-from seqwatch.schemas.elements import PackedQuarantine, Quarantined, ReadingBatch
+from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import InputMapping
 
 QUARANTINE = "quarantine"
@@ -842,7 +842,7 @@ class _ReadFileChunks(beam.DoFn):
 
     def process(self, path: str) -> Iterator:
         chunks = iter(self.reader.read(path))
-        held: dict[str, list] = {}  # packed_rows: source -> records not yet given out
+        packer = QuarantinePacker(self.packed_rows) if self.packed_rows else None
         while True:
             with self.timer:  # reading and parsing only, not the work downstream of each yield
                 chunk = next(chunks, None)
@@ -852,23 +852,12 @@ class _ReadFileChunks(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_in", records))
             if len(batch):
                 yield batch
-            if not self.packed_rows:
-                for q in quarantine:
-                    yield beam.pvalue.TaggedOutput(QUARANTINE, q)
-                continue
             for q in quarantine:
-                kept = held.get(q.source)
-                if kept is None:
-                    kept = held[q.source] = []
-                kept.append(q)
-                if len(kept) >= self.packed_rows:
-                    yield beam.pvalue.TaggedOutput(QUARANTINE, _packed(q.source, held.pop(q.source)))
-        for source, kept in held.items():
-            yield beam.pvalue.TaggedOutput(QUARANTINE, _packed(source, kept))
-
-
-def _packed(source: str, records: list[Quarantined]) -> PackedQuarantine:
-    return PackedQuarantine(source, quarantine_records_table(records))
+                out = q if packer is None else packer.add(q)
+                if out is not None:
+                    yield beam.pvalue.TaggedOutput(QUARANTINE, out)
+        for packed in packer.flush() if packer is not None else []:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, packed)
 
 
 class ReadInputFiles(beam.PTransform):

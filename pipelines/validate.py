@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from apache_beam.utils.windowed_value import WindowedValue
 
-from seqwatch.pipelines.sinks import quarantine_records_table
+from seqwatch.pipelines.sinks import QuarantinePacker
 from seqwatch.pipelines.sources import QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
-from seqwatch.schemas.elements import PackedQuarantine, Quarantined, ReadingBatch
+from seqwatch.schemas.elements import Quarantined, ReadingBatch
 
 
 # Sources whose records cannot be re-read: brokers' messages (broker_sources) and the elements of a PCollection
@@ -134,10 +134,10 @@ class _ValidateBatch(beam.DoFn):
         """``records`` as they leave: one by one, or (``packed``) as a ``PackedQuarantine`` per source."""
         if not self.packed or not records:
             return records
-        by_source: dict = {}
+        packer = QuarantinePacker(rows=None)  # one table per source
         for q in records:
-            by_source.setdefault(q.source, []).append(q)
-        return [PackedQuarantine(source, quarantine_records_table(part)) for source, part in by_source.items()]
+            packer.add(q)
+        return packer.flush()
 
     def _judge(self, frame) -> tuple[list, np.ndarray]:
         """``([(row, quarantined record)], rows kept)`` of a reading frame: the known duplicates, the cheap checks,
