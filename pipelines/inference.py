@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from typing import Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
@@ -67,6 +68,45 @@ def _same_phase(loaded, model) -> bool:
     step = int(model.step_us)
     apart = abs(int(loaded.grid_offset_us) - int(model.grid_offset_us)) % step
     return min(apart, step - apart) <= step // 100
+
+
+# Detectors loaded in this process, by artifact folder and the size and time of its two files. The batch graph
+# scores in two RunInference steps (panes cut where their file was read, and panes that met in the GroupByKey);
+# each has a Shared handle of its own, so each had loaded the model (0.06 s for a small LSTM) and, where both
+# scored, traced its predict step again (0.17 s), and held a second copy of the network. Weak values: a model
+# no step holds any more is let go, as Shared lets it go.
+_LOADED: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+_LOAD_LOCK = threading.Lock()
+
+
+def _artifact_key(model_dir: str) -> tuple:
+    """What tells one saved artifact from another: its folder, and each file's size and modification time (a
+    version saved again in place is loaded again)."""
+    from seqwatch.models.artifact import METADATA_FILE, MODEL_FILE, resolve_model_dir
+
+    directory = resolve_model_dir(model_dir)
+    stats = []
+    for name in (METADATA_FILE, MODEL_FILE):
+        try:
+            stat = (directory / name).stat()
+            stats.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stats.append(None)  # load_artifact says what is missing
+    return (str(directory.absolute()), *stats)
+
+
+def load_detector(model_dir: str):
+    """The artifact of ``model_dir`` (an artifact, or a model root's newest version), loaded once per process
+    while a scoring step holds it."""
+    from seqwatch.models.artifact import load_artifact
+
+    key = _artifact_key(model_dir)
+    with _LOAD_LOCK:
+        detector = _LOADED.get(key)
+        if detector is None:
+            detector = load_artifact(model_dir)
+            _LOADED[key] = detector
+    return detector
 
 
 UNREADABLE_GRACE_S = 60.0  # how long a newest version's metadata may stay unreadable (being copied) unsaid
@@ -159,8 +199,7 @@ class Seq2SeqModelHandler(ModelHandler[WindowBatch, ScoredWindows, Any]):
         self._model = None
 
     def load_model(self):
-        from seqwatch.models.artifact import load_artifact
-        return load_artifact(self.model_dir)
+        return load_detector(self.model_dir)
 
     def update_model_path(self, model_path: Optional[str] = None):
         if model_path:

@@ -220,3 +220,21 @@ def test_a_newest_version_whose_metadata_stays_unreadable_is_said_once(model_roo
     (model_root / "v2" / "metadata.json").write_text(whole)
     _touch_later(model_root / "v2", 10)
     assert list(handler.run_inference([windows], model))[0].model_version == new.model_version
+
+
+def test_the_scoring_steps_of_a_process_share_one_loaded_model(model_root):
+    """A batch graph scores in two RunInference steps (panes cut where their file was read, and grouped panes),
+    whose Shared handles are their own: each had loaded the model (0.06 s here) and traced it where both steps
+    scored (0.17 s). Handlers of
+    one artifact now get one detector while a step holds it; an artifact saved again in place is loaded anew."""
+    first = Seq2SeqModelHandler(str(model_root / "v1")).load_model()
+    second = Seq2SeqModelHandler(str(model_root / "v1")).load_model()
+    assert second is first
+    assert Seq2SeqModelHandler(str(model_root)).load_model() is first  # the root stands for the same version
+
+    changed = load_artifact(model_root / "v1")
+    changed.threshold = first.threshold * 0.5
+    save_artifact(changed, model_root / "v1")
+    _touch_later(model_root / "v1", 10)
+    again = Seq2SeqModelHandler(str(model_root / "v1")).load_model()
+    assert again is not first and again.threshold == pytest.approx(first.threshold * 0.5)
