@@ -181,7 +181,8 @@ def fleet_note(one: dict, fleet: dict, entities: int, fleet_entities: int, fleet
                        for name in ("window_cut", "window_key", "write", "score"))
     return f"""- A fleet (the last row): the same {one['records_in']:,} readings as the 1x row, but over {fleet_entities:,}
   entities of {fleet_steps} steps each, in one file sorted by time, as a fleet's export comes. Each entity is at
-  least one pane to cut and two Parquet files to write (scores, forecasts), so the time grows with the entities:
+  least one pane to cut (its scores are gathered into the run's one scores file, which until 2026-12-04 had been
+  a file per entity pane), so the time grows with the entities:
   {fleet['seconds']:.1f} s against {one['seconds']:.1f} s, about {per_entity_ms:.1f} ms per extra entity; by stage: {stages}.
   The cost is per entity and pane, not per reading: a run over more of each entity's history (a day rather than
   an hour) spreads it over more readings.

@@ -207,11 +207,12 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     clash = partition_clash(spans.spans) if spans is not None else None
     if clash:
         raise RunError(clash)
+    readings = estimated_readings(list(paths), config.mapping)
     return RunPlan(config, tuple(paths), run_id, staging, channels, step_us, length, stride, max_gap, pane_steps,
                    metadata["model_id"], metadata["model_version"], suite, now_us + config.future_tolerance_us,
                    model_source, spans, window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
                    input_digests, int(metadata.get("grid_offset_us", 0)), _canonical_path(state_from) if state_from
-                   else "", state_sha256)
+                   else "", state_sha256, score_files_for(readings, len(channels), stride), readings)
 
 
 def build_pipeline(p: beam.Pipeline, plan: RunPlan) -> dict:
@@ -366,15 +367,11 @@ def _files_under(path: str) -> list[str]:
 AUTO_WORKERS_MIN_READINGS = 8_000_000
 
 
-def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
-    """DirectRunner worker processes for a run: one per core (at most one per file) for an input of at least
-    ``AUTO_WORKERS_MIN_READINGS`` readings, else 1."""
+def estimated_readings(paths: list[str], mapping) -> int:
+    """About how many readings ``paths`` hold (Parquet footers, file sizes); files that cannot be read count 0."""
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.pipelines.sources import estimate_readings
 
-    cpus = cpus or os.cpu_count() or 1
-    if cpus < 2 or len(paths) < 2:
-        return 1
     total = 0
     for path in paths:
         try:
@@ -383,13 +380,39 @@ def choose_workers(paths: list[str], mapping, cpus: int | None = None) -> int:
                 total += estimate_readings(path, FileLayout.resolve(header, mapping, path).readings_per_row)
         except (SchemaDriftError, OSError):
             continue
-    return min(cpus, len(paths)) if total >= AUTO_WORKERS_MIN_READINGS else 1
+    return total
+
+
+def choose_workers(paths: list[str], mapping, cpus: int | None = None, readings: int | None = None) -> int:
+    """DirectRunner worker processes for a run: one per core (at most one per file) for an input of at least
+    ``AUTO_WORKERS_MIN_READINGS`` readings (``readings``: that estimate, if made already), else 1."""
+    cpus = cpus or os.cpu_count() or 1
+    if cpus < 2 or len(paths) < 2:
+        return 1
+    if readings is None:
+        readings = estimated_readings(paths, mapping)
+    return min(cpus, len(paths)) if readings >= AUTO_WORKERS_MIN_READINGS else 1
+
+
+# About this many score rows per file of a batch run's scores/ (and forecasts/): tens of MB of Parquet, small
+# enough for one worker to gather, large enough that a fleet's run is not thousands of files.
+SCORE_ROWS_PER_FILE = 1_000_000
+MAX_SCORE_FILES = 4096
+
+
+def score_files_for(readings: int, channels: int, stride: int) -> int:
+    """The files a batch run writes its scores in: one per ``SCORE_ROWS_PER_FILE`` windows the input makes
+    (a window per ``stride`` steps of ``channels`` readings), at least one. The input's estimate, not what gets
+    scored, decides, so a rerun of the same files and a replay of them cut the same files."""
+    windows = readings // max(1, channels * stride)
+    return int(min(MAX_SCORE_FILES, max(1, -(-windows // SCORE_ROWS_PER_FILE))))
 
 
 LOCAL_RUNNER = "seqwatch.pipelines.local_runner.LocalRunner"
 
 
-def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[PipelineOptions, int]:
+def _options(beam_args: list[str], config: RunConfig, paths: tuple,
+             readings: int | None = None) -> tuple[PipelineOptions, int]:
     """The run's pipeline options (the DirectRunner's engine unless a runner is named) and its worker processes: the
     user's Beam flags as given; on the DirectRunner without worker flags, ``config.workers`` or
     ``choose_workers``."""
@@ -410,7 +433,7 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple) -> tuple[Pip
         return options, 0  # a distributed runner decides its own parallelism
     if any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args):
         return options, direct.direct_num_workers if direct.direct_running_mode == "multi_processing" else 1
-    workers = config.workers or choose_workers(list(paths), config.mapping)
+    workers = config.workers or choose_workers(list(paths), config.mapping, readings=readings)
     if workers > 1:
         direct.direct_running_mode = "multi_processing"
         direct.direct_num_workers = workers
@@ -443,7 +466,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
     if locked:
         _remove_stale_staging(output, plan.run_id)
     _delete(plan.staging)
-    options, workers = _options(list(beam_args or []), config, plan.paths)
+    options, workers = _options(list(beam_args or []), config, plan.paths, plan.estimated_readings)
     try:
         p = beam.Pipeline(options=options)
         build_pipeline(p, plan)

@@ -77,14 +77,18 @@ class WriteDetections(beam.PTransform):
     carry. A root that is a file raises ``RunError`` when the pipeline is built, and so, in batch, does a root
     that holds an earlier run's outputs (they would stay beside this run's, uncounted); ``replace_existing=True``
     removes those outputs then (a retry into the same root needs it). A stream restarted into its root writes on
-    there, over the files of the windows it writes again.
+    there, over the files of the windows it writes again. ``score_files`` (batch): scores and forecasts are
+    written in that many files each, an entity's rows in one (``seqwatch run`` takes about a million score rows
+    a file); a stream writes them per entity and pane.
 
         detect = DetectAnomalies("models/pumps")
         readings | detect | WriteDetections("out/", run_id=detect.run_id)"""
 
     def __init__(self, root: str | os.PathLike, run_id: str, flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
-                 replace_existing: bool = False):
+                 replace_existing: bool = False, score_files: int = 1):
         super().__init__()
+        if isinstance(score_files, bool) or not isinstance(score_files, int) or score_files < 1:
+            raise ValueError(f"score_files must be a whole number of files, at least 1, got {score_files!r}")
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a folder's path, got {root!r}")
         if not isinstance(replace_existing, bool):
@@ -100,6 +104,7 @@ class WriteDetections(beam.PTransform):
         self.run_id = run_id
         self.flush_window_s = flush_window_s
         self.replace_existing = replace_existing
+        self.score_files = score_files
 
     def expand(self, found: Detections):
         from seqwatch.pipelines.batch import RunError
@@ -122,7 +127,7 @@ class WriteDetections(beam.PTransform):
             remove_output(FileSystems.join(self.root, name))
         return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
                                  "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
-                                self.flush_window_s if streaming else None)
+                                self.flush_window_s if streaming else None, score_files=self.score_files)
 
 
 # What a batch WriteDetections writes under its root: an earlier run's would mix with this one's.

@@ -69,6 +69,8 @@ class RunPlan:
     # "" where nothing was there (a series' first run: every entity starts afresh)
     calibration_state_from: str = ""
     calibration_state_sha256: str = ""
+    score_files: int = 1  # batch: the files scores (and forecasts) are written in (batch.score_files_for)
+    estimated_readings: int | None = None  # batch: about how many readings the inputs hold (batch.estimated_readings)
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -237,22 +239,26 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
     found = detect(read, plan, flush_window_s is not None, allowed_lateness_s, keep_open_s, watch_models_s,
                    FileSystems.join(root, STATE_FILE) if keep_state else "", flatten_quarantine=False,
                    packed_quarantine=flush_window_s is None)
-    counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix)
+    counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix,
+                              plan.score_files)
     return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
                                            "quarantine")} | {"counts": counts}
 
 
 def write_detections(found: dict, run_id: str, root: str, flush_window_s: float | None = None,
-                     archive_window_s: float | None = None, file_suffix: str = "") -> beam.PCollection:
+                     archive_window_s: float | None = None, file_suffix: str = "",
+                     score_files: int = 1) -> beam.PCollection:
     """The sinks of ``detect``'s outputs (``scored``, ``alerts``, ``opened``, ``quarantine``, ``counts``; and
     ``valid`` with an archive) under ``root``: Parquet files, and the counts (with the sinks' own) as
     ``counts.json`` (batch) or ``counts/<window start>.json`` per flush window (streaming, ``flush_window_s``).
-    Returns the counts written (a dict, or ``(window start, dict)`` pairs)."""
+    Returns the counts written (a dict, or ``(window start, dict)`` pairs). ``score_files`` (batch): the files
+    scores and forecasts are written in."""
     outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine") if found[name] is not None}
     outputs |= {name: pcoll for name, pcoll in found.items() if name.startswith("quarantine_")}
     if archive_window_s is not None:
         outputs["readings"] = found["valid"]
-    written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s, file_suffix)
+    written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s, file_suffix,
+                                                       score_files)
     all_counts = ((found["counts"], written | "WrittenCountsWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
                   | "AllCounts" >> beam.Flatten())
     if flush_window_s:

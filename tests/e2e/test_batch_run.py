@@ -713,10 +713,10 @@ def test_online_calibration_judges_each_entitys_windows_by_its_own_earlier_score
 
 
 def test_entity_ids_that_are_not_file_names_are_written_where_readers_find_them(small_model_dir, tmp_path):
-    """Entity ids are folder names in every sink. '..' wrote its files outside the sink (lost with the staging
-    folder) and '.x' or '_x' made folders that pyarrow.dataset, Spark and Hive skip as hidden: their scores,
-    forecasts and alerts were not read back. Every id must come back from each sink, each in a folder of its
-    own."""
+    """Entity ids were folder names in every sink (alerts still, and a stream's scores and forecasts). '..' wrote
+    its files outside the sink (lost with the staging folder) and '.x' or '_x' made folders that pyarrow.dataset,
+    Spark and Hive skip as hidden: their scores, forecasts and alerts were not read back. Every id must come back
+    from each sink; a batch run's scores and forecasts are in one file each, its alerts in a folder per entity."""
     odd = {"pump-01": "..", "pump-02": ".hidden", "pump-03": "_staging", "pump-04": "site-a/pump 4"}
     readings, _ = generate_sensor_data(n_entities=4, n_steps=300, seed=11, anomalies_per_entity=1,
                                        kinds=("level_shift",))
@@ -738,8 +738,10 @@ def test_entity_ids_that_are_not_file_names_are_written_where_readers_find_them(
     alerts = _read(out, "alerts").to_pandas()
     assert len(alerts) == len(list((out / "alerts").rglob("*.parquet"))) > 0
     assert _read(out, "quarantine").column("records").to_pylist() == [1]
-    folders = {p.name for sink in ("scores", "forecasts") for p in (out / sink).iterdir()}
-    assert len(folders) == len(odd) and not any(name.startswith((".", "_")) for name in folders)
+    assert [p.name for sink in ("scores", "forecasts") for p in (out / sink).iterdir()] == [
+        "part-00000-of-00001.parquet"] * 2
+    folders = {p.name for p in (out / "alerts").iterdir()}
+    assert len(folders) == len(set(alerts["entity_id"])) and not any(name.startswith((".", "_")) for name in folders)
     assert {p.name for p in out.iterdir()} == {*SINKS, "manifest.json", ".seqwatch.lock"}
 
 

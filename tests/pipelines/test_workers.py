@@ -44,7 +44,7 @@ def test_workers_follow_the_size_of_the_input(tmp_path, monkeypatch):
 
 
 def test_beam_flags_given_by_the_user_win(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch, "choose_workers", lambda paths, mapping: 2)
+    monkeypatch.setattr(batch, "choose_workers", lambda paths, mapping, readings=None: 2)
     config = RunConfig(inputs=("x",), output="o", model_dir="m")
     options, workers = _options([], config, ("a", "b"))
     assert workers == 2

@@ -1,0 +1,129 @@
+"""A batch run's scores and forecasts are written in a few files, not one per entity pane: a fleet's run of
+2,000 entities had written 4,000 files of a few rows each (and a long history a file per 4,096 steps of every
+entity). An entity's rows sit in one file, entities in order, each entity's windows by their end; a stream still
+writes a file per entity and pane as each pane is scored."""
+import json
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.batch import SCORE_ROWS_PER_FILE, score_files_for
+from seqwatch.pipelines.cli import main
+from seqwatch.pipelines.embed import DetectAnomalies, WriteDetections
+from seqwatch.pipelines.sinks import SHARD_ROW_GROUP_ROWS, shard_of, write_parquet
+from seqwatch.schemas.arrow import SCORE_SCHEMA
+
+STEP_SECONDS = 10  # the session model's sampling interval (tests/conftest.py)
+
+
+def test_the_files_follow_the_windows_the_input_makes():
+    # 2M readings of 8 channels, a window every 16 steps: 15,625 windows, one file
+    assert score_files_for(2_000_000, channels=8, stride=16) == 1
+    # 16M readings of one channel, a window every 8 steps: 2M windows, two files of a million
+    assert score_files_for(16_000_000, channels=1, stride=8) == 2
+    assert score_files_for(16_000_008, channels=1, stride=8) == 3  # 2,000,001 windows
+    assert score_files_for(SCORE_ROWS_PER_FILE, channels=1, stride=1) == 1
+    assert score_files_for(0, channels=4, stride=16) == 1  # nothing estimated (an empty file): still one
+    assert score_files_for(10**15, channels=1, stride=1) == 4096  # at most
+
+
+def test_an_entity_has_one_file_the_same_everywhere():
+    entities = [f"pump-{i:04d}" for i in range(2000)]
+    shards = [shard_of(e, 7) for e in entities]
+    assert set(shards) == set(range(7))  # spread over all of them
+    assert max(np.bincount(shards)) < 2000 / 7 * 1.3  # about evenly
+    assert shards == [shard_of(e, 7) for e in entities]  # the same each time (no per-process hash seed)
+    assert shard_of("pump-0001", 7) == int.from_bytes(
+        __import__("hashlib").sha256(b"pump-0001").digest()[:8], "big") % 7
+    assert {shard_of(e, 1) for e in entities} == {0}
+
+
+def test_a_shard_file_is_cut_into_row_groups_a_reader_can_skip(tmp_path):
+    rows = SHARD_ROW_GROUP_ROWS + 10
+    table = pa.table({"entity_id": [f"e{i // 1000:03d}" for i in range(rows)], "score": np.arange(rows, dtype=float)})
+    write_parquet(str(tmp_path / "scores" / "part-00000-of-00001.parquet"), table, SHARD_ROW_GROUP_ROWS)
+    meta = pq.ParquetFile(tmp_path / "scores" / "part-00000-of-00001.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [SHARD_ROW_GROUP_ROWS, 10]
+    last = meta.row_group(1).column(0).statistics
+    assert (last.min, last.max) == ("e065", "e065")  # statistics on entity_id: a filter skips the other group
+
+
+def _rows(n_entities: int, seed: int = 5):
+    readings, _ = generate_sensor_data(n_entities=n_entities, n_steps=300, step_seconds=STEP_SECONDS,
+                                       anomalies_per_entity=1, seed=seed, kinds=("spike",))
+    return [{"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp, "value": r.value}
+            for r in readings.itertuples()]
+
+
+def _run(rows, model_dir, out, score_files):
+    with beam.Pipeline() as p:
+        detect = DetectAnomalies(str(model_dir), run_id="shards-test")
+        p | beam.Create(rows) | detect | WriteDetections(str(out), run_id=detect.run_id, score_files=score_files)
+    return json.loads((out / "counts.json").read_text())
+
+
+def _check_shards(folder, files):
+    """Each file's entities are the ones its number says, in order, each entity's rows by window end / issue."""
+    seen = {}
+    for path in sorted(folder.glob("*.parquet")):
+        assert path.name.startswith("part-") and path.name.endswith(f"-of-{files:05d}.parquet"), path.name
+        shard = int(path.name[len("part-"):].split("-")[0])
+        frame = pq.read_table(path).to_pandas()
+        entities = list(dict.fromkeys(frame["entity_id"]))
+        assert entities == sorted(entities), path.name
+        assert all(shard_of(e, files) == shard for e in entities)
+        assert not set(entities) & set(seen), "an entity in two files"
+        seen.update(dict.fromkeys(entities, path.name))
+    assert [p for p in folder.iterdir() if p.is_dir()] == []  # no folder per entity
+    return seen
+
+
+def test_a_batch_pipeline_writes_each_sink_in_the_files_asked_for(small_model_dir, tmp_path):
+    rows = _rows(6)
+    one = _run(rows, small_model_dir, tmp_path / "one", 1)
+    three = _run(rows, small_model_dir, tmp_path / "three", 3)
+    assert sorted(p.name for p in (tmp_path / "one" / "scores").iterdir()) == ["part-00000-of-00001.parquet"]
+    entities = _check_shards(tmp_path / "three" / "scores", 3)
+    assert len(entities) == 6 and len(set(entities.values())) > 1
+    assert _check_shards(tmp_path / "three" / "forecasts", 3).keys() <= entities.keys()
+
+    for sink, order in (("scores", ["entity_id", "window_end"]), ("forecasts", ["entity_id", "issued_at"])):
+        a = pq.read_table(tmp_path / "one" / sink).to_pandas()
+        b = pq.read_table(tmp_path / "three" / sink).to_pandas()
+        assert len(a) > 0
+        key = order[1]
+        assert (a.groupby("entity_id")[key].apply(lambda s: s.is_monotonic_increasing)).all()
+        b = b.sort_values(order, kind="stable").reset_index(drop=True)
+        assert a.sort_values(order, kind="stable").reset_index(drop=True).equals(b)  # the same rows
+    assert one["windows_scored"] == three["windows_scored"] == pq.read_table(tmp_path / "three" / "scores").num_rows
+    assert three["files_written"] == sum(1 for _ in (tmp_path / "three").rglob("*.parquet"))
+    assert pq.read_schema(tmp_path / "three" / "scores" / next(iter(set(entities.values())))).equals(
+        SCORE_SCHEMA, check_metadata=False)
+
+
+def test_write_detections_refuses_a_number_of_files_that_is_not_one(small_model_dir):
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="score_files must be a whole number of files"):
+            WriteDetections("out", run_id="r", score_files=bad)
+
+
+def test_seqwatch_run_writes_a_fleets_scores_in_one_file(small_model_dir, tmp_path):
+    """The CLI, end to end: a fleet's long file of 40 entities gives one scores file, read back with pyarrow."""
+    readings, _ = generate_sensor_data(n_entities=40, n_steps=120, step_seconds=STEP_SECONDS, seed=9)
+    path = tmp_path / "fleet.csv"
+    readings.sort_values(["timestamp", "entity_id", "channel"]).to_csv(path, index=False)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(path), "--model-dir", str(small_model_dir), "--output", str(out)]) == 0
+    assert sorted(str(p.relative_to(out)) for p in (out / "scores").rglob("*")) == ["scores/part-00000-of-00001.parquet"]
+    scores = pq.read_table(out / "scores").to_pandas()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(scores) == manifest["stages"]["windows_scored"] > 0
+    assert scores["entity_id"].nunique() == 40
+    assert list(scores["entity_id"]) == sorted(scores["entity_id"])
+    assert (scores.groupby("entity_id")["window_end"].apply(lambda s: s.is_monotonic_increasing)).all()
+    forecasts = list((out / "forecasts").rglob("*.parquet"))
+    assert [p.name for p in forecasts] == ["part-00000-of-00001.parquet"]
