@@ -197,8 +197,11 @@ def notes(one: dict, ten: dict, grouped: dict) -> str:
     return f"""
 - Memory: each input file here holds one entity, so every pane is cut where its file is read
   ({ten['panes_cut_here']:,} panes at 10x; `seqwatch.pipelines.locality`) and no reading waits in the
-  DirectRunner's in-memory GroupByKey; about {per_reading:.0f} bytes per extra reading remain (likely the scores and
-  Parquet tables the later stages collect between their stages; not traced further). The last row sends every pane through the GroupByKey (`GroupPanes`), as the panes of
+  DirectRunner's in-memory GroupByKey; about {per_reading:.0f} bytes per extra reading remain, most of them the run's score
+  tables, which meet in one GroupByKey to be written as one file: at 10x 875 MB against 767 MB with a file per
+  entity pane (one run each by hand, 2026-12-04), 108 MB for a table of 29.5 MB (190 bytes per window), so it is
+  held more than once on its way (its pickled and its read-back copies; not traced further). Before that change
+  about 8 bytes per reading remained. The last row sends every pane through the GroupByKey (`GroupPanes`), as the panes of
   files that share an entity's time still go: {grouped['peak_rss_mb']:,.0f} MB at 10x, about
   {grouped_per_reading:.0f} bytes per extra reading, and {grouped['seconds'] / ten['seconds']:.2f}x the time. Runners that spill their shuffle
   to disk (Dataflow, Flink, Spark) do not hold it all. (Earlier versions of this table showed a flat 1.0x: they

@@ -450,7 +450,7 @@ def _shard_table(gathered) -> pa.Table:
             offset += rows
         tables.append(table)
     slices.sort(key=lambda s: (s[0], s[1]))
-    return pa.concat_tables([tables[t].slice(offset, rows) for _, _, t, offset, rows in slices]).combine_chunks()
+    return pa.concat_tables([tables[t].slice(offset, rows) for _, _, t, offset, rows in slices])
 
 
 def _raw_lines(source: str, wanted: set) -> dict[int, str]:
