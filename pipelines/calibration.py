@@ -29,7 +29,6 @@ continuation of the day before.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Tuple
 
@@ -224,7 +223,7 @@ class _CalibrateEntity(beam.DoFn):
             if kept is not None:
                 version, latest_end = kept.model_version, kept.last_window_end_us
                 kept_until, continued = latest_end, True
-                calibration = OnlineTailCalibration.from_dict(json.loads(kept.calibration))
+                calibration = kept.online()
         for at, sw in now:
             if not len(sw.score):
                 yield beam.window.TimestampedValue(sw, Timestamp(micros=fired))

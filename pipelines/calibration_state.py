@@ -6,9 +6,11 @@ entity's: two daily runs raised 29 alerts where one run over both days raised 17
 calibration, 2026-12-03).
 
 A batch run with online calibration writes ``calibration_state.parquet`` beside its sinks: one row per entity
-with the model version its calibration belongs to, the end of the last window that joined its history, and the
-calibration itself (``OnlineTailCalibration.to_dict``, as JSON). A later run given ``--calibration-from`` (that
-run's output folder, or the file) starts from it:
+with the model version its calibration belongs to, the end of the last window that joined its history, the
+calibration itself (``OnlineTailCalibration.to_dict`` as JSON, but for its scores) and the history's scores (a
+list of doubles: at the full history of 8,640 windows the JSON text of them had been 220 kB an entity, parsed by
+every worker). A state written before the scores had a column of their own (they are in its JSON) is read as
+well. A later run given ``--calibration-from`` (that run's output folder, or the file) starts from it:
 
 - an entity's calibration goes on from its state where the model version is the same; under another version it
   starts again from that version's calibration scores, as a version switch in a stream does;
@@ -30,6 +32,7 @@ import io
 import json
 from typing import NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -41,7 +44,10 @@ STATE_SCHEMA = pa.schema([
     # µs since the epoch: the end of the last window that joined the entity's history
     pa.field("last_window_end_us", pa.int64(), nullable=False),
     pa.field("calibration", pa.large_string(), nullable=False),  # OnlineTailCalibration.to_dict() as JSON
+    # the history's scores, which the JSON then leaves out (a state written before this column keeps them there)
+    pa.field("scores", pa.large_list(pa.field("element", pa.float64(), nullable=False)), nullable=False),
 ])
+REQUIRED_COLUMNS = ("entity_id", "model_version", "last_window_end_us", "calibration")
 
 
 class CalibrationStateError(ValueError):
@@ -49,12 +55,27 @@ class CalibrationStateError(ValueError):
 
 
 class EntityState(NamedTuple):
-    """One entity's kept calibration: its model version, the end of its last joined window (µs) and the
-    ``OnlineTailCalibration.to_dict()`` JSON."""
+    """One entity's kept calibration: its model version, the end of its last joined window (µs), the
+    ``OnlineTailCalibration.to_dict()`` JSON and the history's ``scores`` as the bytes of float64s (None: they are
+    in the JSON, as a state file written before they had a column of their own keeps them)."""
 
     model_version: str
     last_window_end_us: int
     calibration: str
+    scores: bytes | None = None
+
+    def calibration_dict(self) -> dict:
+        """The ``OnlineTailCalibration.to_dict()`` this state was made from."""
+        data = json.loads(self.calibration)
+        if self.scores is not None:
+            data["scores"] = np.frombuffer(self.scores, dtype=np.float64)  # read-only: a history is never changed
+        return data
+
+    def online(self):
+        """The ``OnlineTailCalibration`` this state keeps."""
+        from seqwatch.models.thresholds import OnlineTailCalibration
+
+        return OnlineTailCalibration.from_dict(self.calibration_dict())
 
 
 def state_file(path: str) -> str:
@@ -84,7 +105,7 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
     except (OSError, pa.ArrowInvalid) as exc:
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
                                     f"({str(exc).splitlines()[0]})") from None
-    missing = [name for name in STATE_SCHEMA.names if name not in schema.names]
+    missing = [name for name in REQUIRED_COLUMNS if name not in schema.names]
     if missing:
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state written by seqwatch "
                                     f"(it has no {', '.join(missing)} column)")
@@ -107,13 +128,11 @@ def _read(file: str) -> tuple[bytes, str]:
 def _check_rows(states: dict) -> None:
     """Raise where a row is not what a run writes: an id, a version and an end of the right types, and a
     calibration that ``OnlineTailCalibration.from_dict`` takes."""
-    from seqwatch.models.thresholds import OnlineTailCalibration
-
     for entity, state in states.items():
         if not isinstance(entity, str) or not isinstance(state.model_version, str):
             raise ValueError(f"entity {entity!r} has no entity id or model version")
         try:
-            OnlineTailCalibration.from_dict(json.loads(state.calibration)).calibration  # noqa: B018 (fits)
+            state.online().calibration  # noqa: B018 (fits)
         except (ValueError, TypeError, KeyError, RuntimeError, ArithmeticError) as exc:
             raise ValueError(f"entity {entity!r}: its calibration does not load ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -133,22 +152,52 @@ def read_states(file: str, sha256: str = "") -> dict:
 
 
 def _states_of(data: bytes) -> dict:
-    table = pq.read_table(io.BytesIO(data), columns=STATE_SCHEMA.names)
-    columns = [table.column(name).to_pylist() for name in STATE_SCHEMA.names]
-    states = {entity: EntityState(version, int(end), calibration)
-              for entity, version, end, calibration in zip(*columns)}
+    file = pq.ParquetFile(io.BytesIO(data))
+    with_scores = "scores" in file.schema_arrow.names
+    table = file.read(columns=[*REQUIRED_COLUMNS, *(["scores"] * with_scores)])
+    columns = [table.column(name).to_pylist() for name in REQUIRED_COLUMNS]
+    scores = _score_arrays(table.column("scores")) if with_scores else [None] * table.num_rows
+    states = {entity: EntityState(version, int(end), calibration, history)
+              for entity, version, end, calibration, history in zip(*columns, scores)}
     if len(states) != table.num_rows:
         raise ValueError("an entity has more than one row")
     return states
 
 
+def _score_arrays(column: pa.ChunkedArray) -> list:
+    """Each row's list of scores as the bytes of its float64s, cut from one array of them all."""
+    lists = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if lists.null_count:
+        raise ValueError("an entity's scores are missing")
+    lists = lists.cast(pa.large_list(pa.float64()))
+    offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
+    values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return [values[lo:hi].tobytes() for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
 def state_table(states: dict) -> pa.Table:
-    """``{entity_id: EntityState}`` as a table with ``STATE_SCHEMA``, by entity."""
+    """``{entity_id: EntityState}`` as a table with ``STATE_SCHEMA``, by entity (the scores in their column, out of
+    the JSON)."""
     entities = sorted(states)
+    texts, histories = [], []
+    for entity in entities:
+        state = states[entity]
+        if state.scores is None:  # read from a file of the earlier format: its JSON holds them
+            data = json.loads(state.calibration)
+            history = np.asarray(data.pop("scores"), dtype=np.float64)
+            texts.append(json.dumps(data))
+        else:
+            history = np.frombuffer(state.scores, dtype=np.float64)
+            texts.append(state.calibration)
+        histories.append(history)
+    offsets = np.cumsum([0] + [len(h) for h in histories], dtype=np.int64)
+    values = np.concatenate(histories) if histories else np.zeros(0, dtype=np.float64)
+    scores = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64()))
     return pa.table({"entity_id": entities,
                      "model_version": [states[e].model_version for e in entities],
                      "last_window_end_us": [states[e].last_window_end_us for e in entities],
-                     "calibration": [states[e].calibration for e in entities]}, schema=STATE_SCHEMA)
+                     "calibration": texts,
+                     "scores": scores.cast(STATE_SCHEMA.field("scores").type)}, schema=STATE_SCHEMA)
 
 
 def write_states(path: str, judged: list, carried_from: str = "", carried_sha256: str = "",
@@ -178,4 +227,7 @@ def forget_stale(states: dict, keep_us: int) -> dict:
 
 
 def state_of(calibration_dict: dict, model_version: str, last_window_end_us: int) -> EntityState:
-    return EntityState(model_version, int(last_window_end_us), json.dumps(calibration_dict))
+    """The state of an ``OnlineTailCalibration.to_dict()``: its scores apart, the rest as JSON."""
+    rest = {key: value for key, value in calibration_dict.items() if key != "scores"}
+    return EntityState(model_version, int(last_window_end_us), json.dumps(rest),
+                       np.asarray(calibration_dict["scores"], dtype=np.float64).tobytes())

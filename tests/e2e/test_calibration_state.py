@@ -71,8 +71,7 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     for entity, part in scores1.groupby("entity_id"):
         online = start_calibration(metadata)
         online.process_at_risk(part["score"].to_numpy(), risk)
-        kept = json.loads(state1[entity]["calibration"])
-        np.testing.assert_allclose(kept["scores"], online.scores, rtol=1e-12, err_msg=entity)
+        np.testing.assert_allclose(state1[entity]["scores"], online.scores, rtol=1e-12, err_msg=entity)
         assert state1[entity]["last_window_end_us"] == part["end_us"].max()
         assert state1[entity]["model_version"] == metadata["model_version"]
 
@@ -83,7 +82,8 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     last_end = state1["pump-01"]["last_window_end_us"]
     seen = scores2["end_us"].to_numpy() <= last_end
     assert 0 < seen.sum() < len(scores2)
-    online = OnlineTailCalibration.from_dict(json.loads(state1["pump-01"]["calibration"]))
+    online = OnlineTailCalibration.from_dict({**json.loads(state1["pump-01"]["calibration"]),
+                                              "scores": state1["pump-01"]["scores"]})
     seen_tail, seen_threshold = online.judge_at_risk(scores2["score"].to_numpy()[seen], risk)
     tail, threshold = online.process_at_risk(scores2["score"].to_numpy()[~seen], risk)
     np.testing.assert_allclose(scores2["threshold"], np.r_[seen_threshold, threshold], rtol=1e-9)
@@ -95,7 +95,7 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     # Day 2's state: pump-01 where day 2 left it, pump-02 (off that day) as day 1 left it.
     state2 = _state(day2)
     assert sorted(state2) == ["pump-01", "pump-02"]
-    np.testing.assert_allclose(json.loads(state2["pump-01"]["calibration"])["scores"], online.scores, rtol=1e-12)
+    np.testing.assert_allclose(state2["pump-01"]["scores"], online.scores, rtol=1e-12)
     assert state2["pump-01"]["last_window_end_us"] == scores2["end_us"].max()
     assert state2["pump-02"] == state1["pump-02"]
     state_file = day1 / STATE_FILE

@@ -10,8 +10,8 @@ import pytest
 
 from seqwatch.models.thresholds import OnlineTailCalibration
 from seqwatch.pipelines.calibration import calibrate
-from seqwatch.pipelines.calibration_state import (STATE_FILE, CalibrationStateError, check_state, read_states,
-                                                  forget_stale, state_file, state_of, write_states)
+from seqwatch.pipelines.calibration_state import (STATE_FILE, STATE_SCHEMA, CalibrationStateError, check_state,
+                                                  forget_stale, read_states, state_file, state_of, write_states)
 from seqwatch.schemas.elements import ScoredWindows, WindowBatch
 
 
@@ -36,12 +36,16 @@ def test_a_state_written_is_read_back_and_carries_the_entities_a_run_did_not_see
                         carried_from=str(tmp_path / "day1" / STATE_FILE)) == (2, 0)
     assert read_states(str(tmp_path / "day2" / STATE_FILE)) == {"pump-01": later, "pump-02": first["pump-02"]}
     # what a later run goes on from is the calibration itself
-    restored = OnlineTailCalibration.from_dict(json.loads(later.calibration))
+    restored = later.online()
     assert restored.to_dict() == _online(3).to_dict()
+    assert "scores" not in json.loads(later.calibration)  # the history in its own column, as float64s
+    history = pq.read_table(tmp_path / "day2" / STATE_FILE).to_pandas().set_index("entity_id")["scores"]
+    np.testing.assert_array_equal(history["pump-01"], _online(3).scores)
     # no entity judged and none carried (a run that scored nothing): a file of no row, with its columns
     assert write_states(str(tmp_path / "none" / STATE_FILE), []) == (0, 0)
     assert pq.read_table(tmp_path / "none" / STATE_FILE).column_names == ["entity_id", "model_version",
-                                                                          "last_window_end_us", "calibration"]
+                                                                          "last_window_end_us", "calibration",
+                                                                          "scores"]
 
 
 def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
@@ -162,3 +166,32 @@ def test_windows_a_kept_state_holds_are_judged_by_it_without_joining_it_again():
     np.testing.assert_allclose(judged.threshold, np.r_[seen_threshold, threshold])
     np.testing.assert_array_equal(online.scores, by_hand.scores)
     assert online.scores.size == 50 + 18  # the 12 windows the state held did not join again
+
+
+def test_a_state_written_before_the_scores_had_a_column_is_read_and_carried_in_the_new_form(tmp_path):
+    """States written until 2026-12-04 keep each entity's scores inside its calibration JSON (220 kB an entity at
+    the full history). A daily series goes on from such a file: it is checked and read as before, and the state
+    the next run writes has the scores in their column."""
+    old = tmp_path / "day1" / STATE_FILE
+    old.parent.mkdir()
+    online = _online(7)
+    pq.write_table(pa.table({"entity_id": ["pump-01"], "model_version": ["v1"], "last_window_end_us": [1_000],
+                             "calibration": [json.dumps(online.to_dict())]},
+                            schema=pa.schema([f for f in STATE_SCHEMA if f.name != "scores"])), old)
+    file, digest = check_state(str(old.parent))
+    state = read_states(file, digest)["pump-01"]
+    assert state.scores is None and state.online().to_dict() == online.to_dict()
+    assert write_states(str(tmp_path / "day2" / STATE_FILE), [], carried_from=file, carried_sha256=digest) == (1, 0)
+    carried = read_states(str(tmp_path / "day2" / STATE_FILE))["pump-01"]
+    assert carried.scores is not None and "scores" not in json.loads(carried.calibration)
+    assert carried.online().to_dict() == online.to_dict()
+
+
+def test_a_state_whose_scores_are_missing_is_refused_before_the_run(tmp_path):
+    table = pa.table({"entity_id": ["pump-01"], "model_version": ["v1"], "last_window_end_us": [1_000],
+                      "calibration": [json.dumps({k: v for k, v in _online(7).to_dict().items() if k != "scores"})],
+                      "scores": pa.array([None], pa.large_list(pa.float64()))})
+    (tmp_path / "day1").mkdir()
+    pq.write_table(table, tmp_path / "day1" / STATE_FILE)
+    with pytest.raises(CalibrationStateError, match="is not a calibration state seqwatch can read"):
+        check_state(str(tmp_path / "day1"))
