@@ -127,3 +127,20 @@ def test_seqwatch_run_writes_a_fleets_scores_in_one_file(small_model_dir, tmp_pa
     assert (scores.groupby("entity_id")["window_end"].apply(lambda s: s.is_monotonic_increasing)).all()
     forecasts = list((out / "forecasts").rglob("*.parquet"))
     assert [p.name for p in forecasts] == ["part-00000-of-00001.parquet"]
+
+
+def test_a_files_rows_come_in_entity_and_pane_order_whatever_order_the_bundles_gave():
+    from seqwatch.pipelines.sinks import _shard_table
+
+    def piece(entity, pane, first, n):
+        return (entity, pane, first, n), pa.table({"entity_id": [entity] * n, "end": list(range(first, first + n))})
+
+    def part(*pieces):  # what one bundle gathers: its pieces' keys, and their rows in one table
+        return [key for key, _ in pieces], pa.concat_tables([table for _, table in pieces])
+
+    b2, a1, a0, b0 = piece("b", 2, 200, 2), piece("a", 1, 100, 3), piece("a", 0, 0, 1), piece("b", 0, 5, 1)
+    a1_later = piece("a", 1, 103, 1)  # a pane given out in two pieces: by their first window
+    table = _shard_table([part(b2, a1_later), part(a1, b0, a0)])
+    assert table.column("entity_id").to_pylist() == ["a", "a", "a", "a", "a", "b", "b", "b"]
+    assert table.column("end").to_pylist() == [0, 100, 101, 102, 103, 5, 200, 201]
+    assert table.equals(_shard_table([part(a0, a1, a1_later), part(b0, b2)]))
