@@ -152,6 +152,15 @@ class _EntityJudge:
     """Judges one entity's released panes in window order, going on from its calibration (``_judge``): shared by
     the stream's stateful step and a batch run's step after one GroupByKey."""
 
+    def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", emit_state: bool = False,
+                 state_sha256: str = "", keep_us: int = 0):
+        self.model_dir = model_dir
+        self.watch_dir = watch_dir
+        self.state_from = state_from
+        self.emit_state = emit_state
+        self.state_sha256 = state_sha256
+        self.keep_us = keep_us
+
     def setup(self):
         self.models = _ModelCalibrations(self.model_dir, self.watch_dir)
         self.refused: set = set()
@@ -229,15 +238,6 @@ class _CalibrateEntityAtEnd(_EntityJudge, beam.DoFn):
     entities, went through the SDK's state cache about 18,000 times, and each time the cache weighs the value by
     scanning the globals of every loaded module: about 1 ms each in a process that has imported Keras and JAX.)"""
 
-    def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", emit_state: bool = False,
-                 state_sha256: str = "", keep_us: int = 0):
-        self.model_dir = model_dir
-        self.watch_dir = watch_dir
-        self.state_from = state_from
-        self.emit_state = emit_state
-        self.state_sha256 = state_sha256
-        self.keep_us = keep_us
-
     def process(self, element):
         _, entries = element
         entries = list(entries)
@@ -250,6 +250,9 @@ class _CalibrateEntityAtEnd(_EntityJudge, beam.DoFn):
 
 
 class _CalibrateEntity(_EntityJudge, beam.DoFn):
+    """Streaming: each entity's panes held in Beam state and released in window order as the watermark passes
+    them, its calibration kept in state between releases."""
+
     PENDING = BagStateSpec("pending", coders.PickleCoder())  # (timestamp us, ScoredWindows)
     # (model version, OnlineTailCalibration dict, latest window end judged, kept state's last end, whether the
     # calibration went on from a kept state; µs)
@@ -258,27 +261,19 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)  # streaming with keep_us: when the entity's state goes
 
-    def __init__(self, model_dir: str, watch_dir: str, at_end: bool, state_from: str = "", emit_state: bool = False,
-                 state_sha256: str = "", keep_us: int = 0, pane_wait_us: int = 0):
-        self.keep_us = keep_us
+    def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", state_sha256: str = "",
+                 keep_us: int = 0, pane_wait_us: int = 0):
+        super().__init__(model_dir, watch_dir, state_from, False, state_sha256, keep_us)
         self.pane_wait_us = pane_wait_us
-        self.model_dir = model_dir
-        self.watch_dir = watch_dir
-        self.at_end = at_end
-        self.state_from = state_from
-        self.emit_state = emit_state
-        self.state_sha256 = state_sha256
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
         _, sw = element
         at = int(timestamp.micros)
         pending.add((at, sw))
-        # Streaming: the timer is due at the earliest pane waiting, so each goes as soon as the watermark passes
-        # it. Batch (``at_end``): at the latest, so all go at once when the input is done (one sort, not one
-        # firing per pane, each rereading the whole buffer).
+        # The timer is due at the earliest pane waiting, so each goes as soon as the watermark passes it.
         current = due.read()
-        if current is None or (at > current if self.at_end else at < current):
+        if current is None or at < current:
             due.write(at)
             release.set(Timestamp(micros=at))
 
@@ -320,7 +315,7 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
         if written is not None:
             online.write(written)
             latest_end = written[2]
-            if self.keep_us and not self.at_end and latest_end is not None:  # (a batch run's: write_states)
+            if self.keep_us and latest_end is not None:
                 forget.set(Timestamp(micros=latest_end + self.keep_us + self.pane_wait_us))
         yield from outputs
 
@@ -378,8 +373,8 @@ class CalibrateOnline(beam.PTransform):
                           .with_outputs(STATE_TAG, main="scored"))
         else:
             calibrated = (timeline
-                          | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir, False,
-                                                                       self.state_from, False, self.state_sha256,
+                          | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir,
+                                                                       self.state_from, self.state_sha256,
                                                                        self.keep_us, self.pane_wait_us))
                           .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
         if self.at_end:

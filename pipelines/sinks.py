@@ -517,16 +517,6 @@ class WriteOutputs(beam.PTransform):
         opened = outputs.get("opened")
         run_id, suffix = self.run_id, self.file_suffix
 
-        def scores_table(sw):
-            if len(sw.windows.ends):
-                yield _pane_file("scores", sw.windows.entity_id, sw.windows.pane, suffix), score_table(sw, run_id)
-
-        def forecasts_table(sw):
-            rows = forecast_rows(sw, run_id)
-            if rows:
-                yield (_pane_file("forecasts", sw.windows.entity_id, sw.windows.pane, suffix),
-                       to_table(rows, FORECAST_SCHEMA))
-
         def alert_table(alert, folder="alerts"):
             return f"{folder}/{safe_name(alert.entity_id)}/{alert.alert_id}.parquet", to_table([alert], ALERT_SCHEMA)
 
@@ -562,17 +552,23 @@ class WriteOutputs(beam.PTransform):
                                      lambda source, tables: (quarantine_file(source),
                                                              _merged_quarantine(source, tables))))
 
+        pieces_of = (("Score", "scores", _score_piece), ("Forecast", "forecasts", _forecast_piece))
         if streaming:
-            parts = {"Score": scored | "ScoreTables" >> beam.FlatMap(scores_table),
-                     "Forecast": scored | "ForecastTables" >> beam.FlatMap(forecasts_table)}
+            # a file per entity pane, written as the pane is scored
+            def pane_table(sw, sink, table_of):
+                table = table_of(sw, run_id)
+                if table is not None:
+                    yield _pane_file(sink, sw.windows.entity_id, sw.windows.pane, suffix), table
+
+            parts = {name: scored | f"{name}Tables" >> beam.FlatMap(pane_table, sink, table_of)
+                     for name, sink, table_of in pieces_of}
         else:
             # A batch run's scores and forecasts in a few files, not one per entity pane: a fleet's run (2,000
             # entities) had written 4,000 files of a few rows, and a long history one per 4,096 steps of each
             # entity; readers and object stores pay for every file.
             files = self.score_files
             parts = {}
-            for name, sink, table_of in (("Score", "scores", _score_piece),
-                                         ("Forecast", "forecasts", _forecast_piece)):
+            for name, sink, table_of in pieces_of:
                 parts[name] = (scored
                                | f"{name}Pieces" >> beam.ParDo(_GatherShardPieces(files, table_of, run_id))
                                | f"Group{name}Files" >> beam.GroupByKey()

@@ -200,7 +200,7 @@ def test_the_forget_timer_drops_an_entitys_calibration_unless_a_waiting_pane_goe
     last judged one (such a pane will go on from the state when its release comes)."""
     from seqwatch.pipelines.calibration import _CalibrateEntity
 
-    fn = _CalibrateEntity(str(small_model_dir), str(small_model_dir), at_end=False, keep_us=30_000_000)
+    fn = _CalibrateEntity(str(small_model_dir), str(small_model_dir), keep_us=30_000_000)
     state = ("v1", {"scores": []}, 159_000_000, None, False)  # its last judged window ended at 159 s
     near = (330_000_000, _pane(3, range(180, 240), np.ones(60)))  # first window ends 21 s after: goes on
     far = (400_000_000, _pane(4, range(200, 260), np.ones(60)))  # 41 s after: would start afresh
