@@ -22,6 +22,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from seqwatch.models import windowing
+from seqwatch.pipelines.pane_pieces import PieceCutter, pane_frame
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.stateful_checks import apply_stateful_checks
@@ -182,9 +183,11 @@ class _KeyByPane(beam.DoFn):
                 local_pane = source is not None and self.spans.is_local(source, entity, start - half, end - half)
                 (local if local_pane else to_group).append((entity, pane, lo, hi))
         with self.timer:
-            out += [beam_window.TimestampedValue(((entity, pane), _rows(pieces, lo, hi)),
-                                                 Timestamp(micros=self.windows.piece_timestamp_us(pane)))
-                    for entity, pane, lo, hi in to_group]
+            if to_group:
+                cutter = PieceCutter(pieces)
+                out += [beam_window.TimestampedValue(((entity, pane), cutter.piece(lo, hi)),
+                                                     Timestamp(micros=self.windows.piece_timestamp_us(pane)))
+                        for entity, pane, lo, hi in to_group]
         if local:
             self._held.append((pieces, local))
         return out
@@ -224,7 +227,7 @@ class _KeyByPane(beam.DoFn):
                 part = _rows(ordered, lo, hi)
                 # The GroupByKey's output timestamp: the end of the pane's window (OUTPUT_AT_EOW).
                 stamp = Timestamp(micros=self.windows.end_us(pane) - 1)
-                for result in self.cutter.cut(entity, pane, [part]):
+                for result in self.cutter.cut(entity, pane, part):
                     if isinstance(result, beam.pvalue.TaggedOutput):
                         out.append(beam.pvalue.TaggedOutput(
                             result.tag, WindowedValue(result.value, stamp, [GlobalWindow()])))
@@ -291,11 +294,10 @@ class _PaneCutter:
         self.rules = rules
         self.dtype = dtype  # the windows' (models.windowing.window_dtype)
 
-    def cut(self, entity: str, pane: int, parts):
-        """The outputs of one pane: its ``WindowBatch`` and, tagged, its quarantined readings and counts."""
+    def cut(self, entity: str, pane: int, frame: pd.DataFrame):
+        """The outputs of one pane: its ``WindowBatch`` and, tagged, its quarantined readings and counts.
+        ``frame`` holds the pane's readings and those lent to it as context (``pane_pieces.COLUMNS``)."""
         spec = self.spec
-        parts = list(parts)
-        frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         frame = frame.take(_own_first_in_file_order(frame))
         # A reading repeated at the same entity, channel and timestamp: the first (by file, line) is kept.
         dup = _repeated(frame)
@@ -392,11 +394,11 @@ class _CutPane(beam.DoFn):
                 # and not dropped: each one is quarantined (context copies are counted in their own pane).
                 return list(self._late(keyed))
             (entity, pane), parts = keyed
-            return list(self.cutter.cut(entity, pane, parts))
+            return list(self.cutter.cut(entity, pane, pane_frame(parts)))
 
     def _late(self, keyed):
         (entity, _), parts = keyed
-        frame = pd.concat(list(parts), ignore_index=True)
+        frame = pane_frame(parts)
         yield from (beam.pvalue.TaggedOutput(QUARANTINE, q)
                     for q in quarantine_rows(frame, frame["own"].to_numpy(), "window", "late",
                                              "the reading arrived after its pane had been scored", self.run_id,
