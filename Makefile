@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
+.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,9 @@ bench-quarantine: $(STAMP)
 
 bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py
+
+bench-stream-fleet: $(STAMP) prism
+	$(BIN)/python benchmarks/stream_fleet.py
 
 clean: streaming-clean
 	rm -rf $(VENV) demo-output build *.egg-info
