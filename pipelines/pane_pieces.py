@@ -68,7 +68,7 @@ class PieceCutter:
                 codes, categories = column.cat.codes.to_numpy(), column.cat.categories
             else:
                 codes, categories = pd.factorize(column, sort=True)
-            self.names[name], self.arrays[name] = tuple(str(c) for c in categories), codes
+            self.names[name], self.arrays[name] = tuple(categories.tolist()), codes
         for name, dtype in NUMERIC:
             self.arrays[name] = pieces[name].to_numpy(dtype=dtype)
 
