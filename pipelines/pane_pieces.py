@@ -5,7 +5,7 @@ own batch, so a pane of 16 steps and 8 channels arrives as about 57 pieces of 9 
 pieces cost most of a stream's time (measured on a 200-entity replay, 2026-12-04): 2.2 kB of pickle each, 0.4 ms to
 unpickle (Arrow strings and categoricals rebuilt one by one), and a ``pd.concat`` per pane of 5 ms, most of it
 hashing the categorical columns' Arrow-string categories to see whether they match. A ``PanePiece`` keeps the
-columns as numpy arrays and the two categorical columns' names as tuples of ``str``; it pickles as one bytes
+columns as numpy arrays and the two categorical columns' names as tuples; it pickles as one bytes
 buffer, and ``pane_frame`` joins a pane's pieces with ``numpy.concatenate``, building each categorical column once.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ COLUMNS = ("channel", "timestamp", "value", "source", "line", "own")
 
 
 class PanePiece:
-    """Rows of one pane from one batch: ``names[column]`` are a categorical column's categories (a tuple of
-    ``str``), ``arrays[column]`` its codes, or a numeric column's values."""
+    """Rows of one pane from one batch: ``names[column]`` are a categorical column's categories (a tuple, in
+    pandas' order), ``arrays[column]`` its codes, or a numeric column's values."""
 
     __slots__ = ("names", "arrays")
 
