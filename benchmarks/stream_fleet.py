@@ -1,10 +1,10 @@
 """Streaming benchmark of many entities: the CPU a ``seqwatch stream`` on Prism spends per reading when the same
-readings come from 20, 200 or 1,000 entities.
+readings come from 20, 200 or 1,000 entities, and the files it writes (with and without ``--score-window-files``).
 
     .venv/bin/python benchmarks/stream_fleet.py            # what `make bench-stream-fleet` runs (~4 min)
     .venv/bin/python benchmarks/stream_fleet.py --quick    # a smaller smoke run (not for BENCHMARKS.md)
 
-A live stream delivers each poll's readings as a batch, so a fleet's pane (16 steps here, plus its look-ahead
+A live stream delivers each poll's readings as a batch, so a fleet's pane (64 steps here, plus its look-ahead
 context) is gathered from a piece of nearly every batch: the more entities share the readings, the more pieces,
 panes and model calls per reading. Each run replays a Parquet file of the same number of readings (4 channels,
 one reading per channel per second of event time, normal pumps; ``--source replay``) at a speed that
@@ -39,18 +39,18 @@ OUT = REPO / "benchmarks" / "out" / "stream_fleet"
 PLAY_S = 10.0
 
 
-def run_replay(model_dir: Path, work: Path, n_entities: int, n_steps: int, repeat: int) -> dict:
+def run_replay(model_dir: Path, work: Path, n_entities: int, n_steps: int, repeat: int, extra: tuple = ()) -> dict:
     readings, _ = make_readings(n_entities, n_steps, seed=20 + repeat, anomalies=0)
     source = work / f"fleet-{n_entities}.parquet"
     readings.to_parquet(source, index=False)
     speed = n_steps * STEP_S / PLAY_S
-    output = work / f"out-{n_entities}-{repeat}"
+    output = work / f"out-{n_entities}-{repeat}-{len(extra)}"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(source),
                "--model-dir", str(model_dir), "--output", str(output), "--speed", f"{speed:g}",
-               "--flush-window", "300", *RUNNER_ARGS["Prism"]]
+               "--flush-window", "300", *RUNNER_ARGS["Prism"], *extra]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    job_log = work / f"job-{n_entities}-{repeat}.log"
+    job_log = work / f"job-{n_entities}-{repeat}-{len(extra)}.log"
     with open(job_log, "w") as log_file:
         result = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, timeout=1800)
     wall = time.perf_counter() - started
@@ -60,23 +60,24 @@ def run_replay(model_dir: Path, work: Path, n_entities: int, n_steps: int, repea
     counts = summed_counts(output)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     shutil.rmtree(output, ignore_errors=True)
-    return {"entities": n_entities, "steps": n_steps, "readings": int(len(readings)), "speed": speed, "wall_s": wall,
+    return {"entities": n_entities, "extra": " ".join(extra), "files_written": counts.get("files_written", 0),
+            "steps": n_steps, "readings": int(len(readings)), "speed": speed, "wall_s": wall,
             "cpu_s": cpu, "records_in": counts.get("records_in", 0), "records_scored": counts.get("records_scored", 0),
             "records_quarantined": counts.get("records_quarantined", 0)}
 
 
 def render(result: dict) -> str:
     runs = result["runs"]
-    sizes = sorted({run["entities"] for run in runs})
+    variants = list(dict.fromkeys((run["entities"], run.get("extra", "")) for run in runs))
     rows = []
-    for n in sizes:
-        mine = [run for run in runs if run["entities"] == n]
+    for n, extra in variants:
+        mine = [run for run in runs if run["entities"] == n and run.get("extra", "") == extra]
         cpu = float(np.median([run["cpu_s"] for run in mine]))
         wall = float(np.median([run["wall_s"] for run in mine]))
         readings = mine[0]["readings"]
-        rows.append((n, mine[0]["steps"], readings, mine[0]["speed"], wall, cpu, cpu / readings * 1e6,
-                     readings / cpu))
-    base = rows[0][6]
+        rows.append((n, extra, mine[0]["steps"], readings, mine[0]["speed"], wall, cpu, cpu / readings * 1e6,
+                     mine[0].get("files_written")))
+    base = rows[0][7]
     lines = [
         "## Streams of many entities",
         "",
@@ -84,18 +85,20 @@ def render(result: dict) -> str:
         f"{result['machine']}; whole benchmark {result['wall_s']:.0f} s, load average at the end "
         f"{result['load']}. `seqwatch stream --source replay` on Prism (in the job's process, LOOPBACK), the "
         f"streaming benchmark's model (LSTM autoencoder 16 units, window 16, stride 4, readings every 1 s, panes of "
-        f"16 steps), each file replayed in {PLAY_S:g} s of wall time; sizes taken in turn, {result['repeats']} "
-        "rounds, medians.",
+        f"64 steps), `--flush-window 300`, each file replayed in {PLAY_S:g} s of wall time; variants taken in turn, "
+        f"{result['repeats']} rounds, medians.",
         "",
-        "| entities | steps each | readings | replay speed | job wall s | job CPU s | CPU µs per reading | "
-        "readings per CPU second | CPU per reading vs the fewest entities |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| entities | flags | steps each | readings | replay speed | job wall s | job CPU s | CPU µs per reading | "
+        "CPU per reading vs the first row | files written |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, steps, readings, speed, wall, cpu, per, rate in rows:
-        lines.append(f"| {n:,} | {steps:,} | {readings:,} | {speed:g}x | {wall:.1f} | {cpu:.1f} | {per:.0f} | "
-                     f"{rate:,.0f} | {per / base:.2f} |")
-    counts = "; ".join(f"{run['entities']:,} entities: {run['records_in']:,} in = {run['records_scored']:,} scored + "
-                       f"{run['records_quarantined']:,} quarantined" for run in runs[:len(sizes)])
+    for n, extra, steps, readings, speed, wall, cpu, per, files in rows:
+        lines.append(f"| {n:,} | {'`' + extra + '`' if extra else '–'} | {steps:,} | {readings:,} | {speed:g}x | "
+                     f"{wall:.1f} | {cpu:.1f} | {per:.0f} | {per / base:.2f} | "
+                     f"{'–' if files is None else format(files, ',')} |")
+    counts = "; ".join(f"{run['entities']:,} entities{' ' + run['extra'] if run.get('extra') else ''}: "
+                       f"{run['records_in']:,} in = {run['records_scored']:,} scored + "
+                       f"{run['records_quarantined']:,} quarantined" for run in runs[:len(variants)])
     lines += [
         "",
         f"- Counts of the first round: {counts}.",
@@ -103,6 +106,9 @@ def render(result: dict) -> str:
         f"wall time stays near the replay's {PLAY_S:g} s plus start-up kept up with the replay; one that took "
         "longer drained what the replay had offered as fast as it could, so its CPU per reading is what a stream "
         "of that fleet costs.",
+        "- Files written: every Parquet file of the run (scores, alerts, notices, quarantine). By default a stream "
+        "writes a score file per entity pane as the pane is scored; `--score-window-files 1` gathers a flush "
+        "window's scores in one file.",
         "- Each pane of a live fleet is gathered from a piece of nearly every poll's batch. Those pieces travel as "
         "numpy columns (`pipelines/pane_pieces.py`). When they were pandas frames (commit f599ca1 and before), "
         "1,000 entities of 96 steps (384,000 readings, replayed at 9.6x) took 126.5 s of wall time and 141.6 CPU "
@@ -132,14 +138,16 @@ def main(argv=None) -> int:
     train(OUT / "model")
     work = Path(tempfile.mkdtemp(prefix="seqwatch-stream-fleet-"))
     total = 12_000 if args.quick else 120_000  # readings per channel, shared out among the entities
-    sizes = (20, 200) if args.quick else (20, 200, 1000)
+    window_files = ("--score-window-files", "1")
+    variants = ([(200, ()), (200, window_files)] if args.quick
+                else [(20, ()), (200, ()), (1000, ()), (1000, window_files)])
     repeats = 1 if args.quick else 2
     runs = []
     try:
         for repeat in range(repeats):
-            for n in sizes:
-                run = run_replay(OUT / "model", work, n, total // n, repeat)
-                log(f"{n} entities: {json.dumps(run)}")
+            for n, extra in variants:
+                run = run_replay(OUT / "model", work, n, total // n, repeat, extra)
+                log(f"{n} entities {' '.join(extra)}: {json.dumps(run)}")
                 runs.append(run)
     finally:
         shutil.rmtree(work, ignore_errors=True)

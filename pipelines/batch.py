@@ -29,6 +29,7 @@ from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build
 from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
+from seqwatch.pipelines.sinks import MAX_SCORE_FILES
 from seqwatch.pipelines.stage_metrics import stage_seconds
 from seqwatch.pipelines.windows import pane_floor
 from seqwatch.pipelines.sinks import PACKED_QUARANTINE_ROWS, delete_path, prepare_output_folder
@@ -397,7 +398,6 @@ def choose_workers(paths: list[str], mapping, cpus: int | None = None, readings:
 # About this many score rows per file of a batch run's scores/ (and forecasts/): tens of MB of Parquet, small
 # enough for one worker to gather, large enough that a fleet's run is not thousands of files.
 SCORE_ROWS_PER_FILE = 1_000_000
-MAX_SCORE_FILES = 4096
 
 
 def score_files_for(readings: int, channels: int, stride: int) -> int:

@@ -999,7 +999,7 @@ def cmd_stream(args, beam_args) -> int:
     from seqwatch.pipelines.runners import StreamRunnerError, stream_runner_args
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.pipelines.sources import expand_inputs, is_parquet, read_header
-    from seqwatch.pipelines.sinks import prepare_output_folder
+    from seqwatch.pipelines.sinks import MAX_SCORE_FILES, prepare_output_folder
     from seqwatch.pipelines.output_lock import OutputBusy, output_lock
     from seqwatch.pipelines.streaming import plan_stream
 
@@ -1013,6 +1013,9 @@ def cmd_stream(args, beam_args) -> int:
     _check_seconds_or_zero("--max-out-of-orderness", args.max_out_of_orderness)
     if args.pane_steps < 0:
         raise CliError(f"--pane-steps must be a positive number of steps (0: the default), got {args.pane_steps}")
+    if not 0 <= args.score_window_files <= MAX_SCORE_FILES:
+        raise CliError(f"--score-window-files must be a number of files from 1 to {MAX_SCORE_FILES} (0, the default: "
+                       f"a file per entity and pane), got {args.score_window_files}")
     for flag, sources in STREAM_SOURCE_FLAGS.items():  # a flag of another source would be dropped without a word
         if getattr(args, flag[2:].replace("-", "_")) and args.source not in sources:
             raise CliError(f"{flag} is for --source {' or '.join(sources)}, not --source {args.source}")
@@ -1112,7 +1115,8 @@ def cmd_stream(args, beam_args) -> int:
     try:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration,
-                           earliest_us=_earliest_us(args), calibration_keep_days=_calibration_keep_days(args))
+                           earliest_us=_earliest_us(args), calibration_keep_days=_calibration_keep_days(args),
+                           score_window_files=args.score_window_files)
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -1159,6 +1163,9 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
     archiving = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
                  else "")
+    if args.score_window_files:
+        archiving += (f", scores per {args.flush_window:g}s of event time in {args.score_window_files} "
+                      f"file{'s' if args.score_window_files > 1 else ''}")
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
           f"panes of {plan.pane_steps} steps{archiving})", file=sys.stderr, flush=True)
     started = time.time()
@@ -1339,7 +1346,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--alert-cooldown", type=float, default=0.0, metavar="SECONDS",
                         help=COOLDOWN_HELP + "; a closed alert is written that much later")
     stream.add_argument("--flush-window", type=float, default=60.0, help="seconds of event time per quarantine "
-                                                                         "and counts file")
+                                                                         "and counts file (and, with "
+                                                                         "--score-window-files, scores file)")
+    stream.add_argument("--score-window-files", type=int, default=0, metavar="N",
+                        help="write scores and forecasts per flush window in N files, "
+                             "scores/<window start>/part-<k>-of-<N>.parquet, an entity's rows in one of them (a "
+                             "fleet's stream writes a few files a minute, not one per entity and pane; scores "
+                             "appear when their window closes; alerts and notices are not delayed); default 0: a "
+                             "file per entity and pane, written as the pane is scored")
     stream.add_argument("--allowed-lateness", type=float, default=0.0,
                         help="seconds each pane waits for late readings before it is scored")
     stream.add_argument("--late-after", type=float, default=86_400.0,

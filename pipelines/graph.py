@@ -71,6 +71,9 @@ class RunPlan:
     calibration_state_sha256: str = ""
     score_files: int = 1  # batch: the files scores (and forecasts) are written in (batch.score_files_for)
     estimated_readings: int | None = None  # batch: about how many readings the inputs hold (batch.estimated_readings)
+    # streams: 0, scores and forecasts in a file per entity pane as it is scored; N, gathered per flush window into
+    # N files (an entity's rows in one of them)
+    score_window_files: int = 0
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -240,25 +243,25 @@ def build_scoring_graph(read: SourceOutputs, plan: RunPlan, root: str, flush_win
                    FileSystems.join(root, STATE_FILE) if keep_state else "", flatten_quarantine=False,
                    packed_quarantine=flush_window_s is None)
     counts = write_detections(found, plan.run_id, root, flush_window_s, archive_window_s, file_suffix,
-                              plan.score_files)
+                              plan.score_files, plan.score_window_files if flush_window_s is not None else 0)
     return {name: found[name] for name in ("readings", "valid", "windows", "scored", "alerts", "opened",
                                            "quarantine")} | {"counts": counts}
 
 
 def write_detections(found: dict, run_id: str, root: str, flush_window_s: float | None = None,
                      archive_window_s: float | None = None, file_suffix: str = "",
-                     score_files: int = 1) -> beam.PCollection:
+                     score_files: int = 1, score_window_files: int = 0) -> beam.PCollection:
     """The sinks of ``detect``'s outputs (``scored``, ``alerts``, ``opened``, ``quarantine``, ``counts``; and
     ``valid`` with an archive) under ``root``: Parquet files, and the counts (with the sinks' own) as
     ``counts.json`` (batch) or ``counts/<window start>.json`` per flush window (streaming, ``flush_window_s``).
     Returns the counts written (a dict, or ``(window start, dict)`` pairs). ``score_files`` (batch): the files
-    scores and forecasts are written in."""
+    scores and forecasts are written in; ``score_window_files`` (streaming): see ``WriteOutputs``."""
     outputs = {name: found[name] for name in ("scored", "alerts", "opened", "quarantine") if found[name] is not None}
     outputs |= {name: pcoll for name, pcoll in found.items() if name.startswith("quarantine_")}
     if archive_window_s is not None:
         outputs["readings"] = found["valid"]
     written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s, file_suffix,
-                                                       score_files)
+                                                       score_files, score_window_files)
     all_counts = ((found["counts"], written | "WrittenCountsWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
                   | "AllCounts" >> beam.Flatten())
     if flush_window_s:

@@ -52,6 +52,8 @@ from seqwatch.schemas.arrow import (ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SC
                                     to_table)
 from seqwatch.schemas.elements import PackedQuarantine, Quarantined, ReadingBatch, ScoredWindows
 
+MAX_SCORE_FILES = 4096  # the most files a run's scores (and forecasts) are written in, per run or flush window
+
 READING_COLUMNS = ("entity_id", "channel", "timestamp", "value")
 
 
@@ -440,6 +442,23 @@ class _GatherShardPieces(beam.DoFn):
                                 Timestamp(micros=0), [GlobalWindow()])
 
 
+def _window_piece(sw: ScoredWindows, sink: str, files: int, table_of, run_id: str):
+    """``ScoredWindows -> ((sink, file), ([(entity, pane, first window end, rows)], table))`` for a stream's scores
+    or forecasts gathered per flush window (the element's own timestamp is kept, so the flush puts it in its
+    window); both sinks go through one flush, the sink in the key."""
+    table = table_of(sw, run_id)
+    if table is not None:
+        entity, ends = sw.windows.entity_id, sw.windows.ends
+        yield (sink, shard_of(entity, files)), ([(entity, int(sw.windows.pane), int(ends[0]) if len(ends) else 0,
+                                                  table.num_rows)], table)
+
+
+def window_file(sink: str, start_us: int, shard: int, files: int, suffix: str = "") -> str:
+    """A stream's file of scores (``sink`` scores or forecasts) of the flush window starting at ``start_us``
+    (µs since the epoch) and of file ``shard`` of ``files``."""
+    return f"{sink}/{start_us}/part-{shard}-of-{files}{suffix}.parquet"
+
+
 def _shard_table(gathered) -> pa.Table:
     """One file's table from its gathered ``(pieces, table)`` parts: entities in order, each entity's panes in
     order (as the panes' own files had them; a pane's pieces by their first window), whatever order the parts and
@@ -492,18 +511,25 @@ class WriteOutputs(beam.PTransform):
     arrived after their archive window was written)."""
 
     def __init__(self, root: str, run_id: str, flush_window_s: float | None = None,
-                 archive_window_s: float | None = None, file_suffix: str = "", score_files: int = 1):
+                 archive_window_s: float | None = None, file_suffix: str = "", score_files: int = 1,
+                 score_window_files: int = 0):
         """``flush_window_s``: streaming only; quarantined records are written per event-time window of this
         length (batch: one file per source at the end). ``archive_window_s``: streaming only; the ``readings``
         input (``ReadingBatch`` elements) is written per entity and event-time window of this length.
         ``file_suffix``: streaming only; ends the names of the files written per pane or window (a restarted
         stream's, ``.s2``: ``streaming.note_stream_start``), so that they sit beside an earlier stream's.
         ``score_files``: batch only; scores and forecasts are written in this many files each, an entity's rows in
-        one of them (``shard_of``). A stream writes them per entity and pane as each pane is scored."""
+        one of them (``shard_of``). A stream writes them per entity and pane as each pane is scored, or, with
+        ``score_window_files`` N, per flush window in N files (``window_file``), an entity's rows in one of them."""
         super().__init__()
         if score_files < 1:
             raise ValueError(f"score_files must be at least 1, got {score_files}")
+        if not 0 <= score_window_files <= MAX_SCORE_FILES:
+            raise ValueError(f"score_window_files must be from 0 to {MAX_SCORE_FILES}, got {score_window_files}")
+        if score_window_files and flush_window_s is None:
+            raise ValueError("scores are gathered per flush window by streaming runs only")
         self.score_files = int(score_files)
+        self.score_window_files = int(score_window_files)
         if archive_window_s is not None and flush_window_s is None:
             raise ValueError("the reading archive is written by streaming runs only")
         self.root = root
@@ -553,7 +579,20 @@ class WriteOutputs(beam.PTransform):
                                                              _merged_quarantine(source, tables))))
 
         pieces_of = (("Score", "scores", _score_piece), ("Forecast", "forecasts", _forecast_piece))
-        if streaming:
+        if streaming and self.score_window_files:
+            # Per flush window, in a few files: a fleet's stream had written a file per entity and pane (1,000
+            # entities at 1 s with panes of 64 steps: 16 files a second). Rows of a pane that reaches the sink after
+            # its window was written go out with the next window (never dropped: see seqwatch.pipelines.flush).
+            # One flush for both sinks, keyed by (sink, file): with a flush step per sink, the DirectRunner's
+            # streaming mode (Beam 2.77) released one sink's rows and lost or misfiled the other's.
+            files = self.score_window_files
+            pieces = [scored | f"{name}WindowPieces" >> beam.FlatMap(_window_piece, sink, files, table_of, run_id)
+                      for name, sink, table_of in pieces_of]
+            releases = (pieces | "AllWindowPieces" >> beam.Flatten()
+                        | "FlushScoreFiles" >> FlushPerWindow(self.flush_window_s))
+            parts = {"ScoreAndForecast": releases | "ScoreWindowFiles" >> beam.Map(
+                lambda r: (window_file(r.key[0], r.start_us, r.key[1], files, suffix), _shard_table(r.items)))}
+        elif streaming:
             # a file per entity pane, written as the pane is scored
             def pane_table(sw, sink, table_of):
                 table = table_of(sw, run_id)

@@ -140,13 +140,15 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
                 source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False,
                 run_id_prefix: str = "stream", earliest_us: int | None = None,
-                calibration_keep_days: float = 0.0) -> RunPlan:
+                calibration_keep_days: float = 0.0, score_window_files: int = 0) -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
     The run id is derived from the model version and the source unless given (``run_id_prefix``-<hash>); the
     future-timestamp check is
-    relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100)."""
+    relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100).
+    ``score_window_files``: 0 writes scores and forecasts in a file per entity pane as each pane is scored; N
+    gathers them per flush window into N files (``RunPlan.score_window_files``)."""
     import hashlib
 
     from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
@@ -183,7 +185,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
                    window_dtype=window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
-                   grid_offset_us=int(metadata.get("grid_offset_us", 0)))
+                   grid_offset_us=int(metadata.get("grid_offset_us", 0)), score_window_files=score_window_files)
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,

@@ -521,6 +521,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "--allowed-lateness must be zero or a positive number of seconds, got -1"),
         ([*replay_stream, "--pane-steps", "-3"],
          "--pane-steps must be a positive number of steps (0: the default), got -3"),
+        ([*replay_stream, "--score-window-files", "5000"],
+         "--score-window-files must be a number of files from 1 to 4096 (0, the default: a file per entity and "
+         "pane), got 5000"),
         (["run", "--input", str(header_only), "--format", "wide", "--output", str(tmp_path / "o"), "--model-dir",
           str(_with_scoring(small_model_dir, tmp_path / "q90", threshold_method="quantile", threshold_quantile=0.9)),
           "--online-calibration"], "online calibration needs a model whose threshold is rarer than its tail fit"),

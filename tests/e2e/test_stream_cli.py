@@ -213,3 +213,31 @@ def test_a_stream_refused_before_its_job_is_not_counted_as_a_start(small_model_d
                  "--runner=DirectRunner"])
     assert code == 2 and "127.0.0.1:9" in capsys.readouterr().err
     assert not (out / STREAM_SETTINGS_FILE).exists()
+
+
+def test_a_stream_with_score_window_files_writes_the_pane_files_rows_per_window(small_model_dir, tmp_path, wide_csv,
+                                                                               capsys):
+    """``--score-window-files 1``: the start line says where scores go; every score file is the one file of its
+    flush window, and together they hold the rows a stream without the flag writes a file per entity and pane."""
+    import pyarrow.parquet as pq
+
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=5, anomalies_per_entity=1)
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, tmp_path / "in" / f"{entity}.csv")
+    tables = {}
+    for name, extra in (("panes", []), ("windows", ["--score-window-files", "1"])):
+        assert main(["stream", "--source", "replay", "--input", str(tmp_path / "in"), "--format", "wide", "--speed",
+                     "1000000", "--model-dir", str(small_model_dir), "--output", str(tmp_path / name),
+                     "--flush-window", "1800", "--pane-steps", "64", "--runner=DirectRunner", *extra]) == 0
+        files = sorted((tmp_path / name / "scores").rglob("*.parquet"))
+        tables[name] = (files, pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+                        .sort_values(["entity_id", "window_end"]).reset_index(drop=True))
+    started = [line for line in capsys.readouterr().err.splitlines() if "-> " + str(tmp_path / "windows") in line]
+    assert len(started) == 1 and started[0].endswith(", scores per 1800s of event time in 1 file)")
+    window_files, gathered = tables["windows"]
+    assert len(window_files) < len(tables["panes"][0])
+    assert all(f.name == "part-0-of-1.parquet" and int(f.parent.name) % 1_800_000_000 == 0 for f in window_files)
+    assert len(gathered) > 0
+    pd.testing.assert_frame_equal(gathered, tables["panes"][1])

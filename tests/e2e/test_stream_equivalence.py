@@ -78,11 +78,14 @@ def _run_stream(plan, stream: TestStream, out: Path, flush_window_s: float,
     return counts
 
 
-def _stream(config, out, extra_late=(), options: PipelineOptions | None = None):
+def _stream(config, out, extra_late=(), options: PipelineOptions | None = None, flush_window_s: float = 3600.0,
+            **plan_changes):
     """Replay the parsed input in 10 event-time chunks of 90 steps, advancing the watermark after each (each
     256-step pane gets its readings from three or four chunks and is scored while later chunks are still to come;
-    30 chunks took 14.6 s against 8.1 s, most of it the DirectRunner's cost per bundle)."""
+    30 chunks took 14.6 s against 8.1 s, most of it the DirectRunner's cost per bundle). ``plan_changes``: fields
+    of the run's plan to set."""
     plan, frame = _parsed(config)
+    plan = dataclasses.replace(plan, **plan_changes)
     edges = np.linspace(frame["timestamp"].min(), frame["timestamp"].max() + 1000, 11).astype(np.int64)
     edges = edges // 1000 * 1000  # TestStream keeps event times in milliseconds
     edges[-1] = (frame["timestamp"].max() // 1000 + 1) * 1000
@@ -94,7 +97,7 @@ def _stream(config, out, extra_late=(), options: PipelineOptions | None = None):
     for batch in extra_late:
         stream.add_elements([TimestampedValue(batch, Timestamp(micros=int(edges[-1])))])
     stream.advance_watermark_to_infinity()
-    return plan, frame, _run_stream(plan, stream, out, flush_window_s=3600.0, options=options)
+    return plan, frame, _run_stream(plan, stream, out, flush_window_s=flush_window_s, options=options)
 
 
 @pytest.mark.slow
@@ -267,6 +270,43 @@ def test_a_backlog_the_watermark_passed_while_the_source_was_idle_is_quarantined
     assert counts["records_in"] == len(frame)
     assert counts["records_in"] == counts["records_scored"] + counts["records_quarantined"]
     assert counts["quarantined.gate.late"] == backlog.sum()
+
+
+@pytest.mark.slow
+def test_scores_gathered_per_flush_window_are_the_rows_of_the_pane_files(same_data, tmp_path):
+    """``--score-window-files 2``: a stream's scores and forecasts go into two files per flush window, an entity's
+    rows all in the file its id hashes to, in order; together they are the rows the per-pane files hold."""
+    from seqwatch.pipelines.sinks import shard_of
+
+    _, frame, pane_counts = _stream(same_data, tmp_path / "panes", flush_window_s=7200.0)
+    _, _, counts = _stream(same_data, tmp_path / "windows", flush_window_s=7200.0, score_window_files=2)
+    for sink in ("scores", "forecasts"):
+        pane_files = sorted((tmp_path / "panes" / sink).rglob("*.parquet"))
+        window_files = sorted((tmp_path / "windows" / sink).rglob("*.parquet"))
+        if sink == "scores":
+            assert 0 < len(window_files) < len(pane_files)  # windows of 2 hours hold several panes of 256 steps
+        if not pane_files:
+            assert not window_files
+            continue
+        tables = []
+        for f in window_files:
+            start, name = f.relative_to(tmp_path / "windows" / sink).parts
+            assert int(start) % 7_200_000_000 == 0 and name in ("part-0-of-2.parquet", "part-1-of-2.parquet"), f
+            table = pq.read_table(f).to_pandas()
+            assert {shard_of(e, 2) for e in table["entity_id"]} == {int(name[5])}, f
+            key = table["window_end"] if sink == "scores" else table["issued_at"]
+            order = pd.DataFrame({"e": table["entity_id"], "k": key})
+            assert order.equals(order.sort_values(["e", "k"], kind="stable")), f  # entities, then time, in order
+            tables.append(table)
+        by = ["entity_id", "window_end"] if sink == "scores" else ["entity_id", "issued_at", "target_time", "channel"]
+        gathered = pd.concat(tables, ignore_index=True).sort_values(by).reset_index(drop=True)
+        panes = (pd.concat([pq.read_table(f).to_pandas() for f in pane_files], ignore_index=True)
+                 .sort_values(by).reset_index(drop=True))
+        pd.testing.assert_frame_equal(gathered, panes)
+    assert counts["files_written"] == len(list((tmp_path / "windows").rglob("*.parquet")))
+    assert counts["records_in"] == len(frame) == pane_counts["records_in"]
+    assert counts["records_scored"] == pane_counts["records_scored"]
+    assert counts["records_in"] == counts["records_scored"] + counts.get("records_quarantined", 0)
 
 
 def _rows(frame: pd.DataFrame) -> list:

@@ -14,7 +14,7 @@ from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import SCORE_ROWS_PER_FILE, score_files_for
 from seqwatch.pipelines.cli import main
 from seqwatch.pipelines.embed import DetectAnomalies, WriteDetections
-from seqwatch.pipelines.sinks import SHARD_ROW_GROUP_ROWS, shard_of, write_parquet
+from seqwatch.pipelines.sinks import SHARD_ROW_GROUP_ROWS, WriteOutputs, shard_of, window_file, write_parquet
 from seqwatch.schemas.arrow import SCORE_SCHEMA
 
 STEP_SECONDS = 10  # the session model's sampling interval (tests/conftest.py)
@@ -144,3 +144,18 @@ def test_a_files_rows_come_in_entity_and_pane_order_whatever_order_the_bundles_g
     assert table.column("entity_id").to_pylist() == ["a", "a", "a", "a", "a", "b", "b", "b"]
     assert table.column("end").to_pylist() == [0, 100, 101, 102, 103, 5, 200, 201]
     assert table.equals(_shard_table([part(a0, a1, a1_later), part(b0, b2)]))
+
+
+def test_a_streams_window_files_are_named_by_window_start_and_part():
+    assert window_file("scores", 1_767_571_200_000_000, 1, 4) == "scores/1767571200000000/part-1-of-4.parquet"
+    assert window_file("forecasts", 0, 0, 1, ".s2") == "forecasts/0/part-0-of-1.s2.parquet"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"score_window_files": 2}, "scores are gathered per flush window by streaming runs only"),
+    ({"flush_window_s": 60.0, "score_window_files": -1}, "score_window_files must be from 0 to 4096, got -1"),
+    ({"flush_window_s": 60.0, "score_window_files": 4097}, "score_window_files must be from 0 to 4096, got 4097"),
+])
+def test_write_outputs_refuses_window_files_it_cannot_write(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WriteOutputs("out", "run-x", **kwargs)
