@@ -273,13 +273,14 @@ def test_a_backlog_the_watermark_passed_while_the_source_was_idle_is_quarantined
 
 
 @pytest.mark.slow
-def test_scores_gathered_per_flush_window_are_the_rows_of_the_pane_files(same_data, tmp_path):
+def test_scores_gathered_per_flush_window_are_the_rows_of_the_pane_files(same_data, runner, tmp_path):
     """``--score-window-files 2``: a stream's scores and forecasts go into two files per flush window, an entity's
     rows all in the file its id hashes to, in order; together they are the rows the per-pane files hold."""
     from seqwatch.pipelines.sinks import shard_of
 
-    _, frame, pane_counts = _stream(same_data, tmp_path / "panes", flush_window_s=7200.0)
-    _, _, counts = _stream(same_data, tmp_path / "windows", flush_window_s=7200.0, score_window_files=2)
+    _, frame, pane_counts = _stream(same_data, tmp_path / "panes", options=runner, flush_window_s=7200.0)
+    _, _, counts = _stream(same_data, tmp_path / "windows", options=runner, flush_window_s=7200.0,
+                           score_window_files=2)
     for sink in ("scores", "forecasts"):
         pane_files = sorted((tmp_path / "panes" / sink).rglob("*.parquet"))
         window_files = sorted((tmp_path / "windows" / sink).rglob("*.parquet"))
