@@ -47,7 +47,7 @@ from seqwatch.pipelines.broker_sources import MessageParser, _emit
 from seqwatch.pipelines.config import MAX_SECONDS
 from seqwatch.pipelines.batch import SINKS
 from seqwatch.pipelines.graph import COUNTS_FILE, SourceOutputs, detect, write_detections
-from seqwatch.pipelines.sinks import delete_path
+from seqwatch.pipelines.sinks import MAX_SCORE_FILES, delete_path
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.streaming import (DEFAULT_FLUSH_WINDOW_S, DEFAULT_LATE_AFTER_S, gate_late_readings,
                                           plan_stream)
@@ -79,16 +79,21 @@ class WriteDetections(beam.PTransform):
     removes those outputs then (a retry into the same root needs it). A stream restarted into its root writes on
     there, over the files of the windows it writes again. ``score_files`` (batch): scores and forecasts are
     written in that many files each, an entity's rows in one (``seqwatch run`` takes about a million score rows
-    a file); a stream writes them per entity and pane.
+    a file); a stream writes them per entity and pane, or, with ``score_window_files`` N, per flush window in N
+    files (as ``seqwatch stream --score-window-files``; ignored in batch).
 
         detect = DetectAnomalies("models/pumps")
         readings | detect | WriteDetections("out/", run_id=detect.run_id)"""
 
     def __init__(self, root: str | os.PathLike, run_id: str, flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,
-                 replace_existing: bool = False, score_files: int = 1):
+                 replace_existing: bool = False, score_files: int = 1, score_window_files: int = 0):
         super().__init__()
         if isinstance(score_files, bool) or not isinstance(score_files, int) or score_files < 1:
             raise ValueError(f"score_files must be a whole number of files, at least 1, got {score_files!r}")
+        if (isinstance(score_window_files, bool) or not isinstance(score_window_files, int)
+                or not 0 <= score_window_files <= MAX_SCORE_FILES):
+            raise ValueError(f"score_window_files must be a whole number of files from 0 to {MAX_SCORE_FILES}, got "
+                             f"{score_window_files!r}")
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a folder's path, got {root!r}")
         if not isinstance(replace_existing, bool):
@@ -105,6 +110,7 @@ class WriteDetections(beam.PTransform):
         self.flush_window_s = flush_window_s
         self.replace_existing = replace_existing
         self.score_files = score_files
+        self.score_window_files = score_window_files
 
     def expand(self, found: Detections):
         from seqwatch.pipelines.batch import RunError
@@ -127,7 +133,8 @@ class WriteDetections(beam.PTransform):
             remove_output(FileSystems.join(self.root, name))
         return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
                                  "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
-                                self.flush_window_s if streaming else None, score_files=self.score_files)
+                                self.flush_window_s if streaming else None, score_files=self.score_files,
+                                score_window_files=self.score_window_files if streaming else 0)
 
 
 # What a batch WriteDetections writes under its root: an earlier run's would mix with this one's.

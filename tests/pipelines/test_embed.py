@@ -131,6 +131,8 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_pa
         detect = DetectAnomalies(str(small_model_dir))
         found = p | stream | detect
         found | WriteDetections(str(tmp_path / "out"), run_id=detect.run_id, flush_window_s=600)
+        found | "WriteWindowFiles" >> WriteDetections(str(tmp_path / "windows"), run_id=detect.run_id,
+                                                      flush_window_s=600, score_window_files=1)
         assert_that(found.counts | "CountsInOne" >> beam.WindowInto(decade), _check_counts(len(rows), 1),
                     label="CountsReconcile")
         assert_that(found.quarantine | "QuarantineInOne" >> beam.WindowInto(decade)
@@ -147,6 +149,12 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_pa
     opened, settled = (pq.read_table(tmp_path / "out" / d).to_pandas() for d in ("alerts_open", "alerts"))
     assert len(opened) >= 1 and set(opened["alert_id"]) <= set(settled["alert_id"])
     assert pq.read_table(tmp_path / "out" / "quarantine").column("reason_code").to_pylist() == ["late"]
+    # score_window_files=1: the same score rows, one file per flush window
+    window_files = sorted((tmp_path / "windows" / "scores").rglob("*.parquet"))
+    assert window_files and all(f.name == "part-0-of-1.parquet" for f in window_files)
+    by = ["entity_id", "window_end"]
+    assert (pq.read_table(tmp_path / "windows" / "scores").to_pandas().sort_values(by).reset_index(drop=True)
+            .equals(pq.read_table(tmp_path / "out" / "scores").to_pandas().sort_values(by).reset_index(drop=True)))
 
 
 def test_allowed_lateness_waits_for_a_reading_that_comes_after_its_pane_was_due(small_model_dir):

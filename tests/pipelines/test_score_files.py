@@ -111,6 +111,12 @@ def test_write_detections_refuses_a_number_of_files_that_is_not_one(small_model_
             WriteDetections("out", run_id="r", score_files=bad)
 
 
+def test_write_detections_refuses_window_files_it_cannot_write():
+    for bad in (-1, 4097, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="score_window_files must be a whole number of files from 0 to 4096"):
+            WriteDetections("out", run_id="r", score_window_files=bad)
+
+
 def test_seqwatch_run_writes_a_fleets_scores_in_one_file(small_model_dir, tmp_path):
     """The CLI, end to end: a fleet's long file of 40 entities gives one scores file, read back with pyarrow."""
     readings, _ = generate_sensor_data(n_entities=40, n_steps=120, step_seconds=STEP_SECONDS, seed=9)
