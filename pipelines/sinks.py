@@ -579,6 +579,7 @@ class WriteOutputs(beam.PTransform):
                                                              _merged_quarantine(source, tables))))
 
         pieces_of = (("Score", "scores", _score_piece), ("Forecast", "forecasts", _forecast_piece))
+        score_flush_counts: list = []
         if streaming and self.score_window_files:
             # Per flush window, in a few files: a fleet's stream had written a file per entity and pane (1,000
             # entities at 1 s with panes of 64 steps: 16 files a second). Rows of a pane that reaches the sink after
@@ -592,6 +593,8 @@ class WriteOutputs(beam.PTransform):
                         | "FlushScoreFiles" >> FlushPerWindow(self.flush_window_s))
             parts = {"ScoreAndForecast": releases | "ScoreWindowFiles" >> beam.Map(
                 lambda r: (window_file(r.key[0], r.start_us, r.key[1], files, suffix), _shard_table(r.items)))}
+            score_flush_counts = [releases | "CountScoresFlushedLate" >> beam.FlatMap(
+                lambda r: [(f"flushed_late.{r.key[0]}_panes", r.late)] if r.late else [])]
         elif streaming:
             # a file per entity pane, written as the pane is scored
             def pane_table(sw, sink, table_of):
@@ -620,7 +623,7 @@ class WriteOutputs(beam.PTransform):
         }
         if opened is not None:
             parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")
-        flush_counts = [flushed_late] if streaming else []
+        flush_counts = [flushed_late, *score_flush_counts] if streaming else []
         if self.archive_window_s is not None:
             # Per entity and archive window; readings that arrive after their window was written go into the next
             # file of their entity (never dropped: see seqwatch.pipelines.flush).
