@@ -1,7 +1,7 @@
 """Streaming benchmark of many entities: the CPU a ``seqwatch stream`` on Prism spends per reading when the same
 readings come from 20, 200 or 1,000 entities, and the files it writes (with and without ``--score-window-files``).
 
-    .venv/bin/python benchmarks/stream_fleet.py            # what `make bench-stream-fleet` runs (~4 min)
+    .venv/bin/python benchmarks/stream_fleet.py            # what `make bench-stream-fleet` runs (~6 min)
     .venv/bin/python benchmarks/stream_fleet.py --quick    # a smaller smoke run (not for BENCHMARKS.md)
 
 A live stream delivers each poll's readings as a batch, so a fleet's pane (64 steps here, plus its look-ahead
