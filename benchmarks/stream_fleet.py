@@ -68,15 +68,15 @@ def run_replay(model_dir: Path, work: Path, n_entities: int, n_steps: int, repea
 
 def render(result: dict) -> str:
     runs = result["runs"]
-    variants = list(dict.fromkeys((run["entities"], run.get("extra", "")) for run in runs))
+    variants = list(dict.fromkeys((run["entities"], run["extra"]) for run in runs))
     rows = []
     for n, extra in variants:
-        mine = [run for run in runs if run["entities"] == n and run.get("extra", "") == extra]
+        mine = [run for run in runs if (run["entities"], run["extra"]) == (n, extra)]
         cpu = float(np.median([run["cpu_s"] for run in mine]))
         wall = float(np.median([run["wall_s"] for run in mine]))
         readings = mine[0]["readings"]
         rows.append((n, extra, mine[0]["steps"], readings, mine[0]["speed"], wall, cpu, cpu / readings * 1e6,
-                     mine[0].get("files_written")))
+                     mine[0]["files_written"]))
     base = rows[0][7]
     lines = [
         "## Streams of many entities",
@@ -95,8 +95,8 @@ def render(result: dict) -> str:
     for n, extra, steps, readings, speed, wall, cpu, per, files in rows:
         lines.append(f"| {n:,} | {'`' + extra + '`' if extra else '–'} | {steps:,} | {readings:,} | {speed:g}x | "
                      f"{wall:.1f} | {cpu:.1f} | {per:.0f} | {per / base:.2f} | "
-                     f"{'–' if files is None else format(files, ',')} |")
-    counts = "; ".join(f"{run['entities']:,} entities{' ' + run['extra'] if run.get('extra') else ''}: "
+                     f"{files:,} |")
+    counts = "; ".join(f"{run['entities']:,} entities{' ' + run['extra'] if run['extra'] else ''}: "
                        f"{run['records_in']:,} in = {run['records_scored']:,} scored + "
                        f"{run['records_quarantined']:,} quarantined" for run in runs[:len(variants)])
     lines += [

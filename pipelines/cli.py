@@ -1161,13 +1161,13 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
             raise CliError(str(exc)) from None
     file_suffix = note_stream_start(args.output, plan)  # a start refused above is no start
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
-    archiving = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
-                 else "")
+    extras = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
+              else "")
     if args.score_window_files:
-        archiving += (f", scores per {args.flush_window:g}s of event time in {args.score_window_files} "
-                      f"file{'s' if args.score_window_files > 1 else ''}")
+        extras += (f", scores per {args.flush_window:g}s of event time in {args.score_window_files} "
+                   f"file{'s' if args.score_window_files > 1 else ''}")
     print(f"seqwatch stream: {name} -> {args.output} (run {plan.run_id}, model {plan.model_version}{watching}, "
-          f"panes of {plan.pane_steps} steps{archiving})", file=sys.stderr, flush=True)
+          f"panes of {plan.pane_steps} steps{extras})", file=sys.stderr, flush=True)
     started = time.time()
     earlier = len(counts_files(args.output))
     if earlier:

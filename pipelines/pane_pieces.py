@@ -42,8 +42,7 @@ class PanePiece:
         # One buffer of every column's bytes (views of a batch's arrays are copied here, once), and the
         # codes' dtypes: int8 for up to 127 names, wider for more.
         codes = [self.arrays[name] for name in CATEGORICAL]
-        buffer = b"".join(np.ascontiguousarray(a).tobytes()
-                          for a in [self.arrays[name] for name, _ in NUMERIC] + codes)
+        buffer = b"".join(a.tobytes() for a in [self.arrays[name] for name, _ in NUMERIC] + codes)
         return _piece_from_buffer, (len(self), tuple(self.names[name] for name in CATEGORICAL),
                                     tuple(a.dtype.str for a in codes), buffer)
 
@@ -78,23 +77,15 @@ class PieceCutter:
 
 
 def pane_frame(parts) -> pd.DataFrame:
-    """One frame of a pane's pieces, in the order given, with a fresh index: ``PanePiece`` objects, or frames
-    with the same columns (a pane cut where its file was read)."""
+    """One frame (``COLUMNS``) of a pane's ``PanePiece`` objects, in the order given, with a fresh index."""
     parts = list(parts)
-    if all(isinstance(part, pd.DataFrame) for part in parts):
-        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-    parts = [part if isinstance(part, PanePiece) else _piece_of_frame(part) for part in parts]
     columns = {}
     for name in CATEGORICAL:
         columns[name] = _joined_categorical([part.names[name] for part in parts],
                                             [part.arrays[name] for part in parts])
-    for name, dtype in NUMERIC:
-        columns[name] = np.concatenate([part.arrays[name] for part in parts]).astype(dtype, copy=False)
+    for name, _ in NUMERIC:
+        columns[name] = np.concatenate([part.arrays[name] for part in parts])
     return pd.DataFrame({name: columns[name] for name in COLUMNS})
-
-
-def _piece_of_frame(frame: pd.DataFrame) -> PanePiece:
-    return PieceCutter(frame).piece(0, len(frame))
 
 
 def _joined_categorical(names: list, codes: list) -> pd.Categorical:

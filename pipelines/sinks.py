@@ -430,9 +430,8 @@ class _GatherShardPieces(beam.DoFn):
     def process(self, sw: ScoredWindows):
         table = self.table_of(sw, self.run_id)
         if table is not None:
-            entity, ends = sw.windows.entity_id, sw.windows.ends
-            self._held.setdefault(shard_of(entity, self.files), []).append(
-                (entity, int(sw.windows.pane), int(ends[0]) if len(ends) else 0, table))
+            entity = sw.windows.entity_id
+            self._held.setdefault(shard_of(entity, self.files), []).append((*_piece_order(sw), table))
 
     def finish_bundle(self):
         held, self._held = self._held, {}
@@ -448,9 +447,13 @@ def _window_piece(sw: ScoredWindows, sink: str, files: int, table_of, run_id: st
     window); both sinks go through one flush, the sink in the key."""
     table = table_of(sw, run_id)
     if table is not None:
-        entity, ends = sw.windows.entity_id, sw.windows.ends
-        yield (sink, shard_of(entity, files)), ([(entity, int(sw.windows.pane), int(ends[0]) if len(ends) else 0,
-                                                  table.num_rows)], table)
+        yield (sink, shard_of(sw.windows.entity_id, files)), ([(*_piece_order(sw), table.num_rows)], table)
+
+
+def _piece_order(sw: ScoredWindows) -> tuple:
+    """``(entity, pane, first window end)``: where a pane's rows go in a part file (``_shard_table``)."""
+    ends = sw.windows.ends
+    return sw.windows.entity_id, int(sw.windows.pane), int(ends[0]) if len(ends) else 0
 
 
 def window_file(sink: str, start_us: int, shard: int, files: int, suffix: str = "") -> str:

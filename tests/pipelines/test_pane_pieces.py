@@ -83,11 +83,6 @@ def test_a_missing_code_stays_missing_and_plain_strings_are_factorised():
     assert joined["source"].tolist() == ["a.csv", "a.csv", "b.csv", "b.csv"]
 
 
-def test_frames_alone_are_joined_by_pandas():
-    frame = _pieces_frame(["flow", "temp"], ["a.csv", "a.csv"])
-    assert pane_frame([frame]) is frame
-
-
 def test_pieces_survive_beams_group_by_key():
     a = _pieces_frame(["flow", "temp", "flow"], ["a.csv"] * 3)
     b = _pieces_frame(["pressure", "flow"], ["b.csv"] * 2, start=3)
