@@ -16,6 +16,7 @@ from seqwatch.pipelines.cli import main
 from seqwatch.pipelines.embed import DetectAnomalies, WriteDetections
 from seqwatch.pipelines.sinks import SHARD_ROW_GROUP_ROWS, WriteOutputs, shard_of, window_file, write_parquet
 from seqwatch.schemas.arrow import SCORE_SCHEMA
+from seqwatch.schemas.elements import ScoredWindows, WindowBatch
 
 STEP_SECONDS = 10  # the session model's sampling interval (tests/conftest.py)
 
@@ -165,3 +166,65 @@ def test_a_streams_window_files_are_named_by_window_start_and_part():
 def test_write_outputs_refuses_window_files_it_cannot_write(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WriteOutputs("out", "run-x", **kwargs)
+
+
+def _scored_pane(entity: str, pane: int, ends_s: list) -> ScoredWindows:
+    """A scored pane of windows ending at ``ends_s`` (seconds), with a one-step forecast from its last window."""
+    n, channels = len(ends_s), ("a", "b")
+    ends = np.asarray(ends_s, dtype=np.int64) * 1_000_000
+    windows = WindowBatch(entity, pane, channels, 1_000_000, ends, np.zeros((n, 0, 2), np.float32),
+                          np.ones((n, 1, 2), bool), 4 * n)
+    forecast = np.full((n, 1, 2), float(pane))
+    return ScoredWindows(windows, np.arange(n, dtype=float), 2.0, np.zeros(n, bool), np.array(["normal"] * n),
+                         np.ones(n), np.zeros((n, 2)), forecast, forecast - 1, forecast + 1, 0.9, 4, "m", "v1")
+
+
+@pytest.fixture(params=["DirectRunner", "PrismRunner"])
+def streaming_options(request):
+    """Streaming pipeline options for each runner the TestStream test runs on."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if request.param == "PrismRunner":
+        return request.getfixturevalue("prism_options")()
+    return PipelineOptions(["--streaming", "--runner=DirectRunner"])
+
+
+def test_a_pane_scored_after_its_window_was_written_goes_with_the_next_window_and_is_counted(streaming_options,
+                                                                                             tmp_path):
+    """``score_window_files``: a pane's rows that reach the sink after their flush window (60 s) was written (an
+    embedding pipeline's own late firing, say) are not dropped: they go into the next window's file, and the
+    counts files count them as ``flushed_late.scores_panes`` / ``flushed_late.forecasts_panes``. TestStream on
+    the DirectRunner in streaming mode: pane 0 of e1 (windows ending at 10 and 20 s) is written with window 0;
+    the watermark passes 60 s; then pane 1 (ending at 30 and 40 s, stamped 40 s: window 0 too) arrives."""
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+    from apache_beam.utils.timestamp import Timestamp
+
+    from seqwatch.pipelines.graph import sum_counts, write_detections
+
+    early, late = _scored_pane("e1", 0, [10, 20]), _scored_pane("e1", 1, [30, 40])
+    stream = (TestStream()
+              .add_elements([TimestampedValue(early, Timestamp(20))])
+              .advance_watermark_to(Timestamp(70))
+              .add_elements([TimestampedValue(late, Timestamp(40))])
+              .advance_watermark_to_infinity())
+    out = tmp_path / "out"
+    with beam.Pipeline(options=streaming_options) as p:
+        scored = p | stream
+        none = scored | "Nothing" >> beam.Filter(lambda _: False)
+        write_detections({"scored": scored, "alerts": none, "opened": None, "quarantine": none, "counts": none},
+                         "run-x", str(out), flush_window_s=60.0, score_window_files=1)
+    files = sorted(str(f.relative_to(out)) for f in out.rglob("*.parquet"))
+    assert files == ["forecasts/0/part-0-of-1.parquet", "forecasts/60000000/part-0-of-1.parquet",
+                     "scores/0/part-0-of-1.parquet", "scores/60000000/part-0-of-1.parquet"]
+    first, then = (pq.read_table(out / "scores" / start / "part-0-of-1.parquet").to_pandas()
+                   for start in ("0", "60000000"))
+    assert [t.timestamp() for t in first["window_end"]] == [10, 20]
+    assert [t.timestamp() for t in then["window_end"]] == [30, 40]  # in the next window's file, not lost
+    forecasts = pq.read_table(out / "forecasts").to_pandas()
+    assert sorted(zip([t.timestamp() for t in forecasts["issued_at"]], forecasts["yhat"])) == [
+        (20, 0.0), (20, 0.0), (40, 1.0), (40, 1.0)]
+    counts = sum_counts(pair for f in (out / "counts").glob("*.json") for pair in json.loads(f.read_text()).items())
+    # (the counts of files written as a window closes may reach the counts' own flush late: flushed_late.counts)
+    assert {name: n for name, n in counts.items() if name != "flushed_late.counts"} == {
+        "files_written": 4, "flushed_late.scores_panes": 1, "flushed_late.forecasts_panes": 1}
