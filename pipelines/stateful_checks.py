@@ -21,12 +21,15 @@ above that.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from seqwatch.schemas.elements import Quarantined
+
+if TYPE_CHECKING:
+    from seqwatch.pipelines.pane_pieces import PaneRows
 from seqwatch.schemas.validation import StatefulRules
 
 STUCK_COUNT = "flagged.stuck_channel"
@@ -62,19 +65,29 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
     reading belongs to this pane rather than to its context; all readings are own when absent), at most one
     reading per channel and timestamp (duplicates removed), in any row order."""
     n = len(frame)
-    decrease, stuck = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     if n == 0 or not (rules.monotonic_channels or rules.stuck_min_readings):
-        return PaneChecks(decrease, [], stuck)
+        return PaneChecks(np.zeros(n, dtype=bool), [], np.zeros(n, dtype=bool))
     column = frame["channel"]
     if isinstance(column.dtype, pd.CategoricalDtype):  # a pane's: its codes, no hashing of the strings
         codes, names = column.cat.codes.to_numpy(), column.cat.categories
     else:
         codes, names = pd.factorize(column, sort=False)
+    own = frame["own"].to_numpy(dtype=bool) if "own" in frame.columns else np.ones(n, dtype=bool)
+    return check_columns(codes, names, frame["timestamp"].to_numpy(dtype=np.int64),
+                         frame["value"].to_numpy(dtype=np.float64), own, rules)
+
+
+def check_columns(codes: np.ndarray, names, stamps: np.ndarray, values: np.ndarray, own: np.ndarray,
+                  rules: StatefulRules) -> PaneChecks:
+    """``check_pane`` on a pane's columns: each reading's channel as a code into ``names``, its timestamp (int
+    µs), value and whether it is the pane's own."""
+    n = len(stamps)
+    decrease, stuck = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    if n == 0 or not (rules.monotonic_channels or rules.stuck_min_readings):
+        return PaneChecks(decrease, [], stuck)
     monotonic = np.array([_is_monotonic(rules, str(c)) for c in names], dtype=bool)
     checks_stuck = np.array([_checks_stuck(rules, str(c)) for c in names], dtype=bool)
-    stamps = frame["timestamp"].to_numpy(dtype=np.int64)
-    values = frame["value"].to_numpy(dtype=np.float64)
-    own = frame["own"].to_numpy(dtype=bool) if "own" in frame.columns else np.ones(n, dtype=bool)
+    values = np.asarray(values, dtype=np.float64)
 
     order = np.lexsort((stamps, codes))  # by channel, then event time
     channel, value = codes[order], values[order]
@@ -96,26 +109,29 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
     if decrease.any():
         previous_in_frame = np.empty(n)
         previous_in_frame[order] = previous
-        channels = frame["channel"].to_numpy()
-        reasons = [f"meter {channels[i]!r} went back from {float(previous_in_frame[i])!r} to {float(values[i])!r}"
-                   for i in np.flatnonzero(decrease)]
+        reasons = [f"meter {str(names[codes[i]])!r} went back from {float(previous_in_frame[i])!r} to "
+                   f"{float(values[i])!r}" for i in np.flatnonzero(decrease)]
     return PaneChecks(decrease, reasons, stuck, back if back.any() else None)
 
 
-def apply_stateful_checks(frame: pd.DataFrame, rules: StatefulRules, run_id: str, stage: str = "window",
-                          entity: str | None = None) -> tuple[pd.DataFrame, list[Quarantined], dict]:
-    """``check_pane`` as a pane's DoFn needs it: returns ``(kept frame, quarantined records, counts)``.
+def apply_stateful_checks(rows: "PaneRows", rules: StatefulRules, run_id: str, stage: str = "window",
+                          entity: str | None = None) -> tuple["PaneRows", list[Quarantined], dict]:
+    """``check_columns`` as a pane's cutter needs it: returns ``(kept rows, quarantined records, counts)``.
 
-    ``frame`` also has ``source`` and ``line`` (for the quarantine records; ``entity``: the pane's, for their raw
-    text when the frame has no ``entity_id`` column). ``counts`` is
-    ``{"flagged.stuck_channel": n}`` when own readings were flagged, else empty."""
+    ``rows`` (``pane_pieces.PaneRows``) also has ``source`` and ``line`` (for the quarantine records; ``entity``:
+    the pane's, for their raw text). ``counts`` is ``{"flagged.stuck_channel": n}`` when own readings were
+    flagged, else empty."""
     from seqwatch.pipelines.validate import quarantine_rows
 
-    checks = check_pane(frame, rules)
-    records = list(quarantine_rows(frame, checks.decrease, stage, "monotonic_decrease", checks.reasons, run_id,
-                                   entity))
+    checks = check_columns(rows["channel"], rows.names("channel"), rows["timestamp"], rows["value"], rows["own"],
+                           rules)
+    records = []
+    if checks.decrease.any():
+        chosen = rows.take(checks.decrease).frame()
+        records = list(quarantine_rows(chosen, np.ones(len(chosen), dtype=bool), stage, "monotonic_decrease",
+                                       checks.reasons, run_id, entity))
     counts = {STUCK_COUNT: int(checks.stuck.sum())} if checks.stuck.any() else {}
     # A context reading where the meter went back is its own pane's to quarantine, and this pane's to leave out
     # of its windows too: kept, it had filled the next pane's first windows, so scores depended on --pane-steps.
-    kept = frame[~checks.went_back] if checks.went_back is not None else frame
+    kept = rows.take(~checks.went_back) if checks.went_back is not None else rows
     return kept, records, counts

@@ -216,12 +216,18 @@ class ValidateReadings(beam.PTransform):
 DUPLICATE_REASON = "a reading with the same entity, channel and timestamp came earlier"
 
 
+def _sort_codes(column: pd.Series) -> np.ndarray:
+    """Integer codes that sort as pandas sorts the column: a categorical by its categories' order, other
+    columns by value."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy()
+    return pd.factorize(column, sort=True)[0]
+
+
 def repeated_readings(frame) -> np.ndarray:
     """The rows of a long frame that a run quarantines as ``duplicate``: those with the entity, channel and
     timestamp of an earlier row, earlier by ``source`` and ``line`` where the frame has them (the order in which
     ``windows`` keeps the first), else by row order."""
-    from seqwatch.pipelines.windows import _sort_codes  # windows imports this module
-
     if not len(frame):
         return np.zeros(0, dtype=bool)
     order = (np.lexsort((frame["line"].to_numpy(), _sort_codes(frame["source"])))

@@ -22,7 +22,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from seqwatch.models import windowing
-from seqwatch.pipelines.pane_pieces import PieceCutter, pane_frame
+from seqwatch.pipelines.pane_pieces import PaneRows, PieceCutter, pane_frame, pane_rows
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.stateful_checks import apply_stateful_checks
@@ -218,13 +218,13 @@ class _KeyByPane(beam.DoFn):
             index = np.repeat(firsts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
             everything = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             del frames
-            ordered = everything.take(index).reset_index(drop=True)
+            ordered = PaneRows.from_frame(everything.take(index))
             del everything
             out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
                 ("panes_cut_here", len(keys)), Timestamp(micros=0), [GlobalWindow()])))
             ends = np.cumsum([sum(n for _, n in ranges[key]) for key in keys]).tolist()
             for (entity, pane), lo, hi in zip(keys, [0] + ends[:-1], ends):
-                part = _rows(ordered, lo, hi)
+                part = ordered.slice(lo, hi)
                 # The GroupByKey's output timestamp: the end of the pane's window (OUTPUT_AT_EOW).
                 stamp = Timestamp(micros=self.windows.end_us(pane) - 1)
                 for result in self.cutter.cut(entity, pane, part):
@@ -269,13 +269,6 @@ class _KeyByPane(beam.DoFn):
         return pieces, bounds
 
 
-def _rows(frame: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
-    """Rows ``lo:hi`` of ``frame``, indexed from 0 (a view where pandas can)."""
-    part = frame.iloc[lo:hi]
-    part.index = pd.RangeIndex(hi - lo)
-    return part
-
-
 def _codes(column: pd.Series) -> tuple[np.ndarray, object]:
     """``(codes, values)`` of a column of ids: a categorical's own codes, or factorised."""
     if isinstance(column.dtype, pd.CategoricalDtype):
@@ -294,40 +287,37 @@ class _PaneCutter:
         self.rules = rules
         self.dtype = dtype  # the windows' (models.windowing.window_dtype)
 
-    def cut(self, entity: str, pane: int, frame: pd.DataFrame):
+    def cut(self, entity: str, pane: int, rows: PaneRows):
         """The outputs of one pane: its ``WindowBatch`` and, tagged, its quarantined readings and counts.
-        ``frame`` holds the pane's readings and those lent to it as context (``pane_pieces.COLUMNS``)."""
+        ``rows`` holds the pane's readings and those lent to it as context (``pane_pieces.COLUMNS``)."""
         spec = self.spec
-        frame = frame.take(_own_first_in_file_order(frame))
+        rows = rows.take(_own_first_in_file_order(rows))
         # A reading repeated at the same entity, channel and timestamp: the first (by file, line) is kept.
-        dup = _repeated(frame)
-        own = frame["own"].to_numpy()
-        for q in quarantine_rows(frame, dup & own, "window", "duplicate", DUPLICATE_REASON, self.run_id, entity):
-            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        dup = _repeated(rows)
+        yield from self._quarantine(rows, dup & rows["own"], "duplicate", DUPLICATE_REASON, entity)
         if dup.any():
-            frame = frame[~dup]
+            rows = rows.take(~dup)
         if self.rules is not None:
-            frame, records, flags = apply_stateful_checks(frame, self.rules, self.run_id, entity=entity)
+            rows, records, flags = apply_stateful_checks(rows, self.rules, self.run_id, entity=entity)
             for q in records:
                 yield beam.pvalue.TaggedOutput(QUARANTINE, q)
             for name, n in flags.items():
                 yield beam.pvalue.TaggedOutput(COUNTS, (name, n))
-        own = frame["own"].to_numpy()
+        own = rows["own"]
 
         lo, hi = spec.own_range(pane)
         first = lo - spec.before
         position = {name: i for i, name in enumerate(self.channels)}
-        stamps = frame["timestamp"].to_numpy()
-        channel_index = _positions(frame["channel"], position)
+        stamps = rows["timestamp"]
+        channel_index = _positions(rows, position)
         interval = windowing.median_interval(stamps, channel_index)
         if interval is not None and not windowing.interval_fits(interval, spec.step_us):
             # Readings much faster or slower than the model's interval: not what it learned (cut on its grid they
             # would be averaged away, or too sparse for any window, which would hide the cause).
-            for q in quarantine_rows(frame, own, "window", "sampling_interval",
-                                     f"this entity's readings come every {interval / 1e6:g}s here, but the model was "
-                                     f"trained on readings every {spec.step_us / 1e6:g}s: train a model for this "
-                                     f"interval, or resample the data", self.run_id, entity):
-                yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+            yield from self._quarantine(rows, own, "sampling_interval",
+                                        f"this entity's readings come every {interval / 1e6:g}s here, but the model "
+                                        f"was trained on readings every {spec.step_us / 1e6:g}s: train a model for "
+                                        f"this interval, or resample the data", entity)
             yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", 0))
             return
         steps = windowing.step_of(stamps, spec.step_us, spec.offset_us)
@@ -338,7 +328,7 @@ class _PaneCutter:
             first, last = max(first, int(steps.min())), min(last, int(steps.max()))
         else:
             last = first - 1
-        grid = windowing.build_grid(steps, channel_index, frame["value"].to_numpy(),
+        grid = windowing.build_grid(steps, channel_index, rows["value"],
                                     len(self.channels), spec.max_gap, first_step=first, last_step=last)
         covered = windowing.covered_by_long_stretch(grid.present, spec.length)
         reading_covered = covered[steps - first]
@@ -355,8 +345,7 @@ class _PaneCutter:
                 if sparse:
                     reason += " " + sparse_clause({self.channels[c]: k for c, k in sparse.items()}, spec.step_us,
                                                   spec.max_gap)
-        for q in quarantine_rows(frame, short, "window", "insufficient_data", reason, self.run_id, entity):
-            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
+        yield from self._quarantine(rows, short, "insufficient_data", reason, entity)
         scored = int((own & reading_covered).sum())
         yield beam.pvalue.TaggedOutput(COUNTS, ("records_scored", scored))
 
@@ -371,6 +360,16 @@ class _PaneCutter:
         observed = windowing.cut_windows(grid.observed, positions, spec.length)
         yield WindowBatch(entity, pane, self.channels, spec.step_us, ends * spec.step_us + spec.offset_us, values,
                           observed, scored)
+
+    def _quarantine(self, rows: PaneRows, mask: np.ndarray, code: str, reasons, entity: str):
+        """The quarantine records of the rows ``mask`` selects (``reasons``: one, or one per selected row), tagged;
+        a frame is built of those rows only."""
+        if not mask.any():
+            return
+        chosen = rows.take(mask).frame()
+        for q in quarantine_rows(chosen, np.ones(len(chosen), dtype=bool), "window", code, reasons, self.run_id,
+                                 entity):
+            yield beam.pvalue.TaggedOutput(QUARANTINE, q)
 
 
 
@@ -394,7 +393,7 @@ class _CutPane(beam.DoFn):
                 # and not dropped: each one is quarantined (context copies are counted in their own pane).
                 return list(self._late(keyed))
             (entity, pane), parts = keyed
-            return list(self.cutter.cut(entity, pane, pane_frame(parts)))
+            return list(self.cutter.cut(entity, pane, pane_rows(parts)))
 
     def _late(self, keyed):
         (entity, _), parts = keyed
@@ -405,34 +404,22 @@ class _CutPane(beam.DoFn):
                                              entity))
 
 
-def _sort_codes(column: pd.Series) -> np.ndarray:
-    """Integer codes that sort as pandas sorts the column: a categorical by its categories' order, other
-    columns by value."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        return column.cat.codes.to_numpy()
-    return pd.factorize(column, sort=True)[0]
-
-
-def _own_first_in_file_order(frame: pd.DataFrame) -> np.ndarray:
+def _own_first_in_file_order(rows: PaneRows) -> np.ndarray:
     """The row order of ``frame.sort_values(["own", "source", "line"], ascending=[False, True, True])``
-    (stable, as pandas sorts), in numpy."""
-    return np.lexsort((frame["line"].to_numpy(), _sort_codes(frame["source"]), ~frame["own"].to_numpy(dtype=bool)))
+    (stable, as pandas sorts; a categorical source by its categories' order), in numpy."""
+    return np.lexsort((rows["line"], rows["source"], ~rows["own"]))
 
 
-def _repeated(frame: pd.DataFrame) -> np.ndarray:
+def _repeated(rows: PaneRows) -> np.ndarray:
     """``frame.duplicated(["channel", "timestamp"], keep="first")`` as a bool array: one int64 key per row, sorted
     stably (a pane's thousand rows: 20 µs, where hashing them in pandas took 140 µs)."""
-    column = frame["channel"]
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        channel = column.cat.codes.to_numpy().astype(np.int64)
-    else:
-        channel = pd.factorize(column)[0].astype(np.int64)
-    stamps = frame["timestamp"].to_numpy(dtype=np.int64)
+    channel = rows["channel"].astype(np.int64)
+    stamps = rows["timestamp"]
     if not len(stamps):
         return np.zeros(0, dtype=bool)
     span, width = int(stamps.max()) - int(stamps.min()), int(channel.max()) + 1
     if span >= (1 << 62) // width:  # the combined key would overflow: let pandas hash the pairs
-        return frame.duplicated(["channel", "timestamp"], keep="first").to_numpy()
+        return pd.DataFrame({"channel": channel, "timestamp": stamps}).duplicated(keep="first").to_numpy()
     key = (stamps - stamps.min()) * width + channel
     order = np.argsort(key, kind="stable")  # equal keys keep their row order: the first is not a repeat
     ordered = key[order]
@@ -441,15 +428,15 @@ def _repeated(frame: pd.DataFrame) -> np.ndarray:
     return repeated
 
 
-def _positions(channel: pd.Series, position: dict) -> np.ndarray:
-    """Each reading's column in the model's channel order (every channel is a model channel after validation).
-    A categorical column is looked up once per category, not once per reading."""
-    if isinstance(channel.dtype, pd.CategoricalDtype):
-        lookup = np.array([position.get(c, -1) for c in channel.cat.categories], dtype=np.int64)
-        index = lookup[channel.cat.codes.to_numpy()]
-        if (index >= 0).all():
-            return index
-    return channel.astype(object).map(position).to_numpy(dtype=np.int64)
+def _positions(rows: PaneRows, position: dict) -> np.ndarray:
+    """Each reading's column in the model's channel order (every channel is a model channel after validation),
+    looked up once per channel name, not once per reading."""
+    lookup = np.array([position.get(c, -1) for c in rows.names("channel")] + [-1], dtype=np.int64)
+    index = lookup[rows["channel"]]  # a missing channel (code -1) looks up the last entry, -1
+    if len(index) and index.min() < 0:
+        unknown = sorted({str(c) for c in rows.take(index < 0).frame()["channel"].astype(object)})
+        raise ValueError(f"readings of channels the model lacks reached the windows: {unknown}")
+    return index
 
 
 class WindowedReadings(NamedTuple):

@@ -95,6 +95,7 @@ def test_pane_order_and_repeats_match_the_pandas_definitions():
     import numpy as np
     import pandas as pd
 
+    from seqwatch.pipelines.pane_pieces import PaneRows
     from seqwatch.pipelines.windows import _own_first_in_file_order, _repeated
 
     rng = np.random.default_rng(0)
@@ -102,15 +103,17 @@ def test_pane_order_and_repeats_match_the_pandas_definitions():
         n = int(rng.integers(0, 300))
         frame = pd.DataFrame({"channel": rng.choice(["x", "y", "z"], n), "timestamp": rng.integers(0, 30, n) * 1000,
                               "source": rng.choice(["b.csv", "a.csv", "c.parquet"], n),
-                              "line": rng.integers(1, 50, n), "own": rng.random(n) < 0.7})
+                              "line": rng.integers(1, 50, n), "own": rng.random(n) < 0.7, "value": rng.normal(size=n)})
         if trial % 2:
             frame = frame.astype({"source": "category", "channel": "category"})
         if trial % 3 == 0:
             frame["source"] = pd.Categorical(frame["source"].astype(str), categories=["c.parquet", "b.csv", "a.csv"])
         expected = frame.sort_values(["own", "source", "line"], ascending=[False, True, True])
-        ordered = frame.take(_own_first_in_file_order(frame))
-        assert list(ordered.index) == list(expected.index), trial
-        assert list(_repeated(ordered)) == list(expected.duplicated(["channel", "timestamp"], keep="first")), trial
+        rows = PaneRows.from_frame(frame)
+        order = _own_first_in_file_order(rows)
+        assert list(frame.index[order]) == list(expected.index), trial
+        assert list(_repeated(rows.take(order))) == list(expected.duplicated(["channel", "timestamp"], keep="first")), \
+            trial
 
 
 def test_pane_windows_are_beams_sliding_windows_over_each_pane_and_its_margins():
