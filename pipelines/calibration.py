@@ -42,6 +42,7 @@ from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
+from pyarrow import ArrowException
 
 from seqwatch.models.thresholds import OnlineTailCalibration, severity_of
 from seqwatch.schemas.elements import ScoredWindows
@@ -152,6 +153,8 @@ class _EntityJudge:
     """Judges one entity's released panes in window order, going on from its calibration (``_judge``): shared by
     the stream's stateful step and a batch run's step after one GroupByKey."""
 
+    lenient = False  # (a stream's: see _kept_state)
+
     def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", emit_state: bool = False,
                  state_sha256: str = "", keep_us: int = 0):
         self.model_dir = model_dir
@@ -173,7 +176,18 @@ class _EntityJudge:
         if self._kept is None:
             from seqwatch.pipelines.calibration_state import read_states
 
-            self._kept = read_states(self.state_from, self.state_sha256)
+            try:
+                self._kept = read_states(self.state_from, self.state_sha256)
+            except (OSError, ValueError, ArrowException) as exc:
+                if not self.lenient:
+                    raise
+                # A stream's worker reads the state when it first needs it, which may be long after the stream
+                # was planned (a restarted worker): a state replaced or removed since then should not stop the
+                # stream. Its entities start from the model's calibration scores, as new ones do.
+                logging.getLogger(__name__).warning(
+                    "online calibration: the calibration state %s (--calibration-from) cannot be used (%s); entities "
+                    "start from the model's calibration scores", self.state_from, str(exc).splitlines()[0])
+                self._kept = {}
         return self._kept.get(entity)
 
     def _judge(self, now: list, fired: int, state) -> tuple[list, tuple | None]:
@@ -260,6 +274,7 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
     DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)  # streaming with keep_us: when the entity's state goes
+    lenient = True  # a state file that changed since planning: a warning, not a failed stream
 
     def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", state_sha256: str = "",
                  keep_us: int = 0, pane_wait_us: int = 0):

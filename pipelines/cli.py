@@ -1116,7 +1116,7 @@ def cmd_stream(args, beam_args) -> int:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration,
                            earliest_us=_earliest_us(args), calibration_keep_days=_calibration_keep_days(args),
-                           score_window_files=args.score_window_files)
+                           score_window_files=args.score_window_files, calibration_from=args.calibration_from or "")
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -1163,6 +1163,8 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
     extras = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
               else "")
+    if plan.calibration_state_from:
+        extras += f", each entity's calibration going on from {plan.calibration_state_from}"
     if args.score_window_files:
         extras += (f", scores per {args.flush_window:g}s of event time in {args.score_window_files} "
                    f"file{'s' if args.score_window_files > 1 else ''}")
@@ -1338,6 +1340,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "restart with other settings keeps it (and the MQTT session named after it)")
     stream.add_argument("--pane-steps", type=int, default=0, help="default: 4 windows (low latency)")
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
+    stream.add_argument("--calibration-from", metavar="EARLIER_OUTPUT",
+                        help="with --online-calibration: start each entity's calibration where an earlier run left it "
+                             "(a batch run's --output folder, which holds its calibration_state.parquet); entities it "
+                             "did not see start from the model's")
     stream.add_argument("--calibration-keep-days", type=float, metavar="DAYS",
                         help="with --online-calibration: drop an entity's calibration once the watermark passed its "
                              "last window by DAYS (an id that comes back starts afresh; default: keep every entity "

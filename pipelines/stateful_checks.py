@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from seqwatch.schemas.elements import Quarantined
+from seqwatch.schemas.validation import StatefulRules
 
 if TYPE_CHECKING:
     from seqwatch.pipelines.pane_pieces import PaneRows
-from seqwatch.schemas.validation import StatefulRules
 
 STUCK_COUNT = "flagged.stuck_channel"
 

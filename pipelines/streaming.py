@@ -140,7 +140,8 @@ def build_streaming_pipeline(source: SourceOutputs, plan: RunPlan, root: str,
 def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str = "", pane_steps: int = 0,
                 source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False,
                 run_id_prefix: str = "stream", earliest_us: int | None = None,
-                calibration_keep_days: float = 0.0, score_window_files: int = 0) -> RunPlan:
+                calibration_keep_days: float = 0.0, score_window_files: int = 0,
+                calibration_from: str = "") -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
@@ -148,12 +149,15 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     future-timestamp check is
     relative to the wall clock when the stream starts plus the configured tolerance (far future: year 2100).
     ``score_window_files``: 0 writes scores and forecasts in a file per entity pane as each pane is scored; N
-    gathers them per flush window into N files (``RunPlan.score_window_files``)."""
+    gathers them per flush window into N files (``RunPlan.score_window_files``). ``calibration_from`` (with
+    ``online_calibration``): an earlier run's output folder (or its state file) whose calibration state each entity
+    starts from (``calibration_state``); unlike a batch run's, a stream's is refused when there is none."""
     import hashlib
 
     from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
+    from seqwatch.pipelines.calibration_state import CalibrationStateError, check_state
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig, check_run_id
     from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
 
@@ -168,7 +172,13 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
         suite_dict = with_earliest(load_suite_dict(suite), earliest_us if earliest_us is not None else HORIZON_US)
         if online_calibration:
             model_risk(metadata)
-    except (ArtifactError, SuiteError, CalibrationError) as exc:
+        if calibration_from and not online_calibration:
+            raise CalibrationError("--calibration-from continues an earlier run's online calibration: give "
+                                   "--online-calibration too")
+        # A stream is started once, by hand or by a deployment: a state that is not there is a wrong path, not the
+        # first day of a series (which a batch run's missing state stands for).
+        state_from, state_sha256 = check_state(calibration_from) if calibration_from else ("", "")
+    except (ArtifactError, SuiteError, CalibrationError, CalibrationStateError) as exc:
         raise RunError(str(exc)) from None
     window = metadata["config"]["window"]
     length, stride, max_gap = int(window["length"]), int(window["stride"]), int(window["max_gap"])
@@ -185,7 +195,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
                    window_dtype=window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
-                   grid_offset_us=int(metadata.get("grid_offset_us", 0)), score_window_files=score_window_files)
+                   grid_offset_us=int(metadata.get("grid_offset_us", 0)), score_window_files=score_window_files,
+                   calibration_state_from=state_from, calibration_state_sha256=state_sha256)
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,

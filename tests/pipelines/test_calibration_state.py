@@ -195,3 +195,52 @@ def test_a_state_whose_scores_are_missing_is_refused_before_the_run(tmp_path):
     pq.write_table(table, tmp_path / "day1" / STATE_FILE)
     with pytest.raises(CalibrationStateError, match="is not a calibration state seqwatch can read"):
         check_state(str(tmp_path / "day1"))
+
+
+def test_a_streams_workers_go_on_without_a_state_that_changed_since_planning_and_a_batch_runs_refuse_it(tmp_path,
+                                                                                                     caplog):
+    """A stream's worker reads the kept state when it first needs it, which can be long after planning (a worker
+    restarted): a state replaced since then is a warning, and the stream's entities start from the model's
+    calibration scores; a batch run's workers refuse it (its manifest names the state it planned with)."""
+    from seqwatch.pipelines.calibration import _CalibrateEntity, _CalibrateEntityAtEnd
+    from seqwatch.pipelines.sources import InputChangedError
+
+    file = str(tmp_path / STATE_FILE)
+    write_states(file, [("pump-01", state_of(_online().to_dict(), "v1", 10))])
+    _, digest = check_state(file)
+    stream, batch = (cls("m", "m", state_from=file, state_sha256=digest) for cls in (_CalibrateEntity,
+                                                                                      _CalibrateEntityAtEnd))
+    stream.setup()
+    assert stream._kept_state("pump-01").model_version == "v1"  # unchanged: used
+    write_states(file, [("pump-01", state_of(_online(2).to_dict(), "v2", 10))])
+    stream.setup(), batch.setup()  # (a worker that reads it now)
+    with caplog.at_level("WARNING"):
+        assert stream._kept_state("pump-01") is None
+    assert f"the calibration state {file} (--calibration-from) cannot be used (the calibration state" in caplog.text
+    with pytest.raises(InputChangedError):
+        batch._kept_state("pump-01")
+
+
+def test_a_stream_plans_with_the_state_it_goes_on_from_or_refuses_in_one_sentence(small_model_dir, tmp_path,
+                                                                                  capsys):
+    from seqwatch.pipelines.batch import RunError
+    from seqwatch.pipelines.cli import main
+    from seqwatch.pipelines.streaming import plan_stream
+
+    day1 = tmp_path / "day1"
+    write_states(str(day1 / STATE_FILE), [("pump-01", state_of(_online().to_dict(), "v1", 10))])
+    (tmp_path / "x.csv").write_text("entity_id,channel,timestamp,value\n")
+    plan = plan_stream(str(small_model_dir), str(tmp_path / "o"), online_calibration=True, calibration_from=str(day1))
+    assert (plan.calibration_state_from, plan.calibration_state_sha256) == check_state(str(day1))
+    assert plan_stream(str(small_model_dir), str(tmp_path / "o"), online_calibration=True).calibration_state_from == ""
+    with pytest.raises(RunError, match="give --online-calibration too"):
+        plan_stream(str(small_model_dir), str(tmp_path / "o"), calibration_from=str(day1))
+    for flags, sentence in (
+            (["--calibration-from", str(day1)], "--calibration-from continues an earlier run's online calibration: "
+                                                "give --online-calibration too"),
+            (["--online-calibration", "--calibration-from", str(tmp_path / "day0")],
+             f"--calibration-from: {tmp_path / 'day0' / STATE_FILE} does not exist; it takes the output folder of an "
+             f"earlier run with --online-calibration")):
+        code = main(["stream", "--source", "replay", "--input", str(tmp_path / "x.csv"), "--model-dir",
+                     str(small_model_dir), "--output", str(tmp_path / "out"), *flags])
+        assert (code, capsys.readouterr().err.strip()) == (2, f"seqwatch stream: {sentence}")

@@ -168,6 +168,50 @@ def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_as_in_batch(
 
 
 @pytest.mark.slow
+def test_a_stream_goes_on_from_a_batch_runs_calibration_as_the_next_batch_run_does(long_readings, small_model_dir,
+                                                                                  prism_location, tmp_path):
+    """``seqwatch stream --online-calibration --calibration-from`` on Prism: a batch run over the first 600 steps
+    writes each entity's calibration; a stream of the rest (from 40 steps before, for window context) going on from
+    it judges every window as a batch run of the rest going on from it does: the windows the first run judged by
+    its state without joining it again, the others as its continuation, not as a fresh start."""
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.config import RunConfig
+
+    _, readings = long_readings
+    times = np.sort(readings["timestamp"].unique())
+    first, rest = readings[readings["timestamp"] < times[600]], readings[readings["timestamp"] >= times[560]]
+    first.to_csv(tmp_path / "first.csv", index=False)
+    rest.to_csv(tmp_path / "rest.csv", index=False)
+
+    def batch(path, out, **settings):
+        run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                            online_calibration=True, **settings))
+
+    batch(tmp_path / "first.csv", tmp_path / "day1")
+    batch(tmp_path / "rest.csv", tmp_path / "day2", calibration_from=str(tmp_path / "day1"))
+    batch(tmp_path / "rest.csv", tmp_path / "day2-afresh")
+    out = tmp_path / "stream"
+    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input",
+                                            str(tmp_path / "rest.csv"), "--speed", "1000", "--online-calibration",
+                                            "--calibration-from", str(tmp_path / "day1")),
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (f"each entity's calibration going on from {tmp_path / 'day1' / 'calibration_state.parquet'}"
+            in result.stderr), result.stderr[-3000:]
+
+    def scores(folder):
+        table = ds.dataset(folder / "scores", format="parquet").to_table().to_pandas()
+        return table.sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+
+    streamed, went_on, afresh = scores(out), scores(tmp_path / "day2"), scores(tmp_path / "day2-afresh")
+    assert len(streamed) == len(went_on) > 0 and (streamed["window_end"] == went_on["window_end"]).all()
+    for column in ("threshold", "tail_probability"):
+        np.testing.assert_allclose(streamed[column], went_on[column], rtol=1e-6, err_msg=column)
+    assert (streamed["is_anomaly"] == went_on["is_anomaly"]).all()
+    assert not np.allclose(went_on["threshold"], afresh["threshold"])  # the state made a difference
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("runner", ["prism", "flink"])
 def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_readings, small_model_dir, kafka_broker,
                                                               tmp_path, stream_outputs, request):
