@@ -174,7 +174,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         scored = scored | "CalibrateOnline" >> online_step
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),
-                                                  announce=streaming, cooldown_us=cfg.alert_cooldown_us)
+                                                  announce=streaming, cooldown_us=cfg.alert_cooldown_us,
+                                                  at_end=not streaming)
     quarantine_parts = {"read": read.quarantine, "validate": valid.quarantine, "window": windows.quarantine}
     quarantine = None
     if flatten_quarantine or streaming:

@@ -219,3 +219,27 @@ def test_an_incident_whose_settling_time_is_not_a_whole_millisecond_is_closed(mo
     result = subprocess.run([sys.executable, str(script), mode, *extra], capture_output=True, text=True,
                             timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_batch_run_merges_each_entitys_windows_at_the_end_into_the_alerts_the_timer_gives():
+    """``BuildAlerts(at_end=True)`` (batch runs): one GroupByKey per entity instead of the stateful merge, whose
+    state a batch run's SDK weighs at every access. The same alerts as the timer's merge for panes given out of
+    order, with an incident across panes, a cooldown that joins two, and a second entity; nothing opened."""
+    def pane(entity, number, ends_s):
+        scored = _pane(number, ends_s)
+        return scored._replace(windows=scored.windows._replace(entity_id=entity))
+
+    panes = [pane("m1", 3, range(104, 107)), pane("m1", 1, range(50, 54)), pane("m1", 2, range(100, 104)),
+             pane("m2", 1, range(60, 62)), pane("m2", 2, range(70, 72))]
+    for at_end in (False, True):
+        with beam.Pipeline() as p:
+            built = (p | f"Panes{at_end}" >> beam.Create(panes)
+                     | BuildAlerts("run", 10_000_000, cooldown_us=6_000_000, at_end=at_end))
+            closed = built.closed | beam.Map(lambda a: (a.entity_id, a.start // 1_000_000, a.end // 1_000_000,
+                                                        a.windows, a.alert_id))
+            assert_that(closed, equal_to([("m1", 47, 53, 4, alert_id("m1", 47_000_000, "mid")),
+                                          ("m1", 97, 106, 7, alert_id("m1", 97_000_000, "mid")),
+                                          ("m2", 57, 71, 4, alert_id("m2", 57_000_000, "mid"))]), label="closed")
+            assert_that(built.opened, equal_to([]), label="opened")
+    with pytest.raises(ValueError, match="announced as they open in streaming runs only"):
+        BuildAlerts("run", 1, announce=True, at_end=True)
