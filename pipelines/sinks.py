@@ -277,9 +277,21 @@ def file_in_the_way(path: str) -> str | None:
     return None
 
 
+# Tables of fewer rows are written uncompressed: an alert (one row), a stream's pane of scores (a few windows) or
+# forecasts. zstd made such files no smaller (a 16-row score table: 4,727 bytes against 4,612) and cost 0.6 ms a
+# file (0.85 ms against 0.25 ms), a twentieth of a fleet's stream; from a few hundred rows it pays (256 rows: 15%).
+COMPRESS_FROM_ROWS = 256
+
+
+def parquet_compression(table: pa.Table) -> str:
+    """The codec a table of this size is written with (``COMPRESS_FROM_ROWS``)."""
+    return "zstd" if table.num_rows >= COMPRESS_FROM_ROWS else "none"
+
+
 def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None) -> None:
     """Write ``table`` to ``path`` on any Beam filesystem (folders are created where needed); ``row_group_rows``:
-    at most that many rows per row group (default: Arrow's)."""
+    at most that many rows per row group (default: Arrow's). Compressed with zstd unless it is small
+    (``parquet_compression``)."""
     directory = path.rsplit("/", 1)[0]
     if not FileSystems.exists(directory):
         try:
@@ -292,7 +304,7 @@ def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None)
         if any(pa.types.is_dictionary(field.type) for field in table.schema):
             _write_dictionary_encoded(table, f)
         else:
-            pq.write_table(table, f, compression="zstd", row_group_size=row_group_rows)
+            pq.write_table(table, f, compression=parquet_compression(table), row_group_size=row_group_rows)
     delete_path(path)
     FileSystems.rename([partial], [path])
 
