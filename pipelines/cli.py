@@ -629,12 +629,16 @@ def _calibration_keep_days(args) -> float:
     return keep_days
 
 
-def _run_config(args):
-    from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
-    mapping = _mapping_from_args(args)
+def _check_calibration_from(args) -> None:
     if args.calibration_from and not args.online_calibration:
         raise CliError("--calibration-from continues an earlier run's online calibration: give --online-calibration "
                        "too")
+
+
+def _run_config(args):
+    from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig
+    mapping = _mapping_from_args(args)
+    _check_calibration_from(args)
     keep_days = _calibration_keep_days(args)
     try:
         return RunConfig(inputs=tuple(args.input), output=args.output, model_dir=args.model_dir, mapping=mapping,
@@ -1108,6 +1112,7 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError("--archive-readings in a stream needs Prism, Flink or Dataflow (leave out --runner: Prism): "
                        "the DirectRunner runs a stream as one batch, whose timers release the archive windows before "
                        "their readings have all come, so the readings would be filed under the wrong windows")
+    _check_calibration_from(args)
     if args.online_calibration and _is_direct_runner(beam_args):
         raise CliError("--online-calibration in a stream needs Prism, Flink or Dataflow (leave out --runner: "
                        "Prism): the DirectRunner's timers do not hold the watermark, so calibrated windows could "

@@ -62,16 +62,9 @@ class PieceCutter:
     piece a slice of them (a frame slice per piece, ``iloc`` and a new index, cost about 0.1 ms)."""
 
     def __init__(self, pieces: pd.DataFrame):
-        self.names, self.arrays = {}, {}
-        for name in CATEGORICAL:
-            column = pieces[name]
-            if isinstance(column.dtype, pd.CategoricalDtype):
-                codes, categories = column.cat.codes.to_numpy(), column.cat.categories
-            else:
-                codes, categories = pd.factorize(column, sort=True)
-            self.names[name], self.arrays[name] = tuple(categories.tolist()), codes
-        for name, dtype in NUMERIC:
-            self.arrays[name] = pieces[name].to_numpy(dtype=dtype)
+        rows = PaneRows.from_frame(pieces)
+        self.names = {name: tuple(rows.names(name).tolist()) for name in CATEGORICAL}
+        self.arrays = rows.arrays
 
     def piece(self, lo: int, hi: int) -> PanePiece:
         return PanePiece(self.names, {name: array[lo:hi] for name, array in self.arrays.items()})
@@ -92,7 +85,7 @@ class PaneRows:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> "PaneRows":
         """The columns of a pane frame (``COLUMNS``; a categorical column keeps its codes, strings are factorised
-        in sorted order, as ``PieceCutter`` does)."""
+        in sorted order)."""
         dtypes, arrays = {}, {}
         for name in CATEGORICAL:
             column = frame[name]

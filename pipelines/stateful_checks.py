@@ -64,15 +64,12 @@ def check_pane(frame: pd.DataFrame, rules: StatefulRules) -> PaneChecks:
     ``frame`` has columns ``channel``, ``timestamp`` (int µs), ``value`` and optionally ``own`` (bool: the
     reading belongs to this pane rather than to its context; all readings are own when absent), at most one
     reading per channel and timestamp (duplicates removed), in any row order."""
-    n = len(frame)
-    if n == 0 or not (rules.monotonic_channels or rules.stuck_min_readings):
-        return PaneChecks(np.zeros(n, dtype=bool), [], np.zeros(n, dtype=bool))
     column = frame["channel"]
     if isinstance(column.dtype, pd.CategoricalDtype):  # a pane's: its codes, no hashing of the strings
         codes, names = column.cat.codes.to_numpy(), column.cat.categories
     else:
         codes, names = pd.factorize(column, sort=False)
-    own = frame["own"].to_numpy(dtype=bool) if "own" in frame.columns else np.ones(n, dtype=bool)
+    own = frame["own"].to_numpy(dtype=bool) if "own" in frame.columns else np.ones(len(frame), dtype=bool)
     return check_columns(codes, names, frame["timestamp"].to_numpy(dtype=np.int64),
                          frame["value"].to_numpy(dtype=np.float64), own, rules)
 
@@ -121,15 +118,12 @@ def apply_stateful_checks(rows: "PaneRows", rules: StatefulRules, run_id: str, s
     ``rows`` (``pane_pieces.PaneRows``) also has ``source`` and ``line`` (for the quarantine records; ``entity``:
     the pane's, for their raw text). ``counts`` is ``{"flagged.stuck_channel": n}`` when own readings were
     flagged, else empty."""
-    from seqwatch.pipelines.validate import quarantine_rows
+    from seqwatch.pipelines.validate import quarantine_pane_rows
 
     checks = check_columns(rows["channel"], rows.names("channel"), rows["timestamp"], rows["value"], rows["own"],
                            rules)
-    records = []
-    if checks.decrease.any():
-        chosen = rows.take(checks.decrease).frame()
-        records = list(quarantine_rows(chosen, np.ones(len(chosen), dtype=bool), stage, "monotonic_decrease",
-                                       checks.reasons, run_id, entity))
+    records = list(quarantine_pane_rows(rows, checks.decrease, stage, "monotonic_decrease", checks.reasons, run_id,
+                                        entity))
     counts = {STUCK_COUNT: int(checks.stuck.sum())} if checks.stuck.any() else {}
     # A context reading where the meter went back is its own pane's to quarantine, and this pane's to leave out
     # of its windows too: kept, it had filled the next pane's first windows, so scores depended on --pane-steps.

@@ -172,9 +172,6 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
         suite_dict = with_earliest(load_suite_dict(suite), earliest_us if earliest_us is not None else HORIZON_US)
         if online_calibration:
             model_risk(metadata)
-        if calibration_from and not online_calibration:
-            raise CalibrationError("--calibration-from continues an earlier run's online calibration: give "
-                                   "--online-calibration too")
         # A stream is started once, by hand or by a deployment: a state that is not there is a wrong path, not the
         # first day of a series (which a batch run's missing state stands for).
         state_from, state_sha256 = check_state(calibration_from) if calibration_from else ("", "")
@@ -190,6 +187,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     config = RunConfig(inputs=(source_name,), output=output, model_dir=model_dir, suite=suite,
                        pane_steps=pane if pane_steps else DEFAULT_PANE_STEPS, alert_cooldown_us=alert_cooldown_us,
                        online_calibration=online_calibration, calibration_keep_days=calibration_keep_days,
+                       calibration_from=calibration_from,
                        **({"earliest_us": earliest_us} if earliest_us is not None else {}))
     run_id = run_id or f"{run_id_prefix}-" + hashlib.sha256(f"{metadata['model_version']}|{source_name}".encode()).hexdigest()[:12]
     return RunPlan(config, (), run_id, output, tuple(metadata["channels"]), step_us, length, stride, max_gap, pane,

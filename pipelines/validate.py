@@ -60,6 +60,16 @@ def quarantine_rows(frame, mask, stage: str, code: str, reasons, run_id: str,
                itertools.repeat(code, n), reasons, itertools.repeat(run_id, n))
 
 
+def quarantine_pane_rows(rows, mask, stage: str, code: str, reasons, run_id: str,
+                         entity: str | None = None) -> Iterator[Quarantined]:
+    """``quarantine_rows`` for the rows ``mask`` selects of a pane's ``pane_pieces.PaneRows``: a frame is built of
+    those rows only."""
+    if not np.any(mask):
+        return iter(())
+    chosen = rows.take(mask).frame()
+    return quarantine_rows(chosen, np.ones(len(chosen), dtype=bool), stage, code, reasons, run_id, entity)
+
+
 class _ValidateBatch(beam.DoFn):
     """Validates each batch; with ``merge_below`` (batch runs), batches of fewer readings than that (a small
     file's) are held and judged together, up to that many readings at a time: the suite's rules are row-level,

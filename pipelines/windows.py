@@ -26,7 +26,7 @@ from seqwatch.pipelines.pane_pieces import PaneRows, PieceCutter, pane_frame, pa
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.pipelines.stateful_checks import apply_stateful_checks
-from seqwatch.pipelines.validate import DUPLICATE_REASON, quarantine_rows
+from seqwatch.pipelines.validate import DUPLICATE_REASON, quarantine_pane_rows, quarantine_rows
 from seqwatch.schemas.elements import ReadingBatch, WindowBatch
 
 CUT_HERE = "windows_cut_here"  # windows of local panes, cut by _KeyByPane without the GroupByKey
@@ -218,7 +218,7 @@ class _KeyByPane(beam.DoFn):
             index = np.repeat(firsts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
             everything = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             del frames
-            ordered = PaneRows.from_frame(everything.take(index))
+            ordered = PaneRows.from_frame(everything).take(index)
             del everything
             out.append(beam.pvalue.TaggedOutput(COUNTS, WindowedValue(
                 ("panes_cut_here", len(keys)), Timestamp(micros=0), [GlobalWindow()])))
@@ -362,13 +362,8 @@ class _PaneCutter:
                           observed, scored)
 
     def _quarantine(self, rows: PaneRows, mask: np.ndarray, code: str, reasons, entity: str):
-        """The quarantine records of the rows ``mask`` selects (``reasons``: one, or one per selected row), tagged;
-        a frame is built of those rows only."""
-        if not mask.any():
-            return
-        chosen = rows.take(mask).frame()
-        for q in quarantine_rows(chosen, np.ones(len(chosen), dtype=bool), "window", code, reasons, self.run_id,
-                                 entity):
+        """The quarantine records of the rows ``mask`` selects (``reasons``: one, or one per selected row), tagged."""
+        for q in quarantine_pane_rows(rows, mask, "window", code, reasons, self.run_id, entity):
             yield beam.pvalue.TaggedOutput(QUARANTINE, q)
 
 
@@ -434,7 +429,7 @@ def _positions(rows: PaneRows, position: dict) -> np.ndarray:
     lookup = np.array([position.get(c, -1) for c in rows.names("channel")] + [-1], dtype=np.int64)
     index = lookup[rows["channel"]]  # a missing channel (code -1) looks up the last entry, -1
     if len(index) and index.min() < 0:
-        unknown = sorted({str(c) for c in rows.take(index < 0).frame()["channel"].astype(object)})
+        unknown = sorted(str(c) for c in rows.names("channel") if c not in position)
         raise ValueError(f"readings of channels the model lacks reached the windows: {unknown}")
     return index
 

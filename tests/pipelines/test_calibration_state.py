@@ -223,7 +223,6 @@ def test_a_streams_workers_go_on_without_a_state_that_changed_since_planning_and
 
 def test_a_stream_plans_with_the_state_it_goes_on_from_or_refuses_in_one_sentence(small_model_dir, tmp_path,
                                                                                   capsys):
-    from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.cli import main
     from seqwatch.pipelines.streaming import plan_stream
 
@@ -233,7 +232,8 @@ def test_a_stream_plans_with_the_state_it_goes_on_from_or_refuses_in_one_sentenc
     plan = plan_stream(str(small_model_dir), str(tmp_path / "o"), online_calibration=True, calibration_from=str(day1))
     assert (plan.calibration_state_from, plan.calibration_state_sha256) == check_state(str(day1))
     assert plan_stream(str(small_model_dir), str(tmp_path / "o"), online_calibration=True).calibration_state_from == ""
-    with pytest.raises(RunError, match="give --online-calibration too"):
+    with pytest.raises(ValueError, match="calibration_from continues an earlier run's online calibration: it needs "
+                                         "online_calibration=True"):
         plan_stream(str(small_model_dir), str(tmp_path / "o"), calibration_from=str(day1))
     for flags, sentence in (
             (["--calibration-from", str(day1)], "--calibration-from continues an earlier run's online calibration: "
