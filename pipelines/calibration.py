@@ -33,6 +33,7 @@ import copy
 import hashlib
 import logging
 import threading
+import time
 from typing import Any, Tuple
 
 import apache_beam as beam
@@ -41,6 +42,7 @@ from apache_beam import coders
 from apache_beam.coders import VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from pyarrow import ArrowException
 
@@ -154,6 +156,7 @@ class _EntityJudge:
     the stream's stateful step and a batch run's step after one GroupByKey."""
 
     lenient = False  # (a stream's: see _kept_state)
+    state_dir = ""  # (a stream's own folder of entity files, which it writes and does not read: _CalibrateEntity)
 
     def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", emit_state: bool = False,
                  state_sha256: str = "", keep_us: int = 0):
@@ -177,7 +180,7 @@ class _EntityJudge:
             from seqwatch.pipelines.calibration_state import read_states
 
             try:
-                self._kept = read_states(self.state_from, self.state_sha256)
+                self._kept = read_states(self.state_from, self.state_sha256, skip=self.state_dir)
             except (OSError, ValueError, ArrowException) as exc:
                 if not self.lenient:
                     raise
@@ -265,7 +268,11 @@ class _CalibrateEntityAtEnd(_EntityJudge, beam.DoFn):
 
 class _CalibrateEntity(_EntityJudge, beam.DoFn):
     """Streaming: each entity's panes held in Beam state and released in window order as the watermark passes
-    them, its calibration kept in state between releases."""
+    them, its calibration kept in state between releases. With ``state_dir``, the calibration is also written to
+    the entity's file there (``calibration_state.write_entity_state``) for a restart: after a release at most every
+    ``save_every_s`` seconds of wall clock (0: after every release; wall clock, not event time, so that a replay
+    through months of data writes each entity a few times, not once per hour of data), and when the input ends
+    (a timer at the end of time: a replay's end, a drain), so a stream that ends leaves every entity's last state."""
 
     PENDING = BagStateSpec("pending", coders.PickleCoder())  # (timestamp us, ScoredWindows)
     # (model version, OnlineTailCalibration dict, latest window end judged, kept state's last end, whether the
@@ -274,12 +281,18 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
     DUE = ReadModifyWriteStateSpec("due", VarIntCoder())
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)  # streaming with keep_us: when the entity's state goes
+    # with state_dir: (wall-clock time of the last write or of the first release, last window end written or None,
+    # whether the input ended)
+    SAVED = ReadModifyWriteStateSpec("saved", coders.PickleCoder())
+    AT_END = TimerSpec("at_end", TimeDomain.WATERMARK)  # with state_dir: the last write, when the input ends
     lenient = True  # a state file that changed since planning: a warning, not a failed stream
 
     def __init__(self, model_dir: str, watch_dir: str, state_from: str = "", state_sha256: str = "",
-                 keep_us: int = 0, pane_wait_us: int = 0):
+                 keep_us: int = 0, pane_wait_us: int = 0, state_dir: str = "", save_every_s: float = 300.0):
         super().__init__(model_dir, watch_dir, state_from, False, state_sha256, keep_us)
         self.pane_wait_us = pane_wait_us
+        self.state_dir = state_dir
+        self.save_every_s = save_every_s
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE)):
@@ -294,7 +307,7 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
 
     @on_timer(FORGET)
     def on_forget(self, fired=beam.DoFn.TimestampParam, pending=beam.DoFn.StateParam(PENDING),
-                  online=beam.DoFn.StateParam(ONLINE)):
+                  online=beam.DoFn.StateParam(ONLINE), saved=beam.DoFn.StateParam(SAVED), key=beam.DoFn.KeyParam):
         """Streaming with ``keep_us``: the watermark passed the entity's last judged window by that long (each
         release sets this timer again): its calibration is dropped, so ids that go away do not stay in the runner's
         state for the stream's life. A pane that comes later starts afresh, as it would anyway (``on_release``
@@ -307,11 +320,51 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
         latest_end = state[2]
         if not any(_first_end(sw) - latest_end <= self.keep_us for _, sw in pending.read()):
             online.clear()
+            if self.state_dir:  # its file goes too (a restart would drop it by the same rule)
+                from seqwatch.pipelines.calibration_state import stream_entity_file
+                from seqwatch.pipelines.sinks import delete_path
+
+                delete_path(stream_entity_file(self.state_dir, key))
+                saved.clear()
+
+    @on_timer(AT_END)
+    def on_end(self, online=beam.DoFn.StateParam(ONLINE), saved=beam.DoFn.StateParam(SAVED),
+               key=beam.DoFn.KeyParam):
+        """The input ended (the watermark reached the end of time): the entity's calibration as it is now, unless
+        its file already holds it. A runner may fire this before the releases the same watermark made due (Prism
+        does): from now on each release writes too."""
+        self._save(key, online.read(), saved, at_end=True)
+
+    def _save(self, entity: str, state, saved, at_end: bool = False) -> None:
+        """Write ``entity``'s calibration ``state`` (the ``ONLINE`` tuple) to its file when it is due: at or after
+        the end of the input, or ``save_every_s`` after the last write (counted from the first release, whose state
+        is the model's seed and a pane: not worth a file), and only if it holds windows the file does not."""
+        if not self.state_dir:
+            return
+        last = saved.read()  # (wall clock of the last write or first release, end written or None, input ended)
+        now = time.time()
+        ended = at_end or bool(last and last[2])
+        if at_end and last is not None:
+            saved.write((last[0], last[1], True))
+        if not state or len(state) < 5 or state[2] is None or (last is not None and last[1] == state[2]):
+            return
+        if not ended and (last is None or now - last[0] < self.save_every_s):
+            if last is None:  # the first release
+                saved.write((now, None, False))
+                if self.save_every_s > 0:
+                    return
+            else:
+                return
+        from seqwatch.pipelines.calibration_state import state_of, write_entity_state
+
+        write_entity_state(self.state_dir, entity, state_of(state[1], state[0], state[2]))
+        saved.write((now, state[2], ended))
 
     @on_timer(RELEASE)
     def on_release(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE),
                    due=beam.DoFn.StateParam(DUE), release=beam.DoFn.TimerParam(RELEASE),
-                   forget=beam.DoFn.TimerParam(FORGET)):
+                   forget=beam.DoFn.TimerParam(FORGET), saved=beam.DoFn.StateParam(SAVED),
+                   end=beam.DoFn.TimerParam(AT_END), key=beam.DoFn.KeyParam):
         fired = due.read()
         due.clear()
         entries = list(pending.read())
@@ -332,6 +385,10 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
             latest_end = written[2]
             if self.keep_us and latest_end is not None:
                 forget.set(Timestamp(micros=latest_end + self.keep_us + self.pane_wait_us))
+            if self.state_dir:
+                if saved.read() is None:  # (the first release, or the first after a forget)
+                    end.set(GlobalWindow().max_timestamp())
+                self._save(key, written, saved)
         yield from outputs
 
 
@@ -345,12 +402,15 @@ class CalibrateOnline(beam.PTransform):
     same artifact)."""
 
     def __init__(self, model_dir: str, watch_dir: str | None = None, at_end: bool = False, state_from: str = "",
-                 state_to: str = "", state_sha256: str = "", keep_us: int = 0, pane_wait_us: int = 0):
+                 state_to: str = "", state_sha256: str = "", keep_us: int = 0, pane_wait_us: int = 0,
+                 save_every_s: float = 300.0):
         """``at_end`` (batch): release every pane once the input is done, instead of each as the watermark
         passes it (the same order and results; the batch watermark jumps to the end anyway). ``state_from``: a
         kept state file (``seqwatch.pipelines.calibration_state``) each entity's calibration starts from;
         ``state_to`` (batch, with ``at_end``): write the run's state there, with the entities of ``state_from``
-        that the run did not see; ``state_sha256``: what ``state_from`` held when the run was planned (it is
+        that the run did not see; (streaming) a folder (``calibration_state.stream_state_dir``) to write each
+        entity's calibration in, every ``save_every_s`` seconds of wall clock (0: each release) and when the input
+        ends; ``state_sha256``: what ``state_from`` held when the run was planned (it is
         refused if it holds something else now); ``keep_us``: leave out of ``state_to`` the entities whose last
         window ended more than this long before the newest (``calibration_state.forget_stale``; 0: none); an
         entity whose next window ends more than this long after its last judged one starts afresh (batch and
@@ -360,8 +420,6 @@ class CalibrateOnline(beam.PTransform):
         transform is applied, and with ``state_to``, ``forgotten`` the ``("calibration_entities_forgotten", n)``
         count of the state written (none without ``keep_us``)."""
         super().__init__()
-        if state_to and not at_end:
-            raise ValueError("a calibration state is written by a batch run only (at_end)")
         self.model_dir = model_dir
         self.watch_dir = watch_dir or model_dir
         self.at_end = at_end
@@ -370,6 +428,7 @@ class CalibrateOnline(beam.PTransform):
         self.state_sha256 = state_sha256
         self.keep_us = keep_us
         self.pane_wait_us = pane_wait_us
+        self.save_every_s = save_every_s
         self.states = None
         self.forgotten = None
 
@@ -390,11 +449,12 @@ class CalibrateOnline(beam.PTransform):
             calibrated = (timeline
                           | "Calibrate" >> beam.ParDo(_CalibrateEntity(self.model_dir, self.watch_dir,
                                                                        self.state_from, self.state_sha256,
-                                                                       self.keep_us, self.pane_wait_us))
+                                                                       self.keep_us, self.pane_wait_us,
+                                                                       self.state_to, self.save_every_s))
                           .with_input_types(Tuple[str, Any]).with_outputs(STATE_TAG, main="scored"))
         if self.at_end:
             self.states = calibrated[STATE_TAG]
-        if self.state_to:
+        if self.state_to and self.at_end:
             from seqwatch.pipelines.calibration_state import write_states
 
             state_to, state_from, sha256, keep_us = self.state_to, self.state_from, self.state_sha256, self.keep_us

@@ -24,12 +24,22 @@ well. A later run given ``--calibration-from`` (that run's output folder, or the
 The run id covers the state's digest, so a rerun of a day from the same earlier output writes the same outputs;
 the manifest names the file and its digest, and a replay of the run starts from the same state or refuses one
 that changed since.
+
+A stream with online calibration keeps its state in the runner (per-entity Beam state) and also writes it, so that
+a restart on a runner that does not restore state (the DirectRunner, Prism, Flink without checkpoints) goes on
+from it: ``calibration_state/stream-<start>/<entity>.parquet`` (``STATE_FOLDER``), one file per entity in the
+state's schema, written over as the entity's calibration goes on (``stream_state_dir``; every few minutes of wall
+clock and when the input ends, ``calibration._CalibrateEntity``). Each start of a stream writes into a folder of its
+own, so a restarted stream never writes over the files it reads. Such a folder set is read as one state: an
+entity's newest row by its last window end (``--calibration-from`` with a stream's output folder; a stream restarted
+into its own output goes on from it unasked).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +48,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 STATE_FILE = "calibration_state.parquet"
+STATE_FOLDER = "calibration_state"  # a stream's: stream-<start>/<entity>.parquet
 STATE_SCHEMA = pa.schema([
     pa.field("entity_id", pa.string(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
@@ -86,14 +97,20 @@ def state_file(path: str) -> str:
 
 
 def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
-    """``(file, sha256 of its bytes)`` of the state ``path`` names, once it is found to be one (every row read, its
-    calibration too, so that a damaged one is refused before the run, not inside it); raises
-    ``CalibrationStateError`` with one sentence otherwise. ``missing_ok``: where neither the file nor ``path``
-    exists (the day before a series began has no output), ``(file, "")``."""
-    file = state_file(path)
+    """``(source, sha256)`` of the state ``path`` names (``state_source``: a file, or a stream's folder of them),
+    once it is found to be one (every row read, its calibration too, so that a damaged one is refused before the
+    run, not inside it); the sha256 is of the file's bytes, or of a folder's file names and digests
+    (``_folder_digest``). Raises ``CalibrationStateError`` with one sentence otherwise. ``missing_ok``: where
+    neither the file nor ``path`` exists (the day before a series began has no output), ``(file, "")``."""
+    file = state_source(path)
     # (an object store has no folders: a run's folder there is found by its manifest)
     if missing_ok and not any(FileSystems.exists(p) for p in (file, path, f"{path.rstrip('/')}/manifest.json")):
         return file, ""
+    if not file.endswith(".parquet"):  # a stream's folder (state_source found its files)
+        files = stream_state_files(file)
+        states = [_checked_states(name, _read(name)[0]) for name in files]
+        _merged(states)
+        return file, _folder_digest(file, files)
     if not FileSystems.exists(file):
         where = (f"{path} holds no {STATE_FILE}" if file != path and FileSystems.exists(path)
                  else f"{file} does not exist")
@@ -101,6 +118,17 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
             f"--calibration-from: {where}; it takes the output folder of an earlier run with --online-calibration")
     try:
         data, digest = _read(file)
+    except OSError as exc:
+        raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
+                                    f"({str(exc).splitlines()[0]})") from None
+    _checked_states(file, data)
+    return file, digest
+
+
+def _checked_states(file: str, data: bytes) -> dict:
+    """The states of ``file`` (its bytes ``data``), once every row is found to be what a run writes; raises
+    ``CalibrationStateError`` (one sentence) otherwise."""
+    try:
         schema = pq.read_schema(io.BytesIO(data))
     except (OSError, pa.ArrowInvalid) as exc:
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
@@ -110,12 +138,77 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state written by seqwatch "
                                     f"(it has no {', '.join(missing)} column)")
     try:
-        _check_rows(_states_of(data))
+        states = _states_of(data)
+        _check_rows(states)
     except (ValueError, TypeError, KeyError, ArithmeticError, pa.ArrowException) as exc:
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         raise CalibrationStateError(f"--calibration-from: {file} is not a calibration state seqwatch can read "
                                     f"({reason[:300]})") from None
-    return file, digest
+    return states
+
+
+def state_source(path: str) -> str:
+    """What ``--calibration-from path`` reads: a ``.parquet`` file as named; in a folder, a batch run's
+    ``STATE_FILE`` where there is one, else a stream's ``STATE_FOLDER`` where it holds files (``path`` may also be
+    that folder), else the ``STATE_FILE`` that is not there (for the error)."""
+    if not path or path.endswith(".parquet"):
+        return path
+    file = state_file(path)
+    if FileSystems.exists(file):
+        return file
+    base = path.rstrip("/")
+    for folder in (base, f"{base}/{STATE_FOLDER}") if base.endswith(STATE_FOLDER) else (f"{base}/{STATE_FOLDER}",):
+        if stream_state_files(folder):
+            return folder
+    return file
+
+
+def stream_state_dir(output: str, started: float) -> str:
+    """The folder a stream started at ``started`` (a time.time()) writes its entities' calibration into."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + f"{int(started % 1 * 1e6):06d}Z"
+    return f"{output.rstrip('/')}/{STATE_FOLDER}/stream-{stamp}"
+
+
+def stream_state_files(folder: str, skip: str = "") -> list:
+    """The entity files of the streams' folders in ``folder`` (``STATE_FOLDER``), sorted (by stream start, then
+    name), but those of the folder ``skip`` (a running stream's own, which it writes while it reads the others)."""
+    try:
+        found = FileSystems.match([f"{folder.rstrip('/')}/stream-*/*.parquet"])[0].metadata_list
+    except (OSError, ValueError):  # (no such folder: Beam raises BeamIOError, an IOError)
+        return []
+    skip = skip.rstrip("/") + "/" if skip else ""
+    return sorted(m.path for m in found if not (skip and m.path.startswith(skip)))
+
+
+def stream_entity_file(folder: str, entity: str) -> str:
+    """The file of ``entity``'s calibration in a stream's folder (``stream_state_dir``)."""
+    from seqwatch.pipelines.sinks import safe_name
+
+    return f"{folder.rstrip('/')}/{safe_name(entity)}.parquet"
+
+
+def write_entity_state(folder: str, entity: str, state: EntityState) -> None:
+    """Write (over) ``entity``'s file in a stream's folder with its ``state``."""
+    from seqwatch.pipelines.sinks import write_parquet
+
+    write_parquet(stream_entity_file(folder, entity), state_table({entity: state}))
+
+
+def _folder_digest(folder: str, files: list) -> str:
+    """One sha256 of a stream folder's files: of each one's name under ``folder`` and the sha256 of its bytes."""
+    lines = "".join(f"{name[len(folder.rstrip('/')) + 1:]}\0{_read(name)[1]}\n" for name in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _merged(states: list) -> dict:
+    """``{entity_id: EntityState}`` of several files' states (in the order written): each entity's with the latest
+    last window end, the later file's of two equal."""
+    merged: dict = {}
+    for part in states:
+        for entity, state in part.items():
+            if entity not in merged or state.last_window_end_us >= merged[entity].last_window_end_us:
+                merged[entity] = state
+    return merged
 
 
 def _read(file: str) -> tuple[bytes, str]:
@@ -138,17 +231,24 @@ def _check_rows(states: dict) -> None:
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
-def read_states(file: str, sha256: str = "") -> dict:
-    """``{entity_id: EntityState}`` of a state file (checked by ``check_state``); with ``sha256``, raises
-    ``InputChangedError`` unless the file still holds what was checked (a state replaced while the run read it
-    had been used by a run whose manifest and run id named the one before)."""
-    data, digest = _read(file)
+def read_states(file: str, sha256: str = "", skip: str = "") -> dict:
+    """``{entity_id: EntityState}`` of a state file or a stream's folder of them (checked by ``check_state``;
+    ``skip``: a folder of a running stream's own files, left out); with ``sha256``, raises ``InputChangedError``
+    unless the state still holds what was checked (a state replaced while the run read it had been used by a run
+    whose manifest and run id named the one before)."""
+    if file.endswith(".parquet"):
+        data, digest = _read(file)
+        states = None
+    else:
+        files = stream_state_files(file, skip)
+        digest = _folder_digest(file, files)
+        states = [_states_of(_read(name)[0]) for name in files]
     if sha256 and digest != sha256:
         from seqwatch.pipelines.sources import InputChangedError
 
-        raise InputChangedError(f"the calibration state {file} (--calibration-from) is no longer the file the run "
-                                f"planned with")
-    return _states_of(data)
+        raise InputChangedError(f"the calibration state {file} (--calibration-from) is no longer the "
+                                f"{'file' if states is None else 'folder of files'} the run planned with")
+    return _states_of(data) if states is None else _merged(states)
 
 
 def _states_of(data: bytes) -> dict:

@@ -1014,6 +1014,11 @@ def cmd_stream(args, beam_args) -> int:
     _check_positive_seconds("--flush-window", args.flush_window)
     _check_positive_seconds("--late-after", args.late_after)
     _check_seconds_or_zero("--allowed-lateness", args.allowed_lateness)
+    if args.calibration_save_every is not None:
+        _check_seconds_or_zero("--calibration-save-every", args.calibration_save_every)
+        if not args.online_calibration:
+            raise CliError("--calibration-save-every sets how often --online-calibration writes each entity's "
+                           "calibration: give --online-calibration too")
     _check_seconds_or_zero("--max-out-of-orderness", args.max_out_of_orderness)
     if args.pane_steps < 0:
         raise CliError(f"--pane-steps must be a positive number of steps (0: the default), got {args.pane_steps}")
@@ -1121,7 +1126,9 @@ def cmd_stream(args, beam_args) -> int:
         plan = plan_stream(args.model_dir, args.output, args.suite, args.run_id or "", args.pane_steps, name,
                            _cooldown_us(args.alert_cooldown), args.online_calibration,
                            earliest_us=_earliest_us(args), calibration_keep_days=_calibration_keep_days(args),
-                           score_window_files=args.score_window_files, calibration_from=args.calibration_from or "")
+                           score_window_files=args.score_window_files, calibration_from=args.calibration_from or "",
+                           calibration_save_every_s=(300.0 if args.calibration_save_every is None
+                                                     else args.calibration_save_every))
         prepare_output_folder(args.output)
     except (RunError, ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
@@ -1347,8 +1354,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--online-calibration", action="store_true", help=CALIBRATION_HELP)
     stream.add_argument("--calibration-from", metavar="EARLIER_OUTPUT",
                         help="with --online-calibration: start each entity's calibration where an earlier run left it "
-                             "(a batch run's --output folder, which holds its calibration_state.parquet); entities it "
-                             "did not see start from the model's")
+                             "(a batch run's --output folder, which holds its calibration_state.parquet, or a "
+                             "stream's, which holds calibration_state/); entities it did not see start from the "
+                             "model's (default: the --output folder, where an earlier stream wrote its calibration "
+                             "there)")
+    stream.add_argument("--calibration-save-every", type=float, metavar="SECONDS",
+                        help="with --online-calibration: write each entity's calibration under "
+                             "calibration_state/ at most this often (wall clock), and when the input ends, for a "
+                             "restart to go on from (default 300; 0: after every pane)")
     stream.add_argument("--calibration-keep-days", type=float, metavar="DAYS",
                         help="with --online-calibration: drop an entity's calibration once the watermark passed its "
                              "last window by DAYS (an id that comes back starts afresh; default: keep every entity "

@@ -74,6 +74,10 @@ class RunPlan:
     # streams: 0, scores and forecasts in a file per entity pane as it is scored; N, gathered per flush window into
     # N files (an entity's rows in one of them)
     score_window_files: int = 0
+    # streams with online calibration: the folder the stream writes each entity's calibration in for a restart
+    # (calibration_state.stream_state_dir; "": none), and how often (seconds of wall clock; 0: each release)
+    calibration_state_to: str = ""
+    calibration_save_every_s: float = 300.0
 
 
 def settle_us(plan: RunPlan) -> int:
@@ -167,10 +171,12 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
     if cfg.online_calibration:
         online_step = CalibrateOnline(cfg.model_dir, plan.model_source or cfg.model_dir, at_end=not streaming,
                                       state_from=plan.calibration_state_from if plan.calibration_state_sha256
-                                      else "", state_to=calibration_state_to,
+                                      else "",
+                                      state_to=plan.calibration_state_to if streaming else calibration_state_to,
                                       state_sha256=plan.calibration_state_sha256,
                                       keep_us=int(round(cfg.calibration_keep_days * DAY_US)),
-                                      pane_wait_us=settle_us(plan) + int(allowed_lateness_s * 1e6))
+                                      pane_wait_us=settle_us(plan) + int(allowed_lateness_s * 1e6),
+                                      save_every_s=plan.calibration_save_every_s)
         scored = scored | "CalibrateOnline" >> online_step
     # Streaming also writes a notice when an incident opens (alerts_open/), before its alert is settled.
     built = scored | "BuildAlerts" >> BuildAlerts(plan.run_id, settle_us(plan) + int(allowed_lateness_s * 1e6),

@@ -141,7 +141,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
                 source_name: str = "stream", alert_cooldown_us: int = 0, online_calibration: bool = False,
                 run_id_prefix: str = "stream", earliest_us: int | None = None,
                 calibration_keep_days: float = 0.0, score_window_files: int = 0,
-                calibration_from: str = "") -> RunPlan:
+                calibration_from: str = "", calibration_save_every_s: float = 300.0) -> RunPlan:
     """A ``RunPlan`` for a stream: from the model's metadata (there are no files to check up front);
     ``model_dir`` is an artifact or a model root (its newest version at the start).
 
@@ -151,13 +151,18 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     ``score_window_files``: 0 writes scores and forecasts in a file per entity pane as each pane is scored; N
     gathers them per flush window into N files (``RunPlan.score_window_files``). ``calibration_from`` (with
     ``online_calibration``): an earlier run's output folder (or its state file) whose calibration state each entity
-    starts from (``calibration_state``); unlike a batch run's, a stream's is refused when there is none."""
+    starts from (``calibration_state``); unlike a batch run's, a stream's is refused when there is none. A stream
+    with ``online_calibration`` writes each entity's calibration under ``output`` (``calibration_state.STATE_FOLDER``,
+    in a folder of its own start) every ``calibration_save_every_s`` seconds of wall clock and when its input ends,
+    and one restarted into ``output`` without ``calibration_from`` goes on from what the streams before it wrote
+    there."""
     import hashlib
 
     from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
-    from seqwatch.pipelines.calibration_state import CalibrationStateError, check_state
+    from seqwatch.pipelines.calibration_state import (CalibrationStateError, check_state, state_source,
+                                                      stream_state_dir)
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig, check_run_id
     from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
 
@@ -172,6 +177,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
         suite_dict = with_earliest(load_suite_dict(suite), earliest_us if earliest_us is not None else HORIZON_US)
         if online_calibration:
             model_risk(metadata)
+            if not calibration_from and not state_source(output).endswith(".parquet"):
+                calibration_from = output  # a restart: the earlier streams' calibration written there
         # A stream is started once, by hand or by a deployment: a state that is not there is a wrong path, not the
         # first day of a series (which a batch run's missing state stands for).
         state_from, state_sha256 = check_state(calibration_from) if calibration_from else ("", "")
@@ -194,7 +201,9 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
                    metadata["model_id"], metadata["model_version"], suite_dict, 4_102_444_800_000_000, model_source,
                    window_dtype=window_dtype(window.get("cumulative_channels"), metadata.get("scaler")),
                    grid_offset_us=int(metadata.get("grid_offset_us", 0)), score_window_files=score_window_files,
-                   calibration_state_from=state_from, calibration_state_sha256=state_sha256)
+                   calibration_state_from=state_from, calibration_state_sha256=state_sha256,
+                   calibration_state_to=stream_state_dir(output, time.time()) if online_calibration else "",
+                   calibration_save_every_s=calibration_save_every_s)
 
 
 def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s: float = DEFAULT_FLUSH_WINDOW_S,

@@ -1,6 +1,8 @@
 """Per-entity online calibration (``--online-calibration``): the pure step against OnlineTailCalibration, the
 model's risk, the Beam step with panes out of order (TestStream), and a batch run end to end read back from
 Parquet."""
+import os
+
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -191,6 +193,9 @@ class _Held:
     def read(self):
         return self.value
 
+    def write(self, value):
+        self.value = value
+
     def clear(self):
         self.value = None
 
@@ -211,6 +216,118 @@ def test_the_forget_timer_drops_an_entitys_calibration_unless_a_waiting_pane_goe
     online = _Held(None)  # nothing kept (a version that could not be calibrated): nothing to do
     fn.on_forget(Timestamp(micros=189_000_000), _Held([]), online)
     assert online.read() is None
+
+
+@pytest.mark.parametrize("save_every_s", [300.0, 0.0])
+def test_a_stream_writes_each_entitys_calibration_when_its_input_ends(small_model_dir, tmp_path, save_every_s):
+    """A stream with a folder to write in (``state_to``): once the input ends, each entity's file there holds the
+    calibration it reached (the same history, fit and steps to its next refit as ``calibrate`` pane after pane)
+    and its last window's end, read back as the state a restart goes on from; written at each release (0) or
+    only at the end, the files are the same."""
+    from seqwatch.pipelines.calibration_state import read_states, stream_state_files
+
+    metadata = read_metadata(small_model_dir)
+    version = metadata["model_version"]
+    rng = np.random.default_rng(9)
+    panes = {(entity, k): _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), version, entity)
+             for entity in ("m1", "m2") for k in (1, 2)}
+    risk, _ = model_risk(metadata)
+    expected = {}
+    for entity in ("m1", "m2"):
+        online = start_calibration(metadata)
+        for k in (1, 2):
+            calibrate(panes[(entity, k)], online, risk)
+        expected[entity] = online.to_dict()
+    folder = tmp_path / "calibration_state"
+    stream = (TestStream()
+              .add_elements([TimestampedValue(panes[(e, 1)], Timestamp(160)) for e in ("m1", "m2")])
+              .advance_watermark_to(Timestamp(200))
+              .add_elements([TimestampedValue(panes[(e, 2)], Timestamp(260)) for e in ("m1", "m2")])
+              .advance_watermark_to(Timestamp(1000))
+              .advance_watermark_to_infinity())
+    with beam.Pipeline(options=PipelineOptions(["--streaming", "--runner=DirectRunner"])) as p:
+        _ = p | stream | CalibrateOnline(str(small_model_dir), state_to=str(folder / "stream-1"),
+                                         save_every_s=save_every_s)
+    assert [f.rsplit("/", 1)[1] for f in stream_state_files(str(folder))] == ["m1.parquet", "m2.parquet"]
+    states = read_states(str(folder))
+    assert sorted(states) == ["m1", "m2"]
+    for entity, state in states.items():
+        assert (state.model_version, state.last_window_end_us) == (version, 259_000_000)
+        got = state.online().to_dict()
+        np.testing.assert_array_equal(got.pop("scores"), expected[entity].pop("scores"))
+        assert got == expected[entity]
+
+
+def test_a_streams_entity_file_is_written_every_so_often_of_wall_clock_and_at_the_end(tmp_path, monkeypatch):
+    """When ``_save`` writes: not at the first release (the seed and a pane), then once ``save_every_s`` of wall
+    clock passed since the last write (or that first release), never twice for the same last window, and at the
+    end whatever the clock says, and so at every release after the end's timer fired; with 0, at every release
+    that moved on."""
+    from seqwatch.pipelines import calibration
+    from seqwatch.pipelines.calibration import _CalibrateEntity
+    from seqwatch.pipelines.calibration_state import read_states, stream_entity_file
+
+    clock = [1000.0]
+    monkeypatch.setattr(calibration.time, "time", lambda: clock[0])
+    online = start_calibration(_metadata()).to_dict()
+
+    def state(end_s):
+        return ("v1", online, end_s * 1_000_000, None, False)
+
+    folder = str(tmp_path / "stream-1")
+    fn = _CalibrateEntity("m", "m", state_dir=folder, save_every_s=300.0)
+    saved = _Held(None)
+    file = stream_entity_file(folder, "pump-01")
+
+    def written():
+        try:
+            return read_states(folder.rsplit("/", 1)[0])["pump-01"].last_window_end_us // 1_000_000
+        except (KeyError, OSError):
+            return None
+
+    fn._save("pump-01", state(100), saved)  # the first release: counted from, not written
+    assert written() is None and saved.read() == (1000.0, None, False)
+    clock[0] = 1299.0
+    fn._save("pump-01", state(160), saved)
+    assert written() is None
+    clock[0] = 1300.0
+    fn._save("pump-01", state(220), saved)
+    assert written() == 220 and saved.read() == (1300.0, 220_000_000, False)
+    clock[0] = 2000.0
+    stamp = os.stat(file).st_mtime_ns
+    fn._save("pump-01", state(220), saved)  # nothing new since
+    assert os.stat(file).st_mtime_ns == stamp
+    clock[0] = 2001.0
+    fn._save("pump-01", state(280), saved, at_end=True)  # the input ended: written whatever the clock says
+    assert written() == 280
+    fn._save("pump-01", state(340), saved)  # a release after the end's timer (Prism fires it first): written too
+    assert written() == 340
+    fn._save("pump-01", None, saved, at_end=True)  # nothing calibrated (a version it could not use): nothing
+    assert written() == 340
+
+    every = _CalibrateEntity("m", "m", state_dir=str(tmp_path / "stream-2"), save_every_s=0.0)
+    saved = _Held(None)
+    every._save("pump-02", state(100), saved)
+    assert read_states(str(tmp_path))["pump-02"].last_window_end_us == 100_000_000
+
+
+def test_when_a_stream_forgets_an_entity_its_file_goes_too(small_model_dir, tmp_path):
+    """``--calibration-keep-days`` in a stream that writes its calibration: the entity's file is deleted with its
+    state, so a restart does not bring back an id that went away (and the folder does not grow with them)."""
+    from seqwatch.pipelines.calibration import _CalibrateEntity
+    from seqwatch.pipelines.calibration_state import state_of, stream_entity_file, write_entity_state
+
+    folder = str(tmp_path / "stream-1")
+    fn = _CalibrateEntity(str(small_model_dir), str(small_model_dir), keep_us=30_000_000, state_dir=folder)
+    kept = start_calibration(read_metadata(small_model_dir)).to_dict()
+    for entity in ("pump-01", "pump-02"):
+        write_entity_state(folder, entity, state_of(kept, "v1", 159_000_000))
+    near = (330_000_000, _pane(3, range(180, 240), np.ones(60)))
+    for entity, waiting, gone in (("pump-01", [near], False), ("pump-02", [], True)):
+        online, saved = _Held(("v1", kept, 159_000_000, None, False)), _Held((1.0, 159_000_000))
+        fn.on_forget(Timestamp(micros=189_000_000), _Held(waiting), online, saved, entity)
+        assert os.path.exists(stream_entity_file(folder, entity)) != gone, entity
+        assert (online.read() is None, saved.read() is None) == (gone, gone), entity
 
 
 def test_an_unknown_model_version_is_one_sentence(small_model_dir):

@@ -244,3 +244,86 @@ def test_a_stream_plans_with_the_state_it_goes_on_from_or_refuses_in_one_sentenc
         code = main(["stream", "--source", "replay", "--input", str(tmp_path / "x.csv"), "--model-dir",
                      str(small_model_dir), "--output", str(tmp_path / "out"), *flags])
         assert (code, capsys.readouterr().err.strip()) == (2, f"seqwatch stream: {sentence}")
+
+
+def test_a_streams_folder_of_entity_files_is_read_as_one_state_each_entitys_latest(tmp_path):
+    """A stream writes ``calibration_state/stream-<start>/<entity>.parquet``; a restarted one writes in a folder of
+    its own. Read as one state: each entity's row with the latest last window end, whichever start wrote it; a
+    running stream's own folder left out (``skip``); a batch run's file preferred where a folder has both."""
+    from seqwatch.pipelines.calibration_state import (STATE_FOLDER, state_source, stream_state_files,
+                                                      write_entity_state)
+    from seqwatch.pipelines.sources import InputChangedError
+
+    out = tmp_path / "stream"
+    first, second = (str(out / STATE_FOLDER / f"stream-2026120{k}T000000000000Z") for k in (1, 2))
+    states = {"a1": state_of(_online(1).to_dict(), "v1", 1_000), "b1": state_of(_online(2).to_dict(), "v1", 2_000),
+              "a2": state_of(_online(3).to_dict(), "v1", 3_000), "b2": state_of(_online(4).to_dict(), "v1", 1_500)}
+    write_entity_state(first, "pump-01", states["a1"])
+    write_entity_state(first, "pump-02", states["b1"])
+    write_entity_state(second, "pump-01", states["a2"])
+    write_entity_state(second, "pump-02", states["b2"])  # (an earlier end than the first start's: not taken)
+    write_entity_state(second, "Site A/pump 3", states["a1"])
+    folder = str(out / STATE_FOLDER)
+    assert state_source(str(out)) == state_source(folder) == folder
+    assert [f[len(folder) + 1:] for f in stream_state_files(folder)] == [
+        "stream-20261201T000000000000Z/pump-01.parquet", "stream-20261201T000000000000Z/pump-02.parquet",
+        f"stream-20261202T000000000000Z/Site_A_pump_3-{hashlib.sha256(b'Site A/pump 3').hexdigest()[:8]}.parquet",
+        "stream-20261202T000000000000Z/pump-01.parquet", "stream-20261202T000000000000Z/pump-02.parquet"]
+    assert read_states(folder) == {"pump-01": states["a2"], "pump-02": states["b1"], "Site A/pump 3": states["a1"]}
+    assert read_states(folder, skip=second) == {"pump-01": states["a1"], "pump-02": states["b1"]}
+
+    source, digest = check_state(str(out))
+    assert source == folder and read_states(folder, digest) == read_states(folder)
+    write_entity_state(first, "pump-02", states["b2"])  # a file changed since the check
+    with pytest.raises(InputChangedError, match=f"the calibration state {folder} .* is no longer the folder of "
+                                                f"files the run planned with"):
+        read_states(folder, digest)
+    # skip leaves a running stream's own writes out of the digest: what it reads stays what was planned
+    _, before = check_state(str(out))
+    write_entity_state(str(out / STATE_FOLDER / "stream-20261203T000000000000Z"), "pump-01", states["a1"])
+    assert read_states(folder, before, skip=str(out / STATE_FOLDER / "stream-20261203T000000000000Z"))
+
+    (tmp_path / "damaged" / STATE_FOLDER / "stream-1").mkdir(parents=True)
+    (tmp_path / "damaged" / STATE_FOLDER / "stream-1" / "x.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CalibrationStateError, match=f"^--calibration-from: {tmp_path / 'damaged' / STATE_FOLDER}/"
+                                                    f"stream-1/x.parquet is not a calibration state seqwatch can "
+                                                    f"read"):
+        check_state(str(tmp_path / "damaged"))
+    write_states(str(out / STATE_FILE), [("pump-09", states["a1"])])  # a batch run's file: preferred
+    assert state_source(str(out)) == str(out / STATE_FILE)
+
+
+def test_a_stream_restarted_into_its_output_goes_on_from_the_calibration_written_there(small_model_dir, tmp_path,
+                                                                                      capsys):
+    """``plan_stream`` with online calibration: the stream writes into a folder of its own start under
+    ``calibration_state/``; one restarted into an output where an earlier stream wrote its calibration goes on
+    from it unasked (a state given with ``calibration_from`` is taken instead); without online calibration, none."""
+    from seqwatch.pipelines.calibration_state import STATE_FOLDER, write_entity_state
+    from seqwatch.pipelines.cli import main
+    from seqwatch.pipelines.streaming import plan_stream
+
+    out = tmp_path / "out"
+    first = plan_stream(str(small_model_dir), str(out), online_calibration=True)
+    assert first.calibration_state_from == "" and first.calibration_save_every_s == 300.0
+    assert first.calibration_state_to.startswith(f"{out / STATE_FOLDER}/stream-")
+    assert plan_stream(str(small_model_dir), str(out)).calibration_state_to == ""
+    write_entity_state(first.calibration_state_to, "pump-01", state_of(_online().to_dict(), "v1", 10))
+    again = plan_stream(str(small_model_dir), str(out), online_calibration=True, calibration_save_every_s=0)
+    assert (again.calibration_state_from, again.calibration_state_sha256) == check_state(str(out))
+    assert again.calibration_state_from == str(out / STATE_FOLDER) and again.calibration_save_every_s == 0
+    assert again.calibration_state_to != first.calibration_state_to
+    assert plan_stream(str(small_model_dir), str(out)).calibration_state_from == ""
+    day1 = tmp_path / "day1"
+    write_states(str(day1 / STATE_FILE), [("pump-01", state_of(_online(2).to_dict(), "v1", 10))])
+    given = plan_stream(str(small_model_dir), str(out), online_calibration=True, calibration_from=str(day1))
+    assert given.calibration_state_from == str(day1 / STATE_FILE)
+
+    (tmp_path / "x.csv").write_text("entity_id,channel,timestamp,value\n")
+    for flags, sentence in (
+            (["--calibration-save-every", "60"], "--calibration-save-every sets how often --online-calibration "
+                                                 "writes each entity's calibration: give --online-calibration too"),
+            (["--online-calibration", "--calibration-save-every", "-1"],
+             "--calibration-save-every must be zero or a positive number of seconds, got -1")):
+        code = main(["stream", "--source", "replay", "--input", str(tmp_path / "x.csv"), "--model-dir",
+                     str(small_model_dir), "--output", str(tmp_path / "o2"), *flags])
+        assert (code, capsys.readouterr().err.strip()) == (2, f"seqwatch stream: {sentence}")

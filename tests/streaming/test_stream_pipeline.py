@@ -213,6 +213,64 @@ def test_a_stream_goes_on_from_a_batch_runs_calibration_as_the_next_batch_run_do
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["prism", "flink"])
+def test_a_stream_restarted_into_its_output_goes_on_from_its_own_calibration(runner, long_readings, small_model_dir,
+                                                                            tmp_path, request):
+    """A stream with ``--online-calibration`` on Prism and on Flink writes each entity's calibration when its input ends
+    (``calibration_state/stream-<start>/``): the same state the batch run of the same readings writes. A stream
+    restarted into that output (the rest of the readings, from 40 steps before for window context) goes on from it
+    unasked, and judges every window as the batch run of the rest going on from the batch state does."""
+    from seqwatch.pipelines.batch import run_batch
+    from seqwatch.pipelines.calibration_state import STATE_FOLDER, read_states, stream_state_files
+    from seqwatch.pipelines.config import RunConfig
+
+    _, readings = long_readings
+    times = np.sort(readings["timestamp"].unique())
+    first, rest = readings[readings["timestamp"] < times[600]], readings[readings["timestamp"] >= times[560]]
+    first.to_csv(tmp_path / "first.csv", index=False)
+    rest.to_csv(tmp_path / "rest.csv", index=False)
+    for path, out, settings in ((tmp_path / "first.csv", tmp_path / "day1", {}),
+                                (tmp_path / "rest.csv", tmp_path / "day2", {"calibration_from": str(tmp_path / "day1")})):
+        run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                            online_calibration=True, **settings))
+    out = tmp_path / "stream"
+    logs = []
+    for part in ("first.csv", "rest.csv"):
+        result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input",
+                                                 str(tmp_path / part), "--speed", "1000", "--online-calibration",
+                                                 *_runner_args(runner, request)),
+                                capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stderr[-3000:]
+        logs.append(result.stderr)
+        if part == "first.csv":
+            files = stream_state_files(str(out / STATE_FOLDER))
+            streamed, batch = read_states(str(out / STATE_FOLDER)), read_states(str(tmp_path / "day1"
+                                                                                    / "calibration_state.parquet"))
+            assert len(files) == len(batch) == 2 and sorted(streamed) == sorted(batch)
+            for entity, state in streamed.items():
+                assert (state.model_version, state.last_window_end_us) == (batch[entity].model_version,
+                                                                           batch[entity].last_window_end_us)
+                got, want = state.online().to_dict(), batch[entity].online().to_dict()
+                np.testing.assert_allclose(got.pop("scores"), want.pop("scores"), rtol=1e-9)
+                assert got["since_refit"] == want["since_refit"] and got["run_steps"] == want["run_steps"]
+    assert "going on from" not in logs[0]
+    assert f"each entity's calibration going on from {out / STATE_FOLDER}" in logs[1], logs[1][-3000:]
+    assert len({f.split("/")[-2] for f in stream_state_files(str(out / STATE_FOLDER))}) == 2  # a folder per start
+
+    def scores(folder, only=None):
+        dataset = ds.dataset(folder / "scores", format="parquet")
+        files = [f for f in dataset.files if only is None or only in f.rsplit("/", 1)[1]]
+        table = ds.dataset(files, format="parquet").to_table().to_pandas()
+        return table.sort_values(["entity_id", "window_end"]).reset_index(drop=True)
+
+    restarted, went_on = scores(out, only=".s2."), scores(tmp_path / "day2")
+    assert len(restarted) == len(went_on) > 0 and (restarted["window_end"] == went_on["window_end"]).all()
+    for column in ("threshold", "tail_probability"):
+        np.testing.assert_allclose(restarted[column], went_on[column], rtol=1e-6, err_msg=column)
+    assert (restarted["is_anomaly"] == went_on["is_anomaly"]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["prism", "flink"])
 def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_readings, small_model_dir, kafka_broker,
                                                               tmp_path, stream_outputs, request):
     """``seqwatch stream --source kafka`` on Prism and on Flink: the readings, three malformed messages, and two
