@@ -25,7 +25,8 @@ windows keep the model's own threshold.
 
 Across batch runs: a batch run writes each entity's calibration when its input is done, and a later run can start
 from it (``seqwatch.pipelines.calibration_state``, ``--calibration-from``), so a daily job judges each day as the
-continuation of the day before.
+continuation of the day before. Across stream restarts: a stream writes each entity's calibration every few minutes
+of wall clock and when its input ends (``_CalibrateEntity``), and a stream restarted into its output goes on from it.
 """
 from __future__ import annotations
 
@@ -343,22 +344,23 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
             return
         last = saved.read()  # (wall clock of the last write or first release, end written or None, input ended)
         now = time.time()
-        ended = at_end or bool(last and last[2])
-        if at_end and last is not None:
-            saved.write((last[0], last[1], True))
+        if at_end and last is not None and not last[2]:
+            last = (last[0], last[1], True)
+            saved.write(last)
         if not state or len(state) < 5 or state[2] is None or (last is not None and last[1] == state[2]):
             return
-        if not ended and (last is None or now - last[0] < self.save_every_s):
-            if last is None:  # the first release
-                saved.write((now, None, False))
-                if self.save_every_s > 0:
-                    return
-            else:
-                return
-        from seqwatch.pipelines.calibration_state import state_of, write_entity_state
+        if at_end or (last is not None and last[2]):
+            due = True
+        elif last is None:  # the first release
+            saved.write((now, None, False))
+            due = self.save_every_s == 0
+        else:
+            due = now - last[0] >= self.save_every_s
+        if due:
+            from seqwatch.pipelines.calibration_state import state_of, write_entity_state
 
-        write_entity_state(self.state_dir, entity, state_of(state[1], state[0], state[2]))
-        saved.write((now, state[2], ended))
+            write_entity_state(self.state_dir, entity, state_of(state[1], state[0], state[2]))
+            saved.write((now, state[2], at_end or bool(last and last[2])))
 
     @on_timer(RELEASE)
     def on_release(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE),
