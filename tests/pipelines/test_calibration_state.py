@@ -289,6 +289,10 @@ def test_a_streams_folder_of_entity_files_is_read_as_one_state_each_entitys_late
                                                     f"stream-1/x.parquet is not a calibration state seqwatch can "
                                                     f"read"):
         check_state(str(tmp_path / "damaged"))
+    # a batch run that goes on from a stream's output writes them all in its one file, with its own entities
+    _, digest = check_state(str(out))
+    assert write_states(str(tmp_path / "day2" / STATE_FILE), [("pump-07", states["b1"])], folder, digest) == (4, 0)
+    assert read_states(str(tmp_path / "day2" / STATE_FILE)) == {**read_states(folder), "pump-07": states["b1"]}
     write_states(str(out / STATE_FILE), [("pump-09", states["a1"])])  # a batch run's file: preferred
     assert state_source(str(out)) == str(out / STATE_FILE)
 
