@@ -194,6 +194,28 @@ def write_entity_state(folder: str, entity: str, state: EntityState) -> None:
     write_parquet(stream_entity_file(folder, entity), state_table({entity: state}))
 
 
+def gather_stream_states(folder: str, into: str, keep_us: int = 0) -> str:
+    """Gather the entity files of a stream output's earlier starts (``folder``, its ``STATE_FOLDER``) into one file
+    in the folder ``into``, each entity's latest row (``keep_us``: less the entities ``forget_stale`` leaves out),
+    and delete the folders gathered. Returns the digest of ``folder`` as it is then (``check_state``'s), or "" where
+    there was less than two files to gather (left as they were). A restarted stream calls it under its output lock
+    before its job starts, so that its workers read one file, not one per entity, and each restart does not leave
+    one more folder of files that every later start reads. The gathered file is written before anything is
+    deleted: a stop in between leaves a row twice, which reading takes once."""
+    from seqwatch.pipelines.sinks import delete_path, write_parquet
+
+    files = stream_state_files(folder)
+    base = folder.rstrip("/")
+    if len(files) < 2:
+        return ""
+    starts = sorted({name[len(base) + 1:].split("/", 1)[0] for name in files})
+    states = forget_stale(_merged([_states_of(_read(name)[0]) for name in files]), keep_us)
+    write_parquet(f"{into.rstrip('/')}/entities.parquet", state_table(states))
+    for start in starts:
+        delete_path(f"{base}/{start}")
+    return _folder_digest(folder, stream_state_files(folder))
+
+
 def _folder_digest(folder: str, files: list) -> str:
     """One sha256 of a stream folder's files: of each one's name under ``folder`` and the sha256 of its bytes."""
     lines = "".join(f"{name[len(folder.rstrip('/')) + 1:]}\0{_read(name)[1]}\n" for name in files)

@@ -331,3 +331,32 @@ def test_a_stream_restarted_into_its_output_goes_on_from_the_calibration_written
         code = main(["stream", "--source", "replay", "--input", str(tmp_path / "x.csv"), "--model-dir",
                      str(small_model_dir), "--output", str(tmp_path / "o2"), *flags])
         assert (code, capsys.readouterr().err.strip()) == (2, f"seqwatch stream: {sentence}")
+
+
+def test_a_restarted_stream_gathers_the_earlier_starts_files_into_one(tmp_path):
+    """``gather_stream_states`` (a restarted stream, before its job starts): the earlier starts' entity files
+    become one file of the same state (each entity's latest row) and their folders go; with ``keep_us``, less the
+    entities whose last window is that much older than the newest; one file alone is left as it is."""
+    from seqwatch.pipelines.calibration_state import (STATE_FOLDER, gather_stream_states, stream_state_files,
+                                                      write_entity_state)
+
+    folder = tmp_path / "stream" / STATE_FOLDER
+    write_entity_state(str(folder / "stream-1"), "pump-01", state_of(_online(1).to_dict(), "v1", 1_000))
+    assert gather_stream_states(str(folder), str(folder / "stream-3-carried")) == ""  # one file: nothing to gather
+    assert [f[len(str(folder)) + 1:] for f in stream_state_files(str(folder))] == ["stream-1/pump-01.parquet"]
+    write_entity_state(str(folder / "stream-1"), "pump-02", state_of(_online(2).to_dict(), "v1", 2_000))
+    write_entity_state(str(folder / "stream-2"), "pump-01", state_of(_online(3).to_dict(), "v1", 9_000))
+    write_entity_state(str(folder / "stream-2"), "pump-03", state_of(_online(4).to_dict(), "v1", 5_000))
+    before = read_states(str(folder))
+    digest = gather_stream_states(str(folder), str(folder / "stream-3-carried"))
+    assert [f[len(str(folder)) + 1:] for f in stream_state_files(str(folder))] == [
+        "stream-3-carried/entities.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["stream-3-carried"]
+    assert read_states(str(folder)) == before and digest == check_state(str(folder))[1]
+    assert read_states(str(folder), digest, skip=str(folder / "stream-3")) == before
+    # again, with the files the next start's stream wrote beside it, and a rule that forgets pump-02
+    write_entity_state(str(folder / "stream-3"), "pump-03", state_of(_online(5).to_dict(), "v1", 6_000))
+    gather_stream_states(str(folder), str(folder / "stream-4-carried"), keep_us=5_000)
+    assert sorted(p.name for p in folder.iterdir()) == ["stream-4-carried"]
+    assert read_states(str(folder)) == {"pump-01": before["pump-01"],
+                                        "pump-03": state_of(_online(5).to_dict(), "v1", 6_000)}
