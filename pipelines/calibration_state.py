@@ -172,12 +172,14 @@ def stream_state_dir(output: str, started: float) -> str:
 def stream_state_files(folder: str, skip: str = "") -> list:
     """The entity files of the streams' folders in ``folder`` (``STATE_FOLDER``), sorted (by stream start, then
     name), but those of the folder ``skip`` (a running stream's own, which it writes while it reads the others)."""
+    from seqwatch.pipelines.sinks import files_under
+
     try:
-        found = FileSystems.match([f"{folder.rstrip('/')}/stream-*/*.parquet"])[0].metadata_list
-    except (OSError, ValueError):  # (no such folder: Beam raises BeamIOError, an IOError)
+        found = files_under(folder, "stream-*/*.parquet")
+    except (OSError, ValueError):  # (no such folder on an object store: Beam raises BeamIOError, an IOError)
         return []
     skip = skip.rstrip("/") + "/" if skip else ""
-    return sorted(m.path for m in found if not (skip and m.path.startswith(skip)))
+    return [path for path, _ in found if not (skip and path.startswith(skip))]
 
 
 def stream_entity_file(folder: str, entity: str) -> str:

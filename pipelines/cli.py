@@ -705,7 +705,7 @@ class _Quarantine(NamedTuple):
                 dataset = ds.dataset(folder, format="parquet")
             else:
                 from seqwatch.pipelines.streaming import written_since
-                files = written_since(os.path.join(folder, "**.parquet"), self.since_s)
+                files = written_since(folder, "**/*.parquet", self.since_s)
                 if not files:
                     return None
                 dataset = ds.dataset(files, format="parquet")

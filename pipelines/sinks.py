@@ -99,6 +99,26 @@ def delete_path(path: str) -> None:
         os.remove(path)
 
 
+def files_under(folder: str, pattern: str) -> list[tuple[str, float]]:
+    """``(path, time written)`` of the files under ``folder`` that match ``pattern`` (a glob relative to it; ``**/``
+    for any depth, none included), sorted. A local folder's name is taken as it is, not as a glob: through Beam's
+    match, an output named ``results [prod]`` held no file (a stream's closing line counted 0 records in it). Other
+    file systems' folders go through Beam's match."""
+    if "://" in folder:
+        found = FileSystems.match([f"{folder.rstrip('/')}/{pattern.replace('**/', '**')}"])
+        return sorted((m.path, m.last_updated_in_seconds) for r in found for m in r.metadata_list)
+    import glob
+
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(folder), pattern), recursive=True):
+        try:
+            if os.path.isfile(path):
+                found.append((path, os.path.getmtime(path)))
+        except OSError:  # gone since it was listed (a file renamed into place by a running stream)
+            continue
+    return sorted(found)
+
+
 def prepare_output_folder(output: str) -> None:
     """Create ``output`` where missing and write and delete a probe file in it, before a pipeline starts: a
     file in its place or a folder without write permission raises ``OSError`` here, with one sentence, rather

@@ -230,13 +230,13 @@ def run_stream(plan: RunPlan, make_source, beam_args: list[str], flush_window_s:
                                  watch_models_s, archive_window_s, file_suffix)
 
 
-def written_since(pattern: str, since_s: float | None = None) -> list:
-    """The files matching ``pattern`` (any file system Beam reads); with ``since_s`` (a time.time()), only those
-    written since then, so that a stream's totals and notices leave out an earlier stream's into the same folder."""
-    from apache_beam.io.filesystems import FileSystems
+def written_since(folder: str, pattern: str, since_s: float | None = None) -> list:
+    """The files under ``folder`` matching ``pattern`` (``sinks.files_under``: any file system Beam reads); with
+    ``since_s`` (a time.time()), only those written since then, so that a stream's totals and notices leave out an
+    earlier stream's into the same folder."""
+    from seqwatch.pipelines.sinks import files_under
 
-    found = FileSystems.match([pattern])
-    return [m.path for r in found for m in r.metadata_list if since_s is None or m.last_updated_in_seconds >= since_s]
+    return [path for path, written in files_under(folder, pattern) if since_s is None or written >= since_s]
 
 
 STREAM_SETTINGS_FILE = ".seqwatch-stream.json"  # hidden: dataset readers skip names that start with "."
@@ -309,7 +309,7 @@ def counts_files(output: str, since_s: float | None = None) -> list:
     """The ``counts/*.json`` files under ``output`` (written since ``since_s``: ``written_since``)."""
     from apache_beam.io.filesystems import FileSystems
 
-    return written_since(FileSystems.join(output, "counts", "*.json"), since_s)
+    return written_since(FileSystems.join(output, "counts"), "*.json", since_s)
 
 
 def stream_totals(output: str, since_s: float | None = None) -> tuple[dict, int]:

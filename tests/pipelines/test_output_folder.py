@@ -1,6 +1,7 @@
 """An output folder that cannot be written is one sentence before the pipeline starts. Found by hand: ``seqwatch
 run --output results.csv`` (an existing file) scored every reading and then ended in a Beam traceback from the
 Parquet sink."""
+import numpy as np
 import pytest
 
 from seqwatch.pipelines.batch import RunError, run_batch
@@ -59,3 +60,37 @@ def test_train_refuses_a_model_root_whose_versions_its_artifact_would_hide(small
     for fine in (root / "2026-02", root / "2026-01", tmp_path / "new" / "deeper", tmp_path):
         _check_model_dir(str(fine))  # a new version, retraining one in place, a new folder, an empty folder
     assert resolve_model_dir(root) == root / "2026-01" and not (tmp_path / "new").exists()
+
+
+def test_a_streams_files_are_found_in_an_output_whose_name_looks_like_a_glob(tmp_path):
+    """``seqwatch stream --output 'results [prod]'``: the counts, quarantine notices and calibration files are
+    listed under the folder as named. Through Beam's match the brackets were a character class, nothing was found,
+    and the stream's closing line said 0 records in."""
+    import json
+    import os
+    import time
+
+    from seqwatch.models.thresholds import OnlineTailCalibration
+    from seqwatch.pipelines.calibration_state import STATE_FOLDER, state_of, stream_state_files, write_entity_state
+    from seqwatch.pipelines.sinks import files_under
+    from seqwatch.pipelines.streaming import stream_totals, written_since
+
+    out = tmp_path / "results [prod]*"
+    (out / "counts").mkdir(parents=True)
+    for start, n in ((0, 5), (60, 7)):
+        (out / "counts" / f"{start}.json").write_text(json.dumps({"records_in": n, "records_scored": n}))
+    (out / "counts" / ".120.json.partial").write_text("{}")  # a file being written: not one of them
+    assert stream_totals(str(out)) == ({"records_in": 12, "records_scored": 12}, 2)
+    quarantine = out / "quarantine"
+    (quarantine / "a-1").mkdir(parents=True)
+    for name in ("a-1/0.parquet", "b-2.parquet"):
+        (quarantine / name).write_bytes(b"x")
+    assert [p[len(str(quarantine)) + 1:] for p, _ in files_under(str(quarantine), "**/*.parquet")] == [
+        "a-1/0.parquet", "b-2.parquet"]
+    old = time.time() - 3600
+    os.utime(quarantine / "b-2.parquet", (old, old))
+    assert written_since(str(quarantine), "**/*.parquet", time.time() - 60) == [str(quarantine / "a-1/0.parquet")]
+    online = OnlineTailCalibration(200, 10).start(np.linspace(1.0, 4.0, 50))
+    write_entity_state(str(out / STATE_FOLDER / "stream-1"), "pump-01", state_of(online.to_dict(), "v1", 10))
+    assert stream_state_files(str(out / STATE_FOLDER)) == [str(out / STATE_FOLDER / "stream-1" / "pump-01.parquet")]
+    assert files_under(str(tmp_path / "none"), "*.json") == []
