@@ -7,10 +7,11 @@ calibration, 2026-12-03).
 
 A batch run with online calibration writes ``calibration_state.parquet`` beside its sinks: one row per entity
 with the model version its calibration belongs to, the end of the last window that joined its history, the
-calibration itself (``OnlineTailCalibration.to_dict`` as JSON, but for its scores) and the history's scores (a
-list of doubles: at the full history of 8,640 windows the JSON text of them had been 220 kB an entity, parsed by
-every worker). A state written before the scores had a column of their own (they are in its JSON) is read as
-well. A later run given ``--calibration-from`` (that run's output folder, or the file) starts from it:
+calibration itself (``OnlineTailCalibration.to_dict`` as JSON, but for its arrays), the history's scores and the
+sorted scores of its fit in use and of its seed (lists of doubles: at the full history of 8,640 windows the JSON
+text of the history had been 220 kB an entity, parsed by every worker, and that of the fits' 80 kB, most of the
+time a state took to write). A state written before these had columns of their own (they are in its JSON) is
+read as well. A later run given ``--calibration-from`` (that run's output folder, or the file) starts from it:
 
 - an entity's calibration goes on from its state where the model version is the same; under another version it
   starts again from that version's calibration scores, as a version switch in a stream does;
@@ -57,7 +58,13 @@ STATE_SCHEMA = pa.schema([
     pa.field("calibration", pa.large_string(), nullable=False),  # OnlineTailCalibration.to_dict() as JSON
     # the history's scores, which the JSON then leaves out (a state written before this column keeps them there)
     pa.field("scores", pa.large_list(pa.field("element", pa.float64(), nullable=False)), nullable=False),
+    # the sorted scores of the fit in use and of the seed (OnlineTailCalibration's calibration and seed, up to 2,000
+    # each), which the JSON leaves out as well (null where there is no such fit; a state written before these
+    # columns keeps them in the JSON): as JSON text they had been most of the time a state took to write and read
+    pa.field("fit_scores", pa.large_list(pa.field("element", pa.float64(), nullable=False)), nullable=True),
+    pa.field("seed_scores", pa.large_list(pa.field("element", pa.float64(), nullable=False)), nullable=True),
 ])
+FITS = (("calibration", "fit_scores"), ("seed", "seed_scores"))  # (to_dict key, column of its sorted scores)
 REQUIRED_COLUMNS = ("entity_id", "model_version", "last_window_end_us", "calibration")
 
 
@@ -67,20 +74,35 @@ class CalibrationStateError(ValueError):
 
 class EntityState(NamedTuple):
     """One entity's kept calibration: its model version, the end of its last joined window (µs), the
-    ``OnlineTailCalibration.to_dict()`` JSON and the history's ``scores`` as the bytes of float64s (None: they are
-    in the JSON, as a state file written before they had a column of their own keeps them)."""
+    ``OnlineTailCalibration.to_dict()`` JSON and, as the bytes of float64s, the history's ``scores`` and the sorted
+    scores of its fit in use and of its seed (each None where the JSON holds them, as a state file written before
+    they had columns of their own does, or where there is no such fit)."""
 
     model_version: str
     last_window_end_us: int
     calibration: str
     scores: bytes | None = None
+    fit_scores: bytes | None = None
+    seed_scores: bytes | None = None
 
     def calibration_dict(self) -> dict:
         """The ``OnlineTailCalibration.to_dict()`` this state was made from."""
         data = json.loads(self.calibration)
         if self.scores is not None:
             data["scores"] = np.frombuffer(self.scores, dtype=np.float64)  # read-only: a history is never changed
+        for (key, _), kept in zip(FITS, (self.fit_scores, self.seed_scores)):
+            if kept is not None and isinstance(data.get(key), dict):
+                data[key]["sorted_scores"] = np.frombuffer(kept, dtype=np.float64)
         return data
+
+    def in_columns(self) -> "EntityState":
+        """The same state with every array in its own field, none in the JSON (a state read from a file of an
+        earlier format has some there)."""
+        data = json.loads(self.calibration)
+        if self.scores is not None and not any(isinstance(data.get(key), dict) and "sorted_scores" in data[key]
+                                               for key, _ in FITS):
+            return self
+        return state_of(self.calibration_dict(), self.model_version, self.last_window_end_us)
 
     def online(self):
         """The ``OnlineTailCalibration`` this state keeps."""
@@ -193,7 +215,7 @@ def write_entity_state(folder: str, entity: str, state: EntityState) -> None:
     """Write (over) ``entity``'s file in a stream's folder with its ``state``."""
     from seqwatch.pipelines.sinks import write_parquet
 
-    write_parquet(stream_entity_file(folder, entity), state_table({entity: state}))
+    write_parquet(stream_entity_file(folder, entity), state_table({entity: state}), dictionary=False)
 
 
 def gather_stream_states(folder: str, into: str, keep_us: int = 0) -> str:
@@ -212,7 +234,7 @@ def gather_stream_states(folder: str, into: str, keep_us: int = 0) -> str:
         return ""
     starts = sorted({name[len(base) + 1:].split("/", 1)[0] for name in files})
     states = forget_stale(_merged([_states_of(_read(name)[0]) for name in files]), keep_us)
-    write_parquet(f"{into.rstrip('/')}/entities.parquet", state_table(states))
+    write_parquet(f"{into.rstrip('/')}/entities.parquet", state_table(states), dictionary=False)
     for start in starts:
         delete_path(f"{base}/{start}")
     return _folder_digest(folder, stream_state_files(folder))
@@ -277,51 +299,54 @@ def read_states(file: str, sha256: str = "", skip: str = "") -> dict:
 
 def _states_of(data: bytes) -> dict:
     file = pq.ParquetFile(io.BytesIO(data))
-    with_scores = "scores" in file.schema_arrow.names
-    table = file.read(columns=[*REQUIRED_COLUMNS, *(["scores"] * with_scores)])
+    arrays = [name for name in ("scores", "fit_scores", "seed_scores") if name in file.schema_arrow.names]
+    table = file.read(columns=[*REQUIRED_COLUMNS, *arrays])
     columns = [table.column(name).to_pylist() for name in REQUIRED_COLUMNS]
-    scores = _score_arrays(table.column("scores")) if with_scores else [None] * table.num_rows
-    states = {entity: EntityState(version, int(end), calibration, history)
-              for entity, version, end, calibration, history in zip(*columns, scores)}
+    kept = [_score_arrays(table.column(name), nullable=name != "scores") if name in arrays
+            else [None] * table.num_rows for name in ("scores", "fit_scores", "seed_scores")]
+    states = {entity: EntityState(version, int(end), calibration, *held)
+              for entity, version, end, calibration, *held in zip(*columns, *kept)}
     if len(states) != table.num_rows:
         raise ValueError("an entity has more than one row")
     return states
 
 
-def _score_arrays(column: pa.ChunkedArray) -> list:
-    """Each row's list of scores as the bytes of its float64s, cut from one array of them all."""
+def _score_arrays(column: pa.ChunkedArray, nullable: bool = False) -> list:
+    """Each row's list of scores as the bytes of its float64s, cut from one array of them all (None for a null
+    row, where ``nullable``)."""
     lists = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if lists.null_count:
+    if lists.null_count and not nullable:
         raise ValueError("an entity's scores are missing")
     lists = lists.cast(pa.large_list(pa.float64()))
+    valid = lists.is_valid().to_numpy(zero_copy_only=False)
     offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
     values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    return [values[lo:hi].tobytes() for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    return [values[lo:hi].tobytes() if ok else None
+            for lo, hi, ok in zip(offsets[:-1].tolist(), offsets[1:].tolist(), valid.tolist())]
 
 
 def state_table(states: dict) -> pa.Table:
-    """``{entity_id: EntityState}`` as a table with ``STATE_SCHEMA``, by entity (the scores in their column, out of
-    the JSON)."""
+    """``{entity_id: EntityState}`` as a table with ``STATE_SCHEMA``, by entity (the arrays in their columns, out of
+    the JSON: ``EntityState.in_columns``)."""
     entities = sorted(states)
-    texts, histories = [], []
-    for entity in entities:
-        state = states[entity]
-        if state.scores is None:  # read from a file of the earlier format: its JSON holds them
-            data = json.loads(state.calibration)
-            history = np.asarray(data.pop("scores"), dtype=np.float64)
-            texts.append(json.dumps(data))
-        else:
-            history = np.frombuffer(state.scores, dtype=np.float64)
-            texts.append(state.calibration)
-        histories.append(history)
-    offsets = np.cumsum([0] + [len(h) for h in histories], dtype=np.int64)
-    values = np.concatenate(histories) if histories else np.zeros(0, dtype=np.float64)
-    scores = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64()))
+    rows = [states[entity].in_columns() for entity in entities]
+
+    def column(name: str, nullable: bool) -> pa.Array:
+        held = [getattr(row, name) for row in rows]
+        arrays = [np.frombuffer(b, dtype=np.float64) if b is not None else np.zeros(0) for b in held]
+        offsets = np.cumsum([0] + [len(a) for a in arrays], dtype=np.int64)
+        values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.float64)
+        mask = pa.array([b is None for b in held]) if nullable and any(b is None for b in held) else None
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64()), mask=mask)
+        return lists.cast(STATE_SCHEMA.field(name).type)
+
     return pa.table({"entity_id": entities,
-                     "model_version": [states[e].model_version for e in entities],
-                     "last_window_end_us": [states[e].last_window_end_us for e in entities],
-                     "calibration": texts,
-                     "scores": scores.cast(STATE_SCHEMA.field("scores").type)}, schema=STATE_SCHEMA)
+                     "model_version": [row.model_version for row in rows],
+                     "last_window_end_us": [row.last_window_end_us for row in rows],
+                     "calibration": [row.calibration for row in rows],
+                     "scores": column("scores", False),
+                     "fit_scores": column("fit_scores", True),
+                     "seed_scores": column("seed_scores", True)}, schema=STATE_SCHEMA)
 
 
 def write_states(path: str, judged: list, carried_from: str = "", carried_sha256: str = "",
@@ -336,7 +361,7 @@ def write_states(path: str, judged: list, carried_from: str = "", carried_sha256
     states = read_states(carried_from, carried_sha256) if carried_from else {}
     states.update(dict(judged))
     kept = forget_stale(states, keep_us)
-    write_parquet(path, state_table(kept))
+    write_parquet(path, state_table(kept), dictionary=False)
     return len(kept), len(states) - len(kept)
 
 
@@ -351,7 +376,16 @@ def forget_stale(states: dict, keep_us: int) -> dict:
 
 
 def state_of(calibration_dict: dict, model_version: str, last_window_end_us: int) -> EntityState:
-    """The state of an ``OnlineTailCalibration.to_dict()``: its scores apart, the rest as JSON."""
+    """The state of an ``OnlineTailCalibration.to_dict()``: its history's scores and its fits' sorted scores apart,
+    the rest as JSON."""
     rest = {key: value for key, value in calibration_dict.items() if key != "scores"}
+    fits = []
+    for key, _ in FITS:
+        fit = rest.get(key)
+        if isinstance(fit, dict):
+            rest[key] = {name: value for name, value in fit.items() if name != "sorted_scores"}
+            fits.append(np.asarray(fit["sorted_scores"], dtype=np.float64).tobytes())
+        else:
+            fits.append(None)
     return EntityState(model_version, int(last_window_end_us), json.dumps(rest),
-                       np.asarray(calibration_dict["scores"], dtype=np.float64).tobytes())
+                       np.asarray(calibration_dict["scores"], dtype=np.float64).tobytes(), *fits)

@@ -308,10 +308,11 @@ def parquet_compression(table: pa.Table) -> str:
     return "zstd" if table.num_rows >= COMPRESS_FROM_ROWS else "none"
 
 
-def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None) -> None:
+def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None, dictionary: bool = True) -> None:
     """Write ``table`` to ``path`` on any Beam filesystem (folders are created where needed); ``row_group_rows``:
     at most that many rows per row group (default: Arrow's). Compressed with zstd unless it is small
-    (``parquet_compression``)."""
+    (``parquet_compression``). ``dictionary=False``: no dictionary encoding (columns of distinct doubles, where
+    trying it cost four times the rest of the write)."""
     directory = path.rsplit("/", 1)[0]
     if not FileSystems.exists(directory):
         try:
@@ -324,7 +325,8 @@ def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None)
         if any(pa.types.is_dictionary(field.type) for field in table.schema):
             _write_dictionary_encoded(table, f)
         else:
-            pq.write_table(table, f, compression=parquet_compression(table), row_group_size=row_group_rows)
+            pq.write_table(table, f, compression=parquet_compression(table), row_group_size=row_group_rows,
+                           use_dictionary=dictionary)
     delete_path(path)
     FileSystems.rename([partial], [path])
 

@@ -82,8 +82,12 @@ def test_a_daily_run_goes_on_from_the_day_befores_calibration(days, small_model_
     last_end = state1["pump-01"]["last_window_end_us"]
     seen = scores2["end_us"].to_numpy() <= last_end
     assert 0 < seen.sum() < len(scores2)
-    online = OnlineTailCalibration.from_dict({**json.loads(state1["pump-01"]["calibration"]),
-                                              "scores": state1["pump-01"]["scores"]})
+    # the row as written: the calibration's JSON, and its arrays in their columns (the fits' sorted scores too)
+    kept = json.loads(state1["pump-01"]["calibration"])
+    assert "sorted_scores" not in kept["calibration"] and "sorted_scores" not in kept["seed"]
+    kept["calibration"]["sorted_scores"] = state1["pump-01"]["fit_scores"]
+    kept["seed"]["sorted_scores"] = state1["pump-01"]["seed_scores"]
+    online = OnlineTailCalibration.from_dict({**kept, "scores": state1["pump-01"]["scores"]})
     seen_tail, seen_threshold = online.judge_at_risk(scores2["score"].to_numpy()[seen], risk)
     tail, threshold = online.process_at_risk(scores2["score"].to_numpy()[~seen], risk)
     np.testing.assert_allclose(scores2["threshold"], np.r_[seen_threshold, threshold], rtol=1e-9)

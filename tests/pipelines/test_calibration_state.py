@@ -10,8 +10,9 @@ import pytest
 
 from seqwatch.models.thresholds import OnlineTailCalibration
 from seqwatch.pipelines.calibration import calibrate
-from seqwatch.pipelines.calibration_state import (STATE_FILE, STATE_SCHEMA, CalibrationStateError, check_state,
-                                                  forget_stale, read_states, state_file, state_of, write_states)
+from seqwatch.pipelines.calibration_state import (REQUIRED_COLUMNS, STATE_FILE, STATE_SCHEMA, CalibrationStateError,
+                                                  check_state, forget_stale, read_states, state_file, state_of,
+                                                  write_states)
 from seqwatch.schemas.elements import ScoredWindows, WindowBatch
 
 
@@ -45,7 +46,7 @@ def test_a_state_written_is_read_back_and_carries_the_entities_a_run_did_not_see
     assert write_states(str(tmp_path / "none" / STATE_FILE), []) == (0, 0)
     assert pq.read_table(tmp_path / "none" / STATE_FILE).column_names == ["entity_id", "model_version",
                                                                           "last_window_end_us", "calibration",
-                                                                          "scores"]
+                                                                          "scores", "fit_scores", "seed_scores"]
 
 
 def test_check_state_gives_the_file_and_its_digest_or_one_sentence(tmp_path):
@@ -168,23 +169,35 @@ def test_windows_a_kept_state_holds_are_judged_by_it_without_joining_it_again():
     assert online.scores.size == 50 + 18  # the 12 windows the state held did not join again
 
 
-def test_a_state_written_before_the_scores_had_a_column_is_read_and_carried_in_the_new_form(tmp_path):
+@pytest.mark.parametrize("scores_column", [False, True])
+def test_a_state_of_an_earlier_format_is_read_and_carried_in_the_new_form(tmp_path, scores_column):
     """States written until 2026-12-04 keep each entity's scores inside its calibration JSON (220 kB an entity at
-    the full history). A daily series goes on from such a file: it is checked and read as before, and the state
-    the next run writes has the scores in their column."""
+    the full history); those written until 2026-12-05 the sorted scores of its fits (about 80 kB of JSON text,
+    most of the time a state took to write). A daily series goes on from such a file: it is checked and read as
+    before, and the state the next run writes has every array in its column and a JSON of a few hundred bytes."""
     old = tmp_path / "day1" / STATE_FILE
     old.parent.mkdir()
     online = _online(7)
-    pq.write_table(pa.table({"entity_id": ["pump-01"], "model_version": ["v1"], "last_window_end_us": [1_000],
-                             "calibration": [json.dumps(online.to_dict())]},
-                            schema=pa.schema([f for f in STATE_SCHEMA if f.name != "scores"])), old)
+    data = online.to_dict()
+    columns = {"entity_id": ["pump-01"], "model_version": ["v1"], "last_window_end_us": [1_000]}
+    if scores_column:  # (2026-12-04: the history's scores in their column, the fits' in the JSON)
+        columns["calibration"] = [json.dumps({k: v for k, v in data.items() if k != "scores"})]
+        columns["scores"] = pa.array([list(online.scores)], pa.large_list(pa.float64()))
+    else:
+        columns["calibration"] = [json.dumps(data)]
+    names = [*REQUIRED_COLUMNS, *(["scores"] * scores_column)]
+    pq.write_table(pa.table(columns, schema=pa.schema([f for f in STATE_SCHEMA if f.name in names])), old)
+    assert "sorted_scores" in pq.read_table(old).column("calibration")[0].as_py()
     file, digest = check_state(str(old.parent))
     state = read_states(file, digest)["pump-01"]
-    assert state.scores is None and state.online().to_dict() == online.to_dict()
+    assert (state.scores is None) != scores_column and state.fit_scores is None and state.seed_scores is None
+    assert state.online().to_dict() == online.to_dict()
     assert write_states(str(tmp_path / "day2" / STATE_FILE), [], carried_from=file, carried_sha256=digest) == (1, 0)
     carried = read_states(str(tmp_path / "day2" / STATE_FILE))["pump-01"]
-    assert carried.scores is not None and "scores" not in json.loads(carried.calibration)
+    assert None not in (carried.scores, carried.fit_scores, carried.seed_scores)
+    assert "sorted_scores" not in carried.calibration and len(carried.calibration) < 500
     assert carried.online().to_dict() == online.to_dict()
+    assert carried == state_of(online.to_dict(), "v1", 1_000)
 
 
 def test_a_state_whose_scores_are_missing_is_refused_before_the_run(tmp_path):
