@@ -33,7 +33,8 @@ state's schema, written over as the entity's calibration goes on (``stream_state
 clock and when the input ends, ``calibration._CalibrateEntity``). Each start of a stream writes into a folder of its
 own, so a restarted stream never writes over the files it reads. Such a folder set is read as one state: an
 entity's newest row by its last window end (``--calibration-from`` with a stream's output folder; a stream restarted
-into its own output goes on from it unasked).
+into its own output goes on from it unasked, after gathering the earlier starts' files into one:
+``gather_stream_states``).
 """
 from __future__ import annotations
 
@@ -122,17 +123,17 @@ def check_state(path: str, missing_ok: bool = False) -> tuple[str, str]:
     """``(source, sha256)`` of the state ``path`` names (``state_source``: a file, or a stream's folder of them),
     once it is found to be one (every row read, its calibration too, so that a damaged one is refused before the
     run, not inside it); the sha256 is of the file's bytes, or of a folder's file names and digests
-    (``_folder_digest``). Raises ``CalibrationStateError`` with one sentence otherwise. ``missing_ok``: where
+    (``_read_folder``). Raises ``CalibrationStateError`` with one sentence otherwise. ``missing_ok``: where
     neither the file nor ``path`` exists (the day before a series began has no output), ``(file, "")``."""
     file = state_source(path)
     # (an object store has no folders: a run's folder there is found by its manifest)
     if missing_ok and not any(FileSystems.exists(p) for p in (file, path, f"{path.rstrip('/')}/manifest.json")):
         return file, ""
     if not file.endswith(".parquet"):  # a stream's folder (state_source found its files)
-        files = stream_state_files(file)
-        states = [_checked_states(name, _read(name)[0]) for name in files]
-        _merged(states)
-        return file, _folder_digest(file, files)
+        read, digest = _read_folder(file)
+        for name, data in read:
+            _checked_states(name, data)
+        return file, digest
     if not FileSystems.exists(file):
         where = (f"{path} holds no {STATE_FILE}" if file != path and FileSystems.exists(path)
                  else f"{file} does not exist")
@@ -228,22 +229,27 @@ def gather_stream_states(folder: str, into: str, keep_us: int = 0) -> str:
     deleted: a stop in between leaves a row twice, which reading takes once."""
     from seqwatch.pipelines.sinks import delete_path, write_parquet
 
-    files = stream_state_files(folder)
-    base = folder.rstrip("/")
-    if len(files) < 2:
+    read, _ = _read_folder(folder)
+    if len(read) < 2:
         return ""
-    starts = sorted({name[len(base) + 1:].split("/", 1)[0] for name in files})
-    states = forget_stale(_merged([_states_of(_read(name)[0]) for name in files]), keep_us)
+    base = folder.rstrip("/")
+    starts = sorted({name[len(base) + 1:].split("/", 1)[0] for name, _ in read})
+    states = forget_stale(_merged([_states_of(data) for _, data in read]), keep_us)
     write_parquet(f"{into.rstrip('/')}/entities.parquet", state_table(states), dictionary=False)
     for start in starts:
         delete_path(f"{base}/{start}")
-    return _folder_digest(folder, stream_state_files(folder))
+    return _read_folder(folder)[1]
 
 
-def _folder_digest(folder: str, files: list) -> str:
-    """One sha256 of a stream folder's files: of each one's name under ``folder`` and the sha256 of its bytes."""
-    lines = "".join(f"{name[len(folder.rstrip('/')) + 1:]}\0{_read(name)[1]}\n" for name in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
+def _read_folder(folder: str, skip: str = "") -> tuple[list, str]:
+    """``([(file, bytes)], sha256)`` of a stream folder's files (``stream_state_files``): the sha256 is of each
+    file's name under ``folder`` and the sha256 of its bytes."""
+    read, lines = [], []
+    for name in stream_state_files(folder, skip):
+        data, digest = _read(name)
+        read.append((name, data))
+        lines.append(f"{name[len(folder.rstrip('/')) + 1:]}\0{digest}\n")
+    return read, hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def _merged(states: list) -> dict:
@@ -282,19 +288,17 @@ def read_states(file: str, sha256: str = "", skip: str = "") -> dict:
     ``skip``: a folder of a running stream's own files, left out); with ``sha256``, raises ``InputChangedError``
     unless the state still holds what was checked (a state replaced while the run read it had been used by a run
     whose manifest and run id named the one before)."""
-    if file.endswith(".parquet"):
-        data, digest = _read(file)
-        states = None
+    folder = not file.endswith(".parquet")
+    if folder:
+        read, digest = _read_folder(file, skip)
     else:
-        files = stream_state_files(file, skip)
-        digest = _folder_digest(file, files)
-        states = [_states_of(_read(name)[0]) for name in files]
+        data, digest = _read(file)
     if sha256 and digest != sha256:
         from seqwatch.pipelines.sources import InputChangedError
 
         raise InputChangedError(f"the calibration state {file} (--calibration-from) is no longer the "
-                                f"{'file' if states is None else 'folder of files'} the run planned with")
-    return _states_of(data) if states is None else _merged(states)
+                                f"{'folder of files' if folder else 'file'} the run planned with")
+    return _merged([_states_of(data) for _, data in read]) if folder else _states_of(data)
 
 
 def _states_of(data: bytes) -> dict:

@@ -1372,8 +1372,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --online-calibration: start each entity's calibration where an earlier run left it "
                              "(a batch run's --output folder, which holds its calibration_state.parquet, or a "
                              "stream's, which holds calibration_state/); entities it did not see start from the "
-                             "model's (default: the --output folder, where an earlier stream wrote its calibration "
-                             "there)")
+                             "model's (default: the --output folder, where an earlier stream into it wrote its "
+                             "calibration)")
     stream.add_argument("--calibration-save-every", type=float, metavar="SECONDS",
                         help="with --online-calibration: write each entity's calibration under "
                              "calibration_state/ at most this often (wall clock), and when the input ends, for a "
