@@ -580,7 +580,13 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
     """Bug hunt of broker sources: a stream restarted into its --output, without --group-id, read the whole topic
     again; with a group it resumed, but wrote the pane and flush window it resumed in over the first stream's files
     (its scores of those windows gone, and the counts no longer summed to the readings). Now the default consumer
-    group is the stream into its output, and a restarted stream's files end in .s2 beside the first one's."""
+    group is the stream into its output, and a restarted stream's files end in .s2 beside the first one's. With
+    ``--online-calibration`` the first stream wrote each entity's calibration when it ended (on --stop-after-idle),
+    and the restarted one judges its windows as the continuation of that state."""
+    from seqwatch.models.artifact import read_metadata
+    from seqwatch.pipelines.calibration import model_risk, start_calibration
+    from seqwatch.pipelines.calibration_state import STATE_FOLDER, read_states
+
     path, readings = long_readings
     first, second = readings.iloc[:len(readings) * 3 // 5], readings.iloc[len(readings) * 3 // 5:]
     kafka_broker.create_topic("pumps-restart", partitions=1)
@@ -594,12 +600,16 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
 
     out = tmp_path / "out"
     command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
-                              kafka_broker.bootstrap_servers, "--topic", "pumps-restart", "--stop-after-idle", "8")
+                              kafka_broker.bootstrap_servers, "--topic", "pumps-restart", "--stop-after-idle", "8",
+                              "--online-calibration")
     publish(first)
     result = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"records in {len(first)} = " in result.stderr
-    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    kept = read_states(str(out / STATE_FOLDER))
+    assert sorted(kept) == sorted(readings["entity_id"].unique())
+    written = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
+               and STATE_FOLDER not in p.parts}  # (the restart gathers the calibration files into one)
     assert any(p.parent.parent.name == "scores" for p in written)
 
     publish(second)
@@ -614,6 +624,21 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
     assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
     scores = ds.dataset(out / "scores", format="parquet").to_table().to_pandas()
     assert not scores.duplicated(["entity_id", "window_end"]).any()
+    assert f"each entity's calibration going on from {out / STATE_FOLDER}" in result.stderr
+    metadata = read_metadata(str(small_model_dir))
+    risk, _ = model_risk(metadata)
+    files = [f for f in (out / "scores").rglob("*.s2.parquet")]
+    restarted = ds.dataset(files, format="parquet").to_table().to_pandas().sort_values(["entity_id", "window_end"])
+    for entity, part in restarted.groupby("entity_id"):
+        online = kept[entity].online()
+        ends = ((part["window_end"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)).to_numpy()
+        seen = ends <= kept[entity].last_window_end_us
+        score = part["score"].to_numpy()
+        seen_tail, seen_threshold = online.judge_at_risk(score[seen], risk)
+        _, threshold = online.process_at_risk(score[~seen], risk)
+        np.testing.assert_allclose(part["threshold"], np.r_[seen_threshold, threshold], rtol=1e-9, err_msg=entity)
+        afresh = start_calibration(metadata).process_at_risk(score[~seen], risk)[1]
+        assert (~seen).sum() > 50 and not np.allclose(afresh, threshold), entity  # the state made a difference
 
 
 @pytest.mark.slow
