@@ -262,7 +262,7 @@ def test_a_streams_entity_file_is_written_every_so_often_of_wall_clock_and_at_th
     """When ``_save`` writes: not at the first release (the seed and a pane), then once ``save_every_s`` of wall
     clock passed since the last write (or that first release), never twice for the same last window, and at the
     end whatever the clock says, and so at every release after the end's timer fired; with 0, at every release
-    that moved on."""
+    that moved on. What it returns is kept with the calibration (the ``ONLINE`` cell's sixth item)."""
     from seqwatch.pipelines import calibration
     from seqwatch.pipelines.calibration import _CalibrateEntity
     from seqwatch.pipelines.calibration_state import read_states, stream_entity_file
@@ -276,7 +276,6 @@ def test_a_streams_entity_file_is_written_every_so_often_of_wall_clock_and_at_th
 
     folder = str(tmp_path / "stream-1")
     fn = _CalibrateEntity("m", "m", state_dir=folder, save_every_s=300.0)
-    saved = _Held(None)
     file = stream_entity_file(folder, "pump-01")
 
     def written():
@@ -285,29 +284,26 @@ def test_a_streams_entity_file_is_written_every_so_often_of_wall_clock_and_at_th
         except (KeyError, OSError):
             return None
 
-    fn._save("pump-01", state(100), saved)  # the first release: counted from, not written
-    assert written() is None and saved.read() == (1000.0, None, False)
+    saved = fn._save("pump-01", state(100), None)  # the first release: counted from, not written
+    assert written() is None and saved == (1000.0, None, False)
     clock[0] = 1299.0
-    fn._save("pump-01", state(160), saved)
-    assert written() is None
+    saved = fn._save("pump-01", state(160), saved)
+    assert written() is None and saved == (1000.0, None, False)
     clock[0] = 1300.0
-    fn._save("pump-01", state(220), saved)
-    assert written() == 220 and saved.read() == (1300.0, 220_000_000, False)
+    saved = fn._save("pump-01", state(220), saved)
+    assert written() == 220 and saved == (1300.0, 220_000_000, False)
     clock[0] = 2000.0
     stamp = os.stat(file).st_mtime_ns
-    fn._save("pump-01", state(220), saved)  # nothing new since
+    assert fn._save("pump-01", state(220), saved) == saved  # nothing new since
     assert os.stat(file).st_mtime_ns == stamp
     clock[0] = 2001.0
-    fn._save("pump-01", state(280), saved, at_end=True)  # the input ended: written whatever the clock says
-    assert written() == 280
-    fn._save("pump-01", state(340), saved)  # a release after the end's timer (Prism fires it first): written too
-    assert written() == 340
-    fn._save("pump-01", None, saved, at_end=True)  # nothing calibrated (a version it could not use): nothing
-    assert written() == 340
+    saved = fn._save("pump-01", state(280), saved, at_end=True)  # the input ended: written whatever the clock says
+    assert written() == 280 and saved == (2001.0, 280_000_000, True)
+    saved = fn._save("pump-01", state(340), saved)  # a release after the end's timer (Prism fires it first): too
+    assert written() == 340 and saved[2]
 
     every = _CalibrateEntity("m", "m", state_dir=str(tmp_path / "stream-2"), save_every_s=0.0)
-    saved = _Held(None)
-    every._save("pump-02", state(100), saved)
+    assert every._save("pump-02", state(100), None) == (2001.0, 100_000_000, False)
     assert read_states(str(tmp_path))["pump-02"].last_window_end_us == 100_000_000
 
 
@@ -324,10 +320,10 @@ def test_when_a_stream_forgets_an_entity_its_file_goes_too(small_model_dir, tmp_
         write_entity_state(folder, entity, state_of(kept, "v1", 159_000_000))
     near = (330_000_000, _pane(3, range(180, 240), np.ones(60)))
     for entity, waiting, gone in (("pump-01", [near], False), ("pump-02", [], True)):
-        online, saved = _Held(("v1", kept, 159_000_000, None, False)), _Held((1.0, 159_000_000))
-        fn.on_forget(Timestamp(micros=189_000_000), _Held(waiting), online, saved, entity)
+        online = _Held(("v1", kept, 159_000_000, None, False, (1.0, 159_000_000, False)))
+        fn.on_forget(Timestamp(micros=189_000_000), _Held(waiting), online, entity)
         assert os.path.exists(stream_entity_file(folder, entity)) != gone, entity
-        assert (online.read() is None, saved.read() is None) == (gone, gone), entity
+        assert (online.read() is None) == gone, entity
 
 
 def test_an_unknown_model_version_is_one_sentence(small_model_dir):
