@@ -328,15 +328,21 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
                 delete_path(stream_entity_file(self.state_dir, key))
 
     @on_timer(AT_END)
-    def on_end(self, online=beam.DoFn.StateParam(ONLINE), key=beam.DoFn.KeyParam):
+    def on_end(self, online=beam.DoFn.StateParam(ONLINE), pending=beam.DoFn.StateParam(PENDING),
+               key=beam.DoFn.KeyParam):
         """The input ended (the watermark reached the end of time): the entity's calibration as it is now, unless
         its file already holds it. A runner may fire this before the releases the same watermark made due (Prism
-        does): from then on each release writes too."""
+        does): then it writes nothing, and each of those releases writes instead."""
         state = online.read()
-        if state and len(state) >= 5:
-            saved = self._save(key, state[:5], state[5] if len(state) > 5 else None, at_end=True)
-            if len(state) <= 5 or saved != state[5]:
-                online.write(state[:5] + (saved,))
+        if not state or len(state) < 6 or state[5] is None:
+            return
+        saved = state[5]
+        if any(True for _ in pending.read()):  # releases to come
+            saved = (saved[0], saved[1], True)
+        else:
+            saved = self._save(key, state[:5], saved, at_end=True)
+        if saved != state[5]:
+            online.write(state[:5] + (saved,))
 
     def _save(self, entity: str, state: tuple, saved, at_end: bool = False):
         """Write ``entity``'s calibration ``state`` (the first five items of ``ONLINE``) to its file when it is
