@@ -35,7 +35,7 @@ import hashlib
 import logging
 import threading
 import time
-from typing import Any, Tuple
+from typing import Any, NamedTuple, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -267,6 +267,14 @@ class _CalibrateEntityAtEnd(_EntityJudge, beam.DoFn):
         yield from outputs
 
 
+class _Saved(NamedTuple):
+    """When a stream last wrote an entity's calibration (``_CalibrateEntity._save``), kept with it in its state."""
+
+    at: float  # wall clock of the last write, or of the first release before any
+    end_us: int | None  # the last window end written (None: nothing yet)
+    ended: bool  # the input ended: every release writes
+
+
 class _CalibrateEntity(_EntityJudge, beam.DoFn):
     """Streaming: each entity's panes held in Beam state and released in window order as the watermark passes
     them, its calibration kept in state between releases. With ``state_dir``, the calibration is also written to
@@ -336,38 +344,32 @@ class _CalibrateEntity(_EntityJudge, beam.DoFn):
         state = online.read()
         if not state or len(state) < 6 or state[5] is None:
             return
-        saved = state[5]
         if any(True for _ in pending.read()):  # releases to come
-            saved = (saved[0], saved[1], True)
+            saved = state[5]._replace(ended=True)
         else:
-            saved = self._save(key, state[:5], saved, at_end=True)
+            saved = self._save(key, state[:5], state[5], at_end=True)
         if saved != state[5]:
             online.write(state[:5] + (saved,))
 
-    def _save(self, entity: str, state: tuple, saved, at_end: bool = False):
+    def _save(self, entity: str, state: tuple, saved: "_Saved | None", at_end: bool = False) -> "_Saved":
         """Write ``entity``'s calibration ``state`` (the first five items of ``ONLINE``) to its file when it is
         due: at or after the end of the input, or ``save_every_s`` after the last write (counted from the first
         release, whose state is the model's seed and a pane: not worth a file), and only if it holds windows the
-        file does not. ``saved``: (wall clock of the last write or of the first release, last window end written
-        or None, whether the input ended), or None before the first release; returns it as it is after."""
+        file does not. ``saved``: as of the last release (None before the first); returns it as it is after."""
         now = time.time()
-        if at_end and saved is not None:
-            saved = (saved[0], saved[1], True)
-        if state[2] is None or (saved is not None and saved[1] == state[2]):
-            return saved
-        if at_end or (saved is not None and saved[2]):
-            due = True
-        elif saved is None:  # the first release
-            saved = (now, None, False)
-            due = self.save_every_s == 0
+        ended = at_end or bool(saved and saved.ended)
+        if saved is None:  # the first release
+            saved = _Saved(now, None, ended)
+            due = ended or self.save_every_s == 0
         else:
-            due = now - saved[0] >= self.save_every_s
-        if not due:
+            saved = saved._replace(ended=ended)
+            due = ended or now - saved.at >= self.save_every_s
+        if not due or state[2] is None or saved.end_us == state[2]:
             return saved
         from seqwatch.pipelines.calibration_state import state_of, write_entity_state
 
         write_entity_state(self.state_dir, entity, state_of(state[1], state[0], state[2]))
-        return (now, state[2], at_end or bool(saved and saved[2]))
+        return _Saved(now, state[2], ended)
 
     @on_timer(RELEASE)
     def on_release(self, pending=beam.DoFn.StateParam(PENDING), online=beam.DoFn.StateParam(ONLINE),

@@ -1146,25 +1146,10 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError(str(exc)) from None
 
 
-def _gather_calibration_states(output: str, plan):
-    """``plan``, after the calibration files earlier starts of the stream wrote in ``output`` were gathered into one
-    (``calibration_state.gather_stream_states``; its digest then), where the stream goes on from them."""
-    import dataclasses
-
-    from seqwatch.pipelines.calibration_state import STATE_FOLDER, gather_stream_states
-
-    own = f"{output.rstrip('/')}/{STATE_FOLDER}"
-    if not plan.calibration_state_to or plan.calibration_state_from.rstrip("/") != own:
-        return plan
-    keep_us = int(round(plan.config.calibration_keep_days * 86_400 * 1e6))
-    digest = gather_stream_states(own, plan.calibration_state_to + "-carried", keep_us)
-    return dataclasses.replace(plan, calibration_state_sha256=digest) if digest else plan
-
-
 def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> int:
     """``cmd_stream`` once its output folder is this stream's alone: broker checks, the stream, its totals."""
-    from seqwatch.pipelines.streaming import (check_stream_output, counts_files, note_stream_start, run_stream,
-                                              stream_totals)
+    from seqwatch.pipelines.streaming import (check_stream_output, counts_files, gather_calibration_states,
+                                              note_stream_start, run_stream, stream_totals)
 
     try:
         check_stream_output(args.output, plan)
@@ -1187,7 +1172,7 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
         except (ValueError, ConnectionError) as exc:
             raise CliError(str(exc)) from None
     file_suffix = note_stream_start(args.output, plan)  # a start refused above is no start
-    plan = _gather_calibration_states(args.output, plan)
+    plan = gather_calibration_states(args.output, plan)
     watching = f", looking for new versions every {args.watch_models:g}s" if args.watch_models else ""
     extras = (f", archiving readings per {args.archive_readings:g}s under readings/" if args.archive_readings
               else "")

@@ -95,6 +95,11 @@ class RunConfig:
             raise ValueError(f"the alert cooldown must be >= 0 seconds, got {self.alert_cooldown_us / 1e6:g}")
 
     @property
+    def calibration_keep_us(self) -> int:
+        """``calibration_keep_days`` in µs (0: for ever)."""
+        return int(round(self.calibration_keep_days * DAY_US))
+
+    @property
     def writes_calibration_state(self) -> bool:
         """Whether a batch run of this config writes ``calibration_state.parquet`` (it always does with online
         calibration, a replay's excepted)."""

@@ -19,7 +19,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from seqwatch.pipelines.alerts import BuildAlerts, forecast_window
 from seqwatch.pipelines.calibration import CalibrateOnline
 from seqwatch.pipelines.calibration_state import STATE_FILE
-from seqwatch.pipelines.config import DAY_US, RunConfig
+from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.sinks import WriteOutputs
@@ -174,7 +174,7 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
                                       else "",
                                       state_to=plan.calibration_state_to if streaming else calibration_state_to,
                                       state_sha256=plan.calibration_state_sha256,
-                                      keep_us=int(round(cfg.calibration_keep_days * DAY_US)),
+                                      keep_us=cfg.calibration_keep_us,
                                       pane_wait_us=settle_us(plan) + int(allowed_lateness_s * 1e6),
                                       save_every_s=plan.calibration_save_every_s)
         scored = scored | "CalibrateOnline" >> online_step

@@ -305,6 +305,21 @@ def note_stream_start(output: str, plan) -> str:
     return "" if starts == 1 else f".s{starts}"
 
 
+def gather_calibration_states(output: str, plan: RunPlan) -> RunPlan:
+    """``plan``, once the calibration files that earlier starts of the stream wrote in ``output`` were gathered
+    into one (``calibration_state.gather_stream_states``; the plan's digest taken again), where the stream goes on
+    from them; called with ``note_stream_start``, under the output lock."""
+    import dataclasses
+
+    from seqwatch.pipelines.calibration_state import STATE_FOLDER, gather_stream_states
+
+    own = f"{output.rstrip('/')}/{STATE_FOLDER}"
+    if not plan.calibration_state_to or plan.calibration_state_from.rstrip("/") != own:
+        return plan
+    digest = gather_stream_states(own, plan.calibration_state_to + "-carried", plan.config.calibration_keep_us)
+    return dataclasses.replace(plan, calibration_state_sha256=digest) if digest else plan
+
+
 def counts_files(output: str, since_s: float | None = None) -> list:
     """The ``counts/*.json`` files under ``output`` (written since ``since_s``: ``written_since``)."""
     from apache_beam.io.filesystems import FileSystems

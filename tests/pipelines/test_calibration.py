@@ -67,14 +67,20 @@ def test_calibrate_judges_each_window_by_the_seed_and_the_entitys_earlier_window
     np.testing.assert_array_equal(first.score, scores[:150])  # scores are not changed
 
 
+def _two_entities_panes(metadata: dict, seed: int) -> dict:
+    """``{(entity, k): pane}``: panes 1 and 2 (windows ending 100-159 s and 200-259 s) of entities m1 and m2, of
+    the model's version, with random scores."""
+    rng = np.random.default_rng(seed)
+    return {(entity, k): _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), metadata["model_version"],
+                               entity)
+            for entity in ("m1", "m2") for k in (1, 2)}
+
+
 def test_windows_are_judged_in_event_time_order_though_panes_arrive_out_of_order(small_model_dir):
     """Streaming: pane 2 reaches the step before pane 1. Each entity's panes are released in event-time order as
     the watermark passes them, so the result equals ``calibrate`` on pane 1 then pane 2, per entity."""
     metadata = read_metadata(small_model_dir)
-    version = metadata["model_version"]
-    rng = np.random.default_rng(5)
-    panes = {(entity, k): _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), version, entity)
-             for entity in ("m1", "m2") for k in (1, 2)}
+    panes = _two_entities_panes(metadata, seed=5)
     risk, _ = model_risk(metadata)
     expected = []
     for entity in ("m1", "m2"):
@@ -228,9 +234,7 @@ def test_a_stream_writes_each_entitys_calibration_when_its_input_ends(small_mode
 
     metadata = read_metadata(small_model_dir)
     version = metadata["model_version"]
-    rng = np.random.default_rng(9)
-    panes = {(entity, k): _pane(k, range(100 * k, 100 * k + 60), rng.gamma(2.0, 0.02, 60), version, entity)
-             for entity in ("m1", "m2") for k in (1, 2)}
+    panes = _two_entities_panes(metadata, seed=9)
     risk, _ = model_risk(metadata)
     expected = {}
     for entity in ("m1", "m2"):
@@ -305,6 +309,25 @@ def test_a_streams_entity_file_is_written_every_so_often_of_wall_clock_and_at_th
     every = _CalibrateEntity("m", "m", state_dir=str(tmp_path / "stream-2"), save_every_s=0.0)
     assert every._save("pump-02", state(100), None) == (2001.0, 100_000_000, False)
     assert read_states(str(tmp_path))["pump-02"].last_window_end_us == 100_000_000
+
+
+def test_the_end_of_input_writes_the_file_unless_releases_are_still_to_come(tmp_path):
+    """``on_end``: with no pane waiting, the entity's calibration is written and marked as ended; with panes still
+    to release (Prism fires this timer before them), nothing is written, and the mark makes those releases write."""
+    from seqwatch.pipelines.calibration import _CalibrateEntity, _Saved
+    from seqwatch.pipelines.calibration_state import read_states
+
+    online = start_calibration(_metadata()).to_dict()
+    fn = _CalibrateEntity("m", "m", state_dir=str(tmp_path / "stream-1"), save_every_s=300.0)
+    state = ("v1", online, 220_000_000, None, False)
+    waiting = _Held([(300_000_000, _pane(3, range(240, 300), np.ones(60)))])
+    cell = _Held(state + (_Saved(1.0, None, False),))
+    fn.on_end(cell, waiting, "pump-01")
+    assert cell.read()[5] == _Saved(1.0, None, True) and not (tmp_path / "stream-1").exists()
+    cell = _Held(state + (_Saved(1.0, None, False),))
+    fn.on_end(cell, _Held([]), "pump-01")
+    assert cell.read()[5].end_us == 220_000_000 and cell.read()[5].ended
+    assert read_states(str(tmp_path))["pump-01"].last_window_end_us == 220_000_000
 
 
 def test_when_a_stream_forgets_an_entity_its_file_goes_too(small_model_dir, tmp_path):

@@ -294,7 +294,8 @@ def test_a_streams_folder_of_entity_files_is_read_as_one_state_each_entitys_late
     # skip leaves a running stream's own writes out of the digest: what it reads stays what was planned
     _, before = check_state(str(out))
     write_entity_state(str(out / STATE_FOLDER / "stream-20261203T000000000000Z"), "pump-01", states["a1"])
-    assert read_states(folder, before, skip=str(out / STATE_FOLDER / "stream-20261203T000000000000Z"))
+    assert read_states(folder, before, skip=str(out / STATE_FOLDER / "stream-20261203T000000000000Z")) == {
+        "pump-01": states["a2"], "pump-02": states["b2"], "Site A/pump 3": states["a1"]}
 
     (tmp_path / "damaged" / STATE_FOLDER / "stream-1").mkdir(parents=True)
     (tmp_path / "damaged" / STATE_FOLDER / "stream-1" / "x.parquet").write_bytes(b"not parquet")
