@@ -63,6 +63,7 @@ from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, 
 
 from seqwatch.pipelines.parsing import WIDE_ENTITY_COLUMN, FileLayout, parse_rows
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE, FileReader
+from seqwatch.pipelines.stop_request import StopRequest
 from seqwatch.schemas.elements import Quarantined, ReadingBatch
 from seqwatch.schemas.mapping import LONG_COLUMNS, InputMapping
 
@@ -666,6 +667,8 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     """``(topic, partitions) -> batches of parsed readings``: one consumer per reader per DoFn instance, one batch
     per partition per poll."""
 
+    stop: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
+
     def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: dict, offsets: _KafkaOffsets,
                  parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
                  max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None):
@@ -860,6 +863,9 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
                 "stream again to read the new topic", p, topic, due, came)
             tracker.try_claim(_END)
             return
+        if self.stop is not None and self.stop.requested():  # what this poll read is emitted and committed
+            tracker.try_claim(_END)
+            return
         unfinished = [p for p in active if positions[p] < stops[p]]
         clocks.advance(estimator, unfinished, caught_up=received < self.max_batch)
         if not unfinished:
@@ -962,8 +968,9 @@ class KafkaReadings(beam.PTransform):
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = DEFAULT_MAX_BATCH,
                  max_bundle_s: float = 0.5, poll_interval_s: float = 0.2, consumer_config: dict | None = None,
-                 expansion_service: str | None = None):
+                 expansion_service: str | None = None, stop: StopRequest | None = None):
         super().__init__()
+        self.stop = stop
         if not bootstrap_servers:
             raise ValueError(f"bootstrap_servers must name at least one host:port, got {bootstrap_servers!r}")
         if not topic:
@@ -1006,6 +1013,7 @@ class KafkaReadings(beam.PTransform):
         reader = reader_class(self.bootstrap_servers, self.group_id, self.consumer_config, offsets,
                                      self._parser, self.max_batch, self.max_bundle_s, self.poll_interval_s,
                                      self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
+        reader.stop = self.stop
         return (pbegin
                 | "Start" >> beam.Impulse()
                 | "ListPartitions" >> beam.ParDo(_ListKafkaPartitions(self.bootstrap_servers, self.topic,
@@ -1052,6 +1060,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     (``_receive``), parses and emits it, has it acknowledged when the runner has taken the bundle (bundle
     finalization), moves the watermark, and checkpoints; it ends after ``stop_after_idle_s`` without a message.
     Subclasses say how to receive, number, read and acknowledge their messages."""
+
+    stop: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
 
     def __init__(self, parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
                  max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None):
@@ -1185,6 +1195,9 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             clock.advance(estimator, caught_up=len(received) < self.max_batch)
         if received and self._outage:  # messages came: the broker answers again
             self._broker_back(element)
+        if self.stop is not None and self.stop.requested():  # what this poll took is emitted and acknowledged
+            tracker.try_claim(restriction.stop)
+            return
         idle = (self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
                 and time.monotonic() - self._idle_from >= self.stop_after_idle_s)
         if not received and (idle or self._outage or self._suspect(element)) and self._broker_down(element):
@@ -1419,8 +1432,9 @@ class PubSubReadings(beam.PTransform):
                  stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
-                 poll_interval_s: float = 0.2, native: bool = False):
+                 poll_interval_s: float = 0.2, native: bool = False, stop: StopRequest | None = None):
         super().__init__()
+        self.stop = stop
         parts = subscription.split("/") if isinstance(subscription, str) else []
         if len(parts) != 4 or parts[0] != "projects" or parts[2] != "subscriptions" or not parts[1] or not parts[3]:
             raise ValueError(f"subscription must be 'projects/<project>/subscriptions/<name>', got {subscription!r}")
@@ -1474,6 +1488,7 @@ class PubSubReadings(beam.PTransform):
             return self._expand_native(pbegin)
         reader = _PullPubSub(self._parser, self.emulator_host, self.max_batch, self.max_bundle_s,
                              self.poll_interval_s, self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
+        reader.stop = self.stop
         return (pbegin
                 | "Readers" >> beam.Create([(self.subscription, i) for i in range(self.readers)])
                 | "SpreadReaders" >> beam.Reshuffle()
@@ -1628,8 +1643,9 @@ class MqttReadings(beam.PTransform):
                  stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
-                 poll_interval_s: float = 0.2):
+                 poll_interval_s: float = 0.2, stop: StopRequest | None = None):
         super().__init__()
+        self.stop = stop
         host, _, port = str(broker).rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"broker must be 'host:port', got {broker!r}")
@@ -1699,6 +1715,7 @@ class MqttReadings(beam.PTransform):
         reader = _SubscribeMqtt(self._parser, self.host, self.port, self.qos, self.client_id, self.max_batch,
                                 self.max_bundle_s, self.poll_interval_s, self._max_ooo_us, self._idle_wm_us,
                                 self.stop_after_idle_s)
+        reader.stop = self.stop
         return (pbegin
                 | "Readers" >> beam.Create([(self.topic, 0)])
                 | "SubscribeMqtt" >> beam.ParDo(reader)
@@ -1744,6 +1761,7 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
     # How often the replay handed the rest of its files back to the runner (Beam metric seqwatch.replay/checkpoints):
     # about once per batch and per second of waiting for the next reading's time.
     CHECKPOINTS = beam.metrics.Metrics.counter("seqwatch.replay", "checkpoints")
+    stop: StopRequest | None = None  # a graceful stop: the rows not yet played are not read
 
     def __init__(self, reader: FileReader, speed: float, rebase_to_now: bool, max_batch: int,
                  align_to_window_us: int | None, max_wait_s: float | None = None):
@@ -1787,6 +1805,9 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
         first_us = int(stamps[0]) if len(stamps) else wall_start_us
         shift = wall_start_us - first_us if self.rebase_to_now else 0
         start, stop = restriction.start, restriction.stop
+        if start < stop and self.stop is not None and self.stop.requested():
+            tracker.try_claim(stop)  # as at the files' end: the watermark goes to the end of time
+            return
         if start >= stop:
             if stop == 0:  # files without one good reading: their quarantine is all there is
                 yield from self._quarantine(quarantine, quarantined_records, first_us + shift)
@@ -1860,8 +1881,9 @@ class ReplayFile(beam.PTransform):
     def __init__(self, paths: Sequence[str] | str, mapping: InputMapping, run_id: str, *, speed: float = 1.0,
                  rebase_to_now: bool = False, max_batch: int = DEFAULT_MAX_BATCH,
                  align_to_window_s: float | None = None, start_delay_s: float = 0.0,
-                 max_wait_s: float | None = DEFAULT_REPLAY_MAX_WAIT_S):
+                 max_wait_s: float | None = DEFAULT_REPLAY_MAX_WAIT_S, stop: StopRequest | None = None):
         super().__init__()
+        self.stop = stop
         self.paths = [paths] if isinstance(paths, str) else list(paths)
         if not self.paths:
             raise ValueError("paths must name at least one file, got none")
@@ -1883,9 +1905,10 @@ class ReplayFile(beam.PTransform):
 
     def expand(self, pbegin):
         reader = FileReader(self.mapping, self.run_id)
+        play = _PlayFile(reader, self.speed, self.rebase_to_now, self.max_batch, self._align_us, self.max_wait_s)
+        play.stop = self.stop
         return (pbegin
                 | "Files" >> beam.Create([tuple(self.paths)])
                 | "StartClock" >> beam.ParDo(_StartClock(self.start_delay_s))
-                | "PlayFiles" >> beam.ParDo(_PlayFile(reader, self.speed, self.rebase_to_now, self.max_batch,
-                                                      self._align_us, self.max_wait_s))
+                | "PlayFiles" >> beam.ParDo(play)
                 .with_outputs(QUARANTINE, COUNTS, main="readings"))

@@ -1041,9 +1041,13 @@ def cmd_stream(args, beam_args) -> int:
     if (args.entity_topic_level is not None or args.entity_from_key) and mapping.format != "wide":
         raise CliError("--entity-topic-level and --entity-from-key read the entity of a device's state message "
                        "(--format wide); a long message names its entity in its entity_id field")
+    # The first Ctrl-C or SIGTERM asks the readers to stop and the stream to write what it holds (a local output)
+    from seqwatch.pipelines.stop_request import StopRequest, stop_file
+
+    stop = StopRequest(stop_file(args.output)) if stop_file(args.output) else None
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
-               "idle_watermark_s": args.idle_watermark, "mapping": mapping}
+               "idle_watermark_s": args.idle_watermark, "mapping": mapping, "stop": stop}
     paths: list[str] = []  # the replayed files
     if args.source == "replay":
         if not args.input:
@@ -1074,7 +1078,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.ReplayFile(paths, mapping, run_id, speed=args.speed, align_to_window_s=align,
-                                             max_wait_s=args.max_wait or None)
+                                             max_wait_s=args.max_wait or None, stop=stop)
     elif args.source == "kafka":
         if not (args.bootstrap_servers and args.topic):
             raise CliError("--source kafka needs --bootstrap-servers and --topic")
@@ -1141,12 +1145,12 @@ def cmd_stream(args, beam_args) -> int:
         raise CliError(str(exc)) from None
     try:  # the stream holds its output folder until it ends (pipelines/output_lock.py)
         with output_lock(args.output, "stream", plan.run_id):
-            return _stream_locked(args, beam_args, plan, make_source, name, mapping, paths)
+            return _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, stop)
     except OutputBusy as exc:
         raise CliError(str(exc)) from None
 
 
-def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> int:
+def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, stop) -> int:
     """``cmd_stream`` once its output folder is this stream's alone: broker checks, the stream, its totals."""
     from seqwatch.pipelines.streaming import (check_stream_output, counts_files, gather_calibration_states,
                                               note_stream_start, run_stream, stream_totals)
@@ -1201,11 +1205,24 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
               file=sys.stderr, flush=True)
     _log_incidents()
-    run_stream(plan, make_source, beam_args, args.flush_window, args.allowed_lateness, args.late_after,
-               args.watch_models, args.archive_readings, file_suffix)
+    from seqwatch.pipelines.runners import prism_of_its_own
+
+    if stop is not None:
+        stop.clear()  # a request left by a stream killed while it stopped is not this one's
+    try:
+        with prism_of_its_own(beam_args) as job_args:
+            _CtrlC.drain = (lambda how: _ask_stream_to_stop(stop, how)) if stop is not None else None
+            run_stream(plan, make_source, job_args, args.flush_window, args.allowed_lateness, args.late_after,
+                       args.watch_models, args.archive_readings, file_suffix)
+    finally:
+        _CtrlC.drain = None
+        if stop is not None:
+            stop.clear()
     counts, windows = stream_totals(args.output, since_s=started)
     scored, quarantined = counts.get("records_scored", 0), counts.get("records_quarantined", 0)
-    print(f"seqwatch stream: the source ended; records in {counts.get('records_in', 0)} = scored {scored} + "
+    ended = (f"stopped by {_CtrlC.draining} once it had written what it read" if _CtrlC.draining
+             else "the source ended")
+    print(f"seqwatch stream: {ended}; records in {counts.get('records_in', 0)} = scored {scored} + "
           f"quarantined {quarantined}, incidents {counts.get('alerts', 0)} (counts of {windows} flush window(s) in "
           f"{_counts_folder(args.output)})", file=sys.stderr, flush=True)
     notice = quarantine_notice("stream", {"records_in": counts.get("records_in", 0), "records_scored": scored,
@@ -1214,7 +1231,8 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths) -> 
                                args.output, since_s=started)
     if notice:
         print(notice, file=sys.stderr, flush=True)
-    if args.source == "replay" and not counts.get("records_in", 0):  # as a run refuses an empty input
+    if args.source == "replay" and not counts.get("records_in", 0) and not _CtrlC.draining:  # as a run refuses an
+        # empty input (a replay stopped before its first reading read nothing, which is no fault of its files)
         raise CliError(f"the input holds no records ({len(paths)} file(s) are empty or have only a header)")
     if counts.get("records_in", 0) != scored + quarantined:
         # as a batch run refuses to commit such counts: readings that left neither scored nor quarantined (a stream
@@ -1535,6 +1553,8 @@ class _CtrlC:
     watching = False
     seen = None  # a threading.Event while watching
     terminated = False  # the interrupt was a SIGTERM (a scheduler's kill, `timeout`), not a Ctrl-C
+    drain = None  # while a stream runs: ask it to stop gracefully (called with "SIGTERM" or "Ctrl-C")
+    draining = ""  # what asked it to ("SIGTERM", "Ctrl-C"), once the first signal did
 
     @classmethod
     def caused(cls, exc: BaseException | None) -> bool:
@@ -1545,6 +1565,21 @@ class _CtrlC:
 
         return (cls.watching and type(exc).__module__.split(".")[0] == "grpc"
                 and threading.current_thread() is not threading.main_thread() and cls.seen.wait(timeout=2.0))
+
+
+def _ask_stream_to_stop(stop, how: str) -> None:
+    """A running stream's first Ctrl-C or SIGTERM (``how``): ask its readers to stop (``stop_request``), and say
+    so. Called in the signal handler: the line is written with ``os.write``, as a ``print`` there could find
+    stderr's buffer in the middle of another write."""
+    again = "Ctrl-C again" if how == "Ctrl-C" else "a second SIGTERM or a Ctrl-C"
+    try:
+        stop.request(f"seqwatch stream (pid {os.getpid()}) got {how}")
+        line = (f"seqwatch stream: stopping ({how}): the source reads no more, and what the stream holds is scored "
+                f"and written; {again} stops it at once, losing that\n")
+    except OSError as exc:  # the output folder refuses the file: nothing to do but stop at once next time
+        line = (f"seqwatch stream: cannot ask the stream to stop gracefully ({exc.strerror}: {exc.filename}); "
+                f"{again} stops it at once\n")
+    os.write(2, line.encode())
 
 
 def _quiet_interrupts():
@@ -1575,6 +1610,10 @@ def _quiet_interrupts():
     def on_interrupt(signum, frame):
         _CtrlC.seen.set()
         _CtrlC.terminated = signum == signal.SIGTERM
+        if _CtrlC.drain is not None and not _CtrlC.draining:  # a stream's first: stop reading, write what it holds
+            _CtrlC.draining = "SIGTERM" if _CtrlC.terminated else "Ctrl-C"
+            _CtrlC.drain(_CtrlC.draining)
+            return
         interrupts.note_taken()  # for the steps that cannot be undone, should this exception be dropped
         raise KeyboardInterrupt
 
@@ -1599,6 +1638,7 @@ def _quiet_interrupts():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.excepthook, sys.unraisablehook = previous_hook, previous_unraisable
         _CtrlC.watching, _CtrlC.seen = False, None  # a later command in this process starts without this signal
+        _CtrlC.drain, _CtrlC.draining = None, ""
         interrupts.clear()
 
     if interrupt:
@@ -1780,6 +1820,9 @@ def _stop_runner_processes(wait_s: float = 5.0) -> None:
     terminal reaches them through the process group anyway."""
     import time as clock
 
+    runners = sys.modules.get("seqwatch.pipelines.runners")
+    if runners is not None:  # a stream's Prism of its own session (runners.prism_of_its_own)
+        runners.stop_own_prisms(wait_s)
     module = sys.modules.get("apache_beam.utils.subprocess_server")
     if module is None:
         return

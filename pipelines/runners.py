@@ -24,7 +24,12 @@ traceback before it logs it: one or more per Pub/Sub stream (found by the bug hu
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 PRISM_NO_SPLIT = "prism_disable_sdf_split"
@@ -192,3 +197,75 @@ def prism_binary(options, refusal: str | None = None) -> str:
                               "--prism_location=.tools/bin/prism, or name another streaming runner (FlinkRunner, "
                               "DataflowRunner)")
         raise StreamRunnerError(refusal.format(reason=reason)) from None
+
+
+# A stream's Prism, started by seqwatch in a session of its own (``prism_of_its_own``), and the processes of them
+# still running in this process (``stop_own_prisms``).
+_OWN_PRISMS: list = []
+PRISM_IDLE_SHUTDOWN = "60s"  # a Prism whose seqwatch was killed (SIGKILL) ends this long after its job failed
+
+
+@contextlib.contextmanager
+def prism_of_its_own(beam_args: list[str]):
+    """Yield ``beam_args`` for a stream, with ``--job_endpoint`` of a Prism that seqwatch starts for it in a
+    session of its own, and stop that Prism when the block ends; other runners' args, and Prism's where they name
+    a ``--job_endpoint``, are yielded as they are.
+
+    Beam starts Prism in seqwatch's process group, where a terminal's Ctrl-C (and a scheduler's signal to the
+    group: systemd's ``KillMode=control-group``, Airflow's BashOperator) stops Prism too, with the job and what
+    its state held: the graceful stop of a stream (``stop_request``) needs the runner alive to write it. Prism is
+    started with the command line Beam would use (``PrismJobServer``), plus ``--idle_shutdown_timeout``, so that
+    a Prism whose seqwatch was killed does not stay. Its log lines go to the logger ``PrismRunner``, as Beam
+    relays them."""
+    from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+    from apache_beam.runners.portability.prism_runner import PrismJobServer
+
+    options = PipelineOptions(beam_args)
+    if runner_name(options) != "prismrunner" or options.view_as(PortableOptions).job_endpoint:
+        yield list(beam_args)
+        return
+    command, endpoint = PrismJobServer(options).subprocess_cmd_and_endpoint()
+    process = subprocess.Popen([str(part) for part in command] + [f"--idle_shutdown_timeout={PRISM_IDLE_SHUTDOWN}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    _OWN_PRISMS.append(process)
+    threading.Thread(target=_relay_prism_log, args=(process.stdout,), daemon=True, name="prism-log").start()
+    try:
+        yield [*beam_args, f"--job_endpoint={endpoint}"]
+    finally:
+        _stop(process)
+        if process in _OWN_PRISMS:
+            _OWN_PRISMS.remove(process)
+
+
+def stop_own_prisms(wait_s: float = 5.0) -> None:
+    """Stop every Prism ``prism_of_its_own`` started that still runs (before an ``os._exit``, which skips the
+    blocks' ends)."""
+    for process in list(_OWN_PRISMS):
+        _stop(process, wait_s)
+
+
+def _stop(process, wait_s: float = 5.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_PRISM_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
+                 "ERROR": logging.ERROR}
+
+
+def _relay_prism_log(stream) -> None:
+    """Prism's output, a JSON record per line, to the logger ``PrismRunner`` at each record's level (a line that
+    is not such a record: INFO)."""
+    logger = logging.getLogger("PrismRunner")
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="backslashreplace").rstrip()
+        try:
+            level = str(json.loads(line).get("level", "INFO"))
+        except (ValueError, AttributeError):
+            level = "INFO"
+        logger.log(_PRISM_LEVELS.get(level.split("+")[0].split("-")[0].upper(), logging.INFO), "%s", line)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from seqwatch.pipelines.broker_sources import (KafkaReadings, MessageParser, PartitionOffsets, PubSubReadings,
                                                ReplayFile, _PartitionOffsetsTracker)
+from seqwatch.pipelines.stop_request import STOP_FILE, StopRequest
 from seqwatch.schemas.mapping import InputMapping
 
 T0 = 1_767_571_200  # 2026-01-05T00:00:00Z, epoch seconds
@@ -846,3 +848,116 @@ def test_a_pubsub_stream_waits_out_an_emulator_that_does_not_answer(pubsub_emula
     copies = counts.get("quarantined.parse.duplicate", 0)
     assert f"records in {len(messages) + copies} = " in text, text[-3000:]
     assert counts.get("quarantined.window.late", 0) == 0, counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A graceful stop (seqwatch.pipelines.stop_request): the readers end at the request, and what they read is written
+
+class _Taken:
+    """Readings and quarantined records the pipelines of this process have taken from their reader so far (Prism
+    runs the SDK worker in the test's own process)."""
+
+    count = 0
+    lock = threading.Lock()
+
+    @classmethod
+    def add(cls, n: int) -> None:
+        with cls.lock:
+            cls.count += n
+
+
+def _count_taken(read) -> None:
+    _Taken.count = 0
+    _ = read.readings | "CountReadings" >> beam.Map(lambda batch: _Taken.add(len(batch)))
+    _ = read.quarantine | "CountQuarantined" >> beam.Map(lambda q: _Taken.add(q.records))
+
+
+def _stop_once(path: str, taken: int | None = None, after_s: float | None = None, timeout_s: float = 120):
+    """A thread that asks the readers to stop once ``taken`` records were taken, or ``after_s`` seconds from now
+    (and after ``timeout_s`` in any case, so that a reader that never takes them does not hold the test for ever)."""
+    def run():
+        deadline = time.monotonic() + (after_s if after_s is not None else timeout_s)
+        while (taken is None or _Taken.count < taken) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        StopRequest(path).request("the test")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_replay_asked_to_stop_plays_no_more_and_counts_what_it_played(tmp_path):
+    n = 60  # a minute of readings at 10x: 6 s of wall clock; asked to stop after 2
+    path = tmp_path / "replay.csv"
+    path.write_text("entity_id,channel,timestamp,value\n" + "".join(f"pump-1,flow,{T0 + i},{i}\n" for i in range(n)))
+    stop_path = str(tmp_path / STOP_FILE)
+    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", "--streaming"]))
+    read = p | "Replay" >> ReplayFile([str(path)], InputMapping(format="long"), "run-stop", speed=10,
+                                      stop=StopRequest(stop_path))
+    _write_windows(read, tmp_path / "out")
+    stopper = _stop_once(stop_path, after_s=2.0)
+    started = time.monotonic()
+    p.run().wait_until_finish()
+    elapsed = time.monotonic() - started
+    stopper.join()
+    readings, quarantine, records_in = _read_back(tmp_path / "out")
+    assert 5 <= len(readings) < n and elapsed < 5.5, (len(readings), elapsed)
+    assert records_in == len(readings) and quarantine == []
+    assert sorted(readings["line"]) == list(range(2, 2 + len(readings)))  # played in order up to the stop
+
+
+def test_a_kafka_read_asked_to_stop_ends_and_commits_what_it_read(kafka_broker, prism_options, tmp_path):
+    """A read without a stop condition of its own ends at the request; every message it took is written, and its
+    group's offsets are committed up to them: the next read of the group takes exactly the messages published
+    since."""
+    kafka_broker.create_topic("readings-stopped", partitions=2)
+    first = _publish_kafka(kafka_broker, "readings-stopped", range(600), partitions=2)
+    stop_path = str(tmp_path / STOP_FILE)
+    with beam.Pipeline(options=prism_options()) as p:
+        read = p | "ReadKafka" >> KafkaReadings(kafka_broker.bootstrap_servers, "readings-stopped", "run-stop",
+                                                group_id="stopped-group", start="earliest",
+                                                align_to_window_s=WINDOW_S, stop=StopRequest(stop_path))
+        _count_taken(read)
+        _write_windows(read, tmp_path / "first")
+        stopper = _stop_once(stop_path, taken=600)
+    stopper.join()
+    readings, quarantine, records_in = _read_back(tmp_path / "first")
+    _check_reconciles(readings, quarantine, records_in, set(first), 600)
+
+    second = _publish_kafka(kafka_broker, "readings-stopped", range(600, 900), partitions=2)
+    with beam.Pipeline(options=prism_options()) as p:
+        read = p | "ReadKafka" >> KafkaReadings(kafka_broker.bootstrap_servers, "readings-stopped", "run-after",
+                                                group_id="stopped-group", stop_after_idle_s=3,
+                                                align_to_window_s=WINDOW_S)
+        _write_windows(read, tmp_path / "second")
+    readings, quarantine, records_in = _read_back(tmp_path / "second")
+    out = list(zip(readings["source"], readings["line"])) + [(q["source"], q["line"]) for q in quarantine]
+    assert sorted(out) == sorted(second) and records_in == 300
+
+
+def test_a_pubsub_read_asked_to_stop_ends_with_what_it_took_written_and_acknowledged(pubsub_emulator,
+                                                                                      prism_options, tmp_path):
+    n = 500
+    topic, subscription = pubsub_emulator.create_subscription("readings-stopped")
+    publisher, subscriber = pubsub_emulator.clients()
+    futures = {i: publisher.publish(topic, _message(i)) for i in range(n)}
+    delivered = {(f"pubsub:{subscription}", int(f.result(timeout=60))): i for i, f in futures.items()}
+    stop_path = str(tmp_path / STOP_FILE)
+    with beam.Pipeline(options=prism_options()) as p:
+        read = p | "ReadPubSub" >> PubSubReadings(subscription, "run-stop", emulator_host=pubsub_emulator.host,
+                                                  align_to_window_s=WINDOW_S, max_out_of_orderness_s=1800,
+                                                  stop=StopRequest(stop_path))
+        _count_taken(read)
+        _write_windows(read, tmp_path)
+        stopper = _stop_once(stop_path, taken=n)
+    stopper.join()
+    readings, quarantine, records_in = _read_back(tmp_path)
+    _check_reconciles(readings, quarantine, records_in, set(delivered), n)
+    from google.api_core import exceptions
+
+    try:
+        left = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=3,
+                               retry=None).received_messages
+    except exceptions.DeadlineExceeded:
+        left = []
+    assert len(left) == 0, "messages were left unacknowledged"

@@ -1,0 +1,38 @@
+"""The graceful stop of a stream (``seqwatch.pipelines.stop_request``): the file its readers look for."""
+import pickle
+
+from seqwatch.pipelines import stop_request
+from seqwatch.pipelines.stop_request import STOP_FILE, StopRequest, stop_file
+
+
+def test_the_request_lives_in_a_local_output_and_an_object_stores_has_none(tmp_path):
+    assert stop_file(str(tmp_path / "out")) == str(tmp_path / "out" / STOP_FILE)
+    assert stop_file("gs://bucket/out") is None
+    assert STOP_FILE.startswith(".")  # dataset readers of the output skip it
+
+
+def test_a_request_is_seen_once_its_file_exists_and_looked_for_at_most_every_quarter_second(tmp_path, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(stop_request.time, "monotonic", lambda: now[0])
+    stop = StopRequest(str(tmp_path / STOP_FILE))
+    assert not stop.requested()
+    StopRequest(stop.path).request("a test")
+    assert not stop.requested()  # looked 0.1 s ago: not again yet
+    now[0] += 0.1
+    assert not stop.requested()
+    now[0] += 0.2
+    assert stop.requested()
+    assert "a test at " in (tmp_path / STOP_FILE).read_text()
+    stop.clear()
+    assert not (tmp_path / STOP_FILE).exists()
+    assert stop.requested()  # once seen, seen: a reader that ended stays ended
+    stop.clear()  # nothing to take back: no error
+
+
+def test_a_request_travels_to_a_worker_without_what_this_one_saw(tmp_path):
+    stop = StopRequest(str(tmp_path / STOP_FILE))
+    stop.request("a test")
+    assert stop.requested()
+    stop.clear()
+    copy = pickle.loads(pickle.dumps(stop))
+    assert copy.path == stop.path and not copy.requested()
