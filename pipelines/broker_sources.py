@@ -38,6 +38,11 @@ Delivery: Kafka offsets are claimed in the restriction (a retried bundle rereads
 with a ``group_id``, committed when the bundle is finalized; Pub/Sub messages are acknowledged when the bundle
 is finalized, so a failed bundle's messages are redelivered (at least once; duplicates go to the downstream
 duplicate check).
+
+Stopping: a reader given ``stop`` (a ``seqwatch.pipelines.stop_request.StopRequest``) ends after the poll that
+sees the request, as at its idle end: what it took is emitted (and committed or acknowledged), and its watermark
+goes to the end of time, so everything downstream is written. Beam's own IOs (the two alternatives above) take no
+request: their runner drains them.
 """
 from __future__ import annotations
 

@@ -236,3 +236,55 @@ def test_a_broker_that_refuses_the_login_is_said_at_once(tmp_path):
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+@pytest.mark.slow
+def test_an_mqtt_stream_stopped_by_sigterm_writes_what_it_took_and_a_restart_takes_the_rest(
+        mqtt_broker, small_model_dir, prism_location, tmp_path, stream_outputs):
+    """A SIGTERM stops the stream gracefully: the messages it took (acknowledged to the broker) are all scored or
+    quarantined and written, and its persistent session keeps the rest, which the restarted stream reads: every
+    message once, across the two."""
+    import os
+    import re
+    import signal
+    import time
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=3)
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    messages = [(f"stopping/{r['entity_id']}", json.dumps({k: r[k] for k in ("entity_id", "channel", "timestamp",
+                                                                            "value")}).encode())
+                for r in readings.sort_values("timestamp", kind="stable").to_dict("records")]
+    half = len(messages) // 2
+    MqttReadings(mqtt_broker, "stopping/+", "test", client_id="seqwatch-mqtt-stop").open_session()
+    _publish(mqtt_broker, messages[:half])
+    out = tmp_path / "mqtt"
+    command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "mqtt", "--mqtt-broker",
+               mqtt_broker, "--topic", "stopping/+", "--client-id", "seqwatch-mqtt-stop", "--model-dir",
+               str(small_model_dir), "--output", str(out), "--flush-window", "600", "--runner=PrismRunner",
+               f"--prism_location={prism_location}"]
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:  # no --stop-after-idle: it ends on the SIGTERM alone
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            returncode = process.wait(timeout=180)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    text = log_path.read_text()
+    assert returncode == 0 and "stopped by SIGTERM once it had written what it read" in text, text[-3000:]
+    first = stream_outputs.counts(out)
+    assert first["records_in"] == first.get("records_scored", 0) + first.get("records_quarantined", 0) > 0
+
+    _publish(mqtt_broker, messages[half:])  # while no stream runs: the session keeps them
+    again = subprocess.run(command + ["--stop-after-idle", "4"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    found = re.search(r"records in (\d+) = scored (\d+) \+ quarantined (\d+)", again.stderr)
+    assert found, again.stderr[-3000:]
+    records_in, scored, quarantined = (int(g) for g in found.groups())
+    assert records_in == scored + quarantined
+    assert first["records_in"] + records_in == len(messages)
