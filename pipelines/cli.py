@@ -1608,12 +1608,13 @@ def _quiet_interrupts():
     interrupts.clear()
 
     def on_interrupt(signum, frame):
-        _CtrlC.seen.set()
-        _CtrlC.terminated = signum == signal.SIGTERM
         if _CtrlC.drain is not None and not _CtrlC.draining:  # a stream's first: stop reading, write what it holds
-            _CtrlC.draining = "SIGTERM" if _CtrlC.terminated else "Ctrl-C"
+            # (not ``seen``: a failure while the stream writes what it holds is the failure, not this signal's)
+            _CtrlC.draining = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
             _CtrlC.drain(_CtrlC.draining)
             return
+        _CtrlC.seen.set()
+        _CtrlC.terminated = signum == signal.SIGTERM
         interrupts.note_taken()  # for the steps that cannot be undone, should this exception be dropped
         raise KeyboardInterrupt
 

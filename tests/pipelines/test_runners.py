@@ -129,3 +129,23 @@ def test_on_prism_a_stateful_step_sees_every_element_of_a_key_in_one_state(prism
                   | beam.Reshuffle()
                   | beam.ParDo(_CountPerKey()))
         assert_that(counts, equal_to([("k0", 1000), ("k1", 1000), ("k2", 1000)]))
+
+
+def test_a_streams_prism_runs_in_a_session_of_its_own_and_is_stopped_with_the_block(prism_location):
+    """A terminal's Ctrl-C goes to the process group: Prism in seqwatch's group stopped under a stream that was
+    to stop gracefully. Other runners, and a Prism the flags name an endpoint of, are left as they are."""
+    import os
+
+    from seqwatch.pipelines import runners
+    from seqwatch.pipelines.runners import prism_of_its_own
+
+    args = ["--runner=PrismRunner", f"--prism_location={prism_location}"]
+    with prism_of_its_own(args) as job_args:
+        (process,) = runners._OWN_PRISMS
+        assert job_args[:2] == args and job_args[2].startswith("--job_endpoint=localhost:")
+        assert process.poll() is None and os.getpgid(process.pid) != os.getpgid(0)
+        assert f"--idle_shutdown_timeout={runners.PRISM_IDLE_SHUTDOWN}" in process.args
+    assert process.poll() is not None and runners._OWN_PRISMS == []
+    for given in (["--runner=FlinkRunner"], [*args, "--job_endpoint=localhost:8099"], ["--runner=DirectRunner"]):
+        with prism_of_its_own(given) as job_args:
+            assert job_args == given and runners._OWN_PRISMS == []

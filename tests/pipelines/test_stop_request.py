@@ -36,3 +36,19 @@ def test_a_request_travels_to_a_worker_without_what_this_one_saw(tmp_path):
     stop.clear()
     copy = pickle.loads(pickle.dumps(stop))
     assert copy.path == stop.path and not copy.requested()
+
+
+def test_a_streams_first_signal_asks_for_the_stop_and_says_so_in_one_line(tmp_path, capfd):
+    from seqwatch.pipelines.cli import _ask_stream_to_stop
+
+    stop = StopRequest(str(tmp_path / STOP_FILE))
+    _ask_stream_to_stop(stop, "SIGTERM")
+    assert stop.requested()
+    assert capfd.readouterr().err == (
+        "seqwatch stream: stopping (SIGTERM): the source reads no more, and what the stream holds is scored and "
+        "written; a second SIGTERM or a Ctrl-C stops it at once, losing that\n")
+    gone = StopRequest(str(tmp_path / "removed" / STOP_FILE))  # the output folder was taken away meanwhile
+    _ask_stream_to_stop(gone, "Ctrl-C")
+    assert capfd.readouterr().err == (
+        f"seqwatch stream: cannot ask the stream to stop gracefully (No such file or directory: {gone.path}); "
+        f"Ctrl-C again stops it at once\n")
