@@ -642,6 +642,70 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
 
 
 @pytest.mark.slow
+def test_a_kafka_stream_stopped_by_ctrl_c_writes_what_it_read_and_its_restart_reads_the_rest(
+        long_readings, small_model_dir, kafka_broker, prism_location, tmp_path, stream_outputs):
+    """A live stream (no --stop-after-idle) stopped by a Ctrl-C to its process group, as a terminal sends it: the
+    readings it had read, whose offsets the group had committed, are all scored or quarantined and written, with
+    each entity's calibration up to the last window it scored; the restart reads exactly what was published since.
+    Before the graceful stop the same Ctrl-C stopped Prism under the job, and the panes it held were lost."""
+    import os
+    import signal
+
+    from seqwatch.pipelines.calibration_state import STATE_FOLDER, read_states
+
+    path, readings = long_readings
+    first, second = readings.iloc[:len(readings) // 2], readings.iloc[len(readings) // 2:]
+    kafka_broker.create_topic("pumps-stopped", partitions=1)
+    producer = kafka_broker.producer()
+
+    def publish(part):
+        for row in part.itertuples(index=False):
+            producer.produce("pumps-stopped", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
+                                                          "timestamp": row.timestamp, "value": row.value}).encode())
+        assert producer.flush(30) == 0
+
+    out = tmp_path / "out"
+    command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
+                              kafka_broker.bootstrap_servers, "--topic", "pumps-stopped", "--online-calibration")
+    publish(first)
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (see
+        try:  # tests/e2e/test_cli_interrupt.py)
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                       start_new_session=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        try:
+            deadline = time.monotonic() + 180
+            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()[-2000:]
+                time.sleep(0.5)
+            time.sleep(3)  # the rest of the first part is read meanwhile; its last panes wait for later readings
+            os.killpg(process.pid, signal.SIGINT)
+            returncode = process.wait(timeout=180)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    text = log_path.read_text()
+    assert returncode == 0 and "stopped by Ctrl-C once it had written what it read" in text, text[-3000:]
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(first) == counts["records_scored"] + counts.get("records_quarantined", 0)
+    scores = ds.dataset(out / "scores", format="parquet").to_table().to_pandas()
+    kept = read_states(str(out / STATE_FOLDER))
+    for entity, part in scores.groupby("entity_id"):
+        last = (part["window_end"].max() - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+        assert kept[entity].last_window_end_us == last, entity
+
+    publish(second)
+    result = subprocess.run(command + ["--stop-after-idle", "8"], capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"records in {len(second)} = " in result.stderr  # nothing of the first part again, nothing lost
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+
+
+@pytest.mark.slow
 def test_a_kafka_stream_waits_out_a_broker_outage_instead_of_ending_as_idle(long_readings, small_model_dir,
                                                                           own_kafka_node, prism_location, tmp_path,
                                                                           stream_outputs):
