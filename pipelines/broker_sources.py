@@ -672,7 +672,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     """``(topic, partitions) -> batches of parsed readings``: one consumer per reader per DoFn instance, one batch
     per partition per poll."""
 
-    stop: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
+    stop_request: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
 
     def __init__(self, bootstrap_servers: str, group_id: str | None, consumer_config: dict, offsets: _KafkaOffsets,
                  parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
@@ -868,7 +868,8 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
                 "stream again to read the new topic", p, topic, due, came)
             tracker.try_claim(_END)
             return
-        if self.stop is not None and self.stop.requested():  # what this poll read is emitted and committed
+        if self.stop_request is not None and self.stop_request.requested():  # this poll's messages are emitted and
+            # committed
             tracker.try_claim(_END)
             return
         unfinished = [p for p in active if positions[p] < stops[p]]
@@ -1018,7 +1019,7 @@ class KafkaReadings(beam.PTransform):
         reader = reader_class(self.bootstrap_servers, self.group_id, self.consumer_config, offsets,
                                      self._parser, self.max_batch, self.max_bundle_s, self.poll_interval_s,
                                      self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
-        reader.stop = self.stop
+        reader.stop_request = self.stop
         return (pbegin
                 | "Start" >> beam.Impulse()
                 | "ListPartitions" >> beam.ParDo(_ListKafkaPartitions(self.bootstrap_servers, self.topic,
@@ -1066,7 +1067,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     finalization), moves the watermark, and checkpoints; it ends after ``stop_after_idle_s`` without a message.
     Subclasses say how to receive, number, read and acknowledge their messages."""
 
-    stop: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
+    stop_request: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
 
     def __init__(self, parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
                  max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None):
@@ -1200,7 +1201,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             clock.advance(estimator, caught_up=len(received) < self.max_batch)
         if received and self._outage:  # messages came: the broker answers again
             self._broker_back(element)
-        if self.stop is not None and self.stop.requested():  # what this poll took is emitted and acknowledged
+        if self.stop_request is not None and self.stop_request.requested():  # this poll's messages are emitted and
+            # acknowledged
             tracker.try_claim(restriction.stop)
             return
         idle = (self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
@@ -1493,7 +1495,7 @@ class PubSubReadings(beam.PTransform):
             return self._expand_native(pbegin)
         reader = _PullPubSub(self._parser, self.emulator_host, self.max_batch, self.max_bundle_s,
                              self.poll_interval_s, self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
-        reader.stop = self.stop
+        reader.stop_request = self.stop
         return (pbegin
                 | "Readers" >> beam.Create([(self.subscription, i) for i in range(self.readers)])
                 | "SpreadReaders" >> beam.Reshuffle()
@@ -1720,7 +1722,7 @@ class MqttReadings(beam.PTransform):
         reader = _SubscribeMqtt(self._parser, self.host, self.port, self.qos, self.client_id, self.max_batch,
                                 self.max_bundle_s, self.poll_interval_s, self._max_ooo_us, self._idle_wm_us,
                                 self.stop_after_idle_s)
-        reader.stop = self.stop
+        reader.stop_request = self.stop
         return (pbegin
                 | "Readers" >> beam.Create([(self.topic, 0)])
                 | "SubscribeMqtt" >> beam.ParDo(reader)
@@ -1766,7 +1768,7 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
     # How often the replay handed the rest of its files back to the runner (Beam metric seqwatch.replay/checkpoints):
     # about once per batch and per second of waiting for the next reading's time.
     CHECKPOINTS = beam.metrics.Metrics.counter("seqwatch.replay", "checkpoints")
-    stop: StopRequest | None = None  # a graceful stop: the rows not yet played are not read
+    stop_request: StopRequest | None = None  # a graceful stop: the rows not yet played are not read
 
     def __init__(self, reader: FileReader, speed: float, rebase_to_now: bool, max_batch: int,
                  align_to_window_us: int | None, max_wait_s: float | None = None):
@@ -1810,7 +1812,7 @@ class _PlayFile(beam.DoFn, _DelegatedRestrictions):
         first_us = int(stamps[0]) if len(stamps) else wall_start_us
         shift = wall_start_us - first_us if self.rebase_to_now else 0
         start, stop = restriction.start, restriction.stop
-        if start < stop and self.stop is not None and self.stop.requested():
+        if start < stop and self.stop_request is not None and self.stop_request.requested():
             tracker.try_claim(stop)  # as at the files' end: the watermark goes to the end of time
             return
         if start >= stop:
@@ -1911,7 +1913,7 @@ class ReplayFile(beam.PTransform):
     def expand(self, pbegin):
         reader = FileReader(self.mapping, self.run_id)
         play = _PlayFile(reader, self.speed, self.rebase_to_now, self.max_batch, self._align_us, self.max_wait_s)
-        play.stop = self.stop
+        play.stop_request = self.stop
         return (pbegin
                 | "Files" >> beam.Create([tuple(self.paths)])
                 | "StartClock" >> beam.ParDo(_StartClock(self.start_delay_s))
