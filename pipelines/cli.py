@@ -1357,7 +1357,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           "original run's (--ignore adds to its list), the others stay as they were")
 
     stream = sub.add_parser("stream", help="the streaming pipeline: a broker or a replayed file in, Parquet out "
-                                           "(on Prism unless --runner names another runner)")
+                                           "(on Prism unless --runner names another runner)",
+                            epilog="Ctrl-C or SIGTERM stops a stream gracefully: it reads no more, writes what it "
+                                   "read (scores, quarantine, counts, each entity's calibration) and exits 0; a "
+                                   "second one stops it at once, losing what it held.")
     stream.add_argument("--source", choices=("replay", "kafka", "pubsub", "mqtt"), required=True,
                         help="replay: play files on the wall clock; kafka, pubsub, mqtt: a broker of JSON readings "
                              "(one per message, or with --format wide a key per channel)")

@@ -52,3 +52,15 @@ def test_a_streams_first_signal_asks_for_the_stop_and_says_so_in_one_line(tmp_pa
     assert capfd.readouterr().err == (
         f"seqwatch stream: cannot ask the stream to stop gracefully (No such file or directory: {gone.path}); "
         f"Ctrl-C again stops it at once\n")
+
+
+def test_the_streams_help_says_how_a_ctrl_c_stops_it(capsys):
+    import pytest
+
+    from seqwatch.pipelines.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stream", "--help"])
+    assert " ".join(capsys.readouterr().out.split()).endswith(
+        "Ctrl-C or SIGTERM stops a stream gracefully: it reads no more, writes what it read (scores, quarantine, "
+        "counts, each entity's calibration) and exits 0; a second one stops it at once, losing what it held.")
