@@ -212,8 +212,9 @@ def prism_of_its_own(beam_args: list[str]):
     a ``--job_endpoint``, are yielded as they are.
 
     Beam starts Prism in seqwatch's process group, where a terminal's Ctrl-C (and a scheduler's signal to the
-    group: systemd's ``KillMode=control-group``, Airflow's BashOperator) stops Prism too, with the job and what
-    its state held: the graceful stop of a stream (``stop_request``) needs the runner alive to write it. Prism is
+    group: Airflow's BashOperator) stops Prism too, with the job and what its state held: the graceful stop of a
+    stream (``stop_request``) needs the runner alive to write it. (systemd's default ``KillMode=control-group``
+    signals every process of the service, whatever its session: ``deploy/systemd`` sets ``mixed``.) Prism is
     started with the command line Beam would use (``PrismJobServer``), plus ``--idle_shutdown_timeout``, so that
     a Prism whose seqwatch was killed does not stay. Its log lines go to the logger ``PrismRunner``, as Beam
     relays them."""

@@ -1,0 +1,109 @@
+"""The systemd unit in ``deploy/systemd`` run as systemd would run it: ``systemd-analyze verify`` on it (where
+systemd's tools are installed), its ``ExecStart`` split as systemd splits it and started in its working folder,
+its example paths moved to a scratch folder and its broker's address to the session's Kafka broker; then stopped as
+its ``KillMode=mixed`` stops it: ``KillSignal`` to seqwatch's process alone, the rest killed after
+``TimeoutStopSec``."""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from seqwatch.models.synthetic import generate_sensor_data
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "deploy" / "systemd" / "seqwatch-stream.service"
+EXAMPLES = ("/srv/seqwatch", "/models/pumps", "/results")
+
+
+def _unit(root: Path, bootstrap_servers: str) -> tuple[str, configparser.ConfigParser]:
+    """The unit's text with its example paths under ``root`` and the broker at ``bootstrap_servers``, and its
+    sections."""
+    text = UNIT.read_text()
+    for example in EXAMPLES:
+        assert example in text
+        text = text.replace(example, f"{root}{example}")
+    assert "127.0.0.1:9092" in text
+    text = text.replace("127.0.0.1:9092", bootstrap_servers)
+    unit = configparser.ConfigParser(interpolation=None, comment_prefixes=("#",), strict=True)
+    unit.optionxform = str
+    unit.read_string(text)
+    return text, unit
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_the_systemd_unit_streams_and_its_stop_writes_what_the_stream_read(small_model_dir, kafka_broker, tmp_path,
+                                                                           stream_outputs):
+    text, unit = _unit(tmp_path, kafka_broker.bootstrap_servers)
+    service = unit["Service"]
+    # systemd's default KillMode=control-group would send the SIGTERM to Prism as well
+    assert (service["KillMode"], service["KillSignal"]) == ("mixed", "SIGTERM")
+    timeout_s = float(service["TimeoutStopSec"])
+    (tmp_path / "srv" / "seqwatch").mkdir(parents=True)
+    (tmp_path / "srv" / "seqwatch" / ".venv").symlink_to(REPO / ".venv")
+    shutil.copytree(small_model_dir, tmp_path / "models" / "pumps" / "v1")
+    (tmp_path / "results").mkdir()
+    if shutil.which("systemd-analyze"):
+        (tmp_path / "seqwatch-stream.service").write_text(text)
+        verified = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "seqwatch-stream.service")],
+                                  capture_output=True, text=True, timeout=60)
+        assert verified.returncode == 0 and verified.stderr == "", verified.stderr
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=400, seed=9)
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    kafka_broker.create_topic("pumps", partitions=1)
+    producer = kafka_broker.producer()
+    for row in readings.itertuples(index=False):
+        producer.produce("pumps", json.dumps(row._asdict()).encode())
+    assert producer.flush(30) == 0
+
+    out = tmp_path / "results" / "pumps-stream"
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}  # as systemd's
+    log_path = tmp_path / "journal.log"
+    with open(log_path, "w") as journal:
+        process = subprocess.Popen(shlex.split(service["ExecStart"]), cwd=service["WorkingDirectory"], env=env,
+                                   stdout=journal, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            time.sleep(2)
+            group = [process.pid, *_children(process.pid)]  # seqwatch and its Prism: the service's processes
+            process.send_signal(getattr(signal, service["KillSignal"]))  # KillMode=mixed: the main process alone
+            returncode = process.wait(timeout=timeout_s)
+            left = [pid for pid in group if os.path.exists(f"/proc/{pid}") and
+                    open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        finally:
+            for pid in [process.pid, *_children(process.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # what systemd does to what is left after TimeoutStopSec
+                except ProcessLookupError:
+                    pass
+    text = log_path.read_text()
+    assert returncode == 0, text[-3000:]
+    assert "stopped by SIGTERM once it had written what it read" in text and "Traceback" not in text, text[-3000:]
+    counts = stream_outputs.counts(out)
+    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+    assert list((out / "calibration_state").rglob("*.parquet")), "each entity's calibration was to be kept"
+    assert left == [], f"processes {left} of the service outlived its stop"
