@@ -1820,8 +1820,8 @@ def _os_error_sentence(exc: OSError) -> str:
 def _stop_runner_processes(wait_s: float = 5.0) -> None:
     """Stop the runner processes Beam started for this job (Prism, a job server) before ``os._exit``, which skips
     Beam's own atexit cleanup: a SIGTERM to seqwatch's process alone (systemd's ``KillMode=process``, a
-    container's init, ``kill PID``) had left Prism running (found by the bug hunt of brokers). A Ctrl-C in a
-    terminal reaches them through the process group anyway."""
+    container's init, ``kill PID``) had left Prism running (found by the bug hunt of brokers). A stream's own Prism
+    (``runners.prism_of_its_own``) runs in a session of its own, which no signal to seqwatch's group reaches."""
     import time as clock
 
     runners = sys.modules.get("seqwatch.pipelines.runners")

@@ -1,6 +1,7 @@
-"""Ctrl-C is how a person stops `seqwatch stream` (and a batch run they started by mistake): one sentence and
-exit code 130, not the traceback Beam re-raises from whichever step was running, nor the gRPC tracebacks of the
-threads that talked to the runner the same Ctrl-C stopped."""
+"""Ctrl-C is how a person stops `seqwatch stream` (and a batch run they started by mistake), SIGTERM how a
+scheduler does. A stream's first one stops it gracefully: it reads no more, writes what it read, and exits 0. A
+second one (a batch run's first) stops at once: one sentence and exit code 130 (143), not the traceback Beam
+re-raises from whichever step was running, nor the gRPC tracebacks of the threads that talked to the runner."""
 import json
 import os
 import re

@@ -15,7 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
 
