@@ -1626,6 +1626,12 @@ def _quiet_interrupts():
         # thread's wait for the job then fails with it, and says so in one sentence (``_runner_connection_lost``)
         reader_lost = (getattr(args.thread, "name", "") == "wait_until_finish_read"
                        and _runner_connection_lost(args.exc_value) is not None)
+        # the SDK worker's stream readers, when seqwatch has stopped the stream's Prism (runners.prism_of_its_own
+        # waits for them to end first, up to a limit)
+        runners = sys.modules.get("seqwatch.pipelines.runners")
+        reader_lost = reader_lost or (runners is not None and runners.OWN_PRISM_STOPPED.is_set()
+                                      and getattr(args.thread, "name", "") in runners.SDK_READER_THREADS
+                                      and type(args.exc_value).__module__.split(".")[0] == "grpc")
         if not (_CtrlC.caused(args.exc_value) or reader_lost):
             previous_hook(args)
 

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -233,9 +234,27 @@ def prism_of_its_own(beam_args: list[str]):
     try:
         yield [*beam_args, f"--job_endpoint={endpoint}"]
     finally:
+        _let_the_sdk_worker_hang_up()
         _stop(process)
         if process in _OWN_PRISMS:
             _OWN_PRISMS.remove(process)
+
+
+# The threads of Beam's SDK worker that read its streams from the runner (sdk_worker.py, data_plane.py)
+SDK_READER_THREADS = ("read_state", "read_grpc_client_inputs")
+
+
+def _let_the_sdk_worker_hang_up(timeout_s: float = 3.0) -> None:
+    """Wait (at most ``timeout_s``) until the SDK worker in this process has closed its streams to Prism. It closes
+    them when Prism ends its job, a little after the job's end reaches seqwatch; Prism stopped before that broke
+    the state stream under the worker, whose reader thread printed a gRPC traceback after the stream's closing
+    line (one run in ten with the machine's cores busy, and in a CI run)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(thread.name in SDK_READER_THREADS and thread.is_alive()
+                                              for thread in threading.enumerate()):
+        time.sleep(0.01)
 
 
 def stop_own_prisms(wait_s: float = 5.0) -> None:
@@ -245,9 +264,15 @@ def stop_own_prisms(wait_s: float = 5.0) -> None:
         _stop(process, wait_s)
 
 
+# Set once seqwatch has stopped a Prism of its own: a break of the SDK worker's streams after it is expected.
+OWN_PRISM_STOPPED = threading.Event()
+
+
 def _stop(process, wait_s: float = 5.0) -> None:
+    """Stop Prism as Beam stops it, with SIGINT (what a terminal sends it), and kill it after ``wait_s``."""
+    OWN_PRISM_STOPPED.set()
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:

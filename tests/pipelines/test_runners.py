@@ -149,3 +149,48 @@ def test_a_streams_prism_runs_in_a_session_of_its_own_and_is_stopped_with_the_bl
     for given in (["--runner=FlinkRunner"], [*args, "--job_endpoint=localhost:8099"], ["--runner=DirectRunner"]):
         with prism_of_its_own(given) as job_args:
             assert job_args == given and runners._OWN_PRISMS == []
+
+
+def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_after_it_is_not_printed():
+    """Prism stopped before the SDK worker in seqwatch's process had closed its state stream broke the stream under
+    the worker, whose reader thread printed a gRPC traceback after a stream's closing line (a CI run; one run in
+    ten with the cores busy). seqwatch waits for the readers (up to a limit), and a reader broken after it stopped
+    Prism is not printed; another thread's failure still is."""
+    import threading
+    import time
+
+    import grpc
+
+    from seqwatch.pipelines import runners
+    from seqwatch.pipelines.cli import _quiet_interrupts
+
+    reader = threading.Thread(target=time.sleep, args=(0.3,), name="read_state", daemon=True)
+    reader.start()
+    started = time.monotonic()
+    runners._let_the_sdk_worker_hang_up(timeout_s=3.0)
+    assert not reader.is_alive() and 0.2 < time.monotonic() - started < 2.0
+    stuck = threading.Thread(target=time.sleep, args=(5,), name="read_grpc_client_inputs", daemon=True)
+    stuck.start()
+    started = time.monotonic()
+    runners._let_the_sdk_worker_hang_up(timeout_s=0.2)
+    assert stuck.is_alive() and time.monotonic() - started < 1.0  # a limit, not a hang
+
+    def broken():
+        raise grpc.RpcError("Stream removed (Socket closed)")
+
+    printed, original = [], threading.excepthook
+    threading.excepthook = lambda args: printed.append(args.thread.name)  # what Python's own hook would print
+    try:
+        restore = _quiet_interrupts()
+        try:
+            runners.OWN_PRISM_STOPPED.set()
+            for name in ("read_state", "some_other_thread"):
+                thread = threading.Thread(target=broken, name=name)
+                thread.start()
+                thread.join()
+        finally:
+            runners.OWN_PRISM_STOPPED.clear()
+            restore()
+    finally:
+        threading.excepthook = original
+    assert printed == ["some_other_thread"]
