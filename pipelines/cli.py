@@ -1044,7 +1044,8 @@ def cmd_stream(args, beam_args) -> int:
     # The first Ctrl-C or SIGTERM asks the readers to stop and the stream to write what it holds (a local output)
     from seqwatch.pipelines.stop_request import StopRequest, stop_file
 
-    stop = StopRequest(stop_file(args.output)) if stop_file(args.output) else None
+    stop_path = stop_file(args.output)
+    stop = StopRequest(stop_path) if stop_path else None
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping, "stop": stop}

@@ -141,3 +141,48 @@ def cli_cases():
     """``cli_cases(argvs)``: ``[(exit code, stderr)]`` of ``seqwatch`` for each argument list, in one child
     process (as the user runs it, but importing Beam and Keras once)."""
     return _cli_cases
+
+
+class Processes:
+    """The processes a test's command started, read from ``/proc``."""
+
+    @staticmethod
+    def children(pid: int) -> dict:
+        """``{pid: command name}`` of the processes whose parent is ``pid``."""
+        found = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open(f"/proc/{entry}/stat").read()
+                except OSError:
+                    continue
+                name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+                if int(rest[1]) == pid:
+                    found[int(entry)] = name
+        return found
+
+    @staticmethod
+    def alive(pid: int) -> bool:
+        """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    @classmethod
+    def kill(cls, pids) -> None:
+        """SIGKILL each of ``pids`` that still runs (a test's cleanup)."""
+        import signal
+
+        for pid in pids:
+            if cls.alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest.fixture(scope="session")
+def processes() -> type[Processes]:
+    return Processes

@@ -112,7 +112,8 @@ def _stopped_totals(line: str, how: str) -> tuple[int, int, int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runner", ["prism", "direct"])
-def test_a_ctrl_c_stops_a_stream_once_it_has_written_what_it_read(runner, small_model_dir, tmp_path, request):
+def test_a_ctrl_c_stops_a_stream_once_it_has_written_what_it_read(runner, small_model_dir, tmp_path, request,
+                                                                   processes):
     """The first Ctrl-C ends the source, as its end would: everything the stream read is scored or quarantined
     and written, and each entity's calibration is kept for the restart. On Prism the Ctrl-C to the process group
     had stopped Prism too, with the panes it held (Prism now runs in a session of its own), and its state."""
@@ -125,16 +126,14 @@ def test_a_ctrl_c_stops_a_stream_once_it_has_written_what_it_read(runner, small_
         prism = []
         try:
             _wait_for_scores(runner, process, out, log_path)
-            prism = [pid for pid, name in _children(process.pid).items() if name.startswith("prism")]
+            prism = [pid for pid, name in processes.children(process.pid).items() if name.startswith("prism")]
             os.killpg(process.pid, signal.SIGINT)
             returncode = process.wait(timeout=120)
-            left = [pid for pid in prism if _alive(pid)]
+            left = [pid for pid in prism if processes.alive(pid)]
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
-            for pid in prism:
-                if _alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+            processes.kill(prism)
     text = log_path.read_text()
     assert returncode == 0, text[-2000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
@@ -155,32 +154,9 @@ def test_a_ctrl_c_stops_a_stream_once_it_has_written_what_it_read(runner, small_
         assert state["entity_id"].tolist() == ["pump-01"] and state["last_window_end_us"].tolist() == [last]
 
 
-def _children(pid: int) -> dict:
-    """``{pid: command name}`` of the processes whose parent is ``pid``."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if int(rest[1]) == pid:
-                found[int(entry)] = name
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 def test_a_sigterm_to_the_stream_process_alone_stops_it_once_written_and_its_prism_too(small_model_dir, tmp_path,
-                                                                                         prism_location):
+                                                                                         prism_location, processes):
     """A SIGTERM to seqwatch's own process (systemd's KillMode=process, a container's init, `kill PID`) stops the
     stream as its first Ctrl-C does: what it read is written, exit 0. Bug hunt of broker sources: such a SIGTERM
     had left Prism running, reparented to init (one leaked Prism per restart); seqwatch stops the Prism it started
@@ -199,19 +175,17 @@ def test_a_sigterm_to_the_stream_process_alone_stops_it_once_written_and_its_pri
                 while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
                     assert process.poll() is None, log_path.read_text()[-2000:]
                     time.sleep(0.5)
-                prism = [pid for pid, name in _children(process.pid).items() if name.startswith("prism")]
-                assert prism, (_children(process.pid), log_path.read_text()[-2000:])
+                prism = [pid for pid, name in processes.children(process.pid).items() if name.startswith("prism")]
+                assert prism, (processes.children(process.pid), log_path.read_text()[-2000:])
                 process.send_signal(signal.SIGTERM)  # to seqwatch alone, not its process group
                 if signals == 2:
                     _wait_for(process, log_path, "seqwatch stream: stopping (SIGTERM)", 30)
                     process.send_signal(signal.SIGTERM)
                 returncode = process.wait(timeout=120)
-                left = [pid for pid in prism if _alive(pid)]  # stopped before seqwatch exits
+                left = [pid for pid in prism if processes.alive(pid)]  # stopped before seqwatch exits
             finally:
                 os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
-                for pid in prism:
-                    if _alive(pid):
-                        os.kill(pid, signal.SIGKILL)
+                processes.kill(prism)
         text = log_path.read_text()
         lines = text.splitlines()
         assert lines[1] == STOPPING.format(how="SIGTERM", again="a second SIGTERM or a Ctrl-C"), text[-2000:]
@@ -226,7 +200,8 @@ def test_a_sigterm_to_the_stream_process_alone_stops_it_once_written_and_its_pri
 
 
 @pytest.mark.slow
-def test_a_ctrl_c_while_a_finished_stream_stops_prism_ends_it_all_the_same(small_model_dir, tmp_path, prism_location):
+def test_a_ctrl_c_while_a_finished_stream_stops_prism_ends_it_all_the_same(small_model_dir, tmp_path, prism_location,
+                                                                               processes):
     """Bug hunt of streams (2026-12-03): a stream started as a script's background job (SIGINT ignored) got a SIGINT
     while Beam stopped Prism at the interpreter's exit, holding a lock; Beam's SIGINT handler, put in place for
     the job server whatever the job ignored, waited for that lock: the process never ended, and Prism stayed. Now
@@ -245,18 +220,17 @@ def test_a_ctrl_c_while_a_finished_stream_stops_prism_ends_it_all_the_same(small
             deadline = time.monotonic() + 180
             while "the source ended" not in log_path.read_text() and time.monotonic() < deadline:
                 assert process.poll() is None, log_path.read_text()[-2000:]
-                prism = prism or [pid for pid, name in _children(process.pid).items() if name.startswith("prism")]
+                prism = prism or [pid for pid, name in processes.children(process.pid).items()
+                                  if name.startswith("prism")]
                 time.sleep(0.05)
             assert prism, log_path.read_text()[-2000:]
             time.sleep(0.3)
             process.send_signal(signal.SIGINT)  # while the job server is being stopped
             returncode = process.wait(timeout=60)
-            left = [pid for pid in prism if _alive(pid)]
+            left = [pid for pid in prism if processes.alive(pid)]
         finally:
             os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
-            for pid in prism:
-                if _alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+            processes.kill(prism)
     text = log_path.read_text()
     assert returncode == 0, text[-2000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]

@@ -235,6 +235,42 @@ class StreamOutputs:
         assert stream.poll() is None, log_path.read_text()[-3000:]
         assert list(out.glob("scores/*/*.parquet")), f"no scores after {timeout_s} s: {log_path.read_text()[-3000:]}"
 
+    @classmethod
+    def stop_once_scored(cls, command: list, out: Path, log_path: Path, how: int = signal.SIGTERM,
+                         to_group: bool = False, settle_s: float = 0.0, timeout_s: float = 240) -> tuple[int, str]:
+        """Run ``command`` (a ``seqwatch stream``; its output to ``log_path``) in a session of its own, and once it
+        has written its first scores into ``out`` (and ``settle_s`` more seconds have passed) send it the signal
+        ``how``: to its process alone, or with ``to_group`` to its process group, as a terminal's Ctrl-C goes
+        (then SIGINT as a terminal leaves it: a test started in the background has it ignored, and a child
+        inherits that). Returns ``(return code, log)``; what is left running at the end is killed."""
+        with open(log_path, "w") as log:
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                           start_new_session=True)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            try:
+                cls.wait_for_scores(process, out, log_path, timeout_s)
+                time.sleep(settle_s)
+                os.killpg(process.pid, how) if to_group else process.send_signal(how)
+                returncode = process.wait(timeout=timeout_s)
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+        return returncode, log_path.read_text()
+
+    @staticmethod
+    def stopped_totals(log: str, how: str) -> tuple[int, int, int]:
+        """``(records in, scored, quarantined)`` of a stream's closing line after its graceful stop by ``how``
+        (``"SIGTERM"``, ``"Ctrl-C"``); fails, with the log's end, where there is none."""
+        import re
+
+        found = re.search(rf"seqwatch stream: stopped by {how} once it had written what it read; records in (\d+) = "
+                          rf"scored (\d+) \+ quarantined (\d+),", log)
+        assert found, log[-3000:]
+        return tuple(int(g) for g in found.groups())
+
     @staticmethod
     def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400):
         """Run ``command`` (its output to ``log_path``: a pipe would fill up) until it ends; returns

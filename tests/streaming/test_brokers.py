@@ -462,6 +462,17 @@ def test_kafka_windows_fire_while_the_job_runs(kafka_broker, prism_options, tmp_
 # ---------------------------------------------------------------------------------------------------------
 # Pub/Sub
 
+def _unacknowledged(subscriber, subscription: str) -> int:
+    """How many messages (up to 10) the subscription still delivers: those left unacknowledged."""
+    from google.api_core import exceptions
+
+    try:
+        return len(subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=3,
+                                   retry=None).received_messages)
+    except exceptions.DeadlineExceeded:
+        return 0
+
+
 @pytest.mark.slow
 def test_pubsub_readings_reconcile_and_are_acknowledged(pubsub_emulator, prism_options, tmp_path):
     n = 2000
@@ -485,14 +496,7 @@ def test_pubsub_readings_reconcile_and_are_acknowledged(pubsub_emulator, prism_o
     _check_reconciles(readings, quarantine, records_in, set(delivered), n)
     index = pd.Series([delivered[(s, o)] for s, o in zip(readings["source"], readings["line"])])
     assert (readings["timestamp"].to_numpy() == ((T0 + index) * 10**6).to_numpy()).all()
-    from google.api_core import exceptions
-
-    try:
-        left = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=3,
-                               retry=None).received_messages
-    except exceptions.DeadlineExceeded:
-        left = []
-    assert len(left) == 0, "messages were left unacknowledged"
+    assert _unacknowledged(subscriber, subscription) == 0, "messages were left unacknowledged"
     print(f"pubsub: emulator started in {pubsub_emulator.started_s:.1f} s; {n} messages read in {elapsed:.1f} s")
 
 
@@ -953,11 +957,4 @@ def test_a_pubsub_read_asked_to_stop_ends_with_what_it_took_written_and_acknowle
     stopper.join()
     readings, quarantine, records_in = _read_back(tmp_path)
     _check_reconciles(readings, quarantine, records_in, set(delivered), n)
-    from google.api_core import exceptions
-
-    try:
-        left = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=3,
-                               retry=None).received_messages
-    except exceptions.DeadlineExceeded:
-        left = []
-    assert len(left) == 0, "messages were left unacknowledged"
+    assert _unacknowledged(subscriber, subscription) == 0, "messages were left unacknowledged"

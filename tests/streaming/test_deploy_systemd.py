@@ -38,21 +38,8 @@ def _unit(root: Path, bootstrap_servers: str) -> tuple[str, configparser.ConfigP
     return text, unit
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def test_the_systemd_unit_streams_and_its_stop_writes_what_the_stream_read(small_model_dir, kafka_broker, tmp_path,
-                                                                           stream_outputs):
+                                                                           stream_outputs, processes):
     text, unit = _unit(tmp_path, kafka_broker.bootstrap_servers)
     service = unit["Service"]
     # systemd's default KillMode=control-group would send the SIGTERM to Prism as well
@@ -82,27 +69,21 @@ def test_the_systemd_unit_streams_and_its_stop_writes_what_the_stream_read(small
     with open(log_path, "w") as journal:
         process = subprocess.Popen(shlex.split(service["ExecStart"]), cwd=service["WorkingDirectory"], env=env,
                                    stdout=journal, stderr=subprocess.STDOUT, start_new_session=True)
+        group = [process.pid]  # the service's processes: seqwatch, and its Prism once the stream runs
         try:
-            deadline = time.monotonic() + 180
-            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
-                assert process.poll() is None, log_path.read_text()[-3000:]
-                time.sleep(0.5)
+            stream_outputs.wait_for_scores(process, out, log_path)
             time.sleep(2)
-            group = [process.pid, *_children(process.pid)]  # seqwatch and its Prism: the service's processes
+            group += list(processes.children(process.pid))
             process.send_signal(getattr(signal, service["KillSignal"]))  # KillMode=mixed: the main process alone
             returncode = process.wait(timeout=timeout_s)
-            left = [pid for pid in group if os.path.exists(f"/proc/{pid}") and
-                    open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+            left = [pid for pid in group if processes.alive(pid)]
         finally:
-            for pid in [process.pid, *_children(process.pid)]:
-                try:
-                    os.kill(pid, signal.SIGKILL)  # what systemd does to what is left after TimeoutStopSec
-                except ProcessLookupError:
-                    pass
+            processes.kill(group)  # what systemd does to what is left after TimeoutStopSec
     text = log_path.read_text()
-    assert returncode == 0, text[-3000:]
-    assert "stopped by SIGTERM once it had written what it read" in text and "Traceback" not in text, text[-3000:]
+    assert returncode == 0 and "Traceback" not in text, text[-3000:]
+    records_in, scored, quarantined = stream_outputs.stopped_totals(text, "SIGTERM")
     counts = stream_outputs.counts(out)
-    assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+    assert counts["records_in"] == records_in == len(readings) == scored + quarantined
+    assert counts.get("records_scored", 0) == scored
     assert list((out / "calibration_state").rglob("*.parquet")), "each entity's calibration was to be kept"
     assert left == [], f"processes {left} of the service outlived its stop"

@@ -120,37 +120,16 @@ def test_detect_anomalies_in_a_users_own_pipeline_on_flink(small_model_dir, flin
 
 
 def test_a_sigterm_stops_a_stream_on_flink_once_it_has_written_what_it_read(readings_csv, small_model_dir,
-                                                                             flink_args, tmp_path):
+                                                                             flink_args, tmp_path, stream_outputs):
     """The graceful stop on Flink (Beam starts its job server in seqwatch's process group, so the signal goes to
     seqwatch alone, as `kill PID` and a container's stop send it): the readers end, and everything they read is
     scored or quarantined and written before the stream exits 0."""
-    import os
-    import re
-    import signal
-    import subprocess
-    import time
-
     path, rows = readings_csv
     out, log_path = tmp_path / "stream", tmp_path / "stream.log"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(small_model_dir),
                "--output", str(out), "--flush-window", "600", "--source", "replay", "--input", str(path),
                "--speed", "100", *flink_args(own_job_server=True)]  # 90 s of replay
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 240
-            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                time.sleep(0.5)
-            process.send_signal(signal.SIGTERM)
-            returncode = process.wait(timeout=240)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-    text = log_path.read_text()
-    assert returncode == 0, text[-3000:]
-    found = re.search(r"stopped by SIGTERM once it had written what it read; records in (\d+) = scored (\d+) \+ "
-                      r"quarantined (\d+)", text)
-    assert found, text[-3000:]
-    records_in, scored, quarantined = (int(g) for g in found.groups())
-    assert records_in == scored + quarantined and 0 < scored and records_in < rows, found.group(0)
+    returncode, log = stream_outputs.stop_once_scored(command, out, log_path)  # SIGTERM to seqwatch alone
+    assert returncode == 0, log[-3000:]
+    records_in, scored, quarantined = stream_outputs.stopped_totals(log, "SIGTERM")
+    assert records_in == scored + quarantined and 0 < scored and records_in < rows, log[-3000:]

@@ -2,6 +2,7 @@
 publish their state (wide JSON, the entity in the topic, read through the mapping flags), read on Prism, counts
 reconciled, bad messages quarantined with their text, alerts equal to the batch pipeline's."""
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -244,11 +245,6 @@ def test_an_mqtt_stream_stopped_by_sigterm_writes_what_it_took_and_a_restart_tak
     """A SIGTERM stops the stream gracefully: the messages it took (acknowledged to the broker) are all scored or
     quarantined and written, and its persistent session keeps the rest, which the restarted stream reads: every
     message once, across the two."""
-    import os
-    import re
-    import signal
-    import time
-
     readings, _ = generate_sensor_data(n_entities=2, n_steps=600, seed=3)
     readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     messages = [(f"stopping/{r['entity_id']}", json.dumps({k: r[k] for k in ("entity_id", "channel", "timestamp",
@@ -262,23 +258,12 @@ def test_an_mqtt_stream_stopped_by_sigterm_writes_what_it_took_and_a_restart_tak
                mqtt_broker, "--topic", "stopping/+", "--client-id", "seqwatch-mqtt-stop", "--model-dir",
                str(small_model_dir), "--output", str(out), "--flush-window", "600", "--runner=PrismRunner",
                f"--prism_location={prism_location}"]
-    log_path = tmp_path / "first.log"
-    with open(log_path, "w") as log:  # no --stop-after-idle: it ends on the SIGTERM alone
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 180
-            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                time.sleep(0.5)
-            process.send_signal(signal.SIGTERM)
-            returncode = process.wait(timeout=180)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-    text = log_path.read_text()
-    assert returncode == 0 and "stopped by SIGTERM once it had written what it read" in text, text[-3000:]
+    # no --stop-after-idle: it ends on the SIGTERM alone
+    returncode, log = stream_outputs.stop_once_scored(command, out, tmp_path / "first.log")
+    assert returncode == 0, log[-3000:]
+    records_in, scored, quarantined = stream_outputs.stopped_totals(log, "SIGTERM")
     first = stream_outputs.counts(out)
-    assert first["records_in"] == first.get("records_scored", 0) + first.get("records_quarantined", 0) > 0
+    assert first["records_in"] == records_in == scored + quarantined > 0
 
     _publish(mqtt_broker, messages[half:])  # while no stream runs: the session keeps them
     again = subprocess.run(command + ["--stop-after-idle", "4"], capture_output=True, text=True, timeout=600)

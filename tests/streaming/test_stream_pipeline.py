@@ -489,11 +489,12 @@ def test_an_idle_watermark_writes_the_last_alerts_while_a_live_feed_is_quiet(sma
 
 
 def _publish_json(broker, topic: str, frame) -> None:
-    """``frame``'s readings as JSON messages on ``topic``, each delivered."""
+    """``frame``'s readings (timestamps as text or as pandas timestamps) as JSON messages on ``topic``, each
+    delivered."""
     producer = broker.producer()
     for row in frame.itertuples(index=False):
-        producer.produce(topic, json.dumps({"entity_id": row.entity_id, "channel": row.channel,
-                                            "timestamp": row.timestamp.isoformat(),
+        stamp = row.timestamp if isinstance(row.timestamp, str) else row.timestamp.isoformat()
+        producer.produce(topic, json.dumps({"entity_id": row.entity_id, "channel": row.channel, "timestamp": stamp,
                                             "value": round(float(row.value), 4)}).encode())
     assert producer.flush(30) == 0
 
@@ -590,19 +591,12 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
     path, readings = long_readings
     first, second = readings.iloc[:len(readings) * 3 // 5], readings.iloc[len(readings) * 3 // 5:]
     kafka_broker.create_topic("pumps-restart", partitions=1)
-    producer = kafka_broker.producer()
-
-    def publish(part):
-        for row in part.itertuples(index=False):
-            producer.produce("pumps-restart", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
-                                                          "timestamp": row.timestamp, "value": row.value}).encode())
-        assert producer.flush(30) == 0
 
     out = tmp_path / "out"
     command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
                               kafka_broker.bootstrap_servers, "--topic", "pumps-restart", "--stop-after-idle", "8",
                               "--online-calibration")
-    publish(first)
+    _publish_json(kafka_broker, "pumps-restart", first)
     result = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"records in {len(first)} = " in result.stderr
@@ -612,7 +606,7 @@ def test_a_kafka_stream_restarted_into_its_output_resumes_and_keeps_the_first_st
                and STATE_FOLDER not in p.parts}  # (the restart gathers the calibration files into one)
     assert any(p.parent.parent.name == "scores" for p in written)
 
-    publish(second)
+    _publish_json(kafka_broker, "pumps-restart", second)
     result = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"records in {len(second)} = " in result.stderr  # resumed: the first part is not read again
@@ -648,7 +642,6 @@ def test_a_kafka_stream_stopped_by_ctrl_c_writes_what_it_read_and_its_restart_re
     readings it had read, whose offsets the group had committed, are all scored or quarantined and written, with
     each entity's calibration up to the last window it scored; the restart reads exactly what was published since.
     Before the graceful stop the same Ctrl-C stopped Prism under the job, and the panes it held were lost."""
-    import os
     import signal
 
     from seqwatch.pipelines.calibration_state import STATE_FOLDER, read_states
@@ -656,39 +649,17 @@ def test_a_kafka_stream_stopped_by_ctrl_c_writes_what_it_read_and_its_restart_re
     path, readings = long_readings
     first, second = readings.iloc[:len(readings) // 2], readings.iloc[len(readings) // 2:]
     kafka_broker.create_topic("pumps-stopped", partitions=1)
-    producer = kafka_broker.producer()
-
-    def publish(part):
-        for row in part.itertuples(index=False):
-            producer.produce("pumps-stopped", json.dumps({"entity_id": row.entity_id, "channel": row.channel,
-                                                          "timestamp": row.timestamp, "value": row.value}).encode())
-        assert producer.flush(30) == 0
 
     out = tmp_path / "out"
     command = _stream_command(small_model_dir, out, prism_location, "--source", "kafka", "--bootstrap-servers",
                               kafka_broker.bootstrap_servers, "--topic", "pumps-stopped", "--online-calibration")
-    publish(first)
-    log_path = tmp_path / "first.log"
-    with open(log_path, "w") as log:
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (see
-        try:  # tests/e2e/test_cli_interrupt.py)
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                       start_new_session=True)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        try:
-            deadline = time.monotonic() + 180
-            while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                time.sleep(0.5)
-            time.sleep(3)  # the rest of the first part is read meanwhile; its last panes wait for later readings
-            os.killpg(process.pid, signal.SIGINT)
-            returncode = process.wait(timeout=180)
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-    text = log_path.read_text()
-    assert returncode == 0 and "stopped by Ctrl-C once it had written what it read" in text, text[-3000:]
+    _publish_json(kafka_broker, "pumps-stopped", first)
+    # the rest of the first part is read meanwhile (settle_s); its last panes wait for later readings
+    returncode, log = stream_outputs.stop_once_scored(command, out, tmp_path / "first.log", signal.SIGINT,
+                                                      to_group=True, settle_s=3)
+    assert returncode == 0, log[-3000:]
+    records_in, scored, quarantined = stream_outputs.stopped_totals(log, "Ctrl-C")
+    assert records_in == len(first) == scored + quarantined
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(first) == counts["records_scored"] + counts.get("records_quarantined", 0)
     scores = ds.dataset(out / "scores", format="parquet").to_table().to_pandas()
@@ -697,7 +668,7 @@ def test_a_kafka_stream_stopped_by_ctrl_c_writes_what_it_read_and_its_restart_re
         last = (part["window_end"].max() - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
         assert kept[entity].last_window_end_us == last, entity
 
-    publish(second)
+    _publish_json(kafka_broker, "pumps-stopped", second)
     result = subprocess.run(command + ["--stop-after-idle", "8"], capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"records in {len(second)} = " in result.stderr  # nothing of the first part again, nothing lost
