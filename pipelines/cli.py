@@ -1206,12 +1206,12 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
               file=sys.stderr, flush=True)
     _log_incidents()
-    from seqwatch.pipelines.runners import prism_of_its_own
+    from seqwatch.pipelines.runners import job_server_of_its_own
 
     if stop is not None:
         stop.clear()  # a request left by a stream killed while it stopped is not this one's
     try:
-        with prism_of_its_own(beam_args) as job_args:
+        with job_server_of_its_own(beam_args) as job_args:
             _CtrlC.drain = (lambda how: _ask_stream_to_stop(stop, how)) if stop is not None else None
             run_stream(plan, make_source, job_args, args.flush_window, args.allowed_lateness, args.late_after,
                        args.watch_models, args.archive_readings, file_suffix)
@@ -1627,10 +1627,10 @@ def _quiet_interrupts():
         # thread's wait for the job then fails with it, and says so in one sentence (``_runner_connection_lost``)
         reader_lost = (getattr(args.thread, "name", "") == "wait_until_finish_read"
                        and _runner_connection_lost(args.exc_value) is not None)
-        # the SDK worker's stream readers, when seqwatch has stopped the stream's Prism (runners.prism_of_its_own
-        # waits for them to end first, up to a limit)
+        # the SDK worker's stream readers, when seqwatch has stopped the stream's job server
+        # (runners.job_server_of_its_own waits for them to end first, up to a limit)
         runners = sys.modules.get("seqwatch.pipelines.runners")
-        reader_lost = reader_lost or (runners is not None and runners.OWN_PRISM_STOPPED.is_set()
+        reader_lost = reader_lost or (runners is not None and runners.OWN_JOB_SERVER_STOPPED.is_set()
                                       and getattr(args.thread, "name", "") in runners.SDK_READER_THREADS
                                       and type(args.exc_value).__module__.split(".")[0] == "grpc")
         if not (_CtrlC.caused(args.exc_value) or reader_lost):
@@ -1827,13 +1827,14 @@ def _os_error_sentence(exc: OSError) -> str:
 def _stop_runner_processes(wait_s: float = 5.0) -> None:
     """Stop the runner processes Beam started for this job (Prism, a job server) before ``os._exit``, which skips
     Beam's own atexit cleanup: a SIGTERM to seqwatch's process alone (systemd's ``KillMode=process``, a
-    container's init, ``kill PID``) had left Prism running (found by the bug hunt of brokers). A stream's own Prism
-    (``runners.prism_of_its_own``) runs in a session of its own, which no signal to seqwatch's group reaches."""
+    container's init, ``kill PID``) had left Prism running (found by the bug hunt of brokers). A stream's own job
+    server (``runners.job_server_of_its_own``) runs in a session of its own, which no signal to seqwatch's group
+    reaches."""
     import time as clock
 
     runners = sys.modules.get("seqwatch.pipelines.runners")
-    if runners is not None:  # a stream's Prism of its own session (runners.prism_of_its_own)
-        runners.stop_own_prisms(wait_s)
+    if runners is not None:  # a stream's job server of its own session (runners.job_server_of_its_own)
+        runners.stop_own_job_servers(wait_s)
     module = sys.modules.get("apache_beam.utils.subprocess_server")
     if module is None:
         return

@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -101,7 +100,49 @@ def apply_runner_fixes(options):
         if PRISM_NO_SPLIT not in (debug.experiments or []):
             debug.add_experiment(PRISM_NO_SPLIT)
         finalize_released_bundles()
+    job_streams_without_deadline()
     return options
+
+
+JOB_STREAMS = ("GetStateStream", "GetMessageStream")
+
+
+def job_streams_without_deadline() -> None:
+    """Patch Beam's portable runner (``JobServiceHandle``) so that its streams of a job's state and messages carry
+    no deadline. Beam opens them with ``--job_server_timeout`` (300 s) as their gRPC deadline where the job service
+    knows the job by its preparation id, as Prism does: every job on Prism that ran longer than that failed with
+    DEADLINE_EXCEEDED (a stream after 5 minutes, in a traceback; Beam's issue 35867, whose fix raised the timeout
+    from 60 s). Where the service does not (Flink's job server), Beam opens them again without a deadline, as it
+    now does everywhere. The job service's other calls keep their timeout. Idempotent."""
+    from apache_beam.runners.portability import portable_runner
+
+    handle = portable_runner.JobServiceHandle
+    if getattr(handle.__init__, "seqwatch_no_stream_deadline", False):
+        return
+    original = handle.__init__
+
+    def __init__(self, job_service, *args, **kwargs):
+        original(self, _StreamsWithoutDeadline(job_service), *args, **kwargs)
+
+    __init__.seqwatch_no_stream_deadline = True
+    handle.__init__ = __init__
+
+
+class _StreamsWithoutDeadline:
+    """A job service stub whose ``JOB_STREAMS`` calls drop their ``timeout``; every other attribute is the stub's."""
+
+    def __init__(self, stub):
+        self._stub = stub
+
+    def __getattr__(self, name):
+        attribute = getattr(self._stub, name)
+        if name not in JOB_STREAMS:
+            return attribute
+
+        def call(request, *args, timeout=None, **kwargs):
+            return attribute(request, *args, **kwargs)
+
+        return call
 
 
 def finalize_released_bundles() -> None:
@@ -200,44 +241,103 @@ def prism_binary(options, refusal: str | None = None) -> str:
         raise StreamRunnerError(refusal.format(reason=reason)) from None
 
 
-# A stream's Prism, started by seqwatch in a session of its own (``prism_of_its_own``), and the processes of them
-# still running in this process (``stop_own_prisms``).
-_OWN_PRISMS: list = []
-PRISM_IDLE_SHUTDOWN = "60s"  # a Prism whose seqwatch was killed (SIGKILL) ends this long after its job failed
+# A stream's job server (Prism, Flink's), started by seqwatch in a session of its own (``job_server_of_its_own``),
+# and the guards of them still running in this process (``stop_own_job_servers``).
+_OWN_JOB_SERVERS: list = []
+PRISM_IDLE_SHUTDOWN = "60s"  # a Prism whose guard was killed too ends this long after its job failed
+JOB_SERVER_STOP_WAIT_S = 5.0  # from SIGINT to SIGKILL, as Beam stops the job servers it starts
 
 
 @contextlib.contextmanager
-def prism_of_its_own(beam_args: list[str]):
-    """Yield ``beam_args`` for a stream, with ``--job_endpoint`` of a Prism that seqwatch starts for it in a
-    session of its own, and stop that Prism when the block ends; other runners' args, and Prism's where they name
-    a ``--job_endpoint``, are yielded as they are.
+def job_server_of_its_own(beam_args: list[str]):
+    """Yield ``beam_args`` for a stream, with ``--job_endpoint`` of a job server that seqwatch starts for it in a
+    session of its own, and stop that job server when the block ends: Prism, and Flink's job server where Beam
+    would start its jar (``--flink_master`` ``[local]``, ``[auto]`` or a cluster's address, without
+    ``--flink_submit_uber_jar``). Other runners' args, and any that name a ``--job_endpoint``, are yielded as they
+    are.
 
-    Beam starts Prism in seqwatch's process group, where a terminal's Ctrl-C (and a scheduler's signal to the
-    group: Airflow's BashOperator) stops Prism too, with the job and what its state held: the graceful stop of a
+    Beam starts a job server in seqwatch's process group, where a terminal's Ctrl-C (and a scheduler's signal to
+    the group: Airflow's BashOperator) stops it too, with the job and what its state held: the graceful stop of a
     stream (``stop_request``) needs the runner alive to write it. (systemd's default ``KillMode=control-group``
-    signals every process of the service, whatever its session: ``deploy/systemd`` sets ``mixed``.) Prism is
-    started with the command line Beam would use (``PrismJobServer``), plus ``--idle_shutdown_timeout``, so that
-    a Prism whose seqwatch was killed does not stay. Its log lines go to the logger ``PrismRunner``, as Beam
-    relays them."""
+    signals every process of the service, whatever its session: ``deploy/systemd`` sets ``mixed``.) The job server
+    runs with the command line Beam would use, under ``job_server_guard``, which stops it when seqwatch ends, be
+    it by SIGKILL (Prism also gets ``--idle_shutdown_timeout``). Its log lines go to the logger Beam relays them to
+    (``PrismRunner``, ``FlinkJarJobServer``)."""
     from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
-    from apache_beam.runners.portability.prism_runner import PrismJobServer
 
     options = PipelineOptions(beam_args)
-    if runner_name(options) != "prismrunner" or options.view_as(PortableOptions).job_endpoint:
+    name = runner_name(options)
+    if options.view_as(PortableOptions).job_endpoint or name not in ("prismrunner", "flinkrunner"):
         yield list(beam_args)
         return
+    with contextlib.ExitStack() as cleanup:
+        if name == "prismrunner":
+            command, endpoint, extra = _prism_command(options)
+            relay = _relay_prism_log
+        else:
+            found = _flink_command(beam_args, cleanup)
+            if found is None:  # an uber jar submitted to a cluster: no job server to start
+                yield list(beam_args)
+                return
+            command, endpoint, extra = found
+            relay = _relay_log("FlinkJarJobServer")
+        guard = _start_guarded(command)
+        cleanup.callback(_end_of_block, guard)
+        threading.Thread(target=relay, args=(guard.stdout,), daemon=True, name="job-server-log").start()
+        yield [*beam_args, *extra, f"--job_endpoint={endpoint}"]
+
+
+def _prism_command(options):
+    from apache_beam.runners.portability.prism_runner import PrismJobServer
+
     command, endpoint = PrismJobServer(options).subprocess_cmd_and_endpoint()
-    process = subprocess.Popen([str(part) for part in command] + [f"--idle_shutdown_timeout={PRISM_IDLE_SHUTDOWN}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    _OWN_PRISMS.append(process)
-    threading.Thread(target=_relay_prism_log, args=(process.stdout,), daemon=True, name="prism-log").start()
-    try:
-        yield [*beam_args, f"--job_endpoint={endpoint}"]
-    finally:
-        _let_the_sdk_worker_hang_up()
-        _stop(process)
-        if process in _OWN_PRISMS:
-            _OWN_PRISMS.remove(process)
+    return [*command, f"--idle_shutdown_timeout={PRISM_IDLE_SHUTDOWN}"], endpoint, []
+
+
+def _flink_command(beam_args: list[str], cleanup: contextlib.ExitStack):
+    """Flink's job server command line as Beam's ``FlinkRunner`` builds it, its endpoint, and the flags the job
+    needs with it (the master's address with its scheme, as Beam sets it); ``None`` where Beam would start none.
+    Its staged artifacts go to a temporary folder removed with ``cleanup`` unless ``--artifacts_dir`` names one."""
+    import shutil
+    import tempfile
+
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions, JobServerOptions, PipelineOptions
+    from apache_beam.runners.portability.flink_runner import MAGIC_HOST_NAMES, FlinkJarJobServer, FlinkRunner
+
+    options = PipelineOptions(beam_args)
+    flink = options.view_as(FlinkRunnerOptions)
+    master = FlinkRunner.add_http_scheme(flink.flink_master)
+    if flink.flink_submit_uber_jar and master not in MAGIC_HOST_NAMES:
+        return None
+    extra = [f"--flink_master={master}"] if master != flink.flink_master else []
+    if not options.view_as(JobServerOptions).artifacts_dir:
+        artifacts = tempfile.mkdtemp(prefix="seqwatch-flink-artifacts-")
+        cleanup.callback(shutil.rmtree, artifacts, ignore_errors=True)
+        options = PipelineOptions([*beam_args, *extra, f"--artifacts_dir={artifacts}"])
+    elif extra:
+        options = PipelineOptions([*beam_args, *extra])
+    command, endpoint = FlinkJarJobServer(options).subprocess_cmd_and_endpoint()
+    return command, endpoint, extra
+
+
+def _start_guarded(command: list) -> subprocess.Popen:
+    """``command`` under ``job_server_guard``, in a session of its own; the guard's stdin is the pipe whose end
+    stops it."""
+    import sys
+
+    guard = subprocess.Popen([sys.executable, "-m", "seqwatch.pipelines.job_server_guard",
+                              "--wait", str(JOB_SERVER_STOP_WAIT_S), "--", *[str(part) for part in command]],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    _OWN_JOB_SERVERS.append(guard)
+    return guard
+
+
+def _end_of_block(guard: subprocess.Popen) -> None:
+    _let_the_sdk_worker_hang_up()
+    _stop(guard)
+    if guard in _OWN_JOB_SERVERS:
+        _OWN_JOB_SERVERS.remove(guard)
 
 
 # The threads of Beam's SDK worker that read its streams from the runner (sdk_worker.py, data_plane.py)
@@ -245,10 +345,10 @@ SDK_READER_THREADS = ("read_state", "read_grpc_client_inputs")
 
 
 def _let_the_sdk_worker_hang_up(timeout_s: float = 3.0) -> None:
-    """Wait (at most ``timeout_s``) until the SDK worker in this process has closed its streams to Prism. It closes
-    them when Prism ends its job, a little after the job's end reaches seqwatch; Prism stopped before that broke
-    the state stream under the worker, whose reader thread printed a gRPC traceback after the stream's closing
-    line (one run in ten with the machine's cores busy, and in a CI run)."""
+    """Wait (at most ``timeout_s``) until the SDK worker in this process has closed its streams to the runner. It
+    closes them when the runner ends its job, a little after the job's end reaches seqwatch; Prism stopped before
+    that broke the state stream under the worker, whose reader thread printed a gRPC traceback after the stream's
+    closing line (one run in ten with the machine's cores busy, and in a CI run)."""
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -257,31 +357,51 @@ def _let_the_sdk_worker_hang_up(timeout_s: float = 3.0) -> None:
         time.sleep(0.01)
 
 
-def stop_own_prisms(wait_s: float = 5.0) -> None:
-    """Stop every Prism ``prism_of_its_own`` started that still runs (before an ``os._exit``, which skips the
-    blocks' ends)."""
-    for process in list(_OWN_PRISMS):
-        _stop(process, wait_s)
+def stop_own_job_servers(wait_s: float = JOB_SERVER_STOP_WAIT_S) -> None:
+    """Stop every job server ``job_server_of_its_own`` started that still runs (before an ``os._exit``, which
+    skips the blocks' ends)."""
+    for guard in list(_OWN_JOB_SERVERS):
+        _stop(guard, wait_s)
 
 
-# Set once seqwatch has stopped a Prism of its own: a break of the SDK worker's streams after it is expected.
-OWN_PRISM_STOPPED = threading.Event()
+# Set once seqwatch has stopped a job server of its own: a break of the SDK worker's streams after it is expected.
+OWN_JOB_SERVER_STOPPED = threading.Event()
 
 
-def _stop(process, wait_s: float = 5.0) -> None:
-    """Stop Prism as Beam stops it, with SIGINT (what a terminal sends it), and kill it after ``wait_s``."""
-    OWN_PRISM_STOPPED.set()
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
+def _stop(guard: subprocess.Popen, wait_s: float = JOB_SERVER_STOP_WAIT_S) -> None:
+    """Stop a guarded job server: the end of the guard's input has it stop the job server with SIGINT (as Beam
+    stops it, as a terminal would) and SIGKILL after ``wait_s``; a guard that has not ended a little after that is
+    killed."""
+    OWN_JOB_SERVER_STOPPED.set()
+    if guard.stdin is not None and not guard.stdin.closed:
         try:
-            process.wait(timeout=wait_s)
+            guard.stdin.close()
+        except OSError:  # the guard has ended: its pipe is broken
+            pass
+    try:
+        guard.wait(timeout=wait_s + 2.0)
+    except subprocess.TimeoutExpired:
+        guard.terminate()  # the guard stops its job server at once on it
+        try:
+            guard.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            guard.kill()
+            guard.wait()
 
 
 _PRISM_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING, "WARNING": logging.WARNING,
                  "ERROR": logging.ERROR}
+
+
+def _relay_log(logger_name: str):
+    """A relay of a job server's output lines to the logger ``logger_name`` at INFO, as Beam relays them."""
+
+    def relay(stream) -> None:
+        logger = logging.getLogger(logger_name)
+        for raw in iter(stream.readline, b""):
+            logger.info("%s", raw.decode(errors="backslashreplace").rstrip())
+
+    return relay
 
 
 def _relay_prism_log(stream) -> None:

@@ -161,6 +161,17 @@ class Processes:
                     found[int(entry)] = name
         return found
 
+    @classmethod
+    def descendants(cls, pid: int) -> dict:
+        """``{pid: command name}`` of the processes under ``pid``: its children, theirs, and so on (a stream's job
+        server runs under a guard, ``seqwatch.pipelines.job_server_guard``)."""
+        found, parents = {}, [pid]
+        while parents:
+            children = cls.children(parents.pop())
+            found.update(children)
+            parents.extend(children)
+        return found
+
     @staticmethod
     def alive(pid: int) -> bool:
         """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""

@@ -126,7 +126,7 @@ def test_a_ctrl_c_stops_a_stream_once_it_has_written_what_it_read(runner, small_
         prism = []
         try:
             _wait_for_scores(runner, process, out, log_path)
-            prism = [pid for pid, name in processes.children(process.pid).items() if name.startswith("prism")]
+            prism = [pid for pid, name in processes.descendants(process.pid).items() if name.startswith("prism")]
             os.killpg(process.pid, signal.SIGINT)
             returncode = process.wait(timeout=120)
             left = [pid for pid in prism if processes.alive(pid)]
@@ -175,8 +175,8 @@ def test_a_sigterm_to_the_stream_process_alone_stops_it_once_written_and_its_pri
                 while not list(out.glob("scores/*/*.parquet")) and time.monotonic() < deadline:
                     assert process.poll() is None, log_path.read_text()[-2000:]
                     time.sleep(0.5)
-                prism = [pid for pid, name in processes.children(process.pid).items() if name.startswith("prism")]
-                assert prism, (processes.children(process.pid), log_path.read_text()[-2000:])
+                prism = [pid for pid, name in processes.descendants(process.pid).items() if name.startswith("prism")]
+                assert prism, (processes.descendants(process.pid), log_path.read_text()[-2000:])
                 process.send_signal(signal.SIGTERM)  # to seqwatch alone, not its process group
                 if signals == 2:
                     _wait_for(process, log_path, "seqwatch stream: stopping (SIGTERM)", 30)
@@ -220,7 +220,7 @@ def test_a_ctrl_c_while_a_finished_stream_stops_prism_ends_it_all_the_same(small
             deadline = time.monotonic() + 180
             while "the source ended" not in log_path.read_text() and time.monotonic() < deadline:
                 assert process.poll() is None, log_path.read_text()[-2000:]
-                prism = prism or [pid for pid, name in processes.children(process.pid).items()
+                prism = prism or [pid for pid, name in processes.descendants(process.pid).items()
                                   if name.startswith("prism")]
                 time.sleep(0.05)
             assert prism, log_path.read_text()[-2000:]

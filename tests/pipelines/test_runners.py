@@ -1,6 +1,7 @@
 """``seqwatch.pipelines.runners``: the settings seqwatch gives particular runners, and on Prism the reason for
 them: without ``prism_disable_sdf_split``, Prism 2.77 lets two bundles process one key of a stateful step at once
 (measured: each of four runs of the test below lost or split a key's state)."""
+import os
 import time
 
 import apache_beam as beam
@@ -131,24 +132,83 @@ def test_on_prism_a_stateful_step_sees_every_element_of_a_key_in_one_state(prism
         assert_that(counts, equal_to([("k0", 1000), ("k1", 1000), ("k2", 1000)]))
 
 
-def test_a_streams_prism_runs_in_a_session_of_its_own_and_is_stopped_with_the_block(prism_location):
-    """A terminal's Ctrl-C goes to the process group: Prism in seqwatch's group stopped under a stream that was
-    to stop gracefully. Other runners, and a Prism the flags name an endpoint of, are left as they are."""
-    import os
+def test_a_job_on_prism_runs_longer_than_the_job_server_timeout(prism_options):
+    """Beam gave the streams of a job's state and messages ``--job_server_timeout`` (300 s) as their gRPC deadline
+    where the job service knows the job by its preparation id, as Prism does: every stream on Prism failed after 5
+    minutes with DEADLINE_EXCEEDED, in a traceback (found by a stream left running). Here the timeout is 2 s and
+    the job takes longer."""
+    with beam.Pipeline(options=prism_options("--job_server_timeout=2")) as p:
+        slow = p | beam.Create([1, 2, 3]) | beam.Reshuffle() | beam.Map(lambda x: (time.sleep(1.5), x)[1])
+        assert_that(slow, equal_to([1, 2, 3]))
 
-    from seqwatch.pipelines import runners
-    from seqwatch.pipelines.runners import prism_of_its_own
+
+def test_the_job_services_other_calls_keep_their_timeout():
+    from seqwatch.pipelines.runners import JOB_STREAMS, _StreamsWithoutDeadline
+
+    calls = []
+
+    class Stub:  # the generated gRPC stub's shape: one callable per method
+        def __getattr__(self, name):
+            return lambda request, **kwargs: calls.append((name, request, kwargs))
+
+    stub = _StreamsWithoutDeadline(Stub())
+    for name in (*JOB_STREAMS, "Prepare", "Cancel"):
+        getattr(stub, name)("request", timeout=300)
+    assert calls == [("GetStateStream", "request", {}), ("GetMessageStream", "request", {}),
+                     ("Prepare", "request", {"timeout": 300}), ("Cancel", "request", {"timeout": 300})]
+
+
+def test_a_streams_prism_runs_in_a_session_of_its_own_and_is_stopped_with_the_block(prism_location, processes):
+    """A terminal's Ctrl-C goes to the process group: Prism in seqwatch's group stopped under a stream that was
+    to stop gracefully. It runs under a guard that stops it when seqwatch ends. Other runners, and a job server the
+    flags name an endpoint of, are left as they are."""
+    from seqwatch.pipelines.runners import job_server_of_its_own
 
     args = ["--runner=PrismRunner", f"--prism_location={prism_location}"]
-    with prism_of_its_own(args) as job_args:
-        (process,) = runners._OWN_PRISMS
+    with job_server_of_its_own(args) as job_args:
+        (guard,) = runners._OWN_JOB_SERVERS
         assert job_args[:2] == args and job_args[2].startswith("--job_endpoint=localhost:")
-        assert process.poll() is None and os.getpgid(process.pid) != os.getpgid(0)
-        assert f"--idle_shutdown_timeout={runners.PRISM_IDLE_SHUTDOWN}" in process.args
-    assert process.poll() is not None and runners._OWN_PRISMS == []
-    for given in (["--runner=FlinkRunner"], [*args, "--job_endpoint=localhost:8099"], ["--runner=DirectRunner"]):
-        with prism_of_its_own(given) as job_args:
-            assert job_args == given and runners._OWN_PRISMS == []
+        assert guard.poll() is None and os.getpgid(guard.pid) != os.getpgid(0)
+        assert "seqwatch.pipelines.job_server_guard" in guard.args
+        assert f"--idle_shutdown_timeout={runners.PRISM_IDLE_SHUTDOWN}" in guard.args
+        deadline = time.monotonic() + 10
+        while not (prism := [pid for pid, name in processes.children(guard.pid).items() if name == "prism"]):
+            assert time.monotonic() < deadline, processes.children(guard.pid)
+            time.sleep(0.05)
+        assert os.getpgid(prism[0]) == os.getpgid(guard.pid) != os.getpgid(0)
+    assert guard.poll() is not None and not processes.alive(prism[0]) and runners._OWN_JOB_SERVERS == []
+    for given in (["--runner=DataflowRunner"], [*args, "--job_endpoint=localhost:8099"], ["--runner=DirectRunner"],
+                  ["--runner=FlinkRunner", "--flink_master=cluster:8081", "--flink_submit_uber_jar"]):
+        with job_server_of_its_own(given) as job_args:
+            assert job_args == given and runners._OWN_JOB_SERVERS == []
+
+
+@pytest.mark.parametrize("master, extra", [
+    ("[local]", []),  # the embedded cluster
+    ("[auto]", []),
+    ("flink-jm:8081", ["--flink_master=http://flink-jm:8081"]),  # a cluster: the scheme Beam adds for the job
+    ("https://flink-jm:8081", []),
+])
+def test_flinks_job_server_is_started_as_beam_would_start_it(master, extra, tmp_path):
+    """Flink's job server, as Beam's FlinkRunner starts its jar, with the master's address as Beam gives it; its
+    staged artifacts in a folder of its own, removed with the stream."""
+    import contextlib
+
+    jar = tmp_path / "job-server.jar"
+    jar.write_bytes(b"")
+    args = ["--runner=FlinkRunner", f"--flink_job_server_jar={jar}", f"--flink_master={master}"]
+    with contextlib.ExitStack() as cleanup:
+        command, endpoint, job_extra = runners._flink_command(args, cleanup)
+        artifacts = command[command.index("--artifacts-dir") + 1]
+        assert os.path.isdir(artifacts)
+    assert not os.path.exists(artifacts)
+    assert command[:3] == ["java", "-jar", str(jar)] and job_extra == extra
+    assert command[command.index("--flink-master") + 1] == (extra[0].split("=", 1)[1] if extra else master)
+    assert endpoint.startswith("localhost:") and str(endpoint.split(":")[1]) in map(str, command)
+    with contextlib.ExitStack() as cleanup:  # the user's own artifacts folder is theirs
+        command, _, _ = runners._flink_command([*args, f"--artifacts_dir={tmp_path}"], cleanup)
+        assert command[command.index("--artifacts-dir") + 1] == str(tmp_path)
+    assert tmp_path.is_dir()
 
 
 def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_after_it_is_not_printed():
@@ -183,13 +243,13 @@ def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_af
     try:
         restore = _quiet_interrupts()
         try:
-            runners.OWN_PRISM_STOPPED.set()
+            runners.OWN_JOB_SERVER_STOPPED.set()
             for name in ("read_state", "some_other_thread"):
                 thread = threading.Thread(target=broken, name=name)
                 thread.start()
                 thread.join()
         finally:
-            runners.OWN_PRISM_STOPPED.clear()
+            runners.OWN_JOB_SERVER_STOPPED.clear()
             restore()
     finally:
         threading.excepthook = original

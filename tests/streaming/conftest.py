@@ -237,12 +237,14 @@ class StreamOutputs:
 
     @classmethod
     def stop_once_scored(cls, command: list, out: Path, log_path: Path, how: int = signal.SIGTERM,
-                         to_group: bool = False, settle_s: float = 0.0, timeout_s: float = 240) -> tuple[int, str]:
+                         to_group: bool = False, settle_s: float = 0.0, timeout_s: float = 240,
+                         before_signal=None) -> tuple[int, str]:
         """Run ``command`` (a ``seqwatch stream``; its output to ``log_path``) in a session of its own, and once it
         has written its first scores into ``out`` (and ``settle_s`` more seconds have passed) send it the signal
         ``how``: to its process alone, or with ``to_group`` to its process group, as a terminal's Ctrl-C goes
         (then SIGINT as a terminal leaves it: a test started in the background has it ignored, and a child
-        inherits that). Returns ``(return code, log)``; what is left running at the end is killed."""
+        inherits that). ``before_signal(process)`` is called just before the signal. Returns ``(return code,
+        log)``; what is left running at the end is killed."""
         with open(log_path, "w") as log:
             previous = signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
@@ -253,6 +255,8 @@ class StreamOutputs:
             try:
                 cls.wait_for_scores(process, out, log_path, timeout_s)
                 time.sleep(settle_s)
+                if before_signal is not None:
+                    before_signal(process)
                 os.killpg(process.pid, how) if to_group else process.send_signal(how)
                 returncode = process.wait(timeout=timeout_s)
             finally:

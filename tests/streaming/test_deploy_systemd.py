@@ -73,7 +73,7 @@ def test_the_systemd_unit_streams_and_its_stop_writes_what_the_stream_read(small
         try:
             stream_outputs.wait_for_scores(process, out, log_path)
             time.sleep(2)
-            group += list(processes.children(process.pid))
+            group += list(processes.descendants(process.pid))
             process.send_signal(getattr(signal, service["KillSignal"]))  # KillMode=mixed: the main process alone
             returncode = process.wait(timeout=timeout_s)
             left = [pid for pid in group if processes.alive(pid)]

@@ -2,6 +2,7 @@
 ``make flink-job-server``): the same outputs as the DirectRunner and Prism give; and ``DetectAnomalies`` in a
 user's own batch pipeline there. The ``seqwatch stream`` test runs as the README tells users (Beam starts the job
 server jar); the others use the session's job server (``flink_job_server`` in conftest)."""
+import signal
 import sys
 
 import numpy as np
@@ -119,17 +120,29 @@ def test_detect_anomalies_in_a_users_own_pipeline_on_flink(small_model_dir, flin
         assert_that(found.alerts, cover, label="AlertsCoverTheShifts")
 
 
-def test_a_sigterm_stops_a_stream_on_flink_once_it_has_written_what_it_read(readings_csv, small_model_dir,
-                                                                             flink_args, tmp_path, stream_outputs):
-    """The graceful stop on Flink (Beam starts its job server in seqwatch's process group, so the signal goes to
-    seqwatch alone, as `kill PID` and a container's stop send it): the readers end, and everything they read is
-    scored or quarantined and written before the stream exits 0."""
+def test_a_ctrl_c_stops_a_stream_on_flink_once_it_has_written_what_it_read(readings_csv, small_model_dir, flink_args,
+                                                                          tmp_path, stream_outputs, processes):
+    """The graceful stop on Flink, by a terminal's Ctrl-C to seqwatch's process group: the readers end, and
+    everything they read is scored or quarantined and written before the stream exits 0. Beam started Flink's job
+    server in seqwatch's process group, where the Ctrl-C stopped it under the job (exit 1, what the stream held
+    lost); seqwatch now starts it in a session of its own, as it starts Prism, and stops it when the stream ends."""
     path, rows = readings_csv
     out, log_path = tmp_path / "stream", tmp_path / "stream.log"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--model-dir", str(small_model_dir),
                "--output", str(out), "--flush-window", "600", "--source", "replay", "--input", str(path),
                "--speed", "100", *flink_args(own_job_server=True)]  # 90 s of replay
-    returncode, log = stream_outputs.stop_once_scored(command, out, log_path)  # SIGTERM to seqwatch alone
+    java = []
+
+    def note_the_job_server(process):
+        java.extend(pid for pid, name in processes.descendants(process.pid).items() if name == "java")
+
+    try:
+        returncode, log = stream_outputs.stop_once_scored(command, out, log_path, how=signal.SIGINT, to_group=True,
+                                                          before_signal=note_the_job_server)
+        left = [pid for pid in java if processes.alive(pid)]
+    finally:
+        processes.kill(java)
     assert returncode == 0, log[-3000:]
-    records_in, scored, quarantined = stream_outputs.stopped_totals(log, "SIGTERM")
+    records_in, scored, quarantined = stream_outputs.stopped_totals(log, "Ctrl-C")
     assert records_in == scored + quarantined and 0 < scored and records_in < rows, log[-3000:]
+    assert java and left == [], f"Flink's job server {left} outlived the stream"
