@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    try:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+    except OSError as exc:  # no such program (Java not installed), not executable
+        print(f"cannot start {command[0]}: {exc.strerror}", flush=True)
+        return 127
     threading.Thread(target=_until_end_of_input, args=(stop,), daemon=True, name="guard-input").start()
     while not stop.wait(0.2):
         if child.poll() is not None:

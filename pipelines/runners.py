@@ -24,6 +24,7 @@ traceback before it logs it: one or more per Pub/Sub stream (found by the bug hu
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -283,8 +284,46 @@ def job_server_of_its_own(beam_args: list[str]):
             relay = _relay_log("FlinkJarJobServer")
         guard = _start_guarded(command)
         cleanup.callback(_end_of_block, guard)
-        threading.Thread(target=relay, args=(guard.stdout,), daemon=True, name="job-server-log").start()
+        last_lines = collections.deque(maxlen=JOB_SERVER_LAST_LINES)
+        threading.Thread(target=relay, args=(guard.stdout, last_lines), daemon=True, name="job-server-log").start()
+        _wait_until_serving(guard, endpoint, "Prism" if name == "prismrunner" else "Flink's job server", last_lines)
         yield [*beam_args, *extra, f"--job_endpoint={endpoint}"]
+
+
+JOB_SERVER_START_S = 120.0  # a JVM and Flink's job server take seconds; Prism well under one
+JOB_SERVER_LAST_LINES = 20
+
+
+def _wait_until_serving(guard: subprocess.Popen, endpoint: str, what: str, last_lines,
+                        timeout_s: float = JOB_SERVER_START_S) -> None:
+    """Return once the job server answers on ``endpoint``; ``StreamRunnerError`` naming its last output line when
+    it ends first (a jar that is no jar, no Java) or does not answer within ``timeout_s``. Beam's own wait for an
+    endpoint it is given takes ``--job_server_timeout`` (300 s) and ends in a traceback."""
+    import socket
+    import time
+
+    host, port = endpoint.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if guard.poll() is not None:
+            time.sleep(0.2)  # its last lines, relayed
+            said = next((line for line in reversed(last_lines) if line.strip()), "")
+            raise StreamRunnerError(f"{what} ended as it started (exit status {guard.returncode})"
+                                    + (f": {said.strip()}" if said else "") + f"; its command: {_shown(guard)}")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise StreamRunnerError(f"{what} did not answer on {endpoint} within {timeout_s:.0f} s; its command: "
+                                    f"{_shown(guard)}")
+        time.sleep(0.1)
+
+
+def _shown(guard: subprocess.Popen) -> str:
+    args = [str(part) for part in guard.args]
+    return " ".join(args[args.index("--") + 1:] if "--" in args else args)
 
 
 def _prism_command(options):
@@ -394,22 +433,28 @@ _PRISM_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.W
 
 
 def _relay_log(logger_name: str):
-    """A relay of a job server's output lines to the logger ``logger_name`` at INFO, as Beam relays them."""
+    """A relay of a job server's output lines to the logger ``logger_name`` at INFO, as Beam relays them (the last
+    ones kept in ``last_lines`` too)."""
 
-    def relay(stream) -> None:
+    def relay(stream, last_lines=None) -> None:
         logger = logging.getLogger(logger_name)
         for raw in iter(stream.readline, b""):
-            logger.info("%s", raw.decode(errors="backslashreplace").rstrip())
+            line = raw.decode(errors="backslashreplace").rstrip()
+            if last_lines is not None:
+                last_lines.append(line)
+            logger.info("%s", line)
 
     return relay
 
 
-def _relay_prism_log(stream) -> None:
+def _relay_prism_log(stream, last_lines=None) -> None:
     """Prism's output, a JSON record per line, to the logger ``PrismRunner`` at each record's level (a line that
-    is not such a record: INFO)."""
+    is not such a record: INFO); the last ones kept in ``last_lines`` too."""
     logger = logging.getLogger("PrismRunner")
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="backslashreplace").rstrip()
+        if last_lines is not None:
+            last_lines.append(line)
         try:
             level = str(json.loads(line).get("level", "INFO"))
         except (ValueError, AttributeError):

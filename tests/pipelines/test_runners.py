@@ -1,7 +1,9 @@
 """``seqwatch.pipelines.runners``: the settings seqwatch gives particular runners, and on Prism the reason for
 them: without ``prism_disable_sdf_split``, Prism 2.77 lets two bundles process one key of a stateful step at once
 (measured: each of four runs of the test below lost or split a key's state)."""
+import collections
 import os
+import threading
 import time
 
 import apache_beam as beam
@@ -183,6 +185,49 @@ def test_a_streams_prism_runs_in_a_session_of_its_own_and_is_stopped_with_the_bl
             assert job_args == given and runners._OWN_JOB_SERVERS == []
 
 
+@pytest.mark.parametrize("program, said", [
+    ("print('Error: Invalid or corrupt jarfile x.jar'); raise SystemExit(1)",
+     "ended as it started (exit status 1): Error: Invalid or corrupt jarfile x.jar; its command: "),
+    (None, "ended as it started (exit status 127): cannot start no-such-java: No such file or directory"),
+    ("import time; time.sleep(30)", "did not answer on localhost:"),
+])
+def test_a_job_server_that_does_not_start_is_one_sentence_at_once(program, said):
+    """A job server seqwatch starts for a stream is waited for until it answers: one that ended (a jar that is no
+    jar, no Java) had left Beam waiting --job_server_timeout (300 s) for it, and then failed in a traceback."""
+    import sys
+
+    command = [sys.executable, "-c", program] if program else ["no-such-java", "-jar", "x.jar"]
+    guard = runners._start_guarded(command)
+    lines = collections.deque(maxlen=5)
+    try:
+        threading.Thread(target=runners._relay_log("test"), args=(guard.stdout, lines), daemon=True).start()
+        started = time.monotonic()
+        with pytest.raises(StreamRunnerError) as refused:
+            runners._wait_until_serving(guard, "localhost:1", "the job server", lines, timeout_s=2.0)
+        assert str(refused.value).startswith(f"the job server {said}") and time.monotonic() - started < 10
+    finally:
+        runners._end_of_block(guard)
+    assert guard.poll() is not None and runners._OWN_JOB_SERVERS == []
+
+
+def test_a_job_server_is_waited_for_until_it_answers():
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = (f"import socket, time; time.sleep(1); s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
+              f"time.sleep(30)")
+    guard = runners._start_guarded([sys.executable, "-c", server])
+    try:
+        started = time.monotonic()
+        runners._wait_until_serving(guard, f"127.0.0.1:{port}", "the job server", [], timeout_s=20)
+        assert 0.9 < time.monotonic() - started < 15 and guard.poll() is None
+    finally:
+        runners._end_of_block(guard)
+
+
 @pytest.mark.parametrize("master, extra", [
     ("[local]", []),  # the embedded cluster
     ("[auto]", []),
@@ -216,7 +261,6 @@ def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_af
     the worker, whose reader thread printed a gRPC traceback after a stream's closing line (a CI run; one run in
     ten with the cores busy). seqwatch waits for the readers (up to a limit), and a reader broken after it stopped
     Prism is not printed; another thread's failure still is."""
-    import threading
     import time
 
     import grpc
