@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
+.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-stream: $(STAMP) prism kafka-jars flink-job-server
 
 bench-stream-fleet: $(STAMP) prism
 	$(BIN)/python benchmarks/stream_fleet.py
+
+# Three streams (Kafka, MQTT, Pub/Sub emulator) fed live for 10 minutes each, at once (~13 min)
+bench-soak: $(STAMP) prism kafka-jars pubsub-emulator
+	$(BIN)/python benchmarks/stream_soak.py
 
 clean: streaming-clean
 	rm -rf $(VENV) demo-output build *.egg-info
