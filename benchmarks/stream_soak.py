@@ -275,10 +275,12 @@ def render(result: dict) -> str:
         "- Every row should read records in = published, exit 0 and no traceback. Before 2026-12-05 each of these "
         "streams failed 5 minutes after it started (DEADLINE_EXCEEDED: Beam 2.77 put `--job_server_timeout` on the "
         "job's state stream as its deadline; README, \"Runners\" under Streaming).",
-        "- Memory: the samples are in `benchmarks/out/soak/result.json`. seqwatch's process holds Beam, Keras "
-        "and JAX (about 200 MB before the job starts); what grows after its first minutes is what a stream keeps "
-        "per entity and pane.",
+        "- Memory: seqwatch's process holds Beam, Keras and JAX (about 200 MB before the job starts); what grows "
+        "after its first minutes is what a stream keeps per entity and pane. Its resident MB every 2 minutes:",
     ]
+    for row in rows:
+        series = [s["seqwatch_mb"] for s in row["samples"] if s["seqwatch_mb"] is not None][::4]
+        lines.append(f"  {row['source']}: {' / '.join(_mb(value) for value in series)}")
     return "\n".join(lines)
 
 
