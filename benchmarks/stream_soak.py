@@ -79,6 +79,17 @@ def _port_open(port: int) -> bool:
         return False
 
 
+def _start_service(what: str, command: list[str], log_path: Path, port: int, timeout_s: float) -> subprocess.Popen:
+    """``command`` in a session of its own, its output to ``log_path``, once it answers on ``port``."""
+    process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not _port_open(port):
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not start; see {log_path}")
+        time.sleep(0.2)
+    return process
+
+
 class KafkaSource:
     name = "Kafka"
 
@@ -112,14 +123,8 @@ class MqttSource:
         self.port = free_port()
         (work / "mosquitto.conf").write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                                              "persistence false\nmax_queued_messages 0\n")
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(work / "mosquitto.conf")],
-                                        stdout=open(work / "mosquitto.log", "w"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not _port_open(self.port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto did not start; see {work / 'mosquitto.log'}")
-            time.sleep(0.1)
+        self.process = _start_service("mosquitto", [MOSQUITTO, "-c", str(work / "mosquitto.conf")],
+                                      work / "mosquitto.log", self.port, 30)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-publisher")
         self.client.connect("127.0.0.1", self.port)
         self.client.loop_start()
@@ -148,14 +153,8 @@ class PubSubSource:
 
     def __init__(self, work: Path):
         self.port = free_port()
-        self.process = subprocess.Popen(["bash", str(PUBSUB_SCRIPT), "--port", str(self.port)],
-                                        stdout=open(work / "pubsub.log", "w"), stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + 120
-        while not _port_open(self.port):
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"the Pub/Sub emulator did not start; see {work / 'pubsub.log'}")
-            time.sleep(0.5)
+        self.process = _start_service("the Pub/Sub emulator", ["bash", str(PUBSUB_SCRIPT), "--port", str(self.port)],
+                                      work / "pubsub.log", self.port, 120)
         os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{self.port}"
         from google.cloud import pubsub_v1
 
