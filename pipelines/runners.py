@@ -250,7 +250,7 @@ JOB_SERVER_STOP_WAIT_S = 5.0  # from SIGINT to SIGKILL, as Beam stops the job se
 
 
 @contextlib.contextmanager
-def job_server_of_its_own(beam_args: list[str]):
+def job_server_of_its_own(beam_args: list[str], prism_idle_shutdown: str = PRISM_IDLE_SHUTDOWN):
     """Yield ``beam_args`` for a stream, with ``--job_endpoint`` of a job server that seqwatch starts for it in a
     session of its own, and stop that job server when the block ends: Prism, and Flink's job server where Beam
     would start its jar (``--flink_master`` ``[local]``, ``[auto]`` or a cluster's address, without
@@ -262,8 +262,9 @@ def job_server_of_its_own(beam_args: list[str]):
     stream (``stop_request``) needs the runner alive to write it. (systemd's default ``KillMode=control-group``
     signals every process of the service, whatever its session: ``deploy/systemd`` sets ``mixed``.) The job server
     runs with the command line Beam would use, under ``job_server_guard``, which stops it when seqwatch ends, be
-    it by SIGKILL (Prism also gets ``--idle_shutdown_timeout``). Its log lines go to the logger Beam relays them to
-    (``PrismRunner``, ``FlinkJarJobServer``)."""
+    it by SIGKILL (Prism also gets ``--idle_shutdown_timeout=prism_idle_shutdown``: "0s" for one that serves pipelines
+    minutes apart, as the tests' does). Its log lines go to the logger Beam relays them to (``PrismRunner``,
+    ``FlinkJarJobServer``)."""
     from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
     options = PipelineOptions(beam_args)
@@ -273,7 +274,7 @@ def job_server_of_its_own(beam_args: list[str]):
         return
     with contextlib.ExitStack() as cleanup:
         if name == "prismrunner":
-            command, endpoint, extra = _prism_command(options)
+            command, endpoint, extra = _prism_command(options, prism_idle_shutdown)
             relay = _relay_prism_log
         else:
             found = _flink_command(beam_args, cleanup)
@@ -326,11 +327,11 @@ def _shown(guard: subprocess.Popen) -> str:
     return " ".join(args[args.index("--") + 1:] if "--" in args else args)
 
 
-def _prism_command(options):
+def _prism_command(options, idle_shutdown: str = PRISM_IDLE_SHUTDOWN):
     from apache_beam.runners.portability.prism_runner import PrismJobServer
 
     command, endpoint = PrismJobServer(options).subprocess_cmd_and_endpoint()
-    return [*command, f"--idle_shutdown_timeout={PRISM_IDLE_SHUTDOWN}"], endpoint, []
+    return [*command, f"--idle_shutdown_timeout={idle_shutdown}"], endpoint, []
 
 
 def _flink_command(beam_args: list[str], cleanup: contextlib.ExitStack):

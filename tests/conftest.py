@@ -90,19 +90,33 @@ def prism_location() -> str:
 
 
 @pytest.fixture(scope="session")
-def prism_options(prism_location):
-    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary, with the
-    settings ``seqwatch stream`` gives Prism (``seqwatch.pipelines.runners``)."""
+def prism_endpoint(prism_location):
+    """``host:port`` of one Prism for the test process's pipelines, started as ``seqwatch stream`` starts its own
+    (``runners.job_server_of_its_own``: under the guard, which stops it when this process ends however it ends).
+    Started by Beam per pipeline instead, each TestPipeline left a Prism running until the process exited, and a
+    pytest-xdist worker's exit once orphaned one."""
+    from seqwatch.pipelines import runners
+
+    with runners.job_server_of_its_own(["--runner=PrismRunner", f"--prism_location={prism_location}",
+                                        "--prism_log_level=warn"], prism_idle_shutdown="0s") as args:
+        # not one of the job servers of this process's streams, which a test's stream stops (stop_own_job_servers)
+        # and tests count: the block's end stops it
+        runners._OWN_JOB_SERVERS.pop()
+        yield next(a.split("=", 1)[1] for a in args if a.startswith("--job_endpoint="))
+
+
+@pytest.fixture(scope="session")
+def prism_options(prism_endpoint):
+    """``prism_options(*extra)`` -> ``PipelineOptions`` for real streaming on the local Prism binary (one per test
+    process, ``prism_endpoint``), with the settings ``seqwatch stream`` gives Prism
+    (``seqwatch.pipelines.runners``)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from seqwatch.pipelines.runners import apply_runner_fixes
 
     def options(*extra: str) -> PipelineOptions:
-        # PrismRunner keeps one job server per process; an earlier pipeline in this process that named no runner
-        # tried Prism with its default (downloading) location, and the singleton would keep that one.
         return apply_runner_fixes(PipelineOptions([
-            "--runner=PrismRunner", f"--prism_location={prism_location}", "--streaming", "--prism_log_level=warn",
-            "--experiments=disable_prism_server_singleton", *extra]))
+            "--runner=PrismRunner", f"--job_endpoint={prism_endpoint}", "--streaming", *extra]))
 
     return options
 

@@ -50,11 +50,11 @@ def test_replay_on_prism_alerts_while_running_and_matches_batch(long_readings, s
                                                                 tmp_path, stream_outputs):
     path, readings = long_readings
     out = tmp_path / "stream"
-    # 9,000 s of event time at 250x: the replay lasts ~36 s, so alerts must show up before it ends. With a
+    # 9,000 s of event time at 500x: the replay lasts ~18 s, so alerts must show up before it ends. With a
     # 10-minute alert cooldown, which merges alerts of this data that are minutes apart.
     returncode, log, ran_on_s = stream_outputs.run_watching_alerts(
         _stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input", str(path),
-                        "--speed", "250", "--alert-cooldown", "600"), out, tmp_path / "stream.log")
+                        "--speed", "500", "--alert-cooldown", "600"), out, tmp_path / "stream.log")
     assert returncode == 0, log[-3000:]
     assert ran_on_s is not None and ran_on_s > 5, (
         f"alerts only appeared at the end ({ran_on_s} s before it); files written at (s after the first): "
@@ -103,7 +103,7 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
     path, readings = long_readings
     out = tmp_path / "stream"
     result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
-                                             "--speed", "500", "--online-calibration", *_runner_args(runner, request)),
+                                             "--speed", "4000", "--online-calibration", *_runner_args(runner, request)),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch", online_calibration=True)
@@ -140,7 +140,7 @@ def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_as_in_batch(
     gapped.to_csv(path, index=False)
     out = tmp_path / "stream"
     result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
-                                             "--speed", "500", "--online-calibration", "--calibration-keep-days", "1",
+                                             "--speed", "4000", "--online-calibration", "--calibration-keep-days", "1",
                                              *_runner_args(runner, request)),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -192,7 +192,7 @@ def test_a_stream_goes_on_from_a_batch_runs_calibration_as_the_next_batch_run_do
     batch(tmp_path / "rest.csv", tmp_path / "day2-afresh")
     out = tmp_path / "stream"
     result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input",
-                                            str(tmp_path / "rest.csv"), "--speed", "1000", "--online-calibration",
+                                            str(tmp_path / "rest.csv"), "--speed", "4000", "--online-calibration",
                                             "--calibration-from", str(tmp_path / "day1")),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -236,7 +236,7 @@ def test_a_stream_restarted_into_its_output_goes_on_from_its_own_calibration(run
     logs = []
     for part in ("first.csv", "rest.csv"):
         result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input",
-                                                 str(tmp_path / part), "--speed", "1000", "--online-calibration",
+                                                 str(tmp_path / part), "--speed", "4000", "--online-calibration",
                                                  *_runner_args(runner, request)),
                                 capture_output=True, text=True, timeout=400)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -418,7 +418,7 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
     shutil.copytree(small_model_dir, root / "v1")
     out = tmp_path / "stream"
     result = subprocess.run(_stream_command(root, out, prism_location, "--source", "replay", "--input", str(path),
-                                            "--speed", "1000", "--archive-readings", "1800"),
+                                            "--speed", "4000", "--archive-readings", "1800"),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "archiving readings per 1800s under readings/" in result.stderr
