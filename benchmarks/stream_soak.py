@@ -2,7 +2,8 @@
 once, each for ``--minutes`` of wall clock with event time = wall clock, then stopped by SIGTERM.
 
     .venv/bin/python benchmarks/stream_soak.py                 # what `make bench-soak` runs (~13 min)
-    .venv/bin/python benchmarks/stream_soak.py --minutes 2     # a smoke run (does not touch BENCHMARKS.md)
+    .venv/bin/python benchmarks/stream_soak.py --minutes 5 --sources kafka   # a smoke run of one stream (its CPU
+                                                                              # alone; does not touch BENCHMARKS.md)
 
 The suite's streams last seconds to two minutes; what only a stream that runs on shows is measured here: each
 stream must live to its stop (a Prism job failed 5 minutes in, whatever it did, until 2026-12-05: Beam put
@@ -51,6 +52,15 @@ def rss_mb(pid: int) -> float | None:
         return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
     except (OSError, AttributeError):
         return None
+
+
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) ``pid`` has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -212,7 +222,9 @@ def soak(source_class, model: Path, work: Path, minutes: float, entities: int, s
                 job_server = [pid for pid, name in descendants(stream.pid).items() if name in ("prism", "java")]
                 samples.append({"s": round(time.monotonic() - started), "published": published,
                                 "seqwatch_mb": rss_mb(stream.pid),
-                                "job_server_mb": rss_mb(job_server[0]) if job_server else None})
+                                "job_server_mb": rss_mb(job_server[0]) if job_server else None,
+                                "seqwatch_cpu_s": cpu_s(stream.pid),
+                                "job_server_cpu_s": cpu_s(job_server[0]) if job_server else None})
             if stream.poll() is not None:
                 ended_early = round(time.monotonic() - started)
                 break
@@ -238,6 +250,13 @@ def _mb(value) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _cores(first: dict, last: dict, key: str) -> str:
+    """Cores used on average between two samples (CPU seconds over wall seconds)."""
+    if first.get(key) is None or last.get(key) is None or last["s"] <= first["s"]:
+        return "–"
+    return f"{(last[key] - first[key]) / (last['s'] - first['s']):.2f}"
+
+
 def render(result: dict) -> str:
     rows = result["rows"]
     lines = [
@@ -249,12 +268,13 @@ def render(result: dict) -> str:
         f"minutes of wall clock: {result['entities']} pumps x 4 channels, one reading per channel per second, "
         "event time = wall clock, anomalies injected; `--online-calibration --calibration-save-every 120` (Kafka's "
         f"with `--archive-readings 300` too); then {SETTLE_S:.0f} s for the last panes and a SIGTERM (the graceful "
-        "stop). Resident memory sampled every 30 s: seqwatch's process (the SDK worker runs in it) and its job "
-        "server (Prism, under its guard).",
+        "stop). Resident memory and CPU time sampled every 30 s: seqwatch's process (the SDK worker runs in it) and "
+        "its job server (Prism, under its guard); CPU cores: CPU seconds over wall seconds from the 1-minute sample "
+        "to the last (three streams share the machine's cores).",
         "",
         "| source | readings published | records in = scored + quarantined | incidents | exit | tracebacks | "
-        "seqwatch MB at 1 min / half-way / end | Prism MB at 1 min / end |",
-        "|---|---|---|---|---|---|---|---|",
+        "seqwatch MB at 1 min / half-way / end | Prism MB at 1 min / end | CPU cores, seqwatch / Prism |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         samples = [s for s in row["samples"] if s["seqwatch_mb"] is not None]
@@ -268,7 +288,8 @@ def render(result: dict) -> str:
         lines.append(f"| {row['source']} | {row['published']:,} | {reconciled} | {row['incidents']} | "
                      f"{row['returncode']} | {row['tracebacks']} | {_mb(at_one.get('seqwatch_mb'))} / "
                      f"{_mb(half.get('seqwatch_mb'))} / {_mb(end.get('seqwatch_mb'))} | "
-                     f"{_mb(at_one.get('job_server_mb'))} / {_mb(end.get('job_server_mb'))} |")
+                     f"{_mb(at_one.get('job_server_mb'))} / {_mb(end.get('job_server_mb'))} | "
+                     f"{_cores(at_one, end, 'seqwatch_cpu_s')} / {_cores(at_one, end, 'job_server_cpu_s')} |")
     lines += [
         "",
         "- Every row should read records in = published, exit 0 and no traceback. Before 2026-12-05 each of these "
@@ -287,6 +308,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock minutes each stream is fed")
     parser.add_argument("--entities", type=int, default=10, help="pumps per stream (4 readings per second each)")
+    parser.add_argument("--sources", default="kafka,mqtt,pubsub",
+                        help="which streams to run, comma-separated (a smoke run of one: its CPU alone)")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
     options = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -298,8 +321,17 @@ def main() -> int:
     model = work / "model"
     log("training the streaming benchmark's model")
     train(model)
+    if options.minutes < 5:
+        parser.error(f"--minutes must be at least 5 (the pumps' injected anomalies need 300 readings each), got "
+                     f"{options.minutes:g}")
+    chosen = [name.strip().lower() for name in options.sources.split(",")]
+    classes = {"kafka": KafkaSource, "mqtt": MqttSource, "pubsub": PubSubSource}
+    if not chosen or any(name not in classes for name in chosen):
+        parser.error(f"--sources takes a comma-separated list of {', '.join(classes)}, got {options.sources!r}")
     results, threads = {}, []
     for seed, source_class in enumerate((KafkaSource, MqttSource, PubSubSource)):
+        if source_class not in [classes[name] for name in chosen]:
+            continue
         def run(source_class=source_class, seed=seed):
             try:
                 results[source_class.name] = soak(source_class, model, work / source_class.name.split()[0].lower()
@@ -308,23 +340,23 @@ def main() -> int:
                 results[source_class.name] = {"source": source_class.name, "error": f"{type(exc).__name__}: {exc}"}
         threads.append(threading.Thread(target=run, name=source_class.name))
         threads[-1].start()
-    log(f"three streams fed for {options.minutes:g} minutes each")
+    log(f"{len(threads)} stream(s) fed for {options.minutes:g} minutes each")
     for thread in threads:
         thread.join()
-    rows = [results[name] for name in ("Kafka", "MQTT", "Pub/Sub (emulator)")]
+    rows = [results[name] for name in ("Kafka", "MQTT", "Pub/Sub (emulator)") if name in results]
     for row in rows:
         log(json.dumps({key: value for key, value in row.items() if key != "samples"}))
     failed = [row for row in rows if "error" in row]
-    result = {"command": "benchmarks/stream_soak.py" + ("" if options.minutes == 10 else f" --minutes "
-                                                        f"{options.minutes:g}"),
+    result = {"command": " ".join(["benchmarks/stream_soak.py", *sys.argv[1:]]),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
               "machine": platform.machine(), "python": platform.python_version(), "minutes": options.minutes,
               "entities": options.entities, "seconds": time.monotonic() - began, "rows": rows}
-    (OUT / "result.json").write_text(json.dumps(result, indent=1))
+    full = options.minutes >= 10 and len(rows) == 3  # what BENCHMARKS.md shows; a smoke run's result is kept apart
+    (OUT / ("result.json" if full else "smoke.json")).write_text(json.dumps(result, indent=1))
     if failed:
         log(f"not written to BENCHMARKS.md: {[row['error'] for row in failed]}")
         return 1
-    if options.minutes >= 10:
+    if full:
         replace_section("stream-soak", render(result))
         log("BENCHMARKS.md: section stream-soak written")
     else:
