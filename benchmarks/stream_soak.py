@@ -108,9 +108,12 @@ class KafkaSource:
         self.kafka.create_topic("soak")
         self.producer = self.kafka.producer()
 
+    batch_seconds: float | None = None  # --batch-seconds of the stream (main's --kafka-batch-seconds)
+
     def args(self) -> list[str]:
         return ["--source", "kafka", "--bootstrap-servers", self.kafka.bootstrap, "--topic", "soak",
-                "--archive-readings", "300"]
+                "--archive-readings", "300",
+                *([] if self.batch_seconds is None else ["--batch-seconds", f"{self.batch_seconds:g}"])]
 
     def publish(self, payloads: list[tuple[str, bytes]]) -> None:
         for _, payload in payloads:
@@ -310,6 +313,8 @@ def main() -> int:
     parser.add_argument("--entities", type=int, default=10, help="pumps per stream (4 readings per second each)")
     parser.add_argument("--sources", default="kafka,mqtt,pubsub",
                         help="which streams to run, comma-separated (a smoke run of one: its CPU alone)")
+    parser.add_argument("--kafka-batch-seconds", type=float,
+                        help="the Kafka stream's --batch-seconds (default: the stream's own, 0.5)")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
     options = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -328,6 +333,7 @@ def main() -> int:
     classes = {"kafka": KafkaSource, "mqtt": MqttSource, "pubsub": PubSubSource}
     if not chosen or any(name not in classes for name in chosen):
         parser.error(f"--sources takes a comma-separated list of {', '.join(classes)}, got {options.sources!r}")
+    KafkaSource.batch_seconds = options.kafka_batch_seconds
     results, threads = {}, []
     for seed, source_class in enumerate((KafkaSource, MqttSource, PubSubSource)):
         if source_class not in [classes[name] for name in chosen]:

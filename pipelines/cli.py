@@ -660,6 +660,13 @@ def _is_direct_runner(beam_args) -> bool:
     return runner_name(PipelineOptions(beam_args)) in DIRECT_RUNNERS
 
 
+# A Kafka stream's batch (--batch-seconds): how long its reader gathers messages before it passes them on (a poll
+# ends sooner at max_batch messages). At most 5 s, a bound on what a batch adds to latency. (MQTT's and Pub/Sub's
+# readers end a batch as soon as nothing more is waiting: a flag of theirs would need them to wait on.)
+DEFAULT_BATCH_S = 0.5
+MAX_BATCH_S = 5.0
+
+
 def _check_positive_seconds(flag: str, seconds: float | None) -> None:
     """An optional flag of seconds that must be at least 1 µs (smaller rounds to no window at all: a flush window
     of 1e-9 s had divided by zero) and at most ``MAX_SECONDS`` when given."""
@@ -994,7 +1001,7 @@ def cmd_replay(args, beam_args) -> int:
 # The stream flags that only one kind of source reads (those without a default).
 STREAM_SOURCE_FLAGS = {"--input": ("replay",), "--bootstrap-servers": ("kafka",), "--group-id": ("kafka",),
                        "--topic": ("kafka", "mqtt"), "--mqtt-broker": ("mqtt",), "--client-id": ("mqtt",),
-                       "--subscription": ("pubsub",), "--emulator-host": ("pubsub",)}
+                       "--subscription": ("pubsub",), "--emulator-host": ("pubsub",), "--batch-seconds": ("kafka",)}
 
 
 def cmd_stream(args, beam_args) -> int:
@@ -1010,6 +1017,9 @@ def cmd_stream(args, beam_args) -> int:
     _check_positive_seconds("--watch-models", args.watch_models)
     _check_positive_seconds("--idle-watermark", args.idle_watermark)
     _check_positive_seconds("--stop-after-idle", args.stop_after_idle)  # 0 had read as "never stop"
+    if args.batch_seconds is not None and not (math.isfinite(args.batch_seconds)
+                                               and 0.01 <= args.batch_seconds <= MAX_BATCH_S):
+        raise CliError(f"--batch-seconds must be from 0.01 to {MAX_BATCH_S:g} seconds, got {args.batch_seconds:g}")
     _check_positive_seconds("--archive-readings", args.archive_readings)
     _check_positive_seconds("--flush-window", args.flush_window)
     _check_positive_seconds("--late-after", args.late_after)
@@ -1099,7 +1109,8 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=group_id,
-                                                start=args.start, **reading)
+                                                start=args.start, max_bundle_s=args.batch_seconds or DEFAULT_BATCH_S,
+                                                **reading)
     elif args.source == "mqtt":
         if not (args.mqtt_broker and args.topic):
             raise CliError("--source mqtt needs --mqtt-broker host:port and --topic")
@@ -1433,6 +1444,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--subscription", help="pubsub: projects/<p>/subscriptions/<s>")
     stream.add_argument("--emulator-host", help="pubsub: host:port of the emulator")
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
+    stream.add_argument("--batch-seconds", type=float, metavar="SECONDS",
+                        help="kafka: gather messages for this long into one batch (default "
+                             f"{DEFAULT_BATCH_S:g}, at most {MAX_BATCH_S:g}): each batch pays Beam's fixed cost at "
+                             "every step of the stream, so a longer one costs less CPU per reading, and adds up to "
+                             "as much to the latency")
     stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
                         help="seconds the watermark stays behind the latest event time: as much disorder as the "
                              "source delivers (Pub/Sub keeps no order); a reading that comes after its pane was "

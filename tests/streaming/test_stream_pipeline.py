@@ -281,7 +281,8 @@ def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_read
     readings sent last, once the stream has scored its first panes: one from the start of the stream (its pane
     was scored, but it is less than --late-after behind, so the gate lets it through and Beam's late firing
     brings it to the windowing stage) and one two days before the stream (beyond --late-after: the gate). Both
-    are quarantined as late, nothing is lost, and the alerts equal the batch run's. (Sent with the backlog
+    are quarantined as late, nothing is lost, and the alerts equal the batch run's; with Kafka batches of 2 s
+    (``--batch-seconds``, the CPU-for-latency trade of a live feed: test_brokers.py). (Sent with the backlog
     instead, the first one reached its pane before the pane fired in one Flink run, and was quarantined as a
     duplicate: not the late path this test is for.)"""
     path, readings = long_readings
@@ -305,7 +306,7 @@ def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_read
     with open(log_path, "w") as log:
         stream = subprocess.Popen(_seqwatch_stream(small_model_dir, out, "--source", "kafka", "--bootstrap-servers",
                                                    kafka_broker.bootstrap_servers, "--topic", topic, "--start",
-                                                   "earliest", "--stop-after-idle", "8",
+                                                   "earliest", "--stop-after-idle", "8", "--batch-seconds", "2",
                                                    *_runner_args(runner, request)),
                                   stdout=log, stderr=subprocess.STDOUT)
         # Panes fire in watermark order: once two of the entity's panes are scored, its first one (which holds
