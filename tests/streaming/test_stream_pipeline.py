@@ -419,7 +419,7 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
     shutil.copytree(small_model_dir, root / "v1")
     out = tmp_path / "stream"
     result = subprocess.run(_stream_command(root, out, prism_location, "--source", "replay", "--input", str(path),
-                                            "--speed", "4000", "--archive-readings", "1800"),
+                                            "--speed", "1000", "--archive-readings", "1800"),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "archiving readings per 1800s under readings/" in result.stderr
