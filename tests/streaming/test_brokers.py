@@ -470,9 +470,11 @@ class _NoteBatch(beam.DoFn):
             notes.write(f"{len(batch)}\n")
 
 
-def _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, topic: str, max_bundle_s: float) -> list[int]:
+def _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, topic: str,
+                          max_bundle_s: float) -> tuple[list[int], float]:
     """The batches (readings in each) a Kafka read with ``max_bundle_s`` makes of 40 messages published one every
-    0.05 s, once the reader has passed on a first message of its own (it polls already)."""
+    0.05 s or so, once the reader has passed on a first message of its own (it polls already); and the seconds the
+    publishing took (longer on a busy machine)."""
     kafka_broker.create_topic(topic, partitions=1)
     notes = tmp_path / f"{topic}.txt"
     p = beam.Pipeline(options=prism_options())
@@ -486,11 +488,12 @@ def _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, topic: str, max
         while not notes.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert notes.exists(), "the reader passed nothing on within 90 s"
-        producer = kafka_broker.producer()
+        producer, began = kafka_broker.producer(), time.monotonic()
         for i in range(1, 41):
             producer.produce(topic, _message(i), key=f"pump-{i % 4}".encode(), partition=0)
             producer.flush(5)
             time.sleep(0.05)
+        took = time.monotonic() - began
         result.wait_until_finish(duration=120_000)
     finally:
         if str(result.state) not in ("DONE", "FAILED", "CANCELLED"):
@@ -498,7 +501,7 @@ def _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, topic: str, max
     assert str(result.state) == "DONE"
     sizes = [int(line) for line in notes.read_text().split()]
     assert sizes[0] == 1 and sum(sizes) == 40, sizes  # message 13 is one of _message's broken ones, quarantined
-    return sizes[1:]
+    return sizes[1:], took
 
 
 @pytest.mark.slow
@@ -506,10 +509,13 @@ def test_a_longer_kafka_batch_takes_a_trickle_of_messages_in_fewer_batches(kafka
     """``max_bundle_s`` (``seqwatch stream --batch-seconds``): the reader gathers messages that long before it
     passes them on. A stream's CPU goes mostly to Beam's fixed cost per batch at each step (100 pumps fed live:
     0.31-0.39 + 0.20-0.21 cores of seqwatch and Prism at 0.5 s, 0.19 + 0.13 at 2 s), so a trickle is cheaper in fewer
-    batches: 40 messages over 2 s come in 3 or fewer at 1.5 s, and in 10 or more at 0.1 s."""
-    long = _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, "trickle-long", 1.5)
-    short = _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, "trickle-short", 0.1)
-    assert len(long) <= 3 and len(short) >= 10, (long, short)
+    batches: 40 messages over 2 s come in 3 or fewer at 1.5 s (a batch per 1.5 s the publishing took, and one more),
+    and in 10 or more at 0.1 s."""
+    import math
+
+    long, took = _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, "trickle-long", 1.5)
+    short, _ = _batches_of_a_trickle(kafka_broker, prism_options, tmp_path, "trickle-short", 0.1)
+    assert len(long) <= math.ceil(took / 1.5) + 1 and len(short) >= 10, (long, took, short)
 
 
 # ---------------------------------------------------------------------------------------------------------
