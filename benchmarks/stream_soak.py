@@ -198,8 +198,9 @@ def soak(source_class, model: Path, work: Path, minutes: float, entities: int, s
     import pandas as pd
 
     work.mkdir(parents=True, exist_ok=True)
-    source = source_class(work)
+    # the readings first: a failure there had left the source's broker running (a Kafka node, found 2 hours later)
     readings, _ = make_readings(entities, int(minutes * 60), seed=seed, anomalies=1)
+    source = source_class(work)
     start = pd.Timestamp.now(tz="UTC").floor("s") + pd.Timedelta(seconds=25)  # the stream's start-up
     readings["timestamp"] = start + (readings["timestamp"] - readings["timestamp"].min())
     out, log_path = work / "out", work / "stream.log"
