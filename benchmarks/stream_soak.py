@@ -322,22 +322,22 @@ def main() -> int:
     if options.render_only:
         replace_section("stream-soak", render(json.loads((OUT / "result.json").read_text())))
         return 0
+    if options.minutes < 5:
+        parser.error(f"--minutes must be at least 5 (the pumps' injected anomalies need 300 readings each), got "
+                     f"{options.minutes:g}")
+    classes = {"kafka": KafkaSource, "mqtt": MqttSource, "pubsub": PubSubSource}
+    chosen = {name.strip().lower() for name in options.sources.split(",")}
+    if not chosen <= set(classes):
+        parser.error(f"--sources takes a comma-separated list of {', '.join(classes)}, got {options.sources!r}")
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="seqwatch-soak-"))
     model = work / "model"
     log("training the streaming benchmark's model")
     train(model)
-    if options.minutes < 5:
-        parser.error(f"--minutes must be at least 5 (the pumps' injected anomalies need 300 readings each), got "
-                     f"{options.minutes:g}")
-    chosen = [name.strip().lower() for name in options.sources.split(",")]
-    classes = {"kafka": KafkaSource, "mqtt": MqttSource, "pubsub": PubSubSource}
-    if not chosen or any(name not in classes for name in chosen):
-        parser.error(f"--sources takes a comma-separated list of {', '.join(classes)}, got {options.sources!r}")
     KafkaSource.batch_seconds = options.kafka_batch_seconds
     results, threads = {}, []
-    for seed, source_class in enumerate((KafkaSource, MqttSource, PubSubSource)):
-        if source_class not in [classes[name] for name in chosen]:
+    for seed, (key, source_class) in enumerate(classes.items()):
+        if key not in chosen:
             continue
         def run(source_class=source_class, seed=seed):
             try:
