@@ -108,12 +108,9 @@ class KafkaSource:
         self.kafka.create_topic("soak")
         self.producer = self.kafka.producer()
 
-    batch_seconds: float | None = None  # --batch-seconds of the stream (main's --kafka-batch-seconds)
-
     def args(self) -> list[str]:
         return ["--source", "kafka", "--bootstrap-servers", self.kafka.bootstrap, "--topic", "soak",
-                "--archive-readings", "300",
-                *([] if self.batch_seconds is None else ["--batch-seconds", f"{self.batch_seconds:g}"])]
+                "--archive-readings", "300"]
 
     def publish(self, payloads: list[tuple[str, bytes]]) -> None:
         for _, payload in payloads:
@@ -193,8 +190,11 @@ class PubSubSource:
         self.process.wait(30)
 
 
-def soak(source_class, model: Path, work: Path, minutes: float, entities: int, seed: int) -> dict:
-    """One source's soak; its row of the table."""
+def soak(source_class, model: Path, work: Path, minutes: float, entities: int, seed: int,
+         batch_seconds: float | None = None, spread: bool = False) -> dict:
+    """One source's soak; its row of the table. ``batch_seconds``: the stream's ``--batch-seconds``; ``spread``:
+    pump k of n publishes its readings of a second k/n of a second after it (a fleet of devices that keep their own
+    phase), not all pumps at the top of the second."""
     import pandas as pd
 
     work.mkdir(parents=True, exist_ok=True)
@@ -203,22 +203,26 @@ def soak(source_class, model: Path, work: Path, minutes: float, entities: int, s
     source = source_class(work)
     start = pd.Timestamp.now(tz="UTC").floor("s") + pd.Timedelta(seconds=25)  # the stream's start-up
     readings["timestamp"] = start + (readings["timestamp"] - readings["timestamp"].min())
+    readings["stamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    pumps = sorted(readings["entity_id"].unique())
+    phases = {entity: k / len(pumps) if spread else 0.0 for k, entity in enumerate(pumps)}
+    readings["publish_at"] = readings["timestamp"] + pd.to_timedelta(readings["entity_id"].map(phases), unit="s")
     out, log_path = work / "out", work / "stream.log"
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", *source.args(), "--model-dir", str(model),
                "--output", str(out), "--online-calibration", "--calibration-save-every", "120",
-               f"--prism_location={PRISM}", "--prism_log_level=warn"]
+               f"--prism_location={PRISM}", "--prism_log_level=warn",
+               *([] if batch_seconds is None else ["--batch-seconds", f"{batch_seconds:g}"])]
     samples, published, ended_early = [], 0, None
     with open(log_path, "w") as stream_log:
         stream = subprocess.Popen(command, stdout=stream_log, stderr=subprocess.STDOUT, start_new_session=True)
     started = time.monotonic()
     try:
         next_sample = started
-        for timestamp, part in readings.groupby("timestamp", sort=True):
-            while pd.Timestamp.now(tz="UTC") < timestamp:
-                time.sleep(0.05)
-            stamp = timestamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for publish_at, part in readings.groupby("publish_at", sort=True):
+            while (wait := (publish_at - pd.Timestamp.now(tz="UTC")).total_seconds()) > 0:
+                time.sleep(min(wait, 0.05))
             source.publish([(row.entity_id, json.dumps({"entity_id": row.entity_id, "channel": row.channel,
-                                                        "timestamp": stamp, "value": round(float(row.value), 4)})
+                                                        "timestamp": row.stamp, "value": round(float(row.value), 4)})
                              .encode()) for row in part.itertuples(index=False)])
             published += len(part)
             if time.monotonic() >= next_sample:
@@ -245,6 +249,7 @@ def soak(source_class, model: Path, work: Path, minutes: float, entities: int, s
     closing = CLOSING.search(text)
     records_in, scored, quarantined, incidents = map(int, closing.groups()) if closing else (None,) * 4
     return {"source": source.name, "minutes": minutes, "entities": entities, "published": published,
+            "batch_seconds": batch_seconds, "spread": spread,
             "records_in": records_in, "scored": scored, "quarantined": quarantined, "incidents": incidents,
             "returncode": returncode, "ended_early_s": ended_early, "tracebacks": text.count("Traceback"),
             "lived_s": round(time.monotonic() - started), "samples": samples, "log": str(log_path)}
@@ -314,8 +319,12 @@ def main() -> int:
     parser.add_argument("--entities", type=int, default=10, help="pumps per stream (4 readings per second each)")
     parser.add_argument("--sources", default="kafka,mqtt,pubsub",
                         help="which streams to run, comma-separated (a smoke run of one: its CPU alone)")
-    parser.add_argument("--kafka-batch-seconds", type=float,
-                        help="the Kafka stream's --batch-seconds (default: the stream's own, 0.5)")
+    parser.add_argument("--batch-seconds", type=float,
+                        help="each stream's --batch-seconds (default: the stream's own: 0.5 s on Kafka, on MQTT and "
+                             "Pub/Sub until nothing more is waiting)")
+    parser.add_argument("--spread", action="store_true",
+                        help="pump k of n publishes k/n of a second after the others' second, as devices that keep "
+                             "their own phase (default: every pump at the top of each second)")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
     options = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -334,7 +343,6 @@ def main() -> int:
     model = work / "model"
     log("training the streaming benchmark's model")
     train(model)
-    KafkaSource.batch_seconds = options.kafka_batch_seconds
     results, threads = {}, []
     for seed, (key, source_class) in enumerate(classes.items()):
         if key not in chosen:
@@ -342,7 +350,8 @@ def main() -> int:
         def run(source_class=source_class, seed=seed):
             try:
                 results[source_class.name] = soak(source_class, model, work / source_class.name.split()[0].lower()
-                                                  .replace("/", ""), options.minutes, options.entities, 20 + seed)
+                                                  .replace("/", ""), options.minutes, options.entities, 20 + seed,
+                                                  options.batch_seconds, options.spread)
             except Exception as exc:  # noqa: BLE001 - a source that cannot be had is a row that says so
                 results[source_class.name] = {"source": source_class.name, "error": f"{type(exc).__name__}: {exc}"}
         threads.append(threading.Thread(target=run, name=source_class.name))

@@ -491,7 +491,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
         with interrupts.held_back():
             _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     except (OSError, RuntimeError) as exc:
-        reason = _write_failure(exc)
+        reason = write_failure(exc)
         if reason is not None:
             raise RunError(f"could not write the outputs under {output} ({reason}); nothing was committed") from None
         unread = _read_failure(exc, plan.paths)
@@ -532,7 +532,7 @@ def _read_failure(exc: BaseException, inputs) -> str | None:
     return None
 
 
-def _write_failure(exc: BaseException) -> str | None:
+def write_failure(exc: BaseException) -> str | None:
     """The operating system's reason (``[Errno 28] No space left on device``) when ``exc`` is a failure to write,
     raised here or inside a step (Beam re-raises it as a RuntimeError naming the OSError); None otherwise."""
     import re

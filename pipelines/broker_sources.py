@@ -1070,8 +1070,10 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     stop_request: StopRequest | None = None  # a graceful stop: the read ends after the poll that sees it
 
     def __init__(self, parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
-                 max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None):
+                 max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None,
+                 fill_batch: bool = False):
         self.restrictions = _Pulls()
+        self.fill_batch = fill_batch
         self.parser = parser
         self.max_batch = max_batch
         self.max_bundle_s = max_bundle_s
@@ -1094,7 +1096,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         self._idle_from = max(self._idle_from, until)
 
     def _receive(self, element) -> list:
-        """Up to ``max_batch`` messages, waiting at most ``max_bundle_s``."""
+        """Up to ``max_batch`` messages, waiting at most ``max_bundle_s``: until none is waiting, or with
+        ``fill_batch`` for all of ``max_bundle_s``."""
         raise NotImplementedError
 
     def _suspect(self, element) -> bool:
@@ -1212,7 +1215,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         if idle:
             tracker.try_claim(restriction.stop)
             return
-        tracker.defer_remainder(Duration(seconds=0 if received else self.poll_interval_s))
+        # a poll that filled its batch waited out max_bundle_s already: the next begins at once
+        tracker.defer_remainder(Duration(seconds=0 if received or self.fill_batch else self.poll_interval_s))
 
 
 _SEEN_IDS = 200_000  # message ids a Pub/Sub reader remembers to know a redelivered copy (some 20 MB)
@@ -1330,8 +1334,11 @@ class _PullPubSub(_PollingReader):
         while len(received) < self.max_batch and time.monotonic() < deadline:
             got = self._pull(subscription, min(1000, self.max_batch - len(received)))
             received.extend(got)
-            if not got:
+            if got:
+                continue
+            if not self.fill_batch or self._refused or self._unanswered:  # an outage is _broker_down's to wait on
                 break
+            time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
         return received
 
     def _source(self, element) -> str:
@@ -1427,10 +1434,12 @@ class PubSubReadings(beam.PTransform):
     subscription (``projects/<project>/subscriptions/<name>``).
 
     ``readers`` pull concurrently from the same subscription (Pub/Sub spreads the messages; keep 1 on Prism, see
-    ``KafkaReadings``); each pull of up to
-    ``max_batch`` messages (or ``max_bundle_s`` seconds) becomes one batch. Messages are acknowledged once the
-    runner has taken the bundle (bundle finalization); a message not acknowledged within the subscription's ack
-    deadline is redelivered. ``emulator_host`` (``host:port``) points the client at the Pub/Sub emulator (as
+    ``KafkaReadings``); each poll's pulls, until a pull finds nothing waiting or ``max_batch`` messages or
+    ``max_bundle_s`` seconds, become one batch; with ``fill_batch`` a poll pulls on for all of ``max_bundle_s``
+    (as Kafka's reader does), so that a trickle of messages makes fewer, larger batches: less CPU per reading
+    (each batch pays Beam's fixed cost at every step), up to ``max_bundle_s`` more latency. Messages are
+    acknowledged once the runner has taken the bundle (bundle finalization); a message not acknowledged within the
+    subscription's ack deadline is redelivered. ``emulator_host`` (``host:port``) points the client at the Pub/Sub emulator (as
     ``PUBSUB_EMULATOR_HOST`` does). The read is endless unless ``stop_after_idle_s`` is given; see
     ``KafkaReadings`` for the watermark options. ``native=True`` reads with Beam's ``ReadFromPubSub`` (Dataflow
     only: Prism and the portable Flink/Spark runners do not implement it)."""
@@ -1439,7 +1448,8 @@ class PubSubReadings(beam.PTransform):
                  stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
-                 poll_interval_s: float = 0.2, native: bool = False, stop: StopRequest | None = None):
+                 poll_interval_s: float = 0.2, fill_batch: bool = False, native: bool = False,
+                 stop: StopRequest | None = None):
         super().__init__()
         self.stop = stop
         parts = subscription.split("/") if isinstance(subscription, str) else []
@@ -1457,6 +1467,7 @@ class PubSubReadings(beam.PTransform):
         self.max_batch = int(_positive(max_batch, "max_batch"))
         self.max_bundle_s = _positive(max_bundle_s, "max_bundle_s")
         self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.fill_batch = bool(fill_batch)
         self.native = native
         self._parser = MessageParser(run_id, mapping, _micros(align_to_window_s, "align_to_window_s"))
         self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
@@ -1494,7 +1505,8 @@ class PubSubReadings(beam.PTransform):
         if self.native:
             return self._expand_native(pbegin)
         reader = _PullPubSub(self._parser, self.emulator_host, self.max_batch, self.max_bundle_s,
-                             self.poll_interval_s, self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s)
+                             self.poll_interval_s, self._max_ooo_us, self._idle_wm_us, self.stop_after_idle_s,
+                             self.fill_batch)
         reader.stop_request = self.stop
         return (pbegin
                 | "Readers" >> beam.Create([(self.subscription, i) for i in range(self.readers)])
@@ -1571,10 +1583,10 @@ class _SubscribeMqtt(_PollingReader):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                received.append(messages.get(timeout=min(left, 0.05)))
+            try:  # with fill_batch, one wait for the rest of the batch's time
+                received.append(messages.get(timeout=left if self.fill_batch else min(left, 0.05)))
             except queue.Empty:
-                if received:
+                if received and not self.fill_batch:
                     break
         return received
 
@@ -1644,13 +1656,15 @@ class MqttReadings(beam.PTransform):
     once before publishing (``seqwatch stream`` does it when the job starts) so that nothing published earlier
     is missed. QoS 0 is fire-and-forget. MQTT messages carry no id: a record's ``line`` is its number in the
     reader's session. One reader per topic filter (MQTT delivers every message to every subscriber); see
-    ``KafkaReadings`` for the watermark options."""
+    ``KafkaReadings`` for the watermark options. A poll's messages, until none is waiting or ``max_batch``
+    messages or ``max_bundle_s`` seconds, become one batch; with ``fill_batch`` a poll waits for all of
+    ``max_bundle_s``, as ``PubSubReadings`` does with it."""
 
     def __init__(self, broker: str, topic: str, run_id: str, *, qos: int = 1, client_id: str | None = None,
                  stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
-                 poll_interval_s: float = 0.2, stop: StopRequest | None = None):
+                 poll_interval_s: float = 0.2, fill_batch: bool = False, stop: StopRequest | None = None):
         super().__init__()
         self.stop = stop
         host, _, port = str(broker).rpartition(":")
@@ -1667,6 +1681,7 @@ class MqttReadings(beam.PTransform):
         self.max_batch = int(_positive(max_batch, "max_batch"))
         self.max_bundle_s = _positive(max_bundle_s, "max_bundle_s")
         self.poll_interval_s = _positive(poll_interval_s, "poll_interval_s")
+        self.fill_batch = bool(fill_batch)
         self._parser = MessageParser(run_id, mapping, _micros(align_to_window_s, "align_to_window_s"))
         self._max_ooo_us = _micros(max_out_of_orderness_s, "max_out_of_orderness_s", allow_none=False)
         self._idle_wm_us = _micros(idle_watermark_s, "idle_watermark_s")
@@ -1721,7 +1736,7 @@ class MqttReadings(beam.PTransform):
     def expand(self, pbegin):
         reader = _SubscribeMqtt(self._parser, self.host, self.port, self.qos, self.client_id, self.max_batch,
                                 self.max_bundle_s, self.poll_interval_s, self._max_ooo_us, self._idle_wm_us,
-                                self.stop_after_idle_s)
+                                self.stop_after_idle_s, self.fill_batch)
         reader.stop_request = self.stop
         return (pbegin
                 | "Readers" >> beam.Create([(self.topic, 0)])

@@ -660,9 +660,10 @@ def _is_direct_runner(beam_args) -> bool:
     return runner_name(PipelineOptions(beam_args)) in DIRECT_RUNNERS
 
 
-# A Kafka stream's batch (--batch-seconds): how long its reader gathers messages before it passes them on (a poll
-# ends sooner at max_batch messages). At most 5 s, a bound on what a batch adds to latency. (MQTT's and Pub/Sub's
-# readers end a batch as soon as nothing more is waiting: a flag of theirs would need them to wait on.)
+# A broker stream's batch (--batch-seconds): how long its reader gathers messages before it passes them on (a poll
+# ends sooner at max_batch messages). At most 5 s, a bound on what a batch adds to latency. Kafka's reader gathers
+# for DEFAULT_BATCH_S unless told; MQTT's and Pub/Sub's end a batch as soon as nothing more is waiting (at most
+# DEFAULT_BATCH_S) unless told, and then wait out the flag's time (fill_batch).
 DEFAULT_BATCH_S = 0.5
 MAX_BATCH_S = 5.0
 
@@ -1001,7 +1002,8 @@ def cmd_replay(args, beam_args) -> int:
 # The stream flags that only one kind of source reads (those without a default).
 STREAM_SOURCE_FLAGS = {"--input": ("replay",), "--bootstrap-servers": ("kafka",), "--group-id": ("kafka",),
                        "--topic": ("kafka", "mqtt"), "--mqtt-broker": ("mqtt",), "--client-id": ("mqtt",),
-                       "--subscription": ("pubsub",), "--emulator-host": ("pubsub",), "--batch-seconds": ("kafka",)}
+                       "--subscription": ("pubsub",), "--emulator-host": ("pubsub",),
+                       "--batch-seconds": ("kafka", "mqtt", "pubsub")}
 
 
 def cmd_stream(args, beam_args) -> int:
@@ -1037,7 +1039,8 @@ def cmd_stream(args, beam_args) -> int:
                        f"a file per entity and pane), got {args.score_window_files}")
     for flag, sources in STREAM_SOURCE_FLAGS.items():  # a flag of another source would be dropped without a word
         if getattr(args, flag[2:].replace("-", "_")) and args.source not in sources:
-            raise CliError(f"{flag} is for --source {' or '.join(sources)}, not --source {args.source}")
+            named = " or ".join(sources) if len(sources) < 3 else f"{', '.join(sources[:-1])} or {sources[-1]}"
+            raise CliError(f"{flag} is for --source {named}, not --source {args.source}")
     align = None
     # The mapping: of the replayed files, or of the brokers' JSON messages (long: one reading per message, its
     # keys renamed by the mapping; wide: a key per channel, as devices publish their state).
@@ -1059,6 +1062,8 @@ def cmd_stream(args, beam_args) -> int:
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping, "stop": stop}
+    # MQTT's and Pub/Sub's: told a batch's time, they wait it out (Kafka's reader always gathers for its time)
+    batching = {} if args.batch_seconds is None else {"max_bundle_s": args.batch_seconds, "fill_batch": True}
     paths: list[str] = []  # the replayed files
     if args.source == "replay":
         if not args.input:
@@ -1120,7 +1125,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.MqttReadings(args.mqtt_broker, args.topic, run_id, qos=args.qos,
-                                               client_id=args.client_id, **reading)
+                                               client_id=args.client_id, **batching, **reading)
     else:
         if not args.subscription:
             raise CliError("--source pubsub needs --subscription projects/<p>/subscriptions/<s>")
@@ -1128,7 +1133,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.PubSubReadings(args.subscription, run_id, emulator_host=args.emulator_host,
-                                                 **reading)
+                                                 **batching, **reading)
     if args.archive_readings and _is_direct_runner(beam_args):
         raise CliError("--archive-readings in a stream needs Prism, Flink or Dataflow (leave out --runner: Prism): "
                        "the DirectRunner runs a stream as one batch, whose timers release the archive windows before "
@@ -1217,15 +1222,37 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
               file=sys.stderr, flush=True)
     _log_incidents()
+    from apache_beam.runners.worker import sdk_worker as beam_sdk_worker
+
+    from seqwatch.pipelines.job_failure import job_failure
     from seqwatch.pipelines.runners import job_server_of_its_own
+    from seqwatch.pipelines.sdk_worker import print_unless_failed_instruction
 
     if stop is not None:
         stop.clear()  # a request left by a stream killed while it stopped is not this one's
+    # the SDK worker runs in this process (LOOPBACK): a failed bundle's traceback is not printed here, as the job's
+    # end says it (job_failure)
+    beam_sdk_worker.print = print_unless_failed_instruction
     try:
         with job_server_of_its_own(beam_args) as job_args:
             _CtrlC.drain = (lambda how: _ask_stream_to_stop(stop, how)) if stop is not None else None
             run_stream(plan, make_source, job_args, args.flush_window, args.allowed_lateness, args.late_after,
                        args.watch_models, args.archive_readings, file_suffix)
+    except RuntimeError as exc:
+        failure = job_failure(exc)
+        if failure is None or _interrupted(exc) or (_CtrlC.seen is not None and _CtrlC.seen.is_set()):
+            raise
+        from seqwatch.pipelines.batch import write_failure
+
+        reason = write_failure(exc)
+        if reason is not None:  # a full disk, a read-only or over-quota file system: as a batch run says it
+            raise CliError(f"could not write the outputs under {args.output} ({reason}); what was written before "
+                           f"stays there") from None
+        print(f"seqwatch stream: {failure.sentence(args.output)}", file=sys.stderr)
+        if failure.traceback is not None and failure.error is not None:
+            print(failure.traceback, file=sys.stderr)
+        sys.stderr.flush()
+        return 1
     finally:
         _CtrlC.drain = None
         if stop is not None:
@@ -1445,10 +1472,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--emulator-host", help="pubsub: host:port of the emulator")
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
     stream.add_argument("--batch-seconds", type=float, metavar="SECONDS",
-                        help="kafka: gather messages for this long into one batch (default "
-                             f"{DEFAULT_BATCH_S:g}, at most {MAX_BATCH_S:g}): each batch pays Beam's fixed cost at "
-                             "every step of the stream, so a longer one costs less CPU per reading, and adds up to "
-                             "as much to the latency")
+                        help="kafka, mqtt, pubsub: gather messages for this long into one batch (at most "
+                             f"{MAX_BATCH_S:g}; default: {DEFAULT_BATCH_S:g} on kafka, and on mqtt and pubsub until "
+                             f"nothing more is waiting, at most {DEFAULT_BATCH_S:g}): each batch pays Beam's fixed "
+                             "cost at every step of the stream, so a longer one costs less CPU per reading, and adds "
+                             "up to as much to the latency")
     stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
                         help="seconds the watermark stays behind the latest event time: as much disorder as the "
                              "source delivers (Pub/Sub keeps no order); a reading that comes after its pane was "
@@ -1506,6 +1534,9 @@ def _quiet_logs() -> None:
     """Keep the terminal for seqwatch's own messages: libraries log errors only."""
     import logging
     import os
+
+    from seqwatch.pipelines.job_failure import echoes_a_failed_bundle
+
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # Beam's batch-size estimator (BatchElements) fits bundle timings with numpy, which warns of a poorly
     # conditioned fit and a division by zero when they are alike: 16 lines of a 360 Hz stream's stderr
@@ -1520,6 +1551,7 @@ def _quiet_logs() -> None:
         handler.setLevel(logging.WARNING)  # as Python's last-resort handler: runners' INFO lines stay out
         handler.addFilter(lambda record: not _interrupted_record(record))
         handler.addFilter(lambda record: not step_failure_record(record))
+        handler.addFilter(lambda record: not echoes_a_failed_bundle(record))  # the job's end says it (job_failure)
         # Prism's own log lines, relayed by Beam under this name with Prism's level after every logger's check
         # ("empty transform, with payload ..." on each start): its errors only.
         handler.addFilter(lambda record: record.name != "PrismRunner" or record.levelno >= logging.ERROR)
@@ -1649,8 +1681,17 @@ def _quiet_interrupts():
         reader_lost = reader_lost or (runners is not None and runners.OWN_JOB_SERVER_STOPPED.is_set()
                                       and getattr(args.thread, "name", "") in runners.SDK_READER_THREADS
                                       and type(args.exc_value).__module__.split(".")[0] == "grpc")
-        if not (_CtrlC.caused(args.exc_value) or reader_lost):
-            previous_hook(args)
+        if _CtrlC.caused(args.exc_value) or reader_lost:
+            return
+        if getattr(args.thread, "name", "") == "wait_until_finish_read":
+            # the reader failed otherwise (Prism 2.77 sent a message it could not parse, "string field contains
+            # invalid UTF-8", as it failed a job: CI, 2026-12-05): the job's end, which the main thread waits for,
+            # is said when it comes; the reader's own traceback had come before it
+            print(f"{_OwnLines.command}: could not read the runner's messages of the job "
+                  f"({_error_line(args.exc_value)}); the job's end is said when the runner reports it",
+                  file=sys.stderr, flush=True)
+            return
+        previous_hook(args)
 
     def unraisable(info):
         # an interrupt Python dropped (raised inside JAX's gc callback): raised again once the callback is over
@@ -1916,6 +1957,21 @@ def _runner_connection_lost(exc: BaseException) -> str | None:
             return status if status in ("CANCELLED", "UNAVAILABLE") else None
         exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
+
+
+def _error_line(exc: BaseException) -> str:
+    """``exc`` in one line: a gRPC error's status and details (its text is a block of several lines), else its type
+    and first line."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    try:
+        status = getattr(code(), "name", None) if callable(code) else None
+        said = details() if callable(details) else None
+    except Exception:  # noqa: BLE001 - an error without a status yet
+        status = said = None
+    if status or said:
+        return f"{status or 'gRPC'}: {said or ''}".rstrip(": ")
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _interrupted(exc: BaseException) -> bool:

@@ -572,9 +572,8 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--output",
           str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--batch-seconds", "60"],
          "--batch-seconds must be from 0.01 to 5 seconds, got 60"),
-        (["stream", "--source", "mqtt", "--mqtt-broker", "127.0.0.1:1", "--topic", "t", "--output",
-          str(tmp_path / "o"), "--model-dir", str(small_model_dir), "--batch-seconds", "2"],
-         "--batch-seconds is for --source kafka, not --source mqtt"),
+        ([*replay_stream, "--batch-seconds", "2"], "--batch-seconds is for --source kafka, mqtt or pubsub, not "
+                                                   "--source replay"),
         ([*replay_stream, "--format", "wide", "--speed", "1000", "--runner=DirectRunner"],
          "the input holds no records (1 file(s) are empty or have only a header)"),
         (["stream", "--source", "kafka", "--bootstrap-servers", "127.0.0.1:1", "--topic", "t", "--input",

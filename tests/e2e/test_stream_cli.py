@@ -173,6 +173,46 @@ def test_the_job_message_readers_failure_when_the_runner_ends_is_left_to_the_mai
     assert shown == ["another_thread"]
 
 
+def test_the_job_message_readers_other_failures_are_one_line(capsys):
+    """Prism 2.77 failed a job with its own stuck-job check and sent a message of it that the reader could not
+    parse (CI, 2026-12-05): the reader's gRPC traceback came before the job's end. Now one line; the job's end is
+    said by the main thread (job_failure)."""
+    import threading
+    from types import SimpleNamespace
+
+    from seqwatch.pipelines.cli import _OwnLines, _quiet_interrupts
+
+    class _Rendezvous(Exception):
+        def code(self):
+            class Status:
+                name = "INTERNAL"
+            return Status()
+
+        def details(self):
+            return "Failed to parse server response: string field contains invalid UTF-8"
+
+    _Rendezvous.__module__ = "grpc._channel"
+    shown, before = [], threading.excepthook
+    threading.excepthook = lambda args: shown.append(args.thread.name)  # what prints a thread's traceback
+    _OwnLines.command = "seqwatch stream"
+    restore = _quiet_interrupts()
+    try:
+        for name, error in (("wait_until_finish_read", _Rendezvous("<_MultiThreadedRendezvous of RPC that ...\n")),
+                            ("wait_until_finish_read", ValueError("not what was expected\nmore")),
+                            ("another_thread", _Rendezvous("x"))):
+            threading.excepthook(SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=None,
+                                                 thread=SimpleNamespace(name=name)))
+    finally:
+        restore()
+        threading.excepthook = before
+    assert shown == ["another_thread"]
+    assert capsys.readouterr().err.splitlines() == [
+        "seqwatch stream: could not read the runner's messages of the job (INTERNAL: Failed to parse server "
+        "response: string field contains invalid UTF-8); the job's end is said when the runner reports it",
+        "seqwatch stream: could not read the runner's messages of the job (ValueError: not what was expected); the "
+        "job's end is said when the runner reports it"]
+
+
 def test_a_runner_that_needs_a_beam_extra_is_one_sentence(tmp_path, monkeypatch, capsys):
     """Found by the bug hunt of deploy examples: --runner=DataflowRunner without apache-beam[gcp] ended with a
     traceback of 41 lines (exit 1)."""

@@ -280,19 +280,19 @@ def test_the_cli_says_a_signal_during_the_commit_came_after_it(tmp_path, monkeyp
 
 def test_a_write_failure_is_named_by_the_operating_systems_reason():
     """A full disk had ended a run with 121 lines of Beam tracebacks (exit 1)."""
-    from seqwatch.pipelines.batch import _write_failure
+    from seqwatch.pipelines.batch import write_failure
 
     inside_a_step = RuntimeError("OSError: [Errno 28] No space left on device: '/out/_staging-x/scores/a.parquet' "
                                  "[while running 'WriteOutputs/WriteParquet']")
-    assert _write_failure(inside_a_step) == "[Errno 28] No space left on device"
-    assert _write_failure(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
-    assert _write_failure(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Write']")) == \
+    assert write_failure(inside_a_step) == "[Errno 28] No space left on device"
+    assert write_failure(OSError(28, "No space left on device")) == "[Errno 28] No space left on device"
+    assert write_failure(RuntimeError("OSError: [Errno 28] No space left on device [while running 'Write']")) == \
         "[Errno 28] No space left on device"
-    assert _write_failure(RuntimeError("KeyboardInterrupt [while running 'Score']")) is None
+    assert write_failure(RuntimeError("KeyboardInterrupt [while running 'Score']")) is None
     # a read failure is not said to be a write failure (found by the review: an input removed mid-run was)
-    assert _write_failure(FileNotFoundError(2, "No such file or directory")) is None
-    assert _write_failure(RuntimeError("OSError: [Errno 2] No such file or directory: 'in/a.csv'")) is None
-    assert _write_failure(ValueError("x")) is None
+    assert write_failure(FileNotFoundError(2, "No such file or directory")) is None
+    assert write_failure(RuntimeError("OSError: [Errno 2] No such file or directory: 'in/a.csv'")) is None
+    assert write_failure(ValueError("x")) is None
 
 
 def test_a_folder_set_aside_by_a_commit_that_finished_or_never_began_is_cleared(tmp_path):

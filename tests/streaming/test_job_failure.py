@@ -1,0 +1,116 @@
+"""A stream's job that its runner failed is said once (``seqwatch.pipelines.job_failure``): a step that raised is
+one sentence with the step's own traceback, a full disk one sentence, a job failed without a reason one sentence.
+A step that raised in a stream on Prism had printed some 300 lines, its traceback five times (the SDK worker runs
+in seqwatch's process, and the worker, Prism and Beam each reported it)."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.job_failure import echoes_a_failed_bundle, job_failure
+
+STEP = "WindowReadings/KeyByPane/ParDo(_KeyByPane)"
+# Beam 2.77's end of a job Prism failed for a step that raised (its frames shortened to one each)
+OWN = ('Traceback (most recent call last):\n  File "apache_beam/runners/common.py", line 1512, in '
+       'apache_beam.runners.common.DoFnRunner.process\n  File "job.py", line 6, in process\n'
+       '    raise ZeroDivisionError("injected")\nZeroDivisionError: injected')
+REPORT = (f"bundle inst003 stage-003 failed:{OWN}\n\nDuring handling of the above exception, another exception "
+          f"occurred:\n\nTraceback (most recent call last):\n  File \"sdk_worker.py\", line 310, in _execute\n"
+          f"ZeroDivisionError: injected [while running '{STEP}']\n")
+
+
+def test_a_failed_steps_report_gives_its_step_its_error_and_its_own_traceback():
+    failure = job_failure(RuntimeError(f"Pipeline job-001 failed in state FAILED: {REPORT}"))
+    assert (failure.job, failure.state) == ("job-001", "FAILED")
+    assert failure.step == STEP
+    assert failure.error == "ZeroDivisionError: injected"
+    assert failure.traceback == OWN  # Beam's re-raise of it, some 50 lines of its own frames, left out
+    assert failure.sentence("out") == (f"the job failed in step {STEP}: ZeroDivisionError: injected; what was "
+                                       f"written so far stays in out; the step's traceback, as the runner reported "
+                                       f"it:")
+
+
+def test_a_job_ended_without_a_reason_or_cancelled_is_one_sentence():
+    # Prism 2.77 fails a job it finds stuck, and its message of it had not reached the SDK (CI, 2026-12-05)
+    unknown = job_failure(RuntimeError("Pipeline job-004 failed in state FAILED: unknown error"))
+    assert unknown.traceback is None and unknown.step is None and unknown.error is None
+    assert unknown.sentence("out") == (
+        "the runner failed the job without saying why (it reported unknown error; its own log lines above may say "
+        "more); what was written so far stays in out; start the stream again to go on from there")
+    cancelled = job_failure(RuntimeError("Pipeline job-002 failed in state CANCELLED: unknown error"))
+    assert cancelled.sentence("out") == "the runner ended the job in state CANCELLED; what was written so far " \
+                                        "stays in out"
+    other = job_failure(RuntimeError("Pipeline job-003 failed in state FAILED: worker lost\nmore"))
+    assert other.sentence("out") == "the runner failed the job (worker lost); what was written so far stays in out"
+    for not_a_job_end in (RuntimeError("failed in state FAILED: x"), ValueError("Pipeline j failed in state FAILED: "
+                                                                                "x")):
+        assert job_failure(not_a_job_end) is None
+
+
+def _record(name: str, message: str, *args) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, "x.py", 1, message, args, None)
+
+
+def test_only_the_echoes_of_a_failed_bundle_are_kept_off_the_terminal():
+    bundle = '"error":"bundle inst003 stage-003 failed:Traceback (most recent call last):\\n..."'
+    echoes = [_record("apache_beam.runners.worker.sdk_worker", "Error processing instruction %s. Original traceback "
+                      "is\n%s\n", "inst003", OWN),
+              _record("PrismRunner", '{"level":"ERROR","msg":"Prism received bundle error from worker response"}'),
+              _record("PrismRunner", '{"level":"ERROR","msg":"stage.Execute aborting due to bundle error"}'),
+              _record("PrismRunner", '{"level":"ERROR","msg":"Bundle Failed.",' + bundle + '}'),
+              _record("PrismRunner", '{"level":"ERROR","msg":"job failed","job":{"key":"job-001"},' + bundle + '}'),
+              _record("root", REPORT)]
+    kept = [_record("PrismRunner", '{"level":"ERROR","msg":"job failed","error":"nothing in progress and no '
+                                   'refreshes with non zero pending elements"}'),  # Prism's only word on why
+            _record("PrismRunner", "not a JSON line"),
+            _record("root", "something else failed"),
+            _record("apache_beam.runners.worker.sdk_worker", "Something else")]
+    assert [echoes_a_failed_bundle(r) for r in echoes] == [True] * len(echoes)
+    assert [echoes_a_failed_bundle(r) for r in kept] == [False] * len(kept)
+
+
+@pytest.mark.parametrize("fault", ["a bug", "a full disk"])
+def test_a_step_that_fails_in_a_stream_is_said_once(fault, small_model_dir, prism_location, tmp_path):
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=300, step_seconds=10, seed=5)
+    path = tmp_path / "readings.csv"
+    readings.to_csv(path, index=False)
+    out = tmp_path / "out"
+    raised = {"a bug": 'ZeroDivisionError("injected into a step")',
+              "a full disk": 'OSError(errno.ENOSPC, "No space left on device")'}[fault]
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import errno
+        import sys
+
+        from seqwatch.pipelines.cli import _quiet_logs, main
+
+        _quiet_logs()  # as seqwatch has it before Beam is imported
+        from seqwatch.pipelines import windows
+
+        def process(self, *args, **kwargs):
+            raise {raised}
+
+        windows._KeyByPane.process = process
+        sys.exit(main(["stream", "--source", "replay", "--input", {str(path)!r}, "--speed", "1000", "--model-dir",
+                       {str(small_model_dir)!r}, "--output", {str(out)!r}, "--runner=PrismRunner",
+                       "--prism_location={prism_location}"]))
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("seqwatch stream: replay:"), result.stderr[-3000:]
+    if fault == "a full disk":  # as a batch run says it
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert lines[1:] == [f"seqwatch stream: could not write the outputs under {out} ([Errno 28] No space left "
+                             f"on device); what was written before stays there"]
+        return
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert lines[1] == (f"seqwatch stream: the job failed in step {STEP}: ZeroDivisionError: injected into a step; "
+                        f"what was written so far stays in {out}; the step's traceback, as the runner reported it:")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ZeroDivisionError: injected into a step"
+    assert 'raise ZeroDivisionError("injected into a step")' in [line.strip() for line in lines]
+    assert result.stderr.count("Traceback") == 1 and len(lines) < 15, result.stderr[-5000:]
