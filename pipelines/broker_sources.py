@@ -414,6 +414,15 @@ class _EventTimeClock:
             _raise_watermark(estimator, candidate)
 
 
+def _fix_the_runner(pvalue) -> None:
+    """The settings seqwatch needs on the runner of ``pvalue``'s pipeline (``runners.apply_runner_fixes``), put in
+    place as a source is added to it: a pipeline of the user's own on Prism had needed them passed through by hand,
+    or its job failed after ``--job_server_timeout`` (300 s)."""
+    from seqwatch.pipelines.runners import apply_runner_fixes
+
+    apply_runner_fixes(pvalue.pipeline.options)
+
+
 def _micros(seconds: float | None, name: str, allow_none: bool = True) -> int | None:
     if seconds is None:
         if allow_none:
@@ -1011,6 +1020,7 @@ class KafkaReadings(beam.PTransform):
         return kafka_partitions(self.bootstrap_servers, self.topic, self.consumer_config, timeout_s)
 
     def expand(self, pbegin):
+        _fix_the_runner(pbegin)
         if self.expansion_service:
             return self._expand_cross_language(pbegin)
         offsets = _KafkaOffsets(self.bootstrap_servers, self.group_id, self.consumer_config, self.start,
@@ -1502,6 +1512,7 @@ class PubSubReadings(beam.PTransform):
             client.close()
 
     def expand(self, pbegin):
+        _fix_the_runner(pbegin)
         if self.native:
             return self._expand_native(pbegin)
         reader = _PullPubSub(self._parser, self.emulator_host, self.max_batch, self.max_bundle_s,
@@ -1734,6 +1745,7 @@ class MqttReadings(beam.PTransform):
             client.disconnect()
 
     def expand(self, pbegin):
+        _fix_the_runner(pbegin)
         reader = _SubscribeMqtt(self._parser, self.host, self.port, self.qos, self.client_id, self.max_batch,
                                 self.max_bundle_s, self.poll_interval_s, self._max_ooo_us, self._idle_wm_us,
                                 self.stop_after_idle_s, self.fill_batch)
@@ -1926,6 +1938,7 @@ class ReplayFile(beam.PTransform):
             raise ValueError(f"align_to_window_s must be > 0, got {align_to_window_s!r}")
 
     def expand(self, pbegin):
+        _fix_the_runner(pbegin)
         reader = FileReader(self.mapping, self.run_id)
         play = _PlayFile(reader, self.speed, self.rebase_to_now, self.max_batch, self._align_us, self.max_wait_s)
         play.stop_request = self.stop

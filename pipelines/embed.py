@@ -43,7 +43,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from seqwatch.pipelines.broker_sources import MessageParser, _emit
+from seqwatch.pipelines.broker_sources import MessageParser, _emit, _fix_the_runner
 from seqwatch.pipelines.config import MAX_SECONDS
 from seqwatch.pipelines.batch import SINKS
 from seqwatch.pipelines.graph import COUNTS_FILE, SourceOutputs, detect, write_detections
@@ -116,6 +116,7 @@ class WriteDetections(beam.PTransform):
         from seqwatch.pipelines.batch import RunError
         from seqwatch.pipelines.sinks import prepare_output_folder
 
+        _fix_the_runner(found.scores)
         streaming = found.scores.pipeline.options.view_as(StandardOptions).streaming
         try:  # a file in the root's place is one sentence now, not a traceback once everything was scored
             prepare_output_folder(self.root)
@@ -330,6 +331,7 @@ class DetectAnomalies(beam.PTransform):
     def expand(self, readings) -> Detections:
         from seqwatch.pipelines.config import DEFAULT_PANE_STEPS
 
+        _fix_the_runner(readings)  # as a source of seqwatch's does: the user's options need not pass through it
         streaming = readings.pipeline.options.view_as(StandardOptions).streaming
         plan = self.plan
         if not streaming and not self.options["pane_steps"]:

@@ -102,6 +102,40 @@ def test_batch_on_prism(small_model_dir, prism_location):
         _batch_checks(p, small_model_dir)
 
 
+def test_a_users_pipeline_on_prism_gets_the_runners_settings_from_the_transforms(small_model_dir, prism_location,
+                                                                                   tmp_path):
+    """A pipeline of the user's own, its options not passed through ``apply_runner_fixes``: the transforms put
+    seqwatch's runner settings in place as they are added to it. Without them, a job on Prism that ran longer than
+    ``--job_server_timeout`` (300 s; 2 s here) failed with DEADLINE_EXCEEDED, and Prism could split a stateful
+    bundle (the README had asked users to pass their options through by hand). A process of its own: the timeout's
+    fix is a patch of Beam's, once per process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "users_pipeline.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+
+        import apache_beam as beam
+        from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions
+
+        from seqwatch.pipelines.embed import DetectAnomalies
+
+        options = PipelineOptions(["--runner=PrismRunner", "--prism_location={prism_location}",
+                                   "--prism_log_level=warn", "--job_server_timeout=2"])
+        rows = [{{"entity_id": "pump-01", "channel": channel, "timestamp": 1_767_571_200 + 10 * i, "value": 1.0}}
+                for i in range(100) for channel in ("flow", "pressure", "temperature", "vibration")]
+        with beam.Pipeline(options=options) as p:
+            found = p | beam.Create(rows) | DetectAnomalies({str(small_model_dir)!r})
+            found.counts | beam.Reshuffle() | beam.Map(lambda pair: time.sleep(0.5))  # the job outlasts 2 s
+            print("experiments:", p.options.view_as(DebugOptions).experiments)  # the pipeline's copy of options
+    """))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prism_disable_sdf_split" in result.stdout
+
+
 @pytest.fixture(params=["DirectRunner", "PrismRunner"])
 def streaming_options(request) -> PipelineOptions:
     """Streaming pipeline options for each runner the TestStream test runs on."""
