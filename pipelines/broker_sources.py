@@ -1081,7 +1081,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
 
     def __init__(self, parser: MessageParser, max_batch: int, max_bundle_s: float, poll_interval_s: float,
                  max_out_of_orderness_us: int, idle_watermark_us: int | None, stop_after_idle_s: float | None,
-                 fill_batch: bool = False):
+                 fill_batch: bool = True):
         self.restrictions = _Pulls()
         self.fill_batch = fill_batch
         self.parser = parser
@@ -1106,8 +1106,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         self._idle_from = max(self._idle_from, until)
 
     def _receive(self, element) -> list:
-        """Up to ``max_batch`` messages, waiting at most ``max_bundle_s``: until none is waiting, or with
-        ``fill_batch`` for all of ``max_bundle_s``."""
+        """Up to ``max_batch`` messages, waiting for all of ``max_bundle_s`` (``fill_batch``), or until none is
+        waiting."""
         raise NotImplementedError
 
     def _suspect(self, element) -> bool:
@@ -1444,10 +1444,12 @@ class PubSubReadings(beam.PTransform):
     subscription (``projects/<project>/subscriptions/<name>``).
 
     ``readers`` pull concurrently from the same subscription (Pub/Sub spreads the messages; keep 1 on Prism, see
-    ``KafkaReadings``); each poll's pulls, until a pull finds nothing waiting or ``max_batch`` messages or
-    ``max_bundle_s`` seconds, become one batch; with ``fill_batch`` a poll pulls on for all of ``max_bundle_s``
-    (as Kafka's reader does), so that a trickle of messages makes fewer, larger batches: less CPU per reading
-    (each batch pays Beam's fixed cost at every step), up to ``max_bundle_s`` more latency. Messages are
+    ``KafkaReadings``); each poll's pulls for ``max_bundle_s`` seconds (or up to ``max_batch`` messages) become one
+    batch, as Kafka's reader gathers them. A stream's CPU goes mostly to Beam's fixed cost per batch at every step,
+    so a longer one costs less per reading and adds up to as much latency: 100 pumps publishing at their own phases
+    (400 readings/s) cost seqwatch and Prism 0.15 + 0.12 cores at 0.5 s, 0.10 + 0.07 at 2 s, and 0.36-0.44 +
+    0.33-0.41 when a poll ended as soon as a pull found nothing waiting (``fill_batch=False``: the lowest latency;
+    ``benchmarks/stream_soak.py --spread``, 2026-12-05). Messages are
     acknowledged once the runner has taken the bundle (bundle finalization); a message not acknowledged within the
     subscription's ack deadline is redelivered. ``emulator_host`` (``host:port``) points the client at the Pub/Sub emulator (as
     ``PUBSUB_EMULATOR_HOST`` does). The read is endless unless ``stop_after_idle_s`` is given; see
@@ -1458,7 +1460,7 @@ class PubSubReadings(beam.PTransform):
                  stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
-                 poll_interval_s: float = 0.2, fill_batch: bool = False, native: bool = False,
+                 poll_interval_s: float = 0.2, fill_batch: bool = True, native: bool = False,
                  stop: StopRequest | None = None):
         super().__init__()
         self.stop = stop
@@ -1667,15 +1669,15 @@ class MqttReadings(beam.PTransform):
     once before publishing (``seqwatch stream`` does it when the job starts) so that nothing published earlier
     is missed. QoS 0 is fire-and-forget. MQTT messages carry no id: a record's ``line`` is its number in the
     reader's session. One reader per topic filter (MQTT delivers every message to every subscriber); see
-    ``KafkaReadings`` for the watermark options. A poll's messages, until none is waiting or ``max_batch``
-    messages or ``max_bundle_s`` seconds, become one batch; with ``fill_batch`` a poll waits for all of
-    ``max_bundle_s``, as ``PubSubReadings`` does with it."""
+    ``KafkaReadings`` for the watermark options. A poll's messages of ``max_bundle_s`` seconds (or up to
+    ``max_batch``) become one batch; with ``fill_batch=False`` a poll ends as soon as no message is waiting (see
+    ``PubSubReadings``: the lowest latency, at 1.8 times the CPU for 100 pumps publishing at their own phases)."""
 
     def __init__(self, broker: str, topic: str, run_id: str, *, qos: int = 1, client_id: str | None = None,
                  stop_after_idle_s: float | None = None, mapping: InputMapping | None = None,
                  align_to_window_s: float | None = None, max_out_of_orderness_s: float = 0.0,
                  idle_watermark_s: float | None = None, max_batch: int = 1_000, max_bundle_s: float = 0.5,
-                 poll_interval_s: float = 0.2, fill_batch: bool = False, stop: StopRequest | None = None):
+                 poll_interval_s: float = 0.2, fill_batch: bool = True, stop: StopRequest | None = None):
         super().__init__()
         self.stop = stop
         host, _, port = str(broker).rpartition(":")

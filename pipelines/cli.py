@@ -661,9 +661,8 @@ def _is_direct_runner(beam_args) -> bool:
 
 
 # A broker stream's batch (--batch-seconds): how long its reader gathers messages before it passes them on (a poll
-# ends sooner at max_batch messages). At most 5 s, a bound on what a batch adds to latency. Kafka's reader gathers
-# for DEFAULT_BATCH_S unless told; MQTT's and Pub/Sub's end a batch as soon as nothing more is waiting (at most
-# DEFAULT_BATCH_S) unless told, and then wait out the flag's time (fill_batch).
+# ends sooner at max_batch messages). At most 5 s, a bound on what a batch adds to latency, and half of Pub/Sub's
+# shortest ack deadline (10 s), which runs from a message's pull to its bundle's finalization.
 DEFAULT_BATCH_S = 0.5
 MAX_BATCH_S = 5.0
 
@@ -1062,8 +1061,7 @@ def cmd_stream(args, beam_args) -> int:
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping, "stop": stop}
-    # MQTT's and Pub/Sub's: told a batch's time, they wait it out (Kafka's reader always gathers for its time)
-    batching = {} if args.batch_seconds is None else {"max_bundle_s": args.batch_seconds, "fill_batch": True}
+    batching = {"max_bundle_s": args.batch_seconds or DEFAULT_BATCH_S}
     paths: list[str] = []  # the replayed files
     if args.source == "replay":
         if not args.input:
@@ -1114,8 +1112,7 @@ def cmd_stream(args, beam_args) -> int:
 
         def make_source(run_id):
             return broker_sources.KafkaReadings(args.bootstrap_servers, args.topic, run_id, group_id=group_id,
-                                                start=args.start, max_bundle_s=args.batch_seconds or DEFAULT_BATCH_S,
-                                                **reading)
+                                                start=args.start, **batching, **reading)
     elif args.source == "mqtt":
         if not (args.mqtt_broker and args.topic):
             raise CliError("--source mqtt needs --mqtt-broker host:port and --topic")
@@ -1472,11 +1469,10 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--emulator-host", help="pubsub: host:port of the emulator")
     stream.add_argument("--stop-after-idle", type=float, help="end after this many seconds without a message")
     stream.add_argument("--batch-seconds", type=float, metavar="SECONDS",
-                        help="kafka, mqtt, pubsub: gather messages for this long into one batch (at most "
-                             f"{MAX_BATCH_S:g}; default: {DEFAULT_BATCH_S:g} on kafka, and on mqtt and pubsub until "
-                             f"nothing more is waiting, at most {DEFAULT_BATCH_S:g}): each batch pays Beam's fixed "
-                             "cost at every step of the stream, so a longer one costs less CPU per reading, and adds "
-                             "up to as much to the latency")
+                        help="kafka, mqtt, pubsub: gather messages for this long into one batch (default "
+                             f"{DEFAULT_BATCH_S:g}, at most {MAX_BATCH_S:g}): each batch pays Beam's fixed cost at "
+                             "every step of the stream, so a longer one costs less CPU per reading, and adds up to "
+                             "as much to the latency")
     stream.add_argument("--max-out-of-orderness", type=float, default=0.0,
                         help="seconds the watermark stays behind the latest event time: as much disorder as the "
                              "source delivers (Pub/Sub keeps no order); a reading that comes after its pane was "

@@ -548,9 +548,10 @@ def _polls_of_a_trickle(reader, element, publish, n: int = 20, gap_s: float = 0.
 
 
 def _check_filled_polls(filled: tuple, plain: tuple, batch_s: float) -> None:
-    """A reader told to fill its batches (``fill_batch``, ``seqwatch stream --batch-seconds``) waits out each
-    poll's time and takes the trickle in a batch per ``batch_s`` the publishing took, and one more; without it,
-    a poll ends when nothing more is waiting, and the same trickle comes in a batch or so a message."""
+    """A reader that fills its batches (``fill_batch``, the default; ``seqwatch stream --batch-seconds`` sets
+    their time) waits out each poll's time and takes the trickle in a batch per ``batch_s`` the publishing took, and
+    one more; with ``fill_batch=False`` a poll ends when nothing more is waiting, and the same trickle comes in a
+    batch or so a message."""
     import math
 
     (sizes, took, lasted), (plain_sizes, _, _) = filled, plain
@@ -559,10 +560,11 @@ def _check_filled_polls(filled: tuple, plain: tuple, batch_s: float) -> None:
     assert len(plain_sizes) >= 10, plain_sizes
 
 
-def test_a_pubsub_read_told_to_fill_its_batches_takes_a_trickle_in_fewer(pubsub_emulator):
-    """``PubSubReadings(fill_batch=True)`` (``--batch-seconds`` on ``--source pubsub``): a reader that ended each
-    batch when a pull found nothing took a live trickle in a batch or so a message, each paying Beam's fixed
-    cost at every step of the stream (about 1 ms of CPU per reading for Kafka's reader at its default, 0.5 s)."""
+def test_a_pubsub_read_fills_its_batches_and_takes_a_trickle_in_fewer(pubsub_emulator):
+    """``PubSubReadings`` fills its batches (``fill_batch``; ``--batch-seconds`` on ``--source pubsub`` sets their
+    time): a reader that ended each batch when a pull found nothing, as it did before 2026-12-05, took a live
+    trickle in a batch or so a message, each paying Beam's fixed cost at every step of the stream (100 pumps
+    publishing at their own phases: 0.69-0.85 cores of seqwatch and Prism, against 0.27 in batches of 0.5 s)."""
     from seqwatch.pipelines import broker_sources
 
     topic, subscription = pubsub_emulator.create_subscription("readings-trickle")
@@ -580,8 +582,9 @@ def test_a_pubsub_read_told_to_fill_its_batches_takes_a_trickle_in_fewer(pubsub_
     _check_filled_polls(polls[True], polls[False], 1.5)
 
 
-def test_an_mqtt_read_told_to_fill_its_batches_takes_a_trickle_in_fewer(mqtt_broker):
-    """``MqttReadings(fill_batch=True)`` (``--batch-seconds`` on ``--source mqtt``), as for Pub/Sub above."""
+def test_an_mqtt_read_fills_its_batches_and_takes_a_trickle_in_fewer(mqtt_broker):
+    """``MqttReadings`` fills its batches, as Pub/Sub's reader above (100 pumps: 0.52-0.53 cores of seqwatch and
+    Prism before, 0.30 in batches of 0.5 s)."""
     import paho.mqtt.client as mqtt
 
     from seqwatch.pipelines import broker_sources

@@ -93,7 +93,7 @@ def test_mqtt_on_prism_reconciles_and_matches_batch(mqtt_broker, small_model_dir
                "--ignore", "rssi",
                "--output", str(out), "--flush-window", "600", "--runner=PrismRunner",
                f"--prism_location={prism_location}"]
-    # the first run's reader fills batches of 1.5 s (--batch-seconds; test_brokers.py tells them apart)
+    # the first run's reader fills batches of 1.5 s (--batch-seconds; 0.5 s by default)
     result = subprocess.run(command + ["--batch-seconds", "1.5"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sends retained messages (a topic's last message, again on every subscription); they are skipped" in \

@@ -355,7 +355,7 @@ def test_pubsub_on_prism_reconciles_and_matches_batch(long_readings, small_model
     out = tmp_path / "pubsub"
     # Pub/Sub does not keep order: the watermark trails the latest event time by an hour (more than one
     # publisher's batches reorder readings), so no pane is scored before its readings are in. Its reader fills
-    # batches of 1.5 s (--batch-seconds; test_brokers.py tells them apart from its default's).
+    # batches of 1.5 s (--batch-seconds; 0.5 s by default).
     result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "pubsub",
                                             "--subscription", subscription, "--emulator-host", pubsub_emulator.host,
                                             "--stop-after-idle", "6", "--max-out-of-orderness", "3600",
