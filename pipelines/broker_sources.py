@@ -677,6 +677,23 @@ def _raise_watermark(estimator: ManualWatermarkEstimator, micros: int) -> None:
         estimator.set_watermark(new)
 
 
+_OUTAGES_SAID: set = set()  # the brokers whose outage a reader of this process said, until one says they answer
+_OUTAGES_LOCK = threading.Lock()
+
+
+def _first_to_say(where: str, down: bool) -> bool:
+    """Whether this reader is the first of this process to say that the broker ``where`` is down (``down``) or
+    answers again: a runner may run a reader's bundles on several instances of its DoFn, each with its own state,
+    and an MQTT stream had said one outage twice, and that the broker answered again twice (CI, 2026-12-05)."""
+    with _OUTAGES_LOCK:
+        said = where in _OUTAGES_SAID
+        if down:
+            _OUTAGES_SAID.add(where)
+        else:
+            _OUTAGES_SAID.discard(where)
+        return said != down
+
+
 class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     """``(topic, partitions) -> batches of parsed readings``: one consumer per reader per DoFn instance, one batch
     per partition per poll."""
@@ -753,7 +770,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         try:
             metadata = consumer.list_topics(topic, timeout=2)
         except KafkaException as exc:
-            if not self._unreachable:
+            if not self._unreachable and _first_to_say(f"kafka:{self.bootstrap_servers}", down=True):
                 reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
                 logging.getLogger(__name__).warning(
                     "cannot reach the Kafka broker at %s (%s); the read waits for it, and --stop-after-idle counts "
@@ -786,7 +803,8 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             self._gone.discard(topic)
 
     def _broker_back(self) -> None:
-        logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
+        if _first_to_say(f"kafka:{self.bootstrap_servers}", down=False):
+            logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
         self._unreachable = False
         for clocks in self._clocks.values():
             clocks.last_message_at = time.monotonic()
@@ -1133,7 +1151,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         self._probed_at = now
         reason = self._unreachable(element)
         if reason is not None:
-            if not self._outage:
+            if not self._outage and _first_to_say(self._where(element), down=True):
                 logging.getLogger(__name__).warning(
                     "cannot reach %s (%s); the read waits for it, and --stop-after-idle counts no time meanwhile",
                     self._where(element), reason)
@@ -1145,7 +1163,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         return True
 
     def _broker_back(self, element) -> None:
-        logging.getLogger(__name__).warning("%s answers again", self._where(element))
+        if _first_to_say(self._where(element), down=False):
+            logging.getLogger(__name__).warning("%s answers again", self._where(element))
         self._outage = False
         for clock in self._clocks.values():
             clock.last_message_at = time.monotonic()

@@ -854,6 +854,31 @@ def test_a_pull_the_emulator_does_not_answer_holds_the_idle_time_until_the_ack_d
         endless.teardown()
 
 
+def test_an_outage_is_said_once_by_the_readers_of_a_process(caplog):
+    """A runner may run a reader's bundles on several instances of its DoFn, each with its own state: an MQTT
+    stream said one outage twice, and that the broker answered again twice (CI, 2026-12-05). Two instances of a
+    Pub/Sub reader of an emulator that is not there say it once, and once that it answers."""
+    from seqwatch.pipelines import broker_sources
+
+    element = ("projects/p/subscriptions/outage-said-once", 0)
+    readers = [broker_sources._PullPubSub(MessageParser("run-outage"), "127.0.0.1:9", 100, 0.5, 0.2, 0, None, 30.0)
+               for _ in range(2)]
+    for reader in readers:
+        reader.setup()
+    try:
+        with caplog.at_level("WARNING", logger=broker_sources.__name__):
+            assert [reader._broker_down(element) for reader in readers] == [True, True]
+            for reader in readers:
+                reader._broker_back(element)
+        said = [r.getMessage() for r in caplog.records]
+        where = "Pub/Sub for projects/p/subscriptions/outage-said-once (the emulator at 127.0.0.1:9)"
+        assert len(said) == 2 and said[0].startswith(f"cannot reach {where} (") and \
+            said[1] == f"{where} answers again", said
+    finally:
+        for reader in readers:
+            reader.teardown()
+
+
 def test_a_kafka_commit_that_fails_is_said(kafka_broker, caplog):
     """Bug hunt of delivery semantics: the reader commits its group's offsets asynchronously when a bundle is
     finalized, and a commit that failed was not said; a stream started again then reread those messages. Here
