@@ -1548,6 +1548,7 @@ def _quiet_logs() -> None:
         handler.addFilter(lambda record: not _interrupted_record(record))
         handler.addFilter(lambda record: not step_failure_record(record))
         handler.addFilter(lambda record: not echoes_a_failed_bundle(record))  # the job's end says it (job_failure)
+        handler.addFilter(lambda record: not _data_plane_broken_by_the_runner(record))
         # Prism's own log lines, relayed by Beam under this name with Prism's level after every logger's check
         # ("empty transform, with payload ..." on each start): its errors only.
         handler.addFilter(lambda record: record.name != "PrismRunner" or record.levelno >= logging.ERROR)
@@ -1586,6 +1587,14 @@ def step_failure_record(record) -> bool:
         message = record.getMessage()
         return "Error processing instruction" in message or (' trace: "' in message and ' transform_id: "' in message)
     return record.name == "apache_beam.runners.common" and record.exc_info is not None
+
+
+def _data_plane_broken_by_the_runner(record) -> bool:
+    """The SDK worker's log record of its data stream broken by the runner (``sdk_stream_broken_by_the_runner``:
+    after a failed job on Flink, "Multiplexer hanging up")."""
+    runners = sys.modules.get("seqwatch.pipelines.runners")
+    return (runners is not None and record.name == "apache_beam.runners.worker.data_plane" and bool(record.exc_info)
+            and runners.sdk_stream_broken_by_the_runner(runners.SDK_READER_THREADS[-1], record.exc_info[1]))
 
 
 def _interrupted_record(record) -> bool:
@@ -1674,9 +1683,8 @@ def _quiet_interrupts():
         # the SDK worker's stream readers, when seqwatch has stopped the stream's job server
         # (runners.job_server_of_its_own waits for them to end first, up to a limit)
         runners = sys.modules.get("seqwatch.pipelines.runners")
-        reader_lost = reader_lost or (runners is not None and runners.OWN_JOB_SERVER_STOPPED.is_set()
-                                      and getattr(args.thread, "name", "") in runners.SDK_READER_THREADS
-                                      and type(args.exc_value).__module__.split(".")[0] == "grpc")
+        reader_lost = reader_lost or (runners is not None and runners.sdk_stream_broken_by_the_runner(
+            getattr(args.thread, "name", ""), args.exc_value))
         if _CtrlC.caused(args.exc_value) or reader_lost:
             return
         if getattr(args.thread, "name", "") == "wait_until_finish_read":

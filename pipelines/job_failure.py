@@ -20,6 +20,9 @@ __all__ = ["JobFailure", "job_failure", "echoes_a_failed_bundle"]
 _FAILED = re.compile(r"Pipeline (\S+) failed in state (\w+): (.*)\Z", re.S)
 _WHILE_RUNNING = re.compile(r" \[while running '([^']*)'\]\s*\Z")
 _BUNDLE = re.compile(r"\Abundle \S+ \S+ failed:")  # Prism's prefix of a failed bundle's report
+# Flink's (its job server's Java exception, around the SDK worker's report)
+_SDK_HARNESS = re.compile(r"\A\S+: Error received from SDK harness for instruction \S+: ")
+_TRACEBACK = "Traceback (most recent call last)"
 _REDRAISED = "\n\nDuring handling of the above exception, another exception occurred:"
 NO_REASON = ("", "unknown error")  # what Beam says when the runner reported no error
 
@@ -37,10 +40,10 @@ class JobFailure:
         """The failed step's traceback as the worker sent it, when the report carries one: the exception's own,
         without Beam's re-raise of it (``During handling of the above exception``: some 50 lines of Beam's frames,
         which add the step's name)."""
-        text = _BUNDLE.sub("", self.report.strip(), count=1).strip()
-        if not text.startswith("Traceback (most recent call last)"):
+        text = self.report.strip()
+        if _TRACEBACK not in text:
             return None
-        return text.split(_REDRAISED, 1)[0].rstrip()
+        return text[text.index(_TRACEBACK):].split(_REDRAISED, 1)[0].rstrip()
 
     @property
     def step(self) -> str | None:
@@ -88,7 +91,8 @@ _PRISM_BUNDLE_LINES = {"Prism received bundle error from worker response", "stag
 def echoes_a_failed_bundle(record) -> bool:
     """Whether a log record repeats a failed bundle's report, which the job's end says (``JobFailure``): the SDK
     worker's ``Error processing instruction`` (with the traceback), Prism's lines of the bundle and of the job it
-    failed for it, and Beam's relay of the runner's error message. Prism's line of a job it failed for any other
+    failed for it, and Beam's relay of the runner's error message (Prism's, or Flink's ``Error received from SDK
+    harness``). Prism's line of a job it failed for any other
     reason stays: it may be the only place that reason is said."""
     if record.name == "apache_beam.runners.worker.sdk_worker":  # its traceback is an argument of the message
         return str(record.msg).startswith("Error processing instruction")
@@ -102,4 +106,4 @@ def echoes_a_failed_bundle(record) -> bool:
             return False
         return line.get("msg") in _PRISM_BUNDLE_LINES or (line.get("msg") == "job failed"
                                                            and bool(_BUNDLE.match(str(line.get("error", "")))))
-    return record.name == "root" and bool(_BUNDLE.match(message))
+    return record.name == "root" and bool(_BUNDLE.match(message) or _SDK_HARNESS.match(message))

@@ -35,6 +35,35 @@ def test_a_failed_steps_report_gives_its_step_its_error_and_its_own_traceback():
                                        f"it:")
 
 
+def test_flinks_report_of_a_failed_step_gives_the_same():
+    """Flink's job server wraps the worker's report in its Java exception."""
+    report = f"java.lang.RuntimeException: Error received from SDK harness for instruction 8: {REPORT}"
+    failure = job_failure(RuntimeError(f"Pipeline job_5 failed in state FAILED: {report}"))
+    assert (failure.step, failure.error, failure.traceback) == (STEP, "ZeroDivisionError: injected", OWN)
+    assert echoes_a_failed_bundle(_record("root", report))
+
+
+def test_the_sdk_workers_streams_broken_by_the_runner_are_not_shown():
+    """After a failed job on Flink its job server closes the SDK worker's streams (CANCELLED), whose threads printed
+    a traceback each before the job's end was said (a Flink stream whose step raised)."""
+    from seqwatch.pipelines.runners import sdk_stream_broken_by_the_runner
+
+    class _Rendezvous(Exception):
+        def __init__(self, status):
+            super().__init__(status)
+            self.status = status
+
+        def code(self):
+            return type("Status", (), {"name": self.status})()
+
+    _Rendezvous.__module__ = "grpc._channel"
+    assert sdk_stream_broken_by_the_runner("run_worker_1-1", _Rendezvous("CANCELLED"))
+    assert sdk_stream_broken_by_the_runner("read_grpc_client_inputs", _Rendezvous("CANCELLED"))
+    assert not sdk_stream_broken_by_the_runner("run_worker_1-1", _Rendezvous("INTERNAL"))
+    assert not sdk_stream_broken_by_the_runner("another_thread", _Rendezvous("CANCELLED"))
+    assert not sdk_stream_broken_by_the_runner("run_worker_1-1", RuntimeError("CANCELLED"))
+
+
 def test_a_job_ended_without_a_reason_or_cancelled_is_one_sentence():
     # Prism 2.77 fails a job it finds stuck, and its message of it had not reached the SDK (CI, 2026-12-05)
     unknown = job_failure(RuntimeError("Pipeline job-004 failed in state FAILED: unknown error"))
@@ -74,12 +103,16 @@ def test_only_the_echoes_of_a_failed_bundle_are_kept_off_the_terminal():
     assert [echoes_a_failed_bundle(r) for r in kept] == [False] * len(kept)
 
 
-@pytest.mark.parametrize("fault", ["a bug", "a full disk"])
-def test_a_step_that_fails_in_a_stream_is_said_once(fault, small_model_dir, prism_location, tmp_path):
+@pytest.mark.parametrize("fault, runner", [("a bug", "prism"), ("a full disk", "prism"), ("a bug", "flink")])
+def test_a_step_that_fails_in_a_stream_is_said_once(fault, runner, small_model_dir, request, tmp_path):
+    """On Prism and on Flink (whose job server wraps the report in a Java exception, and closes the SDK worker's
+    streams: their threads had printed two gRPC tracebacks more in two runs of three)."""
     readings, _ = generate_sensor_data(n_entities=2, n_steps=300, step_seconds=10, seed=5)
     path = tmp_path / "readings.csv"
     readings.to_csv(path, index=False)
     out = tmp_path / "out"
+    runner_args = (["--runner=PrismRunner", f"--prism_location={request.getfixturevalue('prism_location')}"]
+                   if runner == "prism" else request.getfixturevalue("flink_args")(own_job_server=True))
     raised = {"a bug": 'ZeroDivisionError("injected into a step")',
               "a full disk": 'OSError(errno.ENOSPC, "No space left on device")'}[fault]
     script = tmp_path / "job.py"
@@ -97,8 +130,7 @@ def test_a_step_that_fails_in_a_stream_is_said_once(fault, small_model_dir, pris
 
         windows._KeyByPane.process = process
         sys.exit(main(["stream", "--source", "replay", "--input", {str(path)!r}, "--speed", "1000", "--model-dir",
-                       {str(small_model_dir)!r}, "--output", {str(out)!r}, "--runner=PrismRunner",
-                       "--prism_location={prism_location}"]))
+                       {str(small_model_dir)!r}, "--output", {str(out)!r}, *{runner_args!r}]))
     """))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
