@@ -1219,17 +1219,11 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
               file=sys.stderr, flush=True)
     _log_incidents()
-    from apache_beam.runners.worker import sdk_worker as beam_sdk_worker
-
     from seqwatch.pipelines.job_failure import job_failure
     from seqwatch.pipelines.runners import job_server_of_its_own
-    from seqwatch.pipelines.sdk_worker import print_unless_failed_instruction
 
     if stop is not None:
         stop.clear()  # a request left by a stream killed while it stopped is not this one's
-    # the SDK worker runs in this process (LOOPBACK): a failed bundle's traceback is not printed here, as the job's
-    # end says it (job_failure)
-    beam_sdk_worker.print = print_unless_failed_instruction
     try:
         with job_server_of_its_own(beam_args) as job_args:
             _CtrlC.drain = (lambda how: _ask_stream_to_stop(stop, how)) if stop is not None else None
@@ -1245,11 +1239,8 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
         if reason is not None:  # a full disk, a read-only or over-quota file system: as a batch run says it
             raise CliError(f"could not write the outputs under {args.output} ({reason}); what was written before "
                            f"stays there") from None
-        print(f"seqwatch stream: {failure.sentence(args.output)}", file=sys.stderr)
-        if failure.traceback is not None and failure.error is not None:
-            print(failure.traceback, file=sys.stderr)
-        sys.stderr.flush()
-        return 1
+        return _said_job_failure("stream", failure, f"what was written so far stays in {args.output}",
+                                 "start the stream again to go on from there")
     finally:
         _CtrlC.drain = None
         if stop is not None:
@@ -1780,9 +1771,27 @@ def _check_keras_backend() -> None:
                        f"{KERAS_BACKENDS[name]}); seqwatch installs jax: unset KERAS_BACKEND or set it to jax")
 
 
+def _said_job_failure(command: str, failure, kept: str, again: str) -> int:
+    """Say a job its runner failed (``job_failure.JobFailure``) in one sentence, with the failed step's own
+    traceback after it where there is one; the exit code (1)."""
+    print(f"seqwatch {command}: {failure.sentence(kept, again)}", file=sys.stderr)
+    if failure.traceback is not None and failure.error is not None:
+        print(failure.traceback, file=sys.stderr)
+    sys.stderr.flush()
+    return 1
+
+
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     try:
         _check_keras_backend()
+        if args.command != "train":
+            # Where the SDK worker runs in this process (a portable runner's LOOPBACK: Prism, Flink), a failed
+            # bundle's traceback is not printed here: the job's end says it (job_failure, _said_job_failure)
+            from apache_beam.runners.worker import sdk_worker as beam_sdk_worker
+
+            from seqwatch.pipelines.sdk_worker import print_unless_failed_instruction
+
+            beam_sdk_worker.print = print_unless_failed_instruction
         if args.command == "train" and beam_args:  # training runs no pipeline: no Beam flag is taken
             raise CliError(_unknown_flag("train", parser, beam_args[0], []))
         if args.command != "train":
@@ -1840,6 +1849,13 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         # after a Ctrl-C or SIGTERM, whatever failed failed because of it (an import it broke: "partially
         # initialized module")
         if not (_interrupted(exc) or signalled):
+            from seqwatch.pipelines.job_failure import job_failure
+
+            failure = job_failure(exc)
+            if failure is not None and args.command in ("run", "replay", "demo"):  # a portable runner's (Prism,
+                # Flink): its report, and the worker's and the runner's logs of it, had printed the traceback 5 times
+                return _said_job_failure(args.command, failure, "nothing was committed: the previous outputs are "
+                                                                "as they were", "run it again")
             raise
         from seqwatch.pipelines.interrupts import InterruptedAfterCommit
 

@@ -59,14 +59,14 @@ class JobFailure:
         last = self.traceback.rstrip().splitlines()[-1]
         return _WHILE_RUNNING.sub("", last).strip() or None
 
-    def sentence(self, output: str) -> str:
-        """What the CLI says of it, in one sentence (a step's traceback, when there is one, follows it)."""
-        kept = f"what was written so far stays in {output}"
+    def sentence(self, kept: str, again: str) -> str:
+        """What the CLI says of it, in one sentence (a step's traceback, when there is one, follows it): ``kept``
+        says what became of the outputs, ``again`` what to do where the runner gave no reason."""
         if self.state != "FAILED":
             return f"the runner ended the job in state {self.state}; {kept}"
         if self.report.strip() in NO_REASON:
             return (f"the runner failed the job without saying why (it reported {self.report.strip() or 'nothing'}; "
-                    f"its own log lines above may say more); {kept}; start the stream again to go on from there")
+                    f"its own log lines above may say more); {kept}; {again}")
         if self.error is not None:
             where = f" in step {self.step}" if self.step else ""
             return f"the job failed{where}: {self.error}; {kept}; the step's traceback, as the runner reported it:"
@@ -97,11 +97,12 @@ def echoes_a_failed_bundle(record) -> bool:
     if record.name == "apache_beam.runners.worker.sdk_worker":  # its traceback is an argument of the message
         return str(record.msg).startswith("Error processing instruction")
     message = record.getMessage()
-    if record.name == "PrismRunner":
+    if record.name == "PrismRunner":  # a JSON line as seqwatch relays it, or ``msg (key=value, ...)`` as Beam does
         try:
             line = json.loads(message)
         except ValueError:
-            return False
+            line = {"msg": message.split(" (", 1)[0],
+                    "error": message.split("\nerror:\n", 1)[1] if "\nerror:\n" in message else ""}
         if not isinstance(line, dict):
             return False
         return line.get("msg") in _PRISM_BUNDLE_LINES or (line.get("msg") == "job failed"

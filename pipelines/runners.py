@@ -382,27 +382,19 @@ def _end_of_block(guard: subprocess.Popen) -> None:
 
 # The threads of Beam's SDK worker that read its streams from the runner (sdk_worker.py, data_plane.py)
 SDK_READER_THREADS = ("read_state", "read_grpc_client_inputs")
-# ... and those that run its control stream (``run_worker_<worker>-<n>``), which a job server stopped after a failed
-# job breaks too (a Flink stream whose step raised)
+# ... and those that run its control stream (``run_worker_<worker>-<n>``), which the runner breaks too after a failed
+# job (a Flink stream whose step raised)
 SDK_CONTROL_THREAD_PREFIX = "run_worker_"
 
 
 def sdk_stream_broken_by_the_runner(thread_name: str, exc: BaseException | None) -> bool:
-    """Whether ``exc``, raised in the SDK worker's stream thread ``thread_name``, is the runner's hang-up (not a
-    failure to show; the job's end, which the main thread waits for, says what happened): any gRPC error once
-    seqwatch has stopped a job server of its own, or a CANCELLED one, the runner's own close of the streams (after
-    a failed job, Flink's job server closes them, and their threads had printed tracebacks before the sentence)."""
-    if not (thread_name in SDK_READER_THREADS or thread_name.startswith(SDK_CONTROL_THREAD_PREFIX)):
-        return False
-    if type(exc).__module__.split(".")[0] != "grpc":
-        return False
-    if OWN_JOB_SERVER_STOPPED.is_set():
-        return True
-    code = getattr(exc, "code", None)
-    try:
-        return getattr(code() if callable(code) else None, "name", None) == "CANCELLED"
-    except Exception:  # noqa: BLE001 - a gRPC error without a status yet
-        return False
+    """Whether ``exc``, raised in the SDK worker's stream thread ``thread_name``, is a gRPC error: the runner's
+    hang-up, not a failure to show, as the job's end, which the main thread waits for, says what happened. After a
+    failed job Flink's job server closes the worker's streams (CANCELLED), Prism answers them that the worker is not
+    registered (UNKNOWN), and a job server seqwatch stops breaks them; their threads had printed a traceback each
+    before the job's end was said."""
+    return ((thread_name in SDK_READER_THREADS or thread_name.startswith(SDK_CONTROL_THREAD_PREFIX))
+            and type(exc).__module__.split(".")[0] == "grpc")
 
 
 def _let_the_sdk_worker_hang_up(timeout_s: float = 3.0) -> None:
@@ -425,15 +417,10 @@ def stop_own_job_servers(wait_s: float = JOB_SERVER_STOP_WAIT_S) -> None:
         _stop(guard, wait_s)
 
 
-# Set once seqwatch has stopped a job server of its own: a break of the SDK worker's streams after it is expected.
-OWN_JOB_SERVER_STOPPED = threading.Event()
-
-
 def _stop(guard: subprocess.Popen, wait_s: float = JOB_SERVER_STOP_WAIT_S) -> None:
     """Stop a guarded job server: the end of the guard's input has it stop the job server with SIGINT (as Beam
     stops it, as a terminal would) and SIGKILL after ``wait_s``; a guard that has not ended a little after that is
     killed."""
-    OWN_JOB_SERVER_STOPPED.set()
     if guard.stdin is not None and not guard.stdin.closed:
         try:
             guard.stdin.close()

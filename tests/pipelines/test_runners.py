@@ -287,13 +287,11 @@ def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_af
     try:
         restore = _quiet_interrupts()
         try:
-            runners.OWN_JOB_SERVER_STOPPED.set()
             for name in ("read_state", "some_other_thread"):
                 thread = threading.Thread(target=broken, name=name)
                 thread.start()
                 thread.join()
         finally:
-            runners.OWN_JOB_SERVER_STOPPED.clear()
             restore()
     finally:
         threading.excepthook = original
