@@ -1220,7 +1220,11 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
                                                                  self.idle_watermark_us))
         if not tracker.try_claim(restriction.start):
             return
+        polled_at = time.monotonic()
         received = self._receive(element)
+        # a poll that waited out its batch's time (fill_batch) is followed at once; one cut short by an outage, or
+        # that ended when nothing was waiting, after poll_interval_s
+        waited = time.monotonic() - polled_at >= self.max_bundle_s
         if received:
             parsed = self._parse(element, received)
             clock.saw(parsed)
@@ -1244,8 +1248,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         if idle:
             tracker.try_claim(restriction.stop)
             return
-        # a poll that filled its batch waited out max_bundle_s already: the next begins at once
-        tracker.defer_remainder(Duration(seconds=0 if received or self.fill_batch else self.poll_interval_s))
+        tracker.defer_remainder(Duration(seconds=0 if received or waited else self.poll_interval_s))
 
 
 _SEEN_IDS = 200_000  # message ids a Pub/Sub reader remembers to know a redelivered copy (some 20 MB)
@@ -1470,8 +1473,8 @@ class PubSubReadings(beam.PTransform):
     0.33-0.41 when a poll ended as soon as a pull found nothing waiting (``fill_batch=False``: the lowest latency;
     ``benchmarks/stream_soak.py --spread``, 2026-12-05). Messages are
     acknowledged once the runner has taken the bundle (bundle finalization); a message not acknowledged within the
-    subscription's ack deadline is redelivered. ``emulator_host`` (``host:port``) points the client at the Pub/Sub emulator (as
-    ``PUBSUB_EMULATOR_HOST`` does). The read is endless unless ``stop_after_idle_s`` is given; see
+    subscription's ack deadline is redelivered. ``emulator_host`` (``host:port``) points the client at the Pub/Sub
+    emulator (as ``PUBSUB_EMULATOR_HOST`` does). The read is endless unless ``stop_after_idle_s`` is given; see
     ``KafkaReadings`` for the watermark options. ``native=True`` reads with Beam's ``ReadFromPubSub`` (Dataflow
     only: Prism and the portable Flink/Spark runners do not implement it)."""
 
