@@ -694,6 +694,15 @@ def _first_to_say(where: str, down: bool) -> bool:
         return said != down
 
 
+def _outage_said(where: str) -> bool:
+    """Whether a reader of this process has said that the broker ``where`` is down, and none since that it answers:
+    a reader instance that did not see the outage itself takes it for its own, and says the answer when it sees it
+    (a Pub/Sub stream whose messages came back to another instance had never said that the emulator answered
+    again, nor started its idle time again; CI, 2026-12-05)."""
+    with _OUTAGES_LOCK:
+        return where in _OUTAGES_SAID
+
+
 class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     """``(topic, partitions) -> batches of parsed readings``: one consumer per reader per DoFn instance, one batch
     per partition per poll."""
@@ -765,7 +774,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
 
         now = time.monotonic()
         if now - self._probed_at < 2.0:
-            return self._unreachable
+            return self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}")
         self._probed_at = now
         try:
             metadata = consumer.list_topics(topic, timeout=2)
@@ -779,7 +788,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             return True
         self._suspect = False
         self._topic_gone(topic, metadata)
-        if not self._unreachable:
+        if not (self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}")):
             return False
         self._broker_back()
         return True
@@ -905,13 +914,13 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             return  # every partition reached its stop: the read is done
         if received:
             self._suspect = False
-            if self._unreachable:  # messages came: the broker answers again
+            if self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}"):  # messages came: it answers
                 self._broker_back()
         idle = self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s
         # a topic quiet for a while is asked after too (at most every 2 s): the broker may have lost it
         quiet = not received and clocks.idle_for() >= QUIET_TOPIC_CHECK_S
-        if not received and (idle or quiet or self._suspect or self._unreachable) and self._broker_down(consumer,
-                                                                                                        topic):
+        down = self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}")
+        if not received and (idle or quiet or self._suspect or down) and self._broker_down(consumer, topic):
             idle = False
         if idle:
             tracker.try_claim(_END)
@@ -1147,7 +1156,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         Pub/Sub and MQTT streams; Kafka has the same in ``_ReadKafkaPartitions``)."""
         now = time.monotonic()
         if now - self._probed_at < 2.0:
-            return self._outage
+            return self._outage or _outage_said(self._where(element))
         self._probed_at = now
         reason = self._unreachable(element)
         if reason is not None:
@@ -1157,7 +1166,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
                     self._where(element), reason)
             self._outage = True
             return True
-        if not self._outage:
+        if not (self._outage or _outage_said(self._where(element))):
             return False
         self._broker_back(element)
         return True
@@ -1235,7 +1244,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         finalizer.register(_nothing)  # see _nothing
         if time.monotonic() >= self._watermark_held_until:  # else messages the broker holds back are older
             clock.advance(estimator, caught_up=len(received) < self.max_batch)
-        if received and self._outage:  # messages came: the broker answers again
+        if received and (self._outage or _outage_said(self._where(element))):  # messages came: it answers again
             self._broker_back(element)
         if self.stop_request is not None and self.stop_request.requested():  # this poll's messages are emitted and
             # acknowledged
@@ -1243,7 +1252,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             return
         idle = (self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
                 and time.monotonic() - self._idle_from >= self.stop_after_idle_s)
-        if not received and (idle or self._outage or self._suspect(element)) and self._broker_down(element):
+        down = self._outage or _outage_said(self._where(element))
+        if not received and (idle or down or self._suspect(element)) and self._broker_down(element):
             idle = False
         if idle:
             tracker.try_claim(restriction.stop)

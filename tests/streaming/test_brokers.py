@@ -879,6 +879,40 @@ def test_an_outage_is_said_once_by_the_readers_of_a_process(caplog):
             reader.teardown()
 
 
+def test_an_outage_one_reader_instance_saw_is_ended_by_another(pubsub_emulator, caplog):
+    """A Pub/Sub stream said that the emulator could not be reached, and never that it answered again: the messages
+    came back to another instance of the reader, which had not seen the outage (CI, 2026-12-05). An instance takes
+    an outage said by another of its process for its own: it says the answer, and starts its idle time again."""
+    from seqwatch.pipelines import broker_sources
+
+    _, subscription = pubsub_emulator.create_subscription("readings-outage-instances")
+    element = (subscription, 0)
+    seen, other = (broker_sources._PullPubSub(MessageParser("run-instances"), pubsub_emulator.host, 100, 0.5, 0.2,
+                                              0, None, 30.0) for _ in range(2))
+    for reader in (seen, other):
+        reader.setup()
+    try:
+        with caplog.at_level("WARNING", logger=broker_sources.__name__):
+            pubsub_emulator.freeze()
+            try:
+                assert seen._broker_down(element)  # the probe is not answered within 2 s
+            finally:
+                pubsub_emulator.thaw()
+            other._clocks[element] = broker_sources._EventTimeClock(0, None)
+            before = other._clocks[element].last_message_at
+            assert other._broker_down(element)  # answered: the outage another instance said is over
+            assert other._clocks[element].last_message_at > before  # its idle time starts again
+            other._probed_at = 0.0
+            assert not other._broker_down(element)
+        said = [r.getMessage() for r in caplog.records]
+        where = f"Pub/Sub for {subscription} (the emulator at {pubsub_emulator.host})"
+        assert len(said) == 2 and said[0].startswith(f"cannot reach {where} (") and \
+            said[1] == f"{where} answers again", said
+    finally:
+        for reader in (seen, other):
+            reader.teardown()
+
+
 def test_a_kafka_commit_that_fails_is_said(kafka_broker, caplog):
     """Bug hunt of delivery semantics: the reader commits its group's offsets asynchronously when a bundle is
     finalized, and a commit that failed was not said; a stream started again then reread those messages. Here
