@@ -1,4 +1,5 @@
-"""A stream's job that its runner failed, said once: what failed, in which step, and the step's traceback.
+"""A job that its runner failed, said once: what failed, in which step, and the step's traceback (a stream's on
+any portable runner, and a batch run's on Prism or Flink).
 
 Beam's portable runner (Prism, Flink, Dataflow) ends ``wait_until_finish`` with ``RuntimeError("Pipeline <job>
 failed in state FAILED: <message>")``, where the message is the runner's last error report: a failed bundle's
@@ -92,8 +93,8 @@ def echoes_a_failed_bundle(record) -> bool:
     """Whether a log record repeats a failed bundle's report, which the job's end says (``JobFailure``): the SDK
     worker's ``Error processing instruction`` (with the traceback), Prism's lines of the bundle and of the job it
     failed for it, and Beam's relay of the runner's error message (Prism's, or Flink's ``Error received from SDK
-    harness``). Prism's line of a job it failed for any other
-    reason stays: it may be the only place that reason is said."""
+    harness``). Prism's line of a job it failed for any other reason stays: it may be the only place that reason is
+    said."""
     if record.name == "apache_beam.runners.worker.sdk_worker":  # its traceback is an argument of the message
         return str(record.msg).startswith("Error processing instruction")
     message = record.getMessage()
