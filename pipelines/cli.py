@@ -1219,7 +1219,6 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
               "its outputs are written when the source ends (leave out --runner to stream on Prism)",
               file=sys.stderr, flush=True)
     _log_incidents()
-    from seqwatch.pipelines.job_failure import job_failure
     from seqwatch.pipelines.runners import job_server_of_its_own
 
     if stop is not None:
@@ -1229,18 +1228,6 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
             _CtrlC.drain = (lambda how: _ask_stream_to_stop(stop, how)) if stop is not None else None
             run_stream(plan, make_source, job_args, args.flush_window, args.allowed_lateness, args.late_after,
                        args.watch_models, args.archive_readings, file_suffix)
-    except RuntimeError as exc:
-        failure = job_failure(exc)
-        if failure is None or _interrupted(exc) or (_CtrlC.seen is not None and _CtrlC.seen.is_set()):
-            raise
-        from seqwatch.pipelines.batch import write_failure
-
-        reason = write_failure(exc)
-        if reason is not None:  # a full disk, a read-only or over-quota file system: as a batch run says it
-            raise CliError(f"could not write the outputs under {args.output} ({reason}); what was written before "
-                           f"stays there") from None
-        return _said_job_failure("stream", failure, f"what was written so far stays in {args.output}",
-                                 "start the stream again to go on from there")
     finally:
         _CtrlC.drain = None
         if stop is not None:
@@ -1585,7 +1572,7 @@ def _data_plane_broken_by_the_runner(record) -> bool:
     after a failed job on Flink, "Multiplexer hanging up")."""
     runners = sys.modules.get("seqwatch.pipelines.runners")
     return (runners is not None and record.name == "apache_beam.runners.worker.data_plane" and bool(record.exc_info)
-            and runners.sdk_stream_broken_by_the_runner(runners.SDK_READER_THREADS[-1], record.exc_info[1]))
+            and runners.is_grpc(record.exc_info[1]))
 
 
 def _interrupted_record(record) -> bool:
@@ -1771,10 +1758,22 @@ def _check_keras_backend() -> None:
                        f"{KERAS_BACKENDS[name]}); seqwatch installs jax: unset KERAS_BACKEND or set it to jax")
 
 
-def _said_job_failure(command: str, failure, kept: str, again: str) -> int:
-    """Say a job its runner failed (``job_failure.JobFailure``) in one sentence, with the failed step's own
-    traceback after it where there is one; the exit code (1)."""
-    print(f"seqwatch {command}: {failure.sentence(kept, again)}", file=sys.stderr)
+def _said_job_failure(args, exc: BaseException, failure) -> int:
+    """Say a job its runner failed (``job_failure.JobFailure``, of ``exc``) in one sentence, with the failed step's
+    own traceback after it where there is one; the exit code: 2 for a stream's outputs the file system refused (as
+    a batch run says it, ``batch.RunError``), else 1."""
+    from seqwatch.pipelines.batch import write_failure
+
+    refused = write_failure(exc) if args.command == "stream" else None  # a full disk, a read-only file system
+    if refused is not None:
+        print(f"seqwatch stream: could not write the outputs under {args.output} ({refused}); what was written "
+              f"before stays there", file=sys.stderr, flush=True)
+        return 2
+    if args.command == "stream":
+        kept, again = f"what was written so far stays in {args.output}", "start the stream again to go on from there"
+    else:
+        kept, again = "nothing was committed: the previous outputs are as they were", "run it again"
+    print(f"seqwatch {args.command}: {failure.sentence(kept, again)}", file=sys.stderr)
     if failure.traceback is not None and failure.error is not None:
         print(failure.traceback, file=sys.stderr)
     sys.stderr.flush()
@@ -1852,10 +1851,9 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             from seqwatch.pipelines.job_failure import job_failure
 
             failure = job_failure(exc)
-            if failure is not None and args.command in ("run", "replay", "demo"):  # a portable runner's (Prism,
-                # Flink): its report, and the worker's and the runner's logs of it, had printed the traceback 5 times
-                return _said_job_failure(args.command, failure, "nothing was committed: the previous outputs are "
-                                                                "as they were", "run it again")
+            if failure is not None:  # a portable runner's (Prism, Flink): its report, and the worker's and the
+                # runner's logs of it, had printed the traceback 5 times
+                return _said_job_failure(args, exc, failure)
             raise
         from seqwatch.pipelines.interrupts import InterruptedAfterCommit
 

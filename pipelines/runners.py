@@ -393,8 +393,12 @@ def sdk_stream_broken_by_the_runner(thread_name: str, exc: BaseException | None)
     failed job Flink's job server closes the worker's streams (CANCELLED), Prism answers them that the worker is not
     registered (UNKNOWN), and a job server seqwatch stops breaks them; their threads had printed a traceback each
     before the job's end was said."""
-    return ((thread_name in SDK_READER_THREADS or thread_name.startswith(SDK_CONTROL_THREAD_PREFIX))
-            and type(exc).__module__.split(".")[0] == "grpc")
+    return (thread_name in SDK_READER_THREADS or thread_name.startswith(SDK_CONTROL_THREAD_PREFIX)) and is_grpc(exc)
+
+
+def is_grpc(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a gRPC error (of a stream to or from the runner)."""
+    return type(exc).__module__.split(".")[0] == "grpc"
 
 
 def _let_the_sdk_worker_hang_up(timeout_s: float = 3.0) -> None:
