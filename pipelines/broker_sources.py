@@ -694,6 +694,73 @@ def _first_to_say(where: str, down: bool) -> bool:
         return said != down
 
 
+class _ReadHold:
+    """What the reads of one broker (``_PollingReader._where``) hold back for messages it may give again, kept per
+    process, as ``_OUTAGES_SAID`` is: a runner may run a reader's bundles on several instances of its DoFn, and the
+    instance whose pull went unanswered need not be the one that reads when the service answers again. Held per
+    instance, another instance had let the watermark pass the messages that came back (and the instance that held
+    it, not used again, would have held it for good). ``unanswered``: a pull got no answer, and none has been
+    answered since; ``watermark_until`` / ``idle_from``: monotonic times before which the watermark stays where
+    it is and ``--stop-after-idle`` counts nothing."""
+
+    __slots__ = ("unanswered", "watermark_until", "idle_from")
+
+    def __init__(self):
+        self.unanswered = False
+        self.watermark_until = float("-inf")
+        self.idle_from = float("-inf")
+
+    def answered(self) -> bool:
+        """Take back ``unanswered``: whether this call is the one that did (the caller then says it)."""
+        with _OUTAGES_LOCK:
+            was, self.unanswered = self.unanswered, False
+            return was
+
+
+_READ_HOLDS: dict = {}  # where -> _ReadHold
+_READ_CLOCKS: dict = {}  # (run id, element) -> the event-time clock of a reader's element (_read_clock)
+_MESSAGE_SEQUENCES: dict = {}  # a source -> the number of its last message read in this process (_positions)
+
+
+def _read_hold(where: str) -> _ReadHold:
+    with _OUTAGES_LOCK:
+        hold = _READ_HOLDS.get(where)
+        if hold is None:
+            hold = _READ_HOLDS[where] = _ReadHold()
+        return hold
+
+
+def _read_clock(run_id: str, element, make):
+    """The event-time clock of ``element`` in the run ``run_id`` (made by ``make()`` the first time), one per process,
+    not per reader instance: an instance that a runner used again after others had read the element meanwhile had
+    its own clock's last message as long ago as its last bundle, and could end a live read as idle, or move the
+    watermark as for a quiet feed."""
+    with _OUTAGES_LOCK:
+        clock = _READ_CLOCKS.get((run_id, element))
+        if clock is None:
+            clock = _READ_CLOCKS[(run_id, element)] = make()
+        return clock
+
+
+def _restart_idle_clocks(run_id: str) -> None:
+    """Every clock of the run ``run_id`` counts its idle time from now (a broker answers again after an outage)."""
+    now = time.monotonic()
+    with _OUTAGES_LOCK:
+        for (run, _), clock in _READ_CLOCKS.items():
+            if run == run_id:
+                clock.last_message_at = now
+
+
+def _next_numbers(source: str, n: int) -> list[int]:
+    """The numbers of the next ``n`` messages of ``source`` that have none of their own (a quarantined record's and
+    a reading's ``line``): one sequence per process, not per reader instance, whose numbers had started again at 1
+    in each instance, two messages of one run then sharing a line."""
+    with _OUTAGES_LOCK:
+        last = _MESSAGE_SEQUENCES.get(source, 0)
+        _MESSAGE_SEQUENCES[source] = last + n
+    return list(range(last + 1, last + 1 + n))
+
+
 def _outage_said(where: str) -> bool:
     """Whether a reader of this process has said that the broker ``where`` is down, and none since that it answers:
     a reader instance that did not see the outage itself takes it for its own, and says the answer when it sees it
@@ -726,7 +793,6 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
 
     def setup(self):
         self._consumers = {}  # (topic, partitions) -> (consumer, {partition: next offset it will deliver})
-        self._clocks = {}
         self._suspect = False  # librdkafka reported a connection error since the last message or probe
         self._unreachable = False  # a probe found no broker: an outage, until one answers
         self._probed_at = 0.0
@@ -815,8 +881,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         if _first_to_say(f"kafka:{self.bootstrap_servers}", down=False):
             logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
         self._unreachable = False
-        for clocks in self._clocks.values():
-            clocks.last_message_at = time.monotonic()
+        _restart_idle_clocks(self.parser.run_id)
 
     def teardown(self):
         for consumer, _ in getattr(self, "_consumers", {}).values():
@@ -848,8 +913,8 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         r = tracker.current_restriction()
         stops = dict(zip(r.partitions, r.stops))
         active = [p for p, s, e in zip(r.partitions, r.starts, r.stops) if s < e]
-        clocks = self._clocks.setdefault(element, _PartitionClocks(self.max_out_of_orderness_us,
-                                                                   self.idle_watermark_us))
+        clocks = _read_clock(self.parser.run_id, element, lambda: _PartitionClocks(self.max_out_of_orderness_us,
+                                                                                   self.idle_watermark_us))
         if finalizer is not None:
             finalizer.register(_nothing)  # see _nothing
         if not active:
@@ -1120,17 +1185,12 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         self.stop_after_idle_s = stop_after_idle_s
 
     def setup(self):
-        self._clocks = {}
-        self._sequence = 0
         self._outage = False  # a probe found the broker unreachable, until it answers again
         self._probed_at = 0.0
-        self._idle_from = float("-inf")  # monotonic time before which --stop-after-idle counts nothing (_hold_idle)
-        self._watermark_held_until = float("-inf")  # monotonic time before which the watermark stays where it is
 
-    def _hold_idle(self, until: float) -> None:
-        """Let the read not end for idleness before ``stop_after_idle_s`` has passed after ``until`` (a
-        monotonic time): messages the broker is holding back for the reader come back by then."""
-        self._idle_from = max(self._idle_from, until)
+    def _hold(self, element) -> _ReadHold:
+        """What the reads of this broker hold back (``_ReadHold``), shared by the reader instances of the process."""
+        return _read_hold(self._where(element))
 
     def _receive(self, element) -> list:
         """Up to ``max_batch`` messages, waiting for all of ``max_bundle_s`` (``fill_batch``), or until none is
@@ -1175,8 +1235,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         if _first_to_say(self._where(element), down=False):
             logging.getLogger(__name__).warning("%s answers again", self._where(element))
         self._outage = False
-        for clock in self._clocks.values():
-            clock.last_message_at = time.monotonic()
+        _restart_idle_clocks(self.parser.run_id)
 
     def _source(self, element) -> str:
         raise NotImplementedError
@@ -1188,11 +1247,10 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         """Each message's topic, where the broker gives one per message (MQTT); None otherwise."""
         return None
 
-    def _positions(self, received: list) -> list[int]:
-        """Each message's number (a quarantined record's ``line``): its sequence in this reader by default."""
-        positions = list(range(self._sequence + 1, self._sequence + 1 + len(received)))
-        self._sequence += len(received)
-        return positions
+    def _positions(self, element, received: list) -> list[int]:
+        """Each message's number (a reading's and a quarantined record's ``line``): by default its place in the
+        messages of its source read in this process (``_next_numbers``)."""
+        return _next_numbers(self._source(element), len(received))
 
     def _acknowledgement(self, element, received: list):
         """A callable that acknowledges ``received``, or None."""
@@ -1207,7 +1265,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         """``received`` parsed; a copy (``_copies``) quarantined whole as ``duplicate``, standing for the readings
         it holds, so that it is neither scored again nor taken for a late reading."""
         copies = self._copies(element, received)
-        source, positions = self._source(element), self._positions(received)
+        source, positions = self._source(element), self._positions(element, received)
         payloads, topics = self._payloads(received), self._topics(received)
         fresh = [i for i in range(len(received)) if i not in copies]
         pick = (lambda values: None if values is None else [values[i] for i in fresh]) if copies else (lambda v: v)
@@ -1225,8 +1283,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     def process(self, element, finalizer=beam.DoFn.BundleFinalizerParam, tracker=beam.DoFn.RestrictionParam(),
                 estimator=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider())):
         restriction = tracker.current_restriction()
-        clock = self._clocks.setdefault(element, _EventTimeClock(self.max_out_of_orderness_us,
-                                                                 self.idle_watermark_us))
+        clock = _read_clock(self.parser.run_id, element, lambda: _EventTimeClock(self.max_out_of_orderness_us,
+                                                                                 self.idle_watermark_us))
         if not tracker.try_claim(restriction.start):
             return
         polled_at = time.monotonic()
@@ -1242,7 +1300,8 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             if acknowledge is not None:
                 finalizer.register(acknowledge)
         finalizer.register(_nothing)  # see _nothing
-        if time.monotonic() >= self._watermark_held_until:  # else messages the broker holds back are older
+        hold = self._hold(element)
+        if time.monotonic() >= hold.watermark_until:  # else messages the broker holds back are older
             clock.advance(estimator, caught_up=len(received) < self.max_batch)
         if received and (self._outage or _outage_said(self._where(element))):  # messages came: it answers again
             self._broker_back(element)
@@ -1251,7 +1310,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             tracker.try_claim(restriction.stop)
             return
         idle = (self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
-                and time.monotonic() - self._idle_from >= self.stop_after_idle_s)
+                and time.monotonic() - hold.idle_from >= self.stop_after_idle_s)
         down = self._outage or _outage_said(self._where(element))
         if not received and (idle or down or self._suspect(element)) and self._broker_down(element):
             idle = False
@@ -1278,7 +1337,6 @@ class _PullPubSub(_PollingReader):
         super().setup()
         self._client = _subscriber_client(self.emulator_host)
         self._refused = False  # the last pull found no server (ServiceUnavailable)
-        self._unanswered = False  # a pull got no answer: what it took is given again after the ack deadline
         self._ack_deadline_s: float | None = None
 
     def _suspect(self, element) -> bool:
@@ -1313,11 +1371,13 @@ class _PullPubSub(_PollingReader):
         stream test ended with 4700 of 4800 readings, 2026-12-03). The flag is deprecated because such pulls
         answer empty more often; the reader polls again within ``poll_interval_s``. A pull not answered within
         ``_PULL_TIMEOUT_S`` (a service that does not answer, e.g. an outage) is counted as one that took
-        messages: ``_after_unanswered`` holds the watermark and the idle time until they are due again."""
+        messages: ``_after_unanswered`` holds the watermark and the idle time until they are due again (``_ReadHold``:
+        whatever instance of the reader pulls next)."""
         import warnings
 
         from google.api_core import exceptions
 
+        hold = self._hold((subscription, 0))
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "The return_immediately flag is deprecated", DeprecationWarning)
@@ -1326,23 +1386,23 @@ class _PullPubSub(_PollingReader):
                                              timeout=_PULL_TIMEOUT_S, retry=None)
         except exceptions.ServiceUnavailable:  # no server (see _suspect), or one that could not take the request
             self._refused = True
-            self._went_unanswered()
+            self._went_unanswered(hold)
             return []
         except (exceptions.DeadlineExceeded, exceptions.Cancelled, exceptions.Aborted,
                 exceptions.InternalServerError, exceptions.Unknown):  # the pull's own retryable errors, and its
-            self._went_unanswered()  # deadline: the service may have handed out messages the reader never got
+            self._went_unanswered(hold)  # deadline: the service may have handed out messages the reader never got
             return []
         self._refused = False
-        if self._unanswered:
-            self._unanswered = False
-            self._after_unanswered(subscription)
+        if hold.unanswered and hold.answered():
+            self._after_unanswered(subscription, hold)
         return list(response.received_messages)
 
-    def _went_unanswered(self) -> None:
-        self._unanswered = True
-        self._watermark_held_until = float("inf")  # until it answers, and its ack deadline has passed after that
+    @staticmethod
+    def _went_unanswered(hold: _ReadHold) -> None:
+        hold.unanswered = True
+        hold.watermark_until = float("inf")  # until it answers, and its ack deadline has passed after that
 
-    def _after_unanswered(self, subscription: str) -> None:
+    def _after_unanswered(self, subscription: str, hold: _ReadHold) -> None:
         """The service answers again after a pull it did not answer: messages that pull took come back once the
         subscription's ack deadline (from now, as the service may have taken them only now) has passed. Until
         then the watermark stays where it is, so that they are not late when they come (the bug hunt of delivery
@@ -1360,14 +1420,14 @@ class _PullPubSub(_PollingReader):
                 pass
         deadline_s = self._ack_deadline_s if self._ack_deadline_s is not None else 600.0
         due = time.monotonic() + deadline_s
-        self._watermark_held_until = due
+        hold.watermark_until = due
         logging.getLogger(__name__).warning(
             "a pull from %s went unanswered; messages it took come back after the subscription's ack deadline "
             "(%g s%s): the watermark waits for them%s", self._where((subscription, 0)), deadline_s,
             "" if self._ack_deadline_s is not None else ": it could not be read, so the longest Pub/Sub allows",
             "" if self.stop_after_idle_s is None else ", and --stop-after-idle counts from then")
-        if self.stop_after_idle_s is not None:
-            self._hold_idle(due)
+        if self.stop_after_idle_s is not None:  # read not ended for idleness before stop_after_idle_s after then
+            hold.idle_from = max(hold.idle_from, due)
 
     def _receive(self, element) -> list:
         subscription, _ = element
@@ -1378,7 +1438,8 @@ class _PullPubSub(_PollingReader):
             received.extend(got)
             if got:
                 continue
-            if not self.fill_batch or self._refused or self._unanswered:  # an outage is _broker_down's to wait on
+            if not self.fill_batch or self._refused or self._hold(element).unanswered:  # an outage is _broker_down's
+                # to wait on
                 break
             time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
         return received
@@ -1389,16 +1450,11 @@ class _PullPubSub(_PollingReader):
     def _payloads(self, received: list) -> list:
         return [r.message.data for r in received]
 
-    def _positions(self, received: list) -> list[int]:
-        positions = []
-        for r in received:  # the message id where it is a number, else the reader's own sequence
-            mid = r.message.message_id
-            if mid.isdigit() and len(mid) < 19:
-                positions.append(int(mid))
-            else:
-                self._sequence += 1
-                positions.append(self._sequence)
-        return positions
+    def _positions(self, element, received: list) -> list[int]:
+        ids = [r.message.message_id for r in received]  # the message id where it is a number, else _next_numbers's
+        numbered = [mid.isdigit() and len(mid) < 19 for mid in ids]
+        others = iter(_next_numbers(self._source(element), numbered.count(False)))
+        return [int(mid) if own else next(others) for mid, own in zip(ids, numbered)]
 
     def _acknowledgement(self, element, received: list):
         return _PubSubAck(self._client, element[0], [r.ack_id for r in received], (self.emulator_host, element[0]),

@@ -811,47 +811,170 @@ def test_a_pull_the_emulator_does_not_answer_holds_the_idle_time_until_the_ack_d
     does not answer cuts one; the first answer after it holds --stop-after-idle until the ack deadline has passed."""
     from seqwatch.pipelines import broker_sources
 
-    topic, subscription = pubsub_emulator.create_subscription("readings-unanswered", ack_deadline_s=10)
     publisher, _ = pubsub_emulator.clients()
-    assert all(f.result(timeout=60) for f in [publisher.publish(topic, _message(i)) for i in range(30)])
     monkeypatch.setattr(broker_sources, "_PULL_TIMEOUT_S", 1.0)
     parser = MessageParser("run-unanswered", None)
-
-    def reader(stop_after_idle_s):
-        r = broker_sources._PullPubSub(parser, pubsub_emulator.host, 100, 0.5, 0.2, 0, None, stop_after_idle_s)
-        r.setup()
-        return r
-
-    held, endless = reader(4.0), reader(None)
+    readers = {}
+    for name, stop_after_idle_s in (("held", 4.0), ("endless", None)):
+        topic, subscription = pubsub_emulator.create_subscription(f"readings-unanswered-{name}", ack_deadline_s=10)
+        assert all(f.result(timeout=60) for f in [publisher.publish(topic, _message(i)) for i in range(30)])
+        reader = broker_sources._PullPubSub(parser, pubsub_emulator.host, 100, 0.5, 0.2, 0, None, stop_after_idle_s)
+        reader.setup()
+        readers[name] = (reader, subscription, reader._hold((subscription, 0)))
+    (held, held_sub, held_hold), (endless, endless_sub, endless_hold) = readers["held"], readers["endless"]
     try:
         started = time.monotonic()
-        assert len(held._pull(subscription, 10)) == 10  # answered at once, though a message is due or not
-        assert held._idle_from == float("-inf")
+        assert len(held._pull(held_sub, 10)) == 10  # answered at once, though a message is due or not
+        assert held_hold.idle_from == float("-inf")
         pubsub_emulator.freeze()
         try:
-            assert held._pull(subscription, 10) == [] and held._unanswered
-            assert endless._pull(subscription, 10) == [] and endless._unanswered
+            assert held._pull(held_sub, 10) == [] and held_hold.unanswered
+            assert endless._pull(endless_sub, 10) == [] and endless_hold.unanswered
         finally:
             pubsub_emulator.thaw()
         with caplog.at_level("WARNING", logger=broker_sources.__name__):
-            while (held._unanswered or endless._unanswered) and time.monotonic() - started < 30:
-                held._pull(subscription, 10)
-                endless._pull(subscription, 10)
+            while (held_hold.unanswered or endless_hold.unanswered) and time.monotonic() - started < 30:
+                held._pull(held_sub, 10)
+                endless._pull(endless_sub, 10)
         answered = time.monotonic()
-        assert not held._unanswered and not endless._unanswered
-        assert answered + 8 < held._idle_from <= answered + 10  # the ack deadline, counted from the answer
-        assert endless._idle_from == float("-inf")  # an endless read has no idle time to hold
+        assert not held_hold.unanswered and not endless_hold.unanswered
+        assert answered + 8 < held_hold.idle_from <= answered + 10  # the ack deadline, counted from the answer
+        assert endless_hold.idle_from == float("-inf")  # an endless read has no idle time to hold
         # the watermark waits for them too, or they come back late (bug hunt of delivery semantics: 52 readings)
-        for reader in (held, endless):
-            assert answered + 8 < reader._watermark_held_until <= answered + 10
-        where = f"Pub/Sub for {subscription} (the emulator at {pubsub_emulator.host})"
-        said = (f"a pull from {where} went unanswered; messages it took come back after the subscription's ack "
-                f"deadline (10 s): the watermark waits for them")
-        assert sorted(r.getMessage() for r in caplog.records) == [said, said + ", and --stop-after-idle counts "
-                                                                          "from then"]
+        for hold in (held_hold, endless_hold):
+            assert answered + 8 < hold.watermark_until <= answered + 10
+        said = [f"a pull from Pub/Sub for {subscription} (the emulator at {pubsub_emulator.host}) went unanswered; "
+                f"messages it took come back after the subscription's ack deadline (10 s): the watermark waits for "
+                f"them" for subscription in (held_sub, endless_sub)]
+        assert sorted(r.getMessage() for r in caplog.records) == sorted(
+            [said[0] + ", and --stop-after-idle counts from then", said[1]])
     finally:
         held.teardown()
         endless.teardown()
+
+
+class _ReaderCall:
+    """One call of a polling reader's ``process`` as the SDK worker makes it, with Beam's own restriction tracker
+    view, watermark estimator and bundle finalizer: what it emitted, and whether it went on (a residual) or ended."""
+
+    def __init__(self, reader, element, watermark=None):
+        from apache_beam.io.restriction_trackers import OffsetRange
+        from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+        from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+        from apache_beam.transforms.core import _BundleFinalizerParam
+        from seqwatch.pipelines import broker_sources
+
+        self.threadsafe = ThreadsafeRestrictionTracker(reader.restrictions.create_tracker(
+            OffsetRange(0, broker_sources._ENDLESS)))
+        self.estimator = ManualWatermarkEstimator(watermark)
+        self.finalizer = _BundleFinalizerParam()
+        self.emitted = list(reader.process(element, self.finalizer, tracker=RestrictionTrackerView(self.threadsafe),
+                                           estimator=self.estimator))
+        self.finalizer.finalize_bundle()  # acknowledges what it read
+
+    @property
+    def went_on(self) -> bool:
+        return self.threadsafe.deferred_status() is not None
+
+    @property
+    def readings(self) -> int:
+        return sum(len(v.value) for v in self.emitted if isinstance(v, beam.window.TimestampedValue))
+
+
+def test_a_reader_instance_used_again_does_not_take_a_live_read_for_idle(pubsub_emulator):
+    """A runner may run a reader's bundles on several instances of its DoFn. Each instance had its own clock of the
+    element's last message, so an instance used again after another had read the element for longer than
+    --stop-after-idle took the live read for idle, and ended it, at its first poll that found nothing waiting.
+    The clock is now one per process and run: the read goes on."""
+    from seqwatch.pipelines import broker_sources
+
+    topic, subscription = pubsub_emulator.create_subscription("readings-instances-idle")
+    publisher, _ = pubsub_emulator.clients()
+    element = (subscription, 0)
+    first, other = (broker_sources._PullPubSub(MessageParser("run-instances-idle"), pubsub_emulator.host, 100, 0.3,
+                                               0.1, 0, None, 1.5) for _ in range(2))
+    for reader in (first, other):
+        reader.setup()
+    try:
+        i = 0
+
+        def publish():
+            nonlocal i
+            assert publisher.publish(topic, _message(i)).result(timeout=60)
+            i += 1
+
+        publish()
+        assert _ReaderCall(first, element).went_on
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # longer than --stop-after-idle: a message every 0.3 s or so
+            publish()
+            assert _ReaderCall(other, element).went_on
+        call = _ReaderCall(first, element)  # nothing waits: a pause of the feed, not its end
+        assert call.went_on and not call.emitted
+    finally:
+        for reader in (first, other):
+            reader.teardown()
+
+
+def test_a_pull_one_reader_instance_lost_holds_the_watermark_of_another(pubsub_emulator, monkeypatch, caplog):
+    """The watermark hold after a pull the emulator did not answer was kept by the instance of the reader whose
+    pull it was: the runner's next bundle, on another instance, moved the watermark past the messages that pull
+    took, which then came back late (and the instance that held it, used again, would have held it for good). It
+    is now one per process: whatever instance reads next holds the watermark until the ack deadline has passed,
+    and the hold is said once."""
+    from seqwatch.pipelines import broker_sources
+
+    topic, subscription = pubsub_emulator.create_subscription("readings-instances-hold", ack_deadline_s=10)
+    publisher, _ = pubsub_emulator.clients()
+    monkeypatch.setattr(broker_sources, "_PULL_TIMEOUT_S", 1.0)
+    element = (subscription, 0)
+    lost, other = (broker_sources._PullPubSub(MessageParser("run-instances-hold"), pubsub_emulator.host, 100, 0.3,
+                                              0.1, 0, None, None) for _ in range(2))
+    for reader in (lost, other):
+        reader.setup()
+    try:
+        pubsub_emulator.freeze()
+        try:
+            assert lost._pull(subscription, 10) == []  # not answered
+        finally:
+            pubsub_emulator.thaw()
+        assert all(f.result(timeout=60) for f in [publisher.publish(topic, _message(i)) for i in range(1, 9, 2)])
+        with caplog.at_level("WARNING", logger=broker_sources.__name__):
+            read, deadline = 0, time.monotonic() + 30
+            while read < 4 and time.monotonic() < deadline:
+                call = _ReaderCall(other, element)
+                read += call.readings
+                assert call.estimator.current_watermark() is None  # held: what the lost pull took is older
+            assert read == 4
+            assert _ReaderCall(lost, element).estimator.current_watermark() is None
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and " went unanswered; " in said[0], said
+    finally:
+        for reader in (lost, other):
+            reader.teardown()
+
+
+def test_messages_without_numbers_of_their_own_are_numbered_once_per_process():
+    """MQTT messages carry no number; a reading's and a quarantined record's ``line`` is the message's place in
+    what the process read of its topic. Each instance of the reader had counted from 1, so two messages of one
+    run shared a line."""
+    import paho.mqtt.client as mqtt
+
+    from seqwatch.pipelines import broker_sources
+
+    topic = "plant/numbered-once"
+    readers = [broker_sources._SubscribeMqtt(MessageParser("run-numbered"), "127.0.0.1", 9, 1, "numbered", 100,
+                                             0.5, 0.1, 0, None, None) for _ in range(2)]
+    for reader in readers:
+        reader.setup()  # no connection: a session is opened at the first poll
+    lines = []
+    for i, reader in enumerate(readers * 2):
+        message = mqtt.MQTTMessage(mid=i, topic=topic.encode())
+        message.payload = _message(i) if i != 2 else b"{not json"
+        parsed = reader._parse((topic, 0), [message])
+        lines += [int(n) for batch, _ in parsed.batches for n in batch.frame["line"]]
+        lines += [q.line for q in parsed.quarantine]
+    assert sorted(lines) == list(range(lines[0], lines[0] + 4)) and lines[0] >= 1
 
 
 def test_an_outage_is_said_once_by_the_readers_of_a_process(caplog):
@@ -898,10 +1021,10 @@ def test_an_outage_one_reader_instance_saw_is_ended_by_another(pubsub_emulator, 
                 assert seen._broker_down(element)  # the probe is not answered within 2 s
             finally:
                 pubsub_emulator.thaw()
-            other._clocks[element] = broker_sources._EventTimeClock(0, None)
-            before = other._clocks[element].last_message_at
+            clock = broker_sources._read_clock("run-instances", element, lambda: broker_sources._EventTimeClock(0, None))
+            before = clock.last_message_at
             assert other._broker_down(element)  # answered: the outage another instance said is over
-            assert other._clocks[element].last_message_at > before  # its idle time starts again
+            assert clock.last_message_at > before  # its idle time starts again
             other._probed_at = 0.0
             assert not other._broker_down(element)
         said = [r.getMessage() for r in caplog.records]
