@@ -320,8 +320,7 @@ def main() -> int:
     parser.add_argument("--sources", default="kafka,mqtt,pubsub",
                         help="which streams to run, comma-separated (a smoke run of one: its CPU alone)")
     parser.add_argument("--batch-seconds", type=float,
-                        help="each stream's --batch-seconds (default: the stream's own: 0.5 s on Kafka, on MQTT and "
-                             "Pub/Sub until nothing more is waiting)")
+                        help="each stream's --batch-seconds (default: the stream's own, 0.5 s)")
     parser.add_argument("--spread", action="store_true",
                         help="pump k of n publishes k/n of a second after the others' second, as devices that keep "
                              "their own phase (default: every pump at the top of each second)")

@@ -761,6 +761,25 @@ def _next_numbers(source: str, n: int) -> list[int]:
     return list(range(last + 1, last + 1 + n))
 
 
+_SAID_ONCE: set = set()  # what a reader of this process said that is said once (``_say_once``)
+
+
+def _say_once(key: tuple) -> bool:
+    """Whether ``key`` (what is said, and of what) has not been said by a reader of this process: then it is now.
+    Per process, not per reader instance, for the reason ``_first_to_say`` gives."""
+    with _OUTAGES_LOCK:
+        if key in _SAID_ONCE:
+            return False
+        _SAID_ONCE.add(key)
+        return True
+
+
+def _unsay(key: tuple) -> None:
+    """``key`` may be said again (what it said is over)."""
+    with _OUTAGES_LOCK:
+        _SAID_ONCE.discard(key)
+
+
 def _outage_said(where: str) -> bool:
     """Whether a reader of this process has said that the broker ``where`` is down, and none since that it answers:
     a reader instance that did not see the outage itself takes it for its own, and says the answer when it sees it
@@ -796,21 +815,18 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         self._suspect = False  # librdkafka reported a connection error since the last message or probe
         self._unreachable = False  # a probe found no broker: an outage, until one answers
         self._probed_at = 0.0
-        self._said = set()  # the kinds of other errors said so far
-        self._gone: set = set()  # topics the broker no longer has, said once each (``_topic_gone``)
 
     def _broker_error(self, error) -> None:
         """librdkafka's error callback (its own log lines, a FAIL line per connection attempt, are silenced). A
         connection error only makes the broker suspect, because librdkafka reports them too when a broker closes
         an idle connection; ``_broker_down`` asks the broker. Any other error (authentication, authorisation) is
-        said once per kind."""
+        said once per kind (and process: ``_say_once``)."""
         from confluent_kafka import KafkaError
 
         code = error.code()
         if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             self._suspect = True
-        elif code not in self._said:
-            self._said.add(code)
+        elif _say_once(("kafka error", self.bootstrap_servers, code)):
             logging.getLogger(__name__).warning("the Kafka consumer of %s reports: %s", self.bootstrap_servers,
                                                 error.str())
 
@@ -822,9 +838,9 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         if error is None and not failed:
             return
         reason = error.str() if error is not None else failed[0].error.str()
-        kind = ("commit", error.code() if error is not None else failed[0].error.code())
-        if kind not in self._said:
-            self._said.add(kind)
+        kind = ("kafka commit", self.bootstrap_servers, self.group_id,
+                error.code() if error is not None else failed[0].error.code())
+        if _say_once(kind):
             logging.getLogger(__name__).warning(
                 "the offsets this stream read up to could not be committed to the Kafka consumer group (%s): a "
                 "stream started again reads those messages again", reason)
@@ -867,15 +883,15 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
 
         found = metadata.topics.get(topic)
         gone = found is None or (found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART)
-        if gone and topic not in self._gone:
-            self._gone.add(topic)
+        said = ("kafka topic gone", self.bootstrap_servers, topic)
+        if gone and _say_once(said):
             logging.getLogger(__name__).warning(
                 "the Kafka broker at %s no longer has the topic %s (deleted?): this stream reads nothing more from "
                 "it%s", self.bootstrap_servers, topic,
                 "" if self.stop_after_idle_s is None else f", and ends after --stop-after-idle "
                                                           f"({self.stop_after_idle_s:g} s) as for a quiet topic")
         elif not gone:
-            self._gone.discard(topic)
+            _unsay(said)
 
     def _broker_back(self) -> None:
         if _first_to_say(f"kafka:{self.bootstrap_servers}", down=False):
