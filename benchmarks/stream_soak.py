@@ -13,7 +13,8 @@ memory of seqwatch's process (the SDK worker runs in it) and of its job server, 
 off rather than grow with the readings. Each source has its own broker, stream and output; the pumps publish
 one reading per channel per second (4 channels) with anomalies injected, the streams run with
 ``--online-calibration`` (calibration written every ``--calibration-save-every`` 120 s), Kafka's with
-``--archive-readings 300`` too. Results replace the soak section of BENCHMARKS.md.
+``--archive-readings 300`` too (``--no-archive``: without, to compare its CPU with the others'). Results replace
+the soak section of BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -102,6 +103,7 @@ def _start_service(what: str, command: list[str], log_path: Path, port: int, tim
 
 class KafkaSource:
     name = "Kafka"
+    archive = True  # --archive-readings 300 (the soak's default); --no-archive: none, to compare with the others
 
     def __init__(self, work: Path):
         self.kafka = Kafka(work)
@@ -110,7 +112,7 @@ class KafkaSource:
 
     def args(self) -> list[str]:
         return ["--source", "kafka", "--bootstrap-servers", self.kafka.bootstrap, "--topic", "soak",
-                "--archive-readings", "300"]
+                *(["--archive-readings", "300"] if self.archive else [])]
 
     def publish(self, payloads: list[tuple[str, bytes]]) -> None:
         for _, payload in payloads:
@@ -324,6 +326,8 @@ def main() -> int:
     parser.add_argument("--spread", action="store_true",
                         help="pump k of n publishes k/n of a second after the others' second, as devices that keep "
                              "their own phase (default: every pump at the top of each second)")
+    parser.add_argument("--no-archive", action="store_true",
+                        help="the Kafka stream without --archive-readings 300 (its CPU beside the others')")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
     options = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -334,6 +338,7 @@ def main() -> int:
         parser.error(f"--minutes must be at least 5 (the pumps' injected anomalies need 300 readings each), got "
                      f"{options.minutes:g}")
     classes = {"kafka": KafkaSource, "mqtt": MqttSource, "pubsub": PubSubSource}
+    KafkaSource.archive = not options.no_archive
     chosen = {name.strip().lower() for name in options.sources.split(",")}
     if not chosen <= set(classes):
         parser.error(f"--sources takes a comma-separated list of {', '.join(classes)}, got {options.sources!r}")
@@ -366,7 +371,8 @@ def main() -> int:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
               "machine": platform.machine(), "python": platform.python_version(), "minutes": options.minutes,
               "entities": options.entities, "seconds": time.monotonic() - began, "rows": rows}
-    full = options.minutes >= 10 and len(rows) == 3  # what BENCHMARKS.md shows; a smoke run's result is kept apart
+    full = options.minutes >= 10 and len(rows) == 3 and not options.no_archive  # what BENCHMARKS.md shows; a smoke
+    # run's result is kept apart
     (OUT / ("result.json" if full else "smoke.json")).write_text(json.dumps(result, indent=1))
     if failed:
         log(f"not written to BENCHMARKS.md: {[row['error'] for row in failed]}")

@@ -36,7 +36,6 @@ from pathlib import Path, PurePath
 
 import apache_beam as beam
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -362,37 +361,82 @@ def score_table(scored: ScoredWindows, run_id: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
 
 
-def reading_table(frames: list) -> pa.Table:
-    """Long-format readings (frames of ``readings_by_entity``, timestamps as int µs) as one table with
-    ``READING_SCHEMA``, rows ordered by time and channel."""
-    frame = pd.concat(frames, ignore_index=True).sort_values(["timestamp", "channel"], kind="stable")
-    timestamp_type = READING_SCHEMA.field("timestamp").type
+class ArchivePiece:
+    """An entity's readings of one batch in one archive window, as they travel to the archive's flush (Beam state
+    until the window is written): the channels' names (a tuple) and codes, timestamps (int µs) and values, pickled
+    as one buffer. As pandas frames, like the pane pieces before them (``pane_pieces``), they were most of what
+    ``--archive-readings`` cost a live stream: a frame pickled and unpickled per entity and poll."""
+
+    __slots__ = ("channels", "codes", "timestamp", "value")
+
+    def __init__(self, channels: tuple, codes: np.ndarray, timestamp: np.ndarray, value: np.ndarray):
+        self.channels = channels
+        self.codes = codes
+        self.timestamp = timestamp
+        self.value = value
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def __reduce__(self):
+        buffer = b"".join(a.tobytes() for a in (self.timestamp, self.value, self.codes))
+        return _archive_piece_from_buffer, (len(self), self.channels, self.codes.dtype.str, buffer)
+
+
+def _archive_piece_from_buffer(n: int, channels: tuple, code_dtype: str, buffer: bytes) -> ArchivePiece:
+    timestamp = np.frombuffer(buffer, dtype=np.int64, count=n)
+    value = np.frombuffer(buffer, dtype=np.float64, count=n, offset=8 * n)
+    codes = np.frombuffer(buffer, dtype=np.dtype(code_dtype), count=n, offset=16 * n)
+    return ArchivePiece(channels, codes, timestamp, value)
+
+
+def reading_table(entity: str, pieces: list) -> pa.Table:
+    """An entity's archived readings (``ArchivePiece`` objects) as one table with ``READING_SCHEMA``, rows ordered
+    by time and channel (stably: a reading and its copy keep their order)."""
+    names = sorted(set().union(*(piece.channels for piece in pieces))) if pieces else []
+    position = {name: i for i, name in enumerate(names)}
+    codes = np.concatenate([np.asarray([position[c] for c in piece.channels], dtype=np.int64)[piece.codes]
+                            for piece in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+    timestamp = np.concatenate([piece.timestamp for piece in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+    value = np.concatenate([piece.value for piece in pieces]) if pieces else np.zeros(0, dtype=np.float64)
+    order = np.lexsort((codes, timestamp))  # channel names sorted: their codes sort as the names do
+    n = len(order)
     return pa.Table.from_arrays([
-        pa.array(frame["entity_id"].astype(str).to_numpy(dtype=object), pa.string()),
-        pa.array(frame["channel"].astype(str).to_numpy(dtype=object), pa.string()),
-        pa.array(frame["timestamp"].to_numpy(dtype=np.int64), pa.int64()).cast(timestamp_type),
-        pa.array(frame["value"].to_numpy(dtype=np.float64), pa.float64()),
+        pa.array([entity] * n, pa.string()),
+        pa.DictionaryArray.from_arrays(pa.array(codes[order], pa.int32()),
+                                       pa.array(names, pa.string())).cast(pa.string()),
+        pa.array(timestamp[order], pa.int64()).cast(READING_SCHEMA.field("timestamp").type),
+        pa.array(value[order], pa.float64()),
     ], schema=READING_SCHEMA)
 
 
-def readings_by_entity(batch: ReadingBatch):
-    """``(entity, frame)`` per entity of a batch, with only the archived columns (``READING_COLUMNS``)."""
-    frame = batch.frame.loc[:, list(READING_COLUMNS)]
-    for entity, part in frame.groupby("entity_id", observed=True, sort=True):
-        yield str(entity), part
-
-
 def archive_pieces(batch: ReadingBatch, size_us: int, timestamp=beam.DoFn.TimestampParam):
-    """``(entity, frame)`` per entity and archive window of ``size_us`` of a batch, each stamped with its first
-    reading's time (never before the batch's own stamp, which Beam does not allow): the archive files a piece by
-    its stamp, and a batch of a replay or a broker poll can span several windows (an hour's file held readings
-    of the next hour)."""
-    for entity, part in readings_by_entity(batch):
-        window = part["timestamp"].to_numpy() // size_us
-        for w in np.unique(window):
-            piece = part[window == w]
-            at = max(int(piece["timestamp"].min()), int(timestamp.micros))
-            yield beam.window.TimestampedValue((entity, piece), Timestamp(micros=at))
+    """``(entity, ArchivePiece)`` per entity and archive window of ``size_us`` of a batch, each stamped with its
+    first reading's time (never before the batch's own stamp, which Beam does not allow): the archive files a
+    piece by its stamp, and a batch of a replay or a broker poll can span several windows (an hour's file held
+    readings of the next hour)."""
+    frame = batch.frame
+    if not len(frame):
+        return
+    entities = frame["entity_id"].astype("category")
+    channels = frame["channel"].astype("category")
+    entity_codes = entities.cat.codes.to_numpy()
+    channel_names = tuple(str(c) for c in channels.cat.categories)
+    channel_codes = channels.cat.codes.to_numpy()
+    stamps = frame["timestamp"].to_numpy(dtype=np.int64)
+    values = frame["value"].to_numpy(dtype=np.float64)
+    window = stamps // size_us
+    order = np.lexsort((window, entity_codes))  # stable: a piece keeps its readings' order in the batch
+    keys = np.stack([entity_codes[order].astype(np.int64), window[order]])
+    starts = np.flatnonzero(np.r_[True, (keys[:, 1:] != keys[:, :-1]).any(axis=0)])
+    ends = np.r_[starts[1:], len(order)]
+    entity_names = entities.cat.categories
+    floor = int(timestamp.micros)
+    for lo, hi in zip(starts, ends):
+        rows = order[lo:hi]
+        piece = ArchivePiece(channel_names, channel_codes[rows], stamps[rows], values[rows])
+        at = max(int(piece.timestamp.min()), floor)
+        yield beam.window.TimestampedValue((str(entity_names[entity_codes[rows[0]]]), piece), Timestamp(micros=at))
 
 
 ALERT_LOG = "seqwatch.alerts"
@@ -677,7 +721,7 @@ class WriteOutputs(beam.PTransform):
                         | "ReadingsByEntity" >> beam.FlatMap(archive_pieces, int(round(self.archive_window_s * 1e6)))
                         | "FlushReadings" >> FlushPerWindow(self.archive_window_s))
             parts["Readings"] = archived | "ReadingTables" >> beam.Map(
-                lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}{suffix}.parquet", reading_table(r.items)))
+                lambda r: (f"readings/{safe_name(r.key)}/{r.start_us}{suffix}.parquet", reading_table(r.key, r.items)))
             flush_counts.append(archived | "CountArchived" >> beam.FlatMap(
                 lambda r: [("readings_archived", sum(len(f) for f in r.items))]
                 + ([("flushed_late.reading_batches", r.late)] if r.late else [])))

@@ -1,6 +1,7 @@
 """FlushPerWindow: per-key event-time windows released as the watermark passes them, and late elements moved to the
 next release instead of dropped; by hand, then with TestStream on the DirectRunner in streaming mode."""
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_stream import TestStream
@@ -77,7 +78,7 @@ def test_the_archive_cuts_a_batch_that_spans_windows_and_stamps_each_piece_with_
         pieces = (p | beam.Create([batch])
                   | beam.Map(lambda b: TimestampedValue(b, Timestamp(micros=hour - 20 * 10**6)))
                   | beam.FlatMap(archive_pieces, hour)
-                  | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], kv[1]["value"].tolist(), t.micros)))
+                  | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], kv[1].value.tolist(), t.micros)))
         assert_that(pieces, equal_to([("p1", [1.0], hour - 20 * 10**6), ("p1", [3.0, 4.0], hour),
                                       ("p1", [5.0], 3 * hour), ("p2", [2.0], hour - 10 * 10**6)]))
     # Never stamped before the batch's own stamp (a batch a reader stamped at its watermark): Beam forbids it.
@@ -88,3 +89,35 @@ def test_the_archive_cuts_a_batch_that_spans_windows_and_stamps_each_piece_with_
                   | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], len(kv[1]), t.micros)))
         assert_that(pieces, equal_to([("p1", 1, 2 * hour), ("p1", 2, 2 * hour), ("p1", 1, 3 * hour),
                                       ("p2", 1, 2 * hour)]))
+
+
+def test_archive_pieces_travel_as_one_buffer_and_make_an_entity_table_in_time_and_channel_order():
+    """The archive's pieces wait in Beam state until their window is written, so each is pickled and unpickled;
+    as pandas frames that was most of what --archive-readings cost a live stream. An ``ArchivePiece`` pickles as
+    one buffer of its columns, and ``reading_table`` joins an entity's pieces (their channel names in any order)
+    into rows ordered by time, then channel, a reading and its copy in the order they came."""
+    import pickle
+
+    import pyarrow as pa
+
+    from seqwatch.pipelines.sinks import READING_SCHEMA, ArchivePiece, archive_pieces, reading_table
+    from seqwatch.schemas.elements import ReadingBatch
+
+    batch = ReadingBatch.from_columns(["p1", "p2", "p1", "p1"], ["temp", "flow", "flow", "temp"],
+                                      [20, 10, 10, 20], [1.0, 2.0, 3.0, 1.5], ["s"] * 4, [1, 2, 3, 4])
+    pieces = [tv.value for tv in archive_pieces(batch, 3600 * 10**6, Timestamp(micros=0))]
+    assert sorted((entity, piece.timestamp.tolist(), piece.value.tolist()) for entity, piece in pieces) == [
+        ("p1", [20, 10, 20], [1.0, 3.0, 1.5]), ("p2", [10], [2.0])]
+    p1 = next(piece for entity, piece in pieces if entity == "p1")
+    back = pickle.loads(pickle.dumps(p1))
+    assert isinstance(back, ArchivePiece) and back.channels == p1.channels
+    assert [back.channels[c] for c in back.codes] == ["temp", "flow", "temp"]
+    assert len(pickle.dumps(p1)) < 400  # a pandas frame of three readings pickled to some 2 kB
+    later = ArchivePiece(("flow", "pressure"), np.array([1, 0], dtype=np.int8), np.array([10, 5], dtype=np.int64),
+                         np.array([7.0, 8.0]))
+    table = reading_table("p1", [back, later])
+    assert table.schema == READING_SCHEMA
+    assert table.column("entity_id").to_pylist() == ["p1"] * 5
+    assert list(zip(table.column("channel").to_pylist(), table.column("timestamp").cast(pa.int64()).to_pylist(),
+                    table.column("value").to_pylist())) == [
+        ("flow", 5, 8.0), ("flow", 10, 3.0), ("pressure", 10, 7.0), ("temp", 20, 1.0), ("temp", 20, 1.5)]
