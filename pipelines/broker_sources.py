@@ -719,7 +719,7 @@ class _ReadHold:
 
 _READ_HOLDS: dict = {}  # where -> _ReadHold
 _READ_CLOCKS: dict = {}  # (run id, element) -> the event-time clock of a reader's element (_read_clock)
-_MESSAGE_SEQUENCES: dict = {}  # a source -> the number of its last message read in this process (_positions)
+_MESSAGE_SEQUENCES: dict = {}  # (run id, source) -> the number of its last message read in this process
 
 
 def _read_hold(where: str) -> _ReadHold:
@@ -751,13 +751,13 @@ def _restart_idle_clocks(run_id: str) -> None:
                 clock.last_message_at = now
 
 
-def _next_numbers(source: str, n: int) -> list[int]:
-    """The numbers of the next ``n`` messages of ``source`` that have none of their own (a quarantined record's and
-    a reading's ``line``): one sequence per process, not per reader instance, whose numbers had started again at 1
-    in each instance, two messages of one run then sharing a line."""
+def _next_numbers(run_id: str, source: str, n: int) -> list[int]:
+    """The numbers of the next ``n`` messages of ``source`` in the run ``run_id`` that have none of their own (a
+    quarantined record's and a reading's ``line``, from 1): one sequence per run and process, not per reader
+    instance, whose numbers had started again at 1 in each instance, two messages of one run then sharing a line."""
     with _OUTAGES_LOCK:
-        last = _MESSAGE_SEQUENCES.get(source, 0)
-        _MESSAGE_SEQUENCES[source] = last + n
+        last = _MESSAGE_SEQUENCES.get((run_id, source), 0)
+        _MESSAGE_SEQUENCES[(run_id, source)] = last + n
     return list(range(last + 1, last + 1 + n))
 
 
@@ -1266,7 +1266,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     def _positions(self, element, received: list) -> list[int]:
         """Each message's number (a reading's and a quarantined record's ``line``): by default its place in the
         messages of its source read in this process (``_next_numbers``)."""
-        return _next_numbers(self._source(element), len(received))
+        return _next_numbers(self.parser.run_id, self._source(element), len(received))
 
     def _acknowledgement(self, element, received: list):
         """A callable that acknowledges ``received``, or None."""
@@ -1469,7 +1469,7 @@ class _PullPubSub(_PollingReader):
     def _positions(self, element, received: list) -> list[int]:
         ids = [r.message.message_id for r in received]  # the message id where it is a number, else _next_numbers's
         numbered = [mid.isdigit() and len(mid) < 19 for mid in ids]
-        others = iter(_next_numbers(self._source(element), numbered.count(False)))
+        others = iter(_next_numbers(self.parser.run_id, self._source(element), numbered.count(False)))
         return [int(mid) if own else next(others) for mid, own in zip(ids, numbered)]
 
     def _acknowledgement(self, element, received: list):
