@@ -34,6 +34,27 @@ def _seqwatch_stream(model_dir, out, *args):
             str(out), "--flush-window", "600", *args]
 
 
+# Prism 2.77.0's own check for a job it no longer moves on ("a bug of Prism's", it says); the message it sends for
+# it does not reach the SDK (invalid UTF-8), so the stream says that the runner failed the job without saying why
+PRISM_STUCK = ("nothing in progress and no refreshes with non zero pending elements",
+               "string field contains invalid UTF-8")
+
+
+def _run_replay(command: list, out, timeout: float = 400) -> subprocess.CompletedProcess:
+    """``command``, a replayed stream into ``out``, run to its end, and run once more from an empty ``out`` when
+    Prism failed its job with its stuck-job check: a Prism bug that failed 3 replayed streams of this file in some
+    40 runs of the suite (README, "Tests"), each of which passed when run again. The rerun is a warning in the
+    suite's summary; any other failure, or the check failing the job twice, fails the test."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0 and any(sign in result.stderr for sign in PRISM_STUCK):
+        import warnings
+
+        warnings.warn(f"Prism failed a replayed stream with its stuck-job check (a Prism bug); run again into {out}")
+        shutil.rmtree(out, ignore_errors=True)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return result
+
+
 def _runner_args(runner: str, request) -> list[str]:
     """The Beam flags for ``runner`` ("prism" or "flink"), from its fixture (which skips when it is missing)."""
     if runner == "prism":
@@ -102,9 +123,8 @@ def test_online_calibration_judges_every_window_as_batch_does(runner, long_readi
     run gives it (all at the end, sorted), and the alerts are the same."""
     path, readings = long_readings
     out = tmp_path / "stream"
-    result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
-                                             "--speed", "4000", "--online-calibration", *_runner_args(runner, request)),
-                            capture_output=True, text=True, timeout=400)
+    result = _run_replay(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path), "--speed",
+                                          "4000", "--online-calibration", *_runner_args(runner, request)), out)
     assert result.returncode == 0, result.stderr[-3000:]
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch", online_calibration=True)
 
@@ -139,10 +159,9 @@ def test_an_entity_back_after_more_than_the_days_kept_starts_afresh_as_in_batch(
     path = tmp_path / "gapped.csv"
     gapped.to_csv(path, index=False)
     out = tmp_path / "stream"
-    result = subprocess.run(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
-                                             "--speed", "4000", "--online-calibration", "--calibration-keep-days", "1",
-                                             *_runner_args(runner, request)),
-                            capture_output=True, text=True, timeout=400)
+    result = _run_replay(_seqwatch_stream(small_model_dir, out, "--source", "replay", "--input", str(path),
+                                          "--speed", "4000", "--online-calibration", "--calibration-keep-days", "1",
+                                          *_runner_args(runner, request)), out)
     assert result.returncode == 0, result.stderr[-3000:]
     run_batch(RunConfig(inputs=(str(path),), output=str(tmp_path / "batch"), model_dir=str(small_model_dir),
                         online_calibration=True, calibration_keep_days=1.0))
@@ -191,10 +210,9 @@ def test_a_stream_goes_on_from_a_batch_runs_calibration_as_the_next_batch_run_do
     batch(tmp_path / "rest.csv", tmp_path / "day2", calibration_from=str(tmp_path / "day1"))
     batch(tmp_path / "rest.csv", tmp_path / "day2-afresh")
     out = tmp_path / "stream"
-    result = subprocess.run(_stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input",
-                                            str(tmp_path / "rest.csv"), "--speed", "4000", "--online-calibration",
-                                            "--calibration-from", str(tmp_path / "day1")),
-                            capture_output=True, text=True, timeout=400)
+    result = _run_replay(_stream_command(small_model_dir, out, prism_location, "--source", "replay", "--input",
+                                         str(tmp_path / "rest.csv"), "--speed", "4000", "--online-calibration",
+                                         "--calibration-from", str(tmp_path / "day1")), out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (f"each entity's calibration going on from {tmp_path / 'day1' / 'calibration_state.parquet'}"
             in result.stderr), result.stderr[-3000:]
@@ -420,9 +438,8 @@ def test_a_stream_archives_its_readings_and_a_scheduled_job_fine_tunes_on_them(l
     root = tmp_path / "models"
     shutil.copytree(small_model_dir, root / "v1")
     out = tmp_path / "stream"
-    result = subprocess.run(_stream_command(root, out, prism_location, "--source", "replay", "--input", str(path),
-                                            "--speed", "1000", "--archive-readings", "1800"),
-                            capture_output=True, text=True, timeout=400)
+    result = _run_replay(_stream_command(root, out, prism_location, "--source", "replay", "--input", str(path),
+                                         "--speed", "1000", "--archive-readings", "1800"), out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "archiving readings per 1800s under readings/" in result.stderr
     files = sorted((out / "readings").rglob("*.parquet"))
@@ -746,7 +763,7 @@ def _at_360_hz(readings: pd.DataFrame) -> pd.DataFrame:
     steps = ((readings["timestamp"] - readings["timestamp"].min()) // pd.Timedelta(seconds=10)).astype("int64")
     stamped = readings.copy()
     stamped["timestamp"] = (pd.Timestamp("2026-01-05", tz="UTC") + pd.to_timedelta(steps * 1_000_000 / 360, unit="us")
-                            .round("us")).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                            .dt.round("us")).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     stamped["value"] = stamped["value"].round(4)
     return stamped
 
@@ -779,8 +796,8 @@ def test_a_360_hz_stream_scores_every_reading_and_matches_batch(prism_location, 
     readings.to_csv(path, index=False)
 
     out = tmp_path / "stream"
-    result = subprocess.run(_stream_command(model_dir, out, prism_location, "--source", "replay", "--input",
-                                            str(path), "--speed", "1"), capture_output=True, text=True, timeout=400)
+    result = _run_replay(_stream_command(model_dir, out, prism_location, "--source", "replay", "--input", str(path),
+                                         "--speed", "1"), out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"records in {len(readings)} = scored {len(readings)} + quarantined 0" in result.stderr, \
         result.stderr[-3000:]
