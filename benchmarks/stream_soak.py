@@ -193,7 +193,7 @@ class PubSubSource:
 
 
 def soak(source_class, model: Path, work: Path, minutes: float, entities: int, seed: int,
-         batch_seconds: float | None = None, spread: bool = False) -> dict:
+         batch_seconds: float | None = None, spread: bool = False, beam_flags: tuple = ()) -> dict:
     """One source's soak; its row of the table. ``batch_seconds``: the stream's ``--batch-seconds``; ``spread``:
     pump k of n publishes its readings of a second k/n of a second after it (a fleet of devices that keep their own
     phase), not all pumps at the top of the second."""
@@ -213,7 +213,7 @@ def soak(source_class, model: Path, work: Path, minutes: float, entities: int, s
     command = [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", *source.args(), "--model-dir", str(model),
                "--output", str(out), "--online-calibration", "--calibration-save-every", "120",
                f"--prism_location={PRISM}", "--prism_log_level=warn",
-               *([] if batch_seconds is None else ["--batch-seconds", f"{batch_seconds:g}"])]
+               *([] if batch_seconds is None else ["--batch-seconds", f"{batch_seconds:g}"]), *beam_flags]
     samples, published, ended_early = [], 0, None
     with open(log_path, "w") as stream_log:
         stream = subprocess.Popen(command, stdout=stream_log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -328,6 +328,9 @@ def main() -> int:
                              "their own phase (default: every pump at the top of each second)")
     parser.add_argument("--no-archive", action="store_true",
                         help="the Kafka stream without --archive-readings 300 (its CPU beside the others')")
+    parser.add_argument("--beam-flag", action="append", default=[],
+                        help="a Beam pipeline option every stream is given (repeatable), e.g. "
+                             "--beam-flag=--max_cache_memory_usage_mb=64")
     parser.add_argument("--render-only", action="store_true", help="rewrite BENCHMARKS.md from the last result")
     options = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -355,7 +358,7 @@ def main() -> int:
             try:
                 results[source_class.name] = soak(source_class, model, work / source_class.name.split()[0].lower()
                                                   .replace("/", ""), options.minutes, options.entities, 20 + seed,
-                                                  options.batch_seconds, options.spread)
+                                                  options.batch_seconds, options.spread, tuple(options.beam_flag))
             except Exception as exc:  # noqa: BLE001 - a source that cannot be had is a row that says so
                 results[source_class.name] = {"source": source_class.name, "error": f"{type(exc).__name__}: {exc}"}
         threads.append(threading.Thread(target=run, name=source_class.name))
@@ -371,8 +374,8 @@ def main() -> int:
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
               "machine": platform.machine(), "python": platform.python_version(), "minutes": options.minutes,
               "entities": options.entities, "seconds": time.monotonic() - began, "rows": rows}
-    full = options.minutes >= 10 and len(rows) == 3 and not options.no_archive  # what BENCHMARKS.md shows; a smoke
-    # run's result is kept apart
+    # what BENCHMARKS.md shows; a smoke run's result is kept apart
+    full = options.minutes >= 10 and len(rows) == 3 and not options.no_archive and not options.beam_flag
     (OUT / ("result.json" if full else "smoke.json")).write_text(json.dumps(result, indent=1))
     if failed:
         log(f"not written to BENCHMARKS.md: {[row['error'] for row in failed]}")

@@ -53,8 +53,6 @@ from seqwatch.schemas.elements import PackedQuarantine, Quarantined, ReadingBatc
 
 MAX_SCORE_FILES = 4096  # the most files a run's scores (and forecasts) are written in, per run or flush window
 
-READING_COLUMNS = ("entity_id", "channel", "timestamp", "value")
-
 
 # Names Windows reserves for devices, with or without an extension: a folder ``con`` or ``nul.x`` cannot be made there.
 _WINDOWS_DEVICE = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
