@@ -78,7 +78,8 @@ def test_the_archive_cuts_a_batch_that_spans_windows_and_stamps_each_piece_with_
         pieces = (p | beam.Create([batch])
                   | beam.Map(lambda b: TimestampedValue(b, Timestamp(micros=hour - 20 * 10**6)))
                   | beam.FlatMap(archive_pieces, hour)
-                  | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], kv[1].value.tolist(), t.micros)))
+                  | beam.FlatMap(lambda kv, t=beam.DoFn.TimestampParam: [(entity, piece.value.tolist(), t.micros)
+                                                                          for entity, piece in kv[1]]))
         assert_that(pieces, equal_to([("p1", [1.0], hour - 20 * 10**6), ("p1", [3.0, 4.0], hour),
                                       ("p1", [5.0], 3 * hour), ("p2", [2.0], hour - 10 * 10**6)]))
     # Never stamped before the batch's own stamp (a batch a reader stamped at its watermark): Beam forbids it.
@@ -86,7 +87,8 @@ def test_the_archive_cuts_a_batch_that_spans_windows_and_stamps_each_piece_with_
         pieces = (p | beam.Create([batch])
                   | beam.Map(lambda b: TimestampedValue(b, Timestamp(micros=2 * hour)))
                   | beam.FlatMap(archive_pieces, hour)
-                  | beam.Map(lambda kv, t=beam.DoFn.TimestampParam: (kv[0], len(kv[1]), t.micros)))
+                  | beam.FlatMap(lambda kv, t=beam.DoFn.TimestampParam: [(entity, len(piece), t.micros)
+                                                                          for entity, piece in kv[1]]))
         assert_that(pieces, equal_to([("p1", 1, 2 * hour), ("p1", 2, 2 * hour), ("p1", 1, 3 * hour),
                                       ("p2", 1, 2 * hour)]))
 
@@ -105,7 +107,7 @@ def test_archive_pieces_travel_as_one_buffer_and_make_an_entity_table_in_time_an
 
     batch = ReadingBatch.from_columns(["p1", "p2", "p1", "p1"], ["temp", "flow", "flow", "temp"],
                                       [20, 10, 10, 20], [1.0, 2.0, 3.0, 1.5], ["s"] * 4, [1, 2, 3, 4])
-    pieces = [tv.value for tv in archive_pieces(batch, 3600 * 10**6, Timestamp(micros=0))]
+    pieces = [pair for tv in archive_pieces(batch, 3600 * 10**6, Timestamp(micros=0)) for pair in tv.value[1]]
     assert sorted((entity, piece.timestamp.tolist(), piece.value.tolist()) for entity, piece in pieces) == [
         ("p1", [20, 10, 20], [1.0, 3.0, 1.5]), ("p2", [10], [2.0])]
     p1 = next(piece for entity, piece in pieces if entity == "p1")
@@ -121,3 +123,28 @@ def test_archive_pieces_travel_as_one_buffer_and_make_an_entity_table_in_time_an
     assert list(zip(table.column("channel").to_pylist(), table.column("timestamp").cast(pa.int64()).to_pylist(),
                     table.column("value").to_pylist())) == [
         ("flow", 5, 8.0), ("flow", 10, 3.0), ("pressure", 10, 7.0), ("temp", 20, 1.0), ("temp", 20, 1.5)]
+
+
+def test_a_poll_of_a_fleet_goes_to_the_archive_as_an_element_per_shard_and_comes_out_as_a_file_per_entity():
+    """Each element costs the archive's flush state calls to the runner, so a poll's pieces travel as one element
+    per shard of entities and window (stamped with its first reading), not one per entity; a release of a shard
+    is written as a file per entity."""
+    from seqwatch.pipelines.flush import Release
+    from seqwatch.pipelines.sinks import ARCHIVE_SHARDS, archive_pieces, archive_shard, archive_tables
+    from seqwatch.schemas.elements import ReadingBatch
+
+    entities = [f"pump-{i:03d}" for i in range(100)]
+    a = entities[0]
+    b = next(e for e in entities[1:] if archive_shard(e) == archive_shard(a))
+    batch = ReadingBatch.from_columns(entities + [b], ["flow"] * 101, [50] * 100 + [40], list(range(101)),
+                                      ["s"] * 101, list(range(1, 102)))
+    elements = list(archive_pieces(batch, 3600 * 10**6, Timestamp(micros=0)))
+    assert len(elements) == len({archive_shard(e) for e in entities}) <= ARCHIVE_SHARDS
+    [shared] = [tv for tv in elements if tv.value[0] == archive_shard(a)]
+    assert shared.timestamp == Timestamp(micros=40)  # b's reading at 40 is the shard's first
+    assert {entity for entity, _ in shared.value[1]} >= {a, b}
+    assert sum(len(piece) for tv in elements for _, piece in tv.value[1]) == 101
+    files = dict(archive_tables(Release(shared.value[0], 0, [shared.value[1], shared.value[1][:1]], 0), ".s1"))
+    assert sorted(files) == sorted(f"readings/{e}/0.s1.parquet" for e, _ in shared.value[1])
+    first_entity = shared.value[1][0][0]
+    assert files[f"readings/{first_entity}/0.s1.parquet"].num_rows == 2 * len(shared.value[1][0][1])
