@@ -677,26 +677,59 @@ def _raise_watermark(estimator: ManualWatermarkEstimator, micros: int) -> None:
         estimator.set_watermark(new)
 
 
-_OUTAGES_SAID: set = set()  # the brokers whose outage a reader of this process said, until one says they answer
-_OUTAGES_LOCK = threading.Lock()
+# What a broker's readers keep per process, not per instance of their DoFn: a runner may run a reader's bundles on
+# several instances, each with its own state (an MQTT stream had said one outage twice, and that the broker answered
+# again twice; CI, 2026-12-05), and the instance that saw something need not be the one that reads next.
+_PROCESS_LOCK = threading.Lock()
+_SAID: set = set()  # what a reader said that is said once (``_say_once``): ("outage", where), a Kafka error's kind...
+_READ_HOLDS: dict = {}  # where -> _ReadHold
+_READ_CLOCKS: dict = {}  # (run id, element) -> the event-time clock of a reader's element (_read_clock)
+_MESSAGE_SEQUENCES: dict = {}  # (run id, source) -> the number of its last message read in this process
+
+
+def _per_process(table: dict, key, make):
+    """``table[key]``, made by ``make()`` the first time a reader of this process asks for it."""
+    with _PROCESS_LOCK:
+        value = table.get(key)
+        if value is None:
+            value = table[key] = make()
+        return value
+
+
+def _say_once(key: tuple) -> bool:
+    """Whether ``key`` (what is said, and of what) has not been said by a reader of this process: then it is now."""
+    with _PROCESS_LOCK:
+        if key in _SAID:
+            return False
+        _SAID.add(key)
+        return True
+
+
+def _unsay(key: tuple) -> bool:
+    """``key`` may be said again (what it said is over); whether it had been said."""
+    with _PROCESS_LOCK:
+        said = key in _SAID
+        _SAID.discard(key)
+        return said
 
 
 def _first_to_say(where: str, down: bool) -> bool:
     """Whether this reader is the first of this process to say that the broker ``where`` is down (``down``) or
-    answers again: a runner may run a reader's bundles on several instances of its DoFn, each with its own state,
-    and an MQTT stream had said one outage twice, and that the broker answered again twice (CI, 2026-12-05)."""
-    with _OUTAGES_LOCK:
-        said = where in _OUTAGES_SAID
-        if down:
-            _OUTAGES_SAID.add(where)
-        else:
-            _OUTAGES_SAID.discard(where)
-        return said != down
+    answers again (then it had been said to be down)."""
+    return _say_once(("outage", where)) if down else _unsay(("outage", where))
+
+
+def _outage_said(where: str) -> bool:
+    """Whether a reader of this process has said that the broker ``where`` is down, and none since that it answers:
+    a reader instance that did not see the outage itself takes it for its own, and says the answer when it sees it
+    (a Pub/Sub stream whose messages came back to another instance had never said that the emulator answered
+    again, nor started its idle time again; CI, 2026-12-05)."""
+    with _PROCESS_LOCK:
+        return ("outage", where) in _SAID
 
 
 class _ReadHold:
-    """What the reads of one broker (``_PollingReader._where``) hold back for messages it may give again, kept per
-    process, as ``_OUTAGES_SAID`` is: a runner may run a reader's bundles on several instances of its DoFn, and the
+    """What the reads of one broker (``_PollingReader._where``) hold back for messages it may give again: the
     instance whose pull went unanswered need not be the one that reads when the service answers again. Held per
     instance, another instance had let the watermark pass the messages that came back (and the instance that held
     it, not used again, would have held it for good). ``unanswered``: a pull got no answer, and none has been
@@ -712,22 +745,9 @@ class _ReadHold:
 
     def answered(self) -> bool:
         """Take back ``unanswered``: whether this call is the one that did (the caller then says it)."""
-        with _OUTAGES_LOCK:
+        with _PROCESS_LOCK:
             was, self.unanswered = self.unanswered, False
             return was
-
-
-_READ_HOLDS: dict = {}  # where -> _ReadHold
-_READ_CLOCKS: dict = {}  # (run id, element) -> the event-time clock of a reader's element (_read_clock)
-_MESSAGE_SEQUENCES: dict = {}  # (run id, source) -> the number of its last message read in this process
-
-
-def _read_hold(where: str) -> _ReadHold:
-    with _OUTAGES_LOCK:
-        hold = _READ_HOLDS.get(where)
-        if hold is None:
-            hold = _READ_HOLDS[where] = _ReadHold()
-        return hold
 
 
 def _read_clock(run_id: str, element, make):
@@ -735,17 +755,13 @@ def _read_clock(run_id: str, element, make):
     not per reader instance: an instance that a runner used again after others had read the element meanwhile had
     its own clock's last message as long ago as its last bundle, and could end a live read as idle, or move the
     watermark as for a quiet feed."""
-    with _OUTAGES_LOCK:
-        clock = _READ_CLOCKS.get((run_id, element))
-        if clock is None:
-            clock = _READ_CLOCKS[(run_id, element)] = make()
-        return clock
+    return _per_process(_READ_CLOCKS, (run_id, element), make)
 
 
 def _restart_idle_clocks(run_id: str) -> None:
     """Every clock of the run ``run_id`` counts its idle time from now (a broker answers again after an outage)."""
     now = time.monotonic()
-    with _OUTAGES_LOCK:
+    with _PROCESS_LOCK:
         for (run, _), clock in _READ_CLOCKS.items():
             if run == run_id:
                 clock.last_message_at = now
@@ -755,38 +771,10 @@ def _next_numbers(run_id: str, source: str, n: int) -> list[int]:
     """The numbers of the next ``n`` messages of ``source`` in the run ``run_id`` that have none of their own (a
     quarantined record's and a reading's ``line``, from 1): one sequence per run and process, not per reader
     instance, whose numbers had started again at 1 in each instance, two messages of one run then sharing a line."""
-    with _OUTAGES_LOCK:
+    with _PROCESS_LOCK:
         last = _MESSAGE_SEQUENCES.get((run_id, source), 0)
         _MESSAGE_SEQUENCES[(run_id, source)] = last + n
     return list(range(last + 1, last + 1 + n))
-
-
-_SAID_ONCE: set = set()  # what a reader of this process said that is said once (``_say_once``)
-
-
-def _say_once(key: tuple) -> bool:
-    """Whether ``key`` (what is said, and of what) has not been said by a reader of this process: then it is now.
-    Per process, not per reader instance, for the reason ``_first_to_say`` gives."""
-    with _OUTAGES_LOCK:
-        if key in _SAID_ONCE:
-            return False
-        _SAID_ONCE.add(key)
-        return True
-
-
-def _unsay(key: tuple) -> None:
-    """``key`` may be said again (what it said is over)."""
-    with _OUTAGES_LOCK:
-        _SAID_ONCE.discard(key)
-
-
-def _outage_said(where: str) -> bool:
-    """Whether a reader of this process has said that the broker ``where`` is down, and none since that it answers:
-    a reader instance that did not see the outage itself takes it for its own, and says the answer when it sees it
-    (a Pub/Sub stream whose messages came back to another instance had never said that the emulator answered
-    again, nor started its idle time again; CI, 2026-12-05)."""
-    with _OUTAGES_LOCK:
-        return where in _OUTAGES_SAID
 
 
 class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
@@ -813,7 +801,6 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
     def setup(self):
         self._consumers = {}  # (topic, partitions) -> (consumer, {partition: next offset it will deliver})
         self._suspect = False  # librdkafka reported a connection error since the last message or probe
-        self._unreachable = False  # a probe found no broker: an outage, until one answers
         self._probed_at = 0.0
 
     def _broker_error(self, error) -> None:
@@ -856,21 +843,20 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
 
         now = time.monotonic()
         if now - self._probed_at < 2.0:
-            return self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}")
+            return _outage_said(self._where)
         self._probed_at = now
         try:
             metadata = consumer.list_topics(topic, timeout=2)
         except KafkaException as exc:
-            if not self._unreachable and _first_to_say(f"kafka:{self.bootstrap_servers}", down=True):
+            if _first_to_say(self._where, down=True):
                 reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
                 logging.getLogger(__name__).warning(
                     "cannot reach the Kafka broker at %s (%s); the read waits for it, and --stop-after-idle counts "
                     "no time meanwhile", self.bootstrap_servers, reason)
-            self._unreachable = True
             return True
         self._suspect = False
         self._topic_gone(topic, metadata)
-        if not (self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}")):
+        if not _outage_said(self._where):
             return False
         self._broker_back()
         return True
@@ -893,10 +879,14 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         elif not gone:
             _unsay(said)
 
+    @property
+    def _where(self) -> str:
+        """The broker, as its outage is said once per process (``_first_to_say``)."""
+        return f"kafka:{self.bootstrap_servers}"
+
     def _broker_back(self) -> None:
-        if _first_to_say(f"kafka:{self.bootstrap_servers}", down=False):
+        if _first_to_say(self._where, down=False):
             logging.getLogger(__name__).warning("the Kafka broker at %s answers again", self.bootstrap_servers)
-        self._unreachable = False
         _restart_idle_clocks(self.parser.run_id)
 
     def teardown(self):
@@ -995,12 +985,12 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
             return  # every partition reached its stop: the read is done
         if received:
             self._suspect = False
-            if self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}"):  # messages came: it answers
+            if _outage_said(self._where):  # messages came: it answers
                 self._broker_back()
         idle = self.stop_after_idle_s is not None and not received and clocks.idle_for() >= self.stop_after_idle_s
         # a topic quiet for a while is asked after too (at most every 2 s): the broker may have lost it
         quiet = not received and clocks.idle_for() >= QUIET_TOPIC_CHECK_S
-        down = self._unreachable or _outage_said(f"kafka:{self.bootstrap_servers}")
+        down = _outage_said(self._where)
         if not received and (idle or quiet or self._suspect or down) and self._broker_down(consumer, topic):
             idle = False
         if idle:
@@ -1201,12 +1191,11 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         self.stop_after_idle_s = stop_after_idle_s
 
     def setup(self):
-        self._outage = False  # a probe found the broker unreachable, until it answers again
         self._probed_at = 0.0
 
     def _hold(self, element) -> _ReadHold:
         """What the reads of this broker hold back (``_ReadHold``), shared by the reader instances of the process."""
-        return _read_hold(self._where(element))
+        return _per_process(_READ_HOLDS, self._where(element), _ReadHold)
 
     def _receive(self, element) -> list:
         """Up to ``max_batch`` messages, waiting for all of ``max_bundle_s`` (``fill_batch``), or until none is
@@ -1232,17 +1221,16 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         Pub/Sub and MQTT streams; Kafka has the same in ``_ReadKafkaPartitions``)."""
         now = time.monotonic()
         if now - self._probed_at < 2.0:
-            return self._outage or _outage_said(self._where(element))
+            return _outage_said(self._where(element))
         self._probed_at = now
         reason = self._unreachable(element)
         if reason is not None:
-            if not self._outage and _first_to_say(self._where(element), down=True):
+            if _first_to_say(self._where(element), down=True):
                 logging.getLogger(__name__).warning(
                     "cannot reach %s (%s); the read waits for it, and --stop-after-idle counts no time meanwhile",
                     self._where(element), reason)
-            self._outage = True
             return True
-        if not (self._outage or _outage_said(self._where(element))):
+        if not _outage_said(self._where(element)):
             return False
         self._broker_back(element)
         return True
@@ -1250,7 +1238,6 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
     def _broker_back(self, element) -> None:
         if _first_to_say(self._where(element), down=False):
             logging.getLogger(__name__).warning("%s answers again", self._where(element))
-        self._outage = False
         _restart_idle_clocks(self.parser.run_id)
 
     def _source(self, element) -> str:
@@ -1319,7 +1306,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         hold = self._hold(element)
         if time.monotonic() >= hold.watermark_until:  # else messages the broker holds back are older
             clock.advance(estimator, caught_up=len(received) < self.max_batch)
-        if received and (self._outage or _outage_said(self._where(element))):  # messages came: it answers again
+        if received and _outage_said(self._where(element)):  # messages came: it answers again
             self._broker_back(element)
         if self.stop_request is not None and self.stop_request.requested():  # this poll's messages are emitted and
             # acknowledged
@@ -1327,7 +1314,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
             return
         idle = (self.stop_after_idle_s is not None and not received and clock.idle_for() >= self.stop_after_idle_s
                 and time.monotonic() - hold.idle_from >= self.stop_after_idle_s)
-        down = self._outage or _outage_said(self._where(element))
+        down = _outage_said(self._where(element))
         if not received and (idle or down or self._suspect(element)) and self._broker_down(element):
             idle = False
         if idle:

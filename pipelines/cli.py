@@ -1783,7 +1783,11 @@ def _said_job_failure(args, exc: BaseException, failure) -> int:
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     try:
         _check_keras_backend()
-        if args.command != "train":
+        if args.command == "train":
+            if beam_args:  # training runs no pipeline: no Beam flag is taken
+                raise CliError(_unknown_flag("train", parser, beam_args[0], []))
+        else:
+            _check_beam_flags(args.command, parser, beam_args)
             # Where the SDK worker runs in this process (a portable runner's LOOPBACK: Prism, Flink), a failed
             # bundle's traceback is not printed here: the job's end says it (job_failure, _said_job_failure)
             from apache_beam.runners.worker import sdk_worker as beam_sdk_worker
@@ -1791,10 +1795,6 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             from seqwatch.pipelines.sdk_worker import print_unless_failed_instruction
 
             beam_sdk_worker.print = print_unless_failed_instruction
-        if args.command == "train" and beam_args:  # training runs no pipeline: no Beam flag is taken
-            raise CliError(_unknown_flag("train", parser, beam_args[0], []))
-        if args.command != "train":
-            _check_beam_flags(args.command, parser, beam_args)
         if args.command in ("run", "replay", "demo"):
             from seqwatch.pipelines.runners import StreamRunnerError, batch_runner_args
             try:

@@ -26,6 +26,23 @@ CATEGORICAL = ("channel", "source")
 COLUMNS = ("channel", "timestamp", "value", "source", "line", "own")
 
 
+def id_codes(column: pd.Series) -> tuple[np.ndarray, object]:
+    """``(codes, values)`` of a column of ids: a categorical's own codes, or factorised."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), column.cat.categories
+    return pd.factorize(column)
+
+
+def group_ranges(entity: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, starts, ends)``: the rows sorted stably by ``entity`` (codes), then ``key`` (a pane, an archive
+    window), rows of a group keeping their order, and each (entity, key) group's range ``starts[i]:ends[i]`` in
+    that order. A batch is cut so into a piece per entity and pane (``windows``) or archive window (``sinks``)."""
+    order = np.lexsort((key, entity))
+    entity, key = entity[order], key[order]
+    starts = np.flatnonzero(np.r_[True, (entity[1:] != entity[:-1]) | (key[1:] != key[:-1])])
+    return order, starts, np.r_[starts[1:], len(order)]
+
+
 class PanePiece:
     """Rows of one pane from one batch: ``names[column]`` are a categorical column's categories (a tuple, in
     pandas' order), ``arrays[column]`` its codes, or a numeric column's values."""

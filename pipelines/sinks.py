@@ -47,6 +47,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.alerts import describe_incident, forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
+from seqwatch.pipelines.pane_pieces import group_ranges, id_codes
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import (ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, READING_SCHEMA, SCORE_SCHEMA,
                                     to_table)
@@ -429,19 +430,13 @@ def archive_pieces(batch: ReadingBatch, size_us: int, timestamp=beam.DoFn.Timest
     frame = batch.frame
     if not len(frame):
         return
-    entities = frame["entity_id"].astype("category")
-    channels = frame["channel"].astype("category")
-    entity_codes = entities.cat.codes.to_numpy()
-    channel_names = tuple(str(c) for c in channels.cat.categories)
-    channel_codes = channels.cat.codes.to_numpy()
+    entity_codes, entity_names = id_codes(frame["entity_id"])
+    channel_codes, channels = id_codes(frame["channel"])
+    channel_names = tuple(str(c) for c in channels)
     stamps = frame["timestamp"].to_numpy(dtype=np.int64)
     values = frame["value"].to_numpy(dtype=np.float64)
     window = stamps // size_us
-    order = np.lexsort((window, entity_codes))  # stable: a piece keeps its readings' order in the batch
-    keys = np.stack([entity_codes[order].astype(np.int64), window[order]])
-    starts = np.flatnonzero(np.r_[True, (keys[:, 1:] != keys[:, :-1]).any(axis=0)])
-    ends = np.r_[starts[1:], len(order)]
-    entity_names = entities.cat.categories
+    order, starts, ends = group_ranges(entity_codes, window)  # a piece keeps its readings' order in the batch
     groups: dict = {}  # (shard, window) -> [(entity, piece)]
     for lo, hi in zip(starts, ends):
         rows = order[lo:hi]
