@@ -16,7 +16,7 @@ PACKAGES = {
 # Ranges, not pins: the tested set of exact versions lives in requirements.lock. Beam is pinned exactly
 # because an open range makes pip backtrack to old Beam source releases that do not build (FACTS.md).
 INSTALL_REQUIRES = [
-    "apache-beam==2.77.0",
+    "apache-beam[aws]==2.77.0",  # [aws]: boto3, for inputs and outputs on S3 (s3://; tests/e2e/test_object_store.py)
     "keras>=3.10,<4",
     "jax[cpu]>=0.6",
     "great_expectations>=1.3,<2",
@@ -43,6 +43,7 @@ setup(
     package_data={"seqwatch.schemas.suites": ["*.json"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6"]},
+    # moto with Flask: an S3 server on 127.0.0.1 for the tests of s3:// inputs and outputs
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "moto[s3]>=5", "flask>=3", "flask-cors>=4"]},
     entry_points={"console_scripts": ["seqwatch=seqwatch.pipelines.cli:main"]},
 )

@@ -27,6 +27,7 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.locality import file_spans
+from seqwatch.pipelines.object_store import move_path, path_exists, store_error, store_sentence
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.sinks import MAX_SCORE_FILES
@@ -250,7 +251,7 @@ def _fill_empty_sinks(staging: str) -> int:
     written = 0
     for sink in SINKS:
         staged = FileSystems.join(staging, sink)
-        if not FileSystems.exists(staged):
+        if not path_exists(staged):
             write_parquet(FileSystems.join(staged, EMPTY_SINK_FILE), schemas[sink].empty_table())
             written += 1
     return written
@@ -270,17 +271,17 @@ def _commit(output: str, staging: str, aside: str) -> None:
     try:
         for name in names:
             final = FileSystems.join(output, name)
-            if FileSystems.exists(final):
+            if path_exists(final):
                 if not set_aside:
                     FileSystems.mkdirs(aside)
                 previous = FileSystems.join(aside, name)
-                FileSystems.rename([final], [previous])
+                move_path(final, previous)
                 set_aside.append((final, previous))
         for name in names:
             final, staged = FileSystems.join(output, name), FileSystems.join(staging, name)
-            if name == STATE_FILE and not FileSystems.exists(staged):
+            if name == STATE_FILE and not path_exists(staged):
                 continue  # an earlier run's, set aside above
-            FileSystems.rename([staged], [final])
+            move_path(staged, final)
             moved_in.append(final)
     except BaseException as exc:  # an OSError (Beam's BeamIOError is one), or an interrupt not held back
         reason = str(exc).split(" [while", 1)[0].splitlines()[0] if isinstance(exc, OSError) else "interrupted"
@@ -288,7 +289,7 @@ def _commit(output: str, staging: str, aside: str) -> None:
             for final in moved_in:  # a sink of no previous version too (it had stayed: a partial commit)
                 _delete(final)
             for final, previous in set_aside:
-                FileSystems.rename([previous], [final])
+                move_path(previous, final)
             _delete(aside)
         except OSError:
             raise RunError(f"could not move the outputs into place under {output} ({reason}), nor put the previous "
@@ -442,12 +443,20 @@ def _options(beam_args: list[str], config: RunConfig, paths: tuple,
 
 def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int | None = None) -> dict:
     """Run the batch pipeline and return the manifest (also written to ``<output>/manifest.json``)."""
-    plan = plan_run(config, now_us)
-    started = time.time()
+    # Beam gives its file systems the options when the pipeline is made; the plan reads inputs before that, and
+    # S3 is reached with the --s3_* flags (it had failed there with "Must provide one of client or options")
+    FileSystems.set_options(PipelineOptions(beam_args or []))
     try:
-        prepare_output_folder(config.output)
-    except OSError as exc:
-        raise RunError(str(exc)) from None
+        plan = plan_run(config, now_us)
+        started = time.time()
+        try:
+            prepare_output_folder(config.output)
+        except OSError as exc:
+            raise RunError(str(exc)) from None
+    except Exception as exc:  # an object store's client error (a missing bucket, an endpoint out of reach)
+        if store_error(exc) is None:
+            raise
+        raise RunError(store_sentence(exc)) from None
     try:
         with output_lock(config.output, "run", plan.run_id) as locked:
             return _run_locked(plan, beam_args, started, locked)

@@ -1780,6 +1780,17 @@ def _said_job_failure(args, exc: BaseException, failure) -> int:
     return 1
 
 
+def _use_file_systems(beam_args: list[str]) -> None:
+    """Give Beam's file systems the run's options before anything is read: a path on S3 (``s3://``) is read and
+    written with the ``--s3_*`` flags (or the AWS environment where none is given), which Beam hands its file
+    systems only when a pipeline is made, and a run reads its inputs, model and earlier outputs before that (S3 had
+    failed there with "Must provide one of client or options")."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(beam_args))
+
+
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     try:
         _check_keras_backend()
@@ -1795,6 +1806,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             from seqwatch.pipelines.sdk_worker import print_unless_failed_instruction
 
             beam_sdk_worker.print = print_unless_failed_instruction
+        _use_file_systems(beam_args)
         if args.command in ("run", "replay", "demo"):
             from seqwatch.pipelines.runners import StreamRunnerError, batch_runner_args
             try:
@@ -1840,6 +1852,11 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             sys.stderr.flush()
             _stop_runner_processes()
             os._exit(1)
+        from seqwatch.pipelines.object_store import store_error, store_sentence
+
+        if store_error(exc) is not None and not signalled:  # a bucket that is not there, a store out of reach
+            print(f"seqwatch {args.command}: {store_sentence(exc)}", file=sys.stderr)
+            return 2
         if _file_refused(exc) and not (signalled or _interrupted(exc)):
             # a file that cannot be read or written: permissions, a full disk, a file removed meanwhile (each had
             # been a traceback: found by the bug hunt of operational failures)

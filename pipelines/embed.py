@@ -47,6 +47,7 @@ from seqwatch.pipelines.broker_sources import MessageParser, _emit, _fix_the_run
 from seqwatch.pipelines.config import MAX_SECONDS
 from seqwatch.pipelines.batch import SINKS
 from seqwatch.pipelines.graph import COUNTS_FILE, SourceOutputs, detect, write_detections
+from seqwatch.pipelines.object_store import path_exists
 from seqwatch.pipelines.sinks import MAX_SCORE_FILES, delete_path
 from seqwatch.pipelines.sources import COUNTS, QUARANTINE
 from seqwatch.pipelines.streaming import (DEFAULT_FLUSH_WINDOW_S, DEFAULT_LATE_AFTER_S, gate_late_readings,
@@ -150,7 +151,7 @@ def earlier_outputs(root: str) -> list[str]:
         if "://" not in path:
             held = os.path.isfile(path) or any(files for _, _, files in os.walk(path))
         else:  # gs://, s3://: a "folder" is a prefix, which FileSystems.exists does not see
-            held = FileSystems.exists(path) or bool(_objects_under(path))
+            held = path_exists(path)
         if held:
             found.append(name)
     return found
@@ -158,20 +159,7 @@ def earlier_outputs(root: str) -> list[str]:
 
 def remove_output(path: str) -> None:
     """Remove an earlier run's sink folder or counts file (on an object store, every object under the prefix)."""
-    if "://" not in path:
-        delete_path(path)
-        return
-    objects = _objects_under(path) + [path] * FileSystems.exists(path)
-    if objects:
-        FileSystems.delete(objects)
-
-
-def _objects_under(prefix: str) -> list[str]:
-    """The objects of an object store under ``prefix`` (a "folder")."""
-    try:
-        return [m.path for r in FileSystems.match([prefix.rstrip("/") + "/**"]) for m in r.metadata_list]
-    except Exception:  # noqa: BLE001 - a store's "no match" is an error on some file systems
-        return []
+    delete_path(path)
 
 
 def _is_number(value) -> bool:

@@ -47,6 +47,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from seqwatch.pipelines.alerts import describe_incident, forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
+from seqwatch.pipelines.object_store import objects_under, quiet_store_logs, store_error, store_sentence
 from seqwatch.pipelines.pane_pieces import group_ranges, id_codes
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import (ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, READING_SCHEMA, SCORE_SCHEMA,
@@ -86,9 +87,10 @@ def delete_path(path: str) -> None:
     its name: Beam's ``FileSystems.delete`` matches its argument as a glob, so an output named ``results [prod]``
     matched nothing (the run was refused, and its probe file left behind), and one with ``*`` in its name would
     have matched other folders."""
-    if "://" in path:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
+    if "://" in path:  # an object, or a "folder": every object under the prefix
+        objects = objects_under(path) + [path] * FileSystems.exists(path)
+        if objects:
+            FileSystems.delete(objects)
         return
     import shutil
 
@@ -124,12 +126,17 @@ def prepare_output_folder(output: str) -> None:
     than inside a sink after the readings were scored."""
     probe = FileSystems.join(output, f".seqwatch-probe-{os.getpid()}")
     try:
-        if not FileSystems.exists(output):
-            FileSystems.mkdirs(output)
-        with FileSystems.create(probe) as f:
-            f.write(b"")
-        delete_path(probe)
-    except OSError as exc:  # Beam's BeamIOError is an OSError too
+        with quiet_store_logs():
+            if not FileSystems.exists(output):
+                FileSystems.mkdirs(output)
+            with FileSystems.create(probe) as f:
+                f.write(b"probe\n")  # not empty: Beam's S3 writer cannot complete an upload of no parts
+            delete_path(probe)
+    except Exception as exc:  # noqa: BLE001 - Beam's BeamIOError is an OSError; an object store's errors are not
+        if store_error(exc) is not None:
+            raise OSError(f"cannot write the outputs under --output {store_sentence(exc, output)}") from None
+        if not isinstance(exc, OSError):
+            raise
         reason = file_in_the_way(output) or getattr(exc, "strerror", None) or str(exc).split(" [while", 1)[0]
         raise OSError(f"cannot write the outputs under --output {output}: {reason}") from None
 

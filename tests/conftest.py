@@ -211,3 +211,66 @@ class Processes:
 @pytest.fixture(scope="session")
 def processes() -> type[Processes]:
     return Processes
+
+
+class S3Store:
+    """An S3 server (moto's) on 127.0.0.1 with one bucket, ``bucket``: the flags and environment that reach it,
+    a boto3 client to put and list objects, and a pyarrow file system to read the Parquet back."""
+
+    BUCKET = "seqwatch-test"
+
+    def __init__(self, endpoint: str):
+        import boto3
+        import pyarrow.fs
+
+        self.endpoint = endpoint
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        self.beam_flags = [f"--s3_endpoint_url={endpoint}", "--s3_access_key_id=testing",
+                           "--s3_secret_access_key=testing", "--s3_region_name=us-east-1"]
+        self.client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                                   aws_secret_access_key="testing", region_name="us-east-1")
+        self.client.create_bucket(Bucket=self.BUCKET)
+        self.fs = pyarrow.fs.S3FileSystem(endpoint_override=endpoint.split("://", 1)[1], scheme="http",
+                                          access_key="testing", secret_key="testing", region="us-east-1")
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.BUCKET}/{key}"
+
+    def put_folder(self, folder: Path, prefix: str) -> str:
+        """Upload the files of ``folder`` under ``prefix``; returns the prefix's URL."""
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                self.client.upload_file(str(path), self.BUCKET, f"{prefix}/{path.relative_to(folder).as_posix()}")
+        return self.url(prefix)
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix/``, relative to it."""
+        found = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.BUCKET, Prefix=prefix + "/"):
+            found += [item["Key"][len(prefix) + 1:] for item in page.get("Contents", [])]
+        return sorted(found)
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.BUCKET, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="session")
+def s3_store():
+    """``S3Store`` on a moto S3 server this session starts on 127.0.0.1 (a thread of the test process)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Store(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()

@@ -1,0 +1,172 @@
+"""Inputs and outputs on S3 (``s3://``), against moto's S3 server on 127.0.0.1: the batch run by its CLI, its
+commit of the staged sinks (folders are prefixes there), a second run into the same output, training from S3, and
+a store's failures said in one sentence. The Parquet is read back from the server with pyarrow's S3 file system."""
+import json
+import subprocess
+import sys
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from seqwatch.models.synthetic import generate_sensor_data
+from seqwatch.pipelines.batch import SINKS
+from seqwatch.pipelines.object_store import move_path, objects_under, path_exists, store_error, store_sentence
+from seqwatch.schemas.arrow import SCHEMAS_BY_SINK
+
+pytestmark = pytest.mark.slow  # CLI runs of about 10-15 s each
+
+
+def _seqwatch(store, *argv, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *argv], capture_output=True, text=True,
+                          env=env or store.env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, wide_csv):
+    """Two pumps' wide CSVs (900 steps each, two anomalies each), with a bad line in pump-01's."""
+    folder = tmp_path_factory.mktemp("s3-inputs")
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
+                                       kinds=("level_shift", "broken_channel"))
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, folder / f"{entity}.csv")
+    path = folder / "pump-01.csv"
+    lines = path.read_text().splitlines()
+    lines[40] = "2026-01-05T99:00:00Z,1,2,3,4"  # a timestamp that is no time: 4 readings quarantined
+    path.write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(s3_store, inputs, small_model_dir, tmp_path_factory):
+    """The same run twice: inputs and output on S3, and both local."""
+    source = s3_store.put_folder(inputs, "plant/day1")
+    remote = _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output", s3_store.url("out"),
+                       "--model-dir", str(small_model_dir), "--pane-steps", "256", *s3_store.beam_flags)
+    local_out = tmp_path_factory.mktemp("local-out")
+    local = _seqwatch(s3_store, "run", "--input", str(inputs), "--format", "wide", "--output", str(local_out),
+                      "--model-dir", str(small_model_dir), "--pane-steps", "256")
+    assert remote.returncode == 0, remote.stderr[-3000:]
+    assert local.returncode == 0, local.stderr[-3000:]
+    return remote, local_out
+
+
+def _remote_table(store, prefix: str):
+    return ds.dataset(f"{store.BUCKET}/{prefix}", filesystem=store.fs, format="parquet").to_table()
+
+
+def test_a_run_on_s3_writes_what_a_local_run_writes_and_its_counts_reconcile(s3_store, runs):
+    _, local_out = runs
+    manifest = json.loads(s3_store.read("out/manifest.json"))
+    local_manifest = json.loads((local_out / "manifest.json").read_text())
+    assert manifest["records_in"] == 2 * 900 * 4 == local_manifest["records_in"]
+    assert manifest["records_in"] == manifest["records_scored"] + manifest["records_quarantined"]
+    assert manifest["records_quarantined"] == local_manifest["records_quarantined"] == 4
+    assert _remote_table(s3_store, "out/quarantine").column("records").to_pylist() == [4]
+    assert manifest["stages"]["alerts"] == local_manifest["stages"]["alerts"] > 0
+    for sink in ("scores", "alerts", "forecasts"):
+        remote = _remote_table(s3_store, f"out/{sink}").drop_columns(["run_id"]).to_pandas()
+        local = ds.dataset(local_out / sink, format="parquet").to_table().drop_columns(["run_id"]).to_pandas()
+        keys = [c for c in ("entity_id", "window_start", "start", "timestamp", "channel") if c in local.columns]
+        assert len(remote) == len(local) > 0, sink
+        assert remote.sort_values(keys).reset_index(drop=True).equals(
+            local.sort_values(keys).reset_index(drop=True)), sink
+
+
+def test_a_run_on_s3_leaves_its_sinks_only_each_file_of_its_sink_schema(s3_store, runs):
+    keys = s3_store.keys("out")
+    assert {key.split("/")[0] for key in keys} == {*SINKS, "manifest.json"}, keys  # no staging, probe or lock left
+    for sink in SINKS:
+        files = [key for key in keys if key.startswith(sink + "/")]
+        assert files, sink
+        # a sink that received rows holds no empty file beside them (a prefix had read as a missing folder)
+        assert not any(key.endswith("/empty.parquet") for key in files), files
+        for key in files:
+            schema = pq.read_schema(f"{s3_store.BUCKET}/out/{key}", filesystem=s3_store.fs)
+            assert schema.equals(SCHEMAS_BY_SINK[sink], check_metadata=True), key
+
+
+def test_a_second_run_into_an_s3_output_replaces_the_first(s3_store, runs, inputs, small_model_dir, tmp_path):
+    first = json.loads(s3_store.read("out/manifest.json"))["run_id"]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "pump-02.csv").write_bytes((inputs / "pump-02.csv").read_bytes())
+    source = s3_store.put_folder(tmp_path / "one", "plant/day2")
+    # the first run's outputs copied to out2, then the second run into it
+    for key in s3_store.keys("out"):
+        s3_store.client.copy_object(Bucket=s3_store.BUCKET, Key=f"out2/{key}",
+                                    CopySource={"Bucket": s3_store.BUCKET, "Key": f"out/{key}"})
+    again = _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output", s3_store.url("out2"),
+                      "--model-dir", str(small_model_dir), "--pane-steps", "256", *s3_store.beam_flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    manifest = json.loads(s3_store.read("out2/manifest.json"))
+    assert manifest["run_id"] != first and manifest["records_in"] == 900 * 4
+    keys = s3_store.keys("out2")
+    assert {key.split("/")[0] for key in keys} == {*SINKS, "manifest.json"}, keys  # nothing set aside is left
+    scores = _remote_table(s3_store, "out2/scores")
+    assert set(scores.column("entity_id").to_pylist()) == {"pump-02"}  # none of the first run's stayed
+    assert set(scores.column("run_id").to_pylist()) == {manifest["run_id"]}
+
+
+def test_training_reads_its_files_from_s3(s3_store, inputs, tmp_path):
+    train, _ = generate_sensor_data(n_entities=1, n_steps=1200, seed=3)
+    folder = tmp_path / "train"
+    for entity, part in train.groupby("entity_id"):
+        wide = part.pivot(index="timestamp", columns="channel", values="value").reset_index()
+        folder.mkdir(exist_ok=True)
+        wide.to_csv(folder / f"{entity}.csv", index=False)
+    source = s3_store.put_folder(folder, "train")
+    # training runs no pipeline and takes no Beam flag: S3 is reached through the AWS environment
+    done = _seqwatch(s3_store, "train", "--input", source, "--format", "wide", "--model-dir", str(tmp_path / "m"),
+                     "--window", "16", "--epochs", "1", env={**s3_store.env, "AWS_ENDPOINT_URL": s3_store.endpoint})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert sorted(metadata["channels"]) == sorted(train["channel"].unique()) and metadata["threshold"] > 0
+
+
+def test_a_bucket_that_is_not_there_is_one_sentence(s3_store, inputs, small_model_dir):
+    source = s3_store.put_folder(inputs, "plant/day3")
+    refused = _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output",
+                        "s3://no-such-bucket/out", "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("seqwatch run: cannot write the outputs under --output s3://no-such-bucket/out")
+    assert "NoSuchBucket" in refused.stderr and "--s3_endpoint_url" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    missing = _seqwatch(s3_store, "run", "--input", "s3://no-such-bucket/day", "--format", "wide", "--output",
+                        s3_store.url("never"), "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "seqwatch run: no input file matches 's3://no-such-bucket/day'"
+    assert s3_store.keys("never") == []
+
+
+def test_a_folder_on_s3_is_its_prefix(s3_store):
+    FileSystems.set_options(PipelineOptions(s3_store.beam_flags))
+    for name in ("a/1.parquet", "a/b/2.parquet", "ab/3.parquet"):
+        s3_store.client.put_object(Bucket=s3_store.BUCKET, Key=f"prefix/{name}", Body=b"x")
+    assert path_exists(s3_store.url("prefix/a")) and path_exists(s3_store.url("prefix/a/1.parquet"))
+    assert not path_exists(s3_store.url("prefix/c"))
+    assert sorted(objects_under(s3_store.url("prefix/a"))) == [s3_store.url("prefix/a/1.parquet"),
+                                                                 s3_store.url("prefix/a/b/2.parquet")]
+    move_path(s3_store.url("prefix/a"), s3_store.url("prefix/moved"))
+    assert s3_store.keys("prefix") == ["ab/3.parquet", "moved/1.parquet", "moved/b/2.parquet"]  # "ab" is not "a"
+    with pytest.raises(FileNotFoundError):
+        move_path(s3_store.url("prefix/a"), s3_store.url("prefix/again"))
+
+
+class S3ClientError(Exception):  # named as Beam's S3 client names its error, which store_error goes by
+    def __init__(self, message, code):
+        super().__init__(message, code)
+        self.message = message
+
+
+def test_a_store_error_is_found_inside_beams_nested_errors():
+    inner = S3ClientError("An error occurred (403) when calling the HeadObject operation: Forbidden", 403)
+    nested = BeamIOError("Match operation failed", {"s3://b/in": BeamIOError("exists() failed", {"s3://b/in": inner})})
+    assert store_error(nested) == ("s3://b/in", "An error occurred (403) when calling the HeadObject operation: "
+                                                "Forbidden")
+    assert store_sentence(nested).startswith("s3://b/in: An error occurred (403)")
+    assert "--s3_endpoint_url" in store_sentence(nested)
+    assert store_error(BeamIOError("Match operation failed", {"/x": FileNotFoundError("/x")})) is None
+    assert store_error(ValueError("not a store's")) is None
