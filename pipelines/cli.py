@@ -1053,11 +1053,10 @@ def cmd_stream(args, beam_args) -> int:
     if (args.entity_topic_level is not None or args.entity_from_key) and mapping.format != "wide":
         raise CliError("--entity-topic-level and --entity-from-key read the entity of a device's state message "
                        "(--format wide); a long message names its entity in its entity_id field")
-    # The first Ctrl-C or SIGTERM asks the readers to stop and the stream to write what it holds (a local output)
+    # The first Ctrl-C or SIGTERM asks the readers to stop and the stream to write what it holds
     from seqwatch.pipelines.stop_request import StopRequest, stop_file
 
-    stop_path = stop_file(args.output)
-    stop = StopRequest(stop_path) if stop_path else None
+    stop = StopRequest(stop_file(args.output))
     # What every broker reader takes from the flags.
     reading = {"stop_after_idle_s": args.stop_after_idle, "max_out_of_orderness_s": args.max_out_of_orderness,
                "idle_watermark_s": args.idle_watermark, "mapping": mapping, "stop": stop}
@@ -1221,17 +1220,15 @@ def _stream_locked(args, beam_args, plan, make_source, name, mapping, paths, sto
     _log_incidents()
     from seqwatch.pipelines.runners import job_server_of_its_own
 
-    if stop is not None:
-        stop.clear()  # a request left by a stream killed while it stopped is not this one's
+    stop.clear()  # a request left by a stream killed while it stopped is not this one's
     try:
         with job_server_of_its_own(beam_args) as job_args:
-            _CtrlC.drain = (lambda how: _ask_stream_to_stop(stop, how)) if stop is not None else None
+            _CtrlC.drain = lambda how: _ask_stream_to_stop(stop, how)
             run_stream(plan, make_source, job_args, args.flush_window, args.allowed_lateness, args.late_after,
                        args.watch_models, args.archive_readings, file_suffix)
     finally:
         _CtrlC.drain = None
-        if stop is not None:
-            stop.clear()
+        stop.clear()
     counts, windows = stream_totals(args.output, since_s=started)
     scored, quarantined = counts.get("records_scored", 0), counts.get("records_quarantined", 0)
     ended = (f"stopped by {_CtrlC.draining} once it had written what it read" if _CtrlC.draining
@@ -1612,8 +1609,8 @@ def _ask_stream_to_stop(stop, how: str) -> None:
         line = (f"seqwatch stream: stopping ({how}): the source reads no more, and what the stream holds is scored "
                 f"and written; {again} stops it at once, losing that\n")
     except OSError as exc:  # the output folder refuses the file: nothing to do but stop at once next time
-        line = (f"seqwatch stream: cannot ask the stream to stop gracefully ({exc.strerror}: {exc.filename}); "
-                f"{again} stops it at once\n")
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror else str(exc)  # an object store's: a sentence
+        line = f"seqwatch stream: cannot ask the stream to stop gracefully ({reason}); {again} stops it at once\n"
     os.write(2, line.encode())
 
 

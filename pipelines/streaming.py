@@ -243,17 +243,52 @@ STREAM_SETTINGS_FILE = ".seqwatch-stream.json"  # hidden: dataset readers skip n
 STREAM_ONLY_FOLDERS = ("counts", "alerts_open")
 
 
-def _stream_settings(output: str):
-    """The settings an earlier stream noted in ``output`` (``STREAM_SETTINGS_FILE``), or None."""
-    import json
+def _settings_path(output: str) -> str:
     import os
 
+    return f"{output.rstrip('/')}/{STREAM_SETTINGS_FILE}" if "://" in output else os.path.join(output,
+                                                                                              STREAM_SETTINGS_FILE)
+
+
+def _stream_settings(output: str):
+    """The settings an earlier stream noted in ``output`` (``STREAM_SETTINGS_FILE``), or None. On an object store
+    too: a restart into ``s3://`` had written over the earlier stream's files of the window it resumed in."""
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    path = _settings_path(output)
     try:
-        with open(os.path.join(output, STREAM_SETTINGS_FILE), encoding="utf-8") as f:
-            earlier = json.load(f)
+        if "://" in output and not FileSystems.exists(path):  # (a store's own errors are said by the caller)
+            return None
+        with FileSystems.open(path) as f:
+            earlier = json.loads(f.read().decode())
     except (OSError, ValueError):
         return None
     return earlier if isinstance(earlier, dict) else None
+
+
+def _holds_run_manifest(output: str) -> bool:
+    """Whether ``output`` holds a batch run's ``manifest.json``."""
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.sources import _is_run_manifest
+
+    if "://" not in output:
+        import os
+
+        return _is_run_manifest(os.path.join(output, "manifest.json"))
+    path = f"{output.rstrip('/')}/manifest.json"
+    if not FileSystems.exists(path):
+        return False
+    try:
+        with FileSystems.open(path) as f:
+            manifest = json.loads(f.read().decode())
+    except ValueError:
+        return False
+    return isinstance(manifest, dict) and {"run_id", "records_in"} <= set(manifest)
 
 
 def check_stream_output(output: str, plan) -> None:
@@ -261,13 +296,7 @@ def check_stream_output(output: str, plan) -> None:
     replace: a batch run's outputs (its ``manifest.json``: the stream's score files, named by pane, never replace a
     run's of other panes, so each window had two rows), or an earlier stream's of another pane length or step (the
     same, across a restart with other ``--pane-steps``). Called under the output lock."""
-    import os
-
-    from seqwatch.pipelines.sources import _is_run_manifest
-
-    if "://" in output:
-        return
-    if _is_run_manifest(os.path.join(output, "manifest.json")):
+    if _holds_run_manifest(output):
         raise ValueError(f"{output} holds a batch run's outputs (manifest.json): a stream writes its panes beside "
                          f"them, not over them, so each window would have two rows; give the stream its own --output")
     geometry = {"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us)}
@@ -289,19 +318,15 @@ def note_stream_start(output: str, plan) -> str:
     that resumes where the last one stopped (Kafka offsets committed, acknowledged messages) writes the rest of a
     pane or flush window beside the earlier stream's file instead of over it (found by the bug hunt of brokers: a
     restart had replaced the first stream's scores and counts of the window it stopped in, and the counts no
-    longer reconciled). Local outputs only: ``""`` for another file system's."""
-    import os
-
+    longer reconciled). On an object store the note is an object there."""
     from seqwatch.pipelines.graph import write_json
 
-    if "://" in output:
-        return ""
     earlier = _stream_settings(output)
     starts = 1
     if earlier is not None:
         starts = (earlier.get("starts") if isinstance(earlier.get("starts"), int) else 1) + 1
     write_json({"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us), "run_id": plan.run_id,
-                "starts": starts}, os.path.join(output, STREAM_SETTINGS_FILE))
+                "starts": starts}, _settings_path(output))
     return "" if starts == 1 else f".s{starts}"
 
 
