@@ -473,6 +473,11 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     ``RunError``; either way with one sentence."""
     from seqwatch.pipelines.sinks import prepare_output_folder
 
+    for flag, path in (("--quarantine", config.quarantine), ("--output", config.output)):
+        if "://" in path:  # an s3:// output had been written to a local folder named "s3:"
+            raise ReplayError(f"a replay reads the quarantine and writes its output in local folders (it copies and "
+                              f"edits the records' files there), and {flag} {path} is not one; copy the run's output "
+                              f"folder here first (aws s3 cp --recursive, gcloud storage cp -r) and replay that")
     files, manifest_path = find_quarantine(config.quarantine)
     records = everything = load_records(files)
     carried = earlier_edits(manifest_path, _original_manifest(manifest_path))

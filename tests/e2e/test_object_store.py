@@ -170,3 +170,18 @@ def test_a_store_error_is_found_inside_beams_nested_errors():
     assert "--s3_endpoint_url" in store_sentence(nested)
     assert store_error(BeamIOError("Match operation failed", {"/x": FileNotFoundError("/x")})) is None
     assert store_error(ValueError("not a store's")) is None
+
+
+@pytest.mark.parametrize("where", ["--quarantine", "--output"])
+def test_a_replay_on_s3_is_refused_in_one_sentence(s3_store, small_model_dir, tmp_path, where):
+    paths = {"--quarantine": str(tmp_path), "--output": str(tmp_path / "replayed")}
+    paths[where] = s3_store.url("some-run")
+    refused = _seqwatch(s3_store, "replay", "--quarantine", paths["--quarantine"], "--output", paths["--output"],
+                        "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"seqwatch replay: a replay reads the quarantine and writes its output in local folders (it copies and edits "
+        f"the records' files there), and {where} {s3_store.url('some-run')} is not one; copy the run's output folder "
+        f"here first (aws s3 cp --recursive, gcloud storage cp -r) and replay that"]
+    assert not (tmp_path / "replayed").exists() and not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
+

@@ -1,6 +1,6 @@
 """A stream on Prism into an S3 output (moto's S3 server on 127.0.0.1): its graceful stop on a SIGTERM, whose
 request is an object there, and a restart into the same output whose files sit beside the first stream's and
-whose entities' calibration goes on from the first stream's files there."""
+whose entities' calibration goes on from the first stream's files there; the reading archive written there too."""
 import json
 import signal
 import subprocess
@@ -33,7 +33,8 @@ def two_parts(tmp_path_factory):
 def _command(s3_store, model_dir, prism_location, path, speed):
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
             "--speed", str(speed), "--model-dir", str(model_dir), "--output", s3_store.url("stream"),
-            "--pane-steps", "64", "--flush-window", "600", "--online-calibration", "--runner=PrismRunner",
+            "--pane-steps", "64", "--flush-window", "600", "--online-calibration", "--archive-readings", "600",
+            "--runner=PrismRunner",
             f"--prism_location={prism_location}", *s3_store.beam_flags]
 
 
@@ -95,3 +96,7 @@ def test_a_stream_into_s3_stops_gracefully_on_sigterm_and_a_restart_writes_besid
     scores = ds.dataset(f"{s3_store.BUCKET}/stream/scores", filesystem=s3_store.fs, format="parquet").to_table()
     frame = scores.to_pandas()
     assert not frame.duplicated(["entity_id", "window_end"]).any()
+    # the reading archive (for fine-tuning) holds every reading scored, of both streams, once
+    archived = ds.dataset(f"{s3_store.BUCKET}/stream/readings", filesystem=s3_store.fs, format="parquet").to_table()
+    assert archived.num_rows == counts["records_scored"]
+    assert any(key.startswith("readings/") and key.endswith(".s2.parquet") for key in keys)
