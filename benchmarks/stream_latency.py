@@ -70,14 +70,29 @@ def free_port() -> int:
 
 
 class Kafka:
-    """One KRaft node started with deploy/streaming/kafka-local.sh on free ports."""
+    """One KRaft node started with deploy/streaming/kafka-local.sh on free ports. A port found free can be taken by
+    another process before the node binds it (a soak run lost its node so: "Address already in use"): the node is
+    then started again on other ports, up to three times."""
+
+    ATTEMPTS = 3
 
     def __init__(self, work: Path):
+        self.log_path = work / "kafka.log"
+        for attempt in range(1, self.ATTEMPTS + 1):
+            if self._start(work):
+                return
+            taken = "Address already in use" in self.log_path.read_text(errors="replace")
+            self.stop()
+            if not taken or attempt == self.ATTEMPTS:
+                break
+            shutil.rmtree(work / "node", ignore_errors=True)
+        raise RuntimeError(f"Kafka did not start; see {self.log_path}")
+
+    def _start(self, work: Path) -> bool:
         from confluent_kafka.admin import AdminClient
 
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.log_path = work / "kafka.log"
         self.process = subprocess.Popen(
             ["bash", str(REPO / "deploy" / "streaming" / "kafka-local.sh"), "--port", str(self.port),
              "--controller-port", str(free_port()), "--dir", str(work / "node")],
@@ -86,14 +101,13 @@ class Kafka:
         while time.monotonic() < deadline:
             try:
                 if AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2).brokers:
-                    return
+                    return True
             except Exception:  # noqa: BLE001 - not up yet
                 pass
             if self.process.poll() is not None:
-                break
+                return False
             time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"Kafka did not start; see {self.log_path}")
+        return False
 
     def create_topic(self, name: str) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
