@@ -314,9 +314,7 @@ def _check_no_stream_outputs(output: str) -> None:
     the stream's open notices for incidents still going on, and left out 62% of its readings)."""
     from seqwatch.pipelines.streaming import STREAM_ONLY_FOLDERS
 
-    if "://" in output:
-        return
-    found = [name for name in STREAM_ONLY_FOLDERS if (Path(output) / name).is_dir()]
+    found = [name for name in STREAM_ONLY_FOLDERS if path_exists(FileSystems.join(output, name))]
     if found:
         raise RunError(f"{output} holds a stream's outputs ({', '.join(f'{name}/' for name in found)}), which a "
                        f"batch run would leave beside its own; give the run its own --output")
@@ -327,26 +325,43 @@ def _check_nothing_set_aside(output: str, clear: bool = True) -> None:
     id>`` folder that holds nothing (a run killed before it set anything aside), or whose run's commit finished
     (the output's manifest is that run's and every sink is there: killed while it deleted the folder), is
     deleted instead (with ``clear``: under the output lock, where no other run is making one)."""
-    if "://" in output or not Path(output).is_dir():
+    if "://" in output:  # an object store: a folder is there while it holds objects (no empty one to delete)
+        left = [name for name in _remote_folders(output, "_previous-*")
+                if not _commit_finished(output, name[len("_previous-"):])]
+    elif not Path(output).is_dir():
         return
-    left = []
-    for folder in sorted(p for p in Path(output).glob("_previous-*") if p.is_dir()):
-        if any(folder.iterdir()) and not _commit_finished(output, folder.name[len("_previous-"):]):
-            left.append(folder.name)
-        elif clear:
-            _delete(str(folder))
+    else:
+        left = []
+        for folder in sorted(p for p in Path(output).glob("_previous-*") if p.is_dir()):
+            if any(folder.iterdir()) and not _commit_finished(output, folder.name[len("_previous-"):]):
+                left.append(folder.name)
+            elif clear:
+                _delete(str(folder))
     if left:
-        raise RunError(f"{Path(output) / left[0]} holds a previous run's outputs that a failed commit could not put "
-                       f"back; move them back into {output} (or delete them) before the next run")
+        raise RunError(f"{FileSystems.join(output, left[0])} holds a previous run's outputs that a failed commit "
+                       f"could not put back; move them back into {output} (or delete them) before the next run")
+
+
+def _remote_folders(output: str, pattern: str) -> list[str]:
+    """The names of the "folders" of an object store's ``output`` that match ``pattern`` and hold objects."""
+    base = output.rstrip("/") + "/"
+    try:
+        found = FileSystems.match([f"{base}{pattern}/**"])
+    except Exception as exc:  # noqa: BLE001 - a store's "no match" is an error on some file systems
+        if store_error(exc) is not None:
+            raise
+        return []
+    return sorted({m.path[len(base):].split("/", 1)[0] for r in found for m in r.metadata_list})
 
 
 def _commit_finished(output: str, run_id: str) -> bool:
     """Whether ``output`` holds the whole commit of the run ``run_id``: its manifest and every sink."""
     try:
-        manifest = read_json(str(Path(output) / MANIFEST_FILE))
+        manifest = read_json(FileSystems.join(output, MANIFEST_FILE))
     except (OSError, ValueError):
         return False
-    return manifest.get("run_id") == run_id and all((Path(output) / sink).is_dir() for sink in SINKS)
+    there = path_exists if "://" in output else os.path.isdir
+    return manifest.get("run_id") == run_id and all(there(FileSystems.join(output, sink)) for sink in SINKS)
 
 
 def _remove_stale_staging(output: str, run_id: str) -> None:

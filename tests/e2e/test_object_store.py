@@ -185,3 +185,30 @@ def test_a_replay_on_s3_is_refused_in_one_sentence(s3_store, small_model_dir, tm
         f"here first (aws s3 cp --recursive, gcloud storage cp -r) and replay that"]
     assert not (tmp_path / "replayed").exists() and not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
 
+
+def test_an_s3_output_with_a_streams_outputs_or_outputs_set_aside_is_refused(s3_store, inputs, small_model_dir):
+    source = s3_store.put_folder(inputs, "plant/day4")
+
+    def run_into(prefix):
+        return _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output", s3_store.url(prefix),
+                         "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="streamed/counts/1000.json", Body=b"{}")
+    refused = run_into("streamed")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"seqwatch run: {s3_store.url('streamed')} holds a stream's outputs (counts/), which a batch run would "
+        f"leave beside its own; give the run its own --output")
+    # a commit that could not put the previous run's outputs back left them aside
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="aside/_previous-run-0123456789ab/alerts/a.parquet",
+                               Body=b"x")
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="aside/manifest.json",
+                               Body=json.dumps({"run_id": "run-ba9876543210", "records_in": 1}).encode())
+    refused = run_into("aside")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"seqwatch run: {s3_store.url('aside/_previous-run-0123456789ab')} holds a previous run's outputs that a "
+        f"failed commit could not put back; move them back into {s3_store.url('aside')} (or delete them) before "
+        f"the next run")
+    assert s3_store.keys("aside") == ["_previous-run-0123456789ab/alerts/a.parquet", "manifest.json"]
+
