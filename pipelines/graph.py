@@ -309,8 +309,10 @@ def write_json(data: dict, path: str) -> None:
     """Write ``data`` to ``path`` under a hidden temporary name, renamed when complete: a stream's monitor that sums
     ``counts/*.json`` while the stream writes had read empty files (149 of 3.7 million reads), and a stop in the
     middle of a write would have left one."""
-    from seqwatch.pipelines.sinks import delete_path
-
+    if "://" in path:  # an object store's object appears whole when its upload completes (sinks.write_parquet)
+        with FileSystems.create(path) as f:
+            f.write(json.dumps(data, sort_keys=True, indent=1).encode())
+        return
     directory, name = path.rsplit("/", 1)
     if not FileSystems.exists(directory):
         FileSystems.mkdirs(directory)
@@ -319,8 +321,6 @@ def write_json(data: dict, path: str) -> None:
     partial = f"{directory}/.{name}.{uuid.uuid4().hex[:12]}.partial"  # one per writer: a retried bundle's too
     with FileSystems.create(partial) as f:
         f.write(json.dumps(data, sort_keys=True, indent=1).encode())
-    if "://" in path:  # a local rename replaces the file at once; an object store's is a copy
-        delete_path(path)
     FileSystems.rename([partial], [path])
 
 
