@@ -1788,6 +1788,21 @@ def _use_file_systems(beam_args: list[str]) -> None:
     FileSystems.set_options(PipelineOptions(beam_args))
 
 
+def _check_buckets(args, beam_args: list[str]) -> None:
+    """Refuse, in seconds, paths on an S3 store that cannot be reached at all (``object_store.unreachable_bucket``);
+    every flag's path is looked at (inputs, output, an earlier output, a model's)."""
+    from seqwatch.pipelines.object_store import unreachable_bucket
+
+    paths = []
+    for value in vars(args).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and item.startswith("s3://"):
+                paths.append(item)
+    refused = unreachable_bucket(paths, beam_args)
+    if refused is not None:
+        raise CliError(refused)
+
+
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     try:
         _check_keras_backend()
@@ -1804,6 +1819,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
 
             beam_sdk_worker.print = print_unless_failed_instruction
         _use_file_systems(beam_args)
+        _check_buckets(args, beam_args)
         if args.command in ("run", "replay", "demo"):
             from seqwatch.pipelines.runners import StreamRunnerError, batch_runner_args
             try:

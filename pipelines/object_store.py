@@ -115,3 +115,36 @@ def store_hint(path: str) -> str:
     if path.startswith("gs://"):
         return "Google Cloud Storage is reached with the credentials of gcloud auth application-default login"
     return "check the path and the credentials of its file system"
+
+
+def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
+    """A sentence when an S3 bucket among ``paths`` cannot be reached at all (an endpoint that does not answer, no
+    credentials), asked once per bucket with a short timeout before anything else: Beam retries such a request for
+    about ten minutes before it gives up (585 s measured with an endpoint whose server had stopped). None where
+    each bucket answers, whatever it answers: a missing bucket or refused rights are said by the run's own first
+    request to it (a key may read its objects without the right to ask for the bucket)."""
+    buckets = sorted({path[len("s3://"):].split("/", 1)[0] for path in paths if path.startswith("s3://")})
+    if not buckets:
+        return None
+    try:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # Beam's S3 file system says so itself
+        return None
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+    s3 = PipelineOptions(beam_args).view_as(S3Options)
+    client = boto3.session.Session().client(
+        "s3", region_name=s3.s3_region_name, endpoint_url=s3.s3_endpoint_url, use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify, aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key,
+        aws_session_token=s3.s3_session_token,
+        config=Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"}))
+    for bucket in buckets:
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError:  # the store answered
+            continue
+        except BotoCoreError as exc:  # no connection, a timeout, no credentials
+            return f"s3://{bucket}: {' '.join(str(exc).split())}; {store_hint('s3://')}"
+    return None

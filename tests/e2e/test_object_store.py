@@ -212,3 +212,23 @@ def test_an_s3_output_with_a_streams_outputs_or_outputs_set_aside_is_refused(s3_
         f"the next run")
     assert s3_store.keys("aside") == ["_previous-run-0123456789ab/alerts/a.parquet", "manifest.json"]
 
+
+
+def test_an_s3_endpoint_that_does_not_answer_is_one_sentence_at_once(s3_store, small_model_dir, tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    flags = [f for f in s3_store.beam_flags if not f.startswith("--s3_endpoint_url")]
+    # Beam itself retries a connection for about ten minutes; the subprocess's timeout is 300 s
+    refused = _seqwatch(s3_store, "run", "--input", s3_store.url("anything"), "--format", "wide", "--output",
+                        str(tmp_path / "out"), "--model-dir", str(small_model_dir),
+                        f"--s3_endpoint_url=http://127.0.0.1:{port}", *flags)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f'seqwatch run: s3://{s3_store.BUCKET}: Could not connect to the endpoint URL: '
+        f'"http://127.0.0.1:{port}/{s3_store.BUCKET}"; S3 is reached with Beam\'s --s3_endpoint_url, '
+        f'--s3_region_name, --s3_access_key_id and --s3_secret_access_key flags, or else the AWS_* variables of the '
+        f'environment']
+    assert not (tmp_path / "out").exists()
