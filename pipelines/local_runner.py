@@ -20,12 +20,49 @@ BEAM_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
 QUIET_WORKER_MODULE = "seqwatch.pipelines.sdk_worker"
 
 
+# The environment variable that hands a worker process the file systems' options (sdk_worker.py merges them into
+# its pipeline options): an environment, not the command line, which any user of the machine can read with ps.
+STORE_OPTIONS_VARIABLE = "SEQWATCH_WORKER_STORE_OPTIONS"
+
+
 class LocalRunner(FnApiRunner):
-    """The FnApiRunner, whose subprocess workers (``direct_running_mode=multi_processing``) run quietly."""
+    """The FnApiRunner, whose subprocess workers (``direct_running_mode=multi_processing``) run quietly and get the
+    run's options of object stores (``--s3_*``): the FnApiRunner passes its workers no pipeline options, and a run
+    with two workers read its ``s3://`` inputs from Amazon's endpoint instead of ``--s3_endpoint_url`` (retried for
+    eight minutes before it failed)."""
 
     def run_via_runner_api(self, pipeline_proto, options):
+        import os
+
         quiet_worker_command(pipeline_proto)
-        return super().run_via_runner_api(pipeline_proto, options)
+        before = os.environ.get(STORE_OPTIONS_VARIABLE)
+        os.environ[STORE_OPTIONS_VARIABLE] = store_options_json(options)
+        try:
+            return super().run_via_runner_api(pipeline_proto, options)
+        finally:
+            if before is None:
+                os.environ.pop(STORE_OPTIONS_VARIABLE, None)
+            else:
+                os.environ[STORE_OPTIONS_VARIABLE] = before
+
+
+def store_options_json(options) -> str:
+    """The options of Beam's object-store file systems that ``options`` sets (S3's), as JSON by name."""
+    import json
+
+    from apache_beam.options.pipeline_options import S3Options
+
+    names = {action.dest for action in _parser_actions(S3Options)}
+    return json.dumps({name: value for name, value in options.get_all_options(drop_default=True).items()
+                       if name in names and value is not None})
+
+
+def _parser_actions(view) -> list:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    view._add_argparse_args(parser)
+    return parser._actions
 
 
 def quiet_worker_command(pipeline_proto) -> int:

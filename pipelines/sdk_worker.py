@@ -24,7 +24,8 @@ def main(argv: list[str]) -> None:
     terminal.addFilter(lambda record: not (record.name == "apache_beam.runners.common" and record.exc_info))
     terminal.addFilter(lambda record: not _instruction_failure(record))
     logging.getLogger().addHandler(terminal)  # Python's last-resort handler and basicConfig stay out
-    os.environ["PIPELINE_OPTIONS"] = with_log_level(os.environ.get("PIPELINE_OPTIONS"))
+    os.environ["PIPELINE_OPTIONS"] = with_store_options(with_log_level(os.environ.get("PIPELINE_OPTIONS")),
+                                                        os.environ.get("SEQWATCH_WORKER_STORE_OPTIONS"))
     from apache_beam.runners.worker import sdk_worker, sdk_worker_main
 
     sdk_worker.print = print_unless_failed_instruction  # the module's own name for print, found before the builtin
@@ -60,6 +61,18 @@ def with_log_level(options_json: str | None) -> str:
     if not any(key in target for key in ("default_sdk_harness_log_level",
                                          "beam:option:default_sdk_harness_log_level:v1")):
         target["default_sdk_harness_log_level"] = WORKER_LOG_LEVEL
+    return json.dumps(options)
+
+
+def with_store_options(options_json: str, store_json: str | None) -> str:
+    """The worker's pipeline options (Beam's JSON) with the run's options of object stores (``--s3_*``, handed over
+    by ``local_runner.LocalRunner`` in ``SEQWATCH_WORKER_STORE_OPTIONS``) added where they do not set them."""
+    if not store_json:
+        return options_json
+    options = json.loads(options_json) if options_json else {}
+    target = options["options"] if isinstance(options.get("options"), dict) else options
+    for name, value in json.loads(store_json).items():
+        target.setdefault(name, value)
     return json.dumps(options)
 
 

@@ -94,15 +94,17 @@ def test_a_second_run_into_an_s3_output_replaces_the_first(s3_store, runs, input
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "pump-02.csv").write_bytes((inputs / "pump-02.csv").read_bytes())
     source = s3_store.put_folder(tmp_path / "one", "plant/day2")
-    # the first run's outputs copied to out2, then the second run into it
+    # the first run's outputs copied to out2, then the second run into it, with two worker processes (which get
+    # the --s3_* flags from the runner: they had read from Amazon's endpoint instead)
     for key in s3_store.keys("out"):
         s3_store.client.copy_object(Bucket=s3_store.BUCKET, Key=f"out2/{key}",
                                     CopySource={"Bucket": s3_store.BUCKET, "Key": f"out/{key}"})
     again = _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output", s3_store.url("out2"),
-                      "--model-dir", str(small_model_dir), "--pane-steps", "256", *s3_store.beam_flags)
+                      "--model-dir", str(small_model_dir), "--pane-steps", "256", "--workers", "2",
+                      *s3_store.beam_flags)
     assert again.returncode == 0, again.stderr[-3000:]
     manifest = json.loads(s3_store.read("out2/manifest.json"))
-    assert manifest["run_id"] != first and manifest["records_in"] == 900 * 4
+    assert manifest["run_id"] != first and manifest["records_in"] == 900 * 4 and manifest["workers"] == 2
     keys = s3_store.keys("out2")
     assert {key.split("/")[0] for key in keys} == {*SINKS, "manifest.json"}, keys  # nothing set aside is left
     scores = _remote_table(s3_store, "out2/scores")
@@ -232,3 +234,18 @@ def test_an_s3_endpoint_that_does_not_answer_is_one_sentence_at_once(s3_store, s
         f'--s3_region_name, --s3_access_key_id and --s3_secret_access_key flags, or else the AWS_* variables of the '
         f'environment']
     assert not (tmp_path / "out").exists()
+
+
+def test_worker_processes_get_the_runs_s3_options_and_nothing_else():
+    from seqwatch.pipelines.local_runner import store_options_json
+    from seqwatch.pipelines.sdk_worker import with_store_options
+
+    options = PipelineOptions(["--s3_endpoint_url=http://127.0.0.1:9", "--s3_region_name=eu-west-1",
+                               "--direct_num_workers=2"])
+    store = store_options_json(options)
+    assert json.loads(store) == {"s3_endpoint_url": "http://127.0.0.1:9", "s3_region_name": "eu-west-1"}
+    merged = json.loads(with_store_options(json.dumps({"options": {"s3_region_name": "us-east-1", "a": 1}}), store))
+    # what the worker's own options set stays
+    assert merged == {"options": {"s3_region_name": "us-east-1", "a": 1, "s3_endpoint_url": "http://127.0.0.1:9"}}
+    assert with_store_options('{"options": {}}', None) == '{"options": {}}'
+
