@@ -308,7 +308,8 @@ def sum_counts(pairs) -> dict:
 def write_json(data: dict, path: str) -> None:
     """Write ``data`` to ``path`` under a hidden temporary name, renamed when complete: a stream's monitor that sums
     ``counts/*.json`` while the stream writes had read empty files (149 of 3.7 million reads), and a stop in the
-    middle of a write would have left one."""
+    middle of a write would have left one. On an object store it is written in place: an object is there whole or
+    not at all."""
     if "://" in path:  # an object store's object appears whole when its upload completes (sinks.write_parquet)
         with FileSystems.create(path) as f:
             f.write(json.dumps(data, sort_keys=True, indent=1).encode())

@@ -259,10 +259,14 @@ def _stream_settings(output: str):
 
     path = _settings_path(output)
     try:
-        if "://" in output and not FileSystems.exists(path):  # (a store's own errors are said by the caller)
+        if "://" not in output:
+            with open(path, encoding="utf-8") as f:
+                earlier = json.load(f)
+        elif not FileSystems.exists(path):  # (a store's own errors are said by the caller)
             return None
-        with FileSystems.open(path) as f:
-            earlier = json.loads(f.read().decode())
+        else:
+            with FileSystems.open(path) as f:
+                earlier = json.loads(f.read().decode())
     except (OSError, ValueError):
         return None
     return earlier if isinstance(earlier, dict) else None
