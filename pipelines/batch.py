@@ -27,7 +27,7 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.locality import file_spans
-from seqwatch.pipelines.object_store import move_path, path_exists, store_error, store_sentence
+from seqwatch.pipelines.object_store import folders_matching, move_path, path_exists, store_error, store_sentence
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.sinks import MAX_SCORE_FILES
@@ -326,7 +326,7 @@ def _check_nothing_set_aside(output: str, clear: bool = True) -> None:
     (the output's manifest is that run's and every sink is there: killed while it deleted the folder), is
     deleted instead (with ``clear``: under the output lock, where no other run is making one)."""
     if "://" in output:  # an object store: a folder is there while it holds objects (no empty one to delete)
-        left = [name for name in _remote_folders(output, "_previous-*")
+        left = [name for name in folders_matching(output, "_previous-*")
                 if not _commit_finished(output, name[len("_previous-"):])]
     elif not Path(output).is_dir():
         return
@@ -340,18 +340,6 @@ def _check_nothing_set_aside(output: str, clear: bool = True) -> None:
     if left:
         raise RunError(f"{FileSystems.join(output, left[0])} holds a previous run's outputs that a failed commit "
                        f"could not put back; move them back into {output} (or delete them) before the next run")
-
-
-def _remote_folders(output: str, pattern: str) -> list[str]:
-    """The names of the "folders" of an object store's ``output`` that match ``pattern`` and hold objects."""
-    base = output.rstrip("/") + "/"
-    try:
-        found = FileSystems.match([f"{base}{pattern}/**"])
-    except Exception as exc:  # noqa: BLE001 - a store's "no match" is an error on some file systems
-        if store_error(exc) is not None:
-            raise
-        return []
-    return sorted({m.path[len(base):].split("/", 1)[0] for r in found for m in r.metadata_list})
 
 
 def _commit_finished(output: str, run_id: str) -> bool:

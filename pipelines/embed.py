@@ -132,7 +132,7 @@ class WriteDetections(beam.PTransform):
                            f"counts do not count; give each run a folder of its own, or pass replace_existing=True "
                            f"(as a retry into the same folder needs) to remove them when the pipeline is built")
         for name in earlier:
-            remove_output(FileSystems.join(self.root, name))
+            delete_path(FileSystems.join(self.root, name))  # on an object store, each object under the prefix
         return write_detections({"scored": found.scores, "alerts": found.alerts, "opened": found.opened,
                                  "quarantine": found.quarantine, "counts": found.counts}, self.run_id, self.root,
                                 self.flush_window_s if streaming else None, score_files=self.score_files,
@@ -155,11 +155,6 @@ def earlier_outputs(root: str) -> list[str]:
         if held:
             found.append(name)
     return found
-
-
-def remove_output(path: str) -> None:
-    """Remove an earlier run's sink folder or counts file (on an object store, every object under the prefix)."""
-    delete_path(path)
 
 
 def _is_number(value) -> bool:

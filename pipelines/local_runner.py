@@ -47,22 +47,11 @@ class LocalRunner(FnApiRunner):
 
 
 def store_options_json(options) -> str:
-    """The options of Beam's object-store file systems that ``options`` sets (S3's), as JSON by name."""
+    """The options of Beam's S3 file system that ``options`` sets (``S3Options``, all named ``s3_*``), as JSON."""
     import json
 
-    from apache_beam.options.pipeline_options import S3Options
-
-    names = {action.dest for action in _parser_actions(S3Options)}
     return json.dumps({name: value for name, value in options.get_all_options(drop_default=True).items()
-                       if name in names and value is not None})
-
-
-def _parser_actions(view) -> list:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    view._add_argparse_args(parser)
-    return parser._actions
+                       if name.startswith("s3_") and value is not None})
 
 
 def quiet_worker_command(pipeline_proto) -> int:

@@ -22,12 +22,26 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
+def _objects_matching(pattern: str) -> list[str]:
+    """The objects of an object store that match the glob ``pattern``. An error of the store itself is raised (a
+    bucket out of reach is not a folder that holds nothing); a file system's error for "no match" is none."""
+    try:
+        return [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    except Exception as exc:  # noqa: BLE001 - a store's "no match" is an error on some file systems
+        if store_error(exc) is not None:
+            raise
+        return []
+
+
 def objects_under(prefix: str) -> list[str]:
     """The objects under ``prefix`` (a "folder" of an object store)."""
-    try:
-        return [m.path for r in FileSystems.match([prefix.rstrip("/") + "/**"]) for m in r.metadata_list]
-    except Exception:  # noqa: BLE001 - a store's "no match" is an error on some file systems
-        return []
+    return _objects_matching(prefix.rstrip("/") + "/**")
+
+
+def folders_matching(output: str, pattern: str) -> list[str]:
+    """The names of the "folders" of an object store's ``output`` that match ``pattern`` (and so hold objects)."""
+    base = output.rstrip("/") + "/"
+    return sorted({path[len(base):].split("/", 1)[0] for path in _objects_matching(f"{base}{pattern}/**")})
 
 
 def path_exists(path: str) -> bool:
@@ -35,6 +49,20 @@ def path_exists(path: str) -> bool:
     if not is_remote(path):
         return os.path.lexists(path)
     return FileSystems.exists(path) or bool(objects_under(path))
+
+
+def read_json_or_none(path: str):
+    """The JSON held by the local file or store's object ``path``, or None where there is none or it is not JSON.
+    An error of the store itself is raised (a missing note is not a bucket out of reach)."""
+    import json
+
+    try:
+        if is_remote(path) and not FileSystems.exists(path):
+            return None
+        with FileSystems.open(path) as f:
+            return json.loads(f.read().decode())
+    except (OSError, ValueError):
+        return None
 
 
 def move_path(source: str, target: str) -> None:

@@ -1064,13 +1064,10 @@ def _seqwatch_outputs(folder: str) -> tuple:
 
 
 def _is_run_manifest(path: str) -> bool:
-    import json
+    """Whether ``path`` is a batch run's ``manifest.json`` (a local file, or an object of a store)."""
+    from seqwatch.pipelines.object_store import read_json_or_none
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return False
+    manifest = read_json_or_none(path)
     return isinstance(manifest, dict) and {"run_id", "records_in"} <= set(manifest)
 
 

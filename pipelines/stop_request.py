@@ -80,9 +80,9 @@ class StopRequest:
                 with quiet_store_logs(), FileSystems.create(self.path) as f:
                     f.write(text)
             except Exception as exc:  # noqa: BLE001 - Beam's clients raise their own errors
-                if store_error(exc) is None and not isinstance(exc, OSError):
+                if store_error(exc) is None:
                     raise
-                raise OSError(store_sentence(exc, self.path) if store_error(exc) else str(exc)) from None
+                raise OSError(store_sentence(exc, self.path)) from None
             return
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

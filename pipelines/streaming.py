@@ -243,56 +243,20 @@ STREAM_SETTINGS_FILE = ".seqwatch-stream.json"  # hidden: dataset readers skip n
 STREAM_ONLY_FOLDERS = ("counts", "alerts_open")
 
 
-def _settings_path(output: str) -> str:
+def _in_output(output: str, name: str) -> str:
+    """The path of the file ``name`` in ``output``, a local folder or an object store's prefix."""
     import os
 
-    return f"{output.rstrip('/')}/{STREAM_SETTINGS_FILE}" if "://" in output else os.path.join(output,
-                                                                                              STREAM_SETTINGS_FILE)
+    return f"{output.rstrip('/')}/{name}" if "://" in output else os.path.join(output, name)
 
 
 def _stream_settings(output: str):
     """The settings an earlier stream noted in ``output`` (``STREAM_SETTINGS_FILE``), or None. On an object store
     too: a restart into ``s3://`` had written over the earlier stream's files of the window it resumed in."""
-    import json
+    from seqwatch.pipelines.object_store import read_json_or_none
 
-    from apache_beam.io.filesystems import FileSystems
-
-    path = _settings_path(output)
-    try:
-        if "://" not in output:
-            with open(path, encoding="utf-8") as f:
-                earlier = json.load(f)
-        elif not FileSystems.exists(path):  # (a store's own errors are said by the caller)
-            return None
-        else:
-            with FileSystems.open(path) as f:
-                earlier = json.loads(f.read().decode())
-    except (OSError, ValueError):
-        return None
+    earlier = read_json_or_none(_in_output(output, STREAM_SETTINGS_FILE))
     return earlier if isinstance(earlier, dict) else None
-
-
-def _holds_run_manifest(output: str) -> bool:
-    """Whether ``output`` holds a batch run's ``manifest.json``."""
-    import json
-
-    from apache_beam.io.filesystems import FileSystems
-
-    from seqwatch.pipelines.sources import _is_run_manifest
-
-    if "://" not in output:
-        import os
-
-        return _is_run_manifest(os.path.join(output, "manifest.json"))
-    path = f"{output.rstrip('/')}/manifest.json"
-    if not FileSystems.exists(path):
-        return False
-    try:
-        with FileSystems.open(path) as f:
-            manifest = json.loads(f.read().decode())
-    except ValueError:
-        return False
-    return isinstance(manifest, dict) and {"run_id", "records_in"} <= set(manifest)
 
 
 def check_stream_output(output: str, plan) -> None:
@@ -300,7 +264,9 @@ def check_stream_output(output: str, plan) -> None:
     replace: a batch run's outputs (its ``manifest.json``: the stream's score files, named by pane, never replace a
     run's of other panes, so each window had two rows), or an earlier stream's of another pane length or step (the
     same, across a restart with other ``--pane-steps``). Called under the output lock."""
-    if _holds_run_manifest(output):
+    from seqwatch.pipelines.sources import _is_run_manifest
+
+    if _is_run_manifest(_in_output(output, "manifest.json")):
         raise ValueError(f"{output} holds a batch run's outputs (manifest.json): a stream writes its panes beside "
                          f"them, not over them, so each window would have two rows; give the stream its own --output")
     geometry = {"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us)}
@@ -330,7 +296,7 @@ def note_stream_start(output: str, plan) -> str:
     if earlier is not None:
         starts = (earlier.get("starts") if isinstance(earlier.get("starts"), int) else 1) + 1
     write_json({"pane_steps": int(plan.pane_steps), "step_us": int(plan.step_us), "run_id": plan.run_id,
-                "starts": starts}, _settings_path(output))
+                "starts": starts}, _in_output(output, STREAM_SETTINGS_FILE))
     return "" if starts == 1 else f".s{starts}"
 
 
