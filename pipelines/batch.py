@@ -142,8 +142,8 @@ def _preflight_channels(paths: list[str], config: RunConfig, channels: tuple, st
 
 def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     """Resolve and check a run before any pipeline starts; raises ``RunError`` with one clear sentence."""
-    from seqwatch.models.artifact import (METADATA_FILE, ArtifactError, check_model_file, read_metadata,
-                                          resolve_model_dir)
+    from seqwatch.models.artifact import METADATA_FILE, ArtifactError, check_model_file, read_metadata
+    from seqwatch.pipelines.model_store import local_model_dir, pinned_model_dir
     from seqwatch.pipelines.parsing import SchemaDriftError
     from seqwatch.schemas.mapping import MappingError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
@@ -151,11 +151,13 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     from seqwatch.schemas.validation import SuiteError
 
     model_source = config.model_dir
-    # A model root stands for its newest version: pin it, so the whole run scores with the model it planned for.
-    config = dataclasses.replace(config, model_dir=str(resolve_model_dir(config.model_dir)))
     try:
-        metadata = read_metadata(config.model_dir)
-        check_model_file(config.model_dir, metadata)
+        # A model root stands for its newest version: pin it, so the whole run scores with the model it planned for
+        # (a URL where the model is on an object store: each worker loads it from there, model_store).
+        config = dataclasses.replace(config, model_dir=pinned_model_dir(config.model_dir))
+        model_files = local_model_dir(config.model_dir)
+        metadata = read_metadata(model_files)
+        check_model_file(model_files, metadata)
         paths = expand_inputs(list(config.inputs), exclude=(config.output,))
         suite = with_earliest(load_suite_dict(config.suite), config.earliest_us)
         window = metadata["config"]["window"]
@@ -197,7 +199,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         digest.update(metadata["model_version"].encode())
         # and what the model's metadata hold now: a threshold edited by hand keeps the version, not the outputs
-        digest.update(_sha256_file(str(Path(config.model_dir) / METADATA_FILE)).encode())
+        digest.update(_sha256_file(str(Path(model_files) / METADATA_FILE)).encode())
         # and the suite's rules, not only its name or path: an edited suite file quarantines other readings
         digest.update(json.dumps(suite, sort_keys=True, default=str).encode())
         for path, file_digest in input_digests:

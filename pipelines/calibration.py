@@ -131,11 +131,16 @@ class _ModelCalibrations:
 
     def metadata(self, version: str) -> dict:
         if version not in self._found:
-            from seqwatch.models.artifact import ArtifactError, model_versions, read_metadata
+            from seqwatch.models.artifact import ArtifactError, read_metadata
+            from seqwatch.pipelines.model_store import local_model_dir, model_versions_of
 
-            for directory in [self.model_dir, *reversed(model_versions(self.watch_dir))]:
+            try:
+                watched = model_versions_of(self.watch_dir)
+            except ArtifactError:  # an object store out of reach: the planned version is still looked at
+                watched = []
+            for directory in [self.model_dir, *reversed(watched)]:
                 try:
-                    metadata = read_metadata(directory)
+                    metadata = read_metadata(local_model_dir(directory))
                 except (ArtifactError, OSError):
                     continue
                 self._found.setdefault(metadata["model_version"], metadata)

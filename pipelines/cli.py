@@ -436,6 +436,10 @@ def cmd_train(args) -> int:
     if args.exclude_alerts and not args.warm_start:
         raise CliError("--exclude-alerts applies to --warm-start (fine-tuning on recent readings); a first model "
                        "is trained on readings known to be normal")
+    from seqwatch.pipelines.object_store import is_remote
+
+    if is_remote(args.model_dir):
+        return _train_into_store(args)
     _check_model_dir(args.model_dir)
     # One training at a time per --model-dir: two at once had each replaced the other's model file or metadata
     # (found by the bug hunt of operational failures). The folder is made for its lock, and the folders made for
@@ -458,6 +462,45 @@ def cmd_train(args) -> int:
         raise CliError(str(exc)) from None
 
 
+def _train_into_store(args) -> int:
+    """``seqwatch train --model-dir s3://...``: trained into a local temporary folder, then put into the store,
+    its network first and its metadata last (``model_store.publish_model``), so that a run listing the model root
+    meanwhile never takes the version half put. No lock keeps two trainings into one version folder of a store
+    apart (an object store has no lock file), nor a version folder from being replaced in place."""
+    import tempfile
+
+    from seqwatch.models.artifact import ArtifactError
+    from seqwatch.pipelines.model_store import model_versions_of
+
+    target = args.model_dir.rstrip("/")
+    try:
+        versions = model_versions_of(target)
+        if versions and versions != [target]:
+            free = next(f"v{n}" for n in range(len(versions) + 1, 10_000) if f"{target}/v{n}" not in versions)
+            raise CliError(f"--model-dir {args.model_dir} is a model root (versions "
+                           f"{', '.join(v.rsplit('/', 1)[1] for v in versions)}); give a new version folder inside "
+                           f"it, such as {target}/{free}")
+        scheme, _, rest = target.partition("://")
+        parts = rest.split("/")
+        for depth in range(len(parts) - 1, 1, -1):  # the folders above it, below the bucket
+            above = f"{scheme}://{'/'.join(parts[:depth])}"
+            if model_versions_of(above) == [above]:
+                raise CliError(f"--model-dir {args.model_dir} lies inside the model artifact {above}: a run of "
+                               f"--model-dir {above} scores with that artifact and never sees a version inside it; "
+                               f"keep versions side by side in a model root")
+    except ArtifactError as exc:
+        raise CliError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="seqwatch-train-") as local:
+        return _train_locked(args, save_to=os.path.join(local, "model"))
+
+
+def _same_model_dir(one: str, other: str) -> bool:
+    """Whether two model directories (local paths or URLs) are one."""
+    if "://" in one or "://" in other:
+        return one.rstrip("/") == other.rstrip("/")
+    return Path(one).resolve() == Path(other).resolve()
+
+
 def _remove_made_folders(made: list) -> None:
     """Remove the folders a training made for its lock (``made``, the deepest first) when it saved nothing: the
     lock file, then each folder while it is empty. Anything else found there stays, with its folder (a recursive
@@ -472,9 +515,11 @@ def _remove_made_folders(made: list) -> None:
         pass
 
 
-def _train_locked(args) -> int:
-    """``cmd_train`` once its ``--model-dir`` is this training's alone."""
-    from seqwatch.models.artifact import ArtifactError, load_artifact, resolve_model_dir, save_artifact
+def _train_locked(args, save_to: str | None = None) -> int:
+    """``cmd_train`` once its ``--model-dir`` is this training's alone; ``save_to``: a local folder to save the
+    model in before it is put into ``--model-dir`` on an object store (``_train_into_store``)."""
+    from seqwatch.models.artifact import ArtifactError, load_artifact, save_artifact
+    from seqwatch.pipelines.model_store import local_model_dir, pinned_model_dir, publish_model
     from seqwatch.models.detector import (ZERO_THRESHOLD, InsufficientDataError, ModelMismatchError,
                                           Seq2SeqDetector, TrainingDataWarning, entities_lacking_channels,
                                           extrapolated_threshold_note, lacking_channels_note, zero_threshold_note)
@@ -485,12 +530,12 @@ def _train_locked(args) -> int:
 
     try:
         if args.warm_start:
-            source = resolve_model_dir(args.warm_start)
-            if source.resolve() == Path(args.model_dir).resolve():
+            source = pinned_model_dir(args.warm_start)
+            if _same_model_dir(source, args.model_dir):
                 raise CliError(f"--model-dir {args.model_dir} is the version --warm-start continues; give the new "
                                f"version a folder of its own (beside it in the model root), so that the one running "
                                f"jobs use stays as it is")
-            detector = load_artifact(args.warm_start)
+            detector = load_artifact(local_model_dir(args.warm_start))
             if args.model_id is not None and args.model_id != detector.model_id:
                 raise CliError(f"--model-id {args.model_id} differs from the model id {detector.model_id!r} of "
                                f"--warm-start: a fine-tuned version keeps its model's id (its alerts continue "
@@ -602,8 +647,14 @@ def _train_locked(args) -> int:
     # a signal whose exception was dropped stops here, with --model-dir as it was; one between the model's file
     # and its metadata had left neither version whole
     with interrupts.held_back():
-        out = save_artifact(detector, args.model_dir)
+        out = save_artifact(detector, save_to or args.model_dir)
         report = write_training_report(detector, out)
+        if save_to is not None:
+            try:
+                publish_model(str(out), args.model_dir)
+            except ArtifactError as exc:
+                raise CliError(str(exc)) from None
+            out, report = args.model_dir.rstrip("/"), f"{args.model_dir.rstrip('/')}/{Path(report).name}"
     summary = {"model_dir": str(out), "model_version": detector.model_version,
                "channels": list(detector.channels), "step_seconds": detector.step_us / 1e6,
                "threshold": round(detector.threshold, 4), "report": str(report)}
@@ -1506,7 +1557,7 @@ def _quiet_logs() -> None:
     import logging
     import os
 
-    from seqwatch.pipelines.job_failure import echoes_a_failed_bundle
+    from seqwatch.pipelines.job_failure import BUNDLE_ECHOES, prisms_stuck_check_once
 
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # Beam's batch-size estimator (BatchElements) fits bundle timings with numpy, which warns of a poorly
@@ -1522,7 +1573,8 @@ def _quiet_logs() -> None:
         handler.setLevel(logging.WARNING)  # as Python's last-resort handler: runners' INFO lines stay out
         handler.addFilter(lambda record: not _interrupted_record(record))
         handler.addFilter(lambda record: not step_failure_record(record))
-        handler.addFilter(lambda record: not echoes_a_failed_bundle(record))  # the job's end says it (job_failure)
+        handler.addFilter(BUNDLE_ECHOES)  # the job's end says them (job_failure)
+        handler.addFilter(prisms_stuck_check_once)
         handler.addFilter(lambda record: not _data_plane_broken_by_the_runner(record))
         # Prism's own log lines, relayed by Beam under this name with Prism's level after every logger's check
         # ("empty transform, with payload ..." on each start): its errors only.
@@ -1726,7 +1778,10 @@ def _stop_job_servers(original_sigint) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from seqwatch.pipelines.job_failure import BUNDLE_ECHOES
+
     _quiet_logs()
+    BUNDLE_ECHOES.first_report = None  # a report of this command's job only (tests run several in one process)
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     _OwnLines.command = f"seqwatch {args.command}"
@@ -1761,7 +1816,8 @@ def _said_job_failure(args, exc: BaseException, failure) -> int:
     a batch run says it, ``batch.RunError``), else 1."""
     from seqwatch.pipelines.batch import write_failure
 
-    refused = write_failure(exc) if args.command == "stream" else None  # a full disk, a read-only file system
+    # a full disk, a read-only file system (in the runner's report, or the failed bundle's: with_bundle_report)
+    refused = (write_failure(exc) or write_failure(RuntimeError(failure.report))) if args.command == "stream" else None
     if refused is not None:
         print(f"seqwatch stream: could not write the outputs under {args.output} ({refused}); what was written "
               f"before stays there", file=sys.stderr, flush=True)
@@ -1880,7 +1936,11 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         if not (_interrupted(exc) or signalled):
             from seqwatch.pipelines.job_failure import job_failure
 
+            from seqwatch.pipelines.job_failure import BUNDLE_ECHOES
+
             failure = job_failure(exc)
+            if failure is not None:  # the step's report, where Prism's stuck-job check took its place
+                failure = failure.with_bundle_report(BUNDLE_ECHOES.first_report)
             if failure is not None:  # a portable runner's (Prism, Flink): its report, and the worker's and the
                 # runner's logs of it, had printed the traceback 5 times
                 return _said_job_failure(args, exc, failure)

@@ -96,10 +96,13 @@ def _artifact_key(model_dir: str) -> tuple:
 
 
 def load_detector(model_dir: str):
-    """The artifact of ``model_dir`` (an artifact, or a model root's newest version), loaded once per process
-    while a scoring step holds it."""
+    """The artifact of ``model_dir`` (an artifact, or a model root's newest version; local, or on an object store,
+    whence it is copied into the local cache once per version: ``model_store``), loaded once per process while a
+    scoring step holds it."""
     from seqwatch.models.artifact import load_artifact
+    from seqwatch.pipelines.model_store import local_model_dir
 
+    model_dir = local_model_dir(model_dir)
     key = _artifact_key(model_dir)
     with _LOAD_LOCK:
         detector = _LOADED.get(key)
@@ -132,16 +135,20 @@ class ModelVersionWatch:
         self._next_look = now + self.interval_s
         import json
 
-        from seqwatch.models.artifact import METADATA_FILE, ArtifactError, load_artifact, model_versions
+        from seqwatch.models.artifact import METADATA_FILE, ArtifactError, load_artifact
+        from seqwatch.pipelines.model_store import local_model_dir, model_versions_of, read_model_text
 
-        versions = model_versions(self.model_dir)
+        try:
+            versions = model_versions_of(self.model_dir)
+        except ArtifactError:  # an object store out of reach for a while: look again next time
+            return model
         if not versions:
             return model
         newest = versions[-1]
         try:
             # The version only: metadata that ``read_metadata`` refuses (a value edited by hand) are refused by the
             # load below, with a warning, rather than skipped without a word at every look.
-            version = str(json.loads((newest / METADATA_FILE).read_text())["model_version"])
+            version = str(json.loads(read_model_text(newest, METADATA_FILE))["model_version"])
         except (KeyError, TypeError, ValueError, OSError) as exc:
             # being written or removed: look again next time; still so after a grace period (a copy cut short, a
             # file edited by hand), it is said once, rather than skipped without a word at every look
@@ -160,7 +167,7 @@ class ModelVersionWatch:
             loaded = _REFRESHED.get(key)
             if loaded is None:
                 try:
-                    loaded = load_artifact(newest)
+                    loaded = load_artifact(local_model_dir(newest))
                 except ArtifactError as exc:
                     if key not in self._failed:
                         self._failed.add(key)

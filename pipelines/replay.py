@@ -679,12 +679,13 @@ def _model_and_suite(model_dir: str, suite: str) -> list:
     """What the replay's outputs depend on besides its records and settings, as a run id does: the model's version
     and its metadata as they are now, and the suite's rules (not its name or path); as given where they cannot be
     read (the batch run then refuses them in one sentence)."""
-    from seqwatch.models.artifact import METADATA_FILE, ArtifactError, read_metadata, resolve_model_dir
+    from seqwatch.models.artifact import METADATA_FILE, ArtifactError, read_metadata
     from seqwatch.pipelines.batch import _sha256_file
+    from seqwatch.pipelines.model_store import local_model_dir
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
 
     try:
-        folder = resolve_model_dir(model_dir)
+        folder = local_model_dir(model_dir)  # a model root's newest version, copied where it is on an object store
         model = [read_metadata(folder)["model_version"], _sha256_file(str(Path(folder) / METADATA_FILE))]
     except (ArtifactError, OSError, KeyError):
         model = [str(model_dir)]

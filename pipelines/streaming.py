@@ -158,7 +158,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     there."""
     import hashlib
 
-    from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata, resolve_model_dir
+    from seqwatch.models.artifact import ArtifactError, check_model_file, read_metadata
     from seqwatch.pipelines.batch import RunError
     from seqwatch.pipelines.calibration import CalibrationError, model_risk
     from seqwatch.pipelines.calibration_state import (CalibrationStateError, check_state, state_source,
@@ -170,10 +170,14 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
         check_run_id(run_id)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    model_source, model_dir = model_dir, str(resolve_model_dir(model_dir))  # pinned: the version planned for
+    from seqwatch.pipelines.model_store import local_model_dir, pinned_model_dir
+
+    model_source = model_dir
     try:
-        metadata = read_metadata(model_dir)
-        check_model_file(model_dir, metadata)
+        model_dir = pinned_model_dir(model_dir)  # pinned: the version planned for (a URL on an object store)
+        model_files = local_model_dir(model_dir)
+        metadata = read_metadata(model_files)
+        check_model_file(model_files, metadata)
         suite_dict = with_earliest(load_suite_dict(suite), earliest_us if earliest_us is not None else HORIZON_US)
         if online_calibration:
             model_risk(metadata)

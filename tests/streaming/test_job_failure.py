@@ -4,6 +4,7 @@ A step that raised in a stream on Prism had printed some 300 lines, its tracebac
 in seqwatch's process, and the worker, Prism and Beam each reported it)."""
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import textwrap
 import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
-from seqwatch.pipelines.job_failure import echoes_a_failed_bundle, job_failure
+from seqwatch.pipelines.job_failure import (PRISM_STUCK, _BundleEchoes, echoes_a_failed_bundle, job_failure,
+                                            prisms_stuck_check_once)
 
 STEP = "WindowReadings/KeyByPane/ParDo(_KeyByPane)"
 KEPT, AGAIN = "what was written so far stays in out", "start the stream again to go on from there"  # a stream's
@@ -77,10 +79,71 @@ def test_a_job_ended_without_a_reason_or_cancelled_is_one_sentence():
                                                "far stays in out")
     other = job_failure(RuntimeError("Pipeline job-003 failed in state FAILED: worker lost\nmore"))
     assert other.sentence(KEPT, AGAIN) == ("the runner failed the job (worker lost); what was written so far stays "
-                                           "in out")
+                                           "in out; start the stream again to go on from there")
     for not_a_job_end in (RuntimeError("failed in state FAILED: x"), ValueError("Pipeline j failed in state FAILED: "
                                                                                 "x")):
         assert job_failure(not_a_job_end) is None
+
+
+# Prism 2.77's stuck-job check's message (its state of the stages cut to two)
+STUCK = (f"{PRISM_STUCK}: 1\nElementManager Now: 1796503223787 processingTimeEvents: map[] injectedBundles: []\n"
+         f"stage-000 watermark in 1767571270000 out 1767571270000 pending [] byKey map[]\n"
+         f"stage-001 watermark in 1767571270000 out 1767571270000 pending [] byKey map[]\n")
+
+
+def test_a_job_prisms_stuck_check_failed_as_its_step_raised_is_said_with_the_steps_traceback():
+    """Prism 2.77 at times fails the job with its stuck-job check as a bundle fails (one stream in 12 to 60 whose
+    step raised): the job's end then carried that check's message only, and the step's traceback was nowhere, as
+    its echoes are kept off the terminal. The terminal's filter keeps the first report among them, the SDK
+    worker's (in seqwatch's process on LOOPBACK) or Beam's relay of the runner's, and the job's end falls back on
+    it."""
+    echoes = _BundleEchoes()
+    traceback = REPORT.split("failed:", 1)[1]
+    worker = _record("apache_beam.runners.worker.sdk_worker", "Error processing instruction %s. Original traceback "
+                     "is\n%s\n", "inst005", traceback)
+    assert echoes.filter(_record("root", "something else failed")) and echoes.first_report is None
+    assert not echoes.filter(worker) and echoes.first_report == traceback
+    assert not echoes.filter(_record("PrismRunner", '{"level":"ERROR","msg":"Bundle Failed."}'))  # no report in it
+    # the worker's own failure as the runner tears the job down (seen once in 80 streams by hand): not the step's
+    teardown = ("Traceback (most recent call last):\n  File \"sdk_worker.py\", line 596, in release\n"
+                "KeyError: 'inst017'")
+    assert not echoes.filter(_record("apache_beam.runners.worker.sdk_worker", "Error processing instruction %s. "
+                                     "Original traceback is\n%s\n", "inst017", teardown))
+    assert echoes.first_report == traceback
+    stuck = job_failure(RuntimeError(f"Pipeline job-001 failed in state FAILED: {STUCK}"))
+    assert stuck.sentence(KEPT, AGAIN) == (f"the runner failed the job ({PRISM_STUCK}: 1); what was written so far "
+                                           f"stays in out; start the stream again to go on from there")
+    said = stuck.with_bundle_report(echoes.first_report)
+    assert (said.step, said.error, said.traceback) == (STEP, "ZeroDivisionError: injected", OWN)
+    assert said.sentence(KEPT, AGAIN).startswith(f"the job failed in step {STEP}: ZeroDivisionError: injected; ")
+    relayed = _BundleEchoes()  # Beam's relay of Prism's report
+    assert not relayed.filter(_record("root", REPORT)) and relayed.first_report == REPORT
+    assert stuck.with_bundle_report(REPORT).traceback == OWN
+    # the runner's own report of a step stays; a job cancelled, a report without a traceback, none: as they were
+    own = job_failure(RuntimeError(f"Pipeline job-001 failed in state FAILED: {REPORT}"))
+    other = REPORT.replace("injected", "another")
+    assert own.with_bundle_report(other) is own
+    cancelled = job_failure(RuntimeError("Pipeline job-002 failed in state CANCELLED: unknown error"))
+    assert cancelled.with_bundle_report(REPORT) is cancelled
+    assert stuck.with_bundle_report(None) is stuck and stuck.with_bundle_report("bundle x y failed: lost") is stuck
+
+
+def test_prisms_stuck_check_is_one_line_on_the_terminal():
+    """Prism's line of it had 12,000 characters and Beam's relay of it some 60 lines: its state of every stage."""
+    prisms = _record("PrismRunner", "%s", json.dumps({"level": "ERROR", "msg": "job failed",
+                                                      "job": {"key": "job-001"}, "error": STUCK}))
+    assert prisms_stuck_check_once(prisms)
+    assert json.loads(prisms.getMessage().removesuffix(" (Prism's state of its stages left out)")) == {
+        "level": "ERROR", "msg": "job failed", "job": {"key": "job-001"}, "error": f"{PRISM_STUCK}: 1"}
+    relayed_by_beam = _record("PrismRunner", f"job failed (job={{'key': 'job-001'}}, \nerror:\n{STUCK})")
+    assert prisms_stuck_check_once(relayed_by_beam)  # where Beam started Prism itself
+    assert relayed_by_beam.getMessage() == (f"job failed (job={{'key': 'job-001'}}, \nerror:\n{PRISM_STUCK}: 1 "
+                                            f"(Prism's state of its stages left out)")
+    assert not prisms_stuck_check_once(_record("root", "%s", STUCK))  # Beam's relay of the message: Prism's says it
+    for other in (_record("root", "something else failed"), _record("PrismRunner", '{"msg": "job failed", "error": '
+                                                                                   '"worker lost\\nmore"}')):
+        message = other.getMessage()
+        assert prisms_stuck_check_once(other) and other.getMessage() == message
 
 
 def _record(name: str, message: str, *args) -> logging.LogRecord:
@@ -142,8 +205,8 @@ def test_a_step_that_fails_in_a_stream_is_said_once(fault, runner, small_model_d
                        {str(out)!r}, *{runner_args!r}]))
     """))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    # Prism 2.77 at times fails the job with its own stuck-job check as well, as the bundle fails (one run in twelve):
-    # its one line stays, as where it is the only reason given it is the one said
+    # Prism 2.77 at times fails the job with its own stuck-job check as the bundle fails (one run in 12 to 60): Prism's
+    # one line of it stays, and the job's end is said with the failed bundle's report (with_bundle_report)
     lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("ERROR:PrismRunner:")]
     if "batch" in runner:  # a batch run says nothing before it is done
         lines.insert(0, "(a batch run)")
