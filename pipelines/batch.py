@@ -328,8 +328,12 @@ def _check_nothing_set_aside(output: str, clear: bool = True) -> None:
     (the output's manifest is that run's and every sink is there: killed while it deleted the folder), is
     deleted instead (with ``clear``: under the output lock, where no other run is making one)."""
     if "://" in output:  # an object store: a folder is there while it holds objects (no empty one to delete)
-        left = [name for name in folders_matching(output, "_previous-*")
-                if not _commit_finished(output, name[len("_previous-"):])]
+        left = []
+        for name in folders_matching(output, "_previous-*"):
+            if not _commit_finished(output, name[len("_previous-"):]):
+                left.append(name)
+            elif clear:
+                _delete(FileSystems.join(output, name))
     elif not Path(output).is_dir():
         return
     else:
@@ -357,7 +361,12 @@ def _commit_finished(output: str, run_id: str) -> bool:
 def _remove_stale_staging(output: str, run_id: str) -> None:
     """Delete the staging folders of other runs killed before they finished (a run deletes its own when it
     starts): under the output lock no other run is writing into ``output``."""
-    if "://" in output or not Path(output).is_dir():
+    if "://" in output:  # an object store: a folder is its objects (held under the lock on S3: output_lock)
+        for name in folders_matching(output, "_staging-*"):
+            if name != f"_staging-{run_id}":
+                _delete(FileSystems.join(output, name))
+        return
+    if not Path(output).is_dir():
         return
     for folder in Path(output).glob("_staging-*"):
         if folder.is_dir() and folder.name != f"_staging-{run_id}":

@@ -465,12 +465,13 @@ def cmd_train(args) -> int:
 def _train_into_store(args) -> int:
     """``seqwatch train --model-dir s3://...``: trained into a local temporary folder, then put into the store,
     its network first and its metadata last (``model_store.publish_model``), so that a run listing the model root
-    meanwhile never takes the version half put. No lock keeps two trainings into one version folder of a store
-    apart (an object store has no lock file), nor a version folder from being replaced in place."""
+    meanwhile never takes the version half put. On S3 the version folder's lock (``output_lock``, an object there)
+    keeps two trainings into it apart; on other stores none does."""
     import tempfile
 
     from seqwatch.models.artifact import ArtifactError
     from seqwatch.pipelines.model_store import model_versions_of
+    from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 
     target = args.model_dir.rstrip("/")
     try:
@@ -490,8 +491,12 @@ def _train_into_store(args) -> int:
                                f"keep versions side by side in a model root")
     except ArtifactError as exc:
         raise CliError(str(exc)) from None
-    with tempfile.TemporaryDirectory(prefix="seqwatch-train-") as local:
-        return _train_locked(args, save_to=os.path.join(local, "model"))
+    try:
+        with output_lock(target, "training", "", flag="--model-dir"), \
+                tempfile.TemporaryDirectory(prefix="seqwatch-train-") as local:
+            return _train_locked(args, save_to=os.path.join(local, "model"))
+    except OutputBusy as exc:
+        raise CliError(str(exc)) from None
 
 
 def _same_model_dir(one: str, other: str) -> bool:

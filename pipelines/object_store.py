@@ -145,6 +145,22 @@ def store_hint(path: str) -> str:
     return "check the path and the credentials of its file system"
 
 
+def s3_client(options=None, config=None):
+    """A boto3 S3 client with the ``--s3_*`` flags of ``options`` (a ``PipelineOptions``; by default those Beam's
+    file systems were given, ``FileSystems.set_options``), for the calls Beam's S3 file system does not make (a
+    bucket's HeadBucket, a conditional write): the AWS environment fills in what the flags leave out."""
+    import boto3
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+
+    if options is None:  # Beam keeps them on the class (2.77: FileSystems._pipeline_options)
+        options = getattr(FileSystems, "_pipeline_options", None) or PipelineOptions([])
+    s3 = options.view_as(S3Options)
+    return boto3.session.Session().client(
+        "s3", region_name=s3.s3_region_name, endpoint_url=s3.s3_endpoint_url, use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify, aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key,
+        aws_session_token=s3.s3_session_token, config=config)
+
+
 def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
     """A sentence when an S3 bucket among ``paths`` cannot be reached at all (an endpoint that does not answer, no
     credentials), asked once per bucket with a short timeout before anything else: Beam retries such a request for
@@ -155,19 +171,14 @@ def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
     if not buckets:
         return None
     try:
-        import boto3
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # Beam's S3 file system says so itself
+    except ImportError:  # no boto3: Beam's S3 file system says so itself
         return None
-    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    s3 = PipelineOptions(beam_args).view_as(S3Options)
-    client = boto3.session.Session().client(
-        "s3", region_name=s3.s3_region_name, endpoint_url=s3.s3_endpoint_url, use_ssl=not s3.s3_disable_ssl,
-        verify=s3.s3_verify, aws_access_key_id=s3.s3_access_key_id, aws_secret_access_key=s3.s3_secret_access_key,
-        aws_session_token=s3.s3_session_token,
-        config=Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"}))
+    client = s3_client(PipelineOptions(beam_args),
+                       Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2, "mode": "standard"}))
     for bucket in buckets:
         try:
             client.head_bucket(Bucket=bucket)

@@ -8,8 +8,16 @@ included (``kill -9``, an out-of-memory kill), so a lock never outlives its job 
 NFS, Linux takes ``flock`` as a whole-file lock on the server, released when the holding process (or, after its
 lease, its machine) is gone. The file stays between jobs; while a job holds it, it names the job, for the refusal.
 
-Not locked: outputs on remote file systems (``gs://``, ``s3://``: no such lock exists there), local folders whose
-file system refuses locks (some FUSE mounts), and platforms without ``fcntl`` (Windows).
+On S3 (``s3://``) the lock is an object, ``<output>/.seqwatch.lock``, created only where none is there (a
+conditional write, ``If-None-Match: *``) and held as a lease: its holder writes it again every ``RENEW_S`` seconds
+(``If-Match`` its own version, so a holder that lost it finds out), and deletes it at the end. A lock not written
+again for ``LEASE_S`` seconds, by the store's own clock, is a killed job's: the next job takes it over, again by a
+conditional write, so that of two jobs that find it stale one gets it. A job that finds a live lock is refused, as
+on a local folder.
+
+Not locked: outputs on other remote file systems (``gs://``: not done), stores that refuse conditional writes
+(some S3-compatible ones), local folders whose file system refuses locks (some FUSE mounts), and platforms
+without ``fcntl`` (Windows).
 """
 from __future__ import annotations
 
@@ -38,13 +46,25 @@ class OutputBusy(Exception):
 def _holder(fd: int) -> str:
     """``"run run-…, process 4242 on host-a, since 13:20:05 UTC"`` from the lock file's text, or ``"job"``."""
     try:
-        text = os.pread(fd, 4096, 0).decode("utf-8", "replace")
-        held = json.loads(text)
+        return _holder_of(os.pread(fd, 4096, 0))
+    except OSError:
+        return "job"
+
+
+def _holder_of(text: bytes) -> str:
+    """The holder a lock's text names (``_holder``), or ``"job"``."""
+    try:
+        held = json.loads(text.decode("utf-8", "replace"))
         since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(held["since"])))
         named = f"{held['job']} {held['run_id']}" if held["run_id"] else held["job"]
         return f"{named} (process {held['pid']} on {held['host']}, since {since})"
-    except (OSError, ValueError, KeyError, TypeError):  # written between our open and its write, or by hand
+    except (ValueError, KeyError, TypeError):  # written between our open and its write, or by hand
         return "job"
+
+
+def _busy(holder: str, output: str, job: str, flag: str) -> OutputBusy:
+    return OutputBusy(f"another seqwatch {holder} is writing into {output}; wait for it to end, or give this {job} "
+                      f"its own {flag}")
 
 
 def _lock(fd: int, output: str, job: str, flag: str = "--output") -> bool:
@@ -52,8 +72,7 @@ def _lock(fd: int, output: str, job: str, flag: str = "--output") -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise OutputBusy(f"another seqwatch {_holder(fd)} is writing into {output}; wait for it to end, or give "
-                         f"this {job} its own {flag}") from None
+        raise _busy(_holder(fd), output, job, flag) from None
     except OSError:
         return False
     return True
@@ -68,9 +87,18 @@ def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> I
     finds the folder taken. Raises ``OutputBusy`` when another job holds it. Within one thread the lock is
     re-entrant: a ``with`` inside one that holds the same folder holds it already."""
     # Re-entrant per thread: another thread of the process (two runs of a notebook's) takes it as another job does
-    key = (os.path.realpath(output) if "://" not in output else output, threading.get_ident())
+    key = (os.path.realpath(output) if "://" not in output else output.rstrip("/"), threading.get_ident())
     if key in _HELD:  # a replay holds its output's lock around the batch run it starts
         yield True
+        return
+    if output.startswith("s3://"):
+        with _s3_lease(output, job, run_id, flag) as locked:
+            if locked:
+                _HELD.add(key)
+            try:
+                yield locked
+            finally:
+                _HELD.discard(key)
         return
     fd = None
     if fcntl is not None and "://" not in output:
@@ -97,3 +125,106 @@ def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> I
                 os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the lock
+
+
+LEASE_S = 120.0  # an S3 lock not written again for this long (by the store's clock) is a killed job's
+RENEW_S = 30.0  # how often its holder writes it again
+_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict"}
+_NO_CONDITIONS = {"NotImplemented"}  # a store without conditional writes
+
+
+def _lock_object(output: str) -> tuple[str, str]:
+    bucket, _, prefix = output[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/{LOCK_FILE}" if prefix else LOCK_FILE
+
+
+@contextmanager
+def _s3_lease(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
+    """Hold the lock object of an output on S3 for the ``with`` block (see the module's text); yield False where
+    the store takes no conditional write."""
+    from botocore.exceptions import ClientError
+
+    from seqwatch.pipelines.object_store import s3_client
+
+    client = s3_client()
+    bucket, key = _lock_object(output)
+    body = json.dumps({"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.time()}).encode()
+    try:
+        etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _NO_CONDITIONS:
+            yield False
+            return
+        if code not in _CONDITION_FAILED:
+            raise
+        etag = _take_over_if_stale(client, bucket, key, body, (output, job, flag))
+    lease = _Renewal(client, bucket, key, body, etag, output)
+    lease.start()
+    try:
+        yield True
+    finally:
+        lease.stop()
+        try:  # only its own: a job that took it over keeps it
+            client.delete_object(Bucket=bucket, Key=key, IfMatch=lease.etag)
+        except ClientError:
+            pass
+
+
+def _take_over_if_stale(client, bucket: str, key: str, body: bytes, said: tuple) -> str:
+    """The new ETag of the lock object, taken over where its holder has not written it for ``LEASE_S`` seconds;
+    raises ``OutputBusy`` where it is live, or another job took it over first."""
+    from email.utils import parsedate_to_datetime
+
+    from botocore.exceptions import ClientError
+
+    try:
+        found = client.get_object(Bucket=bucket, Key=key)
+    except ClientError:  # deleted meanwhile: its holder has just ended
+        raise _busy("job", *said) from None
+    text = found["Body"].read()
+    now = parsedate_to_datetime(found["ResponseMetadata"]["HTTPHeaders"]["date"])  # the store's clock
+    age = (now - found["LastModified"]).total_seconds()
+    if age < LEASE_S:
+        busy = _busy(_holder_of(text), *said)
+        raise OutputBusy(f"{busy} (its lock there was written {max(age, 0):.0f} s ago; a killed job's lapses "
+                         f"{LEASE_S:.0f} s after that, and the next job takes it over)")
+    try:
+        return client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=found["ETag"])["ETag"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in _CONDITION_FAILED:  # another job was first
+            raise _busy("job", *said) from None
+        raise
+
+
+class _Renewal(threading.Thread):
+    """Writes the lock object again every ``RENEW_S`` seconds, while its ETag is still this job's."""
+
+    def __init__(self, client, bucket: str, key: str, body: bytes, etag: str, output: str):
+        super().__init__(daemon=True, name="seqwatch-lock-lease")
+        self.client, self.bucket, self.key, self.body, self.etag, self.output = client, bucket, key, body, etag, output
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        import logging
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        while not self._stopped.wait(RENEW_S):
+            try:
+                self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self.body,
+                                                   IfMatch=self.etag)["ETag"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code", "") in _CONDITION_FAILED:
+                    logging.getLogger("seqwatch.pipelines").warning(
+                        "seqwatch: another job took over the lock on %s (this one could not write it again for "
+                        "%.0f s); both may now write there", self.output, LEASE_S)
+                    return
+            except BotoCoreError:  # the store out of reach for a while: again at the next turn
+                continue
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)

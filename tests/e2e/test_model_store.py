@@ -74,6 +74,17 @@ def test_a_model_directory_on_s3_that_is_no_model_is_one_sentence(store, small_m
         local_model_dir(store.url("models/half"))
 
 
+def test_a_stream_plans_with_the_newest_version_on_s3_by_its_url(store, small_model_dir, tmp_path):
+    """As a batch run does (a stream with its model on S3 was run on Prism by hand: README, "Not finished")."""
+    from seqwatch.pipelines.streaming import plan_stream
+
+    root = store.put_folder(small_model_dir, "models/stream/v1").rsplit("/", 1)[0]
+    local = plan_stream(str(small_model_dir), str(tmp_path / "out"), source_name="replay:x")
+    remote = plan_stream(root, str(tmp_path / "out"), source_name="replay:x")
+    assert remote.config.model_dir == f"{root}/v1" and remote.model_source == root
+    assert (remote.run_id, remote.channels, remote.pane_steps) == (local.run_id, local.channels, local.pane_steps)
+
+
 def _windows(model_dir, n=12) -> WindowBatch:
     meta = read_metadata(model_dir)
     readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=3)

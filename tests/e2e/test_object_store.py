@@ -217,6 +217,32 @@ def test_an_s3_output_with_a_streams_outputs_or_outputs_set_aside_is_refused(s3_
     assert s3_store.keys("aside") == ["_previous-run-0123456789ab/alerts/a.parquet", "manifest.json"]
 
 
+def test_an_s3_output_is_locked_and_a_run_there_deletes_what_killed_runs_staged(s3_store, inputs, small_model_dir):
+    """An S3 output is held by its lock object (output_lock): a run finds a live one and is refused; a run that
+    holds the lock deletes the staging objects of runs killed there (they had stayed: no lock said their runs had
+    ended)."""
+    source = s3_store.put_folder(inputs, "plant/day5")
+
+    def run_into(prefix):
+        return _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output", s3_store.url(prefix),
+                         "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+
+    holder = {"job": "stream", "run_id": "stream-0123456789ab", "pid": 4242, "host": "elsewhere", "since": 0}
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="held/.seqwatch.lock", Body=json.dumps(holder).encode())
+    refused = run_into("held")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert refused.stderr.startswith(
+        f"seqwatch run: another seqwatch stream stream-0123456789ab (process 4242 on elsewhere, since 1970-01-01 "
+        f"00:00:00 UTC) is writing into {s3_store.url('held')}; wait for it to end, or give this run its own "
+        f"--output (its lock there was written ")
+    assert s3_store.keys("held") == [".seqwatch.lock"]
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="left/_staging-run-0123456789ab/scores/part.parquet",
+                               Body=b"x")
+    done = run_into("left")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {key.split("/")[0] for key in s3_store.keys("left")} == {*SINKS, "manifest.json"}  # no staging, no lock
+
+
 
 def test_an_s3_endpoint_that_does_not_answer_is_one_sentence_at_once(s3_store, small_model_dir, tmp_path):
     import socket

@@ -1,0 +1,99 @@
+"""The output lock on S3 (``output_lock``: an object created by a conditional write and held as a lease), against
+moto's S3 server on 127.0.0.1: one job at a time, a lock written again while held, a killed job's lock taken over
+once it lapses, and a holder that lost it leaves the new holder's lock alone."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from seqwatch.pipelines import output_lock as lock_module
+from seqwatch.pipelines.output_lock import LOCK_FILE, OutputBusy, output_lock
+
+
+@pytest.fixture
+def store(s3_store):
+    FileSystems.set_options(PipelineOptions(s3_store.beam_flags))
+    return s3_store
+
+
+def _in_another_thread(url: str, job: str = "run", run_id: str = "run-b") -> str:
+    """``"held"`` where another thread (another job) gets the lock, else the refusal's text."""
+    def take():
+        try:
+            with output_lock(url, job, run_id) as locked:
+                return "held" if locked else "not locked"
+        except OutputBusy as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(take).result()
+
+
+def test_an_s3_output_is_held_by_one_job_at_a_time_and_its_lock_object_goes_with_it(store):
+    url = store.url("locks/one")
+    with output_lock(url, "run", "run-a") as locked:
+        assert locked and store.keys("locks/one") == [LOCK_FILE]
+        held = json.loads(store.read(f"locks/one/{LOCK_FILE}"))
+        assert (held["job"], held["run_id"], held["pid"]) == ("run", "run-a", os.getpid())
+        with output_lock(url + "/", "run", "run-a") as inner:  # re-entrant in its thread
+            assert inner
+        refused = _in_another_thread(url)
+        assert refused.startswith(f"another seqwatch run run-a (process {os.getpid()} on ")
+        assert f"is writing into {url}; wait for it to end, or give this run its own --output (its lock there " \
+               f"was written " in refused and "a killed job's lapses 120 s after that" in refused
+    assert store.keys("locks/one") == []  # deleted at the end
+    assert _in_another_thread(url) == "held"
+
+
+def test_a_lock_on_s3_is_written_again_while_held_and_a_killed_jobs_lapses(store, monkeypatch):
+    monkeypatch.setattr(lock_module, "LEASE_S", 3.0)  # the store's times are whole seconds
+    monkeypatch.setattr(lock_module, "RENEW_S", 0.5)
+    url = store.url("locks/renewed")
+    with output_lock(url, "stream", "stream-a"):
+        first = store.client.head_object(Bucket=store.BUCKET, Key=f"locks/renewed/{LOCK_FILE}")["LastModified"]
+        time.sleep(4.5)  # longer than the lease: written again meanwhile, so still this job's
+        later = store.client.head_object(Bucket=store.BUCKET, Key=f"locks/renewed/{LOCK_FILE}")["LastModified"]
+        assert later > first
+        assert _in_another_thread(url).startswith("another seqwatch stream stream-a ")
+    # a killed job's lock: nobody deletes it or writes it again
+    killed = {"job": "run", "run_id": "run-killed", "pid": 1, "host": "elsewhere", "since": time.time()}
+    store.client.put_object(Bucket=store.BUCKET, Key=f"locks/killed/{LOCK_FILE}", Body=json.dumps(killed).encode())
+    assert _in_another_thread(store.url("locks/killed")).startswith("another seqwatch run run-killed (process 1 "
+                                                                    "on elsewhere, since ")
+    time.sleep(4.2)
+    assert _in_another_thread(store.url("locks/killed"), run_id="run-next") == "held"  # taken over, then let go
+    assert store.keys("locks/killed") == []
+
+
+def test_a_holder_that_lost_its_lock_leaves_the_new_holders_lock_alone(store, monkeypatch, caplog):
+    """A job that could not write its lock again in time (paused, cut off from the store) finds another job holding
+    it: it says so, and its end deletes only its own lock."""
+    monkeypatch.setattr(lock_module, "LEASE_S", 2.0)
+    monkeypatch.setattr(lock_module, "RENEW_S", 60.0)  # the first holder writes it no more
+    url, key = store.url("locks/lost"), f"locks/lost/{LOCK_FILE}"
+    taken, release = threading.Event(), threading.Event()
+
+    def second_job():
+        with output_lock(url, "run", "run-b") as locked:
+            assert locked
+            taken.set()
+            release.wait(30)
+
+    with output_lock(url, "run", "run-a"):
+        time.sleep(3.2)
+        thread = threading.Thread(target=second_job)
+        thread.start()
+        assert taken.wait(30)
+        assert json.loads(store.read(key))["run_id"] == "run-b"
+    assert json.loads(store.read(key))["run_id"] == "run-b"  # the first job's end left it
+    monkeypatch.setattr(lock_module, "RENEW_S", 0.2)
+    release.set()
+    thread.join(30)
+    assert store.keys("locks/lost") == []
