@@ -1939,9 +1939,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         # after a Ctrl-C or SIGTERM, whatever failed failed because of it (an import it broke: "partially
         # initialized module")
         if not (_interrupted(exc) or signalled):
-            from seqwatch.pipelines.job_failure import job_failure
-
-            from seqwatch.pipelines.job_failure import BUNDLE_ECHOES
+            from seqwatch.pipelines.job_failure import BUNDLE_ECHOES, job_failure
 
             failure = job_failure(exc)
             if failure is not None:  # the step's report, where Prism's stuck-job check took its place

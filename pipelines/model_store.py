@@ -21,7 +21,8 @@ import threading
 
 from apache_beam.io.filesystems import FileSystems
 
-from seqwatch.models.artifact import METADATA_FILE, MODEL_FILE, ArtifactError, model_versions, resolve_model_dir
+from seqwatch.models.artifact import (METADATA_FILE, MODEL_FILE, ArtifactError, check_model_file, model_versions,
+                                      read_metadata, resolve_model_dir)
 from seqwatch.pipelines.object_store import is_remote, store_error, store_sentence
 
 __all__ = ["model_versions_of", "pinned_model_dir", "local_model_dir", "publish_model", "read_model_text",
@@ -100,6 +101,10 @@ def local_model_dir(directory: str) -> str:
         if known is not None and known[0] == stamp and os.path.isfile(os.path.join(known[1], METADATA_FILE)):
             return known[1]
         local = _copy_version(version, stamp)
+        try:  # said of the version's URL, not of the cache's folder
+            check_model_file(local, read_metadata(local))
+        except ArtifactError as exc:
+            raise ArtifactError(str(exc).replace(local, version)) from None
         _COPIED[version] = (stamp, local)
     return local
 

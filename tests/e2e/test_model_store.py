@@ -72,6 +72,15 @@ def test_a_model_directory_on_s3_that_is_no_model_is_one_sentence(store, small_m
     store.client.upload_file(str(small_model_dir / "metadata.json"), store.BUCKET, "models/half/metadata.json")
     with pytest.raises(ArtifactError, match=r"models/half is not a seqwatch model: it needs model.keras and "):
         local_model_dir(store.url("models/half"))
+    # metadata edited by hand: said of the version's URL, not of the local cache's copy
+    edited = json.loads((small_model_dir / "metadata.json").read_text())
+    edited["threshold"] = None
+    store.client.upload_file(str(small_model_dir / "model.keras"), store.BUCKET, "models/edited/model.keras")
+    store.client.put_object(Bucket=store.BUCKET, Key="models/edited/metadata.json", Body=json.dumps(edited).encode())
+    with pytest.raises(ArtifactError) as invalid:
+        local_model_dir(store.url("models/edited"))
+    assert str(invalid.value).startswith(f"the metadata of model {store.url('models/edited')} is invalid: ")
+    assert CACHE_FOLDER not in str(invalid.value)
 
 
 def test_a_stream_plans_with_the_newest_version_on_s3_by_its_url(store, small_model_dir, tmp_path):
