@@ -29,6 +29,7 @@ __all__ = ["model_versions_of", "pinned_model_dir", "local_model_dir", "publish_
            "CACHE_FOLDER"]
 
 CACHE_FOLDER = "seqwatch-models"  # under the temporary folder: one folder per version copied
+CACHE_KEEP_S = 7 * 86400.0  # a copy no process has taken for this long is deleted when another is made
 _COPIED: dict = {}  # version URL -> (its objects' sizes and times, local copy), this process's copies
 _COPY_LOCK = threading.Lock()
 
@@ -117,8 +118,10 @@ def _copy_version(version: str, stamp: tuple) -> str:
     cache = os.path.join(tempfile.gettempdir(), CACHE_FOLDER)
     local = os.path.join(cache, key)
     if os.path.isfile(os.path.join(local, METADATA_FILE)):
+        os.utime(local)  # taken: kept another CACHE_KEEP_S
         return local
     os.makedirs(cache, exist_ok=True)
+    _prune(cache)
     partial = tempfile.mkdtemp(prefix=f"{key}.partial-", dir=cache)
     try:
         for name in (MODEL_FILE, METADATA_FILE):
@@ -137,6 +140,24 @@ def _copy_version(version: str, stamp: tuple) -> str:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return local
+
+
+def _prune(cache: str) -> None:
+    """Delete the copies in ``cache`` that no process has taken for ``CACHE_KEEP_S`` seconds (a stream that
+    watches its model root copies each new version, for as long as it runs), and partial ones an hour old (a
+    process killed while it copied). A copy deleted under a process that had loaded it costs nothing (the network
+    is in memory) or a new copy."""
+    import time
+
+    now = time.time()
+    for name in os.listdir(cache):
+        path = os.path.join(cache, name)
+        try:
+            age = now - os.stat(path).st_mtime
+        except OSError:
+            continue
+        if age > (3600.0 if ".partial-" in name else CACHE_KEEP_S):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def read_model_text(directory: str, name: str = METADATA_FILE) -> str:

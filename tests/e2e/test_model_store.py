@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -62,6 +63,25 @@ def test_a_model_root_on_s3_stands_for_its_newest_version_copied_once(store, sma
     publish_model(str(folder), f"{root}/v2")
     assert read_metadata(local_model_dir(root))["model_version"] == v3 and len(_cached(tmp_path)) == 3
     assert not [name for name in _cached(tmp_path) if ".partial-" in name]  # no copy left half written
+
+
+def test_copies_no_process_took_for_a_week_are_deleted_when_another_is_made(store, small_model_dir, tmp_path):
+    root = store.put_folder(small_model_dir, "models/pruned/v1").rsplit("/", 1)[0]
+    cache = tmp_path / "tmp" / CACHE_FOLDER
+    cache.mkdir(parents=True)
+    for name, days in (("old-copy", 8), ("recent-copy", 6), ("killed.partial-x", 0.1)):
+        (cache / name).mkdir()
+        (cache / name / "metadata.json").write_text("{}")
+        stamp = time.time() - days * 86400
+        os.utime(cache / name, (stamp, stamp))
+    local = local_model_dir(root)
+    assert sorted(_cached(tmp_path)) == sorted([os.path.basename(local), "recent-copy"])
+    stamp = time.time() - 8 * 86400  # taken again by another process: kept
+    os.utime(local, (stamp, stamp))
+    from seqwatch.pipelines import model_store
+
+    model_store._COPIED.clear()  # as in another process
+    assert local_model_dir(root) == local and time.time() - os.stat(local).st_mtime < 60
 
 
 def test_a_model_directory_on_s3_that_is_no_model_is_one_sentence(store, small_model_dir):
