@@ -1,6 +1,7 @@
-"""A stream on Prism into an S3 output (moto's S3 server on 127.0.0.1): its graceful stop on a SIGTERM, whose
-request is an object there, and a restart into the same output whose files sit beside the first stream's and
-whose entities' calibration goes on from the first stream's files there; the reading archive written there too."""
+"""A stream on Prism into an S3 output (moto's S3 server on 127.0.0.1), with its model root there too: its graceful
+stop on a SIGTERM, whose request is an object there, and a restart into the same output whose files sit beside the
+first stream's and whose entities' calibration goes on from the first stream's files there; the reading archive
+written there too; the output's lock an object there while a stream runs."""
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.calibration_state import STATE_FOLDER
+from seqwatch.pipelines.output_lock import LOCK_FILE
 from seqwatch.pipelines.stop_request import STOP_FILE
 from seqwatch.pipelines.streaming import STREAM_SETTINGS_FILE
 
@@ -52,9 +54,10 @@ def test_a_stream_into_s3_stops_gracefully_on_sigterm_and_a_restart_writes_besid
         s3_store, two_parts, small_model_dir, prism_location, tmp_path):
     (first, in_first), (second, in_second) = two_parts
     log_path = tmp_path / "first.log"
+    model_root = s3_store.put_folder(small_model_dir, "models/stream/v1").rsplit("/", 1)[0]
     # 8,000 s of event time at 100x: 80 s of replay, stopped once its first scores are on S3
     with open(log_path, "w") as log:
-        stream = subprocess.Popen(_command(s3_store, small_model_dir, prism_location, first, 100), stdout=log,
+        stream = subprocess.Popen(_command(s3_store, model_root, prism_location, first, 100), stdout=log,
                                   stderr=subprocess.STDOUT, env=s3_store.env, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -62,6 +65,7 @@ def test_a_stream_into_s3_stops_gracefully_on_sigterm_and_a_restart_writes_besid
             assert stream.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.5)
         assert stream.poll() is None, log_path.read_text()[-3000:]
+        assert LOCK_FILE in s3_store.keys("stream")  # the output held while the stream runs
         stream.send_signal(signal.SIGTERM)
         assert stream.wait(timeout=240) == 0, log_path.read_text()[-3000:]
     finally:
@@ -77,11 +81,12 @@ def test_a_stream_into_s3_stops_gracefully_on_sigterm_and_a_restart_writes_besid
     assert counts["records_in"] == counts["records_scored"] + counts.get("records_quarantined", 0)
     keys = s3_store.keys("stream")
     assert STOP_FILE not in keys and STREAM_SETTINGS_FILE in keys  # the request taken back, the start noted
+    assert LOCK_FILE not in keys  # and the lock let go
     # each entity's calibration written when the stream stopped, for the restart to go on from
     assert sum(key.startswith(f"{STATE_FOLDER}/stream-") for key in keys) == 2, keys
     written = {key: s3_store.read(f"stream/{key}") for key in keys if key.startswith(("scores/", "counts/"))}
 
-    again = subprocess.run(_command(s3_store, small_model_dir, prism_location, second, 1000), capture_output=True,
+    again = subprocess.run(_command(s3_store, model_root, prism_location, second, 1000), capture_output=True,
                            text=True, env=s3_store.env, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "end in .s2 and sit beside them" in again.stderr
@@ -96,6 +101,8 @@ def test_a_stream_into_s3_stops_gracefully_on_sigterm_and_a_restart_writes_besid
     scores = ds.dataset(f"{s3_store.BUCKET}/stream/scores", filesystem=s3_store.fs, format="parquet").to_table()
     frame = scores.to_pandas()
     assert not frame.duplicated(["entity_id", "window_end"]).any()
+    model_version = json.loads((small_model_dir / "metadata.json").read_text())["model_version"]
+    assert set(frame["model_version"]) == {model_version}  # the model of the root on S3
     # the reading archive (for fine-tuning) holds every reading scored, of both streams, once
     archived = ds.dataset(f"{s3_store.BUCKET}/stream/readings", filesystem=s3_store.fs, format="parquet").to_table()
     assert archived.num_rows == counts["records_scored"]
