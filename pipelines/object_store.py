@@ -99,7 +99,7 @@ def store_error(exc: BaseException) -> tuple[str, str] | None:
         if not isinstance(inner, BaseException):
             break
         exc = inner
-    if type(exc).__name__ not in _STORE_ERRORS:
+    if not any(kind.__name__ in _STORE_ERRORS for kind in type(exc).__mro__):  # boto3's NoSuchBucket: a ClientError
         return None
     reason = getattr(exc, "message", None) or str(exc)
     return path, " ".join(str(reason).split())

@@ -43,6 +43,11 @@ class OutputBusy(Exception):
     """Another job holds the output folder's lock; the message is one sentence for a person."""
 
 
+class LockRefused(OutputBusy):
+    """The store refused the lock object (a bucket that is not there, a key without the right to write): said where
+    a job that finds its output busy is, in one sentence."""
+
+
 def _holder(fd: int) -> str:
     """``"run run-…, process 4242 on host-a, since 13:20:05 UTC"`` from the lock file's text, or ``"job"``."""
     try:
@@ -158,8 +163,11 @@ def _s3_lease(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
         if code in _NO_CONDITIONS:
             yield False
             return
-        if code not in _CONDITION_FAILED:
-            raise
+        if code not in _CONDITION_FAILED:  # a bucket that is not there, a key without the right to write
+            from seqwatch.pipelines.object_store import store_sentence
+
+            raise LockRefused(f"could not take the lock on {output}: {store_sentence(exc, f's3://{bucket}/{key}')}") \
+                from None
         etag = _take_over_if_stale(client, bucket, key, body, (output, job, flag))
     lease = _Renewal(client, bucket, key, body, etag, output)
     lease.start()

@@ -202,6 +202,12 @@ def test_training_puts_a_version_on_s3_and_fine_tunes_from_it(store, tmp_path):
         refused = _seqwatch(store, "train", "--input", str(tmp_path / "train.csv"), "--format", "wide",
                             "--model-dir", model_dir, "--epochs", "1")
         assert refused.returncode == 2 and refused.stderr.strip() == f"seqwatch train: {said}", refused.stderr
+    # a bucket that is not there: its lock object cannot be made (it had been a traceback of boto3's NoSuchBucket)
+    nowhere = _seqwatch(store, "train", "--input", str(tmp_path / "train.csv"), "--format", "wide", "--model-dir",
+                        "s3://no-such-bucket/models/v1", "--epochs", "1")
+    assert nowhere.returncode == 2 and len(nowhere.stderr.strip().splitlines()) == 1, nowhere.stderr
+    assert nowhere.stderr.startswith("seqwatch train: could not take the lock on s3://no-such-bucket/models/v1: "
+                                     "s3://no-such-bucket/models/v1/.seqwatch.lock: An error occurred (NoSuchBucket)")
     same = _seqwatch(store, "train", "--input", str(tmp_path / "train.csv"), "--format", "wide", "--model-dir",
                      f"{root}/v2", "--warm-start", root, "--epochs", "1")
     assert same.returncode == 2 and same.stderr.startswith(f"seqwatch train: --model-dir {root}/v2 is the version "

@@ -179,6 +179,11 @@ def test_a_store_error_is_found_inside_beams_nested_errors():
     assert "--s3_endpoint_url" in store_sentence(nested)
     assert store_error(BeamIOError("Match operation failed", {"/x": FileNotFoundError("/x")})) is None
     assert store_error(ValueError("not a store's")) is None
+    from botocore.exceptions import ClientError
+
+    modeled = type("NoSuchBucket", (ClientError,), {})  # as boto3 makes its modeled errors: by its base's name
+    assert store_error(modeled({"Error": {"Code": "NoSuchBucket", "Message": "gone"}}, "PutObject")) == (
+        "", "An error occurred (NoSuchBucket) when calling the PutObject operation: gone")
 
 
 @pytest.mark.parametrize("where", ["--quarantine", "--output"])
