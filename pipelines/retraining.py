@@ -22,18 +22,32 @@ def alert_spans(output_dir: str | Path) -> pd.DataFrame:
     ``alerts_open/``, not yet settled in ``alerts/`` by id or by an alert of its entity that covers its start) goes
     on: its span runs from its start to the end of time, so a fine-tuning on the stream's archive while the fault
     lasts leaves the fault out (a stream killed before the incident settled leaves such a notice for good:
-    fine-tune from another folder then). Raises FileNotFoundError with one sentence when the folder is neither."""
+    fine-tune from another folder then). Raises FileNotFoundError with one sentence when the folder is neither.
+    The folder may be on an object store (``s3://``), as a run's ``--output`` may."""
     import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
 
-    root = Path(output_dir)
-    if not any(((root / "manifest.json").is_file(), (root / "alerts").is_dir(), (root / "counts").is_dir())):
+    from seqwatch.pipelines.object_store import is_remote, objects_under, path_exists
+
+    root = str(output_dir).rstrip("/") if is_remote(str(output_dir)) else str(Path(output_dir))
+    if not any(path_exists(FileSystems.join(root, name)) for name in ("manifest.json", "alerts", "counts")):
         raise FileNotFoundError(f"{root} is not the output folder of a seqwatch run (no manifest.json, alerts/ or "
                                 f"counts/)")
     columns = ["alert_id", "entity_id", "start", "end"]
 
+    def parquet_files(folder: str) -> list[str]:
+        if is_remote(folder):
+            return sorted(path for path in objects_under(folder) if path.endswith(".parquet"))
+        return sorted(str(path) for path in Path(folder).rglob("*.parquet")) if Path(folder).is_dir() else []
+
+    def read_one(path: str) -> pd.DataFrame:
+        if not is_remote(path):
+            return pq.read_table(path, columns=columns).to_pandas()
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            return pq.read_table(f, columns=columns).to_pandas()
+
     def read(folder: str) -> pd.DataFrame:
-        files = sorted((root / folder).rglob("*.parquet")) if (root / folder).is_dir() else []
-        tables = [pq.read_table(f, columns=columns).to_pandas() for f in files]
+        tables = [read_one(path) for path in parquet_files(FileSystems.join(root, folder))]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
 
     settled, opened = read("alerts"), read("alerts_open")
@@ -81,16 +95,15 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
     so ``leave_out_alerted`` leaves none of them out. None when a folder is a stream's (no manifest: what it read
     is not recorded). A file that arrived after the night's run had gone into a fine-tuning whole, its level shift
     with it (found by the bug hunt of deploy examples)."""
-    import json
-    import os
+    from apache_beam.io.filesystems import FileSystems
 
     from seqwatch.pipelines.batch import _canonical_path, _sha256_file
+    from seqwatch.pipelines.object_store import path_exists, read_json_or_none
 
     read: dict = {}
     for folder in output_dirs:
-        try:
-            manifest = json.loads((Path(folder) / "manifest.json").read_text())
-        except (OSError, ValueError):
+        manifest = read_json_or_none(FileSystems.join(str(folder), "manifest.json"))
+        if not isinstance(manifest, dict):
             return None
         digests = manifest.get("input_digests") or {}
         for path in manifest.get("inputs") or []:
@@ -98,6 +111,6 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
     unscored = []
     for path in paths:
         seen = read.get(_canonical_path(path))
-        if seen is None or (None not in seen and os.path.isfile(path) and _sha256_file(path) not in seen):
+        if seen is None or (None not in seen and path_exists(path) and _sha256_file(path) not in seen):
             unscored.append(path)
     return unscored

@@ -78,6 +78,26 @@ def test_a_run_on_s3_writes_what_a_local_run_writes_and_its_counts_reconcile(s3_
             local.sort_values(keys).reset_index(drop=True)), sink
 
 
+def test_a_fine_tuning_leaves_out_the_alerts_of_a_run_on_s3_as_of_the_same_run_here(s3_store, runs, inputs):
+    """``seqwatch train --warm-start ... --exclude-alerts s3://...``: the run's alerts and the files it read are
+    found on S3 as in a local folder (the folder had been "not the output folder of a seqwatch run")."""
+    from seqwatch.pipelines.retraining import alert_spans, unscored_inputs
+
+    _, local_out = runs
+    FileSystems.set_options(PipelineOptions(s3_store.beam_flags))
+    remote = alert_spans(s3_store.url("out")).sort_values(["entity_id", "start_us"]).reset_index(drop=True)
+    local = alert_spans(str(local_out)).sort_values(["entity_id", "start_us"]).reset_index(drop=True)
+    assert len(remote) > 0 and remote.equals(local)
+    read = [s3_store.url(f"plant/day1/{name}") for name in ("pump-01.csv", "pump-02.csv")]
+    assert unscored_inputs(read, [s3_store.url("out")]) == []  # the files the run read, as they are
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="plant/later/pump-01.csv",
+                               Body=(inputs / "pump-01.csv").read_bytes())
+    assert unscored_inputs([s3_store.url("plant/later/pump-01.csv")], [s3_store.url("out")]) == [
+        s3_store.url("plant/later/pump-01.csv")]  # a file the run did not read
+    with pytest.raises(FileNotFoundError, match="is not the output folder of a seqwatch run"):
+        alert_spans(s3_store.url("plant"))
+
+
 def test_a_run_on_s3_leaves_its_sinks_only_each_file_of_its_sink_schema(s3_store, runs):
     keys = s3_store.keys("out")
     assert {key.split("/")[0] for key in keys} == {*SINKS, "manifest.json"}, keys  # no staging, probe or lock left
