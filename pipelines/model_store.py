@@ -90,7 +90,7 @@ def local_model_dir(directory: str) -> str:
     version = pinned_model_dir(directory)
     objects = _objects(version)
     missing = [name for name in (MODEL_FILE, METADATA_FILE) if name not in objects]
-    if missing and len(missing) == 2 and not _remote_versions(directory):
+    if len(missing) == 2:  # neither an artifact nor a root of versions (a version holds both)
         raise ArtifactError(f"model directory {directory} does not exist or holds no model (no {MODEL_FILE} and "
                             f"{METADATA_FILE} in it or in a version folder of it)")
     if missing:

@@ -156,34 +156,63 @@ def _s3_lease(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
     bucket, key = _lock_object(output)
     body = json.dumps({"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                        "since": time.time()}).encode()
+    conditional = True  # whether the store takes conditional writes (else nothing is locked there)
     try:
         etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in _NO_CONDITIONS:
-            yield False
-            return
-        if code not in _CONDITION_FAILED:  # a bucket that is not there, a key without the right to write
+            conditional = False
+        elif code not in _CONDITION_FAILED:  # a bucket that is not there, a key without the right to write
             from seqwatch.pipelines.object_store import store_sentence
 
             raise LockRefused(f"could not take the lock on {output}: {store_sentence(exc, f's3://{bucket}/{key}')}") \
                 from None
-        etag = _take_over_if_stale(client, bucket, key, body, (output, job, flag))
+        else:
+            etag = _take_over_if_stale(client, bucket, key, body, (output, job, flag))
+    else:
+        try:  # a store that takes If-None-Match but not If-Match could not renew the lease: not locked there
+            etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=etag)["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in _NO_CONDITIONS:
+                raise
+            client.delete_object(Bucket=bucket, Key=key)
+            conditional = False
+    if not conditional:
+        yield False
+        return
     lease = _Renewal(client, bucket, key, body, etag, output)
     lease.start()
     try:
         yield True
     finally:
         lease.stop()
-        try:  # only its own: a job that took it over keeps it
-            client.delete_object(Bucket=bucket, Key=key, IfMatch=lease.etag)
-        except ClientError:
-            pass
+        _let_go(client, bucket, key, lease.etag)
+
+
+def _let_go(client, bucket: str, key: str, etag: str) -> None:
+    """Delete the lock object where it is still this job's (a job that took it over keeps it). A store that takes
+    no conditional delete has it deleted where its ETag is still this job's when asked; one out of reach leaves it
+    to lapse: the job's own end is not failed for it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in _NO_CONDITIONS:
+            try:
+                if client.head_object(Bucket=bucket, Key=key)["ETag"] == etag:
+                    client.delete_object(Bucket=bucket, Key=key)
+            except (ClientError, BotoCoreError):
+                pass
+    except BotoCoreError:
+        pass
 
 
 def _take_over_if_stale(client, bucket: str, key: str, body: bytes, said: tuple) -> str:
     """The new ETag of the lock object, taken over where its holder has not written it for ``LEASE_S`` seconds;
     raises ``OutputBusy`` where it is live, or another job took it over first."""
+    import datetime
     from email.utils import parsedate_to_datetime
 
     from botocore.exceptions import ClientError
@@ -193,7 +222,8 @@ def _take_over_if_stale(client, bucket: str, key: str, body: bytes, said: tuple)
     except ClientError:  # deleted meanwhile: its holder has just ended
         raise _busy("job", *said) from None
     text = found["Body"].read()
-    now = parsedate_to_datetime(found["ResponseMetadata"]["HTTPHeaders"]["date"])  # the store's clock
+    stamp = found["ResponseMetadata"].get("HTTPHeaders", {}).get("date")  # the store's clock, where it says it
+    now = parsedate_to_datetime(stamp) if stamp else datetime.datetime.now(datetime.timezone.utc)
     age = (now - found["LastModified"]).total_seconds()
     if age < LEASE_S:
         busy = _busy(_holder_of(text), *said)
