@@ -144,7 +144,7 @@ class _BundleEchoes(logging.Filter):
     """The terminal's filter of the echoes of a failed bundle (``echoes_a_failed_bundle``), which keeps the first
     report among them (``first_report``) for the job's end to fall back on (``JobFailure.with_bundle_report``): the
     step's. Later ones can be the SDK worker's own, as the runner tears the job down (``KeyError: 'inst017'`` of
-    its bundle processors, one stream in 80 by hand)."""
+    its bundle processors, once in 120 streams by hand)."""
 
     def __init__(self):
         super().__init__()
