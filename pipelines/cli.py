@@ -328,7 +328,8 @@ SHAPE_DEFAULTS = {"cell": "lstm", "bidirectional": False, "layers": 1, "units": 
 TRAINING_DEFAULTS = {"epochs": 30, "batch_size": 128, "seed": 7, "threshold": "pot", "coverage": 0.9}
 CALIBRATION_HELP = ("judge each entity's windows by its own earlier scores (online tail calibration seeded "
                     "with the model's), not by the model's one threshold")
-MODEL_DIR_HELP = "a model artifact, or a directory of them (one sub-directory per version; the newest is used)"
+MODEL_DIR_HELP = ("a model artifact, or a directory of them (one sub-directory per version; the newest is used); "
+                  "local or on S3 (s3://bucket/prefix)")
 SUITE_HELP = "great-expectations suite: sensor, energy, health or a file"
 COOLDOWN_HELP = ("an anomalous window after a quiet spell of at most this many seconds since an incident's end (it "
                  "starts within this long after the step that follows the end) continues that incident, so a "
@@ -1350,7 +1351,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="fit a model artifact on normal data")
     _add_input_args(train)
-    train.add_argument("--model-dir", required=True, help="where to write the model artifact")
+    train.add_argument("--model-dir", required=True,
+                       help="where to write the model artifact (a folder, local or on S3: s3://bucket/prefix)")
     train.add_argument("--model-id", help="name stored in the artifact and the alerts (default: seqwatch; a "
                                            "fine-tuned version keeps its model's)")
     train.add_argument("--channel", action="append", help="channels to model (default: all in the data)")
