@@ -400,10 +400,8 @@ def _check_coverage_needs_forecasts(args, horizon: int) -> None:
 
 
 def _check_model_dir(path: str) -> None:
-    """Refuse, before any training, a ``--model-dir`` the artifact cannot go to: a file (or a file above it), a
-    folder without write permission, a model root, whose versions the new artifact would hide, or a folder inside
-    an artifact, where no run would ever find it (a run of that artifact scores with the artifact itself)."""
-    from seqwatch.models.artifact import METADATA_FILE, MODEL_FILE, model_versions
+    """Refuse, before any training, a local ``--model-dir`` the artifact cannot go to: a file (or a file above it), a
+    folder without write permission, or a place ``_check_model_place`` refuses."""
     from seqwatch.pipelines.sinks import file_in_the_way
 
     in_the_way = file_in_the_way(path)
@@ -413,18 +411,40 @@ def _check_model_dir(path: str) -> None:
     existing = next(p for p in (target, *target.parents, Path(".")) if p.exists())
     if not os.access(existing, os.W_OK):
         raise CliError(f"cannot write the model to --model-dir {path}: no permission to write in {existing}")
-    artifact = next((p for p in target.parents if (p / METADATA_FILE).exists() or (p / MODEL_FILE).exists()), None)
+    _check_model_place(path)
+
+
+def _check_model_place(path: str) -> None:
+    """Refuse a ``--model-dir`` (local or on an object store) that is a model root, whose versions the new artifact
+    would hide, or a folder inside an artifact, where no run would ever find it (a run of that artifact scores with
+    the artifact itself). A store's error is raised as ``ArtifactError``."""
+    from seqwatch.pipelines.model_store import model_versions_of
+    from seqwatch.pipelines.object_store import is_remote, path_exists
+
+    if is_remote(path):
+        target = path.rstrip("/")
+        scheme, _, rest = target.partition("://")
+        parts = rest.split("/")
+        parents = [f"{scheme}://{'/'.join(parts[:depth])}" for depth in range(len(parts) - 1, 1, -1)]  # below the
+        # bucket
+
+        def join(folder: str, name: str) -> str:
+            return f"{folder}/{name}"
+    else:
+        target, parents, join = str(Path(path)), [str(p) for p in Path(path).parents], os.path.join
+    artifact = next((p for p in parents if model_versions_of(p) == [p]), None)
     if artifact is not None:
         raise CliError(f"--model-dir {path} lies inside the model artifact {artifact}: a run of --model-dir "
                        f"{artifact} scores with that artifact and never sees a version inside it; keep versions "
-                       f"side by side in a model root (move {artifact} to {artifact / 'v1'}, then train into "
-                       f"{artifact / Path(path).name})")
-    if existing == target and not (target / METADATA_FILE).exists() and not (target / MODEL_FILE).exists():
-        versions = model_versions(target)
-        if versions:  # a name not in use (it had always said v2, which following replaced: bug hunt of variants)
-            free = next(f"v{n}" for n in range(len(versions) + 1, 10_000) if not (target / f"v{n}").exists())
-            raise CliError(f"--model-dir {path} is a model root (versions {', '.join(v.name for v in versions)}); "
-                           f"give a new version folder inside it, such as {target / free}")
+                       f"side by side in a model root (move {artifact} to {join(artifact, 'v1')}, then train into "
+                       f"{join(artifact, target.rsplit('/', 1)[-1])})")
+    versions = model_versions_of(target)
+    if versions and versions != [target]:  # a root; the name offered is not in use (it had always said v2, which
+        # following replaced: bug hunt of variants)
+        free = next(f"v{n}" for n in range(len(versions) + 1, 10_000) if not path_exists(join(target, f"v{n}")))
+        raise CliError(f"--model-dir {path} is a model root (versions "
+                       f"{', '.join(v.rsplit('/', 1)[-1] for v in versions)}); give a new version folder inside it, "
+                       f"such as {join(target, free)}")
 
 
 def cmd_train(args) -> int:
@@ -471,25 +491,11 @@ def _train_into_store(args) -> int:
     import tempfile
 
     from seqwatch.models.artifact import ArtifactError
-    from seqwatch.pipelines.model_store import model_versions_of
     from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 
     target = args.model_dir.rstrip("/")
     try:
-        versions = model_versions_of(target)
-        if versions and versions != [target]:
-            free = next(f"v{n}" for n in range(len(versions) + 1, 10_000) if f"{target}/v{n}" not in versions)
-            raise CliError(f"--model-dir {args.model_dir} is a model root (versions "
-                           f"{', '.join(v.rsplit('/', 1)[1] for v in versions)}); give a new version folder inside "
-                           f"it, such as {target}/{free}")
-        scheme, _, rest = target.partition("://")
-        parts = rest.split("/")
-        for depth in range(len(parts) - 1, 1, -1):  # the folders above it, below the bucket
-            above = f"{scheme}://{'/'.join(parts[:depth])}"
-            if model_versions_of(above) == [above]:
-                raise CliError(f"--model-dir {args.model_dir} lies inside the model artifact {above}: a run of "
-                               f"--model-dir {above} scores with that artifact and never sees a version inside it; "
-                               f"keep versions side by side in a model root")
+        _check_model_place(target)
     except ArtifactError as exc:
         raise CliError(str(exc)) from None
     try:
@@ -1817,14 +1823,14 @@ def _check_keras_backend() -> None:
                        f"{KERAS_BACKENDS[name]}); seqwatch installs jax: unset KERAS_BACKEND or set it to jax")
 
 
-def _said_job_failure(args, exc: BaseException, failure) -> int:
-    """Say a job its runner failed (``job_failure.JobFailure``, of ``exc``) in one sentence, with the failed step's
+def _said_job_failure(args, failure) -> int:
+    """Say a job its runner failed (``job_failure.JobFailure``) in one sentence, with the failed step's
     own traceback after it where there is one; the exit code: 2 for a stream's outputs the file system refused (as
     a batch run says it, ``batch.RunError``), else 1."""
     from seqwatch.pipelines.batch import write_failure
 
     # a full disk, a read-only file system (in the runner's report, or the failed bundle's: with_bundle_report)
-    refused = (write_failure(exc) or write_failure(RuntimeError(failure.report))) if args.command == "stream" else None
+    refused = write_failure(RuntimeError(failure.report)) if args.command == "stream" else None
     if refused is not None:
         print(f"seqwatch stream: could not write the outputs under {args.output} ({refused}); what was written "
               f"before stays there", file=sys.stderr, flush=True)
@@ -1944,11 +1950,10 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             from seqwatch.pipelines.job_failure import BUNDLE_ECHOES, job_failure
 
             failure = job_failure(exc)
-            if failure is not None:  # the step's report, where Prism's stuck-job check took its place
-                failure = failure.with_bundle_report(BUNDLE_ECHOES.first_report)
             if failure is not None:  # a portable runner's (Prism, Flink): its report, and the worker's and the
-                # runner's logs of it, had printed the traceback 5 times
-                return _said_job_failure(args, exc, failure)
+                # runner's logs of it, had printed the traceback 5 times; the failed step's report where Prism's
+                # stuck-job check took its place
+                return _said_job_failure(args, failure.with_bundle_report(BUNDLE_ECHOES.first_report))
             raise
         from seqwatch.pipelines.interrupts import InterruptedAfterCommit
 

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from seqwatch.models.artifact import (METADATA_FILE, MODEL_FILE, ArtifactError, check_model_file, model_versions,
                                       read_metadata, resolve_model_dir)
-from seqwatch.pipelines.object_store import is_remote, store_error, store_sentence
+from seqwatch.pipelines.object_store import is_remote, objects_listed_under, store_error, store_sentence
 
 __all__ = ["model_versions_of", "pinned_model_dir", "local_model_dir", "publish_model", "read_model_text",
            "CACHE_FOLDER"]
@@ -37,15 +37,13 @@ _COPY_LOCK = threading.Lock()
 def _objects(prefix: str) -> dict:
     """The objects under ``prefix`` (a folder of an object store) by their names below it, with their metadata
     (size, time); a store's error is said in one sentence (``ArtifactError``)."""
-    base = prefix.rstrip("/") + "/"
     try:
-        matched = FileSystems.match([base + "**"])
-    except Exception as exc:  # noqa: BLE001 - a store's "no match" is an error on some file systems
+        return objects_listed_under(prefix)
+    except Exception as exc:  # the store's own, which _matching raises
         if store_error(exc) is not None:
             raise ArtifactError(f"could not read the model directory {prefix}: {store_sentence(exc, prefix)}") \
                 from None
-        return {}
-    return {m.path[len(base):]: m for r in matched for m in r.metadata_list if m.path.startswith(base)}
+        raise
 
 
 def _remote_versions(root: str) -> list[str]:

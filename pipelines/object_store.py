@@ -22,20 +22,32 @@ def is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _objects_matching(pattern: str) -> list[str]:
-    """The objects of an object store that match the glob ``pattern``. An error of the store itself is raised (a
-    bucket out of reach is not a folder that holds nothing); a file system's error for "no match" is none."""
+def _matching(pattern: str) -> list:
+    """Beam's ``FileMetadata`` (path, size, time) of the objects of an object store that match the glob
+    ``pattern``. An error of the store itself is raised (a bucket out of reach is not a folder that holds nothing);
+    a file system's error for "no match" is none."""
     try:
-        return [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+        return [m for r in FileSystems.match([pattern]) for m in r.metadata_list]
     except Exception as exc:  # noqa: BLE001 - a store's "no match" is an error on some file systems
         if store_error(exc) is not None:
             raise
         return []
 
 
+def _objects_matching(pattern: str) -> list[str]:
+    """The paths of the objects that match ``pattern`` (``_matching``)."""
+    return [m.path for m in _matching(pattern)]
+
+
 def objects_under(prefix: str) -> list[str]:
     """The objects under ``prefix`` (a "folder" of an object store)."""
     return _objects_matching(prefix.rstrip("/") + "/**")
+
+
+def objects_listed_under(prefix: str) -> dict:
+    """The objects under ``prefix`` by their names below it, each with Beam's ``FileMetadata`` (size, time)."""
+    base = prefix.rstrip("/") + "/"
+    return {m.path[len(base):]: m for m in _matching(base + "**") if m.path.startswith(base)}
 
 
 def folders_matching(output: str, pattern: str) -> list[str]:

@@ -96,15 +96,25 @@ def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> I
     if key in _HELD:  # a replay holds its output's lock around the batch run it starts
         yield True
         return
-    if output.startswith("s3://"):
-        with _s3_lease(output, job, run_id, flag) as locked:
-            if locked:
-                _HELD.add(key)
-            try:
-                yield locked
-            finally:
-                _HELD.discard(key)
-        return
+    hold = _s3_lease if output.startswith("s3://") else _file_lock
+    with hold(output, job, run_id, flag) as locked:
+        if locked:
+            _HELD.add(key)
+        try:
+            yield locked
+        finally:
+            _HELD.discard(key)
+
+
+def _holder_record(job: str, run_id: str) -> bytes:
+    """What a lock names of its job, for the refusal of another (``_holder_of``)."""
+    return json.dumps({"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.time()}).encode()
+
+
+@contextmanager
+def _file_lock(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
+    """Hold ``flock`` on a local output's lock file for the ``with`` block; yield False where none can be held."""
     fd = None
     if fcntl is not None and "://" not in output:
         try:  # prepare_output_folder has made the folder and proved it writable
@@ -117,15 +127,11 @@ def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> I
     try:
         locked = _lock(fd, output, job, flag)
         if locked:
-            held = {"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                    "since": time.time()}
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(held).encode(), 0)
-            _HELD.add(key)
+            os.pwrite(fd, _holder_record(job, run_id), 0)
         try:
             yield locked
         finally:
-            _HELD.discard(key)
             if locked:  # the next job writes its own; a stale name would mislead a person reading the file
                 os.ftruncate(fd, 0)
     finally:
@@ -154,8 +160,7 @@ def _s3_lease(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
 
     client = s3_client()
     bucket, key = _lock_object(output)
-    body = json.dumps({"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                       "since": time.time()}).encode()
+    body = _holder_record(job, run_id)
     conditional = True  # whether the store takes conditional writes (else nothing is locked there)
     try:
         etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]

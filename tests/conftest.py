@@ -64,6 +64,31 @@ def wide_csv():
     return _wide_csv
 
 
+def _model_windows(model_dir, n: int = 12):
+    """``n`` windows of one synthetic pump's readings, cut for the model in ``model_dir`` (a ``WindowBatch``)."""
+    import numpy as np
+
+    from seqwatch.models.artifact import read_metadata
+    from seqwatch.models.synthetic import generate_sensor_data
+    from seqwatch.schemas.elements import WindowBatch
+
+    meta = read_metadata(model_dir)
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=3)
+    wide = readings.pivot_table(index="timestamp", columns="channel", values="value")[list(meta["channels"])]
+    length = meta["config"]["window"]["length"]
+    values = np.lib.stride_tricks.sliding_window_view(wide.to_numpy(np.float32), length, axis=0)
+    values = np.ascontiguousarray(values.transpose(0, 2, 1)[:n])
+    ends = np.arange(n, dtype=np.int64) * meta["step_us"]
+    return WindowBatch("pump-0", 0, tuple(meta["channels"]), meta["step_us"], ends, values,
+                       np.ones(values.shape, bool), n)
+
+
+@pytest.fixture(scope="session")
+def model_windows():
+    """``model_windows(model_dir, n=12)``: windows to score with the model in ``model_dir`` (``_model_windows``)."""
+    return _model_windows
+
+
 @pytest.fixture(scope="session")
 def small_model_dir(tmp_path_factory) -> Path:
     """A real, small LSTM artifact (window 16, stride 4, forecast horizon 4) on the synthetic pump channels."""

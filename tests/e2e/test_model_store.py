@@ -21,7 +21,6 @@ from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.inference import Seq2SeqModelHandler
 from seqwatch.pipelines.model_store import (CACHE_FOLDER, local_model_dir, model_versions_of, pinned_model_dir,
                                             publish_model)
-from seqwatch.schemas.elements import WindowBatch
 
 
 @pytest.fixture
@@ -114,24 +113,12 @@ def test_a_stream_plans_with_the_newest_version_on_s3_by_its_url(store, small_mo
     assert (remote.run_id, remote.channels, remote.pane_steps) == (local.run_id, local.channels, local.pane_steps)
 
 
-def _windows(model_dir, n=12) -> WindowBatch:
-    meta = read_metadata(model_dir)
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=3)
-    wide = readings.pivot_table(index="timestamp", columns="channel", values="value")[list(meta["channels"])]
-    length = meta["config"]["window"]["length"]
-    values = np.lib.stride_tricks.sliding_window_view(wide.to_numpy(np.float32), length, axis=0)
-    values = np.ascontiguousarray(values.transpose(0, 2, 1)[:n])
-    ends = np.arange(n, dtype=np.int64) * meta["step_us"]
-    return WindowBatch("pump-0", 0, tuple(meta["channels"]), meta["step_us"], ends, values,
-                       np.ones(values.shape, bool), n)
-
-
 def test_a_watched_model_root_on_s3_switches_to_a_version_put_there_while_it_scores(store, small_model_dir,
-                                                                                    tmp_path):
+                                                                                    model_windows, tmp_path):
     root = store.put_folder(small_model_dir, "models/w/v1").rsplit("/", 1)[0]
     handler = Seq2SeqModelHandler(pinned_model_dir(root), watch_interval_s=1e-6, watch_dir=root)
     model = handler.load_model()
-    windows = _windows(small_model_dir)
+    windows = model_windows(small_model_dir)
     first = list(handler.run_inference([windows], model))
     assert first[0].model_version == model.model_version
     folder, v2 = _version(small_model_dir, tmp_path / "v2", 0.5)
@@ -198,7 +185,8 @@ def test_training_puts_a_version_on_s3_and_fine_tunes_from_it(store, tmp_path):
                    f"as {root}/v3"),
             (f"{root}/v1/more", f"--model-dir {root}/v1/more lies inside the model artifact {root}/v1: a run of "
                                 f"--model-dir {root}/v1 scores with that artifact and never sees a version inside it; "
-                                f"keep versions side by side in a model root")):
+                                f"keep versions side by side in a model root (move {root}/v1 to {root}/v1/v1, then "
+                                f"train into {root}/v1/more)")):
         refused = _seqwatch(store, "train", "--input", str(tmp_path / "train.csv"), "--format", "wide",
                             "--model-dir", model_dir, "--epochs", "1")
         assert refused.returncode == 2 and refused.stderr.strip() == f"seqwatch train: {said}", refused.stderr

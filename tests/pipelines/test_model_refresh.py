@@ -10,7 +10,6 @@ import pytest
 
 from seqwatch.models.artifact import (ArtifactError, load_artifact, model_versions, read_metadata,
                                       resolve_model_dir, save_artifact)
-from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.inference import Seq2SeqModelHandler
 from seqwatch.schemas.elements import WindowBatch
 
@@ -36,16 +35,9 @@ def _new_version(root, name, change, later_s=10):
     return detector
 
 
-def _windows(model_dir, n=12) -> WindowBatch:
-    meta = read_metadata(model_dir)
-    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, step_seconds=10, seed=3)
-    wide = readings.pivot_table(index="timestamp", columns="channel", values="value")[list(meta["channels"])]
-    length = meta["config"]["window"]["length"]
-    values = np.lib.stride_tricks.sliding_window_view(wide.to_numpy(np.float32), length, axis=0)
-    values = np.ascontiguousarray(values.transpose(0, 2, 1)[:n])
-    ends = np.arange(n, dtype=np.int64) * meta["step_us"]
-    return WindowBatch("pump-0", 0, tuple(meta["channels"]), meta["step_us"], ends, values,
-                       np.ones(values.shape, bool), n)
+@pytest.fixture
+def windows(model_root, model_windows) -> WindowBatch:
+    return model_windows(model_root / "v1")
 
 
 def test_a_model_root_stands_for_its_newest_complete_artifact(model_root, tmp_path):
@@ -67,10 +59,9 @@ def test_a_model_root_stands_for_its_newest_complete_artifact(model_root, tmp_pa
         read_metadata(tmp_path / "missing")
 
 
-def test_the_handler_switches_to_a_new_version_and_every_window_says_which_scored_it(model_root):
+def test_the_handler_switches_to_a_new_version_and_every_window_says_which_scored_it(model_root, windows):
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()
-    windows = _windows(model_root / "v1")
     first = list(handler.run_inference([windows], model))
     assert [s.model_version for s in first] == [model.model_version]
 
@@ -86,10 +77,9 @@ def test_the_handler_switches_to_a_new_version_and_every_window_says_which_score
     assert third[0].model_version == model.model_version
 
 
-def test_a_version_that_does_not_fit_the_running_pipeline_is_refused(model_root, caplog):
+def test_a_version_that_does_not_fit_the_running_pipeline_is_refused(model_root, windows, caplog):
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()
-    windows = _windows(model_root / "v1")
     _new_version(model_root, "v2", lambda d: setattr(d, "channels", tuple(reversed(d.channels))))
     with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
         scored = list(handler.run_inference([windows], model))
@@ -99,13 +89,12 @@ def test_a_version_that_does_not_fit_the_running_pipeline_is_refused(model_root,
     assert len(refusals) == 1  # said once, not on every batch
 
 
-def test_a_version_on_another_grid_phase_is_refused_one_a_unit_apart_is_taken(model_root, caplog):
+def test_a_version_on_another_grid_phase_is_refused_one_a_unit_apart_is_taken(model_root, windows, caplog):
     """The pipeline cuts windows on the running model's grid phase (grid_offset_us): a version whose phase is half
     a step away would score other readings than it learnt; one a hundredth of a step away (a model trained anew on
     the same devices, their phase rounded a unit apart) scores the same windows (found by the review)."""
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()
-    windows = _windows(model_root / "v1")
     _new_version(model_root, "v2", lambda d: setattr(d, "grid_offset_us", d.step_us // 2))
     with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
         assert list(handler.run_inference([windows], model))[0].model_version == model.model_version
@@ -114,10 +103,9 @@ def test_a_version_on_another_grid_phase_is_refused_one_a_unit_apart_is_taken(mo
     assert list(handler.run_inference([windows], model))[0].model_version == near.model_version
 
 
-def test_a_damaged_new_version_is_skipped_until_it_loads(model_root, caplog):
+def test_a_damaged_new_version_is_skipped_until_it_loads(model_root, windows, caplog):
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()
-    windows = _windows(model_root / "v1")
     new = _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 2))
     good = (model_root / "v2" / "model.keras").read_bytes()
     (model_root / "v2" / "model.keras").write_bytes(good[: len(good) // 2])
@@ -128,8 +116,7 @@ def test_a_damaged_new_version_is_skipped_until_it_loads(model_root, caplog):
     assert list(handler.run_inference([windows], model))[0].model_version == new.model_version
 
 
-def test_without_watching_or_between_looks_the_model_stays(model_root):
-    windows = _windows(model_root / "v1")
+def test_without_watching_or_between_looks_the_model_stays(model_root, windows):
     still = Seq2SeqModelHandler(str(model_root))
     slow = Seq2SeqModelHandler(str(model_root), watch_interval_s=3600)
     model = still.load_model()
@@ -173,13 +160,12 @@ def test_runs_pin_the_version_they_planned_for_and_watch_the_directory_given(mod
         assert plan.model_version == read_metadata(model_root / "v2")["model_version"]
 
 
-def test_a_version_of_another_model_id_is_refused_and_the_refusal_says_what_differs(model_root, caplog):
+def test_a_version_of_another_model_id_is_refused_and_the_refusal_says_what_differs(model_root, windows, caplog):
     """Found by the bug hunt of model variants: a version of another model id was taken mid-stream, and an
     incident's notice and its alert came out with two ids; and a refusal printed the running model's geometry as
     a tuple instead of what differed."""
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()
-    windows = _windows(model_root / "v1")
     _new_version(model_root, "v2", lambda d: setattr(d, "model_id", "another"))
     with caplog.at_level(logging.WARNING, logger="seqwatch.pipelines.inference"):
         scored = list(handler.run_inference([windows], model))
@@ -195,7 +181,7 @@ def test_a_version_of_another_model_id_is_refused_and_the_refusal_says_what_diff
     assert f"its channels are {list(reversed(model.channels))}, the running model's {list(model.channels)}" in refusal
 
 
-def test_a_newest_version_whose_metadata_stays_unreadable_is_said_once(model_root, caplog, monkeypatch):
+def test_a_newest_version_whose_metadata_stays_unreadable_is_said_once(model_root, windows, caplog, monkeypatch):
     """Bug hunt of streams: a version folder whose metadata.json was cut short (a copy by hand) was skipped at
     every look without a word, for ever; it is now said once, after a grace period for a copy under way."""
     from seqwatch.pipelines import inference
@@ -203,7 +189,6 @@ def test_a_newest_version_whose_metadata_stays_unreadable_is_said_once(model_roo
     monkeypatch.setattr(inference, "UNREADABLE_GRACE_S", 3600.0)  # within the grace period, however slow
     handler = Seq2SeqModelHandler(str(model_root), watch_interval_s=1e-6)
     model = handler.load_model()
-    windows = _windows(model_root / "v1")
     new = _new_version(model_root, "v2", lambda d: setattr(d, "threshold", d.threshold * 2))
     whole = (model_root / "v2" / "metadata.json").read_text()
     (model_root / "v2" / "metadata.json").write_text(whole[:300])
