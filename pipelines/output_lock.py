@@ -13,7 +13,9 @@ conditional write, ``If-None-Match: *``) and held as a lease: its holder writes 
 (``If-Match`` its own version, so a holder that lost it finds out), and deletes it at the end. A lock not written
 again for ``LEASE_S`` seconds, by the store's own clock, is a killed job's: the next job takes it over, again by a
 conditional write, so that of two jobs that find it stale one gets it. A job that finds a live lock is refused, as
-on a local folder.
+on a local folder, except where the lock names a process of the same machine (Linux: its boot, PID namespace, PID
+and start time) that has ended: a killed run's rerun by cron or Airflow on the same machine takes its lock over at
+once, as the kernel's release of ``flock`` lets it do on a local folder, instead of waiting out the lease.
 
 Not locked: outputs on other remote file systems (``gs://``: not done), stores that refuse conditional writes
 (some S3-compatible ones), local folders whose file system refuses locks (some FUSE mounts), and platforms
@@ -107,9 +109,53 @@ def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> I
 
 
 def _holder_record(job: str, run_id: str) -> bytes:
-    """What a lock names of its job, for the refusal of another (``_holder_of``)."""
-    return json.dumps({"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
-                       "since": time.time()}).encode()
+    """What a lock names of its job, for the refusal of another (``_holder_of``), and, on Linux, which process
+    holds it, so that a job on the same machine can tell a killed holder (``_holder_has_ended``)."""
+    record = {"job": job, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    process = _process_identity(os.getpid())
+    if process is not None:
+        record["process"] = process
+    return json.dumps(record).encode()
+
+
+def _machine() -> dict | None:
+    """This boot of this machine, and this process's PID namespace (a container has its own), on Linux; else None.
+    Two processes with the same ``_machine()`` and PID are one process where their start times agree too."""
+    try:
+        return {"boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                "pid_ns": os.readlink("/proc/self/ns/pid")}
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None where no live process has that PID; a zombie
+    (killed, not yet reaped by its parent) has ended."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after the command's name, which may hold spaces
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _process_identity(pid: int) -> dict | None:
+    machine, started = _machine(), _start_time(pid)
+    return None if machine is None or started is None else {**machine, "started": started}
+
+
+def _holder_has_ended(text: bytes) -> bool:
+    """Whether a lock's text names a process of this machine's boot and PID namespace that is no longer running
+    (its PID gone, or taken by a later process). False where that cannot be told: another machine or container,
+    a record without the process, a platform without ``/proc``."""
+    try:
+        held = json.loads(text.decode("utf-8", "replace"))
+        process, pid = held["process"], int(held["pid"])
+        if {"boot": process["boot"], "pid_ns": process["pid_ns"]} != _machine():
+            return False
+        return _start_time(pid) != process["started"]
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 @contextmanager
@@ -215,8 +261,9 @@ def _let_go(client, bucket: str, key: str, etag: str) -> None:
 
 
 def _take_over_if_stale(client, bucket: str, key: str, body: bytes, said: tuple) -> str:
-    """The new ETag of the lock object, taken over where its holder has not written it for ``LEASE_S`` seconds;
-    raises ``OutputBusy`` where it is live, or another job took it over first."""
+    """The new ETag of the lock object, taken over where its holder has not written it for ``LEASE_S`` seconds or
+    is a process of this machine that has ended; raises ``OutputBusy`` where it is live, or another job took it
+    over first."""
     import datetime
     from email.utils import parsedate_to_datetime
 
@@ -230,7 +277,7 @@ def _take_over_if_stale(client, bucket: str, key: str, body: bytes, said: tuple)
     stamp = found["ResponseMetadata"].get("HTTPHeaders", {}).get("date")  # the store's clock, where it says it
     now = parsedate_to_datetime(stamp) if stamp else datetime.datetime.now(datetime.timezone.utc)
     age = (now - found["LastModified"]).total_seconds()
-    if age < LEASE_S:
+    if age < LEASE_S and not _holder_has_ended(text):
         busy = _busy(_holder_of(text), *said)
         raise OutputBusy(f"{busy} (its lock there was written {max(age, 0):.0f} s ago; a killed job's lapses "
                          f"{LEASE_S:.0f} s after that, and the next job takes it over)")

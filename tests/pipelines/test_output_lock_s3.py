@@ -97,3 +97,51 @@ def test_a_holder_that_lost_its_lock_leaves_the_new_holders_lock_alone(store, mo
     release.set()
     thread.join(30)
     assert store.keys("locks/lost") == []
+
+
+_HOLDER = """
+import sys, time
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from seqwatch.pipelines.output_lock import output_lock
+FileSystems.set_options(PipelineOptions(sys.argv[2:]))
+with output_lock(sys.argv[1], "run", "run-killed"):
+    print("held", flush=True)
+    time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/ns/pid"), reason="a process is told by /proc (Linux)")
+def test_a_killed_holder_on_the_same_machine_is_taken_over_at_once_a_live_one_or_another_machines_is_not(store):
+    """A run killed (SIGKILL) and run again on the same machine, as cron or Airflow reruns it, had waited out the
+    lease (two minutes): its lock names a process of this boot and PID namespace that has ended, so the next job
+    takes it over at once. A live holder, or one of another machine, still holds it."""
+    import signal
+    import subprocess
+    import sys
+
+    url, key = store.url("locks/rerun"), f"locks/rerun/{LOCK_FILE}"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, url, *store.beam_flags], env=store.env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        record = json.loads(store.read(key))
+        assert record["pid"] == holder.pid and set(record["process"]) == {"boot", "pid_ns", "started"}
+        assert _in_another_thread(url).startswith(f"another seqwatch run run-killed (process {holder.pid} on ")
+        holder.send_signal(signal.SIGKILL)  # not reaped yet: a zombie has ended too
+        time.sleep(0.5)
+        assert holder.poll() is None or holder.returncode == -signal.SIGKILL
+        assert _in_another_thread(url, run_id="run-next") == "held"  # taken over at once, then let go
+        assert store.keys("locks/rerun") == []
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait(10)
+    # a lock that names an ended PID of another boot (another machine) cannot be told from a live one: the lease
+    elsewhere = {**record, "process": {**record["process"], "boot": "another-boot"}}
+    store.client.put_object(Bucket=store.BUCKET, Key=key, Body=json.dumps(elsewhere).encode())
+    assert _in_another_thread(url).startswith(f"another seqwatch run run-killed (process {holder.pid} on ")
+    # nor one whose PID was taken by a later process: its start time is not the holder's
+    reused = {**record, "pid": os.getpid()}
+    assert lock_module._holder_has_ended(json.dumps(reused).encode())
+    assert not lock_module._holder_has_ended(lock_module._holder_record("run", "run-here"))
