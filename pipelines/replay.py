@@ -15,6 +15,10 @@ original run's others, so that fixing the decimal mark of a wide file need not r
 Quarantine records from a stream (no source file) and records whose source file is gone cannot be replayed with
 their context; replay stops and names them. A replay keeps the fixed texts it ran with (``EDITS_FILE``), so that
 a replay of its own quarantine runs with them again besides its own.
+
+The quarantine, the source files and the replay's output may each be local or on an object store (``s3://``,
+through Beam's file systems). The patched copies of the sources are local files: beside the output in a local
+folder, in a temporary folder where the output is on a store.
 """
 from __future__ import annotations
 
@@ -68,29 +72,77 @@ class ReplayConfig:
     more_ignored: tuple = ()
 
 
-def find_quarantine(path: str) -> tuple[list[Path], Path | None]:
-    """The quarantine files under ``path`` and the original run's manifest (None when not found)."""
+def find_quarantine(path: str) -> tuple[list, str | None]:
+    """The quarantine files under ``path`` and the original run's manifest (None when not found): local paths,
+    or the URLs of an object store's objects."""
+    from seqwatch.pipelines.object_store import is_remote
+
+    if is_remote(path):
+        return _find_quarantine_on_store(path)
     root = Path(path)
     if root.is_file():
         manifest = root.parent.parent / "manifest.json"
-        return [root], manifest if manifest.is_file() else None
+        return [root], str(manifest) if manifest.is_file() else None
     if not root.is_dir():
         raise ReplayError(f"quarantine {path} is neither a folder nor a file")
     folder = root / "quarantine" if (root / "quarantine").is_dir() else root
     files = sorted(folder.rglob("*.parquet")) + sorted(folder.rglob("*.jsonl"))
     for manifest in (folder.parent / "manifest.json", folder / "manifest.json"):
         if manifest.is_file():
+            return files, str(manifest)
+    return files, None
+
+
+def _find_quarantine_on_store(url: str) -> tuple[list[str], str | None]:
+    """``find_quarantine`` of a URL: one object (a quarantine Parquet file or a JSON Lines file), or a prefix (a
+    run's output, or its ``quarantine/``)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.object_store import objects_under
+
+    url = url.rstrip("/")
+    if url.lower().endswith((".parquet", ".jsonl")) and FileSystems.exists(url):
+        folder = url.rsplit("/", 1)[0]
+        manifest = f"{folder.rsplit('/', 1)[0]}/manifest.json"
+        return [url], manifest if FileSystems.exists(manifest) else None
+    below = objects_under(url)
+    if not below:
+        raise ReplayError(f"quarantine {url} is neither a folder nor a file")
+    folder = f"{url}/quarantine" if any(o.startswith(f"{url}/quarantine/") for o in below) else url
+    files = [o for o in below if o.startswith(folder + "/")]
+    files = sorted(o for o in files if o.endswith(".parquet")) + sorted(o for o in files if o.endswith(".jsonl"))
+    for manifest in (f"{folder.rsplit('/', 1)[0]}/manifest.json", f"{folder}/manifest.json"):
+        if manifest in below or FileSystems.exists(manifest):
             return files, manifest
     return files, None
 
 
-def _read_json_lines(path: Path) -> pd.DataFrame:
+def _is_file(path: str) -> bool:
+    """Whether ``path`` is a local file, or an object of an object store."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.object_store import is_remote
+
+    return FileSystems.exists(path) if is_remote(path) else Path(path).is_file()
+
+
+def _opened(path: str):
+    """``path`` open for reading its bytes as stored (a compressed file is not decompressed), here or on a store."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _read_json_lines(path) -> pd.DataFrame:
     """A JSON Lines file of records, one object per non-blank line; a line that is not a JSON object is a
     ``ValueError`` naming the line (pandas named a character position in the whole file)."""
+    import io
+
     import pandas as pd
 
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with _opened(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -104,19 +156,21 @@ def _read_json_lines(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_records(files: list[Path]) -> pd.DataFrame:
-    """Quarantine records from Parquet and JSON Lines files, one row each, in the ``Quarantined`` fields."""
+def load_records(files: list) -> pd.DataFrame:
+    """Quarantine records from Parquet and JSON Lines files (local paths or URLs), one row each, in the
+    ``Quarantined`` fields."""
     import pandas as pd
     import pyarrow.parquet as pq
 
     frames = []
     # An edited JSON Lines export beside the run's Parquet files holds the same records: read last, it wins.
-    for path in sorted(files, key=lambda p: p.suffix == ".jsonl"):
+    for path in sorted(files, key=lambda p: str(p).endswith(".jsonl")):
         try:
-            if path.suffix == ".jsonl":
+            if str(path).endswith(".jsonl"):
                 frame = _read_json_lines(path)
             else:
-                frame = _records_frame(pq.read_table(path, read_dictionary=["raw"]))
+                with _opened(path) as f:
+                    frame = _records_frame(pq.read_table(f, read_dictionary=["raw"]))
         except ValueError as exc:
             raise ReplayError(f"quarantine file {path} cannot be read: {exc}") from None
         missing = [c for c in ("raw", "source", "line", "column", "records", "reason_code") if c not in frame]
@@ -142,7 +196,7 @@ def _records_frame(table) -> pd.DataFrame:
     return frame
 
 
-def _check_whole_numbers(frame: pd.DataFrame, path: Path) -> None:
+def _check_whole_numbers(frame: pd.DataFrame, path) -> None:
     """Refuse records whose ``line`` or ``records`` is not a whole number >= 0, in one sentence naming the file and
     the record, before the replay runs (an edited ``"records": null`` had failed after the run had replaced the
     outputs; ``"line": "twenty"`` had been a bare int() error)."""
@@ -160,13 +214,11 @@ def _check_whole_numbers(frame: pd.DataFrame, path: Path) -> None:
         frame[name] = numbers.astype("int64")
 
 
-def _original_manifest(manifest: Path | None) -> dict:
-    if manifest is None:
-        return {}
-    try:
-        return json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _original_manifest(manifest: str | None) -> dict:
+    from seqwatch.pipelines.object_store import read_json_or_none
+
+    found = None if manifest is None else read_json_or_none(str(manifest))
+    return found if isinstance(found, dict) else {}
 
 
 def check_sources_unchanged(sources, input_digests: dict, current: dict | None = None) -> None:
@@ -180,7 +232,7 @@ def check_sources_unchanged(sources, input_digests: dict, current: dict | None =
     current = current or {}
     for source in sorted(set(sources)):
         expected = input_digests.get(source)
-        if expected and Path(source).is_file() and (current.get(source) or _sha256_file(source)) != expected:
+        if expected and _is_file(source) and (current.get(source) or _sha256_file(source)) != expected:
             raise ReplayError(f"cannot replay the records of {source}: the file changed since the run read it, so "
                               f"their line numbers may point at other readings now; run the file again instead")
 
@@ -280,7 +332,9 @@ def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(source).to_pylist()
+    with _opened(source) as f:
+        table = pq.read_table(f)
+    rows = table.to_pylist()
     for record in records.itertuples():
         if not 1 <= record.line <= len(rows):
             raise ReplayError(f"cannot replay row {record.line} of {source}: the file has {len(rows)} rows")
@@ -290,7 +344,7 @@ def _patched_parquet(source: str, records: pd.DataFrame, target: Path) -> None:
             except json.JSONDecodeError as exc:
                 raise ReplayError(f"the raw text for row {record.line} of {source} is not a JSON object: "
                                   f"{exc.msg}") from None
-    names = list(pq.read_schema(source).names)
+    names = list(table.schema.names)
     columns = {k: pa.array([None if row.get(k) is None else str(row[k]) for row in rows], type=pa.string())
                for k in names}
     pq.write_table(pa.table(columns), target)
@@ -314,16 +368,17 @@ def prepare_inputs(records: pd.DataFrame, work: Path, sep: str | None = None,
     for i, source in enumerate(sorted(set(parts) | set(context))):
         part = parts.get(source)
         if part is None:  # a context file: read as the run read it
-            if not Path(source).is_file():
+            if not _is_file(source):
                 raise ReplayError(f"cannot replay: {source}, a file of the run that holds readings of the replayed "
                                   f"entities (their windows are cut from all of their readings), is gone")
             target = work / f"{i:04d}" / PurePath(source).name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            with _opened(source) as f, open(target, "wb") as copy:
+                shutil.copyfileobj(f, copy, 1 << 20)
             copies[str(target)] = source
             continue
         from_messages = not source or source.startswith(MESSAGE_SOURCE_PREFIXES)
-        if from_messages or not Path(source).is_file():
+        if from_messages or not _is_file(source):
             where = "they came from a stream or a PCollection, not a file" if from_messages else (
                 f"source file {source} is gone")
             raise ReplayError(f"cannot replay {int(part['records'].sum())} quarantined readings of "
@@ -400,7 +455,8 @@ def _parquet_rows(path: str, numbers: set[int]) -> dict[int, dict]:
     """Rows ``numbers`` (1-based) of a Parquet file as dicts; numbers past its end are left out."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    with _opened(path) as f:
+        table = pq.read_table(f)
     present = sorted(n for n in numbers if 1 <= n <= table.num_rows)
     return dict(zip(present, table.take([n - 1 for n in present]).to_pylist()))
 
@@ -445,23 +501,28 @@ def replay_outcome(replayed: pd.DataFrame, again: pd.DataFrame, mapping: InputMa
             "left_out_by_mapping": left_out, "quarantined_again_by_reason": dict(sorted(reasons.items()))}
 
 
-def _rewrite_sources(output: Path, copies: dict[str, str]) -> pd.DataFrame:
+def _rewrite_sources(output: str, copies: dict[str, str]) -> pd.DataFrame:
     """Point the replay's quarantine records at the original source files (not the temporary copies)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from seqwatch.pipelines.object_store import is_remote, objects_under
     from seqwatch.pipelines.sinks import write_parquet
     from seqwatch.schemas.arrow import QUARANTINE_SCHEMA
 
     frames = []
-    for path in sorted((output / "quarantine").rglob("*.parquet")):
-        table = pq.read_table(path, read_dictionary=["raw"])  # each text once (sinks.quarantine_records_table)
+    folder = f"{output.rstrip('/')}/quarantine"
+    paths = [o for o in objects_under(folder) if o.endswith(".parquet")] if is_remote(output) else \
+        [str(p) for p in Path(folder).rglob("*.parquet")]
+    for path in sorted(paths):
+        with _opened(path) as f:
+            table = pq.read_table(f, read_dictionary=["raw"])  # each text once (sinks.quarantine_records_table)
         sources = [copies.get(s, s) for s in table.column("source").to_pylist()]
         table = table.set_column(table.schema.get_field_index("source"), table.schema.field("source"),
                                  pa.array(sources, type=pa.string()))
         table = table.replace_schema_metadata(QUARANTINE_SCHEMA.metadata)
-        write_parquet(str(path), table)  # with the plain schema
+        write_parquet(path, table)  # with the plain schema
         frames.append(_records_frame(table))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(RECORD_COLUMNS))
 
@@ -473,11 +534,6 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     ``RunError``; either way with one sentence."""
     from seqwatch.pipelines.sinks import prepare_output_folder
 
-    for flag, path in (("--quarantine", config.quarantine), ("--output", config.output)):
-        if "://" in path:  # an s3:// output had been written to a local folder named "s3:"
-            raise ReplayError(f"a replay reads the quarantine and writes its output in local folders (it copies and "
-                              f"edits the records' files there), and {flag} {path} is not one; copy the run's output "
-                              f"folder here first (aws s3 cp --recursive, gcloud storage cp -r) and replay that")
     files, manifest_path = find_quarantine(config.quarantine)
     records = everything = load_records(files)
     carried = earlier_edits(manifest_path, _original_manifest(manifest_path))
@@ -502,7 +558,7 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
     from seqwatch.pipelines.batch import _sha256_file
     context = context_sources(set(records["source"]), original_manifest.get("input_groups") or [])
     digests = {source: _sha256_file(source) for source in sorted(set(records["source"].unique()) | set(context))
-               if source and Path(source).is_file()}
+               if source and _is_file(source)}
     check_sources_unchanged({*records["source"], *context}, original_manifest.get("input_digests") or {}, digests)
     original = original_manifest.get("settings", {})
     mapping = config.mapping
@@ -524,30 +580,39 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
         settings["calibration_from"] = _kept_state_unchanged(original_manifest)
     suite = config.suite or original.get("suite") or "sensor"
 
-    output = Path(config.output)
-    if manifest_path is not None and output.resolve() == manifest_path.parent.resolve() \
+    output = config.output
+    if manifest_path is not None and _same_folder(output, manifest_path.rsplit("/", 1)[0]) \
             or _holds_run_of(output, everything):  # the run a JSON Lines export came from, too
         raise ReplayError(f"--output {config.output} is the run's own output folder: a replay is a run of the "
                           f"replayed records' source files only, whose commit would replace the other files' "
                           f"outputs there; give the replay a folder of its own")
     try:
-        prepare_output_folder(str(output))
+        prepare_output_folder(output)
     except OSError as exc:
         raise ReplayError(str(exc)) from None
     try:
-        with output_lock(str(output), "replay", config.run_id or ""):
+        with output_lock(output, "replay", config.run_id or ""):
             return _replay_locked(config, records, everything, original_manifest, digests, mapping, settings, suite,
                                   beam_args, now_us, carried, context)
     except OutputBusy as exc:
         raise ReplayError(str(exc)) from None
 
 
-def _holds_run_of(folder: Path, records: pd.DataFrame) -> bool:
+def _same_folder(a: str, b: str) -> bool:
+    """Whether the local paths or URLs ``a`` and ``b`` name one folder."""
+    from seqwatch.pipelines.object_store import is_remote
+
+    if is_remote(a) or is_remote(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _holds_run_of(folder: str, records: pd.DataFrame) -> bool:
     """Whether ``folder`` holds the outputs of a run (not a replay's) whose records ``records`` are: a replay
     committed there would replace the outputs of every file it does not re-run. A replay's own folder, rerun with
     the same ``--run-id``, is not such a run; records without a run id name none."""
-    manifest = _original_manifest(folder / "manifest.json" if (folder / "manifest.json").is_file() else None)
-    if not isinstance(manifest, dict) or not manifest.get("run_id") or manifest.get("replay"):
+    manifest = _original_manifest(f"{folder.rstrip('/')}/manifest.json")
+    if not manifest.get("run_id") or manifest.get("replay"):
         return False
     ids = set(records["run_id"].dropna().astype(str)) if "run_id" in records.columns else set()
     return manifest["run_id"] in ids
@@ -622,13 +687,18 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     ``everything``: the quarantine's records, ``records`` those replayed; ``carried``: an earlier replay's fixed
     texts (``earlier_edits``), applied to the lines of the replayed sources that ``records`` do not fix;
     ``context``: the run's other files of the replayed sources' entities, re-run as they are."""
+    import tempfile
+
     import pandas as pd
 
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.config import RunConfig
+    from seqwatch.pipelines.graph import write_json
+    from seqwatch.pipelines.object_store import is_remote
 
-    output = Path(config.output)
-    work = output / REPLAY_DIR
+    output = config.output
+    # the patched copies: local files, beside a local output (its run reads them), else in a temporary folder
+    work = Path(tempfile.mkdtemp(prefix="seqwatch-replay-")) if is_remote(output) else Path(output) / REPLAY_DIR
     shutil.rmtree(work, ignore_errors=True)
     try:
         patch = with_earlier_edits(records, carried, context)
@@ -643,7 +713,7 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
                                   mapping.sep)
         # (no calibration state of its own: the entities of the sources it does not re-run would be the state's
         # the run started from, not the run's own)
-        run = RunConfig(inputs=tuple(sorted(copies)), output=str(output), model_dir=config.model_dir,
+        run = RunConfig(inputs=tuple(sorted(copies)), output=output, model_dir=config.model_dir,
                         mapping=mapping, suite=suite, run_id=run_id, keep_calibration_state=False,
                         known_duplicates=known_duplicates(everything, copies, compared), **settings)
         manifest = run_batch(run, beam_args, now_us=now_us)
@@ -669,9 +739,9 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
         "replayed_by_reason": {f"{s}.{c}": int(n) for (s, c), n in by_reason.items()},
         **replay_outcome(records, again, mapping),
     }
-    (output / EDITS_FILE).write_text(json.dumps({"run_id": manifest["run_id"], "edits": edits}, indent=1))
+    write_json({"run_id": manifest["run_id"], "edits": edits}, f"{output.rstrip('/')}/{EDITS_FILE}")
     manifest["replay"]["fixed_lines"] = len(edits)
-    (output / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, indent=1))
+    write_json(manifest, f"{output.rstrip('/')}/manifest.json")
     return manifest
 
 
@@ -696,7 +766,7 @@ def _model_and_suite(model_dir: str, suite: str) -> list:
     return [model, rules]
 
 
-def earlier_edits(manifest_path: Path | None, manifest: dict) -> pd.DataFrame | None:
+def earlier_edits(manifest_path: str | None, manifest: dict) -> pd.DataFrame | None:
     """The fixed texts of the replay whose output holds ``manifest_path`` (``EDITS_FILE``, written by that replay:
     its run id), as records of ``source``, ``line`` and ``raw``; None for a run's output (a file a replay left in
     a folder that a run wrote since is not the run's) or a quarantine file alone. Raises ``ReplayError`` when the
@@ -706,15 +776,16 @@ def earlier_edits(manifest_path: Path | None, manifest: dict) -> pd.DataFrame | 
     replayed = manifest.get("replay") if manifest_path is not None else None
     if not replayed:
         return None
-    path = manifest_path.parent / EDITS_FILE
-    if not path.is_file():
+    path = f"{manifest_path.rsplit('/', 1)[0]}/{EDITS_FILE}"
+    if not _is_file(path):
         if replayed.get("fixed_lines"):
             raise ReplayError(f"the fixes of replay {manifest.get('run_id')} are gone ({path}; it ran "
                               f"{replayed['fixed_lines']} fixed lines): a replay of its quarantine would undo them; "
                               f"restore the file, or replay the original run's quarantine with every fix")
         return None
     try:
-        stored = json.loads(path.read_text())
+        with _opened(path) as f:
+            stored = json.loads(f.read().decode("utf-8"))
         if isinstance(stored, list):  # as the first version wrote it, without the run id: its own
             stored = {"run_id": manifest.get("run_id"), "edits": stored}
         if stored.get("run_id") != manifest.get("run_id"):
@@ -762,8 +833,8 @@ def add_arguments(parser) -> None:
     """The ``seqwatch replay`` flags (the CLI's parser calls this)."""
     parser.add_argument("--quarantine", required=True, metavar="PATH",
                         help="a run's output folder, its quarantine/ folder, a quarantine Parquet file, or a JSON "
-                             "Lines file of (fixed) quarantine records")
-    parser.add_argument("--output", required=True, help="output folder of the replay run")
+                             "Lines file of (fixed) quarantine records; local or on S3")
+    parser.add_argument("--output", required=True, help="output folder of the replay run; local or on S3")
     parser.add_argument("--model-dir", required=True,
                         help="the model artifact (or model root) to score the records with")
     parser.add_argument("--suite", help="great-expectations suite (default: the original run's)")

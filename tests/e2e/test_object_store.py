@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -206,18 +207,51 @@ def test_a_store_error_is_found_inside_beams_nested_errors():
         "", "An error occurred (NoSuchBucket) when calling the PutObject operation: gone")
 
 
-@pytest.mark.parametrize("where", ["--quarantine", "--output"])
-def test_a_replay_on_s3_is_refused_in_one_sentence(s3_store, small_model_dir, tmp_path, where):
-    paths = {"--quarantine": str(tmp_path), "--output": str(tmp_path / "replayed")}
-    paths[where] = s3_store.url("some-run")
-    refused = _seqwatch(s3_store, "replay", "--quarantine", paths["--quarantine"], "--output", paths["--output"],
-                        "--model-dir", str(small_model_dir), *s3_store.beam_flags)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines() == [
-        f"seqwatch replay: a replay reads the quarantine and writes its output in local folders (it copies and edits "
-        f"the records' files there), and {where} {s3_store.url('some-run')} is not one; copy the run's output folder "
-        f"here first (aws s3 cp --recursive, gcloud storage cp -r) and replay that"]
-    assert not (tmp_path / "replayed").exists() and not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
+def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_there_or_here(
+        s3_store, runs, inputs, small_model_dir, tmp_path, monkeypatch):
+    """A replay of a run on S3. Before 2026-12-05 a replay refused a quarantine or an output on S3 (it copies and
+    edits the records' files), and told to replay a copy of the run's output made here, it called the run's sources
+    on S3 "gone"."""
+    monkeypatch.chdir(tmp_path)  # where an s3:// path taken for a local one would have made a folder "s3:"
+    pump = s3_store.url("plant/day1/pump-01.csv")
+    own = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("out"), "--output", s3_store.url("out/"),
+                    "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+    assert own.returncode == 2 and own.stderr.strip().splitlines() == [
+        f"seqwatch replay: --output {s3_store.url('out/')} is the run's own output folder: a replay is a run of the "
+        f"replayed records' source files only, whose commit would replace the other files' outputs there; give the "
+        f"replay a folder of its own"]
+    # the run's quarantine and sources on S3, the replay's output here: the line, unfixed, is quarantined again
+    here = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("out"), "--output", str(tmp_path / "replayed"),
+                     "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+    assert here.returncode == 0, here.stderr[-3000:]
+    manifest = json.loads((tmp_path / "replayed" / "manifest.json").read_text())
+    assert manifest["records_in"] == 900 * 4 == manifest["records_scored"] + manifest["records_quarantined"]
+    assert (manifest["replay"]["sources"], manifest["replay"]["quarantined_again"], manifest["inputs"]) == (
+        [pump], 4, [pump])
+    assert pq.read_table(tmp_path / "replayed" / "quarantine").column("source").to_pylist() == [pump]
+    # a fixed record: an edited JSON Lines export beside a copy of the run's quarantine on S3, as in a local folder;
+    # the replay's output on S3
+    for key in s3_store.keys("out"):
+        s3_store.client.copy_object(Bucket=s3_store.BUCKET, Key=f"fixed/{key}",
+                                    CopySource={"Bucket": s3_store.BUCKET, "Key": f"out/{key}"})
+    lines = (inputs / "pump-01.csv").read_text().splitlines()
+    before, after = (pd.Timestamp(lines[n].split(",", 1)[0]) for n in (39, 41))
+    fixed_text = f"{(before + (after - before) / 2).strftime('%Y-%m-%dT%H:%M:%SZ')},{lines[40].split(',', 1)[1]}"
+    record = {**_remote_table(s3_store, "out/quarantine").to_pylist()[0], "raw": fixed_text}
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="fixed/quarantine/fixed.jsonl",
+                               Body=json.dumps(record, default=str).encode() + b"\n")
+    there = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("fixed"), "--output",
+                      s3_store.url("replayed"), "--model-dir", str(small_model_dir), *s3_store.beam_flags)
+    assert there.returncode == 0, there.stderr[-3000:]
+    manifest = json.loads(s3_store.read("replayed/manifest.json"))
+    assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (3600, 3600, 0)
+    assert (manifest["replay"]["scored_now"], manifest["replay"]["fixed_lines"]) == (4, 1)
+    assert json.loads(s3_store.read("replayed/replay_edits.json"))["edits"] == [
+        {"source": pump, "line": 41, "raw": fixed_text}]
+    scores = _remote_table(s3_store, "replayed/scores")
+    assert set(scores.column("entity_id").to_pylist()) == {"pump-01"} and scores.num_rows > 0
+    assert "_replay_inputs" not in {key.split("/")[0] for key in s3_store.keys("replayed")}
+    assert not any(p.name.startswith("s3:") for p in tmp_path.iterdir())
 
 
 def test_an_s3_output_with_a_streams_outputs_or_outputs_set_aside_is_refused(s3_store, inputs, small_model_dir):
