@@ -30,7 +30,7 @@ __all__ = ["model_versions_of", "pinned_model_dir", "local_model_dir", "publish_
 
 CACHE_FOLDER = "seqwatch-models"  # under the temporary folder: one folder per version copied
 CACHE_KEEP_S = 7 * 86400.0  # a copy no process has taken for this long is deleted when another is made
-_COPIED: dict = {}  # version URL -> (its objects' sizes and times, local copy), this process's copies
+_COPIED: dict = {}  # version URL -> (its objects' sizes, times and checksums, local copy), this process's copies
 _COPY_LOCK = threading.Lock()
 
 
@@ -42,6 +42,17 @@ def _objects(prefix: str) -> dict:
     except Exception as exc:  # the store's own, which _matching raises
         if store_error(exc) is not None:
             raise ArtifactError(f"could not read the model directory {prefix}: {store_sentence(exc, prefix)}") \
+                from None
+        raise
+
+
+def _checksum(path: str) -> str:
+    """The store's checksum of the object ``path`` (S3: its ETag); a store's error is said in one sentence."""
+    try:
+        return FileSystems.checksum(path)
+    except Exception as exc:  # noqa: BLE001 - the store's own
+        if store_error(exc) is not None:
+            raise ArtifactError(f"could not read the model directory {path}: {store_sentence(exc, path)}") \
                 from None
         raise
 
@@ -93,8 +104,10 @@ def local_model_dir(directory: str) -> str:
                             f"{METADATA_FILE} in it or in a version folder of it)")
     if missing:
         raise ArtifactError(f"{version} is not a seqwatch model: it needs {MODEL_FILE} and {METADATA_FILE}")
-    stamp = tuple((name, objects[name].size_in_bytes, objects[name].last_updated_in_seconds)
-                  for name in (MODEL_FILE, METADATA_FILE))
+    # sizes and times, and the store's checksums (S3's ETags): a version put again within the second its last copy
+    # was put, with files of the same sizes (another threshold), had kept its first copy
+    stamp = tuple((name, objects[name].size_in_bytes, objects[name].last_updated_in_seconds,
+                   _checksum(f"{version}/{name}")) for name in (MODEL_FILE, METADATA_FILE))
     with _COPY_LOCK:
         known = _COPIED.get(version)
         if known is not None and known[0] == stamp and os.path.isfile(os.path.join(known[1], METADATA_FILE)):

@@ -207,11 +207,12 @@ def test_a_store_error_is_found_inside_beams_nested_errors():
         "", "An error occurred (NoSuchBucket) when calling the PutObject operation: gone")
 
 
-def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_there_or_here(
+def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_there(
         s3_store, runs, inputs, small_model_dir, tmp_path, monkeypatch):
-    """A replay of a run on S3. Before 2026-12-05 a replay refused a quarantine or an output on S3 (it copies and
-    edits the records' files), and told to replay a copy of the run's output made here, it called the run's sources
-    on S3 "gone"."""
+    """A replay of a run on S3: its quarantine, its sources and its output there. Before 2026-12-05 a replay refused
+    a quarantine or an output on S3 (it copies and edits the records' files), and told to replay a copy of the run's
+    output made here, it called the run's sources on S3 "gone" (a replay with its output here was run by hand, and
+    its local copies are those of every local replay)."""
     monkeypatch.chdir(tmp_path)  # where an s3:// path taken for a local one would have made a folder "s3:"
     pump = s3_store.url("plant/day1/pump-01.csv")
     own = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("out"), "--output", s3_store.url("out/"),
@@ -220,15 +221,6 @@ def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_t
         f"seqwatch replay: --output {s3_store.url('out/')} is the run's own output folder: a replay is a run of the "
         f"replayed records' source files only, whose commit would replace the other files' outputs there; give the "
         f"replay a folder of its own"]
-    # the run's quarantine and sources on S3, the replay's output here: the line, unfixed, is quarantined again
-    here = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("out"), "--output", str(tmp_path / "replayed"),
-                     "--model-dir", str(small_model_dir), *s3_store.beam_flags)
-    assert here.returncode == 0, here.stderr[-3000:]
-    manifest = json.loads((tmp_path / "replayed" / "manifest.json").read_text())
-    assert manifest["records_in"] == 900 * 4 == manifest["records_scored"] + manifest["records_quarantined"]
-    assert (manifest["replay"]["sources"], manifest["replay"]["quarantined_again"], manifest["inputs"]) == (
-        [pump], 4, [pump])
-    assert pq.read_table(tmp_path / "replayed" / "quarantine").column("source").to_pylist() == [pump]
     # a fixed record: an edited JSON Lines export beside a copy of the run's quarantine on S3, as in a local folder;
     # the replay's output on S3
     for key in s3_store.keys("out"):
@@ -246,6 +238,7 @@ def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_t
     manifest = json.loads(s3_store.read("replayed/manifest.json"))
     assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (3600, 3600, 0)
     assert (manifest["replay"]["scored_now"], manifest["replay"]["fixed_lines"]) == (4, 1)
+    assert manifest["inputs"] == manifest["replay"]["sources"] == [pump]  # read there, not from a local copy's name
     assert json.loads(s3_store.read("replayed/replay_edits.json"))["edits"] == [
         {"source": pump, "line": 41, "raw": fixed_text}]
     scores = _remote_table(s3_store, "replayed/scores")
