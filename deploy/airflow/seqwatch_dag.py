@@ -27,7 +27,10 @@ Limits (found by the bug hunt of deploy examples): the fine-tuning reads the pas
 scored night, and says which it left out (a day without files, or one the nightly run did not score because the
 scheduler was down: ``catchup`` is off); a file that arrived after its night's run is noted by ``seqwatch train``
 (its anomalies were never scored, so none is left out). Do not backfill a past Sunday's fine-tuning: it continues
-the newest version and its own becomes the newest, which every later run then uses.
+the newest version and its own becomes the newest, which every later run then uses. The fine-tuning looks for the
+past days' files and manifests with bash, in local folders only: with ``seqwatch_data`` or ``seqwatch_results`` on
+S3 the scoring works, and the fine-tuning fails with one line that says so (rather than finding no past day and
+writing no version without a word).
 
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
@@ -53,7 +56,12 @@ YESTERDAY = "{{ macros.ds_add(ds, -1) }}"
 # in the log (it had failed the week's fine-tuning: found by the bug hunt of deploy examples).
 PAST_DAYS = ("{% for d in range(1, var.value.get('seqwatch_fine_tune_days', '7') | int + 1) %}"
              "{{ macros.ds_add(ds, -d) }} {% endfor %}")
-FINE_TUNE = (f"args=(); n=0; for day in {PAST_DAYS}; do "
+# The past days are looked for with bash, in local folders: on an object store the task fails with one line rather
+# than finding no day and writing no version without a word.
+FINE_TUNE = (f"case '{DATA} {RESULTS}' in *://*) echo 'fine-tuning: this DAG looks for the past days in local "
+             f"folders only, and {DATA} or {RESULTS} is on an object store; fine-tune with seqwatch train there "
+             f"yourself'; exit 1;; esac; "
+             f"args=(); n=0; for day in {PAST_DAYS}; do "
              f"if compgen -G '{DATA}/'$day'/*.csv' > /dev/null && [ -f {RESULTS}/$day/manifest.json ]; then "
              f"args+=(--input '{DATA}/'$day'/*.csv' --exclude-alerts {RESULTS}/$day); n=$((n + 1)); "
              f"else echo \"fine-tuning: $day left out (no files in {DATA}/$day, or its night was not scored)\"; fi; "

@@ -126,3 +126,20 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     assert f"fine-tuning: 2026-11-20 left out (no files in {home}/data/2026-11-20, or its night was not scored)" in later
     assert re.search(r"fine-tuning on \d+ readings from 2 file\(s\)", later)
     assert sorted(p.name for p in model_versions(root)) == ["20261122", "20261129", "v1"]
+
+
+def test_the_fine_tuning_fails_in_one_line_where_the_days_are_on_an_object_store(airflow_env):
+    """The DAG's fine-tuning looks for the past days with bash, in local folders: with its data on S3 it had found no
+    day and written no version without a word ("no past day was scored", exit 0). The task, run by ``airflow tasks
+    test`` on a Sunday, now fails with one line that says why."""
+    home, env = airflow_env
+    run = subprocess.run([str(AIRFLOW), "tasks", "test", "seqwatch_nightly", "fine_tune", "2026-11-29"],
+                         env={**env, "AIRFLOW_VAR_SEQWATCH_DATA": "s3://plant-exports/daily",
+                              "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": str(home / "models" / "on-s3")},
+                         capture_output=True, text=True, timeout=300)
+    log = run.stdout + run.stderr
+    assert ("fine-tuning: this DAG looks for the past days in local folders only, and s3://plant-exports/daily or "
+            f"{home}/results is on an object store; fine-tune with seqwatch train there yourself") in log, log[-3000:]
+    said = "\n".join(line for line in log.splitlines() if "Running command" not in line)  # not the script's text
+    assert "no past day was scored" not in said and "fine-tuning on" not in said
+    assert "Bash command failed" in log or run.returncode != 0, log[-3000:]
