@@ -27,7 +27,8 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.locality import file_spans
-from seqwatch.pipelines.object_store import folders_matching, move_path, path_exists, store_error, store_sentence
+from seqwatch.pipelines.object_store import (folders_matching, move_path, path_exists, read_bytes, store_error,
+                                              store_sentence)
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.sinks import MAX_SCORE_FILES
@@ -159,7 +160,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
         metadata = read_metadata(model_files)
         check_model_file(model_files, metadata)
         paths = expand_inputs(list(config.inputs), exclude=(config.output,))
-        suite = with_earliest(load_suite_dict(config.suite), config.earliest_us)
+        suite = with_earliest(load_suite_dict(config.suite, read=read_bytes), config.earliest_us)
         window = metadata["config"]["window"]
         channels, step_us = tuple(metadata["channels"]), int(metadata["step_us"])
         _preflight_channels(paths, config, channels, step_us, f"{metadata['model_id']} {metadata['model_version']}")

@@ -64,11 +64,12 @@ def _mapping_from_args(args):
     out, ``--ignore`` adds to its ``ignore``, and a flag that contradicts the file, or a wide file's flag for long
     ones, is a ``CliError``; a mapping key of the wrong type or for the other format is a ``MappingError`` (a
     ``ValueError``: one sentence and exit code 2, as ``_main`` prints it)."""
+    from seqwatch.pipelines.object_store import read_bytes
     from seqwatch.schemas.mapping import InputMapping
     flags = _mapping_flags(args)
     ignore = list(args.ignore or ())
     # The file's keys, each of the right type (a MappingError, one sentence, before a flag is compared with them).
-    data = InputMapping.read_file(args.mapping) if args.mapping else {}
+    data = InputMapping.read_file(args.mapping, read=read_bytes) if args.mapping else {}
     if flags.get("format", data.get("format")) != "wide":
         wide_only = [flag for flag, value in (("--timestamp-column", args.timestamp_column),
                                               ("--entity-column", args.entity_column), ("--entity", args.entity))
@@ -144,6 +145,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     from seqwatch.pipelines.validate import valid_history
     from seqwatch.schemas.mapping import renaming_hint
+    from seqwatch.pipelines.object_store import read_bytes
     from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
     mapping = _mapping_from_args(args)
     try:
@@ -154,7 +156,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
             if header is not None:
                 FileLayout.resolve(header, mapping, path)
                 columns.update(map(str, header))
-        suite = with_earliest(load_suite_dict(args.suite), _earliest_us(args))
+        suite = with_earliest(load_suite_dict(args.suite, read=read_bytes), _earliest_us(args))
     except (FileNotFoundError, SchemaDriftError, SuiteError) as exc:
         raise CliError(str(exc)) from None
     reader = FileReader(mapping, "train")
@@ -648,7 +650,9 @@ def _train_locked(args, save_to: str | None = None) -> int:
     # the suite's bounds of each channel, which the forecasts keep to (a power forecast below 0 W would be a
     # reading the run quarantines); a fine-tuning takes them from the suite it judged its readings by (a model
     # saved before its suite was kept, fine-tuned without --suite, keeps its own)
-    suite_rules = load_suite_dict(args.suite, check=False)
+    from seqwatch.pipelines.object_store import read_bytes
+
+    suite_rules = load_suite_dict(args.suite, check=False, read=read_bytes)
     if not keep_bounds:
         detector.value_bounds = channel_value_bounds(suite_rules, detector.channels)
     idle = rules_for_no_channel(suite_rules, detector.channels) if args.suite not in SUITE_FAMILIES else []

@@ -77,6 +77,20 @@ def read_json_or_none(path: str):
         return None
 
 
+def read_bytes(path: str) -> bytes:
+    """The bytes of the local file or store's object ``path`` (a suite or mapping file: read once, by the launcher);
+    ``FileNotFoundError`` where there is none. An error of the store itself is raised."""
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    from apache_beam.io.filesystem import CompressionTypes
+
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(path)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return f.read()
+
+
 def move_path(source: str, target: str) -> None:
     """Move the file or folder ``source`` to ``target``. On an object store a folder is each object under its
     prefix, moved together (a copy and a delete each): Beam renames objects only, and a folder's rename had failed

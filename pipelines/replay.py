@@ -752,6 +752,7 @@ def _model_and_suite(model_dir: str, suite: str) -> list:
     from seqwatch.models.artifact import METADATA_FILE, ArtifactError, read_metadata
     from seqwatch.pipelines.batch import _sha256_file
     from seqwatch.pipelines.model_store import local_model_dir
+    from seqwatch.pipelines.object_store import read_bytes
     from seqwatch.schemas.validation import SuiteError, load_suite_dict
 
     try:
@@ -760,7 +761,7 @@ def _model_and_suite(model_dir: str, suite: str) -> list:
     except (ArtifactError, OSError, KeyError):
         model = [str(model_dir)]
     try:
-        rules = load_suite_dict(suite, check=False)
+        rules = load_suite_dict(suite, check=False, read=read_bytes)
     except (SuiteError, OSError):
         rules = suite
     return [model, rules]
@@ -851,7 +852,9 @@ def add_arguments(parser) -> None:
 
 
 def config_from_args(args) -> ReplayConfig:
-    changes = InputMapping.read_file(args.mapping) if args.mapping else {}
+    from seqwatch.pipelines.object_store import read_bytes
+
+    changes = InputMapping.read_file(args.mapping, read=read_bytes) if args.mapping else {}
     return ReplayConfig(quarantine=args.quarantine, output=args.output, model_dir=args.model_dir,
                         mapping_changes=changes,
                         suite=args.suite, reason_codes=tuple(args.reason_code or ()), run_id=args.run_id or "",

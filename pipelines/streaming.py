@@ -164,6 +164,7 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
     from seqwatch.pipelines.calibration_state import (CalibrationStateError, check_state, state_source,
                                                       stream_state_dir)
     from seqwatch.pipelines.config import DEFAULT_PANE_STEPS, RunConfig, check_run_id
+    from seqwatch.pipelines.object_store import read_bytes
     from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
 
     try:
@@ -178,7 +179,8 @@ def plan_stream(model_dir: str, output: str, suite: str = "sensor", run_id: str 
         model_files = local_model_dir(model_dir)
         metadata = read_metadata(model_files)
         check_model_file(model_files, metadata)
-        suite_dict = with_earliest(load_suite_dict(suite), earliest_us if earliest_us is not None else HORIZON_US)
+        suite_dict = with_earliest(load_suite_dict(suite, read=read_bytes),
+                                   earliest_us if earliest_us is not None else HORIZON_US)
         if online_calibration:
             model_risk(metadata)
             if not calibration_from and not state_source(output).endswith(".parquet"):

@@ -205,12 +205,15 @@ class InputMapping:
         return cls(**data)
 
     @staticmethod
-    def read_file(path: str) -> dict:
+    def read_file(path: str, read=None) -> dict:
         """The keys a mapping file sets (a JSON object), each checked alone (``check_key``) but as written, so
         that the format flags and a replay's changes can still be merged into them; ``from_dict`` checks them
-        together. A byte-order mark, as Notepad writes one, is read past."""
+        together. A byte-order mark, as Notepad writes one, is read past. ``read``: how to read the file's bytes
+        (``seqwatch.pipelines.object_store.read_bytes`` reads a URL of an object store too; default: a local
+        file)."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+            raw = read(path) if read is not None else Path(path).read_bytes()
+            data = json.loads(raw.decode("utf-8-sig"))
         except FileNotFoundError:
             raise MappingError(f"mapping file {path} does not exist") from None
         except json.JSONDecodeError as exc:

@@ -28,7 +28,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -61,19 +61,32 @@ def with_earliest(suite: dict, earliest_us: int) -> dict:
     return changed
 
 
-def load_suite_dict(family_or_path: str, check: bool = True) -> dict:
-    """The suite JSON of a bundled family (``sensor``, ``energy``, ``health``) or of a user's file.
+def _read_local(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def load_suite_dict(family_or_path: str, check: bool = True, read=None) -> dict:
+    """The suite JSON of a bundled family (``sensor``, ``energy``, ``health``) or of a user's file; ``read``: how
+    to read a file's bytes (``seqwatch.pipelines.object_store.read_bytes`` reads a URL of an object store too;
+    default: a local file), raising ``OSError`` where there is none.
 
     Raises ``SuiteError`` naming the file when it is missing, not JSON, has no expectations list, is in GX 0.x's
     format, has a ``meta`` that is not an object, an invalid ``meta.seqwatch_stateful`` section, a suite parameter
     or a NaN argument, or (with ``check``) an expectation that GX does not know, that does not judge each row on
     its own, or that cannot run on readings (e.g. a row condition naming no column): a broken suite stops a run
     before it starts instead of failing inside a worker."""
-    path = SUITES_DIR / f"{family_or_path}.json" if family_or_path in FAMILIES else Path(family_or_path)
-    if not path.is_file():
-        raise SuiteError(f"suite {family_or_path!r} is neither a bundled family {list(FAMILIES)} nor a file")
+    family = family_or_path in FAMILIES
+    # named as before (a local path as pathlib writes it), a URL as given
+    path = str(SUITES_DIR / f"{family_or_path}.json") if family else (
+        family_or_path if "://" in family_or_path else str(Path(family_or_path)))
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))  # past a byte-order mark, as Notepad saves
+        raw = (read or _read_local)(path)
+    except OSError:  # not there, a folder
+        raise SuiteError(f"suite {family_or_path!r} is neither a bundled family {list(FAMILIES)} nor a file") \
+            from None
+    stem = PurePosixPath(path).stem
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))  # past a byte-order mark, as Notepad saves
     except json.JSONDecodeError as exc:
         raise SuiteError(f"suite file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except UnicodeDecodeError:
@@ -81,9 +94,9 @@ def load_suite_dict(family_or_path: str, check: bool = True) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
         raise SuiteError(f"suite file {path} needs a list of 'expectations'")
     try:
-        _check_suite_content(data, path.stem)  # before the name is filled in: GX 0.x's suites have none
+        _check_suite_content(data, stem)  # before the name is filled in: GX 0.x's suites have none
         if not data.get("name"):
-            data["name"] = path.stem
+            data["name"] = stem
         StatefulRules.from_suite(data)  # a bad rule fails here, before any pipeline starts
         if check:
             sample = pd.DataFrame({"entity_id": ["e"], "channel": ["c"], "timestamp": [1_767_571_200_000_000],
