@@ -142,10 +142,10 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     from seqwatch.pipelines.config import DAY_US
     from seqwatch.pipelines.parsing import (EMPTY_VALUE, MISSING_VALUE_END, FileLayout, SchemaDriftError,
                                             partition_clash)
+    from seqwatch.pipelines.object_store import read_bytes
     from seqwatch.pipelines.sources import FileReader, expand_inputs, read_header
     from seqwatch.pipelines.validate import valid_history
     from seqwatch.schemas.mapping import renaming_hint
-    from seqwatch.pipelines.object_store import read_bytes
     from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
     mapping = _mapping_from_args(args)
     try:

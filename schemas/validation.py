@@ -68,7 +68,7 @@ def _read_local(path: str) -> bytes:
 def load_suite_dict(family_or_path: str, check: bool = True, read=None) -> dict:
     """The suite JSON of a bundled family (``sensor``, ``energy``, ``health``) or of a user's file; ``read``: how
     to read a file's bytes (``seqwatch.pipelines.object_store.read_bytes`` reads a URL of an object store too;
-    default: a local file), raising ``OSError`` where there is none.
+    default: a local file), raising ``FileNotFoundError`` where there is none.
 
     Raises ``SuiteError`` naming the file when it is missing, not JSON, has no expectations list, is in GX 0.x's
     format, has a ``meta`` that is not an object, an invalid ``meta.seqwatch_stateful`` section, a suite parameter
@@ -81,7 +81,7 @@ def load_suite_dict(family_or_path: str, check: bool = True, read=None) -> dict:
         family_or_path if "://" in family_or_path else str(Path(family_or_path)))
     try:
         raw = (read or _read_local)(path)
-    except OSError:  # not there, a folder
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # another OSError (no permission) says itself
         raise SuiteError(f"suite {family_or_path!r} is neither a bundled family {list(FAMILIES)} nor a file") \
             from None
     stem = PurePosixPath(path).stem
