@@ -233,6 +233,25 @@ def s3_client(options=None, config=None):
         aws_session_token=s3.s3_session_token, config=config)
 
 
+def missing_bucket(path: str) -> str | None:
+    """The bucket of the ``s3://`` path ``path`` where the store says that it does not exist (HeadBucket's 404,
+    which S3 answers whatever the caller's rights); None otherwise, and where it cannot be asked."""
+    if not path.startswith("s3://"):
+        return None
+    bucket = path[len("s3://"):].split("/", 1)[0]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return None
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return bucket if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket") else None
+    except BotoCoreError:
+        return None
+    return None
+
+
 def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
     """A sentence when an S3 bucket among ``paths`` cannot be reached at all (an endpoint that does not answer, no
     credentials), asked once per bucket with a short timeout before anything else: Beam retries such a request for

@@ -944,7 +944,11 @@ def expand_inputs(patterns: list[str], exclude: tuple = ()) -> list[str]:
                                   f"files would be left out; let this user read it, or give --input the files "
                                   f"to read")
         if not matched:
-            raise FileNotFoundError(f"no input file matches {pattern!r}")
+            from seqwatch.pipelines.object_store import missing_bucket
+
+            bucket = missing_bucket(pattern)  # a bucket's name mistyped: said, not left to be guessed
+            raise FileNotFoundError(f"no input file matches {pattern!r}"
+                                    + (f": there is no bucket {bucket!r} at that store" if bucket else ""))
         paths.extend(matched)
     for path in paths:
         _check_readable_kind(path)

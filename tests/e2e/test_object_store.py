@@ -167,7 +167,8 @@ def test_a_bucket_that_is_not_there_is_one_sentence(s3_store, inputs, small_mode
     missing = _seqwatch(s3_store, "run", "--input", "s3://no-such-bucket/day", "--format", "wide", "--output",
                         s3_store.url("never"), "--model-dir", str(small_model_dir), *s3_store.beam_flags)
     assert missing.returncode == 2
-    assert missing.stderr.strip() == "seqwatch run: no input file matches 's3://no-such-bucket/day'"
+    assert missing.stderr.strip() == ("seqwatch run: no input file matches 's3://no-such-bucket/day': there is no "
+                                      "bucket 'no-such-bucket' at that store")
     assert s3_store.keys("never") == []
 
 
