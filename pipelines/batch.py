@@ -27,8 +27,8 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build_scoring_graph, read_json,
                                       write_json)
 from seqwatch.pipelines.locality import file_spans
-from seqwatch.pipelines.object_store import (folders_matching, move_path, path_exists, read_bytes, store_error,
-                                              store_sentence)
+from seqwatch.pipelines.object_store import (folders_matching, move_path, open_as_stored, path_exists, read_bytes,
+                                              store_error, store_sentence)
 from seqwatch.pipelines.output_lock import OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.sinks import MAX_SCORE_FILES
@@ -53,10 +53,8 @@ class RunError(Exception):
 def _sha256_file(path: str) -> str:
     """The digest of a file's bytes as stored (a compressed file is not decompressed: cheaper, and a damaged one
     cannot fail the plan)."""
-    from apache_beam.io.filesystem import CompressionTypes
-
     digest = hashlib.sha256()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with open_as_stored(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

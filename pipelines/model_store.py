@@ -34,27 +34,27 @@ _COPIED: dict = {}  # version URL -> (its objects' sizes, times and checksums, l
 _COPY_LOCK = threading.Lock()
 
 
-def _objects(prefix: str) -> dict:
-    """The objects under ``prefix`` (a folder of an object store) by their names below it, with their metadata
-    (size, time); a store's error is said in one sentence (``ArtifactError``)."""
+def _asked(path: str, call):
+    """``call()``, a request to the store about ``path``; a store's error is said in one sentence
+    (``ArtifactError``)."""
     try:
-        return objects_listed_under(prefix)
-    except Exception as exc:  # the store's own, which _matching raises
-        if store_error(exc) is not None:
-            raise ArtifactError(f"could not read the model directory {prefix}: {store_sentence(exc, prefix)}") \
-                from None
-        raise
-
-
-def _checksum(path: str) -> str:
-    """The store's checksum of the object ``path`` (S3: its ETag); a store's error is said in one sentence."""
-    try:
-        return FileSystems.checksum(path)
-    except Exception as exc:  # noqa: BLE001 - the store's own
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the store's own, which Beam raises as they come
         if store_error(exc) is not None:
             raise ArtifactError(f"could not read the model directory {path}: {store_sentence(exc, path)}") \
                 from None
         raise
+
+
+def _objects(prefix: str) -> dict:
+    """The objects under ``prefix`` (a folder of an object store) by their names below it, with their metadata
+    (size, time)."""
+    return _asked(prefix, lambda: objects_listed_under(prefix))
+
+
+def _checksum(path: str) -> str:
+    """The store's checksum of the object ``path`` (S3: its ETag)."""
+    return _asked(path, lambda: FileSystems.checksum(path))
 
 
 def _remote_versions(root: str) -> list[str]:

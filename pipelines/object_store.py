@@ -77,17 +77,28 @@ def read_json_or_none(path: str):
         return None
 
 
+def is_file(path: str) -> bool:
+    """Whether ``path`` is a local file, or an object of an object store (not a prefix)."""
+    return FileSystems.exists(path) if is_remote(path) else os.path.isfile(path)
+
+
+def open_as_stored(path: str):
+    """The local file or store's object ``path`` open for reading its bytes as stored (a compressed file is not
+    decompressed)."""
+    from apache_beam.io.filesystem import CompressionTypes
+
+    return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 def read_bytes(path: str) -> bytes:
     """The bytes of the local file or store's object ``path`` (a suite or mapping file: read once, by the launcher);
     ``FileNotFoundError`` where there is none. An error of the store itself is raised."""
     if not is_remote(path):
         with open(path, "rb") as f:
             return f.read()
-    from apache_beam.io.filesystem import CompressionTypes
-
-    if not FileSystems.exists(path):
+    if not is_file(path):
         raise FileNotFoundError(path)
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with open_as_stored(path) as f:
         return f.read()
 
 
@@ -233,12 +244,18 @@ def s3_client(options=None, config=None):
         aws_session_token=s3.s3_session_token, config=config)
 
 
+def bucket_and_key(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` as ``("bucket", "some/key")``."""
+    bucket, _, key = url[len("s3://"):].partition("/")
+    return bucket, key
+
+
 def missing_bucket(path: str) -> str | None:
     """The bucket of the ``s3://`` path ``path`` where the store says that it does not exist (HeadBucket's 404,
     which S3 answers whatever the caller's rights); None otherwise, and where it cannot be asked."""
     if not path.startswith("s3://"):
         return None
-    bucket = path[len("s3://"):].split("/", 1)[0]
+    bucket, _ = bucket_and_key(path)
     try:
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
@@ -258,7 +275,7 @@ def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
     about ten minutes before it gives up (585 s measured with an endpoint whose server had stopped). None where
     each bucket answers, whatever it answers: a missing bucket or refused rights are said by the run's own first
     request to it (a key may read its objects without the right to ask for the bucket)."""
-    buckets = sorted({path[len("s3://"):].split("/", 1)[0] for path in paths if path.startswith("s3://")})
+    buckets = sorted({bucket_and_key(path)[0] for path in paths if path.startswith("s3://")})
     if not buckets:
         return None
     try:

@@ -191,7 +191,9 @@ _NO_CONDITIONS = {"NotImplemented"}  # a store without conditional writes
 
 
 def _lock_object(output: str) -> tuple[str, str]:
-    bucket, _, prefix = output[len("s3://"):].partition("/")
+    from seqwatch.pipelines.object_store import bucket_and_key
+
+    bucket, prefix = bucket_and_key(output)
     prefix = prefix.strip("/")
     return bucket, f"{prefix}/{LOCK_FILE}" if prefix else LOCK_FILE
 

@@ -118,20 +118,18 @@ def _find_quarantine_on_store(url: str) -> tuple[list[str], str | None]:
 
 
 def _is_file(path: str) -> bool:
-    """Whether ``path`` is a local file, or an object of an object store."""
-    from apache_beam.io.filesystems import FileSystems
+    """``object_store.is_file``: a local file, or an object of an object store (imported when called: Beam's file
+    systems are not loaded for the CLI's parser)."""
+    from seqwatch.pipelines.object_store import is_file
 
-    from seqwatch.pipelines.object_store import is_remote
-
-    return FileSystems.exists(path) if is_remote(path) else Path(path).is_file()
+    return is_file(path)
 
 
 def _opened(path: str):
-    """``path`` open for reading its bytes as stored (a compressed file is not decompressed), here or on a store."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
+    """``object_store.open_as_stored``: ``path`` open for reading its bytes as stored, here or on a store."""
+    from seqwatch.pipelines.object_store import open_as_stored
 
-    return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
+    return open_as_stored(path)
 
 
 def _read_json_lines(path) -> pd.DataFrame:

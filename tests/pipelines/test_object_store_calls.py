@@ -2,10 +2,9 @@
 one boto3 client (Beam made a boto3 session and client for every call of its S3 file system, 70-115 ms of CPU each:
 79 of them, 9.2 s, in the launcher of a run of 2,400 readings), and a run's quarantine notice reads its files on S3
 through Beam's file systems (pyarrow's own S3 file system, which knows neither Beam's endpoint nor its keys, asked
-AWS for the bucket's region: 11 s to fail, and the notice lost its notes)."""
+AWS for the bucket's region: 11 s to fail, and the notice lost its notes; the time is measured by hand, README "On
+S3", not here)."""
 from __future__ import annotations
-
-import time
 
 import pyarrow as pa
 import pytest
@@ -60,9 +59,7 @@ def test_a_quarantine_notice_reads_its_records_on_s3_with_the_runs_flags(store):
     write_parquet(store.url("notice/quarantine/pump-01.parquet"), pa.Table.from_pylist(rows, QUARANTINE_SCHEMA))
     manifest = {"records_in": 100, "records_scored": 97, "records_quarantined": 3,
                 "stages": {"quarantined.parse.parse_value": 3}, "settings": {"mapping": {"format": "long"}}}
-    started = time.monotonic()
     notice = quarantine_notice("run", manifest, store.url("notice"))
-    assert time.monotonic() - started < 5
     assert notice == (f"seqwatch run: 3 of 100 readings were quarantined (parse_value 3); values that are not "
                       f"numbers, by channel: 'flow' 1; empty or missing values, by channel: 'flow' 2; each record and "
                       f"its reason is in {store.url('notice')}/quarantine")

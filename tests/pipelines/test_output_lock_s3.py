@@ -111,6 +111,12 @@ with output_lock(sys.argv[1], "run", "run-killed"):
 """
 
 
+def _state(pid: int) -> str:
+    """A process's state letter in ``/proc`` (``Z``: a zombie)."""
+    stat = open(f"/proc/{pid}/stat").read()
+    return stat[stat.rindex(")") + 2]
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/ns/pid"), reason="a process is told by /proc (Linux)")
 def test_a_killed_holder_on_the_same_machine_is_taken_over_at_once_a_live_one_or_another_machines_is_not(store):
     """A run killed (SIGKILL) and run again on the same machine, as cron or Airflow reruns it, had waited out the
@@ -128,9 +134,11 @@ def test_a_killed_holder_on_the_same_machine_is_taken_over_at_once_a_live_one_or
         record = json.loads(store.read(key))
         assert record["pid"] == holder.pid and set(record["process"]) == {"boot", "pid_ns", "started"}
         assert _in_another_thread(url).startswith(f"another seqwatch run run-killed (process {holder.pid} on ")
-        holder.send_signal(signal.SIGKILL)  # not reaped yet: a zombie has ended too
-        time.sleep(0.5)
-        assert holder.poll() is None or holder.returncode == -signal.SIGKILL
+        holder.send_signal(signal.SIGKILL)  # not reaped yet (no poll or wait): a zombie has ended too
+        deadline = time.monotonic() + 10
+        while _state(holder.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(holder.pid) == "Z"
         assert _in_another_thread(url, run_id="run-next") == "held"  # taken over at once, then let go
         assert store.keys("locks/rerun") == []
     finally:
