@@ -17,6 +17,9 @@ PACKAGES = {
 # because an open range makes pip backtrack to old Beam source releases that do not build (FACTS.md).
 INSTALL_REQUIRES = [
     "apache-beam[aws]==2.77.0",  # [aws]: boto3, for inputs and outputs on S3 (s3://; tests/e2e/test_object_store.py)
+    # Beam's GCS file system (gs://) needs only Google's storage client, not the whole [gcp] extra (BigQuery,
+    # Vertex AI, Dataflow's client: about 60 more packages); tests/e2e/test_gcs.py runs it against an emulator
+    "google-cloud-storage>=2.14,<4",
     "keras>=3.10,<4",
     "jax[cpu]>=0.6",
     "great_expectations>=1.3,<2",
@@ -43,7 +46,9 @@ setup(
     package_data={"seqwatch.schemas.suites": ["*.json"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    # moto with Flask: an S3 server on 127.0.0.1 for the tests of s3:// inputs and outputs
-    extras_require={"test": ["pytest>=8", "hypothesis>=6", "moto[s3]>=5", "flask>=3", "flask-cors>=4"]},
+    # moto with Flask: an S3 server on 127.0.0.1 for the tests of s3:// inputs and outputs; gcp-storage-emulator:
+    # a GCS server on 127.0.0.1 for those of gs:// (it takes the client's batch requests, which Beam's renames use)
+    extras_require={"test": ["pytest>=8", "hypothesis>=6", "moto[s3]>=5", "flask>=3", "flask-cors>=4",
+                             "gcp-storage-emulator>=2026.7"]},
     entry_points={"console_scripts": ["seqwatch=seqwatch.pipelines.cli:main"]},
 )

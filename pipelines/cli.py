@@ -1889,14 +1889,15 @@ def _use_file_systems(beam_args: list[str]) -> None:
 
 
 def _check_buckets(args, beam_args: list[str]) -> None:
-    """Refuse, in seconds, paths on an S3 store that cannot be reached at all (``object_store.unreachable_bucket``);
-    every flag's path is looked at (inputs, output, an earlier output, a model's)."""
+    """Refuse, in seconds, paths on an S3 or GCS store that cannot be reached at all
+    (``object_store.unreachable_bucket``); every flag's path is looked at (inputs, output, an earlier output, a
+    model's)."""
     from seqwatch.pipelines.object_store import unreachable_bucket
 
     paths = []
     for value in vars(args).values():
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(item, str) and item.startswith("s3://"):
+            if isinstance(item, str) and item.startswith(("s3://", "gs://")):
                 paths.append(item)
     refused = unreachable_bucket(paths, beam_args)
     if refused is not None:

@@ -6,8 +6,8 @@ helpers give a folder's meaning there, and leave local paths to the file system.
 store's failure (a bucket that does not exist, an endpoint that cannot be reached, credentials refused), which
 Beam raises as its clients' own exceptions, into the sentence a person is shown.
 
-Tested on S3 against moto's S3 server on 127.0.0.1 (``tests/e2e/test_object_store.py``); ``gs://`` goes through the
-same calls, untested here."""
+Tested on S3 against moto's S3 server on 127.0.0.1 (``tests/e2e/test_object_store.py``), and on Google Cloud Storage
+against gcp-storage-emulator on 127.0.0.1 (``tests/e2e/test_gcs.py``)."""
 from __future__ import annotations
 
 import contextlib
@@ -118,12 +118,12 @@ def move_path(source: str, target: str) -> None:
 
 # Beam's clients' own exceptions, by name: their modules import only where the store's extra is installed
 _STORE_ERRORS = {"S3ClientError", "GcsIOError", "HttpError", "Forbidden", "NotFound", "ClientError",
-                 "NoCredentialsError", "EndpointConnectionError"}
+                 "NoCredentialsError", "EndpointConnectionError", "Unauthorized", "InvalidResponse"}
 
 
-def store_error(exc: BaseException) -> tuple[str, str] | None:
-    """``(path, reason)`` when ``exc`` is an object store's failure, found inside Beam's ``BeamIOError`` (which maps
-    each path to its own exception) where it is wrapped; None for any other exception."""
+def _unwrapped(exc: BaseException) -> tuple[str, BaseException]:
+    """The first path and its own exception inside Beam's ``BeamIOError`` (which maps each path to its own
+    exception), or ``("", exc)``."""
     path = ""
     seen = 0
     while seen < 8:  # Beam nests a BeamIOError per call (match, then exists): follow the first path of each
@@ -136,10 +136,28 @@ def store_error(exc: BaseException) -> tuple[str, str] | None:
         if not isinstance(inner, BaseException):
             break
         exc = inner
+    return path, exc
+
+
+def store_error(exc: BaseException) -> tuple[str, str] | None:
+    """``(path, reason)`` when ``exc`` is an object store's failure, found inside Beam's ``BeamIOError`` where it is
+    wrapped; None for any other exception."""
+    path, exc = _unwrapped(exc)
     if not any(kind.__name__ in _STORE_ERRORS for kind in type(exc).__mro__):  # boto3's NoSuchBucket: a ClientError
         return None
-    reason = getattr(exc, "message", None) or str(exc)
+    response = getattr(exc, "response", None)  # GCS's upload of an object answered with an error: its status
+    if type(exc).__name__ == "InvalidResponse" and hasattr(response, "status_code"):
+        reason = f"the store answered {response.status_code} {getattr(response, 'reason', '') or ''}".strip()
+    else:
+        reason = getattr(exc, "message", None) or str(exc)
     return path, " ".join(str(reason).split())
+
+
+def _not_found(exc: BaseException) -> bool:
+    """Whether a GCS failure is a 404: an object's, or its bucket's (the storage client's ``NotFound``, or an
+    upload's ``InvalidResponse`` with that status)."""
+    response = getattr(exc, "response", None)
+    return type(exc).__name__ == "NotFound" or getattr(response, "status_code", None) == 404
 
 
 class _BeamStoreRecords(logging.Filter):
@@ -169,6 +187,10 @@ def store_sentence(exc: BaseException, path: str = "") -> str:
     and where to look."""
     found, reason = store_error(exc) or ("", str(exc))
     path = found or path
+    if path.startswith("gs://") and _not_found(_unwrapped(exc)[1]):  # S3 names NoSuchBucket in its own reason
+        bucket = missing_bucket(path)  # a bucket's name mistyped: said as such, not as an object not found
+        if bucket:
+            return f"{path}: there is no bucket {bucket!r} at that store"
     return f"{path + ': ' if path else ''}{reason}; {store_hint(path)}"
 
 
@@ -178,7 +200,8 @@ def store_hint(path: str) -> str:
         return ("S3 is reached with Beam's --s3_endpoint_url, --s3_region_name, --s3_access_key_id and "
                 "--s3_secret_access_key flags, or else the AWS_* variables of the environment")
     if path.startswith("gs://"):
-        return "Google Cloud Storage is reached with the credentials of gcloud auth application-default login"
+        return ("Google Cloud Storage is reached with Application Default Credentials (gcloud auth application-default "
+                "login, or a service account where the job runs), or an emulator at STORAGE_EMULATOR_HOST")
     return "check the path and the credentials of its file system"
 
 
@@ -245,14 +268,32 @@ def s3_client(options=None, config=None):
 
 
 def bucket_and_key(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/key`` as ``("bucket", "some/key")``."""
-    bucket, _, key = url[len("s3://"):].partition("/")
+    """``s3://bucket/some/key`` (or ``gs://...``) as ``("bucket", "some/key")``."""
+    bucket, _, key = url.split("://", 1)[1].partition("/")
     return bucket, key
 
 
+def gcs_client(options=None):
+    """Google's storage client as Beam's GCS file system makes it (the same credentials: Application Default
+    Credentials, else anonymous; ``STORAGE_EMULATOR_HOST`` reaches an emulator), for the calls Beam does not make (a
+    bucket's lookup, a conditional write)."""
+    from apache_beam.io.gcp.gcsio import create_storage_client
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if options is None:  # Beam keeps them on the class (2.77: FileSystems._pipeline_options)
+        options = getattr(FileSystems, "_pipeline_options", None) or PipelineOptions([])
+    return create_storage_client(options)
+
+
+_GCS_PROBE_TIMEOUT = (5, 15)  # seconds to connect and to read, for a request that cannot wait out Beam's retries
+
+
 def missing_bucket(path: str) -> str | None:
-    """The bucket of the ``s3://`` path ``path`` where the store says that it does not exist (HeadBucket's 404,
-    which S3 answers whatever the caller's rights); None otherwise, and where it cannot be asked."""
+    """The bucket of the ``s3://`` or ``gs://`` path ``path`` where the store says that it does not exist (a 404 for
+    the bucket itself, which S3 and GCS answer whatever the caller's rights); None otherwise, and where it cannot be
+    asked."""
+    if path.startswith("gs://"):
+        return _missing_gcs_bucket(bucket_and_key(path)[0])
     if not path.startswith("s3://"):
         return None
     bucket, _ = bucket_and_key(path)
@@ -269,15 +310,33 @@ def missing_bucket(path: str) -> str | None:
     return None
 
 
-def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
-    """A sentence when an S3 bucket among ``paths`` cannot be reached at all (an endpoint that does not answer, no
-    credentials), asked once per bucket with a short timeout before anything else: Beam retries such a request for
-    about ten minutes before it gives up (585 s measured with an endpoint whose server had stopped). None where
-    each bucket answers, whatever it answers: a missing bucket or refused rights are said by the run's own first
-    request to it (a key may read its objects without the right to ask for the bucket)."""
-    buckets = sorted({bucket_and_key(path)[0] for path in paths if path.startswith("s3://")})
-    if not buckets:
+def _missing_gcs_bucket(bucket: str) -> str | None:
+    try:
+        from google.api_core.exceptions import NotFound
+    except ImportError:
         return None
+    try:
+        gcs_client().get_bucket(bucket, timeout=_GCS_PROBE_TIMEOUT, retry=None)
+    except NotFound:
+        return bucket
+    except Exception:  # noqa: BLE001 - refused rights, no connection: not known to be missing
+        return None
+    return None
+
+
+def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
+    """A sentence when an S3 or GCS bucket among ``paths`` cannot be reached at all (an endpoint that does not
+    answer, no credentials), asked once per bucket with a short timeout before anything else: Beam retries such a
+    request for minutes before it gives up (S3: 585 s measured with an endpoint whose server had stopped; GCS: more
+    than 300 s). None where each bucket answers, whatever it answers: a missing bucket or refused rights are said by
+    the run's own first request to it (a key may read its objects without the right to ask for the bucket)."""
+    s3 = sorted({bucket_and_key(path)[0] for path in paths if path.startswith("s3://")})
+    gcs = sorted({bucket_and_key(path)[0] for path in paths if path.startswith("gs://")})
+    return (_unreachable_s3_bucket(s3, beam_args) if s3 else None) or (
+        _unreachable_gcs_bucket(gcs, beam_args) if gcs else None)
+
+
+def _unreachable_s3_bucket(buckets: list[str], beam_args: list[str]) -> str | None:
     try:
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
@@ -295,3 +354,37 @@ def unreachable_bucket(paths, beam_args: list[str]) -> str | None:
         except BotoCoreError as exc:  # no connection, a timeout, no credentials
             return f"s3://{bucket}: {' '.join(str(exc).split())}; {store_hint('s3://')}"
     return None
+
+
+def _unreachable_gcs_bucket(buckets: list[str], beam_args: list[str]) -> str | None:
+    try:
+        from google.api_core.exceptions import GoogleAPICallError
+        from google.auth.exceptions import GoogleAuthError
+        from requests.exceptions import RequestException
+    except ImportError:  # no google-cloud-storage: Beam's GCS file system says so itself
+        return None
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    client = gcs_client(PipelineOptions(beam_args))
+    for bucket in buckets:
+        try:
+            client.get_bucket(bucket, timeout=_GCS_PROBE_TIMEOUT, retry=None)
+        except GoogleAPICallError:  # the store answered
+            continue
+        except RequestException as exc:  # no connection, a timeout
+            return f"gs://{bucket}: {_no_answer(exc, client)}; {store_hint('gs://')}"
+        except GoogleAuthError as exc:  # credentials refused
+            return f"gs://{bucket}: {' '.join(str(exc).split())}; {store_hint('gs://')}"
+    return None
+
+
+def _no_answer(exc: BaseException, client) -> str:
+    """``"no answer from http://127.0.0.1:4999 (Connection refused)"``: requests' own text is a line of 300
+    characters of urllib3's retry state."""
+    import re
+
+    cause = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(exc))
+    if cause is None:
+        cause = re.search(r"(timed out|Read timed out)", str(exc))
+    endpoint = getattr(getattr(client, "_connection", None), "API_BASE_URL", "the store")
+    return f"no answer from {endpoint}" + (f" ({cause.group(1).strip()})" if cause else "")

@@ -1077,8 +1077,18 @@ def _is_run_manifest(path: str) -> bool:
 
 def _match(pattern: str) -> list[str]:
     bare = "://" not in pattern and not PurePath(pattern).parent.parts
-    matched = [m.path for result in FileSystems.match(["./" + pattern if bare else pattern])
-               for m in result.metadata_list]
+    try:
+        matched = [m.path for result in FileSystems.match(["./" + pattern if bare else pattern])
+                   for m in result.metadata_list]
+    except Exception:
+        if "://" in pattern:  # GCS answers a listing of a bucket that is not there with an error (S3: no match)
+            from seqwatch.pipelines.object_store import missing_bucket
+
+            bucket = missing_bucket(pattern)
+            if bucket:
+                raise FileNotFoundError(f"no input file matches {pattern!r}: there is no bucket {bucket!r} at that "
+                                        f"store") from None
+        raise
     return [path[2:] if bare and path.startswith("./") else path for path in matched]
 
 
