@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
+.PHONY: demo test test-fast airflow fake-gcs-server bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,27 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(MAKE) streaming-tools || echo "make: streaming tools unavailable; tests/streaming will skip"
+	$(MAKE) fake-gcs-server || echo "make: fake-gcs-server unavailable; the GCS tests of the output lock will skip"
 	$(MAKE) airflow || echo "make: Airflow unavailable; tests/e2e/test_airflow_dag.py will skip"
 	$(BIN)/pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
+
+# fake-gcs-server, a Google Cloud Storage emulator built with Go from the Go module proxy (~30 s), for the tests of
+# the output lock on gs:// (tests/pipelines/test_output_lock_stores.py): it holds a write to its ifGenerationMatch
+# condition, which gcp-storage-emulator (the other GCS tests' emulator) does not. One stamp per version.
+FAKE_GCS_VERSION := 1.56.1
+FAKE_GCS_STAMP := .tools/bin/.fake-gcs-server-v$(FAKE_GCS_VERSION)
+
+fake-gcs-server: $(FAKE_GCS_STAMP)
+
+$(FAKE_GCS_STAMP):
+	@command -v go >/dev/null || { echo "make: Go is needed to build fake-gcs-server" >&2; exit 1; }
+	@mkdir -p .tools/bin
+	GOBIN=$(abspath .tools/bin) GOFLAGS=-buildvcs=false go install github.com/fsouza/fake-gcs-server@v$(FAKE_GCS_VERSION)
+	@rm -f .tools/bin/.fake-gcs-server-v*
+	@touch $@
 
 # Airflow 3 in its own virtual environment (.tools/airflow), for the DAG in deploy/airflow and its test; its pins
 # (deploy/airflow/requirements.lock) are not seqwatch's, so it is kept apart from .venv.

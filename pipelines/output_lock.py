@@ -8,17 +8,19 @@ included (``kill -9``, an out-of-memory kill), so a lock never outlives its job 
 NFS, Linux takes ``flock`` as a whole-file lock on the server, released when the holding process (or, after its
 lease, its machine) is gone. The file stays between jobs; while a job holds it, it names the job, for the refusal.
 
-On S3 (``s3://``) the lock is an object, ``<output>/.seqwatch.lock``, created only where none is there (a
-conditional write, ``If-None-Match: *``) and held as a lease: its holder writes it again every ``RENEW_S`` seconds
-(``If-Match`` its own version, so a holder that lost it finds out), and deletes it at the end. A lock not written
-again for ``LEASE_S`` seconds, by the store's own clock, is a killed job's: the next job takes it over, again by a
+On S3 (``s3://``) and Google Cloud Storage (``gs://``) the lock is an object, ``<output>/.seqwatch.lock``, created
+only where none is there (a conditional write: S3's ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``) and held
+as a lease: its holder writes it again every ``RENEW_S`` seconds (on the condition that it is still the version it
+wrote: ``If-Match`` its ETag, ``ifGenerationMatch`` its generation; so a holder that lost it finds out), and
+deletes it at the end. A lock not written again for ``LEASE_S`` seconds (by S3's own clock; on GCS by this
+machine's against the store's time of the write) is a killed job's: the next job takes it over, again by a
 conditional write, so that of two jobs that find it stale one gets it. A job that finds a live lock is refused, as
 on a local folder, except where the lock names a process of the same machine (Linux: its boot, PID namespace, PID
 and start time) that has ended: a killed run's rerun by cron or Airflow on the same machine takes its lock over at
 once, as the kernel's release of ``flock`` lets it do on a local folder, instead of waiting out the lease.
 
-Not locked: outputs on other remote file systems (``gs://``: not done), stores that refuse conditional writes
-(some S3-compatible ones), local folders whose file system refuses locks (some FUSE mounts), and platforms
+Not locked: outputs on other remote file systems (``hdfs://``), stores that refuse conditional writes (some
+S3-compatible ones), local folders whose file system refuses locks (some FUSE mounts), and platforms
 without ``fcntl`` (Windows).
 """
 from __future__ import annotations
@@ -98,7 +100,7 @@ def output_lock(output: str, job: str, run_id: str, flag: str = "--output") -> I
     if key in _HELD:  # a replay holds its output's lock around the batch run it starts
         yield True
         return
-    hold = _s3_lease if output.startswith("s3://") else _file_lock
+    hold = _store_lease if output.startswith(("s3://", "gs://")) else _file_lock
     with hold(output, job, run_id, flag) as locked:
         if locked:
             _HELD.add(key)
@@ -184,10 +186,162 @@ def _file_lock(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-LEASE_S = 120.0  # an S3 lock not written again for this long (by the store's clock) is a killed job's
+LEASE_S = 120.0  # a lock object not written again for this long is a killed job's
 RENEW_S = 30.0  # how often its holder writes it again
-_CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict"}
-_NO_CONDITIONS = {"NotImplemented"}  # a store without conditional writes
+
+
+class _Taken(Exception):
+    """The lock object is there (a conditional create), or is no longer the version this job wrote or read."""
+
+
+class _S3LockObject:
+    """The lock object of an output on S3: written with ``If-None-Match: *`` and ``If-Match`` its ETag."""
+
+    CONDITION_FAILED = {"PreconditionFailed", "ConditionalRequestConflict"}
+    NO_CONDITIONS = {"NotImplemented"}  # a store without conditional writes
+
+    def __init__(self, output: str):
+        from seqwatch.pipelines.object_store import s3_client
+
+        self.client = s3_client()
+        self.bucket, self.key = _lock_object(output)
+        self.url = f"s3://{self.bucket}/{self.key}"
+
+    @staticmethod
+    def _code(exc) -> str:
+        return exc.response.get("Error", {}).get("Code", "")
+
+    def create(self, body: bytes) -> str | None:
+        """The new object's version; None where the store takes no conditional write (nothing is locked there).
+        Raises ``_Taken`` where it is there, or ``LockRefused`` where the store refused it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*")["ETag"]
+        except ClientError as exc:
+            if self._code(exc) in self.NO_CONDITIONS:
+                return None
+            if self._code(exc) in self.CONDITION_FAILED:
+                raise _Taken from None
+            raise _refused(exc, self.url) from None  # a bucket that is not there, a key without the right to write
+        try:  # a store that takes If-None-Match but not If-Match could not renew the lease: not locked there
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfMatch=etag)["ETag"]
+        except ClientError as exc:
+            if self._code(exc) not in self.NO_CONDITIONS:
+                raise
+            self.client.delete_object(Bucket=self.bucket, Key=self.key)
+            return None
+
+    def replace(self, body: bytes, version: str) -> str:
+        """Write it again where it is still ``version``; its new version. Raises ``_Taken`` where it is not."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, IfMatch=version)["ETag"]
+        except ClientError as exc:
+            if self._code(exc) in self.CONDITION_FAILED:
+                raise _Taken from None
+            raise
+
+    def read(self) -> tuple[bytes, float, str] | None:
+        """Its text, its age in seconds by the store's clock (where the store says it) and its version; None where
+        it is gone."""
+        import datetime
+        from email.utils import parsedate_to_datetime
+
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError:
+            return None
+        stamp = found["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(stamp) if stamp else datetime.datetime.now(datetime.timezone.utc)
+        return found["Body"].read(), (now - found["LastModified"]).total_seconds(), found["ETag"]
+
+    def delete(self, version: str) -> None:
+        """Delete it where it is still ``version`` (a job that took it over keeps it). A store that takes no
+        conditional delete has it deleted where its ETag is still this job's when asked; one out of reach leaves it
+        to lapse: the job's own end is not failed for it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=version)
+        except ClientError as exc:
+            if self._code(exc) in self.NO_CONDITIONS:
+                try:
+                    if self.client.head_object(Bucket=self.bucket, Key=self.key)["ETag"] == version:
+                        self.client.delete_object(Bucket=self.bucket, Key=self.key)
+                except (ClientError, BotoCoreError):
+                    pass
+        except BotoCoreError:
+            pass
+
+
+class _GcsLockObject:
+    """The lock object of an output on Google Cloud Storage: written with ``ifGenerationMatch`` (0: only where there
+    is none; else the generation this job wrote or read). Its age is told by this machine's clock against the
+    store's time of its last write (GCS's client does not say the store's own clock)."""
+
+    def __init__(self, output: str):
+        from seqwatch.pipelines.object_store import gcs_client
+
+        bucket, self.key = _lock_object(output)
+        self.bucket = gcs_client().bucket(bucket)
+        self.url = f"gs://{bucket}/{self.key}"
+
+    def _write(self, body: bytes, generation: int) -> int:
+        from google.api_core.exceptions import PreconditionFailed
+
+        blob = self.bucket.blob(self.key)
+        try:
+            blob.upload_from_string(body, content_type="application/json", if_generation_match=generation)
+        except PreconditionFailed:
+            raise _Taken from None
+        return blob.generation
+
+    def create(self, body: bytes) -> int:
+        from google.api_core.exceptions import GoogleAPIError
+        from requests.exceptions import RequestException
+
+        try:
+            return self._write(body, 0)
+        except (GoogleAPIError, RequestException) as exc:  # a bucket that is not there, no right to write, no answer
+            raise _refused(exc, self.url) from None
+
+    def replace(self, body: bytes, version: int) -> int:
+        return self._write(body, version)
+
+    def read(self) -> tuple[bytes, float, int] | None:
+        import datetime
+
+        from google.api_core.exceptions import NotFound
+
+        try:
+            found = self.bucket.get_blob(self.key)
+            text = found.download_as_bytes() if found is not None else None
+        except NotFound:
+            return None
+        if found is None:
+            return None
+        age = (datetime.datetime.now(datetime.timezone.utc) - found.updated).total_seconds()
+        return text, age, found.generation
+
+    def delete(self, version: int) -> None:
+        """Delete it where it is still ``version`` (asked first as well: an emulator may not hold a delete to its
+        condition); one out of reach leaves it to lapse."""
+        try:
+            found = self.bucket.get_blob(self.key)
+            if found is not None and found.generation == version:
+                found.delete(if_generation_match=version)
+        except Exception:  # noqa: BLE001 - the job's own end is not failed for a lock it leaves to lapse
+            pass
+
+
+def _refused(exc, url: str) -> LockRefused:
+    from seqwatch.pipelines.object_store import store_sentence
+
+    return LockRefused(store_sentence(exc, url))
 
 
 def _lock_object(output: str) -> tuple[str, str]:
@@ -199,122 +353,67 @@ def _lock_object(output: str) -> tuple[str, str]:
 
 
 @contextmanager
-def _s3_lease(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
-    """Hold the lock object of an output on S3 for the ``with`` block (see the module's text); yield False where
-    the store takes no conditional write."""
-    from botocore.exceptions import ClientError
-
-    from seqwatch.pipelines.object_store import s3_client
-
-    client = s3_client()
-    bucket, key = _lock_object(output)
+def _store_lease(output: str, job: str, run_id: str, flag: str) -> Iterator[bool]:
+    """Hold the lock object of an output on S3 or GCS for the ``with`` block (see the module's text); yield False
+    where the store takes no conditional write."""
+    lock = _GcsLockObject(output) if output.startswith("gs://") else _S3LockObject(output)
     body = _holder_record(job, run_id)
-    conditional = True  # whether the store takes conditional writes (else nothing is locked there)
     try:
-        etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")["ETag"]
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _NO_CONDITIONS:
-            conditional = False
-        elif code not in _CONDITION_FAILED:  # a bucket that is not there, a key without the right to write
-            from seqwatch.pipelines.object_store import store_sentence
-
-            raise LockRefused(f"could not take the lock on {output}: {store_sentence(exc, f's3://{bucket}/{key}')}") \
-                from None
-        else:
-            etag = _take_over_if_stale(client, bucket, key, body, (output, job, flag))
-    else:
-        try:  # a store that takes If-None-Match but not If-Match could not renew the lease: not locked there
-            etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=etag)["ETag"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") not in _NO_CONDITIONS:
-                raise
-            client.delete_object(Bucket=bucket, Key=key)
-            conditional = False
-    if not conditional:
+        version = lock.create(body)
+    except LockRefused as exc:
+        raise LockRefused(f"could not take the lock on {output}: {exc}") from None
+    except _Taken:
+        version = _take_over_if_stale(lock, body, (output, job, flag))
+    if version is None:
         yield False
         return
-    lease = _Renewal(client, bucket, key, body, etag, output)
+    lease = _Renewal(lock, body, version, output)
     lease.start()
     try:
         yield True
     finally:
         lease.stop()
-        _let_go(client, bucket, key, lease.etag)
+        lock.delete(lease.version)
 
 
-def _let_go(client, bucket: str, key: str, etag: str) -> None:
-    """Delete the lock object where it is still this job's (a job that took it over keeps it). A store that takes
-    no conditional delete has it deleted where its ETag is still this job's when asked; one out of reach leaves it
-    to lapse: the job's own end is not failed for it."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code", "") in _NO_CONDITIONS:
-            try:
-                if client.head_object(Bucket=bucket, Key=key)["ETag"] == etag:
-                    client.delete_object(Bucket=bucket, Key=key)
-            except (ClientError, BotoCoreError):
-                pass
-    except BotoCoreError:
-        pass
-
-
-def _take_over_if_stale(client, bucket: str, key: str, body: bytes, said: tuple) -> str:
-    """The new ETag of the lock object, taken over where its holder has not written it for ``LEASE_S`` seconds or
-    is a process of this machine that has ended; raises ``OutputBusy`` where it is live, or another job took it
+def _take_over_if_stale(lock, body: bytes, said: tuple):
+    """The new version of the lock object, taken over where its holder has not written it for ``LEASE_S`` seconds
+    or is a process of this machine that has ended; raises ``OutputBusy`` where it is live, or another job took it
     over first."""
-    import datetime
-    from email.utils import parsedate_to_datetime
-
-    from botocore.exceptions import ClientError
-
-    try:
-        found = client.get_object(Bucket=bucket, Key=key)
-    except ClientError:  # deleted meanwhile: its holder has just ended
-        raise _busy("job", *said) from None
-    text = found["Body"].read()
-    stamp = found["ResponseMetadata"].get("HTTPHeaders", {}).get("date")  # the store's clock, where it says it
-    now = parsedate_to_datetime(stamp) if stamp else datetime.datetime.now(datetime.timezone.utc)
-    age = (now - found["LastModified"]).total_seconds()
+    found = lock.read()
+    if found is None:  # deleted meanwhile: its holder has just ended
+        raise _busy("job", *said)
+    text, age, version = found
     if age < LEASE_S and not _holder_has_ended(text):
         busy = _busy(_holder_of(text), *said)
         raise OutputBusy(f"{busy} (its lock there was written {max(age, 0):.0f} s ago; a killed job's lapses "
                          f"{LEASE_S:.0f} s after that, and the next job takes it over)")
     try:
-        return client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=found["ETag"])["ETag"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code", "") in _CONDITION_FAILED:  # another job was first
-            raise _busy("job", *said) from None
-        raise
+        return lock.replace(body, version)
+    except _Taken:  # another job was first
+        raise _busy("job", *said) from None
 
 
 class _Renewal(threading.Thread):
-    """Writes the lock object again every ``RENEW_S`` seconds, while its ETag is still this job's."""
+    """Writes the lock object again every ``RENEW_S`` seconds, while it is still this job's version."""
 
-    def __init__(self, client, bucket: str, key: str, body: bytes, etag: str, output: str):
+    def __init__(self, lock, body: bytes, version, output: str):
         super().__init__(daemon=True, name="seqwatch-lock-lease")
-        self.client, self.bucket, self.key, self.body, self.etag, self.output = client, bucket, key, body, etag, output
+        self.lock, self.body, self.version, self.output = lock, body, version, output
         self._stopped = threading.Event()
 
     def run(self) -> None:
         import logging
 
-        from botocore.exceptions import BotoCoreError, ClientError
-
         while not self._stopped.wait(RENEW_S):
             try:
-                self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self.body,
-                                                   IfMatch=self.etag)["ETag"]
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code", "") in _CONDITION_FAILED:
-                    logging.getLogger("seqwatch.pipelines").warning(
-                        "seqwatch: another job took over the lock on %s (this one could not write it again for "
-                        "%.0f s); both may now write there", self.output, LEASE_S)
-                    return
-            except BotoCoreError:  # the store out of reach for a while: again at the next turn
+                self.version = self.lock.replace(self.body, self.version)
+            except _Taken:
+                logging.getLogger("seqwatch.pipelines").warning(
+                    "seqwatch: another job took over the lock on %s (this one could not write it again for "
+                    "%.0f s); both may now write there", self.output, LEASE_S)
+                return
+            except Exception:  # noqa: BLE001 - the store out of reach for a while: again at the next turn
                 continue
 
     def stop(self) -> None:

@@ -281,6 +281,13 @@ class S3Store:
     def read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.BUCKET, Key=key)["Body"].read()
 
+    def write(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.BUCKET, Key=key, Body=data)
+
+    def updated(self, key: str):
+        """When the object ``key`` was last written, by the store."""
+        return self.client.head_object(Bucket=self.BUCKET, Key=key)["LastModified"]
+
 
 @pytest.fixture(scope="session")
 def s3_store():
@@ -332,11 +339,11 @@ class _MetadataHandler(BaseHTTPRequestHandler):
 
 
 class GcsStore:
-    """A Google Cloud Storage emulator (gcp-storage-emulator) on 127.0.0.1 with one bucket, ``BUCKET``, and a stand-in
-    for a Compute Engine metadata server that hands out credentials: the environment that reaches both (Beam's GCS
-    file system and Google's storage client read ``STORAGE_EMULATOR_HOST``; without credentials Beam's lookup of
-    Application Default Credentials retries for 21 s in each process before it goes on anonymously), a storage
-    client to put and list objects, and a pyarrow file system to read the Parquet back."""
+    """A Google Cloud Storage emulator on 127.0.0.1 with one bucket, ``BUCKET``, and a stand-in for a Compute Engine
+    metadata server that hands out credentials: the environment that reaches both (Beam's GCS file system and
+    Google's storage client read ``STORAGE_EMULATOR_HOST``; without credentials Beam's lookup of Application Default
+    Credentials retries for 21 s in each process before it goes on anonymously), a storage client to put and list
+    objects, and a pyarrow file system to read the Parquet back."""
 
     BUCKET = "seqwatch-test"
 
@@ -344,15 +351,14 @@ class GcsStore:
         import datetime
 
         import pyarrow.fs
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
 
         self.endpoint = f"http://127.0.0.1:{storage_port}"
         self.variables = {"STORAGE_EMULATOR_HOST": self.endpoint, "GCE_METADATA_HOST": f"127.0.0.1:{metadata_port}",
                           "GCE_METADATA_IP": f"127.0.0.1:{metadata_port}", "GOOGLE_CLOUD_PROJECT": "seqwatch-test"}
         self.env = {**{k: v for k, v in os.environ.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"},
                     **self.variables}
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
         self.client = storage.Client(project="seqwatch-test", credentials=AnonymousCredentials(),
                                      client_options={"api_endpoint": self.endpoint})
         self.client.create_bucket(self.BUCKET)
@@ -360,6 +366,12 @@ class GcsStore:
         # (a failed request is retried for 15 minutes by default; pyarrow's read_schema of an object there hangs)
         self.fs = pyarrow.fs.GcsFileSystem(anonymous=True, endpoint_override=f"127.0.0.1:{storage_port}",
                                            scheme="http", retry_time_limit=datetime.timedelta(seconds=20))
+
+    def use_here(self, monkeypatch) -> None:
+        """Reach this store from the test's own process too (``monkeypatch``: for the test)."""
+        for name, value in self.variables.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
 
     def url(self, key: str) -> str:
         return f"gs://{self.BUCKET}/{key}"
@@ -378,6 +390,13 @@ class GcsStore:
     def read(self, key: str) -> bytes:
         return self.bucket.blob(key).download_as_bytes()
 
+    def write(self, key: str, data: bytes) -> None:
+        self.bucket.blob(key).upload_from_string(data)
+
+    def updated(self, key: str):
+        """When the object ``key`` was last written, by the store."""
+        return self.bucket.get_blob(key).updated
+
 
 def _free_port() -> int:
     import socket
@@ -388,23 +407,68 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def gcs_store():
-    """``GcsStore`` on a gcp-storage-emulator this session starts on 127.0.0.1 (threads of the test process), with
-    a metadata server beside it. gcp-storage-emulator rather than fake-gcs-server: Beam renames objects with the
-    storage client's batch requests, whose parts fake-gcs-server (1.56) skips (they carry no Content-ID)."""
-    import logging
+def gce_metadata():
+    """The port of a stand-in for a Compute Engine metadata server on 127.0.0.1 (a thread of the test process)."""
     import threading
+
+    server = ThreadingHTTPServer(("127.0.0.1", _free_port()), _MetadataHandler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="gce-metadata").start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def gcs_store(gce_metadata):
+    """``GcsStore`` on a gcp-storage-emulator this session starts on 127.0.0.1 (threads of the test process).
+    gcp-storage-emulator rather than fake-gcs-server: Beam renames objects with the storage client's batch requests,
+    whose parts fake-gcs-server (1.56) skips (they carry no Content-ID). It does not hold a write to its
+    ``ifGenerationMatch`` condition, which the output lock's tests need (``fake_gcs_store``)."""
+    import logging
 
     from gcp_storage_emulator.server import create_server
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)  # a warning per object read otherwise
-    storage_port, metadata_port = _free_port(), _free_port()
-    metadata = ThreadingHTTPServer(("127.0.0.1", metadata_port), _MetadataHandler)
-    threading.Thread(target=metadata.serve_forever, daemon=True, name="gce-metadata").start()
-    server = create_server("127.0.0.1", storage_port, in_memory=True)
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
     try:
-        yield GcsStore(storage_port, metadata_port)
+        yield GcsStore(port, gce_metadata)
     finally:
         server.stop()
-        metadata.shutdown()
+
+
+FAKE_GCS = REPO / ".tools" / "bin" / "fake-gcs-server"  # built by `make fake-gcs-server` (run by `make test`)
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_store(gce_metadata, tmp_path_factory):
+    """``GcsStore`` on fake-gcs-server (in memory, a process this session starts on 127.0.0.1), which holds writes to
+    their ``ifGenerationMatch`` conditions (not deletes: 1.56 deletes whatever the condition)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    if not FAKE_GCS.exists():
+        pytest.skip("fake-gcs-server is not built (make fake-gcs-server: Go and the Go module proxy)")
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("fake-gcs") / "server.log").open("w")
+    server = subprocess.Popen([str(FAKE_GCS), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+                               "-backend", "memory", "-external-url", f"http://127.0.0.1:{port}", "-log-level",
+                               "warn"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"fake-gcs-server did not start on port {port}") from None
+                time.sleep(0.1)
+        yield GcsStore(port, gce_metadata)
+    finally:
+        server.terminate()
+        server.wait(10)
+        log.close()

@@ -81,7 +81,7 @@ def test_the_lock_is_reentrant_within_a_process_and_absent_on_remote_outputs(tmp
             assert outer and inner
         assert _probe(tmp_path / "out").startswith("another seqwatch replay replay-1 ")  # still held
     assert _probe(tmp_path / "out") == "free"
-    with output_lock("gs://bucket/out", "run", "run-1") as locked:
+    with output_lock("hdfs://namenode/out", "run", "run-1") as locked:  # S3 and GCS: test_output_lock_stores.py
         assert not locked
 
 

@@ -1,6 +1,7 @@
-"""The output lock on S3 (``output_lock``: an object created by a conditional write and held as a lease), against
-moto's S3 server on 127.0.0.1: one job at a time, a lock written again while held, a killed job's lock taken over
-once it lapses, and a holder that lost it leaves the new holder's lock alone."""
+"""The output lock on object stores (``output_lock``: an object created by a conditional write and held as a
+lease), on S3 against moto's S3 server and on Google Cloud Storage against fake-gcs-server, each on 127.0.0.1: one
+job at a time, a lock written again while held, a killed job's lock taken over once it lapses (at once where it
+names an ended process of this machine), and a holder that lost it leaves the new holder's lock alone."""
 from __future__ import annotations
 
 import json
@@ -17,10 +18,21 @@ from seqwatch.pipelines import output_lock as lock_module
 from seqwatch.pipelines.output_lock import LOCK_FILE, OutputBusy, output_lock
 
 
-@pytest.fixture
-def store(s3_store):
-    FileSystems.set_options(PipelineOptions(s3_store.beam_flags))
-    return s3_store
+@pytest.fixture(params=["s3", "gcs"])
+def store(request, monkeypatch):
+    """The S3 store (moto) or the GCS store (fake-gcs-server, which holds a write to its ifGenerationMatch
+    condition), reached from this process."""
+    if request.param == "s3":
+        found = request.getfixturevalue("s3_store")
+        FileSystems.set_options(PipelineOptions(found.beam_flags))
+        return found
+    from apache_beam.internal.gcp import auth
+
+    found = request.getfixturevalue("fake_gcs_store")
+    found.use_here(monkeypatch)
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", False)  # looked up again, from the metadata server
+    FileSystems.set_options(PipelineOptions([]))
+    return found
 
 
 def _in_another_thread(url: str, job: str = "run", run_id: str = "run-b") -> str:
@@ -36,7 +48,7 @@ def _in_another_thread(url: str, job: str = "run", run_id: str = "run-b") -> str
         return pool.submit(take).result()
 
 
-def test_an_s3_output_is_held_by_one_job_at_a_time_and_its_lock_object_goes_with_it(store):
+def test_an_output_on_a_store_is_held_by_one_job_at_a_time_and_its_lock_object_goes_with_it(store):
     url = store.url("locks/one")
     with output_lock(url, "run", "run-a") as locked:
         assert locked and store.keys("locks/one") == [LOCK_FILE]
@@ -52,19 +64,19 @@ def test_an_s3_output_is_held_by_one_job_at_a_time_and_its_lock_object_goes_with
     assert _in_another_thread(url) == "held"
 
 
-def test_a_lock_on_s3_is_written_again_while_held_and_a_killed_jobs_lapses(store, monkeypatch):
+def test_a_lock_on_a_store_is_written_again_while_held_and_a_killed_jobs_lapses(store, monkeypatch):
     monkeypatch.setattr(lock_module, "LEASE_S", 3.0)  # the store's times are whole seconds
     monkeypatch.setattr(lock_module, "RENEW_S", 0.5)
     url = store.url("locks/renewed")
     with output_lock(url, "stream", "stream-a"):
-        first = store.client.head_object(Bucket=store.BUCKET, Key=f"locks/renewed/{LOCK_FILE}")["LastModified"]
+        first = store.updated(f"locks/renewed/{LOCK_FILE}")
         time.sleep(4.5)  # longer than the lease: written again meanwhile, so still this job's
-        later = store.client.head_object(Bucket=store.BUCKET, Key=f"locks/renewed/{LOCK_FILE}")["LastModified"]
+        later = store.updated(f"locks/renewed/{LOCK_FILE}")
         assert later > first
         assert _in_another_thread(url).startswith("another seqwatch stream stream-a ")
     # a killed job's lock: nobody deletes it or writes it again
     killed = {"job": "run", "run_id": "run-killed", "pid": 1, "host": "elsewhere", "since": time.time()}
-    store.client.put_object(Bucket=store.BUCKET, Key=f"locks/killed/{LOCK_FILE}", Body=json.dumps(killed).encode())
+    store.write(f"locks/killed/{LOCK_FILE}", json.dumps(killed).encode())
     assert _in_another_thread(store.url("locks/killed")).startswith("another seqwatch run run-killed (process 1 "
                                                                     "on elsewhere, since ")
     time.sleep(4.2)
@@ -127,7 +139,7 @@ def test_a_killed_holder_on_the_same_machine_is_taken_over_at_once_a_live_one_or
     import sys
 
     url, key = store.url("locks/rerun"), f"locks/rerun/{LOCK_FILE}"
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, url, *store.beam_flags], env=store.env,
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, url, *getattr(store, "beam_flags", [])], env=store.env,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -147,7 +159,7 @@ def test_a_killed_holder_on_the_same_machine_is_taken_over_at_once_a_live_one_or
         holder.wait(10)
     # a lock that names an ended PID of another boot (another machine) cannot be told from a live one: the lease
     elsewhere = {**record, "process": {**record["process"], "boot": "another-boot"}}
-    store.client.put_object(Bucket=store.BUCKET, Key=key, Body=json.dumps(elsewhere).encode())
+    store.write(key, json.dumps(elsewhere).encode())
     assert _in_another_thread(url).startswith(f"another seqwatch run run-killed (process {holder.pid} on ")
     # nor one whose PID was taken by a later process: its start time is not the holder's
     reused = {**record, "pid": os.getpid()}
