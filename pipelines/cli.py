@@ -1891,11 +1891,12 @@ def _use_file_systems(beam_args: list[str]) -> None:
 def _check_buckets(args, beam_args: list[str]) -> None:
     """Refuse, in seconds, paths on an S3 or GCS store that cannot be reached at all
     (``object_store.unreachable_bucket``); every flag's path is looked at (inputs, output, an earlier output, a
-    model's)."""
+    model's), and Beam's (``--temp_location``: Beam's check of its options asks GCS about that bucket, and retried
+    for minutes where GCS could not be reached)."""
     from seqwatch.pipelines.object_store import unreachable_bucket
 
     paths = []
-    for value in vars(args).values():
+    for value in [*vars(args).values(), [arg.split("=", 1)[-1] for arg in beam_args]]:
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(item, str) and item.startswith(("s3://", "gs://")):
                 paths.append(item)
@@ -1949,7 +1950,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         # a runner Beam installs with an extra (DataflowRunner: [gcp]) that seqwatch's install leaves out: it had
         # ended with a traceback of 41 lines (found by the bug hunt of deploy examples)
         print(f"seqwatch {args.command}: {str(exc).splitlines()[0].rstrip('.')}: seqwatch installs Beam without "
-              f"its extras; pip install 'apache-beam[{extra.group(1)}]==2.77.0' into this environment (and on the "
+              f"its [{extra.group(1)}] extra; pip install 'apache-beam[{extra.group(1)}]==2.77.0' into this environment (and on the "
               f"workers: deploy/dataflow/README.md)", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Exception) as exc:

@@ -118,7 +118,8 @@ def test_a_replay_on_gcs_scores_a_fixed_record_from_its_quarantine_there(gcs_sto
         {"source": pump, "line": 41, "raw": fixed_text}]
 
 
-def test_a_bucket_that_is_not_there_or_a_store_out_of_reach_is_one_sentence(gcs_store, inputs, small_model_dir):
+def test_a_bucket_that_is_not_there_or_a_store_out_of_reach_is_one_sentence(gcs_store, inputs, small_model_dir,
+                                                                             tmp_path):
     source = gcs_store.put_folder(inputs, "plant/day3")
     model = ["--model-dir", str(small_model_dir)]
     no_output_bucket = _seqwatch(gcs_store, "run", "--input", source, "--format", "wide", "--output",
@@ -141,3 +142,12 @@ def test_a_bucket_that_is_not_there_or_a_store_out_of_reach_is_one_sentence(gcs_
         f"seqwatch run: gs://{gcs_store.BUCKET}: no answer from http://127.0.0.1:9 (Connection refused); Google "
         f"Cloud Storage is reached with Application Default Credentials"), out_of_reach.stderr
     assert len(out_of_reach.stderr.strip().splitlines()) == 1, out_of_reach.stderr
+    # a Beam flag's bucket as well: Beam's check of Dataflow's options asks GCS about --temp_location's bucket (it had
+    # retried for minutes)
+    dataflow = _seqwatch(gcs_store, "run", "--input", str(inputs / "pump-02.csv"), "--format", "wide", "--output",
+                         str(tmp_path / "out"), *model, "--runner=DataflowRunner", "--project=seqwatch-test",
+                         "--region=us-central1", "--temp_location=gs://seqwatch-temp/tmp",
+                         env={**gcs_store.env, "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"})
+    assert dataflow.returncode == 2
+    assert dataflow.stderr.startswith("seqwatch run: gs://seqwatch-temp: no answer from http://127.0.0.1:9 "
+                                      "(Connection refused); "), dataflow.stderr
