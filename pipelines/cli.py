@@ -1949,8 +1949,9 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             raise
         # a runner Beam installs with an extra (DataflowRunner: [gcp]) that seqwatch's install leaves out: it had
         # ended with a traceback of 41 lines (found by the bug hunt of deploy examples)
+        name = extra.group(1)
         print(f"seqwatch {args.command}: {str(exc).splitlines()[0].rstrip('.')}: seqwatch installs Beam without "
-              f"its [{extra.group(1)}] extra; pip install 'apache-beam[{extra.group(1)}]==2.77.0' into this environment (and on the "
+              f"its [{name}] extra; pip install 'apache-beam[{name}]==2.77.0' into this environment (and on the "
               f"workers: deploy/dataflow/README.md)", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Exception) as exc:

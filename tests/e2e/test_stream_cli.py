@@ -228,8 +228,8 @@ def test_a_runner_that_needs_a_beam_extra_is_one_sentence(tmp_path, monkeypatch,
     assert cli.main(argv) == 2
     assert capsys.readouterr().err.strip() == (
         "seqwatch run: Google Cloud Dataflow runner not available, please install apache_beam[gcp]: seqwatch installs "
-        "Beam without its [gcp] extra; pip install 'apache-beam[gcp]==2.77.0' into this environment (and on the workers: "
-        "deploy/dataflow/README.md)")
+        "Beam without its [gcp] extra; pip install 'apache-beam[gcp]==2.77.0' into this environment (and on the "
+        "workers: deploy/dataflow/README.md)")
 
     def other(args, beam_args):
         raise ImportError("No module named 'somethingelse'")
