@@ -472,3 +472,54 @@ def fake_gcs_store(gce_metadata, tmp_path_factory):
         server.terminate()
         server.wait(10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def store_inputs(tmp_path_factory, wide_csv):
+    """The inputs of the runs on object stores (S3, GCS): two pumps' wide CSVs (900 steps each, two anomalies each),
+    with a bad line in pump-01's (4 readings quarantined)."""
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    folder = tmp_path_factory.mktemp("store-inputs")
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
+                                       kinds=("level_shift", "broken_channel"))
+    for entity, part in readings.groupby("entity_id"):
+        wide_csv(part, folder / f"{entity}.csv")
+    path = folder / "pump-01.csv"
+    lines = path.read_text().splitlines()
+    lines[40] = "2026-01-05T99:00:00Z,1,2,3,4"  # a timestamp that is no time: 4 readings quarantined
+    path.write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def store_inputs_run_here(store_inputs, small_model_dir, tmp_path_factory) -> Path:
+    """The output folder of the run of ``store_inputs`` into a local folder, which each store's run is held to."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("store-inputs-run-here")
+    done = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "run", "--input", str(store_inputs),
+                           "--format", "wide", "--output", str(out), "--model-dir", str(small_model_dir),
+                           "--pane-steps", "256"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def same_sinks():
+    """``same_sinks(table, local_out)``: each sink's rows, read on a store by ``table(sink)``, are those of the local
+    output folder ``local_out``, in an order that its key columns make unique (the run ids aside)."""
+    import pyarrow.dataset as ds
+
+    def check(table, local_out: Path) -> None:
+        for sink, keys in (("scores", ["entity_id", "window_end"]), ("alerts", ["entity_id", "start"]),
+                           ("forecasts", ["entity_id", "issued_at", "target_time", "channel"])):
+            remote = table(sink).drop_columns(["run_id"]).to_pandas()
+            local = ds.dataset(local_out / sink, format="parquet").to_table().drop_columns(["run_id"]).to_pandas()
+            assert not local.duplicated(keys).any(), sink
+            assert len(remote) == len(local) > 0, sink
+            assert remote.sort_values(keys).reset_index(drop=True).equals(
+                local.sort_values(keys).reset_index(drop=True)), sink
+
+    return check
