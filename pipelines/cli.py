@@ -128,13 +128,14 @@ def _add_format_args(parser, mapping_help: str = "a column mapping file (schemas
                              "ISO 8601 and other unambiguous forms)"),
 
 
-def _read_training_frame(args, inputs=None, what: str = "training input", channels=None):
+def _read_training_frame(args, inputs=None, what: str = "training input", channels=None, files=None):
     """The valid readings of ``inputs`` (default ``--input``) read with the run's mapping, as a ``TrainingInput``;
     a missing file, drifted columns, no valid reading, a channel to model without readings, or files of different
     partition folders that are one entity over the same time is a ``CliError``. Valid as a run would judge them:
     readings a run quarantines in parsing or validation (``--suite``) are left out, so that a model never learns a
     sentinel value or an impossible reading as normal. ``channels``: the ones the model will learn (None: all);
-    only their readings are judged and counted."""
+    only their readings are judged and counted; ``files``: the files to read, already matched (``--scored-only``),
+    instead of ``inputs``."""
     import time
 
     import pandas as pd
@@ -149,7 +150,7 @@ def _read_training_frame(args, inputs=None, what: str = "training input", channe
     from seqwatch.schemas.validation import SuiteError, load_suite_dict, with_earliest
     mapping = _mapping_from_args(args)
     try:
-        paths = expand_inputs(inputs or args.input)
+        paths = list(files) if files is not None else expand_inputs(inputs or args.input)
         columns: set = set()  # every input's columns, for the check of --ignore below
         for path in paths:
             header, _ = read_header(path, mapping.sep)
@@ -459,6 +460,12 @@ def cmd_train(args) -> int:
     if args.exclude_alerts and not args.warm_start:
         raise CliError("--exclude-alerts applies to --warm-start (fine-tuning on recent readings); a first model "
                        "is trained on readings known to be normal")
+    if args.scored_only and not args.exclude_alerts:
+        raise CliError("--scored-only keeps the files the runs given with --exclude-alerts scored, and none is given")
+    if args.skip_existing and _holds_a_model(args.model_dir):
+        print(f"seqwatch train: --model-dir {args.model_dir} holds a model already; it is left as it is "
+              f"(--skip-existing)", file=sys.stderr)
+        return 0
     from seqwatch.pipelines.object_store import is_remote
 
     if is_remote(args.model_dir):
@@ -483,6 +490,19 @@ def cmd_train(args) -> int:
                     _remove_made_folders(made)
     except OutputBusy as exc:
         raise CliError(str(exc)) from None
+
+
+def _holds_a_model(path: str) -> bool:
+    """Whether ``path`` (local or on an object store) holds a complete model version: its metadata, which a training
+    writes last."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.models.artifact import METADATA_FILE
+    from seqwatch.pipelines.object_store import is_remote, path_exists
+
+    if is_remote(path):
+        return path_exists(FileSystems.join(path.rstrip("/"), METADATA_FILE))
+    return os.path.isfile(os.path.join(path, METADATA_FILE))
 
 
 def _train_into_store(args) -> int:
@@ -578,7 +598,21 @@ def _train_locked(args, save_to: str | None = None) -> int:
     detector.training_suite = None if keep_bounds else \
         args.suite if args.suite in SUITE_FAMILIES else os.path.abspath(args.suite)
     modelled = tuple(detector.channels) if args.warm_start else tuple(args.channel or ())
-    training = _read_training_frame(args, channels=modelled)
+    scored_files = None
+    if args.scored_only:  # the files the runs of --exclude-alerts read as they are now, and those runs' folders
+        from seqwatch.pipelines.retraining import scored_inputs
+        try:
+            scored = scored_inputs(list(args.input), list(args.exclude_alerts))
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        for note in scored.notes:
+            print(f"seqwatch train: note: {note}", file=sys.stderr)
+        if not scored.files:
+            raise CliError("--scored-only left no file to fine-tune on: no run given with --exclude-alerts read any "
+                           "file of --input as it is now (the notes above say what was left out); no version was "
+                           "written")
+        scored_files, args.exclude_alerts = scored.files, scored.runs
+    training = _read_training_frame(args, channels=modelled, files=scored_files)
     frame, paths = training.frame, training.paths
     holdout = held = None
     if args.holdout_input:
@@ -1406,6 +1440,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--exclude-alerts", metavar="RUN_OUTPUT", action="append",
                        help="with --warm-start: leave out the readings inside the alerts of this run's output folder "
                             "(repeatable: one per run over the input's period)")
+    train.add_argument("--scored-only", action="store_true",
+                       help="with --exclude-alerts: fine-tune only on the files those runs read as they are now; an "
+                            "--input that matches no file, a folder of --exclude-alerts without a run's manifest "
+                            "(a day not scored) and a file no run read are left out with a note, not refused (a "
+                            "scheduled fine-tuning over the past days' files and runs)")
+    train.add_argument("--skip-existing", action="store_true",
+                       help="when --model-dir holds a complete model already, leave it as it is and exit 0 (a "
+                            "scheduled training's rerun or retry)")
     train.add_argument("--cell", choices=("lstm", "gru"), help="default lstm; not with --warm-start")
     train.add_argument("--bidirectional", action="store_true", default=None, help="not with --warm-start")
     train.add_argument("--layers", type=int, help="default 1; not with --warm-start")

@@ -9,6 +9,7 @@ that falls inside one of its alerts, ends included.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -114,3 +115,53 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
         if seen is None or (None not in seen and path_exists(path) and _sha256_file(path) not in seen):
             unscored.append(path)
     return unscored
+
+
+class ScoredInputs(NamedTuple):
+    """What ``scored_inputs`` keeps of a fine-tuning's ``--input`` and ``--exclude-alerts``, and a note for each
+    thing it left out."""
+
+    files: list
+    runs: list
+    notes: list
+
+
+def scored_inputs(patterns: list, output_dirs: list) -> ScoredInputs:
+    """``seqwatch train --scored-only``: the files of ``patterns`` that a batch run of ``output_dirs`` read as they
+    are now, and the folders of ``output_dirs`` that hold a batch run's output. Left out, each with a note: a
+    pattern that matches no file (a day without files), a folder without a run's ``manifest.json`` (a night that
+    was not scored, or whose run failed before it wrote anything) and a file no such run read as it is now (one that
+    came after its day's run, or changed since: its anomalies were never scored). A scheduled fine-tuning over the
+    past week gives each day's files and run folder, and trains on the days that were scored, on any store (the
+    Airflow example had looked for them with bash, in local folders only). Raises ValueError with one sentence for
+    a stream's output folder, which does not record the files it read."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.object_store import path_exists
+    from seqwatch.pipelines.sources import expand_inputs
+
+    notes, runs, files = [], [], []
+    for folder in output_dirs:
+        folder = str(folder)
+        if path_exists(FileSystems.join(folder, "manifest.json")):
+            runs.append(folder)
+        elif path_exists(FileSystems.join(folder, "counts")):
+            raise ValueError(f"--scored-only takes batch runs' output folders, and {folder} is a stream's, which "
+                             f"does not record the files it read; fine-tune on a stream's archive without it")
+        else:
+            notes.append(f"--exclude-alerts {folder} is left out: it holds no seqwatch run's output (no "
+                         f"manifest.json: its run did not score, or failed before it wrote anything)")
+    for pattern in patterns:
+        try:
+            matched = expand_inputs([pattern])
+        except FileNotFoundError as exc:
+            notes.append(f"--input {pattern} is left out: {exc}")
+            continue
+        files += [path for path in matched if path not in files]
+    unscored = set(unscored_inputs(files, runs) or ()) if runs else set(files)
+    if unscored:
+        first = next(path for path in files if path in unscored)
+        notes.append(f"{len(unscored)} of the {len(files)} training file(s) are left out: no run given with "
+                     f"--exclude-alerts read them as they are now (first: {first}: its day was not scored, "
+                     f"or it came after its day's run, or changed since), so their anomalies were never scored")
+    return ScoredInputs([path for path in files if path not in unscored], runs, notes)

@@ -23,14 +23,15 @@ set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with th
 A failed scoring is retried after ``SEQWATCH_RETRY_DELAY_MINUTES`` (10), read from the environment when the DAG file
 is parsed (the test sets 0: ``airflow dags test`` waits out a retry delay).
 
-Limits (found by the bug hunt of deploy examples): the fine-tuning reads the past days that have files and a
-scored night, and says which it left out (a day without files, or one the nightly run did not score because the
-scheduler was down: ``catchup`` is off); a file that arrived after its night's run is noted by ``seqwatch train``
-(its anomalies were never scored, so none is left out). Do not backfill a past Sunday's fine-tuning: it continues
-the newest version and its own becomes the newest, which every later run then uses. The fine-tuning looks for the
-past days' files and manifests with bash, in local folders only: with ``seqwatch_data`` or ``seqwatch_results`` on
-S3 the scoring works, and the fine-tuning fails with one line that says so (rather than finding no past day and
-writing no version without a word).
+The folders may be local or on an object store (``s3://``, ``gs://``; the test runs the DAG on S3 too): the tasks
+only call seqwatch, which reads and writes there.
+
+The fine-tuning reads the past days that were scored (``seqwatch train --scored-only``) and says in the log what it
+left out: a day without files, one the nightly run did not score because the scheduler was down (``catchup`` is
+off), and a file that arrived after its night's run (its anomalies were never scored; found by the bug hunt of
+deploy examples, as was a missing day, which had failed the week's fine-tuning). A rerun of the fine-tuning leaves
+that day's complete version alone (``--skip-existing``). Limit: do not backfill a past Sunday's fine-tuning: it
+continues the newest version and its own becomes the newest, which every later run then uses.
 
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
@@ -51,23 +52,19 @@ RESULTS = "{{ var.value.get('seqwatch_results', '/results') }}"
 MODEL_ROOT = "{{ var.value.get('seqwatch_model_root', '/models/pumps') }}"
 YESTERDAY = "{{ macros.ds_add(ds, -1) }}"
 
-# The past days, each day's files as an --input and that night's run over them as an --exclude-alerts; a day
-# without files, or whose night was not scored (the scheduler was down: catchup is off), is left out with a line
-# in the log (it had failed the week's fine-tuning: found by the bug hunt of deploy examples).
+# The past days, each day's files as an --input and that night's run over them as an --exclude-alerts.
+# --scored-only leaves out, with a note in the log, a day without files, a day whose night was not scored (the
+# scheduler was down: catchup is off) and a file that came after its night's run (a missing day had failed the
+# week's fine-tuning: found by the bug hunt of deploy examples); seqwatch looks for them itself, so the days may lie
+# on an object store. --skip-existing makes the task idempotent: when this day's version is complete (its
+# metadata.json, written last, is there) a rerun leaves it alone; otherwise --warm-start would fine-tune that
+# version a second time.
 PAST_DAYS = ("{% for d in range(1, var.value.get('seqwatch_fine_tune_days', '7') | int + 1) %}"
              "{{ macros.ds_add(ds, -d) }} {% endfor %}")
-# The past days are looked for with bash, in local folders: on an object store the task fails with one line rather
-# than finding no day and writing no version without a word.
-FINE_TUNE = (f"case '{DATA} {RESULTS}' in *://*) echo 'fine-tuning: this DAG looks for the past days in local "
-             f"folders only, and {DATA} or {RESULTS} is on an object store; fine-tune with seqwatch train there "
-             f"yourself'; exit 1;; esac; "
-             f"args=(); n=0; for day in {PAST_DAYS}; do "
-             f"if compgen -G '{DATA}/'$day'/*.csv' > /dev/null && [ -f {RESULTS}/$day/manifest.json ]; then "
-             f"args+=(--input '{DATA}/'$day'/*.csv' --exclude-alerts {RESULTS}/$day); n=$((n + 1)); "
-             f"else echo \"fine-tuning: $day left out (no files in {DATA}/$day, or its night was not scored)\"; fi; "
-             f"done; if [ $n -eq 0 ]; then echo 'fine-tuning: no past day was scored; no new version this week'; "
-             f"else {SEQWATCH} train --warm-start {MODEL_ROOT} --format wide \"${{args[@]}}\" "
-             f"--model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}; fi")
+FINE_TUNE = (f"args=(); for day in {PAST_DAYS}; do "
+             f"args+=(--input '{DATA}/'$day'/*.csv' --exclude-alerts '{RESULTS}/'$day); done; "
+             f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide --scored-only --skip-existing "
+             f"\"${{args[@]}}\" --model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}")
 
 
 def is_sunday(ds: str) -> bool:
@@ -88,12 +85,5 @@ with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
     )
     on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=is_sunday,
                                       op_kwargs={"ds": "{{ ds }}"})
-    # Idempotent: when this day's version is complete (its metadata.json, written last, is there) a rerun does
-    # nothing; otherwise --warm-start would fine-tune that version a second time.
-    fine_tune = BashOperator(
-        task_id="fine_tune",
-        bash_command=(f"if [ -f {MODEL_ROOT}/{{{{ ds_nodash }}}}/metadata.json ]; then "
-                      f"echo 'model version {{{{ ds_nodash }}}} exists; nothing to do'; else "
-                      f"{FINE_TUNE}; fi"),
-    )
+    fine_tune = BashOperator(task_id="fine_tune", bash_command=FINE_TUNE)
     score >> on_sundays >> fine_tune

@@ -2,7 +2,8 @@
 ``deploy/airflow/requirements.lock`` in ``.tools/airflow``, made by ``make airflow``, which ``make test`` runs) on
 generated days of pump files: a Saturday's run scores Friday and skips the fine-tuning; the Sunday's run scores
 Saturday, then fine-tunes the model on both days minus what the two nights alerted on, as a new version of the
-model root. The seqwatch commands are the real CLI of this checkout; the outputs are read back with pyarrow."""
+model root; and the same DAG with its data, results and model root on S3 (moto's server). The seqwatch commands are
+the real CLI of this checkout; the outputs are read back with pyarrow."""
 from __future__ import annotations
 
 import os
@@ -109,7 +110,7 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     # instead of fine-tuning it a second time.
     written = (root / "20261129" / "metadata.json").stat().st_mtime_ns
     again = _airflow_dag_run(env, "2026-11-29")
-    assert re.search(r"\] model version 20261129 exists; nothing to do", again)
+    assert f"--model-dir {root}/20261129 holds a model already; it is left as it is (--skip-existing)" in again
     assert "fine-tuning on" not in again
     assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
     assert (root / "20261129" / "metadata.json").stat().st_mtime_ns == written
@@ -123,23 +124,58 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     for entity, part in readings.groupby("entity_id"):
         wide_csv(part, home / "data" / "2026-11-21" / f"{entity}.csv")
     later = _airflow_dag_run(env, "2026-11-22")
-    assert f"fine-tuning: 2026-11-20 left out (no files in {home}/data/2026-11-20, or its night was not scored)" in later
+    assert (f"--input {home}/data/2026-11-20/*.csv is left out: no input file matches "
+            f"'{home}/data/2026-11-20/*.csv'") in later
+    assert f"--exclude-alerts {home}/results/2026-11-20 is left out: it holds no seqwatch run's output" in later
     assert re.search(r"fine-tuning on \d+ readings from 2 file\(s\)", later)
     assert sorted(p.name for p in model_versions(root)) == ["20261122", "20261129", "v1"]
 
 
-def test_the_fine_tuning_fails_in_one_line_where_the_days_are_on_an_object_store(airflow_env):
-    """The DAG's fine-tuning looks for the past days with bash, in local folders: with its data on S3 it had found no
-    day and written no version without a word ("no past day was scored", exit 0). The task, run by ``airflow tasks
-    test`` on a Sunday, now fails with one line that says why."""
+@pytest.mark.slow
+def test_the_dag_on_s3_scores_and_fine_tunes_on_the_days_that_were_scored(airflow_env, s3_store, small_model_dir,
+                                                                         wide_csv, tmp_path):
+    """Data, results and model root on S3 (moto's server; seqwatch finds it through ``AWS_ENDPOINT_URL``, as boto3
+    does). The DAG's fine-tuning had looked for the past days with bash, in local folders only, and failed there;
+    ``seqwatch train --scored-only`` looks for them itself. Sunday 2026-11-29 with three past days: Saturday's
+    files are scored by this DAG run, Friday's came but the scheduler was down that night (no results), Thursday
+    had none. The fine-tuning reads Saturday's files alone, says what it left out, and writes a version on S3; a
+    rerun of the task leaves that version as it is."""
     home, env = airflow_env
-    run = subprocess.run([str(AIRFLOW), "tasks", "test", "seqwatch_nightly", "fine_tune", "2026-11-29"],
-                         env={**env, "AIRFLOW_VAR_SEQWATCH_DATA": "s3://plant-exports/daily",
-                              "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": str(home / "models" / "on-s3")},
-                         capture_output=True, text=True, timeout=300)
-    log = run.stdout + run.stderr
-    assert ("fine-tuning: this DAG looks for the past days in local folders only, and s3://plant-exports/daily or "
-            f"{home}/results is on an object store; fine-tune with seqwatch train there yourself") in log, log[-3000:]
-    said = "\n".join(line for line in log.splitlines() if "Running command" not in line)  # not the script's text
-    assert "no past day was scored" not in said and "fine-tuning on" not in said
-    assert "Bash command failed. The command returned a non-zero exit code 1." in log, log[-3000:]
+    prefix = f"airflow-{tmp_path.name}"
+    for day, seed in (("2026-11-27", 320), ("2026-11-28", 321)):
+        readings, _ = generate_sensor_data(n_entities=2, n_steps=STEPS_PER_DAY, step_seconds=STEP_SECONDS,
+                                           anomalies_per_entity=1, seed=seed, start=pd.Timestamp(day, tz="UTC"))
+        for entity, part in readings.groupby("entity_id"):
+            wide_csv(part, tmp_path / "data" / day / f"{entity}.csv")
+    data = s3_store.put_folder(tmp_path / "data", f"{prefix}/data")
+    root = s3_store.put_folder(small_model_dir, f"{prefix}/models/pumps/v1").rsplit("/", 1)[0]
+    results = s3_store.url(f"{prefix}/results")
+    on_s3 = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_store.endpoint,
+             "AIRFLOW_VAR_SEQWATCH_DATA": data, "AIRFLOW_VAR_SEQWATCH_RESULTS": results,
+             "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": root, "AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS": "3"}
+    sunday = _airflow_dag_run(on_s3, "2026-11-29")
+    saturday = s3_store.keys(f"{prefix}/results/2026-11-28")
+    assert "manifest.json" in saturday and not s3_store.keys(f"{prefix}/results/2026-11-27")
+    scores = pq.read_table(f"{s3_store.BUCKET}/{prefix}/results/2026-11-28/scores", filesystem=s3_store.fs)
+    assert scores.num_rows > 0
+    for line in (f"--input {data}/2026-11-26/*.csv is left out: no input file matches '{data}/2026-11-26/*.csv'",
+                 f"--exclude-alerts {results}/2026-11-26 is left out: it holds no seqwatch run's output",
+                 f"--exclude-alerts {results}/2026-11-27 is left out: it holds no seqwatch run's output",
+                 f"2 of the 4 training file(s) are left out: no run given with --exclude-alerts read them as they are "
+                 f"now (first: {data}/2026-11-27/pump-01.csv: its day was not scored"):
+        assert line in sunday, (line, sunday[-5000:])
+    assert re.search(r"fine-tuning on \d+ readings from 2 file\(s\) \(0 rejected readings skipped, [1-9]\d* inside "
+                     r"alerts left out\)", sunday), sunday[-5000:]
+    version = s3_store.keys(f"{prefix}/models/pumps/20261129")
+    assert "metadata.json" in version and "model.keras" in version
+    written = s3_store.updated(f"{prefix}/models/pumps/20261129/metadata.json")
+
+    again = subprocess.run([str(AIRFLOW), "tasks", "test", "seqwatch_nightly", "fine_tune", "2026-11-29"],
+                           env=on_s3, capture_output=True, text=True, timeout=300)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert f"--model-dir {root}/20261129 holds a model already; it is left as it is (--skip-existing)" in log
+    assert "fine-tuning on" not in log
+    assert s3_store.keys(f"{prefix}/models/pumps/20261129") == version
+    assert s3_store.updated(f"{prefix}/models/pumps/20261129/metadata.json") == written

@@ -89,6 +89,11 @@ def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path, 
         (base + ["--warm-start", str(small_model_dir), "--units", "8", "--window", "32"],
          "--warm-start continues the model's own architecture and window, so --units, --window cannot be given"),
         (base + ["--exclude-alerts", str(tmp_path)], "--exclude-alerts applies to --warm-start"),
+        (base + ["--warm-start", str(small_model_dir), "--scored-only"],
+         "--scored-only keeps the files the runs given with --exclude-alerts scored, and none is given"),
+        (base + ["--warm-start", str(small_model_dir), "--scored-only", "--exclude-alerts", str(tmp_path / "none")],
+         "--scored-only left no file to fine-tune on: no run given with --exclude-alerts read any file of --input as "
+         "it is now (the notes above say what was left out); no version was written"),
         (base + ["--warm-start", str(tmp_path / "nomodel")], "does not exist"),
         (base + ["--warm-start", str(small_model_dir), "--exclude-alerts", str(tmp_path / "recent")],
          "is not the output folder of a seqwatch run"),
@@ -163,3 +168,39 @@ def test_training_files_the_excluded_runs_did_not_score_are_named(tmp_path):
     stream = tmp_path / "stream"
     (stream / "counts").mkdir(parents=True)
     assert unscored_inputs(paths, [str(out), str(stream)]) is None  # a stream records no inputs: no verdict
+
+
+def test_scored_only_keeps_the_files_the_given_runs_read(tmp_path):
+    """``seqwatch train --scored-only`` (the Airflow example's Sunday fine-tuning over the past days, which it had
+    looked for with bash, in local folders only): a day without files, a day whose night was not scored and a file
+    that came after its night's run are left out, each with a note; a stream's folder is refused."""
+    from seqwatch.pipelines.batch import _sha256_file
+    from seqwatch.pipelines.retraining import scored_inputs
+
+    data, results = tmp_path / "data", tmp_path / "results"
+    for day, names in (("fri", ("a.csv", "b.csv")), ("sat", ("a.csv",))):
+        (data / day).mkdir(parents=True)
+        for name in names:
+            (data / day / name).write_text(f"{day} {name}\n")
+    (results / "fri").mkdir(parents=True)  # Friday's run read a.csv; b.csv came after it
+    scored = str(data / "fri" / "a.csv")
+    (results / "fri" / "manifest.json").write_text(json.dumps({
+        "run_id": "fri", "inputs": [scored], "input_digests": {scored: _sha256_file(scored)}}))
+    (results / "sat").mkdir()  # Saturday's night was not scored (its folder is empty); Thursday has no files
+    days = ("thu", "fri", "sat")
+    kept = scored_inputs([str(data / day / "*.csv") for day in days], [str(results / day) for day in days])
+    assert kept.files == [scored] and kept.runs == [str(results / "fri")]
+    assert kept.notes == [
+        f"--exclude-alerts {results / 'thu'} is left out: it holds no seqwatch run's output (no manifest.json: its "
+        f"run did not score, or failed before it wrote anything)",
+        f"--exclude-alerts {results / 'sat'} is left out: it holds no seqwatch run's output (no manifest.json: its "
+        f"run did not score, or failed before it wrote anything)",
+        f"--input {data / 'thu' / '*.csv'} is left out: no input file matches {str(data / 'thu' / '*.csv')!r}",
+        f"2 of the 3 training file(s) are left out: no run given with --exclude-alerts read them as they are now "
+        f"(first: {data / 'fri' / 'b.csv'}: its day was not scored, or it came after its day's run, or changed "
+        f"since), so their anomalies were never scored"]
+    nothing = scored_inputs([str(data / "sat" / "*.csv")], [str(results / "sat")])
+    assert nothing.files == [] and nothing.runs == [] and len(nothing.notes) == 2
+    (results / "stream" / "counts").mkdir(parents=True)
+    with pytest.raises(ValueError, match="is a stream's, which does not record the files it read"):
+        scored_inputs([str(data / "fri" / "*.csv")], [str(results / "stream")])
