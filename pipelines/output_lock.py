@@ -12,8 +12,8 @@ On S3 (``s3://``) and Google Cloud Storage (``gs://``) the lock is an object, ``
 only where none is there (a conditional write: S3's ``If-None-Match: *``, GCS's ``ifGenerationMatch=0``) and held
 as a lease: its holder writes it again every ``RENEW_S`` seconds (on the condition that it is still the version it
 wrote: ``If-Match`` its ETag, ``ifGenerationMatch`` its generation; so a holder that lost it finds out), and
-deletes it at the end. A lock not written again for ``LEASE_S`` seconds (by S3's own clock; on GCS by this
-machine's against the store's time of the write) is a killed job's: the next job takes it over, again by a
+deletes it at the end. A lock not written again for ``LEASE_S`` seconds (by the store's own clock, the ``Date``
+of its answer, against its time of the write) is a killed job's: the next job takes it over, again by a
 conditional write, so that of two jobs that find it stale one gets it. A job that finds a live lock is refused, as
 on a local folder, except where the lock names a process of the same machine (Linux: its boot, PID namespace, PID
 and start time) that has ended: a killed run's rerun by cron or Airflow on the same machine takes its lock over at
@@ -246,17 +246,13 @@ class _S3LockObject:
     def read(self) -> tuple[bytes, float, str] | None:
         """Its text, its age in seconds by the store's clock (where the store says it) and its version; None where
         it is gone."""
-        import datetime
-        from email.utils import parsedate_to_datetime
-
         from botocore.exceptions import ClientError
 
         try:
             found = self.client.get_object(Bucket=self.bucket, Key=self.key)
         except ClientError:
             return None
-        stamp = found["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-        now = parsedate_to_datetime(stamp) if stamp else datetime.datetime.now(datetime.timezone.utc)
+        now = _store_now(found["ResponseMetadata"].get("HTTPHeaders", {}).get("date"))
         return found["Body"].read(), (now - found["LastModified"]).total_seconds(), found["ETag"]
 
     def delete(self, version: str) -> None:
@@ -280,15 +276,26 @@ class _S3LockObject:
 
 class _GcsLockObject:
     """The lock object of an output on Google Cloud Storage: written with ``ifGenerationMatch`` (0: only where there
-    is none; else the generation this job wrote or read). Its age is told by this machine's clock against the
-    store's time of its last write (GCS's client does not say the store's own clock)."""
+    is none; else the generation this job wrote or read). Its age is told by the store's clock, the ``Date`` of the
+    store's answer, against the store's time of its last write, as on S3: GCS's client returns no header, so this
+    object's client notes the ``Date`` of each answer (its own session's response hook). Until 2026-12-06 the age
+    was told by this machine's clock, and a machine whose clock ran a few minutes ahead took over a live lock."""
 
     def __init__(self, output: str):
         from seqwatch.pipelines.object_store import gcs_client
 
         bucket, self.key = _lock_object(output)
-        self.bucket = gcs_client().bucket(bucket)
+        client = gcs_client()  # a client of its own (Beam makes a new one each time), so the hook is this object's
+        self.bucket = client.bucket(bucket)
         self.url = f"gs://{bucket}/{self.key}"
+        self._store_date: str | None = None  # the Date header of the store's last answer
+        try:
+            client._http.hooks["response"].append(self._note_date)  # a requests session (google-auth's)
+        except (AttributeError, KeyError, TypeError):  # another transport: this machine's clock, as before
+            pass
+
+    def _note_date(self, response, *args, **kwargs) -> None:
+        self._store_date = response.headers.get("Date")
 
     def _write(self, body: bytes, generation: int) -> int:
         from google.api_core.exceptions import PreconditionFailed
@@ -313,19 +320,18 @@ class _GcsLockObject:
         return self._write(body, version)
 
     def read(self) -> tuple[bytes, float, int] | None:
-        import datetime
-
         from google.api_core.exceptions import NotFound
 
+        self._store_date = None
         try:
             found = self.bucket.get_blob(self.key)
+            stamp = self._store_date  # the answer that says when it was last written
             text = found.download_as_bytes() if found is not None else None
         except NotFound:
             return None
         if found is None:
             return None
-        age = (datetime.datetime.now(datetime.timezone.utc) - found.updated).total_seconds()
-        return text, age, found.generation
+        return text, (_store_now(stamp) - found.updated).total_seconds(), found.generation
 
     def delete(self, version: int) -> None:
         """Delete it where it is still ``version`` (asked first as well: an emulator may not hold a delete to its
@@ -336,6 +342,27 @@ class _GcsLockObject:
                 found.delete(if_generation_match=version)
         except Exception:  # noqa: BLE001 - the job's own end is not failed for a lock it leaves to lapse
             pass
+
+
+def _store_now(date_header: str | None):
+    """The store's time, from the ``Date`` header of its answer; this machine's where there is none or it cannot be
+    read."""
+    from email.utils import parsedate_to_datetime
+
+    if date_header:
+        try:
+            stamp = parsedate_to_datetime(date_header)
+            if stamp.tzinfo is not None:
+                return stamp
+        except (TypeError, ValueError):
+            pass
+    return _this_machines_now()
+
+
+def _this_machines_now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc)
 
 
 def _refused(exc, url: str) -> LockRefused:

@@ -165,3 +165,21 @@ def test_a_killed_holder_on_the_same_machine_is_taken_over_at_once_a_live_one_or
     reused = {**record, "pid": os.getpid()}
     assert lock_module._holder_has_ended(json.dumps(reused).encode())
     assert not lock_module._holder_has_ended(lock_module._holder_record("run", "run-here"))
+
+
+def test_a_lease_is_told_by_the_stores_clock_not_by_this_machines(store, monkeypatch):
+    """A lock another machine wrote a moment ago is live, though this machine's clock runs ten minutes ahead, and
+    one not written for longer than the lease has lapsed, though this machine's clock runs ten minutes behind. On
+    GCS the age had been told by this machine's clock: a job there whose clock ran ahead took over a live lock."""
+    import datetime
+
+    monkeypatch.setattr(lock_module, "LEASE_S", 3.0)  # the store's times are whole seconds
+    real_now = lock_module._this_machines_now
+    holder = {"job": "run", "run_id": "run-live", "pid": 1, "host": "elsewhere", "since": time.time()}
+    store.write(f"locks/clock/{LOCK_FILE}", json.dumps(holder).encode())
+    monkeypatch.setattr(lock_module, "_this_machines_now", lambda: real_now() + datetime.timedelta(minutes=10))
+    assert _in_another_thread(store.url("locks/clock")).startswith("another seqwatch run run-live (process 1 ")
+    monkeypatch.setattr(lock_module, "_this_machines_now", lambda: real_now() - datetime.timedelta(minutes=10))
+    time.sleep(4.2)
+    assert _in_another_thread(store.url("locks/clock"), run_id="run-next") == "held"  # taken over, then let go
+    assert store.keys("locks/clock") == []
