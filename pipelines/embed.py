@@ -14,7 +14,8 @@ is up to the pipeline around it; ``WriteDetections`` writes what the CLI writes.
 
 A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
 seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or
-``bytes``, as a broker delivers it); a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``, or a dict of its
+``bytes``, as a broker delivers it), or an element with those fields: a schema'd PCollection's ``beam.Row`` (a
+time field may hold Beam's ``Timestamp``), a NamedTuple, a dataclass or a pandas row; a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``, or a dict of its
 fields as a ``--mapping`` file holds them) renames the keys (long format), or reads a dict per entity and time
 with a key per channel (wide format: a device's state).
 Every reading that enters leaves either in a scored window or as a ``Quarantined`` record with a reason (a
@@ -29,6 +30,7 @@ pipeline every pane is scored when the input is done.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -37,6 +39,7 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import GlobalWindow
@@ -164,13 +167,21 @@ def _is_number(value) -> bool:
 
 def _payload(reading):
     """A reading as the message parser takes it: JSON text (a dict's datetimes as ISO text; a frame's row, as
-    ``DataFrame.iterrows`` gives it, as a dict). What cannot be written as JSON (a reference cycle) becomes its
-    ``repr``, which the parser quarantines as not JSON: an element never fails the pipeline."""
+    ``DataFrame.iterrows`` gives it, a schema'd PCollection's ``beam.Row``, a NamedTuple and a dataclass, each as
+    the dict of its fields). What cannot be written as JSON (a reference cycle) becomes its ``repr``, which the
+    parser quarantines as not JSON: an element never fails the pipeline."""
     if isinstance(reading, (str, bytes, bytearray, memoryview)) or reading is None:
         return reading
     try:
-        if not isinstance(reading, Mapping) and callable(getattr(reading, "to_dict", None)):
-            reading = reading.to_dict()  # a pandas Series
+        if not isinstance(reading, Mapping):
+            if callable(getattr(reading, "to_dict", None)):
+                reading = reading.to_dict()  # a pandas Series
+            elif callable(getattr(reading, "_asdict", None)):
+                # a beam.Row (beam.Select, Beam SQL and DataFrames give them), or the NamedTuple a portable runner
+                # decodes a Row as: json had failed on a Row and written a NamedTuple as a list (bug hunt)
+                reading = reading._asdict()
+            elif dataclasses.is_dataclass(reading) and not isinstance(reading, type):
+                reading = {field.name: getattr(reading, field.name) for field in dataclasses.fields(reading)}
         if isinstance(reading, Mapping):
             reading = {key if isinstance(key, str) else str(key): value for key, value in reading.items()}
         return json.dumps(reading, default=_json_value)  # not a dict (a list, a number): quarantined with its text
@@ -181,6 +192,10 @@ def _payload(reading):
 def _json_value(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if isinstance(value, Timestamp):  # Beam's own time, as a schema'd row's time field holds it
+        return value.to_rfc3339()
+    if isinstance(value, np.datetime64):  # a frame's values as numpy gives them: naive, so UTC
+        return np.datetime_as_string(value, unit="us")
     if hasattr(value, "item"):  # numpy scalars
         try:
             item = value.item()
