@@ -1416,8 +1416,41 @@ def _earliest_us(args) -> int:
         raise CliError(f"--earliest {args.earliest!r} is not a date (ISO 8601, such as 1990-01-01): {exc}") from None
 
 
+# The packages whose versions ``seqwatch --version`` gives beside seqwatch's own (what a bug report needs)
+VERSION_PACKAGES = ("apache-beam", "keras", "jax", "pandas", "pyarrow", "great-expectations")
+
+
+def version_line() -> str:
+    """``seqwatch 0.1.0 (apache-beam 2.77.0, keras ..., Python 3.11.2)``: the installed versions, from the
+    packages' metadata (nothing is imported)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    others = ", ".join(f"{name} {installed(name)}" for name in VERSION_PACKAGES)
+    return f"seqwatch {installed('seqwatch')} ({others}, Python {platform.python_version()})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the line of ``version_line``, made only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqwatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of seqwatch, Beam, Keras and the rest it runs on, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fit a model artifact on normal data")

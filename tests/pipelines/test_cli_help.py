@@ -20,3 +20,24 @@ def test_every_flag_of_every_command_has_help():
 def test_the_top_level_description_names_every_command():
     parser = build_parser()
     assert all(name in parser.description for name in _subcommands(parser))
+
+
+def test_version_gives_the_installed_versions_of_what_seqwatch_runs_on():
+    """``seqwatch --version``: the line a bug report needs, the versions ``requirements.lock`` pins."""
+    import platform
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lock = Path(__file__).resolve().parents[2] / "requirements.lock"
+    pins = {re.sub(r"[-_.]+", "-", name).lower(): pin  # names as PEP 503 normalises them (great_expectations)
+            for name, pin in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", lock.read_text(), flags=re.M)}
+    run = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    line = run.stdout.strip()
+    assert re.fullmatch(r"seqwatch \d+\.\d+\.\d+\S* \(.*, Python [\d.]+\)", line), line
+    for name in ("apache-beam", "keras", "jax", "pandas", "pyarrow", "great-expectations"):
+        assert f"{name} {pins[name]}" in line, (name, pins.get(name), line)
+    assert line.endswith(f"Python {platform.python_version()})")
