@@ -101,20 +101,33 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
     from seqwatch.pipelines.batch import _canonical_path, _sha256_file
     from seqwatch.pipelines.object_store import path_exists, read_json_or_none
 
+    import os
+
     read: dict = {}
     for folder in output_dirs:
         manifest = read_json_or_none(FileSystems.join(str(folder), "manifest.json"))
         if not isinstance(manifest, dict):
             return None
         digests = manifest.get("input_digests") or {}
+        base = manifest.get("working_dir")
         for path in manifest.get("inputs") or []:
-            read.setdefault(_canonical_path(path), set()).add(digests.get(path))
+            # a relative --input names a file from the run's working folder (a training started elsewhere had found
+            # none of the run's files read: found by the review of --scored-only)
+            named = os.path.join(base, path) if isinstance(base, str) and base and _is_relative_local(path) else path
+            read.setdefault(_canonical_path(named), set()).add(digests.get(path))
     unscored = []
     for path in paths:
         seen = read.get(_canonical_path(path))
         if seen is None or (None not in seen and path_exists(path) and _sha256_file(path) not in seen):
             unscored.append(path)
     return unscored
+
+
+def _is_relative_local(path: str) -> bool:
+    """A relative path of this machine's file system (not a URL such as ``gs://...``, not absolute)."""
+    import os
+
+    return "://" not in path and not os.path.isabs(path)
 
 
 class ScoredInputs(NamedTuple):

@@ -147,7 +147,7 @@ def test_lifecycle_mistakes_are_refused_or_noted(small_model_dir, tmp_path, cli_
     assert "note: entity 'pump-03' (no 'vibration') did not report every channel of the model" in tuned_err
 
 
-def test_training_files_the_excluded_runs_did_not_score_are_named(tmp_path):
+def test_training_files_the_excluded_runs_did_not_score_are_named(tmp_path, monkeypatch):
     """Found by the bug hunt of deploy examples: a file that arrived after its day's run went into the Sunday
     fine-tuning whole, its level shift with it, and --exclude-alerts said nothing (its anomalies were never scored,
     so none was left out)."""
@@ -168,6 +168,15 @@ def test_training_files_the_excluded_runs_did_not_score_are_named(tmp_path):
     stream = tmp_path / "stream"
     (stream / "counts").mkdir(parents=True)
     assert unscored_inputs(paths, [str(out), str(stream)]) is None  # a stream records no inputs: no verdict
+    # A run started in tmp_path with a relative --input, and a training started elsewhere: the run's files are
+    # named from its working folder (they had all been taken for files the run never read).
+    relative = tmp_path / "relative"
+    relative.mkdir()
+    (relative / "manifest.json").write_text(json.dumps({
+        "run_id": "run-2", "working_dir": str(tmp_path), "inputs": ["data/a.csv"],
+        "input_digests": {"data/a.csv": _sha256_file(str(day / "a.csv"))}}))
+    monkeypatch.chdir(day)
+    assert unscored_inputs([str(day / "a.csv"), str(day / "b.csv")], [str(relative)]) == [str(day / "b.csv")]
 
 
 def test_scored_only_keeps_the_files_the_given_runs_read(tmp_path):
