@@ -23,8 +23,8 @@ set``, or as ``AIRFLOW_VAR_SEQWATCH_BIN`` and so on in the environment), with th
 A failed scoring is retried after ``SEQWATCH_RETRY_DELAY_MINUTES`` (10), read from the environment when the DAG file
 is parsed (the test sets 0: ``airflow dags test`` waits out a retry delay).
 
-The folders may be local or on an object store (``s3://``, ``gs://``; the test runs the DAG on S3 too): the tasks
-only call seqwatch, which reads and writes there.
+The folders may be local or on an object store (``s3://``, ``gs://``; the test runs the DAG on S3 and GCS
+emulators too): the tasks only call seqwatch, which reads and writes there.
 
 The fine-tuning reads the past days that were scored (``seqwatch train --scored-only``) and says in the log what it
 left out: a day without files, one the nightly run did not score because the scheduler was down (``catchup`` is

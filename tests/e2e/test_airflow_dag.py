@@ -2,7 +2,7 @@
 ``deploy/airflow/requirements.lock`` in ``.tools/airflow``, made by ``make airflow``, which ``make test`` runs) on
 generated days of pump files: a Saturday's run scores Friday and skips the fine-tuning; the Sunday's run scores
 Saturday, then fine-tunes the model on both days minus what the two nights alerted on, as a new version of the
-model root; and the same DAG with its data, results and model root on S3 (moto's server). The seqwatch commands are
+model root; and the same DAG with its data, results and model root on S3 and on GCS (emulators). The seqwatch commands are
 the real CLI of this checkout; the outputs are read back with pyarrow."""
 from __future__ import annotations
 
@@ -126,33 +126,45 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     # A past day without files or without a scored night is left out with a note: the DAG on S3, below.
 
 
+@pytest.fixture(params=["s3", "gcs"])
+def dag_store(request):
+    """The store the DAG's folders lie on and the environment that reaches it from Airflow's tasks: S3 (moto's
+    server; seqwatch finds it through ``AWS_ENDPOINT_URL``, as boto3 does) or GCS (gcp-storage-emulator and a
+    stand-in for a Compute Engine metadata server, as Cloud Composer's workers have one; ``STORAGE_EMULATOR_HOST``)."""
+    if request.param == "s3":
+        store = request.getfixturevalue("s3_store")
+        return store, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": store.endpoint}
+    store = request.getfixturevalue("gcs_store")
+    return store, store.variables
+
+
 @pytest.mark.slow
-def test_the_dag_on_s3_scores_and_fine_tunes_on_the_days_that_were_scored(airflow_env, s3_store, small_model_dir,
-                                                                         wide_csv, tmp_path):
-    """Data, results and model root on S3 (moto's server; seqwatch finds it through ``AWS_ENDPOINT_URL``, as boto3
-    does). The DAG's fine-tuning had looked for the past days with bash, in local folders only, and failed there;
-    ``seqwatch train --scored-only`` looks for them itself. Sunday 2026-11-29 with three past days: Saturday's
-    files are scored by this DAG run, Friday's came but the scheduler was down that night (no results), Thursday
-    had none. The fine-tuning reads Saturday's files alone, says what it left out, and writes a version on S3; a
-    rerun of the task leaves that version as it is."""
+def test_the_dag_on_a_store_scores_and_fine_tunes_on_the_days_that_were_scored(airflow_env, dag_store,
+                                                                              small_model_dir, wide_csv, tmp_path):
+    """Data, results and model root on S3 or GCS. The DAG's fine-tuning had looked for the past days with bash, in
+    local folders only, and failed there; ``seqwatch train --scored-only`` looks for them itself. Sunday 2026-11-29
+    with three past days: Saturday's files are scored by this DAG run, Friday's came but the scheduler was down
+    that night (no results), Thursday had none. The fine-tuning reads Saturday's files alone, says what it left
+    out, and writes a version on the store; a rerun of the task leaves that version as it is."""
     home, env = airflow_env
+    store, reach = dag_store
     prefix = f"airflow-{tmp_path.name}"
     for day, seed in (("2026-11-27", 320), ("2026-11-28", 321)):
         readings, _ = generate_sensor_data(n_entities=2, n_steps=STEPS_PER_DAY, step_seconds=STEP_SECONDS,
                                            anomalies_per_entity=1, seed=seed, start=pd.Timestamp(day, tz="UTC"))
         for entity, part in readings.groupby("entity_id"):
             wide_csv(part, tmp_path / "data" / day / f"{entity}.csv")
-    data = s3_store.put_folder(tmp_path / "data", f"{prefix}/data")
-    root = s3_store.put_folder(small_model_dir, f"{prefix}/models/pumps/v1").rsplit("/", 1)[0]
-    results = s3_store.url(f"{prefix}/results")
-    on_s3 = {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_store.endpoint,
-             "AIRFLOW_VAR_SEQWATCH_DATA": data, "AIRFLOW_VAR_SEQWATCH_RESULTS": results,
-             "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": root, "AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS": "3"}
-    sunday = _airflow_dag_run(on_s3, "2026-11-29")
-    saturday = s3_store.keys(f"{prefix}/results/2026-11-28")
-    assert "manifest.json" in saturday and not s3_store.keys(f"{prefix}/results/2026-11-27")
-    scores = pq.read_table(f"{s3_store.BUCKET}/{prefix}/results/2026-11-28/scores", filesystem=s3_store.fs)
+    data = store.put_folder(tmp_path / "data", f"{prefix}/data")
+    root = store.put_folder(small_model_dir, f"{prefix}/models/pumps/v1").rsplit("/", 1)[0]
+    results = store.url(f"{prefix}/results")
+    on_store = {**{k: v for k, v in env.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}, **reach,
+                "AIRFLOW_VAR_SEQWATCH_DATA": data, "AIRFLOW_VAR_SEQWATCH_RESULTS": results,
+                "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": root, "AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS": "3"}
+    sunday = _airflow_dag_run(on_store, "2026-11-29")
+    saturday = store.keys(f"{prefix}/results/2026-11-28")
+    assert "manifest.json" in saturday and not store.keys(f"{prefix}/results/2026-11-27")
+    scores = pq.read_table(f"{store.BUCKET}/{prefix}/results/2026-11-28/scores", filesystem=store.fs)
     assert scores.num_rows > 0
     for line in (f"--input {data}/2026-11-26/*.csv is left out: no input file matches '{data}/2026-11-26/*.csv'",
                  f"--exclude-alerts {results}/2026-11-26 is left out: it holds no seqwatch run's output",
@@ -162,12 +174,12 @@ def test_the_dag_on_s3_scores_and_fine_tunes_on_the_days_that_were_scored(airflo
         assert line in sunday, (line, sunday[-5000:])
     assert re.search(r"fine-tuning on \d+ readings from 2 file\(s\) \(0 rejected readings skipped, [1-9]\d* inside "
                      r"alerts left out\)", sunday), sunday[-5000:]
-    version = s3_store.keys(f"{prefix}/models/pumps/20261129")
+    version = store.keys(f"{prefix}/models/pumps/20261129")
     assert "metadata.json" in version and "model.keras" in version
-    written = s3_store.updated(f"{prefix}/models/pumps/20261129/metadata.json")
+    written = store.updated(f"{prefix}/models/pumps/20261129/metadata.json")
 
-    log = _airflow_task_run(on_s3, "fine_tune", "2026-11-29")
+    log = _airflow_task_run(on_store, "fine_tune", "2026-11-29")
     assert f"--model-dir {root}/20261129 holds a model already; it is left as it is (--skip-existing)" in log
     assert "fine-tuning on" not in log
-    assert s3_store.keys(f"{prefix}/models/pumps/20261129") == version
-    assert s3_store.updated(f"{prefix}/models/pumps/20261129/metadata.json") == written
+    assert store.keys(f"{prefix}/models/pumps/20261129") == version
+    assert store.updated(f"{prefix}/models/pumps/20261129/metadata.json") == written
