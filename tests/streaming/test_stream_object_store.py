@@ -1,7 +1,7 @@
 """A stream on Prism into an S3 output (moto's S3 server on 127.0.0.1), with its model root there too: its graceful
 stop on a SIGTERM, whose request is an object there, and a restart into the same output whose files sit beside the
 first stream's and whose entities' calibration goes on from the first stream's files there; the reading archive
-written there too; the output's lock an object there while a stream runs."""
+written there too; the output's lock an object there while a stream runs. And a stream into a GCS output."""
 import json
 import signal
 import subprocess
@@ -32,12 +32,13 @@ def two_parts(tmp_path_factory):
     return (first, cut), (second, len(readings) - cut)
 
 
-def _command(s3_store, model_dir, prism_location, path, speed):
+def _command(store, model_dir, prism_location, path, speed):
+    """The stream of ``path`` into the store's folder ``stream`` (the S3 store's flags; a GCS store needs none)."""
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
-            "--speed", str(speed), "--model-dir", str(model_dir), "--output", s3_store.url("stream"),
+            "--speed", str(speed), "--model-dir", str(model_dir), "--output", store.url("stream"),
             "--pane-steps", "64", "--flush-window", "600", "--online-calibration", "--archive-readings", "600",
             "--runner=PrismRunner",
-            f"--prism_location={prism_location}", *s3_store.beam_flags]
+            f"--prism_location={prism_location}", *getattr(store, "beam_flags", [])]
 
 
 def _counts(s3_store) -> dict:
@@ -107,3 +108,32 @@ def test_a_stream_into_s3_stops_gracefully_on_sigterm_and_a_restart_writes_besid
     archived = ds.dataset(f"{s3_store.BUCKET}/stream/readings", filesystem=s3_store.fs, format="parquet").to_table()
     assert archived.num_rows == counts["records_scored"]
     assert any(key.startswith("readings/") and key.endswith(".s2.parquet") for key in keys)
+
+
+@pytest.mark.slow
+def test_a_stream_into_gcs_writes_its_sinks_calibration_and_archive_there(gcs_store, two_parts, small_model_dir,
+                                                                           prism_location):
+    """The same stream into a ``gs://`` output with its model root there (gcp-storage-emulator; had been run by hand
+    only): a replay to its end writes scores, counts, each entity's calibration and the reading archive there, the
+    counts reconcile, and no lock or stop request is left."""
+    (first, in_first), _ = two_parts
+    model_root = gcs_store.put_folder(small_model_dir, "models/stream/v1").rsplit("/", 1)[0]
+    command = _command(gcs_store, model_root, prism_location, first, 1000)
+    command[command.index("--output") + 1] = gcs_store.url("stream-gcs")
+    run = subprocess.run(command, capture_output=True, text=True, env=gcs_store.env, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"records in {in_first} = " in run.stderr, run.stderr[-3000:]
+    counts: dict = {}
+    keys = gcs_store.keys("stream-gcs")
+    for key in keys:
+        if key.startswith("counts/") and key.endswith(".json"):
+            for name, value in json.loads(gcs_store.read(f"stream-gcs/{key}")).items():
+                counts[name] = counts.get(name, 0) + value
+    assert counts["records_in"] == in_first == counts["records_scored"] + counts.get("records_quarantined", 0)
+    assert LOCK_FILE not in keys and STOP_FILE not in keys and STREAM_SETTINGS_FILE in keys
+    assert sum(key.startswith(f"{STATE_FOLDER}/stream-") for key in keys) == 2, keys
+    scores = ds.dataset(f"{gcs_store.BUCKET}/stream-gcs/scores", filesystem=gcs_store.fs, format="parquet").to_table()
+    assert scores.num_rows > 0 and not scores.to_pandas().duplicated(["entity_id", "window_end"]).any()
+    archived = ds.dataset(f"{gcs_store.BUCKET}/stream-gcs/readings", filesystem=gcs_store.fs,
+                          format="parquet").to_table()
+    assert archived.num_rows == counts["records_scored"]
