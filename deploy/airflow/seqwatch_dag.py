@@ -29,9 +29,11 @@ emulators too): the tasks only call seqwatch, which reads and writes there.
 The fine-tuning reads the past days that were scored (``seqwatch train --scored-only``) and says in the log what it
 left out: a day without files, one the nightly run did not score because the scheduler was down (``catchup`` is
 off), and a file that arrived after its night's run (its anomalies were never scored; found by the bug hunt of
-deploy examples, as was a missing day, which had failed the week's fine-tuning). A rerun of the fine-tuning leaves
-that day's complete version alone (``--skip-existing``). Limit: do not backfill a past Sunday's fine-tuning: it
-continues the newest version and its own becomes the newest, which every later run then uses.
+deploy examples, as was a missing day, which had failed the week's fine-tuning). Where no past day is left (not
+reached while that night's scoring runs first and must succeed), the task fails with one line and writes no version.
+A rerun of the fine-tuning leaves that day's complete version alone (``--skip-existing``). Limit: do not backfill a
+past Sunday's fine-tuning: it continues the newest version and its own becomes the newest, which every later run
+then uses.
 
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
