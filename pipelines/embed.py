@@ -13,11 +13,12 @@ is up to the pipeline around it; ``WriteDetections`` writes what the CLI writes.
         found | WriteDetections("out/", run_id=detect.run_id)
 
 A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
-seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or
-``bytes``, as a broker delivers it), or an element with those fields: a schema'd PCollection's ``beam.Row`` (a
-time field may hold Beam's ``Timestamp``), a NamedTuple, a dataclass or a pandas row; a ``mapping`` (``seqwatch.schemas.mapping.InputMapping``, or a dict of its
-fields as a ``--mapping`` file holds them) renames the keys (long format), or reads a dict per entity and time
-with a key per channel (wide format: a device's state).
+seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or ``bytes``,
+as a broker delivers it), or an element with those fields: a schema'd PCollection's ``beam.Row`` (a time field may
+hold Beam's ``Timestamp``), a NamedTuple, a dataclass or a pandas row; a ``mapping``
+(``seqwatch.schemas.mapping.InputMapping``, or a dict of its fields as a ``--mapping`` file holds them) renames
+the keys (long format), or reads a dict per entity and time with a key per channel (wide format: a device's
+state).
 Every reading that enters leaves either in a scored window or as a ``Quarantined`` record with a reason (a
 message that is not JSON, a missing key, a value that is not a number, a duplicate, a reading no window can
 hold, ...), and ``counts`` carries ``(name, n)`` pairs that prove it:

@@ -8,6 +8,7 @@ that falls inside one of its alerts, ends included.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,8 +102,6 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
     from seqwatch.pipelines.batch import _canonical_path, _sha256_file
     from seqwatch.pipelines.object_store import path_exists, read_json_or_none
 
-    import os
-
     read: dict = {}
     for folder in output_dirs:
         manifest = read_json_or_none(FileSystems.join(str(folder), "manifest.json"))
@@ -125,8 +124,6 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
 
 def _is_relative_local(path: str) -> bool:
     """A relative path of this machine's file system (not a URL such as ``gs://...``, not absolute)."""
-    import os
-
     return "://" not in path and not os.path.isabs(path)
 
 

@@ -2,8 +2,8 @@
 ``deploy/airflow/requirements.lock`` in ``.tools/airflow``, made by ``make airflow``, which ``make test`` runs) on
 generated days of pump files: a Saturday's run scores Friday and skips the fine-tuning; the Sunday's run scores
 Saturday, then fine-tunes the model on both days minus what the two nights alerted on, as a new version of the
-model root; and the same DAG with its data, results and model root on S3 and on GCS (emulators). The seqwatch commands are
-the real CLI of this checkout; the outputs are read back with pyarrow."""
+model root; and the same DAG with its data, results and model root on S3 and on GCS (emulators). The seqwatch
+commands are the real CLI of this checkout; the outputs are read back with pyarrow."""
 from __future__ import annotations
 
 import os
