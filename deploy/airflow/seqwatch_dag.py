@@ -31,9 +31,10 @@ left out: a day without files, one the nightly run did not score because the sch
 off), and a file that arrived after its night's run (its anomalies were never scored; found by the bug hunt of
 deploy examples, as was a missing day, which had failed the week's fine-tuning). Where no past day is left (not
 reached while that night's scoring runs first and must succeed), the task fails with one line and writes no version.
-A rerun of the fine-tuning leaves that day's complete version alone (``--skip-existing``). Limit: do not backfill a
-past Sunday's fine-tuning: it continues the newest version and its own becomes the newest, which every later run
-then uses.
+A rerun of the fine-tuning leaves that day's complete version alone (``--skip-existing``). A backfill
+(``airflow backfill create``) re-scores past nights and does not fine-tune: a past Sunday's version would become
+the newest, which every later run then uses. A past Sunday run by hand (``airflow dags trigger`` or ``dags test``
+with its date) does fine-tune, and its version becomes the newest.
 
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
@@ -69,9 +70,16 @@ FINE_TUNE = (f"args=(); for day in {PAST_DAYS}; do "
              f"\"${{args[@]}}\" --model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}")
 
 
-def is_sunday(ds: str) -> bool:
-    """Whether the run's day is a Sunday: the fine-tuning runs then, after the night's scoring."""
-    return date.fromisoformat(ds).weekday() == 6
+def fine_tunes(ds: str, run_type: str) -> bool:
+    """Whether this DAG run fine-tunes after the night's scoring: on Sundays, except in a backfill. A backfill
+    re-scores past nights only: a past Sunday's fine-tuning would continue the newest version, and its own would
+    become the newest, which every later run then uses (listed as a limit until 2026-12-06)."""
+    if date.fromisoformat(ds).weekday() != 6:
+        return False
+    if run_type == "backfill":  # DagRunType.BACKFILL_JOB
+        print(f"fine-tuning: {ds} is a Sunday of a backfill, which re-scores past nights only; no new version")
+        return False
+    return True
 
 
 with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
@@ -85,7 +93,7 @@ with DAG("seqwatch_nightly", start_date=datetime(2026, 1, 1),
                       f"--max-quarantined-share 0.5"),
         retries=1, retry_delay=timedelta(minutes=RETRY_DELAY_MINUTES),
     )
-    on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=is_sunday,
-                                      op_kwargs={"ds": "{{ ds }}"})
+    on_sundays = ShortCircuitOperator(task_id="on_sundays", python_callable=fine_tunes,
+                                      op_kwargs={"ds": "{{ ds }}", "run_type": "{{ dag_run.run_type }}"})
     fine_tune = BashOperator(task_id="fine_tune", bash_command=FINE_TUNE)
     score >> on_sundays >> fine_tune

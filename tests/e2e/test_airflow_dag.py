@@ -183,3 +183,27 @@ def test_the_dag_on_a_store_scores_and_fine_tunes_on_the_days_that_were_scored(a
     assert "fine-tuning on" not in log
     assert store.keys(f"{prefix}/models/pumps/20261129") == version
     assert store.updated(f"{prefix}/models/pumps/20261129/metadata.json") == written
+
+
+def test_a_backfill_rescores_past_nights_and_does_not_fine_tune(tmp_path):
+    """A backfill's Sunday had fine-tuned too: its version continued the newest and became the newest, which every
+    later run then used (the DAG's docstring had said "do not backfill"). The DAG's ``on_sundays`` step now lets a
+    Sunday of a backfill (``dag_run.run_type`` "backfill") go no further; scheduled and manual runs fine-tune (a
+    manual Sunday does in the test above). The step's function is called in Airflow's own Python: ``airflow dags
+    test`` makes manual runs only, and a backfill needs a scheduler."""
+    if not AIRFLOW.is_file():
+        pytest.skip(f"Airflow is not installed at {AIRFLOW} (run `make airflow`; it needs PyPI)")
+    script = ("import seqwatch_dag as dag\n"
+              "for ds, run_type in (('2026-11-29', 'scheduled'), ('2026-11-29', 'manual'), ('2026-11-29', 'backfill'),"
+              " ('2026-11-28', 'scheduled')):\n"
+              "    print(ds, run_type, dag.fine_tunes(ds, run_type))\n"
+              "print(dag.nightly.get_task('on_sundays').op_kwargs)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON"))}
+    run = subprocess.run([str(AIRFLOW.parent / "python"), "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**env, "AIRFLOW_HOME": str(tmp_path), "PYTHONPATH": str(REPO / "deploy" / "airflow")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert lines[:5] == ["2026-11-29 scheduled True", "2026-11-29 manual True",
+                         "fine-tuning: 2026-11-29 is a Sunday of a backfill, which re-scores past nights only; no new "
+                         "version", "2026-11-29 backfill False", "2026-11-28 scheduled False"], run.stdout
+    assert lines[5] == "{'ds': '{{ ds }}', 'run_type': '{{ dag_run.run_type }}'}"
