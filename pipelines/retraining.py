@@ -163,11 +163,10 @@ def scored_inputs(patterns: list, output_dirs: list) -> ScoredInputs:
                          f"manifest.json: its run did not score, or failed before it wrote anything)")
     for pattern in patterns:
         try:
-            matched = expand_inputs([pattern])
+            files += expand_inputs([pattern])
         except FileNotFoundError as exc:
             notes.append(f"--input {pattern} is left out: {exc}")
-            continue
-        files += [path for path in matched if path not in files]
+    files = list(dict.fromkeys(files))  # a file two patterns match, once
     unscored = set(unscored_inputs(files, runs) or ()) if runs else set(files)
     if unscored:
         first = next(path for path in files if path in unscored)

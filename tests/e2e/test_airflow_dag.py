@@ -45,20 +45,13 @@ def airflow_env(tmp_path_factory):
     return home, env
 
 
-def _airflow_dag_run(env: dict, logical_date: str, succeeds: bool = True) -> str:
-    run = subprocess.run([str(AIRFLOW), "dags", "test", "seqwatch_nightly", logical_date], env=env,
+def _airflow(env: dict, *command: str, succeeds: bool = True) -> str:
+    """``airflow <command>`` on the DAG (``dags test <date>``: a whole DAG run; ``tasks test <task> <date>``: one
+    task), which must succeed or fail as ``succeeds`` says; its log."""
+    run = subprocess.run([str(AIRFLOW), *command[:2], "seqwatch_nightly", *command[2:]], env=env,
                          capture_output=True, text=True, timeout=600)
     log = run.stdout + run.stderr
     assert (run.returncode == 0) == succeeds, log[-5000:]
-    return log
-
-
-def _airflow_task_run(env: dict, task: str, logical_date: str) -> str:
-    """One task of the DAG run by ``airflow tasks test``, which must succeed; its log."""
-    run = subprocess.run([str(AIRFLOW), "tasks", "test", "seqwatch_nightly", task, logical_date], env=env,
-                         capture_output=True, text=True, timeout=300)
-    log = run.stdout + run.stderr
-    assert run.returncode == 0, log[-5000:]
     return log
 
 
@@ -70,7 +63,8 @@ def test_a_failed_scoring_is_retried_once_and_fails_the_run_without_fine_tuning(
     home, env = airflow_env
     root = home / "models" / "retried"  # a model root of its own: the other test writes versions into its own
     shutil.copytree(small_model_dir, root / "v1")
-    log = _airflow_dag_run({**env, "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": str(root)}, "2026-12-06", succeeds=False)
+    log = _airflow({**env, "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": str(root)}, "dags", "test", "2026-12-06",
+                   succeeds=False)
     tries = [line for line in log.splitlines() if "seqwatch run:" in line]  # a Sunday whose Saturday has no folder
     assert len(tries) == 2 and all("2026-12-05" in line for line in tries), tries
     assert "DagRun failed" in log
@@ -92,14 +86,14 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
         days[day] = readings
 
     # Saturday 2026-11-28 02:15: Friday's files are scored; it is not a Sunday, so no fine-tuning.
-    saturday = _airflow_dag_run(env, "2026-11-28")
+    saturday = _airflow(env, "dags", "test", "2026-11-28")
     assert f"{home}/data/2026-11-27/*.csv" in saturday  # the rendered command read yesterday's folder
     assert [p.name for p in model_versions(root)] == ["v1"]
     assert "fine-tuning on" not in saturday
 
     # Sunday 2026-11-29: Saturday's files are scored, then the model is fine-tuned on the two days minus the
     # readings inside the two nights' alerts, into a new version that the root now stands for.
-    sunday = _airflow_dag_run(env, "2026-11-29")
+    sunday = _airflow(env, "dags", "test", "2026-11-29")
     for day in days:
         out = home / "results" / day
         assert (out / "manifest.json").is_file() and pq.read_table(out / "scores").num_rows > 0
@@ -118,7 +112,7 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     # A rerun of the Sunday's fine-tuning (a cleared task, a backfill) leaves that version alone instead of
     # fine-tuning it a second time.
     written = (root / "20261129" / "metadata.json").stat().st_mtime_ns
-    again = _airflow_task_run(env, "fine_tune", "2026-11-29")
+    again = _airflow(env, "tasks", "test", "fine_tune", "2026-11-29")
     assert f"--model-dir {root}/20261129 holds a model already; it is left as it is (--skip-existing)" in again
     assert "fine-tuning on" not in again
     assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
@@ -161,7 +155,7 @@ def test_the_dag_on_a_store_scores_and_fine_tunes_on_the_days_that_were_scored(a
     on_store = {**{k: v for k, v in env.items() if k != "GOOGLE_APPLICATION_CREDENTIALS"}, **reach,
                 "AIRFLOW_VAR_SEQWATCH_DATA": data, "AIRFLOW_VAR_SEQWATCH_RESULTS": results,
                 "AIRFLOW_VAR_SEQWATCH_MODEL_ROOT": root, "AIRFLOW_VAR_SEQWATCH_FINE_TUNE_DAYS": "3"}
-    sunday = _airflow_dag_run(on_store, "2026-11-29")
+    sunday = _airflow(on_store, "dags", "test", "2026-11-29")
     saturday = store.keys(f"{prefix}/results/2026-11-28")
     assert "manifest.json" in saturday and not store.keys(f"{prefix}/results/2026-11-27")
     scores = pq.read_table(f"{store.BUCKET}/{prefix}/results/2026-11-28/scores", filesystem=store.fs)
@@ -178,7 +172,7 @@ def test_the_dag_on_a_store_scores_and_fine_tunes_on_the_days_that_were_scored(a
     assert "metadata.json" in version and "model.keras" in version
     written = store.updated(f"{prefix}/models/pumps/20261129/metadata.json")
 
-    log = _airflow_task_run(on_store, "fine_tune", "2026-11-29")
+    log = _airflow(on_store, "tasks", "test", "fine_tune", "2026-11-29")
     assert f"--model-dir {root}/20261129 holds a model already; it is left as it is (--skip-existing)" in log
     assert "fine-tuning on" not in log
     assert store.keys(f"{prefix}/models/pumps/20261129") == version

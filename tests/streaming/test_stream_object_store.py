@@ -32,20 +32,21 @@ def two_parts(tmp_path_factory):
     return (first, cut), (second, len(readings) - cut)
 
 
-def _command(store, model_dir, prism_location, path, speed):
-    """The stream of ``path`` into the store's folder ``stream`` (the S3 store's flags; a GCS store needs none)."""
+def _command(store, model_dir, prism_location, path, speed, folder="stream"):
+    """The stream of ``path`` into the store's ``folder`` (the S3 store's flags; a GCS store needs none)."""
     return [sys.executable, "-m", "seqwatch.pipelines.cli", "stream", "--source", "replay", "--input", str(path),
-            "--speed", str(speed), "--model-dir", str(model_dir), "--output", store.url("stream"),
+            "--speed", str(speed), "--model-dir", str(model_dir), "--output", store.url(folder),
             "--pane-steps", "64", "--flush-window", "600", "--online-calibration", "--archive-readings", "600",
             "--runner=PrismRunner",
             f"--prism_location={prism_location}", *getattr(store, "beam_flags", [])]
 
 
-def _counts(s3_store) -> dict:
+def _counts(store, folder="stream") -> dict:
+    """The counts of the stream in the store's ``folder``, summed over its files."""
     counts: dict = {}
-    for key in s3_store.keys("stream"):
+    for key in store.keys(folder):
         if key.startswith("counts/") and key.endswith(".json"):
-            for name, value in json.loads(s3_store.read(f"stream/{key}")).items():
+            for name, value in json.loads(store.read(f"{folder}/{key}")).items():
                 counts[name] = counts.get(name, 0) + value
     return counts
 
@@ -118,17 +119,12 @@ def test_a_stream_into_gcs_writes_its_sinks_calibration_and_archive_there(gcs_st
     counts reconcile, and no lock or stop request is left."""
     (first, in_first), _ = two_parts
     model_root = gcs_store.put_folder(small_model_dir, "models/stream/v1").rsplit("/", 1)[0]
-    command = _command(gcs_store, model_root, prism_location, first, 1000)
-    command[command.index("--output") + 1] = gcs_store.url("stream-gcs")
-    run = subprocess.run(command, capture_output=True, text=True, env=gcs_store.env, timeout=400)
+    run = subprocess.run(_command(gcs_store, model_root, prism_location, first, 1000, folder="stream-gcs"),
+                         capture_output=True, text=True, env=gcs_store.env, timeout=400)
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"records in {in_first} = " in run.stderr, run.stderr[-3000:]
-    counts: dict = {}
+    counts = _counts(gcs_store, "stream-gcs")
     keys = gcs_store.keys("stream-gcs")
-    for key in keys:
-        if key.startswith("counts/") and key.endswith(".json"):
-            for name, value in json.loads(gcs_store.read(f"stream-gcs/{key}")).items():
-                counts[name] = counts.get(name, 0) + value
     assert counts["records_in"] == in_first == counts["records_scored"] + counts.get("records_quarantined", 0)
     assert LOCK_FILE not in keys and STOP_FILE not in keys and STREAM_SETTINGS_FILE in keys
     assert sum(key.startswith(f"{STATE_FOLDER}/stream-") for key in keys) == 2, keys
