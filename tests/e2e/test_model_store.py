@@ -103,7 +103,7 @@ def test_a_model_directory_on_s3_that_is_no_model_is_one_sentence(store, small_m
 
 
 def test_a_stream_plans_with_the_newest_version_on_s3_by_its_url(store, small_model_dir, tmp_path):
-    """As a batch run does (a stream with its model on S3 was run on Prism by hand: README, "Not finished")."""
+    """As a batch run does (a whole stream with its model root on S3: tests/streaming/test_stream_object_store.py)."""
     from seqwatch.pipelines.streaming import plan_stream
 
     root = store.put_folder(small_model_dir, "models/stream/v1").rsplit("/", 1)[0]
