@@ -23,6 +23,7 @@ from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.inference import ScoreWindows
 from seqwatch.pipelines.sinks import WriteOutputs
+from seqwatch.pipelines.stage_metrics import CountAsMetric
 from seqwatch.pipelines.validate import ValidateReadings
 from seqwatch.pipelines.windows import WindowReadings
 from seqwatch.schemas.elements import PackedQuarantine
@@ -222,7 +223,8 @@ def detect(read: SourceOutputs, plan: RunPlan, streaming: bool, allowed_lateness
         count_parts["CalibrationForgotten"] = online_step.forgotten
     counts = ([pcoll | f"{name}CountsWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                for name, pcoll in count_parts.items()]
-              | "StepCounts" >> beam.Flatten())
+              | "StepCounts" >> beam.Flatten()
+              | "CountsAsMetrics" >> beam.ParDo(CountAsMetric()))
     found = {"readings": read.readings, "valid": valid.valid, "windows": windows.windows, "scored": scored,
              "alerts": built.closed, "opened": built.opened, "quarantine": quarantine, "counts": counts}
     if not streaming:  # for the batch sink, which packs each part where it is made (``WriteOutputs``)
@@ -269,6 +271,7 @@ def write_detections(found: dict, run_id: str, root: str, flush_window_s: float 
         outputs["readings"] = found["valid"]
     written = outputs | "WriteOutputs" >> WriteOutputs(root, run_id, flush_window_s, archive_window_s, file_suffix,
                                                        score_files, score_window_files)
+    written = written | "WrittenCountsAsMetrics" >> beam.ParDo(CountAsMetric())
     all_counts = ((found["counts"], written | "WrittenCountsWindow" >> beam.WindowInto(beam.window.GlobalWindows()))
                   | "AllCounts" >> beam.Flatten())
     if flush_window_s:

@@ -1,11 +1,21 @@
-"""Where a pipeline's time goes: each stage adds its processing time to a Beam counter ``stage_ms.<stage>``.
+"""A pipeline's Beam metrics, in the ``seqwatch`` namespace: where its time goes, and what it counted.
 
-The counters are ordinary Beam metrics, so they show up in the Dataflow/Flink UIs; ``run_batch`` also copies
-them into the run manifest. Timing a whole batch costs two clock reads per element, nothing per reading.
+- Each stage adds its processing time to a counter ``stage_ms.<stage>`` (``StageTimer``); ``run_batch`` copies
+  them into the run manifest. Timing a whole batch costs two clock reads per element, nothing per reading.
+- Every count a run writes to its manifest or a stream to its ``counts/`` files (``records_in``,
+  ``records_scored``, ``records_quarantined``, ``quarantined.<stage>.<reason>``, ``alerts``, ``files_written``,
+  ...) is also added to a counter of its name (``CountAsMetric``), so that a job's progress shows while it runs
+  in the runner's own monitoring (Dataflow's job page and Cloud Monitoring, Flink's metrics reporters), where a
+  stream's count files are written only as each flush window closes.
+
+They are ordinary Beam counters: a runner that retries a bundle reports its counts in ``attempted`` more than
+once, and once in ``committed`` where it tracks commits (Dataflow).
 """
 from __future__ import annotations
 
 import time
+
+import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 NAMESPACE = "seqwatch"
@@ -45,4 +55,26 @@ def stage_seconds(result) -> dict:
         if name.startswith("stage_ms."):
             value = counter.committed if counter.committed is not None else counter.attempted
             out[name[len("stage_ms."):]] = out.get(name[len("stage_ms."):], 0.0) + value / 1000
+    return dict(sorted(out.items()))
+
+
+class CountAsMetric(beam.DoFn):
+    """``(name, n)`` counts pass through unchanged, each ``n`` added to the counter ``seqwatch/<name>``."""
+
+    def process(self, pair):
+        name, n = pair
+        Metrics.counter(NAMESPACE, name).inc(n)
+        yield pair
+
+
+def counter_totals(result) -> dict:
+    """``{name: n}`` of a finished pipeline result's ``seqwatch`` counters other than the stage times (committed
+    where the runner reports them, else attempted)."""
+    from apache_beam.metrics.metric import MetricsFilter
+    out = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        name = counter.key.metric.name
+        if not name.startswith("stage_ms."):
+            value = counter.committed if counter.committed is not None else counter.attempted
+            out[name] = out.get(name, 0) + value
     return dict(sorted(out.items()))

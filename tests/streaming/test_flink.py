@@ -92,6 +92,7 @@ def test_detect_anomalies_in_a_users_own_pipeline_on_flink(small_model_dir, flin
     from apache_beam.testing.util import assert_that, equal_to
 
     from seqwatch.pipelines.embed import DetectAnomalies
+    from seqwatch.pipelines.stage_metrics import counter_totals
 
     readings, labels = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=10, anomalies_per_entity=1,
                                             seed=11, kinds=("level_shift",))
@@ -112,12 +113,18 @@ def test_detect_anomalies_in_a_users_own_pipeline_on_flink(small_model_dir, flin
         for entity, start, end in spans:
             assert any(a.entity_id == entity and a.start <= end and a.end >= start for a in alerts), (entity, alerts)
 
-    with beam.Pipeline(options=PipelineOptions(flink_args())) as p:
-        found = p | beam.Create(rows + bad) | DetectAnomalies(str(small_model_dir))
-        assert_that(found.counts, reconcile, label="CountsReconcile")
-        assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
-                    equal_to(["malformed_row", "parse_value"]), label="Reasons")
-        assert_that(found.alerts, cover, label="AlertsCoverTheShifts")
+    p = beam.Pipeline(options=PipelineOptions(flink_args()))
+    found = p | beam.Create(rows + bad) | DetectAnomalies(str(small_model_dir))
+    assert_that(found.counts, reconcile, label="CountsReconcile")
+    assert_that(found.quarantine | beam.Map(lambda q: q.reason_code),
+                equal_to(["malformed_row", "parse_value"]), label="Reasons")
+    assert_that(found.alerts, cover, label="AlertsCoverTheShifts")
+    result = p.run()
+    result.wait_until_finish()
+    # The counts as Beam counters, which Flink's own metrics carry to its reporters and web UI.
+    counters = counter_totals(result)
+    assert counters["records_in"] == len(rows) + len(bad) and counters["records_scored"] == len(rows), counters
+    assert counters["quarantined.parse.malformed_row"] == counters["quarantined.parse.parse_value"] == 1, counters
 
 
 def test_a_ctrl_c_stops_a_stream_on_flink_once_it_has_written_what_it_read(readings_csv, small_model_dir, flink_args,
