@@ -15,7 +15,9 @@ is up to the pipeline around it; ``WriteDetections`` writes what the CLI writes.
 A reading is a dict with the keys ``entity_id``, ``channel``, ``timestamp`` (ISO 8601 text, a datetime or epoch
 seconds, milliseconds, microseconds or nanoseconds) and ``value``, or the JSON text of one (``str`` or ``bytes``,
 as a broker delivers it), or an element with those fields: a schema'd PCollection's ``beam.Row`` (a time field may
-hold Beam's ``Timestamp``), a NamedTuple, a dataclass or a pandas row; a ``mapping``
+hold Beam's ``Timestamp``), a NamedTuple, a dataclass or a pandas row; or a ``(key, reading)`` pair, as Beam's
+``ReadFromKafka`` and a keyed PCollection give them (a wide mapping's ``{"from_key": true}`` takes the entity from
+the key), or a Pub/Sub message with attributes (its data is the reading); a ``mapping``
 (``seqwatch.schemas.mapping.InputMapping``, or a dict of its fields as a ``--mapping`` file holds them) renames
 the keys (long format), or reads a dict per entity and time with a key per channel (wide format: a device's
 state).
@@ -166,6 +168,20 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _payload_and_key(element) -> tuple:
+    """``(payload, key)`` of an element: a ``(key, value)`` pair (Beam's ``ReadFromKafka`` gives them, and a keyed
+    PCollection's elements are such pairs) is its value with its key, for a wide mapping's ``{"from_key": true}``;
+    a Pub/Sub message (``ReadFromPubSub(with_attributes=True)``) is its data; anything else is a reading itself.
+    A pair's value had been taken for the reading: every element of a Kafka read was quarantined as not JSON."""
+    if type(element) is tuple and len(element) == 2:  # not a NamedTuple (a reading's fields)
+        key, value = element
+        return _payload(value), key
+    if not isinstance(element, Mapping) and isinstance(getattr(element, "data", None), (bytes, str)) \
+            and hasattr(element, "attributes"):
+        return element.data, None
+    return _payload(element), None
+
+
 def _payload(reading):
     """A reading as the message parser takes it: JSON text (a dict's datetimes as ISO text; a frame's row, as
     ``DataFrame.iterrows`` gives it, a schema'd PCollection's ``beam.Row``, a NamedTuple and a dataclass, each as
@@ -242,8 +258,8 @@ class _ParseReadings(beam.DoFn):
 
     def _parse(self, items):
         first, self._next = self._next, self._next + len(items)
-        parsed = self.parser.parse(self.source, range(first + 1, first + 1 + len(items)),
-                                   [_payload(reading) for reading, _ in items])
+        payloads, keys = zip(*(_payload_and_key(element) for element, _ in items))
+        parsed = self.parser.parse(self.source, range(first + 1, first + 1 + len(items)), payloads, keys=keys)
         # The earliest element timestamp of the batch is the floor of its outputs' timestamps (see _emit): the
         # watermark cannot pass it while this bundle runs, so a reading stamped there is never late for its pane,
         # and a reading that arrives far behind (an element stamped on arrival) carries its arrival time to the
@@ -310,11 +326,11 @@ class DetectAnomalies(beam.PTransform):
             raise TypeError(f"mapping must be an InputMapping or a dict of its fields, got {type(mapping).__name__}")
         entity_from = next(iter(mapping.entity), None) if mapping is not None and isinstance(mapping.entity, dict) \
             else None
-        if entity_from in ("from_topic", "from_key"):
-            # an element of a PCollection has no topic or key: every reading would be quarantined
-            raise ValueError(f"mapping entity {{{entity_from!r}: ...}} takes the entity from a broker message's "
-                             f"topic or key, which a PCollection's element does not have; name the key that holds "
-                             f"it ({{'column': NAME}}) or give one ({{'value': ID}})")
+        if entity_from == "from_topic":
+            # an element of a PCollection has no topic: every reading would be quarantined
+            raise ValueError("mapping entity {'from_topic': ...} takes the entity from an MQTT message's topic, "
+                             "which a PCollection's element does not have; name the key that holds it "
+                             "({'column': NAME}) or give one ({'value': ID})")
         model_dir, suite = os.fspath(model_dir), os.fspath(suite)
         self.options = dict(model_dir=model_dir, suite=suite, pane_steps=pane_steps, source_name=source,
                             run_id=run_id, alert_cooldown_us=int(round(alert_cooldown_s * 1e6)),

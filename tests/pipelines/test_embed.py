@@ -334,9 +334,8 @@ def test_write_detections_refuses_a_flush_window_that_is_not_positive():
     # come from an element, and every reading had been quarantined
     ({"alert_cooldown_s": "60"}, ValueError, "alert_cooldown_s must be zero or a positive number of seconds, got '60'"),
     ({"mapping": {"format": "wide", "entity": {"from_topic": 1}}}, ValueError,
-     r"mapping entity \{'from_topic': ...\} takes the entity from a broker message's topic or key, which a "
+     r"mapping entity \{'from_topic': ...\} takes the entity from an MQTT message's topic, which a "
      r"PCollection's element does not have"),
-    ({"mapping": {"format": "wide", "entity": {"from_key": True}}}, ValueError, r"mapping entity \{'from_key'"),
     ({"online_calibration": "no"}, TypeError, "online_calibration must be True or False, got 'no'"),
     ({"suite": None}, TypeError, "model_dir and suite must be paths"),
     ({"mapping": ["wide"]}, TypeError, "mapping must be an InputMapping or a dict of its fields, got list"),
@@ -467,6 +466,61 @@ def test_write_detections_refuses_a_root_it_cannot_use_when_the_pipeline_is_buil
     detect = DetectAnomalies(str(small_model_dir))
     restarted | TestStream().add_elements(rows[:10]).advance_watermark_to_infinity() | detect | WriteDetections(
         out, run_id=detect.run_id)  # built without a refusal; not run
+
+
+def test_kafka_pairs_keyed_readings_and_pubsub_messages_are_readings(small_model_dir):
+    """What Beam's own broker reads give: ``(key, value)`` pairs of bytes (``ReadFromKafka``), whose key a wide
+    mapping may take the entity from, and Pub/Sub messages with attributes (``ReadFromPubSub(with_attributes=
+    True)``); and a keyed PCollection's ``(entity, reading)`` pairs. The same alerts as the dicts they were made
+    from, and the counts reconcile; a pair without a key under ``{"from_key": true}`` is quarantined with its
+    reason. Every pair and message had been quarantined as ``malformed_row`` (not JSON), and a mapping that takes
+    the entity from the key had been refused."""
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=STEP_SECONDS,
+                                       anomalies_per_entity=1, seed=11, kinds=("level_shift",))
+    dicts = [{"entity_id": r.entity_id, "channel": r.channel, "timestamp": r.timestamp.isoformat(), "value": r.value}
+             for r in readings.itertuples()]
+    wide = readings.pivot_table(index=["entity_id", "timestamp"], columns="channel", values="value").reset_index()
+    states = [(row.pop("entity_id").encode(), json.dumps({**row, "timestamp": row["timestamp"].isoformat()}).encode())
+              for row in wide.to_dict("records")]
+    kinds = {
+        "KafkaPairs": ([(d["entity_id"].encode(), json.dumps(d).encode()) for d in dicts], None),
+        "KeyedDicts": ([(d["entity_id"], d) for d in dicts], None),
+        "PubsubMessages": ([PubsubMessage(json.dumps(d).encode(), {"origin": "test"}) for d in dicts], None),
+        "WideByKey": (states + [(None, states[0][1])],
+                      {"format": "wide", "timestamp": "timestamp", "entity": {"from_key": True}})}
+
+    def alerts(found, label):
+        return found.alerts | f"{label}Alerts" >> beam.Map(
+            lambda a: (a.entity_id, a.start, a.end, round(a.peak_score, 6), a.windows))
+
+    def same(got, want):
+        assert want and sorted(got) == sorted(want), (got, want)
+
+    with beam.Pipeline() as p:
+        expected = (alerts(p | "Dicts" >> beam.Create(dicts) | "DetectDicts" >> DetectAnomalies(str(small_model_dir)),
+                           "Dicts") | "DictsList" >> beam.combiners.ToList())
+        for label, (elements, mapping) in kinds.items():
+            found = p | label >> beam.Create(elements) | f"Detect{label}" >> DetectAnomalies(str(small_model_dir),
+                                                                                             mapping=mapping)
+            (alerts(found, label) | f"{label}List" >> beam.combiners.ToList()
+             | f"Same{label}" >> beam.Map(same, beam.pvalue.AsSingleton(expected)))
+            keyless = 1 if label == "WideByKey" else 0  # the wide state without a key: its channels' readings
+            assert_that(found.counts, _check_wide_counts(len(dicts)) if keyless else _check_counts(len(dicts), 0),
+                        label=f"{label}CountsReconcile")
+            assert_that(found.quarantine | f"{label}Reasons" >> beam.Map(lambda q: q.reason),
+                        equal_to(["the message has no key, and the mapping takes the entity from the message key"]
+                                 * keyless), label=f"{label}Quarantined")
+
+
+def _check_wide_counts(n_good: int):
+    """Counts of the wide states and one keyless message (quarantined whole, one record)."""
+    def check(pairs):
+        total = _totals(pairs)
+        assert total["records_scored"] == n_good and total["records_quarantined"] == 1, total
+        assert total["records_in"] == total["records_scored"] + total["records_quarantined"], total
+    return check
 
 
 def test_schema_rows_named_tuples_and_dataclasses_are_readings(small_model_dir):
