@@ -47,8 +47,9 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     # moto with Flask: an S3 server on 127.0.0.1 for the tests of s3:// inputs and outputs; gcp-storage-emulator:
-    # a GCS server on 127.0.0.1 for those of gs:// (it takes the client's batch requests, which Beam's renames use)
+    # a GCS server on 127.0.0.1 for those of gs:// (it takes the client's batch requests, which Beam's renames use);
+    # DuckDB: the outputs are read as the README tells its users to read them
     extras_require={"test": ["pytest>=8", "hypothesis>=6", "moto[s3]>=5", "flask>=3", "flask-cors>=4",
-                             "gcp-storage-emulator>=2026.7"]},
+                             "gcp-storage-emulator>=2026.7", "duckdb>=1.1"]},
     entry_points={"console_scripts": ["seqwatch=seqwatch.pipelines.cli:main"]},
 )

@@ -128,6 +128,29 @@ def test_streaming_and_batch_give_the_same_alerts(same_data, tmp_path):
     assert counts["records_in"] == counts["records_scored"] + counts.get("records_quarantined", 0)
     assert counts["records_scored"] == batch_manifest["records_scored"]
 
+    # Both layouts (a batch run's part files and empty placeholders, a stream's files per entity and pane) read
+    # in DuckDB as the README tells its users to read them: the rows pyarrow reads. (A stream makes a sink's folder
+    # with its first file: this one quarantined nothing.)
+    assert not (tmp_path / "stream" / "quarantine").exists()
+    for out in ("batch", "stream"):
+        for sink in ("scores", "forecasts", "alerts") + (("quarantine",) if out == "batch" else ("alerts_open",)):
+            folder = tmp_path / out / sink
+            by_duckdb = _read_with_duckdb(folder).to_pandas()
+            by_pyarrow = ds.dataset(folder, format="parquet").to_table().to_pandas()
+            assert len(by_duckdb) == len(by_pyarrow) and list(by_duckdb.columns) == list(by_pyarrow.columns), sink
+            if sink == "alerts":
+                assert (by_duckdb.sort_values("alert_id")["start"].tolist()
+                        == by_pyarrow.sort_values("alert_id")["start"].tolist()), out
+            if sink == "scores":
+                assert len(by_duckdb) > 0 and np.isclose(by_duckdb["score"].sum(), by_pyarrow["score"].sum()), out
+
+
+def _read_with_duckdb(folder: Path):
+    """A sink's folder as the README's DuckDB query reads it (every Parquet file under it, at any depth)."""
+    import duckdb
+
+    return duckdb.sql(f"SELECT * FROM read_parquet('{folder}/**/*.parquet')").to_arrow_table()
+
 
 @pytest.mark.slow
 def test_with_online_calibration_streaming_and_batch_judge_every_window_alike(same_data, tmp_path):
