@@ -122,7 +122,12 @@ def main(argv=None) -> int:
         "The n/a readings are quarantined by the reader, which packs each file's records into tables "
         "(`ReadInputFiles(packed_quarantine=)`); the unknown tags by validation, which packs them per source and "
         "batch; both are written as dictionaries and indices (each wide row's 350 kB text once per row group). Each "
-        "record is still a Python object until it is packed.",
+        "record is still a Python object until it is packed. The packed tables cross the batch run's GroupByKey, "
+        "and the merged table the Flatten to the writer, as zstd-compressed Arrow IPC (`sinks.CompressedTable`, "
+        "since 2026-12-06): the local runner holds several encoded copies of what crosses, 178 MB each plainly for "
+        "2 million n/a readings, 17 MB compressed. Before it, 0.74 KB and 5.8 µs per n/a reading (run of "
+        "2026-12-04); on 2 million n/a readings by hand, old and new code in turn, 2.07 GB and 21.3 s against 1.52 GB "
+        "and 22.8 s (medians of 3).",
     ])
     print(text)
     if not args.quick:
