@@ -170,12 +170,18 @@ def _is_number(value) -> bool:
 
 def _payload_and_key(element) -> tuple:
     """``(payload, key)`` of an element: a ``(key, value)`` pair (Beam's ``ReadFromKafka`` gives them, and a keyed
-    PCollection's elements are such pairs) is its value with its key, for a wide mapping's ``{"from_key": true}``;
-    a Pub/Sub message (``ReadFromPubSub(with_attributes=True)``) is its data; anything else is a reading itself.
-    A pair's value had been taken for the reading: every element of a Kafka read was quarantined as not JSON."""
+    PCollection's elements are such pairs) is its value with its key, for a wide mapping's ``{"from_key": true}``,
+    as is a Kafka record with its metadata (``ReadFromKafka(with_metadata=True)``: a Row with ``topic``,
+    ``offset``, ``key`` and ``value``); a Pub/Sub message (``ReadFromPubSub(with_attributes=True)``) is its data;
+    anything else is a reading itself. A pair's value had been taken for the reading: every element of a Kafka
+    read was quarantined as not JSON."""
     if type(element) is tuple and len(element) == 2:  # not a NamedTuple (a reading's fields)
         key, value = element
         return _payload(value), key
+    fields = element._asdict() if callable(getattr(element, "_asdict", None)) else None
+    if fields is not None and isinstance(fields.get("value"), (bytes, bytearray)) \
+            and {"topic", "offset"} <= set(fields):
+        return bytes(fields["value"]), fields.get("key")  # a Kafka record (a reading's value is never bytes)
     if not isinstance(element, Mapping) and isinstance(getattr(element, "data", None), (bytes, str)) \
             and hasattr(element, "attributes"):
         return element.data, None

@@ -470,11 +470,11 @@ def test_write_detections_refuses_a_root_it_cannot_use_when_the_pipeline_is_buil
 
 def test_kafka_pairs_keyed_readings_and_pubsub_messages_are_readings(small_model_dir):
     """What Beam's own broker reads give: ``(key, value)`` pairs of bytes (``ReadFromKafka``), whose key a wide
-    mapping may take the entity from, and Pub/Sub messages with attributes (``ReadFromPubSub(with_attributes=
-    True)``); and a keyed PCollection's ``(entity, reading)`` pairs. The same alerts as the dicts they were made
-    from, and the counts reconcile; a pair without a key under ``{"from_key": true}`` is quarantined with its
-    reason. Every pair and message had been quarantined as ``malformed_row`` (not JSON), and a mapping that takes
-    the entity from the key had been refused."""
+    mapping may take the entity from, its records as Rows (``with_metadata=True``), and Pub/Sub messages with
+    attributes (``ReadFromPubSub(with_attributes=True)``); and a keyed PCollection's ``(entity, reading)`` pairs.
+    The same alerts as the dicts they were made from, and the counts reconcile; a pair without a key under
+    ``{"from_key": true}`` is quarantined with its reason. Every pair and message had been quarantined as
+    ``malformed_row`` (not JSON), and a mapping that takes the entity from the key had been refused."""
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
     readings, _ = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=STEP_SECONDS,
@@ -486,6 +486,8 @@ def test_kafka_pairs_keyed_readings_and_pubsub_messages_are_readings(small_model
               for row in wide.to_dict("records")]
     kinds = {
         "KafkaPairs": ([(d["entity_id"].encode(), json.dumps(d).encode()) for d in dicts], None),
+        "KafkaRecords": ([beam.Row(topic="pumps", partition=0, offset=i, key=d["entity_id"].encode(),
+                                   value=json.dumps(d).encode(), timestamp=0) for i, d in enumerate(dicts)], None),
         "KeyedDicts": ([(d["entity_id"], d) for d in dicts], None),
         "PubsubMessages": ([PubsubMessage(json.dumps(d).encode(), {"origin": "test"}) for d in dicts], None),
         "WideByKey": (states + [(None, states[0][1])],
