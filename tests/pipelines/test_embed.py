@@ -508,7 +508,7 @@ def test_kafka_pairs_keyed_readings_and_pubsub_messages_are_readings(small_model
                                                                                              mapping=mapping)
             (alerts(found, label) | f"{label}List" >> beam.combiners.ToList()
              | f"Same{label}" >> beam.Map(same, beam.pvalue.AsSingleton(expected)))
-            keyless = 1 if label == "WideByKey" else 0  # the wide state without a key: its channels' readings
+            keyless = 1 if label == "WideByKey" else 0  # the one wide state without a key, quarantined whole
             assert_that(found.counts, _check_wide_counts(len(dicts)) if keyless else _check_counts(len(dicts), 0),
                         label=f"{label}CountsReconcile")
             assert_that(found.quarantine | f"{label}Reasons" >> beam.Map(lambda q: q.reason),
