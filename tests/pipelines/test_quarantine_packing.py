@@ -61,6 +61,27 @@ def test_packed_tables_merge_into_the_file_the_records_make_one_by_one(tmp_path)
     assert pq.read_table(written).to_pylist() == expected.to_pylist()
 
 
+def test_parts_whose_texts_are_mostly_distinct_merge_and_write_as_the_records_do(tmp_path):
+    """A sensor's lines of "n/a": a text per record, so the parts' ``raw`` dictionaries are put one after the other
+    rather than unified (``_concatenated``); a text that two parts both hold, and records without their text, come
+    out as record by record, and the file's dictionary of each row group holds each text once."""
+    path = tmp_path / "na.csv"
+    lines = [f"pump-01,flow,2026-01-05T00:{s // 60:02d}:{s % 60:02d}Z,n/a" for s in range(300)]
+    path.write_text("entity_id,channel,timestamp,value\n" + "".join(line + "\n" for line in lines))
+    records = [Quarantined("" if i % 7 == 0 else ("shared text" if i in (10, 250) else lines[i]), str(path), i + 2,
+                           "flow", 1, "parse", "parse_value", "the value 'n/a' is missing", "run-1")
+               for i in range(300)]
+    expected = [q._replace(raw=q.raw or lines[q.line - 2])._asdict() for q in records]
+    parts = [quarantine_records_table(records[a:b]) for a, b in ((0, 100), (100, 200), (200, 300))]
+    merged = _merged_quarantine(str(path), reversed(parts))
+    assert merged.to_pylist() == expected
+    written = tmp_path / "out" / "quarantine.parquet"
+    write_parquet(str(written), merged)
+    assert pq.read_table(written).to_pylist() == expected
+    for chunk in pq.read_table(written, read_dictionary=["raw"]).column("raw").chunks:
+        assert len(set(chunk.dictionary.to_pylist())) == len(chunk.dictionary)
+
+
 def test_no_records_merge_into_an_empty_table_with_the_sinks_columns():
     merged = _merged_quarantine("a.csv", [quarantine_records_table([])])
     assert merged.num_rows == 0 and merged.schema.names == QUARANTINE_SCHEMA.names
