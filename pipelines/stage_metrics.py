@@ -61,9 +61,15 @@ def stage_seconds(result) -> dict:
 class CountAsMetric(beam.DoFn):
     """``(name, n)`` counts pass through unchanged, each ``n`` added to the counter ``seqwatch/<name>``."""
 
+    def setup(self):
+        self._counters: dict = {}  # one counter object per name, not one per count (a stream counts per record)
+
     def process(self, pair):
         name, n = pair
-        Metrics.counter(NAMESPACE, name).inc(n)
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = Metrics.counter(NAMESPACE, name)
+        counter.inc(n)
         yield pair
 
 

@@ -468,6 +468,28 @@ def test_write_detections_refuses_a_root_it_cannot_use_when_the_pipeline_is_buil
         out, run_id=detect.run_id)  # built without a refusal; not run
 
 
+def _same_alerts_as_dicts(p, model_dir, dicts: list, kinds: dict) -> dict:
+    """On ``p``: the readings ``dicts`` and, per label of ``kinds``, ``(elements, mapping)`` made from them; each
+    kind's alerts must be the dicts' alerts. Returns each kind's ``Detections`` by label, for more checks."""
+    def alerts(found, label):
+        return found.alerts | f"{label}Alerts" >> beam.Map(
+            lambda a: (a.entity_id, a.start, a.end, round(a.peak_score, 6), a.windows))
+
+    def same(got, want):
+        assert want and sorted(got) == sorted(want), (got, want)
+
+    expected = (alerts(p | "Dicts" >> beam.Create(dicts) | "DetectDicts" >> DetectAnomalies(str(model_dir)), "Dicts")
+                | "DictsList" >> beam.combiners.ToList())
+    found_by_label = {}
+    for label, (elements, mapping) in kinds.items():
+        found = p | label >> beam.Create(elements) | f"Detect{label}" >> DetectAnomalies(str(model_dir),
+                                                                                         mapping=mapping)
+        (alerts(found, label) | f"{label}List" >> beam.combiners.ToList()
+         | f"Same{label}" >> beam.Map(same, beam.pvalue.AsSingleton(expected)))
+        found_by_label[label] = found
+    return found_by_label
+
+
 def test_kafka_pairs_keyed_readings_and_pubsub_messages_are_readings(small_model_dir):
     """What Beam's own broker reads give: ``(key, value)`` pairs of bytes (``ReadFromKafka``), whose key a wide
     mapping may take the entity from, its records as Rows (``with_metadata=True``), and Pub/Sub messages with
@@ -493,21 +515,8 @@ def test_kafka_pairs_keyed_readings_and_pubsub_messages_are_readings(small_model
         "WideByKey": (states + [(None, states[0][1])],
                       {"format": "wide", "timestamp": "timestamp", "entity": {"from_key": True}})}
 
-    def alerts(found, label):
-        return found.alerts | f"{label}Alerts" >> beam.Map(
-            lambda a: (a.entity_id, a.start, a.end, round(a.peak_score, 6), a.windows))
-
-    def same(got, want):
-        assert want and sorted(got) == sorted(want), (got, want)
-
     with beam.Pipeline() as p:
-        expected = (alerts(p | "Dicts" >> beam.Create(dicts) | "DetectDicts" >> DetectAnomalies(str(small_model_dir)),
-                           "Dicts") | "DictsList" >> beam.combiners.ToList())
-        for label, (elements, mapping) in kinds.items():
-            found = p | label >> beam.Create(elements) | f"Detect{label}" >> DetectAnomalies(str(small_model_dir),
-                                                                                             mapping=mapping)
-            (alerts(found, label) | f"{label}List" >> beam.combiners.ToList()
-             | f"Same{label}" >> beam.Map(same, beam.pvalue.AsSingleton(expected)))
+        for label, found in _same_alerts_as_dicts(p, small_model_dir, dicts, kinds).items():
             keyless = 1 if label == "WideByKey" else 0  # the one wide state without a key, quarantined whole
             assert_that(found.counts, _check_wide_counts(len(dicts)) if keyless else _check_counts(len(dicts), 0),
                         label=f"{label}CountsReconcile")
@@ -541,18 +550,8 @@ def test_schema_rows_named_tuples_and_dataclasses_are_readings(small_model_dir):
                    for d in dicts],
         "Dataclasses": [Measured(**d) for d in dicts]}
 
-    def alerts(found, label):
-        return found.alerts | f"{label}Alerts" >> beam.Map(
-            lambda a: (a.entity_id, a.start, a.end, round(a.peak_score, 6), a.windows))
-
-    def same(got, want):
-        assert want and sorted(got) == sorted(want), (got, want)
-
     with beam.Pipeline() as p:
-        expected = (alerts(p | "Dicts" >> beam.Create(dicts) | "DetectDicts" >> DetectAnomalies(str(small_model_dir)),
-                           "Dicts") | "DictsList" >> beam.combiners.ToList())
-        for label, elements in kinds.items():
-            found = p | label >> beam.Create(elements) | f"Detect{label}" >> DetectAnomalies(str(small_model_dir))
-            (alerts(found, label) | f"{label}List" >> beam.combiners.ToList()
-             | f"Same{label}" >> beam.Map(same, beam.pvalue.AsSingleton(expected)))
+        found_by_label = _same_alerts_as_dicts(p, small_model_dir, dicts,
+                                               {label: (elements, None) for label, elements in kinds.items()})
+        for label, found in found_by_label.items():
             assert_that(found.counts, _check_counts(len(dicts), 0), label=f"{label}CountsReconcile")
