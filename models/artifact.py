@@ -99,6 +99,8 @@ def save_artifact(detector: Seq2SeqDetector, directory: str | os.PathLike) -> Pa
     }
     if detector.value_bounds:  # absent: no bounds, as before the suite's were kept
         body["value_bounds"] = {name: list(pair) for name, pair in sorted(detector.value_bounds.items())}
+    if detector.readings_span_us is not None:  # absent: a model saved before it was kept
+        body["readings_span_us"] = [int(t) for t in detector.readings_span_us]
     if detector.grid_offset_us:  # readings off the epoch's grid (windowing.grid_offset); absent: 0, as before it
         body["grid_offset_us"] = int(detector.grid_offset_us)
     version_digest = hashlib.sha256(_weights_digest(detector.model).encode())
@@ -262,6 +264,10 @@ def metadata_problem(metadata: dict) -> str | None:
     if not (_is_number(offset) and offset == int(offset) and abs(offset) <= step_us // 2):
         return (f"grid_offset_us (the phase of the model's grid in µs) must be a whole number of at most half the "
                 f"step, {int(step_us) // 2}, either way, got {_shown(offset)}")
+    span = metadata.get("readings_span_us", [0, 0])
+    if not (isinstance(span, list) and len(span) == 2 and all(_is_whole(t) for t in span) and span[0] <= span[1]):
+        return (f"readings_span_us (the first and last time of the training readings, in µs) must be two whole "
+                f"numbers, the first not after the second, got {_shown(span)}")
     threshold = metadata["threshold"]
     if not _is_number(threshold):
         return f"threshold is {_shown(threshold)}, not a finite number"
@@ -485,6 +491,8 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
         detector.value_bounds = {name: tuple(pair) for name, pair in metadata.get("value_bounds", {}).items()}
         detector.training_suite = metadata.get("training_suite")
         detector.fingerprint = metadata["fingerprint"]
+        span = metadata.get("readings_span_us")
+        detector.readings_span_us = None if span is None else (int(span[0]), int(span[1]))
         detector.metrics = metadata["metrics"]
         detector.history = metadata.get("history", {})
         detector.model_version = metadata["model_version"]

@@ -482,6 +482,10 @@ class Seq2SeqDetector:
         # fine-tuning without --suite judges its readings by; None for a model saved before it was kept
         self.training_suite: str | None = None
         self.fingerprint: str = ""
+        # (first, last) time in µs of the readings of the model's channels that its trainings saw: the fit's, and
+        # each fine-tuning's after it; None for a model saved before it was kept. ``seqwatch train --skip-stale``
+        # compares a fine-tuning's readings with it.
+        self.readings_span_us: tuple[int, int] | None = None
         self.metrics: dict = {}
         self.history: dict = {}
         self.model_version: str = ""
@@ -623,6 +627,7 @@ class Seq2SeqDetector:
             notes.append(note)
             warnings.warn(TrainingDataWarning(note), stacklevel=2)
         self.metrics.update(constant_channels=constant, rising_channels=sorted(rising), training_notes=notes)
+        self.readings_span_us = None
         self._record_data(frame, holdout)
         return self
 
@@ -683,10 +688,19 @@ class Seq2SeqDetector:
         return notes
 
     def _record_data(self, frame: pd.DataFrame, holdout: pd.DataFrame | None) -> None:
-        """The fingerprint of the readings a fit or fine-tuning saw (the holdout's too), and the holdout's size."""
+        """The fingerprint of the readings a fit or fine-tuning saw (the holdout's too), the holdout's size, and the
+        span of time the model's readings cover now (widened by a fine-tuning's, the holdout's included)."""
         self.fingerprint = self._fingerprint(frame) if holdout is None else self._fingerprint(frame, holdout)
         if holdout is not None:
             self.metrics["holdout_readings"] = int(len(holdout))
+        spans = [span for span in (self.readings_span_us, self.readings_span(frame),
+                                   None if holdout is None else self.readings_span(holdout)) if span is not None]
+        self.readings_span_us = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+
+    def readings_span(self, frame: pd.DataFrame) -> tuple[int, int] | None:
+        """(first, last) time in µs of ``frame``'s readings of the model's channels; None when it holds none."""
+        stamps = as_micros(frame.loc[frame["channel"].astype(str).isin(self.channels).to_numpy(), "timestamp"])
+        return (int(stamps.min()), int(stamps.max())) if len(stamps) else None
 
     def _check_holdout(self, holdout: pd.DataFrame) -> None:
         _check_columns(holdout)

@@ -34,7 +34,9 @@ reached while that night's scoring runs first and must succeed), the task fails 
 A rerun of the fine-tuning leaves that day's complete version alone (``--skip-existing``). A backfill
 (``airflow backfill create``) re-scores past nights and does not fine-tune: a past Sunday's version would become
 the newest, which every later run then uses. A past Sunday run by hand (``airflow dags trigger`` or ``dags test``
-with its date) does fine-tune, and its version becomes the newest.
+with its date, a cleared task) fine-tunes only when its readings end after those of the newest version
+(``--skip-stale``): one whose fine-tuning had failed, run again after a later Sunday's succeeded, writes no
+version (until 2026-12-06 it did, and its version, of older readings, became the newest).
 
 The schedule is a ``CronTriggerTimetable``: a run's ``ds`` is the day it runs, so "yesterday" is
 ``macros.ds_add(ds, -1)`` (Airflow 2's default cron timetable made ``ds`` the day before; Airflow 3's does not).
@@ -61,12 +63,13 @@ YESTERDAY = "{{ macros.ds_add(ds, -1) }}"
 # week's fine-tuning: found by the bug hunt of deploy examples); seqwatch looks for them itself, so the days may lie
 # on an object store. --skip-existing makes the task idempotent: when this day's version is complete (its
 # metadata.json, written last, is there) a rerun leaves it alone; otherwise --warm-start would fine-tune that
-# version a second time.
+# version a second time. --skip-stale: a past day's fine-tuning run by hand after a later one writes no version
+# when its readings end no later than the newest version's (its version would become the newest).
 PAST_DAYS = ("{% for d in range(1, var.value.get('seqwatch_fine_tune_days', '7') | int + 1) %}"
              "{{ macros.ds_add(ds, -d) }} {% endfor %}")
 FINE_TUNE = (f"args=(); for day in {PAST_DAYS}; do "
              f"args+=(--input '{DATA}/'$day'/*.csv' --exclude-alerts '{RESULTS}/'$day); done; "
-             f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide --scored-only --skip-existing "
+             f"{SEQWATCH} train --warm-start {MODEL_ROOT} --format wide --scored-only --skip-existing --skip-stale "
              f"\"${{args[@]}}\" --model-dir {MODEL_ROOT}/{{{{ ds_nodash }}}}")
 
 

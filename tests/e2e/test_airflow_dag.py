@@ -117,6 +117,17 @@ def test_nightly_scoring_and_sunday_fine_tuning_under_airflow(airflow_env, small
     assert "fine-tuning on" not in again
     assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
     assert (root / "20261129" / "metadata.json").stat().st_mtime_ns == written
+
+    # An earlier day's fine-tuning run by hand (a cleared task of a Sunday whose fine-tuning had failed) reads
+    # readings that end before the newest version's: it writes no version (--skip-stale). Its version had become
+    # the newest, one fine-tuned last on older readings, which every later run used.
+    past = _airflow(env, "tasks", "test", "fine_tune", "2026-11-28")
+    assert (f"seqwatch train: the model of --warm-start {root} (version {new.model_version}) was trained on "
+            f"readings up to 2026-11-28T01:39:50+00:00, and these end at 2026-11-27T01:39:50+00:00: a version "
+            f"fine-tuned on them would become the newest with older readings; no version is written (--skip-stale)"
+            ) in past
+    assert "fine-tuning on" not in past
+    assert [p.name for p in model_versions(root)] == ["v1", "20261129"]
     # A past day without files or without a scored night is left out with a note: the DAG on S3, below.
 
 

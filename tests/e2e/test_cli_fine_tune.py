@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,8 @@ def test_fine_tune_errors_are_one_sentence(small_model_dir, wide_csv, tmp_path, 
         (base + ["--warm-start", str(small_model_dir), "--scored-only", "--exclude-alerts", str(tmp_path / "none")],
          "--scored-only left no file to fine-tune on: no run given with --exclude-alerts read any file of --input as "
          "it is now (the notes above say what was left out); no version was written"),
+        (base + ["--skip-stale"], "--skip-stale compares the readings of a fine-tuning with those of the model it "
+                                  "continues: give --warm-start too"),
         (base + ["--warm-start", str(tmp_path / "nomodel")], "does not exist"),
         (base + ["--warm-start", str(small_model_dir), "--exclude-alerts", str(tmp_path / "recent")],
          "is not the output folder of a seqwatch run"),
@@ -145,6 +148,51 @@ def test_lifecycle_mistakes_are_refused_or_noted(small_model_dir, tmp_path, cli_
     assert renamed == 2 and "--model-id fleet differs from the model id 'test-pumps' of --warm-start" in renamed_err
     assert tuned == 0, tuned_err[-2000:]
     assert "note: entity 'pump-03' (no 'vibration') did not report every channel of the model" in tuned_err
+
+
+def test_skip_stale_writes_no_version_from_readings_older_than_the_models(small_model_dir, wide_csv, tmp_path,
+                                                                          cli_cases):
+    """``--skip-stale`` (the Airflow DAG's and cron's Sunday fine-tuning): a past Sunday's fine-tuning run again by
+    hand after a later Sunday's had continued the newest version on older readings, and its version had become the
+    newest. Readings that end after the model's fine-tune; readings that end no later write no version and exit 0;
+    a model that does not say when its readings end (saved by an older seqwatch) is fine-tuned, with a note."""
+    root = tmp_path / "pumps"
+    shutil.copytree(small_model_dir, root / "v1")
+    trained_to = load_artifact(root).readings_span_us[1]
+    for name, days in (("newer", 30), ("older", 29)):  # two days after the model's readings, the second a day older
+        readings, _ = generate_sensor_data(n_entities=1, n_steps=900, step_seconds=STEP_SECONDS, seed=days,
+                                           start=pd.Timestamp(trained_to, unit="us", tz="UTC") + pd.Timedelta(days=days))
+        wide_csv(readings, tmp_path / name / "pump-01.csv")
+    legacy = tmp_path / "legacy" / "v1"  # the model without its span, as an older seqwatch saved it
+    shutil.copytree(small_model_dir, legacy)
+    metadata = json.loads((legacy / "metadata.json").read_text())
+    del metadata["readings_span_us"]
+    (legacy / "metadata.json").write_text(json.dumps(metadata))
+
+    def fine_tune(model: Path, days: str, version: str) -> list:
+        return ["train", "--warm-start", str(model), "--input", str(tmp_path / days), "--format", "wide",
+                "--model-dir", str(model / version), "--epochs", "1", "--skip-stale"]
+
+    (newer, newer_err), (older, older_err), (same, same_err), (legacy_code, legacy_err) = cli_cases([
+        fine_tune(root, "newer", "20261206"), fine_tune(root, "older", "20261129"),
+        fine_tune(root, "newer", "again"), fine_tune(legacy.parent, "older", "20261129")])
+    assert newer == 0, newer_err[-2000:]
+    tuned = load_artifact(root)
+    ends = pd.Timestamp(trained_to, unit="us", tz="UTC") + pd.Timedelta(days=30, seconds=STEP_SECONDS * 899)
+    assert tuned.readings_span_us == (load_artifact(root / "v1").readings_span_us[0], int(ends.value // 1000))
+    for code, stderr, shown in ((older, older_err, ends - pd.Timedelta(days=1)), (same, same_err, ends)):
+        assert code == 0, stderr[-2000:]
+        assert stderr.strip().splitlines()[-1] == (
+            f"seqwatch train: the model of --warm-start {root} (version {tuned.model_version}) was trained on "
+            f"readings up to {ends.isoformat()}, and these end at {shown.isoformat()}: a version fine-tuned on them "
+            f"would become the newest with older readings; no version is written (--skip-stale)")
+        assert "fine-tuning on" not in stderr
+    assert [p.name for p in model_versions(root)] == ["v1", "20261206"]
+    assert not (root / "20261129").exists() and not (root / "again").exists()
+    assert legacy_code == 0, legacy_err[-2000:]
+    assert (f"note: the model of --warm-start {legacy.parent} does not say when its training readings end (it was "
+            f"saved by an older seqwatch), so --skip-stale cannot compare them; fine-tuning") in legacy_err
+    assert [p.name for p in model_versions(legacy.parent)] == ["v1", "20261129"]
 
 
 def test_training_files_the_excluded_runs_did_not_score_are_named(tmp_path, monkeypatch):

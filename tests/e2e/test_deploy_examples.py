@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -58,7 +59,7 @@ def test_cron_lines_score_yesterdays_files_fine_tune_on_sundays_and_log_a_failur
     assert not (tmp_path / "results" / yesterday).exists()
 
     readings, _ = generate_sensor_data(n_entities=2, n_steps=600, step_seconds=STEP_SECONDS, seed=5,
-                                       anomalies_per_entity=1)
+                                       anomalies_per_entity=1, start=pd.Timestamp(yesterday, tz="UTC"))
     for entity, part in readings.groupby("entity_id"):
         wide_csv(part, tmp_path / "data" / "plant" / yesterday / f"{entity}.csv")
     done = _bash(command)

@@ -81,6 +81,10 @@ def headless_model_dir(small_model_dir, tmp_path_factory):
     (_set("value_bounds", value={"speed": [0, None]}), "value_bounds names 'speed', which is not among the channels"),
     (_set("value_bounds", value=[0, 1]), "value_bounds must map channels of the model to [low, high]"),
     (_set("training_suite", value=5), "training_suite must name a suite (a bundled family or a file's path), got 5"),
+    (_set("readings_span_us", value=[20, 10]), "readings_span_us (the first and last time of the training readings, "
+                                               "in µs) must be two whole numbers, the first not after the second, "
+                                               "got [20, 10]"),
+    (_set("readings_span_us", value=["2026-11-28"]), 'the first not after the second, got ["2026-11-28"]'),
 ])
 def test_hand_edited_metadata_is_refused_where_it_is_read(small_model_dir, tmp_path, change, message):
     edited = _edited(small_model_dir, tmp_path / "edited", change)

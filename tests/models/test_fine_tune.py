@@ -130,6 +130,29 @@ def test_a_fine_tuned_model_saves_and_loads_and_fine_tunes_again(fitted, tmp_pat
     assert loaded.metrics["fine_tunes"] == 2
 
 
+def test_a_model_keeps_the_span_of_time_its_trainings_read(fitted, tmp_path):
+    """What ``seqwatch train --skip-stale`` compares a fine-tuning's readings with: the first and last time of the
+    model's channels in the readings of the fit and of every fine-tuning after it, saved with the model. Readings of
+    other channels do not count."""
+    first = pd.Timestamp("2026-01-05T00:00:00Z")  # generate_sensor_data's start, a reading every 10 s
+
+    def us(timestamp) -> int:
+        return int(pd.Timestamp(timestamp).value // 1000)
+
+    assert fitted.readings_span_us == (us(first), us(first + pd.Timedelta(seconds=10 * 699)))
+    later = _readings(700, seed=9)
+    later["timestamp"] = later["timestamp"] + pd.Timedelta(days=3)
+    other = later[later["channel"] == "flow"].assign(channel="vibration",
+                                                     timestamp=lambda f: f["timestamp"] + pd.Timedelta(days=30))
+    tuned = _copy(fitted, tmp_path).fine_tune(pd.concat([later, other], ignore_index=True), progress=False)
+    assert tuned.readings_span_us == (us(first), us(first + pd.Timedelta(days=3, seconds=10 * 699)))
+    assert load_artifact(save_artifact(tuned, tmp_path / "tuned")).readings_span_us == tuned.readings_span_us
+    earlier = _readings(700, seed=11)
+    earlier["timestamp"] = earlier["timestamp"] - pd.Timedelta(days=1)
+    again = _copy(tuned, tmp_path / "again").fine_tune(earlier, progress=False)
+    assert again.readings_span_us == (us(first - pd.Timedelta(days=1)), tuned.readings_span_us[1])
+
+
 def test_the_same_model_fine_tuned_on_the_same_readings_gives_the_same_version(fitted, tmp_path):
     # Training shuffles its windows: fine-tuning drew a new shuffle each time (two runs of `seqwatch train
     # --warm-start` on one input gave versions with thresholds 8.62 and 8.41).
