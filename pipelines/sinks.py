@@ -34,6 +34,7 @@ import re
 import zlib
 from operator import itemgetter
 from pathlib import Path, PurePath
+from typing import Callable, Iterable
 
 import apache_beam as beam
 import numpy as np
@@ -49,6 +50,8 @@ from seqwatch.pipelines.alerts import describe_incident, forecast_rows
 from seqwatch.pipelines.flush import FlushPerWindow
 from seqwatch.pipelines.object_store import is_remote, objects_under, quiet_store_logs, store_error, store_sentence
 from seqwatch.pipelines.pane_pieces import group_ranges, id_codes
+from seqwatch.pipelines.quarantine_merge import (CHUNK_ROWS, PIECE_ROWS, RawLines, SortedQuarantinePart,
+                                                 chunks_in_line_order, compacted_dictionaries, merged_quarantine)
 from seqwatch.pipelines.stage_metrics import StageTimer
 from seqwatch.schemas.arrow import (ALERT_SCHEMA, FORECAST_SCHEMA, QUARANTINE_SCHEMA, READING_SCHEMA, SCORE_SCHEMA,
                                     to_table)
@@ -144,43 +147,37 @@ def prepare_output_folder(output: str) -> None:
 DECODED_BYTES_PER_ROW_GROUP = 64 << 20  # a row group of a dictionary-encoded table stands for this much text
 
 
-def _write_dictionary_encoded(table: pa.Table, f) -> None:
-    """Write a table whose dictionary-encoded columns stand for plain ones (``quarantine_records_table``) as its
-    dictionaries and indices: the file has the plain types (no Arrow schema is stored, so every reader gets
-    strings; ``read_dictionary=["raw"]`` gets each text once), and no text is decoded or hashed once per row.
-    Each row group stands for about ``DECODED_BYTES_PER_ROW_GROUP`` of decoded text, so that a reader that decodes
-    a row group at a time holds that much, and has its own dictionaries of the values it uses.
+def _write_dictionary_encoded(tables: Iterable[pa.Table], f) -> None:
+    """Write tables of one schema whose dictionary-encoded columns stand for plain ones
+    (``quarantine_records_table``), one after the other, as their dictionaries and indices: the file has the plain
+    types (no Arrow schema is stored, so every reader gets strings; ``read_dictionary=["raw"]`` gets each text
+    once), and no text is decoded or hashed once per row. Each row group stands for about
+    ``DECODED_BYTES_PER_ROW_GROUP`` of decoded text (at most a table's rows), so that a reader that decodes a row
+    group at a time holds that much, and has its own dictionaries of the values it uses. A file is written even
+    where ``tables`` are all empty (the first's schema); there must be one.
 
     The quarantine of a wide file of 50,000 columns the model lacks stands for 280 GB of text (its rows' text,
     once per reading): decoded a row group at a time for the writer to encode again, it had taken about 110 s."""
-    decoded = 0
-    for column in table.columns:
-        if pa.types.is_dictionary(column.type):
-            for chunk in column.chunks:
-                lengths = pc.binary_length(chunk.dictionary).to_numpy(zero_copy_only=False)
-                decoded += int(lengths[chunk.indices.to_numpy(zero_copy_only=False)].sum()) if len(chunk) else 0
-    rows = max(1024, int(DECODED_BYTES_PER_ROW_GROUP * table.num_rows / max(decoded, 1)))
-    with pq.ParquetWriter(f, table.schema, compression="zstd", store_schema=False) as writer:
-        for start in range(0, table.num_rows, rows):
-            writer.write_table(_compacted_dictionaries(table.slice(start, rows)), row_group_size=rows)
-        if table.schema.metadata:
-            writer.add_key_value_metadata(table.schema.metadata)
-
-
-def _compacted_dictionaries(part: pa.Table) -> pa.Table:
-    """``part`` with each dictionary column in one chunk whose dictionary holds the values its rows use, each
-    once: Parquet's writer writes such a dictionary as the row group's dictionary page (a value twice in it, or a
-    second dictionary in one row group, would make it decode and encode the column row by row)."""
-    part = part.unify_dictionaries().combine_chunks()
-    for i, field in enumerate(part.schema):
-        if not pa.types.is_dictionary(field.type) or not part.num_rows:
-            continue
-        column = part.column(i).chunk(0)
-        used, codes = np.unique(column.indices.to_numpy(zero_copy_only=False), return_inverse=True)
-        values = pc.dictionary_encode(column.dictionary.take(pa.array(used)))
-        array = pa.DictionaryArray.from_arrays(values.indices.take(pa.array(codes.reshape(-1))), values.dictionary)
-        part = part.set_column(i, field, array)
-    return part
+    writer = metadata = None
+    try:
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(f, table.schema, compression="zstd", store_schema=False)
+                metadata = table.schema.metadata
+            decoded = 0
+            for column in table.columns:
+                if pa.types.is_dictionary(column.type):
+                    for chunk in column.chunks:
+                        lengths = pc.binary_length(chunk.dictionary).to_numpy(zero_copy_only=False)
+                        decoded += int(lengths[chunk.indices.to_numpy(zero_copy_only=False)].sum()) if len(chunk) else 0
+            rows = max(1024, int(DECODED_BYTES_PER_ROW_GROUP * table.num_rows / max(decoded, 1)))
+            for start in range(0, table.num_rows, rows):
+                writer.write_table(compacted_dictionaries(table.slice(start, rows)), row_group_size=rows)
+        if metadata:
+            writer.add_key_value_metadata(metadata)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def quarantine_records_table(rows: list[Quarantined]) -> pa.Table:
@@ -232,39 +229,17 @@ class QuarantinePacker:
         return [PackedQuarantine(source, quarantine_records_table(records)) for source, records in held.items()]
 
 
-class CompressedTable:
-    """A table that Beam's coders carry as zstd-compressed Arrow IPC (its pickled form), not as its buffers: a batch
-    run's quarantine tables meet in one GroupByKey, and the local runner holds several encoded copies of what
-    crosses it (its output buffers, the grouping, the next stage's input), and again for the merged table on its
-    way to the writer (the Flatten of every sink's tables). Two million quarantined ``n/a`` readings had taken
-    2.06 GB against 0.79 GB for the same readings good: 178 MB of pickled tables per copy, 17 MB compressed (1.52
-    GB then; packing and unpacking cost about 0.4 s a crossing there)."""
-
-    __slots__ = ("table",)
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-
-    def __reduce__(self):
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, self.table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as out:
-            out.write_table(self.table)
-        return _compressed_table, (sink.getvalue().to_pybytes(),)
-
-
-def _compressed_table(ipc: bytes) -> CompressedTable:
-    return CompressedTable(pa.ipc.open_stream(pa.py_buffer(ipc)).read_all())
-
-
 class _PackQuarantine(beam.DoFn):
-    """``Quarantined -> (source, table)``: a batch run's quarantined records packed per source and bundle
-    into tables of at most ``rows`` records (``quarantine_records_table``) before they are grouped; records that
-    came packed (``PackedQuarantine``, from the batch reader) go on as they are. Grouped one by one, a million
+    """``Quarantined -> (source, SortedQuarantinePart)``: a batch run's quarantined records packed per source and
+    bundle into tables of at most ``rows`` records (``quarantine_records_table``) before they are grouped, sorted by
+    line and cut into compressed pieces of ``piece_rows`` (``quarantine_merge``); records that came packed
+    (``PackedQuarantine``, from the batch reader) are sorted and cut as they are. Grouped one by one, a million
     records (a sensor that sent "n/a" for a month) had taken 2.8 GB and most of the run's 83 s: each went through
     the grouping as a pickled record and came out as Python objects again."""
 
-    def __init__(self, rows: int = PACKED_QUARANTINE_ROWS):
+    def __init__(self, rows: int = PACKED_QUARANTINE_ROWS, piece_rows: int = PIECE_ROWS):
         self.rows = rows
+        self.piece_rows = piece_rows
 
     def start_bundle(self):
         self._packer = QuarantinePacker(self.rows)
@@ -272,69 +247,13 @@ class _PackQuarantine(beam.DoFn):
     def process(self, q: Quarantined | PackedQuarantine):
         packed = q if isinstance(q, PackedQuarantine) else self._packer.add(q)  # (packed where it was made)
         if packed is not None:
-            yield packed.source, CompressedTable(packed.table)
+            yield packed.source, SortedQuarantinePart.of(packed.table, self.piece_rows)
 
     def finish_bundle(self):
         # a batch run's records are all in the global window (one file per source)
         for packed in self._packer.flush():
-            yield WindowedValue((packed.source, CompressedTable(packed.table)), GlobalWindow().max_timestamp(),
-                                [GlobalWindow()])
-
-
-def _concatenated(tables: list) -> pa.Table:
-    """Quarantine tables as one, each column one chunk with one dictionary. Where the records' texts are mostly
-    distinct (a sensor's lines of "n/a": a text per record), ``raw``'s dictionaries are put one after the other
-    rather than unified: unifying hashed every text (3.8 s of a 2-million-record merge), and a text that two parts
-    hold twice is merged by the writer's dictionary per row group (``_compacted_dictionaries``). Texts that many
-    records share (a wide row's, once per part) are unified, as are the other columns' few values (the order of
-    the records goes by those values, so equal ones must have one code)."""
-    table = pa.concat_tables(tables)
-    chunks = table.column("raw").chunks
-    sizes = [len(chunk.dictionary) for chunk in chunks]
-    text_bytes = sum(chunk.dictionary.nbytes for chunk in chunks)
-    if len(chunks) < 2 or sum(sizes) < table.num_rows // 2 or text_bytes > 2**30:
-        return table.unify_dictionaries().combine_chunks()
-    at = table.schema.get_field_index("raw")
-    offsets = np.cumsum([0] + sizes[:-1])
-    indices = np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) + offset
-                              for chunk, offset in zip(chunks, offsets)]).astype(np.int32)
-    raw = pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()),
-                                         pa.concat_arrays([chunk.dictionary for chunk in chunks]))
-    rest = table.remove_column(at).unify_dictionaries().combine_chunks()
-    return rest.add_column(at, table.schema.field(at), raw)
-
-
-def _merged_quarantine(source: str, tables) -> pa.Table:
-    """One source's quarantine tables (``quarantine_records_table``: a batch run's packed parts, or a stream's
-    records of one flush window) as one, in the order of (line, column, stage, reason_code, reason); records
-    that lack their raw text (quarantined after parsing) get the untouched line from ``source``."""
-    table = _concatenated(list(tables))
-    if not table.num_rows:
-        return table
-    raw = table.column("raw").chunk(0)
-    texts = raw.dictionary.to_pylist()
-    codes = raw.indices.to_numpy(zero_copy_only=False).copy()
-    lines = table.column("line").to_numpy()
-    lacking = np.isin(codes, [code for code, text in enumerate(texts) if not text]) & (lines > 0)
-    found = _raw_lines(source, set(lines[lacking].tolist())) if lacking.any() else {}
-    if found:
-        code_of = {line: len(texts) + k for k, line in enumerate(found)}
-        rows = np.flatnonzero(lacking)
-        filled = np.array([code_of.get(line, -1) for line in lines[rows].tolist()], dtype=np.int64)
-        codes[rows[filled >= 0]] = filled[filled >= 0]
-        raw = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(texts + list(found.values()),
-                                                                                    pa.string()))
-        table = table.set_column(table.schema.get_field_index("raw"), pa.field("raw", raw.type, nullable=False), raw)
-
-    def rank(name):  # a text column's order, as Python orders its strings
-        column = table.column(name).chunk(0)
-        values = np.asarray(column.dictionary.to_pylist(), dtype=object)
-        ranks = np.empty(len(values), dtype=np.int64)
-        ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
-        return ranks[column.indices.to_numpy(zero_copy_only=False)]
-
-    order = np.lexsort((rank("reason"), rank("reason_code"), rank("stage"), rank("column"), lines))
-    return table.take(pa.array(order))
+            yield WindowedValue((packed.source, SortedQuarantinePart.of(packed.table, self.piece_rows)),
+                                GlobalWindow().max_timestamp(), [GlobalWindow()])
 
 
 def file_in_the_way(path: str) -> str | None:
@@ -369,11 +288,17 @@ def write_parquet(path: str, table: pa.Table, row_group_rows: int | None = None,
     trying it cost four times the rest of the write)."""
     def write(f) -> None:
         if any(pa.types.is_dictionary(field.type) for field in table.schema):
-            _write_dictionary_encoded(table, f)
+            _write_dictionary_encoded([table], f)
         else:
             pq.write_table(table, f, compression=parquet_compression(table), row_group_size=row_group_rows,
                            use_dictionary=dictionary)
 
+    write_file(path, write)
+
+
+def write_file(path: str, write: Callable) -> None:
+    """Make the file ``path`` on any Beam filesystem with ``write(f)``, whole or not at all: locally under a
+    partial name, renamed when complete (folders are created where needed); on an object store in place."""
     if is_remote(path):
         # An object store's object appears whole when its upload completes, and has no folder to make: written in
         # place, three requests, where a partial name, its rename and the checks around it took nine (a stream of
@@ -541,8 +466,6 @@ class _WriteTable(beam.DoFn):
 
     def process(self, item):
         relative, table = item
-        if isinstance(table, CompressedTable):
-            table = table.table
         with self.timer:
             sharded = relative.count("/") == 1 and relative.startswith(("scores/", "forecasts/"))
             write_parquet(FileSystems.join(self.root, relative), table, SHARD_ROW_GROUP_ROWS if sharded else None)
@@ -550,6 +473,43 @@ class _WriteTable(beam.DoFn):
             logging.getLogger(ALERT_LOG).info(describe_incident(table.to_pylist()[0],
                                                                 opened=relative.startswith("alerts_open/")))
         yield ("files_written", 1)
+
+
+class _WriteQuarantineFile(beam.DoFn):
+    """Writes a batch run's ``(source, [SortedQuarantinePart])`` as the source's quarantine file, its records in the
+    order of (line, column, stage, reason_code, reason), merged and written a chunk of lines at a time
+    (``quarantine_merge``): what it holds does not grow with the source's bad records."""
+
+    def __init__(self, root: str, chunk_rows: int = CHUNK_ROWS):
+        self.root = root
+        self.chunk_rows = chunk_rows
+        self.timer = StageTimer("write")
+
+    def process(self, item):
+        source, parts = item
+        raw_lines = RawLines(source).find
+
+        def merged_chunks():
+            any_rows = False
+            for chunk in chunks_in_line_order(list(parts), self.chunk_rows):
+                any_rows = True
+                yield merged_quarantine(source, chunk, raw_lines)
+            if not any_rows:  # (parts of no records: a file of none, as a part of none had made)
+                yield quarantine_records_table([])
+
+        with self.timer:
+            write_file(FileSystems.join(self.root, quarantine_file(source)),
+                       lambda f: _write_dictionary_encoded(merged_chunks(), f))
+        yield ("files_written", 1)
+
+
+def quarantine_file(source: str, window_start_us: int | None = None, suffix: str = "") -> str:
+    """The quarantine file of ``source``, relative to the output: a batch run's, or a stream's of the flush window
+    that starts at ``window_start_us``."""
+    name = (_cleaned(PurePath(source).name) or "source") + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
+    if window_start_us is not None:
+        return f"quarantine/{name}/{window_start_us}{suffix}.parquet"
+    return f"quarantine/{name}.parquet"
 
 
 def _pane_file(sink: str, entity: str, pane: int, suffix: str = "") -> str:
@@ -654,35 +614,6 @@ def _shard_table(gathered) -> pa.Table:
     return taken.combine_chunks()
 
 
-def _raw_lines(source: str, wanted: set) -> dict[int, str]:
-    """``{line: untouched text}`` of the ``wanted`` lines (rows of a Parquet file) of ``source``; none for a
-    message source, or a source that is no longer there."""
-    from seqwatch.pipelines.validate import MESSAGE_SOURCE_PREFIXES
-
-    # A message source is never a file, even where a file of its name happens to lie in the working folder.
-    if not wanted or source.startswith(MESSAGE_SOURCE_PREFIXES) or not FileSystems.exists(source):
-        return {}
-    from seqwatch.pipelines.parsing import raw_json
-    from seqwatch.pipelines.sources import is_parquet, open_text
-
-    found: dict[int, str] = {}
-    if is_parquet(source):
-        with FileSystems.open(source) as f:
-            table = pq.read_table(f)
-        for line in wanted:
-            if 1 <= line <= table.num_rows:
-                found[line] = raw_json(table.slice(line - 1, 1).to_pylist()[0])
-    else:
-        with open_text(source) as f:
-            last = max(wanted)
-            for number, text in enumerate(f, start=1):
-                if number in wanted:
-                    found[number] = text.rstrip("\r\n")
-                if number >= last:
-                    break
-    return found
-
-
 class WriteOutputs(beam.PTransform):
     """Write scores, forecasts, alerts and quarantined records (and, given ``readings``, the archived readings)
     under ``root``; emits ``(name, n)`` counts: files written and (streaming) ``flushed_late.quarantine``, the
@@ -728,20 +659,14 @@ class WriteOutputs(beam.PTransform):
 
         streaming = self.flush_window_s is not None
 
-        def quarantine_file(source, window_start_us=None):
-            name = (_cleaned(PurePath(source).name) or "source") + "-" + hashlib.sha256(source.encode()).hexdigest()[:8]
-            if window_start_us is not None:
-                return f"quarantine/{name}/{window_start_us}{suffix}.parquet"
-            return f"quarantine/{name}.parquet"
-
         if streaming:
             keyed = quarantine | "KeyQuarantine" >> beam.Map(lambda q: (q.source, q))
             # Per source and flush window; a record that arrives after its window was written goes out with the
             # next one (never dropped as late: see seqwatch.pipelines.flush).
             releases = keyed | "FlushQuarantine" >> FlushPerWindow(self.flush_window_s)
             quarantine_tables = releases | "QuarantineTables" >> beam.Map(
-                lambda r: (quarantine_file(r.key, r.start_us),
-                           _merged_quarantine(r.key, [quarantine_records_table(list(r.items))])))
+                lambda r: (quarantine_file(r.key, r.start_us, suffix),
+                           merged_quarantine(r.key, [quarantine_records_table(list(r.items))])))
             flushed_late = releases | "CountFlushedLate" >> beam.FlatMap(
                 lambda r: [("flushed_late.quarantine", r.late)] if r.late else [])
         else:
@@ -752,11 +677,9 @@ class WriteOutputs(beam.PTransform):
                 quarantine]
             packed = ([records | f"PackQuarantine{i}" >> beam.ParDo(_PackQuarantine())
                        for i, records in enumerate(parts)] | "AllPackedQuarantine" >> beam.Flatten())
-            quarantine_tables = (packed
-                                 | "GroupQuarantine" >> beam.GroupByKey()
-                                 | "QuarantineTables" >> beam.MapTuple(
-                                     lambda source, tables: (quarantine_file(source), CompressedTable(
-                                         _merged_quarantine(source, (t.table for t in tables))))))
+            quarantine_written = (packed
+                                  | "GroupQuarantine" >> beam.GroupByKey()
+                                  | "WriteQuarantine" >> beam.ParDo(_WriteQuarantineFile(self.root)))
 
         pieces_of = (("Score", "scores", _score_piece), ("Forecast", "forecasts", _forecast_piece))
         score_flush_counts: list = []
@@ -797,10 +720,9 @@ class WriteOutputs(beam.PTransform):
                                | f"{name}Files" >> beam.MapTuple(
                                    lambda shard, pieces, sink=sink: (shard_file(sink, shard, files),
                                                                      _shard_table(pieces))))
-        parts |= {
-            "Alert": alerts | "AlertTables" >> beam.Map(alert_table),
-            "Quarantine": quarantine_tables,
-        }
+        parts["Alert"] = alerts | "AlertTables" >> beam.Map(alert_table)
+        if streaming:
+            parts["Quarantine"] = quarantine_tables
         if opened is not None:
             parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")
         flush_counts = [flushed_late, *score_flush_counts] if streaming else []
@@ -819,5 +741,5 @@ class WriteOutputs(beam.PTransform):
                   | "AllTables" >> beam.Flatten())
         written = tables | "WriteParquet" >> beam.ParDo(_WriteTable(self.root, announce=streaming))
         if not streaming:
-            return written
+            return (written, quarantine_written) | "AllWriteCounts" >> beam.Flatten()
         return (written, *flush_counts) | "AllWriteCounts" >> beam.Flatten()  # all in the global window

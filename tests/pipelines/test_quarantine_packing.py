@@ -11,8 +11,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from seqwatch.pipelines.graph import _CountPerBundle, _quarantined_records, packed_quarantine_counts
-from seqwatch.pipelines.sinks import (CompressedTable, _merged_quarantine, _PackQuarantine, _raw_lines,
-                                      quarantine_records_table, write_parquet)
+from seqwatch.pipelines.quarantine_merge import (RawLines, SortedQuarantinePart, chunks_in_line_order,
+                                                 merged_quarantine)
+from seqwatch.pipelines.sinks import _PackQuarantine, _WriteQuarantineFile, quarantine_records_table, write_parquet
 from seqwatch.schemas.arrow import QUARANTINE_SCHEMA
 from seqwatch.pipelines.sources import ReadInputFiles
 from seqwatch.schemas.elements import PackedQuarantine, Quarantined
@@ -44,13 +45,13 @@ def test_packed_tables_merge_into_the_file_the_records_make_one_by_one(tmp_path)
         f"pump-01,flow,2026-01-05T00:00:{s:02d}Z,{s}.5\n" for s in range(40)))
     records = _records(str(path), seed=3)
     # record by record, as the sink had written them: each record without its raw text given its line, then sorted
-    found = _raw_lines(str(path), {q.line for q in records if not q.raw and q.line > 0})
+    found = RawLines(str(path)).find({q.line for q in records if not q.raw and q.line > 0})
     filled = [q if q.raw else q._replace(raw=found.get(q.line, "")) for q in records]
     expected = quarantine_records_table(sorted(filled, key=lambda q: (q.line, q.column, q.stage, q.reason_code,
                                                                       q.reason)))
     assert len(found) > 10 and sum(not q.raw for q in filled) == 1  # only the record of no line stays without
     parts = [quarantine_records_table(records[a:b]) for a, b in ((0, 7), (7, 8), (8, 40), (40, len(records)))]
-    merged = _merged_quarantine(str(path), parts)
+    merged = merged_quarantine(str(path), parts)
     assert merged.num_rows == len(records) > 50
     assert merged.to_pylist() == expected.to_pylist()
     assert merged.to_pylist()[0]["line"] == 0 and merged.to_pylist()[1]["raw"] == (
@@ -63,7 +64,7 @@ def test_packed_tables_merge_into_the_file_the_records_make_one_by_one(tmp_path)
 
 def test_parts_whose_texts_are_mostly_distinct_merge_and_write_as_the_records_do(tmp_path):
     """A sensor's lines of "n/a": a text per record, so the parts' ``raw`` dictionaries are put one after the other
-    rather than unified (``_concatenated``); a text that two parts both hold, and records without their text, come
+    rather than unified (``quarantine_merge.concatenated``); a text that two parts both hold, and records without their text, come
     out as record by record, and the file's dictionary of each row group holds each text once."""
     path = tmp_path / "na.csv"
     lines = [f"pump-01,flow,2026-01-05T00:{s // 60:02d}:{s % 60:02d}Z,n/a" for s in range(300)]
@@ -73,7 +74,7 @@ def test_parts_whose_texts_are_mostly_distinct_merge_and_write_as_the_records_do
                for i in range(300)]
     expected = [q._replace(raw=q.raw or lines[q.line - 2])._asdict() for q in records]
     parts = [quarantine_records_table(records[a:b]) for a, b in ((0, 100), (100, 200), (200, 300))]
-    merged = _merged_quarantine(str(path), reversed(parts))
+    merged = merged_quarantine(str(path), reversed(parts))
     assert merged.to_pylist() == expected
     written = tmp_path / "out" / "quarantine.parquet"
     write_parquet(str(written), merged)
@@ -83,13 +84,13 @@ def test_parts_whose_texts_are_mostly_distinct_merge_and_write_as_the_records_do
 
 
 def test_no_records_merge_into_an_empty_table_with_the_sinks_columns():
-    merged = _merged_quarantine("a.csv", [quarantine_records_table([])])
+    merged = merged_quarantine("a.csv", [quarantine_records_table([])])
     assert merged.num_rows == 0 and merged.schema.names == QUARANTINE_SCHEMA.names
 
 
 def test_a_source_that_is_gone_keeps_its_records_without_raw_text(tmp_path):
     records = _records(str(tmp_path / "gone.csv"), seed=5)
-    merged = _merged_quarantine(str(tmp_path / "gone.csv"), [quarantine_records_table(records)])
+    merged = merged_quarantine(str(tmp_path / "gone.csv"), [quarantine_records_table(records)])
     assert sorted(merged.column("raw").to_pylist()) == sorted(q.raw for q in records)
 
 
@@ -98,9 +99,9 @@ def test_records_are_packed_per_source_at_most_rows_at_a_time_and_counted_per_bu
     with TestPipeline() as p:
         quarantine = p | beam.Create(records)
         packed = (quarantine | beam.ParDo(_PackQuarantine(rows=3)) | beam.GroupByKey()
-                  | beam.MapTuple(lambda source, tables: (source, sorted(t.table.num_rows for t in tables),
-                                                          sorted(r["line"] for t in tables
-                                                                 for r in t.table.to_pylist()))))
+                  | beam.MapTuple(lambda source, parts: (source, sorted(p.table().num_rows for p in parts),
+                                                         sorted(r["line"] for p in parts
+                                                                for r in p.table().to_pylist()))))
         assert_that(packed | beam.MapTuple(lambda source, sizes, lines: (source, sum(sizes), max(sizes) <= 3,
                                                                          lines)),
                     equal_to([("a.csv", 10, True, sorted(q.line for q in records[:10])),
@@ -111,21 +112,110 @@ def test_records_are_packed_per_source_at_most_rows_at_a_time_and_counted_per_bu
                     label="counted")
 
 
-def test_a_packed_table_crosses_a_stage_compressed_and_comes_back_the_same():
-    """``CompressedTable``: the packed tables of a batch run's quarantine cross the GroupByKey, and the merged table
-    the Flatten to the writer, as zstd-compressed Arrow IPC in their pickled form: the same table comes back, its
-    text columns still dictionary-encoded, in a fifth of the bytes its plain pickle takes for records of one
-    reason (a sensor's "n/a" for a month; 2 million took 178 MB a copy plainly, 17 MB compressed)."""
+def test_a_packed_table_crosses_the_grouping_sorted_by_line_in_compressed_pieces():
+    """``SortedQuarantinePart``: the packed tables of a batch run's quarantine cross the GroupByKey sorted by line
+    (stably: records of one line keep their order), cut into pieces of ``piece_rows`` records with their own
+    dictionaries, as zstd-compressed Arrow IPC: the records come back, their text columns still
+    dictionary-encoded, in a fifth of the bytes the table's plain pickle takes for records of one reason (a
+    sensor's "n/a" for a month; 2 million took 178 MB a copy plainly, 17 MB compressed)."""
     import pickle
 
-    records = [Quarantined(f"pump-01,flow,2026-01-05T00:{i // 60 % 60:02d}:{i % 60:02d}Z,n/a", "na.csv", i + 2,
-                           "flow", 1, "parse", "parse_value", "the value 'n/a' is missing", "run-1")
+    records = [Quarantined(f"pump-01,flow,2026-01-05T00:{i // 60 % 60:02d}:{i % 60:02d}Z,n/a", "na.csv",
+                           (i * 7919) % 20_000 + 2, "flow" if i % 3 else "temp", 1, "parse", "parse_value",
+                           "the value 'n/a' is missing", "run-1")
                for i in range(20_000)]
     table = quarantine_records_table(records)
-    carried = pickle.dumps(CompressedTable(table))
-    back = pickle.loads(carried).table
-    assert back.equals(table) and back.schema.equals(table.schema, check_metadata=True)
+    carried = pickle.dumps(SortedQuarantinePart.of(table, piece_rows=4096))
+    part = pickle.loads(carried)
+    assert [len(pickle.dumps(piece)) > 0 for piece in part.pieces] and len(part.pieces) == 5  # 4 x 4096 + 3616
+    assert [first for first, _ in part.pieces] == [2, 4098, 8194, 12290, 16386]
+    back = part.table()
+    assert back.to_pylist() == [q._asdict() for q in sorted(records, key=lambda q: q.line)]
+    assert back.schema.equals(table.schema, check_metadata=True)  # dictionary-encoded as packed
     assert len(carried) * 5 < len(pickle.dumps(table))
+
+
+def _spread_records(source: str) -> list:
+    """Records of lines 1-600 of ``source`` as a batch run's parts hold them: the reader's parts each of a stretch
+    of lines (1-200, 201-400, 401-600), the validation's of lines from all over the file; line 300 is a wide row
+    with 250 unknown columns, more than a piece or a chunk holds."""
+    rng = random.Random(11)
+    reader = [Quarantined(f"text {line}", source, line, "flow", 1, "parse", "parse_value", "n/a", "run-1")
+              for line in range(1, 601) if line % 3]
+    wide = [Quarantined("wide row", source, 300, f"tag_{c:03d}", 1, "validate", "unknown_channel", "no such channel",
+                        "run-1") for c in range(250)]
+    validated = [Quarantined("", source, line, rng.choice(["flow", "temp"]), 1, "validate", "out_of_range",
+                             rng.choice(["too high", "too low"]), "run-1") for line in rng.sample(range(1, 601), 240)]
+    rng.shuffle(validated)
+    rng.shuffle(wide)
+    return [reader[:133], reader[133:266], reader[266:], validated[:120] + wide[:100], validated[120:] + wide[100:]]
+
+
+def test_parts_merge_a_chunk_of_whole_lines_at_a_time_in_line_order(tmp_path):
+    """``chunks_in_line_order``: a batch run's parts, sorted by line and cut into pieces, give their records in
+    chunks of whole lines in line order, each of about ``chunk_rows`` records (more only for a line that alone
+    holds more: the wide row), every record once; merged chunk by chunk they are the file the whole source
+    merged at once makes."""
+    path = tmp_path / "readings.csv"
+    path.write_text("".join(f"line {n}\n" for n in range(1, 601)))
+    parts = _spread_records(str(path))
+    everything = merged_quarantine(str(path), [quarantine_records_table(records) for records in parts])
+    assert everything.num_rows == 400 + 250 + 240
+    sorted_parts = [SortedQuarantinePart.of(quarantine_records_table(records), piece_rows=32) for records in parts]
+    chunks = list(chunks_in_line_order(sorted_parts, chunk_rows=100))
+    ranges = [(min(t.column("line").to_numpy().min() for t in chunk if t.num_rows),
+               max(t.column("line").to_numpy().max() for t in chunk if t.num_rows)) for chunk in chunks]
+    assert all(last < first for (_, last), (first, _) in zip(ranges, ranges[1:]))  # whole lines, in line order
+    sizes = [sum(t.num_rows for t in chunk) for chunk in chunks]
+    assert sum(sizes) == everything.num_rows and len(chunks) >= 8
+    wide = [size for size, (first, last) in zip(sizes, ranges) if first <= 300 <= last]
+    assert wide[0] >= 250 and all(size < 100 + 5 * 32 for size in sizes if size not in wide)
+    raw_lines = RawLines(str(path)).find
+    merged = [merged_quarantine(str(path), chunk, raw_lines) for chunk in chunks]
+    assert [row for table in merged for row in table.to_pylist()] == everything.to_pylist()
+    assert everything.to_pylist()[0]["raw"] in ("text 1", "line 1")  # the records without text got their line
+
+
+def test_a_batch_runs_quarantine_file_is_written_chunk_by_chunk_as_the_whole_merge_writes_it(tmp_path):
+    """``_WriteQuarantineFile`` after the grouping, with pieces and chunks small enough that the source's records
+    take many of each: its file holds the records of the whole merge, in its order, with their lines' texts."""
+    path = tmp_path / "readings.csv"
+    path.write_text("".join(f"line {n}\n" for n in range(1, 601)))
+    parts = _spread_records(str(path))
+    expected = merged_quarantine(str(path), [quarantine_records_table(records) for records in parts]).to_pylist()
+    out = tmp_path / "out"
+    with TestPipeline() as p:
+        written = (p | beam.Create([q for records in parts for q in records])
+                   | beam.ParDo(_PackQuarantine(rows=150, piece_rows=32)) | beam.GroupByKey()
+                   | beam.ParDo(_WriteQuarantineFile(str(out), chunk_rows=100)))
+        assert_that(written, equal_to([("files_written", 1)]))
+    (file,) = (out / "quarantine").glob("*.parquet")
+    assert pq.read_table(file).to_pylist() == expected
+    assert pq.read_schema(file).equals(QUARANTINE_SCHEMA, check_metadata=True)
+    assert pq.ParquetFile(file).metadata.num_row_groups >= 8  # a row group per chunk at least
+
+
+def test_raw_lines_are_read_forward_and_from_a_parquet_files_rows(tmp_path):
+    """``RawLines``: a text file's lines, asked for in line order chunk after chunk, then one before the last read
+    (read again from the start); a Parquet file's rows as the JSON text of their record; a message source or a
+    file that is gone has none."""
+    import pyarrow as pa
+
+    from seqwatch.pipelines.parsing import raw_json
+
+    path = tmp_path / "readings.csv"
+    path.write_text("".join(f"line {n}\r\n" for n in range(1, 101)))
+    lines = RawLines(str(path))
+    assert lines.find({3, 1}) == {1: "line 1", 3: "line 3"}
+    assert lines.find({50, 40, 200}) == {40: "line 40", 50: "line 50"}  # no line 200: the file ends at 100
+    assert lines.find({2}) == {2: "line 2"}
+    rows = [{"entity_id": "pump-01", "timestamp": f"2026-01-05T00:00:{s:02d}Z", "value": s * 0.5} for s in range(20)]
+    parquet = tmp_path / "readings.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=7)
+    assert RawLines(str(parquet)).find({1, 8, 20, 21}) == {1: raw_json(rows[0]), 8: raw_json(rows[7]),
+                                                           20: raw_json(rows[19])}
+    assert RawLines(str(tmp_path / "gone.csv")).find({1}) == {}
+    assert RawLines("kafka://broker/topic").find({1}) == {}
 
 
 def _counted_one_by_one(records) -> dict:
