@@ -172,14 +172,21 @@ def merged_quarantine(source: str, tables, raw_lines: Callable[[set], dict] | No
         raw = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), texts)
         table = table.set_column(table.schema.get_field_index("raw"), pa.field("raw", raw.type, nullable=False), raw)
 
-    def rank(name):  # a text column's order, as Python orders its strings
+    def rank(name):  # a text column's order, as Python orders its strings (equal texts: one rank)
         column = table.column(name).chunk(0)
-        values = np.asarray(column.dictionary.to_pylist(), dtype=object)
-        ranks = np.empty(len(values), dtype=np.int64)
-        ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
-        return ranks[column.indices.to_numpy(zero_copy_only=False)]
+        _, ranks = np.unique(np.asarray(column.dictionary.to_pylist(), dtype=object), return_inverse=True)
+        return ranks.reshape(-1)[column.indices.to_numpy(zero_copy_only=False)]
 
-    order = np.lexsort((rank("reason"), rank("reason_code"), rank("stage"), rank("column"), lines))
+    keys = (rank("reason"), rank("reason_code"), rank("stage"), rank("column"), lines)
+    order = np.lexsort(keys)
+    ties = np.ones(len(order) - 1, dtype=bool)
+    for key in keys:
+        ranked = key[order]
+        ties &= ranked[1:] == ranked[:-1]
+    if ties.any():  # records alike but for their text or count: by those too, so that their order does not
+        # depend on the order the parts came in (a batch run's come from a grouping; its chunks decode pieces
+        # in the order of their first lines)
+        order = np.lexsort((table.column("records").to_numpy(), rank("raw"), *keys))
     return table.take(pa.array(order))
 
 

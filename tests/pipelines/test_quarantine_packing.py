@@ -9,6 +9,8 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seqwatch.pipelines.graph import _CountPerBundle, _quarantined_records, packed_quarantine_counts
 from seqwatch.pipelines.quarantine_merge import (RawLines, SortedQuarantinePart, chunks_in_line_order,
@@ -277,3 +279,27 @@ def _expected_records(path, other, mapping) -> list:
 
     reader = FileReader(mapping, "run-1", 16)
     return [q for source in (path, other) for _, bad, _ in reader.read(str(source)) for q in bad]
+
+
+_MERGE_SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
+
+
+@_MERGE_SETTINGS
+@given(parts=st.lists(st.lists(st.tuples(st.integers(0, 40), st.sampled_from(["flow", "temp", ""]),
+                                         st.sampled_from(["parse", "validate"]), st.booleans()),
+                               max_size=40), min_size=1, max_size=6),
+       piece_rows=st.integers(1, 9), chunk_rows=st.integers(1, 40))
+def test_any_parts_merged_chunk_by_chunk_are_the_whole_merge(parts, piece_rows, chunk_rows):
+    """Any parts (lines repeated within and across parts, records with and without text, empty parts), any piece
+    and chunk sizes: the chunks hold whole lines in line order, and merged one by one they are the whole merge."""
+    records = [[Quarantined(f"text {line}" if kept else "", "msg:none", line, column, 1, stage, "r", "why", "run-1")
+                for line, column, stage, kept in part] for part in parts]
+    tables = [quarantine_records_table(part) for part in records]
+    sorted_parts = [SortedQuarantinePart.of(table, piece_rows) for table in tables]
+    chunks = list(chunks_in_line_order(sorted_parts, chunk_rows))
+    lines = [sorted({int(n) for t in chunk for n in t.column("line").to_numpy()}) for chunk in chunks]
+    assert all(chunk_lines for chunk_lines in lines[:-1]) and all(
+        a[-1] < b[0] for a, b in zip(lines, lines[1:]) if a and b)
+    merged = [row for chunk in chunks for row in merged_quarantine("msg:none", chunk).to_pylist()]
+    assert merged == merged_quarantine("msg:none", tables).to_pylist()
+    assert len(merged) == sum(map(len, records))
