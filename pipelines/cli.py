@@ -729,10 +729,11 @@ def _train_locked(args, save_to: str | None = None) -> int:
 
 def _is_stale(detector, frames: list, warm_start: str) -> bool:
     """``--skip-stale``: whether the readings of ``frames`` (the input's and the holdout's, None where there is
-    none) end no later than those the model of ``--warm-start`` has been trained on, said on stderr. A past day's fine-tuning run again by hand (a cleared Airflow task of a
-    Sunday whose fine-tuning had failed, after a later Sunday's succeeded) would otherwise continue the newest
-    version on older readings, and its own version would become the newest, which every later run uses (found by
-    the bug hunt of deploy examples; listed as a limit until 2026-12-06)."""
+    none) end no later than those the model of ``--warm-start`` has been trained on, said on stderr. A past day's
+    fine-tuning run again by hand (a cleared Airflow task of a Sunday whose fine-tuning had failed, after a later
+    Sunday's succeeded) would otherwise continue the newest version on older readings, and its own version would
+    become the newest, which every later run uses (a limit listed since the bug hunt of deploy examples, mended
+    2026-12-06)."""
     import pandas as pd
 
     def shown(us: int) -> str:

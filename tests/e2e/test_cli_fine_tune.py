@@ -160,8 +160,8 @@ def test_skip_stale_writes_no_version_from_readings_older_than_the_models(small_
     shutil.copytree(small_model_dir, root / "v1")
     trained_to = load_artifact(root).readings_span_us[1]
     for name, days in (("newer", 30), ("older", 29)):  # two days after the model's readings, the second a day older
-        readings, _ = generate_sensor_data(n_entities=1, n_steps=900, step_seconds=STEP_SECONDS, seed=days,
-                                           start=pd.Timestamp(trained_to, unit="us", tz="UTC") + pd.Timedelta(days=days))
+        start = pd.Timestamp(trained_to, unit="us", tz="UTC") + pd.Timedelta(days=days)
+        readings, _ = generate_sensor_data(n_entities=1, n_steps=900, step_seconds=STEP_SECONDS, seed=days, start=start)
         wide_csv(readings, tmp_path / name / "pump-01.csv")
     legacy = tmp_path / "legacy" / "v1"  # the model without its span, as an older seqwatch saved it
     shutil.copytree(small_model_dir, legacy)
