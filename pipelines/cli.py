@@ -1,4 +1,4 @@
-"""The seqwatch command line: train, run, replay, stream and demo.
+"""The seqwatch command line: train, run, replay, stream, evaluate and demo.
 
 Arguments the CLI does not know are passed to Beam as pipeline options (``--runner``,
 ``--direct_num_workers``, ...). Errors a person can cause (bad flags, missing files, a model that does not fit
@@ -752,6 +752,18 @@ def _is_stale(detector, frames: list, warm_start: str) -> bool:
           f"readings up to {shown(theirs[1])}, and these end at {shown(max(ends))}: a version fine-tuned on them would "
           f"become the newest with older readings; no version is written (--skip-stale)", file=sys.stderr)
     return True
+
+
+def cmd_evaluate(args) -> int:
+    """``seqwatch evaluate``: the evaluation as JSON on stdout, one line of it on stderr
+    (``seqwatch.pipelines.evaluate``)."""
+    from seqwatch.pipelines.evaluate import evaluate_run, summary_line
+
+    _check_seconds_or_zero("--tolerance", args.tolerance)
+    result = evaluate_run(args.output, args.labels, int(round(args.tolerance * 1e6)))
+    print(f"seqwatch evaluate: {summary_line(result)}", file=sys.stderr)
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def _calibration_keep_days(args) -> float:
@@ -1674,6 +1686,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "waiting for the next reading; readings that arrive behind it later are quarantined "
                              "as late (default: the watermark waits for newer readings)")
 
+    evaluate = sub.add_parser("evaluate", help="hold a run's alerts and scores against labelled incidents")
+    evaluate.add_argument("--output", required=True, metavar="RUN_OUTPUT",
+                          help="the output folder of a run or stream (local, s3:// or gs://)")
+    evaluate.add_argument("--labels", required=True, metavar="FILE",
+                          help="the incidents, a CSV or Parquet file with columns entity_id, start, end (others are "
+                               "ignored); incidents of entities or times the run did not score are left out")
+    evaluate.add_argument("--tolerance", type=float, default=0.0, metavar="SECONDS",
+                          help="widen each incident by this much on both sides (an alert that came a little late "
+                               "or early still found it; default 0: as labelled)")
     demo = sub.add_parser("demo", help="generate data, train, run, and report what was found")
     demo.add_argument("--output", default="demo-output", help="folder for the data, model and run (default "
                                                                  "demo-output)")
@@ -2024,9 +2045,9 @@ def _check_buckets(args, beam_args: list[str]) -> None:
 def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
     try:
         _check_keras_backend()
-        if args.command == "train":
-            if beam_args:  # training runs no pipeline: no Beam flag is taken
-                raise CliError(_unknown_flag("train", parser, beam_args[0], []))
+        if args.command in ("train", "evaluate"):
+            if beam_args:  # training and evaluating run no pipeline: no Beam flag is taken
+                raise CliError(_unknown_flag(args.command, parser, beam_args[0], []))
         else:
             _check_beam_flags(args.command, parser, beam_args)
             # Where the SDK worker runs in this process (a portable runner's LOOPBACK: Prism, Flink), a failed
@@ -2046,6 +2067,8 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
                 raise CliError(str(exc)) from None
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         if args.command == "run":
             return cmd_run(args, beam_args)
         if args.command == "stream":

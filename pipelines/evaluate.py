@@ -1,0 +1,197 @@
+"""``seqwatch evaluate``: a run's alerts and scores against incidents a person labelled.
+
+A data engineer who has an incident log (maintenance tickets, a list of known faults) asks how well a model finds
+them before trusting its alerts. ``evaluate_run`` reads a run's output folder (batch or stream, local or on an
+object store) and a labels file (CSV or Parquet: ``entity_id, start, end``; other columns are ignored) and gives:
+
+- **event level**, as the range metrics of ``seqwatch.models.evaluation.event_metrics``: an incident is found
+  when an alert of its entity overlaps it, and an alert is true when it overlaps an incident of its entity
+  (recall = incidents found / incidents, precision = true alerts / alerts, F1 of the two), over all entities
+  and per entity; with a ``tolerance``, each incident is widened by that much on both sides first (an alert a
+  minute late still found it);
+- **window level**: ROC AUC and PR AUC (average precision) of the scored windows' scores, a window counting as
+  anomalous when it overlaps a (widened) incident of its entity: how well the scores rank, whatever the threshold.
+
+Only what the run could have seen is judged: an incident of an entity the run did not score, or outside the time
+its windows cover, is left out (and counted as such), so one day's run can be held against a year's log.
+Overlapping incidents of an entity count as one. A stream's incident still open (its notice in ``alerts_open/``)
+counts from its start to the entity's last scored window.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from seqwatch.models.detector import as_micros
+from seqwatch.models.evaluation import event_metrics, pr_auc, roc_auc
+
+LABEL_COLUMNS = ("entity_id", "start", "end")
+
+
+def read_incidents(path: str) -> pd.DataFrame:
+    """``entity_id, start_us, end_us`` of a labels file (CSV, or Parquet by its name); ValueError in one sentence
+    when it cannot be read as such."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.object_store import path_exists
+
+    if not path_exists(path):
+        raise ValueError(f"the labels file {path} does not exist")
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            frame = pd.read_parquet(f) if path.lower().endswith(".parquet") else pd.read_csv(f, dtype={"entity_id": str})
+    except Exception as exc:  # pandas and pyarrow raise many types for a file that is not what it says
+        raise ValueError(f"the labels file {path} could not be read ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    missing = [c for c in LABEL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the labels file {path} lacks the column(s) {missing} (it has {list(frame.columns)}); "
+                         f"each row is an incident: entity_id, start, end")
+    if frame.empty:
+        return pd.DataFrame({"entity_id": pd.Series(dtype=str), "start_us": pd.Series(dtype=np.int64),
+                             "end_us": pd.Series(dtype=np.int64)})
+    try:
+        start, end = as_micros(frame["start"]), as_micros(frame["end"])
+    except ValueError as exc:
+        raise ValueError(f"the labels file {path}: {exc}") from None
+    backwards = np.flatnonzero(end < start)
+    if backwards.size:
+        raise ValueError(f"the labels file {path} has an incident that ends before it starts (row {backwards[0] + 2}"
+                         f" of the file: {frame['start'].iloc[backwards[0]]} to {frame['end'].iloc[backwards[0]]})")
+    return pd.DataFrame({"entity_id": frame["entity_id"].astype(str).to_numpy(), "start_us": start, "end_us": end})
+
+
+def read_scores(output: str) -> pd.DataFrame:
+    """``entity_id, start_us, end_us, score`` of every scored window of a run's output folder."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines.object_store import is_remote, objects_under
+
+    folder = FileSystems.join(output.rstrip("/"), "scores")
+    if is_remote(folder):
+        paths = sorted(path for path in objects_under(folder) if path.endswith(".parquet"))
+    else:
+        from pathlib import Path
+        paths = sorted(map(str, Path(folder).rglob("*.parquet"))) if Path(folder).is_dir() else []
+    parts = []
+    for path in paths:
+        with FileSystems.open(path, compression_type="uncompressed") as f:
+            table = pq.read_table(f, columns=["entity_id", "window_start", "window_end", "score"])
+        if table.num_rows:
+            parts.append(pd.DataFrame({"entity_id": table.column("entity_id").to_numpy(zero_copy_only=False),
+                                       "start_us": as_micros(table.column("window_start").to_pandas()),
+                                       "end_us": as_micros(table.column("window_end").to_pandas()),
+                                       "score": table.column("score").to_numpy()}))
+    if not parts:
+        return pd.DataFrame({"entity_id": pd.Series(dtype=str), "start_us": pd.Series(dtype=np.int64),
+                             "end_us": pd.Series(dtype=np.int64), "score": pd.Series(dtype=float)})
+    return pd.concat(parts, ignore_index=True)
+
+
+def merged_intervals(starts, ends) -> tuple[np.ndarray, np.ndarray]:
+    """Inclusive intervals sorted by start, those that overlap or touch merged into one."""
+    order = np.argsort(np.asarray(starts, dtype=np.int64), kind="stable")
+    s, e = np.asarray(starts, dtype=np.int64)[order], np.asarray(ends, dtype=np.int64)[order]
+    out_s, out_e = [], []
+    for a, b in zip(s.tolist(), e.tolist()):
+        if out_e and a <= out_e[-1]:
+            out_e[-1] = max(out_e[-1], b)
+        else:
+            out_s.append(a)
+            out_e.append(b)
+    return np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
+
+
+def _overlapping(starts: np.ndarray, ends: np.ndarray, i_starts: np.ndarray, i_ends: np.ndarray) -> np.ndarray:
+    """Whether each interval ``[starts, ends]`` overlaps one of the sorted, disjoint intervals ``i_*``."""
+    at = np.searchsorted(i_starts, ends, side="right") - 1
+    return (at >= 0) & (i_ends[np.maximum(at, 0)] >= starts)
+
+
+def _shown(us: int) -> str:
+    return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def evaluate_run(output: str, labels: str, tolerance_us: int = 0) -> dict:
+    """The evaluation of the run in ``output`` against the incidents of the file ``labels`` (see the module's
+    docstring), as a dict that ``json.dumps`` writes. ValueError in one sentence for a labels file that cannot be
+    read, FileNotFoundError for an output folder that is not a run's."""
+    from seqwatch.pipelines.retraining import alert_spans
+
+    if tolerance_us < 0:
+        raise ValueError(f"the tolerance must be zero or more, got {tolerance_us / 1e6:g} s")
+    alerts = alert_spans(output)  # raises FileNotFoundError for a folder that is not a run's output
+    incidents = read_incidents(labels)
+    scores = read_scores(output)
+    if scores.empty:
+        raise ValueError(f"the run in {output} scored no window, so there is nothing to hold against the labels")
+    spans = scores.groupby("entity_id")[["start_us", "end_us"]].agg({"start_us": "min", "end_us": "max"})
+    left_out = {"entity_not_scored": 0, "outside_scored_time": 0}
+    totals = dict(incidents=0, found=0, alerts=0, true_alerts=0)
+    entities, missed, false_alerts = {}, [], []
+    window_labels = np.zeros(len(scores), dtype=bool)
+    for entity in sorted(set(spans.index) | set(alerts["entity_id"])):
+        first, last = (int(spans.loc[entity, "start_us"]), int(spans.loc[entity, "end_us"])) \
+            if entity in spans.index else (None, None)
+        mine = incidents[incidents["entity_id"] == entity]
+        if first is not None:
+            inside = (mine["start_us"] <= last) & (mine["end_us"] >= first)
+            left_out["outside_scored_time"] += int((~inside).sum())
+            mine = mine[inside]
+        true_s, true_e = merged_intervals(mine["start_us"] - tolerance_us, mine["end_us"] + tolerance_us)
+        theirs = alerts[alerts["entity_id"] == entity]
+        alert_end = theirs["end_us"].to_numpy(dtype=np.int64)
+        if last is not None:
+            alert_end = np.minimum(alert_end, last)  # a stream's open incident: to the last window
+        pred_s, pred_e = merged_intervals(theirs["start_us"], alert_end)
+        result = event_metrics(list(zip(true_s.tolist(), true_e.tolist())),
+                               list(zip(pred_s.tolist(), pred_e.tolist())))
+        entities[entity] = {"incidents": result.n_true_events, "found": result.detected_events,
+                            "alerts": result.n_predicted_events, "true_alerts": result.true_positive_predictions}
+        totals["incidents"] += result.n_true_events
+        totals["found"] += result.detected_events
+        totals["alerts"] += result.n_predicted_events
+        totals["true_alerts"] += result.true_positive_predictions
+        found = _overlapping(true_s, true_e, pred_s, pred_e) if pred_s.size else np.zeros(true_s.size, bool)
+        missed += [{"entity_id": entity, "start": _shown(a + tolerance_us), "end": _shown(b - tolerance_us)}
+                   for a, b, hit in zip(true_s.tolist(), true_e.tolist(), found) if not hit]
+        true = _overlapping(pred_s, pred_e, true_s, true_e) if true_s.size else np.zeros(pred_s.size, bool)
+        false_alerts += [{"entity_id": entity, "start": _shown(a), "end": _shown(b)}
+                         for a, b, hit in zip(pred_s.tolist(), pred_e.tolist(), true) if not hit]
+        rows = np.flatnonzero(scores["entity_id"].to_numpy() == entity)
+        if rows.size and true_s.size:
+            window_labels[rows] = _overlapping(scores["start_us"].to_numpy()[rows], scores["end_us"].to_numpy()[rows],
+                                               true_s, true_e)
+    left_out["entity_not_scored"] = int((~incidents["entity_id"].isin(set(spans.index))).sum())
+    precision = _ratio(totals["true_alerts"], totals["alerts"])
+    recall = _ratio(totals["found"], totals["incidents"])
+    f1 = None if precision is None or recall is None else \
+        (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    positives = int(window_labels.sum())
+    windows = {"windows": len(scores), "anomalous_windows": positives, "roc_auc": None, "pr_auc": None}
+    if 0 < positives < len(scores):
+        windows["roc_auc"] = roc_auc(window_labels, scores["score"].to_numpy())
+        windows["pr_auc"] = pr_auc(window_labels, scores["score"].to_numpy())
+    return {"output": output, "labels": labels, "tolerance_seconds": tolerance_us / 1e6,
+            **totals, "recall": recall, "precision": precision, "f1": f1, **windows,
+            "incidents_left_out": left_out, "missed": missed, "false_alerts": false_alerts, "entities": entities}
+
+
+def summary_line(result: dict) -> str:
+    """One line of what ``evaluate_run`` found, for a person."""
+    def shown(value) -> str:
+        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+    left = sum(result["incidents_left_out"].values())
+    return (f"{result['found']} of {result['incidents']} incidents found (recall {shown(result['recall'])}); "
+            f"{result['true_alerts']} of {result['alerts']} alerts on an incident (precision "
+            f"{shown(result['precision'])}); F1 {shown(result['f1'])}; windows: ROC AUC {shown(result['roc_auc'])}, "
+            f"PR AUC {shown(result['pr_auc'])}"
+            + (f"; {left} incident(s) left out (entity not scored, or outside the time scored)" if left else ""))
