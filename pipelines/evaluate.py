@@ -2,7 +2,8 @@
 
 A data engineer who has an incident log (maintenance tickets, a list of known faults) asks how well a model finds
 them before trusting its alerts. ``evaluate_run`` reads a run's output folder (batch or stream, local or on an
-object store) and a labels file (CSV or Parquet: ``entity_id, start, end``; other columns are ignored) and gives:
+object store: tested on S3) and a labels file (CSV or Parquet: ``entity_id, start, end``; other columns are
+ignored) and gives:
 
 - **event level**, as the range metrics of ``seqwatch.models.evaluation.event_metrics``: an incident is found
   when an alert of its entity overlaps it, and an alert is true when it overlaps an incident of its entity
