@@ -144,6 +144,21 @@ def test_streaming_and_batch_give_the_same_alerts(same_data, tmp_path):
             if sink == "scores":
                 assert len(by_duckdb) > 0 and np.isclose(by_duckdb["score"].sum(), by_pyarrow["score"].sum()), out
 
+    # `seqwatch evaluate` reads both layouts alike: against the injected anomalies, the stream's folder gives the
+    # batch run's numbers.
+    from seqwatch.pipelines.evaluate import evaluate_run
+
+    _, injected = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
+                                       kinds=("level_shift", "broken_channel"))  # same_data's
+    injected[["entity_id", "start", "end"]].to_csv(tmp_path / "labels.csv", index=False)
+    batch_eval, stream_eval = (evaluate_run(str(tmp_path / out), str(tmp_path / "labels.csv"))
+                               for out in ("batch", "stream"))
+    assert batch_eval["incidents"] == len(injected) and batch_eval["found"] >= 2
+    for key in ("incidents", "found", "alerts", "true_alerts", "windows", "anomalous_windows", "missed",
+                "false_alerts", "entities", "incidents_left_out"):
+        assert stream_eval[key] == batch_eval[key], key
+    assert stream_eval["roc_auc"] == pytest.approx(batch_eval["roc_auc"], rel=1e-6)
+
 
 def _read_with_duckdb(folder: Path):
     """A sink's folder as the README's DuckDB query reads it (every Parquet file under it, at any depth)."""
