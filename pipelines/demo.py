@@ -133,5 +133,6 @@ seqwatch demo: done in {time.time() - started:.0f}s
   manifest:   {results / 'manifest.json'}
   model:      {model_dir} (training report: {model_dir / 'training_report.json'}, {model_dir / 'loss_curves.png'})
   data:       {data / 'train'} (wide CSVs, one per pump), {data / 'live'}, {data / 'live_labels.csv'}
-  next:       {_program()} run --input '{data / 'live'}' --format wide --model-dir {model_dir} --output my-output""")
+  next:       {_program()} run --input '{data / 'live'}' --format wide --model-dir {model_dir} --output my-output
+  evaluate:   {_program()} evaluate --output {results} --labels {data / 'live_labels.csv'}""")
     return 0

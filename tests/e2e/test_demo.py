@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.slow
-def test_quick_demo_with_online_calibration_reports_what_it_found(tmp_path):
+def test_quick_demo_with_online_calibration_reports_what_it_found(tmp_path, capsys):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "demo", "--quick", "--output", str(out),
                              "--online-calibration"], capture_output=True, text=True, timeout=600)
@@ -29,3 +29,10 @@ def test_quick_demo_with_online_calibration_reports_what_it_found(tmp_path):
     argv = following[1].replace("'", "").replace("my-output", str(tmp_path / "mine")).split()
     assert main(argv) == 0
     assert json.loads((tmp_path / "mine" / "manifest.json").read_text())["records_in"] == manifest["records_in"]
+    # The evaluation it offers holds the run against the injected anomalies (its labels file) and finds what the
+    # demo's report found.
+    offered = re.search(r"evaluate: +seqwatch (evaluate .*)$", result.stdout, re.MULTILINE)
+    capsys.readouterr()  # what the run above printed
+    assert offered and main(offered[1].split()) == 0
+    evaluation = json.loads(capsys.readouterr().out)
+    assert (evaluation["found"], evaluation["incidents"]) == (int(found[1]), int(found[2]))
