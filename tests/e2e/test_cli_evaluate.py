@@ -2,6 +2,7 @@
 (alerts and scores in the sinks' schemas, read back as a run's are), its numbers worked out by hand; the command's
 errors in one sentence; and a real run on generated pumps, whose injected anomalies are the labels."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -90,6 +91,13 @@ def test_alerts_and_scores_against_incidents_worked_out_by_hand(tmp_path):
     assert widened["missed"] == [{"entity_id": "pump-01", "start": _at(40).isoformat(), "end": _at(41).isoformat()}]
     assert widened["false_alerts"] == [{"entity_id": "pump-01", "start": _at(50).isoformat(),
                                         "end": _at(52).isoformat()}]
+
+    # A run that raised no alert: no precision to speak of, and F1 0 (as event_metrics has it: incidents, and
+    # nothing found); the scores still rank.
+    shutil.rmtree(tmp_path / "out" / "alerts")
+    quiet = json.loads(_cli("--output", tmp_path / "out", "--labels", tmp_path / "incidents.csv").stdout)
+    assert (quiet["alerts"], quiet["found"], quiet["precision"], quiet["recall"], quiet["f1"]) == (0, 0, None, 0.0, 0.0)
+    assert quiet["roc_auc"] == pytest.approx(7 / 8)
 
 
 def test_evaluate_errors_are_one_sentence(tmp_path, cli_cases):
