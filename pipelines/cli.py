@@ -1690,7 +1690,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", required=True, metavar="RUN_OUTPUT",
                           help="the output folder of a run or stream (local, s3:// or gs://)")
     evaluate.add_argument("--labels", required=True, metavar="FILE",
-                          help="the incidents, a CSV or Parquet file with columns entity_id, start, end (others are "
+                          help="the incidents, a CSV or Parquet file with columns entity_id, start, end (without end, "
+                               "each incident is the instant of its start: give --tolerance; other columns are "
                                "ignored); incidents of entities or times the run did not score are left out")
     evaluate.add_argument("--tolerance", type=float, default=0.0, metavar="SECONDS",
                           help="widen each incident by this much on both sides (an alert that came a little late "

@@ -2,8 +2,8 @@
 
 A data engineer who has an incident log (maintenance tickets, a list of known faults) asks how well a model finds
 them before trusting its alerts. ``evaluate_run`` reads a run's output folder (batch or stream, local or on an
-object store: tested on S3) and a labels file (CSV or Parquet: ``entity_id, start, end``; other columns are
-ignored) and gives:
+object store: tested on S3) and a labels file (CSV or Parquet: ``entity_id, start, end``, where an incident
+without an ``end`` column is the instant of its start, as a ticket's time; other columns are ignored) and gives:
 
 - **event level**, as the range metrics of ``seqwatch.models.evaluation.event_metrics``: an incident is found
   when an alert of its entity overlaps it, and an alert is true when it overlaps an incident of its entity
@@ -28,7 +28,7 @@ import pandas as pd
 from seqwatch.models.detector import as_micros
 from seqwatch.models.evaluation import event_metrics, pr_auc, roc_auc
 
-LABEL_COLUMNS = ("entity_id", "start", "end")
+LABEL_COLUMNS = ("entity_id", "start")  # and "end"; without it each incident is the instant of its start
 
 
 def read_incidents(path: str) -> pd.DataFrame:
@@ -49,12 +49,13 @@ def read_incidents(path: str) -> pd.DataFrame:
     missing = [c for c in LABEL_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"the labels file {path} lacks the column(s) {missing} (it has {list(frame.columns)}); "
-                         f"each row is an incident: entity_id, start, end")
+                         f"each row is an incident: entity_id, start and, where it lasted, end")
     if frame.empty:
         return pd.DataFrame({"entity_id": pd.Series(dtype=str), "start_us": pd.Series(dtype=np.int64),
                              "end_us": pd.Series(dtype=np.int64)})
     try:
-        start, end = as_micros(frame["start"]), as_micros(frame["end"])
+        start = as_micros(frame["start"])
+        end = as_micros(frame["end"]) if "end" in frame.columns else start  # a ticket's time: an instant
     except ValueError as exc:
         raise ValueError(f"the labels file {path}: {exc}") from None
     backwards = np.flatnonzero(end < start)

@@ -92,6 +92,17 @@ def test_alerts_and_scores_against_incidents_worked_out_by_hand(tmp_path):
     assert widened["false_alerts"] == [{"entity_id": "pump-01", "start": _at(50).isoformat(),
                                         "end": _at(52).isoformat()}]
 
+    # Incidents known by an instant only (a ticket's time, no end column), found within a minute's tolerance:
+    # pump-01's at minute 12 by a1 (11-13), its one at 40.5 by none, pump-02's at 25.5 by a3 (26-27).
+    pd.DataFrame({"entity_id": ["pump-01", "pump-01", "pump-02"],
+                  "start": [_at(12).isoformat(), _at(40.5).isoformat(), _at(25.5).isoformat()]}).to_csv(
+        tmp_path / "tickets.csv", index=False)
+    tickets = json.loads(_cli("--output", tmp_path / "out", "--labels", tmp_path / "tickets.csv",
+                              "--tolerance", 60).stdout)
+    assert (tickets["incidents"], tickets["found"], tickets["true_alerts"]) == (3, 2, 2)
+    assert tickets["missed"] == [{"entity_id": "pump-01", "start": _at(40.5).isoformat(),
+                                  "end": _at(40.5).isoformat()}]
+
     # A run that raised no alert: no precision to speak of, and F1 0 (as event_metrics has it: incidents, and
     # nothing found); the scores still rank.
     shutil.rmtree(tmp_path / "out" / "alerts")
@@ -102,7 +113,7 @@ def test_alerts_and_scores_against_incidents_worked_out_by_hand(tmp_path):
 
 def test_evaluate_errors_are_one_sentence(tmp_path, cli_cases):
     _run_folder(tmp_path / "out")
-    (tmp_path / "no_end.csv").write_text("entity_id,start\npump-01,2026-11-28T00:10:00Z\n")
+    (tmp_path / "no_start.csv").write_text("entity_id,end\npump-01,2026-11-28T00:10:00Z\n")
     (tmp_path / "backwards.csv").write_text("entity_id,start,end\npump-01,2026-11-28T00:10:00Z,2026-11-28T00:09:00Z\n")
     (tmp_path / "not_a_run").mkdir()
     _labels(tmp_path / "incidents.csv")
@@ -110,8 +121,9 @@ def test_evaluate_errors_are_one_sentence(tmp_path, cli_cases):
     cases = [
         (["--output", str(tmp_path / "out"), "--labels", str(tmp_path / "none.csv")],
          f"the labels file {tmp_path / 'none.csv'} does not exist"),
-        (["--output", str(tmp_path / "out"), "--labels", str(tmp_path / "no_end.csv")],
-         "lacks the column(s) ['end'] (it has ['entity_id', 'start']); each row is an incident: entity_id, start, end"),
+        (["--output", str(tmp_path / "out"), "--labels", str(tmp_path / "no_start.csv")],
+         "lacks the column(s) ['start'] (it has ['entity_id', 'end']); each row is an incident: entity_id, start and, "
+         "where it lasted, end"),
         (["--output", str(tmp_path / "out"), "--labels", str(tmp_path / "backwards.csv")],
          "has an incident that ends before it starts (row 2 of the file: 2026-11-28T00:10:00Z to "
          "2026-11-28T00:09:00Z)"),
