@@ -3,7 +3,8 @@
 A data engineer who has an incident log (maintenance tickets, a list of known faults) asks how well a model finds
 them before trusting its alerts. ``evaluate_run`` reads a run's output folder (batch or stream, local or on an
 object store: tested on S3) and a labels file (CSV or Parquet: ``entity_id, start, end``, where an incident
-without an ``end`` column is the instant of its start, as a ticket's time; other columns are ignored) and gives:
+without an ``end`` (no column, or a blank) is the instant of its start, as a ticket's time; other columns are
+ignored) and gives:
 
 - **event level**, as the range metrics of ``seqwatch.models.evaluation.event_metrics``: an incident is found
   when an alert of its entity overlaps it, and an alert is true when it overlaps an incident of its entity
@@ -53,15 +54,25 @@ def read_incidents(path: str) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame({"entity_id": pd.Series(dtype=str), "start_us": pd.Series(dtype=np.int64),
                              "end_us": pd.Series(dtype=np.int64)})
+    def where(row: int) -> str:  # a row as the file numbers it: a CSV's lines after its header, a Parquet's rows
+        return f"row {row + 1}" if path.lower().endswith(".parquet") else f"line {row + 2}"
+
+    no_start = np.flatnonzero(frame["start"].isna().to_numpy())
+    if no_start.size:
+        raise ValueError(f"the labels file {path} has an incident without a start ({where(no_start[0])} of the file)")
     try:
         start = as_micros(frame["start"])
-        end = as_micros(frame["end"]) if "end" in frame.columns else start  # a ticket's time: an instant
+        end = start.copy()  # without an end (no column, or a blank): the instant of its start, as a ticket's time
+        given = frame["end"].notna().to_numpy() if "end" in frame.columns else np.zeros(len(frame), dtype=bool)
+        if given.any():
+            end[given] = as_micros(frame["end"][given])
     except ValueError as exc:
         raise ValueError(f"the labels file {path}: {exc}") from None
     backwards = np.flatnonzero(end < start)
     if backwards.size:
-        raise ValueError(f"the labels file {path} has an incident that ends before it starts (row {backwards[0] + 2}"
-                         f" of the file: {frame['start'].iloc[backwards[0]]} to {frame['end'].iloc[backwards[0]]})")
+        row = backwards[0]
+        raise ValueError(f"the labels file {path} has an incident that ends before it starts ({where(row)} of the "
+                         f"file: {frame['start'].iloc[row]} to {frame['end'].iloc[row]})")
     return pd.DataFrame({"entity_id": frame["entity_id"].astype(str).to_numpy(), "start_us": start, "end_us": end})
 
 

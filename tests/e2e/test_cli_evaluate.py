@@ -97,11 +97,17 @@ def test_alerts_and_scores_against_incidents_worked_out_by_hand(tmp_path):
     pd.DataFrame({"entity_id": ["pump-01", "pump-01", "pump-02"],
                   "start": [_at(12).isoformat(), _at(40.5).isoformat(), _at(25.5).isoformat()]}).to_csv(
         tmp_path / "tickets.csv", index=False)
+    (tmp_path / "blank_ends.csv").write_text(  # the same, an end column left blank
+        "entity_id,start,end\n" + "".join(f"{e},{_at(m).isoformat()},\n" for e, m in
+                                           (("pump-01", 12), ("pump-01", 40.5), ("pump-02", 25.5))))
     tickets = json.loads(_cli("--output", tmp_path / "out", "--labels", tmp_path / "tickets.csv",
                               "--tolerance", 60).stdout)
     assert (tickets["incidents"], tickets["found"], tickets["true_alerts"]) == (3, 2, 2)
     assert tickets["missed"] == [{"entity_id": "pump-01", "start": _at(40.5).isoformat(),
                                   "end": _at(40.5).isoformat()}]
+    blank = json.loads(_cli("--output", tmp_path / "out", "--labels", tmp_path / "blank_ends.csv",
+                            "--tolerance", 60).stdout)
+    assert {k: v for k, v in blank.items() if k != "labels"} == {k: v for k, v in tickets.items() if k != "labels"}
 
     # A run that raised no alert: no precision to speak of, and F1 0 (as event_metrics has it: incidents, and
     # nothing found); the scores still rank.
@@ -115,6 +121,7 @@ def test_evaluate_errors_are_one_sentence(tmp_path, cli_cases):
     _run_folder(tmp_path / "out")
     (tmp_path / "no_start.csv").write_text("entity_id,end\npump-01,2026-11-28T00:10:00Z\n")
     (tmp_path / "backwards.csv").write_text("entity_id,start,end\npump-01,2026-11-28T00:10:00Z,2026-11-28T00:09:00Z\n")
+    (tmp_path / "no_start_time.csv").write_text("entity_id,start,end\npump-01,2026-11-28T00:10:00Z,\npump-02,,\n")
     (tmp_path / "not_a_run").mkdir()
     _labels(tmp_path / "incidents.csv")
     labels = str(tmp_path / "incidents.csv")
@@ -125,8 +132,10 @@ def test_evaluate_errors_are_one_sentence(tmp_path, cli_cases):
          "lacks the column(s) ['start'] (it has ['entity_id', 'end']); each row is an incident: entity_id, start and, "
          "where it lasted, end"),
         (["--output", str(tmp_path / "out"), "--labels", str(tmp_path / "backwards.csv")],
-         "has an incident that ends before it starts (row 2 of the file: 2026-11-28T00:10:00Z to "
+         "has an incident that ends before it starts (line 2 of the file: 2026-11-28T00:10:00Z to "
          "2026-11-28T00:09:00Z)"),
+        (["--output", str(tmp_path / "out"), "--labels", str(tmp_path / "no_start_time.csv")],
+         "has an incident without a start (line 3 of the file)"),
         (["--output", str(tmp_path / "not_a_run"), "--labels", labels], "is not the output folder of a seqwatch run"),
         (["--output", str(tmp_path / "out"), "--labels", labels, "--tolerance", "-5"],
          "--tolerance must be zero or a positive number of seconds, got -5"),
