@@ -15,7 +15,7 @@ ignored) and gives:
   anomalous when it overlaps a (widened) incident of its entity: how well the scores rank, whatever the threshold.
 
 Only what the run could have seen is judged: an incident of an entity the run did not score, or outside the time
-its windows cover, is left out (and counted as such), so one day's run can be held against a year's log.
+its windows cover (widened by the tolerance), is left out (and counted as such), so one day's run can be held against a year's log.
 Overlapping incidents of an entity count as one. A stream's incident still open (its notice in ``alerts_open/``)
 counts from its start to the entity's last scored window.
 """
@@ -160,7 +160,7 @@ def evaluate_run(output: str, labels: str, tolerance_us: int = 0) -> dict:
             if entity in spans.index else (None, None)
         mine = incidents_of.get(entity, empty_incidents)
         if first is not None:
-            inside = (mine["start_us"] <= last) & (mine["end_us"] >= first)
+            inside = (mine["start_us"] - tolerance_us <= last) & (mine["end_us"] + tolerance_us >= first)
             left_out["outside_scored_time"] += int((~inside).sum())
             mine = mine[inside]
         true_s, true_e = merged_intervals(mine["start_us"] - tolerance_us, mine["end_us"] + tolerance_us)
