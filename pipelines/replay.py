@@ -17,8 +17,9 @@ their context; replay stops and names them. A replay keeps the fixed texts it ra
 a replay of its own quarantine runs with them again besides its own.
 
 The quarantine, the source files and the replay's output may each be local or on an object store (``s3://``,
-through Beam's file systems). The patched copies of the sources are local files: beside the output in a local
-folder, in a temporary folder where the output is on a store.
+through Beam's file systems). The patched copies of the sources lie beside the output, in ``REPLAY_DIR``, while
+the replay runs: on the store where the output is on one (made in a local temporary folder first), so that a
+runner's workers on other machines read them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
@@ -695,20 +697,25 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     from seqwatch.pipelines.object_store import is_remote
 
     output = config.output
-    # the patched copies: local files, beside a local output (its run reads them), else in a temporary folder
-    work = Path(tempfile.mkdtemp(prefix="seqwatch-replay-")) if is_remote(output) else Path(output) / REPLAY_DIR
+    # the patched copies: local files, beside a local output (its run reads them); for an output on an object
+    # store, made in a temporary folder and put beside the output there, where the run reads them (a runner's
+    # workers on other machines, Dataflow's, could not read this machine's files)
+    remote = is_remote(output)
+    work = Path(tempfile.mkdtemp(prefix="seqwatch-replay-")) if remote else Path(output) / REPLAY_DIR
     shutil.rmtree(work, ignore_errors=True)
+    stored = f"{output.rstrip('/')}/{REPLAY_DIR}"
     try:
         patch = with_earlier_edits(records, carried, context)
-        copies = prepare_inputs(patch, work, mapping.sep, context)
+        local_copies = prepare_inputs(patch, work, mapping.sep, context)
+        copies = _put_copies(local_copies, work, stored) if remote else local_copies  # what the run reads
         run_id = config.run_id or "replay-" + hashlib.sha256(
             json.dumps([sorted(patch[["source", "line", "column", "raw"]].astype(str).values.tolist()),
                         mapping.to_dict(), suite, settings, _model_and_suite(config.model_dir, suite)],
                        sort_keys=True).encode()).hexdigest()[:12]
         # each replayed line's text in its source and in the copy, read once for both uses below
         compared = compared_lines(pd.concat([everything.loc[everything["reason_code"] == "duplicate",
-                                                            ["source", "line"]], patch[["source", "line"]]]), copies,
-                                  mapping.sep)
+                                                            ["source", "line"]], patch[["source", "line"]]]),
+                                  local_copies, mapping.sep)
         # (no calibration state of its own: the entities of the sources it does not re-run would be the state's
         # the run started from, not the run's own)
         run = RunConfig(inputs=tuple(sorted(copies)), output=output, model_dir=config.model_dir,
@@ -716,9 +723,16 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
                         known_duplicates=known_duplicates(everything, copies, compared), **settings)
         manifest = run_batch(run, beam_args, now_us=now_us)
         again = _rewrite_sources(output, copies)
-        edits = fixed_texts(patch, copies, compared)
+        edits = fixed_texts(patch, local_copies, compared)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if remote:
+            from seqwatch.pipelines.sinks import delete_path
+            try:
+                delete_path(stored)
+            except Exception:  # a store that refuses now: the copies stay, named, and a rerun replaces them
+                print(f"seqwatch replay: note: the patched copies in {stored} could not be deleted; delete them",
+                      file=sys.stderr)
     from seqwatch.pipelines.batch import _canonical_path
 
     replaced = manifest.get("replaced_run")
@@ -741,6 +755,20 @@ def _replay_locked(config: ReplayConfig, records: pd.DataFrame, everything: pd.D
     manifest["replay"]["fixed_lines"] = len(edits)
     write_json(manifest, f"{output.rstrip('/')}/manifest.json")
     return manifest
+
+
+def _put_copies(copies: dict[str, str], work: Path, folder: str) -> dict[str, str]:
+    """Put the local ``copies`` (copy path -> source, under ``work``) under ``folder`` on an object store, each at
+    its path relative to ``work``; returns stored copy -> source."""
+    from apache_beam.io.filesystems import FileSystems
+
+    stored = {}
+    for copy, source in copies.items():
+        target = f"{folder}/{Path(copy).relative_to(work).as_posix()}"
+        with open(copy, "rb") as f, FileSystems.create(target) as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+        stored[target] = source
+    return stored
 
 
 def _model_and_suite(model_dir: str, suite: str) -> list:

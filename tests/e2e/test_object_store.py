@@ -192,7 +192,8 @@ def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_t
     """A replay of a run on S3: its quarantine, its sources and its output there. Before 2026-12-05 a replay refused
     a quarantine or an output on S3 (it copies and edits the records' files), and told to replay a copy of the run's
     output made here, it called the run's sources on S3 "gone" (a replay with its output here was run by hand, and
-    its local copies are those of every local replay)."""
+    its local copies are those of every local replay). Since 2026-12-06 (session 48) its patched copies lie on S3
+    beside its output while it runs, not on this machine."""
     monkeypatch.chdir(tmp_path)  # where an s3:// path taken for a local one would have made a folder "s3:"
     pump = s3_store.url("plant/day1/pump-01.csv")
     own = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("out"), "--output", s3_store.url("out/"),
@@ -212,9 +213,25 @@ def test_a_replay_reads_its_quarantine_and_sources_on_s3_and_writes_its_output_t
     record = {**_remote_table(s3_store, "out/quarantine").to_pylist()[0], "raw": fixed_text}
     s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="fixed/quarantine/fixed.jsonl",
                                Body=json.dumps(record, default=str).encode() + b"\n")
-    there = _seqwatch(s3_store, "replay", "--quarantine", s3_store.url("fixed"), "--output",
-                      s3_store.url("replayed"), "--model-dir", str(small_model_dir), *s3_store.beam_flags)
-    assert there.returncode == 0, there.stderr[-3000:]
+    # Run here, in this process, to see what its batch run is given: the patched copy on S3, beside the replay's
+    # output, where a runner's workers on other machines can read it (it had been a file of this machine).
+    from apache_beam.io.filesystems import FileSystems
+
+    from seqwatch.pipelines import batch
+    from seqwatch.pipelines.cli import main
+
+    given, real_run_batch = [], batch.run_batch
+
+    def run_batch(config, *args, **kwargs):
+        given.extend((path, FileSystems.exists(path)) for path in config.inputs)
+        return real_run_batch(config, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "run_batch", run_batch)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, s3_store.env[name])
+    assert main(["replay", "--quarantine", s3_store.url("fixed"), "--output", s3_store.url("replayed"),
+                 "--model-dir", str(small_model_dir), *s3_store.beam_flags]) == 0
+    assert given == [(s3_store.url("replayed/_replay_inputs/0000/pump-01.csv"), True)]
     manifest = json.loads(s3_store.read("replayed/manifest.json"))
     assert (manifest["records_in"], manifest["records_scored"], manifest["records_quarantined"]) == (3600, 3600, 0)
     assert (manifest["replay"]["scored_now"], manifest["replay"]["fixed_lines"]) == (4, 1)
