@@ -276,10 +276,27 @@ class StreamOutputs:
         return tuple(int(g) for g in found.groups())
 
     @staticmethod
-    def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400):
+    def run_watching_alerts(command: list, out: Path, log_path: Path, on_first_alert=None, timeout_s: float = 400,
+                            undo_first_alert=None):
         """Run ``command`` (its output to ``log_path``: a pipe would fill up) until it ends; returns
         ``(return code, log, seconds it ran on after its first alert file appeared, or None)``.
-        ``on_first_alert()`` is called once, when that file appears."""
+        ``on_first_alert()`` is called once, when that file appears. A job that one of Prism's own bugs failed
+        (``PRISM_BUGS``) runs once more into an empty ``out``, after ``undo_first_alert()`` where
+        ``on_first_alert`` was called; the rerun is a warning in the suite's summary."""
+        result = StreamOutputs._watching_alerts(command, out, log_path, on_first_alert, timeout_s)
+        if result[0] != 0 and prism_bug(result[1]):
+            import warnings
+
+            warnings.warn(f"Prism failed a stream with a bug of its own ({prism_bug(result[1])}); run again into "
+                          f"{out}")
+            if result[2] is not None and undo_first_alert is not None:
+                undo_first_alert()
+            shutil.rmtree(out, ignore_errors=True)
+            result = StreamOutputs._watching_alerts(command, out, log_path, on_first_alert, timeout_s)
+        return result
+
+    @staticmethod
+    def _watching_alerts(command: list, out: Path, log_path: Path, on_first_alert, timeout_s: float):
         with open(log_path, "w") as log_file:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, text=True)
             first_alert_at, deadline = None, time.monotonic() + timeout_s
@@ -295,6 +312,23 @@ class StreamOutputs:
                 process.wait()
         after = None if first_alert_at is None else finished_at - first_alert_at
         return process.returncode, log_path.read_text(), after
+
+
+# Prism 2.77.0's own bugs, each of which has failed a stream of the suite now and then on this 2-core machine, and
+# each of whose runs passed when run again: its check for a job it no longer moves on ("a bug of Prism's", it says;
+# the message it sends for it does not reach the SDK: invalid UTF-8), and a panic where a transform the runner runs
+# itself (a Flatten) goes 100 ms without a CPU between its bundle and its end: the progress ticker fires, and Prism
+# asks a worker the runner-side bundle does not have (stage.Execute with a nil worker; once in some 50 runs of the
+# suite, 2026-12-06).
+PRISM_BUGS = ("nothing in progress and no refreshes with non zero pending elements",
+              "string field contains invalid UTF-8",
+              "panic in stage.Execute bundle processing goroutine: runtime error: invalid memory address or nil pointer "
+              "dereference")
+
+
+def prism_bug(log: str) -> str | None:
+    """The sign of one of ``PRISM_BUGS`` in a stream's log, or None."""
+    return next((sign for sign in PRISM_BUGS if sign in log), None)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
+from tests.streaming.conftest import prism_bug
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +35,17 @@ def _seqwatch_stream(model_dir, out, *args):
             str(out), "--flush-window", "600", *args]
 
 
-# Prism 2.77.0's own check for a job it no longer moves on ("a bug of Prism's", it says); the message it sends for
-# it does not reach the SDK (invalid UTF-8), so the stream says that the runner failed the job without saying why
-PRISM_STUCK = ("nothing in progress and no refreshes with non zero pending elements",
-               "string field contains invalid UTF-8")
-
-
 def _run_replay(command: list, out, timeout: float = 400) -> subprocess.CompletedProcess:
     """``command``, a replayed stream into ``out``, run to its end, and run once more from an empty ``out`` when
-    Prism failed its job with its stuck-job check: a Prism bug that failed 3 replayed streams of this file in some
-    40 runs of the suite (README, "Tests"), each of which passed when run again. The rerun is a warning in the
-    suite's summary; any other failure, or the check failing the job twice, fails the test."""
+    one of Prism's own bugs failed its job (``conftest.PRISM_BUGS``; its stuck-job check failed 3 replayed streams
+    of this file in some 40 runs of the suite, README "Tests", each of which passed when run again). The rerun is a
+    warning in the suite's summary; any other failure, or a bug failing the job twice, fails the test."""
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0 and any(sign in result.stderr for sign in PRISM_STUCK):
+    if result.returncode != 0 and prism_bug(result.stderr):
         import warnings
 
-        warnings.warn(f"Prism failed a replayed stream with its stuck-job check (a Prism bug); run again into {out}")
+        warnings.warn(f"Prism failed a replayed stream with a bug of its own ({prism_bug(result.stderr)}); run "
+                      f"again into {out}")
         shutil.rmtree(out, ignore_errors=True)
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return result
@@ -405,7 +401,8 @@ def test_a_new_model_version_is_picked_up_mid_stream(long_readings, small_model_
     returncode, log, ran_on_s = stream_outputs.run_watching_alerts(
         _stream_command(root, out, prism_location, "--source", "replay", "--input", str(path), "--speed", "250",
                         "--watch-models", "1"), out, tmp_path / "stream.log",
-        on_first_alert=lambda: shutil.copytree(staged, root / "2026-02"))
+        on_first_alert=lambda: shutil.copytree(staged, root / "2026-02"),
+        undo_first_alert=lambda: shutil.rmtree(root / "2026-02"))
     assert returncode == 0, log[-3000:]
     assert ran_on_s is not None and ran_on_s > 5, (
         f"the replay ended before the swap ({ran_on_s} s after the first alert); files written at (s after the "
