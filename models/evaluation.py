@@ -1003,8 +1003,9 @@ def _as_intervals(intervals: Any, name: str) -> tuple[np.ndarray, np.ndarray, st
     return starts, ends, kind
 
 
-def _overlaps_any(starts: np.ndarray, ends: np.ndarray, o_starts: np.ndarray, o_ends: np.ndarray) -> np.ndarray:
-    """For each interval, whether it overlaps any of the other (sorted, disjoint) intervals."""
+def overlaps_any(starts: np.ndarray, ends: np.ndarray, o_starts: np.ndarray, o_ends: np.ndarray) -> np.ndarray:
+    """For each interval ``[starts, ends]`` (inclusive), whether it overlaps any of the other (sorted, disjoint)
+    intervals ``[o_starts, o_ends]``: the overlap rule of ``event_metrics``."""
     if o_starts.size == 0:
         return np.zeros(starts.size, dtype=bool)
     j = np.searchsorted(o_ends, starts, side="left")  # first other interval ending at or after our start
@@ -1056,8 +1057,8 @@ def event_metrics(
             "true_events and predicted_events must use the same kind of bounds (numbers or timestamps), "
             f"got {tkind!r} and {pkind!r}"
         )
-    detected = int(_overlaps_any(ts, te, ps, pe).sum())
-    tp_pred = int(_overlaps_any(ps, pe, ts, te).sum())
+    detected = int(overlaps_any(ts, te, ps, pe).sum())
+    tp_pred = int(overlaps_any(ps, pe, ts, te).sum())
     precision = _ratio(tp_pred, ps.size, zd)
     recall = _ratio(detected, ts.size, zd)
     return EventMetrics(

@@ -492,6 +492,10 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
     try:
         p = beam.Pipeline(options=options)
         build_pipeline(p, plan)
+        # a Ctrl-C or SIGTERM taken while the graph was built, its exception dropped by Python (inside a gc
+        # callback), stops the run here, before it reads anything: its redelivery from another thread had come
+        # after a small input's whole pipeline on a loaded machine (make test, 2026-12-06)
+        interrupts.stop_if_taken()
         result = p.run()
         result.wait_until_finish()
         counts = read_json(FileSystems.join(plan.staging, COUNTS_FILE))

@@ -6,7 +6,8 @@ object store: tested on S3) and a labels file (CSV or Parquet: ``entity_id, star
 without an ``end`` (no column, or a blank) is the instant of its start, as a ticket's time; other columns are
 ignored) and gives:
 
-- **event level**, as the range metrics of ``seqwatch.models.evaluation.event_metrics``: an incident is found
+- **event level**, as the range metrics of ``seqwatch.models.evaluation.event_metrics`` (its overlap rule,
+  ``overlaps_any``, on each entity's merged intervals): an incident is found
   when an alert of its entity overlaps it, and an alert is true when it overlaps an incident of its entity
   (recall = incidents found / incidents, precision = true alerts / alerts, F1 of the two), over all entities
   and per entity; with a ``tolerance``, each incident is widened by that much on both sides first (an alert a
@@ -14,10 +15,10 @@ ignored) and gives:
 - **window level**: ROC AUC and PR AUC (average precision) of the scored windows' scores, a window counting as
   anomalous when it overlaps a (widened) incident of its entity: how well the scores rank, whatever the threshold.
 
-Only what the run could have seen is judged: an incident of an entity the run did not score, or outside the time
-its windows cover (widened by the tolerance), is left out (and counted as such), so one day's run can be held against a year's log.
-Overlapping incidents of an entity count as one. A stream's incident still open (its notice in ``alerts_open/``)
-counts from its start to the entity's last scored window.
+Only what the run could have seen is judged: an incident of an entity the run did not score, or outside the time its
+windows cover (widened by the tolerance), is left out (and counted as such), so one day's run can be held against a
+year's log. Overlapping incidents of an entity count as one. A stream's incident still open (its notice in
+``alerts_open/``) counts from its start to the entity's last scored window.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from seqwatch.models.detector import as_micros
-from seqwatch.models.evaluation import event_metrics, pr_auc, roc_auc
+from seqwatch.models.evaluation import overlaps_any, pr_auc, roc_auc
 
 LABEL_COLUMNS = ("entity_id", "start")  # and "end"; without it each incident is the instant of its start
 
@@ -43,7 +44,8 @@ def read_incidents(path: str) -> pd.DataFrame:
         raise ValueError(f"the labels file {path} does not exist")
     try:
         with FileSystems.open(path, compression_type="uncompressed") as f:
-            frame = pd.read_parquet(f) if path.lower().endswith(".parquet") else pd.read_csv(f, dtype={"entity_id": str})
+            frame = pd.read_parquet(f) if path.lower().endswith(".parquet") else \
+                pd.read_csv(f, dtype={"entity_id": str})
     except Exception as exc:  # pandas and pyarrow raise many types for a file that is not what it says
         raise ValueError(f"the labels file {path} could not be read ({exc.__class__.__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -118,12 +120,6 @@ def merged_intervals(starts, ends) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(out_s, dtype=np.int64), np.asarray(out_e, dtype=np.int64)
 
 
-def _overlapping(starts: np.ndarray, ends: np.ndarray, i_starts: np.ndarray, i_ends: np.ndarray) -> np.ndarray:
-    """Whether each interval ``[starts, ends]`` overlaps one of the sorted, disjoint intervals ``i_*``."""
-    at = np.searchsorted(i_starts, ends, side="right") - 1
-    return (at >= 0) & (i_ends[np.maximum(at, 0)] >= starts)
-
-
 def _shown(us: int) -> str:
     return pd.Timestamp(int(us), unit="us", tz="UTC").isoformat()
 
@@ -169,23 +165,19 @@ def evaluate_run(output: str, labels: str, tolerance_us: int = 0) -> dict:
         if last is not None:
             alert_end = np.minimum(alert_end, last)  # a stream's open incident: to the last window
         pred_s, pred_e = merged_intervals(theirs["start_us"], alert_end)
-        result = event_metrics(list(zip(true_s.tolist(), true_e.tolist())),
-                               list(zip(pred_s.tolist(), pred_e.tolist())))
-        entities[entity] = {"incidents": result.n_true_events, "found": result.detected_events,
-                            "alerts": result.n_predicted_events, "true_alerts": result.true_positive_predictions}
-        totals["incidents"] += result.n_true_events
-        totals["found"] += result.detected_events
-        totals["alerts"] += result.n_predicted_events
-        totals["true_alerts"] += result.true_positive_predictions
-        found = _overlapping(true_s, true_e, pred_s, pred_e) if pred_s.size else np.zeros(true_s.size, bool)
+        found = overlaps_any(true_s, true_e, pred_s, pred_e)
+        true = overlaps_any(pred_s, pred_e, true_s, true_e)
+        entities[entity] = {"incidents": int(true_s.size), "found": int(found.sum()), "alerts": int(pred_s.size),
+                            "true_alerts": int(true.sum())}
+        for key, n in entities[entity].items():
+            totals[key] += n
         missed += [{"entity_id": entity, "start": _shown(a + tolerance_us), "end": _shown(b - tolerance_us)}
                    for a, b, hit in zip(true_s.tolist(), true_e.tolist(), found) if not hit]
-        true = _overlapping(pred_s, pred_e, true_s, true_e) if true_s.size else np.zeros(pred_s.size, bool)
         false_alerts += [{"entity_id": entity, "start": _shown(a), "end": _shown(b)}
                          for a, b, hit in zip(pred_s.tolist(), pred_e.tolist(), true) if not hit]
         rows = windows_of.get(entity, np.zeros(0, dtype=np.int64))
-        if rows.size and true_s.size:
-            window_labels[rows] = _overlapping(scores["start_us"].to_numpy()[rows], scores["end_us"].to_numpy()[rows],
+        if rows.size:
+            window_labels[rows] = overlaps_any(scores["start_us"].to_numpy()[rows], scores["end_us"].to_numpy()[rows],
                                                true_s, true_e)
     left_out["entity_not_scored"] = int((~incidents["entity_id"].isin(set(spans.index))).sum())
     precision = _ratio(totals["true_alerts"], totals["alerts"])

@@ -29,7 +29,8 @@ def _run_folder(root):
                "threshold": 3.0, "severity": "high", "windows": 2, "top_channels": ["flow"], "model_id": "m",
                "model_version": "v1", "run_id": "r"}
         (root / "alerts" / entity).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([row], schema=ALERT_SCHEMA), root / "alerts" / entity / f"{alert_id}.parquet")
+        pq.write_table(pa.Table.from_pylist([row], schema=ALERT_SCHEMA),
+                       root / "alerts" / entity / f"{alert_id}.parquet")
     # windows: (entity, start, end, score); pump-01's first and third overlap an incident
     windows = [("pump-01", 9, 11, 5.0), ("pump-01", 30, 32, 1.0), ("pump-01", 39, 41, 2.0), ("pump-01", 50, 52, 4.0),
                ("pump-02", 0, 2, 0.5), ("pump-02", 58, 60, 0.7)]

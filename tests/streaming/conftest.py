@@ -322,8 +322,8 @@ class StreamOutputs:
 # suite, 2026-12-06).
 PRISM_BUGS = ("nothing in progress and no refreshes with non zero pending elements",
               "string field contains invalid UTF-8",
-              "panic in stage.Execute bundle processing goroutine: runtime error: invalid memory address or nil pointer "
-              "dereference")
+              "panic in stage.Execute bundle processing goroutine: runtime error: invalid memory address or nil "
+              "pointer dereference")
 
 
 def prism_bug(log: str) -> str | None:
