@@ -7,6 +7,7 @@ can get wrong before starting (inputs, model, columns), runs the pipeline into a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -29,7 +30,7 @@ from seqwatch.pipelines.graph import (COUNTS_FILE, RunPlan, SourceOutputs, build
 from seqwatch.pipelines.locality import file_spans
 from seqwatch.pipelines.object_store import (folders_matching, move_path, open_as_stored, path_exists, read_bytes,
                                               store_error, store_sentence)
-from seqwatch.pipelines.output_lock import OutputBusy, output_lock
+from seqwatch.pipelines.output_lock import LockRefused, OutputBusy, output_lock
 from seqwatch.pipelines.parsing import FileLayout, partition_clash
 from seqwatch.pipelines.sinks import MAX_SCORE_FILES
 from seqwatch.pipelines.stage_metrics import stage_seconds
@@ -44,6 +45,11 @@ from seqwatch.schemas.validation import load_suite_dict, with_earliest
 SINKS = ("alerts", "forecasts", "scores", "quarantine")
 MANIFEST_FILE = "manifest.json"
 EMPTY_SINK_FILE = "empty.parquet"  # what a sink folder holds when a run wrote nothing to it: no row, its schema
+# A run that commits in its job stages here: no other run deletes such a folder as a killed run's (it has no lock
+# while its job runs; see CommitInJob)
+JOB_STAGING_PREFIX = "_job-staging-"
+# How long a job's commit waits for the output's lock, held by another run or another job's commit
+COMMIT_LOCK_WAIT_S = 3600.0
 
 
 class RunError(Exception):
@@ -205,7 +211,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
             digest.update(_canonical_path(path).encode() + file_digest.encode())
         run_id = "run-" + digest.hexdigest()[:12]
     now_us = now_us if now_us is not None else int(time.time() * 1e6)
-    staging = FileSystems.join(config.output, f"_staging-{run_id}")
+    staging = FileSystems.join(config.output, (JOB_STAGING_PREFIX if config.commit_in_job else "_staging-") + run_id)
     spans = file_spans(paths, config.mapping) if config.local_panes else None
     clash = partition_clash(spans.spans) if spans is not None else None
     if clash:
@@ -470,6 +476,8 @@ def run_batch(config: RunConfig, beam_args: list[str] | None = None, now_us: int
         if store_error(exc) is None:
             raise
         raise RunError(store_sentence(exc)) from None
+    if config.commit_in_job:
+        return _run_committing_in_job(plan, beam_args, started)
     try:
         with output_lock(config.output, "run", plan.run_id) as locked:
             return _run_locked(plan, beam_args, started, locked)
@@ -499,21 +507,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
         result = p.run()
         result.wait_until_finish()
         counts = read_json(FileSystems.join(plan.staging, COUNTS_FILE))
-        records_in = counts.get("records_in", 0)
-        if records_in == 0:
-            raise RunError(f"the input holds no records ({len(plan.paths)} file(s) are empty or have only a header)")
-        accounted = counts.get("records_scored", 0) + counts.get("records_quarantined", 0)
-        if accounted != records_in:
-            raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
-                           f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
-        # the manifest's count of files is of the files it lists (the bug hunt of outputs): the placeholders of
-        # empty sinks and the calibration state too
-        written = _fill_empty_sinks(plan.staging) + config.writes_calibration_state
-        if written:
-            counts["files_written"] = counts.get("files_written", 0) + written
-        manifest = _manifest(plan, started, workers, counts, stage_seconds(result),
-                             _previous_run(output, plan.run_id, list(plan.paths)))
-        write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
+        manifest = _staged_manifest(plan, counts, started, workers, stage_seconds(result), _working_dir())
         with interrupts.held_back():
             _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     except (OSError, RuntimeError) as exc:
@@ -529,6 +523,159 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
     finally:
         _delete(plan.staging)
     return manifest
+
+
+def _staged_manifest(plan: RunPlan, counts: dict, started: float, workers: int, stage_times: dict,
+                     working_dir: dict) -> dict:
+    """Once the pipeline has written its outputs under ``plan.staging``: check its ``counts`` (a ``RunError`` for an
+    input of no records, or counts that do not reconcile), give each sink that received no row its empty file, and
+    write the manifest there (returned). Under the output lock: it names the run whose outputs it replaces."""
+    records_in = counts.get("records_in", 0)
+    if records_in == 0:
+        raise RunError(f"the input holds no records ({len(plan.paths)} file(s) are empty or have only a header)")
+    accounted = counts.get("records_scored", 0) + counts.get("records_quarantined", 0)
+    if accounted != records_in:
+        raise RunError(f"counts do not reconcile: {records_in} records in, {counts.get('records_scored', 0)} "
+                       f"scored + {counts.get('records_quarantined', 0)} quarantined; outputs were not committed")
+    counts = dict(counts)
+    # the manifest's count of files is of the files it lists (the bug hunt of outputs): the placeholders of
+    # empty sinks and the calibration state too
+    written = _fill_empty_sinks(plan.staging) + plan.config.writes_calibration_state
+    if written:
+        counts["files_written"] = counts.get("files_written", 0) + written
+    manifest = _manifest(plan, started, workers, counts, stage_times,
+                         _previous_run(plan.config.output, plan.run_id, list(plan.paths)), working_dir)
+    write_json(manifest, FileSystems.join(plan.staging, MANIFEST_FILE))
+    return manifest
+
+
+def _run_committing_in_job(plan: RunPlan, beam_args: list[str] | None, started: float) -> dict:
+    """``run_batch`` with ``commit_in_job``: the checks a run makes of its output before it starts (read only: this
+    process takes no lock, which could not outlive it), then the job, whose last step commits (``CommitInJob``).
+    Returns the manifest where the job ran to its end here (the DirectRunner, a portable runner's workers in this
+    process), else ``{"run_id", "output", "job_state", "submitted": True}`` once the runner has the job."""
+    output = plan.config.output
+    _check_sinks_replaceable(output)
+    _check_no_stream_outputs(output)
+    _check_nothing_set_aside(output, clear=False)
+    _delete(plan.staging)
+    options, workers = _options(list(beam_args or []), plan.config, plan.paths, plan.estimated_readings)
+    p = beam.Pipeline(options=options)
+    graph = build_pipeline(p, plan)
+    graph["counts"] | "CommitInJob" >> CommitInJob(plan, started, workers, _working_dir())
+    interrupts.stop_if_taken()
+    try:
+        result = p.run()
+        if not _job_runs_here(options):
+            return {"run_id": plan.run_id, "output": output, "job_state": str(result.state), "submitted": True}
+        result.wait_until_finish()
+    except (OSError, RuntimeError, RunError) as exc:
+        said = _failure_in_job(exc)
+        if said is not None:
+            raise RunError(said) from None
+        reason = write_failure(exc)
+        if reason is not None:
+            raise RunError(f"could not write the outputs under {output} ({reason}); nothing was committed") from None
+        raise
+    return read_json(FileSystems.join(output, MANIFEST_FILE))
+
+
+def _job_runs_here(options: PipelineOptions) -> bool:
+    """Whether a job's workers live in this process, so that it must wait for the job's end (the DirectRunner's
+    engine, a portable runner's LOOPBACK environment): a Dataflow job, or a Flink or Prism job of EXTERNAL, PROCESS
+    or DOCKER workers, runs on without it."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    from seqwatch.pipelines.runners import DIRECT_RUNNERS, runner_name
+
+    name = runner_name(options)
+    if name in DIRECT_RUNNERS or name in ("localrunner", "fnapirunner"):
+        return True
+    if name in ("dataflowrunner", "testdataflowrunner"):
+        return False
+    environment = (options.view_as(PortableOptions).environment_type or "").upper()
+    return environment in ("", "LOOPBACK")
+
+
+def _failure_in_job(exc: BaseException) -> str | None:
+    """The sentence of a ``RunError`` that a step of the job raised (its commit's: an input of no records, counts
+    that do not reconcile, a lock not had in time), which the runner re-raises inside its own error; None
+    otherwise."""
+    import re
+
+    if isinstance(exc, RunError):  # the in-process runner's, the step's name added to it
+        return re.sub(r" \[while running '[^']*'\]$", "", str(exc))
+    found = re.search(r"RunError: (.+?)(?: \[while running '[^']*'\])?$", str(exc), re.M)
+    return found.group(1) if found else None
+
+
+class CommitInJob(beam.PTransform):
+    """A batch run's commit as its job's last step, for launchers that do not wait for the job's end (a Dataflow
+    Flex Template, whose launcher submits the job and goes; ``seqwatch run --commit-in-job``). Applied to the
+    run's counts, which the pipeline makes once every sink has written its files (the calibration state's
+    count included): it checks them, writes the manifest, and moves the staged outputs into place under the
+    output's lock (``commit_in_job``)."""
+
+    def __init__(self, plan: RunPlan, started: float, workers: int, working_dir: dict):
+        super().__init__()
+        self.plan, self.started, self.workers, self.working_dir = plan, started, workers, working_dir
+
+    def expand(self, counts):
+        plan, started, workers, working_dir = self.plan, self.started, self.workers, self.working_dir
+        return counts | "Commit" >> beam.Map(lambda c: commit_in_job(plan, c, started, workers, working_dir))
+
+
+def commit_in_job(plan: RunPlan, counts: dict, started: float, workers: int, working_dir: dict,
+                  wait_s: float | None = None) -> dict:
+    """Commit a run whose job staged its outputs under ``plan.staging`` and counted ``counts``: with the output's
+    lock (waited for up to ``wait_s``, ``COMMIT_LOCK_WAIT_S`` by default: another run may hold it for its whole
+    run), check the folder as a run does before it starts, write the manifest and move the outputs into place;
+    returns the manifest. Run again after it finished (a runner's retry of the step), it returns the committed
+    manifest. A ``RunError`` (nothing to commit, a lock not had) deletes the staged outputs; other errors leave
+    them for a retry."""
+    output = plan.config.output
+    if not path_exists(plan.staging):
+        if _commit_finished(output, plan.run_id):
+            return read_json(FileSystems.join(output, MANIFEST_FILE))
+        raise RunError(f"the staged outputs of run {plan.run_id} are gone from {plan.staging}, so nothing was "
+                       f"committed; run it again")
+    try:
+        with _output_lock_waiting(output, plan.run_id, COMMIT_LOCK_WAIT_S if wait_s is None else wait_s) as locked:
+            _check_sinks_replaceable(output)
+            _check_no_stream_outputs(output)
+            _check_nothing_set_aside(output, clear=locked)
+            manifest = _staged_manifest(plan, counts, started, workers, {}, working_dir)
+            _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
+    except RunError:
+        _delete(plan.staging)
+        raise
+    _delete(plan.staging)
+    return manifest
+
+
+@contextlib.contextmanager
+def _output_lock_waiting(output: str, run_id: str, wait_s: float):
+    """``output_lock`` for a job's commit, waiting while another job holds it (a ``RunError`` after ``wait_s``, or
+    at once where the store refuses the lock)."""
+    import logging
+
+    deadline, said = time.monotonic() + wait_s, 0.0
+    held = contextlib.ExitStack()
+    while True:
+        try:
+            locked = held.enter_context(output_lock(output, "run", run_id))
+            break
+        except LockRefused as exc:
+            raise RunError(str(exc)) from None
+        except OutputBusy as exc:
+            if time.monotonic() >= deadline:
+                raise RunError(f"{exc}; the job waited {wait_s:g} s for it, so nothing was committed") from None
+            if time.monotonic() - said >= 60:
+                logging.getLogger(__name__).warning("the commit waits for the output's lock: %s", exc)
+                said = time.monotonic()
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    with held:
+        yield locked
 
 
 def _read_failure(exc: BaseException, inputs) -> str | None:
@@ -573,7 +720,7 @@ def write_failure(exc: BaseException) -> str | None:
 
 
 def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_times: dict,
-              replaced: dict | None) -> dict:
+              replaced: dict | None, working_dir: dict) -> dict:
     """What ``<output>/manifest.json`` says of a run whose outputs are staged."""
     config = plan.config
     manifest = {
@@ -593,7 +740,7 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         **({"input_digests": dict(plan.input_digests)} if plan.input_digests else {}),
         # where relative input paths (and the quarantine's sources, named as given) lie: a replay started from
         # another folder finds them there
-        **_working_dir(),
+        **working_dir,
         # files that hold readings of one entity, joined (locality.FileSpans.file_groups): a replay of one re-runs
         # them all (absent where the inputs could not be indexed without parsing them whole)
         **({"input_groups": plan.spans.file_groups()} if plan.spans is not None else {}),
@@ -601,7 +748,8 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         "records_scored": counts.get("records_scored", 0),
         "records_quarantined": counts.get("records_quarantined", 0),
         "stages": {k: v for k, v in sorted({"alerts": 0, **counts}.items())},  # no alert is a count of 0
-        "stage_seconds": stage_times,
+        "stage_seconds": stage_times,  # none where the job committed itself (its runner's metrics are not there)
+        **({"committed_by": "job"} if config.commit_in_job else {}),
         # the files as they will lie under the output (each staged sink moves there whole)
         "outputs": {sink: _files_under(str(Path(plan.staging) / sink)) for sink in SINKS},
     }

@@ -796,7 +796,8 @@ def _run_config(args):
                          pane_steps=DEFAULT_PANE_STEPS if args.pane_steps is None else args.pane_steps,
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
                          online_calibration=args.online_calibration, calibration_from=args.calibration_from or "",
-                         calibration_keep_days=keep_days, earliest_us=_earliest_us(args))
+                         calibration_keep_days=keep_days, earliest_us=_earliest_us(args),
+                         commit_in_job=getattr(args, "commit_in_job", False))
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
 
@@ -1065,6 +1066,11 @@ def cmd_run(args, beam_args) -> int:
         manifest = run_batch(_run_config(args), beam_args)
     except RunError as exc:
         raise CliError(str(exc)) from None
+    if manifest.get("submitted"):  # --commit-in-job on a runner that runs the job without this process
+        print(json.dumps(manifest, indent=1))
+        print(f"seqwatch run: the job is submitted ({manifest['job_state']}); its last step moves the outputs into "
+              f"place under {args.output} and writes manifest.json there", file=sys.stderr)
+        return 0
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
     used, model = manifest["settings"]["pane_steps"], manifest["model"]
@@ -1583,6 +1589,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--earliest", metavar="DATE", help=EARLIEST_HELP)
     run.add_argument("--workers", type=int, default=0,
                      help="DirectRunner worker processes (default 0: one per core for inputs of 8M readings or more)")
+    run.add_argument("--commit-in-job", action="store_true",
+                     help="move the outputs into place and write manifest.json as the job's last step, and return "
+                          "once the runner has the job, for a launcher that does not wait for its end (a Dataflow "
+                          "Flex Template: deploy/dataflow/flex-template); the DirectRunner still runs it to its end "
+                          "first")
 
     replay = sub.add_parser("replay", help="feed quarantined records back through the pipeline after a fix")
     from seqwatch.pipelines.replay import add_arguments

@@ -47,7 +47,9 @@ class RunConfig:
     (``seqwatch.pipelines.calibration_state``); ``calibration_keep_days`` (0: for ever) leaves out of the state it
     writes the entities whose last window ended more than that many days before the newest. ``known_duplicates``: ``(source, line, channel)`` of readings
     to quarantine as ``duplicate`` before any check (a replay's: readings its run quarantined as repeats of a reading
-    it kept, which may lie in a file the replay does not read)."""
+    it kept, which may lie in a file the replay does not read). ``commit_in_job``: the job's last step moves
+    the outputs into place and writes the manifest, not the process that launched it (``batch.CommitInJob``), so
+    a launcher that does not wait for the job's end (a Dataflow Flex Template) leaves committed outputs."""
 
     inputs: tuple
     output: str
@@ -67,6 +69,7 @@ class RunConfig:
     calibration_keep_days: float = 0.0
     keep_calibration_state: bool = True
     known_duplicates: tuple = ()
+    commit_in_job: bool = False
 
     def __post_init__(self):
         if not self.inputs:
@@ -110,7 +113,8 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["mapping"] = self.mapping.to_dict()
         data["inputs"] = list(self.inputs)
-        for where in ("run_id", "output", "local_panes", "workers", "keep_calibration_state"):  # not what
+        for where in ("run_id", "output", "local_panes", "workers", "keep_calibration_state",
+                      "commit_in_job"):  # not what
             data.pop(where)
         for added in ("alert_cooldown_us", "online_calibration", "calibration_from", "calibration_keep_days",
                       "known_duplicates"):

@@ -296,8 +296,14 @@ def write_detections(found: dict, run_id: str, root: str, flush_window_s: float 
                   | "AllCountsFromZero" >> beam.Flatten()
                   | "SumCounts" >> beam.CombinePerKey(sum)
                   | "CountsDict" >> beam.combiners.ToDict().without_defaults())
-        counts | "WriteCounts" >> beam.Map(write_json, FileSystems.join(root, COUNTS_FILE))
+        # the dict once its file is written (a job that commits itself goes on from it: batch.CommitInJob)
+        counts = counts | "WriteCounts" >> beam.Map(_written_json, FileSystems.join(root, COUNTS_FILE))
     return counts
+
+
+def _written_json(data: dict, path: str) -> dict:
+    write_json(data, path)
+    return data
 
 
 def sum_counts(pairs) -> dict:

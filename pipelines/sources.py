@@ -1050,7 +1050,8 @@ def _written_folders(output: str) -> tuple:
     files under an --output, as when it is the input folder itself, are not its own)."""
     if "://" in output or not os.path.isdir(output):
         return _OUTPUT_FOLDERS
-    return _OUTPUT_FOLDERS + tuple(name for name in os.listdir(output) if name.startswith(("_staging-", "_previous-")))
+    return _OUTPUT_FOLDERS + tuple(name for name in os.listdir(output)
+                                   if name.startswith(("_staging-", "_job-staging-", "_previous-")))
 
 
 def _seqwatch_outputs(folder: str) -> tuple:
