@@ -1070,6 +1070,9 @@ def cmd_run(args, beam_args) -> int:
         print(json.dumps(manifest, indent=1))
         print(f"seqwatch run: the job is submitted ({manifest['job_state']}); its last step moves the outputs into "
               f"place under {args.output} and writes manifest.json there", file=sys.stderr)
+        if share is not None:
+            print(f"seqwatch run: note: --max-quarantined-share {share:g} is not checked, as this process does not "
+                  f"wait for the job's counts: read records_quarantined in the manifest", file=sys.stderr)
         return 0
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))

@@ -198,3 +198,23 @@ def test_a_run_and_labels_on_s3_evaluate_as_they_do_here(s3_store, tmp_path):
     assert {k: v for k, v in there.items() if k not in ("output", "labels")} == \
         {k: v for k, v in here.items() if k not in ("output", "labels")}
     assert there["found"] == 1 and there["roc_auc"] == pytest.approx(7 / 8)
+
+
+@pytest.mark.slow  # the emulator's start is shared, but each command starts its own interpreter
+def test_a_run_and_labels_on_gcs_evaluate_as_they_do_here(gcs_store, tmp_path):
+    """The same on Google Cloud Storage (gcp-storage-emulator, reached as the other commands reach it)."""
+    _run_folder(tmp_path / "out")
+    (tmp_path / "labels").mkdir()
+    _labels(tmp_path / "labels" / "incidents.csv")
+    output = gcs_store.put_folder(tmp_path / "out", "eval/out")
+    labels = gcs_store.put_folder(tmp_path / "labels", "eval/labels")
+    remote = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "evaluate", "--output", output,
+                             "--labels", f"{labels}/incidents.csv"], capture_output=True, text=True,
+                            env=gcs_store.env, timeout=120)
+    assert remote.returncode == 0, remote.stderr[-2000:]
+    here = json.loads(_cli("--output", tmp_path / "out", "--labels", tmp_path / "labels" / "incidents.csv").stdout)
+    there = json.loads(remote.stdout)
+    assert there["output"].startswith("gs://")
+    assert {k: v for k, v in there.items() if k not in ("output", "labels")} == \
+        {k: v for k, v in here.items() if k not in ("output", "labels")}
+    assert there["found"] == 1 and there["roc_auc"] == pytest.approx(7 / 8)

@@ -188,3 +188,51 @@ def test_the_launcher_waits_only_for_a_job_whose_workers_it_is(args, here):
     if not args:
         options.view_as(StandardOptions).runner = batch.LOCAL_RUNNER
     assert batch._job_runs_here(options) is here
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_launcher_that_submits_the_job_and_exits_leaves_committed_outputs(inputs, small_model_dir, tmp_path,
+                                                                             prism_endpoint):
+    """What a Flex Template's launcher does, on Prism: ``seqwatch run --commit-in-job`` submits the job to a job
+    server whose workers are a worker pool of their own (EXTERNAL), and exits while the job runs; the job commits."""
+    import os
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}  # the pool's `python`
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    out = tmp_path / "out"
+    try:
+        launch = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "run", "--input", str(inputs / "*.csv"),
+                                 "--format", "wide", "--model-dir", str(small_model_dir), "--output", str(out),
+                                 "--pane-steps", "256", "--commit-in-job", "--runner=PortableRunner",
+                                 f"--job_endpoint={prism_endpoint}", "--environment_type=EXTERNAL",
+                                 f"--environment_config=localhost:{port}"],
+                                capture_output=True, text=True, timeout=300)
+        assert launch.returncode == 0, launch.stderr[-3000:]
+        said = json.loads(launch.stdout)
+        assert said["submitted"] is True and said["output"] == str(out) and said["job_state"] != "DONE"
+        assert "the job is submitted" in launch.stderr
+        deadline = time.monotonic() + 240
+        while not (out / "manifest.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        manifest = json.loads((out / "manifest.json").read_text())
+    finally:
+        pool.kill()
+        pool.wait()
+    assert manifest["run_id"] == said["run_id"] and manifest["committed_by"] == "job"
+    assert manifest["records_in"] == manifest["records_scored"] + manifest["records_quarantined"] > 0
+    assert manifest["records_quarantined"] >= 4  # the bad line's readings
+    scores = ds.dataset(out / "scores", format="parquet").to_table()
+    assert scores.num_rows > 0 and set(scores.column("run_id").to_pylist()) == {said["run_id"]}
+    assert not list(out.glob("_job-staging-*"))

@@ -63,6 +63,22 @@ def test_a_run_on_gcs_writes_what_a_local_run_writes_and_its_counts_reconcile(gc
     same_sinks(lambda sink: _remote_table(gcs_store, f"out/{sink}"), local_out)
 
 
+def test_a_run_on_gcs_that_commits_in_its_job_writes_what_a_local_run_writes(gcs_store, runs, inputs,
+                                                                             small_model_dir, same_sinks):
+    """``--commit-in-job`` (a Flex Template's run): the job's last step commits into the bucket, under the lock
+    object there, and leaves neither its staging nor the lock."""
+    _, local_out = runs
+    source = gcs_store.put_folder(inputs, "plant/by-job")
+    done = _seqwatch(gcs_store, "run", "--input", source, "--format", "wide", "--output", gcs_store.url("job-out"),
+                     "--model-dir", str(small_model_dir), "--pane-steps", "256", "--commit-in-job")
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads(gcs_store.read("job-out/manifest.json"))
+    assert manifest["committed_by"] == "job" and json.loads(done.stdout)["run_id"] == manifest["run_id"]
+    assert manifest["records_in"] == manifest["records_scored"] + manifest["records_quarantined"] > 0
+    same_sinks(lambda sink: _remote_table(gcs_store, f"job-out/{sink}"), local_out)
+    assert not [key for key in gcs_store.keys("job-out") if key.startswith(("_job-staging-", ".seqwatch.lock"))]
+
+
 def test_a_run_on_gcs_leaves_its_sinks_only_each_file_of_its_sink_schema(gcs_store, runs):
     keys = gcs_store.keys("out")
     assert {key.split("/")[0] for key in keys} == {*SINKS, "manifest.json"}, keys  # no staging, probe or lock left

@@ -58,6 +58,23 @@ def test_a_run_on_s3_writes_what_a_local_run_writes_and_its_counts_reconcile(s3_
     same_sinks(lambda sink: _remote_table(s3_store, f"out/{sink}"), local_out)
 
 
+def test_a_run_on_s3_that_commits_in_its_job_writes_what_a_local_run_writes(s3_store, runs, inputs, small_model_dir,
+                                                                           same_sinks):
+    """``--commit-in-job``: the job's last step commits into the bucket, holding the lock object there, and leaves
+    neither its staging nor the lock."""
+    _, local_out = runs
+    source = s3_store.put_folder(inputs, "plant/by-job")
+    done = _seqwatch(s3_store, "run", "--input", source, "--format", "wide", "--output", s3_store.url("job-out"),
+                     "--model-dir", str(small_model_dir), "--pane-steps", "256", "--commit-in-job",
+                     *s3_store.beam_flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads(s3_store.read("job-out/manifest.json"))
+    assert manifest["committed_by"] == "job" and json.loads(done.stdout)["run_id"] == manifest["run_id"]
+    assert manifest["records_quarantined"] == 4 and manifest["records_in"] == 2 * 900 * 4
+    same_sinks(lambda sink: _remote_table(s3_store, f"job-out/{sink}"), local_out)
+    assert not [key for key in s3_store.keys("job-out") if key.startswith(("_job-staging-", ".seqwatch.lock"))]
+
+
 def test_a_fine_tuning_leaves_out_the_alerts_of_a_run_on_s3_as_of_the_same_run_here(s3_store, runs, inputs):
     """``seqwatch train --warm-start ... --exclude-alerts s3://...``: the run's alerts and the files it read are
     found on S3 as in a local folder (the folder had been "not the output folder of a seqwatch run")."""
