@@ -213,8 +213,8 @@ def test_a_launcher_that_submits_the_job_and_exits_leaves_committed_outputs(inpu
                             stderr=subprocess.DEVNULL)
     out = tmp_path / "out"
     try:
-        launch = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "run", "--input", str(inputs / "*.csv"),
-                                 "--format", "wide", "--model-dir", str(small_model_dir), "--output", str(out),
+        launch = subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", "run",
+                                 "--input", str(inputs / "*.csv"), "--format", "wide", "--model-dir", str(small_model_dir), "--output", str(out),
                                  "--pane-steps", "256", "--commit-in-job", "--runner=PortableRunner",
                                  f"--job_endpoint={prism_endpoint}", "--environment_type=EXTERNAL",
                                  f"--environment_config=localhost:{port}"],
