@@ -569,7 +569,12 @@ def _run_committing_in_job(plan: RunPlan, beam_args: list[str] | None, started: 
         if not _job_runs_here(options):
             return {"run_id": plan.run_id, "output": output, "job_state": str(result.state), "submitted": True}
         result.wait_until_finish()
-    except (OSError, RuntimeError, RunError) as exc:
+    except BaseException as exc:  # a job not submitted, or one that failed or was stopped here: it commits nothing
+        _delete(plan.staging)
+        if not isinstance(exc, (OSError, RuntimeError, RunError)):
+            raise
+        if "InterruptedAfterCommit [while running" in str(exc):  # the job's commit finished, then took the signal
+            raise interrupts.InterruptedAfterCommit() from None
         said = _failure_in_job(exc)
         if said is not None:
             raise RunError(said) from None
@@ -645,7 +650,8 @@ def commit_in_job(plan: RunPlan, counts: dict, started: float, workers: int, wor
             _check_no_stream_outputs(output)
             _check_nothing_set_aside(output, clear=locked)
             manifest = _staged_manifest(plan, counts, started, workers, {}, working_dir)
-            _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
+            with interrupts.held_back():  # where the job runs in the launcher's main thread (the DirectRunner)
+                _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     except RunError:
         _delete(plan.staging)
         raise

@@ -185,11 +185,13 @@ def test_the_manifest_moves_in_with_the_sinks_and_back_out_with_them(tmp_path, m
     assert json.loads((out / "manifest.json").read_text()) == {"run_id": "new"}
 
 
-def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_job", [False, True], ids=["by the launcher", "in the job"])
+def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_dir, tmp_path, monkeypatch, in_job):
     """Found by the bug hunt of outputs and reruns: a SIGTERM 2.5 s into a run landed after the new sinks were moved
     in and before the manifest was written: the output held the new run's files under the old run's manifest, and
     the CLI said nothing was committed. The signal now waits until the sinks and the manifest are in place, and
-    then ends the run as ``InterruptedAfterCommit``, which the CLI reports as a finished commit."""
+    then ends the run as ``InterruptedAfterCommit``, which the CLI reports as a finished commit; also where the job
+    commits itself, in the launcher's main thread on the DirectRunner (``--commit-in-job``)."""
     from seqwatch.models.synthetic import generate_sensor_data
     from seqwatch.pipelines.batch import run_batch
     from seqwatch.pipelines.interrupts import InterruptedAfterCommit
@@ -224,7 +226,7 @@ def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_di
     try:
         with pytest.raises(InterruptedAfterCommit):
             run_batch(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
-                                run_id="new"), ["--runner=DirectRunner"])
+                                run_id="new", commit_in_job=in_job), ["--runner=DirectRunner"])
     finally:
         signal.signal(signal.SIGTERM, previous)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -234,6 +236,7 @@ def test_a_signal_during_the_commit_waits_for_it_and_its_manifest(small_model_di
         assert files == manifest["outputs"][sink]
     assert set(pq.read_table(out / "scores").column("run_id").to_pylist()) == {"new"}
     assert not list(out.glob("_previous-*")) and not list(out.glob("_staging-*"))
+    assert not list(out.glob("_job-staging-*"))
 
 
 def test_a_signal_held_while_a_commit_failed_is_an_interrupt_before_the_commit():
