@@ -379,6 +379,13 @@ def _remove_stale_staging(output: str, run_id: str) -> None:
 
 
 def _files_under(path: str) -> list[str]:
+    """The Parquet files under a staged sink folder, named from the sink (``scores/part-00000-of-00001.parquet``);
+    on an object store its objects (a ``Path`` of ``s3://...`` had listed none there)."""
+    if "://" in path:
+        from seqwatch.pipelines.object_store import objects_listed_under
+
+        sink = path.rstrip("/").rsplit("/", 1)[-1]
+        return sorted(f"{sink}/{name}" for name in objects_listed_under(path) if name.endswith(".parquet"))
     root = Path(path)
     return sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.parquet")) if root.exists() else []
 
@@ -757,7 +764,7 @@ def _manifest(plan: RunPlan, started: float, workers: int, counts: dict, stage_t
         "stage_seconds": stage_times,  # none where the job committed itself (its runner's metrics are not there)
         **({"committed_by": "job"} if config.commit_in_job else {}),
         # the files as they will lie under the output (each staged sink moves there whole)
-        "outputs": {sink: _files_under(str(Path(plan.staging) / sink)) for sink in SINKS},
+        "outputs": {sink: _files_under(FileSystems.join(plan.staging, sink)) for sink in SINKS},
     }
     if config.writes_calibration_state:  # each entity's calibration, for a later run
         manifest["outputs"]["calibration_state"] = [STATE_FILE]

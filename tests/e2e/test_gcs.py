@@ -60,6 +60,13 @@ def test_a_run_on_gcs_writes_what_a_local_run_writes_and_its_counts_reconcile(gc
     assert f"each record and its reason is in {gcs_store.url('out/quarantine')}" in remote_run.stderr
     assert "4 of 7200 readings were quarantined (parse_timestamp 4)" in remote_run.stderr
     assert manifest["stages"]["alerts"] == local_manifest["stages"]["alerts"] > 0
+    # the files it lists are those under the output (they had been listed as none on a store)
+    assert {k: v for k, v in manifest["outputs"].items() if k != "quarantine"} == \
+        {k: v for k, v in local_manifest["outputs"].items() if k != "quarantine"}
+    assert sorted(f for files in manifest["outputs"].values() for f in files) == \
+        sorted(key for key in gcs_store.keys("out") if key.endswith(".parquet"))
+    assert len(manifest["outputs"]["quarantine"]) == 1 and manifest["stages"]["files_written"] == \
+        sum(len(files) for files in manifest["outputs"].values())
     same_sinks(lambda sink: _remote_table(gcs_store, f"out/{sink}"), local_out)
 
 

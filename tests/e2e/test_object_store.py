@@ -55,6 +55,12 @@ def test_a_run_on_s3_writes_what_a_local_run_writes_and_its_counts_reconcile(s3_
     assert manifest["records_quarantined"] == local_manifest["records_quarantined"] == 4
     assert _remote_table(s3_store, "out/quarantine").column("records").to_pylist() == [4]
     assert manifest["stages"]["alerts"] == local_manifest["stages"]["alerts"] > 0
+    # the files it lists are those under the output (they had been listed as none on a store)
+    assert {k: v for k, v in manifest["outputs"].items() if k != "quarantine"} == \
+        {k: v for k, v in local_manifest["outputs"].items() if k != "quarantine"}
+    assert len(manifest["outputs"]["quarantine"]) == 1  # named by its source, which is another path here
+    assert sorted(f for files in manifest["outputs"].values() for f in files) == \
+        sorted(key for key in s3_store.keys("out") if key.endswith(".parquet"))
     same_sinks(lambda sink: _remote_table(s3_store, f"out/{sink}"), local_out)
 
 
