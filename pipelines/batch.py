@@ -50,6 +50,9 @@ EMPTY_SINK_FILE = "empty.parquet"  # what a sink folder holds when a run wrote n
 JOB_STAGING_PREFIX = "_job-staging-"
 # How long a job's commit waits for the output's lock, held by another run or another job's commit
 COMMIT_LOCK_WAIT_S = 3600.0
+# A _job-staging-* folder that nothing was written into for this long is a failed job's, and is deleted (a job that
+# commits itself holds no lock while it runs, so a younger one may be a job still writing)
+JOB_STAGING_KEPT_S = 7 * 86400.0
 
 
 class RunError(Exception):
@@ -378,6 +381,29 @@ def _remove_stale_staging(output: str, run_id: str) -> None:
             _delete(str(folder))
 
 
+def _remove_abandoned_job_staging(output: str, run_id: str, now: float | None = None) -> None:
+    """Delete the staging folders of other jobs that committed themselves (``--commit-in-job``) and failed: those
+    nothing was written into for ``JOB_STAGING_KEPT_S``."""
+    now = time.time() if now is None else now
+    own = JOB_STAGING_PREFIX + run_id
+    if "://" in output:
+        from seqwatch.pipelines.object_store import objects_listed_under
+
+        for name in folders_matching(output, JOB_STAGING_PREFIX + "*"):
+            folder = FileSystems.join(output, name)
+            times = [m.last_updated_in_seconds for m in objects_listed_under(folder).values()]
+            if name != own and times and now - max(times) > JOB_STAGING_KEPT_S:
+                _delete(folder)
+        return
+    if not Path(output).is_dir():
+        return
+    for folder in Path(output).glob(JOB_STAGING_PREFIX + "*"):
+        if folder.is_dir() and folder.name != own:
+            newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+            if now - newest > JOB_STAGING_KEPT_S:
+                _delete(str(folder))
+
+
 def _files_under(path: str) -> list[str]:
     """The Parquet files under a staged sink folder, named from the sink (``scores/part-00000-of-00001.parquet``);
     on an object store its objects (a ``Path`` of ``s3://...`` had listed none there)."""
@@ -502,6 +528,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
     _check_nothing_set_aside(output, clear=locked)
     if locked:
         _remove_stale_staging(output, plan.run_id)
+    _remove_abandoned_job_staging(output, plan.run_id)
     _delete(plan.staging)
     options, workers = _options(list(beam_args or []), config, plan.paths, plan.estimated_readings)
     try:
@@ -565,6 +592,7 @@ def _run_committing_in_job(plan: RunPlan, beam_args: list[str] | None, started: 
     _check_sinks_replaceable(output)
     _check_no_stream_outputs(output)
     _check_nothing_set_aside(output, clear=False)
+    _remove_abandoned_job_staging(output, plan.run_id)
     _delete(plan.staging)
     options, workers = _options(list(beam_args or []), plan.config, plan.paths, plan.estimated_readings)
     p = beam.Pipeline(options=options)

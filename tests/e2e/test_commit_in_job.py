@@ -172,6 +172,23 @@ def test_a_run_leaves_the_staging_of_a_job_that_commits_itself(both, inputs, sma
     assert (staged / "part.parquet").read_bytes() == b"a job's file" and not stale.exists()
 
 
+def test_the_staging_of_a_failed_job_is_deleted_after_a_week_and_a_younger_one_kept(inputs, small_model_dir,
+                                                                                      tmp_path):
+    import os
+
+    out = tmp_path / "out"
+    failed, young = out / "_job-staging-run-failed", out / "_job-staging-run-running"
+    for folder in (failed, young):
+        (folder / "scores").mkdir(parents=True)
+        (folder / "scores" / "part.parquet").write_bytes(b"x")
+    week_ago = time.time() - batch.JOB_STAGING_KEPT_S - 60
+    for path in (failed / "scores" / "part.parquet", failed / "scores", failed):
+        os.utime(path, (week_ago, week_ago))
+    run_batch(_config(inputs, small_model_dir, out, commit_in_job=True), DIRECT)
+    assert not failed.exists() and (young / "scores" / "part.parquet").exists()
+    assert (out / "manifest.json").exists()
+
+
 @pytest.mark.parametrize("args, here", [
     (["--runner=DirectRunner"], True),
     ([], True),  # the DirectRunner's engine (LocalRunner)

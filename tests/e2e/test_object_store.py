@@ -347,3 +347,22 @@ def test_worker_processes_get_the_runs_s3_options_and_nothing_else():
     assert merged == {"options": {"s3_region_name": "us-east-1", "a": 1, "s3_endpoint_url": "http://127.0.0.1:9"}}
     assert with_store_options('{"options": {}}', None) == '{"options": {}}'
 
+
+
+def test_the_staging_of_a_failed_job_on_s3_is_deleted_after_a_week_and_a_younger_one_kept(s3_store):
+    """``--commit-in-job`` stages under ``_job-staging-<run id>/``; on a store a folder's age is its newest object's
+    (the clock is moved on a week and a minute rather than the objects' times, which S3 sets itself)."""
+    import time
+
+    from seqwatch.pipelines import batch
+
+    FileSystems.set_options(PipelineOptions(s3_store.beam_flags))
+    for key in ("abandon/_job-staging-run-failed/scores/part.parquet", "abandon/_job-staging-run-own/scores/p.parquet",
+                "abandon/_staging-run-other/scores/p.parquet", "abandon/scores/part.parquet"):
+        s3_store.client.put_object(Bucket=s3_store.BUCKET, Key=key, Body=b"x")
+    output = s3_store.url("abandon")
+    batch._remove_abandoned_job_staging(output, "run-own", now=time.time() + 60)
+    assert len(s3_store.keys("abandon")) == 4  # a minute old: kept
+    batch._remove_abandoned_job_staging(output, "run-own", now=time.time() + batch.JOB_STAGING_KEPT_S + 60)
+    assert s3_store.keys("abandon") == ["_job-staging-run-own/scores/p.parquet", "_staging-run-other/scores/p.parquet",
+                                        "scores/part.parquet"]
