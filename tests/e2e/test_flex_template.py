@@ -51,6 +51,17 @@ def test_each_parameter_of_the_metadata_is_a_flag_of_seqwatch_run():
         assert got in (True, 7, 7.0, "7", ["7"], "wide"), (parameter, got)
 
 
+def test_the_workers_run_the_image_the_template_was_built_as_unless_the_launch_names_one():
+    launch = _launch_module()
+    image = {launch.IMAGE_VARIABLE: "europe-docker.pkg.dev/p/r/seqwatch-template:7"}
+    assert launch.run_argv(["--input=a.csv"], image) == [
+        "run", "--commit-in-job", "--sdk_container_image=europe-docker.pkg.dev/p/r/seqwatch-template:7", "--input",
+        "a.csv"]
+    assert "--sdk_container_image=other" in launch.run_argv(["--sdk_container_image=other"], image)
+    assert not [a for a in launch.run_argv(["--sdk_container_image=other"], image) if a.endswith(":7")]
+    assert not [a for a in launch.run_argv(["--input=a.csv"], {}) if a.startswith("--sdk_container_image")]
+
+
 def test_a_switch_parameter_is_true_or_false():
     launch = _launch_module()
     assert "--online-calibration" not in launch.run_argv(["--online_calibration=false"])
@@ -107,6 +118,9 @@ def test_the_template_dockerfile_matches_the_pinned_versions_and_runs_launch_py(
     assert copied["deploy/dataflow/flex-template/launch.py"] == "launch.py"
     assert "WORKDIR /template" in instructions
     assert any("FLEX_TEMPLATE_PYTHON_PY_FILE=/template/launch.py" in i for i in instructions if i.startswith("ENV "))
+    assert 'ARG IMAGE=""' in instructions  # its name, for launch.py to give the workers
+    variable = _launch_module().IMAGE_VARIABLE
+    assert any(f"{variable}=${{IMAGE}}" in i for i in instructions if i.startswith("ENV "))
     assert any(i.startswith("RUN ") and "-r requirements.lock" in i and f'"apache-beam[gcp]=={beam_pin}"' in i
                and "--no-deps ." in i for i in instructions)
     assert instructions[-1] == 'ENTRYPOINT ["/opt/apache/beam/boot"]'

@@ -8,6 +8,7 @@ the job's last step moves the outputs into place and writes ``manifest.json`` (`
 """
 from __future__ import annotations
 
+import os
 import sys
 
 # template parameter -> the `seqwatch run` flag it sets
@@ -21,16 +22,23 @@ FLAGS = {
 }
 # template parameters of "true" or "false" -> the `seqwatch run` switch "true" sets
 SWITCHES = {"online_calibration": "--online-calibration"}
+# The image's own name, given when it was built (the Dockerfile's IMAGE): the workers' image unless the launch names
+# another with --sdk_container_image (Beam's default image has no seqwatch, and its workers would fail to import it)
+IMAGE_VARIABLE = "SEQWATCH_TEMPLATE_IMAGE"
 
 
 class ParameterError(ValueError):
     """A template parameter that cannot become a flag; the message is one sentence for a person."""
 
 
-def run_argv(argv: list[str]) -> list[str]:
+def run_argv(argv: list[str], environ=os.environ) -> list[str]:
     """``seqwatch run``'s arguments for the launcher's ``argv``: each template parameter as its flag, the rest (Beam's
-    options) as given."""
+    options) as given, and the image the template was built as for the workers where no other is named."""
     out = ["run", "--commit-in-job"]
+    image = environ.get(IMAGE_VARIABLE, "")
+    if image and not any(arg.startswith(("--sdk_container_image", "--worker_harness_container_image"))
+                         for arg in argv):
+        out.append(f"--sdk_container_image={image}")
     for arg in argv:
         name, equals, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if equals and name in FLAGS:
