@@ -597,11 +597,12 @@ def _run_committing_in_job(plan: RunPlan, beam_args: list[str] | None, started: 
     options, workers = _options(list(beam_args or []), plan.config, plan.paths, plan.estimated_readings)
     p = beam.Pipeline(options=options)
     graph = build_pipeline(p, plan)
-    graph["counts"] | "CommitInJob" >> CommitInJob(plan, started, workers, _working_dir())
+    here = _job_runs_here(options)  # else the job fails its own run on the quarantine's share: none will read it
+    graph["counts"] | "CommitInJob" >> CommitInJob(plan, started, workers, _working_dir(), gate=not here)
     interrupts.stop_if_taken()
     try:
         result = p.run()
-        if not _job_runs_here(options):
+        if not here:
             return {"run_id": plan.run_id, "output": output, "job_state": str(result.state), "submitted": True}
         result.wait_until_finish()
     except BaseException as exc:  # a job not submitted, or one that failed or was stopped here: it commits nothing
@@ -618,6 +619,19 @@ def _run_committing_in_job(plan: RunPlan, beam_args: list[str] | None, started: 
             raise RunError(f"could not write the outputs under {output} ({reason}); nothing was committed") from None
         raise
     return read_json(FileSystems.join(output, MANIFEST_FILE))
+
+
+def quarantine_gate(manifest: dict, share: float | None) -> str | None:
+    """Why a finished run fails its scheduler's task although its outputs are written (``seqwatch run`` exits 3, a
+    job that commits itself fails): more of its readings were quarantined than ``share`` allows, or, with no share
+    given, every one of them (a night of unreadable input must not pass for a quiet one); None otherwise."""
+    quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
+    if share is not None and records_in and quarantined > share * records_in:
+        return (f"{quarantined / records_in:.1%} of the readings were quarantined, more than --max-quarantined-share "
+                f"{share:g} allows")
+    if share is None and records_in and not manifest["records_scored"]:
+        return "nothing was scored, every reading was quarantined"
+    return None
 
 
 def _job_runs_here(options: PipelineOptions) -> bool:
@@ -654,15 +668,27 @@ class CommitInJob(beam.PTransform):
     Flex Template, whose launcher submits the job and goes; ``seqwatch run --commit-in-job``). Applied to the
     run's counts, which the pipeline makes once every sink has written its files (the calibration state's
     count included): it checks them, writes the manifest, and moves the staged outputs into place under the
-    output's lock (``commit_in_job``)."""
+    output's lock (``commit_in_job``). With ``gate`` (no launcher waits for it), a run that ``quarantine_gate``
+    fails then fails the job, its outputs committed, so that the job's scheduler alerts as on ``seqwatch run``'s
+    exit code 3."""
 
-    def __init__(self, plan: RunPlan, started: float, workers: int, working_dir: dict):
+    def __init__(self, plan: RunPlan, started: float, workers: int, working_dir: dict, gate: bool = False):
         super().__init__()
         self.plan, self.started, self.workers, self.working_dir = plan, started, workers, working_dir
+        self.gate = gate
 
     def expand(self, counts):
-        plan, started, workers, working_dir = self.plan, self.started, self.workers, self.working_dir
-        return counts | "Commit" >> beam.Map(lambda c: commit_in_job(plan, c, started, workers, working_dir))
+        plan, started, workers, working_dir, gate = self.plan, self.started, self.workers, self.working_dir, self.gate
+
+        def commit(c: dict) -> dict:
+            manifest = commit_in_job(plan, c, started, workers, working_dir)
+            failed = quarantine_gate(manifest, plan.config.max_quarantined_share) if gate else None
+            if failed:  # a retry of the step finds the commit done and fails again
+                raise RunError(f"{failed}; the outputs are committed under {plan.config.output}, and the job fails "
+                               f"so that its scheduler alerts")
+            return manifest
+
+        return counts | "Commit" >> beam.Map(commit)
 
 
 def commit_in_job(plan: RunPlan, counts: dict, started: float, workers: int, working_dir: dict,

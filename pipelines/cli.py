@@ -797,7 +797,8 @@ def _run_config(args):
                          workers=args.workers, alert_cooldown_us=_cooldown_us(args.alert_cooldown),
                          online_calibration=args.online_calibration, calibration_from=args.calibration_from or "",
                          calibration_keep_days=keep_days, earliest_us=_earliest_us(args),
-                         commit_in_job=getattr(args, "commit_in_job", False))
+                         commit_in_job=getattr(args, "commit_in_job", False),
+                         max_quarantined_share=getattr(args, "max_quarantined_share", None))
     except ValueError as exc:
         raise CliError(_in_flags(str(exc))) from None
 
@@ -1058,10 +1059,9 @@ QUARANTINE_GATE_EXIT = 3  # a run that finished but quarantined more than --max-
 
 def cmd_run(args, beam_args) -> int:
     from seqwatch.pipelines.batch import RunError, run_batch
+    from seqwatch.pipelines.batch import quarantine_gate
+
     share = args.max_quarantined_share
-    if share is not None and not (math.isfinite(share) and 0 <= share <= 1):
-        raise CliError(f"--max-quarantined-share must be a fraction from 0 to 1 (0.2: a fifth of the readings; 1: "
-                       f"never exit 3), got {share:g}")
     try:
         manifest = run_batch(_run_config(args), beam_args)
     except RunError as exc:
@@ -1070,9 +1070,9 @@ def cmd_run(args, beam_args) -> int:
         print(json.dumps(manifest, indent=1))
         print(f"seqwatch run: the job is submitted ({manifest['job_state']}); its last step moves the outputs into "
               f"place under {args.output} and writes manifest.json there", file=sys.stderr)
-        if share is not None:
-            print(f"seqwatch run: note: --max-quarantined-share {share:g} is not checked, as this process does not "
-                  f"wait for the job's counts: read records_quarantined in the manifest", file=sys.stderr)
+        gate = f"more than {share:g} of the readings were" if share is not None else "every reading was"
+        print(f"seqwatch run: the job fails after its commit if {gate} quarantined, where a run that waits for its "
+              f"job exits {QUARANTINE_GATE_EXIT}", file=sys.stderr)
         return 0
     print(json.dumps({k: manifest[k] for k in ("run_id", "records_in", "records_scored", "records_quarantined")}
                      | {"alerts": manifest["stages"].get("alerts", 0), "output": args.output}, indent=1))
@@ -1082,18 +1082,14 @@ def cmd_run(args, beam_args) -> int:
               f"steps and their gap filling, so --pane-steps {args.pane_steps} became {used} (the manifest says so)",
               file=sys.stderr)
     _print_notices("run", manifest, args.output)
-    quarantined, records_in = manifest["records_quarantined"], manifest["records_in"]
-    if share is not None and records_in and quarantined > share * records_in:
-        # The outputs stay: the quarantine says what went wrong. The exit code tells a scheduler to alert.
-        print(f"seqwatch run: {quarantined / records_in:.1%} of the readings were quarantined, more than "
-              f"--max-quarantined-share {share:g} allows (exit code {QUARANTINE_GATE_EXIT}); the run's outputs are "
-              f"in {args.output}", file=sys.stderr)
-        return QUARANTINE_GATE_EXIT
-    if share is None and records_in and not manifest["records_scored"]:
-        # Not one reading scored (a long export without a model channel, a format changed upstream): a scheduler
-        # must not take the night for a quiet one.
-        print(f"seqwatch run: nothing was scored, every reading was quarantined (exit code {QUARANTINE_GATE_EXIT}; "
-              f"--max-quarantined-share 1 exits 0 then); the run's outputs are in {args.output}", file=sys.stderr)
+    # The outputs stay: the quarantine says what went wrong. The exit code tells a scheduler to alert (not one
+    # reading scored: a long export without a model channel, a format changed upstream, must not pass for a quiet
+    # night).
+    failed = quarantine_gate(manifest, share)
+    if failed:
+        hint = "" if share is not None else "; --max-quarantined-share 1 exits 0 then"
+        print(f"seqwatch run: {failed} (exit code {QUARANTINE_GATE_EXIT}{hint}); the run's outputs are in "
+              f"{args.output}", file=sys.stderr)
         return QUARANTINE_GATE_EXIT
     return 0
 

@@ -49,7 +49,9 @@ class RunConfig:
     to quarantine as ``duplicate`` before any check (a replay's: readings its run quarantined as repeats of a reading
     it kept, which may lie in a file the replay does not read). ``commit_in_job``: the job's last step moves
     the outputs into place and writes the manifest, not the process that launched it (``batch.CommitInJob``), so
-    a launcher that does not wait for the job's end (a Dataflow Flex Template) leaves committed outputs."""
+    a launcher that does not wait for the job's end (a Dataflow Flex Template) leaves committed outputs.
+    ``max_quarantined_share``: the share of quarantined readings above which a finished run fails its scheduler's
+    task although its outputs are written (``batch.quarantine_gate``; None: only when every reading was)."""
 
     inputs: tuple
     output: str
@@ -70,6 +72,7 @@ class RunConfig:
     keep_calibration_state: bool = True
     known_duplicates: tuple = ()
     commit_in_job: bool = False
+    max_quarantined_share: float | None = None
 
     def __post_init__(self):
         if not self.inputs:
@@ -94,6 +97,10 @@ class RunConfig:
         if self.calibration_keep_days and not self.online_calibration:
             raise ValueError("calibration_keep_days limits what the online calibration's state keeps: it needs "
                              "online_calibration=True")
+        share = self.max_quarantined_share
+        if share is not None and not (math.isfinite(share) and 0 <= share <= 1):
+            raise ValueError(f"--max-quarantined-share must be a fraction from 0 to 1 (0.2: a fifth of the readings; "
+                             f"1: never exit 3), got {share:g}")
         if self.alert_cooldown_us < 0:
             raise ValueError(f"the alert cooldown must be >= 0 seconds, got {self.alert_cooldown_us / 1e6:g}")
 
@@ -114,7 +121,7 @@ class RunConfig:
         data["mapping"] = self.mapping.to_dict()
         data["inputs"] = list(self.inputs)
         for where in ("run_id", "output", "local_panes", "workers", "keep_calibration_state",
-                      "commit_in_job"):  # not what
+                      "commit_in_job", "max_quarantined_share"):  # not what
             data.pop(where)
         for added in ("alert_cooldown_us", "online_calibration", "calibration_from", "calibration_keep_days",
                       "known_duplicates"):

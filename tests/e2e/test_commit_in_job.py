@@ -5,6 +5,7 @@ the errors, each one sentence."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -146,6 +147,40 @@ def test_a_job_whose_input_holds_no_record_fails_in_one_sentence(small_model_dir
     assert not (out / "manifest.json").exists() and not list(out.glob("_job-staging-*"))
 
 
+@pytest.mark.parametrize("share, bad_lines, says", [
+    (None, "all", "nothing was scored, every reading was quarantined"),
+    (0.001, 5, "{share:.1%} of the readings were quarantined, more than --max-quarantined-share 0.001 allows"),
+])
+def test_a_job_that_no_launcher_waits_for_fails_after_its_commit_on_the_quarantines_share(
+        small_model_dir, tmp_path, share, bad_lines, says):
+    """As ``seqwatch run`` exits 3, so that a scheduler alerts: the job commits, then fails."""
+    import apache_beam as beam
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=200, seed=29)
+    path = tmp_path / "pump.csv"
+    readings.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    for n in range(1, len(lines) if bad_lines == "all" else bad_lines + 1):
+        fields = lines[n].split(",")
+        lines[n] = ",".join([*fields[:-1], "n/a"])
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    plan = plan_run(RunConfig(inputs=(str(path),), output=str(out), model_dir=str(small_model_dir),
+                              commit_in_job=True, max_quarantined_share=share))
+    p = beam.Pipeline(options=PipelineOptions(DIRECT))
+    batch.build_pipeline(p, plan)["counts"] | batch.CommitInJob(plan, time.time(), 1, {}, gate=True)
+    with pytest.raises(Exception, match=r"(.+); the outputs are committed under " + re.escape(str(out)) +
+                                        ", and the job fails so that its scheduler alerts") as failed:
+        p.run().wait_until_finish()
+    manifest = json.loads((out / "manifest.json").read_text())  # committed all the same
+    quarantined = manifest["records_quarantined"]
+    assert manifest["records_in"] == 800 and (quarantined == 800 if bad_lines == "all" else 5 <= quarantined < 800)
+    says = says.format(share=quarantined / 800)  # the n/a readings, and the readings no window could hold
+    assert batch.quarantine_gate(manifest, share) == says and says in str(failed.value)
+    assert batch.quarantine_gate(manifest, 1.0) is None
+
+
 def test_the_cli_flag_runs_and_commits_in_the_job(inputs, small_model_dir, tmp_path, capsys):
     from seqwatch.pipelines.cli import main
 
@@ -240,6 +275,7 @@ def test_a_launcher_that_submits_the_job_and_exits_leaves_committed_outputs(inpu
         said = json.loads(launch.stdout)
         assert said["submitted"] is True and said["output"] == str(out) and said["job_state"] != "DONE"
         assert "the job is submitted" in launch.stderr
+        assert "the job fails after its commit if every reading was quarantined" in launch.stderr
         deadline = time.monotonic() + 240
         while not (out / "manifest.json").exists() and time.monotonic() < deadline:
             time.sleep(0.5)

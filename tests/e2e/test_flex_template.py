@@ -37,7 +37,8 @@ def test_each_parameter_of_the_metadata_is_a_flag_of_seqwatch_run():
     assert {p["name"] for p in parameters if not p.get("isOptional")} == {"input", "output", "model_dir"}
     for parameter in parameters:
         assert re.fullmatch(r"[a-z][a-z_]*", parameter["name"]) and parameter["label"] and parameter["helpText"]
-        value = {"format": "wide"}.get(parameter["name"], "true" if parameter["name"] in launch.SWITCHES else "7")
+        value = {"format": "wide", "max_quarantined_share": "0.7"}.get(
+            parameter["name"], "true" if parameter["name"] in launch.SWITCHES else "7")
         for pattern in parameter.get("regexes", []):
             assert re.fullmatch(pattern, value), parameter
         given = {"input": "a.csv", "output": "out", "model_dir": "m", parameter["name"]: value}
@@ -48,7 +49,7 @@ def test_each_parameter_of_the_metadata_is_a_flag_of_seqwatch_run():
         assert beam_args == ["--runner=DataflowRunner", "--project=p"], parameter  # each parameter was a flag
         dest = launch.SWITCHES.get(parameter["name"]) or launch.FLAGS[parameter["name"]]
         got = getattr(args, dest.lstrip("-").replace("-", "_"))
-        assert got in (True, 7, 7.0, "7", ["7"], "wide"), (parameter, got)
+        assert got in (True, 7, 7.0, "7", ["7"], "wide", 0.7), (parameter, got)
 
 
 def test_the_workers_run_the_image_the_template_was_built_as_unless_the_launch_names_one():

@@ -18,7 +18,7 @@ FLAGS = {
     "entity": "--entity", "timezone": "--timezone", "timestamp_format": "--timestamp-format", "sep": "--sep",
     "suite": "--suite", "run_id": "--run-id", "pane_steps": "--pane-steps", "alert_cooldown": "--alert-cooldown",
     "calibration_from": "--calibration-from", "calibration_keep_days": "--calibration-keep-days",
-    "earliest": "--earliest",
+    "earliest": "--earliest", "max_quarantined_share": "--max-quarantined-share",
 }
 # template parameters of "true" or "false" -> the `seqwatch run` switch "true" sets
 SWITCHES = {"online_calibration": "--online-calibration"}
