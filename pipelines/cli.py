@@ -1058,8 +1058,7 @@ QUARANTINE_GATE_EXIT = 3  # a run that finished but quarantined more than --max-
 
 
 def cmd_run(args, beam_args) -> int:
-    from seqwatch.pipelines.batch import RunError, run_batch
-    from seqwatch.pipelines.batch import quarantine_gate
+    from seqwatch.pipelines.batch import RunError, quarantine_gate, run_batch
 
     share = args.max_quarantined_share
     try:
