@@ -192,6 +192,14 @@ def test_the_cli_flag_runs_and_commits_in_the_job(inputs, small_model_dir, tmp_p
     manifest = json.loads((out / "manifest.json").read_text())
     assert code == 0 and manifest["committed_by"] == "job"
     assert summary["run_id"] == manifest["run_id"] and summary["records_in"] == manifest["records_in"]
+    # another input into the same output: the job's commit replaces the first run's outputs and says whose
+    code = main(["run", "--input", str(inputs / "pump-02.csv"), "--format", "wide", "--model-dir", str(small_model_dir),
+                 "--output", str(out), "--pane-steps", "256", "--commit-in-job", *DIRECT])
+    captured = capsys.readouterr()
+    second = json.loads((out / "manifest.json").read_text())
+    assert code == 0 and second["replaced_run"] == {"run_id": manifest["run_id"], "inputs": manifest["inputs"]}
+    assert f"these outputs replace those of run {manifest['run_id']}" in captured.err
+    assert set(ds.dataset(out / "scores", format="parquet").to_table().column("entity_id").to_pylist()) == {"pump-02"}
 
 
 def test_a_run_leaves_the_staging_of_a_job_that_commits_itself(both, inputs, small_model_dir, tmp_path):
