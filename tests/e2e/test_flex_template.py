@@ -63,6 +63,14 @@ def test_the_workers_run_the_image_the_template_was_built_as_unless_the_launch_n
     assert not [a for a in launch.run_argv(["--input=a.csv"], {}) if a.startswith("--sdk_container_image")]
 
 
+def test_a_parameter_given_as_two_words_is_read_as_one():
+    launch = _launch_module()
+    assert launch.run_argv(["--model_dir", "gs://b/m", "--input=a.csv", "--online_calibration", "true",
+                            "--runner", "DataflowRunner"], {}) == [
+        "run", "--commit-in-job", "--model-dir", "gs://b/m", "--input", "a.csv", "--online-calibration", "--runner",
+        "DataflowRunner"]
+
+
 def test_a_switch_parameter_is_true_or_false():
     launch = _launch_module()
     assert "--online-calibration" not in launch.run_argv(["--online_calibration=false"])

@@ -39,7 +39,11 @@ def run_argv(argv: list[str], environ=os.environ) -> list[str]:
     if image and not any(arg.startswith(("--sdk_container_image", "--worker_harness_container_image"))
                          for arg in argv):
         out.append(f"--sdk_container_image={image}")
-    for arg in argv:
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):  # a parameter given as two words (--model_dir gs://...): as one
+        if arg[2:] in {*FLAGS, *SWITCHES} and arg.startswith("--") and not argv[i + 1].startswith("--"):
+            argv[i:i + 2] = [f"{arg}={argv[i + 1]}", None]
+    for arg in filter(None, argv):
         name, equals, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if equals and name in FLAGS:
             out += [FLAGS[name], value]
