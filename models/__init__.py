@@ -8,5 +8,5 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-__all__ = ["artifact", "builders", "compile_cache", "config", "detector", "evaluation", "intervals", "scaling",
-           "scoring", "synthetic", "thresholds", "training", "windowing"]
+__all__ = ["artifact", "builders", "compile_cache", "config", "detector", "evaluation", "intervals", "quiet_imports",
+           "scaling", "scoring", "synthetic", "thresholds", "training", "windowing"]

@@ -56,7 +56,9 @@ def _sha256(path: Path) -> str:
 
 
 def _library_versions() -> dict:
-    import keras
+    from seqwatch.models.quiet_imports import keras_module
+
+    keras = keras_module()
     versions = {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend(),
                 "numpy": np.__version__}
     try:
@@ -473,7 +475,9 @@ def load_artifact(directory: str | os.PathLike) -> Seq2SeqDetector:
     from seqwatch.models.compile_cache import enable_compile_cache
 
     enable_compile_cache()  # before Keras builds the network: loading it compiles its initialisers too
-    import keras
+    from seqwatch.models.quiet_imports import keras_module
+
+    keras = keras_module()
 
     directory = resolve_model_dir(directory)
     metadata = read_metadata(directory)

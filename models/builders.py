@@ -7,10 +7,11 @@ the same encoding (one model, two heads). Only stock layers are used, so ``.kera
 """
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from seqwatch.models.config import ArchitectureConfig
+from seqwatch.models.quiet_imports import keras_module
+
+keras = keras_module()
+layers = keras.layers
 
 RECONSTRUCTION = "reconstruction"
 FORECAST = "forecast"

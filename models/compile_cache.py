@@ -32,8 +32,9 @@ def enable_compile_cache() -> Path | None:
     if folder is None:
         return None
     try:
-        import jax
+        from seqwatch.models.quiet_imports import imported_quietly
 
+        jax = imported_quietly("jax")
         current = jax.config.jax_compilation_cache_dir
         if current:
             return Path(current)

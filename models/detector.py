@@ -567,7 +567,9 @@ class Seq2SeqDetector:
         was fitted on, a little lower than on fresh windows when there are few windows per channel (the scorer
         has C means and C*C covariances). Raises ``InsufficientDataError`` when a part fills fewer than 20
         windows, ``ModelMismatchError`` when the holdout lacks a channel or is sampled at another interval."""
-        import keras  # keep `import seqwatch.models` free of Keras start-up cost
+        from seqwatch.models.quiet_imports import keras_module
+
+        keras = keras_module()  # here: keep `import seqwatch.models` free of Keras start-up cost
 
         from seqwatch.models.builders import build_seq2seq
         from seqwatch.models.compile_cache import enable_compile_cache
@@ -653,7 +655,9 @@ class Seq2SeqDetector:
         done = int(self.metrics.get("fine_tunes", 0))
         kept = {k: self.metrics[k] for k in ("constant_channels", "rising_channels", "training_notes")
                 if k in self.metrics}  # notes on the data the scaler was fitted on: it is kept
-        import keras
+        from seqwatch.models.quiet_imports import keras_module
+
+        keras = keras_module()
 
         # The same model and readings give the same new version (training shuffles its windows); each fine-tune of
         # a line of versions draws its own.

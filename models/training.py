@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 import time
 
-import keras
 import numpy as np
 
 from seqwatch.models.config import TrainingConfig
+from seqwatch.models.quiet_imports import keras_module
 
+keras = keras_module()
 
 class EpochProgress(keras.callbacks.Callback):
     """One line per epoch on stderr: losses, learning rate, seconds."""
