@@ -697,25 +697,27 @@ def commit_in_job(plan: RunPlan, counts: dict, started: float, workers: int, wor
     lock (waited for up to ``wait_s``, ``COMMIT_LOCK_WAIT_S`` by default: another run may hold it for its whole
     run), check the folder as a run does before it starts, write the manifest and move the outputs into place;
     returns the manifest. Run again after it finished (a runner's retry of the step), it returns the committed
-    manifest. A ``RunError`` (nothing to commit, a lock not had) deletes the staged outputs; other errors leave
-    them for a retry."""
+    manifest. Counts that refuse the commit (an input of no records, counts that do not reconcile) delete the
+    staged outputs; any other failure (the lock not had in time, the folder's state, a move that failed and was
+    undone) leaves them for a retry of the step (a failed job's are deleted a week later:
+    ``_remove_abandoned_job_staging``)."""
     output = plan.config.output
     if not path_exists(plan.staging):
         if _commit_finished(output, plan.run_id):
             return read_json(FileSystems.join(output, MANIFEST_FILE))
         raise RunError(f"the staged outputs of run {plan.run_id} are gone from {plan.staging}, so nothing was "
                        f"committed; run it again")
-    try:
-        with _output_lock_waiting(output, plan.run_id, COMMIT_LOCK_WAIT_S if wait_s is None else wait_s) as locked:
-            _check_sinks_replaceable(output)
-            _check_no_stream_outputs(output)
-            _check_nothing_set_aside(output, clear=locked)
+    with _output_lock_waiting(output, plan.run_id, COMMIT_LOCK_WAIT_S if wait_s is None else wait_s) as locked:
+        _check_sinks_replaceable(output)
+        _check_no_stream_outputs(output)
+        _check_nothing_set_aside(output, clear=locked)
+        try:
             manifest = _staged_manifest(plan, counts, started, workers, {}, working_dir)
-            with interrupts.held_back():  # where the job runs in the launcher's main thread (the DirectRunner)
-                _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
-    except RunError:
-        _delete(plan.staging)
-        raise
+        except RunError:  # the job's own counts refuse it: a retry would too
+            _delete(plan.staging)
+            raise
+        with interrupts.held_back():  # where the job runs in the launcher's main thread (the DirectRunner)
+            _commit(output, plan.staging, FileSystems.join(output, f"_previous-{plan.run_id}"))
     _delete(plan.staging)
     return manifest
 

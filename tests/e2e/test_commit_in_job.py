@@ -130,7 +130,40 @@ def test_a_commit_that_waited_too_long_is_one_sentence_and_commits_nothing(input
     finally:
         done.set()
         holder.join()
-    assert sorted(p.name for p in out.iterdir()) == [".seqwatch.lock"]  # its staged outputs deleted
+    # nothing committed, and the launcher, whose job ended here, deleted the staged outputs
+    assert sorted(p.name for p in out.iterdir()) == [".seqwatch.lock"]
+
+
+def test_a_commit_whose_move_failed_leaves_the_staged_outputs_for_a_retry_that_commits(inputs, small_model_dir,
+                                                                                       tmp_path, monkeypatch):
+    """A move that fails (a store's error) is undone; the staged outputs stay, so the runner's retry of the step
+    commits them (they had been deleted, and the retry found nothing to commit)."""
+    import apache_beam as beam
+
+    out = tmp_path / "out"
+    out.mkdir()
+    plan = plan_run(_config(inputs, small_model_dir, out, commit_in_job=True))
+    p = beam.Pipeline(options=PipelineOptions(DIRECT))
+    batch.build_pipeline(p, plan)  # the job, but for its commit
+    p.run().wait_until_finish()
+    counts = [json.loads((out / f"_job-staging-{plan.run_id}" / "counts.json").read_text())]
+    move, calls = batch.move_path, []
+
+    def second_move_fails(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError("[Errno 5] Input/output error")
+        move(source, target)
+
+    monkeypatch.setattr(batch, "move_path", second_move_fails)
+    with pytest.raises(RunError, match=r"^could not move the outputs into place under .* \(\[Errno 5\] Input/output "
+                                       r"error\); the previous run's outputs were put back$"):
+        commit_in_job(plan, counts[0], time.time(), 1, {})
+    assert (out / f"_job-staging-{plan.run_id}" / "scores").is_dir() and not (out / "manifest.json").exists()
+    monkeypatch.setattr(batch, "move_path", move)
+    manifest = commit_in_job(plan, counts[0], time.time(), 1, {})  # the retry
+    assert json.loads((out / "manifest.json").read_text()) == manifest and manifest["records_in"] > 0
+    assert not list(out.glob("_job-staging-*"))
 
 
 def test_a_job_whose_input_holds_no_record_fails_in_one_sentence(small_model_dir, tmp_path, capsys):
