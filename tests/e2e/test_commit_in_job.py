@@ -19,6 +19,7 @@ from seqwatch.pipelines.batch import SINKS, RunError, commit_in_job, plan_run, r
 from seqwatch.pipelines.config import RunConfig
 from seqwatch.pipelines.output_lock import output_lock
 from seqwatch.schemas.mapping import InputMapping
+from tests.conftest import _free_port
 
 WIDE = InputMapping(format="wide", timestamp="timestamp", entity={"from_filename": True})
 DIRECT = ["--runner=DirectRunner"]
@@ -281,14 +282,6 @@ def test_the_launcher_waits_only_for_a_job_whose_workers_it_is(args, here):
     if not args:
         options.view_as(StandardOptions).runner = batch.LOCAL_RUNNER
     assert batch._job_runs_here(options) is here
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_launcher_that_submits_the_job_and_exits_leaves_committed_outputs(inputs, small_model_dir, tmp_path,
