@@ -59,6 +59,26 @@ class RunError(Exception):
     """A run cannot start or finish; the message is one sentence for a person."""
 
 
+# An input on an object store is known by the store's own checksum of it (GCS: its CRC32C; S3: its ETag), read in
+# one request: its sha256 had cost reading the whole object once more before the run (on a Flex Template's
+# launcher too)
+STORE_DIGEST_PREFIX = "store:"
+
+
+def input_digest(path: str, like: str | None = None) -> str:
+    """What tells an input's content, for the run id and for a replay's check that a source is still the file the
+    run read: the sha256 of a local file's bytes; of an object on S3 or GCS, ``STORE_DIGEST_PREFIX`` and the
+    store's checksum of it. ``like``: a digest recorded before, to compare with (a remote input recorded by its
+    sha256, as before 2026-12-06, is hashed so again)."""
+    from seqwatch.pipelines.object_store import is_remote
+
+    if is_remote(path) and (like is None or like.startswith(STORE_DIGEST_PREFIX)):
+        checksum = FileSystems.checksum(path)
+        if checksum:
+            return f"{STORE_DIGEST_PREFIX}{checksum}"
+    return _sha256_file(path)
+
+
 def _sha256_file(path: str) -> str:
     """The digest of a file's bytes as stored (a compressed file is not decompressed: cheaper, and a damaged one
     cannot fail the plan)."""
@@ -194,7 +214,7 @@ def plan_run(config: RunConfig, now_us: int | None = None) -> RunPlan:
     # what each input holds, for the run id and for a replay's check that its sources are still the files this run
     # read: with --run-id too (a replay of such a run had pasted a fixed line over another reading of a file
     # re-exported since, and read the line it fixed a second time)
-    input_digests = tuple((path, _sha256_file(path)) for path in paths)
+    input_digests = tuple((path, input_digest(path)) for path in paths)
     if not run_id:
         # the files and the model, not how they were spelled: a cron line's relative paths and a rerun by hand
         # with absolute ones had given two run ids (and a notice that the run replaced its own inputs' outputs)

@@ -227,12 +227,12 @@ def check_sources_unchanged(sources, input_digests: dict, current: dict | None =
     run's manifest has no digest of (a stream, a JSON Lines export alone, a run with --run-id before 2026-12-03)
     are not checked. ``sources``: the files to replay, and those re-run beside them; ``current``: their digests
     where already computed (each file is hashed once)."""
-    from seqwatch.pipelines.batch import _sha256_file
+    from seqwatch.pipelines.batch import input_digest
 
     current = current or {}
     for source in sorted(set(sources)):
         expected = input_digests.get(source)
-        if expected and _is_file(source) and (current.get(source) or _sha256_file(source)) != expected:
+        if expected and _is_file(source) and (current.get(source) or input_digest(source, expected)) != expected:
             raise ReplayError(f"cannot replay the records of {source}: the file changed since the run read it, so "
                               f"their line numbers may point at other readings now; run the file again instead")
 
@@ -555,10 +555,11 @@ def run_replay(config: ReplayConfig, beam_args: list[str] | None = None, now_us:
                                                                        original_manifest)
     # what the replay reads (hashed once), checked against the run's, and kept so that a replay of this replay's
     # quarantine is checked in turn
-    from seqwatch.pipelines.batch import _sha256_file
+    from seqwatch.pipelines.batch import input_digest
     context = context_sources(set(records["source"]), original_manifest.get("input_groups") or [])
-    digests = {source: _sha256_file(source) for source in sorted(set(records["source"].unique()) | set(context))
-               if source and _is_file(source)}
+    recorded = original_manifest.get("input_digests") or {}
+    digests = {source: input_digest(source, recorded.get(source))
+               for source in sorted(set(records["source"].unique()) | set(context)) if source and _is_file(source)}
     check_sources_unchanged({*records["source"], *context}, original_manifest.get("input_digests") or {}, digests)
     original = original_manifest.get("settings", {})
     mapping = config.mapping

@@ -99,7 +99,7 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
     with it (found by the bug hunt of deploy examples)."""
     from apache_beam.io.filesystems import FileSystems
 
-    from seqwatch.pipelines.batch import _canonical_path, _sha256_file
+    from seqwatch.pipelines.batch import _canonical_path, input_digest
     from seqwatch.pipelines.object_store import path_exists, read_json_or_none
 
     read: dict = {}
@@ -117,7 +117,8 @@ def unscored_inputs(paths: list, output_dirs: list) -> list | None:
     unscored = []
     for path in paths:
         seen = read.get(_canonical_path(path))
-        if seen is None or (None not in seen and path_exists(path) and _sha256_file(path) not in seen):
+        if seen is None or (None not in seen and path_exists(path)
+                            and not any(input_digest(path, digest) == digest for digest in seen)):
             unscored.append(path)
     return unscored
 

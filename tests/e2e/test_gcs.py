@@ -153,3 +153,24 @@ def test_a_bucket_that_is_not_there_or_a_store_out_of_reach_is_one_sentence(gcs_
     assert dataflow.returncode == 2
     assert dataflow.stderr.startswith("seqwatch run: gs://seqwatch-temp: no answer from http://127.0.0.1:9 "
                                       "(Connection refused); "), dataflow.stderr
+
+
+def test_an_input_on_gcs_is_known_by_its_crc32c(gcs_store, monkeypatch):
+    """As on S3 (``test_object_store.py``): the store's checksum, read without the object, and a change seen."""
+    from seqwatch.pipelines import batch
+
+    gcs_store.write("digest/a.csv", b"entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.0\n")
+    url = gcs_store.url("digest/a.csv")
+    crc32c = gcs_store.bucket.get_blob("digest/a.csv").crc32c
+    sha256 = batch._sha256_file
+
+    def not_read(path):
+        raise AssertionError(f"{path} was read to hash it")
+
+    gcs_store.use_here(monkeypatch)
+    monkeypatch.setattr(batch, "_sha256_file", not_read)
+    recorded = batch.input_digest(url)
+    assert crc32c and recorded == f"{batch.STORE_DIGEST_PREFIX}{crc32c}"
+    monkeypatch.setattr(batch, "_sha256_file", sha256)
+    gcs_store.write("digest/a.csv", b"changed\n")
+    assert batch.input_digest(url) != recorded

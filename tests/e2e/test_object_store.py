@@ -366,3 +366,37 @@ def test_the_staging_of_a_failed_job_on_s3_is_deleted_after_a_week_and_a_younger
     batch._remove_abandoned_job_staging(output, "run-own", now=time.time() + batch.JOB_STAGING_KEPT_S + 60)
     assert s3_store.keys("abandon") == ["_job-staging-run-own/scores/p.parquet", "_staging-run-other/scores/p.parquet",
                                         "scores/part.parquet"]
+
+
+def test_an_input_on_s3_is_known_by_its_etag_and_one_recorded_by_its_sha256_compares_so(s3_store, monkeypatch):
+    """A run knows a remote input by the store's checksum (one request; its sha256 had meant reading the whole
+    object once more before the run), and a replay compares a source a run recorded by its sha256 (before
+    2026-12-06) by its sha256 again."""
+    import hashlib
+
+    from seqwatch.pipelines import batch
+    from seqwatch.pipelines.replay import ReplayError, check_sources_unchanged
+
+    FileSystems.set_options(PipelineOptions(s3_store.beam_flags))
+    first, second = b"entity_id,channel,timestamp,value\npump-01,flow,2026-01-05T00:00:00Z,1.0\n", b"changed\n"
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="digest/a.csv", Body=first)
+    url = s3_store.url("digest/a.csv")
+    etag = s3_store.client.head_object(Bucket=s3_store.BUCKET, Key="digest/a.csv")["ETag"]
+    sha256 = batch._sha256_file
+
+    def not_read(path):
+        raise AssertionError(f"{path} was read to hash it")
+
+    monkeypatch.setattr(batch, "_sha256_file", not_read)
+    recorded = batch.input_digest(url)
+    assert recorded == f"{batch.STORE_DIGEST_PREFIX}{etag}"
+    check_sources_unchanged([url], {url: recorded})  # untouched: no refusal, nothing read
+    monkeypatch.setattr(batch, "_sha256_file", sha256)
+    legacy = hashlib.sha256(first).hexdigest()
+    assert batch.input_digest(url, legacy) == legacy
+    check_sources_unchanged([url], {url: legacy})
+    s3_store.client.put_object(Bucket=s3_store.BUCKET, Key="digest/a.csv", Body=second)
+    assert batch.input_digest(url) != recorded
+    for before in (recorded, legacy):
+        with pytest.raises(ReplayError, match="the file changed since the run read it"):
+            check_sources_unchanged([url], {url: before})
