@@ -73,7 +73,10 @@ def input_digest(path: str, like: str | None = None) -> str:
     from seqwatch.pipelines.object_store import is_remote
 
     if is_remote(path) and (like is None or like.startswith(STORE_DIGEST_PREFIX)):
-        checksum = FileSystems.checksum(path)
+        try:
+            checksum = FileSystems.checksum(path)
+        except NotImplementedError:  # a file system without checksums: its bytes
+            checksum = None
         if checksum:
             return f"{STORE_DIGEST_PREFIX}{checksum}"
     return _sha256_file(path)
