@@ -353,6 +353,14 @@ def _check_no_stream_outputs(output: str) -> None:
                        f"batch run would leave beside its own; give the run its own --output")
 
 
+def _check_output_folder(output: str, clear: bool) -> None:
+    """What a run checks of its output folder before it writes there and again before a job's own commit
+    (``clear``: under the output's lock, so that set-aside folders of finished commits may be deleted)."""
+    _check_sinks_replaceable(output)
+    _check_no_stream_outputs(output)
+    _check_nothing_set_aside(output, clear=clear)
+
+
 def _check_nothing_set_aside(output: str, clear: bool = True) -> None:
     """Refuse to run beside a previous run's outputs that a failed commit could not put back. A ``_previous-<run
     id>`` folder that holds nothing (a run killed before it set anything aside), or whose run's commit finished
@@ -389,54 +397,48 @@ def _commit_finished(output: str, run_id: str) -> bool:
     return manifest.get("run_id") == run_id and all(there(FileSystems.join(output, sink)) for sink in SINKS)
 
 
+def _folders_named(output: str, pattern: str) -> list[str]:
+    """The names of the folders under ``output`` that match ``pattern`` (on an object store: those that hold
+    objects, as a folder there is its objects)."""
+    if "://" in output:
+        return folders_matching(output, pattern)
+    if not Path(output).is_dir():
+        return []
+    return sorted(folder.name for folder in Path(output).glob(pattern) if folder.is_dir())
+
+
 def _remove_stale_staging(output: str, run_id: str) -> None:
     """Delete the staging folders of other runs killed before they finished (a run deletes its own when it
-    starts): under the output lock no other run is writing into ``output``."""
-    if "://" in output:  # an object store: a folder is its objects (held under the lock on S3: output_lock)
-        for name in folders_matching(output, "_staging-*"):
-            if name != f"_staging-{run_id}":
-                _delete(FileSystems.join(output, name))
-        return
-    if not Path(output).is_dir():
-        return
-    for folder in Path(output).glob("_staging-*"):
-        if folder.is_dir() and folder.name != f"_staging-{run_id}":
-            _delete(str(folder))
+    starts): under the output lock no other run is writing into ``output`` (held under the lock on S3 and GCS too:
+    output_lock)."""
+    for name in _folders_named(output, "_staging-*"):
+        if name != f"_staging-{run_id}":
+            _delete(FileSystems.join(output, name))
 
 
 def _remove_abandoned_job_staging(output: str, run_id: str, now: float | None = None) -> None:
     """Delete the staging folders of other jobs that committed themselves (``--commit-in-job``) and failed: those
     nothing was written into for ``JOB_STAGING_KEPT_S``."""
-    now = time.time() if now is None else now
-    own = JOB_STAGING_PREFIX + run_id
-    if "://" in output:
-        from seqwatch.pipelines.object_store import objects_listed_under
+    from seqwatch.pipelines.sinks import files_under
 
-        for name in folders_matching(output, JOB_STAGING_PREFIX + "*"):
-            folder = FileSystems.join(output, name)
-            times = [m.last_updated_in_seconds for m in objects_listed_under(folder).values()]
-            if name != own and times and now - max(times) > JOB_STAGING_KEPT_S:
-                _delete(folder)
-        return
-    if not Path(output).is_dir():
-        return
-    for folder in Path(output).glob(JOB_STAGING_PREFIX + "*"):
-        if folder.is_dir() and folder.name != own:
-            newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
-            if now - newest > JOB_STAGING_KEPT_S:
-                _delete(str(folder))
+    now = time.time() if now is None else now
+    for name in _folders_named(output, JOB_STAGING_PREFIX + "*"):
+        folder = FileSystems.join(output, name)
+        # its newest file's time (an empty local folder: its own)
+        written = [at for _, at in files_under(folder, "**/*")] or [0.0 if "://" in folder else
+                                                                    os.path.getmtime(folder)]
+        if name != JOB_STAGING_PREFIX + run_id and now - max(written) > JOB_STAGING_KEPT_S:
+            _delete(folder)
 
 
 def _files_under(path: str) -> list[str]:
-    """The Parquet files under a staged sink folder, named from the sink (``scores/part-00000-of-00001.parquet``);
-    on an object store its objects (a ``Path`` of ``s3://...`` had listed none there)."""
-    if "://" in path:
-        from seqwatch.pipelines.object_store import objects_listed_under
+    """The Parquet files under a staged sink folder, named from the sink (``scores/part-00000-of-00001.parquet``),
+    on any file system (a ``Path`` of ``s3://...`` had listed none there)."""
+    from seqwatch.pipelines.sinks import files_under
 
-        sink = path.rstrip("/").rsplit("/", 1)[-1]
-        return sorted(f"{sink}/{name}" for name in objects_listed_under(path) if name.endswith(".parquet"))
-    root = Path(path)
-    return sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.parquet")) if root.exists() else []
+    folder = path.rstrip("/")
+    sink = folder.rsplit("/", 1)[-1]
+    return sorted(f"{sink}/{found[len(folder) + 1:]}" for found, _ in files_under(folder, "**/*.parquet"))
 
 
 # Two DirectRunner worker processes pay for themselves from about 7M readings on the 2-core development machine
@@ -546,9 +548,7 @@ def _run_locked(plan: RunPlan, beam_args: list[str] | None, started: float, lock
     lock, so another run may be writing there: its folders are left alone)."""
     config = plan.config
     output = config.output
-    _check_sinks_replaceable(output)
-    _check_no_stream_outputs(output)
-    _check_nothing_set_aside(output, clear=locked)
+    _check_output_folder(output, clear=locked)
     if locked:
         _remove_stale_staging(output, plan.run_id)
     _remove_abandoned_job_staging(output, plan.run_id)
@@ -612,9 +612,7 @@ def _run_committing_in_job(plan: RunPlan, beam_args: list[str] | None, started: 
     Returns the manifest where the job ran to its end here (the DirectRunner, a portable runner's workers in this
     process), else ``{"run_id", "output", "job_state", "submitted": True}`` once the runner has the job."""
     output = plan.config.output
-    _check_sinks_replaceable(output)
-    _check_no_stream_outputs(output)
-    _check_nothing_set_aside(output, clear=False)
+    _check_output_folder(output, clear=False)
     _remove_abandoned_job_staging(output, plan.run_id)
     _delete(plan.staging)
     options, workers = _options(list(beam_args or []), plan.config, plan.paths, plan.estimated_readings)
@@ -731,9 +729,7 @@ def commit_in_job(plan: RunPlan, counts: dict, started: float, workers: int, wor
         raise RunError(f"the staged outputs of run {plan.run_id} are gone from {plan.staging}, so nothing was "
                        f"committed; run it again")
     with _output_lock_waiting(output, plan.run_id, COMMIT_LOCK_WAIT_S if wait_s is None else wait_s) as locked:
-        _check_sinks_replaceable(output)
-        _check_no_stream_outputs(output)
-        _check_nothing_set_aside(output, clear=locked)
+        _check_output_folder(output, clear=locked)
         try:
             manifest = _staged_manifest(plan, counts, started, workers, {}, working_dir)
         except RunError:  # the job's own counts refuse it: a retry would too

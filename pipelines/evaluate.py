@@ -83,14 +83,10 @@ def read_scores(output: str) -> pd.DataFrame:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
-    from seqwatch.pipelines.object_store import is_remote, objects_under
+    from seqwatch.pipelines.sinks import files_under
 
     folder = FileSystems.join(output.rstrip("/"), "scores")
-    if is_remote(folder):
-        paths = sorted(path for path in objects_under(folder) if path.endswith(".parquet"))
-    else:
-        from pathlib import Path
-        paths = sorted(map(str, Path(folder).rglob("*.parquet"))) if Path(folder).is_dir() else []
+    paths = [path for path, _ in files_under(folder, "**/*.parquet")]
     parts = []
     for path in paths:
         with FileSystems.open(path, compression_type="uncompressed") as f:

@@ -236,7 +236,7 @@ def test_the_cli_flag_runs_and_commits_in_the_job(inputs, small_model_dir, tmp_p
     assert set(ds.dataset(out / "scores", format="parquet").to_table().column("entity_id").to_pylist()) == {"pump-02"}
 
 
-def test_a_run_leaves_the_staging_of_a_job_that_commits_itself(both, inputs, small_model_dir, tmp_path):
+def test_a_run_leaves_the_staging_of_a_job_that_commits_itself(inputs, small_model_dir, tmp_path):
     """Such a job holds no lock while it runs: a run into the same output must not take its staging folder for a
     killed run's."""
     out = tmp_path / "out"
