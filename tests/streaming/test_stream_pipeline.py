@@ -742,7 +742,7 @@ def test_a_kafka_stream_waits_out_a_broker_outage_instead_of_ending_as_idle(long
             assert stream.poll() is None, log_path.read_text()[-3000:]
             broker = own_kafka_node.start()
             publish(rest)
-            returncode = stream.wait(timeout=400)
+            returncode = _ended_as_idle(stream, log_path, out, stream_outputs)
         finally:
             if stream.poll() is None:
                 stream.kill()
@@ -752,6 +752,25 @@ def test_a_kafka_stream_waits_out_a_broker_outage_instead_of_ending_as_idle(long
     assert f"records in {len(readings)} = " in text, text[-3000:]
     counts = stream_outputs.counts(out)
     assert counts["records_in"] == len(readings) == counts["records_scored"] + counts.get("records_quarantined", 0)
+
+
+def _ended_as_idle(stream: subprocess.Popen, log_path, out, stream_outputs, timeout_s: float = 180) -> int:
+    """The exit code of ``stream``, which read its last message and should end after its --stop-after-idle. One
+    such stream, in some 12 runs of the outage test alone (2026-12-06), had read every reading (its counts'
+    ``records_in``) and not ended in 400 s; it was not caught again. A stream that does not end in ``timeout_s``
+    is stopped as a person would stop it (SIGTERM, a graceful stop) and the test fails with what the stream had
+    written then, and whether that stop ended it."""
+    try:
+        return stream.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        stream.terminate()
+        try:
+            stopped = f"it stopped on SIGTERM with exit code {stream.wait(timeout=90)}"
+        except subprocess.TimeoutExpired:
+            stopped = "it did not stop on SIGTERM either"
+        counts = stream_outputs.counts(out) if (out / "counts").is_dir() else {}
+        pytest.fail(f"the stream did not end as idle within {timeout_s:g} s of its last message; {stopped}; its "
+                    f"counts: {counts}; its log ends:\n{log_path.read_text()[-3000:]}")
 
 
 def _at_360_hz(readings: pd.DataFrame) -> pd.DataFrame:
