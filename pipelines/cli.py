@@ -2086,11 +2086,11 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         if args.command == "replay":
             return cmd_replay(args, beam_args)
         return cmd_demo(args, beam_args)
-    except (CliError, FileNotFoundError) as exc:
-        print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # configuration errors raised at the boundary, e.g. a bad mapping
-        print(f"seqwatch {args.command}: {exc}", file=sys.stderr)
+    except (CliError, FileNotFoundError, ValueError) as exc:  # ValueError: configuration errors raised at the
+        # boundary, e.g. a bad mapping, or Beam's refusal of a runner's options (five lines for Dataflow's)
+        from seqwatch.pipelines.runners import refused_options_sentence
+
+        print(f"seqwatch {args.command}: {refused_options_sentence(str(exc)) or exc}", file=sys.stderr)
         return 2
     except ImportError as exc:
         extra = re.search(r"apache[_-]beam\[(\w+)\]", str(exc))

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -49,6 +50,32 @@ class BeamFlagError(ValueError):
 
 class StreamRunnerError(ValueError):
     """A stream that its runner could not run as a stream: one sentence with the fix."""
+
+
+# How Beam's check of a runner's options begins its refusal (``Pipeline``: its validator's errors, a line each).
+BEAM_OPTIONS_REFUSED = "Pipeline has validations errors:"
+
+
+def refused_options_sentence(message: str) -> str | None:
+    """Beam's refusal of a runner's pipeline options (``BEAM_OPTIONS_REFUSED``, then one line per error, as for
+    the DataflowRunner without ``--project``: five lines) as one sentence that names the flags; ``None`` for any
+    other message."""
+    if not message.startswith(BEAM_OPTIONS_REFUSED):
+        return None
+    missing, other = [], []
+    for line in message[len(BEAM_OPTIONS_REFUSED):].splitlines():
+        line = line.strip().rstrip(".")
+        required = re.fullmatch(r"Missing required option: (\w+)", line)
+        path = re.fullmatch(r"Missing GCS path option: (\w+)", line)
+        if required:
+            missing.append(f"--{required.group(1)}")
+        elif path:
+            missing.append(f"--{path.group(1)} (a gs:// path)")
+        elif line:
+            other.append(line[0].lower() + line[1:])
+    needs = [f"it needs {', '.join(missing[:-1])} and {missing[-1]}" if len(missing) > 1 else
+             f"it needs {missing[0]}"] if missing else []
+    return "the runner refuses the pipeline's options: " + "; ".join(needs + other or ["(Beam gave no reason)"])
 
 
 def beam_option_parser():

@@ -274,3 +274,36 @@ def test_a_streams_calibration_keep_days_reaches_its_plan(small_model_dir, tmp_p
     plan = plan_stream(str(small_model_dir), str(tmp_path / "o"), online_calibration=True, calibration_keep_days=2.5)
     assert plan.config.calibration_keep_days == 2.5
     assert plan_stream(str(small_model_dir), str(tmp_path / "o")).config.calibration_keep_days == 0
+
+
+def test_beams_refusal_of_a_runners_options_is_one_sentence_naming_the_flags():
+    """Found by hand: ``seqwatch run --runner=DataflowRunner`` without Dataflow's options printed Beam's five lines
+    ("Pipeline has validations errors:", then one per option). Beam's own check makes the message here."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from seqwatch.pipelines.runners import refused_options_sentence
+
+    with pytest.raises(ValueError) as refused:
+        beam.Pipeline(runner="DataflowRunner", options=PipelineOptions(["--region=europe-west1"]))
+    assert refused_options_sentence(str(refused.value)) == (
+        "the runner refuses the pipeline's options: it needs --temp_location (a gs:// path), --staging_location "
+        "(a gs:// path) and --project")
+    assert refused_options_sentence("Pipeline has validations errors: \nMissing required option: project.\n"
+                                    "Invalid GCS path (x), given for the option: temp_location.") == (
+        "the runner refuses the pipeline's options: it needs --project; invalid GCS path (x), given for the "
+        "option: temp_location")
+    assert refused_options_sentence("a mapping's column is missing") is None
+
+
+def test_a_run_on_dataflow_without_its_options_says_which_in_one_sentence(small_model_dir, tmp_path, capsys):
+    from seqwatch.models.synthetic import generate_sensor_data
+    from seqwatch.pipelines.cli import main
+
+    readings, _ = generate_sensor_data(n_entities=1, n_steps=40, seed=3, anomalies_per_entity=0)
+    readings.to_csv(tmp_path / "in.csv", index=False)
+    assert main(["run", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out"), "--model-dir",
+                 str(small_model_dir), "--runner=DataflowRunner", "--project=seqwatch-test"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("seqwatch run: the runner refuses the pipeline's options: it needs --temp_location (a gs:// "
+                   "path), --staging_location (a gs:// path) and --region\n"), err
