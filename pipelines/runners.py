@@ -219,6 +219,9 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
     if not name:
         args.append("--runner=PrismRunner")
         name = "prismrunner"
+    refusal = job_server_refusal(PipelineOptions(args))
+    if refusal is not None:
+        raise StreamRunnerError(refusal)
     if name == "prismrunner":
         args = _on_checkout_prism(args, options)
         prism_binary(PipelineOptions(args))
@@ -243,6 +246,9 @@ def batch_runner_args(beam_args: list[str]) -> list[str]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     options = PipelineOptions(beam_args)
+    refusal = job_server_refusal(options)
+    if refusal is not None:
+        raise StreamRunnerError(refusal)
     if runner_name(options) != "prismrunner":
         return list(beam_args)
     args = _on_checkout_prism(list(beam_args), options)
@@ -250,6 +256,71 @@ def batch_runner_args(beam_args: list[str]) -> list[str]:
                                                 "({reason}): build it with `make prism` (Go) and pass "
                                                 "--prism_location=.tools/bin/prism, or leave out --runner")
     return args
+
+
+JOB_ENDPOINT_CONNECT_S = 5.0  # how long a --job_endpoint may take to accept a connection before the run
+
+
+def job_server_refusal(options) -> str | None:
+    """One sentence where the job server a portable runner's job needs cannot be had, said before the run: a
+    ``--job_endpoint`` where nothing answers (Beam waited ``--job_server_timeout``, 300 s, then a traceback), the
+    PortableRunner without one (a traceback), and the job server jar of the FlinkRunner or SparkRunner that cannot
+    be had (Beam's download of Beam 2.77's jar from Maven Central, which has none for Flink 2.2 or Spark 3, ended
+    in a traceback). ``None`` for other runners, and where the job server is there."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    name = runner_name(options)
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    if endpoint and endpoint != "embed":  # "embed": Beam's job server in this process
+        reason = _no_answer(endpoint)
+        if reason is None:
+            return None
+        starts = name in ("prismrunner", "flinkrunner", "sparkrunner")
+        return (f"no job server answers at {endpoint} (--job_endpoint): {reason}; start it first"
+                + (", or leave out --job_endpoint for Beam to start one" if starts else ""))
+    if name == "portablerunner":
+        return ("--runner=PortableRunner needs --job_endpoint, the host:port of a running job server; or name the "
+                "runner, whose job server Beam starts: --runner=PrismRunner, --runner=FlinkRunner")
+    if name in ("flinkrunner", "sparkrunner"):
+        return _job_server_jar_refusal(options, name)
+    return None
+
+
+def _no_answer(endpoint: str) -> str | None:
+    """Why nothing accepts a connection at ``endpoint`` (``host:port``), or ``None`` where something does (or the
+    endpoint is no ``host:port``, left to Beam)."""
+    import socket
+
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=JOB_ENDPOINT_CONNECT_S):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _job_server_jar_refusal(options, name: str) -> str | None:
+    """The sentence where the FlinkRunner's or SparkRunner's job server jar (``--flink_job_server_jar``, else
+    Beam's from Maven Central) cannot be had; fetched now, as Beam would fetch it, into Beam's cache."""
+    from apache_beam.options.pipeline_options import JobServerOptions
+
+    if name == "flinkrunner":
+        from apache_beam.runners.portability.flink_runner import FlinkJarJobServer as JarJobServer
+        flag, runner = "--flink_job_server_jar", "FlinkRunner"
+        hint = " (`make flink-job-server` assembles one, README \"Flink\")"
+    else:
+        from apache_beam.runners.portability.spark_runner import SparkJarJobServer as JarJobServer
+        flag, runner, hint = "--spark_job_server_jar", "SparkRunner", ""
+    try:
+        JarJobServer.local_jar(JarJobServer(options).path_to_jar(), options.view_as(JobServerOptions).jar_cache_dir)
+    except RuntimeError as exc:
+        fetched = re.match(r"Unable to fetch remote job server jar at (\S+): (.+?)\. (?:Also|If no)", str(exc))
+        why = f"Beam could not fetch {fetched.group(1)}: {fetched.group(2)}" if fetched else str(exc).rstrip(".")
+        return (f"the {runner}'s job server jar cannot be had ({why}): give one with {flag}{hint}, or a running "
+                f"job server with --job_endpoint")
+    return None
 
 
 def prism_binary(options, refusal: str | None = None) -> str:

@@ -307,3 +307,14 @@ def test_a_run_on_dataflow_without_its_options_says_which_in_one_sentence(small_
     err = capsys.readouterr().err
     assert err == ("seqwatch run: the runner refuses the pipeline's options: it needs --temp_location (a gs:// "
                    "path), --staging_location (a gs:// path) and --region\n"), err
+
+
+def test_a_portable_runner_without_its_job_server_is_one_sentence(tmp_path, capsys):
+    """Before the input and the model are read (a stream checks its runner after them: ``test_runners.py``)."""
+    from seqwatch.pipelines.cli import main
+
+    assert main(["run", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out"), "--model-dir",
+                 str(tmp_path / "model"), "--runner=PortableRunner"]) == 2
+    assert capsys.readouterr().err == (
+        "seqwatch run: --runner=PortableRunner needs --job_endpoint, the host:port of a running job server; or name "
+        "the runner, whose job server Beam starts: --runner=PrismRunner, --runner=FlinkRunner\n")

@@ -78,10 +78,12 @@ def test_a_stream_that_names_no_runner_runs_on_the_checkouts_prism(checkout_pris
 @pytest.mark.parametrize("flags, source, ends", [
     (["--runner=DirectRunner"], "replay", True),  # a replay ends: the DirectRunner runs it as one batch
     (["--runner=DirectRunner"], "kafka", True),  # --stop-after-idle
-    (["--runner=FlinkRunner", "--flink_master=[local]"], "kafka", False),
+    (["--runner=FlinkRunner", "--flink_master=[local]", "--flink_job_server_jar={jar}"], "kafka", False),
     (["--runner=DataflowRunner"], "pubsub", False),
 ])
-def test_a_stream_on_a_runner_it_names_keeps_its_flags(flags, source, ends, checkout_prism):
+def test_a_stream_on_a_runner_it_names_keeps_its_flags(flags, source, ends, checkout_prism, tmp_path):
+    (tmp_path / "job-server.jar").write_bytes(b"a jar")  # a local jar (without one, Beam's would be downloaded)
+    flags = [flag.format(jar=tmp_path / "job-server.jar") for flag in flags]
     assert stream_runner_args(flags, source, source_ends=ends) == flags
 
 
@@ -296,3 +298,44 @@ def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_af
     finally:
         threading.excepthook = original
     assert printed == ["some_other_thread"]
+
+
+def test_a_job_server_that_cannot_be_had_is_one_sentence_before_the_run(tmp_path):
+    """Found by hand: ``seqwatch run`` (or ``stream``) with a ``--job_endpoint`` where nothing listens waited
+    ``--job_server_timeout`` (300 s) and ended in a traceback; ``--runner=PortableRunner`` without one, and the
+    FlinkRunner or SparkRunner whose job server jar Beam could not download, ended in a traceback at once."""
+    import socket
+
+    from tests.conftest import _free_port
+
+    closed = _free_port()
+    refused = f"no job server answers at 127.0.0.1:{closed} (--job_endpoint): Connection refused; start it first"
+    with pytest.raises(StreamRunnerError) as caught:
+        runners.batch_runner_args(["--runner=PortableRunner", f"--job_endpoint=127.0.0.1:{closed}"])
+    assert str(caught.value) == refused
+    with pytest.raises(StreamRunnerError) as caught:
+        stream_runner_args(["--runner=FlinkRunner", f"--job_endpoint=127.0.0.1:{closed}"], "kafka",
+                           source_ends=False)
+    assert str(caught.value) == f"{refused}, or leave out --job_endpoint for Beam to start one"
+    with socket.socket() as listening:  # one that answers is left to Beam
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        answers = [f"--job_endpoint=127.0.0.1:{listening.getsockname()[1]}"]
+        assert runners.batch_runner_args(["--runner=PortableRunner", *answers]) == ["--runner=PortableRunner",
+                                                                                     *answers]
+    with pytest.raises(StreamRunnerError) as caught:
+        runners.batch_runner_args(["--runner=PortableRunner"])
+    assert str(caught.value).startswith("--runner=PortableRunner needs --job_endpoint, the host:port of a running "
+                                        "job server; ")
+    # a jar Beam must download, from a server that is not there (as Maven Central has no Beam 2.77 jar for Spark 3)
+    jar = f"http://127.0.0.1:{closed}/beam-runners-spark-3-job-server.jar"
+    with pytest.raises(StreamRunnerError) as caught:
+        runners.batch_runner_args(["--runner=SparkRunner", f"--spark_job_server_jar={jar}",
+                                   f"--jar_cache_dir={tmp_path}"])
+    assert str(caught.value).startswith(f"the SparkRunner's job server jar cannot be had (Beam could not fetch "
+                                        f"{jar}: <urlopen error [Errno 111] Connection refused>): give one with "
+                                        f"--spark_job_server_jar, or a running job server with --job_endpoint")
+    local = tmp_path / "flink-job-server.jar"
+    local.write_bytes(b"a jar")  # a local jar is Beam's to start
+    flink = ["--runner=FlinkRunner", f"--flink_job_server_jar={local}"]
+    assert runners.batch_runner_args(flink) == flink
