@@ -2117,6 +2117,13 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             sys.stderr.flush()
             _stop_runner_processes()
             os._exit(1)
+        if args.command in BATCH_COMMANDS and lost is not None and not signalled and not _interrupted(exc):
+            # the portable runner's job service went away during a batch job (Prism, given an EXTERNAL worker
+            # pool where none listens, ends as the job starts): its gRPC error had been a traceback of 34 lines
+            print(f"seqwatch {args.command}: the runner stopped answering during the job ({_error_line(exc)}); "
+                  f"a batch run commits nothing unless it finishes, so the previous outputs are as they were",
+                  file=sys.stderr)
+            return 1
         from seqwatch.pipelines.object_store import store_error, store_sentence
 
         if store_error(exc) is not None and not signalled:  # a bucket that is not there, a store out of reach
@@ -2221,9 +2228,13 @@ def _check_beam_flags(command: str, parser: argparse.ArgumentParser, beam_args: 
         unknown, beam_known = unknown_beam_flags(beam_args)
     except BeamFlagError as exc:
         raise CliError(f"Beam option {exc}") from None
-    if not unknown:
-        return
-    raise CliError(_unknown_flag(command, parser, unknown[0], beam_known))
+    if unknown:
+        raise CliError(_unknown_flag(command, parser, unknown[0], beam_known))
+    from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+    workers = PipelineOptions(beam_args).view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:  # Beam's FnApiRunner failed on it with an IndexError in a traceback
+        raise CliError(f"--direct_num_workers must be 0 (one per core) or more, got {workers}")
 
 
 def _unknown_flag(command: str, parser: argparse.ArgumentParser, first: str, beam_known: list[str]) -> str:
@@ -2240,6 +2251,9 @@ def _unknown_flag(command: str, parser: argparse.ArgumentParser, first: str, bea
     hint = f"; did you mean {close[0]}?" if close else f" (seqwatch {command} --help lists its flags)"
     takes = f"neither seqwatch {command} nor Beam takes it" if beam_known else f"seqwatch {command} does not take it"
     return f"unknown flag {name}: {takes}{hint}"
+
+
+BATCH_COMMANDS = ("run", "replay", "demo")  # the commands whose pipeline is a batch job
 
 
 def _runner_connection_lost(exc: BaseException) -> str | None:

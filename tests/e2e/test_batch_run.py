@@ -365,6 +365,24 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "seqwatch.pipelines.cli", *args], capture_output=True, text=True)
 
 
+def test_a_runner_that_stops_answering_during_a_batch_job_is_one_sentence(run, small_model_dir, prism_location,
+                                                                        tmp_path):
+    """Found by hand (session 50): Prism given an EXTERNAL worker pool where none listens ends as the job starts,
+    and its job service's gRPC error (UNAVAILABLE) was a traceback of 34 lines. Nothing is committed."""
+    from tests.conftest import _free_port
+
+    config, _, _, _ = run
+    result = _cli("run", "--input", config.inputs[0], "--format", "wide", "--output", str(tmp_path / "o"),
+                  "--model-dir", str(small_model_dir), "--runner=PrismRunner", f"--prism_location={prism_location}",
+                  "--environment_type=EXTERNAL", f"--environment_config=127.0.0.1:{_free_port()}")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("seqwatch run: the runner stopped answering during the job (UNAVAILABLE: "), \
+        result.stderr
+    assert result.stderr.endswith("); a batch run commits nothing unless it finishes, so the previous outputs are "
+                                  "as they were\n"), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o" / "manifest.json").exists()
+
+
 @pytest.mark.slow
 def test_a_pane_shorter_than_the_model_allows_is_raised_and_said(run, small_model_dir, tmp_path):
     """Found by a bug hunt: --pane-steps 10 ran with panes of 40 steps, without a word, and the manifest said 10."""
@@ -617,6 +635,13 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
           "--alert-cooldwn", "60"], "unknown flag --alert-cooldwn: neither seqwatch run nor Beam takes it; did you "
                                     "mean --alert-cooldown?"),
+        # found by hand (session 50): Beam's FnApiRunner failed on it with an IndexError in a traceback
+        (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
+          "--direct_num_workers=-1"], "--direct_num_workers must be 0 (one per core) or more, got -1"),
+        # and a job server that is not there (test_runners.py has the others): a 300 s wait, then a traceback
+        (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
+          "--runner=PortableRunner", "--job_endpoint=127.0.0.1:1"],
+         "no job server answers at 127.0.0.1:1 (--job_endpoint): Connection refused; start it first"),
         (["run", "--input", str(long_file), "--format", "wide", "--mapping", str(mapping), "--output",
           str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
          f"the mapping file {mapping} sets format 'long' but --format says 'wide': give one of them"),
