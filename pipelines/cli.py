@@ -2069,7 +2069,7 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             beam_sdk_worker.print = print_unless_failed_instruction
         _use_file_systems(beam_args)
         _check_buckets(args, beam_args)
-        if args.command in ("run", "replay", "demo"):
+        if args.command in BATCH_COMMANDS:
             from seqwatch.pipelines.runners import StreamRunnerError, batch_runner_args
             try:
                 beam_args = batch_runner_args(beam_args)

@@ -219,9 +219,7 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
     if not name:
         args.append("--runner=PrismRunner")
         name = "prismrunner"
-    refusal = job_server_refusal(PipelineOptions(args))
-    if refusal is not None:
-        raise StreamRunnerError(refusal)
+    _check_job_server(PipelineOptions(args))
     if name == "prismrunner":
         args = _on_checkout_prism(args, options)
         prism_binary(PipelineOptions(args))
@@ -246,9 +244,7 @@ def batch_runner_args(beam_args: list[str]) -> list[str]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     options = PipelineOptions(beam_args)
-    refusal = job_server_refusal(options)
-    if refusal is not None:
-        raise StreamRunnerError(refusal)
+    _check_job_server(options)
     if runner_name(options) != "prismrunner":
         return list(beam_args)
     args = _on_checkout_prism(list(beam_args), options)
@@ -286,16 +282,23 @@ def job_server_refusal(options) -> str | None:
     return None
 
 
-def _no_answer(endpoint: str) -> str | None:
-    """Why nothing accepts a connection at ``endpoint`` (``host:port``), or ``None`` where something does (or the
-    endpoint is no ``host:port``, left to Beam)."""
+def _check_job_server(options) -> None:
+    """``StreamRunnerError`` with ``job_server_refusal``'s sentence, where it has one."""
+    refusal = job_server_refusal(options)
+    if refusal is not None:
+        raise StreamRunnerError(refusal)
+
+
+def _no_answer(endpoint: str, timeout_s: float = JOB_ENDPOINT_CONNECT_S) -> str | None:
+    """Why nothing accepts a connection at ``endpoint`` (``host:port``) within ``timeout_s``, or ``None`` where
+    something does (or the endpoint is no ``host:port``, left to Beam)."""
     import socket
 
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit():
         return None
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=JOB_ENDPOINT_CONNECT_S):
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             return None
     except OSError as exc:
         return exc.strerror or str(exc) or type(exc).__name__
@@ -398,10 +401,8 @@ def _wait_until_serving(guard: subprocess.Popen, endpoint: str, what: str, last_
     """Return once the job server answers on ``endpoint``; ``StreamRunnerError`` naming its last output line when
     it ends first (a jar that is no jar, no Java) or does not answer within ``timeout_s``. Beam's own wait for an
     endpoint it is given takes ``--job_server_timeout`` (300 s) and ends in a traceback."""
-    import socket
     import time
 
-    host, port = endpoint.rsplit(":", 1)
     deadline = time.monotonic() + timeout_s
     while True:
         if guard.poll() is not None:
@@ -409,11 +410,8 @@ def _wait_until_serving(guard: subprocess.Popen, endpoint: str, what: str, last_
             said = next((line for line in reversed(last_lines) if line.strip()), "")
             raise StreamRunnerError(f"{what} ended as it started (exit status {guard.returncode})"
                                     + (f": {said.strip()}" if said else "") + f"; its command: {_shown(guard)}")
-        try:
-            with socket.create_connection((host, int(port)), timeout=1.0):
-                return
-        except OSError:
-            pass
+        if _no_answer(endpoint, timeout_s=1.0) is None:
+            return
         if time.monotonic() > deadline:
             raise StreamRunnerError(f"{what} did not answer on {endpoint} within {timeout_s:.0f} s; its command: "
                                     f"{_shown(guard)}")
