@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 
 class CliError(Exception):
@@ -1832,6 +1832,12 @@ class _CtrlC:
     draining = ""  # what asked it to ("SIGTERM", "Ctrl-C"), once the first signal did
 
     @classmethod
+    def signalled(cls) -> bool:
+        """Whether a Ctrl-C or SIGTERM was taken as an interrupt (a stream's first, which only asks it to stop, is
+        not)."""
+        return cls.seen is not None and cls.seen.is_set()
+
+    @classmethod
     def caused(cls, exc: BaseException | None) -> bool:
         """Whether ``exc``, a gRPC error in a thread other than the main one, came from a Ctrl-C that stopped the
         runner on the other end: it waits up to 2 s for the interrupt, which can reach the main thread after the
@@ -2088,24 +2094,24 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
         return cmd_demo(args, beam_args)
     except (CliError, FileNotFoundError, ValueError) as exc:  # ValueError: configuration errors raised at the
         # boundary, e.g. a bad mapping, or Beam's refusal of a runner's options (five lines for Dataflow's)
+        if _CtrlC.signalled():
+            _stop_after_interrupt(args, exc)
         from seqwatch.pipelines.runners import refused_options_sentence
 
         print(f"seqwatch {args.command}: {refused_options_sentence(str(exc)) or exc}", file=sys.stderr)
         return 2
-    except ImportError as exc:
-        extra = re.search(r"apache[_-]beam\[(\w+)\]", str(exc))
-        if extra is None:
-            raise
-        # a runner Beam installs with an extra (DataflowRunner: [gcp]) that seqwatch's install leaves out: it had
-        # ended with a traceback of 41 lines (found by the bug hunt of deploy examples)
-        name = extra.group(1)
-        print(f"seqwatch {args.command}: {str(exc).splitlines()[0].rstrip('.')}: seqwatch installs Beam without "
-              f"its [{name}] extra; pip install 'apache-beam[{name}]==2.77.0' into this environment (and on the "
-              f"workers: deploy/dataflow/README.md)", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, Exception) as exc:
         lost = _runner_connection_lost(exc)
-        signalled = _CtrlC.seen is not None and _CtrlC.seen.is_set()  # the runner's end came after our Ctrl-C
+        signalled = _CtrlC.signalled()  # the runner's end came after our Ctrl-C
+        extra = re.search(r"apache[_-]beam\[(\w+)\]", str(exc)) if isinstance(exc, ImportError) else None
+        if extra is not None and not signalled:
+            # a runner Beam installs with an extra (DataflowRunner: [gcp]) that seqwatch's install leaves out: it
+            # had ended with a traceback of 41 lines (found by the bug hunt of deploy examples)
+            name = extra.group(1)
+            print(f"seqwatch {args.command}: {str(exc).splitlines()[0].rstrip('.')}: seqwatch installs Beam "
+                  f"without its [{name}] extra; pip install 'apache-beam[{name}]==2.77.0' into this environment "
+                  f"(and on the workers: deploy/dataflow/README.md)", file=sys.stderr)
+            return 2
         if args.command == "stream" and lost is not None and not signalled and not _interrupted(exc):
             # Prism ended under the job (a SIGINT to the process group of a script's background job reaches Prism,
             # which takes it, though the job ignores it): its gRPC error had ended the job with tracebacks (exit
@@ -2134,8 +2140,9 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
             # been a traceback: found by the bug hunt of operational failures)
             print(f"seqwatch {args.command}: {_os_error_sentence(exc)}", file=sys.stderr)
             return 2
-        # after a Ctrl-C or SIGTERM, whatever failed failed because of it (an import it broke: "partially
-        # initialized module")
+        # after a Ctrl-C or SIGTERM, whatever failed failed because of it: an import it broke ("partially
+        # initialized module"; or, landing in the init of a pybind11 extension such as optree's, an ImportError
+        # that Keras rewords as optree missing, with the interrupt dropped from its chain: CI, 2026-12-06)
         if not (_interrupted(exc) or signalled):
             from seqwatch.pipelines.job_failure import BUNDLE_ECHOES, job_failure
 
@@ -2145,24 +2152,30 @@ def _main(parser: argparse.ArgumentParser, args, beam_args: list[str]) -> int:
                 # stuck-job check took its place
                 return _said_job_failure(args, failure.with_bundle_report(BUNDLE_ECHOES.first_report))
             raise
-        from seqwatch.pipelines.interrupts import InterruptedAfterCommit
+        _stop_after_interrupt(args, exc)
 
-        kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
-                "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
-        if isinstance(exc, InterruptedAfterCommit) and args.command == "train":
-            kept = (f"; it came as the model was saved, which it finished first: {getattr(args, 'model_dir', '')} "
-                    f"holds the new version, whole")
-        elif isinstance(exc, InterruptedAfterCommit):  # it came while the outputs were moved into place
-            kept = (f"; it came as the run moved its outputs into place, which it finished first: "
-                    f"{getattr(args, 'output', '')} holds this run's outputs and manifest, whole")
-        how = "SIGTERM" if _CtrlC.terminated else "an interrupt (Ctrl-C)"
-        print(f"seqwatch {args.command}: stopped by {how}{kept}", file=sys.stderr)
-        # The runner's worker threads are not daemons and go on replaying or reading after the interrupt: a
-        # plain return would leave the process running. Flush what was printed and end it here.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        _stop_runner_processes()
-        os._exit(143 if _CtrlC.terminated else 130)  # 128 + the signal's number, as a shell reports it
+
+def _stop_after_interrupt(args, exc: BaseException) -> NoReturn:
+    """End the command that a Ctrl-C or SIGTERM stopped (``exc``: the interrupt, or what failed because of it) with
+    one line that says what its outputs hold, and the shell's exit code of that signal."""
+    from seqwatch.pipelines.interrupts import InterruptedAfterCommit
+
+    kept = {"run": "; a batch run commits nothing unless it finishes, so the previous outputs are as they were",
+            "stream": f"; what was written so far stays in {getattr(args, 'output', '')}"}.get(args.command, "")
+    if isinstance(exc, InterruptedAfterCommit) and args.command == "train":
+        kept = (f"; it came as the model was saved, which it finished first: {getattr(args, 'model_dir', '')} "
+                f"holds the new version, whole")
+    elif isinstance(exc, InterruptedAfterCommit):  # it came while the outputs were moved into place
+        kept = (f"; it came as the run moved its outputs into place, which it finished first: "
+                f"{getattr(args, 'output', '')} holds this run's outputs and manifest, whole")
+    how = "SIGTERM" if _CtrlC.terminated else "an interrupt (Ctrl-C)"
+    print(f"seqwatch {args.command}: stopped by {how}{kept}", file=sys.stderr)
+    # The runner's worker threads are not daemons and go on replaying or reading after the interrupt: a
+    # plain return would leave the process running. Flush what was printed and end it here.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _stop_runner_processes()
+    os._exit(143 if _CtrlC.terminated else 130)  # 128 + the signal's number, as a shell reports it
 
 
 # The operating system's refusals of a file (not seqwatch's bugs, which keep their traceback)
