@@ -642,6 +642,10 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
         (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
           "--runner=PortableRunner", "--job_endpoint=127.0.0.1:1"],
          "no job server answers at 127.0.0.1:1 (--job_endpoint): Connection refused; start it first"),
+        # a Flink cluster that is not there: the job server tried it for a minute, then an ERROR:root: line (68 s)
+        (["run", "--input", str(long_file), "--output", str(tmp_path / "o"), "--model-dir", str(small_model_dir),
+          "--runner=FlinkRunner", "--flink_master=127.0.0.1:1", f"--flink_job_server_jar={long_file}"],
+         "no Flink cluster answers at 127.0.0.1:1 (--flink_master=127.0.0.1:1): Connection refused; start it first"),
         (["run", "--input", str(long_file), "--format", "wide", "--mapping", str(mapping), "--output",
           str(tmp_path / "o"), "--model-dir", str(small_model_dir)],
          f"the mapping file {mapping} sets format 'long' but --format says 'wide': give one of them"),

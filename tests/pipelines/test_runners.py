@@ -339,3 +339,18 @@ def test_a_job_server_that_cannot_be_had_is_one_sentence_before_the_run(tmp_path
     local.write_bytes(b"a jar")  # a local jar is Beam's to start
     flink = ["--runner=FlinkRunner", f"--flink_job_server_jar={local}"]
     assert runners.batch_runner_args(flink) == flink
+    # a Flink cluster where nothing answers (found by hand: the job server tried it for 68 s, then failed the job)
+    for master in (f"127.0.0.1:{closed}", f"http://127.0.0.1:{closed}/"):
+        for runner_args in (runners.batch_runner_args,
+                            lambda args: stream_runner_args(args, "kafka", source_ends=False)):
+            with pytest.raises(StreamRunnerError) as caught:
+                runner_args([*flink, f"--flink_master={master}"])
+            assert str(caught.value) == (f"no Flink cluster answers at 127.0.0.1:{closed} (--flink_master={master}): "
+                                         f"Connection refused; start it first, or leave out --flink_master for a "
+                                         f"Flink of the job's own ([local])")
+    with socket.socket() as listening:  # one that answers, and the embedded ones, are left to Beam
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        for master in (f"127.0.0.1:{listening.getsockname()[1]}", "[local]", "[auto]"):
+            assert runners.batch_runner_args([*flink, f"--flink_master={master}"]) == [*flink,
+                                                                                        f"--flink_master={master}"]
