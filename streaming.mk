@@ -12,6 +12,9 @@
 #   make flink-job-server  .tools/flink/beam-flink-job-server.jar: Beam's Flink job server (Beam 2.50, Flink
 #                          1.16; see deploy/flink/pom.xml for why those versions) from Maven Central, for
 #                          --runner=FlinkRunner --flink_job_server_jar=... (~1.5 min, 150 MB)
+#   make spark-job-server  .tools/spark/beam-spark-job-server.jar: Beam's Spark job server (Beam 2.50, Spark
+#                          3.2.2; see deploy/spark/pom.xml) from Maven Central, for --runner=SparkRunner
+#                          --spark_job_server_jar=... (188 MB)
 #   make streaming-clean   removes .tools/
 #
 # Start the brokers by hand with deploy/streaming/kafka-local.sh and deploy/streaming/pubsub-emulator.sh.
@@ -29,10 +32,13 @@ KAFKA_STAMP := $(TOOLS_DIR)/kafka/.kafka-$(KAFKA_VERSION)
 KAFKA_POM := deploy/streaming/kafka/pom.xml
 FLINK_POM := deploy/flink/pom.xml
 FLINK_JAR := $(TOOLS_DIR)/flink/beam-flink-job-server.jar
+SPARK_POM := deploy/spark/pom.xml
+SPARK_JAR := $(TOOLS_DIR)/spark/beam-spark-job-server.jar
+LAUNCHER_JAR := deploy/job_server_jar.py
 
-.PHONY: streaming-tools prism kafka-jars pubsub-emulator mosquitto flink-job-server streaming-clean
+.PHONY: streaming-tools prism kafka-jars pubsub-emulator mosquitto flink-job-server spark-job-server streaming-clean
 
-streaming-tools: prism kafka-jars pubsub-emulator mosquitto flink-job-server
+streaming-tools: prism kafka-jars pubsub-emulator mosquitto flink-job-server spark-job-server
 
 prism: $(PRISM_STAMP)
 
@@ -60,13 +66,23 @@ $(KAFKA_STAMP): $(KAFKA_POM)
 
 flink-job-server: $(FLINK_JAR)
 
-$(FLINK_JAR): $(FLINK_POM) deploy/flink/job_server_jar.py
+$(FLINK_JAR): $(FLINK_POM) $(LAUNCHER_JAR)
 	@command -v java >/dev/null && command -v $(MVN) >/dev/null || { echo "streaming.mk: Java 17+ and Maven" \
 	  "are needed for the Flink job server (apt-get install openjdk-17-jdk-headless maven)" >&2; exit 1; }
 	@rm -rf $(TOOLS_DIR)/flink && mkdir -p $(TOOLS_DIR)/flink
 	$(MVN) -B -q -f $(FLINK_POM) dependency:copy-dependencies -DincludeScope=runtime \
 	  -DoutputDirectory=$(abspath $(TOOLS_DIR)/flink/libs)
-	$(PYTHON) deploy/flink/job_server_jar.py $@ $(TOOLS_DIR)/flink/libs
+	$(PYTHON) $(LAUNCHER_JAR) flink $@ $(TOOLS_DIR)/flink/libs
+
+spark-job-server: $(SPARK_JAR)
+
+$(SPARK_JAR): $(SPARK_POM) $(LAUNCHER_JAR)
+	@command -v java >/dev/null && command -v $(MVN) >/dev/null || { echo "streaming.mk: Java 17+ and Maven" \
+	  "are needed for the Spark job server (apt-get install openjdk-17-jdk-headless maven)" >&2; exit 1; }
+	@rm -rf $(TOOLS_DIR)/spark && mkdir -p $(TOOLS_DIR)/spark
+	$(MVN) -B -q -f $(SPARK_POM) dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(abspath $(TOOLS_DIR)/spark/libs)
+	$(PYTHON) $(LAUNCHER_JAR) spark $@ $(TOOLS_DIR)/spark/libs
 
 # The emulator comes with the machine image (Google's apt repository is not reachable here, so apt-get cannot
 # install it); tests/streaming skips the Pub/Sub tests, saying so, where it is missing.

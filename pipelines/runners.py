@@ -200,10 +200,20 @@ def finalize_released_bundles() -> None:
     sdk_worker.SdkWorker.finalize_bundle = finalize_bundle
 
 
+# Beam's portable Spark runner gives a splittable DoFn no checkpoint ("The ActiveBundle does not have a registered
+# bundle checkpoint handler", after 15 s and an ERROR:root: line: found by hand, session 51), and every source of a
+# stream is one that checkpoints: apache/beam#19468 (Beam added it for Spark's batch mode in 2026, not its streams)
+SPARK_STREAM_REFUSAL = ("Beam's Spark runner cannot run a stream: its portable runner gives no checkpoint to a "
+                        "splittable DoFn, which every source of a stream is (apache/beam#19468); run the stream on "
+                        "Prism (leave out --runner), FlinkRunner or DataflowRunner; SparkRunner runs seqwatch run "
+                        "and replay")
+
+
 def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> list[str]:
     """The Beam flags a stream from ``source`` runs with: ``beam_args``, on Prism when they name no runner; on
     Prism, the checkout's ``make prism`` binary unless ``--prism_location`` names one (without either, Beam's own,
-    from its cache or downloaded). Raises ``StreamRunnerError`` when Prism's binary cannot be had, and for the DirectRunner on a
+    from its cache or downloaded). Raises ``StreamRunnerError`` when Prism's binary cannot be had, for the
+    SparkRunner (``SPARK_STREAM_REFUSAL``), and for the DirectRunner on a
     source that does not end (a broker without ``--stop-after-idle``): where the DirectRunner cannot hand the job
     to Prism it reads the source to its end before anything after it runs, and this one has none."""
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -216,6 +226,8 @@ def stream_runner_args(beam_args: list[str], source: str, source_ends: bool) -> 
             f"a {source} stream without --stop-after-idle never ends, and the DirectRunner, where it cannot hand "
             f"the job to Prism, runs a stream as one batch that writes nothing before its source ends: leave out "
             f"--runner (Prism) or name a streaming runner (FlinkRunner, DataflowRunner)")
+    if name == "sparkrunner":
+        raise StreamRunnerError(SPARK_STREAM_REFUSAL)
     if not name:
         args.append("--runner=PrismRunner")
         name = "prismrunner"
@@ -343,7 +355,8 @@ def _job_server_jar_refusal(options, name: str) -> str | None:
         hint = " (`make flink-job-server` assembles one, README \"Flink\")"
     else:
         from apache_beam.runners.portability.spark_runner import SparkJarJobServer as JarJobServer
-        flag, runner, hint = "--spark_job_server_jar", "SparkRunner", ""
+        flag, runner = "--spark_job_server_jar", "SparkRunner"
+        hint = " (`make spark-job-server` assembles one, README \"Spark\")"
     try:
         JarJobServer.local_jar(JarJobServer(options).path_to_jar(), options.view_as(JobServerOptions).jar_cache_dir)
     except RuntimeError as exc:

@@ -499,6 +499,9 @@ def test_cli_errors_are_one_sentence_and_exit_2(small_model_dir, tmp_path, cli_c
          "a kafka stream without --stop-after-idle never ends, and the DirectRunner, where it cannot hand the job to "
          "Prism, runs a stream as one batch that writes nothing before its source ends: leave out --runner (Prism) "
          "or name a streaming runner (FlinkRunner, DataflowRunner)"),
+        # Beam's Spark runner gives a splittable DoFn no checkpoint: the stream failed after 15 s (session 51)
+        ([*replay_stream, "--runner=SparkRunner"], "Beam's Spark runner cannot run a stream: its portable runner "
+                                                   "gives no checkpoint to a splittable DoFn"),
         ([*replay_stream, "--runner=PrismRunner", f"--prism_location={tmp_path / 'no-prism-here'}"],
          "a stream runs on Prism unless --runner names another runner, and Prism's binary could not be had (Unable "
          f"to parse binary URL \"{tmp_path / 'no-prism-here'}\"): build it with `make prism` (Go) and pass "

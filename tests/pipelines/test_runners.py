@@ -334,7 +334,8 @@ def test_a_job_server_that_cannot_be_had_is_one_sentence_before_the_run(tmp_path
                                    f"--jar_cache_dir={tmp_path}"])
     assert str(caught.value).startswith(f"the SparkRunner's job server jar cannot be had (Beam could not fetch "
                                         f"{jar}: <urlopen error [Errno 111] Connection refused>): give one with "
-                                        f"--spark_job_server_jar, or a running job server with --job_endpoint")
+                                        f"--spark_job_server_jar (`make spark-job-server` assembles one, README "
+                                        f"\"Spark\"), or a running job server with --job_endpoint")
     local = tmp_path / "flink-job-server.jar"
     local.write_bytes(b"a jar")  # a local jar is Beam's to start
     flink = ["--runner=FlinkRunner", f"--flink_job_server_jar={local}"]
@@ -354,3 +355,15 @@ def test_a_job_server_that_cannot_be_had_is_one_sentence_before_the_run(tmp_path
         for master in (f"127.0.0.1:{listening.getsockname()[1]}", "[local]", "[auto]"):
             assert runners.batch_runner_args([*flink, f"--flink_master={master}"]) == [*flink,
                                                                                         f"--flink_master={master}"]
+
+
+def test_a_stream_on_spark_is_refused_before_it_starts():
+    """Found by hand (session 51): a stream on Beam's Spark runner failed after 15 s with an ERROR:root: line, as
+    its portable runner gives a splittable DoFn no checkpoint (apache/beam#19468). A batch run there is Beam's."""
+    for source, ends in (("replay", True), ("kafka", False)):
+        with pytest.raises(StreamRunnerError) as caught:
+            stream_runner_args(["--runner=SparkRunner", "--spark_job_server_jar=/no/such.jar"], source,
+                               source_ends=ends)
+        assert str(caught.value) == runners.SPARK_STREAM_REFUSAL
+    assert runners.SPARK_STREAM_REFUSAL.startswith("Beam's Spark runner cannot run a stream: ")
+

@@ -23,6 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".tools"
 FLINK_JAR = TOOLS / "flink" / "beam-flink-job-server.jar"
+SPARK_JAR = TOOLS / "spark" / "beam-spark-job-server.jar"
 KAFKA_LIBS = TOOLS / "kafka" / "libs"
 KAFKA_SCRIPT = REPO / "deploy" / "streaming" / "kafka-local.sh"
 PUBSUB_SCRIPT = REPO / "deploy" / "streaming" / "pubsub-emulator.sh"
@@ -381,6 +382,60 @@ def flink_args(flink_job_server_jar, request):
         return ["--runner=FlinkRunner", *where, "--environment_type=LOOPBACK", "--parallelism=2", *extra]
 
     return args
+
+
+@pytest.fixture(scope="session")
+def spark_job_server_jar() -> str:
+    """Path of the Spark job server's launcher jar (``make spark-job-server``); skips when it is not there."""
+    if shutil.which("java") is None:
+        pytest.skip("Java 17+ is not installed (the Spark job server needs it)")
+    if not SPARK_JAR.is_file():
+        pytest.skip(f"the Spark job server is not at {SPARK_JAR.relative_to(REPO)}: run `make spark-job-server` "
+                    f"(Maven)")
+    return str(SPARK_JAR)
+
+
+@pytest.fixture(scope="session")
+def spark_job_server(spark_job_server_jar, tmp_path_factory):
+    """One Spark job server (the jar ``make spark-job-server`` assembles, on an embedded local master) for the
+    session; ``host:port`` of its job service."""
+    work = tmp_path_factory.mktemp("spark-job-server")
+    port = free_port()
+    service = _launch("the Spark job server", ["java", "-jar", spark_job_server_jar, "--spark-master-url",
+                                               "local[2]", "--job-port", str(port), "--artifact-port", "0",
+                                               "--expansion-port", "0", "--artifacts-dir", str(work / "artifacts")],
+                      work / "job-server.log", lambda: _port_open(port))
+    yield f"127.0.0.1:{port}"
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def readings_csv(tmp_path_factory):
+    """Long readings of two pumps with two anomalies each, a malformed row, a bad value and a repeated reading,
+    for the runners' tests (Flink, Spark); the path and its number of records."""
+    import numpy as np
+
+    from seqwatch.models.synthetic import generate_sensor_data
+
+    readings, _ = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
+                                       kinds=("level_shift", "broken_channel"))
+    readings = readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True)
+    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    readings["value"] = readings["value"].round(4).astype(object)
+    readings.loc[500, "value"] = "n/a"
+    readings = readings.iloc[np.r_[np.arange(len(readings)), [700]]]
+    path = tmp_path_factory.mktemp("runner-in") / "readings.csv"
+    readings.to_csv(path, index=False)
+    with open(path, "a") as f:
+        f.write("pump-01,flow\n")
+    return path, len(readings) + 1
+
+
+def parquet_tables(root: Path, sink: str) -> dict:
+    """Each Parquet file under ``root/sink``, by its path under ``root``."""
+    import pyarrow.parquet as pq
+
+    return {p.relative_to(root): pq.read_table(p) for p in sorted((root / sink).rglob("*.parquet"))}
 
 
 @pytest.fixture(scope="session")

@@ -5,38 +5,16 @@ server jar); the others use the session's job server (``flink_job_server`` in co
 import signal
 import sys
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from seqwatch.models.synthetic import generate_sensor_data
 from seqwatch.pipelines.batch import SINKS, run_batch
 from seqwatch.pipelines.config import RunConfig
+from tests.streaming.conftest import parquet_tables
 
 # When a job ends, the job server may hang up on the in-process (LOOPBACK) worker's data channel while its reader
 # thread still waits: gRPC's CANCELLED "Multiplexer hanging up", after every result is in (seen in both tests).
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")]
-
-
-@pytest.fixture(scope="module")
-def readings_csv(tmp_path_factory):
-    """Long readings of two pumps with two anomalies each, a malformed row, a bad value and a repeated reading."""
-    readings, _ = generate_sensor_data(n_entities=2, n_steps=900, seed=7, anomalies_per_entity=2,
-                                       kinds=("level_shift", "broken_channel"))
-    readings = readings.sort_values(["timestamp", "entity_id", "channel"]).reset_index(drop=True)
-    readings["timestamp"] = readings["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    readings["value"] = readings["value"].round(4).astype(object)
-    readings.loc[500, "value"] = "n/a"
-    readings = readings.iloc[np.r_[np.arange(len(readings)), [700]]]
-    path = tmp_path_factory.mktemp("flink-in") / "readings.csv"
-    readings.to_csv(path, index=False)
-    with open(path, "a") as f:
-        f.write("pump-01,flow\n")
-    return path, len(readings) + 1
-
-
-def _tables(root, sink):
-    return {p.relative_to(root): pq.read_table(p) for p in sorted((root / sink).rglob("*.parquet"))}
 
 
 def test_the_batch_pipeline_on_flink_writes_what_the_direct_runner_writes(readings_csv, small_model_dir,
@@ -53,7 +31,7 @@ def test_the_batch_pipeline_on_flink_writes_what_the_direct_runner_writes(readin
     assert flink["stages"]["alerts"] >= 2
     assert flink["stages"] == manifests["direct"]["stages"]
     for sink in SINKS:
-        direct, on_flink = _tables(tmp_path / "direct", sink), _tables(tmp_path / "flink", sink)
+        direct, on_flink = parquet_tables(tmp_path / "direct", sink), parquet_tables(tmp_path / "flink", sink)
         assert direct.keys() == on_flink.keys(), sink
         for name, table in direct.items():
             if sink == "quarantine":  # one file per source; the rows' order follows the runner's bundles
