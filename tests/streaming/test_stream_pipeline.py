@@ -298,7 +298,9 @@ def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_read
     are quarantined as late, nothing is lost, and the alerts equal the batch run's; with Kafka batches of 2 s
     (``--batch-seconds``, the CPU-for-latency trade of a live feed: test_brokers.py). (Sent with the backlog
     instead, the first one reached its pane before the pane fired in one Flink run, and was quarantined as a
-    duplicate: not the late path this test is for.)"""
+    duplicate: not the late path this test is for.) With a consumer group named: Flink, which finalizes bundles
+    only at checkpoints and takes none, commits none of its offsets, and the stream says so as it starts (it had
+    committed nothing without a word, and a stream with a group on Flink was thought not to end: session 51)."""
     path, readings = long_readings
     topic = f"pumps-{runner}"
     kafka_broker.create_topic(topic, partitions=1)
@@ -321,7 +323,7 @@ def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_read
         stream = subprocess.Popen(_seqwatch_stream(small_model_dir, out, "--source", "kafka", "--bootstrap-servers",
                                                    kafka_broker.bootstrap_servers, "--topic", topic, "--start",
                                                    "earliest", "--stop-after-idle", "8", "--batch-seconds", "2",
-                                                   *_runner_args(runner, request)),
+                                                   "--group-id", f"late-{runner}", *_runner_args(runner, request)),
                                   stdout=log, stderr=subprocess.STDOUT)
         # Panes fire in watermark order: once two of the entity's panes are scored, its first one (which holds
         # `early`) has been.
@@ -351,6 +353,17 @@ def test_kafka_with_late_readings_reconciles_and_matches_batch(runner, long_read
                                            '"value": 1}'])
     assert (quarantine["raw"] != "").all()  # a broker message cannot be re-read: every record keeps its text
     stream_outputs.assert_matches_batch(out, path, small_model_dir, tmp_path / "batch")
+    said = (f"on Flink the reader commits the offsets of --group-id late-{runner} only when Flink finalizes a bundle "
+            f"at a checkpoint")
+    assert (said in log_path.read_text()) == (runner == "flink")
+    if runner == "flink":
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": f"late-{runner}"})
+        try:
+            assert consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset < 0  # none committed
+        finally:
+            consumer.close()
 
 
 @pytest.mark.slow
