@@ -292,11 +292,38 @@ def job_server_refusal(options) -> str | None:
     if name == "flinkrunner":
         return _flink_master_refusal(options) or _job_server_jar_refusal(options, name)
     if name == "sparkrunner":
-        return _job_server_jar_refusal(options, name)
+        return _spark_master_refusal(options) or _job_server_jar_refusal(options, name)
     return None
 
 
 FLINK_REST_PORT = 8081  # a Flink cluster's REST port, where --flink_master names none
+
+
+SPARK_MASTER_PORT = 7077  # a Spark standalone master's port, where spark:// names none
+
+
+def _spark_master_refusal(options) -> str | None:
+    """The sentence where no Spark standalone master answers at ``--spark_master_url`` (``spark://host:port``, or
+    several for a master with standbys): Spark tried for a minute, then failed the job with "Cannot call methods
+    on a stopped SparkContext" (68 s, found by hand). Other masters (``local[N]``, ``yarn``, ``k8s://``) are
+    Spark's to reach."""
+    from apache_beam.options.pipeline_options import SparkRunnerOptions
+
+    url = (options.view_as(SparkRunnerOptions).spark_master_url or "").strip()
+    if not url.startswith("spark://"):
+        return None
+    reasons = []
+    for master in url[len("spark://"):].split(","):
+        host, _, port = master.strip().partition(":")
+        port = port or str(SPARK_MASTER_PORT)
+        if not (host and port.isdigit()):
+            return None  # not host:port: Spark's to refuse
+        reason = _no_answer(f"{host}:{port}")
+        if reason is None:
+            return None
+        reasons.append(f"{host}:{port}: {reason}")
+    return (f"no Spark master answers at --spark_master_url={url} ({'; '.join(reasons)}): start it first, or leave "
+            f"out --spark_master_url for a Spark of the job's own (local[4])")
 
 
 def _flink_master_refusal(options) -> str | None:

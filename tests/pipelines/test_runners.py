@@ -355,6 +355,18 @@ def test_a_job_server_that_cannot_be_had_is_one_sentence_before_the_run(tmp_path
         for master in (f"127.0.0.1:{listening.getsockname()[1]}", "[local]", "[auto]"):
             assert runners.batch_runner_args([*flink, f"--flink_master={master}"]) == [*flink,
                                                                                         f"--flink_master={master}"]
+        # a Spark standalone master where nothing answers (found by hand: 68 s, then "Cannot call methods on a
+        # stopped SparkContext"); one with a standby that answers, and the other masters, are Spark's
+        spark = ["--runner=SparkRunner", f"--spark_job_server_jar={local}"]
+        with pytest.raises(StreamRunnerError) as caught:
+            runners.batch_runner_args([*spark, f"--spark_master_url=spark://127.0.0.1:{closed}"])
+        assert str(caught.value) == (f"no Spark master answers at --spark_master_url=spark://127.0.0.1:{closed} "
+                                     f"(127.0.0.1:{closed}: Connection refused): start it first, or leave out "
+                                     f"--spark_master_url for a Spark of the job's own (local[4])")
+        answers = listening.getsockname()[1]
+        for master in (f"spark://127.0.0.1:{closed},127.0.0.1:{answers}", "local[2]", "yarn", "k8s://h:1"):
+            given = [*spark, f"--spark_master_url={master}"]
+            assert runners.batch_runner_args(given) == given
 
 
 def test_a_stream_on_spark_is_refused_before_it_starts():
