@@ -194,6 +194,10 @@ def test_the_notice_names_the_channels_the_model_lacks_and_for_wide_files_how_to
     (["--zzz"], "unknown flag --zzz: neither seqwatch run nor Beam takes it (seqwatch run --help lists its flags)"),
     (["stray"], "unexpected argument 'stray' (flags take the form --name value)"),
     (["--direct_running_mode=fast"], "Beam option argument --direct_running_mode: invalid choice: 'fast'"),
+    # a Flink option of Beam's Java SDK, which a Flink user reaches for first (session 51)
+    (["--runner=FlinkRunner", "--checkpointing_interval=10000"],
+     "unknown flag --checkpointing_interval: Flink's runner takes it in Beam's Java SDK, not in Python's, whose "
+     "FlinkRunner passes it on to an uber jar only; seqwatch's Flink jobs run without Flink checkpoints"),
 ])
 def test_a_flag_neither_seqwatch_nor_beam_takes_is_one_sentence(extra, message):
     parser = build_parser()
