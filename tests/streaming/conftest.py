@@ -395,20 +395,6 @@ def spark_job_server_jar() -> str:
     return str(SPARK_JAR)
 
 
-@pytest.fixture(scope="session")
-def spark_job_server(spark_job_server_jar, tmp_path_factory):
-    """One Spark job server (the jar ``make spark-job-server`` assembles, on an embedded local master) for the
-    session; ``host:port`` of its job service."""
-    work = tmp_path_factory.mktemp("spark-job-server")
-    port = free_port()
-    service = _launch("the Spark job server", ["java", "-jar", spark_job_server_jar, "--spark-master-url",
-                                               "local[2]", "--job-port", str(port), "--artifact-port", "0",
-                                               "--expansion-port", "0", "--artifacts-dir", str(work / "artifacts")],
-                      work / "job-server.log", lambda: _port_open(port))
-    yield f"127.0.0.1:{port}"
-    service.stop()
-
-
 @pytest.fixture(scope="module")
 def readings_csv(tmp_path_factory):
     """Long readings of two pumps with two anomalies each, a malformed row, a bad value and a repeated reading,
