@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow fake-gcs-server bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine clean
+.PHONY: demo test test-fast airflow fake-gcs-server bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine bench-runners clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -88,6 +88,9 @@ bench-small-files: $(STAMP)
 
 bench-quarantine: $(STAMP)
 	$(BIN)/python benchmarks/quarantine_cost.py
+
+bench-runners: $(STAMP) prism flink-job-server spark-job-server
+	$(BIN)/python benchmarks/batch_runners.py
 
 bench-stream: $(STAMP) prism kafka-jars flink-job-server
 	$(BIN)/python benchmarks/stream_latency.py
