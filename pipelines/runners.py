@@ -296,9 +296,6 @@ def job_server_refusal(options) -> str | None:
     return None
 
 
-FLINK_REST_PORT = 8081  # a Flink cluster's REST port, where --flink_master names none
-
-
 SPARK_MASTER_PORT = 7077  # a Spark standalone master's port, where spark:// names none
 
 
@@ -324,6 +321,9 @@ def _spark_master_refusal(options) -> str | None:
         reasons.append(f"{host}:{port}: {reason}")
     return (f"no Spark master answers at --spark_master_url={url} ({'; '.join(reasons)}): start it first, or leave "
             f"out --spark_master_url for a Spark of the job's own (local[4])")
+
+
+FLINK_REST_PORT = 8081  # a Flink cluster's REST port, where --flink_master names none
 
 
 def _flink_master_refusal(options) -> str | None:
