@@ -1988,11 +1988,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     _OwnLines.command = f"seqwatch {args.command}"
+    _stacks_on_sigusr1()
     restore = _quiet_interrupts()
     try:
         return _main(parser, args, beam_args)
     finally:
         restore()
+
+
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` prints the stack of every thread of the command to stderr, and the command goes on: what
+    a person needs to see where a stream that no longer moves waits (the reader, the runner's threads), without
+    stopping it. Python's ``faulthandler``; where SIGUSR1 has a handler of someone else's, it is left alone."""
+    import faulthandler
+    import signal
+    import threading
+
+    usr1 = getattr(signal, "SIGUSR1", None)  # none on Windows
+    if usr1 is None or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(usr1) in (signal.SIG_DFL, None):
+        faulthandler.register(usr1, all_threads=True)
 
 
 # Keras 3's backends and the module each needs (numpy's is numpy itself)

@@ -186,6 +186,32 @@ def test_an_error_that_a_sigterm_was_turned_into_still_stops_the_command_as_a_si
     assert not model.exists()
 
 
+def test_sigusr1_prints_every_threads_stack_and_the_command_goes_on(tmp_path):
+    """``kill -USR1 <pid>``: where a command waits, without stopping it (session 51, for a stream that no longer
+    moves, as the Kafka outage test's once did)."""
+    path = _readings(tmp_path, n_steps=600)
+    model = tmp_path / "model"
+    command = _script(tmp_path, f"""
+        import os, signal, sys
+        from seqwatch.models.detector import Seq2SeqDetector
+        from seqwatch.pipelines.cli import main
+
+        fit = Seq2SeqDetector.fit
+
+        def looked_at_while_fitting(self, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            return fit(self, *args, **kwargs)
+
+        Seq2SeqDetector.fit = looked_at_while_fitting
+        sys.exit(main(["train", "--input", {str(path)!r}, "--model-dir", {str(model)!r}, "--window", "8",
+                       "--units", "4", "--epochs", "1", "--horizon", "0"]))
+    """)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Current thread 0x" in result.stderr and "looked_at_while_fitting" in result.stderr, result.stderr[-3000:]
+    assert (model / "latest").exists() or any(model.iterdir())  # the training went on and saved
+
+
 @pytest.mark.parametrize("change", ["remove a CSV", "cut a Parquet file", "remove a CSV, 2 workers"])
 def test_an_input_removed_or_cut_while_the_run_reads_it_is_one_sentence(small_model_dir, tmp_path, change):
     """An input deleted 3 s into a run had ended it with a traceback of 182 lines (exit 1); a Parquet file cut short

@@ -3,6 +3,7 @@ a replayed file and a real Kafka broker on 127.0.0.1 in, Parquet out, counts rec
 the batch pipeline's on the same readings. Kafka with late readings also on Flink."""
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -776,14 +777,19 @@ def _ended_as_idle(stream: subprocess.Popen, log_path, out, stream_outputs, time
     try:
         return stream.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        stream.send_signal(signal.SIGUSR1)  # every thread's stack into its log: where it waits (cli)
+        time.sleep(2)
         stream.terminate()
         try:
             stopped = f"it stopped on SIGTERM with exit code {stream.wait(timeout=90)}"
         except subprocess.TimeoutExpired:
             stopped = "it did not stop on SIGTERM either"
         counts = stream_outputs.counts(out) if (out / "counts").is_dir() else {}
+        log = log_path.read_text()
+        stacks = log.find("Thread 0x")
         pytest.fail(f"the stream did not end as idle within {timeout_s:g} s of its last message; {stopped}; its "
-                    f"counts: {counts}; its log ends:\n{log_path.read_text()[-3000:]}")
+                    f"counts: {counts}; its threads' stacks then:\n{log[stacks:stacks + 20000] if stacks >= 0 else '-'}"
+                    f"\nits log ends:\n{log[-3000:]}")
 
 
 def _at_360_hz(readings: pd.DataFrame) -> pd.DataFrame:
