@@ -2008,7 +2008,10 @@ def _stacks_on_sigusr1() -> None:
     if usr1 is None or threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(usr1) in (signal.SIG_DFL, None):
-        faulthandler.register(usr1, all_threads=True)
+        try:
+            faulthandler.register(usr1, file=sys.stderr, all_threads=True)
+        except (AttributeError, OSError, ValueError):  # a stderr with no file descriptor (captured, replaced)
+            pass
 
 
 # Keras 3's backends and the module each needs (numpy's is numpy itself)
