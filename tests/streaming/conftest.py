@@ -343,15 +343,21 @@ def stream_outputs() -> type[StreamOutputs]:
     return StreamOutputs
 
 
+def _job_server_jar(runner: str, jar: Path) -> str:
+    """Path of ``runner``'s job server launcher jar (``make <runner>-job-server``); skips when Java or the jar is
+    not there."""
+    if shutil.which("java") is None:
+        pytest.skip(f"Java 17+ is not installed (the {runner.title()} job server needs it)")
+    if not jar.is_file():
+        pytest.skip(f"the {runner.title()} job server is not at {jar.relative_to(REPO)}: run "
+                    f"`make {runner}-job-server` (Maven)")
+    return str(jar)
+
+
 @pytest.fixture(scope="session")
 def flink_job_server_jar() -> str:
     """Path of the Flink job server's launcher jar (``make flink-job-server``); skips when it is not there."""
-    if shutil.which("java") is None:
-        pytest.skip("Java 17+ is not installed (the Flink job server needs it)")
-    if not FLINK_JAR.is_file():
-        pytest.skip(f"the Flink job server is not at {FLINK_JAR.relative_to(REPO)}: run `make flink-job-server` "
-                    f"(Maven)")
-    return str(FLINK_JAR)
+    return _job_server_jar("flink", FLINK_JAR)
 
 
 @pytest.fixture(scope="session")
@@ -387,12 +393,7 @@ def flink_args(flink_job_server_jar, request):
 @pytest.fixture(scope="session")
 def spark_job_server_jar() -> str:
     """Path of the Spark job server's launcher jar (``make spark-job-server``); skips when it is not there."""
-    if shutil.which("java") is None:
-        pytest.skip("Java 17+ is not installed (the Spark job server needs it)")
-    if not SPARK_JAR.is_file():
-        pytest.skip(f"the Spark job server is not at {SPARK_JAR.relative_to(REPO)}: run `make spark-job-server` "
-                    f"(Maven)")
-    return str(SPARK_JAR)
+    return _job_server_jar("spark", SPARK_JAR)
 
 
 @pytest.fixture(scope="module")
