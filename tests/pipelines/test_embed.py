@@ -182,10 +182,10 @@ def streaming_options(request) -> PipelineOptions:
     return PipelineOptions(["--streaming", "--runner=DirectRunner"])
 
 
-def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_path):
-    """Streaming: readings arrive in event-time order with the watermark behind them; one arrives a day and a
-    half after the watermark has passed it and is quarantined as late, not dropped."""
-    rows, _ = _readings(seed=12)
+def _run_with_a_late_reading(rows: list, model_dir, options: PipelineOptions, root):
+    """``rows`` streamed in event-time order with the watermark behind them, then one reading a day and a half
+    after the watermark has passed it, through ``DetectAnomalies`` into ``WriteDetections`` under ``root / "out"``
+    and again, a file per flush window, under ``root / "windows"``; the finished pipeline's result."""
     times = [pd.Timestamp(r["timestamp"] if isinstance(r, dict) else json.loads(r)["timestamp"]) for r in rows]
     order = np.argsort(np.asarray([t.value for t in times]), kind="stable")
     stream = TestStream()
@@ -199,11 +199,11 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_pa
               .advance_watermark_to_infinity())
     decade = beam.window.FixedWindows(10 * 365 * 86_400)  # one window for the whole test, so assert_that fires
 
-    with beam.Pipeline(options=streaming_options) as p:
-        detect = DetectAnomalies(str(small_model_dir))
+    with beam.Pipeline(options=options) as p:
+        detect = DetectAnomalies(str(model_dir))
         found = p | stream | detect
-        found | WriteDetections(str(tmp_path / "out"), run_id=detect.run_id, flush_window_s=600)
-        found | "WriteWindowFiles" >> WriteDetections(str(tmp_path / "windows"), run_id=detect.run_id,
+        found | WriteDetections(str(root / "out"), run_id=detect.run_id, flush_window_s=600)
+        found | "WriteWindowFiles" >> WriteDetections(str(root / "windows"), run_id=detect.run_id,
                                                       flush_window_s=600, score_window_files=1)
         assert_that(found.counts | "CountsInOne" >> beam.WindowInto(decade), _check_counts(len(rows), 1),
                     label="CountsReconcile")
@@ -213,31 +213,61 @@ def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_pa
         assert_that(found.opened | "OpenedInOne" >> beam.WindowInto(decade)
                     | beam.combiners.Count.Globally().without_defaults(),
                     lambda n: n[0] >= 1 or pytest.fail("no incident announced"), label="IncidentsAnnounced")
+    return p.result
+
+
+def _written_counts(folder) -> dict:
+    """The counts of a stream's ``counts/`` files under ``folder``, summed."""
+    return _totals(pair for f in (folder / "counts").glob("*.json") for pair in json.loads(f.read_text()).items())
+
+
+def _counters_against_files(result, root) -> str | None:
+    """Where a run's Beam counters differ from the counts its files say (``files_written`` counts both roots'
+    files), what they are; None where they agree."""
+    counters, counts = counter_totals(result), _written_counts(root / "out")
+    names = ("records_in", "records_scored", "records_quarantined", "quarantined.gate.late", "alerts",
+             "alerts_opened")
+    wanted = {n: counts[n] for n in names} | {
+        "files_written": counts["files_written"] + _written_counts(root / "windows")["files_written"]}
+    found = {n: counters.get(n) for n in wanted}
+    return None if found == wanted else f"counters {found} against the files' {wanted}"
+
+
+def test_streaming_with_the_late_gate(small_model_dir, streaming_options, tmp_path):
+    """Streaming: readings arrive in event-time order with the watermark behind them; one arrives a day and a
+    half after the watermark has passed it and is quarantined as late, not dropped.
+
+    On Prism the counts are Beam counters too, which a runner's monitoring shows while the stream runs. Prism
+    2.77 can lose a counter's first report, as read in its code (``jobservices/metrics.go``): the values of a
+    counter whose short id it has not resolved yet wait in ``unprocessedPayloads``, one per short id, while it asks
+    the SDK worker what the id names, and another bundle's report of the same counter (0: the worker resets a
+    counter between bundles and keeps reporting it) replaces them. Seen once in CI (2026-12-06): the late
+    reading's two counters read 0 against 1 in the files. Where they disagree on Prism, the pipeline runs once
+    more, and that run's counters must agree. Not on the DirectRunner: in streaming it reports its first bundle's
+    counters only (a bug of Beam's: a bare counter of 6 elements in 3 bundles read 3)."""
+    rows, _ = _readings(seed=12)
+    root = tmp_path / "first"
+    result = _run_with_a_late_reading(rows, small_model_dir, streaming_options, root)
+    if streaming_options.get_all_options()["runner"] == "PrismRunner":
+        differ = _counters_against_files(result, root)
+        if differ is not None:
+            root = tmp_path / "again"
+            again = _counters_against_files(_run_with_a_late_reading(rows, small_model_dir, streaming_options,
+                                                                     root), root)
+            assert again is None, f"first run: {differ}; second run: {again}"
     # Written as seqwatch stream writes: counts per flush window that add up, each incident announced in
     # alerts_open/ and settled in alerts/, the late reading in a quarantine file.
-    counts = _totals(pair for f in (tmp_path / "out" / "counts").glob("*.json")
-                     for pair in json.loads(f.read_text()).items())
+    counts = _written_counts(root / "out")
     assert counts["records_in"] == len(rows) + 1 == counts["records_scored"] + counts["records_quarantined"]
-    # The same counts as Beam counters, which a runner's monitoring shows while the stream runs; files_written
-    # counts both roots' files. Not on the DirectRunner: in streaming it reports its first bundle's counters only
-    # (a bug of Beam's: a bare counter of 6 elements in 3 bundles read 3).
-    if streaming_options.get_all_options()["runner"] == "PrismRunner":
-        counters = counter_totals(p.result)
-        names = ("records_in", "records_scored", "records_quarantined", "quarantined.gate.late", "alerts",
-                 "alerts_opened")
-        assert {n: counters[n] for n in names} == {n: counts[n] for n in names}, (counters, counts)
-        in_windows = _totals(pair for f in (tmp_path / "windows" / "counts").glob("*.json")
-                             for pair in json.loads(f.read_text()).items())
-        assert counters["files_written"] == counts["files_written"] + in_windows["files_written"], counters
-    opened, settled = (pq.read_table(tmp_path / "out" / d).to_pandas() for d in ("alerts_open", "alerts"))
+    opened, settled = (pq.read_table(root / "out" / d).to_pandas() for d in ("alerts_open", "alerts"))
     assert len(opened) >= 1 and set(opened["alert_id"]) <= set(settled["alert_id"])
-    assert pq.read_table(tmp_path / "out" / "quarantine").column("reason_code").to_pylist() == ["late"]
+    assert pq.read_table(root / "out" / "quarantine").column("reason_code").to_pylist() == ["late"]
     # score_window_files=1: the same score rows, one file per flush window
-    window_files = sorted((tmp_path / "windows" / "scores").rglob("*.parquet"))
+    window_files = sorted((root / "windows" / "scores").rglob("*.parquet"))
     assert window_files and all(f.name == "part-0-of-1.parquet" for f in window_files)
     by = ["entity_id", "window_end"]
-    assert (pq.read_table(tmp_path / "windows" / "scores").to_pandas().sort_values(by).reset_index(drop=True)
-            .equals(pq.read_table(tmp_path / "out" / "scores").to_pandas().sort_values(by).reset_index(drop=True)))
+    assert (pq.read_table(root / "windows" / "scores").to_pandas().sort_values(by).reset_index(drop=True)
+            .equals(pq.read_table(root / "out" / "scores").to_pandas().sort_values(by).reset_index(drop=True)))
 
 
 def test_allowed_lateness_waits_for_a_reading_that_comes_after_its_pane_was_due(small_model_dir):
