@@ -8,7 +8,8 @@ Layout under a run's output (no ``key=value`` folder names, so readers do not in
     forecasts/part-<k>-of-<n>.parquet      batch: the same for forecasts, an entity in the file of its scores
     scores/<entity>/pane-<n>.parquet       streaming: one file per entity pane, rows by window end, written as
     forecasts/<entity>/pane-<n>.parquet    the pane is scored
-    alerts/<entity>/<alert_id>.parquet     one file per incident, once it is over
+    alerts/part-00000-of-00001.parquet     batch: the run's alerts, one row per incident, by entity and start
+    alerts/<entity>/<alert_id>.parquet     streaming: one file per incident, once it is over
     alerts_open/<entity>/<alert_id>.parquet  streaming: one notice per incident as soon as it opens (its first
                                            window; same id as its alert when that window was the first to arrive)
     quarantine/<source file>-<hash>.parquet  batch: one file per source, rows by line
@@ -533,6 +534,16 @@ def shard_file(sink: str, shard: int, files: int) -> str:
     return f"{sink}/part-{shard:05d}-of-{files:05d}.parquet"
 
 
+ALERTS_FILE = shard_file("alerts", 0, 1)  # a batch run's alerts, all in one file
+
+
+def _alerts_file(alerts: list):
+    """A batch run's alerts as one table, rows by entity, start and id (a rerun writes the same file); nothing
+    when there are none (the run's commit then writes the sink's empty file)."""
+    if alerts:
+        yield ALERTS_FILE, to_table(sorted(alerts, key=lambda a: (a.entity_id, a.start, a.alert_id)), ALERT_SCHEMA)
+
+
 def _score_piece(sw: ScoredWindows, run_id: str) -> pa.Table | None:
     return score_table(sw, run_id) if len(sw.windows.ends) else None
 
@@ -720,7 +731,16 @@ class WriteOutputs(beam.PTransform):
                                | f"{name}Files" >> beam.MapTuple(
                                    lambda shard, pieces, sink=sink: (shard_file(sink, shard, files),
                                                                      _shard_table(pieces))))
-        parts["Alert"] = alerts | "AlertTables" >> beam.Map(alert_table)
+        if streaming:  # a file per incident, written as it settles (its id names it: a replay overwrites it)
+            parts["Alert"] = alerts | "AlertTables" >> beam.Map(alert_table)
+        else:
+            # A batch run's alerts in one file, rows by entity and start: a fleet's night of incidents had been a
+            # file of one row each, and readers and object stores pay for every file (the commit on a store
+            # moves them one by one).
+            parts["Alert"] = (alerts
+                              | "AlertsToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
+                              | "AllAlerts" >> beam.combiners.ToList()
+                              | "AlertFile" >> beam.FlatMap(_alerts_file))
         if streaming:
             parts["Quarantine"] = quarantine_tables
         if opened is not None:
