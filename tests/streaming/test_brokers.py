@@ -1302,3 +1302,75 @@ def test_a_pubsub_read_asked_to_stop_ends_with_what_it_took_written_and_acknowle
     readings, quarantine, records_in = _read_back(tmp_path)
     _check_reconciles(readings, quarantine, records_in, set(delivered), n)
     assert _unacknowledged(subscriber, subscription) == 0, "messages were left unacknowledged"
+
+
+def test_a_kafka_consumer_that_does_not_reach_its_broker_for_a_while_is_replaced(own_kafka_node, caplog):
+    """Twice in some 40 runs of the outage test alone (2026-12-06), a stream's consumer neither read nor reached a
+    broker that was back, while other clients reached it. A consumer whose probes have all failed for
+    ``RENEW_CONSUMER_AFTER_S`` (1 s here) is replaced, said once, and the new one reads on from the offsets the
+    read claimed: nothing read twice, nothing skipped."""
+    from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+    from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+    from apache_beam.transforms.core import _BundleFinalizerParam
+
+    from seqwatch.pipelines import broker_sources
+
+    broker = own_kafka_node.start()
+    broker.create_topic("renewed")
+
+    def publish(numbers):
+        producer = broker.producer()
+        for i in numbers:
+            producer.produce("renewed", _message(i))
+        assert producer.flush(30) == 0
+
+    offsets = broker_sources._KafkaOffsets(broker.bootstrap_servers, "renew-test", {}, "earliest", False)
+    reader = broker_sources._ReadKafkaPartitionsCommitting(broker.bootstrap_servers, "renew-test", {}, offsets,
+                                                           MessageParser("run-renewed"), 100, 0.5, 0.1, 0, None, None)
+    reader.RENEW_CONSUMER_AFTER_S = 1.0
+    element = ("renewed", (0,))
+    restriction = PartitionOffsets((0,), (0,), (broker_sources._ENDLESS,))
+
+    def call():
+        """One call of ``process``; the readings' values it emitted, and the residual restriction becomes the next
+        call's."""
+        nonlocal restriction
+        tracker = ThreadsafeRestrictionTracker(offsets.create_tracker(restriction))
+        finalizer = _BundleFinalizerParam()
+        emitted = list(reader.process(element, finalizer, tracker=RestrictionTrackerView(tracker),
+                                      estimator=ManualWatermarkEstimator(None)))
+        finalizer.finalize_bundle()
+        residual = tracker.deferred_status()
+        assert residual is not None  # an endless read goes on, from the offsets this call claimed
+        restriction = residual[0]
+        return sorted(float(v) for t in emitted if isinstance(t, beam.window.TimestampedValue)
+                      for v in t.value.frame["value"])
+
+    reader.setup()
+    try:
+        publish(range(3))
+        read, deadline = [], time.monotonic() + 60
+        while len(read) < 3 and time.monotonic() < deadline:
+            read += call()
+        assert read == [0.0, 0.25, 0.5]
+        first = next(iter(reader._consumers.values()))[0]
+        own_kafka_node.stop()
+        with caplog.at_level("WARNING", logger=broker_sources.__name__):
+            try:
+                deadline = time.monotonic() + 30
+                while any(held is first for held, _ in reader._consumers.values()) and time.monotonic() < deadline:
+                    assert call() == []
+            finally:  # back before any assertion: a consumer's close waits on a broker that does not answer
+                broker = own_kafka_node.start()
+            renewed = [r.getMessage() for r in caplog.records if "a new consumer" in r.getMessage()]
+            assert len(renewed) == 1 and renewed[0].startswith(f"the Kafka broker at {broker.bootstrap_servers} "
+                                                               f"has not answered for "), caplog.records
+            publish(range(3, 5))
+            deadline = time.monotonic() + 60
+            while len(read) < 5 and time.monotonic() < deadline:
+                read += call()
+        assert read == [0.0, 0.25, 0.5, 0.75, 1.0]  # nothing twice, nothing skipped
+        assert all(held is not first for held, _ in reader._consumers.values())
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+    finally:
+        reader.teardown()
