@@ -733,6 +733,7 @@ class WriteOutputs(beam.PTransform):
                                                                      _shard_table(pieces))))
         if streaming:  # a file per incident, written as it settles (its id names it: a replay overwrites it)
             parts["Alert"] = alerts | "AlertTables" >> beam.Map(alert_table)
+            parts["Quarantine"] = quarantine_tables
         else:
             # A batch run's alerts in one file, rows by entity and start: a fleet's night of incidents had been a
             # file of one row each, and readers and object stores pay for every file (the commit on a store
@@ -741,8 +742,6 @@ class WriteOutputs(beam.PTransform):
                               | "AlertsToGlobal" >> beam.WindowInto(beam.window.GlobalWindows())
                               | "AllAlerts" >> beam.combiners.ToList()
                               | "AlertFile" >> beam.FlatMap(_alerts_file))
-        if streaming:
-            parts["Quarantine"] = quarantine_tables
         if opened is not None:
             parts["Opened"] = opened | "OpenedTables" >> beam.Map(alert_table, "alerts_open")
         flush_counts = [flushed_late, *score_flush_counts] if streaming else []
