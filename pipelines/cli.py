@@ -1877,7 +1877,8 @@ def _quiet_interrupts():
     Airflow, systemd and ``timeout`` stop a task) ends the run as a Ctrl-C does, where it has its default action.
     Each signal is left as it is where it is ignored or handled by someone else: SIGINT in a script's background
     job (``seqwatch run ... &``) or under nohup, whose SIGTERM is still taken (it had killed such a run without a
-    word, leaving its staging folder)."""
+    word, leaving its staging folder). After ``restore()`` the SDK worker's streams that the runner breaks stay
+    quiet still (``_sdk_hangups_kept_quiet``)."""
     import signal
     import threading
 
@@ -1912,10 +1913,8 @@ def _quiet_interrupts():
                        and _runner_connection_lost(args.exc_value) is not None)
         # the SDK worker's stream readers, when seqwatch has stopped the stream's job server
         # (runners.job_server_of_its_own waits for them to end first, up to a limit)
-        runners = sys.modules.get("seqwatch.pipelines.runners")
-        reader_lost = reader_lost or (runners is not None and runners.sdk_stream_broken_by_the_runner(
-            getattr(args.thread, "name", ""), args.exc_value))
-        if _CtrlC.caused(args.exc_value) or reader_lost:
+        reader_lost = reader_lost or _sdk_stream_broken(args)
+        if reader_lost or _CtrlC.caused(args.exc_value):  # (not waiting for a Ctrl-C where it is known already)
             return
         if getattr(args.thread, "name", "") == "wait_until_finish_read":
             # the reader failed otherwise (Prism 2.77 sent a message it could not parse, "string field contains
@@ -1938,7 +1937,7 @@ def _quiet_interrupts():
             signal.signal(signal.SIGINT, signal.default_int_handler)
         if terminate:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        threading.excepthook, sys.unraisablehook = previous_hook, previous_unraisable
+        threading.excepthook, sys.unraisablehook = _sdk_hangups_kept_quiet(previous_hook), previous_unraisable
         _CtrlC.watching, _CtrlC.seen = False, None  # a later command in this process starts without this signal
         _CtrlC.drain, _CtrlC.draining = None, ""
         interrupts.clear()
@@ -1949,6 +1948,30 @@ def _quiet_interrupts():
         signal.signal(signal.SIGTERM, on_interrupt)
     threading.excepthook, sys.unraisablehook = thread_failed, unraisable
     return restore
+
+
+def _sdk_stream_broken(args) -> bool:
+    """Whether the thread failure ``args`` (``threading.excepthook``'s) is the runner's hang-up of a stream of the
+    SDK worker in this process (``runners.sdk_stream_broken_by_the_runner``)."""
+    runners = sys.modules.get("seqwatch.pipelines.runners")
+    return runners is not None and runners.sdk_stream_broken_by_the_runner(getattr(args.thread, "name", ""),
+                                                                           args.exc_value)
+
+
+def _sdk_hangups_kept_quiet(hook):
+    """``hook`` (a ``threading.excepthook``), but for the runner's hang-ups of the SDK worker's streams, which are
+    not shown. It is what a command leaves in place: the worker's threads outlive the command, and one that the
+    runner's end broke only after the command had returned printed its traceback as the process exited, cut off
+    there (``Exception in thread``; one stream in some 100 whose step raised, on Prism)."""
+    if getattr(hook, "keeps_sdk_hangups_quiet", False):  # a command run before this one in the process put it there
+        return hook
+
+    def quiet(args):
+        if not _sdk_stream_broken(args):
+            hook(args)
+
+    quiet.keeps_sdk_hangups_quiet = True
+    return quiet
 
 
 def _stop_job_servers(original_sigint) -> None:

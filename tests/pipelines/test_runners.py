@@ -300,6 +300,36 @@ def test_prism_is_stopped_once_the_sdk_worker_has_hung_up_and_a_reader_broken_af
     assert printed == ["some_other_thread"]
 
 
+def test_a_reader_that_the_runner_breaks_after_the_command_has_returned_is_not_printed_either():
+    """The SDK worker's threads outlive the command: one broken by Prism's end after the command had returned printed
+    its traceback as the process exited, cut off there (``Exception in thread``; a stream whose step raised, one run
+    in some 100, and a `make test` run). The hook a command leaves keeps those quiet, passes the rest to the hook
+    from before it, and is not wrapped again by the next command in the process."""
+    import grpc
+
+    from seqwatch.pipelines.cli import _quiet_interrupts
+
+    printed, original = [], threading.excepthook
+    threading.excepthook = lambda args: printed.append(args.thread.name)  # what Python's own hook would print
+    try:
+        for _ in range(2):  # two commands in one process
+            _quiet_interrupts()()
+        left = threading.excepthook
+        _quiet_interrupts()()
+        assert threading.excepthook is left
+        for name, error in (("read_grpc_client_inputs", grpc.RpcError), ("run_worker_1-1", grpc.RpcError),
+                            ("read_state", ValueError), ("some_other_thread", grpc.RpcError)):
+            def fail(error=error):
+                raise error("Socket closed")
+
+            thread = threading.Thread(target=fail, name=name)
+            thread.start()
+            thread.join()
+    finally:
+        threading.excepthook = original
+    assert printed == ["read_state", "some_other_thread"]
+
+
 def test_a_job_server_that_cannot_be_had_is_one_sentence_before_the_run(tmp_path):
     """Found by hand: ``seqwatch run`` (or ``stream``) with a ``--job_endpoint`` where nothing listens waited
     ``--job_server_timeout`` (300 s) and ended in a traceback; ``--runner=PortableRunner`` without one, and the
