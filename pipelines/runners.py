@@ -541,7 +541,7 @@ def _end_of_block(guard: subprocess.Popen, ended_by: type | None = None) -> None
     """Stop the block's job server, once the SDK worker has hung up where the block ended as it should. A block
     ``ended_by`` an exception (a failed job, a second Ctrl-C) does not wait: the runner does not close the worker's
     data stream after a failed job (Prism 2.77: the wait ran out its 3 s in 5 of 24 streams whose step raised, which
-    took 4.1-4.9 s to end against 2.0-3.0 without it), and the readers that its stop breaks are not shown
+    took 4.1-4.9 s to end against 2.0-3.0 s without the wait), and the readers that its stop breaks are not shown
     (``cli._sdk_hangups_kept_quiet``)."""
     if ended_by is None:
         _let_the_sdk_worker_hang_up()

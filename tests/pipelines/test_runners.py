@@ -320,8 +320,8 @@ def test_a_stream_block_ended_by_an_exception_stops_its_job_server_without_waiti
 
 def test_a_reader_that_the_runner_breaks_after_the_command_has_returned_is_not_printed_either():
     """The SDK worker's threads outlive the command: one broken by Prism's end after the command had returned printed
-    its traceback as the process exited, cut off there (``Exception in thread``; a stream whose step raised, one run
-    in some 100, and a `make test` run). The hook a command leaves keeps those quiet, passes the rest to the hook
+    its traceback as the process exited, cut off there (``Exception in thread``; a stream whose step raised on Prism:
+    in a `make test` run, and once in 480 runs by hand). The hook a command leaves keeps those quiet, passes the rest to the hook
     from before it, and is not wrapped again by the next command in the process."""
     import grpc
 
