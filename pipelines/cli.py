@@ -1912,7 +1912,7 @@ def _quiet_interrupts():
         reader_lost = (getattr(args.thread, "name", "") == "wait_until_finish_read"
                        and _runner_connection_lost(args.exc_value) is not None)
         # the SDK worker's stream readers, when seqwatch has stopped the stream's job server
-        # (runners.job_server_of_its_own waits for them to end first, up to a limit)
+        # (runners.job_server_of_its_own waits for them to end first, up to a limit, where the job ended as it should)
         reader_lost = reader_lost or _sdk_stream_broken(args)
         if reader_lost or _CtrlC.caused(args.exc_value):  # (not waiting for a Ctrl-C where it is known already)
             return
