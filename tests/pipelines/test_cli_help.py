@@ -17,6 +17,21 @@ def test_every_flag_of_every_command_has_help():
     assert undocumented == []
 
 
+def test_the_readme_names_every_flag_of_every_command():
+    """The README is the CLI's tour: each long flag of each command is named there (its "The command line" block,
+    or the section of the feature it belongs to). Five flags of ``train`` and replay's ``--no-online-calibration``
+    had been in ``--help`` only."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    unnamed = [f"{name} {flag}" for name, command in _subcommands(build_parser()).items()
+               for action in command._actions for flag in action.option_strings
+               if flag.startswith("--") and flag != "--help"
+               and not re.search(re.escape(flag) + r"(?![A-Za-z0-9-])", readme)]
+    assert unnamed == []
+
+
 def test_the_top_level_description_names_every_command():
     parser = build_parser()
     assert all(name in parser.description for name in _subcommands(parser))
