@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqwatch-installed
 
-.PHONY: demo test test-fast airflow fake-gcs-server bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine bench-runners clean
+.PHONY: demo test test-fast airflow fake-gcs-server bench-accuracy bench-speed bench-models bench-stream bench-stream-fleet bench-stream-idle bench-soak bench-csv bench-calibration bench-calibration-series bench-small-files bench-quarantine bench-runners clean
 
 $(STAMP): requirements.lock setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,11 @@ bench-stream: $(STAMP) prism kafka-jars flink-job-server
 
 bench-stream-fleet: $(STAMP) prism
 	$(BIN)/python benchmarks/stream_fleet.py
+
+# Quiet streams: Kafka, MQTT and the Pub/Sub emulator on Prism (0.5 s and 5 s batches) and Kafka on Flink, each
+# alone with nothing to read; the CPU of seqwatch and its job server (~16 min)
+bench-stream-idle: $(STAMP) prism kafka-jars pubsub-emulator flink-job-server
+	$(BIN)/python benchmarks/stream_idle.py
 
 # Three streams (Kafka, MQTT, Pub/Sub emulator) fed live for 10 minutes each, at once (~13 min)
 bench-soak: $(STAMP) prism kafka-jars pubsub-emulator
