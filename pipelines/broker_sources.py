@@ -39,6 +39,12 @@ with a ``group_id``, committed when the bundle is finalized; Pub/Sub messages ar
 is finalized, so a failed bundle's messages are redelivered (at least once; duplicates go to the downstream
 duplicate check).
 
+Quiet sources: a poll gathers messages for its batch time (``max_bundle_s``, ``--batch-seconds``); one that has
+received nothing by then waits on in its bundle for a first message, up to ``QUIET_POLL_S`` in all, and passes it
+on a batch time after it came, as at the start of a poll; a stop request, a sign of an outage, and the moment
+``--stop-after-idle`` or ``--idle-watermark`` comes due end the wait. Each bundle costs the runner: a quiet stream
+on Prism had spent 0.07-0.09 cores of Prism's CPU on a bundle every 0.5-0.7 s.
+
 Stopping: a reader given ``stop`` (a ``seqwatch.pipelines.stop_request.StopRequest``) ends after the poll that
 sees the request, as at its idle end: what it took is emitted (and committed or acknowledged), and its watermark
 goes to the end of time, so everything downstream is written. Beam's own IOs (the two alternatives above) take no
@@ -81,6 +87,10 @@ DEFAULT_REPLAY_MAX_WAIT_S = 5.0
 KAFKA_START = ("committed", "earliest", "latest")
 _ENDLESS = sys.maxsize  # the stop of an unbounded offset range
 QUIET_TOPIC_CHECK_S = 10.0  # a Kafka topic without messages for this long is looked up on the broker
+# A poll that has received nothing by the end of its batch time waits on for a first message, up to this long in
+# all, instead of ending its bundle (``_quiet_wait_s``): each bundle costs the runner, and a quiet stream on Prism
+# spent 0.07-0.09 cores of Prism's CPU on its bundles of 0.5 s (BENCHMARKS.md, "A quiet stream's CPU").
+QUIET_POLL_S = 5.0
 _STAGE = "parse"
 _ORIGIN_ENTITY = "\x00origin"  # the field a wide message's entity from its topic or key travels in (no JSON key)
 
@@ -381,6 +391,21 @@ def _max_time_us(parsed: ParsedMessages) -> int | None:
         if stamps.size and (latest is None or int(stamps.max()) > latest):
             latest = int(stamps.max())
     return latest
+
+
+def _quiet_wait_s(batch_s: float, *due_in_s: float | None) -> float:
+    """How long a poll may wait for its first message before its bundle ends: ``QUIET_POLL_S``, or less where the
+    source will sooner have been idle long enough for what a poll's end does (``due_in_s``, seconds from now:
+    ending the read after ``--stop-after-idle``, letting the watermark follow the wall clock after
+    ``--idle-watermark``; None or not ahead where there is none), and never less than the batch time. A message
+    that comes meanwhile is gathered until the end of that batch time, as at the start of a poll, so a reading
+    waits no longer than it did with bundles of the batch time; the bundles of a quiet source are fewer."""
+    return max(batch_s, min([QUIET_POLL_S, *(s for s in due_in_s if s is not None and s > 0)]))
+
+
+def _due_in(idle_s: float | None, idle_for_s: float) -> float | None:
+    """The seconds until a source idle for ``idle_for_s`` will have been idle for ``idle_s`` (None: never)."""
+    return None if idle_s is None else idle_s - idle_for_s
 
 
 class _EventTimeClock:
@@ -836,6 +861,12 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
                 "the offsets this stream read up to could not be committed to the Kafka consumer group (%s): a "
                 "stream started again reads those messages again", reason)
 
+    def _waits_on(self, until: float) -> bool:
+        """Whether a poll that has received nothing waits on for a first message (``_quiet_wait_s``): not past
+        ``until``, no stop requested, and no sign of an outage, which the poll's end looks into."""
+        return (time.monotonic() < until and not self._suspect and not _outage_said(self._where)
+                and not (self.stop_request is not None and self.stop_request.requested()))
+
     def _broker_down(self, consumer, topic: str) -> bool:
         """Whether the read must not end for idleness now: the broker does not answer (an outage: said once), or
         it has just answered again after one (said once; every partition group's idle time then starts again,
@@ -958,11 +989,18 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
         by_partition: dict = {p: [] for p in active}
         received = 0
         went_back = None  # (partition, the offset due, the offset that came): the partition started again
-        deadline = time.monotonic() + self.max_bundle_s
+        polled_at = time.monotonic()
+        deadline = polled_at + self.max_bundle_s
+        idle_wm_s = None if self.idle_watermark_us is None else self.idle_watermark_us / 1e6
+        quiet_until = polled_at + _quiet_wait_s(self.max_bundle_s, _due_in(self.stop_after_idle_s, clocks.idle_for()),
+                                                _due_in(idle_wm_s, clocks.idle_for()))
         while received < self.max_batch and went_back is None:
             left = deadline - time.monotonic()
             if left <= 0:
-                break
+                if received or not self._waits_on(quiet_until):
+                    break
+                deadline = time.monotonic() + self.max_bundle_s  # nothing yet: a quiet topic is waited on in this
+                continue  # poll (_quiet_wait_s)
             for m in consumer.consume(num_messages=self.max_batch - received, timeout=min(left, 0.2)):
                 if m.error() is not None:
                     continue
@@ -1237,10 +1275,17 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         """What the reads of this broker hold back (``_ReadHold``), shared by the reader instances of the process."""
         return _per_process(_READ_HOLDS, self._where(element), _ReadHold)
 
-    def _receive(self, element) -> list:
+    def _receive(self, element, until: float | None = None) -> list:
         """Up to ``max_batch`` messages, waiting for all of ``max_bundle_s`` (``fill_batch``), or until none is
-        waiting."""
+        waiting; while none has come, waiting on until ``until`` (monotonic time; ``_waits_on``)."""
         raise NotImplementedError
+
+    def _waits_on(self, element, until: float | None) -> bool:
+        """Whether a poll that has received nothing waits on for a first message (``_quiet_wait_s``): not past
+        ``until``, no stop requested, and no sign of an outage, which the poll's end looks into."""
+        return (until is not None and time.monotonic() < until and not self._suspect(element)
+                and not _outage_said(self._where(element))
+                and not (self.stop_request is not None and self.stop_request.requested()))
 
     def _suspect(self, element) -> bool:
         """Whether the broker may be unreachable (a sign short of a probe): then ``_unreachable`` asks."""
@@ -1331,7 +1376,10 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         if not tracker.try_claim(restriction.start):
             return
         polled_at = time.monotonic()
-        received = self._receive(element)
+        idle_wm_s = None if self.idle_watermark_us is None else self.idle_watermark_us / 1e6
+        idle_for = min(clock.idle_for(), polled_at - self._hold(element).idle_from)  # as the idle end counts it
+        received = self._receive(element, polled_at + _quiet_wait_s(
+            self.max_bundle_s, _due_in(self.stop_after_idle_s, idle_for), _due_in(idle_wm_s, clock.idle_for())))
         # a poll that waited out its batch's time (fill_batch) is followed at once; one cut short by an outage, or
         # that ended when nothing was waiting, after poll_interval_s
         waited = time.monotonic() - polled_at >= self.max_bundle_s
@@ -1472,17 +1520,22 @@ class _PullPubSub(_PollingReader):
         if self.stop_after_idle_s is not None:  # read not ended for idleness before stop_after_idle_s after then
             hold.idle_from = max(hold.idle_from, due)
 
-    def _receive(self, element) -> list:
+    def _receive(self, element, until: float | None = None) -> list:
         subscription, _ = element
         received = []
         deadline = time.monotonic() + self.max_bundle_s
-        while len(received) < self.max_batch and time.monotonic() < deadline:
+        while len(received) < self.max_batch:
+            if time.monotonic() >= deadline:
+                if received or not self._waits_on(element, until):
+                    break
+                deadline = time.monotonic() + self.max_bundle_s  # nothing yet: waited on in this poll
             got = self._pull(subscription, min(1000, self.max_batch - len(received)))
             received.extend(got)
             if got:
                 continue
-            if not self.fill_batch or self._refused or self._hold(element).unanswered:  # an outage is _broker_down's
-                # to wait on
+            if self._refused or self._hold(element).unanswered:  # an outage is _broker_down's to wait on
+                break
+            if not self.fill_batch and (received or not self._waits_on(element, until)):
                 break
             time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
         return received
@@ -1717,7 +1770,7 @@ class _SubscribeMqtt(_PollingReader):
                 _MQTT_SESSIONS[key] = (client, messages)
             return _MQTT_SESSIONS[key]
 
-    def _receive(self, element) -> list:
+    def _receive(self, element, until: float | None = None) -> list:
         import queue
 
         _, messages = self._session(element[0])
@@ -1726,7 +1779,10 @@ class _SubscribeMqtt(_PollingReader):
         while len(received) < self.max_batch:
             left = deadline - time.monotonic()
             if left <= 0:
-                break
+                if received or not self._waits_on(element, until):
+                    break
+                deadline = time.monotonic() + self.max_bundle_s  # nothing yet: waited on in this poll
+                continue
             try:  # with fill_batch, one wait for the rest of the batch's time
                 received.append(messages.get(timeout=left if self.fill_batch else min(left, 0.05)))
             except queue.Empty:

@@ -616,6 +616,86 @@ def test_an_mqtt_read_fills_its_batches_and_takes_a_trickle_in_fewer(mqtt_broker
     _check_filled_polls(polls[True], polls[False], 1.5)
 
 
+def test_a_poll_waits_for_a_quiet_sources_first_message_up_to_its_quiet_time():
+    """``_quiet_wait_s``, worked by hand: a poll that has received nothing waits on for a first message up to
+    ``QUIET_POLL_S`` (5 s), less where the source will sooner have been idle for --stop-after-idle or
+    --idle-watermark (what a poll's end acts on), never less than the batch time."""
+    from seqwatch.pipelines.broker_sources import QUIET_POLL_S, _due_in, _quiet_wait_s
+
+    assert QUIET_POLL_S == 5.0
+    assert _quiet_wait_s(0.5) == 5.0
+    assert _quiet_wait_s(0.5, _due_in(30.0, 28.0), None) == 2.0  # idle 28 s of --stop-after-idle 30
+    assert _quiet_wait_s(0.5, _due_in(30.0, 1.0), _due_in(2.0, 1.5)) == 0.5  # the idle watermark in 0.5 s
+    assert _quiet_wait_s(0.5, _due_in(8.0, 7.9)) == 0.5  # never less than the batch time
+    assert _quiet_wait_s(0.5, _due_in(2.0, 9.0)) == 5.0  # idle past it already: the watermark follows every 5 s
+    assert _quiet_wait_s(8.0, _due_in(30.0, 0.0)) == 8.0  # --batch-seconds 8: a poll is as long as its batch
+
+
+def _quiet_polls(reader, element, publish, stop_path: Path) -> None:
+    """A quiet poll of ``reader`` (batch time 0.3 s) waits for a first message until the time it is given, not for
+    its batch time; a message published a second into such a poll ends it a batch time later, with that message;
+    a stop request ends the wait (``_waits_on``). Bounds only: a loaded machine makes each poll longer."""
+    began = time.monotonic()
+    assert reader._receive(element, began + 2.0) == []
+    assert time.monotonic() - began >= 2.0  # a bundle where its batch time would have made 7
+    timer = threading.Timer(1.0, publish)
+    timer.start()
+    began = time.monotonic()
+    try:
+        assert len(reader._receive(element, began + 30.0)) == 1
+        assert time.monotonic() - began < 20.0  # not the whole 30 s
+    finally:
+        timer.join()
+    reader.stop_request = StopRequest(str(stop_path))
+    stop_path.write_text("test\n")
+    began = time.monotonic()
+    assert reader._receive(element, began + 30.0) == []
+    assert time.monotonic() - began < 20.0
+
+
+def test_a_quiet_pubsub_poll_waits_on_in_one_bundle_and_a_message_or_a_stop_ends_it(pubsub_emulator, tmp_path):
+    """A quiet stream on Prism spent 0.07-0.09 cores of Prism's CPU on bundles of 0.5 s that took nothing (BENCHMARKS.md,
+    "A quiet stream's CPU"); a poll that has received nothing now waits on in its bundle."""
+    from seqwatch.pipelines import broker_sources
+
+    topic, subscription = pubsub_emulator.create_subscription("readings-quiet")
+    publisher, _ = pubsub_emulator.clients()
+    reader = broker_sources._PullPubSub(MessageParser("run-quiet"), pubsub_emulator.host, 100, 0.3, 0.1, 0, None,
+                                        None)
+    reader.setup()
+    try:
+        _quiet_polls(reader, (subscription, 0), lambda: publisher.publish(topic, _message(1)).result(timeout=30),
+                     tmp_path / STOP_FILE)
+    finally:
+        reader.teardown()
+
+
+def test_a_quiet_mqtt_poll_waits_on_in_one_bundle_and_a_message_or_a_stop_ends_it(mqtt_broker, tmp_path):
+    import paho.mqtt.client as mqtt
+
+    from seqwatch.pipelines import broker_sources
+
+    host, port = mqtt_broker.rsplit(":", 1)
+    topic, client_id = "quiet/readings", "seqwatch-quiet"
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="quiet-publisher")
+    publisher.connect(host, int(port))
+    publisher.loop_start()
+    try:
+        MqttReadings(mqtt_broker, topic, "run-quiet", client_id=client_id).open_session()
+        reader = broker_sources._SubscribeMqtt(MessageParser("run-quiet"), host, int(port), 1, client_id, 100, 0.3,
+                                               0.1, 0, None, None)
+        reader.setup()
+        _quiet_polls(reader, (topic, 0), lambda: publisher.publish(topic, _message(1), qos=1).wait_for_publish(10),
+                     tmp_path / STOP_FILE)
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        client, _ = broker_sources._MQTT_SESSIONS.pop((host, int(port), client_id, topic, 1), (None, None))
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Pub/Sub
 
@@ -881,12 +961,16 @@ class _ReaderCall:
         return sum(len(v.value) for v in self.emitted if isinstance(v, beam.window.TimestampedValue))
 
 
-def test_a_reader_instance_used_again_does_not_take_a_live_read_for_idle(pubsub_emulator):
+def test_a_reader_instance_used_again_does_not_take_a_live_read_for_idle(pubsub_emulator, monkeypatch):
     """A runner may run a reader's bundles on several instances of its DoFn. Each instance had its own clock of the
     element's last message, so an instance used again after another had read the element for longer than
     --stop-after-idle took the live read for idle, and ended it, at its first poll that found nothing waiting.
-    The clock is now one per process and run: the read goes on."""
+    The clock is now one per process and run: the read goes on. A poll that finds nothing lasts its batch time
+    here (``QUIET_POLL_S`` as short): a quiet poll waits on until --stop-after-idle is due, and would end the read
+    then whatever the clock."""
     from seqwatch.pipelines import broker_sources
+
+    monkeypatch.setattr(broker_sources, "QUIET_POLL_S", 0.3)
 
     topic, subscription = pubsub_emulator.create_subscription("readings-instances-idle")
     publisher, _ = pubsub_emulator.clients()
