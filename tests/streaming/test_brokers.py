@@ -670,6 +670,62 @@ def test_a_quiet_pubsub_poll_waits_on_in_one_bundle_and_a_message_or_a_stop_ends
         reader.teardown()
 
 
+def test_a_quiet_kafka_poll_waits_on_in_one_bundle_and_a_message_or_a_stop_ends_it(kafka_broker, tmp_path,
+                                                                                   monkeypatch):
+    """Kafka's reader, called as the SDK worker calls it (``process`` with Beam's tracker, estimator and finalizer):
+    a call that finds nothing lasts the quiet wait and goes on; a message published a second into a call ends it
+    with that message; a stop request ends a call's wait and the read. ``QUIET_POLL_S`` is set per step (2 s, then
+    30 s, so that a call that waited it out is told from one a message or a stop ended). Bounds only."""
+    from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+    from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+    from apache_beam.transforms.core import _BundleFinalizerParam
+
+    from seqwatch.pipelines import broker_sources
+
+    kafka_broker.create_topic("quiet-kafka")
+    offsets = broker_sources._KafkaOffsets(kafka_broker.bootstrap_servers, "quiet-test", {}, "earliest", False)
+    reader = broker_sources._ReadKafkaPartitions(kafka_broker.bootstrap_servers, "quiet-test", {}, offsets,
+                                                 MessageParser("run-quiet-kafka"), 100, 0.3, 0.1, 0, None, None)
+    restriction = PartitionOffsets((0,), (0,), (broker_sources._ENDLESS,))
+
+    def call():
+        """One call of ``process``: how long it took, the readings it emitted, and whether the read goes on."""
+        nonlocal restriction
+        tracker = ThreadsafeRestrictionTracker(offsets.create_tracker(restriction))
+        finalizer = _BundleFinalizerParam()
+        began = time.monotonic()
+        emitted = list(reader.process(("quiet-kafka", (0,)), tracker=RestrictionTrackerView(tracker),
+                                      estimator=ManualWatermarkEstimator(None)))
+        took = time.monotonic() - began
+        finalizer.finalize_bundle()
+        residual = tracker.deferred_status()
+        if residual is not None:
+            restriction = residual[0]
+        return took, sum(len(t.value) for t in emitted if isinstance(t, beam.window.TimestampedValue)), \
+            residual is not None
+
+    reader.setup()
+    try:
+        monkeypatch.setattr(broker_sources, "QUIET_POLL_S", 2.0)
+        took, readings, goes_on = call()
+        assert took >= 2.0 and readings == 0 and goes_on  # one bundle where its batch time would have made 7
+        monkeypatch.setattr(broker_sources, "QUIET_POLL_S", 30.0)
+        producer = kafka_broker.producer()
+        timer = threading.Timer(1.0, lambda: (producer.produce("quiet-kafka", _message(1)), producer.flush(10)))
+        timer.start()
+        try:
+            took, readings, goes_on = call()
+        finally:
+            timer.join()
+        assert readings == 1 and goes_on and took < 20.0
+        reader.stop_request = StopRequest(str(tmp_path / STOP_FILE))
+        (tmp_path / STOP_FILE).write_text("test\n")
+        took, readings, goes_on = call()
+        assert readings == 0 and not goes_on and took < 20.0  # the read ends, as on a graceful stop
+    finally:
+        reader.teardown()
+
+
 def test_a_quiet_mqtt_poll_waits_on_in_one_bundle_and_a_message_or_a_stop_ends_it(mqtt_broker, tmp_path):
     import paho.mqtt.client as mqtt
 
