@@ -99,7 +99,7 @@ bench-stream-fleet: $(STAMP) prism
 	$(BIN)/python benchmarks/stream_fleet.py
 
 # Quiet streams: Kafka, MQTT and the Pub/Sub emulator on Prism (0.5 s and 5 s batches) and Kafka on Flink, each
-# alone with nothing to read; the CPU of seqwatch and its job server (~16 min)
+# alone with nothing to read; the CPU of seqwatch and its job server (~14 min)
 bench-stream-idle: $(STAMP) prism kafka-jars pubsub-emulator flink-job-server
 	$(BIN)/python benchmarks/stream_idle.py
 

@@ -5,7 +5,7 @@ server), then the CPU seconds of seqwatch's process (the SDK worker runs in it) 
 its guard, or the Flink job server's JVM) are counted over ``--seconds`` of wall clock; a SIGTERM then stops it,
 and it must say it read nothing (records in 0) and exit 0.
 
-    .venv/bin/python benchmarks/stream_idle.py          # what `make bench-stream-idle` runs (~16 min)
+    .venv/bin/python benchmarks/stream_idle.py          # what `make bench-stream-idle` runs (~14 min)
     .venv/bin/python benchmarks/stream_idle.py --sources kafka --batch-seconds 0.5 --seconds 60   # one row
 
 The default runs Kafka, MQTT and the Pub/Sub emulator on Prism with the default 0.5 s batches and with 5 s ones
