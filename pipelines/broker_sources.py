@@ -403,6 +403,14 @@ def _quiet_wait_s(batch_s: float, *due_in_s: float | None) -> float:
     return max(batch_s, min([QUIET_POLL_S, *(s for s in due_in_s if s is not None and s > 0)]))
 
 
+def _quiet_wait_goes_on(until: float | None, suspect: bool, where: str, stop: StopRequest | None) -> bool:
+    """Whether a poll that has received nothing waits on for a first message (``_quiet_wait_s``): not past ``until``
+    (None: no quiet wait), no sign of an outage (``suspect``, or one said for ``where``), which the poll's end looks
+    into, and no stop requested."""
+    return (until is not None and time.monotonic() < until and not suspect and not _outage_said(where)
+            and not (stop is not None and stop.requested()))
+
+
 def _due_in(idle_s: float | None, idle_for_s: float) -> float | None:
     """The seconds until a source idle for ``idle_for_s`` will have been idle for ``idle_s`` (None: never)."""
     return None if idle_s is None else idle_s - idle_for_s
@@ -862,10 +870,7 @@ class _ReadKafkaPartitions(beam.DoFn, _DelegatedRestrictions):
                 "stream started again reads those messages again", reason)
 
     def _waits_on(self, until: float) -> bool:
-        """Whether a poll that has received nothing waits on for a first message (``_quiet_wait_s``): not past
-        ``until``, no stop requested, and no sign of an outage, which the poll's end looks into."""
-        return (time.monotonic() < until and not self._suspect and not _outage_said(self._where)
-                and not (self.stop_request is not None and self.stop_request.requested()))
+        return _quiet_wait_goes_on(until, self._suspect, self._where, self.stop_request)
 
     def _broker_down(self, consumer, topic: str) -> bool:
         """Whether the read must not end for idleness now: the broker does not answer (an outage: said once), or
@@ -1281,11 +1286,7 @@ class _PollingReader(beam.DoFn, _DelegatedRestrictions):
         raise NotImplementedError
 
     def _waits_on(self, element, until: float | None) -> bool:
-        """Whether a poll that has received nothing waits on for a first message (``_quiet_wait_s``): not past
-        ``until``, no stop requested, and no sign of an outage, which the poll's end looks into."""
-        return (until is not None and time.monotonic() < until and not self._suspect(element)
-                and not _outage_said(self._where(element))
-                and not (self.stop_request is not None and self.stop_request.requested()))
+        return _quiet_wait_goes_on(until, self._suspect(element), self._where(element), self.stop_request)
 
     def _suspect(self, element) -> bool:
         """Whether the broker may be unreachable (a sign short of a probe): then ``_unreachable`` asks."""
